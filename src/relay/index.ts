@@ -1,0 +1,16 @@
+/**
+ * Redirect engines: the userspace relay (TCP/UDP, hold/release, PROXY protocol) and the kernel
+ * engine (nftables). Both implement `RedirectEngine`.
+ */
+export type { RedirectEngine, RelayStats, ListenerStats, Upstream } from './engine.js';
+export type { RelayOptions } from './options.js';
+export { TcpRelay } from './tcp-relay.js';
+export {
+  encodeProxyHeader,
+  encodeProxyV1,
+  encodeProxyV2,
+  parseProxyHeader,
+  ProxyHeaderError,
+  type ProxyAddresses,
+  type ParsedProxyHeader,
+} from './proxy-protocol.js';

@@ -1,0 +1,441 @@
+/**
+ * The userspace relay: accepts TCP (and, with `udp`, UDP) on an address and a list of ports and
+ * forwards to the current upstream. New connections can be held at cut-over and released, in
+ * arrival order, to whatever upstream is current at release time.
+ *
+ * Flow control: client sockets are accepted paused (`pauseOnConnect`), so a held client's data
+ * waits in the kernel's receive buffer and TCP flow control slows the sender; nothing is read
+ * until the upstream is connected. Both directions then go through `pipe()`, which pauses the
+ * reading side whenever the writing side's buffer is full. Half-close is relayed: a FIN from one
+ * side ends the other side's write half while the reverse direction keeps flowing.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { FerryError } from '../common/errors.js';
+import type { ListenerStats, RedirectEngine, RelayStats, Upstream } from './engine.js';
+import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
+import { encodeProxyHeader, parseProxyHeader, ProxyHeaderError, type ProxyAddresses, MAX_HEADER_LENGTH } from './proxy-protocol.js';
+import { UdpListener } from './udp.js';
+
+/** Mutable per-listener counters. */
+export interface Counters {
+  active: number;
+  total: number;
+  bytesToUpstream: number;
+  bytesToClient: number;
+  lastConnectionAt: number | null;
+}
+
+function newCounters(): Counters {
+  return { active: 0, total: 0, bytesToUpstream: 0, bytesToClient: 0, lastConnectionAt: null };
+}
+
+interface TcpListener {
+  server: Server;
+  port: number;
+  counters: Counters;
+}
+
+type ConnState = 'accepting' | 'held' | 'connecting' | 'open' | 'closed';
+
+interface Conn {
+  client: Socket;
+  upstream: Socket | null;
+  listener: TcpListener;
+  state: ConnState;
+  /** Real client endpoints: the accepted socket's, or those of an accepted PROXY header. */
+  addresses: ProxyAddresses | null;
+  holdTimer: NodeJS.Timeout | null;
+  /** Sockets of this connection not yet closed. */
+  open: number;
+}
+
+const noop = (): void => undefined;
+
+/** Userspace TCP/UDP relay; see the module comment. */
+export class TcpRelay implements RedirectEngine {
+  readonly kind = 'userspace';
+  private readonly opts: ResolvedRelayOptions;
+  private upstream: Upstream;
+  private readonly tcp: TcpListener[] = [];
+  private readonly udp: UdpListener[] = [];
+  private readonly conns = new Set<Conn>();
+  private readonly holdQueue: Conn[] = [];
+  private holding = false;
+  private started = false;
+  private closed = false;
+  private active = 0;
+  private upstreamFailures = 0;
+  private rejected = 0;
+  private holdExpired = 0;
+  private idleTimeouts = 0;
+  private drainWaiters: Array<() => void> = [];
+  private boundPorts: number[] = [];
+
+  constructor(opts: RelayOptions) {
+    this.opts = resolveRelayOptions(opts);
+    this.upstream = this.opts.upstream;
+  }
+
+  /** Bound ports, in the order of `listen.ports`. Empty before `start()`. */
+  get ports(): number[] {
+    return [...this.boundPorts];
+  }
+
+  async start(): Promise<void> {
+    if (this.started) throw new FerryError('RELAY_STATE', 'relay already started; create a new TcpRelay to start again');
+    this.started = true;
+    try {
+      for (const want of this.opts.listen.ports) {
+        const l = await this.bindTcp(want);
+        if (this.opts.udp) this.udp.push(await this.bindUdp(l.port, want === 0));
+        this.boundPorts.push(l.port);
+      }
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  private bindTcp(port: number): Promise<TcpListener> {
+    const server = createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true });
+    const l: TcpListener = { server, port, counters: newCounters() };
+    server.on('connection', (s) => this.accept(l, s));
+    server.on('error', noop); // errors after listen() concern single accepts (e.g. EMFILE)
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        server.close();
+        reject(new FerryError('RELAY_LISTEN', `cannot listen on ${this.opts.listen.address}:${port}/tcp: ${err.message}`, { cause: err }));
+      };
+      server.once('error', onError);
+      server.listen({ host: this.opts.listen.address, port, backlog: 4096, ipv6Only: true }, () => {
+        server.off('error', onError);
+        l.port = (server.address() as { port: number }).port;
+        this.tcp.push(l);
+        resolve(l);
+      });
+    });
+  }
+
+  /** Binds UDP on the TCP listener's port; an ephemeral TCP port taken for UDP is an error to retry by the caller. */
+  private async bindUdp(port: number, _ephemeral: boolean): Promise<UdpListener> {
+    const u = new UdpListener({
+      address: this.opts.listen.address,
+      port,
+      sourceAddress: this.opts.sourceAddress,
+      idleTimeoutMs: this.opts.udpIdleTimeoutMs,
+      maxSessions: this.opts.maxUdpSessions,
+      upstream: () => this.upstream,
+      isHolding: () => this.holding,
+      holdQueueLimit: this.opts.holdQueueLimit,
+      onIdleExpiry: () => {
+        this.idleTimeouts++;
+        this.notifyDrain();
+      },
+    });
+    await u.start();
+    return u;
+  }
+
+  setUpstream(u: Upstream): void {
+    this.upstream = checkUpstream(u, this.opts.sourceAddress);
+  }
+
+  hold(): void {
+    this.holding = true;
+  }
+
+  release(): void {
+    this.holding = false;
+    const queue = this.holdQueue.splice(0);
+    for (const c of queue) {
+      if (c.holdTimer) clearTimeout(c.holdTimer);
+      c.holdTimer = null;
+      if (c.state === 'held') this.connectUpstream(c);
+    }
+    for (const u of this.udp) u.release();
+  }
+
+  stats(): RelayStats {
+    const listeners: ListenerStats[] = [];
+    const address = this.opts.listen.address;
+    for (const l of this.tcp) {
+      const c = l.counters;
+      listeners.push({
+        address,
+        port: l.port,
+        protocol: 'tcp',
+        activeConnections: c.active,
+        totalConnections: c.total,
+        bytesToUpstream: c.bytesToUpstream,
+        bytesToClient: c.bytesToClient,
+        lastConnectionAt: c.lastConnectionAt,
+      });
+    }
+    let udpSessions = 0;
+    for (const u of this.udp) {
+      const c = u.counters;
+      udpSessions += u.sessionCount;
+      listeners.push({
+        address,
+        port: u.port,
+        protocol: 'udp',
+        activeConnections: u.sessionCount,
+        totalConnections: c.total,
+        bytesToUpstream: c.bytesToUpstream,
+        bytesToClient: c.bytesToClient,
+        lastConnectionAt: c.lastConnectionAt,
+      });
+    }
+    let total = 0;
+    let up = 0;
+    let down = 0;
+    let last: number | null = null;
+    for (const l of listeners) {
+      total += l.totalConnections;
+      up += l.bytesToUpstream;
+      down += l.bytesToClient;
+      if (l.lastConnectionAt !== null && (last === null || l.lastConnectionAt > last)) last = l.lastConnectionAt;
+    }
+    return {
+      activeConnections: this.active,
+      totalConnections: total,
+      bytesToUpstream: up,
+      bytesToClient: down,
+      lastConnectionAt: last,
+      held: this.holdQueue.length + this.udp.reduce((n, u) => n + u.heldCount, 0),
+      upstreamFailures: this.upstreamFailures + this.udp.reduce((n, u) => n + u.upstreamFailures, 0),
+      rejected: this.rejected + this.udp.reduce((n, u) => n + u.rejected, 0),
+      holdExpired: this.holdExpired,
+      idleTimeouts: this.idleTimeouts,
+      udpSessions,
+      listeners,
+    };
+  }
+
+  /** Waits until no TCP connection is connecting or open and no UDP session remains. */
+  drain(timeoutMs: number): Promise<boolean> {
+    const idle = () => this.active === 0 && this.udp.every((u) => u.sessionCount === 0);
+    if (idle()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.drainWaiters = this.drainWaiters.filter((w) => w !== check);
+        resolve(false);
+      }, timeoutMs);
+      const check = () => {
+        if (!idle()) return;
+        clearTimeout(timer);
+        this.drainWaiters = this.drainWaiters.filter((w) => w !== check);
+        resolve(true);
+      };
+      this.drainWaiters.push(check);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.holding = false;
+    const closing = this.tcp.map((l) => new Promise<void>((r) => l.server.close(() => r())));
+    for (const c of [...this.conns]) this.destroy(c);
+    this.holdQueue.length = 0;
+    await Promise.all([...closing, ...this.udp.map((u) => u.close())]);
+    this.notifyDrain();
+  }
+
+  private notifyDrain(): void {
+    for (const w of [...this.drainWaiters]) w();
+  }
+
+  private accept(l: TcpListener, client: Socket): void {
+    client.on('error', noop);
+    if (this.closed || this.conns.size >= this.opts.maxConnections) {
+      this.rejected++;
+      client.destroy();
+      return;
+    }
+    l.counters.total++;
+    l.counters.lastConnectionAt = Date.now();
+    const c: Conn = { client, upstream: null, listener: l, state: 'accepting', addresses: null, holdTimer: null, open: 1 };
+    this.conns.add(c);
+    client.once('close', () => this.socketClosed(c, client));
+    if (client.remoteAddress && client.localAddress) {
+      c.addresses = {
+        sourceAddress: client.remoteAddress,
+        sourcePort: client.remotePort ?? 0,
+        destinationAddress: client.localAddress,
+        destinationPort: client.localPort ?? l.port,
+      };
+    }
+    if (this.opts.acceptProxyProtocol) this.readProxyHeader(c);
+    else this.route(c);
+  }
+
+  /** Reads a bounded PROXY header from the client, then routes the connection. */
+  private readProxyHeader(c: Conn): void {
+    const { client } = c;
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => this.destroy(c), this.opts.proxyHeaderTimeoutMs);
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      let parsed;
+      try {
+        parsed = parseProxyHeader(buf);
+      } catch (err) {
+        if (!(err instanceof ProxyHeaderError)) throw err;
+        clearTimeout(timer);
+        this.rejected++;
+        this.destroy(c);
+        return;
+      }
+      if (parsed === null) {
+        if (buf.length > MAX_HEADER_LENGTH) this.destroy(c);
+        return;
+      }
+      clearTimeout(timer);
+      client.off('data', onData);
+      client.pause();
+      const rest = buf.subarray(parsed.length);
+      if (rest.length > 0) client.unshift(rest);
+      if (parsed.addresses) c.addresses = parsed.addresses;
+      this.route(c);
+    };
+    client.on('data', onData);
+    client.once('close', () => clearTimeout(timer));
+  }
+
+  private route(c: Conn): void {
+    if (c.state !== 'accepting') return;
+    if (!this.holding) return this.connectUpstream(c);
+    if (this.holdQueue.length >= this.opts.holdQueueLimit) {
+      this.rejected++;
+      this.destroy(c);
+      return;
+    }
+    c.state = 'held';
+    this.holdQueue.push(c);
+    c.holdTimer = setTimeout(() => {
+      c.holdTimer = null;
+      if (c.state !== 'held') return;
+      this.holdExpired++;
+      this.dequeue(c);
+      this.closeClient(c);
+    }, this.opts.maxHoldMs);
+  }
+
+  private dequeue(c: Conn): void {
+    const i = this.holdQueue.indexOf(c);
+    if (i >= 0) this.holdQueue.splice(i, 1);
+  }
+
+  private connectUpstream(c: Conn): void {
+    const { client, listener } = c;
+    c.state = 'connecting';
+    this.active++;
+    listener.counters.active++;
+    const target = this.upstream;
+    const upstream = connect({
+      host: target.address,
+      port: target.port ?? listener.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      ...(this.opts.sourceAddress !== undefined ? { localAddress: this.opts.sourceAddress } : {}),
+    });
+    c.upstream = upstream;
+    c.open++;
+    upstream.once('close', () => this.socketClosed(c, upstream));
+    upstream.setTimeout(this.opts.connectTimeoutMs);
+    const onConnectFailure = () => {
+      if (c.state !== 'connecting') return;
+      this.upstreamFailures++;
+      upstream.destroy();
+      this.closeClient(c);
+    };
+    upstream.once('timeout', onConnectFailure);
+    upstream.on('error', onConnectFailure);
+    upstream.once('connect', () => {
+      if (c.state !== 'connecting') return;
+      c.state = 'open';
+      upstream.off('timeout', onConnectFailure);
+      upstream.off('error', onConnectFailure);
+      upstream.on('error', () => this.destroy(c, true));
+      client.on('error', () => this.destroy(c, true));
+      upstream.setTimeout(this.opts.idleTimeoutMs);
+      client.setTimeout(this.opts.idleTimeoutMs);
+      const onIdle = () => {
+        this.idleTimeouts++;
+        this.destroy(c);
+      };
+      upstream.on('timeout', onIdle);
+      client.on('timeout', onIdle);
+      if (this.opts.proxyProtocol && c.addresses) upstream.write(encodeProxyHeader(this.opts.proxyProtocol, c.addresses));
+      const counters = listener.counters;
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.on('data', (chunk: Buffer) => {
+        counters.bytesToUpstream += chunk.length;
+      });
+      upstream.on('data', (chunk: Buffer) => {
+        counters.bytesToClient += chunk.length;
+      });
+    });
+  }
+
+  /** Ends the client gently (FIN, not RST): reads and discards what it still sends, then frees it. */
+  private closeClient(c: Conn): void {
+    const { client } = c;
+    if (c.state === 'closed' || client.destroyed) return;
+    const wasActive = c.state === 'connecting' || c.state === 'open';
+    this.leaveActive(c, wasActive);
+    c.state = 'closed';
+    client.resume();
+    client.end();
+    const t = setTimeout(() => client.destroy(), 2_000);
+    client.once('end', () => client.destroy());
+    client.once('close', () => clearTimeout(t));
+  }
+
+  /** Tears the connection down at once; `reset` propagates an RST to the other side. */
+  private destroy(c: Conn, reset = false): void {
+    if (c.holdTimer) clearTimeout(c.holdTimer);
+    c.holdTimer = null;
+    if (c.state === 'held') this.dequeue(c);
+    this.leaveActive(c, c.state === 'connecting' || c.state === 'open');
+    c.state = 'closed';
+    for (const s of [c.client, c.upstream]) {
+      if (!s || s.destroyed) continue;
+      if (reset && typeof s.resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
+      else s.destroy();
+    }
+  }
+
+  private leaveActive(c: Conn, wasActive: boolean): void {
+    if (!wasActive) return;
+    this.active--;
+    c.listener.counters.active--;
+  }
+
+  private socketClosed(c: Conn, s: Socket): void {
+    c.open--;
+    if (c.state === 'held') {
+      // The client gave up while held.
+      this.destroy(c);
+    } else if (c.state === 'accepting' && s === c.client) {
+      this.destroy(c);
+    } else if (c.state === 'open' || c.state === 'connecting') {
+      // One side is fully closed: the other has nothing left to exchange with it.
+      const other = s === c.client ? c.upstream : c.client;
+      if (other && !other.destroyed) {
+        if (other.writableFinished || !other.writable) other.destroy();
+        else other.end();
+      }
+    }
+    if (c.open === 0) {
+      this.conns.delete(c);
+      if (c.state !== 'closed') {
+        this.leaveActive(c, c.state === 'connecting' || c.state === 'open');
+        c.state = 'closed';
+      }
+      this.notifyDrain();
+    }
+  }
+}
