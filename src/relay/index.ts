@@ -3,8 +3,8 @@
  * engine (nftables). Both implement `RedirectEngine`.
  */
 export type { RedirectEngine, RelayStats, ListenerStats, Upstream } from './engine.js';
-export type { RelayOptions } from './options.js';
-export { TcpRelay } from './tcp-relay.js';
+export type { RelayOptions, ListenSpec } from './options.js';
+export { TcpRelay, TcpRelay as UserspaceRelay } from './tcp-relay.js';
 export {
   encodeProxyHeader,
   encodeProxyV1,

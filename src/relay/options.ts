@@ -3,9 +3,18 @@ import { isIP } from 'node:net';
 import { FerryError } from '../common/errors.js';
 import type { Upstream } from './engine.js';
 
+/** One listen address and its ports. */
+export interface ListenSpec {
+  address: string;
+  ports: number[];
+}
+
 export interface RelayOptions {
-  /** Address and ports to listen on. Port 0 binds an ephemeral port. */
-  listen: { address: string; ports: number[] };
+  /**
+   * Address and ports to listen on (port 0 binds an ephemeral port), or several such entries, e.g.
+   * a temporary IPv4 and IPv6 address. Counters are kept per bound address and port.
+   */
+  listen: ListenSpec | ListenSpec[];
   /** Where to forward; `port` omitted = the port the connection arrived on (port-preserving). */
   upstream: Upstream;
   /** Local address bound for upstream connections (lets the upstream tell relayed traffic apart). */
@@ -35,8 +44,8 @@ export interface RelayOptions {
 }
 
 /** Options with every default filled in. */
-export type ResolvedRelayOptions = Required<Omit<RelayOptions, 'sourceAddress' | 'proxyProtocol'>> &
-  Pick<RelayOptions, 'sourceAddress' | 'proxyProtocol'>;
+export type ResolvedRelayOptions = Required<Omit<RelayOptions, 'sourceAddress' | 'proxyProtocol' | 'listen'>> &
+  Pick<RelayOptions, 'sourceAddress' | 'proxyProtocol'> & { listen: ListenSpec[] };
 
 function bad(message: string): FerryError {
   return new FerryError('RELAY_BAD_OPTION', message);
@@ -65,16 +74,21 @@ export function checkUpstream(u: Upstream, sourceAddress?: string): Upstream {
 /** Validates `opts` once and fills in defaults; throws RELAY_BAD_OPTION saying what to change. */
 export function resolveRelayOptions(opts: RelayOptions): ResolvedRelayOptions {
   if (!opts || !opts.listen) throw bad('listen is required: { address, ports }');
-  const { address, ports } = opts.listen;
-  if (typeof address !== 'string' || isIP(address) === 0) {
-    throw bad(`listen.address must be a literal IPv4 or IPv6 address, got ${JSON.stringify(address)}`);
-  }
-  if (!Array.isArray(ports) || ports.length === 0) throw bad('listen.ports must list at least one port (0 = ephemeral)');
-  for (const p of ports) {
-    if (!Number.isInteger(p) || p < 0 || p > 65535) throw bad(`listen.ports entries must be 0-65535, got ${String(p)}`);
-  }
-  const fixed = ports.filter((p) => p !== 0);
-  if (new Set(fixed).size !== fixed.length) throw bad('listen.ports lists a port twice; list each port once');
+  const specs = Array.isArray(opts.listen) ? opts.listen : [opts.listen];
+  if (specs.length === 0) throw bad('listen must have at least one { address, ports } entry');
+  const listen = specs.map((spec) => {
+    const { address, ports } = spec ?? {};
+    if (typeof address !== 'string' || isIP(address) === 0) {
+      throw bad(`listen.address must be a literal IPv4 or IPv6 address, got ${JSON.stringify(address)}`);
+    }
+    if (!Array.isArray(ports) || ports.length === 0) throw bad('listen.ports must list at least one port (0 = ephemeral)');
+    for (const p of ports) {
+      if (!Number.isInteger(p) || p < 0 || p > 65535) throw bad(`listen.ports entries must be 0-65535, got ${String(p)}`);
+    }
+    const fixed = ports.filter((p) => p !== 0);
+    if (new Set(fixed).size !== fixed.length) throw bad(`listen.ports lists a port twice for ${address}; list each port once`);
+    return { address, ports: [...ports] };
+  });
   if (opts.sourceAddress !== undefined && isIP(opts.sourceAddress) === 0) {
     throw bad(`sourceAddress must be a literal IP address, got ${JSON.stringify(opts.sourceAddress)}`);
   }
@@ -83,7 +97,7 @@ export function resolveRelayOptions(opts: RelayOptions): ResolvedRelayOptions {
     throw bad(`proxyProtocol must be 'v1' or 'v2' (or omitted), got ${JSON.stringify(opts.proxyProtocol)}`);
   }
   return {
-    listen: { address, ports: [...ports] },
+    listen,
     upstream,
     ...(opts.sourceAddress !== undefined ? { sourceAddress: opts.sourceAddress } : {}),
     ...(opts.proxyProtocol !== undefined ? { proxyProtocol: opts.proxyProtocol } : {}),

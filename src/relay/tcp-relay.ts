@@ -31,6 +31,7 @@ function newCounters(): Counters {
 
 interface TcpListener {
   server: Server;
+  address: string;
   port: number;
   counters: Counters;
 }
@@ -85,10 +86,8 @@ export class TcpRelay implements RedirectEngine {
     if (this.started) throw new FerryError('RELAY_STATE', 'relay already started; create a new TcpRelay to start again');
     this.started = true;
     try {
-      for (const want of this.opts.listen.ports) {
-        const l = await this.bindTcp(want);
-        if (this.opts.udp) this.udp.push(await this.bindUdp(l.port, want === 0));
-        this.boundPorts.push(l.port);
+      for (const spec of this.opts.listen) {
+        for (const want of spec.ports) this.boundPorts.push(await this.bindPort(spec.address, want));
       }
     } catch (err) {
       await this.close();
@@ -96,18 +95,34 @@ export class TcpRelay implements RedirectEngine {
     }
   }
 
-  private bindTcp(port: number): Promise<TcpListener> {
+  /** Binds TCP (and UDP) on one port; an ephemeral port whose UDP twin is taken is retried. */
+  private async bindPort(address: string, want: number): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      const l = await this.bindTcp(address, want);
+      if (!this.opts.udp) return l.port;
+      try {
+        this.udp.push(await this.bindUdp(address, l.port));
+        return l.port;
+      } catch (err) {
+        if (want !== 0 || attempt >= 10) throw err;
+        this.tcp.splice(this.tcp.indexOf(l), 1);
+        await new Promise<void>((r) => l.server.close(() => r()));
+      }
+    }
+  }
+
+  private bindTcp(address: string, port: number): Promise<TcpListener> {
     const server = createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true });
-    const l: TcpListener = { server, port, counters: newCounters() };
+    const l: TcpListener = { server, address, port, counters: newCounters() };
     server.on('connection', (s) => this.accept(l, s));
     server.on('error', noop); // errors after listen() concern single accepts (e.g. EMFILE)
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
         server.close();
-        reject(new FerryError('RELAY_LISTEN', `cannot listen on ${this.opts.listen.address}:${port}/tcp: ${err.message}`, { cause: err }));
+        reject(new FerryError('RELAY_LISTEN', `cannot listen on ${address}:${port}/tcp: ${err.message}`, { cause: err }));
       };
       server.once('error', onError);
-      server.listen({ host: this.opts.listen.address, port, backlog: 4096, ipv6Only: true }, () => {
+      server.listen({ host: address, port, backlog: 4096, ipv6Only: true }, () => {
         server.off('error', onError);
         l.port = (server.address() as { port: number }).port;
         this.tcp.push(l);
@@ -116,10 +131,9 @@ export class TcpRelay implements RedirectEngine {
     });
   }
 
-  /** Binds UDP on the TCP listener's port; an ephemeral TCP port taken for UDP is an error to retry by the caller. */
-  private async bindUdp(port: number, _ephemeral: boolean): Promise<UdpListener> {
+  private async bindUdp(address: string, port: number): Promise<UdpListener> {
     const u = new UdpListener({
-      address: this.opts.listen.address,
+      address,
       port,
       sourceAddress: this.opts.sourceAddress,
       idleTimeoutMs: this.opts.udpIdleTimeoutMs,
@@ -127,8 +141,8 @@ export class TcpRelay implements RedirectEngine {
       upstream: () => this.upstream,
       isHolding: () => this.holding,
       holdQueueLimit: this.opts.holdQueueLimit,
-      onIdleExpiry: () => {
-        this.idleTimeouts++;
+      onSessionEnd: (idle) => {
+        if (idle) this.idleTimeouts++;
         this.notifyDrain();
       },
     });
@@ -157,11 +171,10 @@ export class TcpRelay implements RedirectEngine {
 
   stats(): RelayStats {
     const listeners: ListenerStats[] = [];
-    const address = this.opts.listen.address;
     for (const l of this.tcp) {
       const c = l.counters;
       listeners.push({
-        address,
+        address: l.address,
         port: l.port,
         protocol: 'tcp',
         activeConnections: c.active,
@@ -176,7 +189,7 @@ export class TcpRelay implements RedirectEngine {
       const c = u.counters;
       udpSessions += u.sessionCount;
       listeners.push({
-        address,
+        address: u.address,
         port: u.port,
         protocol: 'udp',
         activeConnections: u.sessionCount,

@@ -21,7 +21,8 @@ export interface UdpListenerOptions {
   /** The current upstream, read when a session is created. */
   upstream: () => Upstream;
   isHolding: () => boolean;
-  onIdleExpiry: () => void;
+  /** Called after a session is removed; `idle` when it expired. */
+  onSessionEnd: (idle: boolean) => void;
 }
 
 interface Session {
@@ -48,8 +49,11 @@ export class UdpListener {
   private sweeper: NodeJS.Timeout | null = null;
   private closed = false;
 
+  readonly address: string;
+
   constructor(private readonly opts: UdpListenerOptions) {
     this.port = opts.port;
+    this.address = opts.address;
   }
 
   get sessionCount(): number {
@@ -144,7 +148,7 @@ export class UdpListener {
     return s;
   }
 
-  private endSession(key: string): void {
+  private endSession(key: string, idle = false): void {
     const s = this.sessions.get(key);
     if (!s) return;
     this.sessions.delete(key);
@@ -153,14 +157,14 @@ export class UdpListener {
     } catch {
       // already closed
     }
+    this.opts.onSessionEnd(idle);
   }
 
   private sweep(): void {
     const cutoff = Date.now() - this.opts.idleTimeoutMs;
     for (const [key, s] of this.sessions) {
       if (s.lastActive > cutoff) continue;
-      this.endSession(key);
-      this.opts.onIdleExpiry();
+      this.endSession(key, true);
     }
   }
 }
