@@ -313,6 +313,7 @@ export class TcpRelay implements RedirectEngine {
       this.route(c);
     };
     client.on('data', onData);
+    client.resume(); // accepted sockets start with readableFlowing = false
     client.once('close', () => clearTimeout(timer));
   }
 
