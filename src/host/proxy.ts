@@ -1,0 +1,166 @@
+/**
+ * Reverse proxy for one request: the site's `proxy` mode. The Host header is kept, the client's
+ * address is appended to `X-Forwarded-For`, bodies stream both ways, and the upstream's headers
+ * (its `X-Served-By` among them) pass through. A request is retried once when the upstream fails
+ * before the first response byte and replaying it is safe: the method is idempotent, or the
+ * connection was never established (nothing reached the upstream).
+ */
+import { Agent, request, type IncomingMessage, type ServerResponse, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
+import { FerryError } from '../common/errors.js';
+
+/** Where a proxied site's requests go. `localAddress` binds the proxy's outgoing connections. */
+export interface ProxyTarget {
+  address: string;
+  port: number;
+  localAddress?: string;
+}
+
+export interface ProxyOptions {
+  agent: Agent;
+  /** Idle time on the upstream socket before the attempt fails. */
+  timeoutMs: number;
+  /** Request bodies up to this size are kept for a retry; larger ones are streamed without one. */
+  maxReplayBytes: number;
+  /** Answer locally (the upstream failed before any response byte). */
+  fail(status: number, message: string): void;
+}
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** Errors raised before a TCP connection exists: the upstream saw nothing, any method may be replayed. */
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EADDRNOTAVAIL', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRINUSE']);
+
+/** A keep-alive agent for upstream connections; idle sockets close after `idleMs`, well before a server would. */
+export function createProxyAgent(idleMs = 2000): Agent {
+  return new Agent({ keepAlive: true, timeout: idleMs, maxSockets: 256, maxFreeSockets: 32 });
+}
+
+/** Forward `req` to `target` and stream the answer into `res`. */
+export function proxyRequest(req: IncomingMessage, res: ServerResponse, target: ProxyTarget, opts: ProxyOptions): void {
+  const method = req.method ?? 'GET';
+  const headers = forwardHeaders(req);
+  let replay: Buffer[] | null = [];
+  let replayBytes = 0;
+  let ended = false;
+  let attempts = 0;
+  let current: ClientRequest | undefined;
+  let responded = false;
+  let finished = false;
+
+  const attempt = () => {
+    attempts += 1;
+    const up = request({
+      host: target.address,
+      port: target.port,
+      ...(target.localAddress ? { localAddress: target.localAddress } : {}),
+      method,
+      path: req.url ?? '/',
+      headers,
+      agent: opts.agent,
+    });
+    current = up;
+    up.setTimeout(opts.timeoutMs, () =>
+      up.destroy(new FerryError('PROXY_TIMEOUT', `upstream ${target.address}:${target.port} idle for ${opts.timeoutMs} ms`)),
+    );
+    up.on('response', (upRes) => onResponse(up, upRes));
+    up.on('error', (err) => onError(up, err as NodeJS.ErrnoException));
+    if (replay) for (const chunk of replay) up.write(chunk);
+    if (ended) up.end();
+  };
+
+  const onResponse = (up: ClientRequest, upRes: IncomingMessage) => {
+    if (up !== current || finished) {
+      upRes.resume();
+      return;
+    }
+    responded = true;
+    const out: OutgoingHttpHeaders = {};
+    const drop = connectionTokens(upRes.headers.connection);
+    for (const [name, value] of Object.entries(upRes.headers)) {
+      if (value === undefined || HOP_BY_HOP.has(name) || drop.has(name)) continue;
+      out[name] = value;
+    }
+    res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, out);
+    upRes.pipe(res);
+    upRes.on('error', (err) => res.destroy(err));
+    upRes.on('aborted', () => res.destroy());
+  };
+
+  const onError = (up: ClientRequest, err: NodeJS.ErrnoException) => {
+    if (up !== current || finished) return;
+    if (responded) {
+      res.destroy(err);
+      return;
+    }
+    const fresh = !up.reusedSocket && CONNECT_ERRORS.has(err.code ?? '');
+    const replayable = replay !== null && (IDEMPOTENT.has(method) || fresh);
+    if (attempts < 2 && replayable && !res.destroyed) {
+      req.resume();
+      attempt();
+      return;
+    }
+    finished = true;
+    const timedOut = err instanceof FerryError && err.code === 'PROXY_TIMEOUT';
+    opts.fail(timedOut ? 504 : 502, `upstream ${target.address}:${target.port} failed: ${err.message}`);
+    req.resume();
+  };
+
+  req.on('data', (chunk: Buffer) => {
+    if (replay) {
+      replayBytes += chunk.length;
+      if (replayBytes > opts.maxReplayBytes) replay = null;
+      else replay.push(chunk);
+    }
+    const up = current;
+    if (!up || finished) return;
+    if (!up.write(chunk)) {
+      req.pause();
+      up.once('drain', () => req.resume());
+    }
+  });
+  req.on('end', () => {
+    ended = true;
+    if (!finished) current?.end();
+  });
+  res.on('close', () => {
+    finished = true;
+    if (!res.writableFinished) current?.destroy();
+  });
+
+  attempt();
+}
+
+/** The request headers to send upstream: Host kept, hop-by-hop dropped, X-Forwarded-For appended. */
+function forwardHeaders(req: IncomingMessage): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const drop = connectionTokens(req.headers.connection);
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || drop.has(name)) continue;
+    out[name] = value;
+  }
+  const client = normalizeAddress(req.socket.remoteAddress ?? '');
+  const prior = req.headers['x-forwarded-for'];
+  out['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${client}` : client;
+  return out;
+}
+
+function connectionTokens(value: string | undefined): Set<string> {
+  return new Set((value ?? '').split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
+}
+
+/** `::ffff:127.0.0.9` → `127.0.0.9`; other addresses unchanged. */
+export function normalizeAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}

@@ -1,0 +1,77 @@
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { syncDirectory } from './sync.js';
+
+async function dirs(t: TestContext): Promise<{ src: string; dst: string }> {
+  const root = await mkdtemp(join(tmpdir(), 'ferry-sync-'));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  const src = join(root, 'src');
+  await mkdir(join(src, 'sub', 'deeper'), { recursive: true });
+  await writeFile(join(src, 'orders.jsonl'), '{"id":1}\n');
+  await writeFile(join(src, 'sub', 'a.txt'), 'aaa');
+  await writeFile(join(src, 'sub', 'deeper', 'b.txt'), 'bbbb');
+  return { src, dst: join(root, 'dst') };
+}
+
+test('initial sync copies everything and preserves mtimes', async (t) => {
+  const { src, dst } = await dirs(t);
+  const old = new Date('2020-01-02T03:04:05.678Z');
+  await utimes(join(src, 'sub', 'a.txt'), old, old);
+  const r = await syncDirectory(src, dst);
+  assert.deepEqual(r, { files: 3, bytes: 9 + 3 + 4, deleted: 0 });
+  assert.equal(await readFile(join(dst, 'sub', 'deeper', 'b.txt'), 'utf8'), 'bbbb');
+  // utimes() goes through a double of seconds: microsecond precision, not nanosecond.
+  assert.ok(Math.abs((await stat(join(dst, 'sub', 'a.txt'))).mtimeMs - old.getTime()) < 0.01);
+  const s = await stat(join(src, 'orders.jsonl'));
+  const d = await stat(join(dst, 'orders.jsonl'));
+  assert.ok(Math.abs(s.mtimeMs - d.mtimeMs) < 0.01);
+});
+
+test('a second pass copies only what changed, and nothing when nothing did', async (t) => {
+  const { src, dst } = await dirs(t);
+  await syncDirectory(src, dst);
+  assert.deepEqual(await syncDirectory(src, dst), { files: 0, bytes: 0, deleted: 0 });
+  await appendFile(join(src, 'orders.jsonl'), '{"id":2}\n');
+  const r = await syncDirectory(src, dst);
+  assert.deepEqual(r, { files: 1, bytes: 18, deleted: 0 });
+  assert.equal(await readFile(join(dst, 'orders.jsonl'), 'utf8'), '{"id":1}\n{"id":2}\n');
+  // Same size, different mtime: copied.
+  await writeFile(join(src, 'sub', 'a.txt'), 'AAA');
+  await utimes(join(src, 'sub', 'a.txt'), new Date(), new Date(Date.now() + 5000));
+  assert.equal((await syncDirectory(src, dst)).files, 1);
+  assert.equal(await readFile(join(dst, 'sub', 'a.txt'), 'utf8'), 'AAA');
+  // No temporary files are left behind.
+  assert.deepEqual((await readdir(join(dst, 'sub'))).sort(), ['a.txt', 'deeper']);
+});
+
+test('checksum catches a change that kept size and mtime', async (t) => {
+  const { src, dst } = await dirs(t);
+  await syncDirectory(src, dst);
+  const st = await stat(join(src, 'sub', 'a.txt'));
+  await writeFile(join(dst, 'sub', 'a.txt'), 'zzz');
+  await utimes(join(dst, 'sub', 'a.txt'), st.atime, st.mtimeMs / 1000);
+  assert.equal((await syncDirectory(src, dst)).files, 0);
+  assert.equal((await syncDirectory(src, dst, { checksum: true })).files, 1);
+  assert.equal(await readFile(join(dst, 'sub', 'a.txt'), 'utf8'), 'aaa');
+});
+
+test('delete removes what the source no longer has; without it extra files stay', async (t) => {
+  const { src, dst } = await dirs(t);
+  await syncDirectory(src, dst);
+  await rm(join(src, 'sub', 'deeper'), { recursive: true });
+  await writeFile(join(dst, 'stray.txt'), 'x');
+  assert.equal((await syncDirectory(src, dst)).deleted, 0);
+  assert.ok(await stat(join(dst, 'stray.txt')));
+  const r = await syncDirectory(src, dst, { delete: true });
+  assert.equal(r.deleted, 2);
+  assert.deepEqual((await readdir(dst)).sort(), ['orders.jsonl', 'sub']);
+  assert.deepEqual(await readdir(join(dst, 'sub')), ['a.txt']);
+});
+
+test('a missing source is an error with a code', async (t) => {
+  const { dst } = await dirs(t);
+  await assert.rejects(syncDirectory(join(dst, 'nope'), dst), { code: 'SYNC_SOURCE' });
+});

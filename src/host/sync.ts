@@ -1,0 +1,128 @@
+/**
+ * Directory sync for site data, in the manner of `rsync -a [--delete]`: a file is copied when its
+ * size or modification time differs (or, with `checksum`, its content), through a temporary file
+ * in the destination folder that is fsync'd, given the source's mtime and renamed over the old
+ * one, so a reader never sees a half-written file. Only regular files and folders are synced.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, rename, rm, utimes, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FerryError } from '../common/errors.js';
+
+export interface SyncOptions {
+  /** Remove files and folders of `dst` that `src` no longer has. Default false. */
+  delete?: boolean;
+  /** Compare contents (SHA-256) when size and mtime agree. Default false. */
+  checksum?: boolean;
+}
+
+export interface SyncResult {
+  /** Files copied. */
+  files: number;
+  /** Bytes copied. */
+  bytes: number;
+  /** Files and folders removed from `dst` (with `delete`). */
+  deleted: number;
+}
+
+const TEMP_PREFIX = '.ferry-sync-';
+/** mtimes survive utimes() to about a microsecond; closer than this counts as equal. */
+const MTIME_SLACK_MS = 0.01;
+
+/** Make `dst` a copy of `src`, copying only what changed. `dst` is created when missing. */
+export async function syncDirectory(src: string, dst: string, opts: SyncOptions = {}): Promise<SyncResult> {
+  const result: SyncResult = { files: 0, bytes: 0, deleted: 0 };
+  try {
+    const st = await lstat(src);
+    if (!st.isDirectory()) throw new Error('not a directory');
+  } catch (err) {
+    throw new FerryError('SYNC_SOURCE', `cannot sync from ${src}: ${(err as Error).message}`, { cause: err });
+  }
+  await syncDir(src, dst, opts, result);
+  return result;
+}
+
+async function syncDir(src: string, dst: string, opts: SyncOptions, result: SyncResult): Promise<void> {
+  await mkdir(dst, { recursive: true });
+  const entries = await readdir(src, { withFileTypes: true });
+  const wanted = new Set<string>();
+  let changed = false;
+  for (const e of entries) {
+    if (e.name.startsWith(TEMP_PREFIX)) continue;
+    const from = join(src, e.name);
+    const to = join(dst, e.name);
+    if (e.isDirectory()) {
+      wanted.add(e.name);
+      const d = await lstat(to).catch(() => undefined);
+      if (d && !d.isDirectory()) await rm(to, { force: true });
+      await syncDir(from, to, opts, result);
+    } else if (e.isFile()) {
+      wanted.add(e.name);
+      const copied = await syncFile(from, to, dst, opts);
+      if (copied !== null) {
+        result.files += 1;
+        result.bytes += copied;
+        changed = true;
+      }
+    }
+  }
+  if (opts.delete) {
+    for (const e of await readdir(dst, { withFileTypes: true })) {
+      if (wanted.has(e.name)) continue;
+      await rm(join(dst, e.name), { recursive: true, force: true });
+      result.deleted += 1;
+      changed = true;
+    }
+  }
+  if (changed) await fsyncDir(dst);
+}
+
+/** Copy one file when it differs; returns the bytes copied, or null when it was already current. */
+async function syncFile(from: string, to: string, dstDir: string, opts: SyncOptions): Promise<number | null> {
+  // The source's stat is taken before the copy: if the file grows meanwhile, the copy is stamped
+  // with the older mtime and the next pass sees the difference.
+  const s = await lstat(from);
+  const d = await lstat(to).catch(() => undefined);
+  if (d?.isFile() && d.size === s.size && Math.abs(d.mtimeMs - s.mtimeMs) < MTIME_SLACK_MS) {
+    if (!opts.checksum || (await sha256(from)) === (await sha256(to))) return null;
+  }
+  if (d && !d.isFile()) await rm(to, { recursive: true, force: true });
+  const tmp = join(dstDir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+  try {
+    await copyFile(from, tmp);
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(tmp, 'r+');
+      await fh.sync();
+    } finally {
+      await fh?.close();
+    }
+    await utimes(tmp, s.atime, s.mtimeMs / 1000);
+    await rename(tmp, to);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw new FerryError('SYNC_COPY', `cannot copy ${from} to ${to}: ${(err as Error).message}`, { cause: err });
+  }
+  const copied = await lstat(to);
+  return copied.size;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function sha256(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha256');
+    createReadStream(file)
+      .on('data', (c) => hash.update(c))
+      .on('end', () => resolve(hash.digest('hex')))
+      .on('error', reject);
+  });
+}
