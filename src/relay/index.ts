@@ -14,3 +14,4 @@ export {
   type ProxyAddresses,
   type ParsedProxyHeader,
 } from './proxy-protocol.js';
+export { KernelRelay, type KernelRelayOptions } from './kernel.js';
