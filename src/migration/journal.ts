@@ -1,0 +1,161 @@
+/**
+ * The migration journal in SQLite (better-sqlite3, synchronous: an entry is on disk before the
+ * call returns, so "journal, then act" holds even if the process is killed right after).
+ * Migrations and their entries live in one file; a resumed controller rebuilds each migration's
+ * state from it.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { FerryError } from '../common/errors.js';
+import type { JournalEntry, MigrationPlan, MigrationRecord, Phase } from './types.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS migrations (
+  id TEXT PRIMARY KEY,
+  plan TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  error TEXT
+);
+CREATE TABLE IF NOT EXISTS journal (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  migration_id TEXT NOT NULL REFERENCES migrations(id),
+  at INTEGER NOT NULL,
+  phase TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  step TEXT,
+  detail TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_by_migration ON journal(migration_id, seq);
+`;
+
+interface JournalRow {
+  seq: number;
+  migration_id: string;
+  at: number;
+  phase: string;
+  kind: string;
+  step: string | null;
+  detail: string | null;
+}
+
+/** Durable store of migrations and their journal. `path` ':memory:' keeps it in memory (tests). */
+export class Journal {
+  private readonly db: Database.Database;
+
+  constructor(path: string) {
+    try {
+      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+      this.db = new Database(path);
+    } catch (err) {
+      throw new FerryError('JOURNAL_OPEN', `cannot open the journal database at ${path}`, { cause: err });
+    }
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.exec(SCHEMA);
+  }
+
+  /** Record a new migration in phase `planned`. Fails with JOURNAL_DUPLICATE if the id exists. */
+  create(plan: MigrationPlan, at = Date.now()): void {
+    const tx = this.db.transaction(() => {
+      const exists = this.db.prepare('SELECT 1 FROM migrations WHERE id = ?').get(plan.id);
+      if (exists) throw new FerryError('JOURNAL_DUPLICATE', `migration ${plan.id} exists already`);
+      this.db
+        .prepare('INSERT INTO migrations (id, plan, phase, created_at, updated_at) VALUES (?, ?, ?, ?, ?)')
+        .run(plan.id, JSON.stringify(plan), 'planned', at, at);
+      this.insert({ migrationId: plan.id, at, phase: 'planned', kind: 'enter' });
+    });
+    tx();
+  }
+
+  /** Append an entry; `enter` also moves the migration's current phase. Returns the entry's seq. */
+  append(entry: Omit<JournalEntry, 'seq'>): number {
+    const tx = this.db.transaction(() => {
+      const seq = this.insert(entry);
+      if (entry.kind === 'enter') {
+        this.db
+          .prepare('UPDATE migrations SET phase = ?, updated_at = ? WHERE id = ?')
+          .run(entry.phase, entry.at, entry.migrationId);
+      } else {
+        this.db.prepare('UPDATE migrations SET updated_at = ? WHERE id = ?').run(entry.at, entry.migrationId);
+      }
+      if (entry.kind === 'error') {
+        this.db
+          .prepare('UPDATE migrations SET error = ? WHERE id = ?')
+          .run(String(entry.detail?.message ?? 'error'), entry.migrationId);
+      }
+      return seq;
+    });
+    return tx();
+  }
+
+  private insert(entry: Omit<JournalEntry, 'seq'>): number {
+    const res = this.db
+      .prepare('INSERT INTO journal (migration_id, at, phase, kind, step, detail) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(
+        entry.migrationId,
+        entry.at,
+        entry.phase,
+        entry.kind,
+        entry.step ?? null,
+        entry.detail ? JSON.stringify(entry.detail) : null,
+      );
+    return Number(res.lastInsertRowid);
+  }
+
+  /** Every entry of one migration, oldest first. */
+  entries(migrationId: string): JournalEntry[] {
+    const rows = this.db
+      .prepare('SELECT * FROM journal WHERE migration_id = ? ORDER BY seq')
+      .all(migrationId) as JournalRow[];
+    return rows.map((r) => ({
+      seq: r.seq,
+      migrationId: r.migration_id,
+      at: r.at,
+      phase: r.phase as Phase,
+      kind: r.kind as JournalEntry['kind'],
+      ...(r.step !== null ? { step: r.step } : {}),
+      ...(r.detail !== null ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
+    }));
+  }
+
+  /** The migration as the journal knows it, or undefined. */
+  get(id: string): MigrationRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM migrations WHERE id = ?').get(id) as
+      | { id: string; plan: string; phase: string; created_at: number; updated_at: number; error: string | null }
+      | undefined;
+    if (!row) return undefined;
+    const phases: MigrationRecord['phases'] = [];
+    for (const e of this.entries(id)) {
+      if (e.kind !== 'enter') continue;
+      const last = phases[phases.length - 1];
+      if (last && last.endedAt === null) last.endedAt = e.at;
+      if (last && last.name === e.phase) {
+        last.endedAt = null; // re-entered on resume: the same phase goes on
+        continue;
+      }
+      phases.push({ name: e.phase, startedAt: e.at, endedAt: null });
+    }
+    return {
+      plan: JSON.parse(row.plan) as MigrationPlan,
+      phase: row.phase as Phase,
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+      ...(row.error !== null ? { error: row.error } : {}),
+      phases,
+    };
+  }
+
+  /** Ids of every migration, newest first. */
+  list(): string[] {
+    return (this.db.prepare('SELECT id FROM migrations ORDER BY created_at DESC, id').all() as Array<{ id: string }>).map(
+      (r) => r.id,
+    );
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
