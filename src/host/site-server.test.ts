@@ -5,7 +5,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { waitFor } from '../common/time.js';
+import { sleep, waitFor } from '../common/time.js';
 import { SiteServer, syncDirectory, type SiteServerOptions } from './index.js';
 
 const A = '127.0.20.1';
@@ -392,4 +392,24 @@ test('stop answers held requests and closes keep-alive connections', async (t) =
   assert.equal((await pending).status, 503);
   assert.ok(Date.now() - t0 < 2000);
   assert.ok(await waitFor(() => s.connectionStats().open === 0, 1000));
+});
+
+test('removeAddress lets a request in flight finish and closes its keep-alive connection', async (t) => {
+  const s = await startServer(t, 'origin', A);
+  await s.addAddress('127.0.20.5');
+  await s.addSite('shop.example', 'hold');
+  const agent = new HttpAgent({ keepAlive: true });
+  t.after(() => agent.destroy());
+  const pending = call({ port: s.port, address: '127.0.20.5', host: 'shop.example', agent });
+  assert.ok(await waitFor(() => s.siteStats('shop.example').held === 1, 2000));
+  const t0 = Date.now();
+  const removed = s.removeAddress('127.0.20.5');
+  await sleep(50);
+  s.setMode('shop.example', 'serve');
+  const r = await pending;
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.connection, 'close');
+  await removed;
+  assert.ok(Date.now() - t0 < 1000, 'no wait for the keep-alive timeout');
+  assert.deepEqual(s.addresses(), [A]);
 });

@@ -102,6 +102,8 @@ export class SiteServer {
   private readonly siteMap = new Map<string, Site>();
   private readonly proxyAgents = new Map<string, Agent>();
   private readonly sockets = new Set<Socket>();
+  private readonly activeResponses = new WeakMap<Server, Set<ServerResponse>>();
+  private readonly closing = new WeakSet<Server>();
   private connectionsTotal = 0;
   private listenPort: number;
   private started = false;
@@ -318,7 +320,15 @@ export class SiteServer {
   private async listen(address: string): Promise<void> {
     const server = createServer({ keepAliveTimeout: this.keepAliveTimeoutMs, headersTimeout: 20_000, requestTimeout: 120_000 });
     server.maxRequestsPerSocket = 0;
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res));
+    const active = new Set<ServerResponse>();
+    this.activeResponses.set(server, active);
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      // A closing server finishes what it has, but tells clients not to reuse the connection.
+      if (this.closing.has(server)) res.shouldKeepAlive = false;
+      active.add(res);
+      res.once('close', () => active.delete(res));
+      this.onRequest(req, res);
+    });
     server.on('connection', (socket: Socket) => {
       this.connectionsTotal += 1;
       this.sockets.add(socket);
@@ -345,8 +355,12 @@ export class SiteServer {
     const server = this.servers.get(address);
     if (!server) return;
     this.servers.delete(address);
+    this.closing.add(server);
+    for (const res of this.activeResponses.get(server) ?? []) if (!res.headersSent) res.shouldKeepAlive = false;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
+    // Responses already under way keep their connection open afterwards; close those as they go idle.
+    const sweep = setInterval(() => server.closeIdleConnections(), 50);
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), CLOSE_GRACE_MS);
@@ -356,6 +370,7 @@ export class SiteServer {
       await closed;
     }
     clearTimeout(timer);
+    clearInterval(sweep);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
