@@ -15,3 +15,4 @@ export {
   type ParsedProxyHeader,
 } from './proxy-protocol.js';
 export { KernelRelay, type KernelRelayOptions } from './kernel.js';
+export { runRelay, createEngine, parseListen, parseUpstream, type RunRelayOptions } from './cli.js';
