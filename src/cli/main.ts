@@ -1,0 +1,41 @@
+/**
+ * The `ferry` command. Each subcommand lives in its own module and is registered here; this is
+ * the edge where errors become messages and exit codes (0 ok, 1 failed, 2 bad usage).
+ */
+import { Command, CommanderError } from 'commander';
+import { isFerryError, errorMessage } from '../common/errors.js';
+import { registerDemo } from './demo.js';
+
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name('ferry')
+    .description('Move a hosted service between servers through a temporary IP, with no failed request.')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
+  registerDemo(program);
+  return program;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+      return EXIT.usage;
+    }
+    if (isFerryError(err)) {
+      process.stderr.write(`ferry: ${err.message} [${err.code}]\n`);
+      return err.code.endsWith('_OPTIONS') || err.code === 'USAGE' ? EXIT.usage : EXIT.failed;
+    }
+    process.stderr.write(`ferry: ${errorMessage(err)}\n`);
+    return EXIT.failed;
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,57 @@
+/**
+ * What the orchestrator needs from the world, as interfaces: a DNS provider and hosting servers.
+ * The sandbox implements them in-process; the host agent (over HTTP) and the rfc2136 provider
+ * implement the same contracts for real deployments. Every operation is idempotent, so that a
+ * resumed migration can repeat the step it was in.
+ */
+import type { SiteMode, SiteStats } from '../host/index.js';
+
+/** The authoritative DNS the domain lives in. */
+export interface DnsProvider {
+  /** Current RRset (presentation-format rdata), or undefined when the name has none of that type. */
+  getRRset(name: string, type: string): Promise<{ ttl: number; rdata: string[] } | undefined>;
+  /** Replace the RRset atomically; returns the zone's new SOA serial. */
+  replaceRRset(name: string, type: string, ttl: number, rdata: string[]): Promise<{ serial: number }>;
+  /**
+   * What every authoritative server of the zone answers now: its SOA serial and the RRset. The
+   * propagation check waits until all of them show at least the serial of the change.
+   */
+  observe(name: string, type: string): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>>;
+}
+
+/** Counters of a redirect at the temporary IP. */
+export interface RedirectStats {
+  activeConnections: number;
+  totalConnections: number;
+  bytesToUpstream: number;
+  bytesToClient: number;
+  lastConnectionAt: number | null;
+  held: number;
+}
+
+/** One hosting server, as the orchestrator drives it (in-process or through its agent). */
+export interface HostDriver {
+  readonly id: string;
+  /** Bring an address up on the server (no-op when already there). */
+  addAddress(address: string): Promise<void>;
+  removeAddress(address: string): Promise<void>;
+  /** Start (or find, when already running) redirect `id`: listen on address:ports, forward to upstream. */
+  startRedirect(id: string, spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string }): Promise<void>;
+  setRedirectUpstream(id: string, upstream: string): Promise<void>;
+  holdRedirect(id: string): Promise<void>;
+  releaseRedirect(id: string): Promise<void>;
+  redirectStats(id: string): Promise<RedirectStats | undefined>;
+  stopRedirect(id: string): Promise<void>;
+  /** Site (virtual host) management on this server's built-in site server or web server. */
+  addSite(domain: string, mode: SiteMode): Promise<void>;
+  removeSite(domain: string): Promise<void>;
+  hasSite(domain: string): Promise<boolean>;
+  setSiteMode(domain: string, mode: SiteMode): Promise<void>;
+  siteStats(domain: string): Promise<SiteStats>;
+  /** Wait until no request for the site is in flight; false on timeout. */
+  waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean>;
+  /** Copy the site's data to `to` (a delta after the first pass); the receiver reloads it. */
+  syncSite(domain: string, to: HostDriver): Promise<{ files: number; bytes: number }>;
+  /** GET a path of the site on one of this server's addresses (preflight parity). */
+  probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }>;
+}

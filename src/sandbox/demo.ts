@@ -1,0 +1,95 @@
+/**
+ * `ferry demo` / `npm start`: run the sandbox, migrate one site under load, print a timeline
+ * (phase, DNS answer, requests/s served by origin and target, failures) and a summary.
+ */
+import { Sandbox, type DemoSummary, type SandboxOptions } from './sandbox.js';
+import type { Phase } from '../migration/index.js';
+import { sleep } from '../common/time.js';
+
+export interface DemoOptions extends Partial<SandboxOptions> {
+  /** Print the summary as one JSON line last instead of prose. */
+  json?: boolean;
+  /** Keep the sandbox up after the migration until the signal aborts (npm start). */
+  serve?: boolean;
+  signal?: AbortSignal;
+  /** Where the timeline goes (default stdout). */
+  out?: (line: string) => void;
+}
+
+/** Run the demo; resolves with the summary once the migration ended (and, with serve, the signal fired). */
+export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
+  const { json = false, serve = false, signal, out = (l: string) => process.stdout.write(l + '\n'), ...scenario } = opts;
+  const sb = new Sandbox(scenario);
+  const started = Date.now();
+  const t = () => `t+${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s`;
+  let phase: Phase | 'warm-up' = 'warm-up';
+  await sb.start();
+  try {
+    const o = sb.opts;
+    out(`Ferry sandbox on loopback: DNS ${sb.dns.address}:${sb.dns.port}, origin ${o.originIp}, target ${o.targetIp}, temporary IP ${o.tempIp}, sites on port ${sb.httpPort}`);
+    out(`Migrating ${sb.migratedDomain} from origin to target under load (${o.rate} req/s, ${o.clients} users, ${Math.round(o.staleShare * 100)}% with stale caches)`);
+    sb.orchestrator.on('phase', (e) => {
+      phase = e.phase;
+      out(`${t()}  phase ${e.phase}`);
+    });
+    sb.orchestrator.on('step', (e) => {
+      if (e.step === 'dns-change') out(`${t()}    ${sb.migratedDomain} A → ${String(e.detail?.address)}`);
+      if (e.step.endsWith('sync-done')) out(`${t()}    ${e.step.replace('-done', '')}: ${String(e.detail?.files)} files, ${String(e.detail?.bytes)} bytes`);
+    });
+    sb.orchestrator.on('error', (e) => out(`${t()}  error in ${e.phase}: ${e.message}`));
+    sb.watchDns();
+    sb.startLoad();
+    let seen = 0;
+    const ticker = setInterval(() => {
+      const results = sb.load.results();
+      const fresh = results.slice(seen);
+      seen = results.length;
+      const mine = fresh.filter((r) => r.domain === sb.migratedDomain);
+      const by = (who: string) => mine.filter((r) => r.servedBy === who).length;
+      const failed = fresh.filter((r) => !r.ok).length;
+      const answer = sb.dnsAnswers[sb.dnsAnswers.length - 1]?.address ?? '?';
+      out(
+        `${t()}  ${String(phase).padEnd(10)} dns=${answer.padEnd(13)} origin ${String(by('origin')).padStart(3)} r/s  target ${String(by('target')).padStart(3)} r/s  failed ${failed}`,
+      );
+    }, 1000);
+    let summary: DemoSummary;
+    try {
+      await sleep(o.warmupMs, signal);
+      const rec = await sb.migrate(signal);
+      await sleep(o.cooldownMs, signal);
+      await sb.load.stop();
+      summary = await sb.summarize(rec);
+    } finally {
+      clearInterval(ticker);
+    }
+    out(json ? JSON.stringify(summary) : describe(summary));
+    if (serve && !signal?.aborted) {
+      out('');
+      out(`The sandbox stays up until Ctrl-C. Try:`);
+      out(`  dig @${sb.dns.address} -p ${sb.dns.port} ${sb.migratedDomain} A`);
+      for (const site of o.sites) out(`  curl -si --resolve ${site.replace(/\.$/, '')}:${sb.httpPort}:${site === sb.migratedDomain ? o.targetIp : o.originIp} http://${site.replace(/\.$/, '')}:${sb.httpPort}/`);
+      await new Promise<void>((resolve) => {
+        if (!signal) return;
+        if (signal.aborted) return resolve();
+        signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+    }
+    return summary;
+  } finally {
+    await sb.stop();
+  }
+}
+
+function describe(s: DemoSummary): string {
+  const lines = [
+    '',
+    `Migration ${s.migrationId}: ${s.finalPhase}`,
+    ...s.phases.map((p) => `  ${p.name.padEnd(12)} ${((p.endedAt - p.startedAt) / 1000).toFixed(1)} s`),
+    `DNS answers for ${s.domain}: ${s.dnsAnswers.map((a) => a.address).join(' → ')}`,
+    `Requests to ${s.domain}: ${s.requests.total}, failed ${s.requests.failed} (origin served ${s.servedBy.origin}, target ${s.servedBy.target})`,
+    `Writes acknowledged ${s.writes.acknowledged}: on target ${s.writes.onTarget}, missing ${s.writes.missing}, duplicated ${s.writes.duplicated}, written on origin after cut-over ${s.writes.onOriginAfterCutover}`,
+    `Other sites on the shared IP: ${s.otherSites.requests} requests, ${s.otherSites.failed} failed`,
+  ];
+  for (const f of s.failures) lines.push(`  failure: ${f.domain} at ${f.address}: ${f.status ?? f.error}`);
+  return lines.join('\n');
+}

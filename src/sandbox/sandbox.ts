@@ -1,0 +1,323 @@
+/**
+ * The embedded default: a whole hosting platform on loopback addresses in one process. An
+ * authoritative name server, an origin server with several sites on one shared IP, a target
+ * server, simulated users resolving through DNS, and the orchestrator that migrates one site.
+ * Every 127.0.0.0/8 address is local on Linux, so nothing here needs privileges.
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalHost, LoopbackAddresses } from '../agent/index.js';
+import { FerryError } from '../common/errors.js';
+import { DnsServer, dnsQuery, parseZone } from '../dns/index.js';
+import { SiteServer } from '../host/index.js';
+import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
+import { EmbeddedDnsProvider, Journal, Orchestrator, type MigrationRecord } from '../migration/index.js';
+
+/** Every knob of the sandbox scenario, with its default. */
+export interface SandboxOptions {
+  /** Address and port of the authoritative name server. Default 127.0.10.53:10053. */
+  dnsAddress: string;
+  dnsPort: number;
+  /** Shared IP of the origin (IP1), the target's IP (IP2) and the temporary IP (IPt). */
+  originIp: string;
+  targetIp: string;
+  tempIp: string;
+  /** HTTP port of every site, on every address. Default 18080. */
+  httpPort: number;
+  /** Zone of the sites and the sites on the origin's shared IP; the first is migrated. */
+  zone: string;
+  sites: string[];
+  /** TTL in seconds of the sites' A records, before and during the migration. Default 2. */
+  ttl: number;
+  /** Total requests per second of the load, and how many simulated users make them. */
+  rate: number;
+  clients: number;
+  /** Share of users whose caches keep answers past the TTL, and by how long (ms). */
+  staleShare: number;
+  staleOverstayMs: number;
+  /** Share of users that reuse connections, and share of requests that are writes. */
+  keepAliveShare: number;
+  writeShare: number;
+  /** Quiet window and caps of the waits (ms). */
+  quietWindowMs: number;
+  dnsTempCapMs: number;
+  drainCapMs: number;
+  /** Load before the migration starts and after it ends (ms). */
+  warmupMs: number;
+  cooldownMs: number;
+  /** Where sites keep their data and the journal lives; default a new temporary folder. */
+  dataDir?: string;
+}
+
+export const DEFAULT_SANDBOX: SandboxOptions = {
+  dnsAddress: '127.0.10.53',
+  dnsPort: 10053,
+  originIp: '127.0.10.1',
+  targetIp: '127.0.10.2',
+  tempIp: '127.0.10.100',
+  httpPort: 18080,
+  zone: 'example.',
+  sites: ['shop.example.', 'blog.example.', 'news.example.'],
+  ttl: 2,
+  rate: 60,
+  clients: 30,
+  staleShare: 0.2,
+  staleOverstayMs: 3000,
+  keepAliveShare: 0.5,
+  writeShare: 0.3,
+  quietWindowMs: 1500,
+  dnsTempCapMs: 20_000,
+  drainCapMs: 20_000,
+  warmupMs: 2000,
+  cooldownMs: 2000,
+};
+
+/** The machine-readable result of a demo run (issue 2's summary). */
+export interface DemoSummary {
+  domain: string;
+  migrationId: string;
+  finalPhase: string;
+  phases: Array<{ name: string; startedAt: number; endedAt: number }>;
+  dnsAnswers: Array<{ at: number; address: string }>;
+  requests: { total: number; failed: number };
+  writes: { acknowledged: number; onTarget: number; missing: number; duplicated: number; onOriginAfterCutover: number };
+  servedBy: { origin: number; target: number };
+  otherSites: { requests: number; failed: number };
+  failures: Array<{ at: number; domain: string; address: string; status: number | null; error?: string }>;
+}
+
+function checkOptions(o: SandboxOptions): void {
+  const problems: string[] = [];
+  const share = (k: keyof SandboxOptions) => {
+    const v = o[k] as number;
+    if (!(v >= 0 && v <= 1)) problems.push(`${k} must be between 0 and 1 (got ${v})`);
+  };
+  share('staleShare');
+  share('keepAliveShare');
+  share('writeShare');
+  if (!(o.ttl >= 1)) problems.push(`ttl must be at least 1 second (got ${o.ttl})`);
+  if (!(o.rate > 0)) problems.push(`rate must be positive (got ${o.rate})`);
+  if (!(o.clients >= 1)) problems.push(`clients must be at least 1 (got ${o.clients})`);
+  if (o.sites.length < 1) problems.push('sites must name at least one site');
+  if (o.staleOverstayMs >= o.drainCapMs + o.ttl * 1000) {
+    problems.push(
+      `staleOverstayMs (${o.staleOverstayMs}) must stay below drainCapMs + ttl (${o.drainCapMs + o.ttl * 1000}): stale clients would outlive the redirect`,
+    );
+  }
+  if (problems.length) throw new FerryError('SANDBOX_OPTIONS', `bad sandbox options: ${problems.join('; ')}`);
+}
+
+/** A running sandbox platform. */
+export class Sandbox {
+  readonly opts: SandboxOptions;
+  dns!: DnsServer;
+  originSites!: SiteServer;
+  targetSites!: SiteServer;
+  origin!: LocalHost;
+  target!: LocalHost;
+  orchestrator!: Orchestrator;
+  load!: LoadGenerator;
+  dataDir!: string;
+  private ownsDataDir = false;
+  private journal!: Journal;
+  private dnsWatch: NodeJS.Timeout | undefined;
+  readonly dnsAnswers: Array<{ at: number; address: string }> = [];
+
+  constructor(opts: Partial<SandboxOptions> = {}) {
+    this.opts = { ...DEFAULT_SANDBOX, ...opts };
+    checkOptions(this.opts);
+  }
+
+  get migratedDomain(): string {
+    return this.opts.sites[0]!;
+  }
+
+  /** Start the name server, both hosting servers with their sites, and the orchestrator. */
+  async start(): Promise<void> {
+    const o = this.opts;
+    this.ownsDataDir = !o.dataDir;
+    this.dataDir = o.dataDir ?? (await mkdtemp(join(tmpdir(), 'ferry-sandbox-')));
+    try {
+      this.dns = new DnsServer({ address: o.dnsAddress, port: o.dnsPort, zones: [parseZone(this.zoneText(), { origin: o.zone })] });
+      await this.dns.start();
+      this.originSites = new SiteServer({ name: 'origin', addresses: [o.originIp], port: o.httpPort, dataDir: join(this.dataDir, 'origin') });
+      await this.originSites.start();
+      this.targetSites = new SiteServer({ name: 'target', addresses: [o.targetIp], port: this.originSites.port, dataDir: join(this.dataDir, 'target') });
+      await this.targetSites.start();
+      for (const site of o.sites) await this.originSites.addSite(site, 'serve');
+      this.origin = new LocalHost({ id: 'origin', sites: this.originSites, addresses: new LoopbackAddresses() });
+      this.target = new LocalHost({ id: 'target', sites: this.targetSites, addresses: new LoopbackAddresses() });
+      this.journal = new Journal(join(this.dataDir, 'journal.sqlite'));
+      this.orchestrator = new Orchestrator({
+        dns: new EmbeddedDnsProvider({ server: this.dns }),
+        hosts: { origin: this.origin, target: this.target },
+        journal: this.journal,
+      });
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  get httpPort(): number {
+    return this.originSites.port;
+  }
+
+  private zoneText(): string {
+    const o = this.opts;
+    const lines = [
+      `$ORIGIN ${o.zone}`,
+      `$TTL 300`,
+      `@ IN SOA ns1 hostmaster 1 3600 600 86400 60`,
+      `@ IN NS ns1`,
+      `ns1 IN A ${o.dnsAddress}`,
+      ...o.sites.map((s) => `${s} ${o.ttl} IN A ${o.originIp}`),
+    ];
+    return lines.join('\n') + '\n';
+  }
+
+  /** Resolve a name's A record at the sandbox's name server, with the project's own client. */
+  async resolve(name: string): Promise<{ address: string; ttl: number }> {
+    const res = await dnsQuery({ server: { address: this.dns.address, port: this.dns.port }, name, type: 'A', timeoutMs: 1000 });
+    const a = res.answers.find((r) => r.typeName === 'A');
+    if (!a) throw new FerryError('RESOLVE_FAILED', `${name}: no A record (${res.rcodeName})`);
+    return { address: a.rdata, ttl: a.ttl };
+  }
+
+  /** Start the simulated users on every site. */
+  startLoad(): void {
+    const o = this.opts;
+    this.load = new LoadGenerator({
+      sites: o.sites,
+      port: this.httpPort,
+      resolve: (name) => this.resolve(name),
+      rate: o.rate,
+      clients: o.clients,
+      staleShare: o.staleShare,
+      staleOverstayMs: o.staleOverstayMs,
+      keepAliveShare: o.keepAliveShare,
+      writeShare: o.writeShare,
+    });
+    this.load.start();
+  }
+
+  /** Sample the migrated domain's A record every `everyMs`, recording each change. */
+  watchDns(everyMs = 200): void {
+    const sample = async () => {
+      try {
+        const { address } = await this.resolve(this.migratedDomain);
+        const last = this.dnsAnswers[this.dnsAnswers.length - 1];
+        if (!last || last.address !== address) this.dnsAnswers.push({ at: Date.now(), address });
+      } catch {
+        // a missed sample is not an answer; the next one tells
+      }
+    };
+    void sample();
+    this.dnsWatch = setInterval(() => void sample(), everyMs);
+  }
+
+  /** Create and run the migration of the first site from origin to target. */
+  async migrate(signal?: AbortSignal): Promise<MigrationRecord> {
+    const o = this.opts;
+    const id = `${this.migratedDomain.replace(/\.$/, '')}-${Date.now().toString(36)}`;
+    this.orchestrator.create({
+      id,
+      domain: this.migratedDomain,
+      origin: 'origin',
+      target: 'target',
+      originIp: o.originIp,
+      targetIp: o.targetIp,
+      tempIp: o.tempIp,
+      ports: [this.httpPort],
+      timings: {
+        ttl: o.ttl,
+        quietWindowMs: o.quietWindowMs,
+        dnsTempCapMs: o.dnsTempCapMs,
+        drainCapMs: o.drainCapMs,
+        cutoverDrainTimeoutMs: 10_000,
+        pollMs: 100,
+      },
+    });
+    return this.orchestrator.run(id, signal);
+  }
+
+  /** Tally what happened: requests, writes on each side, DNS answers (issue 2's summary). */
+  async summarize(rec: MigrationRecord): Promise<DemoSummary> {
+    const domain = this.migratedDomain;
+    const results = this.load.results();
+    const mine = results.filter((r) => r.domain === domain);
+    const others = results.filter((r) => r.domain !== domain);
+    const acked = this.load.summary().acknowledgedWrites.filter((w) => w.domain === domain);
+    const onTargetOrders = await this.targetSites.readOrders(domain);
+    const counts = new Map<string, number>();
+    for (const order of onTargetOrders) counts.set(order.key, (counts.get(order.key) ?? 0) + 1);
+    let onTarget = 0;
+    let missing = 0;
+    let duplicated = 0;
+    for (const w of acked) {
+      const n = counts.get(w.key) ?? 0;
+      if (n === 0) missing++;
+      else onTarget++;
+      if (n > 1) duplicated += n - 1;
+    }
+    const cutoverAt = this.orchestrator.journal.entries(rec.plan.id).find((e) => e.step === 'target-serve')?.at ?? Infinity;
+    const originOrders = await readOrdersFile(join(this.dataDir, 'origin', domain, 'orders.jsonl'));
+    const onOriginAfterCutover = originOrders.filter((x) => x.server === 'origin' && Date.parse(x.at) >= cutoverAt).length;
+    const fail = (r: RequestResult) => !r.ok;
+    return {
+      domain,
+      migrationId: rec.plan.id,
+      finalPhase: rec.phase,
+      phases: rec.phases.map((p) => ({ name: p.name, startedAt: p.startedAt, endedAt: p.endedAt ?? p.startedAt })),
+      dnsAnswers: [...this.dnsAnswers],
+      requests: { total: mine.length, failed: mine.filter(fail).length },
+      writes: { acknowledged: acked.length, onTarget, missing, duplicated, onOriginAfterCutover },
+      servedBy: {
+        origin: mine.filter((r) => r.servedBy === 'origin').length,
+        target: mine.filter((r) => r.servedBy === 'target').length,
+      },
+      otherSites: { requests: others.length, failed: others.filter(fail).length },
+      failures: results.filter(fail).slice(0, 20).map((r) => ({
+        at: r.at,
+        domain: r.domain,
+        address: r.address,
+        status: r.status,
+        ...(r.error ? { error: r.error } : {}),
+      })),
+    };
+  }
+
+  /** Stop everything the sandbox started; safe to call more than once and after a failed start. */
+  async stop(): Promise<void> {
+    if (this.dnsWatch) clearInterval(this.dnsWatch);
+    this.dnsWatch = undefined;
+    await this.load?.stop().catch(() => undefined);
+    for (const id of ['origin', 'target'] as const) {
+      const host = this[id];
+      if (host) await host.stopAllRedirects().catch(() => undefined);
+    }
+    await this.originSites?.stop().catch(() => undefined);
+    await this.targetSites?.stop().catch(() => undefined);
+    await this.dns?.stop().catch(() => undefined);
+    try {
+      this.journal?.close();
+    } catch {
+      // already closed
+    }
+    if (this.ownsDataDir && this.dataDir) await rm(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+async function readOrdersFile(path: string): Promise<Array<{ key: string; at: string; server: string }>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as { key: string; at: string; server: string });
+}
