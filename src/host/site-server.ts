@@ -31,6 +31,7 @@ export interface SiteStats {
   /** Requests waiting in the hold queue now. */
   held: number;
   lastRequestAt: number | null;
+  /** Per client address (IPv4-mapped IPv6 shown as IPv4); the 10 000 most recently seen. */
   bySource: Record<string, { requests: number; lastAt: number }>;
 }
 
@@ -80,6 +81,8 @@ interface Site {
 
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const DOMAIN_RE = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
+/** Sources remembered per site; the least recently seen is forgotten beyond this. */
+const MAX_SOURCES = 10_000;
 /** Grace for in-flight requests when an address or the server closes, before connections are cut. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -318,7 +321,12 @@ export class SiteServer {
   }
 
   private async listen(address: string): Promise<void> {
-    const server = createServer({ keepAliveTimeout: this.keepAliveTimeoutMs, headersTimeout: 20_000, requestTimeout: 120_000 });
+    const server = createServer({
+      keepAliveTimeout: this.keepAliveTimeoutMs,
+      headersTimeout: 20_000,
+      // Covers receiving the whole request, which for a held one includes its time in the queue.
+      requestTimeout: Math.max(120_000, this.maxHoldMs + 30_000),
+    });
     server.maxRequestsPerSocket = 0;
     const active = new Set<ServerResponse>();
     this.activeResponses.set(server, active);
@@ -385,13 +393,11 @@ export class SiteServer {
     if (!READ_METHODS.has(req.method ?? 'GET')) site.writes += 1;
     site.lastRequestAt = now;
     const source = normalizeAddress(req.socket.remoteAddress ?? 'unknown');
-    const bySource = site.bySource.get(source);
-    if (bySource) {
-      bySource.requests += 1;
-      bySource.lastAt = now;
-    } else {
-      site.bySource.set(source, { requests: 1, lastAt: now });
-    }
+    // Re-inserted on each request, so the map runs from least to most recently seen source.
+    const prior = site.bySource.get(source);
+    site.bySource.delete(source);
+    site.bySource.set(source, { requests: (prior?.requests ?? 0) + 1, lastAt: now });
+    if (site.bySource.size > MAX_SOURCES) site.bySource.delete(site.bySource.keys().next().value as string);
     this.dispatch(site, req, res);
   }
 
