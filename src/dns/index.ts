@@ -1,0 +1,41 @@
+/**
+ * Ferry's authoritative DNS server: wire codec, zones and zone files, the query engine, the
+ * UDP/TCP server and a small client. This file is the component's whole public surface.
+ */
+export { DnsServer, type DnsServerOptions } from './server.js';
+export { dnsQuery, dnsExchangeUdp, dnsExchangeTcp, type DnsQueryOptions, type DnsResponse, type DnsAnswerRecord } from './client.js';
+export { ZoneStore, nextSerial, serialGreater, type RRsetChange } from './zone/store.js';
+export { Zone, type RRset, type ZoneNode } from './zone/zone.js';
+export { parseZone, loadZoneFile, type ParseZoneOptions } from './zone/parser.js';
+export { exportZone } from './zone/export.js';
+export { QueryEngine, type QueryEngineOptions } from './query/engine.js';
+export { QUERY_CHAIN, runChain, type Handler, type QueryContext, type Next } from './query/chain.js';
+export {
+  decodeMessage,
+  encodeMessage,
+  makeQuery,
+  unpackHeader,
+  type DnsMessage,
+  type Question,
+  type ResourceRecord,
+  type Edns,
+  type EdnsOption,
+  type MessageFlags,
+  type EncodeOptions,
+} from './wire/message.js';
+export { formatRdata, parseRdata, type Rdata, type RdataValue, type SvcParam } from './wire/rdata.js';
+export { parseName, nameKey } from './wire/name.js';
+export { tokenize } from './wire/text.js';
+export {
+  RRType,
+  RRClass,
+  Opcode,
+  Rcode,
+  RR_TYPE_TABLE,
+  typeName,
+  typeCode,
+  className,
+  classCode,
+  rcodeName,
+  type RRTypeInfo,
+} from './wire/types.js';

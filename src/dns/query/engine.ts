@@ -1,0 +1,89 @@
+/**
+ * From a query packet to a response packet: decode, run the handler chain, encode within the
+ * transport's size limit. Pure and synchronous; the server adds the sockets.
+ */
+import { decodeMessage, encodeMessage, unpackHeader, HEADER_SIZE, NO_FLAGS, type DnsMessage } from '../wire/message.js';
+import { isFerryError } from '../../common/errors.js';
+import { Rcode } from '../wire/types.js';
+import type { ZoneStore } from '../zone/store.js';
+import { QUERY_CHAIN, runChain, type Handler, type QueryContext } from './chain.js';
+import { MIN_UDP } from './edns.js';
+
+export interface QueryEngineOptions {
+  /** Our EDNS UDP payload size (default 1232, the DNS Flag Day 2020 value). */
+  maxUdpPayload?: number;
+  /** Replaces the default chain (tests, or transfer/update handlers put in front). */
+  chain?: readonly Handler[];
+}
+
+/** Answers DNS queries for a zone store. */
+export class QueryEngine {
+  readonly maxUdpPayload: number;
+  private readonly chain: readonly Handler[];
+
+  constructor(
+    readonly store: ZoneStore,
+    opts: QueryEngineOptions = {},
+  ) {
+    this.maxUdpPayload = opts.maxUdpPayload ?? 1232;
+    if (!Number.isInteger(this.maxUdpPayload) || this.maxUdpPayload < MIN_UDP || this.maxUdpPayload > 65535) {
+      throw new RangeError(`maxUdpPayload must be an integer from 512 to 65535, got ${opts.maxUdpPayload}`);
+    }
+    this.chain = opts.chain ?? QUERY_CHAIN;
+  }
+
+  /**
+   * The response to a packet, or undefined when it must be dropped: shorter than a header, or a
+   * response itself (QR set). Anything else malformed gets FORMERR (RFC 1035 §4.1.1).
+   */
+  answer(packet: Uint8Array, transport: 'udp' | 'tcp'): Buffer | undefined {
+    if (packet.length < HEADER_SIZE) return undefined;
+    const h = unpackHeader(packet);
+    if (h.flags.qr) return undefined;
+    let query: DnsMessage;
+    try {
+      query = decodeMessage(packet);
+    } catch (err) {
+      if (!isFerryError(err, 'DNS_MALFORMED')) throw err;
+      return encodeMessage({
+        id: h.id,
+        opcode: h.opcode,
+        rcode: Rcode.FORMERR,
+        flags: { ...NO_FLAGS, qr: true, rd: h.flags.rd, cd: h.flags.cd },
+        questions: [],
+        answers: [],
+        authority: [],
+        additional: [],
+      });
+    }
+    const ctx = this.resolve(query, transport);
+    return encodeMessage(ctx.response, {
+      maxSize: transport === 'udp' ? ctx.udpLimit : 65535,
+      requiredAdditional: ctx.requiredAdditional,
+    });
+  }
+
+  /** Runs a decoded query through the chain; the response is `ctx.response`. */
+  resolve(query: DnsMessage, transport: 'udp' | 'tcp'): QueryContext {
+    const ctx: QueryContext = {
+      query,
+      transport,
+      store: this.store,
+      maxUdpPayload: this.maxUdpPayload,
+      response: {
+        id: query.id,
+        opcode: query.opcode,
+        rcode: Rcode.NOERROR,
+        flags: { ...NO_FLAGS, qr: true, rd: query.flags.rd, cd: query.flags.cd },
+        questions: query.questions.slice(0, 1),
+        answers: [],
+        authority: [],
+        additional: [],
+      },
+      udpLimit: MIN_UDP,
+      requiredAdditional: 0,
+    };
+    runChain(ctx, this.chain);
+    return ctx;
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The authoritative server's sockets: UDP and TCP on one address and port. TCP follows RFC 7766:
+ * 2-byte length framing (§8), several queries per connection and pipelining (§6.2.1), idle
+ * timeouts (§6.2.3) and a connection cap. Logging happens here, at the edge, and nowhere inside.
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { FerryError, errorMessage } from '../common/errors.js';
+import { silentLogger, type Logger } from '../common/log.js';
+import { QueryEngine } from './query/engine.js';
+import { ZoneStore } from './zone/store.js';
+import type { Zone } from './zone/zone.js';
+
+export interface DnsServerOptions {
+  /** Address to bind, IPv4 or IPv6 (default '127.0.0.1'). */
+  address?: string;
+  /** Port for both UDP and TCP (default 53; 0 picks a free port used by both). */
+  port?: number;
+  /** Zones served from the start (more via `server.zones.add`). */
+  zones?: Zone[];
+  /** Close a TCP connection idle this long (default 10000 ms, RFC 7766 §6.2.3). */
+  tcpIdleTimeoutMs?: number;
+  /** Most TCP connections at once; more are refused (default 1000). */
+  maxTcpConnections?: number;
+  /** Our EDNS UDP payload size (default 1232). */
+  maxUdpPayload?: number;
+  /** Logger for the socket edge (default silent). */
+  logger?: Logger;
+}
+
+/** Output buffered for one TCP client before we stop reading its queries (slow readers). */
+const TCP_WRITE_HIGH_WATER = 256 * 1024;
+/** Attempts to find a port free for both UDP and TCP when the port is 0. */
+const BIND_ATTEMPTS = 20;
+
+function optionError(message: string): FerryError {
+  return new FerryError('DNS_BAD_OPTIONS', message);
+}
+
+/** An authoritative DNS server over UDP and TCP. */
+export class DnsServer {
+  readonly zones: ZoneStore;
+  readonly engine: QueryEngine;
+  private readonly requestedPort: number;
+  private readonly host: string;
+  private readonly idleMs: number;
+  private readonly maxConns: number;
+  private readonly log: Logger;
+  private udp: dgram.Socket | undefined;
+  private tcp: net.Server | undefined;
+  private readonly conns = new Set<net.Socket>();
+  private boundPort = 0;
+
+  constructor(opts: DnsServerOptions = {}) {
+    this.host = opts.address ?? '127.0.0.1';
+    if (net.isIP(this.host) === 0) throw optionError(`address must be an IP address, got ${JSON.stringify(opts.address)}`);
+    this.requestedPort = opts.port ?? 53;
+    if (!Number.isInteger(this.requestedPort) || this.requestedPort < 0 || this.requestedPort > 65535) {
+      throw optionError(`port must be an integer from 0 to 65535 (0 = any free port), got ${opts.port}`);
+    }
+    this.idleMs = opts.tcpIdleTimeoutMs ?? 10_000;
+    if (!(this.idleMs > 0)) throw optionError(`tcpIdleTimeoutMs must be a positive number of milliseconds, got ${opts.tcpIdleTimeoutMs}`);
+    this.maxConns = opts.maxTcpConnections ?? 1000;
+    if (!Number.isInteger(this.maxConns) || this.maxConns < 1) {
+      throw optionError(`maxTcpConnections must be a positive integer, got ${opts.maxTcpConnections}`);
+    }
+    this.log = opts.logger ?? silentLogger;
+    this.zones = new ZoneStore(opts.zones ?? []);
+    this.engine = new QueryEngine(this.zones, opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: opts.maxUdpPayload });
+  }
+
+  /** The bound address. */
+  get address(): string {
+    return this.host;
+  }
+
+  /** The bound port after `start()` (the requested one before). */
+  get port(): number {
+    return this.udp ? this.boundPort : this.requestedPort;
+  }
+
+  /** Binds UDP, then TCP on the same port (retrying other ports when the port was 0). */
+  async start(): Promise<void> {
+    if (this.udp) throw new FerryError('DNS_ALREADY_STARTED', 'server already started');
+    const attempts = this.requestedPort === 0 ? BIND_ATTEMPTS : 1;
+    let lastErr: unknown;
+    for (let i = 0; i < attempts; i++) {
+      const udp = await this.bindUdp(this.requestedPort).catch((err: unknown) => {
+        lastErr = err;
+        return undefined;
+      });
+      if (!udp) continue;
+      const port = udp.address().port;
+      try {
+        this.tcp = await this.listenTcp(port);
+        this.udp = udp;
+        this.boundPort = port;
+        this.log.info({ address: this.host, port }, 'dns server listening');
+        return;
+      } catch (err) {
+        lastErr = err;
+        await new Promise<void>((r) => udp.close(() => r()));
+      }
+    }
+    throw new FerryError('DNS_BIND_FAILED', `cannot bind UDP and TCP on ${this.host}:${this.requestedPort}: ${errorMessage(lastErr)}`, {
+      cause: lastErr,
+    });
+  }
+
+  /** Closes both sockets and every TCP connection. */
+  async stop(): Promise<void> {
+    const udp = this.udp;
+    const tcp = this.tcp;
+    this.udp = undefined;
+    this.tcp = undefined;
+    for (const c of this.conns) c.destroy();
+    this.conns.clear();
+    await Promise.all([
+      udp ? new Promise<void>((r) => udp.close(() => r())) : undefined,
+      tcp ? new Promise<void>((r) => tcp.close(() => r())) : undefined,
+    ]);
+  }
+
+  private bindUdp(port: number): Promise<dgram.Socket> {
+    return new Promise((resolve, reject) => {
+      const sock = dgram.createSocket({ type: net.isIPv6(this.host) ? 'udp6' : 'udp4' });
+      const onError = (err: Error) => {
+        sock.close();
+        reject(err);
+      };
+      sock.once('error', onError);
+      sock.bind({ address: this.host, port, exclusive: true }, () => {
+        sock.off('error', onError);
+        sock.on('error', (err) => this.log.warn({ err }, 'dns udp socket error'));
+        sock.on('message', (msg, rinfo) => this.onUdp(sock, msg, rinfo));
+        resolve(sock);
+      });
+    });
+  }
+
+  private onUdp(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    let res: Buffer | undefined;
+    try {
+      res = this.engine.answer(msg, 'udp');
+    } catch (err) {
+      this.log.error({ err, from: rinfo.address }, 'dns query failed');
+      return;
+    }
+    if (res) sock.send(res, rinfo.port, rinfo.address);
+  }
+
+  private listenTcp(port: number): Promise<net.Server> {
+    return new Promise((resolve, reject) => {
+      const server = net.createServer((s) => this.onTcp(s));
+      server.maxConnections = this.maxConns;
+      server.once('error', reject);
+      server.listen({ host: this.host, port, exclusive: true }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.log.warn({ err }, 'dns tcp server error'));
+        resolve(server);
+      });
+    });
+  }
+
+  private onTcp(sock: net.Socket): void {
+    this.conns.add(sock);
+    sock.setNoDelay(true);
+    sock.setTimeout(this.idleMs, () => sock.destroy());
+    sock.on('close', () => this.conns.delete(sock));
+    sock.on('error', () => sock.destroy());
+    let pending: Buffer = Buffer.alloc(0);
+    sock.on('drain', () => sock.resume());
+    sock.on('data', (chunk: Buffer) => {
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      // RFC 7766 §8: each message is preceded by its length; several may arrive at once.
+      while (pending.length >= 2) {
+        const len = pending.readUInt16BE(0);
+        if (pending.length < 2 + len) break;
+        const msg = pending.subarray(2, 2 + len);
+        pending = pending.subarray(2 + len);
+        if (len < 12) {
+          sock.destroy(); // not even a header: the stream is garbage
+          return;
+        }
+        let res: Buffer | undefined;
+        try {
+          res = this.engine.answer(msg, 'tcp');
+        } catch (err) {
+          this.log.error({ err, from: sock.remoteAddress }, 'dns query failed');
+          continue;
+        }
+        if (!res) continue;
+        const framed = Buffer.allocUnsafe(2 + res.length);
+        framed.writeUInt16BE(res.length, 0);
+        res.copy(framed, 2);
+        sock.write(framed);
+      }
+      if (pending.length === 0) pending = Buffer.alloc(0);
+      else if (pending.byteOffset > 0 && pending.length < 4096) pending = Buffer.from(pending);
+      // Back-pressure: a client that does not read its answers stops being read (RFC 7766 §6.2.1).
+      if (sock.writableLength > TCP_WRITE_HIGH_WATER) sock.pause();
+    });
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * The zones a server is authoritative for, chosen by longest match, with the in-process change
+ * API: each change is applied synchronously (so it is atomic for queries) and bumps the zone's
+ * SOA serial once (RFC 1982 arithmetic).
+ */
+import { FerryError } from '../../common/errors.js';
+import { nameKey, parentName, parseName } from '../wire/name.js';
+import { formatRdata, parseRdata, rdataKey, type Rdata } from '../wire/rdata.js';
+import { tokenize } from '../wire/text.js';
+import { typeCode } from '../wire/types.js';
+import type { Zone } from './zone.js';
+
+/** One RRset replacement for `applyChanges`. Empty `rdata` deletes the RRset. */
+export interface RRsetChange {
+  owner: string;
+  type: string;
+  ttl: number;
+  rdata: string[];
+}
+
+function notAuthoritative(name: string): FerryError {
+  return new FerryError('DNS_NOT_AUTHORITATIVE', `no zone here is authoritative for ${name}`);
+}
+
+function typeOf(type: string): number {
+  const code = typeCode(type);
+  if (code === undefined) throw new FerryError('DNS_BAD_TEXT', `unknown RR type ${JSON.stringify(type)}`);
+  return code;
+}
+
+/** RFC 1982 serial increment. */
+export function nextSerial(serial: number): number {
+  return (serial + 1) >>> 0;
+}
+
+/** RFC 1982 §3.2: true when serial `a` is greater than `b`. */
+export function serialGreater(a: number, b: number): boolean {
+  return a !== b && ((a > b && a - b < 0x80000000) || (a < b && b - a > 0x80000000));
+}
+
+/** The set of zones served, with longest-match lookup and the change API. */
+export class ZoneStore {
+  private readonly zones = new Map<string, Zone>();
+  /** Bumped on every change to any zone or the set of zones; answer caches compare it. */
+  generation = 0;
+
+  constructor(zones: Zone[] = []) {
+    for (const z of zones) this.add(z);
+  }
+
+  /** Adds or replaces the zone with the same origin. */
+  add(zone: Zone): void {
+    void zone.serial; // throws when the zone has no SOA
+    this.zones.set(zone.originKey, zone);
+    this.generation++;
+  }
+
+  /** Removes a zone; false when there was none. */
+  remove(origin: string): boolean {
+    const ok = this.zones.delete(nameKey(parseName(origin)));
+    if (ok) this.generation++;
+    return ok;
+  }
+
+  list(): Zone[] {
+    return [...this.zones.values()];
+  }
+
+  /** The zone with the longest origin at or above `name` (RFC 1034 §4.3.2 step 2). */
+  findZone(name: string): Zone | undefined {
+    return this.findZoneByKey(nameKey(parseName(name)));
+  }
+
+  /** `findZone` for an already case-folded canonical name (the query hot path). */
+  findZoneByKey(key: string): Zone | undefined {
+    if (this.zones.size === 0) return undefined;
+    for (let k: string | undefined = key; k !== undefined; k = parentName(k)) {
+      const z = this.zones.get(k);
+      if (z) return z;
+    }
+    return undefined;
+  }
+
+  /** The RRset in presentation form, or undefined when the name has none of that type. */
+  getRRset(owner: string, type: string): { ttl: number; rdata: string[] } | undefined {
+    const t = typeOf(type);
+    const zone = this.findZone(owner);
+    const set = zone?.getRRset(owner, t);
+    if (!set) return undefined;
+    return { ttl: set.ttl, rdata: set.rdata.map((d) => formatRdata(t, d)) };
+  }
+
+  /**
+   * Replaces one RRset atomically (empty `rdata` deletes it) and bumps the zone's serial once.
+   * Rdata is presentation text with absolute names. Throws DNS_NOT_AUTHORITATIVE when no zone
+   * holds `owner`, DNS_BAD_TEXT / DNS_INVALID_DATA for bad data (nothing is changed then).
+   */
+  replaceRRset(owner: string, type: string, ttl: number, rdata: string[]): { serial: number } {
+    return this.applyChanges([{ owner, type, ttl, rdata }]);
+  }
+
+  /**
+   * Applies several RRset replacements as one change: all are validated first, then applied
+   * together, and each touched zone's serial goes up once. Returns the serial of the (last) zone.
+   * An unchanged RRset does not bump the serial.
+   */
+  applyChanges(changes: RRsetChange[]): { serial: number } {
+    const prepared = changes.map((c) => {
+      const t = typeOf(c.type);
+      const zone = this.findZone(c.owner);
+      if (!zone) throw notAuthoritative(c.owner);
+      const data: Rdata[] = c.rdata.map((r) => parseRdata(t, tokenize(r), '.'));
+      return { zone, owner: parseName(c.owner), type: t, ttl: c.ttl, data };
+    });
+    if (prepared.length === 0) throw new FerryError('DNS_INVALID_DATA', 'no change given');
+    // Apply in order; on the first invalid one, undo the ones before it.
+    const undo: Array<() => void> = [];
+    const touched = new Map<Zone, number>();
+    try {
+      for (const p of prepared) {
+        const before = p.zone.getRRset(p.owner, p.type);
+        const snapshot = before ? { ttl: before.ttl, rdata: before.rdata } : undefined;
+        const changed = !sameRRset(p.type, snapshot, p.ttl, p.data);
+        if (!changed) continue;
+        const oldSerial = p.zone.serial;
+        p.zone.replaceRRset(p.owner, p.type, p.ttl, p.data);
+        undo.push(() => p.zone.replaceRRset(p.owner, p.type, snapshot?.ttl ?? 0, snapshot?.rdata ?? []));
+        if (!touched.has(p.zone)) touched.set(p.zone, oldSerial);
+      }
+    } catch (err) {
+      for (const u of undo.reverse()) u();
+      throw err;
+    }
+    for (const [zone, oldSerial] of touched) {
+      // A change that set the SOA itself keeps its serial if that went up; otherwise increment.
+      const s = zone.serial;
+      zone.setSerial(serialGreater(s, oldSerial) ? s : nextSerial(oldSerial));
+    }
+    if (touched.size > 0) this.generation++;
+    return { serial: prepared[prepared.length - 1]!.zone.serial };
+  }
+
+  /** SOA serial of the zone with this origin; throws DNS_NOT_AUTHORITATIVE when there is none. */
+  serial(origin: string): number {
+    const z = this.zones.get(nameKey(parseName(origin)));
+    if (!z) throw notAuthoritative(origin);
+    return z.serial;
+  }
+}
+
+function sameRRset(type: number, before: { ttl: number; rdata: Rdata[] } | undefined, ttl: number, data: Rdata[]): boolean {
+  if (!before) return data.length === 0;
+  if (data.length === 0 || before.ttl !== ttl) return false;
+  const a = new Set(before.rdata.map((d) => rdataKey(type, d)));
+  const b = new Set(data.map((d) => rdataKey(type, d)));
+  return a.size === b.size && [...a].every((k) => b.has(k));
+}

@@ -1,0 +1,180 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isFerryError } from '../../common/errors.js';
+import { formatRdata } from '../wire/rdata.js';
+import { RRType } from '../wire/types.js';
+import { exportZone } from './export.js';
+import { loadZoneFile, parseZone } from './parser.js';
+import { ZoneStore, serialGreater } from './store.js';
+import type { Zone } from './zone.js';
+
+const ZONE = `; a zone exercising the master-file features
+$ORIGIN example.
+$TTL 1h
+@   IN  SOA ns1 hostmaster (
+            2024010101 ; serial
+            3600       ; refresh
+            600 1209600
+            300 )      ; minimum
+    IN  NS  ns1
+    NS  ns2.example.net.
+ns1 300 IN A 192.0.2.53
+ns1 IN 300 AAAA 2001:db8::53
+www     A   192.0.2.1
+        A   192.0.2.2
+txt     TXT "a \\"quoted\\" string; not a comment" plain \\065BC "\\228\\189\\160"
+mail    MX  10 mx.example.net.
+$ORIGIN sub.example.
+deep    CNAME www.example.
+@       TXT "apex of sub"
+$TTL 42
+ttl42   A 192.0.2.42
+ttlprev 7 A 192.0.2.7
+        A 192.0.2.8
+`;
+
+function rr(zone: Zone, name: string, type: number): string[] {
+  return (zone.getRRset(name, type)?.rdata ?? []).map((d) => formatRdata(type, d));
+}
+
+test('master file: directives, relative names, @, omitted fields, parentheses, comments, escapes', () => {
+  const z = parseZone(ZONE);
+  assert.equal(z.origin, 'example.');
+  assert.equal(z.serial, 2024010101);
+  assert.equal(z.soa.ttl, 3600);
+  assert.deepEqual(rr(z, 'example.', RRType.NS), ['ns1.example.', 'ns2.example.net.']);
+  assert.equal(z.getRRset('ns1.example.', RRType.A)!.ttl, 300);
+  assert.equal(z.getRRset('ns1.example.', RRType.AAAA)!.ttl, 300, 'TTL and class in either order');
+  assert.deepEqual(rr(z, 'www.example.', RRType.A), ['192.0.2.1', '192.0.2.2']);
+  assert.deepEqual(rr(z, 'txt.example.', RRType.TXT), ['"a \\"quoted\\" string; not a comment" "plain" "ABC" "\\228\\189\\160"']);
+  assert.deepEqual(rr(z, 'deep.sub.example.', RRType.CNAME), ['www.example.']);
+  assert.deepEqual(rr(z, 'sub.example.', RRType.TXT), ['"apex of sub"']);
+  assert.equal(z.getRRset('ttl42.sub.example.', RRType.A)!.ttl, 42);
+  assert.equal(z.getRRset('ttlprev.sub.example.', RRType.A)!.ttl, 7);
+  assert.equal(z.getRRset('ttlprev.sub.example.', RRType.A)!.rdata.length, 2);
+});
+
+test('export writes a file that re-imports to the same records', () => {
+  const z = parseZone(ZONE);
+  const text = exportZone(z);
+  assert.match(text, /^\$ORIGIN example\.\n@\t3600\tIN\tSOA\t/);
+  const again = parseZone(text);
+  assert.deepEqual(again.records(), z.records());
+  assert.equal(exportZone(again), text);
+});
+
+test('origin comes from the option or the SOA owner; names need one', () => {
+  const z = parseZone('@ SOA ns hm 1 2 3 4 5\nwww A 192.0.2.1\n', { origin: 'Example.Org' });
+  assert.equal(z.origin, 'Example.Org.');
+  assert.deepEqual(rr(z, 'www.example.org.', RRType.A), ['192.0.2.1']);
+  const y = parseZone('example.com. 60 IN SOA ns.example.com. hm.example.com. 1 2 3 4 5\n');
+  assert.equal(y.origin, 'example.com.');
+  assert.equal(y.soa.ttl, 60);
+});
+
+function syntaxError(text: string, line: number, pattern: RegExp, fileName?: string) {
+  assert.throws(
+    () => parseZone(text, fileName ? { fileName } : {}),
+    (e: unknown) => isFerryError(e, 'ZONE_SYNTAX') && e.message.includes(`${fileName ?? '<zone>'}:${line}:`) && pattern.test(e.message),
+    `expected ${pattern} at line ${line}`,
+  );
+}
+
+test('syntax errors name the file and line', () => {
+  const head = '$ORIGIN example.\n@ SOA ns hm 1 2 3 4 5\n';
+  syntaxError(head + 'www A 192.0.2.300\n', 3, /IPv4/);
+  syntaxError(head + 'www BOGUS 1\n', 3, /unknown type/);
+  syntaxError(head + '\n\nwww TXT "open\n', 5, /unterminated/);
+  syntaxError(head + 'www A (\n192.0.2.1\n', 3, /unbalanced/);
+  syntaxError(head + 'www A 192.0.2.1 )\n', 3, /unbalanced/);
+  syntaxError(head + '$BOGUS x\n', 3, /unknown directive/);
+  syntaxError(head + 'www CH A 192.0.2.1\n', 3, /class IN/);
+  syntaxError(head + 'www.other. A 192.0.2.1\n', 3, /outside zone/);
+  syntaxError(head + 'c CNAME www\nc A 192.0.2.1\n', 4, /CNAME/);
+  syntaxError(head + '@ SOA ns hm 2 2 3 4 5\n', 3, /more than one SOA/);
+  syntaxError('www A 192.0.2.1\n', 1, /no origin/);
+  syntaxError('$ORIGIN example.\nwww A 192.0.2.1\n', 1, /no SOA/);
+  syntaxError(head + '$INCLUDE other.zone\n', 3, /\$INCLUDE needs a file/);
+  syntaxError(head + 'x MX 10\n', 3, /missing/, 'zones/x.zone');
+});
+
+test('loadZoneFile follows $INCLUDE relative to the including file, with an origin argument', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-zone-'));
+  try {
+    mkdirSync(join(dir, 'inc'));
+    writeFileSync(join(dir, 'main.zone'), '$ORIGIN example.\n@ SOA ns hm 1 2 3 4 5\n$INCLUDE inc/hosts.zone hosts.example.\nafter A 192.0.2.9\n');
+    writeFileSync(join(dir, 'inc', 'hosts.zone'), 'a A 192.0.2.1\n$INCLUDE more.zone\n');
+    writeFileSync(join(dir, 'inc', 'more.zone'), 'b A 192.0.2.2\nbad A 1.2.3\n');
+    await assert.rejects(loadZoneFile(join(dir, 'main.zone')), (e: unknown) => isFerryError(e, 'ZONE_SYNTAX') && /more\.zone:2:/.test(e.message));
+    writeFileSync(join(dir, 'inc', 'more.zone'), 'b A 192.0.2.2\n');
+    const z = await loadZoneFile(join(dir, 'main.zone'));
+    assert.deepEqual(rr(z, 'a.hosts.example.', RRType.A), ['192.0.2.1']);
+    assert.deepEqual(rr(z, 'b.hosts.example.', RRType.A), ['192.0.2.2']);
+    assert.deepEqual(rr(z, 'after.example.', RRType.A), ['192.0.2.9'], 'origin restored after $INCLUDE');
+    writeFileSync(join(dir, 'loop.zone'), '$ORIGIN example.\n@ SOA ns hm 1 2 3 4 5\n$INCLUDE loop.zone\n');
+    await assert.rejects(loadZoneFile(join(dir, 'loop.zone')), /nested more than 10/);
+    await assert.rejects(loadZoneFile(join(dir, 'missing.zone')), (e: unknown) => isFerryError(e, 'ZONE_SYNTAX'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('zone store: longest match, RRset replace with one serial bump, validation', () => {
+  const parent = parseZone(ZONE);
+  const child = parseZone('$ORIGIN sub.example.\n@ SOA ns hm 7 2 3 4 5\nx A 192.0.2.77\n');
+  const store = new ZoneStore([parent, child]);
+  assert.equal(store.findZone('WWW.example')!.origin, 'example.');
+  assert.equal(store.findZone('a.b.sub.example.')!.origin, 'sub.example.');
+  assert.equal(store.findZone('example.net.'), undefined);
+  assert.deepEqual(store.getRRset('www.example.', 'A'), { ttl: 3600, rdata: ['192.0.2.1', '192.0.2.2'] });
+  assert.equal(store.getRRset('nothing.example.', 'A'), undefined);
+
+  assert.deepEqual(store.replaceRRset('www.example', 'A', 30, ['192.0.2.10']), { serial: 2024010102 });
+  assert.deepEqual(store.getRRset('www.example.', 'A'), { ttl: 30, rdata: ['192.0.2.10'] });
+  assert.deepEqual(store.replaceRRset('www.example.', 'A', 30, ['192.0.2.10']), { serial: 2024010102 }, 'no change, no bump');
+  assert.deepEqual(store.replaceRRset('new.example.', 'MX', 60, ['10 mail.example.', '20 mail2.example']), { serial: 2024010103 });
+  assert.deepEqual(store.getRRset('new.example.', 'MX')!.rdata, ['10 mail.example.', '20 mail2.example.']);
+  assert.deepEqual(store.replaceRRset('new.example.', 'MX', 60, []), { serial: 2024010104 }, 'empty rdata deletes');
+  assert.equal(store.getRRset('new.example.', 'MX'), undefined);
+  assert.equal(store.serial('sub.example.'), 7);
+  store.replaceRRset('x.sub.example.', 'A', 60, ['192.0.2.78']);
+  assert.equal(store.serial('sub.example.'), 8);
+  assert.equal(store.serial('example.'), 2024010104, 'other zone untouched');
+
+  const before = store.generation;
+  assert.throws(() => store.replaceRRset('www.example.net.', 'A', 60, ['192.0.2.1']), (e: unknown) => isFerryError(e, 'DNS_NOT_AUTHORITATIVE'));
+  assert.throws(() => store.replaceRRset('www.example.', 'A', 60, ['nope']), (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'));
+  assert.throws(() => store.replaceRRset('www.example.', 'CNAME', 60, ['x.example.']), (e: unknown) => isFerryError(e, 'DNS_INVALID_DATA'));
+  assert.throws(() => store.replaceRRset('www.example.', 'BOGUS', 60, ['1']), (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'));
+  assert.throws(() => store.serial('nope.'), (e: unknown) => isFerryError(e, 'DNS_NOT_AUTHORITATIVE'));
+  assert.equal(store.generation, before, 'failed changes change nothing');
+
+  // Several RRsets in one change: all or nothing, one bump.
+  assert.throws(() =>
+    store.applyChanges([
+      { owner: 'p.example.', type: 'A', ttl: 60, rdata: ['192.0.2.5'] },
+      { owner: 'p.example.', type: 'CNAME', ttl: 60, rdata: ['www.example.'] },
+    ]),
+  );
+  assert.equal(store.getRRset('p.example.', 'A'), undefined, 'rolled back');
+  const r = store.applyChanges([
+    { owner: 'p.example.', type: 'A', ttl: 60, rdata: ['192.0.2.5'] },
+    { owner: 'p.example.', type: 'AAAA', ttl: 60, rdata: ['2001:db8::5'] },
+  ]);
+  assert.equal(r.serial, 2024010105);
+
+  // Serial wraps per RFC 1982; a given SOA serial is kept only when it is greater.
+  store.replaceRRset('example.', 'SOA', 3600, ['ns1.example. hostmaster.example. 1 3600 600 1209600 300']);
+  assert.equal(store.serial('example.'), 2024010106, '1 is not greater than 2024010105: incremented instead');
+  store.replaceRRset('example.', 'SOA', 3600, ['ns1.example. hostmaster.example. 3000000000 3600 600 1209600 300']);
+  store.replaceRRset('example.', 'SOA', 3600, ['ns1.example. hostmaster.example. 4294967295 3600 600 1209600 300']);
+  assert.equal(store.serial('example.'), 4294967295);
+  store.replaceRRset('www.example.', 'A', 30, ['192.0.2.11']);
+  assert.equal(store.serial('example.'), 0);
+  assert.ok(serialGreater(0, 4294967295));
+  assert.ok(store.remove('sub.example.'));
+  assert.equal(store.findZone('x.sub.example.')!.origin, 'example.');
+});
