@@ -413,3 +413,14 @@ test('removeAddress lets a request in flight finish and closes its keep-alive co
   assert.ok(Date.now() - t0 < 1000, 'no wait for the keep-alive timeout');
   assert.deepEqual(s.addresses(), [A]);
 });
+
+test('hold released into readonly serves the reads and refuses the writes', async (t) => {
+  const s = await startServer(t, 'target', A);
+  await s.addSite('shop.example', 'hold');
+  const pending = [call({ port: s.port, host: 'shop.example' }), postOrder(s.port, 'shop.example', 'k1')];
+  assert.ok(await waitFor(() => s.siteStats('shop.example').held === 2, 2000));
+  await s.addSite('shop.example', 'readonly'); // on an existing site, addSite sets the mode
+  const [page, order] = await Promise.all(pending);
+  assert.equal(page!.status, 200);
+  assert.equal(order!.status, 503);
+});
