@@ -1,4 +1,4 @@
 /** Shared building blocks: the error class, logging and time helpers. */
 export { FerryError, isFerryError, errorMessage } from './errors.js';
 export { createLogger, silentLogger, type Logger } from './log.js';
-export { sleep, waitFor } from './time.js';
+export { sleep, waitFor, abortable } from './time.js';

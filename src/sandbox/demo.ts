@@ -4,7 +4,7 @@
  */
 import { Sandbox, type DemoSummary, type SandboxOptions } from './sandbox.js';
 import type { Phase } from '../migration/index.js';
-import { sleep } from '../common/time.js';
+import { abortable, sleep } from '../common/time.js';
 
 export interface DemoOptions extends Partial<SandboxOptions> {
   /** Print the summary as one JSON line last instead of prose. */
@@ -55,7 +55,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     let summary: DemoSummary;
     try {
       await sleep(o.warmupMs, signal);
-      const rec = await sb.migrate(signal);
+      const rec = await abortable(sb.migrate(), signal);
       await sleep(o.cooldownMs, signal);
       await sb.load.stop();
       summary = await sb.summarize(rec);

@@ -12,7 +12,8 @@ import { FerryError } from '../common/errors.js';
 import { DnsServer, dnsQuery, parseZone } from '../dns/index.js';
 import { SiteServer } from '../host/index.js';
 import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
-import { EmbeddedDnsProvider, Journal, Orchestrator, type MigrationRecord } from '../migration/index.js';
+import { Controller } from '../controller/index.js';
+import { EmbeddedDnsProvider, Journal, type MigrationRecord, type Orchestrator } from '../migration/index.js';
 
 /** Every knob of the sandbox scenario, with its default. */
 export interface SandboxOptions {
@@ -116,7 +117,7 @@ export class Sandbox {
   targetSites!: SiteServer;
   origin!: LocalHost;
   target!: LocalHost;
-  orchestrator!: Orchestrator;
+  controller!: Controller;
   load!: LoadGenerator;
   dataDir!: string;
   private ownsDataDir = false;
@@ -149,10 +150,22 @@ export class Sandbox {
       this.origin = new LocalHost({ id: 'origin', sites: this.originSites, addresses: new LoopbackAddresses() });
       this.target = new LocalHost({ id: 'target', sites: this.targetSites, addresses: new LoopbackAddresses() });
       this.journal = new Journal(join(this.dataDir, 'journal.sqlite'));
-      this.orchestrator = new Orchestrator({
+      this.controller = new Controller({
         dns: new EmbeddedDnsProvider({ server: this.dns }),
-        hosts: { origin: this.origin, target: this.target },
+        servers: [
+          { id: 'origin', driver: this.origin, sharedIps: [o.originIp], tempIpPool: [o.tempIp] },
+          { id: 'target', driver: this.target, sharedIps: [o.targetIp], tempIpPool: [] },
+        ],
+        sites: o.sites.map((domain) => ({ domain, server: 'origin', ports: [this.originSites.port] })),
         journal: this.journal,
+        defaults: {
+          ttl: o.ttl,
+          quietWindowMs: o.quietWindowMs,
+          dnsTempCapMs: o.dnsTempCapMs,
+          drainCapMs: o.drainCapMs,
+          cutoverDrainTimeoutMs: 10_000,
+          pollMs: 100,
+        },
       });
     } catch (err) {
       await this.stop();
@@ -217,29 +230,14 @@ export class Sandbox {
     this.dnsWatch = setInterval(() => void sample(), everyMs);
   }
 
+  get orchestrator(): Orchestrator {
+    return this.controller.orchestrator;
+  }
+
   /** Create and run the migration of the first site from origin to target. */
-  async migrate(signal?: AbortSignal): Promise<MigrationRecord> {
-    const o = this.opts;
-    const id = `${this.migratedDomain.replace(/\.$/, '')}-${Date.now().toString(36)}`;
-    this.orchestrator.create({
-      id,
-      domain: this.migratedDomain,
-      origin: 'origin',
-      target: 'target',
-      originIp: o.originIp,
-      targetIp: o.targetIp,
-      tempIp: o.tempIp,
-      ports: [this.httpPort],
-      timings: {
-        ttl: o.ttl,
-        quietWindowMs: o.quietWindowMs,
-        dnsTempCapMs: o.dnsTempCapMs,
-        drainCapMs: o.drainCapMs,
-        cutoverDrainTimeoutMs: 10_000,
-        pollMs: 100,
-      },
-    });
-    return this.orchestrator.run(id, signal);
+  async migrate(): Promise<MigrationRecord> {
+    const rec = await this.controller.startMigration({ domain: this.migratedDomain, to: 'target' });
+    return this.controller.wait(rec.plan.id);
   }
 
   /** Tally what happened: requests, writes on each side, DNS answers (issue 2's summary). */
@@ -291,6 +289,7 @@ export class Sandbox {
   /** Stop everything the sandbox started; safe to call more than once and after a failed start. */
   async stop(): Promise<void> {
     if (this.dnsWatch) clearInterval(this.dnsWatch);
+    await this.controller?.close();
     this.dnsWatch = undefined;
     await this.load?.stop().catch(() => undefined);
     for (const id of ['origin', 'target'] as const) {

@@ -1,0 +1,9 @@
+/** The controller: servers, sites, migrations and their event stream. */
+export {
+  Controller,
+  type ControllerOptions,
+  type ControllerEvent,
+  type ServerEntry,
+  type SiteEntry,
+  type StartMigrationRequest,
+} from './controller.js';
