@@ -4,7 +4,7 @@
  * server, simulated users resolving through DNS, and the orchestrator that migrates one site.
  * Every 127.0.0.0/8 address is local on Linux, so nothing here needs privileges.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalHost, LoopbackAddresses } from '../agent/index.js';
@@ -260,7 +260,7 @@ export class Sandbox {
       if (n > 1) duplicated += n - 1;
     }
     const cutoverAt = this.orchestrator.journal.entries(rec.plan.id).find((e) => e.step === 'target-serve')?.at ?? Infinity;
-    const originOrders = await readOrdersFile(join(this.dataDir, 'origin', domain, 'orders.jsonl'));
+    const originOrders = await this.originSites.readOrders(domain);
     const onOriginAfterCutover = originOrders.filter((x) => x.server === 'origin' && Date.parse(x.at) >= cutoverAt).length;
     const fail = (r: RequestResult) => !r.ok;
     return {
@@ -306,17 +306,4 @@ export class Sandbox {
     }
     if (this.ownsDataDir && this.dataDir) await rm(this.dataDir, { recursive: true, force: true });
   }
-}
-
-async function readOrdersFile(path: string): Promise<Array<{ key: string; at: string; server: string }>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    return [];
-  }
-  return text
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as { key: string; at: string; server: string });
 }
