@@ -258,6 +258,19 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     return this.journal.list().map((id) => this.journal.get(id)!);
   }
 
+  /**
+   * Roll migration `id` back from whatever phase it is in (issue 7 implements every phase).
+   * Resolves with the record once the rollback has ended.
+   */
+  async rollback(id: string): Promise<MigrationRecord> {
+    throw new FerryError('NOT_IMPLEMENTED', `rollback of ${id} on request is not available yet`);
+  }
+
+  /** Migrate every site of server `from` to `to`, at most `concurrency` at once (issue 7). */
+  async evacuate(req: { from: string; to: string; concurrency?: number }): Promise<{ migrations: MigrationRecord[] }> {
+    throw new FerryError('NOT_IMPLEMENTED', `evacuation of ${req.from} is not available yet`);
+  }
+
   /** Stop driving migrations (they stay resumable in the journal). */
   async close(): Promise<void> {
     this.stopping.abort(new FerryError('CONTROLLER_STOPPING', 'the controller is shutting down'));
