@@ -32,6 +32,8 @@ export interface QueryContext {
   udpLimit: number;
   /** Leading additional records that must fit or TC is set (referral glue, RFC 9471). */
   requiredAdditional: number;
+  /** False when the response may not be reused for other spellings of the question (see cache.ts). */
+  cacheable: boolean;
 }
 
 export type Next = () => void;

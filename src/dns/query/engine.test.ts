@@ -217,3 +217,30 @@ test('a change through the store is visible to the next query, with the serial b
   e.store.replaceRRset('www.example.', 'A', 30, []);
   assert.equal(ask(e, 'www.example.', 'A').rcode, Rcode.NXDOMAIN);
 });
+
+test('answer cache: a hit echoes id, RD, CD and the question case; changes invalidate it', () => {
+  const e = testEngine();
+  ask(e, 'www.example.', 'A');
+  assert.equal(e.cache!.size, 1);
+  const hit = ask(e, 'WWW.EXAMPLE.', 'A', {
+    mutate: (m) => {
+      m.id = 9;
+      m.flags.rd = false;
+      m.flags.cd = true;
+    },
+  });
+  assert.equal(e.cache!.size, 1, 'served from the cache');
+  assert.equal(hit.id, 9);
+  assert.equal(hit.flags.rd, false);
+  assert.equal(hit.flags.cd, true);
+  assert.deepEqual(show(hit.answers), ['WWW.EXAMPLE. A 192.0.2.1']);
+  assert.equal(hit.questions[0]!.name, 'WWW.EXAMPLE.');
+  e.store.replaceRRset('www.example.', 'A', 30, ['192.0.2.5']);
+  assert.deepEqual(show(ask(e, 'www.example.', 'A').answers), ['www.example. A 192.0.2.5']);
+  // Zones changed directly (not through the store) invalidate too.
+  e.store.findZone('example.')!.replaceRRset('www.example.', RRType.A, 30, [['192.0.2.6']]);
+  assert.deepEqual(show(ask(e, 'www.example.', 'A').answers), ['www.example. A 192.0.2.6']);
+  // DNAME answers spell the question out, so they are not cached.
+  ask(e, 'a.dn.example.', 'A');
+  assert.deepEqual(show(ask(e, 'A.dn.example.', 'A').answers)[1], 'A.dn.example. CNAME A.target.example.net.');
+});

@@ -8,18 +8,23 @@ import { Rcode } from '../wire/types.js';
 import type { ZoneStore } from '../zone/store.js';
 import { QUERY_CHAIN, runChain, type Handler, type QueryContext } from './chain.js';
 import { MIN_UDP } from './edns.js';
+import { AnswerCache, patch, probe } from './cache.js';
 
 export interface QueryEngineOptions {
   /** Our EDNS UDP payload size (default 1232, the DNS Flag Day 2020 value). */
   maxUdpPayload?: number;
   /** Replaces the default chain (tests, or transfer/update handlers put in front). */
   chain?: readonly Handler[];
+  /** Precompiled answers kept for the hot path (default 10000; 0 turns the cache off). */
+  answerCacheSize?: number;
 }
 
 /** Answers DNS queries for a zone store. */
 export class QueryEngine {
   readonly maxUdpPayload: number;
   private readonly chain: readonly Handler[];
+  /** The precompiled answers, when enabled. */
+  readonly cache: AnswerCache | undefined;
 
   constructor(
     readonly store: ZoneStore,
@@ -30,6 +35,9 @@ export class QueryEngine {
       throw new RangeError(`maxUdpPayload must be an integer from 512 to 65535, got ${opts.maxUdpPayload}`);
     }
     this.chain = opts.chain ?? QUERY_CHAIN;
+    const size = opts.answerCacheSize ?? 10_000;
+    if (!Number.isInteger(size) || size < 0) throw new RangeError(`answerCacheSize must be a non-negative integer, got ${size}`);
+    this.cache = size > 0 ? new AnswerCache(size) : undefined;
   }
 
   /**
@@ -37,6 +45,11 @@ export class QueryEngine {
    * response itself (QR set). Anything else malformed gets FORMERR (RFC 1035 §4.1.1).
    */
   answer(packet: Uint8Array, transport: 'udp' | 'tcp'): Buffer | undefined {
+    const hot = this.cache ? probe(packet, transport, this.maxUdpPayload) : undefined;
+    if (hot) {
+      const hit = this.cache!.get(hot.key, this.store.generation);
+      if (hit) return patch(hit, packet, hot.qnameEnd);
+    }
     if (packet.length < HEADER_SIZE) return undefined;
     const h = unpackHeader(packet);
     if (h.flags.qr) return undefined;
@@ -56,11 +69,14 @@ export class QueryEngine {
         additional: [],
       });
     }
+    const generation = this.store.generation;
     const ctx = this.resolve(query, transport);
-    return encodeMessage(ctx.response, {
+    const res = encodeMessage(ctx.response, {
       maxSize: transport === 'udp' ? ctx.udpLimit : 65535,
       requiredAdditional: ctx.requiredAdditional,
     });
+    if (hot && ctx.cacheable) this.cache!.set(hot.key, generation, res);
+    return res;
   }
 
   /** Runs a decoded query through the chain; the response is `ctx.response`. */
@@ -82,6 +98,7 @@ export class QueryEngine {
       },
       udpLimit: MIN_UDP,
       requiredAdditional: 0,
+      cacheable: true,
     };
     runChain(ctx, this.chain);
     return ctx;

@@ -132,6 +132,7 @@ function referral(ctx: QueryContext, zone: Zone, ns: RRset): void {
  */
 function substitute(ctx: QueryContext, name: string, node: ZoneNode, dname: RRset): string | undefined {
   const res = ctx.response;
+  ctx.cacheable = false; // the CNAME spells out the question's labels
   res.answers.push(...rrsetRecords(dname));
   const keep = splitName(name).length - splitName(node.name).length;
   const prefix = splitName(name).slice(0, keep).join('.');

@@ -41,6 +41,7 @@ export function serialGreater(a: number, b: number): boolean {
 /** The set of zones served, with longest-match lookup and the change API. */
 export class ZoneStore {
   private readonly zones = new Map<string, Zone>();
+  private readonly unsubscribe = new Map<Zone, () => void>();
   /** Bumped on every change to any zone or the set of zones; answer caches compare it. */
   generation = 0;
 
@@ -51,15 +52,30 @@ export class ZoneStore {
   /** Adds or replaces the zone with the same origin. */
   add(zone: Zone): void {
     void zone.serial; // throws when the zone has no SOA
+    const old = this.zones.get(zone.originKey);
+    if (old) this.detach(old);
     this.zones.set(zone.originKey, zone);
+    this.unsubscribe.set(
+      zone,
+      zone.subscribe(() => this.generation++),
+    );
     this.generation++;
   }
 
   /** Removes a zone; false when there was none. */
   remove(origin: string): boolean {
-    const ok = this.zones.delete(nameKey(parseName(origin)));
-    if (ok) this.generation++;
-    return ok;
+    const key = nameKey(parseName(origin));
+    const zone = this.zones.get(key);
+    if (!zone) return false;
+    this.detach(zone);
+    this.zones.delete(key);
+    this.generation++;
+    return true;
+  }
+
+  private detach(zone: Zone): void {
+    this.unsubscribe.get(zone)?.();
+    this.unsubscribe.delete(zone);
   }
 
   list(): Zone[] {
@@ -136,7 +152,6 @@ export class ZoneStore {
       const s = zone.serial;
       zone.setSerial(serialGreater(s, oldSerial) ? s : nextSerial(oldSerial));
     }
-    if (touched.size > 0) this.generation++;
     return { serial: prepared[prepared.length - 1]!.zone.serial };
   }
 

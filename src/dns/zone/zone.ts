@@ -36,8 +36,9 @@ export class Zone {
   private readonly nodes = new Map<string, ZoneNode>();
   // Number of data-owning names at or below each name: > 0 means the name exists.
   private readonly weight = new Map<string, number>();
-  /** Bumped on every change; answer caches compare it. */
+  /** Bumped on every change. */
   version = 0;
+  private readonly listeners = new Set<() => void>();
 
   constructor(origin: string) {
     this.origin = parseName(origin);
@@ -88,7 +89,7 @@ export class Zone {
       if (existing.rdata.some((d) => rdataKey(type, d) === k)) return;
       this.check(owner, type, existing.rdata.length + 1);
       existing.rdata.push(data);
-      this.version++;
+      this.touch();
       return;
     }
     this.replaceRRset(owner, type, ttl, [data]);
@@ -120,7 +121,7 @@ export class Zone {
         this.nodes.delete(key);
         this.adjustWeight(key, -1);
       }
-      this.version++;
+      this.touch();
       return;
     }
     this.check(owner, type, unique.length);
@@ -131,7 +132,18 @@ export class Zone {
       this.adjustWeight(key, 1);
     }
     node.rrsets.set(type, { name: node.name, type, ttl, rdata: unique });
+    this.touch();
+  }
+
+  /** Calls `fn` after every change to the zone; returns the unsubscribe function. */
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private touch(): void {
     this.version++;
+    for (const fn of this.listeners) fn();
   }
 
   private check(owner: string, type: number, count: number): void {
@@ -168,7 +180,7 @@ export class Zone {
     const d = [...soa.rdata[0]!];
     d[2] = serial >>> 0;
     soa.rdata = [d];
-    this.version++;
+    this.touch();
   }
 
   /** Every RRset, apex first, then in canonical order (RFC 4034 §6.1); SOA leads the apex. */

@@ -1,0 +1,116 @@
+/**
+ * The hot path: precompiled answers. A plain query (one question, no records but an optional
+ * OPT) is recognised straight from its bytes, and a response encoded earlier for the same
+ * question, EDNS state and size limit is reused with the id, RD/CD bits and the question's
+ * spelling copied in. Every name in a cached response that equals the question is a pointer to
+ * it (compression is case-insensitive), so copying the question bytes echoes the query's case
+ * everywhere (RFC 4343 §4.1). Responses that spell the question name out elsewhere (DNAME
+ * synthesis) are not cached. The whole cache is dropped when any zone changes.
+ */
+
+/** Where a cacheable query's parts are, and its cache key. */
+export interface CacheProbe {
+  key: string;
+  /** Offset just past the question name (the bytes copied into a cached response). */
+  qnameEnd: number;
+}
+
+/**
+ * The cache key of a plain query, or undefined when the query needs the full path: not a QUERY,
+ * a response, anything but QDCOUNT=1, records other than one well-formed OPT, trailing bytes,
+ * or a compressed question name.
+ */
+export function probe(p: Uint8Array, transport: 'udp' | 'tcp', maxUdp: number): CacheProbe | undefined {
+  const len = p.length;
+  if (len < 17) return undefined;
+  if ((p[2]! & 0xf8) !== 0) return undefined; // QR or opcode
+  if (p[4] !== 0 || p[5] !== 1 || p[6] !== 0 || p[7] !== 0 || p[8] !== 0 || p[9] !== 0 || p[10] !== 0) return undefined;
+  const ar = p[11]!;
+  if (ar > 1) return undefined;
+  let off = 12;
+  let key = '';
+  for (;;) {
+    if (off >= len) return undefined;
+    const l = p[off]!;
+    if (l === 0) break;
+    if (l > 63 || off + 1 + l > len || off + 1 + l - 12 > 254) return undefined;
+    key += String.fromCharCode(l);
+    for (let i = off + 1; i <= off + l; i++) {
+      const c = p[i]!;
+      key += String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c);
+    }
+    off += 1 + l;
+  }
+  const qnameEnd = off + 1;
+  off = qnameEnd + 4;
+  if (off > len) return undefined;
+  key += `|${(p[qnameEnd]! << 8) | p[qnameEnd + 1]!}|${(p[qnameEnd + 2]! << 8) | p[qnameEnd + 3]!}|`;
+  if (ar === 0) {
+    if (off !== len) return undefined;
+    return { key: key + (transport === 'udp' ? 'n' : 'nt'), qnameEnd };
+  }
+  // One OPT (RFC 6891 §6.1.2): root owner, type 41, options well framed, nothing after.
+  if (off + 11 > len || p[off] !== 0 || p[off + 1] !== 0 || p[off + 2] !== 41) return undefined;
+  const udpSize = (p[off + 3]! << 8) | p[off + 4]!;
+  const version = p[off + 6]!;
+  const dnssecOk = (p[off + 7]! & 0x80) !== 0;
+  const rdlen = (p[off + 9]! << 8) | p[off + 10]!;
+  const end = off + 11 + rdlen;
+  if (end !== len) return undefined;
+  for (let i = off + 11; i < end; ) {
+    if (i + 4 > end) return undefined;
+    i += 4 + ((p[i + 2]! << 8) | p[i + 3]!);
+    if (i > end) return undefined;
+  }
+  const d = dnssecOk ? 'd' : '';
+  if (version !== 0) return { key: `${key}v${d}`, qnameEnd };
+  const limit = transport === 'tcp' ? 't' : String(Math.max(512, Math.min(udpSize, maxUdp)));
+  return { key: `${key}e${d}${limit}`, qnameEnd };
+}
+
+/** A bounded map of encoded responses, dropped whole when the zone data generation changes. */
+export class AnswerCache {
+  private readonly map = new Map<string, Buffer>();
+  private generation = -1;
+
+  constructor(readonly maxEntries: number) {}
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** The stored response for `key`, if the data has not changed since it was stored. */
+  get(key: string, generation: number): Buffer | undefined {
+    if (generation !== this.generation) {
+      this.map.clear();
+      this.generation = generation;
+      return undefined;
+    }
+    return this.map.get(key);
+  }
+
+  set(key: string, generation: number, response: Buffer): void {
+    if (generation !== this.generation) {
+      this.map.clear();
+      this.generation = generation;
+    }
+    if (this.map.size >= this.maxEntries) {
+      // Evict the oldest entry (Map keeps insertion order).
+      const first = this.map.keys().next();
+      if (!first.done) this.map.delete(first.value);
+    }
+    this.map.set(key, response);
+  }
+}
+
+/** A copy of a cached response answering `query`: its id, RD and CD bits, and question spelling. */
+export function patch(cached: Buffer, query: Uint8Array, qnameEnd: number): Buffer {
+  const out = Buffer.allocUnsafe(cached.length);
+  cached.copy(out);
+  out[0] = query[0]!;
+  out[1] = query[1]!;
+  out[2] = (out[2]! & ~0x01) | (query[2]! & 0x01);
+  out[3] = (out[3]! & ~0x10) | (query[3]! & 0x10);
+  if (out[5] === 1) out.set(query.subarray(12, qnameEnd), 12);
+  return out;
+}
