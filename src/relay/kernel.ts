@@ -172,7 +172,8 @@ export class KernelRelay implements RedirectEngine {
         count.push(`    ${m} ct state new counter name new_${proto}_${p}`);
       }
     }
-    const src = this.opts.sourceAddress !== undefined ? `snat to ${this.opts.sourceAddress}` : 'masquerade';
+    // Masquerade picks no usable source on loopback, where replies come back locally anyway.
+    const src = this.opts.sourceAddress !== undefined ? `snat to ${this.opts.sourceAddress}` : 'oifname != "lo" masquerade';
     const settype = f === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
     return [
       `table ${f} ${t} {`,

@@ -1,0 +1,178 @@
+/**
+ * `npm run bench:relay` (node --import tsx bench/relay/run.ts [seconds]): wrk against a local nginx
+ * through five paths, in one run and one fresh network namespace (loopback only, so the nft table
+ * of the kernel path touches nothing else): directly, HAProxy in tcp mode, Ferry userspace,
+ * Ferry userspace + PROXY v2, Ferry kernel (nftables DNAT). Two loads: keep-alive, and one new
+ * connection per request. Prints req/s, p99 latency and each path's ratio to HAProxy.
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KernelRelay, TcpRelay, type RedirectEngine } from '../../src/relay/index.js';
+
+const seconds = Number(process.argv[2] ?? process.env.BENCH_SECONDS ?? 5);
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const PORT = 8080;
+const PP_PORT = 8081;
+
+if (process.env.FERRY_BENCH_IN_NS !== '1') {
+  // Re-run inside a namespace of our own, removed afterwards whatever happens.
+  const ns = `ferry-bench-${randomBytes(3).toString('hex')}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  let status = 1;
+  try {
+    execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+      stdio: 'inherit',
+      env: { ...process.env, FERRY_BENCH_IN_NS: '1' },
+    });
+    status = r.status ?? 1;
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns]);
+  }
+  process.exit(status);
+}
+
+for (const bin of ['nginx', 'haproxy', 'wrk', 'nft']) {
+  if (spawnSync('which', [bin]).status !== 0) {
+    console.error(`bench:relay needs ${bin} (apt-get install nginx-light haproxy wrk nftables)`);
+    process.exit(1);
+  }
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-'));
+const children: ChildProcess[] = [];
+const engines: RedirectEngine[] = [];
+
+async function waitPort(host: string, port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = createConnection({ host, port }, () => {
+        s.destroy();
+        r(true);
+      });
+      s.on('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listens on ${host}:${port}`);
+}
+
+function startNginx(): ChildProcess {
+  const conf = `
+daemon off; worker_processes 2; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
+  server { listen 127.0.0.5:${PORT} backlog=4096; listen 127.0.0.5:${PP_PORT} proxy_protocol backlog=4096; location / { return 200 "ok\\n"; } }
+}`;
+  writeFileSync(join(dir, 'nginx.conf'), conf);
+  return spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log')], { stdio: 'inherit' });
+}
+
+function startHaproxy(): ChildProcess {
+  const conf = `
+global
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen bench
+  bind 127.0.0.6:${PORT}
+  server nginx 127.0.0.5:${PORT}
+`;
+  writeFileSync(join(dir, 'haproxy.cfg'), conf);
+  return spawn('haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+interface Result {
+  rps: number;
+  p99ms: number;
+  errors: number;
+}
+
+function toMs(v: string, unit: string): number {
+  const n = Number(v);
+  return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n;
+}
+
+function wrk(url: string, newConnections: boolean): Promise<Result> {
+  const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', ...(newConnections ? ['-H', 'Connection: close'] : []), url];
+  return new Promise((resolve, reject) => {
+    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => (out += d));
+    child.on('error', reject);
+    child.on('exit', () => {
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+      const p = /99%\s+([\d.]+)(us|ms|s|m)/.exec(out);
+      const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+      const errors = (errs ? errs.slice(1).reduce((n, x) => n + Number(x), 0) : 0) + non2xx;
+      if (Number.isNaN(rps)) reject(new Error(`wrk output not understood:\n${out}`));
+      else resolve({ rps, p99ms: p ? toMs(p[1]!, p[2]!) : NaN, errors });
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  execFileSync('sysctl', ['-qw', 'net.ipv4.ip_local_port_range=1024 65000']);
+  execFileSync('sysctl', ['-qw', 'net.ipv4.tcp_tw_reuse=1']);
+  children.push(startNginx());
+  await waitPort('127.0.0.5', PORT);
+  children.push(startHaproxy());
+  await waitPort('127.0.0.6', PORT);
+
+  const userspace = new TcpRelay({ listen: { address: '127.0.0.7', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PORT } });
+  const proxied = new TcpRelay({ listen: { address: '127.0.0.8', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PP_PORT }, proxyProtocol: 'v2' });
+  const kernel = new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5' }, id: 'bench' });
+  for (const e of [userspace, proxied, kernel]) {
+    engines.push(e);
+    await e.start();
+  }
+
+  const paths: Array<[string, string]> = [
+    ['nginx direct', '127.0.0.5'],
+    ['HAProxy tcp', '127.0.0.6'],
+    ['Ferry userspace', '127.0.0.7'],
+    ['Ferry userspace+PROXYv2', '127.0.0.8'],
+    ['Ferry kernel', '127.0.0.9'],
+  ];
+  console.log(`wrk -t2 -c${connections} -d${seconds}s, ${spawnSync('nproc').stdout.toString().trim()} CPUs, all on loopback in one namespace`);
+  for (const [load, fresh] of [
+    ['keep-alive', false],
+    ['new connection per request', true],
+  ] as const) {
+    const results: Array<[string, Result]> = [];
+    for (const [name, host] of paths) {
+      results.push([name, await wrk(`http://${host}:${PORT}/`, fresh)]);
+      console.error(`  ${load}: ${name} done`);
+    }
+    const ha = results.find(([n]) => n === 'HAProxy tcp')![1].rps;
+    console.log(`\n${load}`);
+    console.log(`${'path'.padEnd(26)}${'req/s'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}${'× HAProxy'.padStart(11)}`);
+    for (const [name, r] of results) {
+      console.log(
+        `${name.padEnd(26)}${r.rps.toFixed(0).padStart(10)}${r.p99ms.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}${(r.rps / ha).toFixed(2).padStart(11)}`,
+      );
+    }
+  }
+}
+
+try {
+  await main();
+} finally {
+  for (const e of engines) await e.close().catch(() => undefined);
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 300));
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+}
