@@ -4,15 +4,16 @@ import { nameKey } from '../wire/name.js';
 import type { Handler } from './chain.js';
 
 /**
- * After the lookup, an ANY answer keeps only its first RRset (the lookup lists a CNAME first,
- * otherwise RRsets by type), over UDP and TCP alike.
+ * After the lookup, an ANY answer keeps only the first RRset owned by the question name (the
+ * lookup lists RRsets by type); records of other owners (a DNAME above the name) stay. The same
+ * over UDP and TCP.
  */
 export const minimalAny: Handler = (ctx, next) => {
   next();
   if (ctx.question!.type !== RRType.ANY) return;
+  const qkey = ctx.qkey!;
   const a = ctx.response.answers;
-  const first = a[0];
+  const first = a.find((r) => nameKey(r.name) === qkey);
   if (!first) return;
-  const k = nameKey(first.name);
-  ctx.response.answers = a.filter((r) => r.type === first.type && nameKey(r.name) === k);
+  ctx.response.answers = a.filter((r) => nameKey(r.name) !== qkey || r.type === first.type);
 };

@@ -7,13 +7,12 @@ import type { Handler } from './chain.js';
 export const checkOpcode: Handler = (ctx, next) => {
   if (ctx.query.opcode !== Opcode.QUERY) {
     ctx.response.rcode = Rcode.NOTIMP;
-    ctx.response.questions = [];
     return;
   }
   next();
 };
 
-/** FORMERR unless QDCOUNT is 1 (RFC 9619 §4: more than one question is not allowed). */
+/** FORMERR unless QDCOUNT is 1 (RFC 9619 §4 for more than one; none leaves nothing to answer). */
 export const checkQuestionCount: Handler = (ctx, next) => {
   const q = ctx.query.questions;
   if (q.length !== 1) {
@@ -27,13 +26,13 @@ export const checkQuestionCount: Handler = (ctx, next) => {
 };
 
 /**
- * Class IN only (REFUSED otherwise: no zone of another class is served). QTYPEs that cannot be
- * asked (OPT, TSIG, TKEY) get FORMERR; MAILA/MAILB NOTIMP (RFC 6895 §3.1); zone transfers are
- * REFUSED until a transfer handler sits before this one.
+ * Class IN, or ANY which matches it (RFC 1035 §3.2.5); REFUSED otherwise, as no zone of another
+ * class is served. QTYPEs that cannot be asked (OPT, TSIG, TKEY) get FORMERR; zone transfers
+ * are REFUSED until a transfer handler sits before this one.
  */
 export const checkClassAndType: Handler = (ctx, next) => {
   const q = ctx.question!;
-  if (q.class !== RRClass.IN) {
+  if (q.class !== RRClass.IN && q.class !== RRClass.ANY) {
     ctx.response.rcode = Rcode.REFUSED;
     return;
   }
@@ -42,10 +41,6 @@ export const checkClassAndType: Handler = (ctx, next) => {
     case RRType.TSIG:
     case 249: // TKEY
       ctx.response.rcode = Rcode.FORMERR;
-      return;
-    case RRType.MAILA:
-    case RRType.MAILB:
-      ctx.response.rcode = Rcode.NOTIMP;
       return;
     case RRType.AXFR:
     case RRType.IXFR:

@@ -78,7 +78,8 @@ function step1(ctx: QueryContext, zone: Zone, name: string, key: string, qtype: 
     return undefined;
   }
   const cname = node.rrsets.get(RRType.CNAME);
-  if (cname && qtype !== RRType.CNAME) {
+  // ANY matches the CNAME itself and is not followed (RFC 1034 §4.3.2 step 3a).
+  if (cname && qtype !== RRType.CNAME && qtype !== RRType.ANY) {
     res.answers.push(...rrsetRecords(cname, owner));
     return cname.rdata[0]![0] as string;
   }
