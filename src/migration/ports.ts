@@ -5,6 +5,7 @@
  * resumed migration can repeat the step it was in.
  */
 import type { SiteMode, SiteStats } from '../host/index.js';
+import type { RelayStats } from '../relay/index.js';
 
 /** The authoritative DNS the domain lives in. */
 export interface DnsProvider {
@@ -19,15 +20,11 @@ export interface DnsProvider {
   observe(name: string, type: string): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>>;
 }
 
-/** Counters of a redirect at the temporary IP. */
-export interface RedirectStats {
-  activeConnections: number;
-  totalConnections: number;
-  bytesToUpstream: number;
-  bytesToClient: number;
-  lastConnectionAt: number | null;
-  held: number;
-}
+/** Counters of a redirect at the temporary IP: the part of the engines' stats the waits use. */
+export type RedirectStats = Pick<
+  RelayStats,
+  'activeConnections' | 'totalConnections' | 'bytesToUpstream' | 'bytesToClient' | 'lastConnectionAt' | 'held'
+>;
 
 /** One hosting server, as the orchestrator drives it (in-process or through its agent). */
 export interface HostDriver {
