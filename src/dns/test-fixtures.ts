@@ -37,3 +37,42 @@ big      TXT   "${'y'.repeat(200)}"
 big      TXT   "${'z'.repeat(200)}"
 `;
 
+
+/** One presentation sample per data type of the table, plus an unknown type. */
+export const RDATA_SAMPLES: Array<[string, string]> = [
+  ['A', '192.0.2.1'],
+  ['NS', 'ns1.example.'],
+  ['CNAME', 'www.example.'],
+  ['SOA', 'ns1.example. hostmaster.example. 2024010101 3600 600 1209600 300'],
+  ['PTR', 'host.example.'],
+  ['HINFO', '"PC" "Linux"'],
+  ['MX', '10 mail.example.'],
+  ['TXT', '"v=spf1 -all" "second \\"quoted\\" \\\\ \\007"'],
+  ['RP', 'admin.example. txt.example.'],
+  ['AAAA', '2001:db8::1'],
+  ['SRV', '10 60 5060 sip.example.'],
+  ['NAPTR', '100 10 "u" "E2U+sip" "!^.*$!sip:info@example!" .'],
+  ['DNAME', 'other.example.'],
+  ['DS', '12345 13 2 49FD46E6C4B45C55D4AC69CBD3CD34AC1AFE51DE'],
+  ['SSHFP', '4 2 123456789ABCDEF67890123456789ABCDEF67890123456789ABCDEF123456789'],
+  ['DNSKEY', '257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+KkxLbxILfDLUT0rAK9iUzy1L53eKGQ=='],
+  ['TLSA', '3 1 1 0C72AC70B745AC19998811B131D662C9AC69DBDBE7CB23E5B514B56664C5D3D6'],
+  ['SVCB', '1 svc.example. alpn=h2,h3 port=8443 ipv4hint=192.0.2.1,192.0.2.2'],
+  ['HTTPS', '1 . alpn=h3 no-default-alpn ech=AEX+DQBBpQAgACBmKCq/1u8cXq8K+0Fq1+dZ0mvU/ea3gDsn5LSsbb7dJQAEAAEAAQASY2xvdWRmbGFyZS1lY2guY29tAAA= ipv6hint=2001:db8::1 key65000="x y"'],
+  ['HTTPS', '0 alias.example.'],
+  ['SPF', '"v=spf1 -all"'],
+  ['CAA', '0 issue "ca.example.net; account=1"'],
+  ['TYPE65280', '\\# 4 0A000001'],
+  ['TYPE65281', '\\# 0'],
+];
+
+/** A zone holding every sample of `RDATA_SAMPLES` but the SOA, one per owner `t<i>.types.test.`. */
+export const TYPES_ZONE = [
+  '$ORIGIN types.test.',
+  '$TTL 300',
+  '@ SOA ns.types.test. hm.types.test. 1 3600 600 86400 60',
+  '@ NS ns',
+  'ns A 192.0.2.53',
+  ...RDATA_SAMPLES.flatMap(([type, rdata], i) => (type === 'SOA' ? [] : [`t${i} ${type} ${rdata}`])),
+  '',
+].join('\n');

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import { exportZone } from './export.js';
 import { loadZoneFile, parseZone } from './parser.js';
 import { ZoneStore, serialGreater } from './store.js';
 import type { Zone } from './zone.js';
+import { TEST_ZONE } from '../test-fixtures.js';
 
 const ZONE = `; a zone exercising the master-file features
 $ORIGIN example.
@@ -178,3 +180,35 @@ test('zone store: longest match, RRset replace with one serial bump, validation'
   assert.ok(store.remove('sub.example.'));
   assert.equal(store.findZone('x.sub.example.')!.origin, 'example.');
 });
+
+function which(bin: string): string | undefined {
+  try {
+    return execFileSync('which', [bin], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+for (const [tool, args] of [
+  ['named-checkzone', (origin: string, file: string) => [origin, file]],
+  ['kzonecheck', (origin: string, file: string) => ['-o', origin, file]],
+] as const) {
+  test(`${tool} accepts exported zones`, (t) => {
+    const bin = which(tool);
+    if (!bin) {
+      t.skip(`${tool} is not installed`);
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-export-'));
+    try {
+      for (const text of [ZONE, TEST_ZONE]) {
+        const z = parseZone(text);
+        const file = join(dir, 'zone');
+        writeFileSync(file, exportZone(z));
+        execFileSync(bin, args(z.origin, file), { stdio: 'pipe' }); // throws on a non-zero exit
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
