@@ -6,7 +6,13 @@ import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { FerryError } from '../common/errors.js';
-import { decodeMessage, encodeMessage, makeQuery, type DnsMessage, type ResourceRecord } from './wire/message.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  makeQuery,
+  type DnsMessage,
+  type ResourceRecord,
+} from './wire/message.js';
 import { nameKey, parseName } from './wire/name.js';
 import { formatRdata } from './wire/rdata.js';
 import { rcodeName, typeCode, typeName } from './wire/types.js';
@@ -54,13 +60,21 @@ export interface DnsQueryOptions {
 }
 
 function toAnswer(rr: ResourceRecord): DnsAnswerRecord {
-  return { name: rr.name, type: rr.type, typeName: typeName(rr.type), class: rr.class, ttl: rr.ttl, rdata: formatRdata(rr.type, rr.data) };
+  return {
+    name: rr.name,
+    type: rr.type,
+    typeName: typeName(rr.type),
+    class: rr.class,
+    ttl: rr.ttl,
+    rdata: formatRdata(rr.type, rr.data),
+  };
 }
 
 /** Asks one question and returns the decoded response. Throws DNS_TIMEOUT, DNS_BAD_RESPONSE. */
 export async function dnsQuery(opts: DnsQueryOptions): Promise<DnsResponse> {
   const type = typeCode(opts.type);
-  if (type === undefined) throw new FerryError('DNS_BAD_TEXT', `unknown RR type ${JSON.stringify(opts.type)}`);
+  if (type === undefined)
+    throw new FerryError('DNS_BAD_TEXT', `unknown RR type ${JSON.stringify(opts.type)}`);
   const name = parseName(opts.name);
   const id = randomInt(65536);
   const edns = opts.edns === undefined ? { udpSize: 1232 } : opts.edns;
@@ -69,16 +83,25 @@ export async function dnsQuery(opts: DnsQueryOptions): Promise<DnsResponse> {
   const accept = (m: DnsMessage) =>
     m.id === id &&
     m.flags.qr &&
-    (m.questions.length === 0 || (m.questions.length === 1 && nameKey(m.questions[0]!.name) === nameKey(name) && m.questions[0]!.type === type));
+    (m.questions.length === 0 ||
+      (m.questions.length === 1 &&
+        nameKey(m.questions[0]!.name) === nameKey(name) &&
+        m.questions[0]!.type === type));
   let tcp = opts.tcp ?? false;
-  let raw = tcp ? await dnsExchangeTcp(opts.server, packet, timeoutMs) : await dnsExchangeUdp(opts.server, packet, timeoutMs, (b) => accept(decodeMessage(b)));
+  let raw = tcp
+    ? await dnsExchangeTcp(opts.server, packet, timeoutMs)
+    : await dnsExchangeUdp(opts.server, packet, timeoutMs, (b) => accept(decodeMessage(b)));
   let msg = decodeMessage(raw);
   if (!tcp && msg.flags.tc) {
     tcp = true;
     raw = await dnsExchangeTcp(opts.server, packet, timeoutMs);
     msg = decodeMessage(raw);
   }
-  if (!accept(msg)) throw new FerryError('DNS_BAD_RESPONSE', `response from ${opts.server.address}:${opts.server.port} does not match the query`);
+  if (!accept(msg))
+    throw new FerryError(
+      'DNS_BAD_RESPONSE',
+      `response from ${opts.server.address}:${opts.server.port} does not match the query`,
+    );
   const res: DnsResponse = {
     id: msg.id,
     rcode: msg.rcode,
@@ -90,7 +113,8 @@ export async function dnsQuery(opts: DnsQueryOptions): Promise<DnsResponse> {
     tcp,
     size: raw.length,
   };
-  if (msg.edns) res.edns = { udpSize: msg.edns.udpSize, version: msg.edns.version, dnssecOk: msg.edns.dnssecOk };
+  if (msg.edns)
+    res.edns = { udpSize: msg.edns.udpSize, version: msg.edns.version, dnssecOk: msg.edns.dnssecOk };
   return res;
 }
 
@@ -117,7 +141,13 @@ export function dnsExchangeUdp(
       else resolve(buf!);
     };
     const timer = setTimeout(() => done(timeout(server, timeoutMs)), timeoutMs);
-    sock.on('error', (err) => done(new FerryError('DNS_NETWORK', `UDP to ${server.address}:${server.port}: ${err.message}`, { cause: err })));
+    sock.on('error', (err) =>
+      done(
+        new FerryError('DNS_NETWORK', `UDP to ${server.address}:${server.port}: ${err.message}`, {
+          cause: err,
+        }),
+      ),
+    );
     sock.on('message', (buf, rinfo) => {
       if (rinfo.port !== server.port || rinfo.address !== server.address) return;
       let ok = false;
@@ -136,7 +166,11 @@ export function dnsExchangeUdp(
  * Sends a raw packet over TCP (RFC 7766 §8 framing) and resolves with the first response
  * message. Throws DNS_TIMEOUT, DNS_NETWORK.
  */
-export function dnsExchangeTcp(server: { address: string; port: number }, packet: Uint8Array, timeoutMs = 2000): Promise<Buffer> {
+export function dnsExchangeTcp(
+  server: { address: string; port: number },
+  packet: Uint8Array,
+  timeoutMs = 2000,
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: server.address, port: server.port });
     let pending = Buffer.alloc(0);
@@ -150,8 +184,16 @@ export function dnsExchangeTcp(server: { address: string; port: number }, packet
       else resolve(buf!);
     };
     const timer = setTimeout(() => done(timeout(server, timeoutMs)), timeoutMs);
-    sock.on('error', (err) => done(new FerryError('DNS_NETWORK', `TCP to ${server.address}:${server.port}: ${err.message}`, { cause: err })));
-    sock.on('close', () => done(new FerryError('DNS_NETWORK', `TCP to ${server.address}:${server.port} closed before an answer`)));
+    sock.on('error', (err) =>
+      done(
+        new FerryError('DNS_NETWORK', `TCP to ${server.address}:${server.port}: ${err.message}`, {
+          cause: err,
+        }),
+      ),
+    );
+    sock.on('close', () =>
+      done(new FerryError('DNS_NETWORK', `TCP to ${server.address}:${server.port} closed before an answer`)),
+    );
     sock.on('connect', () => {
       const framed = Buffer.alloc(2 + packet.length);
       framed.writeUInt16BE(packet.length, 0);

@@ -136,7 +136,10 @@ test(`engine: ${PACKETS} random and mutated packets; cached and uncached answers
     const b = plain.answer(p, transport);
     assert.deepEqual(a, b, `packet ${i} ${p.toString('hex')}`);
     if (!a) {
-      assert.ok(p.length < 12 || (p[2]! & 0x80) !== 0, `only runts and responses are dropped: ${p.toString('hex')}`);
+      assert.ok(
+        p.length < 12 || (p[2]! & 0x80) !== 0,
+        `only runts and responses are dropped: ${p.toString('hex')}`,
+      );
       continue;
     }
     answered++;
@@ -146,7 +149,15 @@ test(`engine: ${PACKETS} random and mutated packets; cached and uncached answers
     assert.equal(m.flags.ra, false);
     if (transport === 'udp') assert.ok(a.length <= 1232, `UDP answer of ${a.length} bytes`);
     assert.ok(
-      [Rcode.NOERROR, Rcode.FORMERR, Rcode.NXDOMAIN, Rcode.NOTIMP, Rcode.REFUSED, Rcode.BADVERS, Rcode.YXDOMAIN].includes(m.rcode as 0),
+      [
+        Rcode.NOERROR,
+        Rcode.FORMERR,
+        Rcode.NXDOMAIN,
+        Rcode.NOTIMP,
+        Rcode.REFUSED,
+        Rcode.BADVERS,
+        Rcode.YXDOMAIN,
+      ].includes(m.rcode as 0),
       `rcode ${m.rcode}`,
     );
   }

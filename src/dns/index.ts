@@ -3,7 +3,14 @@
  * UDP/TCP server and a small client. This file is the component's whole public surface.
  */
 export { DnsServer, type DnsServerOptions } from './server.js';
-export { dnsQuery, dnsExchangeUdp, dnsExchangeTcp, type DnsQueryOptions, type DnsResponse, type DnsAnswerRecord } from './client.js';
+export {
+  dnsQuery,
+  dnsExchangeUdp,
+  dnsExchangeTcp,
+  type DnsQueryOptions,
+  type DnsResponse,
+  type DnsAnswerRecord,
+} from './client.js';
 export { ZoneStore, nextSerial, serialGreater, type RRsetChange } from './zone/store.js';
 export { Zone, type RRset, type ZoneNode } from './zone/zone.js';
 export { parseZone, loadZoneFile, type ParseZoneOptions } from './zone/parser.js';

@@ -14,7 +14,10 @@ import { TEST_ZONE } from './test-fixtures.js';
 
 const run = promisify(execFile);
 
-async function withServer(fn: (s: DnsServer) => Promise<void>, opts: { tcpIdleTimeoutMs?: number; maxTcpConnections?: number } = {}): Promise<void> {
+async function withServer(
+  fn: (s: DnsServer) => Promise<void>,
+  opts: { tcpIdleTimeoutMs?: number; maxTcpConnections?: number } = {},
+): Promise<void> {
   const s = new DnsServer({ address: '127.0.0.1', port: 0, zones: [parseZone(TEST_ZONE)], ...opts });
   await s.start();
   try {
@@ -151,7 +154,13 @@ test('TCP: idle connections are closed; the connection cap holds', async () => {
 test('garbage never crashes the server, over UDP and TCP', async () => {
   await withServer(async (s) => {
     const udp = dgram.createSocket('udp4');
-    const junk = [Buffer.alloc(0), Buffer.from([1]), Buffer.alloc(12, 0xff), Buffer.alloc(600, 0x41), Buffer.from('GET / HTTP/1.1\r\n\r\n')];
+    const junk = [
+      Buffer.alloc(0),
+      Buffer.from([1]),
+      Buffer.alloc(12, 0xff),
+      Buffer.alloc(600, 0x41),
+      Buffer.from('GET / HTTP/1.1\r\n\r\n'),
+    ];
     for (const j of junk) udp.send(j, s.port, s.address);
     await new Promise((r) => setTimeout(r, 50));
     udp.close();
@@ -175,13 +184,21 @@ test('client: timeout and bad options', async () => {
   await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
   try {
     await assert.rejects(
-      dnsQuery({ server: { address: '127.0.0.1', port: silent.address().port }, name: 'x.', type: 'A', timeoutMs: 100 }),
+      dnsQuery({
+        server: { address: '127.0.0.1', port: silent.address().port },
+        name: 'x.',
+        type: 'A',
+        timeoutMs: 100,
+      }),
       (e: unknown) => isFerryError(e, 'DNS_TIMEOUT'),
     );
   } finally {
     silent.close();
   }
-  await assert.rejects(dnsQuery({ server: { address: '127.0.0.1', port: 1 }, name: 'x.', type: 'NOPE' }), (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'));
+  await assert.rejects(
+    dnsQuery({ server: { address: '127.0.0.1', port: 1 }, name: 'x.', type: 'NOPE' }),
+    (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'),
+  );
   assert.throws(() => new DnsServer({ port: 70000 }), /port must be/);
   assert.throws(() => new DnsServer({ address: 'localhost' }), /IP address/);
 });

@@ -53,20 +53,27 @@ export class DnsServer {
 
   constructor(opts: DnsServerOptions = {}) {
     this.host = opts.address ?? '127.0.0.1';
-    if (net.isIP(this.host) === 0) throw optionError(`address must be an IP address, got ${JSON.stringify(opts.address)}`);
+    if (net.isIP(this.host) === 0)
+      throw optionError(`address must be an IP address, got ${JSON.stringify(opts.address)}`);
     this.requestedPort = opts.port ?? 53;
     if (!Number.isInteger(this.requestedPort) || this.requestedPort < 0 || this.requestedPort > 65535) {
       throw optionError(`port must be an integer from 0 to 65535 (0 = any free port), got ${opts.port}`);
     }
     this.idleMs = opts.tcpIdleTimeoutMs ?? 10_000;
-    if (!(this.idleMs > 0)) throw optionError(`tcpIdleTimeoutMs must be a positive number of milliseconds, got ${opts.tcpIdleTimeoutMs}`);
+    if (!(this.idleMs > 0))
+      throw optionError(
+        `tcpIdleTimeoutMs must be a positive number of milliseconds, got ${opts.tcpIdleTimeoutMs}`,
+      );
     this.maxConns = opts.maxTcpConnections ?? 1000;
     if (!Number.isInteger(this.maxConns) || this.maxConns < 1) {
       throw optionError(`maxTcpConnections must be a positive integer, got ${opts.maxTcpConnections}`);
     }
     this.log = opts.logger ?? silentLogger;
     this.zones = new ZoneStore(opts.zones ?? []);
-    this.engine = new QueryEngine(this.zones, opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: opts.maxUdpPayload });
+    this.engine = new QueryEngine(
+      this.zones,
+      opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: opts.maxUdpPayload },
+    );
   }
 
   /** The bound address. */
@@ -102,9 +109,13 @@ export class DnsServer {
         await new Promise<void>((r) => udp.close(() => r()));
       }
     }
-    throw new FerryError('DNS_BIND_FAILED', `cannot bind UDP and TCP on ${this.host}:${this.requestedPort}: ${errorMessage(lastErr)}`, {
-      cause: lastErr,
-    });
+    throw new FerryError(
+      'DNS_BIND_FAILED',
+      `cannot bind UDP and TCP on ${this.host}:${this.requestedPort}: ${errorMessage(lastErr)}`,
+      {
+        cause: lastErr,
+      },
+    );
   }
 
   /** Closes both sockets and every TCP connection. */

@@ -37,7 +37,6 @@ big      TXT   "${'y'.repeat(200)}"
 big      TXT   "${'z'.repeat(200)}"
 `;
 
-
 /** One presentation sample per data type of the table, plus an unknown type. */
 export const RDATA_SAMPLES: Array<[string, string]> = [
   ['A', '192.0.2.1'],
@@ -55,10 +54,16 @@ export const RDATA_SAMPLES: Array<[string, string]> = [
   ['DNAME', 'other.example.'],
   ['DS', '12345 13 2 49FD46E6C4B45C55D4AC69CBD3CD34AC1AFE51DE'],
   ['SSHFP', '4 2 123456789ABCDEF67890123456789ABCDEF67890123456789ABCDEF123456789'],
-  ['DNSKEY', '257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+KkxLbxILfDLUT0rAK9iUzy1L53eKGQ=='],
+  [
+    'DNSKEY',
+    '257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+KkxLbxILfDLUT0rAK9iUzy1L53eKGQ==',
+  ],
   ['TLSA', '3 1 1 0C72AC70B745AC19998811B131D662C9AC69DBDBE7CB23E5B514B56664C5D3D6'],
   ['SVCB', '1 svc.example. alpn=h2,h3 port=8443 ipv4hint=192.0.2.1,192.0.2.2'],
-  ['HTTPS', '1 . alpn=h3 no-default-alpn ech=AEX+DQBBpQAgACBmKCq/1u8cXq8K+0Fq1+dZ0mvU/ea3gDsn5LSsbb7dJQAEAAEAAQASY2xvdWRmbGFyZS1lY2guY29tAAA= ipv6hint=2001:db8::1 key65000="x y"'],
+  [
+    'HTTPS',
+    '1 . alpn=h3 no-default-alpn ech=AEX+DQBBpQAgACBmKCq/1u8cXq8K+0Fq1+dZ0mvU/ea3gDsn5LSsbb7dJQAEAAEAAQASY2xvdWRmbGFyZS1lY2guY29tAAA= ipv6hint=2001:db8::1 key65000="x y"',
+  ],
   ['HTTPS', '0 alias.example.'],
   ['SPF', '"v=spf1 -all"'],
   ['CAA', '0 issue "ca.example.net; account=1"'],

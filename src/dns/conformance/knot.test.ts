@@ -15,14 +15,21 @@ import { join } from 'node:path';
 import { dnsExchangeTcp, dnsExchangeUdp } from '../client.js';
 import { DnsServer } from '../server.js';
 import { RDATA_SAMPLES, TEST_ZONE, TYPES_ZONE } from '../test-fixtures.js';
-import { decodeMessage, encodeMessage, makeQuery, type DnsMessage, type ResourceRecord } from '../wire/message.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  makeQuery,
+  type DnsMessage,
+  type ResourceRecord,
+} from '../wire/message.js';
 import { nameKey } from '../wire/name.js';
 import { formatRdata } from '../wire/rdata.js';
 import { RRType, typeCode, typeName } from '../wire/types.js';
 import { loadZoneFile } from '../zone/parser.js';
 
 /** A second zone, so zone selection is compared too. */
-const OTHER_ZONE = '$ORIGIN other.test.\n$TTL 300\n@ SOA ns.other.test. hm.other.test. 1 2 3 4 5\n@ NS ns\nns A 198.51.100.53\nx A 198.51.100.1\n';
+const OTHER_ZONE =
+  '$ORIGIN other.test.\n$TTL 300\n@ SOA ns.other.test. hm.other.test. 1 2 3 4 5\n@ NS ns\nns A 198.51.100.53\nx A 198.51.100.1\n';
 
 interface Case {
   name: string;
@@ -51,7 +58,8 @@ const INTENDED: Array<{ match: (c: Case) => boolean; field: string; reason: stri
   {
     match: (c) => c.type === 'AXFR' || c.type === 'IXFR',
     field: 'rcode',
-    reason: 'no transfer handler yet: Ferry REFUSES transfers; Knot says NOTAUTH (no ACL) or NOTIMP (AXFR over UDP)',
+    reason:
+      'no transfer handler yet: Ferry REFUSES transfers; Knot says NOTAUTH (no ACL) or NOTIMP (AXFR over UDP)',
   },
 ];
 
@@ -179,7 +187,11 @@ function rrsets(rrs: ResourceRecord[]): Sets {
 
 function describe(m: DnsMessage): Record<string, string> {
   const f = m.flags;
-  const show = (s: Sets) => [...s].map(([k, v]) => `${k} ${v}`).sort().join('\n') || '-';
+  const show = (s: Sets) =>
+    [...s]
+      .map(([k, v]) => `${k} ${v}`)
+      .sort()
+      .join('\n') || '-';
   return {
     rcode: String(m.rcode),
     flags: `aa=${f.aa} tc=${f.tc} rd=${f.rd} ra=${f.ra} ad=${f.ad} cd=${f.cd}`,
@@ -245,7 +257,9 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
     }
     assert.ok(up, `knotd did not come up: ${stderr}`);
 
-    const zones = await Promise.all(['example', 'other', 'types'].map((z) => loadZoneFile(join(dir, `${z}.zone`))));
+    const zones = await Promise.all(
+      ['example', 'other', 'types'].map((z) => loadZoneFile(join(dir, `${z}.zone`))),
+    );
     ferry = new DnsServer({ port: 0, zones });
     await ferry.start();
     const ferryServer = { address: ferry.address, port: ferry.port };
@@ -261,7 +275,10 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
       const packet = encodeMessage(q);
       // No answer (a dropped query or a closed connection) is an outcome to compare too.
       const ask = (s: { address: string; port: number }) =>
-        (c.tcp ? dnsExchangeTcp(s, packet, c.odd ? 300 : 1000) : dnsExchangeUdp(s, packet, c.odd ? 300 : 1000)).then(
+        (c.tcp
+          ? dnsExchangeTcp(s, packet, c.odd ? 300 : 1000)
+          : dnsExchangeUdp(s, packet, c.odd ? 300 : 1000)
+        ).then(
           (b) => describe(decodeMessage(b)),
           () => ({ outcome: 'no answer' }) as Record<string, string>,
         );
@@ -270,10 +287,16 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
         if (dk[field] === df[field]) continue;
         if (INTENDED.some((x) => x.field === field && x.match(c))) continue;
         const show = (v: string | undefined) => (v ?? '(absent)').replace(/\n/g, '\n         ');
-        diffs.push(`${c.name} ${c.type} edns=${c.edns}${c.dnssecOk ? ' do' : ''}${c.tcp ? ' tcp' : ''}${c.odd ? ` (${c.odd[0]})` : ''} ${field}:\n  knot:  ${show(dk[field])}\n  ferry: ${show(df[field])}`);
+        diffs.push(
+          `${c.name} ${c.type} edns=${c.edns}${c.dnssecOk ? ' do' : ''}${c.tcp ? ' tcp' : ''}${c.odd ? ` (${c.odd[0]})` : ''} ${field}:\n  knot:  ${show(dk[field])}\n  ferry: ${show(df[field])}`,
+        );
       }
     }
-    assert.equal(diffs.length, 0, `${diffs.length} differences in ${all.length} queries:\n${diffs.join('\n')}`);
+    assert.equal(
+      diffs.length,
+      0,
+      `${diffs.length} differences in ${all.length} queries:\n${diffs.join('\n')}`,
+    );
   } finally {
     await ferry?.stop();
     if (knot && knot.exitCode === null) {

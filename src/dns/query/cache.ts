@@ -24,7 +24,8 @@ export function probe(p: Uint8Array, transport: 'udp' | 'tcp', maxUdp: number): 
   const len = p.length;
   if (len < 17) return undefined;
   if ((p[2]! & 0xf8) !== 0) return undefined; // QR or opcode
-  if (p[4] !== 0 || p[5] !== 1 || p[6] !== 0 || p[7] !== 0 || p[8] !== 0 || p[9] !== 0 || p[10] !== 0) return undefined;
+  if (p[4] !== 0 || p[5] !== 1 || p[6] !== 0 || p[7] !== 0 || p[8] !== 0 || p[9] !== 0 || p[10] !== 0)
+    return undefined;
   const ar = p[11]!;
   if (ar > 1) return undefined;
   let off = 12;
@@ -57,7 +58,7 @@ export function probe(p: Uint8Array, transport: 'udp' | 'tcp', maxUdp: number): 
   const rdlen = (p[off + 9]! << 8) | p[off + 10]!;
   const end = off + 11 + rdlen;
   if (end !== len) return undefined;
-  for (let i = off + 11; i < end; ) {
+  for (let i = off + 11; i < end;) {
     if (i + 4 > end) return undefined;
     i += 4 + ((p[i + 2]! << 8) | p[i + 3]!);
     if (i > end) return undefined;

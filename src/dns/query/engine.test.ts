@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeMessage, encodeMessage, makeQuery, type DnsMessage, type ResourceRecord } from '../wire/message.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  makeQuery,
+  type DnsMessage,
+  type ResourceRecord,
+} from '../wire/message.js';
 import { formatRdata } from '../wire/rdata.js';
 import { Opcode, RRClass, RRType, Rcode, typeCode, typeName } from '../wire/types.js';
 import { parseZone } from '../zone/parser.js';
@@ -9,14 +15,23 @@ import { QueryEngine } from './engine.js';
 import { TEST_ZONE } from '../test-fixtures.js';
 
 export function testEngine(): QueryEngine {
-  return new QueryEngine(new ZoneStore([parseZone(TEST_ZONE), parseZone('$ORIGIN other.test.\n@ SOA ns hm 1 2 3 4 5\nx A 198.51.100.1\n')]));
+  return new QueryEngine(
+    new ZoneStore([
+      parseZone(TEST_ZONE),
+      parseZone('$ORIGIN other.test.\n@ SOA ns hm 1 2 3 4 5\nx A 198.51.100.1\n'),
+    ]),
+  );
 }
 
 function ask(
   engine: QueryEngine,
   name: string,
   type: string,
-  opts: { transport?: 'udp' | 'tcp'; edns?: { udpSize: number } | false; mutate?: (m: DnsMessage) => void } = {},
+  opts: {
+    transport?: 'udp' | 'tcp';
+    edns?: { udpSize: number } | false;
+    mutate?: (m: DnsMessage) => void;
+  } = {},
 ): DnsMessage {
   const q = makeQuery(4242, name, typeCode(type)!, { edns: opts.edns ?? { udpSize: 1232 }, rd: true });
   opts.mutate?.(q);
@@ -25,13 +40,17 @@ function ask(
   return decodeMessage(res);
 }
 
-const show = (rrs: ResourceRecord[]) => rrs.map((r) => `${r.name} ${typeName(r.type)} ${formatRdata(r.type, r.data)}`);
+const show = (rrs: ResourceRecord[]) =>
+  rrs.map((r) => `${r.name} ${typeName(r.type)} ${formatRdata(r.type, r.data)}`);
 
 test('exact match: AA set, RA never, RD copied, question echoed, nothing extra', () => {
   const r = ask(testEngine(), 'www.example.', 'A');
   assert.equal(r.id, 4242);
   assert.equal(r.rcode, Rcode.NOERROR);
-  assert.deepEqual({ ...r.flags }, { qr: true, aa: true, tc: false, rd: true, ra: false, ad: false, cd: false });
+  assert.deepEqual(
+    { ...r.flags },
+    { qr: true, aa: true, tc: false, rd: true, ra: false, ad: false, cd: false },
+  );
   assert.deepEqual(r.questions, [{ name: 'www.example.', type: RRType.A, class: RRClass.IN }]);
   assert.deepEqual(show(r.answers), ['www.example. A 192.0.2.1']);
   assert.deepEqual(r.authority, []);
@@ -50,7 +69,9 @@ test('NXDOMAIN and NODATA carry the SOA with the negative TTL', () => {
   const nx = ask(e, 'nope.example.', 'A');
   assert.equal(nx.rcode, Rcode.NXDOMAIN);
   assert.equal(nx.flags.aa, true);
-  assert.deepEqual(show(nx.authority), ['example. SOA ns1.example. hostmaster.example. 100 3600 600 1209600 300']);
+  assert.deepEqual(show(nx.authority), [
+    'example. SOA ns1.example. hostmaster.example. 100 3600 600 1209600 300',
+  ]);
   assert.equal(nx.authority[0]!.ttl, 300, 'min(SOA TTL, MINIMUM)');
   const nodata = ask(e, 'www.example.', 'AAAA');
   assert.equal(nodata.rcode, Rcode.NOERROR);
@@ -73,13 +94,20 @@ test('empty non-terminals are NODATA, not NXDOMAIN, and block wildcards', () => 
 
 test('CNAME is followed inside the zone; RFC 6604 rcode of the last name', () => {
   const e = testEngine();
-  assert.deepEqual(show(ask(e, 'alias.example.', 'A').answers), ['alias.example. CNAME www.example.', 'www.example. A 192.0.2.1']);
+  assert.deepEqual(show(ask(e, 'alias.example.', 'A').answers), [
+    'alias.example. CNAME www.example.',
+    'www.example. A 192.0.2.1',
+  ]);
   assert.deepEqual(show(ask(e, 'chain1.example.', 'A').answers), [
     'chain1.example. CNAME chain2.example.',
     'chain2.example. CNAME www.example.',
     'www.example. A 192.0.2.1',
   ]);
-  assert.deepEqual(show(ask(e, 'alias.example.', 'CNAME').answers), ['alias.example. CNAME www.example.'], 'QTYPE CNAME is not followed');
+  assert.deepEqual(
+    show(ask(e, 'alias.example.', 'CNAME').answers),
+    ['alias.example. CNAME www.example.'],
+    'QTYPE CNAME is not followed',
+  );
   const dangling = ask(e, 'dangling.example.', 'A');
   assert.equal(dangling.rcode, Rcode.NXDOMAIN);
   assert.equal(dangling.answers.length, 1);
@@ -88,7 +116,10 @@ test('CNAME is followed inside the zone; RFC 6604 rcode of the last name', () =>
   assert.equal(out.rcode, Rcode.NOERROR);
   assert.deepEqual(show(out.answers), ['outside.example. CNAME www.example.net.']);
   const loop = ask(e, 'loop1.example.', 'A');
-  assert.deepEqual(show(loop.answers), ['loop1.example. CNAME loop2.example.', 'loop2.example. CNAME loop1.example.']);
+  assert.deepEqual(show(loop.answers), [
+    'loop1.example. CNAME loop2.example.',
+    'loop2.example. CNAME loop1.example.',
+  ]);
 });
 
 test('wildcards synthesize the query name; existing names are never covered', () => {
@@ -105,8 +136,15 @@ test('wildcards synthesize the query name; existing names are never covered', ()
   const exists = ask(e, 'exists.wild.example.', 'TXT');
   assert.equal(exists.rcode, Rcode.NOERROR);
   assert.equal(exists.answers.length, 0, 'an existing name is not a wildcard match');
-  assert.equal(ask(e, 'below.exists.wild.example.', 'TXT').rcode, Rcode.NXDOMAIN, 'closest encloser is exists.wild');
-  assert.deepEqual(show(ask(e, 'x.cwild.example.', 'A').answers), ['x.cwild.example. CNAME www.example.', 'www.example. A 192.0.2.1']);
+  assert.equal(
+    ask(e, 'below.exists.wild.example.', 'TXT').rcode,
+    Rcode.NXDOMAIN,
+    'closest encloser is exists.wild',
+  );
+  assert.deepEqual(show(ask(e, 'x.cwild.example.', 'A').answers), [
+    'x.cwild.example. CNAME www.example.',
+    'www.example. A 192.0.2.1',
+  ]);
 });
 
 test('delegations: referral with glue and AA clear; DS answered by the parent', () => {
@@ -116,7 +154,10 @@ test('delegations: referral with glue and AA clear; DS answered by the parent', 
     assert.equal(r.rcode, Rcode.NOERROR);
     assert.equal(r.flags.aa, false, n);
     assert.deepEqual(r.answers, []);
-    assert.deepEqual(show(r.authority).sort(), ['sub.example. NS ns.elsewhere.example.net.', 'sub.example. NS ns.sub.example.']);
+    assert.deepEqual(show(r.authority).sort(), [
+      'sub.example. NS ns.elsewhere.example.net.',
+      'sub.example. NS ns.sub.example.',
+    ]);
     assert.deepEqual(show(r.additional), ['ns.sub.example. A 192.0.2.99']);
   }
   const sibling = ask(e, 'x.sub2.example.', 'A');
@@ -129,7 +170,10 @@ test('delegations: referral with glue and AA clear; DS answered by the parent', 
 
 test('DNAME substitution synthesizes a CNAME', () => {
   const r = ask(testEngine(), 'a.b.dn.example.', 'A');
-  assert.deepEqual(show(r.answers), ['dn.example. DNAME target.example.net.', 'a.b.dn.example. CNAME a.b.target.example.net.']);
+  assert.deepEqual(show(r.answers), [
+    'dn.example. DNAME target.example.net.',
+    'a.b.dn.example. CNAME a.b.target.example.net.',
+  ]);
 });
 
 test('additional section for NS, MX and SRV targets', () => {
@@ -144,7 +188,9 @@ test('ANY gets one RRset (RFC 8482)', () => {
   const r = ask(testEngine(), 'example.', 'ANY');
   assert.equal(r.answers.length, 1);
   assert.equal(r.answers[0]!.type, RRType.A);
-  assert.deepEqual(show(ask(testEngine(), 'alias.example.', 'ANY').answers), ['alias.example. CNAME www.example.']);
+  assert.deepEqual(show(ask(testEngine(), 'alias.example.', 'ANY').answers), [
+    'alias.example. CNAME www.example.',
+  ]);
 });
 
 test('names outside every zone are REFUSED without AA; the other zone is served', () => {
@@ -193,14 +239,19 @@ test('NOTIMP for other opcodes, FORMERR for QDCOUNT ≠ 1 and garbage, drop for 
   const two = ask(e, 'example.', 'SOA', { mutate: (m) => m.questions.push({ ...m.questions[0]! }) });
   assert.equal(two.rcode, Rcode.FORMERR);
   const q = encodeMessage(makeQuery(77, 'www.example.', RRType.A));
-  const garbage = decodeMessage(e.answer(Buffer.concat([q.subarray(0, 20), Buffer.from([0xff, 0xff])]), 'udp')!);
+  const garbage = decodeMessage(
+    e.answer(Buffer.concat([q.subarray(0, 20), Buffer.from([0xff, 0xff])]), 'udp')!,
+  );
   assert.equal(garbage.rcode, Rcode.FORMERR);
   assert.equal(garbage.id, 77);
   assert.equal(e.answer(q.subarray(0, 11), 'udp'), undefined, 'shorter than a header: dropped');
   const resp = Buffer.from(q);
   resp[2]! |= 0x80;
   assert.equal(e.answer(resp, 'udp'), undefined, 'QR set: dropped');
-  assert.equal(ask(e, 'example.', 'SOA', { mutate: (m) => (m.questions[0]!.class = RRClass.CH) }).rcode, Rcode.REFUSED);
+  assert.equal(
+    ask(e, 'example.', 'SOA', { mutate: (m) => (m.questions[0]!.class = RRClass.CH) }).rcode,
+    Rcode.REFUSED,
+  );
   assert.equal(ask(e, 'example.', 'AXFR').rcode, Rcode.REFUSED);
   assert.equal(ask(e, 'example.', 'OPT').rcode, Rcode.FORMERR);
 });
@@ -242,5 +293,8 @@ test('answer cache: a hit echoes id, RD, CD and the question case; changes inval
   assert.deepEqual(show(ask(e, 'www.example.', 'A').answers), ['www.example. A 192.0.2.6']);
   // DNAME answers spell the question out, so they are not cached.
   ask(e, 'a.dn.example.', 'A');
-  assert.deepEqual(show(ask(e, 'A.dn.example.', 'A').answers)[1], 'A.dn.example. CNAME A.target.example.net.');
+  assert.deepEqual(
+    show(ask(e, 'A.dn.example.', 'A').answers)[1],
+    'A.dn.example. CNAME A.target.example.net.',
+  );
 });

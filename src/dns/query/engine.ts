@@ -2,7 +2,14 @@
  * From a query packet to a response packet: decode, run the handler chain, encode within the
  * transport's size limit. Pure and synchronous; the server adds the sockets.
  */
-import { decodeMessage, encodeMessage, unpackHeader, HEADER_SIZE, NO_FLAGS, type DnsMessage } from '../wire/message.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  unpackHeader,
+  HEADER_SIZE,
+  NO_FLAGS,
+  type DnsMessage,
+} from '../wire/message.js';
 import { isFerryError } from '../../common/errors.js';
 import { Rcode } from '../wire/types.js';
 import type { ZoneStore } from '../zone/store.js';
@@ -36,7 +43,8 @@ export class QueryEngine {
     }
     this.chain = opts.chain ?? QUERY_CHAIN;
     const size = opts.answerCacheSize ?? 10_000;
-    if (!Number.isInteger(size) || size < 0) throw new RangeError(`answerCacheSize must be a non-negative integer, got ${size}`);
+    if (!Number.isInteger(size) || size < 0)
+      throw new RangeError(`answerCacheSize must be a non-negative integer, got ${size}`);
     this.cache = size > 0 ? new AnswerCache(size) : undefined;
   }
 

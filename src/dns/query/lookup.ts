@@ -41,7 +41,8 @@ function step1(ctx: QueryContext, zone: Zone, name: string, key: string, qtype: 
   const res = ctx.response;
   // Walk down from below the apex: a zone cut or DNAME above the name decides first.
   const chain: string[] = [];
-  for (let k: string | undefined = key; k !== undefined && k !== zone.originKey; k = parentName(k)) chain.push(k);
+  for (let k: string | undefined = key; k !== undefined && k !== zone.originKey; k = parentName(k))
+    chain.push(k);
   let encloser = zone.originKey;
   for (let i = chain.length - 1; i >= 0; i--) {
     const k = chain[i]!;

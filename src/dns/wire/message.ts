@@ -6,7 +6,16 @@
  * straight into a reused buffer and can truncate at RRset boundaries while packing.
  */
 import { FerryError } from '../../common/errors.js';
-import { malformed, need, packName, room, unpackName, PackOverflow, nameKey, type Compressor } from './name.js';
+import {
+  malformed,
+  need,
+  packName,
+  room,
+  unpackName,
+  PackOverflow,
+  nameKey,
+  type Compressor,
+} from './name.js';
 import { packRdata, unpackRdata, type Rdata } from './rdata.js';
 import { RRClass, RRType } from './types.js';
 
@@ -66,7 +75,15 @@ export interface DnsMessage {
 export const HEADER_SIZE = 12;
 
 /** Flags with everything clear, to spread over. */
-export const NO_FLAGS: MessageFlags = { qr: false, aa: false, tc: false, rd: false, ra: false, ad: false, cd: false };
+export const NO_FLAGS: MessageFlags = {
+  qr: false,
+  aa: false,
+  tc: false,
+  rd: false,
+  ra: false,
+  ad: false,
+  cd: false,
+};
 
 /** Header fields decoded alone (cheap first look at a packet). */
 export interface Header {
@@ -125,7 +142,10 @@ export function unpackRR(buf: Uint8Array, off: number): [ResourceRecord, number]
   const len = u16(buf, o + 8);
   const start = o + 10;
   need(buf, start, len, 'rdata');
-  const data = type === RRType.OPT ? [Buffer.from(buf.subarray(start, start + len))] : unpackRdata(buf, start, len, type);
+  const data =
+    type === RRType.OPT
+      ? [Buffer.from(buf.subarray(start, start + len))]
+      : unpackRdata(buf, start, len, type);
   return [{ name, type, class: cls, ttl, data }, start + len];
 }
 
@@ -181,7 +201,7 @@ export function decodeMessage(buf: Uint8Array): DnsMessage {
 function decodeOpt(rr: ResourceRecord): Edns {
   const raw = rr.data[0] as Uint8Array;
   const options: EdnsOption[] = [];
-  for (let i = 0; i < raw.length; ) {
+  for (let i = 0; i < raw.length;) {
     need(raw, i, 4, 'EDNS option');
     const code = u16(raw, i);
     const len = u16(raw, i + 2);
@@ -278,11 +298,17 @@ export function encodeMessage(msg: DnsMessage, opts: EncodeOptions = {}): Buffer
   const required = opts.requiredAdditional ?? 0;
   outer: for (let s = 0; s < 3; s++) {
     const rrs = sections[s]!;
-    for (let i = 0; i < rrs.length; ) {
+    for (let i = 0; i < rrs.length;) {
       // One RRset: consecutive records with the same owner, type and class.
       let j = i + 1;
       const first = rrs[i]!;
-      while (j < rrs.length && rrs[j]!.type === first.type && rrs[j]!.class === first.class && nameKey(rrs[j]!.name) === nameKey(first.name)) j++;
+      while (
+        j < rrs.length &&
+        rrs[j]!.type === first.type &&
+        rrs[j]!.class === first.class &&
+        nameKey(rrs[j]!.name) === nameKey(first.name)
+      )
+        j++;
       const mark = off;
       try {
         for (let k = i; k < j; k++) off = packRR(buf, off, rrs[k]!, comp);
@@ -340,6 +366,7 @@ export function makeQuery(
     authority: [],
     additional: [],
   };
-  if (opts.edns) msg.edns = { udpSize: opts.edns.udpSize, version: 0, dnssecOk: opts.edns.dnssecOk ?? false, options: [] };
+  if (opts.edns)
+    msg.edns = { udpSize: opts.edns.udpSize, version: 0, dnssecOk: opts.edns.dnssecOk ?? false, options: [] };
   return msg;
 }

@@ -90,7 +90,8 @@ export function textToLabels(text: string, origin?: readonly Uint8Array[]): Uint
       if (c > 0x7f) throw badText(`non-ASCII character in ${JSON.stringify(text)}; use punycode or \\DDD`);
       cur.push(c);
     }
-    if (cur.length > MAX_LABEL) throw badText(`label longer than ${MAX_LABEL} octets in ${JSON.stringify(text)}`);
+    if (cur.length > MAX_LABEL)
+      throw badText(`label longer than ${MAX_LABEL} octets in ${JSON.stringify(text)}`);
   }
   if (cur.length > 0) labels.push(Uint8Array.from(cur));
   if (!absolute) {

@@ -3,7 +3,17 @@
  * (pack/unpack, RFC 1035 §3.3 and each type's RFC), parsed values, and presentation text
  * (RFC 1035 §5.1; RFC 3597 §5 `\# len hex` for unknown types and accepted for known ones).
  */
-import { badText, malformed, need, nameKey, packName, parseName, room, unpackName, type Compressor } from './name.js';
+import {
+  badText,
+  malformed,
+  need,
+  nameKey,
+  packName,
+  parseName,
+  room,
+  unpackName,
+  type Compressor,
+} from './name.js';
 import {
   formatIPv4,
   formatIPv6,
@@ -38,9 +48,17 @@ export type Rdata = RdataValue[];
  * Packs rdata (without RDLENGTH) at `off`. `cname` fields use `comp`; `canonical` lowercases all
  * names (for duplicate detection, RFC 4034 §6.2 style). Returns the new offset.
  */
-export function packRdata(buf: Uint8Array, off: number, type: number, data: Rdata, comp?: Compressor, canonical = false): number {
+export function packRdata(
+  buf: Uint8Array,
+  off: number,
+  type: number,
+  data: Rdata,
+  comp?: Compressor,
+  canonical = false,
+): number {
   const fields = rdataFields(type);
-  if (data.length !== fields.length) throw badText(`${typeName(type)} rdata needs ${fields.length} fields, got ${data.length}`);
+  if (data.length !== fields.length)
+    throw badText(`${typeName(type)} rdata needs ${fields.length} fields, got ${data.length}`);
   for (let i = 0; i < fields.length; i++) {
     const v = data[i]!;
     switch (fields[i]!) {
@@ -66,7 +84,12 @@ export function packRdata(buf: Uint8Array, off: number, type: number, data: Rdat
         off = packBytes(buf, off, parseIPv6(v as string));
         break;
       case 'cname':
-        off = packName(buf, off, canonical ? nameKey(v as string) : (v as string), canonical ? undefined : comp);
+        off = packName(
+          buf,
+          off,
+          canonical ? nameKey(v as string) : (v as string),
+          canonical ? undefined : comp,
+        );
         break;
       case 'name':
         off = packName(buf, off, canonical ? nameKey(v as string) : (v as string));
@@ -309,7 +332,8 @@ export function parseRdata(type: number, tokens: readonly Token[], origin = '.')
         break;
     }
   }
-  if (i < tokens.length) throw badText(`unexpected ${JSON.stringify(tokens[i]!.text)} after ${typeName(type)} rdata`);
+  if (i < tokens.length)
+    throw badText(`unexpected ${JSON.stringify(tokens[i]!.text)} after ${typeName(type)} rdata`);
   return out;
 }
 
@@ -373,7 +397,12 @@ export function formatRdata(type: number, data: Rdata): string {
       case 'b64':
         // An empty blob has no presentation in these types: fall back to the generic form.
         if ((v as Uint8Array).length === 0) return formatGeneric(rdataToWire(type, data));
-        if (fields[i] === 'hex') parts.push(Buffer.from(v as Uint8Array).toString('hex').toUpperCase());
+        if (fields[i] === 'hex')
+          parts.push(
+            Buffer.from(v as Uint8Array)
+              .toString('hex')
+              .toUpperCase(),
+          );
         else parts.push(Buffer.from(v as Uint8Array).toString('base64'));
         break;
       case 'svcparams':
@@ -388,7 +417,9 @@ export function formatRdata(type: number, data: Rdata): string {
 
 /** RFC 3597 §5 generic rdata text. */
 export function formatGeneric(bytes: Uint8Array): string {
-  return bytes.length === 0 ? '\\# 0' : `\\# ${bytes.length} ${Buffer.from(bytes).toString('hex').toUpperCase()}`;
+  return bytes.length === 0
+    ? '\\# 0'
+    : `\\# ${bytes.length} ${Buffer.from(bytes).toString('hex').toUpperCase()}`;
 }
 
 // --- SVCB/HTTPS SvcParams (RFC 9460 §2.1, §7) ---
@@ -416,7 +447,7 @@ function checkSvcValue(key: number, v: Uint8Array, fail: (m: string) => Error): 
       break;
     case 1:
       if (v.length === 0) throw fail('empty alpn');
-      for (let i = 0; i < v.length; ) {
+      for (let i = 0; i < v.length;) {
         const n = v[i]!;
         if (n === 0 || i + 1 + n > v.length) throw fail('bad alpn value');
         i += 1 + n;
@@ -506,7 +537,8 @@ function parseSvcParams(tokens: readonly Token[]): SvcParam[] {
   }
   params.sort((a, b) => a.key - b.key);
   for (let i = 1; i < params.length; i++) {
-    if (params[i]!.key === params[i - 1]!.key) throw badText(`duplicate SvcParamKey ${svcKeyName(params[i]!.key)}`);
+    if (params[i]!.key === params[i - 1]!.key)
+      throw badText(`duplicate SvcParamKey ${svcKeyName(params[i]!.key)}`);
   }
   return params;
 }
@@ -529,7 +561,7 @@ function formatSvcParam(p: SvcParam): string {
     }
     case 1: {
       const items: number[] = [];
-      for (let i = 0; i < v.length; ) {
+      for (let i = 0; i < v.length;) {
         const n = v[i]!;
         if (items.length > 0) items.push(0x2c);
         for (const b of v.subarray(i + 1, i + 1 + n)) {

@@ -1,7 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isFerryError } from '../../common/errors.js';
-import { decodeMessage, encodeMessage, makeQuery, NO_FLAGS, type DnsMessage, type ResourceRecord } from './message.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  makeQuery,
+  NO_FLAGS,
+  type DnsMessage,
+  type ResourceRecord,
+} from './message.js';
 import { nameKey, packName, parseName, unpackName } from './name.js';
 import { formatRdata, parseRdata, rdataToWire, unpackRdata } from './rdata.js';
 import { tokenize, formatIPv6, parseIPv6 } from './text.js';
@@ -36,14 +43,19 @@ test('rdata round trips: text → wire → text, and through a whole message', (
 });
 
 test('presentation details: canonical forms', () => {
-  const f = (tn: string, text: string) => formatRdata(typeCode(tn)!, parseRdata(typeCode(tn)!, tokenize(text)));
+  const f = (tn: string, text: string) =>
+    formatRdata(typeCode(tn)!, parseRdata(typeCode(tn)!, tokenize(text)));
   assert.equal(f('AAAA', '2001:DB8:0:0:0:0:0:1'), '2001:db8::1');
   assert.equal(f('AAAA', '::ffff:192.0.2.1'), '::ffff:c000:201');
   assert.equal(f('AAAA', '2001:db8:0:1:0:0:0:1'), '2001:db8:0:1::1');
   assert.equal(f('TXT', 'unquoted'), '"unquoted"');
   assert.equal(f('SOA', 'ns. host. 1 1h 10m 2w 1d'), 'ns. host. 1 3600 600 1209600 86400');
   assert.equal(f('A', '\\# 4 C0000201'), '192.0.2.1', 'RFC 3597 form accepted for a known type');
-  assert.equal(f('SVCB', '1 . port=53 alpn=dot mandatory=port'), '1 . mandatory=port alpn=dot port=53', 'params sorted by key');
+  assert.equal(
+    f('SVCB', '1 . port=53 alpn=dot mandatory=port'),
+    '1 . mandatory=port alpn=dot port=53',
+    'params sorted by key',
+  );
   assert.equal(f('CAA', '128 iodef "mailto:a@example"'), '128 iodef "mailto:a@example"');
   assert.equal(formatIPv6(parseIPv6('1:0:0:2:0:0:0:3')), '1:0:0:2::3');
 });
@@ -66,7 +78,11 @@ test('bad rdata text is DNS_BAD_TEXT', () => {
     ['CNAME', '"quoted.example."'],
   ];
   for (const [tn, text] of bad) {
-    assert.throws(() => parseRdata(typeCode(tn)!, tokenize(text)), (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'), `${tn} ${text}`);
+    assert.throws(
+      () => parseRdata(typeCode(tn)!, tokenize(text)),
+      (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'),
+      `${tn} ${text}`,
+    );
   }
 });
 
@@ -108,7 +124,11 @@ test('compression: encode emits pointers, decode follows them', () => {
   assert.equal(wire[30], 12);
   const back = decodeMessage(wire);
   assert.equal(back.answers[0]!.name, 'www.example.');
-  assert.equal(back.answers[1]!.name, 'www.example.', 'case-insensitive compression points at the first spelling');
+  assert.equal(
+    back.answers[1]!.name,
+    'www.example.',
+    'case-insensitive compression points at the first spelling',
+  );
   assert.deepEqual(back.answers[1]!.data, [20, 'mx2.www.example.']);
   assert.deepEqual(decodeMessage(plain).answers[1]!.name, 'WWW.EXAMPLE.');
 });
@@ -154,12 +174,16 @@ test('decodeMessage rejects truncated and malformed messages', () => {
     answers: [{ name: 'www.example.', type: RRType.A, class: 1, ttl: 5, data: ['192.0.2.1'] }],
   });
   decodeMessage(good);
-  for (let n = 0; n < good.length; n++) assert.throws(() => decodeMessage(good.subarray(0, n)), malformed, `prefix ${n}`);
+  for (let n = 0; n < good.length; n++)
+    assert.throws(() => decodeMessage(good.subarray(0, n)), malformed, `prefix ${n}`);
   assert.throws(() => decodeMessage(Buffer.concat([good, Buffer.from([0])])), /trailing/);
   // Two OPT records.
   const twoOpt = Buffer.from(good);
   twoOpt[11] = 2;
-  assert.throws(() => decodeMessage(Buffer.concat([twoOpt, good.subarray(good.length - 11)])), /more than one OPT/);
+  assert.throws(
+    () => decodeMessage(Buffer.concat([twoOpt, good.subarray(good.length - 11)])),
+    /more than one OPT/,
+  );
   // A's RDLENGTH 5.
   const badLen = Buffer.from(good);
   const rdlenAt = good.length - 11 - 4 - 2;
@@ -177,7 +201,12 @@ test('EDNS: OPT encodes and decodes with extended rcode, version and DO', () => 
     answers: [],
     authority: [],
     additional: [],
-    edns: { udpSize: 4096, version: 0, dnssecOk: true, options: [{ code: 10, data: Buffer.from('0123456789abcdef', 'hex') }] },
+    edns: {
+      udpSize: 4096,
+      version: 0,
+      dnssecOk: true,
+      options: [{ code: 10, data: Buffer.from('0123456789abcdef', 'hex') }],
+    },
   };
   const back = decodeMessage(encodeMessage(msg));
   assert.equal(back.rcode, Rcode.BADVERS);
@@ -188,7 +217,8 @@ test('EDNS: OPT encodes and decodes with extended rcode, version and DO', () => 
 
 test('truncation keeps whole RRsets, sets TC, and keeps the OPT', () => {
   const answers: ResourceRecord[] = [];
-  for (let i = 0; i < 60; i++) answers.push({ name: 'big.example.', type: RRType.A, class: 1, ttl: 60, data: [`192.0.2.${i}`] });
+  for (let i = 0; i < 60; i++)
+    answers.push({ name: 'big.example.', type: RRType.A, class: 1, ttl: 60, data: [`192.0.2.${i}`] });
   const msg: DnsMessage = { ...makeQuery(4, 'big.example.', RRType.A, { edns: { udpSize: 512 } }), answers };
   msg.flags = { ...msg.flags, qr: true };
   const full = encodeMessage(msg);

@@ -22,7 +22,8 @@ export function exportZone(zone: Zone): string {
   const lines = [`$ORIGIN ${zone.origin}`];
   for (const set of zone.rrsets()) {
     const owner = relativeOwner(set.name, zone.origin);
-    for (const d of set.rdata) lines.push(`${owner}\t${set.ttl}\tIN\t${typeName(set.type)}\t${formatRdata(set.type, d)}`);
+    for (const d of set.rdata)
+      lines.push(`${owner}\t${set.ttl}\tIN\t${typeName(set.type)}\t${formatRdata(set.type, d)}`);
   }
   return lines.join('\n') + '\n';
 }

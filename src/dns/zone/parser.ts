@@ -90,7 +90,8 @@ function scan(text: string, file: string): Entry[] {
     while (i < text.length) {
       const d = text[i]!;
       if (d === '\\') {
-        if (i + 1 >= text.length || text[i + 1] === '\n') throw new Syntax(file, line, 'backslash at end of line');
+        if (i + 1 >= text.length || text[i + 1] === '\n')
+          throw new Syntax(file, line, 'backslash at end of line');
         tok += d + text[i + 1];
         i += 2;
       } else if (d === '"') {
@@ -101,7 +102,8 @@ function scan(text: string, file: string): Entry[] {
         if (d === '\n') throw new Syntax(file, line, 'unterminated quoted string');
         tok += d;
         i++;
-      } else if (d === ' ' || d === '\t' || d === '\r' || d === '\n' || d === ';' || d === '(' || d === ')') break;
+      } else if (d === ' ' || d === '\t' || d === '\r' || d === '\n' || d === ';' || d === '(' || d === ')')
+        break;
       else {
         tok += d;
         i++;
@@ -111,7 +113,8 @@ function scan(text: string, file: string): Entry[] {
     if (inQuote) throw new Syntax(file, line, 'unterminated quoted string');
     cur!.tokens.push({ text: tok, quoted });
   }
-  if (depth > 0) throw new Syntax(file, parenLine, 'unbalanced "(": no closing ")" before the end of the file');
+  if (depth > 0)
+    throw new Syntax(file, parenLine, 'unbalanced "(": no closing ")" before the end of the file');
   flush();
   return entries;
 }
@@ -255,7 +258,12 @@ function build(st: State, opts: ParseZoneOptions, file: string): Zone {
     try {
       zone.addRecord(r.name, r.type, r.ttl, r.data);
     } catch (err) {
-      throw new Syntax(r.file, r.line, `${typeName(r.type)} record at ${r.name}: ${(err as Error).message}`, err);
+      throw new Syntax(
+        r.file,
+        r.line,
+        `${typeName(r.type)} record at ${r.name}: ${(err as Error).message}`,
+        err,
+      );
     }
   }
   if (!zone.nodeByKey(zone.originKey)?.rrsets.has(RRType.SOA)) {
@@ -286,7 +294,10 @@ export function parseZone(text: string, opts: ParseZoneOptions = {}): Zone {
 }
 
 /** Reads a zone file; `$INCLUDE` paths are relative to the including file. */
-export async function loadZoneFile(path: string, opts: { origin?: string; defaultTtl?: number } = {}): Promise<Zone> {
+export async function loadZoneFile(
+  path: string,
+  opts: { origin?: string; defaultTtl?: number } = {},
+): Promise<Zone> {
   const file = resolve(path);
   let text: string;
   try {

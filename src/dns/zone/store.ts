@@ -163,7 +163,12 @@ export class ZoneStore {
   }
 }
 
-function sameRRset(type: number, before: { ttl: number; rdata: Rdata[] } | undefined, ttl: number, data: Rdata[]): boolean {
+function sameRRset(
+  type: number,
+  before: { ttl: number; rdata: Rdata[] } | undefined,
+  ttl: number,
+  data: Rdata[],
+): boolean {
   if (!before) return data.length === 0;
   if (data.length === 0 || before.ttl !== ttl) return false;
   const a = new Set(before.rdata.map((d) => rdataKey(type, d)));

@@ -51,7 +51,9 @@ test('master file: directives, relative names, @, omitted fields, parentheses, c
   assert.equal(z.getRRset('ns1.example.', RRType.A)!.ttl, 300);
   assert.equal(z.getRRset('ns1.example.', RRType.AAAA)!.ttl, 300, 'TTL and class in either order');
   assert.deepEqual(rr(z, 'www.example.', RRType.A), ['192.0.2.1', '192.0.2.2']);
-  assert.deepEqual(rr(z, 'txt.example.', RRType.TXT), ['"a \\"quoted\\" string; not a comment" "plain" "ABC" "\\228\\189\\160"']);
+  assert.deepEqual(rr(z, 'txt.example.', RRType.TXT), [
+    '"a \\"quoted\\" string; not a comment" "plain" "ABC" "\\228\\189\\160"',
+  ]);
   assert.deepEqual(rr(z, 'deep.sub.example.', RRType.CNAME), ['www.example.']);
   assert.deepEqual(rr(z, 'sub.example.', RRType.TXT), ['"apex of sub"']);
   assert.equal(z.getRRset('ttl42.sub.example.', RRType.A)!.ttl, 42);
@@ -80,7 +82,10 @@ test('origin comes from the option or the SOA owner; names need one', () => {
 function syntaxError(text: string, line: number, pattern: RegExp, fileName?: string) {
   assert.throws(
     () => parseZone(text, fileName ? { fileName } : {}),
-    (e: unknown) => isFerryError(e, 'ZONE_SYNTAX') && e.message.includes(`${fileName ?? '<zone>'}:${line}:`) && pattern.test(e.message),
+    (e: unknown) =>
+      isFerryError(e, 'ZONE_SYNTAX') &&
+      e.message.includes(`${fileName ?? '<zone>'}:${line}:`) &&
+      pattern.test(e.message),
     `expected ${pattern} at line ${line}`,
   );
 }
@@ -107,10 +112,16 @@ test('loadZoneFile follows $INCLUDE relative to the including file, with an orig
   const dir = mkdtempSync(join(tmpdir(), 'ferry-zone-'));
   try {
     mkdirSync(join(dir, 'inc'));
-    writeFileSync(join(dir, 'main.zone'), '$ORIGIN example.\n@ SOA ns hm 1 2 3 4 5\n$INCLUDE inc/hosts.zone hosts.example.\nafter A 192.0.2.9\n');
+    writeFileSync(
+      join(dir, 'main.zone'),
+      '$ORIGIN example.\n@ SOA ns hm 1 2 3 4 5\n$INCLUDE inc/hosts.zone hosts.example.\nafter A 192.0.2.9\n',
+    );
     writeFileSync(join(dir, 'inc', 'hosts.zone'), 'a A 192.0.2.1\n$INCLUDE more.zone\n');
     writeFileSync(join(dir, 'inc', 'more.zone'), 'b A 192.0.2.2\nbad A 1.2.3\n');
-    await assert.rejects(loadZoneFile(join(dir, 'main.zone')), (e: unknown) => isFerryError(e, 'ZONE_SYNTAX') && /more\.zone:2:/.test(e.message));
+    await assert.rejects(
+      loadZoneFile(join(dir, 'main.zone')),
+      (e: unknown) => isFerryError(e, 'ZONE_SYNTAX') && /more\.zone:2:/.test(e.message),
+    );
     writeFileSync(join(dir, 'inc', 'more.zone'), 'b A 192.0.2.2\n');
     const z = await loadZoneFile(join(dir, 'main.zone'));
     assert.deepEqual(rr(z, 'a.hosts.example.', RRType.A), ['192.0.2.1']);
@@ -118,7 +129,9 @@ test('loadZoneFile follows $INCLUDE relative to the including file, with an orig
     assert.deepEqual(rr(z, 'after.example.', RRType.A), ['192.0.2.9'], 'origin restored after $INCLUDE');
     writeFileSync(join(dir, 'loop.zone'), '$ORIGIN example.\n@ SOA ns hm 1 2 3 4 5\n$INCLUDE loop.zone\n');
     await assert.rejects(loadZoneFile(join(dir, 'loop.zone')), /nested more than 10/);
-    await assert.rejects(loadZoneFile(join(dir, 'missing.zone')), (e: unknown) => isFerryError(e, 'ZONE_SYNTAX'));
+    await assert.rejects(loadZoneFile(join(dir, 'missing.zone')), (e: unknown) =>
+      isFerryError(e, 'ZONE_SYNTAX'),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -136,10 +149,20 @@ test('zone store: longest match, RRset replace with one serial bump, validation'
 
   assert.deepEqual(store.replaceRRset('www.example', 'A', 30, ['192.0.2.10']), { serial: 2024010102 });
   assert.deepEqual(store.getRRset('www.example.', 'A'), { ttl: 30, rdata: ['192.0.2.10'] });
-  assert.deepEqual(store.replaceRRset('www.example.', 'A', 30, ['192.0.2.10']), { serial: 2024010102 }, 'no change, no bump');
-  assert.deepEqual(store.replaceRRset('new.example.', 'MX', 60, ['10 mail.example.', '20 mail2.example']), { serial: 2024010103 });
+  assert.deepEqual(
+    store.replaceRRset('www.example.', 'A', 30, ['192.0.2.10']),
+    { serial: 2024010102 },
+    'no change, no bump',
+  );
+  assert.deepEqual(store.replaceRRset('new.example.', 'MX', 60, ['10 mail.example.', '20 mail2.example']), {
+    serial: 2024010103,
+  });
   assert.deepEqual(store.getRRset('new.example.', 'MX')!.rdata, ['10 mail.example.', '20 mail2.example.']);
-  assert.deepEqual(store.replaceRRset('new.example.', 'MX', 60, []), { serial: 2024010104 }, 'empty rdata deletes');
+  assert.deepEqual(
+    store.replaceRRset('new.example.', 'MX', 60, []),
+    { serial: 2024010104 },
+    'empty rdata deletes',
+  );
   assert.equal(store.getRRset('new.example.', 'MX'), undefined);
   assert.equal(store.serial('sub.example.'), 7);
   store.replaceRRset('x.sub.example.', 'A', 60, ['192.0.2.78']);
@@ -147,11 +170,26 @@ test('zone store: longest match, RRset replace with one serial bump, validation'
   assert.equal(store.serial('example.'), 2024010104, 'other zone untouched');
 
   const before = store.generation;
-  assert.throws(() => store.replaceRRset('www.example.net.', 'A', 60, ['192.0.2.1']), (e: unknown) => isFerryError(e, 'DNS_NOT_AUTHORITATIVE'));
-  assert.throws(() => store.replaceRRset('www.example.', 'A', 60, ['nope']), (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'));
-  assert.throws(() => store.replaceRRset('www.example.', 'CNAME', 60, ['x.example.']), (e: unknown) => isFerryError(e, 'DNS_INVALID_DATA'));
-  assert.throws(() => store.replaceRRset('www.example.', 'BOGUS', 60, ['1']), (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'));
-  assert.throws(() => store.serial('nope.'), (e: unknown) => isFerryError(e, 'DNS_NOT_AUTHORITATIVE'));
+  assert.throws(
+    () => store.replaceRRset('www.example.net.', 'A', 60, ['192.0.2.1']),
+    (e: unknown) => isFerryError(e, 'DNS_NOT_AUTHORITATIVE'),
+  );
+  assert.throws(
+    () => store.replaceRRset('www.example.', 'A', 60, ['nope']),
+    (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'),
+  );
+  assert.throws(
+    () => store.replaceRRset('www.example.', 'CNAME', 60, ['x.example.']),
+    (e: unknown) => isFerryError(e, 'DNS_INVALID_DATA'),
+  );
+  assert.throws(
+    () => store.replaceRRset('www.example.', 'BOGUS', 60, ['1']),
+    (e: unknown) => isFerryError(e, 'DNS_BAD_TEXT'),
+  );
+  assert.throws(
+    () => store.serial('nope.'),
+    (e: unknown) => isFerryError(e, 'DNS_NOT_AUTHORITATIVE'),
+  );
   assert.equal(store.generation, before, 'failed changes change nothing');
 
   // Several RRsets in one change: all or nothing, one bump.
@@ -171,8 +209,12 @@ test('zone store: longest match, RRset replace with one serial bump, validation'
   // Serial wraps per RFC 1982; a given SOA serial is kept only when it is greater.
   store.replaceRRset('example.', 'SOA', 3600, ['ns1.example. hostmaster.example. 1 3600 600 1209600 300']);
   assert.equal(store.serial('example.'), 2024010106, '1 is not greater than 2024010105: incremented instead');
-  store.replaceRRset('example.', 'SOA', 3600, ['ns1.example. hostmaster.example. 3000000000 3600 600 1209600 300']);
-  store.replaceRRset('example.', 'SOA', 3600, ['ns1.example. hostmaster.example. 4294967295 3600 600 1209600 300']);
+  store.replaceRRset('example.', 'SOA', 3600, [
+    'ns1.example. hostmaster.example. 3000000000 3600 600 1209600 300',
+  ]);
+  store.replaceRRset('example.', 'SOA', 3600, [
+    'ns1.example. hostmaster.example. 4294967295 3600 600 1209600 300',
+  ]);
   assert.equal(store.serial('example.'), 4294967295);
   store.replaceRRset('www.example.', 'A', 30, ['192.0.2.11']);
   assert.equal(store.serial('example.'), 0);

@@ -125,7 +125,8 @@ export class Zone {
       return;
     }
     this.check(owner, type, unique.length);
-    if (!Number.isInteger(ttl) || ttl < 0 || ttl > 0x7fffffff) throw invalid(`bad TTL ${ttl} for ${owner} ${typeName(type)}`);
+    if (!Number.isInteger(ttl) || ttl < 0 || ttl > 0x7fffffff)
+      throw invalid(`bad TTL ${ttl} for ${owner} ${typeName(type)}`);
     if (!node) {
       node = { name: owner, rrsets: new Map() };
       this.nodes.set(key, node);
@@ -153,7 +154,8 @@ export class Zone {
     const node = this.nodes.get(key);
     const others = node ? [...node.rrsets.keys()].filter((t) => t !== type) : [];
     if (type === RRType.CNAME) {
-      if (others.length > 0) throw invalid(`CNAME at ${owner} cannot coexist with other data (RFC 2181 §10.1)`);
+      if (others.length > 0)
+        throw invalid(`CNAME at ${owner} cannot coexist with other data (RFC 2181 §10.1)`);
       if (count > 1) throw invalid(`${owner} has more than one CNAME`);
     } else if (node?.rrsets.has(RRType.CNAME)) {
       throw invalid(`${owner} has a CNAME; no other data may be there (RFC 2181 §10.1)`);
@@ -189,7 +191,9 @@ export class Zone {
     const out: RRset[] = [];
     for (const k of keys) {
       const node = this.nodes.get(k)!;
-      const types = [...node.rrsets.keys()].sort((a, b) => (a === RRType.SOA ? -1 : b === RRType.SOA ? 1 : a - b));
+      const types = [...node.rrsets.keys()].sort((a, b) =>
+        a === RRType.SOA ? -1 : b === RRType.SOA ? 1 : a - b,
+      );
       for (const t of types) out.push(node.rrsets.get(t)!);
     }
     return out;
@@ -197,7 +201,9 @@ export class Zone {
 
   /** Every record, as wire-codec records, in `rrsets()` order. */
   records(): ResourceRecord[] {
-    return this.rrsets().flatMap((s) => s.rdata.map((data) => ({ name: s.name, type: s.type, class: RRClass.IN, ttl: s.ttl, data })));
+    return this.rrsets().flatMap((s) =>
+      s.rdata.map((data) => ({ name: s.name, type: s.type, class: RRClass.IN, ttl: s.ttl, data })),
+    );
   }
 
   /** Number of names that own data. */
