@@ -1,0 +1,343 @@
+/**
+ * The control API: REST over JSON on fastify, described by OpenAPI at /openapi.json. Every API
+ * route needs a bearer token (`read` to look, `operator` to change); the dashboard's static files
+ * are public (they hold no data, and ask for a token). Errors answer `{ error: { code, message } }`.
+ */
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import type { Logger } from 'pino';
+import { FerryError, errorMessage } from '../common/errors.js';
+import type { Controller } from '../controller/index.js';
+import type { MigrationRecord } from '../migration/index.js';
+import { TrafficSampler, createMetrics, type FerryMetrics } from '../metrics/index.js';
+import { registerDashboard } from '../web/index.js';
+import { TokenVerifier, allows, bearer, type ApiToken, type Scope } from './auth.js';
+import { toApiError } from './errors.js';
+import { errorSchema, migrationSchema, schemas } from './schemas.js';
+import { EventHub, type SseOptions } from './sse.js';
+
+export interface ApiOptions {
+  /** Accepted tokens and their scopes; at least one. */
+  tokens: ApiToken[];
+  /** Requests per minute per client address (SSE connects count once). Default 600; 0 turns limits off. */
+  rateLimitPerMinute?: number;
+  /** Writes (start, roll back, evacuate) per minute per client address. Default 30. */
+  writeRateLimitPerMinute?: number;
+  /** Server-Sent Events limits. */
+  sse?: SseOptions;
+  /** Traffic sampling interval; 0 turns sampling (and the dashboard chart) off. Default 1000 ms. */
+  sampleIntervalMs?: number;
+  /** Serve `/metrics` (Prometheus, needs a read token). Default true. */
+  metrics?: boolean;
+  /** Serve the web dashboard at `/`. Default true. */
+  dashboard?: boolean;
+  /** Request log (pino); default none. Tokens never reach it: only method, URL and status are logged. */
+  logger?: Logger;
+  /** How long a rollback or evacuation request waits for its outcome before answering 202. Default 1000 ms. */
+  syncWaitMs?: number;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Who may call the route: `public` (no token), `read` (default) or `operator`. */
+    scope?: Scope | 'public';
+  }
+  interface FastifyRequest {
+    principal?: { scope: Scope; name: string };
+  }
+}
+
+const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);
+
+/** A migration as the API shows it. */
+export function migrationView(rec: MigrationRecord) {
+  return {
+    id: rec.plan.id,
+    domain: rec.plan.domain,
+    from: rec.plan.origin,
+    to: rec.plan.target,
+    phase: rec.phase,
+    createdAt: rec.createdAt,
+    updatedAt: rec.updatedAt,
+    ...(rec.error !== undefined ? { error: rec.error } : {}),
+    plan: rec.plan,
+    phases: rec.phases,
+  };
+}
+
+const security = [{ bearer: [] }];
+const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 429: errorSchema };
+
+/** Wait for `p` up to `ms`: its value, or undefined when still pending (its failure is then only logged). */
+async function settleWithin<T>(p: Promise<T>, ms: number, log: (msg: string) => void): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  p.catch((err: unknown) => log(errorMessage(err)));
+  try {
+    return await Promise.race([p, pending]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Build the API (not listening) on `controller`. Close it with `app.close()`. */
+export async function buildApi(controller: Controller, opts: ApiOptions): Promise<FastifyInstance> {
+  const verifier = new TokenVerifier(opts.tokens);
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: 64 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+  });
+  const sampler = opts.sampleIntervalMs === 0 ? undefined : new TrafficSampler(controller, { intervalMs: opts.sampleIntervalMs ?? 1000 });
+  sampler?.start();
+  const hub = new EventHub(controller, sampler, opts.sse);
+  const metrics: FerryMetrics | undefined = opts.metrics === false ? undefined : createMetrics(controller, sampler);
+  const syncWaitMs = opts.syncWaitMs ?? 1000;
+  // preClose, not onClose: open event streams would otherwise keep close() waiting.
+  app.addHook('preClose', async () => {
+    hub.close();
+    sampler?.stop();
+    metrics?.close();
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Ferry control API', version: '1', description: 'Servers, sites, migrations and their live events.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a read or operator token' } } },
+    },
+  });
+  const perMinute = opts.rateLimitPerMinute ?? 600;
+  if (perMinute > 0) {
+    await app.register(rateLimit, {
+      global: true,
+      max: perMinute,
+      timeWindow: 60_000,
+      errorResponseBuilder: (_req, ctx) =>
+        Object.assign(new Error(`too many requests: at most ${ctx.max} per minute; retry in ${Math.ceil(ctx.ttl / 1000)} s`), {
+          statusCode: 429,
+          code: 'RATE_LIMITED',
+        }),
+    });
+  }
+  const writeLimit = perMinute > 0 ? { rateLimit: { max: opts.writeRateLimitPerMinute ?? 30, timeWindow: 60_000 } } : {};
+
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    const need = req.routeOptions.config?.scope ?? 'read';
+    if (need === 'public') return;
+    const presented = bearer(req.headers.authorization);
+    const who = verifier.verify(presented);
+    if (!who) {
+      reply.header('www-authenticate', 'Bearer realm="ferry"');
+      throw new FerryError(presented ? 'AUTH_INVALID_TOKEN' : 'AUTH_MISSING_TOKEN', presented
+        ? 'the token is not valid for this controller'
+        : 'a token is required: send "Authorization: Bearer <token>"');
+    }
+    if (!allows(who.scope, need)) throw new FerryError('AUTH_FORBIDDEN', `this route needs an ${need} token; the token given has scope ${who.scope}`);
+    req.principal = who;
+  });
+
+  app.setErrorHandler((err: FastifyError | FerryError, req, reply) => {
+    if (err instanceof FerryError) {
+      if (err.code === 'AUTH_MISSING_TOKEN' || err.code === 'AUTH_INVALID_TOKEN') return reply.code(401).send({ error: { code: err.code, message: err.message } });
+      if (err.code === 'AUTH_FORBIDDEN') return reply.code(403).send({ error: { code: err.code, message: err.message } });
+    }
+    const fe = err as FastifyError;
+    if (fe.validation) return reply.code(400).send({ error: { code: 'VALIDATION', message: fe.message } });
+    if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+      return reply.code(fe.statusCode).send({ error: { code: fe.code ?? 'BAD_REQUEST', message: fe.message } });
+    }
+    const { status, body } = toApiError(err);
+    if (status >= 500) req.log.error({ code: body.error.code, err: errorMessage(err) }, 'request failed');
+    return reply.code(status).send(body);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json` } });
+  });
+
+  // Servers, sites, records
+  app.get('/v1/servers', { schema: { tags: ['servers'], summary: 'Every server, its addresses and free temporary IPs', security, response: errors } }, async () => ({
+    servers: controller.listServers(),
+  }));
+  app.get<{ Params: { id: string } }>(
+    '/v1/servers/:id',
+    { schema: { tags: ['servers'], summary: 'One server', params: schemas.serverParam, security, response: errors } },
+    async (req) => {
+      const s = controller.listServers().find((x) => x.id === req.params.id);
+      if (!s) controller.server(req.params.id); // throws SERVER_NOT_FOUND with the known ids
+      return s;
+    },
+  );
+  app.get('/v1/sites', { schema: { tags: ['sites'], summary: 'Every site and the server hosting it now', security, response: errors } }, async () => ({
+    sites: controller.listSites(),
+  }));
+  app.get<{ Params: { domain: string } }>(
+    '/v1/sites/:domain',
+    { schema: { tags: ['sites'], summary: 'One site', params: schemas.domainParam, security, response: errors } },
+    async (req) => controller.site(req.params.domain),
+  );
+  app.get<{ Params: { domain: string } }>(
+    '/v1/records/:domain',
+    { schema: { tags: ['sites'], summary: "A domain's A RRset as the DNS provider has it", params: schemas.domainParam, security, response: errors } },
+    async (req) => {
+      controller.site(req.params.domain);
+      return controller.records(req.params.domain);
+    },
+  );
+
+  // Migrations
+  app.get<{ Querystring: { limit: number; domain?: string; active?: boolean } }>(
+    '/v1/migrations',
+    { schema: { tags: ['migrations'], summary: 'Migrations, newest first', querystring: schemas.listQuery, security, response: errors } },
+    async (req) => {
+      const { limit, domain, active } = req.query;
+      const d = domain ? (domain.endsWith('.') ? domain : `${domain}.`).toLowerCase() : undefined;
+      const list = controller
+        .listMigrations()
+        .filter((r) => (!d || r.plan.domain === d) && (active === undefined || active !== TERMINAL.has(r.phase)))
+        .slice(0, limit);
+      return { migrations: list.map(migrationView) };
+    },
+  );
+  app.post<{ Body: { domain: string; to: string; id?: string; timings?: Record<string, number> } }>(
+    '/v1/migrations',
+    {
+      config: { scope: 'operator', ...writeLimit },
+      schema: {
+        tags: ['migrations'],
+        summary: 'Start migrating a domain to a server; answers at once with the planned migration',
+        body: schemas.createMigration,
+        security,
+        response: { 201: migrationSchema, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const rec = await controller.startMigration(req.body);
+      req.log.info({ migration: rec.plan.id, by: req.principal?.name }, 'migration started');
+      return reply.code(201).header('location', `/v1/migrations/${encodeURIComponent(rec.plan.id)}`).send(migrationView(rec));
+    },
+  );
+  app.get<{ Params: { id: string } }>(
+    '/v1/migrations/:id',
+    { schema: { tags: ['migrations'], summary: 'One migration with its phases, journal and last wait', params: schemas.idParam, security, response: errors } },
+    async (req) => {
+      const rec = controller.migration(req.params.id);
+      const events = controller.eventsSince(0, rec.plan.id);
+      const lastWait = [...events].reverse().find((e) => e.type === 'wait');
+      const lastErrors = events.filter((e) => e.type === 'error').slice(-20);
+      return {
+        ...migrationView(rec),
+        journal: controller.journal.entries(rec.plan.id),
+        ...(lastWait && !TERMINAL.has(rec.phase) ? { wait: { at: lastWait.at, ...lastWait.data } } : {}),
+        errors: lastErrors.map((e) => ({ at: e.at, ...e.data })),
+      };
+    },
+  );
+  app.get<{ Params: { id: string } }>(
+    '/v1/migrations/:id/traffic',
+    { schema: { tags: ['migrations'], summary: 'Traffic samples at IP1, IPt and IP2 (one a second while it ran)', params: schemas.idParam, security, response: errors } },
+    async (req) => {
+      const rec = controller.migration(req.params.id);
+      return { migration: rec.plan.id, samples: sampler?.history(rec.plan.id) ?? [] };
+    },
+  );
+  app.post<{ Params: { id: string } }>(
+    '/v1/migrations/:id/rollback',
+    {
+      config: { scope: 'operator', ...writeLimit },
+      schema: {
+        tags: ['migrations'],
+        summary: 'Roll a migration back: 200 with the record when it ended at once, else 202 while it runs',
+        params: schemas.idParam,
+        security,
+        response: errors,
+      },
+    },
+    async (req, reply) => {
+      const rec = controller.migration(req.params.id);
+      req.log.info({ migration: rec.plan.id, by: req.principal?.name }, 'rollback requested');
+      const done = await settleWithin(controller.rollback(rec.plan.id), syncWaitMs, (m) => req.log.warn({ migration: rec.plan.id }, `rollback: ${m}`));
+      if (done) return reply.code(200).send(migrationView(done));
+      return reply.code(202).send({ ...migrationView(controller.migration(rec.plan.id)), accepted: true });
+    },
+  );
+  app.post<{ Body: { from: string; to: string; concurrency?: number } }>(
+    '/v1/evacuations',
+    {
+      config: { scope: 'operator', ...writeLimit },
+      schema: {
+        tags: ['migrations'],
+        summary: 'Migrate every site of a server to another: 200 with the migrations when known at once, else 202',
+        body: schemas.evacuate,
+        security,
+        response: errors,
+      },
+    },
+    async (req, reply) => {
+      controller.server(req.body.from);
+      controller.server(req.body.to);
+      req.log.info({ from: req.body.from, to: req.body.to, by: req.principal?.name }, 'evacuation requested');
+      const done = await settleWithin(controller.evacuate(req.body), syncWaitMs, (m) => req.log.warn(`evacuation: ${m}`));
+      if (done) return reply.code(200).send({ migrations: done.migrations.map(migrationView) });
+      const started = controller.listMigrations().filter((r) => r.plan.origin === req.body.from && !TERMINAL.has(r.phase));
+      return reply.code(202).send({ accepted: true, migrations: started.map(migrationView) });
+    },
+  );
+
+  // Events
+  app.get<{ Querystring: { migration?: string; since?: number } }>(
+    '/v1/events',
+    {
+      config: { scope: 'read' },
+      schema: {
+        tags: ['events'],
+        summary: 'Server-Sent Events: phase, step, wait, error, migration (with ids, replayable with Last-Event-ID) and traffic (no id)',
+        querystring: schemas.eventsQuery,
+        security,
+        response: { ...errors, 503: errorSchema },
+      },
+    },
+    async (req, reply) => {
+      const header = req.headers['last-event-id'];
+      const lastId = typeof header === 'string' && /^\d+$/.test(header) ? Number(header) : undefined;
+      if (req.query.migration) controller.migration(req.query.migration); // 404 for an unknown id
+      if (hub.full) throw new FerryError('SSE_FULL', 'too many event subscribers; try again later');
+      reply.hijack();
+      hub.subscribe(reply.raw, {
+        ...(req.query.migration ? { migration: req.query.migration } : {}),
+        afterSeq: lastId ?? req.query.since ?? Number.MAX_SAFE_INTEGER,
+      });
+    },
+  );
+
+  if (metrics) {
+    app.get('/metrics', { schema: { tags: ['metrics'], summary: 'Prometheus metrics (text format); needs a read token', security } }, async (_req, reply) => {
+      reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+  }
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  if (opts.dashboard ?? true) registerDashboard(app);
+  return app;
+}
+
+export interface StartedApi {
+  app: FastifyInstance;
+  /** Base URL, e.g. `http://127.0.0.1:7300`. */
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Build the API and listen on `host:port` (port 0 picks one). */
+export async function startApi(controller: Controller, opts: ApiOptions & { host?: string; port?: number }): Promise<StartedApi> {
+  const app = await buildApi(controller, opts);
+  const host = opts.host ?? '127.0.0.1';
+  await app.listen({ host, port: opts.port ?? 7300 });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return { app, url, close: () => app.close() };
+}

@@ -1,0 +1,400 @@
+// @ts-check
+/* global document, window, sessionStorage, fetch, TextDecoder, URLSearchParams, location, history */
+/**
+ * The Ferry dashboard (browser code, bundled by esbuild with uPlot). It reads the API with the
+ * token kept in sessionStorage (given in the URL fragment `#token=…` or typed in), follows the
+ * controller's events as Server-Sent Events over fetch (so the token stays in a header), and
+ * draws the selected migration: phase timeline, traffic at IP1/IPt/IP2, DNS answers, held
+ * connections, sync, errors. Plain DOM, no framework.
+ */
+import uPlot from 'uplot';
+
+const PHASES = ['planned', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed'];
+const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);
+
+/**
+ * Everything the page knows; exposed as `window.ferryState` for tests and curious operators.
+ * @type {{ token: string, servers: any[], sites: any[], migrations: any[], selected: string | null,
+ *   detail: any, events: Map<string, any[]>, traffic: Map<string, any[]>, lastSeq: number, connected: boolean }}
+ */
+const state = {
+  token: sessionStorage.getItem('ferry.token') ?? '',
+  servers: [],
+  sites: [],
+  migrations: [],
+  selected: null,
+  detail: null,
+  events: new Map(),
+  traffic: new Map(),
+  lastSeq: 0,
+  connected: false,
+};
+/** @type {any} */ (window).ferryState = state;
+
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/**
+ * @param {string} tag
+ * @param {Record<string, string>} [attrs]
+ * @param {(Node | string)[]} [children]
+ */
+function el(tag, attrs = {}, children = []) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  for (const c of children) e.append(c);
+  return e;
+}
+
+/** @param {number} ms */
+const secs = (ms) => `${(ms / 1000).toFixed(1)} s`;
+/** @param {number} at */
+const clock = (at) => new Date(at).toLocaleTimeString();
+
+/** @param {string} text @param {boolean} [bad] */
+function message(text, bad = false) {
+  const m = $('msg');
+  m.textContent = text;
+  m.className = bad ? 'err' : 'muted';
+}
+
+/**
+ * Call the API with the token; throws an Error with the API's message on a non-2xx answer.
+ * @param {string} path
+ * @param {RequestInit} [init]
+ */
+async function api(path, init = {}) {
+  const headers = { authorization: `Bearer ${state.token}`, ...(init.body ? { 'content-type': 'application/json' } : {}) };
+  const res = await fetch(path, { ...init, headers: { ...headers, ...(init.headers ?? {}) } });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body?.error?.message ?? `${res.status} ${res.statusText}`);
+  return body;
+}
+
+// ---- lists ----------------------------------------------------------------
+
+async function loadLists() {
+  const [servers, sites, migrations] = await Promise.all([api('/v1/servers'), api('/v1/sites'), api('/v1/migrations?limit=50')]);
+  state.servers = servers.servers;
+  state.sites = sites.sites;
+  state.migrations = migrations.migrations;
+  renderLists();
+}
+
+function renderLists() {
+  const sb = /** @type {HTMLElement} */ ($('servers').querySelector('tbody'));
+  sb.replaceChildren(
+    ...state.servers.map((s) =>
+      el('tr', {}, [el('td', {}, [s.id]), el('td', {}, [s.sharedIps.join(', ')]), el('td', {}, [s.freeTempIps.join(', ') || '—']), el('td', {}, [s.sites.join(', ')])]),
+    ),
+  );
+  const st = /** @type {HTMLElement} */ ($('sites').querySelector('tbody'));
+  st.replaceChildren(
+    ...state.sites.map((s) => el('tr', {}, [el('td', {}, [s.domain]), el('td', {}, [s.server]), el('td', {}, [s.migration ?? '—'])])),
+  );
+  const mb = /** @type {HTMLElement} */ ($('migrations').querySelector('tbody'));
+  mb.replaceChildren(
+    ...state.migrations.map((m) => {
+      const tr = el('tr', { 'data-id': m.id, class: m.id === state.selected ? 'sel' : '' }, [
+        el('td', {}, [m.id]),
+        el('td', {}, [m.domain]),
+        el('td', { class: `phase phase-${m.phase}` }, [m.phase]),
+      ]);
+      tr.addEventListener('click', () => select(m.id));
+      return tr;
+    }),
+  );
+  // The start form: sites not being migrated, and servers other than the site's own.
+  const domainSel = /** @type {HTMLSelectElement} */ ($('start-domain'));
+  const targetSel = /** @type {HTMLSelectElement} */ ($('start-target'));
+  const keepDomain = domainSel.value;
+  const keepTarget = targetSel.value;
+  domainSel.replaceChildren(...state.sites.filter((s) => !s.migration).map((s) => el('option', { value: s.domain }, [s.domain])));
+  if ([...domainSel.options].some((o) => o.value === keepDomain)) domainSel.value = keepDomain;
+  const site = state.sites.find((s) => s.domain === domainSel.value);
+  targetSel.replaceChildren(...state.servers.filter((s) => s.id !== site?.server).map((s) => el('option', { value: s.id }, [s.id])));
+  if ([...targetSel.options].some((o) => o.value === keepTarget)) targetSel.value = keepTarget;
+}
+
+let listTimer = /** @type {number | undefined} */ (undefined);
+function refreshListsSoon() {
+  if (listTimer !== undefined) return;
+  listTimer = window.setTimeout(() => {
+    listTimer = undefined;
+    loadLists().catch((e) => message(String(e.message ?? e), true));
+  }, 150);
+}
+
+// ---- the selected migration ------------------------------------------------
+
+/** @param {string} id */
+async function select(id) {
+  state.selected = id;
+  location.hash = `migration=${encodeURIComponent(id)}`;
+  chartFor = null;
+  renderLists();
+  await loadDetail();
+  try {
+    const t = await api(`/v1/migrations/${encodeURIComponent(id)}/traffic`);
+    // Samples from the stream may have arrived meanwhile: merge by time.
+    const have = state.traffic.get(id) ?? [];
+    const seen = new Set(have.map((s) => s.at));
+    state.traffic.set(id, [...have, ...t.samples.filter((/** @type {any} */ s) => !seen.has(s.at))].sort((a, b) => a.at - b.at));
+  } catch (e) {
+    message(String(/** @type {any} */ (e).message ?? e), true);
+  }
+  renderDetail();
+}
+
+async function loadDetail() {
+  if (!state.selected) return;
+  state.detail = await api(`/v1/migrations/${encodeURIComponent(state.selected)}`);
+  renderDetail();
+}
+
+let detailTimer = /** @type {number | undefined} */ (undefined);
+function refreshDetailSoon() {
+  if (detailTimer !== undefined) return;
+  detailTimer = window.setTimeout(() => {
+    detailTimer = undefined;
+    loadDetail().catch((e) => message(String(e.message ?? e), true));
+  }, 150);
+}
+
+/** @type {uPlot | null} */
+let chart = null;
+/** @type {string | null} */
+let chartFor = null;
+
+function renderDetail() {
+  const d = state.detail;
+  $('detail').hidden = !d;
+  $('empty').hidden = Boolean(d);
+  if (!d) return;
+  const events = state.events.get(d.id) ?? [];
+  const samples = state.traffic.get(d.id) ?? [];
+  $('detail-id').textContent = `${d.id}: ${d.domain} ${d.from} → ${d.to}`;
+  const ph = $('detail-phase');
+  ph.textContent = d.phase;
+  ph.dataset.phase = d.phase;
+  ph.className = `phase phase-${d.phase}`;
+  const rb = $('rollback-btn');
+  rb.hidden = d.phase === 'rolled-back' || d.phase === 'failed';
+
+  // Phase timeline with durations.
+  const byName = new Map(d.phases.map((/** @type {any} */ p) => [p.name, p]));
+  const names = [...PHASES];
+  for (const p of d.phases) if (!names.includes(p.name)) names.push(p.name);
+  $('timeline').replaceChildren(
+    ...names
+      .filter((n) => byName.has(n) || (!TERMINAL.has(d.phase) && PHASES.includes(n)) || (d.phase === 'completed' && PHASES.includes(n)))
+      .map((n) => {
+        const p = /** @type {any} */ (byName.get(n));
+        const now = n === d.phase && !TERMINAL.has(n);
+        const cls = !p ? '' : n === 'failed' || n === 'rolled-back' ? 'bad' : now ? 'now' : 'done';
+        const dur = p ? secs((p.endedAt ?? Date.now()) - p.startedAt) : '';
+        return el('div', { class: cls, title: p ? `${clock(p.startedAt)}` : 'not yet' }, [n, el('br'), dur]);
+      }),
+  );
+
+  // Current wait, held connections, sync, addresses.
+  const lastWait = [...events].reverse().find((e) => e.type === 'wait');
+  $('detail-wait').textContent =
+    lastWait && !TERMINAL.has(d.phase) && lastWait.data.phase === d.phase
+      ? `waiting for ${lastWait.data.what}: ${secs(Math.max(0, lastWait.data.remainingMs - (Date.now() - lastWait.at)))} left at most`
+      : '';
+  const last = samples[samples.length - 1];
+  const held = last ? (last.redirect?.held ?? 0) + last.heldAtOrigin : 0;
+  const syncs = events.filter((e) => e.type === 'step' && /sync/.test(e.data.step));
+  const syncDone = syncs.filter((e) => /-done$/.test(e.data.step));
+  const syncTotal = 2;
+  const syncText = syncDone.map((e) => `${e.data.step.replace('-done', '')}: ${e.data.detail?.files ?? '?'} files, ${e.data.detail?.bytes ?? '?'} bytes`).join('; ');
+  const bar = el('span', { class: 'bar' }, [el('i', { style: `width:${Math.round((Math.min(syncDone.length, syncTotal) / syncTotal) * 100)}%` })]);
+  const kv = [
+    ['addresses', `IP1 ${d.plan.originIp} · IPt ${d.plan.tempIp} · IP2 ${d.plan.targetIp}`],
+    ['DNS answer now', last ? last.dns.join(', ') || '—' : '—'],
+    ['held connections', String(held)],
+    ['open at IPt', String(last?.redirect?.activeConnections ?? 0)],
+    ['sync', [bar, ' ', syncText || (syncs.length ? 'running…' : 'not started')]],
+    ['started', clock(d.createdAt)],
+  ];
+  $('detail-kv').replaceChildren(...kv.flatMap(([k, v]) => [el('dt', {}, [/** @type {string} */ (k)]), el('dd', {}, Array.isArray(v) ? v : [v])]));
+
+  // DNS answers over time, from the samples (and the record changes the journal shows).
+  /** @type {{at: number, answer: string}[]} */
+  const dns = [];
+  for (const s of samples) {
+    const a = s.dns.join(', ');
+    if (!dns.length || dns[dns.length - 1].answer !== a) dns.push({ at: s.at, answer: a });
+  }
+  $('dns-history').replaceChildren(...(dns.length ? dns.map((x) => el('li', {}, [`${clock(x.at)}  ${x.answer || '(none)'}`])) : [el('li', { class: 'muted' }, ['no samples yet'])]));
+
+  const errs = [...(d.errors ?? []).map((/** @type {any} */ e) => `${clock(e.at)} ${e.phase ?? ''} ${e.message}`)];
+  if (d.error && !errs.some((x) => x.includes(d.error))) errs.push(d.error);
+  $('errors').replaceChildren(...(errs.length ? errs.map((x) => el('li', { class: 'err' }, [x])) : [el('li', { class: 'muted' }, ['none'])]));
+
+  drawChart(d.id, samples);
+}
+
+/** @param {string} id @param {any[]} samples */
+function drawChart(id, samples) {
+  const data = /** @type {uPlot.AlignedData} */ ([
+    samples.map((s) => s.at / 1000),
+    samples.map((s) => s.rps.ip1),
+    samples.map((s) => s.rps.ipt),
+    samples.map((s) => s.rps.ip2),
+    samples.map((s) => (s.redirect?.held ?? 0) + s.heldAtOrigin),
+  ]);
+  if (chart && chartFor === id) {
+    chart.setData(data);
+    return;
+  }
+  chart?.destroy();
+  chartFor = id;
+  const box = $('chart');
+  box.replaceChildren();
+  chart = new uPlot(
+    {
+      width: Math.max(320, box.clientWidth || 640),
+      height: 260,
+      series: [
+        {},
+        { label: 'IP1 req/s', stroke: '#d9480f', width: 2 },
+        { label: 'IPt req/s', stroke: '#7048e8', width: 2 },
+        { label: 'IP2 req/s', stroke: '#2b8a3e', width: 2 },
+        { label: 'held', stroke: '#868e96', dash: [4, 4], width: 1 },
+      ],
+      axes: [{}, { label: 'req/s' }],
+    },
+    data,
+    box,
+  );
+}
+
+// ---- live events -------------------------------------------------------------
+
+/** @param {string} type @param {any} data */
+function onEvent(type, data) {
+  if (type === 'traffic') {
+    const list = state.traffic.get(data.migrationId) ?? [];
+    list.push(data);
+    if (list.length > 3600) list.shift();
+    state.traffic.set(data.migrationId, list);
+    if (data.migrationId === state.selected) renderDetail();
+    return;
+  }
+  state.lastSeq = Math.max(state.lastSeq, data.seq);
+  const list = state.events.get(data.migrationId) ?? [];
+  list.push(data);
+  if (list.length > 5000) list.shift();
+  state.events.set(data.migrationId, list);
+  if (type === 'phase' || type === 'migration' || type === 'error') refreshListsSoon();
+  if (data.migrationId === state.selected) {
+    if (type === 'wait') renderDetail();
+    else refreshDetailSoon();
+  }
+}
+
+/** Follow `/v1/events` with fetch (EventSource cannot send the token header); reconnect on loss. */
+async function follow() {
+  for (;;) {
+    const token = state.token;
+    try {
+      const res = await fetch(`/v1/events?since=${state.lastSeq}`, { headers: { authorization: `Bearer ${token}` } });
+      if (!res.ok || !res.body) throw new Error(res.status === 401 ? 'the token is not accepted' : `events: ${res.status}`);
+      setConnected(true);
+      const reader = res.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || token !== state.token) break;
+        buf += dec.decode(value, { stream: true });
+        let cut;
+        while ((cut = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, cut);
+          buf = buf.slice(cut + 2);
+          let type = 'message';
+          let data = '';
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event: ')) type = line.slice(7);
+            else if (line.startsWith('data: ')) data += line.slice(6);
+          }
+          if (data) onEvent(type, JSON.parse(data));
+        }
+      }
+      reader.cancel().catch(() => undefined);
+    } catch (e) {
+      setConnected(false, String(/** @type {any} */ (e).message ?? e));
+    }
+    await new Promise((r) => window.setTimeout(r, 2000));
+  }
+}
+
+/** @param {boolean} ok @param {string} [why] */
+function setConnected(ok, why) {
+  state.connected = ok;
+  $('conn').textContent = ok ? 'live' : `disconnected${why ? `: ${why}` : ''}`;
+}
+
+// ---- actions -----------------------------------------------------------------
+
+$('start').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const domain = /** @type {HTMLSelectElement} */ ($('start-domain')).value;
+  const to = /** @type {HTMLSelectElement} */ ($('start-target')).value;
+  if (!domain || !to) return message('choose a site and a target server', true);
+  try {
+    const m = await api('/v1/migrations', { method: 'POST', body: JSON.stringify({ domain, to }) });
+    message(`started ${m.id}`);
+    await loadLists();
+    await select(m.id);
+  } catch (e) {
+    message(`could not start: ${/** @type {any} */ (e).message}`, true);
+  }
+});
+$('start-domain').addEventListener('change', renderLists);
+
+$('rollback-btn').addEventListener('click', async () => {
+  const id = state.selected;
+  if (!id || !window.confirm(`Roll back ${id}?`)) return;
+  try {
+    await api(`/v1/migrations/${encodeURIComponent(id)}/rollback`, { method: 'POST' });
+    message(`rollback of ${id} requested`);
+    refreshDetailSoon();
+  } catch (e) {
+    message(`could not roll back: ${/** @type {any} */ (e).message}`, true);
+  }
+});
+
+function useToken(/** @type {string} */ token) {
+  state.token = token.trim();
+  sessionStorage.setItem('ferry.token', state.token);
+  loadLists()
+    .then(() => message('token accepted'))
+    .catch((e) => message(String(e.message ?? e), true));
+}
+$('token-save').addEventListener('click', () => useToken(/** @type {HTMLInputElement} */ ($('token')).value));
+
+// ---- start -------------------------------------------------------------------
+
+// A token in the fragment (`#token=…`, as `ferry demo --serve` prints) goes to sessionStorage and
+// leaves the address bar at once.
+const frag = new URLSearchParams(location.hash.slice(1));
+if (frag.get('token')) {
+  state.token = /** @type {string} */ (frag.get('token'));
+  sessionStorage.setItem('ferry.token', state.token);
+  history.replaceState(null, '', location.pathname);
+}
+/** @type {HTMLInputElement} */ ($('token')).value = state.token;
+window.setInterval(() => {
+  if (state.detail && !TERMINAL.has(state.detail.phase)) renderDetail(); // countdown and durations tick
+}, 1000);
+if (state.token) {
+  loadLists().catch((e) => message(String(e.message ?? e), true));
+  const wanted = frag.get('migration');
+  if (wanted) select(wanted).catch(() => undefined);
+} else {
+  message('enter a token to see the controller', true);
+}
+void follow();
