@@ -108,6 +108,10 @@ export class LocalHost implements HostDriver {
     return this.sites.hasSite(domain);
   }
 
+  async siteMode(domain: string): Promise<SiteMode | null> {
+    return this.sites.hasSite(domain) ? this.sites.mode(domain) : null;
+  }
+
   async setSiteMode(domain: string, mode: SiteMode): Promise<void> {
     this.sites.setMode(domain, mode);
   }

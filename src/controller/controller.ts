@@ -7,15 +7,20 @@
  * journal) and which server hosts a site (the config, then every completed migration in order).
  */
 import { EventEmitter } from 'node:events';
-import { FerryError, errorMessage } from '../common/errors.js';
+import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
+import { sleep } from '../common/time.js';
 import {
   DEFAULT_TIMINGS,
   Orchestrator,
+  TERMINAL_PHASES,
   type DnsProvider,
   type HostDriver,
   type Journal,
+  type MigrationMode,
   type MigrationRecord,
   type MigrationTimings,
+  type ParityChecks,
+  type RetryPolicy,
 } from '../migration/index.js';
 
 /** One hosting server as the controller knows it. */
@@ -35,6 +40,8 @@ export interface SiteEntry {
   server: string;
   /** Service ports carried through the temporary IP; the first is HTTP (probes, proxy). */
   ports: number[];
+  /** Preflight parity checks of the site; default GET /healthz (status, body) and GET /orders (status). */
+  parity?: ParityChecks;
 }
 
 export interface ControllerOptions {
@@ -46,13 +53,15 @@ export interface ControllerOptions {
   defaults?: Partial<MigrationTimings>;
   /** Events kept for late subscribers (SSE replay). Default 10,000. */
   eventHistory?: number;
+  /** Timeouts and retries of agent and DNS calls. */
+  retry?: Partial<RetryPolicy>;
 }
 
 /** An event on the controller's stream: `seq` orders them and lets a client resume. */
 export interface ControllerEvent {
   seq: number;
   at: number;
-  type: 'phase' | 'step' | 'wait' | 'error' | 'migration';
+  type: 'phase' | 'step' | 'wait' | 'error' | 'migration' | 'dns' | 'traffic' | 'held' | 'sync' | 'retry' | 'evacuation';
   migrationId: string;
   data: Record<string, unknown>;
 }
@@ -63,9 +72,36 @@ export interface StartMigrationRequest {
   to: string;
   id?: string;
   timings?: Partial<MigrationTimings>;
+  /**
+   * `temp-ip` (default); `direct` when the domain has a dedicated IP of the origin already (that
+   * IP is redirected, no temporary IP); `relay-host` with `relayHost`, a server whose temporary
+   * IP pool carries the redirect.
+   */
+  mode?: MigrationMode;
+  relayHost?: string;
+  /** Overrides the site's configured parity checks. */
+  parity?: ParityChecks;
 }
 
-const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);
+/** The outcome of one site in an evacuation. */
+export interface EvacuationSite {
+  domain: string;
+  migrationId: string | null;
+  phase: string;
+  error?: string;
+  startedAt: number;
+  endedAt: number;
+}
+
+export interface EvacuateRequest {
+  from: string;
+  to: string;
+  /** Most migrations at once; capped by the size of `from`'s temporary IP pool. Default: the pool size. */
+  concurrency?: number;
+  timings?: Partial<MigrationTimings>;
+}
+
+const TERMINAL: ReadonlySet<string> = TERMINAL_PHASES;
 
 function normalize(domain: string): string {
   const d = domain.trim().toLowerCase();
@@ -81,6 +117,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   private readonly siteConfig = new Map<string, SiteEntry>();
   private readonly defaults: MigrationTimings;
   private readonly running = new Map<string, Promise<MigrationRecord>>();
+  private readonly aborts = new Map<string, AbortController>();
   private readonly history: ControllerEvent[] = [];
   private readonly historyLimit: number;
   private seq = 0;
@@ -106,13 +143,21 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       this.siteConfig.set(domain, { ...site, domain });
     }
     const hosts = new Map([...this.servers].map(([id, s]) => [id, s.driver]));
-    this.orchestrator = new Orchestrator({ dns: opts.dns, hosts, journal: opts.journal });
+    this.orchestrator = new Orchestrator({ dns: opts.dns, hosts, journal: opts.journal, ...(opts.retry ? { retry: opts.retry } : {}) });
     this.orchestrator.on('phase', (e) => this.publish('phase', e.id, { phase: e.phase }));
     this.orchestrator.on('step', (e) => this.publish('step', e.id, { phase: e.phase, step: e.step, ...(e.detail ? { detail: e.detail } : {}) }));
     this.orchestrator.on('wait', (e) =>
       this.publish('wait', e.id, { phase: e.phase, what: e.what, elapsedMs: e.elapsedMs, remainingMs: e.remainingMs, observed: e.observed }),
     );
     this.orchestrator.on('error', (e) => this.publish('error', e.id, { phase: e.phase, message: e.message }));
+    this.orchestrator.on('dns', (e) => this.publish('dns', e.id, { phase: e.phase, name: e.name, expect: e.expect, serial: e.serial, servers: e.servers }));
+    this.orchestrator.on('traffic', (e) => this.publish('traffic', e.id, { phase: e.phase, what: e.what, observed: e.observed }));
+    this.orchestrator.on('held', (e) => this.publish('held', e.id, { phase: e.phase, redirect: e.redirect, site: e.site, state: e.state }));
+    this.orchestrator.on('sync', (e) => {
+      const { id, at: _at, ...data } = e;
+      this.publish('sync', id, data);
+    });
+    this.orchestrator.on('retry', (e) => this.publish('retry', e.id, { what: e.what, attempt: e.attempt, message: e.message }));
   }
 
   private publish(type: ControllerEvent['type'], migrationId: string, data: Record<string, unknown>): void {
@@ -197,16 +242,28 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    * migration of the site already running) are thrown before anything is journaled.
    */
   async startMigration(req: StartMigrationRequest): Promise<MigrationRecord> {
+    const mode = req.mode ?? 'temp-ip';
+    const current = await this.dns.getRRset(normalize(req.domain), 'A');
+    // From here to create() nothing awaits: the temporary IP is leased (journaled) atomically.
     const site = this.site(req.domain);
     if (site.migration) throw new FerryError('MIGRATION_RUNNING', `${site.domain} is being migrated already (${site.migration})`);
     const origin = this.server(site.server);
     const target = this.server(req.to);
     if (origin.id === target.id) throw new FerryError('MIGRATION_SAME_SERVER', `${site.domain} is on ${target.id} already`);
-    const tempIp = this.freeTempIps(origin.id)[0];
-    if (!tempIp) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${origin.id} has no free temporary IP in its pool`);
-    const current = await this.dns.getRRset(site.domain, 'A');
-    const originIp = current?.rdata.length === 1 && origin.sharedIps.includes(current.rdata[0]!) ? current.rdata[0]! : origin.sharedIps[0]!;
+    const answer = current?.rdata.length === 1 ? current.rdata[0]! : undefined;
+    let originIp = answer && origin.sharedIps.includes(answer) ? answer : origin.sharedIps[0]!;
+    let tempIp: string | undefined;
+    if (mode === 'direct') {
+      if (!answer) throw new FerryError('MIGRATION_DIRECT_NO_IP', `${site.domain} has no single A record to redirect directly`);
+      originIp = answer;
+      tempIp = answer;
+    } else {
+      const poolOwner = mode === 'relay-host' ? this.server(req.relayHost ?? '') : origin;
+      tempIp = this.freeTempIps(poolOwner.id)[0];
+      if (!tempIp) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${poolOwner.id} has no free temporary IP in its pool`);
+    }
     const id = req.id ?? `${site.domain.replace(/\.$/, '')}-${Date.now().toString(36)}`;
+    const parity = req.parity ?? this.siteConfig.get(site.domain)?.parity;
     const rec = this.orchestrator.create({
       id,
       domain: site.domain,
@@ -217,6 +274,9 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       tempIp,
       ports: site.ports,
       timings: { ...this.defaults, ...req.timings },
+      mode,
+      ...(mode === 'relay-host' ? { relayHost: req.relayHost! } : {}),
+      ...(parity ? { parity } : {}),
     });
     this.publish('migration', id, { created: true, domain: site.domain, from: origin.id, to: target.id, tempIp });
     this.drive(id);
@@ -224,17 +284,22 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   }
 
   /** Run (or resume) a migration in the background, once. */
-  private drive(id: string): Promise<MigrationRecord> {
+  private drive(id: string, how: 'run' | 'rollback' | 'resume' = 'run'): Promise<MigrationRecord> {
     const existing = this.running.get(id);
     if (existing) return existing;
-    const p = this.orchestrator
-      .run(id, this.stopping.signal)
+    const abort = new AbortController();
+    const signal = AbortSignal.any([this.stopping.signal, abort.signal]);
+    const p = this.orchestrator[how](id, signal)
       .catch((err: unknown) => {
         this.publish('error', id, { message: errorMessage(err) });
         return this.orchestrator.get(id);
       })
-      .finally(() => this.running.delete(id));
+      .finally(() => {
+        this.running.delete(id);
+        this.aborts.delete(id);
+      });
     this.running.set(id, p);
+    this.aborts.set(id, abort);
     return p;
   }
 
@@ -263,12 +328,89 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    * Resolves with the record once the rollback has ended.
    */
   async rollback(id: string): Promise<MigrationRecord> {
-    throw new FerryError('NOT_IMPLEMENTED', `rollback of ${id} on request is not available yet`);
+    const rec = this.orchestrator.get(id);
+    if (rec.phase === 'rolled-back') return rec;
+    if (this.stopping.signal.aborted) throw new FerryError('CONTROLLER_STOPPING', 'the controller is shutting down');
+    // Stop the run first (it ends at its next step or wait), then undo from where it stopped.
+    const running = this.running.get(id);
+    if (running) {
+      this.aborts.get(id)?.abort(new FerryError('ROLLBACK_REQUESTED', `rollback of ${id} was requested`));
+      await running;
+    }
+    this.publish('migration', id, { rollbackRequested: true, phase: this.orchestrator.get(id).phase });
+    return this.drive(id, 'rollback');
   }
 
-  /** Migrate every site of server `from` to `to`, at most `concurrency` at once (issue 7). */
-  async evacuate(req: { from: string; to: string; concurrency?: number }): Promise<{ migrations: MigrationRecord[] }> {
-    throw new FerryError('NOT_IMPLEMENTED', `evacuation of ${req.from} is not available yet`);
+  /** Go on with a migration: a `failed` one from the phase it failed in, any other unfinished one where it is. */
+  async resume(id: string): Promise<MigrationRecord> {
+    const rec = this.orchestrator.get(id);
+    if (rec.phase === 'completed' || rec.phase === 'rolled-back') return rec;
+    return this.drive(id, 'resume');
+  }
+
+  /**
+   * Migrate every site of server `from` to `to`. Temporary IPs come from `from`'s pool and return
+   * to it once each migration has drained; at most min(concurrency, pool size) run at once. One
+   * site failing does not stop the others. Resolves with every migration and a summary per site.
+   */
+  async evacuate(req: EvacuateRequest): Promise<{ migrations: MigrationRecord[]; sites: EvacuationSite[]; totalMs: number }> {
+    const origin = this.server(req.from);
+    this.server(req.to);
+    if (origin.id === req.to) throw new FerryError('MIGRATION_SAME_SERVER', `cannot evacuate ${origin.id} onto itself`);
+    const pool = origin.tempIpPool.length;
+    if (pool === 0) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${origin.id} has no temporary IP pool to evacuate with`);
+    if (req.concurrency !== undefined && !(Number.isInteger(req.concurrency) && req.concurrency >= 1)) {
+      throw new FerryError('EVACUATE_OPTIONS', `concurrency must be a positive integer (got ${req.concurrency})`);
+    }
+    const concurrency = Math.min(req.concurrency ?? pool, pool);
+    const queue = this.listSites()
+      .filter((s) => s.server === origin.id && !s.migration)
+      .map((s) => s.domain);
+    const started = Date.now();
+    const evacId = `evacuate-${origin.id}-${started.toString(36)}`;
+    this.publish('evacuation', evacId, { from: origin.id, to: req.to, sites: queue.length, concurrency, state: 'started' });
+    const sites: EvacuationSite[] = [];
+    const migrations: MigrationRecord[] = [];
+    const worker = async () => {
+      for (let domain = queue.shift(); domain !== undefined; domain = queue.shift()) {
+        const startedAt = Date.now();
+        let rec: MigrationRecord | undefined;
+        let error: string | undefined;
+        try {
+          rec = await this.startLeased(domain, req);
+          rec = await this.wait(rec.plan.id);
+          if (rec.phase !== 'completed') error = rec.error ?? `ended ${rec.phase}`;
+        } catch (err) {
+          error = errorMessage(err);
+        }
+        if (rec) migrations.push(rec);
+        const entry: EvacuationSite = { domain, migrationId: rec?.plan.id ?? null, phase: rec?.phase ?? 'not-started', startedAt, endedAt: Date.now(), ...(error ? { error } : {}) };
+        sites.push(entry);
+        this.publish('evacuation', evacId, { ...entry, done: sites.length });
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, () => worker()));
+    const totalMs = Date.now() - started;
+    this.publish('evacuation', evacId, {
+      state: 'ended',
+      totalMs,
+      completed: sites.filter((s) => s.phase === 'completed').length,
+      failed: sites.filter((s) => s.phase !== 'completed').length,
+    });
+    return { migrations, sites, totalMs };
+  }
+
+  /** Start a migration, waiting (bounded) for a temporary IP when the pool is leased out. */
+  private async startLeased(domain: string, req: EvacuateRequest): Promise<MigrationRecord> {
+    const deadline = Date.now() + 30 * 60_000;
+    for (;;) {
+      try {
+        return await this.startMigration({ domain, to: req.to, ...(req.timings ? { timings: req.timings } : {}) });
+      } catch (err) {
+        if (!isFerryError(err, 'TEMP_IP_EXHAUSTED') || Date.now() > deadline || this.stopping.signal.aborted) throw err;
+        await sleep(250, this.stopping.signal);
+      }
+    }
   }
 
   /** Stop driving migrations (they stay resumable in the journal). */

@@ -6,4 +6,6 @@ export {
   type ServerEntry,
   type SiteEntry,
   type StartMigrationRequest,
+  type EvacuateRequest,
+  type EvacuationSite,
 } from './controller.js';

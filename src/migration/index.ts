@@ -2,13 +2,21 @@
 export { Orchestrator, type MigrationEvents, type OrchestratorOptions } from './orchestrator.js';
 export { Journal } from './journal.js';
 export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './dns-embedded.js';
+export { ResilientHost, ResilientDns, withRetry, DEFAULT_RETRY, type RetryPolicy } from './resilient.js';
+export { checkParity, describeParity, probeHttp, probeTlsNames, probeBanner, type ParityResult, type ProbeAnswer } from './parity.js';
 export type { DnsProvider, HostDriver, RedirectStats } from './ports.js';
 export {
   PHASES,
+  TERMINAL_PHASES,
   DEFAULT_TIMINGS,
+  DEFAULT_PARITY,
   type Phase,
+  type ForwardPhase,
+  type MigrationMode,
   type MigrationPlan,
   type MigrationTimings,
   type MigrationRecord,
   type JournalEntry,
+  type ParityChecks,
+  type HttpCheck,
 } from './types.js';

@@ -1,39 +1,59 @@
 /**
  * The migration state machine. One `run` drives a migration from its current phase to the end:
  *
- *   planned → temp-ip → dns-temp → syncing → preflight → cutover → draining → completed
+ *   planned → [ttl-lowered] → temp-ip → dns-temp → syncing → preflight → cutover → draining → completed
  *
  * Contract:
  * - Each phase is entered through the journal before any of its side effects run, and each step
  *   inside a phase is journaled before it runs. Every step is idempotent, so `run` on a migration
- *   that stopped half-way (a crash, a kill) repeats the phase it was in and goes on.
+ *   that stopped half-way (a crash, a kill) repeats the phase it was in and goes on. Before it
+ *   acts, a resumed run reads the real state (DNS answer, site modes, redirect, addresses) and
+ *   journals it; the steps that must not be repeated (a DNS change that is already there, the
+ *   final sync once the target writes) are decided on that state, not on the journal alone.
  * - Exactly one writer: the target stays `readonly` until the cut-over has drained the origin's
  *   in-flight requests and run the final delta sync; from then on the origin proxies whatever
  *   still reaches it (stale caches on IP1, old keep-alive connections through IPt) to the target.
  * - Waits on caches start only after every authoritative server shows the change (invariant 5),
  *   and end on observed traffic: quiet for `quietWindowMs`, bounded by a cap.
- * - A failure before the cut-over's switch undoes every step in reverse (`rolled-back`); a failure
- *   after it leaves the target as the writer and reports `failed` with the reason.
+ * - Every agent and DNS call has a timeout and retries with backoff (resilient.ts).
+ * - A failure before the switch undoes every step in reverse (`rolling-back` → `rolled-back`); a
+ *   failure after it leaves the target as the writer and reports `failed` with the reason, from
+ *   where `rollback` (a reverse migration: sync back, then swap roles) or `resume` goes on.
  */
 import { EventEmitter } from 'node:events';
 import { FerryError, errorMessage } from '../common/errors.js';
 import { sleep } from '../common/time.js';
+import type { SiteMode } from '../host/index.js';
 import type { Journal } from './journal.js';
-import type { DnsProvider, HostDriver } from './ports.js';
-import { PHASES, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
+import { checkParity, describeParity } from './parity.js';
+import type { DnsProvider, HostDriver, RedirectStats } from './ports.js';
+import { DEFAULT_RETRY, ResilientDns, ResilientHost, type RetryPolicy } from './resilient.js';
+import { PHASES, TERMINAL_PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
 /** Events published while migrations run (the API, CLI and dashboard follow them). */
 export interface MigrationEvents {
-  phase: [{ id: string; phase: Phase; at: number }];
+  phase: [{ id: string; phase: Phase; at: number; detail?: Record<string, unknown> }];
   step: [{ id: string; phase: Phase; step: string; at: number; detail?: Record<string, unknown> }];
   wait: [{ id: string; phase: Phase; what: string; at: number; elapsedMs: number; remainingMs: number; observed: Record<string, unknown> }];
   error: [{ id: string; phase: Phase; at: number; message: string }];
+  /** What the authoritative servers answer, each time the orchestrator looks. */
+  dns: [{ id: string; phase: Phase; at: number; name: string; expect: string[]; serial: number | null; servers: Array<{ server: string; serial: number | null; rdata: string[] }> }];
+  /** Traffic counted by a wait (requests at IP1, connections at IPt, requests at IP2 on reversal). */
+  traffic: [{ id: string; phase: Phase; at: number; what: string; observed: Record<string, unknown> }];
+  /** Connections and requests held at the switch. */
+  held: [{ id: string; phase: Phase; at: number; redirect: number; site: number; state: 'holding' | 'released' }];
+  /** Data sync progress. */
+  sync: [{ id: string; phase: Phase; at: number; pass: string; from: string; to: string; state: 'started' | 'done'; files?: number; bytes?: number; ms?: number }];
+  /** An agent or DNS call failed and is retried. */
+  retry: [{ id: string; at: number; what: string; attempt: number; message: string }];
 }
 
 export interface OrchestratorOptions {
   dns: DnsProvider;
   hosts: Map<string, HostDriver> | Record<string, HostDriver>;
   journal: Journal;
+  /** Timeouts and retries of agent and DNS calls. */
+  retry?: Partial<RetryPolicy>;
 }
 
 const RECORD_TYPE = 'A';
@@ -43,11 +63,21 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
   private readonly dns: DnsProvider;
   private readonly hosts: Map<string, HostDriver>;
   readonly journal: Journal;
+  readonly retry: RetryPolicy;
 
   constructor(opts: OrchestratorOptions) {
     super();
-    this.dns = opts.dns;
-    this.hosts = opts.hosts instanceof Map ? opts.hosts : new Map(Object.entries(opts.hosts));
+    this.retry = { ...DEFAULT_RETRY, ...opts.retry };
+    this.dns = new ResilientDns(opts.dns, this.retry);
+    const raw = opts.hosts instanceof Map ? opts.hosts : new Map(Object.entries(opts.hosts));
+    this.hosts = new Map(
+      [...raw].map(([id, h]) => [
+        id,
+        new ResilientHost(h, this.retry, (what, attempt, err) =>
+          this.emit('retry', { id: '', at: Date.now(), what, attempt, message: errorMessage(err) }),
+        ),
+      ]),
+    );
     this.journal = opts.journal;
   }
 
@@ -65,30 +95,89 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     return rec;
   }
 
-  /** Drive migration `id` from its current phase to `completed` (or `rolled-back`/`failed`). */
+  private newRun(plan: MigrationPlan, signal: AbortSignal | undefined): MigrationRun {
+    const relayId = plan.mode === 'relay-host' ? plan.relayHost! : plan.origin;
+    return new MigrationRun(this, plan, this.dns, this.host(plan.origin), this.host(plan.target), this.host(relayId), signal);
+  }
+
+  /**
+   * Drive migration `id` from its current phase to `completed` (or `rolled-back`/`failed`). A
+   * migration found `rolling-back` goes on rolling back.
+   */
   async run(id: string, signal?: AbortSignal): Promise<MigrationRecord> {
     const rec = this.get(id);
-    const run = new MigrationRun(this, rec.plan, this.dns, this.host(rec.plan.origin), this.host(rec.plan.target), signal);
-    let phase = rec.phase;
-    if (phase === 'completed' || phase === 'failed' || phase === 'rolled-back') return rec;
-    let index = PHASES.indexOf(phase as (typeof PHASES)[number]);
+    if (TERMINAL_PHASES.has(rec.phase)) return rec;
+    if (rec.phase === 'rolling-back') return this.rollback(id, signal);
+    const run = this.newRun(rec.plan, signal);
+    let phase: Phase = rec.phase;
     try {
-      for (; index < PHASES.length; index++) {
+      if (this.journal.entries(id).length > 1) await run.observeState();
+      for (let index = PHASES.indexOf(rec.phase as ForwardPhase); index < PHASES.length; index++) {
         phase = PHASES[index]!;
+        if (await run.skips(phase)) continue;
         await run.phase(phase);
       }
     } catch (err) {
       const message = errorMessage(err);
       this.journal.append({ migrationId: id, at: Date.now(), phase, kind: 'error', detail: { message } });
       this.emit('error', { id, phase, at: Date.now(), message });
-      if (signal?.aborted) throw err; // stopped from outside (shutdown): resume later, undo nothing
-      if (run.switched) {
-        await run.enter('failed');
+      if (signal?.aborted) throw err; // stopped from outside (shutdown, rollback): undo nothing here
+      if (await run.isSwitched().catch(() => true)) {
+        await run.enter('failed', { from: phase, message });
       } else {
-        await run.rollBack();
+        await this.undo(run, id, { from: phase, reason: message }, signal);
       }
     }
     return this.get(id);
+  }
+
+  /**
+   * Roll migration `id` back from wherever it is: before the switch every step is undone in
+   * reverse; after it a reverse migration runs (the target's data synced back first, then the
+   * roles swapped). Journaled as `rolling-back`, so a restarted controller goes on with it.
+   * The caller must have stopped any run of `id` first (the controller does).
+   */
+  async rollback(id: string, signal?: AbortSignal): Promise<MigrationRecord> {
+    const rec = this.get(id);
+    if (rec.phase === 'rolled-back') return rec;
+    const run = this.newRun(rec.plan, signal);
+    const failedFrom = rec.phase === 'failed' ? this.lastEnterDetail(id, 'failed')?.from : undefined;
+    const from = rec.phase === 'rolling-back' ? undefined : { from: failedFrom ?? rec.phase, reason: 'requested' };
+    await this.undo(run, id, from, signal);
+    return this.get(id);
+  }
+
+  /** Go on with a `failed` migration from the phase it failed in (after the cause was fixed). */
+  async resume(id: string, signal?: AbortSignal): Promise<MigrationRecord> {
+    const rec = this.get(id);
+    if (rec.phase !== 'failed') return this.run(id, signal);
+    const from = this.lastEnterDetail(id, 'failed')?.from as Phase | undefined;
+    if (!from || from === 'rolling-back') return this.rollback(id, signal);
+    this.journal.append({ migrationId: id, at: Date.now(), phase: from, kind: 'enter', detail: { resumedAfterFailure: true } });
+    this.emit('phase', { id, phase: from, at: Date.now() });
+    return this.run(id, signal);
+  }
+
+  private lastEnterDetail(id: string, phase: Phase): Record<string, unknown> | undefined {
+    return this.journal
+      .entries(id)
+      .filter((e) => e.kind === 'enter' && e.phase === phase)
+      .pop()?.detail;
+  }
+
+  private async undo(run: MigrationRun, id: string, from: Record<string, unknown> | undefined, signal?: AbortSignal): Promise<void> {
+    try {
+      if (from) await run.enter('rolling-back', from);
+      else await run.enter('rolling-back');
+      await run.undo();
+      await run.enter('rolled-back');
+    } catch (err) {
+      const message = errorMessage(err);
+      this.journal.append({ migrationId: id, at: Date.now(), phase: 'rolling-back', kind: 'error', detail: { message } });
+      this.emit('error', { id, phase: 'rolling-back', at: Date.now(), message });
+      if (signal?.aborted) throw err;
+      await run.enter('failed', { from: 'rolling-back', message });
+    }
   }
 
   private host(id: string): HostDriver {
@@ -101,23 +190,35 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
 /** Checks that a plan names known hosts and distinct addresses before anything is journaled. */
 function validatePlan(plan: MigrationPlan, hosts: Map<string, HostDriver>): void {
   const problems: string[] = [];
+  const mode = plan.mode ?? 'temp-ip';
   if (!/^[A-Za-z0-9._-]+$/.test(plan.id)) problems.push(`id "${plan.id}" must be letters, digits, '.', '_' or '-'`);
   if (!plan.domain) problems.push('domain is empty');
   if (!hosts.has(plan.origin)) problems.push(`origin host "${plan.origin}" is unknown`);
   if (!hosts.has(plan.target)) problems.push(`target host "${plan.target}" is unknown`);
   if (plan.origin === plan.target) problems.push('origin and target are the same host');
-  const ips = [plan.originIp, plan.targetIp, plan.tempIp];
-  if (new Set(ips).size !== 3) problems.push(`originIp, targetIp and tempIp must differ (got ${ips.join(', ')})`);
+  if (!['temp-ip', 'relay-host', 'direct'].includes(mode)) problems.push(`mode "${mode}" must be temp-ip, relay-host or direct`);
+  if (mode === 'direct') {
+    if (plan.tempIp !== plan.originIp) problems.push('in direct mode tempIp must be the dedicated originIp');
+    if (plan.originIp === plan.targetIp) problems.push('originIp and targetIp must differ');
+  } else {
+    const ips = [plan.originIp, plan.targetIp, plan.tempIp];
+    if (new Set(ips).size !== 3) problems.push(`originIp, targetIp and tempIp must differ (got ${ips.join(', ')})`);
+  }
+  if (mode === 'relay-host') {
+    if (!plan.relayHost || !hosts.has(plan.relayHost)) problems.push(`relay-host mode needs a known relayHost (got "${plan.relayHost ?? ''}")`);
+    else if (plan.relayHost === plan.origin || plan.relayHost === plan.target) problems.push('relayHost must differ from origin and target');
+  }
   if (plan.ports.length === 0) problems.push('ports is empty: name at least the HTTP port');
   if (plan.timings.ttl < 1) problems.push('ttl must be at least 1 second');
   if (problems.length) throw new FerryError('PLAN_INVALID', `invalid migration plan: ${problems.join('; ')}`);
 }
 
+type QuietSample = { lastActivityAt: number; busy: boolean; observed: Record<string, unknown> };
+
 /** The state of one `run`: the phases' steps, waits and undo. */
 class MigrationRun {
-  /** True once the target has become the writer: from then on, undo means a reverse migration. */
-  switched = false;
   private current: Phase = 'planned';
+  private readonly mode: NonNullable<MigrationPlan['mode']>;
 
   constructor(
     private readonly orch: Orchestrator,
@@ -125,48 +226,118 @@ class MigrationRun {
     private readonly dns: DnsProvider,
     private readonly origin: HostDriver,
     private readonly target: HostDriver,
+    /** The host carrying IPt and its redirect: the origin, or the relay host. */
+    private readonly relay: HostDriver,
     private readonly signal: AbortSignal | undefined,
   ) {
-    // A resumed run that finds the journal past the switch must not roll back.
-    const done = orch.journal.entries(plan.id).some((e) => e.kind === 'step' && e.step === 'target-serve');
-    this.switched = done;
+    this.mode = plan.mode ?? 'temp-ip';
+    this.current = orch.journal.get(plan.id)?.phase ?? 'planned';
+  }
+
+  private get id(): string {
+    return this.plan.id;
   }
 
   private get redirectId(): string {
     return `mig-${this.plan.id}`;
   }
 
-  private get upstreamOrigin(): string {
-    return this.plan.originIp;
+  /** Whether IPt carries a redirect of its own (not in direct mode, where the origin's site proxies). */
+  private get usesRedirect(): boolean {
+    return this.mode !== 'direct';
+  }
+
+  private entries() {
+    return this.orch.journal.entries(this.id);
+  }
+
+  private note(step: string, detail: Record<string, unknown>, phase: Phase = this.current): void {
+    this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase, kind: 'note', step, detail });
   }
 
   /** Journal entering `phase` (unless resuming inside it), then publish it. */
-  async enter(phase: Phase): Promise<void> {
-    const rec = this.orch.journal.get(this.plan.id);
+  async enter(phase: Phase, detail?: Record<string, unknown>): Promise<void> {
+    const rec = this.orch.journal.get(this.id);
     this.current = phase;
     if (phase === 'planned' && rec?.phase === 'planned') return; // entered (and published) by create()
+    const at = Date.now();
     if (rec?.phase === phase) {
-      this.orch.journal.append({ migrationId: this.plan.id, at: Date.now(), phase, kind: 'note', detail: { resumed: true } });
+      this.orch.journal.append({ migrationId: this.id, at, phase, kind: 'note', detail: { resumed: true } });
     } else {
-      this.orch.journal.append({ migrationId: this.plan.id, at: Date.now(), phase, kind: 'enter' });
+      this.orch.journal.append({ migrationId: this.id, at, phase, kind: 'enter', ...(detail ? { detail } : {}) });
     }
-    this.orch.emit('phase', { id: this.plan.id, phase, at: Date.now() });
+    this.orch.emit('phase', { id: this.id, phase, at, ...(detail ? { detail } : {}) });
   }
 
   /** Journal a step, then run it. */
   private async step<T>(name: string, fn: () => Promise<T>, detail?: Record<string, unknown>): Promise<T> {
     this.signal?.throwIfAborted();
     const at = Date.now();
-    this.orch.journal.append({ migrationId: this.plan.id, at, phase: this.current, kind: 'step', step: name, ...(detail ? { detail } : {}) });
-    this.orch.emit('step', { id: this.plan.id, phase: this.current, step: name, at, ...(detail ? { detail } : {}) });
+    this.orch.journal.append({ migrationId: this.id, at, phase: this.current, kind: 'step', step: name, ...(detail ? { detail } : {}) });
+    this.orch.emit('step', { id: this.id, phase: this.current, step: name, at, ...(detail ? { detail } : {}) });
     return fn();
   }
 
-  async phase(phase: (typeof PHASES)[number]): Promise<void> {
+  private journaled(step: string): boolean {
+    return this.entries().some((e) => e.kind === 'step' && e.step === step);
+  }
+
+  /** The record as it was before the migration (journaled at planning). */
+  private original(): { ttl: number; rdata: string[] } {
+    const e = this.entries().find((x) => x.kind === 'note' && x.step === 'original-record');
+    const d = e?.detail as { ttl: number; rdata: string[] } | undefined;
+    return d ?? { ttl: this.plan.timings.ttl, rdata: [this.plan.originIp] };
+  }
+
+  private async modeOf(host: HostDriver): Promise<SiteMode | null | 'unknown'> {
+    return host.siteMode ? host.siteMode(this.plan.domain) : 'unknown';
+  }
+
+  /** Read and journal the real state, before a resumed run acts on anything. */
+  async observeState(): Promise<void> {
+    const { domain } = this.plan;
+    const [rr, originMode, targetMode, redirect, addresses] = await Promise.all([
+      this.dns.getRRset(domain, RECORD_TYPE),
+      this.modeOf(this.origin),
+      this.modeOf(this.target),
+      this.usesRedirect ? this.relay.redirectStats(this.redirectId) : Promise.resolve(undefined),
+      this.relay.listAddresses ? this.relay.listAddresses() : Promise.resolve(null),
+    ]);
+    const state = {
+      record: rr ?? null,
+      originMode,
+      targetMode,
+      redirect: redirect ? { held: redirect.held, activeConnections: redirect.activeConnections } : null,
+      tempIpUp: addresses ? addresses.includes(this.plan.tempIp) : 'unknown',
+    };
+    this.note('observed-state', state);
+    this.orch.emit('step', { id: this.id, phase: this.current, step: 'observed-state', at: Date.now(), detail: state });
+  }
+
+  /**
+   * True once the target has become the writer. The journal says when the step was taken; the
+   * target's real mode says whether it ran (a kill between the two leaves it read-only).
+   */
+  async isSwitched(): Promise<boolean> {
+    if (!this.journaled('target-serve')) return false;
+    const m = await this.modeOf(this.target);
+    return m !== 'readonly';
+  }
+
+  /** Phases this migration passes over. */
+  async skips(phase: ForwardPhase): Promise<boolean> {
+    if (this.mode === 'direct' && (phase === 'temp-ip' || phase === 'dns-temp')) return true;
+    if (phase === 'ttl-lowered') return this.original().ttl <= this.plan.timings.ttl && this.current !== 'ttl-lowered';
+    return false;
+  }
+
+  async phase(phase: ForwardPhase): Promise<void> {
     await this.enter(phase);
     switch (phase) {
       case 'planned':
         return this.checkPlan();
+      case 'ttl-lowered':
+        return this.lowerTtl();
       case 'temp-ip':
         return this.tempIp();
       case 'dns-temp':
@@ -189,23 +360,34 @@ class MigrationRun {
     const { domain, originIp, tempIp, targetIp } = this.plan;
     const rr = await this.dns.getRRset(domain, RECORD_TYPE);
     const now = rr?.rdata ?? [];
-    if (!(now.length === 1 && [originIp, tempIp, targetIp].includes(now[0]!))) {
+    const first = !this.entries().some((e) => e.step === 'original-record');
+    const allowed = first ? [originIp] : [originIp, tempIp, targetIp];
+    if (!(rr && now.length === 1 && allowed.includes(now[0]!))) {
       throw new FerryError('PLAN_DNS_MISMATCH', `${domain} ${RECORD_TYPE} is [${now.join(', ')}], expected [${originIp}]`);
     }
+    if (first) this.note('original-record', { ttl: rr.ttl, rdata: rr.rdata });
     if (!(await this.origin.hasSite(domain))) {
       throw new FerryError('PLAN_NO_SITE', `origin ${this.origin.id} does not host ${domain}`);
     }
     await this.target.hasSite(domain); // reachability: throws when the target cannot be asked
+    if (this.relay !== this.origin) await this.relay.redirectStats(this.redirectId);
   }
 
-  /** temp-ip: IPt up on the origin, a redirect on it to the origin's own service on IP1. */
+  /** ttl-lowered: the record keeps IP1 with the plan's short TTL; caches drop the old TTL. */
+  private async lowerTtl(): Promise<void> {
+    const old = this.original();
+    const changedAt = await this.ensureRecord(this.plan.originIp, this.plan.timings.ttl);
+    await this.waitUntil('old-ttl', changedAt, old.ttl * 1000);
+  }
+
+  /** temp-ip: IPt up on the origin (or relay host), a redirect on it to the origin's own service on IP1. */
   private async tempIp(): Promise<void> {
-    const { tempIp, ports, domain } = this.plan;
-    await this.step('add-address', () => this.origin.addAddress(tempIp), { address: tempIp });
+    const { tempIp, ports, domain, originIp } = this.plan;
+    await this.step('add-address', () => this.relay.addAddress(tempIp), { address: tempIp, host: this.relay.id });
     await this.step('start-redirect', () =>
-      this.origin.startRedirect(this.redirectId, { address: tempIp, ports, upstream: this.upstreamOrigin, sourceAddress: tempIp }),
+      this.relay.startRedirect(this.redirectId, { address: tempIp, ports, upstream: originIp, sourceAddress: tempIp }),
     );
-    const probe = await this.step('probe-temp-ip', () => this.origin.probe(domain, tempIp, ports[0]!, '/'));
+    const probe = await this.step('probe-temp-ip', () => this.relay.probe(domain, tempIp, ports[0]!, '/'));
     if (probe.status < 200 || probe.status >= 400) {
       throw new FerryError('TEMP_IP_NOT_SERVING', `${domain} answers ${probe.status} on ${tempIp}:${ports[0]}`);
     }
@@ -214,10 +396,9 @@ class MigrationRun {
   /** dns-temp: A → IPt, visible everywhere; then wait out caches and traffic at IP1. */
   private async dnsTemp(): Promise<void> {
     const { domain, tempIp, timings } = this.plan;
-    const before = await this.dns.getRRset(domain, RECORD_TYPE);
-    const oldTtl = before?.ttl ?? timings.ttl;
-    const changedAt = await this.changeRecord(tempIp);
-    await this.waitQuiet('ip1-quiet', changedAt, Math.max(oldTtl, timings.ttl) * 1000, timings.dnsTempCapMs, async () => {
+    const changedAt = await this.ensureRecord(tempIp, timings.ttl);
+    // Caches hold IP1 for at most the plan's TTL: the record had it already, or ttl-lowered waited the old one out.
+    await this.waitQuiet('ip1-quiet', changedAt, timings.ttl * 1000, timings.dnsTempCapMs, async () => {
       const stats = await this.origin.siteStats(domain);
       let lastDirect = 0;
       let direct = 0;
@@ -230,65 +411,92 @@ class MigrationRun {
     });
   }
 
+  /** Copy the site's data between servers, publishing progress. */
+  private async sync(pass: string, from: HostDriver, to: HostDriver): Promise<void> {
+    const { domain } = this.plan;
+    const started = Date.now();
+    this.orch.emit('sync', { id: this.id, phase: this.current, at: started, pass, from: from.id, to: to.id, state: 'started' });
+    const res = await this.step(pass, () => from.syncSite(domain, to), { from: from.id, to: to.id });
+    const ms = Date.now() - started;
+    this.note(`${pass}-done`, { ...res, ms });
+    this.orch.emit('sync', { id: this.id, phase: this.current, at: Date.now(), pass, from: from.id, to: to.id, state: 'done', ...res, ms });
+    this.orch.emit('step', { id: this.id, phase: this.current, step: `${pass}-done`, at: Date.now(), detail: res });
+  }
+
   /** syncing: the target gets the site (read-only) and a bulk copy of its data. */
   private async syncing(): Promise<void> {
     const { domain } = this.plan;
     await this.step('target-add-site', () => this.target.addSite(domain, 'readonly'));
-    const res = await this.step('initial-sync', () => this.origin.syncSite(domain, this.target));
-    this.orch.emit('step', { id: this.plan.id, phase: 'syncing', step: 'initial-sync-done', at: Date.now(), detail: res });
+    await this.sync('initial-sync', this.origin, this.target);
   }
 
-  /** preflight: the target answers like the origin before anything is switched. */
+  /** preflight: the target answers like the origin (parity checks) before anything is switched. */
   private async preflight(): Promise<void> {
     const { domain, originIp, targetIp, ports } = this.plan;
-    const [o, t] = await this.step('parity', () =>
-      Promise.all([this.origin.probe(domain, originIp, ports[0]!, '/'), this.target.probe(domain, targetIp, ports[0]!, '/')]),
-    );
-    if (o.status !== t.status) {
-      throw new FerryError('PREFLIGHT_MISMATCH', `GET / on ${domain}: origin answers ${o.status}, target answers ${t.status}`);
+    const results = await this.step('parity', () => checkParity(domain, { address: originIp }, { address: targetIp }, ports[0]!, this.plan.parity));
+    this.note('parity-results', { results: results.map((r) => ({ check: r.check, ok: r.ok, diff: r.diff, origin: r.origin, target: r.target })) });
+    if (results.some((r) => !r.ok)) {
+      throw new FerryError('PREFLIGHT_MISMATCH', `target ${this.target.id} does not answer like origin ${this.origin.id} for ${domain}:\n${describeParity(results)}`);
     }
+  }
+
+  private async emitHeld(state: 'holding' | 'released'): Promise<void> {
+    const [r, s] = await Promise.all([
+      this.usesRedirect ? this.relay.redirectStats(this.redirectId) : Promise.resolve(undefined),
+      this.origin.siteStats(this.plan.domain).catch(() => undefined),
+    ]);
+    this.orch.emit('held', { id: this.id, phase: this.current, at: Date.now(), redirect: r?.held ?? 0, site: s?.held ?? 0, state });
   }
 
   /**
    * cutover, in one step as seen from clients: hold new connections at IPt and new requests at
    * the origin, let in-flight requests finish, run the final delta sync, make the target the
    * writer, point the origin's site and the redirect at the target, release, then A → IP2.
+   * Resumed after the target became the writer, it never syncs again (that would overwrite
+   * writes the target took): it goes on from the switch.
    */
   private async cutover(): Promise<void> {
-    const { domain, targetIp, timings } = this.plan;
-    await this.step('hold-redirect', () => this.origin.holdRedirect(this.redirectId));
-    await this.step('hold-origin-site', () => this.origin.setSiteMode(domain, 'hold'));
-    const idle = await this.step('wait-origin-idle', () => this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
-    if (!idle) {
-      throw new FerryError(
-        'CUTOVER_DRAIN_TIMEOUT',
-        `requests for ${domain} still in flight on the origin after ${timings.cutoverDrainTimeoutMs} ms`,
-      );
+    const { domain, targetIp, timings, ports } = this.plan;
+    if (!(await this.isSwitched())) {
+      if (this.usesRedirect) await this.step('hold-redirect', () => this.relay.holdRedirect(this.redirectId));
+      await this.step('hold-origin-site', () => this.origin.setSiteMode(domain, 'hold'));
+      const idle = await this.step('wait-origin-idle', () => this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
+      if (!idle) {
+        throw new FerryError('CUTOVER_DRAIN_TIMEOUT', `requests for ${domain} still in flight on the origin after ${timings.cutoverDrainTimeoutMs} ms`);
+      }
+      await this.emitHeld('holding');
+      await this.sync('final-sync', this.origin, this.target);
+      await this.step('target-serve', () => this.target.setSiteMode(domain, 'serve'));
     }
-    const res = await this.step('final-sync', () => this.origin.syncSite(domain, this.target));
-    this.orch.emit('step', { id: this.plan.id, phase: 'cutover', step: 'final-sync-done', at: Date.now(), detail: res });
-    await this.step('target-serve', () => this.target.setSiteMode(domain, 'serve'));
-    this.switched = true;
-    await this.step('origin-proxy', () =>
-      this.origin.setSiteMode(domain, { proxy: { address: targetIp, port: this.plan.ports[0]! } }),
-    );
-    await this.step('redirect-to-target', () => this.origin.setRedirectUpstream(this.redirectId, targetIp));
-    await this.step('release-redirect', () => this.origin.releaseRedirect(this.redirectId));
-    await this.changeRecord(targetIp);
+    await this.step('origin-proxy', () => this.origin.setSiteMode(domain, { proxy: { address: targetIp, port: ports[0]! } }));
+    if (this.usesRedirect) {
+      await this.step('redirect-to-target', () => this.relay.setRedirectUpstream(this.redirectId, targetIp));
+      await this.step('release-redirect', () => this.relay.releaseRedirect(this.redirectId));
+    }
+    await this.emitHeld('released');
+    await this.ensureRecord(targetIp, timings.ttl);
   }
 
-  /** draining: IPt keeps redirecting until caches moved and no connection has come for a while. */
+  /** draining: IPt (or, direct, the origin's proxy) keeps redirecting until caches moved and traffic stopped. */
   private async draining(): Promise<void> {
-    const { timings } = this.plan;
-    const changed = this.orch.journal
-      .entries(this.plan.id)
-      .filter((e) => e.step === 'dns-change' && e.detail?.address === this.plan.targetIp)
-      .pop();
-    const since = changed?.at ?? Date.now();
+    const { timings, domain, targetIp } = this.plan;
+    const since = this.lastChangeAt(targetIp) ?? Date.now();
+    if (!this.usesRedirect) {
+      await this.waitQuiet('ip1-proxy-quiet', since, timings.ttl * 1000, timings.drainCapMs, async () => {
+        const s = await this.origin.siteStats(domain);
+        return { lastActivityAt: s.lastRequestAt ?? 0, busy: s.inFlight > 0, observed: { requests: s.requests, inFlight: s.inFlight } };
+      });
+      return;
+    }
+    await this.waitQuiet('ipt-quiet', since, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
+  }
+
+  /** Samples the redirect at IPt: activity is a new connection or bytes moving. */
+  private redirectSampler(): () => Promise<QuietSample> {
     let lastBytes = -1;
-    let lastBytesChangeAt = since;
-    await this.waitQuiet('ipt-quiet', since, timings.ttl * 1000, timings.drainCapMs, async () => {
-      const s = await this.origin.redirectStats(this.redirectId);
+    let lastBytesChangeAt = 0;
+    return async () => {
+      const s: RedirectStats | undefined = await this.relay.redirectStats(this.redirectId);
       if (!s) return { lastActivityAt: 0, busy: false, observed: { redirect: 'absent' } };
       const bytes = s.bytesToUpstream + s.bytesToClient;
       if (bytes !== lastBytes) {
@@ -298,67 +506,95 @@ class MigrationRun {
       return {
         lastActivityAt: Math.max(s.lastConnectionAt ?? 0, lastBytesChangeAt),
         busy: s.activeConnections > 0,
-        observed: { activeConnections: s.activeConnections, totalConnections: s.totalConnections, bytes },
+        observed: { activeConnections: s.activeConnections, totalConnections: s.totalConnections, bytes, held: s.held },
       };
-    });
+    };
   }
 
-  /** completed: redirect and IPt gone, the origin no longer serves the domain. */
+  /** completed: redirect and IPt gone, the origin no longer serves the domain, the TTL is back. */
   private async complete(): Promise<void> {
-    const { domain, tempIp } = this.plan;
-    await this.step('stop-redirect', () => this.origin.stopRedirect(this.redirectId));
-    await this.step('remove-address', () => this.origin.removeAddress(tempIp), { address: tempIp });
+    const { domain, tempIp, targetIp } = this.plan;
+    if (this.usesRedirect) {
+      await this.step('stop-redirect', () => this.relay.stopRedirect(this.redirectId));
+      await this.step('remove-address', () => this.relay.removeAddress(tempIp), { address: tempIp, host: this.relay.id });
+    }
     await this.step('origin-remove-site', () => this.origin.removeSite(domain));
+    const old = this.original();
+    if (old.ttl !== this.plan.timings.ttl) await this.ensureRecord(targetIp, old.ttl);
   }
 
-  /** Change the A record, then wait until every authoritative server shows it (invariant 5). */
-  private async changeRecord(address: string): Promise<number> {
+  /** When the record was last changed to `address` (from the journal). */
+  private lastChangeAt(address: string): number | undefined {
+    return this.entries()
+      .filter((e) => e.step === 'dns-change' && e.detail?.address === address)
+      .pop()?.at;
+  }
+
+  /**
+   * Make the record `[address]` with `ttl` unless it is that already (a resumed run), then wait
+   * until every authoritative server shows it (invariant 5). Returns when the change was made.
+   */
+  private async ensureRecord(address: string, ttl: number): Promise<number> {
+    const { domain } = this.plan;
+    const cur = await this.dns.getRRset(domain, RECORD_TYPE);
+    let serial: number | null = null;
+    let changedAt: number;
+    if (cur && cur.ttl === ttl && cur.rdata.length === 1 && cur.rdata[0] === address) {
+      changedAt = this.entries()
+        .filter((e) => e.step === 'dns-change' && e.detail?.address === address && e.detail?.ttl === ttl)
+        .pop()?.at ?? Date.now();
+    } else {
+      changedAt = Date.now();
+      ({ serial } = await this.step('dns-change', () => this.dns.replaceRRset(domain, RECORD_TYPE, ttl, [address]), { address, ttl }));
+    }
+    await this.propagated(address, serial);
+    return changedAt;
+  }
+
+  /** Wait until every authoritative server answers `[address]` (with at least `serial` when known). */
+  private async propagated(address: string, serial: number | null): Promise<void> {
     const { domain, timings } = this.plan;
-    const { serial } = await this.step('dns-change', () => this.dns.replaceRRset(domain, RECORD_TYPE, timings.ttl, [address]), {
-      address,
-    });
     const start = Date.now();
     const deadline = start + Math.max(10_000, timings.dnsTempCapMs);
     for (;;) {
       const seen = await this.dns.observe(domain, RECORD_TYPE);
-      const behind = seen.filter((s) => s.serial === null || s.serial < serial || !(s.rdata.length === 1 && s.rdata[0] === address));
-      this.orch.emit('wait', {
-        id: this.plan.id,
-        phase: this.current,
-        what: 'dns-propagation',
-        at: Date.now(),
-        elapsedMs: Date.now() - start,
-        remainingMs: deadline - Date.now(),
-        observed: { serial, servers: seen },
-      });
+      const behind = seen.filter(
+        (s) => (serial !== null && (s.serial === null || s.serial < serial)) || !(s.rdata.length === 1 && s.rdata[0] === address),
+      );
+      const now = Date.now();
+      this.orch.emit('dns', { id: this.id, phase: this.current, at: now, name: domain, expect: [address], serial, servers: seen });
+      this.orch.emit('wait', { id: this.id, phase: this.current, what: 'dns-propagation', at: now, elapsedMs: now - start, remainingMs: deadline - now, observed: { serial, servers: seen } });
       if (behind.length === 0) break;
-      if (Date.now() > deadline) {
-        throw new FerryError(
-          'DNS_NOT_PROPAGATED',
-          `${behind.map((b) => b.server).join(', ')} still do not show ${domain} ${RECORD_TYPE} ${address} (serial ${serial})`,
-        );
+      if (now > deadline) {
+        throw new FerryError('DNS_NOT_PROPAGATED', `${behind.map((b) => b.server).join(', ')} still do not show ${domain} ${RECORD_TYPE} ${address}${serial !== null ? ` (serial ${serial})` : ''}`);
       }
       await sleep(timings.pollMs, this.signal);
     }
-    this.orch.journal.append({ migrationId: this.plan.id, at: Date.now(), phase: this.current, kind: 'note', step: 'dns-propagated', detail: { address, serial } });
-    return start;
+    this.note('dns-propagated', { address, serial });
+  }
+
+  /** Wait until `ms` has passed since `since` (a TTL), publishing progress. */
+  private async waitUntil(what: string, since: number, ms: number): Promise<void> {
+    for (;;) {
+      const now = Date.now();
+      const remainingMs = since + ms - now;
+      this.orch.emit('wait', { id: this.id, phase: this.current, what, at: now, elapsedMs: now - since, remainingMs: Math.max(0, remainingMs), observed: {} });
+      if (remainingMs <= 0) break;
+      await sleep(Math.min(remainingMs, Math.max(this.plan.timings.pollMs, 500)), this.signal);
+    }
+    this.note(`${what}-passed`, { waitedMs: Date.now() - since });
   }
 
   /**
    * Wait until `minMs` has passed since `since` and traffic has been quiet for the quiet window,
    * but no longer than `capMs` after `minMs`. What was observed is journaled.
    */
-  private async waitQuiet(
-    what: string,
-    since: number,
-    minMs: number,
-    capMs: number,
-    sample: () => Promise<{ lastActivityAt: number; busy: boolean; observed: Record<string, unknown> }>,
-  ): Promise<void> {
+  private async waitQuiet(what: string, since: number, minMs: number, capMs: number, sample: () => Promise<QuietSample>): Promise<void> {
     const { quietWindowMs, pollMs } = this.plan.timings;
     const capAt = since + minMs + capMs;
     let observed: Record<string, unknown> = {};
     let reason = 'cap';
+    let lastTraffic = 0;
     for (;;) {
       const now = Date.now();
       const s = await sample();
@@ -367,7 +603,11 @@ class MigrationRun {
       const quiet = !s.busy && now - quietSince >= quietWindowMs;
       const done = now - since >= minMs && quiet;
       const remainingMs = Math.max(0, Math.max(since + minMs, quietSince + quietWindowMs) - now);
-      this.orch.emit('wait', { id: this.plan.id, phase: this.current, what, at: now, elapsedMs: now - since, remainingMs, observed });
+      this.orch.emit('wait', { id: this.id, phase: this.current, what, at: now, elapsedMs: now - since, remainingMs, observed });
+      if (now - lastTraffic >= 1000) {
+        lastTraffic = now;
+        this.orch.emit('traffic', { id: this.id, phase: this.current, at: now, what, observed });
+      }
       if (done) {
         reason = 'quiet';
         break;
@@ -375,52 +615,84 @@ class MigrationRun {
       if (now >= capAt) break;
       await sleep(pollMs, this.signal);
     }
-    this.orch.journal.append({
-      migrationId: this.plan.id,
-      at: Date.now(),
-      phase: this.current,
-      kind: 'note',
-      step: `${what}-${reason}`,
-      detail: { ...observed, waitedMs: Date.now() - since },
-    });
+    this.note(`${what}-${reason}`, { ...observed, waitedMs: Date.now() - since });
   }
 
-  /** Undo a migration that never switched: every step in reverse, ending `rolled-back`. */
-  async rollBack(): Promise<void> {
+  /** Undo: a reverse migration once the target has written, else every step in reverse. */
+  async undo(): Promise<void> {
+    const reversing = this.entries().some((e) => e.kind === 'step' && e.step?.startsWith('reverse-'));
+    if (reversing || (await this.isSwitched())) await this.reverse();
+    else await this.undoSteps();
+  }
+
+  /** Undo a migration that never switched: every step in reverse; DNS, addresses, redirect and vhosts as before. */
+  private async undoSteps(): Promise<void> {
     const { domain, originIp, tempIp, timings } = this.plan;
-    await this.enter('rolled-back');
-    const undo: Array<[string, () => Promise<unknown>]> = [
-      ['release-redirect', () => this.origin.releaseRedirect(this.redirectId)],
-      ['origin-serve', async () => (await this.origin.hasSite(domain)) && this.origin.setSiteMode(domain, 'serve')],
-      ['dns-restore', () => this.dns.replaceRRset(domain, RECORD_TYPE, timings.ttl, [originIp])],
-      ['target-remove-site', () => this.target.removeSite(domain)],
-      ['stop-redirect', () => this.origin.stopRedirect(this.redirectId)],
-      ['remove-address', () => this.origin.removeAddress(tempIp)],
-    ];
-    // The redirect must outlive the record that points at IPt: caches may still send clients there.
-    // It keeps forwarding to the origin until its quiet window, so stop it only after DNS is back.
-    for (const [name, fn] of undo) {
-      try {
-        if (name === 'stop-redirect') await this.waitRedirectQuiet();
-        await this.step(`undo-${name}`, fn);
-      } catch (err) {
-        this.orch.journal.append({ migrationId: this.plan.id, at: Date.now(), phase: 'rolled-back', kind: 'error', step: name, detail: { message: errorMessage(err) } });
+    const old = this.original();
+    if (this.usesRedirect) await this.step('undo-release-redirect', () => this.relay.releaseRedirect(this.redirectId));
+    const originMode = await this.modeOf(this.origin);
+    if (originMode !== null && originMode !== 'serve') await this.step('undo-origin-serve', () => this.origin.setSiteMode(domain, 'serve'));
+    const restoredAt = await this.ensureRecord(originIp, old.ttl);
+    if (await this.target.hasSite(domain)) await this.step('undo-target-remove-site', () => this.target.removeSite(domain));
+    if (this.usesRedirect) {
+      // The redirect must outlive the record that pointed at IPt: caches may still send clients
+      // there. It forwards to the origin until its quiet window, so it stops only after DNS is back.
+      if (await this.relay.redirectStats(this.redirectId)) {
+        await this.waitQuiet('rollback-ipt-quiet', restoredAt, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
       }
+      await this.step('undo-stop-redirect', () => this.relay.stopRedirect(this.redirectId));
+      await this.step('undo-remove-address', () => this.relay.removeAddress(tempIp), { address: tempIp, host: this.relay.id });
     }
   }
 
-  private async waitRedirectQuiet(): Promise<void> {
-    const stats = await this.origin.redirectStats(this.redirectId);
-    if (!stats) return;
-    const { timings } = this.plan;
-    const since = Date.now();
-    await this.waitQuiet('rollback-ipt-quiet', since, timings.ttl * 1000, timings.drainCapMs, async () => {
-      const s = await this.origin.redirectStats(this.redirectId);
+  /**
+   * Undo after the switch: a reverse migration. The origin gets the target's data back (bulk,
+   * then a final delta while the target holds), becomes the writer again, and the target proxies
+   * what still reaches it to the origin until its traffic is quiet; then IPt and the target's
+   * vhost go. Resumed past `reverse-origin-serve` (or finding the origin serving), it never syncs again.
+   */
+  private async reverse(): Promise<void> {
+    const { domain, originIp, tempIp, ports, timings } = this.plan;
+    const old = this.original();
+    const hasRedirect = this.usesRedirect && (await this.relay.redirectStats(this.redirectId)) !== undefined;
+    const originMode = await this.modeOf(this.origin);
+    const back = this.journaled('reverse-origin-serve') || originMode === 'serve';
+    if (!back) {
+      if (originMode === null || !(await this.origin.hasSite(domain))) {
+        await this.step('reverse-origin-add-site', () => this.origin.addSite(domain, 'readonly'));
+      }
+      await this.sync('reverse-initial-sync', this.target, this.origin);
+      if (hasRedirect) await this.step('reverse-hold-redirect', () => this.relay.holdRedirect(this.redirectId));
+      await this.step('reverse-hold-target', () => this.target.setSiteMode(domain, 'hold'));
+      const idle = await this.step('reverse-wait-target-idle', () => this.target.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
+      if (!idle) throw new FerryError('CUTOVER_DRAIN_TIMEOUT', `requests for ${domain} still in flight on the target after ${timings.cutoverDrainTimeoutMs} ms`);
+      await this.sync('reverse-final-sync', this.target, this.origin);
+      await this.step('reverse-origin-serve', () => this.origin.setSiteMode(domain, 'serve'));
+    }
+    if (await this.target.hasSite(domain)) {
+      await this.step('reverse-target-proxy', () => this.target.setSiteMode(domain, { proxy: { address: originIp, port: ports[0]! } }));
+    }
+    if (hasRedirect) {
+      await this.step('reverse-redirect-to-origin', () => this.relay.setRedirectUpstream(this.redirectId, originIp));
+      await this.step('reverse-release-redirect', () => this.relay.releaseRedirect(this.redirectId));
+    }
+    const before = await this.dns.getRRset(domain, RECORD_TYPE);
+    const changedAt = await this.ensureRecord(originIp, old.ttl);
+    const cacheMs = Math.max(before?.ttl ?? 0, timings.ttl) * 1000;
+    const redirectSample = hasRedirect ? this.redirectSampler() : undefined;
+    await this.waitQuiet('reverse-ip2-quiet', changedAt, cacheMs, timings.drainCapMs, async () => {
+      const t = (await this.target.hasSite(domain)) ? await this.target.siteStats(domain) : undefined;
+      const r = redirectSample ? await redirectSample() : undefined;
       return {
-        lastActivityAt: s?.lastConnectionAt ?? 0,
-        busy: (s?.activeConnections ?? 0) > 0,
-        observed: { activeConnections: s?.activeConnections ?? 0 },
+        lastActivityAt: Math.max(t?.lastRequestAt ?? 0, r?.lastActivityAt ?? 0),
+        busy: (t?.inFlight ?? 0) > 0 || (r?.busy ?? false),
+        observed: { targetRequests: t?.requests ?? 0, targetInFlight: t?.inFlight ?? 0, ...(r ? { redirect: r.observed } : {}) },
       };
     });
+    if (this.usesRedirect) {
+      await this.step('reverse-stop-redirect', () => this.relay.stopRedirect(this.redirectId));
+      await this.step('reverse-remove-address', () => this.relay.removeAddress(tempIp), { address: tempIp, host: this.relay.id });
+    }
+    await this.step('reverse-target-remove-site', () => this.target.removeSite(domain));
   }
 }

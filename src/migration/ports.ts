@@ -51,4 +51,11 @@ export interface HostDriver {
   syncSite(domain: string, to: HostDriver): Promise<{ files: number; bytes: number }>;
   /** GET a path of the site on one of this server's addresses (preflight parity). */
   probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }>;
+  /**
+   * The site's mode now, or null when the server does not host it. Optional for older agents;
+   * without it a resumed migration relies on its journal alone to know whether it had switched.
+   */
+  siteMode?(domain: string): Promise<SiteMode | null>;
+  /** Addresses brought up through `addAddress` and still up (optional; used to record real state). */
+  listAddresses?(): Promise<string[]>;
 }

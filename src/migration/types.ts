@@ -3,9 +3,14 @@
  * keeps. See ../../../shared/design/system.md ("The migration, phase by phase").
  */
 
-/** Phases in the order a successful migration passes them (issue 2's order: sync after dns-temp). */
+/**
+ * Phases in the order a successful migration passes them (issue 2's order: sync after dns-temp).
+ * `ttl-lowered` is entered only when the record's TTL is above the plan's; `temp-ip` and
+ * `dns-temp` are skipped in `direct` mode.
+ */
 export const PHASES = [
   'planned',
+  'ttl-lowered',
   'temp-ip',
   'dns-temp',
   'syncing',
@@ -15,7 +20,16 @@ export const PHASES = [
   'completed',
 ] as const;
 
-export type Phase = (typeof PHASES)[number] | 'failed' | 'rolled-back';
+export type ForwardPhase = (typeof PHASES)[number];
+
+/**
+ * `rolling-back` is the undo in progress (resumable); `rolled-back` and `failed` are terminal
+ * (a `failed` migration can still be rolled back or resumed on request).
+ */
+export type Phase = ForwardPhase | 'failed' | 'rolling-back' | 'rolled-back';
+
+/** Phases a migration stays in for good unless an operator acts. */
+export const TERMINAL_PHASES: ReadonlySet<Phase> = new Set<Phase>(['completed', 'failed', 'rolled-back']);
 
 /** Timing knobs of one migration; all in milliseconds except TTLs (seconds, as DNS has them). */
 export interface MigrationTimings {
@@ -42,6 +56,40 @@ export const DEFAULT_TIMINGS: MigrationTimings = {
   pollMs: 200,
 };
 
+/**
+ * How the domain's traffic is carried during the migration:
+ * - `temp-ip`: the patent's procedure, through a temporary IP on the origin;
+ * - `relay-host`: the same, but the temporary IP and its redirect live on `plan.relayHost`;
+ * - `direct`: the domain has a dedicated IP already (`originIp`), which is redirected itself.
+ */
+export type MigrationMode = 'temp-ip' | 'relay-host' | 'direct';
+
+/** One HTTP parity check: GET `path` with the site's Host on origin and target. */
+export interface HttpCheck {
+  path: string;
+  /** Compare the body's SHA-256 as well as the status. Default true. */
+  body?: boolean;
+  /** Port (default the site's first port) and scheme (default http). */
+  port?: number;
+  tls?: boolean;
+}
+
+/** What "the target answers like the origin" means for a site (preflight parity). */
+export interface ParityChecks {
+  /** Default: GET /healthz (status and body) and GET /orders (status). */
+  http?: HttpCheck[];
+  /** Ports whose TLS certificate names (CN and subjectAltName, with SNI = the domain) must match. */
+  tlsPorts?: number[];
+  /** Ports whose first line (the service banner) must match, after removing `bannerIgnore`. */
+  bannerPorts?: number[];
+  /** A regular expression removed from banners before comparing (e.g. a host name or a date). */
+  bannerIgnore?: string;
+}
+
+export const DEFAULT_PARITY: Required<Pick<ParityChecks, 'http'>> = {
+  http: [{ path: '/healthz' }, { path: '/orders', body: false }],
+};
+
 /** What an operator asks for: move `domain` from `origin` to `target` through `tempIp`. */
 export interface MigrationPlan {
   id: string;
@@ -53,11 +101,17 @@ export interface MigrationPlan {
   originIp: string;
   /** The target's address the domain will point at (IP2). */
   targetIp: string;
-  /** The temporary address used by this domain alone (IPt). */
+  /** The temporary address used by this domain alone (IPt); in `direct` mode, `originIp` itself. */
   tempIp: string;
   /** Service ports carried through the temporary IP (the site's HTTP port at least). */
   ports: number[];
   timings: MigrationTimings;
+  /** Default `temp-ip`. */
+  mode?: MigrationMode;
+  /** Host id carrying IPt and its redirect in `relay-host` mode. */
+  relayHost?: string;
+  /** Preflight parity checks; default `DEFAULT_PARITY`. */
+  parity?: ParityChecks;
 }
 
 /** One journal entry: written before the side effects it announces run. */

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { LocalHost, LoopbackAddresses } from '../agent/index.js';
 import { FerryError } from '../common/errors.js';
 import { DnsServer, dnsQuery, parseZone } from '../dns/index.js';
-import { SiteServer } from '../host/index.js';
+import { SiteServer, normalizeDomain } from '../host/index.js';
 import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
 import { Controller } from '../controller/index.js';
 import { EmbeddedDnsProvider, Journal, type MigrationRecord, type Orchestrator } from '../migration/index.js';
@@ -49,6 +49,10 @@ export interface SandboxOptions {
   cooldownMs: number;
   /** Where sites keep their data and the journal lives; default a new temporary folder. */
   dataDir?: string;
+  /** The origin's temporary IP pool (batch evacuation); default `[tempIp]`. */
+  tempIpPool?: string[];
+  /** TTL of the sites' A records before the migration; default `ttl` (above it, the migration lowers it first). */
+  recordTtl?: number;
 }
 
 export const DEFAULT_SANDBOX: SandboxOptions = {
@@ -153,7 +157,7 @@ export class Sandbox {
       this.controller = new Controller({
         dns: new EmbeddedDnsProvider({ server: this.dns }),
         servers: [
-          { id: 'origin', driver: this.origin, sharedIps: [o.originIp], tempIpPool: [o.tempIp] },
+          { id: 'origin', driver: this.origin, sharedIps: [o.originIp], tempIpPool: o.tempIpPool ?? [o.tempIp] },
           { id: 'target', driver: this.target, sharedIps: [o.targetIp], tempIpPool: [] },
         ],
         sites: o.sites.map((domain) => ({ domain, server: 'origin', ports: [this.originSites.port] })),
@@ -185,7 +189,7 @@ export class Sandbox {
       `@ IN SOA ns1 hostmaster 1 3600 600 86400 60`,
       `@ IN NS ns1`,
       `ns1 IN A ${o.dnsAddress}`,
-      ...o.sites.map((s) => `${s} ${o.ttl} IN A ${o.originIp}`),
+      ...o.sites.map((s) => `${s} ${o.recordTtl ?? o.ttl} IN A ${o.originIp}`),
     ];
     return lines.join('\n') + '\n';
   }
@@ -241,8 +245,9 @@ export class Sandbox {
   }
 
   /** Tally what happened: requests, writes on each side, DNS answers (issue 2's summary). */
-  async summarize(rec: MigrationRecord): Promise<DemoSummary> {
-    const domain = this.migratedDomain;
+  async summarize(rec: MigrationRecord, journal: Journal = this.orchestrator.journal): Promise<DemoSummary> {
+    const plain = normalizeDomain(rec.plan.domain);
+    const domain = this.opts.sites.find((x) => normalizeDomain(x) === plain) ?? rec.plan.domain;
     const results = this.load.results();
     const mine = results.filter((r) => r.domain === domain);
     const others = results.filter((r) => r.domain !== domain);
@@ -259,7 +264,7 @@ export class Sandbox {
       else onTarget++;
       if (n > 1) duplicated += n - 1;
     }
-    const cutoverAt = this.orchestrator.journal.entries(rec.plan.id).find((e) => e.step === 'target-serve')?.at ?? Infinity;
+    const cutoverAt = journal.entries(rec.plan.id).find((e) => e.step === 'target-serve')?.at ?? Infinity;
     const originOrders = await this.originSites.readOrders(domain);
     const onOriginAfterCutover = originOrders.filter((x) => x.server === 'origin' && Date.parse(x.at) >= cutoverAt).length;
     const fail = (r: RequestResult) => !r.ok;

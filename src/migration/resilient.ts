@@ -1,0 +1,179 @@
+/**
+ * Timeouts and retries with backoff around every call the orchestrator makes to agents and DNS.
+ * Every port operation is idempotent (see ports.ts), so a call that timed out or failed can be
+ * repeated safely; a call that keeps failing surfaces as `AGENT_UNAVAILABLE` / `DNS_UNAVAILABLE`
+ * with the last cause, and the migration stops with that reason.
+ */
+import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
+import { sleep } from '../common/time.js';
+import type { SiteMode, SiteStats } from '../host/index.js';
+import type { DnsProvider, HostDriver, RedirectStats } from './ports.js';
+
+/** How calls are retried. Defaults beside each field. */
+export interface RetryPolicy {
+  /** Attempts in all, the first included. Default 4. */
+  attempts: number;
+  /** Delay before the second attempt; doubles each time, with ±25 % jitter. Default 250 ms. */
+  baseDelayMs: number;
+  /** Longest delay between attempts. Default 4000 ms. */
+  maxDelayMs: number;
+  /** Time allowed to one attempt of an ordinary call. Default 10 000 ms. */
+  callTimeoutMs: number;
+  /** Time allowed to one attempt of a data sync. Default 300 000 ms. */
+  syncTimeoutMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = {
+  attempts: 4,
+  baseDelayMs: 250,
+  maxDelayMs: 4000,
+  callTimeoutMs: 10_000,
+  syncTimeoutMs: 300_000,
+};
+
+/** Errors that repeating the call cannot fix (a bad request, not a flaky peer). */
+const PERMANENT = new Set(['REDIRECT_NOT_FOUND', 'SITE_NOT_FOUND', 'SITE_DOMAIN_INVALID', 'ADDRESS_INVALID', 'ADDRESS_NOT_LOOPBACK', 'SYNC_UNSUPPORTED']);
+
+/** Run `fn` with a per-attempt timeout, retrying transient failures with exponential backoff. */
+export async function withRetry<T>(
+  what: string,
+  fn: () => Promise<T>,
+  policy: RetryPolicy,
+  opts: { timeoutMs?: number; code?: string; onRetry?: (attempt: number, err: unknown) => void } = {},
+): Promise<T> {
+  const timeoutMs = opts.timeoutMs ?? policy.callTimeoutMs;
+  let last: unknown;
+  for (let attempt = 1; attempt <= policy.attempts; attempt++) {
+    try {
+      return await withTimeout(what, fn(), timeoutMs);
+    } catch (err) {
+      last = err;
+      if (isFerryError(err) && PERMANENT.has(err.code)) throw err;
+      if (attempt === policy.attempts) break;
+      opts.onRetry?.(attempt, err);
+      const base = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
+      await sleep(Math.round(base * (0.75 + Math.random() * 0.5)));
+    }
+  }
+  throw new FerryError(opts.code ?? 'CALL_FAILED', `${what} failed ${policy.attempts} times: ${errorMessage(last)}`, { cause: last });
+}
+
+function withTimeout<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new FerryError('CALL_TIMEOUT', `${what} took longer than ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** A HostDriver whose every call has a timeout and retries; `inner` is the wrapped driver. */
+export class ResilientHost implements HostDriver {
+  readonly id: string;
+  readonly siteMode?: (domain: string) => Promise<SiteMode | null>;
+  readonly listAddresses?: () => Promise<string[]>;
+
+  constructor(
+    readonly inner: HostDriver,
+    private readonly policy: RetryPolicy = DEFAULT_RETRY,
+    private readonly onRetry?: (what: string, attempt: number, err: unknown) => void,
+  ) {
+    this.id = inner.id;
+    if (inner.siteMode) {
+      const f = inner.siteMode.bind(inner);
+      this.siteMode = (domain) => this.call(`siteMode(${domain})`, () => f(domain));
+    }
+    if (inner.listAddresses) {
+      const f = inner.listAddresses.bind(inner);
+      this.listAddresses = () => this.call('listAddresses()', f);
+    }
+  }
+
+  private call<T>(what: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+    const label = `host ${this.id}: ${what}`;
+    return withRetry(label, fn, this.policy, {
+      code: 'AGENT_UNAVAILABLE',
+      ...(timeoutMs ? { timeoutMs } : {}),
+      ...(this.onRetry ? { onRetry: (a: number, e: unknown) => this.onRetry?.(label, a, e) } : {}),
+    });
+  }
+
+  addAddress(address: string): Promise<void> {
+    return this.call(`addAddress(${address})`, () => this.inner.addAddress(address));
+  }
+  removeAddress(address: string): Promise<void> {
+    return this.call(`removeAddress(${address})`, () => this.inner.removeAddress(address));
+  }
+  startRedirect(id: string, spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string }): Promise<void> {
+    return this.call(`startRedirect(${id})`, () => this.inner.startRedirect(id, spec));
+  }
+  setRedirectUpstream(id: string, upstream: string): Promise<void> {
+    return this.call(`setRedirectUpstream(${id}, ${upstream})`, () => this.inner.setRedirectUpstream(id, upstream));
+  }
+  holdRedirect(id: string): Promise<void> {
+    return this.call(`holdRedirect(${id})`, () => this.inner.holdRedirect(id));
+  }
+  releaseRedirect(id: string): Promise<void> {
+    return this.call(`releaseRedirect(${id})`, () => this.inner.releaseRedirect(id));
+  }
+  redirectStats(id: string): Promise<RedirectStats | undefined> {
+    return this.call(`redirectStats(${id})`, () => this.inner.redirectStats(id));
+  }
+  stopRedirect(id: string): Promise<void> {
+    return this.call(`stopRedirect(${id})`, () => this.inner.stopRedirect(id));
+  }
+  addSite(domain: string, mode: SiteMode): Promise<void> {
+    return this.call(`addSite(${domain})`, () => this.inner.addSite(domain, mode));
+  }
+  removeSite(domain: string): Promise<void> {
+    return this.call(`removeSite(${domain})`, () => this.inner.removeSite(domain));
+  }
+  hasSite(domain: string): Promise<boolean> {
+    return this.call(`hasSite(${domain})`, () => this.inner.hasSite(domain));
+  }
+  setSiteMode(domain: string, mode: SiteMode): Promise<void> {
+    return this.call(`setSiteMode(${domain})`, () => this.inner.setSiteMode(domain, mode));
+  }
+  siteStats(domain: string): Promise<SiteStats> {
+    return this.call(`siteStats(${domain})`, () => this.inner.siteStats(domain));
+  }
+  waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean> {
+    return this.call(`waitSiteIdle(${domain})`, () => this.inner.waitSiteIdle(domain, timeoutMs), timeoutMs + this.policy.callTimeoutMs);
+  }
+  syncSite(domain: string, to: HostDriver): Promise<{ files: number; bytes: number }> {
+    const dest = to instanceof ResilientHost ? to.inner : to;
+    return this.call(`syncSite(${domain} → ${to.id})`, () => this.inner.syncSite(domain, dest), this.policy.syncTimeoutMs);
+  }
+  probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }> {
+    return this.call(`probe(${domain} ${address}:${port}${path})`, () => this.inner.probe(domain, address, port, path));
+  }
+}
+
+/** A DnsProvider whose every call has a timeout and retries. */
+export class ResilientDns implements DnsProvider {
+  constructor(
+    readonly inner: DnsProvider,
+    private readonly policy: RetryPolicy = DEFAULT_RETRY,
+  ) {}
+
+  private call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return withRetry(`dns: ${what}`, fn, this.policy, { code: 'DNS_UNAVAILABLE' });
+  }
+
+  getRRset(name: string, type: string): Promise<{ ttl: number; rdata: string[] } | undefined> {
+    return this.call(`getRRset(${name} ${type})`, () => this.inner.getRRset(name, type));
+  }
+  replaceRRset(name: string, type: string, ttl: number, rdata: string[]): Promise<{ serial: number }> {
+    return this.call(`replaceRRset(${name} ${type} ${ttl} ${rdata.join(',')})`, () => this.inner.replaceRRset(name, type, ttl, rdata));
+  }
+  observe(name: string, type: string): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>> {
+    return this.call(`observe(${name} ${type})`, () => this.inner.observe(name, type));
+  }
+}
