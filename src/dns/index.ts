@@ -12,7 +12,7 @@ export {
   type DnsAnswerRecord,
 } from './client.js';
 export { ZoneStore, nextSerial, serialGreater, type RRsetChange } from './zone/store.js';
-export { Zone, type RRset, type ZoneNode } from './zone/zone.js';
+export { Zone, RRsetsByType, type RRset, type ZoneNode } from './zone/zone.js';
 export { parseZone, loadZoneFile, type ParseZoneOptions } from './zone/parser.js';
 export { exportZone } from './zone/export.js';
 export { QueryEngine, type QueryEngineOptions } from './query/engine.js';

@@ -112,11 +112,19 @@ export function labelsToText(labels: readonly Uint8Array[]): string {
   return s;
 }
 
+// Labels of 1-63 letters, digits, '-', '_' or '*', dot-separated, optionally absolute.
+const PLAIN = /^(?:[A-Za-z0-9_*-]{1,63}\.)*[A-Za-z0-9_*-]{1,63}\.?$/;
+
 /**
  * Parses presentation text to a canonical absolute name; relative names are completed with
  * `origin` (default: the root, so `example` means `example.`).
  */
 export function parseName(text: string, origin = '.'): string {
+  // Fast path: plain host-like names are already canonical.
+  if (PLAIN.test(text) && text.length <= 254) {
+    const full = text.endsWith('.') ? text : origin === '.' ? text + '.' : `${text}.${origin}`;
+    if (full.length <= 254 && (origin === '.' || text.endsWith('.') || PLAIN.test(origin))) return full;
+  }
   const o = origin === '.' ? [] : textToLabels(origin);
   return labelsToText(textToLabels(text, o));
 }

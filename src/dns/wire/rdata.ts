@@ -334,7 +334,7 @@ export function parseRdata(type: number, tokens: readonly Token[], origin = '.')
   }
   if (i < tokens.length)
     throw badText(`unexpected ${JSON.stringify(tokens[i]!.text)} after ${typeName(type)} rdata`);
-  return out;
+  return out.slice(); // an exact-size copy: zones keep millions of these
 }
 
 function charString(text: string): Uint8Array {

@@ -35,26 +35,27 @@ class Syntax extends FerryError {
   }
 }
 
-/** Splits master-file text into entries: comments dropped, parentheses joined, quotes kept. */
-function scan(text: string, file: string): Entry[] {
-  const entries: Entry[] = [];
+/**
+ * Splits master-file text into entries, one at a time (a big zone is never all tokens at once):
+ * comments dropped, parentheses joined, quotes kept.
+ */
+function* scan(text: string, file: string): Generator<Entry> {
   let line = 1;
   let depth = 0;
   let parenLine = 0;
   let cur: Entry | undefined;
   let atLineStart = true;
   let i = 0;
-  const flush = () => {
-    if (cur && cur.tokens.length > 0) entries.push(cur);
-    cur = undefined;
-  };
   while (i < text.length) {
     const c = text[i]!;
     if (c === '\n') {
       line++;
       i++;
       atLineStart = true;
-      if (depth === 0) flush();
+      if (depth === 0) {
+        if (cur && cur.tokens.length > 0) yield cur;
+        cur = undefined;
+      }
       continue;
     }
     if (atLineStart && depth === 0) {
@@ -115,8 +116,7 @@ function scan(text: string, file: string): Entry[] {
   }
   if (depth > 0)
     throw new Syntax(file, parenLine, 'unbalanced "(": no closing ")" before the end of the file');
-  flush();
-  return entries;
+  if (cur && cur.tokens.length > 0) yield cur;
 }
 
 /** A record read from a file, before it joins the zone. */
@@ -135,7 +135,10 @@ interface State {
   lastTtl: number | undefined; // last explicit TTL (RFC 1035 §5.1)
   lastOwner: string | undefined;
   defaultTtl: number;
-  records: ParsedRecord[];
+  /** The zone being filled, once its apex is known. */
+  zone: Zone | undefined;
+  /** Records read before the apex was known. */
+  pending: ParsedRecord[];
   readInclude: ((path: string) => string) | undefined;
   depth: number;
 }
@@ -236,36 +239,39 @@ function record(e: Entry, file: string, st: State, fail: (m: string) => never): 
   if (ttl !== undefined) st.lastTtl = ttl;
   const data = parseRdata(type!, toks.slice(i), st.origin ?? '.');
   st.lastOwner = owner;
-  st.records.push({
+  const r: ParsedRecord = {
     name: owner,
     type: type!,
     ttl: ttl ?? st.ttl ?? st.lastTtl ?? st.defaultTtl,
     data,
     file,
     line: e.line,
-  });
+  };
+  // Records go straight into the zone once its apex is known (from the options or the SOA).
+  if (!st.zone && r.type === RRType.SOA) {
+    st.zone = new Zone(owner);
+    for (const p of st.pending.splice(0)) addTo(st.zone, p);
+  }
+  if (st.zone) addTo(st.zone, r);
+  else st.pending.push(r);
 }
 
-function build(st: State, opts: ParseZoneOptions, file: string): Zone {
-  let origin = opts.origin;
-  if (!origin) {
-    const soa = st.records.find((r) => r.type === RRType.SOA);
-    if (!soa) throw new Syntax(file, 1, 'zone has no SOA record (and no origin was given)');
-    origin = soa.name;
+function addTo(zone: Zone, r: ParsedRecord): void {
+  try {
+    zone.addRecord(r.name, r.type, r.ttl, r.data);
+  } catch (err) {
+    throw new Syntax(
+      r.file,
+      r.line,
+      `${typeName(r.type)} record at ${r.name}: ${(err as Error).message}`,
+      err,
+    );
   }
-  const zone = new Zone(origin);
-  for (const r of st.records) {
-    try {
-      zone.addRecord(r.name, r.type, r.ttl, r.data);
-    } catch (err) {
-      throw new Syntax(
-        r.file,
-        r.line,
-        `${typeName(r.type)} record at ${r.name}: ${(err as Error).message}`,
-        err,
-      );
-    }
-  }
+}
+
+function finish(st: State, file: string): Zone {
+  const zone = st.zone;
+  if (!zone) throw new Syntax(file, 1, 'zone has no SOA record (and no origin was given)');
   if (!zone.nodeByKey(zone.originKey)?.rrsets.has(RRType.SOA)) {
     throw new Syntax(file, 1, `zone ${zone.origin} has no SOA record at its apex`);
   }
@@ -279,7 +285,8 @@ function initialState(opts: ParseZoneOptions, readInclude?: (path: string) => st
     lastTtl: undefined,
     lastOwner: undefined,
     defaultTtl: opts.defaultTtl ?? 3600,
-    records: [],
+    zone: opts.origin ? new Zone(opts.origin) : undefined,
+    pending: [],
     readInclude,
     depth: 0,
   };
@@ -290,7 +297,7 @@ export function parseZone(text: string, opts: ParseZoneOptions = {}): Zone {
   const file = opts.fileName ?? '<zone>';
   const st = initialState(opts, opts.fileName ? (p) => readFileSync(p, 'utf8') : undefined);
   parseText(text, file, st);
-  return build(st, opts, file);
+  return finish(st, file);
 }
 
 /** Reads a zone file; `$INCLUDE` paths are relative to the including file. */

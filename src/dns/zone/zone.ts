@@ -17,10 +17,48 @@ export interface RRset {
   rdata: Rdata[];
 }
 
+/**
+ * The RRsets of one name by type: a small array rather than a Map, since most names own one or
+ * two RRsets and a zone may hold millions of names.
+ */
+export class RRsetsByType {
+  private items: RRset[] = [];
+
+  get(type: number): RRset | undefined {
+    for (const s of this.items) if (s.type === type) return s;
+    return undefined;
+  }
+
+  has(type: number): boolean {
+    return this.get(type) !== undefined;
+  }
+
+  set(type: number, set: RRset): void {
+    const i = this.items.findIndex((s) => s.type === type);
+    if (i >= 0) this.items[i] = set;
+    else this.items = [...this.items, set]; // exact-size arrays: push would over-allocate
+  }
+
+  delete(type: number): boolean {
+    const before = this.items.length;
+    this.items = this.items.filter((s) => s.type !== type);
+    return this.items.length !== before;
+  }
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  /** Types present, in insertion order. */
+  keys(): number[] {
+    return this.items.map((s) => s.type);
+  }
+}
+
 /** A name in the zone that owns data. */
 export interface ZoneNode {
   name: string;
-  rrsets: Map<number, RRset>;
+  rrsets: RRsetsByType;
 }
 
 function invalid(message: string): FerryError {
@@ -34,8 +72,9 @@ export class Zone {
   /** Apex, case-folded. */
   readonly originKey: string;
   private readonly nodes = new Map<string, ZoneNode>();
-  // Number of data-owning names at or below each name: > 0 means the name exists.
-  private readonly weight = new Map<string, number>();
+  // Number of data-owning names strictly below each name: an entry means the name exists even
+  // without data of its own (an empty non-terminal). Leaves have none, which keeps it small.
+  private readonly below = new Map<string, number>();
   /** Bumped on every change. */
   version = 0;
   private readonly listeners = new Set<() => void>();
@@ -69,7 +108,7 @@ export class Zone {
 
   /** True when the case-folded name owns data or is an empty non-terminal. */
   existsKey(key: string): boolean {
-    return (this.weight.get(key) ?? 0) > 0;
+    return this.nodes.has(key) || this.below.has(key);
   }
 
   /** The RRset at a name (any case, canonical) and type. */
@@ -103,14 +142,13 @@ export class Zone {
   replaceRRset(name: string, type: number, ttl: number, rdata: readonly Rdata[]): void {
     const owner = parseName(name);
     const key = nameKey(owner);
-    const unique: Rdata[] = [];
-    const seen = new Set<string>();
-    for (const d of rdata) {
-      const k = rdataKey(type, d);
-      if (!seen.has(k)) {
-        seen.add(k);
-        unique.push(d);
-      }
+    let unique: Rdata[] = [...rdata];
+    if (rdata.length > 1) {
+      const seen = new Set<string>();
+      unique = rdata.filter((d) => {
+        const k = rdataKey(type, d);
+        return seen.has(k) ? false : (seen.add(k), true);
+      });
     }
     let node = this.nodes.get(key);
     if (unique.length === 0) {
@@ -128,7 +166,7 @@ export class Zone {
     if (!Number.isInteger(ttl) || ttl < 0 || ttl > 0x7fffffff)
       throw invalid(`bad TTL ${ttl} for ${owner} ${typeName(type)}`);
     if (!node) {
-      node = { name: owner, rrsets: new Map() };
+      node = { name: owner, rrsets: new RRsetsByType() };
       this.nodes.set(key, node);
       this.adjustWeight(key, 1);
     }
@@ -152,9 +190,8 @@ export class Zone {
     if (!isSubdomainKey(key, this.originKey)) throw invalid(`${owner} is outside zone ${this.origin}`);
     if (isMetaType(type)) throw invalid(`${typeName(type)} is not a data type`);
     const node = this.nodes.get(key);
-    const others = node ? [...node.rrsets.keys()].filter((t) => t !== type) : [];
     if (type === RRType.CNAME) {
-      if (others.length > 0)
+      if (node && node.rrsets.size - (node.rrsets.has(type) ? 1 : 0) > 0)
         throw invalid(`CNAME at ${owner} cannot coexist with other data (RFC 2181 §10.1)`);
       if (count > 1) throw invalid(`${owner} has more than one CNAME`);
     } else if (node?.rrsets.has(RRType.CNAME)) {
@@ -168,10 +205,11 @@ export class Zone {
   }
 
   private adjustWeight(key: string, delta: number): void {
-    for (let k: string | undefined = key; k !== undefined; k = parentName(k)) {
-      const w = (this.weight.get(k) ?? 0) + delta;
-      if (w > 0) this.weight.set(k, w);
-      else this.weight.delete(k);
+    if (key === this.originKey) return;
+    for (let k = parentName(key); k !== undefined; k = parentName(k)) {
+      const w = (this.below.get(k) ?? 0) + delta;
+      if (w > 0) this.below.set(k, w);
+      else this.below.delete(k);
       if (k === this.originKey) break;
     }
   }
