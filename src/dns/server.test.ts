@@ -151,6 +151,28 @@ test('TCP: idle connections are closed; the connection cap holds', async () => {
   );
 });
 
+test('TCP: a client trickling one message byte by byte is cut off (slowloris)', async () => {
+  await withServer(
+    async (s) => {
+      const q = encodeMessage(makeQuery(1, 'www.example.', RRType.A));
+      const framed = Buffer.concat([Buffer.from([0, q.length]), q]);
+      const sock = net.connect({ host: s.address, port: s.port });
+      sock.on('error', () => undefined);
+      await new Promise<void>((r) => sock.once('connect', () => r()));
+      let closed = false;
+      sock.once('close', () => (closed = true));
+      // One byte every 60 ms keeps the socket active, but the message takes far over 200 ms.
+      for (let i = 0; i < framed.length && !closed; i++) {
+        sock.write(framed.subarray(i, i + 1));
+        await new Promise((r) => setTimeout(r, 60));
+      }
+      assert.equal(closed, true, 'closed before the message was complete');
+      sock.destroy();
+    },
+    { tcpIdleTimeoutMs: 200 },
+  );
+});
+
 test('garbage never crashes the server, over UDP and TCP', async () => {
   await withServer(async (s) => {
     const udp = dgram.createSocket('udp4');

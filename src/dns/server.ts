@@ -180,15 +180,24 @@ export class DnsServer {
     sock.on('close', () => this.conns.delete(sock));
     sock.on('error', () => sock.destroy());
     let pending: Buffer = Buffer.alloc(0);
+    // When the unfinished message at the head of `pending` began: a client trickling bytes must
+    // still finish a message within the idle timeout (slowloris).
+    let partialSince = 0;
     sock.on('drain', () => sock.resume());
     sock.on('data', (chunk: Buffer) => {
+      if (partialSince !== 0 && Date.now() - partialSince > this.idleMs) {
+        sock.destroy();
+        return;
+      }
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       // RFC 7766 §8: each message is preceded by its length; several may arrive at once.
+      let consumed = false;
       while (pending.length >= 2) {
         const len = pending.readUInt16BE(0);
         if (pending.length < 2 + len) break;
         const msg = pending.subarray(2, 2 + len);
         pending = pending.subarray(2 + len);
+        consumed = true;
         if (len < 12) {
           sock.destroy(); // not even a header: the stream is garbage
           return;
@@ -206,8 +215,13 @@ export class DnsServer {
         res.copy(framed, 2);
         sock.write(framed);
       }
-      if (pending.length === 0) pending = Buffer.alloc(0);
-      else if (pending.byteOffset > 0 && pending.length < 4096) pending = Buffer.from(pending);
+      if (pending.length === 0) {
+        pending = Buffer.alloc(0);
+        partialSince = 0;
+      } else {
+        if (consumed || partialSince === 0) partialSince = Date.now();
+        if (pending.byteOffset > 0 && pending.length < 4096) pending = Buffer.from(pending);
+      }
       // Back-pressure: a client that does not read its answers stops being read (RFC 7766 §6.2.1).
       if (sock.writableLength > TCP_WRITE_HIGH_WATER) sock.pause();
     });
