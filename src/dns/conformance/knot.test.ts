@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dnsExchangeTcp, dnsExchangeUdp } from '../client.js';
 import { DnsServer } from '../server.js';
-import { RDATA_SAMPLES, TEST_ZONE, TYPES_ZONE } from '../test-fixtures.js';
+import { EDGE_ZONE, RDATA_SAMPLES, TEST_ZONE, TYPES_ZONE } from '../test-fixtures.js';
 import {
   decodeMessage,
   encodeMessage,
@@ -160,6 +160,36 @@ function cases(): Case[] {
     ['IXFR', 'IXFR', () => undefined],
     ['MAILA', 'MAILA', () => undefined],
   ];
+  const edge = [
+    'edge.test.',
+    'q.edge.test.',
+    'a.b.edge.test.',
+    'mx.edge.test.',
+    'foo.wildsub.edge.test.',
+    'wildsub.edge.test.',
+    'cn-to-wild.edge.test.',
+    'cn-to-deleg.edge.test.',
+    'cn-cross.edge.test.',
+    'deleg.edge.test.',
+    'x.deleg.edge.test.',
+    'ns.deleg.edge.test.',
+    'deleg2.edge.test.',
+    'mx-cname.edge.test.',
+    'sp\\032ace.edge.test.',
+    'dot\\.label.edge.test.',
+    'ttl-a.edge.test.',
+    'srv.edge.test.',
+    'many.edge.test.',
+    'bigref.edge.test.',
+    'x.bigref.edge.test.',
+  ];
+  for (const name of edge)
+    for (const type of ['A', 'AAAA', 'MX', 'NS', 'TXT', 'SRV', 'CNAME', 'ANY'])
+      out.push({ name, type, edns: 1232 });
+  for (const name of ['many.edge.test.', 'x.bigref.edge.test.', 'srv.edge.test.']) {
+    for (const edns of [false, 512, 1232] as const)
+      out.push({ name, type: name.startsWith('srv') ? 'SRV' : 'A', edns });
+  }
   // Every record type: Knot's reading of the same presentation text must give the same rdata.
   RDATA_SAMPLES.forEach(([type], i) => out.push({ name: `t${i}.types.test.`, type, edns: 4096 }));
   for (const [label, type, change] of odd) {
@@ -216,6 +246,7 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
     writeFileSync(join(dir, 'example.zone'), TEST_ZONE);
     writeFileSync(join(dir, 'other.zone'), OTHER_ZONE);
     writeFileSync(join(dir, 'types.zone'), TYPES_ZONE);
+    writeFileSync(join(dir, 'edge.zone'), EDGE_ZONE);
     const port = await freePort();
     writeFileSync(
       join(dir, 'knot.conf'),
@@ -240,6 +271,8 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
         '    file: "other.zone"',
         '  - domain: types.test.',
         '    file: "types.zone"',
+        '  - domain: edge.test.',
+        '    file: "edge.zone"',
         '',
       ].join('\n'),
     );
@@ -258,7 +291,7 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
     assert.ok(up, `knotd did not come up: ${stderr}`);
 
     const zones = await Promise.all(
-      ['example', 'other', 'types'].map((z) => loadZoneFile(join(dir, `${z}.zone`))),
+      ['example', 'other', 'types', 'edge'].map((z) => loadZoneFile(join(dir, `${z}.zone`))),
     );
     ferry = new DnsServer({ port: 0, zones });
     await ferry.start();

@@ -3,11 +3,12 @@ import type { ResourceRecord } from '../wire/message.js';
 import { nameKey } from '../wire/name.js';
 import { RRType } from '../wire/types.js';
 import type { Handler } from './chain.js';
-import { additionalField, isOccluded, rrsetRecords } from './lookup.js';
+import { additionalField, rrsetRecords } from './lookup.js';
 
 /**
- * After the lookup, adds the addresses of targets named by answer records, when the target is
- * authoritative data of the same zone (not below a cut). Referral glue is the lookup's business.
+ * After the lookup, adds the addresses of targets named by answer records when the target is in
+ * the same zone, glue below a cut included (as Knot does; additional data is never
+ * authoritative). Referral glue is the lookup's business.
  */
 export const additional: Handler = (ctx, next) => {
   next();
@@ -21,7 +22,7 @@ export const additional: Handler = (ctx, next) => {
     if (field === undefined) continue;
     const target = rr.data[field] as string;
     const key = nameKey(target);
-    if (!zone.contains(target) || isOccluded(zone, key)) continue;
+    if (!zone.contains(target)) continue;
     const node = zone.nodeByKey(key);
     if (!node) continue;
     for (const t of [RRType.A, RRType.AAAA]) {

@@ -148,14 +148,6 @@ function substitute(ctx: QueryContext, name: string, node: ZoneNode, dname: RRse
   return rewritten;
 }
 
-/** True when `key` lies at or below a zone cut (other than the apex): its data is not authoritative. */
-export function isOccluded(zone: Zone, key: string): boolean {
-  for (let k: string | undefined = key; k !== undefined && k !== zone.originKey; k = parentName(k)) {
-    if (zone.nodeByKey(k)?.rrsets.has(RRType.NS)) return true;
-  }
-  return false;
-}
-
 /** Field index of the target name that triggers additional processing, if the type has one. */
 export function additionalField(type: number): number | undefined {
   return typeInfo(type)?.additional;
