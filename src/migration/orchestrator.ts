@@ -632,7 +632,9 @@ class MigrationRun {
     if (this.usesRedirect) await this.step('undo-release-redirect', () => this.relay.releaseRedirect(this.redirectId));
     const originMode = await this.modeOf(this.origin);
     if (originMode !== null && originMode !== 'serve') await this.step('undo-origin-serve', () => this.origin.setSiteMode(domain, 'serve'));
-    const restoredAt = await this.ensureRecord(originIp, old.ttl);
+    // Without the original record journaled, planning never finished and DNS was never touched.
+    const touched = this.entries().some((e) => e.step === 'original-record');
+    const restoredAt = touched ? await this.ensureRecord(originIp, old.ttl) : Date.now();
     if (await this.target.hasSite(domain)) await this.step('undo-target-remove-site', () => this.target.removeSite(domain));
     if (this.usesRedirect) {
       // The redirect must outlive the record that pointed at IPt: caches may still send clients

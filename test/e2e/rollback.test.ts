@@ -1,0 +1,145 @@
+/**
+ * Rollback from every phase (issue 7): ten sites of one origin are migrated at once under load,
+ * and each is rolled back at a different point: planned, ttl-lowered, temp-ip, dns-temp,
+ * syncing, preflight, cutover before the switch, cutover after it, draining, and after
+ * completion. Afterwards DNS (answer and TTL), addresses, redirects and virtual hosts are
+ * exactly as before, no request failed, and every acknowledged write is on the origin once.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Sandbox } from '../../src/sandbox/index.js';
+import { sleep } from '../../src/common/time.js';
+import type { ControllerEvent } from '../../src/controller/index.js';
+import type { MigrationRecord } from '../../src/migration/index.js';
+import { normalizeDomain } from '../../src/host/index.js';
+
+/** Where each site is rolled back: a phase, and the event inside it that triggers the rollback. */
+const POINTS: Array<{ name: string; match: (e: ControllerEvent) => boolean }> = [
+  { name: 'planned', match: (e) => e.type === 'phase' && e.data.phase === 'planned' },
+  { name: 'ttl-lowered', match: (e) => e.type === 'wait' && e.data.what === 'old-ttl' },
+  { name: 'temp-ip', match: (e) => e.type === 'step' && e.data.step === 'probe-temp-ip' },
+  { name: 'dns-temp', match: (e) => e.type === 'wait' && e.data.what === 'ip1-quiet' },
+  { name: 'syncing', match: (e) => e.type === 'step' && e.data.step === 'initial-sync' },
+  { name: 'preflight', match: (e) => e.type === 'step' && e.data.step === 'parity' },
+  { name: 'cutover', match: (e) => e.type === 'step' && e.data.step === 'wait-origin-idle' },
+  { name: 'cutover-switched', match: (e) => e.type === 'step' && e.data.step === 'origin-proxy' },
+  { name: 'draining', match: (e) => e.type === 'wait' && e.data.what === 'ipt-quiet' },
+  { name: 'completed', match: () => false },
+];
+
+describe('rollback from every phase, under load (sandbox on loopback)', () => {
+  const sites = [...POINTS.map((p) => `${p.name}.example.`), 'bystander.example.'];
+  const sb = new Sandbox({
+    dnsAddress: '127.0.40.53',
+    dnsPort: 0,
+    httpPort: 0,
+    originIp: '127.0.40.1',
+    targetIp: '127.0.40.2',
+    tempIp: '127.0.40.100',
+    tempIpPool: POINTS.map((_, i) => `127.0.40.${100 + i}`),
+    sites,
+    ttl: 2,
+    recordTtl: 3,
+    rate: 90,
+    clients: 33,
+    staleShare: 0.25,
+    staleOverstayMs: 2000,
+    keepAliveShare: 0.5,
+    writeShare: 0.4,
+    quietWindowMs: 1000,
+    dnsTempCapMs: 15_000,
+    drainCapMs: 15_000,
+  });
+  const beforeState = new Map<string, unknown>();
+  const rolledAt = new Map<string, string>();
+  const records = new Map<string, MigrationRecord>();
+
+  async function siteState(domain: string): Promise<unknown> {
+    return {
+      record: sb.dns.zones.getRRset(domain, 'A'),
+      origin: sb.originSites.hasSite(domain) ? sb.originSites.mode(domain) : null,
+      target: sb.targetSites.hasSite(domain) ? sb.targetSites.mode(domain) : null,
+    };
+  }
+
+  before(async () => {
+    await sb.start();
+    for (const s of sites) beforeState.set(s, await siteState(s));
+    beforeState.set('addresses', await sb.origin.listAddresses());
+    sb.startLoad();
+    await sleep(1500);
+    const ctl = sb.controller;
+    const ids = new Map<string, string>();
+    const rollbacks: Array<Promise<MigrationRecord>> = [];
+    ctl.on('event', (e) => {
+      const name = [...ids].find(([, id]) => id === e.migrationId)?.[0];
+      const point = POINTS.find((p) => p.name === name);
+      if (!point || rolledAt.has(point.name) || !point.match(e)) return;
+      rolledAt.set(point.name, `${e.type}:${String(e.data.phase ?? e.data.step ?? e.data.what)}`);
+      rollbacks.push(ctl.rollback(e.migrationId));
+    });
+    const started = POINTS.map(async (p) => {
+      const id = `rb-${p.name}`;
+      ids.set(p.name, id);
+      await ctl.startMigration({ domain: `${p.name}.example.`, to: 'target', id });
+      const rec = await ctl.wait(id);
+      if (p.name === 'completed') {
+        assert.equal(rec.phase, 'completed', JSON.stringify(sb.orchestrator.journal.entries(id).slice(-12)));
+        rolledAt.set(p.name, 'after completion');
+        rollbacks.push(ctl.rollback(id));
+      }
+    });
+    await Promise.all(started);
+    // Every rollback was requested by now (each run ended); wait for them all.
+    for (let i = 0; i < 100 && rollbacks.length < POINTS.length; i++) await sleep(100);
+    await Promise.all(rollbacks);
+    for (const p of POINTS) records.set(p.name, ctl.migration(`rb-${p.name}`));
+    await sleep(1500);
+    await sb.load.stop();
+  });
+
+  after(() => sb.stop());
+
+  it('rolled back at every point', () => {
+    for (const p of POINTS) {
+      assert.ok(rolledAt.has(p.name), `never rolled back at ${p.name}`);
+      assert.equal(records.get(p.name)?.phase, 'rolled-back', `${p.name}: ${JSON.stringify(records.get(p.name))}`);
+    }
+  });
+
+  it('went through a reverse migration only where the target had become the writer', () => {
+    for (const p of POINTS) {
+      const reversed = sb.orchestrator.journal.entries(`rb-${p.name}`).some((e) => e.step === 'reverse-final-sync');
+      assert.equal(reversed, ['cutover-switched', 'draining', 'completed'].includes(p.name), p.name);
+    }
+  });
+
+  it('left DNS (answer and TTL), site modes and vhosts exactly as before', async () => {
+    for (const s of sites) assert.deepEqual(await siteState(s), beforeState.get(s), s);
+  });
+
+  it('left no temporary address and no redirect behind', async () => {
+    assert.deepEqual(await sb.origin.listAddresses(), beforeState.get('addresses'));
+    for (const p of POINTS) assert.equal(await sb.origin.redirectStats(`mig-rb-${p.name}`), undefined, p.name);
+    assert.deepEqual(sb.controller.freeTempIps('origin').length, POINTS.length);
+  });
+
+  it('failed no request', () => {
+    const results = sb.load.results();
+    const failed = results.filter((r) => !r.ok);
+    assert.ok(results.length > 300, `only ${results.length} requests`);
+    assert.equal(failed.length, 0, JSON.stringify(failed.slice(0, 10)));
+  });
+
+  it('kept every acknowledged write on the origin, exactly once', async () => {
+    const acked = sb.load.summary().acknowledgedWrites;
+    assert.ok(acked.length > 50);
+    for (const s of sites) {
+      const keys = new Map<string, number>();
+      for (const o of await sb.originSites.readOrders(s)) keys.set(o.key, (keys.get(o.key) ?? 0) + 1);
+      for (const w of acked.filter((x) => normalizeDomain(x.domain) === normalizeDomain(s))) {
+        assert.equal(keys.get(w.key), 1, `${s}: write ${w.key} is on the origin ${keys.get(w.key) ?? 0} times`);
+      }
+    }
+  });
+});
