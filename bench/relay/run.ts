@@ -9,12 +9,18 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { KernelRelay, TcpRelay, type RedirectEngine } from '../../src/relay/index.js';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { KernelRelay, createUserspaceRelay, type RedirectEngine } from '../../src/relay/index.js';
 
 const seconds = Number(process.argv[2] ?? process.env.BENCH_SECONDS ?? 5);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
+/** Runs per path and load; the table shows medians. */
+const runs = Number(process.env.BENCH_RUNS ?? 3);
+/** Userspace relay worker processes; default one per CPU, as HAProxy runs one thread per CPU. */
+const workers = Number(process.env.BENCH_WORKERS ?? availableParallelism());
+/** Comma-separated substrings of path names to run (HAProxy always runs, for the ratio). */
+const only = process.env.BENCH_PATHS ? process.env.BENCH_PATHS.toLowerCase().split(',') : null;
 const PORT = 8080;
 const PP_PORT = 8081;
 
@@ -123,6 +129,17 @@ function wrk(url: string, newConnections: boolean): Promise<Result> {
   });
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** A pause between runs, so each starts on an idle machine with the previous run's sockets closed. */
+function settle(ms = 1000): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
 async function main(): Promise<void> {
   execFileSync('sysctl', ['-qw', 'net.ipv4.ip_local_port_range=1024 65000']);
   execFileSync('sysctl', ['-qw', 'net.ipv4.tcp_tw_reuse=1']);
@@ -131,37 +148,53 @@ async function main(): Promise<void> {
   children.push(startHaproxy());
   await waitPort('127.0.0.6', PORT);
 
-  const userspace = new TcpRelay({ listen: { address: '127.0.0.7', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PORT } });
-  const proxied = new TcpRelay({ listen: { address: '127.0.0.8', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PP_PORT }, proxyProtocol: 'v2' });
-  const kernel = new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5' }, id: 'bench' });
-  for (const e of [userspace, proxied, kernel]) {
+  const all: Array<[string, string, () => RedirectEngine | null]> = [
+    ['nginx direct', '127.0.0.5', () => null],
+    ['HAProxy tcp', '127.0.0.6', () => null],
+    ['Ferry userspace', '127.0.0.7', () => createUserspaceRelay({ listen: { address: '127.0.0.7', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PORT }, workers })],
+    [
+      'Ferry userspace+PROXYv2',
+      '127.0.0.8',
+      () => createUserspaceRelay({ listen: { address: '127.0.0.8', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PP_PORT }, proxyProtocol: 'v2', workers }),
+    ],
+    ['Ferry kernel', '127.0.0.9', () => new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5' }, id: 'bench' })],
+  ];
+  const paths = all.filter(([name]) => only === null || name === 'HAProxy tcp' || only.some((o) => name.toLowerCase().includes(o)));
+  for (const [, , make] of paths) {
+    const e = make();
+    if (!e) continue;
     engines.push(e);
     await e.start();
   }
 
-  const paths: Array<[string, string]> = [
-    ['nginx direct', '127.0.0.5'],
-    ['HAProxy tcp', '127.0.0.6'],
-    ['Ferry userspace', '127.0.0.7'],
-    ['Ferry userspace+PROXYv2', '127.0.0.8'],
-    ['Ferry kernel', '127.0.0.9'],
-  ];
-  console.log(`wrk -t2 -c${connections} -d${seconds}s, ${spawnSync('nproc').stdout.toString().trim()} CPUs, all on loopback in one namespace`);
+  const cpus = spawnSync('nproc').stdout.toString().trim();
+  const env = ['BENCH_RUNS', 'BENCH_WORKERS', 'BENCH_CONNECTIONS', 'BENCH_PATHS'].filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`);
+  console.log(`command: ${[...env, 'node', ...process.execArgv, ...process.argv.slice(1).map((a) => relative(process.cwd(), a) || a)].join(' ')}`);
+  console.log(
+    `wrk -t2 -c${connections} -d${seconds}s; median of ${runs} runs per path, path order rotated each round; ` +
+      `userspace workers ${workers}; ${cpus} CPUs; loopback in one fresh namespace`,
+  );
   for (const [load, fresh] of [
     ['keep-alive', false],
     ['new connection per request', true],
   ] as const) {
-    const results: Array<[string, Result]> = [];
-    for (const [name, host] of paths) {
-      results.push([name, await wrk(`http://${host}:${PORT}/`, fresh)]);
-      console.error(`  ${load}: ${name} done`);
+    const results = new Map<string, Result[]>(paths.map(([name]) => [name, []]));
+    for (let round = 0; round < runs; round++) {
+      // Rotate the order each round so no path always runs after the same one (TIME_WAIT, caches).
+      for (let i = 0; i < paths.length; i++) {
+        const [name, host] = paths[(i + round) % paths.length]!;
+        await settle();
+        results.get(name)!.push(await wrk(`http://${host}:${PORT}/`, fresh));
+        console.error(`  ${load} round ${round + 1}/${runs}: ${name} ${results.get(name)!.at(-1)!.rps.toFixed(0)} req/s`);
+      }
     }
-    const ha = results.find(([n]) => n === 'HAProxy tcp')![1].rps;
+    const med = new Map([...results].map(([name, rs]) => [name, { rps: median(rs.map((r) => r.rps)), p99ms: median(rs.map((r) => r.p99ms)), errors: rs.reduce((n, r) => n + r.errors, 0), all: rs.map((r) => r.rps) }]));
+    const ha = med.get('HAProxy tcp')!.rps;
     console.log(`\n${load}`);
-    console.log(`${'path'.padEnd(26)}${'req/s'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}${'× HAProxy'.padStart(11)}`);
-    for (const [name, r] of results) {
+    console.log(`${'path'.padEnd(26)}${'req/s'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}${'× HAProxy'.padStart(11)}   runs`);
+    for (const [name, r] of med) {
       console.log(
-        `${name.padEnd(26)}${r.rps.toFixed(0).padStart(10)}${r.p99ms.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}${(r.rps / ha).toFixed(2).padStart(11)}`,
+        `${name.padEnd(26)}${r.rps.toFixed(0).padStart(10)}${r.p99ms.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}${(r.rps / ha).toFixed(2).padStart(11)}   ${r.all.map((x) => x.toFixed(0)).join(' ')}`,
       );
     }
   }

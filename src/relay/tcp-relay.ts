@@ -5,9 +5,14 @@
  *
  * Flow control: client sockets are accepted paused (`pauseOnConnect`), so a held client's data
  * waits in the kernel's receive buffer and TCP flow control slows the sender; nothing is read
- * until the upstream is connected. Both directions then go through `pipe()`, which pauses the
- * reading side whenever the writing side's buffer is full. Half-close is relayed: a FIN from one
- * side ends the other side's write half while the reverse direction keeps flowing.
+ * until the upstream is connected. Each direction is then one 'data' listener that counts and
+ * writes, pausing the reading side whenever the writing side's buffer is full and resuming it on
+ * 'drain' (what `pipe()` does, without its eight listeners per pipe). Half-close is relayed: a FIN
+ * from one side ends the other side's write half while the reverse direction keeps flowing.
+ *
+ * Hot path: the per-socket handlers are module-level functions that find their connection through
+ * a symbol on the socket, so a connection allocates no closures once open; the peer addresses
+ * (a getpeername and a getsockname system call) are read only when a PROXY header needs them.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { FerryError } from '../common/errors.js';
@@ -39,8 +44,9 @@ interface TcpListener {
 type ConnState = 'accepting' | 'held' | 'connecting' | 'open' | 'closed';
 
 interface Conn {
-  client: Socket;
-  upstream: Socket | null;
+  relay: TcpRelay;
+  client: RelaySocket;
+  upstream: RelaySocket | null;
   listener: TcpListener;
   state: ConnState;
   /** Real client endpoints: the accepted socket's, or those of an accepted PROXY header. */
@@ -51,6 +57,56 @@ interface Conn {
 }
 
 const noop = (): void => undefined;
+
+const kConn = Symbol('ferry.conn');
+/** A socket of a relayed connection, pointing back at its connection. */
+type RelaySocket = Socket & { [kConn]?: Conn };
+
+function peerOf(s: RelaySocket): RelaySocket | null {
+  const c = s[kConn]!;
+  return s === c.client ? c.upstream : c.client;
+}
+
+/** Client → upstream: count, write, and stop reading while the upstream's buffer is full. */
+function onClientData(this: RelaySocket, chunk: Buffer): void {
+  const c = this[kConn]!;
+  c.listener.counters.bytesToUpstream += chunk.length;
+  if (!c.upstream!.write(chunk)) this.pause();
+}
+
+/** Upstream → client, likewise. */
+function onUpstreamData(this: RelaySocket, chunk: Buffer): void {
+  const c = this[kConn]!;
+  c.listener.counters.bytesToClient += chunk.length;
+  if (!c.client.write(chunk)) this.pause();
+}
+
+/** The peer's buffer drained: read from this socket's peer again. */
+function onDrain(this: RelaySocket): void {
+  const c = this[kConn]!;
+  if (c.state === 'open') peerOf(this)?.resume();
+}
+
+/** A FIN arrived: pass it on (half-close) once what was read is written. */
+function onEnd(this: RelaySocket): void {
+  const other = peerOf(this);
+  if (other && !other.destroyed && !other.writableEnded) other.end();
+}
+
+function onOpenError(this: RelaySocket): void {
+  const c = this[kConn]!;
+  c.relay.destroyConn(c, true);
+}
+
+function onIdle(this: RelaySocket): void {
+  const c = this[kConn]!;
+  c.relay.idleTimedOut(c);
+}
+
+function onSocketClose(this: RelaySocket): void {
+  const c = this[kConn]!;
+  c.relay.socketClosed(c, this);
+}
 
 /** Userspace TCP/UDP relay; see the module comment. */
 export class TcpRelay implements RedirectEngine {
@@ -259,7 +315,7 @@ export class TcpRelay implements RedirectEngine {
     for (const w of [...this.drainWaiters]) w();
   }
 
-  private accept(l: TcpListener, client: Socket): void {
+  private accept(l: TcpListener, client: RelaySocket): void {
     client.on('error', noop);
     if (this.closed || this.conns.size >= this.opts.maxConnections) {
       this.rejected++;
@@ -268,10 +324,11 @@ export class TcpRelay implements RedirectEngine {
     }
     l.counters.total++;
     l.counters.lastConnectionAt = Date.now();
-    const c: Conn = { client, upstream: null, listener: l, state: 'accepting', addresses: null, holdTimer: null, open: 1 };
+    const c: Conn = { relay: this, client, upstream: null, listener: l, state: 'accepting', addresses: null, holdTimer: null, open: 1 };
+    (client as RelaySocket)[kConn] = c;
     this.conns.add(c);
-    client.once('close', () => this.socketClosed(c, client));
-    if (client.remoteAddress && client.localAddress) {
+    client.on('close', onSocketClose);
+    if (this.opts.proxyProtocol && client.remoteAddress && client.localAddress) {
       c.addresses = {
         sourceAddress: client.remoteAddress,
         sourcePort: client.remotePort ?? 0,
@@ -347,16 +404,17 @@ export class TcpRelay implements RedirectEngine {
     this.active++;
     listener.counters.active++;
     const target = this.upstream;
-    const upstream = connect({
+    const upstream: RelaySocket = connect({
       host: target.address,
       port: target.port ?? listener.port,
       allowHalfOpen: true,
       noDelay: true,
       ...(this.opts.sourceAddress !== undefined ? { localAddress: this.opts.sourceAddress } : {}),
     });
+    upstream[kConn] = c;
     c.upstream = upstream;
     c.open++;
-    upstream.once('close', () => this.socketClosed(c, upstream));
+    upstream.on('close', onSocketClose);
     upstream.setTimeout(this.opts.connectTimeoutMs);
     const onConnectFailure = () => {
       if (c.state !== 'connecting') return;
@@ -371,27 +429,32 @@ export class TcpRelay implements RedirectEngine {
       c.state = 'open';
       upstream.off('timeout', onConnectFailure);
       upstream.off('error', onConnectFailure);
-      upstream.on('error', () => this.destroy(c, true));
-      client.on('error', () => this.destroy(c, true));
+      upstream.on('error', onOpenError);
+      client.on('error', onOpenError);
       upstream.setTimeout(this.opts.idleTimeoutMs);
       client.setTimeout(this.opts.idleTimeoutMs);
-      const onIdle = () => {
-        this.idleTimeouts++;
-        this.destroy(c);
-      };
       upstream.on('timeout', onIdle);
       client.on('timeout', onIdle);
       if (this.opts.proxyProtocol && c.addresses) upstream.write(encodeProxyHeader(this.opts.proxyProtocol, c.addresses));
-      const counters = listener.counters;
-      client.pipe(upstream);
-      upstream.pipe(client);
-      client.on('data', (chunk: Buffer) => {
-        counters.bytesToUpstream += chunk.length;
-      });
-      upstream.on('data', (chunk: Buffer) => {
-        counters.bytesToClient += chunk.length;
-      });
+      upstream.on('drain', onDrain);
+      client.on('drain', onDrain);
+      client.on('end', onEnd);
+      upstream.on('end', onEnd);
+      client.on('data', onClientData);
+      upstream.on('data', onUpstreamData);
+      client.resume(); // accepted paused (readableFlowing false), so 'data' alone does not start it
     });
+  }
+
+  /** Idle timeout of an open connection (either socket). */
+  idleTimedOut(c: Conn): void {
+    this.idleTimeouts++;
+    this.destroy(c);
+  }
+
+  /** Error on an open connection's socket: reset the other side too. */
+  destroyConn(c: Conn, reset: boolean): void {
+    this.destroy(c, reset);
   }
 
   /** Ends the client gently (FIN, not RST): reads and discards what it still sends, then frees it. */
@@ -428,7 +491,8 @@ export class TcpRelay implements RedirectEngine {
     c.listener.counters.active--;
   }
 
-  private socketClosed(c: Conn, s: Socket): void {
+  /** One socket of `c` closed. */
+  socketClosed(c: Conn, s: Socket): void {
     c.open--;
     if (c.state === 'held') {
       // The client gave up while held.
