@@ -1,0 +1,430 @@
+/**
+ * The host agent's core: what one hosting server does when the controller asks, with no HTTP in
+ * it (`server.ts` puts it on the wire). It owns the server's addresses, its redirects (userspace
+ * or kernel engine), its sites (the built-in site app, alone or behind nginx), the rsync side of
+ * data sync, and the per-site counters at the shared IP.
+ *
+ * Every operation is idempotent: repeating one leaves the server as the first call did. Sites
+ * and redirects are written to `<dataDir>/agent-state.json` on each change and restored on start,
+ * so an agent restarted mid-migration still forwards IPt and serves the site in its mode.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FerryError } from '../common/errors.js';
+import { SiteServer, normalizeDomain, type SiteMode, type SiteStats } from '../host/index.js';
+import type { RedirectStats } from '../migration/ports.js';
+import { KernelRelay, TcpRelay, type RedirectEngine, type RelayStats } from '../relay/index.js';
+import type { AddressManager } from './addresses.js';
+import { httpProbe } from './local.js';
+import { NginxFrontend, type NginxOptions } from './nginx.js';
+import { RsyncReceiver, rsyncPush, type SyncEndpoint, type SyncProgress } from './rsync.js';
+
+export type EngineKind = 'userspace' | 'kernel';
+
+/** How the server's sites are served at its shared IPs. */
+export type WebOptions =
+  | { kind: 'builtin' }
+  | ({ kind: 'nginx' } & Omit<NginxOptions, 'listen' | 'app'> & { appAddress?: string; appPort?: number });
+
+export interface HostAgentOptions {
+  /** Name of the server, sent in `X-Served-By` by its site app. */
+  id: string;
+  /** Sites' data (`<dataDir>/sites/<domain>`) and the agent's state. */
+  dataDir: string;
+  /** The server's shared IPs; the agent never removes them. */
+  sharedIps: string[];
+  /** Port sites are served on at the shared IPs. Default 80. */
+  httpPort?: number;
+  addresses: AddressManager;
+  web: WebOptions;
+  /** Engine of redirects that do not name one. Default userspace. */
+  engine?: EngineKind;
+  /** rsync daemon for receiving site data: address (default the first shared IP) and port (default 873). */
+  rsync?: { address?: string; port?: number; path?: string };
+  /** Longest a connection or request may stay held. Default 30 000 ms. */
+  maxHoldMs?: number;
+}
+
+export interface RedirectSpec {
+  address: string;
+  ports: number[];
+  upstream: string;
+  sourceAddress?: string;
+  engine?: EngineKind;
+}
+
+interface RedirectEntry {
+  spec: Required<Pick<RedirectSpec, 'address' | 'ports' | 'engine'>> & { sourceAddress?: string };
+  upstream: string;
+  held: boolean;
+  engine: RedirectEngine;
+}
+
+interface SavedState {
+  sites: Array<{ domain: string; mode: SiteMode }>;
+  redirects: Array<{ id: string; spec: RedirectEntry['spec']; upstream: string; held: boolean }>;
+}
+
+const REDIRECT_ID_RE = /^[A-Za-z0-9._-]{1,120}$/;
+
+/** One hosting server, as the agent daemon runs it. */
+export class HostAgent {
+  readonly id: string;
+  readonly sites: SiteServer;
+  readonly nginx: NginxFrontend | undefined;
+  readonly httpPort: number;
+  private readonly opts: HostAgentOptions;
+  private readonly redirects = new Map<string, RedirectEntry>();
+  private readonly receiver: RsyncReceiver;
+  private readonly jobs = new Map<string, SyncProgress & { domain: string }>();
+  private readonly statePath: string;
+  private stateChain: Promise<unknown> = Promise.resolve();
+  /** Serializes operations on one key (a site, a redirect) so repeats and retries never race. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(opts: HostAgentOptions) {
+    if (opts.sharedIps.length === 0) throw new FerryError('AGENT_OPTIONS', 'the agent needs at least one shared IP (--shared-ip)');
+    this.opts = opts;
+    this.id = opts.id;
+    this.httpPort = opts.httpPort ?? 80;
+    this.statePath = join(opts.dataDir, 'agent-state.json');
+    const web = opts.web;
+    if (web.kind === 'nginx') {
+      const app = { address: web.appAddress ?? '127.0.0.1', port: web.appPort ?? 8080 };
+      this.sites = new SiteServer({ name: opts.id, addresses: [app.address], port: app.port, dataDir: join(opts.dataDir, 'sites'), ...(opts.maxHoldMs ? { maxHoldMs: opts.maxHoldMs } : {}) });
+      this.nginx = new NginxFrontend({ ...web, listen: { addresses: opts.sharedIps, port: this.httpPort }, app });
+    } else {
+      this.sites = new SiteServer({ name: opts.id, addresses: opts.sharedIps, port: this.httpPort, dataDir: join(opts.dataDir, 'sites'), ...(opts.maxHoldMs ? { maxHoldMs: opts.maxHoldMs } : {}) });
+    }
+    this.receiver = new RsyncReceiver({
+      address: opts.rsync?.address ?? opts.sharedIps[0]!,
+      ...(opts.rsync?.port !== undefined ? { port: opts.rsync.port } : {}),
+      ...(opts.rsync?.path ? { rsyncPath: opts.rsync.path } : {}),
+      stateDir: join(opts.dataDir, 'rsyncd'),
+    });
+  }
+
+  /** Start the site app (and nginx's counters), then restore the sites and redirects of the last run. */
+  async start(): Promise<void> {
+    await mkdir(this.opts.dataDir, { recursive: true });
+    await this.sites.start();
+    await this.nginx?.start();
+    const saved = await readFile(this.statePath, 'utf8').then((t) => JSON.parse(t) as SavedState, () => undefined);
+    if (!saved) return;
+    for (const s of saved.sites) await this.putSite(s.domain, s.mode);
+    for (const r of saved.redirects) {
+      await this.startRedirect(r.id, { ...r.spec, upstream: r.upstream });
+      if (r.held) await this.holdRedirect(r.id);
+    }
+  }
+
+  /** Stop serving and forwarding (the state file keeps what to restore). */
+  async stop(): Promise<void> {
+    await Promise.allSettled([...this.redirects.values()].map((r) => r.engine.close()));
+    this.redirects.clear();
+    await this.receiver.stop().catch(() => undefined);
+    await this.sites.stop();
+    await this.nginx?.stop();
+  }
+
+  info(): Record<string, unknown> {
+    return {
+      id: this.id,
+      web: this.nginx ? 'nginx' : 'builtin',
+      sharedIps: [...this.opts.sharedIps],
+      httpPort: this.httpPort,
+      engine: this.opts.engine ?? 'userspace',
+      sites: this.sites.sites(),
+      redirects: [...this.redirects.keys()],
+      syncSessions: this.receiver.list(),
+    };
+  }
+
+  // --- addresses -------------------------------------------------------------------------
+
+  listAddresses(): Promise<string[]> {
+    return this.opts.addresses.list();
+  }
+
+  addAddress(address: string): Promise<void> {
+    return this.opts.addresses.add(address);
+  }
+
+  async removeAddress(address: string): Promise<void> {
+    if (this.opts.sharedIps.includes(address)) {
+      throw new FerryError('ADDRESS_PROTECTED', `${address} is a shared IP of ${this.id}; the agent never removes it`);
+    }
+    const using = [...this.redirects].find(([, r]) => r.spec.address === address);
+    if (using) throw new FerryError('ADDRESS_IN_USE', `${address} carries redirect ${using[0]}; stop the redirect first`);
+    await this.opts.addresses.remove(address);
+  }
+
+  // --- redirects -------------------------------------------------------------------------
+
+  /** Start redirect `id`, or find it running with the same address, ports, source and engine. */
+  startRedirect(id: string, spec: RedirectSpec): Promise<void> {
+    checkRedirectId(id);
+    return this.locked(`redirect:${id}`, async () => {
+      const engineKind = spec.engine ?? this.opts.engine ?? 'userspace';
+      const want: RedirectEntry['spec'] = {
+        address: spec.address,
+        ports: [...spec.ports],
+        engine: engineKind,
+        ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),
+      };
+      const existing = this.redirects.get(id);
+      if (existing) {
+        if (JSON.stringify(existing.spec) !== JSON.stringify(want)) {
+          throw new FerryError(
+            'REDIRECT_CONFLICT',
+            `redirect ${id} runs with ${JSON.stringify(existing.spec)}; stop it before starting it with ${JSON.stringify(want)}`,
+          );
+        }
+        return;
+      }
+      const maxHoldMs = this.opts.maxHoldMs ?? 30_000;
+      const engine: RedirectEngine =
+        engineKind === 'kernel'
+          ? new KernelRelay({
+              listen: { address: spec.address, ports: spec.ports },
+              upstream: { address: spec.upstream },
+              ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),
+              id: createHash('sha256').update(id).digest('hex').slice(0, 12),
+              maxHoldMs,
+            })
+          : new TcpRelay({
+              listen: { address: spec.address, ports: spec.ports },
+              upstream: { address: spec.upstream },
+              ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),
+              maxHoldMs,
+            });
+      await engine.start();
+      this.redirects.set(id, { spec: want, upstream: spec.upstream, held: false, engine });
+      await this.saveState();
+    });
+  }
+
+  setRedirectUpstream(id: string, upstream: string): Promise<void> {
+    return this.locked(`redirect:${id}`, async () => {
+      const r = this.redirect(id);
+      if (r.upstream === upstream) return;
+      await r.engine.setUpstream({ address: upstream });
+      r.upstream = upstream;
+      await this.saveState();
+    });
+  }
+
+  holdRedirect(id: string): Promise<void> {
+    return this.locked(`redirect:${id}`, async () => {
+      const r = this.redirect(id);
+      if (r.held) return;
+      await r.engine.hold();
+      r.held = true;
+      await this.saveState();
+    });
+  }
+
+  /** Release held connections to the current upstream; no-op when not held or absent. */
+  releaseRedirect(id: string): Promise<void> {
+    return this.locked(`redirect:${id}`, async () => {
+      const r = this.redirects.get(id);
+      if (!r) return;
+      await r.engine.release();
+      if (!r.held) return;
+      r.held = false;
+      await this.saveState();
+    });
+  }
+
+  /** Counters of redirect `id`, or undefined when it does not run. */
+  async redirectStats(id: string): Promise<(RedirectStats & RelayStats & { upstream: string; engine: EngineKind; holding: boolean }) | undefined> {
+    const r = this.redirects.get(id);
+    if (!r) return undefined;
+    return { ...(await r.engine.stats()), upstream: r.upstream, engine: r.spec.engine, holding: r.held };
+  }
+
+  listRedirects(): Array<{ id: string; address: string; ports: number[]; upstream: string; engine: EngineKind; holding: boolean }> {
+    return [...this.redirects].map(([id, r]) => ({ id, address: r.spec.address, ports: [...r.spec.ports], upstream: r.upstream, engine: r.spec.engine, holding: r.held }));
+  }
+
+  stopRedirect(id: string): Promise<void> {
+    return this.locked(`redirect:${id}`, async () => {
+      const r = this.redirects.get(id);
+      if (!r) return;
+      this.redirects.delete(id);
+      await r.engine.close();
+      await this.saveState();
+    });
+  }
+
+  private redirect(id: string): RedirectEntry {
+    const r = this.redirects.get(id);
+    if (!r) throw new FerryError('REDIRECT_NOT_FOUND', `no redirect ${id} on ${this.id}; start it first`);
+    return r;
+  }
+
+  // --- sites -----------------------------------------------------------------------------
+
+  /**
+   * Serve `domain` in `mode` (adding it when new). With nginx in front: `proxy` turns the server
+   * block into a reverse proxy to the target (after the app released its held requests there);
+   * any other mode points the block at the app, which applies the mode.
+   */
+  putSite(domain: string, mode: SiteMode): Promise<void> {
+    const d = normalizeDomain(domain);
+    return this.locked(`site:${d}`, async () => {
+      await this.sites.addSite(d, mode);
+      if (this.nginx) {
+        await this.nginx.setVhost(d, typeof mode === 'object' ? { proxy: { address: mode.proxy.address, port: mode.proxy.port } } : { app: true });
+      }
+      await this.saveState();
+    });
+  }
+
+  /** Set the mode of a site this server has (SITE_NOT_FOUND otherwise). */
+  setSiteMode(domain: string, mode: SiteMode): Promise<void> {
+    if (!this.sites.hasSite(domain)) {
+      return Promise.reject(new FerryError('SITE_NOT_FOUND', `${this.id} does not serve ${normalizeDomain(domain)}; add it with PUT /v1/sites/{domain} first`));
+    }
+    return this.putSite(domain, mode);
+  }
+
+  /** Stop serving `domain` (no-op when not served); `deleteData` also removes its data folder. */
+  removeSite(domain: string, deleteData = false): Promise<void> {
+    const d = normalizeDomain(domain);
+    return this.locked(`site:${d}`, async () => {
+      await this.nginx?.removeVhost(d);
+      await this.sites.removeSite(d, { deleteData });
+      await this.saveState();
+    });
+  }
+
+  hasSite(domain: string): boolean {
+    return this.sites.hasSite(domain);
+  }
+
+  listSites(): Array<{ domain: string; mode: SiteMode }> {
+    return this.sites.sites().map((domain) => ({ domain, mode: this.sites.mode(domain) }));
+  }
+
+  siteMode(domain: string): SiteMode {
+    return this.sites.mode(domain);
+  }
+
+  /**
+   * The site's counters at the shared IP. Behind nginx, arrivals and their sources are nginx's
+   * (the app only sees nginx); in-flight and held requests are the app's.
+   */
+  siteStats(domain: string): SiteStats {
+    const app = this.sites.siteStats(domain);
+    if (!this.nginx) return app;
+    const n = this.nginx.siteCounters(normalizeDomain(domain));
+    return {
+      requests: n.requests,
+      writes: n.writes,
+      inFlight: app.inFlight,
+      held: app.held,
+      lastRequestAt: Math.max(n.lastRequestAt ?? 0, app.lastRequestAt ?? 0) || null,
+      bySource: Object.fromEntries([...n.bySource].map(([k, v]) => [k, { ...v }])),
+    };
+  }
+
+  waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean> {
+    return this.sites.waitIdle(domain, timeoutMs);
+  }
+
+  reloadSite(domain: string): Promise<void> {
+    return this.sites.reloadSite(domain);
+  }
+
+  siteDataDir(domain: string): string {
+    return this.sites.siteDataDir(domain);
+  }
+
+  probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }> {
+    return httpProbe(domain, address, port, path);
+  }
+
+  // --- data sync -------------------------------------------------------------------------
+
+  /** Open (or find open) the receive session for `domain`'s data; the secret is new per session. */
+  openSyncReceiver(domain: string): Promise<SyncEndpoint> {
+    const d = normalizeDomain(domain);
+    if (!this.sites.hasSite(d)) {
+      return Promise.reject(new FerryError('SITE_NOT_FOUND', `${this.id} does not serve ${d}; add the site before receiving its data`));
+    }
+    return this.receiver.open(d, this.sites.siteDataDir(d));
+  }
+
+  closeSyncReceiver(domain: string): Promise<void> {
+    return this.receiver.close(normalizeDomain(domain));
+  }
+
+  /**
+   * Push `domain`'s data to a receive session of another agent. `jobId` names the push for
+   * progress reads; repeating a finished job's id runs a new pass (a delta, rsync being rsync).
+   */
+  async pushSite(domain: string, to: SyncEndpoint, jobId = randomBytes(6).toString('hex')): Promise<{ jobId: string; files: number; bytes: number; totalBytes: number; durationMs: number }> {
+    const d = normalizeDomain(domain);
+    const source = this.sites.siteDataDir(d);
+    const running = this.jobs.get(jobId);
+    if (running?.state === 'running') throw new FerryError('SYNC_RUNNING', `sync job ${jobId} is running; read its progress at GET /v1/sync-jobs/${jobId}`);
+    const job: SyncProgress & { domain: string } = { domain: d, state: 'running', startedAt: Date.now(), endedAt: null, bytes: 0, percent: 0 };
+    this.jobs.set(jobId, job);
+    if (this.jobs.size > 200) this.jobs.delete(this.jobs.keys().next().value as string);
+    try {
+      const res = await rsyncPush({
+        source,
+        to,
+        ...(this.opts.rsync?.path ? { rsyncPath: this.opts.rsync.path } : {}),
+        onProgress: (p) => {
+          job.bytes = p.bytes;
+          job.percent = p.percent;
+        },
+      });
+      Object.assign(job, { state: 'done', endedAt: Date.now(), bytes: res.bytes, percent: 100, files: res.files });
+      return { jobId, ...res, durationMs: job.endedAt! - job.startedAt };
+    } catch (err) {
+      Object.assign(job, { state: 'failed', endedAt: Date.now(), error: (err as Error).message });
+      throw err;
+    }
+  }
+
+  syncJob(jobId: string): (SyncProgress & { domain: string }) | undefined {
+    const j = this.jobs.get(jobId);
+    return j && { ...j };
+  }
+
+  // --- internals -------------------------------------------------------------------------
+
+  private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const p = prev.then(fn, fn);
+    const tail = p.catch(() => undefined);
+    this.locks.set(key, tail);
+    void tail.then(() => {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    });
+    return p;
+  }
+
+  private saveState(): Promise<void> {
+    const write = async () => {
+      const state: SavedState = {
+        sites: this.listSites(),
+        redirects: [...this.redirects].map(([id, r]) => ({ id, spec: r.spec, upstream: r.upstream, held: r.held })),
+      };
+      const tmp = `${this.statePath}.tmp`;
+      await writeFile(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
+      await rename(tmp, this.statePath);
+    };
+    const p = this.stateChain.then(write, write);
+    this.stateChain = p.catch(() => undefined);
+    return p;
+  }
+}
+
+function checkRedirectId(id: string): void {
+  if (!REDIRECT_ID_RE.test(id)) throw new FerryError('REDIRECT_ID_INVALID', `redirect id "${id}" must be 1-120 letters, digits, '.', '_' or '-'`);
+}

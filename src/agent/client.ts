@@ -1,0 +1,279 @@
+/**
+ * `HttpHostDriver`: the orchestrator's `HostDriver` over a host agent's HTTP API. Each call has a
+ * timeout; calls that fail before an answer (connection refused or reset, timeout) are retried
+ * a few times, which is safe because every agent operation is idempotent. The agent's errors
+ * come back as FerryErrors with the agent's own code and message.
+ */
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { randomBytes } from 'node:crypto';
+import { FerryError } from '../common/errors.js';
+import { sleep } from '../common/time.js';
+import type { SiteMode, SiteStats } from '../host/index.js';
+import type { HostDriver, RedirectStats } from '../migration/ports.js';
+import type { SyncEndpoint, SyncProgress } from './rsync.js';
+
+export interface HttpHostDriverOptions {
+  /** The server's id in the controller. */
+  id: string;
+  /** Base URL of the agent, e.g. `https://192.0.2.10:7070`. */
+  url: string;
+  token: string;
+  /** PEM CA bundle to trust for an https agent (a self-signed agent certificate, say). */
+  ca?: string | Buffer;
+  /** Timeout of ordinary calls. Default 15 000 ms. */
+  timeoutMs?: number;
+  /** Timeout of a data sync pass. Default 30 minutes. */
+  syncTimeoutMs?: number;
+  /** Attempts for a call that got no answer. Default 3. */
+  attempts?: number;
+  /** Redirect engine to ask for; default the agent's own. */
+  engine?: 'userspace' | 'kernel';
+}
+
+/** Error codes meaning "no answer came back": the call may be repeated. */
+const RETRYABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'AGENT_TIMEOUT', 'AGENT_UNREACHABLE']);
+
+/** A hosting server driven through its agent. */
+export class HttpHostDriver implements HostDriver {
+  readonly id: string;
+  private readonly base: URL;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+  private readonly syncTimeoutMs: number;
+  private readonly attempts: number;
+  private readonly engine: 'userspace' | 'kernel' | undefined;
+  private readonly agent: HttpAgent | HttpsAgent;
+
+  constructor(opts: HttpHostDriverOptions) {
+    let base: URL;
+    try {
+      base = new URL(opts.url);
+    } catch {
+      throw new FerryError('AGENT_CLIENT_OPTIONS', `agent URL "${opts.url}" is not a URL; write e.g. https://192.0.2.10:7070`);
+    }
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') {
+      throw new FerryError('AGENT_CLIENT_OPTIONS', `agent URL "${opts.url}" must start with http:// or https://`);
+    }
+    if (!opts.token) throw new FerryError('AGENT_CLIENT_OPTIONS', `server ${opts.id}: the agent token is empty`);
+    this.id = opts.id;
+    this.base = base;
+    this.token = opts.token;
+    this.timeoutMs = opts.timeoutMs ?? 15_000;
+    this.syncTimeoutMs = opts.syncTimeoutMs ?? 30 * 60_000;
+    this.attempts = Math.max(1, opts.attempts ?? 3);
+    this.engine = opts.engine;
+    this.agent =
+      base.protocol === 'https:'
+        ? new HttpsAgent({ keepAlive: true, maxSockets: 16, ...(opts.ca ? { ca: opts.ca } : {}) })
+        : new HttpAgent({ keepAlive: true, maxSockets: 16 });
+  }
+
+  /** The agent's URL (without credentials). */
+  get url(): string {
+    return this.base.origin;
+  }
+
+  /** Close idle keep-alive connections to the agent. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /** One API call: JSON in and out, retried when no answer came. */
+  async call<T>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; notFound?: T } = {}): Promise<T> {
+    let lastErr: unknown;
+    for (let attempt = 1; attempt <= this.attempts; attempt++) {
+      try {
+        const { status, json } = await this.once(method, path, body, opts.timeoutMs ?? this.timeoutMs);
+        if (status >= 200 && status < 300) return json as T;
+        const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
+        if (status === 404 && 'notFound' in opts && e?.code !== 'ROUTE_NOT_FOUND') return opts.notFound as T;
+        throw new FerryError(e?.code ?? `AGENT_HTTP_${status}`, `agent ${this.id}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`);
+      } catch (err) {
+        lastErr = err;
+        const code = (err as { code?: string }).code ?? '';
+        if (!RETRYABLE.has(code) || attempt === this.attempts) break;
+        await sleep(250 * attempt);
+      }
+    }
+    throw lastErr;
+  }
+
+  private once(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: unknown }> {
+    const url = new URL(path, this.base);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          method,
+          agent: this.agent,
+          headers: {
+            authorization: `Bearer ${this.token}`,
+            accept: 'application/json',
+            ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+          },
+        },
+        (res: IncomingMessage) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            clearTimeout(timer);
+            const text = Buffer.concat(chunks).toString('utf8');
+            let json: unknown;
+            try {
+              json = text ? JSON.parse(text) : undefined;
+            } catch {
+              json = { error: { code: `AGENT_HTTP_${res.statusCode}`, message: text.slice(0, 200) } };
+            }
+            resolve({ status: res.statusCode ?? 0, json });
+          });
+          res.on('error', reject);
+        },
+      );
+      const timer = setTimeout(() => {
+        req.destroy(new FerryError('AGENT_TIMEOUT', `agent ${this.id}: ${method} ${url.pathname} got no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        if (err instanceof FerryError) return reject(err);
+        const e = new FerryError('AGENT_UNREACHABLE', `agent ${this.id} at ${this.base.origin}: ${err.message}`, { cause: err });
+        reject(Object.assign(e, { errno: err.code }));
+      });
+      req.end(payload);
+    });
+  }
+
+  private static enc(s: string): string {
+    return encodeURIComponent(s);
+  }
+
+  info(): Promise<Record<string, unknown>> {
+    return this.call('GET', '/v1/info');
+  }
+
+  async addAddress(address: string): Promise<void> {
+    await this.call('PUT', `/v1/addresses/${HttpHostDriver.enc(address)}`);
+  }
+
+  async removeAddress(address: string): Promise<void> {
+    await this.call('DELETE', `/v1/addresses/${HttpHostDriver.enc(address)}`);
+  }
+
+  async listAddresses(): Promise<string[]> {
+    return (await this.call<{ addresses: string[] }>('GET', '/v1/addresses')).addresses;
+  }
+
+  async startRedirect(id: string, spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string }): Promise<void> {
+    await this.call('PUT', `/v1/redirects/${HttpHostDriver.enc(id)}`, { ...spec, ...(this.engine ? { engine: this.engine } : {}) });
+  }
+
+  async setRedirectUpstream(id: string, upstream: string): Promise<void> {
+    await this.call('PUT', `/v1/redirects/${HttpHostDriver.enc(id)}/upstream`, { upstream });
+  }
+
+  async holdRedirect(id: string): Promise<void> {
+    await this.call('POST', `/v1/redirects/${HttpHostDriver.enc(id)}/hold`, {});
+  }
+
+  async releaseRedirect(id: string): Promise<void> {
+    await this.call('POST', `/v1/redirects/${HttpHostDriver.enc(id)}/release`, {});
+  }
+
+  redirectStats(id: string): Promise<RedirectStats | undefined> {
+    return this.call<RedirectStats | undefined>('GET', `/v1/redirects/${HttpHostDriver.enc(id)}`, undefined, { notFound: undefined });
+  }
+
+  async stopRedirect(id: string): Promise<void> {
+    await this.call('DELETE', `/v1/redirects/${HttpHostDriver.enc(id)}`);
+  }
+
+  async addSite(domain: string, mode: SiteMode): Promise<void> {
+    await this.call('PUT', `/v1/sites/${HttpHostDriver.enc(domain)}`, { mode }, { timeoutMs: this.timeoutMs * 2 });
+  }
+
+  async removeSite(domain: string): Promise<void> {
+    await this.call('DELETE', `/v1/sites/${HttpHostDriver.enc(domain)}`, undefined, { timeoutMs: this.timeoutMs * 2 });
+  }
+
+  async hasSite(domain: string): Promise<boolean> {
+    return (await this.siteMode(domain)) !== null;
+  }
+
+  async siteMode(domain: string): Promise<SiteMode | null> {
+    const r = await this.call<{ mode: SiteMode } | null>('GET', `/v1/sites/${HttpHostDriver.enc(domain)}`, undefined, { notFound: null });
+    return r ? r.mode : null;
+  }
+
+  async setSiteMode(domain: string, mode: SiteMode): Promise<void> {
+    await this.call('PUT', `/v1/sites/${HttpHostDriver.enc(domain)}/mode`, { mode }, { timeoutMs: this.timeoutMs * 2 });
+  }
+
+  siteStats(domain: string): Promise<SiteStats> {
+    return this.call('GET', `/v1/sites/${HttpHostDriver.enc(domain)}/stats`);
+  }
+
+  async waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean> {
+    const r = await this.call<{ idle: boolean }>('POST', `/v1/sites/${HttpHostDriver.enc(domain)}/wait-idle`, { timeoutMs }, { timeoutMs: timeoutMs + this.timeoutMs });
+    return r.idle;
+  }
+
+  async reloadSite(domain: string): Promise<void> {
+    await this.call('POST', `/v1/sites/${HttpHostDriver.enc(domain)}/reload`, {});
+  }
+
+  probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }> {
+    return this.call('POST', `/v1/sites/${HttpHostDriver.enc(domain)}/probe`, { address, port, path });
+  }
+
+  /** Open a receive session for `domain` on this agent: where and how another agent may push. */
+  openSyncReceiver(domain: string): Promise<SyncEndpoint> {
+    return this.call('PUT', `/v1/sync-receivers/${HttpHostDriver.enc(domain)}`, {});
+  }
+
+  async closeSyncReceiver(domain: string): Promise<void> {
+    await this.call('DELETE', `/v1/sync-receivers/${HttpHostDriver.enc(domain)}`);
+  }
+
+  /** Progress of a push this agent runs (or ran). */
+  syncProgress(jobId: string): Promise<(SyncProgress & { domain: string }) | undefined> {
+    return this.call('GET', `/v1/sync-jobs/${HttpHostDriver.enc(jobId)}`, undefined, { notFound: undefined });
+  }
+
+  /**
+   * One sync pass of `domain` from this server to `to` (an agent too): `to` opens a receive
+   * session with a fresh secret, this agent pushes with rsync, `to` reloads the site's data,
+   * and the session closes whatever happened.
+   */
+  async syncSite(domain: string, to: HostDriver, opts: { onProgress?: (p: SyncProgress) => void } = {}): Promise<{ files: number; bytes: number }> {
+    if (!(to instanceof HttpHostDriver)) {
+      throw new FerryError('SYNC_UNSUPPORTED', `host ${this.id} syncs through its agent; the target ${to.id} must be an agent too`);
+    }
+    const endpoint = await to.openSyncReceiver(domain);
+    const jobId = `${domain.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40)}-${randomBytes(4).toString('hex')}`;
+    let poller: NodeJS.Timeout | undefined;
+    if (opts.onProgress) {
+      const report = opts.onProgress;
+      poller = setInterval(() => {
+        this.syncProgress(jobId).then((p) => p && report(p), () => undefined);
+      }, 1000);
+    }
+    try {
+      // Not retried: a push that timed out may still be running; the next pass is the retry.
+      const r = await this.callOnce<{ files: number; bytes: number }>('POST', `/v1/sites/${HttpHostDriver.enc(domain)}/push`, { jobId, to: endpoint }, this.syncTimeoutMs);
+      await to.reloadSite(domain);
+      return { files: r.files, bytes: r.bytes };
+    } finally {
+      if (poller) clearInterval(poller);
+      await to.closeSyncReceiver(domain).catch(() => undefined);
+    }
+  }
+
+  private async callOnce<T>(method: string, path: string, body: unknown, timeoutMs: number): Promise<T> {
+    const { status, json } = await this.once(method, path, body, timeoutMs);
+    if (status >= 200 && status < 300) return json as T;
+    const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
+    throw new FerryError(e?.code ?? `AGENT_HTTP_${status}`, `agent ${this.id}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`);
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * The agent API on real sockets (loopback 127.0.61.0/24, port 0): auth, bad input, idempotency
+ * of every operation through `HttpHostDriver`, a redirect that forwards, and rsync between two
+ * agents (initial and delta passes).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, appendFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'node:http';
+import type { FastifyInstance } from 'fastify';
+import { HostAgent } from './agent.js';
+import { LoopbackAddresses } from './addresses.js';
+import { HttpHostDriver } from './client.js';
+import { buildAgentServer } from './server.js';
+import { findBinary } from '../../test/e2e/helpers.js';
+
+const TOKEN = 'test-token-0123456789abcdef';
+
+async function freePort(address: string): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, address, () => r()));
+  const p = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
+interface Running {
+  agent: HostAgent;
+  app: FastifyInstance;
+  driver: HttpHostDriver;
+  dir: string;
+  sharedIp: string;
+  close(): Promise<void>;
+}
+
+async function startAgent(id: string, sharedIp: string): Promise<Running> {
+  const dir = await mkdtemp(join(tmpdir(), `ferry-agent-${id}-`));
+  const agent = new HostAgent({
+    id,
+    dataDir: dir,
+    sharedIps: [sharedIp],
+    httpPort: 0,
+    addresses: new LoopbackAddresses(),
+    web: { kind: 'builtin' },
+    rsync: { port: await freePort(sharedIp) },
+  });
+  await agent.start();
+  const app = buildAgentServer(agent, { token: TOKEN });
+  await app.listen({ host: sharedIp, port: 0 });
+  const url = `http://${sharedIp}:${(app.server.address() as AddressInfo).port}`;
+  const driver = new HttpHostDriver({ id, url, token: TOKEN, timeoutMs: 5000 });
+  return {
+    agent,
+    app,
+    driver,
+    dir,
+    sharedIp,
+    close: async () => {
+      driver.close();
+      await app.close();
+      await agent.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function get(address: string, port: number, host: string, path = '/'): Promise<{ status: number; servedBy: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: address, port, path, headers: { host }, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, servedBy: res.headers['x-served-by'] as string | undefined, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('agent API', () => {
+  let a: Running;
+  let b: Running;
+
+  before(async () => {
+    a = await startAgent('alpha', '127.0.61.1');
+    b = await startAgent('beta', '127.0.61.2');
+  });
+  after(async () => {
+    await a?.close();
+    await b?.close();
+  });
+
+  test('every route needs the bearer token: missing or wrong gets 401', async () => {
+    const routes: Array<[string, string]> = [
+      ['GET', '/v1/info'],
+      ['GET', '/v1/addresses'],
+      ['PUT', '/v1/addresses/127.0.61.50'],
+      ['PUT', '/v1/redirects/x'],
+      ['GET', '/v1/sites'],
+      ['DELETE', '/v1/sites/shop.example'],
+      ['PUT', '/v1/sync-receivers/shop.example'],
+      ['GET', '/v1/no-such-route'],
+    ];
+    for (const [method, url] of routes) {
+      const none = await a.app.inject({ method: method as 'GET', url });
+      assert.equal(none.statusCode, 401, `${method} ${url} without a token`);
+      assert.match(none.headers['www-authenticate'] as string, /^Bearer/);
+      assert.equal(none.json().error.code, 'UNAUTHORIZED');
+      const wrong = await a.app.inject({ method: method as 'GET', url, headers: { authorization: `Bearer ${TOKEN}x` } });
+      assert.equal(wrong.statusCode, 401, `${method} ${url} with a wrong token`);
+      const short = await a.app.inject({ method: method as 'GET', url, headers: { authorization: 'Bearer a' } });
+      assert.equal(short.statusCode, 401);
+      const basic = await a.app.inject({ method: method as 'GET', url, headers: { authorization: `Basic ${TOKEN}` } });
+      assert.equal(basic.statusCode, 401);
+    }
+    const ok = await a.app.inject({ method: 'GET', url: '/v1/info', headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(ok.statusCode, 200);
+    assert.equal(ok.json().id, 'alpha');
+  });
+
+  test('a token shorter than 16 characters is refused at construction', () => {
+    assert.throws(() => buildAgentServer(a.agent, { token: 'short' }), /at least 16 characters/);
+  });
+
+  test('bad input gets 400 naming the field and what to send', async () => {
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const cases: Array<{ method: 'PUT' | 'POST' | 'DELETE' | 'GET'; url: string; body?: unknown; expect: RegExp }> = [
+      { method: 'PUT', url: '/v1/addresses/not-an-ip', expect: /params\.address: must be an IPv4 or IPv6 address/ },
+      { method: 'PUT', url: '/v1/redirects/r1', body: { address: 'nope', ports: [], upstream: '127.0.61.1' }, expect: /body\.address: must be an IPv4.*body\.ports: must list at least one port/ },
+      { method: 'PUT', url: '/v1/redirects/r1', body: { address: '127.0.61.9', ports: [70000], upstream: '127.0.61.1' }, expect: /body\.ports\[0\]: .*65535/ },
+      { method: 'PUT', url: '/v1/redirects/r1', body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1', engine: 'ebpf' }, expect: /body\.engine: must be "userspace" or "kernel"/ },
+      { method: 'PUT', url: '/v1/redirects/bad%20id', body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1' }, expect: /params\.id/ },
+      { method: 'PUT', url: '/v1/redirects/r1', body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1', extra: 1 }, expect: /body: Unrecognized key.*extra/i },
+      { method: 'PUT', url: '/v1/sites/shop.example', body: { mode: 'sleep' }, expect: /body\.mode: must be "serve", "readonly", "hold" or \{"proxy"/ },
+      { method: 'PUT', url: '/v1/sites/shop.example/mode', body: { mode: { proxy: { address: '127.0.61.2' } } }, expect: /body\.mode/ },
+      { method: 'PUT', url: '/v1/sites/-bad-.example', body: { mode: 'serve' }, expect: /params\.domain: must be a domain name/ },
+      { method: 'POST', url: '/v1/sites/shop.example/wait-idle', body: {}, expect: /body\.timeoutMs/ },
+      { method: 'POST', url: '/v1/sites/shop.example/probe', body: { address: '127.0.61.1', port: 80, path: 'x' }, expect: /body\.path: must start with "\/"/ },
+      { method: 'POST', url: '/v1/sites/shop.example/push', body: { to: { address: '127.0.61.2', port: 873, module: 'm', user: 'u', secret: 'short' } }, expect: /body\.to\.secret/ },
+      { method: 'DELETE', url: '/v1/sites/shop.example?deleteData=yes', expect: /query\.deleteData/ },
+    ];
+    for (const c of cases) {
+      const res = await a.app.inject({ method: c.method, url: c.url, headers: auth, ...(c.body !== undefined ? { payload: c.body as object } : {}) });
+      assert.equal(res.statusCode, 400, `${c.method} ${c.url}: ${res.body}`);
+      assert.equal(res.json().error.code, 'BAD_REQUEST');
+      assert.match(res.json().error.message, c.expect, `${c.method} ${c.url}`);
+    }
+    const badJson = await a.app.inject({ method: 'PUT', url: '/v1/sites/shop.example', headers: { ...auth, 'content-type': 'application/json' }, payload: '{"mode":' });
+    assert.equal(badJson.statusCode, 400);
+    const notFound = await a.app.inject({ method: 'GET', url: '/v1/redirects/none', headers: auth });
+    assert.equal(notFound.statusCode, 404);
+    assert.equal(notFound.json().error.code, 'REDIRECT_NOT_FOUND');
+  });
+
+  test('addresses: add, list, remove, each repeated; shared IPs are protected', async () => {
+    const d = a.driver;
+    await d.addAddress('127.0.61.100');
+    await d.addAddress('127.0.61.100');
+    assert.deepEqual((await d.listAddresses()).filter((x) => x === '127.0.61.100'), ['127.0.61.100']);
+    await d.removeAddress('127.0.61.100');
+    await d.removeAddress('127.0.61.100');
+    assert.ok(!(await d.listAddresses()).includes('127.0.61.100'));
+    await assert.rejects(d.removeAddress(a.sharedIp), (err: Error & { code?: string }) => err.code === 'ADDRESS_PROTECTED');
+    const res = await a.app.inject({ method: 'DELETE', url: `/v1/addresses/${a.sharedIp}`, headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.statusCode, 409);
+    await assert.rejects(d.addAddress('192.0.2.1'), (err: Error & { code?: string }) => err.code === 'ADDRESS_NOT_LOOPBACK');
+  });
+
+  test('sites and a redirect: every operation repeated leaves the same state', async () => {
+    const d = a.driver;
+    const port = a.agent.sites.port;
+    await d.addSite('shop.example', 'serve');
+    await d.addSite('shop.example', 'serve');
+    assert.equal(await d.hasSite('shop.example'), true);
+    assert.equal(await d.siteMode('shop.example'), 'serve');
+    assert.equal(await d.hasSite('other.example'), false);
+    assert.equal(await d.siteMode('other.example'), null);
+
+    await d.addAddress('127.0.61.100');
+    const spec = { address: '127.0.61.100', ports: [port], upstream: a.sharedIp, sourceAddress: '127.0.61.100' };
+    await d.startRedirect('mig-1', spec);
+    await d.startRedirect('mig-1', spec);
+    await assert.rejects(d.startRedirect('mig-1', { ...spec, ports: [port + 1] }), (err: Error & { code?: string }) => err.code === 'REDIRECT_CONFLICT');
+    await assert.rejects(d.removeAddress('127.0.61.100'), (err: Error & { code?: string }) => err.code === 'ADDRESS_IN_USE');
+
+    const through = await get('127.0.61.100', port, 'shop.example');
+    assert.equal(through.status, 200);
+    assert.equal(through.servedBy, 'alpha');
+    const stats = await d.siteStats('shop.example');
+    assert.ok(stats.bySource['127.0.61.100']!.requests >= 1, JSON.stringify(stats));
+    const rs = await d.redirectStats('mig-1');
+    assert.ok(rs && rs.totalConnections >= 1);
+
+    await d.holdRedirect('mig-1');
+    await d.holdRedirect('mig-1');
+    await d.setRedirectUpstream('mig-1', b.sharedIp);
+    await d.setRedirectUpstream('mig-1', b.sharedIp);
+    await d.releaseRedirect('mig-1');
+    await d.releaseRedirect('mig-1');
+    await d.setSiteMode('shop.example', 'readonly');
+    await d.setSiteMode('shop.example', 'readonly');
+    assert.equal(await d.siteMode('shop.example'), 'readonly');
+    await d.setSiteMode('shop.example', { proxy: { address: b.sharedIp, port: b.agent.sites.port } });
+    await d.setSiteMode('shop.example', { proxy: { address: b.sharedIp, port: b.agent.sites.port } });
+    assert.deepEqual(await d.siteMode('shop.example'), { proxy: { address: b.sharedIp, port: b.agent.sites.port } });
+    assert.equal(await d.waitSiteIdle('shop.example', 1000), true);
+    const probe = await d.probe('shop.example', a.sharedIp, port, '/healthz');
+    assert.equal(probe.status, 421, 'beta does not serve the site yet, so the proxy passes its 421 on');
+
+    await d.stopRedirect('mig-1');
+    await d.stopRedirect('mig-1');
+    assert.equal(await d.redirectStats('mig-1'), undefined);
+    await d.releaseRedirect('mig-1');
+    await assert.rejects(d.holdRedirect('mig-1'), (err: Error & { code?: string }) => err.code === 'REDIRECT_NOT_FOUND');
+    await d.removeAddress('127.0.61.100');
+    await d.removeSite('shop.example');
+    await d.removeSite('shop.example');
+    assert.equal(await d.hasSite('shop.example'), false);
+    await assert.rejects(d.setSiteMode('shop.example', 'serve'), (err: Error & { code?: string }) => err.code === 'SITE_NOT_FOUND');
+  });
+
+  test('state survives an agent restart: sites and redirects come back', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-agent-restart-'));
+    const mk = async () =>
+      new HostAgent({ id: 'gamma', dataDir: dir, sharedIps: ['127.0.61.3'], httpPort: 0, addresses: new LoopbackAddresses(), web: { kind: 'builtin' } });
+    const one = await mk();
+    try {
+      await one.start();
+      await one.putSite('blog.example', 'readonly');
+      await one.startRedirect('r', { address: '127.0.61.103', ports: [await freePort('127.0.61.103')], upstream: '127.0.61.3' });
+      await one.holdRedirect('r');
+    } finally {
+      await one.stop();
+    }
+    const two = await mk();
+    try {
+      await two.start();
+      assert.deepEqual(two.listSites(), [{ domain: 'blog.example', mode: 'readonly' }]);
+      assert.deepEqual(
+        two.listRedirects().map((r) => [r.id, r.holding]),
+        [['r', true]],
+      );
+    } finally {
+      await two.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('sync: rsync pushes a site to another agent, initial then delta, with a fresh secret each pass', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, async () => {
+    await a.driver.addSite('sync.example', 'serve');
+    await b.driver.addSite('sync.example', 'readonly');
+    const port = a.agent.sites.port;
+    const post = (key: string) =>
+      new Promise<number>((resolve, reject) => {
+        const body = JSON.stringify({ key });
+        const req = request({ host: a.sharedIp, port, path: '/orders', method: 'POST', headers: { host: 'sync.example', 'content-type': 'application/json' }, agent: false }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    for (let i = 0; i < 5; i++) assert.equal(await post(`k${i}`), 201);
+    await appendFile(join(a.agent.siteDataDir('sync.example'), 'extra.txt'), 'x'.repeat(10_000));
+
+    const first = await a.driver.syncSite('sync.example', b.driver);
+    assert.ok(first.files >= 2, JSON.stringify(first));
+    assert.ok(first.bytes >= 10_000);
+    assert.equal((await b.agent.sites.readOrders('sync.example')).length, 5, 'the target reloaded the data');
+
+    for (let i = 5; i < 8; i++) assert.equal(await post(`k${i}`), 201);
+    const delta = await a.driver.syncSite('sync.example', b.driver);
+    assert.equal(delta.files, 1, 'only the order log changed');
+    assert.equal((await b.agent.sites.readOrders('sync.example')).map((o) => o.key).join(','), 'k0,k1,k2,k3,k4,k5,k6,k7');
+    const none = await a.driver.syncSite('sync.example', b.driver);
+    assert.equal(none.files, 0);
+    assert.equal(b.agent.info().syncSessions instanceof Array && (b.agent.info().syncSessions as string[]).length, 0, 'the receive session closed');
+    const conf = await readFile(join(b.dir, 'rsyncd', 'rsyncd.conf'), 'utf8');
+    assert.doesNotMatch(conf, /ferry-sync\.example/, 'no module left once the pass ended');
+
+    // A push with a wrong secret fails with rsync's own reason.
+    const endpoint = await b.driver.openSyncReceiver('sync.example');
+    const again = await b.driver.openSyncReceiver('sync.example');
+    assert.equal(again.secret, endpoint.secret, 'opening twice gives the same session');
+    const { stat } = await import('node:fs/promises');
+    assert.equal((await stat(join(b.dir, 'rsyncd', `ferry-sync.example.secret`))).mode & 0o777, 0o600);
+    await assert.rejects(
+      a.driver.call('POST', '/v1/sites/sync.example/push', { to: { ...endpoint, secret: 'w'.repeat(24) } }),
+      (err: Error & { code?: string }) => err.code === 'RSYNC_FAILED' && /auth/i.test(err.message),
+    );
+    await b.driver.closeSyncReceiver('sync.example');
+    await b.driver.closeSyncReceiver('sync.example');
+  });
+});

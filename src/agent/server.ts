@@ -1,0 +1,285 @@
+/**
+ * `ferry agent`'s HTTP API: the host agent's core (`HostAgent`) on fastify, JSON in and out.
+ *
+ * Every route needs `Authorization: Bearer <token>` (401 otherwise, compared in constant time);
+ * TLS is on when a certificate and key are given. Bodies and parameters are validated with zod:
+ * a bad request gets 400 and a message naming the field and what to send instead. Errors
+ * answer `{ "error": { "code", "message" } }` with a stable code. Every operation is idempotent,
+ * so the controller retries any of them after a timeout or a lost connection.
+ *
+ * Routes (all under /v1):
+ *   GET    /info
+ *   GET    /addresses                      PUT|DELETE /addresses/:address
+ *   GET    /redirects                      PUT|GET|DELETE /redirects/:id
+ *   PUT    /redirects/:id/upstream         POST /redirects/:id/hold, /redirects/:id/release
+ *   GET    /sites                          PUT|GET|DELETE /sites/:domain
+ *   PUT    /sites/:domain/mode             GET /sites/:domain/stats
+ *   POST   /sites/:domain/wait-idle        POST /sites/:domain/reload
+ *   POST   /sites/:domain/probe            POST /sites/:domain/push
+ *   PUT|DELETE /sync-receivers/:domain     GET /sync-jobs/:id
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { FerryError } from '../common/errors.js';
+import type { HostAgent } from './agent.js';
+
+export interface AgentServerOptions {
+  /** The bearer token every request must carry. At least 16 characters. */
+  token: string;
+  /** PEM certificate and key files; both or neither. */
+  tls?: { certFile: string; keyFile: string };
+  /** Request log; tokens and bodies never reach it (method, URL, status only). */
+  logger?: Logger;
+}
+
+const ip = z.string().refine((s) => isIP(s) !== 0, { message: 'must be an IPv4 or IPv6 address literal, e.g. "192.0.2.10"' });
+const port = z.number({ message: 'must be a port number 1-65535' }).int().min(1).max(65535);
+const domain = z
+  .string()
+  .regex(/^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/, {
+    message: 'must be a domain name, e.g. "shop.example"',
+  });
+const mode = z.union(
+  [
+    z.enum(['serve', 'readonly', 'hold']),
+    z.object({ proxy: z.object({ address: ip, port, localAddress: ip.optional() }).strict() }).strict(),
+  ],
+  { message: 'must be "serve", "readonly", "hold" or {"proxy": {"address": "<IP>", "port": <1-65535>}}' },
+);
+const engine = z.enum(['userspace', 'kernel'], { message: 'must be "userspace" or "kernel"' });
+
+const schemas = {
+  addressParam: z.object({ address: ip }),
+  redirectParam: z.object({ id: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/, { message: "must be 1-120 letters, digits, '.', '_' or '-'" }) }),
+  domainParam: z.object({ domain }),
+  jobParam: z.object({ id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { message: "must be 1-64 letters, digits, '.', '_' or '-'" }) }),
+  startRedirect: z
+    .object({
+      address: ip,
+      ports: z.array(port, { message: 'must be a list of ports, e.g. [80, 443]' }).min(1, { message: 'must list at least one port' }),
+      upstream: ip,
+      sourceAddress: ip.optional(),
+      engine: engine.optional(),
+    })
+    .strict(),
+  upstream: z.object({ upstream: ip }).strict(),
+  putSite: z.object({ mode: mode.default('serve') }).strict(),
+  setMode: z.object({ mode }).strict(),
+  removeSite: z.object({ deleteData: z.enum(['true', 'false']).optional() }).strict(),
+  waitIdle: z.object({ timeoutMs: z.number().int().min(0).max(600_000) }).strict(),
+  probe: z.object({ address: ip, port, path: z.string().startsWith('/', { message: 'must start with "/"' }).max(2048).default('/') }).strict(),
+  push: z
+    .object({
+      jobId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+      to: z
+        .object({ address: ip, port, module: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/), user: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/), secret: z.string().min(16).max(200) })
+        .strict(),
+    })
+    .strict(),
+};
+
+/** A zod failure as one line: `body.ports[0]: must be a port number 1-65535`. */
+function describe(where: string, err: z.ZodError): string {
+  return err.issues
+    .map((i) => {
+      const path = i.path.reduce<string>((acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : `${acc}.${String(p)}`), where);
+      return `${path}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
+  const r = schema.safeParse(value ?? (where === 'body' ? {} : value));
+  if (!r.success) throw new FerryError('BAD_REQUEST', describe(where, r.error));
+  return r.data;
+}
+
+/** HTTP status for a FerryError code. */
+export function statusOf(code: string): number {
+  if (code === 'BAD_REQUEST' || /_INVALID$|_OPTIONS$|^ADDRESS_NOT_LOOPBACK$|^ADDRESS_DEVICE$|^RELAY_BAD_OPTION$/.test(code)) return 400;
+  if (code === 'UNAUTHORIZED') return 401;
+  if (code.endsWith('_NOT_FOUND')) return 404;
+  if (/_CONFLICT$|_PROTECTED$|_IN_USE$|_RUNNING$/.test(code)) return 409;
+  return 500;
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Build the agent's fastify app (not listening). */
+export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): FastifyInstance {
+  if (typeof opts.token !== 'string' || opts.token.length < 16) {
+    throw new FerryError('AGENT_OPTIONS', 'the agent token must be at least 16 characters (generate one with: openssl rand -hex 32)');
+  }
+  if (opts.tls && !(opts.tls.certFile && opts.tls.keyFile)) {
+    throw new FerryError('AGENT_OPTIONS', 'TLS needs both a certificate file and a key file');
+  }
+  const want = digest(opts.token);
+  const https = opts.tls ? { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) } : null;
+  const app = Fastify({
+    ...(https ? { https } : {}),
+    ...(opts.logger ? { loggerInstance: opts.logger } : {}),
+    bodyLimit: 64 * 1024,
+    // Long operations (a site's sync, a drain) answer when done; the client sets its own timeouts.
+    requestTimeout: 0,
+  } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
+
+  app.addHook('onRequest', async (req, reply) => {
+    const h = req.headers.authorization;
+    const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
+    // Hashing first makes the compare constant-time whatever the presented token's length.
+    if (!m || !timingSafeEqual(digest(m[1]!), want)) {
+      reply.header('www-authenticate', 'Bearer realm="ferry-agent"');
+      return reply.code(401).send({ error: { code: 'UNAUTHORIZED', message: m ? 'wrong bearer token' : 'send Authorization: Bearer <agent token>' } });
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError | FerryError | Error, _req, reply) => {
+    if (err instanceof FerryError) {
+      const status = statusOf(err.code);
+      if (status >= 500) opts.logger?.error({ code: err.code, msg: err.message }, 'agent operation failed');
+      return reply.code(status).send({ error: { code: err.code, message: err.message } });
+    }
+    const fe = err as FastifyError;
+    if (fe.statusCode && fe.statusCode < 500) {
+      return reply.code(fe.statusCode).send({ error: { code: 'BAD_REQUEST', message: fe.message } });
+    }
+    opts.logger?.error({ err }, 'agent internal error');
+    return reply.code(500).send({ error: { code: 'INTERNAL', message: err.message } });
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/info` } }),
+  );
+
+  const ok = { ok: true };
+
+  app.get('/v1/info', async () => agent.info());
+
+  // addresses
+  app.get('/v1/addresses', async () => ({ addresses: await agent.listAddresses() }));
+  app.put('/v1/addresses/:address', async (req) => {
+    const { address } = parse(schemas.addressParam, req.params, 'params');
+    await agent.addAddress(address);
+    return ok;
+  });
+  app.delete('/v1/addresses/:address', async (req) => {
+    const { address } = parse(schemas.addressParam, req.params, 'params');
+    await agent.removeAddress(address);
+    return ok;
+  });
+
+  // redirects
+  app.get('/v1/redirects', async () => ({ redirects: agent.listRedirects() }));
+  app.put('/v1/redirects/:id', async (req) => {
+    const { id } = parse(schemas.redirectParam, req.params, 'params');
+    const body = parse(schemas.startRedirect, req.body, 'body');
+    await agent.startRedirect(id, {
+      address: body.address,
+      ports: body.ports,
+      upstream: body.upstream,
+      ...(body.sourceAddress ? { sourceAddress: body.sourceAddress } : {}),
+      ...(body.engine ? { engine: body.engine } : {}),
+    });
+    return ok;
+  });
+  app.get('/v1/redirects/:id', async (req) => {
+    const { id } = parse(schemas.redirectParam, req.params, 'params');
+    const stats = await agent.redirectStats(id);
+    if (!stats) throw new FerryError('REDIRECT_NOT_FOUND', `no redirect ${id} on ${agent.id}`);
+    return stats;
+  });
+  app.put('/v1/redirects/:id/upstream', async (req) => {
+    const { id } = parse(schemas.redirectParam, req.params, 'params');
+    const { upstream } = parse(schemas.upstream, req.body, 'body');
+    await agent.setRedirectUpstream(id, upstream);
+    return ok;
+  });
+  app.post('/v1/redirects/:id/hold', async (req) => {
+    const { id } = parse(schemas.redirectParam, req.params, 'params');
+    await agent.holdRedirect(id);
+    return ok;
+  });
+  app.post('/v1/redirects/:id/release', async (req) => {
+    const { id } = parse(schemas.redirectParam, req.params, 'params');
+    await agent.releaseRedirect(id);
+    return ok;
+  });
+  app.delete('/v1/redirects/:id', async (req) => {
+    const { id } = parse(schemas.redirectParam, req.params, 'params');
+    await agent.stopRedirect(id);
+    return ok;
+  });
+
+  // sites
+  app.get('/v1/sites', async () => ({ sites: agent.listSites() }));
+  app.put('/v1/sites/:domain', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    const { mode } = parse(schemas.putSite, req.body, 'body');
+    await agent.putSite(domain, mode);
+    return ok;
+  });
+  app.get('/v1/sites/:domain', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    return { domain, mode: agent.siteMode(domain) };
+  });
+  app.put('/v1/sites/:domain/mode', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    const { mode } = parse(schemas.setMode, req.body, 'body');
+    await agent.setSiteMode(domain, mode);
+    return ok;
+  });
+  app.delete('/v1/sites/:domain', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    const { deleteData } = parse(schemas.removeSite, req.query, 'query');
+    await agent.removeSite(domain, deleteData === 'true');
+    return ok;
+  });
+  app.get('/v1/sites/:domain/stats', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    return agent.siteStats(domain);
+  });
+  app.post('/v1/sites/:domain/wait-idle', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    const { timeoutMs } = parse(schemas.waitIdle, req.body, 'body');
+    return { idle: await agent.waitSiteIdle(domain, timeoutMs) };
+  });
+  app.post('/v1/sites/:domain/reload', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    await agent.reloadSite(domain);
+    return ok;
+  });
+  app.post('/v1/sites/:domain/probe', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    const b = parse(schemas.probe, req.body, 'body');
+    return agent.probe(domain, b.address, b.port, b.path);
+  });
+  app.post('/v1/sites/:domain/push', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    const b = parse(schemas.push, req.body, 'body');
+    return agent.pushSite(domain, b.to, b.jobId);
+  });
+
+  // data sync
+  app.put('/v1/sync-receivers/:domain', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    return agent.openSyncReceiver(domain);
+  });
+  app.delete('/v1/sync-receivers/:domain', async (req) => {
+    const { domain } = parse(schemas.domainParam, req.params, 'params');
+    await agent.closeSyncReceiver(domain);
+    return ok;
+  });
+  app.get('/v1/sync-jobs/:id', async (req) => {
+    const { id } = parse(schemas.jobParam, req.params, 'params');
+    const job = agent.syncJob(id);
+    if (!job) throw new FerryError('SYNC_JOB_NOT_FOUND', `no sync job ${id} on ${agent.id}`);
+    return job;
+  });
+
+  return app;
+}

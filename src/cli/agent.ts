@@ -1,0 +1,112 @@
+/** `ferry agent`: the host agent daemon on a hosting server (foreground; systemd runs it). */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
+import { InvalidArgumentError, type Command } from 'commander';
+import { IprouteAddresses, LoopbackAddresses, runAgent, type WebOptions } from '../agent/index.js';
+import { FerryError } from '../common/errors.js';
+import { createLogger } from '../common/log.js';
+import { port } from './options.js';
+
+function ipArg(value: string, previous: string[] = []): string[] {
+  if (!isIP(value)) throw new InvalidArgumentError(`expected an IP address literal, got "${value}"`);
+  return [...previous, value];
+}
+
+function oneIp(value: string): string {
+  if (!isIP(value)) throw new InvalidArgumentError(`expected an IP address literal, got "${value}"`);
+  return value;
+}
+
+/** The token from --token-file or FERRY_AGENT_TOKEN; never from the command line (ps shows it). */
+export function readToken(file: string | undefined, env = process.env): string {
+  if (file) {
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new FerryError('AGENT_OPTIONS', `cannot read the token file ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const t = env.FERRY_AGENT_TOKEN?.trim();
+  if (!t) throw new FerryError('AGENT_OPTIONS', 'no token: pass --token-file FILE or set FERRY_AGENT_TOKEN');
+  return t;
+}
+
+export function registerAgent(program: Command): void {
+  program
+    .command('agent')
+    .description('Run the host agent: the API through which the controller drives this hosting server')
+    .option('--listen <ip>', 'address of the agent API', oneIp, '0.0.0.0')
+    .option('--port <port>', 'port of the agent API', port, 7070)
+    .option('--token-file <file>', 'file holding the bearer token (else FERRY_AGENT_TOKEN)')
+    .option('--tls-cert <file>', 'PEM certificate: serve the API over HTTPS')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--id <name>', "this server's name (sent in X-Served-By)", hostname())
+    .requiredOption('--shared-ip <ip>', 'a shared IP of this server (repeat for several)', ipArg)
+    .option('--http-port <port>', 'port the sites are served on at the shared IPs', port, 80)
+    .option('--data-dir <dir>', "sites' data and the agent's state", '/var/lib/ferry/agent')
+    .option('--interface <dev>', 'interface temporary IPs are added to (iproute2)')
+    .option('--loopback-addresses', 'sandbox only: temporary IPs are 127.0.0.0/8 addresses, nothing is configured')
+    .option('--web <kind>', 'how sites are served: builtin (the site app on the shared IPs) or nginx (nginx in front of the app)', 'builtin')
+    .option('--nginx-conf-dir <dir>', 'folder nginx includes inside http {} for the server blocks', '/etc/nginx/ferry.d')
+    .option('--nginx-command <cmd>', 'nginx command and fixed arguments, space separated', 'nginx')
+    .option('--app-address <ip>', 'where the site app listens behind nginx', oneIp, '127.0.0.1')
+    .option('--app-port <port>', 'port of the site app behind nginx', port, 8080)
+    .option('--stats-port <port>', 'loopback UDP port nginx sends per-request log lines to (0 = any)', port, 0)
+    .option('--engine <kind>', 'redirect engine when the controller names none: userspace or kernel', 'userspace')
+    .option('--rsync-address <ip>', 'address the rsync daemon binds to receive site data (default the first shared IP)', oneIp)
+    .option('--rsync-port <port>', 'port of the rsync daemon', port, 873)
+    .action(async (o: Record<string, unknown>) => {
+      const web = o.web as string;
+      if (web !== 'builtin' && web !== 'nginx') throw new FerryError('AGENT_OPTIONS', `--web must be builtin or nginx, got "${web}"`);
+      const engine = o.engine as string;
+      if (engine !== 'userspace' && engine !== 'kernel') throw new FerryError('AGENT_OPTIONS', `--engine must be userspace or kernel, got "${engine}"`);
+      if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new FerryError('AGENT_OPTIONS', 'pass both --tls-cert and --tls-key, or neither');
+      if (!o.interface && !o.loopbackAddresses) {
+        throw new FerryError('AGENT_OPTIONS', 'name the interface temporary IPs go on with --interface DEV (or --loopback-addresses in a sandbox)');
+      }
+      const token = readToken(o.tokenFile as string | undefined);
+      const webOpts: WebOptions =
+        web === 'nginx'
+          ? {
+              kind: 'nginx',
+              confDir: o.nginxConfDir as string,
+              command: (o.nginxCommand as string).split(/\s+/).filter(Boolean),
+              appAddress: o.appAddress as string,
+              appPort: o.appPort as number,
+              statsPort: o.statsPort as number,
+            }
+          : { kind: 'builtin' };
+      const log = createLogger('ferry-agent');
+      const controller = new AbortController();
+      const stop = () => controller.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      try {
+        await runAgent(
+          {
+            id: o.id as string,
+            dataDir: o.dataDir as string,
+            sharedIps: o.sharedIp as string[],
+            httpPort: o.httpPort as number,
+            addresses: o.loopbackAddresses ? new LoopbackAddresses() : new IprouteAddresses(o.interface as string),
+            web: webOpts,
+            engine,
+            rsync: { ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}), port: o.rsyncPort as number },
+            listen: { address: o.listen as string, port: o.port as number },
+            token,
+            ...(o.tlsCert ? { tls: { certFile: o.tlsCert as string, keyFile: o.tlsKey as string } } : {}),
+            logger: log,
+            onReady: (url) => {
+              log.info({ url, id: o.id, web }, 'agent listening');
+              process.stdout.write(`ferry agent ${o.id as string} listening on ${url}\n`);
+            },
+          },
+          controller.signal,
+        );
+      } finally {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+      }
+    });
+}
