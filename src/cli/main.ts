@@ -5,6 +5,9 @@
 import { Command, CommanderError } from 'commander';
 import { isFerryError, errorMessage } from '../common/errors.js';
 import { registerDemo } from './demo.js';
+import { registerAgent } from './agent.js';
+import { registerController } from './controller.js';
+import { registerConfig } from './config.js';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
@@ -16,6 +19,9 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerDemo(program);
+  registerAgent(program);
+  registerController(program);
+  registerConfig(program);
   return program;
 }
 

@@ -9,3 +9,19 @@ export {
   type EvacuateRequest,
   type EvacuationSite,
 } from './controller.js';
+export {
+  loadConfig,
+  parseConfig,
+  describeConfig,
+  parseDuration,
+  startController,
+  registerDnsProvider,
+  type FerryConfig,
+  type ServerConfig,
+  type SiteConfig,
+  type DnsConfig,
+  type DnsProviderFactory,
+  type RunningController,
+  type StartControllerOptions,
+  type LoadConfigOptions,
+} from './config.js';

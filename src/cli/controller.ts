@@ -1,0 +1,72 @@
+/**
+ * `ferry controller --config ferry.yaml`: the controller in the foreground: the DNS provider (the
+ * embedded name server by default), the agents over HTTP, and every migration of the journal,
+ * resumed at start. `--migrate` starts migrations at once (before the control API exists, or for
+ * scripts), `--events` prints the event stream as JSON lines on stdout.
+ */
+import type { Command } from 'commander';
+import { FerryError } from '../common/errors.js';
+import { createLogger } from '../common/log.js';
+import { loadConfig, startController, type ControllerEvent } from '../controller/index.js';
+
+function migrateArg(value: string, previous: Array<{ domain: string; to: string }> = []): Array<{ domain: string; to: string }> {
+  const m = /^([^=\s]+)=([A-Za-z0-9._-]+)$/.exec(value);
+  if (!m) throw new FerryError('USAGE', `--migrate takes DOMAIN=SERVER, e.g. shop.example=target; got "${value}"`);
+  return [...previous, { domain: m[1]!, to: m[2]! }];
+}
+
+export function registerController(program: Command): void {
+  program
+    .command('controller')
+    .description('Run the controller: DNS, agents over HTTP, and the migrations of the journal')
+    .requiredOption('--config <file>', 'the YAML config (check it with: ferry config check FILE)')
+    .option('--migrate <domain=server>', 'start migrating DOMAIN to SERVER once running (repeatable)', migrateArg)
+    .option('--exit-when-done', 'exit once the migrations started with --migrate have ended (status 0 when all completed)')
+    .option('--events', 'print every controller event as a JSON line on stdout')
+    .option('--no-resume', 'do not resume unfinished migrations of the journal')
+    .action(async (o: { config: string; migrate?: Array<{ domain: string; to: string }>; exitWhenDone?: boolean; events?: boolean; resume: boolean }) => {
+      const log = createLogger('ferry-controller');
+      const config = await loadConfig(o.config);
+      const running = await startController(config, { resume: o.resume });
+      const { controller } = running;
+      const onEvent = (e: ControllerEvent) => {
+        if (o.events) process.stdout.write(JSON.stringify(e) + '\n');
+        if (e.type === 'phase') log.info({ migration: e.migrationId, phase: e.data.phase }, 'phase');
+        if (e.type === 'error') log.warn({ migration: e.migrationId, ...e.data }, 'migration error');
+      };
+      controller.on('event', onEvent);
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        const dnsAt = running.dnsServer ? `${running.dnsServer.address}:${running.dnsServer.port}` : config.dns.provider;
+        log.info({ config: config.file, dns: dnsAt, servers: config.servers.length, sites: config.sites.length, resumed: running.resumed }, 'controller running');
+        for (const c of await running.checkAgents()) {
+          if (c.ok) log.info({ server: c.server }, c.message);
+          else log.warn({ server: c.server }, `agent check failed: ${c.message}`);
+        }
+        if (o.events) process.stdout.write(JSON.stringify({ type: 'ready', dns: dnsAt, resumed: running.resumed }) + '\n');
+        const started = [];
+        for (const m of o.migrate ?? []) started.push((await controller.startMigration(m)).plan.id);
+        if (o.exitWhenDone && started.length) {
+          const done = await Promise.race([
+            Promise.all(started.map((id) => controller.wait(id))),
+            new Promise<null>((resolve) => stop.signal.addEventListener('abort', () => resolve(null), { once: true })),
+          ]);
+          if (done) {
+            const failed = done.filter((r) => r.phase !== 'completed');
+            if (o.events) process.stdout.write(JSON.stringify({ type: 'done', migrations: done.map((r) => ({ id: r.plan.id, phase: r.phase, error: r.error ?? null })) }) + '\n');
+            process.exitCode = failed.length ? 1 : 0;
+          }
+        } else if (!stop.signal.aborted) {
+          await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+        }
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        controller.off('event', onEvent);
+        await running.close();
+      }
+    });
+}

@@ -1,0 +1,534 @@
+/**
+ * The controller's YAML configuration (`ferry.yaml`): servers and their agents, the DNS
+ * provider, the sites, and the migration defaults. `loadConfig` validates it with zod and
+ * reports every problem at once, each with the path of the key and what to write instead;
+ * `startController` builds the running controller from it (agents over HTTP, the embedded name
+ * server or another provider). See docs/deployment.md for the reference of every key.
+ *
+ * Secrets (agent tokens, TSIG keys) may be written inline, as `${ENV_VAR}`, or read from a file
+ * (`tokenFile`, `secretFile`). They are kept out of `describeConfig` and never logged.
+ */
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { HttpHostDriver } from '../agent/client.js';
+import { FerryError } from '../common/errors.js';
+import { DnsServer, loadZoneFile } from '../dns/index.js';
+import { EmbeddedDnsProvider, Journal, type DnsProvider } from '../migration/index.js';
+import { Controller } from './controller.js';
+
+// --- schema ------------------------------------------------------------------------------
+
+const ipMsg = 'must be an IPv4 or IPv6 address literal, e.g. 192.0.2.10';
+const ip = z.string({ message: ipMsg }).refine((s) => isIP(s) !== 0, { message: ipMsg });
+const portMsg = 'must be a port number from 1 to 65535, e.g. 53';
+const port = z.number({ message: portMsg }).int({ message: portMsg }).min(1, { message: portMsg }).max(65535, { message: portMsg });
+const domainMsg = 'must be a domain name, e.g. shop.example';
+const domain = z
+  .string({ message: domainMsg })
+  .regex(/^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/, { message: domainMsg });
+
+/** A duration: milliseconds as a number, or a string with a unit (`500ms`, `30s`, `2m`, `1h`). */
+const durationMsg = 'must be a duration such as 500ms, 30s, 2m or 1h (a bare number is milliseconds)';
+const duration = z.union([z.number(), z.string()], { message: durationMsg }).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null) {
+    ctx.addIssue({ code: 'custom', message: `${durationMsg}; got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** Milliseconds of a duration value, or null when it is not one. */
+export function parseDuration(v: number | string): number | null {
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? v : null;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v);
+  if (!m) return null;
+  const n = Number(m[1]);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(n * unit);
+}
+
+const secretMsg = (what: string, fileKey: string) => `give the ${what} as ${what === 'token' ? 'token' : 'secret'}: "\${ENV_VAR}" or a literal, or as ${fileKey}: /path/to/file — one of the two`;
+
+const server = z
+  .strictObject({
+    agent: z
+      .string({ message: 'must be the agent URL, e.g. https://192.0.2.10:7070' })
+      .refine((s) => /^https?:\/\/[^/\s]+\/?$/.test(s), { message: 'must be the agent URL with scheme, host and port only, e.g. https://192.0.2.10:7070' }),
+    token: z.string().min(1, { message: 'is empty; write the agent token or "${ENV_VAR}"' }).optional(),
+    tokenFile: z.string().min(1).optional(),
+    ca: z.string({ message: 'must be the path of a PEM CA file that signed the agent certificate' }).optional(),
+    sharedIps: z.array(ip, { message: 'must be a list of addresses, e.g. [192.0.2.10]' }).min(1, { message: 'must list at least one shared IP' }),
+    tempIpPool: z.array(ip, { message: 'must be a list of addresses, e.g. [192.0.2.100, 192.0.2.101]' }).default([]),
+    engine: z.enum(['userspace', 'kernel'], { message: 'must be userspace or kernel' }).optional(),
+    web: z.enum(['builtin', 'nginx'], { message: 'must be builtin or nginx (how the agent serves sites: ferry agent --web)' }).default('builtin'),
+    timeout: duration.optional(),
+  })
+  .superRefine((s, ctx) => {
+    if ((s.token === undefined) === (s.tokenFile === undefined)) ctx.addIssue({ code: 'custom', message: secretMsg('token', 'tokenFile'), path: ['token'] });
+  });
+
+const nameServer = z.strictObject({ address: ip, port: port.default(53) });
+
+const embeddedDns = z.strictObject({
+  provider: z.literal('embedded'),
+  listen: z.strictObject({ address: ip, port: port.default(53) }),
+  zones: z
+    .array(z.union([z.string(), z.strictObject({ file: z.string(), origin: domain.optional() })], { message: 'must be a zone file path or { file, origin }' }), {
+      message: 'must be a list of zone files, e.g. [/etc/ferry/zones/example.zone]',
+    })
+    .min(1, { message: 'must list at least one zone file' }),
+  /** Authoritative servers the propagation check asks; default the embedded server itself. */
+  nameServers: z.array(nameServer).optional(),
+});
+
+/** The slot for RFC 2136 dynamic updates to an existing BIND, Knot or PowerDNS (built separately). */
+const rfc2136Dns = z.strictObject({
+  provider: z.literal('rfc2136'),
+  server: nameServer,
+  zone: domain,
+  tsig: z
+    .strictObject({
+      name: domain,
+      algorithm: z.enum(['hmac-sha256', 'hmac-sha384', 'hmac-sha512', 'hmac-sha1', 'hmac-md5'], { message: 'must be hmac-sha256 (or hmac-sha384, hmac-sha512, hmac-sha1, hmac-md5)' }).default('hmac-sha256'),
+      secret: z.string().min(1).optional(),
+      secretFile: z.string().min(1).optional(),
+    })
+    .superRefine((t, ctx) => {
+      if ((t.secret === undefined) === (t.secretFile === undefined)) ctx.addIssue({ code: 'custom', message: secretMsg('TSIG secret', 'secretFile'), path: ['secret'] });
+    })
+    .optional(),
+  nameServers: z.array(nameServer).optional(),
+});
+
+const dns = z.discriminatedUnion('provider', [embeddedDns, rfc2136Dns], { message: 'provider must be embedded or rfc2136' });
+
+const site = z.strictObject({
+  domain,
+  server: z.string({ message: 'must name a server declared under servers:' }),
+  ports: z.array(port, { message: 'must be a list of ports, the HTTP port first, e.g. [80, 443]' }).min(1, { message: 'must list at least the HTTP port' }).default([80]),
+  kind: z.enum(['builtin', 'nginx'], { message: 'must be builtin or nginx' }).optional(),
+});
+
+const defaults = z
+  .strictObject({
+    ttl: z.number({ message: 'must be a TTL in seconds, e.g. 30' }).int().min(1, { message: 'must be at least 1 second' }).max(86400).optional(),
+    quietWindow: duration.optional(),
+    dnsTempCap: duration.optional(),
+    drainCap: duration.optional(),
+    cutoverDrainTimeout: duration.optional(),
+    poll: duration.optional(),
+  })
+  .default({});
+
+const configSchema = z
+  .strictObject({
+    journal: z.string({ message: 'must be the path of the journal database, e.g. /var/lib/ferry/journal.sqlite' }).default('/var/lib/ferry/journal.sqlite'),
+    servers: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { message: "server names are 1-64 letters, digits, '.', '_' or '-'" }), server, {
+      message: 'must map server names to { agent, token, sharedIps, tempIpPool }',
+    }),
+    dns,
+    sites: z.array(site, { message: 'must be a list of { domain, server, ports }' }).default([]),
+    defaults,
+    /** The control API's settings; validated by the API itself (src/api). */
+    api: z.looseObject({}).optional(),
+  })
+  .superRefine((c, ctx) => {
+    const names = Object.keys(c.servers);
+    if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['servers'], message: 'must declare at least one server' });
+    const owner = new Map<string, string>();
+    for (const [name, s] of Object.entries(c.servers)) {
+      for (const [key, list] of [['sharedIps', s.sharedIps], ['tempIpPool', s.tempIpPool]] as const) {
+        list.forEach((a, i) => {
+          const prior = owner.get(a);
+          if (prior) ctx.addIssue({ code: 'custom', path: ['servers', name, key, i], message: `${a} is already used by ${prior}; each address belongs to one server and one role` });
+          else owner.set(a, `servers.${name}.${key}`);
+        });
+      }
+    }
+    const seen = new Map<string, number>();
+    c.sites.forEach((s, i) => {
+      const d = s.domain.toLowerCase().replace(/\.$/, '');
+      if (seen.has(d)) ctx.addIssue({ code: 'custom', path: ['sites', i, 'domain'], message: `${d} is declared twice (also sites[${seen.get(d)}])` });
+      seen.set(d, i);
+      const srv = c.servers[s.server];
+      if (!srv) {
+        ctx.addIssue({ code: 'custom', path: ['sites', i, 'server'], message: `"${s.server}" is not declared under servers:; write one of ${names.join(', ') || '(none)'}` });
+      } else if (s.kind && s.kind !== srv.web) {
+        ctx.addIssue({ code: 'custom', path: ['sites', i, 'kind'], message: `is ${s.kind} but server ${s.server} serves sites with ${srv.web}; set servers.${s.server}.web or drop kind` });
+      }
+    });
+  });
+
+type RawConfig = z.output<typeof configSchema>;
+
+// --- the validated config ----------------------------------------------------------------
+
+export interface ServerConfig {
+  id: string;
+  agent: string;
+  /** The agent's bearer token, resolved from the env or its file. Never logged. */
+  token: string;
+  ca?: string;
+  sharedIps: string[];
+  tempIpPool: string[];
+  engine?: 'userspace' | 'kernel';
+  web: 'builtin' | 'nginx';
+  timeoutMs?: number;
+}
+
+export type DnsConfig =
+  | { provider: 'embedded'; listen: { address: string; port: number }; zones: Array<{ file: string; origin?: string }>; nameServers?: Array<{ address: string; port: number }> }
+  | {
+      provider: 'rfc2136';
+      server: { address: string; port: number };
+      zone: string;
+      tsig?: { name: string; algorithm: string; secret: string };
+      nameServers?: Array<{ address: string; port: number }>;
+    };
+
+export interface SiteConfig {
+  domain: string;
+  server: string;
+  ports: number[];
+  kind: 'builtin' | 'nginx';
+}
+
+export interface FerryConfig {
+  /** The file it came from (relative paths in it are resolved against its folder). */
+  file: string;
+  journal: string;
+  servers: ServerConfig[];
+  dns: DnsConfig;
+  sites: SiteConfig[];
+  defaults: { ttl?: number; quietWindowMs?: number; dnsTempCapMs?: number; drainCapMs?: number; cutoverDrainTimeoutMs?: number; pollMs?: number };
+  api?: Record<string, unknown>;
+}
+
+/** Every key the schema knows, for "did you mean" hints on unknown keys. */
+const KNOWN_KEYS = [
+  'journal', 'servers', 'dns', 'sites', 'defaults', 'api',
+  'agent', 'token', 'tokenFile', 'ca', 'sharedIps', 'tempIpPool', 'engine', 'web', 'timeout',
+  'provider', 'listen', 'address', 'port', 'zones', 'file', 'origin', 'nameServers', 'server', 'zone', 'tsig', 'name', 'algorithm', 'secret', 'secretFile',
+  'domain', 'ports', 'kind',
+  'ttl', 'quietWindow', 'dnsTempCap', 'drainCap', 'cutoverDrainTimeout', 'poll',
+];
+
+function editDistance(a: string, b: string): number {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  const d = Array.from({ length: x.length + 1 }, (_, i) => [i, ...Array<number>(y.length).fill(0)]);
+  for (let j = 1; j <= y.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= x.length; i++) {
+    for (let j = 1; j <= y.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (x[i - 1] === y[j - 1] ? 0 : 1));
+    }
+  }
+  return d[x.length]![y.length]!;
+}
+
+function suggest(key: string): string {
+  let best = '';
+  let bestD = Infinity;
+  const common = (a: string, b: string) => {
+    let n = 0;
+    while (n < a.length && n < b.length && a[n]!.toLowerCase() === b[n]!.toLowerCase()) n++;
+    return n;
+  };
+  for (const k of KNOWN_KEYS) {
+    // A long shared beginning counts as close: tempIPs → tempIpPool.
+    const dd = common(key, k) >= 5 ? 1 : editDistance(key, k);
+    if (dd < bestD) {
+      bestD = dd;
+      best = k;
+    }
+  }
+  return bestD <= Math.max(2, Math.floor(key.length / 3)) ? `; did you mean ${best}?` : '';
+}
+
+function pathText(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out || '(top level)';
+}
+
+/** One line per zod issue: `servers.origin.sharedIps[0]: must be an IPv4 ...`. */
+function issueLines(err: z.ZodError): string[] {
+  const lines: string[] = [];
+  for (const i of err.issues) {
+    if (i.code === 'unrecognized_keys') {
+      for (const k of i.keys) lines.push(`${pathText([...i.path, k])}: unknown key${suggest(k)}`);
+    } else if (i.code === 'invalid_union' && 'note' in i && i.note === 'No matching discriminator') {
+      const p = i.path[i.path.length - 1] === 'provider' ? i.path : [...i.path, 'provider'];
+      lines.push(`${pathText(p)}: must be embedded or rfc2136`);
+    } else if (i.code === 'invalid_type' && i.message.startsWith('Invalid input: expected') && /received undefined/.test(i.message)) {
+      lines.push(`${pathText(i.path)}: is required`);
+    } else {
+      lines.push(`${pathText(i.path)}: ${i.message}`);
+    }
+  }
+  return [...new Set(lines)];
+}
+
+/** Replace `${NAME}` in every string with the environment's value; missing ones are problems. */
+function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
+      const v = env[name];
+      if (v === undefined) {
+        problems.push(`${pathText(path)}: environment variable ${name} is not set; export it before starting ferry, or write the value in a file and use a ...File key`);
+        return '';
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, [...path, i], problems));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, env, [...path, k], problems)]));
+  }
+  return value;
+}
+
+export interface LoadConfigOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Read token and secret files (default true); `ferry config check --no-files` skips it. */
+  readSecretFiles?: boolean;
+}
+
+/** Parse and validate YAML text; throws CONFIG_INVALID listing every problem. */
+export async function parseConfig(text: string, file: string, opts: LoadConfigOptions = {}): Promise<FerryConfig> {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length) {
+    throw new FerryError('CONFIG_INVALID', `${file} is not valid YAML:\n${doc.errors.map((e) => `  ${e.message.split('\n')[0]}`).join('\n')}`);
+  }
+  const raw: unknown = doc.toJS();
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new FerryError('CONFIG_INVALID', `${file}: the top level must be a mapping with servers:, dns: and sites:`);
+  }
+  const problems: string[] = [];
+  const substituted = substituteEnv(raw, opts.env ?? process.env, [], problems);
+  const parsed = configSchema.safeParse(substituted);
+  if (!parsed.success) problems.push(...issueLines(parsed.error));
+  if (problems.length || !parsed.success) {
+    throw new FerryError('CONFIG_INVALID', `${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+  return resolveConfig(parsed.data, file, opts, problems);
+}
+
+/** Read, parse and validate a config file. */
+export async function loadConfig(file: string, opts: LoadConfigOptions = {}): Promise<FerryConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new FerryError('CONFIG_INVALID', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseConfig(text, file, opts);
+}
+
+async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions, problems: string[]): Promise<FerryConfig> {
+  const base = dirname(resolve(file));
+  const abs = (p: string) => resolve(base, p);
+  const readSecret = async (path: string, where: string): Promise<string> => {
+    if (opts.readSecretFiles === false) return '<from file>';
+    try {
+      const v = (await readFile(abs(path), 'utf8')).trim();
+      if (!v) problems.push(`${where}: ${abs(path)} is empty`);
+      return v;
+    } catch (err) {
+      problems.push(`${where}: cannot read ${abs(path)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      return '';
+    }
+  };
+  const servers: ServerConfig[] = [];
+  for (const [id, s] of Object.entries(c.servers)) {
+    const token = s.token ?? (await readSecret(s.tokenFile!, `servers.${id}.tokenFile`));
+    servers.push({
+      id,
+      agent: s.agent.replace(/\/$/, ''),
+      token,
+      ...(s.ca ? { ca: abs(s.ca) } : {}),
+      sharedIps: s.sharedIps,
+      tempIpPool: s.tempIpPool,
+      ...(s.engine ? { engine: s.engine } : {}),
+      web: s.web,
+      ...(s.timeout !== undefined ? { timeoutMs: s.timeout } : {}),
+    });
+  }
+  let dnsCfg: DnsConfig;
+  if (c.dns.provider === 'embedded') {
+    dnsCfg = {
+      provider: 'embedded',
+      listen: c.dns.listen,
+      zones: c.dns.zones.map((z) => (typeof z === 'string' ? { file: abs(z) } : { file: abs(z.file), ...(z.origin ? { origin: z.origin } : {}) })),
+      ...(c.dns.nameServers ? { nameServers: c.dns.nameServers } : {}),
+    };
+  } else {
+    const t = c.dns.tsig;
+    dnsCfg = {
+      provider: 'rfc2136',
+      server: c.dns.server,
+      zone: c.dns.zone,
+      ...(t ? { tsig: { name: t.name, algorithm: t.algorithm, secret: t.secret ?? (await readSecret(t.secretFile!, 'dns.tsig.secretFile')) } } : {}),
+      ...(c.dns.nameServers ? { nameServers: c.dns.nameServers } : {}),
+    };
+  }
+  if (problems.length) {
+    throw new FerryError('CONFIG_INVALID', `${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+  const webOf = new Map(servers.map((s) => [s.id, s.web]));
+  const d = c.defaults;
+  return {
+    file,
+    journal: abs(c.journal),
+    servers,
+    dns: dnsCfg,
+    sites: c.sites.map((s) => ({ domain: s.domain, server: s.server, ports: s.ports, kind: s.kind ?? webOf.get(s.server)! })),
+    defaults: {
+      ...(d.ttl !== undefined ? { ttl: d.ttl } : {}),
+      ...(d.quietWindow !== undefined ? { quietWindowMs: d.quietWindow } : {}),
+      ...(d.dnsTempCap !== undefined ? { dnsTempCapMs: d.dnsTempCap } : {}),
+      ...(d.drainCap !== undefined ? { drainCapMs: d.drainCap } : {}),
+      ...(d.cutoverDrainTimeout !== undefined ? { cutoverDrainTimeoutMs: d.cutoverDrainTimeout } : {}),
+      ...(d.poll !== undefined ? { pollMs: d.poll } : {}),
+    },
+    ...(c.api ? { api: c.api } : {}),
+  };
+}
+
+/** A summary of the config for people and logs: everything but the secrets. */
+export function describeConfig(c: FerryConfig): string {
+  const lines = [`config ${c.file}: ok`, `  journal: ${c.journal}`];
+  for (const s of c.servers) {
+    lines.push(
+      `  server ${s.id}: agent ${s.agent}${s.ca ? ` (CA ${s.ca})` : ''}, web ${s.web}, shared ${s.sharedIps.join(' ')}, temporary pool ${s.tempIpPool.join(' ') || '(none)'}`,
+    );
+  }
+  if (c.dns.provider === 'embedded') {
+    lines.push(`  dns: embedded on ${c.dns.listen.address}:${c.dns.listen.port}, zones ${c.dns.zones.map((z) => z.file).join(' ')}`);
+  } else {
+    lines.push(`  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`);
+  }
+  for (const s of c.sites) lines.push(`  site ${s.domain}: on ${s.server}, ports ${s.ports.join(',')}, ${s.kind}`);
+  const d = c.defaults;
+  lines.push(`  defaults: ${Object.entries(d).map(([k, v]) => `${k}=${v}`).join(', ') || '(built-in)'}`);
+  return lines.join('\n');
+}
+
+// --- building the controller -----------------------------------------------------------------
+
+/** Builds a DNS provider from its config block (the `rfc2136` provider registers one). */
+export type DnsProviderFactory = (cfg: DnsConfig) => DnsProvider | Promise<DnsProvider>;
+
+const dnsProviders = new Map<string, DnsProviderFactory>();
+
+/** Make `provider: <name>` in the config build its provider with `factory`. */
+export function registerDnsProvider(name: DnsConfig['provider'], factory: DnsProviderFactory): void {
+  dnsProviders.set(name, factory);
+}
+
+/** A controller started from a config: close it to stop the migrations' drivers and the name server. */
+export interface RunningController {
+  config: FerryConfig;
+  controller: Controller;
+  /** The embedded name server, when the config uses it. */
+  dnsServer: DnsServer | undefined;
+  drivers: Map<string, HttpHostDriver>;
+  /** Migrations resumed at start. */
+  resumed: string[];
+  /** Ask every agent for its info: reachable, and serving sites the way the config says. */
+  checkAgents(): Promise<Array<{ server: string; ok: boolean; message: string }>>;
+  close(): Promise<void>;
+}
+
+export interface StartControllerOptions {
+  /** Resume unfinished migrations of the journal (default true). */
+  resume?: boolean;
+}
+
+/**
+ * Build and start the controller a config describes: the DNS provider (the embedded name server
+ * listening, zones loaded), one `HttpHostDriver` per server, the journal, and the controller,
+ * which then resumes unfinished migrations. The control API mounts its routes on `controller`.
+ */
+export async function startController(config: FerryConfig, opts: StartControllerOptions = {}): Promise<RunningController> {
+  let dnsServer: DnsServer | undefined;
+  let journal: Journal | undefined;
+  const drivers = new Map<string, HttpHostDriver>();
+  try {
+    let provider: DnsProvider;
+    const dnsCfg = config.dns;
+    if (dnsCfg.provider === 'embedded') {
+      const zones = await Promise.all(dnsCfg.zones.map((z) => loadZoneFile(z.file, z.origin ? { origin: z.origin } : {})));
+      dnsServer = new DnsServer({ address: dnsCfg.listen.address, port: dnsCfg.listen.port, zones });
+      await dnsServer.start();
+      provider = new EmbeddedDnsProvider({ server: dnsServer, ...(dnsCfg.nameServers ? { nameServers: dnsCfg.nameServers } : {}) });
+    } else {
+      const factory = dnsProviders.get(dnsCfg.provider);
+      if (!factory) {
+        throw new FerryError('CONFIG_DNS_UNAVAILABLE', `dns.provider ${dnsCfg.provider} is not available in this build; use provider: embedded`);
+      }
+      provider = await factory(dnsCfg);
+    }
+    for (const s of config.servers) {
+      const ca = s.ca ? await readFile(s.ca) : undefined;
+      drivers.set(
+        s.id,
+        new HttpHostDriver({
+          id: s.id,
+          url: s.agent,
+          token: s.token,
+          ...(ca ? { ca } : {}),
+          ...(s.timeoutMs !== undefined ? { timeoutMs: s.timeoutMs } : {}),
+          ...(s.engine ? { engine: s.engine } : {}),
+        }),
+      );
+    }
+    journal = new Journal(config.journal);
+    const controller = new Controller({
+      dns: provider,
+      servers: config.servers.map((s) => ({ id: s.id, driver: drivers.get(s.id)!, sharedIps: s.sharedIps, tempIpPool: s.tempIpPool })),
+      sites: config.sites.map((s) => ({ domain: s.domain, server: s.server, ports: s.ports })),
+      journal,
+      defaults: config.defaults,
+    });
+    const resumed = opts.resume === false ? [] : controller.resumeAll();
+    const j = journal;
+    const server = dnsServer;
+    return {
+      config,
+      controller,
+      dnsServer,
+      drivers,
+      resumed,
+      checkAgents: () =>
+        Promise.all(
+          config.servers.map(async (s) => {
+            try {
+              const info = await drivers.get(s.id)!.info();
+              if (info.web !== s.web) {
+                return { server: s.id, ok: false, message: `agent serves sites with ${String(info.web)}, the config says web: ${s.web}` };
+              }
+              return { server: s.id, ok: true, message: `agent ${String(info.id)} at ${s.agent}, web ${String(info.web)}` };
+            } catch (err) {
+              return { server: s.id, ok: false, message: (err as Error).message };
+            }
+          }),
+        ),
+      close: async () => {
+        await controller.close();
+        for (const d of drivers.values()) d.close();
+        await server?.stop();
+        j.close();
+      },
+    };
+  } catch (err) {
+    for (const d of drivers.values()) d.close();
+    await dnsServer?.stop().catch(() => undefined);
+    journal?.close();
+    throw err;
+  }
+}
