@@ -11,7 +11,7 @@ export {
   type DnsResponse,
   type DnsAnswerRecord,
 } from './client.js';
-export { ZoneStore, nextSerial, serialGreater, type RRsetChange } from './zone/store.js';
+export { ZoneStore, nextSerial, serialGreater, type RRsetChange, type SerialPolicy } from './zone/store.js';
 export { Zone, RRsetsByType, type RRset, type ZoneNode } from './zone/zone.js';
 export { parseZone, loadZoneFile, type ParseZoneOptions } from './zone/parser.js';
 export { exportZone } from './zone/export.js';

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { FerryError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
 import { QueryEngine } from './query/engine.js';
-import { ZoneStore } from './zone/store.js';
+import { ZoneStore, type SerialPolicy } from './zone/store.js';
 import type { Zone } from './zone/zone.js';
 
 export interface DnsServerOptions {
@@ -24,6 +24,8 @@ export interface DnsServerOptions {
   maxTcpConnections?: number;
   /** Our EDNS UDP payload size (default 1232). */
   maxUdpPayload?: number;
+  /** How changes bump SOA serials: 'increment' (default) or 'unixtime' with increment fallback. */
+  serialPolicy?: SerialPolicy;
   /** Logger for the socket edge (default silent). */
   logger?: Logger;
 }
@@ -69,7 +71,10 @@ export class DnsServer {
       throw optionError(`maxTcpConnections must be a positive integer, got ${opts.maxTcpConnections}`);
     }
     this.log = opts.logger ?? silentLogger;
-    this.zones = new ZoneStore(opts.zones ?? []);
+    this.zones = new ZoneStore(
+      opts.zones ?? [],
+      opts.serialPolicy ? { serialPolicy: opts.serialPolicy } : {},
+    );
     this.engine = new QueryEngine(
       this.zones,
       opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: opts.maxUdpPayload },

@@ -28,9 +28,20 @@ function typeOf(type: string): number {
   return code;
 }
 
-/** RFC 1982 serial increment. */
-export function nextSerial(serial: number): number {
-  return (serial + 1) >>> 0;
+/** How a change picks the zone's next serial. */
+export type SerialPolicy = 'increment' | 'unixtime';
+
+/**
+ * The serial after `serial` (RFC 1982 arithmetic): +1, or with 'unixtime' the current Unix time
+ * when that is greater, +1 otherwise (so serials only ever go up).
+ */
+export function nextSerial(serial: number, policy: SerialPolicy = 'increment', nowMs = Date.now()): number {
+  const inc = (serial + 1) >>> 0;
+  if (policy === 'unixtime') {
+    const now = Math.floor(nowMs / 1000) >>> 0;
+    if (serialGreater(now, serial)) return now;
+  }
+  return inc;
 }
 
 /** RFC 1982 §3.2: true when serial `a` is greater than `b`. */
@@ -45,7 +56,17 @@ export class ZoneStore {
   /** Bumped on every change to any zone or the set of zones; answer caches compare it. */
   generation = 0;
 
-  constructor(zones: Zone[] = []) {
+  /** Serial policy for changes (default 'increment'). */
+  readonly serialPolicy: SerialPolicy;
+
+  constructor(zones: Zone[] = [], opts: { serialPolicy?: SerialPolicy } = {}) {
+    this.serialPolicy = opts.serialPolicy ?? 'increment';
+    if (!['increment', 'unixtime'].includes(this.serialPolicy)) {
+      throw new FerryError(
+        'DNS_BAD_OPTIONS',
+        `serialPolicy must be 'increment' or 'unixtime', got ${opts.serialPolicy}`,
+      );
+    }
     for (const z of zones) this.add(z);
   }
 
@@ -150,7 +171,7 @@ export class ZoneStore {
     for (const [zone, oldSerial] of touched) {
       // A change that set the SOA itself keeps its serial if that went up; otherwise increment.
       const s = zone.serial;
-      zone.setSerial(serialGreater(s, oldSerial) ? s : nextSerial(oldSerial));
+      zone.setSerial(serialGreater(s, oldSerial) ? s : nextSerial(oldSerial, this.serialPolicy));
     }
     return { serial: prepared[prepared.length - 1]!.zone.serial };
   }

@@ -9,7 +9,7 @@ import { formatRdata } from '../wire/rdata.js';
 import { RRType } from '../wire/types.js';
 import { exportZone } from './export.js';
 import { loadZoneFile, parseZone } from './parser.js';
-import { ZoneStore, serialGreater } from './store.js';
+import { ZoneStore, nextSerial, serialGreater } from './store.js';
 import type { Zone } from './zone.js';
 import { TEST_ZONE } from '../test-fixtures.js';
 
@@ -254,3 +254,21 @@ for (const [tool, args] of [
     }
   });
 }
+
+test('serial policies: increment, or unixtime with increment fallback (RFC 1982)', () => {
+  const at = Date.UTC(2026, 0, 1);
+  const now = at / 1000;
+  assert.equal(nextSerial(5), 6);
+  assert.equal(nextSerial(5, 'unixtime', at), now, 'jumps to the clock');
+  assert.equal(nextSerial(now, 'unixtime', at), now + 1, 'same second: increment');
+  assert.equal(nextSerial(now + 10, 'unixtime', at), now + 11, 'ahead of the clock: increment');
+  assert.equal(
+    nextSerial(2024010101, 'unixtime', at),
+    2024010102,
+    'date-style serials are ahead of Unix time',
+  );
+  const store = new ZoneStore([parseZone(ZONE)], { serialPolicy: 'unixtime' });
+  const { serial } = store.replaceRRset('www.example.', 'A', 60, ['192.0.2.99']);
+  assert.ok(serial >= Math.floor(Date.now() / 1000) - 5);
+  assert.throws(() => new ZoneStore([], { serialPolicy: 'bogus' as 'increment' }), /serialPolicy/);
+});
