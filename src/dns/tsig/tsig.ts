@@ -180,9 +180,7 @@ function unpackTsigRdata(buf: Uint8Array, off: number, len: number, owner: strin
   const end = off + len;
   const [algorithm, o1] = unpackName(buf, off);
   if (o1 + 10 > end) throw malformed('truncated TSIG rdata');
-  const timeSigned = u16(buf, o1) * 2 ** 32 + ((buf[o1 + 2]! << 24) >>> 0) + (u16(buf, o1 + 4) | (buf[o1 + 2]! & 0 ? 0 : 0)) * 0;
   const t = u16(buf, o1) * 2 ** 32 + (((buf[o1 + 2]! << 24) >>> 0) + (buf[o1 + 3]! << 16) + u16(buf, o1 + 4));
-  void timeSigned;
   const fudge = u16(buf, o1 + 6);
   const macLen = u16(buf, o1 + 8);
   let o = o1 + 10;
@@ -353,13 +351,5 @@ export function signError(response: Uint8Array, failed: Extract<VerifyResult, { 
       other: u48(now),
     }).packet;
   }
-  return withAlgorithm(
-    signMessage(response, key, { unsigned: true, now, fudge: failed.tsig.fudge, error: failed.error }).packet,
-    failed,
-  );
-}
-
-// An unknown algorithm is echoed as the request named it; the placeholder key above only named it.
-function withAlgorithm(packet: Buffer, _failed: Extract<VerifyResult, { status: 'error' }>): Buffer {
-  return packet;
+  return signMessage(response, key, { unsigned: true, now, fudge: failed.tsig.fudge, error: failed.error }).packet;
 }
