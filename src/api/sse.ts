@@ -1,7 +1,7 @@
 /**
  * Server-Sent Events of the controller's stream. A subscriber gets, in order: the events it
  * missed (after `Last-Event-ID`, from the controller's history), then live events, with a comment
- * line as heartbeat. Traffic samples go out as `event: traffic` without an id: they are not part
+ * line as heartbeat. Traffic samples go out as `event: sample` without an id: they are not part
  * of the replayable stream. The number of subscribers is bounded; a closed connection is removed
  * at once.
  */
@@ -36,7 +36,7 @@ export class EventHub {
     for (const s of this.subs) if (!s.migration || s.migration === e.migrationId) this.write(s, sseMessage(e.type, e, e.seq));
   };
   private readonly onSample = (t: TrafficSample) => {
-    for (const s of this.subs) if (!s.migration || s.migration === t.migrationId) this.write(s, sseMessage('traffic', t));
+    for (const s of this.subs) if (!s.migration || s.migration === t.migrationId) this.write(s, sseMessage('sample', t));
   };
 
   constructor(

@@ -9,7 +9,10 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('Run a whole platform on loopback and migrate one site under live load, printing a timeline')
     .option('--json', 'print the summary as a JSON line, last')
-    .option('--serve', 'keep the sandbox up after the migration, until Ctrl-C')
+    .option('--serve', 'keep the sandbox up after the migration, until Ctrl-C, with the control API and dashboard')
+    .option('--no-migrate', 'with --serve: run the load but start no migration (start one from the dashboard or CLI)')
+    .option('--api-address <ip>', 'with --serve: address of the control API and dashboard', '127.0.0.1')
+    .option('--api-port <port>', 'with --serve: port of the control API and dashboard (0 picks one)', port, 7300)
     .option('--ttl <seconds>', 'TTL of the sites A records', number(1, 86400), d.ttl)
     .option('--rate <rps>', 'total requests per second across all sites', positive, d.rate)
     .option('--clients <n>', 'simulated users', number(1, 10000), d.clients)
@@ -37,6 +40,10 @@ export function registerDemo(program: Command): void {
         const summary = await runDemo({
           json: Boolean(o.json),
           serve: Boolean(o.serve),
+          migrate: o.migrate !== false,
+          apiAddress: o.apiAddress as string,
+          apiPort: o.apiPort as number,
+          ...(process.env.FERRY_TOKEN ? { apiToken: process.env.FERRY_TOKEN } : {}),
           signal: controller.signal,
           ttl: o.ttl as number,
           rate: o.rate as number,
@@ -57,6 +64,7 @@ export function registerDemo(program: Command): void {
           targetIp: o.targetIp as string,
           tempIp: o.tempIp as string,
         });
+        if (!summary) return; // --no-migrate: nothing to judge
         const ok =
           summary.finalPhase === 'completed' &&
           summary.requests.failed === 0 &&

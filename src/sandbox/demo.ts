@@ -5,21 +5,49 @@
 import { Sandbox, type DemoSummary, type SandboxOptions } from './sandbox.js';
 import type { Phase } from '../migration/index.js';
 import { abortable, sleep } from '../common/time.js';
+import { generateToken, startApi, type StartedApi } from '../api/index.js';
 
 export interface DemoOptions extends Partial<SandboxOptions> {
   /** Print the summary as one JSON line last instead of prose. */
   json?: boolean;
-  /** Keep the sandbox up after the migration until the signal aborts (npm start). */
+  /**
+   * Keep the sandbox up after the migration until the signal aborts (npm start), with the control
+   * API and dashboard listening from the start.
+   */
   serve?: boolean;
+  /** Migrate the first site at once (default true). With false (and serve), the load runs and the
+   * platform waits for a migration started through the API, CLI or dashboard. */
+  migrate?: boolean;
+  /** Where the API and dashboard listen in serve mode. Default 127.0.0.1:7300 (port 0 picks one). */
+  apiAddress?: string;
+  apiPort?: number;
+  /** The operator token of the API in serve mode; default a new random one, printed. */
+  apiToken?: string;
   signal?: AbortSignal;
   /** Where the timeline goes (default stdout). */
   out?: (line: string) => void;
 }
 
-/** Run the demo; resolves with the summary once the migration ended (and, with serve, the signal fired). */
-export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
-  const { json = false, serve = false, signal, out = (l: string) => process.stdout.write(l + '\n'), ...scenario } = opts;
+/**
+ * Run the demo; resolves with the summary once the migration ended (and, with serve, the signal
+ * fired), or with undefined when `migrate` is false.
+ */
+export async function runDemo(opts: DemoOptions): Promise<DemoSummary | undefined>;
+export async function runDemo(opts?: DemoOptions & { migrate?: true }): Promise<DemoSummary>;
+export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary | undefined> {
+  const {
+    json = false,
+    serve = false,
+    migrate = true,
+    apiAddress = '127.0.0.1',
+    apiPort = 7300,
+    apiToken,
+    signal,
+    out = (l: string) => process.stdout.write(l + '\n'),
+    ...scenario
+  } = opts;
   const sb = new Sandbox(scenario);
+  let api: StartedApi | undefined;
   const started = Date.now();
   const t = () => `t+${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s`;
   let phase: Phase | 'warm-up' = 'warm-up';
@@ -27,7 +55,18 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
   try {
     const o = sb.opts;
     out(`Ferry sandbox on loopback: DNS ${sb.dns.address}:${sb.dns.port}, origin ${o.originIp}, target ${o.targetIp}, temporary IP ${o.tempIp}, sites on port ${sb.httpPort}`);
-    out(`Migrating ${sb.migratedDomain} from origin to target under load (${o.rate} req/s, ${o.clients} users, ${Math.round(o.staleShare * 100)}% with stale caches)`);
+    if (serve) {
+      const token = apiToken ?? generateToken();
+      api = await startApi(sb.controller, { tokens: [{ token, scope: 'operator', name: 'sandbox' }], host: apiAddress, port: apiPort });
+      out(`Dashboard: ${api.url}/#token=${token}`);
+      out(`Control API: ${api.url}  operator token: ${token}`);
+      out(`  export FERRY_CONTROLLER=${api.url} FERRY_TOKEN=${token}   # then: npx ferry servers, ferry migrate …`);
+    }
+    if (migrate) {
+      out(`Migrating ${sb.migratedDomain} from origin to target under load (${o.rate} req/s, ${o.clients} users, ${Math.round(o.staleShare * 100)}% with stale caches)`);
+    } else {
+      out(`Load on every site (${o.rate} req/s, ${o.clients} users); start a migration from the dashboard or with ferry migrate`);
+    }
     sb.orchestrator.on('phase', (e) => {
       phase = e.phase;
       out(`${t()}  phase ${e.phase}`);
@@ -52,6 +91,14 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
         `${t()}  ${String(phase).padEnd(10)} dns=${answer.padEnd(13)} origin ${String(by('origin')).padStart(3)} r/s  target ${String(by('target')).padStart(3)} r/s  failed ${failed}`,
       );
     }, 1000);
+    if (!migrate) {
+      try {
+        await untilAborted(signal);
+      } finally {
+        clearInterval(ticker);
+      }
+      return undefined;
+    }
     let summary: DemoSummary;
     try {
       await sleep(o.warmupMs, signal);
@@ -68,16 +115,22 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
       out(`The sandbox stays up until Ctrl-C. Try:`);
       out(`  dig @${sb.dns.address} -p ${sb.dns.port} ${sb.migratedDomain} A`);
       for (const site of o.sites) out(`  curl -si --resolve ${site.replace(/\.$/, '')}:${sb.httpPort}:${site === sb.migratedDomain ? o.targetIp : o.originIp} http://${site.replace(/\.$/, '')}:${sb.httpPort}/`);
-      await new Promise<void>((resolve) => {
-        if (!signal) return;
-        if (signal.aborted) return resolve();
-        signal.addEventListener('abort', () => resolve(), { once: true });
-      });
+      await untilAborted(signal);
     }
     return summary;
   } finally {
+    await api?.close();
     await sb.stop();
   }
+}
+
+/** Resolves when `signal` aborts (never without one). */
+function untilAborted(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!signal) return;
+    if (signal.aborted) return resolve();
+    signal.addEventListener('abort', () => resolve(), { once: true });
+  });
 }
 
 function describe(s: DemoSummary): string {

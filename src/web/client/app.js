@@ -192,7 +192,7 @@ function renderDetail() {
         const p = /** @type {any} */ (byName.get(n));
         const now = n === d.phase && !TERMINAL.has(n);
         const cls = !p ? '' : n === 'failed' || n === 'rolled-back' ? 'bad' : now ? 'now' : 'done';
-        const dur = p ? secs((p.endedAt ?? Date.now()) - p.startedAt) : '';
+        const dur = p && !TERMINAL.has(n) ? secs((p.endedAt ?? Date.now()) - p.startedAt) : '';
         return el('div', { class: cls, title: p ? `${clock(p.startedAt)}` : 'not yet' }, [n, el('br'), dur]);
       }),
   );
@@ -205,17 +205,33 @@ function renderDetail() {
       : '';
   const last = samples[samples.length - 1];
   const held = last ? (last.redirect?.held ?? 0) + last.heldAtOrigin : 0;
-  const syncs = events.filter((e) => e.type === 'step' && /sync/.test(e.data.step));
-  const syncDone = syncs.filter((e) => /-done$/.test(e.data.step));
-  const syncTotal = 2;
-  const syncText = syncDone.map((e) => `${e.data.step.replace('-done', '')}: ${e.data.detail?.files ?? '?'} files, ${e.data.detail?.bytes ?? '?'} bytes`).join('; ');
-  const bar = el('span', { class: 'bar' }, [el('i', { style: `width:${Math.round((Math.min(syncDone.length, syncTotal) / syncTotal) * 100)}%` })]);
+  // Sync progress: `sync` events (pass started/done with files and bytes), else the steps.
+  const syncEvents = events.filter((e) => e.type === 'sync');
+  /** @type {Map<string, any>} */
+  const passes = new Map();
+  for (const e of syncEvents) passes.set(e.data.pass, e.data);
+  if (!syncEvents.length) {
+    for (const e of events.filter((x) => x.type === 'step' && /sync/.test(x.data.step))) {
+      const pass = e.data.step.replace(/-done$/, '');
+      passes.set(pass, { pass, state: /-done$/.test(e.data.step) ? 'done' : 'started', ...(e.data.detail ?? {}) });
+    }
+  }
+  const done = [...passes.values()].filter((x) => x.state === 'done');
+  const expected = Math.max(2, passes.size);
+  const syncText = [...passes.values()]
+    .map((x) => `${x.pass}: ${x.state === 'done' ? `${x.files ?? '?'} files, ${x.bytes ?? '?'} bytes` : 'running…'}`)
+    .join('; ');
+  const bar = el('span', { class: 'bar' }, [el('i', { style: `width:${Math.round((Math.min(done.length, expected) / expected) * 100)}%` })]);
+  const lastHeld = [...events].reverse().find((e) => e.type === 'held');
+  const heldText = lastHeld
+    ? `${lastHeld.data.state === 'holding' ? 'holding' : 'released'}: ${lastHeld.data.redirect ?? 0} connections at IPt, ${lastHeld.data.site ?? 0} requests at the origin`
+    : String(held);
   const kv = [
     ['addresses', `IP1 ${d.plan.originIp} · IPt ${d.plan.tempIp} · IP2 ${d.plan.targetIp}`],
     ['DNS answer now', last ? last.dns.join(', ') || '—' : '—'],
-    ['held connections', String(held)],
+    ['held connections', heldText],
     ['open at IPt', String(last?.redirect?.activeConnections ?? 0)],
-    ['sync', [bar, ' ', syncText || (syncs.length ? 'running…' : 'not started')]],
+    ['sync', [bar, ' ', syncText || 'not started']],
     ['started', clock(d.createdAt)],
   ];
   $('detail-kv').replaceChildren(...kv.flatMap(([k, v]) => [el('dt', {}, [/** @type {string} */ (k)]), el('dd', {}, Array.isArray(v) ? v : [v])]));
@@ -230,6 +246,7 @@ function renderDetail() {
   $('dns-history').replaceChildren(...(dns.length ? dns.map((x) => el('li', {}, [`${clock(x.at)}  ${x.answer || '(none)'}`])) : [el('li', { class: 'muted' }, ['no samples yet'])]));
 
   const errs = [...(d.errors ?? []).map((/** @type {any} */ e) => `${clock(e.at)} ${e.phase ?? ''} ${e.message}`)];
+  for (const r of events.filter((e) => e.type === 'retry').slice(-5)) errs.push(`${clock(r.at)} retry ${r.data.attempt} of ${r.data.what}: ${r.data.message}`);
   if (d.error && !errs.some((x) => x.includes(d.error))) errs.push(d.error);
   $('errors').replaceChildren(...(errs.length ? errs.map((x) => el('li', { class: 'err' }, [x])) : [el('li', { class: 'muted' }, ['none'])]));
 
@@ -275,7 +292,7 @@ function drawChart(id, samples) {
 
 /** @param {string} type @param {any} data */
 function onEvent(type, data) {
-  if (type === 'traffic') {
+  if (type === 'sample') {
     const list = state.traffic.get(data.migrationId) ?? [];
     list.push(data);
     if (list.length > 3600) list.shift();
@@ -283,15 +300,16 @@ function onEvent(type, data) {
     if (data.migrationId === state.selected) renderDetail();
     return;
   }
+  if (typeof data.seq !== 'number' || typeof data.migrationId !== 'string') return;
   state.lastSeq = Math.max(state.lastSeq, data.seq);
   const list = state.events.get(data.migrationId) ?? [];
   list.push(data);
   if (list.length > 5000) list.shift();
   state.events.set(data.migrationId, list);
-  if (type === 'phase' || type === 'migration' || type === 'error') refreshListsSoon();
+  if (type === 'phase' || type === 'migration' || type === 'error' || type === 'evacuation') refreshListsSoon();
   if (data.migrationId === state.selected) {
-    if (type === 'wait') renderDetail();
-    else refreshDetailSoon();
+    if (type === 'wait' || type === 'sync' || type === 'held') renderDetail();
+    else if (type === 'phase' || type === 'step' || type === 'error' || type === 'migration') refreshDetailSoon();
   }
 }
 
@@ -320,7 +338,13 @@ async function follow() {
             if (line.startsWith('event: ')) type = line.slice(7);
             else if (line.startsWith('data: ')) data += line.slice(6);
           }
-          if (data) onEvent(type, JSON.parse(data));
+          if (!data) continue;
+          try {
+            onEvent(type, JSON.parse(data));
+          } catch (e) {
+            // One odd event must not cut the stream: show it and go on.
+            message(`event ${type}: ${/** @type {any} */ (e).message ?? e}`, true);
+          }
         }
       }
       reader.cancel().catch(() => undefined);
