@@ -27,6 +27,17 @@ import { formatRdata } from '../wire/rdata.js';
 import { RRType, typeCode, typeName } from '../wire/types.js';
 import { loadZoneFile } from '../zone/parser.js';
 
+/** A zone whose apex is a DNAME (RFC 6672 §2.3): everything below is rewritten, the apex is not. */
+const DNAME_APEX_ZONE = [
+  '$ORIGIN dnapex.test.',
+  '$TTL 300',
+  '@ SOA ns.other.test. hm.other.test. 1 2 3 4 5',
+  '@ NS ns.other.test.',
+  '@ DNAME example.',
+  '@ A 198.51.100.9',
+  '',
+].join('\n');
+
 /** A second zone, so zone selection is compared too. */
 const OTHER_ZONE =
   '$ORIGIN other.test.\n$TTL 300\n@ SOA ns.other.test. hm.other.test. 1 2 3 4 5\n@ NS ns\nns A 198.51.100.53\nx A 198.51.100.1\n';
@@ -190,6 +201,8 @@ function cases(): Case[] {
     for (const edns of [false, 512, 1232] as const)
       out.push({ name, type: name.startsWith('srv') ? 'SRV' : 'A', edns });
   }
+  for (const name of ['dnapex.test.', 'www.dnapex.test.', 'a.b.dnapex.test.'])
+    for (const type of ['A', 'DNAME', 'ANY', 'NS']) out.push({ name, type, edns: 1232 });
   // Every record type: Knot's reading of the same presentation text must give the same rdata.
   RDATA_SAMPLES.forEach(([type], i) => out.push({ name: `t${i}.types.test.`, type, edns: 4096 }));
   for (const [label, type, change] of odd) {
@@ -247,6 +260,7 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
     writeFileSync(join(dir, 'other.zone'), OTHER_ZONE);
     writeFileSync(join(dir, 'types.zone'), TYPES_ZONE);
     writeFileSync(join(dir, 'edge.zone'), EDGE_ZONE);
+    writeFileSync(join(dir, 'dnapex.zone'), DNAME_APEX_ZONE);
     const port = await freePort();
     writeFileSync(
       join(dir, 'knot.conf'),
@@ -273,6 +287,8 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
         '    file: "types.zone"',
         '  - domain: edge.test.',
         '    file: "edge.zone"',
+        '  - domain: dnapex.test.',
+        '    file: "dnapex.zone"',
         '',
       ].join('\n'),
     );
@@ -291,7 +307,7 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
     assert.ok(up, `knotd did not come up: ${stderr}`);
 
     const zones = await Promise.all(
-      ['example', 'other', 'types', 'edge'].map((z) => loadZoneFile(join(dir, `${z}.zone`))),
+      ['example', 'other', 'types', 'edge', 'dnapex'].map((z) => loadZoneFile(join(dir, `${z}.zone`))),
     );
     ferry = new DnsServer({ port: 0, zones });
     await ferry.start();

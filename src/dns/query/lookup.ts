@@ -29,7 +29,7 @@ export const lookup: Handler = (ctx) => {
     const key = nameKey(name);
     if (visited.has(key)) return; // CNAME loop: stop with what we have (RFC 1034 §3.6.2)
     visited.add(key);
-    const target = step1(ctx, zone, name, key, qtype);
+    const target = answerName(ctx, zone, name, key, qtype);
     if (target === undefined) return;
     if (!zone.contains(target)) return; // the chain leaves the zone; the resolver follows it
     name = target;
@@ -37,13 +37,23 @@ export const lookup: Handler = (ctx) => {
 };
 
 /** Answers one name; returns the CNAME target to follow next, if any. */
-function step1(ctx: QueryContext, zone: Zone, name: string, key: string, qtype: number): string | undefined {
+function answerName(
+  ctx: QueryContext,
+  zone: Zone,
+  name: string,
+  key: string,
+  qtype: number,
+): string | undefined {
   const res = ctx.response;
   // Walk down from below the apex: a zone cut or DNAME above the name decides first.
   const chain: string[] = [];
   for (let k: string | undefined = key; k !== undefined && k !== zone.originKey; k = parentName(k))
     chain.push(k);
   let encloser = zone.originKey;
+  // A DNAME at the apex rewrites everything below it (RFC 6672 §2.3); cuts never sit there.
+  const apexDname =
+    key === zone.originKey ? undefined : zone.nodeByKey(zone.originKey)?.rrsets.get(RRType.DNAME);
+  if (apexDname) return substitute(ctx, name, zone.nodeByKey(zone.originKey)!, apexDname);
   for (let i = chain.length - 1; i >= 0; i--) {
     const k = chain[i]!;
     if (!zone.existsKey(k)) break;
@@ -59,7 +69,7 @@ function step1(ctx: QueryContext, zone: Zone, name: string, key: string, qtype: 
     }
     encloser = k;
   }
-  let owner = name;
+  const owner = name; // wildcard answers are synthesized under the question name
   let node: ZoneNode | undefined;
   if (zone.existsKey(key)) {
     node = zone.nodeByKey(key);
@@ -72,7 +82,6 @@ function step1(ctx: QueryContext, zone: Zone, name: string, key: string, qtype: 
       return undefined;
     }
     node = zone.nodeByKey(wild);
-    owner = name;
   }
   if (!node) {
     negative(ctx, zone); // empty non-terminal (or empty wildcard): NODATA
