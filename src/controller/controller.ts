@@ -224,7 +224,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       this.journal
         .list()
         .map((id) => this.journal.get(id)!)
-        .filter((r) => !TERMINAL.has(r.phase))
+        .filter((r) => !r.settled)
         .map((r) => r.plan.tempIp),
     );
     return this.server(serverId).tempIpPool.filter((ip) => !leased.has(ip));
@@ -305,7 +305,10 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   /** Resume every unfinished migration in the journal (after a restart). Returns their ids. */
   resumeAll(): string[] {
-    const ids = this.journal.list().filter((id) => !TERMINAL.has(this.journal.get(id)!.phase));
+    const ids = this.journal.list().filter((id) => {
+      const rec = this.journal.get(id)!;
+      return !rec.settled && rec.phase !== 'failed';
+    });
     for (const id of ids) this.drive(id);
     return ids;
   }

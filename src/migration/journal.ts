@@ -8,7 +8,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { FerryError } from '../common/errors.js';
-import type { JournalEntry, MigrationPlan, MigrationRecord, Phase } from './types.js';
+import { TERMINAL_PHASES, type JournalEntry, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS migrations (
@@ -128,7 +128,11 @@ export class Journal {
       | undefined;
     if (!row) return undefined;
     const phases: MigrationRecord['phases'] = [];
-    for (const e of this.entries(id)) {
+    const entries = this.entries(id);
+    const phase = row.phase as Phase;
+    const last = entries[entries.length - 1];
+    const settled = phase === 'completed' ? last?.kind === 'leave' && last.phase === 'completed' : TERMINAL_PHASES.has(phase);
+    for (const e of entries) {
       if (e.kind !== 'enter') continue;
       const last = phases[phases.length - 1];
       if (last && last.endedAt === null) last.endedAt = e.at;
@@ -140,7 +144,8 @@ export class Journal {
     }
     return {
       plan: JSON.parse(row.plan) as MigrationPlan,
-      phase: row.phase as Phase,
+      phase,
+      settled,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
       ...(row.error !== null ? { error: row.error } : {}),

@@ -28,7 +28,7 @@ import type { Journal } from './journal.js';
 import { checkParity, describeParity } from './parity.js';
 import type { DnsProvider, HostDriver, RedirectStats } from './ports.js';
 import { DEFAULT_RETRY, ResilientDns, ResilientHost, type RetryPolicy } from './resilient.js';
-import { PHASES, TERMINAL_PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
+import { PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
 /** Events published while migrations run (the API, CLI and dashboard follow them). */
 export interface MigrationEvents {
@@ -106,7 +106,7 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
    */
   async run(id: string, signal?: AbortSignal): Promise<MigrationRecord> {
     const rec = this.get(id);
-    if (TERMINAL_PHASES.has(rec.phase)) return rec;
+    if (rec.settled || rec.phase === 'failed' || rec.phase === 'rolled-back') return rec;
     if (rec.phase === 'rolling-back') return this.rollback(id, signal);
     const run = this.newRun(rec.plan, signal);
     let phase: Phase = rec.phase;
@@ -351,7 +351,9 @@ class MigrationRun {
       case 'draining':
         return this.draining();
       case 'completed':
-        return this.complete();
+        await this.complete();
+        this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase: 'completed', kind: 'leave' });
+        return;
     }
   }
 

@@ -135,4 +135,9 @@ export interface MigrationRecord {
   error?: string;
   /** When each phase started and ended (epoch ms). */
   phases: Array<{ name: Phase; startedAt: number; endedAt: number | null }>;
+  /**
+   * True once nothing is left to do: a terminal phase whose work is over. `completed` is entered
+   * before its clean-up steps run, and settles only when they are done (a `leave` entry).
+   */
+  settled?: boolean;
 }

@@ -1,0 +1,194 @@
+/**
+ * Crash-safe resume (issue 7): the controller runs in a child process and is killed with SIGKILL
+ * once in each phase of a migration, in turn (twice in cut-over: before and after the switch),
+ * and restarted each time with `resumeAll()`. The platform (DNS server, origin and target with
+ * their sites and redirects) lives in this process and keeps carrying the load throughout, as
+ * real hosts would while their controller is down. The migration completes with the design's
+ * invariants intact.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Sandbox, type DemoSummary } from '../../src/sandbox/index.js';
+import { LoadGenerator } from '../../src/loadgen/index.js';
+import { Journal, type MigrationRecord } from '../../src/migration/index.js';
+import type { ControllerEvent } from '../../src/controller/index.js';
+import { sleep } from '../../src/common/time.js';
+import { startRpcServer } from './crash-rpc.js';
+import type { CrashControllerConfig } from './crash-controller.js';
+
+const CHILD = join(fileURLToPath(new URL('.', import.meta.url)), 'crash-controller.ts');
+
+/** Where the controller is killed, in order: one event inside each phase. */
+const KILLS: Array<{ phase: string; match: (e: ControllerEvent) => boolean }> = [
+  { phase: 'planned', match: (e) => e.type === 'phase' && e.data.phase === 'planned' },
+  { phase: 'ttl-lowered', match: (e) => e.type === 'wait' && e.data.what === 'old-ttl' },
+  { phase: 'temp-ip', match: (e) => e.type === 'step' && e.data.step === 'start-redirect' },
+  { phase: 'dns-temp', match: (e) => e.type === 'wait' && e.data.what === 'ip1-quiet' },
+  { phase: 'syncing', match: (e) => e.type === 'step' && e.data.step === 'initial-sync' },
+  { phase: 'preflight', match: (e) => e.type === 'step' && e.data.step === 'parity' },
+  { phase: 'cutover', match: (e) => e.type === 'step' && e.data.step === 'final-sync' },
+  { phase: 'cutover', match: (e) => e.type === 'step' && e.data.step === 'origin-proxy' },
+  { phase: 'draining', match: (e) => e.type === 'wait' && e.data.what === 'ipt-quiet' },
+  { phase: 'completed', match: (e) => e.type === 'step' && e.data.step === 'stop-redirect' },
+];
+
+describe('controller killed with SIGKILL in every phase, resumed each time', () => {
+  const sb = new Sandbox({
+    dnsAddress: '127.0.41.53',
+    dnsPort: 0,
+    httpPort: 0,
+    originIp: '127.0.41.1',
+    targetIp: '127.0.41.2',
+    tempIp: '127.0.41.100',
+    sites: ['crash.example.', 'calm.example.', 'still.example.'],
+    ttl: 2,
+    recordTtl: 3,
+    staleOverstayMs: 2000,
+    quietWindowMs: 1000,
+    dnsTempCapMs: 15_000,
+    drainCapMs: 15_000,
+  });
+  let rpc: Awaited<ReturnType<typeof startRpcServer>>;
+  let child: ChildProcess | undefined;
+  const kills: Array<{ phase: string; event: string; restartMs?: number }> = [];
+  let record: MigrationRecord;
+  let summary: DemoSummary;
+  let spawns = 0;
+
+  /** Run the controller until it ends or the next kill point; resolves with its final records, or null when killed. */
+  function runController(cfg: CrashControllerConfig): Promise<MigrationRecord[] | null> {
+    spawns++;
+    return new Promise((resolve, reject) => {
+      const p = spawn(process.execPath, ['--import', 'tsx', CHILD], {
+        env: { ...process.env, FERRY_CRASH_CONFIG: JSON.stringify(cfg) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child = p;
+      let done: MigrationRecord[] | null = null;
+      let stderr = '';
+      p.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+      createInterface({ input: p.stdout! }).on('line', (line) => {
+        const msg = JSON.parse(line) as ControllerEvent | { done: MigrationRecord[] };
+        if ('done' in msg) {
+          done = msg.done;
+          return;
+        }
+        const next = KILLS[kills.length];
+        if (next && !p.killed && next.match(msg)) {
+          kills.push({ phase: next.phase, event: `${msg.type} ${String(msg.data.step ?? msg.data.what ?? msg.data.phase)}` });
+          p.kill('SIGKILL');
+        }
+      });
+      p.once('error', reject);
+      p.once('exit', (code, signal) => {
+        child = undefined;
+        if (signal === 'SIGKILL') resolve(null);
+        else if (code === 0 && done) resolve(done);
+        else reject(new Error(`controller exited ${code ?? signal}: ${stderr.slice(-2000)}`));
+      });
+    });
+  }
+
+  before(async () => {
+    await sb.start();
+    const hosts = new Map([
+      ['origin', sb.origin],
+      ['target', sb.target],
+    ]);
+    rpc = await startRpcServer('127.0.41.200', hosts as never, sb.dns);
+    // Clients wait up to 20 s for an answer: held requests at the switch wait for the restarted controller.
+    sb.load = new LoadGenerator({
+      sites: sb.opts.sites,
+      port: sb.httpPort,
+      resolve: (name) => sb.resolve(name),
+      rate: 60,
+      clients: 24,
+      staleShare: 0.25,
+      staleOverstayMs: 2000,
+      keepAliveShare: 0.5,
+      writeShare: 0.4,
+      requestTimeoutMs: 20_000,
+    });
+    sb.watchDns(100);
+    sb.load.start();
+    await sleep(1000);
+    const journalPath = join(sb.dataDir, 'crash-journal.sqlite');
+    const base: Omit<CrashControllerConfig, 'action'> = {
+      rpc: rpc.url,
+      dns: { address: sb.dns.address, port: sb.dns.port },
+      zone: sb.opts.zone,
+      journal: journalPath,
+      servers: [
+        { id: 'origin', sharedIps: [sb.opts.originIp], tempIpPool: [sb.opts.tempIp] },
+        { id: 'target', sharedIps: [sb.opts.targetIp], tempIpPool: [] },
+      ],
+      sites: sb.opts.sites.map((domain) => ({ domain, server: 'origin', ports: [sb.httpPort] })),
+      defaults: { ttl: 2, quietWindowMs: 1000, dnsTempCapMs: 15_000, drainCapMs: 15_000, cutoverDrainTimeoutMs: 10_000, pollMs: 100 },
+    };
+    let result = await runController({ ...base, action: 'start', start: { domain: 'crash.example.', to: 'target', id: 'crash-1' } });
+    while (!result && spawns < KILLS.length + 3) {
+      const killedAt = Date.now();
+      result = await runController({ ...base, action: 'resume' });
+      kills[kills.length - 1]!.restartMs ??= Date.now() - killedAt;
+    }
+    assert.ok(result, 'the controller never finished');
+    await sleep(1500);
+    await sb.load.stop();
+    const journal = new Journal(journalPath);
+    try {
+      record = journal.get('crash-1')!;
+      summary = await sb.summarize(record, journal);
+    } finally {
+      journal.close();
+    }
+  });
+
+  after(async () => {
+    child?.kill('SIGKILL');
+    await rpc?.close();
+    await sb.stop();
+  });
+
+  it('was killed once in each phase (twice in cut-over) and completed', (t) => {
+    t.diagnostic(`kills: ${kills.map((k) => `${k.phase} at ${k.event}, restarted in ${k.restartMs ?? '?'} ms`).join('; ')}`);
+    assert.deepEqual(
+      kills.map((k) => k.phase),
+      KILLS.map((k) => k.phase),
+      JSON.stringify(kills),
+    );
+    assert.equal(record.phase, 'completed', JSON.stringify(record));
+  });
+
+  it('failed no request, on the migrated site or the others', () => {
+    assert.ok(summary.requests.total > 100, `only ${summary.requests.total} requests`);
+    assert.equal(summary.requests.failed, 0, JSON.stringify(summary.failures));
+    assert.equal(summary.otherSites.failed, 0, JSON.stringify(summary.failures));
+  });
+
+  it('kept every acknowledged write on the target exactly once, none on the origin after cut-over', () => {
+    assert.ok(summary.writes.acknowledged > 20);
+    assert.equal(summary.writes.missing, 0);
+    assert.equal(summary.writes.duplicated, 0);
+    assert.equal(summary.writes.onOriginAfterCutover, 0);
+  });
+
+  it('answered IP1 → IPt → IP2 in DNS, and restored the TTL', () => {
+    assert.deepEqual(
+      summary.dnsAnswers.map((a) => a.address),
+      [sb.opts.originIp, sb.opts.tempIp, sb.opts.targetIp],
+    );
+    assert.deepEqual(sb.dns.zones.getRRset('crash.example.', 'A'), { ttl: 3, rdata: [sb.opts.targetIp] });
+  });
+
+  it('left no temporary IP or redirect, and the site only on the target', async () => {
+    assert.deepEqual(await sb.origin.listAddresses(), []);
+    assert.equal(await sb.origin.redirectStats('mig-crash-1'), undefined);
+    assert.equal(sb.originSites.hasSite('crash.example.'), false);
+    assert.equal(sb.targetSites.mode('crash.example.'), 'serve');
+    assert.ok(sb.originSites.hasSite('calm.example.') && sb.originSites.hasSite('still.example.'));
+  });
+});
