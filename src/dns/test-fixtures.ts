@@ -115,3 +115,37 @@ export const EDGE_ZONE = [
   ...Array.from({ length: 60 }, (_, i) => `many A 198.51.100.${i}`),
   '',
 ].join('\n');
+
+/** Master-file syntax a parser can get wrong: directives, omitted fields, parentheses, escapes. */
+export const SYNTAX_ZONE = `; comment line
+$ORIGIN syntax.test.
+$TTL 1h
+@   IN  SOA ns1 hostmaster (
+            2024010101 ; serial
+            3600       ; refresh
+            600 1209600
+            300 )      ; minimum
+    IN  NS  ns1
+ns1 300 IN A 192.0.2.53
+ns1 IN 300 AAAA 2001:db8::53
+www     A   192.0.2.1
+        A   192.0.2.2
+txt     TXT "a \\"quoted\\" string; not a comment" plain \\065BC "\\228\\189\\160" ( "multi"
+            "line" )
+semi    TXT "(not a paren)" ";"
+caa     CAA 0 issue "ca.example.net; account=1"
+        CAA 128 tbs "Unknown"
+mixed.CASE  A 192.0.2.3
+$ORIGIN sub.syntax.test.
+deep    CNAME www.syntax.test.
+@       TXT "apex of sub"
+$TTL 42
+ttl42   A 192.0.2.42
+ttlprev 7 A 192.0.2.7
+        A 192.0.2.8
+$ORIGIN syntax.test.
+escaped\\.dot A 192.0.2.9
+\\@at A 192.0.2.10
+generic TYPE1 \\# 4 C000020B
+hinfo HINFO "INTEL" "Linux 6"
+`;
