@@ -7,7 +7,8 @@ import { FerryError } from '../../common/errors.js';
 import { nameKey, parentName, parseName } from '../wire/name.js';
 import { formatRdata, parseRdata, rdataKey, type Rdata } from '../wire/rdata.js';
 import { tokenize } from '../wire/text.js';
-import { typeCode } from '../wire/types.js';
+import { RRClass, RRType, typeCode } from '../wire/types.js';
+import type { ResourceRecord } from '../wire/message.js';
 import type { Zone } from './zone.js';
 
 /** One RRset replacement for `applyChanges`. Empty `rdata` deletes the RRset. */
@@ -49,6 +50,37 @@ export function serialGreater(a: number, b: number): boolean {
   return a !== b && ((a > b && a - b < 0x80000000) || (a < b && b - a > 0x80000000));
 }
 
+/** One RRset replacement with parsed rdata, for `applyRRsets`. Empty `data` deletes it. */
+export interface ParsedRRsetChange {
+  owner: string;
+  type: number;
+  ttl: number;
+  data: Rdata[];
+}
+
+/**
+ * One committed change of a zone as an RFC 1995 §4 difference: the SOA before and after, and the
+ * other records removed and added (class IN).
+ */
+export interface ZoneDiff {
+  origin: string;
+  fromSoa: ResourceRecord;
+  toSoa: ResourceRecord;
+  removed: ResourceRecord[];
+  added: ResourceRecord[];
+}
+
+/** What `onCommit` listeners see. */
+export type ZoneStoreEvent =
+  | { kind: 'change'; zone: Zone; diff: ZoneDiff }
+  | { kind: 'add'; zone: Zone }
+  | { kind: 'remove'; zone: Zone };
+
+function soaRecord(zone: Zone): ResourceRecord {
+  const soa = zone.soa;
+  return { name: soa.name, type: RRType.SOA, class: RRClass.IN, ttl: soa.ttl, data: soa.rdata[0]! };
+}
+
 /** The set of zones served, with longest-match lookup and the change API. */
 export class ZoneStore {
   private readonly zones = new Map<string, Zone>();
@@ -58,6 +90,22 @@ export class ZoneStore {
 
   /** Serial policy for changes (default 'increment'). */
   readonly serialPolicy: SerialPolicy;
+
+  private readonly commitHooks = new Set<(e: ZoneStoreEvent) => void>();
+
+  /**
+   * Calls `fn` synchronously on every committed change, added zone and removed zone (persistence,
+   * the transfer journal, NOTIFY). A listener that throws on 'change' or 'add' aborts it: the
+   * change is undone (or the zone not added) and the error is thrown to the caller.
+   */
+  onCommit(fn: (e: ZoneStoreEvent) => void): () => void {
+    this.commitHooks.add(fn);
+    return () => this.commitHooks.delete(fn);
+  }
+
+  private emit(e: ZoneStoreEvent): void {
+    for (const fn of this.commitHooks) fn(e);
+  }
 
   constructor(zones: Zone[] = [], opts: { serialPolicy?: SerialPolicy } = {}) {
     this.serialPolicy = opts.serialPolicy ?? 'increment';
@@ -73,6 +121,7 @@ export class ZoneStore {
   /** Adds or replaces the zone with the same origin. */
   add(zone: Zone): void {
     void zone.serial; // throws when the zone has no SOA
+    this.emit({ kind: 'add', zone });
     const old = this.zones.get(zone.originKey);
     if (old) this.detach(old);
     this.zones.set(zone.originKey, zone);
@@ -91,6 +140,7 @@ export class ZoneStore {
     this.detach(zone);
     this.zones.delete(key);
     this.generation++;
+    this.emit({ kind: 'remove', zone });
     return true;
   }
 
@@ -142,36 +192,77 @@ export class ZoneStore {
    * An unchanged RRset does not bump the serial.
    */
   applyChanges(changes: RRsetChange[]): { serial: number } {
+    return this.applyRRsets(
+      changes.map((c) => {
+        const t = typeOf(c.type);
+        return {
+          owner: c.owner,
+          type: t,
+          ttl: c.ttl,
+          data: c.rdata.map((r) => parseRdata(t, tokenize(r), '.')),
+        };
+      }),
+    );
+  }
+
+  /** `applyChanges` with parsed rdata (dynamic UPDATE builds these). */
+  applyRRsets(changes: ParsedRRsetChange[]): { serial: number } {
     const prepared = changes.map((c) => {
-      const t = typeOf(c.type);
       const zone = this.findZone(c.owner);
       if (!zone) throw notAuthoritative(c.owner);
-      const data: Rdata[] = c.rdata.map((r) => parseRdata(t, tokenize(r), '.'));
-      return { zone, owner: parseName(c.owner), type: t, ttl: c.ttl, data };
+      return { zone, owner: parseName(c.owner), type: c.type, ttl: c.ttl, data: c.data };
     });
     if (prepared.length === 0) throw new FerryError('DNS_INVALID_DATA', 'no change given');
     // Apply in order; on the first invalid one, undo the ones before it.
     const undo: Array<() => void> = [];
-    const touched = new Map<Zone, number>();
+    const touched = new Map<Zone, { serial: number; soa: ResourceRecord; diff: ZoneDiff }>();
+    const rollback = () => {
+      for (const u of undo.reverse()) u();
+      for (const [zone, t] of touched) if (zone.serial !== t.serial) zone.setSerial(t.serial);
+    };
     try {
       for (const p of prepared) {
         const before = p.zone.getRRset(p.owner, p.type);
         const snapshot = before ? { ttl: before.ttl, rdata: before.rdata } : undefined;
         const changed = !sameRRset(p.type, snapshot, p.ttl, p.data);
         if (!changed) continue;
-        const oldSerial = p.zone.serial;
+        if (!touched.has(p.zone)) {
+          const soa = soaRecord(p.zone);
+          touched.set(p.zone, {
+            serial: p.zone.serial,
+            soa,
+            diff: { origin: p.zone.origin, fromSoa: soa, toSoa: soa, removed: [], added: [] },
+          });
+        }
         p.zone.replaceRRset(p.owner, p.type, p.ttl, p.data);
         undo.push(() => p.zone.replaceRRset(p.owner, p.type, snapshot?.ttl ?? 0, snapshot?.rdata ?? []));
-        if (!touched.has(p.zone)) touched.set(p.zone, oldSerial);
+        if (p.type !== RRType.SOA) {
+          const owner = before?.name ?? p.owner;
+          const after = p.zone.getRRset(p.owner, p.type);
+          diffRRset(
+            touched.get(p.zone)!.diff,
+            p.type,
+            owner,
+            snapshot,
+            after ? { ttl: after.ttl, rdata: after.rdata, name: after.name } : undefined,
+          );
+        }
       }
     } catch (err) {
-      for (const u of undo.reverse()) u();
+      rollback();
       throw err;
     }
-    for (const [zone, oldSerial] of touched) {
-      // A change that set the SOA itself keeps its serial if that went up; otherwise increment.
-      const s = zone.serial;
-      zone.setSerial(serialGreater(s, oldSerial) ? s : nextSerial(oldSerial, this.serialPolicy));
+    try {
+      for (const [zone, t] of touched) {
+        // A change that set the SOA itself keeps its serial if that went up; otherwise increment.
+        const s = zone.serial;
+        zone.setSerial(serialGreater(s, t.serial) ? s : nextSerial(t.serial, this.serialPolicy));
+        t.diff.toSoa = soaRecord(zone);
+        this.emit({ kind: 'change', zone, diff: t.diff });
+      }
+    } catch (err) {
+      rollback();
+      throw err;
     }
     return { serial: prepared[prepared.length - 1]!.zone.serial };
   }
@@ -182,6 +273,26 @@ export class ZoneStore {
     if (!z) throw notAuthoritative(origin);
     return z.serial;
   }
+}
+
+// Adds the records an RRset replacement removed and added to `diff` (a TTL change replaces all).
+function diffRRset(
+  diff: ZoneDiff,
+  type: number,
+  owner: string,
+  before: { ttl: number; rdata: Rdata[] } | undefined,
+  after: { ttl: number; rdata: Rdata[]; name: string } | undefined,
+): void {
+  const keys = (s: { rdata: Rdata[] } | undefined) => new Set((s?.rdata ?? []).map((d) => rdataKey(type, d)));
+  const sameTtl = before?.ttl === after?.ttl;
+  const b = sameTtl ? keys(before) : new Set<string>();
+  const a = sameTtl ? keys(after) : new Set<string>();
+  for (const d of before?.rdata ?? [])
+    if (!a.has(rdataKey(type, d)))
+      diff.removed.push({ name: owner, type, class: RRClass.IN, ttl: before!.ttl, data: d });
+  for (const d of after?.rdata ?? [])
+    if (!b.has(rdataKey(type, d)))
+      diff.added.push({ name: after!.name, type, class: RRClass.IN, ttl: after!.ttl, data: d });
 }
 
 function sameRRset(
