@@ -162,7 +162,10 @@ export class DnsServer {
       this.log.error({ err, from: rinfo.address }, 'dns query failed');
       return;
     }
-    if (res) sock.send(res, rinfo.port, rinfo.address);
+    if (!res || rinfo.port === 0) return; // port 0 cannot be answered (and send would throw)
+    sock.send(res, rinfo.port, rinfo.address, (err) => {
+      if (err) this.log.debug({ err, to: rinfo.address }, 'dns udp send failed');
+    });
   }
 
   private listenTcp(port: number): Promise<net.Server> {
