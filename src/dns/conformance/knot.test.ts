@@ -147,7 +147,12 @@ function cases(): Case[] {
   ];
   const types = ['A', 'AAAA', 'NS', 'SOA', 'MX', 'TXT', 'CNAME', 'SRV', 'DS', 'DNAME', 'ANY', 'TYPE999'];
   const out: Case[] = [];
-  for (const name of names) for (const type of types) out.push({ name, type, edns: 1232 });
+  for (const name of names) {
+    for (const type of types) {
+      out.push({ name, type, edns: 1232 });
+      out.push({ name, type, edns: 1232, tcp: true });
+    }
+  }
   // EDNS sizes, DO, no EDNS and TCP on the answers that are large or carry additional data.
   for (const [name, type] of [
     ['big.example.', 'TXT'],
