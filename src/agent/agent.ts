@@ -25,7 +25,18 @@ export type EngineKind = 'userspace' | 'kernel';
 /** How the server's sites are served at its shared IPs. */
 export type WebOptions =
   | { kind: 'builtin' }
-  | ({ kind: 'nginx' } & Omit<NginxOptions, 'listen' | 'app'> & { appAddress?: string; appPort?: number });
+  | ({ kind: 'nginx' } & Omit<NginxOptions, 'listen' | 'app'> & {
+      appAddress?: string;
+      appPort?: number;
+      /**
+       * Who proxies a site to its new server after the cut-over: the site app behind nginx
+       * (default: no nginx reload on the cut-over's path) or nginx itself (a `proxy_pass` block,
+       * one reload, which closes the idle keep-alive connections of every site).
+       */
+      proxyWith?: 'app' | 'nginx';
+      /** Reload nginx when a site is removed (default false: the block goes at the next reload). */
+      reloadOnRemove?: boolean;
+    });
 
 export interface HostAgentOptions {
   /** Name of the server, sent in `X-Served-By` by its site app. */
@@ -267,16 +278,17 @@ export class HostAgent {
   // --- sites -----------------------------------------------------------------------------
 
   /**
-   * Serve `domain` in `mode` (adding it when new). With nginx in front: `proxy` turns the server
-   * block into a reverse proxy to the target (after the app released its held requests there);
-   * any other mode points the block at the app, which applies the mode.
+   * Serve `domain` in `mode` (adding it when new). With nginx in front the server block sends
+   * requests to the app, which applies the mode; with `proxyWith: 'nginx'`, `proxy` turns the
+   * block itself into a reverse proxy to the target (after the app released its held requests).
    */
   putSite(domain: string, mode: SiteMode): Promise<void> {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
       await this.sites.addSite(d, mode);
       if (this.nginx) {
-        await this.nginx.setVhost(d, typeof mode === 'object' ? { proxy: { address: mode.proxy.address, port: mode.proxy.port } } : { app: true });
+        const viaNginx = typeof mode === 'object' && this.opts.web.kind === 'nginx' && this.opts.web.proxyWith === 'nginx';
+        await this.nginx.setVhost(d, viaNginx ? { proxy: { address: mode.proxy.address, port: mode.proxy.port } } : { app: true });
       }
       await this.saveState();
     });
@@ -294,7 +306,7 @@ export class HostAgent {
   removeSite(domain: string, deleteData = false): Promise<void> {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
-      await this.nginx?.removeVhost(d);
+      await this.nginx?.removeVhost(d, { reload: this.opts.web.kind === 'nginx' && this.opts.web.reloadOnRemove === true });
       await this.sites.removeSite(d, { deleteData });
       await this.saveState();
     });

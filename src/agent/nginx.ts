@@ -162,8 +162,13 @@ export class NginxFrontend {
     });
   }
 
-  /** Remove `domain`'s server block and reload; no-op when it has none. */
-  removeVhost(domain: string): Promise<void> {
+  /**
+   * Remove `domain`'s server block; no-op when it has none. With `reload: false` the file goes and
+   * `nginx -t` checks the rest, but nginx keeps the block until its next reload: a reload closes
+   * every idle keep-alive connection of every site, and a client that sends on one at that
+   * instant sees its request fail, so the agent does not reload only to forget a site.
+   */
+  removeVhost(domain: string, opts: { reload?: boolean } = {}): Promise<void> {
     return this.serialize(async () => {
       const file = this.vhostFile(domain);
       const before = await readFile(file, 'utf8').catch(() => undefined);
@@ -175,8 +180,10 @@ export class NginxFrontend {
         await writeAtomic(file, before);
         throw err;
       }
-      await this.reload();
-      await this.waitServing(domain, null);
+      if (opts.reload !== false) {
+        await this.reload();
+        await this.waitGone(domain, hashOf(before));
+      }
       this.counters.delete(domain);
     });
   }
@@ -209,20 +216,26 @@ export class NginxFrontend {
     }
   }
 
-  /** Wait until nginx answers `domain`'s probe path with `hash` (or, for null, no longer with any hash of ours). */
-  private async waitServing(domain: string, hash: string | null): Promise<void> {
+  /** Wait until nginx answers `domain`'s probe path with `hash`: the new block is live. */
+  private waitServing(domain: string, hash: string): Promise<void> {
+    return this.waitProbe(domain, (answer) => answer === hash, 'serve the new');
+  }
+
+  /** Wait until nginx no longer answers `domain`'s probe path with the removed block's `hash`. */
+  private waitGone(domain: string, hash: string): Promise<void> {
+    return this.waitProbe(domain, (answer) => answer !== hash, 'drop the');
+  }
+
+  private async waitProbe(domain: string, done: (answer: string) => boolean, what: string): Promise<void> {
     const deadline = Date.now() + this.reloadTimeoutMs;
     const address = this.opts.listen.addresses[0]!;
     let last = '';
     while (Date.now() < deadline) {
       last = await getText(address, this.opts.listen.port, domain, VHOST_PROBE_PATH).catch((err: Error) => `error: ${err.message}`);
-      if (hash === null ? !/^[0-9a-f]{16}$/.test(last) : last === hash) return;
+      if (done(last)) return;
       await sleep(50);
     }
-    throw new FerryError(
-      'NGINX_RELOAD_TIMEOUT',
-      `nginx did not ${hash ? 'serve the new' : 'drop the'} server block of ${domain} within ${this.reloadTimeoutMs} ms (last answer: ${last.slice(0, 80)})`,
-    );
+    throw new FerryError('NGINX_RELOAD_TIMEOUT', `nginx did not ${what} server block of ${domain} within ${this.reloadTimeoutMs} ms (last answer: ${last.slice(0, 80)})`);
   }
 
   private onLogLine(line: string): void {

@@ -53,6 +53,8 @@ export function registerAgent(program: Command): void {
     .option('--app-address <ip>', 'where the site app listens behind nginx', oneIp, '127.0.0.1')
     .option('--app-port <port>', 'port of the site app behind nginx', port, 8080)
     .option('--stats-port <port>', 'loopback UDP port nginx sends per-request log lines to (0 = any)', port, 0)
+    .option('--nginx-proxy-with <who>', 'after the cut-over, proxy a moved site with the app behind nginx (app: no reload) or with an nginx proxy_pass block (nginx)', 'app')
+    .option('--nginx-reload-on-remove', 'reload nginx as soon as a site is removed (default: its block goes at the next reload)')
     .option('--engine <kind>', 'redirect engine when the controller names none: userspace or kernel', 'userspace')
     .option('--rsync-address <ip>', 'address the rsync daemon binds to receive site data (default the first shared IP)', oneIp)
     .option('--rsync-port <port>', 'port of the rsync daemon', port, 873)
@@ -65,6 +67,9 @@ export function registerAgent(program: Command): void {
       if (!o.interface && !o.loopbackAddresses) {
         throw new FerryError('AGENT_OPTIONS', 'name the interface temporary IPs go on with --interface DEV (or --loopback-addresses in a sandbox)');
       }
+      if (o.nginxProxyWith !== 'app' && o.nginxProxyWith !== 'nginx') {
+        throw new FerryError('AGENT_OPTIONS', `--nginx-proxy-with must be app or nginx, got "${String(o.nginxProxyWith)}"`);
+      }
       const token = readToken(o.tokenFile as string | undefined);
       const webOpts: WebOptions =
         web === 'nginx'
@@ -75,6 +80,8 @@ export function registerAgent(program: Command): void {
               appAddress: o.appAddress as string,
               appPort: o.appPort as number,
               statsPort: o.statsPort as number,
+              proxyWith: o.nginxProxyWith === 'nginx' ? 'nginx' : 'app',
+              reloadOnRemove: Boolean(o.nginxReloadOnRemove),
             }
           : { kind: 'builtin' };
       const log = createLogger('ferry-agent');

@@ -7,7 +7,8 @@
 import type { Command } from 'commander';
 import { FerryError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
-import { loadConfig, startController, type ControllerEvent } from '../controller/index.js';
+import { sleep } from '../common/time.js';
+import { loadConfig, parseDuration, startController, type ControllerEvent } from '../controller/index.js';
 
 function migrateArg(value: string, previous: Array<{ domain: string; to: string }> = []): Array<{ domain: string; to: string }> {
   const m = /^([^=\s]+)=([A-Za-z0-9._-]+)$/.exec(value);
@@ -21,10 +22,13 @@ export function registerController(program: Command): void {
     .description('Run the controller: DNS, agents over HTTP, and the migrations of the journal')
     .requiredOption('--config <file>', 'the YAML config (check it with: ferry config check FILE)')
     .option('--migrate <domain=server>', 'start migrating DOMAIN to SERVER once running (repeatable)', migrateArg)
+    .option('--migrate-delay <duration>', 'wait this long after start before the --migrate migrations begin (e.g. 10s)', '0')
     .option('--exit-when-done', 'exit once the migrations started with --migrate have ended (status 0 when all completed)')
     .option('--events', 'print every controller event as a JSON line on stdout')
     .option('--no-resume', 'do not resume unfinished migrations of the journal')
-    .action(async (o: { config: string; migrate?: Array<{ domain: string; to: string }>; exitWhenDone?: boolean; events?: boolean; resume: boolean }) => {
+    .action(async (o: { config: string; migrate?: Array<{ domain: string; to: string }>; migrateDelay: string; exitWhenDone?: boolean; events?: boolean; resume: boolean }) => {
+      const delayMs = parseDuration(o.migrateDelay);
+      if (delayMs === null) throw new FerryError('USAGE', `--migrate-delay takes a duration such as 10s, got "${o.migrateDelay}"`);
       const log = createLogger('ferry-controller');
       const config = await loadConfig(o.config);
       const running = await startController(config, { resume: o.resume });
@@ -48,20 +52,18 @@ export function registerController(program: Command): void {
         }
         if (o.events) process.stdout.write(JSON.stringify({ type: 'ready', dns: dnsAt, resumed: running.resumed }) + '\n');
         const started = [];
-        for (const m of o.migrate ?? []) started.push((await controller.startMigration(m)).plan.id);
-        if (o.exitWhenDone && started.length) {
-          const done = await Promise.race([
-            Promise.all(started.map((id) => controller.wait(id))),
-            new Promise<null>((resolve) => stop.signal.addEventListener('abort', () => resolve(null), { once: true })),
-          ]);
-          if (done) {
-            const failed = done.filter((r) => r.phase !== 'completed');
-            if (o.events) process.stdout.write(JSON.stringify({ type: 'done', migrations: done.map((r) => ({ id: r.plan.id, phase: r.phase, error: r.error ?? null })) }) + '\n');
-            process.exitCode = failed.length ? 1 : 0;
-          }
-        } else if (!stop.signal.aborted) {
-          await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
-        }
+        if (o.migrate?.length && delayMs > 0) await sleep(delayMs, stop.signal).catch(() => undefined);
+        for (const m of stop.signal.aborted ? [] : (o.migrate ?? [])) started.push((await controller.startMigration(m)).plan.id);
+        const ended = started.length
+          ? Promise.all(started.map((id) => controller.wait(id))).then((done) => {
+              const failed = done.filter((r) => r.phase !== 'completed');
+              if (o.events) process.stdout.write(JSON.stringify({ type: 'done', migrations: done.map((r) => ({ id: r.plan.id, phase: r.phase, error: r.error ?? null })) }) + '\n');
+              for (const r of done) log.info({ migration: r.plan.id, phase: r.phase, error: r.error }, 'migration ended');
+              process.exitCode = failed.length ? 1 : 0;
+            })
+          : new Promise<void>(() => undefined);
+        const stopped = new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+        await Promise.race([o.exitWhenDone && started.length ? ended : stopped, stopped]);
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

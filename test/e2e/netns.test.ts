@@ -1,0 +1,330 @@
+/**
+ * Issue 6's end-to-end test over a real network: five network namespaces joined by a bridge.
+ *   client  unbound (a caching resolver honouring TTLs, stub zone → dns) and the load generator
+ *   dns     `ferry controller --config`: Ferry's name server, driving the agents over HTTP
+ *   origin  `ferry agent --web nginx` and nginx: 3 sites on one shared IP, the site app behind nginx
+ *   target  `ferry agent --web nginx` and nginx
+ * One site moves from origin to target under load. Asserted: no failed request on any site, every
+ * acknowledged write on the target exactly once, no write on the origin after the cut-over, the
+ * other sites untouched, the DNS answers IP1 → IPt → IP2 as the resolver gave them, and the
+ * temporary IP on the origin's interface during the migration and gone after it.
+ * Root only (CI runs as root); everything it starts and creates is removed, pass or fail.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findBinary } from './helpers.js';
+import { NET, Topology, netnsSkipReason, type NsChild } from './netns/topology.js';
+
+const SITES = ['shop.example', 'blog.example', 'news.example'];
+const MIGRATED = SITES[0]!;
+const TOKEN = 'netns-e2e-token-' + 'f'.repeat(24);
+const ROOT = process.cwd();
+
+const skip = netnsSkipReason({ unbound: ['unbound'], nginx: ['nginx'], rsync: ['rsync'], iproute2: ['ip'] });
+if (skip) console.log(`# skipping the network-namespace e2e test: ${skip}`);
+
+function nginxConf(dir: string): string {
+  return `user root;
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_timeout 65s;
+  client_body_temp_path ${dir}/tmp/body;
+  proxy_temp_path ${dir}/tmp/proxy;
+  fastcgi_temp_path ${dir}/tmp/fastcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi;
+  scgi_temp_path ${dir}/tmp/scgi;
+  include ${dir}/ferry.d/*.conf;
+}
+`;
+}
+
+function unboundConf(dir: string): string {
+  return `server:
+  interface: 127.0.0.1
+  port: 53
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "${dir}"
+  pidfile: "${dir}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  do-ip6: no
+  num-threads: 1
+  module-config: "iterator"
+  qname-minimisation: no
+  access-control: 127.0.0.0/8 allow
+  cache-min-ttl: 0
+  serve-expired: no
+  prefetch: no
+  domain-insecure: "example."
+remote-control:
+  control-enable: no
+stub-zone:
+  name: "example."
+  stub-addr: ${NET.dns}
+`;
+}
+
+const ZONE = `$ORIGIN example.
+$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A ${NET.dns}
+${SITES.map((s) => `${s.split('.')[0]} 2 IN A ${NET.origin}`).join('\n')}
+`;
+
+function ferryYaml(dir: string): string {
+  return `journal: ${dir}/journal.sqlite
+servers:
+  origin:
+    agent: http://${NET.origin}:7070
+    tokenFile: ${dir}/token
+    sharedIps: [${NET.origin}]
+    tempIpPool: [${NET.tempIp}]
+    web: nginx
+  target:
+    agent: http://${NET.target}:7070
+    tokenFile: ${dir}/token
+    sharedIps: [${NET.target}]
+    web: nginx
+dns:
+  provider: embedded
+  listen: { address: ${NET.dns}, port: 53 }
+  zones: [${dir}/example.zone]
+sites:
+${SITES.map((s) => `  - { domain: ${s}, server: origin, ports: [80], kind: nginx }`).join('\n')}
+defaults:
+  ttl: 2
+  quietWindow: 1500ms
+  dnsTempCap: 15s
+  drainCap: 15s
+  cutoverDrainTimeout: 10s
+  poll: 200ms
+`;
+}
+
+interface Order {
+  id: number;
+  key: string;
+  at: string;
+  server: string;
+}
+
+async function readOrders(file: string): Promise<Order[]> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Order);
+}
+
+/** Ask a question inside a namespace until it answers (a server coming up). */
+async function until(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${what} did not come up within ${timeoutMs} ms`);
+}
+
+test('a site moves between network namespaces under load, through unbound, nginx and agents over HTTP', { skip: skip ?? false, timeout: 240_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-netns-'));
+  const topo = new Topology();
+  let ok = false;
+  const onExit = () => topo.destroy();
+  process.once('exit', onExit);
+  try {
+    for (const h of ['origin', 'target']) {
+      await mkdir(join(dir, h, 'ferry.d'), { recursive: true });
+      await mkdir(join(dir, h, 'tmp'), { recursive: true });
+      await writeFile(join(dir, h, 'nginx.conf'), nginxConf(join(dir, h)));
+    }
+    await mkdir(join(dir, 'client'), { recursive: true });
+    await writeFile(join(dir, 'client', 'unbound.conf'), unboundConf(join(dir, 'client')));
+    await writeFile(join(dir, 'token'), TOKEN + '\n', { mode: 0o600 });
+    await writeFile(join(dir, 'example.zone'), ZONE);
+    await writeFile(join(dir, 'ferry.yaml'), ferryYaml(dir));
+
+    topo.create();
+    const ferry = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
+    const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
+
+    // Web servers and agents on origin and target.
+    const nginx: Record<string, NsChild> = {};
+    for (const h of ['origin', 'target'] as const) {
+      const hd = join(dir, h);
+      nginx[h] = topo.spawn(h, `nginx@${h}`, ['nginx', '-c', join(hd, 'nginx.conf'), '-e', join(hd, 'nginx-error.log')]);
+    }
+    const agents: Record<string, NsChild> = {};
+    for (const h of ['origin', 'target'] as const) {
+      const hd = join(dir, h);
+      agents[h] = topo.spawn(
+        h,
+        `agent@${h}`,
+        [
+          ...ferry, 'agent',
+          '--listen', NET[h], '--port', '7070', '--token-file', join(dir, 'token'),
+          '--id', h, '--shared-ip', NET[h], '--http-port', '80',
+          '--data-dir', join(hd, 'data'), '--interface', 'eth0',
+          '--web', 'nginx', '--nginx-conf-dir', join(hd, 'ferry.d'),
+          '--nginx-command', `nginx -c ${join(hd, 'nginx.conf')} -e ${join(hd, 'nginx-error.log')}`,
+          '--app-port', '8080',
+        ],
+        { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
+      );
+    }
+    for (const h of ['origin', 'target']) await agents[h]!.waitLine((l) => l.includes('listening on'), 30_000);
+
+    // The origin's three sites, added through its API (from the dns namespace, as the controller would).
+    const put = `
+      const [url, token, ...domains] = process.argv.slice(1);
+      for (const d of domains) {
+        const r = await fetch(url + '/v1/sites/' + d, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
+        if (r.status !== 200) { console.error(d, r.status, await r.text()); process.exit(1); }
+      }`;
+    execFileSync('ip', ['netns', 'exec', topo.ns.dns, process.execPath, '--input-type=module', '-e', put, `http://${NET.origin}:7070`, TOKEN, ...SITES], { stdio: 'inherit', timeout: 30_000 });
+
+    // The controller with its name server; it starts the migration after a warm-up.
+    const controller = topo.spawn(
+      'dns',
+      'controller',
+      [...ferry, 'controller', '--config', join(dir, 'ferry.yaml'), '--events', '--migrate', `${MIGRATED}=target`, '--migrate-delay', '8s'],
+      { cwd: ROOT, env, logFile: join(dir, 'controller.log') },
+    );
+    await controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
+
+    // The resolver and the load.
+    const dig = findBinary('kdig', 'dig')!;
+    topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], { logFile: join(dir, 'unbound.log') });
+    await until('unbound', 20_000, () => {
+      try {
+        const out = execFileSync('ip', ['netns', 'exec', topo.ns.client, dig, '@127.0.0.1', MIGRATED, 'A', '+short', '+timeout=1'], { encoding: 'utf8', timeout: 5000 });
+        return out.trim() === NET.origin;
+      } catch {
+        return false;
+      }
+    });
+    const load = topo.spawn(
+      'client',
+      'load',
+      [
+        process.execPath, '--import', 'tsx', join(ROOT, 'test/e2e/netns/load-child.ts'),
+        JSON.stringify({ sites: SITES, port: 80, rate: 45, clients: 24, staleShare: 0.2, staleOverstayMs: 3000, watch: MIGRATED, resolver: { address: '127.0.0.1', port: 53 } }),
+      ],
+      { cwd: ROOT, stdin: true, logFile: join(dir, 'load.log') },
+    );
+    await load.waitLine((l) => l.includes('"type":"ready"'), 30_000);
+
+    // Follow the migration; look at the origin's interface while it runs.
+    const tempIpSeen: Record<string, boolean> = {};
+    let cutoverAt = Infinity;
+    let seen = 0;
+    const follow = setInterval(() => {
+      for (; seen < controller.lines.length; seen++) {
+        let e: { type: string; at?: number; data?: { phase?: string; step?: string } };
+        try {
+          e = JSON.parse(controller.lines[seen]!);
+        } catch {
+          continue;
+        }
+        if (e.type === 'phase' && e.data?.phase && ['dns-temp', 'syncing', 'cutover', 'draining'].includes(e.data.phase)) {
+          tempIpSeen[e.data.phase] = topo.addresses('origin').includes(NET.tempIp);
+        }
+        if (e.type === 'step' && e.data?.step === 'target-serve') cutoverAt = e.at!;
+      }
+    }, 100);
+    let doneLine: string;
+    try {
+      doneLine = await controller.waitLine((l) => l.includes('"type":"done"'), 150_000);
+    } finally {
+      clearInterval(follow);
+    }
+    // The last events before "done" (phase lines) are read by one more pass.
+    for (; seen < controller.lines.length; seen++) {
+      const e = JSON.parse(controller.lines[seen]!) as { type: string; at?: number; data?: { step?: string } };
+      if (e.type === 'step' && e.data?.step === 'target-serve') cutoverAt = e.at!;
+    }
+    const done = JSON.parse(doneLine) as { migrations: Array<{ id: string; phase: string; error: string | null }> };
+    assert.equal(done.migrations[0]!.phase, 'completed', `migration ended ${JSON.stringify(done.migrations[0])}`);
+
+    // Cool down under load, then collect the clients' view; the name server stays up meanwhile.
+    await new Promise((r) => setTimeout(r, 2000));
+    load.child.stdin!.write('stop\n');
+    await load.waitLine((l) => l.includes('"type":"summary"'), 30_000);
+    await topo.stop(controller);
+    const events = load.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const results = events.filter((e) => e.type === 'result') as Array<{ domain: string; ok: boolean; servedBy: string | null; status: number | null; error?: string; address: string; at: number }>;
+    const summary = events.find((e) => e.type === 'summary') as unknown as { acknowledgedWrites: Array<{ domain: string; key: string; id: number }> };
+    const dnsAnswers = events.filter((e) => e.type === 'dns').map((e) => e.address as string);
+
+    // Temporary IP: on the origin's interface during the migration, gone after it.
+    assert.deepEqual(tempIpSeen, { 'dns-temp': true, syncing: true, cutover: true, draining: true }, 'IPt on the origin during the migration');
+    assert.ok(!topo.addresses('origin').includes(NET.tempIp), 'IPt removed from the origin');
+    assert.ok(topo.addresses('origin').includes(NET.origin), 'the shared IP stays');
+
+    // No failed request, on any site.
+    const failures = results.filter((r) => !r.ok);
+    assert.equal(failures.length, 0, `failed requests: ${JSON.stringify(failures.slice(0, 10))}`);
+    const mine = results.filter((r) => r.domain === MIGRATED);
+    const others = results.filter((r) => r.domain !== MIGRATED);
+    assert.ok(mine.length > 100 && others.length > 100, `enough load (${mine.length} / ${others.length})`);
+    assert.ok(mine.some((r) => r.servedBy === 'origin') && mine.some((r) => r.servedBy === 'target'), 'both servers served the migrated site');
+    assert.ok(others.every((r) => r.servedBy === 'origin'), 'the other sites stayed on the origin');
+
+    // DNS as the clients' resolver gave it: IP1 → IPt → IP2.
+    assert.deepEqual(dnsAnswers, [NET.origin, NET.tempIp, NET.target]);
+
+    // Writes: every acknowledged one on the target exactly once; none on the origin after the cut-over.
+    assert.ok(Number.isFinite(cutoverAt), 'the cut-over step was seen');
+    const acked = summary.acknowledgedWrites;
+    const onTarget = await readOrders(join(dir, 'target', 'data', 'sites', MIGRATED, 'orders.jsonl'));
+    const count = new Map<string, number>();
+    for (const o of onTarget) count.set(o.key, (count.get(o.key) ?? 0) + 1);
+    const mineAcked = acked.filter((w) => w.domain === MIGRATED);
+    assert.ok(mineAcked.length > 20, `writes were made (${mineAcked.length})`);
+    const missing = mineAcked.filter((w) => !count.has(w.key));
+    assert.equal(missing.length, 0, `acknowledged writes missing on the target: ${JSON.stringify(missing.slice(0, 5))}`);
+    const dup = [...count].filter(([, n]) => n > 1);
+    assert.equal(dup.length, 0, `duplicated writes on the target: ${JSON.stringify(dup.slice(0, 5))}`);
+    const ids = onTarget.map((o) => o.id);
+    assert.equal(new Set(ids).size, ids.length, 'order ids are unique on the target');
+    const originOrders = await readOrders(join(dir, 'origin', 'data', 'sites', MIGRATED, 'orders.jsonl'));
+    const late = originOrders.filter((o) => o.server === 'origin' && Date.parse(o.at) >= cutoverAt);
+    assert.equal(late.length, 0, `writes on the origin after the cut-over: ${JSON.stringify(late.slice(0, 5))}`);
+    assert.ok(onTarget.some((o) => o.server === 'target') && onTarget.some((o) => o.server === 'origin'), 'the target has the origin\'s orders and its own');
+
+    // The other sites: every acknowledged write on the origin, once; nothing of theirs on the target.
+    for (const site of SITES.slice(1)) {
+      const orders = await readOrders(join(dir, 'origin', 'data', 'sites', site, 'orders.jsonl'));
+      const keys = new Map<string, number>();
+      for (const o of orders) keys.set(o.key, (keys.get(o.key) ?? 0) + 1);
+      const siteAcked = acked.filter((w) => w.domain === site);
+      assert.ok(siteAcked.every((w) => keys.get(w.key) === 1), `${site}: every acknowledged write once on the origin`);
+      assert.equal((await readOrders(join(dir, 'target', 'data', 'sites', site, 'orders.jsonl'))).length, 0, `${site} untouched on the target`);
+    }
+    console.log(
+      `# netns e2e: ${results.length} requests (${mine.length} to ${MIGRATED}), ${mineAcked.length} writes on ${MIGRATED}, ` +
+        `served by origin ${mine.filter((r) => r.servedBy === 'origin').length} / target ${mine.filter((r) => r.servedBy === 'target').length}, 0 failed`,
+    );
+    ok = true;
+  } finally {
+    topo.destroy();
+    process.off('exit', onExit);
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(topo.id));
+    assert.deepEqual(left, [], 'every namespace removed');
+    if (ok) await rm(dir, { recursive: true, force: true });
+    else console.log(`# netns e2e failed; logs kept in ${dir}`);
+  }
+});
