@@ -54,7 +54,7 @@ export const schemas = {
     type: 'object',
     additionalProperties: false,
     required: ['from', 'to'],
-    properties: { from: serverId, to: serverId, concurrency: { type: 'integer', minimum: 1, maximum: 64 } },
+    properties: { from: serverId, to: serverId, concurrency: { type: 'integer', minimum: 1, maximum: 64 }, timings },
   },
   idParam: { type: 'object', required: ['id'], properties: { id: migrationId } },
   serverParam: { type: 'object', required: ['id'], properties: { id: serverId } },

@@ -262,7 +262,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       return reply.code(202).send({ ...migrationView(controller.migration(rec.plan.id)), accepted: true });
     },
   );
-  app.post<{ Body: { from: string; to: string; concurrency?: number } }>(
+  app.post<{ Body: { from: string; to: string; concurrency?: number; timings?: Record<string, number> } }>(
     '/v1/evacuations',
     {
       config: { scope: 'operator', ...writeLimit },
@@ -279,7 +279,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       controller.server(req.body.to);
       req.log.info({ from: req.body.from, to: req.body.to, by: req.principal?.name }, 'evacuation requested');
       const done = await settleWithin(controller.evacuate(req.body), syncWaitMs, (m) => req.log.warn(`evacuation: ${m}`));
-      if (done) return reply.code(200).send({ migrations: done.migrations.map(migrationView) });
+      if (done) return reply.code(200).send({ ...done, migrations: done.migrations.map(migrationView) });
       const started = controller.listMigrations().filter((r) => r.plan.origin === req.body.from && !TERMINAL.has(r.phase));
       return reply.code(202).send({ accepted: true, migrations: started.map(migrationView) });
     },

@@ -5,6 +5,12 @@
 import { Command, CommanderError } from 'commander';
 import { isFerryError, errorMessage } from '../common/errors.js';
 import { registerDemo } from './demo.js';
+import { registerMigrate } from './migrate.js';
+import { registerStatus } from './status.js';
+import { registerWatch } from './watch.js';
+import { registerRollback } from './rollback.js';
+import { registerServers } from './servers.js';
+import { registerRecords } from './records.js';
 import { registerAgent } from './agent.js';
 import { registerController } from './controller.js';
 import { registerConfig } from './config.js';
@@ -19,6 +25,12 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerDemo(program);
+  registerMigrate(program);
+  registerStatus(program);
+  registerWatch(program);
+  registerRollback(program);
+  registerServers(program);
+  registerRecords(program);
   registerAgent(program);
   registerController(program);
   registerConfig(program);

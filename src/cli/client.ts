@@ -1,0 +1,238 @@
+/**
+ * What the operator commands share: the controller's URL and token (`--controller`/`--token` or
+ * `FERRY_CONTROLLER`/`FERRY_TOKEN`), an HTTP client of the control API with friendly errors, the
+ * SSE reader, and the exit codes scripts rely on.
+ */
+import { Command, Option } from 'commander';
+import { errorMessage } from '../common/errors.js';
+
+/** Exit codes of the operator commands. */
+export const CLI_EXIT = {
+  /** Done; for a migration: completed. */
+  ok: 0,
+  /** The migration failed or was rolled back, or the controller refused the request. */
+  failed: 1,
+  /** Bad command line or request (the controller answered 400). */
+  usage: 2,
+  /** The controller cannot be reached. */
+  unreachable: 3,
+  /** No token, or the controller refused it (401) or its scope (403). */
+  auth: 4,
+} as const;
+
+export const DEFAULT_CONTROLLER = 'http://127.0.0.1:7300';
+
+/** An error that ends a command with a message and an exit code. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+    readonly code = 'CLI_ERROR',
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+export interface ConnectionOptions {
+  controller?: string;
+  token?: string;
+  json?: boolean;
+}
+
+/** Add `--controller`, `--token` and `--json` to a command. */
+export function withConnection(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--controller <url>', `controller API URL (env FERRY_CONTROLLER, default ${DEFAULT_CONTROLLER})`))
+    .addOption(new Option('--token <token>', 'API token (env FERRY_TOKEN); prefer the environment: arguments show in ps'))
+    .option('--json', 'machine-readable output (one JSON document, or JSON lines when streaming)');
+}
+
+/** One Server-Sent Event as read from the stream. */
+export interface StreamEvent {
+  id?: number;
+  event: string;
+  data: Record<string, unknown>;
+}
+
+/** A client of the control API. */
+export class ApiClient {
+  constructor(
+    readonly baseUrl: string,
+    private readonly token: string,
+    private readonly timeoutMs = 15_000,
+  ) {}
+
+  get<T>(path: string): Promise<T> {
+    return this.call<T>('GET', path);
+  }
+
+  post<T>(path: string, body?: unknown): Promise<T> {
+    return this.call<T>('POST', path, body);
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.fetch(path, {
+      method,
+      headers: { ...this.headers(), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      signal: AbortSignal.timeout(this.timeoutMs),
+    });
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : {};
+    } catch {
+      throw new CliError(`the controller at ${this.baseUrl} answered ${res.status} with something that is not JSON; is --controller right?`, CLI_EXIT.failed);
+    }
+    if (!res.ok) throw this.httpError(res.status, json);
+    return json as T;
+  }
+
+  /**
+   * Read `/v1/events` (or any SSE path) until `signal` aborts or the server ends the stream. The
+   * first item is `{ event: 'open' }`, once the server has taken the subscription.
+   */
+  async *stream(path: string, opts: { lastEventId?: number; signal?: AbortSignal } = {}): AsyncGenerator<StreamEvent> {
+    const res = await this.fetch(path, {
+      headers: { ...this.headers(), accept: 'text/event-stream', ...(opts.lastEventId !== undefined ? { 'last-event-id': String(opts.lastEventId) } : {}) },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    if (!res.ok) {
+      const json = (await res.json().catch(() => ({}))) as unknown;
+      throw this.httpError(res.status, json);
+    }
+    yield { event: 'open', data: {} };
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buf = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += decoder.decode(chunk, { stream: true });
+      let cut;
+      while ((cut = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, cut);
+        buf = buf.slice(cut + 2);
+        let id: number | undefined;
+        let event = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('id: ')) id = Number(line.slice(4));
+          else if (line.startsWith('event: ')) event = line.slice(7);
+          else if (line.startsWith('data: ')) data += line.slice(6);
+        }
+        if (!data) continue;
+        yield { ...(id !== undefined ? { id } : {}), event, data: JSON.parse(data) as Record<string, unknown> };
+      }
+    }
+  }
+
+  private headers(): Record<string, string> {
+    return { authorization: `Bearer ${this.token}` };
+  }
+
+  private async fetch(path: string, init: RequestInit): Promise<Response> {
+    try {
+      return await fetch(new URL(path, this.baseUrl), init);
+    } catch (err) {
+      if (init.signal?.aborted && (init.signal.reason as Error | undefined)?.name !== 'TimeoutError') throw err;
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause?.code ?? cause?.message ?? errorMessage(err);
+      throw new CliError(
+        `cannot reach the controller at ${this.baseUrl} (${why}). Is it running? Point --controller or FERRY_CONTROLLER at it.`,
+        CLI_EXIT.unreachable,
+        'UNREACHABLE',
+      );
+    }
+  }
+
+  private httpError(status: number, json: unknown): CliError {
+    const e = (json as { error?: { code?: string; message?: string } }).error;
+    const code = e?.code ?? `HTTP_${status}`;
+    const msg = e?.message ?? `HTTP ${status}`;
+    if (status === 401) {
+      return new CliError(`the controller at ${this.baseUrl} refused the token (${msg}). Check --token or FERRY_TOKEN.`, CLI_EXIT.auth, code);
+    }
+    if (status === 403) return new CliError(`${msg}. Ask for an operator token for this command.`, CLI_EXIT.auth, code);
+    if (status === 400) return new CliError(`bad request: ${msg}`, CLI_EXIT.usage, code);
+    return new CliError(`${msg} [${code}]`, CLI_EXIT.failed, code);
+  }
+}
+
+/** The API client a command's options and the environment describe. */
+export function clientOf(opts: ConnectionOptions): ApiClient {
+  const url = opts.controller ?? process.env.FERRY_CONTROLLER ?? DEFAULT_CONTROLLER;
+  const token = opts.token ?? process.env.FERRY_TOKEN;
+  try {
+    new URL(url);
+  } catch {
+    throw new CliError(`--controller "${url}" is not a URL; expected e.g. ${DEFAULT_CONTROLLER}`, CLI_EXIT.usage, 'USAGE');
+  }
+  if (!token) throw new CliError('no API token: set FERRY_TOKEN (or pass --token); `ferry demo --serve` prints one', CLI_EXIT.auth, 'AUTH_MISSING_TOKEN');
+  return new ApiClient(url.replace(/\/+$/, ''), token);
+}
+
+/**
+ * Wrap a command's action: a CliError becomes its message on stderr (and, with --json, an error
+ * object on stdout) and its exit code; the action's own return value is the exit code.
+ */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<number | void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    const cmd = args[args.length - 1] as Command;
+    const json = Boolean((cmd.opts() as ConnectionOptions).json);
+    try {
+      const code = await fn(...args);
+      process.exitCode = code ?? CLI_EXIT.ok;
+    } catch (err) {
+      const e = err instanceof CliError ? err : new CliError(errorMessage(err), CLI_EXIT.failed, 'ERROR');
+      if (json) process.stdout.write(JSON.stringify({ error: { code: e.code, message: e.message, exitCode: e.exitCode } }) + '\n');
+      process.stderr.write(`ferry: ${e.message}\n`);
+      process.exitCode = e.exitCode;
+    }
+  };
+}
+
+/** Print `rows` as aligned columns under `header`. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+/** `12.3 s`, `4 min 05 s`. */
+export function duration(ms: number): string {
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const m = Math.floor(ms / 60_000);
+  return `${m} min ${String(Math.round((ms % 60_000) / 1000)).padStart(2, '0')} s`;
+}
+
+/** `4.7 kB`. */
+export function bytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(1)} MB`;
+  return `${(n / 1e9).toFixed(2)} GB`;
+}
+
+/** The shape of a migration in the API's answers (the fields the CLI uses). */
+export interface MigrationView {
+  id: string;
+  domain: string;
+  from: string;
+  to: string;
+  phase: string;
+  createdAt: number;
+  updatedAt: number;
+  error?: string;
+  plan: { originIp: string; tempIp: string; targetIp: string };
+  phases: Array<{ name: string; startedAt: number; endedAt: number | null }>;
+}
+
+export const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);
+
+/** Exit code of a migration that ended in `phase`. */
+export function exitOfPhase(phase: string): number {
+  return phase === 'completed' ? CLI_EXIT.ok : CLI_EXIT.failed;
+}
+
+/** Commander's `Command` type, re-exported for the command modules. */
+export type { Command };

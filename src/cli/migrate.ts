@@ -1,0 +1,54 @@
+/** `ferry migrate DOMAIN --to SERVER [--watch]`: start a migration through the control API. */
+import type { Command } from 'commander';
+import { action, clientOf, exitOfPhase, withConnection, type ConnectionOptions, type MigrationView } from './client.js';
+import { number } from './options.js';
+import { watchMigration } from './watch.js';
+
+interface MigrateOptions extends ConnectionOptions {
+  to: string;
+  id?: string;
+  watch?: boolean;
+  ttl?: number;
+  quietWindow?: number;
+  dnsTempCap?: number;
+  drainCap?: number;
+}
+
+export function registerMigrate(program: Command): void {
+  withConnection(
+    program
+      .command('migrate')
+      .description('Start migrating a domain to another server; with --watch, follow it (exit 0 completed, 1 failed or rolled back)')
+      .argument('<domain>', 'the domain (site) to move, e.g. shop.example')
+      .requiredOption('--to <server>', 'id of the target server (see ferry servers)')
+      .option('--watch', 'follow the migration live until it ends')
+      .option('--id <id>', 'migration id (default: domain and a time stamp)')
+      .option('--ttl <seconds>', 'TTL of the A record while at IPt and IP2', number(1, 86400))
+      .option('--quiet-window <ms>', 'traffic must be absent this long before a wait ends', number(0))
+      .option('--dns-temp-cap <ms>', 'longest wait for IP1 to go quiet after the TTL', number(0))
+      .option('--drain-cap <ms>', 'longest wait for IPt to go quiet after the TTL', number(0)),
+  ).action(
+    action(async (domain: string, o: MigrateOptions) => {
+      const client = clientOf(o);
+      const timings = {
+        ...(o.ttl !== undefined ? { ttl: o.ttl } : {}),
+        ...(o.quietWindow !== undefined ? { quietWindowMs: o.quietWindow } : {}),
+        ...(o.dnsTempCap !== undefined ? { dnsTempCapMs: o.dnsTempCap } : {}),
+        ...(o.drainCap !== undefined ? { drainCapMs: o.drainCap } : {}),
+      };
+      const rec = await client.post<MigrationView>('/v1/migrations', {
+        domain,
+        to: o.to,
+        ...(o.id ? { id: o.id } : {}),
+        ...(Object.keys(timings).length ? { timings } : {}),
+      });
+      if (!o.watch) {
+        process.stdout.write(o.json ? JSON.stringify(rec) + '\n' : `Started ${rec.id}: ${rec.domain} ${rec.from} → ${rec.to} through ${rec.plan.tempIp}\nFollow it with: ferry watch ${rec.id}\n`);
+        return 0;
+      }
+      if (o.json) process.stdout.write(JSON.stringify({ event: 'created', ...rec }) + '\n');
+      const end = await watchMigration(client, rec.id, { json: Boolean(o.json) });
+      return exitOfPhase(end.phase);
+    }),
+  );
+}

@@ -1,0 +1,30 @@
+/** `ferry servers`: the hosting servers, their addresses, free temporary IPs and sites. */
+import type { Command } from 'commander';
+import { action, clientOf, table, withConnection, type ConnectionOptions } from './client.js';
+
+interface ServerView {
+  id: string;
+  sharedIps: string[];
+  tempIpPool: string[];
+  freeTempIps: string[];
+  sites: string[];
+}
+
+export function registerServers(program: Command): void {
+  withConnection(program.command('servers').description('List the hosting servers, their addresses, free temporary IPs and sites')).action(
+    action(async (o: ConnectionOptions) => {
+      const { servers } = await clientOf(o).get<{ servers: ServerView[] }>('/v1/servers');
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ servers }) + '\n');
+        return 0;
+      }
+      process.stdout.write(
+        table(
+          ['SERVER', 'SHARED IPS', 'FREE TEMP IPS', 'SITES'],
+          servers.map((s) => [s.id, s.sharedIps.join(','), `${s.freeTempIps.length}/${s.tempIpPool.length}`, s.sites.join(' ') || '—']),
+        ) + '\n',
+      );
+      return 0;
+    }),
+  );
+}

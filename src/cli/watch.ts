@@ -1,0 +1,203 @@
+/**
+ * `ferry watch ID`: follow a migration live until it ends. On a terminal: the phase, a countdown on
+ * each wait, sync passes as bars, held connections and traffic at IP1/IPt/IP2 on one status line
+ * that redraws. Elsewhere, and with --json, one line per event (then a summary). Exit code 0 when
+ * the migration completed, 1 when it failed or was rolled back.
+ */
+import type { Command } from 'commander';
+import {
+  ApiClient,
+  CLI_EXIT,
+  CliError,
+  TERMINAL,
+  action,
+  bytes,
+  clientOf,
+  duration,
+  exitOfPhase,
+  withConnection,
+  type ConnectionOptions,
+  type MigrationView,
+  type StreamEvent,
+} from './client.js';
+
+export interface WatchOptions {
+  json?: boolean;
+  /** Where lines go (default stdout). */
+  out?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+}
+
+/** The final summary of a migration: what `--json` prints last. */
+export function summaryOf(m: MigrationView) {
+  return {
+    id: m.id,
+    domain: m.domain,
+    from: m.from,
+    to: m.to,
+    phase: m.phase,
+    ...(m.error ? { error: m.error } : {}),
+    phases: m.phases.map((p) => ({ name: p.name, startedAt: p.startedAt, endedAt: p.endedAt, ms: p.endedAt === null ? null : p.endedAt - p.startedAt })),
+  };
+}
+
+function describe(m: MigrationView): string {
+  const lines = [`${m.id}: ${m.domain} ${m.from} → ${m.to}: ${m.phase}${m.error ? ` (${m.error})` : ''}`];
+  for (const p of m.phases) {
+    lines.push(`  ${p.name.padEnd(12)} ${p.endedAt === null ? (TERMINAL.has(p.name) ? '' : 'running') : duration(p.endedAt - p.startedAt)}`);
+  }
+  return lines.join('\n');
+}
+
+/** Follow migration `id` to its end; resolves with its final record. */
+export async function watchMigration(client: ApiClient, id: string, opts: WatchOptions = {}): Promise<MigrationView> {
+  const out = opts.out ?? process.stdout;
+  const json = Boolean(opts.json);
+  const tty = !json && Boolean(out.isTTY);
+  const write = (s: string) => out.write(s);
+  const path = `/v1/migrations/${encodeURIComponent(id)}`;
+  let rec = await client.get<MigrationView>(path);
+  if (TERMINAL.has(rec.phase)) {
+    write(json ? JSON.stringify({ summary: summaryOf(rec) }) + '\n' : describe(rec) + '\n');
+    return rec;
+  }
+  if (!json) write(`Watching ${rec.id}: ${rec.domain} ${rec.from} → ${rec.to} (IP1 ${rec.plan.originIp}, IPt ${rec.plan.tempIp}, IP2 ${rec.plan.targetIp})\n`);
+
+  // Live state for the status line.
+  let phase = '';
+  let phaseAt = rec.createdAt;
+  let wait: { what: string; remainingMs: number; at: number } | undefined;
+  let traffic = { ip1: 0, ipt: 0, ip2: 0 };
+  let held = 0;
+  let statusShown = false;
+  let lastPlainStatus = 0;
+  const status = () => {
+    const left = wait ? Math.max(0, wait.remainingMs - (Date.now() - wait.at)) : 0;
+    const w = wait ? ` · ${wait.what} ≤${duration(left)}` : '';
+    return `[${phase} ${duration(Date.now() - phaseAt)}${w}] IP1 ${traffic.ip1} r/s · IPt ${traffic.ipt} r/s · IP2 ${traffic.ip2} r/s · held ${held}`;
+  };
+  const clearStatus = () => {
+    if (tty && statusShown) write('\r\x1b[K');
+    statusShown = false;
+  };
+  const showStatus = () => {
+    if (json) return;
+    if (tty) {
+      const cols = out.columns ?? 120;
+      write(`\r\x1b[K${status().slice(0, cols - 1)}`);
+      statusShown = true;
+    } else if (Date.now() - lastPlainStatus >= 5000) {
+      lastPlainStatus = Date.now();
+      write(`  ${status()}\n`);
+    }
+  };
+  const line = (s: string) => {
+    clearStatus();
+    write(`${new Date().toISOString().slice(11, 19)}  ${s}\n`);
+    showStatus();
+  };
+  const ticker = tty ? setInterval(showStatus, 500) : undefined;
+
+  const onEvent = (e: StreamEvent): boolean => {
+    if (e.event === 'open') return false;
+    const d = (e.data.data ?? {}) as Record<string, unknown>;
+    if (json) write(JSON.stringify({ event: e.event, ...(e.id !== undefined ? { id: e.id } : {}), ...e.data }) + '\n');
+    switch (e.event) {
+      case 'phase': {
+        const p = String(d.phase);
+        if (p !== phase) {
+          if (!json) line(`phase ${p}${phase ? ` (${phase} took ${duration(Number(e.data.at) - phaseAt)})` : ''}`);
+          phase = p;
+          phaseAt = Number(e.data.at);
+          wait = undefined;
+        }
+        return TERMINAL.has(p);
+      }
+      case 'wait':
+        wait = { what: String(d.what), remainingMs: Number(d.remainingMs), at: Number(e.data.at) };
+        showStatus();
+        return false;
+      case 'sample': {
+        const s = e.data as { rps?: typeof traffic; redirect?: { held?: number } | null; heldAtOrigin?: number };
+        if (s.rps) traffic = s.rps;
+        held = (s.redirect?.held ?? 0) + (s.heldAtOrigin ?? 0);
+        showStatus();
+        return false;
+      }
+      case 'sync':
+        if (!json) {
+          const done = d.state === 'done';
+          const bar = done ? '██████████' : '▒▒▒▒▒▒▒▒▒▒';
+          line(`  sync ${String(d.pass)} ${bar} ${done ? `${String(d.files ?? '?')} files, ${bytes(Number(d.bytes ?? 0))}${d.ms !== undefined ? ` in ${duration(Number(d.ms))}` : ''}` : 'running'}`);
+        }
+        return false;
+      case 'held':
+        if (!json) line(`  ${d.state === 'holding' ? 'holding' : 'released'}: ${String(d.redirect ?? 0)} connections at IPt, ${String(d.site ?? 0)} requests at the origin`);
+        return false;
+      case 'step':
+        if (!json && d.step === 'dns-change') line(`  ${rec.domain} A → ${String((d.detail as { address?: string } | undefined)?.address ?? '?')}`);
+        return false;
+      case 'error':
+        if (!json) line(`  error${d.phase ? ` in ${String(d.phase)}` : ''}: ${String(d.message)}`);
+        return false;
+      case 'retry':
+        if (!json) line(`  retry ${String(d.attempt)} of ${String(d.what)}: ${String(d.message)}`);
+        return false;
+      default:
+        return false;
+    }
+  };
+
+  let lastId = 0;
+  let failures = 0;
+  try {
+    for (;;) {
+      let ended = false;
+      try {
+        for await (const e of client.stream(`/v1/events?migration=${encodeURIComponent(id)}&since=${lastId}`, lastId ? { lastEventId: lastId } : {})) {
+          if (e.id !== undefined) lastId = e.id;
+          failures = 0;
+          if (onEvent(e)) {
+            ended = true;
+            break;
+          }
+        }
+      } catch (err) {
+        if (err instanceof CliError && err.exitCode !== CLI_EXIT.unreachable) throw err;
+        if (++failures > 5) throw err;
+      }
+      if (ended) break;
+      // The stream dropped: is it over, or do we resume after the last event seen?
+      rec = await client.get<MigrationView>(path).catch((err: unknown) => {
+        if (++failures > 5) throw err;
+        return rec;
+      });
+      if (TERMINAL.has(rec.phase)) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  } finally {
+    if (ticker) clearInterval(ticker);
+    clearStatus();
+  }
+  // The phase event arrives as the journal records it; the record is final by now or shortly after.
+  for (let i = 0; i < 20; i++) {
+    rec = await client.get<MigrationView>(path);
+    if (TERMINAL.has(rec.phase)) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  write(json ? JSON.stringify({ summary: summaryOf(rec) }) + '\n' : '\n' + describe(rec) + '\n');
+  return rec;
+}
+
+export function registerWatch(program: Command): void {
+  withConnection(
+    program
+      .command('watch')
+      .description('Follow a migration live until it ends (exit 0 completed, 1 failed or rolled back)')
+      .argument('<id>', 'migration id'),
+  ).action(
+    action(async (id: string, o: ConnectionOptions) => {
+      const rec = await watchMigration(clientOf(o), id, { json: Boolean(o.json) });
+      return exitOfPhase(rec.phase);
+    }),
+  );
+}

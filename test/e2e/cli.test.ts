@@ -1,0 +1,172 @@
+/**
+ * The operator CLI as scripts run it, against a sandbox with its control API: `ferry migrate
+ * --watch --json` streams the migration and exits 0 when it completed; a rolled-back one exits 1;
+ * an unreachable controller exits 3 and a wrong or missing token 4, with friendly messages.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { generateToken, startApi, type StartedApi } from '../../src/api/index.js';
+import { Sandbox } from '../../src/sandbox/index.js';
+import { waitFor } from '../../src/common/time.js';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  lines: Array<Record<string, unknown>>;
+}
+
+const OPERATOR = generateToken();
+
+function ferry(args: string[], env: Record<string, string>, opts: { timeoutMs?: number; onLine?: (l: Record<string, unknown>) => void } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, FERRY_CONTROLLER: '', FERRY_TOKEN: '', ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    let partial = '';
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      partial += c.toString();
+      let nl;
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        const line = partial.slice(0, nl);
+        partial = partial.slice(nl + 1);
+        try {
+          opts.onLine?.(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          // not a JSON line
+        }
+      }
+    });
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const lines = stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      resolve({ code, stdout, stderr, lines });
+    });
+  });
+}
+
+describe('ferry CLI against a sandbox controller', () => {
+  const sb = new Sandbox({
+    dnsAddress: '127.0.84.53',
+    dnsPort: 0,
+    httpPort: 0,
+    originIp: '127.0.84.1',
+    targetIp: '127.0.84.2',
+    tempIp: '127.0.84.100',
+    ttl: 1,
+    rate: 20,
+    clients: 8,
+    staleShare: 0.2,
+    staleOverstayMs: 1000,
+    quietWindowMs: 600,
+    dnsTempCapMs: 8000,
+    drainCapMs: 8000,
+  });
+  let api: StartedApi;
+  let env: Record<string, string>;
+
+  before(async () => {
+    await sb.start();
+    sb.startLoad();
+    api = await startApi(sb.controller, { tokens: [{ token: OPERATOR, scope: 'operator' }], host: '127.0.84.10', port: 0, sampleIntervalMs: 500 });
+    env = { FERRY_CONTROLLER: api.url, FERRY_TOKEN: OPERATOR };
+  });
+  after(async () => {
+    await api?.close();
+    await sb.stop();
+  });
+
+  it('servers and records, as tables and as JSON', async () => {
+    const servers = await ferry(['servers', '--json'], env);
+    assert.equal(servers.code, 0, servers.stderr);
+    assert.deepEqual((servers.lines[0]!.servers as Array<{ id: string }>).map((s) => s.id), ['origin', 'target']);
+    const table = await ferry(['servers'], env);
+    assert.match(table.stdout, /^SERVER\s+SHARED IPS/m);
+    assert.match(table.stdout, /origin\s+127\.0\.84\.1\s+1\/1\s+shop\.example\./);
+    const records = await ferry(['records', 'shop.example', '--json'], env);
+    assert.equal(records.code, 0, records.stderr);
+    assert.deepEqual((records.lines[0]!.A as { rdata: string[] }).rdata, ['127.0.84.1']);
+  });
+
+  it('migrate --watch --json streams the migration and exits 0 when it completed', { timeout: 90_000 }, async () => {
+    const res = await ferry(['migrate', 'shop.example', '--to', 'target', '--watch', '--json'], env, { timeoutMs: 80_000 });
+    assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
+    assert.equal(res.stdout.split('\n').filter(Boolean).length, res.lines.length, 'every line is JSON');
+    assert.equal(res.lines[0]!.event, 'created');
+    const id = String(res.lines[0]!.id);
+    const phases = res.lines.filter((l) => l.event === 'phase').map((l) => (l.data as { phase: string }).phase);
+    assert.deepEqual(phases, ['planned', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed']);
+    assert.ok(res.lines.every((l) => l.event === 'created' || l.summary || l.migrationId === id), 'only this migration');
+    const waits = res.lines.filter((l) => l.event === 'wait');
+    assert.ok(waits.length > 0 && waits.every((w) => typeof (w.data as { remainingMs: unknown }).remainingMs === 'number'), 'waits carry a countdown');
+    assert.ok(res.lines.some((l) => l.event === 'sample' && typeof (l.rps as { ipt: number }).ipt === 'number'), 'traffic samples');
+    const summary = res.lines[res.lines.length - 1]!.summary as { id: string; phase: string; phases: Array<{ name: string; ms: number | null }> };
+    assert.equal(summary.id, id);
+    assert.equal(summary.phase, 'completed');
+    assert.equal(summary.phases.length, 8);
+
+    const status = await ferry(['status', id, '--json'], env);
+    assert.equal(status.code, 0);
+    assert.equal(status.lines[0]!.phase, 'completed');
+    const list = await ferry(['status'], env);
+    assert.match(list.stdout, new RegExp(`${id.replace(/\./g, '\\.')}\\s+shop\\.example\\.\\s+origin → target\\s+completed`));
+    const watchEnded = await ferry(['watch', id, '--json'], env);
+    assert.equal(watchEnded.code, 0);
+    assert.equal((watchEnded.lines[0]!.summary as { phase: string }).phase, 'completed');
+  });
+
+  it('a migration rolled back while watched exits 1; the rollback command exits 0', { timeout: 90_000 }, async () => {
+    let id = '';
+    let rollback: Promise<Run> | undefined;
+    const watched = ferry(['migrate', 'blog.example', '--to', 'target', '--watch', '--json', '--quiet-window', '30000', '--dns-temp-cap', '30000'], env, {
+      timeoutMs: 80_000,
+      onLine: (l) => {
+        if (l.event === 'created') id = String(l.id);
+        if (!rollback && l.event === 'phase' && (l.data as { phase: string }).phase === 'dns-temp') {
+          rollback = ferry(['rollback', id, '--json'], env, { timeoutMs: 60_000 });
+        }
+      },
+    });
+    const res = await watched;
+    assert.ok(rollback, `the migration reached dns-temp:\n${res.stdout}\n${res.stderr}`);
+    const rb = await rollback;
+    assert.equal(rb.code, 0, `${rb.stdout}\n${rb.stderr}`);
+    assert.equal(res.code, 1, res.stdout);
+    const summary = res.lines[res.lines.length - 1]!.summary as { phase: string };
+    assert.equal(summary.phase, 'rolled-back');
+    const status = await ferry(['status', id], env);
+    assert.equal(status.code, 1);
+    assert.match(status.stdout, /phase\s+rolled-back/);
+    assert.ok(await waitFor(async () => (await ferry(['records', 'blog.example', '--json'], env)).lines[0]?.A !== undefined, 5000));
+  });
+
+  it('friendly errors: unreachable controller 3, wrong or missing token 4, unknown site 1, bad option 2', async () => {
+    const down = await ferry(['servers'], { FERRY_CONTROLLER: 'http://127.0.84.99:9', FERRY_TOKEN: OPERATOR });
+    assert.equal(down.code, 3);
+    assert.match(down.stderr, /cannot reach the controller at http:\/\/127\.0\.84\.99:9/);
+    const wrong = await ferry(['servers', '--json'], { ...env, FERRY_TOKEN: generateToken() });
+    assert.equal(wrong.code, 4);
+    assert.match(wrong.stderr, /refused the token/);
+    assert.equal((wrong.lines[0]!.error as { code: string }).code, 'AUTH_INVALID_TOKEN');
+    const none = await ferry(['servers'], { FERRY_CONTROLLER: api.url });
+    assert.equal(none.code, 4);
+    assert.match(none.stderr, /no API token/);
+    const unknown = await ferry(['migrate', 'nope.example', '--to', 'target'], env);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no site nope\.example\. is configured/);
+    const usage = await ferry(['migrate', 'shop.example'], env);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /--to/);
+  });
+});
