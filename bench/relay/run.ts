@@ -7,11 +7,11 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { KernelRelay, createUserspaceRelay, type RedirectEngine } from '../../src/relay/index.js';
+import { KernelRelay, TcpRelay, WorkerRelay, createUserspaceRelay, type RedirectEngine } from '../../src/relay/index.js';
 
 const seconds = Number(process.argv[2] ?? process.env.BENCH_SECONDS ?? 5);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
@@ -102,6 +102,22 @@ interface Result {
   rps: number;
   p99ms: number;
   errors: number;
+  /** CPU time (user + system) of the proxy's processes per request, in µs; NaN when not attributable. */
+  cpuUs: number;
+}
+
+/** User + system CPU seconds consumed so far by `pids` (all their threads). */
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+    } catch {
+      // exited
+    }
+  }
+  return ticks / 100; // USER_HZ
 }
 
 function toMs(v: string, unit: string): number {
@@ -124,7 +140,7 @@ function wrk(url: string, newConnections: boolean): Promise<Result> {
       const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
       const errors = (errs ? errs.slice(1).reduce((n, x) => n + Number(x), 0) : 0) + non2xx;
       if (Number.isNaN(rps)) reject(new Error(`wrk output not understood:\n${out}`));
-      else resolve({ rps, p99ms: p ? toMs(p[1]!, p[2]!) : NaN, errors });
+      else resolve({ rps, p99ms: p ? toMs(p[1]!, p[2]!) : NaN, errors, cpuUs: NaN });
     });
   });
 }
@@ -148,6 +164,7 @@ async function main(): Promise<void> {
   children.push(startHaproxy());
   await waitPort('127.0.0.6', PORT);
 
+  const haproxy = children.at(-1)!;
   const all: Array<[string, string, () => RedirectEngine | null]> = [
     ['nginx direct', '127.0.0.5', () => null],
     ['HAProxy tcp', '127.0.0.6', () => null],
@@ -160,11 +177,15 @@ async function main(): Promise<void> {
     ['Ferry kernel', '127.0.0.9', () => new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5' }, id: 'bench' })],
   ];
   const paths = all.filter(([name]) => only === null || name === 'HAProxy tcp' || only.some((o) => name.toLowerCase().includes(o)));
-  for (const [, , make] of paths) {
+  // The processes whose CPU time counts as the proxy's, per path.
+  const proxyPids = new Map<string, () => number[]>([['HAProxy tcp', () => [haproxy.pid!]]]);
+  for (const [name, , make] of paths) {
     const e = make();
     if (!e) continue;
     engines.push(e);
     await e.start();
+    if (e instanceof WorkerRelay) proxyPids.set(name, () => e.workerPids);
+    else if (e instanceof TcpRelay) proxyPids.set(name, () => [process.pid]);
   }
 
   const cpus = spawnSync('nproc').stdout.toString().trim();
@@ -184,17 +205,26 @@ async function main(): Promise<void> {
       for (let i = 0; i < paths.length; i++) {
         const [name, host] = paths[(i + round) % paths.length]!;
         await settle();
-        results.get(name)!.push(await wrk(`http://${host}:${PORT}/`, fresh));
+        const pids = proxyPids.get(name)?.() ?? [];
+        const cpu0 = cpuSeconds(pids);
+        const r = await wrk(`http://${host}:${PORT}/`, fresh);
+        if (pids.length > 0) r.cpuUs = ((cpuSeconds(pids) - cpu0) * 1e6) / (r.rps * seconds);
+        results.get(name)!.push(r);
         console.error(`  ${load} round ${round + 1}/${runs}: ${name} ${results.get(name)!.at(-1)!.rps.toFixed(0)} req/s`);
       }
     }
-    const med = new Map([...results].map(([name, rs]) => [name, { rps: median(rs.map((r) => r.rps)), p99ms: median(rs.map((r) => r.p99ms)), errors: rs.reduce((n, r) => n + r.errors, 0), all: rs.map((r) => r.rps) }]));
+    const med = new Map(
+      [...results].map(([name, rs]) => [
+        name,
+        { rps: median(rs.map((r) => r.rps)), p99ms: median(rs.map((r) => r.p99ms)), cpuUs: median(rs.map((r) => r.cpuUs)), errors: rs.reduce((n, r) => n + r.errors, 0), all: rs.map((r) => r.rps) },
+      ]),
+    );
     const ha = med.get('HAProxy tcp')!.rps;
     console.log(`\n${load}`);
-    console.log(`${'path'.padEnd(26)}${'req/s'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}${'× HAProxy'.padStart(11)}   runs`);
+    console.log(`${'path'.padEnd(26)}${'req/s'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}${'× HAProxy'.padStart(11)}${'proxy CPU µs/req'.padStart(18)}   runs`);
     for (const [name, r] of med) {
       console.log(
-        `${name.padEnd(26)}${r.rps.toFixed(0).padStart(10)}${r.p99ms.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}${(r.rps / ha).toFixed(2).padStart(11)}   ${r.all.map((x) => x.toFixed(0)).join(' ')}`,
+        `${name.padEnd(26)}${r.rps.toFixed(0).padStart(10)}${r.p99ms.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}${(r.rps / ha).toFixed(2).padStart(11)}${(Number.isNaN(r.cpuUs) ? '-' : r.cpuUs.toFixed(1)).padStart(18)}   ${r.all.map((x) => x.toFixed(0)).join(' ')}`,
       );
     }
   }

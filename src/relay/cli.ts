@@ -7,7 +7,7 @@ import { FerryError } from '../common/errors.js';
 import type { RedirectEngine, RelayStats, Upstream } from './engine.js';
 import { KernelRelay } from './kernel.js';
 import type { ListenSpec, RelayOptions } from './options.js';
-import { TcpRelay } from './tcp-relay.js';
+import { createUserspaceRelay } from './workers.js';
 
 export type RunRelayOptions = RelayOptions & {
   engine: 'userspace' | 'kernel';
@@ -21,10 +21,13 @@ export type RunRelayOptions = RelayOptions & {
 /** Builds the engine for `opts` (not started). */
 export function createEngine(opts: Omit<RunRelayOptions, 'onReady' | 'drainTimeoutMs'>): RedirectEngine {
   const { engine, ...rest } = opts;
-  if (engine === 'userspace') return new TcpRelay(rest);
+  if (engine === 'userspace') return createUserspaceRelay(rest);
   if (engine !== 'kernel') throw new FerryError('RELAY_BAD_OPTION', `engine must be 'userspace' or 'kernel', got ${JSON.stringify(engine)}`);
   if (Array.isArray(rest.listen)) {
     if (rest.listen.length !== 1) throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine takes one listen address; run one relay per address');
+  }
+  if ((rest.workers ?? 1) > 1) {
+    throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine runs in the kernel; workers apply to --engine userspace only');
   }
   if (rest.proxyProtocol || rest.acceptProxyProtocol) {
     throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine cannot speak the PROXY protocol; use --engine userspace');

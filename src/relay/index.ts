@@ -5,7 +5,7 @@
 export type { RedirectEngine, RelayStats, ListenerStats, Upstream } from './engine.js';
 export type { RelayOptions, ListenSpec } from './options.js';
 export { TcpRelay, TcpRelay as UserspaceRelay } from './tcp-relay.js';
-export { createUserspaceRelay } from './workers.js';
+export { createUserspaceRelay, WorkerRelay } from './workers.js';
 export {
   encodeProxyHeader,
   encodeProxyV1,

@@ -41,6 +41,12 @@ export interface RelayOptions {
   maxUdpSessions?: number;
   /** Time allowed for a client to send its PROXY header when `acceptProxyProtocol`. Default 5 000 ms. */
   proxyHeaderTimeoutMs?: number;
+  /**
+   * Processes that accept and relay TCP. Default 1: this process, through `TcpRelay`. N > 1 needs
+   * `createUserspaceRelay()` (a `WorkerRelay`): N worker processes share the listening sockets,
+   * and `maxConnections` and `holdQueueLimit` are split evenly among them. At most 64.
+   */
+  workers?: number;
 }
 
 /** Options with every default filled in. */
@@ -55,6 +61,12 @@ function checkInt(name: string, v: number | undefined, def: number, min: number)
   if (v === undefined) return def;
   if (!Number.isInteger(v) || v < min) throw bad(`${name} must be an integer >= ${min}, got ${String(v)}`);
   return v;
+}
+
+function checkWorkers(v: number | undefined): number {
+  const n = checkInt('workers', v, 1, 1);
+  if (n > 64) throw bad(`workers must be at most 64, got ${n}; one per CPU is plenty`);
+  return n;
 }
 
 /** Throws RELAY_BAD_OPTION unless `u` is a literal IP address with an optional valid port. */
@@ -111,5 +123,6 @@ export function resolveRelayOptions(opts: RelayOptions): ResolvedRelayOptions {
     udpIdleTimeoutMs: checkInt('udpIdleTimeoutMs', opts.udpIdleTimeoutMs, 30_000, 1),
     maxUdpSessions: checkInt('maxUdpSessions', opts.maxUdpSessions, 4096, 1),
     proxyHeaderTimeoutMs: checkInt('proxyHeaderTimeoutMs', opts.proxyHeaderTimeoutMs, 5_000, 1),
+    workers: checkWorkers(opts.workers),
   };
 }

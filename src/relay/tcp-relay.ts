@@ -11,8 +11,11 @@
  * from one side ends the other side's write half while the reverse direction keeps flowing.
  *
  * Hot path: the per-socket handlers are module-level functions that find their connection through
- * a symbol on the socket, so a connection allocates no closures once open; the peer addresses
- * (a getpeername and a getsockname system call) are read only when a PROXY header needs them.
+ * a symbol on the socket, so a connection allocates no closures; the peer addresses (a getpeername
+ * and a getsockname system call) are read only when a PROXY header needs them. Connect and idle
+ * timeouts are not socket timers (a timer per socket, re-armed on every read and write) but one
+ * sweep per relay over the open connections, every quarter of the shorter timeout (20 ms to 1 s):
+ * a connection idle for `idleTimeoutMs` is closed within another half of it (at most 2 s later).
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { FerryError } from '../common/errors.js';
@@ -54,6 +57,11 @@ interface Conn {
   holdTimer: NodeJS.Timeout | null;
   /** Sockets of this connection not yet closed. */
   open: number;
+  /** Chunks relayed either way; the sweep compares it with `mark` to see activity. */
+  activity: number;
+  mark: number;
+  /** Epoch ms when the sweep last saw activity, or when connecting started. */
+  since: number;
 }
 
 const noop = (): void => undefined;
@@ -70,6 +78,7 @@ function peerOf(s: RelaySocket): RelaySocket | null {
 /** Client → upstream: count, write, and stop reading while the upstream's buffer is full. */
 function onClientData(this: RelaySocket, chunk: Buffer): void {
   const c = this[kConn]!;
+  c.activity++;
   c.listener.counters.bytesToUpstream += chunk.length;
   if (!c.upstream!.write(chunk)) this.pause();
 }
@@ -77,11 +86,12 @@ function onClientData(this: RelaySocket, chunk: Buffer): void {
 /** Upstream → client, likewise. */
 function onUpstreamData(this: RelaySocket, chunk: Buffer): void {
   const c = this[kConn]!;
+  c.activity++;
   c.listener.counters.bytesToClient += chunk.length;
   if (!c.client.write(chunk)) this.pause();
 }
 
-/** The peer's buffer drained: read from this socket's peer again. */
+/** This socket's write buffer drained: read from its peer again. */
 function onDrain(this: RelaySocket): void {
   const c = this[kConn]!;
   if (c.state === 'open') peerOf(this)?.resume();
@@ -93,14 +103,17 @@ function onEnd(this: RelaySocket): void {
   if (other && !other.destroyed && !other.writableEnded) other.end();
 }
 
-function onOpenError(this: RelaySocket): void {
-  const c = this[kConn]!;
-  c.relay.destroyConn(c, true);
+/** Errors: a failed upstream connect is counted and the client closed gently; an open connection is reset both ways; otherwise 'close' follows. */
+function onSocketError(this: RelaySocket): void {
+  const c = this[kConn];
+  if (!c) return;
+  if (c.state === 'connecting' && this === c.upstream) c.relay.connectFailed(c);
+  else if (c.state === 'open') c.relay.destroyConn(c, true);
 }
 
-function onIdle(this: RelaySocket): void {
+function onUpstreamConnect(this: RelaySocket): void {
   const c = this[kConn]!;
-  c.relay.idleTimedOut(c);
+  c.relay.opened(c);
 }
 
 function onSocketClose(this: RelaySocket): void {
@@ -126,10 +139,14 @@ export class TcpRelay implements RedirectEngine {
   private holdExpired = 0;
   private idleTimeouts = 0;
   private drainWaiters: Array<() => void> = [];
+  private sweeper: NodeJS.Timeout | null = null;
   private boundPorts: number[] = [];
 
   constructor(opts: RelayOptions) {
     this.opts = resolveRelayOptions(opts);
+    if (this.opts.workers > 1) {
+      throw new FerryError('RELAY_BAD_OPTION', `TcpRelay runs in this process only; for workers: ${this.opts.workers} use createUserspaceRelay(opts)`);
+    }
     this.upstream = this.opts.upstream;
   }
 
@@ -151,6 +168,43 @@ export class TcpRelay implements RedirectEngine {
     }
   }
 
+  /**
+   * Worker processes (see workers.ts): serve TCP on listening sockets inherited from the engine's
+   * process as file descriptors, one per `listen` port in order, instead of binding them.
+   */
+  async startOnFds(fds: number[]): Promise<void> {
+    if (this.started) throw new FerryError('RELAY_STATE', 'relay already started; create a new TcpRelay to start again');
+    this.started = true;
+    const ports = this.opts.listen.flatMap((spec) => spec.ports.map((port) => ({ address: spec.address, port })));
+    if (ports.length !== fds.length) throw new FerryError('RELAY_STATE', `got ${fds.length} listening sockets for ${ports.length} ports`);
+    try {
+      for (let i = 0; i < fds.length; i++) {
+        const l = await this.bindTcp(ports[i]!.address, ports[i]!.port, fds[i]!);
+        this.boundPorts.push(l.port);
+      }
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  /** The listening TCP sockets' file descriptors, in `ports` order, for worker processes to inherit. */
+  tcpListenerFds(): number[] {
+    return this.tcp.map((l) => {
+      const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (typeof fd !== 'number' || fd < 0) throw new FerryError('RELAY_STATE', 'listening socket has no file descriptor (workers need a POSIX system)');
+      return fd;
+    });
+  }
+
+  /**
+   * Stops accepting TCP in this process (the workers accept from the same sockets); connections
+   * already accepted here and UDP carry on.
+   */
+  async stopAcceptingTcp(): Promise<void> {
+    await Promise.all(this.tcp.map((l) => new Promise<void>((r) => l.server.close(() => r()))));
+  }
+
   /** Binds TCP (and UDP) on one port; an ephemeral port whose UDP twin is taken is retried. */
   private async bindPort(address: string, want: number): Promise<number> {
     for (let attempt = 1; ; attempt++) {
@@ -167,7 +221,16 @@ export class TcpRelay implements RedirectEngine {
     }
   }
 
-  private bindTcp(address: string, port: number): Promise<TcpListener> {
+  private startSweeper(): void {
+    if (this.sweeper || this.closed) return;
+    const { connectTimeoutMs, idleTimeoutMs } = this.opts;
+    const shortest = idleTimeoutMs > 0 ? Math.min(connectTimeoutMs, idleTimeoutMs) : connectTimeoutMs;
+    this.sweeper = setInterval(() => this.sweep(), Math.min(1_000, Math.max(20, Math.floor(shortest / 4))));
+    this.sweeper.unref();
+  }
+
+  private bindTcp(address: string, port: number, fd?: number): Promise<TcpListener> {
+    this.startSweeper();
     const server = createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true });
     const l: TcpListener = { server, address, port, counters: newCounters() };
     server.on('connection', (s) => this.accept(l, s));
@@ -178,7 +241,7 @@ export class TcpRelay implements RedirectEngine {
         reject(new FerryError('RELAY_LISTEN', `cannot listen on ${address}:${port}/tcp: ${err.message}`, { cause: err }));
       };
       server.once('error', onError);
-      server.listen({ host: address, port, backlog: 4096, ipv6Only: true }, () => {
+      server.listen(fd !== undefined ? { fd, backlog: 4096 } : { host: address, port, backlog: 4096, ipv6Only: true }, () => {
         server.off('error', onError);
         l.port = (server.address() as { port: number }).port;
         this.tcp.push(l);
@@ -304,6 +367,8 @@ export class TcpRelay implements RedirectEngine {
     if (this.closed) return;
     this.closed = true;
     this.holding = false;
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     const closing = this.tcp.map((l) => new Promise<void>((r) => l.server.close(() => r())));
     for (const c of [...this.conns]) this.destroy(c);
     this.holdQueue.length = 0;
@@ -316,7 +381,7 @@ export class TcpRelay implements RedirectEngine {
   }
 
   private accept(l: TcpListener, client: RelaySocket): void {
-    client.on('error', noop);
+    client.on('error', onSocketError);
     if (this.closed || this.conns.size >= this.opts.maxConnections) {
       this.rejected++;
       client.destroy();
@@ -324,7 +389,19 @@ export class TcpRelay implements RedirectEngine {
     }
     l.counters.total++;
     l.counters.lastConnectionAt = Date.now();
-    const c: Conn = { relay: this, client, upstream: null, listener: l, state: 'accepting', addresses: null, holdTimer: null, open: 1 };
+    const c: Conn = {
+      relay: this,
+      client,
+      upstream: null,
+      listener: l,
+      state: 'accepting',
+      addresses: null,
+      holdTimer: null,
+      open: 1,
+      activity: 0,
+      mark: 0,
+      since: 0,
+    };
     (client as RelaySocket)[kConn] = c;
     this.conns.add(c);
     client.on('close', onSocketClose);
@@ -399,8 +476,9 @@ export class TcpRelay implements RedirectEngine {
   }
 
   private connectUpstream(c: Conn): void {
-    const { client, listener } = c;
+    const { listener } = c;
     c.state = 'connecting';
+    c.since = Date.now();
     this.active++;
     listener.counters.active++;
     const target = this.upstream;
@@ -415,35 +493,51 @@ export class TcpRelay implements RedirectEngine {
     c.upstream = upstream;
     c.open++;
     upstream.on('close', onSocketClose);
-    upstream.setTimeout(this.opts.connectTimeoutMs);
-    const onConnectFailure = () => {
-      if (c.state !== 'connecting') return;
-      this.upstreamFailures++;
-      upstream.destroy();
-      this.closeClient(c);
-    };
-    upstream.once('timeout', onConnectFailure);
-    upstream.on('error', onConnectFailure);
-    upstream.once('connect', () => {
-      if (c.state !== 'connecting') return;
-      c.state = 'open';
-      upstream.off('timeout', onConnectFailure);
-      upstream.off('error', onConnectFailure);
-      upstream.on('error', onOpenError);
-      client.on('error', onOpenError);
-      upstream.setTimeout(this.opts.idleTimeoutMs);
-      client.setTimeout(this.opts.idleTimeoutMs);
-      upstream.on('timeout', onIdle);
-      client.on('timeout', onIdle);
-      if (this.opts.proxyProtocol && c.addresses) upstream.write(encodeProxyHeader(this.opts.proxyProtocol, c.addresses));
-      upstream.on('drain', onDrain);
-      client.on('drain', onDrain);
-      client.on('end', onEnd);
-      upstream.on('end', onEnd);
-      client.on('data', onClientData);
-      upstream.on('data', onUpstreamData);
-      client.resume(); // accepted paused (readableFlowing false), so 'data' alone does not start it
-    });
+    upstream.on('error', onSocketError);
+    upstream.once('connect', onUpstreamConnect);
+  }
+
+  /** The upstream connected: relay both ways. */
+  opened(c: Conn): void {
+    if (c.state !== 'connecting') return;
+    const client = c.client;
+    const upstream = c.upstream!;
+    c.state = 'open';
+    c.since = Date.now();
+    if (this.opts.proxyProtocol && c.addresses) upstream.write(encodeProxyHeader(this.opts.proxyProtocol, c.addresses));
+    upstream.on('drain', onDrain);
+    client.on('drain', onDrain);
+    client.on('end', onEnd);
+    upstream.on('end', onEnd);
+    client.on('data', onClientData);
+    upstream.on('data', onUpstreamData);
+    client.resume(); // accepted paused (readableFlowing false), so 'data' alone does not start it
+  }
+
+  /** The upstream connect failed or timed out: count it and close the client gently. */
+  connectFailed(c: Conn): void {
+    if (c.state !== 'connecting') return;
+    this.upstreamFailures++;
+    c.upstream?.destroy();
+    this.closeClient(c);
+  }
+
+  /** Connect and idle timeouts of every connection; see the module comment. */
+  private sweep(): void {
+    const now = Date.now();
+    const { connectTimeoutMs, idleTimeoutMs } = this.opts;
+    for (const c of this.conns) {
+      if (c.state === 'connecting') {
+        if (now - c.since >= connectTimeoutMs) this.connectFailed(c);
+      } else if (c.state === 'open' && idleTimeoutMs > 0) {
+        if (c.activity !== c.mark) {
+          c.mark = c.activity;
+          c.since = now;
+        } else if (now - c.since >= idleTimeoutMs) {
+          this.idleTimedOut(c);
+        }
+      }
+    }
   }
 
   /** Idle timeout of an open connection (either socket). */
