@@ -3,3 +3,4 @@ export { buildApi, startApi, migrationView, type ApiOptions, type StartedApi } f
 export { generateToken, TokenVerifier, type ApiToken, type Scope } from './auth.js';
 export { statusOfCode, toApiError, type ApiErrorBody } from './errors.js';
 export { EventHub, sseMessage, type SseOptions } from './sse.js';
+export { apiOptionsFromConfig, apiConfigSchema, type ApiConfig } from './config.js';
