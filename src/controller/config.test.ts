@@ -167,3 +167,23 @@ test('durations', () => {
   assert.equal(parseDuration('ten'), null);
   assert.equal(parseDuration(-1), null);
 });
+
+test('ferry config check: 0 and the config without secrets, or 1 and every problem', async () => {
+  const { spawnSync } = await import('node:child_process');
+  await withDir(async (dir) => {
+    const file = join(dir, 'ferry.yaml');
+    await writeFile(join(dir, 'target.token'), 'secret-from-file-123456\n');
+    await writeFile(file, GOOD);
+    const run = (env: NodeJS.ProcessEnv) =>
+      spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'config', 'check', file], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
+    const ok = run({ ORIGIN_TOKEN: 'secret-from-env-123456' });
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /: ok\n/);
+    assert.doesNotMatch(ok.stdout + ok.stderr, /secret-from/);
+    await writeFile(file, GOOD.replace('tempIpPool', 'tempIPs'));
+    const bad = run({ ORIGIN_TOKEN: 'secret-from-env-123456' });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /servers\.origin\.tempIPs: unknown key; did you mean tempIpPool\?/);
+    assert.doesNotMatch(bad.stderr, /secret-from/);
+  });
+});

@@ -276,11 +276,11 @@ function issueLines(err: z.ZodError): string[] {
 /** Replace `${NAME}` in every string with the environment's value; missing ones are problems. */
 function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: string[]): unknown {
   if (typeof value === 'string') {
-    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (whole, name: string) => {
       const v = env[name];
       if (v === undefined) {
         problems.push(`${pathText(path)}: environment variable ${name} is not set; export it before starting ferry, or write the value in a file and use a ...File key`);
-        return '';
+        return whole; // kept, so that the one missing variable is the one problem reported
       }
       return v;
     });
