@@ -51,7 +51,7 @@ describe('web dashboard in chromium', { skip }, () => {
       page.on('pageerror', (e) => pageErrors.push(e.message));
       await page.goto(`${sb.url}/#token=${sb.token}`);
       // The token left the address bar for sessionStorage.
-      await page.waitForFunction(() => !location.hash.includes('token'));
+      await page.waitForFunction("!location.hash.includes('token')");
       await page.waitForSelector('#start-domain option[value="shop.example."]', { state: 'attached', timeout: 30_000 });
       await page.waitForSelector('#servers tbody tr');
       await page.screenshot({ path: join(ARTIFACTS, 'dashboard-1-before.png'), fullPage: true });
@@ -76,10 +76,7 @@ describe('web dashboard in chromium', { skip }, () => {
       const sites = await page.locator('#sites tbody').innerText();
       assert.match(sites, /shop\.example\.\s+target/);
 
-      const samples = (await page.evaluate(() => {
-        const st = (window as unknown as { ferryState: { selected: string; traffic: Map<string, unknown[]> } }).ferryState;
-        return st.traffic.get(st.selected) ?? [];
-      })) as Sample[];
+      const samples = (await page.evaluate('window.ferryState.traffic.get(window.ferryState.selected) ?? []')) as Sample[];
       assert.ok(samples.length >= 5, `chart samples: ${samples.length}`);
       const firstIpt = samples.findIndex((s) => s.rps.ipt > 0);
       const lastIpt = samples.findLastIndex((s) => s.rps.ipt > 0);
