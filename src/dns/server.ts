@@ -9,9 +9,15 @@ import { FerryError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
 import { QueryEngine } from './query/engine.js';
 import { ZoneStore, type SerialPolicy } from './zone/store.js';
+import { Primary, type PrimaryOptions } from './xfr/primary.js';
 import type { Zone } from './zone/zone.js';
 
-export interface DnsServerOptions {
+/**
+ * Besides the socket options below, the primary role's (xfr/primary.ts): `db` (SQLite file, so
+ * zones and every change survive a restart), `journalLimit`, `tsigKeys`, `zonePolicies` (per-zone
+ * transfer/update ACLs and NOTIFY targets; default refuse) and `notify` timing.
+ */
+export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
   /** Address to bind, IPv4 or IPv6 (default '127.0.0.1'). */
   address?: string;
   /** Port for both UDP and TCP (default 53; 0 picks a free port used by both). */
@@ -43,6 +49,8 @@ function optionError(message: string): FerryError {
 export class DnsServer {
   readonly zones: ZoneStore;
   readonly engine: QueryEngine;
+  /** Transfers, UPDATE, NOTIFY, TSIG and persistence. */
+  readonly primary: Primary;
   private readonly requestedPort: number;
   private readonly host: string;
   private readonly idleMs: number;
@@ -79,6 +87,7 @@ export class DnsServer {
       this.zones,
       opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: opts.maxUdpPayload },
     );
+    this.primary = new Primary(this.zones, this.engine, { ...opts, logger: this.log });
   }
 
   /** The bound address. */
@@ -107,6 +116,7 @@ export class DnsServer {
         this.tcp = await this.listenTcp(port);
         this.udp = udp;
         this.boundPort = port;
+        this.primary.start(this.host);
         this.log.info({ address: this.host, port }, 'dns server listening');
         return;
       } catch (err) {
@@ -129,6 +139,7 @@ export class DnsServer {
     const tcp = this.tcp;
     this.udp = undefined;
     this.tcp = undefined;
+    this.primary.close(); // NOTIFY stops, the database closes
     for (const c of this.conns) c.destroy();
     this.conns.clear();
     await Promise.all([
@@ -157,6 +168,11 @@ export class DnsServer {
   private onUdp(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     let res: Buffer | undefined;
     try {
+      const special = this.primary.handle(msg, { address: rinfo.address, transport: 'udp' });
+      if (special) {
+        for (const m of special) sock.send(m, rinfo.port, rinfo.address);
+        return;
+      }
       res = this.engine.answer(msg, 'udp');
     } catch (err) {
       this.log.error({ err, from: rinfo.address }, 'dns query failed');
@@ -212,6 +228,17 @@ export class DnsServer {
         }
         let res: Buffer | undefined;
         try {
+          // Transfers, UPDATE and signed requests: possibly several messages (RFC 5936 §2.2).
+          const special = this.primary.handle(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' });
+          if (special) {
+            for (const m of special) {
+              const f = Buffer.allocUnsafe(2 + m.length);
+              f.writeUInt16BE(m.length, 0);
+              m.copy(f, 2);
+              sock.write(f);
+            }
+            continue;
+          }
           res = this.engine.answer(msg, 'tcp');
         } catch (err) {
           this.log.error({ err, from: sock.remoteAddress }, 'dns query failed');

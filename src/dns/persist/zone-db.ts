@@ -1,0 +1,248 @@
+/**
+ * Zones and their change journal in SQLite (issue 3 item 4). Every committed change is one
+ * transaction: the records it removes and adds, the new SOA, and a journal entry (the RFC 1995
+ * §4 difference: old SOA, removed records, new SOA, added records) that IXFR serves. The journal
+ * keeps the last `journalLimit` entries per zone; older ones are dropped.
+ */
+import Database from 'better-sqlite3';
+import { FerryError } from '../../common/errors.js';
+import { packRR, unpackRR, type ResourceRecord } from '../wire/message.js';
+import { nameKey, parseName } from '../wire/name.js';
+import { rdataKey, rdataToWire, unpackRdata } from '../wire/rdata.js';
+import { RRType } from '../wire/types.js';
+import type { ZoneDiff } from '../zone/store.js';
+import { Zone } from '../zone/zone.js';
+
+export interface ZoneDbOptions {
+  /** Journal entries kept per zone (default 1000). */
+  journalLimit?: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS zones (okey TEXT PRIMARY KEY, origin TEXT NOT NULL, serial INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+  zone TEXT NOT NULL, okey TEXT NOT NULL, owner TEXT NOT NULL, type INTEGER NOT NULL,
+  ttl INTEGER NOT NULL, rkey TEXT NOT NULL, rdata BLOB NOT NULL,
+  PRIMARY KEY (zone, okey, type, rkey)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, zone TEXT NOT NULL, from_serial INTEGER NOT NULL,
+  to_serial INTEGER NOT NULL, diff BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS journal_zone ON journal (zone, seq);
+`;
+
+function soaSerial(rr: ResourceRecord): number {
+  return rr.data[2] as number;
+}
+
+/** Packs records without compression: u16 count, then the RRs (RFC 1035 §4.1.3 form). */
+export function packRecords(rrs: readonly ResourceRecord[]): Buffer {
+  let size = 2;
+  for (const rr of rrs) size += 2 + 255 + 10 + rdataToWire(rr.type, rr.data).length;
+  const buf = new Uint8Array(size);
+  buf[0] = rrs.length >> 8;
+  buf[1] = rrs.length & 0xff;
+  let off = 2;
+  for (const rr of rrs) off = packRR(buf, off, rr);
+  return Buffer.from(buf.subarray(0, off));
+}
+
+/** Reads what `packRecords` wrote at `off`; returns the records and the new offset. */
+export function unpackRecords(buf: Uint8Array, off = 0): [ResourceRecord[], number] {
+  const n = (buf[off]! << 8) | buf[off + 1]!;
+  off += 2;
+  const out: ResourceRecord[] = [];
+  for (let i = 0; i < n; i++) {
+    const [rr, o] = unpackRR(buf, off);
+    out.push(rr);
+    off = o;
+  }
+  return [out, off];
+}
+
+/** The SQLite store of zones, records and the change journal. */
+export class ZoneDb {
+  private readonly db: Database.Database;
+  readonly journalLimit: number;
+
+  constructor(
+    readonly path: string,
+    opts: ZoneDbOptions = {},
+  ) {
+    this.journalLimit = opts.journalLimit ?? 1000;
+    if (!Number.isInteger(this.journalLimit) || this.journalLimit < 1)
+      throw new FerryError(
+        'DNS_BAD_OPTIONS',
+        `journalLimit must be a positive integer, got ${opts.journalLimit}`,
+      );
+    try {
+      this.db = new Database(path);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.exec(SCHEMA);
+    } catch (err) {
+      throw new FerryError('DNS_DB', `cannot open the zone database ${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  /** Origins stored, with their serials. */
+  zones(): Array<{ origin: string; serial: number }> {
+    return this.db.prepare('SELECT origin, serial FROM zones ORDER BY okey').all() as Array<{
+      origin: string;
+      serial: number;
+    }>;
+  }
+
+  /** Serial stored for `origin`, or undefined when the zone is not stored. */
+  serial(origin: string): number | undefined {
+    const row = this.db.prepare('SELECT serial FROM zones WHERE okey = ?').get(nameKey(parseName(origin))) as
+      { serial: number } | undefined;
+    return row?.serial;
+  }
+
+  /** The stored zone, rebuilt in memory. */
+  loadZone(origin: string): Zone | undefined {
+    const okey = nameKey(parseName(origin));
+    const row = this.db.prepare('SELECT origin FROM zones WHERE okey = ?').get(okey) as
+      { origin: string } | undefined;
+    if (!row) return undefined;
+    const zone = new Zone(row.origin);
+    const rows = this.db
+      .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
+      .iterate(okey) as Iterable<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
+    let cur: { owner: string; type: number; ttl: number; data: ResourceRecord['data'][] } | undefined;
+    const flush = () => {
+      if (cur) zone.replaceRRset(cur.owner, cur.type, cur.ttl, cur.data);
+    };
+    for (const r of rows) {
+      const data = unpackRdata(r.rdata, 0, r.rdata.length, r.type);
+      if (cur && nameKey(cur.owner) === nameKey(r.owner) && cur.type === r.type) cur.data.push(data);
+      else {
+        flush();
+        cur = { owner: r.owner, type: r.type, ttl: r.ttl, data: [data] };
+      }
+    }
+    flush();
+    return zone;
+  }
+
+  /** Stores a whole zone, replacing what was stored for its origin; its journal starts over. */
+  saveZone(zone: Zone): void {
+    const okey = zone.originKey;
+    const insert = this.db.prepare(
+      'INSERT OR REPLACE INTO records (zone, okey, owner, type, ttl, rkey, rdata) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM records WHERE zone = ?').run(okey);
+      this.db.prepare('DELETE FROM journal WHERE zone = ?').run(okey);
+      this.db
+        .prepare('INSERT OR REPLACE INTO zones (okey, origin, serial) VALUES (?, ?, ?)')
+        .run(okey, zone.origin, zone.serial);
+      for (const set of zone.rrsets())
+        for (const d of set.rdata)
+          insert.run(
+            okey,
+            nameKey(set.name),
+            set.name,
+            set.type,
+            set.ttl,
+            rdataKey(set.type, d),
+            rdataToWire(set.type, d),
+          );
+    })();
+  }
+
+  removeZone(origin: string): void {
+    const okey = nameKey(parseName(origin));
+    this.db.transaction(() => {
+      for (const t of ['records', 'journal']) this.db.prepare(`DELETE FROM ${t} WHERE zone = ?`).run(okey);
+      this.db.prepare('DELETE FROM zones WHERE okey = ?').run(okey);
+    })();
+  }
+
+  /** Stores one committed change atomically and journals it. Throws DNS_DB on failure. */
+  commit(diff: ZoneDiff): void {
+    const okey = nameKey(diff.origin);
+    const del = this.db.prepare('DELETE FROM records WHERE zone = ? AND okey = ? AND type = ? AND rkey = ?');
+    const ins = this.db.prepare(
+      'INSERT OR REPLACE INTO records (zone, okey, owner, type, ttl, rkey, rdata) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    const to = soaSerial(diff.toSoa);
+    try {
+      this.db.transaction(() => {
+        for (const rr of [diff.fromSoa, ...diff.removed])
+          del.run(okey, nameKey(rr.name), rr.type, rdataKey(rr.type, rr.data));
+        for (const rr of [diff.toSoa, ...diff.added])
+          ins.run(
+            okey,
+            nameKey(rr.name),
+            rr.name,
+            rr.type,
+            rr.ttl,
+            rdataKey(rr.type, rr.data),
+            rdataToWire(rr.type, rr.data),
+          );
+        const changed = this.db.prepare('UPDATE zones SET serial = ? WHERE okey = ?').run(to, okey);
+        if (changed.changes !== 1) throw new FerryError('DNS_DB', `zone ${diff.origin} is not stored`);
+        const blob = Buffer.concat([
+          packRecords([diff.fromSoa, ...diff.removed]),
+          packRecords([diff.toSoa, ...diff.added]),
+        ]);
+        this.db
+          .prepare('INSERT INTO journal (zone, from_serial, to_serial, diff) VALUES (?, ?, ?, ?)')
+          .run(okey, soaSerial(diff.fromSoa), to, blob);
+        this.db
+          .prepare(
+            'DELETE FROM journal WHERE zone = ? AND seq <= (SELECT seq FROM journal WHERE zone = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
+          )
+          .run(okey, okey, this.journalLimit);
+      })();
+    } catch (err) {
+      if (err instanceof FerryError) throw err;
+      throw new FerryError('DNS_DB', `cannot store the change of ${diff.origin}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /** Journal entries kept for a zone (oldest first). */
+  journalLength(origin: string): number {
+    const row = this.db
+      .prepare('SELECT COUNT(*) AS n FROM journal WHERE zone = ?')
+      .get(nameKey(parseName(origin))) as { n: number };
+    return row.n;
+  }
+
+  /**
+   * The differences from serial `from` to the zone's current serial, oldest first (RFC 1995 §4),
+   * or undefined when the journal does not reach back to `from` without a gap.
+   */
+  diffsSince(origin: string, from: number): ZoneDiff[] | undefined {
+    const okey = nameKey(parseName(origin));
+    const current = this.serial(origin);
+    if (current === undefined) return undefined;
+    if (current === from >>> 0) return [];
+    const rows = this.db
+      .prepare('SELECT from_serial, to_serial, diff FROM journal WHERE zone = ? ORDER BY seq')
+      .all(okey) as Array<{ from_serial: number; to_serial: number; diff: Buffer }>;
+    const start = rows.findIndex((r) => r.from_serial === from >>> 0);
+    if (start < 0) return undefined;
+    const out: ZoneDiff[] = [];
+    let expect = from >>> 0;
+    for (const r of rows.slice(start)) {
+      if (r.from_serial !== expect) return undefined;
+      const [[fromSoa, ...removed], o] = unpackRecords(r.diff, 0);
+      const [[toSoa, ...added]] = unpackRecords(r.diff, o);
+      if (!fromSoa || !toSoa || fromSoa.type !== RRType.SOA || toSoa.type !== RRType.SOA)
+        throw new FerryError('DNS_DB', `journal entry of ${origin} is corrupt`);
+      out.push({ origin, fromSoa, toSoa, removed, added });
+      expect = r.to_serial;
+    }
+    return expect === current ? out : undefined;
+  }
+}
