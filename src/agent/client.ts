@@ -25,7 +25,7 @@ export interface HttpHostDriverOptions {
   timeoutMs?: number;
   /** Timeout of a data sync pass. Default 30 minutes. */
   syncTimeoutMs?: number;
-  /** Attempts for a call that got no answer. Default 3. */
+  /** Attempts for a call that got no answer (backoff 250 ms doubling, at most 2 s apart). Default 5: rides out an agent restart. */
   attempts?: number;
   /** Redirect engine to ask for; default the agent's own. */
   engine?: 'userspace' | 'kernel';
@@ -61,7 +61,7 @@ export class HttpHostDriver implements HostDriver {
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 15_000;
     this.syncTimeoutMs = opts.syncTimeoutMs ?? 30 * 60_000;
-    this.attempts = Math.max(1, opts.attempts ?? 3);
+    this.attempts = Math.max(1, opts.attempts ?? 5);
     this.engine = opts.engine;
     this.agent =
       base.protocol === 'https:'
@@ -93,7 +93,7 @@ export class HttpHostDriver implements HostDriver {
         lastErr = err;
         const code = (err as { code?: string }).code ?? '';
         if (!RETRYABLE.has(code) || attempt === this.attempts) break;
-        await sleep(250 * attempt);
+        await sleep(Math.min(2000, 250 * 2 ** (attempt - 1)));
       }
     }
     throw lastErr;

@@ -80,6 +80,53 @@ function get(address: string, port: number, host: string, path = '/'): Promise<{
   });
 }
 
+describe('HttpHostDriver', () => {
+  test('retries a call that got no answer, then fails with AGENT_UNREACHABLE; an agent error is not retried', async () => {
+    const port = await freePort('127.0.61.20');
+    const d = new HttpHostDriver({ id: 'gone', url: `http://127.0.61.20:${port}`, token: TOKEN, attempts: 3 });
+    const t0 = Date.now();
+    await assert.rejects(d.hasSite('shop.example'), (err: Error & { code?: string }) => err.code === 'AGENT_UNREACHABLE' && /127\.0\.61\.20/.test(err.message));
+    assert.ok(Date.now() - t0 >= 700, 'two backoffs (250 + 500 ms) before giving up');
+    d.close();
+
+    let hits = 0;
+    const failing = (await import('node:http')).createServer((_req, res) => {
+      hits += 1;
+      res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'NGINX_RELOAD_FAILED', message: 'nginx: no pid' } }));
+    });
+    await new Promise<void>((r) => failing.listen(0, '127.0.61.22', () => r()));
+    const e = new HttpHostDriver({ id: 'failing', url: `http://127.0.61.22:${(failing.address() as AddressInfo).port}`, token: TOKEN, attempts: 3 });
+    try {
+      await assert.rejects(e.addSite('shop.example', 'serve'), (err: Error & { code?: string }) => err.code === 'NGINX_RELOAD_FAILED' && /agent failing: PUT \/v1\/sites\/shop\.example: nginx: no pid/.test(err.message));
+      assert.equal(hits, 1, 'an answer, even an error, is not retried');
+    } finally {
+      e.close();
+      failing.closeAllConnections();
+      await new Promise<void>((r) => failing.close(() => r()));
+    }
+  });
+
+  test('a silent agent times out', async () => {
+    const held = new Set<import('node:net').Socket>();
+    const silent = createServer((sock) => held.add(sock));
+    await new Promise<void>((r) => silent.listen(0, '127.0.61.21', () => r()));
+    const d = new HttpHostDriver({ id: 'silent', url: `http://127.0.61.21:${(silent.address() as AddressInfo).port}`, token: TOKEN, timeoutMs: 300, attempts: 1 });
+    try {
+      await assert.rejects(d.siteStats('shop.example'), (err: Error & { code?: string }) => err.code === 'AGENT_TIMEOUT');
+    } finally {
+      d.close();
+      for (const sock of held) sock.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
+  });
+
+  test('bad options are refused with what to write', () => {
+    assert.throws(() => new HttpHostDriver({ id: 'x', url: 'agent:7070', token: TOKEN }), /must start with http:\/\/ or https:\/\//);
+    assert.throws(() => new HttpHostDriver({ id: 'x', url: 'not a url', token: TOKEN }), /is not a URL; write e\.g\. https:\/\/192\.0\.2\.10:7070/);
+    assert.throws(() => new HttpHostDriver({ id: 'x', url: 'http://127.0.0.1:1', token: '' }), /token is empty/);
+  });
+});
+
 describe('agent API', () => {
   let a: Running;
   let b: Running;
@@ -280,6 +327,16 @@ describe('agent API', () => {
     assert.equal(b.agent.info().syncSessions instanceof Array && (b.agent.info().syncSessions as string[]).length, 0, 'the receive session closed');
     const conf = await readFile(join(b.dir, 'rsyncd', 'rsyncd.conf'), 'utf8');
     assert.doesNotMatch(conf, /ferry-sync\.example/, 'no module left once the pass ended');
+
+    // Progress of a push, by job id, while it runs and after.
+    const session = await b.driver.openSyncReceiver('sync.example');
+    await a.driver.call('POST', '/v1/sites/sync.example/push', { jobId: 'job-1', to: session });
+    const progress = await a.driver.syncProgress('job-1');
+    assert.equal(progress?.state, 'done');
+    assert.equal(progress?.domain, 'sync.example');
+    assert.equal(progress?.percent, 100);
+    assert.equal(await a.driver.syncProgress('job-none'), undefined);
+    await b.driver.closeSyncReceiver('sync.example');
 
     // A push with a wrong secret fails with rsync's own reason.
     const endpoint = await b.driver.openSyncReceiver('sync.example');
