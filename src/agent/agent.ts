@@ -195,6 +195,7 @@ export class HostAgent {
         return;
       }
       const maxHoldMs = this.opts.maxHoldMs ?? 30_000;
+      if (engineKind === 'kernel') await checkForwarding(spec.address);
       const engine: RedirectEngine =
         engineKind === 'kernel'
           ? new KernelRelay({
@@ -434,6 +435,19 @@ export class HostAgent {
     const p = this.stateChain.then(write, write);
     this.stateChain = p.catch(() => undefined);
     return p;
+  }
+}
+
+/** The kernel engine forwards packets to another host: the kernel must be allowed to. */
+async function checkForwarding(address: string): Promise<void> {
+  const v6 = address.includes(':');
+  const file = v6 ? '/proc/sys/net/ipv6/conf/all/forwarding' : '/proc/sys/net/ipv4/ip_forward';
+  const value = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (value === '0') {
+    throw new FerryError(
+      'REDIRECT_PRECONDITION',
+      `the kernel engine needs packet forwarding on this server: sysctl -w ${v6 ? 'net.ipv6.conf.all.forwarding' : 'net.ipv4.ip_forward'}=1 (or use the userspace engine)`,
+    );
   }
 }
 
