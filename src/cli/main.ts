@@ -14,6 +14,7 @@ import { registerRecords } from './records.js';
 import { registerAgent } from './agent.js';
 import { registerController } from './controller.js';
 import { registerConfig } from './config.js';
+import { registerEvacuate } from './evacuate.js';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerAgent(program);
   registerController(program);
   registerConfig(program);
+  registerEvacuate(program);
   return program;
 }
 

@@ -194,11 +194,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   listSites(): Array<{ domain: string; server: string; ports: number[]; migration: string | null }> {
     const where = new Map([...this.siteConfig].map(([d, s]) => [d, s.server]));
     const active = new Map<string, string>();
-    const records = this.journal
-      .list()
-      .map((id) => this.journal.get(id)!)
-      .sort((a, b) => a.createdAt - b.createdAt);
-    for (const rec of records) {
+    for (const rec of this.journal.briefs()) {
       const d = normalize(rec.plan.domain);
       if (rec.phase === 'completed') where.set(d, rec.plan.target);
       else if (!TERMINAL.has(rec.phase)) active.set(d, rec.plan.id);
@@ -222,8 +218,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   freeTempIps(serverId: string): string[] {
     const leased = new Set(
       this.journal
-        .list()
-        .map((id) => this.journal.get(id)!)
+        .briefs()
         .filter((r) => !r.settled)
         .map((r) => r.plan.tempIp),
     );
@@ -305,10 +300,10 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   /** Resume every unfinished migration in the journal (after a restart). Returns their ids. */
   resumeAll(): string[] {
-    const ids = this.journal.list().filter((id) => {
-      const rec = this.journal.get(id)!;
-      return !rec.settled && rec.phase !== 'failed';
-    });
+    const ids = this.journal
+      .briefs()
+      .filter((r) => !r.settled)
+      .map((r) => r.id);
     for (const id of ids) this.drive(id);
     return ids;
   }

@@ -1,6 +1,6 @@
 /** The orchestrator: the migration state machine, its journal and the ports it drives. */
 export { Orchestrator, type MigrationEvents, type OrchestratorOptions } from './orchestrator.js';
-export { Journal } from './journal.js';
+export { Journal, type JournalOptions, type MigrationBrief } from './journal.js';
 export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './dns-embedded.js';
 export { ResilientHost, ResilientDns, withRetry, DEFAULT_RETRY, type RetryPolicy } from './resilient.js';
 export { checkParity, describeParity, probeHttp, probeTlsNames, probeBanner, type ParityResult, type ProbeAnswer } from './parity.js';

@@ -41,11 +41,30 @@ interface JournalRow {
   detail: string | null;
 }
 
+export interface JournalOptions {
+  /**
+   * `full` (default): every entry is fsync'd before `append` returns, so it survives a power
+   * loss. `process`: it reaches the OS before `append` returns (SQLite WAL, synchronous=NORMAL),
+   * so it survives the controller being killed, not the machine losing power; for the in-process
+   * sandbox, whose hosts share the controller's event loop and should not wait on the disk.
+   */
+  durability?: 'full' | 'process';
+}
+
+/** One migration in brief, for listings that must stay cheap with many migrations. */
+export interface MigrationBrief {
+  id: string;
+  plan: MigrationPlan;
+  phase: Phase;
+  settled: boolean;
+  createdAt: number;
+}
+
 /** Durable store of migrations and their journal. `path` ':memory:' keeps it in memory (tests). */
 export class Journal {
   private readonly db: Database.Database;
 
-  constructor(path: string) {
+  constructor(path: string, opts: JournalOptions = {}) {
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
       this.db = new Database(path);
@@ -53,7 +72,7 @@ export class Journal {
       throw new FerryError('JOURNAL_OPEN', `cannot open the journal database at ${path}`, { cause: err });
     }
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
+    this.db.pragma(opts.durability === 'process' ? 'synchronous = NORMAL' : 'synchronous = FULL');
     this.db.exec(SCHEMA);
   }
 
@@ -151,6 +170,23 @@ export class Journal {
       ...(row.error !== null ? { error: row.error } : {}),
       phases,
     };
+  }
+
+  /** Every migration in brief (no journal entries parsed), oldest first. */
+  briefs(): MigrationBrief[] {
+    const rows = this.db
+      .prepare(
+        `SELECT m.id, m.plan, m.phase, m.created_at,
+           (SELECT kind FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_kind,
+           (SELECT phase FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_phase
+         FROM migrations m ORDER BY m.created_at, m.id`,
+      )
+      .all() as Array<{ id: string; plan: string; phase: string; created_at: number; last_kind: string | null; last_phase: string | null }>;
+    return rows.map((r) => {
+      const phase = r.phase as Phase;
+      const settled = phase === 'completed' ? r.last_kind === 'leave' && r.last_phase === 'completed' : TERMINAL_PHASES.has(phase);
+      return { id: r.id, plan: JSON.parse(r.plan) as MigrationPlan, phase, settled, createdAt: r.created_at };
+    });
   }
 
   /** Ids of every migration, newest first. */

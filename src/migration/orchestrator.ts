@@ -319,8 +319,10 @@ class MigrationRun {
    * target's real mode says whether it ran (a kill between the two leaves it read-only).
    */
   async isSwitched(): Promise<boolean> {
-    if (!this.journaled('target-serve')) return false;
     const m = await this.modeOf(this.target);
+    if (m === 'unknown' || m === null) return this.journaled('target-serve');
+    // Only the switch makes the target anything but read-only (planning refuses a target that
+    // serves the site already), so its mode tells even if the journal lost its last entries.
     return m !== 'readonly';
   }
 
@@ -367,11 +369,14 @@ class MigrationRun {
     if (!(rr && now.length === 1 && allowed.includes(now[0]!))) {
       throw new FerryError('PLAN_DNS_MISMATCH', `${domain} ${RECORD_TYPE} is [${now.join(', ')}], expected [${originIp}]`);
     }
-    if (first) this.note('original-record', { ttl: rr.ttl, rdata: rr.rdata });
     if (!(await this.origin.hasSite(domain))) {
       throw new FerryError('PLAN_NO_SITE', `origin ${this.origin.id} does not host ${domain}`);
     }
-    await this.target.hasSite(domain); // reachability: throws when the target cannot be asked
+    const onTarget = await this.target.hasSite(domain); // also reachability: throws when the target cannot be asked
+    if (first && onTarget) {
+      throw new FerryError('PLAN_TARGET_HAS_SITE', `target ${this.target.id} hosts ${domain} already; remove it there first`);
+    }
+    if (first) this.note('original-record', { ttl: rr.ttl, rdata: rr.rdata });
     if (this.relay !== this.origin) await this.relay.redirectStats(this.redirectId);
   }
 

@@ -153,7 +153,8 @@ export class Sandbox {
       for (const site of o.sites) await this.originSites.addSite(site, 'serve');
       this.origin = new LocalHost({ id: 'origin', sites: this.originSites, addresses: new LoopbackAddresses() });
       this.target = new LocalHost({ id: 'target', sites: this.targetSites, addresses: new LoopbackAddresses() });
-      this.journal = new Journal(join(this.dataDir, 'journal.sqlite'));
+      // The hosts share this process's event loop: the journal must not make them wait on fsync.
+      this.journal = new Journal(join(this.dataDir, 'journal.sqlite'), { durability: 'process' });
       this.controller = new Controller({
         dns: new EmbeddedDnsProvider({ server: this.dns }),
         servers: [
@@ -196,10 +197,19 @@ export class Sandbox {
 
   /** Resolve a name's A record at the sandbox's name server, with the project's own client. */
   async resolve(name: string): Promise<{ address: string; ttl: number }> {
-    const res = await dnsQuery({ server: { address: this.dns.address, port: this.dns.port }, name, type: 'A', timeoutMs: 1000 });
-    const a = res.answers.find((r) => r.typeName === 'A');
-    if (!a) throw new FerryError('RESOLVE_FAILED', `${name}: no A record (${res.rcodeName})`);
-    return { address: a.rdata, ttl: a.ttl };
+    // Like a libc stub resolver: a second, longer try when the first gets no answer (a busy machine).
+    for (let attempt = 1; ; attempt++) {
+      let res;
+      try {
+        res = await dnsQuery({ server: { address: this.dns.address, port: this.dns.port }, name, type: 'A', timeoutMs: attempt === 1 ? 1000 : 3000 });
+      } catch (err) {
+        if (attempt >= 2) throw err;
+        continue;
+      }
+      const a = res.answers.find((r) => r.typeName === 'A');
+      if (!a) throw new FerryError('RESOLVE_FAILED', `${name}: no A record (${res.rcodeName})`);
+      return { address: a.rdata, ttl: a.ttl };
+    }
   }
 
   /** Start the simulated users on every site. */
