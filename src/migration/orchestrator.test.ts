@@ -1,0 +1,163 @@
+/**
+ * The orchestrator's failure handling and modes, on a loopback sandbox: retries with backoff, a
+ * step that keeps failing after the switch (failed, with the reason; then rollback or resume),
+ * `direct` mode (a dedicated IP redirected itself) and `relay-host` mode (IPt on another host).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { join } from 'node:path';
+import { FerryError } from '../common/errors.js';
+import { sleep } from '../common/time.js';
+import { LocalHost, LoopbackAddresses } from '../agent/index.js';
+import { Controller, type ControllerEvent } from '../controller/index.js';
+import { SiteServer } from '../host/index.js';
+import { Sandbox } from '../sandbox/index.js';
+import { EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
+
+/** `inner` with some calls refused while `when(method, args)` says so. */
+function flaky(inner: LocalHost, when: (method: string, args: unknown[]) => boolean): HostDriver {
+  return new Proxy(inner, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) =>
+        when(String(prop), args)
+          ? Promise.reject(new FerryError('AGENT_DOWN', `${String(prop)} refused by the test`))
+          : (v as (...a: unknown[]) => unknown).apply(target, args);
+    },
+  });
+}
+
+describe('orchestrator: retries, failures, direct and relay-host modes', () => {
+  const sites = ['retry.example.', 'stuck.example.', 'resume.example.', 'direct.example.', 'relayed.example.', 'bystander.example.'];
+  const sb = new Sandbox({
+    dnsAddress: '127.0.47.53',
+    dnsPort: 0,
+    httpPort: 0,
+    originIp: '127.0.47.1',
+    targetIp: '127.0.47.2',
+    tempIp: '127.0.47.100',
+    sites,
+    ttl: 1,
+    rate: 60,
+    clients: 24,
+    staleShare: 0.2,
+    staleOverstayMs: 1000,
+    quietWindowMs: 1200,
+    dnsTempCapMs: 8000,
+    drainCapMs: 8000,
+  });
+  const DEDICATED = '127.0.47.9';
+  const RELAY_IP = '127.0.47.30';
+  let relaySites: SiteServer;
+  let relay: LocalHost;
+  let ctl: Controller;
+  const events: ControllerEvent[] = [];
+  let journal: Journal;
+  const broken = { startRedirect: 2, upstream: true };
+
+  before(async () => {
+    await sb.start();
+    // direct.example. has an address of its own on the origin.
+    await sb.originSites.addAddress(DEDICATED);
+    sb.dns.zones.replaceRRset('direct.example.', 'A', 1, [DEDICATED]);
+    relaySites = new SiteServer({ name: 'relay', addresses: [RELAY_IP], port: sb.httpPort, dataDir: join(sb.dataDir, 'relay') });
+    await relaySites.start();
+    relay = new LocalHost({ id: 'relay', sites: relaySites, addresses: new LoopbackAddresses() });
+    const origin = flaky(sb.origin, (method, args) => {
+      if (method === 'startRedirect' && args[0] === 'mig-retry' && broken.startRedirect > 0) return broken.startRedirect-- > 0;
+      return method === 'setRedirectUpstream' && (args[0] === 'mig-stuck' || args[0] === 'mig-resume') && broken.upstream;
+    });
+    journal = new Journal(join(sb.dataDir, 'test-journal.sqlite'), { durability: 'process' });
+    ctl = new Controller({
+      dns: new EmbeddedDnsProvider({ server: sb.dns }),
+      servers: [
+        { id: 'origin', driver: origin, sharedIps: [sb.opts.originIp], tempIpPool: ['127.0.47.100', '127.0.47.101', '127.0.47.102', '127.0.47.103'] },
+        { id: 'target', driver: sb.target, sharedIps: [sb.opts.targetIp], tempIpPool: [] },
+        { id: 'relay', driver: relay, sharedIps: [RELAY_IP], tempIpPool: ['127.0.47.150'] },
+      ],
+      sites: sites.map((domain) => ({ domain, server: 'origin', ports: [sb.httpPort] })),
+      journal,
+      defaults: { ttl: 1, quietWindowMs: 1200, dnsTempCapMs: 8000, drainCapMs: 8000, pollMs: 100 },
+      retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 100, callTimeoutMs: 3000 },
+    });
+    ctl.on('event', (e) => events.push(e));
+    sb.startLoad();
+    await sleep(500);
+  });
+
+  after(async () => {
+    await ctl?.close();
+    journal?.close();
+    await relay?.stopAllRedirects();
+    await relaySites?.stop();
+    await sb.stop();
+  });
+
+  it('retries a call that fails and then succeeds, publishing each retry', async () => {
+    await ctl.startMigration({ domain: 'retry.example.', to: 'target', id: 'retry' });
+    const rec = await ctl.wait('retry');
+    assert.equal(rec.phase, 'completed', rec.error);
+    const retries = events.filter((e) => e.type === 'retry' && String(e.data.what).includes('startRedirect(mig-retry)'));
+    assert.equal(retries.length, 2);
+  });
+
+  it('fails with the reason when a step keeps failing after the switch, and rolls back from there', async () => {
+    await ctl.startMigration({ domain: 'stuck.example.', to: 'target', id: 'stuck' });
+    let rec = await ctl.wait('stuck');
+    assert.equal(rec.phase, 'failed');
+    assert.match(rec.error ?? '', /setRedirectUpstream\(mig-stuck, 127\.0\.47\.2\) failed 3 times: setRedirectUpstream refused by the test/);
+    assert.equal(sb.targetSites.mode('stuck.example.'), 'serve', 'the target stays the writer');
+    assert.equal(ctl.listSites().find((s) => s.domain === 'stuck.example.')?.migration, null);
+    broken.upstream = false;
+    rec = await ctl.rollback('stuck');
+    assert.equal(rec.phase, 'rolled-back', rec.error);
+    assert.deepEqual(sb.dns.zones.getRRset('stuck.example.', 'A'), { ttl: 1, rdata: [sb.opts.originIp] });
+    assert.equal(sb.originSites.mode('stuck.example.'), 'serve');
+    assert.equal(sb.targetSites.hasSite('stuck.example.'), false);
+    assert.equal(await sb.origin.redirectStats('mig-stuck'), undefined);
+  });
+
+  it('resumes a failed migration once the cause is gone', async () => {
+    broken.upstream = true;
+    await ctl.startMigration({ domain: 'resume.example.', to: 'target', id: 'resume' });
+    assert.equal((await ctl.wait('resume')).phase, 'failed');
+    broken.upstream = false;
+    const rec = await ctl.resume('resume');
+    assert.equal(rec.phase, 'completed', rec.error);
+    assert.equal(sb.originSites.hasSite('resume.example.'), false);
+  });
+
+  it('migrates a site with a dedicated IP in direct mode, without a temporary IP', async () => {
+    await ctl.startMigration({ domain: 'direct.example.', to: 'target', id: 'direct', mode: 'direct' });
+    const rec = await ctl.wait('direct');
+    assert.equal(rec.phase, 'completed', rec.error);
+    assert.deepEqual(
+      rec.phases.map((p) => p.name),
+      ['planned', 'syncing', 'preflight', 'cutover', 'draining', 'completed'],
+    );
+    assert.equal(rec.plan.tempIp, DEDICATED);
+    assert.ok(!journal.entries('direct').some((e) => e.step === 'add-address' || e.step === 'start-redirect'));
+    assert.deepEqual(sb.dns.zones.getRRset('direct.example.', 'A')?.rdata, [sb.opts.targetIp]);
+  });
+
+  it('carries IPt on a relay host in relay-host mode', async () => {
+    await ctl.startMigration({ domain: 'relayed.example.', to: 'target', id: 'relayed', mode: 'relay-host', relayHost: 'relay' });
+    let sawRelay = false;
+    const poll = setInterval(() => void relay.redirectStats('mig-relayed').then((s) => (sawRelay ||= s !== undefined)), 100);
+    const rec = await ctl.wait('relayed');
+    clearInterval(poll);
+    assert.equal(rec.phase, 'completed', rec.error);
+    assert.equal(rec.plan.tempIp, '127.0.47.150');
+    assert.ok(sawRelay, 'the redirect ran on the relay host');
+    assert.equal(await sb.origin.redirectStats('mig-relayed'), undefined, 'and not on the origin');
+    assert.deepEqual(await relay.listAddresses(), []);
+  });
+
+  it('failed no request on the sites that completed and on the bystander', async () => {
+    await sleep(1500);
+    await sb.load.stop();
+    const failed = sb.load.results().filter((r) => !r.ok && ['direct', 'relayed', 'bystander', 'retry'].some((p) => r.domain.startsWith(p)));
+    assert.equal(failed.length, 0, JSON.stringify(failed.slice(0, 5)));
+  });
+});
