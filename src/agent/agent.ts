@@ -73,6 +73,8 @@ interface RedirectEntry {
 }
 
 interface SavedState {
+  /** Addresses this agent brought up (the only ones it will take down). */
+  addresses?: string[];
   sites: Array<{ domain: string; mode: SiteMode }>;
   redirects: Array<{ id: string; spec: RedirectEntry['spec']; upstream: string; held: boolean }>;
 }
@@ -87,6 +89,7 @@ export class HostAgent {
   readonly httpPort: number;
   private readonly opts: HostAgentOptions;
   private readonly redirects = new Map<string, RedirectEntry>();
+  private readonly added = new Set<string>();
   private readonly receiver: RsyncReceiver;
   private readonly jobs = new Map<string, SyncProgress & { domain: string }>();
   private readonly statePath: string;
@@ -123,6 +126,7 @@ export class HostAgent {
     await this.nginx?.start();
     const saved = await readFile(this.statePath, 'utf8').then((t) => JSON.parse(t) as SavedState, () => undefined);
     if (!saved) return;
+    for (const a of saved.addresses ?? []) this.added.add(a);
     for (const s of saved.sites) await this.putSite(s.domain, s.mode);
     for (const r of saved.redirects) {
       await this.startRedirect(r.id, { ...r.spec, upstream: r.upstream });
@@ -158,17 +162,39 @@ export class HostAgent {
     return this.opts.addresses.list();
   }
 
+  /** Bring `address` up (no-op when up). One that was up already is not the agent's to take down. */
   addAddress(address: string): Promise<void> {
-    return this.opts.addresses.add(address);
+    return this.locked('addresses', async () => {
+      if (this.added.has(address)) {
+        await this.opts.addresses.add(address);
+        return;
+      }
+      if ((await this.opts.addresses.list()).includes(address)) return;
+      await this.opts.addresses.add(address);
+      this.added.add(address);
+      await this.saveState();
+    });
   }
 
-  async removeAddress(address: string): Promise<void> {
-    if (this.opts.sharedIps.includes(address)) {
-      throw new FerryError('ADDRESS_PROTECTED', `${address} is a shared IP of ${this.id}; the agent never removes it`);
-    }
-    const using = [...this.redirects].find(([, r]) => r.spec.address === address);
-    if (using) throw new FerryError('ADDRESS_IN_USE', `${address} carries redirect ${using[0]}; stop the redirect first`);
-    await this.opts.addresses.remove(address);
+  /**
+   * Take down an address this agent brought up (no-op when it is down). Shared IPs and any
+   * other address configured on the server by someone else are refused: a controller bug must
+   * not take a server off the network.
+   */
+  removeAddress(address: string): Promise<void> {
+    return this.locked('addresses', async () => {
+      if (this.opts.sharedIps.includes(address)) {
+        throw new FerryError('ADDRESS_PROTECTED', `${address} is a shared IP of ${this.id}; the agent never removes it`);
+      }
+      const using = [...this.redirects].find(([, r]) => r.spec.address === address);
+      if (using) throw new FerryError('ADDRESS_IN_USE', `${address} carries redirect ${using[0]}; stop the redirect first`);
+      const up = (await this.opts.addresses.list()).includes(address);
+      if (up && !this.added.has(address)) {
+        throw new FerryError('ADDRESS_PROTECTED', `${address} was not brought up by this agent; it only removes the temporary IPs it added`);
+      }
+      if (up) await this.opts.addresses.remove(address);
+      if (this.added.delete(address)) await this.saveState();
+    });
   }
 
   // --- redirects -------------------------------------------------------------------------
@@ -425,6 +451,7 @@ export class HostAgent {
   private saveState(): Promise<void> {
     const write = async () => {
       const state: SavedState = {
+        addresses: [...this.added],
         sites: this.listSites(),
         redirects: [...this.redirects].map(([id, r]) => ({ id, spec: r.spec, upstream: r.upstream, held: r.held })),
       };

@@ -214,6 +214,10 @@ describe('agent API', () => {
     const res = await a.app.inject({ method: 'DELETE', url: `/v1/addresses/${a.sharedIp}`, headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(res.statusCode, 409);
     await assert.rejects(d.addAddress('192.0.2.1'), (err: Error & { code?: string }) => err.code === 'ADDRESS_NOT_LOOPBACK');
+    // An address someone else brought up is not the agent's to take down.
+    await (a.agent as unknown as { opts: { addresses: LoopbackAddresses } }).opts.addresses.add('127.0.61.101');
+    await d.addAddress('127.0.61.101');
+    await assert.rejects(d.removeAddress('127.0.61.101'), (err: Error & { code?: string }) => err.code === 'ADDRESS_PROTECTED' && /not brought up by this agent/.test(err.message));
   });
 
   test('sites and a redirect: every operation repeated leaves the same state', async () => {
