@@ -22,7 +22,19 @@ const workers = Number(process.env.BENCH_WORKERS ?? availableParallelism());
 /** Comma-separated substrings of path names to run (HAProxy always runs, for the ratio). */
 const only = process.env.BENCH_PATHS ? process.env.BENCH_PATHS.toLowerCase().split(',') : null;
 const PORT = 8080;
+/**
+ * nginx listens on one port per path (8080 direct, 8081 PROXY protocol, 8082 HAProxy, 8083 Ferry
+ * userspace, 8084 Ferry kernel), so that no path's connections land on TIME_WAIT sockets another
+ * path left in nginx. That matters for the kernel path: its DNATed SYNs carry TCP timestamps and
+ * sequence numbers derived from the client → listen address pair, not the client → nginx pair of
+ * the other paths, so on a TIME_WAIT socket of another path nginx's PAWS check drops them and the
+ * client retries a second later. Measured before this split: the kernel path fell from 7,200 to
+ * 1,400-2,000 new connections/s whenever it ran after another path.
+ */
 const PP_PORT = 8081;
+const HAPROXY_UP = 8082;
+const USERSPACE_UP = 8083;
+const KERNEL_UP = 8084;
 
 if (process.env.FERRY_BENCH_IN_NS !== '1') {
   // Re-run inside a namespace of our own, removed afterwards whatever happens.
@@ -75,7 +87,11 @@ events { worker_connections 4096; }
 http {
   access_log off; keepalive_requests 1000000;
   client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
-  server { listen 127.0.0.5:${PORT} backlog=4096; listen 127.0.0.5:${PP_PORT} proxy_protocol backlog=4096; location / { return 200 "ok\\n"; } }
+  server {
+    listen 127.0.0.5:${PORT} backlog=4096; listen 127.0.0.5:${PP_PORT} proxy_protocol backlog=4096;
+    listen 127.0.0.5:${HAPROXY_UP} backlog=4096; listen 127.0.0.5:${USERSPACE_UP} backlog=4096; listen 127.0.0.5:${KERNEL_UP} backlog=4096;
+    location / { return 200 "ok\\n"; }
+  }
 }`;
   writeFileSync(join(dir, 'nginx.conf'), conf);
   return spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log')], { stdio: 'inherit' });
@@ -92,7 +108,7 @@ defaults
   timeout server 60s
 listen bench
   bind 127.0.0.6:${PORT}
-  server nginx 127.0.0.5:${PORT}
+  server nginx 127.0.0.5:${HAPROXY_UP}
 `;
   writeFileSync(join(dir, 'haproxy.cfg'), conf);
   return spawn('haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -145,6 +161,15 @@ function wrk(url: string, newConnections: boolean): Promise<Result> {
   });
 }
 
+/** The namespace's conntrack entries and its insert failures and drops so far (hex columns, summed over CPUs). */
+function conntrack(): string {
+  const count = readFileSync('/proc/sys/net/netfilter/nf_conntrack_count', 'utf8').trim();
+  const [head, ...rows] = readFileSync('/proc/net/stat/nf_conntrack', 'utf8').trim().split('\n');
+  const cols = head!.trim().split(/\s+/);
+  const sum = (name: string) => rows.reduce((n, r) => n + parseInt(r.trim().split(/\s+/)[cols.indexOf(name)] ?? '0', 16), 0);
+  return `conntrack ${count} entries, insert_failed ${sum('insert_failed')}, drop ${sum('drop')}, clashres ${sum('clashres')}`;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -168,13 +193,13 @@ async function main(): Promise<void> {
   const all: Array<[string, string, () => RedirectEngine | null]> = [
     ['nginx direct', '127.0.0.5', () => null],
     ['HAProxy tcp', '127.0.0.6', () => null],
-    ['Ferry userspace', '127.0.0.7', () => createUserspaceRelay({ listen: { address: '127.0.0.7', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PORT }, workers })],
+    ['Ferry userspace', '127.0.0.7', () => createUserspaceRelay({ listen: { address: '127.0.0.7', ports: [PORT] }, upstream: { address: '127.0.0.5', port: USERSPACE_UP }, workers })],
     [
       'Ferry userspace+PROXYv2',
       '127.0.0.8',
       () => createUserspaceRelay({ listen: { address: '127.0.0.8', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PP_PORT }, proxyProtocol: 'v2', workers }),
     ],
-    ['Ferry kernel', '127.0.0.9', () => new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5' }, id: 'bench' })],
+    ['Ferry kernel', '127.0.0.9', () => new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5', port: KERNEL_UP }, id: 'bench' })],
   ];
   const paths = all.filter(([name]) => only === null || name === 'HAProxy tcp' || only.some((o) => name.toLowerCase().includes(o)));
   // The processes whose CPU time counts as the proxy's, per path.
@@ -210,7 +235,7 @@ async function main(): Promise<void> {
         const r = await wrk(`http://${host}:${PORT}/`, fresh);
         if (pids.length > 0) r.cpuUs = ((cpuSeconds(pids) - cpu0) * 1e6) / (r.rps * seconds);
         results.get(name)!.push(r);
-        console.error(`  ${load} round ${round + 1}/${runs}: ${name} ${results.get(name)!.at(-1)!.rps.toFixed(0)} req/s`);
+        console.error(`  ${load} round ${round + 1}/${runs}: ${name} ${r.rps.toFixed(0)} req/s (${conntrack()})`);
       }
     }
     const med = new Map(
