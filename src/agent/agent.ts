@@ -313,6 +313,8 @@ export class HostAgent {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
       await this.sites.addSite(d, mode);
+      // A site that takes writes here must never be overwritten by a sync: its session ends.
+      if (mode === 'serve' || typeof mode === 'object') await this.receiver.close(d);
       if (this.nginx) {
         const viaNginx = typeof mode === 'object' && this.opts.web.kind === 'nginx' && this.opts.web.proxyWith === 'nginx';
         await this.nginx.setVhost(d, viaNginx ? { proxy: { address: mode.proxy.address, port: mode.proxy.port } } : { app: true });
@@ -333,6 +335,7 @@ export class HostAgent {
   removeSite(domain: string, deleteData = false): Promise<void> {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
+      await this.receiver.close(d);
       await this.nginx?.removeVhost(d, { reload: this.opts.web.kind === 'nginx' && this.opts.web.reloadOnRemove === true });
       await this.sites.removeSite(d, { deleteData });
       await this.saveState();
@@ -387,11 +390,21 @@ export class HostAgent {
 
   // --- data sync -------------------------------------------------------------------------
 
-  /** Open (or find open) the receive session for `domain`'s data; the secret is new per session. */
+  /**
+   * Open (or find open) the receive session for `domain`'s data. The site must be here and not
+   * taking writes (`readonly` or `hold`): a sync replaces its data. The session, and its secret,
+   * last until the site serves here or is removed, or `closeSyncReceiver`.
+   */
   openSyncReceiver(domain: string): Promise<SyncEndpoint> {
     const d = normalizeDomain(domain);
     if (!this.sites.hasSite(d)) {
-      return Promise.reject(new FerryError('SITE_NOT_FOUND', `${this.id} does not serve ${d}; add the site before receiving its data`));
+      return Promise.reject(new FerryError('SITE_NOT_FOUND', `${this.id} does not serve ${d}; add the site (readonly) before receiving its data`));
+    }
+    const mode = this.sites.mode(d);
+    if (mode !== 'readonly' && mode !== 'hold') {
+      return Promise.reject(
+        new FerryError('SYNC_TARGET_LIVE', `${d} takes writes on ${this.id} (mode ${JSON.stringify(mode)}); receiving data would overwrite them. Set it readonly first.`),
+      );
     }
     return this.receiver.open(d, this.sites.siteDataDir(d));
   }

@@ -242,9 +242,10 @@ export class HttpHostDriver implements HostDriver {
   }
 
   /**
-   * One sync pass of `domain` from this server to `to` (an agent too): `to` opens a receive
-   * session with a fresh secret, this agent pushes with rsync, `to` reloads the site's data,
-   * and the session closes whatever happened.
+   * One sync pass of `domain` from this server to `to` (an agent too): `to` opens (or finds open)
+   * its receive session for the site, this agent pushes with rsync, `to` reloads the site's data.
+   * The session, and its secret, serve every pass of the migration; `to` closes it when the site
+   * starts taking writes there, so no pass can ever overwrite them.
    */
   async syncSite(domain: string, to: HostDriver, opts: { onProgress?: (p: SyncProgress) => void } = {}): Promise<{ files: number; bytes: number }> {
     if (!(to instanceof HttpHostDriver)) {
@@ -266,7 +267,6 @@ export class HttpHostDriver implements HostDriver {
       return { files: r.files, bytes: r.bytes };
     } finally {
       if (poller) clearInterval(poller);
-      await to.closeSyncReceiver(domain).catch(() => undefined);
     }
   }
 

@@ -5,7 +5,8 @@
  * receive session opens and stopped when the last one closes. Each session is a module of its
  * own (`ferry-<session>`), write-only, unlisted, with its own auth user and a random secret in a
  * secrets file of mode 0600. rsync re-reads its config on each connection, so sessions come and
- * go without a restart.
+ * go without a restart. The agent keeps a site's session from its first pass to its last (one
+ * secret per migration) and closes it when the site starts taking writes there.
  *
  * Sending side: `rsync -a --delete` of the site's data folder into that module, reporting
  * progress while it runs and the files and bytes moved at the end.
@@ -44,6 +45,7 @@ const SESSION_RE = /^[a-z0-9][a-z0-9._-]{0,99}$/;
 export class RsyncReceiver {
   private readonly sessions = new Map<string, { path: string; endpoint: SyncEndpoint }>();
   private daemon: ChildProcess | undefined;
+  private stopping: Promise<void> = Promise.resolve();
   private readonly port: number;
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -73,13 +75,21 @@ export class RsyncReceiver {
     });
   }
 
-  /** Close a session (no-op when it is not open); the daemon stops with the last one. */
+  has(session: string): boolean {
+    return this.sessions.has(session);
+  }
+
+  /**
+   * Close a session (no-op when it is not open): its module and secret are gone for the next
+   * connection at once. The daemon stops with the last session, in the background (an rsync
+   * daemon takes a few hundred ms to exit and nobody needs to wait for it).
+   */
   close(session: string): Promise<void> {
     return this.serialize(async () => {
       if (!this.sessions.delete(session)) return;
       await rm(join(this.opts.stateDir, `ferry-${session}.secret`), { force: true });
       await this.writeConfig();
-      if (this.sessions.size === 0) await this.stopDaemon();
+      if (this.sessions.size === 0) this.stopping = this.stopDaemon();
     });
   }
 
@@ -91,6 +101,7 @@ export class RsyncReceiver {
     await this.serialize(async () => {
       for (const s of this.sessions.keys()) await rm(join(this.opts.stateDir, `ferry-${s}.secret`), { force: true });
       this.sessions.clear();
+      await this.stopping;
       await this.stopDaemon();
     });
   }
@@ -128,6 +139,7 @@ export class RsyncReceiver {
 
   private async ensureDaemon(): Promise<void> {
     if (this.daemon && this.daemon.exitCode === null) return;
+    await this.stopping; // the previous daemon must have let go of the port
     const dir = this.opts.stateDir;
     const log = join(dir, 'rsyncd.log');
     const child = spawn(

@@ -300,7 +300,7 @@ describe('agent API', () => {
     }
   });
 
-  test('sync: rsync pushes a site to another agent, initial then delta, with a fresh secret each pass', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, async () => {
+  test('sync: rsync pushes a site to another agent, initial then delta, one secret per migration, never into a live site', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, async () => {
     await a.driver.addSite('sync.example', 'serve');
     await b.driver.addSite('sync.example', 'readonly');
     const port = a.agent.sites.port;
@@ -328,11 +328,9 @@ describe('agent API', () => {
     assert.equal((await b.agent.sites.readOrders('sync.example')).map((o) => o.key).join(','), 'k0,k1,k2,k3,k4,k5,k6,k7');
     const none = await a.driver.syncSite('sync.example', b.driver);
     assert.equal(none.files, 0);
-    assert.equal(b.agent.info().syncSessions instanceof Array && (b.agent.info().syncSessions as string[]).length, 0, 'the receive session closed');
-    const conf = await readFile(join(b.dir, 'rsyncd', 'rsyncd.conf'), 'utf8');
-    assert.doesNotMatch(conf, /ferry-sync\.example/, 'no module left once the pass ended');
+    assert.deepEqual(b.agent.info().syncSessions, ['sync.example'], 'one session, one secret, for every pass');
 
-    // Progress of a push, by job id, while it runs and after.
+    // Progress of a push, by job id, after it ran (and while it runs).
     const session = await b.driver.openSyncReceiver('sync.example');
     await a.driver.call('POST', '/v1/sites/sync.example/push', { jobId: 'job-1', to: session });
     const progress = await a.driver.syncProgress('job-1');
@@ -340,19 +338,28 @@ describe('agent API', () => {
     assert.equal(progress?.domain, 'sync.example');
     assert.equal(progress?.percent, 100);
     assert.equal(await a.driver.syncProgress('job-none'), undefined);
-    await b.driver.closeSyncReceiver('sync.example');
 
-    // A push with a wrong secret fails with rsync's own reason.
-    const endpoint = await b.driver.openSyncReceiver('sync.example');
+    // The session is the same when opened again; its secret file is private; a wrong secret fails with rsync's reason.
     const again = await b.driver.openSyncReceiver('sync.example');
-    assert.equal(again.secret, endpoint.secret, 'opening twice gives the same session');
+    assert.equal(again.secret, session.secret, 'opening twice gives the same session');
     const { stat } = await import('node:fs/promises');
     assert.equal((await stat(join(b.dir, 'rsyncd', `ferry-sync.example.secret`))).mode & 0o777, 0o600);
     await assert.rejects(
-      a.driver.call('POST', '/v1/sites/sync.example/push', { to: { ...endpoint, secret: 'w'.repeat(24) } }),
+      a.driver.call('POST', '/v1/sites/sync.example/push', { to: { ...session, secret: 'w'.repeat(24) } }),
       (err: Error & { code?: string }) => err.code === 'RSYNC_FAILED' && /auth/i.test(err.message),
     );
-    await b.driver.closeSyncReceiver('sync.example');
+
+    // Once the site takes writes on the receiver, its session is gone and none can open.
+    await b.driver.setSiteMode('sync.example', 'serve');
+    assert.deepEqual(b.agent.info().syncSessions, []);
+    const conf = await readFile(join(b.dir, 'rsyncd', 'rsyncd.conf'), 'utf8');
+    assert.doesNotMatch(conf, /ferry-sync\.example/, 'no module left for a live site');
+    await assert.rejects(
+      a.driver.call('POST', '/v1/sites/sync.example/push', { to: session }),
+      (err: Error & { code?: string }) => err.code === 'RSYNC_FAILED',
+    );
+    await assert.rejects(b.driver.openSyncReceiver('sync.example'), (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE' && /Set it readonly first/.test(err.message));
+    await assert.rejects(a.driver.syncSite('sync.example', b.driver), (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE');
     await b.driver.closeSyncReceiver('sync.example');
   });
 });

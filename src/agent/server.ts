@@ -103,7 +103,7 @@ export function statusOf(code: string): number {
   if (code === 'BAD_REQUEST' || /_INVALID$|_OPTIONS$|^ADDRESS_NOT_LOOPBACK$|^ADDRESS_DEVICE$|^RELAY_BAD_OPTION$/.test(code)) return 400;
   if (code === 'UNAUTHORIZED') return 401;
   if (code.endsWith('_NOT_FOUND')) return 404;
-  if (/_CONFLICT$|_PROTECTED$|_IN_USE$|_RUNNING$|_PRECONDITION$/.test(code)) return 409;
+  if (/_CONFLICT$|_PROTECTED$|_IN_USE$|_RUNNING$|_PRECONDITION$|_LIVE$/.test(code)) return 409;
   return 500;
 }
 
