@@ -1,13 +1,15 @@
 /**
  * `ferry controller --config ferry.yaml`: the controller in the foreground: the DNS provider (the
  * embedded name server by default), the agents over HTTP, and every migration of the journal,
- * resumed at start. `--migrate` starts migrations at once (before the control API exists, or for
+ * resumed at start; with an `api:` section, the control API and dashboard too. `--migrate` starts migrations at once (before the control API exists, or for
  * scripts), `--events` prints the event stream as JSON lines on stdout.
  */
 import type { Command } from 'commander';
 import { FerryError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
 import { sleep } from '../common/time.js';
+import { dirname, resolve } from 'node:path';
+import { apiOptionsFromConfig, startApi, type StartedApi } from '../api/index.js';
 import { loadConfig, parseDuration, startController, type ControllerEvent } from '../controller/index.js';
 
 function migrateArg(value: string, previous: Array<{ domain: string; to: string }> = []): Array<{ domain: string; to: string }> {
@@ -31,8 +33,16 @@ export function registerController(program: Command): void {
       if (delayMs === null) throw new FerryError('USAGE', `--migrate-delay takes a duration such as 10s, got "${o.migrateDelay}"`);
       const log = createLogger('ferry-controller');
       const config = await loadConfig(o.config);
+      const apiOptions = config.api ? apiOptionsFromConfig(config.api, { baseDir: dirname(resolve(config.file)) }) : undefined;
       const running = await startController(config, { resume: o.resume });
       const { controller } = running;
+      let api: StartedApi | undefined;
+      try {
+        if (apiOptions) api = await startApi(controller, { ...apiOptions, logger: log });
+      } catch (err) {
+        await running.close();
+        throw err;
+      }
       const onEvent = (e: ControllerEvent) => {
         if (o.events) process.stdout.write(JSON.stringify(e) + '\n');
         if (e.type === 'phase') log.info({ migration: e.migrationId, phase: e.data.phase }, 'phase');
@@ -45,12 +55,12 @@ export function registerController(program: Command): void {
       process.once('SIGTERM', onSignal);
       try {
         const dnsAt = running.dnsServer ? `${running.dnsServer.address}:${running.dnsServer.port}` : config.dns.provider;
-        log.info({ config: config.file, dns: dnsAt, servers: config.servers.length, sites: config.sites.length, resumed: running.resumed }, 'controller running');
+        log.info({ config: config.file, dns: dnsAt, api: api?.url ?? null, servers: config.servers.length, sites: config.sites.length, resumed: running.resumed }, 'controller running');
         for (const c of await running.checkAgents()) {
           if (c.ok) log.info({ server: c.server }, c.message);
           else log.warn({ server: c.server }, `agent check failed: ${c.message}`);
         }
-        if (o.events) process.stdout.write(JSON.stringify({ type: 'ready', dns: dnsAt, resumed: running.resumed }) + '\n');
+        if (o.events) process.stdout.write(JSON.stringify({ type: 'ready', dns: dnsAt, api: api?.url ?? null, resumed: running.resumed }) + '\n');
         const started = [];
         if (o.migrate?.length && delayMs > 0) await sleep(delayMs, stop.signal).catch(() => undefined);
         for (const m of stop.signal.aborted ? [] : (o.migrate ?? [])) started.push((await controller.startMigration(m)).plan.id);
@@ -68,6 +78,7 @@ export function registerController(program: Command): void {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         controller.off('event', onEvent);
+        await api?.close();
         await running.close();
       }
     });
