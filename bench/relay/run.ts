@@ -201,7 +201,10 @@ async function main(): Promise<void> {
     ],
     ['Ferry kernel', '127.0.0.9', () => new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5', port: KERNEL_UP }, id: 'bench' })],
   ];
-  const paths = all.filter(([name]) => only === null || name === 'HAProxy tcp' || only.some((o) => name.toLowerCase().includes(o)));
+  // A term naming a path exactly selects that path only; otherwise it selects every path containing it.
+  const picks = (name: string, term: string) =>
+    all.some(([n]) => n.toLowerCase() === term) ? name.toLowerCase() === term : name.toLowerCase().includes(term);
+  const paths = all.filter(([name]) => only === null || name === 'HAProxy tcp' || only.some((o) => picks(name, o)));
   // The processes whose CPU time counts as the proxy's, per path.
   const proxyPids = new Map<string, () => number[]>([['HAProxy tcp', () => [haproxy.pid!]]]);
   for (const [name, , make] of paths) {
