@@ -10,7 +10,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { HttpHostDriver } from '../agent/client.js';
@@ -83,6 +83,8 @@ const embeddedDns = z.strictObject({
     .min(1, { message: 'must list at least one zone file' }),
   /** Authoritative servers the propagation check asks; default the embedded server itself. */
   nameServers: z.array(nameServer).optional(),
+  /** SQLite file keeping the zones and every change across restarts; default zones.sqlite beside the journal. */
+  db: z.string({ message: 'must be the path of the zone database, e.g. /var/lib/ferry/zones.sqlite' }).optional(),
 });
 
 /** The slot for RFC 2136 dynamic updates to an existing BIND, Knot or PowerDNS (built separately). */
@@ -181,7 +183,14 @@ export interface ServerConfig {
 }
 
 export type DnsConfig =
-  | { provider: 'embedded'; listen: { address: string; port: number }; zones: Array<{ file: string; origin?: string }>; nameServers?: Array<{ address: string; port: number }> }
+  | {
+      provider: 'embedded';
+      listen: { address: string; port: number };
+      zones: Array<{ file: string; origin?: string }>;
+      nameServers?: Array<{ address: string; port: number }>;
+      /** Zones and their changes survive restarts here; a zone file with a higher serial wins. */
+      db: string;
+    }
   | {
       provider: 'rfc2136';
       server: { address: string; port: number };
@@ -212,7 +221,7 @@ export interface FerryConfig {
 const KNOWN_KEYS = [
   'journal', 'servers', 'dns', 'sites', 'defaults', 'api',
   'agent', 'token', 'tokenFile', 'ca', 'sharedIps', 'tempIpPool', 'engine', 'web', 'timeout',
-  'provider', 'listen', 'address', 'port', 'zones', 'file', 'origin', 'nameServers', 'server', 'zone', 'tsig', 'name', 'algorithm', 'secret', 'secretFile',
+  'provider', 'listen', 'address', 'port', 'zones', 'file', 'origin', 'nameServers', 'db', 'server', 'zone', 'tsig', 'name', 'algorithm', 'secret', 'secretFile',
   'domain', 'ports', 'kind',
   'ttl', 'quietWindow', 'dnsTempCap', 'drainCap', 'cutoverDrainTimeout', 'poll',
 ];
@@ -365,6 +374,7 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
       listen: c.dns.listen,
       zones: c.dns.zones.map((z) => (typeof z === 'string' ? { file: abs(z) } : { file: abs(z.file), ...(z.origin ? { origin: z.origin } : {}) })),
       ...(c.dns.nameServers ? { nameServers: c.dns.nameServers } : {}),
+      db: c.dns.db ? abs(c.dns.db) : join(dirname(abs(c.journal)), 'zones.sqlite'),
     };
   } else {
     const t = c.dns.tsig;
@@ -408,7 +418,7 @@ export function describeConfig(c: FerryConfig): string {
     );
   }
   if (c.dns.provider === 'embedded') {
-    lines.push(`  dns: embedded on ${c.dns.listen.address}:${c.dns.listen.port}, zones ${c.dns.zones.map((z) => z.file).join(' ')}`);
+    lines.push(`  dns: embedded on ${c.dns.listen.address}:${c.dns.listen.port}, zones ${c.dns.zones.map((z) => z.file).join(' ')}, kept in ${c.dns.db}`);
   } else {
     lines.push(`  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`);
   }
@@ -463,7 +473,7 @@ export async function startController(config: FerryConfig, opts: StartController
     const dnsCfg = config.dns;
     if (dnsCfg.provider === 'embedded') {
       const zones = await Promise.all(dnsCfg.zones.map((z) => loadZoneFile(z.file, z.origin ? { origin: z.origin } : {})));
-      dnsServer = new DnsServer({ address: dnsCfg.listen.address, port: dnsCfg.listen.port, zones });
+      dnsServer = new DnsServer({ address: dnsCfg.listen.address, port: dnsCfg.listen.port, zones, db: dnsCfg.db });
       await dnsServer.start();
       provider = new EmbeddedDnsProvider({ server: dnsServer, ...(dnsCfg.nameServers ? { nameServers: dnsCfg.nameServers } : {}) });
     } else {
