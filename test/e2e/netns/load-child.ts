@@ -4,7 +4,7 @@
  * migrated domain's answer as that resolver gives it. Writes JSON lines on stdout:
  *   {"type":"ready"}, {"type":"dns","at","address"} on each change,
  *   and after "stop" on stdin: {"type":"result",...} per request, then {"type":"summary",...}.
- * Options come as one JSON argument: { sites, port, rate, clients, staleShare, staleOverstayMs, watch }.
+ * Options come as one JSON argument: { sites, port, rate, clients, staleShare, staleOverstayMs, watch, requestTimeoutMs, resolver }.
  */
 import { createInterface } from 'node:readline';
 import { dnsQuery } from '../../../src/dns/index.js';
@@ -18,6 +18,7 @@ interface Args {
   staleShare: number;
   staleOverstayMs: number;
   watch: string;
+  requestTimeoutMs: number;
   resolver: { address: string; port: number };
 }
 
@@ -41,6 +42,7 @@ const load = new LoadGenerator({
   staleOverstayMs: args.staleOverstayMs,
   keepAliveShare: 0.5,
   writeShare: 0.3,
+  requestTimeoutMs: args.requestTimeoutMs,
 });
 
 let last = '';
