@@ -31,6 +31,9 @@ export interface ServerEntry {
   sharedIps: string[];
   /** Temporary IPs this server may bring up, one per migration away from it. */
   tempIpPool: string[];
+  /** IPv6: shared addresses (AAAA records of migrated sites point at the first) and temporary ones. */
+  sharedIps6?: string[];
+  tempIpPool6?: string[];
 }
 
 /** One site (domain) as configured. */
@@ -150,7 +153,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       this.publish('wait', e.id, { phase: e.phase, what: e.what, elapsedMs: e.elapsedMs, remainingMs: e.remainingMs, observed: e.observed }),
     );
     this.orchestrator.on('error', (e) => this.publish('error', e.id, { phase: e.phase, message: e.message }));
-    this.orchestrator.on('dns', (e) => this.publish('dns', e.id, { phase: e.phase, name: e.name, expect: e.expect, serial: e.serial, servers: e.servers }));
+    this.orchestrator.on('dns', (e) => this.publish('dns', e.id, { phase: e.phase, name: e.name, type: e.type, expect: e.expect, serial: e.serial, servers: e.servers }));
     this.orchestrator.on('traffic', (e) => this.publish('traffic', e.id, { phase: e.phase, what: e.what, observed: e.observed }));
     this.orchestrator.on('held', (e) => this.publish('held', e.id, { phase: e.phase, redirect: e.redirect, site: e.site, state: e.state }));
     this.orchestrator.on('sync', (e) => {
@@ -215,14 +218,15 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   }
 
   /** Temporary IPs of `serverId` not leased by an unfinished migration. */
-  freeTempIps(serverId: string): string[] {
+  freeTempIps(serverId: string, family: 4 | 6 = 4): string[] {
     const leased = new Set(
       this.journal
         .briefs()
         .filter((r) => !r.settled)
-        .map((r) => r.plan.tempIp),
+        .flatMap((r) => [r.plan.tempIp, ...(r.plan.v6 ? [r.plan.v6.tempIp] : [])]),
     );
-    return this.server(serverId).tempIpPool.filter((ip) => !leased.has(ip));
+    const s = this.server(serverId);
+    return (family === 4 ? s.tempIpPool : (s.tempIpPool6 ?? [])).filter((ip) => !leased.has(ip));
   }
 
   /** The A RRset of a domain as the DNS provider has it. */
@@ -239,6 +243,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   async startMigration(req: StartMigrationRequest): Promise<MigrationRecord> {
     const mode = req.mode ?? 'temp-ip';
     const current = await this.dns.getRRset(normalize(req.domain), 'A');
+    const current6 = await this.dns.getRRset(normalize(req.domain), 'AAAA');
     // From here to create() nothing awaits: the temporary IP is leased (journaled) atomically.
     const site = this.site(req.domain);
     if (site.migration) throw new FerryError('MIGRATION_RUNNING', `${site.domain} is being migrated already (${site.migration})`);
@@ -248,6 +253,17 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     const answer = current?.rdata.length === 1 ? current.rdata[0]! : undefined;
     let originIp = answer && origin.sharedIps.includes(answer) ? answer : origin.sharedIps[0]!;
     let tempIp: string | undefined;
+    // IPv6 moves with IPv4 when the AAAA record points at one of the origin's IPv6 addresses.
+    const answer6 = current6?.rdata.length === 1 ? current6.rdata[0]! : undefined;
+    let v6: { originIp: string; targetIp: string; tempIp: string } | undefined;
+    if (answer6 && (mode === 'direct' || (origin.sharedIps6 ?? []).includes(answer6))) {
+      const target6 = target.sharedIps6?.[0];
+      if (!target6) throw new FerryError('MIGRATION_NO_IPV6', `${site.domain} has AAAA ${answer6} but target ${target.id} has no IPv6 address`);
+      const owner = mode === 'relay-host' ? this.server(req.relayHost ?? '') : origin;
+      const temp6 = mode === 'direct' ? answer6 : this.freeTempIps(owner.id, 6)[0];
+      if (!temp6) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${owner.id} has no free IPv6 temporary IP in its pool`);
+      v6 = { originIp: answer6, targetIp: target6, tempIp: temp6 };
+    }
     if (mode === 'direct') {
       if (!answer) throw new FerryError('MIGRATION_DIRECT_NO_IP', `${site.domain} has no single A record to redirect directly`);
       originIp = answer;
@@ -272,6 +288,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       mode,
       ...(mode === 'relay-host' ? { relayHost: req.relayHost! } : {}),
       ...(parity ? { parity } : {}),
+      ...(v6 ? { v6 } : {}),
     });
     this.publish('migration', id, { created: true, domain: site.domain, from: origin.id, to: target.id, tempIp });
     this.drive(id);

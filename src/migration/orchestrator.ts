@@ -21,6 +21,7 @@
  *   where `rollback` (a reverse migration: sync back, then swap roles) or `resume` goes on.
  */
 import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
 import { FerryError, errorMessage } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode } from '../host/index.js';
@@ -37,7 +38,7 @@ export interface MigrationEvents {
   wait: [{ id: string; phase: Phase; what: string; at: number; elapsedMs: number; remainingMs: number; observed: Record<string, unknown> }];
   error: [{ id: string; phase: Phase; at: number; message: string }];
   /** What the authoritative servers answer, each time the orchestrator looks. */
-  dns: [{ id: string; phase: Phase; at: number; name: string; expect: string[]; serial: number | null; servers: Array<{ server: string; serial: number | null; rdata: string[] }> }];
+  dns: [{ id: string; phase: Phase; at: number; name: string; type: string; expect: string[]; serial: number | null; servers: Array<{ server: string; serial: number | null; rdata: string[] }> }];
   /** Traffic counted by a wait (requests at IP1, connections at IPt, requests at IP2 on reversal). */
   traffic: [{ id: string; phase: Phase; at: number; what: string; observed: Record<string, unknown> }];
   /** Connections and requests held at the switch. */
@@ -56,7 +57,6 @@ export interface OrchestratorOptions {
   retry?: Partial<RetryPolicy>;
 }
 
-const RECORD_TYPE = 'A';
 
 /** Runs migrations; one instance serves many, each `run` drives one to its end. */
 export class Orchestrator extends EventEmitter<MigrationEvents> {
@@ -208,6 +208,13 @@ function validatePlan(plan: MigrationPlan, hosts: Map<string, HostDriver>): void
     if (!plan.relayHost || !hosts.has(plan.relayHost)) problems.push(`relay-host mode needs a known relayHost (got "${plan.relayHost ?? ''}")`);
     else if (plan.relayHost === plan.origin || plan.relayHost === plan.target) problems.push('relayHost must differ from origin and target');
   }
+  if (plan.v6) {
+    const ips6 = [plan.v6.originIp, plan.v6.targetIp, plan.v6.tempIp];
+    if (!ips6.every((ip) => isIP(ip) === 6)) problems.push(`v6 addresses must be IPv6 (got ${ips6.join(', ')})`);
+    if (mode === 'direct' ? plan.v6.tempIp !== plan.v6.originIp : new Set(ips6).size !== 3) {
+      problems.push(mode === 'direct' ? 'in direct mode v6.tempIp must be v6.originIp' : `v6 originIp, targetIp and tempIp must differ (got ${ips6.join(', ')})`);
+    }
+  }
   if (plan.ports.length === 0) problems.push('ports is empty: name at least the HTTP port');
   if (plan.timings.ttl < 1) problems.push('ttl must be at least 1 second');
   if (problems.length) throw new FerryError('PLAN_INVALID', `invalid migration plan: ${problems.join('; ')}`);
@@ -215,10 +222,23 @@ function validatePlan(plan: MigrationPlan, hosts: Map<string, HostDriver>): void
 
 type QuietSample = { lastActivityAt: number; busy: boolean; observed: Record<string, unknown> };
 
+/** One address family of the domain: its record type, addresses and the redirect at its IPt. */
+interface Family {
+  type: 'A' | 'AAAA';
+  /** Appended to step names of the IPv6 family ('' for IPv4, so journals stay as they were). */
+  suffix: '' | '-v6';
+  originIp: string;
+  targetIp: string;
+  tempIp: string;
+  redirectId: string;
+}
+
 /** The state of one `run`: the phases' steps, waits and undo. */
 class MigrationRun {
   private current: Phase = 'planned';
   private readonly mode: NonNullable<MigrationPlan['mode']>;
+  /** A first, then AAAA when the plan migrates IPv6 too: both move together, phase by phase. */
+  private readonly families: Family[];
 
   constructor(
     private readonly orch: Orchestrator,
@@ -232,14 +252,13 @@ class MigrationRun {
   ) {
     this.mode = plan.mode ?? 'temp-ip';
     this.current = orch.journal.get(plan.id)?.phase ?? 'planned';
+    const id = `mig-${plan.id}`;
+    this.families = [{ type: 'A', suffix: '', originIp: plan.originIp, targetIp: plan.targetIp, tempIp: plan.tempIp, redirectId: id }];
+    if (plan.v6) this.families.push({ type: 'AAAA', suffix: '-v6', ...plan.v6, redirectId: `${id}-v6` });
   }
 
   private get id(): string {
     return this.plan.id;
-  }
-
-  private get redirectId(): string {
-    return `mig-${this.plan.id}`;
   }
 
   /** Whether IPt carries a redirect of its own (not in direct mode, where the origin's site proxies). */
@@ -282,11 +301,21 @@ class MigrationRun {
     return this.entries().some((e) => e.kind === 'step' && e.step === step);
   }
 
+  private originalNote(f: Family): string {
+    return f.type === 'A' ? 'original-record' : `original-record-${f.type}`;
+  }
+
   /** The record as it was before the migration (journaled at planning). */
-  private original(): { ttl: number; rdata: string[] } {
-    const e = this.entries().find((x) => x.kind === 'note' && x.step === 'original-record');
+  private original(f: Family = this.families[0]!): { ttl: number; rdata: string[] } {
+    const name = this.originalNote(f);
+    const e = this.entries().find((x) => x.kind === 'note' && x.step === name);
     const d = e?.detail as { ttl: number; rdata: string[] } | undefined;
-    return d ?? { ttl: this.plan.timings.ttl, rdata: [this.plan.originIp] };
+    return d ?? { ttl: this.plan.timings.ttl, rdata: [f.originIp] };
+  }
+
+  /** The longest TTL the records had before the migration. */
+  private originalTtl(): number {
+    return Math.max(...this.families.map((f) => this.original(f).ttl));
   }
 
   private async modeOf(host: HostDriver): Promise<SiteMode | null | 'unknown'> {
@@ -296,19 +325,24 @@ class MigrationRun {
   /** Read and journal the real state, before a resumed run acts on anything. */
   async observeState(): Promise<void> {
     const { domain } = this.plan;
-    const [rr, originMode, targetMode, redirect, addresses] = await Promise.all([
-      this.dns.getRRset(domain, RECORD_TYPE),
+    const [records, originMode, targetMode, redirects, addresses] = await Promise.all([
+      Promise.all(this.families.map(async (f) => [f.type, (await this.dns.getRRset(domain, f.type)) ?? null] as const)),
       this.modeOf(this.origin),
       this.modeOf(this.target),
-      this.usesRedirect ? this.relay.redirectStats(this.redirectId) : Promise.resolve(undefined),
+      Promise.all(
+        this.families.map(async (f) => {
+          const r = this.usesRedirect ? await this.relay.redirectStats(f.redirectId) : undefined;
+          return [f.redirectId, r ? { held: r.held, activeConnections: r.activeConnections } : null] as const;
+        }),
+      ),
       this.relay.listAddresses ? this.relay.listAddresses() : Promise.resolve(null),
     ]);
     const state = {
-      record: rr ?? null,
+      records: Object.fromEntries(records),
       originMode,
       targetMode,
-      redirect: redirect ? { held: redirect.held, activeConnections: redirect.activeConnections } : null,
-      tempIpUp: addresses ? addresses.includes(this.plan.tempIp) : 'unknown',
+      redirects: Object.fromEntries(redirects),
+      tempIpsUp: addresses ? this.families.filter((f) => addresses.includes(f.tempIp)).map((f) => f.tempIp) : 'unknown',
     };
     this.note('observed-state', state);
     this.orch.emit('step', { id: this.id, phase: this.current, step: 'observed-state', at: Date.now(), detail: state });
@@ -329,7 +363,7 @@ class MigrationRun {
   /** Phases this migration passes over. */
   async skips(phase: ForwardPhase): Promise<boolean> {
     if (this.mode === 'direct' && (phase === 'temp-ip' || phase === 'dns-temp')) return true;
-    if (phase === 'ttl-lowered') return this.original().ttl <= this.plan.timings.ttl && this.current !== 'ttl-lowered';
+    if (phase === 'ttl-lowered') return this.originalTtl() <= this.plan.timings.ttl && this.current !== 'ttl-lowered';
     return false;
   }
 
@@ -359,15 +393,19 @@ class MigrationRun {
     }
   }
 
-  /** planned: the record points at IP1 (or, on resume, at an address of this migration). */
+  /** planned: each record points at the origin (or, on resume, at an address of this migration). */
   private async checkPlan(): Promise<void> {
-    const { domain, originIp, tempIp, targetIp } = this.plan;
-    const rr = await this.dns.getRRset(domain, RECORD_TYPE);
-    const now = rr?.rdata ?? [];
+    const { domain } = this.plan;
     const first = !this.entries().some((e) => e.step === 'original-record');
-    const allowed = first ? [originIp] : [originIp, tempIp, targetIp];
-    if (!(rr && now.length === 1 && allowed.includes(now[0]!))) {
-      throw new FerryError('PLAN_DNS_MISMATCH', `${domain} ${RECORD_TYPE} is [${now.join(', ')}], expected [${originIp}]`);
+    const originals: Array<[Family, { ttl: number; rdata: string[] }]> = [];
+    for (const f of this.families) {
+      const rr = await this.dns.getRRset(domain, f.type);
+      const now = rr?.rdata ?? [];
+      const allowed = first ? [f.originIp] : [f.originIp, f.tempIp, f.targetIp];
+      if (!(rr && now.length === 1 && allowed.includes(now[0]!))) {
+        throw new FerryError('PLAN_DNS_MISMATCH', `${domain} ${f.type} is [${now.join(', ')}], expected [${f.originIp}]`);
+      }
+      originals.push([f, rr]);
     }
     if (!(await this.origin.hasSite(domain))) {
       throw new FerryError('PLAN_NO_SITE', `origin ${this.origin.id} does not host ${domain}`);
@@ -376,41 +414,46 @@ class MigrationRun {
     if (first && onTarget) {
       throw new FerryError('PLAN_TARGET_HAS_SITE', `target ${this.target.id} hosts ${domain} already; remove it there first`);
     }
-    if (first) this.note('original-record', { ttl: rr.ttl, rdata: rr.rdata });
-    if (this.relay !== this.origin) await this.relay.redirectStats(this.redirectId);
+    if (this.relay !== this.origin) await this.relay.redirectStats(this.families[0]!.redirectId);
+    // Written last: its presence means planning passed (and DNS may be touched from here on).
+    if (first) for (const [f, rr] of [...originals].reverse()) this.note(this.originalNote(f), { ttl: rr.ttl, rdata: rr.rdata });
   }
 
-  /** ttl-lowered: the record keeps IP1 with the plan's short TTL; caches drop the old TTL. */
+  /** ttl-lowered: the records keep the origin with the plan's short TTL; caches drop the old TTL. */
   private async lowerTtl(): Promise<void> {
-    const old = this.original();
-    const changedAt = await this.ensureRecord(this.plan.originIp, this.plan.timings.ttl);
-    await this.waitUntil('old-ttl', changedAt, old.ttl * 1000);
+    let changedAt = 0;
+    for (const f of this.families) changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.originIp, this.plan.timings.ttl));
+    await this.waitUntil('old-ttl', changedAt, this.originalTtl() * 1000);
   }
 
-  /** temp-ip: IPt up on the origin (or relay host), a redirect on it to the origin's own service on IP1. */
+  /** temp-ip: IPt up on the origin (or relay host), a redirect on it to the origin's own service. */
   private async tempIp(): Promise<void> {
-    const { tempIp, ports, domain, originIp } = this.plan;
-    await this.step('add-address', () => this.relay.addAddress(tempIp), { address: tempIp, host: this.relay.id });
-    await this.step('start-redirect', () =>
-      this.relay.startRedirect(this.redirectId, { address: tempIp, ports, upstream: originIp, sourceAddress: tempIp }),
-    );
-    const probe = await this.step('probe-temp-ip', () => this.relay.probe(domain, tempIp, ports[0]!, '/'));
-    if (probe.status < 200 || probe.status >= 400) {
-      throw new FerryError('TEMP_IP_NOT_SERVING', `${domain} answers ${probe.status} on ${tempIp}:${ports[0]}`);
+    const { ports, domain } = this.plan;
+    for (const f of this.families) {
+      await this.step(`add-address${f.suffix}`, () => this.relay.addAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+      await this.step(`start-redirect${f.suffix}`, () =>
+        this.relay.startRedirect(f.redirectId, { address: f.tempIp, ports, upstream: f.originIp, sourceAddress: f.tempIp }),
+      );
+      const probe = await this.step(`probe-temp-ip${f.suffix}`, () => this.relay.probe(domain, f.tempIp, ports[0]!, '/'));
+      if (probe.status < 200 || probe.status >= 400) {
+        throw new FerryError('TEMP_IP_NOT_SERVING', `${domain} answers ${probe.status} on ${f.tempIp} port ${ports[0]}`);
+      }
     }
   }
 
-  /** dns-temp: A → IPt, visible everywhere; then wait out caches and traffic at IP1. */
+  /** dns-temp: records → IPt, visible everywhere; then wait out caches and direct traffic at the origin. */
   private async dnsTemp(): Promise<void> {
-    const { domain, tempIp, timings } = this.plan;
-    const changedAt = await this.ensureRecord(tempIp, timings.ttl);
-    // Caches hold IP1 for at most the plan's TTL: the record had it already, or ttl-lowered waited the old one out.
+    const { domain, timings } = this.plan;
+    let changedAt = 0;
+    for (const f of this.families) changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.tempIp, timings.ttl));
+    const relayed = new Set(this.families.flatMap((f) => [f.tempIp, `::ffff:${f.tempIp}`]));
+    // Caches hold the origin for at most the plan's TTL: the record had it already, or ttl-lowered waited the old one out.
     await this.waitQuiet('ip1-quiet', changedAt, timings.ttl * 1000, timings.dnsTempCapMs, async () => {
       const stats = await this.origin.siteStats(domain);
       let lastDirect = 0;
       let direct = 0;
       for (const [source, s] of Object.entries(stats.bySource)) {
-        if (source === tempIp || source === `::ffff:${tempIp}`) continue;
+        if (relayed.has(source)) continue;
         direct += s.requests;
         lastDirect = Math.max(lastDirect, s.lastAt);
       }
@@ -437,10 +480,17 @@ class MigrationRun {
     await this.sync('initial-sync', this.origin, this.target);
   }
 
-  /** preflight: the target answers like the origin (parity checks) before anything is switched. */
+  /** preflight: the target answers like the origin (parity checks, on every family) before anything is switched. */
   private async preflight(): Promise<void> {
-    const { domain, originIp, targetIp, ports } = this.plan;
-    const results = await this.step('parity', () => checkParity(domain, { address: originIp }, { address: targetIp }, ports[0]!, this.plan.parity));
+    const { domain, ports } = this.plan;
+    const results = await this.step('parity', async () => {
+      const all = [];
+      for (const f of this.families) {
+        const r = await checkParity(domain, { address: f.originIp }, { address: f.targetIp }, ports[0]!, this.plan.parity);
+        all.push(...r.map((x) => (f.suffix ? { ...x, check: `${x.check} (IPv6)` } : x)));
+      }
+      return all;
+    });
     this.note('parity-results', { results: results.map((r) => ({ check: r.check, ok: r.ok, diff: r.diff, origin: r.origin, target: r.target })) });
     if (results.some((r) => !r.ok)) {
       throw new FerryError('PREFLIGHT_MISMATCH', `target ${this.target.id} does not answer like origin ${this.origin.id} for ${domain}:\n${describeParity(results)}`);
@@ -448,24 +498,25 @@ class MigrationRun {
   }
 
   private async emitHeld(state: 'holding' | 'released'): Promise<void> {
-    const [r, s] = await Promise.all([
-      this.usesRedirect ? this.relay.redirectStats(this.redirectId) : Promise.resolve(undefined),
+    const [rs, s] = await Promise.all([
+      Promise.all(this.families.map((f) => (this.usesRedirect ? this.relay.redirectStats(f.redirectId) : Promise.resolve(undefined)))),
       this.origin.siteStats(this.plan.domain).catch(() => undefined),
     ]);
-    this.orch.emit('held', { id: this.id, phase: this.current, at: Date.now(), redirect: r?.held ?? 0, site: s?.held ?? 0, state });
+    const redirect = rs.reduce((n, r) => n + (r?.held ?? 0), 0);
+    this.orch.emit('held', { id: this.id, phase: this.current, at: Date.now(), redirect, site: s?.held ?? 0, state });
   }
 
   /**
    * cutover, in one step as seen from clients: hold new connections at IPt and new requests at
    * the origin, let in-flight requests finish, run the final delta sync, make the target the
-   * writer, point the origin's site and the redirect at the target, release, then A → IP2.
+   * writer, point the origin's site and the redirects at the target, release, then records → target.
    * Resumed after the target became the writer, it never syncs again (that would overwrite
    * writes the target took): it goes on from the switch.
    */
   private async cutover(): Promise<void> {
     const { domain, targetIp, timings, ports } = this.plan;
     if (!(await this.isSwitched())) {
-      if (this.usesRedirect) await this.step('hold-redirect', () => this.relay.holdRedirect(this.redirectId));
+      if (this.usesRedirect) for (const f of this.families) await this.step(`hold-redirect${f.suffix}`, () => this.relay.holdRedirect(f.redirectId));
       await this.step('hold-origin-site', () => this.origin.setSiteMode(domain, 'hold'));
       const idle = await this.step('wait-origin-idle', () => this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
       if (!idle) {
@@ -477,17 +528,19 @@ class MigrationRun {
     }
     await this.step('origin-proxy', () => this.origin.setSiteMode(domain, { proxy: { address: targetIp, port: ports[0]! } }));
     if (this.usesRedirect) {
-      await this.step('redirect-to-target', () => this.relay.setRedirectUpstream(this.redirectId, targetIp));
-      await this.step('release-redirect', () => this.relay.releaseRedirect(this.redirectId));
+      for (const f of this.families) {
+        await this.step(`redirect-to-target${f.suffix}`, () => this.relay.setRedirectUpstream(f.redirectId, f.targetIp));
+        await this.step(`release-redirect${f.suffix}`, () => this.relay.releaseRedirect(f.redirectId));
+      }
     }
     await this.emitHeld('released');
-    await this.ensureRecord(targetIp, timings.ttl);
+    for (const f of this.families) await this.ensureRecord(f.type, f.targetIp, timings.ttl);
   }
 
   /** draining: IPt (or, direct, the origin's proxy) keeps redirecting until caches moved and traffic stopped. */
   private async draining(): Promise<void> {
-    const { timings, domain, targetIp } = this.plan;
-    const since = this.lastChangeAt(targetIp) ?? Date.now();
+    const { timings, domain } = this.plan;
+    const since = Math.max(...this.families.map((f) => this.lastChangeAt(f.targetIp) ?? 0)) || Date.now();
     if (!this.usesRedirect) {
       await this.waitQuiet('ip1-proxy-quiet', since, timings.ttl * 1000, timings.drainCapMs, async () => {
         const s = await this.origin.siteStats(domain);
@@ -498,39 +551,47 @@ class MigrationRun {
     await this.waitQuiet('ipt-quiet', since, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
   }
 
-  /** Samples the redirect at IPt: activity is a new connection or bytes moving. */
+  /** Samples the redirects at IPt (every family): activity is a new connection or bytes moving. */
   private redirectSampler(): () => Promise<QuietSample> {
-    let lastBytes = -1;
-    let lastBytesChangeAt = 0;
+    const last = new Map<string, { bytes: number; changedAt: number }>();
     return async () => {
-      const s: RedirectStats | undefined = await this.relay.redirectStats(this.redirectId);
-      if (!s) return { lastActivityAt: 0, busy: false, observed: { redirect: 'absent' } };
-      const bytes = s.bytesToUpstream + s.bytesToClient;
-      if (bytes !== lastBytes) {
-        lastBytes = bytes;
-        lastBytesChangeAt = Date.now();
+      let lastActivityAt = 0;
+      let busy = false;
+      const observed: Record<string, unknown> = {};
+      for (const f of this.families) {
+        const s: RedirectStats | undefined = await this.relay.redirectStats(f.redirectId);
+        if (!s) {
+          observed[f.type] = { redirect: 'absent' };
+          continue;
+        }
+        const bytes = s.bytesToUpstream + s.bytesToClient;
+        const prev = last.get(f.redirectId);
+        if (!prev || prev.bytes !== bytes) last.set(f.redirectId, { bytes, changedAt: Date.now() });
+        lastActivityAt = Math.max(lastActivityAt, s.lastConnectionAt ?? 0, last.get(f.redirectId)!.changedAt);
+        busy ||= s.activeConnections > 0;
+        observed[f.type] = { activeConnections: s.activeConnections, totalConnections: s.totalConnections, bytes, held: s.held };
       }
-      return {
-        lastActivityAt: Math.max(s.lastConnectionAt ?? 0, lastBytesChangeAt),
-        busy: s.activeConnections > 0,
-        observed: { activeConnections: s.activeConnections, totalConnections: s.totalConnections, bytes, held: s.held },
-      };
+      return { lastActivityAt, busy, observed: this.families.length === 1 ? (observed.A as Record<string, unknown>) : observed };
     };
   }
 
-  /** completed: redirect and IPt gone, the origin no longer serves the domain, the TTL is back. */
+  /** completed: redirects and IPt gone, the origin no longer serves the domain, the TTLs are back. */
   private async complete(): Promise<void> {
-    const { domain, tempIp, targetIp } = this.plan;
+    const { domain } = this.plan;
     if (this.usesRedirect) {
-      await this.step('stop-redirect', () => this.relay.stopRedirect(this.redirectId));
-      await this.step('remove-address', () => this.relay.removeAddress(tempIp), { address: tempIp, host: this.relay.id });
+      for (const f of this.families) {
+        await this.step(`stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
+        await this.step(`remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+      }
     }
     await this.step('origin-remove-site', () => this.origin.removeSite(domain));
-    const old = this.original();
-    if (old.ttl !== this.plan.timings.ttl) await this.ensureRecord(targetIp, old.ttl);
+    for (const f of this.families) {
+      const old = this.original(f);
+      if (old.ttl !== this.plan.timings.ttl) await this.ensureRecord(f.type, f.targetIp, old.ttl);
+    }
   }
 
-  /** When the record was last changed to `address` (from the journal). */
+  /** When a record was last changed to `address` (from the journal). */
   private lastChangeAt(address: string): number | undefined {
     return this.entries()
       .filter((e) => e.step === 'dns-change' && e.detail?.address === address)
@@ -538,12 +599,12 @@ class MigrationRun {
   }
 
   /**
-   * Make the record `[address]` with `ttl` unless it is that already (a resumed run), then wait
-   * until every authoritative server shows it (invariant 5). Returns when the change was made.
+   * Make the `type` record `[address]` with `ttl` unless it is that already (a resumed run), then
+   * wait until every authoritative server shows it (invariant 5). Returns when the change was made.
    */
-  private async ensureRecord(address: string, ttl: number): Promise<number> {
+  private async ensureRecord(type: Family['type'], address: string, ttl: number): Promise<number> {
     const { domain } = this.plan;
-    const cur = await this.dns.getRRset(domain, RECORD_TYPE);
+    const cur = await this.dns.getRRset(domain, type);
     let serial: number | null = null;
     let changedAt: number;
     if (cur && cur.ttl === ttl && cur.rdata.length === 1 && cur.rdata[0] === address) {
@@ -552,32 +613,32 @@ class MigrationRun {
         .pop()?.at ?? Date.now();
     } else {
       changedAt = Date.now();
-      ({ serial } = await this.step('dns-change', () => this.dns.replaceRRset(domain, RECORD_TYPE, ttl, [address]), { address, ttl }));
+      ({ serial } = await this.step('dns-change', () => this.dns.replaceRRset(domain, type, ttl, [address]), { type, address, ttl }));
     }
-    await this.propagated(address, serial);
+    await this.propagated(type, address, serial);
     return changedAt;
   }
 
   /** Wait until every authoritative server answers `[address]` (with at least `serial` when known). */
-  private async propagated(address: string, serial: number | null): Promise<void> {
+  private async propagated(type: Family['type'], address: string, serial: number | null): Promise<void> {
     const { domain, timings } = this.plan;
     const start = Date.now();
     const deadline = start + Math.max(10_000, timings.dnsTempCapMs);
     for (;;) {
-      const seen = await this.dns.observe(domain, RECORD_TYPE);
+      const seen = await this.dns.observe(domain, type);
       const behind = seen.filter(
         (s) => (serial !== null && (s.serial === null || s.serial < serial)) || !(s.rdata.length === 1 && s.rdata[0] === address),
       );
       const now = Date.now();
-      this.orch.emit('dns', { id: this.id, phase: this.current, at: now, name: domain, expect: [address], serial, servers: seen });
-      this.orch.emit('wait', { id: this.id, phase: this.current, what: 'dns-propagation', at: now, elapsedMs: now - start, remainingMs: deadline - now, observed: { serial, servers: seen } });
+      this.orch.emit('dns', { id: this.id, phase: this.current, at: now, name: domain, type, expect: [address], serial, servers: seen });
+      this.orch.emit('wait', { id: this.id, phase: this.current, what: 'dns-propagation', at: now, elapsedMs: now - start, remainingMs: deadline - now, observed: { type, serial, servers: seen } });
       if (behind.length === 0) break;
       if (now > deadline) {
-        throw new FerryError('DNS_NOT_PROPAGATED', `${behind.map((b) => b.server).join(', ')} still do not show ${domain} ${RECORD_TYPE} ${address}${serial !== null ? ` (serial ${serial})` : ''}`);
+        throw new FerryError('DNS_NOT_PROPAGATED', `${behind.map((b) => b.server).join(', ')} still do not show ${domain} ${type} ${address}${serial !== null ? ` (serial ${serial})` : ''}`);
       }
       await sleep(timings.pollMs, this.signal);
     }
-    this.note('dns-propagated', { address, serial });
+    this.note('dns-propagated', { type, address, serial });
   }
 
   /** Wait until `ms` has passed since `since` (a TTL), publishing progress. */
@@ -632,25 +693,27 @@ class MigrationRun {
     else await this.undoSteps();
   }
 
-  /** Undo a migration that never switched: every step in reverse; DNS, addresses, redirect and vhosts as before. */
+  /** Undo a migration that never switched: every step in reverse; DNS, addresses, redirects and vhosts as before. */
   private async undoSteps(): Promise<void> {
-    const { domain, originIp, tempIp, timings } = this.plan;
-    const old = this.original();
-    if (this.usesRedirect) await this.step('undo-release-redirect', () => this.relay.releaseRedirect(this.redirectId));
+    const { domain, timings } = this.plan;
+    if (this.usesRedirect) for (const f of this.families) await this.step(`undo-release-redirect${f.suffix}`, () => this.relay.releaseRedirect(f.redirectId));
     const originMode = await this.modeOf(this.origin);
     if (originMode !== null && originMode !== 'serve') await this.step('undo-origin-serve', () => this.origin.setSiteMode(domain, 'serve'));
     // Without the original record journaled, planning never finished and DNS was never touched.
     const touched = this.entries().some((e) => e.step === 'original-record');
-    const restoredAt = touched ? await this.ensureRecord(originIp, old.ttl) : Date.now();
+    let restoredAt = Date.now();
+    if (touched) for (const f of this.families) restoredAt = Math.max(restoredAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
     if (await this.target.hasSite(domain)) await this.step('undo-target-remove-site', () => this.target.removeSite(domain));
     if (this.usesRedirect) {
-      // The redirect must outlive the record that pointed at IPt: caches may still send clients
-      // there. It forwards to the origin until its quiet window, so it stops only after DNS is back.
-      if (await this.relay.redirectStats(this.redirectId)) {
+      // The redirects must outlive the records that pointed at IPt: caches may still send clients
+      // there. They forward to the origin until quiet, so they stop only after DNS is back.
+      if ((await Promise.all(this.families.map((f) => this.relay.redirectStats(f.redirectId)))).some(Boolean)) {
         await this.waitQuiet('rollback-ipt-quiet', restoredAt, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
       }
-      await this.step('undo-stop-redirect', () => this.relay.stopRedirect(this.redirectId));
-      await this.step('undo-remove-address', () => this.relay.removeAddress(tempIp), { address: tempIp, host: this.relay.id });
+      for (const f of this.families) {
+        await this.step(`undo-stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
+        await this.step(`undo-remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+      }
     }
   }
 
@@ -661,9 +724,10 @@ class MigrationRun {
    * vhost go. Resumed past `reverse-origin-serve` (or finding the origin serving), it never syncs again.
    */
   private async reverse(): Promise<void> {
-    const { domain, originIp, tempIp, ports, timings } = this.plan;
-    const old = this.original();
-    const hasRedirect = this.usesRedirect && (await this.relay.redirectStats(this.redirectId)) !== undefined;
+    const { domain, originIp, ports, timings } = this.plan;
+    const redirects = this.usesRedirect
+      ? (await Promise.all(this.families.map(async (f) => ((await this.relay.redirectStats(f.redirectId)) ? f : undefined)))).filter((f): f is Family => !!f)
+      : [];
     const originMode = await this.modeOf(this.origin);
     const back = this.journaled('reverse-origin-serve') || originMode === 'serve';
     if (!back) {
@@ -671,7 +735,7 @@ class MigrationRun {
         await this.step('reverse-origin-add-site', () => this.origin.addSite(domain, 'readonly'));
       }
       await this.sync('reverse-initial-sync', this.target, this.origin);
-      if (hasRedirect) await this.step('reverse-hold-redirect', () => this.relay.holdRedirect(this.redirectId));
+      for (const f of redirects) await this.step(`reverse-hold-redirect${f.suffix}`, () => this.relay.holdRedirect(f.redirectId));
       await this.step('reverse-hold-target', () => this.target.setSiteMode(domain, 'hold'));
       const idle = await this.step('reverse-wait-target-idle', () => this.target.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
       if (!idle) throw new FerryError('CUTOVER_DRAIN_TIMEOUT', `requests for ${domain} still in flight on the target after ${timings.cutoverDrainTimeoutMs} ms`);
@@ -681,15 +745,18 @@ class MigrationRun {
     if (await this.target.hasSite(domain)) {
       await this.step('reverse-target-proxy', () => this.target.setSiteMode(domain, { proxy: { address: originIp, port: ports[0]! } }));
     }
-    if (hasRedirect) {
-      await this.step('reverse-redirect-to-origin', () => this.relay.setRedirectUpstream(this.redirectId, originIp));
-      await this.step('reverse-release-redirect', () => this.relay.releaseRedirect(this.redirectId));
+    for (const f of redirects) {
+      await this.step(`reverse-redirect-to-origin${f.suffix}`, () => this.relay.setRedirectUpstream(f.redirectId, f.originIp));
+      await this.step(`reverse-release-redirect${f.suffix}`, () => this.relay.releaseRedirect(f.redirectId));
     }
-    const before = await this.dns.getRRset(domain, RECORD_TYPE);
-    const changedAt = await this.ensureRecord(originIp, old.ttl);
-    const cacheMs = Math.max(before?.ttl ?? 0, timings.ttl) * 1000;
-    const redirectSample = hasRedirect ? this.redirectSampler() : undefined;
-    await this.waitQuiet('reverse-ip2-quiet', changedAt, cacheMs, timings.drainCapMs, async () => {
+    let changedAt = 0;
+    let cacheS = timings.ttl;
+    for (const f of this.families) {
+      cacheS = Math.max(cacheS, (await this.dns.getRRset(domain, f.type))?.ttl ?? 0);
+      changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
+    }
+    const redirectSample = redirects.length ? this.redirectSampler() : undefined;
+    await this.waitQuiet('reverse-ip2-quiet', changedAt, cacheS * 1000, timings.drainCapMs, async () => {
       const t = (await this.target.hasSite(domain)) ? await this.target.siteStats(domain) : undefined;
       const r = redirectSample ? await redirectSample() : undefined;
       return {
@@ -699,8 +766,10 @@ class MigrationRun {
       };
     });
     if (this.usesRedirect) {
-      await this.step('reverse-stop-redirect', () => this.relay.stopRedirect(this.redirectId));
-      await this.step('reverse-remove-address', () => this.relay.removeAddress(tempIp), { address: tempIp, host: this.relay.id });
+      for (const f of this.families) {
+        await this.step(`reverse-stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
+        await this.step(`reverse-remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+      }
     }
     await this.step('reverse-target-remove-site', () => this.target.removeSite(domain));
   }

@@ -112,6 +112,12 @@ export interface MigrationPlan {
   relayHost?: string;
   /** Preflight parity checks; default `DEFAULT_PARITY`. */
   parity?: ParityChecks;
+  /**
+   * IPv6, migrated together with IPv4: the AAAA record moves origin → temporary → target beside
+   * the A record, with a redirect of its own on the IPv6 temporary address (in direct mode,
+   * `tempIp` is `originIp`).
+   */
+  v6?: { originIp: string; targetIp: string; tempIp: string };
 }
 
 /** One journal entry: written before the side effects it announces run. */

@@ -8,7 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { build } from 'esbuild';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +24,8 @@ import { startRpcServer } from './crash-rpc.js';
 import type { CrashControllerConfig } from './crash-controller.js';
 
 const CHILD = join(fileURLToPath(new URL('.', import.meta.url)), 'crash-controller.ts');
+/** The controller bundled once (esbuild), so that a restart costs a Node start, not a TypeScript compile. */
+const BUNDLE = fileURLToPath(new URL(`../../node_modules/.cache/ferry-crash-controller-${process.pid}.mjs`, import.meta.url));
 
 /** Where the controller is killed, in order: one event inside each phase. */
 const KILLS: Array<{ phase: string; match: (e: ControllerEvent) => boolean }> = [
@@ -59,6 +63,7 @@ describe('controller killed with SIGKILL in every phase, resumed each time', () 
   let record: MigrationRecord;
   let summary: DemoSummary;
   let spawns = 0;
+  let bundled = false;
 
   /** A stub resolver as libc's: a few seconds per try, two tries (the 2-core machine is shared). */
   async function resolveWithRetry(name: string): Promise<{ address: string; ttl: number }> {
@@ -79,7 +84,7 @@ describe('controller killed with SIGKILL in every phase, resumed each time', () 
     spawns++;
     const lastKill = kills[kills.length - 1];
     return new Promise((resolve, reject) => {
-      const p = spawn(process.execPath, ['--import', 'tsx', CHILD], {
+      const p = spawn(process.execPath, bundled ? [BUNDLE] : ['--import', 'tsx', CHILD], {
         env: { ...process.env, FERRY_CRASH_CONFIG: JSON.stringify(cfg) },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -111,6 +116,12 @@ describe('controller killed with SIGKILL in every phase, resumed each time', () 
   }
 
   before(async () => {
+    try {
+      await build({ entryPoints: [CHILD], outfile: BUNDLE, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'silent' });
+      bundled = true;
+    } catch {
+      bundled = false; // run through tsx: slower restarts, same behaviour
+    }
     await sb.start();
     const hosts = new Map([
       ['origin', sb.origin],
@@ -161,13 +172,14 @@ describe('controller killed with SIGKILL in every phase, resumed each time', () 
   });
 
   after(async () => {
+    rmSync(BUNDLE, { force: true });
     child?.kill('SIGKILL');
     await rpc?.close();
     await sb.stop();
   });
 
   it('was killed once in each phase (twice in cut-over) and completed', (t) => {
-    t.diagnostic(`kills: ${kills.map((k) => `${k.phase} at ${k.event}, controller back in ${k.restartMs ?? '?'} ms`).join('; ')}`);
+    t.diagnostic(`controller ${bundled ? 'bundled with esbuild' : 'run through tsx'}; kills: ${kills.map((k) => `${k.phase} at ${k.event}, controller back in ${k.restartMs ?? '?'} ms`).join('; ')}`);
     assert.deepEqual(
       kills.map((k) => k.phase),
       KILLS.map((k) => k.phase),
