@@ -7,7 +7,9 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { FerryError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
+import { queryChannel, queryEvent } from './metrics.js';
 import { QueryEngine } from './query/engine.js';
+import { DnsWorkerPool } from './workers/pool.js';
 import { ZoneStore, type SerialPolicy } from './zone/store.js';
 import { Primary, type PrimaryOptions } from './xfr/primary.js';
 import type { Zone } from './zone/zone.js';
@@ -34,12 +36,37 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
   serialPolicy?: SerialPolicy;
   /** Logger for the socket edge (default silent). */
   logger?: Logger;
+  /**
+   * Processes answering queries (default 1: this process). With N > 1, N cluster workers share
+   * the sockets and serve replicas of `zones`, which stays the one store changes go through; see
+   * workers/pool.ts. `sync()` waits until a change reaches every worker.
+   */
+  workers?: number;
+}
+
+/** How a pool worker's server differs (workers/worker-main.ts): shared sockets, forwarding. */
+export interface WorkerRole {
+  /** Sees every request first; true when it took it, answering later through `reply`. */
+  forward(
+    msg: Buffer,
+    remote: { address: string; transport: 'udp' | 'tcp' },
+    reply: (messages: Buffer[]) => void,
+  ): boolean;
 }
 
 /** Output buffered for one TCP client before we stop reading its queries (slow readers). */
 const TCP_WRITE_HIGH_WATER = 256 * 1024;
 /** Attempts to find a port free for both UDP and TCP when the port is 0. */
 const BIND_ATTEMPTS = 20;
+
+/** Writes one message with its RFC 7766 §8 length prefix (nothing once the socket is gone). */
+function writeFramed(sock: net.Socket, m: Buffer): void {
+  if (sock.destroyed) return;
+  const f = Buffer.allocUnsafe(2 + m.length);
+  f.writeUInt16BE(m.length, 0);
+  m.copy(f, 2);
+  sock.write(f);
+}
 
 function optionError(message: string): FerryError {
   return new FerryError('DNS_BAD_OPTIONS', message);
@@ -60,8 +87,14 @@ export class DnsServer {
   private tcp: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
   private boundPort = 0;
+  private readonly workerCount: number;
+  private pool: DnsWorkerPool | undefined;
 
-  constructor(opts: DnsServerOptions = {}) {
+  /** `role` is for the worker pool's own use. */
+  constructor(
+    opts: DnsServerOptions = {},
+    private readonly role?: WorkerRole,
+  ) {
     this.host = opts.address ?? '127.0.0.1';
     if (net.isIP(this.host) === 0)
       throw optionError(`address must be an IP address, got ${JSON.stringify(opts.address)}`);
@@ -79,6 +112,12 @@ export class DnsServer {
       throw optionError(`maxTcpConnections must be a positive integer, got ${opts.maxTcpConnections}`);
     }
     this.log = opts.logger ?? silentLogger;
+    this.workerCount = opts.workers ?? 1;
+    if (!Number.isInteger(this.workerCount) || this.workerCount < 1 || this.workerCount > 64) {
+      throw optionError(
+        `workers must be an integer from 1 to 64 (1 = answer in this process), got ${opts.workers}`,
+      );
+    }
     this.zones = new ZoneStore(
       opts.zones ?? [],
       opts.serialPolicy ? { serialPolicy: opts.serialPolicy } : {},
@@ -97,12 +136,23 @@ export class DnsServer {
 
   /** The bound port after `start()` (the requested one before). */
   get port(): number {
-    return this.udp ? this.boundPort : this.requestedPort;
+    return this.udp || this.pool ? this.boundPort : this.requestedPort;
+  }
+
+  /** Resolves once every worker serves the zones as they are now (at once without workers). */
+  sync(): Promise<void> {
+    return this.pool ? this.pool.sync() : Promise.resolve();
+  }
+
+  /** Queries each worker answered since it started (empty without workers): how load spreads. */
+  workerStats(): Promise<Array<{ pid: number; udp: number; tcp: number }>> {
+    return this.pool ? this.pool.workerStats() : Promise.resolve([]);
   }
 
   /** Binds UDP, then TCP on the same port (retrying other ports when the port was 0). */
   async start(): Promise<void> {
-    if (this.udp) throw new FerryError('DNS_ALREADY_STARTED', 'server already started');
+    if (this.udp || this.pool) throw new FerryError('DNS_ALREADY_STARTED', 'server already started');
+    if (this.workerCount > 1) return this.startWorkers();
     const attempts = this.requestedPort === 0 ? BIND_ATTEMPTS : 1;
     let lastErr: unknown;
     for (let i = 0; i < attempts; i++) {
@@ -116,7 +166,7 @@ export class DnsServer {
         this.tcp = await this.listenTcp(port);
         this.udp = udp;
         this.boundPort = port;
-        this.primary.start(this.host);
+        if (!this.role) this.primary.start(this.host);
         this.log.info({ address: this.host, port }, 'dns server listening');
         return;
       } catch (err) {
@@ -133,8 +183,52 @@ export class DnsServer {
     );
   }
 
-  /** Closes both sockets and every TCP connection. */
+  // Finds a port free for UDP and TCP, then has the workers bind it (shared through cluster).
+  private async startWorkers(): Promise<void> {
+    const attempts = this.requestedPort === 0 ? BIND_ATTEMPTS : 1;
+    let lastErr: unknown;
+    for (let i = 0; i < attempts; i++) {
+      try {
+        const udp = await this.bindUdp(this.requestedPort);
+        const port = udp.address().port;
+        await new Promise<void>((r) => udp.close(() => r()));
+        const tcp = await this.listenTcp(port);
+        await new Promise<void>((r) => tcp.close(() => r()));
+        this.pool = await DnsWorkerPool.start(this.zones, {
+          count: this.workerCount,
+          address: this.host,
+          port,
+          tcpIdleTimeoutMs: this.idleMs,
+          maxTcpConnections: Math.ceil(this.maxConns / this.workerCount),
+          maxUdpPayload: this.engine.maxUdpPayload,
+          logger: this.log,
+          forward: (msg, remote) => {
+            const special = this.primary.handle(msg, remote);
+            if (special) return special;
+            const res = this.engine.answer(msg, remote.transport);
+            return res ? [res] : undefined;
+          },
+        });
+        this.boundPort = port;
+        this.primary.start(this.host);
+        this.log.info({ address: this.host, port, workers: this.workerCount }, 'dns server listening');
+        return;
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw new FerryError(
+      'DNS_BIND_FAILED',
+      `cannot start ${this.workerCount} workers on ${this.host}:${this.requestedPort}: ${errorMessage(lastErr)}`,
+      { cause: lastErr },
+    );
+  }
+
+  /** Closes both sockets and every TCP connection (and the workers). */
   async stop(): Promise<void> {
+    const pool = this.pool;
+    this.pool = undefined;
+    await pool?.stop();
     const udp = this.udp;
     const tcp = this.tcp;
     this.udp = undefined;
@@ -156,7 +250,8 @@ export class DnsServer {
         reject(err);
       };
       sock.once('error', onError);
-      sock.bind({ address: this.host, port, exclusive: true }, () => {
+      // A worker's bind is shared through the cluster primary (workers/pool.ts).
+      sock.bind({ address: this.host, port, exclusive: !this.role }, () => {
         sock.off('error', onError);
         sock.on('error', (err) => this.log.warn({ err }, 'dns udp socket error'));
         sock.on('message', (msg, rinfo) => this.onUdp(sock, msg, rinfo));
@@ -166,8 +261,15 @@ export class DnsServer {
   }
 
   private onUdp(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const t0 = queryChannel.hasSubscribers ? performance.now() : -1;
     let res: Buffer | undefined;
     try {
+      if (
+        this.role?.forward(msg, { address: rinfo.address, transport: 'udp' }, (out) => {
+          if (rinfo.port !== 0) for (const m of out) sock.send(m, rinfo.port, rinfo.address);
+        })
+      )
+        return;
       const special = this.primary.handle(msg, { address: rinfo.address, transport: 'udp' });
       if (special) {
         for (const m of special) sock.send(m, rinfo.port, rinfo.address);
@@ -179,6 +281,7 @@ export class DnsServer {
       return;
     }
     if (!res || rinfo.port === 0) return; // port 0 cannot be answered (and send would throw)
+    if (t0 >= 0) queryChannel.publish(queryEvent(msg, res, 'udp', t0));
     sock.send(res, rinfo.port, rinfo.address, (err) => {
       if (err) this.log.debug({ err, to: rinfo.address }, 'dns udp send failed');
     });
@@ -189,7 +292,7 @@ export class DnsServer {
       const server = net.createServer((s) => this.onTcp(s));
       server.maxConnections = this.maxConns;
       server.once('error', reject);
-      server.listen({ host: this.host, port, exclusive: true }, () => {
+      server.listen({ host: this.host, port, exclusive: !this.role }, () => {
         server.off('error', reject);
         server.on('error', (err) => this.log.warn({ err }, 'dns tcp server error'));
         resolve(server);
@@ -226,17 +329,19 @@ export class DnsServer {
           sock.destroy(); // not even a header: the stream is garbage
           return;
         }
+        const t0 = queryChannel.hasSubscribers ? performance.now() : -1;
         let res: Buffer | undefined;
         try {
+          if (
+            this.role?.forward(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' }, (out) => {
+              for (const m of out) writeFramed(sock, m);
+            })
+          )
+            continue;
           // Transfers, UPDATE and signed requests: possibly several messages (RFC 5936 §2.2).
           const special = this.primary.handle(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' });
           if (special) {
-            for (const m of special) {
-              const f = Buffer.allocUnsafe(2 + m.length);
-              f.writeUInt16BE(m.length, 0);
-              m.copy(f, 2);
-              sock.write(f);
-            }
+            for (const m of special) writeFramed(sock, m);
             continue;
           }
           res = this.engine.answer(msg, 'tcp');
@@ -245,10 +350,8 @@ export class DnsServer {
           continue;
         }
         if (!res) continue;
-        const framed = Buffer.allocUnsafe(2 + res.length);
-        framed.writeUInt16BE(res.length, 0);
-        res.copy(framed, 2);
-        sock.write(framed);
+        if (t0 >= 0) queryChannel.publish(queryEvent(msg, res, 'tcp', t0));
+        writeFramed(sock, res);
       }
       if (pending.length === 0) {
         pending = Buffer.alloc(0);

@@ -1,0 +1,345 @@
+/**
+ * Queries on several cores: `DnsWorkerPool` runs N `cluster` workers that answer from the same
+ * UDP and TCP sockets, while this (primary) process keeps the one `ZoneStore` that every change
+ * goes through (the change API, UPDATE, transfers, persistence).
+ *
+ * Sockets. Node 20 has no SO_REUSEPORT for dgram. A cluster worker's non-exclusive UDP bind is
+ * served by the primary, which binds one socket and passes the same descriptor to every worker;
+ * the primary never reads from it. Each datagram is read by whichever worker's loop gets to it
+ * first, so a busy server spreads over the workers (the bench prints each worker's share). TCP
+ * uses cluster's default scheduling (the primary accepts and hands connections round-robin).
+ *
+ * Zone data. The primary pushes state, not deltas: after a change it sends the current contents
+ * of every RRset the change touched (or the whole zone when a zone is added or was changed
+ * outside the store), batched per tick, numbered, and acknowledged by each worker; `sync()`
+ * waits for those acknowledgements. Messages on one IPC channel arrive in order, so a worker
+ * applies changes in commit order; a change that a commit listener undid is pushed as its undone
+ * state. Workers rebuild their precompiled answers (the answer cache) on the next query.
+ *
+ * Requests the primary role must see (UPDATE, NOTIFY, transfers, TSIG) are forwarded by the
+ * worker, answered here, and the responses sent back through the worker's socket.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { fileURLToPath } from 'node:url';
+import { FerryError } from '../../common/errors.js';
+import type { Logger } from '../../common/log.js';
+import { queryChannel } from '../metrics.js';
+import { nameKey } from '../wire/name.js';
+import type { ZoneStore } from '../zone/store.js';
+import type { Zone } from '../zone/zone.js';
+import { encodeRRsets, type RRsetState } from './codec.js';
+import type { FromWorker, ToWorker, WorkerInit, ZoneOp } from './protocol.js';
+
+/** Answers a forwarded request: the response messages, or undefined to drop it. */
+export type ForwardHandler = (
+  msg: Buffer,
+  remote: { address: string; transport: 'udp' | 'tcp' },
+) => Buffer[] | undefined;
+
+export interface WorkerPoolOptions extends WorkerInit {
+  /** Worker processes (≥ 2). */
+  count: number;
+  logger: Logger;
+  forward: ForwardHandler;
+}
+
+/** Longest wait for a worker to come up or to close before it is killed. */
+const WORKER_TIMEOUT_MS = 30_000;
+/** How often the primary checks for `ferry.dns.query` subscribers to tell the workers. */
+const METRICS_POLL_MS = 250;
+
+interface Slot {
+  worker: Worker;
+  acked: number;
+  /** Sent its init: later syncs go to it too. */
+  initialized: boolean;
+  ready: boolean;
+}
+
+function workerEntry(): string {
+  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+  return fileURLToPath(new URL(`./worker-main${ext}`, import.meta.url));
+}
+
+function zoneImage(zone: Zone): ZoneOp {
+  return { kind: 'put', origin: zone.origin, rrsets: encodeRRsets(zone.rrsets()) };
+}
+
+/** N query workers fed from one zone store. */
+export class DnsWorkerPool {
+  private readonly slots: Slot[] = [];
+  private seq = 0;
+  private stopping = false;
+  private readonly waiters: Array<{ seq: number; resolve: () => void }> = [];
+  private flushQueued = false;
+  private readonly puts = new Set<Zone>();
+  private readonly removes = new Set<string>();
+  private readonly touched = new Map<Zone, Map<string, { name: string; type: number }>>();
+  private readonly dirty = new Set<Zone>();
+  private readonly zoneSubs = new Map<Zone, () => void>();
+  private readonly unsubscribe: () => void;
+  private metricsOn = false;
+  private readonly metricsTimer: NodeJS.Timeout;
+  private readonly stats = new Map<number, (s: { udp: number; tcp: number; pid: number }) => void>();
+
+  private constructor(
+    private readonly store: ZoneStore,
+    private readonly opts: WorkerPoolOptions,
+  ) {
+    for (const z of store.list()) this.watchZone(z);
+    this.unsubscribe = store.onCommit((e) => {
+      if (e.kind === 'add') {
+        this.puts.add(e.zone);
+        this.watchZone(e.zone);
+      } else if (e.kind === 'remove') {
+        this.removes.add(e.zone.origin);
+        this.zoneSubs.get(e.zone)?.();
+        this.zoneSubs.delete(e.zone);
+      } else {
+        let t = this.touched.get(e.zone);
+        if (!t) this.touched.set(e.zone, (t = new Map()));
+        for (const rr of [e.diff.toSoa, ...e.diff.removed, ...e.diff.added])
+          t.set(`${nameKey(rr.name)}|${rr.type}`, { name: rr.name, type: rr.type });
+      }
+      this.queueFlush();
+    });
+    this.metricsTimer = setInterval(() => this.pollMetrics(), METRICS_POLL_MS).unref();
+  }
+
+  /** Forks the workers and waits until each serves every zone on the sockets. */
+  static async start(store: ZoneStore, opts: WorkerPoolOptions): Promise<DnsWorkerPool> {
+    if (!cluster.isPrimary)
+      throw new FerryError('DNS_BAD_OPTIONS', 'a DNS worker cannot start workers of its own');
+    const pool = new DnsWorkerPool(store, opts);
+    try {
+      await Promise.all(Array.from({ length: opts.count }, () => pool.spawn()));
+    } catch (err) {
+      await pool.stop();
+      throw err;
+    }
+    return pool;
+  }
+
+  /** Resolves once every worker has applied every change committed before the call. */
+  sync(): Promise<void> {
+    this.flush();
+    const seq = this.seq;
+    if (this.slots.every((s) => s.acked >= seq)) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ seq, resolve }));
+  }
+
+  /** Queries answered by each worker over UDP and TCP since it started (how the load spread). */
+  async workerStats(): Promise<Array<{ pid: number; udp: number; tcp: number }>> {
+    return Promise.all(
+      this.slots
+        .filter((s) => s.ready)
+        .map(
+          (s) =>
+            new Promise<{ pid: number; udp: number; tcp: number }>((resolve) => {
+              this.stats.set(s.worker.id, resolve);
+              this.send(s, { op: 'stats' });
+            }),
+        ),
+    );
+  }
+
+  /** Closes the workers (the shared sockets close with the last one). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.metricsTimer);
+    this.unsubscribe();
+    for (const u of this.zoneSubs.values()) u();
+    this.zoneSubs.clear();
+    await Promise.all(
+      this.slots.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            if (s.worker.isDead()) return resolve();
+            const timer = setTimeout(() => s.worker.process.kill('SIGKILL'), WORKER_TIMEOUT_MS / 6);
+            s.worker.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            this.send(s, { op: 'close' });
+          }),
+      ),
+    );
+    this.slots.length = 0;
+    for (const w of this.waiters.splice(0)) w.resolve();
+  }
+
+  private watchZone(zone: Zone): void {
+    if (this.zoneSubs.has(zone)) return;
+    this.zoneSubs.set(
+      zone,
+      zone.subscribe(() => {
+        this.dirty.add(zone);
+        this.queueFlush();
+      }),
+    );
+  }
+
+  private queueFlush(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(() => this.flush());
+  }
+
+  /** The zone this store serves at `originKey` now, if any. */
+  private current(originKey: string): Zone | undefined {
+    const z = this.store.findZoneByKey(originKey);
+    return z?.originKey === originKey ? z : undefined;
+  }
+
+  private flush(): void {
+    this.flushQueued = false;
+    const ops: ZoneOp[] = [];
+    for (const origin of this.removes) {
+      if (!this.current(nameKey(origin))) ops.push({ kind: 'remove', origin });
+    }
+    const full = new Set<Zone>();
+    for (const z of this.puts) if (this.current(z.originKey) === z) full.add(z);
+    for (const z of this.dirty) {
+      if (full.has(z) || this.current(z.originKey) !== z) continue;
+      const keys = this.touched.get(z);
+      if (!keys) {
+        full.add(z); // changed outside the store's change API: send it whole
+        continue;
+      }
+      const sets: RRsetState[] = [];
+      for (const [key, { name, type }] of keys) {
+        const set = z.nodeByKey(key.slice(0, key.lastIndexOf('|')))?.rrsets.get(type);
+        sets.push(set ?? { name, type, ttl: 0, rdata: [] });
+      }
+      ops.push({ kind: 'patch', origin: z.origin, rrsets: encodeRRsets(sets) });
+    }
+    for (const z of full) ops.push(zoneImage(z));
+    this.puts.clear();
+    this.removes.clear();
+    this.touched.clear();
+    this.dirty.clear();
+    if (ops.length === 0) return;
+    this.seq++;
+    // Starting workers too: they apply these after their init, in order.
+    for (const s of this.slots) {
+      if (s.initialized) this.send(s, { op: 'sync', seq: this.seq, ops });
+      else s.acked = this.seq; // its init will carry this state
+    }
+  }
+
+  private send(s: Slot, m: ToWorker): void {
+    if (s.worker.isConnected()) s.worker.send(m);
+  }
+
+  private spawn(): Promise<void> {
+    cluster.setupPrimary({
+      exec: workerEntry(),
+      execArgv: process.execArgv.filter((a) => !a.startsWith('--test')),
+      serialization: 'advanced',
+      silent: false,
+    });
+    const worker = cluster.fork({ FERRY_DNS_WORKER: '1' });
+    const slot: Slot = { worker, acked: this.seq, initialized: false, ready: false };
+    this.slots.push(slot);
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        worker.process.kill('SIGKILL');
+        reject(new FerryError('DNS_WORKER', `DNS worker did not start within ${WORKER_TIMEOUT_MS} ms`));
+      }, WORKER_TIMEOUT_MS);
+      worker.on('message', (m: FromWorker) => {
+        if (m.op === 'up') {
+          // The init carries the zones as they are now and the current sequence number.
+          const { count: _count, logger: _logger, forward: _forward, ...init } = this.opts;
+          this.flush();
+          slot.acked = this.seq;
+          slot.initialized = true;
+          this.send(slot, {
+            op: 'init',
+            init,
+            zones: this.store.list().map(zoneImage),
+            seq: this.seq,
+            metrics: this.metricsOn,
+          });
+          return;
+        }
+        if (m.op === 'ready') {
+          clearTimeout(timer);
+          if (m.error) {
+            reject(new FerryError(m.error.code, m.error.message));
+            return;
+          }
+          slot.ready = true;
+          resolve();
+          return;
+        }
+        this.onMessage(slot, m);
+      });
+      worker.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        const wasReady = slot.ready;
+        slot.ready = false;
+        if (!this.stopping) {
+          this.opts.logger.error({ pid: worker.process.pid, code, signal }, 'dns worker exited');
+          reject(new FerryError('DNS_WORKER', `DNS worker exited (code ${code}, signal ${signal})`));
+          const i = this.slots.indexOf(slot);
+          if (i >= 0) this.slots.splice(i, 1);
+          this.releaseWaiters();
+          // Replace it, unless it died while starting (then start() fails instead).
+          if (wasReady) {
+            this.spawn().catch((err: unknown) =>
+              this.opts.logger.error({ err }, 'dns worker restart failed'),
+            );
+          }
+        }
+      });
+    });
+  }
+
+  private onMessage(slot: Slot, m: FromWorker): void {
+    switch (m.op) {
+      case 'ack':
+        slot.acked = m.seq;
+        this.releaseWaiters();
+        return;
+      case 'forward': {
+        let out: Buffer[] | undefined;
+        try {
+          out = this.opts.forward(Buffer.from(m.msg.buffer, m.msg.byteOffset, m.msg.byteLength), {
+            address: m.address,
+            transport: m.transport,
+          });
+        } catch (err) {
+          this.opts.logger.error({ err, from: m.address }, 'dns forwarded request failed');
+        }
+        this.send(slot, { op: 'reply', id: m.id, messages: out ?? [] });
+        return;
+      }
+      case 'metrics':
+        if (queryChannel.hasSubscribers) for (const e of m.batch) queryChannel.publish(e);
+        return;
+      case 'stats':
+        this.stats.get(slot.worker.id)?.({ pid: m.pid, udp: m.udp, tcp: m.tcp });
+        this.stats.delete(slot.worker.id);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private releaseWaiters(): void {
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      const w = this.waiters[i]!;
+      if (this.slots.every((s) => s.acked >= w.seq)) {
+        this.waiters.splice(i, 1);
+        w.resolve();
+      }
+    }
+  }
+
+  private pollMetrics(): void {
+    const on = queryChannel.hasSubscribers;
+    if (on === this.metricsOn) return;
+    this.metricsOn = on;
+    for (const s of this.slots) if (s.ready) this.send(s, { op: 'metrics', on });
+  }
+}

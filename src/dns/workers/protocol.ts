@@ -1,0 +1,34 @@
+/** Messages between the primary process and its query workers (see pool.ts). */
+import type { DnsQueryEvent } from '../metrics.js';
+
+/** What a worker needs to serve: the sockets' address and port, limits, and every zone. */
+export interface WorkerInit {
+  address: string;
+  port: number;
+  tcpIdleTimeoutMs: number;
+  maxTcpConnections: number;
+  maxUdpPayload?: number;
+}
+
+/** One zone-level operation; `rrsets` is `encodeRRsets` output. */
+export type ZoneOp =
+  | { kind: 'put'; origin: string; rrsets: Uint8Array }
+  | { kind: 'patch'; origin: string; rrsets: Uint8Array }
+  | { kind: 'remove'; origin: string };
+
+export type ToWorker =
+  | { op: 'init'; init: WorkerInit; zones: ZoneOp[]; seq: number; metrics: boolean }
+  | { op: 'sync'; seq: number; ops: ZoneOp[] }
+  | { op: 'reply'; id: number; messages: Uint8Array[] }
+  | { op: 'metrics'; on: boolean }
+  | { op: 'stats' }
+  | { op: 'close' };
+
+export type FromWorker =
+  /** Its message handler is in place (an ES module loads asynchronously; earlier messages are lost). */
+  | { op: 'up' }
+  | { op: 'ready'; error?: { code: string; message: string } }
+  | { op: 'ack'; seq: number }
+  | { op: 'forward'; id: number; msg: Uint8Array; address: string; transport: 'udp' | 'tcp' }
+  | { op: 'metrics'; batch: DnsQueryEvent[] }
+  | { op: 'stats'; udp: number; tcp: number; pid: number };

@@ -1,0 +1,147 @@
+/**
+ * Entry point of a `DnsWorkerPool` worker (see pool.ts): a `DnsServer` on the sockets the
+ * cluster primary shares, serving replicas of the primary's zones. It applies the pushed RRset
+ * states in order, forwards requests for the primary role, and exits when asked or when the
+ * primary goes away (cluster closes a worker whose IPC channel disconnects).
+ */
+import { isFerryError } from '../../common/errors.js';
+import { queryChannel, type DnsQueryEvent } from '../metrics.js';
+import { DnsServer } from '../server.js';
+import { wantsPrimary } from '../xfr/primary.js';
+import { nameKey } from '../wire/name.js';
+import { Zone } from '../zone/zone.js';
+import { decodeRRsets, type RRsetState } from './codec.js';
+import type { FromWorker, ToWorker, ZoneOp } from './protocol.js';
+
+let server: DnsServer | undefined;
+let nextId = 1;
+const pending = new Map<number, (messages: Buffer[]) => void>();
+let udpCount = 0;
+let tcpCount = 0;
+
+/** Metrics: while the primary has subscribers, collect events here and send them in batches. */
+const METRICS_BATCH_MS = 200;
+let batch: DnsQueryEvent[] = [];
+let metricsTimer: NodeJS.Timeout | undefined;
+const collect = (e: unknown) => {
+  batch.push(e as DnsQueryEvent);
+};
+
+function setMetrics(on: boolean): void {
+  if (on && !metricsTimer) {
+    queryChannel.subscribe(collect);
+    metricsTimer = setInterval(() => {
+      if (batch.length === 0) return;
+      send({ op: 'metrics', batch });
+      batch = [];
+    }, METRICS_BATCH_MS);
+  } else if (!on && metricsTimer) {
+    queryChannel.unsubscribe(collect);
+    clearInterval(metricsTimer);
+    metricsTimer = undefined;
+    batch = [];
+  }
+}
+
+function send(m: FromWorker): void {
+  if (process.connected) process.send!(m);
+}
+
+function buf(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+function buildZone(origin: string, rrsets: Uint8Array): Zone {
+  const zone = new Zone(origin);
+  decodeRRsets(rrsets, (s) => zone.replaceRRset(s.name, s.type, s.ttl, s.rdata));
+  return zone;
+}
+
+function applyOps(ops: ZoneOp[], zones: { add(z: Zone): void; remove(o: string): boolean }): void {
+  for (const op of ops) {
+    if (op.kind === 'put') zones.add(buildZone(op.origin, op.rrsets));
+    else if (op.kind === 'remove') zones.remove(op.origin);
+    else {
+      const zone = server!.zones.findZoneByKey(nameKey(op.origin));
+      if (!zone) continue;
+      // Deletions first, so a CNAME replacing other data (or the reverse) never meets it.
+      const sets: RRsetState[] = [];
+      decodeRRsets(op.rrsets, (s) => sets.push(s));
+      for (const s of sets) if (s.rdata.length === 0) zone.replaceRRset(s.name, s.type, 0, []);
+      for (const s of sets) if (s.rdata.length > 0) zone.replaceRRset(s.name, s.type, s.ttl, s.rdata);
+    }
+  }
+}
+
+async function init(m: Extract<ToWorker, { op: 'init' }>): Promise<void> {
+  const zones = m.zones.map((z) => buildZone(z.origin, (z as { rrsets: Uint8Array }).rrsets));
+  server = new DnsServer(
+    {
+      address: m.init.address,
+      port: m.init.port,
+      zones,
+      tcpIdleTimeoutMs: m.init.tcpIdleTimeoutMs,
+      maxTcpConnections: m.init.maxTcpConnections,
+      ...(m.init.maxUdpPayload === undefined ? {} : { maxUdpPayload: m.init.maxUdpPayload }),
+    },
+    {
+      forward(msg, remote, reply) {
+        if (remote.transport === 'udp') udpCount++;
+        else tcpCount++;
+        if (!wantsPrimary(msg)) return false;
+        const id = nextId++;
+        pending.set(id, reply);
+        send({ op: 'forward', id, msg, address: remote.address, transport: remote.transport });
+        return true;
+      },
+    },
+  );
+  setMetrics(m.metrics);
+  await server.start();
+}
+
+process.on('message', (m: ToWorker) => {
+  switch (m.op) {
+    case 'init':
+      init(m).then(
+        () => send({ op: 'ready' }),
+        (err: unknown) =>
+          send({
+            op: 'ready',
+            error: {
+              code: isFerryError(err) ? err.code : 'DNS_WORKER',
+              message: err instanceof Error ? err.message : String(err),
+            },
+          }),
+      );
+      return;
+    case 'sync':
+      try {
+        applyOps(m.ops, server!.zones);
+      } catch (err) {
+        // A replica that cannot follow its primary must not keep answering from stale data.
+        process.stderr.write(`ferry dns worker: cannot apply a zone change: ${String(err)}\n`);
+        process.exit(70);
+      }
+      send({ op: 'ack', seq: m.seq });
+      return;
+    case 'reply': {
+      const reply = pending.get(m.id);
+      pending.delete(m.id);
+      reply?.(m.messages.map(buf));
+      return;
+    }
+    case 'metrics':
+      setMetrics(m.on);
+      return;
+    case 'stats':
+      send({ op: 'stats', udp: udpCount, tcp: tcpCount, pid: process.pid });
+      return;
+    case 'close':
+      setMetrics(false);
+      void (server?.stop() ?? Promise.resolve()).finally(() => process.exit(0));
+      return;
+  }
+});
+
+send({ op: 'up' });
