@@ -1,0 +1,45 @@
+/**
+ * The DNS provider contract against real primaries: Knot DNS and BIND 9, each started here on a
+ * loopback port in its own folder, updated by the rfc2136 provider with a TSIG key.
+ */
+import { contractZone, dnsProviderContract } from '../../src/migration/dns-provider.contract.js';
+import { Rfc2136DnsProvider } from '../../src/migration/dns-rfc2136.js';
+import { have, startBind, startKnot, type ExternalDns } from './dns-interop-servers.js';
+
+const KEY = {
+  name: 'ferry-update.',
+  algorithm: 'hmac-sha256',
+  secret: Buffer.alloc(32, 12).toString('base64'),
+};
+
+for (const [label, bin, start, address] of [
+  ['Knot primary', 'knotd', startKnot, '127.0.103.1'],
+  // named listens only on addresses configured on an interface: on loopback that is 127.0.0.1.
+  ['BIND primary', 'named', startBind, '127.0.0.1'],
+] as const) {
+  dnsProviderContract(
+    `rfc2136 → ${label}`,
+    async () => {
+      const srv: ExternalDns = await start({
+        address,
+        primaryZones: [{ origin: 'example.', text: contractZone('example.', address) }],
+        updateKey: KEY,
+      });
+      return {
+        provider: new Rfc2136DnsProvider({
+          server: { address, port: srv.port },
+          zone: 'example.',
+          tsig: KEY,
+        }),
+        zone: 'example.',
+        server: { address, port: srv.port },
+        cleanup: () => srv.stop(),
+      };
+    },
+    {
+      skip: have(bin)
+        ? false
+        : `${bin} is not installed (apt-get install ${bin === 'knotd' ? 'knot' : 'bind9'})`,
+    },
+  );
+}

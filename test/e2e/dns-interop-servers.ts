@@ -1,0 +1,273 @@
+/**
+ * Real Knot DNS and BIND for interop tests: each runs on a loopback address and a free port, in
+ * its own temporary folder with its own config, pid file and storage, and is stopped (and the
+ * folder removed) by `stop()`, also when a test fails.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dnsQuery } from '../../src/dns/index.js';
+
+/** True when the binary is on the PATH. */
+export function have(bin: string): boolean {
+  try {
+    execFileSync('which', [bin], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A port free for both UDP and TCP on `address` right now. */
+export async function freePort(address: string): Promise<number> {
+  for (let i = 0; i < 30; i++) {
+    const udp = dgram.createSocket('udp4');
+    const port = await new Promise<number>((r) => udp.bind(0, address, () => r(udp.address().port)));
+    const ok = await new Promise<boolean>((r) => {
+      const srv = net.createServer();
+      srv.once('error', () => r(false));
+      srv.listen(port, address, () => srv.close(() => r(true)));
+    });
+    udp.close();
+    if (ok) return port;
+  }
+  throw new Error('no free port');
+}
+
+export interface TsigSpec {
+  name: string;
+  algorithm: string;
+  secret: string;
+}
+
+/** A running external name server. */
+export interface ExternalDns {
+  kind: 'knot' | 'bind';
+  address: string;
+  port: number;
+  dir: string;
+  /** Its log so far (stderr and stdout). */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/** Waits until the server answers a SOA query for `zone` (any rcode counts when `anyAnswer`). */
+export async function waitServing(
+  s: { address: string; port: number },
+  zone: string,
+  timeoutMs = 15_000,
+  want: (serial: number | undefined) => boolean = (x) => x !== undefined,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < end) {
+    try {
+      const r = await dnsQuery({ server: s, name: zone, type: 'SOA', timeoutMs: 500 });
+      const soa = r.answers.find((a) => a.typeName === 'SOA');
+      const serial = soa ? Number(soa.rdata.split(' ')[2]) : undefined;
+      if (r.flags.aa && want(serial)) return;
+      last = `rcode ${r.rcodeName}, serial ${serial}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${s.address}:${s.port} does not serve ${zone} as wanted (${last})`);
+}
+
+function run(
+  kind: 'knot' | 'bind',
+  bin: string,
+  args: string[],
+  dir: string,
+  address: string,
+  port: number,
+): ExternalDns {
+  let out = '';
+  const child: ChildProcess = spawn(bin, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return {
+    kind,
+    address,
+    port,
+    dir,
+    log: () => out,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface PrimaryZone {
+  origin: string;
+  /** Zone file text. */
+  text: string;
+}
+
+export interface SecondaryZone {
+  origin: string;
+  primary: { address: string; port: number };
+  /** Sign transfers (and SOA checks) with this key. */
+  key?: TsigSpec;
+}
+
+export interface ExternalOptions {
+  address: string;
+  /** Serve these zones as primary, updatable with `updateKey`. */
+  primaryZones?: PrimaryZone[];
+  updateKey?: TsigSpec;
+  /** Be a secondary for these zones. */
+  secondaryZones?: SecondaryZone[];
+}
+
+const knotAlg = (a: string) => a.replace(/\.$/, '');
+
+/** Starts knotd with its own config in a temporary folder. */
+export async function startKnot(opts: ExternalOptions): Promise<ExternalDns> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-knot-'));
+  mkdirSync(join(dir, 'db'));
+  const port = await freePort(opts.address);
+  const keys = new Map<string, TsigSpec>();
+  if (opts.updateKey) keys.set(opts.updateKey.name, opts.updateKey);
+  for (const z of opts.secondaryZones ?? []) if (z.key) keys.set(z.key.name, z.key);
+  const lines = [
+    'server:',
+    `  listen: ${opts.address}@${port}`,
+    `  rundir: "${dir}"`,
+    `  pidfile: "${join(dir, 'knot.pid')}"`,
+    'database:',
+    `  storage: "${join(dir, 'db')}"`,
+    'control:',
+    `  listen: "${join(dir, 'knot.sock')}"`,
+    'log:',
+    '  - target: stderr',
+    '    any: info',
+  ];
+  if (keys.size) {
+    lines.push('key:');
+    for (const k of keys.values())
+      lines.push(`  - id: ${k.name}`, `    algorithm: ${knotAlg(k.algorithm)}`, `    secret: ${k.secret}`);
+  }
+  const secondaries = opts.secondaryZones ?? [];
+  if (secondaries.length) {
+    lines.push('remote:');
+    secondaries.forEach((z, i) =>
+      lines.push(
+        `  - id: primary${i}`,
+        `    address: ${z.primary.address}@${z.primary.port}`,
+        ...(z.key ? [`    key: ${z.key.name}`] : []),
+      ),
+    );
+  }
+  lines.push('acl:');
+  if (opts.updateKey) lines.push('  - id: update', `    key: ${opts.updateKey.name}`, '    action: update');
+  secondaries.forEach((z, i) =>
+    lines.push(
+      `  - id: notify${i}`,
+      `    address: ${z.primary.address}`,
+      ...(z.key ? [`    key: ${z.key.name}`] : []),
+      '    action: notify',
+    ),
+  );
+  lines.push('  - id: xfr', '    address: 127.0.0.0/8', '    action: transfer');
+  lines.push(
+    'template:',
+    '  - id: default',
+    `    storage: "${dir}"`,
+    '    file: "%s.zone"',
+    '    zonefile-sync: -1',
+    '    zonefile-load: whole',
+    '    journal-content: changes',
+    '    serial-policy: increment',
+  );
+  lines.push('zone:');
+  for (const z of opts.primaryZones ?? []) {
+    writeFileSync(join(dir, `${z.origin.replace(/\.$/, '')}.zone`), z.text);
+    lines.push(`  - domain: ${z.origin}`, `    acl: [${opts.updateKey ? 'update, ' : ''}xfr]`);
+  }
+  secondaries.forEach((z, i) =>
+    lines.push(`  - domain: ${z.origin}`, `    master: primary${i}`, `    acl: [notify${i}, xfr]`),
+  );
+  writeFileSync(join(dir, 'knot.conf'), lines.join('\n') + '\n');
+  const srv = run('knot', 'knotd', ['-c', join(dir, 'knot.conf')], dir, opts.address, port);
+  try {
+    for (const z of [...(opts.primaryZones ?? []), ...secondaries]) await waitServing(srv, z.origin);
+  } catch (err) {
+    const log = srv.log();
+    await srv.stop();
+    throw new Error(`knotd did not come up: ${(err as Error).message}\n${log}`);
+  }
+  return srv;
+}
+
+const bindAlg = (a: string) => a.replace(/\.$/, '');
+
+/**
+ * Starts named (BIND 9) in the foreground with its own config in a temporary folder. named binds
+ * only addresses configured on an interface, so on loopback use 127.0.0.1 (with a free port).
+ */
+export async function startBind(opts: ExternalOptions): Promise<ExternalDns> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bind-'));
+  const port = await freePort(opts.address);
+  const keys = new Map<string, TsigSpec>();
+  if (opts.updateKey) keys.set(opts.updateKey.name, opts.updateKey);
+  for (const z of opts.secondaryZones ?? []) if (z.key) keys.set(z.key.name, z.key);
+  const conf: string[] = [
+    'options {',
+    `  directory "${dir}";`,
+    `  pid-file "${join(dir, 'named.pid')}";`,
+    `  session-keyfile "${join(dir, 'session.key')}";`,
+    `  managed-keys-directory "${dir}";`,
+    `  listen-on port ${port} { ${opts.address}; };`,
+    '  listen-on-v6 { none; };',
+    '  recursion no;',
+    '  notify no;',
+    '  allow-transfer { 127.0.0.0/8; };',
+    '  dnssec-validation no;',
+    '};',
+    'controls { };',
+  ];
+  for (const k of keys.values())
+    conf.push(`key "${k.name}" { algorithm ${bindAlg(k.algorithm)}; secret "${k.secret}"; };`);
+  for (const z of opts.primaryZones ?? []) {
+    const file = `${z.origin.replace(/\.$/, '')}.db`;
+    writeFileSync(join(dir, file), z.text);
+    conf.push(
+      `zone "${z.origin}" { type primary; file "${file}"; ${opts.updateKey ? `allow-update { key "${opts.updateKey.name}"; };` : ''} };`,
+    );
+  }
+  for (const z of opts.secondaryZones ?? []) {
+    const file = `${z.origin.replace(/\.$/, '')}.sec`;
+    conf.push(
+      `zone "${z.origin}" { type secondary; file "${file}"; primaries port ${z.primary.port} { ${z.primary.address}${z.key ? ` key "${z.key.name}"` : ''}; }; allow-notify { ${z.primary.address}; 127.0.0.0/8; }; };`,
+    );
+  }
+  writeFileSync(join(dir, 'named.conf'), conf.join('\n') + '\n');
+  const srv = run('bind', 'named', ['-g', '-c', join(dir, 'named.conf'), '-n', '1'], dir, opts.address, port);
+  try {
+    for (const z of [...(opts.primaryZones ?? []), ...(opts.secondaryZones ?? [])])
+      await waitServing(srv, z.origin);
+  } catch (err) {
+    const log = srv.log();
+    await srv.stop();
+    throw new Error(`named did not come up: ${(err as Error).message}\n${log}`);
+  }
+  return srv;
+}
+
+/** Reads a file of the server's folder, or '' (debugging aid in assertion messages). */
+export function readIn(dir: string, file: string): string {
+  const p = join(dir, file);
+  return existsSync(p) ? readFileSync(p, 'utf8') : '';
+}
