@@ -15,6 +15,7 @@ import { registerAgent } from './agent.js';
 import { registerController } from './controller.js';
 import { registerConfig } from './config.js';
 import { registerEvacuate } from './evacuate.js';
+import { registerDns } from './dns.js';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerController(program);
   registerConfig(program);
   registerEvacuate(program);
+  registerDns(program);
   return program;
 }
 

@@ -1,0 +1,120 @@
+/**
+ * `ferry dns serve|check|export`: the authoritative server from a terminal.
+ *
+ * - `serve --zone FILE... --listen ADDR:PORT [--workers N] [--db PATH]` runs in the foreground
+ *   until SIGINT or SIGTERM, then closes the sockets, the workers and the database.
+ * - `check FILE` validates a zone file; an error names the file and line, and the exit code is 1.
+ * - `export ZONE --db PATH` writes a stored zone as a master file on stdout.
+ */
+import net from 'node:net';
+import type { Command } from 'commander';
+import { FerryError } from '../common/errors.js';
+import { createLogger } from '../common/log.js';
+import { DnsServer, exportZone, loadZoneFile } from '../dns/index.js';
+import { ZoneDb } from '../dns/persist/index.js';
+
+function usage(message: string): FerryError {
+  return new FerryError('USAGE', message);
+}
+
+/** `ADDR:PORT`, `[v6]:PORT`, or a bare port (on 127.0.0.1). */
+export function parseListen(text: string): { address: string; port: number } {
+  const m =
+    /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text) ??
+    (/^\d+$/.test(text) ? [text, undefined, '127.0.0.1', text] : null);
+  const address = m ? (m[1] ?? m[2]!) : '';
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || net.isIP(address) === 0 || !(port >= 0 && port <= 65535)) {
+    throw usage(
+      `--listen must be ADDR:PORT with an IP address, e.g. 192.0.2.53:53 or [2001:db8::53]:53; got ${JSON.stringify(text)}`,
+    );
+  }
+  return { address, port };
+}
+
+function positiveInt(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1)
+    throw usage(`${name} must be a positive integer, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+export function registerDns(program: Command): void {
+  const dns = program.command('dns').description("Ferry's authoritative DNS server");
+
+  dns
+    .command('serve')
+    .description('Serve zone files over UDP and TCP until SIGINT or SIGTERM')
+    .option('--zone <file...>', 'zone files in master format (the origin is the SOA owner)', [])
+    .option('--listen <addr:port>', 'address and port for UDP and TCP', '127.0.0.1:53')
+    .option('--workers <n>', 'processes answering queries (default 1; one per core is fastest)', '1')
+    .option('--db <path>', 'SQLite file keeping zones and every change across restarts')
+    .action(async (o: { zone: string[]; listen: string; workers: string; db?: string }) => {
+      const { address, port } = parseListen(o.listen);
+      const workers = positiveInt('--workers', o.workers);
+      if (o.zone.length === 0 && !o.db)
+        throw usage('give at least one --zone FILE (or a --db with stored zones)');
+      const zones = await Promise.all(o.zone.map((f) => loadZoneFile(f)));
+      const log = createLogger('ferry-dns');
+      const server = new DnsServer({
+        address,
+        port,
+        zones,
+        workers,
+        logger: log,
+        ...(o.db ? { db: o.db } : {}),
+      });
+      await server.start();
+      process.stdout.write(
+        `ferry dns: serving ${server.zones
+          .list()
+          .map((z) => z.origin)
+          .join(' ')} on ${server.address}:${server.port}` +
+          ` (UDP and TCP, ${workers} worker${workers === 1 ? '' : 's'})\n`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await server.stop();
+      process.stdout.write('ferry dns: stopped\n');
+    });
+
+  dns
+    .command('check')
+    .description('Validate a zone file: exit 0 when good, 1 with file:line: problem when not')
+    .argument('<file>', 'zone file in master format')
+    .option('--origin <name>', 'zone apex, when the file does not start at its SOA owner')
+    .action(async (file: string, o: { origin?: string }) => {
+      const zone = await loadZoneFile(file, o.origin ? { origin: o.origin } : {});
+      const records = zone.rrsets().reduce((n, s) => n + s.rdata.length, 0);
+      process.stdout.write(
+        `${file}: OK: zone ${zone.origin} serial ${zone.serial}, ${zone.size} names, ${records} records\n`,
+      );
+    });
+
+  dns
+    .command('export')
+    .description('Write a stored zone as a master file on stdout')
+    .argument('<zone>', 'the zone origin, e.g. example.com.')
+    .option('--db <path>', 'the SQLite file `ferry dns serve --db` keeps')
+    .action((origin: string, o: { db?: string }) => {
+      if (!o.db)
+        throw usage('give --db PATH: zones are exported from the database `ferry dns serve --db PATH` keeps');
+      const db = new ZoneDb(o.db);
+      try {
+        const zone = db.loadZone(origin);
+        if (!zone) {
+          const known = db.zones().map((z) => z.origin);
+          throw new FerryError(
+            'DNS_NOT_AUTHORITATIVE',
+            `zone ${origin} is not in ${o.db} (it holds: ${known.length ? known.join(', ') : 'no zones'})`,
+          );
+        }
+        process.stdout.write(exportZone(zone));
+      } finally {
+        db.close();
+      }
+    });
+}
