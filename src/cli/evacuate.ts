@@ -1,14 +1,15 @@
 /**
  * `ferry evacuate SERVER --to SERVER`: migrate every site of a server, drawing temporary IPs
- * from its pool. For now it runs against the sandbox (servers `origin` and `target` on
- * loopback, `--sites` sites on the origin, under load), printing a summary per site; with a
- * controller config it will drive real agents the same way (Controller.evacuate).
+ * from its pool, and print a summary per site. With `--config` it drives the servers of a
+ * controller config through their agents (Controller.evacuate); without, it runs against the
+ * sandbox (servers `origin` and `target` on loopback, `--sites` sites on the origin, under load).
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Command } from 'commander';
 import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { EvacuationSite } from '../controller/index.js';
+import { loadConfig, startController } from '../controller/config.js';
 import { normalizeDomain } from '../host/index.js';
 import { Sandbox } from '../sandbox/index.js';
 import { millis, number, positive, share } from './options.js';
@@ -195,7 +196,7 @@ export function registerEvacuate(program: Command): void {
   const d = DEFAULT_EVACUATION;
   program
     .command('evacuate')
-    .description('Migrate every site of SERVER to another server, a pool of temporary IPs at a time (sandbox for now: servers origin and target)')
+    .description('Migrate every site of SERVER to another server, a pool of temporary IPs at a time (the servers of --config, or the sandbox: origin and target)')
     .argument('<server>', 'server to evacuate (sandbox: origin)')
     .requiredOption('--to <server>', 'server to move the sites to (sandbox: target)')
     .option('--concurrency <n>', 'most migrations at once (capped by the temporary IP pool)', number(1, 1000))
@@ -206,8 +207,30 @@ export function registerEvacuate(program: Command): void {
     .option('--ttl <seconds>', 'TTL of the records during each migration', number(1, 86400), d.ttl)
     .option('--quiet-window <ms>', 'traffic must be absent this long before a wait ends', millis, d.quietWindowMs)
     .option('--block <a.b.c>', 'sandbox: loopback /24 to use', d.block)
+    .option('--config <file>', 'evacuate the servers of this controller config through their agents, not the sandbox')
     .option('--json', 'print the report as a JSON line, last')
     .action(async (server: string, o: Record<string, unknown>) => {
+      if (o.config) {
+        const running = await startController(await loadConfig(o.config as string));
+        try {
+          running.controller.on('event', (e) => {
+            if (e.type === 'evacuation' && typeof e.data.domain === 'string') process.stdout.write(`${e.data.domain} ${String(e.data.phase)}${e.data.error ? `  ${String(e.data.error)}` : ''}\n`);
+          });
+          const res = await running.controller.evacuate({ from: server, to: o.to as string, ...(o.concurrency ? { concurrency: o.concurrency as number } : {}) });
+          const failed = res.sites.filter((s) => s.phase !== 'completed');
+          process.stdout.write(
+            o.json
+              ? JSON.stringify({ totalMs: res.totalMs, sites: res.sites }) + '\n'
+              : `${res.sites
+                  .map((s) => `  ${s.domain.padEnd(30)} ${s.phase.padEnd(12)} ${((s.endedAt - s.startedAt) / 1000).toFixed(1).padStart(7)} s${s.error ? `  ${s.error}` : ''}`)
+                  .join('\n')}\nEvacuated ${res.sites.length - failed.length}/${res.sites.length} sites of ${server} in ${(res.totalMs / 1000).toFixed(1)} s\n`,
+          );
+          process.exitCode = failed.length === 0 ? 0 : 1;
+        } finally {
+          await running.close();
+        }
+        return;
+      }
       const report = await runSandboxEvacuation({
         from: server,
         to: o.to as string,
