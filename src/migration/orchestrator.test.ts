@@ -102,6 +102,31 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.equal(retries.length, 2);
   });
 
+  it('publishes phases, DNS answers seen, traffic counts, held connections and sync progress', () => {
+    const mine = events.filter((e) => e.migrationId === 'retry');
+    const types = new Set(mine.map((e) => e.type));
+    for (const t of ['migration', 'phase', 'step', 'wait', 'dns', 'traffic', 'held', 'sync'] as const) assert.ok(types.has(t), `no ${t} event`);
+    assert.deepEqual(
+      mine.filter((e) => e.type === 'phase').map((e) => e.data.phase),
+      ['planned', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed'],
+    );
+    const dns = mine.filter((e) => e.type === 'dns').map((e) => (e.data.servers as Array<{ rdata: string[] }>)[0]!.rdata[0]);
+    assert.deepEqual([...new Set(dns)], ['127.0.47.100', sb.opts.targetIp], 'the answers the name server gave, as they changed');
+    assert.deepEqual(
+      mine.filter((e) => e.type === 'held').map((e) => e.data.state),
+      ['holding', 'released'],
+    );
+    assert.deepEqual(
+      mine.filter((e) => e.type === 'sync').map((e) => `${String(e.data.pass)} ${String(e.data.state)}`),
+      ['initial-sync started', 'initial-sync done', 'final-sync started', 'final-sync done'],
+    );
+    const traffic = mine.filter((e) => e.type === 'traffic');
+    assert.ok(traffic.some((e) => e.data.what === 'ip1-quiet' && typeof (e.data.observed as { directRequests?: number }).directRequests === 'number'));
+    assert.ok(traffic.some((e) => e.data.what === 'ipt-quiet' && typeof (e.data.observed as { totalConnections?: number }).totalConnections === 'number'));
+    const seqs = mine.map((e) => e.seq);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'one ordered stream');
+  });
+
   it('fails with the reason when a step keeps failing after the switch, and rolls back from there', async () => {
     await ctl.startMigration({ domain: 'stuck.example.', to: 'target', id: 'stuck' });
     let rec = await ctl.wait('stuck');
