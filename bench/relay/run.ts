@@ -3,7 +3,11 @@
  * through five paths, in one run and one fresh network namespace (loopback only, so the nft table
  * of the kernel path touches nothing else): directly, HAProxy in tcp mode, Ferry userspace,
  * Ferry userspace + PROXY v2, Ferry kernel (nftables DNAT). Two loads: keep-alive, and one new
- * connection per request. Prints req/s, p99 latency and each path's ratio to HAProxy.
+ * connection per request. Each path runs BENCH_RUNS times (default 3) per load, in an order
+ * rotated every round; the table shows medians of req/s and p99 latency, each path's ratio to
+ * HAProxy, the proxy processes' CPU time per request, and every run's req/s, under the command
+ * line used. The userspace relay runs BENCH_WORKERS workers (default one per CPU, as HAProxy runs
+ * one thread per CPU). BENCH_PATHS=kernel,direct runs only the paths named (HAProxy always runs).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
