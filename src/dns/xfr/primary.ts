@@ -186,6 +186,8 @@ export class Primary {
   private notifier: Notifier | undefined;
   private readonly log: Logger;
   private readonly unsubscribe: () => void;
+  /** Transfers served (AXFR, IXFR as differences, IXFR answered with the whole zone) and updates applied. */
+  readonly stats = { axfr: 0, ixfr: 0, ixfrAsAxfr: 0, updates: 0 };
 
   constructor(
     private readonly store: ZoneStore,
@@ -387,6 +389,7 @@ export class Primary {
     if (q.type === RRType.AXFR) {
       // RFC 5936 §4.2: AXFR is a TCP affair.
       if (remote.transport === 'udp') return [bareResponse(encodeMessage(query), Rcode.FORMERR)];
+      this.stats.axfr++;
       return packTransfer(head, axfrRecords(zone));
     }
     // IXFR: the client's serial is the SOA in the authority section (RFC 1995 §3).
@@ -398,6 +401,8 @@ export class Primary {
       return packTransfer(head, ixfrRecords(zone, []));
     }
     const diffs = this.diffsSince(zone, have);
+    if (diffs) this.stats.ixfr++;
+    else this.stats.ixfrAsAxfr++;
     return packTransfer(head, diffs ? ixfrRecords(zone, diffs) : axfrRecords(zone));
   }
 
@@ -418,6 +423,7 @@ export class Primary {
       return reply(Rcode.REFUSED);
     }
     const res = applyUpdate(this.store, zone, upd.prerequisites, upd.updates);
+    if (res.rcode === Rcode.NOERROR) this.stats.updates++;
     if (res.rcode !== Rcode.NOERROR)
       this.log.info(
         { from: remote.address, zone: zone.origin, rcode: res.rcode, reason: res.reason },
