@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { HttpHostDriver } from '../agent/client.js';
 import { FerryError } from '../common/errors.js';
 import { DnsServer, loadZoneFile } from '../dns/index.js';
-import { EmbeddedDnsProvider, Journal, type DnsProvider } from '../migration/index.js';
+import { EmbeddedDnsProvider, Journal, createRfc2136Provider, type DnsProvider } from '../migration/index.js';
 import { Controller } from './controller.js';
 
 // --- schema ------------------------------------------------------------------------------
@@ -439,6 +439,12 @@ const dnsProviders = new Map<string, DnsProviderFactory>();
 export function registerDnsProvider(name: DnsConfig['provider'], factory: DnsProviderFactory): void {
   dnsProviders.set(name, factory);
 }
+
+// `provider: rfc2136`: any primary (BIND, Knot, PowerDNS) through TSIG-signed UPDATE.
+registerDnsProvider('rfc2136', (cfg) => {
+  if (cfg.provider !== 'rfc2136') throw new FerryError('CONFIG_INVALID', 'rfc2136 factory given another provider');
+  return createRfc2136Provider(cfg);
+});
 
 /** A controller started from a config: close it to stop the migrations' drivers and the name server. */
 export interface RunningController {
