@@ -252,7 +252,7 @@ describe('control API', () => {
       const ids = stream.events.filter((e) => e.id !== undefined).map((e) => e.id!);
       assert.deepEqual(ids, [...ids].sort((a, b) => a - b), 'ids increase');
       assert.ok(stream.events.some((e) => e.event === 'wait' && typeof (e.data.data as { remainingMs: number }).remainingMs === 'number'));
-      assert.ok(stream.events.some((e) => e.event === 'traffic' && e.id === undefined && e.data.migrationId === migrationId), 'traffic samples, without ids');
+      assert.ok(stream.events.some((e) => e.event === 'sample' && e.id === undefined && e.data.migrationId === migrationId), 'traffic samples, without ids');
 
       const detail = (await (await fetch(`${live.url}/v1/migrations/${migrationId}`, { headers: auth(READER) })).json()) as {
         phase: string;
