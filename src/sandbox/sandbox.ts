@@ -13,7 +13,7 @@ import { DnsServer, dnsQuery, parseZone } from '../dns/index.js';
 import { SiteServer, normalizeDomain } from '../host/index.js';
 import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
 import { Controller } from '../controller/index.js';
-import { EmbeddedDnsProvider, Journal, type MigrationRecord, type Orchestrator } from '../migration/index.js';
+import { EmbeddedDnsProvider, Journal, type DnsProvider, type MigrationRecord, type Orchestrator } from '../migration/index.js';
 
 /** Every knob of the sandbox scenario, with its default. */
 export interface SandboxOptions {
@@ -53,6 +53,12 @@ export interface SandboxOptions {
   tempIpPool?: string[];
   /** TTL of the sites' A records before the migration; default `ttl` (above it, the migration lowers it first). */
   recordTtl?: number;
+  /**
+   * An external authoritative server (e.g. Knot through the rfc2136 provider) in place of the
+   * embedded one: users resolve at `server`, the migration changes records through `provider`.
+   * Its zone must hold what `zoneText()` describes.
+   */
+  externalDns?: { server: { address: string; port: number }; provider: DnsProvider };
 }
 
 export const DEFAULT_SANDBOX: SandboxOptions = {
@@ -156,7 +162,7 @@ export class Sandbox {
       // The hosts share this process's event loop: the journal must not make them wait on fsync.
       this.journal = new Journal(join(this.dataDir, 'journal.sqlite'), { durability: 'process' });
       this.controller = new Controller({
-        dns: new EmbeddedDnsProvider({ server: this.dns }),
+        dns: o.externalDns?.provider ?? new EmbeddedDnsProvider({ server: this.dns }),
         servers: [
           { id: 'origin', driver: this.origin, sharedIps: [o.originIp], tempIpPool: o.tempIpPool ?? [o.tempIp] },
           { id: 'target', driver: this.target, sharedIps: [o.targetIp], tempIpPool: [] },
@@ -182,7 +188,8 @@ export class Sandbox {
     return this.originSites.port;
   }
 
-  private zoneText(): string {
+  /** The zone of the scenario in master-file form (what an external server must load). */
+  zoneText(): string {
     const o = this.opts;
     const lines = [
       `$ORIGIN ${o.zone}`,
@@ -201,7 +208,8 @@ export class Sandbox {
     for (let attempt = 1; ; attempt++) {
       let res;
       try {
-        res = await dnsQuery({ server: { address: this.dns.address, port: this.dns.port }, name, type: 'A', timeoutMs: attempt === 1 ? 1000 : 3000 });
+        const server = this.opts.externalDns?.server ?? { address: this.dns.address, port: this.dns.port };
+        res = await dnsQuery({ server, name, type: 'A', timeoutMs: attempt === 1 ? 1000 : 3000 });
       } catch (err) {
         if (attempt >= 2) throw err;
         continue;
