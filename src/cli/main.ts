@@ -16,6 +16,7 @@ import { registerController } from './controller.js';
 import { registerConfig } from './config.js';
 import { registerEvacuate } from './evacuate.js';
 import { registerDns } from './dns.js';
+import { registerRelay } from './relay.js';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
   registerConfig(program);
   registerEvacuate(program);
   registerDns(program);
+  registerRelay(program);
   return program;
 }
 
