@@ -25,8 +25,13 @@ export class EmbeddedDnsProvider implements DnsProvider {
     return this.opts.server.zones.replaceRRset(name, type, ttl, rdata);
   }
 
+  /** The zone's authoritative servers: the configured ones, or the embedded server itself. */
+  async nameServers(): Promise<Array<{ address: string; port: number }>> {
+    return this.opts.nameServers ?? [{ address: this.opts.server.address, port: this.opts.server.port }];
+  }
+
   async observe(name: string, type: string): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>> {
-    const servers = this.opts.nameServers ?? [{ address: this.opts.server.address, port: this.opts.server.port }];
+    const servers = await this.nameServers();
     const zone = this.opts.server.zones.findZone(name);
     const origin = zone ? zoneOrigin(zone) : name;
     return Promise.all(servers.map((s) => observeServer(s, origin, name, type, this.opts.timeoutMs ?? 2000)));
