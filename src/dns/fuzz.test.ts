@@ -8,6 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { dnsQuery } from './client.js';
 import { QueryEngine } from './query/engine.js';
 import { DnsServer } from './server.js';
@@ -18,6 +20,21 @@ import { parseZone } from './zone/parser.js';
 import { ZoneStore } from './zone/store.js';
 
 const PACKETS = Number(process.env.FERRY_FUZZ_PACKETS ?? 20_000);
+/**
+ * Bound on the server's memory growth under the fuzz (V8 heap + Buffers, after a full GC),
+ * measured from the first quarter of the run, when its answer cache is warm, to the end.
+ */
+const MEMORY_BOUND_MB = 24;
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
+
+/** Heap and Buffer bytes in use after a full collection. */
+function liveBytes(): number {
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.external + m.arrayBuffers;
+}
 
 /** mulberry32: a small seeded PRNG. */
 function rng(seed: number): () => number {
@@ -176,7 +193,12 @@ test('server: random and mutated packets over UDP and TCP do not crash it', asyn
   udp.on('message', () => received++);
   try {
     await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
+    let warm = 0;
     for (let i = 0; i < udpCount; i++) {
+      if (i === Math.floor(udpCount / 4)) {
+        await new Promise((r) => setTimeout(r, 50));
+        warm = liveBytes();
+      }
       udp.send(next(), server.port, server.address);
       // Paced so the socket buffers, not the server, are not what drops packets.
       if (i % 50 === 49) await new Promise((r) => setTimeout(r, 1));
@@ -203,6 +225,12 @@ test('server: random and mutated packets over UDP and TCP do not crash it', asyn
     }
     await new Promise((r) => setTimeout(r, 100));
     assert.ok(received > udpCount / 2, `got ${received} UDP answers`);
+    const growth = (liveBytes() - warm) / 1048576;
+    process.stdout.write(
+      `# fuzz: ${udpCount} UDP + ${tcpCount} TCP packets, ${received} UDP answers; live memory ${growth.toFixed(1)} MB ` +
+        `since warm-up (bound ${MEMORY_BOUND_MB} MB), answer cache ${server.engine.cache?.size} entries\n`,
+    );
+    assert.ok(growth < MEMORY_BOUND_MB, `memory grew ${growth.toFixed(1)} MB under the fuzz`);
     for (const tcp of [false, true]) {
       const a = await dnsQuery({ server, name: 'www.example.', type: 'A', tcp });
       assert.equal(a.answers[0]!.rdata, '192.0.2.1', 'still answering');
@@ -211,6 +239,51 @@ test('server: random and mutated packets over UDP and TCP do not crash it', asyn
     assert.equal(q.answers[0]!.type, RRType.SOA);
   } finally {
     udp.close();
+    await server.stop();
+  }
+});
+
+test('many idle TCP clients cannot starve the server: UDP answers at once, TCP after the idle timeout', async () => {
+  const server = new DnsServer({
+    address: '127.0.120.3',
+    port: 0,
+    zones: [parseZone(TEST_ZONE)],
+    tcpIdleTimeoutMs: 1000,
+    maxTcpConnections: 100,
+  });
+  await server.start();
+  const idle: net.Socket[] = [];
+  try {
+    // 300 connections that never send a byte (or send half a length prefix): more than the cap.
+    for (let i = 0; i < 300; i++) {
+      const c = net.connect({ host: server.address, port: server.port });
+      c.on('error', () => undefined);
+      await new Promise<void>((r) => {
+        c.once('connect', () => r());
+        c.once('close', () => r());
+      });
+      if (i % 2 === 0) c.write(Buffer.from([0]));
+      idle.push(c);
+    }
+    const udp = await dnsQuery({ server, name: 'www.example.', type: 'A' });
+    assert.equal(udp.answers[0]!.rdata, '192.0.2.1', 'UDP is answered while TCP is full');
+    // The idle ones are closed by the server within the timeout; a fresh TCP client then gets in.
+    let answered = false;
+    for (let i = 0; i < 30 && !answered; i++) {
+      answered = await dnsQuery({ server, name: 'www.example.', type: 'A', tcp: true, timeoutMs: 500 }).then(
+        (r) => r.answers[0]?.rdata === '192.0.2.1',
+        () => false,
+      );
+      if (!answered) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(answered, 'a fresh TCP query is answered once idle clients time out');
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(
+      idle.every((c) => c.destroyed || c.readableEnded),
+      'every idle client was disconnected by the server',
+    );
+  } finally {
+    for (const c of idle) c.destroy();
     await server.stop();
   }
 });

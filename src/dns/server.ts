@@ -282,9 +282,8 @@ export class DnsServer {
     }
     if (!res || rinfo.port === 0) return; // port 0 cannot be answered (and send would throw)
     if (t0 >= 0) queryChannel.publish(queryEvent(msg, res, 'udp', t0));
-    sock.send(res, rinfo.port, rinfo.address, (err) => {
-      if (err) this.log.debug({ err, to: rinfo.address }, 'dns udp send failed');
-    });
+    // No callback: a failed send is the socket's 'error' event, logged above.
+    sock.send(res, rinfo.port, rinfo.address);
   }
 
   private listenTcp(port: number): Promise<net.Server> {

@@ -100,7 +100,11 @@ export class AnswerCache {
       const first = this.map.keys().next();
       if (!first.done) this.map.delete(first.value);
     }
-    this.map.set(key, response);
+    // A copy with its own memory: a small Buffer is a slice of a shared 8 KB pool, and keeping
+    // it would keep the whole pool alive (found by the long fuzz run's memory bound).
+    const own = Buffer.allocUnsafeSlow(response.length);
+    response.copy(own);
+    this.map.set(key, own);
   }
 }
 

@@ -22,7 +22,10 @@ export interface QueryEngineOptions {
   maxUdpPayload?: number;
   /** Replaces the default chain (tests, or transfer/update handlers put in front). */
   chain?: readonly Handler[];
-  /** Precompiled answers kept for the hot path (default 10000; 0 turns the cache off). */
+  /**
+   * Precompiled answers kept for the hot path (default 100000, some 20 MB at most; 0 turns the
+   * cache off). Eviction is oldest-first, so it should exceed the distinct questions asked.
+   */
   answerCacheSize?: number;
 }
 
@@ -42,7 +45,7 @@ export class QueryEngine {
       throw new RangeError(`maxUdpPayload must be an integer from 512 to 65535, got ${opts.maxUdpPayload}`);
     }
     this.chain = opts.chain ?? QUERY_CHAIN;
-    const size = opts.answerCacheSize ?? 10_000;
+    const size = opts.answerCacheSize ?? 100_000;
     if (!Number.isInteger(size) || size < 0)
       throw new RangeError(`answerCacheSize must be a non-negative integer, got ${size}`);
     this.cache = size > 0 ? new AnswerCache(size) : undefined;
