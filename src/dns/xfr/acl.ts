@@ -51,7 +51,9 @@ export class Acl {
   }
 
   /** True when a request from `address`, signed with `keyName` (verified) or unsigned, is allowed. */
-  allows(address: string, keyName: string | undefined): boolean {
+  allows(remote: string, keyName: string | undefined): boolean {
+    // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
+    const address = remote.startsWith('::ffff:') && net.isIPv4(remote.slice(7)) ? remote.slice(7) : remote;
     const family = net.isIP(address) === 6 ? 'ipv6' : 'ipv4';
     return this.entries.some(
       (e) =>
