@@ -40,6 +40,8 @@ export interface SandboxOptions {
   /** Share of users that reuse connections, and share of requests that are writes. */
   keepAliveShare: number;
   writeShare: number;
+  /** How long a simulated user waits for a complete answer before counting a failure (ms). Default 5000. */
+  requestTimeoutMs?: number;
   /** Quiet window and caps of the waits (ms). */
   quietWindowMs: number;
   dnsTempCapMs: number;
@@ -233,6 +235,7 @@ export class Sandbox {
       staleOverstayMs: o.staleOverstayMs,
       keepAliveShare: o.keepAliveShare,
       writeShare: o.writeShare,
+      ...(o.requestTimeoutMs !== undefined ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
     });
     this.load.start();
   }

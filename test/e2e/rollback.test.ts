@@ -46,6 +46,10 @@ describe('rollback from every phase, under load (sandbox on loopback)', () => {
     staleOverstayMs: 2000,
     keepAliveShare: 0.5,
     writeShare: 0.4,
+    // Ten migrations, the DNS server, both site servers, their relays and 33 users share one
+    // event loop and the disk here; on a loaded two-core machine an fsync'd order or a GC pause
+    // has stalled everyone (bystander site included) past 5 s. Users wait 15 s, as browsers do.
+    requestTimeoutMs: 15_000,
     quietWindowMs: 1000,
     dnsTempCapMs: 15_000,
     drainCapMs: 15_000,

@@ -9,7 +9,9 @@
  */
 import uPlot from 'uplot';
 
-const PHASES = ['planned', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed'];
+const PHASES = ['planned', 'ttl-lowered', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed'];
+/** Phases shown only once a migration has entered them (ttl-lowered runs only when the TTL was high). */
+const OPTIONAL = new Set(['ttl-lowered']);
 const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);
 
 /**
@@ -187,7 +189,7 @@ function renderDetail() {
   for (const p of d.phases) if (!names.includes(p.name)) names.push(p.name);
   $('timeline').replaceChildren(
     ...names
-      .filter((n) => byName.has(n) || (!TERMINAL.has(d.phase) && PHASES.includes(n)) || (d.phase === 'completed' && PHASES.includes(n)))
+      .filter((n) => byName.has(n) || (!OPTIONAL.has(n) && PHASES.includes(n) && (!TERMINAL.has(d.phase) || d.phase === 'completed')))
       .map((n) => {
         const p = /** @type {any} */ (byName.get(n));
         const now = n === d.phase && !TERMINAL.has(n);
