@@ -13,7 +13,8 @@
  * Environment: BENCH_RUNS, BENCH_WORKERS (2), BENCH_CLIENTS (dnsperf -c, 8), BENCH_OUTSTANDING
  * (dnsperf -q, 64), BENCH_SKIP_1M=1, BENCH_SKIP_FUZZ=1, FERRY_FUZZ_PACKETS (300000) for the long fuzz run.
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -157,14 +158,14 @@ interface Pass {
   p99Ms?: number;
 }
 
-function dnsperf(
+async function dnsperf(
   address: string,
   port: number,
   queryFile: string,
   secs: number,
   verbose: boolean,
   pids: number[] = [],
-): Pass {
+): Promise<Pass> {
   const cpu0 = pids.length ? cpuSeconds(pids) : 0;
   const args = [
     '-s',
@@ -183,10 +184,10 @@ function dnsperf(
     '2',
   ];
   if (verbose) args.push('-v');
-  const out = execFileSync('dnsperf', args, {
+  // Asynchronously: with one worker, Ferry answers in this very process.
+  const { stdout: out } = await promisify(execFile)('dnsperf', args, {
     encoding: 'utf8',
     maxBuffer: 1 << 30,
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
   const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
   const pass: Pass = {
@@ -254,10 +255,11 @@ async function main(): Promise<void> {
         .replace(/^knotd \(Knot DNS\), version /, '')}: udp-workers ${workers}, tcp-workers ${workers}`,
   );
   // Warm-up: JIT and answer caches on Ferry's side, page cache on both.
-  dnsperf(ADDR_KNOT, knotPort, queryFile, 2, false);
-  dnsperf(ADDR_FERRY, ferry.port, queryFile, 2, false);
+  await dnsperf(ADDR_KNOT, knotPort, queryFile, 2, false);
+  await dnsperf(ADDR_FERRY, ferry.port, queryFile, 2, false);
 
-  const ferryPids = (await ferry.workerStats()).map((w) => w.pid);
+  // With 1 worker Ferry answers in this process (which is otherwise idle while dnsperf runs).
+  const ferryPids = workers > 1 ? (await ferry.workerStats()).map((w) => w.pid) : [process.pid];
   const results: Record<'Knot' | 'Ferry', { tput: Pass[]; lat: Pass[] }> = {
     Knot: { tput: [], lat: [] },
     Ferry: { tput: [], lat: [] },
@@ -267,8 +269,8 @@ async function main(): Promise<void> {
       ['Knot', ADDR_KNOT, knotPort, [knot.pid!]],
       ['Ferry', ADDR_FERRY, ferry.port, ferryPids],
     ] as Array<['Knot' | 'Ferry', string, number, number[]]>) {
-      const t = dnsperf(addr, port, queryFile, seconds, false, pids);
-      const l = dnsperf(addr, port, queryFile, seconds, true);
+      const t = await dnsperf(addr, port, queryFile, seconds, false, pids);
+      const l = await dnsperf(addr, port, queryFile, seconds, true);
       results[name].tput.push(t);
       results[name].lat.push(l);
       console.log(
@@ -308,9 +310,10 @@ async function main(): Promise<void> {
   );
   const spread = await ferry.workerStats();
   const total = spread.reduce((n, s) => n + s.udp, 0);
-  console.log(
-    `Ferry workers' share of UDP queries: ${spread.map((s) => `${((100 * s.udp) / total).toFixed(1)}%`).join(' / ')}`,
-  );
+  if (spread.length > 1)
+    console.log(
+      `Ferry workers' share of UDP queries: ${spread.map((s) => `${((100 * s.udp) / total).toFixed(1)}%`).join(' / ')}`,
+    );
   knot.kill('SIGTERM');
   await ferry.stop();
   ferry = undefined;

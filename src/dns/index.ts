@@ -3,6 +3,7 @@
  * UDP/TCP server and a small client. This file is the component's whole public surface.
  */
 export { DnsServer, type DnsServerOptions } from './server.js';
+export { DNS_QUERY_CHANNEL, type DnsQueryEvent } from './metrics.js';
 export {
   dnsQuery,
   dnsExchangeUdp,

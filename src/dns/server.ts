@@ -46,12 +46,14 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
 
 /** How a pool worker's server differs (workers/worker-main.ts): shared sockets, forwarding. */
 export interface WorkerRole {
-  /** Sees every request first; true when it took it, answering later through `reply`. */
+  /** Sees every request first: true for one the primary process must answer. */
+  wants(msg: Buffer, transport: 'udp' | 'tcp'): boolean;
+  /** Sends such a request there; the answer comes back through `reply`. */
   forward(
     msg: Buffer,
     remote: { address: string; transport: 'udp' | 'tcp' },
     reply: (messages: Buffer[]) => void,
-  ): boolean;
+  ): void;
 }
 
 /** Output buffered for one TCP client before we stop reading its queries (slow readers). */
@@ -264,16 +266,20 @@ export class DnsServer {
     const t0 = queryChannel.hasSubscribers ? performance.now() : -1;
     let res: Buffer | undefined;
     try {
-      if (
-        this.role?.forward(msg, { address: rinfo.address, transport: 'udp' }, (out) => {
-          if (rinfo.port !== 0) for (const m of out) sock.send(m, rinfo.port, rinfo.address);
-        })
-      )
-        return;
-      const special = this.primary.handle(msg, { address: rinfo.address, transport: 'udp' });
-      if (special) {
-        for (const m of special) sock.send(m, rinfo.port, rinfo.address);
-        return;
+      if (this.role) {
+        // A worker: the primary process answers what its primary role handles.
+        if (this.role.wants(msg, 'udp')) {
+          this.role.forward(msg, { address: rinfo.address, transport: 'udp' }, (out) => {
+            if (rinfo.port !== 0) for (const m of out) sock.send(m, rinfo.port, rinfo.address);
+          });
+          return;
+        }
+      } else {
+        const special = this.primary.handle(msg, { address: rinfo.address, transport: 'udp' });
+        if (special) {
+          for (const m of special) sock.send(m, rinfo.port, rinfo.address);
+          return;
+        }
       }
       res = this.engine.answer(msg, 'udp');
     } catch (err) {
@@ -331,17 +337,20 @@ export class DnsServer {
         const t0 = queryChannel.hasSubscribers ? performance.now() : -1;
         let res: Buffer | undefined;
         try {
-          if (
-            this.role?.forward(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' }, (out) => {
-              for (const m of out) writeFramed(sock, m);
-            })
-          )
-            continue;
-          // Transfers, UPDATE and signed requests: possibly several messages (RFC 5936 §2.2).
-          const special = this.primary.handle(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' });
-          if (special) {
-            for (const m of special) writeFramed(sock, m);
-            continue;
+          if (this.role) {
+            if (this.role.wants(msg, 'tcp')) {
+              this.role.forward(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' }, (out) => {
+                for (const m of out) writeFramed(sock, m);
+              });
+              continue;
+            }
+          } else {
+            // Transfers, UPDATE and signed requests: possibly several messages (RFC 5936 §2.2).
+            const special = this.primary.handle(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' });
+            if (special) {
+              for (const m of special) writeFramed(sock, m);
+              continue;
+            }
           }
           res = this.engine.answer(msg, 'tcp');
         } catch (err) {

@@ -85,14 +85,15 @@ async function init(m: Extract<ToWorker, { op: 'init' }>): Promise<void> {
       ...(m.init.maxUdpPayload === undefined ? {} : { maxUdpPayload: m.init.maxUdpPayload }),
     },
     {
-      forward(msg, remote, reply) {
-        if (remote.transport === 'udp') udpCount++;
+      wants(msg, transport) {
+        if (transport === 'udp') udpCount++;
         else tcpCount++;
-        if (!wantsPrimary(msg)) return false;
+        return wantsPrimary(msg);
+      },
+      forward(msg, remote, reply) {
         const id = nextId++;
         pending.set(id, reply);
         send({ op: 'forward', id, msg, address: remote.address, transport: remote.transport });
-        return true;
       },
     },
   );

@@ -6,6 +6,8 @@ import { DNS_QUERY_CHANNEL, type DnsQueryEvent } from '../metrics.js';
 import { DnsServer } from '../server.js';
 import { TEST_ZONE } from '../test-fixtures.js';
 import { parseZone } from '../zone/parser.js';
+import { Rcode } from '../wire/types.js';
+import { dnsTransfer } from '../xfr/client.js';
 import { decodeRRsets, encodeRRsets, type RRsetState } from './codec.js';
 
 const OTHER = `$ORIGIN other.test.
@@ -88,7 +90,10 @@ test('workers: 2 processes answer over UDP and TCP; changes reach both; clean st
     const stats = await server.workerStats();
     pids = stats.map((s) => s.pid);
     assert.equal(stats.length, 2);
-    assert.ok(stats.reduce((n, s) => n + s.udp + s.tcp, 0) === 58, `every query counted once: ${JSON.stringify(stats)}`);
+    assert.ok(
+      stats.reduce((n, s) => n + s.udp + s.tcp, 0) === 58,
+      `every query counted once: ${JSON.stringify(stats)}`,
+    );
   } finally {
     await server.stop();
   }
@@ -125,4 +130,28 @@ test('metrics: ferry.dns.query events in process and from workers', async () => 
 
 test('workers: bad worker counts are refused with what to write', () => {
   assert.throws(() => new DnsServer({ workers: 0 }), /workers must be an integer from 1 to 64/);
+});
+
+test('workers: a zone transfer is answered by the primary process through a worker', async () => {
+  const server = new DnsServer({
+    address: '127.0.120.2',
+    port: 0,
+    zones: [parseZone(TEST_ZONE)],
+    workers: 2,
+    zonePolicies: { 'example.': { allowTransfer: [{ address: '127.0.0.0/8' }] } },
+  });
+  await server.start();
+  try {
+    server.zones.replaceRRset('new.example.', 'A', 60, ['192.0.2.222']);
+    const axfr = await dnsTransfer({
+      server: { address: server.address, port: server.port },
+      zone: 'example.',
+    });
+    assert.equal(axfr.rcode, Rcode.NOERROR);
+    const expected = server.zones.list()[0]!.records().length + 1; // the SOA twice (RFC 5936 §2.2)
+    assert.equal(axfr.records.length, expected);
+    assert.ok(axfr.records.some((r) => r.name === 'new.example.'));
+  } finally {
+    await server.stop();
+  }
 });
