@@ -62,7 +62,7 @@ function workerEntry(): string {
 }
 
 function zoneImage(zone: Zone): ZoneOp {
-  return { kind: 'put', origin: zone.origin, rrsets: encodeRRsets(zone.rrsets()) };
+  return { kind: 'put', origin: zone.origin, rrsets: encodeRRsets(zone.eachRRset()) };
 }
 
 /** N query workers fed from one zone store. */

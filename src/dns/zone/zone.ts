@@ -223,6 +223,11 @@ export class Zone {
     this.touch();
   }
 
+  /** Every RRset in no particular order (cheap: no sort, for copying a big zone). */
+  *eachRRset(): Generator<RRset> {
+    for (const node of this.nodes.values()) for (const t of node.rrsets.keys()) yield node.rrsets.get(t)!;
+  }
+
   /** Every RRset, apex first, then in canonical order (RFC 4034 §6.1); SOA leads the apex. */
   rrsets(): RRset[] {
     const keys = [...this.nodes.keys()].sort(compareCanonical);
