@@ -278,6 +278,9 @@ export class DnsWorkerPool {
         clearTimeout(timer);
         const wasReady = slot.ready;
         slot.ready = false;
+        // A stats request it will never answer.
+        this.stats.get(worker.id)?.({ pid: worker.process.pid ?? 0, udp: 0, tcp: 0 });
+        this.stats.delete(worker.id);
         if (!this.stopping) {
           this.opts.logger.error({ pid: worker.process.pid, code, signal }, 'dns worker exited');
           reject(new FerryError('DNS_WORKER', `DNS worker exited (code ${code}, signal ${signal})`));

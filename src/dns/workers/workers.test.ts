@@ -155,3 +155,33 @@ test('workers: a zone transfer is answered by the primary process through a work
     await server.stop();
   }
 });
+
+test('workers: a worker that dies is replaced and gets the current zones', async () => {
+  const server = new DnsServer({
+    address: '127.0.120.4',
+    port: 0,
+    zones: [parseZone(TEST_ZONE)],
+    workers: 2,
+  });
+  await server.start();
+  try {
+    const [victim] = await server.workerStats();
+    process.kill(victim!.pid, 'SIGKILL');
+    server.zones.replaceRRset('www.example.', 'A', 60, ['192.0.2.77']);
+    let pids: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      pids = (await server.workerStats()).map((s) => s.pid);
+      if (pids.length === 2 && !pids.includes(victim!.pid)) break;
+    }
+    assert.equal(pids.length, 2, 'two workers again');
+    assert.ok(!pids.includes(victim!.pid));
+    await server.sync();
+    for (let i = 0; i < 10; i++) {
+      const a = await dnsQuery({ server, name: 'www.example.', type: 'A' });
+      assert.equal(a.answers[0]!.rdata, '192.0.2.77');
+    }
+  } finally {
+    await server.stop();
+  }
+});
