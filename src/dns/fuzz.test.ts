@@ -18,6 +18,7 @@ import { decodeMessage, encodeMessage, makeQuery, type DnsMessage } from './wire
 import { RRType, Rcode } from './wire/types.js';
 import { parseZone } from './zone/parser.js';
 import { ZoneStore } from './zone/store.js';
+import { mulberry32 as rng } from '../common/random.js';
 
 const PACKETS = Number(process.env.FERRY_FUZZ_PACKETS ?? 20_000);
 /**
@@ -36,17 +37,6 @@ function liveBytes(): number {
   return m.heapUsed + m.external + m.arrayBuffers;
 }
 
-/** mulberry32: a small seeded PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const NAMES = [
   'example.',

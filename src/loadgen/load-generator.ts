@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { Agent, request } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { FerryError, errorMessage } from '../common/errors.js';
+import { mulberry32 } from '../common/random.js';
 
 /** One A lookup at the authoritative server: the address and the TTL (seconds) it came with. */
 export interface Resolver {
@@ -412,17 +413,6 @@ function withDeadline<T>(p: Promise<T>, deadline: number, message: string): Prom
   });
 }
 
-/** A small seeded PRNG (mulberry32): repeatable request mixes. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
