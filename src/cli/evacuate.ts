@@ -3,6 +3,8 @@
  * from its pool, and print a summary per site. With `--config` it drives the servers of a
  * controller config through their agents (Controller.evacuate); without, it runs against the
  * sandbox (servers `origin` and `target` on loopback, `--sites` sites on the origin, under load).
+ * With `--controller` (or FERRY_CONTROLLER set) it asks a running controller's API instead and
+ * follows the evacuation on its event stream.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Command } from 'commander';
@@ -13,6 +15,7 @@ import { loadConfig, startController } from '../controller/config.js';
 import { normalizeDomain } from '../host/index.js';
 import { Sandbox } from '../sandbox/index.js';
 import { millis, number, positive, share } from './options.js';
+import { CLI_EXIT, action, clientOf, type ConnectionOptions } from './client.js';
 
 /** The sandbox scenario of an evacuation; defaults beside each field. */
 export interface SandboxEvacuationOptions {
@@ -208,8 +211,14 @@ export function registerEvacuate(program: Command): void {
     .option('--quiet-window <ms>', 'traffic must be absent this long before a wait ends', millis, d.quietWindowMs)
     .option('--block <a.b.c>', 'sandbox: loopback /24 to use', d.block)
     .option('--config <file>', 'evacuate the servers of this controller config through their agents, not the sandbox')
+    .option('--controller <url>', 'ask this running controller (env FERRY_CONTROLLER) through its API, not the sandbox')
+    .option('--token <token>', 'API token for --controller (env FERRY_TOKEN)')
     .option('--json', 'print the report as a JSON line, last')
-    .action(async (server: string, o: Record<string, unknown>) => {
+    .action(async (server: string, o: Record<string, unknown>, cmd: Command) => {
+      if (!o.config && (o.controller || process.env.FERRY_CONTROLLER)) {
+        await action((_s: string, _o: Record<string, unknown>, _c: Command) => evacuateThroughApi(server, o))(server, o, cmd);
+        return;
+      }
       if (o.config) {
         const running = await startController(await loadConfig(o.config as string));
         try {
@@ -247,4 +256,70 @@ export function registerEvacuate(program: Command): void {
       process.stdout.write((o.json ? JSON.stringify(report) : describeEvacuation(report)) + '\n');
       process.exitCode = report.failed === 0 && report.requests.failed === 0 ? 0 : 1;
     });
+}
+
+interface SiteLine {
+  domain: string;
+  phase: string;
+  migrationId?: string | null;
+  startedAt?: number;
+  endedAt?: number;
+  error?: string;
+}
+
+/**
+ * Evacuate through a running controller: POST /v1/evacuations, then follow its `evacuation`
+ * events (one per finished site, then `state: ended`) on the event stream, which is opened first
+ * so that no event is missed. Exit 0 when every site completed, 1 otherwise.
+ */
+async function evacuateThroughApi(server: string, o: Record<string, unknown>): Promise<number> {
+  const conn: ConnectionOptions = {
+    ...(o.controller ? { controller: String(o.controller) } : {}),
+    ...(o.token ? { token: String(o.token) } : {}),
+    json: Boolean(o.json),
+  };
+  const client = clientOf(conn);
+  const stop = new AbortController();
+  const events = client.stream('/v1/events', { signal: stop.signal });
+  const first = await events.next();
+  if (first.done) throw new FerryError('EVACUATE_STREAM', 'the controller closed its event stream at once');
+  const sites: SiteLine[] = [];
+  const print = (line: SiteLine) => {
+    if (!o.json) process.stdout.write(`  ${line.domain.padEnd(30)} ${line.phase}${line.error ? `  ${line.error}` : ''}\n`);
+  };
+  const body = { from: server, to: String(o.to), ...(o.concurrency ? { concurrency: o.concurrency as number } : {}) };
+  const started = Date.now();
+  try {
+    const res = await client.post<{ sites?: SiteLine[]; totalMs?: number; accepted?: boolean }>('/v1/evacuations', body);
+    let totalMs = res.totalMs;
+    if (res.sites) {
+      sites.push(...res.sites);
+      res.sites.forEach(print);
+    } else {
+      const prefix = `evacuate-${server}-`;
+      for await (const e of events) {
+        const ev = e.data as { type?: string; migrationId?: string; data?: Record<string, unknown> };
+        if (e.event !== 'evacuation' || !ev.migrationId?.startsWith(prefix) || !ev.data) continue;
+        if (ev.data.state === 'ended') {
+          totalMs = Number(ev.data.totalMs);
+          break;
+        }
+        if (typeof ev.data.domain === 'string') {
+          const line = ev.data as unknown as SiteLine;
+          sites.push(line);
+          print(line);
+        }
+      }
+    }
+    totalMs ??= Date.now() - started;
+    const failed = sites.filter((x) => x.phase !== 'completed');
+    process.stdout.write(
+      o.json
+        ? JSON.stringify({ totalMs, sites }) + '\n'
+        : `Evacuated ${sites.length - failed.length}/${sites.length} sites of ${server} in ${(totalMs / 1000).toFixed(1)} s\n`,
+    );
+    return failed.length === 0 ? CLI_EXIT.ok : CLI_EXIT.failed;
+  } finally {
+    stop.abort();
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * The operator CLI as scripts run it, against a sandbox with its control API: `ferry migrate
  * --watch --json` streams the migration and exits 0 when it completed; a rolled-back one exits 1;
- * an unreachable controller exits 3 and a wrong or missing token 4, with friendly messages.
+ * an unreachable controller exits 3 and a wrong or missing token 4, with friendly messages;
+ * `ferry evacuate` through the API moves every remaining site.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -149,6 +150,19 @@ describe('ferry CLI against a sandbox controller', () => {
     assert.equal(status.code, 1);
     assert.match(status.stdout, /phase\s+rolled-back/);
     assert.ok(await waitFor(async () => (await ferry(['records', 'blog.example', '--json'], env)).lines[0]?.A !== undefined, 5000));
+  });
+
+  it('evacuate through the API: every remaining site of the origin moves, exit 0', { timeout: 120_000 }, async () => {
+    const before = (await ferry(['servers', '--json'], env)).lines[0]!.servers as Array<{ id: string; sites: string[] }>;
+    const onOrigin = before.find((x) => x.id === 'origin')!.sites.sort();
+    assert.ok(onOrigin.length >= 2, `sites left on the origin: ${onOrigin.join(', ')}`);
+    const res = await ferry(['evacuate', 'origin', '--to', 'target', '--json'], env, { timeoutMs: 110_000 });
+    assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
+    const report = res.lines[res.lines.length - 1] as { sites: Array<{ domain: string; phase: string }>; totalMs: number };
+    assert.deepEqual(report.sites.map((x) => x.domain).sort(), onOrigin);
+    assert.ok(report.sites.every((x) => x.phase === 'completed'), JSON.stringify(report.sites));
+    const after = (await ferry(['servers', '--json'], env)).lines[0]!.servers as Array<{ id: string; sites: string[] }>;
+    assert.deepEqual(after.find((x) => x.id === 'origin')!.sites, []);
   });
 
   it('friendly errors: unreachable controller 3, wrong or missing token 4, unknown site 1, bad option 2', async () => {
