@@ -85,8 +85,15 @@ describe('web dashboard in chromium', { skip }, () => {
       assert.ok(lastIp2 > lastIpt, 'IP2 still serves after IPt went quiet');
       const end = samples.slice(-2);
       assert.ok(end.every((s) => s.rps.ipt === 0 && s.rps.ip2 > 0), `at the end all traffic is at IP2: ${JSON.stringify(end)}`);
-      const beforeCut = samples.filter((s) => ['dns-temp', 'syncing', 'preflight'].includes(s.phase));
-      assert.ok(beforeCut.some((s) => s.rps.ipt > 0), 'IPt carried the domain before the cut-over');
+      // Samples come once a second and are labelled with the phase at their end; with a 1 s TTL
+      // the whole dns-temp..cutover stretch can fall inside one interval. What shows the move is
+      // the order of dominance: where IPt traffic first appears it outweighs IP2, and at the end
+      // IP2 carries everything (checked above).
+      const first = samples[firstIpt]!;
+      assert.ok(
+        first.rps.ipt >= first.rps.ip2,
+        `IPt carried the domain before IP2 did: ${JSON.stringify(samples.map((s) => [s.phase, s.rps]))}`,
+      );
     } catch (err) {
       await page.screenshot({ path: join(ARTIFACTS, 'dashboard-failure.png'), fullPage: true }).catch(() => undefined);
       console.log(sb.output().split('\n').slice(-40).join('\n'));
