@@ -6,6 +6,7 @@
  */
 import diagnostics_channel from 'node:diagnostics_channel';
 import { rcodeName, typeName } from './wire/types.js';
+import { skipName } from './wire/name.js';
 
 /** The channel's name. */
 export const DNS_QUERY_CHANNEL = 'ferry.dns.query';
@@ -24,17 +25,6 @@ export interface DnsQueryEvent {
 /** The channel; publish only when `queryChannel.hasSubscribers`. */
 export const queryChannel = diagnostics_channel.channel(DNS_QUERY_CHANNEL);
 
-// Offset after a possibly compressed name, or -1 when out of bounds.
-function skipName(p: Uint8Array, off: number): number {
-  for (let hops = 0; hops < 128; hops++) {
-    if (off >= p.length) return -1;
-    const l = p[off]!;
-    if (l === 0) return off + 1;
-    if ((l & 0xc0) === 0xc0) return off + 2 <= p.length ? off + 2 : -1;
-    off += 1 + l;
-  }
-  return -1;
-}
 
 // The first question's type, or -1.
 function questionType(p: Uint8Array): number {

@@ -274,3 +274,18 @@ export function unpackName(buf: Uint8Array, off: number): [string, number] {
   }
   return [s === '' ? '.' : s, end];
 }
+
+/**
+ * Offset just past a (possibly compressed) wire-format name at `off`, without building it
+ * (RFC 1035 §4.1.4: a pointer ends the name); -1 when it runs out of bounds or past 128 labels.
+ */
+export function skipName(p: Uint8Array, off: number): number {
+  for (let hops = 0; hops < 128; hops++) {
+    if (off >= p.length) return -1;
+    const l = p[off]!;
+    if (l === 0) return off + 1;
+    if ((l & 0xc0) === 0xc0) return off + 2 <= p.length ? off + 2 : -1;
+    off += 1 + l;
+  }
+  return -1;
+}

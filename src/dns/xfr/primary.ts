@@ -40,6 +40,7 @@ import { serialGreater, type ZoneDiff, type ZoneStore } from '../zone/store.js';
 import type { Zone } from '../zone/zone.js';
 import { Acl, type AclEntry } from './acl.js';
 import { axfrRecords, ixfrRecords, packTransfer } from './transfer.js';
+import { skipName } from '../wire/name.js';
 
 /** What a zone allows and whom it notifies. Defaults: no transfers, no updates, no NOTIFY. */
 export interface ZonePolicy {
@@ -103,17 +104,6 @@ class MemoryJournal {
   }
 }
 
-/** Reads a (possibly compressed) name's end without building it; -1 when out of bounds. */
-function skipName(p: Uint8Array, off: number): number {
-  for (let hops = 0; hops < 128; hops++) {
-    if (off >= p.length) return -1;
-    const l = p[off]!;
-    if (l === 0) return off + 1;
-    if ((l & 0xc0) === 0xc0) return off + 2 <= p.length ? off + 2 : -1;
-    off += 1 + l;
-  }
-  return -1;
-}
 
 /**
  * Cheap first look: true for UPDATE and NOTIFY, zone transfer questions, and messages whose last
