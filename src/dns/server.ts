@@ -3,15 +3,15 @@
  * 2-byte length framing (§8), several queries per connection and pipelining (§6.2.1), idle
  * timeouts (§6.2.3) and a connection cap. Logging happens here, at the edge, and nowhere inside.
  */
-import dgram from 'node:dgram';
 import net from 'node:net';
 import { FerryError, errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
 import { queryChannel, queryEvent } from './metrics.js';
 import { QueryEngine } from './query/engine.js';
 import { DnsWorkerPool } from './workers/pool.js';
+import { openUdp, type UdpEndpoint, type UdpRemote } from './udp-io.js';
 import { ZoneStore, type SerialPolicy } from './zone/store.js';
-import { Primary, type PrimaryOptions } from './xfr/primary.js';
+import { Primary, wantsPrimary, type PrimaryOptions } from './xfr/primary.js';
 import type { Zone } from './zone/zone.js';
 
 /**
@@ -36,6 +36,11 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
   serialPolicy?: SerialPolicy;
   /** Logger for the socket edge (default silent). */
   logger?: Logger;
+  /**
+   * UDP I/O: 'auto' (default) batches datagrams through the native addon when it is built, else
+   * Node's dgram; 'native' fails to start without the addon (see udp-io.ts).
+   */
+  udpIo?: 'auto' | 'native' | 'dgram';
   /**
    * Processes answering queries (default 1: this process). With N > 1, N cluster workers share
    * the sockets and serve replicas of `zones`, which stays the one store changes go through; see
@@ -85,7 +90,8 @@ export class DnsServer {
   private readonly idleMs: number;
   private readonly maxConns: number;
   private readonly log: Logger;
-  private udp: dgram.Socket | undefined;
+  private udp: UdpEndpoint | undefined;
+  private readonly udpIo: 'auto' | 'native' | 'dgram';
   private tcp: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
   private boundPort = 0;
@@ -114,6 +120,9 @@ export class DnsServer {
       throw optionError(`maxTcpConnections must be a positive integer, got ${opts.maxTcpConnections}`);
     }
     this.log = opts.logger ?? silentLogger;
+    this.udpIo = opts.udpIo ?? 'auto';
+    if (!['auto', 'native', 'dgram'].includes(this.udpIo))
+      throw optionError(`udpIo must be 'auto', 'native' or 'dgram', got ${JSON.stringify(opts.udpIo)}`);
     this.workerCount = opts.workers ?? 1;
     if (!Number.isInteger(this.workerCount) || this.workerCount < 1 || this.workerCount > 64) {
       throw optionError(
@@ -163,7 +172,7 @@ export class DnsServer {
         return undefined;
       });
       if (!udp) continue;
-      const port = udp.address().port;
+      const port = udp.port;
       try {
         this.tcp = await this.listenTcp(port);
         this.udp = udp;
@@ -173,7 +182,7 @@ export class DnsServer {
         return;
       } catch (err) {
         lastErr = err;
-        await new Promise<void>((r) => udp.close(() => r()));
+        await udp.close();
       }
     }
     throw new FerryError(
@@ -191,9 +200,9 @@ export class DnsServer {
     let lastErr: unknown;
     for (let i = 0; i < attempts; i++) {
       try {
-        const udp = await this.bindUdp(this.requestedPort);
-        const port = udp.address().port;
-        await new Promise<void>((r) => udp.close(() => r()));
+        const udp = await this.bindUdp(this.requestedPort, 'dgram');
+        const port = udp.port;
+        await udp.close();
         const tcp = await this.listenTcp(port);
         await new Promise<void>((r) => tcp.close(() => r()));
         this.pool = await DnsWorkerPool.start(this.zones, {
@@ -203,6 +212,7 @@ export class DnsServer {
           tcpIdleTimeoutMs: this.idleMs,
           maxTcpConnections: Math.ceil(this.maxConns / this.workerCount),
           maxUdpPayload: this.engine.maxUdpPayload,
+          udpIo: this.udpIo,
           logger: this.log,
           forward: (msg, remote) => {
             const special = this.primary.handle(msg, remote);
@@ -239,57 +249,58 @@ export class DnsServer {
     for (const c of this.conns) c.destroy();
     this.conns.clear();
     await Promise.all([
-      udp ? new Promise<void>((r) => udp.close(() => r())) : undefined,
+      udp?.close(),
       tcp ? new Promise<void>((r) => tcp.close(() => r())) : undefined,
     ]);
   }
 
-  private bindUdp(port: number): Promise<dgram.Socket> {
-    return new Promise((resolve, reject) => {
-      const sock = dgram.createSocket({ type: net.isIPv6(this.host) ? 'udp6' : 'udp4' });
-      const onError = (err: Error) => {
-        sock.close();
-        reject(err);
-      };
-      sock.once('error', onError);
-      // A worker's bind is shared through the cluster primary (workers/pool.ts).
-      sock.bind({ address: this.host, port, exclusive: !this.role }, () => {
-        sock.off('error', onError);
-        sock.on('error', (err) => this.log.warn({ err }, 'dns udp socket error'));
-        sock.on('message', (msg, rinfo) => this.onUdp(sock, msg, rinfo));
-        resolve(sock);
-      });
+  /** The UDP form in use ('native' or 'dgram'; undefined before start or with workers). */
+  get udpKind(): 'native' | 'dgram' | undefined {
+    return this.udp?.kind;
+  }
+
+  private bindUdp(port: number, io = this.udpIo): Promise<UdpEndpoint> {
+    return openUdp({
+      host: this.host,
+      port,
+      // A worker shares the port with the other workers (udp-io.ts).
+      shared: this.role !== undefined,
+      io,
+      onMessage: (msg, remote) => this.onUdp(msg, remote),
+      onError: (err) => this.log.warn({ err }, 'dns udp socket error'),
     });
   }
 
-  private onUdp(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onUdp(msg: Buffer, remote: UdpRemote): Buffer | undefined {
     const t0 = queryChannel.hasSubscribers ? performance.now() : -1;
     let res: Buffer | undefined;
     try {
       if (this.role) {
         // A worker: the primary process answers what its primary role handles.
         if (this.role.wants(msg, 'udp')) {
-          this.role.forward(msg, { address: rinfo.address, transport: 'udp' }, (out) => {
-            if (rinfo.port !== 0) for (const m of out) sock.send(m, rinfo.port, rinfo.address);
+          const send = remote.later();
+          this.role.forward(Buffer.from(msg), { address: remote.address, transport: 'udp' }, (out) => {
+            for (const m of out) send(m);
           });
-          return;
+          return undefined;
         }
       } else {
-        const special = this.primary.handle(msg, { address: rinfo.address, transport: 'udp' });
+        // Checked first so that a plain query never decodes its sender's address.
+        const special = wantsPrimary(msg) ? this.primary.handle(msg, { address: remote.address, transport: 'udp' }) : undefined;
         if (special) {
-          for (const m of special) sock.send(m, rinfo.port, rinfo.address);
-          return;
+          if (special.length === 1) return special[0];
+          const send = remote.later();
+          for (const m of special) send(m);
+          return undefined;
         }
       }
       res = this.engine.answer(msg, 'udp');
     } catch (err) {
-      this.log.error({ err, from: rinfo.address }, 'dns query failed');
-      return;
+      this.log.error({ err, from: remote.address }, 'dns query failed');
+      return undefined;
     }
-    if (!res || rinfo.port === 0) return; // port 0 cannot be answered (and send would throw)
-    if (t0 >= 0) queryChannel.publish(queryEvent(msg, res, 'udp', t0));
-    // No callback: a failed send is the socket's 'error' event, logged above.
-    sock.send(res, rinfo.port, rinfo.address);
+    if (res && t0 >= 0) queryChannel.publish(queryEvent(msg, res, 'udp', t0));
+    return res;
   }
 
   private listenTcp(port: number): Promise<net.Server> {

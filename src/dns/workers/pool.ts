@@ -3,11 +3,13 @@
  * UDP and TCP sockets, while this (primary) process keeps the one `ZoneStore` that every change
  * goes through (the change API, UPDATE, transfers, persistence).
  *
- * Sockets. Node 20 has no SO_REUSEPORT for dgram. A cluster worker's non-exclusive UDP bind is
- * served by the primary, which binds one socket and passes the same descriptor to every worker;
- * the primary never reads from it. Each datagram is read by whichever worker's loop gets to it
- * first, so a busy server spreads over the workers (the bench prints each worker's share). TCP
- * uses cluster's default scheduling (the primary accepts and hands connections round-robin).
+ * Sockets. With the native UDP addon (udp-io.ts, the default on Linux), each worker binds a UDP
+ * socket of its own on the port with SO_REUSEPORT, and the kernel spreads clients over them by
+ * address hash; the primary only probes that the port is free. Without it (Node 20's dgram has no
+ * reusePort), a cluster worker's non-exclusive bind is served by the primary, which binds one
+ * socket and passes the same descriptor to every worker; each datagram is read by whichever
+ * worker gets to it first. Either way the bench prints each worker's share. TCP uses cluster's
+ * default scheduling (the primary accepts and hands connections round-robin).
  *
  * Zone data. The primary pushes state, not deltas: after a change it sends the current contents
  * of every RRset the change touched (or the whole zone when a zone is added or was changed

@@ -8,6 +8,8 @@ export interface WorkerInit {
   tcpIdleTimeoutMs: number;
   maxTcpConnections: number;
   maxUdpPayload?: number;
+  /** The server's `udpIo` option (udp-io.ts). */
+  udpIo?: 'auto' | 'native' | 'dgram';
 }
 
 /** One zone-level operation; `rrsets` is `encodeRRsets` output. */

@@ -83,6 +83,7 @@ async function init(m: Extract<ToWorker, { op: 'init' }>): Promise<void> {
       tcpIdleTimeoutMs: m.init.tcpIdleTimeoutMs,
       maxTcpConnections: m.init.maxTcpConnections,
       ...(m.init.maxUdpPayload === undefined ? {} : { maxUdpPayload: m.init.maxUdpPayload }),
+      ...(m.init.udpIo === undefined ? {} : { udpIo: m.init.udpIo }),
     },
     {
       wants(msg, transport) {

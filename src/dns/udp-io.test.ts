@@ -1,0 +1,178 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { isFerryError } from '../common/errors.js';
+import { dnsExchangeUdp } from './client.js';
+import { DnsServer } from './server.js';
+import { nativeUdp } from './udp-io.js';
+import { decodeMessage, encodeMessage, makeQuery } from './wire/message.js';
+import { Opcode, RRType, Rcode } from './wire/types.js';
+import { parseZone } from './zone/parser.js';
+import { TEST_ZONE } from './test-fixtures.js';
+
+const FORMS = ['native', 'dgram'] as const;
+
+/** The native path must be built here: CI builds it at `npm ci`, and a silent fallback would hide a broken build. */
+test('the native UDP addon is built and loads', () => {
+  const r = nativeUdp();
+  assert.ok(r.ok, r.ok ? '' : `native UDP unavailable: ${r.reason}`);
+});
+
+async function withServer(
+  opts: ConstructorParameters<typeof DnsServer>[0],
+  fn: (s: DnsServer) => Promise<void>,
+): Promise<void> {
+  const s = new DnsServer({ address: '127.0.0.1', port: 0, zones: [parseZone(TEST_ZONE)], ...opts });
+  await s.start();
+  try {
+    await fn(s);
+  } finally {
+    await s.stop();
+  }
+}
+
+/**
+ * Sends `count` queries from `sockets` client sockets, keeping `window` outstanding (more than one
+ * recvmmsg batch), and resolves with every answer by query id, or rejects naming the ids never
+ * answered.
+ */
+async function burst(
+  server: { address: string; port: number },
+  count: number,
+  sockets: number,
+  window = 160,
+  timeoutMs = 5000,
+): Promise<Map<number, Buffer>> {
+  const answers = new Map<number, Buffer>();
+  const socks = Array.from({ length: sockets }, () => dgram.createSocket(server.address.includes(':') ? 'udp6' : 'udp4'));
+  let next = 1;
+  const sendNext = () => {
+    if (next > count) return;
+    const id = next++;
+    const name = id % 3 === 0 ? 'nope.example.' : id % 3 === 1 ? 'www.example.' : 'WWW.Example.';
+    socks[id % sockets]!.send(encodeMessage(makeQuery(id, name, RRType.A)), server.port, server.address);
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const missing = [];
+        for (let id = 1; id < next; id++) if (!answers.has(id)) missing.push(id);
+        reject(new Error(`${count - answers.size} of ${count} queries unanswered, e.g. ids ${missing.slice(0, 5).join(', ')}`));
+      }, timeoutMs);
+      for (const s of socks) {
+        s.on('message', (buf) => {
+          const id = buf.readUInt16BE(0);
+          if (answers.has(id)) return;
+          answers.set(id, buf);
+          if (answers.size === count) {
+            clearTimeout(timer);
+            resolve();
+          } else sendNext();
+        });
+      }
+      for (let i = 0; i < window; i++) sendNext();
+    });
+  } finally {
+    for (const s of socks) s.close();
+  }
+  return answers;
+}
+
+for (const io of FORMS) {
+  test(`${io} UDP: 600 queries from 6 sockets, 160 outstanding, are answered in full, each by its id`, async () => {
+    await withServer({ udpIo: io }, async (s) => {
+      assert.equal(s.udpKind, io);
+      const answers = await burst({ address: s.address, port: s.port }, 600, 6);
+      for (const [id, buf] of answers) {
+        const m = decodeMessage(buf);
+        assert.equal(m.id, id);
+        if (id % 3 === 0) assert.equal(m.rcode, Rcode.NXDOMAIN);
+        else {
+          assert.equal(m.rcode, Rcode.NOERROR);
+          // The question's case is echoed in each answer of the batch.
+          assert.equal(m.answers[0]!.name, id % 3 === 1 ? 'www.example.' : 'WWW.Example.');
+        }
+      }
+    });
+  });
+}
+
+test('native and dgram UDP send the same bytes for the same queries', async () => {
+  const queries = [
+    makeQuery(7, 'www.example.', RRType.A),
+    makeQuery(8, 'example.', RRType.MX),
+    makeQuery(9, 'a.sub.example.', RRType.A),
+    makeQuery(10, 'example.net.', RRType.A),
+    makeQuery(11, 'www.example.', RRType.AAAA, { edns: { udpSize: 1232 } }),
+  ].map((q) => encodeMessage(q));
+  const seen: Record<string, string[]> = {};
+  for (const io of FORMS) {
+    await withServer({ udpIo: io }, async (s) => {
+      seen[io] = [];
+      for (const q of queries) seen[io]!.push((await dnsExchangeUdp(s, q)).toString('hex'));
+    });
+  }
+  assert.deepEqual(seen.native, seen.dgram);
+});
+
+test('native UDP: an oversized datagram is dropped, and the server goes on answering', async () => {
+  await withServer({ udpIo: 'native' }, async (s) => {
+    const big = Buffer.alloc(6000);
+    encodeMessage(makeQuery(1, 'www.example.', RRType.A)).copy(big);
+    await assert.rejects(dnsExchangeUdp(s, big, 300), (e: unknown) => isFerryError(e) && e.code === 'DNS_TIMEOUT');
+    const ok = decodeMessage(await dnsExchangeUdp(s, encodeMessage(makeQuery(2, 'www.example.', RRType.A))));
+    assert.equal(ok.rcode, Rcode.NOERROR);
+  });
+});
+
+test('native UDP over IPv6 (::1)', async () => {
+  await withServer({ udpIo: 'native', address: '::1' }, async (s) => {
+    const answers = await burst({ address: '::1', port: s.port }, 100, 2);
+    assert.equal(answers.size, 100);
+  });
+});
+
+test('native UDP: a NOTIFY, answered by the primary role, gets its reply (also through a worker)', async () => {
+  for (const workers of [1, 2]) {
+    await withServer({ udpIo: 'native', workers, address: '127.0.121.1' }, async (s) => {
+      const notify = makeQuery(99, 'example.', RRType.SOA);
+      notify.opcode = Opcode.NOTIFY;
+      notify.flags.aa = true;
+      const res = decodeMessage(await dnsExchangeUdp(s, encodeMessage(notify)));
+      assert.equal(res.id, 99);
+      assert.equal(res.rcode, Rcode.NOTIMP, `workers=${workers}`);
+    });
+  }
+});
+
+test('native UDP with 2 workers: each binds the port (SO_REUSEPORT) and clients spread over both', async () => {
+  await withServer({ udpIo: 'native', workers: 2, address: '127.0.121.2' }, async (s) => {
+    const answers = await burst({ address: s.address, port: s.port }, 400, 16);
+    assert.equal(answers.size, 400);
+    const stats = await s.workerStats();
+    assert.equal(stats.length, 2);
+    // 16 source ports hashed over two sockets: both get some (all 16 on one has odds 2^-15).
+    assert.ok(stats.every((w) => w.udp > 0), `both workers answered: ${JSON.stringify(stats)}`);
+  });
+});
+
+test('FERRY_NATIVE=0: auto falls back to dgram; asking for native fails clearly', async () => {
+  const before = process.env.FERRY_NATIVE;
+  process.env.FERRY_NATIVE = '0';
+  try {
+    await withServer({}, async (s) => assert.equal(s.udpKind, 'dgram'));
+    const s = new DnsServer({ address: '127.0.0.1', port: 0, udpIo: 'native' });
+    await assert.rejects(s.start(), (e: unknown) => isFerryError(e) && /FERRY_NATIVE=0/.test(e.message));
+    await s.stop();
+  } finally {
+    if (before === undefined) delete process.env.FERRY_NATIVE;
+    else process.env.FERRY_NATIVE = before;
+  }
+});
+
+test('udpIo: a bad value is refused', () => {
+  assert.throws(
+    () => new DnsServer({ udpIo: 'fast' as 'native' }),
+    (e: unknown) => isFerryError(e) && e.code === 'DNS_BAD_OPTIONS' && /udpIo/.test(e.message),
+  );
+});
