@@ -178,7 +178,7 @@ export class DnsServer {
         this.udp = udp;
         this.boundPort = port;
         if (!this.role) this.primary.start(this.host);
-        this.log.info({ address: this.host, port }, 'dns server listening');
+        this.log.info({ address: this.host, port, udp: udp.kind }, 'dns server listening');
         return;
       } catch (err) {
         lastErr = err;
