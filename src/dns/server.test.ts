@@ -10,21 +10,15 @@ import { DnsServer } from './server.js';
 import { decodeMessage, encodeMessage, makeQuery } from './wire/message.js';
 import { RRType, Rcode } from './wire/types.js';
 import { parseZone } from './zone/parser.js';
-import { TEST_ZONE } from './test-fixtures.js';
+import { TEST_ZONE, withTestServer } from './test-fixtures.js';
 
 const run = promisify(execFile);
 
-async function withServer(
+function withServer(
   fn: (s: DnsServer) => Promise<void>,
   opts: { tcpIdleTimeoutMs?: number; maxTcpConnections?: number } = {},
 ): Promise<void> {
-  const s = new DnsServer({ address: '127.0.0.1', port: 0, zones: [parseZone(TEST_ZONE)], ...opts });
-  await s.start();
-  try {
-    await fn(s);
-  } finally {
-    await s.stop();
-  }
+  return withTestServer(opts, fn);
 }
 
 for (const tcp of [false, true]) {

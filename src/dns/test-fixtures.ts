@@ -1,4 +1,6 @@
 /** Shared test data for the DNS tests (not part of the public surface). */
+import { DnsServer, type DnsServerOptions } from './server.js';
+import { parseZone } from './zone/parser.js';
 
 /** A zone with one of every answer case: CNAME chains, wildcards, ENTs, cuts, DNAME, big RRsets. */
 export const TEST_ZONE = `$ORIGIN example.
@@ -149,3 +151,14 @@ escaped\\.dot A 192.0.2.9
 generic TYPE1 \\# 4 C000020B
 hinfo HINFO "INTEL" "Linux 6"
 `;
+
+/** Runs `fn` against a started server on 127.0.0.1 (any port) serving TEST_ZONE, and stops it. */
+export async function withTestServer(opts: DnsServerOptions, fn: (s: DnsServer) => Promise<void>): Promise<void> {
+  const s = new DnsServer({ address: '127.0.0.1', port: 0, zones: [parseZone(TEST_ZONE)], ...opts });
+  await s.start();
+  try {
+    await fn(s);
+  } finally {
+    await s.stop();
+  }
+}

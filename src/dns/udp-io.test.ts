@@ -7,8 +7,7 @@ import { DnsServer } from './server.js';
 import { nativeUdp } from './udp-io.js';
 import { decodeMessage, encodeMessage, makeQuery } from './wire/message.js';
 import { Opcode, RRType, Rcode } from './wire/types.js';
-import { parseZone } from './zone/parser.js';
-import { TEST_ZONE } from './test-fixtures.js';
+import { withTestServer } from './test-fixtures.js';
 
 const FORMS = ['native', 'dgram'] as const;
 
@@ -18,18 +17,7 @@ test('the native UDP addon is built and loads', () => {
   assert.ok(r.ok, r.ok ? '' : `native UDP unavailable: ${r.reason}`);
 });
 
-async function withServer(
-  opts: ConstructorParameters<typeof DnsServer>[0],
-  fn: (s: DnsServer) => Promise<void>,
-): Promise<void> {
-  const s = new DnsServer({ address: '127.0.0.1', port: 0, zones: [parseZone(TEST_ZONE)], ...opts });
-  await s.start();
-  try {
-    await fn(s);
-  } finally {
-    await s.stop();
-  }
-}
+const withServer = withTestServer;
 
 /**
  * Sends `count` queries from `sockets` client sockets, keeping `window` outstanding (more than one
