@@ -105,7 +105,7 @@ defaults:
   const msg = await problems(bad);
   for (const expected of [
     /servers\.origin\.agent: must be the agent URL with scheme, host and port only, e\.g\. https:\/\/192\.0\.2\.10:7070/,
-    /servers\.origin\.sharedIps\[0\]: must be an IPv4 or IPv6 address literal/,
+    /servers\.origin\.sharedIps\[0\]: must be an IPv4 address literal, e\.g\. 192\.0\.2\.10; got "300\.1\.2\.3"/,
     /servers\.origin\.tempIPs: unknown key; did you mean tempIpPool\?/,
     /servers\.origin\.token: give the token as token: "\$\{ENV_VAR\}" or a literal, or as tokenFile/,
     /servers\.target\.token: give the token/,
@@ -156,6 +156,230 @@ dns:
   assert.deepEqual(cfg.dns, { provider: 'rfc2136', server: { address: '192.0.2.54', port: 53 }, zone: 'example.', tsig: { name: 'ferry-key.', algorithm: 'hmac-sha256', secret: 'c2VjcmV0' } });
   assert.doesNotMatch(describeConfig(cfg), /c2VjcmV0/);
   assert.match(await problems(rfc.replace('secret: "${TSIG}"', 'algorithm: sha256, secret: x')), /dns\.tsig\.algorithm: must be hmac-sha256/);
+});
+
+const V6_BASE = `
+servers:
+  origin:
+    agent: "http://192.0.2.1:7070"
+    token: x
+    sharedIps: [192.0.2.1]
+    tempIpPool: [192.0.2.100]
+    sharedIps6: [2001:DB8:0::1]
+    tempIpPool6: [2001:db8::100, 2001:db8::101]
+  target: { agent: "http://192.0.2.2:7070", token: x, sharedIps: [192.0.2.2], sharedIps6: ["2001:db8::2"] }
+  v4only: { agent: "http://192.0.2.3:7070", token: x, sharedIps: [192.0.2.3] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+`;
+
+test('IPv6: sharedIps6 and tempIpPool6 per server, kept canonical, described; absent for IPv4-only servers', async () => {
+  const cfg = await parseConfig(V6_BASE, '/x/ferry.yaml', { env: {} });
+  assert.deepEqual(
+    cfg.servers.map((s) => [s.id, s.sharedIps6 ?? null, s.tempIpPool6 ?? null]),
+    [
+      ['origin', ['2001:db8::1'], ['2001:db8::100', '2001:db8::101']],
+      ['target', ['2001:db8::2'], null],
+      ['v4only', null, null],
+    ],
+  );
+  const text = describeConfig(cfg);
+  assert.match(text, /server origin: .*shared 192\.0\.2\.1, .*IPv6 shared 2001:db8::1, IPv6 temporary pool 2001:db8::100 2001:db8::101/);
+  assert.match(text, /server target: .*IPv6 shared 2001:db8::2, IPv6 temporary pool \(none\)/);
+  assert.doesNotMatch(text.split('\n').find((l) => l.includes('server v4only'))!, /IPv6/);
+});
+
+test('IPv6: each key holds its own family, duplicates across servers, bad lists, did-you-mean', async () => {
+  const msg = await problems(`
+servers:
+  origin:
+    agent: "http://192.0.2.1:7070"
+    token: x
+    sharedIps: [192.0.2.1, "2001:db8::9"]
+    tempIpPool: ["2001:db8::10"]
+    sharedIps6: [192.0.2.1]
+    tempIpPool6: [2001:db8::100, not-an-address]
+  target:
+    agent: "http://192.0.2.2:7070"
+    token: x
+    sharedIps: [192.0.2.2]
+    sharedIps6: ["2001:DB8::100"]
+    tempIPs6: [2001:db8::200]
+    sharedIp6: [2001:db8::201]
+  third:
+    agent: "http://192.0.2.3:7070"
+    token: x
+    sharedIps: [192.0.2.3]
+    sharedIps6: []
+    tempIpPool6: 2001:db8::300
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+`);
+  for (const expected of [
+    /servers\.origin\.sharedIps6\[0\]: 192\.0\.2\.1 is IPv4; IPv4 addresses go in sharedIps\n/,
+    /servers\.origin\.sharedIps\[1\]: 2001:db8::9 is IPv6; IPv6 addresses go in sharedIps6\n/,
+    /servers\.origin\.tempIpPool\[0\]: 2001:db8::10 is IPv6; IPv6 addresses go in tempIpPool6\n/,
+    /servers\.origin\.tempIpPool6\[1\]: must be an IPv6 address literal, e\.g\. 2001:db8::10; got "not-an-address"/,
+    /servers\.target\.tempIPs6: unknown key; did you mean tempIpPool6\?/,
+    /servers\.target\.sharedIp6: unknown key; did you mean sharedIps6\?/,
+    /servers\.third\.sharedIps6: must list at least one shared IPv6 address, or be left out/,
+    /servers\.third\.tempIpPool6: must be a list of IPv6 addresses/,
+  ]) {
+    assert.match(msg, expected);
+  }
+  // Cross-server checks (run once the servers are well formed): IPv6 compared in canonical form.
+  const dup = await problems(V6_BASE.replace('sharedIps6: ["2001:db8::2"]', 'sharedIps6: ["2001:DB8:0:0::100"]'));
+  assert.match(dup, /servers\.target\.sharedIps6\[0\]: 2001:db8::100 is already used by servers\.origin\.tempIpPool6/);
+  // The IPv4 suggestions stay as they were.
+  assert.match(await problems(V6_BASE.replace('tempIpPool:', 'tempIPs:')), /servers\.origin\.tempIPs: unknown key; did you mean tempIpPool\?/);
+  assert.match(await problems(V6_BASE.replace('sharedIps:', 'sharedIP:')), /servers\.origin\.sharedIP: unknown key; did you mean sharedIps\?/);
+});
+
+const DNS_SECURE = `
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns:
+  provider: embedded
+  listen: { address: 192.0.2.53 }
+  zones:
+    - zones/example.zone
+    - file: zones/other.zone
+      origin: other.example.
+      allowUpdate: [{ address: 192.0.2.0/24, key: ferry-update. }]
+      notify: []
+  tsigKeys:
+    - { name: xfr-key., secret: "\${XFR_TSIG}" }
+    - { name: ferry-update., algorithm: hmac-sha512, secretFile: update.key }
+  allowTransfer: [192.0.2.54, "2001:db8::/32", { key: XFR-KEY }]
+  notify: [{ address: 192.0.2.54 }, { address: "2001:db8::54", port: 5300, key: xfr-key. }]
+  serialPolicy: unixtime
+  workers: 4
+`;
+
+test('embedded DNS security: TSIG keys from env and file, ACLs, notify, serial policy, workers; described without secrets', async () => {
+  await withDir(async (dir) => {
+    await writeFile(join(dir, 'update.key'), 'dXBkYXRlLXNlY3JldC1mcm9tLWZpbGU=\n');
+    const cfg = await parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), { env: { XFR_TSIG: 'eGZyLXNlY3JldC1mcm9tLWVudg==' } });
+    assert.equal(cfg.dns.provider, 'embedded');
+    if (cfg.dns.provider !== 'embedded') return;
+    assert.deepEqual(cfg.dns.tsigKeys, [
+      { name: 'xfr-key.', algorithm: 'hmac-sha256', secret: 'eGZyLXNlY3JldC1mcm9tLWVudg==' },
+      { name: 'ferry-update.', algorithm: 'hmac-sha512', secret: 'dXBkYXRlLXNlY3JldC1mcm9tLWZpbGU=' },
+    ]);
+    assert.deepEqual(cfg.dns.allowTransfer, [{ address: '192.0.2.54' }, { address: '2001:db8::/32' }, { key: 'XFR-KEY' }]);
+    assert.equal(cfg.dns.allowUpdate, undefined, 'no updates unless configured');
+    assert.deepEqual(cfg.dns.notify, [{ address: '192.0.2.54', port: 53 }, { address: '2001:db8::54', port: 5300, key: 'xfr-key.' }]);
+    assert.equal(cfg.dns.serialPolicy, 'unixtime');
+    assert.equal(cfg.dns.workers, 4);
+    assert.deepEqual(cfg.dns.zones, [
+      { file: join(dir, 'zones/example.zone') },
+      { file: join(dir, 'zones/other.zone'), origin: 'other.example.', allowUpdate: [{ address: '192.0.2.0/24', key: 'ferry-update.' }], notify: [] },
+    ]);
+    // What the name server is given: the dns-level policy for every zone (`*`); the zone with its
+    // own policy inherits what it leaves out (allowTransfer) and overrides the rest.
+    const { dnsSecurityOptions } = await import('./config.js');
+    const opts = dnsSecurityOptions(cfg.dns, ['example.', 'other.example.']);
+    assert.deepEqual(opts.zonePolicies, {
+      '*': { allowTransfer: cfg.dns.allowTransfer, notify: cfg.dns.notify },
+      'other.example.': { allowTransfer: cfg.dns.allowTransfer, allowUpdate: [{ address: '192.0.2.0/24', key: 'ferry-update.' }], notify: [] },
+    });
+    assert.deepEqual(opts.tsigKeys?.map((k) => k.name), ['xfr-key.', 'ferry-update.']);
+    const text = describeConfig(cfg);
+    assert.doesNotMatch(text, /eGZy|dXBk/, 'TSIG secrets never appear in the description');
+    assert.match(text, /dns: embedded on 192\.0\.2\.53:53, .*serials unixtime, 4 query workers/);
+    assert.match(text, /dns tsig keys: xfr-key\. \(hmac-sha256\), ferry-update\. \(hmac-sha512\)/);
+    assert.match(text, /dns zones by default: transfer 192\.0\.2\.54, 2001:db8::\/32, key XFR-KEY; update none; notify 192\.0\.2\.54:53, \[2001:db8::54\]:5300 \(key xfr-key\.\)/);
+    assert.match(text, /dns zone other\.example\.: transfer .*; update 192\.0\.2\.0\/24 with key ferry-update\.; notify none/);
+  });
+});
+
+test('embedded DNS security: secure by default; nothing configured gives the name server no policy at all', async () => {
+  const cfg = await parseConfig(V6_BASE, '/x/ferry.yaml', { env: {} });
+  if (cfg.dns.provider !== 'embedded') assert.fail('embedded expected');
+  assert.equal(cfg.dns.tsigKeys, undefined);
+  const { dnsSecurityOptions } = await import('./config.js');
+  assert.deepEqual(dnsSecurityOptions(cfg.dns, ['example.']), {});
+  assert.match(describeConfig(cfg), /dns tsig keys: \(none\)\n {2}dns zones by default: transfer none; update none; notify none/);
+});
+
+test('embedded DNS security: every bad key and value named by its path, secrets never echoed', async () => {
+  const bad = `
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns:
+  provider: embedded
+  listen: { address: 192.0.2.53 }
+  zones:
+    - { file: z, allowTransfers: [192.0.2.1] }
+    - { file: y, allowUpdate: [{ key: nobody. }], notify: [{ address: 192.0.2.9, port: 0 }] }
+  tsigKeys:
+    - { name: k1., secret: "not base64 SECRET-VALUE!" }
+    - { name: k2., secret: c2VjcmV0, secretFile: k2.key }
+    - { name: K1, algorithm: sha256, secret: c2VjcmV0 }
+    - { name: k3., secret: c2VjcmV0, comment: x }
+  allowTransfer: [192.0.2.300, 192.0.2.0/33, "2001:db8::/129", {}, { address: 192.0.2.1, key: k2., port: 53 }, { key: "bad key" }, 7]
+  allowUpdate: { key: k1. }
+  notify: [{ address: secondary.example }, { address: 192.0.2.9, keys: k1. }]
+  serialPolicy: date
+  workers: 65
+  tsigKey: []
+`;
+  const msg = await problems(bad);
+  for (const expected of [
+    /dns\.zones\[0\]\.allowTransfers: unknown key; did you mean allowTransfer\?/,
+    /dns\.zones\[1\]\.notify\[0\]\.port: must be a port number from 1 to 65535/,
+    /dns\.tsigKeys\[0\]\.secret: must be the base64 secret as tsig-keygen or keymgr -t print it/,
+    /dns\.tsigKeys\[1\]\.secret: give the TSIG secret as secret: "\$\{ENV_VAR\}" or a literal, or as secretFile/,
+    /dns\.tsigKeys\[2\]\.algorithm: must be hmac-sha256/,
+    /dns\.tsigKeys\[3\]\.comment: unknown key/,
+    /dns\.allowTransfer\[0\]: "192\.0\.2\.300" is not an address or prefix; must be an address or prefix/,
+    /dns\.allowTransfer\[1\]: the prefix length in "192\.0\.2\.0\/33" must be 0-32/,
+    /dns\.allowTransfer\[2\]: the prefix length in "2001:db8::\/129" must be 0-128/,
+    /dns\.allowTransfer\[3\]: must be an address or prefix .*\{ key: KEY-NAME \}/,
+    /dns\.allowTransfer\[4\]\.port: unknown key; port is not valid here/,
+    /dns\.allowTransfer\[5\]\.key: must be a domain name/,
+    /dns\.allowTransfer\[6\]: must be an address or prefix/,
+    /dns\.allowUpdate: must be a list; each entry must be an address or prefix/,
+    /dns\.notify\[0\]\.address: must be an IPv4 or IPv6 address literal/,
+    /dns\.notify\[1\]\.keys: unknown key; did you mean key\?/,
+    /dns\.serialPolicy: must be increment or unixtime/,
+    /dns\.workers: must be the number of query worker processes, 1 to 64/,
+    /dns\.tsigKey: unknown key; did you mean tsigKeys\?/,
+  ]) {
+    assert.match(msg, expected);
+  }
+  assert.doesNotMatch(msg, /SECRET-VALUE/);
+  assert.match(await problems(bad.replace('workers: 65', 'workers: 0')), /dns\.workers: must be the number of query worker processes, 1 to 64/);
+  assert.match(await problems(bad.replace('workers: 65', 'workers: 2.5')), /dns\.workers: must be the number of query worker processes, 1 to 64/);
+  assert.match(await problems(DNS_SECURE.replace('secretFile: update.key', 'secret: c2VjcmV0, secretFiel: x')), /dns\.tsigKeys\[1\]\.secretFiel: unknown key; did you mean secretFile\?/);
+});
+
+test('embedded DNS security: key names declared once, and every ACL entry and notify target names a declared key', async () => {
+  const msg = await problems(
+    DNS_SECURE.replace('{ name: ferry-update., algorithm: hmac-sha512, secretFile: update.key }', '{ name: XFR-Key, secret: c2VjcmV0 }')
+      .replace('notify: [{ address: 192.0.2.54 },', 'notify: [{ address: 192.0.2.54, key: nobody. },'),
+    { XFR_TSIG: 'eGZy' },
+  );
+  // Names compare as the name server compares them: xfr-key. and XFR-Key are one key.
+  assert.match(msg, /dns\.tsigKeys\[1\]\.name: XFR-Key is declared twice \(also dns\.tsigKeys\[0\]\)/);
+  assert.match(msg, /dns\.zones\[1\]\.allowUpdate\[0\]\.key: names TSIG key ferry-update\., which is not declared under dns\.tsigKeys; declared: xfr-key\., XFR-Key/);
+  assert.match(msg, /dns\.notify\[0\]\.key: names TSIG key nobody\., which is not declared under dns\.tsigKeys/);
+  assert.doesNotMatch(msg, /allowTransfer/, 'XFR-KEY is xfr-key.');
+});
+
+test('embedded DNS security: a TSIG secret from an unset variable or a bad file, never echoed', async () => {
+  assert.match(await problems(DNS_SECURE, {}), /dns\.tsigKeys\[0\]\.secret: environment variable XFR_TSIG is not set/);
+  await withDir(async (dir) => {
+    await writeFile(join(dir, 'update.key'), 'FILE-SECRET not base64!\n');
+    try {
+      await parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), { env: { XFR_TSIG: 'eGZy' } });
+      assert.fail('expected the config to be refused');
+    } catch (err) {
+      const m = (err as Error).message;
+      assert.match(m, /dns\.tsigKeys\[1\]\.secretFile: .*update\.key must hold the base64 secret/);
+      assert.doesNotMatch(m, /FILE-SECRET/);
+    }
+    await rm(join(dir, 'update.key'));
+    await assert.rejects(parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), { env: { XFR_TSIG: 'eGZy' } }), /dns\.tsigKeys\[1\]\.secretFile: cannot read .*update\.key \(ENOENT\)/);
+  });
 });
 
 test('durations', () => {

@@ -23,6 +23,27 @@ import { Controller } from './controller.js';
 
 const ipMsg = 'must be an IPv4 or IPv6 address literal, e.g. 192.0.2.10';
 const ip = z.string({ message: ipMsg }).refine((s) => isIP(s) !== 0, { message: ipMsg });
+
+/** An IPv6 address in its one canonical text (RFC 5952: lower case, longest zero run as ::). */
+export function canonicalIp6(a: string): string {
+  return new URL(`http://[${a}]/`).hostname.slice(1, -1);
+}
+
+/**
+ * An address of one family, for a key that holds only that family; the message names the key
+ * the address belongs in instead. (A refinement, not a transform, so that the server's other
+ * checks still run and every problem is reported at once; IPv6 is made canonical afterwards.)
+ */
+function ipOf(family: 4 | 6, otherKey: string) {
+  return z.string({ message: ipMsg }).superRefine((s, ctx) => {
+    const f = isIP(s);
+    if (f === 0) {
+      ctx.addIssue({ code: 'custom', message: `must be an IPv${family} address literal, e.g. ${family === 4 ? '192.0.2.10' : '2001:db8::10'}; got ${JSON.stringify(s)}` });
+    } else if (f !== family) {
+      ctx.addIssue({ code: 'custom', message: `${s} is IPv${f}; IPv${f} addresses go in ${otherKey}` });
+    }
+  });
+}
 const portMsg = 'must be a port number from 1 to 65535, e.g. 53';
 const port = z.number({ message: portMsg }).int({ message: portMsg }).min(1, { message: portMsg }).max(65535, { message: portMsg });
 const domainMsg = 'must be a domain name, e.g. shop.example';
@@ -61,8 +82,15 @@ const server = z
     token: z.string().min(1, { message: 'is empty; write the agent token or "${ENV_VAR}"' }).optional(),
     tokenFile: z.string().min(1).optional(),
     ca: z.string({ message: 'must be the path of a PEM CA file that signed the agent certificate' }).optional(),
-    sharedIps: z.array(ip, { message: 'must be a list of addresses, e.g. [192.0.2.10]' }).min(1, { message: 'must list at least one shared IP' }),
-    tempIpPool: z.array(ip, { message: 'must be a list of addresses, e.g. [192.0.2.100, 192.0.2.101]' }).default([]),
+    sharedIps: z.array(ipOf(4, 'sharedIps6'), { message: 'must be a list of IPv4 addresses, e.g. [192.0.2.10]' }).min(1, { message: 'must list at least one shared IP' }),
+    tempIpPool: z.array(ipOf(4, 'tempIpPool6'), { message: 'must be a list of IPv4 addresses, e.g. [192.0.2.100, 192.0.2.101]' }).default([]),
+    /** IPv6: AAAA records of sites moved to this server point at the first; leave out for IPv4 only. */
+    sharedIps6: z
+      .array(ipOf(6, 'sharedIps'), { message: 'must be a list of IPv6 addresses, e.g. [2001:db8::10]' })
+      .min(1, { message: 'must list at least one shared IPv6 address, or be left out' })
+      .optional(),
+    /** IPv6 temporary addresses, one per migration away from this server whose site has AAAA. */
+    tempIpPool6: z.array(ipOf(6, 'tempIpPool'), { message: 'must be a list of IPv6 addresses, e.g. [2001:db8::100, 2001:db8::101]' }).optional(),
     engine: z.enum(['userspace', 'kernel'], { message: 'must be userspace or kernel' }).optional(),
     web: z.enum(['builtin', 'nginx'], { message: 'must be builtin or nginx (how the agent serves sites: ferry agent --web)' }).default('builtin'),
     timeout: duration.optional(),
@@ -73,11 +101,92 @@ const server = z
 
 const nameServer = z.strictObject({ address: ip, port: port.default(53) });
 
+const TSIG_ALGORITHMS = ['hmac-sha256', 'hmac-sha384', 'hmac-sha512', 'hmac-sha1', 'hmac-md5'] as const;
+const base64Msg = 'must be the base64 secret as tsig-keygen or keymgr -t print it';
+const isBase64 = (v: string) => /^[A-Za-z0-9+/]+={0,2}$/.test(v.replace(/\s+/g, ''));
+
+/** A TSIG key: the rfc2136 provider's `tsig:` and each of the embedded server's `tsigKeys:`. */
+const tsigKey = z
+  .strictObject(
+    {
+      name: domain,
+      algorithm: z.enum(TSIG_ALGORITHMS, { message: 'must be hmac-sha256 (or hmac-sha384, hmac-sha512, hmac-sha1, hmac-md5)' }).default('hmac-sha256'),
+      // Never echoed: the message says what is wrong, not what was written.
+      secret: z
+        .string()
+        .min(1)
+        .refine((v) => /\$\{[A-Za-z_][A-Za-z0-9_]*\}/.test(v) || isBase64(v), { message: base64Msg })
+        .optional(),
+      secretFile: z.string().min(1).optional(),
+    },
+    { message: 'must be a TSIG key { name, algorithm, secret or secretFile }' },
+  )
+  .superRefine((t, ctx) => {
+    if ((t.secret === undefined) === (t.secretFile === undefined)) ctx.addIssue({ code: 'custom', message: secretMsg('TSIG secret', 'secretFile'), path: ['secret'] });
+  });
+
+const aclMsg = 'must be an address or prefix (192.0.2.10, 198.51.100.0/24, 2001:db8::/32), { key: KEY-NAME }, or { address, key } for both at once';
+
+/** An address or prefix as an ACL takes it (xfr/acl.ts): `192.0.2.1`, `198.51.100.0/24`, `2001:db8::/32`. */
+function prefixProblem(v: string): string | undefined {
+  const [addr, len, ...rest] = v.split('/');
+  const family = isIP(addr ?? '');
+  if (family === 0 || rest.length) return `${JSON.stringify(v)} is not an address or prefix`;
+  const max = family === 4 ? 32 : 128;
+  if (len !== undefined && !(/^\d{1,3}$/.test(len) && Number(len) <= max)) return `the prefix length in ${JSON.stringify(v)} must be 0-${max}`;
+  return undefined;
+}
+
+const aclAddress = z.string({ message: aclMsg }).superRefine((v, ctx) => {
+  const p = prefixProblem(v);
+  if (p) ctx.addIssue({ code: 'custom', message: `${p}; ${aclMsg}` });
+});
+
+/**
+ * One ACL entry, exactly an `AclEntry` of the name server: a request is allowed when it comes from
+ * the address or prefix (if given) and is signed with the key (if given). A bare string is an
+ * address or prefix.
+ */
+const aclEntry = z.preprocess(
+  (v, ctx) => {
+    if (typeof v !== 'string') return v;
+    // Checked here so that the problem is reported at the entry the user wrote, not at .address.
+    const p = prefixProblem(v);
+    if (p) {
+      ctx.addIssue({ code: 'custom', message: `${p}; ${aclMsg}` });
+      return z.NEVER;
+    }
+    return { address: v };
+  },
+  z
+    .strictObject({ address: aclAddress.optional(), key: domain.optional() }, { message: aclMsg })
+    .refine((e) => e.address !== undefined || e.key !== undefined, { message: aclMsg }),
+);
+const acl = z.array(aclEntry, { message: `must be a list; each entry ${aclMsg}` });
+
+/** A secondary told of every change by DNS NOTIFY (RFC 1996). */
+const notifyTarget = z.strictObject(
+  { address: ip, port: port.default(53), key: domain.optional() },
+  { message: 'must be a secondary to notify, { address, port } (port default 53; key: KEY-NAME to sign the NOTIFY)' },
+);
+
+/** Who may transfer and update a zone, and whom to notify: the dns-level default, or one zone's own. */
+const zonePolicy = {
+  allowTransfer: acl.optional(),
+  allowUpdate: acl.optional(),
+  notify: z.array(notifyTarget, { message: 'must be a list of secondaries, e.g. [{ address: 192.0.2.54, port: 53 }]' }).optional(),
+};
+
+const zoneEntry = z.preprocess(
+  (v) => (typeof v === 'string' ? { file: v } : v),
+  z.strictObject({ file: z.string({ message: 'must be the zone file path' }), origin: domain.optional(), ...zonePolicy }, { message: 'must be a zone file path or { file, origin }' }),
+);
+
 const embeddedDns = z.strictObject({
   provider: z.literal('embedded'),
   listen: z.strictObject({ address: ip, port: port.default(53) }),
   zones: z
-    .array(z.union([z.string(), z.strictObject({ file: z.string(), origin: domain.optional() })], { message: 'must be a zone file path or { file, origin }' }), {
+    .array(zoneEntry, {
       message: 'must be a list of zone files, e.g. [/etc/ferry/zones/example.zone]',
     })
     .min(1, { message: 'must list at least one zone file' }),
@@ -85,6 +194,17 @@ const embeddedDns = z.strictObject({
   nameServers: z.array(nameServer).optional(),
   /** SQLite file keeping the zones and every change across restarts; default zones.sqlite beside the journal. */
   db: z.string({ message: 'must be the path of the zone database, e.g. /var/lib/ferry/zones.sqlite' }).optional(),
+  /** Keys that sign transfers, updates and NOTIFY; ACLs and notify targets name them. */
+  tsigKeys: z.array(tsigKey, { message: 'must be a list of TSIG keys, e.g. [{ name: xfr-key., secret: "${XFR_TSIG}" }]' }).optional(),
+  /** For every zone without its own: default no transfers, no updates, no NOTIFY. */
+  ...zonePolicy,
+  serialPolicy: z.enum(['increment', 'unixtime'], { message: 'must be increment or unixtime' }).optional(),
+  workers: z
+    .number({ message: 'must be the number of query worker processes, 1 to 64' })
+    .int({ message: 'must be the number of query worker processes, 1 to 64' })
+    .min(1, { message: 'must be the number of query worker processes, 1 to 64' })
+    .max(64, { message: 'must be the number of query worker processes, 1 to 64' })
+    .optional(),
 });
 
 /** The slot for RFC 2136 dynamic updates to an existing BIND, Knot or PowerDNS (built separately). */
@@ -92,17 +212,7 @@ const rfc2136Dns = z.strictObject({
   provider: z.literal('rfc2136'),
   server: nameServer,
   zone: domain,
-  tsig: z
-    .strictObject({
-      name: domain,
-      algorithm: z.enum(['hmac-sha256', 'hmac-sha384', 'hmac-sha512', 'hmac-sha1', 'hmac-md5'], { message: 'must be hmac-sha256 (or hmac-sha384, hmac-sha512, hmac-sha1, hmac-md5)' }).default('hmac-sha256'),
-      secret: z.string().min(1).optional(),
-      secretFile: z.string().min(1).optional(),
-    })
-    .superRefine((t, ctx) => {
-      if ((t.secret === undefined) === (t.secretFile === undefined)) ctx.addIssue({ code: 'custom', message: secretMsg('TSIG secret', 'secretFile'), path: ['secret'] });
-    })
-    .optional(),
+  tsig: tsigKey.optional(),
   nameServers: z.array(nameServer).optional(),
 });
 
@@ -126,11 +236,39 @@ const defaults = z
   })
   .default({});
 
+/** A TSIG key name as the name server compares them: case-folded, without the final dot. */
+const keyId = (name: string) => name.toLowerCase().replace(/\.$/, '');
+
+/** Key names are declared once, and every ACL entry and notify target names a declared key. */
+function checkDnsKeys(d: z.output<typeof embeddedDns>, ctx: z.RefinementCtx): void {
+  const declared = new Map<string, number>();
+  (d.tsigKeys ?? []).forEach((k, i) => {
+    const id = keyId(k.name);
+    const prior = declared.get(id);
+    if (prior !== undefined) ctx.addIssue({ code: 'custom', path: ['dns', 'tsigKeys', i, 'name'], message: `${k.name} is declared twice (also dns.tsigKeys[${prior}])` });
+    else declared.set(id, i);
+  });
+  const known = [...(d.tsigKeys ?? [])].map((k) => k.name);
+  const check = (name: string | undefined, path: PropertyKey[]) => {
+    if (name === undefined || declared.has(keyId(name))) return;
+    ctx.addIssue({
+      code: 'custom',
+      path,
+      message: `names TSIG key ${name}, which is not declared under dns.tsigKeys; ${known.length ? `declared: ${known.join(', ')}` : 'declare it there with its secret'}`,
+    });
+  };
+  const policy = (p: { allowTransfer?: Array<{ key?: string | undefined }>; allowUpdate?: Array<{ key?: string | undefined }>; notify?: Array<{ key?: string | undefined }> }, at: PropertyKey[]) => {
+    for (const list of ['allowTransfer', 'allowUpdate', 'notify'] as const) (p[list] ?? []).forEach((e, i) => check(e.key, [...at, list, i, 'key']));
+  };
+  policy(d, ['dns']);
+  d.zones.forEach((z, i) => policy(z, ['dns', 'zones', i]));
+}
+
 const configSchema = z
   .strictObject({
     journal: z.string({ message: 'must be the path of the journal database, e.g. /var/lib/ferry/journal.sqlite' }).default('/var/lib/ferry/journal.sqlite'),
     servers: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { message: "server names are 1-64 letters, digits, '.', '_' or '-'" }), server, {
-      message: 'must map server names to { agent, token, sharedIps, tempIpPool }',
+      message: 'must map server names to { agent, token, sharedIps, tempIpPool, sharedIps6, tempIpPool6 }',
     }),
     dns,
     sites: z.array(site, { message: 'must be a list of { domain, server, ports }' }).default([]),
@@ -143,7 +281,10 @@ const configSchema = z
     if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['servers'], message: 'must declare at least one server' });
     const owner = new Map<string, string>();
     for (const [name, s] of Object.entries(c.servers)) {
-      for (const [key, list] of [['sharedIps', s.sharedIps], ['tempIpPool', s.tempIpPool]] as const) {
+      const six = (l: string[] | undefined) => (l ?? []).map(canonicalIp6);
+      const lists = [['sharedIps', s.sharedIps], ['tempIpPool', s.tempIpPool], ['sharedIps6', six(s.sharedIps6)], ['tempIpPool6', six(s.tempIpPool6)]] as const;
+      for (const [key, list] of lists) {
+        // IPv6 compared canonical: 2001:DB8::1 and 2001:db8:0::1 are one address.
         list.forEach((a, i) => {
           const prior = owner.get(a);
           if (prior) ctx.addIssue({ code: 'custom', path: ['servers', name, key, i], message: `${a} is already used by ${prior}; each address belongs to one server and one role` });
@@ -151,6 +292,7 @@ const configSchema = z
         });
       }
     }
+    if (c.dns.provider === 'embedded') checkDnsKeys(c.dns, ctx);
     const seen = new Map<string, number>();
     c.sites.forEach((s, i) => {
       const d = s.domain.toLowerCase().replace(/\.$/, '');
@@ -177,25 +319,52 @@ export interface ServerConfig {
   ca?: string;
   sharedIps: string[];
   tempIpPool: string[];
+  /** IPv6 shared addresses (canonical form); absent for an IPv4-only server. */
+  sharedIps6?: string[];
+  tempIpPool6?: string[];
   engine?: 'userspace' | 'kernel';
   web: 'builtin' | 'nginx';
   timeoutMs?: number;
 }
 
+/** An ACL entry as the name server takes it (src/dns/xfr/acl.ts): address or prefix, key, or both. */
+export interface AclEntryConfig {
+  address?: string;
+  key?: string;
+}
+
+/** Who may transfer and update zones and whom to NOTIFY; absent lists mean none (refused). */
+export interface DnsPolicyConfig {
+  allowTransfer?: AclEntryConfig[];
+  allowUpdate?: AclEntryConfig[];
+  notify?: Array<{ address: string; port: number; key?: string }>;
+}
+
+export interface TsigKeySecret {
+  name: string;
+  algorithm: string;
+  /** Base64. Never logged, never in `describeConfig`. */
+  secret: string;
+}
+
 export type DnsConfig =
-  | {
+  | ({
       provider: 'embedded';
       listen: { address: string; port: number };
-      zones: Array<{ file: string; origin?: string }>;
+      /** Each zone may carry its own policy; a key it leaves out is taken from the dns-level one. */
+      zones: Array<{ file: string; origin?: string } & DnsPolicyConfig>;
       nameServers?: Array<{ address: string; port: number }>;
       /** Zones and their changes survive restarts here; a zone file with a higher serial wins. */
       db: string;
-    }
+      tsigKeys?: TsigKeySecret[];
+      serialPolicy?: 'increment' | 'unixtime';
+      workers?: number;
+    } & DnsPolicyConfig)
   | {
       provider: 'rfc2136';
       server: { address: string; port: number };
       zone: string;
-      tsig?: { name: string; algorithm: string; secret: string };
+      tsig?: TsigKeySecret;
       nameServers?: Array<{ address: string; port: number }>;
     };
 
@@ -220,8 +389,9 @@ export interface FerryConfig {
 /** Every key the schema knows, for "did you mean" hints on unknown keys. */
 const KNOWN_KEYS = [
   'journal', 'servers', 'dns', 'sites', 'defaults', 'api',
-  'agent', 'token', 'tokenFile', 'ca', 'sharedIps', 'tempIpPool', 'engine', 'web', 'timeout',
+  'agent', 'token', 'tokenFile', 'ca', 'sharedIps', 'tempIpPool', 'sharedIps6', 'tempIpPool6', 'engine', 'web', 'timeout',
   'provider', 'listen', 'address', 'port', 'zones', 'file', 'origin', 'nameServers', 'db', 'server', 'zone', 'tsig', 'name', 'algorithm', 'secret', 'secretFile',
+  'tsigKeys', 'allowTransfer', 'allowUpdate', 'notify', 'key', 'serialPolicy', 'workers',
   'domain', 'ports', 'kind',
   'ttl', 'quietWindow', 'dnsTempCap', 'drainCap', 'cutoverDrainTimeout', 'poll',
 ];
@@ -242,15 +412,24 @@ function editDistance(a: string, b: string): number {
 function suggest(key: string): string {
   let best = '';
   let bestD = Infinity;
+  let bestRank: number[] = [];
   const common = (a: string, b: string) => {
     let n = 0;
     while (n < a.length && n < b.length && a[n]!.toLowerCase() === b[n]!.toLowerCase()) n++;
     return n;
   };
+  const family = (k: string) => (/6$/.test(k) ? 1 : 0);
+  // A key of another block (port: in an ACL entry): say so rather than suggest itself.
+  if (KNOWN_KEYS.includes(key)) return `; ${key} is not valid here`;
   for (const k of KNOWN_KEYS) {
+    const ed = editDistance(key, k);
     // A long shared beginning counts as close: tempIPs → tempIpPool.
-    const dd = common(key, k) >= 5 ? 1 : editDistance(key, k);
-    if (dd < bestD) {
+    const dd = common(key, k) >= 5 ? Math.min(1, ed) : ed;
+    // Ties go to the nearer spelling, then to the same address family (tempIPs6 → tempIpPool6).
+    const rank = [dd, ed, family(key) === family(k) ? 0 : 1];
+    const at = rank.findIndex((r, i) => r !== bestRank[i]);
+    if (!bestRank.length || (at >= 0 && rank[at]! < bestRank[at]!)) {
+      bestRank = rank;
       bestD = dd;
       best = k;
     }
@@ -362,19 +541,38 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
       ...(s.ca ? { ca: abs(s.ca) } : {}),
       sharedIps: s.sharedIps,
       tempIpPool: s.tempIpPool,
+      // Canonical, as the AAAA records the controller compares them with are written.
+      ...(s.sharedIps6 ? { sharedIps6: s.sharedIps6.map(canonicalIp6) } : {}),
+      ...(s.tempIpPool6 ? { tempIpPool6: s.tempIpPool6.map(canonicalIp6) } : {}),
       ...(s.engine ? { engine: s.engine } : {}),
       web: s.web,
       ...(s.timeout !== undefined ? { timeoutMs: s.timeout } : {}),
     });
   }
+  /** A TSIG key with its secret, from the config or its file (checked to be base64, never echoed). */
+  const keySecret = async (t: { name: string; algorithm: string; secret?: string | undefined; secretFile?: string | undefined }, where: string): Promise<TsigKeySecret> => {
+    let secret = t.secret;
+    if (secret === undefined) {
+      secret = await readSecret(t.secretFile!, `${where}.secretFile`);
+      if (secret && opts.readSecretFiles !== false && !isBase64(secret)) problems.push(`${where}.secretFile: ${abs(t.secretFile!)} ${base64Msg.replace('must be', 'must hold')}`);
+    }
+    return { name: t.name, algorithm: t.algorithm, secret };
+  };
   let dnsCfg: DnsConfig;
   if (c.dns.provider === 'embedded') {
+    const d = c.dns;
+    const tsigKeys: TsigKeySecret[] = [];
+    for (const [i, k] of (d.tsigKeys ?? []).entries()) tsigKeys.push(await keySecret(k, `dns.tsigKeys[${i}]`));
     dnsCfg = {
       provider: 'embedded',
-      listen: c.dns.listen,
-      zones: c.dns.zones.map((z) => (typeof z === 'string' ? { file: abs(z) } : { file: abs(z.file), ...(z.origin ? { origin: z.origin } : {}) })),
-      ...(c.dns.nameServers ? { nameServers: c.dns.nameServers } : {}),
-      db: c.dns.db ? abs(c.dns.db) : join(dirname(abs(c.journal)), 'zones.sqlite'),
+      listen: d.listen,
+      zones: d.zones.map((z) => ({ file: abs(z.file), ...(z.origin ? { origin: z.origin } : {}), ...policyOf(z) })),
+      ...(d.nameServers ? { nameServers: d.nameServers } : {}),
+      db: d.db ? abs(d.db) : join(dirname(abs(c.journal)), 'zones.sqlite'),
+      ...(d.tsigKeys ? { tsigKeys } : {}),
+      ...policyOf(d),
+      ...(d.serialPolicy ? { serialPolicy: d.serialPolicy } : {}),
+      ...(d.workers !== undefined ? { workers: d.workers } : {}),
     };
   } else {
     const t = c.dns.tsig;
@@ -382,7 +580,7 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
       provider: 'rfc2136',
       server: c.dns.server,
       zone: c.dns.zone,
-      ...(t ? { tsig: { name: t.name, algorithm: t.algorithm, secret: t.secret ?? (await readSecret(t.secretFile!, 'dns.tsig.secretFile')) } } : {}),
+      ...(t ? { tsig: await keySecret(t, 'dns.tsig') } : {}),
       ...(c.dns.nameServers ? { nameServers: c.dns.nameServers } : {}),
     };
   }
@@ -409,16 +607,48 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
   };
 }
 
+/** The policy keys a dns block or zone entry sets, and only those (an absent key is inherited or refused). */
+function policyOf(p: { allowTransfer?: AclEntryConfig[] | undefined; allowUpdate?: AclEntryConfig[] | undefined; notify?: DnsPolicyConfig['notify'] | undefined }): DnsPolicyConfig {
+  const entries = (l: AclEntryConfig[]) => l.map((e) => ({ ...(e.address !== undefined ? { address: e.address } : {}), ...(e.key !== undefined ? { key: e.key } : {}) }));
+  return {
+    ...(p.allowTransfer ? { allowTransfer: entries(p.allowTransfer) } : {}),
+    ...(p.allowUpdate ? { allowUpdate: entries(p.allowUpdate) } : {}),
+    ...(p.notify ? { notify: p.notify.map((n) => ({ address: n.address, port: n.port, ...(n.key !== undefined ? { key: n.key } : {}) })) } : {}),
+  };
+}
+
+/** `192.0.2.0/24, key xfr-key., 192.0.2.1+key k.` — or `none` (refused). */
+function aclText(l: AclEntryConfig[] | undefined): string {
+  if (!l?.length) return 'none';
+  return l.map((e) => [e.address, e.key !== undefined ? `key ${e.key}` : undefined].filter(Boolean).join(' with ')).join(', ');
+}
+
+function policyText(p: DnsPolicyConfig): string {
+  const notify = p.notify?.length ? p.notify.map((n) => `${n.address.includes(':') ? `[${n.address}]` : n.address}:${n.port}${n.key ? ` (key ${n.key})` : ''}`).join(', ') : 'none';
+  return `transfer ${aclText(p.allowTransfer)}; update ${aclText(p.allowUpdate)}; notify ${notify}`;
+}
+
 /** A summary of the config for people and logs: everything but the secrets. */
 export function describeConfig(c: FerryConfig): string {
   const lines = [`config ${c.file}: ok`, `  journal: ${c.journal}`];
   for (const s of c.servers) {
     lines.push(
-      `  server ${s.id}: agent ${s.agent}${s.ca ? ` (CA ${s.ca})` : ''}, web ${s.web}, shared ${s.sharedIps.join(' ')}, temporary pool ${s.tempIpPool.join(' ') || '(none)'}`,
+      `  server ${s.id}: agent ${s.agent}${s.ca ? ` (CA ${s.ca})` : ''}, web ${s.web}, shared ${s.sharedIps.join(' ')}, temporary pool ${s.tempIpPool.join(' ') || '(none)'}` +
+        (s.sharedIps6 || s.tempIpPool6 ? `, IPv6 shared ${s.sharedIps6?.join(' ') || '(none)'}, IPv6 temporary pool ${s.tempIpPool6?.join(' ') || '(none)'}` : ''),
     );
   }
   if (c.dns.provider === 'embedded') {
-    lines.push(`  dns: embedded on ${c.dns.listen.address}:${c.dns.listen.port}, zones ${c.dns.zones.map((z) => z.file).join(' ')}, kept in ${c.dns.db}`);
+    const e = c.dns;
+    lines.push(
+      `  dns: embedded on ${e.listen.address}:${e.listen.port}, zones ${e.zones.map((z) => z.file).join(' ')}, kept in ${e.db}` +
+        `, serials ${e.serialPolicy ?? 'increment'}, ${e.workers ?? 1} query worker${(e.workers ?? 1) === 1 ? '' : 's'}`,
+    );
+    // Key names and algorithms only: the secrets stay out.
+    lines.push(`  dns tsig keys: ${e.tsigKeys?.length ? e.tsigKeys.map((k) => `${k.name} (${k.algorithm})`).join(', ') : '(none)'}`);
+    lines.push(`  dns zones by default: ${policyText(e)}`);
+    for (const z of e.zones) {
+      if (z.allowTransfer || z.allowUpdate || z.notify) lines.push(`  dns zone ${z.origin ?? z.file}: ${policyText({ ...policyOf(e), ...policyOf(z) })}`);
+    }
   } else {
     lines.push(`  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`);
   }
@@ -445,6 +675,30 @@ registerDnsProvider('rfc2136', (cfg) => {
   if (cfg.provider !== 'rfc2136') throw new FerryError('CONFIG_INVALID', 'rfc2136 factory given another provider');
   return createRfc2136Provider(cfg);
 });
+
+/**
+ * The name server's TSIG keys and zone policies (xfr/primary.ts `PrimaryOptions`) from the config:
+ * the dns-level policy is the `*` policy, for every zone without its own; a zone entry with any
+ * policy key gets a policy of its own, each key it leaves out taken from the dns-level one (the
+ * name server itself does not merge). Nothing configured: no policies, so transfers and updates are
+ * refused and nobody is notified. `origins` are the loaded zones' origins, in config order.
+ */
+export function dnsSecurityOptions(
+  cfg: Extract<DnsConfig, { provider: 'embedded' }>,
+  origins: string[],
+): { tsigKeys?: TsigKeySecret[]; zonePolicies?: Record<string, DnsPolicyConfig> } {
+  const zonePolicies: Record<string, DnsPolicyConfig> = {};
+  const base = policyOf(cfg);
+  if (Object.keys(base).length) zonePolicies['*'] = base;
+  cfg.zones.forEach((z, i) => {
+    const own = policyOf(z);
+    if (Object.keys(own).length) zonePolicies[origins[i]!] = { ...base, ...own };
+  });
+  return {
+    ...(cfg.tsigKeys?.length ? { tsigKeys: cfg.tsigKeys.map((k) => ({ name: k.name, algorithm: k.algorithm, secret: k.secret })) } : {}),
+    ...(Object.keys(zonePolicies).length ? { zonePolicies } : {}),
+  };
+}
 
 /** A controller started from a config: close it to stop the migrations' drivers and the name server. */
 export interface RunningController {
@@ -479,7 +733,15 @@ export async function startController(config: FerryConfig, opts: StartController
     const dnsCfg = config.dns;
     if (dnsCfg.provider === 'embedded') {
       const zones = await Promise.all(dnsCfg.zones.map((z) => loadZoneFile(z.file, z.origin ? { origin: z.origin } : {})));
-      dnsServer = new DnsServer({ address: dnsCfg.listen.address, port: dnsCfg.listen.port, zones, db: dnsCfg.db });
+      dnsServer = new DnsServer({
+        address: dnsCfg.listen.address,
+        port: dnsCfg.listen.port,
+        zones,
+        db: dnsCfg.db,
+        ...dnsSecurityOptions(dnsCfg, zones.map((z) => z.origin)),
+        ...(dnsCfg.serialPolicy ? { serialPolicy: dnsCfg.serialPolicy } : {}),
+        ...(dnsCfg.workers !== undefined ? { workers: dnsCfg.workers } : {}),
+      });
       await dnsServer.start();
       provider = new EmbeddedDnsProvider({ server: dnsServer, ...(dnsCfg.nameServers ? { nameServers: dnsCfg.nameServers } : {}) });
     } else {
@@ -506,7 +768,14 @@ export async function startController(config: FerryConfig, opts: StartController
     journal = new Journal(config.journal);
     const controller = new Controller({
       dns: provider,
-      servers: config.servers.map((s) => ({ id: s.id, driver: drivers.get(s.id)!, sharedIps: s.sharedIps, tempIpPool: s.tempIpPool })),
+      servers: config.servers.map((s) => ({
+        id: s.id,
+        driver: drivers.get(s.id)!,
+        sharedIps: s.sharedIps,
+        tempIpPool: s.tempIpPool,
+        ...(s.sharedIps6 ? { sharedIps6: s.sharedIps6 } : {}),
+        ...(s.tempIpPool6 ? { tempIpPool6: s.tempIpPool6 } : {}),
+      })),
       sites: config.sites.map((s) => ({ domain: s.domain, server: s.server, ports: s.ports })),
       journal,
       defaults: config.defaults,

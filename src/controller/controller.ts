@@ -175,14 +175,26 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     return this.history.filter((e) => e.seq > afterSeq && (!migrationId || e.migrationId === migrationId));
   }
 
-  /** Every server with its addresses and the temporary IPs still free. */
-  listServers(): Array<{ id: string; sharedIps: string[]; tempIpPool: string[]; freeTempIps: string[]; sites: string[] }> {
+  /** Every server with its addresses and the temporary IPs still free (the IPv6 ones when it has any). */
+  listServers(): Array<{
+    id: string;
+    sharedIps: string[];
+    tempIpPool: string[];
+    freeTempIps: string[];
+    sharedIps6?: string[];
+    tempIpPool6?: string[];
+    freeTempIps6?: string[];
+    sites: string[];
+  }> {
     const sites = this.listSites();
     return [...this.servers.values()].map((s) => ({
       id: s.id,
       sharedIps: [...s.sharedIps],
       tempIpPool: [...s.tempIpPool],
       freeTempIps: this.freeTempIps(s.id),
+      ...(s.sharedIps6 || s.tempIpPool6
+        ? { sharedIps6: [...(s.sharedIps6 ?? [])], tempIpPool6: [...(s.tempIpPool6 ?? [])], freeTempIps6: this.freeTempIps(s.id, 6) }
+        : {}),
       sites: sites.filter((x) => x.server === s.id).map((x) => x.domain),
     }));
   }
