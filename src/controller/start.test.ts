@@ -1,17 +1,23 @@
 /**
  * `startController` from a YAML config, with two real agents over HTTP on loopback
  * (127.0.63.0/24, no privileges): a whole migration, the zone change kept across a controller
- * restart, and the agents checked against the config.
+ * restart, and the agents checked against the config. Then the embedded name server's security
+ * settings from the YAML (127.0.64.0/24): a TSIG-signed AXFR (kdig), an unsigned one refused, a
+ * NOTIFY to a secondary on a change, and `config check` keeping the secret to itself; and IPv6
+ * server addresses from the YAML in the controller's server listing (127.0.65.0/24).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
+import { execFile, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HostAgent, LoopbackAddresses, buildAgentServer } from '../agent/index.js';
-import { dnsQuery } from '../dns/index.js';
+import { buildApi, generateToken } from '../api/index.js';
+import { Opcode, decodeMessage, dnsQuery, encodeMessage } from '../dns/index.js';
 import { loadConfig, startController } from './config.js';
 import { findBinary } from '../../test/e2e/helpers.js';
 
@@ -39,30 +45,36 @@ async function freeUdpTcp(address: string): Promise<number> {
   }
 }
 
+/** Two real agents (origin serving shop.example and blog.example, target empty) on `ips`. */
+async function startAgents(dir: string, ips: { origin: string; target: string }, httpPort: number, agents: Array<{ close(): Promise<void> }>): Promise<Record<'origin' | 'target', string>> {
+  const urls = { origin: '', target: '' };
+  for (const id of ['origin', 'target'] as const) {
+    const agent = new HostAgent({
+      id,
+      dataDir: join(dir, id),
+      sharedIps: [ips[id]],
+      httpPort,
+      addresses: new LoopbackAddresses(),
+      web: { kind: 'builtin' },
+      rsync: { port: await freeTcp(ips[id]) },
+    });
+    await agent.start();
+    const app = buildAgentServer(agent, { token: TOKEN });
+    await app.listen({ host: ips[id], port: 0 });
+    urls[id] = `http://${ips[id]}:${(app.server.address() as AddressInfo).port}`;
+    agents.push({ close: async () => (await app.close(), await agent.stop()) });
+    if (id === 'origin') for (const d of ['shop.example', 'blog.example']) await agent.putSite(d, 'serve');
+  }
+  return urls;
+}
+
 test('startController: a migration between two agents over HTTP, and the zone change survives a restart', { skip: findBinary('rsync') ? false : 'rsync is not installed', timeout: 120_000 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-start-'));
   const ips = { origin: '127.0.63.1', target: '127.0.63.2', temp: '127.0.63.100', dns: '127.0.63.53' };
   const httpPort = await freeTcp(ips.origin);
   const agents: Array<{ close(): Promise<void> }> = [];
   try {
-    const urls: Record<string, string> = {};
-    for (const id of ['origin', 'target'] as const) {
-      const agent = new HostAgent({
-        id,
-        dataDir: join(dir, id),
-        sharedIps: [ips[id]],
-        httpPort,
-        addresses: new LoopbackAddresses(),
-        web: { kind: 'builtin' },
-        rsync: { port: await freeTcp(ips[id]) },
-      });
-      await agent.start();
-      const app = buildAgentServer(agent, { token: TOKEN });
-      await app.listen({ host: ips[id], port: 0 });
-      urls[id] = `http://${ips[id]}:${(app.server.address() as AddressInfo).port}`;
-      agents.push({ close: async () => (await app.close(), await agent.stop()) });
-      if (id === 'origin') for (const d of ['shop.example', 'blog.example']) await agent.putSite(d, 'serve');
-    }
+    const urls = await startAgents(dir, ips, httpPort, agents);
     await writeFile(join(dir, 'token'), TOKEN);
     await writeFile(
       join(dir, 'example.zone'),
@@ -126,6 +138,172 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
     }
   } finally {
     for (const a of agents) await a.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** kdig, bounded; its output and exit status. Asynchronous: the name server answers from this process. */
+function kdig(args: string[]): Promise<{ status: number | null; out: string }> {
+  return new Promise((resolve) => {
+    execFile('kdig', ['+time=3', '+retry=0', ...args], { encoding: 'utf8', timeout: 15_000 }, (err, stdout, stderr) => {
+      resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, out: `${stdout}${stderr}` });
+    });
+  });
+}
+
+test(
+  'startController: the embedded name server from YAML: a TSIG-signed AXFR, an unsigned one refused, NOTIFY on a change, the secret kept out of config check',
+  { skip: !findBinary('rsync') ? 'rsync is not installed' : !findBinary('kdig') ? 'kdig (knot-dnsutils) is not installed' : false, timeout: 120_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-start-dns-'));
+    const ips = { origin: '127.0.64.1', target: '127.0.64.2', temp: '127.0.64.100', dns: '127.0.64.53', secondary: '127.0.64.54' };
+    const secret = randomBytes(32).toString('base64');
+    const httpPort = await freeTcp(ips.origin);
+    const agents: Array<{ close(): Promise<void> }> = [];
+    // The secondary: records every NOTIFY and answers it, as a secondary does (RFC 1996 §4.7).
+    const notifies: Array<{ zone: string; from: string }> = [];
+    const secondary = createSocket('udp4');
+    secondary.on('message', (msg, rinfo) => {
+      try {
+        const m = decodeMessage(msg);
+        if (m.opcode !== Opcode.NOTIFY || m.flags.qr) return;
+        notifies.push({ zone: m.questions[0]?.name ?? '', from: rinfo.address });
+        const { edns: _edns, ...bare } = m;
+        secondary.send(encodeMessage({ ...bare, flags: { ...m.flags, qr: true, aa: true }, answers: [], authority: [], additional: [] }), rinfo.port, rinfo.address);
+      } catch {
+        // not DNS: ignored
+      }
+    });
+    await new Promise<void>((r) => secondary.bind(0, ips.secondary, () => r()));
+    const secondaryPort = secondary.address().port;
+    try {
+      const urls = await startAgents(dir, ips, httpPort, agents);
+      await writeFile(
+        join(dir, 'example.zone'),
+        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
+      );
+      const dnsPort = await freeUdpTcp(ips.dns);
+      const file = join(dir, 'ferry.yaml');
+      await writeFile(
+        file,
+        `journal: journal.sqlite
+servers:
+  origin: { agent: "${urls.origin}", token: "\${AGENT_TOKEN}", sharedIps: [${ips.origin}], tempIpPool: [${ips.temp}] }
+  target: { agent: "${urls.target}", token: "\${AGENT_TOKEN}", sharedIps: [${ips.target}] }
+dns:
+  provider: embedded
+  listen: { address: ${ips.dns}, port: ${dnsPort} }
+  zones: [example.zone]
+  tsigKeys:
+    - { name: xfr-key., algorithm: hmac-sha256, secret: "\${XFR_TSIG}" }
+  allowTransfer: [{ key: xfr-key. }]
+  notify: [{ address: ${ips.secondary}, port: ${secondaryPort} }]
+sites:
+  - { domain: shop.example, server: origin, ports: [${httpPort}] }
+  - { domain: blog.example, server: origin, ports: [${httpPort}] }
+defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100ms }
+`,
+      );
+      const env = { AGENT_TOKEN: TOKEN, XFR_TSIG: secret };
+
+      // ferry config check: the key by name, never its secret.
+      const check = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'config', 'check', file], {
+        encoding: 'utf8',
+        env: { ...process.env, ...env },
+        timeout: 60_000,
+      });
+      assert.equal(check.status, 0, check.stderr);
+      assert.match(check.stdout, /dns tsig keys: xfr-key\. \(hmac-sha256\)/);
+      assert.match(check.stdout, /transfer key xfr-key\.; update none; notify 127\.0\.64\.54:\d+/);
+      assert.equal((check.stdout + check.stderr).includes(secret), false, 'config check prints the secret');
+      assert.equal((check.stdout + check.stderr).includes(secret.slice(0, 12)), false);
+
+      const running = await startController(await loadConfig(file, { env }));
+      try {
+        const at = ['@' + ips.dns, '-p', String(dnsPort)];
+        // Signed with the key the ACL names: the whole zone.
+        const signed = await kdig([...at, '-y', `hmac-sha256:xfr-key.:${secret}`, 'example.', 'AXFR']);
+        assert.equal(signed.status, 0, signed.out);
+        assert.match(signed.out, new RegExp(`shop\\.example\\.\\s+1\\s+IN\\s+A\\s+${ips.origin.replace(/\./g, '\\.')}`), signed.out);
+        assert.doesNotMatch(signed.out, /REFUSED|NOTAUTH|failed/i, signed.out);
+        // Unsigned, and signed with a key the server does not have: refused.
+        const unsigned = await kdig([...at, 'example.', 'AXFR']);
+        assert.match(unsigned.out, /REFUSED/, unsigned.out);
+        assert.doesNotMatch(unsigned.out, /shop\.example\.\s+\d+\s+IN\s+A/, unsigned.out);
+        const wrongKey = await kdig([...at, '-y', `hmac-sha256:xfr-key.:${randomBytes(32).toString('base64')}`, 'example.', 'AXFR']);
+        assert.doesNotMatch(wrongKey.out, /shop\.example\.\s+\d+\s+IN\s+A/, wrongKey.out);
+        assert.equal(running.dnsServer?.primary.stats.axfr, 1);
+
+        // A change through the controller (a migration moves shop.example) sends NOTIFY to the secondary.
+        assert.deepEqual(notifies, [], 'no NOTIFY before any change');
+        const rec = await running.controller.startMigration({ domain: 'shop.example', to: 'target' });
+        const done = await running.controller.wait(rec.plan.id);
+        assert.equal(done.phase, 'completed', done.error);
+        const deadline = Date.now() + 10_000;
+        while (notifies.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        assert.ok(notifies.length > 0, 'no NOTIFY reached the secondary within 10 s');
+        assert.deepEqual(notifies[0], { zone: 'example.', from: ips.dns });
+        const after = await kdig([...at, '-y', `hmac-sha256:xfr-key.:${secret}`, 'example.', 'AXFR']);
+        assert.match(after.out, new RegExp(`shop\\.example\\.\\s+\\d+\\s+IN\\s+A\\s+${ips.target.replace(/\./g, '\\.')}`), after.out);
+      } finally {
+        await running.close();
+      }
+    } finally {
+      await new Promise<void>((r) => secondary.close(() => r()));
+      for (const a of agents) await a.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test('startController: IPv6 addresses from YAML reach the controller, its server listing and the servers API', { timeout: 60_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-start-v6-'));
+  const dnsAddress = '127.0.65.53';
+  try {
+    await writeFile(join(dir, 'example.zone'), `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${dnsAddress}\n`);
+    const dnsPort = await freeUdpTcp(dnsAddress);
+    // Agents are not called: the controller only needs their URLs to start.
+    await writeFile(
+      join(dir, 'ferry.yaml'),
+      `journal: journal.sqlite
+servers:
+  origin:
+    agent: "http://127.0.65.1:9"
+    token: ${TOKEN}
+    sharedIps: [127.0.65.1]
+    tempIpPool: [127.0.65.100]
+    sharedIps6: ["FD00:65:0::1"]
+    tempIpPool6: ["fd00:65::100", "fd00:65::101"]
+  target: { agent: "http://127.0.65.2:9", token: ${TOKEN}, sharedIps: [127.0.65.2] }
+dns: { provider: embedded, listen: { address: ${dnsAddress}, port: ${dnsPort} }, zones: [example.zone] }
+`,
+    );
+    const running = await startController(await loadConfig(join(dir, 'ferry.yaml')), { resume: false });
+    try {
+      const listed = running.controller.listServers();
+      assert.deepEqual(
+        listed.map((s) => [s.id, s.sharedIps6 ?? null, s.tempIpPool6 ?? null, s.freeTempIps6 ?? null]),
+        [
+          ['origin', ['fd00:65::1'], ['fd00:65::100', 'fd00:65::101'], ['fd00:65::100', 'fd00:65::101']],
+          ['target', null, null, null],
+        ],
+      );
+      assert.deepEqual(running.controller.freeTempIps('origin', 6), ['fd00:65::100', 'fd00:65::101']);
+      assert.deepEqual(running.controller.server('origin').sharedIps6, ['fd00:65::1']);
+      const token = generateToken();
+      const app = await buildApi(running.controller, { tokens: [{ token, scope: 'read' }], sampleIntervalMs: 0, rateLimitPerMinute: 0, dashboard: false, metrics: false });
+      try {
+        const res = await app.inject({ method: 'GET', url: '/v1/servers/origin', headers: { authorization: `Bearer ${token}` } });
+        assert.equal(res.statusCode, 200, res.body);
+        const body = res.json<{ sharedIps: string[]; sharedIps6: string[]; tempIpPool6: string[] }>();
+        assert.deepEqual([body.sharedIps, body.sharedIps6, body.tempIpPool6], [['127.0.65.1'], ['fd00:65::1'], ['fd00:65::100', 'fd00:65::101']]);
+      } finally {
+        await app.close();
+      }
+    } finally {
+      await running.close();
+    }
+  } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });
