@@ -7,6 +7,10 @@ interface ServerView {
   sharedIps: string[];
   tempIpPool: string[];
   freeTempIps: string[];
+  /** Only for servers with IPv6. */
+  sharedIps6?: string[];
+  tempIpPool6?: string[];
+  freeTempIps6?: string[];
   sites: string[];
 }
 
@@ -21,7 +25,13 @@ export function registerServers(program: Command): void {
       process.stdout.write(
         table(
           ['SERVER', 'SHARED IPS', 'FREE TEMP IPS', 'SITES'],
-          servers.map((s) => [s.id, s.sharedIps.join(','), `${s.freeTempIps.length}/${s.tempIpPool.length}`, s.sites.join(' ') || '—']),
+          servers.map((s) => [
+            s.id,
+            [...s.sharedIps, ...(s.sharedIps6 ?? [])].join(','),
+            `${s.freeTempIps.length}/${s.tempIpPool.length}` +
+              (s.tempIpPool6 ? ` (IPv6 ${s.freeTempIps6?.length ?? 0}/${s.tempIpPool6.length})` : ''),
+            s.sites.join(' ') || '—',
+          ]),
         ) + '\n',
       );
       return 0;
