@@ -7,6 +7,11 @@
       "target_name": "ferry_dns_udp",
       "sources": ["native/dns-udp/udp_batch.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      "target_name": "ferry_relay",
+      "sources": ["native/relay/relay.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]
 }

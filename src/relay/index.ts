@@ -3,8 +3,9 @@
  * engine (nftables). Both implement `RedirectEngine`.
  */
 export type { RedirectEngine, RelayStats, ListenerStats, Upstream } from './engine.js';
-export type { RelayOptions, ListenSpec } from './options.js';
+export type { RelayOptions, ListenSpec, DataPlane } from './options.js';
 export { TcpRelay, TcpRelay as UserspaceRelay } from './tcp-relay.js';
+export { NativeRelay, useNativeDataPlane } from './native-relay.js';
 export { createUserspaceRelay, WorkerRelay } from './workers.js';
 export {
   encodeProxyHeader,

@@ -47,7 +47,19 @@ export interface RelayOptions {
    * and `maxConnections` and `holdQueueLimit` are split evenly among them. At most 64.
    */
   workers?: number;
+  /**
+   * Who moves the TCP bytes. `auto` (default): the native data plane (native/relay, an N-API
+   * addon) when it is built and the options allow it, else the TypeScript one. `native`: the
+   * native one or a RELAY_BAD_OPTION error saying why not. `js`: always the TypeScript one.
+   * FERRY_NATIVE=0 turns `auto` into `js`. The native plane does not read PROXY headers from
+   * clients (`acceptProxyProtocol`) and relays no UDP itself (with `udp`, a single process uses
+   * the TypeScript relay; a `WorkerRelay` relays UDP in its own process and TCP in native workers).
+   */
+  dataPlane?: DataPlane;
 }
+
+/** See `RelayOptions.dataPlane`. */
+export type DataPlane = 'auto' | 'native' | 'js';
 
 /** Options with every default filled in. */
 export type ResolvedRelayOptions = Required<Omit<RelayOptions, 'sourceAddress' | 'proxyProtocol' | 'listen'>> &
@@ -67,6 +79,12 @@ function checkWorkers(v: number | undefined): number {
   const n = checkInt('workers', v, 1, 1);
   if (n > 64) throw bad(`workers must be at most 64, got ${n}; one per CPU is plenty`);
   return n;
+}
+
+function checkDataPlane(v: DataPlane | undefined): DataPlane {
+  if (v === undefined) return 'auto';
+  if (v !== 'auto' && v !== 'native' && v !== 'js') throw bad(`dataPlane must be 'auto', 'native' or 'js', got ${JSON.stringify(v)}`);
+  return v;
 }
 
 /** Throws RELAY_BAD_OPTION unless `u` is a literal IP address with an optional valid port. */
@@ -124,5 +142,6 @@ export function resolveRelayOptions(opts: RelayOptions): ResolvedRelayOptions {
     maxUdpSessions: checkInt('maxUdpSessions', opts.maxUdpSessions, 4096, 1),
     proxyHeaderTimeoutMs: checkInt('proxyHeaderTimeoutMs', opts.proxyHeaderTimeoutMs, 5_000, 1),
     workers: checkWorkers(opts.workers),
+    dataPlane: checkDataPlane(opts.dataPlane),
   };
 }

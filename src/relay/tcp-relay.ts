@@ -124,6 +124,7 @@ function onSocketClose(this: RelaySocket): void {
 /** Userspace TCP/UDP relay; see the module comment. */
 export class TcpRelay implements RedirectEngine {
   readonly kind = 'userspace';
+  readonly dataPlane = 'js';
   private readonly opts: ResolvedRelayOptions;
   private upstream: Upstream;
   private readonly tcp: TcpListener[] = [];
@@ -146,6 +147,9 @@ export class TcpRelay implements RedirectEngine {
     this.opts = resolveRelayOptions(opts);
     if (this.opts.workers > 1) {
       throw new FerryError('RELAY_BAD_OPTION', `TcpRelay runs in this process only; for workers: ${this.opts.workers} use createUserspaceRelay(opts)`);
+    }
+    if (this.opts.dataPlane === 'native') {
+      throw new FerryError('RELAY_BAD_OPTION', "TcpRelay is the TypeScript data plane; for dataPlane 'native' use createUserspaceRelay(opts) or NativeRelay");
     }
     this.upstream = this.opts.upstream;
   }

@@ -1,13 +1,16 @@
 /**
- * Entry point of a `WorkerRelay` worker process (see workers.ts): a `TcpRelay` on the listening
- * sockets inherited from the engine's process, driven by its requests over IPC. The worker closes
- * and exits when asked, or when the engine's process goes away (the IPC channel disconnects).
+ * Entry point of a `WorkerRelay` worker process (see workers.ts): a `NativeRelay` (native data
+ * plane) or a `TcpRelay` (TypeScript), as `dataPlane` chooses, on the listening sockets inherited
+ * from the engine's process, driven by its requests over IPC. The worker closes and exits when
+ * asked, or when the engine's process goes away (the IPC channel disconnects).
  */
 import { isFerryError } from '../common/errors.js';
+import { NativeRelay, useNativeDataPlane } from './native-relay.js';
+import { resolveRelayOptions } from './options.js';
 import { TcpRelay } from './tcp-relay.js';
 import type { WorkerReply, WorkerRequest } from './workers.js';
 
-let relay: TcpRelay | null = null;
+let relay: TcpRelay | NativeRelay | null = null;
 
 function reply(m: WorkerReply): void {
   if (process.connected) process.send!(m);
@@ -15,10 +18,10 @@ function reply(m: WorkerReply): void {
 
 async function handle(req: WorkerRequest): Promise<unknown> {
   if (req.op === 'init') {
-    relay = new TcpRelay(req.opts);
+    relay = useNativeDataPlane(resolveRelayOptions(req.opts)) ? new NativeRelay(req.opts) : new TcpRelay({ ...req.opts, dataPlane: 'js' });
     if (req.holding) relay.hold();
     await relay.startOnFds(req.fds);
-    return undefined;
+    return relay.dataPlane;
   }
   if (!relay) throw new Error(`${req.op} before init`);
   switch (req.op) {

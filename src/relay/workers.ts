@@ -1,6 +1,9 @@
 /**
  * The userspace relay on several cores: `WorkerRelay` runs N worker processes that accept and
- * relay TCP from the same listening sockets, behind the same `RedirectEngine` contract.
+ * relay TCP from the same listening sockets, behind the same `RedirectEngine` contract. Each
+ * worker relays on the native data plane (`NativeRelay`, native/relay) unless `dataPlane: 'js'`,
+ * FERRY_NATIVE=0, a missing addon or `acceptProxyProtocol` puts it on the TypeScript one
+ * (`TcpRelay`); the engine decides once and every worker uses the same plane.
  *
  * Why processes: one Node event loop relays on one core, while HAProxy runs a thread per core.
  * Node 20 cannot share a port between processes with SO_REUSEPORT, so this process binds every
@@ -8,10 +11,12 @@
  * sockets as file descriptors at spawn, and this process then stops accepting: each accept is
  * taken by whichever worker the kernel wakes. That is `cluster`'s SCHED_NONE, without the cluster
  * module's process-wide settings, and without its round-robin mode's cost of passing every
- * accepted socket to a worker over IPC. Every worker is woken for a new connection and the
- * kernel hands it to one; a burst (64 connects at once) spreads about evenly (measured 28/36 to
- * 37/27 over two workers). libuv's UV_TCP_SINGLE_ACCEPT=1 (one accept per wake-up) was measured
- * too: no better spread, and more CPU per new connection (about 290 → 430 µs), so it is not set.
+ * accepted socket to a worker over IPC. TypeScript workers: every worker is woken for a new
+ * connection and the kernel hands it to one; a burst (64 connects at once) spreads about evenly
+ * (measured 28/36 to 37/27 over two workers). libuv's UV_TCP_SINGLE_ACCEPT=1 (one accept per
+ * wake-up) was measured too: no better spread, and more CPU per new connection (about 290 → 430
+ * µs), so it is not set. Native workers watch the sockets with EPOLLEXCLUSIVE: the kernel wakes
+ * one worker per new connection, and a woken worker accepts at most 16 at a time.
  *
  * Contract: `setUpstream`, `hold` and `release` resolve once every worker has applied them, so a
  * connection accepted after the call resolves is treated the new way in every worker; messages on
@@ -27,6 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { FerryError } from '../common/errors.js';
 import type { ListenerStats, RedirectEngine, RelayStats, Upstream } from './engine.js';
 import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
+import { NativeRelay, useNativeDataPlane } from './native-relay.js';
 import { TcpRelay } from './tcp-relay.js';
 
 /** Messages from the engine to a worker. */
@@ -74,6 +80,8 @@ export class WorkerRelay implements RedirectEngine {
   /** Binds the ports, relays UDP, and any TCP accepted before the workers took over. */
   private readonly local: TcpRelay;
   private readonly workers: Worker[] = [];
+  /** The workers' data plane, decided once here. */
+  readonly dataPlane: 'native' | 'js';
   private nextId = 1;
   private holding = false;
   private started = false;
@@ -83,7 +91,9 @@ export class WorkerRelay implements RedirectEngine {
     this.opts = resolveRelayOptions(opts);
     if (this.opts.workers < 2) throw new FerryError('RELAY_BAD_OPTION', 'WorkerRelay needs workers >= 2; use TcpRelay for one process');
     this.raw = opts;
-    this.local = new TcpRelay({ ...opts, workers: 1 });
+    // UDP stays in this process (TypeScript), so it does not keep the workers off the native plane.
+    this.dataPlane = useNativeDataPlane({ ...this.opts, udp: false }) ? 'native' : 'js';
+    this.local = new TcpRelay({ ...opts, workers: 1, dataPlane: 'js' });
   }
 
   get ports(): number[] {
@@ -115,6 +125,7 @@ export class WorkerRelay implements RedirectEngine {
         upstream: this.opts.upstream,
         udp: false,
         workers: 1,
+        dataPlane: this.dataPlane,
         maxConnections: share(this.opts.maxConnections),
         holdQueueLimit: this.opts.holdQueueLimit === 0 ? 0 : share(this.opts.holdQueueLimit),
       };
@@ -271,7 +282,12 @@ export function mergeStats(base: RelayStats, parts: RelayStats[]): RelayStats {
   return out;
 }
 
-/** The userspace engine for `opts`: `TcpRelay` in this process when `workers` is 1 (default), else a `WorkerRelay`. */
-export function createUserspaceRelay(opts: RelayOptions): TcpRelay | WorkerRelay {
-  return (opts.workers ?? 1) > 1 ? new WorkerRelay(opts) : new TcpRelay(opts);
+/**
+ * The userspace engine for `opts`: a `WorkerRelay` when `workers` > 1; else, in this process, a
+ * `NativeRelay` when the native data plane can serve the options (see `RelayOptions.dataPlane`),
+ * or a `TcpRelay`.
+ */
+export function createUserspaceRelay(opts: RelayOptions): TcpRelay | NativeRelay | WorkerRelay {
+  if ((opts.workers ?? 1) > 1) return new WorkerRelay(opts);
+  return useNativeDataPlane(resolveRelayOptions(opts)) ? new NativeRelay(opts) : new TcpRelay(opts);
 }
