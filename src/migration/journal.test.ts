@@ -70,4 +70,95 @@ describe('Journal', () => {
     writeFileSync(file, 'not a folder');
     assert.throws(() => new Journal(join(file, 'j.sqlite')), (e) => isFerryError(e, 'JOURNAL_OPEN'));
   });
+
+  it('fsyncs off the event loop: the loop runs while the disk is slow, and flushed() waits for it', async () => {
+    const synced: number[] = [];
+    let release: () => void = () => undefined;
+    const j = new Journal(join(dir, 'slow.sqlite'), {
+      fsync: (fd) =>
+        new Promise<void>((resolve) => {
+          synced.push(fd);
+          release = resolve;
+        }),
+    });
+    try {
+      j.create(plan('s1'), 1);
+      j.append({ migrationId: 's1', at: 2, phase: 'temp-ip', kind: 'enter' });
+      let done = false;
+      const flushed = j.flushed().then(() => (done = true));
+      // The disk has not answered: the event loop still turns, and the entry is not yet durable.
+      let turns = 0;
+      for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(() => r(turns++)));
+      assert.equal(turns, 5);
+      assert.equal(done, false, 'flushed() must wait for the fsync');
+      assert.equal(synced.length, 1, 'one fsync for both entries');
+      release();
+      await flushed;
+      assert.equal(done, true);
+      // Nothing new appended: nothing to fsync.
+      await j.flushed();
+      assert.equal(synced.length, 1);
+    } finally {
+      release();
+      j.close();
+    }
+  });
+
+  it('group commit: appends made while an fsync runs share one more fsync, never zero', async () => {
+    let calls = 0;
+    const pending: Array<() => void> = [];
+    const j = new Journal(join(dir, 'group.sqlite'), {
+      fsync: () =>
+        new Promise<void>((resolve) => {
+          calls++;
+          pending.push(resolve);
+        }),
+    });
+    try {
+      j.create(plan('g'), 1);
+      const first = j.flushed();
+      // Ten migrations append and wait while the first fsync is in flight.
+      const waits: Array<Promise<void>> = [];
+      for (let i = 0; i < 10; i++) {
+        j.append({ migrationId: 'g', at: 10 + i, phase: 'temp-ip', kind: 'step', step: `s${i}` });
+        waits.push(j.flushed());
+      }
+      let settled = 0;
+      for (const w of waits) void w.then(() => settled++);
+      pending.shift()!(); // the first fsync returns: it did not cover the ten
+      await first;
+      await new Promise<void>((r) => setImmediate(r));
+      assert.equal(settled, 0, 'appends after the first fsync began wait for the next');
+      assert.equal(calls, 2, 'one queued fsync covers all ten');
+      pending.shift()!();
+      await Promise.all(waits);
+      assert.equal(calls, 2);
+    } finally {
+      for (const r of pending) r();
+      j.close();
+    }
+  });
+
+  it('a failing disk rejects flushed(), so the step it guards does not run', async () => {
+    const j = new Journal(join(dir, 'eio.sqlite'), { fsync: () => Promise.reject(new Error('EIO: i/o error')) });
+    try {
+      j.create(plan('e'), 1);
+      await assert.rejects(j.flushed(), /EIO/);
+    } finally {
+      j.close();
+    }
+  });
+
+  it('the real fsync works on a reopened journal, and process durability never waits', async () => {
+    const path = join(dir, 'real.sqlite');
+    new Journal(path).close();
+    const j = new Journal(path);
+    j.create(plan('r'), 1);
+    await j.flushed();
+    j.close();
+    const p = new Journal(join(dir, 'proc.sqlite'), { durability: 'process', fsync: () => Promise.reject(new Error('must not be called')) });
+    p.create(plan('p'), 1);
+    await p.flushed();
+    p.close();
+  });
 });

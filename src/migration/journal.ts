@@ -1,11 +1,18 @@
 /**
- * The migration journal in SQLite (better-sqlite3, synchronous: an entry is on disk before the
- * call returns, so "journal, then act" holds even if the process is killed right after).
- * Migrations and their entries live in one file; a resumed controller rebuilds each migration's
- * state from it.
+ * The migration journal in SQLite (better-sqlite3). Migrations and their entries live in one
+ * file; a resumed controller rebuilds each migration's state from it.
+ *
+ * Durability without stalling the event loop: an append is a synchronous SQLite commit in WAL
+ * mode with synchronous=NORMAL, so the entry has reached the OS (it survives the controller being
+ * killed) when `append` returns. `flushed()` then fsyncs the WAL file on libuv's thread pool, so it
+ * survives a power loss too; the orchestrator awaits it before any side effect of a step
+ * ("journal, then act"). Concurrent migrations share fsyncs (group commit): one in flight, at
+ * most one queued behind it covering every append made meanwhile. SQLite's own synchronous=FULL
+ * would fsync inside each commit on the event loop; under disk contention that stalled the
+ * controller (its API, its embedded DNS) for seconds.
  */
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { FerryError } from '../common/errors.js';
 import { TERMINAL_PHASES, type JournalEntry, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
@@ -43,12 +50,18 @@ interface JournalRow {
 
 export interface JournalOptions {
   /**
-   * `full` (default): every entry is fsync'd before `append` returns, so it survives a power
-   * loss. `process`: it reaches the OS before `append` returns (SQLite WAL, synchronous=NORMAL),
-   * so it survives the controller being killed, not the machine losing power; for the in-process
-   * sandbox, whose hosts share the controller's event loop and should not wait on the disk.
+   * Every entry reaches the OS before `append` returns (SQLite WAL, synchronous=NORMAL), so it
+   * survives the controller being killed. `full` (default): `flushed()` also fsyncs it, off the
+   * event loop, so it survives a power loss. `process`: `flushed()` resolves at once; for the
+   * in-process sandbox, whose hosts share the controller's event loop and should not wait on the disk.
    */
   durability?: 'full' | 'process';
+  /** Replaces the fsync of the WAL file (tests: a slow or failing disk). */
+  fsync?: (fd: number) => Promise<void>;
+}
+
+function fsyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
 /** One migration in brief, for listings that must stay cheap with many migrations. */
@@ -63,6 +76,13 @@ export interface MigrationBrief {
 /** Durable store of migrations and their journal. `path` ':memory:' keeps it in memory (tests). */
 export class Journal {
   private readonly db: Database.Database;
+  /** The WAL file, fsync'd by `flushed()` (null: nothing to fsync, `process` or in memory). */
+  private walFd: number | null = null;
+  private readonly fsyncFn: (fd: number) => Promise<void>;
+  /** Appends not yet covered by a started fsync. */
+  private dirty = false;
+  private inflight: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
 
   constructor(path: string, opts: JournalOptions = {}) {
     try {
@@ -72,8 +92,50 @@ export class Journal {
       throw new FerryError('JOURNAL_OPEN', `cannot open the journal database at ${path}`, { cause: err });
     }
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma(opts.durability === 'process' ? 'synchronous = NORMAL' : 'synchronous = FULL');
+    this.db.pragma('synchronous = NORMAL');
     this.db.exec(SCHEMA);
+    this.fsyncFn = opts.fsync ?? fsyncAsync;
+    if (path !== ':memory:' && opts.durability !== 'process') {
+      try {
+        this.walFd = openSync(`${path}-wal`, 'r');
+        // Once: the WAL file's directory entry (and the database's) must survive a power loss too.
+        const dir = openSync(dirname(path), 'r');
+        try {
+          fsyncSync(dir);
+        } finally {
+          closeSync(dir);
+        }
+      } catch (err) {
+        this.db.close();
+        throw new FerryError('JOURNAL_OPEN', `cannot open the journal's write-ahead log at ${path}-wal`, { cause: err });
+      }
+    }
+  }
+
+  /**
+   * Resolves once every entry appended so far is on stable storage (`full`), at once otherwise.
+   * Never blocks the event loop; rejects if the disk reports an error.
+   */
+  flushed(): Promise<void> {
+    if (this.walFd === null || (!this.dirty && !this.inflight)) return Promise.resolve();
+    if (!this.inflight) return this.startFsync();
+    if (!this.dirty) return this.inflight; // the running fsync covers every append
+    // Appends after the running fsync began: one more fsync after it covers them all.
+    this.queued ??= this.inflight.then(
+      () => this.startFsync(),
+      () => this.startFsync(),
+    );
+    return this.queued;
+  }
+
+  private startFsync(): Promise<void> {
+    this.queued = null;
+    this.dirty = false;
+    const p: Promise<void> = this.fsyncFn(this.walFd!).finally(() => {
+      if (this.inflight === p) this.inflight = null;
+    });
+    this.inflight = p;
+    return p;
   }
 
   /** Record a new migration in phase `planned`. Fails with JOURNAL_DUPLICATE if the id exists. */
@@ -87,6 +149,7 @@ export class Journal {
       this.insert({ migrationId: plan.id, at, phase: 'planned', kind: 'enter' });
     });
     tx();
+    this.dirty = true;
   }
 
   /** Append an entry; `enter` also moves the migration's current phase. Returns the entry's seq. */
@@ -107,7 +170,9 @@ export class Journal {
       }
       return seq;
     });
-    return tx();
+    const seq = tx();
+    this.dirty = true;
+    return seq;
   }
 
   private insert(entry: Omit<JournalEntry, 'seq'>): number {
@@ -198,5 +263,7 @@ export class Journal {
 
   close(): void {
     this.db.close();
+    if (this.walFd !== null) closeSync(this.walFd);
+    this.walFd = null;
   }
 }

@@ -285,6 +285,7 @@ class MigrationRun {
     } else {
       this.orch.journal.append({ migrationId: this.id, at, phase, kind: 'enter', ...(detail ? { detail } : {}) });
     }
+    await this.orch.journal.flushed(); // on disk before anything of the phase happens
     this.orch.emit('phase', { id: this.id, phase, at, ...(detail ? { detail } : {}) });
   }
 
@@ -293,6 +294,7 @@ class MigrationRun {
     this.signal?.throwIfAborted();
     const at = Date.now();
     this.orch.journal.append({ migrationId: this.id, at, phase: this.current, kind: 'step', step: name, ...(detail ? { detail } : {}) });
+    await this.orch.journal.flushed(); // on disk before the step acts
     this.orch.emit('step', { id: this.id, phase: this.current, step: name, at, ...(detail ? { detail } : {}) });
     return fn();
   }
