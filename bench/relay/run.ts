@@ -1,8 +1,10 @@
 /**
  * `npm run bench:relay` (node --import tsx bench/relay/run.ts [seconds]): wrk against a local nginx
- * through five paths, in one run and one fresh network namespace (loopback only, so the nft table
- * of the kernel path touches nothing else): directly, HAProxy in tcp mode, Ferry userspace,
- * Ferry userspace + PROXY v2, Ferry kernel (nftables DNAT). Two loads: keep-alive, and one new
+ * through six paths, in one run and one fresh network namespace (loopback only, so the nft table
+ * of the kernel path touches nothing else): directly, HAProxy in tcp mode, Ferry userspace (the
+ * default data plane: native when the addon is built), Ferry userspace + PROXY v2, Ferry
+ * userspace (JS) (the TypeScript data plane, forced, to show the native plane's gain), Ferry
+ * kernel (nftables DNAT). Two loads: keep-alive, and one new
  * connection per request. Each path runs BENCH_RUNS times (default 3) per load, in an order
  * rotated every round; the table shows medians of req/s and p99 latency, each path's ratio to
  * HAProxy, the proxy processes' CPU time per request, and every run's req/s, under the command
@@ -15,7 +17,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { KernelRelay, TcpRelay, WorkerRelay, createUserspaceRelay, type RedirectEngine } from '../../src/relay/index.js';
+import { KernelRelay, NativeRelay, TcpRelay, WorkerRelay, createUserspaceRelay, type RedirectEngine } from '../../src/relay/index.js';
 
 const seconds = Number(process.argv[2] ?? process.env.BENCH_SECONDS ?? 5);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
@@ -28,7 +30,7 @@ const only = process.env.BENCH_PATHS ? process.env.BENCH_PATHS.toLowerCase().spl
 const PORT = 8080;
 /**
  * nginx listens on one port per path (8080 direct, 8081 PROXY protocol, 8082 HAProxy, 8083 Ferry
- * userspace, 8084 Ferry kernel), so that no path's connections land on TIME_WAIT sockets another
+ * userspace, 8084 Ferry kernel, 8085 Ferry userspace (JS)), so that no path's connections land on TIME_WAIT sockets another
  * path left in nginx. That matters for the kernel path: its DNATed SYNs carry TCP timestamps and
  * sequence numbers derived from the client → listen address pair, not the client → nginx pair of
  * the other paths, so on a TIME_WAIT socket of another path nginx's PAWS check drops them and the
@@ -39,6 +41,7 @@ const PP_PORT = 8081;
 const HAPROXY_UP = 8082;
 const USERSPACE_UP = 8083;
 const KERNEL_UP = 8084;
+const USERSPACE_JS_UP = 8085;
 
 if (process.env.FERRY_BENCH_IN_NS !== '1') {
   // Re-run inside a namespace of our own, removed afterwards whatever happens.
@@ -93,7 +96,7 @@ http {
   client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
   server {
     listen 127.0.0.5:${PORT} backlog=4096; listen 127.0.0.5:${PP_PORT} proxy_protocol backlog=4096;
-    listen 127.0.0.5:${HAPROXY_UP} backlog=4096; listen 127.0.0.5:${USERSPACE_UP} backlog=4096; listen 127.0.0.5:${KERNEL_UP} backlog=4096;
+    listen 127.0.0.5:${HAPROXY_UP} backlog=4096; listen 127.0.0.5:${USERSPACE_UP} backlog=4096; listen 127.0.0.5:${KERNEL_UP} backlog=4096; listen 127.0.0.5:${USERSPACE_JS_UP} backlog=4096;
     location / { return 200 "ok\\n"; }
   }
 }`;
@@ -203,6 +206,11 @@ async function main(): Promise<void> {
       '127.0.0.8',
       () => createUserspaceRelay({ listen: { address: '127.0.0.8', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PP_PORT }, proxyProtocol: 'v2', workers }),
     ],
+    [
+      'Ferry userspace (JS)',
+      '127.0.0.10',
+      () => createUserspaceRelay({ listen: { address: '127.0.0.10', ports: [PORT] }, upstream: { address: '127.0.0.5', port: USERSPACE_JS_UP }, workers, dataPlane: 'js' }),
+    ],
     ['Ferry kernel', '127.0.0.9', () => new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5', port: KERNEL_UP }, id: 'bench' })],
   ];
   // A term naming a path exactly selects that path only; otherwise it selects every path containing it.
@@ -216,6 +224,7 @@ async function main(): Promise<void> {
   // they never need in production (measured: Ferry userspace went from about 42 to 92 µs of CPU
   // per keep-alive request, HAProxy from about 22 to 36, with the table loaded throughout).
   const perRun = new Map<string, () => RedirectEngine>();
+  const running = new Map<string, RedirectEngine>();
   for (const [name, , make] of paths) {
     if (name === 'Ferry kernel') {
       perRun.set(name, make as () => RedirectEngine);
@@ -224,9 +233,10 @@ async function main(): Promise<void> {
     const e = make();
     if (!e) continue;
     engines.push(e);
+    running.set(name, e);
     await e.start();
     if (e instanceof WorkerRelay) proxyPids.set(name, () => e.workerPids);
-    else if (e instanceof TcpRelay) proxyPids.set(name, () => [process.pid]);
+    else if (e instanceof TcpRelay || e instanceof NativeRelay) proxyPids.set(name, () => [process.pid]);
   }
 
   const cpus = spawnSync('nproc').stdout.toString().trim();
@@ -258,7 +268,14 @@ async function main(): Promise<void> {
         }
         if (pids.length > 0) r.cpuUs = ((cpuSeconds(pids) - cpu0) * 1e6) / (r.rps * seconds);
         results.get(name)!.push(r);
-        console.error(`  ${load} round ${round + 1}/${runs}: ${name} ${r.rps.toFixed(0)} req/s (${conntrack()})`);
+        // How the accepts spread over the workers (cumulative connections per worker).
+        const wr = running.get(name);
+        let spread = '';
+        if (wr instanceof WorkerRelay) {
+          await wr.stats();
+          spread = `, ${wr.dataPlane} workers' connections ${wr.workerStats.map((s) => s?.totalConnections ?? '?').join('/')}`;
+        }
+        console.error(`  ${load} round ${round + 1}/${runs}: ${name} ${r.rps.toFixed(0)} req/s (${conntrack()}${spread})`);
       }
     }
     const med = new Map(

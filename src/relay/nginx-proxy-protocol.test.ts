@@ -8,7 +8,11 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../common/time.js';
-import { TcpRelay } from './index.js';
+import { NativeRelay, TcpRelay, type RedirectEngine } from './index.js';
+import { nativeUnsupported } from './native-relay.js';
+import { resolveRelayOptions } from './options.js';
+
+const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
 
 const nginxBin = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
 const skip = nginxBin ? false : 'nginx is not installed (apt-get install nginx-light)';
@@ -39,7 +43,7 @@ describe('nginx behind the relay with PROXY protocol', { skip }, () => {
   let dir = '';
   let nginx: ChildProcess | null = null;
   let port = 0;
-  const relays: TcpRelay[] = [];
+  const relays: RedirectEngine[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'ferry-nginx-'));
@@ -93,20 +97,28 @@ http {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  for (const version of ['v1', 'v2'] as const) {
-    it(`nginx logs the real client address (${version})`, async () => {
-      const relay = new TcpRelay({
+  // Each case connects from its own client address, so its access log line is told apart.
+  const cases = [
+    { plane: 'TypeScript', version: 'v1', from: '127.0.0.9' },
+    { plane: 'TypeScript', version: 'v2', from: '127.0.0.10' },
+    { plane: 'native', version: 'v1', from: '127.0.0.11' },
+    { plane: 'native', version: 'v2', from: '127.0.0.12' },
+  ] as const;
+  for (const { plane, version, from } of cases) {
+    it(`nginx logs the real client address (${version}, ${plane} data plane)`, { skip: plane === 'native' ? (nativeMissing ?? false) : false }, async () => {
+      const opts = {
         listen: { address: '127.0.0.3', ports: [0] },
         upstream: { address: '127.0.0.5', port },
         sourceAddress: '127.0.0.7',
         proxyProtocol: version,
-      });
+      };
+      const relay = plane === 'native' ? new NativeRelay(opts) : new TcpRelay(opts);
       relays.push(relay);
       await relay.start();
-      const res = await get('127.0.0.3', relay.ports[0]!, version === 'v1' ? '127.0.0.9' : '127.0.0.10');
+      const res = await get('127.0.0.3', relay.ports[0]!, from);
       assert.equal(res.status, 200);
       assert.equal(res.body, 'hello from nginx\n');
-      const want = version === 'v1' ? 'pp=127.0.0.9:' : 'pp=127.0.0.10:';
+      const want = `pp=${from}:`;
       const log = join(dir, 'access.log');
       assert.ok(await waitFor(() => existsSync(log) && readFileSync(log, 'utf8').includes(want), 3000), `access.log: ${existsSync(log) ? readFileSync(log, 'utf8') : '(none)'}`);
       const line = readFileSync(log, 'utf8').split('\n').find((l) => l.includes(want))!;

@@ -1,7 +1,8 @@
 /**
  * Issue 5 acceptance: 5,000 concurrent connections pass through the relay and the process's open
- * file descriptors return to their baseline afterwards. The upstream server and the clients run
- * in a child process so that this process holds only the relay's two sockets per connection.
+ * file descriptors return to their baseline afterwards, on both data planes (TypeScript and
+ * native). The upstream server and the clients run in a child process so that this process holds
+ * only the relay's two sockets per connection.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +10,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { waitFor } from '../common/time.js';
-import { TcpRelay } from './index.js';
+import { NativeRelay, TcpRelay, type RedirectEngine } from './index.js';
+import { nativeUnsupported } from './native-relay.js';
+import { resolveRelayOptions } from './options.js';
 
 const N = 5000;
 
@@ -50,9 +53,15 @@ function fdCount(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
-describe('TcpRelay at scale', () => {
+const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
+const planes = [
+  { name: 'TcpRelay (TypeScript data plane)', make: (port: number) => new TcpRelay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port } }), skip: false as const },
+  { name: 'NativeRelay (native data plane)', make: (port: number) => new NativeRelay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port } }), skip: nativeMissing ?? false },
+];
+
+for (const plane of planes) describe(`${plane.name} at scale`, { skip: plane.skip }, () => {
   let child: ChildProcess | null = null;
-  let relay: TcpRelay | null = null;
+  let relay: RedirectEngine | null = null;
   after(async () => {
     await relay?.close();
     if (child && child.exitCode === null) child.kill('SIGKILL');
@@ -80,14 +89,14 @@ describe('TcpRelay at scale', () => {
     const upPort = Number((await next('port', 5000)).split(' ')[1]);
 
     const baseline = fdCount();
-    relay = new TcpRelay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: upPort } });
+    relay = plane.make(upPort);
     await relay.start();
 
     c.stdin!.write(`open ${relay.ports[0]} ${N}\n`);
     const [, echoed, failed] = (await next('opened', 90_000)).split(' ');
     assert.equal(Number(failed), 0);
     assert.equal(Number(echoed), N);
-    const s = relay.stats();
+    const s = await relay.stats();
     assert.equal(s.activeConnections, N);
     assert.equal(s.totalConnections, N);
     assert.equal(s.bytesToUpstream, 4 * N);
@@ -101,7 +110,7 @@ describe('TcpRelay at scale', () => {
     // Close with connections still open: close() must free them too.
     c.stdin!.write(`open ${relay.ports[0]} 500\n`);
     await next('opened', 30_000);
-    assert.equal(relay.stats().activeConnections, 500);
+    assert.equal((await relay.stats()).activeConnections, 500);
     await relay.close();
     relay = null;
     const back = await waitFor(() => fdCount() <= baseline, 5000);

@@ -1,152 +1,70 @@
-import { after, describe, it } from 'node:test';
+/**
+ * Options and the choice of data plane. The relay's behaviour (forwarding, hold/release, limits,
+ * timeouts, half-close, counters, PROXY headers, close) is tested once for every data plane in
+ * contract.test.ts.
+ */
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { waitFor } from '../common/time.js';
 import { isFerryError } from '../common/errors.js';
-import { TcpRelay, type RelayOptions } from './index.js';
-import { client, startEcho, type TestClient, type TestServer } from './testing.js';
+import { NativeRelay, TcpRelay, WorkerRelay, createUserspaceRelay, type RelayOptions } from './index.js';
+import { nativeUnsupported } from './native-relay.js';
+import { resolveRelayOptions } from './options.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
+const base: RelayOptions = { listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: 1 } };
+const nativeMissing = nativeUnsupported(resolveRelayOptions(base));
+const badOption = (e: unknown) => isFerryError(e, 'RELAY_BAD_OPTION');
 
-async function echo(address: string, name: string, port = 0): Promise<TestServer> {
-  const s = await startEcho(address, name, port);
-  cleanups.push(() => s.close());
-  return s;
+/** Runs `f` with FERRY_NATIVE set to `value`, restoring it after. */
+function withEnv<T>(value: string, f: () => T): T {
+  const old = process.env.FERRY_NATIVE;
+  process.env.FERRY_NATIVE = value;
+  try {
+    return f();
+  } finally {
+    if (old === undefined) delete process.env.FERRY_NATIVE;
+    else process.env.FERRY_NATIVE = old;
+  }
 }
 
-async function relay(opts: RelayOptions): Promise<TcpRelay> {
-  const r = new TcpRelay(opts);
-  cleanups.push(() => r.close());
-  await r.start();
-  return r;
-}
-
-async function open(address: string, port: number): Promise<TestClient> {
-  const c = await client(address, port);
-  cleanups.push(() => void c.socket.destroy());
-  return c;
-}
-
-describe('TcpRelay', () => {
-  it('forwards both ways and counts bytes, connections and arrival time', async () => {
-    const a = await echo('127.0.0.2', 'A');
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
-    const before = Date.now();
-    const c = await open('127.0.0.3', r.ports[0]!);
-    await c.waitFor('A\n');
-    c.socket.write('hello');
-    await c.waitFor('A\nhello');
-    const s = r.stats();
-    assert.equal(s.activeConnections, 1);
-    assert.equal(s.totalConnections, 1);
-    assert.equal(s.bytesToUpstream, 5);
-    assert.equal(s.bytesToClient, 7);
-    assert.ok(s.lastConnectionAt !== null && s.lastConnectionAt >= before);
-    assert.equal(s.listeners?.[0]?.bytesToClient, 7);
-    c.socket.end();
-    assert.ok(await r.drain(2000));
-    assert.equal(r.stats().activeConnections, 0);
-  });
-
-  it('switches upstream: established connections stay, new ones go to the new upstream', async () => {
-    const a = await echo('127.0.0.2', 'A');
-    const b = await echo('127.0.0.4', 'B', a.port).catch(() => echo('127.0.0.4', 'B'));
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
-    const c1 = await open('127.0.0.3', r.ports[0]!);
-    await c1.waitFor('A\n');
-    r.setUpstream({ address: '127.0.0.4', port: b.port });
-    const c2 = await open('127.0.0.3', r.ports[0]!);
-    await c2.waitFor('B\n');
-    c1.socket.write('still-a');
-    await c1.waitFor('A\nstill-a');
-    assert.equal(r.stats().activeConnections, 2);
-  });
-
-  it('holds new connections (reading nothing) and releases them to the current upstream in order', async () => {
-    const a = await echo('127.0.0.2', 'A');
-    const b = await echo('127.0.0.4', 'B');
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
-    r.hold();
-    const clients: TestClient[] = [];
-    for (let i = 0; i < 5; i++) {
-      const c = await open('127.0.0.3', r.ports[0]!);
-      c.socket.write(`req${i};`);
-      clients.push(c);
-    }
-    await waitFor(() => r.stats().held === 5, 2000);
-    assert.equal(r.stats().held, 5);
-    assert.equal(r.stats().activeConnections, 0);
-    assert.equal(r.stats().bytesToUpstream, 0, 'a held client is not read');
-    assert.equal(a.peers.length, 0);
-    r.setUpstream({ address: '127.0.0.4', port: b.port });
-    r.release();
-    for (let i = 0; i < 5; i++) await clients[i]!.waitFor(`B\nreq${i};`);
-    const s = r.stats();
-    assert.equal(s.held, 0);
-    assert.equal(s.upstreamFailures, 0);
-    assert.equal(a.peers.length, 0);
-    assert.equal(b.peers.length, 5);
-  });
-
-  it('binds sourceAddress for upstream connections', async () => {
-    const a = await echo('127.0.0.2', 'A');
-    const r = await relay({
-      listen: { address: '127.0.0.3', ports: [0] },
-      upstream: { address: '127.0.0.2', port: a.port },
-      sourceAddress: '127.0.0.7',
-    });
-    const c = await open('127.0.0.3', r.ports[0]!);
-    await c.waitFor('A\n');
-    assert.deepEqual(a.peers, ['127.0.0.7']);
-  });
-
-  it('preserves the port on several listen ports when upstream.port is omitted', async () => {
-    const a = await echo('127.0.0.2', 'A1');
-    const b = await echo('127.0.0.2', 'A2');
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [a.port, b.port] }, upstream: { address: '127.0.0.2' } });
-    assert.deepEqual(r.ports, [a.port, b.port]);
-    const c1 = await open('127.0.0.3', a.port);
-    const c2 = await open('127.0.0.3', b.port);
-    await c1.waitFor('A1\n');
-    await c2.waitFor('A2\n');
-    const l = r.stats().listeners!;
-    assert.deepEqual(
-      l.map((x) => [x.port, x.totalConnections]),
-      [
-        [a.port, 1],
-        [b.port, 1],
-      ],
-    );
-  });
-
-  it('returns several ephemeral ports in listen order', async () => {
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0, 0, 0] }, upstream: { address: '127.0.0.2' } });
-    assert.equal(r.ports.length, 3);
-    assert.equal(new Set(r.ports).size, 3);
-    assert.ok(r.ports.every((p) => p > 0));
-  });
-
-  it('drain resolves false on timeout while a connection is open', async () => {
-    const a = await echo('127.0.0.2', 'A');
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
-    const c = await open('127.0.0.3', r.ports[0]!);
-    await c.waitFor('A\n');
-    const t0 = Date.now();
-    assert.equal(await r.drain(150), false);
-    assert.ok(Date.now() - t0 >= 140);
-    c.socket.destroy();
-    assert.equal(await r.drain(2000), true);
-  });
-
+describe('relay options and data plane', () => {
   it('rejects bad options with RELAY_BAD_OPTION', () => {
-    const bad = (o: unknown) => assert.throws(() => new TcpRelay(o as RelayOptions), (e) => isFerryError(e, 'RELAY_BAD_OPTION'));
-    bad({ listen: { address: 'localhost', ports: [1] }, upstream: { address: '127.0.0.1' } });
-    bad({ listen: { address: '127.0.0.1', ports: [] }, upstream: { address: '127.0.0.1' } });
-    bad({ listen: { address: '127.0.0.1', ports: [70000] }, upstream: { address: '127.0.0.1' } });
-    bad({ listen: { address: '127.0.0.1', ports: [1] }, upstream: { address: '::1' }, sourceAddress: '127.0.0.7' });
-    bad({ listen: { address: '127.0.0.1', ports: [1] }, upstream: { address: '127.0.0.1' }, maxHoldMs: -1 });
-    bad({ listen: { address: '127.0.0.1', ports: [1] }, upstream: { address: '127.0.0.1' }, proxyProtocol: 'v3' });
+    for (const make of [(o: RelayOptions) => new TcpRelay(o), (o: RelayOptions) => createUserspaceRelay(o)]) {
+      const bad = (o: unknown) => assert.throws(() => make(o as RelayOptions), badOption);
+      bad({ listen: { address: 'localhost', ports: [1] }, upstream: { address: '127.0.0.1' } });
+      bad({ listen: { address: '127.0.0.1', ports: [] }, upstream: { address: '127.0.0.1' } });
+      bad({ listen: { address: '127.0.0.1', ports: [70000] }, upstream: { address: '127.0.0.1' } });
+      bad({ listen: { address: '127.0.0.1', ports: [1] }, upstream: { address: '::1' }, sourceAddress: '127.0.0.7' });
+      bad({ listen: { address: '127.0.0.1', ports: [1] }, upstream: { address: '127.0.0.1' }, maxHoldMs: -1 });
+      bad({ listen: { address: '127.0.0.1', ports: [1] }, upstream: { address: '127.0.0.1' }, proxyProtocol: 'v3' });
+      bad({ listen: { address: '127.0.0.1', ports: [1] }, upstream: { address: '127.0.0.1' }, dataPlane: 'fast' });
+    }
+  });
+
+  it('picks the native data plane by default when the addon is built, the TypeScript one when asked or needed', { skip: nativeMissing ?? false }, () => {
+    assert.ok(createUserspaceRelay(base) instanceof NativeRelay);
+    assert.ok(createUserspaceRelay({ ...base, dataPlane: 'native' }) instanceof NativeRelay);
+    assert.ok(createUserspaceRelay({ ...base, dataPlane: 'js' }) instanceof TcpRelay);
+    // Options only the TypeScript plane serves.
+    assert.ok(createUserspaceRelay({ ...base, acceptProxyProtocol: true }) instanceof TcpRelay);
+    assert.ok(createUserspaceRelay({ ...base, udp: true }) instanceof TcpRelay);
+    assert.ok(withEnv('0', () => createUserspaceRelay(base)) instanceof TcpRelay);
+    // Workers: native, even with UDP (relayed by the engine's process); TypeScript when asked.
+    assert.equal(new WorkerRelay({ ...base, workers: 2 }).dataPlane, 'native');
+    assert.equal(new WorkerRelay({ ...base, workers: 2, udp: true }).dataPlane, 'native');
+    assert.equal(new WorkerRelay({ ...base, workers: 2, dataPlane: 'js' }).dataPlane, 'js');
+    assert.equal(new WorkerRelay({ ...base, workers: 2, acceptProxyProtocol: true }).dataPlane, 'js');
+    assert.equal(withEnv('0', () => new WorkerRelay({ ...base, workers: 2 })).dataPlane, 'js');
+  });
+
+  it("says why when dataPlane 'native' cannot be used", () => {
+    const says = (re: RegExp) => (e: unknown) => badOption(e) && re.test((e as Error).message);
+    assert.throws(() => createUserspaceRelay({ ...base, dataPlane: 'native', acceptProxyProtocol: true }), says(/acceptProxyProtocol/));
+    assert.throws(() => createUserspaceRelay({ ...base, dataPlane: 'native', udp: true }), says(/udp/));
+    assert.throws(() => withEnv('0', () => createUserspaceRelay({ ...base, dataPlane: 'native' })), says(/FERRY_NATIVE=0/));
+    assert.throws(() => withEnv('0', () => new WorkerRelay({ ...base, workers: 2, dataPlane: 'native' })), says(/FERRY_NATIVE=0/));
+    assert.throws(() => new TcpRelay({ ...base, dataPlane: 'native' }), says(/TypeScript data plane/));
+    assert.throws(() => withEnv('0', () => new NativeRelay(base)), says(/FERRY_NATIVE=0/));
+    assert.throws(() => new NativeRelay({ ...base, dataPlane: 'js' }), says(/TcpRelay/));
+    assert.throws(() => new NativeRelay({ ...base, workers: 2 }), says(/createUserspaceRelay/));
   });
 });

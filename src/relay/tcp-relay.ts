@@ -1,7 +1,12 @@
 /**
- * The userspace relay: accepts TCP (and, with `udp`, UDP) on an address and a list of ports and
- * forwards to the current upstream. New connections can be held at cut-over and released, in
- * arrival order, to whatever upstream is current at release time.
+ * The userspace relay on the TypeScript data plane: accepts TCP (and, with `udp`, UDP) on an
+ * address and a list of ports and forwards to the current upstream. New connections can be held
+ * at cut-over and released, in arrival order, to whatever upstream is current at release time.
+ *
+ * `createUserspaceRelay` prefers the native data plane (`NativeRelay`, native-relay.ts: measured
+ * about twice as fast per new connection); this class serves what that one does not, namely
+ * `acceptProxyProtocol` and UDP in one process, and every relay when `dataPlane: 'js'`,
+ * FERRY_NATIVE=0 or the addon is not built. Both pass the same contract suite (contract.test.ts).
  *
  * Flow control: client sockets are accepted paused (`pauseOnConnect`), so a held client's data
  * waits in the kernel's receive buffer and TCP flow control slows the sender; nothing is read

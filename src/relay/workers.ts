@@ -15,8 +15,9 @@
  * connection and the kernel hands it to one; a burst (64 connects at once) spreads about evenly
  * (measured 28/36 to 37/27 over two workers). libuv's UV_TCP_SINGLE_ACCEPT=1 (one accept per
  * wake-up) was measured too: no better spread, and more CPU per new connection (about 290 → 430
- * µs), so it is not set. Native workers watch the sockets with EPOLLEXCLUSIVE: the kernel wakes
- * one worker per new connection, and a woken worker accepts at most 16 at a time.
+ * µs), so it is not set. Native workers likewise are all woken and race (EPOLLEXCLUSIVE, one
+ * woken worker per connection, left one worker with nearly every connection of a burst); a woken
+ * worker accepts at most 16 at a time.
  *
  * Contract: `setUpstream`, `hold` and `release` resolve once every worker has applied them, so a
  * connection accepted after the call resolves is treated the new way in every worker; messages on
@@ -103,6 +104,11 @@ export class WorkerRelay implements RedirectEngine {
   /** Live worker processes. */
   get workerCount(): number {
     return this.workers.filter((w) => w.alive).length;
+  }
+
+  /** Each worker's counters as of the last `stats()` (null before), e.g. to see how accepts spread. */
+  get workerStats(): Array<RelayStats | null> {
+    return this.workers.map((w) => w.last);
   }
 
   /** Process ids of the live workers (for tests and diagnostics). */
