@@ -50,10 +50,17 @@ function binding(): { binding: RelayBinding } | { error: string } {
   return loadNative<RelayBinding>('ferry_relay');
 }
 
+/** An IPv6 address with a zone (fe80::1%eth0): the addon parses plain addresses only. */
+function scoped(address: string): boolean {
+  return address.includes('%');
+}
+
 /** Why the native plane cannot relay `opts` in one process, or null when it can. */
 export function nativeUnsupported(opts: ResolvedRelayOptions): string | null {
   if (opts.acceptProxyProtocol) return 'acceptProxyProtocol needs the TypeScript data plane (the native one reads no PROXY header from clients)';
   if (opts.udp) return 'udp in one process needs the TypeScript data plane; with workers >= 2 UDP stays in the engine process and TCP goes native';
+  const addresses = [...opts.listen.map((l) => l.address), opts.upstream.address, opts.sourceAddress ?? ''];
+  if (addresses.some(scoped)) return 'scoped IPv6 addresses (with %zone) need the TypeScript data plane';
   const b = binding();
   return 'error' in b ? `the native relay addon is not available (${b.error})` : null;
 }
@@ -177,7 +184,9 @@ export class NativeRelay implements RedirectEngine {
   }
 
   setUpstream(u: Upstream): void {
-    this.upstream = checkUpstream(u, this.opts.sourceAddress);
+    const upstream = checkUpstream(u, this.opts.sourceAddress);
+    if (scoped(upstream.address)) throw new FerryError('RELAY_BAD_OPTION', `upstream ${upstream.address}: scoped IPv6 addresses need dataPlane 'js'`);
+    this.upstream = upstream;
     if (this.handle && !this.closed) this.b.setUpstream(this.handle, this.upstream.address, this.upstream.port ?? 0);
   }
 

@@ -42,7 +42,8 @@ export interface RelayOptions {
   /** Time allowed for a client to send its PROXY header when `acceptProxyProtocol`. Default 5 000 ms. */
   proxyHeaderTimeoutMs?: number;
   /**
-   * Processes that accept and relay TCP. Default 1: this process, through `TcpRelay`. N > 1 needs
+   * Processes that accept and relay TCP. Default 1: this process, through `NativeRelay` or
+   * `TcpRelay` (see `dataPlane`). N > 1 needs
    * `createUserspaceRelay()` (a `WorkerRelay`): N worker processes share the listening sockets,
    * and `maxConnections` and `holdQueueLimit` are split evenly among them. At most 64.
    */

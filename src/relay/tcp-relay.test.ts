@@ -47,6 +47,7 @@ describe('relay options and data plane', () => {
     // Options only the TypeScript plane serves.
     assert.ok(createUserspaceRelay({ ...base, acceptProxyProtocol: true }) instanceof TcpRelay);
     assert.ok(createUserspaceRelay({ ...base, udp: true }) instanceof TcpRelay);
+    assert.ok(createUserspaceRelay({ listen: { address: '::1', ports: [0] }, upstream: { address: 'fe80::1%lo', port: 1 } }) instanceof TcpRelay);
     assert.ok(withEnv('0', () => createUserspaceRelay(base)) instanceof TcpRelay);
     // Workers: native, even with UDP (relayed by the engine's process); TypeScript when asked.
     assert.equal(new WorkerRelay({ ...base, workers: 2 }).dataPlane, 'native');
@@ -66,5 +67,6 @@ describe('relay options and data plane', () => {
     assert.throws(() => withEnv('0', () => new NativeRelay(base)), says(/FERRY_NATIVE=0/));
     assert.throws(() => new NativeRelay({ ...base, dataPlane: 'js' }), says(/TcpRelay/));
     assert.throws(() => new NativeRelay({ ...base, workers: 2 }), says(/createUserspaceRelay/));
+    if (!nativeMissing) assert.throws(() => new NativeRelay(base).setUpstream({ address: 'fe80::1%lo', port: 1 }), says(/scoped/));
   });
 });
