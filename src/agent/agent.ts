@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
 import { SiteServer, normalizeDomain, type SiteMode, type SiteStats } from '../host/index.js';
 import type { RedirectStats } from '../migration/ports.js';
-import { KernelRelay, TcpRelay, type RedirectEngine, type RelayStats } from '../relay/index.js';
+import { KernelRelay, createUserspaceRelay, type RedirectEngine, type RelayStats } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
 import { httpProbe } from './local.js';
 import { NginxFrontend, type NginxOptions } from './nginx.js';
@@ -231,7 +231,7 @@ export class HostAgent {
               id: createHash('sha256').update(id).digest('hex').slice(0, 12),
               maxHoldMs,
             })
-          : new TcpRelay({
+          : createUserspaceRelay({
               listen: { address: spec.address, ports: spec.ports },
               upstream: { address: spec.upstream },
               ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),

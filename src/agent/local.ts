@@ -7,7 +7,7 @@ import { request } from 'node:http';
 import { FerryError } from '../common/errors.js';
 import { SiteServer, syncDirectory, type SiteMode, type SiteStats } from '../host/index.js';
 import type { HostDriver, RedirectStats } from '../migration/ports.js';
-import { TcpRelay } from '../relay/index.js';
+import { createUserspaceRelay, type RedirectEngine } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
 
 export interface LocalHostOptions {
@@ -23,7 +23,7 @@ export class LocalHost implements HostDriver {
   readonly id: string;
   readonly sites: SiteServer;
   private readonly addresses: AddressManager;
-  private readonly redirects = new Map<string, TcpRelay>();
+  private readonly redirects = new Map<string, RedirectEngine>();
   private readonly maxHoldMs: number;
 
   constructor(opts: LocalHostOptions) {
@@ -50,7 +50,8 @@ export class LocalHost implements HostDriver {
     spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string },
   ): Promise<void> {
     if (this.redirects.has(id)) return;
-    const relay = new TcpRelay({
+    // The native data plane where it is built (src/relay/native-relay.ts), else the TypeScript relay.
+    const relay = createUserspaceRelay({
       listen: { address: spec.address, ports: spec.ports },
       upstream: { address: spec.upstream },
       ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),
@@ -60,22 +61,22 @@ export class LocalHost implements HostDriver {
     this.redirects.set(id, relay);
   }
 
-  private redirect(id: string): TcpRelay {
+  private redirect(id: string): RedirectEngine {
     const r = this.redirects.get(id);
     if (!r) throw new FerryError('REDIRECT_NOT_FOUND', `no redirect ${id} on host ${this.id}`);
     return r;
   }
 
   async setRedirectUpstream(id: string, upstream: string): Promise<void> {
-    this.redirect(id).setUpstream({ address: upstream });
+    await this.redirect(id).setUpstream({ address: upstream });
   }
 
   async holdRedirect(id: string): Promise<void> {
-    this.redirect(id).hold();
+    await this.redirect(id).hold();
   }
 
   async releaseRedirect(id: string): Promise<void> {
-    this.redirects.get(id)?.release();
+    await this.redirects.get(id)?.release();
   }
 
   async redirectStats(id: string): Promise<RedirectStats | undefined> {

@@ -88,7 +88,13 @@ describe('Journal', () => {
       const flushed = j.flushed().then(() => (done = true));
       // The disk has not answered: the event loop still turns, and the entry is not yet durable.
       let turns = 0;
-      for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(() => r(turns++)));
+      for (let i = 0; i < 5; i++)
+        await new Promise<void>((r) =>
+          setImmediate(() => {
+            turns++;
+            r();
+          }),
+        );
       assert.equal(turns, 5);
       assert.equal(done, false, 'flushed() must wait for the fsync');
       assert.equal(synced.length, 1, 'one fsync for both entries');
