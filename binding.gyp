@@ -6,11 +6,13 @@
     {
       "target_name": "ferry_dns_udp",
       "sources": ["native/dns-udp/udp_batch.c"],
+      "include_dirs": ["native/common"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     },
     {
       "target_name": "ferry_relay",
       "sources": ["native/relay/relay.c"],
+      "include_dirs": ["native/common"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]

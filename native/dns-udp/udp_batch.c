@@ -34,6 +34,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "ferry_napi.h"
+
 #define ADDR_SLOT 28 /* sizeof(struct sockaddr_in6), the larger of the two families */
 #define MAX_SLOTS 1024
 #define MAX_ROUNDS 8
@@ -58,46 +60,6 @@ typedef struct {
   double received, sent, truncated, send_dropped, recv_errors;
 } channel_t;
 
-#define CHECK(call)                                                   \
-  do {                                                                \
-    if ((call) != napi_ok) {                                          \
-      napi_throw_error(env, "FERRY_NATIVE", "N-API call failed: " #call); \
-      return NULL;                                                    \
-    }                                                                 \
-  } while (0)
-
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  napi_value code, text, error;
-  const char *name = err == EADDRINUSE ? "EADDRINUSE" : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL" : err == EACCES ? "EACCES" : "EIO";
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &error);
-  napi_set_named_property(env, error, "code", code);
-  napi_throw(env, error);
-  return NULL;
-}
-
-static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
-  memset(ss, 0, sizeof *ss);
-  struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    *len = sizeof *a4;
-    return AF_INET;
-  }
-  if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons((uint16_t)port);
-    *len = sizeof *a6;
-    return AF_INET6;
-  }
-  return -1;
-}
-
 /* bind(host, port, reusePort) -> [fd, boundPort] */
 static napi_value js_bind(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -110,9 +72,8 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_string_utf8(env, argv[0], host, sizeof host, &hlen));
   CHECK(napi_get_value_int32(env, argv[1], &port));
   CHECK(napi_get_value_bool(env, argv[2], &reuse));
-  struct sockaddr_storage ss;
-  socklen_t slen;
-  int family = parse_addr(host, port, &ss, &slen);
+  addr_t a;
+  int family = parse_addr(host, port, &a);
   if (family < 0) {
     napi_throw_type_error(env, "FERRY_NATIVE", "bind: not an IP address");
     return NULL;
@@ -130,22 +91,12 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   int buf = 4 * 1024 * 1024;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
   setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-  if (bind(fd, (struct sockaddr *)&ss, slen) < 0) {
+  if (bind(fd, &a.sa, addr_len(&a)) < 0) {
     int e = errno;
     close(fd);
     return throw_errno(env, "bind", e);
   }
-  struct sockaddr_storage bound;
-  socklen_t blen = sizeof bound;
-  getsockname(fd, (struct sockaddr *)&bound, &blen);
-  int bport = ntohs(family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port : ((struct sockaddr_in6 *)&bound)->sin6_port);
-  napi_value out, vfd, vport;
-  CHECK(napi_create_array_with_length(env, 2, &out));
-  CHECK(napi_create_int32(env, fd, &vfd));
-  CHECK(napi_create_int32(env, bport, &vport));
-  CHECK(napi_set_element(env, out, 0, vfd));
-  CHECK(napi_set_element(env, out, 1, vport));
-  return out;
+  return fd_and_port(env, fd);
 }
 
 static void on_poll(uv_poll_t *handle, int status, int events);
@@ -300,7 +251,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   }
 }
 
-static int addr_len(const uint8_t *a) {
+static int slot_addr_len(const uint8_t *a) {
   sa_family_t f;
   memcpy(&f, a, sizeof f);
   return f == AF_INET6 ? (int)sizeof(struct sockaddr_in6) : f == AF_INET ? (int)sizeof(struct sockaddr_in) : -1;
@@ -327,7 +278,7 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
     size_t len;
     CHECK(napi_get_buffer_info(env, v, &data, &len));
     uint8_t *addr = ch->addrs + (size_t)i * ADDR_SLOT;
-    int alen = addr_len(addr);
+    int alen = slot_addr_len(addr);
     if (alen < 0 || len == 0) continue;
     ch->out_iov[k].iov_base = data;
     ch->out_iov[k].iov_len = len;
@@ -372,7 +323,7 @@ static napi_value js_send_to(napi_env env, napi_callback_info info) {
     return NULL;
   }
   uint8_t *addr = (uint8_t *)addrs + off;
-  int alen = addr_len(addr);
+  int alen = slot_addr_len(addr);
   if (alen < 0) return NULL;
   ssize_t r;
   do r = sendto(ch->fd, data, len, MSG_DONTWAIT, (struct sockaddr *)addr, (socklen_t)alen);
@@ -447,17 +398,6 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   channel_t *ch = NULL;
   if (napi_unwrap(env, argv[0], (void **)&ch) == napi_ok && ch) shut(ch);
-  return NULL;
-}
-
-/* closeFd(fd): for a bound socket never opened as a channel. */
-static napi_value js_close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t fd;
-  CHECK(napi_get_value_int32(env, argv[0], &fd));
-  if (fd > 2) close(fd);
   return NULL;
 }
 

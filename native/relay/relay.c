@@ -45,6 +45,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "ferry_napi.h"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -63,11 +65,6 @@
 enum { ST_FREE = 0, ST_NEW, ST_HELD, ST_CONNECTING, ST_OPEN, ST_LINGER };
 enum { TAG_CLIENT = 0, TAG_UPSTREAM = 1, TAG_LISTENER = 2, TAG_MASK = 3 };
 
-typedef union {
-  struct sockaddr sa;
-  struct sockaddr_in in4;
-  struct sockaddr_in6 in6;
-} addr_t;
 
 typedef struct {
   int fd;
@@ -138,41 +135,10 @@ typedef struct relay {
   char scratch[BUF_SIZE];
 } relay_t;
 
-#define CHECK(call)                                                       \
-  do {                                                                    \
-    if ((call) != napi_ok) {                                              \
-      napi_throw_error(env, "FERRY_NATIVE", "N-API call failed: " #call); \
-      return NULL;                                                        \
-    }                                                                     \
-  } while (0)
-
 static double epoch_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000);
-}
-
-static socklen_t addr_len(const addr_t *a) {
-  return a->sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-}
-
-static int parse_addr(const char *host, int port, addr_t *a) {
-  memset(a, 0, sizeof *a);
-  if (inet_pton(AF_INET, host, &a->in4.sin_addr) == 1) {
-    a->in4.sin_family = AF_INET;
-    a->in4.sin_port = htons((uint16_t)port);
-    return AF_INET;
-  }
-  if (inet_pton(AF_INET6, host, &a->in6.sin6_addr) == 1) {
-    a->in6.sin6_family = AF_INET6;
-    a->in6.sin6_port = htons((uint16_t)port);
-    return AF_INET6;
-  }
-  return -1;
-}
-
-static int addr_port(const addr_t *a) {
-  return ntohs(a->sa.sa_family == AF_INET6 ? a->in6.sin6_port : a->in4.sin_port);
 }
 
 /* ---- PROXY protocol (must produce the bytes of src/relay/proxy-protocol.ts encodeProxyHeader) ---- */
@@ -781,23 +747,6 @@ static void shut(relay_t *r) {
 
 /* ---- JavaScript API ---- */
 
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  napi_value code, text, error;
-  const char *name = err == EADDRINUSE      ? "EADDRINUSE"
-                     : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL"
-                     : err == EACCES        ? "EACCES"
-                     : err == EMFILE        ? "EMFILE"
-                                            : "EIO";
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &error);
-  napi_set_named_property(env, error, "code", code);
-  napi_throw(env, error);
-  return NULL;
-}
-
 static relay_t *unwrap(napi_env env, napi_value v) {
   relay_t *r = NULL;
   if (napi_unwrap(env, v, (void **)&r) != napi_ok || r == NULL || r->closed) {
@@ -850,27 +799,7 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, "bind", e);
   }
-  addr_t bound;
-  socklen_t blen = sizeof bound;
-  getsockname(fd, &bound.sa, &blen);
-  napi_value out, vfd, vport;
-  CHECK(napi_create_array_with_length(env, 2, &out));
-  CHECK(napi_create_int32(env, fd, &vfd));
-  CHECK(napi_create_int32(env, addr_port(&bound), &vport));
-  CHECK(napi_set_element(env, out, 0, vfd));
-  CHECK(napi_set_element(env, out, 1, vport));
-  return out;
-}
-
-/* closeFd(fd): a socket from bind() that never reached create(). */
-static napi_value js_close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  CHECK(napi_get_value_int32(env, argv[0], &fd));
-  if (fd > 2) close(fd);
-  return NULL;
+  return fd_and_port(env, fd);
 }
 
 static int set_upstream(relay_t *r, const char *host, int port) {

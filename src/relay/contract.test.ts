@@ -18,6 +18,11 @@ import { client, startEcho, type TestClient, type TestServer } from './testing.j
 const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
 if (nativeMissing) console.log(`# native data plane not tested: ${nativeMissing}`);
 
+// CI builds the addon at `npm ci`: a broken build must fail here, not skip the native plane quietly.
+it('the native relay addon is built and loads (unless FERRY_NATIVE=0)', { skip: process.env.FERRY_NATIVE === '0' ? 'FERRY_NATIVE=0' : false }, () => {
+  assert.equal(nativeMissing, null, `native data plane unavailable: ${nativeMissing}`);
+});
+
 interface Plane {
   name: string;
   make(opts: RelayOptions): RedirectEngine;
