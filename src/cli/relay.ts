@@ -14,6 +14,11 @@ export function registerRelay(program: Command): void {
     .addOption(new Option('--proxy-protocol <version>', 'send a PROXY protocol header upstream').choices(['v1', 'v2']))
     .option('--accept-proxy-protocol', 'expect a PROXY protocol header from clients (the relay stands behind another proxy)')
     .addOption(new Option('--engine <engine>', 'userspace relay or kernel nftables DNAT').choices(['userspace', 'kernel']).default('userspace'))
+    .addOption(
+      new Option('--data-plane <plane>', 'userspace data plane: native (C addon, faster), js (TypeScript), or auto (native where it can)')
+        .choices(['auto', 'native', 'js'])
+        .default('auto'),
+    )
     .option('--workers <n>', 'userspace relay processes sharing the listening sockets', number(1, 64), 1)
     .option('--source <addr>', 'local address of upstream connections')
     .option('--drain-timeout <ms>', 'on shutdown, wait this long for open connections to finish', number(0), 5000)
@@ -40,6 +45,7 @@ export function registerRelay(program: Command): void {
             upstream,
             udp: Boolean(o.udp),
             workers: o.workers as number,
+            dataPlane: o.dataPlane as 'auto' | 'native' | 'js',
             drainTimeoutMs: o.drainTimeout as number,
             ...(o.proxyProtocol ? { proxyProtocol: o.proxyProtocol as 'v1' | 'v2' } : {}),
             ...(o.acceptProxyProtocol ? { acceptProxyProtocol: true } : {}),

@@ -25,6 +25,10 @@ describe('relay CLI helpers', () => {
       () => createEngine({ engine: 'kernel', listen: { address: '127.0.0.3', ports: [80] }, upstream: { address: '127.0.0.2' }, proxyProtocol: 'v1' }),
       /use --engine userspace/,
     );
+    assert.throws(
+      () => createEngine({ engine: 'kernel', listen: { address: '127.0.0.3', ports: [80] }, upstream: { address: '127.0.0.2' }, dataPlane: 'native' }),
+      /--data-plane applies to --engine userspace only/,
+    );
   });
 
   it('runs in the foreground until aborted, then closes cleanly', async () => {

@@ -32,6 +32,9 @@ export function createEngine(opts: Omit<RunRelayOptions, 'onReady' | 'drainTimeo
   if (rest.proxyProtocol || rest.acceptProxyProtocol) {
     throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine cannot speak the PROXY protocol; use --engine userspace');
   }
+  if (rest.dataPlane !== undefined && rest.dataPlane !== 'auto') {
+    throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine has no userspace data plane; --data-plane applies to --engine userspace only');
+  }
   const listen = Array.isArray(rest.listen) ? rest.listen[0]! : rest.listen;
   return new KernelRelay({
     listen,
