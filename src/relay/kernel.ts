@@ -8,6 +8,10 @@
  *   `setUpstream` swaps these rules (in one transaction).
  * - `nat_post` (srcnat): masquerade (or SNAT to `sourceAddress`) of DNATed flows, so replies come
  *   back through this host even when the upstream's route to the client does not.
+ * - `nat_in` (srcnat on input), with `sourceAddress` only: SNAT of DNATed flows delivered to this
+ *   host itself (the upstream is a local address, as the origin's IP1 is before cut-over), so the
+ *   local server sees them coming from `sourceAddress`, as it does behind the userspace relay;
+ *   that is how the origin tells relayed requests (from IPt) from direct ones at IP1.
  * - `count_pre`/`count_out` (priority -150, after conntrack, before DNAT): jump to `hold`, then
  *   named counters per protocol and port: bytes each way (`up_`/`down_`, by conntrack direction,
  *   L3 bytes including headers) and new flows (`new_`).
@@ -199,6 +203,14 @@ export class KernelRelay implements RedirectEngine {
       '    type nat hook postrouting priority srcnat; policy accept;',
       ...(this.opts.masquerade ? [`    ct status dnat ct original ${f} daddr ${this.address} ${src}`] : []),
       '  }',
+      ...(this.opts.masquerade && this.opts.sourceAddress !== undefined
+        ? [
+            '  chain nat_in {',
+            '    type nat hook input priority 100; policy accept;',
+            `    ct status dnat ct original ${f} daddr ${this.address} snat to ${this.opts.sourceAddress}`,
+            '  }',
+          ]
+        : []),
       '}',
       this.natRules('nat_pre'),
       this.natRules('nat_out'),
