@@ -142,7 +142,9 @@ static void get_typed(napi_env env, napi_value v, void **data, size_t *bytes) {
   napi_typedarray_type t;
   size_t len, off;
   napi_value ab;
-  napi_get_typedarray_info(env, v, &t, &len, data, &ab, &off);
+  *data = NULL;
+  *bytes = 0; /* not a typed array: open() rejects the sizes */
+  if (napi_get_typedarray_info(env, v, &t, &len, data, &ab, &off) != napi_ok) return;
   *bytes = len * (t == napi_int32_array ? 4 : 1);
 }
 
@@ -289,7 +291,7 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
     ch->out[k].msg_hdr.msg_namelen = (socklen_t)alen;
     k++;
   }
-  uint32_t done = 0;
+  uint32_t done = 0, dropped = 0;
   while (done < k) {
     int m = sendmmsg(ch->fd, ch->out + done, k - done, MSG_DONTWAIT);
     if (m > 0) {
@@ -298,10 +300,11 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
     }
     if (m < 0 && errno == EINTR) continue;
     /* EAGAIN or an error for the first message left: drop that one and go on with the rest. */
-    ch->send_dropped++;
+    dropped++;
     done++;
   }
-  ch->sent += k;
+  ch->send_dropped += dropped;
+  ch->sent += k - dropped;
   return NULL;
 }
 
@@ -391,13 +394,17 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* close(channel): stops polling and closes the socket. Idempotent. */
+/*
+ * close(channel): stops polling and closes the socket. Idempotent. The record is freed once libuv
+ * has closed the poll handle, so the wrap is removed here: later calls find no channel ("channel
+ * is closed") instead of reading freed memory.
+ */
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   channel_t *ch = NULL;
-  if (napi_unwrap(env, argv[0], (void **)&ch) == napi_ok && ch) shut(ch);
+  if (napi_remove_wrap(env, argv[0], (void **)&ch) == napi_ok && ch) shut(ch);
   return NULL;
 }
 

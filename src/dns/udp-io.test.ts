@@ -166,3 +166,30 @@ test('udpIo: a bad value is refused', () => {
     (e: unknown) => isFerryError(e) && e.code === 'DNS_BAD_OPTIONS' && /udpIo/.test(e.message),
   );
 });
+
+/**
+ * The addon frees a channel once libuv has closed its poll handle; a call on the channel object
+ * after that read freed memory (ASan: heap-use-after-free in unwrap, from stats()). close()
+ * now removes the wrap, so every later call says "channel is closed" and close() stays idempotent.
+ */
+test('native UDP addon: calls on a channel closed a loop turn ago throw "channel is closed"', { skip: offNative }, async () => {
+  const { loadNative } = await import('../common/native.js');
+  type Addon = {
+    ADDR_SLOT: number;
+    bind(h: string, p: number, r: boolean): [number, number];
+    open(fd: number, rx: Buffer, lens: Int32Array, addrs: Buffer, slot: number, cb: (n: number) => void): object;
+    reply(ch: object, a: unknown[], n: number): void;
+    stats(ch: object): unknown;
+    close(ch: object): void;
+  };
+  const r = loadNative<Addon>('ferry_dns_udp');
+  assert.ok('binding' in r);
+  const a = r.binding;
+  const [fd] = a.bind('127.0.0.1', 0, false);
+  const ch = a.open(fd, Buffer.alloc(8 * 512), new Int32Array(8), Buffer.alloc(8 * a.ADDR_SLOT), 512, () => {});
+  a.close(ch);
+  await new Promise((res) => setTimeout(res, 20)); // the poll handle's close callback has freed the record
+  assert.throws(() => a.stats(ch), /channel is closed/);
+  assert.throws(() => a.reply(ch, [Buffer.from('x')], 1), /channel is closed/);
+  a.close(ch); // still idempotent
+});
