@@ -53,6 +53,7 @@ typedef struct {
   int32_t *lens;
   uint8_t *addrs;
   uint32_t slots, slot_size;
+  uint32_t batch; /* datagrams of the batch being handled; 0 outside onBatch */
   struct mmsghdr *msgs;
   struct iovec *iov;
   struct mmsghdr *out;
@@ -235,6 +236,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
       if (trunc) ch->truncated++;
     }
     ch->received += n;
+    ch->batch = (uint32_t)n;
     napi_handle_scope scope;
     napi_open_handle_scope(env, &scope);
     napi_value self, cb, arg, result;
@@ -249,6 +251,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
       napi_fatal_exception(env, exc);
     }
     napi_close_handle_scope(env, scope);
+    if (!ch->closed) ch->batch = 0; /* the arena's addresses are stale from here on */
     if ((uint32_t)n < ch->slots) return; /* drained the socket */
   }
 }
@@ -268,7 +271,7 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
   if (!ch) return NULL;
   uint32_t count;
   CHECK(napi_get_value_uint32(env, argv[2], &count));
-  if (count > ch->slots) count = ch->slots;
+  if (count > ch->batch) count = ch->batch; /* only senders of the current batch */
   uint32_t k = 0;
   for (uint32_t i = 0; i < count; i++) {
     napi_value v;
