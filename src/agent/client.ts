@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
-import type { HostDriver, RedirectStats } from '../migration/ports.js';
+import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 
 export interface HttpHostDriverOptions {
@@ -247,17 +247,22 @@ export class HttpHostDriver implements HostDriver {
    * The session, and its secret, serve every pass of the migration; `to` closes it when the site
    * starts taking writes there, so no pass can ever overwrite them.
    */
-  async syncSite(domain: string, to: HostDriver, opts: { onProgress?: (p: SyncProgress) => void } = {}): Promise<{ files: number; bytes: number }> {
+  async syncSite(domain: string, to: HostDriver, opts: SyncSiteOptions = {}): Promise<{ files: number; bytes: number }> {
     if (!(to instanceof HttpHostDriver)) {
       throw new FerryError('SYNC_UNSUPPORTED', `host ${this.id} syncs through its agent; the target ${to.id} must be an agent too`);
     }
     const endpoint = await to.openSyncReceiver(domain);
     const jobId = `${domain.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40)}-${randomBytes(4).toString('hex')}`;
     let poller: NodeJS.Timeout | undefined;
+    let polling = true;
     if (opts.onProgress) {
       const report = opts.onProgress;
       poller = setInterval(() => {
-        this.syncProgress(jobId).then((p) => p && report(p), () => undefined);
+        // A read still in flight when the push ends is dropped: no report after the pass settles.
+        this.syncProgress(jobId).then(
+          (p) => polling && p && report({ bytes: p.bytes, percent: p.percent, ...(p.files !== undefined ? { files: p.files } : {}) }),
+          () => undefined,
+        );
       }, 1000);
     }
     try {
@@ -266,6 +271,7 @@ export class HttpHostDriver implements HostDriver {
       await to.reloadSite(domain);
       return { files: r.files, bytes: r.bytes };
     } finally {
+      polling = false;
       if (poller) clearInterval(poller);
     }
   }

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { request } from 'node:http';
 import { FerryError } from '../common/errors.js';
 import { SiteServer, syncDirectory, type SiteMode, type SiteStats } from '../host/index.js';
-import type { HostDriver, RedirectStats } from '../migration/ports.js';
+import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import { createUserspaceRelay, type RedirectEngine } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
 
@@ -125,11 +125,19 @@ export class LocalHost implements HostDriver {
     return this.sites.waitIdle(domain, timeoutMs);
   }
 
-  async syncSite(domain: string, to: HostDriver): Promise<{ files: number; bytes: number }> {
+  /**
+   * Copy in-process with syncDirectory. With `onProgress`, the source is walked first for its total
+   * size, so reports carry a percent; they come after each file (bytes copied so far) and at the end.
+   */
+  async syncSite(domain: string, to: HostDriver, opts: SyncSiteOptions = {}): Promise<{ files: number; bytes: number }> {
     if (!(to instanceof LocalHost)) {
       throw new FerryError('SYNC_UNSUPPORTED', `host ${this.id} can only sync in-process to another local host`);
     }
-    const res = await syncDirectory(this.sites.siteDataDir(domain), to.sites.siteDataDir(domain), { delete: true });
+    const report = opts.onProgress;
+    const res = await syncDirectory(this.sites.siteDataDir(domain), to.sites.siteDataDir(domain), {
+      delete: true,
+      ...(report ? { onProgress: (p: { bytes: number; files: number; percent: number }) => report({ bytes: p.bytes, percent: p.percent, files: p.files }) } : {}),
+    });
     await to.sites.reloadSite(domain);
     return res;
   }

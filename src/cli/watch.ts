@@ -1,7 +1,8 @@
 /**
  * `ferry watch ID`: follow a migration live until it ends. On a terminal: the phase, a countdown on
- * each wait, sync passes as bars, held connections and traffic at IP1/IPt/IP2 on one status line
- * that redraws. Elsewhere, and with --json, one line per event (then a summary). Exit code 0 when
+ * each wait, the running sync pass's progress (bar, percent, bytes), held connections and traffic
+ * at IP1/IPt/IP2 on one status line that redraws; a line per sync pass done. Elsewhere one line per
+ * event, sync progress at most every 5 s; with --json, every event as it comes (then a summary). Exit code 0 when
  * the migration completed, 1 when it failed or was rolled back.
  */
 import type { Command } from 'commander';
@@ -48,6 +49,19 @@ function describe(m: MigrationView): string {
   return lines.join('\n');
 }
 
+/**
+ * A `sync` progress event as a bar: `████▒▒▒▒▒▒ 42% 1.20 GB` (no percent when the driver does not
+ * know the total), with the attempt when a retried pass started again from 0.
+ */
+export function progressText(d: Record<string, unknown>): string {
+  const percent = typeof d.percent === 'number' && Number.isFinite(d.percent) ? Math.max(0, Math.min(100, d.percent)) : null;
+  const filled = percent === null ? 0 : Math.round(percent / 10);
+  const bar = '█'.repeat(filled) + '▒'.repeat(10 - filled);
+  const files = typeof d.files === 'number' ? `, ${d.files} files` : '';
+  const attempt = typeof d.attempt === 'number' && d.attempt > 1 ? ` (attempt ${d.attempt}, from 0)` : '';
+  return `${bar}${percent === null ? '' : ` ${Math.floor(percent)}%`} ${bytes(Number(d.bytes ?? 0))}${files}${attempt}`;
+}
+
 /** Follow migration `id` to its end; resolves with its final record. */
 export async function watchMigration(client: ApiClient, id: string, opts: WatchOptions = {}): Promise<MigrationView> {
   const out = opts.out ?? process.stdout;
@@ -68,12 +82,16 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
   let wait: { what: string; remainingMs: number; at: number } | undefined;
   let traffic = { ip1: 0, ipt: 0, ip2: 0 };
   let held = 0;
+  /** The sync pass copying now, from its `progress` events (cleared when it is done). */
+  let copying: string | undefined;
+  let lastPlainSync = 0;
   let statusShown = false;
   let lastPlainStatus = 0;
   const status = () => {
     const left = wait ? Math.max(0, wait.remainingMs - (Date.now() - wait.at)) : 0;
     const w = wait ? ` · ${wait.what} ≤${duration(left)}` : '';
-    return `[${phase} ${duration(Date.now() - phaseAt)}${w}] IP1 ${traffic.ip1} r/s · IPt ${traffic.ipt} r/s · IP2 ${traffic.ip2} r/s · held ${held}`;
+    const c = copying ? ` · ${copying}` : '';
+    return `[${phase} ${duration(Date.now() - phaseAt)}${w}${c}] IP1 ${traffic.ip1} r/s · IPt ${traffic.ipt} r/s · IP2 ${traffic.ip2} r/s · held ${held}`;
   };
   const clearStatus = () => {
     if (tty && statusShown) write('\r\x1b[K');
@@ -109,6 +127,7 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
           phase = p;
           phaseAt = Number(e.data.at);
           wait = undefined;
+          copying = undefined;
         }
         return TERMINAL.has(p);
       }
@@ -124,8 +143,21 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
         return false;
       }
       case 'sync':
-        if (!json) {
+        if (json) return false;
+        if (d.state === 'progress') {
+          // On a terminal the status line carries it (redrawn in place); elsewhere a line every 5 s.
+          copying = `sync ${String(d.pass)} ${progressText(d)}`;
+          if (tty) showStatus();
+          else if (Date.now() - lastPlainSync >= 5000) {
+            lastPlainSync = Date.now();
+            line(`  ${copying}`);
+          }
+          return false;
+        }
+        {
           const done = d.state === 'done';
+          copying = undefined;
+          lastPlainSync = 0;
           const bar = done ? '██████████' : '▒▒▒▒▒▒▒▒▒▒';
           line(`  sync ${String(d.pass)} ${bar} ${done ? `${String(d.files ?? '?')} files, ${bytes(Number(d.bytes ?? 0))}${d.ms !== undefined ? ` in ${duration(Number(d.ms))}` : ''}` : 'running'}`);
         }
@@ -137,6 +169,7 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
         if (!json && d.step === 'dns-change') line(`  ${rec.domain} A → ${String((d.detail as { address?: string } | undefined)?.address ?? '?')}`);
         return false;
       case 'error':
+        copying = undefined; // a pass that failed reports no more
         if (!json) line(`  error${d.phase ? ` in ${String(d.phase)}` : ''}: ${String(d.message)}`);
         return false;
       case 'retry':

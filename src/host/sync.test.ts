@@ -75,3 +75,40 @@ test('a missing source is an error with a code', async (t) => {
   const { dst } = await dirs(t);
   await assert.rejects(syncDirectory(join(dst, 'nope'), dst), { code: 'SYNC_SOURCE' });
 });
+
+test('progress: bytes copied so far add up to the total, percent of the source examined, 100 at the end', async (t) => {
+  const { src, dst } = await dirs(t);
+  await writeFile(join(src, 'big.bin'), Buffer.alloc(100_000, 7));
+  const seen: Array<{ bytes: number; files: number; percent: number }> = [];
+  const r = await syncDirectory(src, dst, { delete: true, onProgress: (p) => seen.push({ ...p }) });
+  assert.equal(r.bytes, 100_000 + 9 + 3 + 4);
+  assert.equal(seen.length, 4 + 1, 'one report per file and one at the end');
+  for (let i = 1; i < seen.length; i++) {
+    assert.ok(seen[i]!.bytes >= seen[i - 1]!.bytes, 'bytes never go back');
+    assert.ok(seen[i]!.percent >= seen[i - 1]!.percent, 'percent never goes back');
+  }
+  assert.ok(seen.every((p) => p.percent >= 0 && p.percent <= 100));
+  assert.deepEqual(seen.at(-1), { bytes: r.bytes, files: r.files, percent: 100 });
+  // The bytes of each report are the sizes of the files copied before it.
+  const steps = seen.map((p, i) => p.bytes - (seen[i - 1]?.bytes ?? 0)).filter((b) => b > 0);
+  assert.deepEqual([...steps].sort((a, b) => a - b), [3, 4, 9, 100_000]);
+
+  // A delta pass examines everything (percent moves) and copies only what changed.
+  await appendFile(join(src, 'sub', 'a.txt'), 'a');
+  const delta: Array<{ bytes: number; percent: number }> = [];
+  const r2 = await syncDirectory(src, dst, { onProgress: (p) => delta.push(p) });
+  assert.deepEqual(r2, { files: 1, bytes: 4, deleted: 0 });
+  assert.equal(delta.at(-1)!.bytes, 4);
+  assert.equal(delta.at(-1)!.percent, 100);
+  assert.equal(delta.length, 4 + 1, 'a report for each file examined, copied or not');
+  assert.ok(delta.every((p, i) => i === 0 || p.percent >= delta[i - 1]!.percent));
+});
+
+test('progress of an empty source: one report, 0 bytes, 100 percent', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'ferry-sync-'));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  await mkdir(join(root, 'src'));
+  const seen: unknown[] = [];
+  await syncDirectory(join(root, 'src'), join(root, 'dst'), { onProgress: (p) => seen.push(p) });
+  assert.deepEqual(seen, [{ bytes: 0, files: 0, percent: 100 }]);
+});

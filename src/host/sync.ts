@@ -15,6 +15,22 @@ export interface SyncOptions {
   delete?: boolean;
   /** Compare contents (SHA-256) when size and mtime agree. Default false. */
   checksum?: boolean;
+  /**
+   * Hears how far the sync is, after each file (copied or found current) and once at the end.
+   * With it, the source is walked first to total its size, one lstat per entry, so `percent`
+   * (of the source's bytes examined so far) is known; it stays within 0..100 if the source changes
+   * meanwhile. Progress is per file: a large file reports once it is copied.
+   */
+  onProgress?: (p: SyncDirectoryProgress) => void;
+}
+
+export interface SyncDirectoryProgress {
+  /** Bytes copied so far; at the end, the result's `bytes`. */
+  bytes: number;
+  /** Files copied so far. */
+  files: number;
+  /** Share of the source's bytes examined (copied or found current), 0..100; 100 at the end. */
+  percent: number;
 }
 
 export interface SyncResult {
@@ -39,11 +55,35 @@ export async function syncDirectory(src: string, dst: string, opts: SyncOptions 
   } catch (err) {
     throw new FerryError('SYNC_SOURCE', `cannot sync from ${src}: ${(err as Error).message}`, { cause: err });
   }
-  await syncDir(src, dst, opts, result);
+  let tick: ((examined: number) => void) | undefined;
+  const report = opts.onProgress;
+  if (report) {
+    const total = await sourceBytes(src);
+    let examined = 0;
+    tick = (n) => {
+      examined += n;
+      const percent = total > 0 ? Math.min(100, Math.floor((examined * 100) / total)) : 0;
+      report({ bytes: result.bytes, files: result.files, percent });
+    };
+  }
+  await syncDir(src, dst, opts, result, tick);
+  report?.({ bytes: result.bytes, files: result.files, percent: 100 });
   return result;
 }
 
-async function syncDir(src: string, dst: string, opts: SyncOptions, result: SyncResult): Promise<void> {
+/** Total size of the regular files under `dir` (what a sync of it examines). */
+async function sourceBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.name.startsWith(TEMP_PREFIX)) continue;
+    const p = join(dir, e.name);
+    if (e.isDirectory()) total += await sourceBytes(p);
+    else if (e.isFile()) total += (await lstat(p).catch(() => undefined))?.size ?? 0;
+  }
+  return total;
+}
+
+async function syncDir(src: string, dst: string, opts: SyncOptions, result: SyncResult, tick?: (examined: number) => void): Promise<void> {
   await mkdir(dst, { recursive: true });
   const entries = await readdir(src, { withFileTypes: true });
   const wanted = new Set<string>();
@@ -56,15 +96,16 @@ async function syncDir(src: string, dst: string, opts: SyncOptions, result: Sync
       wanted.add(e.name);
       const d = await lstat(to).catch(() => undefined);
       if (d && !d.isDirectory()) await rm(to, { force: true });
-      await syncDir(from, to, opts, result);
+      await syncDir(from, to, opts, result, tick);
     } else if (e.isFile()) {
       wanted.add(e.name);
-      const copied = await syncFile(from, to, dst, opts);
+      const { size, copied } = await syncFile(from, to, dst, opts);
       if (copied !== null) {
         result.files += 1;
         result.bytes += copied;
         changed = true;
       }
+      tick?.(size);
     }
   }
   if (opts.delete) {
@@ -78,14 +119,17 @@ async function syncDir(src: string, dst: string, opts: SyncOptions, result: Sync
   if (changed) await fsyncDir(dst);
 }
 
-/** Copy one file when it differs; returns the bytes copied, or null when it was already current. */
-async function syncFile(from: string, to: string, dstDir: string, opts: SyncOptions): Promise<number | null> {
+/**
+ * Copy one file when it differs: `copied` is the bytes copied, or null when it was already current;
+ * `size` the source's size as examined.
+ */
+async function syncFile(from: string, to: string, dstDir: string, opts: SyncOptions): Promise<{ size: number; copied: number | null }> {
   // The source's stat is taken before the copy: if the file grows meanwhile, the copy is stamped
   // with the older mtime and the next pass sees the difference.
   const s = await lstat(from);
   const d = await lstat(to).catch(() => undefined);
   if (d?.isFile() && d.size === s.size && Math.abs(d.mtimeMs - s.mtimeMs) < MTIME_SLACK_MS) {
-    if (!opts.checksum || (await sha256(from)) === (await sha256(to))) return null;
+    if (!opts.checksum || (await sha256(from)) === (await sha256(to))) return { size: s.size, copied: null };
   }
   if (d && !d.isFile()) await rm(to, { recursive: true, force: true });
   const tmp = join(dstDir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
@@ -105,7 +149,7 @@ async function syncFile(from: string, to: string, dstDir: string, opts: SyncOpti
     throw new FerryError('SYNC_COPY', `cannot copy ${from} to ${to}: ${(err as Error).message}`, { cause: err });
   }
   const copied = await lstat(to);
-  return copied.size;
+  return { size: s.size, copied: copied.size };
 }
 
 async function fsyncDir(dir: string): Promise<void> {

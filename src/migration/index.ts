@@ -5,7 +5,7 @@ export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './d
 export { Rfc2136DnsProvider, createRfc2136Provider, type Rfc2136Options } from './dns-rfc2136.js';
 export { ResilientHost, ResilientDns, withRetry, DEFAULT_RETRY, type RetryPolicy } from './resilient.js';
 export { checkParity, describeParity, probeHttp, probeTlsNames, probeBanner, type ParityResult, type ProbeAnswer } from './parity.js';
-export type { DnsProvider, HostDriver, RedirectStats } from './ports.js';
+export type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport, SyncSiteOptions } from './ports.js';
 export {
   PHASES,
   TERMINAL_PHASES,

@@ -27,7 +27,8 @@ import { sleep } from '../common/time.js';
 import type { SiteMode } from '../host/index.js';
 import type { Journal } from './journal.js';
 import { checkParity, describeParity } from './parity.js';
-import type { DnsProvider, HostDriver, RedirectStats } from './ports.js';
+import type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport } from './ports.js';
+import { ProgressThrottle } from './progress.js';
 import { DEFAULT_RETRY, ResilientDns, ResilientHost, type RetryPolicy } from './resilient.js';
 import { PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
@@ -43,8 +44,28 @@ export interface MigrationEvents {
   traffic: [{ id: string; phase: Phase; at: number; what: string; observed: Record<string, unknown> }];
   /** Connections and requests held at the switch. */
   held: [{ id: string; phase: Phase; at: number; redirect: number; site: number; state: 'holding' | 'released' }];
-  /** Data sync progress. */
-  sync: [{ id: string; phase: Phase; at: number; pass: string; from: string; to: string; state: 'started' | 'done'; files?: number; bytes?: number; ms?: number }];
+  /**
+   * Data sync: a pass `started`, its `progress` while it copies (bytes so far, percent when the
+   * driver knows the total, else null, files when known, attempt; throttled, see progress.ts; not
+   * journaled), and `done` with files, bytes and ms. A retried pass reports from 0 bytes again with
+   * the next `attempt`.
+   */
+  sync: [
+    {
+      id: string;
+      phase: Phase;
+      at: number;
+      pass: string;
+      from: string;
+      to: string;
+      state: 'started' | 'progress' | 'done';
+      files?: number;
+      bytes?: number;
+      percent?: number | null;
+      attempt?: number;
+      ms?: number;
+    },
+  ];
   /** An agent or DNS call failed and is retried. */
   retry: [{ id: string; at: number; what: string; attempt: number; message: string }];
 }
@@ -468,7 +489,34 @@ class MigrationRun {
     const { domain } = this.plan;
     const started = Date.now();
     this.orch.emit('sync', { id: this.id, phase: this.current, at: started, pass, from: from.id, to: to.id, state: 'started' });
-    const res = await this.step(pass, () => from.syncSite(domain, to), { from: from.id, to: to.id });
+    // Progress goes to listeners only: the journal has the start (the step) and the done (the note).
+    const progress = new ProgressThrottle(
+      (p) =>
+        this.orch.emit('sync', {
+          id: this.id,
+          phase: this.current,
+          at: Date.now(),
+          pass,
+          from: from.id,
+          to: to.id,
+          state: 'progress',
+          bytes: p.bytes,
+          percent: p.percent,
+          ...(p.files !== undefined ? { files: p.files } : {}),
+          ...(p.attempt !== undefined ? { attempt: p.attempt } : {}),
+        }),
+      Date.now,
+      started,
+    );
+    let res: { files: number; bytes: number };
+    try {
+      const onProgress = (p: SyncProgressReport) => progress.report(p);
+      res = await this.step(pass, () => from.syncSite(domain, to, { onProgress }), { from: from.id, to: to.id });
+    } catch (err) {
+      progress.end(false);
+      throw err;
+    }
+    progress.end(true);
     const ms = Date.now() - started;
     this.note(`${pass}-done`, { ...res, ms });
     this.orch.emit('sync', { id: this.id, phase: this.current, at: Date.now(), pass, from: from.id, to: to.id, state: 'done', ...res, ms });

@@ -26,6 +26,25 @@ export type RedirectStats = Pick<
   'activeConnections' | 'totalConnections' | 'bytesToUpstream' | 'bytesToClient' | 'lastConnectionAt' | 'held'
 >;
 
+/**
+ * Progress of one sync pass while it runs, as the copying side knows it: `bytes` copied (or sent)
+ * so far in this attempt, `percent` of the whole when the driver knows the total (rsync's estimate
+ * through an agent; the in-process sync walks the source first), else null; `files` when known.
+ * `attempt` is set by the retrying wrapper (resilient.ts): a retried pass starts again from 0 bytes
+ * with the next attempt number, and reports of an abandoned attempt are dropped.
+ */
+export interface SyncProgressReport {
+  bytes: number;
+  percent: number | null;
+  files?: number;
+  attempt?: number;
+}
+
+export interface SyncSiteOptions {
+  /** Called as the copy goes; as often as the driver learns something (callers throttle). */
+  onProgress?: (p: SyncProgressReport) => void;
+}
+
 /** One hosting server, as the orchestrator drives it (in-process or through its agent). */
 export interface HostDriver {
   readonly id: string;
@@ -47,8 +66,11 @@ export interface HostDriver {
   siteStats(domain: string): Promise<SiteStats>;
   /** Wait until no request for the site is in flight; false on timeout. */
   waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean>;
-  /** Copy the site's data to `to` (a delta after the first pass); the receiver reloads it. */
-  syncSite(domain: string, to: HostDriver): Promise<{ files: number; bytes: number }>;
+  /**
+   * Copy the site's data to `to` (a delta after the first pass); the receiver reloads it.
+   * `opts.onProgress` hears how far the copy is; no report comes after the promise settles.
+   */
+  syncSite(domain: string, to: HostDriver, opts?: SyncSiteOptions): Promise<{ files: number; bytes: number }>;
   /** GET a path of the site on one of this server's addresses (preflight parity). */
   probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }>;
   /**

@@ -7,7 +7,7 @@
 import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
-import type { DnsProvider, HostDriver, RedirectStats } from './ports.js';
+import type { DnsProvider, HostDriver, RedirectStats, SyncSiteOptions } from './ports.js';
 
 /** How calls are retried. Defaults beside each field. */
 export interface RetryPolicy {
@@ -96,12 +96,20 @@ export class ResilientHost implements HostDriver {
     }
   }
 
-  private call<T>(what: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+  /** `attemptFailed` runs as soon as an attempt failed or timed out, before the backoff. */
+  private call<T>(what: string, fn: () => Promise<T>, timeoutMs?: number, attemptFailed?: () => void): Promise<T> {
     const label = `host ${this.id}: ${what}`;
     return withRetry(label, fn, this.policy, {
       code: 'AGENT_UNAVAILABLE',
       ...(timeoutMs ? { timeoutMs } : {}),
-      ...(this.onRetry ? { onRetry: (a: number, e: unknown) => this.onRetry?.(label, a, e) } : {}),
+      ...(this.onRetry || attemptFailed
+        ? {
+            onRetry: (a: number, e: unknown) => {
+              attemptFailed?.();
+              this.onRetry?.(label, a, e);
+            },
+          }
+        : {}),
     });
   }
 
@@ -147,9 +155,37 @@ export class ResilientHost implements HostDriver {
   waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean> {
     return this.call(`waitSiteIdle(${domain})`, () => this.inner.waitSiteIdle(domain, timeoutMs), timeoutMs + this.policy.callTimeoutMs);
   }
-  syncSite(domain: string, to: HostDriver): Promise<{ files: number; bytes: number }> {
+  /**
+   * A sync, retried like any call. Progress: each attempt reports with its `attempt` number (from
+   * 1) and its own count, so a retried pass starts again from 0 bytes under the next number; the
+   * reports of an attempt that timed out (it may still be copying in the background) or of a sync
+   * that has settled are dropped, so they never interleave with the current attempt's.
+   */
+  async syncSite(domain: string, to: HostDriver, opts: SyncSiteOptions = {}): Promise<{ files: number; bytes: number }> {
     const dest = to instanceof ResilientHost ? to.inner : to;
-    return this.call(`syncSite(${domain} → ${to.id})`, () => this.inner.syncSite(domain, dest), this.policy.syncTimeoutMs);
+    const report = opts.onProgress;
+    if (!report) return this.call(`syncSite(${domain} → ${to.id})`, () => this.inner.syncSite(domain, dest), this.policy.syncTimeoutMs);
+    let attempts = 0;
+    let live = 0; // the attempt whose reports count; 0 between attempts and once settled
+    try {
+      return await this.call(
+        `syncSite(${domain} → ${to.id})`,
+        () => {
+          const attempt = ++attempts;
+          live = attempt;
+          return this.inner.syncSite(domain, dest, {
+            onProgress: (p) => {
+              if (attempt !== live) return;
+              report({ bytes: p.bytes, percent: p.percent, ...(p.files !== undefined ? { files: p.files } : {}), attempt });
+            },
+          });
+        },
+        this.policy.syncTimeoutMs,
+        () => (live = 0),
+      );
+    } finally {
+      live = 0;
+    }
   }
   probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }> {
     return this.call(`probe(${domain} ${address}:${port}${path})`, () => this.inner.probe(domain, address, port, path));

@@ -52,6 +52,8 @@ function el(tag, attrs = {}, children = []) {
 const secs = (ms) => `${(ms / 1000).toFixed(1)} s`;
 /** @param {number} at */
 const clock = (at) => new Date(at).toLocaleTimeString();
+/** @param {number} n */
+const fmtBytes = (n) => (n < 1000 ? `${n} B` : n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : n < 1e9 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e9).toFixed(2)} GB`);
 
 /** @param {string} text @param {boolean} [bad] */
 function message(text, bad = false) {
@@ -207,7 +209,8 @@ function renderDetail() {
       : '';
   const last = samples[samples.length - 1];
   const held = last ? (last.redirect?.held ?? 0) + last.heldAtOrigin : 0;
-  // Sync progress: `sync` events (pass started/done with files and bytes), else the steps.
+  // Sync progress: `sync` events (pass started, progress with bytes and percent, done with files
+  // and bytes), else the steps. The bar follows the pass copying now, else counts passes done.
   const syncEvents = events.filter((e) => e.type === 'sync');
   /** @type {Map<string, any>} */
   const passes = new Map();
@@ -220,10 +223,26 @@ function renderDetail() {
   }
   const done = [...passes.values()].filter((x) => x.state === 'done');
   const expected = Math.max(2, passes.size);
-  const syncText = [...passes.values()]
-    .map((x) => `${x.pass}: ${x.state === 'done' ? `${x.files ?? '?'} files, ${x.bytes ?? '?'} bytes` : 'running…'}`)
-    .join('; ');
-  const bar = el('span', { class: 'bar' }, [el('i', { style: `width:${Math.round((Math.min(done.length, expected) / expected) * 100)}%` })]);
+  /** @param {any} x */
+  const passText = (x) => {
+    if (x.state === 'done') return `${x.files ?? '?'} files, ${x.bytes ?? '?'} bytes`;
+    if (x.state !== 'progress') return 'running…';
+    const pct = typeof x.percent === 'number' ? `${Math.floor(x.percent)}% · ` : '';
+    const files = typeof x.files === 'number' ? ` · ${x.files} files` : '';
+    const attempt = typeof x.attempt === 'number' && x.attempt > 1 ? ` (attempt ${x.attempt}, from 0)` : '';
+    return `${pct}${fmtBytes(Number(x.bytes ?? 0))} copied${files}${attempt}`;
+  };
+  const syncText = [...passes.values()].map((x) => `${x.pass}: ${passText(x)}`).join('; ');
+  // A pass copying now: its last event is progress, in the phase the migration is still in.
+  const copying = TERMINAL.has(d.phase) ? undefined : [...passes.values()].reverse().find((x) => x.state === 'progress' && x.phase === d.phase);
+  const bar = copying
+    ? el('span', { class: 'bar', title: `${copying.pass}: ${passText(copying)}` }, [
+        // Without a percent (total unknown) the bar is full and faint: it moves only in the text.
+        el('i', {
+          style: typeof copying.percent === 'number' ? `width:${Math.max(0, Math.min(100, copying.percent))}%` : 'width:100%;opacity:.35',
+        }),
+      ])
+    : el('span', { class: 'bar' }, [el('i', { style: `width:${Math.round((Math.min(done.length, expected) / expected) * 100)}%` })]);
   const lastHeld = [...events].reverse().find((e) => e.type === 'held');
   const heldText = lastHeld
     ? `${lastHeld.data.state === 'holding' ? 'holding' : 'released'}: ${lastHeld.data.redirect ?? 0} connections at IPt, ${lastHeld.data.site ?? 0} requests at the origin`

@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { FerryError } from '../common/errors.js';
+import { sleep } from '../common/time.js';
+import type { HostDriver, SyncProgressReport, SyncSiteOptions } from './ports.js';
+import { ResilientHost } from './resilient.js';
+
+const POLICY = { attempts: 3, baseDelayMs: 5, maxDelayMs: 10, callTimeoutMs: 1000, syncTimeoutMs: 1000 };
+
+/** A driver whose syncSite runs `impl`; nothing else is called. */
+function driver(
+  impl: (domain: string, to: HostDriver, opts?: SyncSiteOptions) => Promise<{ files: number; bytes: number }>,
+): HostDriver {
+  return { id: 'fake', syncSite: impl } as unknown as HostDriver;
+}
+
+test('ResilientHost.syncSite passes onProgress through, numbering the attempt', async () => {
+  const seen: SyncProgressReport[] = [];
+  const calls: Array<SyncSiteOptions | undefined> = [];
+  const host = new ResilientHost(
+    driver(async (_d, _to, opts) => {
+      calls.push(opts);
+      opts?.onProgress?.({ bytes: 10, percent: 50, files: 1 });
+      opts?.onProgress?.({ bytes: 20, percent: null });
+      return { files: 2, bytes: 20 };
+    }),
+    POLICY,
+  );
+  const res = await host.syncSite(
+    'a.example',
+    driver(async () => ({ files: 0, bytes: 0 })),
+    { onProgress: (p) => seen.push(p) },
+  );
+  assert.deepEqual(res, { files: 2, bytes: 20 });
+  assert.equal(typeof calls[0]?.onProgress, 'function');
+  assert.deepEqual(seen, [
+    { bytes: 10, percent: 50, files: 1, attempt: 1 },
+    { bytes: 20, percent: null, attempt: 1 },
+  ]);
+  // Without onProgress the inner driver is called as before.
+  await host.syncSite(
+    'a.example',
+    driver(async () => ({ files: 0, bytes: 0 })),
+  );
+  assert.equal(calls[1], undefined);
+});
+
+test('a retried sync reports from 0 with the next attempt; an abandoned attempt and a settled sync report nothing', async () => {
+  const seen: SyncProgressReport[] = [];
+  const late: Array<(p: SyncProgressReport) => void> = [];
+  let n = 0;
+  const host = new ResilientHost(
+    driver(async (_d, _to, opts) => {
+      const report = opts!.onProgress!;
+      late.push(report);
+      if (++n === 1) {
+        report({ bytes: 700, percent: 70 });
+        throw new FerryError('AGENT_DOWN', 'lost the agent');
+      }
+      report({ bytes: 0, percent: 0 });
+      late[0]!({ bytes: 999, percent: 99 }); // the first attempt, still running somewhere
+      report({ bytes: 1000, percent: 100 });
+      return { files: 1, bytes: 1000 };
+    }),
+    POLICY,
+  );
+  const res = await host.syncSite(
+    'b.example',
+    driver(async () => ({ files: 0, bytes: 0 })),
+    { onProgress: (p) => seen.push(p) },
+  );
+  assert.deepEqual(res, { files: 1, bytes: 1000 });
+  late[1]!({ bytes: 1, percent: 1 }); // after the sync settled
+  await sleep(5);
+  assert.deepEqual(
+    seen.map((p) => [p.attempt, p.bytes]),
+    [
+      [1, 700],
+      [2, 0],
+      [2, 1000],
+    ],
+  );
+});
+
+test(
+  'reports of an attempt that timed out are dropped while the next one runs',
+  { timeout: 10_000 },
+  async () => {
+    const seen: SyncProgressReport[] = [];
+    let n = 0;
+    const host = new ResilientHost(
+      driver(async (_d, _to, opts) => {
+        const report = opts!.onProgress!;
+        if (++n === 1) {
+          // Outlives its timeout and keeps reporting.
+          const t = setInterval(() => report({ bytes: 5, percent: null }), 5);
+          await sleep(400);
+          clearInterval(t);
+          return { files: 0, bytes: 0 };
+        }
+        report({ bytes: 1, percent: null });
+        await sleep(20); // attempt 1 is still reporting meanwhile
+        report({ bytes: 2, percent: null });
+        return { files: 1, bytes: 2 };
+      }),
+      { ...POLICY, syncTimeoutMs: 150 },
+    );
+    await host.syncSite(
+      'c.example',
+      driver(async () => ({ files: 0, bytes: 0 })),
+      { onProgress: (p) => seen.push(p) },
+    );
+    await sleep(300); // until attempt 1 stops
+    assert.ok(seen.length >= 2, JSON.stringify(seen));
+    const second = seen.findIndex((p) => p.attempt === 2);
+    assert.ok(second > 0, 'attempt 2 reported');
+    assert.ok(
+      seen.slice(second).every((p) => p.attempt === 2),
+      JSON.stringify(seen),
+    );
+  },
+);
