@@ -292,7 +292,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       config: { scope: 'read' },
       schema: {
         tags: ['events'],
-        summary: 'Server-Sent Events: phase, step, wait, error, migration (with ids, replayable with Last-Event-ID) and traffic (no id)',
+        summary: 'Server-Sent Events: phase, step, wait, error, migration, dns, traffic, held, sync (started, progress, done), retry, evacuation (with ids, replayable with Last-Event-ID) and sample (no id)',
         querystring: schemas.eventsQuery,
         security,
         response: { ...errors, 503: errorSchema },

@@ -100,12 +100,14 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.equal(rec.phase, 'completed', rec.error);
     const retries = events.filter((e) => e.type === 'retry' && String(e.data.what).includes('startRedirect(mig-retry)'));
     assert.equal(retries.length, 2);
+    // Published as events of their migration, so `ferry watch retry` shows them.
+    assert.ok(retries.every((e) => e.migrationId === 'retry'), JSON.stringify(retries.map((e) => e.migrationId)));
   });
 
   it('publishes phases, DNS answers seen, traffic counts, held connections and sync progress', () => {
     const mine = events.filter((e) => e.migrationId === 'retry');
     const types = new Set(mine.map((e) => e.type));
-    for (const t of ['migration', 'phase', 'step', 'wait', 'dns', 'traffic', 'held', 'sync'] as const) assert.ok(types.has(t), `no ${t} event`);
+    for (const t of ['migration', 'phase', 'step', 'wait', 'dns', 'traffic', 'held', 'sync', 'retry'] as const) assert.ok(types.has(t), `no ${t} event`);
     assert.deepEqual(
       mine.filter((e) => e.type === 'phase').map((e) => e.data.phase),
       ['planned', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed'],

@@ -90,15 +90,7 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     super();
     this.retry = { ...DEFAULT_RETRY, ...opts.retry };
     this.dns = new ResilientDns(opts.dns, this.retry);
-    const raw = opts.hosts instanceof Map ? opts.hosts : new Map(Object.entries(opts.hosts));
-    this.hosts = new Map(
-      [...raw].map(([id, h]) => [
-        id,
-        new ResilientHost(h, this.retry, (what, attempt, err) =>
-          this.emit('retry', { id: '', at: Date.now(), what, attempt, message: errorMessage(err) }),
-        ),
-      ]),
-    );
+    this.hosts = opts.hosts instanceof Map ? opts.hosts : new Map(Object.entries(opts.hosts));
     this.journal = opts.journal;
   }
 
@@ -118,7 +110,7 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
 
   private newRun(plan: MigrationPlan, signal: AbortSignal | undefined): MigrationRun {
     const relayId = plan.mode === 'relay-host' ? plan.relayHost! : plan.origin;
-    return new MigrationRun(this, plan, this.dns, this.host(plan.origin), this.host(plan.target), this.host(relayId), signal);
+    return new MigrationRun(this, plan, this.dns, this.host(plan.origin, plan.id), this.host(plan.target, plan.id), this.host(relayId, plan.id), signal);
   }
 
   /**
@@ -201,10 +193,13 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     }
   }
 
-  private host(id: string): HostDriver {
+  /** Host `id` with timeouts and retries; its retries are published as events of `migrationId`. */
+  private host(id: string, migrationId: string): HostDriver {
     const h = this.hosts.get(id);
     if (!h) throw new FerryError('HOST_UNKNOWN', `no host named ${id}`);
-    return h;
+    return new ResilientHost(h, this.retry, (what, attempt, err) =>
+      this.emit('retry', { id: migrationId, at: Date.now(), what, attempt, message: errorMessage(err) }),
+    );
   }
 }
 
