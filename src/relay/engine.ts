@@ -53,6 +53,23 @@ export interface RelayStats {
   listeners?: ListenerStats[];
 }
 
+/** Totals of per-listener counters, as `RelayStats` carries them beside the engine's own. */
+export function sumListeners(
+  listeners: ListenerStats[],
+): Pick<RelayStats, 'totalConnections' | 'bytesToUpstream' | 'bytesToClient' | 'lastConnectionAt'> {
+  let totalConnections = 0;
+  let bytesToUpstream = 0;
+  let bytesToClient = 0;
+  let lastConnectionAt: number | null = null;
+  for (const l of listeners) {
+    totalConnections += l.totalConnections;
+    bytesToUpstream += l.bytesToUpstream;
+    bytesToClient += l.bytesToClient;
+    if (l.lastConnectionAt !== null && (lastConnectionAt === null || l.lastConnectionAt > lastConnectionAt)) lastConnectionAt = l.lastConnectionAt;
+  }
+  return { totalConnections, bytesToUpstream, bytesToClient, lastConnectionAt };
+}
+
 /** The same contract for every redirect engine. Calls may return promises; callers await them. */
 export interface RedirectEngine {
   /** `userspace` or `kernel`. */

@@ -11,7 +11,7 @@
  */
 import { loadNative } from '../common/native.js';
 import { FerryError } from '../common/errors.js';
-import type { ListenerStats, RedirectEngine, RelayStats, Upstream } from './engine.js';
+import { sumListeners, type ListenerStats, type RedirectEngine, type RelayStats, type Upstream } from './engine.js';
 import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 
 /** The addon's functions (native/relay/relay.c). */
@@ -219,22 +219,9 @@ export class NativeRelay implements RedirectEngine {
         lastConnectionAt: s[p + 4] ? s[p + 4]! : null,
       };
     });
-    let total = 0;
-    let up = 0;
-    let down = 0;
-    let last: number | null = null;
-    for (const l of listeners) {
-      total += l.totalConnections;
-      up += l.bytesToUpstream;
-      down += l.bytesToClient;
-      if (l.lastConnectionAt !== null && (last === null || l.lastConnectionAt > last)) last = l.lastConnectionAt;
-    }
     return {
       activeConnections: live ? s[0]! : 0,
-      totalConnections: total,
-      bytesToUpstream: up,
-      bytesToClient: down,
-      lastConnectionAt: last,
+      ...sumListeners(listeners),
       held: live ? s[1]! : 0,
       upstreamFailures: s[2] ?? 0,
       rejected: s[3] ?? 0,

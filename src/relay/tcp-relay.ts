@@ -24,7 +24,7 @@
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { FerryError } from '../common/errors.js';
-import type { ListenerStats, RedirectEngine, RelayStats, Upstream } from './engine.js';
+import { sumListeners, type ListenerStats, type RedirectEngine, type RelayStats, type Upstream } from './engine.js';
 import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { encodeProxyHeader, parseProxyHeader, ProxyHeaderError, type ProxyAddresses, MAX_HEADER_LENGTH } from './proxy-protocol.js';
 import { UdpListener } from './udp.js';
@@ -327,22 +327,9 @@ export class TcpRelay implements RedirectEngine {
         lastConnectionAt: c.lastConnectionAt,
       });
     }
-    let total = 0;
-    let up = 0;
-    let down = 0;
-    let last: number | null = null;
-    for (const l of listeners) {
-      total += l.totalConnections;
-      up += l.bytesToUpstream;
-      down += l.bytesToClient;
-      if (l.lastConnectionAt !== null && (last === null || l.lastConnectionAt > last)) last = l.lastConnectionAt;
-    }
     return {
       activeConnections: this.active,
-      totalConnections: total,
-      bytesToUpstream: up,
-      bytesToClient: down,
-      lastConnectionAt: last,
+      ...sumListeners(listeners),
       held: this.holdQueue.length + this.udp.reduce((n, u) => n + u.heldCount, 0),
       upstreamFailures: this.upstreamFailures + this.udp.reduce((n, u) => n + u.upstreamFailures, 0),
       rejected: this.rejected + this.udp.reduce((n, u) => n + u.rejected, 0),
