@@ -11,6 +11,7 @@
  */
 import { loadNative } from '../common/native.js';
 import { FerryError } from '../common/errors.js';
+import { DrainWaiters } from './drain.js';
 import { sumListeners, type ListenerStats, type RedirectEngine, type RelayStats, type Upstream } from './engine.js';
 import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 
@@ -96,7 +97,7 @@ export class NativeRelay implements RedirectEngine {
   private started = false;
   private closed = false;
   private statsBuf = new Float64Array(0);
-  private drainWaiters: Array<() => void> = [];
+  private readonly drainWaiters = new DrainWaiters();
 
   constructor(opts: RelayOptions) {
     this.opts = resolveRelayOptions(opts);
@@ -235,24 +236,11 @@ export class NativeRelay implements RedirectEngine {
   /** True once no connection is connecting or open (held ones do not count); false after `timeoutMs`. */
   drain(timeoutMs: number): Promise<boolean> {
     const idle = () => !this.handle || this.closed || this.b.armIdle(this.handle) === 0;
-    if (idle()) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.drainWaiters = this.drainWaiters.filter((w) => w !== check);
-        resolve(false);
-      }, timeoutMs);
-      const check = () => {
-        if (!idle()) return; // armed again
-        clearTimeout(timer);
-        this.drainWaiters = this.drainWaiters.filter((w) => w !== check);
-        resolve(true);
-      };
-      this.drainWaiters.push(check);
-    });
+    return this.drainWaiters.wait(idle, timeoutMs);
   }
 
   private notifyDrain(): void {
-    for (const w of [...this.drainWaiters]) w();
+    this.drainWaiters.notify();
   }
 
   /** Stops listening (closing the sockets it bound itself), ends every connection. Idempotent. */

@@ -24,6 +24,7 @@
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { FerryError } from '../common/errors.js';
+import { DrainWaiters } from './drain.js';
 import { sumListeners, type ListenerStats, type RedirectEngine, type RelayStats, type Upstream } from './engine.js';
 import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { encodeProxyHeader, parseProxyHeader, ProxyHeaderError, type ProxyAddresses, MAX_HEADER_LENGTH } from './proxy-protocol.js';
@@ -144,7 +145,7 @@ export class TcpRelay implements RedirectEngine {
   private rejected = 0;
   private holdExpired = 0;
   private idleTimeouts = 0;
-  private drainWaiters: Array<() => void> = [];
+  private readonly drainWaiters = new DrainWaiters();
   private sweeper: NodeJS.Timeout | null = null;
   private boundPorts: number[] = [];
 
@@ -343,20 +344,7 @@ export class TcpRelay implements RedirectEngine {
   /** Waits until no TCP connection is connecting or open and no UDP session remains. */
   drain(timeoutMs: number): Promise<boolean> {
     const idle = () => this.active === 0 && this.udp.every((u) => u.sessionCount === 0);
-    if (idle()) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.drainWaiters = this.drainWaiters.filter((w) => w !== check);
-        resolve(false);
-      }, timeoutMs);
-      const check = () => {
-        if (!idle()) return;
-        clearTimeout(timer);
-        this.drainWaiters = this.drainWaiters.filter((w) => w !== check);
-        resolve(true);
-      };
-      this.drainWaiters.push(check);
-    });
+    return this.drainWaiters.wait(idle, timeoutMs);
   }
 
   async close(): Promise<void> {
@@ -373,7 +361,7 @@ export class TcpRelay implements RedirectEngine {
   }
 
   private notifyDrain(): void {
-    for (const w of [...this.drainWaiters]) w();
+    this.drainWaiters.notify();
   }
 
   private accept(l: TcpListener, client: RelaySocket): void {
