@@ -1,23 +1,12 @@
 /** `ferry servers`: the hosting servers, their addresses, free temporary IPs and sites. */
 import type { Command } from 'commander';
+import type { ServerSummary } from '../controller/index.js';
 import { action, clientOf, table, withConnection, type ConnectionOptions } from './client.js';
-
-interface ServerView {
-  id: string;
-  sharedIps: string[];
-  tempIpPool: string[];
-  freeTempIps: string[];
-  /** Only for servers with IPv6. */
-  sharedIps6?: string[];
-  tempIpPool6?: string[];
-  freeTempIps6?: string[];
-  sites: string[];
-}
 
 export function registerServers(program: Command): void {
   withConnection(program.command('servers').description('List the hosting servers, their addresses, free temporary IPs and sites')).action(
     action(async (o: ConnectionOptions) => {
-      const { servers } = await clientOf(o).get<{ servers: ServerView[] }>('/v1/servers');
+      const { servers } = await clientOf(o).get<{ servers: ServerSummary[] }>('/v1/servers');
       if (o.json) {
         process.stdout.write(JSON.stringify({ servers }) + '\n');
         return 0;

@@ -111,6 +111,19 @@ function normalize(domain: string): string {
   return d.endsWith('.') ? d : `${d}.`;
 }
 
+/** A server as `listServers` (and GET /v1/servers) shows it; the IPv6 lists only when it has IPv6. */
+export interface ServerSummary {
+  id: string;
+  sharedIps: string[];
+  tempIpPool: string[];
+  /** Temporary IPs not leased to a migration. */
+  freeTempIps: string[];
+  sharedIps6?: string[];
+  tempIpPool6?: string[];
+  freeTempIps6?: string[];
+  sites: string[];
+}
+
 /** Servers, sites, migrations and their events. */
 export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   readonly orchestrator: Orchestrator;
@@ -176,16 +189,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   }
 
   /** Every server with its addresses and the temporary IPs still free (the IPv6 ones when it has any). */
-  listServers(): Array<{
-    id: string;
-    sharedIps: string[];
-    tempIpPool: string[];
-    freeTempIps: string[];
-    sharedIps6?: string[];
-    tempIpPool6?: string[];
-    freeTempIps6?: string[];
-    sites: string[];
-  }> {
+  listServers(): ServerSummary[] {
     const sites = this.listSites();
     return [...this.servers.values()].map((s) => ({
       id: s.id,

@@ -8,6 +8,7 @@ export {
   type StartMigrationRequest,
   type EvacuateRequest,
   type EvacuationSite,
+  type ServerSummary,
 } from './controller.js';
 export {
   loadConfig,

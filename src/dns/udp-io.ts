@@ -158,11 +158,6 @@ class NativeUdp implements UdpEndpoint {
     if (this.channel) this.addon.sendTo(this.channel, msg, addr, 0);
   }
 
-  /** Datagrams read and sent, and those dropped (too long, or the send buffer full). */
-  stats(): ReturnType<UdpAddon['stats']> | null {
-    return this.channel ? this.addon.stats(this.channel) : null;
-  }
-
   close(): Promise<void> {
     if (this.channel) this.addon.close(this.channel);
     this.channel = null;
