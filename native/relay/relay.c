@@ -810,6 +810,15 @@ static int set_upstream(relay_t *r, const char *host, int port) {
   return 0;
 }
 
+/* A create() that fails before any uv handle exists: frees what it made, throws `msg` (if any). */
+static napi_value create_failed(napi_env env, relay_t *r, const char *msg) {
+  if (r->epfd >= 0) close(r->epfd);
+  free(r->ls);
+  free(r);
+  if (msg) napi_throw_error(env, "FERRY_NATIVE", msg);
+  return NULL;
+}
+
 /*
  * create(config, fds, onEvent) -> relay. config: { upstreamAddress, upstreamPort (0: the port the
  * connection arrived on), sourceAddress ('' for none), proxy (0|1|2), holdQueueLimit, maxHoldMs,
@@ -833,25 +842,20 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
     return NULL;
   }
   r->env = env;
+  r->epfd = -1;
   r->ls = calloc(nfds, sizeof *r->ls);
-  if (!r->ls) {
-    free(r);
-    napi_throw_error(env, "FERRY_NATIVE", "create: out of memory");
-    return NULL;
-  }
+  if (!r->ls) return create_failed(env, r, "create: out of memory");
   r->nls = nfds;
   char host[64];
   if (get_str(env, cfg, "upstreamAddress", host, sizeof host) <= 0 ||
       set_upstream(r, host, (int)get_num(env, cfg, "upstreamPort", 0)) < 0) {
-    free(r->ls);
-    free(r);
+    create_failed(env, r, NULL);
     napi_throw_type_error(env, "FERRY_NATIVE", "create: upstreamAddress is not an IP address");
     return NULL;
   }
   if (get_str(env, cfg, "sourceAddress", host, sizeof host) > 0) {
     if (parse_addr(host, 0, &r->src) < 0) {
-      free(r->ls);
-      free(r);
+      create_failed(env, r, NULL);
       napi_throw_type_error(env, "FERRY_NATIVE", "create: sourceAddress is not an IP address");
       return NULL;
     }
@@ -871,42 +875,31 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   r->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (r->epfd < 0) {
     int e = errno;
-    free(r->ls);
-    free(r);
+    create_failed(env, r, NULL);
     return throw_errno(env, "epoll_create1", e);
   }
   for (uint32_t i = 0; i < nfds; i++) {
     napi_value v;
     int32_t fd;
-    CHECK(napi_get_element(env, argv[1], i, &v));
-    CHECK(napi_get_value_int32(env, v, &fd));
+    if (napi_get_element(env, argv[1], i, &v) != napi_ok || napi_get_value_int32(env, v, &fd) != napi_ok)
+      return create_failed(env, r, "create: listening sockets must be file descriptor numbers");
     listener_t *l = &r->ls[i];
     l->r = r;
     l->fd = fd;
     addr_t a;
     socklen_t alen = sizeof a;
-    if (getsockname(fd, &a.sa, &alen) < 0 || (a.sa.sa_family != AF_INET && a.sa.sa_family != AF_INET6)) {
-      close(r->epfd);
-      free(r->ls);
-      free(r);
-      napi_throw_error(env, "FERRY_NATIVE", "create: a listening socket is not an IP socket");
-      return NULL;
-    }
+    if (getsockname(fd, &a.sa, &alen) < 0 || (a.sa.sa_family != AF_INET && a.sa.sa_family != AF_INET6))
+      return create_failed(env, r, "create: a listening socket is not an IP socket");
     l->port = addr_port(&a);
     /* Inherited sockets must not block accept when another worker took the connection. */
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
   }
   uv_loop_t *loop;
-  CHECK(napi_get_uv_event_loop(env, &loop));
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &r->poll, r->epfd) != 0)
+    return create_failed(env, r, "create: uv_poll_init failed");
+  uv_timer_init(loop, &r->timer); /* cannot fail: it only initialises the handle */
   r->now = uv_now(loop);
-  if (uv_poll_init(loop, &r->poll, r->epfd) != 0 || uv_timer_init(loop, &r->timer) != 0) {
-    close(r->epfd);
-    free(r->ls);
-    free(r);
-    napi_throw_error(env, "FERRY_NATIVE", "create: uv_poll_init failed");
-    return NULL;
-  }
   r->poll.data = r;
   r->timer.data = r;
   r->handles = 2;
