@@ -1,24 +1,30 @@
 /**
  * The host agent's core: what one hosting server does when the controller asks, with no HTTP in
- * it (`server.ts` puts it on the wire). It owns the server's addresses, its redirects (userspace
- * or kernel engine), its sites (the built-in site app, alone or behind nginx), the rsync side of
- * data sync, and the per-site counters at the shared IP.
+ * it. It is the only implementation of a hosting server: `server.ts` puts this object on the
+ * wire for `ferry agent` (driven through `HttpHostDriver`), and the sandbox hands it to the
+ * orchestrator in-process. It owns the server's addresses, its redirects (userspace or kernel
+ * engine), its sites (the built-in site app, alone or behind nginx), data sync (rsync between
+ * servers, a plain copy between agents of one process: transport.ts), and the per-site counters
+ * at the shared IP.
  *
  * Every operation is idempotent: repeating one leaves the server as the first call did. Sites
- * and redirects are written to `<dataDir>/agent-state.json` on each change and restored on start,
- * so an agent restarted mid-migration still forwards IPt and serves the site in its mode.
+ * and redirects are saved to the state store on each change (`<dataDir>/agent-state.json` by
+ * default: state.ts) and restored on start, so an agent restarted mid-migration still forwards
+ * IPt and serves the site in its mode.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
 import { SiteServer, normalizeDomain, type SiteMode, type SiteStats } from '../host/index.js';
-import type { RedirectStats } from '../migration/ports.js';
+import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import { KernelRelay, createUserspaceRelay, type RedirectEngine, type RelayStats } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
-import { httpProbe } from './local.js';
 import { NginxFrontend, type NginxOptions } from './nginx.js';
-import { RsyncReceiver, rsyncPush, type SyncEndpoint, type SyncProgress } from './rsync.js';
+import { httpProbe } from './probe.js';
+import type { SyncEndpoint, SyncProgress } from './rsync.js';
+import { FileStateStore, type AgentState, type AgentStateStore } from './state.js';
+import { RsyncTransport, isSyncPeer, type PushProgress, type SyncPeer, type SyncTransport } from './transport.js';
 
 export type EngineKind = 'userspace' | 'kernel';
 
@@ -53,6 +59,10 @@ export interface HostAgentOptions {
   engine?: EngineKind;
   /** rsync daemon for receiving site data: address (default the first shared IP) and port (default 873). */
   rsync?: { address?: string; port?: number; path?: string };
+  /** How site data moves between agents. Default rsync (the `rsync` option above). */
+  transport?: SyncTransport;
+  /** Where the state to restore on start lives. Default `<dataDir>/agent-state.json`. */
+  state?: AgentStateStore;
   /** Longest a connection or request may stay held. Default 30 000 ms. */
   maxHoldMs?: number;
 }
@@ -72,17 +82,10 @@ interface RedirectEntry {
   engine: RedirectEngine;
 }
 
-interface SavedState {
-  /** Addresses this agent brought up (the only ones it will take down). */
-  addresses?: string[];
-  sites: Array<{ domain: string; mode: SiteMode }>;
-  redirects: Array<{ id: string; spec: RedirectEntry['spec']; upstream: string; held: boolean }>;
-}
-
 const REDIRECT_ID_RE = /^[A-Za-z0-9._-]{1,120}$/;
 
 /** One hosting server, as the agent daemon runs it. */
-export class HostAgent {
+export class HostAgent implements HostDriver, SyncPeer {
   readonly id: string;
   readonly sites: SiteServer;
   readonly nginx: NginxFrontend | undefined;
@@ -90,9 +93,9 @@ export class HostAgent {
   private readonly opts: HostAgentOptions;
   private readonly redirects = new Map<string, RedirectEntry>();
   private readonly added = new Set<string>();
-  private readonly receiver: RsyncReceiver;
+  private readonly transport: SyncTransport;
   private readonly jobs = new Map<string, SyncProgress & { domain: string }>();
-  private readonly statePath: string;
+  private readonly state: AgentStateStore;
   private stateChain: Promise<unknown> = Promise.resolve();
   /** Serializes operations on one key (a site, a redirect) so repeats and retries never race. */
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -102,7 +105,7 @@ export class HostAgent {
     this.opts = opts;
     this.id = opts.id;
     this.httpPort = opts.httpPort ?? 80;
-    this.statePath = join(opts.dataDir, 'agent-state.json');
+    this.state = opts.state ?? new FileStateStore(join(opts.dataDir, 'agent-state.json'));
     const web = opts.web;
     if (web.kind === 'nginx') {
       const app = { address: web.appAddress ?? '127.0.0.1', port: web.appPort ?? 8080 };
@@ -111,12 +114,14 @@ export class HostAgent {
     } else {
       this.sites = new SiteServer({ name: opts.id, addresses: opts.sharedIps, port: this.httpPort, dataDir: join(opts.dataDir, 'sites'), ...(opts.maxHoldMs ? { maxHoldMs: opts.maxHoldMs } : {}) });
     }
-    this.receiver = new RsyncReceiver({
-      address: opts.rsync?.address ?? opts.sharedIps[0]!,
-      ...(opts.rsync?.port !== undefined ? { port: opts.rsync.port } : {}),
-      ...(opts.rsync?.path ? { rsyncPath: opts.rsync.path } : {}),
-      stateDir: join(opts.dataDir, 'rsyncd'),
-    });
+    this.transport =
+      opts.transport ??
+      new RsyncTransport({
+        address: opts.rsync?.address ?? opts.sharedIps[0]!,
+        ...(opts.rsync?.port !== undefined ? { port: opts.rsync.port } : {}),
+        ...(opts.rsync?.path ? { rsyncPath: opts.rsync.path } : {}),
+        stateDir: join(opts.dataDir, 'rsyncd'),
+      });
   }
 
   /** Start the site app (and nginx's counters), then restore the sites and redirects of the last run. */
@@ -124,21 +129,21 @@ export class HostAgent {
     await mkdir(this.opts.dataDir, { recursive: true });
     await this.sites.start();
     await this.nginx?.start();
-    const saved = await readFile(this.statePath, 'utf8').then((t) => JSON.parse(t) as SavedState, () => undefined);
+    const saved = await this.state.load();
     if (!saved) return;
     for (const a of saved.addresses ?? []) this.added.add(a);
-    for (const s of saved.sites) await this.putSite(s.domain, s.mode);
+    for (const s of saved.sites) await this.addSite(s.domain, s.mode);
     for (const r of saved.redirects) {
       await this.startRedirect(r.id, { ...r.spec, upstream: r.upstream });
       if (r.held) await this.holdRedirect(r.id);
     }
   }
 
-  /** Stop serving and forwarding (the state file keeps what to restore). */
+  /** Stop serving and forwarding (the state store keeps what to restore). */
   async stop(): Promise<void> {
     await Promise.allSettled([...this.redirects.values()].map((r) => r.engine.close()));
     this.redirects.clear();
-    await this.receiver.stop().catch(() => undefined);
+    await this.transport.stop().catch(() => undefined);
     await this.sites.stop();
     await this.nginx?.stop();
   }
@@ -152,7 +157,7 @@ export class HostAgent {
       engine: this.opts.engine ?? 'userspace',
       sites: this.sites.sites(),
       redirects: [...this.redirects.keys()],
-      syncSessions: this.receiver.list(),
+      syncSessions: this.transport.list(),
     };
   }
 
@@ -309,12 +314,12 @@ export class HostAgent {
    * requests to the app, which applies the mode; with `proxyWith: 'nginx'`, `proxy` turns the
    * block itself into a reverse proxy to the target (after the app released its held requests).
    */
-  putSite(domain: string, mode: SiteMode): Promise<void> {
+  addSite(domain: string, mode: SiteMode): Promise<void> {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
       await this.sites.addSite(d, mode);
       // A site that takes writes here must never be overwritten by a sync: its session ends.
-      if (mode === 'serve' || typeof mode === 'object') await this.receiver.close(d);
+      if (mode === 'serve' || typeof mode === 'object') await this.transport.close(d);
       if (this.nginx) {
         const viaNginx = typeof mode === 'object' && this.opts.web.kind === 'nginx' && this.opts.web.proxyWith === 'nginx';
         await this.nginx.setVhost(d, viaNginx ? { proxy: { address: mode.proxy.address, port: mode.proxy.port } } : { app: true });
@@ -328,21 +333,21 @@ export class HostAgent {
     if (!this.sites.hasSite(domain)) {
       return Promise.reject(new FerryError('SITE_NOT_FOUND', `${this.id} does not serve ${normalizeDomain(domain)}; add it with PUT /v1/sites/{domain} first`));
     }
-    return this.putSite(domain, mode);
+    return this.addSite(domain, mode);
   }
 
   /** Stop serving `domain` (no-op when not served); `deleteData` also removes its data folder. */
   removeSite(domain: string, deleteData = false): Promise<void> {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
-      await this.receiver.close(d);
+      await this.transport.close(d);
       await this.nginx?.removeVhost(d, { reload: this.opts.web.kind === 'nginx' && this.opts.web.reloadOnRemove === true });
       await this.sites.removeSite(d, { deleteData });
       await this.saveState();
     });
   }
 
-  hasSite(domain: string): boolean {
+  async hasSite(domain: string): Promise<boolean> {
     return this.sites.hasSite(domain);
   }
 
@@ -350,15 +355,16 @@ export class HostAgent {
     return this.sites.sites().map((domain) => ({ domain, mode: this.sites.mode(domain) }));
   }
 
-  siteMode(domain: string): SiteMode {
-    return this.sites.mode(domain);
+  /** The site's mode, or null when this server does not serve it. */
+  async siteMode(domain: string): Promise<SiteMode | null> {
+    return this.sites.hasSite(domain) ? this.sites.mode(domain) : null;
   }
 
   /**
    * The site's counters at the shared IP. Behind nginx, arrivals and their sources are nginx's
    * (the app only sees nginx); in-flight and held requests are the app's.
    */
-  siteStats(domain: string): SiteStats {
+  async siteStats(domain: string): Promise<SiteStats> {
     const app = this.sites.siteStats(domain);
     if (!this.nginx) return app;
     const n = this.nginx.siteCounters(normalizeDomain(domain));
@@ -406,18 +412,39 @@ export class HostAgent {
         new FerryError('SYNC_TARGET_LIVE', `${d} takes writes on ${this.id} (mode ${JSON.stringify(mode)}); receiving data would overwrite them. Set it readonly first.`),
       );
     }
-    return this.receiver.open(d, this.sites.siteDataDir(d));
+    return this.transport.open(d, this.sites.siteDataDir(d));
   }
 
   closeSyncReceiver(domain: string): Promise<void> {
-    return this.receiver.close(normalizeDomain(domain));
+    return this.transport.close(normalizeDomain(domain));
+  }
+
+  /**
+   * One sync pass of `domain` to `to`: `to` opens (or finds open) its receive session for the
+   * site, this agent pushes into it (`pushSite`), `to` reloads the site's data. `HttpHostDriver`
+   * runs the same three steps through the agents' API.
+   */
+  async syncSite(domain: string, to: HostDriver, opts: SyncSiteOptions = {}): Promise<{ files: number; bytes: number }> {
+    if (!isSyncPeer(to)) {
+      throw new FerryError('SYNC_UNSUPPORTED', `${to.id} cannot receive site data (it offers no receive session); sync between agents`);
+    }
+    const endpoint = await to.openSyncReceiver(domain);
+    const report = opts.onProgress;
+    const res = await this.pushSite(domain, endpoint, undefined, report ? (p) => report({ bytes: p.bytes, percent: p.percent, ...(p.files !== undefined ? { files: p.files } : {}) }) : undefined);
+    await to.reloadSite(domain);
+    return { files: res.files, bytes: res.bytes };
   }
 
   /**
    * Push `domain`'s data to a receive session of another agent. `jobId` names the push for
    * progress reads; repeating a finished job's id runs a new pass (a delta, rsync being rsync).
    */
-  async pushSite(domain: string, to: SyncEndpoint, jobId = randomBytes(6).toString('hex')): Promise<{ jobId: string; files: number; bytes: number; totalBytes: number; durationMs: number }> {
+  async pushSite(
+    domain: string,
+    to: SyncEndpoint,
+    jobId = randomBytes(6).toString('hex'),
+    onProgress?: (p: PushProgress) => void,
+  ): Promise<{ jobId: string; files: number; bytes: number; totalBytes?: number; durationMs: number }> {
     const d = normalizeDomain(domain);
     const source = this.sites.siteDataDir(d);
     const running = this.jobs.get(jobId);
@@ -426,14 +453,10 @@ export class HostAgent {
     this.jobs.set(jobId, job);
     if (this.jobs.size > 200) this.jobs.delete(this.jobs.keys().next().value as string);
     try {
-      const res = await rsyncPush({
-        source,
-        to,
-        ...(this.opts.rsync?.path ? { rsyncPath: this.opts.rsync.path } : {}),
-        onProgress: (p) => {
-          job.bytes = p.bytes;
-          job.percent = p.percent;
-        },
+      const res = await this.transport.push(source, to, (p) => {
+        job.bytes = p.bytes;
+        job.percent = p.percent;
+        onProgress?.(p);
       });
       Object.assign(job, { state: 'done', endedAt: Date.now(), bytes: res.bytes, percent: 100, files: res.files });
       return { jobId, ...res, durationMs: job.endedAt! - job.startedAt };
@@ -463,14 +486,12 @@ export class HostAgent {
 
   private saveState(): Promise<void> {
     const write = async () => {
-      const state: SavedState = {
+      const state: AgentState = {
         addresses: [...this.added],
         sites: this.listSites(),
         redirects: [...this.redirects].map(([id, r]) => ({ id, spec: r.spec, upstream: r.upstream, held: r.held })),
       };
-      const tmp = `${this.statePath}.tmp`;
-      await writeFile(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
-      await rename(tmp, this.statePath);
+      await this.state.save(state);
     };
     const p = this.stateChain.then(write, write);
     this.stateChain = p.catch(() => undefined);

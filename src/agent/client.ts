@@ -12,6 +12,7 @@ import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
+import { isSyncPeer, type SyncPeer } from './transport.js';
 
 export interface HttpHostDriverOptions {
   /** The server's id in the controller. */
@@ -35,7 +36,7 @@ export interface HttpHostDriverOptions {
 const RETRYABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'AGENT_TIMEOUT', 'AGENT_UNREACHABLE']);
 
 /** A hosting server driven through its agent. */
-export class HttpHostDriver implements HostDriver {
+export class HttpHostDriver implements HostDriver, SyncPeer {
   readonly id: string;
   private readonly base: URL;
   private readonly token: string;
@@ -243,12 +244,13 @@ export class HttpHostDriver implements HostDriver {
 
   /**
    * One sync pass of `domain` from this server to `to` (an agent too): `to` opens (or finds open)
-   * its receive session for the site, this agent pushes with rsync, `to` reloads the site's data.
+   * its receive session for the site, this agent pushes into it, `to` reloads the site's data
+   * (`HostAgent.syncSite`'s steps, through the API).
    * The session, and its secret, serve every pass of the migration; `to` closes it when the site
    * starts taking writes there, so no pass can ever overwrite them.
    */
   async syncSite(domain: string, to: HostDriver, opts: SyncSiteOptions = {}): Promise<{ files: number; bytes: number }> {
-    if (!(to instanceof HttpHostDriver)) {
+    if (!isSyncPeer(to)) {
       throw new FerryError('SYNC_UNSUPPORTED', `host ${this.id} syncs through its agent; the target ${to.id} must be an agent too`);
     }
     const endpoint = await to.openSyncReceiver(domain);

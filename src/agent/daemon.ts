@@ -1,33 +1,71 @@
 /**
- * The agent daemon: a `HostAgent` behind its HTTP API, running until aborted, then shut down
- * cleanly (redirects closed, the rsync daemon stopped, the state file kept for the next start).
+ * The agent daemon: a `HostAgent` behind its HTTP API. `startAgent` is what `ferry agent` and the
+ * sandbox's agents over HTTP both run; `runAgent` serves until aborted, then shuts down cleanly
+ * (redirects closed, the rsync daemon stopped, the saved state kept for the next start).
  */
 import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { HostAgent, type HostAgentOptions } from './agent.js';
 import { buildAgentServer, type AgentServerOptions } from './server.js';
 
-export interface RunAgentOptions extends HostAgentOptions, Omit<AgentServerOptions, 'logger'> {
-  /** Address and port of the API. */
+export interface StartAgentOptions extends HostAgentOptions, Omit<AgentServerOptions, 'logger'> {
+  /** Address and port of the API (port 0: any free port). */
   listen: { address: string; port: number };
   logger?: Logger;
+}
+
+export interface RunAgentOptions extends StartAgentOptions {
   /** Called once the API listens, with its URL. */
   onReady?: (url: string, agent: HostAgent) => void;
 }
 
-/** Start an agent and serve its API until `signal` aborts. */
-export async function runAgent(opts: RunAgentOptions, signal: AbortSignal): Promise<void> {
+/** A started agent: its core, its API and the API's URL. */
+export interface RunningAgent {
+  agent: HostAgent;
+  app: FastifyInstance;
+  url: string;
+  /** Stop the API, then the agent. */
+  close(): Promise<void>;
+}
+
+/** Start an agent (restoring its saved state) and its API; resolves once the API listens. */
+export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {
   const agent = new HostAgent(opts);
   await agent.start();
-  const app = buildAgentServer(agent, { token: opts.token, ...(opts.tls ? { tls: opts.tls } : {}), ...(opts.logger ? { logger: opts.logger } : {}) });
+  let app: FastifyInstance | undefined;
   try {
+    app = buildAgentServer(agent, { token: opts.token, ...(opts.tls ? { tls: opts.tls } : {}), ...(opts.logger ? { logger: opts.logger } : {}) });
     await app.listen({ host: opts.listen.address, port: opts.listen.port });
-    const addr = app.server.address() as AddressInfo;
-    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    opts.onReady?.(`${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`, agent);
+  } catch (err) {
+    await app?.close().catch(() => undefined);
+    await agent.stop();
+    throw err;
+  }
+  const addr = app.server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const api = app;
+  return {
+    agent,
+    app: api,
+    url: `${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`,
+    close: async () => {
+      try {
+        await api.close();
+      } finally {
+        await agent.stop();
+      }
+    },
+  };
+}
+
+/** Start an agent and serve its API until `signal` aborts. */
+export async function runAgent(opts: RunAgentOptions, signal: AbortSignal): Promise<void> {
+  const running = await startAgent(opts);
+  try {
+    opts.onReady?.(running.url, running.agent);
     if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   } finally {
-    await app.close();
-    await agent.stop();
+    await running.close();
   }
 }

@@ -91,7 +91,7 @@ describe('agent with nginx in front', { skip: nginxBin ? false : 'nginx is not i
   });
 
   test('a site gets a checked server block; the app answers behind nginx; nginx counts by client address', async () => {
-    await agent.putSite('shop.example', 'serve');
+    await agent.addSite('shop.example', 'serve');
     const text = await readFile(join(confDir, 'site-shop.example.conf'), 'utf8');
     assert.match(text, new RegExp(`listen ${IP.replace(/\./g, '\\.')}:${port};`));
     assert.match(text, /server_name shop\.example;/);
@@ -101,8 +101,8 @@ describe('agent with nginx in front', { skip: nginxBin ? false : 'nginx is not i
     assert.equal(page.servedBy, 'edge');
     const order = await send(port, 'shop.example', 'POST', '/orders', JSON.stringify({ key: 'a1' }));
     assert.equal(order.status, 201);
-    assert.ok(await waitFor(() => agent.siteStats('shop.example').requests >= 2, 5000), 'nginx reported both requests');
-    const stats = agent.siteStats('shop.example');
+    assert.ok(await waitFor(async () => (await agent.siteStats('shop.example')).requests >= 2, 5000), 'nginx reported both requests');
+    const stats = await agent.siteStats('shop.example');
     assert.equal(stats.writes, 1);
     assert.deepEqual(Object.keys(stats.bySource), [CLIENT], 'sources are clients as nginx saw them, not nginx as the app saw it');
   });
@@ -112,7 +112,7 @@ describe('agent with nginx in front', { skip: nginxBin ? false : 'nginx is not i
     const before = (await stat(file)).mtimeMs;
     const reloads = () => readFile(join(dir, 'error.log'), 'utf8').then((t) => (t.match(/signal process started/g) ?? []).length, () => 0);
     const r0 = await reloads();
-    await agent.putSite('shop.example', 'serve');
+    await agent.addSite('shop.example', 'serve');
     await agent.setSiteMode('shop.example', 'readonly');
     await agent.setSiteMode('shop.example', 'readonly');
     assert.equal((await stat(file)).mtimeMs, before);
@@ -140,12 +140,12 @@ describe('agent with nginx in front', { skip: nginxBin ? false : 'nginx is not i
   test('a config nginx -t refuses is rolled back, with nginx\'s reason', async () => {
     await writeFile(join(confDir, 'zz-broken.conf'), 'this is not nginx;\n');
     try {
-      await assert.rejects(agent.putSite('blog.example', 'serve'), (err: Error & { code?: string }) => err.code === 'NGINX_CONFIG_INVALID' && /unknown directive "this"/.test(err.message));
+      await assert.rejects(agent.addSite('blog.example', 'serve'), (err: Error & { code?: string }) => err.code === 'NGINX_CONFIG_INVALID' && /unknown directive "this"/.test(err.message));
       await assert.rejects(stat(join(confDir, 'site-blog.example.conf')), 'the new block was removed again');
     } finally {
       await rm(join(confDir, 'zz-broken.conf'));
     }
-    await agent.putSite('blog.example', 'serve');
+    await agent.addSite('blog.example', 'serve');
     // Seen once under load: a 502 on the first request right after putSite returned (nginx could
     // not reach the app yet). Give it a bounded moment, and fail with the last answer if it stays.
     let status = 0;

@@ -26,6 +26,8 @@ export interface SyncEndpoint {
   module: string;
   user: string;
   secret: string;
+  /** Set for a session of an in-process agent (transport.ts); rsync sessions have none. */
+  transport?: 'in-process';
 }
 
 export interface RsyncReceiverOptions {

@@ -280,7 +280,7 @@ describe('agent API', () => {
     const one = await mk();
     try {
       await one.start();
-      await one.putSite('blog.example', 'readonly');
+      await one.addSite('blog.example', 'readonly');
       await one.startRedirect('r', { address: '127.0.61.103', ports: [await freePort('127.0.61.103')], upstream: '127.0.61.3' });
       await one.holdRedirect('r');
     } finally {

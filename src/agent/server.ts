@@ -220,12 +220,14 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
   app.put('/v1/sites/:domain', async (req) => {
     const { domain } = parse(schemas.domainParam, req.params, 'params');
     const { mode } = parse(schemas.putSite, req.body, 'body');
-    await agent.putSite(domain, mode);
+    await agent.addSite(domain, mode);
     return ok;
   });
   app.get('/v1/sites/:domain', async (req) => {
     const { domain } = parse(schemas.domainParam, req.params, 'params');
-    return { domain, mode: agent.siteMode(domain) };
+    const mode = await agent.siteMode(domain);
+    if (mode === null) throw new FerryError('SITE_NOT_FOUND', `${agent.id} does not serve ${domain}; add it with PUT /v1/sites/{domain} first`);
+    return { domain, mode };
   });
   app.put('/v1/sites/:domain/mode', async (req) => {
     const { domain } = parse(schemas.domainParam, req.params, 'params');

@@ -63,7 +63,7 @@ async function startAgents(dir: string, ips: { origin: string; target: string },
     await app.listen({ host: ips[id], port: 0 });
     urls[id] = `http://${ips[id]}:${(app.server.address() as AddressInfo).port}`;
     agents.push({ close: async () => (await app.close(), await agent.stop()) });
-    if (id === 'origin') for (const d of ['shop.example', 'blog.example']) await agent.putSite(d, 'serve');
+    if (id === 'origin') for (const d of ['shop.example', 'blog.example']) await agent.addSite(d, 'serve');
   }
   return urls;
 }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { IprouteAddresses, LocalHost } from '../agent/index.js';
+import { IprouteAddresses } from '../agent/index.js';
 import { sleep } from '../common/time.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { dnsQuery } from '../dns/index.js';
@@ -56,6 +56,7 @@ if (!IN_NS) {
   });
 } else {
   describe('IPv6 with IPv4, inside the namespace', () => {
+    const addresses = new IprouteAddresses('lo');
     const sb = new Sandbox({
       dnsAddress: '127.0.48.53',
       dnsPort: 0,
@@ -71,10 +72,10 @@ if (!IN_NS) {
       quietWindowMs: 1200,
       dnsTempCapMs: 8000,
       drainCapMs: 8000,
+      addresses: () => addresses,
     });
     let ctl: Controller;
     let journal: Journal;
-    const addresses = new IprouteAddresses('lo');
     const events: ControllerEvent[] = [];
     const v6: Array<{ domain: string; address: string; ok: boolean; servedBy: string | null; error?: string }> = [];
     let running = true;
@@ -125,8 +126,8 @@ if (!IN_NS) {
       ctl = new Controller({
         dns: new EmbeddedDnsProvider({ server: sb.dns }),
         servers: [
-          { id: 'origin', driver: new LocalHost({ id: 'origin', sites: sb.originSites, addresses }), sharedIps: [sb.opts.originIp], tempIpPool: ['127.0.48.100', '127.0.48.101'], sharedIps6: [V6.origin], tempIpPool6: V6.temp },
-          { id: 'target', driver: new LocalHost({ id: 'target', sites: sb.targetSites, addresses }), sharedIps: [sb.opts.targetIp], tempIpPool: [], sharedIps6: [V6.target] },
+          { id: 'origin', driver: sb.origin, sharedIps: [sb.opts.originIp], tempIpPool: ['127.0.48.100', '127.0.48.101'], sharedIps6: [V6.origin], tempIpPool6: V6.temp },
+          { id: 'target', driver: sb.target, sharedIps: [sb.opts.targetIp], tempIpPool: [], sharedIps6: [V6.target] },
         ],
         sites: sb.opts.sites.map((domain) => ({ domain, server: 'origin', ports: [sb.httpPort] })),
         journal,

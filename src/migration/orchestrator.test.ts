@@ -8,14 +8,13 @@ import { after, before, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
-import { LocalHost, LoopbackAddresses } from '../agent/index.js';
+import type { HostAgent } from '../agent/index.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
-import { SiteServer } from '../host/index.js';
-import { Sandbox } from '../sandbox/index.js';
+import { Sandbox, inProcessAgent } from '../sandbox/index.js';
 import { EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
 
 /** `inner` with some calls refused while `when(method, args)` says so. */
-function flaky(inner: LocalHost, when: (method: string, args: unknown[]) => boolean): HostDriver {
+function flaky(inner: HostDriver, when: (method: string, args: unknown[]) => boolean): HostDriver {
   return new Proxy(inner, {
     get(target, prop) {
       const v = Reflect.get(target, prop, target) as unknown;
@@ -49,8 +48,7 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
   });
   const DEDICATED = '127.0.47.9';
   const RELAY_IP = '127.0.47.30';
-  let relaySites: SiteServer;
-  let relay: LocalHost;
+  let relay: HostAgent;
   let ctl: Controller;
   const events: ControllerEvent[] = [];
   let journal: Journal;
@@ -61,9 +59,8 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     // direct.example. has an address of its own on the origin.
     await sb.originSites.addAddress(DEDICATED);
     sb.dns.zones.replaceRRset('direct.example.', 'A', 1, [DEDICATED]);
-    relaySites = new SiteServer({ name: 'relay', addresses: [RELAY_IP], port: sb.httpPort, dataDir: join(sb.dataDir, 'relay') });
-    await relaySites.start();
-    relay = new LocalHost({ id: 'relay', sites: relaySites, addresses: new LoopbackAddresses() });
+    relay = inProcessAgent({ id: 'relay', ip: RELAY_IP, port: sb.httpPort, dataDir: join(sb.dataDir, 'relay') });
+    await relay.start();
     const origin = flaky(sb.origin, (method, args) => {
       if (method === 'startRedirect' && args[0] === 'mig-retry' && broken.startRedirect > 0) return broken.startRedirect-- > 0;
       return method === 'setRedirectUpstream' && (args[0] === 'mig-stuck' || args[0] === 'mig-resume') && broken.upstream;
@@ -89,8 +86,7 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
   after(async () => {
     await ctl?.close();
     journal?.close();
-    await relay?.stopAllRedirects();
-    await relaySites?.stop();
+    await relay?.stop();
     await sb.stop();
   });
 

@@ -3,14 +3,30 @@
  * authoritative name server, an origin server with several sites on one shared IP, a target
  * server, simulated users resolving through DNS, and the orchestrator that migrates one site.
  * Every 127.0.0.0/8 address is local on Linux, so nothing here needs privileges.
+ *
+ * Each hosting server is a `HostAgent`, the same core `ferry agent` runs. By default the
+ * orchestrator drives the agents in-process (data copied in-process, state kept in memory);
+ * with `agents: 'http'` each agent is started as `ferry agent` starts it (`startAgent`: its API
+ * on the server's address, rsync for data, its state file) and the orchestrator drives it
+ * through `HttpHostDriver`.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalHost, LoopbackAddresses } from '../agent/index.js';
+import {
+  HostAgent,
+  HttpHostDriver,
+  InProcessTransport,
+  LoopbackAddresses,
+  MemoryStateStore,
+  startAgent,
+  type AddressManager,
+} from '../agent/index.js';
 import { FerryError } from '../common/errors.js';
 import { DnsServer, dnsQuery, parseZone } from '../dns/index.js';
-import { SiteServer, normalizeDomain } from '../host/index.js';
+import type { TsigKeyConfig } from '../dns/tsig/index.js';
+import { normalizeDomain, type SiteServer } from '../host/index.js';
 import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
 import { Controller } from '../controller/index.js';
 import { EmbeddedDnsProvider, Journal, type DnsProvider, type MigrationRecord, type Orchestrator } from '../migration/index.js';
@@ -61,6 +77,31 @@ export interface SandboxOptions {
    * Its zone must hold what `zoneText()` describes.
    */
   externalDns?: { server: { address: string; port: number }; provider: DnsProvider };
+  /**
+   * How the orchestrator reaches the hosting servers' agents: `in-process` (default) or `http`
+   * (each agent behind its API on its own address, as `ferry agent` runs it; needs rsync).
+   */
+  agents?: 'in-process' | 'http';
+  /** Port of each agent's rsync daemon with `agents: 'http'`. Default 873. */
+  rsyncPort?: number;
+  /** How each server brings addresses up; default `LoopbackAddresses`. */
+  addresses?: (host: 'origin' | 'target') => AddressManager;
+  /** A TSIG key that may UPDATE the zone on the embedded server (for an rfc2136 provider). */
+  dnsUpdateKey?: TsigKeyConfig;
+}
+
+/** A hosting server in this process: a `HostAgent` with in-process data copies and state in memory. */
+export function inProcessAgent(opts: { id: string; ip: string; port: number; dataDir: string; addresses?: AddressManager }): HostAgent {
+  return new HostAgent({
+    id: opts.id,
+    dataDir: opts.dataDir,
+    sharedIps: [opts.ip],
+    httpPort: opts.port,
+    addresses: opts.addresses ?? new LoopbackAddresses(),
+    web: { kind: 'builtin' },
+    transport: new InProcessTransport(opts.ip),
+    state: new MemoryStateStore(),
+  });
 }
 
 export const DEFAULT_SANDBOX: SandboxOptions = {
@@ -125,15 +166,21 @@ function checkOptions(o: SandboxOptions): void {
 export class Sandbox {
   readonly opts: SandboxOptions;
   dns!: DnsServer;
-  originSites!: SiteServer;
-  targetSites!: SiteServer;
-  origin!: LocalHost;
-  target!: LocalHost;
+  /** The hosting servers' agents (in this process in both modes). */
+  originAgent!: HostAgent;
+  targetAgent!: HostAgent;
+  /** What the orchestrator drives: the agents themselves, or their API through `HttpHostDriver`. */
+  origin!: HostAgent | HttpHostDriver;
+  target!: HostAgent | HttpHostDriver;
+  /** With `agents: 'http'`: each agent's API URL and bearer token (for another process to drive it). */
+  readonly agentApis: Partial<Record<'origin' | 'target', { url: string; token: string }>> = {};
   controller!: Controller;
   load!: LoadGenerator;
   dataDir!: string;
   private ownsDataDir = false;
   private journal!: Journal;
+  /** How to stop each agent started (and its API, with `agents: 'http'`). */
+  private readonly running: Array<{ close(): Promise<void> }> = [];
   private dnsWatch: NodeJS.Timeout | undefined;
   readonly dnsAnswers: Array<{ at: number; address: string }> = [];
 
@@ -152,15 +199,16 @@ export class Sandbox {
     this.ownsDataDir = !o.dataDir;
     this.dataDir = o.dataDir ?? (await mkdtemp(join(tmpdir(), 'ferry-sandbox-')));
     try {
-      this.dns = new DnsServer({ address: o.dnsAddress, port: o.dnsPort, zones: [parseZone(this.zoneText(), { origin: o.zone })] });
+      this.dns = new DnsServer({
+        address: o.dnsAddress,
+        port: o.dnsPort,
+        zones: [parseZone(this.zoneText(), { origin: o.zone })],
+        ...(o.dnsUpdateKey ? { tsigKeys: [o.dnsUpdateKey], zonePolicies: { [o.zone]: { allowUpdate: [{ key: o.dnsUpdateKey.name }] } } } : {}),
+      });
       await this.dns.start();
-      this.originSites = new SiteServer({ name: 'origin', addresses: [o.originIp], port: o.httpPort, dataDir: join(this.dataDir, 'origin') });
-      await this.originSites.start();
-      this.targetSites = new SiteServer({ name: 'target', addresses: [o.targetIp], port: this.originSites.port, dataDir: join(this.dataDir, 'target') });
-      await this.targetSites.start();
-      for (const site of o.sites) await this.originSites.addSite(site, 'serve');
-      this.origin = new LocalHost({ id: 'origin', sites: this.originSites, addresses: new LoopbackAddresses() });
-      this.target = new LocalHost({ id: 'target', sites: this.targetSites, addresses: new LoopbackAddresses() });
+      await this.startHost('origin', o.originIp, o.httpPort);
+      await this.startHost('target', o.targetIp, this.originAgent.sites.port);
+      for (const site of o.sites) await this.origin.addSite(site, 'serve');
       // The hosts share this process's event loop: the journal must not make them wait on fsync.
       this.journal = new Journal(join(this.dataDir, 'journal.sqlite'), { durability: 'process' });
       this.controller = new Controller({
@@ -169,7 +217,7 @@ export class Sandbox {
           { id: 'origin', driver: this.origin, sharedIps: [o.originIp], tempIpPool: o.tempIpPool ?? [o.tempIp] },
           { id: 'target', driver: this.target, sharedIps: [o.targetIp], tempIpPool: [] },
         ],
-        sites: o.sites.map((domain) => ({ domain, server: 'origin', ports: [this.originSites.port] })),
+        sites: o.sites.map((domain) => ({ domain, server: 'origin', ports: [this.httpPort] })),
         journal: this.journal,
         defaults: {
           ttl: o.ttl,
@@ -186,8 +234,50 @@ export class Sandbox {
     }
   }
 
+  /** Start one hosting server's agent, in-process or behind its API, and the driver for it. */
+  private async startHost(id: 'origin' | 'target', ip: string, port: number): Promise<void> {
+    const o = this.opts;
+    const addresses = o.addresses?.(id) ?? new LoopbackAddresses();
+    let agent: HostAgent;
+    let driver: HostAgent | HttpHostDriver;
+    if (o.agents === 'http') {
+      const token = randomBytes(24).toString('hex');
+      const running = await startAgent({
+        id,
+        dataDir: join(this.dataDir, id),
+        sharedIps: [ip],
+        httpPort: port,
+        addresses,
+        web: { kind: 'builtin' },
+        rsync: { port: o.rsyncPort ?? 873 },
+        listen: { address: ip, port: 0 },
+        token,
+      });
+      this.running.push(running);
+      this.agentApis[id] = { url: running.url, token };
+      agent = running.agent;
+      driver = new HttpHostDriver({ id, url: running.url, token });
+    } else {
+      const inProcess = inProcessAgent({ id, ip, port, dataDir: join(this.dataDir, id), addresses });
+      await inProcess.start();
+      this.running.push({ close: () => inProcess.stop() });
+      agent = driver = inProcess;
+    }
+    if (id === 'origin') [this.originAgent, this.origin] = [agent, driver];
+    else [this.targetAgent, this.target] = [agent, driver];
+  }
+
+  /** The origin's and the target's site servers (to read what they store and serve). */
+  get originSites(): SiteServer {
+    return this.originAgent.sites;
+  }
+
+  get targetSites(): SiteServer {
+    return this.targetAgent.sites;
+  }
+
   get httpPort(): number {
-    return this.originSites.port;
+    return this.originAgent.sites.port;
   }
 
   /** The zone of the scenario in master-file form (what an external server must load). */
@@ -318,12 +408,8 @@ export class Sandbox {
     await this.controller?.close();
     this.dnsWatch = undefined;
     await this.load?.stop().catch(() => undefined);
-    for (const id of ['origin', 'target'] as const) {
-      const host = this[id];
-      if (host) await host.stopAllRedirects().catch(() => undefined);
-    }
-    await this.originSites?.stop().catch(() => undefined);
-    await this.targetSites?.stop().catch(() => undefined);
+    for (const host of [this.origin, this.target]) if (host instanceof HttpHostDriver) host.close();
+    for (const r of this.running.splice(0)) await r.close().catch(() => undefined);
     await this.dns?.stop().catch(() => undefined);
     try {
       this.journal?.close();

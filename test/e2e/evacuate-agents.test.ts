@@ -58,7 +58,7 @@ test('ferry evacuate --config: every site of a server through real agents', { sk
       await app.listen({ host: ips[id], port: 0 });
       urls[id] = `http://${ips[id]}:${(app.server.address() as AddressInfo).port}`;
       agents.push({ close: async () => (await app.close(), await agent.stop()) });
-      if (id === 'origin') for (const d of SITES) await agent.putSite(d, 'serve');
+      if (id === 'origin') for (const d of SITES) await agent.addSite(d, 'serve');
     }
     await writeFile(join(dir, 'token'), TOKEN);
     await writeFile(

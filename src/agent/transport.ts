@@ -1,0 +1,137 @@
+/**
+ * How a host agent moves a site's bytes to another agent. The agent's sync (open a receive
+ * session on the peer, push into it, the peer reloads) is one code path; only the transport
+ * differs:
+ * - `RsyncTransport`: an rsync daemon receives, `rsync -a --delete` pushes (rsync.ts). What
+ *   `ferry agent` uses between servers.
+ * - `InProcessTransport`: both agents live in one process (the sandbox); the push copies with
+ *   `syncDirectory` into the folder the peer's session names. No daemon, no privileges.
+ * A push into a session of the other kind fails with SYNC_UNSUPPORTED.
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { FerryError } from '../common/errors.js';
+import { syncDirectory } from '../host/index.js';
+import { RsyncReceiver, rsyncPush, type SyncEndpoint } from './rsync.js';
+
+/** What a peer of a sync offers: a receive session for a site, and a reload once data is in. */
+export interface SyncPeer {
+  readonly id: string;
+  openSyncReceiver(domain: string): Promise<SyncEndpoint>;
+  reloadSite(domain: string): Promise<void>;
+}
+
+/** True when `to` can receive a sync (a `HostAgent` or an `HttpHostDriver`). */
+export function isSyncPeer(to: unknown): to is SyncPeer {
+  const p = to as Partial<SyncPeer> | undefined;
+  return typeof p?.openSyncReceiver === 'function' && typeof p.reloadSite === 'function';
+}
+
+/** Bytes (and files, when known) pushed so far, and the percent done. */
+export type PushProgress = { bytes: number; percent: number; files?: number };
+
+/** Both halves of a byte transport: receive sessions, and pushes into another agent's session. */
+export interface SyncTransport {
+  readonly kind: 'rsync' | 'in-process';
+  /** Open (or find open, same secret) the receive session `session` writing into `path`. */
+  open(session: string, path: string): Promise<SyncEndpoint>;
+  /** Close a receive session; no-op when it is not open. */
+  close(session: string): Promise<void>;
+  /** Open receive sessions. */
+  list(): string[];
+  /** Close every session and whatever serves them. */
+  stop(): Promise<void>;
+  /** Make the session `to` a copy of `source` (deleting what `source` no longer has). */
+  push(source: string, to: SyncEndpoint, onProgress?: (p: PushProgress) => void): Promise<{ files: number; bytes: number; totalBytes?: number }>;
+}
+
+/** rsync daemon sessions and rsync pushes. */
+export class RsyncTransport implements SyncTransport {
+  readonly kind = 'rsync';
+  private readonly receiver: RsyncReceiver;
+
+  constructor(private readonly opts: { address: string; port?: number; stateDir: string; rsyncPath?: string }) {
+    this.receiver = new RsyncReceiver(opts);
+  }
+
+  open(session: string, path: string): Promise<SyncEndpoint> {
+    return this.receiver.open(session, path);
+  }
+
+  close(session: string): Promise<void> {
+    return this.receiver.close(session);
+  }
+
+  list(): string[] {
+    return this.receiver.list();
+  }
+
+  stop(): Promise<void> {
+    return this.receiver.stop();
+  }
+
+  push(source: string, to: SyncEndpoint, onProgress?: (p: PushProgress) => void): Promise<{ files: number; bytes: number; totalBytes: number }> {
+    if (to.transport === 'in-process') {
+      throw new FerryError('SYNC_UNSUPPORTED', `receive session ${to.module} is in-process; this agent pushes with rsync`);
+    }
+    return rsyncPush({ source, to, ...(this.opts.rsyncPath ? { rsyncPath: this.opts.rsyncPath } : {}), ...(onProgress ? { onProgress } : {}) });
+  }
+}
+
+/** Every in-process session of this process, by module: where it writes, and its secret. */
+const inProcessSessions = new Map<string, { path: string; secret: string }>();
+
+/** Sessions in this process's memory; pushes copy with syncDirectory. */
+export class InProcessTransport implements SyncTransport {
+  readonly kind = 'in-process';
+  private readonly sessions = new Map<string, SyncEndpoint>();
+
+  /** `address` is only reported in endpoints (the agent's own address). */
+  constructor(private readonly address: string) {}
+
+  async open(session: string, path: string): Promise<SyncEndpoint> {
+    const existing = this.sessions.get(session);
+    if (existing && inProcessSessions.get(existing.module)?.path === path) return existing;
+    const module = existing?.module ?? `ferry-${session}-${randomBytes(4).toString('hex')}`;
+    const secret = existing?.secret ?? randomBytes(24).toString('base64url');
+    const endpoint: SyncEndpoint = { address: this.address, port: 0, module, user: module, secret, transport: 'in-process' };
+    inProcessSessions.set(module, { path, secret });
+    this.sessions.set(session, endpoint);
+    return endpoint;
+  }
+
+  async close(session: string): Promise<void> {
+    const e = this.sessions.get(session);
+    if (!e) return;
+    this.sessions.delete(session);
+    inProcessSessions.delete(e.module);
+  }
+
+  list(): string[] {
+    return [...this.sessions.keys()];
+  }
+
+  async stop(): Promise<void> {
+    for (const s of [...this.sessions.keys()]) await this.close(s);
+  }
+
+  async push(source: string, to: SyncEndpoint, onProgress?: (p: PushProgress) => void): Promise<{ files: number; bytes: number }> {
+    if (to.transport !== 'in-process') {
+      throw new FerryError('SYNC_UNSUPPORTED', `receive session ${to.module} at ${to.address}:${to.port} is rsync; this agent copies in-process only`);
+    }
+    const session = inProcessSessions.get(to.module);
+    if (!session || !sameSecret(session.secret, to.secret)) {
+      throw new FerryError('SYNC_SESSION_CLOSED', `receive session ${to.module} is closed (the site takes writes there, or was removed)`);
+    }
+    const res = await syncDirectory(source, session.path, {
+      delete: true,
+      ...(onProgress ? { onProgress: (p: { bytes: number; files: number; percent: number }) => onProgress({ bytes: p.bytes, percent: p.percent, files: p.files }) } : {}),
+    });
+    return { files: res.files, bytes: res.bytes };
+  }
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
