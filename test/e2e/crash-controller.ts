@@ -1,17 +1,21 @@
 /**
- * The controller process of the crash test: a Controller over the platform's RPC channel and a
+ * The controller process of the crash test: a Controller over the platform's real agents
+ * (`HttpHostDriver`, each agent's API) and its name server (RFC 2136 UPDATE, TSIG-signed), with a
  * journal on disk. `start` plans and runs one migration; `resume` resumes whatever the journal
  * holds (Controller.resumeAll). Every controller event is printed as one JSON line on stdout;
  * the last line is `{"done": [records]}`. The test SIGKILLs this process at chosen events.
  */
+import { HttpHostDriver } from '../../src/agent/index.js';
 import { Controller, type ServerEntry, type SiteEntry } from '../../src/controller/index.js';
-import { Journal, type MigrationTimings } from '../../src/migration/index.js';
-import { RpcDns, RpcHost } from './crash-rpc.js';
+import type { TsigKeyConfig } from '../../src/dns/tsig/index.js';
+import { Journal, Rfc2136DnsProvider, type MigrationTimings } from '../../src/migration/index.js';
 
 export interface CrashControllerConfig {
-  rpc: string;
+  /** Each server's agent API. */
+  agents: Record<string, { url: string; token: string }>;
   dns: { address: string; port: number };
   zone: string;
+  tsig: TsigKeyConfig;
   journal: string;
   servers: Array<Omit<ServerEntry, 'driver'>>;
   sites: SiteEntry[];
@@ -22,9 +26,10 @@ export interface CrashControllerConfig {
 
 const cfg = JSON.parse(process.env.FERRY_CRASH_CONFIG ?? '{}') as CrashControllerConfig;
 const journal = new Journal(cfg.journal);
+const drivers = cfg.servers.map((s) => new HttpHostDriver({ id: s.id, url: cfg.agents[s.id]!.url, token: cfg.agents[s.id]!.token }));
 const controller = new Controller({
-  dns: new RpcDns(cfg.rpc, cfg.dns, cfg.zone),
-  servers: cfg.servers.map((s) => ({ ...s, driver: new RpcHost(s.id, cfg.rpc) })),
+  dns: new Rfc2136DnsProvider({ server: cfg.dns, zone: cfg.zone, tsig: cfg.tsig, nameServers: [cfg.dns] }),
+  servers: cfg.servers.map((s, i) => ({ ...s, driver: drivers[i]! })),
   sites: cfg.sites,
   journal,
   defaults: cfg.defaults,
@@ -41,4 +46,5 @@ if (cfg.action === 'start' && cfg.start) {
 const records = [];
 for (const id of ids) records.push(await controller.wait(id));
 process.stdout.write(JSON.stringify({ done: records }) + '\n');
+for (const d of drivers) d.close();
 journal.close();

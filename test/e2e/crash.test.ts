@@ -1,10 +1,12 @@
 /**
  * Crash-safe resume (issue 7): the controller runs in a child process and is killed with SIGKILL
  * once in each phase of a migration, in turn (twice in cut-over: before and after the switch),
- * and restarted each time with `resumeAll()`. The platform (DNS server, origin and target with
- * their sites and redirects) lives in this process and keeps carrying the load throughout, as
- * real hosts would while their controller is down. The migration completes with the design's
- * invariants intact.
+ * and restarted each time with `resumeAll()`. The platform lives in this process: the name
+ * server, and origin and target as real host agents behind their HTTP API (`startAgent`, as
+ * `ferry agent` runs them, rsync between them). The controller drives them as it does in a
+ * deployment, through `HttpHostDriver` and TSIG-signed RFC 2136 updates, so they keep carrying
+ * the load throughout, as real hosts would while their controller is down. The migration
+ * completes with the design's invariants intact.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -20,8 +22,8 @@ import { Journal, type MigrationRecord } from '../../src/migration/index.js';
 import type { ControllerEvent } from '../../src/controller/index.js';
 import { sleep } from '../../src/common/time.js';
 import { dnsQuery } from '../../src/dns/index.js';
-import { startRpcServer } from './crash-rpc.js';
 import type { CrashControllerConfig } from './crash-controller.js';
+import { findBinary } from './helpers.js';
 
 const CHILD = join(fileURLToPath(new URL('.', import.meta.url)), 'crash-controller.ts');
 /** The controller bundled once (esbuild), so that a restart costs a Node start, not a TypeScript compile. */
@@ -41,8 +43,13 @@ const KILLS: Array<{ phase: string; match: (e: ControllerEvent) => boolean }> = 
   { phase: 'completed', match: (e) => e.type === 'step' && e.data.step === 'stop-redirect' },
 ];
 
-describe('controller killed with SIGKILL in every phase, resumed each time', () => {
+/** The key the controller signs its zone updates with. */
+const TSIG = { name: 'crash-controller.', algorithm: 'hmac-sha256', secret: Buffer.from('crash-test-tsig-secret-0123456789').toString('base64') };
+
+describe('controller killed with SIGKILL in every phase, resumed each time', { skip: findBinary('rsync') ? false : 'rsync is not installed (the agents sync with it)' }, () => {
   const sb = new Sandbox({
+    agents: 'http',
+    dnsUpdateKey: TSIG,
     dnsAddress: '127.0.41.53',
     dnsPort: 0,
     httpPort: 0,
@@ -57,7 +64,6 @@ describe('controller killed with SIGKILL in every phase, resumed each time', () 
     dnsTempCapMs: 15_000,
     drainCapMs: 15_000,
   });
-  let rpc: Awaited<ReturnType<typeof startRpcServer>>;
   let child: ChildProcess | undefined;
   const kills: Array<{ phase: string; event: string; restartMs?: number }> = [];
   let record: MigrationRecord;
@@ -123,11 +129,6 @@ describe('controller killed with SIGKILL in every phase, resumed each time', () 
       bundled = false; // run through tsx: slower restarts, same behaviour
     }
     await sb.start();
-    const hosts = new Map([
-      ['origin', sb.origin],
-      ['target', sb.target],
-    ]);
-    rpc = await startRpcServer('127.0.41.200', hosts as never, sb.dns);
     // Clients wait up to 20 s for an answer: held requests at the switch wait for the restarted controller.
     sb.load = new LoadGenerator({
       sites: sb.opts.sites,
@@ -146,9 +147,10 @@ describe('controller killed with SIGKILL in every phase, resumed each time', () 
     await sleep(1000);
     const journalPath = join(sb.dataDir, 'crash-journal.sqlite');
     const base: Omit<CrashControllerConfig, 'action'> = {
-      rpc: rpc.url,
+      agents: { origin: sb.agentApis.origin!, target: sb.agentApis.target! },
       dns: { address: sb.dns.address, port: sb.dns.port },
       zone: sb.opts.zone,
+      tsig: TSIG,
       journal: journalPath,
       servers: [
         { id: 'origin', sharedIps: [sb.opts.originIp], tempIpPool: [sb.opts.tempIp] },
@@ -174,7 +176,6 @@ describe('controller killed with SIGKILL in every phase, resumed each time', () 
   after(async () => {
     rmSync(BUNDLE, { force: true });
     child?.kill('SIGKILL');
-    await rpc?.close();
     await sb.stop();
   });
 
