@@ -1,7 +1,7 @@
 /**
  * What the orchestrator needs from the world, as interfaces: a DNS provider and hosting servers.
- * The sandbox implements them in-process; the host agent (over HTTP) and the rfc2136 provider
- * implement the same contracts for real deployments. Every operation is idempotent, so that a
+ * A hosting server is a host agent (`HostAgent`), driven in-process (the sandbox) or through its
+ * HTTP API (`HttpHostDriver`); DNS is the embedded server or any primary through RFC 2136. Every operation is idempotent, so that a
  * resumed migration can repeat the step it was in.
  */
 import type { SiteMode, SiteStats } from '../host/index.js';

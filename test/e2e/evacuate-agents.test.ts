@@ -12,7 +12,7 @@ import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { HostAgent, LoopbackAddresses, buildAgentServer } from '../../src/agent/index.js';
+import { LoopbackAddresses, startAgent } from '../../src/agent/index.js';
 import { findBinary } from './helpers.js';
 
 const TOKEN = 'evacuate-test-token-0123456789';
@@ -44,7 +44,8 @@ test('ferry evacuate --config: every site of a server through real agents', { sk
   try {
     const urls: Record<string, string> = {};
     for (const id of ['origin', 'target'] as const) {
-      const agent = new HostAgent({
+      // What `ferry agent` runs: the agent core behind its API.
+      const running = await startAgent({
         id,
         dataDir: join(dir, id),
         sharedIps: [ips[id]],
@@ -52,13 +53,12 @@ test('ferry evacuate --config: every site of a server through real agents', { sk
         addresses: new LoopbackAddresses(),
         web: { kind: 'builtin' },
         rsync: { port: await freePort(ips[id]) },
+        listen: { address: ips[id], port: 0 },
+        token: TOKEN,
       });
-      await agent.start();
-      const app = buildAgentServer(agent, { token: TOKEN });
-      await app.listen({ host: ips[id], port: 0 });
-      urls[id] = `http://${ips[id]}:${(app.server.address() as AddressInfo).port}`;
-      agents.push({ close: async () => (await app.close(), await agent.stop()) });
-      if (id === 'origin') for (const d of SITES) await agent.addSite(d, 'serve');
+      urls[id] = running.url;
+      agents.push(running);
+      if (id === 'origin') for (const d of SITES) await running.agent.addSite(d, 'serve');
     }
     await writeFile(join(dir, 'token'), TOKEN);
     await writeFile(

@@ -2,12 +2,13 @@
  * Batch evacuation (issue 7): 50 sites of one origin evacuated to the target under load with a
  * pool of 8 temporary IPs: all complete, no request fails, every acknowledged write is on the
  * target once, never more than 8 run at once. Peak memory and total time are reported. A site
- * that cannot be migrated does not stop the others.
+ * that cannot be migrated does not stop the others (there through real agents' HTTP API).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { runSandboxEvacuation } from '../../src/cli/evacuate.js';
 import { Sandbox } from '../../src/sandbox/index.js';
+import { findBinary } from './helpers.js';
 
 /** Most intervals overlapping at one instant. */
 function peakOverlap(spans: Array<{ startedAt: number; endedAt: number }>): number {
@@ -38,8 +39,9 @@ describe('batch evacuation', () => {
     assert.ok(peakOverlap(r.perSite) <= 8, `more than 8 migrations ran at once`);
   });
 
-  it('goes on with the other sites when one cannot be migrated', async () => {
+  it('goes on with the other sites when one cannot be migrated (agents over HTTP)', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, async () => {
     const sb = new Sandbox({
+      agents: 'http',
       dnsAddress: '127.0.45.53',
       dnsPort: 0,
       httpPort: 0,

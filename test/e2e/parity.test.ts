@@ -1,16 +1,19 @@
 /**
  * Preflight parity (issue 7): a target that serves a different page is refused before the
  * cut-over, with a readable diff, and the migration is rolled back with nothing switched. The
- * default checks (GET /healthz with body, GET /orders status) pass for an honest target.
+ * default checks (GET /healthz with body, GET /orders status) pass for an honest target. The
+ * hosts are real agents driven through their HTTP API, so the probes are the agents' own.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { sleep } from '../../src/common/time.js';
 import type { MigrationRecord } from '../../src/migration/index.js';
+import { findBinary } from './helpers.js';
 
-describe('preflight parity refuses a target that answers differently', () => {
+describe('preflight parity refuses a target that answers differently (agents over HTTP)', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, () => {
   const sb = new Sandbox({
+    agents: 'http',
     dnsAddress: '127.0.42.53',
     dnsPort: 0,
     httpPort: 0,

@@ -4,6 +4,8 @@
  * syncing, preflight, cutover before the switch, cutover after it, draining, and after
  * completion. Afterwards DNS (answer and TTL), addresses, redirects and virtual hosts are
  * exactly as before, no request failed, and every acknowledged write is on the origin once.
+ * Origin and target are real host agents behind their HTTP API (as `ferry agent` runs them,
+ * rsync between them), driven through `HttpHostDriver`.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -12,6 +14,7 @@ import { sleep } from '../../src/common/time.js';
 import type { ControllerEvent } from '../../src/controller/index.js';
 import type { MigrationRecord } from '../../src/migration/index.js';
 import { normalizeDomain } from '../../src/host/index.js';
+import { findBinary } from './helpers.js';
 
 /** Where each site is rolled back: a phase, and the event inside it that triggers the rollback. */
 const POINTS: Array<{ name: string; match: (e: ControllerEvent) => boolean }> = [
@@ -27,9 +30,10 @@ const POINTS: Array<{ name: string; match: (e: ControllerEvent) => boolean }> = 
   { name: 'completed', match: () => false },
 ];
 
-describe('rollback from every phase, under load (sandbox on loopback)', () => {
+describe('rollback from every phase, under load (agents over HTTP on loopback)', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, () => {
   const sites = [...POINTS.map((p) => `${p.name}.example.`), 'bystander.example.'];
   const sb = new Sandbox({
+    agents: 'http',
     dnsAddress: '127.0.40.53',
     dnsPort: 0,
     httpPort: 0,
