@@ -153,7 +153,7 @@ export class HostAgent implements HostDriver, SyncPeer {
       id: this.id,
       web: this.nginx ? 'nginx' : 'builtin',
       sharedIps: [...this.opts.sharedIps],
-      httpPort: this.httpPort,
+      httpPort: this.nginx ? this.httpPort : this.sites.port,
       engine: this.opts.engine ?? 'userspace',
       sites: this.sites.sites(),
       redirects: [...this.redirects.keys()],
