@@ -8,6 +8,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FerryError, errorMessage, isFerryError } from '../../src/common/errors.js';
+import { toErrorCode } from '../../src/common/error-codes.js';
 import type { DnsServer } from '../../src/dns/index.js';
 import type { SiteMode, SiteStats } from '../../src/host/index.js';
 import { observeServer, type DnsProvider, type HostDriver, type RedirectStats } from '../../src/migration/index.js';
@@ -91,7 +92,7 @@ export async function startRpcServer(
 async function call(url: string, target: string, method: string, args: unknown[]): Promise<unknown> {
   const res = await fetch(`${url}/call`, { method: 'POST', body: JSON.stringify({ target, method, args }), headers: { 'content-type': 'application/json' } });
   const body = (await res.json()) as { ok: boolean; value?: unknown; code?: string; message?: string };
-  if (!body.ok) throw new FerryError(body.code ?? 'RPC_FAILED', body.message ?? 'rpc failed');
+  if (!body.ok) throw new FerryError(toErrorCode(body.code, 'RPC_FAILED'), body.message ?? 'rpc failed');
   return body.value;
 }
 
