@@ -55,6 +55,7 @@ export const ERROR_CODES = {
   AGENT_TIMEOUT: timeout('an agent did not answer in time'),
   AGENT_UNAVAILABLE: unavailable('calls to an agent kept failing after every retry'),
   AGENT_UNREACHABLE: upstream('cannot connect to an agent'),
+  API_BAD_ANSWER: upstream("the controller's answer is not the API's JSON (is --controller right?)"),
   API_OPTIONS: bad('bad control API options (tokens, scopes)'),
   AUTH_FORBIDDEN: auth(403, 'the token is valid but its scope does not allow this route'),
   AUTH_INVALID_TOKEN: auth(401, 'the token is not valid for this controller'),
