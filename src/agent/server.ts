@@ -25,7 +25,7 @@ import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { FerryError } from '../common/errors.js';
-import { errorAnswer, toApiError } from '../common/http-errors.js';
+import { clientErrorAnswer, errorAnswer, toApiError } from '../common/http-errors.js';
 import type { HostAgent } from './agent.js';
 
 export interface AgentServerOptions {
@@ -119,6 +119,7 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     bodyLimit: 64 * 1024,
     // Room for a 253-character domain in a path.
     routerOptions: { maxParamLength: 256 },
+    clientErrorHandler: clientErrorAnswer,
     // Errors of the router (an over-long or badly encoded path parameter) answer like every other.
     frameworkErrors: (err: Error, _req: unknown, reply: FastifyReply) => {
       const { status, body } = toApiError(err);

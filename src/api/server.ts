@@ -14,7 +14,7 @@ import type { MigrationRecord } from '../migration/index.js';
 import { TrafficSampler, createMetrics, type FerryMetrics } from '../metrics/index.js';
 import { registerDashboard } from '../web/index.js';
 import { TokenVerifier, allows, bearer, type ApiToken, type Scope } from './auth.js';
-import { errorAnswer, toApiError } from '../common/http-errors.js';
+import { clientErrorAnswer, errorAnswer, toApiError } from '../common/http-errors.js';
 import { errorSchema, migrationSchema, schemas } from './schemas.js';
 import { EventHub, type SseOptions } from './sse.js';
 
@@ -87,12 +87,27 @@ const ajvOptions = { removeAdditional: false, allErrors: false } as const;
 
 /**
  * Request validators: query strings and path parameters are text, so their numbers and booleans
- * are coerced; JSON bodies are taken as sent (`["a"]` is not the string `"a"`, `"5"` not 5).
+ * are coerced (and `1e400`, which coerces to Infinity and passes ajv's bounds, is refused); JSON
+ * bodies are taken as sent (`["a"]` is not the string `"a"`, `"5"` not 5).
  */
 const buildValidator: NonNullable<NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']>['buildValidator'] = (external) => {
   const coercing = validators(external, { customOptions: { ...ajvOptions, coerceTypes: 'array' } });
   const strict = validators(external, { customOptions: { ...ajvOptions, coerceTypes: false } });
-  return (route) => (route.httpPart === 'body' ? strict(route) : coercing(route));
+  return (route) => {
+    if (route.httpPart === 'body') return strict(route);
+    const validate = coercing(route);
+    const check: typeof validate = Object.assign(
+      (data: unknown): data is unknown => {
+        check.errors = validate(data) ? null : validate.errors;
+        const values = (data ?? {}) as Record<string, unknown>;
+        const infinite = check.errors ? undefined : Object.keys(values).find((k) => values[k] === Infinity || values[k] === -Infinity);
+        if (infinite) check.errors = [{ instancePath: `/${infinite}`, schemaPath: '#/type', keyword: 'type', params: {}, message: 'must be a finite number' }];
+        return !check.errors;
+      },
+      { schema: validate.schema, schemaEnv: validate.schemaEnv },
+    );
+    return check;
+  };
 };
 
 /** Build the API (not listening) on `controller`. Close it with `app.close()`. */
@@ -104,6 +119,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     // Room for a 253-character domain in a path; longer parameters answer 400 VALIDATION.
     routerOptions: { maxParamLength: 256 },
     schemaController: { compilersFactory: { buildValidator } },
+    clientErrorHandler: clientErrorAnswer,
     // Errors of the router (an over-long or badly encoded path parameter) answer like every other.
     frameworkErrors: (err, _req, reply) => {
       const { status, body } = toApiError(err);

@@ -2,6 +2,8 @@
  * How errors become HTTP answers of the control API and the agent: the status from the code
  * table, one JSON shape `{ error: { code, message } }` for every 4xx and 5xx.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyError } from 'fastify';
 import { isFerryError, errorMessage } from './errors.js';
 import { ERROR_CODES, type ErrorCode } from './error-codes.js';
@@ -44,4 +46,23 @@ export function toApiError(err: unknown): { status: number; body: ApiErrorBody }
     if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) return errorAnswer('BAD_REQUEST', errorMessage(err));
   }
   return errorAnswer('INTERNAL', `internal error: ${errorMessage(err)}`);
+}
+
+/**
+ * Fastify's `clientErrorHandler`: a request Node's parser refuses (headers or URL too large, a
+ * malformed request line, a timeout) still gets the JSON error shape before the socket closes.
+ */
+export function clientErrorAnswer(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const { status, body } =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? errorAnswer('HEADERS_TOO_LARGE', 'the request line and headers are larger than the server accepts')
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? errorAnswer('REQUEST_TIMEOUT', 'the request did not arrive in time')
+        : errorAnswer('BAD_REQUEST', 'the request is not valid HTTP');
+  const text = JSON.stringify(body);
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(text)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${text}`);
+  }
+  socket.destroy(err);
 }
