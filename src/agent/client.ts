@@ -8,6 +8,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { randomBytes } from 'node:crypto';
 import { FerryError } from '../common/errors.js';
+import { isErrorCode, type ErrorCode } from '../common/error-codes.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
@@ -89,7 +90,7 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
         if (status >= 200 && status < 300) return json as T;
         const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
         if (status === 404 && 'notFound' in opts && e?.code !== 'ROUTE_NOT_FOUND') return opts.notFound as T;
-        throw new FerryError(e?.code ?? `AGENT_HTTP_${status}`, `agent ${this.id}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`);
+        throw this.answerError(method, path, status, e);
       } catch (err) {
         lastErr = err;
         const code = (err as { code?: string }).code ?? '';
@@ -126,7 +127,7 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
             try {
               json = text ? JSON.parse(text) : undefined;
             } catch {
-              json = { error: { code: `AGENT_HTTP_${res.statusCode}`, message: text.slice(0, 200) } };
+              json = { error: { message: text.slice(0, 200) } };
             }
             resolve({ status: res.statusCode ?? 0, json });
           });
@@ -282,6 +283,13 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     const { status, json } = await this.once(method, path, body, timeoutMs);
     if (status >= 200 && status < 300) return json as T;
     const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
-    throw new FerryError(e?.code ?? `AGENT_HTTP_${status}`, `agent ${this.id}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`);
+    throw this.answerError(method, path, status, e);
+  }
+
+  /** The agent's error answer as a FerryError with its code; a code this version does not know becomes AGENT_HTTP. */
+  private answerError(method: string, path: string, status: number, e: { code?: string; message?: string } | undefined): FerryError {
+    const known = isErrorCode(e?.code);
+    const what = `agent ${this.id}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`;
+    return new FerryError(known ? (e!.code as ErrorCode) : 'AGENT_HTTP', known ? what : `${what} (HTTP ${status}${e?.code ? `, code ${e.code}` : ''})`);
   }
 }

@@ -4,7 +4,7 @@ export { HostAgent, type HostAgentOptions, type WebOptions, type RedirectSpec, t
 export { FileStateStore, MemoryStateStore, type AgentState, type AgentStateStore } from './state.js';
 export { RsyncTransport, InProcessTransport, isSyncPeer, type SyncTransport, type SyncPeer, type PushProgress } from './transport.js';
 export { httpProbe } from './probe.js';
-export { buildAgentServer, statusOf, type AgentServerOptions } from './server.js';
+export { buildAgentServer, type AgentServerOptions } from './server.js';
 export { HttpHostDriver, type HttpHostDriverOptions } from './client.js';
 export { runAgent, startAgent, type RunAgentOptions, type StartAgentOptions, type RunningAgent } from './daemon.js';
 export { NginxFrontend, VHOST_PROBE_PATH, type NginxOptions, type VhostBackend } from './nginx.js';

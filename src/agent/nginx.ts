@@ -206,7 +206,7 @@ export class NginxFrontend {
     await this.nginx(['-s', 'reload'], 'NGINX_RELOAD_FAILED');
   }
 
-  private async nginx(args: string[], code: string): Promise<void> {
+  private async nginx(args: string[], code: 'NGINX_CONFIG_INVALID' | 'NGINX_RELOAD_FAILED'): Promise<void> {
     const [bin, ...fixed] = this.command;
     try {
       await run(bin!, [...fixed, ...args], { timeout: 30_000 });

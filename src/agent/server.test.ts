@@ -197,6 +197,18 @@ describe('agent API', () => {
     }
     const badJson = await a.app.inject({ method: 'PUT', url: '/v1/sites/shop.example', headers: { ...auth, 'content-type': 'application/json' }, payload: '{"mode":' });
     assert.equal(badJson.statusCode, 400);
+    assert.deepEqual(Object.keys(badJson.json().error).sort(), ['code', 'message']);
+    assert.equal(badJson.json().error.code, 'BAD_JSON');
+    const textBody = await a.app.inject({ method: 'PUT', url: '/v1/sites/shop.example', headers: { ...auth, 'content-type': 'application/xml' }, payload: '<mode/>' });
+    assert.equal(textBody.statusCode, 415);
+    assert.equal(textBody.json().error.code, 'UNSUPPORTED_MEDIA_TYPE');
+    // The router takes a 253-character domain (it reaches the agent: not served here), refuses 300 characters in the error shape.
+    const long = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
+    const served = await a.app.inject({ method: 'GET', url: `/v1/sites/${long}`, headers: auth });
+    assert.notEqual(served.statusCode, 400, served.body);
+    const tooLong = await a.app.inject({ method: 'GET', url: `/v1/sites/${'a'.repeat(300)}`, headers: auth });
+    assert.equal(tooLong.statusCode, 400);
+    assert.equal(tooLong.json().error.code, 'VALIDATION');
     const notFound = await a.app.inject({ method: 'GET', url: '/v1/redirects/none', headers: auth });
     assert.equal(notFound.statusCode, 404);
     assert.equal(notFound.json().error.code, 'REDIRECT_NOT_FOUND');

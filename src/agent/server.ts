@@ -21,10 +21,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { FerryError } from '../common/errors.js';
+import { clientErrorAnswer, errorAnswer, toApiError } from '../common/http-errors.js';
 import type { HostAgent } from './agent.js';
 
 export interface AgentServerOptions {
@@ -98,15 +99,6 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): z
   return r.data;
 }
 
-/** HTTP status for a FerryError code. */
-export function statusOf(code: string): number {
-  if (code === 'BAD_REQUEST' || /_INVALID$|_OPTIONS$|^ADDRESS_NOT_LOOPBACK$|^ADDRESS_DEVICE$|^RELAY_BAD_OPTION$/.test(code)) return 400;
-  if (code === 'UNAUTHORIZED') return 401;
-  if (code.endsWith('_NOT_FOUND')) return 404;
-  if (/_CONFLICT$|_PROTECTED$|_IN_USE$|_RUNNING$|_PRECONDITION$|_LIVE$/.test(code)) return 409;
-  return 500;
-}
-
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
@@ -125,6 +117,14 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     ...(https ? { https } : {}),
     ...(opts.logger ? { loggerInstance: opts.logger } : {}),
     bodyLimit: 64 * 1024,
+    // Room for a 253-character domain in a path.
+    routerOptions: { maxParamLength: 256 },
+    clientErrorHandler: clientErrorAnswer,
+    // Errors of the router (an over-long or badly encoded path parameter) answer like every other.
+    frameworkErrors: (err: Error, _req: unknown, reply: FastifyReply) => {
+      const { status, body } = toApiError(err);
+      void reply.code(status).send(body);
+    },
     // Long operations (a site's sync, a drain) answer when done; the client sets its own timeouts.
     requestTimeout: 0,
   } as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance;
@@ -135,26 +135,24 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     // Hashing first makes the compare constant-time whatever the presented token's length.
     if (!m || !timingSafeEqual(digest(m[1]!), want)) {
       reply.header('www-authenticate', 'Bearer realm="ferry-agent"');
-      return reply.code(401).send({ error: { code: 'UNAUTHORIZED', message: m ? 'wrong bearer token' : 'send Authorization: Bearer <agent token>' } });
+      const { status, body } = errorAnswer('UNAUTHORIZED', m ? 'wrong bearer token' : 'send Authorization: Bearer <agent token>');
+      return reply.code(status).send(body);
     }
   });
 
-  app.setErrorHandler((err: FastifyError | FerryError | Error, _req, reply) => {
-    if (err instanceof FerryError) {
-      const status = statusOf(err.code);
-      if (status >= 500) opts.logger?.error({ code: err.code, msg: err.message }, 'agent operation failed');
-      return reply.code(status).send({ error: { code: err.code, message: err.message } });
+  // Statuses come from the code table; Fastify's own request errors are mapped to its codes.
+  app.setErrorHandler((err, _req, reply) => {
+    const { status, body } = toApiError(err);
+    if (status >= 500) {
+      if (err instanceof FerryError) opts.logger?.error({ code: err.code, msg: err.message }, 'agent operation failed');
+      else opts.logger?.error({ err }, 'agent internal error');
     }
-    const fe = err as FastifyError;
-    if (fe.statusCode && fe.statusCode < 500) {
-      return reply.code(fe.statusCode).send({ error: { code: 'BAD_REQUEST', message: fe.message } });
-    }
-    opts.logger?.error({ err }, 'agent internal error');
-    return reply.code(500).send({ error: { code: 'INTERNAL', message: err.message } });
+    return reply.code(status).send(body);
   });
-  app.setNotFoundHandler((req, reply) =>
-    reply.code(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/info` } }),
-  );
+  app.setNotFoundHandler((req, reply) => {
+    const { status, body } = errorAnswer('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/info`);
+    return reply.code(status).send(body);
+  });
 
   const ok = { ok: true };
 

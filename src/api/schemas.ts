@@ -14,7 +14,13 @@ const timings = {
   },
 } as const;
 
-const domain = { type: 'string', minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9.])?$' } as const;
+/** A domain name: dot-separated labels of 1-63 letters, digits, '-' or '_' (not at a label's ends), 253 characters at most, an optional final dot. */
+const domain = {
+  type: 'string',
+  minLength: 1,
+  maxLength: 254,
+  pattern: '^(?=.{1,253}\\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\\.?$',
+} as const;
 const serverId = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' } as const;
 const migrationId = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$' } as const;
 

@@ -3,7 +3,8 @@
  * route needs a bearer token (`read` to look, `operator` to change); the dashboard's static files
  * are public (they hold no data, and ask for a token). Errors answer `{ error: { code, message } }`.
  */
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import { AjvCompiler } from '@fastify/ajv-compiler';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
@@ -13,7 +14,7 @@ import type { MigrationRecord } from '../migration/index.js';
 import { TrafficSampler, createMetrics, type FerryMetrics } from '../metrics/index.js';
 import { registerDashboard } from '../web/index.js';
 import { TokenVerifier, allows, bearer, type ApiToken, type Scope } from './auth.js';
-import { toApiError } from './errors.js';
+import { clientErrorAnswer, errorAnswer, toApiError } from '../common/http-errors.js';
 import { errorSchema, migrationSchema, schemas } from './schemas.js';
 import { EventHub, type SseOptions } from './sse.js';
 
@@ -81,13 +82,49 @@ async function settleWithin<T>(p: Promise<T>, ms: number, log: (msg: string) => 
   }
 }
 
+const validators = AjvCompiler();
+const ajvOptions = { removeAdditional: false, allErrors: false } as const;
+
+/**
+ * Request validators: query strings and path parameters are text, so their numbers and booleans
+ * are coerced (and `1e400`, which coerces to Infinity and passes ajv's bounds, is refused); JSON
+ * bodies are taken as sent (`["a"]` is not the string `"a"`, `"5"` not 5).
+ */
+const buildValidator: NonNullable<NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']>['buildValidator'] = (external) => {
+  const coercing = validators(external, { customOptions: { ...ajvOptions, coerceTypes: 'array' } });
+  const strict = validators(external, { customOptions: { ...ajvOptions, coerceTypes: false } });
+  return (route) => {
+    if (route.httpPart === 'body') return strict(route);
+    const validate = coercing(route);
+    const check: typeof validate = Object.assign(
+      (data: unknown): data is unknown => {
+        check.errors = validate(data) ? null : validate.errors;
+        const values = (data ?? {}) as Record<string, unknown>;
+        const infinite = check.errors ? undefined : Object.keys(values).find((k) => values[k] === Infinity || values[k] === -Infinity);
+        if (infinite) check.errors = [{ instancePath: `/${infinite}`, schemaPath: '#/type', keyword: 'type', params: {}, message: 'must be a finite number' }];
+        return !check.errors;
+      },
+      { schema: validate.schema, schemaEnv: validate.schemaEnv },
+    );
+    return check;
+  };
+};
+
 /** Build the API (not listening) on `controller`. Close it with `app.close()`. */
 export async function buildApi(controller: Controller, opts: ApiOptions): Promise<FastifyInstance> {
   const verifier = new TokenVerifier(opts.tokens);
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: 64 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    // Room for a 253-character domain in a path; longer parameters answer 400 VALIDATION.
+    routerOptions: { maxParamLength: 256 },
+    schemaController: { compilersFactory: { buildValidator } },
+    clientErrorHandler: clientErrorAnswer,
+    // Errors of the router (an over-long or badly encoded path parameter) answer like every other.
+    frameworkErrors: (err, _req, reply) => {
+      const { status, body } = toApiError(err);
+      void (reply as FastifyReply).code(status).send(body);
+    },
   });
   const sampler = opts.sampleIntervalMs === 0 ? undefined : new TrafficSampler(controller, { intervalMs: opts.sampleIntervalMs ?? 1000 });
   sampler?.start();
@@ -115,10 +152,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       max: perMinute,
       timeWindow: 60_000,
       errorResponseBuilder: (_req, ctx) =>
-        Object.assign(new Error(`too many requests: at most ${ctx.max} per minute; retry in ${Math.ceil(ctx.ttl / 1000)} s`), {
-          statusCode: 429,
-          code: 'RATE_LIMITED',
-        }),
+        new FerryError('RATE_LIMITED', `too many requests: at most ${ctx.max} per minute; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
     });
   }
   const writeLimit = perMinute > 0 ? { rateLimit: { max: opts.writeRateLimitPerMinute ?? 30, timeWindow: 60_000 } } : {};
@@ -138,22 +172,15 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     req.principal = who;
   });
 
-  app.setErrorHandler((err: FastifyError | FerryError, req, reply) => {
-    if (err instanceof FerryError) {
-      if (err.code === 'AUTH_MISSING_TOKEN' || err.code === 'AUTH_INVALID_TOKEN') return reply.code(401).send({ error: { code: err.code, message: err.message } });
-      if (err.code === 'AUTH_FORBIDDEN') return reply.code(403).send({ error: { code: err.code, message: err.message } });
-    }
-    const fe = err as FastifyError;
-    if (fe.validation) return reply.code(400).send({ error: { code: 'VALIDATION', message: fe.message } });
-    if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
-      return reply.code(fe.statusCode).send({ error: { code: fe.code ?? 'BAD_REQUEST', message: fe.message } });
-    }
+  // Statuses come from the code table; Fastify's own request errors are mapped to its codes.
+  app.setErrorHandler((err, req, reply) => {
     const { status, body } = toApiError(err);
     if (status >= 500) req.log.error({ code: body.error.code, err: errorMessage(err) }, 'request failed');
     return reply.code(status).send(body);
   });
   app.setNotFoundHandler((req, reply) => {
-    reply.code(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json` } });
+    const { status, body } = errorAnswer('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json`);
+    reply.code(status).send(body);
   });
 
   // Servers, sites, records

@@ -4,30 +4,20 @@
  * SSE reader, and the exit codes scripts rely on.
  */
 import { Command, Option } from 'commander';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage, isFerryError } from '../common/errors.js';
+import { EXIT, exitOfCode, isErrorCode } from '../common/error-codes.js';
 
-/** Exit codes of the operator commands. */
-export const CLI_EXIT = {
-  /** Done; for a migration: completed. */
-  ok: 0,
-  /** The migration failed or was rolled back, or the controller refused the request. */
-  failed: 1,
-  /** Bad command line or request (the controller answered 400). */
-  usage: 2,
-  /** The controller cannot be reached. */
-  unreachable: 3,
-  /** No token, or the controller refused it (401) or its scope (403). */
-  auth: 4,
-} as const;
+/** Exit codes of the operator commands (the code table's; a failed or rolled-back migration is `failed`). */
+export const CLI_EXIT = EXIT;
 
 export const DEFAULT_CONTROLLER = 'http://127.0.0.1:7300';
 
-/** An error that ends a command with a message and an exit code. */
+/** An error that ends a command with a message, an exit code and the error code (the controller's, when it refused). */
 export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode: number,
-    readonly code = 'CLI_ERROR',
+    readonly code: string,
   ) {
     super(message);
     this.name = 'CliError';
@@ -83,7 +73,7 @@ export class ApiClient {
     try {
       json = text ? JSON.parse(text) : {};
     } catch {
-      throw new CliError(`the controller at ${this.baseUrl} answered ${res.status} with something that is not JSON; is --controller right?`, CLI_EXIT.failed);
+      throw new CliError(`the controller at ${this.baseUrl} answered ${res.status} with something that is not JSON; is --controller right?`, CLI_EXIT.failed, 'API_BAD_ANSWER');
     }
     if (!res.ok) throw this.httpError(res.status, json);
     return json as T;
@@ -147,14 +137,16 @@ export class ApiClient {
 
   private httpError(status: number, json: unknown): CliError {
     const e = (json as { error?: { code?: string; message?: string } }).error;
-    const code = e?.code ?? `HTTP_${status}`;
+    const code = e?.code ?? 'API_BAD_ANSWER';
     const msg = e?.message ?? `HTTP ${status}`;
+    // The code table gives the exit code; a code this version does not know goes by the status.
+    const exit = isErrorCode(code) ? exitOfCode(code) : status === 401 || status === 403 ? CLI_EXIT.auth : status === 400 ? CLI_EXIT.usage : CLI_EXIT.failed;
     if (status === 401) {
-      return new CliError(`the controller at ${this.baseUrl} refused the token (${msg}). Check --token or FERRY_TOKEN.`, CLI_EXIT.auth, code);
+      return new CliError(`the controller at ${this.baseUrl} refused the token (${msg}). Check --token or FERRY_TOKEN.`, exit, code);
     }
-    if (status === 403) return new CliError(`${msg}. Ask for an operator token for this command.`, CLI_EXIT.auth, code);
-    if (status === 400) return new CliError(`bad request: ${msg}`, CLI_EXIT.usage, code);
-    return new CliError(`${msg} [${code}]`, CLI_EXIT.failed, code);
+    if (status === 403) return new CliError(`${msg}. Ask for an operator token for this command.`, exit, code);
+    if (status === 400) return new CliError(`bad request: ${msg}`, exit, code);
+    return new CliError(`${msg} [${code}]`, exit, code);
   }
 }
 
@@ -183,12 +175,19 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<number |
       const code = await fn(...args);
       process.exitCode = code ?? CLI_EXIT.ok;
     } catch (err) {
-      const e = err instanceof CliError ? err : new CliError(errorMessage(err), CLI_EXIT.failed, 'ERROR');
+      const e = err instanceof CliError ? err : cliErrorOf(err);
       if (json) process.stdout.write(JSON.stringify({ error: { code: e.code, message: e.message, exitCode: e.exitCode } }) + '\n');
       process.stderr.write(`ferry: ${e.message}\n`);
       process.exitCode = e.exitCode;
     }
   };
+}
+
+/** Any thrown value as a CliError: a FerryError keeps its code and takes its exit code from the table. */
+export function cliErrorOf(err: unknown): CliError {
+  if (err instanceof CliError) return err;
+  if (isFerryError(err)) return new CliError(err.message, exitOfCode(err.code), err.code);
+  return new CliError(errorMessage(err), CLI_EXIT.failed, 'INTERNAL');
 }
 
 /** Print `rows` as aligned columns under `header`. */

@@ -1,9 +1,11 @@
 /**
  * The `ferry` command. Each subcommand lives in its own module and is registered here; this is
- * the edge where errors become messages and exit codes (0 ok, 1 failed, 2 bad usage).
+ * the edge where errors become messages and exit codes (from the code table: 0 ok, 1 failed,
+ * 2 bad usage, 3 unreachable, 4 auth refused). With `--json` an error is also a JSON object on stdout.
  */
 import { Command, CommanderError } from 'commander';
 import { isFerryError, errorMessage } from '../common/errors.js';
+import { EXIT, exitOfCode } from '../common/error-codes.js';
 import { registerDemo } from './demo.js';
 import { registerMigrate } from './migrate.js';
 import { registerStatus } from './status.js';
@@ -17,8 +19,6 @@ import { registerConfig } from './config.js';
 import { registerEvacuate } from './evacuate.js';
 import { registerDns } from './dns.js';
 import { registerRelay } from './relay.js';
-
-export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
 export function buildProgram(): Command {
   const program = new Command()
@@ -43,6 +43,13 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** With `--json`, the error as `{"error":{"code","message","exitCode"}}` on stdout, as the commands print theirs. */
+function jsonError(argv: string[], code: string, message: string, exitCode: number): number {
+  const end = argv.indexOf('--');
+  if ((end < 0 ? argv : argv.slice(0, end)).includes('--json')) process.stdout.write(JSON.stringify({ error: { code, message, exitCode } }) + '\n');
+  return exitCode;
+}
+
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
@@ -51,14 +58,15 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
-      return EXIT.usage;
+      // Commander has written its message to stderr already.
+      return jsonError(argv, 'USAGE', err.message.replace(/^error: /, ''), EXIT.usage);
     }
     if (isFerryError(err)) {
       process.stderr.write(`ferry: ${err.message} [${err.code}]\n`);
-      return err.code.endsWith('_OPTIONS') || err.code === 'USAGE' ? EXIT.usage : EXIT.failed;
+      return jsonError(argv, err.code, err.message, exitOfCode(err.code));
     }
     process.stderr.write(`ferry: ${errorMessage(err)}\n`);
-    return EXIT.failed;
+    return jsonError(argv, 'INTERNAL', errorMessage(err), EXIT.failed);
   }
 }
 

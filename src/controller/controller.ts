@@ -258,6 +258,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    */
   async startMigration(req: StartMigrationRequest): Promise<MigrationRecord> {
     const mode = req.mode ?? 'temp-ip';
+    this.site(req.domain); // an unknown (or malformed) domain is SITE_NOT_FOUND before the DNS parses it
     const current = await this.dns.getRRset(normalize(req.domain), 'A');
     const current6 = await this.dns.getRRset(normalize(req.domain), 'AAAA');
     // From here to create() nothing awaits: the temporary IP is leased (journaled) atomically.

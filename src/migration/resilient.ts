@@ -5,6 +5,7 @@
  * with the last cause, and the migration stops with that reason.
  */
 import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
+import type { ErrorCode } from '../common/error-codes.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type { DnsProvider, HostDriver, RedirectStats, SyncSiteOptions } from './ports.js';
@@ -39,7 +40,7 @@ export async function withRetry<T>(
   what: string,
   fn: () => Promise<T>,
   policy: RetryPolicy,
-  opts: { timeoutMs?: number; code?: string; onRetry?: (attempt: number, err: unknown) => void } = {},
+  opts: { timeoutMs?: number; code?: ErrorCode; onRetry?: (attempt: number, err: unknown) => void } = {},
 ): Promise<T> {
   const timeoutMs = opts.timeoutMs ?? policy.callTimeoutMs;
   let last: unknown;

@@ -31,6 +31,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../common/errors.js';
+import { toErrorCode } from '../common/error-codes.js';
 import type { ListenerStats, RedirectEngine, RelayStats, Upstream } from './engine.js';
 import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { NativeRelay, useNativeDataPlane } from './native-relay.js';
@@ -162,7 +163,7 @@ export class WorkerRelay implements RedirectEngine {
       if (!p) return;
       w.pending.delete(m.id);
       if (m.ok) p.resolve(m.value);
-      else p.reject(new FerryError(m.code, m.message));
+      else p.reject(new FerryError(toErrorCode(m.code, 'RELAY_WORKER'), m.message));
     });
     child.on('error', () => undefined); // reported through 'exit'
     child.once('exit', (code, signal) => {

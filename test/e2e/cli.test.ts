@@ -165,7 +165,7 @@ describe('ferry CLI against a sandbox controller', () => {
     assert.deepEqual(after.find((x) => x.id === 'origin')!.sites, []);
   });
 
-  it('friendly errors: unreachable controller 3, wrong or missing token 4, unknown site 1, bad option 2', async () => {
+  it('friendly errors: unreachable controller 3, wrong or missing token 4, unknown site 1, bad option 2 (a JSON error with --json)', async () => {
     const down = await ferry(['servers'], { FERRY_CONTROLLER: 'http://127.0.84.99:9', FERRY_TOKEN: OPERATOR });
     assert.equal(down.code, 3);
     assert.match(down.stderr, /cannot reach the controller at http:\/\/127\.0\.84\.99:9/);
@@ -182,5 +182,21 @@ describe('ferry CLI against a sandbox controller', () => {
     const usage = await ferry(['migrate', 'shop.example'], env);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /--to/);
+    // With --json, a usage error is also a JSON error object on stdout.
+    const usageJson = await ferry(['migrate', 'shop.example', '--json'], env);
+    assert.equal(usageJson.code, 2);
+    assert.equal(usageJson.lines.length, 1, usageJson.stdout);
+    assert.deepEqual(Object.keys(usageJson.lines[0]!), ['error']);
+    const e = usageJson.lines[0]!.error as { code: string; message: string; exitCode: number };
+    assert.equal(e.code, 'USAGE');
+    assert.equal(e.exitCode, 2);
+    assert.match(e.message, /--to/);
+    const badValue = await ferry(['migrate', 'shop.example', '--to', 'target', '--ttl', 'soon', '--json'], env);
+    assert.equal(badValue.code, 2);
+    assert.equal((badValue.lines[0]!.error as { code: string }).code, 'USAGE');
+    // The controller's 400 for a malformed domain (it answered 500 before) is exit 2 with its code.
+    const badDomain = await ferry(['migrate', 'blog..example', '--to', 'target', '--json'], env);
+    assert.equal(badDomain.code, 2, badDomain.stderr);
+    assert.equal((badDomain.lines[0]!.error as { code: string }).code, 'VALIDATION');
   });
 });

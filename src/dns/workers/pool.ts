@@ -24,6 +24,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../../common/errors.js';
+import { toErrorCode } from '../../common/error-codes.js';
 import type { Logger } from '../../common/log.js';
 import { queryChannel } from '../metrics.js';
 import { nameKey } from '../wire/name.js';
@@ -267,7 +268,7 @@ export class DnsWorkerPool {
         if (m.op === 'ready') {
           clearTimeout(timer);
           if (m.error) {
-            reject(new FerryError(m.error.code, m.error.message));
+            reject(new FerryError(toErrorCode(m.error.code, 'DNS_WORKER'), m.error.message));
             return;
           }
           slot.ready = true;

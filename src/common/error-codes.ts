@@ -1,0 +1,185 @@
+/**
+ * Every error code of Ferry, in one table: the HTTP status the control API and the agent answer
+ * with, the exit code of a `ferry` command that ends with it, and what it means. `FerryError`
+ * takes only a code of this table, so a misspelt code fails the typecheck.
+ *
+ * Exit codes (README): 0 success, 1 failed, 2 bad usage (the command line or the request is
+ * wrong), 3 the controller cannot be reached, 4 authentication refused.
+ */
+
+/** Exit codes of the `ferry` command. */
+export const EXIT = {
+  /** Done; for a migration: completed. */
+  ok: 0,
+  /** The operation failed, or the server refused it (unknown name, conflict, a failure there). */
+  failed: 1,
+  /** Bad command line or request. */
+  usage: 2,
+  /** The controller cannot be reached. */
+  unreachable: 3,
+  /** No token, or the token or its scope was refused. */
+  auth: 4,
+} as const;
+
+/** One row of the table. */
+export interface ErrorCodeInfo {
+  /** HTTP status of an API or agent answer carrying this code. */
+  status: number;
+  /** Exit code of a `ferry` command that fails with this code. */
+  exit: (typeof EXIT)[keyof typeof EXIT];
+  /** What it means, in one line. */
+  meaning: string;
+}
+
+const bad = (meaning: string) => ({ status: 400, exit: EXIT.usage, meaning }) as const;
+const notFound = (meaning: string) => ({ status: 404, exit: EXIT.failed, meaning }) as const;
+const conflict = (meaning: string) => ({ status: 409, exit: EXIT.failed, meaning }) as const;
+const failed = (meaning: string) => ({ status: 500, exit: EXIT.failed, meaning }) as const;
+const upstream = (meaning: string) => ({ status: 502, exit: EXIT.failed, meaning }) as const;
+const unavailable = (meaning: string) => ({ status: 503, exit: EXIT.failed, meaning }) as const;
+const timeout = (meaning: string) => ({ status: 504, exit: EXIT.failed, meaning }) as const;
+const auth = (status: 401 | 403, meaning: string) => ({ status, exit: EXIT.auth, meaning }) as const;
+
+/** The table: code → status, exit code and meaning. Keep it sorted by code. */
+export const ERROR_CODES = {
+  ADDRESS_DEVICE: bad('the network interface name is not valid'),
+  ADDRESS_INVALID: bad('not an IPv4 or IPv6 address literal'),
+  ADDRESS_IN_USE: conflict('a redirect still listens on the address; stop it first'),
+  ADDRESS_IP_FAILED: failed('the `ip` command failed to add or remove an address'),
+  ADDRESS_NOT_LOOPBACK: bad('a loopback-only (sandbox) agent was given a non-loopback address'),
+  ADDRESS_PROTECTED: conflict('the agent never removes a shared IP or an address it did not add'),
+  AGENT_CLIENT_OPTIONS: bad('bad agent URL or token in the controller'),
+  AGENT_DOWN: upstream('an agent refused or dropped the call'),
+  AGENT_HTTP: upstream('an agent answered an error without a code this version knows'),
+  AGENT_OPTIONS: bad('bad `ferry agent` options'),
+  AGENT_TIMEOUT: timeout('an agent did not answer in time'),
+  AGENT_UNAVAILABLE: unavailable('calls to an agent kept failing after every retry'),
+  AGENT_UNREACHABLE: upstream('cannot connect to an agent'),
+  API_BAD_ANSWER: upstream("the controller's answer is not the API's JSON (is --controller right?)"),
+  API_OPTIONS: bad('bad control API options (tokens, scopes)'),
+  AUTH_FORBIDDEN: auth(403, 'the token is valid but its scope does not allow this route'),
+  AUTH_INVALID_TOKEN: auth(401, 'the token is not valid for this controller'),
+  AUTH_MISSING_TOKEN: auth(401, 'no token was given'),
+  BAD_JSON: bad('the request body is not valid JSON'),
+  BAD_REQUEST: bad('the request is malformed (an agent request that failed validation, or another bad request)'),
+  BODY_TOO_LARGE: { status: 413, exit: EXIT.usage, meaning: 'the request body is larger than the server accepts' },
+  CALL_FAILED: unavailable('a retried call kept failing'),
+  CALL_TIMEOUT: timeout('one attempt of a call to an agent or the DNS took too long'),
+  CONFIG_DNS_UNAVAILABLE: failed('the configured DNS provider is not available in this build'),
+  CONFIG_INVALID: failed('the controller configuration is invalid'),
+  CONTROLLER_STOPPING: unavailable('the controller is shutting down'),
+  CUTOVER_DRAIN_TIMEOUT: failed('requests still in flight when the cut-over had to go on'),
+  DASHBOARD_UNAVAILABLE: unavailable('the dashboard cannot be built here'),
+  DNS_ALREADY_STARTED: failed('the name server was started twice'),
+  DNS_BAD_OPTIONS: bad('bad name server, zone, ACL or TSIG options'),
+  DNS_BAD_RESPONSE: upstream('a name server answered something unusable'),
+  DNS_BAD_TEXT: bad('a domain name, record type or record in text form is malformed'),
+  DNS_BIND_FAILED: failed('the name server cannot bind its sockets or start its workers'),
+  DNS_DB: failed('the zone database cannot be opened, read or written'),
+  DNS_ENCODE: failed('a DNS message cannot be encoded'),
+  DNS_INVALID_DATA: bad('record data is not valid for its type, or a change is empty'),
+  DNS_MALFORMED: bad('a DNS message on the wire cannot be decoded'),
+  DNS_NATIVE_UNAVAILABLE: unavailable('the native UDP addon is not available'),
+  DNS_NETWORK: upstream('a name server cannot be reached or dropped the connection'),
+  DNS_NOT_AUTHORITATIVE: notFound('no zone here (or at the provider) holds the name'),
+  DNS_NOT_PROPAGATED: failed('some authoritative servers still do not show the change'),
+  DNS_TIMEOUT: timeout('a name server did not answer in time'),
+  DNS_TOO_LARGE: failed('a DNS message does not fit its buffer (answers are truncated instead)'),
+  DNS_TSIG: upstream('a TSIG signature did not verify'),
+  DNS_UNAVAILABLE: unavailable('calls to the DNS provider kept failing after every retry'),
+  DNS_UPDATE_REFUSED: upstream('the primary refused a dynamic update'),
+  DNS_WORKER: failed('a DNS worker failed or exited'),
+  EVACUATE_OPTIONS: bad('bad evacuation options'),
+  EVACUATE_STREAM: upstream("the controller's event stream ended at once"),
+  HEADERS_TOO_LARGE: { status: 431, exit: EXIT.usage, meaning: 'the request line or headers are larger than the server accepts' },
+  HOST_UNKNOWN: notFound('no host of that name in the orchestrator'),
+  INTERNAL: failed('an unexpected error (a bug): the message says what'),
+  JOURNAL_DUPLICATE: conflict('a migration with this id exists already'),
+  JOURNAL_OPEN: failed('the journal database cannot be opened'),
+  LOADGEN_OPTIONS: bad('bad load generator options'),
+  LOADGEN_RESOLVE: failed('the load generator cannot resolve a domain'),
+  LOADGEN_TIMEOUT: failed('a load generator request got no complete answer in time'),
+  MIGRATION_DIRECT_NO_IP: conflict('a direct migration needs the domain to have exactly one A record'),
+  MIGRATION_NOT_FOUND: notFound('no migration with this id'),
+  MIGRATION_NO_IPV6: conflict('the domain has an AAAA record to move but the target has no IPv6 address'),
+  MIGRATION_RUNNING: conflict('the site is being migrated already'),
+  MIGRATION_SAME_SERVER: conflict('the site is on that server already'),
+  NGINX_CONFIG_INVALID: failed('`nginx -t` refused the generated configuration'),
+  NGINX_OPTIONS: bad('bad nginx options of the agent'),
+  NGINX_RELOAD_FAILED: failed('nginx failed to reload'),
+  NGINX_RELOAD_TIMEOUT: failed('nginx did not take a server block in time'),
+  PLAN_DNS_MISMATCH: conflict('the record does not point where the plan expects'),
+  PLAN_INVALID: bad('the migration plan is inconsistent'),
+  PLAN_NO_SITE: conflict('the origin does not host the site'),
+  PLAN_TARGET_HAS_SITE: conflict('the target hosts the site already'),
+  PREFLIGHT_MISMATCH: failed('the target does not answer like the origin'),
+  PROBE_FAILED: upstream('a probe request to a site failed'),
+  PROBE_TIMEOUT: timeout('a probe request to a site timed out'),
+  PROXY_TIMEOUT: timeout('a proxied upstream was idle too long'),
+  RATE_LIMITED: { status: 429, exit: EXIT.failed, meaning: 'too many requests from this address; retry later' },
+  REDIRECT_CONFLICT: conflict('a redirect with this id runs with another spec'),
+  REDIRECT_ID_INVALID: bad('a redirect id is not 1-120 letters, digits, ".", "_" or "-"'),
+  REDIRECT_NOT_FOUND: notFound('no redirect with this id'),
+  REDIRECT_PRECONDITION: conflict('the server is not set up for this redirect (e.g. forwarding off for the kernel engine)'),
+  RELAY_BAD_OPTION: bad('bad relay options'),
+  RELAY_LISTEN: failed('the relay cannot listen on an address'),
+  RELAY_NFT: failed('an nft command of the kernel relay failed'),
+  RELAY_STATE: failed('a relay was used in the wrong state (e.g. started twice)'),
+  RELAY_WORKER: failed('a relay worker failed, exited or did not answer'),
+  REQUEST_TIMEOUT: { status: 408, exit: EXIT.failed, meaning: 'the request did not arrive in time' },
+  RESOLVE_FAILED: failed('a name did not resolve'),
+  ROLLBACK_REQUESTED: conflict('the migration stopped because a rollback was requested'),
+  ROUTE_NOT_FOUND: notFound('no such route; see the OpenAPI document (or GET /v1/info on an agent)'),
+  RSYNC_DAEMON_FAILED: failed('the rsync daemon receiving a site failed to start'),
+  RSYNC_FAILED: failed('rsync failed to copy a site'),
+  RSYNC_OPTIONS: bad('bad rsync options'),
+  RSYNC_SESSION_INVALID: bad('an rsync session name is not valid'),
+  SANDBOX_OPTIONS: bad('bad sandbox options'),
+  SERVER_NOT_FOUND: notFound('no server with this id'),
+  SITE_ADDRESS_INVALID: bad('a site address is not an IP address literal'),
+  SITE_DATA_READ: failed("a site's data cannot be read"),
+  SITE_DOMAIN_INVALID: bad('not a valid domain name for a site'),
+  SITE_LISTEN: failed('the site server cannot listen on an address'),
+  SITE_MODE_INVALID: bad('not a valid site mode'),
+  SITE_NOT_FOUND: notFound('no such site (configured, or on that server)'),
+  SITE_SERVER_OPTIONS: bad('bad site server options'),
+  SSE_FULL: unavailable('too many event subscribers; retry later'),
+  SYNC_COPY: failed("a file of a site's data cannot be copied"),
+  SYNC_JOB_NOT_FOUND: notFound('no sync job with this id'),
+  SYNC_RUNNING: conflict('a sync job with this id is running'),
+  SYNC_SESSION_CLOSED: conflict('the receive session of an in-process sync is closed (the site takes writes there, or was removed)'),
+  SYNC_SOURCE: failed("a site's data cannot be read for a sync"),
+  SYNC_TARGET_LIVE: conflict('the receiving copy takes writes; set it readonly first'),
+  SYNC_UNSUPPORTED: failed('these two hosts cannot sync with each other'),
+  TEMP_IP_EXHAUSTED: conflict('no free temporary IP in the pool'),
+  TEMP_IP_NOT_SERVING: failed('the site does not answer on the temporary IP'),
+  UNAUTHORIZED: auth(401, 'the agent refused the bearer token'),
+  UNREACHABLE: { status: 503, exit: EXIT.unreachable, meaning: 'the controller cannot be reached (CLI)' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, exit: EXIT.usage, meaning: 'the request body has a content type the route does not take' },
+  USAGE: bad('bad command line'),
+  VALIDATION: bad("the request's body, parameters or query do not match the API schema"),
+  ZONE_SYNTAX: failed('a zone file cannot be read or has a syntax error'),
+} as const satisfies Record<string, ErrorCodeInfo>;
+
+/** A code of the table. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** True when `code` is a code of the table. */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
+}
+
+/** `code` when it is in the table, else `fallback` (for codes that come over a wire or from a worker). */
+export function toErrorCode(code: unknown, fallback: ErrorCode): ErrorCode {
+  return isErrorCode(code) ? code : fallback;
+}
+
+/** HTTP status of a code; 500 for one not in the table. */
+export function statusOfCode(code: string): number {
+  return isErrorCode(code) ? ERROR_CODES[code].status : 500;
+}
+
+/** Exit code of a code; 1 (failed) for one not in the table. */
+export function exitOfCode(code: string): number {
+  return isErrorCode(code) ? ERROR_CODES[code].exit : EXIT.failed;
+}
