@@ -18,7 +18,8 @@ import { join } from 'node:path';
 import { HostAgent, LoopbackAddresses, buildAgentServer } from '../agent/index.js';
 import { buildApi, generateToken } from '../api/index.js';
 import { Opcode, decodeMessage, dnsQuery, encodeMessage } from '../dns/index.js';
-import { loadConfig, startController } from './config.js';
+import { loadConfig } from './config.js';
+import { startController } from './start.js';
 import { findBinary } from '../../test/e2e/helpers.js';
 
 const TOKEN = 'start-test-token-0123456789';
