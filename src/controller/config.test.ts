@@ -384,6 +384,12 @@ test('embedded DNS security: a TSIG secret from an unset variable or a bad file,
   });
 });
 
+test('hints come from the schema: a misspelt key anywhere gets the nearest key the schema declares', async () => {
+  const m = await problems(GOOD.replace('quietWindow: 30s', 'quietWindw: 30s').replace('  provider: embedded', '  provider: embedded\n  serialPolicyy: unixtime'));
+  assert.match(m, /defaults\.quietWindw: unknown key; did you mean quietWindow\?/);
+  assert.match(m, /dns\.serialPolicyy: unknown key; did you mean serialPolicy\?/);
+});
+
 test('durations', () => {
   assert.equal(parseDuration('500ms'), 500);
   assert.equal(parseDuration('1.5s'), 1500);
