@@ -13,4 +13,22 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // Test helpers are left out of dist (tsconfig.build.json), so production modules must not import them.
+    files: ['src/**/*.ts'],
+    ignores: ['src/**/*.test.ts', 'src/**/*.contract.ts', 'src/**/testing.ts', 'src/**/*-testing.ts', 'src/**/test-fixtures.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '(^|/)(testing|[^/]*-testing|test-fixtures|[^/]*\\.contract)\\.js$|(^|/)test/',
+              message: 'a test helper: production modules do not import it (it is not built into dist)',
+            },
+          ],
+        },
+      ],
+    },
+  },
 );

@@ -27,6 +27,7 @@ import {
   makeQuery,
   RRType,
 } from '../../src/dns/index.js';
+import { freePort } from '../../test/ports.js';
 
 const seconds = Number(process.argv[2] ?? process.env.BENCH_SECONDS ?? 8);
 const runs = Number(process.env.BENCH_RUNS ?? 3);
@@ -216,14 +217,6 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-async function freePort(address: string): Promise<number> {
-  const s = new DnsServer({ address, port: 0 });
-  await s.start();
-  const p = s.port;
-  await s.stop();
-  return p;
-}
-
 function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toFixed(digits) : 'n/a';
 }
@@ -236,7 +229,7 @@ async function main(): Promise<void> {
   writeFileSync(queryFile, queries);
   const queryCount = queries.split('\n').length - 1;
 
-  const knotPort = await freePort(ADDR_KNOT);
+  const knotPort = await freePort(ADDR_KNOT, { udp: true });
   const knot = startKnot(zoneFile, knotPort);
   await waitUp(ADDR_KNOT, knotPort, knot);
   ferry = new DnsServer({ address: ADDR_FERRY, port: 0, zones: [await loadZoneFile(zoneFile)], workers });

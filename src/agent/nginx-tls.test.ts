@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { HttpHostDriver } from './client.js';
 import { buildAgentServer } from './server.js';
 import { findBinary } from '../../test/e2e/helpers.js';
 import { waitFor } from '../common/time.js';
+import { freePort } from '../../test/ports.js';
 
 const TOKEN = 'nginx-test-token-0123456789';
 const IP = '127.0.62.1';
@@ -23,14 +24,6 @@ const IP = '127.0.62.1';
 const CLIENT = '127.0.62.9';
 const nginxBin = findBinary('nginx');
 const opensslBin = findBinary('openssl');
-
-async function freePort(address: string): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, address, () => r()));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 function send(port: number, host: string, method = 'GET', path = '/', body?: string): Promise<{ status: number; servedBy: string | undefined; body: string }> {
   return new Promise((resolve, reject) => {

@@ -16,16 +16,9 @@ import { LoopbackAddresses } from './addresses.js';
 import { HttpHostDriver } from './client.js';
 import { buildAgentServer } from './server.js';
 import { findBinary } from '../../test/e2e/helpers.js';
+import { freePort } from '../../test/ports.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
-
-async function freePort(address: string): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, address, () => r()));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 interface Running {
   agent: HostAgent;

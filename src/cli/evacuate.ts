@@ -11,7 +11,7 @@ import type { Command } from 'commander';
 import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { EvacuationSite } from '../controller/index.js';
-import { loadConfig, startController } from '../controller/config.js';
+import { loadConfig, startController } from '../controller/index.js';
 import { normalizeDomain } from '../host/index.js';
 import { Sandbox } from '../sandbox/index.js';
 import { millis, number, positive, share } from './options.js';

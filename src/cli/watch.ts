@@ -6,6 +6,7 @@
  * the migration completed, 1 when it failed or was rolled back.
  */
 import type { Command } from 'commander';
+import { STEP } from '../migration/index.js';
 import {
   ApiClient,
   CLI_EXIT,
@@ -166,7 +167,7 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
         if (!json) line(`  ${d.state === 'holding' ? 'holding' : 'released'}: ${String(d.redirect ?? 0)} connections at IPt, ${String(d.site ?? 0)} requests at the origin`);
         return false;
       case 'step':
-        if (!json && d.step === 'dns-change') line(`  ${rec.domain} A → ${String((d.detail as { address?: string } | undefined)?.address ?? '?')}`);
+        if (!json && d.step === STEP.dnsChange) line(`  ${rec.domain} A → ${String((d.detail as { address?: string } | undefined)?.address ?? '?')}`);
         return false;
       case 'error':
         copying = undefined; // a pass that failed reports no more

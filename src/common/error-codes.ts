@@ -65,7 +65,6 @@ export const ERROR_CODES = {
   BODY_TOO_LARGE: { status: 413, exit: EXIT.usage, meaning: 'the request body is larger than the server accepts' },
   CALL_FAILED: unavailable('a retried call kept failing'),
   CALL_TIMEOUT: timeout('one attempt of a call to an agent or the DNS took too long'),
-  CONFIG_DNS_UNAVAILABLE: failed('the configured DNS provider is not available in this build'),
   CONFIG_INVALID: failed('the controller configuration is invalid'),
   CONTROLLER_STOPPING: unavailable('the controller is shutting down'),
   CUTOVER_DRAIN_TIMEOUT: failed('requests still in flight when the cut-over had to go on'),

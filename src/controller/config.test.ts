@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describeConfig, parseConfig, parseDuration } from './config.js';
+import { describeConfig } from './config-describe.js';
+import { parseDuration } from './config-schema.js';
+import { parseConfig } from './config.js';
 
 const GOOD = `
 journal: ./journal.sqlite
@@ -275,7 +277,7 @@ test('embedded DNS security: TSIG keys from env and file, ACLs, notify, serial p
     ]);
     // What the name server is given: the dns-level policy for every zone (`*`); the zone with its
     // own policy inherits what it leaves out (allowTransfer) and overrides the rest.
-    const { dnsSecurityOptions } = await import('./config.js');
+    const { dnsSecurityOptions } = await import('./start.js');
     const opts = dnsSecurityOptions(cfg.dns, ['example.', 'other.example.']);
     assert.deepEqual(opts.zonePolicies, {
       '*': { allowTransfer: cfg.dns.allowTransfer, notify: cfg.dns.notify },
@@ -295,7 +297,7 @@ test('embedded DNS security: secure by default; nothing configured gives the nam
   const cfg = await parseConfig(V6_BASE, '/x/ferry.yaml', { env: {} });
   if (cfg.dns.provider !== 'embedded') assert.fail('embedded expected');
   assert.equal(cfg.dns.tsigKeys, undefined);
-  const { dnsSecurityOptions } = await import('./config.js');
+  const { dnsSecurityOptions } = await import('./start.js');
   assert.deepEqual(dnsSecurityOptions(cfg.dns, ['example.']), {});
   assert.match(describeConfig(cfg), /dns tsig keys: \(none\)\n {2}dns zones by default: transfer none; update none; notify none/);
 });
@@ -380,6 +382,12 @@ test('embedded DNS security: a TSIG secret from an unset variable or a bad file,
     await rm(join(dir, 'update.key'));
     await assert.rejects(parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), { env: { XFR_TSIG: 'eGZy' } }), /dns\.tsigKeys\[1\]\.secretFile: cannot read .*update\.key \(ENOENT\)/);
   });
+});
+
+test('hints come from the schema: a misspelt key anywhere gets the nearest key the schema declares', async () => {
+  const m = await problems(GOOD.replace('quietWindow: 30s', 'quietWindw: 30s').replace('  provider: embedded', '  provider: embedded\n  serialPolicyy: unixtime'));
+  assert.match(m, /defaults\.quietWindw: unknown key; did you mean quietWindow\?/);
+  assert.match(m, /dns\.serialPolicyy: unknown key; did you mean serialPolicy\?/);
 });
 
 test('durations', () => {

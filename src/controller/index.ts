@@ -10,19 +10,7 @@ export {
   type EvacuationSite,
   type ServerSummary,
 } from './controller.js';
-export {
-  loadConfig,
-  parseConfig,
-  describeConfig,
-  parseDuration,
-  startController,
-  registerDnsProvider,
-  type FerryConfig,
-  type ServerConfig,
-  type SiteConfig,
-  type DnsConfig,
-  type DnsProviderFactory,
-  type RunningController,
-  type StartControllerOptions,
-  type LoadConfigOptions,
-} from './config.js';
+export { parseDuration, type FerryConfig, type ServerConfig, type SiteConfig, type DnsConfig } from './config-schema.js';
+export { loadConfig, parseConfig, type LoadConfigOptions } from './config.js';
+export { describeConfig } from './config-describe.js';
+export { startController, type RunningController, type StartControllerOptions } from './start.js';

@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -18,32 +18,12 @@ import { join } from 'node:path';
 import { HostAgent, LoopbackAddresses, buildAgentServer } from '../agent/index.js';
 import { buildApi, generateToken } from '../api/index.js';
 import { Opcode, decodeMessage, dnsQuery, encodeMessage } from '../dns/index.js';
-import { loadConfig, startController } from './config.js';
+import { loadConfig } from './config.js';
+import { startController } from './start.js';
 import { findBinary } from '../../test/e2e/helpers.js';
+import { freePort } from '../../test/ports.js';
 
 const TOKEN = 'start-test-token-0123456789';
-
-async function freeTcp(address: string): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, address, () => r()));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
-/** A port free for both UDP and TCP on `address` (the name server binds both). */
-async function freeUdpTcp(address: string): Promise<number> {
-  for (;;) {
-    const p = await freeTcp(address);
-    const u = createSocket('udp4');
-    const ok = await new Promise<boolean>((r) => {
-      u.once('error', () => r(false));
-      u.bind(p, address, () => r(true));
-    });
-    await new Promise<void>((r) => (ok ? u.close(() => r()) : r()));
-    if (ok) return p;
-  }
-}
 
 /** Two real agents (origin serving shop.example and blog.example, target empty) on `ips`. */
 async function startAgents(dir: string, ips: { origin: string; target: string }, httpPort: number, agents: Array<{ close(): Promise<void> }>): Promise<Record<'origin' | 'target', string>> {
@@ -56,7 +36,7 @@ async function startAgents(dir: string, ips: { origin: string; target: string },
       httpPort,
       addresses: new LoopbackAddresses(),
       web: { kind: 'builtin' },
-      rsync: { port: await freeTcp(ips[id]) },
+      rsync: { port: await freePort(ips[id]) },
     });
     await agent.start();
     const app = buildAgentServer(agent, { token: TOKEN });
@@ -71,7 +51,7 @@ async function startAgents(dir: string, ips: { origin: string; target: string },
 test('startController: a migration between two agents over HTTP, and the zone change survives a restart', { skip: findBinary('rsync') ? false : 'rsync is not installed', timeout: 120_000 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-start-'));
   const ips = { origin: '127.0.63.1', target: '127.0.63.2', temp: '127.0.63.100', dns: '127.0.63.53' };
-  const httpPort = await freeTcp(ips.origin);
+  const httpPort = await freePort(ips.origin);
   const agents: Array<{ close(): Promise<void> }> = [];
   try {
     const urls = await startAgents(dir, ips, httpPort, agents);
@@ -80,7 +60,7 @@ test('startController: a migration between two agents over HTTP, and the zone ch
       join(dir, 'example.zone'),
       `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
     );
-    const dnsPort = await freeUdpTcp(ips.dns);
+    const dnsPort = await freePort(ips.dns, { udp: true });
     await writeFile(
       join(dir, 'ferry.yaml'),
       `journal: journal.sqlite
@@ -158,7 +138,7 @@ test(
     const dir = await mkdtemp(join(tmpdir(), 'ferry-start-dns-'));
     const ips = { origin: '127.0.64.1', target: '127.0.64.2', temp: '127.0.64.100', dns: '127.0.64.53', secondary: '127.0.64.54' };
     const secret = randomBytes(32).toString('base64');
-    const httpPort = await freeTcp(ips.origin);
+    const httpPort = await freePort(ips.origin);
     const agents: Array<{ close(): Promise<void> }> = [];
     // The secondary: records every NOTIFY and answers it, as a secondary does (RFC 1996 §4.7).
     const notifies: Array<{ zone: string; from: string }> = [];
@@ -182,7 +162,7 @@ test(
         join(dir, 'example.zone'),
         `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
       );
-      const dnsPort = await freeUdpTcp(ips.dns);
+      const dnsPort = await freePort(ips.dns, { udp: true });
       const file = join(dir, 'ferry.yaml');
       await writeFile(
         file,
@@ -261,7 +241,7 @@ test('startController: IPv6 addresses from YAML reach the controller, its server
   const dnsAddress = '127.0.65.53';
   try {
     await writeFile(join(dir, 'example.zone'), `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${dnsAddress}\n`);
-    const dnsPort = await freeUdpTcp(dnsAddress);
+    const dnsPort = await freePort(dnsAddress, { udp: true });
     // Agents are not called: the controller only needs their URLs to start.
     await writeFile(
       join(dir, 'ferry.yaml'),

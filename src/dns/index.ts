@@ -3,6 +3,9 @@
  * UDP/TCP server and a small client. This file is the component's whole public surface.
  */
 export { DnsServer, type DnsServerOptions } from './server.js';
+export { mergeZonePolicies, zoneOverride } from './xfr/policies.js';
+export type { ZonePolicy } from './xfr/primary.js';
+export type { AclEntry } from './xfr/acl.js';
 export { DNS_QUERY_CHANNEL, type DnsQueryEvent } from './metrics.js';
 export {
   dnsQuery,

@@ -5,6 +5,24 @@ export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './d
 export { Rfc2136DnsProvider, createRfc2136Provider, type Rfc2136Options } from './dns-rfc2136.js';
 export { ResilientHost, ResilientDns, withRetry, DEFAULT_RETRY, type RetryPolicy } from './resilient.js';
 export { checkParity, describeParity, probeHttp, probeTlsNames, probeBanner, type ParityResult, type ProbeAnswer } from './parity.js';
+export {
+  STEP,
+  WAIT,
+  SYNC_PASSES,
+  familyStep,
+  originalRecordNote,
+  syncDoneNote,
+  syncPassDone,
+  waitPassedNote,
+  waitEndNote,
+  isReverseStep,
+  type Step,
+  type JournalStep,
+  type SyncPass,
+  type Wait,
+  type WaitEnd,
+  type FamilySuffix,
+} from './steps.js';
 export type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport, SyncSiteOptions } from './ports.js';
 export {
   PHASES,

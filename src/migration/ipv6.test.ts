@@ -16,7 +16,7 @@ import { sleep } from '../common/time.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { dnsQuery } from '../dns/index.js';
 import { Sandbox } from '../sandbox/index.js';
-import { EmbeddedDnsProvider, Journal } from './index.js';
+import { STEP, WAIT, familyStep, EmbeddedDnsProvider, Journal } from './index.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const IN_NS = process.env.FERRY_IPV6_NS;
@@ -155,11 +155,11 @@ if (!IN_NS) {
       const changes = (type: string) =>
         journal
           .entries('six')
-          .filter((e) => e.step === 'dns-change' && e.detail?.type === type)
+          .filter((e) => e.step === STEP.dnsChange && e.detail?.type === type)
           .map((e) => e.detail?.address);
       assert.deepEqual(changes('A'), ['127.0.48.100', '127.0.48.2']);
       assert.deepEqual(changes('AAAA'), [V6.temp[0], V6.target]);
-      assert.ok(journal.entries('six').some((e) => e.step === 'start-redirect-v6'));
+      assert.ok(journal.entries('six').some((e) => e.step === familyStep(STEP.startRedirect, '-v6')));
       assert.deepEqual(sb.dns.zones.getRRset('six.example.', 'AAAA'), { ttl: 1, rdata: [V6.target] });
       assert.ok(!(await addresses.list()).includes(V6.temp[0]!), 'the IPv6 temporary address is gone');
       assert.ok(events.some((e) => e.type === 'dns' && e.data.type === 'AAAA'));
@@ -168,7 +168,7 @@ if (!IN_NS) {
     it('rolls IPv6 back with IPv4 after the switch', async () => {
       let rolled: Promise<unknown> | undefined;
       ctl.on('event', (e) => {
-        if (!rolled && e.migrationId === 'back' && e.type === 'wait' && e.data.what === 'ipt-quiet') rolled = ctl.rollback('back');
+        if (!rolled && e.migrationId === 'back' && e.type === 'wait' && e.data.what === WAIT.iptQuiet) rolled = ctl.rollback('back');
       });
       await ctl.startMigration({ domain: 'back.example.', to: 'target', id: 'back' });
       await ctl.wait('back');
@@ -177,7 +177,7 @@ if (!IN_NS) {
       assert.equal(ctl.migration('back').phase, 'rolled-back');
       assert.deepEqual(sb.dns.zones.getRRset('back.example.', 'AAAA'), { ttl: 1, rdata: [V6.origin] });
       assert.deepEqual(sb.dns.zones.getRRset('back.example.', 'A'), { ttl: 1, rdata: [sb.opts.originIp] });
-      assert.ok(journal.entries('back').some((e) => e.step === 'reverse-redirect-to-origin-v6'));
+      assert.ok(journal.entries('back').some((e) => e.step === familyStep(STEP.reverseRedirectToOrigin, '-v6')));
       assert.equal(sb.targetSites.hasSite('back.example.'), false);
       assert.equal(sb.originSites.mode('back.example.'), 'serve');
     });

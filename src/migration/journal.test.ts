@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { isFerryError } from '../common/errors.js';
 import { Journal } from './journal.js';
+import { STEP } from './steps.js';
 import { DEFAULT_TIMINGS, type MigrationPlan } from './types.js';
 
 const plan = (id: string): MigrationPlan => ({
@@ -28,7 +29,7 @@ describe('Journal', () => {
     const j = new Journal(path);
     j.create(plan('m1'), 1000);
     j.append({ migrationId: 'm1', at: 2000, phase: 'temp-ip', kind: 'enter' });
-    j.append({ migrationId: 'm1', at: 2100, phase: 'temp-ip', kind: 'step', step: 'add-address', detail: { address: '192.0.2.100' } });
+    j.append({ migrationId: 'm1', at: 2100, phase: 'temp-ip', kind: 'step', step: STEP.addAddress, detail: { address: '192.0.2.100' } });
     j.append({ migrationId: 'm1', at: 3000, phase: 'dns-temp', kind: 'enter' });
     j.close();
 
@@ -43,7 +44,7 @@ describe('Journal', () => {
       { name: 'dns-temp', startedAt: 3000, endedAt: null },
     ]);
     const steps = again.entries('m1').filter((e) => e.kind === 'step');
-    assert.deepEqual(steps.map((s) => [s.step, s.detail]), [['add-address', { address: '192.0.2.100' }]]);
+    assert.deepEqual(steps.map((s) => [s.step, s.detail]), [[STEP.addAddress, { address: '192.0.2.100' }]]);
     again.close();
   });
 
@@ -126,7 +127,7 @@ describe('Journal', () => {
       // Ten migrations append and wait while the first fsync is in flight.
       const waits: Array<Promise<void>> = [];
       for (let i = 0; i < 10; i++) {
-        j.append({ migrationId: 'g', at: 10 + i, phase: 'temp-ip', kind: 'step', step: `s${i}` });
+        j.append({ migrationId: 'g', at: 10 + i, phase: 'temp-ip', kind: 'step', step: STEP.dnsChange, detail: { i } });
         waits.push(j.flushed());
       }
       let settled = 0;

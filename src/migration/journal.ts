@@ -15,6 +15,7 @@ import Database from 'better-sqlite3';
 import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { FerryError } from '../common/errors.js';
+import type { JournalStep } from './steps.js';
 import { TERMINAL_PHASES, type JournalEntry, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
 const SCHEMA = `
@@ -200,7 +201,7 @@ export class Journal {
       at: r.at,
       phase: r.phase as Phase,
       kind: r.kind as JournalEntry['kind'],
-      ...(r.step !== null ? { step: r.step } : {}),
+      ...(r.step !== null ? { step: r.step as JournalStep } : {}),
       ...(r.detail !== null ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
     }));
   }

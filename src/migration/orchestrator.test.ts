@@ -11,7 +11,7 @@ import { sleep } from '../common/time.js';
 import type { HostAgent } from '../agent/index.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { Sandbox, inProcessAgent } from '../sandbox/index.js';
-import { EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
+import { STEP, WAIT, EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
 
 /** `inner` with some calls refused while `when(method, args)` says so. */
 function flaky(inner: HostDriver, when: (method: string, args: unknown[]) => boolean): HostDriver {
@@ -121,8 +121,8 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
       ['initial-sync started', 'initial-sync progress', 'initial-sync done', 'final-sync started', 'final-sync progress', 'final-sync done'],
     );
     const traffic = mine.filter((e) => e.type === 'traffic');
-    assert.ok(traffic.some((e) => e.data.what === 'ip1-quiet' && typeof (e.data.observed as { directRequests?: number }).directRequests === 'number'));
-    assert.ok(traffic.some((e) => e.data.what === 'ipt-quiet' && typeof (e.data.observed as { totalConnections?: number }).totalConnections === 'number'));
+    assert.ok(traffic.some((e) => e.data.what === WAIT.ip1Quiet && typeof (e.data.observed as { directRequests?: number }).directRequests === 'number'));
+    assert.ok(traffic.some((e) => e.data.what === WAIT.iptQuiet && typeof (e.data.observed as { totalConnections?: number }).totalConnections === 'number'));
     const seqs = mine.map((e) => e.seq);
     assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'one ordered stream');
   });
@@ -162,7 +162,7 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
       ['planned', 'syncing', 'preflight', 'cutover', 'draining', 'completed'],
     );
     assert.equal(rec.plan.tempIp, DEDICATED);
-    assert.ok(!journal.entries('direct').some((e) => e.step === 'add-address' || e.step === 'start-redirect'));
+    assert.ok(!journal.entries('direct').some((e) => e.step === STEP.addAddress || e.step === STEP.startRedirect));
     assert.deepEqual(sb.dns.zones.getRRset('direct.example.', 'A')?.rdata, [sb.opts.targetIp]);
   });
 

@@ -29,13 +29,14 @@ import type { Journal } from './journal.js';
 import { checkParity, describeParity } from './parity.js';
 import type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport } from './ports.js';
 import { ProgressThrottle } from './progress.js';
+import { STEP, WAIT, familyStep, isReverseStep, originalRecordNote, syncDoneNote, waitEndNote, waitPassedNote, type JournalStep, type SyncPass, type Wait, type WaitEnd } from './steps.js';
 import { DEFAULT_RETRY, ResilientDns, ResilientHost, type RetryPolicy } from './resilient.js';
 import { PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
 /** Events published while migrations run (the API, CLI and dashboard follow them). */
 export interface MigrationEvents {
   phase: [{ id: string; phase: Phase; at: number; detail?: Record<string, unknown> }];
-  step: [{ id: string; phase: Phase; step: string; at: number; detail?: Record<string, unknown> }];
+  step: [{ id: string; phase: Phase; step: JournalStep; at: number; detail?: Record<string, unknown> }];
   wait: [{ id: string; phase: Phase; what: string; at: number; elapsedMs: number; remainingMs: number; observed: Record<string, unknown> }];
   error: [{ id: string; phase: Phase; at: number; message: string }];
   /** What the authoritative servers answer, each time the orchestrator looks. */
@@ -286,7 +287,7 @@ class MigrationRun {
     return this.orch.journal.entries(this.id);
   }
 
-  private note(step: string, detail: Record<string, unknown>, phase: Phase = this.current): void {
+  private note(step: JournalStep, detail: Record<string, unknown>, phase: Phase = this.current): void {
     this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase, kind: 'note', step, detail });
   }
 
@@ -306,7 +307,7 @@ class MigrationRun {
   }
 
   /** Journal a step, then run it. */
-  private async step<T>(name: string, fn: () => Promise<T>, detail?: Record<string, unknown>): Promise<T> {
+  private async step<T>(name: JournalStep, fn: () => Promise<T>, detail?: Record<string, unknown>): Promise<T> {
     this.signal?.throwIfAborted();
     const at = Date.now();
     this.orch.journal.append({ migrationId: this.id, at, phase: this.current, kind: 'step', step: name, ...(detail ? { detail } : {}) });
@@ -315,12 +316,12 @@ class MigrationRun {
     return fn();
   }
 
-  private journaled(step: string): boolean {
+  private journaled(step: JournalStep): boolean {
     return this.entries().some((e) => e.kind === 'step' && e.step === step);
   }
 
-  private originalNote(f: Family): string {
-    return f.type === 'A' ? 'original-record' : `original-record-${f.type}`;
+  private originalNote(f: Family): JournalStep {
+    return originalRecordNote(f.type);
   }
 
   /** The record as it was before the migration (journaled at planning). */
@@ -362,8 +363,8 @@ class MigrationRun {
       redirects: Object.fromEntries(redirects),
       tempIpsUp: addresses ? this.families.filter((f) => addresses.includes(f.tempIp)).map((f) => f.tempIp) : 'unknown',
     };
-    this.note('observed-state', state);
-    this.orch.emit('step', { id: this.id, phase: this.current, step: 'observed-state', at: Date.now(), detail: state });
+    this.note(STEP.observedState, state);
+    this.orch.emit('step', { id: this.id, phase: this.current, step: STEP.observedState, at: Date.now(), detail: state });
   }
 
   /**
@@ -372,7 +373,7 @@ class MigrationRun {
    */
   async isSwitched(): Promise<boolean> {
     const m = await this.modeOf(this.target);
-    if (m === 'unknown' || m === null) return this.journaled('target-serve');
+    if (m === 'unknown' || m === null) return this.journaled(STEP.targetServe);
     // Only the switch makes the target anything but read-only (planning refuses a target that
     // serves the site already), so its mode tells even if the journal lost its last entries.
     return m !== 'readonly';
@@ -414,7 +415,7 @@ class MigrationRun {
   /** planned: each record points at the origin (or, on resume, at an address of this migration). */
   private async checkPlan(): Promise<void> {
     const { domain } = this.plan;
-    const first = !this.entries().some((e) => e.step === 'original-record');
+    const first = !this.entries().some((e) => e.step === STEP.originalRecord);
     const originals: Array<[Family, { ttl: number; rdata: string[] }]> = [];
     for (const f of this.families) {
       const rr = await this.dns.getRRset(domain, f.type);
@@ -441,18 +442,18 @@ class MigrationRun {
   private async lowerTtl(): Promise<void> {
     let changedAt = 0;
     for (const f of this.families) changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.originIp, this.plan.timings.ttl));
-    await this.waitUntil('old-ttl', changedAt, this.originalTtl() * 1000);
+    await this.waitUntil(WAIT.oldTtl, changedAt, this.originalTtl() * 1000);
   }
 
   /** temp-ip: IPt up on the origin (or relay host), a redirect on it to the origin's own service. */
   private async tempIp(): Promise<void> {
     const { ports, domain } = this.plan;
     for (const f of this.families) {
-      await this.step(`add-address${f.suffix}`, () => this.relay.addAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
-      await this.step(`start-redirect${f.suffix}`, () =>
+      await this.step(familyStep(STEP.addAddress, f.suffix), () => this.relay.addAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+      await this.step(familyStep(STEP.startRedirect, f.suffix), () =>
         this.relay.startRedirect(f.redirectId, { address: f.tempIp, ports, upstream: f.originIp, sourceAddress: f.tempIp }),
       );
-      const probe = await this.step(`probe-temp-ip${f.suffix}`, () => this.relay.probe(domain, f.tempIp, ports[0]!, '/'));
+      const probe = await this.step(familyStep(STEP.probeTempIp, f.suffix), () => this.relay.probe(domain, f.tempIp, ports[0]!, '/'));
       if (probe.status < 200 || probe.status >= 400) {
         throw new FerryError('TEMP_IP_NOT_SERVING', `${domain} answers ${probe.status} on ${f.tempIp} port ${ports[0]}`);
       }
@@ -466,7 +467,7 @@ class MigrationRun {
     for (const f of this.families) changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.tempIp, timings.ttl));
     const relayed = new Set(this.families.flatMap((f) => [f.tempIp, `::ffff:${f.tempIp}`]));
     // Caches hold the origin for at most the plan's TTL: the record had it already, or ttl-lowered waited the old one out.
-    await this.waitQuiet('ip1-quiet', changedAt, timings.ttl * 1000, timings.dnsTempCapMs, async () => {
+    await this.waitQuiet(WAIT.ip1Quiet, changedAt, timings.ttl * 1000, timings.dnsTempCapMs, async () => {
       const stats = await this.origin.siteStats(domain);
       let lastDirect = 0;
       let direct = 0;
@@ -480,7 +481,7 @@ class MigrationRun {
   }
 
   /** Copy the site's data between servers, publishing progress. */
-  private async sync(pass: string, from: HostDriver, to: HostDriver): Promise<void> {
+  private async sync(pass: SyncPass, from: HostDriver, to: HostDriver): Promise<void> {
     const { domain } = this.plan;
     const started = Date.now();
     this.orch.emit('sync', { id: this.id, phase: this.current, at: started, pass, from: from.id, to: to.id, state: 'started' });
@@ -513,22 +514,22 @@ class MigrationRun {
     }
     progress.end(true);
     const ms = Date.now() - started;
-    this.note(`${pass}-done`, { ...res, ms });
+    this.note(syncDoneNote(pass), { ...res, ms });
     this.orch.emit('sync', { id: this.id, phase: this.current, at: Date.now(), pass, from: from.id, to: to.id, state: 'done', ...res, ms });
-    this.orch.emit('step', { id: this.id, phase: this.current, step: `${pass}-done`, at: Date.now(), detail: res });
+    this.orch.emit('step', { id: this.id, phase: this.current, step: syncDoneNote(pass), at: Date.now(), detail: res });
   }
 
   /** syncing: the target gets the site (read-only) and a bulk copy of its data. */
   private async syncing(): Promise<void> {
     const { domain } = this.plan;
-    await this.step('target-add-site', () => this.target.addSite(domain, 'readonly'));
-    await this.sync('initial-sync', this.origin, this.target);
+    await this.step(STEP.targetAddSite, () => this.target.addSite(domain, 'readonly'));
+    await this.sync(STEP.initialSync, this.origin, this.target);
   }
 
   /** preflight: the target answers like the origin (parity checks, on every family) before anything is switched. */
   private async preflight(): Promise<void> {
     const { domain, ports } = this.plan;
-    const results = await this.step('parity', async () => {
+    const results = await this.step(STEP.parity, async () => {
       const all = [];
       for (const f of this.families) {
         const r = await checkParity(domain, { address: f.originIp }, { address: f.targetIp }, ports[0]!, this.plan.parity);
@@ -536,7 +537,7 @@ class MigrationRun {
       }
       return all;
     });
-    this.note('parity-results', { results: results.map((r) => ({ check: r.check, ok: r.ok, diff: r.diff, origin: r.origin, target: r.target })) });
+    this.note(STEP.parityResults, { results: results.map((r) => ({ check: r.check, ok: r.ok, diff: r.diff, origin: r.origin, target: r.target })) });
     if (results.some((r) => !r.ok)) {
       throw new FerryError('PREFLIGHT_MISMATCH', `target ${this.target.id} does not answer like origin ${this.origin.id} for ${domain}:\n${describeParity(results)}`);
     }
@@ -561,21 +562,21 @@ class MigrationRun {
   private async cutover(): Promise<void> {
     const { domain, targetIp, timings, ports } = this.plan;
     if (!(await this.isSwitched())) {
-      if (this.usesRedirect) for (const f of this.families) await this.step(`hold-redirect${f.suffix}`, () => this.relay.holdRedirect(f.redirectId));
-      await this.step('hold-origin-site', () => this.origin.setSiteMode(domain, 'hold'));
-      const idle = await this.step('wait-origin-idle', () => this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
+      if (this.usesRedirect) for (const f of this.families) await this.step(familyStep(STEP.holdRedirect, f.suffix), () => this.relay.holdRedirect(f.redirectId));
+      await this.step(STEP.holdOriginSite, () => this.origin.setSiteMode(domain, 'hold'));
+      const idle = await this.step(STEP.waitOriginIdle, () => this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
       if (!idle) {
         throw new FerryError('CUTOVER_DRAIN_TIMEOUT', `requests for ${domain} still in flight on the origin after ${timings.cutoverDrainTimeoutMs} ms`);
       }
       await this.emitHeld('holding');
-      await this.sync('final-sync', this.origin, this.target);
-      await this.step('target-serve', () => this.target.setSiteMode(domain, 'serve'));
+      await this.sync(STEP.finalSync, this.origin, this.target);
+      await this.step(STEP.targetServe, () => this.target.setSiteMode(domain, 'serve'));
     }
-    await this.step('origin-proxy', () => this.origin.setSiteMode(domain, { proxy: { address: targetIp, port: ports[0]! } }));
+    await this.step(STEP.originProxy, () => this.origin.setSiteMode(domain, { proxy: { address: targetIp, port: ports[0]! } }));
     if (this.usesRedirect) {
       for (const f of this.families) {
-        await this.step(`redirect-to-target${f.suffix}`, () => this.relay.setRedirectUpstream(f.redirectId, f.targetIp));
-        await this.step(`release-redirect${f.suffix}`, () => this.relay.releaseRedirect(f.redirectId));
+        await this.step(familyStep(STEP.redirectToTarget, f.suffix), () => this.relay.setRedirectUpstream(f.redirectId, f.targetIp));
+        await this.step(familyStep(STEP.releaseRedirect, f.suffix), () => this.relay.releaseRedirect(f.redirectId));
       }
     }
     await this.emitHeld('released');
@@ -587,13 +588,13 @@ class MigrationRun {
     const { timings, domain } = this.plan;
     const since = Math.max(...this.families.map((f) => this.lastChangeAt(f.targetIp) ?? 0)) || Date.now();
     if (!this.usesRedirect) {
-      await this.waitQuiet('ip1-proxy-quiet', since, timings.ttl * 1000, timings.drainCapMs, async () => {
+      await this.waitQuiet(WAIT.ip1ProxyQuiet, since, timings.ttl * 1000, timings.drainCapMs, async () => {
         const s = await this.origin.siteStats(domain);
         return { lastActivityAt: s.lastRequestAt ?? 0, busy: s.inFlight > 0, observed: { requests: s.requests, inFlight: s.inFlight } };
       });
       return;
     }
-    await this.waitQuiet('ipt-quiet', since, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
+    await this.waitQuiet(WAIT.iptQuiet, since, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
   }
 
   /** Samples the redirects at IPt (every family): activity is a new connection or bytes moving. */
@@ -625,11 +626,11 @@ class MigrationRun {
     const { domain } = this.plan;
     if (this.usesRedirect) {
       for (const f of this.families) {
-        await this.step(`stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
-        await this.step(`remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.step(familyStep(STEP.stopRedirect, f.suffix), () => this.relay.stopRedirect(f.redirectId));
+        await this.step(familyStep(STEP.removeAddress, f.suffix), () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
       }
     }
-    await this.step('origin-remove-site', () => this.origin.removeSite(domain));
+    await this.step(STEP.originRemoveSite, () => this.origin.removeSite(domain));
     for (const f of this.families) {
       const old = this.original(f);
       if (old.ttl !== this.plan.timings.ttl) await this.ensureRecord(f.type, f.targetIp, old.ttl);
@@ -639,7 +640,7 @@ class MigrationRun {
   /** When a record was last changed to `address` (from the journal). */
   private lastChangeAt(address: string): number | undefined {
     return this.entries()
-      .filter((e) => e.step === 'dns-change' && e.detail?.address === address)
+      .filter((e) => e.step === STEP.dnsChange && e.detail?.address === address)
       .pop()?.at;
   }
 
@@ -654,11 +655,11 @@ class MigrationRun {
     let changedAt: number;
     if (cur && cur.ttl === ttl && cur.rdata.length === 1 && cur.rdata[0] === address) {
       changedAt = this.entries()
-        .filter((e) => e.step === 'dns-change' && e.detail?.address === address && e.detail?.ttl === ttl)
+        .filter((e) => e.step === STEP.dnsChange && e.detail?.address === address && e.detail?.ttl === ttl)
         .pop()?.at ?? Date.now();
     } else {
       changedAt = Date.now();
-      ({ serial } = await this.step('dns-change', () => this.dns.replaceRRset(domain, type, ttl, [address]), { type, address, ttl }));
+      ({ serial } = await this.step(STEP.dnsChange, () => this.dns.replaceRRset(domain, type, ttl, [address]), { type, address, ttl }));
     }
     await this.propagated(type, address, serial);
     return changedAt;
@@ -676,18 +677,18 @@ class MigrationRun {
       );
       const now = Date.now();
       this.orch.emit('dns', { id: this.id, phase: this.current, at: now, name: domain, type, expect: [address], serial, servers: seen });
-      this.orch.emit('wait', { id: this.id, phase: this.current, what: 'dns-propagation', at: now, elapsedMs: now - start, remainingMs: deadline - now, observed: { type, serial, servers: seen } });
+      this.orch.emit('wait', { id: this.id, phase: this.current, what: WAIT.dnsPropagation, at: now, elapsedMs: now - start, remainingMs: deadline - now, observed: { type, serial, servers: seen } });
       if (behind.length === 0) break;
       if (now > deadline) {
         throw new FerryError('DNS_NOT_PROPAGATED', `${behind.map((b) => b.server).join(', ')} still do not show ${domain} ${type} ${address}${serial !== null ? ` (serial ${serial})` : ''}`);
       }
       await sleep(timings.pollMs, this.signal);
     }
-    this.note('dns-propagated', { type, address, serial });
+    this.note(STEP.dnsPropagated, { type, address, serial });
   }
 
   /** Wait until `ms` has passed since `since` (a TTL), publishing progress. */
-  private async waitUntil(what: string, since: number, ms: number): Promise<void> {
+  private async waitUntil(what: Wait, since: number, ms: number): Promise<void> {
     for (;;) {
       const now = Date.now();
       const remainingMs = since + ms - now;
@@ -695,18 +696,18 @@ class MigrationRun {
       if (remainingMs <= 0) break;
       await sleep(Math.min(remainingMs, Math.max(this.plan.timings.pollMs, 500)), this.signal);
     }
-    this.note(`${what}-passed`, { waitedMs: Date.now() - since });
+    this.note(waitPassedNote(what), { waitedMs: Date.now() - since });
   }
 
   /**
    * Wait until `minMs` has passed since `since` and traffic has been quiet for the quiet window,
    * but no longer than `capMs` after `minMs`. What was observed is journaled.
    */
-  private async waitQuiet(what: string, since: number, minMs: number, capMs: number, sample: () => Promise<QuietSample>): Promise<void> {
+  private async waitQuiet(what: Wait, since: number, minMs: number, capMs: number, sample: () => Promise<QuietSample>): Promise<void> {
     const { quietWindowMs, pollMs } = this.plan.timings;
     const capAt = since + minMs + capMs;
     let observed: Record<string, unknown> = {};
-    let reason = 'cap';
+    let reason: WaitEnd = 'cap';
     let lastTraffic = 0;
     for (;;) {
       const now = Date.now();
@@ -728,12 +729,12 @@ class MigrationRun {
       if (now >= capAt) break;
       await sleep(pollMs, this.signal);
     }
-    this.note(`${what}-${reason}`, { ...observed, waitedMs: Date.now() - since });
+    this.note(waitEndNote(what, reason), { ...observed, waitedMs: Date.now() - since });
   }
 
   /** Undo: a reverse migration once the target has written, else every step in reverse. */
   async undo(): Promise<void> {
-    const reversing = this.entries().some((e) => e.kind === 'step' && e.step?.startsWith('reverse-'));
+    const reversing = this.entries().some((e) => e.kind === 'step' && isReverseStep(e.step));
     if (reversing || (await this.isSwitched())) await this.reverse();
     else await this.undoSteps();
   }
@@ -741,23 +742,23 @@ class MigrationRun {
   /** Undo a migration that never switched: every step in reverse; DNS, addresses, redirects and vhosts as before. */
   private async undoSteps(): Promise<void> {
     const { domain, timings } = this.plan;
-    if (this.usesRedirect) for (const f of this.families) await this.step(`undo-release-redirect${f.suffix}`, () => this.relay.releaseRedirect(f.redirectId));
+    if (this.usesRedirect) for (const f of this.families) await this.step(familyStep(STEP.undoReleaseRedirect, f.suffix), () => this.relay.releaseRedirect(f.redirectId));
     const originMode = await this.modeOf(this.origin);
-    if (originMode !== null && originMode !== 'serve') await this.step('undo-origin-serve', () => this.origin.setSiteMode(domain, 'serve'));
+    if (originMode !== null && originMode !== 'serve') await this.step(STEP.undoOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
     // Without the original record journaled, planning never finished and DNS was never touched.
-    const touched = this.entries().some((e) => e.step === 'original-record');
+    const touched = this.entries().some((e) => e.step === STEP.originalRecord);
     let restoredAt = Date.now();
     if (touched) for (const f of this.families) restoredAt = Math.max(restoredAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
-    if (await this.target.hasSite(domain)) await this.step('undo-target-remove-site', () => this.target.removeSite(domain));
+    if (await this.target.hasSite(domain)) await this.step(STEP.undoTargetRemoveSite, () => this.target.removeSite(domain));
     if (this.usesRedirect) {
       // The redirects must outlive the records that pointed at IPt: caches may still send clients
       // there. They forward to the origin until quiet, so they stop only after DNS is back.
       if ((await Promise.all(this.families.map((f) => this.relay.redirectStats(f.redirectId)))).some(Boolean)) {
-        await this.waitQuiet('rollback-ipt-quiet', restoredAt, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
+        await this.waitQuiet(WAIT.rollbackIptQuiet, restoredAt, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
       }
       for (const f of this.families) {
-        await this.step(`undo-stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
-        await this.step(`undo-remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.step(familyStep(STEP.undoStopRedirect, f.suffix), () => this.relay.stopRedirect(f.redirectId));
+        await this.step(familyStep(STEP.undoRemoveAddress, f.suffix), () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
       }
     }
   }
@@ -774,25 +775,25 @@ class MigrationRun {
       ? (await Promise.all(this.families.map(async (f) => ((await this.relay.redirectStats(f.redirectId)) ? f : undefined)))).filter((f): f is Family => !!f)
       : [];
     const originMode = await this.modeOf(this.origin);
-    const back = this.journaled('reverse-origin-serve') || originMode === 'serve';
+    const back = this.journaled(STEP.reverseOriginServe) || originMode === 'serve';
     if (!back) {
       if (originMode === null || !(await this.origin.hasSite(domain))) {
-        await this.step('reverse-origin-add-site', () => this.origin.addSite(domain, 'readonly'));
+        await this.step(STEP.reverseOriginAddSite, () => this.origin.addSite(domain, 'readonly'));
       }
-      await this.sync('reverse-initial-sync', this.target, this.origin);
-      for (const f of redirects) await this.step(`reverse-hold-redirect${f.suffix}`, () => this.relay.holdRedirect(f.redirectId));
-      await this.step('reverse-hold-target', () => this.target.setSiteMode(domain, 'hold'));
-      const idle = await this.step('reverse-wait-target-idle', () => this.target.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
+      await this.sync(STEP.reverseInitialSync, this.target, this.origin);
+      for (const f of redirects) await this.step(familyStep(STEP.reverseHoldRedirect, f.suffix), () => this.relay.holdRedirect(f.redirectId));
+      await this.step(STEP.reverseHoldTarget, () => this.target.setSiteMode(domain, 'hold'));
+      const idle = await this.step(STEP.reverseWaitTargetIdle, () => this.target.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
       if (!idle) throw new FerryError('CUTOVER_DRAIN_TIMEOUT', `requests for ${domain} still in flight on the target after ${timings.cutoverDrainTimeoutMs} ms`);
-      await this.sync('reverse-final-sync', this.target, this.origin);
-      await this.step('reverse-origin-serve', () => this.origin.setSiteMode(domain, 'serve'));
+      await this.sync(STEP.reverseFinalSync, this.target, this.origin);
+      await this.step(STEP.reverseOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
     }
     if (await this.target.hasSite(domain)) {
-      await this.step('reverse-target-proxy', () => this.target.setSiteMode(domain, { proxy: { address: originIp, port: ports[0]! } }));
+      await this.step(STEP.reverseTargetProxy, () => this.target.setSiteMode(domain, { proxy: { address: originIp, port: ports[0]! } }));
     }
     for (const f of redirects) {
-      await this.step(`reverse-redirect-to-origin${f.suffix}`, () => this.relay.setRedirectUpstream(f.redirectId, f.originIp));
-      await this.step(`reverse-release-redirect${f.suffix}`, () => this.relay.releaseRedirect(f.redirectId));
+      await this.step(familyStep(STEP.reverseRedirectToOrigin, f.suffix), () => this.relay.setRedirectUpstream(f.redirectId, f.originIp));
+      await this.step(familyStep(STEP.reverseReleaseRedirect, f.suffix), () => this.relay.releaseRedirect(f.redirectId));
     }
     let changedAt = 0;
     let cacheS = timings.ttl;
@@ -801,7 +802,7 @@ class MigrationRun {
       changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
     }
     const redirectSample = redirects.length ? this.redirectSampler() : undefined;
-    await this.waitQuiet('reverse-ip2-quiet', changedAt, cacheS * 1000, timings.drainCapMs, async () => {
+    await this.waitQuiet(WAIT.reverseIp2Quiet, changedAt, cacheS * 1000, timings.drainCapMs, async () => {
       const t = (await this.target.hasSite(domain)) ? await this.target.siteStats(domain) : undefined;
       const r = redirectSample ? await redirectSample() : undefined;
       return {
@@ -812,10 +813,10 @@ class MigrationRun {
     });
     if (this.usesRedirect) {
       for (const f of this.families) {
-        await this.step(`reverse-stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
-        await this.step(`reverse-remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.step(familyStep(STEP.reverseStopRedirect, f.suffix), () => this.relay.stopRedirect(f.redirectId));
+        await this.step(familyStep(STEP.reverseRemoveAddress, f.suffix), () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
       }
     }
-    await this.step('reverse-target-remove-site', () => this.target.removeSite(domain));
+    await this.step(STEP.reverseTargetRemoveSite, () => this.target.removeSite(domain));
   }
 }

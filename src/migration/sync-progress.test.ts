@@ -10,7 +10,7 @@ import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { Sandbox } from '../sandbox/index.js';
-import { EmbeddedDnsProvider, Journal, type HostDriver, type SyncSiteOptions } from './index.js';
+import { STEP, syncDoneNote, EmbeddedDnsProvider, Journal, type HostDriver, type SyncSiteOptions } from './index.js';
 
 describe('orchestrator: sync progress events', () => {
   const sb = new Sandbox({
@@ -103,7 +103,7 @@ describe('orchestrator: sync progress events', () => {
       const rec = await ctl.wait('chatty');
       assert.equal(rec.phase, 'completed', rec.error);
 
-      const sync = syncOf('chatty', 'initial-sync');
+      const sync = syncOf('chatty', STEP.initialSync);
       const states = sync.map((e) => e.data.state);
       assert.equal(states[0], 'started');
       assert.equal(states.at(-1), 'done');
@@ -141,7 +141,7 @@ describe('orchestrator: sync progress events', () => {
         {
           from: 'origin',
           to: 'target',
-          pass: 'initial-sync',
+          pass: STEP.initialSync,
           bytes: 1000,
           percent: 100 / REPORTS,
           attempt: 1,
@@ -151,14 +151,14 @@ describe('orchestrator: sync progress events', () => {
       assert.equal(progress.at(-1)!.data.percent, 100);
 
       // The final pass went through the in-process sync: its progress carries bytes and percent too.
-      const finalProgress = syncOf('chatty', 'final-sync').filter((e) => e.data.state === 'progress');
+      const finalProgress = syncOf('chatty', STEP.finalSync).filter((e) => e.data.state === 'progress');
       assert.ok(finalProgress.length >= 1);
       assert.equal(finalProgress.at(-1)!.data.percent, 100);
 
       // The journal has the passes' steps and their done notes, no progress.
       const entries = journal.entries('chatty');
       assert.ok(
-        entries.some((e) => e.step === 'initial-sync') && entries.some((e) => e.step === 'initial-sync-done'),
+        entries.some((e) => e.step === STEP.initialSync) && entries.some((e) => e.step === syncDoneNote(STEP.initialSync)),
       );
       assert.ok(!entries.some((e) => JSON.stringify(e.detail ?? {}).includes('progress')));
     },
@@ -172,7 +172,7 @@ describe('orchestrator: sync progress events', () => {
       const rec = await ctl.wait('retried');
       assert.equal(rec.phase, 'completed', rec.error);
       await sleep(50);
-      const progress = syncOf('retried', 'initial-sync').filter((e) => e.data.state === 'progress');
+      const progress = syncOf('retried', STEP.initialSync).filter((e) => e.data.state === 'progress');
       assert.deepEqual(progress[0]!.data.attempt, 1);
       assert.equal(progress[0]!.data.bytes, 5_000_000);
       const second = progress.slice(1);

@@ -1,7 +1,8 @@
 /**
  * The migration's vocabulary: phases, the plan an operator asks for, and the state the journal
- * keeps. See ../../../shared/design/system.md ("The migration, phase by phase").
+ * keeps. docs/how-a-migration-works.md tells the migration phase by phase.
  */
+import type { JournalStep } from './steps.js';
 
 /**
  * Phases in the order a successful migration passes them (issue 2's order: sync after dns-temp).
@@ -128,7 +129,8 @@ export interface JournalEntry {
   phase: Phase;
   /** `enter` a phase, a `step` inside it, or `leave` it. */
   kind: 'enter' | 'step' | 'leave' | 'note' | 'error';
-  step?: string;
+  /** The step or note (steps.ts). */
+  step?: JournalStep;
   detail?: Record<string, unknown>;
 }
 

@@ -14,6 +14,7 @@ import { NativeRelay, TcpRelay, WorkerRelay, encodeProxyHeader, type RedirectEng
 import { nativeEncodeProxy, nativeUnsupported } from './native-relay.js';
 import { resolveRelayOptions } from './options.js';
 import { client, startEcho, type TestClient, type TestServer } from './testing.js';
+import { freePort } from '../../test/ports.js';
 
 const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
 if (nativeMissing) console.log(`# native data plane not tested: ${nativeMissing}`);
@@ -71,15 +72,6 @@ function serve(address: string, handler: (s: Socket, index: number) => void): Pr
       }),
   );
   return new Promise((resolve) => server.listen(0, address, () => resolve({ server, port: (server.address() as AddressInfo).port })));
-}
-
-/** A port on `address` with nothing listening. */
-async function deadPort(address: string): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, address, () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /**
@@ -296,7 +288,7 @@ for (const plane of planes) {
     });
 
     it('closes the client cleanly (FIN) and counts the failure when the upstream is down', async () => {
-      const port = await deadPort('127.0.0.2');
+      const port = await freePort('127.0.0.2');
       const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port } });
       const c = await open('127.0.0.3', r.ports[0]!);
       c.socket.write('anyone?');

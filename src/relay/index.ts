@@ -4,7 +4,7 @@
  */
 export type { RedirectEngine, RelayStats, ListenerStats, Upstream } from './engine.js';
 export type { RelayOptions, ListenSpec, DataPlane } from './options.js';
-export { TcpRelay, TcpRelay as UserspaceRelay } from './tcp-relay.js';
+export { TcpRelay } from './tcp-relay.js';
 export { NativeRelay, useNativeDataPlane } from './native-relay.js';
 export { createUserspaceRelay, WorkerRelay } from './workers.js';
 export {

@@ -4,27 +4,20 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../common/time.js';
 import { NativeRelay, TcpRelay, type RedirectEngine } from './index.js';
 import { nativeUnsupported } from './native-relay.js';
 import { resolveRelayOptions } from './options.js';
+import { freePort } from '../../test/ports.js';
 
 const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
 
 const nginxBin = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
 const skip = nginxBin ? false : 'nginx is not installed (apt-get install nginx-light)';
 if (skip) console.log(`# skipping nginx PROXY protocol test: ${skip}`);
-
-async function freePort(address: string): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, address, () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function get(address: string, port: number, localAddress?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

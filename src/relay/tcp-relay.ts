@@ -29,19 +29,7 @@ import { sumListeners, type ListenerStats, type RedirectEngine, type RelayStats,
 import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { encodeProxyHeader, parseProxyHeader, ProxyHeaderError, type ProxyAddresses, MAX_HEADER_LENGTH } from './proxy-protocol.js';
 import { UdpListener } from './udp.js';
-
-/** Mutable per-listener counters. */
-export interface Counters {
-  active: number;
-  total: number;
-  bytesToUpstream: number;
-  bytesToClient: number;
-  lastConnectionAt: number | null;
-}
-
-function newCounters(): Counters {
-  return { active: 0, total: 0, bytesToUpstream: 0, bytesToClient: 0, lastConnectionAt: null };
-}
+import { newCounters, type Counters } from './counters.js';
 
 interface TcpListener {
   server: Server;

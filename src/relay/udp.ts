@@ -9,7 +9,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { FerryError } from '../common/errors.js';
 import type { Upstream } from './engine.js';
-import type { Counters } from './tcp-relay.js';
+import type { Counters } from './counters.js';
 
 export interface UdpListenerOptions {
   address: string;

@@ -3,7 +3,7 @@
  * (phase, DNS answer, requests/s served by origin and target, failures) and a summary.
  */
 import { Sandbox, type DemoSummary, type SandboxOptions } from './sandbox.js';
-import type { Phase } from '../migration/index.js';
+import { STEP, syncPassDone, type Phase } from '../migration/index.js';
 import { abortable, sleep } from '../common/time.js';
 import { generateToken, startApi, type StartedApi } from '../api/index.js';
 
@@ -72,8 +72,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary | und
       out(`${t()}  phase ${e.phase}`);
     });
     sb.orchestrator.on('step', (e) => {
-      if (e.step === 'dns-change') out(`${t()}    ${sb.migratedDomain} A → ${String(e.detail?.address)}`);
-      if (e.step.endsWith('sync-done')) out(`${t()}    ${e.step.replace('-done', '')}: ${String(e.detail?.files)} files, ${String(e.detail?.bytes)} bytes`);
+      if (e.step === STEP.dnsChange) out(`${t()}    ${sb.migratedDomain} A → ${String(e.detail?.address)}`);
+      const pass = syncPassDone(e.step);
+      if (pass) out(`${t()}    ${pass}: ${String(e.detail?.files)} files, ${String(e.detail?.bytes)} bytes`);
     });
     sb.orchestrator.on('error', (e) => out(`${t()}  error in ${e.phase}: ${e.message}`));
     sb.watchDns();

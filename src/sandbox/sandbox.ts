@@ -29,7 +29,7 @@ import type { TsigKeyConfig } from '../dns/tsig/index.js';
 import { normalizeDomain, type SiteServer } from '../host/index.js';
 import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
 import { Controller } from '../controller/index.js';
-import { EmbeddedDnsProvider, Journal, type DnsProvider, type MigrationRecord, type Orchestrator } from '../migration/index.js';
+import { EmbeddedDnsProvider, Journal, STEP, type DnsProvider, type MigrationRecord, type Orchestrator } from '../migration/index.js';
 
 /** Every knob of the sandbox scenario, with its default. */
 export interface SandboxOptions {
@@ -375,7 +375,7 @@ export class Sandbox {
       else onTarget++;
       if (n > 1) duplicated += n - 1;
     }
-    const cutoverAt = journal.entries(rec.plan.id).find((e) => e.step === 'target-serve')?.at ?? Infinity;
+    const cutoverAt = journal.entries(rec.plan.id).find((e) => e.step === STEP.targetServe)?.at ?? Infinity;
     const originOrders = await this.originSites.readOrders(domain);
     const onOriginAfterCutover = originOrders.filter((x) => x.server === 'origin' && Date.parse(x.at) >= cutoverAt).length;
     const fail = (r: RequestResult) => !r.ok;

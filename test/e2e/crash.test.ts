@@ -18,7 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Sandbox, type DemoSummary } from '../../src/sandbox/index.js';
 import { LoadGenerator } from '../../src/loadgen/index.js';
-import { Journal, type MigrationRecord } from '../../src/migration/index.js';
+import { STEP, WAIT, Journal, type MigrationRecord } from '../../src/migration/index.js';
 import type { ControllerEvent } from '../../src/controller/index.js';
 import { sleep } from '../../src/common/time.js';
 import { dnsQuery } from '../../src/dns/index.js';
@@ -32,15 +32,15 @@ const BUNDLE = fileURLToPath(new URL(`../../node_modules/.cache/ferry-crash-cont
 /** Where the controller is killed, in order: one event inside each phase. */
 const KILLS: Array<{ phase: string; match: (e: ControllerEvent) => boolean }> = [
   { phase: 'planned', match: (e) => e.type === 'phase' && e.data.phase === 'planned' },
-  { phase: 'ttl-lowered', match: (e) => e.type === 'wait' && e.data.what === 'old-ttl' },
-  { phase: 'temp-ip', match: (e) => e.type === 'step' && e.data.step === 'start-redirect' },
-  { phase: 'dns-temp', match: (e) => e.type === 'wait' && e.data.what === 'ip1-quiet' },
-  { phase: 'syncing', match: (e) => e.type === 'step' && e.data.step === 'initial-sync' },
-  { phase: 'preflight', match: (e) => e.type === 'step' && e.data.step === 'parity' },
-  { phase: 'cutover', match: (e) => e.type === 'step' && e.data.step === 'final-sync' },
-  { phase: 'cutover', match: (e) => e.type === 'step' && e.data.step === 'origin-proxy' },
-  { phase: 'draining', match: (e) => e.type === 'wait' && e.data.what === 'ipt-quiet' },
-  { phase: 'completed', match: (e) => e.type === 'step' && e.data.step === 'stop-redirect' },
+  { phase: 'ttl-lowered', match: (e) => e.type === 'wait' && e.data.what === WAIT.oldTtl },
+  { phase: 'temp-ip', match: (e) => e.type === 'step' && e.data.step === STEP.startRedirect },
+  { phase: 'dns-temp', match: (e) => e.type === 'wait' && e.data.what === WAIT.ip1Quiet },
+  { phase: 'syncing', match: (e) => e.type === 'step' && e.data.step === STEP.initialSync },
+  { phase: 'preflight', match: (e) => e.type === 'step' && e.data.step === STEP.parity },
+  { phase: 'cutover', match: (e) => e.type === 'step' && e.data.step === STEP.finalSync },
+  { phase: 'cutover', match: (e) => e.type === 'step' && e.data.step === STEP.originProxy },
+  { phase: 'draining', match: (e) => e.type === 'wait' && e.data.what === WAIT.iptQuiet },
+  { phase: 'completed', match: (e) => e.type === 'step' && e.data.step === STEP.stopRedirect },
 ];
 
 /** The key the controller signs its zone updates with. */

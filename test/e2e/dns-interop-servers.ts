@@ -4,12 +4,11 @@
  * folder removed) by `stop()`, also when a test fails.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dnsQuery } from '../../src/dns/index.js';
+import { freePort } from '../ports.js';
 
 /** True when the binary is on the PATH. */
 export function have(bin: string): boolean {
@@ -19,22 +18,6 @@ export function have(bin: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** A port free for both UDP and TCP on `address` right now. */
-export async function freePort(address: string): Promise<number> {
-  for (let i = 0; i < 30; i++) {
-    const udp = dgram.createSocket('udp4');
-    const port = await new Promise<number>((r) => udp.bind(0, address, () => r(udp.address().port)));
-    const ok = await new Promise<boolean>((r) => {
-      const srv = net.createServer();
-      srv.once('error', () => r(false));
-      srv.listen(port, address, () => srv.close(() => r(true)));
-    });
-    udp.close();
-    if (ok) return port;
-  }
-  throw new Error('no free port');
 }
 
 export interface TsigSpec {
@@ -137,7 +120,7 @@ const knotAlg = (a: string) => a.replace(/\.$/, '');
 export async function startKnot(opts: ExternalOptions): Promise<ExternalDns> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-knot-'));
   mkdirSync(join(dir, 'db'));
-  const port = await freePort(opts.address);
+  const port = await freePort(opts.address, { udp: true });
   const keys = new Map<string, TsigSpec>();
   if (opts.updateKey) keys.set(opts.updateKey.name, opts.updateKey);
   for (const z of opts.secondaryZones ?? []) if (z.key) keys.set(z.key.name, z.key);
@@ -219,7 +202,7 @@ const bindAlg = (a: string) => a.replace(/\.$/, '');
  */
 export async function startBind(opts: ExternalOptions): Promise<ExternalDns> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bind-'));
-  const port = await freePort(opts.address);
+  const port = await freePort(opts.address, { udp: true });
   const keys = new Map<string, TsigSpec>();
   if (opts.updateKey) keys.set(opts.updateKey.name, opts.updateKey);
   for (const z of opts.secondaryZones ?? []) if (z.key) keys.set(z.key.name, z.key);

@@ -7,34 +7,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
-import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LoopbackAddresses, startAgent } from '../../src/agent/index.js';
 import { findBinary } from './helpers.js';
+import { freePort } from '../ports.js';
 
 const TOKEN = 'evacuate-test-token-0123456789';
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const SITES = ['a.example', 'b.example', 'c.example'];
-
-async function freePort(address: string, udpToo = false): Promise<number> {
-  for (;;) {
-    const s = createServer();
-    await new Promise<void>((r) => s.listen(0, address, () => r()));
-    const p = (s.address() as AddressInfo).port;
-    await new Promise<void>((r) => s.close(() => r()));
-    if (!udpToo) return p;
-    const u = createSocket('udp4');
-    const ok = await new Promise<boolean>((r) => {
-      u.once('error', () => r(false));
-      u.bind(p, address, () => r(true));
-    });
-    await new Promise<void>((r) => (ok ? u.close(() => r()) : r()));
-    if (ok) return p;
-  }
-}
 
 test('ferry evacuate --config: every site of a server through real agents', { skip: findBinary('rsync') ? false : 'rsync is not installed', timeout: 180_000 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-evacuate-'));
@@ -65,7 +47,7 @@ test('ferry evacuate --config: every site of a server through real agents', { sk
       join(dir, 'example.zone'),
       `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\n${SITES.map((s) => `${s.split('.')[0]} 1 IN A ${ips.origin}`).join('\n')}\n`,
     );
-    const dnsPort = await freePort(ips.dns, true);
+    const dnsPort = await freePort(ips.dns, { udp: true });
     await writeFile(
       join(dir, 'ferry.yaml'),
       `journal: journal.sqlite

@@ -1,6 +1,7 @@
 /**
- * The whole patented migration on loopback, under load with stale clients: the invariants of
- * ../../../shared/design/system.md, checked on what really happened.
+ * The whole patented migration on loopback, under load with stale clients: the guarantees that
+ * docs/how-a-migration-works.md lists (one writer, no failed request, no lost write), checked on
+ * what really happened.
  */
 import { after, before, describe } from 'node:test';
 import { Sandbox } from '../../src/sandbox/index.js';

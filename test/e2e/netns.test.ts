@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { STEP, WAIT, waitEndNote } from '../../src/migration/index.js';
 import { findBinary } from './helpers.js';
 import { NET, Topology, netnsSkipReason, type NsChild } from './netns/topology.js';
 
@@ -261,7 +262,7 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
         if (e.type === 'phase' && e.data?.phase && ['dns-temp', 'syncing', 'cutover', 'draining'].includes(e.data.phase)) {
           tempIpSeen[e.data.phase] = topo.addresses('origin').includes(NET.tempIp);
         }
-        if (e.type === 'step' && e.data?.step === 'target-serve') cutoverAt = e.at!;
+        if (e.type === 'step' && e.data?.step === STEP.targetServe) cutoverAt = e.at!;
       }
     }, 100);
     let doneLine: string;
@@ -273,16 +274,17 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     // The last events before "done" (phase lines) are read by one more pass.
     for (; seen < controller.lines.length; seen++) {
       const e = JSON.parse(controller.lines[seen]!) as { type: string; at?: number; data?: { step?: string } };
-      if (e.type === 'step' && e.data?.step === 'target-serve') cutoverAt = e.at!;
+      if (e.type === 'step' && e.data?.step === STEP.targetServe) cutoverAt = e.at!;
     }
     const done = JSON.parse(doneLine) as { migrations: Array<{ id: string; phase: string; error: string | null }> };
     assert.equal(done.migrations[0]!.phase, 'completed', `migration ended ${JSON.stringify(done.migrations[0])}`);
     // The origin told relayed requests (from IPt, SNATed by either engine) from direct ones, so the
     // wait for IP1 to go quiet ended on what it observed, not at its cap.
     const journal = new Database(join(dir, 'journal.sqlite'), { readonly: true });
-    const ip1 = (journal.prepare("SELECT step FROM journal WHERE step LIKE 'ip1-quiet-%' ORDER BY seq").all() as Array<{ step: string }>).map((r) => r.step);
+    const ends = [waitEndNote(WAIT.ip1Quiet, 'quiet'), waitEndNote(WAIT.ip1Quiet, 'cap')];
+    const ip1 = (journal.prepare('SELECT step FROM journal WHERE step IN (?, ?) ORDER BY seq').all(...ends) as Array<{ step: string }>).map((r) => r.step);
     journal.close();
-    assert.deepEqual(ip1, ['ip1-quiet-quiet'], 'the IP1 wait ended on observed quiet, not at its cap');
+    assert.deepEqual(ip1, [waitEndNote(WAIT.ip1Quiet, 'quiet')], 'the IP1 wait ended on observed quiet, not at its cap');
 
     // Cool down under load, then collect the clients' view; the name server stays up meanwhile.
     await new Promise((r) => setTimeout(r, 2000));

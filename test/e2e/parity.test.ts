@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { sleep } from '../../src/common/time.js';
-import type { MigrationRecord } from '../../src/migration/index.js';
+import { STEP, type MigrationRecord } from '../../src/migration/index.js';
 import { findBinary } from './helpers.js';
 
 describe('preflight parity refuses a target that answers differently (agents over HTTP)', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, () => {
@@ -53,8 +53,8 @@ describe('preflight parity refuses a target that answers differently (agents ove
   it('refuses the different page before the cut-over and rolls back', () => {
     assert.equal(refused.phase, 'rolled-back');
     const steps = sb.orchestrator.journal.entries('parity-page').map((e) => e.step);
-    assert.ok(steps.includes('parity'));
-    for (const s of ['hold-redirect', 'final-sync', 'target-serve']) assert.ok(!steps.includes(s), `${s} ran`);
+    assert.ok(steps.includes(STEP.parity));
+    for (const s of [STEP.holdRedirect, STEP.finalSync, STEP.targetServe]) assert.ok(!steps.includes(s), `${s} ran`);
     assert.equal(sb.dns.zones.getRRset('page.example.', 'A')?.rdata[0], sb.opts.originIp);
     assert.deepEqual(sb.dns.zones.getRRset('page.example.', 'A'), before0.record);
     assert.equal(sb.targetSites.hasSite('page.example.'), false);
@@ -68,7 +68,7 @@ describe('preflight parity refuses a target that answers differently (agents ove
     assert.match(error, /http GET \/ :\d+: body sha256: origin [0-9a-f]{12}…, target [0-9a-f]{12}…/);
     assert.match(error, /first difference at byte \d+: origin …".*origin.*", target …".*target.*"/);
     assert.doesNotMatch(error, /healthz/, 'the /healthz check passed and is not listed');
-    const results = sb.orchestrator.journal.entries('parity-page').find((e) => e.step === 'parity-results')?.detail?.results as Array<{ check: string; ok: boolean }>;
+    const results = sb.orchestrator.journal.entries('parity-page').find((e) => e.step === STEP.parityResults)?.detail?.results as Array<{ check: string; ok: boolean }>;
     assert.deepEqual(
       results.map((r) => [r.check.replace(/:\d+$/, ''), r.ok]),
       [

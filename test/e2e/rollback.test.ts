@@ -12,21 +12,21 @@ import { after, before, describe, it } from 'node:test';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { sleep } from '../../src/common/time.js';
 import type { ControllerEvent } from '../../src/controller/index.js';
-import type { MigrationRecord } from '../../src/migration/index.js';
+import { STEP, WAIT, type MigrationRecord } from '../../src/migration/index.js';
 import { normalizeDomain } from '../../src/host/index.js';
 import { findBinary } from './helpers.js';
 
 /** Where each site is rolled back: a phase, and the event inside it that triggers the rollback. */
 const POINTS: Array<{ name: string; match: (e: ControllerEvent) => boolean }> = [
   { name: 'planned', match: (e) => e.type === 'phase' && e.data.phase === 'planned' },
-  { name: 'ttl-lowered', match: (e) => e.type === 'wait' && e.data.what === 'old-ttl' },
-  { name: 'temp-ip', match: (e) => e.type === 'step' && e.data.step === 'probe-temp-ip' },
-  { name: 'dns-temp', match: (e) => e.type === 'wait' && e.data.what === 'ip1-quiet' },
-  { name: 'syncing', match: (e) => e.type === 'step' && e.data.step === 'initial-sync' },
-  { name: 'preflight', match: (e) => e.type === 'step' && e.data.step === 'parity' },
-  { name: 'cutover', match: (e) => e.type === 'step' && e.data.step === 'wait-origin-idle' },
-  { name: 'cutover-switched', match: (e) => e.type === 'step' && e.data.step === 'origin-proxy' },
-  { name: 'draining', match: (e) => e.type === 'wait' && e.data.what === 'ipt-quiet' },
+  { name: 'ttl-lowered', match: (e) => e.type === 'wait' && e.data.what === WAIT.oldTtl },
+  { name: 'temp-ip', match: (e) => e.type === 'step' && e.data.step === STEP.probeTempIp },
+  { name: 'dns-temp', match: (e) => e.type === 'wait' && e.data.what === WAIT.ip1Quiet },
+  { name: 'syncing', match: (e) => e.type === 'step' && e.data.step === STEP.initialSync },
+  { name: 'preflight', match: (e) => e.type === 'step' && e.data.step === STEP.parity },
+  { name: 'cutover', match: (e) => e.type === 'step' && e.data.step === STEP.waitOriginIdle },
+  { name: 'cutover-switched', match: (e) => e.type === 'step' && e.data.step === STEP.originProxy },
+  { name: 'draining', match: (e) => e.type === 'wait' && e.data.what === WAIT.iptQuiet },
   { name: 'completed', match: () => false },
 ];
 
@@ -117,7 +117,7 @@ describe('rollback from every phase, under load (agents over HTTP on loopback)',
 
   it('went through a reverse migration only where the target had become the writer', () => {
     for (const p of POINTS) {
-      const reversed = sb.orchestrator.journal.entries(`rb-${p.name}`).some((e) => e.step === 'reverse-final-sync');
+      const reversed = sb.orchestrator.journal.entries(`rb-${p.name}`).some((e) => e.step === STEP.reverseFinalSync);
       assert.equal(reversed, ['cutover-switched', 'draining', 'completed'].includes(p.name), p.name);
     }
   });

@@ -7,9 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dnsExchangeTcp, dnsExchangeUdp } from '../client.js';
@@ -26,6 +24,7 @@ import { nameKey } from '../wire/name.js';
 import { formatRdata } from '../wire/rdata.js';
 import { RRType, typeCode, typeName } from '../wire/types.js';
 import { loadZoneFile } from '../zone/parser.js';
+import { freePort } from '../../../test/ports.js';
 
 /** A zone whose apex is a DNAME (RFC 6672 §2.3): everything below is rewritten, the apex is not. */
 const DNAME_APEX_ZONE = [
@@ -86,22 +85,6 @@ function knotd(): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** A port free for both UDP and TCP right now (Knot is told to listen there). */
-async function freePort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const udp = dgram.createSocket('udp4');
-    const port = await new Promise<number>((r) => udp.bind(0, '127.0.0.1', () => r(udp.address().port)));
-    const ok = await new Promise<boolean>((r) => {
-      const srv = net.createServer();
-      srv.once('error', () => r(false));
-      srv.listen(port, '127.0.0.1', () => srv.close(() => r(true)));
-    });
-    udp.close();
-    if (ok) return port;
-  }
-  throw new Error('no free port');
 }
 
 function cases(): Case[] {
@@ -294,7 +277,7 @@ test('differential: Ferry answers like Knot DNS', async (t) => {
     writeFileSync(join(dir, 'edge.zone'), EDGE_ZONE);
     writeFileSync(join(dir, 'dnapex.zone'), DNAME_APEX_ZONE);
     writeFileSync(join(dir, 'syntax.zone'), SYNTAX_ZONE);
-    const port = await freePort();
+    const port = await freePort('127.0.0.1', { udp: true });
     writeFileSync(
       join(dir, 'knot.conf'),
       [

@@ -178,11 +178,6 @@ export function isSubdomainKey(nameKeyed: string, ancestorKeyed: string): boolea
   return slashes % 2 === 0;
 }
 
-/** Number of labels of a canonical name. */
-export function labelCount(name: string): number {
-  return splitName(name).length;
-}
-
 // Unescapes one presentation label (already validated when the name was made canonical).
 function labelBytes(label: string): number[] {
   const out: number[] = [];

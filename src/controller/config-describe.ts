@@ -1,0 +1,45 @@
+/** `describeConfig`: what a validated config sets up, for people and logs, without its secrets. */
+import { zoneOverride } from '../dns/index.js';
+import { policyOf, type AclEntryConfig, type DnsPolicyConfig, type FerryConfig } from './config-schema.js';
+
+/** `192.0.2.0/24, key xfr-key., 192.0.2.1+key k.` — or `none` (refused). */
+function aclText(l: AclEntryConfig[] | undefined): string {
+  if (!l?.length) return 'none';
+  return l.map((e) => [e.address, e.key !== undefined ? `key ${e.key}` : undefined].filter(Boolean).join(' with ')).join(', ');
+}
+
+function policyText(p: DnsPolicyConfig): string {
+  const notify = p.notify?.length ? p.notify.map((n) => `${n.address.includes(':') ? `[${n.address}]` : n.address}:${n.port}${n.key ? ` (key ${n.key})` : ''}`).join(', ') : 'none';
+  return `transfer ${aclText(p.allowTransfer)}; update ${aclText(p.allowUpdate)}; notify ${notify}`;
+}
+
+/** A summary of the config for people and logs: everything but the secrets. */
+export function describeConfig(c: FerryConfig): string {
+  const lines = [`config ${c.file}: ok`, `  journal: ${c.journal}`];
+  for (const s of c.servers) {
+    lines.push(
+      `  server ${s.id}: agent ${s.agent}${s.ca ? ` (CA ${s.ca})` : ''}, web ${s.web}, shared ${s.sharedIps.join(' ')}, temporary pool ${s.tempIpPool.join(' ') || '(none)'}` +
+        (s.sharedIps6 || s.tempIpPool6 ? `, IPv6 shared ${s.sharedIps6?.join(' ') || '(none)'}, IPv6 temporary pool ${s.tempIpPool6?.join(' ') || '(none)'}` : ''),
+    );
+  }
+  if (c.dns.provider === 'embedded') {
+    const e = c.dns;
+    lines.push(
+      `  dns: embedded on ${e.listen.address}:${e.listen.port}, zones ${e.zones.map((z) => z.file).join(' ')}, kept in ${e.db}` +
+        `, serials ${e.serialPolicy ?? 'increment'}, ${e.workers ?? 1} query worker${(e.workers ?? 1) === 1 ? '' : 's'}`,
+    );
+    // Key names and algorithms only: the secrets stay out.
+    lines.push(`  dns tsig keys: ${e.tsigKeys?.length ? e.tsigKeys.map((k) => `${k.name} (${k.algorithm})`).join(', ') : '(none)'}`);
+    lines.push(`  dns zones by default: ${policyText(e)}`);
+    for (const z of e.zones) {
+      const own = zoneOverride(policyOf(e), policyOf(z));
+      if (own) lines.push(`  dns zone ${z.origin ?? z.file}: ${policyText(own)}`);
+    }
+  } else {
+    lines.push(`  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`);
+  }
+  for (const s of c.sites) lines.push(`  site ${s.domain}: on ${s.server}, ports ${s.ports.join(',')}, ${s.kind}`);
+  const d = c.defaults;
+  lines.push(`  defaults: ${Object.entries(d).map(([k, v]) => `${k}=${v}`).join(', ') || '(built-in)'}`);
+  return lines.join('\n');
+}

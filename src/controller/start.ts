@@ -1,0 +1,145 @@
+/**
+ * `startController`: the running controller a validated config describes (agents over HTTP, the
+ * embedded name server or an RFC 2136 primary, the journal), for `ferry controller` and `ferry evacuate`.
+ */
+import { readFile } from 'node:fs/promises';
+import { HttpHostDriver } from '../agent/client.js';
+import { DnsServer, loadZoneFile, mergeZonePolicies } from '../dns/index.js';
+import { EmbeddedDnsProvider, Journal, createRfc2136Provider, type DnsProvider } from '../migration/index.js';
+import { policyOf, type DnsConfig, type DnsPolicyConfig, type FerryConfig, type TsigKeySecret } from './config-schema.js';
+import { Controller } from './controller.js';
+
+/**
+ * The name server's TSIG keys and zone policies from the config: the dns-level policy is the
+ * default for every zone, a zone entry's own keys override it (`mergeZonePolicies`, src/dns).
+ * Nothing configured: no policies, so transfers and updates are refused and nobody is notified.
+ * `origins` are the loaded zones' origins, in config order.
+ */
+export function dnsSecurityOptions(
+  cfg: Extract<DnsConfig, { provider: 'embedded' }>,
+  origins: string[],
+): { tsigKeys?: TsigKeySecret[]; zonePolicies?: Record<string, DnsPolicyConfig> } {
+  const zonePolicies = mergeZonePolicies(
+    policyOf(cfg),
+    cfg.zones.map((z, i) => ({ origin: origins[i]!, policy: policyOf(z) })),
+  );
+  return {
+    ...(cfg.tsigKeys?.length ? { tsigKeys: cfg.tsigKeys.map((k) => ({ name: k.name, algorithm: k.algorithm, secret: k.secret })) } : {}),
+    ...(zonePolicies ? { zonePolicies } : {}),
+  };
+}
+
+/** A controller started from a config: close it to stop the migrations' drivers and the name server. */
+export interface RunningController {
+  config: FerryConfig;
+  controller: Controller;
+  /** The embedded name server, when the config uses it. */
+  dnsServer: DnsServer | undefined;
+  drivers: Map<string, HttpHostDriver>;
+  /** Migrations resumed at start. */
+  resumed: string[];
+  /** Ask every agent for its info: reachable, and serving sites the way the config says. */
+  checkAgents(): Promise<Array<{ server: string; ok: boolean; message: string }>>;
+  close(): Promise<void>;
+}
+
+export interface StartControllerOptions {
+  /** Resume unfinished migrations of the journal (default true). */
+  resume?: boolean;
+}
+
+/**
+ * Build and start the controller a config describes: the DNS provider (the embedded name server
+ * listening, zones loaded), one `HttpHostDriver` per server, the journal, and the controller,
+ * which then resumes unfinished migrations. The control API mounts its routes on `controller`.
+ */
+export async function startController(config: FerryConfig, opts: StartControllerOptions = {}): Promise<RunningController> {
+  let dnsServer: DnsServer | undefined;
+  let journal: Journal | undefined;
+  const drivers = new Map<string, HttpHostDriver>();
+  try {
+    let provider: DnsProvider;
+    const dnsCfg = config.dns;
+    if (dnsCfg.provider === 'embedded') {
+      const zones = await Promise.all(dnsCfg.zones.map((z) => loadZoneFile(z.file, z.origin ? { origin: z.origin } : {})));
+      dnsServer = new DnsServer({
+        address: dnsCfg.listen.address,
+        port: dnsCfg.listen.port,
+        zones,
+        db: dnsCfg.db,
+        ...dnsSecurityOptions(dnsCfg, zones.map((z) => z.origin)),
+        ...(dnsCfg.serialPolicy ? { serialPolicy: dnsCfg.serialPolicy } : {}),
+        ...(dnsCfg.workers !== undefined ? { workers: dnsCfg.workers } : {}),
+      });
+      await dnsServer.start();
+      provider = new EmbeddedDnsProvider({ server: dnsServer, ...(dnsCfg.nameServers ? { nameServers: dnsCfg.nameServers } : {}) });
+    } else {
+      // Any primary (BIND, Knot, PowerDNS) through TSIG-signed UPDATE.
+      provider = createRfc2136Provider(dnsCfg);
+    }
+    for (const s of config.servers) {
+      const ca = s.ca ? await readFile(s.ca) : undefined;
+      drivers.set(
+        s.id,
+        new HttpHostDriver({
+          id: s.id,
+          url: s.agent,
+          token: s.token,
+          ...(ca ? { ca } : {}),
+          ...(s.timeoutMs !== undefined ? { timeoutMs: s.timeoutMs } : {}),
+          ...(s.engine ? { engine: s.engine } : {}),
+        }),
+      );
+    }
+    journal = new Journal(config.journal);
+    const controller = new Controller({
+      dns: provider,
+      servers: config.servers.map((s) => ({
+        id: s.id,
+        driver: drivers.get(s.id)!,
+        sharedIps: s.sharedIps,
+        tempIpPool: s.tempIpPool,
+        ...(s.sharedIps6 ? { sharedIps6: s.sharedIps6 } : {}),
+        ...(s.tempIpPool6 ? { tempIpPool6: s.tempIpPool6 } : {}),
+      })),
+      sites: config.sites.map((s) => ({ domain: s.domain, server: s.server, ports: s.ports })),
+      journal,
+      defaults: config.defaults,
+    });
+    const resumed = opts.resume === false ? [] : controller.resumeAll();
+    const j = journal;
+    const server = dnsServer;
+    return {
+      config,
+      controller,
+      dnsServer,
+      drivers,
+      resumed,
+      checkAgents: () =>
+        Promise.all(
+          config.servers.map(async (s) => {
+            try {
+              const info = await drivers.get(s.id)!.info();
+              if (info.web !== s.web) {
+                return { server: s.id, ok: false, message: `agent serves sites with ${String(info.web)}, the config says web: ${s.web}` };
+              }
+              return { server: s.id, ok: true, message: `agent ${String(info.id)} at ${s.agent}, web ${String(info.web)}` };
+            } catch (err) {
+              return { server: s.id, ok: false, message: (err as Error).message };
+            }
+          }),
+        ),
+      close: async () => {
+        await controller.close();
+        for (const d of drivers.values()) d.close();
+        await server?.stop();
+        j.close();
+      },
+    };
+  } catch (err) {
+    for (const d of drivers.values()) d.close();
+    await dnsServer?.stop().catch(() => undefined);
+    journal?.close();
+    throw err;
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * The names a migration journals: its steps (journaled before they run), its notes (what it
+ * observed or finished) and its waits. Journals keep these strings for good, and a resumed run
+ * looks its past up by them, so a value here never changes once released; code names a step
+ * through this table only.
+ */
+
+/** Steps and notes, by what they do. The IPv6 family's steps get `-v6` appended (`familyStep`). */
+export const STEP = {
+  // Notes of every phase.
+  originalRecord: 'original-record',
+  observedState: 'observed-state',
+  dnsChange: 'dns-change',
+  dnsPropagated: 'dns-propagated',
+  // temp-ip (per family)
+  addAddress: 'add-address',
+  startRedirect: 'start-redirect',
+  probeTempIp: 'probe-temp-ip',
+  // syncing
+  targetAddSite: 'target-add-site',
+  initialSync: 'initial-sync',
+  // preflight
+  parity: 'parity',
+  parityResults: 'parity-results',
+  // cutover
+  holdRedirect: 'hold-redirect',
+  holdOriginSite: 'hold-origin-site',
+  waitOriginIdle: 'wait-origin-idle',
+  finalSync: 'final-sync',
+  targetServe: 'target-serve',
+  originProxy: 'origin-proxy',
+  redirectToTarget: 'redirect-to-target',
+  releaseRedirect: 'release-redirect',
+  // completed
+  stopRedirect: 'stop-redirect',
+  removeAddress: 'remove-address',
+  originRemoveSite: 'origin-remove-site',
+  // rollback before the switch
+  undoReleaseRedirect: 'undo-release-redirect',
+  undoOriginServe: 'undo-origin-serve',
+  undoTargetRemoveSite: 'undo-target-remove-site',
+  undoStopRedirect: 'undo-stop-redirect',
+  undoRemoveAddress: 'undo-remove-address',
+  // rollback after the switch: the reverse migration (every name starts with `reverse-`)
+  reverseOriginAddSite: 'reverse-origin-add-site',
+  reverseInitialSync: 'reverse-initial-sync',
+  reverseHoldRedirect: 'reverse-hold-redirect',
+  reverseHoldTarget: 'reverse-hold-target',
+  reverseWaitTargetIdle: 'reverse-wait-target-idle',
+  reverseFinalSync: 'reverse-final-sync',
+  reverseOriginServe: 'reverse-origin-serve',
+  reverseTargetProxy: 'reverse-target-proxy',
+  reverseRedirectToOrigin: 'reverse-redirect-to-origin',
+  reverseReleaseRedirect: 'reverse-release-redirect',
+  reverseStopRedirect: 'reverse-stop-redirect',
+  reverseRemoveAddress: 'reverse-remove-address',
+  reverseTargetRemoveSite: 'reverse-target-remove-site',
+} as const;
+
+export type Step = (typeof STEP)[keyof typeof STEP];
+
+/** The data copies, each a step of its own. */
+export const SYNC_PASSES = [STEP.initialSync, STEP.finalSync, STEP.reverseInitialSync, STEP.reverseFinalSync] as const;
+export type SyncPass = (typeof SYNC_PASSES)[number];
+
+/** What a migration waits for (the `what` of `wait` events; their end is journaled as a note). */
+export const WAIT = {
+  oldTtl: 'old-ttl',
+  ip1Quiet: 'ip1-quiet',
+  iptQuiet: 'ipt-quiet',
+  ip1ProxyQuiet: 'ip1-proxy-quiet',
+  rollbackIptQuiet: 'rollback-ipt-quiet',
+  reverseIp2Quiet: 'reverse-ip2-quiet',
+  dnsPropagation: 'dns-propagation',
+} as const;
+
+export type Wait = (typeof WAIT)[keyof typeof WAIT];
+
+/** Appended to step names of the IPv6 family ('' for IPv4, so journals stay as they were). */
+export type FamilySuffix = '' | '-v6';
+
+/** How a quiet wait ended: traffic was quiet, or its cap was reached. */
+export type WaitEnd = 'quiet' | 'cap';
+
+/** Every name the journal's `step` column holds. */
+export type JournalStep =
+  | `${Step}${FamilySuffix}`
+  | `${typeof STEP.originalRecord}-AAAA`
+  | `${SyncPass}-done`
+  | `${Wait}-passed`
+  | `${Wait}-${WaitEnd}`;
+
+/** `step` for one address family. */
+export function familyStep<S extends Step>(step: S, suffix: FamilySuffix): `${S}${FamilySuffix}` {
+  return `${step}${suffix}`;
+}
+
+/** The note holding a record as it was before the migration (the A record's keeps its old name). */
+export function originalRecordNote(type: 'A' | 'AAAA'): JournalStep {
+  return type === 'A' ? STEP.originalRecord : `${STEP.originalRecord}-${type}`;
+}
+
+/** The note journaled when a sync pass is done. */
+export function syncDoneNote(pass: SyncPass): `${SyncPass}-done` {
+  return `${pass}-done`;
+}
+
+/** The sync pass a `-done` note ends, or undefined. */
+export function syncPassDone(step: string): SyncPass | undefined {
+  return SYNC_PASSES.find((p) => step === syncDoneNote(p));
+}
+
+/** The note journaled when a fixed wait (a TTL) has passed. */
+export function waitPassedNote(wait: Wait): `${Wait}-passed` {
+  return `${wait}-passed`;
+}
+
+/** The note journaled when a quiet wait ends. */
+export function waitEndNote(wait: Wait, end: WaitEnd): `${Wait}-${WaitEnd}` {
+  return `${wait}-${end}`;
+}
+
+/** True for the steps of a reverse migration (a rollback after the switch). */
+export function isReverseStep(step: string | undefined): boolean {
+  return step !== undefined && step.startsWith('reverse-');
+}
