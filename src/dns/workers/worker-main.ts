@@ -7,7 +7,6 @@
 import { isFerryError } from '../../common/errors.js';
 import { queryChannel, type DnsQueryEvent } from '../metrics.js';
 import { DnsServer } from '../server.js';
-import { wantsPrimary } from '../xfr/primary.js';
 import { nameKey } from '../wire/name.js';
 import { Zone } from '../zone/zone.js';
 import { decodeRRsets, type RRsetState } from './codec.js';
@@ -16,8 +15,6 @@ import type { FromWorker, ToWorker, ZoneOp } from './protocol.js';
 let server: DnsServer | undefined;
 let nextId = 1;
 const pending = new Map<number, (messages: Buffer[]) => void>();
-let udpCount = 0;
-let tcpCount = 0;
 
 /** Metrics: while the primary has subscribers, collect events here and send them in batches. */
 const METRICS_BATCH_MS = 200;
@@ -86,15 +83,10 @@ async function init(m: Extract<ToWorker, { op: 'init' }>): Promise<void> {
       ...(m.init.udpIo === undefined ? {} : { udpIo: m.init.udpIo }),
     },
     {
-      wants(msg, transport) {
-        if (transport === 'udp') udpCount++;
-        else tcpCount++;
-        return wantsPrimary(msg);
-      },
-      forward(msg, remote, reply) {
+      forward(msg, from, reply) {
         const id = nextId++;
         pending.set(id, reply);
-        send({ op: 'forward', id, msg, address: remote.address, transport: remote.transport });
+        send({ op: 'forward', id, msg, address: from.address, transport: from.transport });
       },
     },
   );
@@ -137,7 +129,7 @@ process.on('message', (m: ToWorker) => {
       setMetrics(m.on);
       return;
     case 'stats':
-      send({ op: 'stats', udp: udpCount, tcp: tcpCount, pid: process.pid });
+      send({ op: 'stats', udp: server?.received.udp ?? 0, tcp: server?.received.tcp ?? 0, pid: process.pid });
       return;
     case 'close':
       setMetrics(false);
