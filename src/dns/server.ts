@@ -4,7 +4,7 @@
  * timeouts (§6.2.3) and a connection cap. Logging happens here, at the edge, and nowhere inside.
  */
 import net from 'node:net';
-import { FerryError, errorMessage } from '../common/errors.js';
+import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
 import { Dispatcher, type Forward } from './dispatch/chain.js';
 import type { Answer, Peer } from './dispatch/request.js';
@@ -229,6 +229,13 @@ export class DnsServer {
         this.log.info({ address: this.host, port, workers: this.workerCount }, 'dns server listening');
         return;
       } catch (err) {
+        // A worker that died or stalled is no port problem: another port would not help.
+        if (isFerryError(err, 'DNS_WORKER'))
+          throw new FerryError(
+            'DNS_WORKER',
+            `cannot start ${this.workerCount} workers on ${this.host}:${this.requestedPort}: ${err.message}`,
+            { cause: err },
+          );
         lastErr = err;
       }
     }
