@@ -116,6 +116,8 @@ export class DnsWorkerPool {
   private metricsOn = false;
   private readonly metricsTimer: NodeJS.Timeout;
   private readonly stats = new Map<number, (s: { udp: number; tcp: number; pid: number }) => void>();
+  /** The zones in pieces as of sequence number `seq`, shared by workers starting together. */
+  private pieces: { seq: number; list: ZonePiece[] } | undefined;
 
   private constructor(
     private readonly store: ZoneStore,
@@ -151,6 +153,8 @@ export class DnsWorkerPool {
     } catch (err) {
       await pool.stop();
       throw err;
+    } finally {
+      pool.pieces = undefined;
     }
     return pool;
   }
@@ -181,6 +185,7 @@ export class DnsWorkerPool {
   /** Closes the workers (the shared sockets close with the last one). */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.pieces = undefined;
     clearInterval(this.metricsTimer);
     this.unsubscribe();
     for (const u of this.zoneSubs.values()) u();
@@ -312,7 +317,9 @@ export class DnsWorkerPool {
           this.flush();
           slot.acked = this.seq;
           slot.initialized = true;
-          const pieces = zonePieces(this.store.list());
+          // Encoded once for workers that start with the same state (a big zone takes seconds).
+          if (this.pieces?.seq !== this.seq) this.pieces = { seq: this.seq, list: zonePieces(this.store.list()) };
+          const pieces = this.pieces.list;
           this.send(slot, { op: 'init', init, pieces: pieces.length, seq: this.seq, metrics: this.metricsOn });
           for (const piece of pieces) this.send(slot, { op: 'load', piece });
           total = pieces.length;
@@ -330,6 +337,7 @@ export class DnsWorkerPool {
             return;
           }
           slot.ready = true;
+          if (this.slots.every((s) => s.ready)) this.pieces = undefined;
           resolve();
           return;
         }
