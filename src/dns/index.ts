@@ -20,7 +20,8 @@ export { Zone, RRsetsByType, type RRset, type ZoneNode } from './zone/zone.js';
 export { parseZone, loadZoneFile, type ParseZoneOptions } from './zone/parser.js';
 export { exportZone } from './zone/export.js';
 export { QueryEngine, type QueryEngineOptions } from './query/engine.js';
-export { QUERY_CHAIN, runChain, type Handler, type QueryContext, type Next } from './query/chain.js';
+export { QUERY_CHAIN, runChain } from './query/chain.js';
+export type { Handler, QueryContext, Next } from './query/context.js';
 export {
   decodeMessage,
   encodeMessage,

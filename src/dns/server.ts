@@ -4,14 +4,15 @@
  * timeouts (§6.2.3) and a connection cap. Logging happens here, at the edge, and nowhere inside.
  */
 import net from 'node:net';
-import { FerryError, errorMessage } from '../common/errors.js';
+import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
-import { queryChannel, queryEvent } from './metrics.js';
+import { Dispatcher, type Forward } from './dispatch/chain.js';
+import type { Answer, Peer } from './dispatch/request.js';
 import { QueryEngine } from './query/engine.js';
 import { DnsWorkerPool } from './workers/pool.js';
 import { openUdp, type UdpEndpoint, type UdpRemote } from './udp-io.js';
 import { ZoneStore, type SerialPolicy } from './zone/store.js';
-import { Primary, wantsPrimary, type PrimaryOptions } from './xfr/primary.js';
+import { Primary, type PrimaryOptions } from './xfr/primary.js';
 import type { Zone } from './zone/zone.js';
 
 /**
@@ -49,16 +50,12 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
   workers?: number;
 }
 
-/** How a pool worker's server differs (workers/worker-main.ts): shared sockets, forwarding. */
+/**
+ * How a pool worker's server differs (workers/worker-main.ts): shared sockets, and the primary
+ * role's requests forwarded to the process holding the zone store (dispatch/chain.ts).
+ */
 export interface WorkerRole {
-  /** Sees every request first: true for one the primary process must answer. */
-  wants(msg: Buffer, transport: 'udp' | 'tcp'): boolean;
-  /** Sends such a request there; the answer comes back through `reply`. */
-  forward(
-    msg: Buffer,
-    remote: { address: string; transport: 'udp' | 'tcp' },
-    reply: (messages: Buffer[]) => void,
-  ): void;
+  forward: Forward;
 }
 
 /** Output buffered for one TCP client before we stop reading its queries (slow readers). */
@@ -97,6 +94,10 @@ export class DnsServer {
   private boundPort = 0;
   private readonly workerCount: number;
   private pool: DnsWorkerPool | undefined;
+  /** Every request goes through it (dispatch/chain.ts). */
+  private readonly dispatcher: Dispatcher;
+  /** Requests received by this process's sockets, by transport. */
+  readonly received = { udp: 0, tcp: 0 };
 
   /** `role` is for the worker pool's own use. */
   constructor(
@@ -137,7 +138,8 @@ export class DnsServer {
       this.zones,
       opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: opts.maxUdpPayload },
     );
-    this.primary = new Primary(this.zones, this.engine, { ...opts, logger: this.log });
+    this.primary = new Primary(this.zones, { ...opts, logger: this.log });
+    this.dispatcher = new Dispatcher({ engine: this.engine, primary: this.primary }, role?.forward);
   }
 
   /** The bound address. */
@@ -214,11 +216,12 @@ export class DnsServer {
           maxUdpPayload: this.engine.maxUdpPayload,
           udpIo: this.udpIo,
           logger: this.log,
-          forward: (msg, remote) => {
-            const special = this.primary.handle(msg, remote);
-            if (special) return special;
-            const res = this.engine.answer(msg, remote.transport);
-            return res ? [res] : undefined;
+          forward: (msg, from) => {
+            // Run here through the whole chain; its handlers answer at once (`later` is unused).
+            const extra: Buffer[] = [];
+            const peer: Peer = { address: from.address, later: () => (m) => extra.push(m) };
+            const out = this.dispatcher.dispatch(msg, from.transport, peer);
+            return out === undefined ? extra : Array.isArray(out) ? out.concat(extra) : [out, ...extra];
           },
         });
         this.boundPort = port;
@@ -226,6 +229,13 @@ export class DnsServer {
         this.log.info({ address: this.host, port, workers: this.workerCount }, 'dns server listening');
         return;
       } catch (err) {
+        // A worker that died or stalled is no port problem: another port would not help.
+        if (isFerryError(err, 'DNS_WORKER'))
+          throw new FerryError(
+            'DNS_WORKER',
+            `cannot start ${this.workerCount} workers on ${this.host}:${this.requestedPort}: ${err.message}`,
+            { cause: err },
+          );
         lastErr = err;
       }
     }
@@ -272,35 +282,19 @@ export class DnsServer {
   }
 
   private onUdp(msg: Buffer, remote: UdpRemote): Buffer | undefined {
-    const t0 = queryChannel.hasSubscribers ? performance.now() : -1;
-    let res: Buffer | undefined;
+    this.received.udp++;
+    let out: Answer;
     try {
-      if (this.role) {
-        // A worker: the primary process answers what its primary role handles.
-        if (this.role.wants(msg, 'udp')) {
-          const send = remote.later();
-          this.role.forward(Buffer.from(msg), { address: remote.address, transport: 'udp' }, (out) => {
-            for (const m of out) send(m);
-          });
-          return undefined;
-        }
-      } else {
-        // Checked first so that a plain query never decodes its sender's address.
-        const special = wantsPrimary(msg) ? this.primary.handle(msg, { address: remote.address, transport: 'udp' }) : undefined;
-        if (special) {
-          if (special.length === 1) return special[0];
-          const send = remote.later();
-          for (const m of special) send(m);
-          return undefined;
-        }
-      }
-      res = this.engine.answer(msg, 'udp');
+      out = this.dispatcher.dispatch(msg, 'udp', remote);
     } catch (err) {
       this.log.error({ err, from: remote.address }, 'dns query failed');
       return undefined;
     }
-    if (res && t0 >= 0) queryChannel.publish(queryEvent(msg, res, 'udp', t0));
-    return res;
+    if (out === undefined || !Array.isArray(out)) return out;
+    if (out.length === 1) return out[0];
+    const send = remote.later();
+    for (const m of out) send(m);
+    return undefined;
   }
 
   private listenTcp(port: number): Promise<net.Server> {
@@ -322,6 +316,11 @@ export class DnsServer {
     sock.setTimeout(this.idleMs, () => sock.destroy());
     sock.on('close', () => this.conns.delete(sock));
     sock.on('error', () => sock.destroy());
+    // Answers given later (forwarded by a worker) go out framed, unless the client has gone.
+    const peer: Peer = {
+      address: sock.remoteAddress ?? '',
+      later: () => (m) => writeFramed(sock, m),
+    };
     let pending: Buffer = Buffer.alloc(0);
     // When the unfinished message at the head of `pending` began: a client trickling bytes must
     // still finish a message within the idle timeout (slowloris).
@@ -345,32 +344,18 @@ export class DnsServer {
           sock.destroy(); // not even a header: the stream is garbage
           return;
         }
-        const t0 = queryChannel.hasSubscribers ? performance.now() : -1;
-        let res: Buffer | undefined;
+        this.received.tcp++;
+        let out: Answer;
         try {
-          if (this.role) {
-            if (this.role.wants(msg, 'tcp')) {
-              this.role.forward(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' }, (out) => {
-                for (const m of out) writeFramed(sock, m);
-              });
-              continue;
-            }
-          } else {
-            // Transfers, UPDATE and signed requests: possibly several messages (RFC 5936 §2.2).
-            const special = this.primary.handle(msg, { address: sock.remoteAddress ?? '', transport: 'tcp' });
-            if (special) {
-              for (const m of special) writeFramed(sock, m);
-              continue;
-            }
-          }
-          res = this.engine.answer(msg, 'tcp');
+          // Transfers answer with several messages (RFC 5936 §2.2).
+          out = this.dispatcher.dispatch(msg, 'tcp', peer);
         } catch (err) {
           this.log.error({ err, from: sock.remoteAddress }, 'dns query failed');
           continue;
         }
-        if (!res) continue;
-        if (t0 >= 0) queryChannel.publish(queryEvent(msg, res, 'tcp', t0));
-        writeFramed(sock, res);
+        if (out === undefined) continue;
+        if (!Array.isArray(out)) writeFramed(sock, out);
+        else for (const m of out) writeFramed(sock, m);
       }
       if (pending.length === 0) {
         pending = Buffer.alloc(0);

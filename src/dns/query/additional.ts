@@ -2,7 +2,7 @@
 import type { ResourceRecord } from '../wire/message.js';
 import { nameKey } from '../wire/name.js';
 import { RRType } from '../wire/types.js';
-import type { Handler } from './handler.js';
+import type { Handler } from './context.js';
 import { additionalField, rrsetRecords } from './lookup.js';
 
 /**

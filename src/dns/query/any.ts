@@ -1,7 +1,7 @@
 /** Minimal answers to ANY (RFC 8482 §4.2): one RRset instead of all of them. */
 import { RRType } from '../wire/types.js';
 import { nameKey } from '../wire/name.js';
-import type { Handler } from './handler.js';
+import type { Handler } from './context.js';
 
 /**
  * After the lookup, an ANY answer keeps only the first RRset owned by the question name (the

@@ -3,15 +3,13 @@
  * either finishes the response itself (a refusal is an rcode) or calls `next()` to pass the query
  * on, and may post-process after `next()` returns. The order is written once, in `QUERY_CHAIN`.
  */
-import type { Handler, QueryContext } from './handler.js';
 import { checkClassAndType, checkOpcode, checkQuestionCount } from './checks.js';
+import type { Handler, QueryContext } from './context.js';
 import { edns } from './edns.js';
 import { selectZone } from './zone-select.js';
 import { minimalAny } from './any.js';
 import { additional } from './additional.js';
 import { lookup } from './lookup.js';
-
-export type { Handler, Next, QueryContext } from './handler.js';
 
 /** The chain, in order. */
 export const QUERY_CHAIN: readonly Handler[] = [

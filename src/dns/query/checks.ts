@@ -1,7 +1,7 @@
 /** Request checks at the head of the chain: opcode, question count, class and QTYPE. */
 import { Opcode, RRClass, RRType, Rcode } from '../wire/types.js';
 import { nameKey } from '../wire/name.js';
-import type { Handler } from './handler.js';
+import type { Handler } from './context.js';
 
 /** NOTIMP for any opcode but QUERY (RFC 1035 §4.1.1; UPDATE/NOTIFY handlers go before this). */
 export const checkOpcode: Handler = (ctx, next) => {

@@ -1,6 +1,6 @@
 /** EDNS(0) (RFC 6891): answers an OPT with an OPT and sets the UDP size limit. */
 import { Rcode } from '../wire/types.js';
-import type { Handler } from './handler.js';
+import type { Handler } from './context.js';
 
 /** Smallest UDP payload any resolver must accept (RFC 1035 §4.2.1, RFC 6891 §6.2.5). */
 export const MIN_UDP = 512;

@@ -13,7 +13,8 @@ import {
 import { isFerryError } from '../../common/errors.js';
 import { Rcode } from '../wire/types.js';
 import type { ZoneStore } from '../zone/store.js';
-import { QUERY_CHAIN, runChain, type Handler, type QueryContext } from './chain.js';
+import { QUERY_CHAIN, runChain } from './chain.js';
+import type { Handler, QueryContext } from './context.js';
 import { MIN_UDP } from './edns.js';
 import { AnswerCache, patch, probe } from './cache.js';
 

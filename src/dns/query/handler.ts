@@ -1,30 +1,33 @@
-/** What a handler of the query chain (chain.ts) is and sees; handlers import it from here, not from the chain. */
-import type { DnsMessage, Question } from '../wire/message.js';
-import type { Zone } from '../zone/zone.js';
-import type { ZoneStore } from '../zone/store.js';
+/**
+ * The last link of the request chain: queries, answered by the query engine (its answer cache,
+ * then the query chain in chain.ts). A TSIG-signed query is resolved the same way and encoded
+ * with room left for the signature; a signed request with another opcode is NOTIMP.
+ */
+import { bareResponse, type RequestHandler } from '../dispatch/request.js';
+import { queryChannel, queryEvent } from '../metrics.js';
+import { encodeMessage } from '../wire/message.js';
+import { Opcode, Rcode } from '../wire/types.js';
+import type { QueryEngine } from './engine.js';
 
-/** Everything a handler sees: the query, the response under construction, and the choices made. */
-export interface QueryContext {
-  readonly query: DnsMessage;
-  readonly transport: 'udp' | 'tcp';
-  readonly store: ZoneStore;
-  /** Largest UDP payload this server sends (its EDNS advertisement). */
-  readonly maxUdpPayload: number;
-  /** The reply; starts as header flags and question echoed from the query. */
-  response: DnsMessage;
-  /** Set once the question count is checked. */
-  question?: Question;
-  /** Case-folded question name. */
-  qkey?: string;
-  /** Set by `selectZone`. */
-  zone?: Zone;
-  /** Size limit for this response over UDP (512 without EDNS, RFC 6891 §6.2.5). */
-  udpLimit: number;
-  /** Leading additional records that must fit or TC is set (referral glue, RFC 9471). */
-  requiredAdditional: number;
-  /** False when the response may not be reused for other spellings of the question (see cache.ts). */
-  cacheable: boolean;
+/** Bytes kept free in a signed answer for its TSIG record. */
+const TSIG_ROOM = 400;
+
+/** The query handler over `engine`; unsigned answers publish a `ferry.dns.query` event. */
+export function queryHandler(engine: QueryEngine): RequestHandler {
+  return (req) => {
+    if (req.key === undefined) {
+      const t0 = queryChannel.hasSubscribers ? performance.now() : -1;
+      const res = engine.answer(req.packet, req.transport);
+      if (res && t0 >= 0) queryChannel.publish(queryEvent(req.packet, res, req.transport, t0));
+      return res;
+    }
+    if (req.opcode !== Opcode.QUERY) return bareResponse(req.message, Rcode.NOTIMP);
+    const query = req.query();
+    if (!query) return bareResponse(req.message, Rcode.FORMERR);
+    const ctx = engine.resolve(query, req.transport);
+    return encodeMessage(ctx.response, {
+      maxSize: req.transport === 'udp' ? ctx.udpLimit - TSIG_ROOM : 65535 - TSIG_ROOM,
+      requiredAdditional: ctx.requiredAdditional,
+    });
+  };
 }
-
-export type Next = () => void;
-export type Handler = (ctx: QueryContext, next: Next) => void;

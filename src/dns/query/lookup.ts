@@ -8,7 +8,7 @@ import type { ResourceRecord } from '../wire/message.js';
 import { isSubdomainKey, nameKey, parentName, splitName, MAX_NAME, nameWireLength } from '../wire/name.js';
 import { RRClass, RRType, Rcode, typeInfo } from '../wire/types.js';
 import type { RRset, Zone, ZoneNode } from '../zone/zone.js';
-import type { Handler, QueryContext } from './handler.js';
+import type { Handler, QueryContext } from './context.js';
 
 /** Longest CNAME/DNAME chain followed inside a zone. */
 const MAX_CHAIN = 16;

@@ -1,7 +1,7 @@
 /** Zone selection: the longest-match zone for the question (RFC 1034 §4.3.2 step 2). */
 import { parentName } from '../wire/name.js';
 import { RRType, Rcode } from '../wire/types.js';
-import type { Handler } from './handler.js';
+import type { Handler } from './context.js';
 
 /**
  * REFUSED (no AA) for names in no zone served. DS at a zone apex belongs to the parent

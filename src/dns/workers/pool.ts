@@ -18,8 +18,13 @@
  * applies changes in commit order; a change that a commit listener undid is pushed as its undone
  * state. Workers rebuild their precompiled answers (the answer cache) on the next query.
  *
+ * Starting. A worker gets its zones in pieces of PIECE_RRSETS RRsets and reports each piece it
+ * has applied. There is no fixed start timeout, since a big zone on a busy machine may take
+ * minutes: a starting worker fails only when it dies, or reports no progress for `stallMs`.
+ *
  * Requests the primary role must see (UPDATE, NOTIFY, transfers, TSIG) are forwarded by the
- * worker, answered here, and the responses sent back through the worker's socket.
+ * worker (its request chain's forward link, dispatch/chain.ts), run through the chain here, and
+ * the responses sent back through the worker's socket.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
@@ -29,9 +34,9 @@ import type { Logger } from '../../common/log.js';
 import { queryChannel } from '../metrics.js';
 import { nameKey } from '../wire/name.js';
 import type { ZoneStore } from '../zone/store.js';
-import type { Zone } from '../zone/zone.js';
+import type { RRset, Zone } from '../zone/zone.js';
 import { encodeRRsets, type RRsetState } from './codec.js';
-import type { FromWorker, ToWorker, WorkerInit, ZoneOp } from './protocol.js';
+import type { FromWorker, ToWorker, WorkerInit, ZoneOp, ZonePiece } from './protocol.js';
 
 /** Answers a forwarded request: the response messages, or undefined to drop it. */
 export type ForwardHandler = (
@@ -44,10 +49,18 @@ export interface WorkerPoolOptions extends WorkerInit {
   count: number;
   logger: Logger;
   forward: ForwardHandler;
+  /** A starting worker that reports no progress this long is killed (default 30000 ms). */
+  stallMs?: number;
 }
 
-/** Longest wait for a worker to come up or to close before it is killed. */
-const WORKER_TIMEOUT_MS = 30_000;
+/** Default bound on a starting worker's silence (loading its code, a zone piece, binding). */
+const STALL_MS = 30_000;
+/** How often a starting worker's progress is checked. */
+const STALL_CHECK_MS = 250;
+/** Longest wait for a worker to close before it is killed. */
+const CLOSE_TIMEOUT_MS = 5_000;
+/** RRsets per zone piece sent to a starting worker: one progress step, some 10-50 ms of work. */
+const PIECE_RRSETS = 10_000;
 /** How often the primary checks for `ferry.dns.query` subscribers to tell the workers. */
 const METRICS_POLL_MS = 250;
 
@@ -68,6 +81,26 @@ function zoneImage(zone: Zone): ZoneOp {
   return { kind: 'put', origin: zone.origin, rrsets: encodeRRsets(zone.eachRRset()) };
 }
 
+/** The zones in pieces of at most PIECE_RRSETS RRsets (at least one piece per zone). */
+function zonePieces(zones: Zone[]): ZonePiece[] {
+  const out: ZonePiece[] = [];
+  for (const zone of zones) {
+    let batch: RRset[] = [];
+    let first = true;
+    const emit = () => {
+      out.push({ origin: zone.origin, first, rrsets: encodeRRsets(batch) });
+      first = false;
+      batch = [];
+    };
+    for (const set of zone.eachRRset()) {
+      batch.push(set);
+      if (batch.length === PIECE_RRSETS) emit();
+    }
+    if (batch.length > 0 || first) emit();
+  }
+  return out;
+}
+
 /** N query workers fed from one zone store. */
 export class DnsWorkerPool {
   private readonly slots: Slot[] = [];
@@ -84,6 +117,8 @@ export class DnsWorkerPool {
   private metricsOn = false;
   private readonly metricsTimer: NodeJS.Timeout;
   private readonly stats = new Map<number, (s: { udp: number; tcp: number; pid: number }) => void>();
+  /** The zones in pieces as of sequence number `seq`, shared by workers starting together. */
+  private pieces: { seq: number; list: ZonePiece[] } | undefined;
 
   private constructor(
     private readonly store: ZoneStore,
@@ -119,6 +154,8 @@ export class DnsWorkerPool {
     } catch (err) {
       await pool.stop();
       throw err;
+    } finally {
+      pool.pieces = undefined;
     }
     return pool;
   }
@@ -149,6 +186,7 @@ export class DnsWorkerPool {
   /** Closes the workers (the shared sockets close with the last one). */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.pieces = undefined;
     clearInterval(this.metricsTimer);
     this.unsubscribe();
     for (const u of this.zoneSubs.values()) u();
@@ -158,7 +196,7 @@ export class DnsWorkerPool {
         (s) =>
           new Promise<void>((resolve) => {
             if (s.worker.isDead()) return resolve();
-            const timer = setTimeout(() => s.worker.process.kill('SIGKILL'), WORKER_TIMEOUT_MS / 6);
+            const timer = setTimeout(() => s.worker.process.kill('SIGKILL'), CLOSE_TIMEOUT_MS);
             s.worker.once('exit', () => {
               clearTimeout(timer);
               resolve();
@@ -244,41 +282,70 @@ export class DnsWorkerPool {
     const worker = cluster.fork({ FERRY_DNS_WORKER: '1' });
     const slot: Slot = { worker, acked: this.seq, initialized: false, ready: false };
     this.slots.push(slot);
+    const stallMs = this.opts.stallMs ?? STALL_MS;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      // Liveness while starting: any message is progress. When this process itself was too busy
+      // to run the check on time, the worker's messages may be waiting unread: the clock restarts.
+      let total = -1;
+      let done = 0;
+      const stage = () =>
+        total < 0
+          ? 'loading its code'
+          : done < total
+            ? `loading zones (${done} of ${total} pieces applied)`
+            : 'binding its sockets';
+      let lastProgress = Date.now();
+      let lastCheck = lastProgress;
+      const timer = setInterval(() => {
+        const now = Date.now();
+        if (now - lastCheck > 4 * STALL_CHECK_MS) lastProgress = now;
+        lastCheck = now;
+        if (now - lastProgress <= stallMs) return;
+        clearInterval(timer);
         worker.process.kill('SIGKILL');
-        reject(new FerryError('DNS_WORKER', `DNS worker did not start within ${WORKER_TIMEOUT_MS} ms`));
-      }, WORKER_TIMEOUT_MS);
+        reject(
+          new FerryError(
+            'DNS_WORKER',
+            `DNS worker ${worker.process.pid} made no progress for ${stallMs} ms while ${stage()}`,
+          ),
+        );
+      }, STALL_CHECK_MS);
       worker.on('message', (m: FromWorker) => {
+        lastProgress = Date.now();
         if (m.op === 'up') {
-          // The init carries the zones as they are now and the current sequence number.
-          const { count: _count, logger: _logger, forward: _forward, ...init } = this.opts;
+          // The init carries the current sequence number; the zones as they are now follow.
+          const { count: _count, logger: _logger, forward: _forward, stallMs: _stallMs, ...init } = this.opts;
           this.flush();
           slot.acked = this.seq;
           slot.initialized = true;
-          this.send(slot, {
-            op: 'init',
-            init,
-            zones: this.store.list().map(zoneImage),
-            seq: this.seq,
-            metrics: this.metricsOn,
-          });
+          // Encoded once for workers that start with the same state (a big zone takes seconds).
+          if (this.pieces?.seq !== this.seq) this.pieces = { seq: this.seq, list: zonePieces(this.store.list()) };
+          const pieces = this.pieces.list;
+          this.send(slot, { op: 'init', init, pieces: pieces.length, seq: this.seq, metrics: this.metricsOn });
+          for (const piece of pieces) this.send(slot, { op: 'load', piece });
+          total = pieces.length;
+          lastProgress = Date.now(); // encoding the pieces took this process's time, not the worker's
+          return;
+        }
+        if (m.op === 'progress') {
+          done = m.done;
           return;
         }
         if (m.op === 'ready') {
-          clearTimeout(timer);
+          clearInterval(timer);
           if (m.error) {
             reject(new FerryError(toErrorCode(m.error.code, 'DNS_WORKER'), m.error.message));
             return;
           }
           slot.ready = true;
+          if (this.slots.every((s) => s.ready)) this.pieces = undefined;
           resolve();
           return;
         }
         this.onMessage(slot, m);
       });
       worker.once('exit', (code, signal) => {
-        clearTimeout(timer);
+        clearInterval(timer);
         const wasReady = slot.ready;
         slot.ready = false;
         // A stats request it will never answer.
@@ -286,7 +353,12 @@ export class DnsWorkerPool {
         this.stats.delete(worker.id);
         if (!this.stopping) {
           this.opts.logger.error({ pid: worker.process.pid, code, signal }, 'dns worker exited');
-          reject(new FerryError('DNS_WORKER', `DNS worker exited (code ${code}, signal ${signal})`));
+          reject(
+            new FerryError(
+              'DNS_WORKER',
+              `DNS worker ${worker.process.pid} exited (code ${code}, signal ${signal})${wasReady ? '' : ` while ${stage()}`}`,
+            ),
+          );
           const i = this.slots.indexOf(slot);
           if (i >= 0) this.slots.splice(i, 1);
           this.releaseWaiters();

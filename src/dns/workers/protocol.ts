@@ -18,8 +18,17 @@ export type ZoneOp =
   | { kind: 'patch'; origin: string; rrsets: Uint8Array }
   | { kind: 'remove'; origin: string };
 
+/** A piece of a zone's image at start; `first` begins the zone, the rest add to it. */
+export interface ZonePiece {
+  origin: string;
+  first: boolean;
+  rrsets: Uint8Array;
+}
+
 export type ToWorker =
-  | { op: 'init'; init: WorkerInit; zones: ZoneOp[]; seq: number; metrics: boolean }
+  /** Followed by `pieces` load messages; the worker starts serving after the last. */
+  | { op: 'init'; init: WorkerInit; pieces: number; seq: number; metrics: boolean }
+  | { op: 'load'; piece: ZonePiece }
   | { op: 'sync'; seq: number; ops: ZoneOp[] }
   | { op: 'reply'; id: number; messages: Uint8Array[] }
   | { op: 'metrics'; on: boolean }
@@ -29,6 +38,8 @@ export type ToWorker =
 export type FromWorker =
   /** Its message handler is in place (an ES module loads asynchronously; earlier messages are lost). */
   | { op: 'up' }
+  /** Another zone piece applied: a starting worker is alive as long as these come. */
+  | { op: 'progress'; done: number }
   | { op: 'ready'; error?: { code: string; message: string } }
   | { op: 'ack'; seq: number }
   | { op: 'forward'; id: number; msg: Uint8Array; address: string; transport: 'udp' | 'tcp' }

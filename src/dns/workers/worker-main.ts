@@ -7,17 +7,16 @@
 import { isFerryError } from '../../common/errors.js';
 import { queryChannel, type DnsQueryEvent } from '../metrics.js';
 import { DnsServer } from '../server.js';
-import { wantsPrimary } from '../xfr/primary.js';
 import { nameKey } from '../wire/name.js';
 import { Zone } from '../zone/zone.js';
 import { decodeRRsets, type RRsetState } from './codec.js';
-import type { FromWorker, ToWorker, ZoneOp } from './protocol.js';
+import type { FromWorker, ToWorker, ZoneOp, ZonePiece } from './protocol.js';
 
 let server: DnsServer | undefined;
+/** While starting: the init, the zones built so far, and the pieces still to come. */
+let loading: { m: Extract<ToWorker, { op: 'init' }>; zones: Zone[]; left: number } | undefined;
 let nextId = 1;
 const pending = new Map<number, (messages: Buffer[]) => void>();
-let udpCount = 0;
-let tcpCount = 0;
 
 /** Metrics: while the primary has subscribers, collect events here and send them in batches. */
 const METRICS_BATCH_MS = 200;
@@ -51,8 +50,7 @@ function buf(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
-function buildZone(origin: string, rrsets: Uint8Array): Zone {
-  const zone = new Zone(origin);
+function buildZone(origin: string, rrsets: Uint8Array, zone = new Zone(origin)): Zone {
   decodeRRsets(rrsets, (s) => zone.replaceRRset(s.name, s.type, s.ttl, s.rdata));
   return zone;
 }
@@ -73,8 +71,34 @@ function applyOps(ops: ZoneOp[], zones: { add(z: Zone): void; remove(o: string):
   }
 }
 
-async function init(m: Extract<ToWorker, { op: 'init' }>): Promise<void> {
-  const zones = m.zones.map((z) => buildZone(z.origin, (z as { rrsets: Uint8Array }).rrsets));
+/** One piece of the zones at start, reported as progress; the last one starts the server. */
+function load(piece: ZonePiece): void {
+  const l = loading!;
+  const last = l.zones[l.zones.length - 1];
+  if (piece.first || !last) l.zones.push(buildZone(piece.origin, piece.rrsets));
+  else buildZone(piece.origin, piece.rrsets, last);
+  l.left--;
+  send({ op: 'progress', done: l.m.pieces - l.left });
+  if (l.left === 0) startServing();
+}
+
+function startServing(): void {
+  const { m, zones } = loading!;
+  loading = undefined;
+  serve(m, zones).then(
+    () => send({ op: 'ready' }),
+    (err: unknown) =>
+      send({
+        op: 'ready',
+        error: {
+          code: isFerryError(err) ? err.code : 'DNS_WORKER',
+          message: err instanceof Error ? err.message : String(err),
+        },
+      }),
+  );
+}
+
+async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: Zone[]): Promise<void> {
   server = new DnsServer(
     {
       address: m.init.address,
@@ -86,15 +110,10 @@ async function init(m: Extract<ToWorker, { op: 'init' }>): Promise<void> {
       ...(m.init.udpIo === undefined ? {} : { udpIo: m.init.udpIo }),
     },
     {
-      wants(msg, transport) {
-        if (transport === 'udp') udpCount++;
-        else tcpCount++;
-        return wantsPrimary(msg);
-      },
-      forward(msg, remote, reply) {
+      forward(msg, from, reply) {
         const id = nextId++;
         pending.set(id, reply);
-        send({ op: 'forward', id, msg, address: remote.address, transport: remote.transport });
+        send({ op: 'forward', id, msg, address: from.address, transport: from.transport });
       },
     },
   );
@@ -105,17 +124,11 @@ async function init(m: Extract<ToWorker, { op: 'init' }>): Promise<void> {
 process.on('message', (m: ToWorker) => {
   switch (m.op) {
     case 'init':
-      init(m).then(
-        () => send({ op: 'ready' }),
-        (err: unknown) =>
-          send({
-            op: 'ready',
-            error: {
-              code: isFerryError(err) ? err.code : 'DNS_WORKER',
-              message: err instanceof Error ? err.message : String(err),
-            },
-          }),
-      );
+      loading = { m, zones: [], left: m.pieces };
+      if (m.pieces === 0) startServing();
+      return;
+    case 'load':
+      load(m.piece);
       return;
     case 'sync':
       try {
@@ -137,7 +150,7 @@ process.on('message', (m: ToWorker) => {
       setMetrics(m.on);
       return;
     case 'stats':
-      send({ op: 'stats', udp: udpCount, tcp: tcpCount, pid: process.pid });
+      send({ op: 'stats', udp: server?.received.udp ?? 0, tcp: server?.received.tcp ?? 0, pid: process.pid });
       return;
     case 'close':
       setMetrics(false);
