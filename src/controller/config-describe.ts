@@ -19,7 +19,8 @@ export function describeConfig(c: FerryConfig): string {
   for (const s of c.servers) {
     lines.push(
       `  server ${s.id}: agent ${s.agent}${s.ca ? ` (CA ${s.ca})` : ''}, web ${s.web}, shared ${s.sharedIps.join(' ')}, temporary pool ${s.tempIpPool.join(' ') || '(none)'}` +
-        (s.sharedIps6 || s.tempIpPool6 ? `, IPv6 shared ${s.sharedIps6?.join(' ') || '(none)'}, IPv6 temporary pool ${s.tempIpPool6?.join(' ') || '(none)'}` : ''),
+        (s.sharedIps6 || s.tempIpPool6 ? `, IPv6 shared ${s.sharedIps6?.join(' ') || '(none)'}, IPv6 temporary pool ${s.tempIpPool6?.join(' ') || '(none)'}` : '') +
+        (s.relayHost ? `, redirects on relay host ${s.relayHost}` : ''),
     );
   }
   if (c.dns.provider === 'embedded') {

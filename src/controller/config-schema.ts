@@ -79,6 +79,8 @@ const server = z
     engine: z.enum(['userspace', 'kernel'], { message: 'must be userspace or kernel' }).optional(),
     web: z.enum(['builtin', 'nginx'], { message: 'must be builtin or nginx (how the agent serves sites: ferry agent --web)' }).default('builtin'),
     timeout: duration.optional(),
+    /** Relay-host mode: migrations away from this server bring their temporary IP and redirect up on that server. */
+    relayHost: z.string({ message: 'must name another server declared under servers:, whose tempIpPool carries the redirects' }).optional(),
   })
   .superRefine((s, ctx) => {
     if ((s.token === undefined) === (s.tokenFile === undefined)) ctx.addIssue({ code: 'custom', message: secretMsg('token', 'tokenFile'), path: ['token'] });
@@ -277,6 +279,13 @@ export const configSchema = z
           else owner.set(a, `servers.${name}.${key}`);
         });
       }
+      if (s.relayHost !== undefined) {
+        const relay = c.servers[s.relayHost];
+        const path = ['servers', name, 'relayHost'];
+        if (s.relayHost === name) ctx.addIssue({ code: 'custom', path, message: 'names this server itself; leave relayHost out for its own temporary IPs' });
+        else if (!relay) ctx.addIssue({ code: 'custom', path, message: `"${s.relayHost}" is not declared under servers:; write one of ${names.filter((n) => n !== name).join(', ') || '(none)'}` });
+        else if (relay.tempIpPool.length === 0) ctx.addIssue({ code: 'custom', path, message: `server ${s.relayHost} has no tempIpPool; the relay host's pool holds the temporary IPs` });
+      }
     }
     if (c.dns.provider === 'embedded') checkDnsKeys(c.dns, ctx);
     const seen = new Map<string, number>();
@@ -312,6 +321,8 @@ export interface ServerConfig {
   engine?: 'userspace' | 'kernel';
   web: 'builtin' | 'nginx';
   timeoutMs?: number;
+  /** Relay-host mode: the server whose temporary IPs carry the redirects of migrations away from this one. */
+  relayHost?: string;
 }
 
 /** An ACL entry as the name server takes it (src/dns/xfr/acl.ts): address or prefix, key, or both. */

@@ -197,6 +197,7 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
       ...(s.engine ? { engine: s.engine } : {}),
       web: s.web,
       ...(s.timeout !== undefined ? { timeoutMs: s.timeout } : {}),
+      ...(s.relayHost !== undefined ? { relayHost: s.relayHost } : {}),
     });
   }
   /** A TSIG key with its secret, from the config or its file (checked to be base64, never echoed). */

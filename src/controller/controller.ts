@@ -34,6 +34,8 @@ export interface ServerEntry {
   /** IPv6: shared addresses (AAAA records of migrated sites point at the first) and temporary ones. */
   sharedIps6?: string[];
   tempIpPool6?: string[];
+  /** Relay-host mode by default: migrations away from this server put IPt and its redirect on that server. */
+  relayHost?: string;
 }
 
 /** One site (domain) as configured. */
@@ -257,8 +259,11 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    * migration of the site already running) are thrown before anything is journaled.
    */
   async startMigration(req: StartMigrationRequest): Promise<MigrationRecord> {
-    const mode = req.mode ?? 'temp-ip';
-    this.site(req.domain); // an unknown (or malformed) domain is SITE_NOT_FOUND before the DNS parses it
+    // an unknown (or malformed) domain is SITE_NOT_FOUND before the DNS parses it
+    const from = this.server(this.site(req.domain).server);
+    // A server configured with a relay host migrates in relay-host mode unless the request says otherwise.
+    const mode = req.mode ?? (from.relayHost ? 'relay-host' : 'temp-ip');
+    const relayHost = req.relayHost ?? from.relayHost;
     const current = await this.dns.getRRset(normalize(req.domain), 'A');
     const current6 = await this.dns.getRRset(normalize(req.domain), 'AAAA');
     // From here to create() nothing awaits: the temporary IP is leased (journaled) atomically.
@@ -276,7 +281,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     if (answer6 && (mode === 'direct' || (origin.sharedIps6 ?? []).includes(answer6))) {
       const target6 = target.sharedIps6?.[0];
       if (!target6) throw new FerryError('MIGRATION_NO_IPV6', `${site.domain} has AAAA ${answer6} but target ${target.id} has no IPv6 address`);
-      const owner = mode === 'relay-host' ? this.server(req.relayHost ?? '') : origin;
+      const owner = mode === 'relay-host' ? this.server(relayHost ?? '') : origin;
       const temp6 = mode === 'direct' ? answer6 : this.freeTempIps(owner.id, 6)[0];
       if (!temp6) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${owner.id} has no free IPv6 temporary IP in its pool`);
       v6 = { originIp: answer6, targetIp: target6, tempIp: temp6 };
@@ -286,7 +291,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       originIp = answer;
       tempIp = answer;
     } else {
-      const poolOwner = mode === 'relay-host' ? this.server(req.relayHost ?? '') : origin;
+      const poolOwner = mode === 'relay-host' ? this.server(relayHost ?? '') : origin;
       tempIp = this.freeTempIps(poolOwner.id)[0];
       if (!tempIp) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${poolOwner.id} has no free temporary IP in its pool`);
     }
@@ -303,7 +308,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       ports: site.ports,
       timings: { ...this.defaults, ...req.timings },
       mode,
-      ...(mode === 'relay-host' ? { relayHost: req.relayHost! } : {}),
+      ...(mode === 'relay-host' ? { relayHost: relayHost! } : {}),
       ...(parity ? { parity } : {}),
       ...(v6 ? { v6 } : {}),
     });

@@ -101,6 +101,7 @@ export async function startController(config: FerryConfig, opts: StartController
         tempIpPool: s.tempIpPool,
         ...(s.sharedIps6 ? { sharedIps6: s.sharedIps6 } : {}),
         ...(s.tempIpPool6 ? { tempIpPool6: s.tempIpPool6 } : {}),
+        ...(s.relayHost ? { relayHost: s.relayHost } : {}),
       })),
       sites: config.sites.map((s) => ({ domain: s.domain, server: s.server, ports: s.ports })),
       journal,

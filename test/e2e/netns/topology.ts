@@ -1,9 +1,9 @@
 /**
  * A small hosting network in Linux network namespaces for end-to-end tests: one namespace per
- * host (client, dns, origin, target), each with an `eth0` veth plugged into a bridge that lives
- * in a namespace of its own (`sw`), so nothing is added to the host's own network stack, its
- * firewall or its routes. Addresses come from 10.77.0.0/24 and exist only inside these
- * namespaces.
+ * host (client, dns, origin, target, and on request a relay host), each with an `eth0` veth
+ * plugged into a bridge that lives in a namespace of its own (`sw`), so nothing is added to the
+ * host's own network stack, its firewall or its routes. Addresses come from 10.77.0.0/24 (and,
+ * on request, 2001:db8::/64 beside them) and exist only inside these namespaces.
  *
  * `destroy()` kills every process still running in the namespaces (found with `ip netns pids`,
  * children of children included), then deletes the namespaces, which takes their veths, the
@@ -20,11 +20,29 @@ export const NET = {
   dns: '10.77.0.53',
   origin: '10.77.0.10',
   target: '10.77.0.20',
+  relay: '10.77.0.30',
   tempIp: '10.77.0.100',
 } as const;
 
-export type Host = 'client' | 'dns' | 'origin' | 'target';
-const HOSTS: Host[] = ['client', 'dns', 'origin', 'target'];
+/** The IPv6 addresses of the same hosts (documentation prefix), with `ipv6: true`. */
+export const NET6 = {
+  prefix: 64,
+  client: '2001:db8::5',
+  dns: '2001:db8::53',
+  origin: '2001:db8::10',
+  target: '2001:db8::20',
+  relay: '2001:db8::30',
+  tempIp: '2001:db8::100',
+} as const;
+
+export type Host = 'client' | 'dns' | 'origin' | 'target' | 'relay';
+
+export interface TopologyOptions {
+  /** A fifth host, `relay`, on the same bridge. */
+  relay?: boolean;
+  /** IPv6 addresses (NET6) on every host's eth0 beside the IPv4 ones. */
+  ipv6?: boolean;
+}
 
 /** Why the namespace e2e test cannot run here, or null when it can. */
 export function netnsSkipReason(binaries: Record<string, string[]>): string | null {
@@ -62,32 +80,40 @@ export class Topology {
   readonly ns: Record<Host | 'sw', string>;
   private readonly children: NsChild[] = [];
   private created: string[] = [];
+  /** The hosts this topology has (the relay only when asked for). */
+  readonly hosts: Host[];
 
-  constructor() {
+  constructor(private readonly opts: TopologyOptions = {}) {
+    this.hosts = ['client', 'dns', 'origin', 'target', ...(opts.relay ? (['relay'] as const) : [])];
     this.ns = {
       sw: `ferry-sw-${this.id}`,
       client: `ferry-c-${this.id}`,
       dns: `ferry-d-${this.id}`,
       origin: `ferry-o-${this.id}`,
       target: `ferry-t-${this.id}`,
+      relay: `ferry-r-${this.id}`,
     };
   }
 
   /** Create the namespaces, the bridge and the links; on failure remove what was made. */
   create(): void {
     try {
-      for (const name of Object.values(this.ns)) {
+      for (const name of [this.ns.sw, ...this.hosts.map((h) => this.ns[h])]) {
         ip('netns', 'add', name);
         this.created.push(name);
         ip('-n', name, 'link', 'set', 'lo', 'up');
       }
-      ip('-n', this.ns.sw, 'link', 'add', 'br0', 'type', 'bridge');
+      // No multicast snooping: IPv6 neighbour discovery of an address added later (a temporary
+      // IP) reaches every port at once.
+      ip('-n', this.ns.sw, 'link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0');
       ip('-n', this.ns.sw, 'link', 'set', 'br0', 'up');
-      for (const h of HOSTS) {
+      for (const h of this.hosts) {
         const port = `p-${h}`;
         ip('link', 'add', `fe${this.id}${h[0]}`, 'netns', this.ns[h], 'type', 'veth', 'peer', 'name', port, 'netns', this.ns.sw);
         ip('-n', this.ns[h], 'link', 'set', `fe${this.id}${h[0]}`, 'name', 'eth0');
         ip('-n', this.ns[h], 'addr', 'add', `${NET[h]}/${NET.prefix}`, 'dev', 'eth0');
+        // nodad: usable at once, not tentative for a second (addresses the agents add keep DAD).
+        if (this.opts.ipv6) ip('-n', this.ns[h], 'addr', 'add', `${NET6[h]}/${NET6.prefix}`, 'dev', 'eth0', 'nodad');
         ip('-n', this.ns[h], 'link', 'set', 'eth0', 'up');
         ip('-n', this.ns.sw, 'link', 'set', port, 'master', 'br0');
         ip('-n', this.ns.sw, 'link', 'set', port, 'up');
