@@ -43,6 +43,7 @@ const auth = (status: 401 | 403, meaning: string) => ({ status, exit: EXIT.auth,
 /** The table: code → status, exit code and meaning. Keep it sorted by code. */
 export const ERROR_CODES = {
   ADDRESS_DEVICE: bad('the network interface name is not valid'),
+  ADDRESS_DUPLICATE: conflict('another host on the link has the IPv6 address (duplicate address detection failed)'),
   ADDRESS_INVALID: bad('not an IPv4 or IPv6 address literal'),
   ADDRESS_IN_USE: conflict('a redirect still listens on the address; stop it first'),
   ADDRESS_IP_FAILED: failed('the `ip` command failed to add or remove an address'),
