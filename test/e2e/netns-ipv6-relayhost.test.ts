@@ -6,6 +6,7 @@
  *   origin  `ferry agent`: 3 sites with A and AAAA on its shared addresses
  *   target  `ferry agent`
  *   relay   (relay case) `ferry agent` carrying the temporary IPs and their redirects
+ * Agents are driven over HTTP in the first case and over HTTPS (a CA in ferry.yaml) in the second.
  * One site moves from origin to target under load. Asserted, for both families: no failed request
  * on any site, every acknowledged write on the target exactly once, no write on the origin after
  * the cut-over, the other sites untouched, A answers IP1 → IPt → IP2 and AAAA answers IP1v6 →
@@ -32,6 +33,8 @@ const ROOT = process.cwd();
 
 const skip = netnsSkipReason({ unbound: ['unbound'], nginx: ['nginx'], rsync: ['rsync'], iproute2: ['ip'] });
 if (skip) console.log(`# skipping the IPv6 / relay-host namespace e2e tests: ${skip}`);
+const skipTls = skip ?? netnsSkipReason({ openssl: ['openssl'] });
+if (!skip && skipTls) console.log(`# skipping the relay-host namespace e2e test (agents over HTTPS): ${skipTls}`);
 
 const ZONE = `$ORIGIN example.
 $TTL 300
@@ -45,31 +48,35 @@ interface Scenario {
   web: 'nginx' | 'builtin';
   /** Relay-host mode: IPt and IPtv6 and their redirects on the relay host, not the origin. */
   relay: boolean;
+  /** The agents' API over HTTPS, trusted through `ca:` (else plain HTTP). */
+  tls: boolean;
 }
 
 function ferryYaml(dir: string, sc: Scenario): string {
+  const scheme = sc.tls ? 'https' : 'http';
+  const ca = sc.tls ? `    ca: ${dir}/agent-cert.pem\n` : '';
   const temps = `    tempIpPool: [${NET.tempIp}]\n    tempIpPool6: ["${NET6.tempIp}"]\n`;
   return `journal: ${dir}/journal.sqlite
 servers:
   origin:
-    agent: http://${NET.origin}:7070
+    agent: ${scheme}://${NET.origin}:7070
     tokenFile: ${dir}/token
-    sharedIps: [${NET.origin}]
+${ca}    sharedIps: [${NET.origin}]
     sharedIps6: ["${NET6.origin}"]
 ${sc.relay ? '    relayHost: relay\n' : temps}    web: ${sc.web}
     engine: userspace
   target:
-    agent: http://${NET.target}:7070
+    agent: ${scheme}://${NET.target}:7070
     tokenFile: ${dir}/token
-    sharedIps: [${NET.target}]
+${ca}    sharedIps: [${NET.target}]
     sharedIps6: ["${NET6.target}"]
     web: ${sc.web}
 ${
   sc.relay
     ? `  relay:
-    agent: http://${NET.relay}:7070
+    agent: ${scheme}://${NET.relay}:7070
     tokenFile: ${dir}/token
-    sharedIps: [${NET.relay}]
+${ca}    sharedIps: [${NET.relay}]
 ${temps}    engine: userspace
 `
     : ''
@@ -118,6 +125,11 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     await writeFile(join(dir, 'token'), TOKEN + '\n', { mode: 0o600 });
     await writeFile(join(dir, 'example.zone'), ZONE);
     await writeFile(join(dir, 'ferry.yaml'), ferryYaml(dir, sc));
+    // One certificate for every agent (its addresses as SANs); ferry.yaml trusts it as the CA.
+    const tls = sc.tls ? ['--tls-cert', join(dir, 'agent-cert.pem'), '--tls-key', join(dir, 'agent-key.pem')] : [];
+    if (sc.tls) {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'agent-key.pem'), '-out', join(dir, 'agent-cert.pem'), '-days', '1', '-subj', '/CN=ferry-agents', '-addext', `subjectAltName=IP:${NET.origin},IP:${NET.target},IP:${NET.relay}`], { stdio: 'ignore' });
+    }
 
     topo.create();
     const ferry = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
@@ -143,7 +155,7 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
           '--listen', NET[h], '--port', '7070', '--token-file', join(dir, 'token'),
           '--id', h, '--shared-ip', NET[h], '--http-port', '80',
           '--data-dir', join(hd, 'data'), '--interface', 'eth0', '--engine', 'userspace',
-          ...web,
+          ...web, ...tls,
         ],
         { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
       );
@@ -157,7 +169,11 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
         const r = await fetch(url + '/v1/sites/' + d, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
         if (r.status !== 200) { console.error(d, r.status, await r.text()); process.exit(1); }
       }`;
-    execFileSync('ip', ['netns', 'exec', topo.ns.dns, process.execPath, '--input-type=module', '-e', put, `http://${NET.origin}:7070`, TOKEN, ...SITES], { stdio: 'inherit', timeout: 30_000 });
+    execFileSync('ip', ['netns', 'exec', topo.ns.dns, process.execPath, '--input-type=module', '-e', put, `${sc.tls ? 'https' : 'http'}://${NET.origin}:7070`, TOKEN, ...SITES], {
+      stdio: 'inherit',
+      timeout: 30_000,
+      env: { ...process.env, ...(sc.tls ? { NODE_EXTRA_CA_CERTS: join(dir, 'agent-cert.pem') } : {}) },
+    });
 
     // The controller as deployed; --migrate names no mode: relay-host comes from the YAML.
     const controller = topo.spawn(
@@ -296,7 +312,7 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     }
     const byFamily = (f: 4 | 6) => results.filter((r) => r.family === f && r.domain === MIGRATED).length;
     console.log(
-      `# netns e2e (${sc.relay ? 'relay-host' : 'temp-ip'} mode, ${sc.web}): ${results.length} requests, to ${MIGRATED} ${byFamily(4)} over IPv4 and ${byFamily(6)} over IPv6, ` +
+      `# netns e2e (${sc.relay ? 'relay-host' : 'temp-ip'} mode, ${sc.web}, agents over ${sc.tls ? 'HTTPS' : 'HTTP'}): ${results.length} requests, to ${MIGRATED} ${byFamily(4)} over IPv4 and ${byFamily(6)} over IPv6, ` +
         `${mineAcked.length} writes on ${MIGRATED}, 0 failed`,
     );
     ok = true;
@@ -311,9 +327,9 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
 }
 
 test('A and AAAA move together under load over IPv4 and IPv6: agents over HTTP, nginx, IPt and IPtv6 on the origin', { skip: skip ?? false, timeout: 180_000 }, () =>
-  migrateUnderLoad({ web: 'nginx', relay: false }),
+  migrateUnderLoad({ web: 'nginx', relay: false, tls: false }),
 );
 
-test('relay-host mode from ferry.yaml: IPt, IPtv6 and their redirects on a relay host, never on the origin', { skip: skip ?? false, timeout: 180_000 }, () =>
-  migrateUnderLoad({ web: 'builtin', relay: true }),
+test('relay-host mode from ferry.yaml: IPt, IPtv6 and their redirects on a relay host, never on the origin; agents over HTTPS', { skip: skipTls ?? false, timeout: 180_000 }, () =>
+  migrateUnderLoad({ web: 'builtin', relay: true, tls: true }),
 );
