@@ -235,6 +235,24 @@ dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
   assert.match(await problems(V6_BASE.replace('sharedIps:', 'sharedIP:')), /servers\.origin\.sharedIP: unknown key; did you mean sharedIps\?/);
 });
 
+const RELAY_BASE = `
+servers:
+  origin: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1], relayHost: relay }
+  target: { agent: "http://192.0.2.2:7070", token: x, sharedIps: [192.0.2.2] }
+  relay: { agent: "http://192.0.2.3:7070", token: x, sharedIps: [192.0.2.3], tempIpPool: [192.0.2.100] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+`;
+
+test('relay-host mode: relayHost names the server carrying the redirects, described; self, unknown or poolless refused', async () => {
+  const cfg = await parseConfig(RELAY_BASE, '/x/ferry.yaml', { env: {} });
+  assert.deepEqual(cfg.servers.map((s) => [s.id, s.relayHost ?? null]), [['origin', 'relay'], ['target', null], ['relay', null]]);
+  assert.match(describeConfig(cfg), /server origin: .*, redirects on relay host relay\n/);
+  assert.match(await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: origin')), /servers\.origin\.relayHost: names this server itself; leave relayHost out/);
+  assert.match(await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: relais')), /servers\.origin\.relayHost: "relais" is not declared under servers:; write one of target, relay/);
+  assert.match(await problems(RELAY_BASE.replace(', tempIpPool: [192.0.2.100]', '')), /servers\.origin\.relayHost: server relay has no tempIpPool; the relay host's pool holds the temporary IPs/);
+  assert.match(await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: 7')), /servers\.origin\.relayHost: must name another server declared under servers:/);
+});
+
 const DNS_SECURE = `
 servers:
   a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
