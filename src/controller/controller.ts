@@ -123,6 +123,8 @@ export interface ServerSummary {
   sharedIps6?: string[];
   tempIpPool6?: string[];
   freeTempIps6?: string[];
+  /** Relay-host mode: the server carrying the temporary IPs of migrations away from this one. */
+  relayHost?: string;
   sites: string[];
 }
 
@@ -201,6 +203,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       ...(s.sharedIps6 || s.tempIpPool6
         ? { sharedIps6: [...(s.sharedIps6 ?? [])], tempIpPool6: [...(s.tempIpPool6 ?? [])], freeTempIps6: this.freeTempIps(s.id, 6) }
         : {}),
+      ...(s.relayHost ? { relayHost: s.relayHost } : {}),
       sites: sites.filter((x) => x.server === s.id).map((x) => x.domain),
     }));
   }

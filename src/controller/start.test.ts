@@ -4,7 +4,7 @@
  * restart, and the agents checked against the config. Then the embedded name server's security
  * settings from the YAML (127.0.64.0/24): a TSIG-signed AXFR (kdig), an unsigned one refused, a
  * NOTIFY to a secondary on a change, and `config check` keeping the secret to itself; and IPv6
- * server addresses from the YAML in the controller's server listing (127.0.65.0/24).
+ * server addresses and relay hosts from the YAML in the controller's server listing (127.0.65.0/24).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -236,7 +236,7 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
   },
 );
 
-test('startController: IPv6 addresses from YAML reach the controller, its server listing and the servers API', { timeout: 60_000 }, async () => {
+test('startController: IPv6 addresses and relayHost from YAML reach the controller, its server listing and the servers API', { timeout: 60_000 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-start-v6-'));
   const dnsAddress = '127.0.65.53';
   try {
@@ -254,7 +254,8 @@ servers:
     tempIpPool: [127.0.65.100]
     sharedIps6: ["FD00:65:0::1"]
     tempIpPool6: ["fd00:65::100", "fd00:65::101"]
-  target: { agent: "http://127.0.65.2:9", token: ${TOKEN}, sharedIps: [127.0.65.2] }
+  target: { agent: "http://127.0.65.2:9", token: ${TOKEN}, sharedIps: [127.0.65.2], relayHost: relay }
+  relay: { agent: "http://127.0.65.3:9", token: ${TOKEN}, sharedIps: [127.0.65.3], tempIpPool: [127.0.65.130] }
 dns: { provider: embedded, listen: { address: ${dnsAddress}, port: ${dnsPort} }, zones: [example.zone] }
 `,
     );
@@ -262,10 +263,11 @@ dns: { provider: embedded, listen: { address: ${dnsAddress}, port: ${dnsPort} },
     try {
       const listed = running.controller.listServers();
       assert.deepEqual(
-        listed.map((s) => [s.id, s.sharedIps6 ?? null, s.tempIpPool6 ?? null, s.freeTempIps6 ?? null]),
+        listed.map((s) => [s.id, s.sharedIps6 ?? null, s.tempIpPool6 ?? null, s.freeTempIps6 ?? null, s.relayHost ?? null]),
         [
-          ['origin', ['fd00:65::1'], ['fd00:65::100', 'fd00:65::101'], ['fd00:65::100', 'fd00:65::101']],
-          ['target', null, null, null],
+          ['origin', ['fd00:65::1'], ['fd00:65::100', 'fd00:65::101'], ['fd00:65::100', 'fd00:65::101'], null],
+          ['target', null, null, null, 'relay'],
+          ['relay', null, null, null, null],
         ],
       );
       assert.deepEqual(running.controller.freeTempIps('origin', 6), ['fd00:65::100', 'fd00:65::101']);
