@@ -1,6 +1,7 @@
 /**
  * The agent daemon: a `HostAgent` behind its HTTP API, running until aborted, then shut down
- * cleanly (redirects closed, the rsync daemon stopped, the state file kept for the next start).
+ * cleanly (the rsync daemon stopped, the state file kept for the next start). Redirects stay up
+ * and forwarding, for the next start to adopt.
  */
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -28,6 +29,7 @@ export async function runAgent(opts: RunAgentOptions, signal: AbortSignal): Prom
     if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   } finally {
     await app.close();
-    await agent.stop();
+    // Redirects keep forwarding while the daemon is down (a restart, an upgrade); the next start adopts them.
+    await agent.stop({ keepRedirects: true });
   }
 }
