@@ -94,17 +94,17 @@ export class RelayProcess implements RedirectEngine {
   private info: RelayProcessInfo | null = null;
   private closed = false;
 
-  constructor(opts: RelayProcessOptions) {
-    resolveRelayOptions(opts.relay); // bad options fail here, not in the child
+  /** A relay to start with `start()`; with `{ socketPath }` alone, one to adopt (see `adopt`). */
+  constructor(opts: RelayProcessOptions | { socketPath: string }) {
     if (Buffer.byteLength(opts.socketPath) > 107) throw new FerryError('RELAY_BAD_OPTION', `socket path ${opts.socketPath} is longer than a Unix socket path may be (107 bytes)`);
-    this.opts = opts;
+    if ('relay' in opts) resolveRelayOptions(opts.relay); // bad options fail here, not in the child
+    this.opts = 'relay' in opts ? opts : undefined;
     this.socketPath = opts.socketPath;
   }
 
   /** Connects to the child already running at `socketPath`; undefined when none answers there. */
   static async adopt(socketPath: string): Promise<RelayProcess | undefined> {
-    const rp = Object.create(RelayProcess.prototype) as RelayProcess;
-    Object.assign(rp, { kind: 'userspace', socketPath, opts: undefined, conn: null, pending: new Map(), nextId: 1, info: null, closed: false });
+    const rp = new RelayProcess({ socketPath });
     try {
       await rp.connect();
       rp.info = (await rp.request({ op: 'info' })) as RelayProcessInfo;
@@ -142,7 +142,7 @@ export class RelayProcess implements RedirectEngine {
   /** Starts the child and waits until it forwards (or says why it cannot). */
   async start(): Promise<void> {
     const o = this.opts;
-    if (!o || this.info) throw new FerryError('RELAY_STATE', 'relay process already started; create a new RelayProcess to start again');
+    if (!o || this.info) throw new FerryError('RELAY_STATE', 'relay process already started (or adopted); create a new RelayProcess to start another');
     const config: RelayProcessConfig = { relay: o.relay, socketPath: o.socketPath, orphanTimeoutMs: o.orphanTimeoutMs ?? 600_000 };
     const log = o.logFile ? openSync(o.logFile, 'a') : 'ignore';
     const execArgv = childExecArgv();
