@@ -152,7 +152,7 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
       'load',
       [
         process.execPath, '--import', 'tsx', join(ROOT, 'test/e2e/netns/load-child.ts'),
-        JSON.stringify({ sites: [SITE], port: 80, rate: 40, clients: 16, staleShare: 0.2, staleOverstayMs: 3000, watch: SITE, requestTimeoutMs: engine === 'kernel' ? 10_000 : 5000, resolver: { address: '127.0.0.1', port: 53 } }),
+        JSON.stringify({ sites: [SITE], port: 80, rate: 40, clients: 16, staleShare: 0.2, staleOverstayMs: 6000, watch: SITE, requestTimeoutMs: engine === 'kernel' ? 10_000 : 5000, resolver: { address: '127.0.0.1', port: 53 } }),
       ],
       { cwd: ROOT, stdin: true, logFile: join(dir, 'load.log') },
     );
@@ -201,7 +201,9 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
         if (!phase) continue;
         phases[phase] = e.at!;
         if (phase === 'dns-temp' || phase === 'draining') {
-          restarting = restarting.then(() => new Promise((r) => setTimeout(r, 700))).then(() => killAndRestart(phase));
+          // Early in the phase, while stale clients still use the temporary IP (they keep an answer
+          // up to 6 s past its TTL).
+          restarting = restarting.then(() => new Promise((r) => setTimeout(r, phase === 'draining' ? 200 : 700))).then(() => killAndRestart(phase));
         }
       }
     }, 50);
