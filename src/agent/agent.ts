@@ -264,6 +264,8 @@ export class HostAgent {
     if (spec.engine === 'kernel') return new KernelRelay({ ...common, listen: { address: spec.address, ports: spec.ports }, id: name, adopt });
     const dir = join(this.opts.dataDir, 'redirects');
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    // A relay still at this socket was started by a run that died before saving it: it goes.
+    if (!adopt) await (await RelayProcess.adopt(join(dir, `${name}.sock`)))?.close();
     return new RelayProcess({
       relay: { ...common, listen: { address: spec.address, ports: spec.ports } },
       socketPath: join(dir, `${name}.sock`),

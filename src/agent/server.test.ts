@@ -5,7 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, appendFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, appendFile, writeFile } from 'node:fs/promises';
 import { createConnection, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -339,6 +339,7 @@ describe('agent API', () => {
       await one.stop({ keepRedirects: true });
     }
     const two = mk();
+    let running: HostAgent | undefined = two;
     try {
       // Agent down: the held redirect still holds, and forwards once the next agent releases it.
       const held = through();
@@ -351,11 +352,26 @@ describe('agent API', () => {
       assert.equal(await held, 'hello from upstream\n');
       await two.startRedirect('r', { address: '127.0.61.104', ports: [port], upstream: '127.0.61.4' });
       await assert.rejects(two.startRedirect('r', { address: '127.0.61.105', ports: [port], upstream: '127.0.61.4' }), (err: Error & { code?: string }) => err.code === 'REDIRECT_CONFLICT');
-      await two.stopRedirect('r');
+      // An agent killed after starting a redirect but before saving it: the next start of that
+      // redirect replaces the relay it left, which still holds the port.
+      running = undefined;
+      await two.stop({ keepRedirects: true });
+      await writeFile(join(dir, 'agent-state.json'), JSON.stringify({ sites: [], redirects: [] }));
+      const three = mk();
+      running = three;
+      await three.start();
+      assert.deepEqual(three.listRedirects(), []);
+      await three.startRedirect('r', { address: '127.0.61.104', ports: [port], upstream: '127.0.61.4' });
+      assert.ok(await waitFor(() => !alive(pid!), 5000), 'the relay left behind is stopped');
+      pid = await statePid();
+      assert.equal(await through(), 'hello from upstream\n');
+      await three.stopRedirect('r');
+      running = undefined;
+      await three.stop();
       assert.ok(await waitFor(() => !alive(pid!), 5000), 'a stopped redirect\'s process exits');
       await assert.rejects(through(), /ECONNREFUSED/);
     } finally {
-      await two.stop();
+      await running?.stop();
       if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
       await new Promise<void>((r) => echo.close(() => r()));
       await rm(dir, { recursive: true, force: true });
