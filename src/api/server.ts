@@ -3,7 +3,7 @@
  * route needs a bearer token (`read` to look, `operator` to change); the dashboard's static files
  * are public (they hold no data, and ask for a token). Errors answer `{ error: { code, message } }`.
  */
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
@@ -85,7 +85,8 @@ async function settleWithin<T>(p: Promise<T>, ms: number, log: (msg: string) => 
 export async function buildApi(controller: Controller, opts: ApiOptions): Promise<FastifyInstance> {
   const verifier = new TokenVerifier(opts.tokens);
   const app = Fastify({
-    logger: opts.logger ?? false,
+    // Fastify 5 takes a pino instance as `loggerInstance`; `logger` accepts only options.
+    ...(opts.logger ? { loggerInstance: opts.logger as FastifyBaseLogger } : { logger: false }),
     bodyLimit: 64 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   });
