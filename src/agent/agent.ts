@@ -392,8 +392,9 @@ export class HostAgent {
 
   /**
    * Open (or find open) the receive session for `domain`'s data. The site must be here and not
-   * taking writes (`readonly` or `hold`): a sync replaces its data. The session, and its secret,
-   * last until the site serves here or is removed, or `closeSyncReceiver`.
+   * taking writes (`readonly`, `hold`, or proxying them elsewhere, as an origin does when a
+   * rollback after the switch syncs the data back): a sync replaces its data. The session, and
+   * its secret, last until the site serves here or is removed, or `closeSyncReceiver`.
    */
   openSyncReceiver(domain: string): Promise<SyncEndpoint> {
     const d = normalizeDomain(domain);
@@ -401,7 +402,7 @@ export class HostAgent {
       return Promise.reject(new FerryError('SITE_NOT_FOUND', `${this.id} does not serve ${d}; add the site (readonly) before receiving its data`));
     }
     const mode = this.sites.mode(d);
-    if (mode !== 'readonly' && mode !== 'hold') {
+    if (mode === 'serve') {
       return Promise.reject(
         new FerryError('SYNC_TARGET_LIVE', `${d} takes writes on ${this.id} (mode ${JSON.stringify(mode)}); receiving data would overwrite them. Set it readonly first.`),
       );
