@@ -64,6 +64,21 @@ function fsyncAsync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
+/** Notes journaled once a redirect at IPt, and IPt itself, are gone (after the step acted). */
+export const REDIRECT_REMOVED = 'redirect-removed';
+export const TEMP_IP_REMOVED = 'temp-ip-removed';
+
+/**
+ * When the last redirect at IPt and the last temporary IP were removed, from the journal's notes
+ * (absent: never set up, as in direct mode, or not removed yet).
+ */
+export function removedAt(entries: readonly JournalEntry[]): { redirectRemovedAt?: number; tempIpRemovedAt?: number } {
+  const last = (step: string) => entries.filter((e) => e.kind === 'note' && e.step === step).pop()?.at;
+  const redirect = last(REDIRECT_REMOVED);
+  const tempIp = last(TEMP_IP_REMOVED);
+  return { ...(redirect !== undefined ? { redirectRemovedAt: redirect } : {}), ...(tempIp !== undefined ? { tempIpRemovedAt: tempIp } : {}) };
+}
+
 /** One migration in brief, for listings that must stay cheap with many migrations. */
 export interface MigrationBrief {
   id: string;
@@ -234,6 +249,7 @@ export class Journal {
       updatedAt: row.updated_at,
       ...(row.error !== null ? { error: row.error } : {}),
       phases,
+      ...removedAt(entries),
     };
   }
 

@@ -127,6 +127,14 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     const traffic = mine.filter((e) => e.type === 'traffic');
     assert.ok(traffic.some((e) => e.data.what === 'ip1-quiet' && typeof (e.data.observed as { directRequests?: number }).directRequests === 'number'));
     assert.ok(traffic.some((e) => e.data.what === 'ipt-quiet' && typeof (e.data.observed as { totalConnections?: number }).totalConnections === 'number'));
+    // `completed` is announced only once the redirect and IPt are gone; the record says when each went.
+    const rec = ctl.migration('retry');
+    const completedAt = rec.phases.find((p) => p.name === 'completed')!.startedAt;
+    assert.ok(rec.redirectRemovedAt !== undefined && rec.redirectRemovedAt <= completedAt, `redirect removed at ${rec.redirectRemovedAt}, completed at ${completedAt}`);
+    assert.ok(rec.tempIpRemovedAt !== undefined && rec.tempIpRemovedAt <= completedAt, `IPt removed at ${rec.tempIpRemovedAt}, completed at ${completedAt}`);
+    const completedEvent = mine.findIndex((e) => e.type === 'phase' && e.data.phase === 'completed');
+    const removeStep = mine.findIndex((e) => e.type === 'step' && e.data.step === 'remove-address');
+    assert.ok(removeStep >= 0 && removeStep < completedEvent, 'IPt is taken down before completed is published');
     const seqs = mine.map((e) => e.seq);
     assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'one ordered stream');
   });
@@ -137,7 +145,18 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.equal(rec.phase, 'failed');
     assert.match(rec.error ?? '', /setRedirectUpstream\(mig-stuck, 127\.0\.47\.2\) failed 3 times: setRedirectUpstream refused by the test/);
     assert.equal(sb.targetSites.mode('stuck.example.'), 'serve', 'the target stays the writer');
-    assert.equal(ctl.listSites().find((s) => s.domain === 'stuck.example.')?.migration, null);
+    // Until an operator resolves it, the failed migration keeps its temporary IP (still up on the
+    // origin) and its site: neither is handed to another migration.
+    const stuckIp = rec.plan.tempIp;
+    assert.ok((await sb.origin.listAddresses()).includes(stuckIp), 'IPt still up');
+    assert.ok(!ctl.freeTempIps('origin').includes(stuckIp), 'the failed migration keeps its temporary IP leased');
+    assert.ok(!ctl.listServers().find((s) => s.id === 'origin')!.freeTempIps.includes(stuckIp));
+    assert.equal(ctl.listSites().find((s) => s.domain === 'stuck.example.')?.migration, 'stuck');
+    await assert.rejects(ctl.startMigration({ domain: 'stuck.example.', to: 'target' }), /failed migration \(stuck\); resolve it first with: ferry rollback stuck/);
+    // The next migration gets another temporary IP (it fails the same way; the next test resumes it).
+    const next = await ctl.startMigration({ domain: 'resume.example.', to: 'target', id: 'resume' });
+    assert.notEqual(next.plan.tempIp, stuckIp, 'the failed migration\'s temporary IP is not handed out again');
+    assert.equal((await ctl.wait('resume')).phase, 'failed');
     broken.upstream = false;
     rec = await ctl.rollback('stuck');
     assert.equal(rec.phase, 'rolled-back', rec.error);
@@ -145,13 +164,13 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.equal(sb.originSites.mode('stuck.example.'), 'serve');
     assert.equal(sb.targetSites.hasSite('stuck.example.'), false);
     assert.equal(await sb.origin.redirectStats('mig-stuck'), undefined);
+    assert.ok(!(await sb.origin.listAddresses()).includes(stuckIp), 'IPt down once rolled back');
+    assert.ok(ctl.freeTempIps('origin').includes(stuckIp), 'and free again');
+    assert.ok(rec.tempIpRemovedAt !== undefined && rec.redirectRemovedAt !== undefined, 'the record says when IPt and its redirect went');
   });
 
   it('resumes a failed migration once the cause is gone', async () => {
-    broken.upstream = true;
-    await ctl.startMigration({ domain: 'resume.example.', to: 'target', id: 'resume' });
-    assert.equal((await ctl.wait('resume')).phase, 'failed');
-    broken.upstream = false;
+    assert.equal(ctl.migration('resume').phase, 'failed');
     const rec = await ctl.resume('resume');
     assert.equal(rec.phase, 'completed', rec.error);
     assert.equal(sb.originSites.hasSite('resume.example.'), false);

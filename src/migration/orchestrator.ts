@@ -25,7 +25,7 @@ import { isIP } from 'node:net';
 import { FerryError, errorMessage } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode } from '../host/index.js';
-import type { Journal } from './journal.js';
+import { REDIRECT_REMOVED, TEMP_IP_REMOVED, removedAt, type Journal } from './journal.js';
 import { checkParity, describeParity } from './parity.js';
 import type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport } from './ports.js';
 import { ProgressThrottle } from './progress.js';
@@ -386,7 +386,8 @@ class MigrationRun {
   }
 
   async phase(phase: ForwardPhase): Promise<void> {
-    await this.enter(phase);
+    // `completed` is announced once the redirect and IPt are gone, with when each went.
+    await this.enter(phase, phase === 'completed' ? removedAt(this.entries()) : undefined);
     switch (phase) {
       case 'planned':
         return this.checkPlan();
@@ -403,9 +404,11 @@ class MigrationRun {
       case 'cutover':
         return this.cutover();
       case 'draining':
-        return this.draining();
+        await this.draining();
+        return this.complete();
       case 'completed':
-        await this.complete();
+        // A journal of an older version entered `completed` before its clean-up: finish it here.
+        if (!this.journaled('origin-remove-site')) await this.complete();
         this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase: 'completed', kind: 'leave' });
         return;
     }
@@ -620,13 +623,16 @@ class MigrationRun {
     };
   }
 
-  /** completed: redirects and IPt gone, the origin no longer serves the domain, the TTLs are back. */
+  /**
+   * The end of draining, before `completed` is entered: redirects and IPt gone, the origin no
+   * longer serves the domain, the TTLs are back.
+   */
   private async complete(): Promise<void> {
     const { domain } = this.plan;
     if (this.usesRedirect) {
       for (const f of this.families) {
-        await this.step(`stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
-        await this.step(`remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.stopRedirect('stop-redirect', f);
+        await this.removeAddress('remove-address', f);
       }
     }
     await this.step('origin-remove-site', () => this.origin.removeSite(domain));
@@ -634,6 +640,18 @@ class MigrationRun {
       const old = this.original(f);
       if (old.ttl !== this.plan.timings.ttl) await this.ensureRecord(f.type, f.targetIp, old.ttl);
     }
+  }
+
+  /** Stop the redirect at IPt of family `f` (step `name`), then journal when it was gone. */
+  private async stopRedirect(name: string, f: Family): Promise<void> {
+    await this.step(`${name}${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
+    this.note(REDIRECT_REMOVED, { redirect: f.redirectId, host: this.relay.id });
+  }
+
+  /** Take IPt of family `f` down (step `name`), then journal when it was gone. */
+  private async removeAddress(name: string, f: Family): Promise<void> {
+    await this.step(`${name}${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+    this.note(TEMP_IP_REMOVED, { address: f.tempIp, host: this.relay.id });
   }
 
   /** When a record was last changed to `address` (from the journal). */
@@ -756,8 +774,8 @@ class MigrationRun {
         await this.waitQuiet('rollback-ipt-quiet', restoredAt, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
       }
       for (const f of this.families) {
-        await this.step(`undo-stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
-        await this.step(`undo-remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.stopRedirect('undo-stop-redirect', f);
+        await this.removeAddress('undo-remove-address', f);
       }
     }
   }
@@ -812,8 +830,8 @@ class MigrationRun {
     });
     if (this.usesRedirect) {
       for (const f of this.families) {
-        await this.step(`reverse-stop-redirect${f.suffix}`, () => this.relay.stopRedirect(f.redirectId));
-        await this.step(`reverse-remove-address${f.suffix}`, () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.stopRedirect('reverse-stop-redirect', f);
+        await this.removeAddress('reverse-remove-address', f);
       }
     }
     await this.step('reverse-target-remove-site', () => this.target.removeSite(domain));
