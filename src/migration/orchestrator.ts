@@ -16,6 +16,8 @@
  * - Waits on caches start only after every authoritative server shows the change (invariant 5),
  *   and end on observed traffic: quiet for `quietWindowMs`, bounded by a cap.
  * - Every agent and DNS call has a timeout and retries with backoff (resilient.ts).
+ * - `completed` is entered only once the redirects and IPt are gone (the end of draining removes
+ *   them and journals when), so whoever follows the phase sees a finished migration.
  * - A failure before the switch undoes every step in reverse (`rolling-back` → `rolled-back`); a
  *   failure after it leaves the target as the writer and reports `failed` with the reason, from
  *   where `rollback` (a reverse migration: sync back, then swap roles) or `resume` goes on.
