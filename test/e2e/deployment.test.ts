@@ -5,7 +5,7 @@
  * --config` on the guide's ferry.yaml (its `api:` section included), and the operator commands of
  * its section 7: `ferry servers`, `ferry migrate --watch`, `ferry status`, and `ferry rollback` in
  * dns-temp, in the cut-over and in draining. Then the dashboard and its data through the
- * controller's API with a token.
+ * controller's API with a token, and the dashboard in chromium when it is installed.
  *
  * Every host is a distinct loopback address (127.0.93.0/24: every 127/8 address is local) and the
  * guide's documentation addresses 192.0.2.N become 127.0.93.N; its paths become folders of a
@@ -16,7 +16,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
@@ -30,6 +30,7 @@ const NET = '127.0.93.';
 const IP = { origin: `${NET}10`, target: `${NET}20`, dns: `${NET}53`, temp: [`${NET}100`, `${NET}101`] };
 const FERRY = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
 const DOC = readFileSync(join(ROOT, 'docs/deployment.md'), 'utf8');
+const CHROMIUM = '/usr/bin/chromium';
 
 const skip =
   process.getuid?.() !== 0
@@ -479,6 +480,31 @@ test('deployed as docs/deployment.md says: agents over HTTPS, the controller wit
     assert.ok(Array.isArray(samples.samples));
     const refused = await call(`${api}/v1/migrations`, { method: 'POST', token: reader, body: { domain: 'blog.example', to: 'target' } });
     assert.equal(refused.status, 403, 'a read token cannot start a migration');
+
+    // The dashboard in chromium (when installed), with the read token, shows what the API says.
+    if (existsSync(CHROMIUM)) {
+      const { chromium } = await import('playwright-core');
+      const profile = join(dir, 'chromium');
+      const context = await chromium.launchPersistentContext(profile, {
+        executablePath: CHROMIUM,
+        headless: true,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      });
+      try {
+        const tab = context.pages()[0] ?? (await context.newPage());
+        const pageErrors: string[] = [];
+        tab.on('pageerror', (e) => pageErrors.push(e.message));
+        await tab.goto(`${api}/#token=${reader}`);
+        await tab.waitForSelector('#migrations tbody tr', { timeout: 30_000 });
+        assert.match(await tab.locator('#sites tbody').innerText(), /shop\.example\.\s+target/);
+        const rows = await tab.locator('#migrations tbody').innerText();
+        for (const id of ['blog-dns-temp', 'blog-cutover', 'blog-draining']) assert.match(rows, new RegExp(`${id}\\s+blog\\.example\\.\\s+rolled-back`));
+        assert.match(rows, new RegExp(`${shopId}\\s+shop\\.example\\.\\s+completed`));
+        assert.deepEqual(pageErrors, []);
+      } finally {
+        await context.close();
+      }
+    } else console.log(`# deployment e2e: ${CHROMIUM} is not installed; the dashboard was checked through its API only`);
 
     // SIGTERM stops the controller cleanly.
     controller.child.kill('SIGTERM');
