@@ -4,7 +4,8 @@
  * ExecStart line, its curl call creating the sites), `ferry config check` and `ferry controller
  * --config` on the guide's ferry.yaml (its `api:` section included), and the operator commands of
  * its section 7: `ferry servers`, `ferry migrate --watch`, `ferry status`, and `ferry rollback` in
- * dns-temp, in the cut-over and in draining. Then the dashboard and its data through the
+ * dns-temp, in the cut-over and in draining; a migration failed by its origin agent's death keeps
+ * its temporary IP and site until `ferry rollback` resolves it. Then the dashboard and its data through the
  * controller's API with a token, and the dashboard in chromium when it is installed.
  *
  * Every host is a distinct loopback address (127.0.93.0/24: every 127/8 address is local) and the
@@ -266,11 +267,14 @@ test('deployed as docs/deployment.md says: agents over HTTPS, the controller wit
       replace('--app-port', 1, []);
       return args;
     };
-    for (const h of ['origin', 'target'] as const) {
-      const p = start(agentArgs(h), {}, join(dir, `agent-${h}.log`));
+    const agents: Partial<Record<'origin' | 'target', Proc>> = {};
+    const startAgent = async (h: 'origin' | 'target') => {
+      const p = start(agentArgs(h), {}, join(dir, `agent-${h}-${procs.length}.log`));
       procs.push(p);
+      agents[h] = p;
       await p.waitLine((l) => l.includes('listening on'), 60_000);
-    }
+    };
+    for (const h of ['origin', 'target'] as const) await startAgent(h);
 
     // §2: the origin's sites are created on its agent with the guide's curl call.
     const curl = fences(section('### Creating the sites on the agent'), 'sh')[0]!;
@@ -456,11 +460,30 @@ test('deployed as docs/deployment.md says: agents over HTTPS, the controller wit
     const orders = JSON.parse((await call(`http://${IP.origin}/orders`, { host: 'blog.example' })).body) as Array<{ key: string }>;
     assert.ok(orders.some((o) => o.key === 'written-on-target-while-draining'), 'the write taken by the target is on the origin after the rollback');
 
+    // A migration that fails after the switch (the origin's agent dies in draining) keeps its
+    // temporary IP leased and its site where DNS points until the operator rolls it back.
+    await migrate('blog-failed', ['--drain-cap', '60000']);
+    const failing = await untilPhase('blog-failed', 'draining');
+    agents.origin!.child.kill('SIGKILL');
+    await agents.origin!.exited;
+    const failed = await untilPhase('blog-failed', 'failed');
+    assert.match(failed.error ?? '', /origin/);
+    const whileFailed = (await servers()).find((s) => s.id === 'origin')!;
+    assert.ok(!whileFailed.freeTempIps.includes(failing.plan.tempIp), `the failed migration's temporary IP is not free: ${JSON.stringify(whileFailed)}`);
+    const sitesNow = JSON.parse((await call(`${api}/v1/sites`, { token: reader })).body) as { sites: Array<{ domain: string; server: string; migration: string | null }> };
+    assert.deepEqual(sitesNow.sites.find((x) => x.domain === 'blog.example.'), { domain: 'blog.example.', server: 'target', ports: [80], migration: 'blog-failed' }, 'placed where its A record points');
+    const refusedStart = await ferry(['migrate', 'blog.example', '--to', 'target'], cli);
+    assert.equal(refusedStart.code, 1);
+    assert.match(refusedStart.stderr, /failed migration \(blog-failed\); resolve it first with: ferry rollback blog-failed/);
+    await startAgent('origin'); // restarted, it restores its sites and the redirect
+    const r4 = await rollback('blog-failed');
+    assert.deepEqual(requestedFrom(r4), { from: 'draining', reason: 'requested' });
+
     // `ferry status`: every migration.
     const all = await ferry([...docCommand('status'), '--json'], cli);
     assert.equal(all.code, 0, all.stderr);
     const phases = Object.fromEntries((JSON.parse(all.stdout) as { migrations: MigrationJson[] }).migrations.map((m) => [m.id, m.phase]));
-    assert.deepEqual(phases, { [shopId]: 'completed', 'blog-dns-temp': 'rolled-back', 'blog-cutover': 'rolled-back', 'blog-draining': 'rolled-back' });
+    assert.deepEqual(phases, { [shopId]: 'completed', 'blog-dns-temp': 'rolled-back', 'blog-cutover': 'rolled-back', 'blog-draining': 'rolled-back', 'blog-failed': 'rolled-back' });
 
     // The dashboard at the API's address: its page and assets are public, its data needs a token.
     const page = await call(`${api}/`);
