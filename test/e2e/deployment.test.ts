@@ -2,7 +2,8 @@
  * Ferry as docs/deployment.md deploys it, with the guide's own examples: two `ferry agent`
  * processes over HTTPS with bearer tokens (the guide's token and openssl commands, its systemd
  * ExecStart line, its curl call creating the sites), `ferry config check` and `ferry controller
- * --config` on the guide's ferry.yaml (its `api:` section included), and the operator commands of
+ * --config` on the guide's ferry.yaml (its `api:` section included), the guide's Knot and BIND
+ * secondaries transferring from the embedded name server with TSIG, and the operator commands of
  * its section 7: `ferry servers`, `ferry migrate --watch`, `ferry status`, and `ferry rollback` in
  * dns-temp, in the cut-over and in draining; a migration failed by its origin agent's death keeps
  * its temporary IP and site until `ferry rollback` resolves it. Then the dashboard and its data through the
@@ -58,11 +59,17 @@ function section(heading: string): string {
   return lines.slice(start, end).join('\n');
 }
 
-/** The fenced blocks of `text` whose info string is `lang`. */
+/** The fenced blocks of `text` whose info string is `lang` ('' for none). */
 function fences(text: string, lang: string): string[] {
   const out: string[] = [];
-  const re = new RegExp('^```' + lang + '\\n([\\s\\S]*?)^```$', 'gm');
-  for (let m = re.exec(text); m; m = re.exec(text)) out.push(m[1]!);
+  let open: { lang: string; lines: string[] } | undefined;
+  for (const line of text.split('\n')) {
+    if (!open && line.startsWith('```')) open = { lang: line.slice(3).trim(), lines: [] };
+    else if (open && line === '```') {
+      if (open.lang === lang) out.push(open.lines.join('\n') + '\n');
+      open = undefined;
+    } else open?.lines.push(line);
+  }
   assert.ok(out.length > 0, `no \`\`\`${lang} block in:\n${text.slice(0, 200)}`);
   return out;
 }
@@ -337,6 +344,51 @@ test('deployed as docs/deployment.md says: agents over HTTPS, the controller wit
       assert.doesNotMatch(line, /agent check failed/, `agent ${s} as the config says: ${line}`);
     }
 
+    // §4: the guide's Knot and BIND secondaries of example. (Knot at .54, which the guide's
+    // `notify` names), each with the run-time folders a test needs added. BIND listens only on
+    // addresses of an interface (127.0.0.1 here, shared with other tests), so it answers no
+    // query: its log tells what it transferred.
+    const dnsSection = section('### `dns` (provider `embedded`)');
+    const secondaryText = (t: string) => t.replaceAll('<the same base64 secret>', env.FERRY_XFR_TSIG).replaceAll('192.0.2.', NET);
+    const soaSerial = async (address: string) => {
+      const soa = await digShort({ address, port: 53 }, 'example.', 'SOA').catch(() => []);
+      return soa.length === 1 ? Number(soa[0]!.split(/\s+/)[2]) : null;
+    };
+    const until = async (what: string, check: () => Promise<boolean>) => {
+      const deadline = Date.now() + 30_000;
+      while (!(await check())) {
+        assert.ok(Date.now() < deadline, `${what} within 30 s`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    };
+    const secondaries: string[] = [];
+    let bind: Proc | undefined;
+    if (findBinary('knotd')) {
+      const kd = join(dir, 'knot');
+      await mkdir(join(kd, 'db'), { recursive: true });
+      const conf = secondaryText(fences(dnsSection, 'yaml').find((b) => b.includes('master: ferry'))!)
+        .replace('/var/lib/knot', kd)
+        .replace('server:\n', `server:\n  rundir: "${kd}"\n  pidfile: "${kd}/knot.pid"\n`);
+      await writeFile(join(kd, 'knot.conf'), `${conf}database:\n  storage: "${kd}/db"\ncontrol:\n  listen: "${kd}/knot.sock"\n`);
+      procs.push(start([findBinary('knotd')!, '-c', join(kd, 'knot.conf')], {}, join(dir, 'knot.log')));
+      secondaries.push(`${NET}54`);
+    } else console.log('# deployment e2e: knotd is not installed; the guide\'s Knot secondary was not run');
+    if (findBinary('named')) {
+      const bd = join(dir, 'bind');
+      await mkdir(bd, { recursive: true });
+      const options = `options {\n  directory "${bd}";\n  pid-file "${bd}/named.pid";\n  session-keyfile "${bd}/session.key";\n  managed-keys-directory "${bd}";\n  listen-on { none; };\n  listen-on-v6 { none; };\n  recursion no;\n  dnssec-validation no;\n};\ncontrols { };\n`;
+      await writeFile(join(bd, 'named.conf'), options + secondaryText(fences(dnsSection, '')[0]!).replace('/var/cache/bind', bd));
+      bind = start([findBinary('named')!, '-g', '-c', join(bd, 'named.conf'), '-n', '1'], {}, join(dir, 'named.log'));
+      procs.push(bind);
+    } else console.log('# deployment e2e: named is not installed; the guide\'s BIND secondary was not run');
+    const primarySerial = await soaSerial(IP.dns);
+    assert.ok(primarySerial !== null, 'the embedded name server answers');
+    for (const a of secondaries) await until(`the secondary at ${a} transferred example.`, async () => (await soaSerial(a)) === primarySerial);
+    if (bind) {
+      const line = await bind.waitLine((l) => /zone example\/IN: transferred serial \d+: TSIG 'xfr-key'/.test(l), 30_000);
+      assert.equal(Number(/serial (\d+)/.exec(line)![1]), primarySerial, 'BIND transferred the zone, signed with xfr-key.');
+    }
+
     // §7: the operator's environment and commands, as the guide writes them.
     const ops = fences(section('## 7. The first migration'), 'sh')[0]!.split('\n');
     const [FERRY_CONTROLLER, FERRY_TOKEN] = sh(`${onHost(ops.find((l) => l.startsWith('export '))!, c)}; printf '%s\\n%s' "$FERRY_CONTROLLER" "$FERRY_TOKEN"`).split('\n');
@@ -478,6 +530,14 @@ test('deployed as docs/deployment.md says: agents over HTTPS, the controller wit
     await startAgent('origin'); // restarted, it restores its sites and the redirect
     const r4 = await rollback('blog-failed');
     assert.deepEqual(requestedFrom(r4), { from: 'draining', reason: 'requested' });
+
+    // The Knot secondary followed every change, told by NOTIFY and transferring with TSIG.
+    if (secondaries.includes(`${NET}54`)) {
+      const serial = await soaSerial(IP.dns);
+      assert.ok(serial! > primarySerial!, 'the zone changed');
+      await until('Knot caught up by NOTIFY', async () => (await soaSerial(`${NET}54`)) === serial);
+      assert.deepEqual(await digShort({ address: `${NET}54`, port: 53 }, 'blog.example', 'A'), [IP.origin]);
+    }
 
     // `ferry status`: every migration.
     const all = await ferry([...docCommand('status'), '--json'], cli);
