@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
-import { sleep } from '../common/time.js';
+import { sleep, waitFor } from '../common/time.js';
 import { LocalHost, LoopbackAddresses } from '../agent/index.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { SiteServer } from '../host/index.js';
 import { Sandbox } from '../sandbox/index.js';
-import { EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
+import { DEFAULT_TIMINGS, EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
 
 /** `inner` with some calls refused while `when(method, args)` says so. */
 function flaky(inner: LocalHost, when: (method: string, args: unknown[]) => boolean): HostDriver {
@@ -29,7 +29,7 @@ function flaky(inner: LocalHost, when: (method: string, args: unknown[]) => bool
 }
 
 describe('orchestrator: retries, failures, direct and relay-host modes', () => {
-  const sites = ['retry.example.', 'stuck.example.', 'resume.example.', 'direct.example.', 'relayed.example.', 'bystander.example.'];
+  const sites = ['retry.example.', 'stuck.example.', 'resume.example.', 'direct.example.', 'relayed.example.', 'bystander.example.', 'legacy.example.'];
   const sb = new Sandbox({
     dnsAddress: '127.0.47.53',
     dnsPort: 0,
@@ -200,6 +200,39 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.ok(sawRelay, 'the redirect ran on the relay host');
     assert.equal(await sb.origin.redirectStats('mig-relayed'), undefined, 'and not on the origin');
     assert.deepEqual(await relay.listAddresses(), []);
+  });
+
+  it('finishes the clean-up of a migration that an older version journaled as completed before it', async () => {
+    const orch = ctl.orchestrator;
+    const tempIp = '127.0.47.103';
+    orch.create({
+      id: 'legacy',
+      domain: 'legacy.example.',
+      origin: 'origin',
+      target: 'target',
+      originIp: sb.opts.originIp,
+      targetIp: sb.opts.targetIp,
+      tempIp,
+      ports: [sb.httpPort],
+      timings: { ...DEFAULT_TIMINGS, ttl: 1, quietWindowMs: 300, dnsTempCapMs: 8000, drainCapMs: 8000, pollMs: 50 },
+    });
+    // Stopped in draining, as a controller killed there would be; then `completed` entered the
+    // way the previous version did, before removing anything.
+    const abort = new AbortController();
+    const running = orch.run('legacy', abort.signal).catch(() => undefined);
+    await waitFor(() => orch.get('legacy').phase === 'draining', 60_000, 10);
+    abort.abort();
+    await running;
+    assert.ok((await sb.origin.listAddresses()).includes(tempIp), 'IPt still up when stopped in draining');
+    journal.append({ migrationId: 'legacy', at: Date.now(), phase: 'completed', kind: 'enter' });
+    assert.equal(orch.get('legacy').settled, false);
+    const rec = await orch.run('legacy');
+    assert.equal(rec.phase, 'completed');
+    assert.equal(rec.settled, true);
+    assert.ok(!(await sb.origin.listAddresses()).includes(tempIp), 'IPt removed by the resumed run');
+    assert.equal(await sb.origin.redirectStats('mig-legacy'), undefined);
+    assert.equal(sb.originSites.hasSite('legacy.example.'), false);
+    assert.ok(rec.tempIpRemovedAt !== undefined && rec.redirectRemovedAt !== undefined);
   });
 
   it('failed no request on the sites that completed and on the bystander', async () => {
