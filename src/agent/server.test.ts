@@ -443,6 +443,10 @@ describe('agent API', () => {
     );
     await assert.rejects(b.driver.openSyncReceiver('sync.example'), (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE' && /Set it readonly first/.test(err.message));
     await assert.rejects(a.driver.syncSite('sync.example', b.driver), (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE');
+    // A site that proxies its requests elsewhere takes no writes here: it may receive (an origin
+    // getting the target's data back when a migration is rolled back during draining).
+    await b.driver.setSiteMode('sync.example', { proxy: { address: '127.0.0.1', port: 9 } });
+    await a.driver.syncSite('sync.example', b.driver); // rejects with SYNC_TARGET_LIVE if refused
     await b.driver.closeSyncReceiver('sync.example');
   });
 });

@@ -3,7 +3,7 @@
  * route needs a bearer token (`read` to look, `operator` to change); the dashboard's static files
  * are public (they hold no data, and ask for a token). Errors answer `{ error: { code, message } }`.
  */
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -64,6 +64,8 @@ export function migrationView(rec: MigrationRecord) {
     ...(rec.error !== undefined ? { error: rec.error } : {}),
     plan: rec.plan,
     phases: rec.phases,
+    ...(rec.redirectRemovedAt !== undefined ? { redirectRemovedAt: rec.redirectRemovedAt } : {}),
+    ...(rec.tempIpRemovedAt !== undefined ? { tempIpRemovedAt: rec.tempIpRemovedAt } : {}),
   };
 }
 
@@ -114,7 +116,8 @@ const buildValidator: NonNullable<NonNullable<FastifyServerOptions['schemaContro
 export async function buildApi(controller: Controller, opts: ApiOptions): Promise<FastifyInstance> {
   const verifier = new TokenVerifier(opts.tokens);
   const app = Fastify({
-    logger: opts.logger ?? false,
+    // Fastify 5 takes a pino instance as `loggerInstance`; `logger` accepts only options.
+    ...(opts.logger ? { loggerInstance: opts.logger as FastifyBaseLogger } : { logger: false }),
     bodyLimit: 64 * 1024,
     // Room for a 253-character domain in a path; longer parameters answer 400 VALIDATION.
     routerOptions: { maxParamLength: 256 },
