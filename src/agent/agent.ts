@@ -11,6 +11,12 @@
  * and redirects are saved to the state store on each change (`<dataDir>/agent-state.json` by
  * default: state.ts) and restored on start, so an agent restarted mid-migration still forwards
  * IPt and serves the site in its mode.
+ *
+ * Redirects outlive the agent process: a userspace redirect runs in a `RelayProcess` of its own
+ * (control socket `<dataDir>/redirects/<hash>.sock`), a kernel one is an nftables table, and
+ * neither goes when the agent is killed or stopped with `stop({ keepRedirects: true })`. A
+ * restarted agent adopts them (what they do now wins over the saved state, which may lag one
+ * call behind) and starts afresh only those that are gone. Only `stopRedirect` removes one.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
@@ -18,7 +24,7 @@ import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
 import { SiteServer, normalizeDomain, type SiteMode, type SiteStats } from '../host/index.js';
 import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
-import { KernelRelay, createUserspaceRelay, type RedirectEngine, type RelayStats } from '../relay/index.js';
+import { KernelRelay, RelayProcess, type RelayStats } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
 import { NginxFrontend, type NginxOptions } from './nginx.js';
 import { httpProbe } from './probe.js';
@@ -65,6 +71,8 @@ export interface HostAgentOptions {
   state?: AgentStateStore;
   /** Longest a connection or request may stay held. Default 30 000 ms. */
   maxHoldMs?: number;
+  /** A userspace redirect's process with no agent connected this long closes and exits. Default 600 000 ms. */
+  redirectOrphanTimeoutMs?: number;
 }
 
 export interface RedirectSpec {
@@ -79,8 +87,10 @@ interface RedirectEntry {
   spec: Required<Pick<RedirectSpec, 'address' | 'ports' | 'engine'>> & { sourceAddress?: string };
   upstream: string;
   held: boolean;
-  engine: RedirectEngine;
+  engine: RelayProcess | KernelRelay;
 }
+
+type SavedRedirect = AgentState['redirects'][number];
 
 const REDIRECT_ID_RE = /^[A-Za-z0-9._-]{1,120}$/;
 
@@ -134,14 +144,20 @@ export class HostAgent implements HostDriver, SyncPeer {
     for (const a of saved.addresses ?? []) this.added.add(a);
     for (const s of saved.sites) await this.addSite(s.domain, s.mode);
     for (const r of saved.redirects) {
+      if (await this.adoptRedirect(r)) continue;
       await this.startRedirect(r.id, { ...r.spec, upstream: r.upstream });
       if (r.held) await this.holdRedirect(r.id);
     }
+    if (saved.redirects.length > 0) await this.saveState();
   }
 
-  /** Stop serving and forwarding (the state store keeps what to restore). */
-  async stop(): Promise<void> {
-    await Promise.allSettled([...this.redirects.values()].map((r) => r.engine.close()));
+  /**
+   * Stop serving (the state store keeps what to restore). Redirects are closed, or with
+   * `keepRedirects` left forwarding for the next start to adopt (as the daemon does, so that a
+   * restart or an upgrade fails no request at a temporary IP).
+   */
+  async stop(opts: { keepRedirects?: boolean } = {}): Promise<void> {
+    await Promise.allSettled([...this.redirects.values()].map((r) => (opts.keepRedirects ? r.engine.detach() : r.engine.close())));
     this.redirects.clear();
     await this.transport.stop().catch(() => undefined);
     await this.sites.stop();
@@ -225,27 +241,65 @@ export class HostAgent implements HostDriver, SyncPeer {
         }
         return;
       }
-      const maxHoldMs = this.opts.maxHoldMs ?? 30_000;
       if (engineKind === 'kernel') await checkForwarding(spec.address);
-      const engine: RedirectEngine =
-        engineKind === 'kernel'
-          ? new KernelRelay({
-              listen: { address: spec.address, ports: spec.ports },
-              upstream: { address: spec.upstream },
-              ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),
-              id: createHash('sha256').update(id).digest('hex').slice(0, 12),
-              maxHoldMs,
-            })
-          : createUserspaceRelay({
-              listen: { address: spec.address, ports: spec.ports },
-              upstream: { address: spec.upstream },
-              ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),
-              maxHoldMs,
-            });
+      const engine = await this.redirectEngine(id, want, spec.upstream, false);
       await engine.start();
       this.redirects.set(id, { spec: want, upstream: spec.upstream, held: false, engine });
       await this.saveState();
     });
+  }
+
+  /** The engine of redirect `id` (not started); `adopt` takes over a kernel table left running. */
+  private async redirectEngine(id: string, spec: RedirectEntry['spec'], upstream: string, adopt: boolean): Promise<RelayProcess | KernelRelay> {
+    const maxHoldMs = this.opts.maxHoldMs ?? 30_000;
+    const name = createHash('sha256').update(id).digest('hex').slice(0, 12);
+    const common = {
+      upstream: { address: upstream },
+      ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),
+      maxHoldMs,
+    };
+    if (spec.engine === 'kernel') return new KernelRelay({ ...common, listen: { address: spec.address, ports: spec.ports }, id: name, adopt });
+    const dir = join(this.opts.dataDir, 'redirects');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // A relay still at this socket was started by a run that died before saving it: it goes.
+    if (!adopt) await (await RelayProcess.adopt(join(dir, `${name}.sock`)))?.close();
+    return new RelayProcess({
+      relay: { ...common, listen: { address: spec.address, ports: spec.ports } },
+      socketPath: join(dir, `${name}.sock`),
+      logFile: join(dir, `${name}.log`),
+      ...(this.opts.redirectOrphanTimeoutMs !== undefined ? { orphanTimeoutMs: this.opts.redirectOrphanTimeoutMs } : {}),
+    });
+  }
+
+  /**
+   * Takes back a redirect of the last run that still forwards: its process (userspace) or its
+   * table (kernel), with the upstream and hold state it has now. False when it is gone, or runs
+   * on other addresses than saved (then it is stopped).
+   */
+  private async adoptRedirect(r: SavedRedirect): Promise<boolean> {
+    checkRedirectId(r.id);
+    let engine: RelayProcess | KernelRelay | undefined;
+    if (r.spec.engine === 'kernel') {
+      const k = (await this.redirectEngine(r.id, r.spec, r.upstream, true)) as KernelRelay;
+      await k.start();
+      if (!k.adopted) {
+        await k.close();
+        return false;
+      }
+      engine = k;
+    } else {
+      engine = r.socket ? await RelayProcess.adopt(r.socket) : undefined;
+      if (!engine) return false;
+      const l = engine.listen;
+      if (l.length !== 1 || l[0]!.address !== r.spec.address || JSON.stringify(l[0]!.ports) !== JSON.stringify(r.spec.ports)) {
+        await engine.close();
+        return false;
+      }
+    }
+    const upstream = engine instanceof KernelRelay ? engine.currentUpstream.address : (engine.upstream?.address ?? r.upstream);
+    const held = engine instanceof KernelRelay ? engine.isHolding : engine.holding;
+    this.redirects.set(r.id, { spec: r.spec, upstream, held, engine });
+    return true;
   }
 
   setRedirectUpstream(id: string, upstream: string): Promise<void> {
@@ -490,7 +544,13 @@ export class HostAgent implements HostDriver, SyncPeer {
       const state: AgentState = {
         addresses: [...this.added],
         sites: this.listSites(),
-        redirects: [...this.redirects].map(([id, r]) => ({ id, spec: r.spec, upstream: r.upstream, held: r.held })),
+        redirects: [...this.redirects].map(([id, r]) => ({
+          id,
+          spec: r.spec,
+          upstream: r.upstream,
+          held: r.held,
+          ...(r.engine instanceof RelayProcess ? { pid: r.engine.pid, socket: r.engine.socketPath } : {}),
+        })),
       };
       await this.state.save(state);
     };

@@ -1,7 +1,8 @@
 /**
  * The agent daemon: a `HostAgent` behind its HTTP API. `startAgent` is what `ferry agent` and the
  * sandbox's agents over HTTP both run; `runAgent` serves until aborted, then shuts down cleanly
- * (redirects closed, the rsync daemon stopped, the saved state kept for the next start).
+ * (the rsync daemon stopped, the saved state kept for the next start); its redirects stay up and
+ * forwarding, for the next start to adopt.
  */
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
@@ -25,8 +26,8 @@ export interface RunningAgent {
   agent: HostAgent;
   app: FastifyInstance;
   url: string;
-  /** Stop the API, then the agent. */
-  close(): Promise<void>;
+  /** Stop the API, then the agent (with `keepRedirects`, its redirects stay up for the next start to adopt). */
+  close(opts?: { keepRedirects?: boolean }): Promise<void>;
 }
 
 /** Start an agent (restoring its saved state) and its API; resolves once the API listens. */
@@ -49,11 +50,11 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     agent,
     app: api,
     url: `${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`,
-    close: async () => {
+    close: async (closeOpts = {}) => {
       try {
         await api.close();
       } finally {
-        await agent.stop();
+        await agent.stop(closeOpts);
       }
     },
   };
@@ -66,6 +67,7 @@ export async function runAgent(opts: RunAgentOptions, signal: AbortSignal): Prom
     opts.onReady?.(running.url, running.agent);
     if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   } finally {
-    await running.close();
+    // Redirects keep forwarding while the daemon is down (a restart, an upgrade); the next start adopts them.
+    await running.close({ keepRedirects: true });
   }
 }

@@ -5,8 +5,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, appendFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { mkdtemp, readFile, rm, appendFile, writeFile } from 'node:fs/promises';
+import { createConnection, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:http';
@@ -17,6 +17,16 @@ import { HttpHostDriver } from './client.js';
 import { buildAgentServer } from './server.js';
 import { findBinary } from '../../test/e2e/helpers.js';
 import { freePort } from '../../test/ports.js';
+import { waitFor } from '../common/time.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const TOKEN = 'test-token-0123456789abcdef';
 
@@ -305,6 +315,74 @@ describe('agent API', () => {
     }
   });
 
+  test('a redirect outlives its agent: it forwards while the agent is down, the restarted agent adopts it as it is, and only stopRedirect ends it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-agent-adopt-'));
+    const echo = createServer((c) => c.end('hello from upstream\n'));
+    await new Promise<void>((r) => echo.listen(0, '127.0.61.4', () => r()));
+    const upstreamPort = (echo.address() as AddressInfo).port;
+    const mk = () => new HostAgent({ id: 'delta', dataDir: dir, sharedIps: ['127.0.61.4'], httpPort: 0, addresses: new LoopbackAddresses(), web: { kind: 'builtin' } });
+    const port = upstreamPort; // port-preserving: the redirect listens on the upstream's port
+    const through = () =>
+      new Promise<string>((resolve, reject) => {
+        const c = createConnection({ host: '127.0.61.104', port });
+        let got = '';
+        c.setEncoding('utf8');
+        c.on('data', (d: string) => (got += d));
+        c.on('end', () => resolve(got));
+        c.on('error', reject);
+      });
+    const statePid = async () => (JSON.parse(await readFile(join(dir, 'agent-state.json'), 'utf8')) as { redirects: Array<{ pid?: number }> }).redirects[0]?.pid;
+    let pid: number | undefined;
+    const one = mk();
+    try {
+      await one.start();
+      await one.startRedirect('r', { address: '127.0.61.104', ports: [port], upstream: '127.0.61.4' });
+      pid = await statePid();
+      assert.ok(pid !== undefined && pid !== process.pid, 'the redirect runs in a process of its own');
+      await one.holdRedirect('r');
+    } finally {
+      await one.stop({ keepRedirects: true });
+    }
+    const two = mk();
+    let running: HostAgent | undefined = two;
+    try {
+      // Agent down: the held redirect still holds, and forwards once the next agent releases it.
+      const held = through();
+      await new Promise((r) => setTimeout(r, 200));
+      await two.start();
+      assert.deepEqual(two.listRedirects(), [{ id: 'r', address: '127.0.61.104', ports: [port], upstream: '127.0.61.4', engine: 'userspace', holding: true }]);
+      assert.equal(await statePid(), pid, 'adopted, not started again');
+      assert.equal((await two.redirectStats('r'))!.held, 1);
+      await two.releaseRedirect('r');
+      assert.equal(await held, 'hello from upstream\n');
+      await two.startRedirect('r', { address: '127.0.61.104', ports: [port], upstream: '127.0.61.4' });
+      await assert.rejects(two.startRedirect('r', { address: '127.0.61.105', ports: [port], upstream: '127.0.61.4' }), (err: Error & { code?: string }) => err.code === 'REDIRECT_CONFLICT');
+      // An agent killed after starting a redirect but before saving it: the next start of that
+      // redirect replaces the relay it left, which still holds the port.
+      running = undefined;
+      await two.stop({ keepRedirects: true });
+      await writeFile(join(dir, 'agent-state.json'), JSON.stringify({ sites: [], redirects: [] }));
+      const three = mk();
+      running = three;
+      await three.start();
+      assert.deepEqual(three.listRedirects(), []);
+      await three.startRedirect('r', { address: '127.0.61.104', ports: [port], upstream: '127.0.61.4' });
+      assert.ok(await waitFor(() => !alive(pid!), 5000), 'the relay left behind is stopped');
+      pid = await statePid();
+      assert.equal(await through(), 'hello from upstream\n');
+      await three.stopRedirect('r');
+      running = undefined;
+      await three.stop();
+      assert.ok(await waitFor(() => !alive(pid!), 5000), 'a stopped redirect\'s process exits');
+      await assert.rejects(through(), /ECONNREFUSED/);
+    } finally {
+      await running?.stop();
+      if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+      await new Promise<void>((r) => echo.close(() => r()));
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('sync: rsync pushes a site to another agent, initial then delta, one secret per migration, never into a live site', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, async () => {
     await a.driver.addSite('sync.example', 'serve');
     await b.driver.addSite('sync.example', 'readonly');
@@ -365,6 +443,10 @@ describe('agent API', () => {
     );
     await assert.rejects(b.driver.openSyncReceiver('sync.example'), (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE' && /Set it readonly first/.test(err.message));
     await assert.rejects(a.driver.syncSite('sync.example', b.driver), (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE');
+    // A site that proxies its requests elsewhere takes no writes here: it may receive (an origin
+    // getting the target's data back when a migration is rolled back during draining).
+    await b.driver.setSiteMode('sync.example', { proxy: { address: '127.0.0.1', port: 9 } });
+    await a.driver.syncSite('sync.example', b.driver); // rejects with SYNC_TARGET_LIVE if refused
     await b.driver.closeSyncReceiver('sync.example');
   });
 });

@@ -17,6 +17,9 @@ export interface AgentState {
     spec: { address: string; ports: number[]; engine: 'userspace' | 'kernel'; sourceAddress?: string };
     upstream: string;
     held: boolean;
+    /** Userspace: the redirect's own process and its control socket, for a restarted agent to adopt. */
+    pid?: number;
+    socket?: string;
   }>;
 }
 

@@ -46,6 +46,8 @@ export const migrationSchema = {
     error: { type: 'string' },
     plan: { type: 'object', additionalProperties: true },
     phases: { type: 'array', items: phase },
+    redirectRemovedAt: { type: 'number', description: 'when the redirect at the temporary IP was stopped' },
+    tempIpRemovedAt: { type: 'number', description: 'when the temporary IP was taken down' },
   },
 } as const;
 

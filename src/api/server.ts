@@ -64,6 +64,8 @@ export function migrationView(rec: MigrationRecord) {
     ...(rec.error !== undefined ? { error: rec.error } : {}),
     plan: rec.plan,
     phases: rec.phases,
+    ...(rec.redirectRemovedAt !== undefined ? { redirectRemovedAt: rec.redirectRemovedAt } : {}),
+    ...(rec.tempIpRemovedAt !== undefined ? { tempIpRemovedAt: rec.tempIpRemovedAt } : {}),
   };
 }
 

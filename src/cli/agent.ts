@@ -6,7 +6,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { IprouteAddresses, LoopbackAddresses, runAgent, type WebOptions } from '../agent/index.js';
 import { FerryError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
-import { port } from './options.js';
+import { number, port } from './options.js';
 
 function ipArg(value: string, previous: string[] = []): string[] {
   if (!isIP(value)) throw new InvalidArgumentError(`expected an IP address literal, got "${value}"`);
@@ -58,6 +58,7 @@ export function registerAgent(program: Command): void {
     .option('--engine <kind>', 'redirect engine when the controller names none: userspace or kernel', 'userspace')
     .option('--rsync-address <ip>', 'address the rsync daemon binds to receive site data (default the first shared IP)', oneIp)
     .option('--rsync-port <port>', 'port of the rsync daemon', port, 873)
+    .option('--redirect-orphan-timeout <seconds>', 'a redirect outlives the agent (restart, upgrade); with no agent back within this time it stops by itself', number(1), 600)
     .action(async (o: Record<string, unknown>) => {
       const web = o.web as string;
       if (web !== 'builtin' && web !== 'nginx') throw new FerryError('AGENT_OPTIONS', `--web must be builtin or nginx, got "${web}"`);
@@ -99,6 +100,7 @@ export function registerAgent(program: Command): void {
             addresses: o.loopbackAddresses ? new LoopbackAddresses() : new IprouteAddresses(o.interface as string),
             web: webOpts,
             engine,
+            redirectOrphanTimeoutMs: (o.redirectOrphanTimeout as number) * 1000,
             rsync: { ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}), port: o.rsyncPort as number },
             listen: { address: o.listen as string, port: o.port as number },
             token,

@@ -224,6 +224,9 @@ export interface MigrationView {
   error?: string;
   plan: { originIp: string; tempIp: string; targetIp: string };
   phases: Array<{ name: string; startedAt: number; endedAt: number | null }>;
+  /** When the redirect at IPt was stopped and IPt taken down (absent until then). */
+  redirectRemovedAt?: number;
+  tempIpRemovedAt?: number;
 }
 
 export const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);

@@ -1,7 +1,7 @@
 /** `ferry status [ID]`: the migrations, or one of them with its phases, wait and errors. */
 import type { Command } from 'commander';
 import { CLI_EXIT, TERMINAL, action, clientOf, duration, table, withConnection, type ConnectionOptions, type MigrationView } from './client.js';
-import { summaryOf } from './watch.js';
+import { removedLines, summaryOf } from './watch.js';
 
 interface Detail extends MigrationView {
   wait?: { what: string; remainingMs: number; at: number };
@@ -53,6 +53,7 @@ export function registerStatus(program: Command): void {
         for (const p of m.phases) {
           lines.push(`  ${p.name.padEnd(12)} ${new Date(p.startedAt).toISOString()}  ${p.endedAt === null ? (TERMINAL.has(p.name) ? '' : 'running') : duration(p.endedAt - p.startedAt)}`);
         }
+        lines.push(...removedLines(m));
         for (const e of m.errors ?? []) lines.push(`  error ${new Date(e.at).toISOString()} ${e.phase ?? ''} ${e.message}`);
         process.stdout.write(lines.join('\n') + '\n');
       }

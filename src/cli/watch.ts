@@ -39,7 +39,18 @@ export function summaryOf(m: MigrationView) {
     phase: m.phase,
     ...(m.error ? { error: m.error } : {}),
     phases: m.phases.map((p) => ({ name: p.name, startedAt: p.startedAt, endedAt: p.endedAt, ms: p.endedAt === null ? null : p.endedAt - p.startedAt })),
+    ...(m.redirectRemovedAt !== undefined ? { redirectRemovedAt: m.redirectRemovedAt } : {}),
+    ...(m.tempIpRemovedAt !== undefined ? { tempIpRemovedAt: m.tempIpRemovedAt } : {}),
   };
+}
+
+/** When the redirect at IPt and IPt itself went, as lines (none before they went). */
+export function removedLines(m: MigrationView): string[] {
+  const at = (t: number) => new Date(t).toISOString();
+  return [
+    ...(m.redirectRemovedAt !== undefined ? [`  redirect at IPt stopped ${at(m.redirectRemovedAt)}`] : []),
+    ...(m.tempIpRemovedAt !== undefined ? [`  IPt ${m.plan.tempIp} removed ${at(m.tempIpRemovedAt)}`] : []),
+  ];
 }
 
 function describe(m: MigrationView): string {
@@ -47,6 +58,7 @@ function describe(m: MigrationView): string {
   for (const p of m.phases) {
     lines.push(`  ${p.name.padEnd(12)} ${p.endedAt === null ? (TERMINAL.has(p.name) ? '' : 'running') : duration(p.endedAt - p.startedAt)}`);
   }
+  lines.push(...removedLines(m));
   return lines.join('\n');
 }
 

@@ -124,6 +124,7 @@ export const ERROR_CODES = {
   RELAY_BAD_OPTION: bad('bad relay options'),
   RELAY_LISTEN: failed('the relay cannot listen on an address'),
   RELAY_NFT: failed('an nft command of the kernel relay failed'),
+  RELAY_PROCESS: failed("a userspace redirect's own process failed to start or answer"),
   RELAY_STATE: failed('a relay was used in the wrong state (e.g. started twice)'),
   RELAY_WORKER: failed('a relay worker failed, exited or did not answer'),
   REQUEST_TIMEOUT: { status: 408, exit: EXIT.failed, meaning: 'the request did not arrive in time' },

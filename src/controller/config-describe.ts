@@ -20,7 +20,19 @@ export function describeConfig(c: FerryConfig): string {
     lines.push(
       `  server ${s.id}: agent ${s.agent}${s.ca ? ` (CA ${s.ca})` : ''}, web ${s.web}, shared ${s.sharedIps.join(' ')}, temporary pool ${s.tempIpPool.join(' ') || '(none)'}` +
         (s.sharedIps6 || s.tempIpPool6 ? `, IPv6 shared ${s.sharedIps6?.join(' ') || '(none)'}, IPv6 temporary pool ${s.tempIpPool6?.join(' ') || '(none)'}` : '') +
-        (s.relayHost ? `, redirects on relay host ${s.relayHost}` : ''),
+        (s.relayHost ? `, redirects on relay host ${s.relayHost}` : '') +
+        `, redirect engine ${s.engine ?? "the agent's --engine"}`,
+    );
+  }
+  // What the redirect engine changes for the operator: each engine named, both when an agent decides.
+  const engines = new Set(c.servers.flatMap((s) => (s.engine ? [s.engine] : ['userspace', 'kernel'])));
+  if (engines.has('userspace')) {
+    lines.push(`  engine userspace: a relay in the agent connects from the temporary IP; holds new connections at the cut-over; nothing to configure`);
+  }
+  if (engines.has('kernel')) {
+    lines.push(
+      `  engine kernel: nftables DNAT in table ferry_<id> (no userspace hop); needs net.ipv4.ip_forward=1 on the server carrying the temporary IP and a firewall letting forwarded traffic through; ` +
+        `holds at the cut-over by dropping SYNs, so a client connecting then waits for its retransmission (1 s, then 3 s, ...)`,
     );
   }
   if (c.dns.provider === 'embedded') {

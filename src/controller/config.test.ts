@@ -78,6 +78,14 @@ test('a full config: env and file secrets, relative paths, durations, defaults',
     const text = describeConfig(cfg);
     assert.doesNotMatch(text, /secret-from/, 'secrets never appear in the description');
     assert.match(text, /server origin: agent https:\/\/192\.0\.2\.10:7070/);
+    // What differs between the redirect engines is said for each engine the servers may use.
+    assert.match(text, /server origin: .*, redirect engine the agent's --engine\n/);
+    assert.match(text, /server target: .*, redirect engine kernel\n/);
+    assert.match(text, /engine kernel: nftables DNAT .*net\.ipv4\.ip_forward=1/);
+    assert.match(text, /engine userspace: a relay in the agent/);
+    const userspaceOnly = describeConfig(await parseConfig(GOOD.replace('engine: kernel', 'engine: userspace').replace('web: nginx\n', 'web: nginx\n    engine: userspace\n'), join(dir, 'ferry.yaml'), { env: { ORIGIN_TOKEN: 'secret-from-env-123456' } }));
+    assert.match(userspaceOnly, /engine userspace: /);
+    assert.doesNotMatch(userspaceOnly, /engine kernel: /, 'a config without the kernel engine says nothing of it');
   });
 });
 

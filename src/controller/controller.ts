@@ -3,8 +3,11 @@
  * one ordered event stream that the API, CLI and dashboard follow. The sandbox builds one
  * in-process; `ferry controller --config` builds one from a YAML file with remote agents.
  *
- * Derived, not stored: which temporary IPs are leased (those of unfinished migrations in the
- * journal) and which server hosts a site (the config, then every completed migration in order).
+ * Derived, not stored: which temporary IPs are leased (those of unfinished and of `failed`
+ * migrations in the journal) and which server hosts a site (the config, then every completed
+ * migration in order; a `failed` one places it where its DNS record last pointed). A `failed`
+ * migration keeps its lease and its site until an operator resolves it (rollback or resume), so
+ * nothing it may still hold is handed out twice.
  */
 import { EventEmitter } from 'node:events';
 import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
@@ -214,14 +217,20 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     return s;
   }
 
-  /** Every site and the server hosting it now (config, then completed migrations in order). */
+  /**
+   * Every site and the server hosting it now (config, then completed migrations in order), and
+   * the migration in charge of it: one running, or a `failed` one not yet resolved.
+   */
   listSites(): Array<{ domain: string; server: string; ports: number[]; migration: string | null }> {
     const where = new Map([...this.siteConfig].map(([d, s]) => [d, s.server]));
     const active = new Map<string, string>();
     for (const rec of this.journal.briefs()) {
       const d = normalize(rec.plan.domain);
       if (rec.phase === 'completed') where.set(d, rec.plan.target);
-      else if (!TERMINAL.has(rec.phase)) active.set(d, rec.plan.id);
+      else if (rec.phase === 'failed') {
+        where.set(d, this.dnsPointsAt(rec.plan.id));
+        active.set(d, rec.plan.id);
+      } else if (!TERMINAL.has(rec.phase)) active.set(d, rec.plan.id);
     }
     return [...this.siteConfig.values()].map((s) => ({
       domain: s.domain,
@@ -238,12 +247,22 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     return s;
   }
 
-  /** Temporary IPs of `serverId` not leased by an unfinished migration. */
+  /** The server a failed migration's A record last pointed at (the journal's last DNS change). */
+  private dnsPointsAt(id: string): string {
+    const plan = this.orchestrator.get(id).plan;
+    const last = this.journal
+      .entries(id)
+      .filter((e) => e.kind === 'step' && e.step === 'dns-change' && (e.detail?.type ?? 'A') === 'A')
+      .pop()?.detail?.address;
+    return last === plan.targetIp ? plan.target : plan.origin;
+  }
+
+  /** Temporary IPs of `serverId` not leased by an unfinished or a failed migration. */
   freeTempIps(serverId: string, family: 4 | 6 = 4): string[] {
     const leased = new Set(
       this.journal
         .briefs()
-        .filter((r) => !r.settled)
+        .filter((r) => !r.settled || r.phase === 'failed')
         .flatMap((r) => [r.plan.tempIp, ...(r.plan.v6 ? [r.plan.v6.tempIp] : [])]),
     );
     const s = this.server(serverId);
@@ -271,7 +290,15 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     const current6 = await this.dns.getRRset(normalize(req.domain), 'AAAA');
     // From here to create() nothing awaits: the temporary IP is leased (journaled) atomically.
     const site = this.site(req.domain);
-    if (site.migration) throw new FerryError('MIGRATION_RUNNING', `${site.domain} is being migrated already (${site.migration})`);
+    if (site.migration) {
+      const phase = this.orchestrator.get(site.migration).phase;
+      throw new FerryError(
+        'MIGRATION_RUNNING',
+        phase === 'failed'
+          ? `${site.domain} has a failed migration (${site.migration}); resolve it first with: ferry rollback ${site.migration}`
+          : `${site.domain} is being migrated already (${site.migration})`,
+      );
+    }
     const origin = this.server(site.server);
     const target = this.server(req.to);
     if (origin.id === target.id) throw new FerryError('MIGRATION_SAME_SERVER', `${site.domain} is on ${target.id} already`);

@@ -8,7 +8,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -106,13 +106,18 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
       await two.close();
     }
 
-    // An agent that does not answer is reported, not fatal.
-    const broken = await loadConfig(join(dir, 'ferry.yaml'), { env: { TARGET_TOKEN: 'wrong-token-0123456789' } });
+    // An agent that does not answer is reported, not fatal; so is a configured site its agent
+    // does not serve (never created there with PUT /v1/sites/{domain}).
+    const yaml = await readFile(join(dir, 'ferry.yaml'), 'utf8');
+    await writeFile(join(dir, 'ferry-news.yaml'), yaml.replace('defaults:', `  - { domain: news.example, server: origin, ports: [${httpPort}] }\ndefaults:`));
+    const broken = await loadConfig(join(dir, 'ferry-news.yaml'), { env: { TARGET_TOKEN: 'wrong-token-0123456789' } });
     const three = await startController(broken);
     try {
       const checks = await three.checkAgents();
       assert.equal(checks.find((c) => c.server === 'target')?.ok, false);
       assert.match(checks.find((c) => c.server === 'target')!.message, /wrong bearer token/);
+      assert.equal(checks.find((c) => c.server === 'origin')?.ok, false);
+      assert.match(checks.find((c) => c.server === 'origin')!.message, /does not serve news\.example; create each on it first: PUT \/v1\/sites\/\{domain\}/);
     } finally {
       await three.close();
     }

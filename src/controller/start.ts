@@ -124,7 +124,19 @@ export async function startController(config: FerryConfig, opts: StartController
               if (info.web !== s.web) {
                 return { server: s.id, ok: false, message: `agent serves sites with ${String(info.web)}, the config says web: ${s.web}` };
               }
-              return { server: s.id, ok: true, message: `agent ${String(info.id)} at ${s.agent}, web ${String(info.web)}` };
+              // Every site placed here must exist on the agent (created with PUT /v1/sites/{domain}),
+              // and be served on the port its migrations probe and proxy to.
+              const bare = (d: string) => d.toLowerCase().replace(/\.$/, '');
+              const served = new Set(Array.isArray(info.sites) ? info.sites.map((d) => bare(String(d))) : []);
+              const here = controller.listSites().filter((x) => x.server === s.id);
+              const missing = here.filter((x) => !served.has(bare(x.domain))).map((x) => bare(x.domain));
+              const problems: string[] = [];
+              if (missing.length) problems.push(`the agent does not serve ${missing.join(', ')}; create each on it first: PUT /v1/sites/{domain} {"mode":"serve"}`);
+              const port = typeof info.httpPort === 'number' ? info.httpPort : undefined;
+              const offPort = port === undefined ? [] : here.filter((x) => x.ports[0] !== port);
+              if (offPort.length) problems.push(`the agent serves sites on --http-port ${port}, but ${offPort.map((x) => `${bare(x.domain)} has ports [${x.ports.join(', ')}]`).join(', ')}`);
+              if (problems.length) return { server: s.id, ok: false, message: problems.join('; ') };
+              return { server: s.id, ok: true, message: `agent ${String(info.id)} at ${s.agent}, web ${String(info.web)}, ${here.length} site${here.length === 1 ? '' : 's'} present` };
             } catch (err) {
               return { server: s.id, ok: false, message: (err as Error).message };
             }

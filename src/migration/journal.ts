@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { FerryError } from '../common/errors.js';
-import type { JournalStep } from './steps.js';
+import { STEP, type JournalStep } from './steps.js';
 import { TERMINAL_PHASES, type JournalEntry, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
 const SCHEMA = `
@@ -63,6 +63,17 @@ export interface JournalOptions {
 
 function fsyncAsync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/**
+ * When the last redirect at IPt and the last temporary IP were removed, from the journal's notes
+ * (absent: never set up, as in direct mode, or not removed yet).
+ */
+export function removedAt(entries: readonly JournalEntry[]): { redirectRemovedAt?: number; tempIpRemovedAt?: number } {
+  const last = (step: string) => entries.filter((e) => e.kind === 'note' && e.step === step).pop()?.at;
+  const redirect = last(STEP.redirectRemoved);
+  const tempIp = last(STEP.tempIpRemoved);
+  return { ...(redirect !== undefined ? { redirectRemovedAt: redirect } : {}), ...(tempIp !== undefined ? { tempIpRemovedAt: tempIp } : {}) };
 }
 
 /** One migration in brief, for listings that must stay cheap with many migrations. */
@@ -235,6 +246,7 @@ export class Journal {
       updatedAt: row.updated_at,
       ...(row.error !== null ? { error: row.error } : {}),
       phases,
+      ...removedAt(entries),
     };
   }
 

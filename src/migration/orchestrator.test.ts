@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
-import { sleep } from '../common/time.js';
+import { sleep, waitFor } from '../common/time.js';
 import type { HostAgent } from '../agent/index.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { Sandbox, inProcessAgent } from '../sandbox/index.js';
-import { STEP, WAIT, EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
+import { DEFAULT_TIMINGS, STEP, WAIT, EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
 
 /** `inner` with some calls refused while `when(method, args)` says so. */
 function flaky(inner: HostDriver, when: (method: string, args: unknown[]) => boolean): HostDriver {
@@ -28,7 +28,7 @@ function flaky(inner: HostDriver, when: (method: string, args: unknown[]) => boo
 }
 
 describe('orchestrator: retries, failures, direct and relay-host modes', () => {
-  const sites = ['retry.example.', 'stuck.example.', 'resume.example.', 'direct.example.', 'relayed.example.', 'bystander.example.'];
+  const sites = ['retry.example.', 'stuck.example.', 'resume.example.', 'direct.example.', 'relayed.example.', 'bystander.example.', 'legacy.example.'];
   const sb = new Sandbox({
     dnsAddress: '127.0.47.53',
     dnsPort: 0,
@@ -123,6 +123,14 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     const traffic = mine.filter((e) => e.type === 'traffic');
     assert.ok(traffic.some((e) => e.data.what === WAIT.ip1Quiet && typeof (e.data.observed as { directRequests?: number }).directRequests === 'number'));
     assert.ok(traffic.some((e) => e.data.what === WAIT.iptQuiet && typeof (e.data.observed as { totalConnections?: number }).totalConnections === 'number'));
+    // `completed` is announced only once the redirect and IPt are gone; the record says when each went.
+    const rec = ctl.migration('retry');
+    const completedAt = rec.phases.find((p) => p.name === 'completed')!.startedAt;
+    assert.ok(rec.redirectRemovedAt !== undefined && rec.redirectRemovedAt <= completedAt, `redirect removed at ${rec.redirectRemovedAt}, completed at ${completedAt}`);
+    assert.ok(rec.tempIpRemovedAt !== undefined && rec.tempIpRemovedAt <= completedAt, `IPt removed at ${rec.tempIpRemovedAt}, completed at ${completedAt}`);
+    const completedEvent = mine.findIndex((e) => e.type === 'phase' && e.data.phase === 'completed');
+    const removeStep = mine.findIndex((e) => e.type === 'step' && e.data.step === STEP.removeAddress);
+    assert.ok(removeStep >= 0 && removeStep < completedEvent, 'IPt is taken down before completed is published');
     const seqs = mine.map((e) => e.seq);
     assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'one ordered stream');
   });
@@ -133,7 +141,18 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.equal(rec.phase, 'failed');
     assert.match(rec.error ?? '', /setRedirectUpstream\(mig-stuck, 127\.0\.47\.2\) failed 3 times: setRedirectUpstream refused by the test/);
     assert.equal(sb.targetSites.mode('stuck.example.'), 'serve', 'the target stays the writer');
-    assert.equal(ctl.listSites().find((s) => s.domain === 'stuck.example.')?.migration, null);
+    // Until an operator resolves it, the failed migration keeps its temporary IP (still up on the
+    // origin) and its site: neither is handed to another migration.
+    const stuckIp = rec.plan.tempIp;
+    assert.ok((await sb.origin.listAddresses()).includes(stuckIp), 'IPt still up');
+    assert.ok(!ctl.freeTempIps('origin').includes(stuckIp), 'the failed migration keeps its temporary IP leased');
+    assert.ok(!ctl.listServers().find((s) => s.id === 'origin')!.freeTempIps.includes(stuckIp));
+    assert.equal(ctl.listSites().find((s) => s.domain === 'stuck.example.')?.migration, 'stuck');
+    await assert.rejects(ctl.startMigration({ domain: 'stuck.example.', to: 'target' }), /failed migration \(stuck\); resolve it first with: ferry rollback stuck/);
+    // The next migration gets another temporary IP (it fails the same way; the next test resumes it).
+    const next = await ctl.startMigration({ domain: 'resume.example.', to: 'target', id: 'resume' });
+    assert.notEqual(next.plan.tempIp, stuckIp, 'the failed migration\'s temporary IP is not handed out again');
+    assert.equal((await ctl.wait('resume')).phase, 'failed');
     broken.upstream = false;
     rec = await ctl.rollback('stuck');
     assert.equal(rec.phase, 'rolled-back', rec.error);
@@ -141,13 +160,13 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.equal(sb.originSites.mode('stuck.example.'), 'serve');
     assert.equal(sb.targetSites.hasSite('stuck.example.'), false);
     assert.equal(await sb.origin.redirectStats('mig-stuck'), undefined);
+    assert.ok(!(await sb.origin.listAddresses()).includes(stuckIp), 'IPt down once rolled back');
+    assert.ok(ctl.freeTempIps('origin').includes(stuckIp), 'and free again');
+    assert.ok(rec.tempIpRemovedAt !== undefined && rec.redirectRemovedAt !== undefined, 'the record says when IPt and its redirect went');
   });
 
   it('resumes a failed migration once the cause is gone', async () => {
-    broken.upstream = true;
-    await ctl.startMigration({ domain: 'resume.example.', to: 'target', id: 'resume' });
-    assert.equal((await ctl.wait('resume')).phase, 'failed');
-    broken.upstream = false;
+    assert.equal(ctl.migration('resume').phase, 'failed');
     const rec = await ctl.resume('resume');
     assert.equal(rec.phase, 'completed', rec.error);
     assert.equal(sb.originSites.hasSite('resume.example.'), false);
@@ -177,6 +196,39 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.ok(sawRelay, 'the redirect ran on the relay host');
     assert.equal(await sb.origin.redirectStats('mig-relayed'), undefined, 'and not on the origin');
     assert.deepEqual(await relay.listAddresses(), []);
+  });
+
+  it('finishes the clean-up of a migration that an older version journaled as completed before it', async () => {
+    const orch = ctl.orchestrator;
+    const tempIp = '127.0.47.103';
+    orch.create({
+      id: 'legacy',
+      domain: 'legacy.example.',
+      origin: 'origin',
+      target: 'target',
+      originIp: sb.opts.originIp,
+      targetIp: sb.opts.targetIp,
+      tempIp,
+      ports: [sb.httpPort],
+      timings: { ...DEFAULT_TIMINGS, ttl: 1, quietWindowMs: 300, dnsTempCapMs: 8000, drainCapMs: 8000, pollMs: 50 },
+    });
+    // Stopped in draining, as a controller killed there would be; then `completed` entered the
+    // way the previous version did, before removing anything.
+    const abort = new AbortController();
+    const running = orch.run('legacy', abort.signal).catch(() => undefined);
+    await waitFor(() => orch.get('legacy').phase === 'draining', 60_000, 10);
+    abort.abort();
+    await running;
+    assert.ok((await sb.origin.listAddresses()).includes(tempIp), 'IPt still up when stopped in draining');
+    journal.append({ migrationId: 'legacy', at: Date.now(), phase: 'completed', kind: 'enter' });
+    assert.equal(orch.get('legacy').settled, false);
+    const rec = await orch.run('legacy');
+    assert.equal(rec.phase, 'completed');
+    assert.equal(rec.settled, true);
+    assert.ok(!(await sb.origin.listAddresses()).includes(tempIp), 'IPt removed by the resumed run');
+    assert.equal(await sb.origin.redirectStats('mig-legacy'), undefined);
+    assert.equal(sb.originSites.hasSite('legacy.example.'), false);
+    assert.ok(rec.tempIpRemovedAt !== undefined && rec.redirectRemovedAt !== undefined);
   });
 
   it('failed no request on the sites that completed and on the bystander', async () => {

@@ -16,6 +16,8 @@
  * - Waits on caches start only after every authoritative server shows the change (invariant 5),
  *   and end on observed traffic: quiet for `quietWindowMs`, bounded by a cap.
  * - Every agent and DNS call has a timeout and retries with backoff (resilient.ts).
+ * - `completed` is entered only once the redirects and IPt are gone (the end of draining removes
+ *   them and journals when), so whoever follows the phase sees a finished migration.
  * - A failure before the switch undoes every step in reverse (`rolling-back` → `rolled-back`); a
  *   failure after it leaves the target as the writer and reports `failed` with the reason, from
  *   where `rollback` (a reverse migration: sync back, then swap roles) or `resume` goes on.
@@ -25,11 +27,11 @@ import { isIP } from 'node:net';
 import { FerryError, errorMessage } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode } from '../host/index.js';
-import type { Journal } from './journal.js';
+import { removedAt, type Journal } from './journal.js';
 import { checkParity, describeParity } from './parity.js';
 import type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport } from './ports.js';
 import { ProgressThrottle } from './progress.js';
-import { STEP, WAIT, familyStep, isReverseStep, originalRecordNote, syncDoneNote, waitEndNote, waitPassedNote, type JournalStep, type SyncPass, type Wait, type WaitEnd } from './steps.js';
+import { STEP, WAIT, familyStep, isReverseStep, originalRecordNote, syncDoneNote, waitEndNote, waitPassedNote, type JournalStep, type Step, type SyncPass, type Wait, type WaitEnd } from './steps.js';
 import { DEFAULT_RETRY, ResilientDns, ResilientHost, type RetryPolicy } from './resilient.js';
 import { PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
@@ -387,7 +389,8 @@ class MigrationRun {
   }
 
   async phase(phase: ForwardPhase): Promise<void> {
-    await this.enter(phase);
+    // `completed` is announced once the redirect and IPt are gone, with when each went.
+    await this.enter(phase, phase === 'completed' ? removedAt(this.entries()) : undefined);
     switch (phase) {
       case 'planned':
         return this.checkPlan();
@@ -404,9 +407,11 @@ class MigrationRun {
       case 'cutover':
         return this.cutover();
       case 'draining':
-        return this.draining();
+        await this.draining();
+        return this.complete();
       case 'completed':
-        await this.complete();
+        // A journal of an older version entered `completed` before its clean-up: finish it here.
+        if (!this.journaled('origin-remove-site')) await this.complete();
         this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase: 'completed', kind: 'leave' });
         return;
     }
@@ -621,13 +626,16 @@ class MigrationRun {
     };
   }
 
-  /** completed: redirects and IPt gone, the origin no longer serves the domain, the TTLs are back. */
+  /**
+   * The end of draining, before `completed` is entered: redirects and IPt gone, the origin no
+   * longer serves the domain, the TTLs are back.
+   */
   private async complete(): Promise<void> {
     const { domain } = this.plan;
     if (this.usesRedirect) {
       for (const f of this.families) {
-        await this.step(familyStep(STEP.stopRedirect, f.suffix), () => this.relay.stopRedirect(f.redirectId));
-        await this.step(familyStep(STEP.removeAddress, f.suffix), () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.stopRedirect(STEP.stopRedirect, f);
+        await this.removeAddress(STEP.removeAddress, f);
       }
     }
     await this.step(STEP.originRemoveSite, () => this.origin.removeSite(domain));
@@ -635,6 +643,18 @@ class MigrationRun {
       const old = this.original(f);
       if (old.ttl !== this.plan.timings.ttl) await this.ensureRecord(f.type, f.targetIp, old.ttl);
     }
+  }
+
+  /** Stop the redirect at IPt of family `f` (step `name`), then journal when it was gone. */
+  private async stopRedirect(name: Step, f: Family): Promise<void> {
+    await this.step(familyStep(name, f.suffix), () => this.relay.stopRedirect(f.redirectId));
+    this.note(STEP.redirectRemoved, { redirect: f.redirectId, host: this.relay.id });
+  }
+
+  /** Take IPt of family `f` down (step `name`), then journal when it was gone. */
+  private async removeAddress(name: Step, f: Family): Promise<void> {
+    await this.step(familyStep(name, f.suffix), () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+    this.note(STEP.tempIpRemoved, { address: f.tempIp, host: this.relay.id });
   }
 
   /** When a record was last changed to `address` (from the journal). */
@@ -757,8 +777,8 @@ class MigrationRun {
         await this.waitQuiet(WAIT.rollbackIptQuiet, restoredAt, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
       }
       for (const f of this.families) {
-        await this.step(familyStep(STEP.undoStopRedirect, f.suffix), () => this.relay.stopRedirect(f.redirectId));
-        await this.step(familyStep(STEP.undoRemoveAddress, f.suffix), () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.stopRedirect(STEP.undoStopRedirect, f);
+        await this.removeAddress(STEP.undoRemoveAddress, f);
       }
     }
   }
@@ -813,8 +833,8 @@ class MigrationRun {
     });
     if (this.usesRedirect) {
       for (const f of this.families) {
-        await this.step(familyStep(STEP.reverseStopRedirect, f.suffix), () => this.relay.stopRedirect(f.redirectId));
-        await this.step(familyStep(STEP.reverseRemoveAddress, f.suffix), () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+        await this.stopRedirect(STEP.reverseStopRedirect, f);
+        await this.removeAddress(STEP.reverseRemoveAddress, f);
       }
     }
     await this.step(STEP.reverseTargetRemoveSite, () => this.target.removeSite(domain));

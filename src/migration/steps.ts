@@ -31,10 +31,13 @@ export const STEP = {
   originProxy: 'origin-proxy',
   redirectToTarget: 'redirect-to-target',
   releaseRedirect: 'release-redirect',
-  // completed
+  // end of draining: the clean-up before completed
   stopRedirect: 'stop-redirect',
   removeAddress: 'remove-address',
   originRemoveSite: 'origin-remove-site',
+  // Notes journaled once a redirect at IPt, and IPt itself, are gone (after the step acted).
+  redirectRemoved: 'redirect-removed',
+  tempIpRemoved: 'temp-ip-removed',
   // rollback before the switch
   undoReleaseRedirect: 'undo-release-redirect',
   undoOriginServe: 'undo-origin-serve',

@@ -145,7 +145,12 @@ export interface MigrationRecord {
   phases: Array<{ name: Phase; startedAt: number; endedAt: number | null }>;
   /**
    * True once nothing is left to do: a terminal phase whose work is over. `completed` is entered
-   * before its clean-up steps run, and settles only when they are done (a `leave` entry).
+   * after the clean-up (redirect, IPt, the origin's copy) and settles with a `leave` entry; a
+   * journal of an older version may have entered it before its clean-up.
    */
   settled?: boolean;
+  /** When the (last) redirect at the temporary IP was stopped; absent until then, or without one. */
+  redirectRemovedAt?: number;
+  /** When the (last) temporary IP was taken down; absent until then, or without one. */
+  tempIpRemovedAt?: number;
 }

@@ -52,7 +52,14 @@ export async function runRelay(opts: RunRelayOptions, signal: AbortSignal): Prom
   await engine.start();
   try {
     onReady?.(engine);
-    if (!signal.aborted) await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+    // The kernel engine holds no socket open, so something must keep the event loop alive until
+    // the signal: without it Node would exit at once, leaving the nftables table behind.
+    const keepAlive = setInterval(() => undefined, 1 << 30);
+    try {
+      if (!signal.aborted) await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+    } finally {
+      clearInterval(keepAlive);
+    }
     if (drainTimeoutMs > 0) await engine.drain(drainTimeoutMs);
     return await engine.stats();
   } finally {

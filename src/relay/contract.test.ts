@@ -1,17 +1,21 @@
 /**
  * One behavioural contract, run against every userspace data plane: `TcpRelay` (TypeScript),
- * `NativeRelay` (native/relay) and `WorkerRelay` with its default data plane (native when built).
- * Real loopback sockets only. Engine-specific tests stay in tcp-relay.test.ts, workers.test.ts,
+ * `NativeRelay` (native/relay), `WorkerRelay` with its default data plane (native when built) and
+ * `RelayProcess` (the default relay in a process of its own, as an agent runs it). Real loopback
+ * sockets only. Engine-specific tests stay in tcp-relay.test.ts, workers.test.ts, process.test.ts,
  * proxy-protocol.test.ts and udp.test.ts.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { waitFor } from '../common/time.js';
 import { NativeRelay, TcpRelay, WorkerRelay, encodeProxyHeader, type RedirectEngine, type RelayOptions } from './index.js';
 import { nativeEncodeProxy, nativeUnsupported } from './native-relay.js';
+import { RelayProcess } from './process.js';
 import { resolveRelayOptions } from './options.js';
 import { client, startEcho, type TestClient, type TestServer } from './testing.js';
 import { freePort } from '../../test/ports.js';
@@ -36,9 +40,14 @@ const planes: Plane[] = [
   { name: 'TcpRelay (TypeScript data plane)', make: (o) => new TcpRelay({ ...o, dataPlane: 'js' }), single: true, skip: false },
   { name: 'NativeRelay (native data plane)', make: (o) => new NativeRelay(o), single: true, skip: nativeMissing ?? false },
   { name: 'WorkerRelay (2 workers, default data plane)', make: (o) => new WorkerRelay({ workers: 2, ...o }), single: false, skip: false },
+  // How an agent runs a redirect: the default userspace relay, in a supervised process of its own.
+  { name: 'RelayProcess (default userspace relay in its own process)', make: (o) => new RelayProcess({ relay: o, socketPath: join(socketDir, `r${++sockets}.sock`) }), single: true, skip: false },
 ];
 
-const cleanups: Array<() => Promise<void> | void> = [];
+const socketDir = mkdtempSync(join(tmpdir(), 'ferry-contract-'));
+let sockets = 0;
+
+const cleanups: Array<() => Promise<void> | void> = [() => rmSync(socketDir, { recursive: true, force: true })];
 after(async () => {
   for (const c of cleanups.reverse()) await c();
 });

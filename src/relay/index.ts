@@ -17,4 +17,5 @@ export {
   type ParsedProxyHeader,
 } from './proxy-protocol.js';
 export { KernelRelay, type KernelRelayOptions } from './kernel.js';
+export { RelayProcess, type RelayProcessOptions, type RelayProcessInfo } from './process.js';
 export { runRelay, createEngine, parseListen, parseUpstream, type RunRelayOptions } from './cli.js';

@@ -130,6 +130,49 @@ describe('KernelRelay (nftables) in network namespaces', { skip }, () => {
     await e.close();
   });
 
+  it('adopts the table an engine left behind (its process gone): same rules, upstream, hold state and counters, one table, and close removes it', async () => {
+    const c = clientProc!;
+    const first = engine({ id: 'test4', listen: { address: ADDR.tempIp, ports: [80] } });
+    await first.start();
+    await first.setUpstream({ address: ADDR.upstreamB });
+    c.send(`open 30 ${ADDR.tempIp} 80`);
+    assert.match(await c.next('open 30'), / B peer=/);
+    await first.hold();
+    first.detach(); // as when the agent that ran it is killed
+    c.send(`open 31 ${ADDR.tempIp} 80`); // held by the table alone
+    await new Promise((r) => setTimeout(r, 300));
+
+    const second = engine({ id: 'test4', adopt: true, listen: { address: ADDR.tempIp, ports: [80] } });
+    await second.start();
+    assert.equal(second.adopted, true);
+    assert.deepEqual(second.currentUpstream, { address: ADDR.upstreamB }, 'the upstream is read from the table, not from the options');
+    assert.equal(second.isHolding, true);
+    assert.equal(tables(topo!.relay).match(/ferry_test4/g)?.length, 1, 'one table, not two');
+    const s = await second.stats();
+    assert.equal(s.held, 1);
+    assert.equal(s.listeners![0]!.totalConnections, 1, 'counters kept');
+    assert.ok(s.lastConnectionAt !== null && Date.now() - s.lastConnectionAt < 5000, 'a quiet window restarts at adoption');
+    c.send('send 30 kept');
+    assert.equal(await c.next('echo 30'), 'echo 30 kept', 'an established flow is untouched');
+    await second.release();
+    assert.match(await c.next('open 31', 10_000), / B peer=/, 'the held client goes through at release');
+    for (const id of [30, 31]) {
+      c.send(`close ${id}`);
+      await c.next(`closed ${id}`);
+    }
+    await second.close();
+    assert.doesNotMatch(tables(topo!.relay), /ferry_test4/);
+
+    // With no table to adopt, start() creates one from the options.
+    const fresh = engine({ id: 'test5', adopt: true, listen: { address: ADDR.tempIp, ports: [80] } });
+    await fresh.start();
+    assert.equal(fresh.adopted, false);
+    assert.equal(fresh.isHolding, false);
+    assert.deepEqual(fresh.currentUpstream, { address: ADDR.upstreamA });
+    await fresh.close();
+    assert.doesNotMatch(tables(topo!.relay), /ferry_/);
+  });
+
   it('validates options', () => {
     const bad = (o: unknown) =>
       assert.throws(() => new KernelRelay(o as ConstructorParameters<typeof KernelRelay>[0]), (err) => isFerryError(err, 'RELAY_BAD_OPTION'));

@@ -56,6 +56,12 @@ export interface KernelRelayOptions {
   pollMs?: number;
   /** The nft binary. Default `nft`. */
   nftPath?: string;
+  /**
+   * Take over the table `ferry_<id>` when it exists (left by an engine whose process ended without
+   * `close()`): `start()` keeps its rules, counters, hold state and upstream instead of replacing
+   * them, and `holding`/`upstream` then say what the table does. Default false: start replaces it.
+   */
+  adopt?: boolean;
 }
 
 function bad(message: string): FerryError {
@@ -89,6 +95,7 @@ export class KernelRelay implements RedirectEngine {
   private lastConnectionAt: number | null = null;
   private perPortLast = new Map<string, number | null>();
   private perPortNew = new Map<string, number>();
+  private tookOver = false;
 
   constructor(opts: KernelRelayOptions) {
     if (!opts?.listen || typeof opts.listen.address !== 'string' || isIP(opts.listen.address) === 0) {
@@ -129,6 +136,21 @@ export class KernelRelay implements RedirectEngine {
 
   get ports(): number[] {
     return [...this.listenPorts];
+  }
+
+  /** Whether new flows are held (as of start, adoption or the last hold/release). */
+  get isHolding(): boolean {
+    return this.holding;
+  }
+
+  /** Where new flows go (an adopted table's own DNAT target). */
+  get currentUpstream(): Upstream {
+    return { ...this.upstream };
+  }
+
+  /** True when `start()` took over an existing table (`adopt`) rather than creating one. */
+  get adopted(): boolean {
+    return this.tookOver;
   }
 
   /** Runs a command, inside the engine's namespace when set; resolves stdout. */
@@ -221,10 +243,55 @@ export class KernelRelay implements RedirectEngine {
   async start(): Promise<void> {
     if (this.started) throw new FerryError('RELAY_STATE', 'kernel relay already started; create a new one to start again');
     this.started = true;
+    if (this.opts.adopt && (await this.takeOver())) {
+      this.startPolling();
+      return;
+    }
     // Replace a table left behind by a crashed run with the same id.
     await this.nftScript(`add table ${this.family} ${this.table}\ndelete table ${this.family} ${this.table}\n${this.ruleset()}`);
+    this.startPolling();
+  }
+
+  private startPolling(): void {
     this.poller = setInterval(() => void this.poll().catch(() => undefined), this.opts.pollMs);
     this.poller.unref();
+  }
+
+  /**
+   * Adopts the existing table, if any: reads its upstream (the DNAT target of `nat_pre`), whether
+   * it holds (a rule in `hold`) and its counters. Flows it counted before count as seen now, so a
+   * quiet window restarts at adoption rather than ending early. False when there is no table.
+   */
+  private async takeOver(): Promise<boolean> {
+    let text: string;
+    try {
+      text = await this.run([this.opts.nftPath, 'list', 'table', this.family, this.table]);
+    } catch {
+      return false;
+    }
+    const dnat = /\bdnat (?:ip6? )?to (\S+)/.exec(text)?.[1];
+    if (dnat) {
+      const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(dnat) ?? (this.family === 'ip' ? /^([^:]+)(?::(\d+))?$/.exec(dnat) : [dnat, dnat, undefined]);
+      if (m?.[1]) this.upstream = { address: m[1], ...(m[2] ? { port: Number(m[2]) } : {}) };
+    }
+    // Rules hold braces of their own: the chain ends at the closing brace on a line by itself.
+    const holdChain = /chain hold \{\n([\s\S]*?)\n\s*\}\n/.exec(text)?.[1] ?? '';
+    this.holding = /\bdrop\b|\breject\b/.test(holdChain);
+    if (this.holding) {
+      this.holdTimer = setTimeout(() => {
+        this.holdTimer = null;
+        if (this.holding && !this.closed) void this.nftScript(this.holdRule('refuse')).catch(() => undefined);
+      }, this.opts.maxHoldMs);
+      this.holdTimer.unref();
+    }
+    await this.poll();
+    if (this.lastNew > 0) {
+      const now = Date.now();
+      this.lastConnectionAt = now;
+      for (const [key, n] of this.perPortNew) if (n > 0) this.perPortLast.set(key, now);
+    }
+    this.tookOver = true;
+    return true;
   }
 
   async setUpstream(u: Upstream): Promise<void> {
@@ -381,6 +448,13 @@ export class KernelRelay implements RedirectEngine {
       if (Date.now() >= deadline) return false;
       await new Promise((r) => setTimeout(r, Math.min(100, Math.max(1, deadline - Date.now()))));
     }
+  }
+
+  /** Stops polling and leaves the table in the kernel, forwarding, for a later engine to adopt. */
+  detach(): void {
+    this.closed = true;
+    if (this.poller) clearInterval(this.poller);
+    if (this.holdTimer) clearTimeout(this.holdTimer);
   }
 
   /** Deletes the table (every rule, set and counter Ferry added). Idempotent. */

@@ -8,6 +8,7 @@ import diagnostics from 'node:diagnostics_channel';
 import { request, type IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import { buildApi, generateToken, startApi, type StartedApi } from '../../src/api/index.js';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { waitFor } from '../../src/common/time.js';
@@ -203,6 +204,21 @@ describe('control API', () => {
         await limited.close();
       }
     });
+  });
+
+  it('logs requests through the pino logger it is given (as `ferry controller` passes it), never a token', async () => {
+    let log = '';
+    const logger = pino({ level: 'info' }, { write: (line: string) => void (log += line) });
+    const logged = await buildApi(sb.controller, { tokens, logger, rateLimitPerMinute: 0, sampleIntervalMs: 0, dashboard: false, metrics: false });
+    try {
+      assert.equal((await logged.inject({ method: 'GET', url: '/v1/servers', headers: auth(READER) })).statusCode, 200);
+      assert.equal((await logged.inject({ method: 'GET', url: '/v1/servers', headers: auth('not-a-token') })).statusCode, 401);
+      assert.match(log, /"url":"\/v1\/servers"/);
+      assert.match(log, /"statusCode":401/);
+      assert.ok(!log.includes(READER), 'the token never reaches the log');
+    } finally {
+      await logged.close();
+    }
   });
 
   it('OpenAPI describes every route with bearer security', async () => {

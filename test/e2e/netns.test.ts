@@ -4,10 +4,12 @@
  *   dns     `ferry controller --config`: Ferry's name server, driving the agents over HTTP
  *   origin  `ferry agent --web nginx` and nginx: 3 sites on one shared IP, the site app behind nginx
  *   target  `ferry agent --web nginx` and nginx
- * One site moves from origin to target under load. Asserted: no failed request on any site, every
- * acknowledged write on the target exactly once, no write on the origin after the cut-over, the
- * other sites untouched, the DNS answers IP1 → IPt → IP2 as the resolver gave them, and the
- * temporary IP on the origin's interface during the migration and gone after it.
+ * One site moves from origin to target under load, started and followed by the operator CLI
+ * (`ferry migrate --watch`, from the dns namespace, through the controller's API). Asserted: no
+ * failed request on any site, every acknowledged write on the target exactly once, no write on
+ * the origin after the cut-over, the other sites untouched, the DNS answers IP1 → IPt → IP2 as the
+ * resolver gave them, and the temporary IP on the origin's interface during the migration and
+ * gone when `ferry migrate --watch` returns.
  * Root only (CI runs as root); everything it starts and creates is removed, pass or fail.
  */
 import { test } from 'node:test';
@@ -24,6 +26,7 @@ import { NET, Topology, netnsSkipReason, type NsChild } from './netns/topology.j
 const SITES = ['shop.example', 'blog.example', 'news.example'];
 const MIGRATED = SITES[0]!;
 const TOKEN = 'netns-e2e-token-' + 'f'.repeat(24);
+const API_TOKEN = 'netns-e2e-operator-' + 'e'.repeat(24);
 const ROOT = process.cwd();
 
 const skip = netnsSkipReason({ unbound: ['unbound'], nginx: ['nginx'], rsync: ['rsync'], iproute2: ['ip'] });
@@ -123,6 +126,9 @@ dns:
   zones: [${dir}/example.zone]
 sites:
 ${SITES.map((s) => `  - { domain: ${s}, server: origin, ports: [80], kind: ${sc.web} }`).join('\n')}
+api:
+  listen: { address: ${NET.dns}, port: 7300 }
+  tokens: [{ name: test, scope: operator, tokenFile: ${dir}/api-token }]
 defaults:
   ttl: 2
   quietWindow: 1500ms
@@ -173,6 +179,7 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     await mkdir(join(dir, 'client'), { recursive: true });
     await writeFile(join(dir, 'client', 'unbound.conf'), unboundConf(join(dir, 'client')));
     await writeFile(join(dir, 'token'), TOKEN + '\n', { mode: 0o600 });
+    await writeFile(join(dir, 'api-token'), API_TOKEN + '\n', { mode: 0o600 });
     await writeFile(join(dir, 'example.zone'), ZONE);
     await writeFile(join(dir, 'ferry.yaml'), ferryYaml(dir, sc));
 
@@ -216,11 +223,11 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       }`;
     execFileSync('ip', ['netns', 'exec', topo.ns.dns, process.execPath, '--input-type=module', '-e', put, `http://${NET.origin}:7070`, TOKEN, ...SITES], { stdio: 'inherit', timeout: 30_000 });
 
-    // The controller with its name server; it starts the migration after a warm-up.
+    // The controller with its name server and control API.
     const controller = topo.spawn(
       'dns',
       'controller',
-      [...ferry, 'controller', '--config', join(dir, 'ferry.yaml'), '--events', '--migrate', `${MIGRATED}=target`, '--migrate-delay', '8s'],
+      [...ferry, 'controller', '--config', join(dir, 'ferry.yaml'), '--events'],
       { cwd: ROOT, env, logFile: join(dir, 'controller.log') },
     );
     await controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
@@ -246,6 +253,15 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       { cwd: ROOT, stdin: true, logFile: join(dir, 'load.log') },
     );
     await load.waitLine((l) => l.includes('"type":"ready"'), 30_000);
+    await new Promise((r) => setTimeout(r, 3000)); // warm-up: traffic at IP1 before the migration
+
+    // The operator starts the migration and follows it to its end.
+    const migrate = topo.spawn(
+      'dns',
+      'migrate',
+      [...ferry, 'migrate', MIGRATED, '--to', 'target', '--watch', '--json'],
+      { cwd: ROOT, env: { ...env, FERRY_CONTROLLER: `http://${NET.dns}:7300`, FERRY_TOKEN: API_TOKEN }, logFile: join(dir, 'migrate.log') },
+    );
 
     // Follow the migration; look at the origin's interface while it runs.
     const tempIpSeen: Record<string, boolean> = {};
@@ -265,19 +281,30 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
         if (e.type === 'step' && e.data?.step === STEP.targetServe) cutoverAt = e.at!;
       }
     }, 100);
-    let doneLine: string;
+    let migrateExit: number | null;
+    let tempIpAtReturn: boolean;
+    const watchdog = setTimeout(() => migrate.child.kill('SIGKILL'), 150_000);
     try {
-      doneLine = await controller.waitLine((l) => l.includes('"type":"done"'), 150_000);
+      migrateExit = await migrate.exited;
+      // Right when `ferry migrate --watch` returns, `ip addr` on the origin no longer shows IPt.
+      tempIpAtReturn = topo.addresses('origin').includes(NET.tempIp);
     } finally {
+      clearTimeout(watchdog);
       clearInterval(follow);
     }
+    if (!migrate.child.stdout!.closed) await new Promise((r) => migrate.child.stdout!.once('close', r)); // its last lines
     // The last events before "done" (phase lines) are read by one more pass.
     for (; seen < controller.lines.length; seen++) {
       const e = JSON.parse(controller.lines[seen]!) as { type: string; at?: number; data?: { step?: string } };
       if (e.type === 'step' && e.data?.step === STEP.targetServe) cutoverAt = e.at!;
     }
-    const done = JSON.parse(doneLine) as { migrations: Array<{ id: string; phase: string; error: string | null }> };
-    assert.equal(done.migrations[0]!.phase, 'completed', `migration ended ${JSON.stringify(done.migrations[0])}`);
+    const summary0 = migrate.lines.filter((l) => l.startsWith('{"summary"')).pop();
+    assert.ok(summary0, `ferry migrate --watch printed no summary: ${migrate.lines.slice(-5).join('\n')}`);
+    const done = JSON.parse(summary0) as { summary: { id: string; phase: string; error?: string; tempIpRemovedAt?: number } };
+    assert.equal(done.summary.phase, 'completed', `migration ended ${JSON.stringify(done.summary)}`);
+    assert.equal(migrateExit, 0, 'ferry migrate --watch exits 0 once completed');
+    assert.equal(tempIpAtReturn, false, 'IPt is off the origin\'s interface when ferry migrate --watch returns');
+    assert.ok(done.summary.tempIpRemovedAt !== undefined, 'the migration says when IPt was removed');
     // The origin told relayed requests (from IPt, SNATed by either engine) from direct ones, so the
     // wait for IP1 to go quiet ended on what it observed, not at its cap.
     const journal = new Database(join(dir, 'journal.sqlite'), { readonly: true });

@@ -5,6 +5,8 @@
  * keeps the last `journalLimit` entries per zone; older ones are dropped.
  */
 import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { FerryError } from '../../common/errors.js';
 import { packRR, unpackRR, type ResourceRecord } from '../wire/message.js';
 import { nameKey, parseName } from '../wire/name.js';
@@ -75,6 +77,8 @@ export class ZoneDb {
         `journalLimit must be a positive integer, got ${opts.journalLimit}`,
       );
     try {
+      // Its folder may not exist yet (the journal's, created when the journal opens, later).
+      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
       this.db = new Database(path);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');

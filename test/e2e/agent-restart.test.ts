@@ -1,0 +1,299 @@
+/**
+ * Redirects outlive their agent: a site moves between network namespaces under load (real agents
+ * over HTTP, `ferry controller --config`, unbound, the built-in site server) while the origin's
+ * agent is SIGKILLed and started again, as systemd would, once in dns-temp and once in draining.
+ * Per engine (userspace: the relay's own process; kernel: the nftables table), asserted:
+ * - the redirect at the temporary IP is the same one after each restart (same process, one
+ *   table), adopted rather than started again, and the migration completes;
+ * - while the agent is down in draining (the redirect forwards to the target) no request at the
+ *   temporary IP fails, except those in flight at the kill on keep-alive connections opened before
+ *   the cut-over (the relay keeps them on the origin's site app, which dies with the agent);
+ * - in dns-temp the redirect forwards to the origin's own site app, which runs in the agent
+ *   process and dies with it: requests made while the agent was down may fail there, and none
+ *   fails outside that outage;
+ * - every acknowledged write is on the target exactly once; no process, table or namespace is
+ *   left behind.
+ * Root only (CI runs as root).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NET, Topology, netnsSkipReason, type NsChild } from './netns/topology.js';
+
+const SITE = 'shop.example';
+const TOKEN = 'restart-e2e-token-' + 'e'.repeat(24);
+const ROOT = process.cwd();
+
+const skip = netnsSkipReason({ unbound: ['unbound'], rsync: ['rsync'], iproute2: ['ip'] });
+if (skip) console.log(`# skipping the agent-restart e2e test: ${skip}`);
+const skipKernel = skip ?? netnsSkipReason({ nftables: ['nft'] });
+
+const UNBOUND = (dir: string) => `server:
+  interface: 127.0.0.1
+  port: 53
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "${dir}"
+  pidfile: "${dir}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  do-ip6: no
+  num-threads: 1
+  module-config: "iterator"
+  qname-minimisation: no
+  access-control: 127.0.0.0/8 allow
+  cache-min-ttl: 0
+  serve-expired: no
+  prefetch: no
+  domain-insecure: "example."
+remote-control:
+  control-enable: no
+stub-zone:
+  name: "example."
+  stub-addr: ${NET.dns}
+`;
+
+const ZONE = `$ORIGIN example.
+$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A ${NET.dns}
+shop 2 IN A ${NET.origin}
+`;
+
+const config = (dir: string, engine: string) => `journal: ${dir}/journal.sqlite
+servers:
+  origin:
+    agent: http://${NET.origin}:7070
+    tokenFile: ${dir}/token
+    sharedIps: [${NET.origin}]
+    tempIpPool: [${NET.tempIp}]
+    web: builtin
+    engine: ${engine}
+  target:
+    agent: http://${NET.target}:7070
+    tokenFile: ${dir}/token
+    sharedIps: [${NET.target}]
+    web: builtin
+dns:
+  provider: embedded
+  listen: { address: ${NET.dns}, port: 53 }
+  zones: [${dir}/example.zone]
+sites:
+  - { domain: ${SITE}, server: origin, ports: [80], kind: builtin }
+defaults:
+  ttl: 2
+  quietWindow: 1500ms
+  dnsTempCap: 20s
+  drainCap: 20s
+  cutoverDrainTimeout: 10s
+  poll: 200ms
+`;
+
+interface Result {
+  at: number;
+  ok: boolean;
+  address: string;
+  error?: string;
+  servedBy: string | null;
+}
+
+async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-restart-'));
+  const topo = new Topology();
+  const onExit = () => topo.destroy();
+  process.once('exit', onExit);
+  let ok = false;
+  try {
+    await mkdir(join(dir, 'client'), { recursive: true });
+    await writeFile(join(dir, 'client', 'unbound.conf'), UNBOUND(join(dir, 'client')));
+    await writeFile(join(dir, 'token'), TOKEN + '\n', { mode: 0o600 });
+    await writeFile(join(dir, 'example.zone'), ZONE);
+    await writeFile(join(dir, 'ferry.yaml'), config(dir, engine));
+    topo.create();
+    if (engine === 'kernel') execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    const ferry = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
+    const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
+    const startAgent = (h: 'origin' | 'target'): NsChild =>
+      topo.spawn(
+        h,
+        `agent@${h}`,
+        [
+          ...ferry, 'agent',
+          '--listen', NET[h], '--port', '7070', '--token-file', join(dir, 'token'),
+          '--id', h, '--shared-ip', NET[h], '--http-port', '80',
+          '--data-dir', join(dir, h, 'data'), '--interface', 'eth0', '--web', 'builtin', '--engine', engine,
+        ],
+        { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
+      );
+    let origin = startAgent('origin');
+    const target = startAgent('target');
+    for (const a of [origin, target]) await a.waitLine((l) => l.includes('listening on'), 30_000);
+    const put = `
+      const [url, token, domain] = process.argv.slice(1);
+      const r = await fetch(url + '/v1/sites/' + domain, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
+      if (r.status !== 200) { console.error(domain, r.status, await r.text()); process.exit(1); }`;
+    execFileSync('ip', ['netns', 'exec', topo.ns.dns, process.execPath, '--input-type=module', '-e', put, `http://${NET.origin}:7070`, TOKEN, SITE], { stdio: 'inherit', timeout: 30_000 });
+
+    const controller = topo.spawn('dns', 'controller', [...ferry, 'controller', '--config', join(dir, 'ferry.yaml'), '--events', '--migrate', `${SITE}=target`, '--migrate-delay', '6s'], {
+      cwd: ROOT,
+      env,
+      logFile: join(dir, 'controller.log'),
+    });
+    await controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
+    topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], { logFile: join(dir, 'unbound.log') });
+    const load = topo.spawn(
+      'client',
+      'load',
+      [
+        process.execPath, '--import', 'tsx', join(ROOT, 'test/e2e/netns/load-child.ts'),
+        JSON.stringify({ sites: [SITE], port: 80, rate: 40, clients: 16, staleShare: 0.2, staleOverstayMs: 6000, watch: SITE, requestTimeoutMs: engine === 'kernel' ? 10_000 : 5000, resolver: { address: '127.0.0.1', port: 53 } }),
+      ],
+      { cwd: ROOT, stdin: true, logFile: join(dir, 'load.log') },
+    );
+    await load.waitLine((l) => l.includes('"type":"ready"'), 30_000);
+
+    /** The redirect as the origin runs it: its process (userspace) or its table (kernel). */
+    const redirectIdentity = async (): Promise<string> => {
+      if (engine === 'kernel') {
+        return execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'nft', 'list', 'tables'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes('ferry_')).join(',');
+      }
+      const state = JSON.parse(await readFile(join(dir, 'origin', 'data', 'agent-state.json'), 'utf8')) as { redirects: Array<{ pid?: number }> };
+      const pid = state.redirects[0]?.pid;
+      if (pid === undefined) return '';
+      process.kill(pid, 0); // throws when the process is gone
+      return `pid ${pid}`;
+    };
+
+    /** SIGKILL the origin's agent and start it again; the outage is [killedAt, backAt]. */
+    const outages: Array<{ phase: string; killedAt: number; backAt: number; before: string; after: string }> = [];
+    const killAndRestart = async (phase: string) => {
+      const before = await redirectIdentity();
+      const killedAt = Date.now();
+      origin.child.kill('SIGKILL');
+      await origin.exited;
+      // Down for a moment, as a supervisor's restart delay would leave it.
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(await redirectIdentity(), before, `${phase}: the redirect runs on without its agent`);
+      origin = startAgent('origin');
+      await origin.waitLine((l) => l.includes('listening on'), 30_000);
+      const backAt = Date.now();
+      outages.push({ phase, killedAt, backAt, before, after: await redirectIdentity() });
+    };
+
+    const phases: Record<string, number> = {};
+    let seen = 0;
+    let restarting: Promise<void> = Promise.resolve();
+    const follow = setInterval(() => {
+      for (; seen < controller.lines.length; seen++) {
+        let e: { type: string; at?: number; data?: { phase?: string } };
+        try {
+          e = JSON.parse(controller.lines[seen]!);
+        } catch {
+          continue;
+        }
+        const phase = e.type === 'phase' ? e.data?.phase : undefined;
+        if (!phase) continue;
+        phases[phase] = e.at!;
+        if (phase === 'dns-temp' || phase === 'draining') {
+          // Early in the phase, while stale clients still use the temporary IP (they keep an answer
+          // up to 6 s past its TTL).
+          restarting = restarting.then(() => new Promise((r) => setTimeout(r, phase === 'draining' ? 200 : 700))).then(() => killAndRestart(phase));
+        }
+      }
+    }, 50);
+    let doneLine: string;
+    try {
+      doneLine = await controller.waitLine((l) => l.includes('"type":"done"'), 150_000);
+    } finally {
+      clearInterval(follow);
+    }
+    await restarting;
+    const done = JSON.parse(doneLine) as { migrations: Array<{ phase: string; error: string | null }> };
+    assert.equal(done.migrations[0]!.phase, 'completed', `migration ended ${JSON.stringify(done.migrations[0])}`);
+    assert.deepEqual(
+      outages.map((o) => o.phase),
+      ['dns-temp', 'draining'],
+      'the origin agent was killed in dns-temp and in draining',
+    );
+    for (const o of outages) {
+      assert.ok(o.before !== '', `${o.phase}: a redirect ran when the agent was killed`);
+      assert.equal(o.after, o.before, `${o.phase}: the restarted agent adopted the running redirect`);
+    }
+    assert.ok(outages[1]!.killedAt >= phases.draining!, 'the second kill fell in draining');
+
+    await new Promise((r) => setTimeout(r, 1500));
+    load.child.stdin!.write('stop\n');
+    await load.waitLine((l) => l.includes('"type":"summary"'), 30_000);
+    const events = load.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const results = events.filter((e) => e.type === 'result') as unknown as Result[];
+    const summary = events.find((e) => e.type === 'summary') as unknown as { acknowledgedWrites: Array<{ domain: string; key: string }> };
+    assert.ok(results.length > 300, `enough load (${results.length})`);
+
+    // The redirect is gone once the migration completed: no table and no relay process left.
+    assert.doesNotMatch(execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'nft', 'list', 'tables'], { encoding: 'utf8' }), /ferry_/, 'no nftables table left on the origin');
+    if (engine === 'userspace') {
+      const pid = Number(outages[0]!.before.slice(4));
+      assert.throws(() => process.kill(pid, 0), 'the relay process exited when its redirect was stopped');
+    }
+
+    // Requests. The relay keeps established connections on their upstream, so keep-alive
+    // connections opened before the cut-over still reach the origin's site app in draining (it
+    // proxies them to the target); that app runs in the agent process and dies with it. So:
+    // - in draining, only requests in flight on such a connection when the agent was killed may
+    //   fail (reset, at the kill); every request at the temporary IP while the agent was down and
+    //   after it succeeded;
+    // - in dns-temp, only requests while the origin's site app was down may fail;
+    // - no failure anywhere else, and (userspace) never a refused connection at the temporary IP.
+    const [dnsTemp, drain] = [outages[0]!, outages[1]!];
+    const failures = results.filter((r) => !r.ok);
+    const atKill = (r: Result) => r.at >= drain.killedAt - 2000 && r.at <= drain.killedAt + 500 && !/ECONNREFUSED/.test(r.error ?? '');
+    const inSiteOutage = (r: Result) => r.at >= dnsTemp.killedAt - 2000 && r.at <= dnsTemp.backAt + 1000;
+    const context = `outages ${JSON.stringify(outages)}; phases ${JSON.stringify(phases)}`;
+    const unexplained = failures.filter((r) => !inSiteOutage(r) && !atKill(r));
+    assert.deepEqual(unexplained, [], `failed requests outside the origin site's outage and the kill in draining; ${context}`);
+    const drainingAtIpt = results.filter((r) => r.address === NET.tempIp && r.at > drain.killedAt + 500 && r.at <= drain.backAt);
+    assert.ok(drainingAtIpt.length > 5, `requests reached the temporary IP while the agent was down in draining (${drainingAtIpt.length})`);
+    assert.deepEqual(drainingAtIpt.filter((r) => !r.ok), [], 'no request at the temporary IP failed while the agent was down in draining');
+    if (engine === 'userspace') {
+      assert.deepEqual(failures.filter((r) => r.address === NET.tempIp && /ECONNREFUSED/.test(r.error ?? '')), [], 'the temporary IP never refused a connection');
+    }
+    const drainFailures = failures.filter((r) => r.at >= drain.killedAt - 2000).length;
+
+    // Writes: every acknowledged one on the target exactly once.
+    const text = await readFile(join(dir, 'target', 'data', 'sites', SITE, 'orders.jsonl'), 'utf8');
+    const count = new Map<string, number>();
+    for (const l of text.split('\n').filter(Boolean)) {
+      const k = (JSON.parse(l) as { key: string }).key;
+      count.set(k, (count.get(k) ?? 0) + 1);
+    }
+    const acked = summary.acknowledgedWrites.filter((w) => w.domain === SITE);
+    assert.ok(acked.length > 20, `writes were made (${acked.length})`);
+    assert.deepEqual(acked.filter((w) => count.get(w.key) !== 1), [], 'every acknowledged write on the target exactly once');
+
+    console.log(
+      `# agent restart (${engine}): ${results.length} requests, ${acked.length} writes; agent down ${dnsTemp.backAt - dnsTemp.killedAt} ms in dns-temp ` +
+        `(${failures.length - drainFailures} failed requests, while the origin's site app was down) and ${drain.backAt - drain.killedAt} ms in draining ` +
+        `(${drainFailures} failed at the kill, on connections pinned to the origin's app; ${drainingAtIpt.length} requests at the temporary IP while it was down, 0 failed)`,
+    );
+    ok = true;
+  } finally {
+    topo.destroy();
+    process.off('exit', onExit);
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(topo.id));
+    assert.deepEqual(left, [], 'every namespace removed');
+    if (ok) await rm(dir, { recursive: true, force: true });
+    else console.log(`# agent-restart e2e failed; logs kept in ${dir}`);
+  }
+}
+
+test('the origin agent SIGKILLed and restarted in dns-temp and in draining: the userspace redirect (its own process) is adopted, no request fails at the temporary IP in draining', { skip: skip ?? false, timeout: 180_000 }, () =>
+  agentRestart('userspace'),
+);
+
+test('the same with the kernel redirect (its nftables table)', { skip: skipKernel ?? false, timeout: 180_000 }, () => agentRestart('kernel'));
