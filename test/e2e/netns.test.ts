@@ -16,12 +16,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STEP, WAIT, waitEndNote } from '../../src/migration/index.js';
 import { findBinary } from './helpers.js';
 import { NET, Topology, netnsSkipReason, type NsChild } from './netns/topology.js';
+import { nginxConf, readOrders, unboundConf, until } from './netns/services.js';
 
 const SITES = ['shop.example', 'blog.example', 'news.example'];
 const MIGRATED = SITES[0]!;
@@ -33,55 +34,6 @@ const skip = netnsSkipReason({ unbound: ['unbound'], nginx: ['nginx'], rsync: ['
 if (skip) console.log(`# skipping the network-namespace e2e test: ${skip}`);
 const skipKernel = skip ?? netnsSkipReason({ nftables: ['nft'] });
 if (!skip && skipKernel) console.log(`# skipping the kernel-engine namespace e2e test: ${skipKernel}`);
-
-function nginxConf(dir: string): string {
-  return `user root;
-worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_timeout 65s;
-  client_body_temp_path ${dir}/tmp/body;
-  proxy_temp_path ${dir}/tmp/proxy;
-  fastcgi_temp_path ${dir}/tmp/fastcgi;
-  uwsgi_temp_path ${dir}/tmp/uwsgi;
-  scgi_temp_path ${dir}/tmp/scgi;
-  include ${dir}/ferry.d/*.conf;
-}
-`;
-}
-
-function unboundConf(dir: string): string {
-  return `server:
-  interface: 127.0.0.1
-  port: 53
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "${dir}"
-  pidfile: "${dir}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  do-ip6: no
-  num-threads: 1
-  module-config: "iterator"
-  qname-minimisation: no
-  access-control: 127.0.0.0/8 allow
-  cache-min-ttl: 0
-  serve-expired: no
-  prefetch: no
-  domain-insecure: "example."
-remote-control:
-  control-enable: no
-stub-zone:
-  name: "example."
-  stub-addr: ${NET.dns}
-`;
-}
 
 const ZONE = `$ORIGIN example.
 $TTL 300
@@ -137,31 +89,6 @@ defaults:
   cutoverDrainTimeout: 10s
   poll: 200ms
 `;
-}
-
-interface Order {
-  id: number;
-  key: string;
-  at: string;
-  server: string;
-}
-
-async function readOrders(file: string): Promise<Order[]> {
-  const text = await readFile(file, 'utf8').catch(() => '');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Order);
-}
-
-/** Ask a question inside a namespace until it answers (a server coming up). */
-async function until(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${what} did not come up within ${timeoutMs} ms`);
 }
 
 async function migrateUnderLoad(sc: Scenario): Promise<void> {
