@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { HostDriver, SyncProgressReport, SyncSiteOptions } from './ports.js';
-import { ResilientHost } from './resilient.js';
+import { ResilientHost, withRetry } from './resilient.js';
 
 const POLICY = { attempts: 3, baseDelayMs: 5, maxDelayMs: 10, callTimeoutMs: 1000, syncTimeoutMs: 1000 };
 
@@ -120,3 +120,24 @@ test(
     );
   },
 );
+
+test('withRetry: a bad request (a 400 code of the error table) is not repeated; a flaky peer is', async () => {
+  let calls = 0;
+  await assert.rejects(
+    withRetry('bad', async () => {
+      calls++;
+      throw new FerryError('VALIDATION', 'body/mode must be equal to one of the allowed values');
+    }, POLICY),
+    (err: unknown) => err instanceof FerryError && err.code === 'VALIDATION',
+  );
+  assert.equal(calls, 1);
+  calls = 0;
+  await assert.rejects(
+    withRetry('flaky', async () => {
+      calls++;
+      throw new FerryError('AGENT_UNREACHABLE', 'connection refused');
+    }, POLICY),
+    (err: unknown) => err instanceof FerryError && err.code === 'CALL_FAILED',
+  );
+  assert.equal(calls, POLICY.attempts);
+});

@@ -5,7 +5,7 @@
  * with the last cause, and the migration stops with that reason.
  */
 import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
-import type { ErrorCode } from '../common/error-codes.js';
+import { statusOfCode, type ErrorCode } from '../common/error-codes.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type { DnsProvider, HostDriver, RedirectStats, SyncSiteOptions } from './ports.js';
@@ -32,8 +32,15 @@ export const DEFAULT_RETRY: RetryPolicy = {
   syncTimeoutMs: 300_000,
 };
 
-/** Errors that repeating the call cannot fix (a bad request, not a flaky peer). */
-const PERMANENT = new Set(['REDIRECT_NOT_FOUND', 'SITE_NOT_FOUND', 'SITE_DOMAIN_INVALID', 'ADDRESS_INVALID', 'ADDRESS_NOT_LOOPBACK', 'SYNC_UNSUPPORTED']);
+/**
+ * Errors that repeating the call cannot fix (a bad request, not a flaky peer): every code the error
+ * table answers with 400, plus these.
+ */
+const PERMANENT = new Set<string>(['REDIRECT_NOT_FOUND', 'SITE_NOT_FOUND', 'SYNC_UNSUPPORTED']);
+
+function isPermanent(code: string): boolean {
+  return PERMANENT.has(code) || statusOfCode(code) === 400;
+}
 
 /** Run `fn` with a per-attempt timeout, retrying transient failures with exponential backoff. */
 export async function withRetry<T>(
@@ -49,7 +56,7 @@ export async function withRetry<T>(
       return await withTimeout(what, fn(), timeoutMs);
     } catch (err) {
       last = err;
-      if (isFerryError(err) && PERMANENT.has(err.code)) throw err;
+      if (isFerryError(err) && isPermanent(err.code)) throw err;
       if (attempt === policy.attempts) break;
       opts.onRetry?.(attempt, err);
       const base = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
