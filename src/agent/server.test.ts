@@ -18,15 +18,7 @@ import { buildAgentServer } from './server.js';
 import { findBinary } from '../../test/e2e/helpers.js';
 import { freePort } from '../../test/ports.js';
 import { waitFor } from '../common/time.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { isAlive } from '../../test/processes.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 
@@ -367,17 +359,17 @@ describe('agent API', () => {
       await three.start();
       assert.deepEqual(three.listRedirects(), []);
       await three.startRedirect('r', { address: '127.0.61.104', ports: [port], upstream: '127.0.61.4' });
-      assert.ok(await waitFor(() => !alive(pid!), 5000), 'the relay left behind is stopped');
+      assert.ok(await waitFor(() => !isAlive(pid!), 5000), 'the relay left behind is stopped');
       pid = await statePid();
       assert.equal(await through(), 'hello from upstream\n');
       await three.stopRedirect('r');
       running = undefined;
       await three.stop();
-      assert.ok(await waitFor(() => !alive(pid!), 5000), 'a stopped redirect\'s process exits');
+      assert.ok(await waitFor(() => !isAlive(pid!), 5000), 'a stopped redirect\'s process exits');
       await assert.rejects(through(), /ECONNREFUSED/);
     } finally {
       await running?.stop();
-      if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+      if (pid !== undefined && isAlive(pid)) process.kill(pid, 'SIGKILL');
       await new Promise<void>((r) => echo.close(() => r()));
       await rm(dir, { recursive: true, force: true });
     }

@@ -12,20 +12,12 @@ import { waitFor } from '../common/time.js';
 import { isFerryError } from '../common/errors.js';
 import { RelayProcess } from './process.js';
 import { client, startEcho, type TestServer } from './testing.js';
+import { isAlive } from '../../test/processes.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function echo(address: string, name: string): Promise<TestServer> {
   const s = await startEcho(address, name);
@@ -42,7 +34,7 @@ async function tempDir(): Promise<string> {
 /** Kills a relay child left by a failed test (by its pid, which the test knows). */
 function reap(pid: number | undefined): void {
   cleanups.push(() => {
-    if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+    if (pid !== undefined && isAlive(pid)) process.kill(pid, 'SIGKILL');
   });
 }
 
@@ -81,7 +73,7 @@ describe('RelayProcess (a redirect in its own supervised process)', () => {
     await before.waitFor('A\n');
     process.kill(-starter.pid!, 'SIGKILL');
     await new Promise<void>((r) => starter.once('exit', () => r()));
-    assert.ok(alive(pid), 'the relay process survived its starter');
+    assert.ok(isAlive(pid), 'the relay process survived its starter');
     before.socket.write('still');
     await before.waitFor('A\nstill');
     const during = await client('127.0.62.3', port);
@@ -117,7 +109,7 @@ describe('RelayProcess (a redirect in its own supervised process)', () => {
 
     await rp.close();
     await rp.close();
-    assert.ok(await waitFor(() => !alive(pid), 5000), 'the relay process exits when told to stop');
+    assert.ok(await waitFor(() => !isAlive(pid), 5000), 'the relay process exits when told to stop');
     assert.equal(existsSync(socketPath), false, 'its control socket is removed');
     assert.equal(await RelayProcess.adopt(socketPath), undefined, 'nothing to adopt once stopped');
     await assert.rejects(client('127.0.62.3', port), /ECONNREFUSED/);
@@ -131,12 +123,12 @@ describe('RelayProcess (a redirect in its own supervised process)', () => {
     const pid = rp.pid!;
     reap(pid);
     await new Promise((r) => setTimeout(r, 2000));
-    assert.ok(alive(pid), 'connected: not orphaned');
+    assert.ok(isAlive(pid), 'connected: not orphaned');
     rp.detach();
     const c = await client('127.0.62.4', rp.ports[0]!);
     await c.waitFor('A\n');
     c.socket.destroy();
-    assert.ok(await waitFor(() => !alive(pid), 10_000), 'orphaned: it exits');
+    assert.ok(await waitFor(() => !isAlive(pid), 10_000), 'orphaned: it exits');
   });
 
   it('reports a bind failure as the relay\'s own error and leaves no process', { timeout: 30_000 }, async () => {

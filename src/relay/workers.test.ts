@@ -8,6 +8,7 @@ import { NativeRelay, TcpRelay, WorkerRelay, createUserspaceRelay, type RelayOpt
 import { nativeUnsupported } from './native-relay.js';
 import { resolveRelayOptions } from './options.js';
 import { client, startEcho, type TestClient, type TestServer } from './testing.js';
+import { isAlive } from '../../test/processes.js';
 
 const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
 
@@ -33,15 +34,6 @@ async function open(address: string, port: number): Promise<TestClient> {
   const c = await client(address, port);
   cleanups.push(() => void c.socket.destroy());
   return c;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describe('WorkerRelay (userspace relay in worker processes)', () => {
@@ -101,7 +93,7 @@ describe('WorkerRelay (userspace relay in worker processes)', () => {
     await r.close();
     await r.close(); // idempotent
     assert.deepEqual(
-      pids.filter((p) => alive(p)),
+      pids.filter((p) => isAlive(p)),
       [],
     );
     await c.ended;

@@ -9,6 +9,7 @@ import { ZoneStore } from '../zone/store.js';
 import { parseZone } from '../zone/parser.js';
 import { DnsWorkerPool, type WorkerPoolOptions } from './pool.js';
 import type { FromWorker } from './protocol.js';
+import { isAlive } from '../../../test/processes.js';
 
 const ADDRESS = '127.0.120.5';
 
@@ -40,15 +41,6 @@ async function options(stallMs: number): Promise<WorkerPoolOptions> {
   };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 test('workers: a load slower than the stall bound starts, as long as progress comes', async () => {
   // The bound leaves room for loading the worker's code through tsx on a busy machine.
   const stallMs = 10_000;
@@ -63,7 +55,7 @@ test('workers: a load slower than the stall bound starts, as long as progress co
     const pid = w.process.pid!;
     process.kill(pid, 'SIGSTOP');
     stops++;
-    setTimeout(() => alive(pid) && process.kill(pid, 'SIGCONT'), pause);
+    setTimeout(() => isAlive(pid) && process.kill(pid, 'SIGCONT'), pause);
   };
   cluster.on('message', onMessage);
   const opts = await options(stallMs);
@@ -115,5 +107,5 @@ test('workers: a starting worker that stops making progress fails the start, cle
   const elapsed = Date.now() - t0;
   assert.ok(elapsed >= stallMs && elapsed < stallMs + 20_000, `failed after ${elapsed} ms`);
   // Nothing is left running: the stalled worker is killed, the other one closed.
-  for (const pid of new Set(pids)) assert.equal(alive(pid), false, `worker ${pid} is gone`);
+  for (const pid of new Set(pids)) assert.equal(isAlive(pid), false, `worker ${pid} is gone`);
 });

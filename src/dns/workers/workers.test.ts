@@ -9,21 +9,13 @@ import { parseZone } from '../zone/parser.js';
 import { Rcode } from '../wire/types.js';
 import { dnsTransfer } from '../xfr/client.js';
 import { decodeRRsets, encodeRRsets, type RRsetState } from './codec.js';
+import { isAlive } from '../../../test/processes.js';
 
 const OTHER = `$ORIGIN other.test.
 @ SOA ns hostmaster 1 3600 600 86400 300
 @ NS ns
 ns A 192.0.2.200
 `;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 test('codec: RRset states round-trip, deletions included', () => {
   const zone = parseZone(TEST_ZONE);
@@ -98,7 +90,7 @@ test('workers: 2 processes answer over UDP and TCP; changes reach both; clean st
     await server.stop();
   }
   assert.ok(
-    pids.every((p) => !alive(p)),
+    pids.every((p) => !isAlive(p)),
     'workers are gone after stop()',
   );
 });
