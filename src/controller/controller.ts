@@ -15,6 +15,7 @@ import { sleep } from '../common/time.js';
 import {
   DEFAULT_TIMINGS,
   Orchestrator,
+  STEP,
   TERMINAL_PHASES,
   type DnsProvider,
   type HostDriver,
@@ -252,7 +253,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     const plan = this.orchestrator.get(id).plan;
     const last = this.journal
       .entries(id)
-      .filter((e) => e.kind === 'step' && e.step === 'dns-change' && (e.detail?.type ?? 'A') === 'A')
+      .filter((e) => e.kind === 'step' && e.step === STEP.dnsChange && (e.detail?.type ?? 'A') === 'A')
       .pop()?.detail?.address;
     return last === plan.targetIp ? plan.target : plan.origin;
   }
