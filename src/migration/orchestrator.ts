@@ -411,7 +411,7 @@ class MigrationRun {
         return this.complete();
       case 'completed':
         // A journal of an older version entered `completed` before its clean-up: finish it here.
-        if (!this.journaled('origin-remove-site')) await this.complete();
+        if (!this.journaled(STEP.originRemoveSite)) await this.complete();
         this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase: 'completed', kind: 'leave' });
         return;
     }
