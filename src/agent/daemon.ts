@@ -40,7 +40,8 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     await app.listen({ host: opts.listen.address, port: opts.listen.port });
   } catch (err) {
     await app?.close().catch(() => undefined);
-    await agent.stop();
+    // What serves traffic (redirects, the site app's own process) stays for the next start to adopt.
+    await agent.stop({ keepRedirects: true, keepSiteApp: true });
     throw err;
   }
   const addr = app.server.address() as AddressInfo;

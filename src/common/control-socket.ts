@@ -112,7 +112,13 @@ export class ControlClient {
     s.on('data', (d: string) => {
       buf += d;
       for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const m = JSON.parse(buf.slice(0, i)) as ControlReply;
+        let m: ControlReply;
+        try {
+          m = JSON.parse(buf.slice(0, i)) as ControlReply;
+        } catch {
+          s.destroy(); // not the child's protocol: the pending requests fail through 'close'
+          return;
+        }
         buf = buf.slice(i + 1);
         const p = this.pending.get(m.id);
         if (!p) continue;
