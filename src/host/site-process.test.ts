@@ -137,6 +137,26 @@ describe('SiteProcess (the site app in its own process)', () => {
     assert.equal(existsSync(other.socketPath), false);
   });
 
+  it('a child killed under its agent is replaced, serving the same sites in their last modes at the same port', { timeout: 60_000 }, async () => {
+    const dir = await tempDir();
+    const sp = new SiteProcess(options(dir));
+    await sp.start();
+    const first = sp.pid!;
+    reap(first);
+    cleanups.push(() => sp.stop());
+    const port = sp.port;
+    await sp.addSite('shop.example', 'readonly');
+    await sp.addSite('other.example', 'serve');
+    process.kill(first, 'SIGKILL');
+    assert.ok(await waitFor(async () => sp.pid !== first && (await call(port, 'GET', '/').catch(() => ({ status: 0 }))).status === 200, 15_000), 'a new child serves');
+    reap(sp.pid);
+    assert.equal((await call(port, 'POST', '/orders', { key: 'k' })).status, 503, 'still read-only');
+    assert.equal(sp.mode('shop.example'), 'readonly');
+    assert.deepEqual((await sp.siteStats('other.example')).requests, 0);
+    await sp.stop();
+    assert.ok(await waitFor(() => !alive(sp.pid!), 5000));
+  });
+
   it('reports a listen failure as the site server\'s own error and leaves no process', { timeout: 30_000 }, async () => {
     const dir = await tempDir();
     const busy: Server = createServer();

@@ -9,7 +9,9 @@
  * Contract: `SiteApp`, what the agent uses of a site server, each call answered once the child
  * has applied it; the site list and modes are read from the last known copy (the agent is the
  * only one that changes them). `stop()` stops the child; `detach()` leaves it serving. A child
- * with no agent connected for `orphanTimeoutMs` stops and exits by itself.
+ * with no agent connected for `orphanTimeoutMs` stops and exits by itself. A child that dies
+ * while driven is replaced a second later (or at the next call), serving the same sites in their
+ * last modes.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -77,6 +79,11 @@ export class SiteProcess implements SiteApp {
   private info: SiteProcessInfo | null = null;
   private readonly modes = new Map<string, SiteMode>();
   private wasAdopted = false;
+  /** The port to start a child on: the one of the last child, once there was one. */
+  private sitePort: number;
+  /** True until started, and once stopped or detached: nothing to bring back then. */
+  private stopped = true;
+  private reviving: Promise<void> | null = null;
 
   constructor(opts: SiteProcessOptions) {
     if (Buffer.byteLength(opts.socketPath) > MAX_SOCKET_PATH) {
@@ -85,10 +92,11 @@ export class SiteProcess implements SiteApp {
     this.opts = opts;
     this.name = opts.site.name;
     this.socketPath = opts.socketPath;
+    this.sitePort = opts.site.port;
   }
 
   get port(): number {
-    return this.info?.port ?? this.opts.site.port;
+    return this.info?.port ?? this.sitePort;
   }
 
   /** The child's process id (undefined before start). */
@@ -112,11 +120,11 @@ export class SiteProcess implements SiteApp {
         info !== undefined &&
         info.name === o.site.name &&
         info.dataDir === o.site.dataDir &&
-        (o.site.port === 0 || info.port === o.site.port) &&
+        (this.sitePort === 0 || info.port === this.sitePort) &&
         JSON.stringify([...info.addresses].sort()) === JSON.stringify([...new Set(o.site.addresses)].sort());
       if (same) {
-        this.conn = found;
         this.adopt(info);
+        this.connected(found);
         return;
       }
       // Started with other options (a changed command line): it goes, and a new one starts.
@@ -124,7 +132,7 @@ export class SiteProcess implements SiteApp {
       await found.closed;
     }
     await mkdir(join(this.socketPath, '..'), { recursive: true, mode: 0o700 });
-    const config: SiteProcessConfig = { site: o.site, socketPath: this.socketPath, orphanTimeoutMs: o.orphanTimeoutMs ?? 600_000 };
+    const config: SiteProcessConfig = { site: { ...o.site, port: this.sitePort }, socketPath: this.socketPath, orphanTimeoutMs: o.orphanTimeoutMs ?? 600_000 };
     const info = await spawnDetached<SiteProcessInfo>({
       entry: childEntry(import.meta.url, 'site-process-main'),
       arg: JSON.stringify(config),
@@ -133,8 +141,8 @@ export class SiteProcess implements SiteApp {
       what: WHAT,
       code: 'SITE_PROCESS',
     });
-    this.conn = await ControlClient.connect(this.socketPath, WHAT, 'SITE_PROCESS');
     this.info = info;
+    this.connected(await ControlClient.connect(this.socketPath, WHAT, 'SITE_PROCESS'));
   }
 
   private adopt(info: SiteProcessInfo): void {
@@ -143,13 +151,44 @@ export class SiteProcess implements SiteApp {
     for (const s of info.sites) this.modes.set(s.domain, s.mode);
   }
 
-  private request(msg: ControlRequest, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS): Promise<unknown> {
-    if (!this.conn) return Promise.reject(new FerryError('SITE_PROCESS', `not connected to the site app process at ${this.socketPath}`));
+  /** Drives the child through `c`; should the child die while driven, a new one takes its place a second later. */
+  private connected(c: ControlClient): void {
+    this.conn = c;
+    this.stopped = false;
+    this.sitePort = this.info!.port;
+    void c.closed.then(() => {
+      if (this.conn === c && !this.stopped) setTimeout(() => void this.revive().catch(() => undefined), 1000).unref();
+    });
+  }
+
+  /**
+   * Brings the site app back after its process died under a running agent: a new child (or one
+   * found at the socket) serving the known sites in their last modes. One at a time.
+   */
+  private revive(): Promise<void> {
+    return (this.reviving ??= (async () => {
+      try {
+        if (this.stopped || this.conn?.connected) return;
+        this.conn = null;
+        this.info = null;
+        await this.start();
+        const serving = new Set(this.info!.sites.map((x) => x.domain));
+        for (const [domain, mode] of this.modes) if (!serving.has(domain)) await this.conn!.request({ op: 'addSite', domain, mode });
+      } finally {
+        this.reviving = null;
+      }
+    })());
+  }
+
+  private async request(msg: ControlRequest, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS): Promise<unknown> {
+    if (this.reviving || (!this.stopped && !this.conn?.connected)) await this.revive();
+    if (!this.conn) throw new FerryError('SITE_PROCESS', `not connected to the site app process at ${this.socketPath}`);
     return this.conn.request(msg, timeoutMs);
   }
 
   /** Stops the child: it stops serving (held requests get 503, in-flight ones a short grace) and exits. */
   async stop(): Promise<void> {
+    this.stopped = true;
     const c = this.conn;
     this.conn = null;
     if (!c) return;
@@ -159,6 +198,7 @@ export class SiteProcess implements SiteApp {
 
   /** Leaves the child serving and drops the connection (it counts as orphaned from now). */
   detach(): void {
+    this.stopped = true;
     this.conn?.destroy();
     this.conn = null;
   }
