@@ -2,23 +2,27 @@
  * The agent core in-process, as the sandbox runs it (loopback 127.0.66.0/24): two agents of one
  * process sync a site through the same steps as over HTTP with the in-process transport (initial
  * then delta, progress, never into a live site, a closed session refused), and an agent restarted
- * on the same memory store comes back with its sites, addresses and redirects.
+ * on the same memory store comes back with its sites, addresses and redirects; one whose site app
+ * runs in a process of its own leaves it serving when kept, and adopts it at its next start.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFile, mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HostAgent } from './agent.js';
+import { waitFor } from '../common/time.js';
+import { SiteProcess } from '../host/index.js';
+import { HostAgent, type HostAgentOptions } from './agent.js';
 import { LoopbackAddresses } from './addresses.js';
 import { MemoryStateStore } from './state.js';
 import { InProcessTransport } from './transport.js';
 
 const isCode = (code: string) => (err: Error & { code?: string }) => err.code === code;
 
-function inProcess(id: string, ip: string, dir: string, state = new MemoryStateStore()): HostAgent {
-  return new HostAgent({
+function optionsOf(id: string, ip: string, dir: string): HostAgentOptions {
+  return {
     id,
     dataDir: join(dir, id),
     sharedIps: [ip],
@@ -26,7 +30,30 @@ function inProcess(id: string, ip: string, dir: string, state = new MemoryStateS
     addresses: new LoopbackAddresses(),
     web: { kind: 'builtin' },
     transport: new InProcessTransport(ip),
-    state,
+  };
+}
+
+function inProcess(id: string, ip: string, dir: string, state = new MemoryStateStore()): HostAgent {
+  return new HostAgent({ ...optionsOf(id, ip, dir), state });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function get(address: string, port: number, host: string): Promise<{ status: number }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: address, port, path: '/', agent: false, headers: { host } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+    });
+    req.on('error', reject);
+    req.end();
   });
 }
 
@@ -122,6 +149,36 @@ describe('HostAgent in-process', () => {
     } finally {
       await three.stop();
     }
+  });
+
+  test('with its site app in a process of its own: kept at stop, the site serves on; the next start adopts it as it is; a stop for good ends it', async () => {
+    const opts = { ...optionsOf('delta', '127.0.66.4', dir), siteApp: 'process' as const };
+    const one = new HostAgent({ ...opts, state: new MemoryStateStore() });
+    await one.start();
+    let pid: number | undefined;
+    try {
+      assert.ok(one.sites instanceof SiteProcess);
+      pid = one.sites.pid;
+      assert.ok(pid !== undefined && pid !== process.pid);
+      await one.addSite('app.example', 'readonly');
+      assert.equal((await get('127.0.66.4', one.sites.port, 'app.example')).status, 200);
+    } finally {
+      await one.stop({ keepSiteApp: true });
+    }
+    assert.equal((await get('127.0.66.4', one.sites.port, 'app.example')).status, 200, 'served with no agent running');
+    // A fresh store: what the adopted app serves now is what the agent restores.
+    const two = new HostAgent({ ...opts, state: new MemoryStateStore() });
+    await two.start();
+    try {
+      assert.ok(two.sites instanceof SiteProcess);
+      assert.equal(two.sites.adopted, true);
+      assert.equal(two.sites.pid, pid, 'the same process');
+      assert.deepEqual(two.listSites(), [{ domain: 'app.example', mode: 'readonly' }]);
+      assert.equal((await two.siteStats('app.example')).requests, 2);
+    } finally {
+      await two.stop();
+    }
+    assert.ok(await waitFor(() => !alive(pid!), 5000), 'stopped for good, the process exited');
   });
 });
 

@@ -17,12 +17,14 @@
  * neither goes when the agent is killed or stopped with `stop({ keepRedirects: true })`. A
  * restarted agent adopts them (what they do now wins over the saved state, which may lag one
  * call behind) and starts afresh only those that are gone. Only `stopRedirect` removes one.
+ * With `siteApp: 'process'` (as `ferry agent` runs) the site app outlives the agent the same way:
+ * a `SiteProcess` that the next start adopts, as a customer's application would go on serving.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
-import { SiteServer, normalizeDomain, type SiteMode, type SiteStats } from '../host/index.js';
+import { SiteProcess, SiteServer, normalizeDomain, type SiteApp, type SiteMode, type SiteServerOptions, type SiteStats } from '../host/index.js';
 import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import { KernelRelay, RelayProcess, type RelayStats } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
@@ -73,6 +75,14 @@ export interface HostAgentOptions {
   maxHoldMs?: number;
   /** A userspace redirect's process with no agent connected this long closes and exits. Default 600 000 ms. */
   redirectOrphanTimeoutMs?: number;
+  /**
+   * Where the built-in site app runs: in this process (default; the sandbox's in-process agents)
+   * or in a process of its own that outlives the agent and that a restarted agent adopts
+   * (`ferry agent`), control socket `<dataDir>/site-app/control.sock`.
+   */
+  siteApp?: 'in-process' | 'process';
+  /** The site app's own process with no agent connected this long stops and exits. Default 600 000 ms. */
+  siteAppOrphanTimeoutMs?: number;
 }
 
 export interface RedirectSpec {
@@ -97,7 +107,7 @@ const REDIRECT_ID_RE = /^[A-Za-z0-9._-]{1,120}$/;
 /** One hosting server, as the agent daemon runs it. */
 export class HostAgent implements HostDriver, SyncPeer {
   readonly id: string;
-  readonly sites: SiteServer;
+  readonly sites: SiteApp;
   readonly nginx: NginxFrontend | undefined;
   readonly httpPort: number;
   private readonly opts: HostAgentOptions;
@@ -117,13 +127,25 @@ export class HostAgent implements HostDriver, SyncPeer {
     this.httpPort = opts.httpPort ?? 80;
     this.state = opts.state ?? new FileStateStore(join(opts.dataDir, 'agent-state.json'));
     const web = opts.web;
-    if (web.kind === 'nginx') {
-      const app = { address: web.appAddress ?? '127.0.0.1', port: web.appPort ?? 8080 };
-      this.sites = new SiteServer({ name: opts.id, addresses: [app.address], port: app.port, dataDir: join(opts.dataDir, 'sites'), ...(opts.maxHoldMs ? { maxHoldMs: opts.maxHoldMs } : {}) });
-      this.nginx = new NginxFrontend({ ...web, listen: { addresses: opts.sharedIps, port: this.httpPort }, app });
-    } else {
-      this.sites = new SiteServer({ name: opts.id, addresses: opts.sharedIps, port: this.httpPort, dataDir: join(opts.dataDir, 'sites'), ...(opts.maxHoldMs ? { maxHoldMs: opts.maxHoldMs } : {}) });
-    }
+    const app = web.kind === 'nginx' ? { address: web.appAddress ?? '127.0.0.1', port: web.appPort ?? 8080 } : undefined;
+    const site: SiteServerOptions = {
+      name: opts.id,
+      addresses: app ? [app.address] : opts.sharedIps,
+      port: app ? app.port : this.httpPort,
+      dataDir: join(opts.dataDir, 'sites'),
+      ...(opts.maxHoldMs ? { maxHoldMs: opts.maxHoldMs } : {}),
+    };
+    const dir = join(opts.dataDir, 'site-app');
+    this.sites =
+      opts.siteApp === 'process'
+        ? new SiteProcess({
+            site,
+            socketPath: join(dir, 'control.sock'),
+            logFile: join(dir, 'site-app.log'),
+            ...(opts.siteAppOrphanTimeoutMs !== undefined ? { orphanTimeoutMs: opts.siteAppOrphanTimeoutMs } : {}),
+          })
+        : new SiteServer(site);
+    this.nginx = web.kind === 'nginx' && app ? new NginxFrontend({ ...web, listen: { addresses: opts.sharedIps, port: this.httpPort }, app }) : undefined;
     this.transport =
       opts.transport ??
       new RsyncTransport({
@@ -134,33 +156,45 @@ export class HostAgent implements HostDriver, SyncPeer {
       });
   }
 
-  /** Start the site app (and nginx's counters), then restore the sites and redirects of the last run. */
+  /**
+   * Start the site app (or adopt its process, with its sites in the modes they have now) and
+   * nginx's counters, then restore the sites and redirects of the last run.
+   */
   async start(): Promise<void> {
     await mkdir(this.opts.dataDir, { recursive: true });
     await this.sites.start();
     await this.nginx?.start();
     const saved = await this.state.load();
-    if (!saved) return;
+    // What an adopted app serves now wins over the saved state, which may lag one call behind;
+    // adding each again restores what the agent keeps beside it (nginx's server block).
+    const adopted = this.sites instanceof SiteProcess && this.sites.adopted ? this.listSites() : [];
+    for (const s of adopted) await this.addSite(s.domain, s.mode);
+    if (!saved) {
+      if (this.sites instanceof SiteProcess) await this.saveState();
+      return;
+    }
     for (const a of saved.addresses ?? []) this.added.add(a);
-    for (const s of saved.sites) await this.addSite(s.domain, s.mode);
+    for (const s of saved.sites) if (!adopted.some((a) => a.domain === normalizeDomain(s.domain))) await this.addSite(s.domain, s.mode);
     for (const r of saved.redirects) {
       if (await this.adoptRedirect(r)) continue;
       await this.startRedirect(r.id, { ...r.spec, upstream: r.upstream });
       if (r.held) await this.holdRedirect(r.id);
     }
-    if (saved.redirects.length > 0) await this.saveState();
+    if (saved.redirects.length > 0 || this.sites instanceof SiteProcess) await this.saveState();
   }
 
   /**
-   * Stop serving (the state store keeps what to restore). Redirects are closed, or with
-   * `keepRedirects` left forwarding for the next start to adopt (as the daemon does, so that a
-   * restart or an upgrade fails no request at a temporary IP).
+   * Stop (the state store keeps what to restore). Redirects are closed, or with `keepRedirects`
+   * left forwarding for the next start to adopt; the site app stops, or with `keepSiteApp` (its
+   * own process only) goes on serving for the next start to adopt. The daemon keeps both, so
+   * that a restart or an upgrade fails no request.
    */
-  async stop(opts: { keepRedirects?: boolean } = {}): Promise<void> {
+  async stop(opts: { keepRedirects?: boolean; keepSiteApp?: boolean } = {}): Promise<void> {
     await Promise.allSettled([...this.redirects.values()].map((r) => (opts.keepRedirects ? r.engine.detach() : r.engine.close())));
     this.redirects.clear();
     await this.transport.stop().catch(() => undefined);
-    await this.sites.stop();
+    if (opts.keepSiteApp && this.sites instanceof SiteProcess) this.sites.detach();
+    else await this.sites.stop();
     await this.nginx?.stop();
   }
 
@@ -419,7 +453,7 @@ export class HostAgent implements HostDriver, SyncPeer {
    * (the app only sees nginx); in-flight and held requests are the app's.
    */
   async siteStats(domain: string): Promise<SiteStats> {
-    const app = this.sites.siteStats(domain);
+    const app = await this.sites.siteStats(domain);
     if (!this.nginx) return app;
     const n = this.nginx.siteCounters(normalizeDomain(domain));
     return {
@@ -551,6 +585,7 @@ export class HostAgent implements HostDriver, SyncPeer {
           held: r.held,
           ...(r.engine instanceof RelayProcess ? { pid: r.engine.pid, socket: r.engine.socketPath } : {}),
         })),
+        ...(this.sites instanceof SiteProcess ? { siteApp: { ...(this.sites.pid !== undefined ? { pid: this.sites.pid } : {}), socket: this.sites.socketPath } } : {}),
       };
       await this.state.save(state);
     };

@@ -2,7 +2,7 @@
  * The agent daemon: a `HostAgent` behind its HTTP API. `startAgent` is what `ferry agent` and the
  * sandbox's agents over HTTP both run; `runAgent` serves until aborted, then shuts down cleanly
  * (the rsync daemon stopped, the saved state kept for the next start); its redirects stay up and
- * forwarding, for the next start to adopt.
+ * forwarding, and its site app's own process serving, for the next start to adopt.
  */
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
@@ -26,8 +26,8 @@ export interface RunningAgent {
   agent: HostAgent;
   app: FastifyInstance;
   url: string;
-  /** Stop the API, then the agent (with `keepRedirects`, its redirects stay up for the next start to adopt). */
-  close(opts?: { keepRedirects?: boolean }): Promise<void>;
+  /** Stop the API, then the agent (what `opts` keeps stays up for the next start to adopt: see `HostAgent.stop`). */
+  close(opts?: { keepRedirects?: boolean; keepSiteApp?: boolean }): Promise<void>;
 }
 
 /** Start an agent (restoring its saved state) and its API; resolves once the API listens. */
@@ -40,7 +40,8 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     await app.listen({ host: opts.listen.address, port: opts.listen.port });
   } catch (err) {
     await app?.close().catch(() => undefined);
-    await agent.stop();
+    // What serves traffic (redirects, the site app's own process) stays for the next start to adopt.
+    await agent.stop({ keepRedirects: true, keepSiteApp: true });
     throw err;
   }
   const addr = app.server.address() as AddressInfo;
@@ -67,7 +68,8 @@ export async function runAgent(opts: RunAgentOptions, signal: AbortSignal): Prom
     opts.onReady?.(running.url, running.agent);
     if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   } finally {
-    // Redirects keep forwarding while the daemon is down (a restart, an upgrade); the next start adopts them.
-    await running.close({ keepRedirects: true });
+    // Redirects keep forwarding and the site app's process serving while the daemon is down (a
+    // restart, an upgrade); the next start adopts them.
+    await running.close({ keepRedirects: true, keepSiteApp: true });
   }
 }

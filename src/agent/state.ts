@@ -21,6 +21,8 @@ export interface AgentState {
     pid?: number;
     socket?: string;
   }>;
+  /** The site app's own process (when it runs in one) and its control socket. */
+  siteApp?: { pid?: number; socket: string };
 }
 
 /** Load and save the agent's state. `save` calls never overlap (the agent serializes them). */

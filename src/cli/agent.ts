@@ -59,6 +59,8 @@ export function registerAgent(program: Command): void {
     .option('--rsync-address <ip>', 'address the rsync daemon binds to receive site data (default the first shared IP)', oneIp)
     .option('--rsync-port <port>', 'port of the rsync daemon', port, 873)
     .option('--redirect-orphan-timeout <seconds>', 'a redirect outlives the agent (restart, upgrade); with no agent back within this time it stops by itself', number(1), 600)
+    .option('--site-app <where>', 'where the site app runs: process (its own, which outlives the agent and is adopted by its next start) or in-process (stops with the agent)', 'process')
+    .option('--site-app-orphan-timeout <seconds>', "the site app's own process outlives the agent; with no agent back within this time it stops by itself", number(1), 600)
     .action(async (o: Record<string, unknown>) => {
       const web = o.web as string;
       if (web !== 'builtin' && web !== 'nginx') throw new FerryError('AGENT_OPTIONS', `--web must be builtin or nginx, got "${web}"`);
@@ -71,6 +73,7 @@ export function registerAgent(program: Command): void {
       if (o.nginxProxyWith !== 'app' && o.nginxProxyWith !== 'nginx') {
         throw new FerryError('AGENT_OPTIONS', `--nginx-proxy-with must be app or nginx, got "${String(o.nginxProxyWith)}"`);
       }
+      if (o.siteApp !== 'process' && o.siteApp !== 'in-process') throw new FerryError('AGENT_OPTIONS', `--site-app must be process or in-process, got "${String(o.siteApp)}"`);
       const token = readToken(o.tokenFile as string | undefined);
       const webOpts: WebOptions =
         web === 'nginx'
@@ -101,6 +104,8 @@ export function registerAgent(program: Command): void {
             web: webOpts,
             engine,
             redirectOrphanTimeoutMs: (o.redirectOrphanTimeout as number) * 1000,
+            siteApp: o.siteApp === 'in-process' ? 'in-process' : 'process',
+            siteAppOrphanTimeoutMs: (o.siteAppOrphanTimeout as number) * 1000,
             rsync: { ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}), port: o.rsyncPort as number },
             listen: { address: o.listen as string, port: o.port as number },
             token,

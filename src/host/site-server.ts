@@ -548,7 +548,8 @@ function hostOf(host: string | undefined): string {
   return normalizeDomain(h);
 }
 
-function checkDomain(domain: string): string {
+/** The domain in the form sites are keyed by; SITE_DOMAIN_INVALID when it is not a domain name. */
+export function checkDomain(domain: string): string {
   const d = normalizeDomain(String(domain));
   if (!DOMAIN_RE.test(d)) throw new FerryError('SITE_DOMAIN_INVALID', `"${domain}" is not a valid domain name (e.g. shop.example)`);
   return d;

@@ -5,48 +5,34 @@
  * start), then writes nothing more there. It stops when asked (`stop`), on SIGTERM or SIGINT, or
  * by itself once no agent has been connected for `orphanTimeoutMs`.
  */
-import { createServer, type Socket } from 'node:net';
-import { unlinkSync } from 'node:fs';
-import { isFerryError } from '../common/errors.js';
+import { FerryError, isFerryError } from '../common/errors.js';
+import { serveControl, writeReady, type ControlServer } from '../common/control-socket.js';
 import { createUserspaceRelay } from './workers.js';
 import { resolveRelayOptions } from './options.js';
-import type { RelayProcessConfig, RelayProcessInfo, RelayProcessReply, RelayProcessRequest } from './process.js';
+import type { RelayProcessConfig, RelayProcessInfo, RelayProcessRequest } from './process.js';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as RelayProcessConfig;
 let holding = false;
 let upstream = resolveRelayOptions(config.relay).upstream;
 let stopping: Promise<void> | null = null;
-let orphanTimer: NodeJS.Timeout | null = null;
-const agents = new Set<Socket>();
-
-function removeSocket(): void {
-  try {
-    unlinkSync(config.socketPath);
-  } catch {
-    // already gone
-  }
-}
 
 async function main(): Promise<void> {
   const relay = createUserspaceRelay(config.relay);
   try {
     await relay.start();
   } catch (err) {
-    process.stdout.write(JSON.stringify({ ok: false, code: isFerryError(err) ? err.code : 'RELAY_PROCESS', message: (err as Error).message }) + '\n');
+    writeReady({ ok: false, code: isFerryError(err) ? err.code : 'RELAY_PROCESS', message: (err as Error).message });
     process.exitCode = 1;
     return;
   }
+  let control: ControlServer | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
-      if (orphanTimer) clearTimeout(orphanTimer);
-      control.close();
-      removeSocket();
+      control?.close();
       await relay.close();
-      // After the reply to `stop` is written (a microtask away), end the control connections;
-      // the process then ends by itself, or here if something still holds it.
-      setImmediate(() => {
-        for (const s of agents) s.end();
-      });
+      // The reply to `stop` goes out, then the control connections end; the process then ends by
+      // itself, or here if something still holds it.
+      control?.endConnections();
       setTimeout(() => process.exit(0), 1000).unref();
     })());
   const info = (): RelayProcessInfo => ({ pid: process.pid, ports: relay.ports, listen: resolveRelayOptions(config.relay).listen, upstream, holding });
@@ -74,65 +60,27 @@ async function main(): Promise<void> {
       case 'stop':
         await stop();
         return undefined;
+      default:
+        throw new FerryError('RELAY_PROCESS', `unknown request ${JSON.stringify((req as { op: unknown }).op)}`);
     }
   };
 
-  const orphaned = () => {
-    if (agents.size > 0 || stopping) return;
-    if (orphanTimer) clearTimeout(orphanTimer);
-    orphanTimer = setTimeout(() => void stop(), config.orphanTimeoutMs);
-  };
-
-  const control = createServer((s) => {
-    agents.add(s);
-    if (orphanTimer) clearTimeout(orphanTimer);
-    orphanTimer = null;
-    s.setEncoding('utf8');
-    let buf = '';
-    s.on('data', (chunk: string) => {
-      buf += chunk;
-      if (buf.length > 1 << 20) return void s.destroy(); // no request is that long
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        let req: RelayProcessRequest;
-        try {
-          req = JSON.parse(line) as RelayProcessRequest;
-        } catch {
-          s.destroy();
-          return;
-        }
-        handle(req).then(
-          (value) => send(s, { id: req.id, ok: true, ...(value === undefined ? {} : { value }) }),
-          (err: unknown) => send(s, { id: req.id, ok: false, code: isFerryError(err) ? err.code : 'RELAY_PROCESS', message: (err as Error)?.message ?? String(err) }),
-        );
-      }
+  try {
+    control = await serveControl({
+      socketPath: config.socketPath,
+      orphanTimeoutMs: config.orphanTimeoutMs,
+      handle: (req) => handle(req as unknown as RelayProcessRequest),
+      onOrphaned: () => void stop(),
+      code: 'RELAY_PROCESS',
     });
-    s.on('error', () => undefined);
-    s.on('close', () => {
-      agents.delete(s);
-      orphaned();
-    });
-  });
-  removeSocket(); // a socket file left by a relay that died with this id
-  await new Promise<void>((resolve, reject) => {
-    control.once('error', reject);
-    control.listen(config.socketPath, () => resolve());
-  }).catch(async (err: Error) => {
+  } catch (err) {
     await relay.close();
-    process.stdout.write(JSON.stringify({ ok: false, code: 'RELAY_PROCESS', message: `cannot listen on ${config.socketPath}: ${err.message}` }) + '\n');
+    writeReady({ ok: false, code: 'RELAY_PROCESS', message: `cannot listen on ${config.socketPath}: ${(err as Error).message}` });
     process.exit(1);
-  });
+  }
   process.on('SIGTERM', () => void stop());
   process.on('SIGINT', () => void stop());
-  // Nothing more goes to stdout: the agent that started us may be gone and its pipe with it.
-  process.stdout.on('error', () => undefined);
-  process.stdout.write(JSON.stringify({ ok: true, info: info() }) + '\n');
-  orphaned();
-}
-
-function send(s: Socket, m: RelayProcessReply): void {
-  if (!s.destroyed) s.write(JSON.stringify(m) + '\n');
+  writeReady({ ok: true, info: info() });
 }
 
 void main();

@@ -11,11 +11,7 @@
  * connection and leaves the child running. A child with no connected controller for
  * `orphanTimeoutMs` closes and exits by itself, so nothing outlives a dead agent for ever.
  */
-import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { createConnection, type Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
-import { toErrorCode } from '../common/error-codes.js';
+import { CONTROL_REQUEST_TIMEOUT_MS, ControlClient, MAX_SOCKET_PATH, childEntry, spawnDetached } from '../common/control-socket.js';
 import { FerryError } from '../common/errors.js';
 import type { ListenSpec, RelayOptions } from './options.js';
 import type { RedirectEngine, RelayStats, Upstream } from './engine.js';
@@ -35,9 +31,6 @@ export type RelayProcessRequest =
   | { id: number; op: 'drain'; timeoutMs: number };
 
 type RelayProcessCall = RelayProcessRequest extends infer R ? (R extends RelayProcessRequest ? Omit<R, 'id'> : never) : never;
-
-/** The child's answer to the request with the same id. */
-export type RelayProcessReply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; code: string; message: string };
 
 /** What a running child says about itself. */
 export interface RelayProcessInfo {
@@ -60,44 +53,20 @@ export interface RelayProcessOptions {
   startTimeoutMs?: number;
 }
 
-/** Longest wait for an answer over the control socket (drain adds its own timeout). */
-const REQUEST_TIMEOUT_MS = 15_000;
-
-function entry(): string {
-  // Run from TypeScript sources (tsx) or compiled JavaScript, whichever this module is.
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  return fileURLToPath(new URL(`./process-main${ext}`, import.meta.url));
-}
-
-/** This process's flags for the child, less a script given with -e/-p and test runner or debugger flags. */
-function childExecArgv(): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < process.execArgv.length; i++) {
-    const a = process.execArgv[i]!;
-    if (a === '-e' || a === '-p' || a === '--eval' || a === '--print') i++;
-    else if (!/^--(test|inspect|watch|eval|print|input-type)/.test(a)) out.push(a);
-  }
-  return out;
-}
-
-function processError(message: string, cause?: unknown): FerryError {
-  return new FerryError('RELAY_PROCESS', message, cause === undefined ? undefined : { cause });
-}
+const WHAT = 'relay process';
 
 /** A userspace redirect in its own supervised process; see the module comment. */
 export class RelayProcess implements RedirectEngine {
   readonly kind = 'userspace';
   readonly socketPath: string;
   private readonly opts: RelayProcessOptions | undefined;
-  private conn: Socket | null = null;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private nextId = 1;
+  private conn: ControlClient | null = null;
   private info: RelayProcessInfo | null = null;
   private closed = false;
 
   /** A relay to start with `start()`; with `{ socketPath }` alone, one to adopt (see `adopt`). */
   constructor(opts: RelayProcessOptions | { socketPath: string }) {
-    if (Buffer.byteLength(opts.socketPath) > 107) throw new FerryError('RELAY_BAD_OPTION', `socket path ${opts.socketPath} is longer than a Unix socket path may be (107 bytes)`);
+    if (Buffer.byteLength(opts.socketPath) > MAX_SOCKET_PATH) throw new FerryError('RELAY_BAD_OPTION', `socket path ${opts.socketPath} is longer than a Unix socket path may be (${MAX_SOCKET_PATH} bytes)`);
     if ('relay' in opts) resolveRelayOptions(opts.relay); // bad options fail here, not in the child
     this.opts = 'relay' in opts ? opts : undefined;
     this.socketPath = opts.socketPath;
@@ -145,92 +114,24 @@ export class RelayProcess implements RedirectEngine {
     const o = this.opts;
     if (!o || this.info) throw new FerryError('RELAY_STATE', 'relay process already started (or adopted); create a new RelayProcess to start another');
     const config: RelayProcessConfig = { relay: o.relay, socketPath: o.socketPath, orphanTimeoutMs: o.orphanTimeoutMs ?? 600_000 };
-    const log = o.logFile ? openSync(o.logFile, 'a') : 'ignore';
-    const execArgv = childExecArgv();
-    const child = spawn(process.execPath, [...execArgv, entry(), JSON.stringify(config)], { detached: true, stdio: ['ignore', 'pipe', log] });
-    if (typeof log === 'number') closeSync(log);
-    child.unref();
-    const line = await new Promise<string>((resolve, reject) => {
-      let buf = '';
-      const timer = setTimeout(() => fail(processError(`relay process did not start within ${o.startTimeoutMs ?? 30_000} ms`)), o.startTimeoutMs ?? 30_000);
-      const fail = (err: Error) => {
-        clearTimeout(timer);
-        child.kill('SIGKILL');
-        reject(err);
-      };
-      child.stdout!.setEncoding('utf8');
-      child.stdout!.on('data', (d: string) => {
-        buf += d;
-        const i = buf.indexOf('\n');
-        if (i < 0) return;
-        clearTimeout(timer);
-        resolve(buf.slice(0, i));
-      });
-      child.once('error', (err) => fail(processError(`cannot start the relay process: ${err.message}`, err)));
-      child.once('exit', (code, signal) => fail(processError(`relay process exited before it forwarded (${signal ?? `code ${String(code)}`})`)));
+    this.info = await spawnDetached<RelayProcessInfo>({
+      entry: childEntry(import.meta.url, 'process-main'),
+      arg: JSON.stringify(config),
+      ...(o.logFile ? { logFile: o.logFile } : {}),
+      startTimeoutMs: o.startTimeoutMs ?? 30_000,
+      what: WHAT,
+      code: 'RELAY_PROCESS',
     });
-    child.removeAllListeners('exit');
-    child.stdout!.destroy();
-    const ready = JSON.parse(line) as { ok: true; info: RelayProcessInfo } | { ok: false; code: string; message: string };
-    if (!ready.ok) throw new FerryError(toErrorCode(ready.code, 'RELAY_PROCESS'), ready.message);
-    this.info = ready.info;
     await this.connect();
   }
 
-  private connect(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const s = createConnection(this.socketPath);
-      s.once('error', reject);
-      s.once('connect', () => {
-        s.off('error', reject);
-        this.conn = s;
-        s.setEncoding('utf8');
-        let buf = '';
-        s.on('data', (d: string) => {
-          buf += d;
-          for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-            const m = JSON.parse(buf.slice(0, i)) as RelayProcessReply;
-            buf = buf.slice(i + 1);
-            const p = this.pending.get(m.id);
-            if (!p) continue;
-            this.pending.delete(m.id);
-            if (m.ok) p.resolve(m.value);
-            else p.reject(new FerryError(toErrorCode(m.code, 'RELAY_PROCESS'), m.message));
-          }
-        });
-        s.on('error', () => undefined); // reported through 'close'
-        s.on('close', () => {
-          this.conn = null;
-          const err = processError(`relay process at ${this.socketPath} closed its control socket`);
-          for (const p of this.pending.values()) p.reject(err);
-          this.pending.clear();
-        });
-        resolve();
-      });
-    });
+  private async connect(): Promise<void> {
+    this.conn = await ControlClient.connect(this.socketPath, WHAT, 'RELAY_PROCESS');
   }
 
-  private request(msg: RelayProcessCall, timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
-    const s = this.conn;
-    if (!s) return Promise.reject(processError(`not connected to the relay process at ${this.socketPath}`));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(processError(`relay process at ${this.socketPath} did not answer ${msg.op} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      s.write(JSON.stringify({ ...msg, id }) + '\n');
-    });
+  private request(msg: RelayProcessCall, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS): Promise<unknown> {
+    if (!this.conn) return Promise.reject(new FerryError('RELAY_PROCESS', `not connected to the relay process at ${this.socketPath}`));
+    return this.conn.request(msg, timeoutMs);
   }
 
   async setUpstream(upstream: Upstream): Promise<void> {
@@ -253,7 +154,7 @@ export class RelayProcess implements RedirectEngine {
   }
 
   async drain(timeoutMs: number): Promise<boolean> {
-    return (await this.request({ op: 'drain', timeoutMs }, timeoutMs + REQUEST_TIMEOUT_MS)) as boolean;
+    return (await this.request({ op: 'drain', timeoutMs }, timeoutMs + CONTROL_REQUEST_TIMEOUT_MS)) as boolean;
   }
 
   /** Leaves the child running and drops the connection (it counts as orphaned from now). */
@@ -266,10 +167,9 @@ export class RelayProcess implements RedirectEngine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const s = this.conn;
-    if (!s) return;
-    const gone = new Promise<void>((r) => s.once('close', () => r()));
-    await this.request({ op: 'stop' }).catch(() => undefined);
-    await gone;
+    const c = this.conn;
+    if (!c) return;
+    await c.request({ op: 'stop' }).catch(() => undefined);
+    await c.closed;
   }
 }

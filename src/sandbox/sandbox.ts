@@ -26,7 +26,7 @@ import {
 import { FerryError } from '../common/errors.js';
 import { DnsServer, dnsQuery, parseZone } from '../dns/index.js';
 import type { TsigKeyConfig } from '../dns/tsig/index.js';
-import { normalizeDomain, type SiteServer } from '../host/index.js';
+import { SiteServer, normalizeDomain } from '../host/index.js';
 import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
 import { Controller } from '../controller/index.js';
 import { EmbeddedDnsProvider, Journal, STEP, type DnsProvider, type MigrationRecord, type Orchestrator } from '../migration/index.js';
@@ -139,6 +139,12 @@ export interface DemoSummary {
   servedBy: { origin: number; target: number };
   otherSites: { requests: number; failed: number };
   failures: Array<{ at: number; domain: string; address: string; status: number | null; error?: string }>;
+}
+
+/** The sandbox's agents run their site app in-process: the `SiteServer` itself, for tests to read. */
+function inProcessSites(agent: HostAgent): SiteServer {
+  if (!(agent.sites instanceof SiteServer)) throw new FerryError('SANDBOX_OPTIONS', `${agent.id} runs its site app in a process of its own`);
+  return agent.sites;
 }
 
 function checkOptions(o: SandboxOptions): void {
@@ -269,11 +275,11 @@ export class Sandbox {
 
   /** The origin's and the target's site servers (to read what they store and serve). */
   get originSites(): SiteServer {
-    return this.originAgent.sites;
+    return inProcessSites(this.originAgent);
   }
 
   get targetSites(): SiteServer {
-    return this.targetAgent.sites;
+    return inProcessSites(this.targetAgent);
   }
 
   get httpPort(): number {
