@@ -90,9 +90,17 @@ export interface SandboxOptions {
   dnsUpdateKey?: TsigKeyConfig;
 }
 
+/**
+ * The sandbox is one process: a redirect's own process (which outlives a deployed agent) should go
+ * soon after the sandbox does, so that a killed demo or test leaves nothing listening on its ports.
+ */
+const SANDBOX_REDIRECT_ORPHAN_MS = 2000;
+
 /** A hosting server in this process: a `HostAgent` with in-process data copies and state in memory. */
+
 export function inProcessAgent(opts: { id: string; ip: string; port: number; dataDir: string; addresses?: AddressManager }): HostAgent {
   return new HostAgent({
+    redirectOrphanTimeoutMs: SANDBOX_REDIRECT_ORPHAN_MS,
     id: opts.id,
     dataDir: opts.dataDir,
     sharedIps: [opts.ip],
@@ -256,6 +264,7 @@ export class Sandbox {
         addresses,
         web: { kind: 'builtin' },
         rsync: { port: o.rsyncPort ?? 873 },
+        redirectOrphanTimeoutMs: SANDBOX_REDIRECT_ORPHAN_MS,
         listen: { address: ip, port: 0 },
         token,
       });
