@@ -26,6 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { digShort, findBinary } from './helpers.js';
+import { killProcessesUnder } from '../processes.js';
 
 const ROOT = process.cwd();
 const NET = '127.0.93.';
@@ -239,6 +240,7 @@ test('deployed as docs/deployment.md says: agents over HTTPS, the controller wit
   let ok = false;
   const onExit = () => {
     for (const c of started) if (c.exitCode === null) c.kill('SIGKILL');
+    killProcessesUnder(dir);
   };
   process.once('exit', onExit);
   try {
@@ -596,6 +598,8 @@ test('deployed as docs/deployment.md says: agents over HTTPS, the controller wit
   } finally {
     for (const p of procs.reverse()) await stop(p);
     for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    // A deployed agent leaves its site app and redirects running when it stops; the test ends them.
+    killProcessesUnder(dir);
     process.off('exit', onExit);
     if (ok) await rm(dir, { recursive: true, force: true });
     else console.log(`# deployment e2e failed; logs and files kept in ${dir}`);
