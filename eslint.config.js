@@ -7,7 +7,19 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', setImmediate: 'readonly', URL: 'readonly' } },
+    languageOptions: {
+      globals: {
+        process: 'readonly',
+        console: 'readonly',
+        Buffer: 'readonly',
+        setTimeout: 'readonly',
+        clearTimeout: 'readonly',
+        setInterval: 'readonly',
+        clearInterval: 'readonly',
+        setImmediate: 'readonly',
+        URL: 'readonly',
+      },
+    },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-constant-condition': ['error', { checkLoops: false }],
@@ -16,7 +28,13 @@ export default tseslint.config(
   {
     // Test helpers are left out of dist (tsconfig.build.json), so production modules must not import them.
     files: ['src/**/*.ts'],
-    ignores: ['src/**/*.test.ts', 'src/**/*.contract.ts', 'src/**/testing.ts', 'src/**/*-testing.ts', 'src/**/test-fixtures.ts'],
+    ignores: [
+      'src/**/*.test.ts',
+      'src/**/*.contract.ts',
+      'src/**/testing.ts',
+      'src/**/*-testing.ts',
+      'src/**/test-fixtures.ts',
+    ],
     rules: {
       'no-restricted-imports': [
         'error',

@@ -14,7 +14,9 @@ const names = readdirSync('bench', { withFileTypes: true })
 let failed = 0;
 for (const name of names) {
   console.log(`\n=== bench/${name} ===`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join('bench', name, 'run.ts')], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join('bench', name, 'run.ts')], {
+    stdio: 'inherit',
+  });
   if (r.status !== 0) failed++;
 }
 process.exit(failed ? 1 : 0);

@@ -35,7 +35,13 @@ function importsOf(file) {
     const spec = (ts.isImportDeclaration(st) || ts.isExportDeclaration(st)) && st.moduleSpecifier;
     if (!spec || !ts.isStringLiteral(spec) || !spec.text.startsWith('.')) continue;
     const base = resolve(dirname(file), spec.text);
-    const target = [base.replace(/\.js$/, '.ts'), base.replace(/\.mjs$/, '.mts'), base, `${base}.ts`, join(base, 'index.ts')].find((c) => known.has(c));
+    const target = [
+      base.replace(/\.js$/, '.ts'),
+      base.replace(/\.mjs$/, '.mts'),
+      base,
+      `${base}.ts`,
+      join(base, 'index.ts'),
+    ].find((c) => known.has(c));
     if (target) out.push(target);
   }
   return out;
@@ -75,10 +81,17 @@ function connect(v) {
 for (const f of files) if (!info.has(f)) connect(f);
 
 if (cycles.length) {
-  console.error(`import cycles (${cycles.length}); break each so that no module imports, even only types, one that imports it back:`);
+  console.error(
+    `import cycles (${cycles.length}); break each so that no module imports, even only types, one that imports it back:`,
+  );
   for (const scc of cycles) {
     const members = new Set(scc);
-    console.error(`- ${scc.map((f) => relative(root, f)).sort().join(', ')}`);
+    console.error(
+      `- ${scc
+        .map((f) => relative(root, f))
+        .sort()
+        .join(', ')}`,
+    );
     for (const f of [...scc].sort()) {
       const inside = edges.get(f).filter((t) => members.has(t));
       console.error(`    ${relative(root, f)} → ${inside.map((t) => relative(root, t)).join(', ')}`);

@@ -25,7 +25,11 @@ const sizes = (process.argv[2] ?? '5,10,25,50').split(',').map(Number);
 const pools = (process.argv[3] ?? '8').split(',').map(Number);
 
 function one(sites: number, pool: number, block: string): EvacuationReport {
-  const res = spawnSync(process.execPath, ['--import', 'tsx', SELF, '--one', String(sites), String(pool), block], { encoding: 'utf8', timeout: 30 * 60_000 });
+  const res = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', SELF, '--one', String(sites), String(pool), block],
+    { encoding: 'utf8', timeout: 30 * 60_000 },
+  );
   const last = res.stdout.trim().split('\n').pop() ?? '';
   try {
     return JSON.parse(last) as EvacuationReport;
@@ -38,7 +42,8 @@ let blockNo = 51;
 const single = one(1, 1, `127.0.${blockNo++}`);
 const t1 = single.totalMs;
 const rows: string[] = [];
-const header = 'sites  pool  total s  per site s  vs N×single  sites ×  time ×  failed req  peak RSS MiB  longest stall ms';
+const header =
+  'sites  pool  total s  per site s  vs N×single  sites ×  time ×  failed req  peak RSS MiB  longest stall ms';
 process.stdout.write(`single migration alone: ${(t1 / 1000).toFixed(1)} s\n${header}\n`);
 for (const pool of pools) {
   let base: EvacuationReport | undefined;

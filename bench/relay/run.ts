@@ -17,7 +17,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { KernelRelay, NativeRelay, TcpRelay, WorkerRelay, createUserspaceRelay, type RedirectEngine } from '../../src/relay/index.js';
+import {
+  KernelRelay,
+  NativeRelay,
+  TcpRelay,
+  WorkerRelay,
+  createUserspaceRelay,
+  type RedirectEngine,
+} from '../../src/relay/index.js';
 
 const seconds = Number(process.argv[2] ?? process.env.BENCH_SECONDS ?? 5);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
@@ -50,10 +57,14 @@ if (process.env.FERRY_BENCH_IN_NS !== '1') {
   let status = 1;
   try {
     execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
-      stdio: 'inherit',
-      env: { ...process.env, FERRY_BENCH_IN_NS: '1' },
-    });
+    const r = spawnSync(
+      'ip',
+      ['netns', 'exec', ns, process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+      {
+        stdio: 'inherit',
+        env: { ...process.env, FERRY_BENCH_IN_NS: '1' },
+      },
+    );
     status = r.status ?? 1;
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);
@@ -101,7 +112,9 @@ http {
   }
 }`;
   writeFileSync(join(dir, 'nginx.conf'), conf);
-  return spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log')], { stdio: 'inherit' });
+  return spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'nginx-error.log')], {
+    stdio: 'inherit',
+  });
 }
 
 function startHaproxy(): ChildProcess {
@@ -118,7 +131,9 @@ listen bench
   server nginx 127.0.0.5:${HAPROXY_UP}
 `;
   writeFileSync(join(dir, 'haproxy.cfg'), conf);
-  return spawn('haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return spawn('haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }
 
 interface Result {
@@ -149,7 +164,14 @@ function toMs(v: string, unit: string): number {
 }
 
 function wrk(url: string, newConnections: boolean): Promise<Result> {
-  const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', ...(newConnections ? ['-H', 'Connection: close'] : []), url];
+  const args = [
+    '-t2',
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    ...(newConnections ? ['-H', 'Connection: close'] : []),
+    url,
+  ];
   return new Promise((resolve, reject) => {
     const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
@@ -173,7 +195,8 @@ function conntrack(): string {
   const count = readFileSync('/proc/sys/net/netfilter/nf_conntrack_count', 'utf8').trim();
   const [head, ...rows] = readFileSync('/proc/net/stat/nf_conntrack', 'utf8').trim().split('\n');
   const cols = head!.trim().split(/\s+/);
-  const sum = (name: string) => rows.reduce((n, r) => n + parseInt(r.trim().split(/\s+/)[cols.indexOf(name)] ?? '0', 16), 0);
+  const sum = (name: string) =>
+    rows.reduce((n, r) => n + parseInt(r.trim().split(/\s+/)[cols.indexOf(name)] ?? '0', 16), 0);
   return `conntrack ${count} entries, insert_failed ${sum('insert_failed')}, drop ${sum('drop')}, clashres ${sum('clashres')}`;
 }
 
@@ -200,23 +223,57 @@ async function main(): Promise<void> {
   const all: Array<[string, string, () => RedirectEngine | null]> = [
     ['nginx direct', '127.0.0.5', () => null],
     ['HAProxy tcp', '127.0.0.6', () => null],
-    ['Ferry userspace', '127.0.0.7', () => createUserspaceRelay({ listen: { address: '127.0.0.7', ports: [PORT] }, upstream: { address: '127.0.0.5', port: USERSPACE_UP }, workers })],
+    [
+      'Ferry userspace',
+      '127.0.0.7',
+      () =>
+        createUserspaceRelay({
+          listen: { address: '127.0.0.7', ports: [PORT] },
+          upstream: { address: '127.0.0.5', port: USERSPACE_UP },
+          workers,
+        }),
+    ],
     [
       'Ferry userspace+PROXYv2',
       '127.0.0.8',
-      () => createUserspaceRelay({ listen: { address: '127.0.0.8', ports: [PORT] }, upstream: { address: '127.0.0.5', port: PP_PORT }, proxyProtocol: 'v2', workers }),
+      () =>
+        createUserspaceRelay({
+          listen: { address: '127.0.0.8', ports: [PORT] },
+          upstream: { address: '127.0.0.5', port: PP_PORT },
+          proxyProtocol: 'v2',
+          workers,
+        }),
     ],
     [
       'Ferry userspace (JS)',
       '127.0.0.10',
-      () => createUserspaceRelay({ listen: { address: '127.0.0.10', ports: [PORT] }, upstream: { address: '127.0.0.5', port: USERSPACE_JS_UP }, workers, dataPlane: 'js' }),
+      () =>
+        createUserspaceRelay({
+          listen: { address: '127.0.0.10', ports: [PORT] },
+          upstream: { address: '127.0.0.5', port: USERSPACE_JS_UP },
+          workers,
+          dataPlane: 'js',
+        }),
     ],
-    ['Ferry kernel', '127.0.0.9', () => new KernelRelay({ listen: { address: '127.0.0.9', ports: [PORT] }, upstream: { address: '127.0.0.5', port: KERNEL_UP }, id: 'bench' })],
+    [
+      'Ferry kernel',
+      '127.0.0.9',
+      () =>
+        new KernelRelay({
+          listen: { address: '127.0.0.9', ports: [PORT] },
+          upstream: { address: '127.0.0.5', port: KERNEL_UP },
+          id: 'bench',
+        }),
+    ],
   ];
   // A term naming a path exactly selects that path only; otherwise it selects every path containing it.
   const picks = (name: string, term: string) =>
-    all.some(([n]) => n.toLowerCase() === term) ? name.toLowerCase() === term : name.toLowerCase().includes(term);
-  const paths = all.filter(([name]) => only === null || name === 'HAProxy tcp' || only.some((o) => picks(name, o)));
+    all.some(([n]) => n.toLowerCase() === term)
+      ? name.toLowerCase() === term
+      : name.toLowerCase().includes(term);
+  const paths = all.filter(
+    ([name]) => only === null || name === 'HAProxy tcp' || only.some((o) => picks(name, o)),
+  );
   // The processes whose CPU time counts as the proxy's, per path.
   const proxyPids = new Map<string, () => number[]>([['HAProxy tcp', () => [haproxy.pid!]]]);
   // The kernel engine's table is loaded only around its own runs: its NAT and conntrack rules make
@@ -240,8 +297,12 @@ async function main(): Promise<void> {
   }
 
   const cpus = spawnSync('nproc').stdout.toString().trim();
-  const env = ['BENCH_RUNS', 'BENCH_WORKERS', 'BENCH_CONNECTIONS', 'BENCH_PATHS'].filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`);
-  console.log(`command: ${[...env, 'node', ...process.execArgv, ...process.argv.slice(1).map((a) => relative(process.cwd(), a) || a)].join(' ')}`);
+  const env = ['BENCH_RUNS', 'BENCH_WORKERS', 'BENCH_CONNECTIONS', 'BENCH_PATHS']
+    .filter((k) => process.env[k] !== undefined)
+    .map((k) => `${k}=${process.env[k]}`);
+  console.log(
+    `command: ${[...env, 'node', ...process.execArgv, ...process.argv.slice(1).map((a) => relative(process.cwd(), a) || a)].join(' ')}`,
+  );
   console.log(
     `wrk -t2 -c${connections} -d${seconds}s; median of ${runs} runs per path, path order rotated each round; ` +
       `userspace workers ${workers}; ${cpus} CPUs; loopback in one fresh namespace`,
@@ -275,18 +336,28 @@ async function main(): Promise<void> {
           await wr.stats();
           spread = `, ${wr.dataPlane} workers' connections ${wr.workerStats.map((s) => s?.totalConnections ?? '?').join('/')}`;
         }
-        console.error(`  ${load} round ${round + 1}/${runs}: ${name} ${r.rps.toFixed(0)} req/s (${conntrack()}${spread})`);
+        console.error(
+          `  ${load} round ${round + 1}/${runs}: ${name} ${r.rps.toFixed(0)} req/s (${conntrack()}${spread})`,
+        );
       }
     }
     const med = new Map(
       [...results].map(([name, rs]) => [
         name,
-        { rps: median(rs.map((r) => r.rps)), p99ms: median(rs.map((r) => r.p99ms)), cpuUs: median(rs.map((r) => r.cpuUs)), errors: rs.reduce((n, r) => n + r.errors, 0), all: rs.map((r) => r.rps) },
+        {
+          rps: median(rs.map((r) => r.rps)),
+          p99ms: median(rs.map((r) => r.p99ms)),
+          cpuUs: median(rs.map((r) => r.cpuUs)),
+          errors: rs.reduce((n, r) => n + r.errors, 0),
+          all: rs.map((r) => r.rps),
+        },
       ]),
     );
     const ha = med.get('HAProxy tcp')!.rps;
     console.log(`\n${load}`);
-    console.log(`${'path'.padEnd(26)}${'req/s'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}${'× HAProxy'.padStart(11)}${'proxy CPU µs/req'.padStart(18)}   runs`);
+    console.log(
+      `${'path'.padEnd(26)}${'req/s'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}${'× HAProxy'.padStart(11)}${'proxy CPU µs/req'.padStart(18)}   runs`,
+    );
     for (const [name, r] of med) {
       console.log(
         `${name.padEnd(26)}${r.rps.toFixed(0).padStart(10)}${r.p99ms.toFixed(2).padStart(10)}${String(r.errors).padStart(8)}${(r.rps / ha).toFixed(2).padStart(11)}${(Number.isNaN(r.cpuUs) ? '-' : r.cpuUs.toFixed(1)).padStart(18)}   ${r.all.map((x) => x.toFixed(0)).join(' ')}`,

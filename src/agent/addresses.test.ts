@@ -49,7 +49,18 @@ describe('IprouteAddresses and IPv6 duplicate address detection', { skip: skipRe
     const addresses = new IprouteAddresses('eth0', { netns: ns.b });
     await addresses.add('2001:db8:77::2');
     // Bound right away, in the namespace: a tentative address would fail with EADDRNOTAVAIL.
-    const bind = spawnSync('ip', ['netns', 'exec', ns.b, process.execPath, '-e', "const s = require('node:net').createServer(); s.on('error', (e) => { console.error(e.code); process.exit(1); }); s.listen(8080, '2001:db8:77::2', () => s.close());"], { encoding: 'utf8' });
+    const bind = spawnSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns.b,
+        process.execPath,
+        '-e',
+        "const s = require('node:net').createServer(); s.on('error', (e) => { console.error(e.code); process.exit(1); }); s.listen(8080, '2001:db8:77::2', () => s.close());",
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(bind.status, 0, `bind right after add: ${bind.stderr}`);
     assert.ok((await addresses.list()).includes('2001:db8:77::2'));
     await addresses.remove('2001:db8:77::2');
@@ -58,7 +69,11 @@ describe('IprouteAddresses and IPv6 duplicate address detection', { skip: skipRe
 
   test('an address another host on the link has is refused, and not left on the interface', async () => {
     const addresses = new IprouteAddresses('eth0', { netns: ns.b });
-    await assert.rejects(addresses.add('2001:db8:77::1'), (err: Error & { code?: string }) => err.code === 'ADDRESS_DUPLICATE' && /2001:db8:77::1/.test(err.message));
+    await assert.rejects(
+      addresses.add('2001:db8:77::1'),
+      (err: Error & { code?: string }) =>
+        err.code === 'ADDRESS_DUPLICATE' && /2001:db8:77::1/.test(err.message),
+    );
     assert.ok(!(await addresses.list()).includes('2001:db8:77::1'));
   });
 });

@@ -30,7 +30,10 @@ export class LoopbackAddresses implements AddressManager {
   async add(address: string): Promise<void> {
     const family = checkAddress(address);
     if (!(family === 4 ? address.startsWith('127.') : address === '::1')) {
-      throw new FerryError('ADDRESS_NOT_LOOPBACK', `the sandbox only uses loopback addresses; ${address} is not one`);
+      throw new FerryError(
+        'ADDRESS_NOT_LOOPBACK',
+        `the sandbox only uses loopback addresses; ${address} is not one`,
+      );
     }
     this.up.add(address);
   }
@@ -53,9 +56,14 @@ export class LoopbackAddresses implements AddressManager {
 export class IprouteAddresses implements AddressManager {
   constructor(
     private readonly device: string,
-    private readonly opts: { netns?: string; ip?: string; /** Longest wait for DAD (default 10 s). */ dadTimeoutMs?: number } = {},
+    private readonly opts: {
+      netns?: string;
+      ip?: string;
+      /** Longest wait for DAD (default 10 s). */ dadTimeoutMs?: number;
+    } = {},
   ) {
-    if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(device)) throw new FerryError('ADDRESS_DEVICE', `"${device}" is not an interface name`);
+    if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(device))
+      throw new FerryError('ADDRESS_DEVICE', `"${device}" is not an interface name`);
   }
 
   private async ip(args: string[]): Promise<string> {
@@ -66,13 +74,17 @@ export class IprouteAddresses implements AddressManager {
       return stdout;
     } catch (err) {
       const stderr = (err as { stderr?: string }).stderr?.trim();
-      throw new FerryError('ADDRESS_IP_FAILED', `ip ${full.join(' ')} failed: ${stderr || String(err)}`, { cause: err });
+      throw new FerryError('ADDRESS_IP_FAILED', `ip ${full.join(' ')} failed: ${stderr || String(err)}`, {
+        cause: err,
+      });
     }
   }
 
   private async show(): Promise<Array<{ local: string; tentative?: boolean; dadfailed?: boolean }>> {
     const out = await this.ip(['-j', 'addr', 'show', 'dev', this.device]);
-    const parsed = JSON.parse(out || '[]') as Array<{ addr_info?: Array<{ local: string; tentative?: boolean; dadfailed?: boolean }> }>;
+    const parsed = JSON.parse(out || '[]') as Array<{
+      addr_info?: Array<{ local: string; tentative?: boolean; dadfailed?: boolean }>;
+    }>;
     return parsed.flatMap((l) => l.addr_info ?? []);
   }
 
@@ -82,7 +94,8 @@ export class IprouteAddresses implements AddressManager {
 
   async add(address: string): Promise<void> {
     const family = checkAddress(address);
-    if (!(await this.list()).includes(address)) await this.ip(['addr', 'add', `${address}/${family === 4 ? 32 : 128}`, 'dev', this.device]);
+    if (!(await this.list()).includes(address))
+      await this.ip(['addr', 'add', `${address}/${family === 4 ? 32 : 128}`, 'dev', this.device]);
     if (family === 6) await this.untilDadDone(address);
   }
 
@@ -92,13 +105,24 @@ export class IprouteAddresses implements AddressManager {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const a = (await this.show()).find((x) => x.local === address);
-      if (!a) throw new FerryError('ADDRESS_IP_FAILED', `${address} went away from ${this.device} while duplicate address detection ran`);
+      if (!a)
+        throw new FerryError(
+          'ADDRESS_IP_FAILED',
+          `${address} went away from ${this.device} while duplicate address detection ran`,
+        );
       if (a.dadfailed) {
         await this.ip(['addr', 'del', `${address}/128`, 'dev', this.device]).catch(() => undefined);
-        throw new FerryError('ADDRESS_DUPLICATE', `another host on the link of ${this.device} has ${address} (duplicate address detection failed); it was not added`);
+        throw new FerryError(
+          'ADDRESS_DUPLICATE',
+          `another host on the link of ${this.device} has ${address} (duplicate address detection failed); it was not added`,
+        );
       }
       if (!a.tentative) return;
-      if (Date.now() >= deadline) throw new FerryError('ADDRESS_IP_FAILED', `${address} on ${this.device} is still tentative (duplicate address detection) after ${timeoutMs} ms`);
+      if (Date.now() >= deadline)
+        throw new FerryError(
+          'ADDRESS_IP_FAILED',
+          `${address} on ${this.device} is still tentative (duplicate address detection) after ${timeoutMs} ms`,
+        );
       await new Promise((r) => setTimeout(r, 100));
     }
   }

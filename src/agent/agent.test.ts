@@ -79,7 +79,10 @@ describe('HostAgent in-process', () => {
   test('syncs a site to another agent of the process: initial then delta, with progress, and the peer reloads', async () => {
     await a.addSite('copy.example', 'serve');
     await b.addSite('copy.example', 'readonly');
-    await appendFile(join(a.siteDataDir('copy.example'), 'orders.jsonl'), JSON.stringify({ id: 1, key: 'k1', at: new Date().toISOString(), server: 'alpha' }) + '\n');
+    await appendFile(
+      join(a.siteDataDir('copy.example'), 'orders.jsonl'),
+      JSON.stringify({ id: 1, key: 'k1', at: new Date().toISOString(), server: 'alpha' }) + '\n',
+    );
     await appendFile(join(a.siteDataDir('copy.example'), 'big.bin'), Buffer.alloc(50_000, 7));
     const reports: Array<{ bytes: number; percent: number | null }> = [];
     const first = await a.syncSite('copy.example', b, { onProgress: (p) => reports.push(p) });
@@ -104,12 +107,24 @@ describe('HostAgent in-process', () => {
     const endpoint = await b.openSyncReceiver('live.example');
     await b.setSiteMode('live.example', 'serve');
     await assert.rejects(a.pushSite('live.example', endpoint), isCode('SYNC_SESSION_CLOSED'));
-    await assert.rejects(a.pushSite('live.example', { ...endpoint, secret: 'x'.repeat(32) }), isCode('SYNC_SESSION_CLOSED'));
+    await assert.rejects(
+      a.pushSite('live.example', { ...endpoint, secret: 'x'.repeat(32) }),
+      isCode('SYNC_SESSION_CLOSED'),
+    );
   });
 
   test('an in-process agent refuses an rsync session, and a driver that offers no session', async () => {
     await a.addSite('mixed.example', 'serve');
-    await assert.rejects(a.pushSite('mixed.example', { address: '127.0.66.9', port: 873, module: 'ferry-x', user: 'ferry-x', secret: 'y'.repeat(32) }), isCode('SYNC_UNSUPPORTED'));
+    await assert.rejects(
+      a.pushSite('mixed.example', {
+        address: '127.0.66.9',
+        port: 873,
+        module: 'ferry-x',
+        user: 'ferry-x',
+        secret: 'y'.repeat(32),
+      }),
+      isCode('SYNC_UNSUPPORTED'),
+    );
     const notAPeer = { id: 'elsewhere' } as unknown as HostAgent;
     await assert.rejects(a.syncSite('mixed.example', notAPeer), isCode('SYNC_UNSUPPORTED'));
   });
@@ -124,14 +139,19 @@ describe('HostAgent in-process', () => {
       await one.addAddress('127.0.66.103');
       await one.startRedirect('r', { address: '127.0.66.103', ports: [port], upstream: '127.0.66.3' });
       await one.holdRedirect('r');
-      await assert.rejects(one.startRedirect('r', { address: '127.0.66.103', ports: [port + 1], upstream: '127.0.66.3' }), isCode('REDIRECT_CONFLICT'));
+      await assert.rejects(
+        one.startRedirect('r', { address: '127.0.66.103', ports: [port + 1], upstream: '127.0.66.3' }),
+        isCode('REDIRECT_CONFLICT'),
+      );
     } finally {
       await one.stop();
     }
     const two = inProcess('gamma', '127.0.66.3', dir, state);
     await two.start();
     try {
-      assert.deepEqual(two.listSites(), [{ domain: 'kept.example', mode: { proxy: { address: '127.0.66.2', port: 8080 } } }]);
+      assert.deepEqual(two.listSites(), [
+        { domain: 'kept.example', mode: { proxy: { address: '127.0.66.2', port: 8080 } } },
+      ]);
       assert.deepEqual(
         two.listRedirects().map((r) => [r.id, r.address, r.holding]),
         [['r', '127.0.66.103', true]],
@@ -165,7 +185,11 @@ describe('HostAgent in-process', () => {
     } finally {
       await one.stop({ keepSiteApp: true });
     }
-    assert.equal((await get('127.0.66.4', one.sites.port, 'app.example')).status, 200, 'served with no agent running');
+    assert.equal(
+      (await get('127.0.66.4', one.sites.port, 'app.example')).status,
+      200,
+      'served with no agent running',
+    );
     // A fresh store: what the adopted app serves now is what the agent restores.
     const two = new HostAgent({ ...opts, state: new MemoryStateStore() });
     await two.start();

@@ -24,7 +24,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
-import { SiteProcess, SiteServer, normalizeDomain, type SiteApp, type SiteMode, type SiteServerOptions, type SiteStats } from '../host/index.js';
+import {
+  SiteProcess,
+  SiteServer,
+  normalizeDomain,
+  type SiteApp,
+  type SiteMode,
+  type SiteServerOptions,
+  type SiteStats,
+} from '../host/index.js';
 import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import { KernelRelay, RelayProcess, type RelayStats } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
@@ -32,7 +40,13 @@ import { NginxFrontend, type NginxOptions } from './nginx.js';
 import { httpProbe } from './probe.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { FileStateStore, type AgentState, type AgentStateStore } from './state.js';
-import { RsyncTransport, isSyncPeer, type PushProgress, type SyncPeer, type SyncTransport } from './transport.js';
+import {
+  RsyncTransport,
+  isSyncPeer,
+  type PushProgress,
+  type SyncPeer,
+  type SyncTransport,
+} from './transport.js';
 
 export type EngineKind = 'userspace' | 'kernel';
 
@@ -40,17 +54,17 @@ export type EngineKind = 'userspace' | 'kernel';
 export type WebOptions =
   | { kind: 'builtin' }
   | ({ kind: 'nginx' } & Omit<NginxOptions, 'listen' | 'app'> & {
-      appAddress?: string;
-      appPort?: number;
-      /**
-       * Who proxies a site to its new server after the cut-over: the site app behind nginx
-       * (default: no nginx reload on the cut-over's path) or nginx itself (a `proxy_pass` block,
-       * one reload, which closes the idle keep-alive connections of every site).
-       */
-      proxyWith?: 'app' | 'nginx';
-      /** Reload nginx when a site is removed (default false: the block goes at the next reload). */
-      reloadOnRemove?: boolean;
-    });
+        appAddress?: string;
+        appPort?: number;
+        /**
+         * Who proxies a site to its new server after the cut-over: the site app behind nginx
+         * (default: no nginx reload on the cut-over's path) or nginx itself (a `proxy_pass` block,
+         * one reload, which closes the idle keep-alive connections of every site).
+         */
+        proxyWith?: 'app' | 'nginx';
+        /** Reload nginx when a site is removed (default false: the block goes at the next reload). */
+        reloadOnRemove?: boolean;
+      });
 
 export interface HostAgentOptions {
   /** Name of the server, sent in `X-Served-By` by its site app. */
@@ -121,13 +135,17 @@ export class HostAgent implements HostDriver, SyncPeer {
   private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(opts: HostAgentOptions) {
-    if (opts.sharedIps.length === 0) throw new FerryError('AGENT_OPTIONS', 'the agent needs at least one shared IP (--shared-ip)');
+    if (opts.sharedIps.length === 0)
+      throw new FerryError('AGENT_OPTIONS', 'the agent needs at least one shared IP (--shared-ip)');
     this.opts = opts;
     this.id = opts.id;
     this.httpPort = opts.httpPort ?? 80;
     this.state = opts.state ?? new FileStateStore(join(opts.dataDir, 'agent-state.json'));
     const web = opts.web;
-    const app = web.kind === 'nginx' ? { address: web.appAddress ?? '127.0.0.1', port: web.appPort ?? 8080 } : undefined;
+    const app =
+      web.kind === 'nginx'
+        ? { address: web.appAddress ?? '127.0.0.1', port: web.appPort ?? 8080 }
+        : undefined;
     const site: SiteServerOptions = {
       name: opts.id,
       addresses: app ? [app.address] : opts.sharedIps,
@@ -142,10 +160,15 @@ export class HostAgent implements HostDriver, SyncPeer {
             site,
             socketPath: join(dir, 'control.sock'),
             logFile: join(dir, 'site-app.log'),
-            ...(opts.siteAppOrphanTimeoutMs !== undefined ? { orphanTimeoutMs: opts.siteAppOrphanTimeoutMs } : {}),
+            ...(opts.siteAppOrphanTimeoutMs !== undefined
+              ? { orphanTimeoutMs: opts.siteAppOrphanTimeoutMs }
+              : {}),
           })
         : new SiteServer(site);
-    this.nginx = web.kind === 'nginx' && app ? new NginxFrontend({ ...web, listen: { addresses: opts.sharedIps, port: this.httpPort }, app }) : undefined;
+    this.nginx =
+      web.kind === 'nginx' && app
+        ? new NginxFrontend({ ...web, listen: { addresses: opts.sharedIps, port: this.httpPort }, app })
+        : undefined;
     this.transport =
       opts.transport ??
       new RsyncTransport({
@@ -174,7 +197,8 @@ export class HostAgent implements HostDriver, SyncPeer {
       return;
     }
     for (const a of saved.addresses ?? []) this.added.add(a);
-    for (const s of saved.sites) if (!adopted.some((a) => a.domain === normalizeDomain(s.domain))) await this.addSite(s.domain, s.mode);
+    for (const s of saved.sites)
+      if (!adopted.some((a) => a.domain === normalizeDomain(s.domain))) await this.addSite(s.domain, s.mode);
     for (const r of saved.redirects) {
       if (await this.adoptRedirect(r)) continue;
       await this.startRedirect(r.id, { ...r.spec, upstream: r.upstream });
@@ -190,7 +214,9 @@ export class HostAgent implements HostDriver, SyncPeer {
    * that a restart or an upgrade fails no request.
    */
   async stop(opts: { keepRedirects?: boolean; keepSiteApp?: boolean } = {}): Promise<void> {
-    await Promise.allSettled([...this.redirects.values()].map((r) => (opts.keepRedirects ? r.engine.detach() : r.engine.close())));
+    await Promise.allSettled(
+      [...this.redirects.values()].map((r) => (opts.keepRedirects ? r.engine.detach() : r.engine.close())),
+    );
     this.redirects.clear();
     await this.transport.stop().catch(() => undefined);
     if (opts.keepSiteApp && this.sites instanceof SiteProcess) this.sites.detach();
@@ -239,13 +265,23 @@ export class HostAgent implements HostDriver, SyncPeer {
   removeAddress(address: string): Promise<void> {
     return this.locked('addresses', async () => {
       if (this.opts.sharedIps.includes(address)) {
-        throw new FerryError('ADDRESS_PROTECTED', `${address} is a shared IP of ${this.id}; the agent never removes it`);
+        throw new FerryError(
+          'ADDRESS_PROTECTED',
+          `${address} is a shared IP of ${this.id}; the agent never removes it`,
+        );
       }
       const using = [...this.redirects].find(([, r]) => r.spec.address === address);
-      if (using) throw new FerryError('ADDRESS_IN_USE', `${address} carries redirect ${using[0]}; stop the redirect first`);
+      if (using)
+        throw new FerryError(
+          'ADDRESS_IN_USE',
+          `${address} carries redirect ${using[0]}; stop the redirect first`,
+        );
       const up = (await this.opts.addresses.list()).includes(address);
       if (up && !this.added.has(address)) {
-        throw new FerryError('ADDRESS_PROTECTED', `${address} was not brought up by this agent; it only removes the temporary IPs it added`);
+        throw new FerryError(
+          'ADDRESS_PROTECTED',
+          `${address} was not brought up by this agent; it only removes the temporary IPs it added`,
+        );
       }
       if (up) await this.opts.addresses.remove(address);
       if (this.added.delete(address)) await this.saveState();
@@ -284,7 +320,12 @@ export class HostAgent implements HostDriver, SyncPeer {
   }
 
   /** The engine of redirect `id` (not started); `adopt` takes over a kernel table left running. */
-  private async redirectEngine(id: string, spec: RedirectEntry['spec'], upstream: string, adopt: boolean): Promise<RelayProcess | KernelRelay> {
+  private async redirectEngine(
+    id: string,
+    spec: RedirectEntry['spec'],
+    upstream: string,
+    adopt: boolean,
+  ): Promise<RelayProcess | KernelRelay> {
     const maxHoldMs = this.opts.maxHoldMs ?? 30_000;
     const name = createHash('sha256').update(id).digest('hex').slice(0, 12);
     const common = {
@@ -292,7 +333,13 @@ export class HostAgent implements HostDriver, SyncPeer {
       ...(spec.sourceAddress ? { sourceAddress: spec.sourceAddress } : {}),
       maxHoldMs,
     };
-    if (spec.engine === 'kernel') return new KernelRelay({ ...common, listen: { address: spec.address, ports: spec.ports }, id: name, adopt });
+    if (spec.engine === 'kernel')
+      return new KernelRelay({
+        ...common,
+        listen: { address: spec.address, ports: spec.ports },
+        id: name,
+        adopt,
+      });
     const dir = join(this.opts.dataDir, 'redirects');
     await mkdir(dir, { recursive: true, mode: 0o700 });
     // A relay still at this socket was started by a run that died before saving it: it goes.
@@ -301,7 +348,9 @@ export class HostAgent implements HostDriver, SyncPeer {
       relay: { ...common, listen: { address: spec.address, ports: spec.ports } },
       socketPath: join(dir, `${name}.sock`),
       logFile: join(dir, `${name}.log`),
-      ...(this.opts.redirectOrphanTimeoutMs !== undefined ? { orphanTimeoutMs: this.opts.redirectOrphanTimeoutMs } : {}),
+      ...(this.opts.redirectOrphanTimeoutMs !== undefined
+        ? { orphanTimeoutMs: this.opts.redirectOrphanTimeoutMs }
+        : {}),
     });
   }
 
@@ -325,12 +374,19 @@ export class HostAgent implements HostDriver, SyncPeer {
       engine = r.socket ? await RelayProcess.adopt(r.socket) : undefined;
       if (!engine) return false;
       const l = engine.listen;
-      if (l.length !== 1 || l[0]!.address !== r.spec.address || JSON.stringify(l[0]!.ports) !== JSON.stringify(r.spec.ports)) {
+      if (
+        l.length !== 1 ||
+        l[0]!.address !== r.spec.address ||
+        JSON.stringify(l[0]!.ports) !== JSON.stringify(r.spec.ports)
+      ) {
         await engine.close();
         return false;
       }
     }
-    const upstream = engine instanceof KernelRelay ? engine.currentUpstream.address : (engine.upstream?.address ?? r.upstream);
+    const upstream =
+      engine instanceof KernelRelay
+        ? engine.currentUpstream.address
+        : (engine.upstream?.address ?? r.upstream);
     const held = engine instanceof KernelRelay ? engine.isHolding : engine.holding;
     this.redirects.set(r.id, { spec: r.spec, upstream, held, engine });
     return true;
@@ -369,14 +425,32 @@ export class HostAgent implements HostDriver, SyncPeer {
   }
 
   /** Counters of redirect `id`, or undefined when it does not run. */
-  async redirectStats(id: string): Promise<(RedirectStats & RelayStats & { upstream: string; engine: EngineKind; holding: boolean }) | undefined> {
+  async redirectStats(
+    id: string,
+  ): Promise<
+    (RedirectStats & RelayStats & { upstream: string; engine: EngineKind; holding: boolean }) | undefined
+  > {
     const r = this.redirects.get(id);
     if (!r) return undefined;
     return { ...(await r.engine.stats()), upstream: r.upstream, engine: r.spec.engine, holding: r.held };
   }
 
-  listRedirects(): Array<{ id: string; address: string; ports: number[]; upstream: string; engine: EngineKind; holding: boolean }> {
-    return [...this.redirects].map(([id, r]) => ({ id, address: r.spec.address, ports: [...r.spec.ports], upstream: r.upstream, engine: r.spec.engine, holding: r.held }));
+  listRedirects(): Array<{
+    id: string;
+    address: string;
+    ports: number[];
+    upstream: string;
+    engine: EngineKind;
+    holding: boolean;
+  }> {
+    return [...this.redirects].map(([id, r]) => ({
+      id,
+      address: r.spec.address,
+      ports: [...r.spec.ports],
+      upstream: r.upstream,
+      engine: r.spec.engine,
+      holding: r.held,
+    }));
   }
 
   stopRedirect(id: string): Promise<void> {
@@ -409,8 +483,12 @@ export class HostAgent implements HostDriver, SyncPeer {
       // A site that takes writes here must never be overwritten by a sync: its session ends.
       if (mode === 'serve' || typeof mode === 'object') await this.transport.close(d);
       if (this.nginx) {
-        const viaNginx = typeof mode === 'object' && this.opts.web.kind === 'nginx' && this.opts.web.proxyWith === 'nginx';
-        await this.nginx.setVhost(d, viaNginx ? { proxy: { address: mode.proxy.address, port: mode.proxy.port } } : { app: true });
+        const viaNginx =
+          typeof mode === 'object' && this.opts.web.kind === 'nginx' && this.opts.web.proxyWith === 'nginx';
+        await this.nginx.setVhost(
+          d,
+          viaNginx ? { proxy: { address: mode.proxy.address, port: mode.proxy.port } } : { app: true },
+        );
       }
       await this.saveState();
     });
@@ -419,7 +497,12 @@ export class HostAgent implements HostDriver, SyncPeer {
   /** Set the mode of a site this server has (SITE_NOT_FOUND otherwise). */
   setSiteMode(domain: string, mode: SiteMode): Promise<void> {
     if (!this.sites.hasSite(domain)) {
-      return Promise.reject(new FerryError('SITE_NOT_FOUND', `${this.id} does not serve ${normalizeDomain(domain)}; add it with PUT /v1/sites/{domain} first`));
+      return Promise.reject(
+        new FerryError(
+          'SITE_NOT_FOUND',
+          `${this.id} does not serve ${normalizeDomain(domain)}; add it with PUT /v1/sites/{domain} first`,
+        ),
+      );
     }
     return this.addSite(domain, mode);
   }
@@ -429,7 +512,9 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
       await this.transport.close(d);
-      await this.nginx?.removeVhost(d, { reload: this.opts.web.kind === 'nginx' && this.opts.web.reloadOnRemove === true });
+      await this.nginx?.removeVhost(d, {
+        reload: this.opts.web.kind === 'nginx' && this.opts.web.reloadOnRemove === true,
+      });
       await this.sites.removeSite(d, { deleteData });
       await this.saveState();
     });
@@ -478,7 +563,12 @@ export class HostAgent implements HostDriver, SyncPeer {
     return this.sites.siteDataDir(domain);
   }
 
-  probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }> {
+  probe(
+    domain: string,
+    address: string,
+    port: number,
+    path: string,
+  ): Promise<{ status: number; bodySha256: string }> {
     return httpProbe(domain, address, port, path);
   }
 
@@ -493,12 +583,20 @@ export class HostAgent implements HostDriver, SyncPeer {
   openSyncReceiver(domain: string): Promise<SyncEndpoint> {
     const d = normalizeDomain(domain);
     if (!this.sites.hasSite(d)) {
-      return Promise.reject(new FerryError('SITE_NOT_FOUND', `${this.id} does not serve ${d}; add the site (readonly) before receiving its data`));
+      return Promise.reject(
+        new FerryError(
+          'SITE_NOT_FOUND',
+          `${this.id} does not serve ${d}; add the site (readonly) before receiving its data`,
+        ),
+      );
     }
     const mode = this.sites.mode(d);
     if (mode === 'serve') {
       return Promise.reject(
-        new FerryError('SYNC_TARGET_LIVE', `${d} takes writes on ${this.id} (mode ${JSON.stringify(mode)}); receiving data would overwrite them. Set it readonly first.`),
+        new FerryError(
+          'SYNC_TARGET_LIVE',
+          `${d} takes writes on ${this.id} (mode ${JSON.stringify(mode)}); receiving data would overwrite them. Set it readonly first.`,
+        ),
       );
     }
     return this.transport.open(d, this.sites.siteDataDir(d));
@@ -513,13 +611,32 @@ export class HostAgent implements HostDriver, SyncPeer {
    * site, this agent pushes into it (`pushSite`), `to` reloads the site's data. `HttpHostDriver`
    * runs the same three steps through the agents' API.
    */
-  async syncSite(domain: string, to: HostDriver, opts: SyncSiteOptions = {}): Promise<{ files: number; bytes: number }> {
+  async syncSite(
+    domain: string,
+    to: HostDriver,
+    opts: SyncSiteOptions = {},
+  ): Promise<{ files: number; bytes: number }> {
     if (!isSyncPeer(to)) {
-      throw new FerryError('SYNC_UNSUPPORTED', `${to.id} cannot receive site data (it offers no receive session); sync between agents`);
+      throw new FerryError(
+        'SYNC_UNSUPPORTED',
+        `${to.id} cannot receive site data (it offers no receive session); sync between agents`,
+      );
     }
     const endpoint = await to.openSyncReceiver(domain);
     const report = opts.onProgress;
-    const res = await this.pushSite(domain, endpoint, undefined, report ? (p) => report({ bytes: p.bytes, percent: p.percent, ...(p.files !== undefined ? { files: p.files } : {}) }) : undefined);
+    const res = await this.pushSite(
+      domain,
+      endpoint,
+      undefined,
+      report
+        ? (p) =>
+            report({
+              bytes: p.bytes,
+              percent: p.percent,
+              ...(p.files !== undefined ? { files: p.files } : {}),
+            })
+        : undefined,
+    );
     await to.reloadSite(domain);
     return { files: res.files, bytes: res.bytes };
   }
@@ -537,8 +654,19 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     const source = this.sites.siteDataDir(d);
     const running = this.jobs.get(jobId);
-    if (running?.state === 'running') throw new FerryError('SYNC_RUNNING', `sync job ${jobId} is running; read its progress at GET /v1/sync-jobs/${jobId}`);
-    const job: SyncProgress & { domain: string } = { domain: d, state: 'running', startedAt: Date.now(), endedAt: null, bytes: 0, percent: 0 };
+    if (running?.state === 'running')
+      throw new FerryError(
+        'SYNC_RUNNING',
+        `sync job ${jobId} is running; read its progress at GET /v1/sync-jobs/${jobId}`,
+      );
+    const job: SyncProgress & { domain: string } = {
+      domain: d,
+      state: 'running',
+      startedAt: Date.now(),
+      endedAt: null,
+      bytes: 0,
+      percent: 0,
+    };
     this.jobs.set(jobId, job);
     if (this.jobs.size > 200) this.jobs.delete(this.jobs.keys().next().value as string);
     try {
@@ -547,7 +675,13 @@ export class HostAgent implements HostDriver, SyncPeer {
         job.percent = p.percent;
         onProgress?.(p);
       });
-      Object.assign(job, { state: 'done', endedAt: Date.now(), bytes: res.bytes, percent: 100, files: res.files });
+      Object.assign(job, {
+        state: 'done',
+        endedAt: Date.now(),
+        bytes: res.bytes,
+        percent: 100,
+        files: res.files,
+      });
       return { jobId, ...res, durationMs: job.endedAt! - job.startedAt };
     } catch (err) {
       Object.assign(job, { state: 'failed', endedAt: Date.now(), error: (err as Error).message });
@@ -585,7 +719,14 @@ export class HostAgent implements HostDriver, SyncPeer {
           held: r.held,
           ...(r.engine instanceof RelayProcess ? { pid: r.engine.pid, socket: r.engine.socketPath } : {}),
         })),
-        ...(this.sites instanceof SiteProcess ? { siteApp: { ...(this.sites.pid !== undefined ? { pid: this.sites.pid } : {}), socket: this.sites.socketPath } } : {}),
+        ...(this.sites instanceof SiteProcess
+          ? {
+              siteApp: {
+                ...(this.sites.pid !== undefined ? { pid: this.sites.pid } : {}),
+                socket: this.sites.socketPath,
+              },
+            }
+          : {}),
       };
       await this.state.save(state);
     };
@@ -609,5 +750,9 @@ async function checkForwarding(address: string): Promise<void> {
 }
 
 function checkRedirectId(id: string): void {
-  if (!REDIRECT_ID_RE.test(id)) throw new FerryError('REDIRECT_ID_INVALID', `redirect id "${id}" must be 1-120 letters, digits, '.', '_' or '-'`);
+  if (!REDIRECT_ID_RE.test(id))
+    throw new FerryError(
+      'REDIRECT_ID_INVALID',
+      `redirect id "${id}" must be 1-120 letters, digits, '.', '_' or '-'`,
+    );
 }

@@ -34,7 +34,16 @@ export interface HttpHostDriverOptions {
 }
 
 /** Error codes meaning "no answer came back": the call may be repeated. */
-const RETRYABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'AGENT_TIMEOUT', 'AGENT_UNREACHABLE']);
+const RETRYABLE = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'AGENT_TIMEOUT',
+  'AGENT_UNREACHABLE',
+]);
 
 /** A hosting server driven through its agent. */
 export class HttpHostDriver implements HostDriver, SyncPeer {
@@ -52,12 +61,19 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     try {
       base = new URL(opts.url);
     } catch {
-      throw new FerryError('AGENT_CLIENT_OPTIONS', `agent URL "${opts.url}" is not a URL; write e.g. https://192.0.2.10:7070`);
+      throw new FerryError(
+        'AGENT_CLIENT_OPTIONS',
+        `agent URL "${opts.url}" is not a URL; write e.g. https://192.0.2.10:7070`,
+      );
     }
     if (base.protocol !== 'http:' && base.protocol !== 'https:') {
-      throw new FerryError('AGENT_CLIENT_OPTIONS', `agent URL "${opts.url}" must start with http:// or https://`);
+      throw new FerryError(
+        'AGENT_CLIENT_OPTIONS',
+        `agent URL "${opts.url}" must start with http:// or https://`,
+      );
     }
-    if (!opts.token) throw new FerryError('AGENT_CLIENT_OPTIONS', `server ${opts.id}: the agent token is empty`);
+    if (!opts.token)
+      throw new FerryError('AGENT_CLIENT_OPTIONS', `server ${opts.id}: the agent token is empty`);
     this.id = opts.id;
     this.base = base;
     this.token = opts.token;
@@ -82,7 +98,12 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   }
 
   /** One API call: JSON in and out, retried when no answer came. */
-  async call<T>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; notFound?: T } = {}): Promise<T> {
+  async call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { timeoutMs?: number; notFound?: T } = {},
+  ): Promise<T> {
     let lastErr: unknown;
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
       try {
@@ -101,7 +122,12 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     throw lastErr;
   }
 
-  private once(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; json: unknown }> {
+  private once(
+    method: string,
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+  ): Promise<{ status: number; json: unknown }> {
     const url = new URL(path, this.base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
@@ -114,7 +140,9 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
           headers: {
             authorization: `Bearer ${this.token}`,
             accept: 'application/json',
-            ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+            ...(payload
+              ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
+              : {}),
           },
         },
         (res: IncomingMessage) => {
@@ -135,12 +163,21 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
         },
       );
       const timer = setTimeout(() => {
-        req.destroy(new FerryError('AGENT_TIMEOUT', `agent ${this.id}: ${method} ${url.pathname} got no answer within ${timeoutMs} ms`));
+        req.destroy(
+          new FerryError(
+            'AGENT_TIMEOUT',
+            `agent ${this.id}: ${method} ${url.pathname} got no answer within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       req.on('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         if (err instanceof FerryError) return reject(err);
-        const e = new FerryError('AGENT_UNREACHABLE', `agent ${this.id} at ${this.base.origin}: ${err.message}`, { cause: err });
+        const e = new FerryError(
+          'AGENT_UNREACHABLE',
+          `agent ${this.id} at ${this.base.origin}: ${err.message}`,
+          { cause: err },
+        );
         reject(Object.assign(e, { errno: err.code }));
       });
       req.end(payload);
@@ -167,8 +204,14 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     return (await this.call<{ addresses: string[] }>('GET', '/v1/addresses')).addresses;
   }
 
-  async startRedirect(id: string, spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string }): Promise<void> {
-    await this.call('PUT', `/v1/redirects/${HttpHostDriver.enc(id)}`, { ...spec, ...(this.engine ? { engine: this.engine } : {}) });
+  async startRedirect(
+    id: string,
+    spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string },
+  ): Promise<void> {
+    await this.call('PUT', `/v1/redirects/${HttpHostDriver.enc(id)}`, {
+      ...spec,
+      ...(this.engine ? { engine: this.engine } : {}),
+    });
   }
 
   async setRedirectUpstream(id: string, upstream: string): Promise<void> {
@@ -184,7 +227,9 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   }
 
   redirectStats(id: string): Promise<RedirectStats | undefined> {
-    return this.call<RedirectStats | undefined>('GET', `/v1/redirects/${HttpHostDriver.enc(id)}`, undefined, { notFound: undefined });
+    return this.call<RedirectStats | undefined>('GET', `/v1/redirects/${HttpHostDriver.enc(id)}`, undefined, {
+      notFound: undefined,
+    });
   }
 
   async stopRedirect(id: string): Promise<void> {
@@ -192,11 +237,18 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   }
 
   async addSite(domain: string, mode: SiteMode): Promise<void> {
-    await this.call('PUT', `/v1/sites/${HttpHostDriver.enc(domain)}`, { mode }, { timeoutMs: this.timeoutMs * 2 });
+    await this.call(
+      'PUT',
+      `/v1/sites/${HttpHostDriver.enc(domain)}`,
+      { mode },
+      { timeoutMs: this.timeoutMs * 2 },
+    );
   }
 
   async removeSite(domain: string): Promise<void> {
-    await this.call('DELETE', `/v1/sites/${HttpHostDriver.enc(domain)}`, undefined, { timeoutMs: this.timeoutMs * 2 });
+    await this.call('DELETE', `/v1/sites/${HttpHostDriver.enc(domain)}`, undefined, {
+      timeoutMs: this.timeoutMs * 2,
+    });
   }
 
   async hasSite(domain: string): Promise<boolean> {
@@ -204,12 +256,22 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   }
 
   async siteMode(domain: string): Promise<SiteMode | null> {
-    const r = await this.call<{ mode: SiteMode } | null>('GET', `/v1/sites/${HttpHostDriver.enc(domain)}`, undefined, { notFound: null });
+    const r = await this.call<{ mode: SiteMode } | null>(
+      'GET',
+      `/v1/sites/${HttpHostDriver.enc(domain)}`,
+      undefined,
+      { notFound: null },
+    );
     return r ? r.mode : null;
   }
 
   async setSiteMode(domain: string, mode: SiteMode): Promise<void> {
-    await this.call('PUT', `/v1/sites/${HttpHostDriver.enc(domain)}/mode`, { mode }, { timeoutMs: this.timeoutMs * 2 });
+    await this.call(
+      'PUT',
+      `/v1/sites/${HttpHostDriver.enc(domain)}/mode`,
+      { mode },
+      { timeoutMs: this.timeoutMs * 2 },
+    );
   }
 
   siteStats(domain: string): Promise<SiteStats> {
@@ -217,7 +279,12 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   }
 
   async waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean> {
-    const r = await this.call<{ idle: boolean }>('POST', `/v1/sites/${HttpHostDriver.enc(domain)}/wait-idle`, { timeoutMs }, { timeoutMs: timeoutMs + this.timeoutMs });
+    const r = await this.call<{ idle: boolean }>(
+      'POST',
+      `/v1/sites/${HttpHostDriver.enc(domain)}/wait-idle`,
+      { timeoutMs },
+      { timeoutMs: timeoutMs + this.timeoutMs },
+    );
     return r.idle;
   }
 
@@ -225,7 +292,12 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     await this.call('POST', `/v1/sites/${HttpHostDriver.enc(domain)}/reload`, {});
   }
 
-  probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }> {
+  probe(
+    domain: string,
+    address: string,
+    port: number,
+    path: string,
+  ): Promise<{ status: number; bodySha256: string }> {
     return this.call('POST', `/v1/sites/${HttpHostDriver.enc(domain)}/probe`, { address, port, path });
   }
 
@@ -250,9 +322,16 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
    * The session, and its secret, serve every pass of the migration; `to` closes it when the site
    * starts taking writes there, so no pass can ever overwrite them.
    */
-  async syncSite(domain: string, to: HostDriver, opts: SyncSiteOptions = {}): Promise<{ files: number; bytes: number }> {
+  async syncSite(
+    domain: string,
+    to: HostDriver,
+    opts: SyncSiteOptions = {},
+  ): Promise<{ files: number; bytes: number }> {
     if (!isSyncPeer(to)) {
-      throw new FerryError('SYNC_UNSUPPORTED', `host ${this.id} syncs through its agent; the target ${to.id} must be an agent too`);
+      throw new FerryError(
+        'SYNC_UNSUPPORTED',
+        `host ${this.id} syncs through its agent; the target ${to.id} must be an agent too`,
+      );
     }
     const endpoint = await to.openSyncReceiver(domain);
     const jobId = `${domain.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40)}-${randomBytes(4).toString('hex')}`;
@@ -263,14 +342,26 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
       poller = setInterval(() => {
         // A read still in flight when the push ends is dropped: no report after the pass settles.
         this.syncProgress(jobId).then(
-          (p) => polling && p && report({ bytes: p.bytes, percent: p.percent, ...(p.files !== undefined ? { files: p.files } : {}) }),
+          (p) =>
+            polling &&
+            p &&
+            report({
+              bytes: p.bytes,
+              percent: p.percent,
+              ...(p.files !== undefined ? { files: p.files } : {}),
+            }),
           () => undefined,
         );
       }, 1000);
     }
     try {
       // Not retried: a push that timed out may still be running; the next pass is the retry.
-      const r = await this.callOnce<{ files: number; bytes: number }>('POST', `/v1/sites/${HttpHostDriver.enc(domain)}/push`, { jobId, to: endpoint }, this.syncTimeoutMs);
+      const r = await this.callOnce<{ files: number; bytes: number }>(
+        'POST',
+        `/v1/sites/${HttpHostDriver.enc(domain)}/push`,
+        { jobId, to: endpoint },
+        this.syncTimeoutMs,
+      );
       await to.reloadSite(domain);
       return { files: r.files, bytes: r.bytes };
     } finally {
@@ -287,9 +378,17 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   }
 
   /** The agent's error answer as a FerryError with its code; a code this version does not know becomes AGENT_HTTP. */
-  private answerError(method: string, path: string, status: number, e: { code?: string; message?: string } | undefined): FerryError {
+  private answerError(
+    method: string,
+    path: string,
+    status: number,
+    e: { code?: string; message?: string } | undefined,
+  ): FerryError {
     const known = isErrorCode(e?.code);
     const what = `agent ${this.id}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`;
-    return new FerryError(known ? (e!.code as ErrorCode) : 'AGENT_HTTP', known ? what : `${what} (HTTP ${status}${e?.code ? `, code ${e.code}` : ''})`);
+    return new FerryError(
+      known ? (e!.code as ErrorCode) : 'AGENT_HTTP',
+      known ? what : `${what} (HTTP ${status}${e?.code ? `, code ${e.code}` : ''})`,
+    );
   }
 }

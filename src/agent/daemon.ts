@@ -36,7 +36,11 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   await agent.start();
   let app: FastifyInstance | undefined;
   try {
-    app = buildAgentServer(agent, { token: opts.token, ...(opts.tls ? { tls: opts.tls } : {}), ...(opts.logger ? { logger: opts.logger } : {}) });
+    app = buildAgentServer(agent, {
+      token: opts.token,
+      ...(opts.tls ? { tls: opts.tls } : {}),
+      ...(opts.logger ? { logger: opts.logger } : {}),
+    });
     await app.listen({ host: opts.listen.address, port: opts.listen.port });
   } catch (err) {
     await app?.close().catch(() => undefined);
@@ -66,7 +70,8 @@ export async function runAgent(opts: RunAgentOptions, signal: AbortSignal): Prom
   const running = await startAgent(opts);
   try {
     opts.onReady?.(running.url, running.agent);
-    if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+    if (!signal.aborted)
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   } finally {
     // Redirects keep forwarding and the site app's process serving while the daemon is down (a
     // restart, an upgrade); the next start adopts them.

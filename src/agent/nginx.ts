@@ -68,7 +68,8 @@ export class NginxFrontend {
   constructor(private readonly opts: NginxOptions) {
     this.command = opts.command?.length ? opts.command : ['nginx'];
     this.reloadTimeoutMs = opts.reloadTimeoutMs ?? 10_000;
-    if (opts.listen.addresses.length === 0) throw new FerryError('NGINX_OPTIONS', 'nginx needs at least one shared IP to listen on');
+    if (opts.listen.addresses.length === 0)
+      throw new FerryError('NGINX_OPTIONS', 'nginx needs at least one shared IP to listen on');
     for (const a of [...opts.listen.addresses, opts.app.address]) {
       if (!isIP(a)) throw new FerryError('NGINX_OPTIONS', `"${a}" is not an IP address literal`);
     }
@@ -113,10 +114,15 @@ export class NginxFrontend {
   /** The server block for `domain` sending requests to `backend`. */
   render(domain: string, backend: VhostBackend): string {
     const upstream = 'app' in backend ? this.opts.app : backend.proxy;
-    const hostPort = isIP(upstream.address) === 6 ? `[${upstream.address}]:${upstream.port}` : `${upstream.address}:${upstream.port}`;
+    const hostPort =
+      isIP(upstream.address) === 6
+        ? `[${upstream.address}]:${upstream.port}`
+        : `${upstream.address}:${upstream.port}`;
     const body = [
       `server {`,
-      ...this.opts.listen.addresses.map((a) => `    listen ${isIP(a) === 6 ? `[${a}]` : a}:${this.opts.listen.port};`),
+      ...this.opts.listen.addresses.map(
+        (a) => `    listen ${isIP(a) === 6 ? `[${a}]` : a}:${this.opts.listen.port};`,
+      ),
       `    server_name ${domain};`,
       `    access_log syslog:server=127.0.0.1:${this.statsPortBound},tag=ferry,nohostname ${LOG_FORMAT};`,
       `    location / {`,
@@ -212,7 +218,11 @@ export class NginxFrontend {
       await run(bin!, [...fixed, ...args], { timeout: 30_000 });
     } catch (err) {
       const stderr = ((err as { stderr?: string }).stderr ?? '').trim();
-      throw new FerryError(code, `${this.command.join(' ')} ${args.join(' ')} failed: ${stderr || (err as Error).message}`, { cause: err });
+      throw new FerryError(
+        code,
+        `${this.command.join(' ')} ${args.join(' ')} failed: ${stderr || (err as Error).message}`,
+        { cause: err },
+      );
     }
   }
 
@@ -231,11 +241,16 @@ export class NginxFrontend {
     const address = this.opts.listen.addresses[0]!;
     let last = '';
     while (Date.now() < deadline) {
-      last = await getText(address, this.opts.listen.port, domain, VHOST_PROBE_PATH).catch((err: Error) => `error: ${err.message}`);
+      last = await getText(address, this.opts.listen.port, domain, VHOST_PROBE_PATH).catch(
+        (err: Error) => `error: ${err.message}`,
+      );
       if (done(last)) return;
       await sleep(50);
     }
-    throw new FerryError('NGINX_RELOAD_TIMEOUT', `nginx did not ${what} server block of ${domain} within ${this.reloadTimeoutMs} ms (last answer: ${last.slice(0, 80)})`);
+    throw new FerryError(
+      'NGINX_RELOAD_TIMEOUT',
+      `nginx did not ${what} server block of ${domain} within ${this.reloadTimeoutMs} ms (last answer: ${last.slice(0, 80)})`,
+    );
   }
 
   private onLogLine(line: string): void {
@@ -277,13 +292,16 @@ async function writeAtomic(file: string, text: string): Promise<void> {
 
 function getText(address: string, port: number, host: string, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: address, port, path, headers: { host }, agent: false, timeout: 2000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve(res.statusCode === 200 ? body : `status ${res.statusCode}`));
-      res.on('error', reject);
-    });
+    const req = request(
+      { host: address, port, path, headers: { host }, agent: false, timeout: 2000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve(res.statusCode === 200 ? body : `status ${res.statusCode}`));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end();

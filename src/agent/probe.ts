@@ -12,15 +12,38 @@ export function httpProbe(
   timeoutMs = 5000,
 ): Promise<{ status: number; bodySha256: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: address, port, path, method: 'GET', headers: { host: domain }, agent: false, timeout: timeoutMs }, (res) => {
-      const hash = createHash('sha256');
-      res.on('data', (c: Buffer) => hash.update(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, bodySha256: hash.digest('hex') }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new FerryError('PROBE_TIMEOUT', `GET http://${domain}${path} at ${address}:${port} timed out`)));
+    const req = request(
+      {
+        host: address,
+        port,
+        path,
+        method: 'GET',
+        headers: { host: domain },
+        agent: false,
+        timeout: timeoutMs,
+      },
+      (res) => {
+        const hash = createHash('sha256');
+        res.on('data', (c: Buffer) => hash.update(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, bodySha256: hash.digest('hex') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () =>
+      req.destroy(
+        new FerryError('PROBE_TIMEOUT', `GET http://${domain}${path} at ${address}:${port} timed out`),
+      ),
+    );
     req.on('error', (err) =>
-      reject(err instanceof FerryError ? err : new FerryError('PROBE_FAILED', `GET http://${domain}${path} at ${address}:${port}: ${err.message}`, { cause: err })),
+      reject(
+        err instanceof FerryError
+          ? err
+          : new FerryError(
+              'PROBE_FAILED',
+              `GET http://${domain}${path} at ${address}:${port}: ${err.message}`,
+              { cause: err },
+            ),
+      ),
     );
     req.end();
   });

@@ -52,13 +52,18 @@ export class RsyncReceiver {
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly opts: RsyncReceiverOptions) {
-    if (!isIP(opts.address)) throw new FerryError('RSYNC_OPTIONS', `rsync address "${opts.address}" is not an IP address literal`);
+    if (!isIP(opts.address))
+      throw new FerryError('RSYNC_OPTIONS', `rsync address "${opts.address}" is not an IP address literal`);
     this.port = opts.port ?? 873;
   }
 
   /** Open (or return the already open) session `session` writing into `path`. */
   open(session: string, path: string): Promise<SyncEndpoint> {
-    if (!SESSION_RE.test(session)) throw new FerryError('RSYNC_SESSION_INVALID', `session "${session}" must be lower-case letters, digits, '.', '_' or '-'`);
+    if (!SESSION_RE.test(session))
+      throw new FerryError(
+        'RSYNC_SESSION_INVALID',
+        `session "${session}" must be lower-case letters, digits, '.', '_' or '-'`,
+      );
     return this.serialize(async () => {
       const existing = this.sessions.get(session);
       if (existing && existing.path === path) return existing.endpoint;
@@ -101,7 +106,8 @@ export class RsyncReceiver {
 
   async stop(): Promise<void> {
     await this.serialize(async () => {
-      for (const s of this.sessions.keys()) await rm(join(this.opts.stateDir, `ferry-${s}.secret`), { force: true });
+      for (const s of this.sessions.keys())
+        await rm(join(this.opts.stateDir, `ferry-${s}.secret`), { force: true });
       this.sessions.clear();
       await this.stopping;
       await this.stopDaemon();
@@ -133,7 +139,9 @@ export class RsyncReceiver {
         `    auth users = ${endpoint.user}`,
         `    secrets file = ${secrets}`,
         '    strict modes = yes',
-        ...(root ? [`    uid = ${process.getuid!()}`, `    gid = ${process.getgid!()}`, '    numeric ids = yes'] : []),
+        ...(root
+          ? [`    uid = ${process.getuid!()}`, `    gid = ${process.getgid!()}`, '    numeric ids = yes']
+          : []),
       );
     }
     await writeFile(join(dir, 'rsyncd.conf'), lines.join('\n') + '\n', { mode: 0o600 });
@@ -146,7 +154,14 @@ export class RsyncReceiver {
     const log = join(dir, 'rsyncd.log');
     const child = spawn(
       this.opts.rsyncPath ?? 'rsync',
-      ['--daemon', '--no-detach', `--config=${join(dir, 'rsyncd.conf')}`, `--address=${this.opts.address}`, `--port=${this.port}`, `--log-file=${log}`],
+      [
+        '--daemon',
+        '--no-detach',
+        `--config=${join(dir, 'rsyncd.conf')}`,
+        `--address=${this.opts.address}`,
+        `--port=${this.port}`,
+        `--log-file=${log}`,
+      ],
       { stdio: 'ignore' },
     );
     let failed: Error | undefined;
@@ -243,10 +258,17 @@ export function rsyncPush(opts: PushOptions): Promise<{ files: number; bytes: nu
     child.stderr.on('data', (chunk: string) => {
       err = (err + chunk).slice(-4096);
     });
-    child.once('error', (e) => reject(new FerryError('RSYNC_FAILED', `cannot run rsync: ${e.message}`, { cause: e })));
+    child.once('error', (e) =>
+      reject(new FerryError('RSYNC_FAILED', `cannot run rsync: ${e.message}`, { cause: e })),
+    );
     child.once('close', (code) => {
       if (code !== 0) {
-        reject(new FerryError('RSYNC_FAILED', `rsync to ${to.address}:${to.port}/${to.module} exited ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
+        reject(
+          new FerryError(
+            'RSYNC_FAILED',
+            `rsync to ${to.address}:${to.port}/${to.module} exited ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`,
+          ),
+        );
         return;
       }
       const files = num(/Number of regular files transferred: ([\d,]+)/.exec(out)?.[1]);

@@ -62,13 +62,24 @@ async function startAgent(id: string, sharedIp: string): Promise<Running> {
   };
 }
 
-function get(address: string, port: number, host: string, path = '/'): Promise<{ status: number; servedBy: string | undefined; body: string }> {
+function get(
+  address: string,
+  port: number,
+  host: string,
+  path = '/',
+): Promise<{ status: number; servedBy: string | undefined; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: address, port, path, headers: { host }, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, servedBy: res.headers['x-served-by'] as string | undefined, body }));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          servedBy: res.headers['x-served-by'] as string | undefined,
+          body,
+        }),
+      );
     });
     req.on('error', reject);
     req.end();
@@ -78,21 +89,42 @@ function get(address: string, port: number, host: string, path = '/'): Promise<{
 describe('HttpHostDriver', () => {
   test('retries a call that got no answer, then fails with AGENT_UNREACHABLE; an agent error is not retried', async () => {
     const port = await freePort('127.0.61.20');
-    const d = new HttpHostDriver({ id: 'gone', url: `http://127.0.61.20:${port}`, token: TOKEN, attempts: 3 });
+    const d = new HttpHostDriver({
+      id: 'gone',
+      url: `http://127.0.61.20:${port}`,
+      token: TOKEN,
+      attempts: 3,
+    });
     const t0 = Date.now();
-    await assert.rejects(d.hasSite('shop.example'), (err: Error & { code?: string }) => err.code === 'AGENT_UNREACHABLE' && /127\.0\.61\.20/.test(err.message));
+    await assert.rejects(
+      d.hasSite('shop.example'),
+      (err: Error & { code?: string }) =>
+        err.code === 'AGENT_UNREACHABLE' && /127\.0\.61\.20/.test(err.message),
+    );
     assert.ok(Date.now() - t0 >= 700, 'two backoffs (250 + 500 ms) before giving up');
     d.close();
 
     let hits = 0;
     const failing = (await import('node:http')).createServer((_req, res) => {
       hits += 1;
-      res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'NGINX_RELOAD_FAILED', message: 'nginx: no pid' } }));
+      res
+        .writeHead(500, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ error: { code: 'NGINX_RELOAD_FAILED', message: 'nginx: no pid' } }));
     });
     await new Promise<void>((r) => failing.listen(0, '127.0.61.22', () => r()));
-    const e = new HttpHostDriver({ id: 'failing', url: `http://127.0.61.22:${(failing.address() as AddressInfo).port}`, token: TOKEN, attempts: 3 });
+    const e = new HttpHostDriver({
+      id: 'failing',
+      url: `http://127.0.61.22:${(failing.address() as AddressInfo).port}`,
+      token: TOKEN,
+      attempts: 3,
+    });
     try {
-      await assert.rejects(e.addSite('shop.example', 'serve'), (err: Error & { code?: string }) => err.code === 'NGINX_RELOAD_FAILED' && /agent failing: PUT \/v1\/sites\/shop\.example: nginx: no pid/.test(err.message));
+      await assert.rejects(
+        e.addSite('shop.example', 'serve'),
+        (err: Error & { code?: string }) =>
+          err.code === 'NGINX_RELOAD_FAILED' &&
+          /agent failing: PUT \/v1\/sites\/shop\.example: nginx: no pid/.test(err.message),
+      );
       assert.equal(hits, 1, 'an answer, even an error, is not retried');
     } finally {
       e.close();
@@ -105,9 +137,18 @@ describe('HttpHostDriver', () => {
     const held = new Set<import('node:net').Socket>();
     const silent = createServer((sock) => held.add(sock));
     await new Promise<void>((r) => silent.listen(0, '127.0.61.21', () => r()));
-    const d = new HttpHostDriver({ id: 'silent', url: `http://127.0.61.21:${(silent.address() as AddressInfo).port}`, token: TOKEN, timeoutMs: 300, attempts: 1 });
+    const d = new HttpHostDriver({
+      id: 'silent',
+      url: `http://127.0.61.21:${(silent.address() as AddressInfo).port}`,
+      token: TOKEN,
+      timeoutMs: 300,
+      attempts: 1,
+    });
     try {
-      await assert.rejects(d.siteStats('shop.example'), (err: Error & { code?: string }) => err.code === 'AGENT_TIMEOUT');
+      await assert.rejects(
+        d.siteStats('shop.example'),
+        (err: Error & { code?: string }) => err.code === 'AGENT_TIMEOUT',
+      );
     } finally {
       d.close();
       for (const sock of held) sock.destroy();
@@ -116,9 +157,18 @@ describe('HttpHostDriver', () => {
   });
 
   test('bad options are refused with what to write', () => {
-    assert.throws(() => new HttpHostDriver({ id: 'x', url: 'agent:7070', token: TOKEN }), /must start with http:\/\/ or https:\/\//);
-    assert.throws(() => new HttpHostDriver({ id: 'x', url: 'not a url', token: TOKEN }), /is not a URL; write e\.g\. https:\/\/192\.0\.2\.10:7070/);
-    assert.throws(() => new HttpHostDriver({ id: 'x', url: 'http://127.0.0.1:1', token: '' }), /token is empty/);
+    assert.throws(
+      () => new HttpHostDriver({ id: 'x', url: 'agent:7070', token: TOKEN }),
+      /must start with http:\/\/ or https:\/\//,
+    );
+    assert.throws(
+      () => new HttpHostDriver({ id: 'x', url: 'not a url', token: TOKEN }),
+      /is not a URL; write e\.g\. https:\/\/192\.0\.2\.10:7070/,
+    );
+    assert.throws(
+      () => new HttpHostDriver({ id: 'x', url: 'http://127.0.0.1:1', token: '' }),
+      /token is empty/,
+    );
   });
 });
 
@@ -151,14 +201,30 @@ describe('agent API', () => {
       assert.equal(none.statusCode, 401, `${method} ${url} without a token`);
       assert.match(none.headers['www-authenticate'] as string, /^Bearer/);
       assert.equal(none.json().error.code, 'UNAUTHORIZED');
-      const wrong = await a.app.inject({ method: method as 'GET', url, headers: { authorization: `Bearer ${TOKEN}x` } });
+      const wrong = await a.app.inject({
+        method: method as 'GET',
+        url,
+        headers: { authorization: `Bearer ${TOKEN}x` },
+      });
       assert.equal(wrong.statusCode, 401, `${method} ${url} with a wrong token`);
-      const short = await a.app.inject({ method: method as 'GET', url, headers: { authorization: 'Bearer a' } });
+      const short = await a.app.inject({
+        method: method as 'GET',
+        url,
+        headers: { authorization: 'Bearer a' },
+      });
       assert.equal(short.statusCode, 401);
-      const basic = await a.app.inject({ method: method as 'GET', url, headers: { authorization: `Basic ${TOKEN}` } });
+      const basic = await a.app.inject({
+        method: method as 'GET',
+        url,
+        headers: { authorization: `Basic ${TOKEN}` },
+      });
       assert.equal(basic.statusCode, 401);
     }
-    const ok = await a.app.inject({ method: 'GET', url: '/v1/info', headers: { authorization: `Bearer ${TOKEN}` } });
+    const ok = await a.app.inject({
+      method: 'GET',
+      url: '/v1/info',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
     assert.equal(ok.statusCode, 200);
     assert.equal(ok.json().id, 'alpha');
   });
@@ -169,32 +235,106 @@ describe('agent API', () => {
 
   test('bad input gets 400 naming the field and what to send', async () => {
     const auth = { authorization: `Bearer ${TOKEN}` };
-    const cases: Array<{ method: 'PUT' | 'POST' | 'DELETE' | 'GET'; url: string; body?: unknown; expect: RegExp }> = [
-      { method: 'PUT', url: '/v1/addresses/not-an-ip', expect: /params\.address: must be an IPv4 or IPv6 address/ },
-      { method: 'PUT', url: '/v1/redirects/r1', body: { address: 'nope', ports: [], upstream: '127.0.61.1' }, expect: /body\.address: must be an IPv4.*body\.ports: must list at least one port/ },
-      { method: 'PUT', url: '/v1/redirects/r1', body: { address: '127.0.61.9', ports: [70000], upstream: '127.0.61.1' }, expect: /body\.ports\[0\]: .*65535/ },
-      { method: 'PUT', url: '/v1/redirects/r1', body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1', engine: 'ebpf' }, expect: /body\.engine: must be "userspace" or "kernel"/ },
-      { method: 'PUT', url: '/v1/redirects/bad%20id', body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1' }, expect: /params\.id/ },
-      { method: 'PUT', url: '/v1/redirects/r1', body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1', extra: 1 }, expect: /body: Unrecognized key.*extra/i },
-      { method: 'PUT', url: '/v1/sites/shop.example', body: { mode: 'sleep' }, expect: /body\.mode: must be "serve", "readonly", "hold" or \{"proxy"/ },
-      { method: 'PUT', url: '/v1/sites/shop.example/mode', body: { mode: { proxy: { address: '127.0.61.2' } } }, expect: /body\.mode/ },
-      { method: 'PUT', url: '/v1/sites/-bad-.example', body: { mode: 'serve' }, expect: /params\.domain: must be a domain name/ },
+    const cases: Array<{
+      method: 'PUT' | 'POST' | 'DELETE' | 'GET';
+      url: string;
+      body?: unknown;
+      expect: RegExp;
+    }> = [
+      {
+        method: 'PUT',
+        url: '/v1/addresses/not-an-ip',
+        expect: /params\.address: must be an IPv4 or IPv6 address/,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/redirects/r1',
+        body: { address: 'nope', ports: [], upstream: '127.0.61.1' },
+        expect: /body\.address: must be an IPv4.*body\.ports: must list at least one port/,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/redirects/r1',
+        body: { address: '127.0.61.9', ports: [70000], upstream: '127.0.61.1' },
+        expect: /body\.ports\[0\]: .*65535/,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/redirects/r1',
+        body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1', engine: 'ebpf' },
+        expect: /body\.engine: must be "userspace" or "kernel"/,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/redirects/bad%20id',
+        body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1' },
+        expect: /params\.id/,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/redirects/r1',
+        body: { address: '127.0.61.9', ports: [80], upstream: '127.0.61.1', extra: 1 },
+        expect: /body: Unrecognized key.*extra/i,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/sites/shop.example',
+        body: { mode: 'sleep' },
+        expect: /body\.mode: must be "serve", "readonly", "hold" or \{"proxy"/,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/sites/shop.example/mode',
+        body: { mode: { proxy: { address: '127.0.61.2' } } },
+        expect: /body\.mode/,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/sites/-bad-.example',
+        body: { mode: 'serve' },
+        expect: /params\.domain: must be a domain name/,
+      },
       { method: 'POST', url: '/v1/sites/shop.example/wait-idle', body: {}, expect: /body\.timeoutMs/ },
-      { method: 'POST', url: '/v1/sites/shop.example/probe', body: { address: '127.0.61.1', port: 80, path: 'x' }, expect: /body\.path: must start with "\/"/ },
-      { method: 'POST', url: '/v1/sites/shop.example/push', body: { to: { address: '127.0.61.2', port: 873, module: 'm', user: 'u', secret: 'short' } }, expect: /body\.to\.secret/ },
+      {
+        method: 'POST',
+        url: '/v1/sites/shop.example/probe',
+        body: { address: '127.0.61.1', port: 80, path: 'x' },
+        expect: /body\.path: must start with "\/"/,
+      },
+      {
+        method: 'POST',
+        url: '/v1/sites/shop.example/push',
+        body: { to: { address: '127.0.61.2', port: 873, module: 'm', user: 'u', secret: 'short' } },
+        expect: /body\.to\.secret/,
+      },
       { method: 'DELETE', url: '/v1/sites/shop.example?deleteData=yes', expect: /query\.deleteData/ },
     ];
     for (const c of cases) {
-      const res = await a.app.inject({ method: c.method, url: c.url, headers: auth, ...(c.body !== undefined ? { payload: c.body as object } : {}) });
+      const res = await a.app.inject({
+        method: c.method,
+        url: c.url,
+        headers: auth,
+        ...(c.body !== undefined ? { payload: c.body as object } : {}),
+      });
       assert.equal(res.statusCode, 400, `${c.method} ${c.url}: ${res.body}`);
       assert.equal(res.json().error.code, 'BAD_REQUEST');
       assert.match(res.json().error.message, c.expect, `${c.method} ${c.url}`);
     }
-    const badJson = await a.app.inject({ method: 'PUT', url: '/v1/sites/shop.example', headers: { ...auth, 'content-type': 'application/json' }, payload: '{"mode":' });
+    const badJson = await a.app.inject({
+      method: 'PUT',
+      url: '/v1/sites/shop.example',
+      headers: { ...auth, 'content-type': 'application/json' },
+      payload: '{"mode":',
+    });
     assert.equal(badJson.statusCode, 400);
     assert.deepEqual(Object.keys(badJson.json().error).sort(), ['code', 'message']);
     assert.equal(badJson.json().error.code, 'BAD_JSON');
-    const textBody = await a.app.inject({ method: 'PUT', url: '/v1/sites/shop.example', headers: { ...auth, 'content-type': 'application/xml' }, payload: '<mode/>' });
+    const textBody = await a.app.inject({
+      method: 'PUT',
+      url: '/v1/sites/shop.example',
+      headers: { ...auth, 'content-type': 'application/xml' },
+      payload: '<mode/>',
+    });
     assert.equal(textBody.statusCode, 415);
     assert.equal(textBody.json().error.code, 'UNSUPPORTED_MEDIA_TYPE');
     // The router takes a 253-character domain (it reaches the agent: not served here), refuses 300 characters in the error shape.
@@ -213,18 +353,37 @@ describe('agent API', () => {
     const d = a.driver;
     await d.addAddress('127.0.61.100');
     await d.addAddress('127.0.61.100');
-    assert.deepEqual((await d.listAddresses()).filter((x) => x === '127.0.61.100'), ['127.0.61.100']);
+    assert.deepEqual(
+      (await d.listAddresses()).filter((x) => x === '127.0.61.100'),
+      ['127.0.61.100'],
+    );
     await d.removeAddress('127.0.61.100');
     await d.removeAddress('127.0.61.100');
     assert.ok(!(await d.listAddresses()).includes('127.0.61.100'));
-    await assert.rejects(d.removeAddress(a.sharedIp), (err: Error & { code?: string }) => err.code === 'ADDRESS_PROTECTED');
-    const res = await a.app.inject({ method: 'DELETE', url: `/v1/addresses/${a.sharedIp}`, headers: { authorization: `Bearer ${TOKEN}` } });
+    await assert.rejects(
+      d.removeAddress(a.sharedIp),
+      (err: Error & { code?: string }) => err.code === 'ADDRESS_PROTECTED',
+    );
+    const res = await a.app.inject({
+      method: 'DELETE',
+      url: `/v1/addresses/${a.sharedIp}`,
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
     assert.equal(res.statusCode, 409);
-    await assert.rejects(d.addAddress('192.0.2.1'), (err: Error & { code?: string }) => err.code === 'ADDRESS_NOT_LOOPBACK');
+    await assert.rejects(
+      d.addAddress('192.0.2.1'),
+      (err: Error & { code?: string }) => err.code === 'ADDRESS_NOT_LOOPBACK',
+    );
     // An address someone else brought up is not the agent's to take down.
-    await (a.agent as unknown as { opts: { addresses: LoopbackAddresses } }).opts.addresses.add('127.0.61.101');
+    await (a.agent as unknown as { opts: { addresses: LoopbackAddresses } }).opts.addresses.add(
+      '127.0.61.101',
+    );
     await d.addAddress('127.0.61.101');
-    await assert.rejects(d.removeAddress('127.0.61.101'), (err: Error & { code?: string }) => err.code === 'ADDRESS_PROTECTED' && /not brought up by this agent/.test(err.message));
+    await assert.rejects(
+      d.removeAddress('127.0.61.101'),
+      (err: Error & { code?: string }) =>
+        err.code === 'ADDRESS_PROTECTED' && /not brought up by this agent/.test(err.message),
+    );
   });
 
   test('sites and a redirect: every operation repeated leaves the same state', async () => {
@@ -238,11 +397,22 @@ describe('agent API', () => {
     assert.equal(await d.siteMode('other.example'), null);
 
     await d.addAddress('127.0.61.100');
-    const spec = { address: '127.0.61.100', ports: [port], upstream: a.sharedIp, sourceAddress: '127.0.61.100' };
+    const spec = {
+      address: '127.0.61.100',
+      ports: [port],
+      upstream: a.sharedIp,
+      sourceAddress: '127.0.61.100',
+    };
     await d.startRedirect('mig-1', spec);
     await d.startRedirect('mig-1', spec);
-    await assert.rejects(d.startRedirect('mig-1', { ...spec, ports: [port + 1] }), (err: Error & { code?: string }) => err.code === 'REDIRECT_CONFLICT');
-    await assert.rejects(d.removeAddress('127.0.61.100'), (err: Error & { code?: string }) => err.code === 'ADDRESS_IN_USE');
+    await assert.rejects(
+      d.startRedirect('mig-1', { ...spec, ports: [port + 1] }),
+      (err: Error & { code?: string }) => err.code === 'REDIRECT_CONFLICT',
+    );
+    await assert.rejects(
+      d.removeAddress('127.0.61.100'),
+      (err: Error & { code?: string }) => err.code === 'ADDRESS_IN_USE',
+    );
 
     const through = await get('127.0.61.100', port, 'shop.example');
     assert.equal(through.status, 200);
@@ -263,7 +433,9 @@ describe('agent API', () => {
     assert.equal(await d.siteMode('shop.example'), 'readonly');
     await d.setSiteMode('shop.example', { proxy: { address: b.sharedIp, port: b.agent.sites.port } });
     await d.setSiteMode('shop.example', { proxy: { address: b.sharedIp, port: b.agent.sites.port } });
-    assert.deepEqual(await d.siteMode('shop.example'), { proxy: { address: b.sharedIp, port: b.agent.sites.port } });
+    assert.deepEqual(await d.siteMode('shop.example'), {
+      proxy: { address: b.sharedIp, port: b.agent.sites.port },
+    });
     assert.equal(await d.waitSiteIdle('shop.example', 1000), true);
     const probe = await d.probe('shop.example', a.sharedIp, port, '/healthz');
     assert.equal(probe.status, 421, 'beta does not serve the site yet, so the proxy passes its 421 on');
@@ -272,23 +444,40 @@ describe('agent API', () => {
     await d.stopRedirect('mig-1');
     assert.equal(await d.redirectStats('mig-1'), undefined);
     await d.releaseRedirect('mig-1');
-    await assert.rejects(d.holdRedirect('mig-1'), (err: Error & { code?: string }) => err.code === 'REDIRECT_NOT_FOUND');
+    await assert.rejects(
+      d.holdRedirect('mig-1'),
+      (err: Error & { code?: string }) => err.code === 'REDIRECT_NOT_FOUND',
+    );
     await d.removeAddress('127.0.61.100');
     await d.removeSite('shop.example');
     await d.removeSite('shop.example');
     assert.equal(await d.hasSite('shop.example'), false);
-    await assert.rejects(d.setSiteMode('shop.example', 'serve'), (err: Error & { code?: string }) => err.code === 'SITE_NOT_FOUND');
+    await assert.rejects(
+      d.setSiteMode('shop.example', 'serve'),
+      (err: Error & { code?: string }) => err.code === 'SITE_NOT_FOUND',
+    );
   });
 
   test('state survives an agent restart: sites and redirects come back', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'ferry-agent-restart-'));
     const mk = async () =>
-      new HostAgent({ id: 'gamma', dataDir: dir, sharedIps: ['127.0.61.3'], httpPort: 0, addresses: new LoopbackAddresses(), web: { kind: 'builtin' } });
+      new HostAgent({
+        id: 'gamma',
+        dataDir: dir,
+        sharedIps: ['127.0.61.3'],
+        httpPort: 0,
+        addresses: new LoopbackAddresses(),
+        web: { kind: 'builtin' },
+      });
     const one = await mk();
     try {
       await one.start();
       await one.addSite('blog.example', 'readonly');
-      await one.startRedirect('r', { address: '127.0.61.103', ports: [await freePort('127.0.61.103')], upstream: '127.0.61.3' });
+      await one.startRedirect('r', {
+        address: '127.0.61.103',
+        ports: [await freePort('127.0.61.103')],
+        upstream: '127.0.61.3',
+      });
       await one.holdRedirect('r');
     } finally {
       await one.stop();
@@ -312,7 +501,15 @@ describe('agent API', () => {
     const echo = createServer((c) => c.end('hello from upstream\n'));
     await new Promise<void>((r) => echo.listen(0, '127.0.61.4', () => r()));
     const upstreamPort = (echo.address() as AddressInfo).port;
-    const mk = () => new HostAgent({ id: 'delta', dataDir: dir, sharedIps: ['127.0.61.4'], httpPort: 0, addresses: new LoopbackAddresses(), web: { kind: 'builtin' } });
+    const mk = () =>
+      new HostAgent({
+        id: 'delta',
+        dataDir: dir,
+        sharedIps: ['127.0.61.4'],
+        httpPort: 0,
+        addresses: new LoopbackAddresses(),
+        web: { kind: 'builtin' },
+      });
     const port = upstreamPort; // port-preserving: the redirect listens on the upstream's port
     const through = () =>
       new Promise<string>((resolve, reject) => {
@@ -323,7 +520,12 @@ describe('agent API', () => {
         c.on('end', () => resolve(got));
         c.on('error', reject);
       });
-    const statePid = async () => (JSON.parse(await readFile(join(dir, 'agent-state.json'), 'utf8')) as { redirects: Array<{ pid?: number }> }).redirects[0]?.pid;
+    const statePid = async () =>
+      (
+        JSON.parse(await readFile(join(dir, 'agent-state.json'), 'utf8')) as {
+          redirects: Array<{ pid?: number }>;
+        }
+      ).redirects[0]?.pid;
     let pid: number | undefined;
     const one = mk();
     try {
@@ -342,13 +544,25 @@ describe('agent API', () => {
       const held = through();
       await new Promise((r) => setTimeout(r, 200));
       await two.start();
-      assert.deepEqual(two.listRedirects(), [{ id: 'r', address: '127.0.61.104', ports: [port], upstream: '127.0.61.4', engine: 'userspace', holding: true }]);
+      assert.deepEqual(two.listRedirects(), [
+        {
+          id: 'r',
+          address: '127.0.61.104',
+          ports: [port],
+          upstream: '127.0.61.4',
+          engine: 'userspace',
+          holding: true,
+        },
+      ]);
       assert.equal(await statePid(), pid, 'adopted, not started again');
       assert.equal((await two.redirectStats('r'))!.held, 1);
       await two.releaseRedirect('r');
       assert.equal(await held, 'hello from upstream\n');
       await two.startRedirect('r', { address: '127.0.61.104', ports: [port], upstream: '127.0.61.4' });
-      await assert.rejects(two.startRedirect('r', { address: '127.0.61.105', ports: [port], upstream: '127.0.61.4' }), (err: Error & { code?: string }) => err.code === 'REDIRECT_CONFLICT');
+      await assert.rejects(
+        two.startRedirect('r', { address: '127.0.61.105', ports: [port], upstream: '127.0.61.4' }),
+        (err: Error & { code?: string }) => err.code === 'REDIRECT_CONFLICT',
+      );
       // An agent killed after starting a redirect but before saving it: the next start of that
       // redirect replaces the relay it left, which still holds the port.
       running = undefined;
@@ -365,7 +579,7 @@ describe('agent API', () => {
       await three.stopRedirect('r');
       running = undefined;
       await three.stop();
-      assert.ok(await waitFor(() => !isAlive(pid!), 5000), 'a stopped redirect\'s process exits');
+      assert.ok(await waitFor(() => !isAlive(pid!), 5000), "a stopped redirect's process exits");
       await assert.rejects(through(), /ECONNREFUSED/);
     } finally {
       await running?.stop();
@@ -375,70 +589,102 @@ describe('agent API', () => {
     }
   });
 
-  test('sync: rsync pushes a site to another agent, initial then delta, one secret per migration, never into a live site', { skip: findBinary('rsync') ? false : 'rsync is not installed' }, async () => {
-    await a.driver.addSite('sync.example', 'serve');
-    await b.driver.addSite('sync.example', 'readonly');
-    const port = a.agent.sites.port;
-    const post = (key: string) =>
-      new Promise<number>((resolve, reject) => {
-        const body = JSON.stringify({ key });
-        const req = request({ host: a.sharedIp, port, path: '/orders', method: 'POST', headers: { host: 'sync.example', 'content-type': 'application/json' }, agent: false }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
+  test(
+    'sync: rsync pushes a site to another agent, initial then delta, one secret per migration, never into a live site',
+    { skip: findBinary('rsync') ? false : 'rsync is not installed' },
+    async () => {
+      await a.driver.addSite('sync.example', 'serve');
+      await b.driver.addSite('sync.example', 'readonly');
+      const port = a.agent.sites.port;
+      const post = (key: string) =>
+        new Promise<number>((resolve, reject) => {
+          const body = JSON.stringify({ key });
+          const req = request(
+            {
+              host: a.sharedIp,
+              port,
+              path: '/orders',
+              method: 'POST',
+              headers: { host: 'sync.example', 'content-type': 'application/json' },
+              agent: false,
+            },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode ?? 0));
+            },
+          );
+          req.on('error', reject);
+          req.end(body);
         });
-        req.on('error', reject);
-        req.end(body);
-      });
-    for (let i = 0; i < 5; i++) assert.equal(await post(`k${i}`), 201);
-    await appendFile(join(a.agent.siteDataDir('sync.example'), 'extra.txt'), 'x'.repeat(10_000));
+      for (let i = 0; i < 5; i++) assert.equal(await post(`k${i}`), 201);
+      await appendFile(join(a.agent.siteDataDir('sync.example'), 'extra.txt'), 'x'.repeat(10_000));
 
-    const first = await a.driver.syncSite('sync.example', b.driver);
-    assert.ok(first.files >= 2, JSON.stringify(first));
-    assert.ok(first.bytes >= 10_000);
-    assert.equal((await b.agent.sites.readOrders('sync.example')).length, 5, 'the target reloaded the data');
+      const first = await a.driver.syncSite('sync.example', b.driver);
+      assert.ok(first.files >= 2, JSON.stringify(first));
+      assert.ok(first.bytes >= 10_000);
+      assert.equal(
+        (await b.agent.sites.readOrders('sync.example')).length,
+        5,
+        'the target reloaded the data',
+      );
 
-    for (let i = 5; i < 8; i++) assert.equal(await post(`k${i}`), 201);
-    const delta = await a.driver.syncSite('sync.example', b.driver);
-    assert.equal(delta.files, 1, 'only the order log changed');
-    assert.equal((await b.agent.sites.readOrders('sync.example')).map((o) => o.key).join(','), 'k0,k1,k2,k3,k4,k5,k6,k7');
-    const none = await a.driver.syncSite('sync.example', b.driver);
-    assert.equal(none.files, 0);
-    assert.deepEqual(b.agent.info().syncSessions, ['sync.example'], 'one session, one secret, for every pass');
+      for (let i = 5; i < 8; i++) assert.equal(await post(`k${i}`), 201);
+      const delta = await a.driver.syncSite('sync.example', b.driver);
+      assert.equal(delta.files, 1, 'only the order log changed');
+      assert.equal(
+        (await b.agent.sites.readOrders('sync.example')).map((o) => o.key).join(','),
+        'k0,k1,k2,k3,k4,k5,k6,k7',
+      );
+      const none = await a.driver.syncSite('sync.example', b.driver);
+      assert.equal(none.files, 0);
+      assert.deepEqual(
+        b.agent.info().syncSessions,
+        ['sync.example'],
+        'one session, one secret, for every pass',
+      );
 
-    // Progress of a push, by job id, after it ran (and while it runs).
-    const session = await b.driver.openSyncReceiver('sync.example');
-    await a.driver.call('POST', '/v1/sites/sync.example/push', { jobId: 'job-1', to: session });
-    const progress = await a.driver.syncProgress('job-1');
-    assert.equal(progress?.state, 'done');
-    assert.equal(progress?.domain, 'sync.example');
-    assert.equal(progress?.percent, 100);
-    assert.equal(await a.driver.syncProgress('job-none'), undefined);
+      // Progress of a push, by job id, after it ran (and while it runs).
+      const session = await b.driver.openSyncReceiver('sync.example');
+      await a.driver.call('POST', '/v1/sites/sync.example/push', { jobId: 'job-1', to: session });
+      const progress = await a.driver.syncProgress('job-1');
+      assert.equal(progress?.state, 'done');
+      assert.equal(progress?.domain, 'sync.example');
+      assert.equal(progress?.percent, 100);
+      assert.equal(await a.driver.syncProgress('job-none'), undefined);
 
-    // The session is the same when opened again; its secret file is private; a wrong secret fails with rsync's reason.
-    const again = await b.driver.openSyncReceiver('sync.example');
-    assert.equal(again.secret, session.secret, 'opening twice gives the same session');
-    const { stat } = await import('node:fs/promises');
-    assert.equal((await stat(join(b.dir, 'rsyncd', `ferry-sync.example.secret`))).mode & 0o777, 0o600);
-    await assert.rejects(
-      a.driver.call('POST', '/v1/sites/sync.example/push', { to: { ...session, secret: 'w'.repeat(24) } }),
-      (err: Error & { code?: string }) => err.code === 'RSYNC_FAILED' && /auth/i.test(err.message),
-    );
+      // The session is the same when opened again; its secret file is private; a wrong secret fails with rsync's reason.
+      const again = await b.driver.openSyncReceiver('sync.example');
+      assert.equal(again.secret, session.secret, 'opening twice gives the same session');
+      const { stat } = await import('node:fs/promises');
+      assert.equal((await stat(join(b.dir, 'rsyncd', `ferry-sync.example.secret`))).mode & 0o777, 0o600);
+      await assert.rejects(
+        a.driver.call('POST', '/v1/sites/sync.example/push', { to: { ...session, secret: 'w'.repeat(24) } }),
+        (err: Error & { code?: string }) => err.code === 'RSYNC_FAILED' && /auth/i.test(err.message),
+      );
 
-    // Once the site takes writes on the receiver, its session is gone and none can open.
-    await b.driver.setSiteMode('sync.example', 'serve');
-    assert.deepEqual(b.agent.info().syncSessions, []);
-    const conf = await readFile(join(b.dir, 'rsyncd', 'rsyncd.conf'), 'utf8');
-    assert.doesNotMatch(conf, /ferry-sync\.example/, 'no module left for a live site');
-    await assert.rejects(
-      a.driver.call('POST', '/v1/sites/sync.example/push', { to: session }),
-      (err: Error & { code?: string }) => err.code === 'RSYNC_FAILED',
-    );
-    await assert.rejects(b.driver.openSyncReceiver('sync.example'), (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE' && /Set it readonly first/.test(err.message));
-    await assert.rejects(a.driver.syncSite('sync.example', b.driver), (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE');
-    // A site that proxies its requests elsewhere takes no writes here: it may receive (an origin
-    // getting the target's data back when a migration is rolled back during draining).
-    await b.driver.setSiteMode('sync.example', { proxy: { address: '127.0.0.1', port: 9 } });
-    await a.driver.syncSite('sync.example', b.driver); // rejects with SYNC_TARGET_LIVE if refused
-    await b.driver.closeSyncReceiver('sync.example');
-  });
+      // Once the site takes writes on the receiver, its session is gone and none can open.
+      await b.driver.setSiteMode('sync.example', 'serve');
+      assert.deepEqual(b.agent.info().syncSessions, []);
+      const conf = await readFile(join(b.dir, 'rsyncd', 'rsyncd.conf'), 'utf8');
+      assert.doesNotMatch(conf, /ferry-sync\.example/, 'no module left for a live site');
+      await assert.rejects(
+        a.driver.call('POST', '/v1/sites/sync.example/push', { to: session }),
+        (err: Error & { code?: string }) => err.code === 'RSYNC_FAILED',
+      );
+      await assert.rejects(
+        b.driver.openSyncReceiver('sync.example'),
+        (err: Error & { code?: string }) =>
+          err.code === 'SYNC_TARGET_LIVE' && /Set it readonly first/.test(err.message),
+      );
+      await assert.rejects(
+        a.driver.syncSite('sync.example', b.driver),
+        (err: Error & { code?: string }) => err.code === 'SYNC_TARGET_LIVE',
+      );
+      // A site that proxies its requests elsewhere takes no writes here: it may receive (an origin
+      // getting the target's data back when a migration is rolled back during draining).
+      await b.driver.setSiteMode('sync.example', { proxy: { address: '127.0.0.1', port: 9 } });
+      await a.driver.syncSite('sync.example', b.driver); // rejects with SYNC_TARGET_LIVE if refused
+      await b.driver.closeSyncReceiver('sync.example');
+    },
+  );
 });

@@ -37,13 +37,18 @@ export interface AgentServerOptions {
   logger?: Logger;
 }
 
-const ip = z.string().refine((s) => isIP(s) !== 0, { message: 'must be an IPv4 or IPv6 address literal, e.g. "192.0.2.10"' });
+const ip = z
+  .string()
+  .refine((s) => isIP(s) !== 0, { message: 'must be an IPv4 or IPv6 address literal, e.g. "192.0.2.10"' });
 const port = z.number({ message: 'must be a port number 1-65535' }).int().min(1).max(65535);
 const domain = z
   .string()
-  .regex(/^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/, {
-    message: 'must be a domain name, e.g. "shop.example"',
-  });
+  .regex(
+    /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/,
+    {
+      message: 'must be a domain name, e.g. "shop.example"',
+    },
+  );
 const mode = z.union(
   [
     z.enum(['serve', 'readonly', 'hold']),
@@ -55,13 +60,23 @@ const engine = z.enum(['userspace', 'kernel'], { message: 'must be "userspace" o
 
 const schemas = {
   addressParam: z.object({ address: ip }),
-  redirectParam: z.object({ id: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/, { message: "must be 1-120 letters, digits, '.', '_' or '-'" }) }),
+  redirectParam: z.object({
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,120}$/, { message: "must be 1-120 letters, digits, '.', '_' or '-'" }),
+  }),
   domainParam: z.object({ domain }),
-  jobParam: z.object({ id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { message: "must be 1-64 letters, digits, '.', '_' or '-'" }) }),
+  jobParam: z.object({
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, { message: "must be 1-64 letters, digits, '.', '_' or '-'" }),
+  }),
   startRedirect: z
     .object({
       address: ip,
-      ports: z.array(port, { message: 'must be a list of ports, e.g. [80, 443]' }).min(1, { message: 'must list at least one port' }),
+      ports: z
+        .array(port, { message: 'must be a list of ports, e.g. [80, 443]' })
+        .min(1, { message: 'must list at least one port' }),
       upstream: ip,
       sourceAddress: ip.optional(),
       engine: engine.optional(),
@@ -72,12 +87,27 @@ const schemas = {
   setMode: z.object({ mode }).strict(),
   removeSite: z.object({ deleteData: z.enum(['true', 'false']).optional() }).strict(),
   waitIdle: z.object({ timeoutMs: z.number().int().min(0).max(600_000) }).strict(),
-  probe: z.object({ address: ip, port, path: z.string().startsWith('/', { message: 'must start with "/"' }).max(2048).default('/') }).strict(),
+  probe: z
+    .object({
+      address: ip,
+      port,
+      path: z.string().startsWith('/', { message: 'must start with "/"' }).max(2048).default('/'),
+    })
+    .strict(),
   push: z
     .object({
-      jobId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+      jobId: z
+        .string()
+        .regex(/^[A-Za-z0-9._-]{1,64}$/)
+        .optional(),
       to: z
-        .object({ address: ip, port, module: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/), user: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/), secret: z.string().min(16).max(200) })
+        .object({
+          address: ip,
+          port,
+          module: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/),
+          user: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/),
+          secret: z.string().min(16).max(200),
+        })
         .strict(),
     })
     .strict(),
@@ -87,7 +117,10 @@ const schemas = {
 function describe(where: string, err: z.ZodError): string {
   return err.issues
     .map((i) => {
-      const path = i.path.reduce<string>((acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : `${acc}.${String(p)}`), where);
+      const path = i.path.reduce<string>(
+        (acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : `${acc}.${String(p)}`),
+        where,
+      );
       return `${path}: ${i.message}`;
     })
     .join('; ');
@@ -106,13 +139,18 @@ function digest(s: string): Buffer {
 /** Build the agent's fastify app (not listening). */
 export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): FastifyInstance {
   if (typeof opts.token !== 'string' || opts.token.length < 16) {
-    throw new FerryError('AGENT_OPTIONS', 'the agent token must be at least 16 characters (generate one with: openssl rand -hex 32)');
+    throw new FerryError(
+      'AGENT_OPTIONS',
+      'the agent token must be at least 16 characters (generate one with: openssl rand -hex 32)',
+    );
   }
   if (opts.tls && !(opts.tls.certFile && opts.tls.keyFile)) {
     throw new FerryError('AGENT_OPTIONS', 'TLS needs both a certificate file and a key file');
   }
   const want = digest(opts.token);
-  const https = opts.tls ? { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) } : null;
+  const https = opts.tls
+    ? { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) }
+    : null;
   const app = Fastify({
     ...(https ? { https } : {}),
     ...(opts.logger ? { loggerInstance: opts.logger } : {}),
@@ -135,7 +173,10 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     // Hashing first makes the compare constant-time whatever the presented token's length.
     if (!m || !timingSafeEqual(digest(m[1]!), want)) {
       reply.header('www-authenticate', 'Bearer realm="ferry-agent"');
-      const { status, body } = errorAnswer('UNAUTHORIZED', m ? 'wrong bearer token' : 'send Authorization: Bearer <agent token>');
+      const { status, body } = errorAnswer(
+        'UNAUTHORIZED',
+        m ? 'wrong bearer token' : 'send Authorization: Bearer <agent token>',
+      );
       return reply.code(status).send(body);
     }
   });
@@ -144,13 +185,17 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
   app.setErrorHandler((err, _req, reply) => {
     const { status, body } = toApiError(err);
     if (status >= 500) {
-      if (err instanceof FerryError) opts.logger?.error({ code: err.code, msg: err.message }, 'agent operation failed');
+      if (err instanceof FerryError)
+        opts.logger?.error({ code: err.code, msg: err.message }, 'agent operation failed');
       else opts.logger?.error({ err }, 'agent internal error');
     }
     return reply.code(status).send(body);
   });
   app.setNotFoundHandler((req, reply) => {
-    const { status, body } = errorAnswer('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/info`);
+    const { status, body } = errorAnswer(
+      'ROUTE_NOT_FOUND',
+      `no route ${req.method} ${req.url.split('?')[0]}; see GET /v1/info`,
+    );
     return reply.code(status).send(body);
   });
 
@@ -224,7 +269,11 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
   app.get('/v1/sites/:domain', async (req) => {
     const { domain } = parse(schemas.domainParam, req.params, 'params');
     const mode = await agent.siteMode(domain);
-    if (mode === null) throw new FerryError('SITE_NOT_FOUND', `${agent.id} does not serve ${domain}; add it with PUT /v1/sites/{domain} first`);
+    if (mode === null)
+      throw new FerryError(
+        'SITE_NOT_FOUND',
+        `${agent.id} does not serve ${domain}; add it with PUT /v1/sites/{domain} first`,
+      );
     return { domain, mode };
   });
   app.put('/v1/sites/:domain/mode', async (req) => {

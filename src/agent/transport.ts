@@ -41,7 +41,11 @@ export interface SyncTransport {
   /** Close every session and whatever serves them. */
   stop(): Promise<void>;
   /** Make the session `to` a copy of `source` (deleting what `source` no longer has). */
-  push(source: string, to: SyncEndpoint, onProgress?: (p: PushProgress) => void): Promise<{ files: number; bytes: number; totalBytes?: number }>;
+  push(
+    source: string,
+    to: SyncEndpoint,
+    onProgress?: (p: PushProgress) => void,
+  ): Promise<{ files: number; bytes: number; totalBytes?: number }>;
 }
 
 /** rsync daemon sessions and rsync pushes. */
@@ -49,7 +53,9 @@ export class RsyncTransport implements SyncTransport {
   readonly kind = 'rsync';
   private readonly receiver: RsyncReceiver;
 
-  constructor(private readonly opts: { address: string; port?: number; stateDir: string; rsyncPath?: string }) {
+  constructor(
+    private readonly opts: { address: string; port?: number; stateDir: string; rsyncPath?: string },
+  ) {
     this.receiver = new RsyncReceiver(opts);
   }
 
@@ -69,11 +75,23 @@ export class RsyncTransport implements SyncTransport {
     return this.receiver.stop();
   }
 
-  push(source: string, to: SyncEndpoint, onProgress?: (p: PushProgress) => void): Promise<{ files: number; bytes: number; totalBytes: number }> {
+  push(
+    source: string,
+    to: SyncEndpoint,
+    onProgress?: (p: PushProgress) => void,
+  ): Promise<{ files: number; bytes: number; totalBytes: number }> {
     if (to.transport === 'in-process') {
-      throw new FerryError('SYNC_UNSUPPORTED', `receive session ${to.module} is in-process; this agent pushes with rsync`);
+      throw new FerryError(
+        'SYNC_UNSUPPORTED',
+        `receive session ${to.module} is in-process; this agent pushes with rsync`,
+      );
     }
-    return rsyncPush({ source, to, ...(this.opts.rsyncPath ? { rsyncPath: this.opts.rsyncPath } : {}), ...(onProgress ? { onProgress } : {}) });
+    return rsyncPush({
+      source,
+      to,
+      ...(this.opts.rsyncPath ? { rsyncPath: this.opts.rsyncPath } : {}),
+      ...(onProgress ? { onProgress } : {}),
+    });
   }
 }
 
@@ -93,7 +111,14 @@ export class InProcessTransport implements SyncTransport {
     if (existing && inProcessSessions.get(existing.module)?.path === path) return existing;
     const module = existing?.module ?? `ferry-${session}-${randomBytes(4).toString('hex')}`;
     const secret = existing?.secret ?? randomBytes(24).toString('base64url');
-    const endpoint: SyncEndpoint = { address: this.address, port: 0, module, user: module, secret, transport: 'in-process' };
+    const endpoint: SyncEndpoint = {
+      address: this.address,
+      port: 0,
+      module,
+      user: module,
+      secret,
+      transport: 'in-process',
+    };
     inProcessSessions.set(module, { path, secret });
     this.sessions.set(session, endpoint);
     return endpoint;
@@ -114,17 +139,32 @@ export class InProcessTransport implements SyncTransport {
     for (const s of [...this.sessions.keys()]) await this.close(s);
   }
 
-  async push(source: string, to: SyncEndpoint, onProgress?: (p: PushProgress) => void): Promise<{ files: number; bytes: number }> {
+  async push(
+    source: string,
+    to: SyncEndpoint,
+    onProgress?: (p: PushProgress) => void,
+  ): Promise<{ files: number; bytes: number }> {
     if (to.transport !== 'in-process') {
-      throw new FerryError('SYNC_UNSUPPORTED', `receive session ${to.module} at ${to.address}:${to.port} is rsync; this agent copies in-process only`);
+      throw new FerryError(
+        'SYNC_UNSUPPORTED',
+        `receive session ${to.module} at ${to.address}:${to.port} is rsync; this agent copies in-process only`,
+      );
     }
     const session = inProcessSessions.get(to.module);
     if (!session || !sameSecret(session.secret, to.secret)) {
-      throw new FerryError('SYNC_SESSION_CLOSED', `receive session ${to.module} is closed (the site takes writes there, or was removed)`);
+      throw new FerryError(
+        'SYNC_SESSION_CLOSED',
+        `receive session ${to.module} is closed (the site takes writes there, or was removed)`,
+      );
     }
     const res = await syncDirectory(source, session.path, {
       delete: true,
-      ...(onProgress ? { onProgress: (p: { bytes: number; files: number; percent: number }) => onProgress({ bytes: p.bytes, percent: p.percent, files: p.files }) } : {}),
+      ...(onProgress
+        ? {
+            onProgress: (p: { bytes: number; files: number; percent: number }) =>
+              onProgress({ bytes: p.bytes, percent: p.percent, files: p.files }),
+          }
+        : {}),
     });
     return { files: res.files, bytes: res.bytes };
   }

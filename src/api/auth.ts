@@ -27,13 +27,23 @@ export class TokenVerifier {
   private readonly tokens: Array<{ digest: Buffer; scope: Scope; name: string }>;
 
   constructor(tokens: ApiToken[]) {
-    if (tokens.length === 0) throw new FerryError('API_OPTIONS', 'the API needs at least one token: pass tokens: [{ token, scope }]');
+    if (tokens.length === 0)
+      throw new FerryError(
+        'API_OPTIONS',
+        'the API needs at least one token: pass tokens: [{ token, scope }]',
+      );
     this.tokens = tokens.map((t, i) => {
       if (typeof t.token !== 'string' || t.token.length < 16) {
-        throw new FerryError('API_OPTIONS', `token ${t.name ?? i + 1} is shorter than 16 characters; use generateToken()`);
+        throw new FerryError(
+          'API_OPTIONS',
+          `token ${t.name ?? i + 1} is shorter than 16 characters; use generateToken()`,
+        );
       }
       if (t.scope !== 'read' && t.scope !== 'operator') {
-        throw new FerryError('API_OPTIONS', `token ${t.name ?? i + 1} has scope "${String(t.scope)}"; use "read" or "operator"`);
+        throw new FerryError(
+          'API_OPTIONS',
+          `token ${t.name ?? i + 1} has scope "${String(t.scope)}"; use "read" or "operator"`,
+        );
       }
       return { digest: digest(t.token), scope: t.scope, name: t.name ?? `token-${i + 1}` };
     });

@@ -5,7 +5,11 @@ import { apiOptionsFromConfig } from './config.js';
 
 it('api config: defaults, tokens from the environment, durations', () => {
   const o = apiOptionsFromConfig(
-    { tokens: [{ name: 'ops', scope: 'operator', token: '${OPS_TOKEN}' }], sampleInterval: '500ms', sse: { heartbeat: '20s' } },
+    {
+      tokens: [{ name: 'ops', scope: 'operator', token: '${OPS_TOKEN}' }],
+      sampleInterval: '500ms',
+      sse: { heartbeat: '20s' },
+    },
     { env: { OPS_TOKEN: 'x'.repeat(20) } },
   );
   assert.equal(o.host, '127.0.0.1');
@@ -18,8 +22,18 @@ it('api config: defaults, tokens from the environment, durations', () => {
 
 it('api config: every problem named with its key', () => {
   assert.throws(
-    () => apiOptionsFromConfig({ tokens: [{ scope: 'admin', token: 'a', tokenFile: '/x' }], listen: { address: 'localhost' } }),
-    (e: unknown) => isFerryError(e, 'CONFIG_INVALID') && /api\.tokens\.0\.scope/.test(e.message) && /api\.listen\.address/.test(e.message),
+    () =>
+      apiOptionsFromConfig({
+        tokens: [{ scope: 'admin', token: 'a', tokenFile: '/x' }],
+        listen: { address: 'localhost' },
+      }),
+    (e: unknown) =>
+      isFerryError(e, 'CONFIG_INVALID') &&
+      /api\.tokens\.0\.scope/.test(e.message) &&
+      /api\.listen\.address/.test(e.message),
   );
-  assert.throws(() => apiOptionsFromConfig({ tokens: [{ scope: 'read', token: '${NOPE_UNSET}' }] }, { env: {} }), /NOPE_UNSET is not set/);
+  assert.throws(
+    () => apiOptionsFromConfig({ tokens: [{ scope: 'read', token: '${NOPE_UNSET}' }] }, { env: {} }),
+    /NOPE_UNSET is not set/,
+  );
 });

@@ -27,20 +27,32 @@ const tokenEntry = z
     token: z.string().min(1).optional(),
     tokenFile: z.string().min(1).optional(),
   })
-  .refine((t) => (t.token === undefined) !== (t.tokenFile === undefined), { message: 'give the token as token: "${ENV_VAR}" or as tokenFile: /path — one of the two' });
+  .refine((t) => (t.token === undefined) !== (t.tokenFile === undefined), {
+    message: 'give the token as token: "${ENV_VAR}" or as tokenFile: /path — one of the two',
+  });
 
 /** The schema of `api:`, with defaults. */
 export const apiConfigSchema = z.strictObject({
   listen: z
     .strictObject({
-      address: z.string().refine((s) => isIP(s) !== 0, { message: 'must be an IP address literal, e.g. 127.0.0.1' }).default('127.0.0.1'),
+      address: z
+        .string()
+        .refine((s) => isIP(s) !== 0, { message: 'must be an IP address literal, e.g. 127.0.0.1' })
+        .default('127.0.0.1'),
       port: z.number().int().min(0).max(65535).default(7300),
     })
     .default({ address: '127.0.0.1', port: 7300 }),
-  tokens: z.array(tokenEntry).min(1, { message: 'must list at least one token: [{ name, scope: operator, token: "${FERRY_TOKEN}" }]' }),
+  tokens: z.array(tokenEntry).min(1, {
+    message: 'must list at least one token: [{ name, scope: operator, token: "${FERRY_TOKEN}" }]',
+  }),
   rateLimitPerMinute: z.number().int().min(0).default(600),
   writeRateLimitPerMinute: z.number().int().min(1).default(30),
-  sse: z.strictObject({ maxSubscribers: z.number().int().min(1).default(100), heartbeat: duration.default('15s') }).default({ maxSubscribers: 100, heartbeat: '15s' }),
+  sse: z
+    .strictObject({
+      maxSubscribers: z.number().int().min(1).default(100),
+      heartbeat: duration.default('15s'),
+    })
+    .default({ maxSubscribers: 100, heartbeat: '15s' }),
   sampleInterval: duration.default('1s'),
   metrics: z.boolean().default(true),
   dashboard: z.boolean().default(true),
@@ -49,7 +61,10 @@ export const apiConfigSchema = z.strictObject({
 export type ApiConfig = z.input<typeof apiConfigSchema>;
 
 /** Validate an `api:` section and resolve its secrets; `baseDir` anchors relative token files. */
-export function apiOptionsFromConfig(raw: unknown, opts: { baseDir?: string; env?: NodeJS.ProcessEnv } = {}): ApiOptions & { host: string; port: number } {
+export function apiOptionsFromConfig(
+  raw: unknown,
+  opts: { baseDir?: string; env?: NodeJS.ProcessEnv } = {},
+): ApiOptions & { host: string; port: number } {
   const parsed = apiConfigSchema.safeParse(raw ?? {});
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `api.${i.path.join('.')}: ${i.message}`);
@@ -64,12 +79,18 @@ export function apiOptionsFromConfig(raw: unknown, opts: { baseDir?: string; env
       try {
         token = readFileSync(resolve(opts.baseDir ?? '.', t.tokenFile), 'utf8').trim();
       } catch (err) {
-        throw new FerryError('CONFIG_INVALID', `api.tokens.${i}.tokenFile: cannot read ${t.tokenFile}`, { cause: err });
+        throw new FerryError('CONFIG_INVALID', `api.tokens.${i}.tokenFile: cannot read ${t.tokenFile}`, {
+          cause: err,
+        });
       }
     } else {
       const m = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(t.token!);
       token = m ? (env[m[1]!] ?? '') : t.token!;
-      if (m && !token) throw new FerryError('CONFIG_INVALID', `api.tokens.${i}.token: the environment variable ${m[1]} is not set`);
+      if (m && !token)
+        throw new FerryError(
+          'CONFIG_INVALID',
+          `api.tokens.${i}.token: the environment variable ${m[1]} is not set`,
+        );
     }
     return { name, scope: t.scope, token };
   });

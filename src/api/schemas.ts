@@ -5,7 +5,12 @@ const timings = {
   additionalProperties: false,
   description: 'Timing knobs of this migration; omitted ones take the controller defaults',
   properties: {
-    ttl: { type: 'integer', minimum: 1, maximum: 86400, description: 'TTL (s) of the A record while at IPt and at IP2' },
+    ttl: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 86400,
+      description: 'TTL (s) of the A record while at IPt and at IP2',
+    },
     quietWindowMs: { type: 'integer', minimum: 0, maximum: 3_600_000 },
     dnsTempCapMs: { type: 'integer', minimum: 0, maximum: 86_400_000 },
     drainCapMs: { type: 'integer', minimum: 0, maximum: 86_400_000 },
@@ -19,18 +24,32 @@ const domain = {
   type: 'string',
   minLength: 1,
   maxLength: 254,
-  pattern: '^(?=.{1,253}\\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\\.?$',
+  pattern:
+    '^(?=.{1,253}\\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\\.?$',
 } as const;
 const serverId = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' } as const;
 const migrationId = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$' } as const;
 
 export const errorSchema = {
   type: 'object',
-  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] } },
+  properties: {
+    error: {
+      type: 'object',
+      properties: { code: { type: 'string' }, message: { type: 'string' } },
+      required: ['code', 'message'],
+    },
+  },
   required: ['error'],
 } as const;
 
-const phase = { type: 'object', properties: { name: { type: 'string' }, startedAt: { type: 'number' }, endedAt: { type: ['number', 'null'] } } } as const;
+const phase = {
+  type: 'object',
+  properties: {
+    name: { type: 'string' },
+    startedAt: { type: 'number' },
+    endedAt: { type: ['number', 'null'] },
+  },
+} as const;
 
 export const migrationSchema = {
   type: 'object',
@@ -62,7 +81,12 @@ export const schemas = {
     type: 'object',
     additionalProperties: false,
     required: ['from', 'to'],
-    properties: { from: serverId, to: serverId, concurrency: { type: 'integer', minimum: 1, maximum: 64 }, timings },
+    properties: {
+      from: serverId,
+      to: serverId,
+      concurrency: { type: 'integer', minimum: 1, maximum: 64 },
+      timings,
+    },
   },
   idParam: { type: 'object', required: ['id'], properties: { id: migrationId } },
   serverParam: { type: 'object', required: ['id'], properties: { id: serverId } },
@@ -81,7 +105,11 @@ export const schemas = {
     additionalProperties: false,
     properties: {
       migration: migrationId,
-      since: { type: 'integer', minimum: 0, description: 'replay events after this seq (Last-Event-ID wins when both are given)' },
+      since: {
+        type: 'integer',
+        minimum: 0,
+        description: 'replay events after this seq (Last-Event-ID wins when both are given)',
+      },
     },
   },
 } as const;

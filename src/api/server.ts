@@ -3,7 +3,13 @@
  * route needs a bearer token (`read` to look, `operator` to change); the dashboard's static files
  * are public (they hold no data, and ask for a token). Errors answer `{ error: { code, message } }`.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify';
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -70,10 +76,21 @@ export function migrationView(rec: MigrationRecord) {
 }
 
 const security = [{ bearer: [] }];
-const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 429: errorSchema };
+const errors = {
+  400: errorSchema,
+  401: errorSchema,
+  403: errorSchema,
+  404: errorSchema,
+  409: errorSchema,
+  429: errorSchema,
+};
 
 /** Wait for `p` up to `ms`: its value, or undefined when still pending (its failure is then only logged). */
-async function settleWithin<T>(p: Promise<T>, ms: number, log: (msg: string) => void): Promise<T | undefined> {
+async function settleWithin<T>(
+  p: Promise<T>,
+  ms: number,
+  log: (msg: string) => void,
+): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const pending = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
   p.catch((err: unknown) => log(errorMessage(err)));
@@ -92,7 +109,9 @@ const ajvOptions = { removeAdditional: false, allErrors: false } as const;
  * are coerced (and `1e400`, which coerces to Infinity and passes ajv's bounds, is refused); JSON
  * bodies are taken as sent (`["a"]` is not the string `"a"`, `"5"` not 5).
  */
-const buildValidator: NonNullable<NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']>['buildValidator'] = (external) => {
+const buildValidator: NonNullable<
+  NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']
+>['buildValidator'] = (external) => {
   const coercing = validators(external, { customOptions: { ...ajvOptions, coerceTypes: 'array' } });
   const strict = validators(external, { customOptions: { ...ajvOptions, coerceTypes: false } });
   return (route) => {
@@ -102,8 +121,19 @@ const buildValidator: NonNullable<NonNullable<FastifyServerOptions['schemaContro
       (data: unknown): data is unknown => {
         check.errors = validate(data) ? null : validate.errors;
         const values = (data ?? {}) as Record<string, unknown>;
-        const infinite = check.errors ? undefined : Object.keys(values).find((k) => values[k] === Infinity || values[k] === -Infinity);
-        if (infinite) check.errors = [{ instancePath: `/${infinite}`, schemaPath: '#/type', keyword: 'type', params: {}, message: 'must be a finite number' }];
+        const infinite = check.errors
+          ? undefined
+          : Object.keys(values).find((k) => values[k] === Infinity || values[k] === -Infinity);
+        if (infinite)
+          check.errors = [
+            {
+              instancePath: `/${infinite}`,
+              schemaPath: '#/type',
+              keyword: 'type',
+              params: {},
+              message: 'must be a finite number',
+            },
+          ];
         return !check.errors;
       },
       { schema: validate.schema, schemaEnv: validate.schemaEnv },
@@ -129,10 +159,14 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       void (reply as FastifyReply).code(status).send(body);
     },
   });
-  const sampler = opts.sampleIntervalMs === 0 ? undefined : new TrafficSampler(controller, { intervalMs: opts.sampleIntervalMs ?? 1000 });
+  const sampler =
+    opts.sampleIntervalMs === 0
+      ? undefined
+      : new TrafficSampler(controller, { intervalMs: opts.sampleIntervalMs ?? 1000 });
   sampler?.start();
   const hub = new EventHub(controller, sampler, opts.sse);
-  const metrics: FerryMetrics | undefined = opts.metrics === false ? undefined : createMetrics(controller, sampler);
+  const metrics: FerryMetrics | undefined =
+    opts.metrics === false ? undefined : createMetrics(controller, sampler);
   const syncWaitMs = opts.syncWaitMs ?? 1000;
   // preClose, not onClose: open event streams would otherwise keep close() waiting.
   app.addHook('preClose', async () => {
@@ -144,8 +178,16 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'Ferry control API', version: '1', description: 'Servers, sites, migrations and their live events.' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a read or operator token' } } },
+      info: {
+        title: 'Ferry control API',
+        version: '1',
+        description: 'Servers, sites, migrations and their live events.',
+      },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'a read or operator token' },
+        },
+      },
     },
   });
   const perMinute = opts.rateLimitPerMinute ?? 600;
@@ -155,10 +197,14 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       max: perMinute,
       timeWindow: 60_000,
       errorResponseBuilder: (_req, ctx) =>
-        new FerryError('RATE_LIMITED', `too many requests: at most ${ctx.max} per minute; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
+        new FerryError(
+          'RATE_LIMITED',
+          `too many requests: at most ${ctx.max} per minute; retry in ${Math.ceil(ctx.ttl / 1000)} s`,
+        ),
     });
   }
-  const writeLimit = perMinute > 0 ? { rateLimit: { max: opts.writeRateLimitPerMinute ?? 30, timeWindow: 60_000 } } : {};
+  const writeLimit =
+    perMinute > 0 ? { rateLimit: { max: opts.writeRateLimitPerMinute ?? 30, timeWindow: 60_000 } } : {};
 
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const need = req.routeOptions.config?.scope ?? 'read';
@@ -167,11 +213,18 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     const who = verifier.verify(presented);
     if (!who) {
       reply.header('www-authenticate', 'Bearer realm="ferry"');
-      throw new FerryError(presented ? 'AUTH_INVALID_TOKEN' : 'AUTH_MISSING_TOKEN', presented
-        ? 'the token is not valid for this controller'
-        : 'a token is required: send "Authorization: Bearer <token>"');
+      throw new FerryError(
+        presented ? 'AUTH_INVALID_TOKEN' : 'AUTH_MISSING_TOKEN',
+        presented
+          ? 'the token is not valid for this controller'
+          : 'a token is required: send "Authorization: Bearer <token>"',
+      );
     }
-    if (!allows(who.scope, need)) throw new FerryError('AUTH_FORBIDDEN', `this route needs an ${need} token; the token given has scope ${who.scope}`);
+    if (!allows(who.scope, need))
+      throw new FerryError(
+        'AUTH_FORBIDDEN',
+        `this route needs an ${need} token; the token given has scope ${who.scope}`,
+      );
     req.principal = who;
   });
 
@@ -182,34 +235,83 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     return reply.code(status).send(body);
   });
   app.setNotFoundHandler((req, reply) => {
-    const { status, body } = errorAnswer('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json`);
+    const { status, body } = errorAnswer(
+      'ROUTE_NOT_FOUND',
+      `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json`,
+    );
     reply.code(status).send(body);
   });
 
   // Servers, sites, records
-  app.get('/v1/servers', { schema: { tags: ['servers'], summary: 'Every server, its addresses and free temporary IPs', security, response: errors } }, async () => ({
-    servers: controller.listServers(),
-  }));
+  app.get(
+    '/v1/servers',
+    {
+      schema: {
+        tags: ['servers'],
+        summary: 'Every server, its addresses and free temporary IPs',
+        security,
+        response: errors,
+      },
+    },
+    async () => ({
+      servers: controller.listServers(),
+    }),
+  );
   app.get<{ Params: { id: string } }>(
     '/v1/servers/:id',
-    { schema: { tags: ['servers'], summary: 'One server', params: schemas.serverParam, security, response: errors } },
+    {
+      schema: {
+        tags: ['servers'],
+        summary: 'One server',
+        params: schemas.serverParam,
+        security,
+        response: errors,
+      },
+    },
     async (req) => {
       const s = controller.listServers().find((x) => x.id === req.params.id);
       if (!s) controller.server(req.params.id); // throws SERVER_NOT_FOUND with the known ids
       return s;
     },
   );
-  app.get('/v1/sites', { schema: { tags: ['sites'], summary: 'Every site and the server hosting it now', security, response: errors } }, async () => ({
-    sites: controller.listSites(),
-  }));
+  app.get(
+    '/v1/sites',
+    {
+      schema: {
+        tags: ['sites'],
+        summary: 'Every site and the server hosting it now',
+        security,
+        response: errors,
+      },
+    },
+    async () => ({
+      sites: controller.listSites(),
+    }),
+  );
   app.get<{ Params: { domain: string } }>(
     '/v1/sites/:domain',
-    { schema: { tags: ['sites'], summary: 'One site', params: schemas.domainParam, security, response: errors } },
+    {
+      schema: {
+        tags: ['sites'],
+        summary: 'One site',
+        params: schemas.domainParam,
+        security,
+        response: errors,
+      },
+    },
     async (req) => controller.site(req.params.domain),
   );
   app.get<{ Params: { domain: string } }>(
     '/v1/records/:domain',
-    { schema: { tags: ['sites'], summary: "A domain's A RRset as the DNS provider has it", params: schemas.domainParam, security, response: errors } },
+    {
+      schema: {
+        tags: ['sites'],
+        summary: "A domain's A RRset as the DNS provider has it",
+        params: schemas.domainParam,
+        security,
+        response: errors,
+      },
+    },
     async (req) => {
       controller.site(req.params.domain);
       return controller.records(req.params.domain);
@@ -219,13 +321,23 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
   // Migrations
   app.get<{ Querystring: { limit: number; domain?: string; active?: boolean } }>(
     '/v1/migrations',
-    { schema: { tags: ['migrations'], summary: 'Migrations, newest first', querystring: schemas.listQuery, security, response: errors } },
+    {
+      schema: {
+        tags: ['migrations'],
+        summary: 'Migrations, newest first',
+        querystring: schemas.listQuery,
+        security,
+        response: errors,
+      },
+    },
     async (req) => {
       const { limit, domain, active } = req.query;
       const d = domain ? (domain.endsWith('.') ? domain : `${domain}.`).toLowerCase() : undefined;
       const list = controller
         .listMigrations()
-        .filter((r) => (!d || r.plan.domain === d) && (active === undefined || active !== TERMINAL.has(r.phase)))
+        .filter(
+          (r) => (!d || r.plan.domain === d) && (active === undefined || active !== TERMINAL.has(r.phase)),
+        )
         .slice(0, limit);
       return { migrations: list.map(migrationView) };
     },
@@ -245,12 +357,23 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     async (req, reply) => {
       const rec = await controller.startMigration(req.body);
       req.log.info({ migration: rec.plan.id, by: req.principal?.name }, 'migration started');
-      return reply.code(201).header('location', `/v1/migrations/${encodeURIComponent(rec.plan.id)}`).send(migrationView(rec));
+      return reply
+        .code(201)
+        .header('location', `/v1/migrations/${encodeURIComponent(rec.plan.id)}`)
+        .send(migrationView(rec));
     },
   );
   app.get<{ Params: { id: string } }>(
     '/v1/migrations/:id',
-    { schema: { tags: ['migrations'], summary: 'One migration with its phases, journal and last wait', params: schemas.idParam, security, response: errors } },
+    {
+      schema: {
+        tags: ['migrations'],
+        summary: 'One migration with its phases, journal and last wait',
+        params: schemas.idParam,
+        security,
+        response: errors,
+      },
+    },
     async (req) => {
       const rec = controller.migration(req.params.id);
       const events = controller.eventsSince(0, rec.plan.id);
@@ -266,7 +389,15 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
   );
   app.get<{ Params: { id: string } }>(
     '/v1/migrations/:id/traffic',
-    { schema: { tags: ['migrations'], summary: 'Traffic samples at IP1, IPt and IP2 (one a second while it ran)', params: schemas.idParam, security, response: errors } },
+    {
+      schema: {
+        tags: ['migrations'],
+        summary: 'Traffic samples at IP1, IPt and IP2 (one a second while it ran)',
+        params: schemas.idParam,
+        security,
+        response: errors,
+      },
+    },
     async (req) => {
       const rec = controller.migration(req.params.id);
       return { migration: rec.plan.id, samples: sampler?.history(rec.plan.id) ?? [] };
@@ -287,7 +418,9 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     async (req, reply) => {
       const rec = controller.migration(req.params.id);
       req.log.info({ migration: rec.plan.id, by: req.principal?.name }, 'rollback requested');
-      const done = await settleWithin(controller.rollback(rec.plan.id), syncWaitMs, (m) => req.log.warn({ migration: rec.plan.id }, `rollback: ${m}`));
+      const done = await settleWithin(controller.rollback(rec.plan.id), syncWaitMs, (m) =>
+        req.log.warn({ migration: rec.plan.id }, `rollback: ${m}`),
+      );
       if (done) return reply.code(200).send(migrationView(done));
       return reply.code(202).send({ ...migrationView(controller.migration(rec.plan.id)), accepted: true });
     },
@@ -298,7 +431,8 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       config: { scope: 'operator', ...writeLimit },
       schema: {
         tags: ['migrations'],
-        summary: 'Migrate every site of a server to another: 200 with the migrations when known at once, else 202',
+        summary:
+          'Migrate every site of a server to another: 200 with the migrations when known at once, else 202',
         body: schemas.evacuate,
         security,
         response: errors,
@@ -308,9 +442,13 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       controller.server(req.body.from);
       controller.server(req.body.to);
       req.log.info({ from: req.body.from, to: req.body.to, by: req.principal?.name }, 'evacuation requested');
-      const done = await settleWithin(controller.evacuate(req.body), syncWaitMs, (m) => req.log.warn(`evacuation: ${m}`));
+      const done = await settleWithin(controller.evacuate(req.body), syncWaitMs, (m) =>
+        req.log.warn(`evacuation: ${m}`),
+      );
       if (done) return reply.code(200).send({ ...done, migrations: done.migrations.map(migrationView) });
-      const started = controller.listMigrations().filter((r) => r.plan.origin === req.body.from && !TERMINAL.has(r.phase));
+      const started = controller
+        .listMigrations()
+        .filter((r) => r.plan.origin === req.body.from && !TERMINAL.has(r.phase));
       return reply.code(202).send({ accepted: true, migrations: started.map(migrationView) });
     },
   );
@@ -322,7 +460,8 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       config: { scope: 'read' },
       schema: {
         tags: ['events'],
-        summary: 'Server-Sent Events: phase, step, wait, error, migration, dns, traffic, held, sync (started, progress, done), retry, evacuation (with ids, replayable with Last-Event-ID) and sample (no id)',
+        summary:
+          'Server-Sent Events: phase, step, wait, error, migration, dns, traffic, held, sync (started, progress, done), retry, evacuation (with ids, replayable with Last-Event-ID) and sample (no id)',
         querystring: schemas.eventsQuery,
         security,
         response: { ...errors, 503: errorSchema },
@@ -342,10 +481,20 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
   );
 
   if (metrics) {
-    app.get('/metrics', { schema: { tags: ['metrics'], summary: 'Prometheus metrics (text format); needs a read token', security } }, async (_req, reply) => {
-      reply.header('content-type', metrics.registry.contentType);
-      return metrics.registry.metrics();
-    });
+    app.get(
+      '/metrics',
+      {
+        schema: {
+          tags: ['metrics'],
+          summary: 'Prometheus metrics (text format); needs a read token',
+          security,
+        },
+      },
+      async (_req, reply) => {
+        reply.header('content-type', metrics.registry.contentType);
+        return metrics.registry.metrics();
+      },
+    );
   }
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
@@ -362,7 +511,10 @@ export interface StartedApi {
 }
 
 /** Build the API and listen on `host:port` (port 0 picks one). */
-export async function startApi(controller: Controller, opts: ApiOptions & { host?: string; port?: number }): Promise<StartedApi> {
+export async function startApi(
+  controller: Controller,
+  opts: ApiOptions & { host?: string; port?: number },
+): Promise<StartedApi> {
   const app = await buildApi(controller, opts);
   const host = opts.host ?? '127.0.0.1';
   await app.listen({ host, port: opts.port ?? 7300 });

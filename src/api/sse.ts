@@ -33,10 +33,12 @@ export class EventHub {
   private readonly maxSubscribers: number;
   private readonly heartbeatMs: number;
   private readonly onEvent = (e: ControllerEvent) => {
-    for (const s of this.subs) if (!s.migration || s.migration === e.migrationId) this.write(s, sseMessage(e.type, e, e.seq));
+    for (const s of this.subs)
+      if (!s.migration || s.migration === e.migrationId) this.write(s, sseMessage(e.type, e, e.seq));
   };
   private readonly onSample = (t: TrafficSample) => {
-    for (const s of this.subs) if (!s.migration || s.migration === t.migrationId) this.write(s, sseMessage('sample', t));
+    for (const s of this.subs)
+      if (!s.migration || s.migration === t.migrationId) this.write(s, sseMessage('sample', t));
   };
 
   constructor(
@@ -74,7 +76,8 @@ export class EventHub {
     };
     sub.heartbeat.unref();
     // Replay and subscribe in the same tick: no event can fall between them.
-    for (const e of this.controller.eventsSince(opts.afterSeq, opts.migration)) res.write(sseMessage(e.type, e, e.seq));
+    for (const e of this.controller.eventsSince(opts.afterSeq, opts.migration))
+      res.write(sseMessage(e.type, e, e.seq));
     this.subs.add(sub);
     const drop = () => this.drop(sub);
     res.on('close', drop);

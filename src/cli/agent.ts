@@ -24,7 +24,9 @@ export function readToken(file: string | undefined, env = process.env): string {
     try {
       return readFileSync(file, 'utf8').trim();
     } catch (err) {
-      throw new FerryError('AGENT_OPTIONS', `cannot read the token file ${file}: ${(err as Error).message}`, { cause: err });
+      throw new FerryError('AGENT_OPTIONS', `cannot read the token file ${file}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
   const t = env.FERRY_AGENT_TOKEN?.trim();
@@ -46,34 +48,92 @@ export function registerAgent(program: Command): void {
     .option('--http-port <port>', 'port the sites are served on at the shared IPs', port, 80)
     .option('--data-dir <dir>', "sites' data and the agent's state", '/var/lib/ferry/agent')
     .option('--interface <dev>', 'interface temporary IPs are added to (iproute2)')
-    .option('--loopback-addresses', 'sandbox only: temporary IPs are 127.0.0.0/8 addresses, nothing is configured')
-    .option('--web <kind>', 'how sites are served: builtin (the site app on the shared IPs) or nginx (nginx in front of the app)', 'builtin')
-    .option('--nginx-conf-dir <dir>', 'folder nginx includes inside http {} for the server blocks', '/etc/nginx/ferry.d')
+    .option(
+      '--loopback-addresses',
+      'sandbox only: temporary IPs are 127.0.0.0/8 addresses, nothing is configured',
+    )
+    .option(
+      '--web <kind>',
+      'how sites are served: builtin (the site app on the shared IPs) or nginx (nginx in front of the app)',
+      'builtin',
+    )
+    .option(
+      '--nginx-conf-dir <dir>',
+      'folder nginx includes inside http {} for the server blocks',
+      '/etc/nginx/ferry.d',
+    )
     .option('--nginx-command <cmd>', 'nginx command and fixed arguments, space separated', 'nginx')
     .option('--app-address <ip>', 'where the site app listens behind nginx', oneIp, '127.0.0.1')
     .option('--app-port <port>', 'port of the site app behind nginx', port, 8080)
-    .option('--stats-port <port>', 'loopback UDP port nginx sends per-request log lines to (0 = any)', port, 0)
-    .option('--nginx-proxy-with <who>', 'after the cut-over, proxy a moved site with the app behind nginx (app: no reload) or with an nginx proxy_pass block (nginx)', 'app')
-    .option('--nginx-reload-on-remove', 'reload nginx as soon as a site is removed (default: its block goes at the next reload)')
-    .option('--engine <kind>', 'redirect engine when the controller names none: userspace or kernel', 'userspace')
-    .option('--rsync-address <ip>', 'address the rsync daemon binds to receive site data (default the first shared IP)', oneIp)
+    .option(
+      '--stats-port <port>',
+      'loopback UDP port nginx sends per-request log lines to (0 = any)',
+      port,
+      0,
+    )
+    .option(
+      '--nginx-proxy-with <who>',
+      'after the cut-over, proxy a moved site with the app behind nginx (app: no reload) or with an nginx proxy_pass block (nginx)',
+      'app',
+    )
+    .option(
+      '--nginx-reload-on-remove',
+      'reload nginx as soon as a site is removed (default: its block goes at the next reload)',
+    )
+    .option(
+      '--engine <kind>',
+      'redirect engine when the controller names none: userspace or kernel',
+      'userspace',
+    )
+    .option(
+      '--rsync-address <ip>',
+      'address the rsync daemon binds to receive site data (default the first shared IP)',
+      oneIp,
+    )
     .option('--rsync-port <port>', 'port of the rsync daemon', port, 873)
-    .option('--redirect-orphan-timeout <seconds>', 'a redirect outlives the agent (restart, upgrade); with no agent back within this time it stops by itself', number(1), 600)
-    .option('--site-app <where>', 'where the site app runs: process (its own, which outlives the agent and is adopted by its next start) or in-process (stops with the agent)', 'process')
-    .option('--site-app-orphan-timeout <seconds>', "the site app's own process outlives the agent; with no agent back within this time it stops by itself", number(1), 600)
+    .option(
+      '--redirect-orphan-timeout <seconds>',
+      'a redirect outlives the agent (restart, upgrade); with no agent back within this time it stops by itself',
+      number(1),
+      600,
+    )
+    .option(
+      '--site-app <where>',
+      'where the site app runs: process (its own, which outlives the agent and is adopted by its next start) or in-process (stops with the agent)',
+      'process',
+    )
+    .option(
+      '--site-app-orphan-timeout <seconds>',
+      "the site app's own process outlives the agent; with no agent back within this time it stops by itself",
+      number(1),
+      600,
+    )
     .action(async (o: Record<string, unknown>) => {
       const web = o.web as string;
-      if (web !== 'builtin' && web !== 'nginx') throw new FerryError('AGENT_OPTIONS', `--web must be builtin or nginx, got "${web}"`);
+      if (web !== 'builtin' && web !== 'nginx')
+        throw new FerryError('AGENT_OPTIONS', `--web must be builtin or nginx, got "${web}"`);
       const engine = o.engine as string;
-      if (engine !== 'userspace' && engine !== 'kernel') throw new FerryError('AGENT_OPTIONS', `--engine must be userspace or kernel, got "${engine}"`);
-      if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new FerryError('AGENT_OPTIONS', 'pass both --tls-cert and --tls-key, or neither');
+      if (engine !== 'userspace' && engine !== 'kernel')
+        throw new FerryError('AGENT_OPTIONS', `--engine must be userspace or kernel, got "${engine}"`);
+      if (Boolean(o.tlsCert) !== Boolean(o.tlsKey))
+        throw new FerryError('AGENT_OPTIONS', 'pass both --tls-cert and --tls-key, or neither');
       if (!o.interface && !o.loopbackAddresses) {
-        throw new FerryError('AGENT_OPTIONS', 'name the interface temporary IPs go on with --interface DEV (or --loopback-addresses in a sandbox)');
+        throw new FerryError(
+          'AGENT_OPTIONS',
+          'name the interface temporary IPs go on with --interface DEV (or --loopback-addresses in a sandbox)',
+        );
       }
       if (o.nginxProxyWith !== 'app' && o.nginxProxyWith !== 'nginx') {
-        throw new FerryError('AGENT_OPTIONS', `--nginx-proxy-with must be app or nginx, got "${String(o.nginxProxyWith)}"`);
+        throw new FerryError(
+          'AGENT_OPTIONS',
+          `--nginx-proxy-with must be app or nginx, got "${String(o.nginxProxyWith)}"`,
+        );
       }
-      if (o.siteApp !== 'process' && o.siteApp !== 'in-process') throw new FerryError('AGENT_OPTIONS', `--site-app must be process or in-process, got "${String(o.siteApp)}"`);
+      if (o.siteApp !== 'process' && o.siteApp !== 'in-process')
+        throw new FerryError(
+          'AGENT_OPTIONS',
+          `--site-app must be process or in-process, got "${String(o.siteApp)}"`,
+        );
       const token = readToken(o.tokenFile as string | undefined);
       const webOpts: WebOptions =
         web === 'nginx'
@@ -100,13 +160,18 @@ export function registerAgent(program: Command): void {
             dataDir: o.dataDir as string,
             sharedIps: o.sharedIp as string[],
             httpPort: o.httpPort as number,
-            addresses: o.loopbackAddresses ? new LoopbackAddresses() : new IprouteAddresses(o.interface as string),
+            addresses: o.loopbackAddresses
+              ? new LoopbackAddresses()
+              : new IprouteAddresses(o.interface as string),
             web: webOpts,
             engine,
             redirectOrphanTimeoutMs: (o.redirectOrphanTimeout as number) * 1000,
             siteApp: o.siteApp === 'in-process' ? 'in-process' : 'process',
             siteAppOrphanTimeoutMs: (o.siteAppOrphanTimeout as number) * 1000,
-            rsync: { ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}), port: o.rsyncPort as number },
+            rsync: {
+              ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}),
+              port: o.rsyncPort as number,
+            },
             listen: { address: o.listen as string, port: o.port as number },
             token,
             ...(o.tlsCert ? { tls: { certFile: o.tlsCert as string, keyFile: o.tlsKey as string } } : {}),

@@ -33,8 +33,18 @@ export interface ConnectionOptions {
 /** Add `--controller`, `--token` and `--json` to a command. */
 export function withConnection(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--controller <url>', `controller API URL (env FERRY_CONTROLLER, default ${DEFAULT_CONTROLLER})`))
-    .addOption(new Option('--token <token>', 'API token (env FERRY_TOKEN); prefer the environment: arguments show in ps'))
+    .addOption(
+      new Option(
+        '--controller <url>',
+        `controller API URL (env FERRY_CONTROLLER, default ${DEFAULT_CONTROLLER})`,
+      ),
+    )
+    .addOption(
+      new Option(
+        '--token <token>',
+        'API token (env FERRY_TOKEN); prefer the environment: arguments show in ps',
+      ),
+    )
     .option('--json', 'machine-readable output (one JSON document, or JSON lines when streaming)');
 }
 
@@ -73,7 +83,11 @@ export class ApiClient {
     try {
       json = text ? JSON.parse(text) : {};
     } catch {
-      throw new CliError(`the controller at ${this.baseUrl} answered ${res.status} with something that is not JSON; is --controller right?`, CLI_EXIT.failed, 'API_BAD_ANSWER');
+      throw new CliError(
+        `the controller at ${this.baseUrl} answered ${res.status} with something that is not JSON; is --controller right?`,
+        CLI_EXIT.failed,
+        'API_BAD_ANSWER',
+      );
     }
     if (!res.ok) throw this.httpError(res.status, json);
     return json as T;
@@ -83,9 +97,16 @@ export class ApiClient {
    * Read `/v1/events` (or any SSE path) until `signal` aborts or the server ends the stream. The
    * first item is `{ event: 'open' }`, once the server has taken the subscription.
    */
-  async *stream(path: string, opts: { lastEventId?: number; signal?: AbortSignal } = {}): AsyncGenerator<StreamEvent> {
+  async *stream(
+    path: string,
+    opts: { lastEventId?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<StreamEvent> {
     const res = await this.fetch(path, {
-      headers: { ...this.headers(), accept: 'text/event-stream', ...(opts.lastEventId !== undefined ? { 'last-event-id': String(opts.lastEventId) } : {}) },
+      headers: {
+        ...this.headers(),
+        accept: 'text/event-stream',
+        ...(opts.lastEventId !== undefined ? { 'last-event-id': String(opts.lastEventId) } : {}),
+      },
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     if (!res.ok) {
@@ -111,7 +132,11 @@ export class ApiClient {
           else if (line.startsWith('data: ')) data += line.slice(6);
         }
         if (!data) continue;
-        yield { ...(id !== undefined ? { id } : {}), event, data: JSON.parse(data) as Record<string, unknown> };
+        yield {
+          ...(id !== undefined ? { id } : {}),
+          event,
+          data: JSON.parse(data) as Record<string, unknown>,
+        };
       }
     }
   }
@@ -124,7 +149,8 @@ export class ApiClient {
     try {
       return await fetch(new URL(path, this.baseUrl), init);
     } catch (err) {
-      if (init.signal?.aborted && (init.signal.reason as Error | undefined)?.name !== 'TimeoutError') throw err;
+      if (init.signal?.aborted && (init.signal.reason as Error | undefined)?.name !== 'TimeoutError')
+        throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const why = cause?.code ?? cause?.message ?? errorMessage(err);
       throw new CliError(
@@ -140,11 +166,22 @@ export class ApiClient {
     const code = e?.code ?? 'API_BAD_ANSWER';
     const msg = e?.message ?? `HTTP ${status}`;
     // The code table gives the exit code; a code this version does not know goes by the status.
-    const exit = isErrorCode(code) ? exitOfCode(code) : status === 401 || status === 403 ? CLI_EXIT.auth : status === 400 ? CLI_EXIT.usage : CLI_EXIT.failed;
+    const exit = isErrorCode(code)
+      ? exitOfCode(code)
+      : status === 401 || status === 403
+        ? CLI_EXIT.auth
+        : status === 400
+          ? CLI_EXIT.usage
+          : CLI_EXIT.failed;
     if (status === 401) {
-      return new CliError(`the controller at ${this.baseUrl} refused the token (${msg}). Check --token or FERRY_TOKEN.`, exit, code);
+      return new CliError(
+        `the controller at ${this.baseUrl} refused the token (${msg}). Check --token or FERRY_TOKEN.`,
+        exit,
+        code,
+      );
     }
-    if (status === 403) return new CliError(`${msg}. Ask for an operator token for this command.`, exit, code);
+    if (status === 403)
+      return new CliError(`${msg}. Ask for an operator token for this command.`, exit, code);
     if (status === 400) return new CliError(`bad request: ${msg}`, exit, code);
     return new CliError(`${msg} [${code}]`, exit, code);
   }
@@ -157,9 +194,18 @@ export function clientOf(opts: ConnectionOptions): ApiClient {
   try {
     new URL(url);
   } catch {
-    throw new CliError(`--controller "${url}" is not a URL; expected e.g. ${DEFAULT_CONTROLLER}`, CLI_EXIT.usage, 'USAGE');
+    throw new CliError(
+      `--controller "${url}" is not a URL; expected e.g. ${DEFAULT_CONTROLLER}`,
+      CLI_EXIT.usage,
+      'USAGE',
+    );
   }
-  if (!token) throw new CliError('no API token: set FERRY_TOKEN (or pass --token); `ferry demo --serve` prints one', CLI_EXIT.auth, 'AUTH_MISSING_TOKEN');
+  if (!token)
+    throw new CliError(
+      'no API token: set FERRY_TOKEN (or pass --token); `ferry demo --serve` prints one',
+      CLI_EXIT.auth,
+      'AUTH_MISSING_TOKEN',
+    );
   return new ApiClient(url.replace(/\/+$/, ''), token);
 }
 
@@ -167,7 +213,9 @@ export function clientOf(opts: ConnectionOptions): ApiClient {
  * Wrap a command's action: a CliError becomes its message on stderr (and, with --json, an error
  * object on stdout) and its exit code; the action's own return value is the exit code.
  */
-export function action<A extends unknown[]>(fn: (...args: A) => Promise<number | void>): (...args: A) => Promise<void> {
+export function action<A extends unknown[]>(
+  fn: (...args: A) => Promise<number | void>,
+): (...args: A) => Promise<void> {
   return async (...args: A) => {
     const cmd = args[args.length - 1] as Command;
     const json = Boolean((cmd.opts() as ConnectionOptions).json);
@@ -176,7 +224,10 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<number |
       process.exitCode = code ?? CLI_EXIT.ok;
     } catch (err) {
       const e = err instanceof CliError ? err : cliErrorOf(err);
-      if (json) process.stdout.write(JSON.stringify({ error: { code: e.code, message: e.message, exitCode: e.exitCode } }) + '\n');
+      if (json)
+        process.stdout.write(
+          JSON.stringify({ error: { code: e.code, message: e.message, exitCode: e.exitCode } }) + '\n',
+        );
       process.stderr.write(`ferry: ${e.message}\n`);
       process.exitCode = e.exitCode;
     }
@@ -193,7 +244,8 @@ export function cliErrorOf(err: unknown): CliError {
 /** Print `rows` as aligned columns under `header`. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   return [line(header), ...rows.map(line)].join('\n');
 }
 

@@ -9,20 +9,51 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('Run a whole platform on loopback and migrate one site under live load, printing a timeline')
     .option('--json', 'print the summary as a JSON line, last')
-    .option('--serve', 'keep the sandbox up after the migration, until Ctrl-C, with the control API and dashboard')
-    .option('--no-migrate', 'with --serve: run the load but start no migration (start one from the dashboard or CLI)')
+    .option(
+      '--serve',
+      'keep the sandbox up after the migration, until Ctrl-C, with the control API and dashboard',
+    )
+    .option(
+      '--no-migrate',
+      'with --serve: run the load but start no migration (start one from the dashboard or CLI)',
+    )
     .option('--api-address <ip>', 'with --serve: address of the control API and dashboard', '127.0.0.1')
-    .option('--api-port <port>', 'with --serve: port of the control API and dashboard (0 picks one)', port, 7300)
+    .option(
+      '--api-port <port>',
+      'with --serve: port of the control API and dashboard (0 picks one)',
+      port,
+      7300,
+    )
     .option('--ttl <seconds>', 'TTL of the sites A records', number(1, 86400), d.ttl)
     .option('--rate <rps>', 'total requests per second across all sites', positive, d.rate)
     .option('--clients <n>', 'simulated users', number(1, 10000), d.clients)
-    .option('--stale-share <0..1>', 'share of users whose caches keep answers past the TTL', share, d.staleShare)
-    .option('--stale-overstay <ms>', 'how long past the TTL stale users keep an answer', millis, d.staleOverstayMs)
+    .option(
+      '--stale-share <0..1>',
+      'share of users whose caches keep answers past the TTL',
+      share,
+      d.staleShare,
+    )
+    .option(
+      '--stale-overstay <ms>',
+      'how long past the TTL stale users keep an answer',
+      millis,
+      d.staleOverstayMs,
+    )
     .option('--keep-alive-share <0..1>', 'share of users that reuse connections', share, d.keepAliveShare)
     .option('--write-share <0..1>', 'share of requests that are writes (POST /orders)', share, d.writeShare)
-    .option('--quiet-window <ms>', 'traffic must be absent this long before a wait ends', millis, d.quietWindowMs)
+    .option(
+      '--quiet-window <ms>',
+      'traffic must be absent this long before a wait ends',
+      millis,
+      d.quietWindowMs,
+    )
     .option('--dns-temp-cap <ms>', 'longest wait for IP1 to go quiet after the TTL', millis, d.dnsTempCapMs)
-    .option('--drain-cap <ms>', 'longest wait for the temporary IP to go quiet after the TTL', millis, d.drainCapMs)
+    .option(
+      '--drain-cap <ms>',
+      'longest wait for the temporary IP to go quiet after the TTL',
+      millis,
+      d.drainCapMs,
+    )
     .option('--warmup <ms>', 'load before the migration starts', millis, d.warmupMs)
     .option('--cooldown <ms>', 'load after the migration ends', millis, d.cooldownMs)
     .option('--dns-address <ip>', 'address of the name server', d.dnsAddress)

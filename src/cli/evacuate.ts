@@ -80,18 +80,26 @@ export interface EvacuationReport {
 }
 
 /** Run a whole evacuation in the sandbox under load and measure it. */
-export async function runSandboxEvacuation(options: Partial<SandboxEvacuationOptions> = {}): Promise<EvacuationReport> {
+export async function runSandboxEvacuation(
+  options: Partial<SandboxEvacuationOptions> = {},
+): Promise<EvacuationReport> {
   const o = { ...DEFAULT_EVACUATION, ...options };
-  if (!(Number.isInteger(o.sites) && o.sites >= 1 && o.sites <= 999)) throw new FerryError('EVACUATE_OPTIONS', `sites must be 1..999 (got ${o.sites})`);
-  if (!(Number.isInteger(o.pool) && o.pool >= 1 && o.pool <= 150)) throw new FerryError('EVACUATE_OPTIONS', `pool must be 1..150 (got ${o.pool})`);
-  if (!/^127\.\d{1,3}\.\d{1,3}$/.test(o.block)) throw new FerryError('EVACUATE_OPTIONS', `block must be like 127.0.50 (got ${o.block})`);
+  if (!(Number.isInteger(o.sites) && o.sites >= 1 && o.sites <= 999))
+    throw new FerryError('EVACUATE_OPTIONS', `sites must be 1..999 (got ${o.sites})`);
+  if (!(Number.isInteger(o.pool) && o.pool >= 1 && o.pool <= 150))
+    throw new FerryError('EVACUATE_OPTIONS', `pool must be 1..150 (got ${o.pool})`);
+  if (!/^127\.\d{1,3}\.\d{1,3}$/.test(o.block))
+    throw new FerryError('EVACUATE_OPTIONS', `block must be like 127.0.50 (got ${o.block})`);
   const rate = o.rate ?? Math.max(20, 2 * o.sites);
   const clients = o.clients ?? o.sites;
   // Each user asks every clients/rate seconds; a quiet window shorter than that ends waits between
   // two requests of a user whose cache still holds the old address.
   const gapMs = (clients / rate) * 1000;
   if (o.quietWindowMs < 2 * gapMs) {
-    throw new FerryError('EVACUATE_OPTIONS', `quiet window ${o.quietWindowMs} ms is under twice the gap between one user's requests (${gapMs.toFixed(0)} ms): raise the rate or the quiet window`);
+    throw new FerryError(
+      'EVACUATE_OPTIONS',
+      `quiet window ${o.quietWindowMs} ms is under twice the gap between one user's requests (${gapMs.toFixed(0)} ms): raise the rate or the quiet window`,
+    );
   }
   const sites = Array.from({ length: o.sites }, (_, i) => `site${String(i + 1).padStart(3, '0')}.example.`);
   const sb = new Sandbox({
@@ -131,10 +139,16 @@ export async function runSandboxEvacuation(options: Partial<SandboxEvacuationOpt
     sb.controller.on('event', (e) => {
       if (e.type === 'evacuation' && typeof e.data.domain === 'string') {
         done++;
-        o.out?.(`${String(done).padStart(4)}/${o.sites}  ${e.data.domain.padEnd(20)} ${String(e.data.phase).padEnd(12)} ${((Number(e.data.endedAt) - Number(e.data.startedAt)) / 1000).toFixed(1)} s${e.data.error ? `  ${String(e.data.error)}` : ''}`);
+        o.out?.(
+          `${String(done).padStart(4)}/${o.sites}  ${e.data.domain.padEnd(20)} ${String(e.data.phase).padEnd(12)} ${((Number(e.data.endedAt) - Number(e.data.startedAt)) / 1000).toFixed(1)} s${e.data.error ? `  ${String(e.data.error)}` : ''}`,
+        );
       }
     });
-    const res = await sb.controller.evacuate({ from: o.from, to: o.to, ...(o.concurrency ? { concurrency: o.concurrency } : {}) });
+    const res = await sb.controller.evacuate({
+      from: o.from,
+      to: o.to,
+      ...(o.concurrency ? { concurrency: o.concurrency } : {}),
+    });
     await sleep(o.cooldownMs);
     await sb.load.stop();
     sample();
@@ -145,7 +159,8 @@ export async function runSandboxEvacuation(options: Partial<SandboxEvacuationOpt
     let duplicated = 0;
     for (const site of sites) {
       const counts = new Map<string, number>();
-      for (const order of await sb.targetSites.readOrders(site)) counts.set(order.key, (counts.get(order.key) ?? 0) + 1);
+      for (const order of await sb.targetSites.readOrders(site))
+        counts.set(order.key, (counts.get(order.key) ?? 0) + 1);
       for (const w of acked.filter((x) => normalizeDomain(x.domain) === normalizeDomain(site))) {
         const n = counts.get(w.key) ?? 0;
         if (n === 0) missing++;
@@ -169,7 +184,12 @@ export async function runSandboxEvacuation(options: Partial<SandboxEvacuationOpt
       failures: results
         .filter((r) => !r.ok)
         .slice(0, 20)
-        .map((r) => ({ domain: r.domain, address: r.address, status: r.status, ...(r.error ? { error: r.error } : {}) })),
+        .map((r) => ({
+          domain: r.domain,
+          address: r.address,
+          status: r.status,
+          ...(r.error ? { error: r.error } : {}),
+        })),
     };
   } finally {
     clearInterval(sampler);
@@ -187,7 +207,10 @@ export function describeEvacuation(r: EvacuationReport): string {
     ...r.perSite
       .slice()
       .sort((a, b) => a.domain.localeCompare(b.domain))
-      .map((s) => `  ${s.domain.padEnd(22)} ${s.phase.padEnd(12)} ${((s.endedAt - s.startedAt) / 1000).toFixed(1).padStart(6)} s${s.error ? `  ${s.error}` : ''}`),
+      .map(
+        (s) =>
+          `  ${s.domain.padEnd(22)} ${s.phase.padEnd(12)} ${((s.endedAt - s.startedAt) / 1000).toFixed(1).padStart(6)} s${s.error ? `  ${s.error}` : ''}`,
+      ),
     `Evacuated ${r.completed}/${r.sites} sites in ${(r.totalMs / 1000).toFixed(1)} s with ${r.concurrency} at once (pool of ${r.pool} temporary IPs); ${r.failed} not completed`,
     `Requests ${r.requests.total}, failed ${r.requests.failed}; writes acknowledged ${r.writes.acknowledged}, on target ${r.writes.onTarget}, missing ${r.writes.missing}, duplicated ${r.writes.duplicated}`,
     `Peak memory: RSS ${mib(r.peakRssBytes)}, heap ${mib(r.peakHeapBytes)}; longest event-loop stall ${r.maxEventLoopDelayMs} ms`,
@@ -199,7 +222,9 @@ export function registerEvacuate(program: Command): void {
   const d = DEFAULT_EVACUATION;
   program
     .command('evacuate')
-    .description('Migrate every site of SERVER to another server, a pool of temporary IPs at a time (the servers of --config, or the sandbox: origin and target)')
+    .description(
+      'Migrate every site of SERVER to another server, a pool of temporary IPs at a time (the servers of --config, or the sandbox: origin and target)',
+    )
     .argument('<server>', 'server to evacuate (sandbox: origin)')
     .requiredOption('--to <server>', 'server to move the sites to (sandbox: target)')
     .option('--concurrency <n>', 'most migrations at once (capped by the temporary IP pool)', number(1, 1000))
@@ -208,31 +233,58 @@ export function registerEvacuate(program: Command): void {
     .option('--rate <rps>', 'sandbox: requests per second over all sites (default 2 per site)', positive)
     .option('--stale-share <0..1>', 'sandbox: share of users with stale caches', share, d.staleShare)
     .option('--ttl <seconds>', 'TTL of the records during each migration', number(1, 86400), d.ttl)
-    .option('--quiet-window <ms>', 'traffic must be absent this long before a wait ends', millis, d.quietWindowMs)
+    .option(
+      '--quiet-window <ms>',
+      'traffic must be absent this long before a wait ends',
+      millis,
+      d.quietWindowMs,
+    )
     .option('--block <a.b.c>', 'sandbox: loopback /24 to use', d.block)
-    .option('--config <file>', 'evacuate the servers of this controller config through their agents, not the sandbox')
-    .option('--controller <url>', 'ask this running controller (env FERRY_CONTROLLER) through its API, not the sandbox')
+    .option(
+      '--config <file>',
+      'evacuate the servers of this controller config through their agents, not the sandbox',
+    )
+    .option(
+      '--controller <url>',
+      'ask this running controller (env FERRY_CONTROLLER) through its API, not the sandbox',
+    )
     .option('--token <token>', 'API token for --controller (env FERRY_TOKEN)')
     .option('--json', 'print the report as a JSON line, last')
     .action(async (server: string, o: Record<string, unknown>, cmd: Command) => {
       if (!o.config && (o.controller || process.env.FERRY_CONTROLLER)) {
-        await action((_s: string, _o: Record<string, unknown>, _c: Command) => evacuateThroughApi(server, o))(server, o, cmd);
+        await action((_s: string, _o: Record<string, unknown>, _c: Command) => evacuateThroughApi(server, o))(
+          server,
+          o,
+          cmd,
+        );
         return;
       }
       if (o.config) {
         const running = await startController(await loadConfig(o.config as string));
         try {
           running.controller.on('event', (e) => {
-            if (e.type === 'evacuation' && typeof e.data.domain === 'string') process.stdout.write(`${e.data.domain} ${String(e.data.phase)}${e.data.error ? `  ${String(e.data.error)}` : ''}\n`);
+            if (e.type === 'evacuation' && typeof e.data.domain === 'string')
+              process.stdout.write(
+                `${e.data.domain} ${String(e.data.phase)}${e.data.error ? `  ${String(e.data.error)}` : ''}\n`,
+              );
           });
-          const res = await running.controller.evacuate({ from: server, to: o.to as string, ...(o.concurrency ? { concurrency: o.concurrency as number } : {}) });
+          const res = await running.controller.evacuate({
+            from: server,
+            to: o.to as string,
+            ...(o.concurrency ? { concurrency: o.concurrency as number } : {}),
+          });
           const failed = res.sites.filter((s) => s.phase !== 'completed');
           process.stdout.write(
             o.json
               ? JSON.stringify({ totalMs: res.totalMs, sites: res.sites }) + '\n'
               : `${res.sites
-                  .map((s) => `  ${s.domain.padEnd(30)} ${s.phase.padEnd(12)} ${((s.endedAt - s.startedAt) / 1000).toFixed(1).padStart(7)} s${s.error ? `  ${s.error}` : ''}`)
-                  .join('\n')}\nEvacuated ${res.sites.length - failed.length}/${res.sites.length} sites of ${server} in ${(res.totalMs / 1000).toFixed(1)} s\n`,
+                  .map(
+                    (s) =>
+                      `  ${s.domain.padEnd(30)} ${s.phase.padEnd(12)} ${((s.endedAt - s.startedAt) / 1000).toFixed(1).padStart(7)} s${s.error ? `  ${s.error}` : ''}`,
+                  )
+                  .join(
+                    '\n',
+                  )}\nEvacuated ${res.sites.length - failed.length}/${res.sites.length} sites of ${server} in ${(res.totalMs / 1000).toFixed(1)} s\n`,
           );
           process.exitCode = failed.length === 0 ? 0 : 1;
         } finally {
@@ -285,12 +337,22 @@ async function evacuateThroughApi(server: string, o: Record<string, unknown>): P
   if (first.done) throw new FerryError('EVACUATE_STREAM', 'the controller closed its event stream at once');
   const sites: SiteLine[] = [];
   const print = (line: SiteLine) => {
-    if (!o.json) process.stdout.write(`  ${line.domain.padEnd(30)} ${line.phase}${line.error ? `  ${line.error}` : ''}\n`);
+    if (!o.json)
+      process.stdout.write(
+        `  ${line.domain.padEnd(30)} ${line.phase}${line.error ? `  ${line.error}` : ''}\n`,
+      );
   };
-  const body = { from: server, to: String(o.to), ...(o.concurrency ? { concurrency: o.concurrency as number } : {}) };
+  const body = {
+    from: server,
+    to: String(o.to),
+    ...(o.concurrency ? { concurrency: o.concurrency as number } : {}),
+  };
   const started = Date.now();
   try {
-    const res = await client.post<{ sites?: SiteLine[]; totalMs?: number; accepted?: boolean }>('/v1/evacuations', body);
+    const res = await client.post<{ sites?: SiteLine[]; totalMs?: number; accepted?: boolean }>(
+      '/v1/evacuations',
+      body,
+    );
     let totalMs = res.totalMs;
     if (res.sites) {
       sites.push(...res.sites);

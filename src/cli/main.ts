@@ -46,7 +46,8 @@ export function buildProgram(): Command {
 /** With `--json`, the error as `{"error":{"code","message","exitCode"}}` on stdout, as the commands print theirs. */
 function jsonError(argv: string[], code: string, message: string, exitCode: number): number {
   const end = argv.indexOf('--');
-  if ((end < 0 ? argv : argv.slice(0, end)).includes('--json')) process.stdout.write(JSON.stringify({ error: { code, message, exitCode } }) + '\n');
+  if ((end < 0 ? argv : argv.slice(0, end)).includes('--json'))
+    process.stdout.write(JSON.stringify({ error: { code, message, exitCode } }) + '\n');
   return exitCode;
 }
 
@@ -57,7 +58,12 @@ async function main(argv: string[]): Promise<number> {
     return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+      if (
+        err.code === 'commander.helpDisplayed' ||
+        err.code === 'commander.version' ||
+        err.code === 'commander.help'
+      )
+        return EXIT.ok;
       // Commander has written its message to stderr already.
       return jsonError(argv, 'USAGE', err.message.replace(/^error: /, ''), EXIT.usage);
     }

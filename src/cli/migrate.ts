@@ -1,6 +1,13 @@
 /** `ferry migrate DOMAIN --to SERVER [--watch]`: start a migration through the control API. */
 import type { Command } from 'commander';
-import { action, clientOf, exitOfPhase, withConnection, type ConnectionOptions, type MigrationView } from './client.js';
+import {
+  action,
+  clientOf,
+  exitOfPhase,
+  withConnection,
+  type ConnectionOptions,
+  type MigrationView,
+} from './client.js';
 import { number } from './options.js';
 import { watchMigration } from './watch.js';
 
@@ -18,7 +25,9 @@ export function registerMigrate(program: Command): void {
   withConnection(
     program
       .command('migrate')
-      .description('Start migrating a domain to another server; with --watch, follow it (exit 0 completed, 1 failed or rolled back)')
+      .description(
+        'Start migrating a domain to another server; with --watch, follow it (exit 0 completed, 1 failed or rolled back)',
+      )
       .argument('<domain>', 'the domain (site) to move, e.g. shop.example')
       .requiredOption('--to <server>', 'id of the target server (see ferry servers)')
       .option('--watch', 'follow the migration live until it ends')
@@ -43,7 +52,11 @@ export function registerMigrate(program: Command): void {
         ...(Object.keys(timings).length ? { timings } : {}),
       });
       if (!o.watch) {
-        process.stdout.write(o.json ? JSON.stringify(rec) + '\n' : `Started ${rec.id}: ${rec.domain} ${rec.from} → ${rec.to} through ${rec.plan.tempIp}\nFollow it with: ferry watch ${rec.id}\n`);
+        process.stdout.write(
+          o.json
+            ? JSON.stringify(rec) + '\n'
+            : `Started ${rec.id}: ${rec.domain} ${rec.from} → ${rec.to} through ${rec.plan.tempIp}\nFollow it with: ferry watch ${rec.id}\n`,
+        );
         return 0;
       }
       if (o.json) process.stdout.write(JSON.stringify({ event: 'created', ...rec }) + '\n');

@@ -5,7 +5,9 @@ export function number(min: number, max = Infinity) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isFinite(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`expected a number from ${min}${max === Infinity ? ' up' : ` to ${max}`}, got "${value}"`);
+      throw new InvalidArgumentError(
+        `expected a number from ${min}${max === Infinity ? ' up' : ` to ${max}`}, got "${value}"`,
+      );
     }
     return n;
   };

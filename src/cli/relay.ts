@@ -7,21 +7,43 @@ import { number } from './options.js';
 export function registerRelay(program: Command): void {
   program
     .command('relay')
-    .description('Run a redirect alone: forward every connection (and with --udp, datagram) on ADDR:PORTs to another address')
+    .description(
+      'Run a redirect alone: forward every connection (and with --udp, datagram) on ADDR:PORTs to another address',
+    )
     .requiredOption('--listen <addr:port[,port...]>', 'address and ports to listen on (IPv6 as [addr]:port)')
-    .requiredOption('--to <addr[:port]>', 'upstream address; without a port, each connection keeps its listen port')
+    .requiredOption(
+      '--to <addr[:port]>',
+      'upstream address; without a port, each connection keeps its listen port',
+    )
     .option('--udp', 'relay UDP on the same ports as well')
-    .addOption(new Option('--proxy-protocol <version>', 'send a PROXY protocol header upstream').choices(['v1', 'v2']))
-    .option('--accept-proxy-protocol', 'expect a PROXY protocol header from clients (the relay stands behind another proxy)')
-    .addOption(new Option('--engine <engine>', 'userspace relay or kernel nftables DNAT').choices(['userspace', 'kernel']).default('userspace'))
     .addOption(
-      new Option('--data-plane <plane>', 'userspace data plane: native (C addon, faster), js (TypeScript), or auto (native where it can)')
+      new Option('--proxy-protocol <version>', 'send a PROXY protocol header upstream').choices(['v1', 'v2']),
+    )
+    .option(
+      '--accept-proxy-protocol',
+      'expect a PROXY protocol header from clients (the relay stands behind another proxy)',
+    )
+    .addOption(
+      new Option('--engine <engine>', 'userspace relay or kernel nftables DNAT')
+        .choices(['userspace', 'kernel'])
+        .default('userspace'),
+    )
+    .addOption(
+      new Option(
+        '--data-plane <plane>',
+        'userspace data plane: native (C addon, faster), js (TypeScript), or auto (native where it can)',
+      )
         .choices(['auto', 'native', 'js'])
         .default('auto'),
     )
     .option('--workers <n>', 'userspace relay processes sharing the listening sockets', number(1, 64), 1)
     .option('--source <addr>', 'local address of upstream connections')
-    .option('--drain-timeout <ms>', 'on shutdown, wait this long for open connections to finish', number(0), 5000)
+    .option(
+      '--drain-timeout <ms>',
+      'on shutdown, wait this long for open connections to finish',
+      number(0),
+      5000,
+    )
     .option('--json', 'print the bound ports and, at exit, the counters as JSON lines')
     .action(async (o: Record<string, unknown>) => {
       let listen;
@@ -55,7 +77,11 @@ export function registerRelay(program: Command): void {
               const to = `${upstream.address}${upstream.port ? `:${upstream.port}` : ''}`;
               process.stdout.write(
                 json
-                  ? JSON.stringify({ listening: { address: listen.address, ports: engine.ports }, upstream, engine: o.engine }) + '\n'
+                  ? JSON.stringify({
+                      listening: { address: listen.address, ports: engine.ports },
+                      upstream,
+                      engine: o.engine,
+                    }) + '\n'
                   : `ferry relay (${String(o.engine)}): ${where} → ${to}; Ctrl-C to stop\n`,
               );
             },

@@ -4,7 +4,11 @@ import type { ServerSummary } from '../controller/index.js';
 import { action, clientOf, table, withConnection, type ConnectionOptions } from './client.js';
 
 export function registerServers(program: Command): void {
-  withConnection(program.command('servers').description('List the hosting servers, their addresses, free temporary IPs and sites')).action(
+  withConnection(
+    program
+      .command('servers')
+      .description('List the hosting servers, their addresses, free temporary IPs and sites'),
+  ).action(
     action(async (o: ConnectionOptions) => {
       const { servers } = await clientOf(o).get<{ servers: ServerSummary[] }>('/v1/servers');
       if (o.json) {

@@ -1,6 +1,16 @@
 /** `ferry status [ID]`: the migrations, or one of them with its phases, wait and errors. */
 import type { Command } from 'commander';
-import { CLI_EXIT, TERMINAL, action, clientOf, duration, table, withConnection, type ConnectionOptions, type MigrationView } from './client.js';
+import {
+  CLI_EXIT,
+  TERMINAL,
+  action,
+  clientOf,
+  duration,
+  table,
+  withConnection,
+  type ConnectionOptions,
+  type MigrationView,
+} from './client.js';
 import { removedLines, summaryOf } from './watch.js';
 
 interface Detail extends MigrationView {
@@ -35,26 +45,41 @@ export function registerStatus(program: Command): void {
         process.stdout.write(
           table(
             ['ID', 'DOMAIN', 'FROM → TO', 'PHASE', 'AGE'],
-            migrations.map((m) => [m.id, m.domain, `${m.from} → ${m.to}`, m.phase + (m.error ? ' !' : ''), duration(now - m.createdAt)]),
+            migrations.map((m) => [
+              m.id,
+              m.domain,
+              `${m.from} → ${m.to}`,
+              m.phase + (m.error ? ' !' : ''),
+              duration(now - m.createdAt),
+            ]),
           ) + '\n',
         );
         return 0;
       }
       const m = await client.get<Detail>(`/v1/migrations/${encodeURIComponent(id)}`);
       if (o.json) {
-        process.stdout.write(JSON.stringify({ ...summaryOf(m), ...(m.wait ? { wait: m.wait } : {}), errors: m.errors ?? [] }) + '\n');
+        process.stdout.write(
+          JSON.stringify({ ...summaryOf(m), ...(m.wait ? { wait: m.wait } : {}), errors: m.errors ?? [] }) +
+            '\n',
+        );
       } else {
         const lines = [
           `${m.id}: ${m.domain} ${m.from} → ${m.to}`,
           `  phase     ${m.phase}${m.error ? ` (${m.error})` : ''}`,
           `  addresses IP1 ${m.plan.originIp} · IPt ${m.plan.tempIp} · IP2 ${m.plan.targetIp}`,
         ];
-        if (m.wait && !TERMINAL.has(m.phase)) lines.push(`  waiting   ${m.wait.what}, at most ${duration(Math.max(0, m.wait.remainingMs - (Date.now() - m.wait.at)))} more`);
+        if (m.wait && !TERMINAL.has(m.phase))
+          lines.push(
+            `  waiting   ${m.wait.what}, at most ${duration(Math.max(0, m.wait.remainingMs - (Date.now() - m.wait.at)))} more`,
+          );
         for (const p of m.phases) {
-          lines.push(`  ${p.name.padEnd(12)} ${new Date(p.startedAt).toISOString()}  ${p.endedAt === null ? (TERMINAL.has(p.name) ? '' : 'running') : duration(p.endedAt - p.startedAt)}`);
+          lines.push(
+            `  ${p.name.padEnd(12)} ${new Date(p.startedAt).toISOString()}  ${p.endedAt === null ? (TERMINAL.has(p.name) ? '' : 'running') : duration(p.endedAt - p.startedAt)}`,
+          );
         }
         lines.push(...removedLines(m));
-        for (const e of m.errors ?? []) lines.push(`  error ${new Date(e.at).toISOString()} ${e.phase ?? ''} ${e.message}`);
+        for (const e of m.errors ?? [])
+          lines.push(`  error ${new Date(e.at).toISOString()} ${e.phase ?? ''} ${e.message}`);
         process.stdout.write(lines.join('\n') + '\n');
       }
       return m.phase === 'failed' || m.phase === 'rolled-back' ? CLI_EXIT.failed : CLI_EXIT.ok;

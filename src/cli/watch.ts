@@ -38,7 +38,12 @@ export function summaryOf(m: MigrationView) {
     to: m.to,
     phase: m.phase,
     ...(m.error ? { error: m.error } : {}),
-    phases: m.phases.map((p) => ({ name: p.name, startedAt: p.startedAt, endedAt: p.endedAt, ms: p.endedAt === null ? null : p.endedAt - p.startedAt })),
+    phases: m.phases.map((p) => ({
+      name: p.name,
+      startedAt: p.startedAt,
+      endedAt: p.endedAt,
+      ms: p.endedAt === null ? null : p.endedAt - p.startedAt,
+    })),
     ...(m.redirectRemovedAt !== undefined ? { redirectRemovedAt: m.redirectRemovedAt } : {}),
     ...(m.tempIpRemovedAt !== undefined ? { tempIpRemovedAt: m.tempIpRemovedAt } : {}),
   };
@@ -56,7 +61,9 @@ export function removedLines(m: MigrationView): string[] {
 function describe(m: MigrationView): string {
   const lines = [`${m.id}: ${m.domain} ${m.from} → ${m.to}: ${m.phase}${m.error ? ` (${m.error})` : ''}`];
   for (const p of m.phases) {
-    lines.push(`  ${p.name.padEnd(12)} ${p.endedAt === null ? (TERMINAL.has(p.name) ? '' : 'running') : duration(p.endedAt - p.startedAt)}`);
+    lines.push(
+      `  ${p.name.padEnd(12)} ${p.endedAt === null ? (TERMINAL.has(p.name) ? '' : 'running') : duration(p.endedAt - p.startedAt)}`,
+    );
   }
   lines.push(...removedLines(m));
   return lines.join('\n');
@@ -67,7 +74,10 @@ function describe(m: MigrationView): string {
  * know the total), with the attempt when a retried pass started again from 0.
  */
 export function progressText(d: Record<string, unknown>): string {
-  const percent = typeof d.percent === 'number' && Number.isFinite(d.percent) ? Math.max(0, Math.min(100, d.percent)) : null;
+  const percent =
+    typeof d.percent === 'number' && Number.isFinite(d.percent)
+      ? Math.max(0, Math.min(100, d.percent))
+      : null;
   const filled = percent === null ? 0 : Math.round(percent / 10);
   const bar = '█'.repeat(filled) + '▒'.repeat(10 - filled);
   const files = typeof d.files === 'number' ? `, ${d.files} files` : '';
@@ -76,7 +86,11 @@ export function progressText(d: Record<string, unknown>): string {
 }
 
 /** Follow migration `id` to its end; resolves with its final record. */
-export async function watchMigration(client: ApiClient, id: string, opts: WatchOptions = {}): Promise<MigrationView> {
+export async function watchMigration(
+  client: ApiClient,
+  id: string,
+  opts: WatchOptions = {},
+): Promise<MigrationView> {
   const out = opts.out ?? process.stdout;
   const json = Boolean(opts.json);
   const tty = !json && Boolean(out.isTTY);
@@ -87,7 +101,10 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
     write(json ? JSON.stringify({ summary: summaryOf(rec) }) + '\n' : describe(rec) + '\n');
     return rec;
   }
-  if (!json) write(`Watching ${rec.id}: ${rec.domain} ${rec.from} → ${rec.to} (IP1 ${rec.plan.originIp}, IPt ${rec.plan.tempIp}, IP2 ${rec.plan.targetIp})\n`);
+  if (!json)
+    write(
+      `Watching ${rec.id}: ${rec.domain} ${rec.from} → ${rec.to} (IP1 ${rec.plan.originIp}, IPt ${rec.plan.tempIp}, IP2 ${rec.plan.targetIp})\n`,
+    );
 
   // Live state for the status line.
   let phase = '';
@@ -131,12 +148,16 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
   const onEvent = (e: StreamEvent): boolean => {
     if (e.event === 'open') return false;
     const d = (e.data.data ?? {}) as Record<string, unknown>;
-    if (json) write(JSON.stringify({ event: e.event, ...(e.id !== undefined ? { id: e.id } : {}), ...e.data }) + '\n');
+    if (json)
+      write(
+        JSON.stringify({ event: e.event, ...(e.id !== undefined ? { id: e.id } : {}), ...e.data }) + '\n',
+      );
     switch (e.event) {
       case 'phase': {
         const p = String(d.phase);
         if (p !== phase) {
-          if (!json) line(`phase ${p}${phase ? ` (${phase} took ${duration(Number(e.data.at) - phaseAt)})` : ''}`);
+          if (!json)
+            line(`phase ${p}${phase ? ` (${phase} took ${duration(Number(e.data.at) - phaseAt)})` : ''}`);
           phase = p;
           phaseAt = Number(e.data.at);
           wait = undefined;
@@ -149,7 +170,11 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
         showStatus();
         return false;
       case 'sample': {
-        const s = e.data as { rps?: typeof traffic; redirect?: { held?: number } | null; heldAtOrigin?: number };
+        const s = e.data as {
+          rps?: typeof traffic;
+          redirect?: { held?: number } | null;
+          heldAtOrigin?: number;
+        };
         if (s.rps) traffic = s.rps;
         held = (s.redirect?.held ?? 0) + (s.heldAtOrigin ?? 0);
         showStatus();
@@ -172,14 +197,22 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
           copying = undefined;
           lastPlainSync = 0;
           const bar = done ? '██████████' : '▒▒▒▒▒▒▒▒▒▒';
-          line(`  sync ${String(d.pass)} ${bar} ${done ? `${String(d.files ?? '?')} files, ${bytes(Number(d.bytes ?? 0))}${d.ms !== undefined ? ` in ${duration(Number(d.ms))}` : ''}` : 'running'}`);
+          line(
+            `  sync ${String(d.pass)} ${bar} ${done ? `${String(d.files ?? '?')} files, ${bytes(Number(d.bytes ?? 0))}${d.ms !== undefined ? ` in ${duration(Number(d.ms))}` : ''}` : 'running'}`,
+          );
         }
         return false;
       case 'held':
-        if (!json) line(`  ${d.state === 'holding' ? 'holding' : 'released'}: ${String(d.redirect ?? 0)} connections at IPt, ${String(d.site ?? 0)} requests at the origin`);
+        if (!json)
+          line(
+            `  ${d.state === 'holding' ? 'holding' : 'released'}: ${String(d.redirect ?? 0)} connections at IPt, ${String(d.site ?? 0)} requests at the origin`,
+          );
         return false;
       case 'step':
-        if (!json && d.step === STEP.dnsChange) line(`  ${rec.domain} A → ${String((d.detail as { address?: string } | undefined)?.address ?? '?')}`);
+        if (!json && d.step === STEP.dnsChange)
+          line(
+            `  ${rec.domain} A → ${String((d.detail as { address?: string } | undefined)?.address ?? '?')}`,
+          );
         return false;
       case 'error':
         copying = undefined; // a pass that failed reports no more
@@ -199,7 +232,10 @@ export async function watchMigration(client: ApiClient, id: string, opts: WatchO
     for (;;) {
       let ended = false;
       try {
-        for await (const e of client.stream(`/v1/events?migration=${encodeURIComponent(id)}&since=${lastId}`, lastId ? { lastEventId: lastId } : {})) {
+        for await (const e of client.stream(
+          `/v1/events?migration=${encodeURIComponent(id)}&since=${lastId}`,
+          lastId ? { lastEventId: lastId } : {},
+        )) {
           if (e.id !== undefined) lastId = e.id;
           failures = 0;
           if (onEvent(e)) {

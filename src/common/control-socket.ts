@@ -22,7 +22,8 @@ import { FerryError, isFerryError } from './errors.js';
 export type ControlRequest = { op: string } & Record<string, unknown>;
 
 /** The child's answer to the request with the same id. */
-export type ControlReply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; code: string; message: string };
+export type ControlReply =
+  { id: number; ok: true; value?: unknown } | { id: number; ok: false; code: string; message: string };
 
 /** Longest wait for an answer, unless the caller gives its own. */
 export const CONTROL_REQUEST_TIMEOUT_MS = 15_000;
@@ -63,12 +64,18 @@ export interface SpawnDetachedOptions {
 /** Starts a child in its own session and resolves with the `info` of its ready line (`{ ok, info }`). */
 export async function spawnDetached<T>(o: SpawnDetachedOptions): Promise<T> {
   const log = o.logFile ? openSync(o.logFile, 'a') : 'ignore';
-  const child = spawn(process.execPath, [...childExecArgv(), o.entry, o.arg], { detached: true, stdio: ['ignore', 'pipe', log] });
+  const child = spawn(process.execPath, [...childExecArgv(), o.entry, o.arg], {
+    detached: true,
+    stdio: ['ignore', 'pipe', log],
+  });
   if (typeof log === 'number') closeSync(log);
   child.unref();
   const line = await new Promise<string>((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => fail(new FerryError(o.code, `${o.what} did not start within ${o.startTimeoutMs} ms`)), o.startTimeoutMs);
+    const timer = setTimeout(
+      () => fail(new FerryError(o.code, `${o.what} did not start within ${o.startTimeoutMs} ms`)),
+      o.startTimeoutMs,
+    );
     const fail = (err: Error) => {
       clearTimeout(timer);
       child.kill('SIGKILL');
@@ -82,8 +89,14 @@ export async function spawnDetached<T>(o: SpawnDetachedOptions): Promise<T> {
       clearTimeout(timer);
       resolve(buf.slice(0, i));
     });
-    child.once('error', (err) => fail(new FerryError(o.code, `cannot start the ${o.what}: ${err.message}`, { cause: err })));
-    child.once('exit', (code, signal) => fail(new FerryError(o.code, `${o.what} exited before it was ready (${signal ?? `code ${String(code)}`})`)));
+    child.once('error', (err) =>
+      fail(new FerryError(o.code, `cannot start the ${o.what}: ${err.message}`, { cause: err })),
+    );
+    child.once('exit', (code, signal) =>
+      fail(
+        new FerryError(o.code, `${o.what} exited before it was ready (${signal ?? `code ${String(code)}`})`),
+      ),
+    );
   });
   child.removeAllListeners('exit');
   child.stdout!.destroy();
@@ -158,12 +171,20 @@ export class ControlClient {
   /** Sends one request; resolves with the child's value, rejects with its error or after `timeoutMs`. */
   request(msg: ControlRequest, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS): Promise<unknown> {
     const s = this.conn;
-    if (!s) return Promise.reject(new FerryError(this.code, `not connected to the ${this.what} at ${this.socketPath}`));
+    if (!s)
+      return Promise.reject(
+        new FerryError(this.code, `not connected to the ${this.what} at ${this.socketPath}`),
+      );
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new FerryError(this.code, `${this.what} at ${this.socketPath} did not answer ${msg.op} within ${timeoutMs} ms`));
+        reject(
+          new FerryError(
+            this.code,
+            `${this.what} at ${this.socketPath} did not answer ${msg.op} within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       this.pending.set(id, {
         resolve: (v) => {
@@ -187,7 +208,9 @@ export class ControlClient {
 }
 
 /** Writes the child's one ready line: `{ ok: true, info }` or why it cannot start. */
-export function writeReady(m: { ok: true; info: unknown } | { ok: false; code: string; message: string }): void {
+export function writeReady(
+  m: { ok: true; info: unknown } | { ok: false; code: string; message: string },
+): void {
   process.stdout.on('error', () => undefined); // the parent may be gone, and its pipe with it
   process.stdout.write(JSON.stringify(m) + '\n');
 }
@@ -253,7 +276,13 @@ export async function serveControl(o: ControlServerOptions): Promise<ControlServ
         }
         o.handle(req).then(
           (value) => send(s, { id: req.id, ok: true, ...(value === undefined ? {} : { value }) }),
-          (err: unknown) => send(s, { id: req.id, ok: false, code: isFerryError(err) ? err.code : o.code, message: (err as Error)?.message ?? String(err) }),
+          (err: unknown) =>
+            send(s, {
+              id: req.id,
+              ok: false,
+              code: isFerryError(err) ? err.code : o.code,
+              message: (err as Error)?.message ?? String(err),
+            }),
         );
       }
     });

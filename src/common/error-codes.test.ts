@@ -7,7 +7,15 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { cliErrorOf } from '../cli/client.js';
-import { ERROR_CODES, EXIT, exitOfCode, isErrorCode, statusOfCode, toErrorCode, type ErrorCode } from './error-codes.js';
+import {
+  ERROR_CODES,
+  EXIT,
+  exitOfCode,
+  isErrorCode,
+  statusOfCode,
+  toErrorCode,
+  type ErrorCode,
+} from './error-codes.js';
 import { FerryError, isFerryError } from './errors.js';
 import { toApiError } from './http-errors.js';
 
@@ -23,7 +31,11 @@ test('the table: codes sorted and well formed, statuses of errors, exit codes of
     assert.ok(exits.has(exit) && exit > 0, `${code}: exit ${exit}`);
     assert.ok(meaning.length > 0 && !meaning.includes('\n'), `${code}: meaning`);
     // 401 and 403 are "authentication refused" and only they are; 3 is the unreachable controller only.
-    assert.equal(status === 401 || status === 403, exit === EXIT.auth, `${code}: status ${status}, exit ${exit}`);
+    assert.equal(
+      status === 401 || status === 403,
+      exit === EXIT.auth,
+      `${code}: status ${status}, exit ${exit}`,
+    );
     assert.equal(exit === EXIT.unreachable, code === 'UNREACHABLE', code);
   }
   assert.equal(EXIT.ok, 0);
@@ -44,13 +56,22 @@ test('every code maps as the operator guide documents: HTTP answer, CLI exit cod
   for (const m of guide.matchAll(/^\| `([A-Z0-9_]+)` \| (\d{3}) \| (\d) \| (.+) \|$/gm)) {
     documented.set(m[1]!, { status: Number(m[2]), exit: Number(m[3]), meaning: m[4]! });
   }
-  const row = (c: ErrorCode) => `| \`${c}\` | ${ERROR_CODES[c].status} | ${ERROR_CODES[c].exit} | ${ERROR_CODES[c].meaning} |`;
+  const row = (c: ErrorCode) =>
+    `| \`${c}\` | ${ERROR_CODES[c].status} | ${ERROR_CODES[c].exit} | ${ERROR_CODES[c].meaning} |`;
   const missing = codes.filter((c) => !documented.has(c));
   assert.deepEqual(missing, [], `add to the operator guide's error table:\n${missing.map(row).join('\n')}`);
-  assert.deepEqual([...documented.keys()].filter((c) => !isErrorCode(c)), [], 'the guide documents codes the table does not have');
+  assert.deepEqual(
+    [...documented.keys()].filter((c) => !isErrorCode(c)),
+    [],
+    'the guide documents codes the table does not have',
+  );
   for (const code of codes) {
     const { status, exit } = ERROR_CODES[code];
-    assert.deepEqual(documented.get(code), { status, exit, meaning: ERROR_CODES[code].meaning }, `the guide's row should be: ${row(code)}`);
+    assert.deepEqual(
+      documented.get(code),
+      { status, exit, meaning: ERROR_CODES[code].meaning },
+      `the guide's row should be: ${row(code)}`,
+    );
     // The readers: the API's and the agent's answer, the CLI's exit code.
     const err = new FerryError(code, `a ${code}`);
     assert.deepEqual(toApiError(err), { status, body: { error: { code, message: `a ${code}` } } });
@@ -64,7 +85,8 @@ test('every code maps as the operator guide documents: HTTP answer, CLI exit cod
 });
 
 test("Fastify's request errors answer codes of the table; anything else is INTERNAL", () => {
-  const fst = (code: string, statusCode: number, extra: object = {}) => Object.assign(new Error(`fastify ${code}`), { code, statusCode, ...extra });
+  const fst = (code: string, statusCode: number, extra: object = {}) =>
+    Object.assign(new Error(`fastify ${code}`), { code, statusCode, ...extra });
   const cases: Array<[Error, ErrorCode, number]> = [
     [fst('FST_ERR_VALIDATION', 400, { validation: [] }), 'VALIDATION', 400],
     [fst('FST_ERR_MAX_PARAM_LENGTH', 414), 'VALIDATION', 400],

@@ -43,7 +43,8 @@ export function toApiError(err: unknown): { status: number; body: ApiErrorBody }
     if (fe.validation) return errorAnswer('VALIDATION', errorMessage(err));
     const mapped = typeof fe.code === 'string' ? FASTIFY_CODES[fe.code] : undefined;
     if (mapped) return errorAnswer(mapped, errorMessage(err));
-    if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) return errorAnswer('BAD_REQUEST', errorMessage(err));
+    if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
+      return errorAnswer('BAD_REQUEST', errorMessage(err));
   }
   return errorAnswer('INTERNAL', `internal error: ${errorMessage(err)}`);
 }
@@ -62,7 +63,9 @@ export function clientErrorAnswer(err: NodeJS.ErrnoException, socket: Duplex): v
         : errorAnswer('BAD_REQUEST', 'the request is not valid HTTP');
   const text = JSON.stringify(body);
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(text)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${text}`);
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(text)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${text}`,
+    );
   }
   socket.destroy(err);
 }

@@ -40,14 +40,17 @@ export function loadNative<T>(name: string): { binding: T } | { error: string } 
   if (hit) return hit as { binding: T } | { error: string };
   let result: { binding: unknown } | { error: string };
   const root = packageRoot();
-  if (process.platform !== 'linux') result = { error: `native addons are Linux only (this is ${process.platform})` };
+  if (process.platform !== 'linux')
+    result = { error: `native addons are Linux only (this is ${process.platform})` };
   else if (!root) result = { error: 'package root (binding.gyp) not found' };
   else {
     const file = join(root, 'build', 'Release', `${name}.node`);
     try {
       result = { binding: require(file) };
     } catch (err) {
-      result = { error: `cannot load ${file} (run npm ci, or npx node-gyp rebuild): ${err instanceof Error ? err.message : String(err)}` };
+      result = {
+        error: `cannot load ${file} (run npm ci, or npx node-gyp rebuild): ${err instanceof Error ? err.message : String(err)}`,
+      };
     }
   }
   cache.set(name, result);

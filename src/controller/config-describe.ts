@@ -5,11 +5,20 @@ import { policyOf, type AclEntryConfig, type DnsPolicyConfig, type FerryConfig }
 /** `192.0.2.0/24, key xfr-key., 192.0.2.1+key k.` — or `none` (refused). */
 function aclText(l: AclEntryConfig[] | undefined): string {
   if (!l?.length) return 'none';
-  return l.map((e) => [e.address, e.key !== undefined ? `key ${e.key}` : undefined].filter(Boolean).join(' with ')).join(', ');
+  return l
+    .map((e) => [e.address, e.key !== undefined ? `key ${e.key}` : undefined].filter(Boolean).join(' with '))
+    .join(', ');
 }
 
 function policyText(p: DnsPolicyConfig): string {
-  const notify = p.notify?.length ? p.notify.map((n) => `${n.address.includes(':') ? `[${n.address}]` : n.address}:${n.port}${n.key ? ` (key ${n.key})` : ''}`).join(', ') : 'none';
+  const notify = p.notify?.length
+    ? p.notify
+        .map(
+          (n) =>
+            `${n.address.includes(':') ? `[${n.address}]` : n.address}:${n.port}${n.key ? ` (key ${n.key})` : ''}`,
+        )
+        .join(', ')
+    : 'none';
   return `transfer ${aclText(p.allowTransfer)}; update ${aclText(p.allowUpdate)}; notify ${notify}`;
 }
 
@@ -19,7 +28,9 @@ export function describeConfig(c: FerryConfig): string {
   for (const s of c.servers) {
     lines.push(
       `  server ${s.id}: agent ${s.agent}${s.ca ? ` (CA ${s.ca})` : ''}, web ${s.web}, shared ${s.sharedIps.join(' ')}, temporary pool ${s.tempIpPool.join(' ') || '(none)'}` +
-        (s.sharedIps6 || s.tempIpPool6 ? `, IPv6 shared ${s.sharedIps6?.join(' ') || '(none)'}, IPv6 temporary pool ${s.tempIpPool6?.join(' ') || '(none)'}` : '') +
+        (s.sharedIps6 || s.tempIpPool6
+          ? `, IPv6 shared ${s.sharedIps6?.join(' ') || '(none)'}, IPv6 temporary pool ${s.tempIpPool6?.join(' ') || '(none)'}`
+          : '') +
         (s.relayHost ? `, redirects on relay host ${s.relayHost}` : '') +
         `, redirect engine ${s.engine ?? "the agent's --engine"}`,
     );
@@ -27,7 +38,9 @@ export function describeConfig(c: FerryConfig): string {
   // What the redirect engine changes for the operator: each engine named, both when an agent decides.
   const engines = new Set(c.servers.flatMap((s) => (s.engine ? [s.engine] : ['userspace', 'kernel'])));
   if (engines.has('userspace')) {
-    lines.push(`  engine userspace: a relay in the agent connects from the temporary IP; holds new connections at the cut-over; nothing to configure`);
+    lines.push(
+      `  engine userspace: a relay in the agent connects from the temporary IP; holds new connections at the cut-over; nothing to configure`,
+    );
   }
   if (engines.has('kernel')) {
     lines.push(
@@ -42,17 +55,28 @@ export function describeConfig(c: FerryConfig): string {
         `, serials ${e.serialPolicy ?? 'increment'}, ${e.workers ?? 1} query worker${(e.workers ?? 1) === 1 ? '' : 's'}`,
     );
     // Key names and algorithms only: the secrets stay out.
-    lines.push(`  dns tsig keys: ${e.tsigKeys?.length ? e.tsigKeys.map((k) => `${k.name} (${k.algorithm})`).join(', ') : '(none)'}`);
+    lines.push(
+      `  dns tsig keys: ${e.tsigKeys?.length ? e.tsigKeys.map((k) => `${k.name} (${k.algorithm})`).join(', ') : '(none)'}`,
+    );
     lines.push(`  dns zones by default: ${policyText(e)}`);
     for (const z of e.zones) {
       const own = zoneOverride(policyOf(e), policyOf(z));
       if (own) lines.push(`  dns zone ${z.origin ?? z.file}: ${policyText(own)}`);
     }
   } else {
-    lines.push(`  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`);
+    lines.push(
+      `  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`,
+    );
   }
-  for (const s of c.sites) lines.push(`  site ${s.domain}: on ${s.server}, ports ${s.ports.join(',')}, ${s.kind}`);
+  for (const s of c.sites)
+    lines.push(`  site ${s.domain}: on ${s.server}, ports ${s.ports.join(',')}, ${s.kind}`);
   const d = c.defaults;
-  lines.push(`  defaults: ${Object.entries(d).map(([k, v]) => `${k}=${v}`).join(', ') || '(built-in)'}`);
+  lines.push(
+    `  defaults: ${
+      Object.entries(d)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ') || '(built-in)'
+    }`,
+  );
   return lines.join('\n');
 }

@@ -23,18 +23,28 @@ function ipOf(family: 4 | 6, otherKey: string) {
   return z.string({ message: ipMsg }).superRefine((s, ctx) => {
     const f = isIP(s);
     if (f === 0) {
-      ctx.addIssue({ code: 'custom', message: `must be an IPv${family} address literal, e.g. ${family === 4 ? '192.0.2.10' : '2001:db8::10'}; got ${JSON.stringify(s)}` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `must be an IPv${family} address literal, e.g. ${family === 4 ? '192.0.2.10' : '2001:db8::10'}; got ${JSON.stringify(s)}`,
+      });
     } else if (f !== family) {
       ctx.addIssue({ code: 'custom', message: `${s} is IPv${f}; IPv${f} addresses go in ${otherKey}` });
     }
   });
 }
 const portMsg = 'must be a port number from 1 to 65535, e.g. 53';
-const port = z.number({ message: portMsg }).int({ message: portMsg }).min(1, { message: portMsg }).max(65535, { message: portMsg });
+const port = z
+  .number({ message: portMsg })
+  .int({ message: portMsg })
+  .min(1, { message: portMsg })
+  .max(65535, { message: portMsg });
 const domainMsg = 'must be a domain name, e.g. shop.example';
 const domain = z
   .string({ message: domainMsg })
-  .regex(/^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/, { message: domainMsg });
+  .regex(
+    /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/,
+    { message: domainMsg },
+  );
 
 /** A duration: milliseconds as a number, or a string with a unit (`500ms`, `30s`, `2m`, `1h`). */
 const durationMsg = 'must be a duration such as 500ms, 30s, 2m or 1h (a bare number is milliseconds)';
@@ -57,33 +67,57 @@ export function parseDuration(v: number | string): number | null {
   return Math.round(n * unit);
 }
 
-const secretMsg = (what: string, fileKey: string) => `give the ${what} as ${what === 'token' ? 'token' : 'secret'}: "\${ENV_VAR}" or a literal, or as ${fileKey}: /path/to/file — one of the two`;
+const secretMsg = (what: string, fileKey: string) =>
+  `give the ${what} as ${what === 'token' ? 'token' : 'secret'}: "\${ENV_VAR}" or a literal, or as ${fileKey}: /path/to/file — one of the two`;
 
 const server = z
   .strictObject({
     agent: z
       .string({ message: 'must be the agent URL, e.g. https://192.0.2.10:7070' })
-      .refine((s) => /^https?:\/\/[^/\s]+\/?$/.test(s), { message: 'must be the agent URL with scheme, host and port only, e.g. https://192.0.2.10:7070' }),
+      .refine((s) => /^https?:\/\/[^/\s]+\/?$/.test(s), {
+        message: 'must be the agent URL with scheme, host and port only, e.g. https://192.0.2.10:7070',
+      }),
     token: z.string().min(1, { message: 'is empty; write the agent token or "${ENV_VAR}"' }).optional(),
     tokenFile: z.string().min(1).optional(),
-    ca: z.string({ message: 'must be the path of a PEM CA file that signed the agent certificate' }).optional(),
-    sharedIps: z.array(ipOf(4, 'sharedIps6'), { message: 'must be a list of IPv4 addresses, e.g. [192.0.2.10]' }).min(1, { message: 'must list at least one shared IP' }),
-    tempIpPool: z.array(ipOf(4, 'tempIpPool6'), { message: 'must be a list of IPv4 addresses, e.g. [192.0.2.100, 192.0.2.101]' }).default([]),
+    ca: z
+      .string({ message: 'must be the path of a PEM CA file that signed the agent certificate' })
+      .optional(),
+    sharedIps: z
+      .array(ipOf(4, 'sharedIps6'), { message: 'must be a list of IPv4 addresses, e.g. [192.0.2.10]' })
+      .min(1, { message: 'must list at least one shared IP' }),
+    tempIpPool: z
+      .array(ipOf(4, 'tempIpPool6'), {
+        message: 'must be a list of IPv4 addresses, e.g. [192.0.2.100, 192.0.2.101]',
+      })
+      .default([]),
     /** IPv6: AAAA records of sites moved to this server point at the first; leave out for IPv4 only. */
     sharedIps6: z
       .array(ipOf(6, 'sharedIps'), { message: 'must be a list of IPv6 addresses, e.g. [2001:db8::10]' })
       .min(1, { message: 'must list at least one shared IPv6 address, or be left out' })
       .optional(),
     /** IPv6 temporary addresses, one per migration away from this server whose site has AAAA. */
-    tempIpPool6: z.array(ipOf(6, 'tempIpPool'), { message: 'must be a list of IPv6 addresses, e.g. [2001:db8::100, 2001:db8::101]' }).optional(),
+    tempIpPool6: z
+      .array(ipOf(6, 'tempIpPool'), {
+        message: 'must be a list of IPv6 addresses, e.g. [2001:db8::100, 2001:db8::101]',
+      })
+      .optional(),
     engine: z.enum(['userspace', 'kernel'], { message: 'must be userspace or kernel' }).optional(),
-    web: z.enum(['builtin', 'nginx'], { message: 'must be builtin or nginx (how the agent serves sites: ferry agent --web)' }).default('builtin'),
+    web: z
+      .enum(['builtin', 'nginx'], {
+        message: 'must be builtin or nginx (how the agent serves sites: ferry agent --web)',
+      })
+      .default('builtin'),
     timeout: duration.optional(),
     /** Relay-host mode: migrations away from this server bring their temporary IP and redirect up on that server. */
-    relayHost: z.string({ message: 'must name another server declared under servers:, whose tempIpPool carries the redirects' }).optional(),
+    relayHost: z
+      .string({
+        message: 'must name another server declared under servers:, whose tempIpPool carries the redirects',
+      })
+      .optional(),
   })
   .superRefine((s, ctx) => {
-    if ((s.token === undefined) === (s.tokenFile === undefined)) ctx.addIssue({ code: 'custom', message: secretMsg('token', 'tokenFile'), path: ['token'] });
+    if ((s.token === undefined) === (s.tokenFile === undefined))
+      ctx.addIssue({ code: 'custom', message: secretMsg('token', 'tokenFile'), path: ['token'] });
   });
 
 const nameServer = z.strictObject({ address: ip, port: port.default(53) });
@@ -97,7 +131,11 @@ const tsigKey = z
   .strictObject(
     {
       name: domain,
-      algorithm: z.enum(TSIG_ALGORITHMS, { message: 'must be hmac-sha256 (or hmac-sha384, hmac-sha512, hmac-sha1, hmac-md5)' }).default('hmac-sha256'),
+      algorithm: z
+        .enum(TSIG_ALGORITHMS, {
+          message: 'must be hmac-sha256 (or hmac-sha384, hmac-sha512, hmac-sha1, hmac-md5)',
+        })
+        .default('hmac-sha256'),
       // Never echoed: the message says what is wrong, not what was written.
       secret: z
         .string()
@@ -109,10 +147,12 @@ const tsigKey = z
     { message: 'must be a TSIG key { name, algorithm, secret or secretFile }' },
   )
   .superRefine((t, ctx) => {
-    if ((t.secret === undefined) === (t.secretFile === undefined)) ctx.addIssue({ code: 'custom', message: secretMsg('TSIG secret', 'secretFile'), path: ['secret'] });
+    if ((t.secret === undefined) === (t.secretFile === undefined))
+      ctx.addIssue({ code: 'custom', message: secretMsg('TSIG secret', 'secretFile'), path: ['secret'] });
   });
 
-const aclMsg = 'must be an address or prefix (192.0.2.10, 198.51.100.0/24, 2001:db8::/32), { key: KEY-NAME }, or { address, key } for both at once';
+const aclMsg =
+  'must be an address or prefix (192.0.2.10, 198.51.100.0/24, 2001:db8::/32), { key: KEY-NAME }, or { address, key } for both at once';
 
 /** An address or prefix as an ACL takes it (xfr/acl.ts): `192.0.2.1`, `198.51.100.0/24`, `2001:db8::/32`. */
 function prefixProblem(v: string): string | undefined {
@@ -120,7 +160,8 @@ function prefixProblem(v: string): string | undefined {
   const family = isIP(addr ?? '');
   if (family === 0 || rest.length) return `${JSON.stringify(v)} is not an address or prefix`;
   const max = family === 4 ? 32 : 128;
-  if (len !== undefined && !(/^\d{1,3}$/.test(len) && Number(len) <= max)) return `the prefix length in ${JSON.stringify(v)} must be 0-${max}`;
+  if (len !== undefined && !(/^\d{1,3}$/.test(len) && Number(len) <= max))
+    return `the prefix length in ${JSON.stringify(v)} must be 0-${max}`;
   return undefined;
 }
 
@@ -154,19 +195,29 @@ const acl = z.array(aclEntry, { message: `must be a list; each entry ${aclMsg}` 
 /** A secondary told of every change by DNS NOTIFY (RFC 1996). */
 const notifyTarget = z.strictObject(
   { address: ip, port: port.default(53), key: domain.optional() },
-  { message: 'must be a secondary to notify, { address, port } (port default 53; key: KEY-NAME to sign the NOTIFY)' },
+  {
+    message:
+      'must be a secondary to notify, { address, port } (port default 53; key: KEY-NAME to sign the NOTIFY)',
+  },
 );
 
 /** Who may transfer and update a zone, and whom to notify: the dns-level default, or one zone's own. */
 const zonePolicy = {
   allowTransfer: acl.optional(),
   allowUpdate: acl.optional(),
-  notify: z.array(notifyTarget, { message: 'must be a list of secondaries, e.g. [{ address: 192.0.2.54, port: 53 }]' }).optional(),
+  notify: z
+    .array(notifyTarget, {
+      message: 'must be a list of secondaries, e.g. [{ address: 192.0.2.54, port: 53 }]',
+    })
+    .optional(),
 };
 
 const zoneEntry = z.preprocess(
   (v) => (typeof v === 'string' ? { file: v } : v),
-  z.strictObject({ file: z.string({ message: 'must be the zone file path' }), origin: domain.optional(), ...zonePolicy }, { message: 'must be a zone file path or { file, origin }' }),
+  z.strictObject(
+    { file: z.string({ message: 'must be the zone file path' }), origin: domain.optional(), ...zonePolicy },
+    { message: 'must be a zone file path or { file, origin }' },
+  ),
 );
 
 const embeddedDns = z.strictObject({
@@ -180,9 +231,15 @@ const embeddedDns = z.strictObject({
   /** Authoritative servers the propagation check asks; default the embedded server itself. */
   nameServers: z.array(nameServer).optional(),
   /** SQLite file keeping the zones and every change across restarts; default zones.sqlite beside the journal. */
-  db: z.string({ message: 'must be the path of the zone database, e.g. /var/lib/ferry/zones.sqlite' }).optional(),
+  db: z
+    .string({ message: 'must be the path of the zone database, e.g. /var/lib/ferry/zones.sqlite' })
+    .optional(),
   /** Keys that sign transfers, updates and NOTIFY; ACLs and notify targets name them. */
-  tsigKeys: z.array(tsigKey, { message: 'must be a list of TSIG keys, e.g. [{ name: xfr-key., secret: "${XFR_TSIG}" }]' }).optional(),
+  tsigKeys: z
+    .array(tsigKey, {
+      message: 'must be a list of TSIG keys, e.g. [{ name: xfr-key., secret: "${XFR_TSIG}" }]',
+    })
+    .optional(),
   /** For every zone without its own: default no transfers, no updates, no NOTIFY. */
   ...zonePolicy,
   serialPolicy: z.enum(['increment', 'unixtime'], { message: 'must be increment or unixtime' }).optional(),
@@ -203,18 +260,28 @@ const rfc2136Dns = z.strictObject({
   nameServers: z.array(nameServer).optional(),
 });
 
-const dns = z.discriminatedUnion('provider', [embeddedDns, rfc2136Dns], { message: 'provider must be embedded or rfc2136' });
+const dns = z.discriminatedUnion('provider', [embeddedDns, rfc2136Dns], {
+  message: 'provider must be embedded or rfc2136',
+});
 
 const site = z.strictObject({
   domain,
   server: z.string({ message: 'must name a server declared under servers:' }),
-  ports: z.array(port, { message: 'must be a list of ports, the HTTP port first, e.g. [80, 443]' }).min(1, { message: 'must list at least the HTTP port' }).default([80]),
+  ports: z
+    .array(port, { message: 'must be a list of ports, the HTTP port first, e.g. [80, 443]' })
+    .min(1, { message: 'must list at least the HTTP port' })
+    .default([80]),
   kind: z.enum(['builtin', 'nginx'], { message: 'must be builtin or nginx' }).optional(),
 });
 
 const defaults = z
   .strictObject({
-    ttl: z.number({ message: 'must be a TTL in seconds, e.g. 30' }).int().min(1, { message: 'must be at least 1 second' }).max(86400).optional(),
+    ttl: z
+      .number({ message: 'must be a TTL in seconds, e.g. 30' })
+      .int()
+      .min(1, { message: 'must be at least 1 second' })
+      .max(86400)
+      .optional(),
     quietWindow: duration.optional(),
     dnsTempCap: duration.optional(),
     drainCap: duration.optional(),
@@ -232,7 +299,12 @@ function checkDnsKeys(d: z.output<typeof embeddedDns>, ctx: z.RefinementCtx): vo
   (d.tsigKeys ?? []).forEach((k, i) => {
     const id = keyId(k.name);
     const prior = declared.get(id);
-    if (prior !== undefined) ctx.addIssue({ code: 'custom', path: ['dns', 'tsigKeys', i, 'name'], message: `${k.name} is declared twice (also dns.tsigKeys[${prior}])` });
+    if (prior !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['dns', 'tsigKeys', i, 'name'],
+        message: `${k.name} is declared twice (also dns.tsigKeys[${prior}])`,
+      });
     else declared.set(id, i);
   });
   const known = [...(d.tsigKeys ?? [])].map((k) => k.name);
@@ -244,8 +316,16 @@ function checkDnsKeys(d: z.output<typeof embeddedDns>, ctx: z.RefinementCtx): vo
       message: `names TSIG key ${name}, which is not declared under dns.tsigKeys; ${known.length ? `declared: ${known.join(', ')}` : 'declare it there with its secret'}`,
     });
   };
-  const policy = (p: { allowTransfer?: Array<{ key?: string | undefined }>; allowUpdate?: Array<{ key?: string | undefined }>; notify?: Array<{ key?: string | undefined }> }, at: PropertyKey[]) => {
-    for (const list of ['allowTransfer', 'allowUpdate', 'notify'] as const) (p[list] ?? []).forEach((e, i) => check(e.key, [...at, list, i, 'key']));
+  const policy = (
+    p: {
+      allowTransfer?: Array<{ key?: string | undefined }>;
+      allowUpdate?: Array<{ key?: string | undefined }>;
+      notify?: Array<{ key?: string | undefined }>;
+    },
+    at: PropertyKey[],
+  ) => {
+    for (const list of ['allowTransfer', 'allowUpdate', 'notify'] as const)
+      (p[list] ?? []).forEach((e, i) => check(e.key, [...at, list, i, 'key']));
   };
   policy(d, ['dns']);
   d.zones.forEach((z, i) => policy(z, ['dns', 'zones', i]));
@@ -254,10 +334,18 @@ function checkDnsKeys(d: z.output<typeof embeddedDns>, ctx: z.RefinementCtx): vo
 /** The whole of ferry.yaml. */
 export const configSchema = z
   .strictObject({
-    journal: z.string({ message: 'must be the path of the journal database, e.g. /var/lib/ferry/journal.sqlite' }).default('/var/lib/ferry/journal.sqlite'),
-    servers: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { message: "server names are 1-64 letters, digits, '.', '_' or '-'" }), server, {
-      message: 'must map server names to { agent, token, sharedIps, tempIpPool, sharedIps6, tempIpPool6 }',
-    }),
+    journal: z
+      .string({ message: 'must be the path of the journal database, e.g. /var/lib/ferry/journal.sqlite' })
+      .default('/var/lib/ferry/journal.sqlite'),
+    servers: z.record(
+      z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, {
+        message: "server names are 1-64 letters, digits, '.', '_' or '-'",
+      }),
+      server,
+      {
+        message: 'must map server names to { agent, token, sharedIps, tempIpPool, sharedIps6, tempIpPool6 }',
+      },
+    ),
     dns,
     sites: z.array(site, { message: 'must be a list of { domain, server, ports }' }).default([]),
     defaults,
@@ -266,38 +354,77 @@ export const configSchema = z
   })
   .superRefine((c, ctx) => {
     const names = Object.keys(c.servers);
-    if (names.length === 0) ctx.addIssue({ code: 'custom', path: ['servers'], message: 'must declare at least one server' });
+    if (names.length === 0)
+      ctx.addIssue({ code: 'custom', path: ['servers'], message: 'must declare at least one server' });
     const owner = new Map<string, string>();
     for (const [name, s] of Object.entries(c.servers)) {
       const six = (l: string[] | undefined) => (l ?? []).map(canonicalIp6);
-      const lists = [['sharedIps', s.sharedIps], ['tempIpPool', s.tempIpPool], ['sharedIps6', six(s.sharedIps6)], ['tempIpPool6', six(s.tempIpPool6)]] as const;
+      const lists = [
+        ['sharedIps', s.sharedIps],
+        ['tempIpPool', s.tempIpPool],
+        ['sharedIps6', six(s.sharedIps6)],
+        ['tempIpPool6', six(s.tempIpPool6)],
+      ] as const;
       for (const [key, list] of lists) {
         // IPv6 compared canonical: 2001:DB8::1 and 2001:db8:0::1 are one address.
         list.forEach((a, i) => {
           const prior = owner.get(a);
-          if (prior) ctx.addIssue({ code: 'custom', path: ['servers', name, key, i], message: `${a} is already used by ${prior}; each address belongs to one server and one role` });
+          if (prior)
+            ctx.addIssue({
+              code: 'custom',
+              path: ['servers', name, key, i],
+              message: `${a} is already used by ${prior}; each address belongs to one server and one role`,
+            });
           else owner.set(a, `servers.${name}.${key}`);
         });
       }
       if (s.relayHost !== undefined) {
         const relay = c.servers[s.relayHost];
         const path = ['servers', name, 'relayHost'];
-        if (s.relayHost === name) ctx.addIssue({ code: 'custom', path, message: 'names this server itself; leave relayHost out for its own temporary IPs' });
-        else if (!relay) ctx.addIssue({ code: 'custom', path, message: `"${s.relayHost}" is not declared under servers:; write one of ${names.filter((n) => n !== name).join(', ') || '(none)'}` });
-        else if (relay.tempIpPool.length === 0) ctx.addIssue({ code: 'custom', path, message: `server ${s.relayHost} has no tempIpPool; the relay host's pool holds the temporary IPs` });
+        if (s.relayHost === name)
+          ctx.addIssue({
+            code: 'custom',
+            path,
+            message: 'names this server itself; leave relayHost out for its own temporary IPs',
+          });
+        else if (!relay)
+          ctx.addIssue({
+            code: 'custom',
+            path,
+            message: `"${s.relayHost}" is not declared under servers:; write one of ${names.filter((n) => n !== name).join(', ') || '(none)'}`,
+          });
+        else if (relay.tempIpPool.length === 0)
+          ctx.addIssue({
+            code: 'custom',
+            path,
+            message: `server ${s.relayHost} has no tempIpPool; the relay host's pool holds the temporary IPs`,
+          });
       }
     }
     if (c.dns.provider === 'embedded') checkDnsKeys(c.dns, ctx);
     const seen = new Map<string, number>();
     c.sites.forEach((s, i) => {
       const d = s.domain.toLowerCase().replace(/\.$/, '');
-      if (seen.has(d)) ctx.addIssue({ code: 'custom', path: ['sites', i, 'domain'], message: `${d} is declared twice (also sites[${seen.get(d)}])` });
+      if (seen.has(d))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sites', i, 'domain'],
+          message: `${d} is declared twice (also sites[${seen.get(d)}])`,
+        });
       seen.set(d, i);
       const srv = c.servers[s.server];
       if (!srv) {
-        ctx.addIssue({ code: 'custom', path: ['sites', i, 'server'], message: `"${s.server}" is not declared under servers:; write one of ${names.join(', ') || '(none)'}` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sites', i, 'server'],
+          message: `"${s.server}" is not declared under servers:; write one of ${names.join(', ') || '(none)'}`,
+        });
       } else if (s.kind && s.kind !== srv.web) {
-        ctx.addIssue({ code: 'custom', path: ['sites', i, 'kind'], message: `is ${s.kind} but server ${s.server} serves sites with ${srv.web}; set servers.${s.server}.web or drop kind` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sites', i, 'kind'],
+          message: `is ${s.kind} but server ${s.server} serves sites with ${srv.web}; set servers.${s.server}.web or drop kind`,
+        });
       }
     });
   });
@@ -380,16 +507,39 @@ export interface FerryConfig {
   servers: ServerConfig[];
   dns: DnsConfig;
   sites: SiteConfig[];
-  defaults: { ttl?: number; quietWindowMs?: number; dnsTempCapMs?: number; drainCapMs?: number; cutoverDrainTimeoutMs?: number; pollMs?: number };
+  defaults: {
+    ttl?: number;
+    quietWindowMs?: number;
+    dnsTempCapMs?: number;
+    drainCapMs?: number;
+    cutoverDrainTimeoutMs?: number;
+    pollMs?: number;
+  };
   api?: Record<string, unknown>;
 }
 
 /** The policy keys a dns block or zone entry sets, and only those (an absent key is inherited or refused). */
-export function policyOf(p: { allowTransfer?: AclEntryConfig[] | undefined; allowUpdate?: AclEntryConfig[] | undefined; notify?: DnsPolicyConfig['notify'] | undefined }): DnsPolicyConfig {
-  const entries = (l: AclEntryConfig[]) => l.map((e) => ({ ...(e.address !== undefined ? { address: e.address } : {}), ...(e.key !== undefined ? { key: e.key } : {}) }));
+export function policyOf(p: {
+  allowTransfer?: AclEntryConfig[] | undefined;
+  allowUpdate?: AclEntryConfig[] | undefined;
+  notify?: DnsPolicyConfig['notify'] | undefined;
+}): DnsPolicyConfig {
+  const entries = (l: AclEntryConfig[]) =>
+    l.map((e) => ({
+      ...(e.address !== undefined ? { address: e.address } : {}),
+      ...(e.key !== undefined ? { key: e.key } : {}),
+    }));
   return {
     ...(p.allowTransfer ? { allowTransfer: entries(p.allowTransfer) } : {}),
     ...(p.allowUpdate ? { allowUpdate: entries(p.allowUpdate) } : {}),
-    ...(p.notify ? { notify: p.notify.map((n) => ({ address: n.address, port: n.port, ...(n.key !== undefined ? { key: n.key } : {}) })) } : {}),
+    ...(p.notify
+      ? {
+          notify: p.notify.map((n) => ({
+            address: n.address,
+            port: n.port,
+            ...(n.key !== undefined ? { key: n.key } : {}),
+          })),
+        }
+      : {}),
   };
 }

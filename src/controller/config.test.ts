@@ -46,7 +46,10 @@ async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
-async function problems(yaml: string, env: NodeJS.ProcessEnv = { ORIGIN_TOKEN: 'o'.repeat(20) }): Promise<string> {
+async function problems(
+  yaml: string,
+  env: NodeJS.ProcessEnv = { ORIGIN_TOKEN: 'o'.repeat(20) },
+): Promise<string> {
   try {
     await parseConfig(yaml, '/nowhere/ferry.yaml', { env, readSecretFiles: false });
   } catch (err) {
@@ -59,7 +62,9 @@ async function problems(yaml: string, env: NodeJS.ProcessEnv = { ORIGIN_TOKEN: '
 test('a full config: env and file secrets, relative paths, durations, defaults', async () => {
   await withDir(async (dir) => {
     await writeFile(join(dir, 'target.token'), 'secret-from-file-123456\n');
-    const cfg = await parseConfig(GOOD, join(dir, 'ferry.yaml'), { env: { ORIGIN_TOKEN: 'secret-from-env-123456' } });
+    const cfg = await parseConfig(GOOD, join(dir, 'ferry.yaml'), {
+      env: { ORIGIN_TOKEN: 'secret-from-env-123456' },
+    });
     assert.equal(cfg.journal, join(dir, 'journal.sqlite'));
     assert.deepEqual(
       cfg.servers.map((s) => [s.id, s.token, s.web, s.engine ?? null, s.timeoutMs ?? null]),
@@ -71,7 +76,10 @@ test('a full config: env and file secrets, relative paths, durations, defaults',
     assert.equal(cfg.dns.provider, 'embedded');
     if (cfg.dns.provider === 'embedded') {
       assert.deepEqual(cfg.dns.listen, { address: '192.0.2.53', port: 53 });
-      assert.deepEqual(cfg.dns.zones, [{ file: join(dir, 'zones/example.zone') }, { file: '/etc/other.zone', origin: 'other.example.' }]);
+      assert.deepEqual(cfg.dns.zones, [
+        { file: join(dir, 'zones/example.zone') },
+        { file: '/etc/other.zone', origin: 'other.example.' },
+      ]);
     }
     assert.deepEqual(cfg.sites[1], { domain: 'blog.example', server: 'origin', ports: [80], kind: 'nginx' });
     assert.deepEqual(cfg.defaults, { ttl: 30, quietWindowMs: 30_000, drainCapMs: 600_000, pollMs: 500 });
@@ -83,9 +91,22 @@ test('a full config: env and file secrets, relative paths, durations, defaults',
     assert.match(text, /server target: .*, redirect engine kernel\n/);
     assert.match(text, /engine kernel: nftables DNAT .*net\.ipv4\.ip_forward=1/);
     assert.match(text, /engine userspace: a relay in the agent/);
-    const userspaceOnly = describeConfig(await parseConfig(GOOD.replace('engine: kernel', 'engine: userspace').replace('web: nginx\n', 'web: nginx\n    engine: userspace\n'), join(dir, 'ferry.yaml'), { env: { ORIGIN_TOKEN: 'secret-from-env-123456' } }));
+    const userspaceOnly = describeConfig(
+      await parseConfig(
+        GOOD.replace('engine: kernel', 'engine: userspace').replace(
+          'web: nginx\n',
+          'web: nginx\n    engine: userspace\n',
+        ),
+        join(dir, 'ferry.yaml'),
+        { env: { ORIGIN_TOKEN: 'secret-from-env-123456' } },
+      ),
+    );
     assert.match(userspaceOnly, /engine userspace: /);
-    assert.doesNotMatch(userspaceOnly, /engine kernel: /, 'a config without the kernel engine says nothing of it');
+    assert.doesNotMatch(
+      userspaceOnly,
+      /engine kernel: /,
+      'a config without the kernel engine says nothing of it',
+    );
   });
 });
 
@@ -149,9 +170,15 @@ sites:
 });
 
 test('a missing environment variable, bad YAML, a bad provider, the rfc2136 slot', async () => {
-  assert.match(await problems(GOOD, {}), /servers\.origin\.token: environment variable ORIGIN_TOKEN is not set/);
+  assert.match(
+    await problems(GOOD, {}),
+    /servers\.origin\.token: environment variable ORIGIN_TOKEN is not set/,
+  );
   assert.match(await problems('servers: [\n'), /is not valid YAML/);
-  assert.match(await problems('servers: {}\ndns: { provider: bind }\n'), /dns\.provider: must be embedded or rfc2136/);
+  assert.match(
+    await problems('servers: {}\ndns: { provider: bind }\n'),
+    /dns\.provider: must be embedded or rfc2136/,
+  );
   assert.match(await problems('- a\n'), /top level must be a mapping/);
   const rfc = `
 servers:
@@ -163,9 +190,17 @@ dns:
   tsig: { name: ferry-key., secret: "\${TSIG}" }
 `;
   const cfg = await parseConfig(rfc, '/x/ferry.yaml', { env: { TSIG: 'c2VjcmV0' } });
-  assert.deepEqual(cfg.dns, { provider: 'rfc2136', server: { address: '192.0.2.54', port: 53 }, zone: 'example.', tsig: { name: 'ferry-key.', algorithm: 'hmac-sha256', secret: 'c2VjcmV0' } });
+  assert.deepEqual(cfg.dns, {
+    provider: 'rfc2136',
+    server: { address: '192.0.2.54', port: 53 },
+    zone: 'example.',
+    tsig: { name: 'ferry-key.', algorithm: 'hmac-sha256', secret: 'c2VjcmV0' },
+  });
   assert.doesNotMatch(describeConfig(cfg), /c2VjcmV0/);
-  assert.match(await problems(rfc.replace('secret: "${TSIG}"', 'algorithm: sha256, secret: x')), /dns\.tsig\.algorithm: must be hmac-sha256/);
+  assert.match(
+    await problems(rfc.replace('secret: "${TSIG}"', 'algorithm: sha256, secret: x')),
+    /dns\.tsig\.algorithm: must be hmac-sha256/,
+  );
 });
 
 const V6_BASE = `
@@ -193,9 +228,15 @@ test('IPv6: sharedIps6 and tempIpPool6 per server, kept canonical, described; ab
     ],
   );
   const text = describeConfig(cfg);
-  assert.match(text, /server origin: .*shared 192\.0\.2\.1, .*IPv6 shared 2001:db8::1, IPv6 temporary pool 2001:db8::100 2001:db8::101/);
+  assert.match(
+    text,
+    /server origin: .*shared 192\.0\.2\.1, .*IPv6 shared 2001:db8::1, IPv6 temporary pool 2001:db8::100 2001:db8::101/,
+  );
   assert.match(text, /server target: .*IPv6 shared 2001:db8::2, IPv6 temporary pool \(none\)/);
-  assert.doesNotMatch(text.split('\n').find((l) => l.includes('server v4only'))!, /IPv6/);
+  assert.doesNotMatch(
+    text.split('\n').find((l) => l.includes('server v4only'))!,
+    /IPv6/,
+  );
 });
 
 test('IPv6: each key holds its own family, duplicates across servers, bad lists, did-you-mean', async () => {
@@ -236,11 +277,22 @@ dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
     assert.match(msg, expected);
   }
   // Cross-server checks (run once the servers are well formed): IPv6 compared in canonical form.
-  const dup = await problems(V6_BASE.replace('sharedIps6: ["2001:db8::2"]', 'sharedIps6: ["2001:DB8:0:0::100"]'));
-  assert.match(dup, /servers\.target\.sharedIps6\[0\]: 2001:db8::100 is already used by servers\.origin\.tempIpPool6/);
+  const dup = await problems(
+    V6_BASE.replace('sharedIps6: ["2001:db8::2"]', 'sharedIps6: ["2001:DB8:0:0::100"]'),
+  );
+  assert.match(
+    dup,
+    /servers\.target\.sharedIps6\[0\]: 2001:db8::100 is already used by servers\.origin\.tempIpPool6/,
+  );
   // The IPv4 suggestions stay as they were.
-  assert.match(await problems(V6_BASE.replace('tempIpPool:', 'tempIPs:')), /servers\.origin\.tempIPs: unknown key; did you mean tempIpPool\?/);
-  assert.match(await problems(V6_BASE.replace('sharedIps:', 'sharedIP:')), /servers\.origin\.sharedIP: unknown key; did you mean sharedIps\?/);
+  assert.match(
+    await problems(V6_BASE.replace('tempIpPool:', 'tempIPs:')),
+    /servers\.origin\.tempIPs: unknown key; did you mean tempIpPool\?/,
+  );
+  assert.match(
+    await problems(V6_BASE.replace('sharedIps:', 'sharedIP:')),
+    /servers\.origin\.sharedIP: unknown key; did you mean sharedIps\?/,
+  );
 });
 
 const RELAY_BASE = `
@@ -253,12 +305,31 @@ dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
 
 test('relay-host mode: relayHost names the server carrying the redirects, described; self, unknown or poolless refused', async () => {
   const cfg = await parseConfig(RELAY_BASE, '/x/ferry.yaml', { env: {} });
-  assert.deepEqual(cfg.servers.map((s) => [s.id, s.relayHost ?? null]), [['origin', 'relay'], ['target', null], ['relay', null]]);
+  assert.deepEqual(
+    cfg.servers.map((s) => [s.id, s.relayHost ?? null]),
+    [
+      ['origin', 'relay'],
+      ['target', null],
+      ['relay', null],
+    ],
+  );
   assert.match(describeConfig(cfg), /server origin: .*, redirects on relay host relay\n/);
-  assert.match(await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: origin')), /servers\.origin\.relayHost: names this server itself; leave relayHost out/);
-  assert.match(await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: relais')), /servers\.origin\.relayHost: "relais" is not declared under servers:; write one of target, relay/);
-  assert.match(await problems(RELAY_BASE.replace(', tempIpPool: [192.0.2.100]', '')), /servers\.origin\.relayHost: server relay has no tempIpPool; the relay host's pool holds the temporary IPs/);
-  assert.match(await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: 7')), /servers\.origin\.relayHost: must name another server declared under servers:/);
+  assert.match(
+    await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: origin')),
+    /servers\.origin\.relayHost: names this server itself; leave relayHost out/,
+  );
+  assert.match(
+    await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: relais')),
+    /servers\.origin\.relayHost: "relais" is not declared under servers:; write one of target, relay/,
+  );
+  assert.match(
+    await problems(RELAY_BASE.replace(', tempIpPool: [192.0.2.100]', '')),
+    /servers\.origin\.relayHost: server relay has no tempIpPool; the relay host's pool holds the temporary IPs/,
+  );
+  assert.match(
+    await problems(RELAY_BASE.replace('relayHost: relay', 'relayHost: 7')),
+    /servers\.origin\.relayHost: must name another server declared under servers:/,
+  );
 });
 
 const DNS_SECURE = `
@@ -285,21 +356,35 @@ dns:
 test('embedded DNS security: TSIG keys from env and file, ACLs, notify, serial policy, workers; described without secrets', async () => {
   await withDir(async (dir) => {
     await writeFile(join(dir, 'update.key'), 'dXBkYXRlLXNlY3JldC1mcm9tLWZpbGU=\n');
-    const cfg = await parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), { env: { XFR_TSIG: 'eGZyLXNlY3JldC1mcm9tLWVudg==' } });
+    const cfg = await parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), {
+      env: { XFR_TSIG: 'eGZyLXNlY3JldC1mcm9tLWVudg==' },
+    });
     assert.equal(cfg.dns.provider, 'embedded');
     if (cfg.dns.provider !== 'embedded') return;
     assert.deepEqual(cfg.dns.tsigKeys, [
       { name: 'xfr-key.', algorithm: 'hmac-sha256', secret: 'eGZyLXNlY3JldC1mcm9tLWVudg==' },
       { name: 'ferry-update.', algorithm: 'hmac-sha512', secret: 'dXBkYXRlLXNlY3JldC1mcm9tLWZpbGU=' },
     ]);
-    assert.deepEqual(cfg.dns.allowTransfer, [{ address: '192.0.2.54' }, { address: '2001:db8::/32' }, { key: 'XFR-KEY' }]);
+    assert.deepEqual(cfg.dns.allowTransfer, [
+      { address: '192.0.2.54' },
+      { address: '2001:db8::/32' },
+      { key: 'XFR-KEY' },
+    ]);
     assert.equal(cfg.dns.allowUpdate, undefined, 'no updates unless configured');
-    assert.deepEqual(cfg.dns.notify, [{ address: '192.0.2.54', port: 53 }, { address: '2001:db8::54', port: 5300, key: 'xfr-key.' }]);
+    assert.deepEqual(cfg.dns.notify, [
+      { address: '192.0.2.54', port: 53 },
+      { address: '2001:db8::54', port: 5300, key: 'xfr-key.' },
+    ]);
     assert.equal(cfg.dns.serialPolicy, 'unixtime');
     assert.equal(cfg.dns.workers, 4);
     assert.deepEqual(cfg.dns.zones, [
       { file: join(dir, 'zones/example.zone') },
-      { file: join(dir, 'zones/other.zone'), origin: 'other.example.', allowUpdate: [{ address: '192.0.2.0/24', key: 'ferry-update.' }], notify: [] },
+      {
+        file: join(dir, 'zones/other.zone'),
+        origin: 'other.example.',
+        allowUpdate: [{ address: '192.0.2.0/24', key: 'ferry-update.' }],
+        notify: [],
+      },
     ]);
     // What the name server is given: the dns-level policy for every zone (`*`); the zone with its
     // own policy inherits what it leaves out (allowTransfer) and overrides the rest.
@@ -307,15 +392,28 @@ test('embedded DNS security: TSIG keys from env and file, ACLs, notify, serial p
     const opts = dnsSecurityOptions(cfg.dns, ['example.', 'other.example.']);
     assert.deepEqual(opts.zonePolicies, {
       '*': { allowTransfer: cfg.dns.allowTransfer, notify: cfg.dns.notify },
-      'other.example.': { allowTransfer: cfg.dns.allowTransfer, allowUpdate: [{ address: '192.0.2.0/24', key: 'ferry-update.' }], notify: [] },
+      'other.example.': {
+        allowTransfer: cfg.dns.allowTransfer,
+        allowUpdate: [{ address: '192.0.2.0/24', key: 'ferry-update.' }],
+        notify: [],
+      },
     });
-    assert.deepEqual(opts.tsigKeys?.map((k) => k.name), ['xfr-key.', 'ferry-update.']);
+    assert.deepEqual(
+      opts.tsigKeys?.map((k) => k.name),
+      ['xfr-key.', 'ferry-update.'],
+    );
     const text = describeConfig(cfg);
     assert.doesNotMatch(text, /eGZy|dXBk/, 'TSIG secrets never appear in the description');
     assert.match(text, /dns: embedded on 192\.0\.2\.53:53, .*serials unixtime, 4 query workers/);
     assert.match(text, /dns tsig keys: xfr-key\. \(hmac-sha256\), ferry-update\. \(hmac-sha512\)/);
-    assert.match(text, /dns zones by default: transfer 192\.0\.2\.54, 2001:db8::\/32, key XFR-KEY; update none; notify 192\.0\.2\.54:53, \[2001:db8::54\]:5300 \(key xfr-key\.\)/);
-    assert.match(text, /dns zone other\.example\.: transfer .*; update 192\.0\.2\.0\/24 with key ferry-update\.; notify none/);
+    assert.match(
+      text,
+      /dns zones by default: transfer 192\.0\.2\.54, 2001:db8::\/32, key XFR-KEY; update none; notify 192\.0\.2\.54:53, \[2001:db8::54\]:5300 \(key xfr-key\.\)/,
+    );
+    assert.match(
+      text,
+      /dns zone other\.example\.: transfer .*; update 192\.0\.2\.0\/24 with key ferry-update\.; notify none/,
+    );
   });
 });
 
@@ -325,7 +423,10 @@ test('embedded DNS security: secure by default; nothing configured gives the nam
   assert.equal(cfg.dns.tsigKeys, undefined);
   const { dnsSecurityOptions } = await import('./start.js');
   assert.deepEqual(dnsSecurityOptions(cfg.dns, ['example.']), {});
-  assert.match(describeConfig(cfg), /dns tsig keys: \(none\)\n {2}dns zones by default: transfer none; update none; notify none/);
+  assert.match(
+    describeConfig(cfg),
+    /dns tsig keys: \(none\)\n {2}dns zones by default: transfer none; update none; notify none/,
+  );
 });
 
 test('embedded DNS security: every bad key and value named by its path, secrets never echoed', async () => {
@@ -375,26 +476,46 @@ dns:
     assert.match(msg, expected);
   }
   assert.doesNotMatch(msg, /SECRET-VALUE/);
-  assert.match(await problems(bad.replace('workers: 65', 'workers: 0')), /dns\.workers: must be the number of query worker processes, 1 to 64/);
-  assert.match(await problems(bad.replace('workers: 65', 'workers: 2.5')), /dns\.workers: must be the number of query worker processes, 1 to 64/);
-  assert.match(await problems(DNS_SECURE.replace('secretFile: update.key', 'secret: c2VjcmV0, secretFiel: x')), /dns\.tsigKeys\[1\]\.secretFiel: unknown key; did you mean secretFile\?/);
+  assert.match(
+    await problems(bad.replace('workers: 65', 'workers: 0')),
+    /dns\.workers: must be the number of query worker processes, 1 to 64/,
+  );
+  assert.match(
+    await problems(bad.replace('workers: 65', 'workers: 2.5')),
+    /dns\.workers: must be the number of query worker processes, 1 to 64/,
+  );
+  assert.match(
+    await problems(DNS_SECURE.replace('secretFile: update.key', 'secret: c2VjcmV0, secretFiel: x')),
+    /dns\.tsigKeys\[1\]\.secretFiel: unknown key; did you mean secretFile\?/,
+  );
 });
 
 test('embedded DNS security: key names declared once, and every ACL entry and notify target names a declared key', async () => {
   const msg = await problems(
-    DNS_SECURE.replace('{ name: ferry-update., algorithm: hmac-sha512, secretFile: update.key }', '{ name: XFR-Key, secret: c2VjcmV0 }')
-      .replace('notify: [{ address: 192.0.2.54 },', 'notify: [{ address: 192.0.2.54, key: nobody. },'),
+    DNS_SECURE.replace(
+      '{ name: ferry-update., algorithm: hmac-sha512, secretFile: update.key }',
+      '{ name: XFR-Key, secret: c2VjcmV0 }',
+    ).replace('notify: [{ address: 192.0.2.54 },', 'notify: [{ address: 192.0.2.54, key: nobody. },'),
     { XFR_TSIG: 'eGZy' },
   );
   // Names compare as the name server compares them: xfr-key. and XFR-Key are one key.
   assert.match(msg, /dns\.tsigKeys\[1\]\.name: XFR-Key is declared twice \(also dns\.tsigKeys\[0\]\)/);
-  assert.match(msg, /dns\.zones\[1\]\.allowUpdate\[0\]\.key: names TSIG key ferry-update\., which is not declared under dns\.tsigKeys; declared: xfr-key\., XFR-Key/);
-  assert.match(msg, /dns\.notify\[0\]\.key: names TSIG key nobody\., which is not declared under dns\.tsigKeys/);
+  assert.match(
+    msg,
+    /dns\.zones\[1\]\.allowUpdate\[0\]\.key: names TSIG key ferry-update\., which is not declared under dns\.tsigKeys; declared: xfr-key\., XFR-Key/,
+  );
+  assert.match(
+    msg,
+    /dns\.notify\[0\]\.key: names TSIG key nobody\., which is not declared under dns\.tsigKeys/,
+  );
   assert.doesNotMatch(msg, /allowTransfer/, 'XFR-KEY is xfr-key.');
 });
 
 test('embedded DNS security: a TSIG secret from an unset variable or a bad file, never echoed', async () => {
-  assert.match(await problems(DNS_SECURE, {}), /dns\.tsigKeys\[0\]\.secret: environment variable XFR_TSIG is not set/);
+  assert.match(
+    await problems(DNS_SECURE, {}),
+    /dns\.tsigKeys\[0\]\.secret: environment variable XFR_TSIG is not set/,
+  );
   await withDir(async (dir) => {
     await writeFile(join(dir, 'update.key'), 'FILE-SECRET not base64!\n');
     try {
@@ -406,12 +527,20 @@ test('embedded DNS security: a TSIG secret from an unset variable or a bad file,
       assert.doesNotMatch(m, /FILE-SECRET/);
     }
     await rm(join(dir, 'update.key'));
-    await assert.rejects(parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), { env: { XFR_TSIG: 'eGZy' } }), /dns\.tsigKeys\[1\]\.secretFile: cannot read .*update\.key \(ENOENT\)/);
+    await assert.rejects(
+      parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), { env: { XFR_TSIG: 'eGZy' } }),
+      /dns\.tsigKeys\[1\]\.secretFile: cannot read .*update\.key \(ENOENT\)/,
+    );
   });
 });
 
 test('hints come from the schema: a misspelt key anywhere gets the nearest key the schema declares', async () => {
-  const m = await problems(GOOD.replace('quietWindow: 30s', 'quietWindw: 30s').replace('  provider: embedded', '  provider: embedded\n  serialPolicyy: unixtime'));
+  const m = await problems(
+    GOOD.replace('quietWindow: 30s', 'quietWindw: 30s').replace(
+      '  provider: embedded',
+      '  provider: embedded\n  serialPolicyy: unixtime',
+    ),
+  );
   assert.match(m, /defaults\.quietWindw: unknown key; did you mean quietWindow\?/);
   assert.match(m, /dns\.serialPolicyy: unknown key; did you mean serialPolicy\?/);
 });
@@ -433,7 +562,11 @@ test('ferry config check: 0 and the config without secrets, or 1 and every probl
     await writeFile(join(dir, 'target.token'), 'secret-from-file-123456\n');
     await writeFile(file, GOOD);
     const run = (env: NodeJS.ProcessEnv) =>
-      spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'config', 'check', file], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
+      spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'config', 'check', file], {
+        encoding: 'utf8',
+        env: { ...process.env, ...env },
+        timeout: 60_000,
+      });
     const ok = run({ ORIGIN_TOKEN: 'secret-from-env-123456' });
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /: ok\n/);

@@ -53,7 +53,11 @@ function editDistance(a: string, b: string): number {
   for (let j = 1; j <= y.length; j++) d[0]![j] = j;
   for (let i = 1; i <= x.length; i++) {
     for (let j = 1; j <= y.length; j++) {
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (x[i - 1] === y[j - 1] ? 0 : 1));
+      d[i]![j] = Math.min(
+        d[i - 1]![j]! + 1,
+        d[i]![j - 1]! + 1,
+        d[i - 1]![j - 1]! + (x[i - 1] === y[j - 1] ? 0 : 1),
+      );
     }
   }
   return d[x.length]![y.length]!;
@@ -102,7 +106,11 @@ function issueLines(err: z.ZodError): string[] {
     } else if (i.code === 'invalid_union' && 'note' in i && i.note === 'No matching discriminator') {
       const p = i.path[i.path.length - 1] === 'provider' ? i.path : [...i.path, 'provider'];
       lines.push(`${pathText(p)}: must be embedded or rfc2136`);
-    } else if (i.code === 'invalid_type' && i.message.startsWith('Invalid input: expected') && /received undefined/.test(i.message)) {
+    } else if (
+      i.code === 'invalid_type' &&
+      i.message.startsWith('Invalid input: expected') &&
+      /received undefined/.test(i.message)
+    ) {
       lines.push(`${pathText(i.path)}: is required`);
     } else {
       lines.push(`${pathText(i.path)}: ${i.message}`);
@@ -112,12 +120,19 @@ function issueLines(err: z.ZodError): string[] {
 }
 
 /** Replace `${NAME}` in every string with the environment's value; missing ones are problems. */
-function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: string[]): unknown {
+function substituteEnv(
+  value: unknown,
+  env: NodeJS.ProcessEnv,
+  path: PropertyKey[],
+  problems: string[],
+): unknown {
   if (typeof value === 'string') {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (whole, name: string) => {
       const v = env[name];
       if (v === undefined) {
-        problems.push(`${pathText(path)}: environment variable ${name} is not set; export it before starting ferry, or write the value in a file and use a ...File key`);
+        problems.push(
+          `${pathText(path)}: environment variable ${name} is not set; export it before starting ferry, or write the value in a file and use a ...File key`,
+        );
         return whole; // kept, so that the one missing variable is the one problem reported
       }
       return v;
@@ -125,7 +140,9 @@ function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey
   }
   if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, [...path, i], problems));
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, env, [...path, k], problems)]));
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, substituteEnv(v, env, [...path, k], problems)]),
+    );
   }
   return value;
 }
@@ -137,21 +154,34 @@ export interface LoadConfigOptions {
 }
 
 /** Parse and validate YAML text; throws CONFIG_INVALID listing every problem. */
-export async function parseConfig(text: string, file: string, opts: LoadConfigOptions = {}): Promise<FerryConfig> {
+export async function parseConfig(
+  text: string,
+  file: string,
+  opts: LoadConfigOptions = {},
+): Promise<FerryConfig> {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
-    throw new FerryError('CONFIG_INVALID', `${file} is not valid YAML:\n${doc.errors.map((e) => `  ${e.message.split('\n')[0]}`).join('\n')}`);
+    throw new FerryError(
+      'CONFIG_INVALID',
+      `${file} is not valid YAML:\n${doc.errors.map((e) => `  ${e.message.split('\n')[0]}`).join('\n')}`,
+    );
   }
   const raw: unknown = doc.toJS();
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new FerryError('CONFIG_INVALID', `${file}: the top level must be a mapping with servers:, dns: and sites:`);
+    throw new FerryError(
+      'CONFIG_INVALID',
+      `${file}: the top level must be a mapping with servers:, dns: and sites:`,
+    );
   }
   const problems: string[] = [];
   const substituted = substituteEnv(raw, opts.env ?? process.env, [], problems);
   const parsed = configSchema.safeParse(substituted);
   if (!parsed.success) problems.push(...issueLines(parsed.error));
   if (problems.length || !parsed.success) {
-    throw new FerryError('CONFIG_INVALID', `${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    throw new FerryError(
+      'CONFIG_INVALID',
+      `${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`,
+    );
   }
   return resolveConfig(parsed.data, file, opts, problems);
 }
@@ -167,7 +197,12 @@ export async function loadConfig(file: string, opts: LoadConfigOptions = {}): Pr
   return parseConfig(text, file, opts);
 }
 
-async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions, problems: string[]): Promise<FerryConfig> {
+async function resolveConfig(
+  c: RawConfig,
+  file: string,
+  opts: LoadConfigOptions,
+  problems: string[],
+): Promise<FerryConfig> {
   const base = dirname(resolve(file));
   const abs = (p: string) => resolve(base, p);
   const readSecret = async (path: string, where: string): Promise<string> => {
@@ -177,7 +212,9 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
       if (!v) problems.push(`${where}: ${abs(path)} is empty`);
       return v;
     } catch (err) {
-      problems.push(`${where}: cannot read ${abs(path)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      problems.push(
+        `${where}: cannot read ${abs(path)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      );
       return '';
     }
   };
@@ -201,11 +238,17 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
     });
   }
   /** A TSIG key with its secret, from the config or its file (checked to be base64, never echoed). */
-  const keySecret = async (t: { name: string; algorithm: string; secret?: string | undefined; secretFile?: string | undefined }, where: string): Promise<TsigKeySecret> => {
+  const keySecret = async (
+    t: { name: string; algorithm: string; secret?: string | undefined; secretFile?: string | undefined },
+    where: string,
+  ): Promise<TsigKeySecret> => {
     let secret = t.secret;
     if (secret === undefined) {
       secret = await readSecret(t.secretFile!, `${where}.secretFile`);
-      if (secret && opts.readSecretFiles !== false && !isBase64(secret)) problems.push(`${where}.secretFile: ${abs(t.secretFile!)} ${base64Msg.replace('must be', 'must hold')}`);
+      if (secret && opts.readSecretFiles !== false && !isBase64(secret))
+        problems.push(
+          `${where}.secretFile: ${abs(t.secretFile!)} ${base64Msg.replace('must be', 'must hold')}`,
+        );
     }
     return { name: t.name, algorithm: t.algorithm, secret };
   };
@@ -213,11 +256,16 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
   if (c.dns.provider === 'embedded') {
     const d = c.dns;
     const tsigKeys: TsigKeySecret[] = [];
-    for (const [i, k] of (d.tsigKeys ?? []).entries()) tsigKeys.push(await keySecret(k, `dns.tsigKeys[${i}]`));
+    for (const [i, k] of (d.tsigKeys ?? []).entries())
+      tsigKeys.push(await keySecret(k, `dns.tsigKeys[${i}]`));
     dnsCfg = {
       provider: 'embedded',
       listen: d.listen,
-      zones: d.zones.map((z) => ({ file: abs(z.file), ...(z.origin ? { origin: z.origin } : {}), ...policyOf(z) })),
+      zones: d.zones.map((z) => ({
+        file: abs(z.file),
+        ...(z.origin ? { origin: z.origin } : {}),
+        ...policyOf(z),
+      })),
       ...(d.nameServers ? { nameServers: d.nameServers } : {}),
       db: d.db ? abs(d.db) : join(dirname(abs(c.journal)), 'zones.sqlite'),
       ...(d.tsigKeys ? { tsigKeys } : {}),
@@ -236,7 +284,10 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
     };
   }
   if (problems.length) {
-    throw new FerryError('CONFIG_INVALID', `${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    throw new FerryError(
+      'CONFIG_INVALID',
+      `${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`,
+    );
   }
   const webOf = new Map(servers.map((s) => [s.id, s.web]));
   const d = c.defaults;
@@ -245,7 +296,12 @@ async function resolveConfig(c: RawConfig, file: string, opts: LoadConfigOptions
     journal: abs(c.journal),
     servers,
     dns: dnsCfg,
-    sites: c.sites.map((s) => ({ domain: s.domain, server: s.server, ports: s.ports, kind: s.kind ?? webOf.get(s.server)! })),
+    sites: c.sites.map((s) => ({
+      domain: s.domain,
+      server: s.server,
+      ports: s.ports,
+      kind: s.kind ?? webOf.get(s.server)!,
+    })),
     defaults: {
       ...(d.ttl !== undefined ? { ttl: d.ttl } : {}),
       ...(d.quietWindow !== undefined ? { quietWindowMs: d.quietWindow } : {}),

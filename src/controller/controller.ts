@@ -70,7 +70,18 @@ export interface ControllerOptions {
 export interface ControllerEvent {
   seq: number;
   at: number;
-  type: 'phase' | 'step' | 'wait' | 'error' | 'migration' | 'dns' | 'traffic' | 'held' | 'sync' | 'retry' | 'evacuation';
+  type:
+    | 'phase'
+    | 'step'
+    | 'wait'
+    | 'error'
+    | 'migration'
+    | 'dns'
+    | 'traffic'
+    | 'held'
+    | 'sync'
+    | 'retry'
+    | 'evacuation';
   migrationId: string;
   data: Record<string, unknown>;
 }
@@ -154,40 +165,74 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     this.defaults = { ...DEFAULT_TIMINGS, ...opts.defaults };
     this.historyLimit = opts.eventHistory ?? 10_000;
     for (const s of opts.servers) {
-      if (this.servers.has(s.id)) throw new FerryError('CONFIG_INVALID', `server "${s.id}" is declared twice`);
-      if (s.sharedIps.length === 0) throw new FerryError('CONFIG_INVALID', `server "${s.id}" has no shared IP`);
+      if (this.servers.has(s.id))
+        throw new FerryError('CONFIG_INVALID', `server "${s.id}" is declared twice`);
+      if (s.sharedIps.length === 0)
+        throw new FerryError('CONFIG_INVALID', `server "${s.id}" has no shared IP`);
       this.servers.set(s.id, s);
     }
     for (const site of opts.sites) {
       const domain = normalize(site.domain);
       if (!this.servers.has(site.server)) {
-        throw new FerryError('CONFIG_INVALID', `site ${domain} is on server "${site.server}", which is not declared`);
+        throw new FerryError(
+          'CONFIG_INVALID',
+          `site ${domain} is on server "${site.server}", which is not declared`,
+        );
       }
       if (site.ports.length === 0) throw new FerryError('CONFIG_INVALID', `site ${domain} has no ports`);
       this.siteConfig.set(domain, { ...site, domain });
     }
     const hosts = new Map([...this.servers].map(([id, s]) => [id, s.driver]));
-    this.orchestrator = new Orchestrator({ dns: opts.dns, hosts, journal: opts.journal, ...(opts.retry ? { retry: opts.retry } : {}) });
+    this.orchestrator = new Orchestrator({
+      dns: opts.dns,
+      hosts,
+      journal: opts.journal,
+      ...(opts.retry ? { retry: opts.retry } : {}),
+    });
     this.orchestrator.on('phase', (e) => this.publish('phase', e.id, { phase: e.phase }));
-    this.orchestrator.on('step', (e) => this.publish('step', e.id, { phase: e.phase, step: e.step, ...(e.detail ? { detail: e.detail } : {}) }));
+    this.orchestrator.on('step', (e) =>
+      this.publish('step', e.id, { phase: e.phase, step: e.step, ...(e.detail ? { detail: e.detail } : {}) }),
+    );
     this.orchestrator.on('wait', (e) =>
-      this.publish('wait', e.id, { phase: e.phase, what: e.what, elapsedMs: e.elapsedMs, remainingMs: e.remainingMs, observed: e.observed }),
+      this.publish('wait', e.id, {
+        phase: e.phase,
+        what: e.what,
+        elapsedMs: e.elapsedMs,
+        remainingMs: e.remainingMs,
+        observed: e.observed,
+      }),
     );
     this.orchestrator.on('error', (e) => this.publish('error', e.id, { phase: e.phase, message: e.message }));
-    this.orchestrator.on('dns', (e) => this.publish('dns', e.id, { phase: e.phase, name: e.name, type: e.type, expect: e.expect, serial: e.serial, servers: e.servers }));
-    this.orchestrator.on('traffic', (e) => this.publish('traffic', e.id, { phase: e.phase, what: e.what, observed: e.observed }));
-    this.orchestrator.on('held', (e) => this.publish('held', e.id, { phase: e.phase, redirect: e.redirect, site: e.site, state: e.state }));
+    this.orchestrator.on('dns', (e) =>
+      this.publish('dns', e.id, {
+        phase: e.phase,
+        name: e.name,
+        type: e.type,
+        expect: e.expect,
+        serial: e.serial,
+        servers: e.servers,
+      }),
+    );
+    this.orchestrator.on('traffic', (e) =>
+      this.publish('traffic', e.id, { phase: e.phase, what: e.what, observed: e.observed }),
+    );
+    this.orchestrator.on('held', (e) =>
+      this.publish('held', e.id, { phase: e.phase, redirect: e.redirect, site: e.site, state: e.state }),
+    );
     this.orchestrator.on('sync', (e) => {
       const { id, at: _at, ...data } = e;
       this.publish('sync', id, data);
     });
-    this.orchestrator.on('retry', (e) => this.publish('retry', e.id, { what: e.what, attempt: e.attempt, message: e.message }));
+    this.orchestrator.on('retry', (e) =>
+      this.publish('retry', e.id, { what: e.what, attempt: e.attempt, message: e.message }),
+    );
   }
 
   private publish(type: ControllerEvent['type'], migrationId: string, data: Record<string, unknown>): void {
     const ev: ControllerEvent = { seq: ++this.seq, at: Date.now(), type, migrationId, data };
     this.history.push(ev);
-    if (this.history.length > this.historyLimit) this.history.splice(0, this.history.length - this.historyLimit);
+    if (this.history.length > this.historyLimit)
+      this.history.splice(0, this.history.length - this.historyLimit);
     this.emit('event', ev);
   }
 
@@ -205,7 +250,11 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       tempIpPool: [...s.tempIpPool],
       freeTempIps: this.freeTempIps(s.id),
       ...(s.sharedIps6 || s.tempIpPool6
-        ? { sharedIps6: [...(s.sharedIps6 ?? [])], tempIpPool6: [...(s.tempIpPool6 ?? [])], freeTempIps6: this.freeTempIps(s.id, 6) }
+        ? {
+            sharedIps6: [...(s.sharedIps6 ?? [])],
+            tempIpPool6: [...(s.tempIpPool6 ?? [])],
+            freeTempIps6: this.freeTempIps(s.id, 6),
+          }
         : {}),
       ...(s.relayHost ? { relayHost: s.relayHost } : {}),
       sites: sites.filter((x) => x.server === s.id).map((x) => x.domain),
@@ -214,7 +263,11 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   server(id: string): ServerEntry {
     const s = this.servers.get(id);
-    if (!s) throw new FerryError('SERVER_NOT_FOUND', `no server "${id}"; known: ${[...this.servers.keys()].join(', ')}`);
+    if (!s)
+      throw new FerryError(
+        'SERVER_NOT_FOUND',
+        `no server "${id}"; known: ${[...this.servers.keys()].join(', ')}`,
+      );
     return s;
   }
 
@@ -302,7 +355,8 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     }
     const origin = this.server(site.server);
     const target = this.server(req.to);
-    if (origin.id === target.id) throw new FerryError('MIGRATION_SAME_SERVER', `${site.domain} is on ${target.id} already`);
+    if (origin.id === target.id)
+      throw new FerryError('MIGRATION_SAME_SERVER', `${site.domain} is on ${target.id} already`);
     const answer = current?.rdata.length === 1 ? current.rdata[0]! : undefined;
     let originIp = answer && origin.sharedIps.includes(answer) ? answer : origin.sharedIps[0]!;
     let tempIp: string | undefined;
@@ -311,20 +365,36 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     let v6: { originIp: string; targetIp: string; tempIp: string } | undefined;
     if (answer6 && (mode === 'direct' || (origin.sharedIps6 ?? []).includes(answer6))) {
       const target6 = target.sharedIps6?.[0];
-      if (!target6) throw new FerryError('MIGRATION_NO_IPV6', `${site.domain} has AAAA ${answer6} but target ${target.id} has no IPv6 address`);
+      if (!target6)
+        throw new FerryError(
+          'MIGRATION_NO_IPV6',
+          `${site.domain} has AAAA ${answer6} but target ${target.id} has no IPv6 address`,
+        );
       const owner = mode === 'relay-host' ? this.server(relayHost ?? '') : origin;
       const temp6 = mode === 'direct' ? answer6 : this.freeTempIps(owner.id, 6)[0];
-      if (!temp6) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${owner.id} has no free IPv6 temporary IP in its pool`);
+      if (!temp6)
+        throw new FerryError(
+          'TEMP_IP_EXHAUSTED',
+          `server ${owner.id} has no free IPv6 temporary IP in its pool`,
+        );
       v6 = { originIp: answer6, targetIp: target6, tempIp: temp6 };
     }
     if (mode === 'direct') {
-      if (!answer) throw new FerryError('MIGRATION_DIRECT_NO_IP', `${site.domain} has no single A record to redirect directly`);
+      if (!answer)
+        throw new FerryError(
+          'MIGRATION_DIRECT_NO_IP',
+          `${site.domain} has no single A record to redirect directly`,
+        );
       originIp = answer;
       tempIp = answer;
     } else {
       const poolOwner = mode === 'relay-host' ? this.server(relayHost ?? '') : origin;
       tempIp = this.freeTempIps(poolOwner.id)[0];
-      if (!tempIp) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${poolOwner.id} has no free temporary IP in its pool`);
+      if (!tempIp)
+        throw new FerryError(
+          'TEMP_IP_EXHAUSTED',
+          `server ${poolOwner.id} has no free temporary IP in its pool`,
+        );
     }
     const id = req.id ?? `${site.domain.replace(/\.$/, '')}-${Date.now().toString(36)}`;
     const parity = req.parity ?? this.siteConfig.get(site.domain)?.parity;
@@ -343,7 +413,13 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       ...(parity ? { parity } : {}),
       ...(v6 ? { v6 } : {}),
     });
-    this.publish('migration', id, { created: true, domain: site.domain, from: origin.id, to: target.id, tempIp });
+    this.publish('migration', id, {
+      created: true,
+      domain: site.domain,
+      from: origin.id,
+      to: target.id,
+      tempIp,
+    });
     this.drive(id);
     return rec;
   }
@@ -398,7 +474,8 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   async rollback(id: string): Promise<MigrationRecord> {
     const rec = this.orchestrator.get(id);
     if (rec.phase === 'rolled-back') return rec;
-    if (this.stopping.signal.aborted) throw new FerryError('CONTROLLER_STOPPING', 'the controller is shutting down');
+    if (this.stopping.signal.aborted)
+      throw new FerryError('CONTROLLER_STOPPING', 'the controller is shutting down');
     // Stop the run first (it ends at its next step or wait), then undo from where it stopped.
     const running = this.running.get(id);
     if (running) {
@@ -421,14 +498,24 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    * to it once each migration has drained; at most min(concurrency, pool size) run at once. One
    * site failing does not stop the others. Resolves with every migration and a summary per site.
    */
-  async evacuate(req: EvacuateRequest): Promise<{ migrations: MigrationRecord[]; sites: EvacuationSite[]; totalMs: number }> {
+  async evacuate(
+    req: EvacuateRequest,
+  ): Promise<{ migrations: MigrationRecord[]; sites: EvacuationSite[]; totalMs: number }> {
     const origin = this.server(req.from);
     this.server(req.to);
-    if (origin.id === req.to) throw new FerryError('MIGRATION_SAME_SERVER', `cannot evacuate ${origin.id} onto itself`);
+    if (origin.id === req.to)
+      throw new FerryError('MIGRATION_SAME_SERVER', `cannot evacuate ${origin.id} onto itself`);
     const pool = origin.tempIpPool.length;
-    if (pool === 0) throw new FerryError('TEMP_IP_EXHAUSTED', `server ${origin.id} has no temporary IP pool to evacuate with`);
+    if (pool === 0)
+      throw new FerryError(
+        'TEMP_IP_EXHAUSTED',
+        `server ${origin.id} has no temporary IP pool to evacuate with`,
+      );
     if (req.concurrency !== undefined && !(Number.isInteger(req.concurrency) && req.concurrency >= 1)) {
-      throw new FerryError('EVACUATE_OPTIONS', `concurrency must be a positive integer (got ${req.concurrency})`);
+      throw new FerryError(
+        'EVACUATE_OPTIONS',
+        `concurrency must be a positive integer (got ${req.concurrency})`,
+      );
     }
     const concurrency = Math.min(req.concurrency ?? pool, pool);
     const queue = this.listSites()
@@ -436,7 +523,13 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       .map((s) => s.domain);
     const started = Date.now();
     const evacId = `evacuate-${origin.id}-${started.toString(36)}`;
-    this.publish('evacuation', evacId, { from: origin.id, to: req.to, sites: queue.length, concurrency, state: 'started' });
+    this.publish('evacuation', evacId, {
+      from: origin.id,
+      to: req.to,
+      sites: queue.length,
+      concurrency,
+      state: 'started',
+    });
     const sites: EvacuationSite[] = [];
     const migrations: MigrationRecord[] = [];
     const worker = async () => {
@@ -452,7 +545,14 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
           error = errorMessage(err);
         }
         if (rec) migrations.push(rec);
-        const entry: EvacuationSite = { domain, migrationId: rec?.plan.id ?? null, phase: rec?.phase ?? 'not-started', startedAt, endedAt: Date.now(), ...(error ? { error } : {}) };
+        const entry: EvacuationSite = {
+          domain,
+          migrationId: rec?.plan.id ?? null,
+          phase: rec?.phase ?? 'not-started',
+          startedAt,
+          endedAt: Date.now(),
+          ...(error ? { error } : {}),
+        };
         sites.push(entry);
         this.publish('evacuation', evacId, { ...entry, done: sites.length });
       }
@@ -473,9 +573,14 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     const deadline = Date.now() + 30 * 60_000;
     for (;;) {
       try {
-        return await this.startMigration({ domain, to: req.to, ...(req.timings ? { timings: req.timings } : {}) });
+        return await this.startMigration({
+          domain,
+          to: req.to,
+          ...(req.timings ? { timings: req.timings } : {}),
+        });
       } catch (err) {
-        if (!isFerryError(err, 'TEMP_IP_EXHAUSTED') || Date.now() > deadline || this.stopping.signal.aborted) throw err;
+        if (!isFerryError(err, 'TEMP_IP_EXHAUSTED') || Date.now() > deadline || this.stopping.signal.aborted)
+          throw err;
         await sleep(250, this.stopping.signal);
       }
     }

@@ -10,7 +10,13 @@ export {
   type EvacuationSite,
   type ServerSummary,
 } from './controller.js';
-export { parseDuration, type FerryConfig, type ServerConfig, type SiteConfig, type DnsConfig } from './config-schema.js';
+export {
+  parseDuration,
+  type FerryConfig,
+  type ServerConfig,
+  type SiteConfig,
+  type DnsConfig,
+} from './config-schema.js';
 export { loadConfig, parseConfig, type LoadConfigOptions } from './config.js';
 export { describeConfig } from './config-describe.js';
 export { startController, type RunningController, type StartControllerOptions } from './start.js';

@@ -26,7 +26,12 @@ import { freePort } from '../../test/ports.js';
 const TOKEN = 'start-test-token-0123456789';
 
 /** Two real agents (origin serving shop.example and blog.example, target empty) on `ips`. */
-async function startAgents(dir: string, ips: { origin: string; target: string }, httpPort: number, agents: Array<{ close(): Promise<void> }>): Promise<Record<'origin' | 'target', string>> {
+async function startAgents(
+  dir: string,
+  ips: { origin: string; target: string },
+  httpPort: number,
+  agents: Array<{ close(): Promise<void> }>,
+): Promise<Record<'origin' | 'target', string>> {
   const urls = { origin: '', target: '' };
   for (const id of ['origin', 'target'] as const) {
     const agent = new HostAgent({
@@ -48,22 +53,25 @@ async function startAgents(dir: string, ips: { origin: string; target: string },
   return urls;
 }
 
-test('startController: a migration between two agents over HTTP, and the zone change survives a restart', { skip: findBinary('rsync') ? false : 'rsync is not installed', timeout: 120_000 }, async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-start-'));
-  const ips = { origin: '127.0.63.1', target: '127.0.63.2', temp: '127.0.63.100', dns: '127.0.63.53' };
-  const httpPort = await freePort(ips.origin);
-  const agents: Array<{ close(): Promise<void> }> = [];
-  try {
-    const urls = await startAgents(dir, ips, httpPort, agents);
-    await writeFile(join(dir, 'token'), TOKEN);
-    await writeFile(
-      join(dir, 'example.zone'),
-      `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
-    );
-    const dnsPort = await freePort(ips.dns, { udp: true });
-    await writeFile(
-      join(dir, 'ferry.yaml'),
-      `journal: journal.sqlite
+test(
+  'startController: a migration between two agents over HTTP, and the zone change survives a restart',
+  { skip: findBinary('rsync') ? false : 'rsync is not installed', timeout: 120_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-start-'));
+    const ips = { origin: '127.0.63.1', target: '127.0.63.2', temp: '127.0.63.100', dns: '127.0.63.53' };
+    const httpPort = await freePort(ips.origin);
+    const agents: Array<{ close(): Promise<void> }> = [];
+    try {
+      const urls = await startAgents(dir, ips, httpPort, agents);
+      await writeFile(join(dir, 'token'), TOKEN);
+      await writeFile(
+        join(dir, 'example.zone'),
+        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
+      );
+      const dnsPort = await freePort(ips.dns, { udp: true });
+      await writeFile(
+        join(dir, 'ferry.yaml'),
+        `journal: journal.sqlite
 servers:
   origin: { agent: "${urls.origin}", tokenFile: token, sharedIps: [${ips.origin}], tempIpPool: [${ips.temp}] }
   target: { agent: "${urls.target}", token: "\${TARGET_TOKEN}", sharedIps: [${ips.target}] }
@@ -73,75 +81,121 @@ sites:
   - { domain: blog.example, server: origin, ports: [${httpPort}] }
 defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100ms }
 `,
-    );
-    const config = await loadConfig(join(dir, 'ferry.yaml'), { env: { TARGET_TOKEN: TOKEN } });
-    const ask = async () =>
-      (await dnsQuery({ server: { address: ips.dns, port: dnsPort }, name: 'shop.example', type: 'A', timeoutMs: 1000 })).answers.map((a) => a.rdata);
-
-    const one = await startController(config);
-    try {
-      assert.deepEqual(
-        (await one.checkAgents()).map((c) => [c.server, c.ok]),
-        [['origin', true], ['target', true]],
       );
-      assert.deepEqual(await ask(), [ips.origin]);
-      const rec = await one.controller.startMigration({ domain: 'shop.example', to: 'target' });
-      const done = await one.controller.wait(rec.plan.id);
-      assert.equal(done.phase, 'completed', done.error);
-      assert.deepEqual(await ask(), [ips.target]);
-      assert.deepEqual(
-        one.controller.listSites().map((s) => [s.domain, s.server]),
-        [['shop.example.', 'target'], ['blog.example.', 'origin']],
+      const config = await loadConfig(join(dir, 'ferry.yaml'), { env: { TARGET_TOKEN: TOKEN } });
+      const ask = async () =>
+        (
+          await dnsQuery({
+            server: { address: ips.dns, port: dnsPort },
+            name: 'shop.example',
+            type: 'A',
+            timeoutMs: 1000,
+          })
+        ).answers.map((a) => a.rdata);
+
+      const one = await startController(config);
+      try {
+        assert.deepEqual(
+          (await one.checkAgents()).map((c) => [c.server, c.ok]),
+          [
+            ['origin', true],
+            ['target', true],
+          ],
+        );
+        assert.deepEqual(await ask(), [ips.origin]);
+        const rec = await one.controller.startMigration({ domain: 'shop.example', to: 'target' });
+        const done = await one.controller.wait(rec.plan.id);
+        assert.equal(done.phase, 'completed', done.error);
+        assert.deepEqual(await ask(), [ips.target]);
+        assert.deepEqual(
+          one.controller.listSites().map((s) => [s.domain, s.server]),
+          [
+            ['shop.example.', 'target'],
+            ['blog.example.', 'origin'],
+          ],
+        );
+      } finally {
+        await one.close();
+      }
+
+      // A restarted controller serves the changed zone (kept in zones.sqlite), not the file's.
+      const two = await startController(config);
+      try {
+        assert.deepEqual(await ask(), [ips.target]);
+        assert.deepEqual(two.resumed, []);
+      } finally {
+        await two.close();
+      }
+
+      // An agent that does not answer is reported, not fatal; so is a configured site its agent
+      // does not serve (never created there with PUT /v1/sites/{domain}).
+      const yaml = await readFile(join(dir, 'ferry.yaml'), 'utf8');
+      await writeFile(
+        join(dir, 'ferry-news.yaml'),
+        yaml.replace(
+          'defaults:',
+          `  - { domain: news.example, server: origin, ports: [${httpPort}] }\ndefaults:`,
+        ),
       );
+      const broken = await loadConfig(join(dir, 'ferry-news.yaml'), {
+        env: { TARGET_TOKEN: 'wrong-token-0123456789' },
+      });
+      const three = await startController(broken);
+      try {
+        const checks = await three.checkAgents();
+        assert.equal(checks.find((c) => c.server === 'target')?.ok, false);
+        assert.match(checks.find((c) => c.server === 'target')!.message, /wrong bearer token/);
+        assert.equal(checks.find((c) => c.server === 'origin')?.ok, false);
+        assert.match(
+          checks.find((c) => c.server === 'origin')!.message,
+          /does not serve news\.example; create each on it first: PUT \/v1\/sites\/\{domain\}/,
+        );
+      } finally {
+        await three.close();
+      }
     } finally {
-      await one.close();
+      for (const a of agents) await a.close();
+      await rm(dir, { recursive: true, force: true });
     }
-
-    // A restarted controller serves the changed zone (kept in zones.sqlite), not the file's.
-    const two = await startController(config);
-    try {
-      assert.deepEqual(await ask(), [ips.target]);
-      assert.deepEqual(two.resumed, []);
-    } finally {
-      await two.close();
-    }
-
-    // An agent that does not answer is reported, not fatal; so is a configured site its agent
-    // does not serve (never created there with PUT /v1/sites/{domain}).
-    const yaml = await readFile(join(dir, 'ferry.yaml'), 'utf8');
-    await writeFile(join(dir, 'ferry-news.yaml'), yaml.replace('defaults:', `  - { domain: news.example, server: origin, ports: [${httpPort}] }\ndefaults:`));
-    const broken = await loadConfig(join(dir, 'ferry-news.yaml'), { env: { TARGET_TOKEN: 'wrong-token-0123456789' } });
-    const three = await startController(broken);
-    try {
-      const checks = await three.checkAgents();
-      assert.equal(checks.find((c) => c.server === 'target')?.ok, false);
-      assert.match(checks.find((c) => c.server === 'target')!.message, /wrong bearer token/);
-      assert.equal(checks.find((c) => c.server === 'origin')?.ok, false);
-      assert.match(checks.find((c) => c.server === 'origin')!.message, /does not serve news\.example; create each on it first: PUT \/v1\/sites\/\{domain\}/);
-    } finally {
-      await three.close();
-    }
-  } finally {
-    for (const a of agents) await a.close();
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  },
+);
 
 /** kdig, bounded; its output and exit status. Asynchronous: the name server answers from this process. */
 function kdig(args: string[]): Promise<{ status: number | null; out: string }> {
   return new Promise((resolve) => {
-    execFile('kdig', ['+time=3', '+retry=0', ...args], { encoding: 'utf8', timeout: 15_000 }, (err, stdout, stderr) => {
-      resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, out: `${stdout}${stderr}` });
-    });
+    execFile(
+      'kdig',
+      ['+time=3', '+retry=0', ...args],
+      { encoding: 'utf8', timeout: 15_000 },
+      (err, stdout, stderr) => {
+        resolve({
+          status: err ? (typeof err.code === 'number' ? err.code : null) : 0,
+          out: `${stdout}${stderr}`,
+        });
+      },
+    );
   });
 }
 
 test(
   'startController: the embedded name server from YAML: a TSIG-signed AXFR, an unsigned one refused, NOTIFY on a change, the secret kept out of config check',
-  { skip: !findBinary('rsync') ? 'rsync is not installed' : !findBinary('kdig') ? 'kdig (knot-dnsutils) is not installed' : false, timeout: 120_000 },
+  {
+    skip: !findBinary('rsync')
+      ? 'rsync is not installed'
+      : !findBinary('kdig')
+        ? 'kdig (knot-dnsutils) is not installed'
+        : false,
+    timeout: 120_000,
+  },
   async () => {
     const dir = await mkdtemp(join(tmpdir(), 'ferry-start-dns-'));
-    const ips = { origin: '127.0.64.1', target: '127.0.64.2', temp: '127.0.64.100', dns: '127.0.64.53', secondary: '127.0.64.54' };
+    const ips = {
+      origin: '127.0.64.1',
+      target: '127.0.64.2',
+      temp: '127.0.64.100',
+      dns: '127.0.64.53',
+      secondary: '127.0.64.54',
+    };
     const secret = randomBytes(32).toString('base64');
     const httpPort = await freePort(ips.origin);
     const agents: Array<{ close(): Promise<void> }> = [];
@@ -154,7 +208,17 @@ test(
         if (m.opcode !== Opcode.NOTIFY || m.flags.qr) return;
         notifies.push({ zone: m.questions[0]?.name ?? '', from: rinfo.address });
         const { edns: _edns, ...bare } = m;
-        secondary.send(encodeMessage({ ...bare, flags: { ...m.flags, qr: true, aa: true }, answers: [], authority: [], additional: [] }), rinfo.port, rinfo.address);
+        secondary.send(
+          encodeMessage({
+            ...bare,
+            flags: { ...m.flags, qr: true, aa: true },
+            answers: [],
+            authority: [],
+            additional: [],
+          }),
+          rinfo.port,
+          rinfo.address,
+        );
       } catch {
         // not DNS: ignored
       }
@@ -192,11 +256,15 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
       const env = { AGENT_TOKEN: TOKEN, XFR_TSIG: secret };
 
       // ferry config check: the key by name, never its secret.
-      const check = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'config', 'check', file], {
-        encoding: 'utf8',
-        env: { ...process.env, ...env },
-        timeout: 60_000,
-      });
+      const check = spawnSync(
+        process.execPath,
+        ['--import', 'tsx', 'src/cli/main.ts', 'config', 'check', file],
+        {
+          encoding: 'utf8',
+          env: { ...process.env, ...env },
+          timeout: 60_000,
+        },
+      );
       assert.equal(check.status, 0, check.stderr);
       assert.match(check.stdout, /dns tsig keys: xfr-key\. \(hmac-sha256\)/);
       assert.match(check.stdout, /transfer key xfr-key\.; update none; notify 127\.0\.64\.54:\d+/);
@@ -209,13 +277,23 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
         // Signed with the key the ACL names: the whole zone.
         const signed = await kdig([...at, '-y', `hmac-sha256:xfr-key.:${secret}`, 'example.', 'AXFR']);
         assert.equal(signed.status, 0, signed.out);
-        assert.match(signed.out, new RegExp(`shop\\.example\\.\\s+1\\s+IN\\s+A\\s+${ips.origin.replace(/\./g, '\\.')}`), signed.out);
+        assert.match(
+          signed.out,
+          new RegExp(`shop\\.example\\.\\s+1\\s+IN\\s+A\\s+${ips.origin.replace(/\./g, '\\.')}`),
+          signed.out,
+        );
         assert.doesNotMatch(signed.out, /REFUSED|NOTAUTH|failed/i, signed.out);
         // Unsigned, and signed with a key the server does not have: refused.
         const unsigned = await kdig([...at, 'example.', 'AXFR']);
         assert.match(unsigned.out, /REFUSED/, unsigned.out);
         assert.doesNotMatch(unsigned.out, /shop\.example\.\s+\d+\s+IN\s+A/, unsigned.out);
-        const wrongKey = await kdig([...at, '-y', `hmac-sha256:xfr-key.:${randomBytes(32).toString('base64')}`, 'example.', 'AXFR']);
+        const wrongKey = await kdig([
+          ...at,
+          '-y',
+          `hmac-sha256:xfr-key.:${randomBytes(32).toString('base64')}`,
+          'example.',
+          'AXFR',
+        ]);
         assert.doesNotMatch(wrongKey.out, /shop\.example\.\s+\d+\s+IN\s+A/, wrongKey.out);
         assert.equal(running.dnsServer?.primary.stats.axfr, 1);
 
@@ -229,7 +307,11 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
         assert.ok(notifies.length > 0, 'no NOTIFY reached the secondary within 10 s');
         assert.deepEqual(notifies[0], { zone: 'example.', from: ips.dns });
         const after = await kdig([...at, '-y', `hmac-sha256:xfr-key.:${secret}`, 'example.', 'AXFR']);
-        assert.match(after.out, new RegExp(`shop\\.example\\.\\s+\\d+\\s+IN\\s+A\\s+${ips.target.replace(/\./g, '\\.')}`), after.out);
+        assert.match(
+          after.out,
+          new RegExp(`shop\\.example\\.\\s+\\d+\\s+IN\\s+A\\s+${ips.target.replace(/\./g, '\\.')}`),
+          after.out,
+        );
       } finally {
         await running.close();
       }
@@ -241,16 +323,22 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
   },
 );
 
-test('startController: IPv6 addresses and relayHost from YAML reach the controller, its server listing and the servers API', { timeout: 60_000 }, async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-start-v6-'));
-  const dnsAddress = '127.0.65.53';
-  try {
-    await writeFile(join(dir, 'example.zone'), `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${dnsAddress}\n`);
-    const dnsPort = await freePort(dnsAddress, { udp: true });
-    // Agents are not called: the controller only needs their URLs to start.
-    await writeFile(
-      join(dir, 'ferry.yaml'),
-      `journal: journal.sqlite
+test(
+  'startController: IPv6 addresses and relayHost from YAML reach the controller, its server listing and the servers API',
+  { timeout: 60_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-start-v6-'));
+    const dnsAddress = '127.0.65.53';
+    try {
+      await writeFile(
+        join(dir, 'example.zone'),
+        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${dnsAddress}\n`,
+      );
+      const dnsPort = await freePort(dnsAddress, { udp: true });
+      // Agents are not called: the controller only needs their URLs to start.
+      await writeFile(
+        join(dir, 'ferry.yaml'),
+        `journal: journal.sqlite
 servers:
   origin:
     agent: "http://127.0.65.1:9"
@@ -263,34 +351,60 @@ servers:
   relay: { agent: "http://127.0.65.3:9", token: ${TOKEN}, sharedIps: [127.0.65.3], tempIpPool: [127.0.65.130] }
 dns: { provider: embedded, listen: { address: ${dnsAddress}, port: ${dnsPort} }, zones: [example.zone] }
 `,
-    );
-    const running = await startController(await loadConfig(join(dir, 'ferry.yaml')), { resume: false });
-    try {
-      const listed = running.controller.listServers();
-      assert.deepEqual(
-        listed.map((s) => [s.id, s.sharedIps6 ?? null, s.tempIpPool6 ?? null, s.freeTempIps6 ?? null, s.relayHost ?? null]),
-        [
-          ['origin', ['fd00:65::1'], ['fd00:65::100', 'fd00:65::101'], ['fd00:65::100', 'fd00:65::101'], null],
-          ['target', null, null, null, 'relay'],
-          ['relay', null, null, null, null],
-        ],
       );
-      assert.deepEqual(running.controller.freeTempIps('origin', 6), ['fd00:65::100', 'fd00:65::101']);
-      assert.deepEqual(running.controller.server('origin').sharedIps6, ['fd00:65::1']);
-      const token = generateToken();
-      const app = await buildApi(running.controller, { tokens: [{ token, scope: 'read' }], sampleIntervalMs: 0, rateLimitPerMinute: 0, dashboard: false, metrics: false });
+      const running = await startController(await loadConfig(join(dir, 'ferry.yaml')), { resume: false });
       try {
-        const res = await app.inject({ method: 'GET', url: '/v1/servers/origin', headers: { authorization: `Bearer ${token}` } });
-        assert.equal(res.statusCode, 200, res.body);
-        const body = res.json<{ sharedIps: string[]; sharedIps6: string[]; tempIpPool6: string[] }>();
-        assert.deepEqual([body.sharedIps, body.sharedIps6, body.tempIpPool6], [['127.0.65.1'], ['fd00:65::1'], ['fd00:65::100', 'fd00:65::101']]);
+        const listed = running.controller.listServers();
+        assert.deepEqual(
+          listed.map((s) => [
+            s.id,
+            s.sharedIps6 ?? null,
+            s.tempIpPool6 ?? null,
+            s.freeTempIps6 ?? null,
+            s.relayHost ?? null,
+          ]),
+          [
+            [
+              'origin',
+              ['fd00:65::1'],
+              ['fd00:65::100', 'fd00:65::101'],
+              ['fd00:65::100', 'fd00:65::101'],
+              null,
+            ],
+            ['target', null, null, null, 'relay'],
+            ['relay', null, null, null, null],
+          ],
+        );
+        assert.deepEqual(running.controller.freeTempIps('origin', 6), ['fd00:65::100', 'fd00:65::101']);
+        assert.deepEqual(running.controller.server('origin').sharedIps6, ['fd00:65::1']);
+        const token = generateToken();
+        const app = await buildApi(running.controller, {
+          tokens: [{ token, scope: 'read' }],
+          sampleIntervalMs: 0,
+          rateLimitPerMinute: 0,
+          dashboard: false,
+          metrics: false,
+        });
+        try {
+          const res = await app.inject({
+            method: 'GET',
+            url: '/v1/servers/origin',
+            headers: { authorization: `Bearer ${token}` },
+          });
+          assert.equal(res.statusCode, 200, res.body);
+          const body = res.json<{ sharedIps: string[]; sharedIps6: string[]; tempIpPool6: string[] }>();
+          assert.deepEqual(
+            [body.sharedIps, body.sharedIps6, body.tempIpPool6],
+            [['127.0.65.1'], ['fd00:65::1'], ['fd00:65::100', 'fd00:65::101']],
+          );
+        } finally {
+          await app.close();
+        }
       } finally {
-        await app.close();
+        await running.close();
       }
     } finally {
-      await running.close();
+      await rm(dir, { recursive: true, force: true });
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  },
+);

@@ -6,7 +6,13 @@ import { readFile } from 'node:fs/promises';
 import { HttpHostDriver } from '../agent/client.js';
 import { DnsServer, loadZoneFile, mergeZonePolicies } from '../dns/index.js';
 import { EmbeddedDnsProvider, Journal, createRfc2136Provider, type DnsProvider } from '../migration/index.js';
-import { policyOf, type DnsConfig, type DnsPolicyConfig, type FerryConfig, type TsigKeySecret } from './config-schema.js';
+import {
+  policyOf,
+  type DnsConfig,
+  type DnsPolicyConfig,
+  type FerryConfig,
+  type TsigKeySecret,
+} from './config-schema.js';
 import { Controller } from './controller.js';
 
 /**
@@ -24,7 +30,9 @@ export function dnsSecurityOptions(
     cfg.zones.map((z, i) => ({ origin: origins[i]!, policy: policyOf(z) })),
   );
   return {
-    ...(cfg.tsigKeys?.length ? { tsigKeys: cfg.tsigKeys.map((k) => ({ name: k.name, algorithm: k.algorithm, secret: k.secret })) } : {}),
+    ...(cfg.tsigKeys?.length
+      ? { tsigKeys: cfg.tsigKeys.map((k) => ({ name: k.name, algorithm: k.algorithm, secret: k.secret })) }
+      : {}),
     ...(zonePolicies ? { zonePolicies } : {}),
   };
 }
@@ -53,7 +61,10 @@ export interface StartControllerOptions {
  * listening, zones loaded), one `HttpHostDriver` per server, the journal, and the controller,
  * which then resumes unfinished migrations. The control API mounts its routes on `controller`.
  */
-export async function startController(config: FerryConfig, opts: StartControllerOptions = {}): Promise<RunningController> {
+export async function startController(
+  config: FerryConfig,
+  opts: StartControllerOptions = {},
+): Promise<RunningController> {
   let dnsServer: DnsServer | undefined;
   let journal: Journal | undefined;
   const drivers = new Map<string, HttpHostDriver>();
@@ -61,18 +72,26 @@ export async function startController(config: FerryConfig, opts: StartController
     let provider: DnsProvider;
     const dnsCfg = config.dns;
     if (dnsCfg.provider === 'embedded') {
-      const zones = await Promise.all(dnsCfg.zones.map((z) => loadZoneFile(z.file, z.origin ? { origin: z.origin } : {})));
+      const zones = await Promise.all(
+        dnsCfg.zones.map((z) => loadZoneFile(z.file, z.origin ? { origin: z.origin } : {})),
+      );
       dnsServer = new DnsServer({
         address: dnsCfg.listen.address,
         port: dnsCfg.listen.port,
         zones,
         db: dnsCfg.db,
-        ...dnsSecurityOptions(dnsCfg, zones.map((z) => z.origin)),
+        ...dnsSecurityOptions(
+          dnsCfg,
+          zones.map((z) => z.origin),
+        ),
         ...(dnsCfg.serialPolicy ? { serialPolicy: dnsCfg.serialPolicy } : {}),
         ...(dnsCfg.workers !== undefined ? { workers: dnsCfg.workers } : {}),
       });
       await dnsServer.start();
-      provider = new EmbeddedDnsProvider({ server: dnsServer, ...(dnsCfg.nameServers ? { nameServers: dnsCfg.nameServers } : {}) });
+      provider = new EmbeddedDnsProvider({
+        server: dnsServer,
+        ...(dnsCfg.nameServers ? { nameServers: dnsCfg.nameServers } : {}),
+      });
     } else {
       // Any primary (BIND, Knot, PowerDNS) through TSIG-signed UPDATE.
       provider = createRfc2136Provider(dnsCfg);
@@ -122,7 +141,11 @@ export async function startController(config: FerryConfig, opts: StartController
             try {
               const info = await drivers.get(s.id)!.info();
               if (info.web !== s.web) {
-                return { server: s.id, ok: false, message: `agent serves sites with ${String(info.web)}, the config says web: ${s.web}` };
+                return {
+                  server: s.id,
+                  ok: false,
+                  message: `agent serves sites with ${String(info.web)}, the config says web: ${s.web}`,
+                };
               }
               // Every site placed here must exist on the agent (created with PUT /v1/sites/{domain}),
               // and be served on the port its migrations probe and proxy to.
@@ -131,12 +154,22 @@ export async function startController(config: FerryConfig, opts: StartController
               const here = controller.listSites().filter((x) => x.server === s.id);
               const missing = here.filter((x) => !served.has(bare(x.domain))).map((x) => bare(x.domain));
               const problems: string[] = [];
-              if (missing.length) problems.push(`the agent does not serve ${missing.join(', ')}; create each on it first: PUT /v1/sites/{domain} {"mode":"serve"}`);
+              if (missing.length)
+                problems.push(
+                  `the agent does not serve ${missing.join(', ')}; create each on it first: PUT /v1/sites/{domain} {"mode":"serve"}`,
+                );
               const port = typeof info.httpPort === 'number' ? info.httpPort : undefined;
               const offPort = port === undefined ? [] : here.filter((x) => x.ports[0] !== port);
-              if (offPort.length) problems.push(`the agent serves sites on --http-port ${port}, but ${offPort.map((x) => `${bare(x.domain)} has ports [${x.ports.join(', ')}]`).join(', ')}`);
+              if (offPort.length)
+                problems.push(
+                  `the agent serves sites on --http-port ${port}, but ${offPort.map((x) => `${bare(x.domain)} has ports [${x.ports.join(', ')}]`).join(', ')}`,
+                );
               if (problems.length) return { server: s.id, ok: false, message: problems.join('; ') };
-              return { server: s.id, ok: true, message: `agent ${String(info.id)} at ${s.agent}, web ${String(info.web)}, ${here.length} site${here.length === 1 ? '' : 's'} present` };
+              return {
+                server: s.id,
+                ok: true,
+                message: `agent ${String(info.id)} at ${s.agent}, web ${String(info.web)}, ${here.length} site${here.length === 1 ? '' : 's'} present`,
+              };
             } catch (err) {
               return { server: s.id, ok: false, message: (err as Error).message };
             }

@@ -37,7 +37,6 @@ function liveBytes(): number {
   return m.heapUsed + m.external + m.arrayBuffers;
 }
 
-
 const NAMES = [
   'example.',
   'www.example.',

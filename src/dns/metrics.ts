@@ -25,7 +25,6 @@ export interface DnsQueryEvent {
 /** The channel; publish only when `queryChannel.hasSubscribers`. */
 export const queryChannel = diagnostics_channel.channel(DNS_QUERY_CHANNEL);
 
-
 // The first question's type, or -1.
 function questionType(p: Uint8Array): number {
   if (p.length < 12 || ((p[4]! << 8) | p[5]!) === 0) return -1;

@@ -258,10 +258,7 @@ export class DnsServer {
     this.primary.close(); // NOTIFY stops, the database closes
     for (const c of this.conns) c.destroy();
     this.conns.clear();
-    await Promise.all([
-      udp?.close(),
-      tcp ? new Promise<void>((r) => tcp.close(() => r())) : undefined,
-    ]);
+    await Promise.all([udp?.close(), tcp ? new Promise<void>((r) => tcp.close(() => r())) : undefined]);
   }
 
   /** The UDP form in use ('native' or 'dgram'; undefined before start or with workers). */

@@ -153,7 +153,10 @@ hinfo HINFO "INTEL" "Linux 6"
 `;
 
 /** Runs `fn` against a started server on 127.0.0.1 (any port) serving TEST_ZONE, and stops it. */
-export async function withTestServer(opts: DnsServerOptions, fn: (s: DnsServer) => Promise<void>): Promise<void> {
+export async function withTestServer(
+  opts: DnsServerOptions,
+  fn: (s: DnsServer) => Promise<void>,
+): Promise<void> {
   const s = new DnsServer({ address: '127.0.0.1', port: 0, zones: [parseZone(TEST_ZONE)], ...opts });
   await s.start();
   try {

@@ -34,7 +34,9 @@ async function burst(
   timeoutMs = 5000,
 ): Promise<Map<number, Buffer>> {
   const answers = new Map<number, Buffer>();
-  const socks = Array.from({ length: sockets }, () => dgram.createSocket(server.address.includes(':') ? 'udp6' : 'udp4'));
+  const socks = Array.from({ length: sockets }, () =>
+    dgram.createSocket(server.address.includes(':') ? 'udp6' : 'udp4'),
+  );
   let next = 1;
   const sendNext = () => {
     if (next > count) return;
@@ -47,7 +49,11 @@ async function burst(
       const timer = setTimeout(() => {
         const missing = [];
         for (let id = 1; id < next; id++) if (!answers.has(id)) missing.push(id);
-        reject(new Error(`${count - answers.size} of ${count} queries unanswered, e.g. ids ${missing.slice(0, 5).join(', ')}`));
+        reject(
+          new Error(
+            `${count - answers.size} of ${count} queries unanswered, e.g. ids ${missing.slice(0, 5).join(', ')}`,
+          ),
+        );
       }, timeoutMs);
       for (const s of socks) {
         s.on('message', (buf) => {
@@ -105,15 +111,24 @@ test('native and dgram UDP send the same bytes for the same queries', { skip: of
   assert.deepEqual(seen.native, seen.dgram);
 });
 
-test('native UDP: an oversized datagram is dropped, and the server goes on answering', { skip: offNative }, async () => {
-  await withServer({ udpIo: 'native' }, async (s) => {
-    const big = Buffer.alloc(6000);
-    encodeMessage(makeQuery(1, 'www.example.', RRType.A)).copy(big);
-    await assert.rejects(dnsExchangeUdp(s, big, 300), (e: unknown) => isFerryError(e) && e.code === 'DNS_TIMEOUT');
-    const ok = decodeMessage(await dnsExchangeUdp(s, encodeMessage(makeQuery(2, 'www.example.', RRType.A))));
-    assert.equal(ok.rcode, Rcode.NOERROR);
-  });
-});
+test(
+  'native UDP: an oversized datagram is dropped, and the server goes on answering',
+  { skip: offNative },
+  async () => {
+    await withServer({ udpIo: 'native' }, async (s) => {
+      const big = Buffer.alloc(6000);
+      encodeMessage(makeQuery(1, 'www.example.', RRType.A)).copy(big);
+      await assert.rejects(
+        dnsExchangeUdp(s, big, 300),
+        (e: unknown) => isFerryError(e) && e.code === 'DNS_TIMEOUT',
+      );
+      const ok = decodeMessage(
+        await dnsExchangeUdp(s, encodeMessage(makeQuery(2, 'www.example.', RRType.A))),
+      );
+      assert.equal(ok.rcode, Rcode.NOERROR);
+    });
+  },
+);
 
 test('native UDP over IPv6 (::1)', { skip: offNative }, async () => {
   await withServer({ udpIo: 'native', address: '::1' }, async (s) => {
@@ -122,29 +137,40 @@ test('native UDP over IPv6 (::1)', { skip: offNative }, async () => {
   });
 });
 
-test('native UDP: a NOTIFY, answered by the primary role, gets its reply (also through a worker)', { skip: offNative }, async () => {
-  for (const workers of [1, 2]) {
-    await withServer({ udpIo: 'native', workers, address: '127.0.121.1' }, async (s) => {
-      const notify = makeQuery(99, 'example.', RRType.SOA);
-      notify.opcode = Opcode.NOTIFY;
-      notify.flags.aa = true;
-      const res = decodeMessage(await dnsExchangeUdp(s, encodeMessage(notify)));
-      assert.equal(res.id, 99);
-      assert.equal(res.rcode, Rcode.NOTIMP, `workers=${workers}`);
-    });
-  }
-});
+test(
+  'native UDP: a NOTIFY, answered by the primary role, gets its reply (also through a worker)',
+  { skip: offNative },
+  async () => {
+    for (const workers of [1, 2]) {
+      await withServer({ udpIo: 'native', workers, address: '127.0.121.1' }, async (s) => {
+        const notify = makeQuery(99, 'example.', RRType.SOA);
+        notify.opcode = Opcode.NOTIFY;
+        notify.flags.aa = true;
+        const res = decodeMessage(await dnsExchangeUdp(s, encodeMessage(notify)));
+        assert.equal(res.id, 99);
+        assert.equal(res.rcode, Rcode.NOTIMP, `workers=${workers}`);
+      });
+    }
+  },
+);
 
-test('native UDP with 2 workers: each binds the port (SO_REUSEPORT) and clients spread over both', { skip: offNative }, async () => {
-  await withServer({ udpIo: 'native', workers: 2, address: '127.0.121.2' }, async (s) => {
-    const answers = await burst({ address: s.address, port: s.port }, 400, 16);
-    assert.equal(answers.size, 400);
-    const stats = await s.workerStats();
-    assert.equal(stats.length, 2);
-    // 16 source ports hashed over two sockets: both get some (all 16 on one has odds 2^-15).
-    assert.ok(stats.every((w) => w.udp > 0), `both workers answered: ${JSON.stringify(stats)}`);
-  });
-});
+test(
+  'native UDP with 2 workers: each binds the port (SO_REUSEPORT) and clients spread over both',
+  { skip: offNative },
+  async () => {
+    await withServer({ udpIo: 'native', workers: 2, address: '127.0.121.2' }, async (s) => {
+      const answers = await burst({ address: s.address, port: s.port }, 400, 16);
+      assert.equal(answers.size, 400);
+      const stats = await s.workerStats();
+      assert.equal(stats.length, 2);
+      // 16 source ports hashed over two sockets: both get some (all 16 on one has odds 2^-15).
+      assert.ok(
+        stats.every((w) => w.udp > 0),
+        `both workers answered: ${JSON.stringify(stats)}`,
+      );
+    });
+  },
+);
 
 test('FERRY_NATIVE=0: auto falls back to dgram; asking for native fails clearly', async () => {
   const before = process.env.FERRY_NATIVE;
@@ -172,24 +198,42 @@ test('udpIo: a bad value is refused', () => {
  * after that read freed memory (ASan: heap-use-after-free in unwrap, from stats()). close()
  * now removes the wrap, so every later call says "channel is closed" and close() stays idempotent.
  */
-test('native UDP addon: calls on a channel closed a loop turn ago throw "channel is closed"', { skip: offNative }, async () => {
-  const { loadNative } = await import('../common/native.js');
-  type Addon = {
-    ADDR_SLOT: number;
-    bind(h: string, p: number, r: boolean): [number, number];
-    open(fd: number, rx: Buffer, lens: Int32Array, addrs: Buffer, slot: number, cb: (n: number) => void): object;
-    reply(ch: object, a: unknown[], n: number): void;
-    stats(ch: object): unknown;
-    close(ch: object): void;
-  };
-  const r = loadNative<Addon>('ferry_dns_udp');
-  assert.ok('binding' in r);
-  const a = r.binding;
-  const [fd] = a.bind('127.0.0.1', 0, false);
-  const ch = a.open(fd, Buffer.alloc(8 * 512), new Int32Array(8), Buffer.alloc(8 * a.ADDR_SLOT), 512, () => {});
-  a.close(ch);
-  await new Promise((res) => setTimeout(res, 20)); // the poll handle's close callback has freed the record
-  assert.throws(() => a.stats(ch), /channel is closed/);
-  assert.throws(() => a.reply(ch, [Buffer.from('x')], 1), /channel is closed/);
-  a.close(ch); // still idempotent
-});
+test(
+  'native UDP addon: calls on a channel closed a loop turn ago throw "channel is closed"',
+  { skip: offNative },
+  async () => {
+    const { loadNative } = await import('../common/native.js');
+    type Addon = {
+      ADDR_SLOT: number;
+      bind(h: string, p: number, r: boolean): [number, number];
+      open(
+        fd: number,
+        rx: Buffer,
+        lens: Int32Array,
+        addrs: Buffer,
+        slot: number,
+        cb: (n: number) => void,
+      ): object;
+      reply(ch: object, a: unknown[], n: number): void;
+      stats(ch: object): unknown;
+      close(ch: object): void;
+    };
+    const r = loadNative<Addon>('ferry_dns_udp');
+    assert.ok('binding' in r);
+    const a = r.binding;
+    const [fd] = a.bind('127.0.0.1', 0, false);
+    const ch = a.open(
+      fd,
+      Buffer.alloc(8 * 512),
+      new Int32Array(8),
+      Buffer.alloc(8 * a.ADDR_SLOT),
+      512,
+      () => {},
+    );
+    a.close(ch);
+    await new Promise((res) => setTimeout(res, 20)); // the poll handle's close callback has freed the record
+    assert.throws(() => a.stats(ch), /channel is closed/);
+    assert.throws(() => a.reply(ch, [Buffer.from('x')], 1), /channel is closed/);
+    a.close(ch); // still idempotent
+  },
+);

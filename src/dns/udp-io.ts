@@ -52,11 +52,24 @@ interface Channel {
 interface UdpAddon {
   ADDR_SLOT: number;
   bind(host: string, port: number, reusePort: boolean): [number, number];
-  open(fd: number, rx: Buffer, lens: Int32Array, addrs: Buffer, slotSize: number, onBatch: (n: number) => void): Channel;
+  open(
+    fd: number,
+    rx: Buffer,
+    lens: Int32Array,
+    addrs: Buffer,
+    slotSize: number,
+    onBatch: (n: number) => void,
+  ): Channel;
   reply(ch: Channel, answers: Array<Buffer | undefined>, count: number): void;
   sendTo(ch: Channel, msg: Buffer, addrs: Buffer, offset: number): void;
   peer(addrs: Buffer, offset: number): [string, number];
-  stats(ch: Channel): { received: number; sent: number; truncated: number; sendDropped: number; recvErrors: number };
+  stats(ch: Channel): {
+    received: number;
+    sent: number;
+    truncated: number;
+    sendDropped: number;
+    recvErrors: number;
+  };
   close(ch: Channel): void;
   closeFd(fd: number): void;
 }
@@ -103,7 +116,9 @@ class SlotRemote implements UdpRemote {
     return this.peer[1];
   }
   later(): (msg: Buffer) => void {
-    const addr = Buffer.from(this.owner.addrs.subarray(this.offset, this.offset + this.owner.addon.ADDR_SLOT));
+    const addr = Buffer.from(
+      this.owner.addrs.subarray(this.offset, this.offset + this.owner.addon.ADDR_SLOT),
+    );
     return (msg) => this.owner.sendTo(msg, addr);
   }
 }

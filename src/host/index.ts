@@ -4,7 +4,14 @@
  * (`SiteProcess` runs it in a process of its own that outlives the agent);
  * `syncDirectory` copies a site's data folder to another server, delta after the first pass.
  */
-export { SiteServer, normalizeDomain, type SiteMode, type SiteStats, type SiteServerOptions, type Order } from './site-server.js';
+export {
+  SiteServer,
+  normalizeDomain,
+  type SiteMode,
+  type SiteStats,
+  type SiteServerOptions,
+  type Order,
+} from './site-server.js';
 export { SiteProcess, type SiteApp, type SiteProcessOptions } from './site-process.js';
 export { syncDirectory, type SyncOptions, type SyncResult } from './sync.js';
 export { type ProxyTarget } from './proxy.js';

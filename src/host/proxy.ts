@@ -5,7 +5,14 @@
  * before the first response byte and replaying it is safe: the method is idempotent, or the
  * connection was never established (nothing reached the upstream).
  */
-import { Agent, request, type IncomingMessage, type ServerResponse, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
+import {
+  Agent,
+  request,
+  type IncomingMessage,
+  type ServerResponse,
+  type ClientRequest,
+  type OutgoingHttpHeaders,
+} from 'node:http';
 import { FerryError } from '../common/errors.js';
 
 /** Where a proxied site's requests go. `localAddress` binds the proxy's outgoing connections. */
@@ -40,7 +47,13 @@ const HOP_BY_HOP = new Set([
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /** Errors raised before a TCP connection exists: the upstream saw nothing, any method may be replayed. */
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EADDRNOTAVAIL', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRINUSE']);
+const CONNECT_ERRORS = new Set([
+  'ECONNREFUSED',
+  'EADDRNOTAVAIL',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRINUSE',
+]);
 
 /** A keep-alive agent for upstream connections; idle sockets close after `idleMs`, well before a server would. */
 export function createProxyAgent(idleMs = 2000): Agent {
@@ -48,7 +61,12 @@ export function createProxyAgent(idleMs = 2000): Agent {
 }
 
 /** Forward `req` to `target` and stream the answer into `res`. */
-export function proxyRequest(req: IncomingMessage, res: ServerResponse, target: ProxyTarget, opts: ProxyOptions): void {
+export function proxyRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  target: ProxyTarget,
+  opts: ProxyOptions,
+): void {
   const method = req.method ?? 'GET';
   const headers = forwardHeaders(req);
   let replay: Buffer[] | null = [];
@@ -72,7 +90,12 @@ export function proxyRequest(req: IncomingMessage, res: ServerResponse, target: 
     });
     current = up;
     up.setTimeout(opts.timeoutMs, () =>
-      up.destroy(new FerryError('PROXY_TIMEOUT', `upstream ${target.address}:${target.port} idle for ${opts.timeoutMs} ms`)),
+      up.destroy(
+        new FerryError(
+          'PROXY_TIMEOUT',
+          `upstream ${target.address}:${target.port} idle for ${opts.timeoutMs} ms`,
+        ),
+      ),
     );
     up.on('response', (upRes) => onResponse(up, upRes));
     up.on('error', (err) => onError(up, err as NodeJS.ErrnoException));
@@ -157,7 +180,12 @@ function forwardHeaders(req: IncomingMessage): OutgoingHttpHeaders {
 }
 
 function connectionTokens(value: string | undefined): Set<string> {
-  return new Set((value ?? '').split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
+  return new Set(
+    (value ?? '')
+      .split(',')
+      .map((t) => t.trim().toLowerCase())
+      .filter(Boolean),
+  );
 }
 
 /** `::ffff:127.0.0.9` → `127.0.0.9`; other addresses unchanged. */

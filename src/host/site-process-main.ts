@@ -6,7 +6,12 @@
  * SIGINT, or by itself once no agent has been connected for `orphanTimeoutMs`.
  */
 import { FerryError, isFerryError } from '../common/errors.js';
-import { serveControl, writeReady, type ControlRequest, type ControlServer } from '../common/control-socket.js';
+import {
+  serveControl,
+  writeReady,
+  type ControlRequest,
+  type ControlServer,
+} from '../common/control-socket.js';
 import { SiteServer, type SiteMode } from './site-server.js';
 import type { SiteProcessConfig, SiteProcessInfo } from './site-process.js';
 
@@ -25,7 +30,11 @@ async function main(): Promise<void> {
     server = new SiteServer(config.site);
     await server.start();
   } catch (err) {
-    writeReady({ ok: false, code: isFerryError(err) ? err.code : 'SITE_PROCESS', message: (err as Error).message });
+    writeReady({
+      ok: false,
+      code: isFerryError(err) ? err.code : 'SITE_PROCESS',
+      message: (err as Error).message,
+    });
     process.exitCode = 1;
     return;
   }
@@ -71,10 +80,20 @@ async function main(): Promise<void> {
   };
 
   try {
-    control = await serveControl({ socketPath: config.socketPath, orphanTimeoutMs: config.orphanTimeoutMs, handle, onOrphaned: () => void stop(), code: 'SITE_PROCESS' });
+    control = await serveControl({
+      socketPath: config.socketPath,
+      orphanTimeoutMs: config.orphanTimeoutMs,
+      handle,
+      onOrphaned: () => void stop(),
+      code: 'SITE_PROCESS',
+    });
   } catch (err) {
     await server.stop();
-    writeReady({ ok: false, code: 'SITE_PROCESS', message: `cannot listen on ${config.socketPath}: ${(err as Error).message}` });
+    writeReady({
+      ok: false,
+      code: 'SITE_PROCESS',
+      message: `cannot listen on ${config.socketPath}: ${(err as Error).message}`,
+    });
     process.exit(1);
   }
   process.on('SIGTERM', () => void stop());

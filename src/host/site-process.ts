@@ -15,10 +15,23 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CONTROL_REQUEST_TIMEOUT_MS, ControlClient, MAX_SOCKET_PATH, childEntry, spawnDetached, type ControlRequest } from '../common/control-socket.js';
+import {
+  CONTROL_REQUEST_TIMEOUT_MS,
+  ControlClient,
+  MAX_SOCKET_PATH,
+  childEntry,
+  spawnDetached,
+  type ControlRequest,
+} from '../common/control-socket.js';
 import { FerryError } from '../common/errors.js';
 import { OrderLog, type Order } from './orders.js';
-import { checkDomain, normalizeDomain, type SiteMode, type SiteServerOptions, type SiteStats } from './site-server.js';
+import {
+  checkDomain,
+  normalizeDomain,
+  type SiteMode,
+  type SiteServerOptions,
+  type SiteStats,
+} from './site-server.js';
 
 /** What a hosting agent uses of its site app: `SiteServer` in-process, or `SiteProcess`. */
 export interface SiteApp {
@@ -87,7 +100,10 @@ export class SiteProcess implements SiteApp {
 
   constructor(opts: SiteProcessOptions) {
     if (Buffer.byteLength(opts.socketPath) > MAX_SOCKET_PATH) {
-      throw new FerryError('SITE_SERVER_OPTIONS', `socket path ${opts.socketPath} is longer than a Unix socket path may be (${MAX_SOCKET_PATH} bytes); use a shorter data folder`);
+      throw new FerryError(
+        'SITE_SERVER_OPTIONS',
+        `socket path ${opts.socketPath} is longer than a Unix socket path may be (${MAX_SOCKET_PATH} bytes); use a shorter data folder`,
+      );
     }
     this.opts = opts;
     this.name = opts.site.name;
@@ -115,7 +131,8 @@ export class SiteProcess implements SiteApp {
     const o = this.opts;
     const found = await ControlClient.connect(this.socketPath, WHAT, 'SITE_PROCESS').catch(() => undefined);
     if (found) {
-      const info = (await found.request({ op: 'info' }).catch(() => undefined)) as SiteProcessInfo | undefined;
+      const info = (await found.request({ op: 'info' }).catch(() => undefined)) as
+        SiteProcessInfo | undefined;
       const same =
         info !== undefined &&
         info.name === o.site.name &&
@@ -132,7 +149,11 @@ export class SiteProcess implements SiteApp {
       await found.closed;
     }
     await mkdir(join(this.socketPath, '..'), { recursive: true, mode: 0o700 });
-    const config: SiteProcessConfig = { site: { ...o.site, port: this.sitePort }, socketPath: this.socketPath, orphanTimeoutMs: o.orphanTimeoutMs ?? 600_000 };
+    const config: SiteProcessConfig = {
+      site: { ...o.site, port: this.sitePort },
+      socketPath: this.socketPath,
+      orphanTimeoutMs: o.orphanTimeoutMs ?? 600_000,
+    };
     const info = await spawnDetached<SiteProcessInfo>({
       entry: childEntry(import.meta.url, 'site-process-main'),
       arg: JSON.stringify(config),
@@ -157,7 +178,8 @@ export class SiteProcess implements SiteApp {
     this.stopped = false;
     this.sitePort = this.info!.port;
     void c.closed.then(() => {
-      if (this.conn === c && !this.stopped) setTimeout(() => void this.revive().catch(() => undefined), 1000).unref();
+      if (this.conn === c && !this.stopped)
+        setTimeout(() => void this.revive().catch(() => undefined), 1000).unref();
     });
   }
 
@@ -173,7 +195,8 @@ export class SiteProcess implements SiteApp {
         this.info = null;
         await this.start();
         const serving = new Set(this.info!.sites.map((x) => x.domain));
-        for (const [domain, mode] of this.modes) if (!serving.has(domain)) await this.conn!.request({ op: 'addSite', domain, mode });
+        for (const [domain, mode] of this.modes)
+          if (!serving.has(domain)) await this.conn!.request({ op: 'addSite', domain, mode });
       } finally {
         this.reviving = null;
       }
@@ -182,7 +205,8 @@ export class SiteProcess implements SiteApp {
 
   private async request(msg: ControlRequest, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS): Promise<unknown> {
     if (this.reviving || (!this.stopped && !this.conn?.connected)) await this.revive();
-    if (!this.conn) throw new FerryError('SITE_PROCESS', `not connected to the site app process at ${this.socketPath}`);
+    if (!this.conn)
+      throw new FerryError('SITE_PROCESS', `not connected to the site app process at ${this.socketPath}`);
     return this.conn.request(msg, timeoutMs);
   }
 
@@ -224,7 +248,8 @@ export class SiteProcess implements SiteApp {
   mode(domain: string): SiteMode {
     const d = normalizeDomain(domain);
     const m = this.modes.get(d);
-    if (m === undefined) throw new FerryError('SITE_NOT_FOUND', `${this.name} does not serve ${d}; add it with addSite first`);
+    if (m === undefined)
+      throw new FerryError('SITE_NOT_FOUND', `${this.name} does not serve ${d}; add it with addSite first`);
     return typeof m === 'string' ? m : { proxy: { ...m.proxy } };
   }
 
@@ -233,7 +258,10 @@ export class SiteProcess implements SiteApp {
   }
 
   async waitIdle(domain: string, timeoutMs: number): Promise<boolean> {
-    return (await this.request({ op: 'waitIdle', domain, timeoutMs }, timeoutMs + CONTROL_REQUEST_TIMEOUT_MS)) as boolean;
+    return (await this.request(
+      { op: 'waitIdle', domain, timeoutMs },
+      timeoutMs + CONTROL_REQUEST_TIMEOUT_MS,
+    )) as boolean;
   }
 
   async reloadSite(domain: string): Promise<void> {

@@ -43,7 +43,13 @@ function call(o: {
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        );
         res.on('error', reject);
       },
     );
@@ -54,7 +60,15 @@ function call(o: {
 }
 
 function postOrder(port: number, host: string, key: string, address = A): Promise<Reply> {
-  return call({ port, address, host, method: 'POST', path: '/orders', body: JSON.stringify({ key }), headers: { 'content-type': 'application/json' } });
+  return call({
+    port,
+    address,
+    host,
+    method: 'POST',
+    path: '/orders',
+    body: JSON.stringify({ key }),
+    headers: { 'content-type': 'application/json' },
+  });
 }
 
 async function tempDir(t: TestContext): Promise<string> {
@@ -63,8 +77,19 @@ async function tempDir(t: TestContext): Promise<string> {
   return dir;
 }
 
-async function startServer(t: TestContext, name: string, address: string, extra: Partial<SiteServerOptions> = {}): Promise<SiteServer> {
-  const server = new SiteServer({ name, addresses: [address], port: 0, dataDir: join(await tempDir(t), name), ...extra });
+async function startServer(
+  t: TestContext,
+  name: string,
+  address: string,
+  extra: Partial<SiteServerOptions> = {},
+): Promise<SiteServer> {
+  const server = new SiteServer({
+    name,
+    addresses: [address],
+    port: 0,
+    dataDir: join(await tempDir(t), name),
+    ...extra,
+  });
   t.after(() => server.stop());
   await server.start();
   return server;
@@ -99,17 +124,43 @@ test('routes: page, health, orders, errors, unknown host', async (t) => {
   const list = await call({ port: p, host: 'shop.example', path: '/orders' });
   assert.equal(list.status, 200);
   const orders = JSON.parse(list.body) as Array<{ id: number; key: string; server: string; at: string }>;
-  assert.deepEqual(orders.map((o) => [o.id, o.key, o.server]), [[1, 'k1', 'origin'], [2, 'k1', 'origin']]);
+  assert.deepEqual(
+    orders.map((o) => [o.id, o.key, o.server]),
+    [
+      [1, 'k1', 'origin'],
+      [2, 'k1', 'origin'],
+    ],
+  );
   assert.ok(!Number.isNaN(Date.parse(orders[0]!.at)));
-  assert.deepEqual((await s.readOrders('shop.example')).map((o) => o.id), [1, 2]);
+  assert.deepEqual(
+    (await s.readOrders('shop.example')).map((o) => o.id),
+    [1, 2],
+  );
 
   const bad = await call({ port: p, host: 'shop.example', method: 'POST', path: '/orders', body: '{nope' });
   assert.equal(bad.status, 400);
   assert.match(JSON.parse(bad.body).error, /JSON/);
-  assert.equal((await call({ port: p, host: 'shop.example', method: 'POST', path: '/orders', body: '{"x":1}' })).status, 400);
-  assert.equal((await call({ port: p, host: 'shop.example', method: 'POST', path: '/orders', body: Buffer.alloc(70 * 1024, 'a') })).status, 413);
+  assert.equal(
+    (await call({ port: p, host: 'shop.example', method: 'POST', path: '/orders', body: '{"x":1}' })).status,
+    400,
+  );
+  assert.equal(
+    (
+      await call({
+        port: p,
+        host: 'shop.example',
+        method: 'POST',
+        path: '/orders',
+        body: Buffer.alloc(70 * 1024, 'a'),
+      })
+    ).status,
+    413,
+  );
   assert.equal((await call({ port: p, host: 'shop.example', path: '/nothing' })).status, 404);
-  assert.equal((await call({ port: p, host: 'shop.example', method: 'DELETE', path: '/orders' })).status, 405);
+  assert.equal(
+    (await call({ port: p, host: 'shop.example', method: 'DELETE', path: '/orders' })).status,
+    405,
+  );
 
   const unknown = await call({ port: p, host: 'other.example' });
   assert.equal(unknown.status, 421);
@@ -124,17 +175,22 @@ test('routes: page, health, orders, errors, unknown host', async (t) => {
 });
 
 test('options and modes are validated with a clear message', async (t) => {
-  assert.throws(() => new SiteServer({ name: '', addresses: ['nope'], port: 70000, dataDir: '' }), (err: Error & { code?: string }) => {
-    assert.equal(err.code, 'SITE_SERVER_OPTIONS');
-    assert.match(err.message, /name/);
-    assert.match(err.message, /"nope" is not an IP/);
-    assert.match(err.message, /port/);
-    return true;
-  });
+  assert.throws(
+    () => new SiteServer({ name: '', addresses: ['nope'], port: 70000, dataDir: '' }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SITE_SERVER_OPTIONS');
+      assert.match(err.message, /name/);
+      assert.match(err.message, /"nope" is not an IP/);
+      assert.match(err.message, /port/);
+      return true;
+    },
+  );
   const s = await startServer(t, 'origin', A);
   await assert.rejects(s.addSite('../etc'), { code: 'SITE_DOMAIN_INVALID' });
   await s.addSite('shop.example');
-  assert.throws(() => s.setMode('shop.example', { proxy: { address: 'x', port: 0 } }), { code: 'SITE_MODE_INVALID' });
+  assert.throws(() => s.setMode('shop.example', { proxy: { address: 'x', port: 0 } }), {
+    code: 'SITE_MODE_INVALID',
+  });
   assert.throws(() => s.setMode('none.example', 'serve'), { code: 'SITE_NOT_FOUND' });
 });
 
@@ -191,7 +247,10 @@ test('hold releases into proxy: the upstream serves, Host and X-Served-By kept',
   await origin.addSite('shop.example');
   await target.addSite('shop.example');
   origin.setMode('shop.example', 'hold');
-  const pending = [call({ port: origin.port, host: 'shop.example' }), postOrder(origin.port, 'shop.example', 'held-1')];
+  const pending = [
+    call({ port: origin.port, host: 'shop.example' }),
+    postOrder(origin.port, 'shop.example', 'held-1'),
+  ];
   assert.ok(await waitFor(() => origin.siteStats('shop.example').held === 2, 2000));
   origin.setMode('shop.example', { proxy: { address: B, port: target.port, localAddress: '127.0.20.3' } });
   const [page, order] = await Promise.all(pending);
@@ -200,7 +259,10 @@ test('hold releases into proxy: the upstream serves, Host and X-Served-By kept',
   assert.match(page!.body, /Served by target/);
   assert.equal(order!.status, 201);
   assert.equal(order!.headers['x-served-by'], 'target');
-  assert.deepEqual((await target.readOrders('shop.example')).map((o) => [o.key, o.server]), [['held-1', 'target']]);
+  assert.deepEqual(
+    (await target.readOrders('shop.example')).map((o) => [o.key, o.server]),
+    [['held-1', 'target']],
+  );
   assert.deepEqual(await origin.readOrders('shop.example'), []);
   // The target sees the proxy's bound source address; the origin counts the client.
   assert.deepEqual(Object.keys(target.siteStats('shop.example').bySource), ['127.0.20.3']);
@@ -332,7 +394,9 @@ test('sites and addresses come and go at runtime', async (t) => {
   await s.addAddress('127.0.20.4');
   assert.equal((await call({ port: s.port, address: '127.0.20.4', host: 'shop.example' })).status, 200);
   await s.removeAddress('127.0.20.4');
-  await assert.rejects(call({ port: s.port, address: '127.0.20.4', host: 'shop.example' }), { code: 'ECONNREFUSED' });
+  await assert.rejects(call({ port: s.port, address: '127.0.20.4', host: 'shop.example' }), {
+    code: 'ECONNREFUSED',
+  });
   assert.equal((await call({ port: s.port, host: 'shop.example' })).status, 200);
 
   await s.removeSite('shop.example');
@@ -340,7 +404,10 @@ test('sites and addresses come and go at runtime', async (t) => {
   assert.equal(s.hasSite('shop.example'), false);
   assert.equal((await call({ port: s.port, host: 'shop.example' })).status, 421);
   // The data stays until asked to delete it.
-  assert.deepEqual((await s.readOrders('shop.example')).map((o) => o.key), ['k1']);
+  assert.deepEqual(
+    (await s.readOrders('shop.example')).map((o) => o.key),
+    ['k1'],
+  );
   await s.removeSite('shop.example', { deleteData: true });
   await assert.rejects(stat(s.siteDataDir('shop.example')), { code: 'ENOENT' });
 });
@@ -361,13 +428,19 @@ test('ids keep increasing on the other server after sync and reload', async (t) 
   await target.addSite('shop.example', 'readonly');
   for (const k of ['a', 'b', 'c']) await postOrder(origin.port, 'shop.example', k);
 
-  const first = await syncDirectory(origin.siteDataDir('shop.example'), target.siteDataDir('shop.example'), { delete: true });
+  const first = await syncDirectory(origin.siteDataDir('shop.example'), target.siteDataDir('shop.example'), {
+    delete: true,
+  });
   assert.equal(first.files, 1);
   await target.reloadSite('shop.example');
   await postOrder(origin.port, 'shop.example', 'd');
-  const delta = await syncDirectory(origin.siteDataDir('shop.example'), target.siteDataDir('shop.example'), { delete: true });
+  const delta = await syncDirectory(origin.siteDataDir('shop.example'), target.siteDataDir('shop.example'), {
+    delete: true,
+  });
   assert.equal(delta.files, 1);
-  const again = await syncDirectory(origin.siteDataDir('shop.example'), target.siteDataDir('shop.example'), { delete: true });
+  const again = await syncDirectory(origin.siteDataDir('shop.example'), target.siteDataDir('shop.example'), {
+    delete: true,
+  });
   assert.equal(again.files, 0);
   // No reloadSite after the delta: the order log notices the file changed under it.
   target.setMode('shop.example', 'serve');
@@ -376,7 +449,13 @@ test('ids keep increasing on the other server after sync and reload', async (t) 
   assert.equal(JSON.parse(r.body).id, 5);
   assert.deepEqual(
     (await target.readOrders('shop.example')).map((o) => [o.id, o.key, o.server]),
-    [[1, 'a', 'origin'], [2, 'b', 'origin'], [3, 'c', 'origin'], [4, 'd', 'origin'], [5, 'e', 'target']],
+    [
+      [1, 'a', 'origin'],
+      [2, 'b', 'origin'],
+      [3, 'c', 'origin'],
+      [4, 'd', 'origin'],
+      [5, 'e', 'target'],
+    ],
   );
 });
 

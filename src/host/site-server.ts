@@ -80,7 +80,8 @@ interface Site {
 }
 
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-const DOMAIN_RE = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
+const DOMAIN_RE =
+  /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
 /** Sources remembered per site; the least recently seen is forgotten beyond this. */
 const MAX_SOURCES = 10_000;
 /** Grace for in-flight requests when an address or the server closes, before connections are cut. */
@@ -113,16 +114,18 @@ export class SiteServer {
 
   constructor(opts: SiteServerOptions) {
     const problems: string[] = [];
-    if (!opts.name || typeof opts.name !== 'string') problems.push('name must be a non-empty string (e.g. "origin")');
+    if (!opts.name || typeof opts.name !== 'string')
+      problems.push('name must be a non-empty string (e.g. "origin")');
     if (!Array.isArray(opts.addresses) || opts.addresses.length === 0) {
       problems.push('addresses must list at least one IP address to listen on (e.g. ["127.0.0.1"])');
     } else {
-      for (const a of opts.addresses) if (!isIP(a)) problems.push(`addresses: "${a}" is not an IP address literal`);
+      for (const a of opts.addresses)
+        if (!isIP(a)) problems.push(`addresses: "${a}" is not an IP address literal`);
     }
     if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
       problems.push(`port must be an integer 0..65535 (0 = ephemeral), got ${opts.port}`);
     }
-    if (!opts.dataDir) problems.push('dataDir must name a folder for the sites\' data');
+    if (!opts.dataDir) problems.push("dataDir must name a folder for the sites' data");
     const positive = (key: keyof SiteServerOptions, value: unknown) => {
       if (value !== undefined && !(Number.isInteger(value) && (value as number) > 0)) {
         problems.push(`${key} must be a positive integer or left out, got ${String(value)}`);
@@ -133,7 +136,8 @@ export class SiteServer {
     positive('maxBodyBytes', opts.maxBodyBytes);
     positive('keepAliveTimeoutMs', opts.keepAliveTimeoutMs);
     positive('proxyTimeoutMs', opts.proxyTimeoutMs);
-    if (problems.length) throw new FerryError('SITE_SERVER_OPTIONS', `bad SiteServer options: ${problems.join('; ')}`);
+    if (problems.length)
+      throw new FerryError('SITE_SERVER_OPTIONS', `bad SiteServer options: ${problems.join('; ')}`);
     this.name = opts.name;
     this.addressList = [...new Set(opts.addresses)];
     this.listenPort = opts.port;
@@ -184,7 +188,8 @@ export class SiteServer {
 
   /** Listen on one more address at the same port (no-op when already listening there). */
   async addAddress(address: string): Promise<void> {
-    if (!isIP(address)) throw new FerryError('SITE_ADDRESS_INVALID', `"${address}" is not an IP address literal`);
+    if (!isIP(address))
+      throw new FerryError('SITE_ADDRESS_INVALID', `"${address}" is not an IP address literal`);
     if (!this.addressList.includes(address)) this.addressList.push(address);
     if (this.started && !this.servers.has(address)) await this.listen(address);
   }
@@ -316,7 +321,8 @@ export class SiteServer {
   private site(domain: string): Site {
     const d = normalizeDomain(domain);
     const site = this.siteMap.get(d);
-    if (!site) throw new FerryError('SITE_NOT_FOUND', `${this.name} does not serve ${d}; add it with addSite first`);
+    if (!site)
+      throw new FerryError('SITE_NOT_FOUND', `${this.name} does not serve ${d}; add it with addSite first`);
     return site;
   }
 
@@ -344,7 +350,13 @@ export class SiteServer {
     });
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => {
-        reject(new FerryError('SITE_LISTEN', `${this.name} cannot listen on ${address}:${this.listenPort}: ${err.message}`, { cause: err }));
+        reject(
+          new FerryError(
+            'SITE_LISTEN',
+            `${this.name} cannot listen on ${address}:${this.listenPort}: ${err.message}`,
+            { cause: err },
+          ),
+        );
       };
       server.once('error', onError);
       server.listen({ host: address, port: this.listenPort }, () => {
@@ -364,7 +376,8 @@ export class SiteServer {
     if (!server) return;
     this.servers.delete(address);
     this.closing.add(server);
-    for (const res of this.activeResponses.get(server) ?? []) if (!res.headersSent) res.shouldKeepAlive = false;
+    for (const res of this.activeResponses.get(server) ?? [])
+      if (!res.headersSent) res.shouldKeepAlive = false;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
     // Responses already under way keep their connection open afterwards; close those as they go idle.
@@ -445,7 +458,9 @@ export class SiteServer {
       res,
       timer: setTimeout(() => {
         remove();
-        this.reply(res, 503, `${site.domain}: held longer than ${this.maxHoldMs} ms on ${this.name}\n`, { 'retry-after': '1' });
+        this.reply(res, 503, `${site.domain}: held longer than ${this.maxHoldMs} ms on ${this.name}\n`, {
+          'retry-after': '1',
+        });
       }, this.maxHoldMs),
     };
     const remove = () => {
@@ -496,7 +511,9 @@ export class SiteServer {
       if (method !== 'POST') return this.notAllowed(res, 'GET, HEAD, POST');
       const body = await readBody(req, this.maxBodyBytes);
       if (body === 'too-large') {
-        return this.reply(res, 413, `request body larger than ${this.maxBodyBytes} bytes\n`, { connection: 'close' });
+        return this.reply(res, 413, `request body larger than ${this.maxBodyBytes} bytes\n`, {
+          connection: 'close',
+        });
       }
       let parsed: unknown;
       try {
@@ -509,7 +526,9 @@ export class SiteServer {
       }
       const { key, ...data } = parsed as Record<string, unknown>;
       if (typeof key !== 'string' || key.length === 0 || key.length > 256) {
-        return this.replyJson(res, 400, { error: '"key" must be a non-empty string of at most 256 characters' });
+        return this.replyJson(res, 400, {
+          error: '"key" must be a non-empty string of at most 256 characters',
+        });
       }
       const order = await site.log.append(key, this.name, data);
       return this.replyJson(res, 201, { id: order.id, key: order.key, at: order.at, server: order.server });
@@ -526,7 +545,13 @@ export class SiteServer {
   }
 
   /** Answer locally, with `X-Served-By`; quietly does nothing when the client is gone or headers went out. */
-  private reply(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}, headOnly = false): void {
+  private reply(
+    res: ServerResponse,
+    status: number,
+    body: string,
+    headers: Record<string, string> = {},
+    headOnly = false,
+  ): void {
     if (res.headersSent || res.destroyed) return;
     const buf = Buffer.from(body);
     res.writeHead(status, {
@@ -551,14 +576,22 @@ function hostOf(host: string | undefined): string {
 /** The domain in the form sites are keyed by; SITE_DOMAIN_INVALID when it is not a domain name. */
 export function checkDomain(domain: string): string {
   const d = normalizeDomain(String(domain));
-  if (!DOMAIN_RE.test(d)) throw new FerryError('SITE_DOMAIN_INVALID', `"${domain}" is not a valid domain name (e.g. shop.example)`);
+  if (!DOMAIN_RE.test(d))
+    throw new FerryError('SITE_DOMAIN_INVALID', `"${domain}" is not a valid domain name (e.g. shop.example)`);
   return d;
 }
 
 function checkMode(mode: SiteMode): void {
   if (mode === 'serve' || mode === 'readonly' || mode === 'hold') return;
   const p = typeof mode === 'object' && mode !== null ? mode.proxy : undefined;
-  if (p && isIP(p.address) && Number.isInteger(p.port) && p.port > 0 && p.port < 65536 && (p.localAddress === undefined || isIP(p.localAddress))) {
+  if (
+    p &&
+    isIP(p.address) &&
+    Number.isInteger(p.port) &&
+    p.port > 0 &&
+    p.port < 65536 &&
+    (p.localAddress === undefined || isIP(p.localAddress))
+  ) {
     return;
   }
   throw new FerryError(

@@ -91,7 +91,10 @@ test('progress: bytes copied so far add up to the total, percent of the source e
   assert.deepEqual(seen.at(-1), { bytes: r.bytes, files: r.files, percent: 100 });
   // The bytes of each report are the sizes of the files copied before it.
   const steps = seen.map((p, i) => p.bytes - (seen[i - 1]?.bytes ?? 0)).filter((b) => b > 0);
-  assert.deepEqual([...steps].sort((a, b) => a - b), [3, 4, 9, 100_000]);
+  assert.deepEqual(
+    [...steps].sort((a, b) => a - b),
+    [3, 4, 9, 100_000],
+  );
 
   // A delta pass examines everything (percent moves) and copies only what changed.
   await appendFile(join(src, 'sub', 'a.txt'), 'a');

@@ -83,7 +83,13 @@ async function sourceBytes(dir: string): Promise<number> {
   return total;
 }
 
-async function syncDir(src: string, dst: string, opts: SyncOptions, result: SyncResult, tick?: (examined: number) => void): Promise<void> {
+async function syncDir(
+  src: string,
+  dst: string,
+  opts: SyncOptions,
+  result: SyncResult,
+  tick?: (examined: number) => void,
+): Promise<void> {
   await mkdir(dst, { recursive: true });
   const entries = await readdir(src, { withFileTypes: true });
   const wanted = new Set<string>();
@@ -123,7 +129,12 @@ async function syncDir(src: string, dst: string, opts: SyncOptions, result: Sync
  * Copy one file when it differs: `copied` is the bytes copied, or null when it was already current;
  * `size` the source's size as examined.
  */
-async function syncFile(from: string, to: string, dstDir: string, opts: SyncOptions): Promise<{ size: number; copied: number | null }> {
+async function syncFile(
+  from: string,
+  to: string,
+  dstDir: string,
+  opts: SyncOptions,
+): Promise<{ size: number; copied: number | null }> {
   // The source's stat is taken before the copy: if the file grows meanwhile, the copy is stamped
   // with the older mtime and the next pass sees the difference.
   const s = await lstat(from);
@@ -146,7 +157,9 @@ async function syncFile(from: string, to: string, dstDir: string, opts: SyncOpti
     await rename(tmp, to);
   } catch (err) {
     await rm(tmp, { force: true });
-    throw new FerryError('SYNC_COPY', `cannot copy ${from} to ${to}: ${(err as Error).message}`, { cause: err });
+    throw new FerryError('SYNC_COPY', `cannot copy ${from} to ${to}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const copied = await lstat(to);
   return { size: s.size, copied: copied.size };

@@ -21,7 +21,10 @@ async function server(t: TestContext, name: string, address: string, port = 0): 
   return s;
 }
 
-function load(t: TestContext, opts: Partial<LoadOptions> & Pick<LoadOptions, 'sites' | 'port' | 'resolve'>): LoadGenerator {
+function load(
+  t: TestContext,
+  opts: Partial<LoadOptions> & Pick<LoadOptions, 'sites' | 'port' | 'resolve'>,
+): LoadGenerator {
   const gen = new LoadGenerator({ seed: 7, ...opts });
   t.after(() => gen.stop());
   return gen;
@@ -29,7 +32,14 @@ function load(t: TestContext, opts: Partial<LoadOptions> & Pick<LoadOptions, 'si
 
 test('options are validated with a clear message', () => {
   assert.throws(
-    () => new LoadGenerator({ sites: [], port: 0, resolve: async () => ({ address: ORIGIN, ttl: 1 }), staleShare: 2, rate: 0 }),
+    () =>
+      new LoadGenerator({
+        sites: [],
+        port: 0,
+        resolve: async () => ({ address: ORIGIN, ttl: 1 }),
+        staleShare: 2,
+        rate: 0,
+      }),
     (err: Error & { code?: string }) => {
       assert.equal(err.code, 'LOADGEN_OPTIONS');
       for (const word of ['sites', 'port', 'staleShare', 'rate']) assert.match(err.message, new RegExp(word));
@@ -39,7 +49,14 @@ test('options are validated with a clear message', () => {
 });
 
 test('clients are spread over sites, stale and keep-alive traits evenly', () => {
-  const gen = new LoadGenerator({ sites: ['a.example', 'b.example'], port: 80, resolve: async () => ({ address: ORIGIN, ttl: 1 }), clients: 10, staleShare: 0.2, keepAliveShare: 0.5 });
+  const gen = new LoadGenerator({
+    sites: ['a.example', 'b.example'],
+    port: 80,
+    resolve: async () => ({ address: ORIGIN, ttl: 1 }),
+    clients: 10,
+    staleShare: 0.2,
+    keepAliveShare: 0.5,
+  });
   const cs = gen.clients();
   assert.deepEqual(cs.map((c) => c.domain).slice(0, 4), ['a.example', 'b.example', 'a.example', 'b.example']);
   assert.equal(cs.filter((c) => c.stale).length, 2);
@@ -71,7 +88,16 @@ test('reads and writes on several sites; acknowledged writes are on the server e
 
   const sum = gen.summary();
   assert.ok(sum.total >= 40, `only ${sum.total} requests`);
-  assert.equal(sum.failed, 0, JSON.stringify(gen.results().filter((r) => !r.ok).slice(0, 3)));
+  assert.equal(
+    sum.failed,
+    0,
+    JSON.stringify(
+      gen
+        .results()
+        .filter((r) => !r.ok)
+        .slice(0, 3),
+    ),
+  );
   assert.equal(sum.servedBy.origin, sum.total);
   assert.ok(sum.byDomain['shop.example']!.total > 0 && sum.byDomain['blog.example.']!.total > 0);
   assert.equal(events.length, sum.total);
@@ -97,7 +123,13 @@ test('reads and writes on several sites; acknowledged writes are on the server e
 test('keep-alive clients reuse one connection; the others open one per request', async (t) => {
   const s = await server(t, 'origin', ORIGIN);
   await s.addSite('shop.example');
-  const base = { sites: ['shop.example'], port: s.port, resolve: async () => ({ address: ORIGIN, ttl: 60 }), rate: 100, clients: 4 };
+  const base = {
+    sites: ['shop.example'],
+    port: s.port,
+    resolve: async () => ({ address: ORIGIN, ttl: 60 }),
+    rate: 100,
+    clients: 4,
+  };
 
   const keep = load(t, { ...base, keepAliveShare: 1 });
   keep.start();
@@ -105,7 +137,10 @@ test('keep-alive clients reuse one connection; the others open one per request',
   await keep.stop();
   const kept = keep.summary().total;
   assert.ok(kept >= 20);
-  assert.ok(s.connectionStats().total <= 4, `${s.connectionStats().total} connections for 4 keep-alive clients`);
+  assert.ok(
+    s.connectionStats().total <= 4,
+    `${s.connectionStats().total} connections for 4 keep-alive clients`,
+  );
   assert.ok(await waitFor(() => s.connectionStats().open === 0, 2000), 'stop closes kept connections');
 
   const before = s.connectionStats().total;
@@ -164,7 +199,9 @@ test('a switch of the answer: fresh clients follow the TTL, stale ones overstay 
   // Cut-over, as the orchestrator does it: hold, drain, final sync, target writes, origin proxies.
   origin.setMode('shop.example', 'hold');
   assert.equal(await origin.waitIdle('shop.example', 2000), true);
-  await syncDirectory(origin.siteDataDir('shop.example'), target.siteDataDir('shop.example'), { delete: true });
+  await syncDirectory(origin.siteDataDir('shop.example'), target.siteDataDir('shop.example'), {
+    delete: true,
+  });
   await target.reloadSite('shop.example');
   target.setMode('shop.example', 'serve');
   origin.setMode('shop.example', { proxy: { address: TARGET, port: target.port } });
@@ -196,16 +233,25 @@ test('a switch of the answer: fresh clients follow the TTL, stale ones overstay 
       // ... and through the origin's proxy it is the target that answers after the switch.
       assert.ok(mine.filter((r) => r.at > switchAt + 100).every((r) => r.servedBy === 'target'));
     }
-    assert.ok(mine.some((r) => r.address === TARGET), `client ${c.client} never moved to the new answer`);
+    assert.ok(
+      mine.some((r) => r.address === TARGET),
+      `client ${c.client} never moved to the new answer`,
+    );
   }
 
   // Every acknowledged write is on the target exactly once; none on the origin after the switch.
   const acked = sum.acknowledgedWrites.filter((w) => w.domain === 'shop.example');
   const onTarget = await target.readOrders('shop.example');
   assert.ok(acked.length > 0);
-  assert.deepEqual(onTarget.map((o) => `${o.key}#${o.id}`).sort(), acked.map((w) => `${w.key}#${w.id}`).sort());
+  assert.deepEqual(
+    onTarget.map((o) => `${o.key}#${o.id}`).sort(),
+    acked.map((w) => `${w.key}#${w.id}`).sort(),
+  );
   const ids = onTarget.map((o) => o.id);
-  assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
+  assert.deepEqual(
+    ids,
+    [...ids].sort((a, b) => a - b),
+  );
   assert.equal(new Set(ids).size, ids.length);
   assert.ok((await origin.readOrders('shop.example')).every((o) => Date.parse(o.at) <= switchAt));
   // The other site on the shared address was never touched.
@@ -262,7 +308,14 @@ test('requests are bounded by their timeout and stop waits for them', async (t) 
 test('maxResults bounds the kept results, not the summary', async (t) => {
   const s = await server(t, 'origin', ORIGIN);
   await s.addSite('shop.example');
-  const gen = load(t, { sites: ['shop.example'], port: s.port, resolve: async () => ({ address: ORIGIN, ttl: 60 }), rate: 200, clients: 4, maxResults: 10 });
+  const gen = load(t, {
+    sites: ['shop.example'],
+    port: s.port,
+    resolve: async () => ({ address: ORIGIN, ttl: 60 }),
+    rate: 200,
+    clients: 4,
+    maxResults: 10,
+  });
   gen.start();
   await waitFor(() => gen.summary().total >= 30, 3000);
   await gen.stop();

@@ -156,7 +156,12 @@ export class LoadGenerator extends EventEmitter {
 
   /** The simulated users: which site each loads, and how it caches and connects. */
   clients(): ClientProfile[] {
-    return this.clientList.map(({ client, domain, stale, keepAlive }) => ({ client, domain, stale, keepAlive }));
+    return this.clientList.map(({ client, domain, stale, keepAlive }) => ({
+      client,
+      domain,
+      stale,
+      keepAlive,
+    }));
   }
 
   /** Start issuing requests at `rate`. */
@@ -295,7 +300,11 @@ export class LoadGenerator extends EventEmitter {
     c.cache = undefined;
     let answer: { address: string; ttl: number };
     try {
-      answer = await withDeadline(this.options.resolve(c.domain), deadline, `lookup of ${c.domain} timed out`);
+      answer = await withDeadline(
+        this.options.resolve(c.domain),
+        deadline,
+        `lookup of ${c.domain} timed out`,
+      );
     } catch (err) {
       throw new FerryError('LOADGEN_RESOLVE', `resolve ${c.domain}: ${errorMessage(err)}`, { cause: err });
     }
@@ -310,7 +319,12 @@ export class LoadGenerator extends EventEmitter {
     if (c.agent?.address === address) return c.agent.agent;
     // The client makes one request at a time, so the old agent has no request in flight.
     c.agent?.agent.destroy();
-    const agent = new Agent({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1, timeout: this.options.idleSocketTimeoutMs });
+    const agent = new Agent({
+      keepAlive: true,
+      maxSockets: 1,
+      maxFreeSockets: 1,
+      timeout: this.options.idleSocketTimeoutMs,
+    });
     c.agent = { address, agent };
     return agent;
   }
@@ -330,9 +344,22 @@ export class LoadGenerator extends EventEmitter {
         headers['content-type'] = 'application/json';
         headers['content-length'] = String(Buffer.byteLength(body));
       }
-      const req = request({ host: address, port: this.options.port, method, path, headers, agent: this.agentFor(c, address) });
+      const req = request({
+        host: address,
+        port: this.options.port,
+        method,
+        path,
+        headers,
+        agent: this.agentFor(c, address),
+      });
       const timer = setTimeout(
-        () => req.destroy(new FerryError('LOADGEN_TIMEOUT', `no complete answer within ${this.options.requestTimeoutMs} ms`)),
+        () =>
+          req.destroy(
+            new FerryError(
+              'LOADGEN_TIMEOUT',
+              `no complete answer within ${this.options.requestTimeoutMs} ms`,
+            ),
+          ),
         Math.max(1, deadline - Date.now()),
       );
       req.on('response', (res) => {
@@ -372,7 +399,8 @@ export class LoadGenerator extends EventEmitter {
       this.failed += 1;
       d.failed += 1;
     }
-    if (r.servedBy !== null) this.servedByCount.set(r.servedBy, (this.servedByCount.get(r.servedBy) ?? 0) + 1);
+    if (r.servedBy !== null)
+      this.servedByCount.set(r.servedBy, (this.servedByCount.get(r.servedBy) ?? 0) + 1);
     if (r.ok && r.orderKey !== undefined && r.orderId !== undefined) {
       this.acked.push({ domain: r.domain, key: r.orderKey, id: r.orderId });
     }
@@ -413,7 +441,6 @@ function withDeadline<T>(p: Promise<T>, deadline: number, message: string): Prom
   });
 }
 
-
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
@@ -423,14 +450,19 @@ function checkOptions(o: LoadOptions): void {
   if (!Array.isArray(o.sites) || o.sites.length === 0 || o.sites.some((s) => typeof s !== 'string' || !s)) {
     problems.push('sites must list at least one domain name');
   }
-  if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535) problems.push(`port must be an integer 1..65535, got ${o.port}`);
-  if (typeof o.resolve !== 'function') problems.push('resolve must be a function (name) => Promise<{ address, ttl }>');
-  if (!(Number.isFinite(o.rate) && o.rate > 0)) problems.push(`rate must be a positive number of requests/s, got ${o.rate}`);
-  if (!(Number.isInteger(o.clients) && o.clients >= 1)) problems.push(`clients must be an integer of at least 1, got ${o.clients}`);
+  if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535)
+    problems.push(`port must be an integer 1..65535, got ${o.port}`);
+  if (typeof o.resolve !== 'function')
+    problems.push('resolve must be a function (name) => Promise<{ address, ttl }>');
+  if (!(Number.isFinite(o.rate) && o.rate > 0))
+    problems.push(`rate must be a positive number of requests/s, got ${o.rate}`);
+  if (!(Number.isInteger(o.clients) && o.clients >= 1))
+    problems.push(`clients must be an integer of at least 1, got ${o.clients}`);
   for (const k of ['staleShare', 'keepAliveShare', 'writeShare'] as const) {
     if (!(o[k] >= 0 && o[k] <= 1)) problems.push(`${k} must be a share between 0 and 1, got ${o[k]}`);
   }
-  if (!(Number.isFinite(o.staleOverstayMs) && o.staleOverstayMs >= 0)) problems.push(`staleOverstayMs must be 0 or more, got ${o.staleOverstayMs}`);
+  if (!(Number.isFinite(o.staleOverstayMs) && o.staleOverstayMs >= 0))
+    problems.push(`staleOverstayMs must be 0 or more, got ${o.staleOverstayMs}`);
   for (const k of ['requestTimeoutMs', 'maxInFlight', 'maxResults', 'idleSocketTimeoutMs'] as const) {
     if (!(Number.isInteger(o[k]) && o[k] >= 1)) problems.push(`${k} must be a positive integer, got ${o[k]}`);
   }

@@ -43,7 +43,11 @@ function label(v: unknown, fallback = 'unknown'): string {
 }
 
 /** Build the registry and subscribe it to the DNS channels, the controller and the sampler. */
-export function createMetrics(controller: Controller, sampler: TrafficSampler | undefined, opts: MetricsOptions = {}): FerryMetrics {
+export function createMetrics(
+  controller: Controller,
+  sampler: TrafficSampler | undefined,
+  opts: MetricsOptions = {},
+): FerryMetrics {
   const p = opts.prefix ?? 'ferry_';
   const registry = new Registry();
   if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: p });
@@ -79,11 +83,15 @@ export function createMetrics(controller: Controller, sampler: TrafficSampler | 
     const m = (msg ?? {}) as Partial<DnsQueryMessage>;
     const transport = m.transport === 'tcp' ? 'tcp' : 'udp';
     dnsQueries.inc({ qtype: label(m.qtype), rcode: label(m.rcode), transport });
-    if (typeof m.durationMs === 'number' && m.durationMs >= 0) dnsLatency.observe({ transport }, m.durationMs / 1000);
+    if (typeof m.durationMs === 'number' && m.durationMs >= 0)
+      dnsLatency.observe({ transport }, m.durationMs / 1000);
   };
   const onTransfer = (msg: unknown) => {
     const m = (msg ?? {}) as Record<string, unknown>;
-    dnsTransfers.inc({ type: label(m.type ?? m.qtype ?? m.kind), result: label(m.result ?? m.rcode ?? m.outcome, 'ok') });
+    dnsTransfers.inc({
+      type: label(m.type ?? m.qtype ?? m.kind),
+      result: label(m.result ?? m.rcode ?? m.outcome, 'ok'),
+    });
   };
   const onUpdate = (msg: unknown) => {
     const m = (msg ?? {}) as Record<string, unknown>;
@@ -94,7 +102,11 @@ export function createMetrics(controller: Controller, sampler: TrafficSampler | 
   diagnostics.subscribe(DNS_CHANNELS.update, onUpdate);
 
   // Relay (the redirect at each migration's temporary IP)
-  const relayConnections = new Counter({ name: `${p}relay_connections_total`, help: 'Connections accepted by redirects at temporary IPs', registers });
+  const relayConnections = new Counter({
+    name: `${p}relay_connections_total`,
+    help: 'Connections accepted by redirects at temporary IPs',
+    registers,
+  });
   const relayBytes = new Counter({
     name: `${p}relay_bytes_total`,
     help: 'Bytes relayed by redirects at temporary IPs',
@@ -152,11 +164,31 @@ export function createMetrics(controller: Controller, sampler: TrafficSampler | 
     buckets: [0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800],
     registers,
   });
-  const started = new Counter({ name: `${p}migrations_started_total`, help: 'Migrations started', registers });
-  const completed = new Counter({ name: `${p}migrations_completed_total`, help: 'Migrations that completed', registers });
-  const failures = new Counter({ name: `${p}migration_failures_total`, help: 'Migrations that ended failed', registers });
-  const rollbacks = new Counter({ name: `${p}migration_rollbacks_total`, help: 'Migrations that ended rolled back', registers });
-  const errors = new Counter({ name: `${p}migration_errors_total`, help: 'Errors reported while migrations ran', registers });
+  const started = new Counter({
+    name: `${p}migrations_started_total`,
+    help: 'Migrations started',
+    registers,
+  });
+  const completed = new Counter({
+    name: `${p}migrations_completed_total`,
+    help: 'Migrations that completed',
+    registers,
+  });
+  const failures = new Counter({
+    name: `${p}migration_failures_total`,
+    help: 'Migrations that ended failed',
+    registers,
+  });
+  const rollbacks = new Counter({
+    name: `${p}migration_rollbacks_total`,
+    help: 'Migrations that ended rolled back',
+    registers,
+  });
+  const errors = new Counter({
+    name: `${p}migration_errors_total`,
+    help: 'Errors reported while migrations ran',
+    registers,
+  });
   const inPhase = new Map<string, { phase: string; since: number }>();
   const onEvent = (e: ControllerEvent) => {
     if (e.type === 'migration' && e.data.created) started.inc();
@@ -164,7 +196,8 @@ export function createMetrics(controller: Controller, sampler: TrafficSampler | 
     if (e.type !== 'phase') return;
     const phase = String(e.data.phase);
     const prev = inPhase.get(e.migrationId);
-    if (prev && prev.phase !== phase) phaseDuration.observe({ phase: prev.phase }, Math.max(0, (e.at - prev.since) / 1000));
+    if (prev && prev.phase !== phase)
+      phaseDuration.observe({ phase: prev.phase }, Math.max(0, (e.at - prev.since) / 1000));
     if (phase === 'completed') completed.inc();
     if (phase === 'failed') failures.inc();
     if (phase === 'rolled-back') rollbacks.inc();

@@ -25,7 +25,10 @@ export interface TrafficSample {
   /** Cumulative requests counted so far for the domain (origin and target counters). */
   requests: { ip1: number; ipt: number; ip2: number };
   /** The redirect at IPt: open and held connections, totals; null when there is none. */
-  redirect: Pick<RedirectStats, 'activeConnections' | 'totalConnections' | 'bytesToUpstream' | 'bytesToClient' | 'held'> | null;
+  redirect: Pick<
+    RedirectStats,
+    'activeConnections' | 'totalConnections' | 'bytesToUpstream' | 'bytesToClient' | 'held'
+  > | null;
   /** Requests held at the origin's site server (cut-over). */
   heldAtOrigin: number;
   /** The A record's addresses as the DNS provider has them. */
@@ -86,7 +89,8 @@ export class TrafficSampler extends EventEmitter<{ sample: [TrafficSample] }> {
   start(): void {
     if (this.timer) return;
     this.controller.on('event', this.onEvent);
-    for (const rec of this.controller.listMigrations()) if (!TERMINAL.has(rec.phase)) this.active.set(rec.plan.id, null);
+    for (const rec of this.controller.listMigrations())
+      if (!TERMINAL.has(rec.phase)) this.active.set(rec.plan.id, null);
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
     this.timer.unref();
   }

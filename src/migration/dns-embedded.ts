@@ -30,7 +30,10 @@ export class EmbeddedDnsProvider implements DnsProvider {
     return this.opts.nameServers ?? [{ address: this.opts.server.address, port: this.opts.server.port }];
   }
 
-  async observe(name: string, type: string): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>> {
+  async observe(
+    name: string,
+    type: string,
+  ): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>> {
     const servers = await this.nameServers();
     const zone = this.opts.server.zones.findZone(name);
     const origin = zone ? zoneOrigin(zone) : name;

@@ -4,7 +4,15 @@ export { Journal, type JournalOptions, type MigrationBrief } from './journal.js'
 export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './dns-embedded.js';
 export { Rfc2136DnsProvider, createRfc2136Provider, type Rfc2136Options } from './dns-rfc2136.js';
 export { ResilientHost, ResilientDns, withRetry, DEFAULT_RETRY, type RetryPolicy } from './resilient.js';
-export { checkParity, describeParity, probeHttp, probeTlsNames, probeBanner, type ParityResult, type ProbeAnswer } from './parity.js';
+export {
+  checkParity,
+  describeParity,
+  probeHttp,
+  probeTlsNames,
+  probeBanner,
+  type ParityResult,
+  type ProbeAnswer,
+} from './parity.js';
 export {
   STEP,
   WAIT,

@@ -39,17 +39,28 @@ if (!IN_NS) {
     execFileSync('ip', ['netns', 'add', ns]);
     try {
       execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-      for (const a of [V6.origin, V6.target]) execFileSync('ip', ['-n', ns, 'addr', 'add', `${a}/128`, 'dev', 'lo']);
+      for (const a of [V6.origin, V6.target])
+        execFileSync('ip', ['-n', ns, 'addr', 'add', `${a}/128`, 'dev', 'lo']);
       // A fresh test run of this file in the namespace (not a child of this runner: no NODE_TEST_CONTEXT).
       const { NODE_TEST_CONTEXT: _ctx, ...env } = process.env;
-      const res = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', '--test-reporter=spec', SELF], {
-        env: { ...env, FERRY_IPV6_NS: ns },
-        encoding: 'utf8',
-        timeout: 170_000,
-      });
+      const res = spawnSync(
+        'ip',
+        ['netns', 'exec', ns, process.execPath, '--import', 'tsx', '--test-reporter=spec', SELF],
+        {
+          env: { ...env, FERRY_IPV6_NS: ns },
+          encoding: 'utf8',
+          timeout: 170_000,
+        },
+      );
       assert.equal(res.status, 0, `${res.stdout}\n${res.stderr}`);
       assert.match(res.stdout, /ℹ pass 4/, res.stdout);
-      process.stdout.write(res.stdout.split('\n').filter((l) => /[✔✖ℹ]/.test(l)).map((l) => `# ${l}`).join('\n') + '\n');
+      process.stdout.write(
+        res.stdout
+          .split('\n')
+          .filter((l) => /[✔✖ℹ]/.test(l))
+          .map((l) => `# ${l}`)
+          .join('\n') + '\n',
+      );
     } finally {
       spawnSync('ip', ['netns', 'del', ns]);
     }
@@ -77,7 +88,13 @@ if (!IN_NS) {
     let ctl: Controller;
     let journal: Journal;
     const events: ControllerEvent[] = [];
-    const v6: Array<{ domain: string; address: string; ok: boolean; servedBy: string | null; error?: string }> = [];
+    const v6: Array<{
+      domain: string;
+      address: string;
+      ok: boolean;
+      servedBy: string | null;
+      error?: string;
+    }> = [];
     let running = true;
     let clients: Promise<void>[] = [];
 
@@ -88,24 +105,44 @@ if (!IN_NS) {
         const r: (typeof v6)[number] = { domain, address: '', ok: false, servedBy: null };
         try {
           if (!cache || Date.now() > cache.until) {
-            const res = await dnsQuery({ server: { address: sb.dns.address, port: sb.dns.port }, name: domain, type: 'AAAA', timeoutMs: 3000 });
+            const res = await dnsQuery({
+              server: { address: sb.dns.address, port: sb.dns.port },
+              name: domain,
+              type: 'AAAA',
+              timeoutMs: 3000,
+            });
             const a = res.answers.find((x) => x.typeName === 'AAAA')!;
             cache = { address: a.rdata, until: Date.now() + a.ttl * 1000 };
           }
           r.address = cache.address;
           const post = n % 3 === 0;
-          const { status, servedBy } = await new Promise<{ status: number; servedBy: string | null }>((resolve, reject) => {
-            const req = request(
-              { host: r.address, port: sb.httpPort, path: '/orders', method: post ? 'POST' : 'GET', headers: { host: domain.replace(/\.$/, ''), 'content-type': 'application/json' }, agent: false, timeout: 8000 },
-              (res) => {
-                res.resume();
-                res.on('end', () => resolve({ status: res.statusCode ?? 0, servedBy: (res.headers['x-served-by'] as string) ?? null }));
-              },
-            );
-            req.on('timeout', () => req.destroy(new Error('timeout')));
-            req.on('error', reject);
-            req.end(post ? JSON.stringify({ key: `v6-${domain}-${n}` }) : undefined);
-          });
+          const { status, servedBy } = await new Promise<{ status: number; servedBy: string | null }>(
+            (resolve, reject) => {
+              const req = request(
+                {
+                  host: r.address,
+                  port: sb.httpPort,
+                  path: '/orders',
+                  method: post ? 'POST' : 'GET',
+                  headers: { host: domain.replace(/\.$/, ''), 'content-type': 'application/json' },
+                  agent: false,
+                  timeout: 8000,
+                },
+                (res) => {
+                  res.resume();
+                  res.on('end', () =>
+                    resolve({
+                      status: res.statusCode ?? 0,
+                      servedBy: (res.headers['x-served-by'] as string) ?? null,
+                    }),
+                  );
+                },
+              );
+              req.on('timeout', () => req.destroy(new Error('timeout')));
+              req.on('error', reject);
+              req.end(post ? JSON.stringify({ key: `v6-${domain}-${n}` }) : undefined);
+            },
+          );
           r.ok = status >= 200 && status < 300;
           r.servedBy = servedBy;
           if (!r.ok) r.error = `HTTP ${status}`;
@@ -126,8 +163,21 @@ if (!IN_NS) {
       ctl = new Controller({
         dns: new EmbeddedDnsProvider({ server: sb.dns }),
         servers: [
-          { id: 'origin', driver: sb.origin, sharedIps: [sb.opts.originIp], tempIpPool: ['127.0.48.100', '127.0.48.101'], sharedIps6: [V6.origin], tempIpPool6: V6.temp },
-          { id: 'target', driver: sb.target, sharedIps: [sb.opts.targetIp], tempIpPool: [], sharedIps6: [V6.target] },
+          {
+            id: 'origin',
+            driver: sb.origin,
+            sharedIps: [sb.opts.originIp],
+            tempIpPool: ['127.0.48.100', '127.0.48.101'],
+            sharedIps6: [V6.origin],
+            tempIpPool6: V6.temp,
+          },
+          {
+            id: 'target',
+            driver: sb.target,
+            sharedIps: [sb.opts.targetIp],
+            tempIpPool: [],
+            sharedIps6: [V6.target],
+          },
         ],
         sites: sb.opts.sites.map((domain) => ({ domain, server: 'origin', ports: [sb.httpPort] })),
         journal,
@@ -168,7 +218,8 @@ if (!IN_NS) {
     it('rolls IPv6 back with IPv4 after the switch', async () => {
       let rolled: Promise<unknown> | undefined;
       ctl.on('event', (e) => {
-        if (!rolled && e.migrationId === 'back' && e.type === 'wait' && e.data.what === WAIT.iptQuiet) rolled = ctl.rollback('back');
+        if (!rolled && e.migrationId === 'back' && e.type === 'wait' && e.data.what === WAIT.iptQuiet)
+          rolled = ctl.rollback('back');
       });
       await ctl.startMigration({ domain: 'back.example.', to: 'target', id: 'back' });
       await ctl.wait('back');
@@ -177,7 +228,9 @@ if (!IN_NS) {
       assert.equal(ctl.migration('back').phase, 'rolled-back');
       assert.deepEqual(sb.dns.zones.getRRset('back.example.', 'AAAA'), { ttl: 1, rdata: [V6.origin] });
       assert.deepEqual(sb.dns.zones.getRRset('back.example.', 'A'), { ttl: 1, rdata: [sb.opts.originIp] });
-      assert.ok(journal.entries('back').some((e) => e.step === familyStep(STEP.reverseRedirectToOrigin, '-v6')));
+      assert.ok(
+        journal.entries('back').some((e) => e.step === familyStep(STEP.reverseRedirectToOrigin, '-v6')),
+      );
       assert.equal(sb.targetSites.hasSite('back.example.'), false);
       assert.equal(sb.originSites.mode('back.example.'), 'serve');
     });
@@ -199,7 +252,10 @@ if (!IN_NS) {
       assert.equal(failed6.length, 0, JSON.stringify(failed6.slice(0, 5)));
       const six = v6.filter((r) => r.domain === 'six.example.');
       assert.ok(six.some((r) => r.servedBy === 'origin') && six.some((r) => r.servedBy === 'target'));
-      assert.ok(six.some((r) => r.address === V6.temp[0]), 'some IPv6 requests went through the temporary address');
+      assert.ok(
+        six.some((r) => r.address === V6.temp[0]),
+        'some IPv6 requests went through the temporary address',
+      );
       const failed4 = sb.load.results().filter((r) => !r.ok);
       assert.equal(failed4.length, 0, JSON.stringify(failed4.slice(0, 5)));
     });

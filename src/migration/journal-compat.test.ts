@@ -37,7 +37,12 @@ describe('journal written by an earlier version', () => {
     // What the killed run had done and what outlives it: the A record on IPt, IPt up, its redirect.
     sb.dns.zones.replaceRRset('resumed.example.', 'A', 1, [TEMP_IP]);
     await sb.origin.addAddress(TEMP_IP);
-    await sb.origin.startRedirect(`mig-${ID}`, { address: TEMP_IP, ports: [PORT], upstream: ORIGIN_IP, sourceAddress: TEMP_IP });
+    await sb.origin.startRedirect(`mig-${ID}`, {
+      address: TEMP_IP,
+      ports: [PORT],
+      upstream: ORIGIN_IP,
+      sourceAddress: TEMP_IP,
+    });
   });
 
   after(async () => {
@@ -48,13 +53,27 @@ describe('journal written by an earlier version', () => {
   it('resumes a migration stopped in dns-temp to completion', async () => {
     assert.equal(journal.get(ID)?.phase, 'dns-temp');
     const before = journal.entries(ID).length;
-    const orch = new Orchestrator({ dns: new EmbeddedDnsProvider({ server: sb.dns }), hosts: { origin: sb.origin, target: sb.target }, journal });
+    const orch = new Orchestrator({
+      dns: new EmbeddedDnsProvider({ server: sb.dns }),
+      hosts: { origin: sb.origin, target: sb.target },
+      journal,
+    });
     const rec = await orch.run(ID);
     assert.equal(rec.phase, 'completed', rec.error);
     assert.equal(rec.settled, true);
     assert.deepEqual(
       rec.phases.map((p) => p.name),
-      ['planned', 'ttl-lowered', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed'],
+      [
+        'planned',
+        'ttl-lowered',
+        'temp-ip',
+        'dns-temp',
+        'syncing',
+        'preflight',
+        'cutover',
+        'draining',
+        'completed',
+      ],
     );
     // Resumed inside dns-temp: the earlier phases' steps are not repeated.
     const resumed = journal.entries(ID).slice(before);

@@ -29,7 +29,14 @@ describe('Journal', () => {
     const j = new Journal(path);
     j.create(plan('m1'), 1000);
     j.append({ migrationId: 'm1', at: 2000, phase: 'temp-ip', kind: 'enter' });
-    j.append({ migrationId: 'm1', at: 2100, phase: 'temp-ip', kind: 'step', step: STEP.addAddress, detail: { address: '192.0.2.100' } });
+    j.append({
+      migrationId: 'm1',
+      at: 2100,
+      phase: 'temp-ip',
+      kind: 'step',
+      step: STEP.addAddress,
+      detail: { address: '192.0.2.100' },
+    });
     j.append({ migrationId: 'm1', at: 3000, phase: 'dns-temp', kind: 'enter' });
     j.close();
 
@@ -44,14 +51,20 @@ describe('Journal', () => {
       { name: 'dns-temp', startedAt: 3000, endedAt: null },
     ]);
     const steps = again.entries('m1').filter((e) => e.kind === 'step');
-    assert.deepEqual(steps.map((s) => [s.step, s.detail]), [[STEP.addAddress, { address: '192.0.2.100' }]]);
+    assert.deepEqual(
+      steps.map((s) => [s.step, s.detail]),
+      [[STEP.addAddress, { address: '192.0.2.100' }]],
+    );
     again.close();
   });
 
   it('refuses a second migration with the same id', () => {
     const j = new Journal(':memory:');
     j.create(plan('dup'));
-    assert.throws(() => j.create(plan('dup')), (e) => isFerryError(e, 'JOURNAL_DUPLICATE'));
+    assert.throws(
+      () => j.create(plan('dup')),
+      (e) => isFerryError(e, 'JOURNAL_DUPLICATE'),
+    );
     j.close();
   });
 
@@ -69,7 +82,10 @@ describe('Journal', () => {
   it('fails with a clear error when the database cannot be opened', () => {
     const file = join(dir, 'a-file');
     writeFileSync(file, 'not a folder');
-    assert.throws(() => new Journal(join(file, 'j.sqlite')), (e) => isFerryError(e, 'JOURNAL_OPEN'));
+    assert.throws(
+      () => new Journal(join(file, 'j.sqlite')),
+      (e) => isFerryError(e, 'JOURNAL_OPEN'),
+    );
   });
 
   it('fsyncs off the event loop: the loop runs while the disk is slow, and flushed() waits for it', async () => {
@@ -127,7 +143,14 @@ describe('Journal', () => {
       // Ten migrations append and wait while the first fsync is in flight.
       const waits: Array<Promise<void>> = [];
       for (let i = 0; i < 10; i++) {
-        j.append({ migrationId: 'g', at: 10 + i, phase: 'temp-ip', kind: 'step', step: STEP.dnsChange, detail: { i } });
+        j.append({
+          migrationId: 'g',
+          at: 10 + i,
+          phase: 'temp-ip',
+          kind: 'step',
+          step: STEP.dnsChange,
+          detail: { i },
+        });
         waits.push(j.flushed());
       }
       let settled = 0;
@@ -147,7 +170,9 @@ describe('Journal', () => {
   });
 
   it('a failing disk rejects flushed(), so the step it guards does not run', async () => {
-    const j = new Journal(join(dir, 'eio.sqlite'), { fsync: () => Promise.reject(new Error('EIO: i/o error')) });
+    const j = new Journal(join(dir, 'eio.sqlite'), {
+      fsync: () => Promise.reject(new Error('EIO: i/o error')),
+    });
     try {
       j.create(plan('e'), 1);
       await assert.rejects(j.flushed(), /EIO/);
@@ -163,7 +188,10 @@ describe('Journal', () => {
     j.create(plan('r'), 1);
     await j.flushed();
     j.close();
-    const p = new Journal(join(dir, 'proc.sqlite'), { durability: 'process', fsync: () => Promise.reject(new Error('must not be called')) });
+    const p = new Journal(join(dir, 'proc.sqlite'), {
+      durability: 'process',
+      fsync: () => Promise.reject(new Error('must not be called')),
+    });
     p.create(plan('p'), 1);
     await p.flushed();
     p.close();

@@ -16,7 +16,13 @@ import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { FerryError } from '../common/errors.js';
 import { STEP, type JournalStep } from './steps.js';
-import { TERMINAL_PHASES, type JournalEntry, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
+import {
+  TERMINAL_PHASES,
+  type JournalEntry,
+  type MigrationPlan,
+  type MigrationRecord,
+  type Phase,
+} from './types.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS migrations (
@@ -69,11 +75,17 @@ function fsyncAsync(fd: number): Promise<void> {
  * When the last redirect at IPt and the last temporary IP were removed, from the journal's notes
  * (absent: never set up, as in direct mode, or not removed yet).
  */
-export function removedAt(entries: readonly JournalEntry[]): { redirectRemovedAt?: number; tempIpRemovedAt?: number } {
+export function removedAt(entries: readonly JournalEntry[]): {
+  redirectRemovedAt?: number;
+  tempIpRemovedAt?: number;
+} {
   const last = (step: string) => entries.filter((e) => e.kind === 'note' && e.step === step).pop()?.at;
   const redirect = last(STEP.redirectRemoved);
   const tempIp = last(STEP.tempIpRemoved);
-  return { ...(redirect !== undefined ? { redirectRemovedAt: redirect } : {}), ...(tempIp !== undefined ? { tempIpRemovedAt: tempIp } : {}) };
+  return {
+    ...(redirect !== undefined ? { redirectRemovedAt: redirect } : {}),
+    ...(tempIp !== undefined ? { tempIpRemovedAt: tempIp } : {}),
+  };
 }
 
 /** One migration in brief, for listings that must stay cheap with many migrations. */
@@ -119,7 +131,9 @@ export class Journal {
         }
       } catch (err) {
         this.db.close();
-        throw new FerryError('JOURNAL_OPEN', `cannot open the journal's write-ahead log at ${path}-wal`, { cause: err });
+        throw new FerryError('JOURNAL_OPEN', `cannot open the journal's write-ahead log at ${path}-wal`, {
+          cause: err,
+        });
       }
     }
   }
@@ -220,14 +234,24 @@ export class Journal {
   /** The migration as the journal knows it, or undefined. */
   get(id: string): MigrationRecord | undefined {
     const row = this.db.prepare('SELECT * FROM migrations WHERE id = ?').get(id) as
-      | { id: string; plan: string; phase: string; created_at: number; updated_at: number; error: string | null }
+      | {
+          id: string;
+          plan: string;
+          phase: string;
+          created_at: number;
+          updated_at: number;
+          error: string | null;
+        }
       | undefined;
     if (!row) return undefined;
     const phases: MigrationRecord['phases'] = [];
     const entries = this.entries(id);
     const phase = row.phase as Phase;
     const last = entries[entries.length - 1];
-    const settled = phase === 'completed' ? last?.kind === 'leave' && last.phase === 'completed' : TERMINAL_PHASES.has(phase);
+    const settled =
+      phase === 'completed'
+        ? last?.kind === 'leave' && last.phase === 'completed'
+        : TERMINAL_PHASES.has(phase);
     for (const e of entries) {
       if (e.kind !== 'enter') continue;
       const last = phases[phases.length - 1];
@@ -259,19 +283,29 @@ export class Journal {
            (SELECT phase FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_phase
          FROM migrations m ORDER BY m.created_at, m.id`,
       )
-      .all() as Array<{ id: string; plan: string; phase: string; created_at: number; last_kind: string | null; last_phase: string | null }>;
+      .all() as Array<{
+      id: string;
+      plan: string;
+      phase: string;
+      created_at: number;
+      last_kind: string | null;
+      last_phase: string | null;
+    }>;
     return rows.map((r) => {
       const phase = r.phase as Phase;
-      const settled = phase === 'completed' ? r.last_kind === 'leave' && r.last_phase === 'completed' : TERMINAL_PHASES.has(phase);
+      const settled =
+        phase === 'completed'
+          ? r.last_kind === 'leave' && r.last_phase === 'completed'
+          : TERMINAL_PHASES.has(phase);
       return { id: r.id, plan: JSON.parse(r.plan) as MigrationPlan, phase, settled, createdAt: r.created_at };
     });
   }
 
   /** Ids of every migration, newest first. */
   list(): string[] {
-    return (this.db.prepare('SELECT id FROM migrations ORDER BY created_at DESC, id').all() as Array<{ id: string }>).map(
-      (r) => r.id,
-    );
+    return (
+      this.db.prepare('SELECT id FROM migrations ORDER BY created_at DESC, id').all() as Array<{ id: string }>
+    ).map((r) => r.id);
   }
 
   close(): void {

@@ -28,7 +28,15 @@ function flaky(inner: HostDriver, when: (method: string, args: unknown[]) => boo
 }
 
 describe('orchestrator: retries, failures, direct and relay-host modes', () => {
-  const sites = ['retry.example.', 'stuck.example.', 'resume.example.', 'direct.example.', 'relayed.example.', 'bystander.example.', 'legacy.example.'];
+  const sites = [
+    'retry.example.',
+    'stuck.example.',
+    'resume.example.',
+    'direct.example.',
+    'relayed.example.',
+    'bystander.example.',
+    'legacy.example.',
+  ];
   const sb = new Sandbox({
     dnsAddress: '127.0.47.53',
     dnsPort: 0,
@@ -59,17 +67,32 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     // direct.example. has an address of its own on the origin.
     await sb.originSites.addAddress(DEDICATED);
     sb.dns.zones.replaceRRset('direct.example.', 'A', 1, [DEDICATED]);
-    relay = inProcessAgent({ id: 'relay', ip: RELAY_IP, port: sb.httpPort, dataDir: join(sb.dataDir, 'relay') });
+    relay = inProcessAgent({
+      id: 'relay',
+      ip: RELAY_IP,
+      port: sb.httpPort,
+      dataDir: join(sb.dataDir, 'relay'),
+    });
     await relay.start();
     const origin = flaky(sb.origin, (method, args) => {
-      if (method === 'startRedirect' && args[0] === 'mig-retry' && broken.startRedirect > 0) return broken.startRedirect-- > 0;
-      return method === 'setRedirectUpstream' && (args[0] === 'mig-stuck' || args[0] === 'mig-resume') && broken.upstream;
+      if (method === 'startRedirect' && args[0] === 'mig-retry' && broken.startRedirect > 0)
+        return broken.startRedirect-- > 0;
+      return (
+        method === 'setRedirectUpstream' &&
+        (args[0] === 'mig-stuck' || args[0] === 'mig-resume') &&
+        broken.upstream
+      );
     });
     journal = new Journal(join(sb.dataDir, 'test-journal.sqlite'), { durability: 'process' });
     ctl = new Controller({
       dns: new EmbeddedDnsProvider({ server: sb.dns }),
       servers: [
-        { id: 'origin', driver: origin, sharedIps: [sb.opts.originIp], tempIpPool: ['127.0.47.100', '127.0.47.101', '127.0.47.102', '127.0.47.103'] },
+        {
+          id: 'origin',
+          driver: origin,
+          sharedIps: [sb.opts.originIp],
+          tempIpPool: ['127.0.47.100', '127.0.47.101', '127.0.47.102', '127.0.47.103'],
+        },
         { id: 'target', driver: sb.target, sharedIps: [sb.opts.targetIp], tempIpPool: [] },
         { id: 'relay', driver: relay, sharedIps: [RELAY_IP], tempIpPool: ['127.0.47.150'] },
       ],
@@ -94,64 +117,134 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     await ctl.startMigration({ domain: 'retry.example.', to: 'target', id: 'retry' });
     const rec = await ctl.wait('retry');
     assert.equal(rec.phase, 'completed', rec.error);
-    const retries = events.filter((e) => e.type === 'retry' && String(e.data.what).includes('startRedirect(mig-retry)'));
+    const retries = events.filter(
+      (e) => e.type === 'retry' && String(e.data.what).includes('startRedirect(mig-retry)'),
+    );
     assert.equal(retries.length, 2);
     // Published as events of their migration, so `ferry watch retry` shows them.
-    assert.ok(retries.every((e) => e.migrationId === 'retry'), JSON.stringify(retries.map((e) => e.migrationId)));
+    assert.ok(
+      retries.every((e) => e.migrationId === 'retry'),
+      JSON.stringify(retries.map((e) => e.migrationId)),
+    );
   });
 
   it('publishes phases, DNS answers seen, traffic counts, held connections and sync progress', () => {
     const mine = events.filter((e) => e.migrationId === 'retry');
     const types = new Set(mine.map((e) => e.type));
-    for (const t of ['migration', 'phase', 'step', 'wait', 'dns', 'traffic', 'held', 'sync', 'retry'] as const) assert.ok(types.has(t), `no ${t} event`);
+    for (const t of [
+      'migration',
+      'phase',
+      'step',
+      'wait',
+      'dns',
+      'traffic',
+      'held',
+      'sync',
+      'retry',
+    ] as const)
+      assert.ok(types.has(t), `no ${t} event`);
     assert.deepEqual(
       mine.filter((e) => e.type === 'phase').map((e) => e.data.phase),
       ['planned', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed'],
     );
-    const dns = mine.filter((e) => e.type === 'dns').map((e) => (e.data.servers as Array<{ rdata: string[] }>)[0]!.rdata[0]);
-    assert.deepEqual([...new Set(dns)], ['127.0.47.100', sb.opts.targetIp], 'the answers the name server gave, as they changed');
+    const dns = mine
+      .filter((e) => e.type === 'dns')
+      .map((e) => (e.data.servers as Array<{ rdata: string[] }>)[0]!.rdata[0]);
+    assert.deepEqual(
+      [...new Set(dns)],
+      ['127.0.47.100', sb.opts.targetIp],
+      'the answers the name server gave, as they changed',
+    );
     assert.deepEqual(
       mine.filter((e) => e.type === 'held').map((e) => e.data.state),
       ['holding', 'released'],
     );
     // Each pass: started, progress (at least the final figure, from the in-process sync), done.
-    const sync = mine.filter((e) => e.type === 'sync').map((e) => `${String(e.data.pass)} ${String(e.data.state)}`);
+    const sync = mine
+      .filter((e) => e.type === 'sync')
+      .map((e) => `${String(e.data.pass)} ${String(e.data.state)}`);
     assert.deepEqual(
       sync.filter((x, i) => !(x.endsWith(' progress') && sync[i - 1] === x)),
-      ['initial-sync started', 'initial-sync progress', 'initial-sync done', 'final-sync started', 'final-sync progress', 'final-sync done'],
+      [
+        'initial-sync started',
+        'initial-sync progress',
+        'initial-sync done',
+        'final-sync started',
+        'final-sync progress',
+        'final-sync done',
+      ],
     );
     const traffic = mine.filter((e) => e.type === 'traffic');
-    assert.ok(traffic.some((e) => e.data.what === WAIT.ip1Quiet && typeof (e.data.observed as { directRequests?: number }).directRequests === 'number'));
-    assert.ok(traffic.some((e) => e.data.what === WAIT.iptQuiet && typeof (e.data.observed as { totalConnections?: number }).totalConnections === 'number'));
+    assert.ok(
+      traffic.some(
+        (e) =>
+          e.data.what === WAIT.ip1Quiet &&
+          typeof (e.data.observed as { directRequests?: number }).directRequests === 'number',
+      ),
+    );
+    assert.ok(
+      traffic.some(
+        (e) =>
+          e.data.what === WAIT.iptQuiet &&
+          typeof (e.data.observed as { totalConnections?: number }).totalConnections === 'number',
+      ),
+    );
     // `completed` is announced only once the redirect and IPt are gone; the record says when each went.
     const rec = ctl.migration('retry');
     const completedAt = rec.phases.find((p) => p.name === 'completed')!.startedAt;
-    assert.ok(rec.redirectRemovedAt !== undefined && rec.redirectRemovedAt <= completedAt, `redirect removed at ${rec.redirectRemovedAt}, completed at ${completedAt}`);
-    assert.ok(rec.tempIpRemovedAt !== undefined && rec.tempIpRemovedAt <= completedAt, `IPt removed at ${rec.tempIpRemovedAt}, completed at ${completedAt}`);
+    assert.ok(
+      rec.redirectRemovedAt !== undefined && rec.redirectRemovedAt <= completedAt,
+      `redirect removed at ${rec.redirectRemovedAt}, completed at ${completedAt}`,
+    );
+    assert.ok(
+      rec.tempIpRemovedAt !== undefined && rec.tempIpRemovedAt <= completedAt,
+      `IPt removed at ${rec.tempIpRemovedAt}, completed at ${completedAt}`,
+    );
     const completedEvent = mine.findIndex((e) => e.type === 'phase' && e.data.phase === 'completed');
     const removeStep = mine.findIndex((e) => e.type === 'step' && e.data.step === STEP.removeAddress);
-    assert.ok(removeStep >= 0 && removeStep < completedEvent, 'IPt is taken down before completed is published');
+    assert.ok(
+      removeStep >= 0 && removeStep < completedEvent,
+      'IPt is taken down before completed is published',
+    );
     const seqs = mine.map((e) => e.seq);
-    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'one ordered stream');
+    assert.deepEqual(
+      seqs,
+      [...seqs].sort((a, b) => a - b),
+      'one ordered stream',
+    );
   });
 
   it('fails with the reason when a step keeps failing after the switch, and rolls back from there', async () => {
     await ctl.startMigration({ domain: 'stuck.example.', to: 'target', id: 'stuck' });
     let rec = await ctl.wait('stuck');
     assert.equal(rec.phase, 'failed');
-    assert.match(rec.error ?? '', /setRedirectUpstream\(mig-stuck, 127\.0\.47\.2\) failed 3 times: setRedirectUpstream refused by the test/);
+    assert.match(
+      rec.error ?? '',
+      /setRedirectUpstream\(mig-stuck, 127\.0\.47\.2\) failed 3 times: setRedirectUpstream refused by the test/,
+    );
     assert.equal(sb.targetSites.mode('stuck.example.'), 'serve', 'the target stays the writer');
     // Until an operator resolves it, the failed migration keeps its temporary IP (still up on the
     // origin) and its site: neither is handed to another migration.
     const stuckIp = rec.plan.tempIp;
     assert.ok((await sb.origin.listAddresses()).includes(stuckIp), 'IPt still up');
-    assert.ok(!ctl.freeTempIps('origin').includes(stuckIp), 'the failed migration keeps its temporary IP leased');
-    assert.ok(!ctl.listServers().find((s) => s.id === 'origin')!.freeTempIps.includes(stuckIp));
+    assert.ok(
+      !ctl.freeTempIps('origin').includes(stuckIp),
+      'the failed migration keeps its temporary IP leased',
+    );
+    assert.ok(
+      !ctl
+        .listServers()
+        .find((s) => s.id === 'origin')!
+        .freeTempIps.includes(stuckIp),
+    );
     assert.equal(ctl.listSites().find((s) => s.domain === 'stuck.example.')?.migration, 'stuck');
-    await assert.rejects(ctl.startMigration({ domain: 'stuck.example.', to: 'target' }), /failed migration \(stuck\); resolve it first with: ferry rollback stuck/);
+    await assert.rejects(
+      ctl.startMigration({ domain: 'stuck.example.', to: 'target' }),
+      /failed migration \(stuck\); resolve it first with: ferry rollback stuck/,
+    );
     // The next migration gets another temporary IP (it fails the same way; the next test resumes it).
     const next = await ctl.startMigration({ domain: 'resume.example.', to: 'target', id: 'resume' });
-    assert.notEqual(next.plan.tempIp, stuckIp, 'the failed migration\'s temporary IP is not handed out again');
+    assert.notEqual(next.plan.tempIp, stuckIp, "the failed migration's temporary IP is not handed out again");
     assert.equal((await ctl.wait('resume')).phase, 'failed');
     broken.upstream = false;
     rec = await ctl.rollback('stuck');
@@ -162,7 +255,10 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     assert.equal(await sb.origin.redirectStats('mig-stuck'), undefined);
     assert.ok(!(await sb.origin.listAddresses()).includes(stuckIp), 'IPt down once rolled back');
     assert.ok(ctl.freeTempIps('origin').includes(stuckIp), 'and free again');
-    assert.ok(rec.tempIpRemovedAt !== undefined && rec.redirectRemovedAt !== undefined, 'the record says when IPt and its redirect went');
+    assert.ok(
+      rec.tempIpRemovedAt !== undefined && rec.redirectRemovedAt !== undefined,
+      'the record says when IPt and its redirect went',
+    );
   });
 
   it('resumes a failed migration once the cause is gone', async () => {
@@ -181,14 +277,25 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
       ['planned', 'syncing', 'preflight', 'cutover', 'draining', 'completed'],
     );
     assert.equal(rec.plan.tempIp, DEDICATED);
-    assert.ok(!journal.entries('direct').some((e) => e.step === STEP.addAddress || e.step === STEP.startRedirect));
+    assert.ok(
+      !journal.entries('direct').some((e) => e.step === STEP.addAddress || e.step === STEP.startRedirect),
+    );
     assert.deepEqual(sb.dns.zones.getRRset('direct.example.', 'A')?.rdata, [sb.opts.targetIp]);
   });
 
   it('carries IPt on a relay host in relay-host mode', async () => {
-    await ctl.startMigration({ domain: 'relayed.example.', to: 'target', id: 'relayed', mode: 'relay-host', relayHost: 'relay' });
+    await ctl.startMigration({
+      domain: 'relayed.example.',
+      to: 'target',
+      id: 'relayed',
+      mode: 'relay-host',
+      relayHost: 'relay',
+    });
     let sawRelay = false;
-    const poll = setInterval(() => void relay.redirectStats('mig-relayed').then((s) => (sawRelay ||= s !== undefined)), 100);
+    const poll = setInterval(
+      () => void relay.redirectStats('mig-relayed').then((s) => (sawRelay ||= s !== undefined)),
+      100,
+    );
     const rec = await ctl.wait('relayed');
     clearInterval(poll);
     assert.equal(rec.phase, 'completed', rec.error);
@@ -210,7 +317,14 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
       targetIp: sb.opts.targetIp,
       tempIp,
       ports: [sb.httpPort],
-      timings: { ...DEFAULT_TIMINGS, ttl: 1, quietWindowMs: 300, dnsTempCapMs: 8000, drainCapMs: 8000, pollMs: 50 },
+      timings: {
+        ...DEFAULT_TIMINGS,
+        ttl: 1,
+        quietWindowMs: 300,
+        dnsTempCapMs: 8000,
+        drainCapMs: 8000,
+        pollMs: 50,
+      },
     });
     // Stopped in draining, as a controller killed there would be; then `completed` entered the
     // way the previous version did, before removing anything.
@@ -234,7 +348,11 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
   it('failed no request on the sites that completed and on the bystander', async () => {
     await sleep(1500);
     await sb.load.stop();
-    const failed = sb.load.results().filter((r) => !r.ok && ['direct', 'relayed', 'bystander', 'retry'].some((p) => r.domain.startsWith(p)));
+    const failed = sb.load
+      .results()
+      .filter(
+        (r) => !r.ok && ['direct', 'relayed', 'bystander', 'retry'].some((p) => r.domain.startsWith(p)),
+      );
     assert.equal(failed.length, 0, JSON.stringify(failed.slice(0, 5)));
   });
 });

@@ -31,7 +31,21 @@ import { removedAt, type Journal } from './journal.js';
 import { checkParity, describeParity } from './parity.js';
 import type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport } from './ports.js';
 import { ProgressThrottle } from './progress.js';
-import { STEP, WAIT, familyStep, isReverseStep, originalRecordNote, syncDoneNote, waitEndNote, waitPassedNote, type JournalStep, type Step, type SyncPass, type Wait, type WaitEnd } from './steps.js';
+import {
+  STEP,
+  WAIT,
+  familyStep,
+  isReverseStep,
+  originalRecordNote,
+  syncDoneNote,
+  waitEndNote,
+  waitPassedNote,
+  type JournalStep,
+  type Step,
+  type SyncPass,
+  type Wait,
+  type WaitEnd,
+} from './steps.js';
 import { DEFAULT_RETRY, ResilientDns, ResilientHost, type RetryPolicy } from './resilient.js';
 import { PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
 
@@ -39,14 +53,37 @@ import { PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, ty
 export interface MigrationEvents {
   phase: [{ id: string; phase: Phase; at: number; detail?: Record<string, unknown> }];
   step: [{ id: string; phase: Phase; step: JournalStep; at: number; detail?: Record<string, unknown> }];
-  wait: [{ id: string; phase: Phase; what: string; at: number; elapsedMs: number; remainingMs: number; observed: Record<string, unknown> }];
+  wait: [
+    {
+      id: string;
+      phase: Phase;
+      what: string;
+      at: number;
+      elapsedMs: number;
+      remainingMs: number;
+      observed: Record<string, unknown>;
+    },
+  ];
   error: [{ id: string; phase: Phase; at: number; message: string }];
   /** What the authoritative servers answer, each time the orchestrator looks. */
-  dns: [{ id: string; phase: Phase; at: number; name: string; type: string; expect: string[]; serial: number | null; servers: Array<{ server: string; serial: number | null; rdata: string[] }> }];
+  dns: [
+    {
+      id: string;
+      phase: Phase;
+      at: number;
+      name: string;
+      type: string;
+      expect: string[];
+      serial: number | null;
+      servers: Array<{ server: string; serial: number | null; rdata: string[] }>;
+    },
+  ];
   /** Traffic counted by a wait (requests at IP1, connections at IPt, requests at IP2 on reversal). */
   traffic: [{ id: string; phase: Phase; at: number; what: string; observed: Record<string, unknown> }];
   /** Connections and requests held at the switch. */
-  held: [{ id: string; phase: Phase; at: number; redirect: number; site: number; state: 'holding' | 'released' }];
+  held: [
+    { id: string; phase: Phase; at: number; redirect: number; site: number; state: 'holding' | 'released' },
+  ];
   /**
    * Data sync: a pass `started`, its `progress` while it copies (bytes so far, percent when the
    * driver knows the total, else null, files when known, attempt; throttled, see progress.ts; not
@@ -81,7 +118,6 @@ export interface OrchestratorOptions {
   retry?: Partial<RetryPolicy>;
 }
 
-
 /** Runs migrations; one instance serves many, each `run` drives one to its end. */
 export class Orchestrator extends EventEmitter<MigrationEvents> {
   private readonly dns: DnsProvider;
@@ -113,7 +149,15 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
 
   private newRun(plan: MigrationPlan, signal: AbortSignal | undefined): MigrationRun {
     const relayId = plan.mode === 'relay-host' ? plan.relayHost! : plan.origin;
-    return new MigrationRun(this, plan, this.dns, this.host(plan.origin, plan.id), this.host(plan.target, plan.id), this.host(relayId, plan.id), signal);
+    return new MigrationRun(
+      this,
+      plan,
+      this.dns,
+      this.host(plan.origin, plan.id),
+      this.host(plan.target, plan.id),
+      this.host(relayId, plan.id),
+      signal,
+    );
   }
 
   /**
@@ -158,7 +202,8 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     if (rec.phase === 'rolled-back') return rec;
     const run = this.newRun(rec.plan, signal);
     const failedFrom = rec.phase === 'failed' ? this.lastEnterDetail(id, 'failed')?.from : undefined;
-    const from = rec.phase === 'rolling-back' ? undefined : { from: failedFrom ?? rec.phase, reason: 'requested' };
+    const from =
+      rec.phase === 'rolling-back' ? undefined : { from: failedFrom ?? rec.phase, reason: 'requested' };
     await this.undo(run, id, from, signal);
     return this.get(id);
   }
@@ -169,7 +214,13 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     if (rec.phase !== 'failed') return this.run(id, signal);
     const from = this.lastEnterDetail(id, 'failed')?.from as Phase | undefined;
     if (!from || from === 'rolling-back') return this.rollback(id, signal);
-    this.journal.append({ migrationId: id, at: Date.now(), phase: from, kind: 'enter', detail: { resumedAfterFailure: true } });
+    this.journal.append({
+      migrationId: id,
+      at: Date.now(),
+      phase: from,
+      kind: 'enter',
+      detail: { resumedAfterFailure: true },
+    });
     this.emit('phase', { id, phase: from, at: Date.now() });
     return this.run(id, signal);
   }
@@ -181,7 +232,12 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
       .pop()?.detail;
   }
 
-  private async undo(run: MigrationRun, id: string, from: Record<string, unknown> | undefined, signal?: AbortSignal): Promise<void> {
+  private async undo(
+    run: MigrationRun,
+    id: string,
+    from: Record<string, unknown> | undefined,
+    signal?: AbortSignal,
+  ): Promise<void> {
     try {
       if (from) await run.enter('rolling-back', from);
       else await run.enter('rolling-back');
@@ -189,7 +245,13 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
       await run.enter('rolled-back');
     } catch (err) {
       const message = errorMessage(err);
-      this.journal.append({ migrationId: id, at: Date.now(), phase: 'rolling-back', kind: 'error', detail: { message } });
+      this.journal.append({
+        migrationId: id,
+        at: Date.now(),
+        phase: 'rolling-back',
+        kind: 'error',
+        detail: { message },
+      });
       this.emit('error', { id, phase: 'rolling-back', at: Date.now(), message });
       if (signal?.aborted) throw err;
       await run.enter('failed', { from: 'rolling-back', message });
@@ -210,28 +272,38 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
 function validatePlan(plan: MigrationPlan, hosts: Map<string, HostDriver>): void {
   const problems: string[] = [];
   const mode = plan.mode ?? 'temp-ip';
-  if (!/^[A-Za-z0-9._-]+$/.test(plan.id)) problems.push(`id "${plan.id}" must be letters, digits, '.', '_' or '-'`);
+  if (!/^[A-Za-z0-9._-]+$/.test(plan.id))
+    problems.push(`id "${plan.id}" must be letters, digits, '.', '_' or '-'`);
   if (!plan.domain) problems.push('domain is empty');
   if (!hosts.has(plan.origin)) problems.push(`origin host "${plan.origin}" is unknown`);
   if (!hosts.has(plan.target)) problems.push(`target host "${plan.target}" is unknown`);
   if (plan.origin === plan.target) problems.push('origin and target are the same host');
-  if (!['temp-ip', 'relay-host', 'direct'].includes(mode)) problems.push(`mode "${mode}" must be temp-ip, relay-host or direct`);
+  if (!['temp-ip', 'relay-host', 'direct'].includes(mode))
+    problems.push(`mode "${mode}" must be temp-ip, relay-host or direct`);
   if (mode === 'direct') {
     if (plan.tempIp !== plan.originIp) problems.push('in direct mode tempIp must be the dedicated originIp');
     if (plan.originIp === plan.targetIp) problems.push('originIp and targetIp must differ');
   } else {
     const ips = [plan.originIp, plan.targetIp, plan.tempIp];
-    if (new Set(ips).size !== 3) problems.push(`originIp, targetIp and tempIp must differ (got ${ips.join(', ')})`);
+    if (new Set(ips).size !== 3)
+      problems.push(`originIp, targetIp and tempIp must differ (got ${ips.join(', ')})`);
   }
   if (mode === 'relay-host') {
-    if (!plan.relayHost || !hosts.has(plan.relayHost)) problems.push(`relay-host mode needs a known relayHost (got "${plan.relayHost ?? ''}")`);
-    else if (plan.relayHost === plan.origin || plan.relayHost === plan.target) problems.push('relayHost must differ from origin and target');
+    if (!plan.relayHost || !hosts.has(plan.relayHost))
+      problems.push(`relay-host mode needs a known relayHost (got "${plan.relayHost ?? ''}")`);
+    else if (plan.relayHost === plan.origin || plan.relayHost === plan.target)
+      problems.push('relayHost must differ from origin and target');
   }
   if (plan.v6) {
     const ips6 = [plan.v6.originIp, plan.v6.targetIp, plan.v6.tempIp];
-    if (!ips6.every((ip) => isIP(ip) === 6)) problems.push(`v6 addresses must be IPv6 (got ${ips6.join(', ')})`);
+    if (!ips6.every((ip) => isIP(ip) === 6))
+      problems.push(`v6 addresses must be IPv6 (got ${ips6.join(', ')})`);
     if (mode === 'direct' ? plan.v6.tempIp !== plan.v6.originIp : new Set(ips6).size !== 3) {
-      problems.push(mode === 'direct' ? 'in direct mode v6.tempIp must be v6.originIp' : `v6 originIp, targetIp and tempIp must differ (got ${ips6.join(', ')})`);
+      problems.push(
+        mode === 'direct'
+          ? 'in direct mode v6.tempIp must be v6.originIp'
+          : `v6 originIp, targetIp and tempIp must differ (got ${ips6.join(', ')})`,
+      );
     }
   }
   if (plan.ports.length === 0) problems.push('ports is empty: name at least the HTTP port');
@@ -272,7 +344,16 @@ class MigrationRun {
     this.mode = plan.mode ?? 'temp-ip';
     this.current = orch.journal.get(plan.id)?.phase ?? 'planned';
     const id = `mig-${plan.id}`;
-    this.families = [{ type: 'A', suffix: '', originIp: plan.originIp, targetIp: plan.targetIp, tempIp: plan.tempIp, redirectId: id }];
+    this.families = [
+      {
+        type: 'A',
+        suffix: '',
+        originIp: plan.originIp,
+        targetIp: plan.targetIp,
+        tempIp: plan.tempIp,
+        redirectId: id,
+      },
+    ];
     if (plan.v6) this.families.push({ type: 'AAAA', suffix: '-v6', ...plan.v6, redirectId: `${id}-v6` });
   }
 
@@ -302,19 +383,42 @@ class MigrationRun {
     if (rec?.phase === phase) {
       this.orch.journal.append({ migrationId: this.id, at, phase, kind: 'note', detail: { resumed: true } });
     } else {
-      this.orch.journal.append({ migrationId: this.id, at, phase, kind: 'enter', ...(detail ? { detail } : {}) });
+      this.orch.journal.append({
+        migrationId: this.id,
+        at,
+        phase,
+        kind: 'enter',
+        ...(detail ? { detail } : {}),
+      });
     }
     await this.orch.journal.flushed(); // on disk before anything of the phase happens
     this.orch.emit('phase', { id: this.id, phase, at, ...(detail ? { detail } : {}) });
   }
 
   /** Journal a step, then run it. */
-  private async step<T>(name: JournalStep, fn: () => Promise<T>, detail?: Record<string, unknown>): Promise<T> {
+  private async step<T>(
+    name: JournalStep,
+    fn: () => Promise<T>,
+    detail?: Record<string, unknown>,
+  ): Promise<T> {
     this.signal?.throwIfAborted();
     const at = Date.now();
-    this.orch.journal.append({ migrationId: this.id, at, phase: this.current, kind: 'step', step: name, ...(detail ? { detail } : {}) });
+    this.orch.journal.append({
+      migrationId: this.id,
+      at,
+      phase: this.current,
+      kind: 'step',
+      step: name,
+      ...(detail ? { detail } : {}),
+    });
     await this.orch.journal.flushed(); // on disk before the step acts
-    this.orch.emit('step', { id: this.id, phase: this.current, step: name, at, ...(detail ? { detail } : {}) });
+    this.orch.emit('step', {
+      id: this.id,
+      phase: this.current,
+      step: name,
+      at,
+      ...(detail ? { detail } : {}),
+    });
     return fn();
   }
 
@@ -347,7 +451,9 @@ class MigrationRun {
   async observeState(): Promise<void> {
     const { domain } = this.plan;
     const [records, originMode, targetMode, redirects, addresses] = await Promise.all([
-      Promise.all(this.families.map(async (f) => [f.type, (await this.dns.getRRset(domain, f.type)) ?? null] as const)),
+      Promise.all(
+        this.families.map(async (f) => [f.type, (await this.dns.getRRset(domain, f.type)) ?? null] as const),
+      ),
       this.modeOf(this.origin),
       this.modeOf(this.target),
       Promise.all(
@@ -363,10 +469,18 @@ class MigrationRun {
       originMode,
       targetMode,
       redirects: Object.fromEntries(redirects),
-      tempIpsUp: addresses ? this.families.filter((f) => addresses.includes(f.tempIp)).map((f) => f.tempIp) : 'unknown',
+      tempIpsUp: addresses
+        ? this.families.filter((f) => addresses.includes(f.tempIp)).map((f) => f.tempIp)
+        : 'unknown',
     };
     this.note(STEP.observedState, state);
-    this.orch.emit('step', { id: this.id, phase: this.current, step: STEP.observedState, at: Date.now(), detail: state });
+    this.orch.emit('step', {
+      id: this.id,
+      phase: this.current,
+      step: STEP.observedState,
+      at: Date.now(),
+      detail: state,
+    });
   }
 
   /**
@@ -384,7 +498,8 @@ class MigrationRun {
   /** Phases this migration passes over. */
   async skips(phase: ForwardPhase): Promise<boolean> {
     if (this.mode === 'direct' && (phase === 'temp-ip' || phase === 'dns-temp')) return true;
-    if (phase === 'ttl-lowered') return this.originalTtl() <= this.plan.timings.ttl && this.current !== 'ttl-lowered';
+    if (phase === 'ttl-lowered')
+      return this.originalTtl() <= this.plan.timings.ttl && this.current !== 'ttl-lowered';
     return false;
   }
 
@@ -427,7 +542,10 @@ class MigrationRun {
       const now = rr?.rdata ?? [];
       const allowed = first ? [f.originIp] : [f.originIp, f.tempIp, f.targetIp];
       if (!(rr && now.length === 1 && allowed.includes(now[0]!))) {
-        throw new FerryError('PLAN_DNS_MISMATCH', `${domain} ${f.type} is [${now.join(', ')}], expected [${f.originIp}]`);
+        throw new FerryError(
+          'PLAN_DNS_MISMATCH',
+          `${domain} ${f.type} is [${now.join(', ')}], expected [${f.originIp}]`,
+        );
       }
       originals.push([f, rr]);
     }
@@ -436,17 +554,23 @@ class MigrationRun {
     }
     const onTarget = await this.target.hasSite(domain); // also reachability: throws when the target cannot be asked
     if (first && onTarget) {
-      throw new FerryError('PLAN_TARGET_HAS_SITE', `target ${this.target.id} hosts ${domain} already; remove it there first`);
+      throw new FerryError(
+        'PLAN_TARGET_HAS_SITE',
+        `target ${this.target.id} hosts ${domain} already; remove it there first`,
+      );
     }
     if (this.relay !== this.origin) await this.relay.redirectStats(this.families[0]!.redirectId);
     // Written last: its presence means planning passed (and DNS may be touched from here on).
-    if (first) for (const [f, rr] of [...originals].reverse()) this.note(this.originalNote(f), { ttl: rr.ttl, rdata: rr.rdata });
+    if (first)
+      for (const [f, rr] of [...originals].reverse())
+        this.note(this.originalNote(f), { ttl: rr.ttl, rdata: rr.rdata });
   }
 
   /** ttl-lowered: the records keep the origin with the plan's short TTL; caches drop the old TTL. */
   private async lowerTtl(): Promise<void> {
     let changedAt = 0;
-    for (const f of this.families) changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.originIp, this.plan.timings.ttl));
+    for (const f of this.families)
+      changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.originIp, this.plan.timings.ttl));
     await this.waitUntil(WAIT.oldTtl, changedAt, this.originalTtl() * 1000);
   }
 
@@ -454,13 +578,26 @@ class MigrationRun {
   private async tempIp(): Promise<void> {
     const { ports, domain } = this.plan;
     for (const f of this.families) {
-      await this.step(familyStep(STEP.addAddress, f.suffix), () => this.relay.addAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+      await this.step(familyStep(STEP.addAddress, f.suffix), () => this.relay.addAddress(f.tempIp), {
+        address: f.tempIp,
+        host: this.relay.id,
+      });
       await this.step(familyStep(STEP.startRedirect, f.suffix), () =>
-        this.relay.startRedirect(f.redirectId, { address: f.tempIp, ports, upstream: f.originIp, sourceAddress: f.tempIp }),
+        this.relay.startRedirect(f.redirectId, {
+          address: f.tempIp,
+          ports,
+          upstream: f.originIp,
+          sourceAddress: f.tempIp,
+        }),
       );
-      const probe = await this.step(familyStep(STEP.probeTempIp, f.suffix), () => this.relay.probe(domain, f.tempIp, ports[0]!, '/'));
+      const probe = await this.step(familyStep(STEP.probeTempIp, f.suffix), () =>
+        this.relay.probe(domain, f.tempIp, ports[0]!, '/'),
+      );
       if (probe.status < 200 || probe.status >= 400) {
-        throw new FerryError('TEMP_IP_NOT_SERVING', `${domain} answers ${probe.status} on ${f.tempIp} port ${ports[0]}`);
+        throw new FerryError(
+          'TEMP_IP_NOT_SERVING',
+          `${domain} answers ${probe.status} on ${f.tempIp} port ${ports[0]}`,
+        );
       }
     }
   }
@@ -469,7 +606,8 @@ class MigrationRun {
   private async dnsTemp(): Promise<void> {
     const { domain, timings } = this.plan;
     let changedAt = 0;
-    for (const f of this.families) changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.tempIp, timings.ttl));
+    for (const f of this.families)
+      changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.tempIp, timings.ttl));
     const relayed = new Set(this.families.flatMap((f) => [f.tempIp, `::ffff:${f.tempIp}`]));
     // Caches hold the origin for at most the plan's TTL: the record had it already, or ttl-lowered waited the old one out.
     await this.waitQuiet(WAIT.ip1Quiet, changedAt, timings.ttl * 1000, timings.dnsTempCapMs, async () => {
@@ -481,7 +619,11 @@ class MigrationRun {
         direct += s.requests;
         lastDirect = Math.max(lastDirect, s.lastAt);
       }
-      return { lastActivityAt: lastDirect, busy: false, observed: { directRequests: direct, lastDirectAt: lastDirect || null } };
+      return {
+        lastActivityAt: lastDirect,
+        busy: false,
+        observed: { directRequests: direct, lastDirectAt: lastDirect || null },
+      };
     });
   }
 
@@ -489,7 +631,15 @@ class MigrationRun {
   private async sync(pass: SyncPass, from: HostDriver, to: HostDriver): Promise<void> {
     const { domain } = this.plan;
     const started = Date.now();
-    this.orch.emit('sync', { id: this.id, phase: this.current, at: started, pass, from: from.id, to: to.id, state: 'started' });
+    this.orch.emit('sync', {
+      id: this.id,
+      phase: this.current,
+      at: started,
+      pass,
+      from: from.id,
+      to: to.id,
+      state: 'started',
+    });
     // Progress goes to listeners only: the journal has the start (the step) and the done (the note).
     const progress = new ProgressThrottle(
       (p) =>
@@ -512,7 +662,10 @@ class MigrationRun {
     let res: { files: number; bytes: number };
     try {
       const onProgress = (p: SyncProgressReport) => progress.report(p);
-      res = await this.step(pass, () => from.syncSite(domain, to, { onProgress }), { from: from.id, to: to.id });
+      res = await this.step(pass, () => from.syncSite(domain, to, { onProgress }), {
+        from: from.id,
+        to: to.id,
+      });
     } catch (err) {
       progress.end(false);
       throw err;
@@ -520,8 +673,24 @@ class MigrationRun {
     progress.end(true);
     const ms = Date.now() - started;
     this.note(syncDoneNote(pass), { ...res, ms });
-    this.orch.emit('sync', { id: this.id, phase: this.current, at: Date.now(), pass, from: from.id, to: to.id, state: 'done', ...res, ms });
-    this.orch.emit('step', { id: this.id, phase: this.current, step: syncDoneNote(pass), at: Date.now(), detail: res });
+    this.orch.emit('sync', {
+      id: this.id,
+      phase: this.current,
+      at: Date.now(),
+      pass,
+      from: from.id,
+      to: to.id,
+      state: 'done',
+      ...res,
+      ms,
+    });
+    this.orch.emit('step', {
+      id: this.id,
+      phase: this.current,
+      step: syncDoneNote(pass),
+      at: Date.now(),
+      detail: res,
+    });
   }
 
   /** syncing: the target gets the site (read-only) and a bulk copy of its data. */
@@ -537,24 +706,52 @@ class MigrationRun {
     const results = await this.step(STEP.parity, async () => {
       const all = [];
       for (const f of this.families) {
-        const r = await checkParity(domain, { address: f.originIp }, { address: f.targetIp }, ports[0]!, this.plan.parity);
+        const r = await checkParity(
+          domain,
+          { address: f.originIp },
+          { address: f.targetIp },
+          ports[0]!,
+          this.plan.parity,
+        );
         all.push(...r.map((x) => (f.suffix ? { ...x, check: `${x.check} (IPv6)` } : x)));
       }
       return all;
     });
-    this.note(STEP.parityResults, { results: results.map((r) => ({ check: r.check, ok: r.ok, diff: r.diff, origin: r.origin, target: r.target })) });
+    this.note(STEP.parityResults, {
+      results: results.map((r) => ({
+        check: r.check,
+        ok: r.ok,
+        diff: r.diff,
+        origin: r.origin,
+        target: r.target,
+      })),
+    });
     if (results.some((r) => !r.ok)) {
-      throw new FerryError('PREFLIGHT_MISMATCH', `target ${this.target.id} does not answer like origin ${this.origin.id} for ${domain}:\n${describeParity(results)}`);
+      throw new FerryError(
+        'PREFLIGHT_MISMATCH',
+        `target ${this.target.id} does not answer like origin ${this.origin.id} for ${domain}:\n${describeParity(results)}`,
+      );
     }
   }
 
   private async emitHeld(state: 'holding' | 'released'): Promise<void> {
     const [rs, s] = await Promise.all([
-      Promise.all(this.families.map((f) => (this.usesRedirect ? this.relay.redirectStats(f.redirectId) : Promise.resolve(undefined)))),
+      Promise.all(
+        this.families.map((f) =>
+          this.usesRedirect ? this.relay.redirectStats(f.redirectId) : Promise.resolve(undefined),
+        ),
+      ),
       this.origin.siteStats(this.plan.domain).catch(() => undefined),
     ]);
     const redirect = rs.reduce((n, r) => n + (r?.held ?? 0), 0);
-    this.orch.emit('held', { id: this.id, phase: this.current, at: Date.now(), redirect, site: s?.held ?? 0, state });
+    this.orch.emit('held', {
+      id: this.id,
+      phase: this.current,
+      at: Date.now(),
+      redirect,
+      site: s?.held ?? 0,
+      state,
+    });
   }
 
   /**
@@ -567,21 +764,36 @@ class MigrationRun {
   private async cutover(): Promise<void> {
     const { domain, targetIp, timings, ports } = this.plan;
     if (!(await this.isSwitched())) {
-      if (this.usesRedirect) for (const f of this.families) await this.step(familyStep(STEP.holdRedirect, f.suffix), () => this.relay.holdRedirect(f.redirectId));
+      if (this.usesRedirect)
+        for (const f of this.families)
+          await this.step(familyStep(STEP.holdRedirect, f.suffix), () =>
+            this.relay.holdRedirect(f.redirectId),
+          );
       await this.step(STEP.holdOriginSite, () => this.origin.setSiteMode(domain, 'hold'));
-      const idle = await this.step(STEP.waitOriginIdle, () => this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
+      const idle = await this.step(STEP.waitOriginIdle, () =>
+        this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs),
+      );
       if (!idle) {
-        throw new FerryError('CUTOVER_DRAIN_TIMEOUT', `requests for ${domain} still in flight on the origin after ${timings.cutoverDrainTimeoutMs} ms`);
+        throw new FerryError(
+          'CUTOVER_DRAIN_TIMEOUT',
+          `requests for ${domain} still in flight on the origin after ${timings.cutoverDrainTimeoutMs} ms`,
+        );
       }
       await this.emitHeld('holding');
       await this.sync(STEP.finalSync, this.origin, this.target);
       await this.step(STEP.targetServe, () => this.target.setSiteMode(domain, 'serve'));
     }
-    await this.step(STEP.originProxy, () => this.origin.setSiteMode(domain, { proxy: { address: targetIp, port: ports[0]! } }));
+    await this.step(STEP.originProxy, () =>
+      this.origin.setSiteMode(domain, { proxy: { address: targetIp, port: ports[0]! } }),
+    );
     if (this.usesRedirect) {
       for (const f of this.families) {
-        await this.step(familyStep(STEP.redirectToTarget, f.suffix), () => this.relay.setRedirectUpstream(f.redirectId, f.targetIp));
-        await this.step(familyStep(STEP.releaseRedirect, f.suffix), () => this.relay.releaseRedirect(f.redirectId));
+        await this.step(familyStep(STEP.redirectToTarget, f.suffix), () =>
+          this.relay.setRedirectUpstream(f.redirectId, f.targetIp),
+        );
+        await this.step(familyStep(STEP.releaseRedirect, f.suffix), () =>
+          this.relay.releaseRedirect(f.redirectId),
+        );
       }
     }
     await this.emitHeld('released');
@@ -595,11 +807,21 @@ class MigrationRun {
     if (!this.usesRedirect) {
       await this.waitQuiet(WAIT.ip1ProxyQuiet, since, timings.ttl * 1000, timings.drainCapMs, async () => {
         const s = await this.origin.siteStats(domain);
-        return { lastActivityAt: s.lastRequestAt ?? 0, busy: s.inFlight > 0, observed: { requests: s.requests, inFlight: s.inFlight } };
+        return {
+          lastActivityAt: s.lastRequestAt ?? 0,
+          busy: s.inFlight > 0,
+          observed: { requests: s.requests, inFlight: s.inFlight },
+        };
       });
       return;
     }
-    await this.waitQuiet(WAIT.iptQuiet, since, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
+    await this.waitQuiet(
+      WAIT.iptQuiet,
+      since,
+      timings.ttl * 1000,
+      timings.drainCapMs,
+      this.redirectSampler(),
+    );
   }
 
   /** Samples the redirects at IPt (every family): activity is a new connection or bytes moving. */
@@ -620,9 +842,18 @@ class MigrationRun {
         if (!prev || prev.bytes !== bytes) last.set(f.redirectId, { bytes, changedAt: Date.now() });
         lastActivityAt = Math.max(lastActivityAt, s.lastConnectionAt ?? 0, last.get(f.redirectId)!.changedAt);
         busy ||= s.activeConnections > 0;
-        observed[f.type] = { activeConnections: s.activeConnections, totalConnections: s.totalConnections, bytes, held: s.held };
+        observed[f.type] = {
+          activeConnections: s.activeConnections,
+          totalConnections: s.totalConnections,
+          bytes,
+          held: s.held,
+        };
       }
-      return { lastActivityAt, busy, observed: this.families.length === 1 ? (observed.A as Record<string, unknown>) : observed };
+      return {
+        lastActivityAt,
+        busy,
+        observed: this.families.length === 1 ? (observed.A as Record<string, unknown>) : observed,
+      };
     };
   }
 
@@ -653,7 +884,10 @@ class MigrationRun {
 
   /** Take IPt of family `f` down (step `name`), then journal when it was gone. */
   private async removeAddress(name: Step, f: Family): Promise<void> {
-    await this.step(familyStep(name, f.suffix), () => this.relay.removeAddress(f.tempIp), { address: f.tempIp, host: this.relay.id });
+    await this.step(familyStep(name, f.suffix), () => this.relay.removeAddress(f.tempIp), {
+      address: f.tempIp,
+      host: this.relay.id,
+    });
     this.note(STEP.tempIpRemoved, { address: f.tempIp, host: this.relay.id });
   }
 
@@ -674,12 +908,17 @@ class MigrationRun {
     let serial: number | null = null;
     let changedAt: number;
     if (cur && cur.ttl === ttl && cur.rdata.length === 1 && cur.rdata[0] === address) {
-      changedAt = this.entries()
-        .filter((e) => e.step === STEP.dnsChange && e.detail?.address === address && e.detail?.ttl === ttl)
-        .pop()?.at ?? Date.now();
+      changedAt =
+        this.entries()
+          .filter((e) => e.step === STEP.dnsChange && e.detail?.address === address && e.detail?.ttl === ttl)
+          .pop()?.at ?? Date.now();
     } else {
       changedAt = Date.now();
-      ({ serial } = await this.step(STEP.dnsChange, () => this.dns.replaceRRset(domain, type, ttl, [address]), { type, address, ttl }));
+      ({ serial } = await this.step(
+        STEP.dnsChange,
+        () => this.dns.replaceRRset(domain, type, ttl, [address]),
+        { type, address, ttl },
+      ));
     }
     await this.propagated(type, address, serial);
     return changedAt;
@@ -693,14 +932,36 @@ class MigrationRun {
     for (;;) {
       const seen = await this.dns.observe(domain, type);
       const behind = seen.filter(
-        (s) => (serial !== null && (s.serial === null || s.serial < serial)) || !(s.rdata.length === 1 && s.rdata[0] === address),
+        (s) =>
+          (serial !== null && (s.serial === null || s.serial < serial)) ||
+          !(s.rdata.length === 1 && s.rdata[0] === address),
       );
       const now = Date.now();
-      this.orch.emit('dns', { id: this.id, phase: this.current, at: now, name: domain, type, expect: [address], serial, servers: seen });
-      this.orch.emit('wait', { id: this.id, phase: this.current, what: WAIT.dnsPropagation, at: now, elapsedMs: now - start, remainingMs: deadline - now, observed: { type, serial, servers: seen } });
+      this.orch.emit('dns', {
+        id: this.id,
+        phase: this.current,
+        at: now,
+        name: domain,
+        type,
+        expect: [address],
+        serial,
+        servers: seen,
+      });
+      this.orch.emit('wait', {
+        id: this.id,
+        phase: this.current,
+        what: WAIT.dnsPropagation,
+        at: now,
+        elapsedMs: now - start,
+        remainingMs: deadline - now,
+        observed: { type, serial, servers: seen },
+      });
       if (behind.length === 0) break;
       if (now > deadline) {
-        throw new FerryError('DNS_NOT_PROPAGATED', `${behind.map((b) => b.server).join(', ')} still do not show ${domain} ${type} ${address}${serial !== null ? ` (serial ${serial})` : ''}`);
+        throw new FerryError(
+          'DNS_NOT_PROPAGATED',
+          `${behind.map((b) => b.server).join(', ')} still do not show ${domain} ${type} ${address}${serial !== null ? ` (serial ${serial})` : ''}`,
+        );
       }
       await sleep(timings.pollMs, this.signal);
     }
@@ -712,7 +973,15 @@ class MigrationRun {
     for (;;) {
       const now = Date.now();
       const remainingMs = since + ms - now;
-      this.orch.emit('wait', { id: this.id, phase: this.current, what, at: now, elapsedMs: now - since, remainingMs: Math.max(0, remainingMs), observed: {} });
+      this.orch.emit('wait', {
+        id: this.id,
+        phase: this.current,
+        what,
+        at: now,
+        elapsedMs: now - since,
+        remainingMs: Math.max(0, remainingMs),
+        observed: {},
+      });
       if (remainingMs <= 0) break;
       await sleep(Math.min(remainingMs, Math.max(this.plan.timings.pollMs, 500)), this.signal);
     }
@@ -723,7 +992,13 @@ class MigrationRun {
    * Wait until `minMs` has passed since `since` and traffic has been quiet for the quiet window,
    * but no longer than `capMs` after `minMs`. What was observed is journaled.
    */
-  private async waitQuiet(what: Wait, since: number, minMs: number, capMs: number, sample: () => Promise<QuietSample>): Promise<void> {
+  private async waitQuiet(
+    what: Wait,
+    since: number,
+    minMs: number,
+    capMs: number,
+    sample: () => Promise<QuietSample>,
+  ): Promise<void> {
     const { quietWindowMs, pollMs } = this.plan.timings;
     const capAt = since + minMs + capMs;
     let observed: Record<string, unknown> = {};
@@ -737,7 +1012,15 @@ class MigrationRun {
       const quiet = !s.busy && now - quietSince >= quietWindowMs;
       const done = now - since >= minMs && quiet;
       const remainingMs = Math.max(0, Math.max(since + minMs, quietSince + quietWindowMs) - now);
-      this.orch.emit('wait', { id: this.id, phase: this.current, what, at: now, elapsedMs: now - since, remainingMs, observed });
+      this.orch.emit('wait', {
+        id: this.id,
+        phase: this.current,
+        what,
+        at: now,
+        elapsedMs: now - since,
+        remainingMs,
+        observed,
+      });
       if (now - lastTraffic >= 1000) {
         lastTraffic = now;
         this.orch.emit('traffic', { id: this.id, phase: this.current, at: now, what, observed });
@@ -762,19 +1045,35 @@ class MigrationRun {
   /** Undo a migration that never switched: every step in reverse; DNS, addresses, redirects and vhosts as before. */
   private async undoSteps(): Promise<void> {
     const { domain, timings } = this.plan;
-    if (this.usesRedirect) for (const f of this.families) await this.step(familyStep(STEP.undoReleaseRedirect, f.suffix), () => this.relay.releaseRedirect(f.redirectId));
+    if (this.usesRedirect)
+      for (const f of this.families)
+        await this.step(familyStep(STEP.undoReleaseRedirect, f.suffix), () =>
+          this.relay.releaseRedirect(f.redirectId),
+        );
     const originMode = await this.modeOf(this.origin);
-    if (originMode !== null && originMode !== 'serve') await this.step(STEP.undoOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
+    if (originMode !== null && originMode !== 'serve')
+      await this.step(STEP.undoOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
     // Without the original record journaled, planning never finished and DNS was never touched.
     const touched = this.entries().some((e) => e.step === STEP.originalRecord);
     let restoredAt = Date.now();
-    if (touched) for (const f of this.families) restoredAt = Math.max(restoredAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
-    if (await this.target.hasSite(domain)) await this.step(STEP.undoTargetRemoveSite, () => this.target.removeSite(domain));
+    if (touched)
+      for (const f of this.families)
+        restoredAt = Math.max(restoredAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
+    if (await this.target.hasSite(domain))
+      await this.step(STEP.undoTargetRemoveSite, () => this.target.removeSite(domain));
     if (this.usesRedirect) {
       // The redirects must outlive the records that pointed at IPt: caches may still send clients
       // there. They forward to the origin until quiet, so they stop only after DNS is back.
-      if ((await Promise.all(this.families.map((f) => this.relay.redirectStats(f.redirectId)))).some(Boolean)) {
-        await this.waitQuiet(WAIT.rollbackIptQuiet, restoredAt, timings.ttl * 1000, timings.drainCapMs, this.redirectSampler());
+      if (
+        (await Promise.all(this.families.map((f) => this.relay.redirectStats(f.redirectId)))).some(Boolean)
+      ) {
+        await this.waitQuiet(
+          WAIT.rollbackIptQuiet,
+          restoredAt,
+          timings.ttl * 1000,
+          timings.drainCapMs,
+          this.redirectSampler(),
+        );
       }
       for (const f of this.families) {
         await this.stopRedirect(STEP.undoStopRedirect, f);
@@ -792,7 +1091,11 @@ class MigrationRun {
   private async reverse(): Promise<void> {
     const { domain, originIp, ports, timings } = this.plan;
     const redirects = this.usesRedirect
-      ? (await Promise.all(this.families.map(async (f) => ((await this.relay.redirectStats(f.redirectId)) ? f : undefined)))).filter((f): f is Family => !!f)
+      ? (
+          await Promise.all(
+            this.families.map(async (f) => ((await this.relay.redirectStats(f.redirectId)) ? f : undefined)),
+          )
+        ).filter((f): f is Family => !!f)
       : [];
     const originMode = await this.modeOf(this.origin);
     const back = this.journaled(STEP.reverseOriginServe) || originMode === 'serve';
@@ -801,19 +1104,34 @@ class MigrationRun {
         await this.step(STEP.reverseOriginAddSite, () => this.origin.addSite(domain, 'readonly'));
       }
       await this.sync(STEP.reverseInitialSync, this.target, this.origin);
-      for (const f of redirects) await this.step(familyStep(STEP.reverseHoldRedirect, f.suffix), () => this.relay.holdRedirect(f.redirectId));
+      for (const f of redirects)
+        await this.step(familyStep(STEP.reverseHoldRedirect, f.suffix), () =>
+          this.relay.holdRedirect(f.redirectId),
+        );
       await this.step(STEP.reverseHoldTarget, () => this.target.setSiteMode(domain, 'hold'));
-      const idle = await this.step(STEP.reverseWaitTargetIdle, () => this.target.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs));
-      if (!idle) throw new FerryError('CUTOVER_DRAIN_TIMEOUT', `requests for ${domain} still in flight on the target after ${timings.cutoverDrainTimeoutMs} ms`);
+      const idle = await this.step(STEP.reverseWaitTargetIdle, () =>
+        this.target.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs),
+      );
+      if (!idle)
+        throw new FerryError(
+          'CUTOVER_DRAIN_TIMEOUT',
+          `requests for ${domain} still in flight on the target after ${timings.cutoverDrainTimeoutMs} ms`,
+        );
       await this.sync(STEP.reverseFinalSync, this.target, this.origin);
       await this.step(STEP.reverseOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
     }
     if (await this.target.hasSite(domain)) {
-      await this.step(STEP.reverseTargetProxy, () => this.target.setSiteMode(domain, { proxy: { address: originIp, port: ports[0]! } }));
+      await this.step(STEP.reverseTargetProxy, () =>
+        this.target.setSiteMode(domain, { proxy: { address: originIp, port: ports[0]! } }),
+      );
     }
     for (const f of redirects) {
-      await this.step(familyStep(STEP.reverseRedirectToOrigin, f.suffix), () => this.relay.setRedirectUpstream(f.redirectId, f.originIp));
-      await this.step(familyStep(STEP.reverseReleaseRedirect, f.suffix), () => this.relay.releaseRedirect(f.redirectId));
+      await this.step(familyStep(STEP.reverseRedirectToOrigin, f.suffix), () =>
+        this.relay.setRedirectUpstream(f.redirectId, f.originIp),
+      );
+      await this.step(familyStep(STEP.reverseReleaseRedirect, f.suffix), () =>
+        this.relay.releaseRedirect(f.redirectId),
+      );
     }
     let changedAt = 0;
     let cacheS = timings.ttl;
@@ -828,7 +1146,11 @@ class MigrationRun {
       return {
         lastActivityAt: Math.max(t?.lastRequestAt ?? 0, r?.lastActivityAt ?? 0),
         busy: (t?.inFlight ?? 0) > 0 || (r?.busy ?? false),
-        observed: { targetRequests: t?.requests ?? 0, targetInFlight: t?.inFlight ?? 0, ...(r ? { redirect: r.observed } : {}) },
+        observed: {
+          targetRequests: t?.requests ?? 0,
+          targetInFlight: t?.inFlight ?? 0,
+          ...(r ? { redirect: r.observed } : {}),
+        },
       };
     });
     if (this.usesRedirect) {

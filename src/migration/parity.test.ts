@@ -23,7 +23,29 @@ function hasOpenssl(): boolean {
 /** A self-signed certificate for `names` (openssl). */
 function selfSigned(dir: string, names: string[]): { key: Buffer; cert: Buffer } {
   const base = join(dir, names[0]!);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${names[0]}`, '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`, '-keyout', `${base}.key`, '-out', `${base}.crt`], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${names[0]}`,
+      '-addext',
+      `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`,
+      '-keyout',
+      `${base}.key`,
+      '-out',
+      `${base}.crt`,
+    ],
+    { stdio: 'ignore' },
+  );
   return { key: readFileSync(`${base}.key`), cert: readFileSync(`${base}.crt`) };
 }
 
@@ -42,17 +64,24 @@ describe('parity checks', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('compares certificate names with SNI and reports those on one side only', { skip: hasOpenssl() ? false : 'openssl not installed' }, async () => {
-    const o = tlsServer(selfSigned(dir, ['shop.example', 'www.shop.example']), (s) => s.end());
-    const t = tlsServer(selfSigned(dir, ['shop.example']), (s) => s.end());
-    servers.push(o, t);
-    const port = await listen(o, ORIGIN);
-    await listen(t, TARGET, port);
-    const [res] = await checkParity('shop.example.', { address: ORIGIN }, { address: TARGET }, 80, { http: [], tlsPorts: [port] });
-    assert.equal(res!.ok, false);
-    assert.deepEqual(res!.origin.names, ['shop.example', 'www.shop.example']);
-    assert.equal(res!.diff, 'certificate names: only on origin [www.shop.example], only on target []');
-  });
+  it(
+    'compares certificate names with SNI and reports those on one side only',
+    { skip: hasOpenssl() ? false : 'openssl not installed' },
+    async () => {
+      const o = tlsServer(selfSigned(dir, ['shop.example', 'www.shop.example']), (s) => s.end());
+      const t = tlsServer(selfSigned(dir, ['shop.example']), (s) => s.end());
+      servers.push(o, t);
+      const port = await listen(o, ORIGIN);
+      await listen(t, TARGET, port);
+      const [res] = await checkParity('shop.example.', { address: ORIGIN }, { address: TARGET }, 80, {
+        http: [],
+        tlsPorts: [port],
+      });
+      assert.equal(res!.ok, false);
+      assert.deepEqual(res!.origin.names, ['shop.example', 'www.shop.example']);
+      assert.equal(res!.diff, 'certificate names: only on origin [www.shop.example], only on target []');
+    },
+  );
 
   it('compares service banners, ignoring what the operator says may differ', async () => {
     const banner = (text: string) => netServer((s) => s.end(text));
@@ -61,20 +90,35 @@ describe('parity checks', () => {
     servers.push(o, t);
     const port = await listen(o, ORIGIN);
     await listen(t, TARGET, port);
-    const [strict] = await checkParity('shop.example.', { address: ORIGIN }, { address: TARGET }, 80, { http: [], bannerPorts: [port] });
+    const [strict] = await checkParity('shop.example.', { address: ORIGIN }, { address: TARGET }, 80, {
+      http: [],
+      bannerPorts: [port],
+    });
     assert.equal(strict!.ok, false);
-    assert.match(strict!.diff, /banner: origin "220 mx1.example ESMTP ready", target "220 mx2.example ESMTP ready"/);
-    const [lenient] = await checkParity('shop.example.', { address: ORIGIN }, { address: TARGET }, 80, { http: [], bannerPorts: [port], bannerIgnore: 'mx\\d\\.example' });
+    assert.match(
+      strict!.diff,
+      /banner: origin "220 mx1.example ESMTP ready", target "220 mx2.example ESMTP ready"/,
+    );
+    const [lenient] = await checkParity('shop.example.', { address: ORIGIN }, { address: TARGET }, 80, {
+      http: [],
+      bannerPorts: [port],
+      bannerIgnore: 'mx\\d\\.example',
+    });
     assert.equal(lenient!.ok, true);
   });
 
   it('reports a probe that cannot connect as a mismatch, not a crash', async () => {
-    const [res] = await checkParity('shop.example.', { address: ORIGIN }, { address: TARGET }, 9, { http: [{ path: '/healthz' }] });
+    const [res] = await checkParity('shop.example.', { address: ORIGIN }, { address: TARGET }, 9, {
+      http: [{ path: '/healthz' }],
+    });
     assert.equal(res!.ok, false);
     assert.match(res!.diff, /probe failed/);
   });
 
   it('shows where two bodies first differ', () => {
-    assert.match(firstDifference('<p>Served by origin.</p>', '<p>Served by target.</p>'), /byte 13: origin …"<p>Served by origin/);
+    assert.match(
+      firstDifference('<p>Served by origin.</p>', '<p>Served by target.</p>'),
+      /byte 13: origin …"<p>Served by origin/,
+    );
   });
 });

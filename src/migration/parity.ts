@@ -35,10 +35,27 @@ export interface ParityResult {
 const EXCERPT = 200;
 
 /** GET `path` with Host `domain` at address:port. */
-export function probeHttp(domain: string, address: string, port: number, path: string, tls = false, timeoutMs = 5000): Promise<ProbeAnswer> {
+export function probeHttp(
+  domain: string,
+  address: string,
+  port: number,
+  path: string,
+  tls = false,
+  timeoutMs = 5000,
+): Promise<ProbeAnswer> {
   return new Promise((resolve) => {
     const host = domain.replace(/\.$/, '');
-    const opts = { host: address, port, path, method: 'GET', headers: { host }, agent: false as const, timeout: timeoutMs, servername: host, rejectUnauthorized: false };
+    const opts = {
+      host: address,
+      port,
+      path,
+      method: 'GET',
+      headers: { host },
+      agent: false as const,
+      timeout: timeoutMs,
+      servername: host,
+      rejectUnauthorized: false,
+    };
     const onRes = (res: import('node:http').IncomingMessage) => {
       const hash = createHash('sha256');
       let excerpt = '';
@@ -46,7 +63,13 @@ export function probeHttp(domain: string, address: string, port: number, path: s
         hash.update(c);
         if (excerpt.length < EXCERPT) excerpt += c.toString('utf8', 0, Math.min(c.length, EXCERPT));
       });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, sha256: hash.digest('hex'), excerpt: excerpt.slice(0, EXCERPT) }));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          sha256: hash.digest('hex'),
+          excerpt: excerpt.slice(0, EXCERPT),
+        }),
+      );
       res.on('error', (err) => resolve({ error: errorMessage(err) }));
     };
     const req = tls ? httpsRequest(opts, onRes) : httpRequest(opts, onRes);
@@ -57,10 +80,21 @@ export function probeHttp(domain: string, address: string, port: number, path: s
 }
 
 /** The certificate's names (CN and subjectAltName DNS entries, sorted) at address:port with SNI `domain`. */
-export function probeTlsNames(domain: string, address: string, port: number, timeoutMs = 5000): Promise<ProbeAnswer> {
+export function probeTlsNames(
+  domain: string,
+  address: string,
+  port: number,
+  timeoutMs = 5000,
+): Promise<ProbeAnswer> {
   return new Promise((resolve) => {
     const servername = domain.replace(/\.$/, '');
-    const sock = tlsConnect({ host: address, port, servername, rejectUnauthorized: false, timeout: timeoutMs });
+    const sock = tlsConnect({
+      host: address,
+      port,
+      servername,
+      rejectUnauthorized: false,
+      timeout: timeoutMs,
+    });
     sock.once('secureConnect', () => {
       const cert = sock.getPeerCertificate();
       const names = new Set<string>();
@@ -119,13 +153,24 @@ export async function checkParity(
     else {
       if (o.status !== t.status) diffs.push(`status: origin ${o.status}, target ${t.status}`);
       if (body && o.sha256 !== t.sha256) {
-        diffs.push(`body sha256: origin ${o.sha256!.slice(0, 12)}…, target ${t.sha256!.slice(0, 12)}…; ${firstDifference(o.excerpt ?? '', t.excerpt ?? '')}`);
+        diffs.push(
+          `body sha256: origin ${o.sha256!.slice(0, 12)}…, target ${t.sha256!.slice(0, 12)}…; ${firstDifference(o.excerpt ?? '', t.excerpt ?? '')}`,
+        );
       }
     }
-    results.push({ check: `${c.tls ? 'https' : 'http'} GET ${c.path} :${port}`, ok: diffs.length === 0, origin: o, target: t, diff: diffs.join('; ') });
+    results.push({
+      check: `${c.tls ? 'https' : 'http'} GET ${c.path} :${port}`,
+      ok: diffs.length === 0,
+      origin: o,
+      target: t,
+      diff: diffs.join('; '),
+    });
   }
   for (const port of checks?.tlsPorts ?? []) {
-    const [o, t] = await Promise.all([probeTlsNames(domain, origin.address, port), probeTlsNames(domain, target.address, port)]);
+    const [o, t] = await Promise.all([
+      probeTlsNames(domain, origin.address, port),
+      probeTlsNames(domain, target.address, port),
+    ]);
     let diff = '';
     if (o.error || t.error) diff = `probe failed: origin ${o.error ?? 'ok'}, target ${t.error ?? 'ok'}`;
     else if (o.names!.join(',') !== t.names!.join(',')) {
@@ -140,7 +185,8 @@ export async function checkParity(
     const norm = (s: string | undefined) => (ignore ? (s ?? '').replace(ignore, '') : (s ?? '')).trim();
     let diff = '';
     if (o.error || t.error) diff = `probe failed: origin ${o.error ?? 'ok'}, target ${t.error ?? 'ok'}`;
-    else if (norm(o.banner) !== norm(t.banner)) diff = `banner: origin ${JSON.stringify(o.banner)}, target ${JSON.stringify(t.banner)}`;
+    else if (norm(o.banner) !== norm(t.banner))
+      diff = `banner: origin ${JSON.stringify(o.banner)}, target ${JSON.stringify(t.banner)}`;
     results.push({ check: `banner :${port}`, ok: !diff, origin: o, target: t, diff });
   }
   return results;

@@ -17,7 +17,10 @@ export interface DnsProvider {
    * What every authoritative server of the zone answers now: its SOA serial and the RRset. The
    * propagation check waits until all of them show at least the serial of the change.
    */
-  observe(name: string, type: string): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>>;
+  observe(
+    name: string,
+    type: string,
+  ): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>>;
 }
 
 /** Counters of a redirect at the temporary IP: the part of the engines' stats the waits use. */
@@ -52,7 +55,10 @@ export interface HostDriver {
   addAddress(address: string): Promise<void>;
   removeAddress(address: string): Promise<void>;
   /** Start (or find, when already running) redirect `id`: listen on address:ports, forward to upstream. */
-  startRedirect(id: string, spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string }): Promise<void>;
+  startRedirect(
+    id: string,
+    spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string },
+  ): Promise<void>;
   setRedirectUpstream(id: string, upstream: string): Promise<void>;
   holdRedirect(id: string): Promise<void>;
   releaseRedirect(id: string): Promise<void>;
@@ -72,7 +78,12 @@ export interface HostDriver {
    */
   syncSite(domain: string, to: HostDriver, opts?: SyncSiteOptions): Promise<{ files: number; bytes: number }>;
   /** GET a path of the site on one of this server's addresses (preflight parity). */
-  probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }>;
+  probe(
+    domain: string,
+    address: string,
+    port: number,
+    path: string,
+  ): Promise<{ status: number; bodySha256: string }>;
   /**
    * The site's mode now, or null when the server does not host it. Optional for older agents;
    * without it a resumed migration relies on its journal alone to know whether it had switched.

@@ -124,19 +124,27 @@ test(
 test('withRetry: a bad request (a 400 code of the error table) is not repeated; a flaky peer is', async () => {
   let calls = 0;
   await assert.rejects(
-    withRetry('bad', async () => {
-      calls++;
-      throw new FerryError('VALIDATION', 'body/mode must be equal to one of the allowed values');
-    }, POLICY),
+    withRetry(
+      'bad',
+      async () => {
+        calls++;
+        throw new FerryError('VALIDATION', 'body/mode must be equal to one of the allowed values');
+      },
+      POLICY,
+    ),
     (err: unknown) => err instanceof FerryError && err.code === 'VALIDATION',
   );
   assert.equal(calls, 1);
   calls = 0;
   await assert.rejects(
-    withRetry('flaky', async () => {
-      calls++;
-      throw new FerryError('AGENT_UNREACHABLE', 'connection refused');
-    }, POLICY),
+    withRetry(
+      'flaky',
+      async () => {
+        calls++;
+        throw new FerryError('AGENT_UNREACHABLE', 'connection refused');
+      },
+      POLICY,
+    ),
     (err: unknown) => err instanceof FerryError && err.code === 'CALL_FAILED',
   );
   assert.equal(calls, POLICY.attempts);

@@ -63,12 +63,19 @@ export async function withRetry<T>(
       await sleep(Math.round(base * (0.75 + Math.random() * 0.5)));
     }
   }
-  throw new FerryError(opts.code ?? 'CALL_FAILED', `${what} failed ${policy.attempts} times: ${errorMessage(last)}`, { cause: last });
+  throw new FerryError(
+    opts.code ?? 'CALL_FAILED',
+    `${what} failed ${policy.attempts} times: ${errorMessage(last)}`,
+    { cause: last },
+  );
 }
 
 function withTimeout<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new FerryError('CALL_TIMEOUT', `${what} took longer than ${ms} ms`)), ms);
+    const t = setTimeout(
+      () => reject(new FerryError('CALL_TIMEOUT', `${what} took longer than ${ms} ms`)),
+      ms,
+    );
     p.then(
       (v) => {
         clearTimeout(t);
@@ -105,7 +112,12 @@ export class ResilientHost implements HostDriver {
   }
 
   /** `attemptFailed` runs as soon as an attempt failed or timed out, before the backoff. */
-  private call<T>(what: string, fn: () => Promise<T>, timeoutMs?: number, attemptFailed?: () => void): Promise<T> {
+  private call<T>(
+    what: string,
+    fn: () => Promise<T>,
+    timeoutMs?: number,
+    attemptFailed?: () => void,
+  ): Promise<T> {
     const label = `host ${this.id}: ${what}`;
     return withRetry(label, fn, this.policy, {
       code: 'AGENT_UNAVAILABLE',
@@ -127,11 +139,16 @@ export class ResilientHost implements HostDriver {
   removeAddress(address: string): Promise<void> {
     return this.call(`removeAddress(${address})`, () => this.inner.removeAddress(address));
   }
-  startRedirect(id: string, spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string }): Promise<void> {
+  startRedirect(
+    id: string,
+    spec: { address: string; ports: number[]; upstream: string; sourceAddress?: string },
+  ): Promise<void> {
     return this.call(`startRedirect(${id})`, () => this.inner.startRedirect(id, spec));
   }
   setRedirectUpstream(id: string, upstream: string): Promise<void> {
-    return this.call(`setRedirectUpstream(${id}, ${upstream})`, () => this.inner.setRedirectUpstream(id, upstream));
+    return this.call(`setRedirectUpstream(${id}, ${upstream})`, () =>
+      this.inner.setRedirectUpstream(id, upstream),
+    );
   }
   holdRedirect(id: string): Promise<void> {
     return this.call(`holdRedirect(${id})`, () => this.inner.holdRedirect(id));
@@ -161,7 +178,11 @@ export class ResilientHost implements HostDriver {
     return this.call(`siteStats(${domain})`, () => this.inner.siteStats(domain));
   }
   waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean> {
-    return this.call(`waitSiteIdle(${domain})`, () => this.inner.waitSiteIdle(domain, timeoutMs), timeoutMs + this.policy.callTimeoutMs);
+    return this.call(
+      `waitSiteIdle(${domain})`,
+      () => this.inner.waitSiteIdle(domain, timeoutMs),
+      timeoutMs + this.policy.callTimeoutMs,
+    );
   }
   /**
    * A sync, retried like any call. Progress: each attempt reports with its `attempt` number (from
@@ -169,10 +190,19 @@ export class ResilientHost implements HostDriver {
    * reports of an attempt that timed out (it may still be copying in the background) or of a sync
    * that has settled are dropped, so they never interleave with the current attempt's.
    */
-  async syncSite(domain: string, to: HostDriver, opts: SyncSiteOptions = {}): Promise<{ files: number; bytes: number }> {
+  async syncSite(
+    domain: string,
+    to: HostDriver,
+    opts: SyncSiteOptions = {},
+  ): Promise<{ files: number; bytes: number }> {
     const dest = to instanceof ResilientHost ? to.inner : to;
     const report = opts.onProgress;
-    if (!report) return this.call(`syncSite(${domain} → ${to.id})`, () => this.inner.syncSite(domain, dest), this.policy.syncTimeoutMs);
+    if (!report)
+      return this.call(
+        `syncSite(${domain} → ${to.id})`,
+        () => this.inner.syncSite(domain, dest),
+        this.policy.syncTimeoutMs,
+      );
     let attempts = 0;
     let live = 0; // the attempt whose reports count; 0 between attempts and once settled
     try {
@@ -184,7 +214,12 @@ export class ResilientHost implements HostDriver {
           return this.inner.syncSite(domain, dest, {
             onProgress: (p) => {
               if (attempt !== live) return;
-              report({ bytes: p.bytes, percent: p.percent, ...(p.files !== undefined ? { files: p.files } : {}), attempt });
+              report({
+                bytes: p.bytes,
+                percent: p.percent,
+                ...(p.files !== undefined ? { files: p.files } : {}),
+                attempt,
+              });
             },
           });
         },
@@ -195,8 +230,15 @@ export class ResilientHost implements HostDriver {
       live = 0;
     }
   }
-  probe(domain: string, address: string, port: number, path: string): Promise<{ status: number; bodySha256: string }> {
-    return this.call(`probe(${domain} ${address}:${port}${path})`, () => this.inner.probe(domain, address, port, path));
+  probe(
+    domain: string,
+    address: string,
+    port: number,
+    path: string,
+  ): Promise<{ status: number; bodySha256: string }> {
+    return this.call(`probe(${domain} ${address}:${port}${path})`, () =>
+      this.inner.probe(domain, address, port, path),
+    );
   }
 }
 
@@ -215,9 +257,14 @@ export class ResilientDns implements DnsProvider {
     return this.call(`getRRset(${name} ${type})`, () => this.inner.getRRset(name, type));
   }
   replaceRRset(name: string, type: string, ttl: number, rdata: string[]): Promise<{ serial: number }> {
-    return this.call(`replaceRRset(${name} ${type} ${ttl} ${rdata.join(',')})`, () => this.inner.replaceRRset(name, type, ttl, rdata));
+    return this.call(`replaceRRset(${name} ${type} ${ttl} ${rdata.join(',')})`, () =>
+      this.inner.replaceRRset(name, type, ttl, rdata),
+    );
   }
-  observe(name: string, type: string): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>> {
+  observe(
+    name: string,
+    type: string,
+  ): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>> {
     return this.call(`observe(${name} ${type})`, () => this.inner.observe(name, type));
   }
 }

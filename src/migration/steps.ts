@@ -63,7 +63,12 @@ export const STEP = {
 export type Step = (typeof STEP)[keyof typeof STEP];
 
 /** The data copies, each a step of its own. */
-export const SYNC_PASSES = [STEP.initialSync, STEP.finalSync, STEP.reverseInitialSync, STEP.reverseFinalSync] as const;
+export const SYNC_PASSES = [
+  STEP.initialSync,
+  STEP.finalSync,
+  STEP.reverseInitialSync,
+  STEP.reverseFinalSync,
+] as const;
 export type SyncPass = (typeof SYNC_PASSES)[number];
 
 /** What a migration waits for (the `what` of `wait` events; their end is journaled as a note). */

@@ -10,7 +10,14 @@ import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { Sandbox } from '../sandbox/index.js';
-import { STEP, syncDoneNote, EmbeddedDnsProvider, Journal, type HostDriver, type SyncSiteOptions } from './index.js';
+import {
+  STEP,
+  syncDoneNote,
+  EmbeddedDnsProvider,
+  Journal,
+  type HostDriver,
+  type SyncSiteOptions,
+} from './index.js';
 
 describe('orchestrator: sync progress events', () => {
   const sb = new Sandbox({
@@ -158,7 +165,8 @@ describe('orchestrator: sync progress events', () => {
       // The journal has the passes' steps and their done notes, no progress.
       const entries = journal.entries('chatty');
       assert.ok(
-        entries.some((e) => e.step === STEP.initialSync) && entries.some((e) => e.step === syncDoneNote(STEP.initialSync)),
+        entries.some((e) => e.step === STEP.initialSync) &&
+          entries.some((e) => e.step === syncDoneNote(STEP.initialSync)),
       );
       assert.ok(!entries.some((e) => JSON.stringify(e.detail ?? {}).includes('progress')));
     },

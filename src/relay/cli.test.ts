@@ -15,18 +15,37 @@ describe('relay CLI helpers', () => {
     assert.deepEqual(parseUpstream('2001:db8::2'), { address: '2001:db8::2' });
     assert.deepEqual(parseUpstream('[2001:db8::2]:443'), { address: '2001:db8::2', port: 443 });
     for (const bad of ['192.0.2.1', 'example.com:80', '192.0.2.1:x', '192.0.2.1:70000']) {
-      assert.throws(() => parseListen(bad), (e) => isFerryError(e, 'RELAY_BAD_OPTION'), bad);
+      assert.throws(
+        () => parseListen(bad),
+        (e) => isFerryError(e, 'RELAY_BAD_OPTION'),
+        bad,
+      );
     }
-    assert.throws(() => parseUpstream('192.0.2.2:0'), (e) => isFerryError(e, 'RELAY_BAD_OPTION'));
+    assert.throws(
+      () => parseUpstream('192.0.2.2:0'),
+      (e) => isFerryError(e, 'RELAY_BAD_OPTION'),
+    );
   });
 
   it('refuses PROXY protocol with the kernel engine, saying what to use', () => {
     assert.throws(
-      () => createEngine({ engine: 'kernel', listen: { address: '127.0.0.3', ports: [80] }, upstream: { address: '127.0.0.2' }, proxyProtocol: 'v1' }),
+      () =>
+        createEngine({
+          engine: 'kernel',
+          listen: { address: '127.0.0.3', ports: [80] },
+          upstream: { address: '127.0.0.2' },
+          proxyProtocol: 'v1',
+        }),
       /use --engine userspace/,
     );
     assert.throws(
-      () => createEngine({ engine: 'kernel', listen: { address: '127.0.0.3', ports: [80] }, upstream: { address: '127.0.0.2' }, dataPlane: 'native' }),
+      () =>
+        createEngine({
+          engine: 'kernel',
+          listen: { address: '127.0.0.3', ports: [80] },
+          upstream: { address: '127.0.0.2' },
+          dataPlane: 'native',
+        }),
       /--data-plane applies to --engine userspace only/,
     );
   });
@@ -36,7 +55,13 @@ describe('relay CLI helpers', () => {
     const ac = new AbortController();
     let engine: RedirectEngine | null = null;
     const done = runRelay(
-      { engine: 'userspace', udp: true, listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: up.port }, onReady: (e) => (engine = e) },
+      {
+        engine: 'userspace',
+        udp: true,
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: up.port },
+        onReady: (e) => (engine = e),
+      },
       ac.signal,
     );
     assert.ok(await waitFor(() => engine !== null, 2000));

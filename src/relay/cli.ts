@@ -22,18 +22,35 @@ export type RunRelayOptions = RelayOptions & {
 export function createEngine(opts: Omit<RunRelayOptions, 'onReady' | 'drainTimeoutMs'>): RedirectEngine {
   const { engine, ...rest } = opts;
   if (engine === 'userspace') return createUserspaceRelay(rest);
-  if (engine !== 'kernel') throw new FerryError('RELAY_BAD_OPTION', `engine must be 'userspace' or 'kernel', got ${JSON.stringify(engine)}`);
+  if (engine !== 'kernel')
+    throw new FerryError(
+      'RELAY_BAD_OPTION',
+      `engine must be 'userspace' or 'kernel', got ${JSON.stringify(engine)}`,
+    );
   if (Array.isArray(rest.listen)) {
-    if (rest.listen.length !== 1) throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine takes one listen address; run one relay per address');
+    if (rest.listen.length !== 1)
+      throw new FerryError(
+        'RELAY_BAD_OPTION',
+        'the kernel engine takes one listen address; run one relay per address',
+      );
   }
   if ((rest.workers ?? 1) > 1) {
-    throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine runs in the kernel; workers apply to --engine userspace only');
+    throw new FerryError(
+      'RELAY_BAD_OPTION',
+      'the kernel engine runs in the kernel; workers apply to --engine userspace only',
+    );
   }
   if (rest.proxyProtocol || rest.acceptProxyProtocol) {
-    throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine cannot speak the PROXY protocol; use --engine userspace');
+    throw new FerryError(
+      'RELAY_BAD_OPTION',
+      'the kernel engine cannot speak the PROXY protocol; use --engine userspace',
+    );
   }
   if (rest.dataPlane !== undefined && rest.dataPlane !== 'auto') {
-    throw new FerryError('RELAY_BAD_OPTION', 'the kernel engine has no userspace data plane; --data-plane applies to --engine userspace only');
+    throw new FerryError(
+      'RELAY_BAD_OPTION',
+      'the kernel engine has no userspace data plane; --data-plane applies to --engine userspace only',
+    );
   }
   const listen = Array.isArray(rest.listen) ? rest.listen[0]! : rest.listen;
   return new KernelRelay({
@@ -56,7 +73,8 @@ export async function runRelay(opts: RunRelayOptions, signal: AbortSignal): Prom
     // the signal: without it Node would exit at once, leaving the nftables table behind.
     const keepAlive = setInterval(() => undefined, 1 << 30);
     try {
-      if (!signal.aborted) await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+      if (!signal.aborted)
+        await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
     } finally {
       clearInterval(keepAlive);
     }
@@ -73,20 +91,26 @@ function splitHostPort(s: string, what: string): { address: string; port: string
   if (isIP(s) === 6) return { address: s, port: undefined };
   const i = s.lastIndexOf(':');
   if (i < 0) return { address: s, port: undefined };
-  if (s.indexOf(':') !== i) throw new FerryError('RELAY_BAD_OPTION', `${what}: write IPv6 addresses in brackets, e.g. [2001:db8::1]:80`);
+  if (s.indexOf(':') !== i)
+    throw new FerryError(
+      'RELAY_BAD_OPTION',
+      `${what}: write IPv6 addresses in brackets, e.g. [2001:db8::1]:80`,
+    );
   return { address: s.slice(0, i), port: s.slice(i + 1) };
 }
 
 function parsePort(p: string, what: string, allowZero: boolean): number {
   const n = Number(p);
-  if (!/^\d+$/.test(p) || n > 65535 || (!allowZero && n === 0)) throw new FerryError('RELAY_BAD_OPTION', `${what}: bad port ${JSON.stringify(p)}`);
+  if (!/^\d+$/.test(p) || n > 65535 || (!allowZero && n === 0))
+    throw new FerryError('RELAY_BAD_OPTION', `${what}: bad port ${JSON.stringify(p)}`);
   return n;
 }
 
 /** Parses `--listen ADDR:PORT[,PORT...]` (IPv6 as `[ADDR]:PORT,...`). */
 export function parseListen(arg: string): ListenSpec {
   const { address, port } = splitHostPort(arg, '--listen');
-  if (isIP(address) === 0) throw new FerryError('RELAY_BAD_OPTION', `--listen: ${JSON.stringify(address)} is not an IP address`);
+  if (isIP(address) === 0)
+    throw new FerryError('RELAY_BAD_OPTION', `--listen: ${JSON.stringify(address)} is not an IP address`);
   if (!port) throw new FerryError('RELAY_BAD_OPTION', '--listen needs ports: ADDR:PORT[,PORT...]');
   return { address, ports: port.split(',').map((p) => parsePort(p, '--listen', true)) };
 }
@@ -94,6 +118,7 @@ export function parseListen(arg: string): ListenSpec {
 /** Parses `--to ADDR[:PORT]` (IPv6 as `[ADDR]:PORT` or a bare address). */
 export function parseUpstream(arg: string): Upstream {
   const { address, port } = splitHostPort(arg, '--to');
-  if (isIP(address) === 0) throw new FerryError('RELAY_BAD_OPTION', `--to: ${JSON.stringify(address)} is not an IP address`);
+  if (isIP(address) === 0)
+    throw new FerryError('RELAY_BAD_OPTION', `--to: ${JSON.stringify(address)} is not an IP address`);
   return port === undefined || port === '' ? { address } : { address, port: parsePort(port, '--to', false) };
 }

@@ -13,20 +13,33 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { waitFor } from '../common/time.js';
-import { NativeRelay, TcpRelay, WorkerRelay, encodeProxyHeader, type RedirectEngine, type RelayOptions } from './index.js';
+import {
+  NativeRelay,
+  TcpRelay,
+  WorkerRelay,
+  encodeProxyHeader,
+  type RedirectEngine,
+  type RelayOptions,
+} from './index.js';
 import { nativeEncodeProxy, nativeUnsupported } from './native-relay.js';
 import { RelayProcess } from './process.js';
 import { resolveRelayOptions } from './options.js';
 import { client, startEcho, type TestClient, type TestServer } from './testing.js';
 import { freePort } from '../../test/ports.js';
 
-const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
+const nativeMissing = nativeUnsupported(
+  resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }),
+);
 if (nativeMissing) console.log(`# native data plane not tested: ${nativeMissing}`);
 
 // CI builds the addon at `npm ci`: a broken build must fail here, not skip the native plane quietly.
-it('the native relay addon is built and loads (unless FERRY_NATIVE=0)', { skip: process.env.FERRY_NATIVE === '0' ? 'FERRY_NATIVE=0' : false }, () => {
-  assert.equal(nativeMissing, null, `native data plane unavailable: ${nativeMissing}`);
-});
+it(
+  'the native relay addon is built and loads (unless FERRY_NATIVE=0)',
+  { skip: process.env.FERRY_NATIVE === '0' ? 'FERRY_NATIVE=0' : false },
+  () => {
+    assert.equal(nativeMissing, null, `native data plane unavailable: ${nativeMissing}`);
+  },
+);
 
 interface Plane {
   name: string;
@@ -37,17 +50,39 @@ interface Plane {
 }
 
 const planes: Plane[] = [
-  { name: 'TcpRelay (TypeScript data plane)', make: (o) => new TcpRelay({ ...o, dataPlane: 'js' }), single: true, skip: false },
-  { name: 'NativeRelay (native data plane)', make: (o) => new NativeRelay(o), single: true, skip: nativeMissing ?? false },
-  { name: 'WorkerRelay (2 workers, default data plane)', make: (o) => new WorkerRelay({ workers: 2, ...o }), single: false, skip: false },
+  {
+    name: 'TcpRelay (TypeScript data plane)',
+    make: (o) => new TcpRelay({ ...o, dataPlane: 'js' }),
+    single: true,
+    skip: false,
+  },
+  {
+    name: 'NativeRelay (native data plane)',
+    make: (o) => new NativeRelay(o),
+    single: true,
+    skip: nativeMissing ?? false,
+  },
+  {
+    name: 'WorkerRelay (2 workers, default data plane)',
+    make: (o) => new WorkerRelay({ workers: 2, ...o }),
+    single: false,
+    skip: false,
+  },
   // How an agent runs a redirect: the default userspace relay, in a supervised process of its own.
-  { name: 'RelayProcess (default userspace relay in its own process)', make: (o) => new RelayProcess({ relay: o, socketPath: join(socketDir, `r${++sockets}.sock`) }), single: true, skip: false },
+  {
+    name: 'RelayProcess (default userspace relay in its own process)',
+    make: (o) => new RelayProcess({ relay: o, socketPath: join(socketDir, `r${++sockets}.sock`) }),
+    single: true,
+    skip: false,
+  },
 ];
 
 const socketDir = mkdtempSync(join(tmpdir(), 'ferry-contract-'));
 let sockets = 0;
 
-const cleanups: Array<() => Promise<void> | void> = [() => rmSync(socketDir, { recursive: true, force: true })];
+const cleanups: Array<() => Promise<void> | void> = [
+  () => rmSync(socketDir, { recursive: true, force: true }),
+];
 after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
@@ -64,7 +99,10 @@ async function open(address: string, port: number, allowHalfOpen = false): Promi
   return c;
 }
 
-function serve(address: string, handler: (s: Socket, index: number) => void): Promise<{ server: Server; port: number }> {
+function serve(
+  address: string,
+  handler: (s: Socket, index: number) => void,
+): Promise<{ server: Server; port: number }> {
   const sockets = new Set<Socket>();
   let n = 0;
   const server = createServer({ allowHalfOpen: true }, (s) => {
@@ -80,7 +118,9 @@ function serve(address: string, handler: (s: Socket, index: number) => void): Pr
         server.close(() => r());
       }),
   );
-  return new Promise((resolve) => server.listen(0, address, () => resolve({ server, port: (server.address() as AddressInfo).port })));
+  return new Promise((resolve) =>
+    server.listen(0, address, () => resolve({ server, port: (server.address() as AddressInfo).port })),
+  );
 }
 
 /**
@@ -131,7 +171,10 @@ for (const plane of planes) {
 
     it('forwards both ways and counts bytes, connections and arrival time', async () => {
       const a = await echo('127.0.0.2', 'A');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+      });
       const before = Date.now();
       const c = await open('127.0.0.3', r.ports[0]!);
       await c.waitFor('A\n');
@@ -142,10 +185,20 @@ for (const plane of planes) {
       assert.equal(s.totalConnections, 1);
       assert.equal(s.bytesToUpstream, 5);
       assert.equal(s.bytesToClient, 7);
-      assert.ok(s.lastConnectionAt !== null && s.lastConnectionAt >= before - 1 && s.lastConnectionAt <= Date.now());
+      assert.ok(
+        s.lastConnectionAt !== null && s.lastConnectionAt >= before - 1 && s.lastConnectionAt <= Date.now(),
+      );
       const l = s.listeners!.find((x) => x.protocol === 'tcp')!;
       assert.deepEqual(
-        [l.address, l.port, l.activeConnections, l.totalConnections, l.bytesToUpstream, l.bytesToClient, l.lastConnectionAt],
+        [
+          l.address,
+          l.port,
+          l.activeConnections,
+          l.totalConnections,
+          l.bytesToUpstream,
+          l.bytesToClient,
+          l.lastConnectionAt,
+        ],
         ['127.0.0.3', r.ports[0], 1, 1, 5, 7, s.lastConnectionAt],
       );
       c.socket.end();
@@ -156,7 +209,10 @@ for (const plane of planes) {
     it('switches upstream: established connections stay, new ones go to the new upstream', async () => {
       const a = await echo('127.0.0.2', 'A');
       const b = await echo('127.0.0.4', 'B');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+      });
       const c1 = await open('127.0.0.3', r.ports[0]!);
       await c1.waitFor('A\n');
       await r.setUpstream({ address: '127.0.0.4', port: b.port });
@@ -175,7 +231,10 @@ for (const plane of planes) {
         s.write('B\n');
         s.pipe(s);
       });
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+      });
       await r.hold();
       const clients: TestClient[] = [];
       for (let i = 0; i < 8; i++) {
@@ -207,7 +266,10 @@ for (const plane of planes) {
     it('holds and releases under a steady stream of new connections, none failing', async () => {
       const a = await echo('127.0.0.2', 'A');
       const b = await echo('127.0.0.4', 'B');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+      });
       let stop = false;
       let ok = 0;
       const failures: string[] = [];
@@ -245,23 +307,35 @@ for (const plane of planes) {
       assert.equal(s.totalConnections, ok);
     });
 
-    it('bounds the hold queue: beyond holdQueueLimit a connection is closed and counted', { skip: plane.single ? false : 'the limit is split among workers' }, async () => {
-      const a = await echo('127.0.0.2', 'A');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port }, holdQueueLimit: 2 });
-      await r.hold();
-      await open('127.0.0.3', r.ports[0]!);
-      await open('127.0.0.3', r.ports[0]!);
-      assert.ok(await waitFor(async () => (await r.stats()).held === 2, 1000));
-      const c3 = await open('127.0.0.3', r.ports[0]!);
-      await c3.ended;
-      const s = await r.stats();
-      assert.equal(s.rejected, 1);
-      assert.equal(s.held, 2);
-    });
+    it(
+      'bounds the hold queue: beyond holdQueueLimit a connection is closed and counted',
+      { skip: plane.single ? false : 'the limit is split among workers' },
+      async () => {
+        const a = await echo('127.0.0.2', 'A');
+        const r = await relay({
+          listen: { address: '127.0.0.3', ports: [0] },
+          upstream: { address: '127.0.0.2', port: a.port },
+          holdQueueLimit: 2,
+        });
+        await r.hold();
+        await open('127.0.0.3', r.ports[0]!);
+        await open('127.0.0.3', r.ports[0]!);
+        assert.ok(await waitFor(async () => (await r.stats()).held === 2, 1000));
+        const c3 = await open('127.0.0.3', r.ports[0]!);
+        await c3.ended;
+        const s = await r.stats();
+        assert.equal(s.rejected, 1);
+        assert.equal(s.held, 2);
+      },
+    );
 
     it('closes held connections gently after maxHoldMs and counts them', async () => {
       const a = await echo('127.0.0.2', 'A');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port }, maxHoldMs: 300 });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+        maxHoldMs: 300,
+      });
       await r.hold();
       const t0 = Date.now();
       const c1 = await open('127.0.0.3', r.ports[0]!);
@@ -281,7 +355,10 @@ for (const plane of planes) {
 
     it('a held client that gives up is carried through at release and then closes', async () => {
       const a = await echo('127.0.0.2', 'A');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+      });
       await r.hold();
       const c = await open('127.0.0.3', r.ports[0]!);
       assert.ok(await waitFor(async () => (await r.stats()).held === 1, 1000));
@@ -298,7 +375,10 @@ for (const plane of planes) {
 
     it('closes the client cleanly (FIN) and counts the failure when the upstream is down', async () => {
       const port = await freePort('127.0.0.2');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port },
+      });
       const c = await open('127.0.0.3', r.ports[0]!);
       c.socket.write('anyone?');
       let reset = false;
@@ -312,7 +392,11 @@ for (const plane of planes) {
 
     it('times out an upstream connect after connectTimeoutMs: the client is closed gently, the failure counted', async () => {
       const port = await blackhole('127.0.0.2');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port }, connectTimeoutMs: 200 });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port },
+        connectTimeoutMs: 200,
+      });
       const t0 = Date.now();
       const c = await open('127.0.0.3', r.ports[0]!);
       let reset = false;
@@ -331,7 +415,10 @@ for (const plane of planes) {
         s.on('data', (d: string) => (got += d));
         s.on('end', () => s.end(`bye:${got}`));
       });
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: up.port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: up.port },
+      });
       const c = await open('127.0.0.3', r.ports[0]!, true);
       c.socket.end('question');
       await c.waitFor('bye:question');
@@ -350,7 +437,10 @@ for (const plane of planes) {
         s.on('end', () => upstreamEnded());
       });
       const upPort = up.port;
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: upPort } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: upPort },
+      });
       const c = await open('127.0.0.3', r.ports[0]!, true);
       await c.waitFor('greeting-then-FIN');
       let clientEnded = false;
@@ -368,7 +458,11 @@ for (const plane of planes) {
 
     it('closes idle connections after idleTimeoutMs', async () => {
       const a = await echo('127.0.0.2', 'A');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port }, idleTimeoutMs: 200 });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+        idleTimeoutMs: 200,
+      });
       const busy = await open('127.0.0.3', r.ports[0]!);
       const c = await open('127.0.0.3', r.ports[0]!);
       await c.waitFor('A');
@@ -390,24 +484,35 @@ for (const plane of planes) {
       assert.ok(await r.drain(2000));
     });
 
-    it('refuses connections beyond maxConnections and counts them', { skip: plane.single ? false : 'the limit is split among workers' }, async () => {
-      const a = await echo('127.0.0.2', 'A');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port }, maxConnections: 2 });
-      const c1 = await open('127.0.0.3', r.ports[0]!);
-      const c2 = await open('127.0.0.3', r.ports[0]!);
-      await c1.waitFor('A');
-      await c2.waitFor('A');
-      const c3 = await open('127.0.0.3', r.ports[0]!);
-      await c3.ended;
-      const s = await r.stats();
-      assert.equal(s.rejected, 1);
-      assert.equal(s.activeConnections, 2);
-      assert.equal(s.totalConnections, 2);
-    });
+    it(
+      'refuses connections beyond maxConnections and counts them',
+      { skip: plane.single ? false : 'the limit is split among workers' },
+      async () => {
+        const a = await echo('127.0.0.2', 'A');
+        const r = await relay({
+          listen: { address: '127.0.0.3', ports: [0] },
+          upstream: { address: '127.0.0.2', port: a.port },
+          maxConnections: 2,
+        });
+        const c1 = await open('127.0.0.3', r.ports[0]!);
+        const c2 = await open('127.0.0.3', r.ports[0]!);
+        await c1.waitFor('A');
+        await c2.waitFor('A');
+        const c3 = await open('127.0.0.3', r.ports[0]!);
+        await c3.ended;
+        const s = await r.stats();
+        assert.equal(s.rejected, 1);
+        assert.equal(s.activeConnections, 2);
+        assert.equal(s.totalConnections, 2);
+      },
+    );
 
     it('drain resolves false on timeout while a connection is open, true once it closes', async () => {
       const a = await echo('127.0.0.2', 'A');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+      });
       const c = await open('127.0.0.3', r.ports[0]!);
       await c.waitFor('A\n');
       const t0 = Date.now();
@@ -424,7 +529,10 @@ for (const plane of planes) {
         upstreamSocket = s;
         s.pause(); // reads nothing
       });
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: up.port } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: up.port },
+      });
       const c = await open('127.0.0.3', r.ports[0]!);
       const chunk = Buffer.alloc(1 << 20, 0x61);
       for (let i = 0; i < 64; i++) c.socket.write(chunk); // 64 MiB queued at the client
@@ -432,7 +540,10 @@ for (const plane of planes) {
       const stalled = (await r.stats()).bytesToUpstream;
       await sleep(300);
       assert.equal((await r.stats()).bytesToUpstream, stalled, 'the relay stopped reading');
-      assert.ok(stalled < 32 << 20, `relay read ${stalled} bytes: only kernel buffers' worth may be in flight`);
+      assert.ok(
+        stalled < 32 << 20,
+        `relay read ${stalled} bytes: only kernel buffers' worth may be in flight`,
+      );
       assert.ok(c.socket.writableLength > 16 << 20, 'the client is the one buffering');
       (upstreamSocket as Socket | null)?.resume();
       assert.ok(await waitFor(async () => (await r.stats()).bytesToUpstream === 64 << 20, 10_000));
@@ -440,7 +551,11 @@ for (const plane of planes) {
 
     it('binds sourceAddress for upstream connections', async () => {
       const a = await echo('127.0.0.2', 'A');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port }, sourceAddress: '127.0.0.7' });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+        sourceAddress: '127.0.0.7',
+      });
       const c = await open('127.0.0.3', r.ports[0]!);
       await c.waitFor('A\n');
       assert.deepEqual(a.peers, ['127.0.0.7']);
@@ -449,7 +564,10 @@ for (const plane of planes) {
     it('preserves the port on several listen ports when upstream.port is omitted', async () => {
       const a = await echo('127.0.0.2', 'A1');
       const b = await echo('127.0.0.2', 'A2');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [a.port, b.port] }, upstream: { address: '127.0.0.2' } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [a.port, b.port] },
+        upstream: { address: '127.0.0.2' },
+      });
       assert.deepEqual(r.ports, [a.port, b.port]);
       const c1 = await open('127.0.0.3', a.port);
       const c2 = await open('127.0.0.3', b.port);
@@ -465,7 +583,10 @@ for (const plane of planes) {
     });
 
     it('returns several ephemeral ports in listen order', async () => {
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0, 0, 0] }, upstream: { address: '127.0.0.2' } });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0, 0, 0] },
+        upstream: { address: '127.0.0.2' },
+      });
       assert.equal(r.ports.length, 3);
       assert.equal(new Set(r.ports).size, 3);
       assert.ok(r.ports.every((p) => p > 0));
@@ -533,7 +654,11 @@ for (const plane of planes) {
       const a = await echo('127.0.0.2', 'A');
       await sleep(50);
       const baseline = fdCount();
-      const r = plane.make({ listen: { address: '127.0.0.3', ports: [0, 0] }, upstream: { address: '127.0.0.2', port: a.port }, holdQueueLimit: 100 });
+      const r = plane.make({
+        listen: { address: '127.0.0.3', ports: [0, 0] },
+        upstream: { address: '127.0.0.2', port: a.port },
+        holdQueueLimit: 100,
+      });
       await r.start();
       const clients: TestClient[] = [];
       for (let i = 0; i < 10; i++) clients.push(await open('127.0.0.3', r.ports[i % 2]!));

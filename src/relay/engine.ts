@@ -65,7 +65,8 @@ export function sumListeners(
     totalConnections += l.totalConnections;
     bytesToUpstream += l.bytesToUpstream;
     bytesToClient += l.bytesToClient;
-    if (l.lastConnectionAt !== null && (lastConnectionAt === null || l.lastConnectionAt > lastConnectionAt)) lastConnectionAt = l.lastConnectionAt;
+    if (l.lastConnectionAt !== null && (lastConnectionAt === null || l.lastConnectionAt > lastConnectionAt))
+      lastConnectionAt = l.lastConnectionAt;
   }
   return { totalConnections, bytesToUpstream, bytesToClient, lastConnectionAt };
 }

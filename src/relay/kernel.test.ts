@@ -5,7 +5,16 @@ import { execFileSync } from 'node:child_process';
 import { waitFor } from '../common/time.js';
 import { isFerryError } from '../common/errors.js';
 import { KernelRelay } from './kernel.js';
-import { ADDR, clientSource, createTopology, kernelSkipReason, runInNs, upstreamSource, type NsProcess, type Topology } from './netns-testing.js';
+import {
+  ADDR,
+  clientSource,
+  createTopology,
+  kernelSkipReason,
+  runInNs,
+  upstreamSource,
+  type NsProcess,
+  type Topology,
+} from './netns-testing.js';
 
 const skip = kernelSkipReason() ?? false;
 if (skip) console.log(`# skipping kernel engine tests: ${skip}`);
@@ -22,7 +31,12 @@ describe('KernelRelay (nftables) in network namespaces', { skip }, () => {
 
   before(async () => {
     topo = createTopology();
-    upstream = runInNs(topo.upstream, upstreamSource, [`A:${ADDR.upstreamA}:80`, `A:${ADDR.upstreamA}:8080`, `B:${ADDR.upstreamB}:80`, `B:${ADDR.upstreamB}:8080`]);
+    upstream = runInNs(topo.upstream, upstreamSource, [
+      `A:${ADDR.upstreamA}:80`,
+      `A:${ADDR.upstreamA}:8080`,
+      `B:${ADDR.upstreamB}:80`,
+      `B:${ADDR.upstreamB}:8080`,
+    ]);
     await upstream.next('ready');
     clientProc = runInNs(topo.client, clientSource);
     await clientProc.next('ready');
@@ -145,13 +159,20 @@ describe('KernelRelay (nftables) in network namespaces', { skip }, () => {
     const second = engine({ id: 'test4', adopt: true, listen: { address: ADDR.tempIp, ports: [80] } });
     await second.start();
     assert.equal(second.adopted, true);
-    assert.deepEqual(second.currentUpstream, { address: ADDR.upstreamB }, 'the upstream is read from the table, not from the options');
+    assert.deepEqual(
+      second.currentUpstream,
+      { address: ADDR.upstreamB },
+      'the upstream is read from the table, not from the options',
+    );
     assert.equal(second.isHolding, true);
     assert.equal(tables(topo!.relay).match(/ferry_test4/g)?.length, 1, 'one table, not two');
     const s = await second.stats();
     assert.equal(s.held, 1);
     assert.equal(s.listeners![0]!.totalConnections, 1, 'counters kept');
-    assert.ok(s.lastConnectionAt !== null && Date.now() - s.lastConnectionAt < 5000, 'a quiet window restarts at adoption');
+    assert.ok(
+      s.lastConnectionAt !== null && Date.now() - s.lastConnectionAt < 5000,
+      'a quiet window restarts at adoption',
+    );
     c.send('send 30 kept');
     assert.equal(await c.next('echo 30'), 'echo 30 kept', 'an established flow is untouched');
     await second.release();
@@ -175,10 +196,21 @@ describe('KernelRelay (nftables) in network namespaces', { skip }, () => {
 
   it('validates options', () => {
     const bad = (o: unknown) =>
-      assert.throws(() => new KernelRelay(o as ConstructorParameters<typeof KernelRelay>[0]), (err) => isFerryError(err, 'RELAY_BAD_OPTION'));
+      assert.throws(
+        () => new KernelRelay(o as ConstructorParameters<typeof KernelRelay>[0]),
+        (err) => isFerryError(err, 'RELAY_BAD_OPTION'),
+      );
     bad({ listen: { address: ADDR.tempIp, ports: [0] }, upstream: { address: ADDR.upstreamA } });
     bad({ listen: { address: ADDR.tempIp, ports: [80] }, upstream: { address: '2001:db8::1' } });
-    bad({ listen: { address: ADDR.tempIp, ports: [80] }, upstream: { address: ADDR.upstreamA }, id: 'Bad-Id' });
-    bad({ listen: { address: ADDR.tempIp, ports: [80] }, upstream: { address: ADDR.upstreamA }, netns: 'x; rm' });
+    bad({
+      listen: { address: ADDR.tempIp, ports: [80] },
+      upstream: { address: ADDR.upstreamA },
+      id: 'Bad-Id',
+    });
+    bad({
+      listen: { address: ADDR.tempIp, ports: [80] },
+      upstream: { address: ADDR.upstreamA },
+      netns: 'x; rm',
+    });
   });
 });

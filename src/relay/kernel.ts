@@ -85,7 +85,12 @@ export class KernelRelay implements RedirectEngine {
   private readonly listenPorts: number[];
   private readonly protocols: Array<'tcp' | 'udp'>;
   private upstream: Upstream;
-  private readonly opts: KernelRelayOptions & { masquerade: boolean; maxHoldMs: number; pollMs: number; nftPath: string };
+  private readonly opts: KernelRelayOptions & {
+    masquerade: boolean;
+    maxHoldMs: number;
+    pollMs: number;
+    nftPath: string;
+  };
   private started = false;
   private closed = false;
   private holding = false;
@@ -104,17 +109,22 @@ export class KernelRelay implements RedirectEngine {
     const ports = opts.listen.ports;
     if (!Array.isArray(ports) || ports.length === 0) throw bad('listen.ports must list at least one port');
     for (const p of ports) {
-      if (!Number.isInteger(p) || p < 1 || p > 65535) throw bad(`kernel mode needs explicit ports 1-65535, got ${String(p)}`);
+      if (!Number.isInteger(p) || p < 1 || p > 65535)
+        throw bad(`kernel mode needs explicit ports 1-65535, got ${String(p)}`);
     }
-    if (new Set(ports).size !== ports.length) throw bad('listen.ports lists a port twice; list each port once');
+    if (new Set(ports).size !== ports.length)
+      throw bad('listen.ports lists a port twice; list each port once');
     const fam = isIP(opts.listen.address);
     this.upstream = checkUpstream(opts.upstream, opts.sourceAddress);
     if (isIP(this.upstream.address) !== fam) {
-      throw bad(`kernel mode cannot translate between IP families: listen ${opts.listen.address}, upstream ${this.upstream.address}; use the userspace engine`);
+      throw bad(
+        `kernel mode cannot translate between IP families: listen ${opts.listen.address}, upstream ${this.upstream.address}; use the userspace engine`,
+      );
     }
     const id = opts.id ?? randomBytes(4).toString('hex');
     if (!/^[a-z0-9_]{1,24}$/.test(id)) throw bad(`id must match [a-z0-9_]{1,24}, got ${JSON.stringify(id)}`);
-    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) throw bad(`netns must be a plain namespace name, got ${JSON.stringify(opts.netns)}`);
+    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns))
+      throw bad(`netns must be a plain namespace name, got ${JSON.stringify(opts.netns)}`);
     const int = (name: string, v: number | undefined, def: number) => {
       if (v === undefined) return def;
       if (!Number.isInteger(v) || v < 1) throw bad(`${name} must be a positive integer, got ${String(v)}`);
@@ -158,7 +168,12 @@ export class KernelRelay implements RedirectEngine {
     const [cmd, ...args] = this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns, ...argv] : argv;
     return new Promise((resolve, reject) => {
       const child = execFile(cmd!, args, { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-        if (err) reject(new FerryError('RELAY_NFT', `${argv.join(' ')} failed: ${stderr.trim() || err.message}`, { cause: err }));
+        if (err)
+          reject(
+            new FerryError('RELAY_NFT', `${argv.join(' ')} failed: ${stderr.trim() || err.message}`, {
+              cause: err,
+            }),
+          );
         else resolve(stdout);
       });
       if (input !== undefined) child.stdin?.end(input);
@@ -179,7 +194,9 @@ export class KernelRelay implements RedirectEngine {
     const up = this.upstream;
     const lines = [`flush chain ${f} ${this.table} ${chain}`];
     for (const proto of this.protocols) {
-      lines.push(`add rule ${f} ${this.table} ${chain} ${f} daddr ${this.address} ${proto} dport { ${this.listenPorts.join(', ')} } dnat to ${this.fmt(up.address, up.port)}`);
+      lines.push(
+        `add rule ${f} ${this.table} ${chain} ${f} daddr ${this.address} ${proto} dport { ${this.listenPorts.join(', ')} } dnat to ${this.fmt(up.address, up.port)}`,
+      );
     }
     return lines.join('\n');
   }
@@ -199,7 +216,10 @@ export class KernelRelay implements RedirectEngine {
       }
     }
     // Masquerade picks no usable source on loopback, where replies come back locally anyway.
-    const src = this.opts.sourceAddress !== undefined ? `snat to ${this.opts.sourceAddress}` : 'oifname != "lo" masquerade';
+    const src =
+      this.opts.sourceAddress !== undefined
+        ? `snat to ${this.opts.sourceAddress}`
+        : 'oifname != "lo" masquerade';
     const settype = f === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
     return [
       `table ${f} ${t} {`,
@@ -241,14 +261,17 @@ export class KernelRelay implements RedirectEngine {
   }
 
   async start(): Promise<void> {
-    if (this.started) throw new FerryError('RELAY_STATE', 'kernel relay already started; create a new one to start again');
+    if (this.started)
+      throw new FerryError('RELAY_STATE', 'kernel relay already started; create a new one to start again');
     this.started = true;
     if (this.opts.adopt && (await this.takeOver())) {
       this.startPolling();
       return;
     }
     // Replace a table left behind by a crashed run with the same id.
-    await this.nftScript(`add table ${this.family} ${this.table}\ndelete table ${this.family} ${this.table}\n${this.ruleset()}`);
+    await this.nftScript(
+      `add table ${this.family} ${this.table}\ndelete table ${this.family} ${this.table}\n${this.ruleset()}`,
+    );
     this.startPolling();
   }
 
@@ -271,7 +294,9 @@ export class KernelRelay implements RedirectEngine {
     }
     const dnat = /\bdnat (?:ip6? )?to (\S+)/.exec(text)?.[1];
     if (dnat) {
-      const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(dnat) ?? (this.family === 'ip' ? /^([^:]+)(?::(\d+))?$/.exec(dnat) : [dnat, dnat, undefined]);
+      const m =
+        /^\[([^\]]+)\](?::(\d+))?$/.exec(dnat) ??
+        (this.family === 'ip' ? /^([^:]+)(?::(\d+))?$/.exec(dnat) : [dnat, dnat, undefined]);
       if (m?.[1]) this.upstream = { address: m[1], ...(m[2] ? { port: Number(m[2]) } : {}) };
     }
     // Rules hold braces of their own: the chain ends at the closing brace on a line by itself.
@@ -297,7 +322,9 @@ export class KernelRelay implements RedirectEngine {
   async setUpstream(u: Upstream): Promise<void> {
     const next = checkUpstream(u, this.opts.sourceAddress);
     if (isIP(next.address) !== (this.family === 'ip' ? 4 : 6)) {
-      throw bad(`kernel mode cannot translate between IP families: listen ${this.address}, upstream ${next.address}`);
+      throw bad(
+        `kernel mode cannot translate between IP families: listen ${this.address}, upstream ${next.address}`,
+      );
     }
     const prev = this.upstream;
     this.upstream = next;
@@ -315,9 +342,13 @@ export class KernelRelay implements RedirectEngine {
     const m = `${f} daddr ${this.address} meta l4proto { ${this.protocols.join(', ')} } th dport { ${this.listenPorts.join(', ')} } ct state new`;
     const lines = [`flush chain ${f} ${this.table} hold`];
     if (verdict === 'drop') {
-      lines.push(`add rule ${f} ${this.table} hold ${m} update @held { ${f} saddr . th sport } counter name hold_drops drop`);
+      lines.push(
+        `add rule ${f} ${this.table} hold ${m} update @held { ${f} saddr . th sport } counter name hold_drops drop`,
+      );
     } else {
-      lines.push(`add rule ${f} ${this.table} hold ${m} meta l4proto tcp counter name hold_refused reject with tcp reset`);
+      lines.push(
+        `add rule ${f} ${this.table} hold ${m} meta l4proto tcp counter name hold_refused reject with tcp reset`,
+      );
       lines.push(`add rule ${f} ${this.table} hold ${m} counter name hold_refused reject`);
     }
     return lines.join('\n') + '\n';
@@ -338,7 +369,9 @@ export class KernelRelay implements RedirectEngine {
     if (this.holdTimer) clearTimeout(this.holdTimer);
     this.holdTimer = null;
     if (!this.holding) return;
-    await this.nftScript(`flush chain ${this.family} ${this.table} hold\nflush set ${this.family} ${this.table} held\n`);
+    await this.nftScript(
+      `flush chain ${this.family} ${this.table} hold\nflush set ${this.family} ${this.table} held\n`,
+    );
     this.holding = false;
   }
 
@@ -421,8 +454,10 @@ export class KernelRelay implements RedirectEngine {
         });
       }
     }
-    const sum = (k: 'activeConnections' | 'totalConnections' | 'bytesToUpstream' | 'bytesToClient', proto?: string) =>
-      listeners.filter((l) => proto === undefined || l.protocol === proto).reduce((n, l) => n + l[k], 0);
+    const sum = (
+      k: 'activeConnections' | 'totalConnections' | 'bytesToUpstream' | 'bytesToClient',
+      proto?: string,
+    ) => listeners.filter((l) => proto === undefined || l.protocol === proto).reduce((n, l) => n + l[k], 0);
     return {
       activeConnections: sum('activeConnections', 'tcp'),
       totalConnections: sum('totalConnections'),
@@ -464,7 +499,9 @@ export class KernelRelay implements RedirectEngine {
     if (this.poller) clearInterval(this.poller);
     if (this.holdTimer) clearTimeout(this.holdTimer);
     if (!this.started) return;
-    await this.nftScript(`add table ${this.family} ${this.table}\ndelete table ${this.family} ${this.table}\n`);
+    await this.nftScript(
+      `add table ${this.family} ${this.table}\ndelete table ${this.family} ${this.table}\n`,
+    );
   }
 }
 
@@ -479,6 +516,7 @@ function expand(a: string): string {
   const [head, tail] = a.includes('::') ? a.split('::') : [a, undefined];
   const h = head ? head.split(':') : [];
   const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const groups =
+    tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
   return groups.map((g) => parseInt(g, 16).toString(16)).join(':');
 }

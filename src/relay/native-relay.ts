@@ -12,8 +12,19 @@
 import { loadNative } from '../common/native.js';
 import { FerryError } from '../common/errors.js';
 import { DrainWaiters } from './drain.js';
-import { sumListeners, type ListenerStats, type RedirectEngine, type RelayStats, type Upstream } from './engine.js';
-import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
+import {
+  sumListeners,
+  type ListenerStats,
+  type RedirectEngine,
+  type RelayStats,
+  type Upstream,
+} from './engine.js';
+import {
+  checkUpstream,
+  resolveRelayOptions,
+  type RelayOptions,
+  type ResolvedRelayOptions,
+} from './options.js';
 
 /** The addon's functions (native/relay/relay.c). */
 interface RelayBinding {
@@ -28,7 +39,13 @@ interface RelayBinding {
   stats(relay: object, out: Float64Array): void;
   armIdle(relay: object): number;
   close(relay: object): void;
-  encodeProxy(version: 1 | 2, sourceAddress: string, sourcePort: number, destinationAddress: string, destinationPort: number): Buffer;
+  encodeProxy(
+    version: 1 | 2,
+    sourceAddress: string,
+    sourcePort: number,
+    destinationAddress: string,
+    destinationPort: number,
+  ): Buffer;
 }
 
 interface NativeConfig {
@@ -58,8 +75,10 @@ function scoped(address: string): boolean {
 
 /** Why the native plane cannot relay `opts` in one process, or null when it can. */
 export function nativeUnsupported(opts: ResolvedRelayOptions): string | null {
-  if (opts.acceptProxyProtocol) return 'acceptProxyProtocol needs the TypeScript data plane (the native one reads no PROXY header from clients)';
-  if (opts.udp) return 'udp in one process needs the TypeScript data plane; with workers >= 2 UDP stays in the engine process and TCP goes native';
+  if (opts.acceptProxyProtocol)
+    return 'acceptProxyProtocol needs the TypeScript data plane (the native one reads no PROXY header from clients)';
+  if (opts.udp)
+    return 'udp in one process needs the TypeScript data plane; with workers >= 2 UDP stays in the engine process and TCP goes native';
   const addresses = [...opts.listen.map((l) => l.address), opts.upstream.address, opts.sourceAddress ?? ''];
   if (addresses.some(scoped)) return 'scoped IPv6 addresses (with %zone) need the TypeScript data plane';
   const b = binding();
@@ -73,15 +92,26 @@ export function nativeUnsupported(opts: ResolvedRelayOptions): string | null {
 export function useNativeDataPlane(opts: ResolvedRelayOptions): boolean {
   if (opts.dataPlane === 'js') return false;
   const why = nativeUnsupported(opts);
-  if (why !== null && opts.dataPlane === 'native') throw new FerryError('RELAY_BAD_OPTION', `dataPlane 'native' cannot be used: ${why}`);
+  if (why !== null && opts.dataPlane === 'native')
+    throw new FerryError('RELAY_BAD_OPTION', `dataPlane 'native' cannot be used: ${why}`);
   return why === null;
 }
 
 /** The addon's PROXY header encoder (the one its data path uses), for tests. */
-export function nativeEncodeProxy(version: 'v1' | 'v2', a: { sourceAddress: string; sourcePort: number; destinationAddress: string; destinationPort: number }): Buffer {
+export function nativeEncodeProxy(
+  version: 'v1' | 'v2',
+  a: { sourceAddress: string; sourcePort: number; destinationAddress: string; destinationPort: number },
+): Buffer {
   const b = binding();
-  if ('error' in b) throw new FerryError('RELAY_BAD_OPTION', `the native relay addon is not available (${b.error})`);
-  return b.binding.encodeProxy(version === 'v1' ? 1 : 2, a.sourceAddress, a.sourcePort, a.destinationAddress, a.destinationPort);
+  if ('error' in b)
+    throw new FerryError('RELAY_BAD_OPTION', `the native relay addon is not available (${b.error})`);
+  return b.binding.encodeProxy(
+    version === 'v1' ? 1 : 2,
+    a.sourceAddress,
+    a.sourcePort,
+    a.destinationAddress,
+    a.destinationPort,
+  );
 }
 
 /** Userspace TCP relay on the native data plane; see the module comment. */
@@ -102,9 +132,16 @@ export class NativeRelay implements RedirectEngine {
   constructor(opts: RelayOptions) {
     this.opts = resolveRelayOptions(opts);
     if (this.opts.workers > 1) {
-      throw new FerryError('RELAY_BAD_OPTION', `NativeRelay runs in this process only; for workers: ${this.opts.workers} use createUserspaceRelay(opts)`);
+      throw new FerryError(
+        'RELAY_BAD_OPTION',
+        `NativeRelay runs in this process only; for workers: ${this.opts.workers} use createUserspaceRelay(opts)`,
+      );
     }
-    if (this.opts.dataPlane === 'js') throw new FerryError('RELAY_BAD_OPTION', "NativeRelay is the native data plane; for dataPlane 'js' use TcpRelay");
+    if (this.opts.dataPlane === 'js')
+      throw new FerryError(
+        'RELAY_BAD_OPTION',
+        "NativeRelay is the native data plane; for dataPlane 'js' use TcpRelay",
+      );
     const why = nativeUnsupported(this.opts);
     if (why !== null) throw new FerryError('RELAY_BAD_OPTION', `NativeRelay cannot be used: ${why}`);
     this.b = (binding() as { binding: RelayBinding }).binding;
@@ -127,7 +164,11 @@ export class NativeRelay implements RedirectEngine {
             bound = this.b.bind(spec.address, want);
           } catch (err) {
             const e = err as Error;
-            throw new FerryError('RELAY_LISTEN', `cannot listen on ${spec.address}:${want}/tcp: ${e.message}`, { cause: err });
+            throw new FerryError(
+              'RELAY_LISTEN',
+              `cannot listen on ${spec.address}:${want}/tcp: ${e.message}`,
+              { cause: err },
+            );
           }
           fds.push(bound[0]);
           this.listeners.push({ address: spec.address, port: bound[1] });
@@ -148,20 +189,28 @@ export class NativeRelay implements RedirectEngine {
    */
   async startOnFds(fds: number[]): Promise<void> {
     this.begin();
-    const ports = this.opts.listen.flatMap((spec) => spec.ports.map((port) => ({ address: spec.address, port })));
-    if (ports.length !== fds.length) throw new FerryError('RELAY_STATE', `got ${fds.length} listening sockets for ${ports.length} ports`);
+    const ports = this.opts.listen.flatMap((spec) =>
+      spec.ports.map((port) => ({ address: spec.address, port })),
+    );
+    if (ports.length !== fds.length)
+      throw new FerryError('RELAY_STATE', `got ${fds.length} listening sockets for ${ports.length} ports`);
     this.listeners = ports;
     this.open(fds, false);
   }
 
   private begin(): void {
-    if (this.started) throw new FerryError('RELAY_STATE', 'relay already started; create a new NativeRelay to start again');
+    if (this.started)
+      throw new FerryError('RELAY_STATE', 'relay already started; create a new NativeRelay to start again');
     this.started = true;
   }
 
   private open(fds: number[], own: boolean): void {
     const o = this.opts;
-    const shortest = Math.min(o.connectTimeoutMs, o.maxHoldMs, o.idleTimeoutMs > 0 ? o.idleTimeoutMs : Infinity);
+    const shortest = Math.min(
+      o.connectTimeoutMs,
+      o.maxHoldMs,
+      o.idleTimeoutMs > 0 ? o.idleTimeoutMs : Infinity,
+    );
     this.statsBuf = new Float64Array(this.b.STATS_HEAD + fds.length * this.b.STATS_PER_LISTENER);
     this.handle = this.b.create(
       {
@@ -186,9 +235,14 @@ export class NativeRelay implements RedirectEngine {
 
   setUpstream(u: Upstream): void {
     const upstream = checkUpstream(u, this.opts.sourceAddress);
-    if (scoped(upstream.address)) throw new FerryError('RELAY_BAD_OPTION', `upstream ${upstream.address}: scoped IPv6 addresses need dataPlane 'js'`);
+    if (scoped(upstream.address))
+      throw new FerryError(
+        'RELAY_BAD_OPTION',
+        `upstream ${upstream.address}: scoped IPv6 addresses need dataPlane 'js'`,
+      );
     this.upstream = upstream;
-    if (this.handle && !this.closed) this.b.setUpstream(this.handle, this.upstream.address, this.upstream.port ?? 0);
+    if (this.handle && !this.closed)
+      this.b.setUpstream(this.handle, this.upstream.address, this.upstream.port ?? 0);
   }
 
   hold(): void {

@@ -63,8 +63,34 @@ export function createTopology(): Topology {
       made.push(ns);
       ip('-n', ns, 'link', 'set', 'lo', 'up');
     }
-    ip('link', 'add', `vc${id}`, 'netns', names.client, 'type', 'veth', 'peer', 'name', `vrc${id}`, 'netns', names.relay);
-    ip('link', 'add', `vu${id}`, 'netns', names.upstream, 'type', 'veth', 'peer', 'name', `vru${id}`, 'netns', names.relay);
+    ip(
+      'link',
+      'add',
+      `vc${id}`,
+      'netns',
+      names.client,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      `vrc${id}`,
+      'netns',
+      names.relay,
+    );
+    ip(
+      'link',
+      'add',
+      `vu${id}`,
+      'netns',
+      names.upstream,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      `vru${id}`,
+      'netns',
+      names.relay,
+    );
     ip('-n', names.client, 'addr', 'add', `${ADDR.client}/24`, 'dev', `vc${id}`);
     ip('-n', names.client, 'link', 'set', `vc${id}`, 'up');
     ip('-n', names.client, 'route', 'add', 'default', 'via', ADDR.relayClientSide);
@@ -95,9 +121,13 @@ export interface NsProcess {
 }
 
 export function runInNs(ns: string, source: string, args: string[] = []): NsProcess {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', source, ...args], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', source, ...args],
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
   const lines: string[] = [];
   const waiters = new Set<() => void>();
   createInterface({ input: child.stdout! }).on('line', (l) => {

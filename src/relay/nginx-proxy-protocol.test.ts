@@ -13,20 +13,29 @@ import { nativeUnsupported } from './native-relay.js';
 import { resolveRelayOptions } from './options.js';
 import { freePort } from '../../test/ports.js';
 
-const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
+const nativeMissing = nativeUnsupported(
+  resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }),
+);
 
 const nginxBin = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
 const skip = nginxBin ? false : 'nginx is not installed (apt-get install nginx-light)';
 if (skip) console.log(`# skipping nginx PROXY protocol test: ${skip}`);
 
-function get(address: string, port: number, localAddress?: string): Promise<{ status: number; body: string }> {
+function get(
+  address: string,
+  port: number,
+  localAddress?: string,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: address, port, path: '/', agent: false, ...(localAddress ? { localAddress } : {}) }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = request(
+      { host: address, port, path: '/', agent: false, ...(localAddress ? { localAddress } : {}) },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -63,9 +72,15 @@ http {
 }
 `;
     writeFileSync(join(dir, 'nginx.conf'), conf);
-    const check = spawnSync(nginxBin!, ['-t', '-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], { encoding: 'utf8' });
+    const check = spawnSync(
+      nginxBin!,
+      ['-t', '-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')],
+      { encoding: 'utf8' },
+    );
     assert.equal(check.status, 0, check.stderr);
-    nginx = spawn(nginxBin!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], { stdio: 'ignore' });
+    nginx = spawn(nginxBin!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {
+      stdio: 'ignore',
+    });
     const up = await waitFor(
       () =>
         new Promise<boolean>((r) => {
@@ -98,24 +113,37 @@ http {
     { plane: 'native', version: 'v2', from: '127.0.0.12' },
   ] as const;
   for (const { plane, version, from } of cases) {
-    it(`nginx logs the real client address (${version}, ${plane} data plane)`, { skip: plane === 'native' ? (nativeMissing ?? false) : false }, async () => {
-      const opts = {
-        listen: { address: '127.0.0.3', ports: [0] },
-        upstream: { address: '127.0.0.5', port },
-        sourceAddress: '127.0.0.7',
-        proxyProtocol: version,
-      };
-      const relay = plane === 'native' ? new NativeRelay(opts) : new TcpRelay(opts);
-      relays.push(relay);
-      await relay.start();
-      const res = await get('127.0.0.3', relay.ports[0]!, from);
-      assert.equal(res.status, 200);
-      assert.equal(res.body, 'hello from nginx\n');
-      const want = `pp=${from}:`;
-      const log = join(dir, 'access.log');
-      assert.ok(await waitFor(() => existsSync(log) && readFileSync(log, 'utf8').includes(want), 3000), `access.log: ${existsSync(log) ? readFileSync(log, 'utf8') : '(none)'}`);
-      const line = readFileSync(log, 'utf8').split('\n').find((l) => l.includes(want))!;
-      assert.match(line, /peer=127\.0\.0\.7$/, 'the TCP peer is the relay; the PROXY header names the client');
-    });
+    it(
+      `nginx logs the real client address (${version}, ${plane} data plane)`,
+      { skip: plane === 'native' ? (nativeMissing ?? false) : false },
+      async () => {
+        const opts = {
+          listen: { address: '127.0.0.3', ports: [0] },
+          upstream: { address: '127.0.0.5', port },
+          sourceAddress: '127.0.0.7',
+          proxyProtocol: version,
+        };
+        const relay = plane === 'native' ? new NativeRelay(opts) : new TcpRelay(opts);
+        relays.push(relay);
+        await relay.start();
+        const res = await get('127.0.0.3', relay.ports[0]!, from);
+        assert.equal(res.status, 200);
+        assert.equal(res.body, 'hello from nginx\n');
+        const want = `pp=${from}:`;
+        const log = join(dir, 'access.log');
+        assert.ok(
+          await waitFor(() => existsSync(log) && readFileSync(log, 'utf8').includes(want), 3000),
+          `access.log: ${existsSync(log) ? readFileSync(log, 'utf8') : '(none)'}`,
+        );
+        const line = readFileSync(log, 'utf8')
+          .split('\n')
+          .find((l) => l.includes(want))!;
+        assert.match(
+          line,
+          /peer=127\.0\.0\.7$/,
+          'the TCP peer is the relay; the PROXY header names the client',
+        );
+      },
+    );
   }
 });

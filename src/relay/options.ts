@@ -63,7 +63,9 @@ export interface RelayOptions {
 export type DataPlane = 'auto' | 'native' | 'js';
 
 /** Options with every default filled in. */
-export type ResolvedRelayOptions = Required<Omit<RelayOptions, 'sourceAddress' | 'proxyProtocol' | 'listen'>> &
+export type ResolvedRelayOptions = Required<
+  Omit<RelayOptions, 'sourceAddress' | 'proxyProtocol' | 'listen'>
+> &
   Pick<RelayOptions, 'sourceAddress' | 'proxyProtocol'> & { listen: ListenSpec[] };
 
 function bad(message: string): FerryError {
@@ -84,7 +86,8 @@ function checkWorkers(v: number | undefined): number {
 
 function checkDataPlane(v: DataPlane | undefined): DataPlane {
   if (v === undefined) return 'auto';
-  if (v !== 'auto' && v !== 'native' && v !== 'js') throw bad(`dataPlane must be 'auto', 'native' or 'js', got ${JSON.stringify(v)}`);
+  if (v !== 'auto' && v !== 'native' && v !== 'js')
+    throw bad(`dataPlane must be 'auto', 'native' or 'js', got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -97,7 +100,9 @@ export function checkUpstream(u: Upstream, sourceAddress?: string): Upstream {
     throw bad(`upstream.port must be 1-65535 or omitted (port-preserving), got ${String(u.port)}`);
   }
   if (sourceAddress !== undefined && isIP(sourceAddress) !== isIP(u.address)) {
-    throw bad(`sourceAddress ${sourceAddress} and upstream ${u.address} are of different IP families; use one family`);
+    throw bad(
+      `sourceAddress ${sourceAddress} and upstream ${u.address} are of different IP families; use one family`,
+    );
   }
   return { address: u.address, ...(u.port !== undefined ? { port: u.port } : {}) };
 }
@@ -112,12 +117,15 @@ export function resolveRelayOptions(opts: RelayOptions): ResolvedRelayOptions {
     if (typeof address !== 'string' || isIP(address) === 0) {
       throw bad(`listen.address must be a literal IPv4 or IPv6 address, got ${JSON.stringify(address)}`);
     }
-    if (!Array.isArray(ports) || ports.length === 0) throw bad('listen.ports must list at least one port (0 = ephemeral)');
+    if (!Array.isArray(ports) || ports.length === 0)
+      throw bad('listen.ports must list at least one port (0 = ephemeral)');
     for (const p of ports) {
-      if (!Number.isInteger(p) || p < 0 || p > 65535) throw bad(`listen.ports entries must be 0-65535, got ${String(p)}`);
+      if (!Number.isInteger(p) || p < 0 || p > 65535)
+        throw bad(`listen.ports entries must be 0-65535, got ${String(p)}`);
     }
     const fixed = ports.filter((p) => p !== 0);
-    if (new Set(fixed).size !== fixed.length) throw bad(`listen.ports lists a port twice for ${address}; list each port once`);
+    if (new Set(fixed).size !== fixed.length)
+      throw bad(`listen.ports lists a port twice for ${address}; list each port once`);
     return { address, ports: [...ports] };
   });
   if (opts.sourceAddress !== undefined && isIP(opts.sourceAddress) === 0) {

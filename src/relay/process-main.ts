@@ -21,7 +21,11 @@ async function main(): Promise<void> {
   try {
     await relay.start();
   } catch (err) {
-    writeReady({ ok: false, code: isFerryError(err) ? err.code : 'RELAY_PROCESS', message: (err as Error).message });
+    writeReady({
+      ok: false,
+      code: isFerryError(err) ? err.code : 'RELAY_PROCESS',
+      message: (err as Error).message,
+    });
     process.exitCode = 1;
     return;
   }
@@ -35,7 +39,13 @@ async function main(): Promise<void> {
       control?.endConnections();
       setTimeout(() => process.exit(0), 1000).unref();
     })());
-  const info = (): RelayProcessInfo => ({ pid: process.pid, ports: relay.ports, listen: resolveRelayOptions(config.relay).listen, upstream, holding });
+  const info = (): RelayProcessInfo => ({
+    pid: process.pid,
+    ports: relay.ports,
+    listen: resolveRelayOptions(config.relay).listen,
+    upstream,
+    holding,
+  });
 
   const handle = async (req: RelayProcessRequest): Promise<unknown> => {
     switch (req.op) {
@@ -61,7 +71,10 @@ async function main(): Promise<void> {
         await stop();
         return undefined;
       default:
-        throw new FerryError('RELAY_PROCESS', `unknown request ${JSON.stringify((req as { op: unknown }).op)}`);
+        throw new FerryError(
+          'RELAY_PROCESS',
+          `unknown request ${JSON.stringify((req as { op: unknown }).op)}`,
+        );
     }
   };
 
@@ -75,7 +88,11 @@ async function main(): Promise<void> {
     });
   } catch (err) {
     await relay.close();
-    writeReady({ ok: false, code: 'RELAY_PROCESS', message: `cannot listen on ${config.socketPath}: ${(err as Error).message}` });
+    writeReady({
+      ok: false,
+      code: 'RELAY_PROCESS',
+      message: `cannot listen on ${config.socketPath}: ${(err as Error).message}`,
+    });
     process.exit(1);
   }
   process.on('SIGTERM', () => void stop());

@@ -11,7 +11,13 @@
  * connection and leaves the child running. A child with no connected controller for
  * `orphanTimeoutMs` closes and exits by itself, so nothing outlives a dead agent for ever.
  */
-import { CONTROL_REQUEST_TIMEOUT_MS, ControlClient, MAX_SOCKET_PATH, childEntry, spawnDetached } from '../common/control-socket.js';
+import {
+  CONTROL_REQUEST_TIMEOUT_MS,
+  ControlClient,
+  MAX_SOCKET_PATH,
+  childEntry,
+  spawnDetached,
+} from '../common/control-socket.js';
 import { FerryError } from '../common/errors.js';
 import type { ListenSpec, RelayOptions } from './options.js';
 import type { RedirectEngine, RelayStats, Upstream } from './engine.js';
@@ -30,7 +36,11 @@ export type RelayProcessRequest =
   | { id: number; op: 'setUpstream'; upstream: Upstream }
   | { id: number; op: 'drain'; timeoutMs: number };
 
-type RelayProcessCall = RelayProcessRequest extends infer R ? (R extends RelayProcessRequest ? Omit<R, 'id'> : never) : never;
+type RelayProcessCall = RelayProcessRequest extends infer R
+  ? R extends RelayProcessRequest
+    ? Omit<R, 'id'>
+    : never
+  : never;
 
 /** What a running child says about itself. */
 export interface RelayProcessInfo {
@@ -66,7 +76,11 @@ export class RelayProcess implements RedirectEngine {
 
   /** A relay to start with `start()`; with `{ socketPath }` alone, one to adopt (see `adopt`). */
   constructor(opts: RelayProcessOptions | { socketPath: string }) {
-    if (Buffer.byteLength(opts.socketPath) > MAX_SOCKET_PATH) throw new FerryError('RELAY_BAD_OPTION', `socket path ${opts.socketPath} is longer than a Unix socket path may be (${MAX_SOCKET_PATH} bytes)`);
+    if (Buffer.byteLength(opts.socketPath) > MAX_SOCKET_PATH)
+      throw new FerryError(
+        'RELAY_BAD_OPTION',
+        `socket path ${opts.socketPath} is longer than a Unix socket path may be (${MAX_SOCKET_PATH} bytes)`,
+      );
     if ('relay' in opts) resolveRelayOptions(opts.relay); // bad options fail here, not in the child
     this.opts = 'relay' in opts ? opts : undefined;
     this.socketPath = opts.socketPath;
@@ -112,8 +126,16 @@ export class RelayProcess implements RedirectEngine {
   /** Starts the child and waits until it forwards (or says why it cannot). */
   async start(): Promise<void> {
     const o = this.opts;
-    if (!o || this.info) throw new FerryError('RELAY_STATE', 'relay process already started (or adopted); create a new RelayProcess to start another');
-    const config: RelayProcessConfig = { relay: o.relay, socketPath: o.socketPath, orphanTimeoutMs: o.orphanTimeoutMs ?? 600_000 };
+    if (!o || this.info)
+      throw new FerryError(
+        'RELAY_STATE',
+        'relay process already started (or adopted); create a new RelayProcess to start another',
+      );
+    const config: RelayProcessConfig = {
+      relay: o.relay,
+      socketPath: o.socketPath,
+      orphanTimeoutMs: o.orphanTimeoutMs ?? 600_000,
+    };
     this.info = await spawnDetached<RelayProcessInfo>({
       entry: childEntry(import.meta.url, 'process-main'),
       arg: JSON.stringify(config),
@@ -130,7 +152,10 @@ export class RelayProcess implements RedirectEngine {
   }
 
   private request(msg: RelayProcessCall, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS): Promise<unknown> {
-    if (!this.conn) return Promise.reject(new FerryError('RELAY_PROCESS', `not connected to the relay process at ${this.socketPath}`));
+    if (!this.conn)
+      return Promise.reject(
+        new FerryError('RELAY_PROCESS', `not connected to the relay process at ${this.socketPath}`),
+      );
     return this.conn.request(msg, timeoutMs);
   }
 
@@ -154,7 +179,10 @@ export class RelayProcess implements RedirectEngine {
   }
 
   async drain(timeoutMs: number): Promise<boolean> {
-    return (await this.request({ op: 'drain', timeoutMs }, timeoutMs + CONTROL_REQUEST_TIMEOUT_MS)) as boolean;
+    return (await this.request(
+      { op: 'drain', timeoutMs },
+      timeoutMs + CONTROL_REQUEST_TIMEOUT_MS,
+    )) as boolean;
   }
 
   /** Leaves the child running and drops the connection (it counts as orphaned from now). */

@@ -2,7 +2,14 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { waitFor } from '../common/time.js';
-import { encodeProxyV1, encodeProxyV2, parseProxyHeader, ProxyHeaderError, TcpRelay, type RelayOptions } from './index.js';
+import {
+  encodeProxyV1,
+  encodeProxyV2,
+  parseProxyHeader,
+  ProxyHeaderError,
+  TcpRelay,
+  type RelayOptions,
+} from './index.js';
 import { client } from './testing.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -10,8 +17,18 @@ after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
 
-const v4 = { sourceAddress: '192.0.2.10', sourcePort: 51234, destinationAddress: '198.51.100.1', destinationPort: 443 };
-const v6 = { sourceAddress: '2001:db8::10', sourcePort: 51234, destinationAddress: '2001:db8:0:1::1', destinationPort: 25 };
+const v4 = {
+  sourceAddress: '192.0.2.10',
+  sourcePort: 51234,
+  destinationAddress: '198.51.100.1',
+  destinationPort: 443,
+};
+const v6 = {
+  sourceAddress: '2001:db8::10',
+  sourcePort: 51234,
+  destinationAddress: '2001:db8:0:1::1',
+  destinationPort: 25,
+};
 
 describe('PROXY protocol codec', () => {
   it('encodes v1 as the spec line', () => {
@@ -22,7 +39,12 @@ describe('PROXY protocol codec', () => {
       encodeProxyV1({ ...v6, destinationAddress: '::ffff:198.51.100.1' }).toString(),
       'PROXY TCP6 2001:db8::10 ::ffff:198.51.100.1 51234 25\r\n',
     );
-    assert.equal(encodeProxyV1({ ...v4, sourceAddress: '::ffff:192.0.2.10' }).toString().slice(0, 10), 'PROXY TCP4');
+    assert.equal(
+      encodeProxyV1({ ...v4, sourceAddress: '::ffff:192.0.2.10' })
+        .toString()
+        .slice(0, 10),
+      'PROXY TCP4',
+    );
   });
 
   it('encodes v2 with the signature, PROXY command, family and addresses', () => {
@@ -53,12 +75,17 @@ describe('PROXY protocol codec', () => {
 
   it('asks for more bytes on a partial header, at every cut', () => {
     for (const full of [encodeProxyV1(v6), encodeProxyV2(v6)]) {
-      for (let i = 0; i < full.length; i++) assert.equal(parseProxyHeader(full.subarray(0, i)), null, `cut at ${i}`);
+      for (let i = 0; i < full.length; i++)
+        assert.equal(parseProxyHeader(full.subarray(0, i)), null, `cut at ${i}`);
     }
   });
 
   it('parses UNKNOWN and LOCAL as no addresses and skips v2 TLVs', () => {
-    assert.deepEqual(parseProxyHeader(Buffer.from('PROXY UNKNOWN\r\nxyz')), { version: 1, addresses: null, length: 15 });
+    assert.deepEqual(parseProxyHeader(Buffer.from('PROXY UNKNOWN\r\nxyz')), {
+      version: 1,
+      addresses: null,
+      length: 15,
+    });
     const local = encodeProxyV2(v4);
     local[12] = 0x20;
     assert.equal(parseProxyHeader(local)!.addresses, null);
@@ -129,7 +156,11 @@ describe('TcpRelay PROXY protocol', () => {
   for (const version of ['v1', 'v2'] as const) {
     it(`sends a ${version} header with the real client first on each upstream connection`, async () => {
       const up = await recorder('127.0.0.2');
-      const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: up.port }, proxyProtocol: version });
+      const r = await relay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port: up.port },
+        proxyProtocol: version,
+      });
       const c = await client('127.0.0.3', r.ports[0]!);
       cleanups.push(() => void c.socket.destroy());
       c.socket.write('hello END');
@@ -154,7 +185,11 @@ describe('TcpRelay PROXY protocol', () => {
       acceptProxyProtocol: true,
       proxyProtocol: 'v1',
     });
-    const outer = await relay({ listen: { address: '::1', ports: [0] }, upstream: { address: '127.0.0.4', port: inner.ports[0]! }, proxyProtocol: 'v2' });
+    const outer = await relay({
+      listen: { address: '::1', ports: [0] },
+      upstream: { address: '127.0.0.4', port: inner.ports[0]! },
+      proxyProtocol: 'v2',
+    });
     const c = await client('::1', outer.ports[0]!);
     cleanups.push(() => void c.socket.destroy());
     c.socket.write('data END');

@@ -22,7 +22,9 @@ export interface ParsedProxyHeader {
 }
 
 /** The 12-byte v2 signature (section 2.2). */
-export const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+export const V2_SIGNATURE = Buffer.from([
+  0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
+]);
 /** Longest v1 line including CRLF (section 2.1). */
 export const V1_MAX_LENGTH = 107;
 /** Longest header accepted from a client: v2 fixed part + addresses + a bounded TLV area. */
@@ -45,7 +47,10 @@ function sameFamily(a: ProxyAddresses): { v4: boolean; src: string; dst: string 
 /** The v1 line, e.g. `PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\n` (section 2.1). */
 export function encodeProxyV1(a: ProxyAddresses): Buffer {
   const { v4, src, dst } = sameFamily(a);
-  return Buffer.from(`PROXY ${v4 ? 'TCP4' : 'TCP6'} ${src} ${dst} ${a.sourcePort} ${a.destinationPort}\r\n`, 'latin1');
+  return Buffer.from(
+    `PROXY ${v4 ? 'TCP4' : 'TCP6'} ${src} ${dst} ${a.sourcePort} ${a.destinationPort}\r\n`,
+    'latin1',
+  );
 }
 
 function ipv4Bytes(address: string, out: Buffer, offset: number): void {
@@ -58,12 +63,15 @@ function ipv6Bytes(address: string, out: Buffer, offset: number): void {
   const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(a);
   if (dotted) {
     const p = dotted[1]!.split('.').map(Number);
-    a = a.slice(0, -dotted[1]!.length) + `${((p[0]! << 8) | p[1]!).toString(16)}:${((p[2]! << 8) | p[3]!).toString(16)}`;
+    a =
+      a.slice(0, -dotted[1]!.length) +
+      `${((p[0]! << 8) | p[1]!).toString(16)}:${((p[2]! << 8) | p[3]!).toString(16)}`;
   }
   const [head, tail] = a.includes('::') ? a.split('::') : [a, undefined];
   const h = head ? head.split(':') : [];
   const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const groups =
+    tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
   for (let i = 0; i < 8; i++) out.writeUInt16BE(parseInt(groups[i] ?? '0', 16), offset + i * 2);
 }
 
@@ -73,7 +81,7 @@ function ipv6String(buf: Buffer, offset: number): string {
   // Compress the longest run of zero groups (RFC 5952 section 4.2).
   let best = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (g[i] !== '0') {
       i++;
       continue;
@@ -119,7 +127,8 @@ export function encodeProxyHeader(version: 'v1' | 'v2', a: ProxyAddresses): Buff
 export class ProxyHeaderError extends Error {}
 
 function port(s: string | undefined): number {
-  if (s === undefined || !/^\d{1,5}$/.test(s) || Number(s) > 65535) throw new ProxyHeaderError(`bad port ${String(s)}`);
+  if (s === undefined || !/^\d{1,5}$/.test(s) || Number(s) > 65535)
+    throw new ProxyHeaderError(`bad port ${String(s)}`);
   return Number(s);
 }
 
@@ -181,7 +190,8 @@ export function parseProxyHeader(buf: Buffer): ParsedProxyHeader | null {
   const parts = buf.toString('latin1', 0, end).split(' ');
   const length = end + 2;
   if (parts[1] === 'UNKNOWN') return { version: 1, addresses: null, length };
-  if (parts.length !== 6 || (parts[1] !== 'TCP4' && parts[1] !== 'TCP6')) throw new ProxyHeaderError('v1: bad line');
+  if (parts.length !== 6 || (parts[1] !== 'TCP4' && parts[1] !== 'TCP6'))
+    throw new ProxyHeaderError('v1: bad line');
   const family = parts[1] === 'TCP4' ? 4 : 6;
   if (isIP(parts[2]!) !== family || isIP(parts[3]!) !== family) throw new ProxyHeaderError('v1: bad address');
   return {

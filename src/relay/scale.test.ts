@@ -53,68 +53,93 @@ function fdCount(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
-const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
+const nativeMissing = nativeUnsupported(
+  resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }),
+);
 const planes = [
-  { name: 'TcpRelay (TypeScript data plane)', make: (port: number) => new TcpRelay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port } }), skip: false as const },
-  { name: 'NativeRelay (native data plane)', make: (port: number) => new NativeRelay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port } }), skip: nativeMissing ?? false },
+  {
+    name: 'TcpRelay (TypeScript data plane)',
+    make: (port: number) =>
+      new TcpRelay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port },
+      }),
+    skip: false as const,
+  },
+  {
+    name: 'NativeRelay (native data plane)',
+    make: (port: number) =>
+      new NativeRelay({
+        listen: { address: '127.0.0.3', ports: [0] },
+        upstream: { address: '127.0.0.2', port },
+      }),
+    skip: nativeMissing ?? false,
+  },
 ];
 
-for (const plane of planes) describe(`${plane.name} at scale`, { skip: plane.skip }, () => {
-  let child: ChildProcess | null = null;
-  let relay: RedirectEngine | null = null;
-  after(async () => {
-    await relay?.close();
-    if (child && child.exitCode === null) child.kill('SIGKILL');
-  });
-
-  it(`carries ${N} concurrent connections and returns to the baseline fd count`, { timeout: 120_000 }, async () => {
-    const needed = 2 * N + 100;
-    const limit = Number(/Max open files\s+(\d+)/.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1]);
-    assert.ok(limit >= needed, `open-file limit ${limit} < ${needed}; raise ulimit -n`);
-
-    const c = spawn(process.execPath, ['--input-type=module', '-e', childSource], { stdio: ['pipe', 'pipe', 'inherit'] });
-    child = c;
-    const lines: string[] = [];
-    const waiters: Array<() => void> = [];
-    createInterface({ input: c.stdout! }).on('line', (l) => {
-      lines.push(l);
-      for (const w of waiters.splice(0)) w();
+for (const plane of planes)
+  describe(`${plane.name} at scale`, { skip: plane.skip }, () => {
+    let child: ChildProcess | null = null;
+    let relay: RedirectEngine | null = null;
+    after(async () => {
+      await relay?.close();
+      if (child && child.exitCode === null) child.kill('SIGKILL');
     });
-    const next = async (prefix: string, timeoutMs: number): Promise<string> => {
-      const ok = await waitFor(() => lines.some((l) => l.startsWith(prefix)), timeoutMs, 20);
-      assert.ok(ok, `child did not answer ${prefix}`);
-      const i = lines.findIndex((l) => l.startsWith(prefix));
-      return lines.splice(i, 1)[0]!;
-    };
-    const upPort = Number((await next('port', 5000)).split(' ')[1]);
 
-    const baseline = fdCount();
-    relay = plane.make(upPort);
-    await relay.start();
+    it(
+      `carries ${N} concurrent connections and returns to the baseline fd count`,
+      { timeout: 120_000 },
+      async () => {
+        const needed = 2 * N + 100;
+        const limit = Number(/Max open files\s+(\d+)/.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1]);
+        assert.ok(limit >= needed, `open-file limit ${limit} < ${needed}; raise ulimit -n`);
 
-    c.stdin!.write(`open ${relay.ports[0]} ${N}\n`);
-    const [, echoed, failed] = (await next('opened', 90_000)).split(' ');
-    assert.equal(Number(failed), 0);
-    assert.equal(Number(echoed), N);
-    const s = await relay.stats();
-    assert.equal(s.activeConnections, N);
-    assert.equal(s.totalConnections, N);
-    assert.equal(s.bytesToUpstream, 4 * N);
-    assert.equal(s.bytesToClient, 4 * N);
-    assert.ok(fdCount() >= baseline + 2 * N, `fds while open: ${fdCount()}`);
+        const c = spawn(process.execPath, ['--input-type=module', '-e', childSource], {
+          stdio: ['pipe', 'pipe', 'inherit'],
+        });
+        child = c;
+        const lines: string[] = [];
+        const waiters: Array<() => void> = [];
+        createInterface({ input: c.stdout! }).on('line', (l) => {
+          lines.push(l);
+          for (const w of waiters.splice(0)) w();
+        });
+        const next = async (prefix: string, timeoutMs: number): Promise<string> => {
+          const ok = await waitFor(() => lines.some((l) => l.startsWith(prefix)), timeoutMs, 20);
+          assert.ok(ok, `child did not answer ${prefix}`);
+          const i = lines.findIndex((l) => l.startsWith(prefix));
+          return lines.splice(i, 1)[0]!;
+        };
+        const upPort = Number((await next('port', 5000)).split(' ')[1]);
 
-    c.stdin!.write('close\n');
-    await next('closed', 60_000);
-    assert.ok(await relay.drain(30_000), 'every connection finished');
+        const baseline = fdCount();
+        relay = plane.make(upPort);
+        await relay.start();
 
-    // Close with connections still open: close() must free them too.
-    c.stdin!.write(`open ${relay.ports[0]} 500\n`);
-    await next('opened', 30_000);
-    assert.equal((await relay.stats()).activeConnections, 500);
-    await relay.close();
-    relay = null;
-    const back = await waitFor(() => fdCount() <= baseline, 5000);
-    assert.ok(back, `fds ${fdCount()} vs baseline ${baseline}`);
-    c.stdin!.write('exit\n');
+        c.stdin!.write(`open ${relay.ports[0]} ${N}\n`);
+        const [, echoed, failed] = (await next('opened', 90_000)).split(' ');
+        assert.equal(Number(failed), 0);
+        assert.equal(Number(echoed), N);
+        const s = await relay.stats();
+        assert.equal(s.activeConnections, N);
+        assert.equal(s.totalConnections, N);
+        assert.equal(s.bytesToUpstream, 4 * N);
+        assert.equal(s.bytesToClient, 4 * N);
+        assert.ok(fdCount() >= baseline + 2 * N, `fds while open: ${fdCount()}`);
+
+        c.stdin!.write('close\n');
+        await next('closed', 60_000);
+        assert.ok(await relay.drain(30_000), 'every connection finished');
+
+        // Close with connections still open: close() must free them too.
+        c.stdin!.write(`open ${relay.ports[0]} 500\n`);
+        await next('opened', 30_000);
+        assert.equal((await relay.stats()).activeConnections, 500);
+        await relay.close();
+        relay = null;
+        const back = await waitFor(() => fdCount() <= baseline, 5000);
+        assert.ok(back, `fds ${fdCount()} vs baseline ${baseline}`);
+        c.stdin!.write('exit\n');
+      },
+    );
   });
-});

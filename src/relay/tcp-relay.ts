@@ -25,9 +25,26 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { FerryError } from '../common/errors.js';
 import { DrainWaiters } from './drain.js';
-import { sumListeners, type ListenerStats, type RedirectEngine, type RelayStats, type Upstream } from './engine.js';
-import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
-import { encodeProxyHeader, parseProxyHeader, ProxyHeaderError, type ProxyAddresses, MAX_HEADER_LENGTH } from './proxy-protocol.js';
+import {
+  sumListeners,
+  type ListenerStats,
+  type RedirectEngine,
+  type RelayStats,
+  type Upstream,
+} from './engine.js';
+import {
+  checkUpstream,
+  resolveRelayOptions,
+  type RelayOptions,
+  type ResolvedRelayOptions,
+} from './options.js';
+import {
+  encodeProxyHeader,
+  parseProxyHeader,
+  ProxyHeaderError,
+  type ProxyAddresses,
+  MAX_HEADER_LENGTH,
+} from './proxy-protocol.js';
 import { UdpListener } from './udp.js';
 import { newCounters, type Counters } from './counters.js';
 
@@ -140,10 +157,16 @@ export class TcpRelay implements RedirectEngine {
   constructor(opts: RelayOptions) {
     this.opts = resolveRelayOptions(opts);
     if (this.opts.workers > 1) {
-      throw new FerryError('RELAY_BAD_OPTION', `TcpRelay runs in this process only; for workers: ${this.opts.workers} use createUserspaceRelay(opts)`);
+      throw new FerryError(
+        'RELAY_BAD_OPTION',
+        `TcpRelay runs in this process only; for workers: ${this.opts.workers} use createUserspaceRelay(opts)`,
+      );
     }
     if (this.opts.dataPlane === 'native') {
-      throw new FerryError('RELAY_BAD_OPTION', "TcpRelay is the TypeScript data plane; for dataPlane 'native' use createUserspaceRelay(opts) or NativeRelay");
+      throw new FerryError(
+        'RELAY_BAD_OPTION',
+        "TcpRelay is the TypeScript data plane; for dataPlane 'native' use createUserspaceRelay(opts) or NativeRelay",
+      );
     }
     this.upstream = this.opts.upstream;
   }
@@ -154,7 +177,8 @@ export class TcpRelay implements RedirectEngine {
   }
 
   async start(): Promise<void> {
-    if (this.started) throw new FerryError('RELAY_STATE', 'relay already started; create a new TcpRelay to start again');
+    if (this.started)
+      throw new FerryError('RELAY_STATE', 'relay already started; create a new TcpRelay to start again');
     this.started = true;
     try {
       for (const spec of this.opts.listen) {
@@ -171,10 +195,14 @@ export class TcpRelay implements RedirectEngine {
    * process as file descriptors, one per `listen` port in order, instead of binding them.
    */
   async startOnFds(fds: number[]): Promise<void> {
-    if (this.started) throw new FerryError('RELAY_STATE', 'relay already started; create a new TcpRelay to start again');
+    if (this.started)
+      throw new FerryError('RELAY_STATE', 'relay already started; create a new TcpRelay to start again');
     this.started = true;
-    const ports = this.opts.listen.flatMap((spec) => spec.ports.map((port) => ({ address: spec.address, port })));
-    if (ports.length !== fds.length) throw new FerryError('RELAY_STATE', `got ${fds.length} listening sockets for ${ports.length} ports`);
+    const ports = this.opts.listen.flatMap((spec) =>
+      spec.ports.map((port) => ({ address: spec.address, port })),
+    );
+    if (ports.length !== fds.length)
+      throw new FerryError('RELAY_STATE', `got ${fds.length} listening sockets for ${ports.length} ports`);
     try {
       for (let i = 0; i < fds.length; i++) {
         const l = await this.bindTcp(ports[i]!.address, ports[i]!.port, fds[i]!);
@@ -190,7 +218,11 @@ export class TcpRelay implements RedirectEngine {
   tcpListenerFds(): number[] {
     return this.tcp.map((l) => {
       const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
-      if (typeof fd !== 'number' || fd < 0) throw new FerryError('RELAY_STATE', 'listening socket has no file descriptor (workers need a POSIX system)');
+      if (typeof fd !== 'number' || fd < 0)
+        throw new FerryError(
+          'RELAY_STATE',
+          'listening socket has no file descriptor (workers need a POSIX system)',
+        );
       return fd;
     });
   }
@@ -236,15 +268,22 @@ export class TcpRelay implements RedirectEngine {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
         server.close();
-        reject(new FerryError('RELAY_LISTEN', `cannot listen on ${address}:${port}/tcp: ${err.message}`, { cause: err }));
+        reject(
+          new FerryError('RELAY_LISTEN', `cannot listen on ${address}:${port}/tcp: ${err.message}`, {
+            cause: err,
+          }),
+        );
       };
       server.once('error', onError);
-      server.listen(fd !== undefined ? { fd, backlog: 4096 } : { host: address, port, backlog: 4096, ipv6Only: true }, () => {
-        server.off('error', onError);
-        l.port = (server.address() as { port: number }).port;
-        this.tcp.push(l);
-        resolve(l);
-      });
+      server.listen(
+        fd !== undefined ? { fd, backlog: 4096 } : { host: address, port, backlog: 4096, ipv6Only: true },
+        () => {
+          server.off('error', onError);
+          l.port = (server.address() as { port: number }).port;
+          this.tcp.push(l);
+          resolve(l);
+        },
+      );
     });
   }
 
@@ -476,7 +515,8 @@ export class TcpRelay implements RedirectEngine {
     const upstream = c.upstream!;
     c.state = 'open';
     c.since = Date.now();
-    if (this.opts.proxyProtocol && c.addresses) upstream.write(encodeProxyHeader(this.opts.proxyProtocol, c.addresses));
+    if (this.opts.proxyProtocol && c.addresses)
+      upstream.write(encodeProxyHeader(this.opts.proxyProtocol, c.addresses));
     upstream.on('drain', onDrain);
     client.on('drain', onDrain);
     client.on('end', onEnd);

@@ -49,7 +49,11 @@ export interface TestClient {
 }
 
 /** Connects to address:port and buffers incoming text. */
-export function client(address: string, port: number, opts: { allowHalfOpen?: boolean } = {}): Promise<TestClient> {
+export function client(
+  address: string,
+  port: number,
+  opts: { allowHalfOpen?: boolean } = {},
+): Promise<TestClient> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: address, port, allowHalfOpen: opts.allowHalfOpen ?? false });
     let data = '';

@@ -22,7 +22,9 @@ async function udpEcho(address: string, name: string, port = 0): Promise<{ port:
   return { port: s.address().port, peers };
 }
 
-async function udpClient(address: string): Promise<{ socket: Socket; ask(port: number, text: string, timeoutMs?: number): Promise<string> }> {
+async function udpClient(
+  address: string,
+): Promise<{ socket: Socket; ask(port: number, text: string, timeoutMs?: number): Promise<string> }> {
   const socket = createSocket(address.includes(':') ? 'udp6' : 'udp4');
   await new Promise<void>((r) => socket.bind(0, address.includes(':') ? '::1' : '127.0.0.1', () => r()));
   cleanups.push(() => new Promise<void>((r) => socket.close(() => r())));
@@ -82,7 +84,10 @@ describe('TcpRelay UDP', () => {
   it('sends new sessions to a switched upstream; holds and releases new sessions', async () => {
     const u1 = await udpEcho('127.0.0.2', 'one');
     const u2 = await udpEcho('127.0.0.4', 'two', u1.port).catch(() => udpEcho('127.0.0.4', 'two'));
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: u1.port } });
+    const r = await relay({
+      listen: { address: '127.0.0.3', ports: [0] },
+      upstream: { address: '127.0.0.2', port: u1.port },
+    });
     const a = await udpClient('127.0.0.3');
     assert.equal(await a.ask(r.ports[0]!, 'x'), 'one:x');
     r.hold();
@@ -98,7 +103,10 @@ describe('TcpRelay UDP', () => {
 
   it('relays UDP over IPv6', async () => {
     const up = await udpEcho('::1', 'six');
-    const r = await relay({ listen: { address: '::1', ports: [0] }, upstream: { address: '::1', port: up.port } });
+    const r = await relay({
+      listen: { address: '::1', ports: [0] },
+      upstream: { address: '::1', port: up.port },
+    });
     const c = await udpClient('::1');
     assert.equal(await c.ask(r.ports[0]!, 'v6'), 'six:v6');
   });
@@ -108,7 +116,10 @@ describe('TcpRelay UDP', () => {
     await new Promise<void>((res) => probe.bind(0, '127.0.0.2', () => res()));
     const port = probe.address().port;
     await new Promise<void>((res) => probe.close(() => res()));
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port } });
+    const r = await relay({
+      listen: { address: '127.0.0.3', ports: [0] },
+      upstream: { address: '127.0.0.2', port },
+    });
     const c = await udpClient('127.0.0.3');
     await c.ask(r.ports[0]!, 'nobody', 300).catch(() => undefined);
     await c.ask(r.ports[0]!, 'nobody2', 300).catch(() => undefined);

@@ -39,7 +39,13 @@ const MAX_PENDING = 64;
 
 /** A UDP listener with its session table. */
 export class UdpListener {
-  readonly counters: Counters = { active: 0, total: 0, bytesToUpstream: 0, bytesToClient: 0, lastConnectionAt: null };
+  readonly counters: Counters = {
+    active: 0,
+    total: 0,
+    bytesToUpstream: 0,
+    bytesToClient: 0,
+    lastConnectionAt: null,
+  };
   upstreamFailures = 0;
   rejected = 0;
   port: number;
@@ -69,7 +75,13 @@ export class UdpListener {
     const socket = createSocket({ type, ipv6Only: type === 'udp6' });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', (err) =>
-        reject(new FerryError('RELAY_LISTEN', `cannot listen on ${this.opts.address}:${this.opts.port}/udp: ${err.message}`, { cause: err })),
+        reject(
+          new FerryError(
+            'RELAY_LISTEN',
+            `cannot listen on ${this.opts.address}:${this.opts.port}/udp: ${err.message}`,
+            { cause: err },
+          ),
+        ),
       );
       socket.bind({ address: this.opts.address, port: this.opts.port }, () => resolve());
     });
@@ -123,7 +135,14 @@ export class UdpListener {
   private openSession(key: string, rinfo: RemoteInfo): Session {
     const up = this.opts.upstream();
     const socket = createSocket(isIPv6(up.address) ? 'udp6' : 'udp4');
-    const s: Session = { address: rinfo.address, port: rinfo.port, socket, ready: false, pending: [], lastActive: Date.now() };
+    const s: Session = {
+      address: rinfo.address,
+      port: rinfo.port,
+      socket,
+      ready: false,
+      pending: [],
+      lastActive: Date.now(),
+    };
     this.sessions.set(key, s);
     this.counters.total++;
     this.counters.lastConnectionAt = Date.now();
@@ -138,13 +157,16 @@ export class UdpListener {
       this.counters.bytesToClient += msg.length;
       this.socket?.send(msg, s.port, s.address);
     });
-    socket.bind({ port: 0, ...(this.opts.sourceAddress !== undefined ? { address: this.opts.sourceAddress } : {}) }, () => {
-      socket.connect(up.port ?? this.port, up.address, () => {
-        if (this.sessions.get(key) !== s) return;
-        s.ready = true;
-        for (const m of s.pending.splice(0)) socket.send(m);
-      });
-    });
+    socket.bind(
+      { port: 0, ...(this.opts.sourceAddress !== undefined ? { address: this.opts.sourceAddress } : {}) },
+      () => {
+        socket.connect(up.port ?? this.port, up.address, () => {
+          if (this.sessions.get(key) !== s) return;
+          s.ready = true;
+          for (const m of s.pending.splice(0)) socket.send(m);
+        });
+      },
+    );
     return s;
   }
 

@@ -18,7 +18,9 @@ function reply(m: WorkerReply): void {
 
 async function handle(req: WorkerRequest): Promise<unknown> {
   if (req.op === 'init') {
-    relay = useNativeDataPlane(resolveRelayOptions(req.opts)) ? new NativeRelay(req.opts) : new TcpRelay({ ...req.opts, dataPlane: 'js' });
+    relay = useNativeDataPlane(resolveRelayOptions(req.opts))
+      ? new NativeRelay(req.opts)
+      : new TcpRelay({ ...req.opts, dataPlane: 'js' });
     if (req.holding) relay.hold();
     await relay.startOnFds(req.fds);
     return relay.dataPlane;
@@ -44,7 +46,12 @@ process.on('message', (req: WorkerRequest) => {
   handle(req).then(
     (value) => reply({ id: req.id, ok: true, value }),
     (err: unknown) =>
-      reply({ id: req.id, ok: false, code: isFerryError(err) ? err.code : 'RELAY_WORKER', message: err instanceof Error ? err.message : String(err) }),
+      reply({
+        id: req.id,
+        ok: false,
+        code: isFerryError(err) ? err.code : 'RELAY_WORKER',
+        message: err instanceof Error ? err.message : String(err),
+      }),
   );
 });
 

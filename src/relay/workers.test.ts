@@ -10,7 +10,9 @@ import { resolveRelayOptions } from './options.js';
 import { client, startEcho, type TestClient, type TestServer } from './testing.js';
 import { isAlive } from '../../test/processes.js';
 
-const nativeMissing = nativeUnsupported(resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }));
+const nativeMissing = nativeUnsupported(
+  resolveRelayOptions({ listen: { address: '127.0.0.1', ports: [0] }, upstream: { address: '127.0.0.1' } }),
+);
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -39,7 +41,10 @@ async function open(address: string, port: number): Promise<TestClient> {
 describe('WorkerRelay (userspace relay in worker processes)', () => {
   it('relays through the workers and sums their counters', async () => {
     const a = await echo('127.0.0.2', 'A');
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
+    const r = await relay({
+      listen: { address: '127.0.0.3', ports: [0] },
+      upstream: { address: '127.0.0.2', port: a.port },
+    });
     assert.equal(r.workerCount, 2);
     assert.equal(r.dataPlane, nativeMissing ? 'js' : 'native');
     const clients = await Promise.all(Array.from({ length: 40 }, () => open('127.0.0.3', r.ports[0]!)));
@@ -57,7 +62,10 @@ describe('WorkerRelay (userspace relay in worker processes)', () => {
     assert.equal(new Set(a.peers).size, 1);
     // The per-worker counters add up to the totals.
     const perWorker = r.workerStats.map((w) => w?.totalConnections ?? 0);
-    assert.equal(perWorker.reduce((x, y) => x + y, 0), 40);
+    assert.equal(
+      perWorker.reduce((x, y) => x + y, 0),
+      40,
+    );
     for (const c of clients) c.socket.end();
     assert.ok(await r.drain(3000));
     assert.equal((await r.stats()).activeConnections, 0);
@@ -71,7 +79,11 @@ describe('WorkerRelay (userspace relay in worker processes)', () => {
     const upPort = up.address().port;
     const tcpUp = await startEcho('127.0.0.2', 'T', upPort).catch(() => null);
     if (tcpUp) cleanups.push(() => tcpUp.close());
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: upPort }, udp: true });
+    const r = await relay({
+      listen: { address: '127.0.0.3', ports: [0] },
+      upstream: { address: '127.0.0.2', port: upPort },
+      udp: true,
+    });
     const c = createSocket('udp4');
     cleanups.push(() => new Promise<void>((res) => c.close(() => res())));
     const got = new Promise<string>((res) => c.once('message', (m) => res(m.toString())));
@@ -84,7 +96,11 @@ describe('WorkerRelay (userspace relay in worker processes)', () => {
 
   it('close ends every worker and frees the port', async () => {
     const a = await echo('127.0.0.2', 'A');
-    const r = new WorkerRelay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port }, workers: 3 });
+    const r = new WorkerRelay({
+      listen: { address: '127.0.0.3', ports: [0] },
+      upstream: { address: '127.0.0.2', port: a.port },
+      workers: 3,
+    });
     await r.start();
     const pids = r.workerPids;
     assert.equal(pids.length, 3);
@@ -107,7 +123,10 @@ describe('WorkerRelay (userspace relay in worker processes)', () => {
 
   it('keeps serving when a worker dies', async () => {
     const a = await echo('127.0.0.2', 'A');
-    const r = await relay({ listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: a.port } });
+    const r = await relay({
+      listen: { address: '127.0.0.3', ports: [0] },
+      upstream: { address: '127.0.0.2', port: a.port },
+    });
     process.kill(r.workerPids[0]!, 'SIGKILL');
     assert.ok(await waitFor(() => r.workerCount === 1, 3000));
     for (let i = 0; i < 10; i++) {
@@ -121,12 +140,21 @@ describe('WorkerRelay (userspace relay in worker processes)', () => {
   });
 
   it('chooses the engine by workers and validates the count', () => {
-    const base = { listen: { address: '127.0.0.3', ports: [0] }, upstream: { address: '127.0.0.2', port: 1 } };
+    const base = {
+      listen: { address: '127.0.0.3', ports: [0] },
+      upstream: { address: '127.0.0.2', port: 1 },
+    };
     assert.ok(createUserspaceRelay(base) instanceof (nativeMissing ? TcpRelay : NativeRelay));
     assert.ok(createUserspaceRelay({ ...base, workers: 2 }) instanceof WorkerRelay);
     for (const bad of [0, 1.5, 65]) {
-      assert.throws(() => createUserspaceRelay({ ...base, workers: bad }), (e: unknown) => isFerryError(e, 'RELAY_BAD_OPTION'));
+      assert.throws(
+        () => createUserspaceRelay({ ...base, workers: bad }),
+        (e: unknown) => isFerryError(e, 'RELAY_BAD_OPTION'),
+      );
     }
-    assert.throws(() => new TcpRelay({ ...base, workers: 2 }), (e: unknown) => isFerryError(e, 'RELAY_BAD_OPTION') && /createUserspaceRelay/.test(e.message));
+    assert.throws(
+      () => new TcpRelay({ ...base, workers: 2 }),
+      (e: unknown) => isFerryError(e, 'RELAY_BAD_OPTION') && /createUserspaceRelay/.test(e.message),
+    );
   });
 });

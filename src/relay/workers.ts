@@ -33,7 +33,12 @@ import { fileURLToPath } from 'node:url';
 import { FerryError } from '../common/errors.js';
 import { toErrorCode } from '../common/error-codes.js';
 import type { ListenerStats, RedirectEngine, RelayStats, Upstream } from './engine.js';
-import { checkUpstream, resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
+import {
+  checkUpstream,
+  resolveRelayOptions,
+  type RelayOptions,
+  type ResolvedRelayOptions,
+} from './options.js';
 import { NativeRelay, useNativeDataPlane } from './native-relay.js';
 import { TcpRelay } from './tcp-relay.js';
 
@@ -48,7 +53,8 @@ export type WorkerRequest =
 type WorkerCall = WorkerRequest extends infer R ? (R extends WorkerRequest ? Omit<R, 'id'> : never) : never;
 
 /** A worker's answer to the request with the same id. */
-export type WorkerReply = { id: number; ok: true; value?: unknown } | { id: number; ok: false; code: string; message: string };
+export type WorkerReply =
+  { id: number; ok: true; value?: unknown } | { id: number; ok: false; code: string; message: string };
 
 /** Longest wait for a worker to start, or to close before it is killed. */
 const WORKER_TIMEOUT_MS = 10_000;
@@ -91,7 +97,11 @@ export class WorkerRelay implements RedirectEngine {
 
   constructor(opts: RelayOptions) {
     this.opts = resolveRelayOptions(opts);
-    if (this.opts.workers < 2) throw new FerryError('RELAY_BAD_OPTION', 'WorkerRelay needs workers >= 2; use TcpRelay for one process');
+    if (this.opts.workers < 2)
+      throw new FerryError(
+        'RELAY_BAD_OPTION',
+        'WorkerRelay needs workers >= 2; use TcpRelay for one process',
+      );
     this.raw = opts;
     // UDP stays in this process (TypeScript), so it does not keep the workers off the native plane.
     this.dataPlane = useNativeDataPlane({ ...this.opts, udp: false }) ? 'native' : 'js';
@@ -118,7 +128,8 @@ export class WorkerRelay implements RedirectEngine {
   }
 
   async start(): Promise<void> {
-    if (this.started) throw new FerryError('RELAY_STATE', 'relay already started; create a new WorkerRelay to start again');
+    if (this.started)
+      throw new FerryError('RELAY_STATE', 'relay already started; create a new WorkerRelay to start again');
     this.started = true;
     try {
       await this.local.start();
@@ -137,7 +148,15 @@ export class WorkerRelay implements RedirectEngine {
         holdQueueLimit: this.opts.holdQueueLimit === 0 ? 0 : share(this.opts.holdQueueLimit),
       };
       for (let i = 0; i < n; i++) this.workers.push(this.spawn(fds));
-      await Promise.all(this.workers.map((w) => this.request(w, { op: 'init', opts, fds: fds.map((_, j) => FIRST_FD + j), holding: this.holding }, WORKER_TIMEOUT_MS)));
+      await Promise.all(
+        this.workers.map((w) =>
+          this.request(
+            w,
+            { op: 'init', opts, fds: fds.map((_, j) => FIRST_FD + j), holding: this.holding },
+            WORKER_TIMEOUT_MS,
+          ),
+        ),
+      );
       await this.local.stopAcceptingTcp();
     } catch (err) {
       await this.close();
@@ -168,7 +187,10 @@ export class WorkerRelay implements RedirectEngine {
     child.on('error', () => undefined); // reported through 'exit'
     child.once('exit', (code, signal) => {
       w.alive = false;
-      const err = new FerryError('RELAY_WORKER', `relay worker ${child.pid ?? '?'} exited (${signal ?? `code ${String(code)}`})`);
+      const err = new FerryError(
+        'RELAY_WORKER',
+        `relay worker ${child.pid ?? '?'} exited (${signal ?? `code ${String(code)}`})`,
+      );
       for (const p of w.pending.values()) p.reject(err);
       w.pending.clear();
     });
@@ -181,19 +203,33 @@ export class WorkerRelay implements RedirectEngine {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         w.pending.delete(id);
-        reject(new FerryError('RELAY_WORKER', `relay worker ${w.child.pid ?? '?'} did not answer ${msg.op} within ${timeoutMs} ms`));
+        reject(
+          new FerryError(
+            'RELAY_WORKER',
+            `relay worker ${w.child.pid ?? '?'} did not answer ${msg.op} within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
-      const done = <T>(f: (v: T) => void) => (v: T) => {
-        clearTimeout(timer);
-        f(v);
-      };
+      const done =
+        <T>(f: (v: T) => void) =>
+        (v: T) => {
+          clearTimeout(timer);
+          f(v);
+        };
       w.pending.set(id, { resolve: done(resolve), reject: done(reject) });
       w.child.send({ ...msg, id }, (err) => {
         if (!err || !w.pending.has(id)) return;
         w.pending.delete(id);
         clearTimeout(timer);
         // A worker that died meanwhile has nothing left to apply the call to.
-        if (w.alive) reject(new FerryError('RELAY_WORKER', `cannot reach relay worker ${w.child.pid ?? '?'}: ${err.message}`, { cause: err }));
+        if (w.alive)
+          reject(
+            new FerryError(
+              'RELAY_WORKER',
+              `cannot reach relay worker ${w.child.pid ?? '?'}: ${err.message}`,
+              { cause: err },
+            ),
+          );
         else resolve(undefined);
       });
     });
@@ -226,7 +262,13 @@ export class WorkerRelay implements RedirectEngine {
     const replies = await this.broadcast({ op: 'stats' });
     this.workers.forEach((w, i) => {
       if (replies[i] !== undefined) w.last = replies[i] as RelayStats;
-      else if (w.last && !w.alive) w.last = { ...w.last, activeConnections: 0, held: 0, listeners: w.last.listeners?.map((l) => ({ ...l, activeConnections: 0 })) };
+      else if (w.last && !w.alive)
+        w.last = {
+          ...w.last,
+          activeConnections: 0,
+          held: 0,
+          listeners: w.last.listeners?.map((l) => ({ ...l, activeConnections: 0 })),
+        };
     });
     return mergeStats(
       this.local.stats(),
@@ -277,7 +319,9 @@ export function mergeStats(base: RelayStats, parts: RelayStats[]): RelayStats {
     out.holdExpired = (out.holdExpired ?? 0) + (p.holdExpired ?? 0);
     out.idleTimeouts = (out.idleTimeouts ?? 0) + (p.idleTimeouts ?? 0);
     for (const pl of p.listeners ?? []) {
-      const l = out.listeners?.find((x: ListenerStats) => x.protocol === pl.protocol && x.port === pl.port && x.address === pl.address);
+      const l = out.listeners?.find(
+        (x: ListenerStats) => x.protocol === pl.protocol && x.port === pl.port && x.address === pl.address,
+      );
       if (!l) continue;
       l.activeConnections += pl.activeConnections;
       l.totalConnections += pl.totalConnections;

@@ -54,18 +54,30 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary | und
   await sb.start();
   try {
     const o = sb.opts;
-    out(`Ferry sandbox on loopback: DNS ${sb.dns.address}:${sb.dns.port}, origin ${o.originIp}, target ${o.targetIp}, temporary IP ${o.tempIp}, sites on port ${sb.httpPort}`);
+    out(
+      `Ferry sandbox on loopback: DNS ${sb.dns.address}:${sb.dns.port}, origin ${o.originIp}, target ${o.targetIp}, temporary IP ${o.tempIp}, sites on port ${sb.httpPort}`,
+    );
     if (serve) {
       const token = apiToken ?? generateToken();
-      api = await startApi(sb.controller, { tokens: [{ token, scope: 'operator', name: 'sandbox' }], host: apiAddress, port: apiPort });
+      api = await startApi(sb.controller, {
+        tokens: [{ token, scope: 'operator', name: 'sandbox' }],
+        host: apiAddress,
+        port: apiPort,
+      });
       out(`Dashboard: ${api.url}/#token=${token}`);
       out(`Control API: ${api.url}  operator token: ${token}`);
-      out(`  export FERRY_CONTROLLER=${api.url} FERRY_TOKEN=${token}   # then: npx ferry servers, ferry migrate …`);
+      out(
+        `  export FERRY_CONTROLLER=${api.url} FERRY_TOKEN=${token}   # then: npx ferry servers, ferry migrate …`,
+      );
     }
     if (migrate) {
-      out(`Migrating ${sb.migratedDomain} from origin to target under load (${o.rate} req/s, ${o.clients} users, ${Math.round(o.staleShare * 100)}% with stale caches)`);
+      out(
+        `Migrating ${sb.migratedDomain} from origin to target under load (${o.rate} req/s, ${o.clients} users, ${Math.round(o.staleShare * 100)}% with stale caches)`,
+      );
     } else {
-      out(`Load on every site (${o.rate} req/s, ${o.clients} users); start a migration from the dashboard or with ferry migrate`);
+      out(
+        `Load on every site (${o.rate} req/s, ${o.clients} users); start a migration from the dashboard or with ferry migrate`,
+      );
     }
     sb.orchestrator.on('phase', (e) => {
       phase = e.phase;
@@ -115,7 +127,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary | und
       out('');
       out(`The sandbox stays up until Ctrl-C. Try:`);
       out(`  dig @${sb.dns.address} -p ${sb.dns.port} ${sb.migratedDomain} A`);
-      for (const site of o.sites) out(`  curl -si --resolve ${site.replace(/\.$/, '')}:${sb.httpPort}:${site === sb.migratedDomain ? o.targetIp : o.originIp} http://${site.replace(/\.$/, '')}:${sb.httpPort}/`);
+      for (const site of o.sites)
+        out(
+          `  curl -si --resolve ${site.replace(/\.$/, '')}:${sb.httpPort}:${site === sb.migratedDomain ? o.targetIp : o.originIp} http://${site.replace(/\.$/, '')}:${sb.httpPort}/`,
+        );
       await untilAborted(signal);
     }
     return summary;

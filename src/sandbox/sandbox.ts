@@ -29,7 +29,14 @@ import type { TsigKeyConfig } from '../dns/tsig/index.js';
 import { SiteServer, normalizeDomain } from '../host/index.js';
 import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
 import { Controller } from '../controller/index.js';
-import { EmbeddedDnsProvider, Journal, STEP, type DnsProvider, type MigrationRecord, type Orchestrator } from '../migration/index.js';
+import {
+  EmbeddedDnsProvider,
+  Journal,
+  STEP,
+  type DnsProvider,
+  type MigrationRecord,
+  type Orchestrator,
+} from '../migration/index.js';
 
 /** Every knob of the sandbox scenario, with its default. */
 export interface SandboxOptions {
@@ -98,7 +105,13 @@ const SANDBOX_REDIRECT_ORPHAN_MS = 2000;
 
 /** A hosting server in this process: a `HostAgent` with in-process data copies and state in memory. */
 
-export function inProcessAgent(opts: { id: string; ip: string; port: number; dataDir: string; addresses?: AddressManager }): HostAgent {
+export function inProcessAgent(opts: {
+  id: string;
+  ip: string;
+  port: number;
+  dataDir: string;
+  addresses?: AddressManager;
+}): HostAgent {
   return new HostAgent({
     redirectOrphanTimeoutMs: SANDBOX_REDIRECT_ORPHAN_MS,
     id: opts.id,
@@ -143,7 +156,13 @@ export interface DemoSummary {
   phases: Array<{ name: string; startedAt: number; endedAt: number }>;
   dnsAnswers: Array<{ at: number; address: string }>;
   requests: { total: number; failed: number };
-  writes: { acknowledged: number; onTarget: number; missing: number; duplicated: number; onOriginAfterCutover: number };
+  writes: {
+    acknowledged: number;
+    onTarget: number;
+    missing: number;
+    duplicated: number;
+    onOriginAfterCutover: number;
+  };
   servedBy: { origin: number; target: number };
   otherSites: { requests: number; failed: number };
   failures: Array<{ at: number; domain: string; address: string; status: number | null; error?: string }>;
@@ -151,7 +170,8 @@ export interface DemoSummary {
 
 /** The sandbox's agents run their site app in-process: the `SiteServer` itself, for tests to read. */
 function inProcessSites(agent: HostAgent): SiteServer {
-  if (!(agent.sites instanceof SiteServer)) throw new FerryError('SANDBOX_OPTIONS', `${agent.id} runs its site app in a process of its own`);
+  if (!(agent.sites instanceof SiteServer))
+    throw new FerryError('SANDBOX_OPTIONS', `${agent.id} runs its site app in a process of its own`);
   return agent.sites;
 }
 
@@ -217,7 +237,12 @@ export class Sandbox {
         address: o.dnsAddress,
         port: o.dnsPort,
         zones: [parseZone(this.zoneText(), { origin: o.zone })],
-        ...(o.dnsUpdateKey ? { tsigKeys: [o.dnsUpdateKey], zonePolicies: { [o.zone]: { allowUpdate: [{ key: o.dnsUpdateKey.name }] } } } : {}),
+        ...(o.dnsUpdateKey
+          ? {
+              tsigKeys: [o.dnsUpdateKey],
+              zonePolicies: { [o.zone]: { allowUpdate: [{ key: o.dnsUpdateKey.name }] } },
+            }
+          : {}),
       });
       await this.dns.start();
       await this.startHost('origin', o.originIp, o.httpPort);
@@ -228,7 +253,12 @@ export class Sandbox {
       this.controller = new Controller({
         dns: o.externalDns?.provider ?? new EmbeddedDnsProvider({ server: this.dns }),
         servers: [
-          { id: 'origin', driver: this.origin, sharedIps: [o.originIp], tempIpPool: o.tempIpPool ?? [o.tempIp] },
+          {
+            id: 'origin',
+            driver: this.origin,
+            sharedIps: [o.originIp],
+            tempIpPool: o.tempIpPool ?? [o.tempIp],
+          },
           { id: 'target', driver: this.target, sharedIps: [o.targetIp], tempIpPool: [] },
         ],
         sites: o.sites.map((domain) => ({ domain, server: 'origin', ports: [this.httpPort] })),
@@ -392,13 +422,19 @@ export class Sandbox {
     }
     const cutoverAt = journal.entries(rec.plan.id).find((e) => e.step === STEP.targetServe)?.at ?? Infinity;
     const originOrders = await this.originSites.readOrders(domain);
-    const onOriginAfterCutover = originOrders.filter((x) => x.server === 'origin' && Date.parse(x.at) >= cutoverAt).length;
+    const onOriginAfterCutover = originOrders.filter(
+      (x) => x.server === 'origin' && Date.parse(x.at) >= cutoverAt,
+    ).length;
     const fail = (r: RequestResult) => !r.ok;
     return {
       domain,
       migrationId: rec.plan.id,
       finalPhase: rec.phase,
-      phases: rec.phases.map((p) => ({ name: p.name, startedAt: p.startedAt, endedAt: p.endedAt ?? p.startedAt })),
+      phases: rec.phases.map((p) => ({
+        name: p.name,
+        startedAt: p.startedAt,
+        endedAt: p.endedAt ?? p.startedAt,
+      })),
       dnsAnswers: [...this.dnsAnswers],
       requests: { total: mine.length, failed: mine.filter(fail).length },
       writes: { acknowledged: acked.length, onTarget, missing, duplicated, onOriginAfterCutover },
@@ -407,13 +443,16 @@ export class Sandbox {
         target: mine.filter((r) => r.servedBy === 'target').length,
       },
       otherSites: { requests: others.length, failed: others.filter(fail).length },
-      failures: results.filter(fail).slice(0, 20).map((r) => ({
-        at: r.at,
-        domain: r.domain,
-        address: r.address,
-        status: r.status,
-        ...(r.error ? { error: r.error } : {}),
-      })),
+      failures: results
+        .filter(fail)
+        .slice(0, 20)
+        .map((r) => ({
+          at: r.at,
+          domain: r.domain,
+          address: r.address,
+          status: r.status,
+          ...(r.error ? { error: r.error } : {}),
+        })),
     };
   }
 

@@ -18,7 +18,10 @@ export function clientDir(): string {
   for (const dir of [join(here, 'client'), join(here, '..', '..', 'src', 'web', 'client')]) {
     if (existsSync(join(dir, 'app.js'))) return dir;
   }
-  throw new FerryError('DASHBOARD_UNAVAILABLE', `the dashboard sources (src/web/client/app.js) are not found near ${here}`);
+  throw new FerryError(
+    'DASHBOARD_UNAVAILABLE',
+    `the dashboard sources (src/web/client/app.js) are not found near ${here}`,
+  );
 }
 
 let bundle: Promise<string> | undefined;
@@ -30,7 +33,11 @@ export function buildDashboardBundle(): Promise<string> {
     try {
       esbuild = await import('esbuild');
     } catch (err) {
-      throw new FerryError('DASHBOARD_UNAVAILABLE', 'esbuild is not installed (npm ci installs it); the dashboard cannot be built', { cause: err });
+      throw new FerryError(
+        'DASHBOARD_UNAVAILABLE',
+        'esbuild is not installed (npm ci installs it); the dashboard cannot be built',
+        { cause: err },
+      );
     }
     const res = await esbuild.build({
       entryPoints: [join(clientDir(), 'app.js')],
@@ -66,7 +73,8 @@ export function registerDashboard(app: FastifyInstance): void {
       .headers({
         ...headers,
         'content-type': 'text/html; charset=utf-8',
-        'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        'content-security-policy':
+          "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
         'referrer-policy': 'no-referrer',
       })
       .send(html);

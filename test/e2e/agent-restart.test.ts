@@ -128,7 +128,8 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     await writeFile(join(dir, 'example.zone'), ZONE);
     await writeFile(join(dir, 'ferry.yaml'), config(dir, engine));
     topo.create();
-    if (engine === 'kernel') execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    if (engine === 'kernel')
+      execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     const ferry = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
     const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
     const startAgent = (h: 'origin' | 'target'): NsChild =>
@@ -136,10 +137,28 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
         h,
         `agent@${h}`,
         [
-          ...ferry, 'agent',
-          '--listen', NET[h], '--port', '7070', '--token-file', join(dir, 'token'),
-          '--id', h, '--shared-ip', NET[h], '--http-port', '80',
-          '--data-dir', join(dir, h, 'data'), '--interface', 'eth0', '--web', 'builtin', '--engine', engine,
+          ...ferry,
+          'agent',
+          '--listen',
+          NET[h],
+          '--port',
+          '7070',
+          '--token-file',
+          join(dir, 'token'),
+          '--id',
+          h,
+          '--shared-ip',
+          NET[h],
+          '--http-port',
+          '80',
+          '--data-dir',
+          join(dir, h, 'data'),
+          '--interface',
+          'eth0',
+          '--web',
+          'builtin',
+          '--engine',
+          engine,
         ],
         { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
       );
@@ -150,21 +169,66 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
       const [url, token, domain] = process.argv.slice(1);
       const r = await fetch(url + '/v1/sites/' + domain, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
       if (r.status !== 200) { console.error(domain, r.status, await r.text()); process.exit(1); }`;
-    execFileSync('ip', ['netns', 'exec', topo.ns.dns, process.execPath, '--input-type=module', '-e', put, `http://${NET.origin}:7070`, TOKEN, SITE], { stdio: 'inherit', timeout: 30_000 });
+    execFileSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        topo.ns.dns,
+        process.execPath,
+        '--input-type=module',
+        '-e',
+        put,
+        `http://${NET.origin}:7070`,
+        TOKEN,
+        SITE,
+      ],
+      { stdio: 'inherit', timeout: 30_000 },
+    );
 
-    const controller = topo.spawn('dns', 'controller', [...ferry, 'controller', '--config', join(dir, 'ferry.yaml'), '--events', '--migrate', `${SITE}=target`, '--migrate-delay', '6s'], {
-      cwd: ROOT,
-      env,
-      logFile: join(dir, 'controller.log'),
-    });
+    const controller = topo.spawn(
+      'dns',
+      'controller',
+      [
+        ...ferry,
+        'controller',
+        '--config',
+        join(dir, 'ferry.yaml'),
+        '--events',
+        '--migrate',
+        `${SITE}=target`,
+        '--migrate-delay',
+        '6s',
+      ],
+      {
+        cwd: ROOT,
+        env,
+        logFile: join(dir, 'controller.log'),
+      },
+    );
     await controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
-    topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], { logFile: join(dir, 'unbound.log') });
+    topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], {
+      logFile: join(dir, 'unbound.log'),
+    });
     const load = topo.spawn(
       'client',
       'load',
       [
-        process.execPath, '--import', 'tsx', join(ROOT, 'test/e2e/netns/load-child.ts'),
-        JSON.stringify({ sites: [SITE], port: 80, rate: 40, clients: 16, staleShare: 0.2, staleOverstayMs: 6000, watch: SITE, requestTimeoutMs: engine === 'kernel' ? 10_000 : 5000, resolver: { address: '127.0.0.1', port: 53 } }),
+        process.execPath,
+        '--import',
+        'tsx',
+        join(ROOT, 'test/e2e/netns/load-child.ts'),
+        JSON.stringify({
+          sites: [SITE],
+          port: 80,
+          rate: 40,
+          clients: 16,
+          staleShare: 0.2,
+          staleOverstayMs: 6000,
+          watch: SITE,
+          requestTimeoutMs: engine === 'kernel' ? 10_000 : 5000,
+          resolver: { address: '127.0.0.1', port: 53 },
+        }),
       ],
       { cwd: ROOT, stdin: true, logFile: join(dir, 'load.log') },
     );
@@ -173,9 +237,16 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     /** The redirect as the origin runs it: its process (userspace) or its table (kernel). */
     const redirectIdentity = async (): Promise<string> => {
       if (engine === 'kernel') {
-        return execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'nft', 'list', 'tables'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes('ferry_')).join(',');
+        return execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'nft', 'list', 'tables'], {
+          encoding: 'utf8',
+        })
+          .split('\n')
+          .filter((l) => l.includes('ferry_'))
+          .join(',');
       }
-      const state = JSON.parse(await readFile(join(dir, 'origin', 'data', 'agent-state.json'), 'utf8')) as { redirects: Array<{ pid?: number }> };
+      const state = JSON.parse(await readFile(join(dir, 'origin', 'data', 'agent-state.json'), 'utf8')) as {
+        redirects: Array<{ pid?: number }>;
+      };
       const pid = state.redirects[0]?.pid;
       if (pid === undefined) return '';
       if (!running(pid)) throw new Error(`process ${pid} is gone`);
@@ -184,7 +255,9 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
 
     /** The origin's site app as its agent records it: its own process, which must be alive. */
     const siteAppIdentity = async (): Promise<string> => {
-      const state = JSON.parse(await readFile(join(dir, 'origin', 'data', 'agent-state.json'), 'utf8')) as { siteApp?: { pid?: number } };
+      const state = JSON.parse(await readFile(join(dir, 'origin', 'data', 'agent-state.json'), 'utf8')) as {
+        siteApp?: { pid?: number };
+      };
       const pid = state.siteApp?.pid;
       if (pid === undefined) return '';
       if (!running(pid)) throw new Error(`process ${pid} is gone`);
@@ -192,7 +265,15 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     };
 
     /** SIGKILL the origin's agent and start it again; the outage is [killedAt, backAt]. */
-    const outages: Array<{ phase: string; killedAt: number; backAt: number; before: string; after: string; appBefore: string; appAfter: string }> = [];
+    const outages: Array<{
+      phase: string;
+      killedAt: number;
+      backAt: number;
+      before: string;
+      after: string;
+      appBefore: string;
+      appAfter: string;
+    }> = [];
     const killAndRestart = async (phase: string) => {
       const before = await redirectIdentity();
       const appBefore = await siteAppIdentity();
@@ -206,7 +287,15 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
       origin = startAgent('origin');
       await origin.waitLine((l) => l.includes('listening on'), 30_000);
       const backAt = Date.now();
-      outages.push({ phase, killedAt, backAt, before, after: await redirectIdentity(), appBefore, appAfter: await siteAppIdentity() });
+      outages.push({
+        phase,
+        killedAt,
+        backAt,
+        before,
+        after: await redirectIdentity(),
+        appBefore,
+        appAfter: await siteAppIdentity(),
+      });
     };
 
     const phases: Record<string, number> = {};
@@ -226,7 +315,9 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
         if (phase === 'dns-temp' || phase === 'draining') {
           // Early in the phase, while stale clients still use the temporary IP (they keep an answer
           // up to 6 s past its TTL).
-          restarting = restarting.then(() => new Promise((r) => setTimeout(r, phase === 'draining' ? 200 : 700))).then(() => killAndRestart(phase));
+          restarting = restarting
+            .then(() => new Promise((r) => setTimeout(r, phase === 'draining' ? 200 : 700)))
+            .then(() => killAndRestart(phase));
         }
       }
     }, 50);
@@ -238,7 +329,11 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     }
     await restarting;
     const done = JSON.parse(doneLine) as { migrations: Array<{ phase: string; error: string | null }> };
-    assert.equal(done.migrations[0]!.phase, 'completed', `migration ended ${JSON.stringify(done.migrations[0])}`);
+    assert.equal(
+      done.migrations[0]!.phase,
+      'completed',
+      `migration ended ${JSON.stringify(done.migrations[0])}`,
+    );
     assert.deepEqual(
       outages.map((o) => o.phase),
       ['dns-temp', 'draining'],
@@ -247,7 +342,10 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     for (const o of outages) {
       assert.ok(o.before !== '', `${o.phase}: a redirect ran when the agent was killed`);
       assert.equal(o.after, o.before, `${o.phase}: the restarted agent adopted the running redirect`);
-      assert.ok(o.appBefore !== '', `${o.phase}: the site app ran in its own process when the agent was killed`);
+      assert.ok(
+        o.appBefore !== '',
+        `${o.phase}: the site app ran in its own process when the agent was killed`,
+      );
       assert.equal(o.appAfter, o.appBefore, `${o.phase}: the restarted agent adopted the running site app`);
     }
     assert.ok(outages[1]!.killedAt >= phases.draining!, 'the second kill fell in draining');
@@ -257,15 +355,24 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     await load.waitLine((l) => l.includes('"type":"summary"'), 30_000);
     const events = load.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     const results = events.filter((e) => e.type === 'result') as unknown as Result[];
-    const summary = events.find((e) => e.type === 'summary') as unknown as { acknowledgedWrites: Array<{ domain: string; key: string }> };
+    const summary = events.find((e) => e.type === 'summary') as unknown as {
+      acknowledgedWrites: Array<{ domain: string; key: string }>;
+    };
     assert.ok(results.length > 300, `enough load (${results.length})`);
 
     // The redirect is gone once the migration completed: no table and no relay process left.
-    assert.doesNotMatch(execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'nft', 'list', 'tables'], { encoding: 'utf8' }), /ferry_/, 'no nftables table left on the origin');
+    assert.doesNotMatch(
+      execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'nft', 'list', 'tables'], { encoding: 'utf8' }),
+      /ferry_/,
+      'no nftables table left on the origin',
+    );
     if (engine === 'userspace') {
       const pid = Number(outages[0]!.before.slice(4));
       // It exits once its answer to the stop is written.
-      assert.ok(await waitFor(() => !running(pid), 5000), 'the relay process exited when its redirect was stopped');
+      assert.ok(
+        await waitFor(() => !running(pid), 5000),
+        'the relay process exited when its redirect was stopped',
+      );
     }
 
     // Requests: none failed. The relay keeps established connections on their upstream, so
@@ -276,9 +383,16 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     const failures = results.filter((r) => !r.ok);
     const context = `outages ${JSON.stringify(outages)}; phases ${JSON.stringify(phases)}`;
     assert.deepEqual(failures, [], `no request failed; ${context}`);
-    const drainingAtIpt = results.filter((r) => r.address === NET.tempIp && r.at > drain.killedAt + 500 && r.at <= drain.backAt);
-    assert.ok(drainingAtIpt.length > 5, `requests reached the temporary IP while the agent was down in draining (${drainingAtIpt.length})`);
-    const dnsTempAtIpt = results.filter((r) => r.address === NET.tempIp && r.at > dnsTemp.killedAt && r.at <= dnsTemp.backAt);
+    const drainingAtIpt = results.filter(
+      (r) => r.address === NET.tempIp && r.at > drain.killedAt + 500 && r.at <= drain.backAt,
+    );
+    assert.ok(
+      drainingAtIpt.length > 5,
+      `requests reached the temporary IP while the agent was down in draining (${drainingAtIpt.length})`,
+    );
+    const dnsTempAtIpt = results.filter(
+      (r) => r.address === NET.tempIp && r.at > dnsTemp.killedAt && r.at <= dnsTemp.backAt,
+    );
 
     // Writes: every acknowledged one on the target exactly once.
     const text = await readFile(join(dir, 'target', 'data', 'sites', SITE, 'orders.jsonl'), 'utf8');
@@ -289,7 +403,11 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     }
     const acked = summary.acknowledgedWrites.filter((w) => w.domain === SITE);
     assert.ok(acked.length > 20, `writes were made (${acked.length})`);
-    assert.deepEqual(acked.filter((w) => count.get(w.key) !== 1), [], 'every acknowledged write on the target exactly once');
+    assert.deepEqual(
+      acked.filter((w) => count.get(w.key) !== 1),
+      [],
+      'every acknowledged write on the target exactly once',
+    );
 
     console.log(
       `# agent restart (${engine}): ${results.length} requests, ${acked.length} writes, 0 failed; agent down ${dnsTemp.backAt - dnsTemp.killedAt} ms in dns-temp ` +
@@ -299,15 +417,23 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
   } finally {
     topo.destroy();
     process.off('exit', onExit);
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(topo.id));
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(topo.id));
     assert.deepEqual(left, [], 'every namespace removed');
     if (ok) await rm(dir, { recursive: true, force: true });
     else console.log(`# agent-restart e2e failed; logs kept in ${dir}`);
   }
 }
 
-test('the origin agent SIGKILLed and restarted in dns-temp and in draining: the userspace redirect and the site app (their own processes) are adopted, no request fails', { skip: skip ?? false, timeout: 180_000 }, () =>
-  agentRestart('userspace'),
+test(
+  'the origin agent SIGKILLed and restarted in dns-temp and in draining: the userspace redirect and the site app (their own processes) are adopted, no request fails',
+  { skip: skip ?? false, timeout: 180_000 },
+  () => agentRestart('userspace'),
 );
 
-test('the same with the kernel redirect (its nftables table)', { skip: skipKernel ?? false, timeout: 180_000 }, () => agentRestart('kernel'));
+test(
+  'the same with the kernel redirect (its nftables table)',
+  { skip: skipKernel ?? false, timeout: 180_000 },
+  () => agentRestart('kernel'),
+);

@@ -78,8 +78,19 @@ describe('control API', () => {
 
   before(async () => {
     await sb.start();
-    app = await buildApi(sb.controller, { tokens, sampleIntervalMs: 250, rateLimitPerMinute: 0, dashboard: false });
-    live = await startApi(sb.controller, { tokens, host: '127.0.80.10', port: 0, sampleIntervalMs: 250, sse: { maxSubscribers: 2, heartbeatMs: 200 } });
+    app = await buildApi(sb.controller, {
+      tokens,
+      sampleIntervalMs: 250,
+      rateLimitPerMinute: 0,
+      dashboard: false,
+    });
+    live = await startApi(sb.controller, {
+      tokens,
+      host: '127.0.80.10',
+      port: 0,
+      sampleIntervalMs: 250,
+      sse: { maxSubscribers: 2, heartbeatMs: 200 },
+    });
   });
   after(async () => {
     await app?.close();
@@ -104,13 +115,26 @@ describe('control API', () => {
     });
 
     it('a read token reads everything, metrics and OpenAPI included', async () => {
-      for (const url of ['/v1/servers', '/v1/sites', '/v1/migrations', '/v1/records/shop.example', '/v1/sites/shop.example', '/metrics', '/openapi.json']) {
+      for (const url of [
+        '/v1/servers',
+        '/v1/sites',
+        '/v1/migrations',
+        '/v1/records/shop.example',
+        '/v1/sites/shop.example',
+        '/metrics',
+        '/openapi.json',
+      ]) {
         const res = await app.inject({ method: 'GET', url, headers: auth(READER) });
         assert.equal(res.statusCode, 200, `${url}: ${res.body}`);
       }
       const servers = (await app.inject({ method: 'GET', url: '/v1/servers', headers: auth(READER) })).json();
-      assert.deepEqual(servers.servers.map((s: { id: string }) => s.id), ['origin', 'target']);
-      const rec = (await app.inject({ method: 'GET', url: '/v1/records/shop.example', headers: auth(READER) })).json();
+      assert.deepEqual(
+        servers.servers.map((s: { id: string }) => s.id),
+        ['origin', 'target'],
+      );
+      const rec = (
+        await app.inject({ method: 'GET', url: '/v1/records/shop.example', headers: auth(READER) })
+      ).json();
       assert.deepEqual(rec.A.rdata, ['127.0.80.1']);
     });
 
@@ -120,7 +144,12 @@ describe('control API', () => {
         ['/v1/migrations/x/rollback', undefined],
         ['/v1/evacuations', { from: 'origin', to: 'target' }],
       ] as const) {
-        const res = await app.inject({ method: 'POST', url, headers: auth(READER), ...(payload ? { payload } : {}) });
+        const res = await app.inject({
+          method: 'POST',
+          url,
+          headers: auth(READER),
+          ...(payload ? { payload } : {}),
+        });
         assert.equal(res.statusCode, 403, url);
         assert.equal(res.json().error.code, 'AUTH_FORBIDDEN');
         assert.match(res.json().error.message, /operator/);
@@ -136,7 +165,13 @@ describe('control API', () => {
   });
 
   describe('bad requests', () => {
-    const post = (payload: unknown) => app.inject({ method: 'POST', url: '/v1/migrations', headers: auth(OPERATOR), payload: payload as object });
+    const post = (payload: unknown) =>
+      app.inject({
+        method: 'POST',
+        url: '/v1/migrations',
+        headers: auth(OPERATOR),
+        payload: payload as object,
+      });
 
     it('400 with the missing field named', async () => {
       const res = await post({ domain: 'shop.example' });
@@ -179,7 +214,11 @@ describe('control API', () => {
       res = await app.inject({ method: 'GET', url: '/v1/migrations/none', headers: auth(READER) });
       assert.equal(res.statusCode, 404);
       assert.equal(res.json().error.code, 'MIGRATION_NOT_FOUND');
-      res = await app.inject({ method: 'POST', url: '/v1/migrations/none/rollback', headers: auth(OPERATOR) });
+      res = await app.inject({
+        method: 'POST',
+        url: '/v1/migrations/none/rollback',
+        headers: auth(OPERATOR),
+      });
       assert.equal(res.statusCode, 404);
       res = await app.inject({ method: 'GET', url: '/v1/nothing', headers: auth(READER) });
       assert.equal(res.statusCode, 404);
@@ -193,10 +232,19 @@ describe('control API', () => {
     });
 
     it('429 past the rate limit', async () => {
-      const limited = await buildApi(sb.controller, { tokens, rateLimitPerMinute: 3, sampleIntervalMs: 0, dashboard: false, metrics: false });
+      const limited = await buildApi(sb.controller, {
+        tokens,
+        rateLimitPerMinute: 3,
+        sampleIntervalMs: 0,
+        dashboard: false,
+        metrics: false,
+      });
       try {
         const codes: number[] = [];
-        for (let i = 0; i < 5; i++) codes.push((await limited.inject({ method: 'GET', url: '/v1/servers', headers: auth(READER) })).statusCode);
+        for (let i = 0; i < 5; i++)
+          codes.push(
+            (await limited.inject({ method: 'GET', url: '/v1/servers', headers: auth(READER) })).statusCode,
+          );
         assert.deepEqual(codes, [200, 200, 200, 429, 429]);
         const res = await limited.inject({ method: 'GET', url: '/v1/servers', headers: auth(READER) });
         assert.equal(res.json().error.code, 'RATE_LIMITED');
@@ -209,10 +257,23 @@ describe('control API', () => {
   it('logs requests through the pino logger it is given (as `ferry controller` passes it), never a token', async () => {
     let log = '';
     const logger = pino({ level: 'info' }, { write: (line: string) => void (log += line) });
-    const logged = await buildApi(sb.controller, { tokens, logger, rateLimitPerMinute: 0, sampleIntervalMs: 0, dashboard: false, metrics: false });
+    const logged = await buildApi(sb.controller, {
+      tokens,
+      logger,
+      rateLimitPerMinute: 0,
+      sampleIntervalMs: 0,
+      dashboard: false,
+      metrics: false,
+    });
     try {
-      assert.equal((await logged.inject({ method: 'GET', url: '/v1/servers', headers: auth(READER) })).statusCode, 200);
-      assert.equal((await logged.inject({ method: 'GET', url: '/v1/servers', headers: auth('not-a-token') })).statusCode, 401);
+      assert.equal(
+        (await logged.inject({ method: 'GET', url: '/v1/servers', headers: auth(READER) })).statusCode,
+        200,
+      );
+      assert.equal(
+        (await logged.inject({ method: 'GET', url: '/v1/servers', headers: auth('not-a-token') })).statusCode,
+        401,
+      );
       assert.match(log, /"url":"\/v1\/servers"/);
       assert.match(log, /"statusCode":401/);
       assert.ok(!log.includes(READER), 'the token never reaches the log');
@@ -224,15 +285,30 @@ describe('control API', () => {
   it('OpenAPI describes every route with bearer security', async () => {
     const spec = (await app.inject({ method: 'GET', url: '/openapi.json', headers: auth(READER) })).json();
     assert.equal(spec.openapi, '3.1.0');
-    for (const path of ['/v1/servers', '/v1/sites', '/v1/records/{domain}', '/v1/migrations', '/v1/migrations/{id}', '/v1/migrations/{id}/rollback', '/v1/evacuations', '/v1/events', '/metrics']) {
+    for (const path of [
+      '/v1/servers',
+      '/v1/sites',
+      '/v1/records/{domain}',
+      '/v1/migrations',
+      '/v1/migrations/{id}',
+      '/v1/migrations/{id}/rollback',
+      '/v1/evacuations',
+      '/v1/events',
+      '/metrics',
+    ]) {
       assert.ok(spec.paths[path], path);
     }
     assert.ok(spec.components.securitySchemes.bearer);
-    assert.deepEqual(spec.paths['/v1/migrations'].post.requestBody.content['application/json'].schema.required, ['domain', 'to']);
+    assert.deepEqual(
+      spec.paths['/v1/migrations'].post.requestBody.content['application/json'].schema.required,
+      ['domain', 'to'],
+    );
   });
 
   it('metrics count DNS queries published on ferry.dns.query', async () => {
-    diagnostics.channel('ferry.dns.query').publish({ qtype: 'AAAA', rcode: 'NXDOMAIN', transport: 'tcp', durationMs: 0.4 });
+    diagnostics
+      .channel('ferry.dns.query')
+      .publish({ qtype: 'AAAA', rcode: 'NXDOMAIN', transport: 'tcp', durationMs: 0.4 });
     diagnostics.channel('ferry.dns.update').publish({ rcode: 'NOERROR' });
     const text = (await app.inject({ method: 'GET', url: '/metrics', headers: auth(READER) })).body;
     assert.match(text, /ferry_dns_queries_total\{qtype="AAAA",rcode="NXDOMAIN",transport="tcp"\} 1/);
@@ -260,17 +336,55 @@ describe('control API', () => {
       });
       assert.equal(created.status, 201);
       migrationId = ((await created.json()) as { id: string }).id;
-      const ended = await waitFor(() => stream.events.some((e) => e.event === 'phase' && ['completed', 'failed', 'rolled-back'].includes(String(e.data.data && (e.data.data as { phase: string }).phase))), 60_000, 100);
+      const ended = await waitFor(
+        () =>
+          stream.events.some(
+            (e) =>
+              e.event === 'phase' &&
+              ['completed', 'failed', 'rolled-back'].includes(
+                String(e.data.data && (e.data.data as { phase: string }).phase),
+              ),
+          ),
+        60_000,
+        100,
+      );
       stream.close();
       assert.ok(ended, 'the migration ended within a minute');
-      const phases = stream.events.filter((e) => e.event === 'phase').map((e) => (e.data.data as { phase: string }).phase);
-      assert.deepEqual(phases, ['planned', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed']);
+      const phases = stream.events
+        .filter((e) => e.event === 'phase')
+        .map((e) => (e.data.data as { phase: string }).phase);
+      assert.deepEqual(phases, [
+        'planned',
+        'temp-ip',
+        'dns-temp',
+        'syncing',
+        'preflight',
+        'cutover',
+        'draining',
+        'completed',
+      ]);
       const ids = stream.events.filter((e) => e.id !== undefined).map((e) => e.id!);
-      assert.deepEqual(ids, [...ids].sort((a, b) => a - b), 'ids increase');
-      assert.ok(stream.events.some((e) => e.event === 'wait' && typeof (e.data.data as { remainingMs: number }).remainingMs === 'number'));
-      assert.ok(stream.events.some((e) => e.event === 'sample' && e.id === undefined && e.data.migrationId === migrationId), 'traffic samples, without ids');
+      assert.deepEqual(
+        ids,
+        [...ids].sort((a, b) => a - b),
+        'ids increase',
+      );
+      assert.ok(
+        stream.events.some(
+          (e) =>
+            e.event === 'wait' && typeof (e.data.data as { remainingMs: number }).remainingMs === 'number',
+        ),
+      );
+      assert.ok(
+        stream.events.some(
+          (e) => e.event === 'sample' && e.id === undefined && e.data.migrationId === migrationId,
+        ),
+        'traffic samples, without ids',
+      );
 
-      const detail = (await (await fetch(`${live.url}/v1/migrations/${migrationId}`, { headers: auth(READER) })).json()) as {
+      const detail = (await (
+        await fetch(`${live.url}/v1/migrations/${migrationId}`, { headers: auth(READER) })
+      ).json()) as {
         phase: string;
         journal: Array<{ kind: string }>;
         phases: unknown[];
@@ -282,13 +396,23 @@ describe('control API', () => {
     it('replays after Last-Event-ID, filtered by migration', async () => {
       const all = sb.controller.eventsSince(0, migrationId);
       const mid = all[Math.floor(all.length / 2)]!.seq;
-      const stream = openStream(`${live.url}/v1/events?migration=${migrationId}`, { ...auth(READER), 'last-event-id': String(mid) });
+      const stream = openStream(`${live.url}/v1/events?migration=${migrationId}`, {
+        ...auth(READER),
+        'last-event-id': String(mid),
+      });
       await stream.ready;
-      await waitFor(() => stream.events.filter((e) => e.id !== undefined).length >= all.filter((e) => e.seq > mid).length, 5000, 50);
+      await waitFor(
+        () => stream.events.filter((e) => e.id !== undefined).length >= all.filter((e) => e.seq > mid).length,
+        5000,
+        50,
+      );
       stream.close();
       const replayed = stream.events.filter((e) => e.id !== undefined);
       assert.equal(replayed[0]!.id, all.find((e) => e.seq > mid)!.seq);
-      assert.deepEqual(replayed.map((e) => e.id), all.filter((e) => e.seq > mid).map((e) => e.seq));
+      assert.deepEqual(
+        replayed.map((e) => e.id),
+        all.filter((e) => e.seq > mid).map((e) => e.seq),
+      );
       assert.ok(replayed.every((e) => e.data.migrationId === migrationId));
     });
 
@@ -300,11 +424,15 @@ describe('control API', () => {
       assert.equal(third.status, 503);
       assert.equal(((await third.json()) as { error: { code: string } }).error.code, 'SSE_FULL');
       a.close();
-      const ok = await waitFor(async () => {
-        const r = await fetch(`${live.url}/v1/events`, { headers: auth(READER) });
-        await r.body?.cancel();
-        return r.status === 200;
-      }, 5000, 100);
+      const ok = await waitFor(
+        async () => {
+          const r = await fetch(`${live.url}/v1/events`, { headers: auth(READER) });
+          await r.body?.cancel();
+          return r.status === 200;
+        },
+        5000,
+        100,
+      );
       assert.ok(ok, 'a slot came free after a disconnect');
       b.close();
     });

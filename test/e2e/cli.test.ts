@@ -20,7 +20,11 @@ interface Run {
 
 const OPERATOR = generateToken();
 
-function ferry(args: string[], env: Record<string, string>, opts: { timeoutMs?: number; onLine?: (l: Record<string, unknown>) => void } = {}): Promise<Run> {
+function ferry(
+  args: string[],
+  env: Record<string, string>,
+  opts: { timeoutMs?: number; onLine?: (l: Record<string, unknown>) => void } = {},
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -80,7 +84,12 @@ describe('ferry CLI against a sandbox controller', () => {
   before(async () => {
     await sb.start();
     sb.startLoad();
-    api = await startApi(sb.controller, { tokens: [{ token: OPERATOR, scope: 'operator' }], host: '127.0.84.10', port: 0, sampleIntervalMs: 500 });
+    api = await startApi(sb.controller, {
+      tokens: [{ token: OPERATOR, scope: 'operator' }],
+      host: '127.0.84.10',
+      port: 0,
+      sampleIntervalMs: 500,
+    });
     env = { FERRY_CONTROLLER: api.url, FERRY_TOKEN: OPERATOR };
   });
   after(async () => {
@@ -91,7 +100,10 @@ describe('ferry CLI against a sandbox controller', () => {
   it('servers and records, as tables and as JSON', async () => {
     const servers = await ferry(['servers', '--json'], env);
     assert.equal(servers.code, 0, servers.stderr);
-    assert.deepEqual((servers.lines[0]!.servers as Array<{ id: string }>).map((s) => s.id), ['origin', 'target']);
+    assert.deepEqual(
+      (servers.lines[0]!.servers as Array<{ id: string }>).map((s) => s.id),
+      ['origin', 'target'],
+    );
     const table = await ferry(['servers'], env);
     assert.match(table.stdout, /^SERVER\s+SHARED IPS/m);
     assert.match(table.stdout, /origin\s+127\.0\.84\.1\s+1\/1\s+shop\.example\./);
@@ -100,73 +112,152 @@ describe('ferry CLI against a sandbox controller', () => {
     assert.deepEqual((records.lines[0]!.A as { rdata: string[] }).rdata, ['127.0.84.1']);
   });
 
-  it('migrate --watch --json streams the migration and exits 0 when it completed', { timeout: 90_000 }, async () => {
-    const res = await ferry(['migrate', 'shop.example', '--to', 'target', '--watch', '--json'], env, { timeoutMs: 80_000 });
-    assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
-    assert.equal(res.stdout.split('\n').filter(Boolean).length, res.lines.length, 'every line is JSON');
-    assert.equal(res.lines[0]!.event, 'created');
-    const id = String(res.lines[0]!.id);
-    const phases = res.lines.filter((l) => l.event === 'phase').map((l) => (l.data as { phase: string }).phase);
-    assert.deepEqual(phases, ['planned', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed']);
-    assert.ok(res.lines.every((l) => l.event === 'created' || l.summary || l.migrationId === id), 'only this migration');
-    const waits = res.lines.filter((l) => l.event === 'wait');
-    assert.ok(waits.length > 0 && waits.every((w) => typeof (w.data as { remainingMs: unknown }).remainingMs === 'number'), 'waits carry a countdown');
-    assert.ok(res.lines.some((l) => l.event === 'sample' && typeof (l.rps as { ipt: number }).ipt === 'number'), 'traffic samples');
-    const summary = res.lines[res.lines.length - 1]!.summary as { id: string; phase: string; phases: Array<{ name: string; ms: number | null }> };
-    assert.equal(summary.id, id);
-    assert.equal(summary.phase, 'completed');
-    assert.equal(summary.phases.length, 8);
+  it(
+    'migrate --watch --json streams the migration and exits 0 when it completed',
+    { timeout: 90_000 },
+    async () => {
+      const res = await ferry(['migrate', 'shop.example', '--to', 'target', '--watch', '--json'], env, {
+        timeoutMs: 80_000,
+      });
+      assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
+      assert.equal(res.stdout.split('\n').filter(Boolean).length, res.lines.length, 'every line is JSON');
+      assert.equal(res.lines[0]!.event, 'created');
+      const id = String(res.lines[0]!.id);
+      const phases = res.lines
+        .filter((l) => l.event === 'phase')
+        .map((l) => (l.data as { phase: string }).phase);
+      assert.deepEqual(phases, [
+        'planned',
+        'temp-ip',
+        'dns-temp',
+        'syncing',
+        'preflight',
+        'cutover',
+        'draining',
+        'completed',
+      ]);
+      assert.ok(
+        res.lines.every((l) => l.event === 'created' || l.summary || l.migrationId === id),
+        'only this migration',
+      );
+      const waits = res.lines.filter((l) => l.event === 'wait');
+      assert.ok(
+        waits.length > 0 &&
+          waits.every((w) => typeof (w.data as { remainingMs: unknown }).remainingMs === 'number'),
+        'waits carry a countdown',
+      );
+      assert.ok(
+        res.lines.some((l) => l.event === 'sample' && typeof (l.rps as { ipt: number }).ipt === 'number'),
+        'traffic samples',
+      );
+      const summary = res.lines[res.lines.length - 1]!.summary as {
+        id: string;
+        phase: string;
+        phases: Array<{ name: string; ms: number | null }>;
+      };
+      assert.equal(summary.id, id);
+      assert.equal(summary.phase, 'completed');
+      assert.equal(summary.phases.length, 8);
 
-    const status = await ferry(['status', id, '--json'], env);
-    assert.equal(status.code, 0);
-    assert.equal(status.lines[0]!.phase, 'completed');
-    const list = await ferry(['status'], env);
-    assert.match(list.stdout, new RegExp(`${id.replace(/\./g, '\\.')}\\s+shop\\.example\\.\\s+origin → target\\s+completed`));
-    const watchEnded = await ferry(['watch', id, '--json'], env);
-    assert.equal(watchEnded.code, 0);
-    assert.equal((watchEnded.lines[0]!.summary as { phase: string }).phase, 'completed');
-  });
+      const status = await ferry(['status', id, '--json'], env);
+      assert.equal(status.code, 0);
+      assert.equal(status.lines[0]!.phase, 'completed');
+      const list = await ferry(['status'], env);
+      assert.match(
+        list.stdout,
+        new RegExp(`${id.replace(/\./g, '\\.')}\\s+shop\\.example\\.\\s+origin → target\\s+completed`),
+      );
+      const watchEnded = await ferry(['watch', id, '--json'], env);
+      assert.equal(watchEnded.code, 0);
+      assert.equal((watchEnded.lines[0]!.summary as { phase: string }).phase, 'completed');
+    },
+  );
 
-  it('a migration rolled back while watched exits 1; the rollback command exits 0', { timeout: 90_000 }, async () => {
-    let id = '';
-    let rollback: Promise<Run> | undefined;
-    const watched = ferry(['migrate', 'blog.example', '--to', 'target', '--watch', '--json', '--quiet-window', '30000', '--dns-temp-cap', '30000'], env, {
-      timeoutMs: 80_000,
-      onLine: (l) => {
-        if (l.event === 'created') id = String(l.id);
-        if (!rollback && l.event === 'phase' && (l.data as { phase: string }).phase === 'dns-temp') {
-          rollback = ferry(['rollback', id, '--json'], env, { timeoutMs: 60_000 });
-        }
-      },
-    });
-    const res = await watched;
-    assert.ok(rollback, `the migration reached dns-temp:\n${res.stdout}\n${res.stderr}`);
-    const rb = await rollback;
-    assert.equal(rb.code, 0, `${rb.stdout}\n${rb.stderr}`);
-    assert.equal(res.code, 1, res.stdout);
-    const summary = res.lines[res.lines.length - 1]!.summary as { phase: string };
-    assert.equal(summary.phase, 'rolled-back');
-    const status = await ferry(['status', id], env);
-    assert.equal(status.code, 1);
-    assert.match(status.stdout, /phase\s+rolled-back/);
-    assert.ok(await waitFor(async () => (await ferry(['records', 'blog.example', '--json'], env)).lines[0]?.A !== undefined, 5000));
-  });
+  it(
+    'a migration rolled back while watched exits 1; the rollback command exits 0',
+    { timeout: 90_000 },
+    async () => {
+      let id = '';
+      let rollback: Promise<Run> | undefined;
+      const watched = ferry(
+        [
+          'migrate',
+          'blog.example',
+          '--to',
+          'target',
+          '--watch',
+          '--json',
+          '--quiet-window',
+          '30000',
+          '--dns-temp-cap',
+          '30000',
+        ],
+        env,
+        {
+          timeoutMs: 80_000,
+          onLine: (l) => {
+            if (l.event === 'created') id = String(l.id);
+            if (!rollback && l.event === 'phase' && (l.data as { phase: string }).phase === 'dns-temp') {
+              rollback = ferry(['rollback', id, '--json'], env, { timeoutMs: 60_000 });
+            }
+          },
+        },
+      );
+      const res = await watched;
+      assert.ok(rollback, `the migration reached dns-temp:\n${res.stdout}\n${res.stderr}`);
+      const rb = await rollback;
+      assert.equal(rb.code, 0, `${rb.stdout}\n${rb.stderr}`);
+      assert.equal(res.code, 1, res.stdout);
+      const summary = res.lines[res.lines.length - 1]!.summary as { phase: string };
+      assert.equal(summary.phase, 'rolled-back');
+      const status = await ferry(['status', id], env);
+      assert.equal(status.code, 1);
+      assert.match(status.stdout, /phase\s+rolled-back/);
+      assert.ok(
+        await waitFor(
+          async () => (await ferry(['records', 'blog.example', '--json'], env)).lines[0]?.A !== undefined,
+          5000,
+        ),
+      );
+    },
+  );
 
-  it('evacuate through the API: every remaining site of the origin moves, exit 0', { timeout: 120_000 }, async () => {
-    const before = (await ferry(['servers', '--json'], env)).lines[0]!.servers as Array<{ id: string; sites: string[] }>;
-    const onOrigin = before.find((x) => x.id === 'origin')!.sites.sort();
-    assert.ok(onOrigin.length >= 2, `sites left on the origin: ${onOrigin.join(', ')}`);
-    const res = await ferry(['evacuate', 'origin', '--to', 'target', '--json'], env, { timeoutMs: 110_000 });
-    assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
-    const report = res.lines[res.lines.length - 1] as { sites: Array<{ domain: string; phase: string }>; totalMs: number };
-    assert.deepEqual(report.sites.map((x) => x.domain).sort(), onOrigin);
-    assert.ok(report.sites.every((x) => x.phase === 'completed'), JSON.stringify(report.sites));
-    const after = (await ferry(['servers', '--json'], env)).lines[0]!.servers as Array<{ id: string; sites: string[] }>;
-    assert.deepEqual(after.find((x) => x.id === 'origin')!.sites, []);
-  });
+  it(
+    'evacuate through the API: every remaining site of the origin moves, exit 0',
+    { timeout: 120_000 },
+    async () => {
+      const before = (await ferry(['servers', '--json'], env)).lines[0]!.servers as Array<{
+        id: string;
+        sites: string[];
+      }>;
+      const onOrigin = before.find((x) => x.id === 'origin')!.sites.sort();
+      assert.ok(onOrigin.length >= 2, `sites left on the origin: ${onOrigin.join(', ')}`);
+      const res = await ferry(['evacuate', 'origin', '--to', 'target', '--json'], env, {
+        timeoutMs: 110_000,
+      });
+      assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}`);
+      const report = res.lines[res.lines.length - 1] as {
+        sites: Array<{ domain: string; phase: string }>;
+        totalMs: number;
+      };
+      assert.deepEqual(report.sites.map((x) => x.domain).sort(), onOrigin);
+      assert.ok(
+        report.sites.every((x) => x.phase === 'completed'),
+        JSON.stringify(report.sites),
+      );
+      const after = (await ferry(['servers', '--json'], env)).lines[0]!.servers as Array<{
+        id: string;
+        sites: string[];
+      }>;
+      assert.deepEqual(after.find((x) => x.id === 'origin')!.sites, []);
+    },
+  );
 
   it('friendly errors: unreachable controller 3, wrong or missing token 4, unknown site 1, bad option 2 (a JSON error with --json)', async () => {
-    const down = await ferry(['servers'], { FERRY_CONTROLLER: 'http://127.0.84.99:9', FERRY_TOKEN: OPERATOR });
+    const down = await ferry(['servers'], {
+      FERRY_CONTROLLER: 'http://127.0.84.99:9',
+      FERRY_TOKEN: OPERATOR,
+    });
     assert.equal(down.code, 3);
     assert.match(down.stderr, /cannot reach the controller at http:\/\/127\.0\.84\.99:9/);
     const wrong = await ferry(['servers', '--json'], { ...env, FERRY_TOKEN: generateToken() });
@@ -191,7 +282,10 @@ describe('ferry CLI against a sandbox controller', () => {
     assert.equal(e.code, 'USAGE');
     assert.equal(e.exitCode, 2);
     assert.match(e.message, /--to/);
-    const badValue = await ferry(['migrate', 'shop.example', '--to', 'target', '--ttl', 'soon', '--json'], env);
+    const badValue = await ferry(
+      ['migrate', 'shop.example', '--to', 'target', '--ttl', 'soon', '--json'],
+      env,
+    );
     assert.equal(badValue.code, 2);
     assert.equal((badValue.lines[0]!.error as { code: string }).code, 'USAGE');
     // The controller's 400 for a malformed domain (it answered 500 before) is exit 2 with its code.

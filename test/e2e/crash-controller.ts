@@ -26,7 +26,9 @@ export interface CrashControllerConfig {
 
 const cfg = JSON.parse(process.env.FERRY_CRASH_CONFIG ?? '{}') as CrashControllerConfig;
 const journal = new Journal(cfg.journal);
-const drivers = cfg.servers.map((s) => new HttpHostDriver({ id: s.id, url: cfg.agents[s.id]!.url, token: cfg.agents[s.id]!.token }));
+const drivers = cfg.servers.map(
+  (s) => new HttpHostDriver({ id: s.id, url: cfg.agents[s.id]!.url, token: cfg.agents[s.id]!.token }),
+);
 const controller = new Controller({
   dns: new Rfc2136DnsProvider({ server: cfg.dns, zone: cfg.zone, tsig: cfg.tsig, nameServers: [cfg.dns] }),
   servers: cfg.servers.map((s, i) => ({ ...s, driver: drivers[i]! })),

@@ -27,7 +27,9 @@ import { findBinary } from './helpers.js';
 
 const CHILD = join(fileURLToPath(new URL('.', import.meta.url)), 'crash-controller.ts');
 /** The controller bundled once (esbuild), so that a restart costs a Node start, not a TypeScript compile. */
-const BUNDLE = fileURLToPath(new URL(`../../node_modules/.cache/ferry-crash-controller-${process.pid}.mjs`, import.meta.url));
+const BUNDLE = fileURLToPath(
+  new URL(`../../node_modules/.cache/ferry-crash-controller-${process.pid}.mjs`, import.meta.url),
+);
 
 /** Where the controller is killed, in order: one event inside each phase. */
 const KILLS: Array<{ phase: string; match: (e: ControllerEvent) => boolean }> = [
@@ -44,177 +46,217 @@ const KILLS: Array<{ phase: string; match: (e: ControllerEvent) => boolean }> = 
 ];
 
 /** The key the controller signs its zone updates with. */
-const TSIG = { name: 'crash-controller.', algorithm: 'hmac-sha256', secret: Buffer.from('crash-test-tsig-secret-0123456789').toString('base64') };
+const TSIG = {
+  name: 'crash-controller.',
+  algorithm: 'hmac-sha256',
+  secret: Buffer.from('crash-test-tsig-secret-0123456789').toString('base64'),
+};
 
-describe('controller killed with SIGKILL in every phase, resumed each time', { skip: findBinary('rsync') ? false : 'rsync is not installed (the agents sync with it)' }, () => {
-  const sb = new Sandbox({
-    agents: 'http',
-    dnsUpdateKey: TSIG,
-    dnsAddress: '127.0.41.53',
-    dnsPort: 0,
-    httpPort: 0,
-    originIp: '127.0.41.1',
-    targetIp: '127.0.41.2',
-    tempIp: '127.0.41.100',
-    sites: ['crash.example.', 'calm.example.', 'still.example.'],
-    ttl: 2,
-    recordTtl: 3,
-    staleOverstayMs: 2000,
-    quietWindowMs: 1000,
-    dnsTempCapMs: 15_000,
-    drainCapMs: 15_000,
-  });
-  let child: ChildProcess | undefined;
-  const kills: Array<{ phase: string; event: string; restartMs?: number }> = [];
-  let record: MigrationRecord;
-  let summary: DemoSummary;
-  let spawns = 0;
-  let bundled = false;
+describe(
+  'controller killed with SIGKILL in every phase, resumed each time',
+  { skip: findBinary('rsync') ? false : 'rsync is not installed (the agents sync with it)' },
+  () => {
+    const sb = new Sandbox({
+      agents: 'http',
+      dnsUpdateKey: TSIG,
+      dnsAddress: '127.0.41.53',
+      dnsPort: 0,
+      httpPort: 0,
+      originIp: '127.0.41.1',
+      targetIp: '127.0.41.2',
+      tempIp: '127.0.41.100',
+      sites: ['crash.example.', 'calm.example.', 'still.example.'],
+      ttl: 2,
+      recordTtl: 3,
+      staleOverstayMs: 2000,
+      quietWindowMs: 1000,
+      dnsTempCapMs: 15_000,
+      drainCapMs: 15_000,
+    });
+    let child: ChildProcess | undefined;
+    const kills: Array<{ phase: string; event: string; restartMs?: number }> = [];
+    let record: MigrationRecord;
+    let summary: DemoSummary;
+    let spawns = 0;
+    let bundled = false;
 
-  /** A stub resolver as libc's: a few seconds per try, two tries (the 2-core machine is shared). */
-  async function resolveWithRetry(name: string): Promise<{ address: string; ttl: number }> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const res = await dnsQuery({ server: { address: sb.dns.address, port: sb.dns.port }, name, type: 'A', timeoutMs: 3000 });
-        const a = res.answers.find((r) => r.typeName === 'A');
-        if (!a) throw new Error(`${name}: no A record (${res.rcodeName})`);
-        return { address: a.rdata, ttl: a.ttl };
-      } catch (err) {
-        if (attempt >= 2) throw err;
+    /** A stub resolver as libc's: a few seconds per try, two tries (the 2-core machine is shared). */
+    async function resolveWithRetry(name: string): Promise<{ address: string; ttl: number }> {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const res = await dnsQuery({
+            server: { address: sb.dns.address, port: sb.dns.port },
+            name,
+            type: 'A',
+            timeoutMs: 3000,
+          });
+          const a = res.answers.find((r) => r.typeName === 'A');
+          if (!a) throw new Error(`${name}: no A record (${res.rcodeName})`);
+          return { address: a.rdata, ttl: a.ttl };
+        } catch (err) {
+          if (attempt >= 2) throw err;
+        }
       }
     }
-  }
 
-  /** Run the controller until it ends or the next kill point; resolves with its final records, or null when killed. */
-  function runController(cfg: CrashControllerConfig, killedAt?: number): Promise<MigrationRecord[] | null> {
-    spawns++;
-    const lastKill = kills[kills.length - 1];
-    return new Promise((resolve, reject) => {
-      const p = spawn(process.execPath, bundled ? [BUNDLE] : ['--import', 'tsx', CHILD], {
-        env: { ...process.env, FERRY_CRASH_CONFIG: JSON.stringify(cfg) },
-        stdio: ['ignore', 'pipe', 'pipe'],
+    /** Run the controller until it ends or the next kill point; resolves with its final records, or null when killed. */
+    function runController(cfg: CrashControllerConfig, killedAt?: number): Promise<MigrationRecord[] | null> {
+      spawns++;
+      const lastKill = kills[kills.length - 1];
+      return new Promise((resolve, reject) => {
+        const p = spawn(process.execPath, bundled ? [BUNDLE] : ['--import', 'tsx', CHILD], {
+          env: { ...process.env, FERRY_CRASH_CONFIG: JSON.stringify(cfg) },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        child = p;
+        let done: MigrationRecord[] | null = null;
+        let stderr = '';
+        p.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+        createInterface({ input: p.stdout! }).on('line', (line) => {
+          const msg = JSON.parse(line) as ControllerEvent | { done: MigrationRecord[] };
+          if (killedAt !== undefined && lastKill && lastKill.restartMs === undefined)
+            lastKill.restartMs = Date.now() - killedAt;
+          if ('done' in msg) {
+            done = msg.done;
+            return;
+          }
+          const next = KILLS[kills.length];
+          if (next && !p.killed && next.match(msg)) {
+            kills.push({
+              phase: next.phase,
+              event: `${msg.type} ${String(msg.data.step ?? msg.data.what ?? msg.data.phase)}`,
+            });
+            p.kill('SIGKILL');
+          }
+        });
+        p.once('error', reject);
+        p.once('exit', (code, signal) => {
+          child = undefined;
+          if (signal === 'SIGKILL') resolve(null);
+          else if (code === 0 && done) resolve(done);
+          else reject(new Error(`controller exited ${code ?? signal}: ${stderr.slice(-2000)}`));
+        });
       });
-      child = p;
-      let done: MigrationRecord[] | null = null;
-      let stderr = '';
-      p.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-      createInterface({ input: p.stdout! }).on('line', (line) => {
-        const msg = JSON.parse(line) as ControllerEvent | { done: MigrationRecord[] };
-        if (killedAt !== undefined && lastKill && lastKill.restartMs === undefined) lastKill.restartMs = Date.now() - killedAt;
-        if ('done' in msg) {
-          done = msg.done;
-          return;
-        }
-        const next = KILLS[kills.length];
-        if (next && !p.killed && next.match(msg)) {
-          kills.push({ phase: next.phase, event: `${msg.type} ${String(msg.data.step ?? msg.data.what ?? msg.data.phase)}` });
-          p.kill('SIGKILL');
-        }
-      });
-      p.once('error', reject);
-      p.once('exit', (code, signal) => {
-        child = undefined;
-        if (signal === 'SIGKILL') resolve(null);
-        else if (code === 0 && done) resolve(done);
-        else reject(new Error(`controller exited ${code ?? signal}: ${stderr.slice(-2000)}`));
-      });
-    });
-  }
-
-  before(async () => {
-    try {
-      await build({ entryPoints: [CHILD], outfile: BUNDLE, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'silent' });
-      bundled = true;
-    } catch {
-      bundled = false; // run through tsx: slower restarts, same behaviour
     }
-    await sb.start();
-    // Clients wait up to 20 s for an answer: held requests at the switch wait for the restarted controller.
-    sb.load = new LoadGenerator({
-      sites: sb.opts.sites,
-      port: sb.httpPort,
-      resolve: (name) => resolveWithRetry(name),
-      rate: 60,
-      clients: 24,
-      staleShare: 0.25,
-      staleOverstayMs: 2000,
-      keepAliveShare: 0.5,
-      writeShare: 0.4,
-      requestTimeoutMs: 20_000,
+
+    before(async () => {
+      try {
+        await build({
+          entryPoints: [CHILD],
+          outfile: BUNDLE,
+          bundle: true,
+          platform: 'node',
+          format: 'esm',
+          target: 'node20',
+          packages: 'external',
+          logLevel: 'silent',
+        });
+        bundled = true;
+      } catch {
+        bundled = false; // run through tsx: slower restarts, same behaviour
+      }
+      await sb.start();
+      // Clients wait up to 20 s for an answer: held requests at the switch wait for the restarted controller.
+      sb.load = new LoadGenerator({
+        sites: sb.opts.sites,
+        port: sb.httpPort,
+        resolve: (name) => resolveWithRetry(name),
+        rate: 60,
+        clients: 24,
+        staleShare: 0.25,
+        staleOverstayMs: 2000,
+        keepAliveShare: 0.5,
+        writeShare: 0.4,
+        requestTimeoutMs: 20_000,
+      });
+      sb.watchDns(100);
+      sb.load.start();
+      await sleep(1000);
+      const journalPath = join(sb.dataDir, 'crash-journal.sqlite');
+      const base: Omit<CrashControllerConfig, 'action'> = {
+        agents: { origin: sb.agentApis.origin!, target: sb.agentApis.target! },
+        dns: { address: sb.dns.address, port: sb.dns.port },
+        zone: sb.opts.zone,
+        tsig: TSIG,
+        journal: journalPath,
+        servers: [
+          { id: 'origin', sharedIps: [sb.opts.originIp], tempIpPool: [sb.opts.tempIp] },
+          { id: 'target', sharedIps: [sb.opts.targetIp], tempIpPool: [] },
+        ],
+        sites: sb.opts.sites.map((domain) => ({ domain, server: 'origin', ports: [sb.httpPort] })),
+        defaults: {
+          ttl: 2,
+          quietWindowMs: 1000,
+          dnsTempCapMs: 15_000,
+          drainCapMs: 15_000,
+          cutoverDrainTimeoutMs: 10_000,
+          pollMs: 100,
+        },
+      };
+      let result = await runController({
+        ...base,
+        action: 'start',
+        start: { domain: 'crash.example.', to: 'target', id: 'crash-1' },
+      });
+      while (!result && spawns < KILLS.length + 3)
+        result = await runController({ ...base, action: 'resume' }, Date.now());
+      assert.ok(result, 'the controller never finished');
+      await sleep(1500);
+      await sb.load.stop();
+      const journal = new Journal(journalPath);
+      try {
+        record = journal.get('crash-1')!;
+        summary = await sb.summarize(record, journal);
+      } finally {
+        journal.close();
+      }
     });
-    sb.watchDns(100);
-    sb.load.start();
-    await sleep(1000);
-    const journalPath = join(sb.dataDir, 'crash-journal.sqlite');
-    const base: Omit<CrashControllerConfig, 'action'> = {
-      agents: { origin: sb.agentApis.origin!, target: sb.agentApis.target! },
-      dns: { address: sb.dns.address, port: sb.dns.port },
-      zone: sb.opts.zone,
-      tsig: TSIG,
-      journal: journalPath,
-      servers: [
-        { id: 'origin', sharedIps: [sb.opts.originIp], tempIpPool: [sb.opts.tempIp] },
-        { id: 'target', sharedIps: [sb.opts.targetIp], tempIpPool: [] },
-      ],
-      sites: sb.opts.sites.map((domain) => ({ domain, server: 'origin', ports: [sb.httpPort] })),
-      defaults: { ttl: 2, quietWindowMs: 1000, dnsTempCapMs: 15_000, drainCapMs: 15_000, cutoverDrainTimeoutMs: 10_000, pollMs: 100 },
-    };
-    let result = await runController({ ...base, action: 'start', start: { domain: 'crash.example.', to: 'target', id: 'crash-1' } });
-    while (!result && spawns < KILLS.length + 3) result = await runController({ ...base, action: 'resume' }, Date.now());
-    assert.ok(result, 'the controller never finished');
-    await sleep(1500);
-    await sb.load.stop();
-    const journal = new Journal(journalPath);
-    try {
-      record = journal.get('crash-1')!;
-      summary = await sb.summarize(record, journal);
-    } finally {
-      journal.close();
-    }
-  });
 
-  after(async () => {
-    rmSync(BUNDLE, { force: true });
-    child?.kill('SIGKILL');
-    await sb.stop();
-  });
+    after(async () => {
+      rmSync(BUNDLE, { force: true });
+      child?.kill('SIGKILL');
+      await sb.stop();
+    });
 
-  it('was killed once in each phase (twice in cut-over) and completed', (t) => {
-    t.diagnostic(`controller ${bundled ? 'bundled with esbuild' : 'run through tsx'}; kills: ${kills.map((k) => `${k.phase} at ${k.event}, controller back in ${k.restartMs ?? '?'} ms`).join('; ')}`);
-    assert.deepEqual(
-      kills.map((k) => k.phase),
-      KILLS.map((k) => k.phase),
-      JSON.stringify(kills),
-    );
-    assert.equal(record.phase, 'completed', JSON.stringify(record));
-  });
+    it('was killed once in each phase (twice in cut-over) and completed', (t) => {
+      t.diagnostic(
+        `controller ${bundled ? 'bundled with esbuild' : 'run through tsx'}; kills: ${kills.map((k) => `${k.phase} at ${k.event}, controller back in ${k.restartMs ?? '?'} ms`).join('; ')}`,
+      );
+      assert.deepEqual(
+        kills.map((k) => k.phase),
+        KILLS.map((k) => k.phase),
+        JSON.stringify(kills),
+      );
+      assert.equal(record.phase, 'completed', JSON.stringify(record));
+    });
 
-  it('failed no request, on the migrated site or the others', () => {
-    assert.ok(summary.requests.total > 100, `only ${summary.requests.total} requests`);
-    assert.equal(summary.requests.failed, 0, JSON.stringify(summary.failures));
-    assert.equal(summary.otherSites.failed, 0, JSON.stringify(summary.failures));
-  });
+    it('failed no request, on the migrated site or the others', () => {
+      assert.ok(summary.requests.total > 100, `only ${summary.requests.total} requests`);
+      assert.equal(summary.requests.failed, 0, JSON.stringify(summary.failures));
+      assert.equal(summary.otherSites.failed, 0, JSON.stringify(summary.failures));
+    });
 
-  it('kept every acknowledged write on the target exactly once, none on the origin after cut-over', () => {
-    assert.ok(summary.writes.acknowledged > 20);
-    assert.equal(summary.writes.missing, 0);
-    assert.equal(summary.writes.duplicated, 0);
-    assert.equal(summary.writes.onOriginAfterCutover, 0);
-  });
+    it('kept every acknowledged write on the target exactly once, none on the origin after cut-over', () => {
+      assert.ok(summary.writes.acknowledged > 20);
+      assert.equal(summary.writes.missing, 0);
+      assert.equal(summary.writes.duplicated, 0);
+      assert.equal(summary.writes.onOriginAfterCutover, 0);
+    });
 
-  it('answered IP1 → IPt → IP2 in DNS, and restored the TTL', () => {
-    assert.deepEqual(
-      summary.dnsAnswers.map((a) => a.address),
-      [sb.opts.originIp, sb.opts.tempIp, sb.opts.targetIp],
-    );
-    assert.deepEqual(sb.dns.zones.getRRset('crash.example.', 'A'), { ttl: 3, rdata: [sb.opts.targetIp] });
-  });
+    it('answered IP1 → IPt → IP2 in DNS, and restored the TTL', () => {
+      assert.deepEqual(
+        summary.dnsAnswers.map((a) => a.address),
+        [sb.opts.originIp, sb.opts.tempIp, sb.opts.targetIp],
+      );
+      assert.deepEqual(sb.dns.zones.getRRset('crash.example.', 'A'), { ttl: 3, rdata: [sb.opts.targetIp] });
+    });
 
-  it('left no temporary IP or redirect, and the site only on the target', async () => {
-    assert.deepEqual(await sb.origin.listAddresses(), []);
-    assert.equal(await sb.origin.redirectStats('mig-crash-1'), undefined);
-    assert.equal(sb.originSites.hasSite('crash.example.'), false);
-    assert.equal(sb.targetSites.mode('crash.example.'), 'serve');
-    assert.ok(sb.originSites.hasSite('calm.example.') && sb.originSites.hasSite('still.example.'));
-  });
-});
+    it('left no temporary IP or redirect, and the site only on the target', async () => {
+      assert.deepEqual(await sb.origin.listAddresses(), []);
+      assert.equal(await sb.origin.redirectStats('mig-crash-1'), undefined);
+      assert.equal(sb.originSites.hasSite('crash.example.'), false);
+      assert.equal(sb.targetSites.mode('crash.example.'), 'serve');
+      assert.ok(sb.originSites.hasSite('calm.example.') && sb.originSites.hasSite('still.example.'));
+    });
+  },
+);

@@ -6,9 +6,14 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { describe, it } from 'node:test';
 
-function ferry(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function ferry(
+  args: string[],
+  timeoutMs: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -25,8 +30,30 @@ function ferry(args: string[], timeoutMs: number): Promise<{ code: number | null
 describe('ferry demo', () => {
   it('--json ends with a summary showing a clean migration', { timeout: 150_000 }, async () => {
     const res = await ferry(
-      ['demo', '--json', '--dns-address', '127.0.32.53', '--dns-port', '0', '--http-port', '0', '--origin-ip', '127.0.32.1',
-        '--target-ip', '127.0.32.2', '--temp-ip', '127.0.32.100', '--ttl', '1', '--quiet-window', '800', '--warmup', '1000', '--cooldown', '1000'],
+      [
+        'demo',
+        '--json',
+        '--dns-address',
+        '127.0.32.53',
+        '--dns-port',
+        '0',
+        '--http-port',
+        '0',
+        '--origin-ip',
+        '127.0.32.1',
+        '--target-ip',
+        '127.0.32.2',
+        '--temp-ip',
+        '127.0.32.100',
+        '--ttl',
+        '1',
+        '--quiet-window',
+        '800',
+        '--warmup',
+        '1000',
+        '--cooldown',
+        '1000',
+      ],
       140_000,
     );
     assert.equal(res.code, 0, `exit ${res.code}\n${res.stdout}\n${res.stderr}`);
@@ -40,7 +67,8 @@ describe('ferry demo', () => {
     assert.ok(s.servedBy.origin > 0 && s.servedBy.target > 0);
     const answers = s.dnsAnswers.map((a: { address: string }) => a.address);
     assert.deepEqual(answers, ['127.0.32.1', '127.0.32.100', '127.0.32.2']);
-    for (const key of ['domain', 'phases', 'dnsAnswers', 'requests', 'writes', 'servedBy', 'otherSites']) assert.ok(key in s, key);
+    for (const key of ['domain', 'phases', 'dnsAnswers', 'requests', 'writes', 'servedBy', 'otherSites'])
+      assert.ok(key in s, key);
     // The timeline came before it.
     assert.match(res.stdout, /phase cutover/);
   });
@@ -54,7 +82,16 @@ describe('ferry demo', () => {
   it('--help lists every scenario option', async () => {
     const res = await ferry(['demo', '--help'], 20_000);
     assert.equal(res.code, 0);
-    for (const opt of ['--ttl', '--rate', '--stale-share', '--stale-overstay', '--quiet-window', '--dns-temp-cap', '--drain-cap', '--json']) {
+    for (const opt of [
+      '--ttl',
+      '--rate',
+      '--stale-share',
+      '--stale-overstay',
+      '--quiet-window',
+      '--dns-temp-cap',
+      '--drain-cap',
+      '--json',
+    ]) {
       assert.ok(res.stdout.includes(opt), opt);
     }
   });

@@ -17,14 +17,32 @@ export function findBinary(...names: string[]): string | undefined {
 }
 
 /** Ask with Debian's kdig or dig (whichever is installed) for `name`'s records of `type`. */
-export async function digShort(server: { address: string; port: number }, name: string, type: string): Promise<string[]> {
+export async function digShort(
+  server: { address: string; port: number },
+  name: string,
+  type: string,
+): Promise<string[]> {
   const kdig = findBinary('kdig');
   const dig = findBinary('dig');
   const bin = kdig ?? dig;
   if (!bin) throw new Error('neither kdig nor dig is installed (apt-get install knot-dnsutils)');
-  const { stdout } = await run(bin, [`@${server.address}`, '-p', String(server.port), name, type, '+short', '+norecurse', '+timeout=2', kdig ? '+retry=0' : '+tries=1'], {
-    timeout: 10_000,
-  });
+  const { stdout } = await run(
+    bin,
+    [
+      `@${server.address}`,
+      '-p',
+      String(server.port),
+      name,
+      type,
+      '+short',
+      '+norecurse',
+      '+timeout=2',
+      kdig ? '+retry=0' : '+tries=1',
+    ],
+    {
+      timeout: 10_000,
+    },
+  );
   return stdout
     .split('\n')
     .map((l) => l.trim())

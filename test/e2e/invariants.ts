@@ -19,14 +19,21 @@ export interface MigrationRun {
  * Under load, migrate the sandbox's first site; `dns` is the server a real client asks (right
  * after each record change has propagated). The sandbox must be started.
  */
-export async function migrateUnderLoad(sb: Sandbox, dns: { address: string; port: number }): Promise<MigrationRun> {
+export async function migrateUnderLoad(
+  sb: Sandbox,
+  dns: { address: string; port: number },
+): Promise<MigrationRun> {
   const client = realDnsClient();
   const digAnswers: MigrationRun['digAnswers'] = [];
   if (client) digAnswers.push({ phase: 'before', answer: await digShort(dns, sb.migratedDomain, 'A') });
   const pending: Array<Promise<void>> = [];
   sb.orchestrator.on('phase', (e) => {
     if (!client || (e.phase !== 'syncing' && e.phase !== 'draining')) return;
-    pending.push(digShort(dns, sb.migratedDomain, 'A').then((answer) => void digAnswers.push({ phase: e.phase, answer })));
+    pending.push(
+      digShort(dns, sb.migratedDomain, 'A').then(
+        (answer) => void digAnswers.push({ phase: e.phase, answer }),
+      ),
+    );
   });
   sb.watchDns(100);
   sb.startLoad();
@@ -81,14 +88,18 @@ export function itKeepsTheInvariants(get: () => { run: MigrationRun; sb: Sandbox
   });
 
   const client = realDnsClient();
-  it(`${dnsName} answered IP1 → IPt → IP2 (kdig or dig)`, { skip: client ? false : 'no kdig or dig installed (apt-get install knot-dnsutils)' }, () => {
-    const { run, sb } = get();
-    assert.deepEqual(run.digAnswers, [
-      { phase: 'before', answer: [sb.opts.originIp] },
-      { phase: 'syncing', answer: [sb.opts.tempIp] },
-      { phase: 'draining', answer: [sb.opts.targetIp] },
-    ]);
-  });
+  it(
+    `${dnsName} answered IP1 → IPt → IP2 (kdig or dig)`,
+    { skip: client ? false : 'no kdig or dig installed (apt-get install knot-dnsutils)' },
+    () => {
+      const { run, sb } = get();
+      assert.deepEqual(run.digAnswers, [
+        { phase: 'before', answer: [sb.opts.originIp] },
+        { phase: 'syncing', answer: [sb.opts.tempIp] },
+        { phase: 'draining', answer: [sb.opts.targetIp] },
+      ]);
+    },
+  );
 
   it('left the other sites on the origin and removed the migrated one from it', () => {
     const { sb } = get();

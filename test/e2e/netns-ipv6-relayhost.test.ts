@@ -34,7 +34,8 @@ const ROOT = process.cwd();
 const skip = netnsSkipReason({ unbound: ['unbound'], nginx: ['nginx'], rsync: ['rsync'], iproute2: ['ip'] });
 if (skip) console.log(`# skipping the IPv6 / relay-host namespace e2e tests: ${skip}`);
 const skipTls = skip ?? netnsSkipReason({ openssl: ['openssl'] });
-if (!skip && skipTls) console.log(`# skipping the relay-host namespace e2e test (agents over HTTPS): ${skipTls}`);
+if (!skip && skipTls)
+  console.log(`# skipping the relay-host namespace e2e test (agents over HTTPS): ${skipTls}`);
 
 const ZONE = `$ORIGIN example.
 $TTL 300
@@ -126,9 +127,33 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     await writeFile(join(dir, 'example.zone'), ZONE);
     await writeFile(join(dir, 'ferry.yaml'), ferryYaml(dir, sc));
     // One certificate for every agent (its addresses as SANs); ferry.yaml trusts it as the CA.
-    const tls = sc.tls ? ['--tls-cert', join(dir, 'agent-cert.pem'), '--tls-key', join(dir, 'agent-key.pem')] : [];
+    const tls = sc.tls
+      ? ['--tls-cert', join(dir, 'agent-cert.pem'), '--tls-key', join(dir, 'agent-key.pem')]
+      : [];
     if (sc.tls) {
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'agent-key.pem'), '-out', join(dir, 'agent-cert.pem'), '-days', '1', '-subj', '/CN=ferry-agents', '-addext', `subjectAltName=IP:${NET.origin},IP:${NET.target},IP:${NET.relay}`], { stdio: 'ignore' });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-keyout',
+          join(dir, 'agent-key.pem'),
+          '-out',
+          join(dir, 'agent-cert.pem'),
+          '-days',
+          '1',
+          '-subj',
+          '/CN=ferry-agents',
+          '-addext',
+          `subjectAltName=IP:${NET.origin},IP:${NET.target},IP:${NET.relay}`,
+        ],
+        { stdio: 'ignore' },
+      );
     }
 
     topo.create();
@@ -138,24 +163,63 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     if (sc.web === 'nginx') {
       for (const h of ['origin', 'target'] as const) {
         const hd = join(dir, h);
-        topo.spawn(h, `nginx@${h}`, ['nginx', '-c', join(hd, 'nginx.conf'), '-e', join(hd, 'nginx-error.log')]);
+        topo.spawn(h, `nginx@${h}`, [
+          'nginx',
+          '-c',
+          join(hd, 'nginx.conf'),
+          '-e',
+          join(hd, 'nginx-error.log'),
+        ]);
       }
     }
     // Origin and target serve on both families; the relay host serves nothing of its own.
-    const agentHosts: Array<'origin' | 'target' | 'relay'> = sc.relay ? ['origin', 'target', 'relay'] : ['origin', 'target'];
+    const agentHosts: Array<'origin' | 'target' | 'relay'> = sc.relay
+      ? ['origin', 'target', 'relay']
+      : ['origin', 'target'];
     const agents: Partial<Record<Host, NsChild>> = {};
     for (const h of agentHosts) {
       const hd = join(dir, h);
-      const web = h === 'relay' ? ['--web', 'builtin'] : ['--shared-ip', NET6[h], '--web', sc.web, '--nginx-conf-dir', join(hd, 'ferry.d'), '--nginx-command', `nginx -c ${join(hd, 'nginx.conf')} -e ${join(hd, 'nginx-error.log')}`, '--app-port', '8080'];
+      const web =
+        h === 'relay'
+          ? ['--web', 'builtin']
+          : [
+              '--shared-ip',
+              NET6[h],
+              '--web',
+              sc.web,
+              '--nginx-conf-dir',
+              join(hd, 'ferry.d'),
+              '--nginx-command',
+              `nginx -c ${join(hd, 'nginx.conf')} -e ${join(hd, 'nginx-error.log')}`,
+              '--app-port',
+              '8080',
+            ];
       agents[h] = topo.spawn(
         h,
         `agent@${h}`,
         [
-          ...ferry, 'agent',
-          '--listen', NET[h], '--port', '7070', '--token-file', join(dir, 'token'),
-          '--id', h, '--shared-ip', NET[h], '--http-port', '80',
-          '--data-dir', join(hd, 'data'), '--interface', 'eth0', '--engine', 'userspace',
-          ...web, ...tls,
+          ...ferry,
+          'agent',
+          '--listen',
+          NET[h],
+          '--port',
+          '7070',
+          '--token-file',
+          join(dir, 'token'),
+          '--id',
+          h,
+          '--shared-ip',
+          NET[h],
+          '--http-port',
+          '80',
+          '--data-dir',
+          join(hd, 'data'),
+          '--interface',
+          'eth0',
+          '--engine',
+          'userspace',
+          ...web,
+          ...tls,
         ],
         { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
       );
@@ -169,26 +233,57 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
         const r = await fetch(url + '/v1/sites/' + d, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
         if (r.status !== 200) { console.error(d, r.status, await r.text()); process.exit(1); }
       }`;
-    execFileSync('ip', ['netns', 'exec', topo.ns.dns, process.execPath, '--input-type=module', '-e', put, `${sc.tls ? 'https' : 'http'}://${NET.origin}:7070`, TOKEN, ...SITES], {
-      stdio: 'inherit',
-      timeout: 30_000,
-      env: { ...process.env, ...(sc.tls ? { NODE_EXTRA_CA_CERTS: join(dir, 'agent-cert.pem') } : {}) },
-    });
+    execFileSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        topo.ns.dns,
+        process.execPath,
+        '--input-type=module',
+        '-e',
+        put,
+        `${sc.tls ? 'https' : 'http'}://${NET.origin}:7070`,
+        TOKEN,
+        ...SITES,
+      ],
+      {
+        stdio: 'inherit',
+        timeout: 30_000,
+        env: { ...process.env, ...(sc.tls ? { NODE_EXTRA_CA_CERTS: join(dir, 'agent-cert.pem') } : {}) },
+      },
+    );
 
     // The controller as deployed; --migrate names no mode: relay-host comes from the YAML.
     const controller = topo.spawn(
       'dns',
       'controller',
-      [...ferry, 'controller', '--config', join(dir, 'ferry.yaml'), '--events', '--migrate', `${MIGRATED}=target`, '--migrate-delay', '8s'],
+      [
+        ...ferry,
+        'controller',
+        '--config',
+        join(dir, 'ferry.yaml'),
+        '--events',
+        '--migrate',
+        `${MIGRATED}=target`,
+        '--migrate-delay',
+        '8s',
+      ],
       { cwd: ROOT, env, logFile: join(dir, 'controller.log') },
     );
     await controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
 
     const dig = findBinary('kdig', 'dig')!;
-    topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], { logFile: join(dir, 'unbound.log') });
+    topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], {
+      logFile: join(dir, 'unbound.log'),
+    });
     const answer = (type: string) => {
       try {
-        return execFileSync('ip', ['netns', 'exec', topo.ns.client, dig, '@127.0.0.1', MIGRATED, type, '+short', '+timeout=1'], { encoding: 'utf8', timeout: 5000 }).trim();
+        return execFileSync(
+          'ip',
+          ['netns', 'exec', topo.ns.client, dig, '@127.0.0.1', MIGRATED, type, '+short', '+timeout=1'],
+          { encoding: 'utf8', timeout: 5000 },
+        ).trim();
       } catch {
         return '';
       }
@@ -198,10 +293,21 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       'client',
       'load',
       [
-        process.execPath, '--import', 'tsx', join(ROOT, 'test/e2e/netns/load-child.ts'),
+        process.execPath,
+        '--import',
+        'tsx',
+        join(ROOT, 'test/e2e/netns/load-child.ts'),
         JSON.stringify({
-          sites: SITES, port: 80, rate: 30, clients: 15, staleShare: 0.2, staleOverstayMs: 3000, watch: MIGRATED,
-          requestTimeoutMs: 5000, resolver: { address: '127.0.0.1', port: 53 }, ipv6: { rate: 25, clients: 12 },
+          sites: SITES,
+          port: 80,
+          rate: 30,
+          clients: 15,
+          staleShare: 0.2,
+          staleOverstayMs: 3000,
+          watch: MIGRATED,
+          requestTimeoutMs: 5000,
+          resolver: { address: '127.0.0.1', port: 53 },
+          ipv6: { rate: 25, clients: 12 },
         }),
       ],
       { cwd: ROOT, stdin: true, logFile: join(dir, 'load.log') },
@@ -220,10 +326,18 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
         } catch {
           continue;
         }
-        if (e.type === 'phase' && e.data?.phase && ['dns-temp', 'syncing', 'cutover', 'draining'].includes(e.data.phase)) {
+        if (
+          e.type === 'phase' &&
+          e.data?.phase &&
+          ['dns-temp', 'syncing', 'cutover', 'draining'].includes(e.data.phase)
+        ) {
           const on = topo.addresses(tempHost);
           const origin = topo.addresses('origin');
-          seenUp[e.data.phase] = { temp: on.includes(NET.tempIp), temp6: on.includes(NET6.tempIp), onOrigin: sc.relay && (origin.includes(NET.tempIp) || origin.includes(NET6.tempIp)) };
+          seenUp[e.data.phase] = {
+            temp: on.includes(NET.tempIp),
+            temp6: on.includes(NET6.tempIp),
+            onOrigin: sc.relay && (origin.includes(NET.tempIp) || origin.includes(NET6.tempIp)),
+          };
         }
         if (e.type === 'step' && e.data?.step === STEP.targetServe) cutoverAt = e.at!;
       }
@@ -236,18 +350,34 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       clearInterval(follow);
     }
     read();
-    const done = JSON.parse(doneLine) as { migrations: Array<{ id: string; phase: string; error: string | null }> };
-    assert.equal(done.migrations[0]!.phase, 'completed', `migration ended ${JSON.stringify(done.migrations[0])}`);
+    const done = JSON.parse(doneLine) as {
+      migrations: Array<{ id: string; phase: string; error: string | null }>;
+    };
+    assert.equal(
+      done.migrations[0]!.phase,
+      'completed',
+      `migration ended ${JSON.stringify(done.migrations[0])}`,
+    );
     const journal = new Database(join(dir, 'journal.sqlite'), { readonly: true });
-    const plan = JSON.parse((journal.prepare('SELECT plan FROM migrations').get() as { plan: string }).plan) as { mode?: string; relayHost?: string; tempIp: string; v6?: { tempIp: string } };
+    const plan = JSON.parse(
+      (journal.prepare('SELECT plan FROM migrations').get() as { plan: string }).plan,
+    ) as { mode?: string; relayHost?: string; tempIp: string; v6?: { tempIp: string } };
     const ends = [waitEndNote(WAIT.ip1Quiet, 'quiet'), waitEndNote(WAIT.ip1Quiet, 'cap')];
-    const ip1 = (journal.prepare('SELECT step FROM journal WHERE step IN (?, ?) ORDER BY seq').all(...ends) as Array<{ step: string }>).map((r) => r.step);
+    const ip1 = (
+      journal.prepare('SELECT step FROM journal WHERE step IN (?, ?) ORDER BY seq').all(...ends) as Array<{
+        step: string;
+      }>
+    ).map((r) => r.step);
     journal.close();
     assert.equal(plan.mode ?? 'temp-ip', sc.relay ? 'relay-host' : 'temp-ip');
     if (sc.relay) assert.equal(plan.relayHost, 'relay', 'the relay host named in ferry.yaml');
     assert.deepEqual([plan.tempIp, plan.v6?.tempIp], [NET.tempIp, NET6.tempIp], 'IPv6 moved with IPv4');
     // Relayed requests (from IPt and IPtv6) told apart from direct ones on both families.
-    assert.deepEqual(ip1, [waitEndNote(WAIT.ip1Quiet, 'quiet')], 'the IP1 wait ended on observed quiet, not at its cap');
+    assert.deepEqual(
+      ip1,
+      [waitEndNote(WAIT.ip1Quiet, 'quiet')],
+      'the IP1 wait ended on observed quiet, not at its cap',
+    );
 
     // Cool down under load, then collect the clients' view.
     await new Promise((r) => setTimeout(r, 2000));
@@ -256,15 +386,28 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     await topo.stop(controller);
     const events = load.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     const results = events.filter((e) => e.type === 'result') as unknown as Result[];
-    const summary = events.find((e) => e.type === 'summary') as unknown as { acknowledgedWrites: Array<{ domain: string; key: string; id: number }> };
-    const answers = (family: 4 | 6) => events.filter((e) => e.type === 'dns' && e.family === family).map((e) => e.address as string);
+    const summary = events.find((e) => e.type === 'summary') as unknown as {
+      acknowledgedWrites: Array<{ domain: string; key: string; id: number }>;
+    };
+    const answers = (family: 4 | 6) =>
+      events.filter((e) => e.type === 'dns' && e.family === family).map((e) => e.address as string);
 
     // Both temporary addresses on the host carrying the redirect during the migration, gone after.
     const up = { temp: true, temp6: true, onOrigin: false };
-    assert.deepEqual(seenUp, { 'dns-temp': up, syncing: up, cutover: up, draining: up }, `IPt and IPtv6 on ${tempHost} (and only there) during the migration`);
+    assert.deepEqual(
+      seenUp,
+      { 'dns-temp': up, syncing: up, cutover: up, draining: up },
+      `IPt and IPtv6 on ${tempHost} (and only there) during the migration`,
+    );
     const after = topo.addresses(tempHost);
-    assert.ok(!after.includes(NET.tempIp) && !after.includes(NET6.tempIp), `IPt and IPtv6 removed from ${tempHost}: ${after.join(' ')}`);
-    assert.ok(topo.addresses('origin').includes(NET.origin) && topo.addresses('origin').includes(NET6.origin), 'the shared addresses stay');
+    assert.ok(
+      !after.includes(NET.tempIp) && !after.includes(NET6.tempIp),
+      `IPt and IPtv6 removed from ${tempHost}: ${after.join(' ')}`,
+    );
+    assert.ok(
+      topo.addresses('origin').includes(NET.origin) && topo.addresses('origin').includes(NET6.origin),
+      'the shared addresses stay',
+    );
 
     // No failed request, on any site, over either family.
     const failures = results.filter((r) => !r.ok);
@@ -272,10 +415,22 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     for (const family of [4, 6] as const) {
       const mine = results.filter((r) => r.family === family && r.domain === MIGRATED);
       const others = results.filter((r) => r.family === family && r.domain !== MIGRATED);
-      assert.ok(mine.length > 80 && others.length > 80, `enough IPv${family} load (${mine.length} / ${others.length})`);
-      assert.ok(mine.some((r) => r.servedBy === 'origin') && mine.some((r) => r.servedBy === 'target'), `both servers served the migrated site over IPv${family}`);
-      assert.ok(mine.some((r) => r.address === (family === 4 ? NET.tempIp : NET6.tempIp)), `IPv${family} requests went through the temporary address`);
-      assert.ok(others.every((r) => r.servedBy === 'origin'), `the other sites stayed on the origin over IPv${family}`);
+      assert.ok(
+        mine.length > 80 && others.length > 80,
+        `enough IPv${family} load (${mine.length} / ${others.length})`,
+      );
+      assert.ok(
+        mine.some((r) => r.servedBy === 'origin') && mine.some((r) => r.servedBy === 'target'),
+        `both servers served the migrated site over IPv${family}`,
+      );
+      assert.ok(
+        mine.some((r) => r.address === (family === 4 ? NET.tempIp : NET6.tempIp)),
+        `IPv${family} requests went through the temporary address`,
+      );
+      assert.ok(
+        others.every((r) => r.servedBy === 'origin'),
+        `the other sites stayed on the origin over IPv${family}`,
+      );
     }
 
     // DNS as the clients' resolver gave it, per family.
@@ -291,15 +446,26 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     const mineAcked = acked.filter((w) => w.domain === MIGRATED);
     assert.ok(mineAcked.length > 20, `writes were made (${mineAcked.length})`);
     const missing = mineAcked.filter((w) => !count.has(w.key));
-    assert.equal(missing.length, 0, `acknowledged writes missing on the target: ${JSON.stringify(missing.slice(0, 5))}`);
+    assert.equal(
+      missing.length,
+      0,
+      `acknowledged writes missing on the target: ${JSON.stringify(missing.slice(0, 5))}`,
+    );
     const dup = [...count].filter(([, n]) => n > 1);
     assert.equal(dup.length, 0, `duplicated writes on the target: ${JSON.stringify(dup.slice(0, 5))}`);
     const ids = onTarget.map((o) => o.id);
     assert.equal(new Set(ids).size, ids.length, 'order ids are unique on the target');
     const originOrders = await readOrders(join(dir, 'origin', 'data', 'sites', MIGRATED, 'orders.jsonl'));
     const late = originOrders.filter((o) => o.server === 'origin' && Date.parse(o.at) >= cutoverAt);
-    assert.equal(late.length, 0, `writes on the origin after the cut-over: ${JSON.stringify(late.slice(0, 5))}`);
-    assert.ok(onTarget.some((o) => o.server === 'target') && onTarget.some((o) => o.server === 'origin'), "the target has the origin's orders and its own");
+    assert.equal(
+      late.length,
+      0,
+      `writes on the origin after the cut-over: ${JSON.stringify(late.slice(0, 5))}`,
+    );
+    assert.ok(
+      onTarget.some((o) => o.server === 'target') && onTarget.some((o) => o.server === 'origin'),
+      "the target has the origin's orders and its own",
+    );
 
     // The other sites: every acknowledged write on the origin, once; nothing of theirs on the target.
     for (const site of SITES.slice(1)) {
@@ -307,8 +473,15 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       const keys = new Map<string, number>();
       for (const o of orders) keys.set(o.key, (keys.get(o.key) ?? 0) + 1);
       const siteAcked = acked.filter((w) => w.domain === site);
-      assert.ok(siteAcked.length > 0 && siteAcked.every((w) => keys.get(w.key) === 1), `${site}: every acknowledged write once on the origin`);
-      assert.equal((await readOrders(join(dir, 'target', 'data', 'sites', site, 'orders.jsonl'))).length, 0, `${site} untouched on the target`);
+      assert.ok(
+        siteAcked.length > 0 && siteAcked.every((w) => keys.get(w.key) === 1),
+        `${site}: every acknowledged write once on the origin`,
+      );
+      assert.equal(
+        (await readOrders(join(dir, 'target', 'data', 'sites', site, 'orders.jsonl'))).length,
+        0,
+        `${site} untouched on the target`,
+      );
     }
     const byFamily = (f: 4 | 6) => results.filter((r) => r.family === f && r.domain === MIGRATED).length;
     console.log(
@@ -319,17 +492,23 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
   } finally {
     topo.destroy();
     process.off('exit', onExit);
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(topo.id));
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(topo.id));
     assert.deepEqual(left, [], 'every namespace removed');
     if (ok) await rm(dir, { recursive: true, force: true });
     else console.log(`# netns e2e failed; logs kept in ${dir}`);
   }
 }
 
-test('A and AAAA move together under load over IPv4 and IPv6: agents over HTTP, nginx, IPt and IPtv6 on the origin', { skip: skip ?? false, timeout: 180_000 }, () =>
-  migrateUnderLoad({ web: 'nginx', relay: false, tls: false }),
+test(
+  'A and AAAA move together under load over IPv4 and IPv6: agents over HTTP, nginx, IPt and IPtv6 on the origin',
+  { skip: skip ?? false, timeout: 180_000 },
+  () => migrateUnderLoad({ web: 'nginx', relay: false, tls: false }),
 );
 
-test('relay-host mode from ferry.yaml: IPt, IPtv6 and their redirects on a relay host, never on the origin; agents over HTTPS', { skip: skipTls ?? false, timeout: 180_000 }, () =>
-  migrateUnderLoad({ web: 'builtin', relay: true, tls: true }),
+test(
+  'relay-host mode from ferry.yaml: IPt, IPtv6 and their redirects on a relay host, never on the origin; agents over HTTPS',
+  { skip: skipTls ?? false, timeout: 180_000 },
+  () => migrateUnderLoad({ web: 'builtin', relay: true, tls: true }),
 );

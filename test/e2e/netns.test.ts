@@ -112,7 +112,8 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
 
     topo.create();
     // The kernel engine forwards the temporary IP's packets to the target after the cut-over.
-    if (sc.engine === 'kernel') execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    if (sc.engine === 'kernel')
+      execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     const ferry = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
     const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
 
@@ -128,18 +129,40 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
         h,
         `agent@${h}`,
         [
-          ...ferry, 'agent',
-          '--listen', NET[h], '--port', '7070', '--token-file', join(dir, 'token'),
-          '--id', h, '--shared-ip', NET[h], '--http-port', '80',
-          '--data-dir', join(hd, 'data'), '--interface', 'eth0',
-          '--web', sc.web, '--nginx-conf-dir', join(hd, 'ferry.d'),
-          '--nginx-command', `nginx -c ${join(hd, 'nginx.conf')} -e ${join(hd, 'nginx-error.log')}`,
-          '--app-port', '8080', '--engine', sc.engine,
+          ...ferry,
+          'agent',
+          '--listen',
+          NET[h],
+          '--port',
+          '7070',
+          '--token-file',
+          join(dir, 'token'),
+          '--id',
+          h,
+          '--shared-ip',
+          NET[h],
+          '--http-port',
+          '80',
+          '--data-dir',
+          join(hd, 'data'),
+          '--interface',
+          'eth0',
+          '--web',
+          sc.web,
+          '--nginx-conf-dir',
+          join(hd, 'ferry.d'),
+          '--nginx-command',
+          `nginx -c ${join(hd, 'nginx.conf')} -e ${join(hd, 'nginx-error.log')}`,
+          '--app-port',
+          '8080',
+          '--engine',
+          sc.engine,
         ],
         { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
       );
     }
-    for (const h of ['origin', 'target']) await agents[h]!.waitLine((l) => l.includes('listening on'), 30_000);
+    for (const h of ['origin', 'target'])
+      await agents[h]!.waitLine((l) => l.includes('listening on'), 30_000);
 
     // The origin's three sites, added through its API (from the dns namespace, as the controller would).
     const put = `
@@ -148,7 +171,22 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
         const r = await fetch(url + '/v1/sites/' + d, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
         if (r.status !== 200) { console.error(d, r.status, await r.text()); process.exit(1); }
       }`;
-    execFileSync('ip', ['netns', 'exec', topo.ns.dns, process.execPath, '--input-type=module', '-e', put, `http://${NET.origin}:7070`, TOKEN, ...SITES], { stdio: 'inherit', timeout: 30_000 });
+    execFileSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        topo.ns.dns,
+        process.execPath,
+        '--input-type=module',
+        '-e',
+        put,
+        `http://${NET.origin}:7070`,
+        TOKEN,
+        ...SITES,
+      ],
+      { stdio: 'inherit', timeout: 30_000 },
+    );
 
     // The controller with its name server and control API.
     const controller = topo.spawn(
@@ -161,10 +199,16 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
 
     // The resolver and the load.
     const dig = findBinary('kdig', 'dig')!;
-    topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], { logFile: join(dir, 'unbound.log') });
+    topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], {
+      logFile: join(dir, 'unbound.log'),
+    });
     await until('unbound', 20_000, () => {
       try {
-        const out = execFileSync('ip', ['netns', 'exec', topo.ns.client, dig, '@127.0.0.1', MIGRATED, 'A', '+short', '+timeout=1'], { encoding: 'utf8', timeout: 5000 });
+        const out = execFileSync(
+          'ip',
+          ['netns', 'exec', topo.ns.client, dig, '@127.0.0.1', MIGRATED, 'A', '+short', '+timeout=1'],
+          { encoding: 'utf8', timeout: 5000 },
+        );
         return out.trim() === NET.origin;
       } catch {
         return false;
@@ -174,8 +218,21 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       'client',
       'load',
       [
-        process.execPath, '--import', 'tsx', join(ROOT, 'test/e2e/netns/load-child.ts'),
-        JSON.stringify({ sites: SITES, port: 80, rate: 45, clients: 24, staleShare: 0.2, staleOverstayMs: 3000, watch: MIGRATED, requestTimeoutMs: sc.requestTimeoutMs, resolver: { address: '127.0.0.1', port: 53 } }),
+        process.execPath,
+        '--import',
+        'tsx',
+        join(ROOT, 'test/e2e/netns/load-child.ts'),
+        JSON.stringify({
+          sites: SITES,
+          port: 80,
+          rate: 45,
+          clients: 24,
+          staleShare: 0.2,
+          staleOverstayMs: 3000,
+          watch: MIGRATED,
+          requestTimeoutMs: sc.requestTimeoutMs,
+          resolver: { address: '127.0.0.1', port: 53 },
+        }),
       ],
       { cwd: ROOT, stdin: true, logFile: join(dir, 'load.log') },
     );
@@ -187,7 +244,11 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       'dns',
       'migrate',
       [...ferry, 'migrate', MIGRATED, '--to', 'target', '--watch', '--json'],
-      { cwd: ROOT, env: { ...env, FERRY_CONTROLLER: `http://${NET.dns}:7300`, FERRY_TOKEN: API_TOKEN }, logFile: join(dir, 'migrate.log') },
+      {
+        cwd: ROOT,
+        env: { ...env, FERRY_CONTROLLER: `http://${NET.dns}:7300`, FERRY_TOKEN: API_TOKEN },
+        logFile: join(dir, 'migrate.log'),
+      },
     );
 
     // Follow the migration; look at the origin's interface while it runs.
@@ -202,7 +263,11 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
         } catch {
           continue;
         }
-        if (e.type === 'phase' && e.data?.phase && ['dns-temp', 'syncing', 'cutover', 'draining'].includes(e.data.phase)) {
+        if (
+          e.type === 'phase' &&
+          e.data?.phase &&
+          ['dns-temp', 'syncing', 'cutover', 'draining'].includes(e.data.phase)
+        ) {
           tempIpSeen[e.data.phase] = topo.addresses('origin').includes(NET.tempIp);
         }
         if (e.type === 'step' && e.data?.step === STEP.targetServe) cutoverAt = e.at!;
@@ -222,23 +287,41 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     if (!migrate.child.stdout!.closed) await new Promise((r) => migrate.child.stdout!.once('close', r)); // its last lines
     // The last events before "done" (phase lines) are read by one more pass.
     for (; seen < controller.lines.length; seen++) {
-      const e = JSON.parse(controller.lines[seen]!) as { type: string; at?: number; data?: { step?: string } };
+      const e = JSON.parse(controller.lines[seen]!) as {
+        type: string;
+        at?: number;
+        data?: { step?: string };
+      };
       if (e.type === 'step' && e.data?.step === STEP.targetServe) cutoverAt = e.at!;
     }
     const summary0 = migrate.lines.filter((l) => l.startsWith('{"summary"')).pop();
     assert.ok(summary0, `ferry migrate --watch printed no summary: ${migrate.lines.slice(-5).join('\n')}`);
-    const done = JSON.parse(summary0) as { summary: { id: string; phase: string; error?: string; tempIpRemovedAt?: number } };
+    const done = JSON.parse(summary0) as {
+      summary: { id: string; phase: string; error?: string; tempIpRemovedAt?: number };
+    };
     assert.equal(done.summary.phase, 'completed', `migration ended ${JSON.stringify(done.summary)}`);
     assert.equal(migrateExit, 0, 'ferry migrate --watch exits 0 once completed');
-    assert.equal(tempIpAtReturn, false, 'IPt is off the origin\'s interface when ferry migrate --watch returns');
+    assert.equal(
+      tempIpAtReturn,
+      false,
+      "IPt is off the origin's interface when ferry migrate --watch returns",
+    );
     assert.ok(done.summary.tempIpRemovedAt !== undefined, 'the migration says when IPt was removed');
     // The origin told relayed requests (from IPt, SNATed by either engine) from direct ones, so the
     // wait for IP1 to go quiet ended on what it observed, not at its cap.
     const journal = new Database(join(dir, 'journal.sqlite'), { readonly: true });
     const ends = [waitEndNote(WAIT.ip1Quiet, 'quiet'), waitEndNote(WAIT.ip1Quiet, 'cap')];
-    const ip1 = (journal.prepare('SELECT step FROM journal WHERE step IN (?, ?) ORDER BY seq').all(...ends) as Array<{ step: string }>).map((r) => r.step);
+    const ip1 = (
+      journal.prepare('SELECT step FROM journal WHERE step IN (?, ?) ORDER BY seq').all(...ends) as Array<{
+        step: string;
+      }>
+    ).map((r) => r.step);
     journal.close();
-    assert.deepEqual(ip1, [waitEndNote(WAIT.ip1Quiet, 'quiet')], 'the IP1 wait ended on observed quiet, not at its cap');
+    assert.deepEqual(
+      ip1,
+      [waitEndNote(WAIT.ip1Quiet, 'quiet')],
+      'the IP1 wait ended on observed quiet, not at its cap',
+    );
 
     // Cool down under load, then collect the clients' view; the name server stays up meanwhile.
     await new Promise((r) => setTimeout(r, 2000));
@@ -246,12 +329,26 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     await load.waitLine((l) => l.includes('"type":"summary"'), 30_000);
     await topo.stop(controller);
     const events = load.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
-    const results = events.filter((e) => e.type === 'result') as Array<{ domain: string; ok: boolean; servedBy: string | null; status: number | null; error?: string; address: string; at: number }>;
-    const summary = events.find((e) => e.type === 'summary') as unknown as { acknowledgedWrites: Array<{ domain: string; key: string; id: number }> };
+    const results = events.filter((e) => e.type === 'result') as Array<{
+      domain: string;
+      ok: boolean;
+      servedBy: string | null;
+      status: number | null;
+      error?: string;
+      address: string;
+      at: number;
+    }>;
+    const summary = events.find((e) => e.type === 'summary') as unknown as {
+      acknowledgedWrites: Array<{ domain: string; key: string; id: number }>;
+    };
     const dnsAnswers = events.filter((e) => e.type === 'dns').map((e) => e.address as string);
 
     // Temporary IP: on the origin's interface during the migration, gone after it.
-    assert.deepEqual(tempIpSeen, { 'dns-temp': true, syncing: true, cutover: true, draining: true }, 'IPt on the origin during the migration');
+    assert.deepEqual(
+      tempIpSeen,
+      { 'dns-temp': true, syncing: true, cutover: true, draining: true },
+      'IPt on the origin during the migration',
+    );
     assert.ok(!topo.addresses('origin').includes(NET.tempIp), 'IPt removed from the origin');
     assert.ok(topo.addresses('origin').includes(NET.origin), 'the shared IP stays');
 
@@ -261,8 +358,14 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     const mine = results.filter((r) => r.domain === MIGRATED);
     const others = results.filter((r) => r.domain !== MIGRATED);
     assert.ok(mine.length > 100 && others.length > 100, `enough load (${mine.length} / ${others.length})`);
-    assert.ok(mine.some((r) => r.servedBy === 'origin') && mine.some((r) => r.servedBy === 'target'), 'both servers served the migrated site');
-    assert.ok(others.every((r) => r.servedBy === 'origin'), 'the other sites stayed on the origin');
+    assert.ok(
+      mine.some((r) => r.servedBy === 'origin') && mine.some((r) => r.servedBy === 'target'),
+      'both servers served the migrated site',
+    );
+    assert.ok(
+      others.every((r) => r.servedBy === 'origin'),
+      'the other sites stayed on the origin',
+    );
 
     // DNS as the clients' resolver gave it: IP1 → IPt → IP2.
     assert.deepEqual(dnsAnswers, [NET.origin, NET.tempIp, NET.target]);
@@ -276,15 +379,26 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     const mineAcked = acked.filter((w) => w.domain === MIGRATED);
     assert.ok(mineAcked.length > 20, `writes were made (${mineAcked.length})`);
     const missing = mineAcked.filter((w) => !count.has(w.key));
-    assert.equal(missing.length, 0, `acknowledged writes missing on the target: ${JSON.stringify(missing.slice(0, 5))}`);
+    assert.equal(
+      missing.length,
+      0,
+      `acknowledged writes missing on the target: ${JSON.stringify(missing.slice(0, 5))}`,
+    );
     const dup = [...count].filter(([, n]) => n > 1);
     assert.equal(dup.length, 0, `duplicated writes on the target: ${JSON.stringify(dup.slice(0, 5))}`);
     const ids = onTarget.map((o) => o.id);
     assert.equal(new Set(ids).size, ids.length, 'order ids are unique on the target');
     const originOrders = await readOrders(join(dir, 'origin', 'data', 'sites', MIGRATED, 'orders.jsonl'));
     const late = originOrders.filter((o) => o.server === 'origin' && Date.parse(o.at) >= cutoverAt);
-    assert.equal(late.length, 0, `writes on the origin after the cut-over: ${JSON.stringify(late.slice(0, 5))}`);
-    assert.ok(onTarget.some((o) => o.server === 'target') && onTarget.some((o) => o.server === 'origin'), 'the target has the origin\'s orders and its own');
+    assert.equal(
+      late.length,
+      0,
+      `writes on the origin after the cut-over: ${JSON.stringify(late.slice(0, 5))}`,
+    );
+    assert.ok(
+      onTarget.some((o) => o.server === 'target') && onTarget.some((o) => o.server === 'origin'),
+      "the target has the origin's orders and its own",
+    );
 
     // The other sites: every acknowledged write on the origin, once; nothing of theirs on the target.
     for (const site of SITES.slice(1)) {
@@ -292,8 +406,15 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       const keys = new Map<string, number>();
       for (const o of orders) keys.set(o.key, (keys.get(o.key) ?? 0) + 1);
       const siteAcked = acked.filter((w) => w.domain === site);
-      assert.ok(siteAcked.every((w) => keys.get(w.key) === 1), `${site}: every acknowledged write once on the origin`);
-      assert.equal((await readOrders(join(dir, 'target', 'data', 'sites', site, 'orders.jsonl'))).length, 0, `${site} untouched on the target`);
+      assert.ok(
+        siteAcked.every((w) => keys.get(w.key) === 1),
+        `${site}: every acknowledged write once on the origin`,
+      );
+      assert.equal(
+        (await readOrders(join(dir, 'target', 'data', 'sites', site, 'orders.jsonl'))).length,
+        0,
+        `${site} untouched on the target`,
+      );
     }
     console.log(
       `# netns e2e (${sc.web}, ${sc.engine} redirect): ${results.length} requests (${mine.length} to ${MIGRATED}), ${mineAcked.length} writes on ${MIGRATED}, ` +
@@ -303,20 +424,26 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
   } finally {
     topo.destroy();
     process.off('exit', onExit);
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(topo.id));
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(topo.id));
     assert.deepEqual(left, [], 'every namespace removed');
     if (ok) await rm(dir, { recursive: true, force: true });
     else console.log(`# netns e2e failed; logs kept in ${dir}`);
   }
 }
 
-test('a site moves between network namespaces under load: unbound, nginx in front of the app, agents over HTTP, userspace redirect', { skip: skip ?? false, timeout: 180_000 }, () =>
-  migrateUnderLoad({ web: 'nginx', engine: 'userspace', dnsTempCap: '15s', requestTimeoutMs: 5000 }),
+test(
+  'a site moves between network namespaces under load: unbound, nginx in front of the app, agents over HTTP, userspace redirect',
+  { skip: skip ?? false, timeout: 180_000 },
+  () => migrateUnderLoad({ web: 'nginx', engine: 'userspace', dnsTempCap: '15s', requestTimeoutMs: 5000 }),
 );
 
 // With the kernel engine, IPt is DNATed to IP1 on the same host and SNATed to IPt on input
 // (src/relay/kernel.ts nat_in), so the app sees relayed requests coming from IPt, as behind the
 // userspace relay.
-test('the same with the built-in server alone and the kernel (nftables) redirect', { skip: skipKernel ?? false, timeout: 180_000 }, () =>
-  migrateUnderLoad({ web: 'builtin', engine: 'kernel', dnsTempCap: '15s', requestTimeoutMs: 10_000 }),
+test(
+  'the same with the built-in server alone and the kernel (nftables) redirect',
+  { skip: skipKernel ?? false, timeout: 180_000 },
+  () => migrateUnderLoad({ web: 'builtin', engine: 'kernel', dnsTempCap: '15s', requestTimeoutMs: 10_000 }),
 );

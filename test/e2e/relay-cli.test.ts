@@ -6,7 +6,14 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { execFileSync } from 'node:child_process';
 import { waitFor } from '../../src/common/time.js';
-import { ADDR, clientSource, createTopology, kernelSkipReason, runInNs, upstreamSource } from '../../src/relay/netns-testing.js';
+import {
+  ADDR,
+  clientSource,
+  createTopology,
+  kernelSkipReason,
+  runInNs,
+  upstreamSource,
+} from '../../src/relay/netns-testing.js';
 
 function echoServer(address: string): Promise<Server> {
   const server = createServer((s) => s.pipe(s));
@@ -105,45 +112,69 @@ describe('ferry relay', () => {
 const kernelSkip = kernelSkipReason() ?? false;
 
 describe('ferry relay --engine kernel', { skip: kernelSkip }, () => {
-  it('runs until SIGTERM, forwarding through its nftables table, then removes the table', { timeout: 60_000 }, async () => {
-    const topo = createTopology();
-    const upstream = runInNs(topo.upstream, upstreamSource, [`A:${ADDR.upstreamA}:80`]);
-    const clientProc = runInNs(topo.client, clientSource);
-    const tables = () => execFileSync('ip', ['netns', 'exec', topo.relay, 'nft', 'list', 'tables'], { encoding: 'utf8' });
-    const child = spawn(
-      'ip',
-      ['netns', 'exec', topo.relay, process.execPath, '--import', 'tsx', 'src/cli/main.ts', 'relay', '--engine', 'kernel', '--listen', `${ADDR.tempIp}:80`, '--to', ADDR.upstreamA, '--json'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    try {
-      await upstream.next('ready');
-      await clientProc.next('ready');
-      let out = '';
-      child.stdout.setEncoding('utf8');
-      child.stdout.on('data', (d: string) => (out += d));
-      let exited = false;
-      child.once('exit', () => (exited = true));
-      assert.ok(await waitFor(() => out.includes('\n') || exited, 30_000), 'the relay printed that it listens');
-      assert.deepEqual(JSON.parse(out.split('\n')[0]!).listening, { address: ADDR.tempIp, ports: [80] });
-      assert.match(tables(), /table ip ferry_\w+/);
-      // Still running (it used to exit at once with status 13) and forwarding.
-      await new Promise((r) => setTimeout(r, 1500));
-      assert.equal(child.exitCode, null, 'the relay keeps running until a signal');
-      clientProc.send(`open 1 ${ADDR.tempIp} 80`);
-      assert.match(await clientProc.next('open 1'), / A peer=/);
-      clientProc.send('close 1');
-      await clientProc.next('closed 1');
-      child.kill('SIGTERM');
-      const [code] = (await once(child, 'exit')) as [number | null];
-      assert.equal(code, 0);
-      assert.doesNotMatch(tables(), /ferry_/, 'the table is removed at exit');
-      const last = JSON.parse(out.trim().split('\n').pop()!) as { stats: { totalConnections: number } };
-      assert.equal(last.stats.totalConnections, 1);
-    } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
-      clientProc.kill();
-      upstream.kill();
-      topo.destroy();
-    }
-  });
+  it(
+    'runs until SIGTERM, forwarding through its nftables table, then removes the table',
+    { timeout: 60_000 },
+    async () => {
+      const topo = createTopology();
+      const upstream = runInNs(topo.upstream, upstreamSource, [`A:${ADDR.upstreamA}:80`]);
+      const clientProc = runInNs(topo.client, clientSource);
+      const tables = () =>
+        execFileSync('ip', ['netns', 'exec', topo.relay, 'nft', 'list', 'tables'], { encoding: 'utf8' });
+      const child = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          topo.relay,
+          process.execPath,
+          '--import',
+          'tsx',
+          'src/cli/main.ts',
+          'relay',
+          '--engine',
+          'kernel',
+          '--listen',
+          `${ADDR.tempIp}:80`,
+          '--to',
+          ADDR.upstreamA,
+          '--json',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      try {
+        await upstream.next('ready');
+        await clientProc.next('ready');
+        let out = '';
+        child.stdout.setEncoding('utf8');
+        child.stdout.on('data', (d: string) => (out += d));
+        let exited = false;
+        child.once('exit', () => (exited = true));
+        assert.ok(
+          await waitFor(() => out.includes('\n') || exited, 30_000),
+          'the relay printed that it listens',
+        );
+        assert.deepEqual(JSON.parse(out.split('\n')[0]!).listening, { address: ADDR.tempIp, ports: [80] });
+        assert.match(tables(), /table ip ferry_\w+/);
+        // Still running (it used to exit at once with status 13) and forwarding.
+        await new Promise((r) => setTimeout(r, 1500));
+        assert.equal(child.exitCode, null, 'the relay keeps running until a signal');
+        clientProc.send(`open 1 ${ADDR.tempIp} 80`);
+        assert.match(await clientProc.next('open 1'), / A peer=/);
+        clientProc.send('close 1');
+        await clientProc.next('closed 1');
+        child.kill('SIGTERM');
+        const [code] = (await once(child, 'exit')) as [number | null];
+        assert.equal(code, 0);
+        assert.doesNotMatch(tables(), /ferry_/, 'the table is removed at exit');
+        const last = JSON.parse(out.trim().split('\n').pop()!) as { stats: { totalConnections: number } };
+        assert.equal(last.stats.totalConnections, 1);
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL');
+        clientProc.kill();
+        upstream.kill();
+        topo.destroy();
+      }
+    },
+  );
 });

@@ -11,15 +11,39 @@ export interface ServedSandbox {
 }
 
 /** Start the sandbox on loopback addresses 127.0.<net>.x with every port picked by the system. */
-export async function serveSandbox(net: number, extra: string[] = [], timeoutMs = 60_000): Promise<ServedSandbox> {
+export async function serveSandbox(
+  net: number,
+  extra: string[] = [],
+  timeoutMs = 60_000,
+): Promise<ServedSandbox> {
   const args = [
-    '--import', 'tsx', 'src/cli/main.ts', 'demo', '--serve',
-    '--api-address', `127.0.${net}.10`, '--api-port', '0',
-    '--dns-address', `127.0.${net}.53`, '--dns-port', '0', '--http-port', '0',
-    '--origin-ip', `127.0.${net}.1`, '--target-ip', `127.0.${net}.2`, '--temp-ip', `127.0.${net}.100`,
+    '--import',
+    'tsx',
+    'src/cli/main.ts',
+    'demo',
+    '--serve',
+    '--api-address',
+    `127.0.${net}.10`,
+    '--api-port',
+    '0',
+    '--dns-address',
+    `127.0.${net}.53`,
+    '--dns-port',
+    '0',
+    '--http-port',
+    '0',
+    '--origin-ip',
+    `127.0.${net}.1`,
+    '--target-ip',
+    `127.0.${net}.2`,
+    '--temp-ip',
+    `127.0.${net}.100`,
     ...extra,
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_TOKEN: '' } });
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FERRY_TOKEN: '' },
+  });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));

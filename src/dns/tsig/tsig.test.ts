@@ -34,7 +34,10 @@ test('unknown key is BADKEY, a changed byte is BADSIG, an old time is BADTIME', 
   assert.equal(r3.status === 'error' && r3.error, TsigError.BADTIME);
   // The BADTIME answer is signed with the request MAC and carries the server time.
   const answer = signError(r3.status === 'error' ? r3.message : Buffer.alloc(0), r3 as never);
-  const v = verifyMessage(answer, ring, { requestMac: findTsig(old)!.tsig.mac, now: findTsig(old)!.tsig.timeSigned });
+  const v = verifyMessage(answer, ring, {
+    requestMac: findTsig(old)!.tsig.mac,
+    now: findTsig(old)!.tsig.timeSigned,
+  });
   assert.equal(v.status, 'ok', 'the BADTIME answer is signed');
   assert.equal(findTsig(answer)!.tsig.error, TsigError.BADTIME);
   assert.equal(findTsig(answer)!.tsig.other.length, 6);

@@ -32,7 +32,11 @@ export function updateHandler(primary: Primary): RequestHandler {
     }
     const res = applyUpdate(primary.store, zone, upd.prerequisites, upd.updates);
     if (res.rcode === Rcode.NOERROR) primary.stats.updates++;
-    else primary.log.info({ from, zone: zone.origin, rcode: res.rcode, reason: res.reason }, 'update not applied');
+    else
+      primary.log.info(
+        { from, zone: zone.origin, rcode: res.rcode, reason: res.reason },
+        'update not applied',
+      );
     return reply(res.rcode);
   };
 }

@@ -319,9 +319,16 @@ export class DnsWorkerPool {
           slot.acked = this.seq;
           slot.initialized = true;
           // Encoded once for workers that start with the same state (a big zone takes seconds).
-          if (this.pieces?.seq !== this.seq) this.pieces = { seq: this.seq, list: zonePieces(this.store.list()) };
+          if (this.pieces?.seq !== this.seq)
+            this.pieces = { seq: this.seq, list: zonePieces(this.store.list()) };
           const pieces = this.pieces.list;
-          this.send(slot, { op: 'init', init, pieces: pieces.length, seq: this.seq, metrics: this.metricsOn });
+          this.send(slot, {
+            op: 'init',
+            init,
+            pieces: pieces.length,
+            seq: this.seq,
+            metrics: this.metricsOn,
+          });
           for (const piece of pieces) this.send(slot, { op: 'load', piece });
           total = pieces.length;
           lastProgress = Date.now(); // encoding the pieces took this process's time, not the worker's

@@ -15,7 +15,12 @@ const ADDRESS = '127.0.120.5';
 
 /** A zone of `n` A records (h0 … h{n-1}): n / 10000 pieces and more for a starting worker. */
 function bigZone(n: number): ZoneStore {
-  const lines = ['$ORIGIN big.test.', '@ SOA ns hostmaster 1 3600 600 86400 300', '@ NS ns', 'ns A 192.0.2.1'];
+  const lines = [
+    '$ORIGIN big.test.',
+    '@ SOA ns hostmaster 1 3600 600 86400 300',
+    '@ NS ns',
+    'ns A 192.0.2.1',
+  ];
   for (let i = 0; i < n; i++) lines.push(`h${i} A 10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
   return new ZoneStore([parseZone(lines.join('\n'))]);
 }
@@ -70,7 +75,12 @@ test('workers: a load slower than the stall bound starts, as long as progress co
     assert.ok(elapsed > stallMs, `the start took ${elapsed} ms (${stops} pauses of ${pause} ms)`);
     // Both workers serve the whole zone, the last piece included.
     for (const tcp of [false, true]) {
-      const a = await dnsQuery({ server: { address: ADDRESS, port: opts.port }, name: 'h39999.big.test.', type: 'A', tcp });
+      const a = await dnsQuery({
+        server: { address: ADDRESS, port: opts.port },
+        name: 'h39999.big.test.',
+        type: 'A',
+        tcp,
+      });
       assert.deepEqual(
         a.answers.map((r) => r.rdata),
         ['10.0.156.63'],

@@ -8,7 +8,9 @@ const lan = { address: '192.0.2.0/24' };
 
 test('zone policies: nothing set is no policy at all (refused), the default is *', () => {
   assert.equal(mergeZonePolicies({}, [{ origin: 'example.', policy: {} }]), undefined);
-  assert.deepEqual(mergeZonePolicies({ allowTransfer: [xfr] }, [{ origin: 'example.', policy: {} }]), { '*': { allowTransfer: [xfr] } });
+  assert.deepEqual(mergeZonePolicies({ allowTransfer: [xfr] }, [{ origin: 'example.', policy: {} }]), {
+    '*': { allowTransfer: [xfr] },
+  });
 });
 
 test('zone policies: a zone overrides the keys it sets and inherits the others; an empty list refuses', () => {

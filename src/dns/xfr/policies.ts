@@ -24,7 +24,10 @@ export function zoneOverride<P extends ZonePolicy>(base: P, own: P): P | undefin
  * `PrimaryOptions.zonePolicies` for a default and per-zone overrides; undefined when nothing is
  * set anywhere (then transfers and updates are refused and nobody is notified).
  */
-export function mergeZonePolicies<P extends ZonePolicy>(base: P, zones: ReadonlyArray<{ origin: string; policy: P }>): Record<string, P> | undefined {
+export function mergeZonePolicies<P extends ZonePolicy>(
+  base: P,
+  zones: ReadonlyArray<{ origin: string; policy: P }>,
+): Record<string, P> | undefined {
   const out: Record<string, P> = {};
   const all = setKeys(base);
   if (Object.keys(all).length) out['*'] = all;

@@ -9,7 +9,17 @@
  */
 import uPlot from 'uplot';
 
-const PHASES = ['planned', 'ttl-lowered', 'temp-ip', 'dns-temp', 'syncing', 'preflight', 'cutover', 'draining', 'completed'];
+const PHASES = [
+  'planned',
+  'ttl-lowered',
+  'temp-ip',
+  'dns-temp',
+  'syncing',
+  'preflight',
+  'cutover',
+  'draining',
+  'completed',
+];
 /** Phases shown only once a migration has entered them (ttl-lowered runs only when the TTL was high). */
 const OPTIONAL = new Set(['ttl-lowered']);
 const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);
@@ -53,7 +63,14 @@ const secs = (ms) => `${(ms / 1000).toFixed(1)} s`;
 /** @param {number} at */
 const clock = (at) => new Date(at).toLocaleTimeString();
 /** @param {number} n */
-const fmtBytes = (n) => (n < 1000 ? `${n} B` : n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : n < 1e9 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e9).toFixed(2)} GB`);
+const fmtBytes = (n) =>
+  n < 1000
+    ? `${n} B`
+    : n < 1e6
+      ? `${(n / 1e3).toFixed(1)} kB`
+      : n < 1e9
+        ? `${(n / 1e6).toFixed(1)} MB`
+        : `${(n / 1e9).toFixed(2)} GB`;
 
 /** @param {string} text @param {boolean} [bad] */
 function message(text, bad = false) {
@@ -68,7 +85,10 @@ function message(text, bad = false) {
  * @param {RequestInit} [init]
  */
 async function api(path, init = {}) {
-  const headers = { authorization: `Bearer ${state.token}`, ...(init.body ? { 'content-type': 'application/json' } : {}) };
+  const headers = {
+    authorization: `Bearer ${state.token}`,
+    ...(init.body ? { 'content-type': 'application/json' } : {}),
+  };
   const res = await fetch(path, { ...init, headers: { ...headers, ...(init.headers ?? {}) } });
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body?.error?.message ?? `${res.status} ${res.statusText}`);
@@ -78,7 +98,11 @@ async function api(path, init = {}) {
 // ---- lists ----------------------------------------------------------------
 
 async function loadLists() {
-  const [servers, sites, migrations] = await Promise.all([api('/v1/servers'), api('/v1/sites'), api('/v1/migrations?limit=50')]);
+  const [servers, sites, migrations] = await Promise.all([
+    api('/v1/servers'),
+    api('/v1/sites'),
+    api('/v1/migrations?limit=50'),
+  ]);
   state.servers = servers.servers;
   state.sites = sites.sites;
   state.migrations = migrations.migrations;
@@ -89,12 +113,19 @@ function renderLists() {
   const sb = /** @type {HTMLElement} */ ($('servers').querySelector('tbody'));
   sb.replaceChildren(
     ...state.servers.map((s) =>
-      el('tr', {}, [el('td', {}, [s.id]), el('td', {}, [s.sharedIps.join(', ')]), el('td', {}, [s.freeTempIps.join(', ') || '—']), el('td', {}, [s.sites.join(', ')])]),
+      el('tr', {}, [
+        el('td', {}, [s.id]),
+        el('td', {}, [s.sharedIps.join(', ')]),
+        el('td', {}, [s.freeTempIps.join(', ') || '—']),
+        el('td', {}, [s.sites.join(', ')]),
+      ]),
     ),
   );
   const st = /** @type {HTMLElement} */ ($('sites').querySelector('tbody'));
   st.replaceChildren(
-    ...state.sites.map((s) => el('tr', {}, [el('td', {}, [s.domain]), el('td', {}, [s.server]), el('td', {}, [s.migration ?? '—'])])),
+    ...state.sites.map((s) =>
+      el('tr', {}, [el('td', {}, [s.domain]), el('td', {}, [s.server]), el('td', {}, [s.migration ?? '—'])]),
+    ),
   );
   const mb = /** @type {HTMLElement} */ ($('migrations').querySelector('tbody'));
   mb.replaceChildren(
@@ -113,10 +144,14 @@ function renderLists() {
   const targetSel = /** @type {HTMLSelectElement} */ ($('start-target'));
   const keepDomain = domainSel.value;
   const keepTarget = targetSel.value;
-  domainSel.replaceChildren(...state.sites.filter((s) => !s.migration).map((s) => el('option', { value: s.domain }, [s.domain])));
+  domainSel.replaceChildren(
+    ...state.sites.filter((s) => !s.migration).map((s) => el('option', { value: s.domain }, [s.domain])),
+  );
   if ([...domainSel.options].some((o) => o.value === keepDomain)) domainSel.value = keepDomain;
   const site = state.sites.find((s) => s.domain === domainSel.value);
-  targetSel.replaceChildren(...state.servers.filter((s) => s.id !== site?.server).map((s) => el('option', { value: s.id }, [s.id])));
+  targetSel.replaceChildren(
+    ...state.servers.filter((s) => s.id !== site?.server).map((s) => el('option', { value: s.id }, [s.id])),
+  );
   if ([...targetSel.options].some((o) => o.value === keepTarget)) targetSel.value = keepTarget;
 }
 
@@ -143,7 +178,10 @@ async function select(id) {
     // Samples from the stream may have arrived meanwhile: merge by time.
     const have = state.traffic.get(id) ?? [];
     const seen = new Set(have.map((s) => s.at));
-    state.traffic.set(id, [...have, ...t.samples.filter((/** @type {any} */ s) => !seen.has(s.at))].sort((a, b) => a.at - b.at));
+    state.traffic.set(
+      id,
+      [...have, ...t.samples.filter((/** @type {any} */ s) => !seen.has(s.at))].sort((a, b) => a.at - b.at),
+    );
   } catch (e) {
     message(String(/** @type {any} */ (e).message ?? e), true);
   }
@@ -191,7 +229,11 @@ function renderDetail() {
   for (const p of d.phases) if (!names.includes(p.name)) names.push(p.name);
   $('timeline').replaceChildren(
     ...names
-      .filter((n) => byName.has(n) || (!OPTIONAL.has(n) && PHASES.includes(n) && (!TERMINAL.has(d.phase) || d.phase === 'completed')))
+      .filter(
+        (n) =>
+          byName.has(n) ||
+          (!OPTIONAL.has(n) && PHASES.includes(n) && (!TERMINAL.has(d.phase) || d.phase === 'completed')),
+      )
       .map((n) => {
         const p = /** @type {any} */ (byName.get(n));
         const now = n === d.phase && !TERMINAL.has(n);
@@ -218,7 +260,11 @@ function renderDetail() {
   if (!syncEvents.length) {
     for (const e of events.filter((x) => x.type === 'step' && /sync/.test(x.data.step))) {
       const pass = e.data.step.replace(/-done$/, '');
-      passes.set(pass, { pass, state: /-done$/.test(e.data.step) ? 'done' : 'started', ...(e.data.detail ?? {}) });
+      passes.set(pass, {
+        pass,
+        state: /-done$/.test(e.data.step) ? 'done' : 'started',
+        ...(e.data.detail ?? {}),
+      });
     }
   }
   const done = [...passes.values()].filter((x) => x.state === 'done');
@@ -234,15 +280,22 @@ function renderDetail() {
   };
   const syncText = [...passes.values()].map((x) => `${x.pass}: ${passText(x)}`).join('; ');
   // A pass copying now: its last event is progress, in the phase the migration is still in.
-  const copying = TERMINAL.has(d.phase) ? undefined : [...passes.values()].reverse().find((x) => x.state === 'progress' && x.phase === d.phase);
+  const copying = TERMINAL.has(d.phase)
+    ? undefined
+    : [...passes.values()].reverse().find((x) => x.state === 'progress' && x.phase === d.phase);
   const bar = copying
     ? el('span', { class: 'bar', title: `${copying.pass}: ${passText(copying)}` }, [
         // Without a percent (total unknown) the bar is full and faint: it moves only in the text.
         el('i', {
-          style: typeof copying.percent === 'number' ? `width:${Math.max(0, Math.min(100, copying.percent))}%` : 'width:100%;opacity:.35',
+          style:
+            typeof copying.percent === 'number'
+              ? `width:${Math.max(0, Math.min(100, copying.percent))}%`
+              : 'width:100%;opacity:.35',
         }),
       ])
-    : el('span', { class: 'bar' }, [el('i', { style: `width:${Math.round((Math.min(done.length, expected) / expected) * 100)}%` })]);
+    : el('span', { class: 'bar' }, [
+        el('i', { style: `width:${Math.round((Math.min(done.length, expected) / expected) * 100)}%` }),
+      ]);
   const lastHeld = [...events].reverse().find((e) => e.type === 'held');
   const heldText = lastHeld
     ? `${lastHeld.data.state === 'holding' ? 'holding' : 'released'}: ${lastHeld.data.redirect ?? 0} connections at IPt, ${lastHeld.data.site ?? 0} requests at the origin`
@@ -255,7 +308,12 @@ function renderDetail() {
     ['sync', [bar, ' ', syncText || 'not started']],
     ['started', clock(d.createdAt)],
   ];
-  $('detail-kv').replaceChildren(...kv.flatMap(([k, v]) => [el('dt', {}, [/** @type {string} */ (k)]), el('dd', {}, Array.isArray(v) ? v : [v])]));
+  $('detail-kv').replaceChildren(
+    ...kv.flatMap(([k, v]) => [
+      el('dt', {}, [/** @type {string} */ (k)]),
+      el('dd', {}, Array.isArray(v) ? v : [v]),
+    ]),
+  );
 
   // DNS answers over time, from the samples (and the record changes the journal shows).
   /** @type {{at: number, answer: string}[]} */
@@ -264,12 +322,23 @@ function renderDetail() {
     const a = s.dns.join(', ');
     if (!dns.length || dns[dns.length - 1].answer !== a) dns.push({ at: s.at, answer: a });
   }
-  $('dns-history').replaceChildren(...(dns.length ? dns.map((x) => el('li', {}, [`${clock(x.at)}  ${x.answer || '(none)'}`])) : [el('li', { class: 'muted' }, ['no samples yet'])]));
+  $('dns-history').replaceChildren(
+    ...(dns.length
+      ? dns.map((x) => el('li', {}, [`${clock(x.at)}  ${x.answer || '(none)'}`]))
+      : [el('li', { class: 'muted' }, ['no samples yet'])]),
+  );
 
-  const errs = [...(d.errors ?? []).map((/** @type {any} */ e) => `${clock(e.at)} ${e.phase ?? ''} ${e.message}`)];
-  for (const r of events.filter((e) => e.type === 'retry').slice(-5)) errs.push(`${clock(r.at)} retry ${r.data.attempt} of ${r.data.what}: ${r.data.message}`);
+  const errs = [
+    ...(d.errors ?? []).map((/** @type {any} */ e) => `${clock(e.at)} ${e.phase ?? ''} ${e.message}`),
+  ];
+  for (const r of events.filter((e) => e.type === 'retry').slice(-5))
+    errs.push(`${clock(r.at)} retry ${r.data.attempt} of ${r.data.what}: ${r.data.message}`);
   if (d.error && !errs.some((x) => x.includes(d.error))) errs.push(d.error);
-  $('errors').replaceChildren(...(errs.length ? errs.map((x) => el('li', { class: 'err' }, [x])) : [el('li', { class: 'muted' }, ['none'])]));
+  $('errors').replaceChildren(
+    ...(errs.length
+      ? errs.map((x) => el('li', { class: 'err' }, [x]))
+      : [el('li', { class: 'muted' }, ['none'])]),
+  );
 
   drawChart(d.id, samples);
 }
@@ -327,10 +396,12 @@ function onEvent(type, data) {
   list.push(data);
   if (list.length > 5000) list.shift();
   state.events.set(data.migrationId, list);
-  if (type === 'phase' || type === 'migration' || type === 'error' || type === 'evacuation') refreshListsSoon();
+  if (type === 'phase' || type === 'migration' || type === 'error' || type === 'evacuation')
+    refreshListsSoon();
   if (data.migrationId === state.selected) {
     if (type === 'wait' || type === 'sync' || type === 'held') renderDetail();
-    else if (type === 'phase' || type === 'step' || type === 'error' || type === 'migration') refreshDetailSoon();
+    else if (type === 'phase' || type === 'step' || type === 'error' || type === 'migration')
+      refreshDetailSoon();
   }
 }
 
@@ -339,8 +410,11 @@ async function follow() {
   for (;;) {
     const token = state.token;
     try {
-      const res = await fetch(`/v1/events?since=${state.lastSeq}`, { headers: { authorization: `Bearer ${token}` } });
-      if (!res.ok || !res.body) throw new Error(res.status === 401 ? 'the token is not accepted' : `events: ${res.status}`);
+      const res = await fetch(`/v1/events?since=${state.lastSeq}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      if (!res.ok || !res.body)
+        throw new Error(res.status === 401 ? 'the token is not accepted' : `events: ${res.status}`);
       setConnected(true);
       const reader = res.body.getReader();
       const dec = new TextDecoder();

@@ -78,14 +78,17 @@ input.on('line', (line) => {
   clearInterval(watch);
   input.close();
   void Promise.all(loads.map(({ load }) => load.stop())).then(() => {
-    for (const { family, load } of loads) for (const r of load.results()) out({ type: 'result', ...r, family });
+    for (const { family, load } of loads)
+      for (const r of load.results()) out({ type: 'result', ...r, family });
     const summaries = loads.map(({ load }) => load.summary());
     // Written last; the process ends once stdout has drained (no exit() that could cut it).
     out({
       type: 'summary',
       ...summaries[0],
       acknowledgedWrites: summaries.flatMap((s) => s.acknowledgedWrites),
-      byFamily: Object.fromEntries(loads.map(({ family }, i) => [family, { total: summaries[i]!.total, failed: summaries[i]!.failed }])),
+      byFamily: Object.fromEntries(
+        loads.map(({ family }, i) => [family, { total: summaries[i]!.total, failed: summaries[i]!.failed }]),
+      ),
     });
   });
 });

@@ -49,7 +49,13 @@ export function netnsSkipReason(binaries: Record<string, string[]>): string | nu
   if (process.platform !== 'linux') return 'network namespaces need Linux';
   if (process.getuid?.() !== 0) return 'not root: creating network namespaces needs root (CI runs as root)';
   for (const [what, names] of Object.entries(binaries)) {
-    if (!names.some((n) => ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/sbin', '/usr/local/bin'].some((d) => existsSync(`${d}/${n}`)))) {
+    if (
+      !names.some((n) =>
+        ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/sbin', '/usr/local/bin'].some((d) =>
+          existsSync(`${d}/${n}`),
+        ),
+      )
+    ) {
       return `${what} is not installed (apt-get install ${what})`;
     }
   }
@@ -109,11 +115,25 @@ export class Topology {
       ip('-n', this.ns.sw, 'link', 'set', 'br0', 'up');
       for (const h of this.hosts) {
         const port = `p-${h}`;
-        ip('link', 'add', `fe${this.id}${h[0]}`, 'netns', this.ns[h], 'type', 'veth', 'peer', 'name', port, 'netns', this.ns.sw);
+        ip(
+          'link',
+          'add',
+          `fe${this.id}${h[0]}`,
+          'netns',
+          this.ns[h],
+          'type',
+          'veth',
+          'peer',
+          'name',
+          port,
+          'netns',
+          this.ns.sw,
+        );
         ip('-n', this.ns[h], 'link', 'set', `fe${this.id}${h[0]}`, 'name', 'eth0');
         ip('-n', this.ns[h], 'addr', 'add', `${NET[h]}/${NET.prefix}`, 'dev', 'eth0');
         // nodad: usable at once, not tentative for a second (addresses the agents add keep DAD).
-        if (this.opts.ipv6) ip('-n', this.ns[h], 'addr', 'add', `${NET6[h]}/${NET6.prefix}`, 'dev', 'eth0', 'nodad');
+        if (this.opts.ipv6)
+          ip('-n', this.ns[h], 'addr', 'add', `${NET6[h]}/${NET6.prefix}`, 'dev', 'eth0', 'nodad');
         ip('-n', this.ns[h], 'link', 'set', 'eth0', 'up');
         ip('-n', this.ns.sw, 'link', 'set', port, 'master', 'br0');
         ip('-n', this.ns.sw, 'link', 'set', port, 'up');
@@ -126,12 +146,19 @@ export class Topology {
 
   /** `ip -n <host> -j addr show dev eth0`: the addresses on the host's interface. */
   addresses(host: Host): string[] {
-    const parsed = JSON.parse(ip('-n', this.ns[host], '-j', 'addr', 'show', 'dev', 'eth0')) as Array<{ addr_info?: Array<{ local: string }> }>;
+    const parsed = JSON.parse(ip('-n', this.ns[host], '-j', 'addr', 'show', 'dev', 'eth0')) as Array<{
+      addr_info?: Array<{ local: string }>;
+    }>;
     return parsed.flatMap((l) => (l.addr_info ?? []).map((a) => a.local));
   }
 
   /** Run `argv` inside `host`'s namespace; stdout and stderr are kept as lines (and stderr logged to `logFile`). */
-  spawn(host: Host, name: string, argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; logFile?: string; stdin?: boolean } = {}): NsChild {
+  spawn(
+    host: Host,
+    name: string,
+    argv: string[],
+    opts: { cwd?: string; env?: NodeJS.ProcessEnv; logFile?: string; stdin?: boolean } = {},
+  ): NsChild {
     const child = spawn('ip', ['netns', 'exec', this.ns[host], ...argv], {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
@@ -145,11 +172,13 @@ export class Topology {
       for (const w of [...waiters]) w();
     });
     createInterface({ input: child.stderr! }).on('line', (l) => log?.write(`${l}\n`));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
-      log?.end();
-      for (const w of [...waiters]) w();
-      resolve(code);
-    }));
+    const exited = new Promise<number | null>((resolve) =>
+      child.once('exit', (code) => {
+        log?.end();
+        for (const w of [...waiters]) w();
+        resolve(code);
+      }),
+    );
     const nsChild: NsChild = {
       name,
       child,
@@ -168,12 +197,20 @@ export class Topology {
             }
             if (child.exitCode !== null || child.signalCode !== null) {
               done();
-              reject(new Error(`${name} exited (${child.exitCode ?? child.signalCode}) before the expected line; last lines: ${lines.slice(-5).join(' | ')}`));
+              reject(
+                new Error(
+                  `${name} exited (${child.exitCode ?? child.signalCode}) before the expected line; last lines: ${lines.slice(-5).join(' | ')}`,
+                ),
+              );
             }
           };
           const timer = setTimeout(() => {
             done();
-            reject(new Error(`${name}: no expected line within ${timeoutMs} ms; last lines: ${lines.slice(-5).join(' | ')}`));
+            reject(
+              new Error(
+                `${name}: no expected line within ${timeoutMs} ms; last lines: ${lines.slice(-5).join(' | ')}`,
+              ),
+            );
           }, timeoutMs);
           const done = () => {
             clearTimeout(timer);
@@ -211,7 +248,8 @@ export class Topology {
 
   /** Kill what runs in the namespaces and delete them. Safe to call twice. */
   destroy(): void {
-    for (const c of this.children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
+    for (const c of this.children)
+      if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
     for (let round = 0; round < 20; round++) {
       const pids = this.pids();
       if (pids.length === 0) break;
