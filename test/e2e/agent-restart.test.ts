@@ -24,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../../src/common/time.js';
 import { NET, Topology, netnsSkipReason, type NsChild } from './netns/topology.js';
+import { unboundConf } from './netns/services.js';
 
 const SITE = 'shop.example';
 const TOKEN = 'restart-e2e-token-' + 'e'.repeat(24);
@@ -32,33 +33,6 @@ const ROOT = process.cwd();
 const skip = netnsSkipReason({ unbound: ['unbound'], rsync: ['rsync'], iproute2: ['ip'] });
 if (skip) console.log(`# skipping the agent-restart e2e test: ${skip}`);
 const skipKernel = skip ?? netnsSkipReason({ nftables: ['nft'] });
-
-const UNBOUND = (dir: string) => `server:
-  interface: 127.0.0.1
-  port: 53
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "${dir}"
-  pidfile: "${dir}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  verbosity: 0
-  do-ip6: no
-  num-threads: 1
-  module-config: "iterator"
-  qname-minimisation: no
-  access-control: 127.0.0.0/8 allow
-  cache-min-ttl: 0
-  serve-expired: no
-  prefetch: no
-  domain-insecure: "example."
-remote-control:
-  control-enable: no
-stub-zone:
-  name: "example."
-  stub-addr: ${NET.dns}
-`;
 
 const ZONE = `$ORIGIN example.
 $TTL 300
@@ -123,7 +97,7 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
   let ok = false;
   try {
     await mkdir(join(dir, 'client'), { recursive: true });
-    await writeFile(join(dir, 'client', 'unbound.conf'), UNBOUND(join(dir, 'client')));
+    await writeFile(join(dir, 'client', 'unbound.conf'), unboundConf(join(dir, 'client')));
     await writeFile(join(dir, 'token'), TOKEN + '\n', { mode: 0o600 });
     await writeFile(join(dir, 'example.zone'), ZONE);
     await writeFile(join(dir, 'ferry.yaml'), config(dir, engine));
