@@ -31,8 +31,8 @@ export function describeConfig(c: FerryConfig): string {
         (s.sharedIps6 || s.tempIpPool6
           ? `, IPv6 shared ${s.sharedIps6?.join(' ') || '(none)'}, IPv6 temporary pool ${s.tempIpPool6?.join(' ') || '(none)'}`
           : '') +
-        (s.relayHost ? `, redirects on relay host ${s.relayHost}` : '') +
-        `, redirect engine ${s.engine ?? "the agent's --engine"}`,
+        `, redirect engine ${s.engine ?? "the agent's --engine"}` +
+        (s.relayHost ? `, redirects on relay host ${s.relayHost}` : ''),
     );
   }
   // What the redirect engine changes for the operator: each engine named, both when an agent decides.
