@@ -268,9 +268,9 @@ export async function apacheSites(
         else addApp({ kind: 'proxy', upstream: d.args[1], at: at(d) });
       }
     });
-    // The first name is the vhost's own; -S shows the names Apache took, including ones from Include.
-    for (const n of [v.name, ...v.aliases])
-      if (!names.includes(n) && n !== '127.0.0.1' && !/^[\d.:]+$/.test(n)) names.push(n);
+    // -S shows the names Apache took, also those set by an Include inside the section; a vhost
+    // without ServerName is listed under an address, which is no site name.
+    for (const n of [v.name, ...v.aliases]) if (!names.includes(n) && !/^[\d.:]+$/.test(n)) names.push(n);
     const listens: SiteListen[] = v.listens.map((l) => ({ ...l, tls: sslEngine, at: at(section) }));
     const pool = apps.flatMap((a) => (a.kind === 'php-fpm' && a.pool ? [a.pool] : []))[0] ?? null;
     const kinds = new Set(apps.map((a) => a.kind));
