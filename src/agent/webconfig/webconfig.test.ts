@@ -1,6 +1,6 @@
 /**
  * Reading real web servers' configurations: Debian's nginx (`nginx -T -c FILE -p PREFIX`) and
- * Apache 2.4 (`apache2 -S -f FILE -d ROOT`) on configs the test writes in a temp dir, with
+ * Apache 2.4 (`apache2ctl -S` with `APACHE_CONFDIR`) on configs the test writes in a temp dir, with
  * PHP-FPM pool files there too; never the system's own configuration. Then the agent's
  * `GET /v1/web-sites` and `HttpHostDriver.webSites()` over them. Skipped, with the reason, when
  * a package is missing (`.ci/run` installs them).
@@ -22,7 +22,7 @@ import { buildAgentServer } from '../server.js';
 import { readWebSites, type WebSite, type WebSitesReport } from './index.js';
 
 const nginxBin = findBinary('nginx');
-const apacheBin = findBinary('apache2');
+const apacheBin = findBinary('apache2ctl');
 const opensslBin = findBinary('openssl');
 const MODULES = '/usr/lib/apache2/modules';
 
@@ -257,14 +257,15 @@ describe('nginx', { skip: !nginxBin || !opensslBin ? 'nginx or openssl is not in
 
 describe(
   'Apache 2.4',
-  { skip: !apacheBin || !opensslBin ? 'apache2 or openssl is not installed' : false },
+  { skip: !apacheBin || !opensslBin ? 'apache2 (apache2ctl) or openssl is not installed' : false },
   () => {
     let root = '';
-    const read = (file = join(root, 'apache2.conf')) =>
+    // The default command, `apache2ctl -S`, on the test's own folder: Debian's apache2ctl reads
+    // $APACHE_CONFDIR/apache2.conf (and envvars, when there is one) instead of /etc/apache2.
+    const read = (confDir = root) =>
       readWebSites({
         kind: 'apache',
-        command: [apacheBin!, '-S', '-f', file, '-d', root],
-        env: { PATH: process.env.PATH, SITE_ROOT: www },
+        env: { PATH: process.env.PATH, APACHE_CONFDIR: confDir, SITE_ROOT: www },
         poolDirs: [join(dir, 'pool.d')],
         declaredRoots: [www],
       });
@@ -393,12 +394,13 @@ describe(
     });
 
     test("a syntax error: Apache's own message with the file and line, as WEBCONFIG_COMMAND", async () => {
-      const bad = join(root, 'bad.conf');
+      const bad = join(root, 'broken');
+      await mkdir(bad);
       await writeFile(
         join(root, 'broken.site'),
         '<VirtualHost 127.0.0.1:8082>\n  ServerName x.example\n  DocumentRoo /x\n</VirtualHost>\n',
       );
-      await writeFile(bad, main('broken.site'));
+      await writeFile(join(bad, 'apache2.conf'), main('broken.site'));
       await assert.rejects(
         read(bad),
         (err: unknown) =>
