@@ -40,6 +40,7 @@ import { NginxFrontend, type NginxOptions } from './nginx.js';
 import { httpProbe } from './probe.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { FileStateStore, type AgentState, type AgentStateStore } from './state.js';
+import { readWebSites, type WebConfigOptions, type WebSitesReport } from './webconfig/index.js';
 import {
   RsyncTransport,
   isSyncPeer,
@@ -97,6 +98,8 @@ export interface HostAgentOptions {
   siteApp?: 'in-process' | 'process';
   /** The site app's own process with no agent connected this long stops and exits. Default 600 000 ms. */
   siteAppOrphanTimeoutMs?: number;
+  /** The hosting server's own web server, whose sites `webSites()` reads. None: it answers WEBCONFIG_NONE. */
+  webConfig?: WebConfigOptions;
 }
 
 export interface RedirectSpec {
@@ -235,6 +238,19 @@ export class HostAgent implements HostDriver, SyncPeer {
       redirects: [...this.redirects.keys()],
       syncSessions: this.transport.list(),
     };
+  }
+
+  /** The sites of the server's own web server (`webConfig`), each with what Ferry can move and why not. */
+  webSites(): Promise<WebSitesReport> {
+    if (!this.opts.webConfig) {
+      return Promise.reject(
+        new FerryError(
+          'WEBCONFIG_NONE',
+          `${this.id} was not told which web server to read; start the agent with --web-config nginx or apache`,
+        ),
+      );
+    }
+    return readWebSites(this.opts.webConfig);
   }
 
   // --- addresses -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import type { SiteMode, SiteStats } from '../host/index.js';
 import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { isSyncPeer, type SyncPeer } from './transport.js';
+import type { WebSitesReport } from './webconfig/index.js';
 
 export interface HttpHostDriverOptions {
   /** The server's id in the controller. */
@@ -190,6 +191,11 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
 
   info(): Promise<Record<string, unknown>> {
     return this.call('GET', '/v1/info');
+  }
+
+  /** The sites of the agent's own web server (`GET /v1/web-sites`). */
+  webSites(): Promise<WebSitesReport> {
+    return this.call('GET', '/v1/web-sites');
   }
 
   async addAddress(address: string): Promise<void> {

@@ -28,3 +28,12 @@ export {
 } from './daemon.js';
 export { NginxFrontend, VHOST_PROBE_PATH, type NginxOptions, type VhostBackend } from './nginx.js';
 export { RsyncReceiver, rsyncPush, type SyncEndpoint, type SyncProgress } from './rsync.js';
+export {
+  readWebSites,
+  DEFAULT_DECLARED_ROOTS,
+  type WebConfigOptions,
+  type WebSite,
+  type WebSitesReport,
+  type Refusal,
+  type RefusalCode,
+} from './webconfig/index.js';

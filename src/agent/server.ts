@@ -17,6 +17,7 @@
  *   POST   /sites/:domain/wait-idle        POST /sites/:domain/reload
  *   POST   /sites/:domain/probe            POST /sites/:domain/push
  *   PUT|DELETE /sync-receivers/:domain     GET /sync-jobs/:id
+ *   GET    /web-sites                      (the server's own nginx or Apache sites, read-only)
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -312,6 +313,9 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     const b = parse(schemas.push, req.body, 'body');
     return agent.pushSite(domain, b.to, b.jobId);
   });
+
+  // the web server's own sites
+  app.get('/v1/web-sites', async () => agent.webSites());
 
   // data sync
   app.put('/v1/sync-receivers/:domain', async (req) => {

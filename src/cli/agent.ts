@@ -7,6 +7,7 @@ import { IprouteAddresses, LoopbackAddresses, runAgent, type WebOptions } from '
 import { FerryError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
 import { number, port } from './options.js';
+import { registerAgentSites, webConfigOf, withWebConfig } from './web-sites.js';
 
 function ipArg(value: string, previous: string[] = []): string[] {
   if (!isIP(value)) throw new InvalidArgumentError(`expected an IP address literal, got "${value}"`);
@@ -35,7 +36,7 @@ export function readToken(file: string | undefined, env = process.env): string {
 }
 
 export function registerAgent(program: Command): void {
-  program
+  const agent = program
     .command('agent')
     .description('Run the host agent: the API through which the controller drives this hosting server')
     .option('--listen <ip>', 'address of the agent API', oneIp, '0.0.0.0')
@@ -44,7 +45,7 @@ export function registerAgent(program: Command): void {
     .option('--tls-cert <file>', 'PEM certificate: serve the API over HTTPS')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--id <name>', "this server's name (sent in X-Served-By)", hostname())
-    .requiredOption('--shared-ip <ip>', 'a shared IP of this server (repeat for several)', ipArg)
+    .option('--shared-ip <ip>', 'a shared IP of this server (repeat for several; required)', ipArg)
     .option('--http-port <port>', 'port the sites are served on at the shared IPs', port, 80)
     .option('--data-dir <dir>', "sites' data and the agent's state", '/var/lib/ferry/agent')
     .option('--interface <dev>', 'interface temporary IPs are added to (iproute2)')
@@ -107,85 +108,91 @@ export function registerAgent(program: Command): void {
       "the site app's own process outlives the agent; with no agent back within this time it stops by itself",
       number(1),
       600,
-    )
-    .action(async (o: Record<string, unknown>) => {
-      const web = o.web as string;
-      if (web !== 'builtin' && web !== 'nginx')
-        throw new FerryError('AGENT_OPTIONS', `--web must be builtin or nginx, got "${web}"`);
-      const engine = o.engine as string;
-      if (engine !== 'userspace' && engine !== 'kernel')
-        throw new FerryError('AGENT_OPTIONS', `--engine must be userspace or kernel, got "${engine}"`);
-      if (Boolean(o.tlsCert) !== Boolean(o.tlsKey))
-        throw new FerryError('AGENT_OPTIONS', 'pass both --tls-cert and --tls-key, or neither');
-      if (!o.interface && !o.loopbackAddresses) {
-        throw new FerryError(
-          'AGENT_OPTIONS',
-          'name the interface temporary IPs go on with --interface DEV (or --loopback-addresses in a sandbox)',
-        );
-      }
-      if (o.nginxProxyWith !== 'app' && o.nginxProxyWith !== 'nginx') {
-        throw new FerryError(
-          'AGENT_OPTIONS',
-          `--nginx-proxy-with must be app or nginx, got "${String(o.nginxProxyWith)}"`,
-        );
-      }
-      if (o.siteApp !== 'process' && o.siteApp !== 'in-process')
-        throw new FerryError(
-          'AGENT_OPTIONS',
-          `--site-app must be process or in-process, got "${String(o.siteApp)}"`,
-        );
-      const token = readToken(o.tokenFile as string | undefined);
-      const webOpts: WebOptions =
-        web === 'nginx'
-          ? {
-              kind: 'nginx',
-              confDir: o.nginxConfDir as string,
-              command: (o.nginxCommand as string).split(/\s+/).filter(Boolean),
-              appAddress: o.appAddress as string,
-              appPort: o.appPort as number,
-              statsPort: o.statsPort as number,
-              proxyWith: o.nginxProxyWith === 'nginx' ? 'nginx' : 'app',
-              reloadOnRemove: Boolean(o.nginxReloadOnRemove),
-            }
-          : { kind: 'builtin' };
-      const log = createLogger('ferry-agent');
-      const controller = new AbortController();
-      const stop = () => controller.abort();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      try {
-        await runAgent(
-          {
-            id: o.id as string,
-            dataDir: o.dataDir as string,
-            sharedIps: o.sharedIp as string[],
-            httpPort: o.httpPort as number,
-            addresses: o.loopbackAddresses
-              ? new LoopbackAddresses()
-              : new IprouteAddresses(o.interface as string),
-            web: webOpts,
-            engine,
-            redirectOrphanTimeoutMs: (o.redirectOrphanTimeout as number) * 1000,
-            siteApp: o.siteApp === 'in-process' ? 'in-process' : 'process',
-            siteAppOrphanTimeoutMs: (o.siteAppOrphanTimeout as number) * 1000,
-            rsync: {
-              ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}),
-              port: o.rsyncPort as number,
-            },
-            listen: { address: o.listen as string, port: o.port as number },
-            token,
-            ...(o.tlsCert ? { tls: { certFile: o.tlsCert as string, keyFile: o.tlsKey as string } } : {}),
-            logger: log,
-            onReady: (url) => {
-              log.info({ url, id: o.id, web }, 'agent listening');
-              process.stdout.write(`ferry agent ${o.id as string} listening on ${url}\n`);
-            },
+    );
+  withWebConfig(agent).action(async (o: Record<string, unknown>) => {
+    // Checked here, not by commander: a required option of `agent` would be demanded of `agent sites` too.
+    if (!(o.sharedIp as string[] | undefined)?.length)
+      throw new FerryError('AGENT_OPTIONS', 'name a shared IP of this server with --shared-ip IP');
+    const web = o.web as string;
+    if (web !== 'builtin' && web !== 'nginx')
+      throw new FerryError('AGENT_OPTIONS', `--web must be builtin or nginx, got "${web}"`);
+    const engine = o.engine as string;
+    if (engine !== 'userspace' && engine !== 'kernel')
+      throw new FerryError('AGENT_OPTIONS', `--engine must be userspace or kernel, got "${engine}"`);
+    if (Boolean(o.tlsCert) !== Boolean(o.tlsKey))
+      throw new FerryError('AGENT_OPTIONS', 'pass both --tls-cert and --tls-key, or neither');
+    if (!o.interface && !o.loopbackAddresses) {
+      throw new FerryError(
+        'AGENT_OPTIONS',
+        'name the interface temporary IPs go on with --interface DEV (or --loopback-addresses in a sandbox)',
+      );
+    }
+    if (o.nginxProxyWith !== 'app' && o.nginxProxyWith !== 'nginx') {
+      throw new FerryError(
+        'AGENT_OPTIONS',
+        `--nginx-proxy-with must be app or nginx, got "${String(o.nginxProxyWith)}"`,
+      );
+    }
+    if (o.siteApp !== 'process' && o.siteApp !== 'in-process')
+      throw new FerryError(
+        'AGENT_OPTIONS',
+        `--site-app must be process or in-process, got "${String(o.siteApp)}"`,
+      );
+    const webConfig = webConfigOf(o);
+    const token = readToken(o.tokenFile as string | undefined);
+    const webOpts: WebOptions =
+      web === 'nginx'
+        ? {
+            kind: 'nginx',
+            confDir: o.nginxConfDir as string,
+            command: (o.nginxCommand as string).split(/\s+/).filter(Boolean),
+            appAddress: o.appAddress as string,
+            appPort: o.appPort as number,
+            statsPort: o.statsPort as number,
+            proxyWith: o.nginxProxyWith === 'nginx' ? 'nginx' : 'app',
+            reloadOnRemove: Boolean(o.nginxReloadOnRemove),
+          }
+        : { kind: 'builtin' };
+    const log = createLogger('ferry-agent');
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    try {
+      await runAgent(
+        {
+          id: o.id as string,
+          dataDir: o.dataDir as string,
+          sharedIps: o.sharedIp as string[],
+          httpPort: o.httpPort as number,
+          addresses: o.loopbackAddresses
+            ? new LoopbackAddresses()
+            : new IprouteAddresses(o.interface as string),
+          web: webOpts,
+          engine,
+          redirectOrphanTimeoutMs: (o.redirectOrphanTimeout as number) * 1000,
+          siteApp: o.siteApp === 'in-process' ? 'in-process' : 'process',
+          siteAppOrphanTimeoutMs: (o.siteAppOrphanTimeout as number) * 1000,
+          ...(webConfig ? { webConfig } : {}),
+          rsync: {
+            ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}),
+            port: o.rsyncPort as number,
           },
-          controller.signal,
-        );
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-      }
-    });
+          listen: { address: o.listen as string, port: o.port as number },
+          token,
+          ...(o.tlsCert ? { tls: { certFile: o.tlsCert as string, keyFile: o.tlsKey as string } } : {}),
+          logger: log,
+          onReady: (url) => {
+            log.info({ url, id: o.id, web }, 'agent listening');
+            process.stdout.write(`ferry agent ${o.id as string} listening on ${url}\n`);
+          },
+        },
+        controller.signal,
+      );
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    }
+  });
+  registerAgentSites(agent);
 }

@@ -184,6 +184,14 @@ export const ERROR_CODES = {
   },
   USAGE: bad('bad command line'),
   VALIDATION: bad("the request's body, parameters or query do not match the API schema"),
+  WEBCONFIG_COMMAND: failed(
+    "the web server's dump command (`nginx -T`, `apache2ctl -S`) failed; its own message names the file and line",
+  ),
+  WEBCONFIG_NONE: conflict('the agent was not told which web server to read (`ferry agent --web-config`)'),
+  WEBCONFIG_READ: failed('a configuration file the web server names cannot be read'),
+  WEBCONFIG_SYNTAX: failed(
+    "the web server's configuration cannot be parsed (the message names the file and line)",
+  ),
   ZONE_SYNTAX: failed('a zone file cannot be read or has a syntax error'),
 } as const satisfies Record<string, ErrorCodeInfo>;
 

@@ -1,0 +1,89 @@
+/** What the agent reads of a hosting server's own web server configuration: its sites. */
+
+/** A place in a configuration file (line counted from 1). */
+export interface SourceRef {
+  file: string;
+  line: number;
+}
+
+/** One address a site listens on. `address` null means every address (`*`, or a bare port). */
+export interface SiteListen {
+  address: string | null;
+  port: number;
+  tls: boolean;
+  at: SourceRef;
+}
+
+/** A directory a site serves files from: a document root, an alias, a `<Directory>` block. */
+export interface SitePath {
+  path: string;
+  /** The directive that names it: `root`, `alias`, `DocumentRoot`, `Alias`, `Directory`. */
+  directive: string;
+  at: SourceRef;
+}
+
+/** A PHP-FPM pool, read from its pool file. */
+export interface FpmPool {
+  name: string;
+  file: string;
+  line: number;
+  listen: string;
+  user: string | null;
+  group: string | null;
+}
+
+/** What runs a site's requests besides its files. */
+export type SiteApp =
+  | { kind: 'php-fpm'; socket: string; at: SourceRef; pool: FpmPool | null }
+  | { kind: 'proxy'; upstream: string; at: SourceRef };
+
+/** Why Ferry cannot move a site (stable codes, like error codes). */
+export type RefusalCode =
+  | 'NO_NAME'
+  | 'NAME_PATTERN'
+  | 'SHARED_NAMES'
+  | 'PATH_OUTSIDE_ROOTS'
+  | 'PATH_VARIABLE'
+  | 'PATH_MISSING'
+  | 'FILE_UNREADABLE'
+  | 'POOL_NOT_FOUND'
+  | 'POOL_SHARED'
+  | 'POOL_ROOT_USER';
+
+export interface Refusal {
+  code: RefusalCode;
+  message: string;
+  at?: SourceRef;
+}
+
+/** One site (an nginx `server {}` block or an Apache `<VirtualHost>`) and whether Ferry can move it. */
+export interface WebSite {
+  server: 'nginx' | 'apache';
+  /** The block's first line. */
+  at: SourceRef;
+  /** server_name, or ServerName then ServerAlias, in the order written. */
+  names: string[];
+  /** The server that answers requests naming no site on one of its listens. */
+  defaultServer: boolean;
+  listens: SiteListen[];
+  paths: SitePath[];
+  /** `static` when nothing but files serves it. */
+  application: 'static' | 'php-fpm' | 'proxy' | 'mixed';
+  apps: SiteApp[];
+  certificates: Array<{ certificate: string; key: string | null; at: SourceRef }>;
+  /** The system user and group its PHP-FPM pool runs as (null for a static or proxied site). */
+  user: string | null;
+  group: string | null;
+  movable: boolean;
+  refusals: Refusal[];
+}
+
+/** The sites of one web server, as the agent read them. */
+export interface WebSitesReport {
+  server: 'nginx' | 'apache';
+  /** The command whose output was read, e.g. `nginx -T`. */
+  command: string;
+  sites: WebSite[];
+  /** Roots sites' files may live under (paths elsewhere are refused). */
+  declaredRoots: string[];
+}
