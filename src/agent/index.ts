@@ -28,3 +28,4 @@ export {
 } from './daemon.js';
 export { NginxFrontend, VHOST_PROBE_PATH, type NginxOptions, type VhostBackend } from './nginx.js';
 export { RsyncReceiver, rsyncPush, type SyncEndpoint, type SyncProgress } from './rsync.js';
+export { ChangeTracker, type ChangeSet, type ChangeTrackerOptions } from './tracker.js';
