@@ -29,6 +29,9 @@ import { waitFor } from '../common/time.js';
 import { LoopbackAddresses } from './addresses.js';
 import { HostAgent } from './agent.js';
 import { ChangeTracker } from './tracker.js';
+import { InProcessTransport } from './transport.js';
+
+const SITE_IP = 'inproc.example';
 
 const missing = !findBinary('rsync')
   ? 'rsync is not installed'
@@ -227,6 +230,51 @@ describe('tracked sync passes', { skip: missing }, () => {
         return true;
       }
     }, 5000);
+  });
+});
+
+describe('tracked passes in-process (the sandbox)', { skip: missing }, () => {
+  test('copy only the changed paths with the in-process copy, ending equal to the source', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-tracker-inproc-'));
+    const agent = (id: string, ip: string) =>
+      new HostAgent({
+        id,
+        dataDir: join(dir, id),
+        sharedIps: [ip],
+        httpPort: 0,
+        addresses: new LoopbackAddresses(),
+        web: { kind: 'builtin' },
+        transport: new InProcessTransport(ip),
+      });
+    const a = agent('alpha', '127.0.67.3');
+    const b = agent('beta', '127.0.67.4');
+    try {
+      await a.start();
+      await b.start();
+      await a.addSite(SITE_IP, 'serve');
+      await b.addSite(SITE_IP, 'readonly');
+      const src = a.siteDataDir(SITE_IP);
+      await mkdir(join(src, 'x', 'y'), { recursive: true });
+      for (let i = 0; i < 10; i++) await writeFile(join(src, 'x', 'y', `f${i}`), `f${i}`);
+      await mkdir(join(src, 'old'));
+      await writeFile(join(src, 'old', 'o'), 'o');
+      const to = await b.openSyncReceiver(SITE_IP);
+      assert.equal((await a.pushSite(SITE_IP, to)).pass, 'full');
+      await writeFile(join(src, 'x', 'y', 'f0'), 'changed');
+      await mkdir(join(src, 'n1', 'n2'), { recursive: true });
+      await writeFile(join(src, 'n1', 'n2', 'n'), 'n');
+      await rm(join(src, 'old'), { recursive: true });
+      await rename(join(src, 'x', 'y', 'f1'), join(src, 'f1-moved'));
+      const delta = await a.pushSite(SITE_IP, to);
+      assert.deepEqual([delta.pass, delta.files], ['tracked', 3]);
+      const strip = (t: Record<string, string>) =>
+        Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.startsWith('dir') ? 'dir' : v]));
+      assert.deepEqual(strip(await tree(b.siteDataDir(SITE_IP))), strip(await tree(src)));
+    } finally {
+      await a.stop();
+      await b.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
