@@ -9,7 +9,7 @@
  * - a plain `rsync -a --delete` delta pass of the whole tree into the same receive session
  *   (what the agent did before tracking), or the agent's tracked pass (`pushSite`: barrier,
  *   change set, `rsync --files-from`).
- * Prints the median, p99 (with few runs: the slowest) and max of each, and their ratio against
+ * Then the tracked pass with nothing changed, and with one file written (its fixed costs). Prints the median, p99 (with few runs: the slowest) and max of each, and their ratio against
  * the issue's target: the tracked pass's p99 at most 0.2x the plain pass and at most 250 ms.
  *
  * Held requests' added latency needs a whole cut-over of a site of this size under load; this
@@ -116,6 +116,19 @@ try {
     tracked.push(performance.now() - t0);
     if (res.pass !== 'tracked') throw new Error(`pass ${r} was ${res.pass}: ${logs.join('; ')}`);
   }
+  // The tracked pass's fixed costs: nothing changed (the barrier only), one file written (plus
+  // rsync's connection to the peer's daemon).
+  const idle: number[] = [];
+  const one: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    t0 = performance.now();
+    await a.pushSite(SITE, to);
+    idle.push(performance.now() - t0);
+    await writeFile(join(src, 'one.txt'), String(r));
+    t0 = performance.now();
+    await a.pushSite(SITE, to);
+    one.push(performance.now() - t0);
+  }
   const p = stats(plain);
   const t = stats(tracked);
   const f = (n: number) => n.toFixed(1).padStart(9);
@@ -123,6 +136,10 @@ try {
   console.log(`  ${'pass'.padEnd(26)}${'p50'.padStart(9)}${'p99'.padStart(9)}${'max'.padStart(9)}`);
   console.log(`  ${'rsync -a --delete (plain)'.padEnd(26)}${f(p.p50)}${f(p.p99)}${f(p.max)}`);
   console.log(`  ${'tracked (ferry)'.padEnd(26)}${f(t.p50)}${f(t.p99)}${f(t.max)}`);
+  const i = stats(idle);
+  console.log(`  ${'tracked, nothing changed'.padEnd(26)}${f(i.p50)}${f(i.p99)}${f(i.max)}`);
+  const o = stats(one);
+  console.log(`  ${'tracked, one file written'.padEnd(26)}${f(o.p50)}${f(o.p99)}${f(o.max)}`);
   const ratio = t.p99 / p.p99;
   console.log(
     `  tracked/plain p99 ratio: ${ratio.toFixed(3)} (target <= 0.2: ${ratio <= 0.2 ? 'met' : 'NOT met'}); ` +

@@ -696,16 +696,20 @@ export class HostAgent implements HostDriver, SyncPeer {
       tracker = changes.tracker;
       const set = changes.set;
       if (set.kind === 'full') this.opts.log?.(`sync of ${d}: full pass (${set.reason})`);
-      const res = await this.transport.push(
-        source,
-        to,
-        (p) => {
-          job.bytes = p.bytes;
-          job.percent = p.percent;
-          onProgress?.(p);
-        },
-        set.kind === 'paths' ? set.paths : undefined,
-      );
+      // Nothing changed since the last pass: no connection to the peer at all.
+      const res =
+        set.kind === 'paths' && set.paths.length === 0
+          ? { files: 0, bytes: 0 }
+          : await this.transport.push(
+              source,
+              to,
+              (p) => {
+                job.bytes = p.bytes;
+                job.percent = p.percent;
+                onProgress?.(p);
+              },
+              set.kind === 'paths' ? set.paths : undefined,
+            );
       Object.assign(job, {
         state: 'done',
         endedAt: Date.now(),
