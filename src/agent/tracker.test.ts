@@ -3,11 +3,13 @@
  * agents on loopback (127.0.67.0/24): after the first full pass, a pass copies exactly what
  * changed (written, created in new subfolders, deleted, renamed, chmod'ed), a change made while a
  * pass runs is in the next one, an overflowed or killed watch falls back to a full pass with the
- * same result, and the target ends equal to a plain `rsync -a --delete` copy of the source.
+ * same result, and the target ends equal to a plain `rsync -a --delete` copy of the source. The
+ * same with the sandbox's in-process copy; the watch ends when the site is removed or proxied.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import {
   appendFile,
@@ -32,6 +34,8 @@ import { ChangeTracker } from './tracker.js';
 import { InProcessTransport } from './transport.js';
 
 const SITE_IP = 'inproc.example';
+/** The kernel's inotify queue size (the overflow test writes more events than this). */
+const QUEUE = Number(readFileSync('/proc/sys/fs/inotify/max_queued_events', 'utf8').trim());
 
 const missing = !findBinary('rsync')
   ? 'rsync is not installed'
@@ -170,7 +174,7 @@ describe('tracked sync passes', { skip: missing }, () => {
   test('a killed watch falls back to a full pass, logged with the reason, and tracking resumes', async () => {
     const pid = a.tracking(site)!.pid!;
     process.kill(pid, 'SIGKILL');
-    await waitFor(() => a.tracking(site)?.running === false, 5000);
+    assert.ok(await waitFor(() => a.tracking(site)?.running === false, 5000));
     await writeFile(join(src, 'after-kill.txt'), 'k');
     await rm(join(src, 'top.txt'));
     logs.length = 0;
@@ -188,48 +192,60 @@ describe('tracked sync passes', { skip: missing }, () => {
     await assertSameAsFullRsync();
   });
 
-  test('an overflowed inotify queue falls back to a full pass with the same result', async () => {
-    const pid = a.tracking(site)!.pid!;
-    const max = Number((await readFile('/proc/sys/fs/inotify/max_queued_events', 'utf8')).trim());
-    // A stopped watcher reads nothing: more events than the kernel queues make it overflow for real.
-    await mkdir(join(src, 'flood'), { recursive: true });
-    assert.equal((await pass()).pass, 'tracked'); // the new folder is watched from here on
-    process.kill(pid, 'SIGSTOP');
-    try {
-      for (let i = 0; i <= max; i++) await writeFile(join(src, 'flood', `f${i % 500}`), String(i));
-    } finally {
-      process.kill(pid, 'SIGCONT');
-    }
-    logs.length = 0;
-    const full = await pass();
-    assert.equal(full.pass, 'full');
-    assert.ok(
-      logs.some((l) => l.includes('overflow')),
-      logs.join('\n'),
-    );
-    await assertSameAsFullRsync();
-    // The overflowed queue's events may straddle two passes: the next one is full as well.
-    await rm(join(src, 'flood'), { recursive: true });
-    assert.equal((await pass()).pass, 'full');
-    await assertSameAsFullRsync();
-    await writeFile(join(src, 'after-overflow.txt'), 'o');
-    const next = await pass();
-    assert.deepEqual([next.pass, next.files], ['tracked', 1]);
-    await assertSameAsFullRsync();
-  });
+  test(
+    'an overflowed inotify queue falls back to a full pass with the same result',
+    {
+      skip:
+        QUEUE > 100_000
+          ? `fs.inotify.max_queued_events is ${QUEUE}: overflowing it takes too many writes`
+          : false,
+    },
+    async () => {
+      const pid = a.tracking(site)!.pid!;
+      const max = QUEUE;
+      // A stopped watcher reads nothing: more events than the kernel queues make it overflow for real.
+      await mkdir(join(src, 'flood'), { recursive: true });
+      assert.equal((await pass()).pass, 'tracked'); // the new folder is watched from here on
+      process.kill(pid, 'SIGSTOP');
+      try {
+        for (let i = 0; i <= max; i++) await writeFile(join(src, 'flood', `f${i % 500}`), String(i));
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      logs.length = 0;
+      const full = await pass();
+      assert.equal(full.pass, 'full');
+      assert.ok(
+        logs.some((l) => l.includes('overflow')),
+        logs.join('\n'),
+      );
+      await assertSameAsFullRsync();
+      // The overflowed queue's events may straddle two passes: the next one is full as well.
+      await rm(join(src, 'flood'), { recursive: true });
+      assert.equal((await pass()).pass, 'full');
+      await assertSameAsFullRsync();
+      await writeFile(join(src, 'after-overflow.txt'), 'o');
+      const next = await pass();
+      assert.deepEqual([next.pass, next.files], ['tracked', 1]);
+      await assertSameAsFullRsync();
+    },
+  );
 
   test('the watch stops when the site is removed', async () => {
     const pid = a.tracking(site)!.pid!;
     await a.removeSite(site);
     assert.equal(a.tracking(site), undefined);
-    await waitFor(() => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    }, 5000);
+    assert.ok(
+      await waitFor(() => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      }, 5000),
+      'the watcher exited',
+    );
   });
 });
 
@@ -270,6 +286,21 @@ describe('tracked passes in-process (the sandbox)', { skip: missing }, () => {
       const strip = (t: Record<string, string>) =>
         Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.startsWith('dir') ? 'dir' : v]));
       assert.deepEqual(strip(await tree(b.siteDataDir(SITE_IP))), strip(await tree(src)));
+      // The cut-over done, the origin proxies to the target: its watch ends.
+      const pid = a.tracking(SITE_IP)!.pid!;
+      await a.setSiteMode(SITE_IP, { proxy: { address: '127.0.67.4', port: b.sites.port } });
+      assert.equal(a.tracking(SITE_IP), undefined);
+      assert.ok(
+        await waitFor(() => {
+          try {
+            process.kill(pid, 0);
+            return false;
+          } catch {
+            return true;
+          }
+        }, 5000),
+        'the watcher exited',
+      );
     } finally {
       await a.stop();
       await b.stop();
