@@ -20,7 +20,7 @@
  * With `siteApp: 'process'` (as `ferry agent` runs) the site app outlives the agent the same way:
  * a `SiteProcess` that the next start adopts, as a customer's application would go on serving.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type BinaryLike } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
@@ -41,6 +41,7 @@ import { httpProbe } from './probe.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { FileStateStore, type AgentState, type AgentStateStore } from './state.js';
 import { readWebSites, type WebConfigOptions, type WebSitesReport } from './webconfig/index.js';
+import { ChangeTracker, type ChangeSet } from './tracker.js';
 import {
   RsyncTransport,
   isSyncPeer,
@@ -100,6 +101,13 @@ export interface HostAgentOptions {
   siteAppOrphanTimeoutMs?: number;
   /** The hosting server's own web server, whose sites `webSites()` reads. None: it answers WEBCONFIG_NONE. */
   webConfig?: WebConfigOptions;
+  /**
+   * Track a site's changed files from its first sync pass, so later passes copy only those
+   * (tracker.ts). Default on with `inotifywait` from PATH; off: every pass is a full one.
+   */
+  tracking?: false | { inotifywaitPath?: string };
+  /** Hears what the agent reports in passing (a sync pass that falls back to a full copy, and why). */
+  log?: (message: string) => void;
 }
 
 export interface RedirectSpec {
@@ -136,6 +144,8 @@ export class HostAgent implements HostDriver, SyncPeer {
   private stateChain: Promise<unknown> = Promise.resolve();
   /** Serializes operations on one key (a site, a redirect) so repeats and retries never race. */
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** A site's change tracker, for the one receive session its passes go to (`key`). */
+  private readonly trackers = new Map<string, { key: string; tracker: ChangeTracker }>();
 
   constructor(opts: HostAgentOptions) {
     if (opts.sharedIps.length === 0)
@@ -221,6 +231,7 @@ export class HostAgent implements HostDriver, SyncPeer {
       [...this.redirects.values()].map((r) => (opts.keepRedirects ? r.engine.detach() : r.engine.close())),
     );
     this.redirects.clear();
+    for (const d of [...this.trackers.keys()]) await this.stopTracking(d);
     await this.transport.stop().catch(() => undefined);
     if (opts.keepSiteApp && this.sites instanceof SiteProcess) this.sites.detach();
     else await this.sites.stop();
@@ -498,6 +509,8 @@ export class HostAgent implements HostDriver, SyncPeer {
       await this.sites.addSite(d, mode);
       // A site that takes writes here must never be overwritten by a sync: its session ends.
       if (mode === 'serve' || typeof mode === 'object') await this.transport.close(d);
+      // Proxying elsewhere, the site has moved away from here: no pass will follow.
+      if (typeof mode === 'object') await this.stopTracking(d);
       if (this.nginx) {
         const viaNginx =
           typeof mode === 'object' && this.opts.web.kind === 'nginx' && this.opts.web.proxyWith === 'nginx';
@@ -528,6 +541,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
       await this.transport.close(d);
+      await this.stopTracking(d);
       await this.nginx?.removeVhost(d, {
         reload: this.opts.web.kind === 'nginx' && this.opts.web.reloadOnRemove === true,
       });
@@ -666,7 +680,14 @@ export class HostAgent implements HostDriver, SyncPeer {
     to: SyncEndpoint,
     jobId = randomBytes(6).toString('hex'),
     onProgress?: (p: PushProgress) => void,
-  ): Promise<{ jobId: string; files: number; bytes: number; totalBytes?: number; durationMs: number }> {
+  ): Promise<{
+    jobId: string;
+    files: number;
+    bytes: number;
+    totalBytes?: number;
+    durationMs: number;
+    pass: 'full' | 'tracked';
+  }> {
     const d = normalizeDomain(domain);
     const source = this.sites.siteDataDir(d);
     const running = this.jobs.get(jobId);
@@ -685,12 +706,26 @@ export class HostAgent implements HostDriver, SyncPeer {
     };
     this.jobs.set(jobId, job);
     if (this.jobs.size > 200) this.jobs.delete(this.jobs.keys().next().value as string);
+    let tracker: ChangeTracker | undefined;
     try {
-      const res = await this.transport.push(source, to, (p) => {
-        job.bytes = p.bytes;
-        job.percent = p.percent;
-        onProgress?.(p);
-      });
+      const changes = await this.changesSince(d, source, to);
+      tracker = changes.tracker;
+      const set = changes.set;
+      if (set.kind === 'full') this.opts.log?.(`sync of ${d}: full pass (${set.reason})`);
+      // Nothing changed since the last pass: no connection to the peer at all.
+      const res =
+        set.kind === 'paths' && set.paths.length === 0
+          ? { files: 0, bytes: 0 }
+          : await this.transport.push(
+              source,
+              to,
+              (p) => {
+                job.bytes = p.bytes;
+                job.percent = p.percent;
+                onProgress?.(p);
+              },
+              set.kind === 'paths' ? set.paths : undefined,
+            );
       Object.assign(job, {
         state: 'done',
         endedAt: Date.now(),
@@ -698,11 +733,77 @@ export class HostAgent implements HostDriver, SyncPeer {
         percent: 100,
         files: res.files,
       });
-      return { jobId, ...res, durationMs: job.endedAt! - job.startedAt };
+      return {
+        jobId,
+        ...res,
+        durationMs: job.endedAt! - job.startedAt,
+        pass: set.kind === 'paths' ? 'tracked' : 'full',
+      };
     } catch (err) {
+      // What this pass was to copy is not known to be there: the next pass copies everything.
+      tracker?.invalidate(`the last pass failed: ${(err as Error).message}`);
       Object.assign(job, { state: 'failed', endedAt: Date.now(), error: (err as Error).message });
       throw err;
     }
+  }
+
+  /**
+   * What a pass of `d` into `to` must copy. The first pass into a receive session starts the
+   * site's tracker (before copying: what changes during it is in the next set) and copies
+   * everything; later passes into the same session copy the tracked set, or everything when it
+   * is incomplete. A tracker of another session (an earlier migration) is stopped.
+   */
+  private async changesSince(
+    d: string,
+    source: string,
+    to: SyncEndpoint,
+  ): Promise<{ set: ChangeSet; tracker?: ChangeTracker }> {
+    if (this.opts.tracking === false) return { set: { kind: 'full', reason: 'tracking is off' } };
+    const key = sessionKey(to);
+    const current = this.trackers.get(d);
+    if (current?.key === key) return { set: await current.tracker.take(), tracker: current.tracker };
+    await this.stopTracking(d);
+    const tracker = new ChangeTracker({
+      root: source,
+      barrierDir: join(
+        this.opts.dataDir,
+        'tracking',
+        createHash('sha256').update(d).digest('hex').slice(0, 12),
+      ),
+      ...(this.opts.tracking?.inotifywaitPath ? { inotifywaitPath: this.opts.tracking.inotifywaitPath } : {}),
+    });
+    try {
+      await tracker.start();
+    } catch (err) {
+      await tracker.stop();
+      return { set: { kind: 'full', reason: `no tracking: ${(err as Error).message}` } };
+    }
+    this.trackers.set(d, { key, tracker });
+    return {
+      set: {
+        kind: 'full',
+        reason: current
+          ? 'first pass into a new receive session'
+          : 'first pass (no change set: first copy, or the agent restarted)',
+      },
+      tracker,
+    };
+  }
+
+  /** Stop `d`'s change tracker, if any (the migration ended or moved on). */
+  private async stopTracking(d: string): Promise<void> {
+    const t = this.trackers.get(d);
+    if (!t) return;
+    this.trackers.delete(d);
+    await t.tracker.stop();
+  }
+
+  /** Whether `domain`'s passes are tracked now (tests and the API's info). */
+  tracking(domain: string): { pid?: number; running: boolean } | undefined {
+    const t = this.trackers.get(normalizeDomain(domain));
+    return (
+      t && { running: t.tracker.running, ...(t.tracker.pid !== undefined ? { pid: t.tracker.pid } : {}) }
+    );
   }
 
   syncJob(jobId: string): (SyncProgress & { domain: string }) | undefined {
@@ -763,6 +864,20 @@ async function checkForwarding(address: string): Promise<void> {
       `the kernel engine needs packet forwarding on this server: sysctl -w ${v6 ? 'net.ipv6.conf.all.forwarding' : 'net.ipv4.ip_forward'}=1 (or use the userspace engine)`,
     );
   }
+}
+
+/** Names one receive session (a new secret is a new session) without keeping its secret. */
+function sessionKey(to: SyncEndpoint): string {
+  const h = createHash('sha256');
+  for (const part of [
+    to.transport ?? 'rsync',
+    to.address,
+    String(to.port),
+    to.module,
+    to.secret,
+  ] as BinaryLike[])
+    h.update(part).update('\0');
+  return h.digest('hex');
 }
 
 function checkRedirectId(id: string): void {

@@ -32,7 +32,8 @@ export interface RunningAgent {
 
 /** Start an agent (restoring its saved state) and its API; resolves once the API listens. */
 export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {
-  const agent = new HostAgent(opts);
+  const logger = opts.logger;
+  const agent = new HostAgent(logger && !opts.log ? { ...opts, log: (m) => logger.info(m) } : opts);
   await agent.start();
   let app: FastifyInstance | undefined;
   try {

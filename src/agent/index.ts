@@ -37,3 +37,4 @@ export {
   type Refusal,
   type RefusalCode,
 } from './webconfig/index.js';
+export { ChangeTracker, type ChangeSet, type ChangeTrackerOptions } from './tracker.js';

@@ -220,9 +220,17 @@ export interface PushOptions {
   /** rsync's I/O timeout in seconds. Default 60. */
   ioTimeoutS?: number;
   onProgress?: (p: { bytes: number; percent: number }) => void;
+  /**
+   * Push only these paths (relative to `source`): each file is copied, each folder copied whole,
+   * each path the source no longer has deleted on the receiver. Default: the whole folder.
+   */
+  paths?: string[];
 }
 
-/** Push `source` into the receive session `to` (delete what the source no longer has). */
+/**
+ * Push `source` into the receive session `to` (delete what the source no longer has), or with
+ * `paths` only those paths (`--files-from`, a missing one deleted: `--delete-missing-args`).
+ */
 export function rsyncPush(opts: PushOptions): Promise<{ files: number; bytes: number; totalBytes: number }> {
   const { to } = opts;
   const host = isIP(to.address) === 6 ? `[${to.address}]` : to.address;
@@ -236,33 +244,40 @@ export function rsyncPush(opts: PushOptions): Promise<{ files: number; bytes: nu
     '--no-inc-recursive',
     `--timeout=${opts.ioTimeoutS ?? 60}`,
     '--contimeout=10',
+    ...(opts.paths ? ['-r', '--files-from=-', '--from0', '--delete-missing-args', '--force'] : []),
     `${opts.source.replace(/\/+$/, '')}/`,
     url,
   ];
   return new Promise((resolve, reject) => {
     const child = spawn(opts.rsyncPath ?? 'rsync', args, {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', RSYNC_PASSWORD: to.secret, LC_ALL: 'C' },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [opts.paths ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     });
+    if (opts.paths) {
+      child.stdin!.on('error', () => undefined); // rsync exiting early is reported by its exit code
+      child.stdin!.end(opts.paths.map((p) => `${p}\0`).join(''));
+    }
     let out = '';
     let err = '';
-    child.stdout.setEncoding('utf8');
-    child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
       out += chunk;
       if (out.length > 1 << 20) out = out.slice(-65536);
       // progress2 lines end in \r: "  1,234,567  45%  1.23MB/s  0:00:01 (xfr#3, to-chk=0/10)"
       const m = /([\d,]+)\s+(\d+)%[^\r\n]*[\r\n]*$/.exec(chunk);
       if (m) opts.onProgress?.({ bytes: num(m[1]!), percent: Number(m[2]) });
     });
-    child.stderr.on('data', (chunk: string) => {
+    child.stderr!.on('data', (chunk: string) => {
       err = (err + chunk).slice(-4096);
     });
     child.once('error', (e) =>
       reject(new FerryError('RSYNC_FAILED', `cannot run rsync: ${e.message}`, { cause: e })),
     );
     child.once('close', (code) => {
-      if (code !== 0) {
+      // 24: files vanished while rsync ran. In a pass of tracked paths, their removal is tracked
+      // too and is in the next pass.
+      if (code !== 0 && !(code === 24 && opts.paths)) {
         reject(
           new FerryError(
             'RSYNC_FAILED',

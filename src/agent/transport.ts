@@ -10,7 +10,7 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { FerryError } from '../common/errors.js';
-import { syncDirectory } from '../host/index.js';
+import { syncDirectory, syncPaths } from '../host/index.js';
 import { RsyncReceiver, rsyncPush, type SyncEndpoint } from './rsync.js';
 
 /** What a peer of a sync offers: a receive session for a site, and a reload once data is in. */
@@ -40,11 +40,15 @@ export interface SyncTransport {
   list(): string[];
   /** Close every session and whatever serves them. */
   stop(): Promise<void>;
-  /** Make the session `to` a copy of `source` (deleting what `source` no longer has). */
+  /**
+   * Make the session `to` a copy of `source` (deleting what `source` no longer has); with `paths`
+   * (relative to `source`), only those paths: a tracked pass's delta (tracker.ts).
+   */
   push(
     source: string,
     to: SyncEndpoint,
     onProgress?: (p: PushProgress) => void,
+    paths?: string[],
   ): Promise<{ files: number; bytes: number; totalBytes?: number }>;
 }
 
@@ -79,6 +83,7 @@ export class RsyncTransport implements SyncTransport {
     source: string,
     to: SyncEndpoint,
     onProgress?: (p: PushProgress) => void,
+    paths?: string[],
   ): Promise<{ files: number; bytes: number; totalBytes: number }> {
     if (to.transport === 'in-process') {
       throw new FerryError(
@@ -91,6 +96,7 @@ export class RsyncTransport implements SyncTransport {
       to,
       ...(this.opts.rsyncPath ? { rsyncPath: this.opts.rsyncPath } : {}),
       ...(onProgress ? { onProgress } : {}),
+      ...(paths ? { paths } : {}),
     });
   }
 }
@@ -143,6 +149,7 @@ export class InProcessTransport implements SyncTransport {
     source: string,
     to: SyncEndpoint,
     onProgress?: (p: PushProgress) => void,
+    paths?: string[],
   ): Promise<{ files: number; bytes: number }> {
     if (to.transport !== 'in-process') {
       throw new FerryError(
@@ -156,6 +163,11 @@ export class InProcessTransport implements SyncTransport {
         'SYNC_SESSION_CLOSED',
         `receive session ${to.module} is closed (the site takes writes there, or was removed)`,
       );
+    }
+    if (paths) {
+      const res = await syncPaths(source, session.path, paths);
+      onProgress?.({ bytes: res.bytes, percent: 100, files: res.files });
+      return { files: res.files, bytes: res.bytes };
     }
     const res = await syncDirectory(source, session.path, {
       delete: true,

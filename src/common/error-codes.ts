@@ -175,6 +175,7 @@ export const ERROR_CODES = {
   SYNC_UNSUPPORTED: failed('these two hosts cannot sync with each other'),
   TEMP_IP_EXHAUSTED: conflict('no free temporary IP in the pool'),
   TEMP_IP_NOT_SERVING: failed('the site does not answer on the temporary IP'),
+  TRACKER_FAILED: failed("the watch of a site's changed files failed (the next pass copies everything)"),
   UNAUTHORIZED: auth(401, 'the agent refused the bearer token'),
   UNREACHABLE: { status: 503, exit: EXIT.unreachable, meaning: 'the controller cannot be reached (CLI)' },
   UNSUPPORTED_MEDIA_TYPE: {

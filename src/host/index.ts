@@ -13,6 +13,6 @@ export {
   type Order,
 } from './site-server.js';
 export { SiteProcess, type SiteApp, type SiteProcessOptions } from './site-process.js';
-export { syncDirectory, type SyncOptions, type SyncResult } from './sync.js';
+export { syncDirectory, syncPaths, type SyncOptions, type SyncResult } from './sync.js';
 export { type ProxyTarget } from './proxy.js';
 export { ORDERS_FILE } from './orders.js';

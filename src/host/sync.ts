@@ -7,7 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, rename, rm, utimes, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { FerryError } from '../common/errors.js';
 
 export interface SyncOptions {
@@ -68,6 +68,40 @@ export async function syncDirectory(src: string, dst: string, opts: SyncOptions 
   }
   await syncDir(src, dst, opts, result, tick);
   report?.({ bytes: result.bytes, files: result.files, percent: 100 });
+  return result;
+}
+
+/**
+ * Make `paths` (relative to both folders) in `dst` what they are in `src`: a file is synced as
+ * `syncDirectory` would, a folder synced whole (with deletions), a path `src` no longer has
+ * removed from `dst`. The delta of a tracked pass (only what changed since the last one).
+ */
+export async function syncPaths(src: string, dst: string, paths: string[]): Promise<SyncResult> {
+  const result: SyncResult = { files: 0, bytes: 0, deleted: 0 };
+  const root = resolve(dst);
+  for (const p of paths) {
+    const to = resolve(root, p);
+    if (!to.startsWith(root + sep)) throw new FerryError('SYNC_SOURCE', `path ${p} is outside ${src}`);
+    const from = join(src, p);
+    const s = await lstat(from).catch(() => undefined);
+    if (!s || (!s.isFile() && !s.isDirectory())) {
+      if (await lstat(to).catch(() => undefined)) {
+        await rm(to, { recursive: true, force: true });
+        result.deleted += 1;
+      }
+    } else if (s.isDirectory()) {
+      const d = await lstat(to).catch(() => undefined);
+      if (d && !d.isDirectory()) await rm(to, { force: true });
+      await syncDir(from, to, { delete: true }, result);
+    } else {
+      await mkdir(dirname(to), { recursive: true });
+      const { copied } = await syncFile(from, to, dirname(to), {});
+      if (copied !== null) {
+        result.files += 1;
+        result.bytes += copied;
+      }
+    }
+  }
   return result;
 }
 
