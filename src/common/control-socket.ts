@@ -316,3 +316,70 @@ export async function serveControl(o: ControlServerOptions): Promise<ControlServ
     },
   };
 }
+
+/** What a supervised child runs: its service, and the requests of its own beyond `info` and `stop`. */
+export interface ControlledChild<S> {
+  socketPath: string;
+  orphanTimeoutMs: number;
+  /** Code of errors that are not FerryErrors (the child's own, e.g. RELAY_PROCESS). */
+  code: ErrorCode;
+  /** Starts the service; a throw is reported on the ready line and the process exits 1. */
+  start(): Promise<S>;
+  /** Stops the service (on `stop`, SIGTERM, SIGINT or when orphaned). */
+  close(service: S): Promise<void>;
+  /** What `info` answers, and the ready line carries. */
+  info(service: S): unknown;
+  /** Any other request; throw for an unknown one. */
+  handle(service: S, req: ControlRequest): Promise<unknown>;
+}
+
+/**
+ * The life of a supervised child process (the `*-main.ts` entry points): start the service, serve
+ * the control socket, write the ready line; stop once, on `stop`, SIGTERM, SIGINT or when
+ * orphaned, and end the process once the reply to `stop` is out.
+ */
+export async function runControlledChild<S>(c: ControlledChild<S>): Promise<void> {
+  let service: S;
+  try {
+    service = await c.start();
+  } catch (err) {
+    writeReady({ ok: false, code: isFerryError(err) ? err.code : c.code, message: (err as Error).message });
+    process.exitCode = 1;
+    return;
+  }
+  let control: ControlServer | undefined;
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      control?.close();
+      await c.close(service);
+      // The reply to `stop` goes out, then the control connections end; the process then ends by
+      // itself, or here if something still holds it.
+      control?.endConnections();
+      setTimeout(() => process.exit(0), 1000).unref();
+    })());
+  try {
+    control = await serveControl({
+      socketPath: c.socketPath,
+      orphanTimeoutMs: c.orphanTimeoutMs,
+      handle: async (req) => {
+        if (req.op === 'info') return c.info(service);
+        if (req.op === 'stop') return void (await stop());
+        return c.handle(service, req);
+      },
+      onOrphaned: () => void stop(),
+      code: c.code,
+    });
+  } catch (err) {
+    await c.close(service);
+    writeReady({
+      ok: false,
+      code: c.code,
+      message: `cannot listen on ${c.socketPath}: ${(err as Error).message}`,
+    });
+    process.exit(1);
+  }
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+  writeReady({ ok: true, info: c.info(service) });
+}
