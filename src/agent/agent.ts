@@ -712,6 +712,7 @@ export class HostAgent implements HostDriver, SyncPeer {
       tracker = changes.tracker;
       const set = changes.set;
       if (set.kind === 'full') this.opts.log?.(`sync of ${d}: full pass (${set.reason})`);
+      let reported = false;
       // Nothing changed since the last pass: no connection to the peer at all.
       const res =
         set.kind === 'paths' && set.paths.length === 0
@@ -720,12 +721,15 @@ export class HostAgent implements HostDriver, SyncPeer {
               source,
               to,
               (p) => {
+                reported = true;
                 job.bytes = p.bytes;
                 job.percent = p.percent;
                 onProgress?.(p);
               },
               set.kind === 'paths' ? set.paths : undefined,
             );
+      // Every pass ends with its figure, also one that copied too little to report along the way.
+      if (!reported) onProgress?.({ bytes: res.bytes, percent: 100, files: res.files });
       Object.assign(job, {
         state: 'done',
         endedAt: Date.now(),
