@@ -160,9 +160,13 @@ export const ERROR_CODES = {
   SITE_DOMAIN_INVALID: bad('not a valid domain name for a site'),
   SITE_LISTEN: failed('the site server cannot listen on an address'),
   SITE_MODE_INVALID: bad('not a valid site mode'),
+  SITE_NAME_TAKEN: conflict('another site on this server already answers to that name'),
   SITE_NOT_FOUND: notFound('no such site (configured, or on that server)'),
   SITE_PROCESS: failed("the site app's own process failed to start or answer"),
   SITE_SERVER_OPTIONS: bad('bad site server options'),
+  SITE_UPSTREAM_INVALID: bad(
+    "a gated site's upstream (its backend or the target's TLS settings) is not valid",
+  ),
   SSE_FULL: unavailable('too many event subscribers; retry later'),
   SYNC_COPY: failed("a file of a site's data cannot be copied"),
   SYNC_JOB_NOT_FOUND: notFound('no sync job with this id'),

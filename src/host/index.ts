@@ -9,6 +9,7 @@ export {
   normalizeDomain,
   type SiteMode,
   type SiteStats,
+  type SiteUpstream,
   type SiteServerOptions,
   type Order,
 } from './site-server.js';

@@ -1,9 +1,11 @@
 /**
- * Reverse proxy for one request: the site's `proxy` mode. The Host header is kept, the client's
- * address is appended to `X-Forwarded-For`, bodies stream both ways, and the upstream's headers
- * (its `X-Served-By` among them) pass through. A request is retried once when the upstream fails
- * before the first response byte and replaying it is safe: the method is idempotent, or the
- * connection was never established (nothing reached the upstream).
+ * Reverse proxy for one request: a site's `proxy` mode, and a gated site's way to its backend.
+ * The Host header is kept, the client's address is appended to `X-Forwarded-For`, the front's
+ * `X-Ferry-*` headers are dropped, bodies stream both ways, and the upstream's headers (its
+ * `X-Served-By` among them) pass through. Over TLS (`tls`), SNI is the given server name. A
+ * request is retried once when the upstream fails before the first response byte and replaying
+ * it is safe: the method is idempotent, or the connection was never established (nothing reached
+ * the upstream).
  */
 import {
   Agent,
@@ -13,6 +15,9 @@ import {
   type ClientRequest,
   type OutgoingHttpHeaders,
 } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { SecureContext } from 'node:tls';
+import { isIP } from 'node:net';
 import { FerryError } from '../common/errors.js';
 
 /** Where a proxied site's requests go. `localAddress` binds the proxy's outgoing connections. */
@@ -22,8 +27,22 @@ export interface ProxyTarget {
   localAddress?: string;
 }
 
+/** TLS to the upstream: SNI, and whether (and against what) its certificate is verified. */
+export interface ProxyTls {
+  servername: string;
+  /** False: any certificate is accepted (a loopback backend of our own). */
+  verify: boolean;
+  /** Trust anchors when verifying; Node's default CA list when absent. */
+  secureContext?: SecureContext;
+}
+
 export interface ProxyOptions {
+  /** From `createProxyAgent`, made with `tls` when `tls` is given here. */
   agent: Agent;
+  /** Speak TLS to the upstream. */
+  tls?: ProxyTls;
+  /** The client's address for `X-Forwarded-For` (default: the TCP peer's). */
+  client?: string;
   /** Idle time on the upstream socket before the attempt fails. */
   timeoutMs: number;
   /** Request bodies up to this size are kept for a retry; larger ones are streamed without one. */
@@ -44,6 +63,9 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+/** Headers only a trusted front sets for the gate; never forwarded. */
+export const FRONT_HEADERS = ['x-ferry-client', 'x-ferry-scheme'] as const;
+
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /** Errors raised before a TCP connection exists: the upstream saw nothing, any method may be replayed. */
@@ -55,9 +77,10 @@ const CONNECT_ERRORS = new Set([
   'EADDRINUSE',
 ]);
 
-/** A keep-alive agent for upstream connections; idle sockets close after `idleMs`, well before a server would. */
-export function createProxyAgent(idleMs = 2000): Agent {
-  return new Agent({ keepAlive: true, timeout: idleMs, maxSockets: 256, maxFreeSockets: 32 });
+/** A keep-alive agent for upstream connections (TLS ones with `tls`); idle sockets close after `idleMs`, well before a server would. */
+export function createProxyAgent(idleMs = 2000, tls = false): Agent {
+  const o = { keepAlive: true, timeout: idleMs, maxSockets: 256, maxFreeSockets: 32 };
+  return tls ? new HttpsAgent(o) : new Agent(o);
 }
 
 /** Forward `req` to `target` and stream the answer into `res`. */
@@ -68,7 +91,9 @@ export function proxyRequest(
   opts: ProxyOptions,
 ): void {
   const method = req.method ?? 'GET';
-  const headers = forwardHeaders(req);
+  const headers = forwardHeaders(req, opts.client);
+  const tls = opts.tls;
+  const send = tls ? httpsRequest : request;
   let replay: Buffer[] | null = [];
   let replayBytes = 0;
   let ended = false;
@@ -79,10 +104,17 @@ export function proxyRequest(
 
   const attempt = () => {
     attempts += 1;
-    const up = request({
+    const up = send({
       host: target.address,
       port: target.port,
       ...(target.localAddress ? { localAddress: target.localAddress } : {}),
+      ...(tls
+        ? {
+            servername: tls.servername,
+            rejectUnauthorized: tls.verify,
+            ...(tls.secureContext ? { secureContext: tls.secureContext } : {}),
+          }
+        : {}),
       method,
       path: req.url ?? '/',
       headers,
@@ -165,15 +197,16 @@ export function proxyRequest(
   attempt();
 }
 
-/** The request headers to send upstream: Host kept, hop-by-hop dropped, X-Forwarded-For appended. */
-function forwardHeaders(req: IncomingMessage): OutgoingHttpHeaders {
+/** The request headers to send upstream: Host kept, hop-by-hop and front headers dropped, X-Forwarded-For appended. */
+function forwardHeaders(req: IncomingMessage, trustedClient?: string): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const drop = connectionTokens(req.headers.connection);
+  for (const h of FRONT_HEADERS) drop.add(h);
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined || HOP_BY_HOP.has(name) || drop.has(name)) continue;
     out[name] = value;
   }
-  const client = normalizeAddress(req.socket.remoteAddress ?? '');
+  const client = trustedClient ?? normalizeAddress(req.socket.remoteAddress ?? '');
   const prior = req.headers['x-forwarded-for'];
   out['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${client}` : client;
   return out;
@@ -186,6 +219,11 @@ function connectionTokens(value: string | undefined): Set<string> {
       .map((t) => t.trim().toLowerCase())
       .filter(Boolean),
   );
+}
+
+/** Whether an address (as `normalizeAddress` gives it) is a loopback one: 127.0.0.0/8 or ::1. */
+export function isLoopback(address: string): boolean {
+  return address === '::1' || (isIP(address) === 4 && address.startsWith('127.'));
 }
 
 /** `::ffff:127.0.0.9` → `127.0.0.9`; other addresses unchanged. */

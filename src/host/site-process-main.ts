@@ -7,7 +7,7 @@
  */
 import { FerryError } from '../common/errors.js';
 import { runControlledChild, type ControlRequest } from '../common/control-socket.js';
-import { SiteServer, type SiteMode } from './site-server.js';
+import { SiteServer, type SiteMode, type SiteUpstream } from './site-server.js';
 import type { SiteProcessConfig, SiteProcessInfo } from './site-process.js';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as SiteProcessConfig;
@@ -34,12 +34,20 @@ void runControlledChild<SiteServer>({
     addresses: server.addresses(),
     port: server.port,
     dataDir: config.site.dataDir,
-    sites: server.sites().map((domain) => ({ domain, mode: server.mode(domain) })),
+    sites: server.sites().map((domain) => {
+      const upstream = server.upstream(domain);
+      return { domain, mode: server.mode(domain), ...(upstream ? { upstream } : {}) };
+    }),
   }),
   handle: async (server, req) => {
     switch (req.op) {
-      case 'addSite':
-        return server.addSite(str(req, 'domain'), req.mode as SiteMode);
+      case 'addSite': {
+        const domain = str(req, 'domain');
+        const upstream = req.upstream as SiteUpstream | undefined;
+        await server.addSite(domain, req.mode as SiteMode, upstream !== undefined ? { upstream } : {});
+        const kept = server.upstream(domain);
+        return kept ? { upstream: kept } : {};
+      }
       case 'removeSite':
         return server.removeSite(str(req, 'domain'), { deleteData: req.deleteData === true });
       case 'siteStats':

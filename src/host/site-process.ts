@@ -7,8 +7,8 @@
  * app back, sites and modes as they are now) or else starts one.
  *
  * Contract: `SiteApp`, what the agent uses of a site server, each call answered once the child
- * has applied it; the site list and modes are read from the last known copy (the agent is the
- * only one that changes them). `stop()` stops the child; `detach()` leaves it serving. A child
+ * has applied it; the site list, modes and gated sites' upstreams are read from the last known
+ * copy (the agent is the only one that changes them). `stop()` stops the child; `detach()` leaves it serving. A child
  * with no agent connected for `orphanTimeoutMs` stops and exits by itself. A child that dies
  * while driven is replaced a second later (or at the next call), serving the same sites in their
  * last modes.
@@ -31,6 +31,7 @@ import {
   type SiteMode,
   type SiteServerOptions,
   type SiteStats,
+  type SiteUpstream,
 } from './site-server.js';
 
 /** What a hosting agent uses of its site app: `SiteServer` in-process, or `SiteProcess`. */
@@ -40,11 +41,14 @@ export interface SiteApp {
   readonly port: number;
   start(): Promise<void>;
   stop(): Promise<void>;
-  addSite(domain: string, mode?: SiteMode): Promise<void>;
+  /** Adds (or updates) a site; with `upstream` it is a gate in front of that backend. */
+  addSite(domain: string, mode?: SiteMode, opts?: { upstream?: SiteUpstream }): Promise<void>;
   removeSite(domain: string, opts?: { deleteData?: boolean }): Promise<void>;
   hasSite(domain: string): boolean;
   sites(): string[];
   mode(domain: string): SiteMode;
+  /** A gated site's upstream (undefined for a built-in app site); SITE_NOT_FOUND for an unknown one. */
+  upstream(domain: string): SiteUpstream | undefined;
   siteStats(domain: string): SiteStats | Promise<SiteStats>;
   waitIdle(domain: string, timeoutMs: number): Promise<boolean>;
   reloadSite(domain: string): Promise<void>;
@@ -66,7 +70,7 @@ export interface SiteProcessInfo {
   addresses: string[];
   port: number;
   dataDir: string;
-  sites: Array<{ domain: string; mode: SiteMode }>;
+  sites: Array<{ domain: string; mode: SiteMode; upstream?: SiteUpstream }>;
 }
 
 export interface SiteProcessOptions {
@@ -91,6 +95,7 @@ export class SiteProcess implements SiteApp {
   private conn: ControlClient | null = null;
   private info: SiteProcessInfo | null = null;
   private readonly modes = new Map<string, SiteMode>();
+  private readonly upstreams = new Map<string, SiteUpstream>();
   private wasAdopted = false;
   /** The port to start a child on: the one of the last child, once there was one. */
   private sitePort: number;
@@ -169,7 +174,10 @@ export class SiteProcess implements SiteApp {
   private adopt(info: SiteProcessInfo): void {
     this.info = info;
     this.wasAdopted = true;
-    for (const s of info.sites) this.modes.set(s.domain, s.mode);
+    for (const s of info.sites) {
+      this.modes.set(s.domain, s.mode);
+      if (s.upstream) this.upstreams.set(s.domain, s.upstream);
+    }
   }
 
   /** Drives the child through `c`; should the child die while driven, a new one takes its place a second later. */
@@ -195,8 +203,11 @@ export class SiteProcess implements SiteApp {
         this.info = null;
         await this.start();
         const serving = new Set(this.info!.sites.map((x) => x.domain));
-        for (const [domain, mode] of this.modes)
-          if (!serving.has(domain)) await this.conn!.request({ op: 'addSite', domain, mode });
+        for (const [domain, mode] of this.modes) {
+          if (serving.has(domain)) continue;
+          const upstream = this.upstreams.get(domain);
+          await this.conn!.request({ op: 'addSite', domain, mode, ...(upstream ? { upstream } : {}) });
+        }
       } finally {
         this.reviving = null;
       }
@@ -227,14 +238,24 @@ export class SiteProcess implements SiteApp {
     this.conn = null;
   }
 
-  async addSite(domain: string, mode: SiteMode = 'serve'): Promise<void> {
-    await this.request({ op: 'addSite', domain, mode });
-    this.modes.set(normalizeDomain(domain), typeof mode === 'string' ? mode : { proxy: { ...mode.proxy } });
+  async addSite(
+    domain: string,
+    mode: SiteMode = 'serve',
+    opts: { upstream?: SiteUpstream } = {},
+  ): Promise<void> {
+    const upstream = opts.upstream;
+    // The child checks both and answers with what it keeps (the upstream as it copied it).
+    const kept = (await this.request({ op: 'addSite', domain, mode, ...(upstream ? { upstream } : {}) })) as
+      { upstream?: SiteUpstream } | undefined;
+    const d = normalizeDomain(domain);
+    this.modes.set(d, typeof mode === 'string' ? mode : { proxy: { ...mode.proxy } });
+    if (kept?.upstream) this.upstreams.set(d, kept.upstream);
   }
 
   async removeSite(domain: string, opts: { deleteData?: boolean } = {}): Promise<void> {
     await this.request({ op: 'removeSite', domain, deleteData: opts.deleteData === true });
     this.modes.delete(normalizeDomain(domain));
+    this.upstreams.delete(normalizeDomain(domain));
   }
 
   hasSite(domain: string): boolean {
@@ -251,6 +272,12 @@ export class SiteProcess implements SiteApp {
     if (m === undefined)
       throw new FerryError('SITE_NOT_FOUND', `${this.name} does not serve ${d}; add it with addSite first`);
     return typeof m === 'string' ? m : { proxy: { ...m.proxy } };
+  }
+
+  upstream(domain: string): SiteUpstream | undefined {
+    this.mode(domain); // SITE_NOT_FOUND for a site not served here
+    const u = this.upstreams.get(normalizeDomain(domain));
+    return u ? structuredClone(u) : undefined;
   }
 
   async siteStats(domain: string): Promise<SiteStats> {

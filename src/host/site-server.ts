@@ -1,24 +1,65 @@
 /**
  * The built-in site server: name-based virtual hosts on one or more addresses at one port. Each
- * site is a small stateful app (an order log) whose data lives in `dataDir/<domain>/`, and each
+ * site is a small stateful app (an order log) whose data lives in `dataDir/<domain>/`, or, when
+ * added with an `upstream`, a gate in front of the site's own backend (any application); each
  * has a mode switchable at runtime (serve, readonly, hold, proxy) that the migration drives.
  *
  * Request path: Host → site (421 when unknown) → counted in the site's stats → mode:
  * - `hold` queues it (bounded; 503 when full or held longer than `maxHoldMs`); a later
  *   `setMode` releases the queue, in arrival order, into the new mode;
- * - otherwise it is in flight until its response closes, and is served, refused (readonly
- *   write, 503) or proxied.
+ * - otherwise it is in flight until its response closes, and is served (by the app, or by the
+ *   gated site's backend), refused (readonly write, 503) or proxied.
+ *
+ * Trusted front headers (contract): a request whose TCP peer is a loopback address may carry
+ * `X-Ferry-Client` (the client's IP address, as the front saw it) and `X-Ferry-Scheme`
+ * (`http` or `https`: how it reached the front). They are believed from loopback peers only,
+ * otherwise ignored, and never forwarded. The client address is what `bySource` counts and what
+ * `X-Forwarded-For` gets; the scheme picks a gated site's backend (`upstream.http` or
+ * `upstream.https`) and, in `proxy` mode, plain HTTP or TLS to the target.
  */
 import { createServer, type Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
 import { OrderLog, type Order } from './orders.js';
-import { createProxyAgent, normalizeAddress, proxyRequest, type ProxyTarget } from './proxy.js';
+import {
+  FRONT_HEADERS,
+  createProxyAgent,
+  isLoopback,
+  normalizeAddress,
+  proxyRequest,
+  type ProxyTarget,
+  type ProxyTls,
+} from './proxy.js';
 
 /** How a site answers: normally, GETs only, queueing new requests, or through another server. */
 export type SiteMode = 'serve' | 'readonly' | 'hold' | { proxy: ProxyTarget };
+
+/**
+ * How a gated site reaches its own backend, and the target's TLS port. Requests that came in
+ * plain go to `http`, those that came over TLS to `https` (TLS, SNI = the Host name, certificate
+ * not verified: it is the site's own copy on loopback). In `proxy` mode, requests that came over
+ * TLS go over TLS to the target at `tlsPort` with SNI = the Host name, its certificate verified
+ * against Node's CA list, plus `ca` when given.
+ */
+export interface SiteUpstream {
+  /** Backend for requests that came in plain. */
+  http?: { address: string; port: number };
+  /** Backend for requests that came over TLS (spoken to over TLS, without verification). */
+  https?: { address: string; port: number };
+  /** The target's TLS port in `proxy` mode. Default 443. */
+  tlsPort?: number;
+  /** PEM certificate(s) trusted, beside Node's CA list, for the target's certificate in `proxy` mode. */
+  ca?: string;
+  /**
+   * The site's other names (server_name / ServerAlias): exact names, `*.suffix` (any name ending
+   * in `.suffix`) or nginx's `.suffix` (the suffix itself and any name under it).
+   */
+  aliases?: string[];
+}
 
 /** Counters of one site, for the orchestrator's quiet windows. Sources are client addresses. */
 export interface SiteStats {
@@ -31,7 +72,7 @@ export interface SiteStats {
   /** Requests waiting in the hold queue now. */
   held: number;
   lastRequestAt: number | null;
-  /** Per client address (IPv4-mapped IPv6 shown as IPv4); the 10 000 most recently seen. */
+  /** Per client address (a trusted front's `X-Ferry-Client`, else the TCP peer; IPv4-mapped IPv6 shown as IPv4); the 10 000 most recently seen. */
   bySource: Record<string, { requests: number; lastAt: number }>;
 }
 
@@ -65,11 +106,19 @@ interface Held {
   timer: NodeJS.Timeout;
 }
 
+/** What a request brought from its front: the client's address and the scheme it came in by. */
+interface Front {
+  client: string;
+  scheme: 'http' | 'https';
+}
+
 interface Site {
   domain: string;
   dir: string;
   mode: SiteMode;
-  log: OrderLog;
+  /** The built-in app's order log; null for a gated site. */
+  log: OrderLog | null;
+  gate: Gate | null;
   requests: number;
   writes: number;
   inFlight: number;
@@ -79,7 +128,17 @@ interface Site {
   idleWaiters: Set<() => void>;
 }
 
+/** A gated site's upstream, with what its connections need made once. */
+interface Gate {
+  upstream: SiteUpstream;
+  /** Trust anchors for the target's certificate when `ca` is given. */
+  targetContext?: SecureContext;
+  /** Tells this gate's agents apart from those of an earlier upstream of the same site. */
+  generation: number;
+}
+
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 const DOMAIN_RE =
   /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
 /** Sources remembered per site; the least recently seen is forgotten beyond this. */
@@ -104,7 +163,11 @@ export class SiteServer {
   private readonly addressList: string[];
   private readonly servers = new Map<string, Server>();
   private readonly siteMap = new Map<string, Site>();
+  /** Gated sites' other names (`*.suffix` for wildcards) → their domain. */
+  private aliasMap = new Map<string, string>();
   private readonly proxyAgents = new Map<string, Agent>();
+  private readonly fronts = new WeakMap<IncomingMessage, Front>();
+  private gateGenerations = 0;
   private readonly sockets = new Set<Socket>();
   private readonly activeResponses = new WeakMap<Server, Set<ServerResponse>>();
   private readonly closing = new WeakSet<Server>();
@@ -201,28 +264,41 @@ export class SiteServer {
     await this.closeServer(address);
   }
 
-  /** Add a site (creating its data folder) or, when it exists, set its mode. */
-  async addSite(domain: string, mode: SiteMode = 'serve'): Promise<void> {
+  /**
+   * Add a site or, when it exists, set its mode (and its upstream, when given). Without
+   * `upstream` it is the built-in app (its data folder is created); with one it is a gate in
+   * front of that backend (nothing is created on disk).
+   */
+  async addSite(
+    domain: string,
+    mode: SiteMode = 'serve',
+    opts: { upstream?: SiteUpstream } = {},
+  ): Promise<void> {
     const d = checkDomain(domain);
     checkMode(mode);
+    const gate = opts.upstream === undefined ? null : this.makeGate(opts.upstream);
+    this.checkNames(d, gate?.upstream.aliases ?? []);
+    const update = (site: Site) => {
+      if (gate) this.setGate(site, gate);
+      this.setMode(d, mode);
+    };
     const existing = this.siteMap.get(d);
-    if (existing) {
-      this.setMode(d, mode);
-      return;
-    }
+    if (existing) return update(existing);
     const dir = this.siteDataDir(d);
-    await mkdir(dir, { recursive: true });
-    const log = new OrderLog(dir);
-    await log.reload();
-    if (this.siteMap.has(d)) {
-      this.setMode(d, mode);
-      return;
+    let log: OrderLog | null = null;
+    if (!gate) {
+      await mkdir(dir, { recursive: true });
+      log = new OrderLog(dir);
+      await log.reload();
     }
+    const raced = this.siteMap.get(d);
+    if (raced) return update(raced);
     this.siteMap.set(d, {
       domain: d,
       dir,
       mode,
       log,
+      gate,
       requests: 0,
       writes: 0,
       inFlight: 0,
@@ -231,6 +307,7 @@ export class SiteServer {
       held: [],
       idleWaiters: new Set(),
     });
+    if (gate) this.indexAliases();
   }
 
   /**
@@ -242,8 +319,10 @@ export class SiteServer {
     const site = this.siteMap.get(d);
     if (site) {
       this.siteMap.delete(d);
+      this.indexAliases();
       this.flushHeld(site, 421, `site ${d} is no longer served by ${this.name}`);
-      await site.log.settled();
+      await site.log?.settled();
+      this.forgetAgents(site);
     }
     if (opts.deleteData) await rm(this.siteDataDir(d), { recursive: true, force: true });
   }
@@ -267,6 +346,12 @@ export class SiteServer {
       clearTimeout(h.timer);
       if (!h.res.destroyed) this.dispatch(site, h.req, h.res);
     }
+  }
+
+  /** A gated site's upstream; undefined for a built-in app site. */
+  upstream(domain: string): SiteUpstream | undefined {
+    const g = this.site(domain).gate;
+    return g ? copyUpstream(g.upstream) : undefined;
   }
 
   mode(domain: string): SiteMode {
@@ -307,9 +392,9 @@ export class SiteServer {
     return join(this.dataDir, checkDomain(domain));
   }
 
-  /** Re-read the site's data from disk (after a sync wrote into its folder). */
+  /** Re-read the site's data from disk (after a sync wrote into its folder); nothing to do for a gated site. */
   async reloadSite(domain: string): Promise<void> {
-    await this.site(domain).log.reload();
+    await this.site(domain).log?.reload();
   }
 
   /** The orders on disk in the site's data folder (also after the site was removed, unless its data was deleted). */
@@ -396,7 +481,7 @@ export class SiteServer {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const domain = hostOf(req.headers.host);
-    const site = domain ? this.siteMap.get(domain) : undefined;
+    const site = domain ? this.siteFor(domain) : undefined;
     if (!site) {
       this.reply(res, 421, `${this.name} does not serve ${domain || 'this host'}\n`);
       return;
@@ -405,7 +490,9 @@ export class SiteServer {
     site.requests += 1;
     if (!READ_METHODS.has(req.method ?? 'GET')) site.writes += 1;
     site.lastRequestAt = now;
-    const source = normalizeAddress(req.socket.remoteAddress ?? 'unknown');
+    const front = frontOf(req);
+    this.fronts.set(req, front);
+    const source = front.client;
     // Re-inserted on each request, so the map runs from least to most recently seen source.
     const prior = site.bySource.get(source);
     site.bySource.delete(source);
@@ -430,20 +517,22 @@ export class SiteServer {
       site.inFlight -= 1;
       if (site.inFlight === 0) for (const w of [...site.idleWaiters]) w();
     });
+    const front = this.fronts.get(req) ?? frontOf(req);
     if (typeof mode === 'object') {
-      proxyRequest(req, res, mode.proxy, {
-        agent: this.proxyAgent(mode.proxy),
-        timeoutMs: this.proxyTimeoutMs,
-        maxReplayBytes: this.maxBodyBytes,
-        fail: (status, message) => this.reply(res, status, message + '\n', { 'retry-after': '1' }),
-      });
+      if (site.gate) this.toTarget(site, site.gate, mode.proxy, front, req, res);
+      else this.forward(req, res, mode.proxy, this.proxyAgent(mode.proxy), front);
       return;
     }
     if (mode === 'readonly' && !READ_METHODS.has(req.method ?? 'GET')) {
       this.reply(res, 503, `${site.domain} is read-only on ${this.name}\n`, { 'retry-after': '1' });
       return;
     }
-    void this.serveApp(site, req, res).catch((err: unknown) => {
+    if (site.gate) {
+      this.toBackend(site, site.gate, front, req, res);
+      return;
+    }
+    // Every site without a gate has its order log (addSite makes one).
+    void this.serveApp(site, site.log!, req, res).catch((err: unknown) => {
       this.reply(res, 500, `internal error: ${(err as Error).message}\n`);
     });
   }
@@ -479,6 +568,132 @@ export class SiteServer {
     }
   }
 
+  /** A gated site in `serve`/`readonly`: to its backend for the scheme the request came in by. */
+  private toBackend(site: Site, gate: Gate, front: Front, req: IncomingMessage, res: ServerResponse): void {
+    const backend = front.scheme === 'https' ? gate.upstream.https : gate.upstream.http;
+    if (!backend) {
+      this.reply(res, 502, `${site.domain} has no backend for ${front.scheme} requests on ${this.name}\n`);
+      return;
+    }
+    const tls: ProxyTls | undefined =
+      front.scheme === 'https' ? { servername: hostOf(req.headers.host), verify: false } : undefined;
+    this.forward(req, res, backend, this.gateAgent(site, gate, 'backend', backend, tls), front, tls);
+  }
+
+  /** A gated site in `proxy`: plain HTTP to the target's port, or TLS to its `tlsPort` for requests that came over TLS. */
+  private toTarget(
+    site: Site,
+    gate: Gate,
+    target: ProxyTarget,
+    front: Front,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): void {
+    if (front.scheme === 'http') {
+      this.forward(req, res, target, this.gateAgent(site, gate, 'target', target), front);
+      return;
+    }
+    const to: ProxyTarget = { ...target, port: gate.upstream.tlsPort ?? 443 };
+    const tls: ProxyTls = {
+      servername: hostOf(req.headers.host),
+      verify: true,
+      ...(gate.targetContext ? { secureContext: gate.targetContext } : {}),
+    };
+    this.forward(req, res, to, this.gateAgent(site, gate, 'target', to, tls), front, tls);
+  }
+
+  private forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: ProxyTarget,
+    agent: Agent,
+    front: Front,
+    tls?: ProxyTls,
+  ): void {
+    proxyRequest(req, res, target, {
+      agent,
+      ...(tls ? { tls } : {}),
+      client: front.client,
+      timeoutMs: this.proxyTimeoutMs,
+      maxReplayBytes: this.maxBodyBytes,
+      fail: (status, message) => this.reply(res, status, message + '\n', { 'retry-after': '1' }),
+    });
+  }
+
+  /** Validate an upstream and prepare what its connections need; SITE_UPSTREAM_INVALID when it is wrong. */
+  private makeGate(upstream: SiteUpstream): Gate {
+    const u = checkUpstream(upstream);
+    let targetContext: SecureContext | undefined;
+    if (u.ca !== undefined) {
+      try {
+        targetContext = createSecureContext({ ca: [...rootCertificates, u.ca] });
+      } catch (err) {
+        throw new FerryError(
+          'SITE_UPSTREAM_INVALID',
+          `upstream.ca is not a usable PEM certificate: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+    }
+    return { upstream: u, ...(targetContext ? { targetContext } : {}), generation: ++this.gateGenerations };
+  }
+
+  private setGate(site: Site, gate: Gate): void {
+    if (site.gate && JSON.stringify(site.gate.upstream) === JSON.stringify(gate.upstream)) return;
+    this.forgetAgents(site);
+    site.gate = gate;
+    this.indexAliases();
+  }
+
+  /** The site a Host name is for: a domain, else a gated site's alias, else its longest matching wildcard. */
+  private siteFor(host: string): Site | undefined {
+    const byName = this.siteMap.get(host) ?? this.siteMap.get(this.aliasMap.get(host) ?? '');
+    if (byName) return byName;
+    for (let i = host.indexOf('.'); i >= 0; i = host.indexOf('.', i + 1)) {
+      const d = this.aliasMap.get('*' + host.slice(i));
+      if (d) return this.siteMap.get(d);
+    }
+    return undefined;
+  }
+
+  private indexAliases(): void {
+    const map = new Map<string, string>();
+    for (const site of this.siteMap.values())
+      for (const a of site.gate?.upstream.aliases ?? [])
+        for (const n of aliasKeys(a)) map.set(n, site.domain);
+    this.aliasMap = map;
+  }
+
+  /** SITE_NAME_TAKEN when the domain or one of the aliases is already another site's name. */
+  private checkNames(domain: string, aliases: string[]): void {
+    const owner = (name: string) => {
+      if (this.siteMap.has(name)) return name;
+      return this.aliasMap.get(name);
+    };
+    for (const name of [domain, ...aliases.flatMap(aliasKeys)]) {
+      const o = owner(name);
+      if (o !== undefined && o !== domain)
+        throw new FerryError('SITE_NAME_TAKEN', `${name} is already a name of ${o} on ${this.name}`);
+    }
+  }
+
+  /** Connections of a gated site: one agent per site, upstream generation, role and destination. */
+  private gateAgent(site: Site, gate: Gate, role: string, to: ProxyTarget, tls?: ProxyTls): Agent {
+    const key = `${site.domain}|${gate.generation}|${role}|${tls ? 'tls' : 'plain'}|${to.address}|${to.port}|${to.localAddress ?? ''}`;
+    let agent = this.proxyAgents.get(key);
+    if (!agent) {
+      agent = createProxyAgent(2000, tls !== undefined);
+      this.proxyAgents.set(key, agent);
+    }
+    return agent;
+  }
+
+  /** Drop a site's agents from the pool; requests under way finish, idle connections close by themselves. */
+  private forgetAgents(site: Site): void {
+    for (const key of [...this.proxyAgents.keys()])
+      if (key.startsWith(`${site.domain}|`)) this.proxyAgents.delete(key);
+  }
+
   private proxyAgent(target: ProxyTarget): Agent {
     const key = `${target.address}|${target.port}|${target.localAddress ?? ''}`;
     let agent = this.proxyAgents.get(key);
@@ -490,7 +705,12 @@ export class SiteServer {
   }
 
   /** The site's own app: a page, a health check and the order log. */
-  private async serveApp(site: Site, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async serveApp(
+    site: Site,
+    log: OrderLog,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
     const method = req.method ?? 'GET';
     const path = (req.url ?? '/').split('?')[0];
     const read = method === 'GET' || method === 'HEAD';
@@ -505,7 +725,7 @@ export class SiteServer {
     }
     if (path === '/orders') {
       if (read) {
-        const orders = await site.log.read();
+        const orders = await log.read();
         return this.replyJson(res, 200, orders, method === 'HEAD');
       }
       if (method !== 'POST') return this.notAllowed(res, 'GET, HEAD, POST');
@@ -530,7 +750,7 @@ export class SiteServer {
           error: '"key" must be a non-empty string of at most 256 characters',
         });
       }
-      const order = await site.log.append(key, this.name, data);
+      const order = await log.append(key, this.name, data);
       return this.replyJson(res, 201, { id: order.id, key: order.key, at: order.at, server: order.server });
     }
     return this.reply(res, 404, `no ${path} on ${site.domain}\n`);
@@ -564,6 +784,16 @@ export class SiteServer {
   }
 }
 
+/** The client and scheme of a request: from a loopback front's `X-Ferry-*` headers, else its TCP peer, plain. */
+function frontOf(req: IncomingMessage): Front {
+  const peer = normalizeAddress(req.socket.remoteAddress ?? 'unknown');
+  if (!isLoopback(peer)) return { client: peer, scheme: 'http' };
+  const [clientHeader, schemeHeader] = FRONT_HEADERS.map((h) => req.headers[h]);
+  const claimed = typeof clientHeader === 'string' ? normalizeAddress(clientHeader.trim()) : '';
+  const scheme = typeof schemeHeader === 'string' ? schemeHeader.trim().toLowerCase() : '';
+  return { client: isIP(claimed) ? claimed : peer, scheme: scheme === 'https' ? 'https' : 'http' };
+}
+
 /** The Host header's name: lower-case, no port, no trailing dot; '' when absent. */
 function hostOf(host: string | undefined): string {
   if (!host) return '';
@@ -579,6 +809,69 @@ export function checkDomain(domain: string): string {
   if (!DOMAIN_RE.test(d))
     throw new FerryError('SITE_DOMAIN_INVALID', `"${domain}" is not a valid domain name (e.g. shop.example)`);
   return d;
+}
+
+/** The keys an alias is indexed by: `.suffix` stands for `suffix` and `*.suffix`. */
+function aliasKeys(alias: string): string[] {
+  return alias.startsWith('.') ? [alias.slice(1), '*' + alias] : [alias];
+}
+
+function copyUpstream(u: SiteUpstream): SiteUpstream {
+  return {
+    ...(u.http ? { http: { address: u.http.address, port: u.http.port } } : {}),
+    ...(u.https ? { https: { address: u.https.address, port: u.https.port } } : {}),
+    ...(u.tlsPort !== undefined ? { tlsPort: u.tlsPort } : {}),
+    ...(u.ca !== undefined ? { ca: u.ca } : {}),
+    ...(u.aliases !== undefined ? { aliases: [...u.aliases] } : {}),
+  };
+}
+
+/** The upstream, checked and copied (only its own fields); SITE_UPSTREAM_INVALID naming each problem. */
+function checkUpstream(u: SiteUpstream): SiteUpstream {
+  const problems: string[] = [];
+  if (!u || typeof u !== 'object' || Array.isArray(u)) {
+    problems.push('upstream must be an object { http?, https?, tlsPort?, ca? }');
+  } else {
+    const port = (v: unknown) => Number.isInteger(v) && (v as number) > 0 && (v as number) < 65536;
+    for (const key of ['http', 'https'] as const) {
+      const b = u[key] as unknown;
+      if (b === undefined) continue;
+      const o = b as { address?: unknown; port?: unknown };
+      if (!o || typeof o !== 'object' || typeof o.address !== 'string' || !isIP(o.address) || !port(o.port))
+        problems.push(
+          `upstream.${key} must be { address: <IP>, port: <1..65535> }, got ${JSON.stringify(b)}`,
+        );
+    }
+    if (u.http === undefined && u.https === undefined)
+      problems.push('upstream needs a backend: http, https or both');
+    if (u.tlsPort !== undefined && !port(u.tlsPort))
+      problems.push(`upstream.tlsPort must be an integer 1..65535, got ${JSON.stringify(u.tlsPort)}`);
+    if (u.ca !== undefined) {
+      const blocks = typeof u.ca === 'string' ? (u.ca.match(PEM_CERT_RE) ?? []) : [];
+      if (blocks.length === 0) problems.push('upstream.ca must be PEM text (-----BEGIN CERTIFICATE-----)');
+      for (const b of blocks) {
+        try {
+          new X509Certificate(b);
+        } catch (err) {
+          problems.push(`upstream.ca holds a certificate that cannot be read: ${(err as Error).message}`);
+        }
+      }
+    }
+    if (u.aliases !== undefined) {
+      if (!Array.isArray(u.aliases)) problems.push('upstream.aliases must be a list of names');
+      else
+        for (const a of u.aliases) {
+          const bare = typeof a === 'string' ? normalizeDomain(a).replace(/^\*?\./, '') : '';
+          if (!DOMAIN_RE.test(bare))
+            problems.push(`upstream.aliases: ${JSON.stringify(a)} is not a name, *.name or .name`);
+        }
+    }
+  }
+  if (problems.length)
+    throw new FerryError('SITE_UPSTREAM_INVALID', `bad site upstream: ${problems.join('; ')}`);
+  const copy = copyUpstream(u);
+  if (copy.aliases) copy.aliases = [...new Set(copy.aliases.map(normalizeDomain))];
+  return copy;
 }
 
 function checkMode(mode: SiteMode): void {
