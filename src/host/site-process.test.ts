@@ -3,14 +3,14 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { request } from 'node:http';
+import { createServer as createHttpServer, request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../common/time.js';
 import { isFerryError } from '../common/errors.js';
 import { SiteProcess } from './site-process.js';
-import type { SiteServerOptions } from './site-server.js';
+import type { SiteServerOptions, SiteUpstream } from './site-server.js';
 
 const ADDRESS = '127.0.73.1';
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -214,6 +214,74 @@ describe('SiteProcess (the site app in its own process)', () => {
       assert.deepEqual((await sp.siteStats('other.example')).requests, 0);
       await sp.stop();
       assert.ok(await waitFor(() => !alive(sp.pid!), 5000));
+    },
+  );
+
+  it(
+    "carries a gated site's upstream: forwards to the backend, reports it when adopted and after a crash",
+    { timeout: 60_000 },
+    async () => {
+      const dir = await tempDir();
+      const backend = createHttpServer((req, res) => {
+        res.writeHead(200, { 'x-served-by': 'backend' });
+        res.end(`backend saw ${req.method} ${req.url}`);
+      });
+      await new Promise<void>((r) => backend.listen(0, ADDRESS, () => r()));
+      cleanups.push(
+        () =>
+          new Promise<void>((r) => {
+            backend.closeAllConnections();
+            backend.close(() => r());
+          }),
+      );
+      const upstream: SiteUpstream = {
+        http: { address: ADDRESS, port: (backend.address() as { port: number }).port },
+        tlsPort: 8443,
+        aliases: ['www.shop.example'],
+      };
+      const first = new SiteProcess(options(dir));
+      await first.start();
+      reap(first.pid);
+      const port = first.port;
+      await first.addSite('shop.example', 'serve', { upstream });
+      assert.deepEqual(first.upstream('shop.example'), upstream);
+      const r1 = await call(port, 'GET', '/page');
+      assert.deepEqual([r1.status, r1.servedBy, r1.text], [200, 'backend', 'backend saw GET /page']);
+      await assert.rejects(
+        first.addSite('bad.example', 'serve', { upstream: { tlsPort: 1 } }),
+        (e: unknown) => isFerryError(e) && e.code === 'SITE_UPSTREAM_INVALID',
+      );
+      assert.equal(first.hasSite('bad.example'), false);
+      assert.throws(() => first.upstream('none.example'), { code: 'SITE_NOT_FOUND' });
+      first.detach();
+
+      const second = new SiteProcess(options(dir, { port }));
+      await second.start();
+      assert.equal(second.adopted, true);
+      assert.deepEqual(second.upstream('shop.example'), upstream, 'the adopted child reports the upstream');
+      await second.addSite('shop.example', 'readonly');
+      assert.deepEqual(second.upstream('shop.example'), upstream, 'a mode change keeps it');
+
+      const pid = second.pid!;
+      process.kill(pid, 'SIGKILL');
+      assert.ok(
+        await waitFor(
+          async () =>
+            second.pid !== pid &&
+            (await call(port, 'GET', '/again').catch(() => ({ status: 0 }))).status === 200,
+          15_000,
+        ),
+        'a new child serves',
+      );
+      reap(second.pid);
+      const r2 = await call(port, 'GET', '/again');
+      assert.deepEqual(
+        [r2.servedBy, r2.text],
+        ['backend', 'backend saw GET /again'],
+        'still gated after a crash',
+      );
+      assert.equal((await call(port, 'POST', '/orders', { key: 'k' })).status, 503, 'still read-only');
+      await second.stop();
     },
   );
 
