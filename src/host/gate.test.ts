@@ -23,6 +23,7 @@ import { createServer as createHttpsServer, request as httpsRequest, Agent as Ht
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { TLSSocket } from 'node:tls';
 import { findBinary } from '../../test/e2e/helpers.js';
 import { freePort } from '../../test/ports.js';
@@ -743,5 +744,77 @@ describe(
         assert.deepEqual(all, expected, 'every request reached the backend or the target exactly once');
       },
     );
+  },
+);
+
+/** Why the non-loopback peer test cannot run here, or false. */
+function netnsSkip(): string | false {
+  if (process.platform !== 'linux') return 'network namespaces need Linux';
+  if (process.getuid?.() !== 0) return 'not root: creating a network namespace needs root';
+  if (!findBinary('ip')) return 'iproute2 is not installed (apt-get install iproute2)';
+  return false;
+}
+
+test(
+  'front headers from a non-loopback peer are ignored and stripped; from loopback they are believed',
+  { skip: netnsSkip(), timeout: 60_000 },
+  async (t) => {
+    // A namespace of its own, where 192.0.2.10 (not loopback) sits on `lo`: the gate and its
+    // clients run there, so nothing is added to this host's own network.
+    const ns = `ferry-gate-${process.pid}`;
+    const peer = '192.0.2.10';
+    const ip = findBinary('ip')!;
+    execFileSync(ip, ['netns', 'add', ns]);
+    t.after(() => execFileSync(ip, ['netns', 'del', ns]));
+    execFileSync(ip, ['-n', ns, 'link', 'set', 'lo', 'up']);
+    execFileSync(ip, ['-n', ns, 'addr', 'add', `${peer}/32`, 'dev', 'lo']);
+    const child = spawn(
+      ip,
+      [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        '--import',
+        'tsx',
+        fileURLToPath(new URL('./fixtures/gate-peer.ts', import.meta.url)),
+        peer,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    t.after(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0, `the fixture ran: ${err}`);
+    const r = JSON.parse(out.trim()) as {
+      untrusted: { status: number };
+      untrustedSaw: IncomingHttpHeaders;
+      trusted: { status: number; body: string };
+      trustedPlain: { status: number };
+      trustedPlainSaw: IncomingHttpHeaders;
+      backendRequests: number;
+      sources: Record<string, { requests: number }>;
+    };
+    // Not believed: the plain backend answered, which saw the peer, not the claimed client.
+    assert.equal(r.untrusted.status, 200);
+    assert.equal(r.untrustedSaw['x-forwarded-for'], peer);
+    assert.equal(r.untrustedSaw['x-ferry-client'], undefined);
+    assert.equal(r.untrustedSaw['x-ferry-scheme'], undefined);
+    // Believed: "came over TLS", and this site has no TLS backend.
+    assert.equal(r.trusted.status, 502);
+    assert.match(r.trusted.body, /no backend for https requests/);
+    assert.equal(r.trustedPlain.status, 200);
+    assert.equal(r.trustedPlainSaw['x-forwarded-for'], '203.0.113.9');
+    assert.equal(r.trustedPlainSaw['x-ferry-client'], undefined);
+    assert.equal(r.backendRequests, 2);
+    assert.deepEqual(Object.fromEntries(Object.entries(r.sources).map(([k, v]) => [k, v.requests])), {
+      [peer]: 1,
+      '203.0.113.9': 2,
+    });
   },
 );
