@@ -27,7 +27,7 @@ import { freePort } from '../../../test/ports.js';
 import { isFerryError } from '../../common/errors.js';
 import { waitFor } from '../../common/time.js';
 import { readWebSites, type WebSite } from '../webconfig/index.js';
-import { ApacheFlavor, apacheBlockEnd, apacheModulesNeeded } from './apache.js';
+import { ApacheFlavor, apacheModulesNeeded } from './apache.js';
 import type { SiteConfigFile, WebStackLayout } from './flavor.js';
 
 const apache2 = findBinary('apache2');
@@ -64,7 +64,11 @@ const fileOf = (path: string, text: string): SiteConfigFile => {
   const lines = text.split('\n');
   const blocks: SiteConfigFile['blocks'] = [];
   lines.forEach((l, i) => {
-    if (/^\s*<VirtualHost/i.test(l)) blocks.push({ start: i + 1, end: apacheBlockEnd(text, i + 1, path) });
+    if (/^\s*<VirtualHost/i.test(l))
+      blocks.push({
+        start: i + 1,
+        end: lines.findIndex((x, j) => j > i && /^\s*<\/VirtualHost>/i.test(x)) + 1,
+      });
   });
   return { path, text, blocks };
 };
@@ -106,13 +110,6 @@ describe('generated front and backend (text)', () => {
   ].join('\n');
   const file = fileOf('/etc/apache2/sites-enabled/shop.conf', text);
 
-  test('the block ranges: continuation lines and nested sections, up to the closing line', () => {
-    assert.deepEqual(file.blocks, [
-      { start: 2, end: 10 },
-      { start: 12, end: 30 },
-    ]);
-  });
-
   test('front: same addresses (a named one moved to the layout address), names, TLS, body limit; only ProxyPass to the gate', () => {
     const flavor = new ApacheFlavor();
     const out = flavor.frontAndBackend(
@@ -122,7 +119,18 @@ describe('generated front and backend (text)', () => {
     );
     assert.deepEqual(
       out.files.map((f) => f.name),
-      ['ferry-web-shop.example.front.conf', 'ferry-web-shop.example.backend.conf'],
+      ['zz-ferry-web-shop.example.front.conf', 'ferry-web-shop.example.backend.conf'],
+      'the front of a site that answered no unnamed request sorts after the other sites',
+    );
+    const asDefault = flavor.frontAndBackend(
+      { ...site(['shop.example']), defaultServer: true },
+      [file],
+      layoutOf(),
+    );
+    assert.equal(
+      asDefault.files[0]!.name,
+      '00-ferry-web-shop.example.front.conf',
+      "the default site's front sorts before the others (and Debian's 000-default.conf)",
     );
     const front = out.files[0]!.text;
     const vhosts = front.split('<VirtualHost ').slice(1);

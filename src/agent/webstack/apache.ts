@@ -47,18 +47,6 @@ function logicalLines(lines: string[]): LogicalLine[] {
   return out;
 }
 
-/** The last line (counted from 1) of the section that starts on line `start` of `text`. */
-export function apacheBlockEnd(text: string, start: number, file = 'config'): number {
-  const lines = text.split('\n');
-  let depth = 0;
-  for (const l of logicalLines(lines.slice(start - 1))) {
-    if (l.text.startsWith('</')) depth--;
-    else if (l.text.startsWith('<')) depth++;
-    if (depth === 0) return start + l.last;
-  }
-  throw new FerryError('WEBCONFIG_SYNTAX', `${file}:${start}: the section is never closed`);
-}
-
 /** One `<VirtualHost>` block of a site, as the flavor works on it. */
 interface VhostBlock {
   lines: string[];
@@ -135,11 +123,23 @@ function topLines(b: VhostBlock, pick: (name: string) => boolean): string[] {
     .flatMap((l) => b.lines.slice(l.first, l.last + 1).map((x) => `    ${x.trim()}`));
 }
 
+/**
+ * Where a site's listening file sorts in the include folder. Apache answers a request that names
+ * no site of an address with the first `<VirtualHost>` of that address in configuration order
+ * (`IncludeOptional` reads a folder in byte order): the default site's file goes before the others
+ * (`00-` sorts before Debian's `000-default.conf`), any other after them, so the server keeps the
+ * default it had.
+ */
+function orderPrefix(site: WebSite): string {
+  return site.defaultServer ? '00' : 'zz';
+}
+
 /** Directives a front copies from its block so it answers as the site did: names, TLS, body limit. */
 const FRONT_KEEPS = (name: string) =>
   name === 'servername' ||
   name === 'serveralias' ||
   name === 'limitrequestbody' ||
+  name === 'protocols' ||
   (name.startsWith('ssl') && !name.startsWith('sslproxy'));
 
 /** Modules the front itself needs. */
@@ -373,13 +373,13 @@ export class ApacheFlavor implements WebFlavor {
     ].join('\n');
     return {
       files: [
-        { name: `ferry-web-${layout.domain}.front.conf`, text: front },
+        { name: `${orderPrefix(site)}-ferry-web-${layout.domain}.front.conf`, text: front },
         { name: `ferry-web-${layout.domain}.backend.conf`, text: backend },
       ],
     };
   }
 
-  plain(_site: WebSite, files: SiteConfigFile[], layout: WebStackLayout): GeneratedConfig {
+  plain(site: WebSite, files: SiteConfigFile[], layout: WebStackLayout): GeneratedConfig {
     const text = [
       `# Written by the ferry agent: ${layout.domain}'s own <VirtualHost> block(s), moved here by a migration.`,
       ...vhostBlocks(files).flatMap((b) => [
@@ -391,7 +391,7 @@ export class ApacheFlavor implements WebFlavor {
         '',
       ]),
     ].join('\n');
-    return { files: [{ name: `ferry-web-${layout.domain}.conf`, text }] };
+    return { files: [{ name: `${orderPrefix(site)}-ferry-web-${layout.domain}.conf`, text }] };
   }
 
   async check(): Promise<void> {
