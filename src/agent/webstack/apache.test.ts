@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
 import {
   chmodSync,
   chownSync,
@@ -213,9 +214,9 @@ describe('generated front and backend (text)', () => {
   });
 });
 
-/** GET `path` with Host `host` from 127.0.0.9, over HTTP or HTTPS (SNI = host, verified against `ca`). */
+/** GET `path` with Host `host` from 127.0.0.9 (or `from`), over HTTP or HTTPS (SNI = host, verified against `ca`). */
 function get(
-  opts: { address: string; port: number; tls?: { ca: Buffer } },
+  opts: { address: string; port: number; tls?: { ca: Buffer }; from?: string },
   host: string,
   path: string,
   headers: Record<string, string> = {},
@@ -225,7 +226,7 @@ function get(
       host: opts.address,
       port: opts.port,
       path,
-      localAddress: '127.0.0.9',
+      localAddress: opts.from ?? '127.0.0.9',
       headers: { host, connection: 'close', ...headers },
       agent: false as const,
     };
@@ -309,6 +310,7 @@ describe(
     let ports = { http: 0, https: 0, gate: 0, backHttp: 0, backHttps: 0 };
     const children: ChildProcess[] = [];
     let gate: ReturnType<typeof standInGate> | undefined;
+    let stats: Socket | undefined;
     let flavor: ApacheFlavor;
     const env = () => ({ PATH: process.env.PATH, APACHE_CONFDIR: root });
 
@@ -575,6 +577,7 @@ describe(
 
     after(async () => {
       gate?.server.close();
+      stats?.close();
       for (const c of children) {
         if (c.exitCode === null) {
           const gone = new Promise((r) => c.once('exit', r));
@@ -641,10 +644,16 @@ describe(
 
       gate = standInGate({ address: '127.0.0.1', httpPort: ports.backHttp, httpsPort: ports.backHttps });
       await new Promise<void>((r) => gate!.server.listen(ports.gate, '127.0.0.1', r));
+      // The agent's per-request counters listen here (syslog lines over loopback UDP).
+      stats = createSocket('udp4');
+      const lines: string[] = [];
+      stats.on('message', (m) => lines.push(m.toString()));
+      await new Promise<void>((r) => stats!.bind(0, '127.0.0.1', r));
       const layout = layoutOf({
         includeDir: join(root, 'ferry'),
         gate: { address: '127.0.0.1', port: ports.gate },
         backend: { address: '127.0.0.1', httpPort: ports.backHttp, httpsPort: ports.backHttps },
+        statsPort: stats.address().port,
       });
       const generated = flavor.frontAndBackend(s, files, layout);
       for (const f of generated.files) writeFileSync(join(layout.includeDir, f.name), f.text);
@@ -656,7 +665,11 @@ describe(
         await waitFor(
           async () => {
             const n = gate!.seen.length;
-            await get({ address: SHARED, port: ports.http }, 'shop.example', '/static.txt').catch(() => null);
+            await get(
+              { address: SHARED, port: ports.http, from: '127.0.0.8' },
+              'shop.example',
+              '/static.txt',
+            ).catch(() => null);
             return gate!.seen.length > n;
           },
           10_000,
@@ -666,9 +679,22 @@ describe(
       );
       gate.seen.length = 0;
 
+      lines.length = 0;
       const through = await pages('gated');
       assert.deepEqual(through, before, 'the same pages through the front, the gate and the backend');
       assert.equal(gate.seen.length, 6);
+      // (The lines of the polling above come from 127.0.0.8.)
+      const logged = () =>
+        lines.map((l) => /ferry: (.*)$/.exec(l.trim())?.[1]).filter((l) => !l?.includes(' 127.0.0.8 '));
+      assert.ok(
+        await waitFor(() => logged().length >= 6, 5_000),
+        `the front logs each request to the agent: ${JSON.stringify(lines)}`,
+      );
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(
+        logged(),
+        Array.from({ length: 6 }, () => 'shop.example 127.0.0.9 GET 200'),
+      );
       assert.deepEqual(
         [...new Set(gate.seen.map((x) => `${x.client} ${x.scheme} ${x.host}`))].sort(),
         ['127.0.0.9 http shop.example', '127.0.0.9 https shop.example'],

@@ -307,6 +307,15 @@ export function parseApacheModules(text: string): Set<string> {
   return out;
 }
 
+/**
+ * The front's per-request line to the agent's counters: the line nginx fronts send
+ * (`ferry: <domain> <client> <method> <status>` over syslog on loopback UDP), through a piped
+ * `logger` that Apache starts and keeps (mod_log_config is built into Debian's apache2).
+ */
+function statsLog(domain: string, port: number, logger = '/usr/bin/logger'): string {
+  return `    CustomLog "||${logger} --udp --server 127.0.0.1 --port ${port} --rfc3164 --tag ferry" "${domain} %a %m %>s"`;
+}
+
 export interface ApacheFlavorOptions {
   /** The apachectl command and its fixed arguments. Default `['apache2ctl']`. */
   command?: string[];
@@ -314,6 +323,8 @@ export interface ApacheFlavorOptions {
   env?: Record<string, string | undefined>;
   /** Where PHP-FPM versions live on this server (the target readiness check). */
   php?: PhpFpmLayout;
+  /** util-linux's `logger`, which carries the front's per-request lines to the agent. Default `/usr/bin/logger`. */
+  logger?: string;
   /** Longest a command may run. Default 30 000 ms. */
   timeoutMs?: number;
 }
@@ -350,6 +361,7 @@ export class ApacheFlavor implements WebFlavor {
         `    ProxyPassReverse "/" "${gate}"`,
         `    RequestHeader set X-Ferry-Client "expr=%{REMOTE_ADDR}"`,
         `    RequestHeader set X-Ferry-Scheme "${b.tls ? 'https' : 'http'}"`,
+        ...(layout.statsPort ? [statsLog(layout.domain, layout.statsPort, this.opts.logger)] : []),
         `</VirtualHost>`,
         '',
       ];
