@@ -356,8 +356,10 @@ export class ApacheFlavor implements WebFlavor {
         ...kept,
         `    ProxyRequests Off`,
         `    ProxyPreserveHost On`,
-        // retry=0: a gate that restarted is used again at once, not after mod_proxy's 60 s penalty.
-        `    ProxyPass "/" "${gate}" retry=0 timeout=300`,
+        // retry=0: a gate that restarted is used again at once, not after mod_proxy's 60 s penalty;
+        // ttl=30: a pooled connection is dropped by Apache well before the gate closes it (65 s
+        // idle), so no request is sent on a connection the gate is closing.
+        `    ProxyPass "/" "${gate}" retry=0 ttl=30 timeout=300`,
         `    ProxyPassReverse "/" "${gate}"`,
         `    RequestHeader set X-Ferry-Client "expr=%{REMOTE_ADDR}"`,
         `    RequestHeader set X-Ferry-Scheme "${b.tls ? 'https' : 'http'}"`,
