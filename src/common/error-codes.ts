@@ -177,7 +177,7 @@ export const ERROR_CODES = {
   SYNC_SOURCE: failed("a site's data cannot be read for a sync"),
   SYNC_TARGET_LIVE: conflict('the receiving copy takes writes; set it readonly first'),
   SYNC_UNSUPPORTED: failed('these two hosts cannot sync with each other'),
-  TARGET_LACKS: conflict('the target server lacks an Apache module or PHP-FPM version the site needs'),
+  TARGET_LACKS: conflict('the target lacks what the site needs (its web server kind, PHP version or module)'),
   TEMP_IP_EXHAUSTED: conflict('no free temporary IP in the pool'),
   TEMP_IP_NOT_SERVING: failed('the site does not answer on the temporary IP'),
   TRACKER_FAILED: failed("the watch of a site's changed files failed (the next pass copies everything)"),
