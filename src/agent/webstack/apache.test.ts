@@ -193,6 +193,23 @@ describe('generated front and backend (text)', () => {
     assert.match(plain.files[0]!.text, /<VirtualHost \*:443>\n {2}ServerName/);
   });
 
+  test('a missing apachectl or reload command: the code and "not found", never a crash', async () => {
+    const gone = new ApacheFlavor({ command: ['/nonexistent/apache2ctl'] });
+    await assert.rejects(
+      gone.check(),
+      (err: unknown) =>
+        isFerryError(err, 'APACHE_CONFIG_INVALID') &&
+        /nonexistent\/apache2ctl configtest: not found/.test((err as Error).message),
+    );
+    const reload = new ApacheFlavor({ reloadCommand: ['/nonexistent/systemctl', 'reload', 'apache2'] });
+    await assert.rejects(
+      reload.reload(),
+      (err: unknown) =>
+        isFerryError(err, 'APACHE_RELOAD_FAILED') &&
+        /systemctl reload apache2: not found/.test((err as Error).message),
+    );
+  });
+
   test('modules: what the directives and proxy URLs use (not inside <IfModule>), and the front', () => {
     const needs = apacheModulesNeeded([file]);
     const by = new Map(needs.map((n) => [n.module, n.neededBy]));

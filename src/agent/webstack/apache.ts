@@ -319,7 +319,13 @@ function statsLog(domain: string, port: number, logger = '/usr/bin/logger'): str
 export interface ApacheFlavorOptions {
   /** The apachectl command and its fixed arguments. Default `['apache2ctl']`. */
   command?: string[];
-  /** Environment of the command (e.g. `APACHE_CONFDIR`). Default the agent's own. */
+  /**
+   * The reload command, in full. Default `<command> graceful`. On a host where systemd runs
+   * Apache, `['systemctl', 'reload', 'apache2']` keeps systemd's view (apachectl would start an
+   * Apache of its own when none runs).
+   */
+  reloadCommand?: string[];
+  /** Environment of the commands (e.g. `APACHE_CONFDIR`). Default the agent's own. */
   env?: Record<string, string | undefined>;
   /** Where PHP-FPM versions live on this server (the target readiness check). */
   php?: PhpFpmLayout;
@@ -413,7 +419,8 @@ export class ApacheFlavor implements WebFlavor {
   }
 
   async reload(): Promise<void> {
-    await this.apachectl(['graceful'], 'APACHE_RELOAD_FAILED');
+    if (this.opts.reloadCommand?.length) await this.run(this.opts.reloadCommand, 'APACHE_RELOAD_FAILED');
+    else await this.apachectl(['graceful'], 'APACHE_RELOAD_FAILED');
   }
 
   /** The modules this server's Apache has loaded (`apache2ctl -M`). */
@@ -439,11 +446,15 @@ export class ApacheFlavor implements WebFlavor {
   }
 
   private apachectl(args: string[], code: 'APACHE_CONFIG_INVALID' | 'APACHE_RELOAD_FAILED'): Promise<string> {
-    const [bin, ...fixed] = this.command;
+    return this.run([...this.command, ...args], code);
+  }
+
+  private run(cmd: string[], code: 'APACHE_CONFIG_INVALID' | 'APACHE_RELOAD_FAILED'): Promise<string> {
+    const [bin, ...args] = cmd;
     return new Promise((resolve, reject) => {
       execFile(
         bin!,
-        [...fixed, ...args],
+        args,
         {
           env: this.opts.env ?? process.env,
           timeout: this.opts.timeoutMs ?? 30_000,
@@ -470,7 +481,7 @@ export class ApacheFlavor implements WebFlavor {
               : err.killed
                 ? `killed after ${this.opts.timeoutMs ?? 30_000} ms`
                 : said || err.message;
-          reject(new FerryError(code, `${this.command.join(' ')} ${args.join(' ')}: ${why}`, { cause: err }));
+          reject(new FerryError(code, `${cmd.join(' ')}: ${why}`, { cause: err }));
         },
       );
     });
