@@ -58,6 +58,10 @@ export const ERROR_CODES = {
   AGENT_TIMEOUT: timeout('an agent did not answer in time'),
   AGENT_UNAVAILABLE: unavailable('calls to an agent kept failing after every retry'),
   AGENT_UNREACHABLE: upstream('cannot connect to an agent'),
+  APACHE_CONFIG_INVALID: failed(
+    '`apache2ctl configtest` refused the configuration (its own message names the file and line)',
+  ),
+  APACHE_RELOAD_FAILED: failed('Apache failed to reload (`apache2ctl graceful`)'),
   API_BAD_ANSWER: upstream("the controller's answer is not the API's JSON (is --controller right?)"),
   API_OPTIONS: bad('bad control API options (tokens, scopes)'),
   AUTH_FORBIDDEN: auth(403, 'the token is valid but its scope does not allow this route'),
@@ -177,6 +181,7 @@ export const ERROR_CODES = {
   SYNC_SOURCE: failed("a site's data cannot be read for a sync"),
   SYNC_TARGET_LIVE: conflict('the receiving copy takes writes; set it readonly first'),
   SYNC_UNSUPPORTED: failed('these two hosts cannot sync with each other'),
+  TARGET_LACKS: conflict('the target lacks what the site needs (its web server kind, PHP version or module)'),
   TEMP_IP_EXHAUSTED: conflict('no free temporary IP in the pool'),
   TEMP_IP_NOT_SERVING: failed('the site does not answer on the temporary IP'),
   TRACKER_FAILED: failed("the watch of a site's changed files failed (the next pass copies everything)"),
