@@ -153,6 +153,9 @@ export const ERROR_CODES = {
   RSYNC_FAILED: failed('rsync failed to copy a site'),
   RSYNC_OPTIONS: bad('bad rsync options'),
   RSYNC_SESSION_INVALID: bad('an rsync session name is not valid'),
+  RSYNC_TLS_PIN: upstream(
+    "the receiving agent's TLS certificate is not the one its receive session pins (or it pins none); nothing was sent",
+  ),
   SANDBOX_OPTIONS: bad('bad sandbox options'),
   SERVER_NOT_FOUND: notFound('no server with this id'),
   SITE_ADDRESS_INVALID: bad('a site address is not an IP address literal'),
