@@ -149,7 +149,7 @@ export const ERROR_CODES = {
   RESOLVE_FAILED: failed('a name did not resolve'),
   ROLLBACK_REQUESTED: conflict('the migration stopped because a rollback was requested'),
   ROUTE_NOT_FOUND: notFound('no such route; see the OpenAPI document (or GET /v1/info on an agent)'),
-  RSYNC_DAEMON_FAILED: failed('the rsync daemon receiving a site failed to start'),
+  RSYNC_DAEMON_FAILED: failed('the receiver of site data (its TLS listener or certificate) failed to start'),
   RSYNC_FAILED: failed('rsync failed to copy a site'),
   RSYNC_OPTIONS: bad('bad rsync options'),
   RSYNC_SESSION_INVALID: bad('an rsync session name is not valid'),
