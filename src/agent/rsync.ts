@@ -62,7 +62,7 @@ export interface RsyncReceiverOptions {
 }
 
 const SESSION_RE = /^[a-z0-9][a-z0-9._-]{0,99}$/;
-/** Connections served at once; one more is closed at once (a sender's pass fails and is retried). */
+/** Connections served at once; one more is closed at once (that sender's pass fails). */
 const MAX_CONNECTIONS = 32;
 /** A connection must complete its handshake, then send its first byte, within this time. */
 const START_TIMEOUT_MS = 10_000;
