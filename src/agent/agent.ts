@@ -81,8 +81,12 @@ export interface HostAgentOptions {
   web: WebOptions;
   /** Engine of redirects that do not name one. Default userspace. */
   engine?: EngineKind;
-  /** rsync daemon for receiving site data: address (default the first shared IP) and port (default 873). */
-  rsync?: { address?: string; port?: number; path?: string };
+  /**
+   * Receiving site data: the TLS listener's address (default the first shared IP) and port
+   * (default 873), the rsync binary, and the listener's certificate (default a self-signed one
+   * kept in `<dataDir>/rsyncd/tls`).
+   */
+  rsync?: { address?: string; port?: number; path?: string; tls?: { certFile: string; keyFile: string } };
   /** How site data moves between agents. Default rsync (the `rsync` option above). */
   transport?: SyncTransport;
   /** Where the state to restore on start lives. Default `<dataDir>/agent-state.json`. */
@@ -188,6 +192,7 @@ export class HostAgent implements HostDriver, SyncPeer {
         address: opts.rsync?.address ?? opts.sharedIps[0]!,
         ...(opts.rsync?.port !== undefined ? { port: opts.rsync.port } : {}),
         ...(opts.rsync?.path ? { rsyncPath: opts.rsync.path } : {}),
+        ...(opts.rsync?.tls ? { tls: opts.rsync.tls } : {}),
         stateDir: join(opts.dataDir, 'rsyncd'),
       });
   }

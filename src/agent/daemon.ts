@@ -1,7 +1,7 @@
 /**
  * The agent daemon: a `HostAgent` behind its HTTP API. `startAgent` is what `ferry agent` and the
  * sandbox's agents over HTTP both run; `runAgent` serves until aborted, then shuts down cleanly
- * (the rsync daemon stopped, the saved state kept for the next start); its redirects stay up and
+ * (the receiver of site data stopped, the saved state kept for the next start); its redirects stay up and
  * forwarding, and its site app's own process serving, for the next start to adopt.
  */
 import type { AddressInfo } from 'node:net';
@@ -33,7 +33,10 @@ export interface RunningAgent {
 /** Start an agent (restoring its saved state) and its API; resolves once the API listens. */
 export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {
   const logger = opts.logger;
-  const agent = new HostAgent(logger && !opts.log ? { ...opts, log: (m) => logger.info(m) } : opts);
+  // The HTTPS certificate, when the API has one, is also the one site data is received with.
+  const core: HostAgentOptions =
+    opts.tls && !opts.rsync?.tls ? { ...opts, rsync: { ...opts.rsync, tls: opts.tls } } : opts;
+  const agent = new HostAgent(logger && !core.log ? { ...core, log: (m) => logger.info(m) } : core);
   await agent.start();
   let app: FastifyInstance | undefined;
   try {

@@ -1,23 +1,36 @@
 /**
- * Site data sync between agents with rsync.
+ * Site data sync between agents with rsync over TLS.
  *
- * Receiving side: one `rsync --daemon` bound to the agent's own address, started when the first
- * receive session opens and stopped when the last one closes. Each session is a module of its
- * own (`ferry-<session>`), write-only, unlisted, with its own auth user and a random secret in a
- * secrets file of mode 0600. rsync re-reads its config on each connection, so sessions come and
- * go without a restart. The agent keeps a site's session from its first pass to its last (one
- * secret per migration) and closes it when the site starts taking writes there.
+ * Receiving side: a TLS listener (node:tls) on the agent's own address, up while at least one
+ * receive session is open. Each connection that completes the handshake and sends its first byte
+ * gets one `rsync --server --daemon --config=<stateDir>/rsyncd.conf .` (rsync's daemon protocol
+ * over a remote shell), its stdin and stdout piped to the TLS socket. Each session is a module of
+ * its own (`ferry-<session>`), write-only, unlisted, with its own auth user and a random secret in
+ * a secrets file of mode 0600 that goes when the session closes. The listener's certificate is the
+ * agent's HTTPS one when given, else a self-signed one it keeps in `<stateDir>/tls` (rsync-tls.ts);
+ * a session's endpoint pins its fingerprint. Nothing ever speaks the bare rsync daemon protocol on
+ * the network. The agent keeps a site's session from its first pass to its last (one secret per
+ * migration) and closes it when the site starts taking writes there.
  *
- * Sending side: `rsync -a --delete` of the site's data folder into that module, reporting
- * progress while it runs and the files and bytes moved at the end.
+ * Sending side: `rsync -a --delete -e <TLS connector>` of the site's data folder into that module,
+ * the connector pinning the receiver's certificate, reporting progress while it runs and the files
+ * and bytes moved at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile, chmod } from 'node:fs/promises';
-import { connect, isIP } from 'node:net';
+import { mkdir, mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { FerryError } from '../common/errors.js';
-import { sleep } from '../common/time.js';
+import {
+  connector,
+  pinRefused,
+  pinnedCertificate,
+  receiverCertificate,
+  type ReceiverCertificate,
+} from './rsync-tls.js';
 
 /** What a sender needs to push into a receive session. */
 export interface SyncEndpoint {
@@ -26,28 +39,40 @@ export interface SyncEndpoint {
   module: string;
   user: string;
   secret: string;
+  /**
+   * SHA-256 of the receiver's TLS certificate (DER, lower-case hex): the only certificate a sender
+   * accepts there. Set by rsync sessions; in-process ones have none.
+   */
+  fingerprint?: string;
   /** Set for a session of an in-process agent (transport.ts); rsync sessions have none. */
   transport?: 'in-process';
 }
 
 export interface RsyncReceiverOptions {
-  /** Address the daemon binds (the agent's own address, reachable from other agents). */
+  /** Address the TLS listener binds (the agent's own address, reachable from other agents). */
   address: string;
-  /** Port of the daemon. Default 873. */
+  /** Port of the listener. Default 873. */
   port?: number;
-  /** Folder for the daemon's config, secrets, pid and log. */
+  /** Folder for the rsync config, secrets, log and the self-signed certificate. */
   stateDir: string;
   /** The rsync binary. Default `rsync`. */
   rsyncPath?: string;
+  /** Certificate and key of the listener (the agent's HTTPS ones); default a self-signed one. */
+  tls?: { certFile: string; keyFile: string };
 }
 
 const SESSION_RE = /^[a-z0-9][a-z0-9._-]{0,99}$/;
+/** Connections served at once; one more is closed at once (that sender's pass fails). */
+const MAX_CONNECTIONS = 32;
+/** A connection must complete its handshake, then send its first byte, within this time. */
+const START_TIMEOUT_MS = 10_000;
 
-/** The receiving half: an rsync daemon whose modules are receive sessions. */
+/** The receiving half: a TLS listener whose connections speak to rsync daemons of the sessions. */
 export class RsyncReceiver {
   private readonly sessions = new Map<string, { path: string; endpoint: SyncEndpoint }>();
-  private daemon: ChildProcess | undefined;
-  private stopping: Promise<void> = Promise.resolve();
+  private server: Server | undefined;
+  private readonly conns = new Set<{ socket: TLSSocket; child?: ChildProcess }>();
+  private certificate: ReceiverCertificate | undefined;
   private readonly port: number;
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -67,6 +92,7 @@ export class RsyncReceiver {
     return this.serialize(async () => {
       const existing = this.sessions.get(session);
       if (existing && existing.path === path) return existing.endpoint;
+      this.certificate ??= await receiverCertificate(join(this.opts.stateDir, 'tls'), this.opts.tls);
       const module = `ferry-${session}`;
       const endpoint: SyncEndpoint = {
         address: this.opts.address,
@@ -74,10 +100,11 @@ export class RsyncReceiver {
         module,
         user: module,
         secret: existing?.endpoint.secret ?? randomBytes(24).toString('base64url'),
+        fingerprint: this.certificate.fingerprint,
       };
       this.sessions.set(session, { path, endpoint });
       await this.writeConfig();
-      await this.ensureDaemon();
+      await this.listen();
       return endpoint;
     });
   }
@@ -88,15 +115,15 @@ export class RsyncReceiver {
 
   /**
    * Close a session (no-op when it is not open): its module and secret are gone for the next
-   * connection at once. The daemon stops with the last session, in the background (an rsync
-   * daemon takes a few hundred ms to exit and nobody needs to wait for it).
+   * connection at once. The listener stops with the last session, and the rsync processes still
+   * serving connections are ended.
    */
   close(session: string): Promise<void> {
     return this.serialize(async () => {
       if (!this.sessions.delete(session)) return;
       await rm(join(this.opts.stateDir, `ferry-${session}.secret`), { force: true });
       await this.writeConfig();
-      if (this.sessions.size === 0) this.stopping = this.stopDaemon();
+      if (this.sessions.size === 0) await this.stopListening();
     });
   }
 
@@ -109,8 +136,8 @@ export class RsyncReceiver {
       for (const s of this.sessions.keys())
         await rm(join(this.opts.stateDir, `ferry-${s}.secret`), { force: true });
       this.sessions.clear();
-      await this.stopping;
-      await this.stopDaemon();
+      await this.writeConfig().catch(() => undefined);
+      await this.stopListening();
     });
   }
 
@@ -120,10 +147,11 @@ export class RsyncReceiver {
     const root = process.getuid?.() === 0;
     const lines = [
       '# Written by the ferry agent; one module per open receive session.',
-      `pid file = ${join(dir, 'rsyncd.pid')}`,
       'use chroot = no',
       'reverse lookup = no',
       'max verbosity = 0',
+      'timeout = 600',
+      `log file = ${join(dir, 'rsyncd.log')}`,
     ];
     for (const [session, { path, endpoint }] of this.sessions) {
       const secrets = join(dir, `ferry-${session}.secret`);
@@ -147,49 +175,80 @@ export class RsyncReceiver {
     await writeFile(join(dir, 'rsyncd.conf'), lines.join('\n') + '\n', { mode: 0o600 });
   }
 
-  private async ensureDaemon(): Promise<void> {
-    if (this.daemon && this.daemon.exitCode === null) return;
-    await this.stopping; // the previous daemon must have let go of the port
-    const dir = this.opts.stateDir;
-    const log = join(dir, 'rsyncd.log');
-    const child = spawn(
-      this.opts.rsyncPath ?? 'rsync',
-      [
-        '--daemon',
-        '--no-detach',
-        `--config=${join(dir, 'rsyncd.conf')}`,
-        `--address=${this.opts.address}`,
-        `--port=${this.port}`,
-        `--log-file=${log}`,
-      ],
-      { stdio: 'ignore' },
+  private async listen(): Promise<void> {
+    if (this.server) return;
+    const cert = this.certificate!;
+    const server = createServer(
+      { cert: cert.cert, key: cert.key, minVersion: 'TLSv1.3', handshakeTimeout: START_TIMEOUT_MS },
+      (socket) => this.serve(socket),
     );
-    let failed: Error | undefined;
-    child.once('error', (err) => (failed = err));
-    this.daemon = child;
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline) {
-      if (failed || child.exitCode !== null) break;
-      if (await canConnect(this.opts.address, this.port)) return;
-      await sleep(50);
-    }
-    const tail = (await readFile(log, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ');
-    await this.stopDaemon();
-    throw new FerryError(
-      'RSYNC_DAEMON_FAILED',
-      `rsync daemon did not listen on ${this.opts.address}:${this.port}: ${failed?.message ?? tail ?? 'no log'}`,
-    );
+    server.maxConnections = MAX_CONNECTIONS;
+    // A failed handshake (a plain rsync client, a wrong pin) ends that connection only.
+    server.on('tlsClientError', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) =>
+        reject(
+          new FerryError(
+            'RSYNC_DAEMON_FAILED',
+            `cannot listen for site data on ${this.opts.address}:${this.port}: ${err.message}`,
+            { cause: err },
+          ),
+        ),
+      );
+      server.listen(this.port, this.opts.address, () => resolve());
+    });
+    server.on('error', () => undefined);
+    this.server = server;
   }
 
-  private async stopDaemon(): Promise<void> {
-    const d = this.daemon;
-    this.daemon = undefined;
-    if (!d || d.exitCode !== null || d.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => d.once('exit', () => resolve()));
-    d.kill('SIGTERM');
-    const timer = setTimeout(() => d.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
+  /** One authenticated TLS connection: an rsync daemon process for it once it sends something. */
+  private serve(socket: TLSSocket): void {
+    const conn: { socket: TLSSocket; child?: ChildProcess } = { socket };
+    this.conns.add(conn);
+    socket.on('error', () => undefined);
+    socket.setTimeout(START_TIMEOUT_MS, () => socket.destroy());
+    socket.once('close', () => {
+      this.conns.delete(conn);
+      const child = conn.child;
+      if (child && child.exitCode === null && child.signalCode === null) {
+        child.stdin?.end();
+        setTimeout(() => child.kill('SIGKILL'), 2000).unref();
+      }
+    });
+    socket.once('data', (first: Buffer) => {
+      socket.pause();
+      socket.setTimeout(0); // rsync's own `timeout` watches the transfer from here
+      const child = spawn(
+        this.opts.rsyncPath ?? 'rsync',
+        ['--server', '--daemon', `--config=${join(this.opts.stateDir, 'rsyncd.conf')}`, '.'],
+        {
+          stdio: ['pipe', 'pipe', 'ignore'],
+          env: {
+            PATH: process.env.PATH ?? '/usr/bin:/bin',
+            LC_ALL: 'C',
+            // rsync's daemon-over-remote-shell mode names its peer from this (its log, `hosts allow`).
+            SSH_CONNECTION: `${socket.remoteAddress ?? '-'} ${socket.remotePort ?? 0} ${this.opts.address} ${this.port}`,
+          },
+        },
+      );
+      conn.child = child;
+      child.once('error', () => socket.destroy());
+      child.stdin!.on('error', () => undefined);
+      child.stdin!.write(first);
+      socket.pipe(child.stdin!);
+      child.stdout!.pipe(socket);
+    });
+  }
+
+  private async stopListening(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const c of this.conns) {
+      c.child?.kill('SIGTERM');
+      c.socket.destroy();
+    }
+    this.conns.clear();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
@@ -229,12 +288,36 @@ export interface PushOptions {
 
 /**
  * Push `source` into the receive session `to` (delete what the source no longer has), or with
- * `paths` only those paths (`--files-from`, a missing one deleted: `--delete-missing-args`).
+ * `paths` only those paths (`--files-from`, a missing one deleted: `--delete-missing-args`), over
+ * TLS to the certificate `to.fingerprint` pins (RSYNC_TLS_PIN for any other, or none).
  */
-export function rsyncPush(opts: PushOptions): Promise<{ files: number; bytes: number; totalBytes: number }> {
+export async function rsyncPush(
+  opts: PushOptions,
+): Promise<{ files: number; bytes: number; totalBytes: number }> {
+  const { to } = opts;
+  if (!to.fingerprint) {
+    throw new FerryError(
+      'RSYNC_TLS_PIN',
+      `receive session ${to.module} at ${to.address}:${to.port} pins no TLS certificate; site data is never sent without one`,
+    );
+  }
+  const pem = await pinnedCertificate(to.address, to.port, to.fingerprint);
+  const tmp = await mkdtemp(join(tmpdir(), 'ferry-push-'));
+  try {
+    const pinFile = join(tmp, 'receiver.crt');
+    await writeFile(pinFile, pem, { mode: 0o600 });
+    return await runRsync(opts, connector(to.address, to.port, pinFile));
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+function runRsync(
+  opts: PushOptions,
+  tls: { rsh: string; env: Record<string, string> },
+): Promise<{ files: number; bytes: number; totalBytes: number }> {
   const { to } = opts;
   const host = isIP(to.address) === 6 ? `[${to.address}]` : to.address;
-  const url = `rsync://${to.user}@${host}:${to.port}/${to.module}/`;
   const args = [
     '-a',
     '--delete',
@@ -243,14 +326,20 @@ export function rsyncPush(opts: PushOptions): Promise<{ files: number; bytes: nu
     '--info=progress2',
     '--no-inc-recursive',
     `--timeout=${opts.ioTimeoutS ?? 60}`,
-    '--contimeout=10',
+    '-e',
+    tls.rsh,
     ...(opts.paths ? ['-r', '--files-from=-', '--from0', '--delete-missing-args', '--force'] : []),
     `${opts.source.replace(/\/+$/, '')}/`,
-    url,
+    `${to.user}@${host}::${to.module}/`,
   ];
   return new Promise((resolve, reject) => {
     const child = spawn(opts.rsyncPath ?? 'rsync', args, {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', RSYNC_PASSWORD: to.secret, LC_ALL: 'C' },
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        RSYNC_PASSWORD: to.secret,
+        LC_ALL: 'C',
+        ...tls.env,
+      },
       stdio: [opts.paths ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     });
     if (opts.paths) {
@@ -278,6 +367,15 @@ export function rsyncPush(opts: PushOptions): Promise<{ files: number; bytes: nu
       // 24: files vanished while rsync ran. In a pass of tracked paths, their removal is tracked
       // too and is in the next pass.
       if (code !== 0 && !(code === 24 && opts.paths)) {
+        if (pinRefused(err)) {
+          reject(
+            new FerryError(
+              'RSYNC_TLS_PIN',
+              `the receiver at ${to.address}:${to.port} presented a TLS certificate other than the ${to.fingerprint} its receive session pins; nothing was sent`,
+            ),
+          );
+          return;
+        }
         reject(
           new FerryError(
             'RSYNC_FAILED',
@@ -296,15 +394,4 @@ export function rsyncPush(opts: PushOptions): Promise<{ files: number; bytes: nu
 
 function num(s: string | undefined): number {
   return s ? Number(s.replace(/,/g, '')) : 0;
-}
-
-function canConnect(address: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: address, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

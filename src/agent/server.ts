@@ -108,6 +108,9 @@ const schemas = {
           module: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/),
           user: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/),
           secret: z.string().min(16).max(200),
+          fingerprint: z.string().regex(/^[0-9a-f]{64}$/, {
+            message: "must be the SHA-256 of the receiver's certificate, 64 hex digits",
+          }),
         })
         .strict(),
     })

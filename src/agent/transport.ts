@@ -2,8 +2,9 @@
  * How a host agent moves a site's bytes to another agent. The agent's sync (open a receive
  * session on the peer, push into it, the peer reloads) is one code path; only the transport
  * differs:
- * - `RsyncTransport`: an rsync daemon receives, `rsync -a --delete` pushes (rsync.ts). What
- *   `ferry agent` uses between servers.
+ * - `RsyncTransport`: rsync daemons behind a TLS listener receive, `rsync -a --delete` pushes
+ *   over TLS pinned to the receiver's certificate (rsync.ts). What `ferry agent` uses between
+ *   servers.
  * - `InProcessTransport`: both agents live in one process (the sandbox); the push copies with
  *   `syncDirectory` into the folder the peer's session names. No daemon, no privileges.
  * A push into a session of the other kind fails with SYNC_UNSUPPORTED.
@@ -52,13 +53,19 @@ export interface SyncTransport {
   ): Promise<{ files: number; bytes: number; totalBytes?: number }>;
 }
 
-/** rsync daemon sessions and rsync pushes. */
+/** rsync sessions behind a TLS listener, and rsync pushes over TLS. */
 export class RsyncTransport implements SyncTransport {
   readonly kind = 'rsync';
   private readonly receiver: RsyncReceiver;
 
   constructor(
-    private readonly opts: { address: string; port?: number; stateDir: string; rsyncPath?: string },
+    private readonly opts: {
+      address: string;
+      port?: number;
+      stateDir: string;
+      rsyncPath?: string;
+      tls?: { certFile: string; keyFile: string };
+    },
   ) {
     this.receiver = new RsyncReceiver(opts);
   }

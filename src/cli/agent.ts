@@ -88,10 +88,10 @@ export function registerAgent(program: Command): void {
     )
     .option(
       '--rsync-address <ip>',
-      'address the rsync daemon binds to receive site data (default the first shared IP)',
+      'address the TLS listener that receives site data (rsync over TLS) binds (default the first shared IP)',
       oneIp,
     )
-    .option('--rsync-port <port>', 'port of the rsync daemon', port, 873)
+    .option('--rsync-port <port>', 'port of the TLS listener that receives site data', port, 873)
     .option(
       '--redirect-orphan-timeout <seconds>',
       'a redirect outlives the agent (restart, upgrade); with no agent back within this time it stops by itself',
