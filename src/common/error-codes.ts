@@ -161,6 +161,9 @@ export const ERROR_CODES = {
   SITE_LISTEN: failed('the site server cannot listen on an address'),
   SITE_MODE_INVALID: bad('not a valid site mode'),
   SITE_NOT_FOUND: notFound('no such site (configured, or on that server)'),
+  SITE_NOT_MOVABLE: conflict(
+    'the site cannot be moved as it is; each reason is named with its file and line',
+  ),
   SITE_PROCESS: failed("the site app's own process failed to start or answer"),
   SITE_SERVER_OPTIONS: bad('bad site server options'),
   SSE_FULL: unavailable('too many event subscribers; retry later'),
@@ -173,6 +176,7 @@ export const ERROR_CODES = {
   SYNC_SOURCE: failed("a site's data cannot be read for a sync"),
   SYNC_TARGET_LIVE: conflict('the receiving copy takes writes; set it readonly first'),
   SYNC_UNSUPPORTED: failed('these two hosts cannot sync with each other'),
+  TARGET_LACKS: conflict('the target lacks what the site needs (its web server kind, PHP version or module)'),
   TEMP_IP_EXHAUSTED: conflict('no free temporary IP in the pool'),
   TEMP_IP_NOT_SERVING: failed('the site does not answer on the temporary IP'),
   TRACKER_FAILED: failed("the watch of a site's changed files failed (the next pass copies everything)"),
@@ -193,6 +197,7 @@ export const ERROR_CODES = {
   WEBCONFIG_SYNTAX: failed(
     "the web server's configuration cannot be parsed (the message names the file and line)",
   ),
+  WEB_SITE_NOT_FOUND: notFound("the origin's web server has no site of that name"),
   ZONE_SYNTAX: failed('a zone file cannot be read or has a syntax error'),
 } as const satisfies Record<string, ErrorCodeInfo>;
 
