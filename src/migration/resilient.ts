@@ -44,7 +44,16 @@ export const DEFAULT_RETRY: RetryPolicy = {
  * Errors that repeating the call cannot fix (a bad request, not a flaky peer): every code the error
  * table answers with 400, plus these.
  */
-const PERMANENT = new Set<string>(['REDIRECT_NOT_FOUND', 'SITE_NOT_FOUND', 'SYNC_UNSUPPORTED']);
+const PERMANENT = new Set<string>([
+  'REDIRECT_NOT_FOUND',
+  'SITE_NOT_FOUND',
+  'SYNC_UNSUPPORTED',
+  // A server without a web server for Ferry, or a site it cannot move, stays so until someone acts.
+  'WEBCONFIG_NONE',
+  'WEB_SITE_NOT_FOUND',
+  'SITE_NOT_MOVABLE',
+  'TARGET_LACKS',
+]);
 
 function isPermanent(code: string): boolean {
   return PERMANENT.has(code) || statusOfCode(code) === 400;
@@ -137,15 +146,15 @@ export class ResilientHost implements HostDriver {
     }
     if (inner.inspectWebSite) {
       const f = inner.inspectWebSite.bind(inner);
-      this.inspectWebSite = (d, o) => this.call(`inspectWebSite(${d})`, () => f(d, o));
+      this.inspectWebSite = (d, o) => this.call(`inspectWebSite(${d})`, () => (o ? f(d, o) : f(d)));
     }
     if (inner.gateWebSite) {
       const f = inner.gateWebSite.bind(inner);
-      this.gateWebSite = (d, o) => this.call(`gateWebSite(${d})`, () => f(d, o));
+      this.gateWebSite = (d, o) => this.call(`gateWebSite(${d})`, () => (o ? f(d, o) : f(d)));
     }
     if (inner.exportWebSite) {
       const f = inner.exportWebSite.bind(inner);
-      this.exportWebSite = (d, o) => this.call(`exportWebSite(${d})`, () => f(d, o));
+      this.exportWebSite = (d, o) => this.call(`exportWebSite(${d})`, () => (o ? f(d, o) : f(d)));
     }
     if (inner.installWebSite) {
       const f = inner.installWebSite.bind(inner);
@@ -163,7 +172,11 @@ export class ResilientHost implements HostDriver {
     if (inner.finishWebSite) {
       const f = inner.finishWebSite.bind(inner);
       this.finishWebSite = (d, role, o) =>
-        this.call(`finishWebSite(${d}, ${role})`, () => f(d, role, o), this.policy.syncTimeoutMs);
+        this.call(
+          `finishWebSite(${d}, ${role})`,
+          () => (o ? f(d, role, o) : f(d, role)),
+          this.policy.syncTimeoutMs,
+        );
     }
   }
 
