@@ -84,13 +84,16 @@ export async function planWebSite(
   overrides: WebSiteOverrides = {},
 ): Promise<WebSitePlan> {
   const name = bare(domain);
-  if (!origin.inspectWebSite || !origin.gateWebSite || !origin.exportWebSite)
-    throw new FerryError(
-      'WEBCONFIG_NONE',
-      `origin ${origin.id} cannot move web sites: its agent has no web-site support`,
-    );
   const hasOverrides = overrides.declaredRoots !== undefined || overrides.dataDir !== undefined;
-  const site = await (hasOverrides ? origin.inspectWebSite(name, overrides) : origin.inspectWebSite(name));
+  let site: WebSite | null;
+  if (origin.inspectWebSite) {
+    site = await (hasOverrides ? origin.inspectWebSite(name, overrides) : origin.inspectWebSite(name));
+  } else if (origin.webSites) {
+    // An agent that reads its web server but has no single-site call: the site from its report.
+    site = (await origin.webSites()).sites.find((s) => s.names.some((n) => bare(n) === name)) ?? null;
+  } else {
+    throw new FerryError('WEBCONFIG_NONE', `origin ${origin.id} cannot read its web server's sites`);
+  }
   if (!site)
     throw new FerryError(
       'WEB_SITE_NOT_FOUND',
@@ -101,6 +104,11 @@ export async function planWebSite(
     throw new FerryError(
       'SITE_NOT_MOVABLE',
       `${name} on ${origin.id} (${site.at.file}:${site.at.line}) cannot be moved; nothing was changed:\n${describeRefusals(refusals)}`,
+    );
+  if (!origin.gateWebSite || !origin.exportWebSite || !origin.finishWebSite)
+    throw new FerryError(
+      'WEBCONFIG_NONE',
+      `origin ${origin.id} cannot move web sites: its agent has no gate for them (an older version)`,
     );
   if (!target.installWebSite)
     throw new FerryError(
