@@ -161,9 +161,7 @@ export const ERROR_CODES = {
   SITE_LISTEN: failed('the site server cannot listen on an address'),
   SITE_MODE_INVALID: bad('not a valid site mode'),
   SITE_NOT_FOUND: notFound('no such site (configured, or on that server)'),
-  SITE_NOT_MOVABLE: conflict(
-    'the site cannot be moved as it is; each reason is named with its file and line',
-  ),
+  SITE_NOT_MOVABLE: conflict('the site cannot be moved; the message names each reason and its file and line'),
   SITE_PROCESS: failed("the site app's own process failed to start or answer"),
   SITE_SERVER_OPTIONS: bad('bad site server options'),
   SSE_FULL: unavailable('too many event subscribers; retry later'),

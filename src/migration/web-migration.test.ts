@@ -286,10 +286,10 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
     const report = await nginxReport(originConf);
     const line = report.sites.find((s) => s.names.includes('outside.example'))!.refusals[0]!.at!.line;
     assert.ok(err.message.includes(`${originConf}:${line})`), err.message);
-    // Asked, and nothing else: no journal entry, no address, no DNS change, no event.
+    // The web server's report asked, and nothing else: no journal entry, no address, no DNS change, no event.
     assert.deepEqual(
       calls.slice(before).map((c) => `${c.host} ${c.method}`),
-      ['origin inspectWebSite'],
+      ['origin webSites'],
     );
     assert.equal(journal.list().length, migrations);
     assert.deepEqual(await sb.origin.listAddresses!(), addresses);

@@ -85,26 +85,31 @@ export async function planWebSite(
 ): Promise<WebSitePlan> {
   const name = bare(domain);
   const hasOverrides = overrides.declaredRoots !== undefined || overrides.dataDir !== undefined;
-  let site: WebSite | null;
+  const notFound = () =>
+    new FerryError('WEB_SITE_NOT_FOUND', `the web server of origin ${origin.id} has no site named ${name}`);
+  const refuse = (at: SourceRef, refusals: SiteRefusal[]) =>
+    new FerryError(
+      'SITE_NOT_MOVABLE',
+      `${name} on ${origin.id} (${at.file}:${at.line}) cannot be moved; nothing was changed:\n${describeRefusals(refusals)}`,
+    );
+  // First the web server's own report, which any agent with --web-config gives: every block that
+  // names the site, each with its refusals.
+  let site: WebSite | null = null;
+  if (origin.webSites) {
+    const blocks = (await origin.webSites()).sites.filter((s) => s.names.some((n) => bare(n) === name));
+    if (!blocks.length) throw notFound();
+    const refusals = blocks.flatMap((b) => refusalsOf(b, overrides));
+    if (refusals.length) throw refuse(blocks[0]!.at, refusals);
+    site = blocks[0]!;
+  }
+  // Then the agent's view of the site as it would move it (its blocks merged, its data directory).
   if (origin.inspectWebSite) {
     site = await (hasOverrides ? origin.inspectWebSite(name, overrides) : origin.inspectWebSite(name));
-  } else if (origin.webSites) {
-    // An agent that reads its web server but has no single-site call: the site from its report.
-    site = (await origin.webSites()).sites.find((s) => s.names.some((n) => bare(n) === name)) ?? null;
-  } else {
-    throw new FerryError('WEBCONFIG_NONE', `origin ${origin.id} cannot read its web server's sites`);
+    if (!site) throw notFound();
+    const refusals = refusalsOf(site, overrides);
+    if (refusals.length) throw refuse(site.at, refusals);
   }
-  if (!site)
-    throw new FerryError(
-      'WEB_SITE_NOT_FOUND',
-      `the web server of origin ${origin.id} has no site named ${name}`,
-    );
-  const refusals = refusalsOf(site, overrides);
-  if (refusals.length)
-    throw new FerryError(
-      'SITE_NOT_MOVABLE',
-      `${name} on ${origin.id} (${site.at.file}:${site.at.line}) cannot be moved; nothing was changed:\n${describeRefusals(refusals)}`,
-    );
+  if (!site) throw new FerryError('WEBCONFIG_NONE', `origin ${origin.id} cannot read its web server's sites`);
   if (!origin.gateWebSite || !origin.exportWebSite || !origin.finishWebSite)
     throw new FerryError(
       'WEBCONFIG_NONE',
