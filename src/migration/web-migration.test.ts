@@ -91,7 +91,9 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
     'lacking.example.',
     'broken.example.',
     'reverse.example.',
+    'direct.example.',
   ];
+  const DEDICATED = '127.0.49.9';
   const sb = new Sandbox({
     dnsAddress: '127.0.49.53',
     dnsPort: 0,
@@ -139,6 +141,11 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
       await mkdir(join(www, name), { recursive: true });
       blocks += `server {\n  listen ${listen};\n  server_name ${name}.example;\n  root ${www}/${name};\n}\n`;
     }
+    // direct.example has an address of its own on the origin (direct mode).
+    await mkdir(join(www, 'direct'), { recursive: true });
+    blocks += `server {\n  listen ${DEDICATED}:${sb.httpPort};\n  server_name direct.example;\n  root ${www}/direct;\n}\n`;
+    await sb.originSites.addAddress(DEDICATED);
+    sb.dns.zones.replaceRRset('direct.example.', 'A', 1, [DEDICATED]);
     // outside.example's root is the 3rd line of its block: the refusal names that line.
     blocks += `server {\n  listen ${listen};\n  server_name outside.example;\n  root ${dir}/elsewhere;\n}\n`;
     const main = (body: string) =>
@@ -268,6 +275,25 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
     assert.ok(!JSON.stringify(journal.get('web')).includes(key), 'the bundle is in the plan');
     assert.ok(!JSON.stringify(events).includes(key), 'the bundle is in an event');
     assert.deepEqual((await sb.dns.zones.getRRset('web.example.', 'A'))?.rdata, [sb.opts.targetIp]);
+  });
+
+  it('direct mode: the gate goes up at syncing (there is no temp-ip phase), before the install', async () => {
+    const before = calls.length;
+    await ctl.startMigration({ domain: 'direct.example', to: 'target', id: 'direct', mode: 'direct' });
+    const rec = await ctl.wait('direct');
+    assert.equal(rec.phase, 'completed', rec.error);
+    const steps = journal
+      .entries('direct')
+      .filter((e) => e.kind === 'step')
+      .map((e) => e.step);
+    const gate = steps.indexOf(STEP.originGateSite);
+    assert.ok(gate >= 0 && gate < steps.indexOf(STEP.targetInstallSite), steps.join(' '));
+    assert.equal(steps.filter((x) => x === STEP.originGateSite).length, 1);
+    assert.ok(!steps.includes(STEP.addAddress));
+    assert.equal(rec.plan.ports[0], sb.httpPort, 'the ports the vhost listens on');
+    const mine = calls.slice(before);
+    assert.ok(index(mine, 'origin', 'gateWebSite') < index(mine, 'origin', 'exportWebSite'));
+    assert.deepEqual(sb.dns.zones.getRRset('direct.example.', 'A')?.rdata, [sb.opts.targetIp]);
   });
 
   it('refuses a site that cannot be moved at planning, naming each reason with its file and line; nothing changes', async () => {
