@@ -70,12 +70,99 @@ export const migrationSchema = {
   },
 } as const;
 
+const sourceRef = {
+  type: 'object',
+  additionalProperties: true,
+  description: 'where it was read: configuration file and line (from 1)',
+  properties: { file: { type: 'string' }, line: { type: 'integer' } },
+} as const;
+
+/** One site of a server's own web server (an nginx server block or Apache virtual host). */
+const webSite = {
+  type: 'object',
+  additionalProperties: true,
+  properties: {
+    server: { type: 'string', enum: ['nginx', 'apache'] },
+    at: sourceRef,
+    names: { type: 'array', items: { type: 'string' } },
+    defaultServer: { type: 'boolean' },
+    listens: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: true,
+        properties: {
+          address: { type: ['string', 'null'], description: 'null: every address' },
+          port: { type: 'integer' },
+          tls: { type: 'boolean' },
+          at: sourceRef,
+        },
+      },
+    },
+    paths: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: true,
+        properties: { path: { type: 'string' }, directive: { type: 'string' }, at: sourceRef },
+      },
+    },
+    application: { type: 'string', enum: ['static', 'php-fpm', 'proxy', 'mixed'] },
+    apps: { type: 'array', items: { type: 'object', additionalProperties: true } },
+    certificates: {
+      type: 'array',
+      description: 'file paths only; certificate and key contents never leave the agent here',
+      items: {
+        type: 'object',
+        additionalProperties: true,
+        properties: { certificate: { type: 'string' }, key: { type: ['string', 'null'] }, at: sourceRef },
+      },
+    },
+    user: { type: ['string', 'null'] },
+    group: { type: ['string', 'null'] },
+    movable: { type: 'boolean' },
+    refusals: {
+      type: 'array',
+      description: 'why Ferry will not move the site, each with a stable code',
+      items: {
+        type: 'object',
+        additionalProperties: true,
+        properties: { code: { type: 'string' }, message: { type: 'string' }, at: sourceRef },
+      },
+    },
+  },
+} as const;
+
+/** The answer of GET /v1/servers/{id}/web-sites: the agent's report. */
+export const webSitesSchema = {
+  type: 'object',
+  additionalProperties: true,
+  properties: {
+    serverId: { type: 'string' },
+    server: { type: 'string', enum: ['nginx', 'apache'], description: 'which web server was read' },
+    command: { type: 'string', description: 'the dump command whose output was read, e.g. nginx -T' },
+    declaredRoots: { type: 'array', items: { type: 'string' } },
+    sites: { type: 'array', items: webSite },
+  },
+} as const;
+
 export const schemas = {
   createMigration: {
     type: 'object',
     additionalProperties: false,
     required: ['domain', 'to'],
-    properties: { domain, to: serverId, id: migrationId, timings },
+    properties: {
+      domain,
+      to: serverId,
+      id: migrationId,
+      timings,
+      kind: {
+        type: 'string',
+        enum: ['builtin', 'web'],
+        description:
+          "what serves the site when the config does not say: builtin (the agent's app) or web (the server's own nginx or Apache)",
+      },
+    },
   },
   evacuate: {
     type: 'object',

@@ -21,7 +21,7 @@ import { TrafficSampler, createMetrics, type FerryMetrics } from '../metrics/ind
 import { registerDashboard } from '../web/index.js';
 import { TokenVerifier, allows, bearer, type ApiToken, type Scope } from './auth.js';
 import { clientErrorAnswer, errorAnswer, toApiError } from '../common/http-errors.js';
-import { errorSchema, migrationSchema, schemas } from './schemas.js';
+import { errorSchema, migrationSchema, schemas, webSitesSchema } from './schemas.js';
 import { EventHub, type SseOptions } from './sse.js';
 
 export interface ApiOptions {
@@ -274,6 +274,20 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       return s;
     },
   );
+  app.get<{ Params: { id: string } }>(
+    '/v1/servers/:id/web-sites',
+    {
+      schema: {
+        tags: ['servers'],
+        summary:
+          "The sites of the server's own web server as its agent reads them: names, listens, application, user, and whether Ferry can move each (refusals with file and line)",
+        params: schemas.serverParam,
+        security,
+        response: { 200: webSitesSchema, ...errors },
+      },
+    },
+    async (req) => controller.webSites(req.params.id),
+  );
   app.get(
     '/v1/sites',
     {
@@ -342,7 +356,15 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       return { migrations: list.map(migrationView) };
     },
   );
-  app.post<{ Body: { domain: string; to: string; id?: string; timings?: Record<string, number> } }>(
+  app.post<{
+    Body: {
+      domain: string;
+      to: string;
+      id?: string;
+      timings?: Record<string, number>;
+      kind?: 'builtin' | 'web';
+    };
+  }>(
     '/v1/migrations',
     {
       config: { scope: 'operator', ...writeLimit },

@@ -12,6 +12,7 @@ import { registerStatus } from './status.js';
 import { registerWatch } from './watch.js';
 import { registerRollback } from './rollback.js';
 import { registerServers } from './servers.js';
+import { registerSites } from './sites.js';
 import { registerRecords } from './records.js';
 import { registerAgent } from './agent.js';
 import { registerController } from './controller.js';
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   registerWatch(program);
   registerRollback(program);
   registerServers(program);
+  registerSites(program);
   registerRecords(program);
   registerAgent(program);
   registerController(program);

@@ -1,5 +1,5 @@
 /** `ferry migrate DOMAIN --to SERVER [--watch]`: start a migration through the control API. */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import {
   action,
   clientOf,
@@ -19,6 +19,7 @@ interface MigrateOptions extends ConnectionOptions {
   quietWindow?: number;
   dnsTempCap?: number;
   drainCap?: number;
+  kind?: 'builtin' | 'web';
 }
 
 export function registerMigrate(program: Command): void {
@@ -35,7 +36,13 @@ export function registerMigrate(program: Command): void {
       .option('--ttl <seconds>', 'TTL of the A record while at IPt and IP2', number(1, 86400))
       .option('--quiet-window <ms>', 'traffic must be absent this long before a wait ends', number(0))
       .option('--dns-temp-cap <ms>', 'longest wait for IP1 to go quiet after the TTL', number(0))
-      .option('--drain-cap <ms>', 'longest wait for IPt to go quiet after the TTL', number(0)),
+      .option('--drain-cap <ms>', 'longest wait for IPt to go quiet after the TTL', number(0))
+      .addOption(
+        new Option(
+          '--kind <kind>',
+          "what serves the site when the config does not say: builtin (the agent's app) or web (the server's own nginx or Apache)",
+        ).choices(['builtin', 'web']),
+      ),
   ).action(
     action(async (domain: string, o: MigrateOptions) => {
       const client = clientOf(o);
@@ -49,6 +56,7 @@ export function registerMigrate(program: Command): void {
         domain,
         to: o.to,
         ...(o.id ? { id: o.id } : {}),
+        ...(o.kind ? { kind: o.kind } : {}),
         ...(Object.keys(timings).length ? { timings } : {}),
       });
       if (!o.watch) {

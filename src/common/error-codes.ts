@@ -169,6 +169,7 @@ export const ERROR_CODES = {
   SITE_MODE_INVALID: bad('not a valid site mode'),
   SITE_NAME_TAKEN: conflict('another site on this server already answers to that name'),
   SITE_NOT_FOUND: notFound('no such site (configured, or on that server)'),
+  SITE_NOT_MOVABLE: conflict('the site cannot be moved; the message names each reason and its file and line'),
   SITE_PROCESS: failed("the site app's own process failed to start or answer"),
   SITE_SERVER_OPTIONS: bad('bad site server options'),
   SITE_UPSTREAM_INVALID: bad(
@@ -205,6 +206,7 @@ export const ERROR_CODES = {
   WEBCONFIG_SYNTAX: failed(
     "the web server's configuration cannot be parsed (the message names the file and line)",
   ),
+  WEB_SITE_NOT_FOUND: notFound("the origin's web server has no site of that name"),
   ZONE_SYNTAX: failed('a zone file cannot be read or has a syntax error'),
 } as const satisfies Record<string, ErrorCodeInfo>;
 

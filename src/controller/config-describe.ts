@@ -69,7 +69,11 @@ export function describeConfig(c: FerryConfig): string {
     );
   }
   for (const s of c.sites)
-    lines.push(`  site ${s.domain}: on ${s.server}, ports ${s.ports.join(',')}, ${s.kind}`);
+    lines.push(
+      `  site ${s.domain}: on ${s.server}, ports ${s.ports.join(',')}, ${s.kind === 'web' ? "the server's own web server" : s.kind}` +
+        (s.web?.declaredRoots ? `, roots ${s.web.declaredRoots.join(' ')}` : '') +
+        (s.web?.dataDir ? `, data in ${s.web.dataDir}` : ''),
+    );
   const d = c.defaults;
   lines.push(
     `  defaults: ${
@@ -77,6 +81,9 @@ export function describeConfig(c: FerryConfig): string {
         .map(([k, v]) => `${k}=${v}`)
         .join(', ') || '(built-in)'
     }`,
+  );
+  lines.push(
+    `  migration: an origin keeps its backup of a moved web site ${c.migration.backupKeepMs / 86_400_000} days`,
   );
   return lines.join('\n');
 }

@@ -38,6 +38,8 @@ const port = z
   .int({ message: portMsg })
   .min(1, { message: portMsg })
   .max(65535, { message: portMsg });
+const absMsg = 'must be an absolute path, e.g. /var/www/shop';
+const absPath = z.string({ message: absMsg }).regex(/^\/[^\0]*$/, { message: absMsg });
 const domainMsg = 'must be a domain name, e.g. shop.example';
 const domain = z
   .string({ message: domainMsg })
@@ -271,8 +273,37 @@ const site = z.strictObject({
     .array(port, { message: 'must be a list of ports, the HTTP port first, e.g. [80, 443]' })
     .min(1, { message: 'must list at least the HTTP port' })
     .default([80]),
-  kind: z.enum(['builtin', 'nginx'], { message: 'must be builtin or nginx' }).optional(),
+  kind: z
+    .enum(['builtin', 'nginx', 'web'], {
+      message:
+        "must be builtin or nginx (the agent's own app, as the server's web: says) or web (a site of the server's own nginx or Apache)",
+    })
+    .optional(),
+  /** A web site's overrides, for layouts the agent cannot read. */
+  web: z
+    .strictObject(
+      {
+        declaredRoots: z
+          .array(absPath, { message: 'must be a list of absolute folders, e.g. [/var/www, /home]' })
+          .min(1, { message: 'must list at least one folder, or be left out' })
+          .optional(),
+        dataDir: absPath.optional(),
+      },
+      { message: 'must be { declaredRoots, dataDir }' },
+    )
+    .optional(),
 });
+
+/** How migrations treat what they leave behind. */
+const migration = z
+  .strictObject({
+    backupKeepDays: z
+      .number({ message: 'must be a number of days, e.g. 7' })
+      .min(0, { message: 'must be 0 or more days' })
+      .max(3650, { message: 'must be at most 3650 days' })
+      .optional(),
+  })
+  .default({});
 
 const defaults = z
   .strictObject({
@@ -349,6 +380,7 @@ export const configSchema = z
     dns,
     sites: z.array(site, { message: 'must be a list of { domain, server, ports }' }).default([]),
     defaults,
+    migration,
     /** The control API's settings; validated by the API itself (src/api). */
     api: z.looseObject({}).optional(),
   })
@@ -419,13 +451,19 @@ export const configSchema = z
           path: ['sites', i, 'server'],
           message: `"${s.server}" is not declared under servers:; write one of ${names.join(', ') || '(none)'}`,
         });
-      } else if (s.kind && s.kind !== srv.web) {
+      } else if (s.kind && s.kind !== 'web' && s.kind !== srv.web) {
         ctx.addIssue({
           code: 'custom',
           path: ['sites', i, 'kind'],
           message: `is ${s.kind} but server ${s.server} serves sites with ${srv.web}; set servers.${s.server}.web or drop kind`,
         });
       }
+      if (s.web && s.kind !== 'web')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sites', i, 'web'],
+          message: "is for web sites only; add kind: web (a site of the server's own nginx or Apache)",
+        });
     });
   });
 
@@ -497,7 +535,10 @@ export interface SiteConfig {
   domain: string;
   server: string;
   ports: number[];
-  kind: 'builtin' | 'nginx';
+  /** `builtin`/`nginx`: the agent's own app (served as the server's `web` says); `web`: the server's own web server. */
+  kind: 'builtin' | 'nginx' | 'web';
+  /** A web site's overrides. */
+  web?: { declaredRoots?: string[]; dataDir?: string };
 }
 
 export interface FerryConfig {
@@ -514,6 +555,10 @@ export interface FerryConfig {
     drainCapMs?: number;
     cutoverDrainTimeoutMs?: number;
     pollMs?: number;
+  };
+  migration: {
+    /** How long an origin keeps its backup of a moved web site (`migration.backupKeepDays`). */
+    backupKeepMs: number;
   };
   api?: Record<string, unknown>;
 }

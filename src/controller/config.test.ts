@@ -578,3 +578,62 @@ test('ferry config check: 0 and the config without secrets, or 1 and every probl
     assert.doesNotMatch(bad.stderr, /secret-from/);
   });
 });
+
+test('web sites: kind web with overrides, migration.backupKeepDays; web keys only with kind web; described; hints', async () => {
+  const yaml = `
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1], tempIpPool: [192.0.2.9] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - { domain: shop.example, server: a, ports: [80, 443], kind: web, web: { declaredRoots: [/var/www, /home], dataDir: /var/www/shop } }
+  - { domain: blog.example, server: a }
+migration: { backupKeepDays: 2.5 }
+`;
+  const cfg = await parseConfig(yaml, '/x/ferry.yaml', { env: {}, readSecretFiles: false });
+  assert.deepEqual(cfg.sites[0], {
+    domain: 'shop.example',
+    server: 'a',
+    ports: [80, 443],
+    kind: 'web',
+    web: { declaredRoots: ['/var/www', '/home'], dataDir: '/var/www/shop' },
+  });
+  assert.equal(cfg.sites[1]!.kind, 'builtin');
+  assert.equal(cfg.migration.backupKeepMs, 2.5 * 86_400_000);
+  const text = describeConfig(cfg);
+  assert.match(
+    text,
+    /site shop\.example: on a, ports 80,443, the server's own web server, roots \/var\/www \/home, data in \/var\/www\/shop/,
+  );
+  assert.match(text, /an origin keeps its backup of a moved web site 2\.5 days/);
+  // The default: a week.
+  const plain = await parseConfig(yaml.replace('migration: { backupKeepDays: 2.5 }\n', ''), '/x/ferry.yaml', {
+    env: {},
+    readSecretFiles: false,
+  });
+  assert.equal(plain.migration.backupKeepMs, 7 * 86_400_000);
+  const msg = await problems(`
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - { domain: b.example, server: a, kind: web, web: { declaredRoots: [www], dataDr: /x } }
+  - { domain: c.example, server: a, kind: apache }
+migration: { backupKeepDays: -1, backupKeepDay: 3 }
+`);
+  assert.match(msg, /sites\[0\]\.web\.declaredRoots\[0\]: must be an absolute path/);
+  assert.match(msg, /sites\[0\]\.web\.dataDr: unknown key; did you mean dataDir\?/);
+  assert.match(msg, /sites\[1\]\.kind: must be builtin or nginx .* or web/);
+  assert.match(msg, /migration\.backupKeepDays: must be 0 or more days/);
+  assert.match(msg, /migration\.backupKeepDay: unknown key; did you mean backupKeepDays\?/);
+  // Cross-key: overrides of a site that is not a web site.
+  assert.match(
+    await problems(`
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - { domain: a.example, server: a, web: { dataDir: /srv/a } }
+`),
+    /sites\[0\]\.web: is for web sites only; add kind: web/,
+  );
+});

@@ -301,6 +301,14 @@ async function resolveConfig(
       server: s.server,
       ports: s.ports,
       kind: s.kind ?? webOf.get(s.server)!,
+      ...(s.web
+        ? {
+            web: {
+              ...(s.web.declaredRoots ? { declaredRoots: s.web.declaredRoots } : {}),
+              ...(s.web.dataDir ? { dataDir: s.web.dataDir } : {}),
+            },
+          }
+        : {}),
     })),
     defaults: {
       ...(d.ttl !== undefined ? { ttl: d.ttl } : {}),
@@ -309,6 +317,9 @@ async function resolveConfig(
       ...(d.drainCap !== undefined ? { drainCapMs: d.drainCap } : {}),
       ...(d.cutoverDrainTimeout !== undefined ? { cutoverDrainTimeoutMs: d.cutoverDrainTimeout } : {}),
       ...(d.poll !== undefined ? { pollMs: d.poll } : {}),
+    },
+    migration: {
+      backupKeepMs: Math.round((c.migration.backupKeepDays ?? 7) * 24 * 3600 * 1000),
     },
     ...(c.api ? { api: c.api } : {}),
   };

@@ -12,7 +12,9 @@
 import { EventEmitter } from 'node:events';
 import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
+import type { WebSitesReport } from '../agent/webconfig/model.js';
 import {
+  DEFAULT_BACKUP_KEEP_MS,
   DEFAULT_TIMINGS,
   Orchestrator,
   STEP,
@@ -25,6 +27,8 @@ import {
   type MigrationTimings,
   type ParityChecks,
   type RetryPolicy,
+  type SiteKind,
+  type WebSiteOverrides,
 } from '../migration/index.js';
 
 /** One hosting server as the controller knows it. */
@@ -49,8 +53,27 @@ export interface SiteEntry {
   server: string;
   /** Service ports carried through the temporary IP; the first is HTTP (probes, proxy). */
   ports: number[];
-  /** Preflight parity checks of the site; default GET /healthz (status, body) and GET /orders (status). */
+  /**
+   * Preflight parity checks of the site; default GET /healthz (status, body) and GET /orders
+   * (status), for a web site GET / (status, body), also over HTTPS when it has a TLS listen.
+   */
   parity?: ParityChecks;
+  /**
+   * `builtin` (default): a site of the agent's built-in app. `web`: a site of the server's own web
+   * server (nginx or Apache virtual host), moved through its gate.
+   */
+  kind?: SiteKind;
+  /** A web site's overrides for layouts the agent cannot read (passed to the agent, checked at planning). */
+  web?: WebSiteOverrides;
+}
+
+/** A site as `listSites` (and GET /v1/sites) shows it. */
+export interface SiteSummary {
+  domain: string;
+  server: string;
+  ports: number[];
+  kind: SiteKind;
+  migration: string | null;
 }
 
 export interface ControllerOptions {
@@ -64,6 +87,8 @@ export interface ControllerOptions {
   eventHistory?: number;
   /** Timeouts and retries of agent and DNS calls. */
   retry?: Partial<RetryPolicy>;
+  /** How long an origin keeps its backup of a moved web site (`migration.backupKeepDays`). Default 7 days. */
+  backupKeepMs?: number;
 }
 
 /** An event on the controller's stream: `seq` orders them and lets a client resume. */
@@ -101,6 +126,8 @@ export interface StartMigrationRequest {
   relayHost?: string;
   /** Overrides the site's configured parity checks. */
   parity?: ParityChecks;
+  /** What serves the site, when the config does not say (`web`: the server's own web server). */
+  kind?: SiteKind;
 }
 
 /** The outcome of one site in an evacuation. */
@@ -151,6 +178,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   private readonly servers = new Map<string, ServerEntry>();
   private readonly siteConfig = new Map<string, SiteEntry>();
   private readonly defaults: MigrationTimings;
+  private readonly backupKeepMs: number;
   private readonly running = new Map<string, Promise<MigrationRecord>>();
   private readonly aborts = new Map<string, AbortController>();
   private readonly history: ControllerEvent[] = [];
@@ -164,6 +192,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     this.journal = opts.journal;
     this.defaults = { ...DEFAULT_TIMINGS, ...opts.defaults };
     this.historyLimit = opts.eventHistory ?? 10_000;
+    this.backupKeepMs = opts.backupKeepMs ?? DEFAULT_BACKUP_KEEP_MS;
     for (const s of opts.servers) {
       if (this.servers.has(s.id))
         throw new FerryError('CONFIG_INVALID', `server "${s.id}" is declared twice`);
@@ -275,7 +304,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    * Every site and the server hosting it now (config, then completed migrations in order), and
    * the migration in charge of it: one running, or a `failed` one not yet resolved.
    */
-  listSites(): Array<{ domain: string; server: string; ports: number[]; migration: string | null }> {
+  listSites(): SiteSummary[] {
     const where = new Map([...this.siteConfig].map(([d, s]) => [d, s.server]));
     const active = new Map<string, string>();
     for (const rec of this.journal.briefs()) {
@@ -290,11 +319,12 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       domain: s.domain,
       server: where.get(s.domain) ?? s.server,
       ports: [...s.ports],
+      kind: s.kind ?? 'builtin',
       migration: active.get(s.domain) ?? null,
     }));
   }
 
-  site(domain: string): { domain: string; server: string; ports: number[]; migration: string | null } {
+  site(domain: string): SiteSummary {
     const d = normalize(domain);
     const s = this.listSites().find((x) => x.domain === d);
     if (!s) throw new FerryError('SITE_NOT_FOUND', `no site ${d} is configured`);
@@ -323,6 +353,17 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     return (family === 4 ? s.tempIpPool : (s.tempIpPool6 ?? [])).filter((ip) => !leased.has(ip));
   }
 
+  /**
+   * The sites of server `id`'s own web server as its agent reads them, each with whether Ferry can
+   * move it and why not (file and line). Reads only.
+   */
+  async webSites(id: string): Promise<WebSitesReport & { serverId: string }> {
+    const s = this.server(id);
+    if (!s.driver.webSites)
+      throw new FerryError('WEBCONFIG_NONE', `the agent of ${id} cannot read its web server's sites`);
+    return { serverId: id, ...(await s.driver.webSites()) };
+  }
+
   /** The A RRset of a domain as the DNS provider has it. */
   async records(domain: string): Promise<{ domain: string; A: { ttl: number; rdata: string[] } | null }> {
     const d = normalize(domain);
@@ -336,7 +377,20 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    */
   async startMigration(req: StartMigrationRequest): Promise<MigrationRecord> {
     // an unknown (or malformed) domain is SITE_NOT_FOUND before the DNS parses it
-    const from = this.server(this.site(req.domain).server);
+    const planned = this.site(req.domain);
+    const from = this.server(planned.server);
+    const kind = req.kind ?? this.siteConfig.get(planned.domain)?.kind ?? 'builtin';
+    const overrides = this.siteConfig.get(planned.domain)?.web ?? {};
+    // A web site is asked for first: a refusal (not found, not movable, a target lacking what it
+    // needs) ends the request before anything is journaled or changed on either server.
+    let web: Awaited<ReturnType<Orchestrator['planWebSite']>> | undefined;
+    if (kind === 'web') {
+      this.refuseRunning(planned);
+      const to = this.server(req.to);
+      if (from.id === to.id)
+        throw new FerryError('MIGRATION_SAME_SERVER', `${planned.domain} is on ${to.id} already`);
+      web = await this.orchestrator.planWebSite(from.id, to.id, planned.domain, overrides);
+    }
     // A server configured with a relay host migrates in relay-host mode unless the request says otherwise.
     const mode = req.mode ?? (from.relayHost ? 'relay-host' : 'temp-ip');
     const relayHost = req.relayHost ?? from.relayHost;
@@ -344,15 +398,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     const current6 = await this.dns.getRRset(normalize(req.domain), 'AAAA');
     // From here to create() nothing awaits: the temporary IP is leased (journaled) atomically.
     const site = this.site(req.domain);
-    if (site.migration) {
-      const phase = this.orchestrator.get(site.migration).phase;
-      throw new FerryError(
-        'MIGRATION_RUNNING',
-        phase === 'failed'
-          ? `${site.domain} has a failed migration (${site.migration}); resolve it first with: ferry rollback ${site.migration}`
-          : `${site.domain} is being migrated already (${site.migration})`,
-      );
-    }
+    this.refuseRunning(site);
     const origin = this.server(site.server);
     const target = this.server(req.to);
     if (origin.id === target.id)
@@ -406,9 +452,20 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       originIp,
       targetIp: target.sharedIps[0]!,
       tempIp,
-      ports: site.ports,
+      // A web site's temporary IP carries the ports its own vhost listens on, plain HTTP first.
+      ports: web?.ports.length ? web.ports : site.ports,
       timings: { ...this.defaults, ...req.timings },
       mode,
+      ...(web
+        ? {
+            kind: 'web' as const,
+            web: {
+              ...(web.tlsPort !== undefined ? { tlsPort: web.tlsPort } : {}),
+              ...overrides,
+              backupKeepMs: this.backupKeepMs,
+            },
+          }
+        : {}),
       ...(mode === 'relay-host' ? { relayHost: relayHost! } : {}),
       ...(parity ? { parity } : {}),
       ...(v6 ? { v6 } : {}),
@@ -422,6 +479,18 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     });
     this.drive(id);
     return rec;
+  }
+
+  /** MIGRATION_RUNNING when a migration is in charge of the site (running, or failed and unresolved). */
+  private refuseRunning(site: SiteSummary): void {
+    if (!site.migration) return;
+    const phase = this.orchestrator.get(site.migration).phase;
+    throw new FerryError(
+      'MIGRATION_RUNNING',
+      phase === 'failed'
+        ? `${site.domain} has a failed migration (${site.migration}); resolve it first with: ferry rollback ${site.migration}`
+        : `${site.domain} is being migrated already (${site.migration})`,
+    );
   }
 
   /** Run (or resume) a migration in the background, once. */

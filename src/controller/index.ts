@@ -9,6 +9,7 @@ export {
   type EvacuateRequest,
   type EvacuationSite,
   type ServerSummary,
+  type SiteSummary,
 } from './controller.js';
 export {
   parseDuration,

@@ -122,9 +122,15 @@ export async function startController(
         ...(s.tempIpPool6 ? { tempIpPool6: s.tempIpPool6 } : {}),
         ...(s.relayHost ? { relayHost: s.relayHost } : {}),
       })),
-      sites: config.sites.map((s) => ({ domain: s.domain, server: s.server, ports: s.ports })),
+      sites: config.sites.map((s) => ({
+        domain: s.domain,
+        server: s.server,
+        ports: s.ports,
+        ...(s.kind === 'web' ? { kind: 'web' as const, ...(s.web ? { web: s.web } : {}) } : {}),
+      })),
       journal,
       defaults: config.defaults,
+      backupKeepMs: config.migration.backupKeepMs,
     });
     const resumed = opts.resume === false ? [] : controller.resumeAll();
     const j = journal;
@@ -151,7 +157,8 @@ export async function startController(
               // and be served on the port its migrations probe and proxy to.
               const bare = (d: string) => d.toLowerCase().replace(/\.$/, '');
               const served = new Set(Array.isArray(info.sites) ? info.sites.map((d) => bare(String(d))) : []);
-              const here = controller.listSites().filter((x) => x.server === s.id);
+              // Web sites are the server's own web server's until a migration gates them: not in the agent's app.
+              const here = controller.listSites().filter((x) => x.server === s.id && x.kind !== 'web');
               const missing = here.filter((x) => !served.has(bare(x.domain))).map((x) => bare(x.domain));
               const problems: string[] = [];
               if (missing.length)

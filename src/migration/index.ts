@@ -31,12 +31,32 @@ export {
   type WaitEnd,
   type FamilySuffix,
 } from './steps.js';
-export type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport, SyncSiteOptions } from './ports.js';
+export type {
+  DnsProvider,
+  HostDriver,
+  RedirectStats,
+  SyncProgressReport,
+  SyncSiteOptions,
+  WebBundle,
+  WebSiteOverrides,
+} from './ports.js';
+export {
+  planWebSite,
+  refusalsOf,
+  describeRefusals,
+  webParity,
+  WEB_PARITY,
+  type SiteRefusal,
+  type WebSitePlan,
+} from './web.js';
 export {
   PHASES,
   TERMINAL_PHASES,
   DEFAULT_TIMINGS,
   DEFAULT_PARITY,
+  DEFAULT_BACKUP_KEEP_MS,
+  type SiteKind,
+  type WebPlan,
   type Phase,
   type ForwardPhase,
   type MigrationMode,

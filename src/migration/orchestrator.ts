@@ -29,7 +29,13 @@ import { sleep } from '../common/time.js';
 import type { SiteMode } from '../host/index.js';
 import { removedAt, type Journal } from './journal.js';
 import { checkParity, describeParity } from './parity.js';
-import type { DnsProvider, HostDriver, RedirectStats, SyncProgressReport } from './ports.js';
+import type {
+  DnsProvider,
+  HostDriver,
+  RedirectStats,
+  SyncProgressReport,
+  WebSiteOverrides,
+} from './ports.js';
 import { ProgressThrottle } from './progress.js';
 import {
   STEP,
@@ -47,7 +53,15 @@ import {
   type WaitEnd,
 } from './steps.js';
 import { DEFAULT_RETRY, ResilientDns, ResilientHost, type RetryPolicy } from './resilient.js';
-import { PHASES, type ForwardPhase, type MigrationPlan, type MigrationRecord, type Phase } from './types.js';
+import {
+  DEFAULT_BACKUP_KEEP_MS,
+  PHASES,
+  type ForwardPhase,
+  type MigrationPlan,
+  type MigrationRecord,
+  type Phase,
+} from './types.js';
+import { planWebSite, webParity, type WebSitePlan } from './web.js';
 
 /** Events published while migrations run (the API, CLI and dashboard follow them). */
 export interface MigrationEvents {
@@ -139,6 +153,24 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     this.journal.create(plan);
     this.emit('phase', { id: plan.id, phase: 'planned', at: Date.now() });
     return this.get(plan.id);
+  }
+
+  /**
+   * Before a web site's migration is created: ask the origin for the site and the target whether
+   * it can take it (reads only; see web.ts for the refusals it throws).
+   */
+  planWebSite(
+    origin: string,
+    target: string,
+    domain: string,
+    overrides: WebSiteOverrides = {},
+  ): Promise<WebSitePlan> {
+    const h = (id: string) => {
+      const d = this.hosts.get(id);
+      if (!d) throw new FerryError('HOST_UNKNOWN', `no host named ${id}`);
+      return new ResilientHost(d, this.retry);
+    };
+    return planWebSite(h(origin), h(target), domain, overrides);
   }
 
   get(id: string): MigrationRecord {
@@ -308,6 +340,8 @@ function validatePlan(plan: MigrationPlan, hosts: Map<string, HostDriver>): void
   }
   if (plan.ports.length === 0) problems.push('ports is empty: name at least the HTTP port');
   if (plan.timings.ttl < 1) problems.push('ttl must be at least 1 second');
+  if (plan.kind !== undefined && plan.kind !== 'builtin' && plan.kind !== 'web')
+    problems.push(`kind "${String(plan.kind)}" must be builtin or web`);
   if (problems.length) throw new FerryError('PLAN_INVALID', `invalid migration plan: ${problems.join('; ')}`);
 }
 
@@ -364,6 +398,43 @@ class MigrationRun {
   /** Whether IPt carries a redirect of its own (not in direct mode, where the origin's site proxies). */
   private get usesRedirect(): boolean {
     return this.mode !== 'direct';
+  }
+
+  /** A site of the server's own web server, moved through its gate (else the built-in app's). */
+  private get web(): boolean {
+    return this.plan.kind === 'web';
+  }
+
+  /** The config's overrides of a web site, passed to the agent. */
+  private get overrides(): WebSiteOverrides {
+    const w = this.plan.web ?? {};
+    return {
+      ...(w.declaredRoots ? { declaredRoots: w.declaredRoots } : {}),
+      ...(w.dataDir ? { dataDir: w.dataDir } : {}),
+    };
+  }
+
+  /** Overrides as the last argument of an agent call: left out when there are none. */
+  private withOverrides(): [] | [WebSiteOverrides] {
+    const o = this.overrides;
+    return Object.keys(o).length ? [o] : [];
+  }
+
+  /** `host`'s web-site method `name`, or a clear error when its agent has none. */
+  private webCall<K extends WebMethod>(host: HostDriver, name: K): NonNullable<HostDriver[K]> {
+    const f = host[name];
+    if (!f)
+      throw new FerryError(
+        'TARGET_LACKS',
+        `${host.id} cannot move web sites: its agent has no ${name} (an older version, or no --web-config)`,
+      );
+    return (f as (...a: unknown[]) => unknown).bind(host) as NonNullable<HostDriver[K]>;
+  }
+
+  /** The origin's gate in front of the web site (one web-server reload there, before any traffic moves). */
+  private async gate(): Promise<void> {
+    const gate = this.webCall(this.origin, 'gateWebSite');
+    await this.step(STEP.originGateSite, () => gate(this.plan.domain, ...this.withOverrides()));
   }
 
   private entries() {
@@ -526,7 +597,7 @@ class MigrationRun {
         return this.complete();
       case 'completed':
         // A journal of an older version entered `completed` before its clean-up: finish it here.
-        if (!this.journaled(STEP.originRemoveSite)) await this.complete();
+        if (!this.journaled(this.web ? STEP.originFinishSite : STEP.originRemoveSite)) await this.complete();
         this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase: 'completed', kind: 'leave' });
         return;
     }
@@ -549,7 +620,10 @@ class MigrationRun {
       }
       originals.push([f, rr]);
     }
-    if (!(await this.origin.hasSite(domain))) {
+    if (this.web) {
+      // The web server's own site; the controller asked already, a resumed run asked before it acted.
+      if (first) await planWebSite(this.origin, this.target, domain, this.overrides);
+    } else if (!(await this.origin.hasSite(domain))) {
       throw new FerryError('PLAN_NO_SITE', `origin ${this.origin.id} does not host ${domain}`);
     }
     const onTarget = await this.target.hasSite(domain); // also reachability: throws when the target cannot be asked
@@ -577,6 +651,7 @@ class MigrationRun {
   /** temp-ip: IPt up on the origin (or relay host), a redirect on it to the origin's own service. */
   private async tempIp(): Promise<void> {
     const { ports, domain } = this.plan;
+    if (this.web) await this.gate();
     for (const f of this.families) {
       await this.step(familyStep(STEP.addAddress, f.suffix), () => this.relay.addAddress(f.tempIp), {
         address: f.tempIp,
@@ -693,16 +768,28 @@ class MigrationRun {
     });
   }
 
-  /** syncing: the target gets the site (read-only) and a bulk copy of its data. */
+  /**
+   * syncing: the target gets the site (read-only) and a bulk copy of its data. A web site is
+   * recreated there from the origin's bundle, which goes from one agent to the other through this
+   * call only: the journal and the events say that the step ran, never what it carried.
+   */
   private async syncing(): Promise<void> {
     const { domain } = this.plan;
-    await this.step(STEP.targetAddSite, () => this.target.addSite(domain, 'readonly'));
+    if (this.web) {
+      if (!this.usesRedirect) await this.gate(); // direct mode has no temp-ip phase
+      const exportSite = this.webCall(this.origin, 'exportWebSite');
+      const install = this.webCall(this.target, 'installWebSite');
+      await this.step(STEP.targetInstallSite, async () =>
+        install(await exportSite(domain, ...this.withOverrides())),
+      );
+    } else await this.step(STEP.targetAddSite, () => this.target.addSite(domain, 'readonly'));
     await this.sync(STEP.initialSync, this.origin, this.target);
   }
 
   /** preflight: the target answers like the origin (parity checks, on every family) before anything is switched. */
   private async preflight(): Promise<void> {
     const { domain, ports } = this.plan;
+    const checks = this.web ? webParity(this.plan.parity, this.plan.web) : this.plan.parity;
     const results = await this.step(STEP.parity, async () => {
       const all = [];
       for (const f of this.families) {
@@ -711,7 +798,7 @@ class MigrationRun {
           { address: f.originIp },
           { address: f.targetIp },
           ports[0]!,
-          this.plan.parity,
+          checks,
         );
         all.push(...r.map((x) => (f.suffix ? { ...x, check: `${x.check} (IPv6)` } : x)));
       }
@@ -869,7 +956,16 @@ class MigrationRun {
         await this.removeAddress(STEP.removeAddress, f);
       }
     }
-    await this.step(STEP.originRemoveSite, () => this.origin.removeSite(domain));
+    if (this.web) {
+      // The target's gate goes first (its plain vhost serves), then the origin's copy goes into a backup.
+      const finish = this.webCall(this.target, 'finishWebSite');
+      const finishOrigin = this.webCall(this.origin, 'finishWebSite');
+      const backupKeepMs = this.plan.web?.backupKeepMs ?? DEFAULT_BACKUP_KEEP_MS;
+      await this.step(STEP.targetFinishSite, () => finish(domain, 'target'));
+      await this.step(STEP.originFinishSite, () => finishOrigin(domain, 'origin', { backupKeepMs }), {
+        backupKeepMs,
+      });
+    } else await this.step(STEP.originRemoveSite, () => this.origin.removeSite(domain));
     for (const f of this.families) {
       const old = this.original(f);
       if (old.ttl !== this.plan.timings.ttl) await this.ensureRecord(f.type, f.targetIp, old.ttl);
@@ -1059,7 +1155,13 @@ class MigrationRun {
     if (touched)
       for (const f of this.families)
         restoredAt = Math.max(restoredAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
-    if (await this.target.hasSite(domain))
+    if (this.web) {
+      // Whatever an install began is taken back, also when it failed half-way.
+      if (this.journaled(STEP.targetInstallSite) || (await this.target.hasSite(domain))) {
+        const uninstall = this.webCall(this.target, 'uninstallWebSite');
+        await this.step(STEP.undoTargetUninstallSite, () => uninstall(domain));
+      }
+    } else if (await this.target.hasSite(domain))
       await this.step(STEP.undoTargetRemoveSite, () => this.target.removeSite(domain));
     if (this.usesRedirect) {
       // The redirects must outlive the records that pointed at IPt: caches may still send clients
@@ -1079,6 +1181,11 @@ class MigrationRun {
         await this.stopRedirect(STEP.undoStopRedirect, f);
         await this.removeAddress(STEP.undoRemoveAddress, f);
       }
+    }
+    // Last: nothing reaches the site through IPt any more; its own vhost comes back (one reload).
+    if (this.web && this.journaled(STEP.originGateSite)) {
+      const ungate = this.webCall(this.origin, 'ungateWebSite');
+      await this.step(STEP.undoOriginUngateSite, () => ungate(domain));
     }
   }
 
@@ -1100,6 +1207,13 @@ class MigrationRun {
     const originMode = await this.modeOf(this.origin);
     const back = this.journaled(STEP.reverseOriginServe) || originMode === 'serve';
     if (!back) {
+      if (this.web && originMode === null) {
+        // Completed: the origin's vhost, pool and data went into its backup folder.
+        throw new FerryError(
+          'PLAN_NO_SITE',
+          `origin ${this.origin.id} no longer has ${domain}'s gate (the migration completed and moved its copy into a backup there); restore it from that backup by hand`,
+        );
+      }
       if (originMode === null || !(await this.origin.hasSite(domain))) {
         await this.step(STEP.reverseOriginAddSite, () => this.origin.addSite(domain, 'readonly'));
       }
@@ -1159,6 +1273,15 @@ class MigrationRun {
         await this.removeAddress(STEP.reverseRemoveAddress, f);
       }
     }
-    await this.step(STEP.reverseTargetRemoveSite, () => this.target.removeSite(domain));
+    if (this.web) {
+      const uninstall = this.webCall(this.target, 'uninstallWebSite');
+      const ungate = this.webCall(this.origin, 'ungateWebSite');
+      await this.step(STEP.reverseTargetUninstallSite, () => uninstall(domain));
+      await this.step(STEP.reverseOriginUngateSite, () => ungate(domain));
+    } else await this.step(STEP.reverseTargetRemoveSite, () => this.target.removeSite(domain));
   }
 }
+
+/** The HostDriver methods of web sites the orchestrator calls. */
+type WebMethod =
+  'gateWebSite' | 'exportWebSite' | 'installWebSite' | 'ungateWebSite' | 'uninstallWebSite' | 'finishWebSite';

@@ -4,9 +4,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as netServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as httpServer } from 'node:http';
+import { createServer as httpsServer } from 'node:https';
 import { createServer as tlsServer } from 'node:tls';
 import { after, describe, it } from 'node:test';
 import { checkParity, firstDifference } from './parity.js';
+import { webParity } from './web.js';
 
 const ORIGIN = '127.0.43.1';
 const TARGET = '127.0.43.2';
@@ -80,6 +83,54 @@ describe('parity checks', () => {
       assert.equal(res!.ok, false);
       assert.deepEqual(res!.origin.names, ['shop.example', 'www.shop.example']);
       assert.equal(res!.diff, 'certificate names: only on origin [www.shop.example], only on target []');
+    },
+  );
+
+  it(
+    'a web site with a TLS listen: each page again over HTTPS with SNI, and the very same certificate on both',
+    { skip: hasOpenssl() ? false : 'openssl not installed' },
+    async () => {
+      const checks = webParity(undefined, { tlsPort: 1 });
+      assert.deepEqual(checks.http, [{ path: '/' }, { path: '/', tls: true, port: 1 }]);
+      assert.deepEqual(checks.tlsPorts, [1]);
+      assert.deepEqual(webParity(undefined, {}), { http: [{ path: '/' }] }, 'no TLS listen: plain only');
+      const page = (_req: unknown, res: import('node:http').ServerResponse) => res.end('the same page\n');
+      const sni: string[] = [];
+      const mine = selfSigned(dir, ['web.example']);
+      const other = selfSigned(dir, ['web.example']); // a second key and certificate, the same names
+      const plainO = httpServer(page);
+      const plainT = httpServer(page);
+      const tlsO = httpsServer({ ...mine, SNICallback: (n, cb) => (sni.push(n), cb(null, undefined)) }, page);
+      const tlsT = httpsServer(mine, page);
+      servers.push(plainO, plainT, tlsO, tlsT);
+      const port = await listen(plainO, ORIGIN);
+      await listen(plainT, TARGET, port);
+      const tlsPort = await listen(tlsO, ORIGIN);
+      await listen(tlsT, TARGET, tlsPort);
+      const run = () =>
+        checkParity(
+          'web.example.',
+          { address: ORIGIN },
+          { address: TARGET },
+          port,
+          webParity(undefined, { tlsPort }),
+        );
+      const same = await run();
+      assert.deepEqual(
+        same.map((r) => [r.check, r.ok]),
+        [
+          [`http GET / :${port}`, true],
+          [`https GET / :${tlsPort}`, true],
+          [`tls names :${tlsPort}`, true],
+        ],
+      );
+      assert.ok(sni.length > 0 && sni.every((n) => n === 'web.example'), sni.join(' '));
+      // Another certificate for the same names on the target: the names agree, the certificate does not.
+      tlsT.setSecureContext(other);
+      const differs = (await run())[2]!;
+      assert.equal(differs.ok, false);
+      assert.match(differs.diff, /^certificate: origin [0-9A-F:]{95}, target [0-9A-F:]{95}$/);
+      assert.notEqual(differs.origin.fingerprint, differs.target.fingerprint);
     },
   );
 

@@ -19,6 +19,8 @@ export interface ProbeAnswer {
   /** The first bytes of the body (for the diff). */
   excerpt?: string;
   names?: string[];
+  /** The certificate's SHA-256 fingerprint (`AA:BB:…`). */
+  fingerprint?: string;
   banner?: string;
   error?: string;
 }
@@ -105,7 +107,7 @@ export function probeTlsNames(
         if (m) names.add(m[1]!.trim());
       }
       sock.destroy();
-      resolve({ names: [...names].sort() });
+      resolve({ names: [...names].sort(), fingerprint: cert.fingerprint256 });
     });
     sock.once('timeout', () => sock.destroy(new Error(`timed out after ${timeoutMs} ms`)));
     sock.once('error', (err) => resolve({ error: errorMessage(err) }));
@@ -176,6 +178,8 @@ export async function checkParity(
     else if (o.names!.join(',') !== t.names!.join(',')) {
       const only = (a: string[], b: string[]) => a.filter((x) => !b.includes(x));
       diff = `certificate names: only on origin [${only(o.names!, t.names!).join(', ')}], only on target [${only(t.names!, o.names!).join(', ')}]`;
+    } else if (checks?.tlsFingerprint && o.fingerprint !== t.fingerprint) {
+      diff = `certificate: origin ${o.fingerprint ?? '?'}, target ${t.fingerprint ?? '?'}`;
     }
     results.push({ check: `tls names :${port}`, ok: !diff, origin: o, target: t, diff });
   }

@@ -4,6 +4,7 @@
  * HTTP API (`HttpHostDriver`); DNS is the embedded server or any primary through RFC 2136. Every operation is idempotent, so that a
  * resumed migration can repeat the step it was in.
  */
+import type { WebSite, WebSitesReport } from '../agent/webconfig/model.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type { RelayStats } from '../relay/index.js';
 
@@ -46,6 +47,25 @@ export interface SyncProgressReport {
 export interface SyncSiteOptions {
   /** Called as the copy goes; as often as the driver learns something (callers throttle). */
   onProgress?: (p: SyncProgressReport) => void;
+}
+
+/**
+ * What recreates a web site on the target besides its data: the agent's `WebSiteBundle` (configs,
+ * pool, certificate and key, user, crontab), opaque to the orchestrator, which only carries it from
+ * the origin's `exportWebSite` to the target's `installWebSite`. A secret: it never goes into the
+ * journal, events, logs or error messages.
+ */
+export interface WebBundle {
+  readonly domain: string;
+}
+
+/**
+ * Operator overrides for a web site (`ferry.yaml` `sites[].web`), for layouts the agent cannot
+ * read: folders its files may live under, and the directory that holds all its data.
+ */
+export interface WebSiteOverrides {
+  declaredRoots?: string[];
+  dataDir?: string;
 }
 
 /** One hosting server, as the orchestrator drives it (in-process or through its agent). */
@@ -91,4 +111,28 @@ export interface HostDriver {
   siteMode?(domain: string): Promise<SiteMode | null>;
   /** Addresses brought up through `addAddress` and still up (optional; used to record real state). */
   listAddresses?(): Promise<string[]>;
+
+  // A site of the server's own web server (an nginx or Apache virtual host), moved through a gate:
+  // the agent's site app put in front of the site's own vhost. Optional: agents without a web
+  // server (`--web-config`) move built-in sites only. Every one is idempotent.
+
+  /** The sites of the server's own web server, each with whether Ferry can move it and why not. */
+  webSites?(): Promise<WebSitesReport>;
+  /** One site of the server's own web server by one of its names, or null when none has it. */
+  inspectWebSite?(domain: string, overrides?: WebSiteOverrides): Promise<WebSite | null>;
+  /** Put the gate in front of the site (origin, before the temporary IP; one web-server reload). */
+  gateWebSite?(domain: string, overrides?: WebSiteOverrides): Promise<void>;
+  /** Everything but the data that recreates the site elsewhere (a secret). */
+  exportWebSite?(domain: string, overrides?: WebSiteOverrides): Promise<WebBundle>;
+  /** Recreate the site from the origin's bundle (target); it ends a gated site, mode readonly. */
+  installWebSite?(bundle: WebBundle): Promise<void>;
+  /** Take the gate away and restore the site's own vhost (rollback on the origin). */
+  ungateWebSite?(domain: string): Promise<void>;
+  /** Remove everything `installWebSite` made (rollback on the target). */
+  uninstallWebSite?(domain: string): Promise<void>;
+  /**
+   * After the drain: on the target the gate goes (the plain vhost serves); on the origin the
+   * site's vhost, pool, crontab and data go into a backup kept `backupKeepMs`.
+   */
+  finishWebSite?(domain: string, role: 'origin' | 'target', opts?: { backupKeepMs?: number }): Promise<void>;
 }

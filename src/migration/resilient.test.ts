@@ -149,3 +149,47 @@ test('withRetry: a bad request (a 400 code of the error table) is not repeated; 
   );
   assert.equal(calls, POLICY.attempts);
 });
+
+test('ResilientHost: the web-site calls only when the agent has them, retried alike, a bundle never in a label; refusals not repeated', async () => {
+  assert.equal(
+    new ResilientHost(
+      driver(async () => ({ files: 0, bytes: 0 })),
+      POLICY,
+    ).installWebSite,
+    undefined,
+  );
+  const secret = 'PRIVATE-KEY-BYTES-0123456789';
+  let installs = 0;
+  let inspects = 0;
+  const finishes: unknown[][] = [];
+  const retries: string[] = [];
+  const inner = {
+    id: 'web',
+    installWebSite: async (b: { domain: string }) => {
+      if (++installs === 1) throw new FerryError('AGENT_DOWN', `connection reset (${b.domain})`);
+    },
+    inspectWebSite: async () => {
+      inspects++;
+      throw new FerryError('WEBCONFIG_NONE', 'no --web-config');
+    },
+    finishWebSite: async (...args: unknown[]) => void finishes.push(args),
+  } as unknown as HostDriver;
+  const host = new ResilientHost(inner, POLICY, (what, _n, err) => retries.push(`${what}: ${String(err)}`));
+  assert.equal(host.gateWebSite, undefined);
+  await host.installWebSite!({ domain: 'shop.example', key: secret } as { domain: string });
+  assert.equal(installs, 2);
+  assert.equal(retries.length, 1);
+  assert.match(retries[0]!, /^host web: installWebSite\(shop\.example\): /);
+  assert.ok(!retries[0]!.includes(secret));
+  await assert.rejects(
+    host.inspectWebSite!('shop.example'),
+    (e: unknown) => (e as FerryError).code === 'WEBCONFIG_NONE',
+  );
+  assert.equal(inspects, 1, 'a server without a web server is not asked again');
+  await host.finishWebSite!('shop.example', 'target');
+  await host.finishWebSite!('shop.example', 'origin', { backupKeepMs: 5 });
+  assert.deepEqual(finishes, [
+    ['shop.example', 'target'],
+    ['shop.example', 'origin', { backupKeepMs: 5 }],
+  ]);
+});

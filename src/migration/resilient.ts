@@ -8,7 +8,15 @@ import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { statusOfCode, type ErrorCode } from '../common/error-codes.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
-import type { DnsProvider, HostDriver, RedirectStats, SyncSiteOptions } from './ports.js';
+import type { WebSite, WebSitesReport } from '../agent/webconfig/model.js';
+import type {
+  DnsProvider,
+  HostDriver,
+  RedirectStats,
+  SyncSiteOptions,
+  WebBundle,
+  WebSiteOverrides,
+} from './ports.js';
 
 /** How calls are retried. Defaults beside each field. */
 export interface RetryPolicy {
@@ -36,7 +44,16 @@ export const DEFAULT_RETRY: RetryPolicy = {
  * Errors that repeating the call cannot fix (a bad request, not a flaky peer): every code the error
  * table answers with 400, plus these.
  */
-const PERMANENT = new Set<string>(['REDIRECT_NOT_FOUND', 'SITE_NOT_FOUND', 'SYNC_UNSUPPORTED']);
+const PERMANENT = new Set<string>([
+  'REDIRECT_NOT_FOUND',
+  'SITE_NOT_FOUND',
+  'SYNC_UNSUPPORTED',
+  // A server without a web server for Ferry, or a site it cannot move, stays so until someone acts.
+  'WEBCONFIG_NONE',
+  'WEB_SITE_NOT_FOUND',
+  'SITE_NOT_MOVABLE',
+  'TARGET_LACKS',
+]);
 
 function isPermanent(code: string): boolean {
   return PERMANENT.has(code) || statusOfCode(code) === 400;
@@ -94,6 +111,18 @@ export class ResilientHost implements HostDriver {
   readonly id: string;
   readonly siteMode?: (domain: string) => Promise<SiteMode | null>;
   readonly listAddresses?: () => Promise<string[]>;
+  readonly webSites?: () => Promise<WebSitesReport>;
+  readonly inspectWebSite?: (domain: string, overrides?: WebSiteOverrides) => Promise<WebSite | null>;
+  readonly gateWebSite?: (domain: string, overrides?: WebSiteOverrides) => Promise<void>;
+  readonly exportWebSite?: (domain: string, overrides?: WebSiteOverrides) => Promise<WebBundle>;
+  readonly installWebSite?: (bundle: WebBundle) => Promise<void>;
+  readonly ungateWebSite?: (domain: string) => Promise<void>;
+  readonly uninstallWebSite?: (domain: string) => Promise<void>;
+  readonly finishWebSite?: (
+    domain: string,
+    role: 'origin' | 'target',
+    opts?: { backupKeepMs?: number },
+  ) => Promise<void>;
 
   constructor(
     readonly inner: HostDriver,
@@ -108,6 +137,46 @@ export class ResilientHost implements HostDriver {
     if (inner.listAddresses) {
       const f = inner.listAddresses.bind(inner);
       this.listAddresses = () => this.call('listAddresses()', f);
+    }
+    // The web-site calls, wrapped only when the inner driver has them. Labels (retry events, error
+    // messages) name the domain alone: a bundle holds secrets and is never printed.
+    if (inner.webSites) {
+      const f = inner.webSites.bind(inner);
+      this.webSites = () => this.call('webSites()', f);
+    }
+    if (inner.inspectWebSite) {
+      const f = inner.inspectWebSite.bind(inner);
+      this.inspectWebSite = (d, o) => this.call(`inspectWebSite(${d})`, () => (o ? f(d, o) : f(d)));
+    }
+    if (inner.gateWebSite) {
+      const f = inner.gateWebSite.bind(inner);
+      this.gateWebSite = (d, o) => this.call(`gateWebSite(${d})`, () => (o ? f(d, o) : f(d)));
+    }
+    if (inner.exportWebSite) {
+      const f = inner.exportWebSite.bind(inner);
+      this.exportWebSite = (d, o) => this.call(`exportWebSite(${d})`, () => (o ? f(d, o) : f(d)));
+    }
+    if (inner.installWebSite) {
+      const f = inner.installWebSite.bind(inner);
+      this.installWebSite = (b) =>
+        this.call(`installWebSite(${b.domain})`, () => f(b), this.policy.syncTimeoutMs);
+    }
+    if (inner.ungateWebSite) {
+      const f = inner.ungateWebSite.bind(inner);
+      this.ungateWebSite = (d) => this.call(`ungateWebSite(${d})`, () => f(d));
+    }
+    if (inner.uninstallWebSite) {
+      const f = inner.uninstallWebSite.bind(inner);
+      this.uninstallWebSite = (d) => this.call(`uninstallWebSite(${d})`, () => f(d));
+    }
+    if (inner.finishWebSite) {
+      const f = inner.finishWebSite.bind(inner);
+      this.finishWebSite = (d, role, o) =>
+        this.call(
+          `finishWebSite(${d}, ${role})`,
+          () => (o ? f(d, role, o) : f(d, role)),
+          this.policy.syncTimeoutMs,
+        );
     }
   }
 

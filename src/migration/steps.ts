@@ -12,12 +12,16 @@ export const STEP = {
   observedState: 'observed-state',
   dnsChange: 'dns-change',
   dnsPropagated: 'dns-propagated',
+  // temp-ip (in direct mode: syncing): a web site gets its gate on the origin first
+  originGateSite: 'origin-gate-site',
   // temp-ip (per family)
   addAddress: 'add-address',
   startRedirect: 'start-redirect',
   probeTempIp: 'probe-temp-ip',
   // syncing
   targetAddSite: 'target-add-site',
+  /** A web site: the origin's bundle installed on the target (only that it ran is journaled). */
+  targetInstallSite: 'target-install-site',
   initialSync: 'initial-sync',
   // preflight
   parity: 'parity',
@@ -35,6 +39,10 @@ export const STEP = {
   stopRedirect: 'stop-redirect',
   removeAddress: 'remove-address',
   originRemoveSite: 'origin-remove-site',
+  // a web site's end of draining, instead of origin-remove-site: the target's gate goes, then the
+  // origin's vhost, pool, crontab and data go into a backup
+  targetFinishSite: 'target-finish-site',
+  originFinishSite: 'origin-finish-site',
   // Notes journaled once a redirect at IPt, and IPt itself, are gone (after the step acted).
   redirectRemoved: 'redirect-removed',
   tempIpRemoved: 'temp-ip-removed',
@@ -42,6 +50,8 @@ export const STEP = {
   undoReleaseRedirect: 'undo-release-redirect',
   undoOriginServe: 'undo-origin-serve',
   undoTargetRemoveSite: 'undo-target-remove-site',
+  undoTargetUninstallSite: 'undo-target-uninstall-site',
+  undoOriginUngateSite: 'undo-origin-ungate-site',
   undoStopRedirect: 'undo-stop-redirect',
   undoRemoveAddress: 'undo-remove-address',
   // rollback after the switch: the reverse migration (every name starts with `reverse-`)
@@ -58,6 +68,8 @@ export const STEP = {
   reverseStopRedirect: 'reverse-stop-redirect',
   reverseRemoveAddress: 'reverse-remove-address',
   reverseTargetRemoveSite: 'reverse-target-remove-site',
+  reverseTargetUninstallSite: 'reverse-target-uninstall-site',
+  reverseOriginUngateSite: 'reverse-origin-ungate-site',
 } as const;
 
 export type Step = (typeof STEP)[keyof typeof STEP];

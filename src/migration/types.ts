@@ -81,6 +81,8 @@ export interface ParityChecks {
   http?: HttpCheck[];
   /** Ports whose TLS certificate names (CN and subjectAltName, with SNI = the domain) must match. */
   tlsPorts?: number[];
+  /** On `tlsPorts`, compare the certificates' SHA-256 fingerprints too (the same certificate on both). */
+  tlsFingerprint?: boolean;
   /** Ports whose first line (the service banner) must match, after removing `bannerIgnore`. */
   bannerPorts?: number[];
   /** A regular expression removed from banners before comparing (e.g. a host name or a date). */
@@ -119,7 +121,32 @@ export interface MigrationPlan {
    * `tempIp` is `originIp`).
    */
   v6?: { originIp: string; targetIp: string; tempIp: string };
+  /**
+   * `web`: a site of the origin's own web server (an nginx or Apache virtual host), moved through
+   * its gate (agent methods `gateWebSite`, `installWebSite`, `finishWebSite`…). Default `builtin`:
+   * a site of the agent's built-in app. Journals of older versions have neither.
+   */
+  kind?: SiteKind;
+  /** A web site's particulars, read from the origin at planning and from the config. */
+  web?: WebPlan;
 }
+
+/** What serves a site: the agent's built-in app, or the server's own web server. */
+export type SiteKind = 'builtin' | 'web';
+
+/** A web site's part of a plan. */
+export interface WebPlan {
+  /** The site's first TLS listen port, when it has one: preflight parity checks HTTPS there too. */
+  tlsPort?: number;
+  /** Operator overrides passed to the agent (`ferry.yaml` `sites[].web`). */
+  declaredRoots?: string[];
+  dataDir?: string;
+  /** How long the origin keeps its backup of the site after completion. Default 7 days. */
+  backupKeepMs?: number;
+}
+
+/** The origin's backup of a completed web site is kept this long unless configured. */
+export const DEFAULT_BACKUP_KEEP_MS = 7 * 24 * 3600 * 1000;
 
 /** One journal entry: written before the side effects it announces run. */
 export interface JournalEntry {

@@ -1,0 +1,173 @@
+/**
+ * Planning the move of a web site (an nginx or Apache virtual host of the origin's own web server):
+ * what the origin's agent reads of it, what the operator's overrides add, whether the target can
+ * take it, and the preflight checks it gets. Everything here only reads; a refusal changes nothing.
+ */
+import { posix } from 'node:path';
+import type { SourceRef, WebSite } from '../agent/webconfig/model.js';
+import { FerryError, isFerryError } from '../common/errors.js';
+import type { HostDriver, WebSiteOverrides } from './ports.js';
+import { type HttpCheck, type ParityChecks, type WebPlan } from './types.js';
+
+/** One reason a site cannot be moved: a stable code, a sentence, and where it was read. */
+export interface SiteRefusal {
+  code: string;
+  message: string;
+  at?: SourceRef;
+}
+
+/** What planning learnt of a movable web site. */
+export interface WebSitePlan {
+  site: WebSite;
+  /** The site's listen ports, plain ones first (the temporary IP carries them all). */
+  ports: number[];
+  tlsPort?: number;
+}
+
+const bare = (d: string) => d.toLowerCase().replace(/\.$/, '');
+
+function inside(path: string, dir: string): boolean {
+  const p = posix.normalize(path);
+  const d = posix.normalize(dir).replace(/\/+$/, '') || '/';
+  return p === d || p.startsWith(d === '/' ? '/' : `${d}/`);
+}
+
+/** `CODE: message (file:line)`, one per refusal. */
+export function describeRefusals(refusals: SiteRefusal[]): string {
+  return refusals
+    .map((r) => `  ${r.code}: ${r.message}${r.at ? ` (${r.at.file}:${r.at.line})` : ''}`)
+    .join('\n');
+}
+
+/**
+ * The site's refusals, with the operator's overrides applied: `declaredRoots` replaces the agent's
+ * roots check (every path must lie inside one of them), `dataDir` must hold every path.
+ */
+export function refusalsOf(site: WebSite, overrides: WebSiteOverrides = {}): SiteRefusal[] {
+  const out: SiteRefusal[] = site.refusals.filter(
+    (r) => !(overrides.declaredRoots && r.code === 'PATH_OUTSIDE_ROOTS'),
+  );
+  const roots = overrides.declaredRoots;
+  if (roots) {
+    for (const p of site.paths) {
+      if (!roots.some((r) => inside(p.path, r)))
+        out.push({
+          code: 'PATH_OUTSIDE_ROOTS',
+          message: `${p.directive} ${p.path} is outside every declared root (${roots.join(', ')})`,
+          at: p.at,
+        });
+    }
+  }
+  const dataDir = overrides.dataDir;
+  if (dataDir) {
+    for (const p of site.paths) {
+      if (!inside(p.path, dataDir))
+        out.push({
+          code: 'PATH_OUTSIDE_DATA_DIR',
+          message: `${p.directive} ${p.path} is outside the site's declared data directory ${dataDir}`,
+          at: p.at,
+        });
+    }
+  }
+  return out;
+}
+
+/**
+ * Ask the origin for the site and the target whether it can take it. Throws `WEB_SITE_NOT_FOUND`,
+ * `SITE_NOT_MOVABLE` (every refusal with its file and line), `TARGET_LACKS` or
+ * `PLAN_TARGET_HAS_SITE`; calls only reading methods.
+ */
+export async function planWebSite(
+  origin: HostDriver,
+  target: HostDriver,
+  domain: string,
+  overrides: WebSiteOverrides = {},
+): Promise<WebSitePlan> {
+  const name = bare(domain);
+  const hasOverrides = overrides.declaredRoots !== undefined || overrides.dataDir !== undefined;
+  const notFound = () =>
+    new FerryError('WEB_SITE_NOT_FOUND', `the web server of origin ${origin.id} has no site named ${name}`);
+  const refuse = (at: SourceRef, refusals: SiteRefusal[]) =>
+    new FerryError(
+      'SITE_NOT_MOVABLE',
+      `${name} on ${origin.id} (${at.file}:${at.line}) cannot be moved; nothing was changed:\n${describeRefusals(refusals)}`,
+    );
+  // First the web server's own report, which any agent with --web-config gives: every block that
+  // names the site, each with its refusals.
+  let site: WebSite | null = null;
+  if (origin.webSites) {
+    const blocks = (await origin.webSites()).sites.filter((s) => s.names.some((n) => bare(n) === name));
+    if (!blocks.length) throw notFound();
+    const refusals = blocks.flatMap((b) => refusalsOf(b, overrides));
+    if (refusals.length) throw refuse(blocks[0]!.at, refusals);
+    site = blocks[0]!;
+  }
+  // Then the agent's view of the site as it would move it (its blocks merged, its data directory).
+  if (origin.inspectWebSite) {
+    site = await (hasOverrides ? origin.inspectWebSite(name, overrides) : origin.inspectWebSite(name));
+    if (!site) throw notFound();
+    const refusals = refusalsOf(site, overrides);
+    if (refusals.length) throw refuse(site.at, refusals);
+  }
+  if (!site) throw new FerryError('WEBCONFIG_NONE', `origin ${origin.id} cannot read its web server's sites`);
+  if (!origin.gateWebSite || !origin.exportWebSite || !origin.finishWebSite)
+    throw new FerryError(
+      'WEBCONFIG_NONE',
+      `origin ${origin.id} cannot move web sites: its agent has no gate for them (an older version)`,
+    );
+  if (!target.installWebSite)
+    throw new FerryError(
+      'TARGET_LACKS',
+      `target ${target.id} cannot take web sites: its agent has no web-site support`,
+    );
+  if (target.webSites) {
+    let report;
+    try {
+      report = await target.webSites();
+    } catch (err) {
+      if (!isFerryError(err, 'WEBCONFIG_NONE')) throw err;
+      throw new FerryError(
+        'TARGET_LACKS',
+        `target ${target.id} has no web server for Ferry (start its agent with --web-config ${site.server})`,
+        { cause: err },
+      );
+    }
+    if (report.server !== site.server)
+      throw new FerryError(
+        'TARGET_LACKS',
+        `${name} runs on ${site.server}, but target ${target.id} runs ${report.server}`,
+      );
+    const there = report.sites.find((s) => s.names.some((n) => bare(n) === name));
+    if (there)
+      throw new FerryError(
+        'PLAN_TARGET_HAS_SITE',
+        `the web server of target ${target.id} serves ${name} already (${there.at.file}:${there.at.line}); remove it there first`,
+      );
+  }
+  const plain = [...new Set(site.listens.filter((l) => !l.tls).map((l) => l.port))];
+  const tls = [...new Set(site.listens.filter((l) => l.tls).map((l) => l.port))];
+  return {
+    site,
+    ports: [...plain, ...tls.filter((p) => !plain.includes(p))],
+    ...(tls.length ? { tlsPort: tls[0]! } : {}),
+  };
+}
+
+/** A web site's default preflight check: its front page, status and body. */
+export const WEB_PARITY: HttpCheck[] = [{ path: '/' }];
+
+/**
+ * The preflight checks of a web site: the configured ones (default GET / with its body), and, when
+ * the site has a TLS listen, each again over HTTPS with SNI = the domain on that port, plus the
+ * certificate's names and fingerprint there. Certificates are not verified against a CA: the
+ * check compares what origin and target serve, so the target must serve the very same one.
+ */
+export function webParity(configured: ParityChecks | undefined, web: WebPlan | undefined): ParityChecks {
+  const base: HttpCheck[] = configured?.http ?? WEB_PARITY;
+  const tlsPort = web?.tlsPort;
+  if (tlsPort === undefined) return { ...configured, http: base };
+  const hasTls = base.some((c) => c.tls);
+  const http = hasTls ? base : [...base, ...base.map((c) => ({ ...c, tls: true, port: tlsPort }))];
+  const tlsPorts = [...new Set([...(configured?.tlsPorts ?? []), tlsPort])];
+  return { ...configured, http, tlsPorts, tlsFingerprint: true };
+}
