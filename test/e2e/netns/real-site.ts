@@ -254,6 +254,7 @@ servers:
     sharedIps: [${NET.origin}]
     tempIpPool: [${NET.tempIp}]
     web: nginx
+    engine: kernel
   target:
     agent: http://${NET.target}:7070
     tokenFile: ${h.dir}/token
@@ -280,8 +281,15 @@ defaults:
 `;
 }
 
-/** The controller (with its name server) in the dns namespace, and unbound in the client namespace. */
+/**
+ * The controller (with its name server) in the dns namespace, and unbound in the client namespace.
+ * The origin's redirect at the temporary IP is the kernel engine: a provider's web server listens
+ * on the wildcard address (Debian's default nginx site, Apache's `Listen 80`), so a userspace
+ * listener cannot bind the temporary IP's port 80 there.
+ */
 export async function startControllerAndResolver(h: Hosting, migrated: string[]): Promise<void> {
+  // The kernel engine forwards the temporary IP's packets to the target after the cut-over.
+  execFileSync('ip', ['netns', 'exec', h.topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   await writeFile(join(h.dir, 'api-token'), API_TOKEN + '\n', { mode: 0o600 });
   await writeFile(join(h.dir, 'example.zone'), zone(h, migrated));
   await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated));
@@ -390,6 +398,8 @@ export async function migrate(h: Hosting, domain: string, timeoutMs = 180_000): 
   if (!proc.child.stdout!.closed) await new Promise((r) => proc.child.stdout!.once('close', r));
   read();
   await Promise.all(sampling);
+  // The controller's events, kept beside the logs for a failed run's diagnosis.
+  await writeFile(join(h.dir, 'events.jsonl'), ctl.lines.join('\n') + '\n');
   const last = proc.lines.filter((l) => l.startsWith('{"summary"')).pop();
   return {
     exit,

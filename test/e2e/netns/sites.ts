@@ -9,6 +9,7 @@
  * endpoint), a small PHP app that appends notes to a file, and a static site.
  */
 import { X509Certificate, randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, type IssuedCert, type ServerNs } from './server-ns.js';
 import type { SiteLoadSummary, SiteRequestResult } from './site-load-child.js';
@@ -572,6 +573,8 @@ export async function startSiteLoad(
   await child.waitLine((l) => l.includes('"type":"ready"'), 30_000);
   const finish = async (within: number) => {
     await child.waitLine((l) => l.includes('"type":"summary"'), within);
+    // Every request's result, kept beside the logs for a failed run's diagnosis.
+    if (logFile) await writeFile(`${logFile}.results.jsonl`, child.lines.join('\n') + '\n');
     const events = child.lines.map((l) => JSON.parse(l) as { type: string });
     return {
       results: events.filter((e) => e.type === 'result') as SiteRequestResult[],
