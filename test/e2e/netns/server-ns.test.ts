@@ -230,6 +230,7 @@ test(
           addresses: { [blog.domain]: NET.origin, [notes.domain]: NET.origin, [stat.domain]: NET.origin },
           clientsPerSite: 2,
           staleShare: 0,
+          staleOverstayMs: 0,
           keepAliveShare: 0.5,
           intervalMs: 150,
           durationMs: 6000,

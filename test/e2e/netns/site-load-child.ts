@@ -2,8 +2,9 @@
  * Load on real sites (WordPress, the notes app, a static site), run inside the client namespace
  * through `ip netns exec`. Each simulated user belongs to one site and one scheme (HTTP or HTTPS
  * with SNI, the test CA trusted), reuses its connection or opens a new one per request, and
- * either resolves through the resolver honouring the TTL or (a stale user) keeps the first answer
- * for the whole run, as clients behind a stale cache keep using the origin's shared IP. Loops are
+ * resolves through the resolver again when its answer expires: after the TTL, or for a stale user
+ * `staleOverstayMs` later, as clients behind stale caches keep using the origin's addresses after
+ * the switch (the drain waits for them to go quiet; no server serves a site forever). Loops are
  * bounded: a user stops after `maxRequestsPerClient` requests, at `durationMs`, or at "stop" on
  * stdin, whichever comes first.
  *
@@ -30,8 +31,9 @@ interface Args {
   resolver?: { address: string; port: number };
   /** Users per site and scheme. */
   clientsPerSite: number;
-  /** Share of users that keep their first answer for the whole run. */
+  /** Share of users that keep an answer past its TTL, and for how long. */
   staleShare: number;
+  staleOverstayMs: number;
   /** Share of users that reuse connections. */
   keepAliveShare: number;
   /** Pause between one user's requests. */
@@ -141,9 +143,12 @@ class User {
   }
 
   private async address(): Promise<string> {
-    if (this.answer && (this.stale || Date.now() < this.answer.until)) return this.answer.address;
+    if (this.answer && Date.now() < this.answer.until) return this.answer.address;
     const a = await resolveA(this.domain);
-    this.answer = { address: a.address, until: Date.now() + a.ttl * 1000 };
+    this.answer = {
+      address: a.address,
+      until: Date.now() + a.ttl * 1000 + (this.stale ? args.staleOverstayMs : 0),
+    };
     return a.address;
   }
 

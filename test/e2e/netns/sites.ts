@@ -538,6 +538,7 @@ export interface SiteLoadArgs {
   resolver?: { address: string; port: number };
   clientsPerSite: number;
   staleShare: number;
+  staleOverstayMs: number;
   keepAliveShare: number;
   intervalMs: number;
   durationMs: number;
