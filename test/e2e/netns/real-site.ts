@@ -189,7 +189,9 @@ export async function webProcesses(
  */
 export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}): Promise<void> {
   await writeFile(join(h.dir, 'token'), TOKEN + '\n', { mode: 0o600 });
-  const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
+  // The test CA stands for a public one: Ferry's processes on the servers trust it as they trust
+  // the public CAs (the gate checks the target's certificate when it proxies HTTPS to it).
+  const env = { ...process.env, FERRY_LOG_LEVEL: 'info', NODE_EXTRA_CA_CERTS: join(h.ca.dir, 'ca.pem') };
   for (const [name, srv] of [
     ['origin', h.origin],
     ['target', h.target],
