@@ -1,6 +1,6 @@
 /**
  * A small hosting network in Linux network namespaces for end-to-end tests: one namespace per
- * host (client, dns, origin, target, and on request a relay host), each with an `eth0` veth
+ * host (client, dns, origin, target, and on request a relay host and a database host), each with an `eth0` veth
  * plugged into a bridge that lives in a namespace of its own (`sw`), so nothing is added to the
  * host's own network stack, its firewall or its routes. Addresses come from 10.77.0.0/24 (and,
  * on request, 2001:db8::/64 beside them) and exist only inside these namespaces.
@@ -21,6 +21,7 @@ export const NET = {
   origin: '10.77.0.10',
   target: '10.77.0.20',
   relay: '10.77.0.30',
+  db: '10.77.0.40',
   tempIp: '10.77.0.100',
 } as const;
 
@@ -32,14 +33,17 @@ export const NET6 = {
   origin: '2001:db8::10',
   target: '2001:db8::20',
   relay: '2001:db8::30',
+  db: '2001:db8::40',
   tempIp: '2001:db8::100',
 } as const;
 
-export type Host = 'client' | 'dns' | 'origin' | 'target' | 'relay';
+export type Host = 'client' | 'dns' | 'origin' | 'target' | 'relay' | 'db';
 
 export interface TopologyOptions {
   /** A fifth host, `relay`, on the same bridge. */
   relay?: boolean;
+  /** A host `db` on the same bridge (a database both servers reach). */
+  db?: boolean;
   /** IPv6 addresses (NET6) on every host's eth0 beside the IPv4 ones. */
   ipv6?: boolean;
 }
@@ -81,16 +85,93 @@ export interface NsChild {
   exited: Promise<number | null>;
 }
 
+/** Start `argv`, keeping its stdout as lines (stderr appended to `logFile`); shared by the namespace helpers. */
+export function spawnChild(
+  name: string,
+  argv: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; logFile?: string; stdin?: boolean } = {},
+): NsChild {
+  const child = spawn(argv[0]!, argv.slice(1), {
+    cwd: opts.cwd,
+    env: opts.env ?? process.env,
+    stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const waiters = new Set<() => void>();
+  const log = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a' }) : undefined;
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    lines.push(l);
+    for (const w of [...waiters]) w();
+  });
+  createInterface({ input: child.stderr! }).on('line', (l) => log?.write(`${l}\n`));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      log?.end();
+      for (const w of [...waiters]) w();
+      resolve(code);
+    }),
+  );
+  const nsChild: NsChild = {
+    name,
+    child,
+    lines,
+    exited,
+    waitLine: (match, timeoutMs) =>
+      new Promise((resolve, reject) => {
+        let seen = 0;
+        const check = () => {
+          for (; seen < lines.length; seen++) {
+            if (match(lines[seen]!)) {
+              done();
+              resolve(lines[seen]!);
+              return;
+            }
+          }
+          if (child.exitCode !== null || child.signalCode !== null) {
+            done();
+            reject(
+              new Error(
+                `${name} exited (${child.exitCode ?? child.signalCode}) before the expected line; last lines: ${lines.slice(-5).join(' | ')}`,
+              ),
+            );
+          }
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(
+            new Error(
+              `${name}: no expected line within ${timeoutMs} ms; last lines: ${lines.slice(-5).join(' | ')}`,
+            ),
+          );
+        }, timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      }),
+  };
+  return nsChild;
+}
+
 export class Topology {
   readonly id = randomBytes(3).toString('hex');
   readonly ns: Record<Host | 'sw', string>;
   private readonly children: NsChild[] = [];
   private created: string[] = [];
-  /** The hosts this topology has (the relay only when asked for). */
+  /** The hosts this topology has (the relay and the database host only when asked for). */
   readonly hosts: Host[];
 
   constructor(private readonly opts: TopologyOptions = {}) {
-    this.hosts = ['client', 'dns', 'origin', 'target', ...(opts.relay ? (['relay'] as const) : [])];
+    this.hosts = [
+      'client',
+      'dns',
+      'origin',
+      'target',
+      ...(opts.relay ? (['relay'] as const) : []),
+      ...(opts.db ? (['db'] as const) : []),
+    ];
     this.ns = {
       sw: `ferry-sw-${this.id}`,
       client: `ferry-c-${this.id}`,
@@ -98,6 +179,7 @@ export class Topology {
       origin: `ferry-o-${this.id}`,
       target: `ferry-t-${this.id}`,
       relay: `ferry-r-${this.id}`,
+      db: `ferry-b-${this.id}`,
     };
   }
 
@@ -118,7 +200,7 @@ export class Topology {
         ip(
           'link',
           'add',
-          `fe${this.id}${h[0]}`,
+          `fe${this.id}${h === 'db' ? 'b' : h[0]}`,
           'netns',
           this.ns[h],
           'type',
@@ -129,7 +211,7 @@ export class Topology {
           'netns',
           this.ns.sw,
         );
-        ip('-n', this.ns[h], 'link', 'set', `fe${this.id}${h[0]}`, 'name', 'eth0');
+        ip('-n', this.ns[h], 'link', 'set', `fe${this.id}${h === 'db' ? 'b' : h[0]}`, 'name', 'eth0');
         ip('-n', this.ns[h], 'addr', 'add', `${NET[h]}/${NET.prefix}`, 'dev', 'eth0');
         // nodad: usable at once, not tentative for a second (addresses the agents add keep DAD).
         if (this.opts.ipv6)
@@ -159,69 +241,9 @@ export class Topology {
     argv: string[],
     opts: { cwd?: string; env?: NodeJS.ProcessEnv; logFile?: string; stdin?: boolean } = {},
   ): NsChild {
-    const child = spawn('ip', ['netns', 'exec', this.ns[host], ...argv], {
-      cwd: opts.cwd,
-      env: opts.env ?? process.env,
-      stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-    });
-    const lines: string[] = [];
-    const waiters = new Set<() => void>();
-    const log = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a' }) : undefined;
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      lines.push(l);
-      for (const w of [...waiters]) w();
-    });
-    createInterface({ input: child.stderr! }).on('line', (l) => log?.write(`${l}\n`));
-    const exited = new Promise<number | null>((resolve) =>
-      child.once('exit', (code) => {
-        log?.end();
-        for (const w of [...waiters]) w();
-        resolve(code);
-      }),
-    );
-    const nsChild: NsChild = {
-      name,
-      child,
-      lines,
-      exited,
-      waitLine: (match, timeoutMs) =>
-        new Promise((resolve, reject) => {
-          let seen = 0;
-          const check = () => {
-            for (; seen < lines.length; seen++) {
-              if (match(lines[seen]!)) {
-                done();
-                resolve(lines[seen]!);
-                return;
-              }
-            }
-            if (child.exitCode !== null || child.signalCode !== null) {
-              done();
-              reject(
-                new Error(
-                  `${name} exited (${child.exitCode ?? child.signalCode}) before the expected line; last lines: ${lines.slice(-5).join(' | ')}`,
-                ),
-              );
-            }
-          };
-          const timer = setTimeout(() => {
-            done();
-            reject(
-              new Error(
-                `${name}: no expected line within ${timeoutMs} ms; last lines: ${lines.slice(-5).join(' | ')}`,
-              ),
-            );
-          }, timeoutMs);
-          const done = () => {
-            clearTimeout(timer);
-            waiters.delete(check);
-          };
-          waiters.add(check);
-          check();
-        }),
-    };
-    this.children.push(nsChild);
-    return nsChild;
+    const c = spawnChild(name, ['ip', 'netns', 'exec', this.ns[host], ...argv], opts);
+    this.children.push(c);
+    return c;
   }
 
   /** SIGTERM a child and wait for it (SIGKILL after `graceMs`). */

@@ -1,0 +1,568 @@
+/**
+ * The acceptance scenario of moving a provider's real site, shared by test/e2e/real-site-*.test.ts:
+ * six namespaces on one bridge (client, dns, origin, target, db; see topology.ts), the origin and
+ * the target being hosting servers (server-ns.ts) with the same web server (nginx or Apache 2.4)
+ * and php8.2-fpm, the database host a MariaDB both reach. The origin hosts three customers on its
+ * shared IP (WordPress, the notes app, a static site; sites.ts), the target none. Then the
+ * operator's way: `ferry agent --web-config <flavor>` on both servers, `ferry controller --config`
+ * with the migrated site as `kind: web` in the dns namespace (its name server answers the sites),
+ * unbound in the client namespace, and `ferry migrate SITE --to target --watch --json`.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findBinary } from '../helpers.js';
+import { unboundConf, until } from './services.js';
+import {
+  ServerNs,
+  TestCa,
+  childPids,
+  configureApacheEvent,
+  startApache,
+  startMariaDb,
+  startNginx,
+  startPhpFpm,
+  type IssuedCert,
+  type MariaDb,
+} from './server-ns.js';
+import {
+  commentCounts,
+  installNotes,
+  noteCounts,
+  phpRequests,
+  servedFingerprint,
+  uploadCounts,
+  type SiteLoadArgs,
+  installStatic,
+  installWordPress,
+  installWordPressDb,
+  nameServer,
+  siteLayout,
+  wpSalts,
+  type Flavor,
+  type SiteLayout,
+  type WpDb,
+} from './sites.js';
+import type { SiteLoadSummary, SiteRequestResult } from './site-load-child.js';
+import { NET, Topology, type NsChild } from './topology.js';
+
+export const ROOT = process.cwd();
+const TOKEN = 'real-site-agent-' + 'a'.repeat(24);
+const API_TOKEN = 'real-site-operator-' + 'b'.repeat(24);
+const FERRY = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
+
+/** The packages the scenario runs (for netnsSkipReason). */
+export const REAL_SITE_BINARIES: Record<string, string[]> = {
+  iproute2: ['ip'],
+  'util-linux': ['nsenter'],
+  'php8.2-fpm': ['php-fpm8.2'],
+  'mariadb-server': ['mariadbd'],
+  wordpress: ['wp-setup'],
+  unbound: ['unbound'],
+  rsync: ['rsync'],
+  curl: ['curl'],
+  openssl: ['openssl'],
+};
+
+export interface Hosting {
+  flavor: Flavor;
+  dir: string;
+  topo: Topology;
+  db: ServerNs;
+  maria: MariaDb;
+  wpDb: WpDb;
+  ca: TestCa;
+  origin: ServerNs;
+  target: ServerNs;
+  sites: { blog: SiteLayout; notes: SiteLayout; stat: SiteLayout };
+  certs: Record<'blog' | 'notes' | 'stat', IssuedCert>;
+  agents: Partial<Record<'origin' | 'target', NsChild>>;
+  controller?: NsChild;
+  /** Kill and remove everything (logs kept when `ok` is false); safe to call twice. */
+  close(ok: boolean): Promise<void>;
+}
+
+/**
+ * Build the network, the database, the CA and both servers: the origin with its three sites on
+ * `flavor`, the target with the same web server and PHP-FPM and no site. `extra` runs on the
+ * origin before its web server starts (another vhost, for instance).
+ */
+export async function buildHosting(
+  flavor: Flavor,
+  extra?: (origin: ServerNs, h: Pick<Hosting, 'ca'>) => Promise<void>,
+): Promise<Hosting> {
+  const dir = await mkdtemp(join(tmpdir(), `ferry-real-${flavor}-`));
+  const topo = new Topology({ db: true });
+  const servers: ServerNs[] = [];
+  let closed = false;
+  const closeSync = (ok: boolean) => {
+    if (closed) return;
+    closed = true;
+    for (const s of servers.reverse()) s.close({ keep: !ok });
+    topo.destroy();
+  };
+  const onExit = () => closeSync(false);
+  process.once('exit', onExit);
+  const h: Partial<Hosting> & { agents: Hosting['agents'] } = {
+    flavor,
+    dir,
+    topo,
+    agents: {},
+    close: async (ok) => {
+      closeSync(ok);
+      process.off('exit', onExit);
+      if (ok) await rm(dir, { recursive: true, force: true });
+      else
+        console.log(`# real-site ${flavor}: logs kept in ${dir} and ${servers.map((s) => s.dir).join(' ')}`);
+    },
+  };
+  try {
+    topo.create();
+    const db = await ServerNs.create('db', topo.ns.db);
+    servers.push(db);
+    const maria = await startMariaDb(db, NET.db);
+    const wpDb = { host: NET.db, name: 'wp_blog', user: 'blog', password: 'blog-db-' + 'p'.repeat(12) };
+    await maria.createDatabase(wpDb.name, wpDb.user, wpDb.password);
+    const ca = await TestCa.create(join(dir, 'ca'));
+    const sites = {
+      blog: siteLayout('blog.example', 'wordpress', 'blog'),
+      notes: siteLayout('notes.example', 'notes', 'notes'),
+      stat: siteLayout('static.example', 'static', 'static'),
+    };
+    const certs = {
+      blog: await ca.issue(sites.blog.names),
+      notes: await ca.issue(sites.notes.names),
+      stat: await ca.issue(sites.stat.names),
+    };
+    Object.assign(h, { db, maria, wpDb, ca, sites, certs });
+
+    const origin = await ServerNs.create('origin', topo.ns.origin);
+    servers.push(origin);
+    const target = await ServerNs.create('target', topo.ns.target);
+    servers.push(target);
+    Object.assign(h, { origin, target });
+    for (const [srv, name] of [
+      [origin, 'origin'],
+      [target, 'target'],
+    ] as const) {
+      await nameServer(srv, name);
+      if (flavor === 'apache') await configureApacheEvent(srv);
+    }
+    await installWordPress(origin, flavor, sites.blog, {
+      address: NET.origin,
+      cert: certs.blog,
+      db: wpDb,
+      salts: wpSalts(),
+    });
+    await installNotes(origin, flavor, sites.notes, { address: NET.origin, cert: certs.notes });
+    await installStatic(origin, flavor, sites.stat, { address: NET.origin, cert: certs.stat });
+    if (extra) await extra(origin, { ca });
+    for (const srv of [origin, target]) {
+      await startPhpFpm(srv);
+      if (flavor === 'nginx') await startNginx(srv);
+      else await startApache(srv);
+    }
+    await installWordPressDb(origin, sites.blog, NET.origin, 'Real site blog');
+    return h as Hosting;
+  } catch (err) {
+    await h.close!(false);
+    throw err;
+  }
+}
+
+/** The web server's master and its workers/children (a reload or graceful replaces the children). */
+export async function webProcesses(
+  srv: ServerNs,
+  flavor: Flavor,
+): Promise<{ master: number; workers: number[] }> {
+  const file = flavor === 'nginx' ? '/run/nginx.pid' : '/run/apache2/apache2.pid';
+  const master = Number((await srv.readText(file)).trim());
+  return { master, workers: childPids(master) };
+}
+
+/**
+ * `ferry agent` in both servers with the server's own web server read (`--web-config`), the gate
+ * (the site app) on loopback behind it (`--web nginx --app-port 8080`), sites under /var/www
+ * (`siteRoots`), and the agent's state in the server's /var/lib/ferry/agent.
+ */
+export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}): Promise<void> {
+  await writeFile(join(h.dir, 'token'), TOKEN + '\n', { mode: 0o600 });
+  // The test CA stands for a public one: Ferry's processes on the servers trust it as they trust
+  // the public CAs (the gate checks the target's certificate when it proxies HTTPS to it).
+  const env = { ...process.env, FERRY_LOG_LEVEL: 'info', NODE_EXTRA_CA_CERTS: join(h.ca.dir, 'ca.pem') };
+  for (const [name, srv] of [
+    ['origin', h.origin],
+    ['target', h.target],
+  ] as const) {
+    const address = NET[name];
+    h.agents[name] = srv.spawn(
+      'agent',
+      [
+        ...FERRY,
+        'agent',
+        '--listen',
+        address,
+        '--port',
+        '7070',
+        '--token-file',
+        join(h.dir, 'token'),
+        '--id',
+        name,
+        '--shared-ip',
+        address,
+        '--http-port',
+        '80',
+        '--data-dir',
+        '/var/lib/ferry/agent',
+        '--interface',
+        'eth0',
+        '--web',
+        'nginx',
+        '--nginx-conf-dir',
+        '/etc/nginx/ferry.d',
+        '--app-port',
+        '8080',
+        '--web-config',
+        h.flavor,
+        ...(h.flavor === 'apache' ? ['--web-include-dir', '/etc/apache2/conf-enabled'] : []),
+        ...(o.siteRoots ?? ['/var/www']).flatMap((r) => ['--site-root', r]),
+      ],
+      { cwd: ROOT, env, logFile: join(h.dir, `agent-${name}.log`) },
+    );
+  }
+  for (const name of ['origin', 'target'] as const)
+    await h.agents[name]!.waitLine((l) => l.includes('listening on'), 30_000);
+}
+
+function zone(h: Hosting, migrated: string[]): string {
+  const names = [...new Set([...Object.values(h.sites).flatMap((s) => s.names), ...migrated])];
+  return `$ORIGIN example.
+$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A ${NET.dns}
+${names.map((n) => `${n.replace(/\.example$/, '')} 2 IN A ${NET.origin}`).join('\n')}
+`;
+}
+
+function ferryYaml(h: Hosting, migrated: string[]): string {
+  return `journal: ${h.dir}/journal.sqlite
+servers:
+  origin:
+    agent: http://${NET.origin}:7070
+    tokenFile: ${h.dir}/token
+    sharedIps: [${NET.origin}]
+    tempIpPool: [${NET.tempIp}]
+    web: nginx
+    engine: kernel
+  target:
+    agent: http://${NET.target}:7070
+    tokenFile: ${h.dir}/token
+    sharedIps: [${NET.target}]
+    web: nginx
+dns:
+  provider: embedded
+  listen: { address: ${NET.dns}, port: 53 }
+  zones: [${h.dir}/example.zone]
+sites:
+${migrated.map((d) => `  - { domain: ${d}, server: origin, ports: [80, 443], kind: web }`).join('\n')}
+api:
+  listen: { address: ${NET.dns}, port: 7300 }
+  tokens: [{ name: test, scope: operator, tokenFile: ${h.dir}/api-token }]
+migration:
+  backupKeepDays: 7
+defaults:
+  ttl: 2
+  quietWindow: 1500ms
+  dnsTempCap: 15s
+  drainCap: 15s
+  cutoverDrainTimeout: 10s
+  poll: 200ms
+`;
+}
+
+/**
+ * The controller (with its name server) in the dns namespace, and unbound in the client namespace.
+ * The origin's redirect at the temporary IP is the kernel engine: a provider's web server listens
+ * on the wildcard address (Debian's default nginx site, Apache's `Listen 80`), so a userspace
+ * listener cannot bind the temporary IP's port 80 there.
+ */
+export async function startControllerAndResolver(h: Hosting, migrated: string[]): Promise<void> {
+  // The kernel engine forwards the temporary IP's packets to the target after the cut-over.
+  execFileSync('ip', ['netns', 'exec', h.topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  await writeFile(join(h.dir, 'api-token'), API_TOKEN + '\n', { mode: 0o600 });
+  await writeFile(join(h.dir, 'example.zone'), zone(h, migrated));
+  await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated));
+  h.controller = h.topo.spawn(
+    'dns',
+    'controller',
+    [...FERRY, 'controller', '--config', join(h.dir, 'ferry.yaml'), '--events'],
+    { cwd: ROOT, env: { ...process.env, FERRY_LOG_LEVEL: 'info' }, logFile: join(h.dir, 'controller.log') },
+  );
+  await h.controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
+  await mkdir(join(h.dir, 'client'), { recursive: true });
+  await writeFile(join(h.dir, 'client', 'unbound.conf'), unboundConf(join(h.dir, 'client')));
+  h.topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(h.dir, 'client', 'unbound.conf')], {
+    logFile: join(h.dir, 'unbound.log'),
+  });
+  const dig = findBinary('kdig', 'dig')!;
+  await until('unbound', 20_000, () => resolvedAt(h, migrated[0]!, dig) === NET.origin);
+}
+
+/** What the client namespace's resolver answers for `name` now. */
+export function resolvedAt(h: Hosting, name: string, dig = findBinary('kdig', 'dig')!): string {
+  try {
+    return execFileSync(
+      'ip',
+      ['netns', 'exec', h.topo.ns.client, dig, '@127.0.0.1', name, 'A', '+short', '+timeout=1'],
+      {
+        encoding: 'utf8',
+        timeout: 5000,
+      },
+    ).trim();
+  } catch {
+    return '';
+  }
+}
+
+/** What one `ferry migrate --watch --json` run showed. */
+export interface MigrateRun {
+  exit: number | null;
+  /** Its stdout lines, and its stderr (where a refusal's message goes). */
+  lines: string[];
+  stderr: string;
+  summary: { id: string; phase: string; error?: string } | null;
+  /** When each step was journaled (controller events), by step name; phases by `phase:<name>`. */
+  at: Record<string, number>;
+  /** The servers' web-server processes when the cut-over began and when draining began. */
+  web: Record<
+    'cutover' | 'draining',
+    Record<'origin' | 'target', { master: number; workers: number[] } | null>
+  >;
+}
+
+/** Run `ferry migrate DOMAIN --to target --watch --json` from the dns namespace and follow the controller's events. */
+export async function migrate(h: Hosting, domain: string, timeoutMs = 180_000): Promise<MigrateRun> {
+  const logFile = join(h.dir, `migrate-${domain}.log`);
+  const proc = h.topo.spawn(
+    'dns',
+    'migrate',
+    [...FERRY, 'migrate', domain, '--to', 'target', '--watch', '--json'],
+    {
+      cwd: ROOT,
+      env: { ...process.env, FERRY_CONTROLLER: `http://${NET.dns}:7300`, FERRY_TOKEN: API_TOKEN },
+      logFile: join(h.dir, `migrate-${domain}.log`),
+    },
+  );
+  const ctl = h.controller!;
+  const at: Record<string, number> = {};
+  const web: MigrateRun['web'] = {
+    cutover: { origin: null, target: null },
+    draining: { origin: null, target: null },
+  };
+  const sampling: Promise<void>[] = [];
+  let seen = ctl.lines.length;
+  const read = () => {
+    for (; seen < ctl.lines.length; seen++) {
+      let e: { type: string; at?: number; data?: { phase?: string; step?: string } };
+      try {
+        e = JSON.parse(ctl.lines[seen]!);
+      } catch {
+        continue;
+      }
+      if (e.type === 'step' && e.data?.step && at[e.data.step] === undefined)
+        at[e.data.step] = e.at ?? Date.now();
+      if (e.type === 'phase' && e.data?.phase) {
+        const phase = e.data.phase;
+        at[`phase:${phase}`] ??= e.at ?? Date.now();
+        if (phase === 'cutover' || phase === 'draining')
+          for (const name of ['origin', 'target'] as const)
+            sampling.push(
+              webProcesses(h[name], h.flavor).then(
+                (p) => void (web[phase][name] = p),
+                () => undefined,
+              ),
+            );
+      }
+    }
+  };
+  const follow = setInterval(read, 50);
+  const watchdog = setTimeout(() => proc.child.kill('SIGKILL'), timeoutMs);
+  let exit: number | null;
+  try {
+    exit = await proc.exited;
+  } finally {
+    clearTimeout(watchdog);
+    clearInterval(follow);
+  }
+  if (!proc.child.stdout!.closed) await new Promise((r) => proc.child.stdout!.once('close', r));
+  read();
+  await Promise.all(sampling);
+  // The controller's events, kept beside the logs for a failed run's diagnosis.
+  await writeFile(join(h.dir, 'events.jsonl'), ctl.lines.join('\n') + '\n');
+  const last = proc.lines.filter((l) => l.startsWith('{"summary"')).pop();
+  return {
+    exit,
+    lines: proc.lines,
+    stderr: await readFile(logFile, 'utf8').catch(() => ''),
+    summary: last ? (JSON.parse(last) as { summary: MigrateRun['summary'] }).summary : null,
+    at,
+    web,
+  };
+}
+
+/**
+ * Whether the features the real-site acceptance drives are in this tree, else why not: the web
+ * stack of the agent (gate, bundle, install, finish), the Apache flavor, and the orchestrator's
+ * web-site steps. Checked by what the tree has, so the tests switch themselves on once merged.
+ */
+export async function realSiteFeaturesMissing(flavor: Flavor): Promise<string | null> {
+  const { existsSync } = await import('node:fs');
+  const { STEP } = await import('../../../src/migration/index.js');
+  const missing: string[] = [];
+  if (!existsSync(join(ROOT, 'src/agent/webstack/index.ts')))
+    missing.push("the agent's web stack (src/agent/webstack: gate, bundle, install, finish; helper WEB)");
+  if (flavor === 'apache' && !existsSync(join(ROOT, 'src/agent/webstack/apache.ts')))
+    missing.push('the Apache flavor of the web stack (src/agent/webstack/apache.ts; helper APACHE)');
+  if (!('originGateSite' in STEP))
+    missing.push("the orchestrator's web-site steps (STEP.originGateSite, kind: web; helper CTRL)");
+  return missing.length ? `not merged yet: ${missing.join('; ')}` : null;
+}
+
+/** Every file under the paths a move could touch on a server, with its hash (a refused move changes none). */
+export async function configSnapshot(srv: ServerNs): Promise<string> {
+  const paths =
+    '/etc/nginx /etc/apache2 /etc/php /etc/ssl/sites /etc/ssl/private /etc/passwd /etc/group /var/www /srv';
+  return (
+    await srv.exec('sh', [
+      '-c',
+      `find ${paths} \\( -type f -o -type l \\) -print0 2>/dev/null | sort -z | xargs -0 sha256sum 2>/dev/null; true`,
+    ])
+  ).stdout;
+}
+
+/** The load every scenario runs: all three sites, HTTP and HTTPS, through the client's resolver. */
+export function scenarioLoad(h: Hosting): SiteLoadArgs {
+  return {
+    sites: [
+      { domain: h.sites.blog.domain, kind: 'wordpress' },
+      { domain: h.sites.notes.domain, kind: 'notes' },
+      { domain: h.sites.stat.domain, kind: 'static' },
+    ],
+    resolver: { address: '127.0.0.1', port: 53 },
+    clientsPerSite: 3,
+    staleShare: 0.34,
+    staleOverstayMs: 5000,
+    keepAliveShare: 0.5,
+    intervalMs: 400,
+    durationMs: 240_000,
+    maxRequestsPerClient: 700,
+    requestTimeoutMs: 10_000,
+    commentShare: 0.15,
+    uploadShare: 0.15,
+    noteShare: 0.4,
+    caPem: h.ca.certPem,
+  };
+}
+
+/**
+ * The issue's acceptance for a moved site `moved`, from the load's view and both servers':
+ * the migration completed; 0 failed requests on any site; the moved site served by both servers
+ * and its stale clients still served after the switch; every acknowledged write of it once where it
+ * now lives (comments in the database, uploads and notes on the target's disk), none written on the
+ * origin after the switch (its PHP-FPM access log names no request sent after it); the target
+ * serving the site's own certificate; the other sites served by the origin only, and neither web
+ * server reloaded between the start of the cut-over and the start of draining.
+ */
+export async function assertMoved(
+  h: Hosting,
+  run: MigrateRun,
+  load: { results: SiteRequestResult[]; summary: SiteLoadSummary },
+  moved: SiteLayout,
+): Promise<void> {
+  assert.equal(
+    run.summary?.phase,
+    'completed',
+    `migration ended ${JSON.stringify(run.summary)}; ${run.lines.slice(-5).join(' | ')}`,
+  );
+  assert.equal(run.exit, 0, 'ferry migrate --watch exits 0 once completed');
+  const switchAt = run.at['target-serve'];
+  assert.ok(
+    switchAt !== undefined,
+    `the switch (step target-serve) was seen: ${Object.keys(run.at).join(' ')}`,
+  );
+
+  const { results, summary } = load;
+  const failures = results.filter((r) => !r.ok);
+  assert.equal(failures.length, 0, `failed requests: ${JSON.stringify(failures.slice(0, 8))}`);
+  assert.equal(summary.unexpected, 0, 'no write refused, no 4xx');
+  const mine = results.filter((r) => r.domain === moved.domain);
+  const others = results.filter((r) => r.domain !== moved.domain);
+  assert.ok(mine.length > 100 && others.length > 100, `enough load (${mine.length} / ${others.length})`);
+  for (const scheme of ['http', 'https'] as const)
+    assert.ok(
+      mine.some((r) => r.scheme === scheme && r.servedBy === 'origin') &&
+        mine.some((r) => r.scheme === scheme && r.servedBy === 'target'),
+      `${moved.domain} over ${scheme} served by both servers`,
+    );
+  const staleAfter = mine.filter((r) => r.stale && r.at > switchAt && r.address !== NET.target);
+  assert.ok(staleAfter.length > 0, "stale clients kept using the origin's addresses after the switch");
+  assert.ok(
+    staleAfter.every((r) => r.servedBy === null || r.servedBy === 'target'),
+    'and the target answered them',
+  );
+  assert.ok(
+    others.filter((r) => r.domain !== h.sites.stat.domain).every((r) => r.servedBy === 'origin'),
+    'the other sites stayed on the origin',
+  );
+
+  // Writes: once where the site lives now, none on the origin after the switch.
+  if (moved.kind === 'wordpress') {
+    assert.ok(summary.comments.length > 5 && summary.uploads.length > 5, 'comments and uploads were made');
+    const inDb = await commentCounts(h.maria.sql, h.wpDb.name);
+    const badComments = summary.comments.filter((c) => inDb.get(c.key) !== 1);
+    assert.deepEqual(badComments, [], 'every acknowledged comment once in the database');
+    const onTarget = await uploadCounts(h.target, moved);
+    const badUploads = summary.uploads.filter((u) => onTarget.get(u.key) !== 1);
+    assert.deepEqual(badUploads, [], "every acknowledged upload once on the target's disk");
+  } else if (moved.kind === 'notes') {
+    assert.ok(summary.notes.length > 5, 'notes were written');
+    const onTarget = await noteCounts(h.target, moved);
+    const bad = summary.notes.filter((n) => n.domain === moved.domain && onTarget.get(n.key) !== 1);
+    assert.deepEqual(bad, [], "every acknowledged note once on the target's disk");
+  }
+  const sentAfter = new Set(mine.filter((r) => r.at > switchAt).map((r) => r.id));
+  assert.ok(sentAfter.size > 20, `requests after the switch (${sentAfter.size})`);
+  const originPhp = await phpRequests(h.origin, moved);
+  const late = originPhp.filter((p) => sentAfter.has(/[?&]r=([\w-]+)/.exec(p.uri)?.[1] ?? ''));
+  assert.deepEqual(late, [], "the origin's PHP-FPM ran no request of the site sent after the switch");
+  const lateSeconds = originPhp.filter((p) => p.second > Math.floor(switchAt / 1000) + 1);
+  assert.deepEqual(
+    lateSeconds,
+    [],
+    "the origin's PHP-FPM access log has no line for the site after the switch",
+  );
+
+  // The site's own certificate, served by the target; DNS now answers the target.
+  assert.equal(
+    await servedFingerprint(h.topo.ns.client, NET.target, moved.domain),
+    h.certs[certKey(h, moved)].fingerprint256,
+  );
+  assert.equal(resolvedAt(h, moved.domain), NET.target);
+
+  // The other sites: no reload of either web server during the cut-over.
+  for (const name of ['origin', 'target'] as const) {
+    const before = run.web.cutover[name];
+    const after = run.web.draining[name];
+    assert.ok(before && after, `${name}'s web server seen at the cut-over and at draining`);
+    assert.deepEqual(after, before, `${name}'s web server not reloaded during the cut-over`);
+  }
+}
+
+function certKey(h: Hosting, s: SiteLayout): 'blog' | 'notes' | 'stat' {
+  return (Object.keys(h.sites) as Array<'blog' | 'notes' | 'stat'>).find(
+    (k) => h.sites[k].domain === s.domain,
+  )!;
+}
