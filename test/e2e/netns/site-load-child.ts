@@ -75,6 +75,8 @@ export interface SiteLoadSummary {
   failed: number;
   /** Responses that are neither a failure nor what the request expects (4xx, a comment not acknowledged). */
   unexpected: number;
+  /** Requests sent again on a new connection after a kept-alive one closed before answering. */
+  resent: number;
   byDomain: Record<string, { total: number; failed: number }>;
   comments: Array<{ domain: string; key: string }>;
   uploads: Array<{ domain: string; key: string; sha256: string }>;
@@ -93,6 +95,7 @@ const summary: SiteLoadSummary = {
   total: 0,
   failed: 0,
   unexpected: 0,
+  resent: 0,
   byDomain: {},
   comments: [],
   uploads: [],
@@ -152,7 +155,23 @@ class User {
     return a.address;
   }
 
-  private send(address: string, s: Sent): Promise<Got> {
+  /**
+   * One request, as a browser sends it: when a kept-alive connection turns out to have been
+   * closed by the server before any byte of the answer (a web-server reload closes its idle
+   * connections; the request was never read), it is sent again once on a new connection.
+   */
+  private async send(address: string, s: Sent): Promise<Got> {
+    try {
+      return await this.sendOnce(address, s, this.agent);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { reusedSocket?: boolean };
+      if (!e.reusedSocket || !['ECONNRESET', 'EPIPE'].includes(e.code ?? '')) throw err;
+      summary.resent += 1;
+      return this.sendOnce(address, s, false);
+    }
+  }
+
+  private sendOnce(address: string, s: Sent, agent: HttpAgent | HttpsAgent | false): Promise<Got> {
     return new Promise((resolve, reject) => {
       const common = {
         host: address,
@@ -160,7 +179,7 @@ class User {
         method: s.method,
         path: s.path,
         headers: { host: this.domain, ...(s.headers ?? {}) },
-        agent: this.agent,
+        agent,
         timeout: args.requestTimeoutMs,
       };
       const req =
@@ -171,7 +190,7 @@ class User {
       req.once('timeout', () => req.destroy(new Error('timeout')));
       req.once('error', (e) => {
         clearTimeout(timer);
-        reject(e);
+        reject(Object.assign(e, { reusedSocket: req.reusedSocket }));
       });
       req.once('response', (res) => {
         const chunks: Buffer[] = [];
