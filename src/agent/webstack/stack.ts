@@ -20,7 +20,9 @@ import {
   mkdir,
   readdir,
   readFile,
+  readlink,
   rename,
+  symlink,
   rm,
   stat,
   writeFile,
@@ -198,7 +200,7 @@ export class WebStack {
       for (const [i, f] of files.entries()) {
         const to = join(originals, `${i}-${basename(f.path)}`);
         const rest = withoutBlocks(f);
-        await rename(f.path, to);
+        await moveAcross(f.path, to);
         state.moved.push({ from: f.path, to, remainder: rest !== null });
         if (rest !== null) await writeFile(f.path, rest, { mode: 0o644 });
       }
@@ -346,7 +348,8 @@ export class WebStack {
       }
       for (const c of bundle.certificates) {
         if (await exists(c.path)) continue;
-        await mkdir(dirname(c.path), { recursive: true, mode: 0o755 });
+        const made = await mkdir(dirname(c.path), { recursive: true, mode: 0o755 });
+        if (made) state.created.files.push(made);
         await writeFile(c.path, c.content, { mode: c.key ? 0o600 : 0o644 });
         await chmod(c.path, c.key ? 0o600 : 0o644);
         await chown(c.path, 0, 0);
@@ -454,7 +457,7 @@ export class WebStack {
     for (const p of s.written) await rm(p, { force: true });
     for (const m of s.moved) {
       const to = join(backup, 'config', basename(m.to));
-      await rename(m.to, to);
+      await moveAcross(m.to, to);
       manifest.items.push({ kind: 'config', from: m.from, backup: to });
     }
     await this.opts.flavor.check();
@@ -579,7 +582,7 @@ export class WebStack {
     for (const p of s.written) await rm(p, { force: true });
     s.written = [];
     for (const m of [...s.moved].reverse()) {
-      if (await exists(m.to)) await rename(m.to, m.from);
+      if (await exists(m.to)) await moveAcross(m.to, m.from);
     }
     s.moved = [];
   }
@@ -590,7 +593,8 @@ export class WebStack {
     const hadConfig = s.written.length > 0;
     for (const p of s.written) await rm(p, { force: true });
     s.written = [];
-    for (const p of s.created.files) await rm(p, { force: true });
+    // Files, then the folders made for them (recorded before them), newest first.
+    for (const p of [...s.created.files].reverse()) await rm(p, { recursive: true, force: true });
     if (hadConfig) {
       await this.opts.flavor.check().then(
         () => this.opts.flavor.reload(),
@@ -599,8 +603,15 @@ export class WebStack {
     }
     if (poolWritten) await reloadPhpFpm(this.opts.phpFpm ?? {}).catch(() => undefined);
     if (s.created.dataDir) await rm(s.created.dataDir, { recursive: true, force: true });
-    for (const u of s.created.users) await exec(['userdel', u], 'WEBSTACK_USER').catch(() => undefined);
-    for (const g of s.created.groups) await exec(['groupdel', g], 'WEBSTACK_USER').catch(() => undefined);
+    const log = (err: Error) => this.opts.log?.(`taking back ${s.domain}: ${err.message}`);
+    for (const u of s.created.users) {
+      // The reloaded PHP-FPM lets the removed pool's processes finish first: wait for them.
+      const uid = (await getUser(u))?.uid;
+      if (uid !== undefined) await this.waitNoProcessOf(uid);
+      await exec(['userdel', u], 'WEBSTACK_USER').catch(log);
+    }
+    for (const g of s.created.groups)
+      if (await getGroup(g)) await exec(['groupdel', g], 'WEBSTACK_USER').catch(log);
   }
 
   private stateDir(domain: string): string {
@@ -631,6 +642,20 @@ export class WebStack {
         );
       await sleep(50);
     }
+  }
+
+  /** Wait (up to the reload timeout) until no process runs as `uid`. */
+  private async waitNoProcessOf(uid: number): Promise<void> {
+    const deadline = Date.now() + (this.opts.reloadTimeoutMs ?? 10_000);
+    const running = async () => {
+      for (const p of await readdir('/proc').catch(() => [] as string[])) {
+        if (!/^\d+$/.test(p)) continue;
+        const status = await readFile(`/proc/${p}/status`, 'utf8').catch(() => '');
+        if (new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(status)) return true;
+      }
+      return false;
+    };
+    while ((await running()) && Date.now() < deadline) await sleep(100);
   }
 
   /** Wait until a reloaded PHP-FPM listens on the pool's unix socket (a TCP pool is not waited for). */
@@ -726,15 +751,26 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** Rename, or copy and remove across file systems (`mv`). */
+/**
+ * Rename, or across file systems copy and remove: a symbolic link stays a link, a file keeps its
+ * bytes, mode and owner, a folder goes with `mv`. `to` is replaced when it exists.
+ */
 async function moveAcross(from: string, to: string): Promise<void> {
   try {
     await rename(from, to);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    if ((await lstat(from)).isDirectory()) await exec(['mv', from, to], 'WEBSTACK_BACKUP');
-    else {
+    const st = await lstat(from);
+    if (st.isDirectory()) await exec(['mv', '-T', from, to], 'WEBSTACK_BACKUP');
+    else if (st.isSymbolicLink()) {
+      await rm(to, { force: true });
+      await symlink(await readlink(from), to);
+      await rm(from);
+    } else {
+      await rm(to, { force: true });
       await copyFile(from, to, constants.COPYFILE_EXCL);
+      await chmod(to, st.mode & 0o7777);
+      await chown(to, st.uid, st.gid);
       await rm(from);
     }
   }
