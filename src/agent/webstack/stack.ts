@@ -229,6 +229,7 @@ export class WebStack {
     await this.takeBackConfig(s);
     await this.opts.flavor.check();
     await this.opts.flavor.reload();
+    await this.waitListening(s.ports.http, false);
     await this.forget(domain);
   }
 
@@ -440,6 +441,7 @@ export class WebStack {
         throw err;
       }
       await this.opts.flavor.reload();
+      await this.waitListening(s.ports.http, false);
       await this.forget(domain);
       return;
     }
@@ -462,6 +464,7 @@ export class WebStack {
     }
     await this.opts.flavor.check();
     await this.opts.flavor.reload();
+    await this.waitListening(s.ports.http, false);
     if (s.pool && (await exists(s.pool))) {
       const to = join(backup, 'pool', basename(s.pool));
       await mkdir(dirname(to), { recursive: true });
@@ -631,14 +634,17 @@ export class WebStack {
     await rm(this.stateDir(domain), { recursive: true, force: true });
   }
 
-  /** Wait until the reloaded web server listens on the backend port. */
-  private async waitListening(port: number): Promise<void> {
+  /**
+   * Wait until the reloaded web server listens on the backend port (`listening`), or no longer
+   * does: that is when the new configuration serves (a reload signal returns before it does).
+   */
+  private async waitListening(port: number, listening = true): Promise<void> {
     const deadline = Date.now() + (this.opts.reloadTimeoutMs ?? 10_000);
-    while (!(await canConnect(BACKEND_ADDRESS, port))) {
+    while ((await canConnect(BACKEND_ADDRESS, port)) !== listening) {
       if (Date.now() > deadline)
         throw new FerryError(
           'WEBSTACK_RELOAD_TIMEOUT',
-          `the web server did not listen on ${BACKEND_ADDRESS}:${port} after its reload`,
+          `the web server did ${listening ? 'not listen' : 'not stop listening'} on ${BACKEND_ADDRESS}:${port} after its reload`,
         );
       await sleep(50);
     }

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
@@ -109,9 +109,11 @@ rm -f /etc/nginx/sites-enabled/*
 ${setup}
 php-fpm8.2
 nginx
-exec node ${ROOT}/bin/ferry.js agent --listen 127.0.0.1 --port ${port} --id ${name} --shared-ip ${ip} \\
+# The agent restarts when killed, as its service manager would restart it.
+while :; do node ${ROOT}/bin/ferry.js agent --listen 127.0.0.1 --port ${port} --id ${name} --shared-ip ${ip} \\
   --loopback-addresses --web nginx --nginx-conf-dir /etc/nginx/conf.d --app-port ${appPort} \\
-  --site-app in-process --web-config nginx --data-dir /var/lib/ferry/agent --rsync-port ${await freePort()}
+  --site-app in-process --web-config nginx --data-dir /var/lib/ferry/agent --rsync-port ${await freePort()} || true
+sleep 0.2; done
 `;
   const child = spawn(
     'unshare',
@@ -160,6 +162,31 @@ async function stopServer(s: Server | undefined): Promise<void> {
   }
   if (s.child.exitCode === null && s.child.signalCode === null)
     await new Promise((r) => s.child.once('exit', r));
+}
+
+/** Kill a server's agent (SIGKILL, as a crash) and wait until its restart answers again. */
+async function restartAgent(s: Server): Promise<void> {
+  const ns = await readlink(`/proc/${s.child.pid}/ns/mnt`);
+  let killed = 0;
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    if ((await readlink(`/proc/${p}/ns/mnt`).catch(() => '')) !== ns) continue;
+    const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+    if (!cmd.includes('ferry.js\0agent')) continue;
+    process.kill(Number(p), 'SIGKILL');
+    killed++;
+  }
+  assert.equal(killed, 1, 'one agent process');
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 200));
+    try {
+      await s.driver.info();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+  }
 }
 
 /** GET over HTTP or HTTPS (SNI = host) from `address:port`; status, body and the peer's certificate. */
@@ -377,8 +404,25 @@ printf '%s' '${CRONTAB}' > /var/spool/cron/crontabs/shop; chmod 0600 /var/spool/
     }
   });
 
-  test('ungate restores the original file byte for byte (the symlink again)', async () => {
+  test("finish on the target: the site's own block serves on the target's shared IP, the gate is gone", async () => {
+    await target!.driver.finishWebSite(DOMAIN, 'target');
+    assert.equal(await target!.driver.siteMode(DOMAIN), null);
+    assert.equal(inNs(target!, 'ls /etc/nginx/conf.d | grep ferry-web').trim(), `ferry-web-${DOMAIN}.conf`);
+    assert.match(
+      inNs(target!, `cat /etc/nginx/conf.d/ferry-web-${DOMAIN}.conf`),
+      new RegExp(`listen ${TARGET_IP}:443 ssl;`),
+    );
+    for (const p of PAGES) assert.equal((await get(TARGET_IP, 80, DOMAIN, p)).body, before_[p], p);
+    const tls = await get(TARGET_IP, 443, DOMAIN, '/index.php', true);
+    assert.match(tls.body, /^shop https=on/);
+    assert.equal(tls.cert, certFingerprint);
+  });
+
+  test('an agent restarted keeps the gated site; ungate then restores the original file byte for byte (the symlink again)', async () => {
     const before = inNs(origin!, 'cat /etc/nginx/sites-available/shop');
+    await restartAgent(origin!);
+    assert.equal(await origin!.driver.siteMode(DOMAIN), 'serve');
+    assert.equal(await certAt(ORIGIN_IP, 443, DOMAIN), certFingerprint);
     await origin!.driver.ungateWebSite(DOMAIN);
     assert.equal(
       inNs(origin!, 'readlink /etc/nginx/sites-enabled/shop').trim(),
