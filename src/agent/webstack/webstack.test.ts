@@ -64,6 +64,12 @@ server {
     server_name other.example;
     root /srv/other;
 }
+
+server {
+    listen ${ORIGIN_IP}:80;
+    server_name outside.example;
+    root /opt/outside;
+}
 `;
 
 const POOL = `[shop]
@@ -316,6 +322,19 @@ printf '%s' '${CRONTAB}' > /var/spool/cron/crontabs/shop; chmod 0600 /var/spool/
     assert.ok(site?.listens.some((l) => l.tls && l.port === 443));
   });
 
+  test('a site that cannot be moved is refused with each reason and its place; nothing changes', async () => {
+    const was = inNs(origin!, 'ls -l /etc/nginx/sites-enabled /etc/nginx/conf.d');
+    await assert.rejects(origin!.driver.gateWebSite('outside.example'), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SITE_NOT_MOVABLE');
+      assert.match(
+        err.message,
+        /PATH_OUTSIDE_ROOTS: root \/opt\/outside .*\(\/etc\/nginx\/sites-enabled\/shop:27\)/,
+      );
+      return true;
+    });
+    assert.equal(inNs(origin!, 'ls -l /etc/nginx/sites-enabled /etc/nginx/conf.d'), was);
+  });
+
   test('gate: front and backend replace the block; the other site in the same file keeps serving', async () => {
     const original = inNs(origin!, 'cat /etc/nginx/sites-enabled/shop');
     await origin!.driver.gateWebSite(DOMAIN);
@@ -362,6 +381,23 @@ printf '%s' '${CRONTAB}' > /var/spool/cron/crontabs/shop; chmod 0600 /var/spool/
       assert.match(err.message, /banana/);
       return true;
     });
+    assert.equal(snapshot(target!), was);
+  });
+
+  test("a configuration nginx refuses leaves the target unchanged and says nginx's words", async () => {
+    const was = snapshot(target!);
+    const files = bundle.files.map((f) => ({
+      ...f,
+      text: f.text.replace('    index index.php;', '    index index.php; banana_directive on;'),
+    }));
+    await assert.rejects(
+      target!.driver.installWebSite({ ...bundle, files }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'NGINX_CONFIG_INVALID');
+        assert.match(err.message, /unknown directive "banana_directive"/);
+        return true;
+      },
+    );
     assert.equal(snapshot(target!), was);
   });
 
