@@ -119,7 +119,10 @@ export interface HostAgentOptions {
    * gate is the site app, so it must listen on loopback behind the web server (`web: nginx`).
    */
   webStack?: {
-    /** Folder the web server includes (nginx: inside `http {}`). Default /etc/nginx/conf.d. */
+    /**
+     * Folder the web server includes (nginx: inside `http {}`). Default /etc/nginx/conf.d, or
+     * /etc/apache2/sites-enabled for Apache.
+     */
     includeDir?: string;
     /** The flavor; default nginx for `webConfig.kind: nginx` (Apache's is given by its module). */
     flavor?: WebFlavor;
@@ -225,7 +228,9 @@ export class HostAgent implements HostDriver, SyncPeer {
           flavor,
           webConfig: opts.webConfig,
           dataDir: opts.dataDir,
-          includeDir: opts.webStack?.includeDir ?? '/etc/nginx/conf.d',
+          includeDir:
+            opts.webStack?.includeDir ??
+            (opts.webConfig.kind === 'nginx' ? '/etc/nginx/conf.d' : '/etc/apache2/sites-enabled'),
           gate: app,
           sharedIp: opts.sharedIps[0]!,
           statsPort: () => this.nginx?.statsPort,
@@ -255,6 +260,9 @@ export class HostAgent implements HostDriver, SyncPeer {
     const saved = await this.state.load();
     // Web sites' upstreams first: restoring a site below gives it its upstream again.
     await this.stack?.load();
+    await this.stack
+      ?.refresh()
+      .catch((err: Error) => this.opts.log?.(`web sites' configuration not refreshed: ${err.message}`));
     if (this.stack) {
       const prune = () =>
         void this.stack!.pruneBackups().catch((err: Error) =>

@@ -83,8 +83,7 @@ export function registerAgent(program: Command): void {
     )
     .option(
       '--web-include-dir <dir>',
-      "folder the server's own web server includes (nginx: inside http {}) where the agent writes a moved site's front and backend",
-      '/etc/nginx/conf.d',
+      "folder the server's own web server includes (nginx: inside http {}) where the agent writes a moved site's front and backend (default /etc/nginx/conf.d, or /etc/apache2/sites-enabled)",
     )
     .option(
       '--php-fpm-command <cmd>',
@@ -195,7 +194,7 @@ export function registerAgent(program: Command): void {
           siteAppOrphanTimeoutMs: (o.siteAppOrphanTimeout as number) * 1000,
           ...(webConfig ? { webConfig } : {}),
           webStack: {
-            includeDir: o.webIncludeDir as string,
+            ...(o.webIncludeDir ? { includeDir: o.webIncludeDir as string } : {}),
             command: (o.nginxCommand as string).split(/\s+/).filter(Boolean),
             phpFpm: {
               command: (o.phpFpmCommand as string).split(/\s+/).filter(Boolean),

@@ -150,6 +150,36 @@ export class WebStack {
     return [...this.states.values()].map((s) => ({ domain: s.domain, upstream: this.upstreamOf(s) }));
   }
 
+  /**
+   * Write again what the sites' generated files should hold now (the agent's counters port may
+   * have changed with a restart); one check and one reload when anything changed, none otherwise.
+   */
+  async refresh(): Promise<void> {
+    const old = new Map<string, string | undefined>();
+    for (const s of this.states.values()) {
+      const gen = this.opts.flavor.frontAndBackend(
+        s.site,
+        s.files,
+        this.layout(s, s.role === 'target' ? this.opts.sharedIp : undefined),
+      );
+      for (const g of gen.files) {
+        const path = join(this.opts.includeDir, g.name);
+        const have = await readFile(path, 'utf8').catch(() => undefined);
+        if (have === g.text) continue;
+        old.set(path, have);
+        await writeFile(path, g.text, { mode: 0o644 });
+      }
+    }
+    if (old.size === 0) return;
+    try {
+      await this.opts.flavor.check();
+    } catch (err) {
+      for (const [p, t] of old) await (t === undefined ? rm(p, { force: true }) : writeFile(p, t));
+      throw err;
+    }
+    await this.opts.flavor.reload();
+  }
+
   has(domain: string): boolean {
     return this.states.has(domain);
   }
