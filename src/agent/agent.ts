@@ -695,6 +695,8 @@ export class HostAgent implements HostDriver, SyncPeer {
   }
 
   // --- the server's own web sites (webstack/) ---------------------------------------------
+  // Their configuration changes run one at a time (lock `webstack`): a web server's check must
+  // never read another site's half-written files.
 
   private webStack(): WebStack {
     if (this.stack) return this.stack;
@@ -716,7 +718,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
       const mode = this.sites.hasSite(d) ? this.sites.mode(d) : 'serve';
-      await stack.gate(d, () => this.applySite(d, mode));
+      await this.locked('webstack', () => stack.gate(d, () => this.applySite(d, mode)));
       await this.applySite(d, mode);
     });
   }
@@ -732,7 +734,9 @@ export class HostAgent implements HostDriver, SyncPeer {
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
       const mode = this.sites.hasSite(d) ? this.sites.mode(d) : 'readonly';
-      await stack.install({ ...bundle, domain: d }, () => this.applySite(d, mode));
+      await this.locked('webstack', () =>
+        stack.install({ ...bundle, domain: d }, () => this.applySite(d, mode)),
+      );
       await this.applySite(d, mode);
     });
   }
@@ -742,7 +746,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
-      await stack.ungate(d);
+      await this.locked('webstack', () => stack.ungate(d));
       await this.forgetSite(d);
     });
   }
@@ -752,7 +756,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
-      await stack.uninstall(d);
+      await this.locked('webstack', () => stack.uninstall(d));
       await this.forgetSite(d);
     });
   }
@@ -771,7 +775,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     return this.locked(`site:${d}`, async () => {
       await this.transport.close(d);
       await this.stopTracking(d);
-      await stack.finish(d, role, opts.backupKeepMs ?? 7 * 24 * 3_600_000);
+      await this.locked('webstack', () => stack.finish(d, role, opts.backupKeepMs ?? 7 * 24 * 3_600_000));
       await this.forgetSite(d);
     });
   }

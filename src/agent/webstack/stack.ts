@@ -348,6 +348,15 @@ export class WebStack {
           `${f.path} exists on this server with other contents; it is not overwritten`,
         );
     }
+    // Nor is a crontab the user has here already (another site's jobs).
+    if (bundle.user && bundle.crontab && (await getUser(bundle.user.name))) {
+      const tab = await readCrontab(bundle.user.name, this.opts.crontabCommand);
+      if (tab !== '' && tab !== bundle.crontab)
+        throw new FerryError(
+          'WEBSTACK_CONFLICT',
+          `${bundle.user.name} has another crontab on this server; it is not overwritten`,
+        );
+    }
     const state: StackState = {
       domain,
       role: 'target',
