@@ -105,6 +105,8 @@ export interface GateUpstream {
   http: { address: string; port: number };
   https: { address: string; port: number };
   tlsPort?: number;
+  /** The site's other names, which the gate routes to the same site. */
+  aliases?: string[];
 }
 
 export interface WebStackOptions {
@@ -564,10 +566,14 @@ export class WebStack {
 
   private upstreamOf(s: StackState): GateUpstream {
     const tlsPort = s.site.listens.find((l) => l.tls)?.port;
+    const aliases = [...new Set(s.site.names.map((n) => n.toLowerCase()))].filter(
+      (n) => n !== s.domain && n !== '' && n !== '_' && !n.startsWith('~'),
+    );
     return {
       http: { address: BACKEND_ADDRESS, port: s.ports.http },
       https: { address: BACKEND_ADDRESS, port: s.ports.https },
       ...(tlsPort ? { tlsPort } : {}),
+      ...(aliases.length ? { aliases } : {}),
     };
   }
 
