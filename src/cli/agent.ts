@@ -87,13 +87,11 @@ export function registerAgent(program: Command): void {
     )
     .option(
       '--php-fpm-command <cmd>',
-      'PHP-FPM binary and fixed arguments, space separated (checked with -t)',
-      'php-fpm8.2',
+      "PHP-FPM binary and fixed arguments, space separated, checked with -t (default php-fpm<version>, the version of the pool file's folder)",
     )
     .option(
       '--php-fpm-pid-file <file>',
-      "PHP-FPM master's pid file (signalled to reload pools)",
-      '/run/php/php8.2-fpm.pid',
+      "PHP-FPM master's pid file, signalled to reload the pools (default /run/php/php<version>-fpm.pid)",
     )
     .option(
       '--crontab-command <cmd>',
@@ -197,8 +195,10 @@ export function registerAgent(program: Command): void {
             ...(o.webIncludeDir ? { includeDir: o.webIncludeDir as string } : {}),
             command: (o.nginxCommand as string).split(/\s+/).filter(Boolean),
             phpFpm: {
-              command: (o.phpFpmCommand as string).split(/\s+/).filter(Boolean),
-              pidFile: o.phpFpmPidFile as string,
+              ...(o.phpFpmCommand
+                ? { command: (o.phpFpmCommand as string).split(/\s+/).filter(Boolean) }
+                : {}),
+              ...(o.phpFpmPidFile ? { pidFile: o.phpFpmPidFile as string } : {}),
             },
             crontabCommand: (o.crontabCommand as string).split(/\s+/).filter(Boolean),
           },

@@ -402,7 +402,7 @@ export class WebStack {
         await writeFile(bundle.pool.path, bundle.pool.text, { mode: 0o644 });
         state.created.files.push(bundle.pool.path);
         poolWritten = true;
-        await checkPhpFpm(this.opts.phpFpm ?? {});
+        await checkPhpFpm(this.phpFpmFor(bundle.pool.path));
       }
       const gen = this.opts.flavor.frontAndBackend(
         bundle.site,
@@ -417,7 +417,7 @@ export class WebStack {
       }
       await this.opts.flavor.check();
       if (poolWritten) {
-        await reloadPhpFpm(this.opts.phpFpm ?? {});
+        await reloadPhpFpm(this.phpFpmFor(bundle.pool!.path));
         await this.waitPool(bundle.pool!.text);
       }
       this.states.set(domain, state);
@@ -511,7 +511,7 @@ export class WebStack {
       await mkdir(dirname(to), { recursive: true });
       await moveAcross(s.pool, to);
       manifest.items.push({ kind: 'pool', from: s.pool, backup: to });
-      await reloadPhpFpm(this.opts.phpFpm ?? {}).catch((err: Error) =>
+      await reloadPhpFpm(this.phpFpmFor(s.pool)).catch((err: Error) =>
         this.opts.log?.(`PHP-FPM reload after retiring ${domain}: ${err.message}`),
       );
     }
@@ -551,6 +551,18 @@ export class WebStack {
   }
 
   // --- internals -------------------------------------------------------------------------
+
+  /**
+   * The PHP-FPM that reads a pool file: the configured one, else the version its folder names
+   * (`/etc/php/8.1/fpm/pool.d/x.conf` → `php-fpm8.1`, `/run/php/php8.1-fpm.pid`), else 8.2.
+   */
+  private phpFpmFor(poolPath: string): PhpFpmOptions {
+    const v = /^\/etc\/php\/(\d+\.\d+)\/fpm\//.exec(poolPath)?.[1] ?? '8.2';
+    return {
+      command: this.opts.phpFpm?.command ?? [`php-fpm${v}`],
+      pidFile: this.opts.phpFpm?.pidFile ?? `/run/php/php${v}-fpm.pid`,
+    };
+  }
 
   private layout(s: StackState, listenAddress: string | undefined): WebStackLayout {
     const statsPort = this.opts.statsPort?.();
@@ -649,7 +661,7 @@ export class WebStack {
         (err: Error) => this.opts.log?.(`after taking back ${s.domain}: ${err.message}`),
       );
     }
-    if (poolWritten) await reloadPhpFpm(this.opts.phpFpm ?? {}).catch(() => undefined);
+    if (poolWritten && s.pool) await reloadPhpFpm(this.phpFpmFor(s.pool)).catch(() => undefined);
     if (s.created.dataDir) await rm(s.created.dataDir, { recursive: true, force: true });
     const log = (err: Error) => this.opts.log?.(`taking back ${s.domain}: ${err.message}`);
     for (const u of s.created.users) {

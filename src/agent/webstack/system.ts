@@ -153,9 +153,9 @@ export async function writeCrontab(user: string, text: string, command = ['cront
 
 /** How the agent checks and reloads PHP-FPM. */
 export interface PhpFpmOptions {
-  /** The PHP-FPM binary and fixed arguments; `-t` is added to check. Default `['php-fpm8.2']`. */
+  /** The PHP-FPM binary and fixed arguments; `-t` is added to check. Default `php-fpm<version of the pool's folder>`. */
   command?: string[];
-  /** The master's pid file, signalled SIGUSR2 to reload. Default `/run/php/php8.2-fpm.pid`. */
+  /** The master's pid file, signalled SIGUSR2 to reload. Default `/run/php/php<version>-fpm.pid`. */
   pidFile?: string;
 }
 
