@@ -515,16 +515,38 @@ export class WebStack {
         this.opts.log?.(`PHP-FPM reload after retiring ${domain}: ${err.message}`),
       );
     }
+    // What the server's other sites still use stays: a user's crontab, a folder holding their paths.
+    const others = await readWebSites(this.opts.webConfig).then(
+      (r) => r.sites,
+      (err: Error) => {
+        this.opts.log?.(
+          `retiring ${domain}: the other sites cannot be read (${err.message}); crontab and data stay`,
+        );
+        return null;
+      },
+    );
+    const userShared = others === null || others.some((o) => s.site.user !== null && o.user === s.site.user);
+    const dataShared =
+      others === null ||
+      others.some((o) =>
+        o.paths.some((p) => s.dataDir !== null && (p.path + '/').startsWith(`${s.dataDir}/`)),
+      );
     if (s.site.user) {
       const tab = await readCrontab(s.site.user, this.opts.crontabCommand).catch(() => '');
       if (tab) {
         const to = join(backup, 'crontab');
         await writeFile(to, tab, { mode: 0o600 });
-        await writeCrontab(s.site.user, '', this.opts.crontabCommand);
+        if (userShared)
+          this.opts.log?.(
+            `retiring ${domain}: ${s.site.user}'s crontab stays (another site runs as ${s.site.user}); a copy is in the backup`,
+          );
+        else await writeCrontab(s.site.user, '', this.opts.crontabCommand);
         manifest.items.push({ kind: 'crontab', from: s.site.user, backup: to });
       }
     }
-    if (s.dataDir && (await exists(s.dataDir))) {
+    if (s.dataDir && dataShared)
+      this.opts.log?.(`retiring ${domain}: ${s.dataDir} stays (another site serves from it)`);
+    else if (s.dataDir && (await exists(s.dataDir))) {
       const to = join(backup, 'data');
       await moveAcross(s.dataDir, to);
       manifest.items.push({ kind: 'data', from: s.dataDir, backup: to });
