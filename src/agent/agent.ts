@@ -40,7 +40,15 @@ import { NginxFrontend, type NginxOptions } from './nginx.js';
 import { httpProbe } from './probe.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { FileStateStore, type AgentState, type AgentStateStore } from './state.js';
-import { readWebSites, type WebConfigOptions, type WebSitesReport } from './webconfig/index.js';
+import { readWebSites, type WebConfigOptions, type WebSite, type WebSitesReport } from './webconfig/index.js';
+import {
+  NginxFlavor,
+  WebStack,
+  type GateUpstream,
+  type PhpFpmOptions,
+  type WebFlavor,
+  type WebSiteBundle,
+} from './webstack/index.js';
 import { ChangeTracker, type ChangeSet } from './tracker.js';
 import {
   RsyncTransport,
@@ -110,6 +118,25 @@ export interface HostAgentOptions {
    * (tracker.ts). Default on with `inotifywait` from PATH; off: every pass is a full one.
    */
   tracking?: false | { inotifywaitPath?: string };
+  /**
+   * How the server's own sites (`webConfig`) are gated, recreated and retired (webstack/). The
+   * gate is the site app, so it must listen on loopback behind the web server (`web: nginx`).
+   */
+  webStack?: {
+    /**
+     * Folder the web server includes (nginx: inside `http {}`). Default /etc/nginx/conf.d, or
+     * /etc/apache2/sites-enabled for Apache.
+     */
+    includeDir?: string;
+    /** The flavor; default nginx for `webConfig.kind: nginx` (Apache's is given by its module). */
+    flavor?: WebFlavor;
+    /** The web server's command for `-t` and `-s reload` (nginx). Default `['nginx']`. */
+    command?: string[];
+    phpFpm?: PhpFpmOptions;
+    crontabCommand?: string[];
+    /** How often retired sites' backups are pruned. Default 3 600 000 ms. */
+    pruneEveryMs?: number;
+  };
   /** Hears what the agent reports in passing (a sync pass that falls back to a full copy, and why). */
   log?: (message: string) => void;
 }
@@ -150,6 +177,10 @@ export class HostAgent implements HostDriver, SyncPeer {
   private readonly locks = new Map<string, Promise<unknown>>();
   /** A site's change tracker, for the one receive session its passes go to (`key`). */
   private readonly trackers = new Map<string, { key: string; tracker: ChangeTracker }>();
+  /** The server's own sites that Ferry gates or installed (undefined without `webConfig`). */
+  private readonly stack: WebStack | undefined;
+  private readonly stackProblem: string | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: HostAgentOptions) {
     if (opts.sharedIps.length === 0)
@@ -186,6 +217,32 @@ export class HostAgent implements HostDriver, SyncPeer {
       web.kind === 'nginx' && app
         ? new NginxFrontend({ ...web, listen: { addresses: opts.sharedIps, port: this.httpPort }, app })
         : undefined;
+    if (opts.webConfig) {
+      const flavor =
+        opts.webStack?.flavor ??
+        (opts.webConfig.kind === 'nginx'
+          ? new NginxFlavor(opts.webStack?.command ? { command: opts.webStack.command } : {})
+          : undefined);
+      if (!app)
+        this.stackProblem =
+          'the site app listens on the shared IPs (--web builtin); web sites need it on loopback behind the web server (--web nginx)';
+      else if (!flavor) this.stackProblem = `no web stack flavor for ${opts.webConfig.kind} in this agent`;
+      else
+        this.stack = new WebStack({
+          flavor,
+          webConfig: opts.webConfig,
+          dataDir: opts.dataDir,
+          includeDir:
+            opts.webStack?.includeDir ??
+            (opts.webConfig.kind === 'nginx' ? '/etc/nginx/conf.d' : '/etc/apache2/sites-enabled'),
+          gate: app,
+          sharedIp: opts.sharedIps[0]!,
+          statsPort: () => this.nginx?.statsPort,
+          ...(opts.webStack?.phpFpm ? { phpFpm: opts.webStack.phpFpm } : {}),
+          ...(opts.webStack?.crontabCommand ? { crontabCommand: opts.webStack.crontabCommand } : {}),
+          ...(opts.log ? { log: opts.log } : {}),
+        });
+    }
     this.transport =
       opts.transport ??
       new RsyncTransport({
@@ -206,6 +263,20 @@ export class HostAgent implements HostDriver, SyncPeer {
     await this.sites.start();
     await this.nginx?.start();
     const saved = await this.state.load();
+    // Web sites' upstreams first: restoring a site below gives it its upstream again.
+    await this.stack?.load();
+    await this.stack
+      ?.refresh()
+      .catch((err: Error) => this.opts.log?.(`web sites' configuration not refreshed: ${err.message}`));
+    if (this.stack) {
+      const prune = () =>
+        void this.stack!.pruneBackups().catch((err: Error) =>
+          this.opts.log?.(`pruning backups: ${err.message}`),
+        );
+      prune();
+      this.pruneTimer = setInterval(prune, this.opts.webStack?.pruneEveryMs ?? 3_600_000);
+      this.pruneTimer.unref();
+    }
     // What an adopted app serves now wins over the saved state, which may lag one call behind;
     // adding each again restores what the agent keeps beside it (nginx's server block).
     const adopted = this.sites instanceof SiteProcess && this.sites.adopted ? this.listSites() : [];
@@ -232,6 +303,7 @@ export class HostAgent implements HostDriver, SyncPeer {
    * that a restart or an upgrade fails no request.
    */
   async stop(opts: { keepRedirects?: boolean; keepSiteApp?: boolean } = {}): Promise<void> {
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
     await Promise.allSettled(
       [...this.redirects.values()].map((r) => (opts.keepRedirects ? r.engine.detach() : r.engine.close())),
     );
@@ -510,13 +582,19 @@ export class HostAgent implements HostDriver, SyncPeer {
    */
   addSite(domain: string, mode: SiteMode): Promise<void> {
     const d = normalizeDomain(domain);
-    return this.locked(`site:${d}`, async () => {
-      await this.sites.addSite(d, mode);
+    return this.locked(`site:${d}`, () => this.applySite(d, mode));
+  }
+
+  /** addSite's work, under the site's lock. */
+  private async applySite(d: string, mode: SiteMode): Promise<void> {
+    {
+      await this.appAddSite(d, mode);
       // A site that takes writes here must never be overwritten by a sync: its session ends.
       if (mode === 'serve' || typeof mode === 'object') await this.transport.close(d);
       // Proxying elsewhere, the site has moved away from here: no pass will follow.
       if (typeof mode === 'object') await this.stopTracking(d);
-      if (this.nginx) {
+      // A web site's front is the web server's own block (webstack/), not a Ferry vhost.
+      if (this.nginx && !this.stack?.has(d)) {
         const viaNginx =
           typeof mode === 'object' && this.opts.web.kind === 'nginx' && this.opts.web.proxyWith === 'nginx';
         await this.nginx.setVhost(
@@ -525,7 +603,22 @@ export class HostAgent implements HostDriver, SyncPeer {
         );
       }
       await this.saveState();
-    });
+    }
+  }
+
+  /**
+   * The one place a site goes into the site app: a web site with its `upstream` (its backend on
+   * loopback), so the gate forwards to it in serve and readonly.
+   */
+  private appAddSite(d: string, mode: SiteMode): Promise<void> {
+    const upstream = this.stack?.upstream(d);
+    if (!upstream) return this.sites.addSite(d, mode);
+    const add = this.sites.addSite as (
+      domain: string,
+      mode: SiteMode,
+      opts?: { upstream?: GateUpstream },
+    ) => Promise<void>;
+    return add.call(this.sites, d, mode, { upstream });
   }
 
   /** Set the mode of a site this server has (SITE_NOT_FOUND otherwise). */
@@ -590,12 +683,114 @@ export class HostAgent implements HostDriver, SyncPeer {
     return this.sites.waitIdle(domain, timeoutMs);
   }
 
+  /** Reread the site's data after a sync (a web site's own application reads its files itself: no-op). */
   reloadSite(domain: string): Promise<void> {
+    if (this.stack?.has(normalizeDomain(domain))) return Promise.resolve();
     return this.sites.reloadSite(domain);
   }
 
+  /** Where the site's data lives: a web site's own folder, else the site app's. */
   siteDataDir(domain: string): string {
-    return this.sites.siteDataDir(domain);
+    const d = normalizeDomain(domain);
+    const web = this.stack?.dataDir(d);
+    if (web) return web;
+    if (web === null)
+      throw new FerryError('SITE_DATA_READ', `${d} has no folder of its own to sync (it serves no files)`);
+    return this.sites.siteDataDir(d);
+  }
+
+  // --- the server's own web sites (webstack/) ---------------------------------------------
+  // Their configuration changes run one at a time (lock `webstack`): a web server's check must
+  // never read another site's half-written files.
+
+  private webStack(): WebStack {
+    if (this.stack) return this.stack;
+    throw new FerryError(
+      this.opts.webConfig ? 'WEBSTACK_OPTIONS' : 'WEBCONFIG_NONE',
+      this.stackProblem ??
+        `${this.id} was not told which web server to read; start the agent with --web-config nginx or apache`,
+    );
+  }
+
+  /** The server's own site named `domain` (its blocks merged), or null when it has none. */
+  async inspectWebSite(domain: string): Promise<WebSite | null> {
+    return this.webStack().inspect(normalizeDomain(domain));
+  }
+
+  /** Origin: put the gate in front of the site (one reload); the site serves through it. Idempotent. */
+  gateWebSite(domain: string): Promise<void> {
+    const d = normalizeDomain(domain);
+    const stack = this.webStack();
+    return this.locked(`site:${d}`, async () => {
+      const mode = this.sites.hasSite(d) ? this.sites.mode(d) : 'serve';
+      await this.locked('webstack', () => stack.gate(d, () => this.applySite(d, mode)));
+      await this.applySite(d, mode);
+    });
+  }
+
+  /** Everything that recreates the site on another server (keys included: never log it). */
+  exportWebSite(domain: string): Promise<WebSiteBundle> {
+    return this.webStack().export(normalizeDomain(domain));
+  }
+
+  /** Target: recreate the site; it ends a site of the site app in mode readonly. Idempotent. */
+  installWebSite(bundle: WebSiteBundle): Promise<void> {
+    const d = normalizeDomain(bundle.domain);
+    const stack = this.webStack();
+    return this.locked(`site:${d}`, async () => {
+      const mode = this.sites.hasSite(d) ? this.sites.mode(d) : 'readonly';
+      await this.locked('webstack', () =>
+        stack.install({ ...bundle, domain: d }, () => this.applySite(d, mode)),
+      );
+      await this.applySite(d, mode);
+    });
+  }
+
+  /** Origin rollback: the site's own files back, gate gone (one reload). No-op when not gated. */
+  ungateWebSite(domain: string): Promise<void> {
+    const d = normalizeDomain(domain);
+    const stack = this.webStack();
+    return this.locked(`site:${d}`, async () => {
+      await this.locked('webstack', () => stack.ungate(d));
+      await this.forgetSite(d);
+    });
+  }
+
+  /** Target rollback: everything the install created goes. No-op when not installed. */
+  uninstallWebSite(domain: string): Promise<void> {
+    const d = normalizeDomain(domain);
+    const stack = this.webStack();
+    return this.locked(`site:${d}`, async () => {
+      await this.locked('webstack', () => stack.uninstall(d));
+      await this.forgetSite(d);
+    });
+  }
+
+  /**
+   * After completion. Target: the plain site on the shared IP, gate gone. Origin: the site's
+   * configuration, pool, crontab and data moved into a backup kept `backupKeepMs` (default 7 days).
+   */
+  finishWebSite(
+    domain: string,
+    role: 'origin' | 'target',
+    opts: { backupKeepMs?: number } = {},
+  ): Promise<void> {
+    const d = normalizeDomain(domain);
+    const stack = this.webStack();
+    return this.locked(`site:${d}`, async () => {
+      await this.transport.close(d);
+      await this.stopTracking(d);
+      await this.locked('webstack', () => stack.finish(d, role, opts.backupKeepMs ?? 7 * 24 * 3_600_000));
+      await this.forgetSite(d);
+    });
+  }
+
+  /** The site app forgets a web site that is no longer gated (its files stay where they are). */
+  private async forgetSite(d: string): Promise<void> {
+    await this.transport.close(d);
+    await this.stopTracking(d);
+    if (this.sites.hasSite(d)) await this.sites.removeSite(d, { deleteData: false });
+    await this.saveState();
   }
 
   probe(
@@ -634,7 +829,7 @@ export class HostAgent implements HostDriver, SyncPeer {
         ),
       );
     }
-    return this.transport.open(d, this.sites.siteDataDir(d));
+    return this.transport.open(d, this.siteDataDir(d));
   }
 
   closeSyncReceiver(domain: string): Promise<void> {
@@ -694,7 +889,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     pass: 'full' | 'tracked';
   }> {
     const d = normalizeDomain(domain);
-    const source = this.sites.siteDataDir(d);
+    const source = this.siteDataDir(d);
     const running = this.jobs.get(jobId);
     if (running?.state === 'running')
       throw new FerryError(

@@ -14,7 +14,8 @@ import type { SiteMode, SiteStats } from '../host/index.js';
 import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { isSyncPeer, type SyncPeer } from './transport.js';
-import type { WebSitesReport } from './webconfig/index.js';
+import type { WebSite, WebSitesReport } from './webconfig/index.js';
+import type { WebSiteBundle } from './webstack/index.js';
 
 export interface HttpHostDriverOptions {
   /** The server's id in the controller. */
@@ -47,6 +48,9 @@ const RETRYABLE = new Set([
 ]);
 
 /** A hosting server driven through its agent. */
+/** Web stack calls run the web server's checks and reloads, useradd, php-fpm: allow them time. */
+const WEB_TIMEOUT_MS = 120_000;
+
 export class HttpHostDriver implements HostDriver, SyncPeer {
   readonly id: string;
   private readonly base: URL;
@@ -196,6 +200,63 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   /** The sites of the agent's own web server (`GET /v1/web-sites`). */
   webSites(): Promise<WebSitesReport> {
     return this.call('GET', '/v1/web-sites');
+  }
+
+  /** The web server's site named `domain`, or null (`GET /v1/web-sites/{domain}`). */
+  inspectWebSite(domain: string): Promise<WebSite | null> {
+    return this.call<WebSite | null>('GET', `/v1/web-sites/${HttpHostDriver.enc(domain)}`, undefined, {
+      notFound: null,
+    });
+  }
+
+  async gateWebSite(domain: string): Promise<void> {
+    await this.call(
+      'POST',
+      `/v1/web-sites/${HttpHostDriver.enc(domain)}/gate`,
+      {},
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  /** The site's bundle; it holds private keys: keep it out of logs. */
+  exportWebSite(domain: string): Promise<WebSiteBundle> {
+    return this.call<WebSiteBundle>('GET', `/v1/web-sites/${HttpHostDriver.enc(domain)}/bundle`, undefined, {
+      timeoutMs: WEB_TIMEOUT_MS,
+    });
+  }
+
+  async installWebSite(bundle: WebSiteBundle): Promise<void> {
+    await this.call('PUT', `/v1/web-sites/${HttpHostDriver.enc(bundle.domain)}/install`, bundle, {
+      timeoutMs: WEB_TIMEOUT_MS,
+    });
+  }
+
+  async ungateWebSite(domain: string): Promise<void> {
+    await this.call(
+      'POST',
+      `/v1/web-sites/${HttpHostDriver.enc(domain)}/ungate`,
+      {},
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  async uninstallWebSite(domain: string): Promise<void> {
+    await this.call('DELETE', `/v1/web-sites/${HttpHostDriver.enc(domain)}/install`, undefined, {
+      timeoutMs: WEB_TIMEOUT_MS,
+    });
+  }
+
+  async finishWebSite(
+    domain: string,
+    role: 'origin' | 'target',
+    opts: { backupKeepMs?: number } = {},
+  ): Promise<void> {
+    await this.call(
+      'POST',
+      `/v1/web-sites/${HttpHostDriver.enc(domain)}/finish`,
+      { role, ...(opts.backupKeepMs !== undefined ? { backupKeepMs: opts.backupKeepMs } : {}) },
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
   }
 
   async addAddress(address: string): Promise<void> {

@@ -38,3 +38,15 @@ export {
   type RefusalCode,
 } from './webconfig/index.js';
 export { ChangeTracker, type ChangeSet, type ChangeTrackerOptions } from './tracker.js';
+export {
+  WebStack,
+  NginxFlavor,
+  type WebSiteBundle,
+  type GateUpstream,
+  type WebFlavor,
+  type WebStackLayout,
+  type GeneratedConfig,
+  type GeneratedFile,
+  type SiteConfigFile,
+  type PhpFpmOptions,
+} from './webstack/index.js';

@@ -229,6 +229,25 @@ describe('agent API', () => {
     assert.equal(ok.json().id, 'alpha');
   });
 
+  test('an agent not told which web server to read answers WEBCONFIG_NONE for the web-site routes', async () => {
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    for (const [method, url] of [
+      ['GET', '/v1/web-sites/shop.example'],
+      ['POST', '/v1/web-sites/shop.example/gate'],
+      ['GET', '/v1/web-sites/shop.example/bundle'],
+      ['DELETE', '/v1/web-sites/shop.example/install'],
+    ] as const) {
+      const res = await a.app.inject({
+        method,
+        url,
+        headers: auth,
+        ...(method === 'POST' ? { payload: {} } : {}),
+      });
+      assert.equal(res.statusCode, 409, `${method} ${url}`);
+      assert.equal(res.json().error.code, 'WEBCONFIG_NONE');
+    }
+  });
+
   test('a token shorter than 16 characters is refused at construction', () => {
     assert.throws(() => buildAgentServer(a.agent, { token: 'short' }), /at least 16 characters/);
   });
@@ -293,6 +312,30 @@ describe('agent API', () => {
         url: '/v1/sites/-bad-.example',
         body: { mode: 'serve' },
         expect: /params\.domain: must be a domain name/,
+      },
+      {
+        method: 'PUT',
+        url: '/v1/web-sites/shop.example/install',
+        body: {
+          domain: 'shop.example',
+          server: 'nginx',
+          site: { server: 'nginx', names: ['shop.example'], listens: [], paths: [], certificates: [] },
+          files: [{ path: '/etc/nginx/../shadow', text: '', blocks: [] }],
+          pool: null,
+          certificates: [],
+          user: { name: '-o', uid: 1000, gid: 1000, home: '/var/www/shop', shell: '/bin/sh' },
+          group: null,
+          crontab: '',
+          dataDir: null,
+        },
+        expect:
+          /body\.files\[0\]\.path: must be an absolute path without "\.\.".*body\.user\.name: must be a system user/,
+      },
+      {
+        method: 'POST',
+        url: '/v1/web-sites/shop.example/finish',
+        body: { role: 'both' },
+        expect: /body\.role: must be "origin" or "target"/,
       },
       { method: 'POST', url: '/v1/sites/shop.example/wait-idle', body: {}, expect: /body\.timeoutMs/ },
       {

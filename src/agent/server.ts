@@ -18,6 +18,9 @@
  *   POST   /sites/:domain/probe            POST /sites/:domain/push
  *   PUT|DELETE /sync-receivers/:domain     GET /sync-jobs/:id
  *   GET    /web-sites                      (the server's own nginx or Apache sites, read-only)
+ *   GET    /web-sites/:domain              GET /web-sites/:domain/bundle (holds private keys)
+ *   POST   /web-sites/:domain/gate         POST /web-sites/:domain/ungate
+ *   PUT|DELETE /web-sites/:domain/install  POST /web-sites/:domain/finish
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -28,6 +31,7 @@ import { z } from 'zod';
 import { FerryError } from '../common/errors.js';
 import { clientErrorAnswer, errorAnswer, toApiError } from '../common/http-errors.js';
 import type { HostAgent } from './agent.js';
+import type { WebSiteBundle } from './webstack/index.js';
 
 export interface AgentServerOptions {
   /** The bearer token every request must carry. At least 16 characters. */
@@ -59,7 +63,64 @@ const mode = z.union(
 );
 const engine = z.enum(['userspace', 'kernel'], { message: 'must be "userspace" or "kernel"' });
 
+const absPath = z
+  .string()
+  .regex(/^\/(?!.*(?:^|\/)\.\.(?:\/|$))[^\0]*$/, { message: 'must be an absolute path without ".."' });
+const sysName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, { message: 'must be a system user or group name' });
+const id = z.number().int().min(0).max(4_294_967_294);
+/** A site bundle: its parts are checked here, the parsed site is the origin agent's own description. */
+const bundle = z
+  .object({
+    domain,
+    server: z.enum(['nginx', 'apache']),
+    site: z
+      .object({
+        server: z.enum(['nginx', 'apache']),
+        names: z.array(z.string()),
+        listens: z.array(
+          z
+            .object({ address: z.string().nullable(), port: z.number().int(), tls: z.boolean() })
+            .passthrough(),
+        ),
+        paths: z.array(z.object({ path: z.string() }).passthrough()),
+        certificates: z.array(
+          z.object({ certificate: z.string(), key: z.string().nullable() }).passthrough(),
+        ),
+      })
+      .passthrough(),
+    files: z.array(
+      z
+        .object({
+          path: absPath,
+          text: z.string(),
+          blocks: z.array(
+            z.object({ start: z.number().int().min(1), end: z.number().int().min(1) }).strict(),
+          ),
+        })
+        .strict(),
+    ),
+    pool: z.object({ path: absPath, text: z.string() }).strict().nullable(),
+    certificates: z.array(z.object({ path: absPath, content: z.string(), key: z.boolean() }).strict()),
+    user: z.object({ name: sysName, uid: id, gid: id, home: absPath, shell: absPath }).strict().nullable(),
+    group: z.object({ name: sysName, gid: id }).strict().nullable(),
+    crontab: z.string(),
+    dataDir: z
+      .object({ path: absPath, user: sysName, group: sysName, mode: z.number().int().min(0).max(0o7777) })
+      .strict()
+      .nullable(),
+  })
+  .strict();
+
 const schemas = {
+  bundle,
+  finish: z
+    .object({
+      role: z.enum(['origin', 'target'], { message: 'must be "origin" or "target"' }),
+      backupKeepMs: z.number().int().min(0).optional(),
+    })
+    .strict(),
   addressParam: z.object({ address: ip }),
   redirectParam: z.object({
     id: z
@@ -319,6 +380,47 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
 
   // the web server's own sites
   app.get('/v1/web-sites', async () => agent.webSites());
+  app.get('/v1/web-sites/:domain', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    const site = await agent.inspectWebSite(d);
+    if (!site) throw new FerryError('SITE_NOT_FOUND', `${agent.id}'s web server has no site named ${d}`);
+    return site;
+  });
+  app.get('/v1/web-sites/:domain/bundle', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    return agent.exportWebSite(d);
+  });
+  app.post('/v1/web-sites/:domain/gate', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    await agent.gateWebSite(d);
+    return ok;
+  });
+  app.post('/v1/web-sites/:domain/ungate', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    await agent.ungateWebSite(d);
+    return ok;
+  });
+  app.put('/v1/web-sites/:domain/install', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    const b = parse(schemas.bundle, req.body, 'body');
+    if (b.domain.toLowerCase() !== d.toLowerCase())
+      throw new FerryError('VALIDATION', `body.domain ${b.domain} is not the domain of the URL (${d})`);
+    await agent.installWebSite(b as unknown as WebSiteBundle);
+    return ok;
+  });
+  app.delete('/v1/web-sites/:domain/install', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    await agent.uninstallWebSite(d);
+    return ok;
+  });
+  app.post('/v1/web-sites/:domain/finish', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    const body = parse(schemas.finish, req.body, 'body');
+    await agent.finishWebSite(d, body.role, {
+      ...(body.backupKeepMs !== undefined ? { backupKeepMs: body.backupKeepMs } : {}),
+    });
+    return ok;
+  });
 
   // data sync
   app.put('/v1/sync-receivers/:domain', async (req) => {

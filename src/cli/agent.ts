@@ -82,6 +82,23 @@ export function registerAgent(program: Command): void {
       'reload nginx as soon as a site is removed (default: its block goes at the next reload)',
     )
     .option(
+      '--web-include-dir <dir>',
+      "folder the server's own web server includes (nginx: inside http {}) where the agent writes a moved site's front and backend (default /etc/nginx/conf.d, or /etc/apache2/sites-enabled)",
+    )
+    .option(
+      '--php-fpm-command <cmd>',
+      "PHP-FPM binary and fixed arguments, space separated, checked with -t (default php-fpm<version>, the version of the pool file's folder)",
+    )
+    .option(
+      '--php-fpm-pid-file <file>',
+      "PHP-FPM master's pid file, signalled to reload the pools (default /run/php/php<version>-fpm.pid)",
+    )
+    .option(
+      '--crontab-command <cmd>',
+      'crontab command, space separated (without it: the cron spool files)',
+      'crontab',
+    )
+    .option(
       '--engine <kind>',
       'redirect engine when the controller names none: userspace or kernel',
       'userspace',
@@ -174,6 +191,17 @@ export function registerAgent(program: Command): void {
           siteApp: o.siteApp === 'in-process' ? 'in-process' : 'process',
           siteAppOrphanTimeoutMs: (o.siteAppOrphanTimeout as number) * 1000,
           ...(webConfig ? { webConfig } : {}),
+          webStack: {
+            ...(o.webIncludeDir ? { includeDir: o.webIncludeDir as string } : {}),
+            command: (o.nginxCommand as string).split(/\s+/).filter(Boolean),
+            phpFpm: {
+              ...(o.phpFpmCommand
+                ? { command: (o.phpFpmCommand as string).split(/\s+/).filter(Boolean) }
+                : {}),
+              ...(o.phpFpmPidFile ? { pidFile: o.phpFpmPidFile as string } : {}),
+            },
+            crontabCommand: (o.crontabCommand as string).split(/\s+/).filter(Boolean),
+          },
           rsync: {
             ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}),
             port: o.rsyncPort as number,

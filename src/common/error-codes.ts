@@ -124,6 +124,10 @@ export const ERROR_CODES = {
   NGINX_OPTIONS: bad('bad nginx options of the agent'),
   NGINX_RELOAD_FAILED: failed('nginx failed to reload'),
   NGINX_RELOAD_TIMEOUT: failed('nginx did not take a server block in time'),
+  PHP_FPM_CONFIG_INVALID: failed('`php-fpm -t` refused a pool file; its own message says why'),
+  PHP_FPM_RELOAD_FAILED: failed(
+    'PHP-FPM could not be reloaded (no master pid, or the pool did not open its socket)',
+  ),
   PLAN_DNS_MISMATCH: conflict('the record does not point where the plan expects'),
   PLAN_INVALID: bad('the migration plan is inconsistent'),
   PLAN_NO_SITE: conflict('the origin does not host the site'),
@@ -206,6 +210,14 @@ export const ERROR_CODES = {
   WEBCONFIG_SYNTAX: failed(
     "the web server's configuration cannot be parsed (the message names the file and line)",
   ),
+  WEBSTACK_BACKUP: failed("a retired site's files could not be moved into its backup folder"),
+  WEBSTACK_CONFLICT: conflict('the site, or a file it needs, is already on this server in another form'),
+  WEBSTACK_CRONTAB: failed("a site user's crontab could not be read or installed"),
+  WEBSTACK_OPTIONS: bad(
+    'bad web stack options of the agent (the site app must listen on loopback behind the web server)',
+  ),
+  WEBSTACK_RELOAD_TIMEOUT: failed("the web server did not take a site's new configuration in time"),
+  WEBSTACK_USER: failed("a site's system user or group could not be read or created"),
   WEB_SITE_NOT_FOUND: notFound("the origin's web server has no site of that name"),
   ZONE_SYNTAX: failed('a zone file cannot be read or has a syntax error'),
 } as const satisfies Record<string, ErrorCodeInfo>;

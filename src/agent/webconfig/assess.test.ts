@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { assessSites, defaultCustomerOf } from './assess.js';
+import { assessSites, defaultCustomerOf, siteDataDirOf } from './assess.js';
 import type { FpmPool, WebSite } from './model.js';
 
 let root = '';
@@ -114,4 +114,30 @@ test('paths outside every declared root; a root itself and its subfolders are in
     customerOf: (n) => n.split('.').slice(-3).join('.'),
   });
   assert.deepEqual(codes(coUk!), ['SHARED_NAMES']);
+});
+
+test("a site's data folder: the deepest common parent of its paths, strictly inside a declared root", async () => {
+  assert.equal(
+    siteDataDirOf(['/var/www/shop/public', '/var/www/shop/media/'], ['/var/www']),
+    '/var/www/shop',
+  );
+  assert.equal(siteDataDirOf(['/var/www/shop/public'], ['/var/www']), '/var/www/shop/public');
+  assert.equal(siteDataDirOf([], ['/var/www']), null);
+  // Their only common parent is the root itself (or nothing inside one): no folder of their own.
+  assert.equal(siteDataDirOf(['/var/www/a', '/var/www/b'], ['/var/www']), undefined);
+  assert.equal(siteDataDirOf(['/var/www/a', '/srv/a'], ['/var/www', '/srv']), undefined);
+  await mkdir(join(root, 'b'), { recursive: true });
+  const [split] = await assessSites(
+    [
+      site(['split.example'], {
+        paths: [
+          { path: join(root, 'a'), directive: 'root', at },
+          { path: join(root, 'b'), directive: 'alias', at: { ...at, line: 9 } },
+        ],
+      }),
+    ],
+    { declaredRoots: [root] },
+  );
+  assert.deepEqual(codes(split!), ['SPLIT_ROOTS']);
+  assert.match(split!.refusals[0]!.message, /share no parent inside a declared root/);
 });

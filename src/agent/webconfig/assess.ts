@@ -47,6 +47,24 @@ async function readable(path: string): Promise<'ok' | 'missing' | 'unreadable'> 
 
 const where = (at: SourceRef) => `${at.file}:${at.line}`;
 
+/**
+ * A site's data directory: the deepest common parent of its paths, which must lie strictly inside
+ * a declared root (a root itself would take other sites' files along). Null when the site has no
+ * paths; `undefined` when no such folder exists.
+ */
+export function siteDataDirOf(paths: string[], declaredRoots: string[]): string | null | undefined {
+  if (paths.length === 0) return null;
+  let common = posix.resolve(paths[0]!).split('/');
+  for (const p of paths.slice(1)) {
+    const parts = posix.resolve(p).split('/');
+    let i = 0;
+    while (i < common.length && i < parts.length && common[i] === parts[i]) i++;
+    common = common.slice(0, i);
+  }
+  const dir = common.join('/') || '/';
+  return declaredRoots.some((r) => inside(dir, r) && posix.resolve(r) !== dir) ? dir : undefined;
+}
+
 /** Fill in `refusals` and `movable` of each site. */
 export async function assessSites(sites: WebSite[], opts: AssessOptions): Promise<WebSite[]> {
   const customerOf = opts.customerOf ?? defaultCustomerOf;
@@ -112,6 +130,18 @@ export async function assessSites(sites: WebSite[], opts: AssessOptions): Promis
           at: p.at,
         });
       }
+    }
+    const fixedPaths = s.paths.map((p) => p.path).filter((p) => !p.includes('$'));
+    if (
+      fixedPaths.length > 0 &&
+      fixedPaths.every((p) => opts.declaredRoots.some((root) => inside(p, root))) &&
+      siteDataDirOf(fixedPaths, opts.declaredRoots) === undefined
+    ) {
+      r.push({
+        code: 'SPLIT_ROOTS',
+        message: `the site's folders (${fixedPaths.join(', ')}) share no parent inside a declared root other than the root itself; its data cannot be moved as one folder`,
+        at: s.at,
+      });
     }
     for (const c of s.certificates) {
       for (const f of [c.certificate, c.key]) {

@@ -1,6 +1,6 @@
 /** Reading a hosting server's own web server configuration (nginx or Apache 2.4): its sites and what Ferry can move. */
 export { readWebSites, DEFAULT_DECLARED_ROOTS, type WebConfigOptions } from './read.js';
-export { assessSites, defaultCustomerOf, type AssessOptions } from './assess.js';
+export { assessSites, defaultCustomerOf, siteDataDirOf, type AssessOptions } from './assess.js';
 export {
   parseNginx,
   parseNginxDump,

@@ -48,7 +48,8 @@ export type RefusalCode =
   | 'FILE_UNREADABLE'
   | 'POOL_NOT_FOUND'
   | 'POOL_SHARED'
-  | 'POOL_ROOT_USER';
+  | 'POOL_ROOT_USER'
+  | 'SPLIT_ROOTS';
 
 export interface Refusal {
   code: RefusalCode;
