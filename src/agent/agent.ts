@@ -42,9 +42,9 @@ import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { FileStateStore, type AgentState, type AgentStateStore } from './state.js';
 import { readWebSites, type WebConfigOptions, type WebSite, type WebSitesReport } from './webconfig/index.js';
 import {
+  ApacheFlavor,
   NginxFlavor,
   WebStack,
-  type GateUpstream,
   type PhpFpmOptions,
   type WebFlavor,
   type WebSiteBundle,
@@ -222,7 +222,10 @@ export class HostAgent implements HostDriver, SyncPeer {
         opts.webStack?.flavor ??
         (opts.webConfig.kind === 'nginx'
           ? new NginxFlavor(opts.webStack?.command ? { command: opts.webStack.command } : {})
-          : undefined);
+          : new ApacheFlavor({
+              ...(opts.webStack?.command ? { command: opts.webStack.command } : {}),
+              ...(opts.webConfig.env ? { env: opts.webConfig.env } : {}),
+            }));
       if (!app)
         this.stackProblem =
           'the site app listens on the shared IPs (--web builtin); web sites need it on loopback behind the web server (--web nginx)';
@@ -612,13 +615,7 @@ export class HostAgent implements HostDriver, SyncPeer {
    */
   private appAddSite(d: string, mode: SiteMode): Promise<void> {
     const upstream = this.stack?.upstream(d);
-    if (!upstream) return this.sites.addSite(d, mode);
-    const add = this.sites.addSite as (
-      domain: string,
-      mode: SiteMode,
-      opts?: { upstream?: GateUpstream },
-    ) => Promise<void>;
-    return add.call(this.sites, d, mode, { upstream });
+    return upstream ? this.sites.addSite(d, mode, { upstream }) : this.sites.addSite(d, mode);
   }
 
   /** Set the mode of a site this server has (SITE_NOT_FOUND otherwise). */
