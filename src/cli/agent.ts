@@ -64,6 +64,11 @@ export function registerAgent(program: Command): void {
       '/etc/nginx/ferry.d',
     )
     .option('--nginx-command <cmd>', 'nginx command and fixed arguments, space separated', 'nginx')
+    .option(
+      '--apachectl-command <cmd>',
+      'apachectl command and fixed arguments (config test, graceful reload), space separated',
+      'apache2ctl',
+    )
     .option('--app-address <ip>', 'where the site app listens behind nginx', oneIp, '127.0.0.1')
     .option('--app-port <port>', 'port of the site app behind nginx', port, 8080)
     .option(
@@ -193,7 +198,9 @@ export function registerAgent(program: Command): void {
           ...(webConfig ? { webConfig } : {}),
           webStack: {
             ...(o.webIncludeDir ? { includeDir: o.webIncludeDir as string } : {}),
-            command: (o.nginxCommand as string).split(/\s+/).filter(Boolean),
+            command: ((webConfig?.kind === 'apache' ? o.apachectlCommand : o.nginxCommand) as string)
+              .split(/\s+/)
+              .filter(Boolean),
             phpFpm: {
               ...(o.phpFpmCommand
                 ? { command: (o.phpFpmCommand as string).split(/\s+/).filter(Boolean) }

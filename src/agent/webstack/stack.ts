@@ -511,8 +511,11 @@ export class WebStack {
       await mkdir(dirname(to), { recursive: true });
       await moveAcross(s.pool, to);
       manifest.items.push({ kind: 'pool', from: s.pool, backup: to });
-      await reloadPhpFpm(this.phpFpmFor(s.pool)).catch((err: Error) =>
-        this.opts.log?.(`PHP-FPM reload after retiring ${domain}: ${err.message}`),
+      // No PHP-FPM reload here: a reload restarts every pool, and connections the old workers of
+      // the OTHER sites had just accepted are reset (their visitors get a 502/503). The retired
+      // pool's workers idle, serving nothing, until the server's next PHP-FPM reload or restart.
+      this.opts.log?.(
+        `retired ${domain}: its pool file is in the backup; its idle workers go at PHP-FPM's next reload`,
       );
     }
     // What the server's other sites still use stays: a user's crontab, a folder holding their paths.

@@ -513,8 +513,10 @@ export async function assertMoved(
     staleAfter.every((r) => r.servedBy === null || r.servedBy === 'target'),
     'and the target answered them',
   );
+  // A WordPress comment's 302 comes before the site's plugin names the server: those say nothing.
+  const named = others.filter((r) => r.domain !== h.sites.stat.domain && r.servedBy !== null);
   assert.ok(
-    others.filter((r) => r.domain !== h.sites.stat.domain).every((r) => r.servedBy === 'origin'),
+    named.length > 0 && named.every((r) => r.servedBy === 'origin'),
     'the other sites stayed on the origin',
   );
 
