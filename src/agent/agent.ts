@@ -24,6 +24,7 @@ import { createHash, randomBytes, type BinaryLike } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
+import { sleep } from '../common/time.js';
 import {
   SiteProcess,
   SiteServer,
@@ -244,6 +245,7 @@ export class HostAgent implements HostDriver, SyncPeer {
           ...(opts.webStack?.phpFpm ? { phpFpm: opts.webStack.phpFpm } : {}),
           ...(opts.webStack?.crontabCommand ? { crontabCommand: opts.webStack.crontabCommand } : {}),
           ...(opts.log ? { log: opts.log } : {}),
+          settle: (d) => this.gateQuiet(d),
         });
     }
     this.transport =
@@ -780,6 +782,19 @@ export class HostAgent implements HostDriver, SyncPeer {
       await this.locked('webstack', () => stack.finish(d, role, opts.backupKeepMs ?? 7 * 24 * 3_600_000));
       await this.forgetSite(d);
     });
+  }
+
+  /**
+   * Until the gate has no request of `d` in flight and none came for 1.5 s (at most 30 s): the
+   * web server's old workers have finished what they had of the site.
+   */
+  private async gateQuiet(d: string): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && this.sites.hasSite(d)) {
+      const st = await this.sites.siteStats(d);
+      if (st.inFlight === 0 && st.held === 0 && Date.now() - (st.lastRequestAt ?? 0) >= 1_500) return;
+      await sleep(250);
+    }
   }
 
   /** The site app forgets a web site that is no longer gated (its files stay where they are). */

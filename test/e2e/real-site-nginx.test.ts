@@ -55,7 +55,7 @@ test(
         .stdout;
       assert.match(backups, /^blog\.example-/m, "the origin's copy is kept as a backup");
       console.log(
-        `# real-site nginx: ${seen.results.length} requests, ${seen.summary.comments.length} comments, ${seen.summary.uploads.length} uploads, 0 failed`,
+        `# real-site nginx: ${seen.results.length} requests, ${seen.summary.comments.length} comments, ${seen.summary.uploads.length} uploads, 0 failed, ${seen.summary.resent} sent again after the server closed the connection unanswered`,
       );
       ok = true;
     } finally {

@@ -128,6 +128,12 @@ export interface WebStackOptions {
   crontabCommand?: string[];
   /** Longest a reload may take to show (the backend listening). Default 10 000 ms. */
   reloadTimeoutMs?: number;
+  /**
+   * Waits until the gate has no request of `domain` in flight and none arriving (the agent asks its
+   * site app). A target's finish calls it between its two reloads: the web server's old workers
+   * finish the requests they had through the gate and the backend before the backend goes.
+   */
+  settle?: (domain: string) => Promise<void>;
   log?: (message: string) => void;
 }
 
@@ -464,11 +470,16 @@ export class WebStack {
         `${domain} is ${s.role === 'origin' ? 'an origin' : 'a target'} site here, not ${role === 'origin' ? 'an origin' : 'a target'}`,
       );
     if (role === 'target') {
+      // Two reloads. The first puts the site's own blocks in place of the front and keeps the
+      // backend: a request an old worker of the web server still has goes on through the gate to
+      // a backend that listens. Once the gate is quiet, the second removes the backend.
+      const isBackend = (p: string) => p.endsWith('.backend.conf');
       const gen = this.opts.flavor.plain(s.site, s.files, this.layout(s, this.opts.sharedIp));
+      const fronts = s.written.filter((p) => !isBackend(p));
       const old = new Map<string, string>();
-      for (const p of s.written) old.set(p, await readFile(p, 'utf8'));
+      for (const p of fronts) old.set(p, await readFile(p, 'utf8'));
       const written: string[] = [];
-      for (const p of s.written) await rm(p, { force: true });
+      for (const p of fronts) await rm(p, { force: true });
       for (const g of gen.files) {
         const path = join(this.opts.includeDir, g.name);
         await writeFile(path, g.text, { mode: 0o644 });
@@ -481,6 +492,12 @@ export class WebStack {
         for (const [p, t] of old) await writeFile(p, t, { mode: 0o644 });
         throw err;
       }
+      await this.opts.flavor.reload();
+      s.written = [...s.written.filter(isBackend), ...written];
+      await this.save(s);
+      await this.opts.settle?.(domain);
+      for (const p of s.written.filter(isBackend)) await rm(p, { force: true });
+      await this.opts.flavor.check();
       await this.opts.flavor.reload();
       await this.waitListening(s.ports.http, false);
       await this.forget(domain);

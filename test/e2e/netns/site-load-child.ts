@@ -156,16 +156,19 @@ class User {
   }
 
   /**
-   * One request, as a browser sends it: when a kept-alive connection turns out to have been
-   * closed by the server before any byte of the answer (a web-server reload closes its idle
-   * connections; the request was never read), it is sent again once on a new connection.
+   * One request, as a browser sends it: when the server closed the connection before any byte of
+   * the answer, the request is sent again once on a new connection if the connection was a
+   * kept-alive one (a web-server reload closes its idle connections; the request was never read),
+   * or if the request is idempotent (RFC 9110 9.2.2: a GET may be repeated automatically). A write
+   * on a new connection is never repeated: that would be a failure.
    */
   private async send(address: string, s: Sent): Promise<Got> {
     try {
       return await this.sendOnce(address, s, this.agent);
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { reusedSocket?: boolean };
-      if (!e.reusedSocket || !['ECONNRESET', 'EPIPE'].includes(e.code ?? '')) throw err;
+      const closedEarly = ['ECONNRESET', 'EPIPE'].includes(e.code ?? '');
+      if (!closedEarly || !(e.reusedSocket || s.method === 'GET')) throw err;
       summary.resent += 1;
       return this.sendOnce(address, s, false);
     }
