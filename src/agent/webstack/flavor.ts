@@ -15,6 +15,7 @@
  * Without the gate (the site's final home), `plain` is the site's own block(s) listening where the
  * layout says. The original file is not the flavor's business: the web stack moves it aside.
  */
+import type { TargetLack } from './target-check.js';
 import type { WebSite } from '../webconfig/index.js';
 
 /** A configuration file that holds one or more of a site's blocks. */
@@ -73,4 +74,9 @@ export interface WebFlavor {
   check(): Promise<void>;
   /** Reload the web server gracefully (after `check`). */
   reload(): Promise<void>;
+  /**
+   * What this server lacks to serve the site (modules, PHP-FPM versions). Without it, the web
+   * stack checks the PHP-FPM versions alone.
+   */
+  targetLacks?(site: WebSite, files: SiteConfigFile[]): Promise<TargetLack[]>;
 }

@@ -53,6 +53,7 @@ import {
   type SystemGroup,
   type SystemUser,
 } from './system.js';
+import { assertNothingLacking, phpFpmLacks } from './target-check.js';
 
 /**
  * Everything that recreates a site on another server besides its data. Holds the private keys'
@@ -344,6 +345,13 @@ export class WebStack {
         'WEBSTACK_CONFLICT',
         `${domain} runs on ${bundle.server}; this server's web server is ${this.opts.flavor.kind}`,
       );
+    // A server without a module or the PHP-FPM version the site needs is refused before anything changes.
+    assertNothingLacking(
+      domain,
+      this.opts.flavor.targetLacks
+        ? await this.opts.flavor.targetLacks(bundle.site, bundle.files)
+        : await phpFpmLacks(bundle.site),
+    );
     // Nothing is changed when a file of the same path holds something else here.
     for (const f of [
       ...bundle.certificates,

@@ -384,6 +384,27 @@ printf '%s' '${CRONTAB}' > /var/spool/cron/crontabs/shop; chmod 0600 /var/spool/
     assert.equal(snapshot(target!), was);
   });
 
+  test('a target without the PHP-FPM version the site runs on refuses the install before changing anything', async () => {
+    const was = snapshot(target!);
+    const site = {
+      ...bundle.site,
+      apps: bundle.site.apps.map((a) =>
+        a.kind === 'php-fpm' && a.pool
+          ? { ...a, pool: { ...a.pool, file: a.pool.file.replace('/php/8.2/', '/php/5.6/') } }
+          : a,
+      ),
+    };
+    await assert.rejects(
+      target!.driver.installWebSite({ ...bundle, site }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'TARGET_LACKS');
+        assert.match(err.message, /PHP-FPM 5\.6/);
+        return true;
+      },
+    );
+    assert.equal(snapshot(target!), was);
+  });
+
   test("a configuration nginx refuses leaves the target unchanged and says nginx's words", async () => {
     const was = snapshot(target!);
     const files = bundle.files.map((f) => ({
