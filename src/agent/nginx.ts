@@ -212,18 +212,8 @@ export class NginxFrontend {
     await this.nginx(['-s', 'reload'], 'NGINX_RELOAD_FAILED');
   }
 
-  private async nginx(args: string[], code: 'NGINX_CONFIG_INVALID' | 'NGINX_RELOAD_FAILED'): Promise<void> {
-    const [bin, ...fixed] = this.command;
-    try {
-      await run(bin!, [...fixed, ...args], { timeout: 30_000 });
-    } catch (err) {
-      const stderr = ((err as { stderr?: string }).stderr ?? '').trim();
-      throw new FerryError(
-        code,
-        `${this.command.join(' ')} ${args.join(' ')} failed: ${stderr || (err as Error).message}`,
-        { cause: err },
-      );
-    }
+  private nginx(args: string[], code: 'NGINX_CONFIG_INVALID' | 'NGINX_RELOAD_FAILED'): Promise<void> {
+    return runNginx(this.command, args, code);
   }
 
   /** Wait until nginx answers `domain`'s probe path with `hash`: the new block is live. */
@@ -306,4 +296,31 @@ function getText(address: string, port: number, host: string, path: string): Pro
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * Run nginx (`command` and its fixed arguments, then `args`); a failure throws `code` with nginx's
+ * own words (the lines that say what is wrong, not its "syntax is ok" or "test failed").
+ */
+export async function runNginx(
+  command: string[],
+  args: string[],
+  code: 'NGINX_CONFIG_INVALID' | 'NGINX_RELOAD_FAILED',
+): Promise<void> {
+  const [bin, ...fixed] = command;
+  try {
+    await run(bin!, [...fixed, ...args], { timeout: 30_000 });
+  } catch (err) {
+    const said = ((err as { stderr?: string }).stderr ?? '')
+      .split('\n')
+      .filter((l) => l.trim() && !/syntax is ok|test failed/.test(l))
+      .join(' / ');
+    throw new FerryError(
+      code,
+      `${command.join(' ')} ${args.join(' ')} failed: ${said || (err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
+  }
 }

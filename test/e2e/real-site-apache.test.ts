@@ -14,16 +14,13 @@ import {
   assertMoved,
   buildHosting,
   migrate,
-  realSiteFeaturesMissing,
   scenarioLoad,
   startAgents,
   startControllerAndResolver,
 } from './netns/real-site.js';
 import { noteCounts, startSiteLoad } from './netns/sites.js';
 
-const skip =
-  netnsSkipReason({ ...REAL_SITE_BINARIES, apache2: ['apache2'] }) ??
-  (await realSiteFeaturesMissing('apache'));
+const skip = netnsSkipReason({ ...REAL_SITE_BINARIES, apache2: ['apache2'] });
 if (skip) console.log(`# skipping the real-site Apache acceptance: ${skip}`);
 
 test(

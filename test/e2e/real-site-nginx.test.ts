@@ -16,7 +16,6 @@ import {
   assertMoved,
   buildHosting,
   migrate,
-  realSiteFeaturesMissing,
   scenarioLoad,
   startAgents,
   startControllerAndResolver,
@@ -24,9 +23,7 @@ import {
 import { servedFingerprint, startSiteLoad } from './netns/sites.js';
 import { NET } from './netns/topology.js';
 
-const skip =
-  netnsSkipReason({ ...REAL_SITE_BINARIES, 'nginx-light': ['nginx'] }) ??
-  (await realSiteFeaturesMissing('nginx'));
+const skip = netnsSkipReason({ ...REAL_SITE_BINARIES, 'nginx-light': ['nginx'] });
 if (skip) console.log(`# skipping the real-site nginx acceptance: ${skip}`);
 
 test(

@@ -1,13 +1,9 @@
 /** The nginx flavor of the web stack: front and backend server blocks, `nginx -t`, `nginx -s reload`. */
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
-import { promisify } from 'node:util';
-import { FerryError } from '../../common/errors.js';
+import { runNginx } from '../nginx.js';
 import type { WebSite } from '../webconfig/index.js';
 import type { GeneratedConfig, SiteConfigFile, WebFlavor, WebStackLayout } from './flavor.js';
-
-const run = promisify(execFile);
 
 /** A `listen` directive as written: its line in the block, its spec and its other parameters. */
 interface ListenLine {
@@ -207,22 +203,7 @@ export class NginxFlavor implements WebFlavor {
     await this.nginx(['-s', 'reload'], 'NGINX_RELOAD_FAILED');
   }
 
-  private async nginx(args: string[], code: 'NGINX_CONFIG_INVALID' | 'NGINX_RELOAD_FAILED'): Promise<void> {
-    const [bin, ...fixed] = this.command;
-    try {
-      await run(bin!, [...fixed, ...args], { timeout: 30_000 });
-    } catch (err) {
-      const said = ((err as { stderr?: string }).stderr ?? '')
-        .split('\n')
-        .filter((l) => l.trim() && !/syntax is ok|test failed/.test(l))
-        .join(' / ');
-      throw new FerryError(
-        code,
-        `${this.command.join(' ')} ${args.join(' ')}: ${said || (err as Error).message}`,
-        {
-          cause: err,
-        },
-      );
-    }
+  private nginx(args: string[], code: 'NGINX_CONFIG_INVALID' | 'NGINX_RELOAD_FAILED'): Promise<void> {
+    return runNginx(this.command, args, code);
   }
 }

@@ -413,24 +413,6 @@ export async function migrate(h: Hosting, domain: string, timeoutMs = 180_000): 
   };
 }
 
-/**
- * Whether the features the real-site acceptance drives are in this tree, else why not: the web
- * stack of the agent (gate, bundle, install, finish), the Apache flavor, and the orchestrator's
- * web-site steps. Checked by what the tree has, so the tests switch themselves on once merged.
- */
-export async function realSiteFeaturesMissing(flavor: Flavor): Promise<string | null> {
-  const { existsSync } = await import('node:fs');
-  const { STEP } = await import('../../../src/migration/index.js');
-  const missing: string[] = [];
-  if (!existsSync(join(ROOT, 'src/agent/webstack/index.ts')))
-    missing.push("the agent's web stack (src/agent/webstack: gate, bundle, install, finish; helper WEB)");
-  if (flavor === 'apache' && !existsSync(join(ROOT, 'src/agent/webstack/apache.ts')))
-    missing.push('the Apache flavor of the web stack (src/agent/webstack/apache.ts; helper APACHE)');
-  if (!('originGateSite' in STEP))
-    missing.push("the orchestrator's web-site steps (STEP.originGateSite, kind: web; helper CTRL)");
-  return missing.length ? `not merged yet: ${missing.join('; ')}` : null;
-}
-
 /** Every file under the paths a move could touch on a server, with its hash (a refused move changes none). */
 export async function configSnapshot(srv: ServerNs): Promise<string> {
   const paths =

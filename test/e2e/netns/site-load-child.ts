@@ -16,7 +16,7 @@
  *
  * Output, JSON lines on stdout: {"type":"ready"}, then after the end: one {"type":"result"} per
  * request and {"type":"summary"} last.
- * Argument: one JSON object, see `Args`.
+ * Argument: one JSON object, see `SiteLoadArgs`.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
@@ -24,7 +24,8 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createInterface } from 'node:readline';
 import { dnsQuery } from '../../../src/dns/index.js';
 
-interface Args {
+/** What the load does (the parent builds it: sites.ts `startSiteLoad`). */
+export interface SiteLoadArgs {
   sites: Array<{ domain: string; kind: 'wordpress' | 'notes' | 'static' }>;
   /** Fixed addresses by domain (no DNS), or a resolver to ask (A records). */
   addresses?: Record<string, string>;
@@ -83,7 +84,7 @@ export interface SiteLoadSummary {
   notes: Array<{ domain: string; key: string }>;
 }
 
-const args = JSON.parse(process.argv[2] ?? '{}') as Args;
+const args = JSON.parse(process.argv[2] ?? '{}') as SiteLoadArgs;
 const out = (v: unknown) => process.stdout.write(JSON.stringify(v) + '\n');
 const runId = randomBytes(3).toString('hex');
 let seq = 0;
@@ -132,7 +133,7 @@ class User {
 
   constructor(
     readonly domain: string,
-    readonly kind: Args['sites'][number]['kind'],
+    readonly kind: SiteLoadArgs['sites'][number]['kind'],
     readonly scheme: 'http' | 'https',
     readonly stale: boolean,
     readonly keepAlive: boolean,

@@ -12,7 +12,7 @@ import { X509Certificate, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, type IssuedCert, type ServerNs } from './server-ns.js';
-import type { SiteLoadSummary, SiteRequestResult } from './site-load-child.js';
+import type { SiteLoadArgs, SiteLoadSummary, SiteRequestResult } from './site-load-child.js';
 import type { NsChild, Topology } from './topology.js';
 
 export type Flavor = 'nginx' | 'apache';
@@ -531,25 +531,7 @@ export async function servedFingerprint(
   return new X509Certificate(pem).fingerprint256;
 }
 
-/** Arguments of site-load-child.ts (see there). */
-export interface SiteLoadArgs {
-  sites: Array<{ domain: string; kind: SiteKind }>;
-  addresses?: Record<string, string>;
-  resolver?: { address: string; port: number };
-  clientsPerSite: number;
-  staleShare: number;
-  staleOverstayMs: number;
-  keepAliveShare: number;
-  intervalMs: number;
-  durationMs: number;
-  maxRequestsPerClient: number;
-  requestTimeoutMs: number;
-  commentShare: number;
-  uploadShare: number;
-  noteShare: number;
-  caPem: string;
-  postId?: number;
-}
+export type { SiteLoadArgs };
 
 /** A running site load: `finish()` waits for its bounds, `stop()` ends it now; both return what it saw. */
 export interface SiteLoad {
