@@ -1,5 +1,6 @@
 /** What Ferry refuses to move, site by site: each refusal with its code, reason and place. */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -140,4 +141,53 @@ test("a site's data folder: the deepest common parent of its paths, strictly ins
   );
   assert.deepEqual(codes(split!), ['SPLIT_ROOTS']);
   assert.match(split!.refusals[0]!.message, /share no parent inside a declared root/);
+});
+
+test('a certificate that does not cover every name of the site is refused (CERT_NAMES), one that does is not', async () => {
+  const crt = (name: string, san: string) => {
+    const base = join(root, name);
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        `/CN=${name}`,
+        '-addext',
+        `subjectAltName=${san}`,
+        '-keyout',
+        `${base}.key`,
+        '-out',
+        `${base}.crt`,
+      ],
+      { stdio: 'ignore' },
+    );
+    return { certificate: `${base}.crt`, key: `${base}.key`, at };
+  };
+  const tls = { listens: [{ address: null, port: 443, tls: true, at }] };
+  const [covered, uncovered, wildcard] = await assessSites(
+    [
+      site(['shop.example', 'www.shop.example'], {
+        ...tls,
+        certificates: [crt('both', 'DNS:shop.example,DNS:www.shop.example')],
+      }),
+      site(['blog.example', 'www.blog.example'], { ...tls, certificates: [crt('apex', 'DNS:blog.example')] }),
+      site(['a.news.example', '*.news.example'], {
+        ...tls,
+        certificates: [crt('wild', 'DNS:*.news.example')],
+      }),
+    ],
+    { declaredRoots: [root] },
+  );
+  assert.deepEqual(codes(covered!), []);
+  assert.deepEqual(codes(uncovered!), ['CERT_NAMES']);
+  assert.match(uncovered!.refusals[0]!.message, /does not cover www\.blog\.example/);
+  assert.deepEqual(codes(wildcard!), []);
 });

@@ -1,6 +1,7 @@
 /** What Ferry can move of each site, and why not where it cannot. */
 import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { access, readFile, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { Refusal, SourceRef, WebSite } from './model.js';
 
@@ -161,6 +162,9 @@ export async function assessSites(sites: WebSite[], opts: AssessOptions): Promis
             message: `certificate file ${f} ${state === 'missing' ? 'does not exist' : 'cannot be read by the agent'}`,
             at: c.at,
           });
+        } else if (f === c.certificate) {
+          const problem = await certificateProblem(f, s.names);
+          if (problem) r.push({ ...problem, at: c.at });
         }
       }
     }
@@ -193,4 +197,34 @@ export async function assessSites(sites: WebSite[], opts: AssessOptions): Promis
     s.movable = r.length === 0;
   }
   return sites;
+}
+
+/**
+ * Whether the certificate in `file` (its first PEM block: the site's own) covers every name the
+ * site answers to; names that are patterns (`*.x`, `.x`, `~regex`) are not checked. A target would
+ * serve the same certificate, so a mismatch now is one the customer has, named before the move.
+ */
+async function certificateProblem(
+  file: string,
+  names: string[],
+): Promise<Pick<Refusal, 'code' | 'message'> | null> {
+  let cert: X509Certificate;
+  try {
+    const pem = (await readFile(file, 'utf8')).match(
+      /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/,
+    );
+    if (!pem) throw new Error('no PEM certificate in it');
+    cert = new X509Certificate(pem[0]);
+  } catch (err) {
+    return {
+      code: 'CERT_NAMES',
+      message: `certificate file ${file} cannot be read as one: ${(err as Error).message}`,
+    };
+  }
+  const uncovered = names.filter((n) => !/[*~]/.test(n) && !n.startsWith('.') && !cert.checkHost(n));
+  if (uncovered.length === 0) return null;
+  return {
+    code: 'CERT_NAMES',
+    message: `certificate ${file} (${cert.subjectAltName ?? cert.subject}) does not cover ${uncovered.join(', ')}`,
+  };
 }

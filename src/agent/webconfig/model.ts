@@ -45,6 +45,7 @@ export type RefusalCode =
   | 'PATH_OUTSIDE_ROOTS'
   | 'PATH_VARIABLE'
   | 'PATH_MISSING'
+  | 'CERT_NAMES'
   | 'FILE_UNREADABLE'
   | 'POOL_NOT_FOUND'
   | 'POOL_SHARED'
