@@ -11,7 +11,7 @@
  * `<dataDir>/webstack/<domain>/state.json`, so an agent restarted keeps serving it the same way.
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
 import {
   chmod,
   chown,
@@ -108,6 +108,12 @@ export interface GateUpstream {
   tlsPort?: number;
   /** The site's other names, which the gate routes to the same site. */
   aliases?: string[];
+  /**
+   * The site's own certificates (PEM, certificate blocks only), trusted beside the system's CAs
+   * when the gate proxies HTTPS to the target, which serves the same ones: a self-signed site
+   * certificate verifies too (a privately issued one when its file holds the chain up to the root).
+   */
+  ca?: string;
 }
 
 export interface WebStackOptions {
@@ -631,11 +637,13 @@ export class WebStack {
     const aliases = [...new Set(s.site.names.map((n) => n.toLowerCase()))].filter(
       (n) => n !== s.domain && n !== '' && n !== '_' && !n.startsWith('~'),
     );
+    const ca = siteCertificatesPem(s.site);
     return {
       http: { address: BACKEND_ADDRESS, port: s.ports.http },
       https: { address: BACKEND_ADDRESS, port: s.ports.https },
       ...(tlsPort ? { tlsPort } : {}),
       ...(aliases.length ? { aliases } : {}),
+      ...(ca ? { ca } : {}),
     };
   }
 
@@ -920,4 +928,21 @@ function canConnect(address: string, port: number): Promise<boolean> {
 /** Names a bundle's contents (an install repeated with the same bundle is a no-op). */
 function bundleHash(b: WebSiteBundle): string {
   return createHash('sha256').update(JSON.stringify(b)).digest('hex');
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** The certificate blocks of the site's certificate files (never a key), or undefined when none reads. */
+function siteCertificatesPem(site: WebSite): string | undefined {
+  const blocks = new Set<string>();
+  for (const c of site.certificates) {
+    let text = '';
+    try {
+      text = readFileSync(c.certificate, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const m of text.match(PEM_CERTIFICATE) ?? []) blocks.add(m);
+  }
+  return blocks.size ? [...blocks].join('\n') + '\n' : undefined;
 }
