@@ -543,9 +543,11 @@ test(
         list.find((s) => s.id === 'origin'),
         { ...list.find((s) => s.id === 'origin')!, freeTempIps: IP.temp },
       );
+      // The guide's config also lists wp.example, a vhost of the origin's own web server (kind web).
       assert.deepEqual([...list.find((s) => s.id === 'origin')!.sites].sort(), [
         'blog.example.',
         'shop.example.',
+        'wp.example.',
       ]);
 
       // `ferry migrate shop.example --to target --watch`: it returns once completed, and completed
