@@ -720,7 +720,7 @@ test(
       };
       assert.deepEqual(
         sitesNow.sites.find((x) => x.domain === 'blog.example.'),
-        { domain: 'blog.example.', server: 'target', ports: [80], migration: 'blog-failed' },
+        { domain: 'blog.example.', server: 'target', ports: [80], kind: 'builtin', migration: 'blog-failed' },
         'placed where its A record points',
       );
       const refusedStart = await ferry(['migrate', 'blog.example', '--to', 'target'], cli);
@@ -779,6 +779,7 @@ test(
       assert.deepEqual(Object.fromEntries(sites.sites.map((s) => [s.domain, s.server])), {
         'shop.example.': 'target',
         'blog.example.': 'origin',
+        'wp.example.': 'origin',
       });
       const samples = JSON.parse(
         (await call(`${api}/v1/migrations/${shopId}/traffic`, { token: reader })).body,
