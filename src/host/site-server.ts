@@ -21,6 +21,7 @@ import { createServer, type Agent, type IncomingMessage, type Server, type Serve
 import { isIP, type Socket } from 'node:net';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../common/errors.js';
@@ -626,7 +627,7 @@ export class SiteServer {
     let targetContext: SecureContext | undefined;
     if (u.ca !== undefined) {
       try {
-        targetContext = createSecureContext({ ca: [...rootCertificates, u.ca] });
+        targetContext = createSecureContext({ ca: [...rootCertificates, ...extraCaCertificates(), u.ca] });
       } catch (err) {
         throw new FerryError(
           'SITE_UPSTREAM_INVALID',
@@ -927,4 +928,20 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer | 'too-larg
     req.on('end', onEnd);
     req.on('error', onError);
   });
+}
+
+/**
+ * The CAs of `NODE_EXTRA_CA_CERTS`, which Node 20 adds to its default trust only: a context made
+ * with a `ca` of its own would lose them (a private CA the operator trusts for the whole agent).
+ */
+function extraCaCertificates(): string[] {
+  const file = process.env.NODE_EXTRA_CA_CERTS;
+  if (!file) return [];
+  try {
+    return (
+      readFileSync(file, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+    );
+  } catch {
+    return [];
+  }
 }
