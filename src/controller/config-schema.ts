@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import type { ParityChecks } from '../migration/index.js';
 
 const ipMsg = 'must be an IPv4 or IPv6 address literal, e.g. 192.0.2.10';
 const ip = z.string({ message: ipMsg }).refine((s) => isIP(s) !== 0, { message: ipMsg });
@@ -292,6 +293,31 @@ const site = z.strictObject({
       { message: 'must be { declaredRoots, dataDir }' },
     )
     .optional(),
+  /** Preflight parity checks of the site (default: the built-in app's, or GET / for a web site). */
+  parity: z
+    .strictObject(
+      {
+        http: z
+          .array(
+            z.strictObject(
+              {
+                path: z.string().regex(/^\//, { message: 'must start with /' }),
+                body: z.boolean().optional(),
+                port: port.optional(),
+                tls: z.boolean().optional(),
+              },
+              { message: 'must be { path, body?, port?, tls? }' },
+            ),
+            { message: 'must be a list of { path, body?, port?, tls? }' },
+          )
+          .min(1, { message: 'must list at least one check, or be left out' })
+          .optional(),
+        tlsPorts: z.array(port).optional(),
+        tlsFingerprint: z.boolean().optional(),
+      },
+      { message: 'must be { http, tlsPorts, tlsFingerprint }' },
+    )
+    .optional(),
 });
 
 /** How migrations treat what they leave behind. */
@@ -539,6 +565,8 @@ export interface SiteConfig {
   kind: 'builtin' | 'nginx' | 'web';
   /** A web site's overrides. */
   web?: { declaredRoots?: string[]; dataDir?: string };
+  /** Preflight parity checks, when the default ones do not fit the site. */
+  parity?: ParityChecks;
 }
 
 export interface FerryConfig {

@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import type { ParityChecks } from '../migration/index.js';
 import { FerryError } from '../common/errors.js';
 import {
   base64Msg,
@@ -301,6 +302,7 @@ async function resolveConfig(
       server: s.server,
       ports: s.ports,
       kind: s.kind ?? webOf.get(s.server)!,
+      ...(s.parity ? { parity: s.parity as ParityChecks } : {}),
       ...(s.web
         ? {
             web: {

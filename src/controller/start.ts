@@ -127,6 +127,7 @@ export async function startController(
         server: s.server,
         ports: s.ports,
         ...(s.kind === 'web' ? { kind: 'web' as const, ...(s.web ? { web: s.web } : {}) } : {}),
+        ...(s.parity ? { parity: s.parity } : {}),
       })),
       journal,
       defaults: config.defaults,

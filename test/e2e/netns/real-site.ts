@@ -267,7 +267,7 @@ dns:
   listen: { address: ${NET.dns}, port: 53 }
   zones: [${h.dir}/example.zone]
 sites:
-${migrated.map((d) => `  - { domain: ${d}, server: origin, ports: [80, 443], kind: web }`).join('\n')}
+${migrated.map((d) => `  - { domain: ${d}, server: origin, ports: [80, 443], kind: web, parity: { http: [{ path: /, body: false }] } }`).join('\n')}
 api:
   listen: { address: ${NET.dns}, port: 7300 }
   tokens: [{ name: test, scope: operator, tokenFile: ${h.dir}/api-token }]
@@ -287,7 +287,9 @@ defaults:
  * The controller (with its name server) in the dns namespace, and unbound in the client namespace.
  * The origin's redirect at the temporary IP is the kernel engine: a provider's web server listens
  * on the wildcard address (Debian's default nginx site, Apache's `Listen 80`), so a userspace
- * listener cannot bind the temporary IP's port 80 there.
+ * listener cannot bind the temporary IP's port 80 there. The sites take writes while preflight
+ * probes them, so their pages differ by what was written since the last sync: parity compares
+ * the status of `/` over HTTP and HTTPS, and the certificate served (Ferry adds that for a TLS site).
  */
 export async function startControllerAndResolver(h: Hosting, migrated: string[]): Promise<void> {
   // The kernel engine forwards the temporary IP's packets to the target after the cut-over.
