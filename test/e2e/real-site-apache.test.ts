@@ -8,17 +8,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { netnsSkipReason } from './netns/topology.js';
-import {
-  REAL_SITE_BINARIES,
-  ROOT,
-  assertMoved,
-  buildHosting,
-  migrate,
-  scenarioLoad,
-  startAgents,
-  startControllerAndResolver,
-} from './netns/real-site.js';
-import { noteCounts, startSiteLoad } from './netns/sites.js';
+import { REAL_SITE_BINARIES, buildHosting, moveUnderLoad } from './netns/real-site.js';
+import { noteCounts } from './netns/sites.js';
 
 const skip = netnsSkipReason({ ...REAL_SITE_BINARIES, apache2: ['apache2'] });
 if (skip) console.log(`# skipping the real-site Apache acceptance: ${skip}`);
@@ -31,14 +22,7 @@ test(
     let ok = false;
     try {
       const notes = h.sites.notes;
-      await startAgents(h);
-      await startControllerAndResolver(h, [notes.domain]);
-      const load = await startSiteLoad(h.topo, ROOT, scenarioLoad(h), `${h.dir}/load.log`);
-      await new Promise((r) => setTimeout(r, 3000));
-      const run = await migrate(h, notes.domain);
-      await new Promise((r) => setTimeout(r, 2000));
-      const seen = await load.stop();
-      await assertMoved(h, run, seen, notes);
+      const { run, seen } = await moveUnderLoad(h, notes);
       // The notes the origin wrote are on the target too (the data moved, not only new writes).
       const onTarget = await noteCounts(h.target, notes);
       const before = seen.summary.notes.filter((n) => {

@@ -9,19 +9,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { netnsSkipReason } from './netns/topology.js';
-import {
-  REAL_SITE_BINARIES,
-  ROOT,
-  assertMoved,
-  buildHosting,
-  migrate,
-  scenarioLoad,
-  startAgents,
-  startControllerAndResolver,
-} from './netns/real-site.js';
-import { servedFingerprint, startSiteLoad } from './netns/sites.js';
-import { NET } from './netns/topology.js';
+import { NET, netnsSkipReason } from './netns/topology.js';
+import { REAL_SITE_BINARIES, buildHosting, moveUnderLoad } from './netns/real-site.js';
+import { servedFingerprint } from './netns/sites.js';
 
 const skip = netnsSkipReason({ ...REAL_SITE_BINARIES, 'nginx-light': ['nginx'] });
 if (skip) console.log(`# skipping the real-site nginx acceptance: ${skip}`);
@@ -34,19 +24,12 @@ test(
     let ok = false;
     try {
       const blog = h.sites.blog;
-      await startAgents(h);
-      await startControllerAndResolver(h, [blog.domain]);
-      assert.equal(
-        await servedFingerprint(h.topo.ns.client, NET.origin, blog.domain),
-        h.certs.blog.fingerprint256,
+      const { seen } = await moveUnderLoad(h, blog, async () =>
+        assert.equal(
+          await servedFingerprint(h.topo.ns.client, NET.origin, blog.domain),
+          h.certs.blog.fingerprint256,
+        ),
       );
-
-      const load = await startSiteLoad(h.topo, ROOT, scenarioLoad(h), `${h.dir}/load.log`);
-      await new Promise((r) => setTimeout(r, 3000)); // traffic at IP1 before the migration
-      const run = await migrate(h, blog.domain);
-      await new Promise((r) => setTimeout(r, 2000)); // and after it
-      const seen = await load.stop();
-      await assertMoved(h, run, seen, blog);
       // The origin keeps the site as a backup after the drain.
       const backups = (await h.origin.exec('ls', ['-1', '/var/lib/ferry/agent/backups'], { allowFail: true }))
         .stdout;

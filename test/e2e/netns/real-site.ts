@@ -33,6 +33,7 @@ import {
   noteCounts,
   phpRequests,
   servedFingerprint,
+  startSiteLoad,
   uploadCounts,
   type SiteLoadArgs,
   installStatic,
@@ -449,6 +450,28 @@ export function scenarioLoad(h: Hosting): SiteLoadArgs {
     noteShare: 0.4,
     caPem: h.ca.certPem,
   };
+}
+
+/**
+ * The scenario both acceptance tests run: agents and controller up (`beforeLoad` may look at the
+ * servers then), the load on all three sites, 3 s of traffic at IP1, `ferry migrate` of `moved`,
+ * 2 s more, then every check of `assertMoved`. Returns what the migration and the load saw.
+ */
+export async function moveUnderLoad(
+  h: Hosting,
+  moved: SiteLayout,
+  beforeLoad?: () => Promise<void>,
+): Promise<{ run: MigrateRun; seen: { results: SiteRequestResult[]; summary: SiteLoadSummary } }> {
+  await startAgents(h);
+  await startControllerAndResolver(h, [moved.domain]);
+  await beforeLoad?.();
+  const load = await startSiteLoad(h.topo, ROOT, scenarioLoad(h), `${h.dir}/load.log`);
+  await new Promise((r) => setTimeout(r, 3000)); // traffic at IP1 before the migration
+  const run = await migrate(h, moved.domain);
+  await new Promise((r) => setTimeout(r, 2000)); // and after it
+  const seen = await load.stop();
+  await assertMoved(h, run, seen, moved);
+  return { run, seen };
 }
 
 /**
