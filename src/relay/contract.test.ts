@@ -562,12 +562,23 @@ for (const plane of planes) {
     });
 
     it('preserves the port on several listen ports when upstream.port is omitted', async () => {
-      const a = await echo('127.0.0.2', 'A1');
-      const b = await echo('127.0.0.2', 'A2');
-      const r = await relay({
-        listen: { address: '127.0.0.3', ports: [a.port, b.port] },
-        upstream: { address: '127.0.0.2' },
-      });
+      // The echo servers' ports come from the kernel on 127.0.0.2; the relay must then bind the
+      // same numbers on 127.0.0.3, where a suite running beside this one may hold one of them.
+      // That is the environment, not the relay: take other ports and try again, a bounded number of times.
+      let a: TestServer, b: TestServer, r: RedirectEngine;
+      for (let attempt = 1; ; attempt++) {
+        a = await echo('127.0.0.2', 'A1');
+        b = await echo('127.0.0.2', 'A2');
+        try {
+          r = await relay({
+            listen: { address: '127.0.0.3', ports: [a.port, b.port] },
+            upstream: { address: '127.0.0.2' },
+          });
+          break;
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'RELAY_LISTEN' || attempt === 5) throw err;
+        }
+      }
       assert.deepEqual(r.ports, [a.port, b.port]);
       const c1 = await open('127.0.0.3', a.port);
       const c2 = await open('127.0.0.3', b.port);
