@@ -23,6 +23,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../../src/common/time.js';
+import { FERRY, agentArgv, putSites } from './netns/agents.js';
 import { NET, Topology, netnsSkipReason, type NsChild } from './netns/topology.js';
 import { unboundConf } from './netns/services.js';
 
@@ -104,67 +105,30 @@ async function agentRestart(engine: 'userspace' | 'kernel'): Promise<void> {
     topo.create();
     if (engine === 'kernel')
       execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-    const ferry = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
     const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
     const startAgent = (h: 'origin' | 'target'): NsChild =>
       topo.spawn(
         h,
         `agent@${h}`,
-        [
-          ...ferry,
-          'agent',
-          '--listen',
-          NET[h],
-          '--port',
-          '7070',
-          '--token-file',
-          join(dir, 'token'),
-          '--id',
-          h,
-          '--shared-ip',
-          NET[h],
-          '--http-port',
-          '80',
-          '--data-dir',
-          join(dir, h, 'data'),
-          '--interface',
-          'eth0',
-          '--web',
-          'builtin',
-          '--engine',
-          engine,
-        ],
+        agentArgv({
+          address: NET[h],
+          id: h,
+          tokenFile: join(dir, 'token'),
+          dataDir: join(dir, h, 'data'),
+          extra: ['--web', 'builtin', '--engine', engine],
+        }),
         { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
       );
     let origin = startAgent('origin');
     const target = startAgent('target');
     for (const a of [origin, target]) await a.waitLine((l) => l.includes('listening on'), 30_000);
-    const put = `
-      const [url, token, domain] = process.argv.slice(1);
-      const r = await fetch(url + '/v1/sites/' + domain, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
-      if (r.status !== 200) { console.error(domain, r.status, await r.text()); process.exit(1); }`;
-    execFileSync(
-      'ip',
-      [
-        'netns',
-        'exec',
-        topo.ns.dns,
-        process.execPath,
-        '--input-type=module',
-        '-e',
-        put,
-        `http://${NET.origin}:7070`,
-        TOKEN,
-        SITE,
-      ],
-      { stdio: 'inherit', timeout: 30_000 },
-    );
+    putSites(topo, `http://${NET.origin}:7070`, TOKEN, [SITE]);
 
     const controller = topo.spawn(
       'dns',
       'controller',
       [
-        ...ferry,
+        ...FERRY,
         'controller',
         '--config',
         join(dir, 'ferry.yaml'),

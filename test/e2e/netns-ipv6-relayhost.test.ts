@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STEP, WAIT, waitEndNote } from '../../src/migration/index.js';
 import { findBinary } from './helpers.js';
+import { FERRY, agentArgv, putSites } from './netns/agents.js';
 import { assertWriteInvariants, nginxConf, unboundConf, until } from './netns/services.js';
 import { NET, NET6, Topology, netnsSkipReason, type Host, type NsChild } from './netns/topology.js';
 
@@ -157,7 +158,6 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     }
 
     topo.create();
-    const ferry = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
     const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
 
     if (sc.web === 'nginx') {
@@ -197,69 +197,30 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       agents[h] = topo.spawn(
         h,
         `agent@${h}`,
-        [
-          ...ferry,
-          'agent',
-          '--listen',
-          NET[h],
-          '--port',
-          '7070',
-          '--token-file',
-          join(dir, 'token'),
-          '--id',
-          h,
-          '--shared-ip',
-          NET[h],
-          '--http-port',
-          '80',
-          '--data-dir',
-          join(hd, 'data'),
-          '--interface',
-          'eth0',
-          '--engine',
-          'userspace',
-          ...web,
-          ...tls,
-        ],
+        agentArgv({
+          address: NET[h],
+          id: h,
+          tokenFile: join(dir, 'token'),
+          dataDir: join(hd, 'data'),
+          extra: ['--engine', 'userspace', ...web, ...tls],
+        }),
         { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
       );
     }
     for (const h of agentHosts) await agents[h]!.waitLine((l) => l.includes('listening on'), 30_000);
 
     // The origin's three sites, created through its API as docs/deployment.md says.
-    const put = `
-      const [url, token, ...domains] = process.argv.slice(1);
-      for (const d of domains) {
-        const r = await fetch(url + '/v1/sites/' + d, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
-        if (r.status !== 200) { console.error(d, r.status, await r.text()); process.exit(1); }
-      }`;
-    execFileSync(
-      'ip',
-      [
-        'netns',
-        'exec',
-        topo.ns.dns,
-        process.execPath,
-        '--input-type=module',
-        '-e',
-        put,
-        `${sc.tls ? 'https' : 'http'}://${NET.origin}:7070`,
-        TOKEN,
-        ...SITES,
-      ],
-      {
-        stdio: 'inherit',
-        timeout: 30_000,
-        env: { ...process.env, ...(sc.tls ? { NODE_EXTRA_CA_CERTS: join(dir, 'agent-cert.pem') } : {}) },
-      },
-    );
+    putSites(topo, `${sc.tls ? 'https' : 'http'}://${NET.origin}:7070`, TOKEN, SITES, {
+      ...process.env,
+      ...(sc.tls ? { NODE_EXTRA_CA_CERTS: join(dir, 'agent-cert.pem') } : {}),
+    });
 
     // The controller as deployed; --migrate names no mode: relay-host comes from the YAML.
     const controller = topo.spawn(
       'dns',
       'controller',
       [
-        ...ferry,
+        ...FERRY,
         'controller',
         '--config',
         join(dir, 'ferry.yaml'),

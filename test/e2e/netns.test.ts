@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STEP, WAIT, waitEndNote } from '../../src/migration/index.js';
 import { findBinary } from './helpers.js';
+import { FERRY, agentArgv, putSites } from './netns/agents.js';
 import { NET, Topology, netnsSkipReason, type NsChild } from './netns/topology.js';
 import { assertWriteInvariants, nginxConf, unboundConf, until } from './netns/services.js';
 
@@ -114,7 +115,6 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     // The kernel engine forwards the temporary IP's packets to the target after the cut-over.
     if (sc.engine === 'kernel')
       execFileSync('ip', ['netns', 'exec', topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-    const ferry = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
     const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
 
     // Web servers and agents on origin and target.
@@ -128,36 +128,24 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       agents[h] = topo.spawn(
         h,
         `agent@${h}`,
-        [
-          ...ferry,
-          'agent',
-          '--listen',
-          NET[h],
-          '--port',
-          '7070',
-          '--token-file',
-          join(dir, 'token'),
-          '--id',
-          h,
-          '--shared-ip',
-          NET[h],
-          '--http-port',
-          '80',
-          '--data-dir',
-          join(hd, 'data'),
-          '--interface',
-          'eth0',
-          '--web',
-          sc.web,
-          '--nginx-conf-dir',
-          join(hd, 'ferry.d'),
-          '--nginx-command',
-          `nginx -c ${join(hd, 'nginx.conf')} -e ${join(hd, 'nginx-error.log')}`,
-          '--app-port',
-          '8080',
-          '--engine',
-          sc.engine,
-        ],
+        agentArgv({
+          address: NET[h],
+          id: h,
+          tokenFile: join(dir, 'token'),
+          dataDir: join(hd, 'data'),
+          extra: [
+            '--web',
+            sc.web,
+            '--nginx-conf-dir',
+            join(hd, 'ferry.d'),
+            '--nginx-command',
+            `nginx -c ${join(hd, 'nginx.conf')} -e ${join(hd, 'nginx-error.log')}`,
+            '--app-port',
+            '8080',
+            '--engine',
+            sc.engine,
+          ],
+        }),
         { cwd: ROOT, env, logFile: join(dir, `agent-${h}.log`) },
       );
     }
@@ -165,34 +153,13 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       await agents[h]!.waitLine((l) => l.includes('listening on'), 30_000);
 
     // The origin's three sites, added through its API (from the dns namespace, as the controller would).
-    const put = `
-      const [url, token, ...domains] = process.argv.slice(1);
-      for (const d of domains) {
-        const r = await fetch(url + '/v1/sites/' + d, { method: 'PUT', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'serve' }) });
-        if (r.status !== 200) { console.error(d, r.status, await r.text()); process.exit(1); }
-      }`;
-    execFileSync(
-      'ip',
-      [
-        'netns',
-        'exec',
-        topo.ns.dns,
-        process.execPath,
-        '--input-type=module',
-        '-e',
-        put,
-        `http://${NET.origin}:7070`,
-        TOKEN,
-        ...SITES,
-      ],
-      { stdio: 'inherit', timeout: 30_000 },
-    );
+    putSites(topo, `http://${NET.origin}:7070`, TOKEN, SITES);
 
     // The controller with its name server and control API.
     const controller = topo.spawn(
       'dns',
       'controller',
-      [...ferry, 'controller', '--config', join(dir, 'ferry.yaml'), '--events'],
+      [...FERRY, 'controller', '--config', join(dir, 'ferry.yaml'), '--events'],
       { cwd: ROOT, env, logFile: join(dir, 'controller.log') },
     );
     await controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
@@ -243,7 +210,7 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     const migrate = topo.spawn(
       'dns',
       'migrate',
-      [...ferry, 'migrate', MIGRATED, '--to', 'target', '--watch', '--json'],
+      [...FERRY, 'migrate', MIGRATED, '--to', 'target', '--watch', '--json'],
       {
         cwd: ROOT,
         env: { ...env, FERRY_CONTROLLER: `http://${NET.dns}:7300`, FERRY_TOKEN: API_TOKEN },

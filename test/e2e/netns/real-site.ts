@@ -14,6 +14,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findBinary } from '../helpers.js';
+import { FERRY, agentArgv } from './agents.js';
 import { unboundConf, until } from './services.js';
 import {
   ServerNs,
@@ -52,7 +53,6 @@ import { NET, Topology, type NsChild } from './topology.js';
 export const ROOT = process.cwd();
 const TOKEN = 'real-site-agent-' + 'a'.repeat(24);
 const API_TOKEN = 'real-site-operator-' + 'b'.repeat(24);
-const FERRY = [process.execPath, '--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
 
 /** The packages the scenario runs (for netnsSkipReason). */
 export const REAL_SITE_BINARIES: Record<string, string[]> = {
@@ -200,36 +200,24 @@ export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}):
     const address = NET[name];
     h.agents[name] = srv.spawn(
       'agent',
-      [
-        ...FERRY,
-        'agent',
-        '--listen',
+      agentArgv({
         address,
-        '--port',
-        '7070',
-        '--token-file',
-        join(h.dir, 'token'),
-        '--id',
-        name,
-        '--shared-ip',
-        address,
-        '--http-port',
-        '80',
-        '--data-dir',
-        '/var/lib/ferry/agent',
-        '--interface',
-        'eth0',
-        '--web',
-        'nginx',
-        '--nginx-conf-dir',
-        '/etc/nginx/ferry.d',
-        '--app-port',
-        '8080',
-        '--web-config',
-        h.flavor,
-        ...(h.flavor === 'apache' ? ['--web-include-dir', '/etc/apache2/conf-enabled'] : []),
-        ...(o.siteRoots ?? ['/var/www']).flatMap((r) => ['--site-root', r]),
-      ],
+        id: name,
+        tokenFile: join(h.dir, 'token'),
+        dataDir: '/var/lib/ferry/agent',
+        extra: [
+          '--web',
+          'nginx',
+          '--nginx-conf-dir',
+          '/etc/nginx/ferry.d',
+          '--app-port',
+          '8080',
+          '--web-config',
+          h.flavor,
+          ...(h.flavor === 'apache' ? ['--web-include-dir', '/etc/apache2/conf-enabled'] : []),
+          ...(o.siteRoots ?? ['/var/www']).flatMap((r) => ['--site-root', r]),
+        ],
+      }),
       { cwd: ROOT, env, logFile: join(h.dir, `agent-${name}.log`) },
     );
   }
