@@ -248,6 +248,33 @@ describe('agent API', () => {
     }
   });
 
+  test("the routes that carry a site's private keys answer SECRETS_NEED_TLS over plain HTTP from another host", async () => {
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    for (const [method, url] of [
+      ['GET', '/v1/web-sites/shop.example/bundle'],
+      ['PUT', '/v1/web-sites/shop.example/install'],
+    ] as const) {
+      const res = await a.app.inject({
+        method,
+        url,
+        headers: auth,
+        remoteAddress: '192.0.2.10',
+        ...(method === 'PUT' ? { payload: { domain: 'shop.example' } } : {}),
+      });
+      assert.equal(res.statusCode, 409, `${method} ${url}`);
+      assert.equal(res.json().error.code, 'SECRETS_NEED_TLS');
+      assert.match(res.json().error.message, /--tls-cert/);
+    }
+    // The rest of the API stays usable over plain HTTP from another host.
+    const site = await a.app.inject({
+      method: 'GET',
+      url: '/v1/web-sites/shop.example',
+      headers: auth,
+      remoteAddress: '192.0.2.10',
+    });
+    assert.equal(site.json().error.code, 'WEBCONFIG_NONE');
+  });
+
   test('a token shorter than 16 characters is refused at construction', () => {
     assert.throws(() => buildAgentServer(a.agent, { token: 'short' }), /at least 16 characters/);
   });

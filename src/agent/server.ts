@@ -25,7 +25,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { FerryError } from '../common/errors.js';
@@ -202,6 +202,22 @@ function digest(s: string): Buffer {
 }
 
 /** Build the agent's fastify app (not listening). */
+/**
+ * A site's bundle holds its private keys and configs (database passwords among them): the routes
+ * that carry one (the bundle out, the install in) answer only inside TLS, or to a caller on this
+ * same host. Over plain HTTP between two servers the keys would cross the network in clear.
+ */
+function requireSecretsTransport(req: FastifyRequest, tls: boolean): void {
+  if (tls) return;
+  const peer = req.socket.remoteAddress ?? '';
+  const local = peer === '::1' || peer.startsWith('127.') || peer.startsWith('::ffff:127.');
+  if (!local)
+    throw new FerryError(
+      'SECRETS_NEED_TLS',
+      `${req.url} carries the site's private keys: this agent serves it over HTTPS only (start it with --tls-cert and --tls-key), or to a caller on this host`,
+    );
+}
+
 export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): FastifyInstance {
   if (typeof opts.token !== 'string' || opts.token.length < 16) {
     throw new FerryError(
@@ -388,6 +404,7 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
   });
   app.get('/v1/web-sites/:domain/bundle', async (req) => {
     const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    requireSecretsTransport(req, https !== null);
     return agent.exportWebSite(d);
   });
   app.post('/v1/web-sites/:domain/gate', async (req) => {
@@ -402,6 +419,7 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
   });
   app.put('/v1/web-sites/:domain/install', async (req) => {
     const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    requireSecretsTransport(req, https !== null);
     const b = parse(schemas.bundle, req.body, 'body');
     if (b.domain.toLowerCase() !== d.toLowerCase())
       throw new FerryError('VALIDATION', `body.domain ${b.domain} is not the domain of the URL (${d})`);

@@ -165,6 +165,9 @@ export const ERROR_CODES = {
     "the receiving agent's TLS certificate is not the one its receive session pins (or it pins none); nothing was sent",
   ),
   SANDBOX_OPTIONS: bad('bad sandbox options'),
+  SECRETS_NEED_TLS: conflict(
+    "a route that carries a site's private keys was called over plain HTTP from another host; the agent must serve HTTPS",
+  ),
   SERVER_NOT_FOUND: notFound('no server with this id'),
   SITE_ADDRESS_INVALID: bad('a site address is not an IP address literal'),
   SITE_DATA_READ: failed("a site's data cannot be read"),

@@ -4,7 +4,7 @@
  * the target being hosting servers (server-ns.ts) with the same web server (nginx or Apache 2.4)
  * and php8.2-fpm, the database host a MariaDB both reach. The origin hosts three customers on its
  * shared IP (WordPress, the notes app, a static site; sites.ts), the target none. Then the
- * operator's way: `ferry agent --web-config <flavor>` on both servers, `ferry controller --config`
+ * operator's way: `ferry agent --web-config <flavor>` on both servers (API over HTTPS), `ferry controller --config`
  * with the migrated site as `kind: web` in the dns namespace (its name server answers the sites),
  * unbound in the client namespace, and `ferry migrate SITE --to target --watch --json`.
  */
@@ -198,6 +198,11 @@ export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}):
     ['target', h.target],
   ] as const) {
     const address = NET[name];
+    // The agents' API over HTTPS, as docs/deployment.md asks for web sites: the bundle carries
+    // the site's private key from one server to the other through it.
+    const api = await h.ca.issue([address]);
+    await writeFile(join(h.dir, `api-${name}.pem`), api.certPem);
+    await writeFile(join(h.dir, `api-${name}.key`), api.keyPem, { mode: 0o600 });
     h.agents[name] = srv.spawn(
       'agent',
       agentArgv({
@@ -206,6 +211,10 @@ export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}):
         tokenFile: join(h.dir, 'token'),
         dataDir: '/var/lib/ferry/agent',
         extra: [
+          '--tls-cert',
+          join(h.dir, `api-${name}.pem`),
+          '--tls-key',
+          join(h.dir, `api-${name}.key`),
           '--web',
           'nginx',
           '--nginx-conf-dir',
@@ -240,14 +249,16 @@ function ferryYaml(h: Hosting, migrated: string[]): string {
   return `journal: ${h.dir}/journal.sqlite
 servers:
   origin:
-    agent: http://${NET.origin}:7070
+    agent: https://${NET.origin}:7070
+    ca: ${h.ca.dir}/ca.pem
     tokenFile: ${h.dir}/token
     sharedIps: [${NET.origin}]
     tempIpPool: [${NET.tempIp}]
     web: nginx
     engine: kernel
   target:
-    agent: http://${NET.target}:7070
+    agent: https://${NET.target}:7070
+    ca: ${h.ca.dir}/ca.pem
     tokenFile: ${h.dir}/token
     sharedIps: [${NET.target}]
     web: nginx

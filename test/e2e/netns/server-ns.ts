@@ -16,6 +16,7 @@ import { X509Certificate, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { spawnChild, type NsChild } from './topology.js';
 
@@ -454,7 +455,7 @@ export class TestCa {
     return new TestCa(dir, await readFile(cert, 'utf8'));
   }
 
-  /** A server certificate for `names` (the first is the subject; all are subjectAltNames). */
+  /** A server certificate for `names`, host names or IP addresses (the first is the subject; all are subjectAltNames). */
   async issue(names: string[]): Promise<IssuedCert> {
     const base = join(this.dir, `${names[0]}-${randomBytes(3).toString('hex')}`);
     await run(['openssl', 'ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${base}.key`]);
@@ -471,7 +472,7 @@ export class TestCa {
     ]);
     await writeFile(
       `${base}.ext`,
-      `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\nextendedKeyUsage=serverAuth\n`,
+      `subjectAltName=${names.map((n) => `${isIP(n) ? 'IP' : 'DNS'}:${n}`).join(',')}\nextendedKeyUsage=serverAuth\n`,
     );
     await run([
       'openssl',
