@@ -41,11 +41,18 @@ import { NginxFrontend, type NginxOptions } from './nginx.js';
 import { httpProbe } from './probe.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { FileStateStore, type AgentState, type AgentStateStore } from './state.js';
-import { readWebSites, type WebConfigOptions, type WebSite, type WebSitesReport } from './webconfig/index.js';
+import {
+  readWebSites,
+  type SiteNeeds,
+  type WebConfigOptions,
+  type WebSite,
+  type WebSitesReport,
+} from './webconfig/index.js';
 import {
   ApacheFlavor,
   NginxFlavor,
   WebStack,
+  type PhpFpmLayout,
   type PhpFpmOptions,
   type WebFlavor,
   type WebSiteBundle,
@@ -134,6 +141,8 @@ export interface HostAgentOptions {
     /** The web server's command for `-t` and `-s reload` (nginx). Default `['nginx']`. */
     command?: string[];
     phpFpm?: PhpFpmOptions;
+    /** Where this server's PHP-FPM versions are (the target check). Default Debian's layout. */
+    phpLayout?: PhpFpmLayout;
     crontabCommand?: string[];
     /** How often retired sites' backups are pruned. Default 3 600 000 ms. */
     pruneEveryMs?: number;
@@ -243,6 +252,7 @@ export class HostAgent implements HostDriver, SyncPeer {
           sharedIp: opts.sharedIps[0]!,
           statsPort: () => this.nginx?.statsPort,
           ...(opts.webStack?.phpFpm ? { phpFpm: opts.webStack.phpFpm } : {}),
+          ...(opts.webStack?.phpLayout ? { phpLayout: opts.webStack.phpLayout } : {}),
           ...(opts.webStack?.crontabCommand ? { crontabCommand: opts.webStack.crontabCommand } : {}),
           ...(opts.log ? { log: opts.log } : {}),
           settle: (d) => this.gateQuiet(d),
@@ -714,6 +724,15 @@ export class HostAgent implements HostDriver, SyncPeer {
   /** The server's own site named `domain` (its blocks merged), or null when it has none. */
   async inspectWebSite(domain: string): Promise<WebSite | null> {
     return this.webStack().inspect(normalizeDomain(domain));
+  }
+
+  /**
+   * Target, at plan time: whether this server can host a site with `needs` (what the origin's
+   * inspection said it requires). Throws `TARGET_LACKS` naming each lack; changes nothing. The
+   * install runs the same check.
+   */
+  checkWebSite(domain: string, needs: SiteNeeds): Promise<void> {
+    return this.webStack().assertCanHost(normalizeDomain(domain), needs);
   }
 
   /** Origin: put the gate in front of the site (one reload); the site serves through it. Idempotent. */

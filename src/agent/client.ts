@@ -14,7 +14,7 @@ import type { SiteMode, SiteStats } from '../host/index.js';
 import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { isSyncPeer, type SyncPeer } from './transport.js';
-import type { WebSite, WebSitesReport } from './webconfig/index.js';
+import type { SiteNeeds, WebSite, WebSitesReport } from './webconfig/index.js';
 import type { WebSiteBundle } from './webstack/index.js';
 
 export interface HttpHostDriverOptions {
@@ -206,6 +206,13 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   inspectWebSite(domain: string): Promise<WebSite | null> {
     return this.call<WebSite | null>('GET', `/v1/web-sites/${HttpHostDriver.enc(domain)}`, undefined, {
       notFound: null,
+    });
+  }
+
+  /** Whether this server can host the site's `needs`; TARGET_LACKS naming each lack (`POST /v1/web-sites/{domain}/check`). */
+  async checkWebSite(domain: string, needs: SiteNeeds): Promise<void> {
+    await this.call('POST', `/v1/web-sites/${HttpHostDriver.enc(domain)}/check`, needs, {
+      timeoutMs: WEB_TIMEOUT_MS,
     });
   }
 

@@ -36,6 +36,8 @@ export {
   type WebSitesReport,
   type Refusal,
   type RefusalCode,
+  type SiteNeed,
+  type SiteNeeds,
 } from './webconfig/index.js';
 export { ChangeTracker, type ChangeSet, type ChangeTrackerOptions } from './tracker.js';
 export {

@@ -5,7 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, appendFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, appendFile, writeFile } from 'node:fs/promises';
 import { createConnection, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -757,4 +757,146 @@ describe('agent API', () => {
       await b.driver.closeSyncReceiver('sync.example');
     },
   );
+});
+
+describe('agent API: can this server host a site (POST /v1/web-sites/{domain}/check)', () => {
+  // A server whose web server is nginx with PHP-FPM 8.2 installed (its layout in a folder of the test).
+  let dir = '';
+  let agent: HostAgent;
+  let app: FastifyInstance;
+  let driver: HttpHostDriver;
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  const needs = (version: string, server = 'nginx') => ({
+    server,
+    requires: [
+      {
+        kind: 'php-fpm',
+        name: version,
+        neededBy: `pool [shop] of /etc/php/${version}/fpm/pool.d/shop.conf`,
+      },
+    ],
+  });
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ferry-agent-check-'));
+    await mkdir(join(dir, 'php', '8.2', 'fpm', 'pool.d'), { recursive: true });
+    await mkdir(join(dir, 'php', '8.1', 'fpm', 'pool.d'), { recursive: true }); // left over, no binary
+    await mkdir(join(dir, 'bin'));
+    await writeFile(join(dir, 'bin', 'php-fpm8.2'), '', { mode: 0o755 });
+    await mkdir(join(dir, 'include'));
+    agent = new HostAgent({
+      id: 'gamma',
+      dataDir: join(dir, 'data'),
+      sharedIps: ['127.0.61.3'],
+      httpPort: 0,
+      addresses: new LoopbackAddresses(),
+      web: { kind: 'nginx', confDir: join(dir, 'nginx'), appAddress: '127.0.0.1', appPort: await freePort() },
+      webConfig: { kind: 'nginx' },
+      webStack: {
+        includeDir: join(dir, 'include'),
+        phpLayout: { phpRoot: join(dir, 'php'), binDirs: [join(dir, 'bin')] },
+      },
+      rsync: { port: await freePort('127.0.61.3') },
+    });
+    await agent.start();
+    app = buildAgentServer(agent, { token: TOKEN });
+    await app.listen({ host: '127.0.61.3', port: 0 });
+    const url = `http://127.0.61.3:${(app.server.address() as AddressInfo).port}`;
+    driver = new HttpHostDriver({ id: 'gamma', url, token: TOKEN, timeoutMs: 5000 });
+  });
+  after(async () => {
+    driver?.close();
+    await app?.close();
+    await agent?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('what the server has: 200, through the driver too, and nothing written', async () => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/web-sites/shop.example/check',
+      headers: auth,
+      payload: needs('8.2'),
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual(res.json(), { ok: true });
+    await driver.checkWebSite('shop.example', { server: 'nginx', requires: [] });
+    assert.deepEqual(await readdir(join(dir, 'include')), [], 'the check writes no configuration');
+    assert.equal(agent.listSites().length, 0, 'nor adds a site');
+  });
+
+  test('what it lacks: 409 TARGET_LACKS naming the version and what needs it; another kind of web server too', async () => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/web-sites/shop.example/check',
+      headers: auth,
+      payload: needs('8.1'),
+    });
+    assert.equal(res.statusCode, 409, res.body);
+    assert.equal(res.json().error.code, 'TARGET_LACKS');
+    assert.match(
+      res.json().error.message,
+      /shop\.example: it lacks PHP-FPM 8\.1 \(pool \[shop\] of \/etc\/php\/8\.1\/fpm\/pool\.d\/shop\.conf\)/,
+      'a pool folder without its php-fpm8.1 binary is no PHP 8.1',
+    );
+    await assert.rejects(
+      driver.checkWebSite('shop.example', {
+        server: 'nginx',
+        requires: [{ kind: 'module', name: 'rewrite_module', neededBy: 'RewriteEngine at /x.conf:3' }],
+      }),
+      (err: Error & { code?: string }) =>
+        err.code === 'TARGET_LACKS' &&
+        /Apache module rewrite_module \(RewriteEngine at \/x\.conf:3\)/.test(err.message),
+    );
+    await assert.rejects(
+      driver.checkWebSite('shop.example', { server: 'apache', requires: [] }),
+      (err: Error & { code?: string }) =>
+        err.code === 'TARGET_LACKS' && /runs on apache, this server's web server is nginx/.test(err.message),
+    );
+    assert.deepEqual(await readdir(join(dir, 'include')), []);
+  });
+
+  test('a bad body: 400 naming the field; no token: 401', async () => {
+    for (const [payload, expect] of [
+      [{ requires: [] }, /body\.server: must be "nginx" or "apache"/],
+      [{ server: 'nginx' }, /body\.requires/],
+      [
+        { server: 'nginx', requires: [{ kind: 'perl', name: '5', neededBy: 'x' }] },
+        /body\.requires\[0\]\.kind: must be "php-fpm" or "module"/,
+      ],
+      [
+        { server: 'nginx', requires: [{ kind: 'php-fpm', name: '../8.2', neededBy: 'x' }] },
+        /body\.requires\[0\]\.name: must be a PHP version/,
+      ],
+      [{ ...needs('8.2'), extra: 1 }, /body: Unrecognized key.*extra/i],
+    ] as const) {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/web-sites/shop.example/check',
+        headers: auth,
+        payload,
+      });
+      assert.equal(res.statusCode, 400, `${JSON.stringify(payload)}: ${res.body}`);
+      assert.equal(res.json().error.code, 'BAD_REQUEST');
+      assert.match(res.json().error.message, expect);
+    }
+    const bad = await app.inject({
+      method: 'POST',
+      url: '/v1/web-sites/-bad-/check',
+      headers: auth,
+      payload: needs('8.2'),
+    });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().error.message, /params\.domain/);
+    for (const headers of [{}, { authorization: `Bearer ${TOKEN}x` }]) {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/web-sites/shop.example/check',
+        headers,
+        payload: needs('8.2'),
+      });
+      assert.equal(res.statusCode, 401);
+      assert.equal(res.json().error.code, 'UNAUTHORIZED');
+    }
+  });
 });

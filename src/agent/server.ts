@@ -19,6 +19,7 @@
  *   PUT|DELETE /sync-receivers/:domain     GET /sync-jobs/:id
  *   GET    /web-sites                      (the server's own nginx or Apache sites, read-only)
  *   GET    /web-sites/:domain              GET /web-sites/:domain/bundle (holds private keys)
+ *   POST   /web-sites/:domain/check        (whether this server can host the site's needs; reads only)
  *   POST   /web-sites/:domain/gate         POST /web-sites/:domain/ungate
  *   PUT|DELETE /web-sites/:domain/install  POST /web-sites/:domain/finish
  */
@@ -113,8 +114,27 @@ const bundle = z
   })
   .strict();
 
+/** What a site needs of the server that hosts it (the origin's inspection's `requires`). */
+const needs = z
+  .object({
+    server: z.enum(['nginx', 'apache'], { message: 'must be "nginx" or "apache"' }),
+    requires: z.array(
+      z
+        .object({
+          kind: z.enum(['php-fpm', 'module'], { message: 'must be "php-fpm" or "module"' }),
+          name: z.string().regex(/^[A-Za-z0-9_.]{1,64}$/, {
+            message: 'must be a PHP version ("8.2") or a module name ("rewrite_module")',
+          }),
+          neededBy: z.string().max(4096),
+        })
+        .strict(),
+    ),
+  })
+  .strict();
+
 const schemas = {
   bundle,
+  needs,
   finish: z
     .object({
       role: z.enum(['origin', 'target'], { message: 'must be "origin" or "target"' }),
@@ -401,6 +421,12 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     const site = await agent.inspectWebSite(d);
     if (!site) throw new FerryError('SITE_NOT_FOUND', `${agent.id}'s web server has no site named ${d}`);
     return site;
+  });
+  app.post('/v1/web-sites/:domain/check', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    const body = parse(schemas.needs, req.body, 'body');
+    await agent.checkWebSite(d, body);
+    return ok;
   });
   app.get('/v1/web-sites/:domain/bundle', async (req) => {
     const { domain: d } = parse(schemas.domainParam, req.params, 'params');

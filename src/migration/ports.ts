@@ -4,7 +4,7 @@
  * HTTP API (`HttpHostDriver`); DNS is the embedded server or any primary through RFC 2136. Every operation is idempotent, so that a
  * resumed migration can repeat the step it was in.
  */
-import type { WebSite, WebSitesReport } from '../agent/webconfig/model.js';
+import type { SiteNeeds, WebSite, WebSitesReport } from '../agent/webconfig/model.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type { RelayStats } from '../relay/index.js';
 
@@ -120,6 +120,12 @@ export interface HostDriver {
   webSites?(): Promise<WebSitesReport>;
   /** One site of the server's own web server by one of its names, or null when none has it. */
   inspectWebSite?(domain: string, overrides?: WebSiteOverrides): Promise<WebSite | null>;
+  /**
+   * Whether this server (the target) can host the site: its web server kind, and each PHP-FPM
+   * version and module in `needs` (the origin's inspection's `requires`). Throws `TARGET_LACKS`
+   * naming what it lacks; changes nothing. `installWebSite` runs the same check.
+   */
+  checkWebSite?(domain: string, needs: SiteNeeds): Promise<void>;
   /** Put the gate in front of the site (origin, before the temporary IP; one web-server reload). */
   gateWebSite?(domain: string, overrides?: WebSiteOverrides): Promise<void>;
   /** Everything but the data that recreates the site elsewhere (a secret). */

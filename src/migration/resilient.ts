@@ -8,7 +8,7 @@ import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { statusOfCode, type ErrorCode } from '../common/error-codes.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
-import type { WebSite, WebSitesReport } from '../agent/webconfig/model.js';
+import type { SiteNeeds, WebSite, WebSitesReport } from '../agent/webconfig/model.js';
 import type {
   DnsProvider,
   HostDriver,
@@ -113,6 +113,7 @@ export class ResilientHost implements HostDriver {
   readonly listAddresses?: () => Promise<string[]>;
   readonly webSites?: () => Promise<WebSitesReport>;
   readonly inspectWebSite?: (domain: string, overrides?: WebSiteOverrides) => Promise<WebSite | null>;
+  readonly checkWebSite?: (domain: string, needs: SiteNeeds) => Promise<void>;
   readonly gateWebSite?: (domain: string, overrides?: WebSiteOverrides) => Promise<void>;
   readonly exportWebSite?: (domain: string, overrides?: WebSiteOverrides) => Promise<WebBundle>;
   readonly installWebSite?: (bundle: WebBundle) => Promise<void>;
@@ -147,6 +148,10 @@ export class ResilientHost implements HostDriver {
     if (inner.inspectWebSite) {
       const f = inner.inspectWebSite.bind(inner);
       this.inspectWebSite = (d, o) => this.call(`inspectWebSite(${d})`, () => (o ? f(d, o) : f(d)));
+    }
+    if (inner.checkWebSite) {
+      const f = inner.checkWebSite.bind(inner);
+      this.checkWebSite = (d, n) => this.call(`checkWebSite(${d})`, () => f(d, n));
     }
     if (inner.gateWebSite) {
       const f = inner.gateWebSite.bind(inner);

@@ -13,7 +13,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { findBinary } from '../../test/e2e/helpers.js';
-import { readWebSites, type HostAgent, type WebSitesReport } from '../agent/index.js';
+import {
+  NginxFlavor,
+  readWebSites,
+  WebStack,
+  type HostAgent,
+  type SiteNeeds,
+  type WebConfigOptions,
+  type WebSitesReport,
+} from '../agent/index.js';
 import { FerryError, isFerryError } from '../common/errors.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { Sandbox } from '../sandbox/index.js';
@@ -30,6 +38,7 @@ interface Call {
 const WEB_METHODS = new Set([
   'webSites',
   'inspectWebSite',
+  'checkWebSite',
   'gateWebSite',
   'exportWebSite',
   'installWebSite',
@@ -40,22 +49,24 @@ const WEB_METHODS = new Set([
 
 /**
  * `agent` as host `id`: every call recorded in `calls`; the web-site calls answered from
- * `report()` (the real reader) and carried out with the agent's built-in site operations; a call
- * whose `fails(method, args)` is true is refused like an agent that is down.
+ * `report()` (the real reader), the inspection and the target check by the agent's real web stack
+ * (`stack`, which only reads), the rest carried out with the agent's built-in site operations; a
+ * call whose `fails(method, args)` is true is refused like an agent that is down.
  */
 function webHost(
   id: string,
   agent: HostAgent,
   calls: Call[],
   report: () => Promise<WebSitesReport>,
+  stack: WebStack,
   secret: string,
   fails: (method: string, args: unknown[]) => boolean,
 ): HostDriver {
   const bare = (d: string) => d.replace(/\.$/, '');
   const web: Record<string, (...a: never[]) => Promise<unknown>> = {
     webSites: () => report(),
-    inspectWebSite: async (d: string) =>
-      (await report()).sites.find((s) => s.names.includes(bare(d))) ?? null,
+    inspectWebSite: async (d: string) => stack.inspect(bare(d)),
+    checkWebSite: async (d: string, needs: SiteNeeds) => stack.assertCanHost(bare(d), needs),
     gateWebSite: async () => undefined, // the sandbox's origin serves the site through its app already
     exportWebSite: async (d: string): Promise<WebBundle & { key: string }> => ({ domain: d, key: secret }),
     installWebSite: async (b: WebBundle) => agent.addSite(b.domain, 'readonly'),
@@ -92,6 +103,7 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
     'broken.example.',
     'reverse.example.',
     'direct.example.',
+    'oldphp.example.',
   ];
   const DEDICATED = '127.0.49.9';
   const sb = new Sandbox({
@@ -120,12 +132,23 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
   let journal: Journal;
   let ctl: Controller;
 
-  const nginxReport = (conf: string) =>
-    readWebSites({
-      kind: 'nginx',
-      command: [nginxBin!, '-T', '-c', conf, '-p', join(dir, 'prefix')],
-      poolDirs: [join(dir, 'pool.d')],
-      declaredRoots: [www],
+  const webConfig = (conf: string): WebConfigOptions => ({
+    kind: 'nginx',
+    command: [nginxBin!, '-T', '-c', conf, '-p', join(dir, 'prefix')],
+    poolDirs: [join(dir, 'pool.d'), join(dir, 'php', '8.1', 'fpm', 'pool.d')],
+    declaredRoots: [www],
+  });
+  const nginxReport = (conf: string) => readWebSites(webConfig(conf));
+  /** A server's web stack: its nginx, and its PHP-FPM versions in `dir/<name>-php` (8.2 only). */
+  const stackOn = (name: string, conf: string, sharedIp: string) =>
+    new WebStack({
+      flavor: new NginxFlavor({ command: [nginxBin!, '-c', conf, '-p', join(dir, 'prefix')] }),
+      webConfig: webConfig(conf),
+      dataDir: join(dir, `${name}-agent`),
+      includeDir: join(dir, `${name}-include`),
+      gate: { address: '127.0.0.1', port: 1 },
+      sharedIp,
+      phpLayout: { phpRoot: join(dir, `${name}-php`), binDirs: [join(dir, `${name}-bin`)] },
     });
 
   before(async () => {
@@ -146,6 +169,24 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
     blocks += `server {\n  listen ${DEDICATED}:${sb.httpPort};\n  server_name direct.example;\n  root ${www}/direct;\n}\n`;
     await sb.originSites.addAddress(DEDICATED);
     sb.dns.zones.replaceRRset('direct.example.', 'A', 1, [DEDICATED]);
+    // oldphp.example runs on a PHP-FPM 8.1 pool, a version the target does not have (it has 8.2).
+    await mkdir(join(www, 'oldphp'), { recursive: true });
+    const pool81 = join(dir, 'php', '8.1', 'fpm', 'pool.d');
+    await mkdir(pool81, { recursive: true });
+    const sock = join(dir, 'php8.1-fpm-oldphp.sock');
+    await writeFile(
+      join(pool81, 'oldphp.conf'),
+      `[oldphp]\nuser = nobody\ngroup = nogroup\nlisten = ${sock}\n`,
+    );
+    blocks += `server {\n  listen ${listen};\n  server_name oldphp.example;\n  root ${www}/oldphp;\n  location ~ \\.php$ { fastcgi_pass unix:${sock}; }\n}\n`;
+    for (const [name, version] of [
+      ['origin', '8.1'],
+      ['target', '8.2'],
+    ] as const) {
+      await mkdir(join(dir, `${name}-php`, version, 'fpm', 'pool.d'), { recursive: true });
+      await mkdir(join(dir, `${name}-bin`), { recursive: true });
+      await writeFile(join(dir, `${name}-bin`, `php-fpm${version}`), '', { mode: 0o755 });
+    }
     // outside.example's root is the 3rd line of its block: the refusal names that line.
     blocks += `server {\n  listen ${listen};\n  server_name outside.example;\n  root ${dir}/elsewhere;\n}\n`;
     const main = (body: string) =>
@@ -164,6 +205,7 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
       sb.origin as HostAgent,
       calls,
       () => nginxReport(originConf),
+      stackOn('origin', originConf, sb.opts.originIp),
       SECRET,
       () => false,
     );
@@ -175,6 +217,7 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
         failing.targetReport === 'none'
           ? Promise.reject(new FerryError('WEBCONFIG_NONE', 'target was not told which web server to read'))
           : nginxReport(targetConf),
+      stackOn('target', targetConf, sb.opts.targetIp),
       SECRET,
       (method, args) =>
         (method === 'installWebSite' && (args[0] as WebBundle).domain === 'broken.example.') ||
@@ -235,7 +278,11 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
     const mine = calls.slice(before);
     const at = (host: string, method: string) => index(mine, host, method);
     assert.ok(at('origin', 'inspectWebSite') >= 0, 'the origin was asked for the site at planning');
+    const check = at('target', 'checkWebSite');
+    assert.ok(check > at('origin', 'inspectWebSite'), 'and the target whether it can host it');
+    assert.deepEqual(mine[check]!.args, ['web.example', { server: 'nginx', requires: [] }]);
     const gate = at('origin', 'gateWebSite');
+    assert.ok(check < gate, `checked at ${check}, gated at ${gate}`);
     const addAddress = at('origin', 'addAddress');
     assert.ok(gate >= 0 && gate < addAddress, `gate at ${gate}, temporary IP at ${addAddress}`);
     const exp = at('origin', 'exportWebSite');
@@ -337,6 +384,41 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
     }
     assert.equal(journal.list().length, migrations);
     assert.ok(!calls.slice(before).some((c) => ['gateWebSite', 'addAddress', 'addSite'].includes(c.method)));
+  });
+
+  it('refuses at planning a site whose PHP-FPM version the target lacks, naming it; nothing changes', async () => {
+    const before = calls.length;
+    const migrations = journal.list().length;
+    const addresses = await sb.origin.listAddresses!();
+    const eventsBefore = events.length;
+    const err = await ctl.startMigration({ domain: 'oldphp.example', to: 'target' }).then(
+      () => assert.fail('planned'),
+      (e: unknown) => e,
+    );
+    assert.ok(isFerryError(err, 'TARGET_LACKS'), String(err));
+    const pool = join(dir, 'php', '8.1', 'fpm', 'pool.d', 'oldphp.conf');
+    assert.ok(
+      err.message.includes(`oldphp.example: it lacks PHP-FPM 8.1 (pool [oldphp] of ${pool})`),
+      err.message,
+    );
+    assert.match(err.message, /\(target target\); nothing was changed$/);
+    // The origin read the site and said what it needs; the target's own check refused it.
+    const mine = calls.slice(before);
+    assert.deepEqual(
+      mine.map((c) => `${c.host} ${c.method}`),
+      ['origin webSites', 'origin inspectWebSite', 'target webSites', 'target checkWebSite'],
+    );
+    assert.deepEqual(mine[3]!.args, [
+      'oldphp.example',
+      {
+        server: 'nginx',
+        requires: [{ kind: 'php-fpm', name: '8.1', neededBy: `pool [oldphp] of ${pool}` }],
+      },
+    ]);
+    assert.equal(journal.list().length, migrations, 'nothing journaled');
+    assert.deepEqual(await sb.origin.listAddresses!(), addresses, 'no temporary IP');
+    assert.deepEqual((await sb.dns.zones.getRRset('oldphp.example.', 'A'))?.rdata, [sb.opts.originIp]);
+    assert.equal(events.length, eventsBefore);
   });
 
   it('a failed install before the switch: uninstalled on the target, ungated on the origin, DNS back', async () => {

@@ -144,6 +144,25 @@ export async function planWebSite(
         `the web server of target ${target.id} serves ${name} already (${there.at.file}:${there.at.line}); remove it there first`,
       );
   }
+  // The target's own check of what the site needs (PHP-FPM versions, Apache modules), the one its
+  // install runs.
+  if (target.checkWebSite) {
+    try {
+      await target.checkWebSite(name, { server: site.server, requires: site.requires ?? [] });
+    } catch (err) {
+      if (isFerryError(err, 'TARGET_LACKS'))
+        throw new FerryError('TARGET_LACKS', `${err.message} (target ${target.id}); nothing was changed`, {
+          cause: err,
+        });
+      // An older agent has no such route; its install checks the same before changing anything.
+      if (!isFerryError(err, 'ROUTE_NOT_FOUND')) throw err;
+    }
+  }
+  return plan(site);
+}
+
+/** The ports and TLS port of a movable site. */
+function plan(site: WebSite): WebSitePlan {
   const plain = [...new Set(site.listens.filter((l) => !l.tls).map((l) => l.port))];
   const tls = [...new Set(site.listens.filter((l) => l.tls).map((l) => l.port))];
   return {

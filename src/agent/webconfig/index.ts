@@ -15,6 +15,8 @@ export type {
   RefusalCode,
   SiteApp,
   SiteListen,
+  SiteNeed,
+  SiteNeeds,
   SitePath,
   SourceRef,
   WebSite,

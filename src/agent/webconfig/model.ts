@@ -78,6 +78,26 @@ export interface WebSite {
   group: string | null;
   movable: boolean;
   refusals: Refusal[];
+  /**
+   * What the server that hosts it must have besides its web server kind. Given by the agent's
+   * inspection of one site (`GET /v1/web-sites/{domain}`), not in the listing.
+   */
+  requires?: SiteNeed[];
+}
+
+/** One thing a site needs of the server that hosts it: a PHP-FPM version or an Apache module. */
+export interface SiteNeed {
+  kind: 'php-fpm' | 'module';
+  /** The version (`8.2`) or the module (`rewrite_module`). */
+  name: string;
+  /** What in the site needs it, e.g. `RewriteEngine at /etc/apache2/sites-enabled/shop.conf:7`. */
+  neededBy: string;
+}
+
+/** What a server must have to host a site: its web server kind and each need (`POST /v1/web-sites/{domain}/check`). */
+export interface SiteNeeds {
+  server: 'nginx' | 'apache';
+  requires: SiteNeed[];
 }
 
 /** The sites of one web server, as the agent read them. */

@@ -30,6 +30,8 @@ import { waitFor } from '../../common/time.js';
 import { readWebSites, type WebSite } from '../webconfig/index.js';
 import { ApacheFlavor, apacheModulesNeeded } from './apache.js';
 import type { SiteConfigFile, WebStackLayout } from './flavor.js';
+import { WebStack } from './stack.js';
+import type { PhpFpmLayout } from './target-check.js';
 
 const apache2 = findBinary('apache2');
 const apachectl = findBinary('apache2ctl');
@@ -330,6 +332,17 @@ describe(
     let stats: Socket | undefined;
     let flavor: ApacheFlavor;
     const env = () => ({ PATH: process.env.PATH, APACHE_CONFDIR: root });
+    /** A web stack on `f` (only its target check is used: it writes nothing). */
+    const stackOn = (f: ApacheFlavor, phpLayout?: PhpFpmLayout) =>
+      new WebStack({
+        flavor: f,
+        webConfig: { kind: 'apache', env: env() },
+        dataDir: join(dir, 'agent'),
+        includeDir: join(dir, 'ferry-include'),
+        gate: { address: '127.0.0.1', port: ports.gate },
+        sharedIp: SHARED,
+        ...(phpLayout ? { phpLayout } : {}),
+      });
 
     const sslCert = (name: string, names: string[]) => {
       const ext = join(dir, `${name}.ext`);
@@ -657,7 +670,8 @@ describe(
 
       const s = await shopSite();
       const files = shopFiles();
-      await flavor.assertTargetReady(s, files);
+      const here = stackOn(flavor);
+      await here.assertCanHost('shop.example', here.needsOf(s, files));
 
       gate = standInGate({ address: '127.0.0.1', httpPort: ports.backHttp, httpsPort: ports.backHttps });
       await new Promise<void>((r) => gate!.server.listen(ports.gate, '127.0.0.1', r));
@@ -802,7 +816,9 @@ describe(
     test('a target without the modules or the PHP-FPM version: TARGET_LACKS naming each', async () => {
       const s = await shopSite();
       const files = shopFiles();
-      assert.deepEqual(await flavor.targetLacks(s, files), [], 'this server has all the site needs');
+      const needs = stackOn(flavor).needsOf(s, files);
+      assert.equal(needs.server, 'apache');
+      await stackOn(flavor).assertCanHost('shop.example', needs); // this server has all the site needs
 
       const bare = join(dir, 'bare');
       mkdirSync(bare, { recursive: true });
@@ -816,29 +832,36 @@ describe(
       );
       const phpRoot = join(dir, 'php');
       mkdirSync(join(phpRoot, '7.4', 'fpm', 'pool.d'), { recursive: true });
-      const target = new ApacheFlavor({
-        env: { PATH: process.env.PATH, APACHE_CONFDIR: bare },
-        php: { phpRoot },
+      const target = stackOn(new ApacheFlavor({ env: { PATH: process.env.PATH, APACHE_CONFDIR: bare } }), {
+        phpRoot,
       });
-      const lacks = await target.targetLacks(s, files);
-      assert.deepEqual(lacks.map((l) => `${l.kind} ${l.name}`).sort(), [
-        'module headers_module',
-        'module proxy_fcgi_module',
-        'module proxy_http_module',
-        'module rewrite_module',
-        'php-fpm 8.2',
-      ]);
-      assert.equal(
-        lacks.find((l) => l.name === 'proxy_fcgi_module')!.neededBy,
-        `SetHandler at ${join(root, 'sites', 'shop.conf')}:13`,
-      );
-      await assert.rejects(target.assertTargetReady(s, files), (err: unknown) => {
+      await assert.rejects(target.assertCanHost('shop.example', needs), (err: unknown) => {
         assert.ok(isFerryError(err, 'TARGET_LACKS'), String(err));
         assert.match(err.message, /shop\.example/);
-        assert.match(err.message, /Apache module proxy_fcgi_module \(SetHandler at .*shop\.conf:13\)/);
+        const lacking = [...err.message.matchAll(/Apache module (\w+)|PHP-FPM ([\d.]+)/g)].map((m) => m[0]);
+        assert.deepEqual(lacking.sort(), [
+          'Apache module headers_module',
+          'Apache module proxy_fcgi_module',
+          'Apache module proxy_http_module',
+          'Apache module rewrite_module',
+          'PHP-FPM 8.2',
+        ]);
+        assert.match(
+          err.message,
+          new RegExp(
+            `Apache module proxy_fcgi_module \\(SetHandler at ${join(root, 'sites', 'shop.conf')}:13\\)`,
+          ),
+        );
         assert.match(err.message, /PHP-FPM 8\.2 \(pool \[shop\] of .*pool\.d\/shop\.conf\)/);
         return true;
       });
+      // A site of the other kind is refused on the kind alone.
+      await assert.rejects(
+        target.assertCanHost('shop.example', { server: 'nginx', requires: [] }),
+        (err: unknown) =>
+          isFerryError(err, 'TARGET_LACKS') &&
+          /runs on nginx, this server's web server is apache/.test(err.message),
+      );
     });
   },
 );

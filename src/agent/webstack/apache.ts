@@ -11,9 +11,8 @@ import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
 import { FerryError } from '../../common/errors.js';
 import { parseApacheSection } from '../webconfig/apache.js';
-import type { WebSite } from '../webconfig/index.js';
+import type { SiteNeed, WebSite } from '../webconfig/index.js';
 import type { GeneratedConfig, SiteConfigFile, WebFlavor, WebStackLayout } from './flavor.js';
-import { assertNothingLacking, phpFpmLacks, type PhpFpmLayout, type TargetLack } from './target-check.js';
 
 /** One logical line of a block: its physical lines (0-based, in the block) and its words. */
 interface LogicalLine {
@@ -327,8 +326,6 @@ export interface ApacheFlavorOptions {
   reloadCommand?: string[];
   /** Environment of the commands (e.g. `APACHE_CONFDIR`). Default the agent's own. */
   env?: Record<string, string | undefined>;
-  /** Where PHP-FPM versions live on this server (the target readiness check). */
-  php?: PhpFpmLayout;
   /** util-linux's `logger`, which carries the front's per-request lines to the agent. Default `/usr/bin/logger`. */
   logger?: string;
   /** Longest a command may run. Default 30 000 ms. */
@@ -428,21 +425,9 @@ export class ApacheFlavor implements WebFlavor {
     return parseApacheModules(await this.apachectl(['-M'], 'APACHE_CONFIG_INVALID'));
   }
 
-  /** What this server lacks to serve the site of `files`: Apache modules and PHP-FPM versions. */
-  async targetLacks(site: WebSite, files: SiteConfigFile[]): Promise<TargetLack[]> {
-    const loaded = await this.loadedModules();
-    const modules: TargetLack[] = apacheModulesNeeded(files)
-      .filter((n) => !loaded.has(n.module))
-      .map((n) => ({ kind: 'module', name: n.module, neededBy: n.neededBy }));
-    return [...modules, ...(await phpFpmLacks(site, this.opts.php))];
-  }
-
-  /** Throw `TARGET_LACKS` naming each module and PHP-FPM version this server lacks for the site. */
-  async assertTargetReady(site: WebSite, files: SiteConfigFile[]): Promise<void> {
-    assertNothingLacking(
-      site.names[0] ?? `${site.at.file}:${site.at.line}`,
-      await this.targetLacks(site, files),
-    );
+  /** The modules the site of `files` needs (`apacheModulesNeeded`), as the target check takes them. */
+  needs(files: SiteConfigFile[]): SiteNeed[] {
+    return apacheModulesNeeded(files).map((n) => ({ kind: 'module', name: n.module, neededBy: n.neededBy }));
   }
 
   private apachectl(args: string[], code: 'APACHE_CONFIG_INVALID' | 'APACHE_RELOAD_FAILED'): Promise<string> {

@@ -15,8 +15,7 @@
  * Without the gate (the site's final home), `plain` is the site's own block(s) listening where the
  * layout says. The original file is not the flavor's business: the web stack moves it aside.
  */
-import type { TargetLack } from './target-check.js';
-import type { WebSite } from '../webconfig/index.js';
+import type { SiteNeed, WebSite } from '../webconfig/index.js';
 
 /** A configuration file that holds one or more of a site's blocks. */
 export interface SiteConfigFile {
@@ -75,8 +74,10 @@ export interface WebFlavor {
   /** Reload the web server gracefully (after `check`). */
   reload(): Promise<void>;
   /**
-   * What this server lacks to serve the site (modules, PHP-FPM versions). Without it, the web
-   * stack checks the PHP-FPM versions alone.
+   * What the site's blocks need of a web server of this kind besides PHP-FPM (Apache: modules).
+   * Without it, the site needs its PHP-FPM versions alone.
    */
-  targetLacks?(site: WebSite, files: SiteConfigFile[]): Promise<TargetLack[]>;
+  needs?(files: SiteConfigFile[]): SiteNeed[];
+  /** The modules this server's web server has loaded (Apache), which meet `needs`. */
+  loadedModules?(): Promise<Set<string>>;
 }

@@ -35,6 +35,8 @@ import {
   readWebSites,
   siteDataDirOf,
   tokenizeNginx,
+  type SiteNeed,
+  type SiteNeeds,
   type WebConfigOptions,
   type WebSite,
 } from '../webconfig/index.js';
@@ -53,7 +55,7 @@ import {
   type SystemGroup,
   type SystemUser,
 } from './system.js';
-import { assertNothingLacking, phpFpmLacks } from './target-check.js';
+import { assertNothingLacking, lacksOf, phpFpmNeeds, type PhpFpmLayout } from './target-check.js';
 
 /**
  * Everything that recreates a site on another server besides its data. Holds the private keys'
@@ -131,6 +133,8 @@ export interface WebStackOptions {
   /** The agent's per-request counters (nginx syslog port), when it has them. */
   statsPort?: () => number | undefined;
   phpFpm?: PhpFpmOptions;
+  /** Where this server's PHP-FPM versions are (what a site's pool needs here). Default Debian's. */
+  phpLayout?: PhpFpmLayout;
   /** The crontab command. Default `['crontab']` (without it, Debian's spool file). */
   crontabCommand?: string[];
   /** Longest a reload may take to show (the backend listening). Default 10 000 ms. */
@@ -209,12 +213,38 @@ export class WebStack {
     return this.states.get(domain)?.dataDir;
   }
 
-  /** The site's blocks merged (null when the server has no site of that name). */
+  /**
+   * The site's blocks merged (null when the server has no site of that name), with what a server
+   * must have to host it (`requires`) when it is movable.
+   */
   async inspect(domain: string): Promise<WebSite | null> {
     const s = this.states.get(domain);
-    if (s) return s.site;
+    if (s) return { ...s.site, requires: this.needsOf(s.site, s.files).requires };
     const blocks = await this.blocksOf(domain);
-    return blocks.length ? merge(blocks) : null;
+    if (!blocks.length) return null;
+    const site = merge(blocks);
+    if (!site.movable) return site;
+    return { ...site, requires: this.needsOf(site, await this.readFiles(blocks)).requires };
+  }
+
+  /** What a server must have to host the site of these blocks (the flavor's needs and its PHP-FPM versions). */
+  needsOf(site: WebSite, files: SiteConfigFile[]): SiteNeeds {
+    const requires: SiteNeed[] = [...phpFpmNeeds(site), ...(this.opts.flavor.needs?.(files) ?? [])];
+    return { server: site.server, requires };
+  }
+
+  /**
+   * Whether this server can host a site with `needs`: throws `TARGET_LACKS` naming every need it
+   * does not meet. Changes nothing; asked at plan time and again before an install.
+   */
+  async assertCanHost(domain: string, needs: SiteNeeds): Promise<void> {
+    const flavor = this.opts.flavor;
+    const lacks = await lacksOf(domain, needs, {
+      server: flavor.kind,
+      ...(flavor.loadedModules ? { loadedModules: () => flavor.loadedModules!() } : {}),
+      ...(this.opts.phpLayout ? { php: this.opts.phpLayout } : {}),
+    });
+    assertNothingLacking(domain, lacks);
   }
 
   /**
@@ -346,18 +376,12 @@ export class WebStack {
         `${domain} is already ${existing.role === 'origin' ? 'gated here as an origin' : 'installed here from another bundle'}; uninstall it first`,
       );
     }
-    if (bundle.server !== this.opts.flavor.kind)
-      throw new FerryError(
-        'WEBSTACK_CONFLICT',
-        `${domain} runs on ${bundle.server}; this server's web server is ${this.opts.flavor.kind}`,
-      );
-    // A server without a module or the PHP-FPM version the site needs is refused before anything changes.
-    assertNothingLacking(
-      domain,
-      this.opts.flavor.targetLacks
-        ? await this.opts.flavor.targetLacks(bundle.site, bundle.files)
-        : await phpFpmLacks(bundle.site),
-    );
+    // A server of another kind, or without a module or the PHP-FPM version the site needs, is
+    // refused before anything changes (the check the controller asked at plan time).
+    await this.assertCanHost(domain, {
+      ...this.needsOf(bundle.site, bundle.files),
+      server: bundle.server,
+    });
     // Nothing is changed when a file of the same path holds something else here.
     for (const f of [
       ...bundle.certificates,

@@ -1,22 +1,17 @@
 /**
- * What a target server must have before a site can be recreated there: the PHP-FPM version the
- * site's pool runs on (both flavors) and, for Apache, the modules its virtual hosts use (apache.ts).
- * Asked at plan time, so a move the target cannot take is refused before anything changes.
+ * What a server must have to host a site, and what it lacks: the web server kind, the PHP-FPM
+ * versions the site's pools run on (both flavors) and, for Apache, the modules its virtual hosts
+ * use (apache.ts). The origin's agent states a site's needs when it inspects the site; the
+ * target's agent answers with `lacksOf` both when asked at plan time (nothing changes) and before
+ * an install, so a move the target cannot take is refused before anything changes.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../../common/errors.js';
-import type { WebSite } from '../webconfig/index.js';
+import type { SiteNeed, SiteNeeds, WebSite } from '../webconfig/index.js';
 
-/** One thing the target lacks, and what in the site needs it. */
-export interface TargetLack {
-  /** `module` (Apache) or `php-fpm` (a PHP-FPM version). */
-  kind: 'module' | 'php-fpm';
-  /** The module (`proxy_fcgi_module`) or the version (`8.2`). */
-  name: string;
-  /** What needs it, e.g. `RewriteEngine at /etc/apache2/sites-enabled/shop.conf:7`. */
-  neededBy: string;
-}
+/** One thing the target lacks (a need it does not meet), and what in the site needs it. */
+export type TargetLack = SiteNeed;
 
 /** Where a server keeps its PHP-FPM versions (Debian's layout by default). */
 export interface PhpFpmLayout {
@@ -30,15 +25,16 @@ const VERSION_IN_PATH = /\/php\/(\d+\.\d+)\/fpm\//;
 const VERSION_IN_SOCKET = /php(\d+\.\d+)-fpm/;
 
 /** The PHP-FPM versions a site's pools run on, from the pool file's path (`/etc/php/8.2/fpm/...`) or the socket's name. */
-export function sitePhpVersions(site: WebSite): Array<{ version: string; neededBy: string }> {
-  const out: Array<{ version: string; neededBy: string }> = [];
+export function phpFpmNeeds(site: WebSite): SiteNeed[] {
+  const out: SiteNeed[] = [];
   for (const app of site.apps) {
     if (app.kind !== 'php-fpm') continue;
     const version =
       (app.pool && VERSION_IN_PATH.exec(app.pool.file)?.[1]) ?? VERSION_IN_SOCKET.exec(app.socket)?.[1];
-    if (!version || out.some((o) => o.version === version)) continue;
+    if (!version || out.some((o) => o.name === version)) continue;
     out.push({
-      version,
+      kind: 'php-fpm',
+      name: version,
       neededBy: app.pool ? `pool [${app.pool.name}] of ${app.pool.file}` : `${app.at.file}:${app.at.line}`,
     });
   }
@@ -77,14 +73,36 @@ export async function installedPhpFpmVersions(layout: PhpFpmLayout = {}): Promis
   return out;
 }
 
-/** The PHP-FPM versions `site` needs that are not installed here. */
-export async function phpFpmLacks(site: WebSite, layout: PhpFpmLayout = {}): Promise<TargetLack[]> {
-  const needed = sitePhpVersions(site);
-  if (needed.length === 0) return [];
-  const present = await installedPhpFpmVersions(layout);
-  return needed
-    .filter((n) => !present.includes(n.version))
-    .map((n) => ({ kind: 'php-fpm' as const, name: n.version, neededBy: n.neededBy }));
+/** This server, as `lacksOf` looks at it. */
+export interface ServerHas {
+  /** Its web server's kind. */
+  server: 'nginx' | 'apache';
+  /** The modules its web server has loaded (Apache); without it, no module need is met. */
+  loadedModules?: () => Promise<Set<string>>;
+  php?: PhpFpmLayout;
+}
+
+/**
+ * What this server lacks of `needs`: every need it does not meet. A web server of another kind
+ * is a `TARGET_LACKS` error at once (nothing else can be compared then). Reads only.
+ */
+export async function lacksOf(domain: string, needs: SiteNeeds, here: ServerHas): Promise<TargetLack[]> {
+  if (needs.server !== here.server)
+    throw new FerryError(
+      'TARGET_LACKS',
+      `the target cannot serve ${domain}: the site runs on ${needs.server}, this server's web server is ${here.server}`,
+    );
+  const out: TargetLack[] = [];
+  const wants = (kind: SiteNeed['kind']) => needs.requires.filter((n) => n.kind === kind);
+  if (wants('php-fpm').length) {
+    const present = await installedPhpFpmVersions(here.php);
+    out.push(...wants('php-fpm').filter((n) => !present.includes(n.name)));
+  }
+  if (wants('module').length) {
+    const loaded = here.loadedModules ? await here.loadedModules() : new Set<string>();
+    out.push(...wants('module').filter((n) => !loaded.has(n.name)));
+  }
+  return out;
 }
 
 /** Throw `TARGET_LACKS` naming every lack (nothing when the list is empty). */

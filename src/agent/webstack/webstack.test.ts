@@ -322,6 +322,32 @@ printf '%s' '${CRONTAB}' > /var/spool/cron/crontabs/shop; chmod 0600 /var/spool/
     assert.ok(site?.listens.some((l) => l.tls && l.port === 443));
   });
 
+  test("the origin's inspection says what the site requires; the target's check answers it without changing anything", async () => {
+    const site = await origin!.driver.inspectWebSite(DOMAIN);
+    assert.deepEqual(site?.requires, [
+      { kind: 'php-fpm', name: '8.2', neededBy: 'pool [shop] of /etc/php/8.2/fpm/pool.d/shop.conf' },
+    ]);
+    const was = snapshot(target!);
+    await target!.driver.checkWebSite(DOMAIN, { server: 'nginx', requires: site!.requires! });
+    const older = {
+      kind: 'php-fpm' as const,
+      name: '7.4',
+      neededBy: 'pool [shop] of /etc/php/7.4/fpm/pool.d/shop.conf',
+    };
+    await assert.rejects(
+      target!.driver.checkWebSite(DOMAIN, { server: 'nginx', requires: [...site!.requires!, older] }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'TARGET_LACKS');
+        assert.match(
+          err.message,
+          /it lacks PHP-FPM 7\.4 \(pool \[shop\] of \/etc\/php\/7\.4\/fpm\/pool\.d\/shop\.conf\)$/,
+        );
+        return true;
+      },
+    );
+    assert.equal(snapshot(target!), was);
+  });
+
   test('a site that cannot be moved is refused with each reason and its place; nothing changes', async () => {
     const was = inNs(origin!, 'ls -l /etc/nginx/sites-enabled /etc/nginx/conf.d');
     await assert.rejects(origin!.driver.gateWebSite('outside.example'), (err: Error & { code?: string }) => {

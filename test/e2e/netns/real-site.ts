@@ -245,7 +245,8 @@ ${names.map((n) => `${n.replace(/\.example$/, '')} 2 IN A ${NET.origin}`).join('
 `;
 }
 
-function ferryYaml(h: Hosting, migrated: string[]): string {
+/** ferry.yaml: the `migrated` sites with `kind: web`, but those of `kindFromCli`, whose `ferry migrate` says `--kind web`. */
+function ferryYaml(h: Hosting, migrated: string[], kindFromCli: string[] = []): string {
   return `journal: ${h.dir}/journal.sqlite
 servers:
   origin:
@@ -267,7 +268,7 @@ dns:
   listen: { address: ${NET.dns}, port: 53 }
   zones: [${h.dir}/example.zone]
 sites:
-${migrated.map((d) => `  - { domain: ${d}, server: origin, ports: [80, 443], kind: web, parity: { http: [{ path: /, body: false }] } }`).join('\n')}
+${migrated.map((d) => `  - { domain: ${d}, server: origin, ports: [80, 443],${kindFromCli.includes(d) ? '' : ' kind: web,'} parity: { http: [{ path: /, body: false }] } }`).join('\n')}
 api:
   listen: { address: ${NET.dns}, port: 7300 }
   tokens: [{ name: test, scope: operator, tokenFile: ${h.dir}/api-token }]
@@ -291,12 +292,16 @@ defaults:
  * probes them, so their pages differ by what was written since the last sync: parity compares
  * the status of `/` over HTTP and HTTPS, and the certificate served (Ferry adds that for a TLS site).
  */
-export async function startControllerAndResolver(h: Hosting, migrated: string[]): Promise<void> {
+export async function startControllerAndResolver(
+  h: Hosting,
+  migrated: string[],
+  o: { kindFromCli?: string[] } = {},
+): Promise<void> {
   // The kernel engine forwards the temporary IP's packets to the target after the cut-over.
   execFileSync('ip', ['netns', 'exec', h.topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   await writeFile(join(h.dir, 'api-token'), API_TOKEN + '\n', { mode: 0o600 });
   await writeFile(join(h.dir, 'example.zone'), zone(h, migrated));
-  await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated));
+  await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated, o.kindFromCli));
   h.controller = h.topo.spawn(
     'dns',
     'controller',
@@ -345,13 +350,21 @@ export interface MigrateRun {
   >;
 }
 
-/** Run `ferry migrate DOMAIN --to target --watch --json` from the dns namespace and follow the controller's events. */
-export async function migrate(h: Hosting, domain: string, timeoutMs = 180_000): Promise<MigrateRun> {
+/**
+ * Run `ferry migrate DOMAIN --to target --watch --json` (and `args`, e.g. `--kind web`) from the
+ * dns namespace and follow the controller's events.
+ */
+export async function migrate(
+  h: Hosting,
+  domain: string,
+  timeoutMs = 180_000,
+  args: string[] = [],
+): Promise<MigrateRun> {
   const logFile = join(h.dir, `migrate-${domain}.log`);
   const proc = h.topo.spawn(
     'dns',
     'migrate',
-    [...FERRY, 'migrate', domain, '--to', 'target', '--watch', '--json'],
+    [...FERRY, 'migrate', domain, '--to', 'target', ...args, '--watch', '--json'],
     {
       cwd: ROOT,
       env: { ...process.env, FERRY_CONTROLLER: `http://${NET.dns}:7300`, FERRY_TOKEN: API_TOKEN },
