@@ -53,6 +53,7 @@ const WEB_TIMEOUT_MS = 120_000;
 
 export class HttpHostDriver implements HostDriver, SyncPeer {
   readonly id: string;
+  readonly plainTransport?: string;
   private readonly base: URL;
   private readonly token: string;
   private readonly timeoutMs: number;
@@ -86,6 +87,9 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     this.syncTimeoutMs = opts.syncTimeoutMs ?? 30 * 60_000;
     this.attempts = Math.max(1, opts.attempts ?? 5);
     this.engine = opts.engine;
+    const host = base.hostname.replace(/^\[|\]$/g, '');
+    if (base.protocol === 'http:' && !(host === 'localhost' || host === '::1' || /^127\./.test(host)))
+      this.plainTransport = base.origin;
     this.agent =
       base.protocol === 'https:'
         ? new HttpsAgent({ keepAlive: true, maxSockets: 16, ...(opts.ca ? { ca: opts.ca } : {}) })

@@ -71,6 +71,11 @@ export interface WebSiteOverrides {
 /** One hosting server, as the orchestrator drives it (in-process or through its agent). */
 export interface HostDriver {
   readonly id: string;
+  /**
+   * Set (to the agent's URL) when calls to this server cross the network unencrypted: its agent on
+   * another host over plain HTTP. A web site's bundle, which holds its private keys, never goes that way.
+   */
+  readonly plainTransport?: string;
   /** Bring an address up on the server (no-op when already there). */
   addAddress(address: string): Promise<void>;
   removeAddress(address: string): Promise<void>;

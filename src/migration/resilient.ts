@@ -109,6 +109,7 @@ function withTimeout<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
 /** A HostDriver whose every call has a timeout and retries; `inner` is the wrapped driver. */
 export class ResilientHost implements HostDriver {
   readonly id: string;
+  readonly plainTransport?: string;
   readonly siteMode?: (domain: string) => Promise<SiteMode | null>;
   readonly listAddresses?: () => Promise<string[]>;
   readonly webSites?: () => Promise<WebSitesReport>;
@@ -131,6 +132,7 @@ export class ResilientHost implements HostDriver {
     private readonly onRetry?: (what: string, attempt: number, err: unknown) => void,
   ) {
     this.id = inner.id;
+    if (inner.plainTransport) this.plainTransport = inner.plainTransport;
     if (inner.siteMode) {
       const f = inner.siteMode.bind(inner);
       this.siteMode = (domain) => this.call(`siteMode(${domain})`, () => f(domain));

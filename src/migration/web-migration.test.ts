@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { findBinary } from '../../test/e2e/helpers.js';
 import {
+  HttpHostDriver,
   NginxFlavor,
   readWebSites,
   WebStack,
@@ -25,7 +26,7 @@ import {
 import { FerryError, isFerryError } from '../common/errors.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { Sandbox } from '../sandbox/index.js';
-import { EmbeddedDnsProvider, Journal, STEP, type HostDriver, type WebBundle } from './index.js';
+import { EmbeddedDnsProvider, Journal, STEP, planWebSite, type HostDriver, type WebBundle } from './index.js';
 
 const nginxBin = findBinary('nginx');
 
@@ -93,6 +94,50 @@ function webHost(
     },
   });
 }
+
+describe('planning a web site between agents reached over plain HTTP', () => {
+  const TOKEN = 'plain-http-test-token-0123456789';
+  const driver = (id: string, url: string) => new HttpHostDriver({ id, url, token: TOKEN });
+  /** The driver, every one of its calls refused: planning must decide without asking the agent. */
+  const untouched = (d: HttpHostDriver): HostDriver =>
+    new Proxy(d, {
+      get(t, p) {
+        const v = Reflect.get(t, p, t) as unknown;
+        return typeof v === 'function'
+          ? () => {
+              throw new Error(`${String(p)} was called`);
+            }
+          : v;
+      },
+    });
+
+  it('knows which agent URLs cross the network unencrypted', () => {
+    assert.equal(driver('a', 'http://192.0.2.10:7070').plainTransport, 'http://192.0.2.10:7070');
+    assert.equal(driver('a', 'http://[2001:db8::1]:7070').plainTransport, 'http://[2001:db8::1]:7070');
+    for (const url of [
+      'https://192.0.2.10:7070',
+      'http://127.0.0.5:7070',
+      'http://[::1]:7070',
+      'http://localhost:7070',
+    ])
+      assert.equal(driver('a', url).plainTransport, undefined, url);
+  });
+
+  it('refuses SECRETS_NEED_TLS, naming the agent, before calling either', async () => {
+    for (const [origin, target, plain] of [
+      ['http://192.0.2.10:7070', 'https://192.0.2.11:7070', 'origin'],
+      ['https://192.0.2.10:7070', 'http://192.0.2.11:7070', 'target'],
+    ] as const) {
+      await assert.rejects(
+        planWebSite(untouched(driver('origin', origin)), untouched(driver('target', target)), 'shop.example'),
+        (e: unknown) =>
+          isFerryError(e, 'SECRETS_NEED_TLS') &&
+          e.message.includes(`the agent of ${plain} is reached over plain HTTP`) &&
+          /--tls-cert/.test(e.message),
+      );
+    }
+  });
+});
 
 describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not installed' }, () => {
   const sites = [

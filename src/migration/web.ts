@@ -92,6 +92,12 @@ export async function planWebSite(
       'SITE_NOT_MOVABLE',
       `${name} on ${origin.id} (${at.file}:${at.line}) cannot be moved; nothing was changed:\n${describeRefusals(refusals)}`,
     );
+  for (const h of [origin, target])
+    if (h.plainTransport)
+      throw new FerryError(
+        'SECRETS_NEED_TLS',
+        `${name} cannot move from ${origin.id} to ${target.id}: the agent of ${h.id} is reached over plain HTTP (${h.plainTransport}), and the move carries the site's private keys and configs. Serve its API over HTTPS (ferry agent --tls-cert and --tls-key; https:// and ca: in ferry.yaml); nothing was changed`,
+      );
   // First the web server's own report, which any agent with --web-config gives: every block that
   // names the site, each with its refusals.
   let site: WebSite | null = null;
