@@ -34,6 +34,8 @@ export interface LoadOptions {
   keepAliveShare: number;
   /** Share (0..1) of requests that are `POST /orders`; the rest are `GET /` or `GET /orders`. Default 0.3. */
   writeShare: number;
+  /** Sites of static files, among `sites`: their users only `GET /`. Default none. */
+  staticSites?: string[];
   /** A request (lookup included) that takes longer fails. Default 5000 ms. */
   requestTimeoutMs: number;
   /** Most requests in flight at once; a slot that finds no room is skipped. Default 200. */
@@ -247,9 +249,10 @@ export class LoadGenerator extends EventEmitter {
     const at = Date.now();
     const o = this.options;
     const r = this.random();
-    const write = r < o.writeShare;
+    const still = o.staticSites?.includes(c.domain) ?? false;
+    const write = !still && r < o.writeShare;
     const method = write ? 'POST' : 'GET';
-    const path = write ? '/orders' : this.random() < 0.5 ? '/' : '/orders';
+    const path = write ? '/orders' : this.random() < 0.5 || still ? '/' : '/orders';
     c.seq += 1;
     const orderKey = write ? `${o.runId}-${c.client}-${c.seq}` : undefined;
     const result: RequestResult = {

@@ -57,6 +57,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary | und
     out(
       `Ferry sandbox on loopback: DNS ${sb.dns.address}:${sb.dns.port}, origin ${o.originIp}, target ${o.targetIp}, temporary IP ${o.tempIp}, sites on port ${sb.httpPort}`,
     );
+    if (sb.realStack)
+      out(
+        `Real stack: a private nginx and php-fpm8.2 per server under ${sb.dataDir}; ${sb.migratedDomain} is a PHP site on its own pool, ${o.sites.slice(1).join(', ')} static`,
+      );
     if (serve) {
       const token = apiToken ?? generateToken();
       api = await startApi(sb.controller, {
