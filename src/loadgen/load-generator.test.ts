@@ -323,3 +323,28 @@ test('maxResults bounds the kept results, not the summary', async (t) => {
   assert.ok(gen.summary().total >= 30);
   assert.equal(gen.summary().acknowledgedWrites.length, (await s.readOrders('shop.example')).length);
 });
+
+test("a static site's users only read its home page; the other sites still take writes", async (t) => {
+  const s = await server(t, 'origin', ORIGIN);
+  await s.addSite('shop.example', 'serve');
+  await s.addSite('news.example', 'serve');
+  const gen = load(t, {
+    sites: ['shop.example', 'news.example'],
+    staticSites: ['news.example'],
+    port: s.port,
+    resolve: async () => ({ address: ORIGIN, ttl: 60 }),
+    rate: 100,
+    clients: 4,
+    writeShare: 0.5,
+  });
+  gen.start();
+  await waitFor(() => gen.results().filter((r) => r.domain === 'news.example').length >= 20, 10_000);
+  await gen.stop();
+  const news = gen.results().filter((r) => r.domain === 'news.example');
+  const shop = gen.results().filter((r) => r.domain === 'shop.example');
+  assert.deepEqual([...new Set(news.map((r) => `${r.method} ${r.path}`))], ['GET /']);
+  assert.ok(
+    shop.some((r) => r.method === 'POST'),
+    'the other site took writes',
+  );
+});

@@ -26,11 +26,11 @@
  * directive because none names a user, and PHP-FPM's pool names the user running the demo.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { accessSync, constants, openSync, closeSync, existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { userInfo } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { HostAgent, type HostAgentOptions, type WebSiteBundle } from '../agent/index.js';
 import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
@@ -53,8 +53,8 @@ function searchDirs(): string[] {
   return [...new Set([...path, '/usr/local/sbin', '/usr/sbin', '/sbin'])];
 }
 
-function which(name: string): string | undefined {
-  for (const d of searchDirs()) {
+function which(name: string, dirs: string[]): string | undefined {
+  for (const d of dirs) {
     const p = join(d, name);
     try {
       accessSync(p, constants.X_OK);
@@ -66,10 +66,13 @@ function which(name: string): string | undefined {
   return undefined;
 }
 
-/** nginx and php-fpm8.2, or SANDBOX_STACK_MISSING naming the Debian packages to install. */
-export function findStackBinaries(): StackBinaries {
-  const nginx = which('nginx');
-  const phpFpm = which(`php-fpm${PHP_VERSION}`);
+/**
+ * nginx and php-fpm8.2 (looked for in `dirs`: PATH and the sbin folders), or SANDBOX_STACK_MISSING
+ * naming the Debian packages to install.
+ */
+export function findStackBinaries(dirs = searchDirs()): StackBinaries {
+  const nginx = which('nginx', dirs);
+  const phpFpm = which(`php-fpm${PHP_VERSION}`, dirs);
   const missing = [
     ...(nginx ? [] : ['nginx (Debian package nginx-light or nginx)']),
     ...(phpFpm ? [] : [`php-fpm${PHP_VERSION} (Debian package php${PHP_VERSION}-fpm)`]),
@@ -202,10 +205,24 @@ export class PrivateWebServer {
     if (this.as.root) {
       await chmod(this.root, 0o755);
       await chmod(join(this.root, '..'), 0o755);
+      await this.assertReachable();
     }
     await writeFile(this.nginxConf, this.nginxConfText());
     await writeFile(this.fpmConf, this.fpmConfText());
     await writeFile(join(this.root, 'bin/crontab'), CRONTAB_SCRIPT, { mode: 0o755 });
+  }
+
+  /** Every folder above the server's must let other users through (www-data walks to the sites). */
+  private async assertReachable(): Promise<void> {
+    for (let dir = dirname(this.root); ; dir = dirname(dir)) {
+      if (((await stat(dir)).mode & 0o001) === 0)
+        throw new FerryError(
+          'SANDBOX_STACK_START',
+          `${this.as.user} (nginx's workers, the PHP pool) cannot pass through ${dir}; ` +
+            'set TMPDIR to a folder every user can pass through, such as /tmp',
+        );
+      if (dir === dirname(dir)) return;
+    }
   }
 
   private nginxConfText(): string {
