@@ -159,7 +159,7 @@ function describe(s: DemoSummary): string {
     `Migration ${s.migrationId}: ${s.finalPhase}`,
     ...s.phases.map((p) => `  ${p.name.padEnd(12)} ${((p.endedAt - p.startedAt) / 1000).toFixed(1)} s`),
     `DNS answers for ${s.domain}: ${s.dnsAnswers.map((a) => a.address).join(' → ')}`,
-    `Requests to ${s.domain}: ${s.requests.total}, failed ${s.requests.failed} (origin served ${s.servedBy.origin}, target ${s.servedBy.target})`,
+    `Requests to ${s.domain}: ${s.requests.total}, failed ${s.requests.failed} (origin served ${s.servedBy.origin}, target ${s.servedBy.target})${s.requests.resent ? `; ${s.requests.resent} sent again after a reload closed their kept-alive connection` : ''}`,
     `Writes acknowledged ${s.writes.acknowledged}: on target ${s.writes.onTarget}, missing ${s.writes.missing}, duplicated ${s.writes.duplicated}, written on origin after cut-over ${s.writes.onOriginAfterCutover}`,
     `Other sites on the shared IP: ${s.otherSites.requests} requests, ${s.otherSites.failed} failed`,
   ];

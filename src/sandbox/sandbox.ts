@@ -172,7 +172,8 @@ export interface DemoSummary {
   finalPhase: string;
   phases: Array<{ name: string; startedAt: number; endedAt: number }>;
   dnsAnswers: Array<{ at: number; address: string }>;
-  requests: { total: number; failed: number };
+  /** `resent`: sent once more after a web server's reload closed a kept-alive connection under it. */
+  requests: { total: number; failed: number; resent: number };
   writes: {
     acknowledged: number;
     onTarget: number;
@@ -487,6 +488,9 @@ export class Sandbox {
       writeShare: o.writeShare,
       // The real stack's other sites are static files: their users only read them.
       ...(this.realStack ? { staticSites: o.sites.slice(1) } : {}),
+      // nginx reloads (the gate put in front, taken away after the drain) close idle keep-alive
+      // connections: the simulated users send again as browsers do, and the summary counts it.
+      ...(this.realStack ? { resendOnClosedKeepAlive: true } : {}),
       ...(o.requestTimeoutMs !== undefined ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
     });
     this.load.start();
@@ -553,7 +557,11 @@ export class Sandbox {
         endedAt: p.endedAt ?? p.startedAt,
       })),
       dnsAnswers: [...this.dnsAnswers],
-      requests: { total: mine.length, failed: mine.filter(fail).length },
+      requests: {
+        total: mine.length,
+        failed: mine.filter(fail).length,
+        resent: mine.filter((r) => r.resent).length,
+      },
       writes: { acknowledged: acked.length, onTarget, missing, duplicated, onOriginAfterCutover },
       servedBy: {
         origin: mine.filter((r) => r.servedBy === 'origin').length,
