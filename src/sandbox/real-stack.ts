@@ -270,7 +270,7 @@ pm.max_children = 1
     return `user = ${this.as.user}\ngroup = ${this.as.group}\n`;
   }
 
-  /** Start both masters; resolves once each has written its pid file (nginx: once it listens, when it has sites). */
+  /** Start both masters; resolves once each has written its pid file (`waitListening` for nginx's sites). */
   async start(): Promise<void> {
     process.on('exit', this.onExit);
     await this.startMaster(
@@ -304,14 +304,13 @@ pm.max_children = 1
     const deadline = Date.now() + 15_000;
     for (;;) {
       if (failure || child.exitCode !== null || child.signalCode !== null) {
-        const said = (await readFile(join(this.root, `log/${name}-master.log`), 'utf8').catch(() => ''))
+        const lines = (await readFile(join(this.root, `log/${name}-master.log`), 'utf8').catch(() => ''))
           .split('\n')
-          .filter((l) => l.trim())
-          .slice(-4)
-          .join(' / ');
+          .filter((l) => l.trim());
+        const said = [...new Set(lines)].slice(-4).join(' / ');
         throw new FerryError(
           'SANDBOX_STACK_START',
-          `${this.id}'s private ${name} did not start: ${failure?.message ?? said ?? `exit ${child.exitCode}`}`,
+          `${this.id}'s private ${name} did not start: ${failure?.message || said || `exit ${child.exitCode ?? child.signalCode}`}`,
         );
       }
       if (existsSync(pidFile)) return;
