@@ -22,20 +22,35 @@ const missing = [
 const skip = missing.length ? `needs ${missing.join(', ')}` : false;
 if (skip) console.log(`# real stack demo skipped: ${skip}`);
 
-/** Processes whose command line names `dir` (the demo's nginx and php-fpm masters and workers). */
-function processesUnder(dir: string): Array<{ pid: number; cmd: string }> {
-  const out: Array<{ pid: number; cmd: string }> = [];
+/** Every process's command line and parent, from /proc. */
+function processes(): Map<number, { cmd: string; ppid: number }> {
+  const out = new Map<number, { cmd: string; ppid: number }>();
   for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
-    let cmd = '';
+    if (!/^\d+$/.test(p)) continue;
     try {
-      cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ').trim();
+      // "pid (comm) state ppid ...": comm may hold spaces, so read after its closing parenthesis.
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      out.set(Number(p), { cmd, ppid });
     } catch {
-      continue;
+      // gone meanwhile
     }
-    if (cmd.includes(dir) && !cmd.includes('bin/ferry.js')) out.push({ pid: Number(p), cmd });
   }
   return out;
+}
+
+/**
+ * The demo's processes now: those whose command line names `dir` (the masters, with their private
+ * prefix and files; the redirects) and their children (workers retitle themselves "nginx: worker
+ * process", "php-fpm: pool shop").
+ */
+function demoProcesses(dir: string): Map<number, string> {
+  const all = processes();
+  const found = new Map<number, string>();
+  for (const [pid, p] of all) if (pid !== process.pid && p.cmd.includes(dir)) found.set(pid, p.cmd);
+  for (const [pid, p] of all) if (found.has(p.ppid)) found.set(pid, p.cmd);
+  return found;
 }
 
 describe('ferry demo --stack nginx-php', { skip }, () => {
@@ -83,9 +98,9 @@ describe('ferry demo --stack nginx-php', { skip }, () => {
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
       child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
       // What ran under the demo's folder while it ran: the private masters and their workers.
-      const seen = new Set<string>();
+      const seen = new Map<number, string>();
       const sample = setInterval(() => {
-        for (const p of processesUnder(tmp)) seen.add(p.cmd.split(' ')[0]!.split('/').pop()!);
+        for (const [pid, cmd] of demoProcesses(tmp)) seen.set(pid, cmd);
       }, 250);
       const killer = setTimeout(() => child.kill('SIGKILL'), 220_000);
       const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
@@ -93,9 +108,10 @@ describe('ferry demo --stack nginx-php', { skip }, () => {
       clearInterval(sample);
 
       assert.equal(code, 0, `exit ${code}\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`);
+      const ran = [...seen.values()];
       assert.ok(
-        seen.has('nginx') && [...seen].some((c) => c.startsWith('php-fpm')),
-        `ran: ${[...seen].join(' ')}`,
+        ran.some((c) => c.startsWith('nginx: worker')) && ran.some((c) => c.startsWith('php-fpm: pool shop')),
+        `the private nginx and PHP-FPM ran: ${ran.join(' | ')}`,
       );
       const lines = stdout.trim().split('\n');
       const s = JSON.parse(lines[lines.length - 1]!);
@@ -117,8 +133,13 @@ describe('ferry demo --stack nginx-php', { skip }, () => {
       );
       assert.match(stdout, /phase cutover/);
 
-      // Nothing left: no process of the demo, no folder of it.
-      assert.deepEqual(processesUnder(tmp), []);
+      // Nothing left: no process of the demo (none of those seen, nor a new one), no folder of it.
+      const now = processes();
+      assert.deepEqual(
+        [...seen].filter(([pid, cmd]) => now.get(pid)?.cmd === cmd),
+        [],
+      );
+      assert.deepEqual([...demoProcesses(tmp)], []);
       assert.deepEqual(
         (await readdir(tmp)).filter((n) => n.startsWith('ferry-')),
         [],
