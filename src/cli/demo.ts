@@ -1,7 +1,13 @@
 /** `ferry demo`: the sandbox migration under live load (what `npm start` runs). */
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { DEFAULT_SANDBOX, runDemo } from '../sandbox/index.js';
 import { millis, number, port, positive, share } from './options.js';
+
+function stack(value: string): 'builtin' | 'nginx-php' {
+  if (value !== 'builtin' && value !== 'nginx-php')
+    throw new InvalidArgumentError(`expected builtin or nginx-php, got "${value}"`);
+  return value;
+}
 
 export function registerDemo(program: Command): void {
   const d = DEFAULT_SANDBOX;
@@ -9,6 +15,12 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('Run a whole platform on loopback and migrate one site under live load, printing a timeline')
     .option('--json', 'print the summary as a JSON line, last')
+    .option(
+      '--stack <stack>',
+      "what the hosting servers run: builtin (Ferry's demo app) or nginx-php (a private nginx and php-fpm8.2 per server, a PHP site that moves and a static one that stays)",
+      stack,
+      'builtin',
+    )
     .option(
       '--serve',
       'keep the sandbox up after the migration, until Ctrl-C, with the control API and dashboard',
@@ -64,12 +76,18 @@ export function registerDemo(program: Command): void {
     .option('--temp-ip <ip>', 'temporary IP (IPt)', d.tempIp)
     .action(async (o: Record<string, unknown>) => {
       const controller = new AbortController();
-      const stop = () => controller.abort(new Error('interrupted'));
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      // The first signal stops the demo in order; a second one exits at once (what the demo
+      // started is then killed and removed by its exit hooks).
+      const stop = () => {
+        if (controller.signal.aborted) process.exit(130);
+        controller.abort(new Error('interrupted'));
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
       try {
         const summary = await runDemo({
           json: Boolean(o.json),
+          stack: o.stack as 'builtin' | 'nginx-php',
           serve: Boolean(o.serve),
           migrate: o.migrate !== false,
           apiAddress: o.apiAddress as string,

@@ -165,6 +165,12 @@ export const ERROR_CODES = {
     "the receiving agent's TLS certificate is not the one its receive session pins (or it pins none); nothing was sent",
   ),
   SANDBOX_OPTIONS: bad('bad sandbox options'),
+  SANDBOX_STACK_MISSING: failed(
+    'the real stack demo needs nginx and php-fpm8.2; the message names the Debian packages to install',
+  ),
+  SANDBOX_STACK_START: failed(
+    "a private nginx or PHP-FPM of the real stack demo did not start; the message has the server's own words",
+  ),
   SECRETS_NEED_TLS: conflict(
     "a route that carries a site's private keys was called over plain HTTP from another host; the agent must serve HTTPS",
   ),

@@ -1,9 +1,21 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import {
+  appendFile,
+  chmod,
+  chown,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { syncDirectory } from './sync.js';
+import { syncDirectory, syncPaths } from './sync.js';
 
 async function dirs(t: TestContext): Promise<{ src: string; dst: string }> {
   const root = await mkdtemp(join(tmpdir(), 'ferry-sync-'));
@@ -115,3 +127,28 @@ test('progress of an empty source: one report, 0 bytes, 100 percent', async (t) 
   await syncDirectory(join(root, 'src'), join(root, 'dst'), { onProgress: (p) => seen.push(p) });
   assert.deepEqual(seen, [{ bytes: 0, files: 0, percent: 100 }]);
 });
+
+test(
+  'modes are kept, and owners as root: an application writing as its own user still can on the copy',
+  { skip: process.getuid?.() === 0 ? false : 'changing owners needs root' },
+  async (t) => {
+    const { src, dst } = await dirs(t);
+    // 65534: nobody, on every Linux; any owner other than root shows it.
+    await chown(join(src, 'sub'), 65534, 65534);
+    await chown(join(src, 'sub', 'a.txt'), 65534, 65534);
+    await chmod(join(src, 'sub', 'deeper'), 0o750);
+    await chmod(join(src, 'orders.jsonl'), 0o640);
+    await syncDirectory(src, dst);
+    const sub = await stat(join(dst, 'sub'));
+    const a = await stat(join(dst, 'sub', 'a.txt'));
+    assert.deepEqual([sub.uid, sub.gid, a.uid, a.gid], [65534, 65534, 65534, 65534]);
+    assert.equal((await stat(join(dst, 'orders.jsonl'))).uid, 0);
+    assert.equal((await stat(join(dst, 'sub', 'deeper'))).mode & 0o777, 0o750);
+    assert.equal((await stat(join(dst, 'orders.jsonl'))).mode & 0o777, 0o640);
+    // A tracked pass (syncPaths) keeps them too.
+    await writeFile(join(src, 'sub', 'a.txt'), 'changed');
+    await chown(join(src, 'sub', 'a.txt'), 65534, 65534);
+    await syncPaths(src, dst, ['sub/a.txt']);
+    assert.equal((await stat(join(dst, 'sub', 'a.txt'))).uid, 65534);
+  },
+);

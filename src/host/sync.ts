@@ -3,10 +3,25 @@
  * size or modification time differs (or, with `checksum`, its content), through a temporary file
  * in the destination folder that is fsync'd, given the source's mtime and renamed over the old
  * one, so a reader never sees a half-written file. Only regular files and folders are synced.
+ * Modes are kept; owners too when the process runs as root (as `rsync -a` does), so an
+ * application that writes into its folder as its own user still can on the copy.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, rename, rm, utimes, type FileHandle } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  copyFile,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rm,
+  utimes,
+  type FileHandle,
+} from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 import { FerryError } from '../common/errors.js';
 
@@ -93,6 +108,7 @@ export async function syncPaths(src: string, dst: string, paths: string[]): Prom
       const d = await lstat(to).catch(() => undefined);
       if (d && !d.isDirectory()) await rm(to, { force: true });
       await syncDir(from, to, { delete: true }, result);
+      await keepOwnerAndMode(to, s);
     } else {
       await mkdir(dirname(to), { recursive: true });
       const { copied } = await syncFile(from, to, dirname(to), {});
@@ -137,6 +153,7 @@ async function syncDir(
       const d = await lstat(to).catch(() => undefined);
       if (d && !d.isDirectory()) await rm(to, { force: true });
       await syncDir(from, to, opts, result, tick);
+      await keepOwnerAndMode(to, await lstat(from));
     } else if (e.isFile()) {
       wanted.add(e.name);
       const { size, copied } = await syncFile(from, to, dst, opts);
@@ -188,6 +205,7 @@ async function syncFile(
       await fh?.close();
     }
     await utimes(tmp, s.atime, s.mtimeMs / 1000);
+    await keepOwnerAndMode(tmp, s);
     await rename(tmp, to);
   } catch (err) {
     await rm(tmp, { force: true });
@@ -197,6 +215,14 @@ async function syncFile(
   }
   const copied = await lstat(to);
   return { size: s.size, copied: copied.size };
+}
+
+const AS_ROOT = process.getuid?.() === 0;
+
+/** Give `path` the mode of `like`, and its owner when running as root. */
+async function keepOwnerAndMode(path: string, like: Stats): Promise<void> {
+  if (AS_ROOT) await chown(path, like.uid, like.gid);
+  await chmod(path, like.mode & 0o7777);
 }
 
 async function fsyncDir(dir: string): Promise<void> {

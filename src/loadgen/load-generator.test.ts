@@ -2,6 +2,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { sleep, waitFor } from '../common/time.js';
 import { SiteServer, syncDirectory } from '../host/index.js';
@@ -322,4 +323,67 @@ test('maxResults bounds the kept results, not the summary', async (t) => {
   assert.ok(gen.results().length <= 10);
   assert.ok(gen.summary().total >= 30);
   assert.equal(gen.summary().acknowledgedWrites.length, (await s.readOrders('shop.example')).length);
+});
+
+test("a static site's users only read its home page; the other sites still take writes", async (t) => {
+  const s = await server(t, 'origin', ORIGIN);
+  await s.addSite('shop.example', 'serve');
+  await s.addSite('news.example', 'serve');
+  const gen = load(t, {
+    sites: ['shop.example', 'news.example'],
+    staticSites: ['news.example'],
+    port: s.port,
+    resolve: async () => ({ address: ORIGIN, ttl: 60 }),
+    rate: 100,
+    clients: 4,
+    writeShare: 0.5,
+  });
+  gen.start();
+  await waitFor(() => gen.results().filter((r) => r.domain === 'news.example').length >= 20, 10_000);
+  await gen.stop();
+  const news = gen.results().filter((r) => r.domain === 'news.example');
+  const shop = gen.results().filter((r) => r.domain === 'shop.example');
+  assert.deepEqual([...new Set(news.map((r) => `${r.method} ${r.path}`))], ['GET /']);
+  assert.ok(
+    shop.some((r) => r.method === 'POST'),
+    'the other site took writes',
+  );
+});
+
+test('a kept-alive connection closed before any answer (a reload) is sent again only with resendOnClosedKeepAlive', async (t) => {
+  // Answers the first request of each connection and closes the connection on the second unread,
+  // as a web server's reload closes its idle connections.
+  const seen = new WeakMap<object, number>();
+  const srv = createServer((req, res) => {
+    const n = (seen.get(req.socket) ?? 0) + 1;
+    seen.set(req.socket, n);
+    if (n > 1) return req.socket.destroy();
+    res.writeHead(200, { 'x-served-by': 'origin', 'content-type': 'text/plain' });
+    res.end('ok');
+  });
+  await new Promise<void>((resolve) => srv.listen(0, ORIGIN, resolve));
+  t.after(() => new Promise<void>((resolve) => srv.close(() => resolve())));
+  const port = (srv.address() as { port: number }).port;
+  const run = async (resend: boolean) => {
+    const gen = load(t, {
+      sites: ['shop.example'],
+      port,
+      resolve: async () => ({ address: ORIGIN, ttl: 60 }),
+      rate: 20,
+      clients: 1,
+      keepAliveShare: 1,
+      writeShare: 0,
+      resendOnClosedKeepAlive: resend,
+    });
+    gen.start();
+    await waitFor(() => gen.results().length >= 6, 10_000);
+    await gen.stop();
+    return gen;
+  };
+  const without = await run(false);
+  assert.ok(without.summary().failed > 0, 'without it, the closed connection fails the request');
+  const withIt = await run(true);
+  assert.equal(withIt.summary().failed, 0);
+  assert.ok(withIt.summary().resent > 0);
+  assert.ok(withIt.results().some((r) => r.resent && r.ok));
 });

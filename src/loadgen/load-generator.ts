@@ -34,6 +34,15 @@ export interface LoadOptions {
   keepAliveShare: number;
   /** Share (0..1) of requests that are `POST /orders`; the rest are `GET /` or `GET /orders`. Default 0.3. */
   writeShare: number;
+  /** Sites of static files, among `sites`: their users only `GET /`. Default none. */
+  staticSites?: string[];
+  /**
+   * Send a request once more on a new connection when the server closed a kept-alive one before
+   * any byte of the answer, as browsers do: a web server's reload closes its idle connections, and
+   * a request sent on one at that instant was never read. Counted in `resent`. Default false
+   * (Ferry's own site app never closes them so).
+   */
+  resendOnClosedKeepAlive?: boolean;
   /** A request (lookup included) that takes longer fails. Default 5000 ms. */
   requestTimeoutMs: number;
   /** Most requests in flight at once; a slot that finds no room is skipped. Default 200. */
@@ -62,6 +71,8 @@ export interface RequestResult {
   error?: string;
   orderKey?: string;
   orderId?: number;
+  /** Sent once more on a new connection after a kept-alive one closed under it (`resendOnClosedKeepAlive`). */
+  resent?: boolean;
   latencyMs: number;
 }
 
@@ -71,6 +82,8 @@ export interface LoadSummary {
   failed: number;
   /** Request slots skipped because every client was busy or `maxInFlight` was reached. */
   skipped: number;
+  /** Requests sent once more after a kept-alive connection closed under them (`resendOnClosedKeepAlive`). */
+  resent: number;
   byDomain: Record<string, { total: number; failed: number }>;
   servedBy: Record<string, number>;
   acknowledgedWrites: Array<{ domain: string; key: string; id: number }>;
@@ -121,6 +134,7 @@ export class LoadGenerator extends EventEmitter {
   private total = 0;
   private failed = 0;
   private skipped = 0;
+  private resent = 0;
   private inFlight = 0;
   private nextClient = 0;
   private issued = 0;
@@ -205,6 +219,7 @@ export class LoadGenerator extends EventEmitter {
       total: this.total,
       failed: this.failed,
       skipped: this.skipped,
+      resent: this.resent,
       byDomain: Object.fromEntries([...this.byDomain].map(([k, v]) => [k, { ...v }])),
       servedBy: Object.fromEntries(this.servedByCount),
       acknowledgedWrites: this.acked.map((w) => ({ ...w })),
@@ -247,9 +262,10 @@ export class LoadGenerator extends EventEmitter {
     const at = Date.now();
     const o = this.options;
     const r = this.random();
-    const write = r < o.writeShare;
+    const still = o.staticSites?.includes(c.domain) ?? false;
+    const write = !still && r < o.writeShare;
     const method = write ? 'POST' : 'GET';
-    const path = write ? '/orders' : this.random() < 0.5 ? '/' : '/orders';
+    const path = write ? '/orders' : this.random() < 0.5 || still ? '/' : '/orders';
     c.seq += 1;
     const orderKey = write ? `${o.runId}-${c.client}-${c.seq}` : undefined;
     const result: RequestResult = {
@@ -268,7 +284,15 @@ export class LoadGenerator extends EventEmitter {
     try {
       result.address = await this.lookup(c, at + o.requestTimeoutMs);
       const body = orderKey ? JSON.stringify({ key: orderKey, client: c.client }) : undefined;
-      const res = await this.http(c, result.address, method, path, body, at + o.requestTimeoutMs);
+      const deadline = at + o.requestTimeoutMs;
+      const res = await this.http(c, result.address, method, path, body, deadline).catch((err: unknown) => {
+        const e = err as NodeJS.ErrnoException & { reusedSocket?: boolean };
+        if (!o.resendOnClosedKeepAlive || !e.reusedSocket || !['ECONNRESET', 'EPIPE'].includes(e.code ?? ''))
+          throw err;
+        this.resent += 1;
+        result.resent = true;
+        return this.http(c, result.address, method, path, body, deadline, true);
+      });
       result.status = res.status;
       result.servedBy = res.servedBy;
       result.ok = res.status >= 200 && res.status < 300;
@@ -336,6 +360,7 @@ export class LoadGenerator extends EventEmitter {
     path: string,
     body: string | undefined,
     deadline: number,
+    fresh = false,
   ): Promise<{ status: number; servedBy: string | null; body: string }> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string> = { host: c.domain.replace(/\.$/, '') };
@@ -350,7 +375,7 @@ export class LoadGenerator extends EventEmitter {
         method,
         path,
         headers,
-        agent: this.agentFor(c, address),
+        agent: fresh ? false : this.agentFor(c, address),
       });
       const timer = setTimeout(
         () =>
@@ -385,7 +410,7 @@ export class LoadGenerator extends EventEmitter {
       });
       req.on('error', (err) => {
         clearTimeout(timer);
-        reject(err);
+        reject(Object.assign(err, { reusedSocket: req.reusedSocket }));
       });
       req.end(body);
     });

@@ -57,6 +57,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary | und
     out(
       `Ferry sandbox on loopback: DNS ${sb.dns.address}:${sb.dns.port}, origin ${o.originIp}, target ${o.targetIp}, temporary IP ${o.tempIp}, sites on port ${sb.httpPort}`,
     );
+    if (sb.realStack)
+      out(
+        `Real stack: a private nginx and php-fpm8.2 per server under ${sb.dataDir}; ${sb.migratedDomain} is a PHP site on its own pool, ${o.sites.slice(1).join(', ')} static`,
+      );
     if (serve) {
       const token = apiToken ?? generateToken();
       api = await startApi(sb.controller, {
@@ -155,7 +159,7 @@ function describe(s: DemoSummary): string {
     `Migration ${s.migrationId}: ${s.finalPhase}`,
     ...s.phases.map((p) => `  ${p.name.padEnd(12)} ${((p.endedAt - p.startedAt) / 1000).toFixed(1)} s`),
     `DNS answers for ${s.domain}: ${s.dnsAnswers.map((a) => a.address).join(' → ')}`,
-    `Requests to ${s.domain}: ${s.requests.total}, failed ${s.requests.failed} (origin served ${s.servedBy.origin}, target ${s.servedBy.target})`,
+    `Requests to ${s.domain}: ${s.requests.total}, failed ${s.requests.failed} (origin served ${s.servedBy.origin}, target ${s.servedBy.target})${s.requests.resent ? `; ${s.requests.resent} sent again after a reload closed their kept-alive connection` : ''}`,
     `Writes acknowledged ${s.writes.acknowledged}: on target ${s.writes.onTarget}, missing ${s.writes.missing}, duplicated ${s.writes.duplicated}, written on origin after cut-over ${s.writes.onOriginAfterCutover}`,
     `Other sites on the shared IP: ${s.otherSites.requests} requests, ${s.otherSites.failed} failed`,
   ];

@@ -11,7 +11,9 @@
  * through `HttpHostDriver`.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { readdir, readFile, mkdtemp, rm } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -22,6 +24,7 @@ import {
   MemoryStateStore,
   startAgent,
   type AddressManager,
+  type HostAgentOptions,
 } from '../agent/index.js';
 import { FerryError } from '../common/errors.js';
 import { DnsServer, dnsQuery, parseZone } from '../dns/index.js';
@@ -37,6 +40,14 @@ import {
   type MigrationRecord,
   type Orchestrator,
 } from '../migration/index.js';
+import {
+  PrivateWebServer,
+  REAL_STACK_SITES,
+  RelocatingAgent,
+  findStackBinaries,
+  readPhpOrders,
+  type StackBinaries,
+} from './real-stack.js';
 
 /** Every knob of the sandbox scenario, with its default. */
 export interface SandboxOptions {
@@ -95,6 +106,12 @@ export interface SandboxOptions {
   addresses?: (host: 'origin' | 'target') => AddressManager;
   /** A TSIG key that may UPDATE the zone on the embedded server (for an rfc2136 provider). */
   dnsUpdateKey?: TsigKeyConfig;
+  /**
+   * What the hosting servers run: `builtin` (default), Ferry's built-in site app, or `nginx-php`,
+   * a private nginx and PHP-FPM per server (real-stack.ts) with a PHP application that moves as a
+   * provider's site does and a static site that stays. Default sites then: REAL_STACK_SITES.
+   */
+  stack?: 'builtin' | 'nginx-php';
 }
 
 /**
@@ -155,7 +172,8 @@ export interface DemoSummary {
   finalPhase: string;
   phases: Array<{ name: string; startedAt: number; endedAt: number }>;
   dnsAnswers: Array<{ at: number; address: string }>;
-  requests: { total: number; failed: number };
+  /** `resent`: sent once more after a web server's reload closed a kept-alive connection under it. */
+  requests: { total: number; failed: number; resent: number };
   writes: {
     acknowledged: number;
     onTarget: number;
@@ -188,6 +206,8 @@ function checkOptions(o: SandboxOptions): void {
   if (!(o.rate > 0)) problems.push(`rate must be positive (got ${o.rate})`);
   if (!(o.clients >= 1)) problems.push(`clients must be at least 1 (got ${o.clients})`);
   if (o.sites.length < 1) problems.push('sites must name at least one site');
+  if (o.stack === 'nginx-php' && o.agents === 'http')
+    problems.push('the nginx-php stack runs its agents in-process (agents: http is not supported with it)');
   if (o.staleOverstayMs >= o.drainCapMs + o.ttl * 1000) {
     problems.push(
       `staleOverstayMs (${o.staleOverstayMs}) must stay below drainCapMs + ttl (${o.drainCapMs + o.ttl * 1000}): stale clients would outlive the redirect`,
@@ -218,9 +238,21 @@ export class Sandbox {
   private dnsWatch: NodeJS.Timeout | undefined;
   readonly dnsAnswers: Array<{ at: number; address: string }> = [];
 
+  /** With `stack: 'nginx-php'`: each hosting server's private nginx and PHP-FPM. */
+  readonly webServers: Partial<Record<'origin' | 'target', PrivateWebServer>> = {};
+  private readonly onExit = () => this.removeNow();
+
   constructor(opts: Partial<SandboxOptions> = {}) {
-    this.opts = { ...DEFAULT_SANDBOX, ...opts };
+    this.opts = {
+      ...DEFAULT_SANDBOX,
+      ...(opts.stack === 'nginx-php' ? { sites: REAL_STACK_SITES } : {}),
+      ...opts,
+    };
     checkOptions(this.opts);
+  }
+
+  get realStack(): boolean {
+    return this.opts.stack === 'nginx-php';
   }
 
   get migratedDomain(): string {
@@ -230,8 +262,11 @@ export class Sandbox {
   /** Start the name server, both hosting servers with their sites, and the orchestrator. */
   async start(): Promise<void> {
     const o = this.opts;
+    // Missing packages are said before anything starts.
+    const binaries = this.realStack ? findStackBinaries() : undefined;
     this.ownsDataDir = !o.dataDir;
     this.dataDir = o.dataDir ?? (await mkdtemp(join(tmpdir(), 'ferry-sandbox-')));
+    if (this.ownsDataDir && binaries) process.on('exit', this.onExit);
     try {
       this.dns = new DnsServer({
         address: o.dnsAddress,
@@ -245,9 +280,16 @@ export class Sandbox {
           : {}),
       });
       await this.dns.start();
-      await this.startHost('origin', o.originIp, o.httpPort);
-      await this.startHost('target', o.targetIp, this.originAgent.sites.port);
-      for (const site of o.sites) await this.origin.addSite(site, 'serve');
+      if (binaries) {
+        // nginx cannot pick a free port itself: port 0 is chosen here.
+        const port = o.httpPort || (await freePort(o.originIp));
+        await this.startWebHost('origin', o.originIp, port, binaries);
+        await this.startWebHost('target', o.targetIp, port, binaries);
+      } else {
+        await this.startHost('origin', o.originIp, o.httpPort);
+        await this.startHost('target', o.targetIp, this.originAgent.sites.port);
+        for (const site of o.sites) await this.origin.addSite(site, 'serve');
+      }
       // The hosts share this process's event loop: the journal must not make them wait on fsync.
       this.journal = new Journal(join(this.dataDir, 'journal.sqlite'), { durability: 'process' });
       this.controller = new Controller({
@@ -261,7 +303,18 @@ export class Sandbox {
           },
           { id: 'target', driver: this.target, sharedIps: [o.targetIp], tempIpPool: [] },
         ],
-        sites: o.sites.map((domain) => ({ domain, server: 'origin', ports: [this.httpPort] })),
+        sites: o.sites.map((domain) => ({
+          domain,
+          server: 'origin',
+          ports: [this.httpPort],
+          // The PHP site takes writes while preflight probes it: its page is compared, its orders' count is not.
+          ...(binaries
+            ? {
+                kind: 'web' as const,
+                parity: { http: [{ path: '/' }, { path: '/orders', body: false }] },
+              }
+            : {}),
+        })),
         journal: this.journal,
         defaults: {
           ttl: o.ttl,
@@ -312,6 +365,69 @@ export class Sandbox {
     else [this.targetAgent, this.target] = [agent, driver];
   }
 
+  /**
+   * One hosting server of the real stack: its private nginx and PHP-FPM (the origin with the
+   * sites), and its agent driving them as `ferry agent --web nginx --web-config nginx` does, in
+   * this process (data copied in-process, state in memory).
+   */
+  private async startWebHost(
+    id: 'origin' | 'target',
+    ip: string,
+    port: number,
+    binaries: StackBinaries,
+  ): Promise<void> {
+    const o = this.opts;
+    const server = new PrivateWebServer({ id, root: join(this.dataDir, id), ip, port, binaries });
+    this.webServers[id] = server;
+    this.running.push({ close: () => server.stop() });
+    await server.prepare();
+    if (id === 'origin') {
+      await server.addPhpSite(o.sites[0]!);
+      for (const site of o.sites.slice(1)) await server.addStaticSite(site);
+    }
+    await server.start();
+    if (id === 'origin') await server.waitListening();
+    const options: HostAgentOptions = {
+      redirectOrphanTimeoutMs: SANDBOX_REDIRECT_ORPHAN_MS,
+      id,
+      dataDir: server.agentDir,
+      sharedIps: [ip],
+      httpPort: port,
+      addresses: o.addresses?.(id) ?? new LoopbackAddresses(),
+      // The gate (the site app) listens on loopback behind nginx, on a port of its own per server.
+      web: {
+        kind: 'nginx',
+        confDir: server.includeDir,
+        command: server.nginxCommand,
+        appAddress: '127.0.0.1',
+        appPort: await freePort('127.0.0.1'),
+      },
+      webConfig: {
+        kind: 'nginx',
+        command: [...server.nginxCommand, '-T'],
+        poolDirs: [server.poolDir],
+        declaredRoots: [server.wwwDir],
+      },
+      webStack: {
+        includeDir: server.includeDir,
+        command: server.nginxCommand,
+        phpFpm: { command: server.phpFpmCommand, pidFile: server.fpmPidFile },
+        crontabCommand: server.crontabCommand,
+      },
+      transport: new InProcessTransport(ip),
+      state: new MemoryStateStore(),
+    };
+    const agent =
+      id === 'target'
+        ? new RelocatingAgent(options, this.webServers.origin!.root + '/', server.root + '/')
+        : new HostAgent(options);
+    await agent.start();
+    // Stopped before its web server (the running list is closed from the last one started).
+    this.running.push({ close: () => agent.stop() });
+    if (id === 'origin') [this.originAgent, this.origin] = [agent, agent];
+    else [this.targetAgent, this.target] = [agent, agent];
+  }
+
   /** The origin's and the target's site servers (to read what they store and serve). */
   get originSites(): SiteServer {
     return inProcessSites(this.originAgent);
@@ -322,7 +438,7 @@ export class Sandbox {
   }
 
   get httpPort(): number {
-    return this.originAgent.sites.port;
+    return this.webServers.origin?.port ?? this.originAgent.sites.port;
   }
 
   /** The zone of the scenario in master-file form (what an external server must load). */
@@ -370,6 +486,11 @@ export class Sandbox {
       staleOverstayMs: o.staleOverstayMs,
       keepAliveShare: o.keepAliveShare,
       writeShare: o.writeShare,
+      // The real stack's other sites are static files: their users only read them.
+      ...(this.realStack ? { staticSites: o.sites.slice(1) } : {}),
+      // nginx reloads (the gate put in front, taken away after the drain) close idle keep-alive
+      // connections: the simulated users send again as browsers do, and the summary counts it.
+      ...(this.realStack ? { resendOnClosedKeepAlive: true } : {}),
       ...(o.requestTimeoutMs !== undefined ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
     });
     this.load.start();
@@ -408,7 +529,7 @@ export class Sandbox {
     const mine = results.filter((r) => r.domain === domain);
     const others = results.filter((r) => r.domain !== domain);
     const acked = this.load.summary().acknowledgedWrites.filter((w) => w.domain === domain);
-    const onTargetOrders = await this.targetSites.readOrders(domain);
+    const onTargetOrders = await this.ordersOn('target', domain);
     const counts = new Map<string, number>();
     for (const order of onTargetOrders) counts.set(order.key, (counts.get(order.key) ?? 0) + 1);
     let onTarget = 0;
@@ -421,9 +542,9 @@ export class Sandbox {
       if (n > 1) duplicated += n - 1;
     }
     const cutoverAt = journal.entries(rec.plan.id).find((e) => e.step === STEP.targetServe)?.at ?? Infinity;
-    const originOrders = await this.originSites.readOrders(domain);
+    const originOrders = await this.ordersOn('origin', domain);
     const onOriginAfterCutover = originOrders.filter(
-      (x) => x.server === 'origin' && Date.parse(x.at) >= cutoverAt,
+      (x) => x.server === 'origin' && x.at >= cutoverAt,
     ).length;
     const fail = (r: RequestResult) => !r.ok;
     return {
@@ -436,7 +557,11 @@ export class Sandbox {
         endedAt: p.endedAt ?? p.startedAt,
       })),
       dnsAnswers: [...this.dnsAnswers],
-      requests: { total: mine.length, failed: mine.filter(fail).length },
+      requests: {
+        total: mine.length,
+        failed: mine.filter(fail).length,
+        resent: mine.filter((r) => r.resent).length,
+      },
       writes: { acknowledged: acked.length, onTarget, missing, duplicated, onOriginAfterCutover },
       servedBy: {
         origin: mine.filter((r) => r.servedBy === 'origin').length,
@@ -456,6 +581,38 @@ export class Sandbox {
     };
   }
 
+  /**
+   * The orders of `domain` a server stores: the built-in app's order log, or the PHP application's
+   * `orders.jsonl` (on a completed origin, in the backup its agent moved the site's data into).
+   */
+  private async ordersOn(
+    side: 'origin' | 'target',
+    domain: string,
+  ): Promise<Array<{ key: string; at: number; server: string }>> {
+    const server = this.webServers[side];
+    if (!server) {
+      const orders = await (side === 'origin' ? this.originSites : this.targetSites).readOrders(domain);
+      return orders.map((x) => ({ key: x.key, at: Date.parse(x.at), server: x.server }));
+    }
+    const name = normalizeDomain(domain).replace(/\.$/, '');
+    const live = join(server.wwwDir, name, 'htdocs');
+    const backups = join(server.agentDir, 'backups');
+    for (const b of await readdir(backups).catch(() => [] as string[])) {
+      const manifest = await readFile(join(backups, b, 'manifest.json'), 'utf8').catch(() => '');
+      if (!manifest) continue;
+      const m = JSON.parse(manifest) as { items: Array<{ kind: string; from: string; backup: string }> };
+      const data = m.items.find((i) => i.kind === 'data' && i.from === live);
+      if (data) return readPhpOrders(join(data.backup, 'data', 'orders.jsonl'));
+    }
+    return readPhpOrders(join(live, 'data', 'orders.jsonl'));
+  }
+
+  /** At process exit, without waiting: kill the private web servers, remove the temporary folder. */
+  private removeNow(): void {
+    for (const s of Object.values(this.webServers)) s.killNow();
+    if (this.ownsDataDir && this.dataDir) rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
   /** Stop everything the sandbox started; safe to call more than once and after a failed start. */
   async stop(): Promise<void> {
     if (this.dnsWatch) clearInterval(this.dnsWatch);
@@ -463,7 +620,7 @@ export class Sandbox {
     this.dnsWatch = undefined;
     await this.load?.stop().catch(() => undefined);
     for (const host of [this.origin, this.target]) if (host instanceof HttpHostDriver) host.close();
-    for (const r of this.running.splice(0)) await r.close().catch(() => undefined);
+    for (const r of this.running.splice(0).reverse()) await r.close().catch(() => undefined);
     await this.dns?.stop().catch(() => undefined);
     try {
       this.journal?.close();
@@ -471,5 +628,18 @@ export class Sandbox {
       // already closed
     }
     if (this.ownsDataDir && this.dataDir) await rm(this.dataDir, { recursive: true, force: true });
+    process.off('exit', this.onExit);
   }
+}
+
+/** A free TCP port on `address` (bound and released: the caller binds it next). */
+function freePort(address: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, address, () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
 }
