@@ -132,7 +132,7 @@ sleep 0.2; done
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  await new Promise<void>((resolve, reject) => {
+  const started = new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${name} did not start: ${out}`)), 30_000);
     child.stdout!.on('data', () => {
       if (out.includes('listening on')) {
@@ -145,6 +145,11 @@ sleep 0.2; done
       reject(new Error(`${name} exited ${code}: ${out}`));
     });
   });
+  // A server that did not start is taken down here: the caller has nothing to stop.
+  await started.catch(async (err: unknown) => {
+    await killNamespace(child);
+    throw err;
+  });
   const driver = new HttpHostDriver({ id: name, url: `http://127.0.0.1:${port}`, token: TOKEN });
   return { name, ip, child, driver, work: dir, output: () => out };
 }
@@ -152,9 +157,15 @@ sleep 0.2; done
 async function stopServer(s: Server | undefined): Promise<void> {
   if (!s) return;
   s.driver.close();
-  // Every process of the server's mount namespace (nginx, PHP-FPM and their workers, the agent):
-  // found by that namespace, so nothing outside the test is touched.
-  const ns = await readlink(`/proc/${s.child.pid}/ns/mnt`).catch(() => undefined);
+  await killNamespace(s.child);
+}
+
+/**
+ * Every process of the server's mount namespace (nginx, PHP-FPM and their workers, the agent):
+ * found by that namespace, so nothing outside the test is touched.
+ */
+async function killNamespace(child: ChildProcess): Promise<void> {
+  const ns = await readlink(`/proc/${child.pid}/ns/mnt`).catch(() => undefined);
   if (ns) {
     for (const p of await readdir('/proc')) {
       if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
@@ -166,8 +177,7 @@ async function stopServer(s: Server | undefined): Promise<void> {
       }
     }
   }
-  if (s.child.exitCode === null && s.child.signalCode === null)
-    await new Promise((r) => s.child.once('exit', r));
+  if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
 }
 
 /** Kill a server's agent (SIGKILL, as a crash) and wait until its restart answers again. */
