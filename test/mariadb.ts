@@ -163,7 +163,7 @@ export async function startMariaDb(opts: MariaDbOptions): Promise<MariaDbServer>
     };
     sql(
       `CREATE USER 'admin'@'%' IDENTIFIED BY '${adminPassword}'; GRANT ALL ON *.* TO 'admin'@'%' WITH GRANT OPTION;` +
-        ` RESET MASTER;`,
+        (opts.binlog !== false ? ' RESET MASTER;' : ''),
     );
     return {
       address: opts.address,

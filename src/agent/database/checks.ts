@@ -32,8 +32,8 @@ export interface DbProblem {
 /** Read a server's version, binlog and GTID settings. */
 export async function readServerInfo(db: Db): Promise<ServerInfo> {
   const [row] = await db.query<Record<string, unknown>>(
-    'SELECT @@version AS version, @@server_id AS serverId, @@log_bin AS logBin, @@binlog_format AS binlogFormat,' +
-      ' @@gtid_strict_mode AS strict, @@gtid_domain_id AS domain, @@have_ssl AS ssl',
+    'SELECT @@version AS version, @@global.server_id AS serverId, @@log_bin AS logBin, @@global.binlog_format AS binlogFormat,' +
+      ' @@global.gtid_strict_mode AS strict, @@global.gtid_domain_id AS domain, @@have_ssl AS haveSsl',
   );
   const version = String(row?.version ?? '');
   const m = /^(\d+)\.(\d+)\.(\d+)/.exec(version);
@@ -46,7 +46,7 @@ export async function readServerInfo(db: Db): Promise<ServerInfo> {
     binlogFormat: String(row?.binlogFormat ?? ''),
     gtidStrictMode: Number(row?.strict) === 1,
     gtidDomainId: Number(row?.domain),
-    tls: String(row?.ssl) === 'YES',
+    tls: String(row?.haveSsl) === 'YES',
   };
 }
 

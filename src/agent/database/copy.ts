@@ -184,6 +184,14 @@ export async function copyDatabases(opts: CopyOptions): Promise<CopyResult> {
   }
 }
 
+const GTID_MARKER = Buffer.from("-- SET GLOBAL gtid_slave_pos='");
+
+/** The error lines of a client's stderr (never the statement it echoes: that is customer data). */
+function errorLines(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => /^(ERROR|mariadb-dump: |mysqldump: |mariadb: )/.test(l));
+  return lines.map((l) => l.slice(0, 500)).join('; ');
+}
+
 function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; bytes: number }> {
   return new Promise((resolve, reject) => {
     const dump = spawn(
@@ -211,16 +219,29 @@ function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; by
     let dumpErr = '';
     let loadErr = '';
     let bytes = 0;
-    let head = '';
     let gtidPos: string | undefined;
     dump.stderr.on('data', (d: Buffer) => (dumpErr = (dumpErr + d.toString()).slice(-4000)));
     load.stderr.on('data', (d: Buffer) => (loadErr = (loadErr + d.toString()).slice(-4000)));
+    // The dump writes its GTID position in a comment, after the data in this version: look for it
+    // in every chunk, carrying the last bytes over so that a line split between chunks is found.
+    let carry = Buffer.alloc(0);
     dump.stdout.on('data', (d: Buffer) => {
       bytes += d.length;
-      if (gtidPos === undefined && head.length < 1 << 16) {
-        head += d.toString('latin1');
-        const m = /^-- SET GLOBAL gtid_slave_pos='([0-9,-]*)';$/m.exec(head);
-        if (m) gtidPos = m[1];
+      if (gtidPos !== undefined) return;
+      const buf = carry.length ? Buffer.concat([carry, d]) : d;
+      const at = buf.indexOf(GTID_MARKER);
+      if (at >= 0) {
+        const end = buf.indexOf(0x0a, at);
+        if (end >= 0) {
+          const m = /^-- SET GLOBAL gtid_slave_pos='([0-9,-]*)';/.exec(
+            buf.subarray(at, end).toString('latin1'),
+          );
+          gtidPos = m?.[1] ?? '';
+          return;
+        }
+        carry = Buffer.from(buf.subarray(at, at + 4096));
+      } else {
+        carry = Buffer.from(buf.subarray(Math.max(0, buf.length - GTID_MARKER.length)));
       }
     });
     dump.stdout.pipe(load.stdin);
@@ -231,7 +252,7 @@ function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; by
     const done = () => {
       if (--pending > 0) return;
       if (dumpCode !== 0) {
-        const msg = dumpErr.trim() || `mariadb-dump exited with ${dumpCode}`;
+        const msg = errorLines(dumpErr) || `mariadb-dump exited with ${dumpCode}`;
         reject(
           new FerryError(
             /Access denied/.test(msg)
@@ -248,10 +269,10 @@ function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; by
         reject(
           new FerryError(
             'DB_COPY_FAILED',
-            `restoring on the target failed: ${loadErr.trim() || `mariadb exited with ${loadCode}`}`,
+            `restoring on the target failed: ${errorLines(loadErr) || `mariadb exited with ${loadCode}`}`,
           ),
         );
-      } else if (gtidPos === undefined) {
+      } else if (!gtidPos) {
         reject(
           new FerryError(
             'DB_COPY_FAILED',
