@@ -139,7 +139,11 @@ export interface ChannelStatus {
 
 /** SHOW SLAVE 'name' STATUS; DB_REPLICATION when there is no such channel. */
 export async function channelStatus(replica: Db, name: string): Promise<ChannelStatus> {
-  const rows = await replica.query<Record<string, unknown>>(`SHOW SLAVE ${literal(name)} STATUS`);
+  const rows = await replica
+    .query<Record<string, unknown>>(`SHOW SLAVE ${literal(name)} STATUS`)
+    .catch((e: FerryError) => {
+      throw new FerryError('DB_REPLICATION', `replication channel ${name}: ${e.message}`, { cause: e });
+    });
   const r = rows[0];
   if (!r) throw new FerryError('DB_REPLICATION', `no replication channel ${name}`);
   const ioErr = String(r.Last_IO_Error ?? '');
