@@ -45,6 +45,10 @@ export interface MariaDbServer {
   adminPassword: string;
   /** Run SQL through the `mariadb` client over the socket as root; returns stdout (tab separated). */
   sql(statements: string): string;
+  /** Folder of option files the server includes (`!includedir`), read at start. */
+  confDir: string;
+  /** Shut the server down cleanly and start it again with the same options. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -86,6 +90,7 @@ export async function startMariaDb(opts: MariaDbOptions): Promise<MariaDbServer>
   const dir = mkdtempSync(join(tmpdir(), 'ferry-mariadb-'));
   const datadir = join(dir, 'data');
   mkdirSync(datadir);
+  mkdirSync(join(dir, 'conf.d'));
   const socket = join(dir, 'mysqld.sock');
   const adminPassword = opts.adminPassword ?? 'admin-secret-1';
   let child: ChildProcess | undefined;
@@ -138,7 +143,10 @@ export async function startMariaDb(opts: MariaDbOptions): Promise<MariaDbServer>
     let port = 0;
     for (let attempt = 0; attempt < 5; attempt++) {
       port = await freePort(opts.address);
-      writeFileSync(join(dir, 'my.cnf'), lines.concat(`port=${port}`, '').join('\n'));
+      writeFileSync(
+        join(dir, 'my.cnf'),
+        lines.concat(`port=${port}`, `!includedir ${join(dir, 'conf.d')}`, '').join('\n'),
+      );
       child = spawn('/usr/sbin/mariadbd', [`--defaults-file=${join(dir, 'my.cnf')}`], {
         stdio: 'ignore',
       });
@@ -174,6 +182,19 @@ export async function startMariaDb(opts: MariaDbOptions): Promise<MariaDbServer>
       adminUser: 'admin',
       adminPassword,
       sql,
+      confDir: join(dir, 'conf.d'),
+      restart: async () => {
+        const old = child!;
+        const exited = new Promise((resolve) => old.once('exit', resolve));
+        old.kill('SIGTERM');
+        await exited;
+        child = spawn('/usr/sbin/mariadbd', [`--defaults-file=${join(dir, 'my.cnf')}`], { stdio: 'ignore' });
+        if (!(await waitUp(socket, child))) {
+          throw new Error(
+            `mariadbd did not restart: ${readFileSync(join(dir, 'error.log'), 'utf8').slice(-2000)}`,
+          );
+        }
+      },
       stop,
     };
   } catch (e) {

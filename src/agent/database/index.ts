@@ -38,6 +38,8 @@ export {
 } from './copy.js';
 export {
   channelName,
+  channelConfig,
+  channelConfigPath,
   createMigrationUser,
   dropMigrationUser,
   startChannel,
@@ -47,6 +49,7 @@ export {
   waitForPosition,
   removeChannel,
   type ChannelLag,
+  type ChannelOptions,
   type ChannelSource,
   type ChannelStatus,
   type MigrationUser,

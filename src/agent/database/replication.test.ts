@@ -5,13 +5,14 @@
  * reverse channel of a rollback, and a replication error in the middle.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isFerryError } from '../../common/errors.js';
 import { mariadbInstalled, startMariaDb, type MariaDbServer } from '../../../test/mariadb.js';
 import {
   Db,
+  channelConfigPath,
   channelLag,
   channelName,
   channelStatus,
@@ -120,6 +121,7 @@ describe('replicating a site database', { skip }, () => {
       { host: origin.address, port: origin.port, user: repl.user, password: repl.password, caFile },
       ['wp'],
       copy.gtidPos,
+      { configDir: target.confDir },
     );
     const pos = await readBinlogPos(o);
     await waitForPosition(t, channel, pos, 20_000);
@@ -139,6 +141,23 @@ describe('replicating a site database', { skip }, () => {
     const lag = await channelLag(o, t, channel);
     assert.equal(lag.transactions, 0);
     assert.equal(lag.seconds, 0);
+  });
+
+  test('the filter and the channel survive a restart of the target', async () => {
+    assert.match(
+      readFileSync(channelConfigPath(target.confDir, channel), 'utf8'),
+      /ferry_m_1\.replicate_do_db=wp/,
+    );
+    await t.close();
+    await target.restart();
+    t = await Db.open(admin(target));
+    assert.equal(await t.value(`SELECT @@${channel}.replicate_do_db`), 'wp');
+    origin.sql(
+      "INSERT INTO shop.orders VALUES (10); INSERT INTO wp.comments(body) VALUES ('after restart');",
+    );
+    await waitForPosition(t, channel, await readBinlogPos(o), 20_000);
+    assert.equal(Number(await t.value("SELECT COUNT(*) FROM wp.comments WHERE body='after restart'")), 1);
+    assert.deepEqual(await t.query("SHOW DATABASES LIKE 'shop'"), []);
   });
 
   test('the bounded wait times out while the target is held up, and the lag counts the missing writes', async () => {
@@ -202,7 +221,8 @@ describe('replicating a site database', { skip }, () => {
     await freezeSiteWrites(o, accounts);
     const pos = await readBinlogPos(o);
     await waitForPosition(t, channel, pos, 20_000);
-    await removeChannel(t, channel);
+    await removeChannel(t, channel, { configDir: target.confDir });
+    assert.equal(existsSync(channelConfigPath(target.confDir, channel)), false);
     await assert.rejects(
       channelStatus(t, channel),
       (e) => isFerryError(e, 'DB_REPLICATION') && /There is no master connection/.test((e as Error).message),

@@ -4,6 +4,8 @@
  * databases), its lag, the bounded wait for a GTID position, and its removal. The same functions
  * build the reverse channel for a rollback after the switch (source and replica swapped).
  */
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../common/errors.js';
 import { account, ident, literal, type Db } from './client.js';
@@ -96,7 +98,17 @@ export async function startChannel(
   source: ChannelSource,
   databases: readonly string[],
   gtidPos: string,
+  options: ChannelOptions = {},
 ): Promise<void> {
+  const bad = databases.filter((d) => d.includes(',') || d.trim() !== d || d === '');
+  if (bad.length || databases.length === 0) {
+    throw new FerryError(
+      'DB_CONFIG',
+      `cannot filter replication to ${JSON.stringify(databases)}: a list of plain database names is needed`,
+    );
+  }
+  if (options.configDir)
+    await writeFile(channelConfigPath(options.configDir, name), channelConfig(name, databases));
   const conn = literal(name);
   const opts = [
     `MASTER_HOST=${literal(source.host)}`,
@@ -123,6 +135,26 @@ export async function startChannel(
   for (const [domain, g] of from) merged.set(domain, g);
   await replica.query('SET GLOBAL gtid_slave_pos = ?', [[...merged.values()].map((g) => g.text).join(',')]);
   await replica.query(`START SLAVE ${conn}`);
+}
+
+/** Where the replica's server reads option files (e.g. /etc/mysql/mariadb.conf.d). */
+export interface ChannelOptions {
+  /**
+   * The channel's filter is also written there, because `SET GLOBAL name.replicate_do_db` lasts
+   * only until the server restarts, while the channel itself is kept and restarts with the
+   * server: without the file a restarted replica would apply every database of the source.
+   */
+  configDir?: string;
+}
+
+/** The option file of a channel's filter. */
+export function channelConfigPath(configDir: string, name: string): string {
+  return join(configDir, `${name}.cnf`);
+}
+
+/** The option file text that keeps a channel's filter across restarts of the replica. */
+export function channelConfig(name: string, databases: readonly string[]): string {
+  return `# Written by Ferry for the migration channel ${name}; removed with the channel.\n[mariadbd]\n${name}.replicate_do_db=${databases.join(',')}\n`;
 }
 
 /** The state of a channel, for events and checks. */
@@ -219,9 +251,11 @@ export async function waitForPosition(
 }
 
 /** Stop the channel and remove it (RESET SLAVE ALL); nothing when it does not exist. */
-export async function removeChannel(replica: Db, name: string): Promise<void> {
+export async function removeChannel(replica: Db, name: string, opts: ChannelOptions = {}): Promise<void> {
   const rows = await replica.query(`SHOW SLAVE ${literal(name)} STATUS`).catch(() => []);
-  if (rows.length === 0) return;
-  await replica.query(`STOP SLAVE ${literal(name)}`);
-  await replica.query(`RESET SLAVE ${literal(name)} ALL`);
+  if (rows.length > 0) {
+    await replica.query(`STOP SLAVE ${literal(name)}`);
+    await replica.query(`RESET SLAVE ${literal(name)} ALL`);
+  }
+  if (opts.configDir) await rm(channelConfigPath(opts.configDir, name), { force: true });
 }
