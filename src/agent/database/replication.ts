@@ -28,7 +28,7 @@ export interface MigrationUser {
 
 /**
  * Create (or re-create, on a resume) the migration user: REPLICATION SLAVE on the server, and on
- * the site's databases only what the dump reads (SELECT, SHOW VIEW, TRIGGER, EVENT). REQUIRE SSL
+ * the site's databases only what the dump reads (SELECT, SHOW VIEW, TRIGGER). REQUIRE SSL
  * when the source has a certificate. Returns whether TLS is required.
  */
 export async function createMigrationUser(
@@ -43,7 +43,7 @@ export async function createMigrationUser(
   ]);
   await source.query(`GRANT REPLICATION SLAVE ON *.* TO ${who}`);
   for (const name of databases) {
-    await source.query(`GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON ${ident(name)}.* TO ${who}`);
+    await source.query(`GRANT SELECT, SHOW VIEW, TRIGGER ON ${ident(name)}.* TO ${who}`);
   }
   return tls;
 }
