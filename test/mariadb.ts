@@ -94,7 +94,11 @@ export async function startMariaDb(opts: MariaDbOptions): Promise<MariaDbServer>
   const socket = join(dir, 'mysqld.sock');
   const adminPassword = opts.adminPassword ?? 'admin-secret-1';
   let child: ChildProcess | undefined;
+  // A test process that dies without its `after` hook still takes its server with it.
+  const killOnExit = () => child?.kill('SIGKILL');
+  process.once('exit', killOnExit);
   const stop = async () => {
+    process.removeListener('exit', killOnExit);
     if (child && child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((resolve) => child!.once('exit', resolve));
       child.kill('SIGKILL');
@@ -214,4 +218,19 @@ async function waitUp(socket: string, child: ChildProcess): Promise<boolean> {
   }
   child.kill('SIGKILL');
   return false;
+}
+
+/** Start several servers at once; when one fails, the others are stopped before the error is thrown. */
+export async function startMariaDbs<const T extends readonly MariaDbOptions[]>(
+  all: T,
+): Promise<{ -readonly [K in keyof T]: MariaDbServer }> {
+  const results = await Promise.allSettled(all.map((o) => startMariaDb(o)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    throw failed.reason;
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<MariaDbServer>).value) as {
+    -readonly [K in keyof T]: MariaDbServer;
+  };
 }

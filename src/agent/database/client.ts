@@ -49,7 +49,10 @@ export function dbError(err: unknown, what: string, fallback: ErrorCode = 'DB_QU
   ) {
     code = 'DB_UNREACHABLE';
   }
-  return new FerryError(code, `${what}: ${server}`, { cause: err });
+  // The driver's error carries the statement (`sql`), which may hold a password (CHANGE MASTER,
+  // CREATE USER): the cause keeps only the server's message and error number.
+  const cause = Object.assign(new Error(server), { code: e.code, errno: e.errno });
+  return new FerryError(code, `${what}: ${server}`, { cause });
 }
 
 /** An open connection. Statements take `?` placeholders; identifiers go through `ident`. */

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isFerryError } from '../../common/errors.js';
-import { mariadbInstalled, startMariaDb, type MariaDbServer } from '../../../test/mariadb.js';
+import { mariadbInstalled, startMariaDbs, type MariaDbServer } from '../../../test/mariadb.js';
 import {
   Db,
   channelConfigPath,
@@ -48,9 +48,9 @@ describe('replicating a site database', { skip }, () => {
   let accounts: SiteAccount[];
 
   before(async () => {
-    [origin, target] = await Promise.all([
-      startMariaDb({ address: '127.0.77.1', serverId: 1, tls: true }),
-      startMariaDb({ address: '127.0.77.2', serverId: 2, tls: true }),
+    [origin, target] = await startMariaDbs([
+      { address: '127.0.77.1', serverId: 1, tls: true },
+      { address: '127.0.77.2', serverId: 2, tls: true },
     ]);
     origin.sql(
       'CREATE DATABASE wp; CREATE TABLE wp.comments(id INT PRIMARY KEY AUTO_INCREMENT, body TEXT) ENGINE=InnoDB;' +
@@ -254,5 +254,21 @@ describe('replicating a site database', { skip }, () => {
     await removeChannel(o, rev);
     await dropMigrationUser(t, back);
     await thawSiteWrites(o, accounts);
+  });
+
+  test('a failed CHANGE MASTER never carries the password, in the message or the cause', async () => {
+    const secret = 'never-shown-Xy9';
+    const name = channelName('busy');
+    const source = { host: origin.address, port: origin.port, user: 'x', password: secret };
+    // A second CHANGE MASTER on a running channel is refused by the server.
+    await startChannel(t, name, source, ['wp'], await readBinlogPos(o));
+    await assert.rejects(startChannel(t, name, source, ['wp'], await readBinlogPos(o)), (e) => {
+      assert.ok(isFerryError(e, 'DB_QUERY'), String(e));
+      assert.match((e as Error).message, /CHANGE MASTER/);
+      const seen = [e, (e as Error).cause].map((x) => String(x) + JSON.stringify(x)).join(' ');
+      assert.doesNotMatch(seen, new RegExp(secret));
+      return true;
+    });
+    await removeChannel(t, name);
   });
 });
