@@ -9,6 +9,7 @@
  * (they are re-read at the next USE, not at the next statement). The cut-over holds the site's
  * requests while this happens, so no request is cut short.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../common/errors.js';
 import { account, type Db } from './client.js';
 import type { SiteAccount } from './copy.js';
@@ -18,23 +19,37 @@ function targetOf(grant: string): string | undefined {
   return /\bON\s+((?:`(?:[^`]|``)*`|[^\s.]+)\.(?:\*|`(?:[^`]|``)*`|[^\s]+))\s+TO\b/i.exec(grant)?.[1];
 }
 
-/** Kill every connection of these users (by user name), except the caller's own. Returns how many. */
-export async function killConnections(db: Db, users: readonly string[]): Promise<number> {
+/**
+ * Kill every connection of these users (by user name), except the caller's own, and wait until
+ * they are gone: KILL returns at once while the session may still commit the statement it was
+ * running, and a write committed after the caller reads the position would be missed.
+ * Returns how many were killed; DB_QUERY when one outlives `timeoutMs`.
+ */
+export async function killConnections(db: Db, users: readonly string[], timeoutMs = 10_000): Promise<number> {
   if (users.length === 0) return 0;
-  const rows = await db.query<{ id: string | number }>(
-    'SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER IN (?) AND ID <> CONNECTION_ID()',
-    [users],
-  );
-  let killed = 0;
-  for (const r of rows) {
-    try {
-      await db.query('KILL CONNECTION ?', [Number(r.id)]);
-      killed++;
-    } catch {
-      // it ended meanwhile
-    }
+  const list = async () =>
+    (
+      await db.query<{ id: string | number }>(
+        'SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER IN (?) AND ID <> CONNECTION_ID()',
+        [users],
+      )
+    ).map((r) => Number(r.id));
+  const ids = await list();
+  for (const id of ids) {
+    await db.query('KILL CONNECTION ?', [id]).catch(() => undefined); // it may have ended meanwhile
   }
-  return killed;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = (await list()).filter((id) => ids.includes(id));
+    if (left.length === 0) return ids.length;
+    if (Date.now() > deadline) {
+      throw new FerryError(
+        'DB_QUERY',
+        `connections ${left.join(', ')} of ${users.join(', ')} did not end after KILL`,
+      );
+    }
+    await sleep(5);
+  }
 }
 
 /**
