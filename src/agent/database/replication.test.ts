@@ -109,6 +109,9 @@ describe('replicating a site database', { skip }, () => {
       2,
       'the site user logs in on the target with its password',
     );
+    // Until the switch the target's copy is written by replication only.
+    await freezeSiteWrites(t, accounts);
+    await assert.rejects(asWp.query("INSERT INTO comments(body) VALUES ('too early')"));
     await asWp.close();
 
     // Writes after the snapshot, to the site's database and to another one.
@@ -283,6 +286,7 @@ describe('replicating a site database', { skip }, () => {
     const switchPos = await readBinlogPos(t);
     const back = { user: 'ferry_m1_back', host: '127.0.0.1', password: 'back-pw-7' };
     await createMigrationUser(t, back, ['wp']);
+    await thawSiteWrites(t, accounts);
     const asWp = await Db.open({ socket: target.socket, user: 'wp', password: 'wp-pw' }, 'wp');
     await asWp.query("INSERT INTO comments(body) VALUES ('on target')");
     await asWp.close();
