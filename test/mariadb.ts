@@ -174,7 +174,7 @@ export async function startMariaDb(opts: MariaDbOptions): Promise<MariaDbServer>
       return r.stdout;
     };
     sql(
-      `CREATE USER 'admin'@'%' IDENTIFIED BY '${adminPassword}'; GRANT ALL ON *.* TO 'admin'@'%' WITH GRANT OPTION;` +
+      `CREATE USER 'admin'@'%' IDENTIFIED BY '${adminPassword.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'; GRANT ALL ON *.* TO 'admin'@'%' WITH GRANT OPTION;` +
         (opts.binlog !== false ? ' RESET MASTER;' : ''),
     );
     return {

@@ -37,7 +37,8 @@ describe('prerequisites and the initial copy', { skip }, () => {
   before(async () => {
     [origin, target] = await startMariaDbs([
       { address: '127.0.77.3', serverId: 3, tls: true },
-      { address: '127.0.77.4', serverId: 4, binlog: false },
+      // The loader reads the password from an option file: `#`, quotes, `;`, a backslash and a trailing space stay.
+      { address: '127.0.77.4', serverId: 4, binlog: false, adminPassword: `t#"x\\y; z' ` },
     ]);
     origin.sql(
       'CREATE DATABASE wp; CREATE TABLE wp.posts(id INT PRIMARY KEY AUTO_INCREMENT, body LONGTEXT) ENGINE=InnoDB;' +

@@ -135,12 +135,19 @@ export interface CopyResult {
   ms: number;
 }
 
+/** A value of an option file: double-quoted, so that `#`, `;` and spaces are kept (MariaDB reads \\ and \"). */
+function optionValue(v: string): string {
+  if (/[\r\n]/.test(v))
+    throw new FerryError('DB_CONFIG', 'a database user or password with a line break cannot be used');
+  return '"' + v.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"';
+}
+
 /** A client option file (the password never goes on a command line). */
 function optionFile(ep: DbEndpoint, caFile: string | undefined): string {
-  const lines = ['[client]', `user=${ep.user}`, `password=${ep.password.replace(/\\/g, '\\\\')}`];
-  if (ep.socket) lines.push(`socket=${ep.socket}`);
-  else lines.push(`host=${ep.host ?? 'localhost'}`, `port=${ep.port ?? 3306}`, 'protocol=TCP');
-  if (caFile) lines.push('ssl', `ssl-ca=${caFile}`, 'ssl-verify-server-cert');
+  const lines = ['[client]', `user=${optionValue(ep.user)}`, `password=${optionValue(ep.password)}`];
+  if (ep.socket) lines.push(`socket=${optionValue(ep.socket)}`);
+  else lines.push(`host=${optionValue(ep.host ?? 'localhost')}`, `port=${ep.port ?? 3306}`, 'protocol=TCP');
+  if (caFile) lines.push('ssl', `ssl-ca=${optionValue(caFile)}`, 'ssl-verify-server-cert');
   else lines.push('skip-ssl');
   return lines.join('\n') + '\n';
 }
@@ -249,9 +256,11 @@ function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; by
     let pending = 2;
     let dumpCode: number | null = null;
     let loadCode: number | null = null;
+    let dumpStopped = false;
     const done = () => {
       if (--pending > 0) return;
-      if (dumpCode !== 0) {
+      // The side that failed first is reported; the other one was stopped because of it.
+      if (dumpCode !== 0 && !dumpStopped) {
         const msg = errorLines(dumpErr) || `mariadb-dump exited with ${dumpCode}`;
         reject(
           new FerryError(
@@ -289,12 +298,15 @@ function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; by
     });
     dump.once('close', (code) => {
       dumpCode = code;
-      if (code !== 0) load.kill('SIGTERM');
+      if (code !== 0 && loadCode === null) load.kill('SIGTERM');
       done();
     });
     load.once('close', (code) => {
       loadCode = code;
-      if (code !== 0) dump.kill('SIGTERM');
+      if (code !== 0 && dumpCode === null) {
+        dumpStopped = true;
+        dump.kill('SIGTERM');
+      }
       done();
     });
   });
