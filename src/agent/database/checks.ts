@@ -66,6 +66,19 @@ export async function missingDatabases(db: Db, names: readonly string[]): Promis
   return names.filter((n) => !have.has(n));
 }
 
+/** Bytes of data and indexes of each database (for the plan: copy time, the copy-in-hold bound). */
+export async function databaseSizes(db: Db, names: readonly string[]): Promise<Map<string, number>> {
+  const out = new Map<string, number>(names.map((n) => [n, 0]));
+  if (names.length === 0) return out;
+  const rows = await db.query<{ name: string; bytes: string | number | null }>(
+    'SELECT TABLE_SCHEMA AS name, SUM(DATA_LENGTH + INDEX_LENGTH) AS bytes FROM information_schema.TABLES' +
+      ' WHERE TABLE_SCHEMA IN (?) GROUP BY TABLE_SCHEMA',
+    [names],
+  );
+  for (const r of rows) out.set(r.name, Number(r.bytes ?? 0));
+  return out;
+}
+
 /** Problems of the origin: not MariaDB, binlog off or not ROW, GTID strict mode off, databases missing. */
 export async function checkOrigin(
   db: Db,

@@ -14,6 +14,7 @@ import {
   checkTarget,
   copyDatabases,
   createMigrationUser,
+  databaseSizes,
   readSiteAccounts,
   throwIfProblems,
   type DbEndpoint,
@@ -71,6 +72,9 @@ describe('prerequisites and the initial copy', { skip }, () => {
     assert.deepEqual(oc.problems, []);
     assert.equal(oc.info.mariadb, true);
     assert.equal(oc.info.tls, true);
+    const sizes = await databaseSizes(o, ['wp', 'nope']);
+    assert.ok(sizes.get('wp')! >= 2_000_000, `wp holds a 2 MB row: ${sizes.get('wp')}`);
+    assert.equal(sizes.get('nope'), 0);
     const tc = await checkTarget(t, oc.info, ['wp'], [{ user: 'wp', host: 'localhost' }]);
     assert.deepEqual(tc.problems, []);
     await checkReach(asMig);

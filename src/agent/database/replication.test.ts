@@ -173,6 +173,7 @@ describe('replicating a site database', { skip }, () => {
     const pos = await readBinlogPos(o);
     const started = Date.now();
     await assert.rejects(waitForPosition(t, channel, pos, 500), (e) => isFerryError(e, 'DB_CATCHUP_TIMEOUT'));
+    await assert.rejects(waitForPosition(t, channel, 'garbage', 500), (e) => isFerryError(e, 'DB_QUERY'));
     const waited = Date.now() - started;
     assert.ok(waited >= 500 && waited < 5000, `waited ${waited} ms`);
     assert.equal((await channelLag(o, t, channel)).transactions, 2);

@@ -6,7 +6,6 @@
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../common/errors.js';
 import { account, ident, literal, type Db } from './client.js';
 
@@ -232,12 +231,16 @@ export async function waitForPosition(
   gtidPos: string,
   timeoutMs: number,
 ): Promise<number> {
+  parseGtidPos(gtidPos); // MASTER_GTID_WAIT answers NULL, not an error, to a malformed position
   const started = Date.now();
   for (;;) {
     const left = timeoutMs - (Date.now() - started);
     const step = Math.max(0, Math.min(left, 200)) / 1000;
-    const r = Number(await replica.value('SELECT MASTER_GTID_WAIT(?, ?)', [gtidPos, step]));
-    if (r === 0) return Date.now() - started;
+    const r = await replica.value('SELECT MASTER_GTID_WAIT(?, ?)', [gtidPos, step]);
+    if (r === null || r === undefined) {
+      throw new FerryError('DB_QUERY', `MASTER_GTID_WAIT could not wait for ${JSON.stringify(gtidPos)}`);
+    }
+    if (Number(r) === 0) return Date.now() - started;
     await assertHealthy(replica, name);
     if (Date.now() - started >= timeoutMs) {
       const st = await channelStatus(replica, name);
@@ -246,7 +249,6 @@ export async function waitForPosition(
         `the target did not reach ${gtidPos} within ${timeoutMs} ms (it has applied ${st.appliedPos || 'nothing'})`,
       );
     }
-    if (left <= 0) await sleep(10);
   }
 }
 
