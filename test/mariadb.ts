@@ -10,11 +10,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './ports.js';
 
-/** Where the test binaries are, or undefined when MariaDB is not installed. */
+/** True when MariaDB (server and client tools) and openssl are installed. */
 export const mariadbInstalled =
   existsSync('/usr/sbin/mariadbd') &&
   existsSync('/usr/bin/mariadb-install-db') &&
-  existsSync('/usr/bin/mariadb-dump');
+  existsSync('/usr/bin/mariadb-dump') &&
+  existsSync('/usr/bin/mariadb-admin') &&
+  existsSync('/usr/bin/openssl');
 
 /** Options of one private server. */
 export interface MariaDbOptions {
