@@ -28,11 +28,11 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { accessSync, constants, openSync, closeSync, existsSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import { userInfo } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { HostAgent, type HostAgentOptions, type WebSiteBundle } from '../agent/index.js';
 import { FerryError } from '../common/errors.js';
+import { canConnect } from '../common/net.js';
 import { sleep } from '../common/time.js';
 
 /** The real stack's sites: the PHP application that moves, then a static site that stays. */
@@ -465,17 +465,6 @@ function nginxHas(nginx: string): { uwsgi: boolean; scgi: boolean } {
     uwsgi: !v.includes('--without-http_uwsgi_module'),
     scgi: !v.includes('--without-http_scgi_module'),
   };
-}
-
-function canConnect(address: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ host: address, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 /**

@@ -27,9 +27,10 @@ import {
   stat,
   writeFile,
 } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { FerryError } from '../../common/errors.js';
+import { canConnect } from '../../common/net.js';
 import { sleep } from '../../common/time.js';
 import {
   readWebSites,
@@ -936,17 +937,6 @@ async function freePorts(): Promise<{ http: number; https: number }> {
   let https = await one();
   while (https === http) https = await one();
   return { http, https };
-}
-
-function canConnect(address: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ host: address, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 /** Names a bundle's contents (an install repeated with the same bundle is a no-op). */
