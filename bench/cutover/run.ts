@@ -266,6 +266,10 @@ try {
     `  target p99 <= 0.2x the plain pass: ${ratio <= 0.2 ? 'met' : 'NOT met'}; ` +
       `target p99 <= 250 ms (${added.p99.toFixed(1)} ms): ${added.p99 <= 250 ? 'met' : 'NOT met'}`,
   );
+  console.log(
+    `  the same targets on the cut-over's own length (p99 ${cut.p99.toFixed(1)} ms, ${(cut.p99 / plain.p50).toFixed(3)}x): ` +
+      `${cut.p99 <= 0.2 * plain.p50 ? 'met' : 'NOT met'}, ${cut.p99 <= 250 ? 'met' : 'NOT met'}`,
+  );
   console.log(`  (runs took ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
 } finally {
   await mirror.stop().catch(() => undefined);
