@@ -186,7 +186,7 @@ export class HostAgent implements HostDriver, SyncPeer {
   /** Serializes operations on one key (a site, a redirect) so repeats and retries never race. */
   private readonly locks = new Map<string, Promise<unknown>>();
   /** A site's change tracker, for the one receive session its passes go to (`key`). */
-  private readonly trackers = new Map<string, { key: string; tracker: ChangeTracker }>();
+  private readonly trackers = new Map<string, { key: string; tracker: ChangeTracker; source: string }>();
   /** The server's own sites that Ferry gates or installed (undefined without `webConfig`). */
   private readonly stack: WebStack | undefined;
   private readonly stackProblem: string | undefined;
@@ -961,6 +961,11 @@ export class HostAgent implements HostDriver, SyncPeer {
             );
       // Every pass ends with its figure, also one that copied too little to report along the way.
       if (!reported) onProgress?.({ bytes: res.bytes, percent: 100, files: res.files });
+      // After the first pass of a session, the next one (the final pass, inside the cut-over's
+      // write pause) finds its rsync started. Not after later passes: the final pass is the last,
+      // and starting processes then would only compete with the rest of the cut-over.
+      if (set.kind === 'full' && tracker && this.trackers.get(d)?.tracker === tracker)
+        this.transport.prepare?.(source, to);
       Object.assign(job, {
         state: 'done',
         endedAt: Date.now(),
@@ -1013,7 +1018,7 @@ export class HostAgent implements HostDriver, SyncPeer {
       await tracker.stop();
       return { set: { kind: 'full', reason: `no tracking: ${(err as Error).message}` } };
     }
-    this.trackers.set(d, { key, tracker });
+    this.trackers.set(d, { key, tracker, source });
     return {
       set: {
         kind: 'full',
@@ -1030,6 +1035,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     const t = this.trackers.get(d);
     if (!t) return;
     this.trackers.delete(d);
+    this.transport.unprepare?.(t.source);
     await t.tracker.stop();
   }
 

@@ -9,8 +9,8 @@
  *
  * The connector is `openssl s_client` with the pinned certificate as its only trust anchor,
  * started through `sh -c` so that the arguments rsync appends (`host rsync --server --daemon .`)
- * are ignored. It is chosen for its start-up: each pass starts one connector, the final pass
- * inside the cut-over's write pause included. Measured on the 2-core CI machine, median of 10
+ * are ignored. It is chosen for its start-up: each pass starts one connector (the final pass
+ * of a migration finds its own started before the cut-over: transport.ts). Measured on the 2-core CI machine, median of 10
  * small rsync passes on loopback: 124 ms with s_client, 274 ms with a Node connector script (Node
  * alone starts in ~120 ms), 62 ms for the same pass over a local pipe with no TLS at all.
  */

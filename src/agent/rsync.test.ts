@@ -2,7 +2,8 @@
  * rsync over TLS between a real receiver (TLS listener, `rsync --server --daemon` per connection)
  * and real pushes (rsync with the s_client connector) on loopback 127.0.74.0/24: a push lands only
  * on the certificate its session pins, a plain rsync client gets nothing from the port, and a
- * session's secret and a push's temporary files are gone when they end.
+ * session's secret and a push's temporary files are gone when they end. A prepared pass waits
+ * connected for its paths, copies them when given, and ends unused with its session.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findBinary } from '../../test/e2e/helpers.js';
 import { freePort } from '../../test/ports.js';
-import { RsyncReceiver, rsyncPush, type SyncEndpoint } from './rsync.js';
+import { PreparedPush, RsyncReceiver, rsyncPush, type SyncEndpoint } from './rsync.js';
 import { certificateFingerprint } from './rsync-tls.js';
 
 const IP = '127.0.74.1';
@@ -137,6 +138,37 @@ describe('rsync over TLS', { skip: missing }, () => {
     });
     assert.ok(!got.toString('latin1').includes('@RSYNCD'), `no rsync greeting: got ${got.toString('hex')}`);
     await rm(join(src, 'plain.txt'));
+  });
+
+  test('a prepared pass copies the paths it is given; one whose session closes ends and sends nothing', async () => {
+    const prepDst = join(dir, 'prep-dst');
+    await mkdir(prepDst);
+    const prep = await receiver.open('prep.example', prepDst);
+    const ready = await PreparedPush.start({ source: src, to: prep });
+    await new Promise((r) => setTimeout(r, 1000)); // connected and waiting meanwhile
+    assert.ok(ready.ready);
+    await writeFile(join(src, 'prepared.txt'), 'given later\n');
+    const res = await ready.run(['prepared.txt']);
+    assert.equal(res.files, 1);
+    assert.equal(await readFile(join(prepDst, 'prepared.txt'), 'utf8'), 'given later\n');
+    assert.equal(ready.ready, false, 'a prepared pass is used once');
+    assert.throws(() => ready.run(['prepared.txt']), { code: 'RSYNC_FAILED' });
+
+    // Its session closes (the site takes writes there) while another stays open: it is ended.
+    const unused = await PreparedPush.start({ source: src, to: prep });
+    await new Promise((r) => setTimeout(r, 1000));
+    await receiver.close('prep.example');
+    const deadline = Date.now() + 20_000;
+    while (unused.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(unused.ready, false, 'the receiver ended the prepared connection');
+    await writeFile(join(src, 'late.txt'), 'must not arrive\n');
+    assert.throws(() => unused.run(['late.txt']), { code: 'RSYNC_FAILED' });
+    await assert.rejects(stat(join(prepDst, 'late.txt')), { code: 'ENOENT' });
+    await rm(join(src, 'late.txt'));
+    await rm(join(src, 'prepared.txt'));
+    // The other session still takes pushes.
+    await rsyncPush({ source: src, to: session });
+    assert.deepEqual(await readdir(pushTmp()), [], "a prepared pass's temporary files are removed");
   });
 
   test('closing the session removes its secret and stops the listener; a push then fails', async () => {

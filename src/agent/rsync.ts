@@ -62,6 +62,12 @@ export interface RsyncReceiverOptions {
 }
 
 const SESSION_RE = /^[a-z0-9][a-z0-9._-]{0,99}$/;
+/** One connection of the receiver: its rsync daemon, and the module its client asked for once it did. */
+interface Conn {
+  socket: TLSSocket;
+  child?: ChildProcess;
+  module?: string;
+}
 /** Connections served at once; one more is closed at once (that sender's pass fails). */
 const MAX_CONNECTIONS = 32;
 /** A connection must complete its handshake, then send its first byte, within this time. */
@@ -71,7 +77,7 @@ const START_TIMEOUT_MS = 10_000;
 export class RsyncReceiver {
   private readonly sessions = new Map<string, { path: string; endpoint: SyncEndpoint }>();
   private server: Server | undefined;
-  private readonly conns = new Set<{ socket: TLSSocket; child?: ChildProcess }>();
+  private readonly conns = new Set<Conn>();
   private certificate: ReceiverCertificate | undefined;
   private readonly port: number;
   private chain: Promise<unknown> = Promise.resolve();
@@ -121,6 +127,8 @@ export class RsyncReceiver {
   close(session: string): Promise<void> {
     return this.serialize(async () => {
       if (!this.sessions.delete(session)) return;
+      // A connection already in the session (a sender's prepared pass) ends with it.
+      for (const c of this.conns) if (c.module === `ferry-${session}`) this.end(c);
       await rm(join(this.opts.stateDir, `ferry-${session}.secret`), { force: true });
       await this.writeConfig();
       if (this.sessions.size === 0) await this.stopListening();
@@ -201,9 +209,13 @@ export class RsyncReceiver {
     this.server = server;
   }
 
-  /** One authenticated TLS connection: an rsync daemon process for it once it sends something. */
+  /**
+   * One authenticated TLS connection: an rsync daemon process for it once it sends something.
+   * The module the client names (the line after its greeting) is noted: a connection to a session
+   * that is closed, or that closes later, is ended before the daemon takes any data.
+   */
   private serve(socket: TLSSocket): void {
-    const conn: { socket: TLSSocket; child?: ChildProcess } = { socket };
+    const conn: Conn = { socket };
     this.conns.add(conn);
     socket.on('error', () => undefined);
     socket.setTimeout(START_TIMEOUT_MS, () => socket.destroy());
@@ -234,20 +246,36 @@ export class RsyncReceiver {
       conn.child = child;
       child.once('error', () => socket.destroy());
       child.stdin!.on('error', () => undefined);
+      let head = '';
+      const watch = (chunk: Buffer) => {
+        head += chunk.toString('latin1');
+        const lines = head.split('\n');
+        const module = lines.slice(0, -1).find((l) => l !== '' && !l.startsWith('@RSYNCD:'));
+        if (module === undefined && head.length < 4096) return;
+        socket.off('data', watch);
+        conn.module = module ?? '';
+        if (![...this.sessions.values()].some((x) => x.endpoint.module === conn.module)) this.end(conn);
+      };
+      watch(first);
+      if (conn.module === undefined) socket.on('data', watch);
+      if (socket.destroyed) return;
       child.stdin!.write(first);
       socket.pipe(child.stdin!);
       child.stdout!.pipe(socket);
     });
   }
 
+  /** End a connection and its daemon. */
+  private end(c: Conn): void {
+    c.child?.kill('SIGTERM');
+    c.socket.destroy();
+    this.conns.delete(c);
+  }
+
   private async stopListening(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    for (const c of this.conns) {
-      c.child?.kill('SIGTERM');
-      c.socket.destroy();
-    }
-    this.conns.clear();
+    for (const c of this.conns) this.end(c);
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
@@ -294,6 +322,70 @@ export interface PushOptions {
 export async function rsyncPush(
   opts: PushOptions,
 ): Promise<{ files: number; bytes: number; totalBytes: number }> {
+  const run = await startRsync(opts, opts.paths !== undefined);
+  if (opts.paths) run.givePaths(opts.paths);
+  return run.result;
+}
+
+/**
+ * A push of tracked paths started before they are known: rsync is running, connected over TLS
+ * to the session's receiver, authenticated and waiting for its file list. A pass inside the
+ * cut-over's write pause that finds one spends no time starting processes or shaking hands
+ * (about half of a small pass). Nothing is sent before `run`; the receiver ends it when the
+ * session closes, and rsync's own I/O timeout (`ioTimeoutS`) ends one left waiting, so its owner
+ * replaces it well before that.
+ */
+export class PreparedPush {
+  private used = false;
+  private exited = false;
+  /** When it started (its owner replaces it before rsync's I/O timeout). */
+  readonly startedAt = Date.now();
+
+  private constructor(private readonly rs: RunningRsync) {
+    rs.child.once('exit', () => (this.exited = true));
+    rs.result.catch(() => undefined); // read by `run`, or dropped with the prepared push
+  }
+
+  /** Start rsync for a pass of paths into `to` from `source`. */
+  static async start(opts: Omit<PushOptions, 'paths' | 'onProgress'>): Promise<PreparedPush> {
+    return new PreparedPush(await startRsync(opts, true));
+  }
+
+  /** Whether it can still take its paths: rsync runs and has none yet. */
+  get ready(): boolean {
+    return !this.used && !this.exited;
+  }
+
+  /** Give rsync its paths (relative to `source`; not empty) and wait for the pass, as `rsyncPush` with `paths`. */
+  run(
+    paths: string[],
+    onProgress?: (p: { bytes: number; percent: number }) => void,
+  ): Promise<{ files: number; bytes: number; totalBytes: number }> {
+    if (!this.ready)
+      throw new FerryError('RSYNC_FAILED', 'this prepared rsync pass was used or has ended; start another');
+    this.used = true;
+    this.rs.onProgress = onProgress;
+    this.rs.givePaths(paths);
+    return this.rs.result;
+  }
+
+  /** End it unused (no-op once used or ended). */
+  cancel(): void {
+    if (!this.ready) return;
+    this.used = true;
+    this.rs.child.kill('SIGTERM');
+  }
+}
+
+interface RunningRsync {
+  child: ChildProcess;
+  result: Promise<{ files: number; bytes: number; totalBytes: number }>;
+  onProgress: ((p: { bytes: number; percent: number }) => void) | undefined;
+  givePaths(paths: string[]): void;
+}
+
+/** Start rsync into `to` over the TLS connector; with `byPaths`, it waits for `givePaths`. */
+async function startRsync(opts: Omit<PushOptions, 'paths'>, byPaths: boolean): Promise<RunningRsync> {
   const { to } = opts;
   if (!to.fingerprint) {
     throw new FerryError(
@@ -306,16 +398,21 @@ export async function rsyncPush(
   try {
     const pinFile = join(tmp, 'receiver.crt');
     await writeFile(pinFile, pem, { mode: 0o600 });
-    return await runRsync(opts, connector(to.address, to.port, pinFile));
-  } finally {
+    const run = spawnRsync(opts, connector(to.address, to.port, pinFile), byPaths);
+    const cleanup = () => rm(tmp, { recursive: true, force: true });
+    run.result = run.result.finally(cleanup);
+    return run;
+  } catch (err) {
     await rm(tmp, { recursive: true, force: true });
+    throw err;
   }
 }
 
-function runRsync(
-  opts: PushOptions,
+function spawnRsync(
+  opts: Omit<PushOptions, 'paths'>,
   tls: { rsh: string; env: Record<string, string> },
-): Promise<{ files: number; bytes: number; totalBytes: number }> {
+  byPaths: boolean,
+): RunningRsync {
   const { to } = opts;
   const host = isIP(to.address) === 6 ? `[${to.address}]` : to.address;
   const args = [
@@ -328,24 +425,29 @@ function runRsync(
     `--timeout=${opts.ioTimeoutS ?? 60}`,
     '-e',
     tls.rsh,
-    ...(opts.paths ? ['-r', '--files-from=-', '--from0', '--delete-missing-args', '--force'] : []),
+    ...(byPaths ? ['-r', '--files-from=-', '--from0', '--delete-missing-args', '--force'] : []),
     `${opts.source.replace(/\/+$/, '')}/`,
     `${to.user}@${host}::${to.module}/`,
   ];
-  return new Promise((resolve, reject) => {
-    const child = spawn(opts.rsyncPath ?? 'rsync', args, {
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        RSYNC_PASSWORD: to.secret,
-        LC_ALL: 'C',
-        ...tls.env,
-      },
-      stdio: [opts.paths ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-    });
-    if (opts.paths) {
-      child.stdin!.on('error', () => undefined); // rsync exiting early is reported by its exit code
-      child.stdin!.end(opts.paths.map((p) => `${p}\0`).join(''));
-    }
+  const child = spawn(opts.rsyncPath ?? 'rsync', args, {
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      RSYNC_PASSWORD: to.secret,
+      LC_ALL: 'C',
+      ...tls.env,
+    },
+    stdio: [byPaths ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  });
+  const run: RunningRsync = {
+    child,
+    result: Promise.resolve({ files: 0, bytes: 0, totalBytes: 0 }),
+    onProgress: opts.onProgress,
+    givePaths(paths) {
+      child.stdin!.end(paths.map((p) => `${p}\0`).join(''));
+    },
+  };
+  if (byPaths) child.stdin!.on('error', () => undefined); // rsync exiting early is reported by its exit code
+  run.result = new Promise((resolve, reject) => {
     let out = '';
     let err = '';
     child.stdout!.setEncoding('utf8');
@@ -355,7 +457,7 @@ function runRsync(
       if (out.length > 1 << 20) out = out.slice(-65536);
       // progress2 lines end in \r: "  1,234,567  45%  1.23MB/s  0:00:01 (xfr#3, to-chk=0/10)"
       const m = /([\d,]+)\s+(\d+)%[^\r\n]*[\r\n]*$/.exec(chunk);
-      if (m) opts.onProgress?.({ bytes: num(m[1]!), percent: Number(m[2]) });
+      if (m) run.onProgress?.({ bytes: num(m[1]!), percent: Number(m[2]) });
     });
     child.stderr!.on('data', (chunk: string) => {
       err = (err + chunk).slice(-4096);
@@ -366,7 +468,7 @@ function runRsync(
     child.once('close', (code) => {
       // 24: files vanished while rsync ran. In a pass of tracked paths, their removal is tracked
       // too and is in the next pass.
-      if (code !== 0 && !(code === 24 && opts.paths)) {
+      if (code !== 0 && !(code === 24 && byPaths)) {
         if (pinRefused(err)) {
           reject(
             new FerryError(
@@ -390,6 +492,7 @@ function runRsync(
       resolve({ files, bytes, totalBytes });
     });
   });
+  return run;
 }
 
 function num(s: string | undefined): number {

@@ -12,7 +12,13 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { FerryError } from '../common/errors.js';
 import { syncDirectory, syncPaths } from '../host/index.js';
-import { RsyncReceiver, rsyncPush, type SyncEndpoint } from './rsync.js';
+import { PreparedPush, RsyncReceiver, rsyncPush, type SyncEndpoint } from './rsync.js';
+
+/**
+ * A prepared pass is replaced after this long unused: rsync's I/O timeout (60 s) would end it,
+ * and a pass should not find one about to be ended.
+ */
+const PREPARED_MAX_AGE_MS = 30_000;
 
 /** What a peer of a sync offers: a receive session for a site, and a reload once data is in. */
 export interface SyncPeer {
@@ -51,12 +57,26 @@ export interface SyncTransport {
     onProgress?: (p: PushProgress) => void,
     paths?: string[],
   ): Promise<{ files: number; bytes: number; totalBytes?: number }>;
+  /**
+   * Get the next pass of paths from `source` into `to` ready before it is asked for (rsync:
+   * connected and waiting for its paths), so that it starts at once; no-op where a pass has no
+   * start-up cost. `push` uses it when its source and session match. Idempotent.
+   */
+  prepare?(source: string, to: SyncEndpoint): void;
+  /** Drop what `prepare` made ready for `source` (its migration ended or moved on). */
+  unprepare?(source: string): void;
 }
 
 /** rsync sessions behind a TLS listener, and rsync pushes over TLS. */
 export class RsyncTransport implements SyncTransport {
   readonly kind = 'rsync';
   private readonly receiver: RsyncReceiver;
+
+  /** Prepared passes by source folder: the session they push into, and their replacement timer. */
+  private readonly prepared = new Map<
+    string,
+    { to: SyncEndpoint; push: Promise<PreparedPush | undefined>; timer: NodeJS.Timeout }
+  >();
 
   constructor(
     private readonly opts: {
@@ -68,6 +88,48 @@ export class RsyncTransport implements SyncTransport {
     },
   ) {
     this.receiver = new RsyncReceiver(opts);
+  }
+
+  prepare(source: string, to: SyncEndpoint, replace = false): void {
+    const current = this.prepared.get(source);
+    if (current && !replace && sameSession(current.to, to)) return;
+    this.unprepare(source);
+    if (to.transport === 'in-process' || !to.fingerprint) return;
+    const push = PreparedPush.start({
+      source,
+      to,
+      ...(this.opts.rsyncPath ? { rsyncPath: this.opts.rsyncPath } : {}),
+    }).catch(() => undefined); // not ready: the pass starts its own rsync
+    // Replaced while it still waits; one the receiver ended (its session closed) is not.
+    const timer = setTimeout(() => {
+      void push.then((x) => {
+        if (this.prepared.get(source)?.timer !== timer) return;
+        if (x?.ready) this.prepare(source, to, true);
+        else this.unprepare(source);
+      });
+    }, PREPARED_MAX_AGE_MS);
+    timer.unref();
+    this.prepared.set(source, { to, push, timer });
+  }
+
+  unprepare(source: string): void {
+    const p = this.prepared.get(source);
+    if (!p) return;
+    this.prepared.delete(source);
+    clearTimeout(p.timer);
+    void p.push.then((x) => x?.cancel());
+  }
+
+  /** The prepared pass for `source` into `to`, taken (unprepared), when one is ready now. */
+  private async takePrepared(source: string, to: SyncEndpoint): Promise<PreparedPush | undefined> {
+    const p = this.prepared.get(source);
+    if (!p || !sameSession(p.to, to)) return undefined;
+    this.prepared.delete(source);
+    clearTimeout(p.timer);
+    const push = await p.push;
+    if (push?.ready && Date.now() - push.startedAt < PREPARED_MAX_AGE_MS) return push;
+    push?.cancel();
+    return undefined;
   }
 
   open(session: string, path: string): Promise<SyncEndpoint> {
@@ -83,10 +145,11 @@ export class RsyncTransport implements SyncTransport {
   }
 
   stop(): Promise<void> {
+    for (const source of [...this.prepared.keys()]) this.unprepare(source);
     return this.receiver.stop();
   }
 
-  push(
+  async push(
     source: string,
     to: SyncEndpoint,
     onProgress?: (p: PushProgress) => void,
@@ -98,6 +161,9 @@ export class RsyncTransport implements SyncTransport {
         `receive session ${to.module} is in-process; this agent pushes with rsync`,
       );
     }
+    const ready = await this.takePrepared(source, to);
+    if (ready && paths?.length) return ready.run(paths, onProgress);
+    ready?.cancel();
     return rsyncPush({
       source,
       to,
@@ -106,6 +172,18 @@ export class RsyncTransport implements SyncTransport {
       ...(paths ? { paths } : {}),
     });
   }
+}
+
+/** Whether two endpoints name the same receive session, with the same secret and certificate. */
+function sameSession(a: SyncEndpoint, b: SyncEndpoint): boolean {
+  return (
+    a.address === b.address &&
+    a.port === b.port &&
+    a.module === b.module &&
+    a.user === b.user &&
+    a.secret === b.secret &&
+    a.fingerprint === b.fingerprint
+  );
 }
 
 /** Every in-process session of this process, by module: where it writes, and its secret. */

@@ -112,6 +112,12 @@ export interface SandboxOptions {
    * provider's site does and a static site that stays. Default sites then: REAL_STACK_SITES.
    */
   stack?: 'builtin' | 'nginx-php';
+  /**
+   * The journal's durability: `process` (default; the hosts share the controller's event loop
+   * and should not wait on the disk) or `full` (fsync before each step acts, as `ferry
+   * controller` runs it; the cut-over benchmark measures that).
+   */
+  journalDurability?: 'full' | 'process';
 }
 
 /**
@@ -290,8 +296,10 @@ export class Sandbox {
         await this.startHost('target', o.targetIp, this.originAgent.sites.port);
         for (const site of o.sites) await this.origin.addSite(site, 'serve');
       }
-      // The hosts share this process's event loop: the journal must not make them wait on fsync.
-      this.journal = new Journal(join(this.dataDir, 'journal.sqlite'), { durability: 'process' });
+      // The hosts share this process's event loop: by default the journal does not make them wait on fsync.
+      this.journal = new Journal(join(this.dataDir, 'journal.sqlite'), {
+        durability: o.journalDurability ?? 'process',
+      });
       this.controller = new Controller({
         dns: o.externalDns?.provider ?? new EmbeddedDnsProvider({ server: this.dns }),
         servers: [
