@@ -605,9 +605,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     {
       await this.appAddSite(d, mode);
       // A site that takes writes here must never be overwritten by a sync: its session ends.
-      if (mode === 'serve' || typeof mode === 'object') await this.transport.close(d);
-      // Proxying elsewhere, the site has moved away from here: no pass will follow.
-      if (typeof mode === 'object') await this.stopTracking(d);
+      if (mode === 'serve') await this.transport.close(d);
       // A web site's front is the web server's own block (webstack/), not a Ferry vhost.
       if (this.nginx && !this.stack?.has(d)) {
         const viaNginx =
@@ -618,6 +616,18 @@ export class HostAgent implements HostDriver, SyncPeer {
         );
       }
       await this.saveState();
+      if (typeof mode === 'object') {
+        // Proxying elsewhere, the site has moved away from here: no pass will follow, so its
+        // receive session (if any) and its change tracker end. That is cleanup: the caller (the
+        // cut-over, with requests held until it goes on) does not wait for it; the next call for
+        // this site does (the site's lock).
+        void this.locked(`site:${d}`, async () => {
+          await this.transport.close(d);
+          await this.stopTracking(d);
+        }).catch((err: Error) =>
+          this.opts.log?.(`${d}: ending its sync session and tracker: ${err.message}`),
+        );
+      }
     }
   }
 

@@ -850,6 +850,7 @@ class MigrationRun {
    */
   private async cutover(): Promise<void> {
     const { domain, targetIp, timings, ports } = this.plan;
+    let holding: Promise<void> = Promise.resolve();
     if (!(await this.isSwitched())) {
       if (this.usesRedirect)
         for (const f of this.families)
@@ -866,7 +867,8 @@ class MigrationRun {
           `requests for ${domain} still in flight on the origin after ${timings.cutoverDrainTimeoutMs} ms`,
         );
       }
-      await this.emitHeld('holding');
+      // What is held, for the events: read beside the final pass, not before it (it is inside the pause).
+      holding = this.emitHeld('holding').catch(() => undefined);
       await this.sync(STEP.finalSync, this.origin, this.target);
       await this.step(STEP.targetServe, () => this.target.setSiteMode(domain, 'serve'));
     }
@@ -883,6 +885,7 @@ class MigrationRun {
         );
       }
     }
+    await holding;
     await this.emitHeld('released');
     for (const f of this.families) await this.ensureRecord(f.type, f.targetIp, timings.ttl);
   }
