@@ -54,6 +54,11 @@ export interface MariaDbServer {
   stop(): Promise<void>;
 }
 
+/** How Ferry's database code reaches `s` as its administrator: over its socket. */
+export function adminEndpoint(s: MariaDbServer): { socket: string; user: string; password: string } {
+  return { socket: s.socket, user: s.adminUser, password: s.adminPassword };
+}
+
 function makeCert(dir: string, address: string): { ca: string; cert: string; key: string } {
   const run = (args: string[]) => {
     const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { isFerryError } from '../../common/errors.js';
-import { mariadbInstalled, startMariaDbs, type MariaDbServer } from '../../../test/mariadb.js';
+import { adminEndpoint, mariadbInstalled, startMariaDbs, type MariaDbServer } from '../../../test/mariadb.js';
 import {
   Db,
   checkOrigin,
@@ -27,11 +27,6 @@ describe('prerequisites and the initial copy', { skip }, () => {
   let target: MariaDbServer;
   let o: Db;
   let t: Db;
-  const admin = (s: MariaDbServer): DbEndpoint => ({
-    socket: s.socket,
-    user: s.adminUser,
-    password: s.adminPassword,
-  });
   const mig = { user: 'ferry_m2', host: '127.0.0.1', password: 'mig-pw-Q1' };
   let asMig: DbEndpoint;
 
@@ -49,8 +44,8 @@ describe('prerequisites and the initial copy', { skip }, () => {
         " CREATE USER 'wp'@'localhost' IDENTIFIED BY 'wp-pw'; GRANT SELECT, INSERT, UPDATE, DELETE ON wp.* TO 'wp'@'localhost';" +
         " CREATE USER 'root2'@'localhost' IDENTIFIED BY 'r'; GRANT ALL ON *.* TO 'root2'@'localhost';",
     );
-    o = await Db.open(admin(origin));
-    t = await Db.open(admin(target));
+    o = await Db.open(adminEndpoint(origin));
+    t = await Db.open(adminEndpoint(target));
     await createMigrationUser(o, mig, ['wp']);
     asMig = {
       host: origin.address,
@@ -149,7 +144,7 @@ describe('prerequisites and the initial copy', { skip }, () => {
       // The copy refuses too, and leaves the target's own database alone.
       await t.query('CREATE TABLE wp.mine(id INT)');
       await assert.rejects(
-        copyDatabases({ origin: asMig, target: admin(target), targetDb: t, databases: ['wp'] }),
+        copyDatabases({ origin: asMig, target: adminEndpoint(target), targetDb: t, databases: ['wp'] }),
         (e) => isFerryError(e, 'DB_EXISTS'),
       );
       assert.deepEqual(await t.query('SHOW TABLES FROM wp'), [{ Tables_in_wp: 'mine' }]);
@@ -168,7 +163,7 @@ describe('prerequisites and the initial copy', { skip }, () => {
       assert.doesNotMatch((e as Error).message, /mig-pw-Q1|wrong/);
       return true;
     });
-    const closed = await Db.open(admin(origin));
+    const closed = await Db.open(adminEndpoint(origin));
     await closed.close();
     await assert.rejects(checkReach({ ...asMig, port: 1 }), (e) => isFerryError(e, 'DB_UNREACHABLE'));
     const { caPem: _caPem, ...plain } = asMig;
@@ -182,9 +177,9 @@ describe('prerequisites and the initial copy', { skip }, () => {
   test("the copy reads the site's database only and waits on no other customer's lock or long statement", async () => {
     await o.query("SET GLOBAL log_output = 'TABLE'");
     await o.query('SET GLOBAL general_log = ON');
-    const locker = await Db.open(admin(origin));
-    const sleeper = await Db.open(admin(origin));
-    const writer = await Db.open(admin(origin));
+    const locker = await Db.open(adminEndpoint(origin));
+    const sleeper = await Db.open(adminEndpoint(origin));
+    const writer = await Db.open(adminEndpoint(origin));
     await locker.query('LOCK TABLES shop.orders WRITE');
     const long = sleeper
       .query('SELECT SLEEP(20), COUNT(*) FROM shop.visits FOR UPDATE')
@@ -195,7 +190,7 @@ describe('prerequisites and the initial copy', { skip }, () => {
       const started = Date.now();
       const copy = await copyDatabases({
         origin: asMig,
-        target: admin(target),
+        target: adminEndpoint(target),
         targetDb: t,
         databases: ['wp'],
       });
@@ -234,7 +229,7 @@ describe('prerequisites and the initial copy', { skip }, () => {
     await assert.rejects(
       copyDatabases({
         origin: { ...asMig, password: 'nope' },
-        target: admin(target),
+        target: adminEndpoint(target),
         targetDb: t,
         databases: ['wp'],
       }),
@@ -244,7 +239,7 @@ describe('prerequisites and the initial copy', { skip }, () => {
         !/nope/.test((e as Error).message),
     );
     await assert.rejects(
-      copyDatabases({ origin: asMig, target: admin(target), targetDb: t, databases: ['gone'] }),
+      copyDatabases({ origin: asMig, target: adminEndpoint(target), targetDb: t, databases: ['gone'] }),
       // the migration user has grants on the site's databases only, so the server answers "access denied"
       (e) => isFerryError(e, 'DB_AUTH') && /database 'gone'/.test((e as Error).message),
     );
@@ -252,7 +247,7 @@ describe('prerequisites and the initial copy', { skip }, () => {
     await t.query('SET GLOBAL max_allowed_packet = 1048576');
     try {
       await assert.rejects(
-        copyDatabases({ origin: asMig, target: admin(target), targetDb: t, databases: ['wp'] }),
+        copyDatabases({ origin: asMig, target: adminEndpoint(target), targetDb: t, databases: ['wp'] }),
         (e) => {
           assert.ok(isFerryError(e, 'DB_COPY_FAILED'), String(e));
           assert.match(

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isFerryError } from '../../common/errors.js';
-import { mariadbInstalled, startMariaDbs, type MariaDbServer } from '../../../test/mariadb.js';
+import { adminEndpoint, mariadbInstalled, startMariaDbs, type MariaDbServer } from '../../../test/mariadb.js';
 import {
   Db,
   channelConfigPath,
@@ -38,11 +38,6 @@ describe('replicating a site database', { skip }, () => {
   let target: MariaDbServer;
   let o: Db;
   let t: Db;
-  const admin = (s: MariaDbServer): DbEndpoint => ({
-    socket: s.socket,
-    user: s.adminUser,
-    password: s.adminPassword,
-  });
   const repl = { user: 'ferry_m1', host: '127.0.0.1', password: 'repl-pw-Zq8' };
   const channel = channelName('m-1');
   let accounts: SiteAccount[];
@@ -59,8 +54,8 @@ describe('replicating a site database', { skip }, () => {
         " CREATE USER 'wp'@'localhost' IDENTIFIED BY 'wp-pw'; GRANT ALL ON wp.* TO 'wp'@'localhost';" +
         " CREATE USER 'shopper'@'localhost' IDENTIFIED BY 'shop-pw'; GRANT ALL ON shop.* TO 'shopper'@'localhost';",
     );
-    o = await Db.open(admin(origin));
-    t = await Db.open(admin(target));
+    o = await Db.open(adminEndpoint(origin));
+    t = await Db.open(adminEndpoint(target));
   });
 
   after(async () => {
@@ -86,7 +81,7 @@ describe('replicating a site database', { skip }, () => {
     };
     const copy = await copyDatabases({
       origin: originEp,
-      target: admin(target),
+      target: adminEndpoint(target),
       targetDb: t,
       databases: ['wp'],
     });
@@ -153,7 +148,7 @@ describe('replicating a site database', { skip }, () => {
     );
     await t.close();
     await target.restart();
-    t = await Db.open(admin(target));
+    t = await Db.open(adminEndpoint(target));
     assert.equal(await t.value(`SELECT @@${channel}.replicate_do_db`), 'wp');
     origin.sql(
       "INSERT INTO shop.orders VALUES (10); INSERT INTO wp.comments(body) VALUES ('after restart');",
@@ -165,7 +160,7 @@ describe('replicating a site database', { skip }, () => {
 
   test('the bounded wait times out while the target is held up, and the lag counts the missing writes', async () => {
     // Another session on the target locks the table: the channel runs but cannot apply.
-    const blocker = await Db.open(admin(target));
+    const blocker = await Db.open(adminEndpoint(target));
     await blocker.query('LOCK TABLES wp.comments WRITE');
     origin.sql(
       "INSERT INTO wp.comments(body) VALUES ('held 1'),('held 2'); INSERT INTO wp.comments(body) VALUES ('held 3');",

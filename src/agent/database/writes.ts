@@ -66,24 +66,27 @@ export async function freezeSiteWrites(db: Db, accounts: readonly SiteAccount[])
         'the site cannot be made read-only per database; give the site a user with grants on its own databases only',
     );
   }
-  for (const a of accounts) {
-    const who = account(a.user, a.host);
-    for (const g of a.grants) {
-      const on = targetOf(g);
-      if (!on) continue;
-      await db.query(`REVOKE ALL PRIVILEGES ON ${on} FROM ${who}`).catch((e: FerryError) => {
-        // nothing to revoke (already frozen) is fine
-        if (!/There is no such grant/i.test(e.message)) throw e;
-      });
-      if (on.endsWith('.*')) await db.query(`GRANT SELECT, SHOW VIEW ON ${on} TO ${who}`);
-      else await db.query(`GRANT SELECT ON ${on} TO ${who}`);
-    }
-  }
+  await eachGrant(db, accounts, async (who, on) => {
+    if (on.endsWith('.*')) await db.query(`GRANT SELECT, SHOW VIEW ON ${on} TO ${who}`);
+    else await db.query(`GRANT SELECT ON ${on} TO ${who}`);
+  });
   return killConnections(db, [...new Set(accounts.map((a) => a.user))]);
 }
 
 /** Give the site's accounts their grants back (a rollback). Idempotent. */
 export async function thawSiteWrites(db: Db, accounts: readonly SiteAccount[]): Promise<void> {
+  await eachGrant(db, accounts, (_who, _on, grant) => db.query(grant).then(() => undefined));
+}
+
+/**
+ * For each of the accounts' saved grants on a database or table: revoke what the account holds
+ * there now (nothing to revoke, e.g. already frozen, is fine), then `then(who, on, grant)`.
+ */
+async function eachGrant(
+  db: Db,
+  accounts: readonly SiteAccount[],
+  then: (who: string, on: string, grant: string) => Promise<void>,
+): Promise<void> {
   for (const a of accounts) {
     const who = account(a.user, a.host);
     for (const g of a.grants) {
@@ -92,7 +95,7 @@ export async function thawSiteWrites(db: Db, accounts: readonly SiteAccount[]): 
       await db.query(`REVOKE ALL PRIVILEGES ON ${on} FROM ${who}`).catch((e: FerryError) => {
         if (!/There is no such grant/i.test(e.message)) throw e;
       });
-      await db.query(g);
+      await then(who, on, g);
     }
   }
 }
