@@ -17,6 +17,7 @@ import { buildAgentServer } from './server.js';
 import { findBinary } from '../../test/e2e/helpers.js';
 import { waitFor } from '../common/time.js';
 import { freePort } from '../../test/ports.js';
+import { selfSignedCert } from '../../test/certs.js';
 
 const TOKEN = 'nginx-test-token-0123456789';
 const IP = '127.0.62.1';
@@ -235,29 +236,13 @@ describe('agent API over TLS', { skip: opensslBin ? false : 'openssl is not inst
     const dir = await mkdtemp(join(tmpdir(), 'ferry-tls-'));
     const key = join(dir, 'key.pem');
     const cert = join(dir, 'cert.pem');
-    execFileSync(
-      opensslBin!,
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=agent',
-        '-addext',
-        `subjectAltName=IP:127.0.61.9`,
-      ],
-      { stdio: 'ignore' },
-    );
+    selfSignedCert({
+      keyFile: key,
+      certFile: cert,
+      cn: 'agent',
+      names: ['127.0.61.9'],
+      openssl: opensslBin!,
+    });
     const agent = new HostAgent({
       id: 'tls',
       dataDir: join(dir, 'data'),

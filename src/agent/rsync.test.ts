@@ -7,7 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -17,6 +17,7 @@ import { findBinary } from '../../test/e2e/helpers.js';
 import { freePort } from '../../test/ports.js';
 import { PreparedPush, RsyncReceiver, rsyncPush, type SyncEndpoint } from './rsync.js';
 import { certificateFingerprint } from './rsync-tls.js';
+import { selfSignedCert } from '../../test/certs.js';
 
 const IP = '127.0.74.1';
 const missing = !findBinary('rsync')
@@ -193,24 +194,7 @@ describe('rsync over TLS', { skip: missing }, () => {
   test("the agent's own HTTPS certificate, when given, is the one a session pins", async () => {
     const tls = join(dir, 'given');
     await mkdir(tls);
-    const made = spawnSync('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      join(tls, 'k.pem'),
-      '-out',
-      join(tls, 'c.pem'),
-      '-days',
-      '2',
-      '-subj',
-      '/CN=agent.example',
-    ]);
-    assert.equal(made.status, 0, made.stderr?.toString());
+    selfSignedCert({ keyFile: join(tls, 'k.pem'), certFile: join(tls, 'c.pem'), cn: 'agent.example' });
     const given = new RsyncReceiver({
       address: IP,
       port: await freePort(IP),

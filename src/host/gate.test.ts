@@ -30,6 +30,7 @@ import { freePort } from '../../test/ports.js';
 import { isFerryError } from '../common/errors.js';
 import { sleep, waitFor } from '../common/time.js';
 import { SiteServer, type SiteUpstream } from './index.js';
+import { selfSignedCert } from '../../test/certs.js';
 
 /** The nginx front. */
 const FRONT = '127.0.77.1';
@@ -57,27 +58,7 @@ let otherKey = '';
 function makeCert(name: string, names: string[]): { cert: string; key: string } {
   const c = join(dir, `${name}.crt`);
   const k = join(dir, `${name}.key`);
-  execFileSync(
-    opensslBin!,
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      `/CN=${names[0]}`,
-      '-addext',
-      `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`,
-      '-keyout',
-      k,
-      '-out',
-      c,
-    ],
-    { stdio: 'ignore' },
-  );
+  selfSignedCert({ keyFile: k, certFile: c, cn: names[0]!, names, rsa: true, openssl: opensslBin! });
   return { cert: c, key: k };
 }
 

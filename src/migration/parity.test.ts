@@ -10,6 +10,7 @@ import { createServer as tlsServer } from 'node:tls';
 import { after, describe, it } from 'node:test';
 import { checkParity, firstDifference } from './parity.js';
 import { webParity } from './web.js';
+import { selfSignedCert } from '../../test/certs.js';
 
 const ORIGIN = '127.0.43.1';
 const TARGET = '127.0.43.2';
@@ -26,29 +27,7 @@ function hasOpenssl(): boolean {
 /** A self-signed certificate for `names` (openssl). */
 function selfSigned(dir: string, names: string[]): { key: Buffer; cert: Buffer } {
   const base = join(dir, names[0]!);
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      `/CN=${names[0]}`,
-      '-addext',
-      `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`,
-      '-keyout',
-      `${base}.key`,
-      '-out',
-      `${base}.crt`,
-    ],
-    { stdio: 'ignore' },
-  );
+  selfSignedCert({ keyFile: `${base}.key`, certFile: `${base}.crt`, cn: names[0]!, names });
   return { key: readFileSync(`${base}.key`), cert: readFileSync(`${base}.crt`) };
 }
 

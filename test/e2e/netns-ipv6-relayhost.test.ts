@@ -26,6 +26,7 @@ import { findBinary } from './helpers.js';
 import { FERRY, agentArgv, putSites } from './netns/agents.js';
 import { assertWriteInvariants, nginxConf, unboundConf, until } from './netns/services.js';
 import { NET, NET6, Topology, netnsSkipReason, type Host, type NsChild } from './netns/topology.js';
+import { selfSignedCert } from '../certs.js';
 
 const SITES = ['shop.example', 'blog.example', 'news.example'];
 const MIGRATED = SITES[0]!;
@@ -132,29 +133,12 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       ? ['--tls-cert', join(dir, 'agent-cert.pem'), '--tls-key', join(dir, 'agent-key.pem')]
       : [];
     if (sc.tls) {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:P-256',
-          '-nodes',
-          '-keyout',
-          join(dir, 'agent-key.pem'),
-          '-out',
-          join(dir, 'agent-cert.pem'),
-          '-days',
-          '1',
-          '-subj',
-          '/CN=ferry-agents',
-          '-addext',
-          `subjectAltName=IP:${NET.origin},IP:${NET.target},IP:${NET.relay}`,
-        ],
-        { stdio: 'ignore' },
-      );
+      selfSignedCert({
+        keyFile: join(dir, 'agent-key.pem'),
+        certFile: join(dir, 'agent-cert.pem'),
+        cn: 'ferry-agents',
+        names: [NET.origin, NET.target, NET.relay],
+      });
     }
 
     topo.create();

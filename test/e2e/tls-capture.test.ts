@@ -17,6 +17,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { netnsSkipReason } from './netns/topology.js';
+import { selfSignedCert } from '../certs.js';
 
 const ROOT = process.cwd();
 const DOMAIN = 'keys.example';
@@ -191,29 +192,12 @@ test(
     process.once('exit', onExit);
     try {
       // The agents' API certificate (the HTTPS API; the rsync receiver reuses it) and the token.
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:P-256',
-          '-nodes',
-          '-keyout',
-          join(dir, 'api.key'),
-          '-out',
-          join(dir, 'api.crt'),
-          '-days',
-          '2',
-          '-subj',
-          '/CN=ferry-capture-test',
-          '-addext',
-          `subjectAltName=IP:${A},IP:${B}`,
-        ],
-        { stdio: 'ignore' },
-      );
+      selfSignedCert({
+        keyFile: join(dir, 'api.key'),
+        certFile: join(dir, 'api.crt'),
+        cn: 'ferry-capture-test',
+        names: [A, B],
+      });
       await writeFile(join(dir, 'token'), TOKEN + '\n', { mode: 0o600 });
 
       // The site on the origin: a page and its TLS private key.

@@ -1,12 +1,12 @@
 /** What Ferry refuses to move, site by site: each refusal with its code, reason and place. */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { assessSites, defaultCustomerOf, siteDataDirOf } from './assess.js';
 import type { FpmPool, WebSite } from './model.js';
+import { selfSignedCert } from '../../../test/certs.js';
 
 let root = '';
 before(async () => {
@@ -144,31 +144,9 @@ test("a site's data folder: the deepest common parent of its paths, strictly ins
 });
 
 test('a certificate that does not cover every name of the site is refused (CERT_NAMES), one that does is not', async () => {
-  const crt = (name: string, san: string) => {
+  const crt = (name: string, names: string[]) => {
     const base = join(root, name);
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '2',
-        '-subj',
-        `/CN=${name}`,
-        '-addext',
-        `subjectAltName=${san}`,
-        '-keyout',
-        `${base}.key`,
-        '-out',
-        `${base}.crt`,
-      ],
-      { stdio: 'ignore' },
-    );
+    selfSignedCert({ keyFile: `${base}.key`, certFile: `${base}.crt`, cn: name, names });
     return { certificate: `${base}.crt`, key: `${base}.key`, at };
   };
   const tls = { listens: [{ address: null, port: 443, tls: true, at }] };
@@ -176,12 +154,12 @@ test('a certificate that does not cover every name of the site is refused (CERT_
     [
       site(['shop.example', 'www.shop.example'], {
         ...tls,
-        certificates: [crt('both', 'DNS:shop.example,DNS:www.shop.example')],
+        certificates: [crt('both', ['shop.example', 'www.shop.example'])],
       }),
-      site(['blog.example', 'www.blog.example'], { ...tls, certificates: [crt('apex', 'DNS:blog.example')] }),
+      site(['blog.example', 'www.blog.example'], { ...tls, certificates: [crt('apex', ['blog.example'])] }),
       site(['a.news.example', '*.news.example'], {
         ...tls,
-        certificates: [crt('wild', 'DNS:*.news.example')],
+        certificates: [crt('wild', ['*.news.example'])],
       }),
     ],
     { declaredRoots: [root] },

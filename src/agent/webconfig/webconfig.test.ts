@@ -6,7 +6,7 @@
  * a package is missing (`.ci/run` installs them).
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,7 @@ import { HostAgent } from '../agent.js';
 import { HttpHostDriver } from '../client.js';
 import { buildAgentServer } from '../server.js';
 import { readWebSites, type WebSite, type WebSitesReport } from './index.js';
+import { selfSignedCert } from '../../../test/certs.js';
 
 const nginxBin = findBinary('nginx');
 const apacheBin = findBinary('apache2ctl');
@@ -41,25 +42,13 @@ before(async () => {
     `; the shop's pool\n[shop]\nuser = shop\ngroup = shopgrp\nlisten = ${dir}/run/$pool.sock\npm = ondemand\n`,
   );
   if (opensslBin) {
-    execFileSync(
-      opensslBin,
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=tls.example',
-        '-keyout',
-        join(dir, 'tls.key'),
-        '-out',
-        join(dir, 'tls.crt'),
-      ],
-      { stdio: 'ignore' },
-    );
+    selfSignedCert({
+      keyFile: join(dir, 'tls.key'),
+      certFile: join(dir, 'tls.crt'),
+      cn: 'tls.example',
+      rsa: true,
+      openssl: opensslBin,
+    });
   }
 });
 

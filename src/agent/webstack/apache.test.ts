@@ -32,6 +32,7 @@ import { ApacheFlavor, apacheModulesNeeded } from './apache.js';
 import type { SiteConfigFile, WebStackLayout } from './flavor.js';
 import { WebStack } from './stack.js';
 import type { PhpFpmLayout } from './target-check.js';
+import { selfSignedCert } from '../../../test/certs.js';
 
 const apache2 = findBinary('apache2');
 const apachectl = findBinary('apache2ctl');
@@ -467,27 +468,12 @@ describe(
         backHttp: await freePort(),
         backHttps: await freePort(),
       };
-      execFileSync(
-        openssl!,
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:prime256v1',
-          '-nodes',
-          '-days',
-          '2',
-          '-subj',
-          '/CN=Ferry test CA',
-          '-keyout',
-          join(dir, 'ca.key'),
-          '-out',
-          join(dir, 'ca.crt'),
-        ],
-        { stdio: 'ignore' },
-      );
+      selfSignedCert({
+        keyFile: join(dir, 'ca.key'),
+        certFile: join(dir, 'ca.crt'),
+        cn: 'Ferry test CA',
+        openssl: openssl!,
+      });
       ca = readFileSync(join(dir, 'ca.crt'));
       sslCert('shop.example', ['shop.example', 'www.shop.example']);
       sslCert('other.example', ['other.example']);

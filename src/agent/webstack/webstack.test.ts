@@ -18,6 +18,7 @@ import { HttpHostDriver } from '../client.js';
 import { findBinary } from '../../../test/e2e/helpers.js';
 import { freePort } from '../../../test/ports.js';
 import type { WebSiteBundle } from './index.js';
+import { selfSignedCert } from '../../../test/certs.js';
 
 const TOKEN = 'webstack-test-token-0123456789';
 const ORIGIN_IP = '127.0.64.1';
@@ -271,27 +272,13 @@ describe('web stack: an nginx + PHP-FPM site moved between two servers', { skip 
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'ferry-webstack-'));
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '2',
-        '-keyout',
-        join(work, 'shop.key'),
-        '-out',
-        join(work, 'shop.crt'),
-        '-subj',
-        '/CN=shop.example',
-        '-addext',
-        'subjectAltName=DNS:shop.example,DNS:www.shop.example',
-      ],
-      { stdio: 'ignore' },
-    );
+    selfSignedCert({
+      keyFile: join(work, 'shop.key'),
+      certFile: join(work, 'shop.crt'),
+      cn: 'shop.example',
+      names: ['shop.example', 'www.shop.example'],
+      rsa: true,
+    });
     certFingerprint = new X509Certificate(execFileSync('cat', [join(work, 'shop.crt')])).fingerprint256;
     origin = await startServer(
       'origin',
