@@ -68,6 +68,53 @@ export interface WebSiteOverrides {
   dataDir?: string;
 }
 
+/**
+ * A database a site's `ferry.yaml` entry declares (`sites[].databases`), for sites whose
+ * application config the agent cannot read. No password: the accounts are copied as the origin's
+ * MariaDB stores them. `host` as an application writes it (`localhost`, `host:port`,
+ * `localhost:/path/to.sock`); another host than the origin's is left in place.
+ */
+export interface DatabaseDeclaration {
+  name: string;
+  /** The site's database users (else: every account with a grant on the database, see docs/databases.md). */
+  users?: string[];
+  host?: string;
+}
+
+/** What the origin's agent found about a site's databases (no secret): the plan lists it. */
+export interface SiteDatabasesPlan {
+  /** On the origin's MariaDB: they move with the site. */
+  move: Array<{ name: string; bytes: number; users: string[]; source: string }>;
+  /** On a host both servers reach: not moved, and said so. */
+  leftInPlace: Array<{ name: string; host: string; source: string; reason: string }>;
+  /** The origin's MariaDB version, for the target's check (same or newer). */
+  originVersion?: string;
+}
+
+/**
+ * Where and how the target's MariaDB connects to the origin's as the migration's own replication
+ * user. A secret (its password): carried from the origin's agent to the target's by the
+ * controller only, over TLS between hosts, never journaled, logged or put in an event.
+ */
+export interface DatabaseSource {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly password: string;
+  /** The source's CA (PEM) when its MariaDB has a certificate: replication then verifies it. */
+  readonly caPem?: string;
+}
+
+/** How far the target's replication channel is behind, for events, `ferry watch` and the dashboard. */
+export interface DatabaseLag {
+  /** Seconds_Behind_Master (null while the channel is not connected). */
+  seconds: number | null;
+  /** Transactions of the origin's site databases not yet applied (null when unknown). */
+  transactions: number | null;
+  /** The channel's IO/SQL error, with the server's own words; empty when none. */
+  error: string;
+}
+
 /** One hosting server, as the orchestrator drives it (in-process or through its agent). */
 export interface HostDriver {
   readonly id: string;
@@ -146,4 +193,67 @@ export interface HostDriver {
    * site's vhost, pool, crontab and data go into a backup kept `backupKeepMs`.
    */
   finishWebSite?(domain: string, role: 'origin' | 'target', opts?: { backupKeepMs?: number }): Promise<void>;
+
+  // A site's databases on the server's own MariaDB (docs/databases.md), moved by a consistent copy,
+  // a replication channel named after the migration, and a bounded catch-up inside the cut-over
+  // hold. Optional: agents without `--mariadb-defaults-file` have none, and a site with databases
+  // to move is then refused at plan time. Every one is idempotent for one migration id.
+
+  /** Origin: the site's databases (read from its application's config, or `declared`) and their prerequisites; throws the first `DB_*` refusal. Reads only. */
+  planDatabases?(domain: string, declared?: DatabaseDeclaration[]): Promise<SiteDatabasesPlan>;
+  /** Target: whether it can take them (version same or newer, no database or user by those names); throws the `DB_*` refusal. Reads only. */
+  checkDatabases?(domain: string, plan: SiteDatabasesPlan): Promise<void>;
+  /** Origin: create (or renew, on a resume) the migration's replication user for `replicaAddress`, the target as the origin sees it. */
+  openDatabaseSource?(
+    migrationId: string,
+    domain: string,
+    replicaAddress: string,
+    declared?: DatabaseDeclaration[],
+  ): Promise<DatabaseSource>;
+  /**
+   * Target: copy the site's databases from `source` (one consistent snapshot), recreate the site's
+   * accounts without write privileges, and start the channel from the snapshot's position. A
+   * channel of the same migration already running is kept (a resume). A failure removes what it made.
+   */
+  copyDatabases?(
+    migrationId: string,
+    domain: string,
+    source: DatabaseSource,
+    plan: SiteDatabasesPlan,
+  ): Promise<{ bytes: number; ms: number }>;
+  /** Target: the channel's lag. */
+  databaseLag?(migrationId: string): Promise<DatabaseLag>;
+  /** Origin: the site's users lose their write privileges and their sessions end; returns the origin's GTID position after that. */
+  freezeDatabases?(migrationId: string, domain: string): Promise<{ position: string }>;
+  /** Undo `freezeDatabases` (the catch-up ran out of time, or a rollback): the recorded grants come back. */
+  thawDatabases?(migrationId: string, domain: string): Promise<void>;
+  /**
+   * Target: wait at most `timeoutMs` until the channel has applied `position`, remove the
+   * channel, give the site's users their write privileges: the target is the writer.
+   * `writerPosition` is this server's own GTID position at that moment (a reverse channel starts there).
+   * `DB_CATCHUP_TIMEOUT` at the bound (the channel keeps running); `DB_REPLICATION` at once when
+   * the channel stopped on an error. Returns at once once done for this migration.
+   */
+  takeOverDatabases?(
+    migrationId: string,
+    domain: string,
+    position: string,
+    timeoutMs: number,
+  ): Promise<{ waitedMs: number; writerPosition: string }>;
+  /**
+   * The reverse channel of a rollback after the switch, on the origin (the replica now): start
+   * channel `migrationId` from `source` (the target's `openDatabaseSource`) at `position` (the
+   * target's `writerPosition`), with no copy: the origin's frozen databases are the state the
+   * target started from. Then `freezeDatabases` on the target and `takeOverDatabases` here.
+   */
+  startDatabaseChannel?(
+    migrationId: string,
+    domain: string,
+    source: DatabaseSource,
+    position: string,
+  ): Promise<void>;
+  /** Target, on a rollback before the switch: remove the channel, the copied databases and the recreated accounts. */
+  dropDatabaseCopy?(migrationId: string, domain: string): Promise<void>;
+  /** Origin, at the end or on a rollback: drop the migration's replication user. */
+  closeDatabaseSource?(migrationId: string): Promise<void>;
 }
