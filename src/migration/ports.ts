@@ -201,8 +201,12 @@ export interface HostDriver {
 
   /** Origin: the site's databases (read from its application's config, or `declared`) and their prerequisites; throws the first `DB_*` refusal. Reads only. */
   planDatabases?(domain: string, declared?: DatabaseDeclaration[]): Promise<SiteDatabasesPlan>;
-  /** Target: whether it can take them (version same or newer, no database or user by those names); throws the `DB_*` refusal. Reads only. */
-  checkDatabases?(domain: string, plan: SiteDatabasesPlan): Promise<void>;
+  /**
+   * Target: whether it can take them (version same or newer, no database or user by those names);
+   * throws the `DB_*` refusal. Reads only. `replicaAddress`: the address its MariaDB connects
+   * from, for the origin's `openDatabaseSource`.
+   */
+  checkDatabases?(domain: string, plan: SiteDatabasesPlan): Promise<{ replicaAddress: string }>;
   /** Origin: create (or renew, on a resume) the migration's replication user for `replicaAddress`, the target as the origin sees it. */
   openDatabaseSource?(
     migrationId: string,
