@@ -334,7 +334,7 @@ pm.max_children = 1
   }
 
   /** The PHP application that moves: its folder, pool (with a crontab for its user) and server block. */
-  async addPhpSite(domain: string): Promise<void> {
+  async addPhpSite(domain: string, db?: { socket: string; password: string }): Promise<void> {
     const name = domain.replace(/\.$/, '');
     const pool = name.split('.')[0]!;
     const htdocs = join(this.wwwDir, name, 'htdocs');
@@ -353,7 +353,7 @@ pm.max_children = 8
 pm.start_servers = 2
 pm.min_spare_servers = 1
 pm.max_spare_servers = 4
-php_admin_value[error_log] = ${join(this.root, `log/php-${pool}.error.log`)}
+${db ? `env[SHOP_DB_SOCKET] = ${db.socket}\nenv[SHOP_DB_PASSWORD] = ${db.password}\n` : ''}php_admin_value[error_log] = ${join(this.root, `log/php-${pool}.error.log`)}
 `,
     );
     await writeFile(
@@ -488,14 +488,22 @@ esac
  * The demo's PHP application, speaking the load generator's protocol as the built-in app does:
  * `GET /` a page, `GET /orders` the count, `POST /orders` `{"key"}` appends one order line (id,
  * key, time in ms, server) to `data/orders.jsonl` under an exclusive lock and answers `{"id"}`.
+ * With a database in its pool's environment, an order is a row of `shop.orders` instead.
  */
 function shopPhp(name: string): string {
   return `<?php
-// ${name}: orders kept as lines of data/orders.jsonl, in the site's own folder.
+// ${name}: orders kept as lines of data/orders.jsonl, in the site's own folder, or in MariaDB.
 $server = (string) get_cfg_var('ferry_demo.server');
 header('X-Served-By: ' . $server);
 $file = __DIR__ . '/data/orders.jsonl';
 $path = parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH);
+// With a database (the pool's SHOP_DB_SOCKET and SHOP_DB_PASSWORD): orders are rows of shop.orders.
+function shop_db(): ?PDO {
+    $socket = getenv('SHOP_DB_SOCKET');
+    if (!$socket) return null;
+    return new PDO('mysql:unix_socket=' . $socket . ';dbname=shop', 'shop', (string) getenv('SHOP_DB_PASSWORD'),
+        [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+}
 if ($path === '/orders' && $_SERVER['REQUEST_METHOD'] === 'POST') {
     $in = json_decode((string) file_get_contents('php://input'), true);
     $key = is_array($in) && isset($in['key']) ? (string) $in['key'] : '';
@@ -503,6 +511,15 @@ if ($path === '/orders' && $_SERVER['REQUEST_METHOD'] === 'POST') {
     if (!preg_match('/^[A-Za-z0-9-]{1,100}$/', $key)) {
         http_response_code(400);
         echo '{"error":"an order needs a key of letters, digits and dashes"}';
+        exit;
+    }
+    $db = shop_db();
+    if ($db !== null) {
+        // A plain insert, as the file's append: an order sent twice is stored twice, and counted so.
+        $at = (int) round(microtime(true) * 1000);
+        $db->prepare('INSERT INTO orders (k, at, server) VALUES (?, ?, ?)')->execute([$key, $at, $server]);
+        http_response_code(201);
+        echo json_encode(['id' => (int) $db->lastInsertId(), 'key' => $key]);
         exit;
     }
     $fh = fopen($file, 'c+');
@@ -520,7 +537,9 @@ if ($path === '/orders' && $_SERVER['REQUEST_METHOD'] === 'POST') {
 }
 if ($path === '/orders') {
     header('Content-Type: application/json');
-    $n = is_file($file) ? count(file($file)) : 0;
+    $db = shop_db();
+    $n = $db !== null ? (int) $db->query('SELECT COUNT(*) FROM orders')->fetchColumn()
+        : (is_file($file) ? count(file($file)) : 0);
     echo json_encode(['orders' => $n]);
     exit;
 }

@@ -31,6 +31,7 @@ import { DnsServer, dnsQuery, parseZone } from '../dns/index.js';
 import type { TsigKeyConfig } from '../dns/tsig/index.js';
 import { SiteServer, normalizeDomain } from '../host/index.js';
 import { LoadGenerator, type RequestResult } from '../loadgen/index.js';
+import { PrivateMariaDb, quote } from './mariadb.js';
 import { Controller } from '../controller/index.js';
 import {
   EmbeddedDnsProvider,
@@ -113,6 +114,12 @@ export interface SandboxOptions {
    */
   stack?: 'builtin' | 'nginx-php';
   /**
+   * With `stack: 'nginx-php'`, `mariadb`: each server also runs a private MariaDB (mariadb.ts) and
+   * the PHP application keeps its orders in the origin's database `shop`, which moves with the
+   * site (a consistent copy, replication, the catch-up inside the cut-over hold).
+   */
+  database?: 'none' | 'mariadb';
+  /**
    * The journal's durability: `process` (default; the hosts share the controller's event loop
    * and should not wait on the disk) or `full` (fsync before each step acts, as `ferry
    * controller` runs it; the cut-over benchmark measures that).
@@ -125,6 +132,9 @@ export interface SandboxOptions {
  * soon after the sandbox does, so that a killed demo or test leaves nothing listening on its ports.
  */
 const SANDBOX_REDIRECT_ORPHAN_MS = 2000;
+
+/** The shop's database password in the demo's private MariaDB (loopback only, gone with the sandbox). */
+const SHOP_DB_PASSWORD = 'shop-demo-password';
 
 /** A hosting server in this process: a `HostAgent` with in-process data copies and state in memory. */
 
@@ -212,6 +222,8 @@ function checkOptions(o: SandboxOptions): void {
   if (!(o.rate > 0)) problems.push(`rate must be positive (got ${o.rate})`);
   if (!(o.clients >= 1)) problems.push(`clients must be at least 1 (got ${o.clients})`);
   if (o.sites.length < 1) problems.push('sites must name at least one site');
+  if (o.database === 'mariadb' && o.stack !== 'nginx-php')
+    problems.push('database: mariadb needs stack: nginx-php (the PHP application keeps its orders in it)');
   if (o.stack === 'nginx-php' && o.agents === 'http')
     problems.push('the nginx-php stack runs its agents in-process (agents: http is not supported with it)');
   if (o.staleOverstayMs >= o.drainCapMs + o.ttl * 1000) {
@@ -246,6 +258,8 @@ export class Sandbox {
 
   /** With `stack: 'nginx-php'`: each hosting server's private nginx and PHP-FPM. */
   readonly webServers: Partial<Record<'origin' | 'target', PrivateWebServer>> = {};
+  /** With `database: 'mariadb'`: each hosting server's private MariaDB. */
+  readonly databases: Partial<Record<'origin' | 'target', PrivateMariaDb>> = {};
   private readonly onExit = () => this.removeNow();
 
   constructor(opts: Partial<SandboxOptions> = {}) {
@@ -389,8 +403,9 @@ export class Sandbox {
     this.webServers[id] = server;
     this.running.push({ close: () => server.stop() });
     await server.prepare();
+    const db = o.database === 'mariadb' ? await this.startDatabase(id, ip, server) : undefined;
     if (id === 'origin') {
-      await server.addPhpSite(o.sites[0]!);
+      await server.addPhpSite(o.sites[0]!, db && { socket: db.socket, password: SHOP_DB_PASSWORD });
       for (const site of o.sites.slice(1)) await server.addStaticSite(site);
     }
     await server.start();
@@ -434,6 +449,36 @@ export class Sandbox {
     this.running.push({ close: () => agent.stop() });
     if (id === 'origin') [this.originAgent, this.origin] = [agent, agent];
     else [this.targetAgent, this.target] = [agent, agent];
+  }
+
+  /**
+   * A server's private MariaDB (server id 1 on the origin, 2 on the target), stopped after its
+   * agent. The origin's holds the shop's database, its user `shop`@`localhost` and its orders table.
+   */
+  private async startDatabase(
+    id: 'origin' | 'target',
+    ip: string,
+    server: PrivateWebServer,
+  ): Promise<PrivateMariaDb> {
+    const db = new PrivateMariaDb({
+      dir: join(server.root, 'mariadb'),
+      address: ip,
+      port: await freePort(ip),
+      serverId: id === 'origin' ? 1 : 2,
+      adminPassword: randomBytes(12).toString('hex'),
+    });
+    this.databases[id] = db;
+    this.running.push({ close: () => db.stop() });
+    await db.start();
+    if (id === 'origin') {
+      db.sql(
+        `CREATE DATABASE shop; CREATE USER 'shop'@'localhost' IDENTIFIED BY ${quote(SHOP_DB_PASSWORD)};` +
+          ` GRANT ALL ON shop.* TO 'shop'@'localhost';` +
+          ' CREATE TABLE shop.orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, k VARCHAR(100) NOT NULL,' +
+          ' at BIGINT NOT NULL, server VARCHAR(32) NOT NULL, KEY (k)) ENGINE=InnoDB;',
+      );
+    }
+    return db;
   }
 
   /** The origin's and the target's site servers (to read what they store and serve). */
@@ -597,6 +642,22 @@ export class Sandbox {
     side: 'origin' | 'target',
     domain: string,
   ): Promise<Array<{ key: string; at: number; server: string }>> {
+    const db = this.databases[side];
+    if (db) {
+      // A completed origin keeps its copy, read-only for the site: the orders it took before the switch.
+      const has = db.sql(
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'orders'",
+      );
+      if (Number(has.trim()) === 0) return [];
+      return db
+        .sql('SELECT k, at, server FROM shop.orders ORDER BY id')
+        .split('\n')
+        .filter((l) => l)
+        .map((l) => {
+          const [key, at, srv] = l.split('\t');
+          return { key: key!, at: Number(at), server: srv! };
+        });
+    }
     const server = this.webServers[side];
     if (!server) {
       const orders = await (side === 'origin' ? this.originSites : this.targetSites).readOrders(domain);
