@@ -1,13 +1,14 @@
 /**
  * Private MariaDB servers for the tests: each `startMariaDb` runs its own `mariadbd` on a loopback
  * address with its own datadir, port, socket and pid file under a temporary folder, never the
- * machine's own MariaDB service. `stop()` kills it and removes the folder.
+ * machine's own MariaDB service (the sandbox's `PrivateMariaDb`, with a test CA's certificate when
+ * asked). `stop()` kills it and removes the folder.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { PrivateMariaDb } from '../src/sandbox/mariadb.js';
 import { freePort } from './ports.js';
 
 /** True when MariaDB (server and client tools) and openssl are installed. */
@@ -92,139 +93,56 @@ function makeCert(dir: string, address: string): { ca: string; cert: string; key
   return { ca: join(dir, 'ca.pem'), cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem') };
 }
 
-/** Start one private server (datadir made with mariadb-install-db) and wait until it answers. */
+/** Start one private server (src/sandbox/mariadb.ts) on a free port and wait until it answers. */
 export async function startMariaDb(opts: MariaDbOptions): Promise<MariaDbServer> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-mariadb-'));
-  const datadir = join(dir, 'data');
-  mkdirSync(datadir);
-  mkdirSync(join(dir, 'conf.d'));
-  const socket = join(dir, 'mysqld.sock');
   const adminPassword = opts.adminPassword ?? 'admin-secret-1';
-  let child: ChildProcess | undefined;
-  // A test process that dies without its `after` hook still takes its server with it.
-  const killOnExit = () => child?.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  const stop = async () => {
-    process.removeListener('exit', killOnExit);
-    if (child && child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child!.once('exit', resolve));
-      child.kill('SIGKILL');
-      await exited;
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
+  let server: PrivateMariaDb | undefined;
   try {
-    const install = spawnSync(
-      'mariadb-install-db',
-      [
-        '--no-defaults',
-        `--datadir=${datadir}`,
-        '--user=root',
-        '--auth-root-authentication-method=normal',
-      ].concat(['--skip-test-db', '--skip-name-resolve']),
-      { encoding: 'utf8' },
-    );
-    if (install.status !== 0) throw new Error(`mariadb-install-db: ${install.stderr}`);
-    const lines = [
-      '[mariadbd]',
-      `datadir=${datadir}`,
-      `socket=${socket}`,
-      `pid-file=${join(dir, 'mysqld.pid')}`,
-      `bind-address=${opts.address}`,
-      'user=root',
-      'skip-name-resolve',
-      `server-id=${opts.serverId}`,
-      `gtid-domain-id=${opts.domain ?? opts.serverId}`,
-      `log-error=${join(dir, 'error.log')}`,
-      'innodb-buffer-pool-size=32M',
-      'innodb-log-file-size=16M',
-      'performance-schema=OFF',
-      `relay-log=${join(dir, 'relay')}`,
-    ];
-    if (opts.binlog !== false) {
-      lines.push(`log-bin=${join(dir, 'binlog')}`, `binlog-format=${opts.binlogFormat ?? 'ROW'}`);
-      lines.push('gtid-strict-mode=1', 'log-slave-updates=0');
-    }
-    let caFile: string | undefined;
-    if (opts.tls) {
-      const c = makeCert(dir, opts.address);
-      caFile = c.ca;
-      lines.push(`ssl-ca=${c.ca}`, `ssl-cert=${c.cert}`, `ssl-key=${c.key}`);
-    }
-    let port = 0;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      port = await freePort(opts.address);
-      writeFileSync(
-        join(dir, 'my.cnf'),
-        lines.concat(`port=${port}`, `!includedir ${join(dir, 'conf.d')}`, '').join('\n'),
-      );
-      child = spawn('/usr/sbin/mariadbd', [`--defaults-file=${join(dir, 'my.cnf')}`], {
-        stdio: 'ignore',
+    const tls = opts.tls ? makeCert(dir, opts.address) : undefined;
+    // The port is free when chosen; another suite may take it before mariadbd binds it.
+    for (let attempt = 1; ; attempt++) {
+      server = new PrivateMariaDb({
+        dir: join(dir, `server-${attempt}`),
+        address: opts.address,
+        port: await freePort(opts.address),
+        serverId: opts.serverId,
+        ...(opts.domain !== undefined ? { domain: opts.domain } : {}),
+        ...(opts.binlog === false ? { binlog: false } : {}),
+        ...(opts.binlogFormat ? { binlogFormat: opts.binlogFormat } : {}),
+        ...(tls ? { tls } : {}),
+        adminPassword,
       });
-      const up = await waitUp(socket, child);
-      if (up) break;
-      if (attempt === 4) {
-        throw new Error(
-          `mariadbd did not start: ${readFileSync(join(dir, 'error.log'), 'utf8').slice(-2000)}`,
-        );
+      try {
+        await server.start();
+        break;
+      } catch (e) {
+        await server.stop();
+        if (attempt === 5) throw e;
       }
     }
-    const sql = (statements: string) => {
-      const r = spawnSync(
-        'mariadb',
-        ['--no-defaults', '-S', socket, '-u', 'root', '-N', '-B', '-e', statements],
-        {
-          encoding: 'utf8',
-        },
-      );
-      if (r.status !== 0) throw new Error(`mariadb: ${r.stderr}`);
-      return r.stdout;
-    };
-    sql(
-      `CREATE USER 'admin'@'%' IDENTIFIED BY '${adminPassword.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'; GRANT ALL ON *.* TO 'admin'@'%' WITH GRANT OPTION;` +
-        (opts.binlog !== false ? ' RESET MASTER;' : ''),
-    );
+    const s = server;
     return {
       address: opts.address,
-      port,
-      socket,
+      port: s.port,
+      socket: s.socket,
       dir,
-      ...(caFile ? { caFile, caPem: readFileSync(caFile, 'utf8') } : {}),
-      adminUser: 'admin',
+      ...(tls ? { caFile: tls.ca, caPem: readFileSync(tls.ca, 'utf8') } : {}),
+      adminUser: s.adminUser,
       adminPassword,
-      sql,
-      confDir: join(dir, 'conf.d'),
-      restart: async () => {
-        const old = child!;
-        const exited = new Promise((resolve) => old.once('exit', resolve));
-        old.kill('SIGTERM');
-        await exited;
-        child = spawn('/usr/sbin/mariadbd', [`--defaults-file=${join(dir, 'my.cnf')}`], { stdio: 'ignore' });
-        if (!(await waitUp(socket, child))) {
-          throw new Error(
-            `mariadbd did not restart: ${readFileSync(join(dir, 'error.log'), 'utf8').slice(-2000)}`,
-          );
-        }
+      sql: (statements) => s.sql(statements),
+      confDir: s.confDir,
+      restart: () => s.restart(),
+      stop: async () => {
+        await s.stop();
+        rmSync(dir, { recursive: true, force: true });
       },
-      stop,
     };
   } catch (e) {
-    await stop();
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
     throw e;
   }
-}
-
-async function waitUp(socket: string, child: ChildProcess): Promise<boolean> {
-  for (let i = 0; i < 300; i++) {
-    if (child.exitCode !== null || child.signalCode !== null) return false;
-    const r = spawnSync('mariadb-admin', ['--no-defaults', '-S', socket, '-u', 'root', 'ping'], {
-      encoding: 'utf8',
-    });
-    if (r.status === 0) return true;
-    await sleep(100);
-  }
-  child.kill('SIGKILL');
-  return false;
 }
 
 /** Start several servers at once; when one fails, the others are stopped before the error is thrown. */

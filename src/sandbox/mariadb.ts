@@ -43,8 +43,9 @@ export interface PrivateMariaDbOptions {
   tls?: { ca: string; cert: string; key: string };
   /** Password of the administrator `admin`@`%` (all privileges), written to `adminOptionFile`. */
   adminPassword: string;
-  /** InnoDB buffer pool (default 32M: small servers, many of them on one machine). */
+  /** InnoDB buffer pool and redo log (default 32M and 16M: small servers, many of them on one machine). */
   bufferPool?: string;
+  logFileSize?: string;
 }
 
 /** One private `mariadbd`. */
@@ -113,7 +114,7 @@ export class PrivateMariaDb {
       `gtid-domain-id=${o.domain ?? o.serverId}`,
       `log-error=${this.errorLog}`,
       `innodb-buffer-pool-size=${o.bufferPool ?? '32M'}`,
-      'innodb-log-file-size=64M',
+      `innodb-log-file-size=${o.logFileSize ?? '16M'}`,
       'performance-schema=OFF',
       `relay-log=${join(this.dir, 'relay')}`,
     ];
