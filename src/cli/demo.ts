@@ -9,6 +9,12 @@ function stack(value: string): 'builtin' | 'nginx-php' {
   return value;
 }
 
+function database(value: string): 'none' | 'mariadb' {
+  if (value !== 'none' && value !== 'mariadb')
+    throw new InvalidArgumentError(`expected none or mariadb, got "${value}"`);
+  return value;
+}
+
 export function registerDemo(program: Command): void {
   const d = DEFAULT_SANDBOX;
   program
@@ -20,6 +26,12 @@ export function registerDemo(program: Command): void {
       "what the hosting servers run: builtin (Ferry's demo app) or nginx-php (a private nginx and php-fpm8.2 per server, a PHP site that moves and a static one that stays)",
       stack,
       'builtin',
+    )
+    .option(
+      '--database <kind>',
+      "with --stack nginx-php: none, or mariadb (a private MariaDB per server; the PHP site's orders live in the origin's and move with it)",
+      database,
+      'none',
     )
     .option(
       '--serve',
@@ -88,6 +100,7 @@ export function registerDemo(program: Command): void {
         const summary = await runDemo({
           json: Boolean(o.json),
           stack: o.stack as 'builtin' | 'nginx-php',
+          database: o.database as 'none' | 'mariadb',
           serve: Boolean(o.serve),
           migrate: o.migrate !== false,
           apiAddress: o.apiAddress as string,

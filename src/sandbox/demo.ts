@@ -61,6 +61,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary | und
       out(
         `Real stack: a private nginx and php-fpm8.2 per server under ${sb.dataDir}; ${sb.migratedDomain} is a PHP site on its own pool, ${o.sites.slice(1).join(', ')} static`,
       );
+    if (sb.databases.origin)
+      out(
+        `Databases: a private MariaDB per server (origin ${sb.databases.origin.address}:${sb.databases.origin.port}, target ${sb.databases.target!.address}:${sb.databases.target!.port}); the PHP site's orders are rows of the origin's database shop, which moves with it`,
+      );
     if (serve) {
       const token = apiToken ?? generateToken();
       api = await startApi(sb.controller, {
