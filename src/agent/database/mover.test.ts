@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ import { LoopbackAddresses } from '../addresses.js';
 import { HostAgent, type HostAgentOptions } from '../agent.js';
 import { HttpHostDriver } from '../client.js';
 import { buildAgentServer } from '../server.js';
+import { findBinary } from '../../../test/e2e/helpers.js';
 import { Db, parseOptionFile, readOptionFile } from './index.js';
 
 /** Whether a server has a replication connection by that name. */
@@ -36,6 +37,7 @@ function hasChannel(s: MariaDbServer, name: string): boolean {
 
 const TOKEN = 'db-test-token-0123456789abcdef';
 const DOMAIN = 'blog.example';
+const nginxBin = findBinary('nginx');
 const skip = mariadbInstalled ? false : 'MariaDB (mariadb-server) is not installed';
 
 interface Running {
@@ -52,6 +54,7 @@ async function startAgent(
   sharedIp: string,
   dir: string,
   mariadb?: HostAgentOptions['mariadb'],
+  more: Partial<HostAgentOptions> = {},
 ): Promise<Running> {
   const agent = new HostAgent({
     id,
@@ -62,6 +65,7 @@ async function startAgent(
     web: { kind: 'builtin' },
     rsync: { port: await freePort(sharedIp) },
     ...(mariadb ? { mariadb } : {}),
+    ...more,
   });
   await agent.start();
   const app = buildAgentServer(agent, { token: TOKEN });
@@ -273,6 +277,7 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
 
     // The site writes all along: comments acknowledged by the origin (ids chosen here).
     const acked: number[] = [1, 2];
+    let writerFailed: unknown;
     const writer = (async () => {
       const w = await siteDb(origin);
       try {
@@ -284,7 +289,7 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
       } finally {
         await w.close();
       }
-    })();
+    })().catch((e: unknown) => (writerFailed = e));
     await sleep(100);
     const copy = await t.driver.copyDatabases('m1', DOMAIN, source, plan);
     assert.ok(copy.bytes > 0);
@@ -308,10 +313,11 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
       "another customer's database is not copied",
     );
 
+    assert.equal(writerFailed, undefined, 'the site wrote without error until the freeze');
     // The cut-over: the site's writes stop on the origin (its open session is closed by the freeze).
     const frozen = await o.driver.freezeDatabases('m1', DOMAIN);
     stopWriter.stop = true;
-    await writer.catch(() => undefined); // its session was killed by the freeze
+    await writer; // its session was killed by the freeze (writerFailed), or it saw the stop first
     assert.match(frozen.position, /^31-31-\d+$/);
     const late = await siteDb(origin);
     await assert.rejects(late.query("INSERT INTO comments(body) VALUES ('after freeze')"), /denied/);
@@ -443,4 +449,72 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
       (e: unknown) => isFerryError(e, 'DB_MISSING') && /no database nosuch/.test(e.message),
     );
   });
+
+  test('a failed copy says why and leaves nothing on the target', async () => {
+    const plan = await o.driver.planDatabases('news.example', [{ name: 'wp2', users: ['wp2'] }]);
+    // A source for another database only: the dump of wp2 is refused half-way through the copy.
+    const source = await o.driver.openDatabaseSource('m3', DOMAIN, '127.0.0.1', [
+      { name: 'wp', users: ['wp'] },
+    ]);
+    const wrong = { ...source, password: 'Not-The-Password-9' };
+    await assert.rejects(
+      t.driver.copyDatabases('m3', 'news.example', wrong, plan),
+      (e: unknown) => isFerryError(e, 'DB_AUTH') && !e.message.includes(wrong.password),
+    );
+    await assert.rejects(
+      t.driver.copyDatabases('m3', 'news.example', source, plan),
+      (e: unknown) => isFerryError(e, 'DB_AUTH') && /wp2/.test(e.message),
+    );
+    assert.equal(target.sql("SHOW DATABASES LIKE 'wp2'").trim(), '');
+    assert.equal(target.sql("SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'wp2'").trim(), '0');
+    assert.equal(hasChannel(target, 'ferry_m3'), false);
+    await o.driver.closeDatabaseSource('m3');
+  });
+
+  test(
+    "the plan reads a WordPress site's wp-config.php in its nginx document root",
+    { skip: nginxBin ? false : 'nginx is not installed' },
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'ferry-dbagent-wp-'));
+      let a: Running | undefined;
+      try {
+        const www = join(dir, 'www');
+        const prefix = join(dir, 'nginx');
+        await mkdir(join(www, 'wp'), { recursive: true });
+        await mkdir(join(prefix, 'logs'), { recursive: true });
+        await writeFile(
+          join(prefix, 'nginx.conf'),
+          `events {}\nhttp {\n  server {\n    listen 127.0.78.4:8081;\n    server_name wp.example;\n    root ${www}/wp;\n  }\n}\n`,
+        );
+        await writeFile(
+          join(www, 'wp', 'wp-config.php'),
+          "<?php\ndefine( 'DB_NAME', 'wp' );\ndefine( 'DB_USER', 'wp' );\ndefine( 'DB_PASSWORD', 'wp-pw' );\ndefine( 'DB_HOST', 'localhost' );\n",
+        );
+        a = await startAgent('wp-origin', '127.0.78.4', dir, await mariadbOf(dir, origin), {
+          web: {
+            kind: 'nginx',
+            confDir: join(dir, 'ferry-nginx'),
+            appAddress: '127.0.0.1',
+            appPort: await freePort(),
+          },
+          webConfig: {
+            kind: 'nginx',
+            command: [nginxBin!, '-T', '-c', join(prefix, 'nginx.conf'), '-p', prefix],
+            declaredRoots: [www],
+          },
+          webStack: { includeDir: join(dir, 'include') },
+        });
+        const plan = await a.driver.planDatabases('wp.example');
+        assert.deepEqual(
+          plan.move.map((m) => [m.name, m.users, m.source]),
+          [['wp', ['wp'], join(www, 'wp', 'wp-config.php')]],
+        );
+        assert.ok(!JSON.stringify(plan).includes('wp-pw'), 'the plan carries no password');
+        assert.deepEqual(await a.driver.planDatabases('other.example'), { move: [], leftInPlace: [] });
+      } finally {
+        await a?.stop();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
