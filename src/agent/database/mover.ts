@@ -17,7 +17,7 @@
  * replicates nowhere) and dropped with the user.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../../common/errors.js';
 import type {
@@ -492,7 +492,7 @@ export class DatabaseMover {
         // The writes come back with the grants the forward migration's freeze recorded here.
         st.accounts =
           st.accounts ??
-          (await this.siblings(domain)).find((s) => s.frozen)?.frozen ??
+          (await this.siblings(domain, migrationId)).find((s) => s.frozen)?.frozen ??
           (await readSiteAccounts(t, st.databases, { users: st.users })).filter(isSiteAccount);
         const caFile = await this.writeCa(name, source.caPem);
         await startChannel(
@@ -579,6 +579,7 @@ export class DatabaseMover {
       st.created = false;
     }
     delete st.channel;
+    delete st.copied;
   }
 
   /** This migration's state, else one begun from another migration of the site here, else discovery. */
@@ -589,7 +590,7 @@ export class DatabaseMover {
   ): Promise<MigrationState> {
     const own = await this.load(migrationId);
     if (own) return own;
-    const sibling = (await this.siblings(domain))[0];
+    const sibling = (await this.siblings(domain, migrationId))[0];
     if (sibling) return { migrationId, domain, databases: sibling.databases, users: sibling.users };
     const site = await findSiteDatabases(domain, declared, this.opts);
     return {
@@ -600,18 +601,24 @@ export class DatabaseMover {
     };
   }
 
-  /** Other migrations' states of `domain` on this server. */
-  private async siblings(domain: string): Promise<MigrationState[]> {
+  /**
+   * Other migrations' states of `domain` on this server, those whose id begins `migrationId`
+   * first (`m1` for `m1-reverse`), then the newest.
+   */
+  private async siblings(domain: string, migrationId: string): Promise<MigrationState[]> {
     const files = await readdir(this.stateDir).catch(() => [] as string[]);
-    const out: MigrationState[] = [];
+    const out: Array<{ st: MigrationState; related: boolean; at: number }> = [];
     for (const f of files.filter((x) => x.endsWith('.json'))) {
       const st = await readFile(join(this.stateDir, f), 'utf8').then(
         (t) => JSON.parse(t) as MigrationState,
         () => undefined,
       );
-      if (st && st.domain === domain) out.push(st);
+      if (st && st.domain === domain && st.migrationId !== migrationId) {
+        const at = (await stat(join(this.stateDir, f)).catch(() => undefined))?.mtimeMs ?? 0;
+        out.push({ st, related: migrationId.startsWith(st.migrationId), at });
+      }
     }
-    return out;
+    return out.sort((a, b) => Number(b.related) - Number(a.related) || b.at - a.at).map((x) => x.st);
   }
 
   private statePath(migrationId: string): string {
