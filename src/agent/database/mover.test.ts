@@ -6,6 +6,7 @@
  * an agent without one.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -420,7 +421,10 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
     );
     target.sql("START SLAVE 'ferry_m2' IO_THREAD");
 
-    // Back to the origin: its site user writes again.
+    // Back to the origin: its site user writes again, with the grants recorded at the freeze,
+    // also when the agent restarted in between.
+    await o.stop();
+    o = await startAgent('origin', '127.0.78.1', o.dir, await mariadbOf(o.dir, origin));
     await o.driver.thawDatabases('m2', 'news.example');
     await o.driver.thawDatabases('m2', 'news.example');
     const w = await siteDb(origin, 'wp2', 'wp2-pw', 'wp2');
@@ -448,6 +452,87 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
       o.driver.planDatabases(DOMAIN, [{ name: 'nosuch' }]),
       (e: unknown) => isFerryError(e, 'DB_MISSING') && /no database nosuch/.test(e.message),
     );
+  });
+
+  test('`ferry agent --mariadb-*` serves the database calls with its options', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-dbagent-cli-'));
+    const [apiPort, httpPort, rsyncPort] = [
+      await freePort('127.0.78.5'),
+      await freePort('127.0.78.5'),
+      await freePort('127.0.78.5'),
+    ];
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'agent',
+        '--id',
+        'cli-origin',
+        '--listen',
+        '127.0.78.5',
+        '--port',
+        String(apiPort),
+        '--shared-ip',
+        '127.0.78.5',
+        '--loopback-addresses',
+        '--http-port',
+        String(httpPort),
+        '--rsync-port',
+        String(rsyncPort),
+        '--site-app',
+        'in-process',
+        '--data-dir',
+        join(dir, 'data'),
+        '--mariadb-defaults-file',
+        await defaultsFile(dir, origin),
+        '--mariadb-address',
+        '127.0.0.1',
+        '--mariadb-port',
+        String(origin.port),
+        '--mariadb-ca',
+        origin.caFile!,
+        '--mariadb-option-dir',
+        origin.confDir,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_AGENT_TOKEN: TOKEN } },
+    );
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const driver = new HttpHostDriver({
+      id: 'cli-origin',
+      url: `http://127.0.78.5:${apiPort}`,
+      token: TOKEN,
+    });
+    try {
+      for (let i = 0; !/listening on/.test(output); i++) {
+        assert.ok(i < 300 && child.exitCode === null, `ferry agent did not start: ${output}`);
+        await sleep(100);
+      }
+      const declared = [{ name: 'wp2', users: ['wp2'] }];
+      const plan = await driver.planDatabases('news.example', declared);
+      assert.deepEqual(
+        plan.move.map((m) => m.name),
+        ['wp2'],
+      );
+      const source = await driver.openDatabaseSource('m4', 'news.example', '127.0.0.1', declared);
+      assert.deepEqual([source.host, source.port, source.caPem], ['127.0.0.1', origin.port, origin.caPem]);
+      await driver.closeDatabaseSource('m4');
+      assert.equal(origin.sql("SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'ferry_m4'").trim(), '0');
+      assert.ok(
+        !output.includes(origin.adminPassword) && !output.includes(source.password),
+        'no password in its log',
+      );
+    } finally {
+      driver.close();
+      child.kill('SIGTERM');
+      await new Promise((resolve) =>
+        child.exitCode !== null ? resolve(undefined) : child.once('exit', resolve),
+      );
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('a failed copy says why and leaves nothing on the target', async () => {
