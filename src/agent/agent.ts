@@ -367,6 +367,13 @@ export class HostAgent implements HostDriver, SyncPeer {
       sites: this.sites.sites(),
       redirects: [...this.redirects.keys()],
       syncSessions: this.transport.list(),
+      // Where the other server reaches this MariaDB (null: no --mariadb-defaults-file).
+      mariadb: this.opts.mariadb
+        ? {
+            address: this.opts.mariadb.address ?? this.opts.sharedIps[0]!,
+            port: this.opts.mariadb.port ?? 3306,
+          }
+        : null,
     };
   }
 

@@ -167,6 +167,7 @@ describe('an agent without --mariadb-defaults-file', () => {
   });
 
   test('plans a site with no local database as empty, and answers DB_NOT_CONFIGURED for anything else', async () => {
+    assert.equal((await a.driver.info()).mariadb, null);
     assert.deepEqual(await a.driver.planDatabases(DOMAIN), { move: [], leftInPlace: [] });
     const remote = await a.driver.planDatabases(DOMAIN, [{ name: 'shared', host: 'db.example:3306' }]);
     assert.deepEqual(remote.move, []);
@@ -511,6 +512,7 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
         assert.ok(i < 300 && child.exitCode === null, `ferry agent did not start: ${output}`);
         await sleep(100);
       }
+      assert.deepEqual((await driver.info()).mariadb, { address: '127.0.0.1', port: origin.port });
       const declared = [{ name: 'wp2', users: ['wp2'] }];
       const plan = await driver.planDatabases('news.example', declared);
       assert.deepEqual(

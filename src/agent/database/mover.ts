@@ -429,6 +429,8 @@ export class DatabaseMover {
   async lag(migrationId: string): Promise<DatabaseLag> {
     const st = await this.load(migrationId);
     if (st?.takenOver) return { seconds: 0, transactions: 0, error: '' };
+    // The copy is running: no channel yet, nothing known.
+    if (st?.created && !st.channel) return { seconds: null, transactions: null, error: '' };
     const name = st?.channel ?? channelName(migrationId);
     return this.withAdmin(async (t) => {
       const status = await channelStatus(t, name);
