@@ -443,11 +443,20 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
     await o.driver.closeDatabaseSource('m2');
   });
 
-  test('the target refuses a database it already has; the origin refuses one it does not have', async () => {
+  test('the target refuses a database it already has; the origin one it does not have, or a user that writes everywhere', async () => {
     const plan = await o.driver.planDatabases(DOMAIN, [{ name: 'wp', users: ['wp'] }]);
     await assert.rejects(
       t.driver.checkDatabases(DOMAIN, plan),
       (e: unknown) => isFerryError(e, 'DB_EXISTS') && /already has a database wp/.test(e.message),
+    );
+    origin.sql(
+      "CREATE DATABASE wp3; CREATE USER 'wp3'@'localhost' IDENTIFIED BY 'wp3-pw'; GRANT ALL ON *.* TO 'wp3'@'localhost';",
+    );
+    await assert.rejects(
+      o.driver.planDatabases(DOMAIN, [{ name: 'wp3', users: ['wp3'] }]),
+      (e: unknown) =>
+        isFerryError(e, 'DB_GLOBAL_PRIVILEGES') &&
+        /'wp3'@'localhost' can write every database/.test(e.message),
     );
     await assert.rejects(
       o.driver.planDatabases(DOMAIN, [{ name: 'nosuch' }]),
