@@ -464,84 +464,104 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
     );
   });
 
+  /** `ferry agent` as a command (its own process), on `ip`, with the --mariadb-* options of `s`. */
+  async function spawnAgent(id: string, ip: string, dir: string, s: MariaDbServer) {
+    const [apiPort, httpPort, rsyncPort] = [await freePort(ip), await freePort(ip), await freePort(ip)];
+    const args = ['agent', '--id', id, '--listen', ip, '--port', String(apiPort), '--shared-ip', ip];
+    args.push('--loopback-addresses', '--http-port', String(httpPort), '--rsync-port', String(rsyncPort));
+    args.push('--site-app', 'in-process', '--data-dir', join(dir, 'data'));
+    args.push('--mariadb-defaults-file', await defaultsFile(dir, s), '--mariadb-address', '127.0.0.1');
+    args.push('--mariadb-port', String(s.port), '--mariadb-ca', s.caFile!, '--mariadb-option-dir', s.confDir);
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, FERRY_AGENT_TOKEN: TOKEN },
+    });
+    const out = { text: '' };
+    child.stdout.on('data', (c: Buffer) => (out.text += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out.text += c.toString()));
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const driver = new HttpHostDriver({ id, url: `http://${ip}:${apiPort}`, token: TOKEN, attempts: 1 });
+    for (let i = 0; !/listening on/.test(out.text); i++) {
+      if (i >= 300 || child.exitCode !== null) {
+        child.kill('SIGKILL');
+        assert.fail(`ferry agent did not start: ${out.text}`);
+      }
+      await sleep(100);
+    }
+    return {
+      driver,
+      out,
+      kill: async (signal: NodeJS.Signals = 'SIGTERM') => {
+        driver.close();
+        if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+        await exited;
+      },
+    };
+  }
+
   test('`ferry agent --mariadb-*` serves the database calls with its options', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'ferry-dbagent-cli-'));
-    const [apiPort, httpPort, rsyncPort] = [
-      await freePort('127.0.78.5'),
-      await freePort('127.0.78.5'),
-      await freePort('127.0.78.5'),
-    ];
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'src/cli/main.ts',
-        'agent',
-        '--id',
-        'cli-origin',
-        '--listen',
-        '127.0.78.5',
-        '--port',
-        String(apiPort),
-        '--shared-ip',
-        '127.0.78.5',
-        '--loopback-addresses',
-        '--http-port',
-        String(httpPort),
-        '--rsync-port',
-        String(rsyncPort),
-        '--site-app',
-        'in-process',
-        '--data-dir',
-        join(dir, 'data'),
-        '--mariadb-defaults-file',
-        await defaultsFile(dir, origin),
-        '--mariadb-address',
-        '127.0.0.1',
-        '--mariadb-port',
-        String(origin.port),
-        '--mariadb-ca',
-        origin.caFile!,
-        '--mariadb-option-dir',
-        origin.confDir,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_AGENT_TOKEN: TOKEN } },
-    );
-    let output = '';
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    const driver = new HttpHostDriver({
-      id: 'cli-origin',
-      url: `http://127.0.78.5:${apiPort}`,
-      token: TOKEN,
-    });
+    const a = await spawnAgent('cli-origin', '127.0.78.5', dir, origin);
     try {
-      for (let i = 0; !/listening on/.test(output); i++) {
-        assert.ok(i < 300 && child.exitCode === null, `ferry agent did not start: ${output}`);
-        await sleep(100);
-      }
-      assert.deepEqual((await driver.info()).mariadb, { address: '127.0.0.1', port: origin.port });
+      assert.deepEqual((await a.driver.info()).mariadb, { address: '127.0.0.1', port: origin.port });
       const declared = [{ name: 'wp2', users: ['wp2'] }];
-      const plan = await driver.planDatabases('news.example', declared);
+      const plan = await a.driver.planDatabases('news.example', declared);
       assert.deepEqual(
         plan.move.map((m) => m.name),
         ['wp2'],
       );
-      const source = await driver.openDatabaseSource('m4', 'news.example', '127.0.0.1', declared);
+      const source = await a.driver.openDatabaseSource('m4', 'news.example', '127.0.0.1', declared);
       assert.deepEqual([source.host, source.port, source.caPem], ['127.0.0.1', origin.port, origin.caPem]);
-      await driver.closeDatabaseSource('m4');
+      await a.driver.closeDatabaseSource('m4');
       assert.equal(origin.sql("SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'ferry_m4'").trim(), '0');
       assert.ok(
-        !output.includes(origin.adminPassword) && !output.includes(source.password),
+        !a.out.text.includes(origin.adminPassword) && !a.out.text.includes(source.password),
         'no password in its log',
       );
     } finally {
-      driver.close();
-      child.kill('SIGTERM');
-      await new Promise((resolve) =>
-        child.exitCode !== null ? resolve(undefined) : child.once('exit', resolve),
+      await a.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a target agent killed in the middle of a copy: the next copy removes the partial one and completes', async () => {
+    origin.sql(
+      'CREATE DATABASE big; CREATE TABLE big.t(id INT PRIMARY KEY, pad CHAR(200)) ENGINE=InnoDB;' +
+        " USE big; INSERT INTO big.t SELECT seq, REPEAT('x', 200) FROM seq_1_to_300000;",
+    );
+    const declared = [{ name: 'big' }];
+    const plan = await o.driver.planDatabases('big.example', declared);
+    const source = await o.driver.openDatabaseSource('m5', 'big.example', '127.0.0.1', declared);
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-dbagent-kill-'));
+    let a = await spawnAgent('cli-target', '127.0.78.6', dir, target);
+    try {
+      let answered = false;
+      const first = a.driver.copyDatabases('m5', 'big.example', source, plan).then(() => (answered = true));
+      first.catch(() => undefined);
+      for (let i = 0; target.sql("SHOW DATABASES LIKE 'big'").trim() === ''; i++) {
+        assert.ok(i < 600, 'the copy did not start');
+        await sleep(20);
+      }
+      await a.kill('SIGKILL');
+      await first.catch(() => undefined);
+      assert.equal(answered, false, 'the agent was killed before the copy ended');
+
+      a = await spawnAgent('cli-target', '127.0.78.6', dir, target);
+      const copy = await a.driver.copyDatabases('m5', 'big.example', source, plan);
+      assert.ok(copy.bytes > 0);
+      assert.equal(target.sql('SELECT COUNT(*) FROM big.t').trim(), '300000');
+      origin.sql('INSERT INTO big.t VALUES (300001, "late")');
+      const { position } = await o.driver.freezeDatabases('m5', 'big.example');
+      await a.driver.takeOverDatabases('m5', 'big.example', position, 30_000);
+      assert.equal(
+        target.sql('SELECT COUNT(*) FROM big.t').trim(),
+        '300001',
+        'the channel started where the copy ended',
       );
+      await o.driver.thawDatabases('m5', 'big.example');
+    } finally {
+      await a.kill();
+      await o.driver.closeDatabaseSource('m5');
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -576,6 +576,12 @@ export class DatabaseMover {
   private async removeCopy(t: Db, st: MigrationState): Promise<void> {
     await removeChannel(t, st.channel ?? channelName(st.migrationId), { configDir: this.optionDir });
     if (st.created) {
+      // A loader left by an agent that died mid-copy may still be writing into them: it stops first.
+      const loaders = await t.query<{ id: string | number }>(
+        'SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB IN (?) AND ID <> CONNECTION_ID()',
+        [st.databases],
+      );
+      for (const { id } of loaders) await t.query('KILL CONNECTION ?', [Number(id)]).catch(() => undefined);
       await dropPartialCopy(t, st.databases);
       await dropSiteAccounts(t, st.accounts ?? []);
       st.created = false;
