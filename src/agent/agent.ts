@@ -21,8 +21,8 @@
  * a `SiteProcess` that the next start adopts, as a customer's application would go on serving.
  */
 import { createHash, randomBytes, type BinaryLike } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { access, mkdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { FerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import {
@@ -34,9 +34,18 @@ import {
   type SiteServerOptions,
   type SiteStats,
 } from '../host/index.js';
-import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
+import type {
+  DatabaseDeclaration,
+  DatabaseLag,
+  DatabaseSource,
+  HostDriver,
+  RedirectStats,
+  SiteDatabasesPlan,
+  SyncSiteOptions,
+} from '../migration/ports.js';
 import { KernelRelay, RelayProcess, type RelayStats } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
+import { DatabaseMover, findSiteDatabases, type MariaDbAgentOptions } from './database/index.js';
 import { NginxFrontend, type NginxOptions } from './nginx.js';
 import { httpProbe } from './probe.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
@@ -147,6 +156,12 @@ export interface HostAgentOptions {
     /** How often retired sites' backups are pruned. Default 3 600 000 ms. */
     pruneEveryMs?: number;
   };
+  /**
+   * The server's own MariaDB, whose sites' databases the agent moves (database/mover.ts). Without
+   * it every database method answers DB_NOT_CONFIGURED, except a plan of a site with no local database.
+   * `address` defaults to the first shared IP.
+   */
+  mariadb?: Omit<MariaDbAgentOptions, 'address'> & { address?: string };
   /** Hears what the agent reports in passing (a sync pass that falls back to a full copy, and why). */
   log?: (message: string) => void;
 }
@@ -191,6 +206,8 @@ export class HostAgent implements HostDriver, SyncPeer {
   private readonly stack: WebStack | undefined;
   private readonly stackProblem: string | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
+  /** The site databases' mover (undefined without `mariadb`). */
+  private readonly databases: DatabaseMover | undefined;
 
   constructor(opts: HostAgentOptions) {
     if (opts.sharedIps.length === 0)
@@ -258,6 +275,15 @@ export class HostAgent implements HostDriver, SyncPeer {
           settle: (d) => this.gateQuiet(d),
         });
     }
+    if (opts.mariadb) {
+      this.databases = new DatabaseMover({
+        ...opts.mariadb,
+        address: opts.mariadb.address ?? opts.sharedIps[0]!,
+        dataDir: opts.dataDir,
+        localAddresses: this.localAddresses(),
+        findWpConfig: (d) => this.findWpConfig(d),
+      });
+    }
     this.transport =
       opts.transport ??
       new RsyncTransport({
@@ -275,6 +301,7 @@ export class HostAgent implements HostDriver, SyncPeer {
    */
   async start(): Promise<void> {
     await mkdir(this.opts.dataDir, { recursive: true });
+    await this.databases?.start();
     await this.sites.start();
     await this.nginx?.start();
     const saved = await this.state.load();
@@ -340,6 +367,13 @@ export class HostAgent implements HostDriver, SyncPeer {
       sites: this.sites.sites(),
       redirects: [...this.redirects.keys()],
       syncSessions: this.transport.list(),
+      // Where the other server reaches this MariaDB (null: no --mariadb-defaults-file).
+      mariadb: this.opts.mariadb
+        ? {
+            address: this.opts.mariadb.address ?? this.opts.sharedIps[0]!,
+            port: this.opts.mariadb.port ?? 3306,
+          }
+        : null,
     };
   }
 
@@ -1060,6 +1094,121 @@ export class HostAgent implements HostDriver, SyncPeer {
   syncJob(jobId: string): (SyncProgress & { domain: string }) | undefined {
     const j = this.jobs.get(jobId);
     return j && { ...j };
+  }
+
+  // --- the server's own MariaDB (database/mover.ts) -----------------------------------------
+
+  private dbMover(): DatabaseMover {
+    if (this.databases) return this.databases;
+    throw new FerryError(
+      'DB_NOT_CONFIGURED',
+      `this agent (${this.id}) has no --mariadb-defaults-file: it cannot move a site's databases; start it with the MariaDB option file of an administrator account`,
+    );
+  }
+
+  private localAddresses(): string[] {
+    const m = this.opts.mariadb?.address;
+    return [...this.opts.sharedIps, ...(m ? [m] : [])];
+  }
+
+  /** The wp-config.php of the site's web server site: in a document root, or the folder above it (as WordPress looks). */
+  private async findWpConfig(domain: string): Promise<string | undefined> {
+    if (!this.stack) return undefined;
+    const site = await this.stack.inspect(normalizeDomain(domain)).catch(() => null);
+    for (const p of site?.paths ?? []) {
+      for (const f of [join(p.path, 'wp-config.php'), join(dirname(p.path), 'wp-config.php')]) {
+        if (
+          await access(f).then(
+            () => true,
+            () => false,
+          )
+        )
+          return f;
+      }
+    }
+    return undefined;
+  }
+
+  /** Origin: the site's databases and their prerequisites (a site with none here needs no MariaDB option file). */
+  async planDatabases(domain: string, declared?: DatabaseDeclaration[]): Promise<SiteDatabasesPlan> {
+    const d = normalizeDomain(domain);
+    if (this.databases) return this.databases.plan(d, declared);
+    const site = await findSiteDatabases(d, declared, {
+      findWpConfig: (x) => this.findWpConfig(x),
+      localAddresses: this.localAddresses(),
+    });
+    if (site.move.length > 0) this.dbMover();
+    return { move: [], leftInPlace: site.leftInPlace };
+  }
+
+  /** Target: whether it can take the plan's databases; its MariaDB's address for the source. */
+  checkDatabases(domain: string, plan: SiteDatabasesPlan): Promise<{ replicaAddress: string }> {
+    return this.dbMover().check(normalizeDomain(domain), plan);
+  }
+
+  /** Origin: the migration's replication user (a secret: never log the answer). */
+  openDatabaseSource(
+    migrationId: string,
+    domain: string,
+    replicaAddress: string,
+    declared?: DatabaseDeclaration[],
+  ): Promise<DatabaseSource> {
+    return this.dbMover().openSource(migrationId, normalizeDomain(domain), replicaAddress, declared);
+  }
+
+  /** Target: copy, recreate the accounts without writes, start the channel (a finished copy answers its result). */
+  copyDatabases(
+    migrationId: string,
+    domain: string,
+    source: DatabaseSource,
+    plan: SiteDatabasesPlan,
+  ): Promise<{ bytes: number; ms: number }> {
+    return this.dbMover().copy(migrationId, normalizeDomain(domain), source, plan);
+  }
+
+  /** Target: the channel's lag. */
+  databaseLag(migrationId: string): Promise<DatabaseLag> {
+    return this.dbMover().lag(migrationId);
+  }
+
+  /** The site's users lose their writes here; the GTID position after that. */
+  freezeDatabases(migrationId: string, domain: string): Promise<{ position: string }> {
+    return this.dbMover().freeze(migrationId, normalizeDomain(domain));
+  }
+
+  /** The grants recorded at the freeze come back. */
+  thawDatabases(migrationId: string, domain: string): Promise<void> {
+    return this.dbMover().thaw(migrationId, normalizeDomain(domain));
+  }
+
+  /** Target: bounded catch-up to `position`, channel removed, the site's users write here. */
+  takeOverDatabases(
+    migrationId: string,
+    domain: string,
+    position: string,
+    timeoutMs: number,
+  ): Promise<{ waitedMs: number; writerPosition: string }> {
+    return this.dbMover().takeOver(migrationId, normalizeDomain(domain), position, timeoutMs);
+  }
+
+  /** A rollback's reverse channel into this server, from `position`, with no copy. */
+  startDatabaseChannel(
+    migrationId: string,
+    domain: string,
+    source: DatabaseSource,
+    position: string,
+  ): Promise<void> {
+    return this.dbMover().startReverse(migrationId, normalizeDomain(domain), source, position);
+  }
+
+  /** Target, rollback before the switch: channel, copied databases and accounts removed. */
+  dropDatabaseCopy(migrationId: string, domain: string): Promise<void> {
+    return this.dbMover().dropCopy(migrationId, normalizeDomain(domain));
+  }
+
+  /** Origin: the migration's replication user goes. */
+  closeDatabaseSource(migrationId: string): Promise<void> {
+    return this.dbMover().closeSource(migrationId);
   }
 
   // --- internals -------------------------------------------------------------------------

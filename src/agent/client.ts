@@ -11,7 +11,15 @@ import { FerryError } from '../common/errors.js';
 import { isErrorCode, type ErrorCode } from '../common/error-codes.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
-import type { HostDriver, RedirectStats, SyncSiteOptions } from '../migration/ports.js';
+import type {
+  DatabaseDeclaration,
+  DatabaseLag,
+  DatabaseSource,
+  HostDriver,
+  RedirectStats,
+  SiteDatabasesPlan,
+  SyncSiteOptions,
+} from '../migration/ports.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { isSyncPeer, type SyncPeer } from './transport.js';
 import type { SiteNeeds, WebSite, WebSitesReport } from './webconfig/index.js';
@@ -267,6 +275,131 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
       `/v1/web-sites/${HttpHostDriver.enc(domain)}/finish`,
       { role, ...(opts.backupKeepMs !== undefined ? { backupKeepMs: opts.backupKeepMs } : {}) },
       { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  // --- a site's databases (the agent's --mariadb-defaults-file) -------------------------------
+
+  planDatabases(domain: string, declared?: DatabaseDeclaration[]): Promise<SiteDatabasesPlan> {
+    return this.call(
+      'POST',
+      `/v1/databases/${HttpHostDriver.enc(domain)}/plan`,
+      declared ? { declared } : {},
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  checkDatabases(domain: string, plan: SiteDatabasesPlan): Promise<{ replicaAddress: string }> {
+    return this.call(
+      'POST',
+      `/v1/databases/${HttpHostDriver.enc(domain)}/check`,
+      { plan },
+      {
+        timeoutMs: WEB_TIMEOUT_MS,
+      },
+    );
+  }
+
+  /** The migration's replication user; the answer holds its password: keep it out of logs. */
+  openDatabaseSource(
+    migrationId: string,
+    domain: string,
+    replicaAddress: string,
+    declared?: DatabaseDeclaration[],
+  ): Promise<DatabaseSource> {
+    return this.call(
+      'PUT',
+      `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/source`,
+      { domain, replicaAddress, ...(declared ? { declared } : {}) },
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  /**
+   * Not retried here: a copy that timed out may still be running in the agent. Calling again is
+   * safe (the agent runs one copy of a migration at a time and answers a finished one's result).
+   */
+  copyDatabases(
+    migrationId: string,
+    domain: string,
+    source: DatabaseSource,
+    plan: SiteDatabasesPlan,
+  ): Promise<{ bytes: number; ms: number }> {
+    return this.callOnce(
+      'PUT',
+      `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/copy`,
+      { domain, source, plan },
+      this.syncTimeoutMs,
+    );
+  }
+
+  databaseLag(migrationId: string): Promise<DatabaseLag> {
+    return this.call('GET', `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/lag`);
+  }
+
+  freezeDatabases(migrationId: string, domain: string): Promise<{ position: string }> {
+    return this.call(
+      'POST',
+      `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/freeze`,
+      { domain },
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  async thawDatabases(migrationId: string, domain: string): Promise<void> {
+    await this.call(
+      'POST',
+      `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/thaw`,
+      { domain },
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  takeOverDatabases(
+    migrationId: string,
+    domain: string,
+    position: string,
+    timeoutMs: number,
+  ): Promise<{ waitedMs: number; writerPosition: string }> {
+    return this.call(
+      'POST',
+      `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/take-over`,
+      { domain, position, timeoutMs },
+      { timeoutMs: timeoutMs + this.timeoutMs },
+    );
+  }
+
+  async startDatabaseChannel(
+    migrationId: string,
+    domain: string,
+    source: DatabaseSource,
+    position: string,
+  ): Promise<void> {
+    await this.call(
+      'PUT',
+      `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/channel`,
+      { domain, source, position },
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  async dropDatabaseCopy(migrationId: string, domain: string): Promise<void> {
+    await this.call(
+      'DELETE',
+      `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/copy?domain=${HttpHostDriver.enc(domain)}`,
+      undefined,
+      { timeoutMs: WEB_TIMEOUT_MS },
+    );
+  }
+
+  async closeDatabaseSource(migrationId: string): Promise<void> {
+    await this.call(
+      'DELETE',
+      `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/source`,
+      undefined,
+      {
+        timeoutMs: WEB_TIMEOUT_MS,
+      },
     );
   }
 

@@ -22,6 +22,11 @@
  *   POST   /web-sites/:domain/check        (whether this server can host the site's needs; reads only)
  *   POST   /web-sites/:domain/gate         POST /web-sites/:domain/ungate
  *   PUT|DELETE /web-sites/:domain/install  POST /web-sites/:domain/finish
+ *   POST   /databases/:domain/plan         POST /databases/:domain/check (reads only)
+ *   PUT|DELETE /database-migrations/:id/source (PUT answers the replication password)
+ *   PUT|DELETE /database-migrations/:id/copy   GET /database-migrations/:id/lag
+ *   POST   /database-migrations/:id/freeze, /thaw, /take-over
+ *   PUT    /database-migrations/:id/channel (a rollback's reverse channel)
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -33,6 +38,7 @@ import { FerryError } from '../common/errors.js';
 import { clientErrorAnswer, errorAnswer, toApiError } from '../common/http-errors.js';
 import type { HostAgent } from './agent.js';
 import type { WebSiteBundle } from './webstack/index.js';
+import type { DatabaseSource } from '../migration/ports.js';
 
 export interface AgentServerOptions {
   /** The bearer token every request must carry. At least 16 characters. */
@@ -132,9 +138,78 @@ const needs = z
   })
   .strict();
 
+/** A database name as MariaDB takes one quoted (no NUL, no `/`, `\\`, `.`; at most 64 characters). */
+const dbName = z
+  .string()
+  .regex(/^[^\0/\\.]{1,64}$/, { message: 'must be a database name (1-64 characters, no "/", "\\" or ".")' });
+const dbUser = z
+  .string()
+  .regex(/^[^\0\r\n]{1,80}$/, { message: 'must be a database user name (1-80 characters)' });
+const declared = z
+  .array(
+    z
+      .object({ name: dbName, users: z.array(dbUser).optional(), host: z.string().max(300).optional() })
+      .strict(),
+  )
+  .max(64);
+const dbPlan = z
+  .object({
+    move: z.array(
+      z
+        .object({
+          name: dbName,
+          bytes: z.number().min(0),
+          users: z.array(dbUser),
+          source: z.string().max(4096),
+        })
+        .strict(),
+    ),
+    leftInPlace: z.array(
+      z
+        .object({
+          name: dbName,
+          host: z.string().max(300),
+          source: z.string().max(4096),
+          reason: z.string().max(4096),
+        })
+        .strict(),
+    ),
+    originVersion: z.string().max(200).optional(),
+  })
+  .strict();
+/** Where the replica connects (holds a password: only inside TLS between hosts). */
+const dbSource = z
+  .object({
+    host: z.string().regex(/^[A-Za-z0-9.:_-]{1,253}$/, { message: 'must be an address or a host name' }),
+    port,
+    user: dbUser,
+    password: z.string().min(1).max(200),
+    caPem: z.string().max(32_768).optional(),
+  })
+  .strict();
+/** A GTID position: `domain-server-sequence`, comma separated (may be empty). */
+const gtidPos = z.string().regex(/^(\d+-\d+-\d+(,\s*\d+-\d+-\d+)*)?$/, {
+  message: 'must be a GTID position, e.g. "1-1-42,2-2-7"',
+});
+
 const schemas = {
   bundle,
   needs,
+  migrationParam: z.object({
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, { message: "must be 1-64 letters, digits, '.', '_' or '-'" }),
+  }),
+  dbPlanBody: z.object({ declared: declared.optional() }).strict(),
+  dbCheckBody: z.object({ plan: dbPlan }).strict(),
+  dbOpenBody: z.object({ domain, replicaAddress: ip, declared: declared.optional() }).strict(),
+  dbCopyBody: z.object({ domain, source: dbSource, plan: dbPlan }).strict(),
+  dbDomainBody: z.object({ domain }).strict(),
+  dbDomainQuery: z.object({ domain }).strict(),
+  dbTakeOverBody: z
+    .object({ domain, position: gtidPos, timeoutMs: z.number().int().min(0).max(3_600_000) })
+    .strict(),
+  dbChannelBody: z.object({ domain, source: dbSource, position: gtidPos }).strict(),
   finish: z
     .object({
       role: z.enum(['origin', 'target'], { message: 'must be "origin" or "target"' }),
@@ -227,16 +302,18 @@ function digest(s: string): Buffer {
  * that carry one (the bundle out, the install in) answer only inside TLS, or to a caller on this
  * same host. Over plain HTTP between two servers the keys would cross the network in clear.
  */
-function requireSecretsTransport(req: FastifyRequest, tls: boolean): void {
+function requireSecretsTransport(req: FastifyRequest, tls: boolean, what = "the site's private keys"): void {
   if (tls) return;
   const peer = req.socket.remoteAddress ?? '';
   const local = peer === '::1' || peer.startsWith('127.') || peer.startsWith('::ffff:127.');
   if (!local)
     throw new FerryError(
       'SECRETS_NEED_TLS',
-      `${req.url} carries the site's private keys: this agent serves it over HTTPS only (start it with --tls-cert and --tls-key), or to a caller on this host`,
+      `${req.url} carries ${what}: this agent serves it over HTTPS only (start it with --tls-cert and --tls-key), or to a caller on this host`,
     );
 }
+
+const DB_SECRET = "a database replication user's password";
 
 export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): FastifyInstance {
   if (typeof opts.token !== 'string' || opts.token.length < 16) {
@@ -463,6 +540,68 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     await agent.finishWebSite(d, body.role, {
       ...(body.backupKeepMs !== undefined ? { backupKeepMs: body.backupKeepMs } : {}),
     });
+    return ok;
+  });
+
+  // the server's own MariaDB: a site's databases (database/mover.ts)
+  app.post('/v1/databases/:domain/plan', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    const b = parse(schemas.dbPlanBody, req.body, 'body');
+    return agent.planDatabases(d, b.declared);
+  });
+  app.post('/v1/databases/:domain/check', async (req) => {
+    const { domain: d } = parse(schemas.domainParam, req.params, 'params');
+    const b = parse(schemas.dbCheckBody, req.body, 'body');
+    return agent.checkDatabases(d, b.plan);
+  });
+  app.put('/v1/database-migrations/:id/source', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    requireSecretsTransport(req, https !== null, DB_SECRET);
+    const b = parse(schemas.dbOpenBody, req.body, 'body');
+    return agent.openDatabaseSource(m, b.domain, b.replicaAddress, b.declared);
+  });
+  app.delete('/v1/database-migrations/:id/source', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    await agent.closeDatabaseSource(m);
+    return ok;
+  });
+  app.put('/v1/database-migrations/:id/copy', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    requireSecretsTransport(req, https !== null, DB_SECRET);
+    const b = parse(schemas.dbCopyBody, req.body, 'body');
+    return agent.copyDatabases(m, b.domain, b.source as DatabaseSource, b.plan);
+  });
+  app.delete('/v1/database-migrations/:id/copy', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    const q = parse(schemas.dbDomainQuery, req.query, 'query');
+    await agent.dropDatabaseCopy(m, q.domain);
+    return ok;
+  });
+  app.get('/v1/database-migrations/:id/lag', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    return agent.databaseLag(m);
+  });
+  app.post('/v1/database-migrations/:id/freeze', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    const b = parse(schemas.dbDomainBody, req.body, 'body');
+    return agent.freezeDatabases(m, b.domain);
+  });
+  app.post('/v1/database-migrations/:id/thaw', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    const b = parse(schemas.dbDomainBody, req.body, 'body');
+    await agent.thawDatabases(m, b.domain);
+    return ok;
+  });
+  app.post('/v1/database-migrations/:id/take-over', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    const b = parse(schemas.dbTakeOverBody, req.body, 'body');
+    return agent.takeOverDatabases(m, b.domain, b.position, b.timeoutMs);
+  });
+  app.put('/v1/database-migrations/:id/channel', async (req) => {
+    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+    requireSecretsTransport(req, https !== null, DB_SECRET);
+    const b = parse(schemas.dbChannelBody, req.body, 'body');
+    await agent.startDatabaseChannel(m, b.domain, b.source as DatabaseSource, b.position);
     return ok;
   });
 

@@ -126,6 +126,22 @@ export function registerAgent(program: Command): void {
       'process',
     )
     .option(
+      '--mariadb-defaults-file <file>',
+      "MariaDB option file with an administrator account ([client] user, password, socket or host, port; e.g. /etc/mysql/debian.cnf): the agent moves sites' databases",
+    )
+    .option(
+      '--mariadb-address <ip>',
+      'address other servers reach this MariaDB at, and the one it replicates from (default the first shared IP)',
+      oneIp,
+    )
+    .option('--mariadb-port <port>', 'port of this MariaDB at --mariadb-address', port, 3306)
+    .option('--mariadb-ca <file>', "CA (PEM) of this MariaDB's certificate, handed to replicas to verify it")
+    .option(
+      '--mariadb-option-dir <dir>',
+      "folder this MariaDB reads option files from, where a migration channel's filter is kept",
+      '/etc/mysql/mariadb.conf.d',
+    )
+    .option(
       '--site-app-orphan-timeout <seconds>',
       "the site app's own process outlives the agent; with no agent back within this time it stops by itself",
       number(1),
@@ -209,6 +225,17 @@ export function registerAgent(program: Command): void {
             },
             crontabCommand: (o.crontabCommand as string).split(/\s+/).filter(Boolean),
           },
+          ...(o.mariadbDefaultsFile
+            ? {
+                mariadb: {
+                  defaultsFile: o.mariadbDefaultsFile as string,
+                  ...(o.mariadbAddress ? { address: o.mariadbAddress as string } : {}),
+                  port: o.mariadbPort as number,
+                  ...(o.mariadbCa ? { caFile: o.mariadbCa as string } : {}),
+                  optionDir: o.mariadbOptionDir as string,
+                },
+              }
+            : {}),
           rsync: {
             ...(o.rsyncAddress ? { address: o.rsyncAddress as string } : {}),
             port: o.rsyncPort as number,

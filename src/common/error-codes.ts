@@ -96,6 +96,9 @@ export const ERROR_CODES = {
     'GTIDs are not usable for the migration (strict mode off, or both servers share a gtid_domain_id)',
   ),
   DB_MISSING: notFound('the database does not exist on the server'),
+  DB_NOT_CONFIGURED: conflict(
+    "this agent has no --mariadb-defaults-file, so it cannot move a site's databases",
+  ),
   DB_QUERY: upstream('a MariaDB statement failed (its own message follows)'),
   DB_REPLICATION: failed("the replication channel stopped with an error (the server's own message follows)"),
   DB_UNREACHABLE: upstream('cannot connect to a MariaDB server'),

@@ -193,3 +193,40 @@ test('ResilientHost: the web-site calls only when the agent has them, retried al
     ['shop.example', 'origin', { backupKeepMs: 5 }],
   ]);
 });
+
+test("ResilientHost's database calls: a copy is tried once, a catch-up timeout is not repeated, the rest ride out a lost agent", async () => {
+  const calls: string[] = [];
+  const lost = () => new FerryError('AGENT_UNREACHABLE', 'connection refused');
+  const source = { host: '192.0.2.1', port: 3306, user: 'ferry_m1', password: 'secret-pw-123' };
+  const plan = { move: [{ name: 'wp', bytes: 1, users: ['wp'], source: 'ferry.yaml' }], leftInPlace: [] };
+  let opens = 0;
+  const inner = {
+    id: 'fake',
+    copyDatabases: async () => {
+      calls.push('copy');
+      throw lost();
+    },
+    takeOverDatabases: async () => {
+      calls.push('takeOver');
+      throw new FerryError('DB_CATCHUP_TIMEOUT', 'not there within 10 ms');
+    },
+    openDatabaseSource: async () => {
+      calls.push('open');
+      if (++opens < 3) throw lost();
+      return source;
+    },
+  } as unknown as HostDriver;
+  const host = new ResilientHost(inner, POLICY);
+  assert.equal(host.freezeDatabases, undefined, 'only what the inner driver has is wrapped');
+  await assert.rejects(host.copyDatabases!('m1', 'a.example', source, plan), (e: FerryError) => {
+    assert.equal(e.code, 'AGENT_UNREACHABLE');
+    assert.ok(!e.message.includes(source.password));
+    return true;
+  });
+  await assert.rejects(
+    host.takeOverDatabases!('m1', 'a.example', '1-1-5', 10),
+    (e: FerryError) => e.code === 'DB_CATCHUP_TIMEOUT',
+  );
+  assert.deepEqual(await host.openDatabaseSource!('m1', 'a.example', '192.0.2.2'), source);
+  assert.deepEqual(calls, ['copy', 'takeOver', 'open', 'open', 'open']);
+});

@@ -10,8 +10,12 @@ import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type { SiteNeeds, WebSite, WebSitesReport } from '../agent/webconfig/model.js';
 import type {
+  DatabaseDeclaration,
+  DatabaseLag,
+  DatabaseSource,
   DnsProvider,
   HostDriver,
+  SiteDatabasesPlan,
   RedirectStats,
   SyncSiteOptions,
   WebBundle,
@@ -53,6 +57,20 @@ const PERMANENT = new Set<string>([
   'WEB_SITE_NOT_FOUND',
   'SITE_NOT_MOVABLE',
   'TARGET_LACKS',
+  // A site's databases: refusals and failures the server reported (its own message follows); a
+  // catch-up that ran out of time is the orchestrator's to retry later, never at once.
+  'DB_NOT_CONFIGURED',
+  'DB_AUTH',
+  'DB_BINLOG_FORMAT',
+  'DB_BINLOG_OFF',
+  'DB_CATCHUP_TIMEOUT',
+  'DB_COPY_FAILED',
+  'DB_EXISTS',
+  'DB_GLOBAL_PRIVILEGES',
+  'DB_GTID',
+  'DB_MISSING',
+  'DB_REPLICATION',
+  'DB_VERSION',
 ]);
 
 function isPermanent(code: string): boolean {
@@ -126,6 +144,38 @@ export class ResilientHost implements HostDriver {
     opts?: { backupKeepMs?: number },
   ) => Promise<void>;
 
+  readonly planDatabases?: (domain: string, declared?: DatabaseDeclaration[]) => Promise<SiteDatabasesPlan>;
+  readonly checkDatabases?: (domain: string, plan: SiteDatabasesPlan) => Promise<{ replicaAddress: string }>;
+  readonly openDatabaseSource?: (
+    migrationId: string,
+    domain: string,
+    replicaAddress: string,
+    declared?: DatabaseDeclaration[],
+  ) => Promise<DatabaseSource>;
+  readonly copyDatabases?: (
+    migrationId: string,
+    domain: string,
+    source: DatabaseSource,
+    plan: SiteDatabasesPlan,
+  ) => Promise<{ bytes: number; ms: number }>;
+  readonly databaseLag?: (migrationId: string) => Promise<DatabaseLag>;
+  readonly freezeDatabases?: (migrationId: string, domain: string) => Promise<{ position: string }>;
+  readonly thawDatabases?: (migrationId: string, domain: string) => Promise<void>;
+  readonly takeOverDatabases?: (
+    migrationId: string,
+    domain: string,
+    position: string,
+    timeoutMs: number,
+  ) => Promise<{ waitedMs: number; writerPosition: string }>;
+  readonly startDatabaseChannel?: (
+    migrationId: string,
+    domain: string,
+    source: DatabaseSource,
+    position: string,
+  ) => Promise<void>;
+  readonly dropDatabaseCopy?: (migrationId: string, domain: string) => Promise<void>;
+  readonly closeDatabaseSource?: (migrationId: string) => Promise<void>;
+
   constructor(
     readonly inner: HostDriver,
     private readonly policy: RetryPolicy = DEFAULT_RETRY,
@@ -184,6 +234,69 @@ export class ResilientHost implements HostDriver {
           () => (o ? f(d, role, o) : f(d, role)),
           this.policy.syncTimeoutMs,
         );
+    }
+    this.wrapDatabases(inner);
+  }
+
+  /**
+   * The database calls, wrapped only when the inner driver has them. Labels name the migration and
+   * the domain, never a DatabaseSource (it holds a password). Each is idempotent for one migration
+   * and retried, except the copy: one attempt, bounded like a sync, because an attempt that timed
+   * out may still be copying in the agent (calling it again later is safe: the agent answers a
+   * finished copy's result).
+   */
+  private wrapDatabases(inner: HostDriver): void {
+    const self = this as {
+      -readonly [K in keyof ResilientHost]: ResilientHost[K];
+    };
+    const slow = this.policy.syncTimeoutMs;
+    if (inner.planDatabases) {
+      const f = inner.planDatabases.bind(inner);
+      self.planDatabases = (d, decl) => this.call(`planDatabases(${d})`, () => f(d, decl), slow);
+    }
+    if (inner.checkDatabases) {
+      const f = inner.checkDatabases.bind(inner);
+      self.checkDatabases = (d, p) => this.call(`checkDatabases(${d})`, () => f(d, p), slow);
+    }
+    if (inner.openDatabaseSource) {
+      const f = inner.openDatabaseSource.bind(inner);
+      self.openDatabaseSource = (m, d, r, decl) =>
+        this.call(`openDatabaseSource(${m}, ${d})`, () => f(m, d, r, decl), slow);
+    }
+    if (inner.copyDatabases) {
+      const f = inner.copyDatabases.bind(inner);
+      self.copyDatabases = (m, d, src, p) =>
+        withTimeout(`host ${this.id}: copyDatabases(${m}, ${d})`, f(m, d, src, p), slow);
+    }
+    if (inner.databaseLag) {
+      const f = inner.databaseLag.bind(inner);
+      self.databaseLag = (m) => this.call(`databaseLag(${m})`, () => f(m));
+    }
+    if (inner.freezeDatabases) {
+      const f = inner.freezeDatabases.bind(inner);
+      self.freezeDatabases = (m, d) => this.call(`freezeDatabases(${m}, ${d})`, () => f(m, d), slow);
+    }
+    if (inner.thawDatabases) {
+      const f = inner.thawDatabases.bind(inner);
+      self.thawDatabases = (m, d) => this.call(`thawDatabases(${m}, ${d})`, () => f(m, d), slow);
+    }
+    if (inner.takeOverDatabases) {
+      const f = inner.takeOverDatabases.bind(inner);
+      self.takeOverDatabases = (m, d, pos, t) =>
+        this.call(`takeOverDatabases(${m}, ${d})`, () => f(m, d, pos, t), t + this.policy.callTimeoutMs);
+    }
+    if (inner.startDatabaseChannel) {
+      const f = inner.startDatabaseChannel.bind(inner);
+      self.startDatabaseChannel = (m, d, src, pos) =>
+        this.call(`startDatabaseChannel(${m}, ${d})`, () => f(m, d, src, pos), slow);
+    }
+    if (inner.dropDatabaseCopy) {
+      const f = inner.dropDatabaseCopy.bind(inner);
+      self.dropDatabaseCopy = (m, d) => this.call(`dropDatabaseCopy(${m}, ${d})`, () => f(m, d), slow);
+    }
+    if (inner.closeDatabaseSource) {
+      const f = inner.closeDatabaseSource.bind(inner);
+      self.closeDatabaseSource = (m) => this.call(`closeDatabaseSource(${m})`, () => f(m), slow);
     }
   }
 

@@ -1,7 +1,8 @@
 /**
  * The agent's MariaDB component: which databases a site uses, the prerequisites of moving them,
  * the consistent initial copy with users and grants, replication over a named channel, and the
- * cut-over primitives (position, bounded wait, freeze and thaw of the site's writes).
+ * cut-over primitives (position, bounded wait, freeze and thaw of the site's writes), the admin
+ * account's option file, and `DatabaseMover`, which puts them together for the agent's API.
  */
 export { Db, withDb, describeEndpoint, type DbEndpoint } from './client.js';
 export {
@@ -57,3 +58,10 @@ export {
   type MigrationUser,
 } from './replication.js';
 export { freezeSiteWrites, thawSiteWrites, killConnections } from './writes.js';
+export { parseOptionFile, readOptionFile, DEFAULT_SOCKET } from './option-file.js';
+export {
+  DatabaseMover,
+  findSiteDatabases,
+  type DatabaseMoverOptions,
+  type MariaDbAgentOptions,
+} from './mover.js';
