@@ -187,6 +187,8 @@ test(
         [],
         'no replication connection left on the target',
       );
+      const filters = (await h.target.exec('ls', ['-1', target.optionDir!])).stdout.trim();
+      assert.equal(filters, '', "no channel filter file left in the target's MariaDB option folder");
 
       // The origin's copy is a frozen backup: its user may read it, not write it; the target's may.
       const grants = await grantsOf(origin, BLOG_ACCOUNT.user, BLOG_ACCOUNT.host);
