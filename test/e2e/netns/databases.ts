@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import type { Hosting } from './real-site.js';
 import { run, type MariaDb, type ServerNs } from './server-ns.js';
+import { commentCounts } from './sites.js';
 import { NET, type NsChild } from './topology.js';
 
 /** The origin's gtid_domain_id (real-site.ts gives the origin's MariaDB server_id and domain 11). */
@@ -333,4 +334,151 @@ export async function assertDatabasesReady(h: Hosting): Promise<void> {
   } finally {
     await h.maria.sql(`DROP USER IF EXISTS 'tls_probe'@'${NET.target}';`);
   }
+}
+
+/** The site's database user, as wp-config.php names it; local, so on the socket. */
+const BLOG_ACCOUNT = { user: 'blog', host: 'localhost' };
+const WRITE_PRIVILEGE = /\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER)\b/;
+
+/** What `assertDatabaseMoved` compares with: both MariaDBs before the move. */
+export interface DatabasesBefore {
+  accounts: string[];
+  targetDatabases: string[];
+  orders: Map<number, string>;
+  sums: Record<string, Record<string, string>>;
+}
+
+/** Read what `assertDatabaseMoved` compares with. */
+export async function snapshotDatabases(h: Hosting): Promise<DatabasesBefore> {
+  const origin = h.maria;
+  return {
+    accounts: await accounts(origin),
+    targetDatabases: await databases(h.targetMaria!),
+    orders: await shopOrders(origin),
+    sums: Object.fromEntries(
+      await Promise.all(CUSTOMER_DBS.map(async (d) => [d.name, await tableChecksums(origin, d.name)])),
+    ) as Record<string, Record<string, string>>,
+  };
+}
+
+/**
+ * Issue 14's database checks once the site moved (its requests' checks are `assertMoved`'s):
+ * the shop's program wrote before, during and after the move and never was refused; every comment
+ * of the origin's copy is on the target; the origin's binary log changes wp_blog before the
+ * switch (GTID at most `atSwitch`, the origin's position read when the switch was seen, and a
+ * timestamp at most the switch's second) and never after it, while it has later orders of the
+ * shop; the other customers' databases unchanged but for the program's orders, not on the target,
+ * never named by a statement of Ferry's connections (any account but the customers' and root),
+ * never locked; no account left over on the origin, no replication connection or filter file on
+ * the target; the blog's user without write privileges on the origin, with them on the target.
+ */
+export async function assertDatabaseMoved(
+  h: Hosting,
+  before: DatabasesBefore,
+  o: {
+    written: { acked: Array<{ ref: string; at: number }>; failed: string[] };
+    atSwitch: string;
+    switchAt: number;
+    startedAt: number;
+  },
+): Promise<void> {
+  const origin = h.maria;
+  const target = h.targetMaria!;
+  const { written, atSwitch, switchAt, startedAt } = o;
+  // The other customer kept writing through the whole migration, never refused.
+  assert.deepEqual(written.failed, [], "the shop's program had no insert refused");
+  const during = written.acked.filter((w) => w.at > startedAt && w.at < switchAt);
+  assert.ok(during.length > 5, `the shop's program wrote during the migration (${during.length})`);
+  assert.ok(
+    written.acked.some((w) => w.at > switchAt),
+    'and after the switch (its database stays on the origin)',
+  );
+
+  // Comments: every comment the origin's copy has is on the target too (none split off).
+  const onOrigin = await commentCounts(origin.sql, h.wpDb.name);
+  const onTarget = await commentCounts(target.sql, h.wpDb.name);
+  const notCarried = [...onOrigin.keys()].filter((k) => !onTarget.has(k));
+  assert.deepEqual(notCarried, [], "every comment of the origin's copy is on the target");
+
+  // The origin's binary log: wp_blog changed before the switch, never after it.
+  assert.match(atSwitch, /^\d+-\d+-\d+/, `the origin's position at the switch was read (${atSwitch})`);
+  const switchSeq = seqOf(atSwitch, ORIGIN_DOMAIN);
+  const writes = await binlogRowWrites(origin);
+  const blogWrites = writes.filter((w) => w.db === h.wpDb.name);
+  assert.ok(blogWrites.length > 5, "the origin's binary log has the site's writes made before the switch");
+  const late = blogWrites.filter(
+    (w) => seqOf(w.gtid, ORIGIN_DOMAIN) > switchSeq || w.timestamp > Math.floor(switchAt / 1000),
+  );
+  assert.deepEqual(late, [], `no change of ${h.wpDb.name} in the origin's binary log after the switch`);
+  assert.ok(
+    writes.some((w) => w.db === 'shop_a' && seqOf(w.gtid, ORIGIN_DOMAIN) > switchSeq),
+    "while the shop's later orders are there (the log was read past the switch)",
+  );
+
+  // The other customers' databases: unchanged but for the shop program's own orders.
+  assert.deepEqual(await tableChecksums(origin, 'forum_b'), before.sums.forum_b, 'forum_b unchanged');
+  const shopNow = await tableChecksums(origin, 'shop_a');
+  assert.equal(shopNow.products, before.sums.shop_a!.products, 'shop_a.products unchanged');
+  const orders = await shopOrders(origin);
+  for (const [id, ref] of before.orders) assert.equal(orders.get(id), ref, `order ${id} unchanged`);
+  const added = [...orders].filter(([id]) => !before.orders.has(id)).map(([, ref]) => ref);
+  assert.ok(
+    added.every((r) => /^w-\d+$/.test(r)),
+    `only the program's orders were added: ${added.filter((r) => !/^w-\d+$/.test(r)).join(' ')}`,
+  );
+  const acked = written.acked.map((w) => w.ref);
+  assert.deepEqual(
+    acked.filter((r) => added.filter((a) => a === r).length !== 1),
+    [],
+    'every acknowledged order once',
+  );
+  const targetDbs = await databases(target);
+  for (const d of CUSTOMER_DBS)
+    assert.ok(!targetDbs.includes(d.name), `${d.name} was not copied to the target`);
+  assert.ok(targetDbs.includes(h.wpDb.name), 'the site database is on the target');
+
+  // Never read, never locked: no statement of Ferry's connections (any account but the
+  // customers' and the test's root) names another customer's database or takes a global lock.
+  const customers = new Set(['root', BLOG_ACCOUNT.user, ...CUSTOMER_DBS.map((d) => d.user)]);
+  const logged = await generalLog(origin);
+  const ferrys = logged.filter((s) => s.account !== '' && !customers.has(s.account.split('@')[0]!));
+  assert.ok(
+    ferrys.some((s) => s.argument.includes(h.wpDb.name)),
+    `Ferry's connections are in the origin's general log (${new Set(ferrys.map((s) => s.account)).size} accounts)`,
+  );
+  const touching = ferrys.filter((s) =>
+    CUSTOMER_DBS.some((d) => new RegExp(`\\b${d.name}\\b`).test(s.argument)),
+  );
+  assert.deepEqual(touching, [], "no statement of Ferry's names another customer's database");
+  const locks = ferrys.filter((s) =>
+    /\b(FLUSH\s+TABLES\s+WITH\s+READ\s+LOCK|LOCK\s+TABLES?)\b/i.test(s.argument),
+  );
+  assert.deepEqual(locks, [], 'Ferry took no lock another customer would wait on');
+
+  // Clean-up: the migration user gone, no replication connection left.
+  assert.deepEqual(await accounts(origin), before.accounts, "the origin's accounts are as before the move");
+  assert.deepEqual(await replicationConnections(target), [], 'no replication connection left on the target');
+  const filters = (await h.target.exec('ls', ['-1', target.optionDir!])).stdout.trim();
+  assert.equal(filters, '', "no channel filter file left in the target's MariaDB option folder");
+
+  // The origin's copy is a frozen backup: its user may read it, not write it; the target's may.
+  const grants = await grantsOf(origin, BLOG_ACCOUNT.user, BLOG_ACCOUNT.host);
+  const writable = grants.filter((g) => g.includes(`\`${h.wpDb.name}\``) && WRITE_PRIVILEGE.test(g));
+  assert.deepEqual(
+    writable,
+    [],
+    `the blog's user keeps no write privilege on the origin: ${grants.join(' | ')}`,
+  );
+  const blogLogin = {
+    user: h.wpDb.user,
+    password: h.wpDb.password,
+    database: h.wpDb.name,
+    table: 'wp_options',
+  };
+  assert.match(
+    (await tryNoopWrite(h.origin, origin, blogLogin)) ?? 'allowed',
+    /command denied/i,
+    "a write as the blog's user is refused on the origin",
+  );
+  assert.equal(await tryNoopWrite(h.target, target, blogLogin), null, 'and allowed on the target');
 }
