@@ -83,6 +83,17 @@ test(
       );
       const written = await writer!.stop();
       const switchAt = run.at['target-serve']!;
+      // The database moved through the migration's own steps, caught up inside the hold: the
+      // origin frozen, then the target the writer, then the switch; the source closed at the end.
+      const dbSteps = ['db-open-source', 'db-copy', 'db-freeze-origin', 'db-take-over', 'db-close-source'];
+      for (const step of dbSteps)
+        assert.ok(run.at[step] !== undefined, `step ${step} ran: ${Object.keys(run.at).join(' ')}`);
+      assert.ok(
+        run.at['db-copy']! <= run.at['db-freeze-origin']! &&
+          run.at['db-freeze-origin']! <= run.at['db-take-over']! &&
+          run.at['db-take-over']! <= switchAt,
+        'copy, freeze, take-over, then the switch',
+      );
 
       await assertDatabaseMoved(h, before, {
         written,
