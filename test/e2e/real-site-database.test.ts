@@ -94,6 +94,23 @@ test(
           run.at['db-take-over']! <= switchAt,
         'copy, freeze, take-over, then the switch',
       );
+      // The controller's events told the operator about the copy, the lag and the catch-up.
+      const dbEvents = h
+        .controller!.lines.map((l) => {
+          try {
+            return JSON.parse(l) as { type?: string; data?: { state?: string; lag?: { error?: string } } };
+          } catch {
+            return {};
+          }
+        })
+        .filter((e) => e.type === 'database');
+      const states = new Set(dbEvents.map((e) => e.data?.state));
+      for (const state of ['copied', 'lag', 'frozen', 'caught-up'])
+        assert.ok(states.has(state), `a database event '${state}': ${[...states].join(' ')}`);
+      assert.ok(
+        dbEvents.some((e) => e.data?.state === 'lag' && e.data.lag && !e.data.lag.error),
+        "the replication's lag was read without error",
+      );
 
       await assertDatabaseMoved(h, before, {
         written,
