@@ -2,7 +2,9 @@
  * The acceptance scenario of moving a provider's real site, shared by test/e2e/real-site-*.test.ts:
  * six namespaces on one bridge (client, dns, origin, target, db; see topology.ts), the origin and
  * the target being hosting servers (server-ns.ts) with the same web server (nginx or Apache 2.4)
- * and php8.2-fpm, the database host a MariaDB both reach. The origin hosts three customers on its
+ * and php8.2-fpm, the database host a MariaDB both reach. With `database: 'local'` there is no
+ * database host: each server runs its own MariaDB (binary log, GTIDs, a certificate) and
+ * WordPress's database lives on the origin's, to move with the site. The origin hosts three customers on its
  * shared IP (WordPress, the notes app, a static site; sites.ts), the target none. Then the
  * operator's way: `ferry agent --web-config <flavor>` on both servers (API over HTTPS), `ferry controller --config`
  * with the migrated site as `kind: web` in the dns namespace (its name server answers the sites),
@@ -67,12 +69,30 @@ export const REAL_SITE_BINARIES: Record<string, string[]> = {
   openssl: ['openssl'],
 };
 
+/** Where WordPress's database lives. */
+export interface HostingOptions {
+  /**
+   * `shared` (default): on a database host both servers reach, left in place. `local`: on the
+   * origin's own MariaDB (DB_HOST localhost), the target running one of its own; both bound to
+   * their server's address, with a certificate from the scenario's CA, each with its own
+   * server_id and gtid_domain_id, and the origin's logging every statement (general log).
+   */
+  database?: 'shared' | 'local';
+  /** With `local`: the origin's binary log (default on; off for the prerequisites' refusal). */
+  originBinlog?: boolean;
+}
+
 export interface Hosting {
   flavor: Flavor;
   dir: string;
   topo: Topology;
-  db: ServerNs;
+  database: 'shared' | 'local';
+  /** The database host (`shared` only). */
+  db?: ServerNs;
+  /** The MariaDB WordPress's database is on when the scenario starts (the origin's, with `local`). */
   maria: MariaDb;
+  /** The target's own MariaDB (`local` only). */
+  targetMaria?: MariaDb;
   wpDb: WpDb;
   ca: TestCa;
   origin: ServerNs;
@@ -93,9 +113,11 @@ export interface Hosting {
 export async function buildHosting(
   flavor: Flavor,
   extra?: (origin: ServerNs, h: Pick<Hosting, 'ca'>) => Promise<void>,
+  o: HostingOptions = {},
 ): Promise<Hosting> {
+  const database = o.database ?? 'shared';
   const dir = await mkdtemp(join(tmpdir(), `ferry-real-${flavor}-`));
-  const topo = new Topology({ db: true });
+  const topo = new Topology({ db: database === 'shared' });
   const servers: ServerNs[] = [];
   let closed = false;
   const closeSync = (ok: boolean) => {
@@ -110,6 +132,7 @@ export async function buildHosting(
     flavor,
     dir,
     topo,
+    database,
     agents: {},
     close: async (ok) => {
       closeSync(ok);
@@ -121,12 +144,20 @@ export async function buildHosting(
   };
   try {
     topo.create();
-    const db = await ServerNs.create('db', topo.ns.db);
-    servers.push(db);
-    const maria = await startMariaDb(db, NET.db);
-    const wpDb = { host: NET.db, name: 'wp_blog', user: 'blog', password: 'blog-db-' + 'p'.repeat(12) };
-    await maria.createDatabase(wpDb.name, wpDb.user, wpDb.password);
     const ca = await TestCa.create(join(dir, 'ca'));
+    const wpDb = {
+      host: database === 'shared' ? NET.db : 'localhost',
+      name: 'wp_blog',
+      user: 'blog',
+      password: 'blog-db-' + 'p'.repeat(12),
+    };
+    if (database === 'shared') {
+      const db = await ServerNs.create('db', topo.ns.db);
+      servers.push(db);
+      const maria = await startMariaDb(db, NET.db);
+      await maria.createDatabase(wpDb.name, wpDb.user, wpDb.password);
+      Object.assign(h, { db, maria });
+    }
     const sites = {
       blog: siteLayout('blog.example', 'wordpress', 'blog'),
       notes: siteLayout('notes.example', 'notes', 'notes'),
@@ -137,13 +168,28 @@ export async function buildHosting(
       notes: await ca.issue(sites.notes.names),
       stat: await ca.issue(sites.stat.names),
     };
-    Object.assign(h, { db, maria, wpDb, ca, sites, certs });
+    Object.assign(h, { wpDb, ca, sites, certs });
 
     const origin = await ServerNs.create('origin', topo.ns.origin);
     servers.push(origin);
     const target = await ServerNs.create('target', topo.ns.target);
     servers.push(target);
     Object.assign(h, { origin, target });
+    if (database === 'local') {
+      const [maria, targetMaria] = await Promise.all([
+        startMariaDb(origin, NET.origin, {
+          ...(o.originBinlog === false ? { serverId: 11 } : { binlog: { serverId: 11, domainId: 11 } }),
+          tls: { cert: await ca.issue([NET.origin]), caPem: ca.certPem },
+          generalLog: true,
+        }),
+        startMariaDb(target, NET.target, {
+          binlog: { serverId: 22, domainId: 22 },
+          tls: { cert: await ca.issue([NET.target]), caPem: ca.certPem },
+        }),
+      ]);
+      await maria.createDatabase(wpDb.name, wpDb.user, wpDb.password, 'localhost');
+      Object.assign(h, { maria, targetMaria });
+    }
     for (const [srv, name] of [
       [origin, 'origin'],
       [target, 'target'],
@@ -225,6 +271,7 @@ export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}):
           h.flavor,
           ...(h.flavor === 'apache' ? ['--web-include-dir', '/etc/apache2/conf-enabled'] : []),
           ...(o.siteRoots ?? ['/var/www']).flatMap((r) => ['--site-root', r]),
+          ...mariaDbArgs(h, name),
         ],
       }),
       { cwd: ROOT, env, logFile: join(h.dir, `agent-${name}.log`) },
@@ -232,6 +279,24 @@ export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}):
   }
   for (const name of ['origin', 'target'] as const)
     await h.agents[name]!.waitLine((l) => l.includes('listening on'), 30_000);
+}
+
+/**
+ * With a local database, the agent's MariaDB options: its administrator's option file, the CA of
+ * its MariaDB's certificate, the folder of option files mariadbd includes (the channel's filter
+ * goes there); its address is the server's shared IP and port 3306 (the defaults).
+ */
+function mariaDbArgs(h: Hosting, name: 'origin' | 'target'): string[] {
+  const m = name === 'origin' ? h.maria : h.targetMaria;
+  if (h.database !== 'local' || !m?.adminOptionFile || !m.optionDir) return [];
+  return [
+    '--mariadb-defaults-file',
+    m.adminOptionFile,
+    '--mariadb-ca',
+    join(h.ca.dir, 'ca.pem'),
+    '--mariadb-option-dir',
+    m.optionDir,
+  ];
 }
 
 function zone(h: Hosting, migrated: string[]): string {
@@ -352,13 +417,15 @@ export interface MigrateRun {
 
 /**
  * Run `ferry migrate DOMAIN --to target --watch --json` (and `args`, e.g. `--kind web`) from the
- * dns namespace and follow the controller's events.
+ * dns namespace and follow the controller's events; `onStep` runs (awaited before this returns)
+ * when a step is first seen, e.g. to sample a server at the switch.
  */
 export async function migrate(
   h: Hosting,
   domain: string,
   timeoutMs = 180_000,
   args: string[] = [],
+  onStep?: (step: string) => Promise<void>,
 ): Promise<MigrateRun> {
   const logFile = join(h.dir, `migrate-${domain}.log`);
   const proc = h.topo.spawn(
@@ -387,8 +454,10 @@ export async function migrate(
       } catch {
         continue;
       }
-      if (e.type === 'step' && e.data?.step && at[e.data.step] === undefined)
+      if (e.type === 'step' && e.data?.step && at[e.data.step] === undefined) {
         at[e.data.step] = e.at ?? Date.now();
+        if (onStep) sampling.push(onStep(e.data.step).catch(() => undefined));
+      }
       if (e.type === 'phase' && e.data?.phase) {
         const phase = e.data.phase;
         at[`phase:${phase}`] ??= e.at ?? Date.now();
@@ -473,13 +542,14 @@ export async function moveUnderLoad(
   h: Hosting,
   moved: SiteLayout,
   beforeLoad?: () => Promise<void>,
+  onStep?: (step: string) => Promise<void>,
 ): Promise<{ run: MigrateRun; seen: { results: SiteRequestResult[]; summary: SiteLoadSummary } }> {
   await startAgents(h);
   await startControllerAndResolver(h, [moved.domain]);
   await beforeLoad?.();
   const load = await startSiteLoad(h.topo, ROOT, scenarioLoad(h), `${h.dir}/load.log`);
   await new Promise((r) => setTimeout(r, 3000)); // traffic at IP1 before the migration
-  const run = await migrate(h, moved.domain);
+  const run = await migrate(h, moved.domain, 180_000, [], onStep);
   await new Promise((r) => setTimeout(r, 2000)); // and after it
   const seen = await load.stop();
   await assertMoved(h, run, seen, moved);
@@ -490,7 +560,8 @@ export async function moveUnderLoad(
  * The issue's acceptance for a moved site `moved`, from the load's view and both servers':
  * the migration completed; 0 failed requests on any site; the moved site served by both servers
  * and its stale clients still served after the switch; every acknowledged write of it once where it
- * now lives (comments in the database, uploads and notes on the target's disk), none written on the
+ * now lives (comments in the database, the target's when the database moved with the site; uploads
+ * and notes on the target's disk), none written on the
  * origin after the switch (its PHP-FPM access log names no request sent after it); the target
  * serving the site's own certificate; the other sites served by the origin only, and neither web
  * server reloaded between the start of the cut-over and the start of draining.
@@ -542,9 +613,14 @@ export async function assertMoved(
   // Writes: once where the site lives now, none on the origin after the switch.
   if (moved.kind === 'wordpress') {
     assert.ok(summary.comments.length > 5 && summary.uploads.length > 5, 'comments and uploads were made');
-    const inDb = await commentCounts(h.maria.sql, h.wpDb.name);
+    // A database on the origin moved with the site: the comments count where it lives now.
+    const inDb = await commentCounts((h.targetMaria ?? h.maria).sql, h.wpDb.name);
     const badComments = summary.comments.filter((c) => inDb.get(c.key) !== 1);
-    assert.deepEqual(badComments, [], 'every acknowledged comment once in the database');
+    assert.deepEqual(
+      badComments,
+      [],
+      `every acknowledged comment once in ${h.targetMaria ? "the target's" : 'the'} database`,
+    );
     const onTarget = await uploadCounts(h.target, moved);
     const badUploads = summary.uploads.filter((u) => onTarget.get(u.key) !== 1);
     assert.deepEqual(badUploads, [], "every acknowledged upload once on the target's disk");

@@ -359,13 +359,50 @@ export async function startApache(srv: ServerNs): Promise<NsChild> {
 export interface MariaDb {
   address: string;
   port: number;
+  /** Its socket, as its server sees it. */
+  socket: string;
   sql(statements: string): Promise<string>;
-  /** A database and a user with all rights on it, reachable from any address. */
-  createDatabase(name: string, user: string, password: string): Promise<void>;
+  /** A database and a user with all rights on it, reachable from `host` (default any address). */
+  createDatabase(name: string, user: string, password: string, host?: string): Promise<void>;
+  /** With `MariaDbOptions.binlog`: its binary log files' base name, on this machine. */
+  binlogBase?: string;
+  /** With `MariaDbOptions.generalLog`: the file every statement is logged to, on this machine. */
+  generalLogFile?: string;
+  /**
+   * With options: the folder (as its server sees it) of option files mariadbd reads at start
+   * (`!includedir`), and the option file (0600) of an administrator with every privilege:
+   * `[client]` user, password and socket, as Debian's debian.cnf.
+   */
+  optionDir?: string;
+  adminOptionFile?: string;
 }
 
-/** Install a fresh datadir in the server's folder and start `mariadbd` bound to `address`. */
-export async function startMariaDb(srv: ServerNs, address: string): Promise<MariaDb> {
+/**
+ * How a server's MariaDB is configured beyond the defaults (a provider's own configuration, for a
+ * database that moves with its site: docs/databases.md). Given, the server reads an option file in
+ * the server's /etc/mysql instead of running with `--no-defaults`.
+ */
+export interface MariaDbOptions {
+  /** The binary log on, in ROW format with GTID strict mode, with this server_id and gtid_domain_id. */
+  binlog?: { serverId: number; domainId: number };
+  /** Without a binary log, still a server_id of its own. */
+  serverId?: number;
+  /** The server's certificate and its CA (ssl_cert, ssl_key, ssl_ca). */
+  tls?: { cert: IssuedCert; caPem: string };
+  /** Log every statement with its connection (a test instrument: which account read which database). */
+  generalLog?: boolean;
+}
+
+/** The option file a configured server reads, and the folder of option files it includes. */
+const MARIADB_CNF = '/etc/mysql/ferry-test.cnf';
+const MARIADB_OPTION_DIR = '/etc/mysql/ferry-test.d';
+const MARIADB_ADMIN_CNF = '/etc/mysql/ferry-admin.cnf';
+
+/**
+ * Install a fresh datadir in the server's folder and start `mariadbd` bound to `address`; without
+ * `opts`, with `--no-defaults` and no binary log (a database host both servers share).
+ */
+export async function startMariaDb(srv: ServerNs, address: string, opts?: MariaDbOptions): Promise<MariaDb> {
   const datadir = join(srv.dir, 'mysql');
   const socket = '/run/mysqld/mysqld.sock';
   await mkdir(datadir, { recursive: true });
@@ -381,22 +418,60 @@ export async function startMariaDb(srv: ServerNs, address: string): Promise<Mari
     ],
     { timeoutMs: 120_000 },
   );
-  srv.spawn('mariadbd', [
-    'mariadbd',
-    '--no-defaults',
-    `--datadir=${datadir}`,
-    `--socket=${socket}`,
-    `--pid-file=${join(srv.dir, 'mariadbd.pid')}`,
-    `--bind-address=${address}`,
-    '--port=3306',
-    '--user=root',
-    '--skip-name-resolve',
-    '--skip-log-bin',
-    '--innodb-buffer-pool-size=32M',
-    '--innodb-log-file-size=16M',
-    '--performance-schema=OFF',
-    `--log-error=${join(srv.dir, 'mariadbd.err')}`,
-  ]);
+  const options = [
+    `datadir=${datadir}`,
+    `socket=${socket}`,
+    `pid-file=${join(srv.dir, 'mariadbd.pid')}`,
+    `bind-address=${address}`,
+    'port=3306',
+    'user=root',
+    'skip-name-resolve',
+    'innodb-buffer-pool-size=32M',
+    'innodb-log-file-size=16M',
+    'performance-schema=OFF',
+    `log-error=${join(srv.dir, 'mariadbd.err')}`,
+  ];
+  const extra: Partial<MariaDb> = {};
+  if (!opts) {
+    srv.spawn('mariadbd', ['mariadbd', '--no-defaults', ...options.map((o) => `--${o}`), '--skip-log-bin']);
+  } else {
+    if (opts.binlog) {
+      extra.binlogBase = join(srv.dir, 'binlog', 'mariadb-bin');
+      await mkdir(join(srv.dir, 'binlog'), { recursive: true });
+      options.push(
+        `server-id=${opts.binlog.serverId}`,
+        `gtid-domain-id=${opts.binlog.domainId}`,
+        `log-bin=${extra.binlogBase}`,
+        'binlog-format=ROW',
+        'gtid-strict-mode=ON',
+        `relay-log=${join(srv.dir, 'relay', 'relay-bin')}`,
+      );
+      await mkdir(join(srv.dir, 'relay'), { recursive: true });
+    } else {
+      options.push(`server-id=${opts.serverId ?? 1}`, 'skip-log-bin');
+    }
+    if (opts.tls) {
+      await srv.writeFile('/etc/mysql/ssl/ca.pem', opts.tls.caPem, { mode: 0o644 });
+      await srv.writeFile('/etc/mysql/ssl/server.pem', opts.tls.cert.certPem, { mode: 0o644 });
+      await srv.writeFile('/etc/mysql/ssl/server.key', opts.tls.cert.keyPem, { mode: 0o600 });
+      options.push(
+        'ssl-ca=/etc/mysql/ssl/ca.pem',
+        'ssl-cert=/etc/mysql/ssl/server.pem',
+        'ssl-key=/etc/mysql/ssl/server.key',
+      );
+    }
+    if (opts.generalLog) {
+      extra.generalLogFile = join(srv.dir, 'general.log');
+      options.push('general-log=ON', `general-log-file=${extra.generalLogFile}`, 'log-output=FILE');
+    }
+    await srv.exec('mkdir', ['-p', MARIADB_OPTION_DIR]);
+    await srv.writeFile(
+      MARIADB_CNF,
+      ['[mariadbd]', ...options, `!includedir ${MARIADB_OPTION_DIR}`, ''].join('\n'),
+    );
+    extra.optionDir = MARIADB_OPTION_DIR;
+    srv.spawn('mariadbd', ['mariadbd', `--defaults-file=${MARIADB_CNF}`]);
+  }
   const sql = async (statements: string) =>
     (
       await srv.exec('mariadb', ['--no-defaults', `--socket=${socket}`, '-uroot', '-N', '-B'], {
@@ -404,15 +479,31 @@ export async function startMariaDb(srv: ServerNs, address: string): Promise<Mari
       })
     ).stdout;
   await waitFor(`mariadbd@${srv.name}`, 60_000, async () => (await sql('SELECT 1')).trim() === '1');
+  if (opts) {
+    const password = 'admin-' + randomBytes(12).toString('hex');
+    await sql(
+      `CREATE USER 'admin'@'localhost' IDENTIFIED BY '${password}';\n` +
+        `GRANT ALL ON *.* TO 'admin'@'localhost' WITH GRANT OPTION;\n` +
+        (opts.binlog ? 'RESET MASTER;\n' : ''),
+    );
+    await srv.writeFile(
+      MARIADB_ADMIN_CNF,
+      `[client]\nuser = admin\npassword = ${password}\nsocket = ${socket}\n`,
+      { mode: 0o600 },
+    );
+    extra.adminOptionFile = MARIADB_ADMIN_CNF;
+  }
   return {
     address,
     port: 3306,
+    socket,
     sql,
-    createDatabase: async (name, user, password) => {
+    ...extra,
+    createDatabase: async (name, user, password, host = '%') => {
       await sql(
         `CREATE DATABASE IF NOT EXISTS \`${name}\` CHARACTER SET utf8mb4;\n` +
-          `CREATE USER IF NOT EXISTS '${user}'@'%' IDENTIFIED BY '${password}';\n` +
-          `GRANT ALL ON \`${name}\`.* TO '${user}'@'%';\n`,
+          `CREATE USER IF NOT EXISTS '${user}'@'${host}' IDENTIFIED BY '${password}';\n` +
+          `GRANT ALL ON \`${name}\`.* TO '${user}'@'${host}';\n`,
       );
     },
   };
