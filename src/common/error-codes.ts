@@ -96,8 +96,14 @@ export const ERROR_CODES = {
     'GTIDs are not usable for the migration (strict mode off, or both servers share a gtid_domain_id)',
   ),
   DB_MISSING: notFound('the database does not exist on the server'),
+  DB_NOT_CONFIGURED: conflict(
+    "a server's agent cannot move databases (no --mariadb-defaults-file, or an older agent)",
+  ),
   DB_QUERY: upstream('a MariaDB statement failed (its own message follows)'),
   DB_REPLICATION: failed("the replication channel stopped with an error (the server's own message follows)"),
+  DB_ROLLBACK_AFTER_SWITCH: conflict(
+    'a site whose databases moved cannot be rolled back after the switch by Ferry (docs/databases.md)',
+  ),
   DB_UNREACHABLE: upstream('cannot connect to a MariaDB server'),
   DB_VERSION: conflict("the target's MariaDB is older than the origin's, or a server is not MariaDB"),
   DNS_ALREADY_STARTED: failed('the name server was started twice'),

@@ -311,6 +311,28 @@ async function resolveConfig(
             },
           }
         : {}),
+      ...(s.databases
+        ? {
+            databases: s.databases.map((d) => ({
+              name: d.name,
+              ...(d.users ? { users: d.users } : {}),
+              ...(d.host ? { host: d.host } : {}),
+            })),
+          }
+        : {}),
+      ...(s.database
+        ? {
+            database: {
+              ...(s.database.catchUpTimeoutMs !== undefined
+                ? { catchUpTimeoutMs: s.database.catchUpTimeoutMs }
+                : {}),
+              ...(s.database.catchUpAttempts !== undefined
+                ? { catchUpAttempts: s.database.catchUpAttempts }
+                : {}),
+              ...(s.database.retryDelayMs !== undefined ? { retryDelayMs: s.database.retryDelayMs } : {}),
+            },
+          }
+        : {}),
     })),
     defaults: {
       ...(d.ttl !== undefined ? { ttl: d.ttl } : {}),

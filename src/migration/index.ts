@@ -32,6 +32,10 @@ export {
   type FamilySuffix,
 } from './steps.js';
 export type {
+  DatabaseDeclaration,
+  DatabaseLag,
+  DatabaseSource,
+  SiteDatabasesPlan,
   DnsProvider,
   HostDriver,
   RedirectStats,
@@ -55,6 +59,9 @@ export {
   DEFAULT_TIMINGS,
   DEFAULT_PARITY,
   DEFAULT_BACKUP_KEEP_MS,
+  DEFAULT_DATABASE_OPTIONS,
+  type DatabaseOptions,
+  type DatabasesPlanned,
   type SiteKind,
   type WebPlan,
   type Phase,

@@ -10,8 +10,12 @@ import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type { SiteNeeds, WebSite, WebSitesReport } from '../agent/webconfig/model.js';
 import type {
+  DatabaseDeclaration,
+  DatabaseLag,
+  DatabaseSource,
   DnsProvider,
   HostDriver,
+  SiteDatabasesPlan,
   RedirectStats,
   SyncSiteOptions,
   WebBundle,
@@ -56,7 +60,9 @@ const PERMANENT = new Set<string>([
 ]);
 
 function isPermanent(code: string): boolean {
-  return PERMANENT.has(code) || statusOfCode(code) === 400;
+  // A database's answer is the server's own (a timed-out catch-up, a refused user): asking again
+  // at once changes nothing, and the orchestrator decides what follows.
+  return PERMANENT.has(code) || code.startsWith('DB_') || statusOfCode(code) === 400;
 }
 
 /** Run `fn` with a per-attempt timeout, retrying transient failures with exponential backoff. */
@@ -125,6 +131,17 @@ export class ResilientHost implements HostDriver {
     role: 'origin' | 'target',
     opts?: { backupKeepMs?: number },
   ) => Promise<void>;
+  planDatabases?: HostDriver['planDatabases'];
+  checkDatabases?: HostDriver['checkDatabases'];
+  openDatabaseSource?: HostDriver['openDatabaseSource'];
+  copyDatabases?: HostDriver['copyDatabases'];
+  databaseLag?: HostDriver['databaseLag'];
+  freezeDatabases?: HostDriver['freezeDatabases'];
+  thawDatabases?: HostDriver['thawDatabases'];
+  takeOverDatabases?: HostDriver['takeOverDatabases'];
+  startDatabaseChannel?: HostDriver['startDatabaseChannel'];
+  dropDatabaseCopy?: HostDriver['dropDatabaseCopy'];
+  closeDatabaseSource?: HostDriver['closeDatabaseSource'];
 
   constructor(
     readonly inner: HostDriver,
@@ -185,6 +202,67 @@ export class ResilientHost implements HostDriver {
           this.policy.syncTimeoutMs,
         );
     }
+    this.wrapDatabases(inner);
+  }
+
+  /**
+   * The database calls, wrapped only when the inner driver has them. Labels name the migration
+   * and the domain, never a source (a secret). The copy gets the sync's time; the take-over its
+   * own bound on top of the ordinary call's.
+   */
+  private wrapDatabases(inner: HostDriver): void {
+    const bind = <K extends keyof HostDriver>(k: K) => {
+      const f = inner[k];
+      return typeof f === 'function' ? (f as (...a: unknown[]) => unknown).bind(inner) : undefined;
+    };
+    const plan = bind('planDatabases') as HostDriver['planDatabases'];
+    if (plan)
+      this.planDatabases = (d: string, decl?: DatabaseDeclaration[]) =>
+        this.call(`planDatabases(${d})`, () => (decl ? plan(d, decl) : plan(d)));
+    const check = bind('checkDatabases') as HostDriver['checkDatabases'];
+    if (check)
+      this.checkDatabases = (d: string, p: SiteDatabasesPlan) =>
+        this.call(`checkDatabases(${d})`, () => check(d, p));
+    const open = bind('openDatabaseSource') as HostDriver['openDatabaseSource'];
+    if (open)
+      this.openDatabaseSource = (id: string, d: string, addr: string, decl?: DatabaseDeclaration[]) =>
+        this.call(`openDatabaseSource(${id}, ${d})`, () =>
+          decl ? open(id, d, addr, decl) : open(id, d, addr),
+        );
+    const copy = bind('copyDatabases') as HostDriver['copyDatabases'];
+    if (copy)
+      this.copyDatabases = (id: string, d: string, src: DatabaseSource, p: SiteDatabasesPlan) =>
+        this.call(`copyDatabases(${id}, ${d})`, () => copy(id, d, src, p), this.policy.syncTimeoutMs);
+    const lag = bind('databaseLag') as HostDriver['databaseLag'];
+    if (lag)
+      this.databaseLag = (id: string): Promise<DatabaseLag> => this.call(`databaseLag(${id})`, () => lag(id));
+    const freeze = bind('freezeDatabases') as HostDriver['freezeDatabases'];
+    if (freeze)
+      this.freezeDatabases = (id: string, d: string) =>
+        this.call(`freezeDatabases(${id}, ${d})`, () => freeze(id, d));
+    const thaw = bind('thawDatabases') as HostDriver['thawDatabases'];
+    if (thaw)
+      this.thawDatabases = (id: string, d: string) =>
+        this.call(`thawDatabases(${id}, ${d})`, () => thaw(id, d));
+    const take = bind('takeOverDatabases') as HostDriver['takeOverDatabases'];
+    if (take)
+      this.takeOverDatabases = (id: string, d: string, pos: string, ms: number) =>
+        this.call(
+          `takeOverDatabases(${id}, ${d}, ${pos})`,
+          () => take(id, d, pos, ms),
+          ms + this.policy.callTimeoutMs,
+        );
+    const start = bind('startDatabaseChannel') as HostDriver['startDatabaseChannel'];
+    if (start)
+      this.startDatabaseChannel = (id: string, d: string, src: DatabaseSource, pos: string) =>
+        this.call(`startDatabaseChannel(${id}, ${d}, ${pos})`, () => start(id, d, src, pos));
+    const drop = bind('dropDatabaseCopy') as HostDriver['dropDatabaseCopy'];
+    if (drop)
+      this.dropDatabaseCopy = (id: string, d: string) =>
+        this.call(`dropDatabaseCopy(${id}, ${d})`, () => drop(id, d));
+    const close = bind('closeDatabaseSource') as HostDriver['closeDatabaseSource'];
+    if (close)
+      this.closeDatabaseSource = (id: string) => this.call(`closeDatabaseSource(${id})`, () => close(id));
   }
 
   /** `attemptFailed` runs as soon as an attempt failed or timed out, before the backoff. */
