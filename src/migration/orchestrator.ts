@@ -304,6 +304,16 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     return this.get(id);
   }
 
+  /**
+   * Throws `DB_ROLLBACK_AFTER_SWITCH` when migration `id` cannot be rolled back: its site's
+   * databases have the target as their writer (they are not replicated back). Changes nothing.
+   */
+  async refuseRollback(id: string): Promise<void> {
+    const rec = this.get(id);
+    if (rec.phase === 'rolled-back') return;
+    await this.newRun(rec.plan, undefined).refuseReverse();
+  }
+
   /** Go on with a `failed` migration from the phase it failed in (after the cause was fixed). */
   async resume(id: string, signal?: AbortSignal): Promise<MigrationRecord> {
     const rec = this.get(id);
@@ -733,6 +743,7 @@ class MigrationRun {
         if (this.journaledNote(STEP.dbCopied)) this.startLag();
         return this.preflight();
       case 'cutover':
+        if (this.journaledNote(STEP.dbCopied) && !this.journaledNote(STEP.dbTookOver)) this.startLag();
         return this.cutover();
       case 'draining':
         await this.draining();
@@ -768,7 +779,7 @@ class MigrationRun {
         await planWebSite(this.origin, this.target, domain, this.overrides);
         const db = await planDatabases(this.origin, this.target, domain, this.plan.web?.databases);
         // Journaled for a resumed run: what moves, and where the target replicates from.
-        if (db) this.note(STEP.dbPlan, { ...db });
+        if (db && (db.move.length || db.leftInPlace.length)) this.note(STEP.dbPlan, { ...db });
       }
     } else if (!(await this.origin.hasSite(domain))) {
       throw new FerryError('PLAN_NO_SITE', `origin ${this.origin.id} does not host ${domain}`);
