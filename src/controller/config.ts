@@ -103,7 +103,14 @@ function issueLines(err: z.ZodError): string[] {
   const lines: string[] = [];
   for (const i of err.issues) {
     if (i.code === 'unrecognized_keys') {
-      for (const k of i.keys) lines.push(`${pathText([...i.path, k])}: unknown key${suggest(k)}`);
+      for (const k of i.keys)
+        lines.push(
+          `${pathText([...i.path, k])}: unknown key${
+            k === 'password' && i.path.includes('databases')
+              ? "; a declared database has no password (its accounts are copied as the origin's MariaDB stores them)"
+              : suggest(k)
+          }`,
+        );
     } else if (i.code === 'invalid_union' && 'note' in i && i.note === 'No matching discriminator') {
       const p = i.path[i.path.length - 1] === 'provider' ? i.path : [...i.path, 'provider'];
       lines.push(`${pathText(p)}: must be embedded or rfc2136`);
