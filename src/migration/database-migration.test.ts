@@ -20,6 +20,7 @@ import {
   Journal,
   Orchestrator,
   STEP,
+  describeDatabases,
   type DatabaseDeclaration,
   type DatabaseSource,
   type HostDriver,
@@ -366,6 +367,10 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
       [['analytics', 'on a host both servers reach']],
     );
     assert.equal(p?.replicaAddress, sb.opts.targetIp);
+    assert.deepEqual(describeDatabases(p!), [
+      'moves: wp_shop (3.0 MiB, users wp_shop; from /var/www/wp-config.php:23)',
+      'left in place: analytics on db.example:3306 (on a host both servers reach; from ferry.yaml)',
+    ]);
     const rec = await ctl.wait('shop');
     assert.equal(rec.phase, 'completed', rec.error);
     const d = db('shop.example');

@@ -44,6 +44,7 @@ export type {
   WebBundle,
   WebSiteOverrides,
 } from './ports.js';
+export { planDatabases, describeDatabases } from './databases.js';
 export {
   planWebSite,
   refusalsOf,
