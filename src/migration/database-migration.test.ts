@@ -110,6 +110,12 @@ function databaseMethods(
       },
     };
   return {
+    freezeDatabases: async (id, domain) => {
+      const d = of(domain, id);
+      d.writers.delete('target');
+      d.check('freezeDatabases (target)');
+      return { position: `0-12-${d.originSeq}` };
+    },
     checkDatabases: async (domain) => {
       if (opts.noCheck?.has(domain.replace(/\.$/, '')))
         throw new FerryError('DB_EXISTS', `the target has a database named like ${domain}'s`);
@@ -212,6 +218,7 @@ function simulated(
   extra: Partial<HostDriver>,
   calls: Call[],
   dbs: Map<string, SiteDb>,
+  refuse: (method: string, args: unknown[]) => boolean = () => false,
 ): HostDriver {
   return new Proxy(inner, {
     get(target, prop) {
@@ -223,6 +230,8 @@ function simulated(
       return async (...args: unknown[]) => {
         calls.push({ at: Date.now(), host: inner.id, method: String(prop), args });
         for (const [d, db] of dbs) db.check(`${inner.id}.${String(prop)} (${d})`);
+        if (refuse(String(prop), args))
+          throw new FerryError('AGENT_DOWN', `${String(prop)} refused by the test`);
         return (v as (...a: unknown[]) => unknown).apply(own ? extra : target, args);
       };
     },
@@ -232,6 +241,7 @@ function simulated(
 describe('orchestrator: a web site with databases (agents simulated at the HostDriver boundary)', () => {
   const sites = [
     'shop.example.',
+    'noswitch.example.',
     'retry.example.',
     'stall.example.',
     'crash.example.',
@@ -277,7 +287,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
 
   before(async () => {
     await sb.start();
-    for (const d of ['shop', 'retry', 'stall', 'crash', 'taken'])
+    for (const d of ['shop', 'noswitch', 'retry', 'stall', 'crash', 'taken'])
       dbs.set(`${d}.example`, new SiteDb(plan(`wp_${d}`)));
     ticker = setInterval(() => dbs.forEach((d) => d.tick()), 5);
     const port = sb.httpPort;
@@ -298,6 +308,8 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
       },
       calls,
       dbs,
+      // The switch of noswitch.example fails right after its take-over.
+      (method, args) => method === 'setSiteMode' && args[0] === 'noswitch.example.' && args[1] === 'serve',
     );
     journal = new Journal(join(sb.dataDir, 'db-journal.sqlite'), { durability: 'process' });
     ctl = new Controller({
@@ -434,6 +446,23 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     await assert.rejects(ctl.rollback('shop'), (e: unknown) => isFerryError(e, 'DB_ROLLBACK_AFTER_SWITCH'));
     assert.equal(ctl.migration('shop').phase, 'completed');
     assert.deepEqual([...db('shop.example').writers], ['target']);
+  });
+
+  it('a switch that fails after the take-over rolls back: the target stops writing before the origin writes again', async () => {
+    await ctl.startMigration({ domain: 'noswitch.example.', to: 'target', id: 'noswitch' });
+    const rec = await ctl.wait('noswitch');
+    assert.equal(rec.phase, 'rolled-back', rec.error);
+    const d = db('noswitch.example');
+    assert.deepEqual(d.violations, []);
+    assert.deepEqual([...d.writers], ['origin']);
+    assert.equal(d.sourceOpen, false);
+    const seq = mine('noswitch').map((c) => `${c.host}.${c.method}`);
+    const take = seq.indexOf('target.takeOverDatabases');
+    const freezeTarget = seq.indexOf('target.freezeDatabases', take);
+    const drop = seq.indexOf('target.dropDatabaseCopy', take);
+    const thaw = seq.indexOf('origin.thawDatabases', take);
+    assert.ok(take >= 0 && freezeTarget > take && drop > freezeTarget && thaw > drop, seq.join(' '));
+    assert.equal(sb.originSites.mode('noswitch.example.'), 'serve');
   });
 
   it('a catch-up that times out releases back to the origin, which writes again, and the next cut-over succeeds', async () => {

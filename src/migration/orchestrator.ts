@@ -1473,14 +1473,21 @@ class MigrationRun {
   }
 
   /**
-   * A web site's databases before the switch, first of all: the target's copy goes (so it is no
-   * writer, also when its take-over ran), then the origin's site users get their writes back,
-   * then the migration's replication user goes. Each is idempotent, so a resumed undo repeats it.
+   * A web site's databases before the switch, first of all: when the target's take-over ran (the
+   * switch after it failed), the target's site users lose their writes; the target's copy and
+   * channel go (`dropDatabaseCopy`); only then do the origin's site users get their writes back;
+   * last the migration's replication user goes. Never two writers, and each step is idempotent,
+   * so a resumed undo repeats it.
    */
   private async undoDatabases(): Promise<void> {
     const db = this.databases;
     if (!db || !this.journaled(STEP.dbOpenSource)) return;
     const { domain } = this.plan;
+    if (this.journaled(STEP.dbTakeOver)) {
+      // The target may be the writer already (the switch after its take-over failed).
+      const freeze = this.dbCall(this.target, 'freezeDatabases');
+      await this.step(STEP.undoDbFreezeTarget, () => freeze(this.id, domain));
+    }
     if (this.journaled(STEP.dbCopy)) {
       const drop = this.dbCall(this.target, 'dropDatabaseCopy');
       await this.step(STEP.undoDbDropCopy, () => drop(this.id, domain));

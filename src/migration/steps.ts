@@ -72,6 +72,8 @@ export const STEP = {
   undoOriginServe: 'undo-origin-serve',
   // A web site's databases, before anything else is undone: the target's copy goes (it is then
   // no writer), the origin writes again, its replication user goes.
+  /** After a take-over (the switch itself failed): the target's site users lose their writes first. */
+  undoDbFreezeTarget: 'undo-db-freeze-target',
   undoDbDropCopy: 'undo-db-drop-copy',
   undoDbThawOrigin: 'undo-db-thaw-origin',
   undoDbCloseSource: 'undo-db-close-source',
