@@ -102,7 +102,7 @@ export const ERROR_CODES = {
   DB_QUERY: upstream('a MariaDB statement failed (its own message follows)'),
   DB_REPLICATION: failed("the replication channel stopped with an error (the server's own message follows)"),
   DB_ROLLBACK_AFTER_SWITCH: conflict(
-    'a site whose databases moved cannot be rolled back after the switch by Ferry (docs/databases.md)',
+    "a site's databases cannot be replicated back (the migration completed, or its journal lacks what the reverse channel needs)",
   ),
   DB_UNREACHABLE: upstream('cannot connect to a MariaDB server'),
   DB_VERSION: conflict("the target's MariaDB is older than the origin's, or a server is not MariaDB"),

@@ -564,7 +564,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     if (rec.phase === 'rolled-back') return rec;
     if (this.stopping.signal.aborted)
       throw new FerryError('CONTROLLER_STOPPING', 'the controller is shutting down');
-    // A refusal (databases that moved are not replicated back) leaves a running migration running.
+    // A refusal (databases that cannot be replicated back) leaves a running migration running.
     await this.orchestrator.refuseRollback(id);
     // Stop the run first (it ends at its next step or wait), then undo from where it stopped.
     const running = this.running.get(id);

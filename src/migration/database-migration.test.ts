@@ -42,6 +42,11 @@ class SiteDb {
   /** Take-overs that will time out (the channel does not apply while one is waiting). */
   stalled = 0;
   tookOver: { waitedMs: number; writerPosition: string } | null = null;
+  /** A rollback after the switch: the reverse source (on the target) and channel (on the origin). */
+  reverse: { sourceOpen: boolean; address?: string; channelFrom?: string; tookOver: boolean } = {
+    sourceOpen: false,
+    tookOver: false,
+  };
   readonly violations: string[] = [];
   declared: DatabaseDeclaration[] | undefined;
 
@@ -108,6 +113,22 @@ function databaseMethods(
         const d = byId(id);
         d.sourceOpen = false;
       },
+      startDatabaseChannel: async (id, domain, source, position) => {
+        const d = of(domain, id);
+        if (source.password !== SECRET || !d.reverse.sourceOpen)
+          throw new FerryError('DB_AUTH', 'the source is not the one opened');
+        d.reverse.channelFrom ??= position;
+      },
+      takeOverDatabases: async (id, domain, position) => {
+        const d = of(domain, id);
+        if (d.writers.has('target')) d.violations.push('reverse take-over while the target writes');
+        assert.ok(d.reverse.channelFrom, 'the reverse channel runs');
+        assert.match(position, /^0-12-/);
+        d.writers.add('origin');
+        d.reverse.tookOver = true;
+        d.check('takeOverDatabases (origin)');
+        return { waitedMs: 1, writerPosition: `0-11-${d.originSeq}` };
+      },
     };
   return {
     freezeDatabases: async (id, domain) => {
@@ -115,6 +136,20 @@ function databaseMethods(
       d.writers.delete('target');
       d.check('freezeDatabases (target)');
       return { position: `0-12-${d.originSeq}` };
+    },
+    thawDatabases: async (id, domain) => {
+      const d = of(domain, id);
+      if (d.writers.has('origin')) d.violations.push('target thawed while the origin writes');
+      d.writers.add('target');
+    },
+    openDatabaseSource: async (id, domain, replicaAddress) => {
+      const d = of(domain, id);
+      d.reverse.sourceOpen = true;
+      d.reverse.address = replicaAddress;
+      return { host: '127.0.0.2', port: 3306, user: `ferry_${id}`, password: SECRET };
+    },
+    closeDatabaseSource: async (id) => {
+      byId(id).reverse.sourceOpen = false;
     },
     checkDatabases: async (domain) => {
       if (opts.noCheck?.has(domain.replace(/\.$/, '')))
@@ -241,6 +276,7 @@ function simulated(
 describe('orchestrator: a web site with databases (agents simulated at the HostDriver boundary)', () => {
   const sites = [
     'shop.example.',
+    'back.example.',
     'noswitch.example.',
     'retry.example.',
     'stall.example.',
@@ -283,11 +319,12 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
   let target: HostDriver;
   let ticker: NodeJS.Timeout;
   const noCheck = new Set<string>();
+  const broken = { back: true };
   const timings = { ttl: 1, quietWindowMs: 300, dnsTempCapMs: 3000, drainCapMs: 3000, pollMs: 50 };
 
   before(async () => {
     await sb.start();
-    for (const d of ['shop', 'noswitch', 'retry', 'stall', 'crash', 'taken'])
+    for (const d of ['shop', 'back', 'noswitch', 'retry', 'stall', 'crash', 'taken'])
       dbs.set(`${d}.example`, new SiteDb(plan(`wp_${d}`)));
     ticker = setInterval(() => dbs.forEach((d) => d.tick()), 5);
     const port = sb.httpPort;
@@ -299,6 +336,8 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
       },
       calls,
       dbs,
+      // back.example's redirect cannot be pointed at the target: it fails after the switch.
+      (method, args) => method === 'setRedirectUpstream' && args[0] === 'mig-back' && broken.back,
     );
     target = simulated(
       sb.target,
@@ -442,10 +481,44 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
       assert.ok(steps.includes(s), s);
   });
 
-  it('a completed migration with databases is not rolled back (they are not replicated back): a clear refusal, nothing changes', async () => {
+  it('a completed migration with databases is not rolled back (its migration users are gone): a clear refusal, nothing changes', async () => {
     await assert.rejects(ctl.rollback('shop'), (e: unknown) => isFerryError(e, 'DB_ROLLBACK_AFTER_SWITCH'));
     assert.equal(ctl.migration('shop').phase, 'completed');
     assert.deepEqual([...db('shop.example').writers], ['target']);
+  });
+
+  it('a rollback after the switch replicates the databases back: the target frozen, the origin caught up, then it serves', async () => {
+    await ctl.startMigration({ domain: 'back.example.', to: 'target', id: 'back' });
+    let rec = await ctl.wait('back');
+    assert.equal(rec.phase, 'failed', 'the redirect could not be pointed at the target');
+    const d = db('back.example');
+    assert.deepEqual([...d.writers], ['target'], 'the target writes after the switch');
+    broken.back = false;
+    rec = await ctl.rollback('back');
+    assert.equal(rec.phase, 'rolled-back', rec.error);
+    assert.deepEqual(d.violations, []);
+    assert.deepEqual([...d.writers], ['origin']);
+    assert.equal(d.reverse.address, '127.0.0.1', "the reverse source is made for the origin's address");
+    assert.equal(
+      d.reverse.channelFrom,
+      d.tookOver?.writerPosition,
+      "the channel starts at the target's take-over",
+    );
+    assert.equal(d.reverse.sourceOpen, false);
+    assert.equal(d.sourceOpen, false, 'the forward user goes too');
+    const seq = mine('back').map(
+      (c) => `${c.host}.${c.method}${c.method === 'setSiteMode' && c.args[1] === 'serve' ? '(serve)' : ''}`,
+    );
+    const start = seq.indexOf('origin.startDatabaseChannel');
+    const reverseSync = seq.indexOf('target.syncSite', start);
+    const freeze = seq.indexOf('target.freezeDatabases', reverseSync);
+    const take = seq.indexOf('origin.takeOverDatabases', freeze);
+    const serve = seq.indexOf('origin.setSiteMode(serve)', take);
+    assert.ok(
+      start >= 0 && reverseSync > start && freeze > reverseSync && take > freeze && serve > take,
+      seq.join(' '),
+    );
+    assert.equal(sb.originSites.mode('back.example.'), 'serve');
   });
 
   it('a switch that fails after the take-over rolls back: the target stops writing before the origin writes again', async () => {
@@ -595,6 +668,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
   it('never puts the source password in the journal or an event', () => {
     const all = JSON.stringify([...sites.map((s) => journal.entries(s.replace(/\.example\.$/, ''))), events]);
     assert.ok(all.includes('wp_shop'), 'the journal and events were read');
+    assert.ok(all.includes(STEP.reverseDbStartChannel), 'the reverse was read too');
     assert.ok(!all.includes(SECRET), 'the password is nowhere');
     for (const d of dbs.values()) assert.deepEqual(d.violations, []);
   });

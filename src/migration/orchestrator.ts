@@ -305,8 +305,8 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
   }
 
   /**
-   * Throws `DB_ROLLBACK_AFTER_SWITCH` when migration `id` cannot be rolled back: its site's
-   * databases have the target as their writer (they are not replicated back). Changes nothing.
+   * Throws `DB_ROLLBACK_AFTER_SWITCH` when migration `id` cannot be rolled back: the target writes
+   * its site's databases and they cannot be replicated back (see `refuseReverse`). Changes nothing.
    */
   async refuseRollback(id: string): Promise<void> {
     const rec = this.get(id);
@@ -971,7 +971,8 @@ class MigrationRun {
       const res = await this.step(STEP.dbCopy, () => copy(this.id, domain, source, plan), {
         databases: db.move.map((m) => m.name),
       });
-      this.note(STEP.dbCopied, { bytes: res.bytes, ms: res.ms });
+      // The origin's address (not secret) is where its MariaDB replicates from on a rollback.
+      this.note(STEP.dbCopied, { bytes: res.bytes, ms: res.ms, originAddress: source.host });
       this.emitDatabase('copied', { bytes: res.bytes, ms: res.ms });
     }
     this.startLag();
@@ -1501,16 +1502,102 @@ class MigrationRun {
   }
 
   /**
-   * `DB_ROLLBACK_AFTER_SWITCH` once the target is the writer of the site's databases: they are
-   * not replicated back, so the target stays the only writer and the origin's copy its frozen backup.
+   * `DB_ROLLBACK_AFTER_SWITCH` when the target writes the site's databases and the reverse channel
+   * cannot be made: the migration completed (its users are gone, the origin's site is in its
+   * backup), or the journal lacks the origin's address. The target then stays the only writer.
    */
   async refuseReverse(): Promise<void> {
     const db = this.databases;
     if (!db || !this.journaled(STEP.dbTakeOver) || !(await this.isSwitched())) return;
+    const why = !this.originDbAddress()
+      ? "the journal lacks the origin's database address"
+      : this.journaled(STEP.dbCloseSource)
+        ? 'the migration completed'
+        : undefined;
+    if (!why) return;
     throw new FerryError(
       'DB_ROLLBACK_AFTER_SWITCH',
-      `${this.plan.domain} switched to target ${this.target.id}, which is now the only writer of its databases (${db.move.map((m) => m.name).join(', ')}); Ferry cannot replicate them back yet, so nothing was rolled back. Finish the migration with: ferry resume ${this.id} (the origin keeps its copy frozen as their backup)`,
+      `${this.plan.domain} switched to target ${this.target.id}, which is now the only writer of its databases (${db.move.map((m) => m.name).join(', ')}), and ${why}: Ferry cannot replicate them back, so nothing was rolled back (the origin keeps its copy frozen as their backup)`,
     );
+  }
+
+  /** The origin's MariaDB address, as its source said (journaled with the copy). */
+  private originDbAddress(): string | undefined {
+    const d = this.entries()
+      .filter((e) => e.kind === 'note' && e.step === STEP.dbCopied)
+      .pop()?.detail as { originAddress?: string } | undefined;
+    return d?.originAddress;
+  }
+
+  /** The reverse migration's id for the agents' database calls (its own channel, user and state). */
+  private get reverseDbId(): string {
+    return `${this.id}-reverse`;
+  }
+
+  /**
+   * A rollback after the switch, for the databases: the target opens a source for the origin's
+   * address and the origin starts the reverse channel at the target's position of its take-over.
+   * The origin's frozen copy is the state the target started from, so nothing is copied.
+   */
+  private async openReverseChannel(): Promise<void> {
+    const { domain } = this.plan;
+    const took = this.entries()
+      .filter((e) => e.kind === 'note' && e.step === STEP.dbTookOver)
+      .pop()?.detail as { writerPosition?: string } | undefined;
+    const position = took?.writerPosition;
+    const address = this.originDbAddress();
+    if (!position || !address)
+      throw new FerryError(
+        'DB_ROLLBACK_AFTER_SWITCH',
+        `${domain}: the journal lacks the target's position at its take-over or the origin's address; its databases cannot be replicated back`,
+      );
+    const open = this.dbCall(this.target, 'openDatabaseSource');
+    const start = this.dbCall(this.origin, 'startDatabaseChannel');
+    const source = await this.step(
+      STEP.reverseDbOpenSource,
+      () => open(this.reverseDbId, domain, address, ...this.withDeclared()),
+      { replicaAddress: address },
+    );
+    await this.step(STEP.reverseDbStartChannel, () => start(this.reverseDbId, domain, source, position), {
+      position,
+    });
+  }
+
+  /**
+   * Inside the reverse hold: the target's site users lose their writes, the origin applies the
+   * target's last write (bounded) and becomes the only writer. On a timeout the target writes and
+   * serves again and the redirects release to it (their upstream is still the target); the
+   * rollback then fails with the reason and can be asked again.
+   */
+  private async reverseTakeOver(redirects: Family[]): Promise<void> {
+    const { domain } = this.plan;
+    const freeze = this.dbCall(this.target, 'freezeDatabases');
+    const takeOver = this.dbCall(this.origin, 'takeOverDatabases');
+    const timeoutMs = this.dbOptions.catchUpTimeoutMs;
+    const { position } = await this.step(STEP.reverseDbFreezeTarget, () => freeze(this.reverseDbId, domain));
+    this.emitDatabase('frozen', { position });
+    try {
+      const r = await this.step(
+        STEP.reverseDbTakeOver,
+        () => takeOver(this.reverseDbId, domain, position, timeoutMs),
+        { position, timeoutMs },
+      );
+      this.emitDatabase('caught-up', { waitedMs: r.waitedMs });
+    } catch (err) {
+      if (!isFerryError(err, 'DB_CATCHUP_TIMEOUT')) throw err;
+      const thaw = this.dbCall(this.target, 'thawDatabases');
+      await this.step(STEP.reverseDbThawTarget, () => thaw(this.reverseDbId, domain));
+      await this.step(STEP.reverseDbTargetServe, () => this.target.setSiteMode(domain, 'serve'));
+      for (const f of redirects)
+        await this.step(familyStep(STEP.reverseDbReleaseRedirect, f.suffix), () =>
+          this.relay.releaseRedirect(f.redirectId),
+        );
+      throw new FerryError(
+        'DB_CATCHUP_TIMEOUT',
+        `${domain}: the origin did not catch up with the target's databases within ${timeoutMs} ms; the target writes and serves again. Ask for the rollback again: ferry rollback ${this.id} (${err.message})`,
+        { cause: err },
+      );
+    }
   }
 
   /**
@@ -1522,6 +1609,8 @@ class MigrationRun {
   private async reverse(): Promise<void> {
     const { domain, originIp, ports, timings } = this.plan;
     await this.refuseReverse();
+    // The site's databases, when the target took them over: replicated back on a channel of their own.
+    const dbBack = this.databases !== undefined && this.journaled(STEP.dbTakeOver);
     const redirects = this.usesRedirect
       ? (
           await Promise.all(
@@ -1542,6 +1631,7 @@ class MigrationRun {
       if (originMode === null || !(await this.origin.hasSite(domain))) {
         await this.step(STEP.reverseOriginAddSite, () => this.origin.addSite(domain, 'readonly'));
       }
+      if (dbBack) await this.openReverseChannel();
       await this.sync(STEP.reverseInitialSync, this.target, this.origin);
       for (const f of redirects)
         await this.step(familyStep(STEP.reverseHoldRedirect, f.suffix), () =>
@@ -1557,6 +1647,7 @@ class MigrationRun {
           `requests for ${domain} still in flight on the target after ${timings.cutoverDrainTimeoutMs} ms`,
         );
       await this.sync(STEP.reverseFinalSync, this.target, this.origin);
+      if (dbBack) await this.reverseTakeOver(redirects);
       await this.step(STEP.reverseOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
     }
     if (await this.target.hasSite(domain)) {
@@ -1598,6 +1689,13 @@ class MigrationRun {
         await this.removeAddress(STEP.reverseRemoveAddress, f);
       }
     }
+    if (dbBack) {
+      // Both migration users go; the target keeps its databases frozen, as their copy at the rollback.
+      const closeReverse = this.dbCall(this.target, 'closeDatabaseSource');
+      const closeForward = this.dbCall(this.origin, 'closeDatabaseSource');
+      await this.step(STEP.reverseDbCloseSource, () => closeReverse(this.reverseDbId));
+      await this.step(STEP.reverseDbCloseForwardSource, () => closeForward(this.id));
+    }
     if (this.web) {
       const uninstall = this.webCall(this.target, 'uninstallWebSite');
       const ungate = this.webCall(this.origin, 'ungateWebSite');
@@ -1612,6 +1710,7 @@ const LAG_INTERVAL_MS = 2000;
 
 /** The HostDriver methods of a web site's databases the orchestrator calls. */
 type DbMethod =
+  | 'startDatabaseChannel'
   | 'openDatabaseSource'
   | 'copyDatabases'
   | 'databaseLag'

@@ -98,6 +98,19 @@ export const STEP = {
   reverseTargetRemoveSite: 'reverse-target-remove-site',
   reverseTargetUninstallSite: 'reverse-target-uninstall-site',
   reverseOriginUngateSite: 'reverse-origin-ungate-site',
+  // A web site's databases replicated back: a reverse channel (target → origin) before the reverse
+  // sync, and inside the reverse hold the target frozen and the origin caught up before it serves.
+  reverseDbOpenSource: 'reverse-db-open-source',
+  reverseDbStartChannel: 'reverse-db-start-channel',
+  reverseDbFreezeTarget: 'reverse-db-freeze-target',
+  reverseDbTakeOver: 'reverse-db-take-over',
+  // The reverse catch-up timed out: the target writes and serves again, the redirects release to it.
+  reverseDbThawTarget: 'reverse-db-thaw-target',
+  reverseDbTargetServe: 'reverse-db-target-serve',
+  reverseDbReleaseRedirect: 'reverse-db-release-redirect',
+  // The end: both migration users go (the reverse one on the target, the forward one on the origin).
+  reverseDbCloseSource: 'reverse-db-close-source',
+  reverseDbCloseForwardSource: 'reverse-db-close-forward-source',
 } as const;
 
 export type Step = (typeof STEP)[keyof typeof STEP];
