@@ -13,6 +13,8 @@
  * - Exactly one writer: the target stays `readonly` until the cut-over has drained the origin's
  *   in-flight requests and run the final delta sync; from then on the origin proxies whatever
  *   still reaches it (stale caches on IP1, old keep-alive connections through IPt) to the target.
+ *   A web site's databases follow the same rule inside the hold: the origin's site users lose
+ *   their writes before the target applies the origin's last write and takes them (databases.md).
  * - Waits on caches start only after every authoritative server shows the change (invariant 5),
  *   and end on observed traffic: quiet for `quietWindowMs`, bounded by a cap.
  * - Every agent and DNS call has a timeout and retries with backoff (resilient.ts).
