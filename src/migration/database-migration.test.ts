@@ -281,6 +281,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     'retry.example.',
     'stall.example.',
     'crash.example.',
+    'crashed.example.',
     'plain.example.',
     'taken.example.',
   ];
@@ -324,7 +325,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
 
   before(async () => {
     await sb.start();
-    for (const d of ['shop', 'back', 'noswitch', 'retry', 'stall', 'crash', 'taken'])
+    for (const d of ['shop', 'back', 'noswitch', 'retry', 'stall', 'crash', 'crashed', 'taken'])
       dbs.set(`${d}.example`, new SiteDb(plan(`wp_${d}`)));
     ticker = setInterval(() => dbs.forEach((d) => d.tick()), 5);
     const port = sb.httpPort;
@@ -602,16 +603,19 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     assert.match(JSON.stringify(errors), /DB_CATCHUP_TIMEOUT|2 cut-over attempts/);
   });
 
-  it('a controller killed between freeze and take-over resumes to completion, never with two writers', async () => {
-    const orch = new Orchestrator({
-      dns: new EmbeddedDnsProvider({ server: sb.dns }),
-      hosts: { origin, target },
-      journal,
-      retry: { attempts: 2, baseDelayMs: 20, maxDelayMs: 50, callTimeoutMs: 3000 },
-    });
-    const p: MigrationPlan = {
-      id: 'crash',
-      domain: 'crash.example.',
+  /** Run `id` on an orchestrator that is stopped (a killed controller) at the database event `at`, then resume it on a new one. */
+  async function crashAndResume(id: string, at: 'frozen' | 'caught-up'): Promise<SiteDb> {
+    const orchestrator = () =>
+      new Orchestrator({
+        dns: new EmbeddedDnsProvider({ server: sb.dns }),
+        hosts: { origin, target },
+        journal,
+        retry: { attempts: 2, baseDelayMs: 20, maxDelayMs: 50, callTimeoutMs: 3000 },
+      });
+    const orch = orchestrator();
+    orch.create({
+      id,
+      domain: `${id}.example.`,
       origin: 'origin',
       target: 'target',
       originIp: sb.opts.originIp,
@@ -622,33 +626,46 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
       kind: 'web',
       web: { database: { catchUpTimeoutMs: 2000 } },
       parity: { http: [{ path: '/healthz' }] },
-    };
-    orch.create(p);
+    } satisfies MigrationPlan);
     const abort = new AbortController();
-    const d = db('crash.example');
-    // The controller dies as soon as the origin is frozen, before it asks for the take-over.
     orch.on('database', (e) => {
-      if (e.state === 'frozen') abort.abort();
+      if (e.state === at) abort.abort();
     });
-    await assert.rejects(orch.run('crash', abort.signal));
-    assert.equal(orch.get('crash').phase, 'cutover');
-    assert.equal(d.tookOver, null, 'stopped before the take-over');
-    assert.deepEqual([...d.writers], [], 'frozen: nobody writes while the controller is gone');
-    const again = new Orchestrator({
-      dns: new EmbeddedDnsProvider({ server: sb.dns }),
-      hosts: { origin, target },
-      journal,
-      retry: { attempts: 2, baseDelayMs: 20, maxDelayMs: 50, callTimeoutMs: 3000 },
-    });
-    const rec = await again.run('crash');
+    await assert.rejects(orch.run(id, abort.signal));
+    assert.equal(orch.get(id).phase, 'cutover');
+    const d = db(`${id}.example`);
+    assert.deepEqual(d.violations, []);
+    if (at === 'frozen') {
+      assert.equal(d.tookOver, null, 'stopped before the take-over');
+      assert.deepEqual([...d.writers], [], 'frozen: nobody writes while the controller is gone');
+    } else {
+      assert.deepEqual([...d.writers], ['target'], 'stopped after the take-over, before the switch');
+      assert.equal(sb.targetSites.mode(`${id}.example.`), 'readonly');
+    }
+    const rec = await orchestrator().run(id);
     assert.equal(rec.phase, 'completed', rec.error);
     assert.deepEqual(d.violations, []);
     assert.deepEqual([...d.writers], ['target']);
     assert.equal(d.sourceOpen, false);
-    assert.equal(
-      mine('crash').filter((c) => c.method === 'copyDatabases').length,
-      1,
-      'the copy is not redone',
+    assert.equal(mine(id).filter((c) => c.method === 'copyDatabases').length, 1, 'the copy is not redone');
+    // The resumed cut-over repeats the freeze and the take-over.
+    assert.equal(mine(id).filter((c) => c.method === 'freezeDatabases').length, 2);
+    assert.equal(mine(id).filter((c) => c.method === 'takeOverDatabases').length, at === 'frozen' ? 1 : 2);
+    return d;
+  }
+
+  it('a controller killed between freeze and take-over resumes to completion, never with two writers', async () => {
+    await crashAndResume('crash', 'frozen');
+  });
+
+  it('a controller killed after the take-over, before the switch, resumes: the take-over answers its recorded result', async () => {
+    const d = await crashAndResume('crashed', 'caught-up');
+    const takes = journal.entries('crashed').filter((e) => e.step === STEP.dbTookOver);
+    assert.equal(takes.length, 2);
+    assert.deepEqual(
+      takes[1]!.detail?.writerPosition,
+      d.tookOver?.writerPosition,
+      'the same position both times',
     );
   });
 
