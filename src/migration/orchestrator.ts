@@ -518,13 +518,15 @@ class MigrationRun {
     return (f as (...a: unknown[]) => unknown).bind(host) as NonNullable<HostDriver[K]>;
   }
 
-  /** The site's databases that move, as planning journaled them; undefined when none move. */
+  /**
+   * The site's databases that move, as the run's own planning journaled them (the plan's
+   * `databasePlan` is the controller's answer to the request, for display); undefined when none move.
+   */
   private get databases(): DatabasesPlanned | undefined {
     if (!this.web) return undefined;
-    const noted = this.entries()
+    const plan = this.entries()
       .filter((e) => e.kind === 'note' && e.step === STEP.dbPlan)
       .pop()?.detail as DatabasesPlanned | undefined;
-    const plan = noted ?? this.plan.web?.databasePlan;
     return plan?.move.length ? plan : undefined;
   }
 
