@@ -172,7 +172,11 @@ export async function watchMigration(
         return line(`  databases caught up in ${Number(d.waitedMs ?? 0)} ms: the target is the writer`);
       case 'catchup-timeout':
         return line(
-          `  databases: the catch-up timed out (attempt ${String(d.attempt)} of ${String(d.attempts)}); released back to the origin, next cut-over at ${new Date(Number(d.retryAt)).toISOString().slice(11, 19)}`,
+          `  databases: the catch-up timed out (attempt ${String(d.attempt)} of ${String(d.attempts)}); ${
+            d.retryAt === undefined
+              ? 'the migration rolls back'
+              : `released back to the origin, next cut-over at ${new Date(Number(d.retryAt)).toISOString().slice(11, 19)}`
+          }`,
         );
       default:
         return;

@@ -594,6 +594,13 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     assert.equal(sb.originSites.mode('stall.example.'), 'serve');
     assert.equal(sb.targetSites.hasSite('stall.example.'), false);
     const seq = mine('stall').map((c) => `${c.host}.${c.method}`);
+    assert.ok(
+      !seq.includes('target.freezeDatabases'),
+      'no take-over made the target a writer: nothing to freeze there',
+    );
+    const last = events.filter((e) => e.migrationId === 'stall' && e.data.state === 'catchup-timeout').pop();
+    assert.equal(last?.data.attempt, 2);
+    assert.equal(last?.data.retryAt, undefined, 'no next try: the migration rolls back');
     const drop = seq.lastIndexOf('target.dropDatabaseCopy');
     assert.ok(
       drop >= 0 && seq.lastIndexOf('origin.thawDatabases') > drop,

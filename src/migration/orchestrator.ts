@@ -1123,12 +1123,17 @@ class MigrationRun {
       return true;
     } catch (err) {
       if (!isFerryError(err, 'DB_CATCHUP_TIMEOUT')) throw err;
-      if (attempt >= opts.catchUpAttempts)
+      if (attempt >= opts.catchUpAttempts) {
+        // Noted too, so that the rollback knows this take-over never made the target a writer.
+        const last = { attempt, attempts: opts.catchUpAttempts, message: err.message };
+        this.note(STEP.dbCatchupTimeout, last);
+        this.emitDatabase('catchup-timeout', last);
         throw new FerryError(
           'DB_CATCHUP_TIMEOUT',
           `${domain}: the target did not catch up with the origin's databases within ${opts.catchUpTimeoutMs} ms in ${attempt} cut-over attempt${attempt === 1 ? '' : 's'} (${err.message})`,
           { cause: err },
         );
+      }
       const thaw = this.dbCall(this.origin, 'thawDatabases');
       await this.step(STEP.dbThawOrigin, () => thaw(this.id, domain));
       await this.step(STEP.dbRetryOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
@@ -1488,8 +1493,11 @@ class MigrationRun {
     const db = this.databases;
     if (!db || !this.journaled(STEP.dbOpenSource)) return;
     const { domain } = this.plan;
-    if (this.journaled(STEP.dbTakeOver)) {
-      // The target may be the writer already (the switch after its take-over failed).
+    const count = (kind: 'step' | 'note', step: JournalStep) =>
+      this.entries().filter((e) => e.kind === kind && e.step === step).length;
+    if (count('step', STEP.dbTakeOver) > count('note', STEP.dbCatchupTimeout)) {
+      // A take-over that did not time out may have made the target the writer (the switch after it
+      // failed, or a crash inside it).
       const freeze = this.dbCall(this.target, 'freezeDatabases');
       await this.step(STEP.undoDbFreezeTarget, () => freeze(this.id, domain));
     }

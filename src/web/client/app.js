@@ -311,7 +311,7 @@ function renderDetail() {
     if (x.state === 'frozen') return `origin frozen at ${x.position}, waiting for the target`;
     if (x.state === 'caught-up') return `caught up in ${x.waitedMs} ms: the target writes`;
     if (x.state === 'catchup-timeout')
-      return `catch-up timed out (attempt ${x.attempt} of ${x.attempts}); origin writes again, next try at ${clock(x.retryAt)}`;
+      return `catch-up timed out (attempt ${x.attempt} of ${x.attempts}); ${x.retryAt === undefined ? 'the migration rolls back' : `origin writes again, next try at ${clock(x.retryAt)}`}`;
     return String(x.state);
   };
   const dbMoves = dbPlan?.move?.length
