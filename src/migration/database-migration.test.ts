@@ -282,6 +282,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     'stall.example.',
     'crash.example.',
     'crashed.example.',
+    'paused.example.',
     'plain.example.',
     'taken.example.',
   ];
@@ -325,7 +326,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
 
   before(async () => {
     await sb.start();
-    for (const d of ['shop', 'back', 'noswitch', 'retry', 'stall', 'crash', 'crashed', 'taken'])
+    for (const d of ['shop', 'back', 'noswitch', 'retry', 'stall', 'crash', 'crashed', 'paused', 'taken'])
       dbs.set(`${d}.example`, new SiteDb(plan(`wp_${d}`)));
     ticker = setInterval(() => dbs.forEach((d) => d.tick()), 5);
     const port = sb.httpPort;
@@ -611,7 +612,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
   });
 
   /** Run `id` on an orchestrator that is stopped (a killed controller) at the database event `at`, then resume it on a new one. */
-  async function crashAndResume(id: string, at: 'frozen' | 'caught-up'): Promise<SiteDb> {
+  async function crashAndResume(id: string, at: 'frozen' | 'caught-up' | 'catchup-timeout'): Promise<SiteDb> {
     const orchestrator = () =>
       new Orchestrator({
         dns: new EmbeddedDnsProvider({ server: sb.dns }),
@@ -631,7 +632,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
       ports: [sb.httpPort],
       timings: { ...DEFAULT_TIMINGS, ...timings },
       kind: 'web',
-      web: { database: { catchUpTimeoutMs: 2000 } },
+      web: { database: { catchUpTimeoutMs: at === 'catchup-timeout' ? 300 : 2000, retryDelayMs: 1500 } },
       parity: { http: [{ path: '/healthz' }] },
     } satisfies MigrationPlan);
     const abort = new AbortController();
@@ -645,6 +646,12 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     if (at === 'frozen') {
       assert.equal(d.tookOver, null, 'stopped before the take-over');
       assert.deepEqual([...d.writers], [], 'frozen: nobody writes while the controller is gone');
+    } else if (at === 'catchup-timeout') {
+      assert.deepEqual(
+        [...d.writers],
+        ['origin'],
+        'released back: the origin writes while the controller is gone',
+      );
     } else {
       assert.deepEqual([...d.writers], ['target'], 'stopped after the take-over, before the switch');
       assert.equal(sb.targetSites.mode(`${id}.example.`), 'readonly');
@@ -663,6 +670,15 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
 
   it('a controller killed between freeze and take-over resumes to completion, never with two writers', async () => {
     await crashAndResume('crash', 'frozen');
+  });
+
+  it('a controller killed during the pause after a timed-out catch-up waits out the rest of it when resumed', async () => {
+    db('paused.example').stalled = 1;
+    await crashAndResume('paused', 'catchup-timeout');
+    const retryAt = journal.entries('paused').find((e) => e.step === STEP.dbCatchupTimeout)?.detail
+      ?.retryAt as number;
+    const freezes = mine('paused').filter((c) => c.method === 'freezeDatabases');
+    assert.ok(freezes[1]!.at >= retryAt, `the next freeze (${freezes[1]!.at}) waits until ${retryAt}`);
   });
 
   it('a controller killed after the take-over, before the switch, resumes: the take-over answers its recorded result', async () => {
