@@ -483,7 +483,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       schema: {
         tags: ['events'],
         summary:
-          'Server-Sent Events: phase, step, wait, error, migration, dns, traffic, held, sync (started, progress, done), retry, evacuation (with ids, replayable with Last-Event-ID) and sample (no id)',
+          'Server-Sent Events: phase, step, wait, error, migration, dns, traffic, held, sync (started, progress, done), database (copied, lag, frozen, caught-up, catchup-timeout), retry, evacuation (with ids, replayable with Last-Event-ID) and sample (no id)',
         querystring: schemas.eventsQuery,
         security,
         response: { ...errors, 503: errorSchema },

@@ -6,6 +6,7 @@
 import { Command, Option } from 'commander';
 import { errorMessage, isFerryError } from '../common/errors.js';
 import { EXIT, exitOfCode, isErrorCode } from '../common/error-codes.js';
+import type { DatabasesPlanned } from '../migration/index.js';
 
 /** Exit codes of the operator commands (the code table's; a failed or rolled-back migration is `failed`). */
 export const CLI_EXIT = EXIT;
@@ -274,7 +275,13 @@ export interface MigrationView {
   createdAt: number;
   updatedAt: number;
   error?: string;
-  plan: { originIp: string; tempIp: string; targetIp: string };
+  plan: {
+    originIp: string;
+    tempIp: string;
+    targetIp: string;
+    /** A web site's databases as planning found them (what moves, what is left in place and why). */
+    web?: { databasePlan?: DatabasesPlanned };
+  };
   phases: Array<{ name: string; startedAt: number; endedAt: number | null }>;
   /** When the redirect at IPt was stopped and IPt taken down (absent until then). */
   redirectRemovedAt?: number;

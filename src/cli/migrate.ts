@@ -8,6 +8,7 @@ import {
   type ConnectionOptions,
   type MigrationView,
 } from './client.js';
+import { describeDatabases } from '../migration/index.js';
 import { number } from './options.js';
 import { watchMigration } from './watch.js';
 
@@ -59,14 +60,23 @@ export function registerMigrate(program: Command): void {
         ...(o.kind ? { kind: o.kind } : {}),
         ...(Object.keys(timings).length ? { timings } : {}),
       });
+      // A web site's databases: what moves (size, users) and what is left in place, with why.
+      const dbPlan = rec.plan.web?.databasePlan;
+      const databases =
+        dbPlan && (dbPlan.move.length || dbPlan.leftInPlace.length)
+          ? `Databases:\n${describeDatabases(dbPlan)
+              .map((l) => `  ${l}\n`)
+              .join('')}`
+          : '';
       if (!o.watch) {
         process.stdout.write(
           o.json
             ? JSON.stringify(rec) + '\n'
-            : `Started ${rec.id}: ${rec.domain} ${rec.from} → ${rec.to} through ${rec.plan.tempIp}\nFollow it with: ferry watch ${rec.id}\n`,
+            : `Started ${rec.id}: ${rec.domain} ${rec.from} → ${rec.to} through ${rec.plan.tempIp}\n${databases}Follow it with: ferry watch ${rec.id}\n`,
         );
         return 0;
       }
+      if (!o.json && databases) process.stdout.write(databases);
       if (o.json) process.stdout.write(JSON.stringify({ event: 'created', ...rec }) + '\n');
       const end = await watchMigration(client, rec.id, { json: Boolean(o.json) });
       return exitOfPhase(end.phase);

@@ -56,6 +56,17 @@ const EVENTS: StreamEvent[] = [
     bytes: 2_000_000_000,
     ms: 4000,
   }),
+  ev('database', { phase: 'syncing', state: 'copied', bytes: 3_000_000, ms: 1500 }),
+  ev('database', { phase: 'preflight', state: 'lag', lag: { seconds: 2, transactions: 17, error: '' } }),
+  ev('database', {
+    phase: 'cutover',
+    state: 'catchup-timeout',
+    attempt: 1,
+    attempts: 3,
+    retryAt: Date.UTC(2026, 0, 1, 12, 30, 5),
+  }),
+  ev('database', { phase: 'cutover', state: 'frozen', position: '0-11-4077' }),
+  ev('database', { phase: 'cutover', state: 'caught-up', waitedMs: 120 }),
   ev('phase', { phase: 'completed' }),
 ];
 
@@ -138,3 +149,24 @@ test('--json passes progress events through as they come', { timeout: 10_000 }, 
     ],
   );
 });
+
+test(
+  "a web site's databases: the lag on the status line, the copy, freeze, retry and take-over as lines",
+  { timeout: 10_000 },
+  async () => {
+    const out = Object.assign(new PassThrough(), { isTTY: true, columns: 200 });
+    const text = await render(out);
+    const redraws = text.split('\r\u001b[K');
+    assert.ok(
+      redraws.some((r) => /^\[[^\]]*· db lag 2 s, 17 tx\]/.test(r)),
+      text,
+    );
+    assert.match(text, /databases copied: 3\.0 MB in 1\.5 s, replicating/);
+    assert.match(
+      text,
+      /databases: the catch-up timed out \(attempt 1 of 3\); released back to the origin, next cut-over at 12:30:05/,
+    );
+    assert.match(text, /databases frozen on the origin at 0-11-4077/);
+    assert.match(text, /databases caught up in 120 ms: the target is the writer/);
+  },
+);

@@ -114,6 +114,8 @@ export async function watchMigration(
   let held = 0;
   /** The sync pass copying now, from its `progress` events (cleared when it is done). */
   let copying: string | undefined;
+  /** A web site's databases: the last replication lag, from `database` events (until the take-over). */
+  let dbLag: string | undefined;
   let lastPlainSync = 0;
   let statusShown = false;
   let lastPlainStatus = 0;
@@ -121,7 +123,8 @@ export async function watchMigration(
     const left = wait ? Math.max(0, wait.remainingMs - (Date.now() - wait.at)) : 0;
     const w = wait ? ` · ${wait.what} ≤${duration(left)}` : '';
     const c = copying ? ` · ${copying}` : '';
-    return `[${phase} ${duration(Date.now() - phaseAt)}${w}${c}] IP1 ${traffic.ip1} r/s · IPt ${traffic.ipt} r/s · IP2 ${traffic.ip2} r/s · held ${held}`;
+    const l = dbLag ? ` · ${dbLag}` : '';
+    return `[${phase} ${duration(Date.now() - phaseAt)}${w}${c}${l}] IP1 ${traffic.ip1} r/s · IPt ${traffic.ipt} r/s · IP2 ${traffic.ip2} r/s · held ${held}`;
   };
   const clearStatus = () => {
     if (tty && statusShown) write('\r\x1b[K');
@@ -144,6 +147,41 @@ export async function watchMigration(
     showStatus();
   };
   const ticker = tty ? setInterval(showStatus, 500) : undefined;
+  /** A `database` event: the lag goes to the status line, the rest is a line each. */
+  const databaseLine = (d: Record<string, unknown>) => {
+    switch (d.state) {
+      case 'lag': {
+        const lag = (d.lag ?? {}) as {
+          seconds?: number | null;
+          transactions?: number | null;
+          error?: string;
+        };
+        dbLag = `db lag ${lag.seconds ?? '?'} s, ${lag.transactions ?? '?'} tx${lag.error ? ` (${lag.error})` : ''}`;
+        if (lag.error) line(`  database replication error: ${lag.error}`);
+        else showStatus();
+        return;
+      }
+      case 'copied':
+        return line(
+          `  databases copied: ${bytes(Number(d.bytes ?? 0))} in ${duration(Number(d.ms ?? 0))}, replicating`,
+        );
+      case 'frozen':
+        return line(`  databases frozen on the origin at ${String(d.position)}`);
+      case 'caught-up':
+        dbLag = undefined;
+        return line(`  databases caught up in ${Number(d.waitedMs ?? 0)} ms: the target is the writer`);
+      case 'catchup-timeout':
+        return line(
+          `  databases: the catch-up timed out (attempt ${String(d.attempt)} of ${String(d.attempts)}); ${
+            d.retryAt === undefined
+              ? 'the migration rolls back'
+              : `released back to the origin, next cut-over at ${new Date(Number(d.retryAt)).toISOString().slice(11, 19)}`
+          }`,
+        );
+      default:
+        return;
+    }
+  };
 
   const onEvent = (e: StreamEvent): boolean => {
     if (e.event === 'open') return false;
@@ -201,6 +239,9 @@ export async function watchMigration(
             `  sync ${String(d.pass)} ${bar} ${done ? `${String(d.files ?? '?')} files, ${bytes(Number(d.bytes ?? 0))}${d.ms !== undefined ? ` in ${duration(Number(d.ms))}` : ''}` : 'running'}`,
           );
         }
+        return false;
+      case 'database':
+        if (!json) databaseLine(d);
         return false;
       case 'held':
         if (!json)

@@ -97,10 +97,13 @@ export const ERROR_CODES = {
   ),
   DB_MISSING: notFound('the database does not exist on the server'),
   DB_NOT_CONFIGURED: conflict(
-    "this agent has no --mariadb-defaults-file, so it cannot move a site's databases",
+    "a server's agent cannot move databases (no --mariadb-defaults-file, or an older agent)",
   ),
   DB_QUERY: upstream('a MariaDB statement failed (its own message follows)'),
   DB_REPLICATION: failed("the replication channel stopped with an error (the server's own message follows)"),
+  DB_ROLLBACK_AFTER_SWITCH: conflict(
+    "a site's databases cannot be replicated back (the migration completed, or its journal lacks what the reverse channel needs)",
+  ),
   DB_UNREACHABLE: upstream('cannot connect to a MariaDB server'),
   DB_VERSION: conflict("the target's MariaDB is older than the origin's, or a server is not MariaDB"),
   DNS_ALREADY_STARTED: failed('the name server was started twice'),

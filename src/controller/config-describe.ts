@@ -72,7 +72,15 @@ export function describeConfig(c: FerryConfig): string {
     lines.push(
       `  site ${s.domain}: on ${s.server}, ports ${s.ports.join(',')}, ${s.kind === 'web' ? "the server's own web server" : s.kind}` +
         (s.web?.declaredRoots ? `, roots ${s.web.declaredRoots.join(' ')}` : '') +
-        (s.web?.dataDir ? `, data in ${s.web.dataDir}` : ''),
+        (s.web?.dataDir ? `, data in ${s.web.dataDir}` : '') +
+        (s.databases
+          ? `, databases ${s.databases.map((d) => `${d.name}${d.users ? ` (users ${d.users.join(' ')})` : ''}${d.host ? ` at ${d.host}` : ''}`).join(', ')}`
+          : '') +
+        (s.database
+          ? `, database catch-up ${Object.entries(s.database)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(' ')}`
+          : ''),
     );
   const d = c.defaults;
   lines.push(

@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import type { ParityChecks } from '../migration/index.js';
+import type { DatabaseDeclaration, DatabaseOptions, ParityChecks } from '../migration/index.js';
 
 const ipMsg = 'must be an IPv4 or IPv6 address literal, e.g. 192.0.2.10';
 const ip = z.string({ message: ipMsg }).refine((s) => isIP(s) !== 0, { message: ipMsg });
@@ -267,6 +267,10 @@ const dns = z.discriminatedUnion('provider', [embeddedDns, rfc2136Dns], {
   message: 'provider must be embedded or rfc2136',
 });
 
+const dbNameMsg = 'must be a database name: letters, digits, _, $ or -, at most 64, e.g. wp_shop';
+const dbUserMsg = 'must be a database user name (no quotes, spaces or @host), e.g. wp_shop';
+const dbHostMsg = 'must be the database host as the application writes it, e.g. localhost or db.example:3306';
+
 const site = z.strictObject({
   domain,
   server: z.string({ message: 'must name a server declared under servers:' }),
@@ -291,6 +295,51 @@ const site = z.strictObject({
         dataDir: absPath.optional(),
       },
       { message: 'must be { declaredRoots, dataDir }' },
+    )
+    .optional(),
+  /**
+   * A web site's databases, when its application's config cannot be read (no password: the
+   * accounts are copied as the origin's MariaDB stores them).
+   */
+  databases: z
+    .array(
+      z.strictObject(
+        {
+          name: z.string({ message: dbNameMsg }).regex(/^[A-Za-z0-9_$-]{1,64}$/, { message: dbNameMsg }),
+          users: z
+            .array(z.string({ message: dbUserMsg }).regex(/^[^\s'"`\\@]{1,80}$/, { message: dbUserMsg }), {
+              message: 'must be a list of database user names, e.g. [wp_shop]',
+            })
+            .min(1, { message: 'must list at least one user, or be left out' })
+            .optional(),
+          host: z
+            .string({ message: dbHostMsg })
+            .regex(/^[^\s'"`\\]{1,255}$/, { message: dbHostMsg })
+            .optional(),
+        },
+        {
+          message:
+            'must be { name, users?, host? } (no password: the accounts are copied as MariaDB stores them)',
+        },
+      ),
+      { message: 'must be a list of { name, users?, host? }' },
+    )
+    .min(1, { message: 'must list at least one database, or be left out' })
+    .optional(),
+  /** How the cut-over waits for a web site's databases to catch up, and tries again. */
+  database: z
+    .strictObject(
+      {
+        catchUpTimeoutMs: duration.optional(),
+        catchUpAttempts: z
+          .number({ message: 'must be a whole number of attempts, 1 or more' })
+          .int({ message: 'must be a whole number of attempts, 1 or more' })
+          .min(1, { message: 'must be a whole number of attempts, 1 or more' })
+          .max(100, { message: 'must be at most 100' })
+          .optional(),
+        retryDelayMs: duration.optional(),
+      },
+      { message: 'must be { catchUpTimeoutMs, catchUpAttempts, retryDelayMs }' },
     )
     .optional(),
   /** Preflight parity checks of the site (default: the built-in app's, or GET / for a web site). */
@@ -484,12 +533,23 @@ export const configSchema = z
           message: `is ${s.kind} but server ${s.server} serves sites with ${srv.web}; set servers.${s.server}.web or drop kind`,
         });
       }
-      if (s.web && s.kind !== 'web')
-        ctx.addIssue({
-          code: 'custom',
-          path: ['sites', i, 'web'],
-          message: "is for web sites only; add kind: web (a site of the server's own nginx or Apache)",
-        });
+      for (const key of ['web', 'databases', 'database'] as const)
+        if (s[key] && s.kind !== 'web')
+          ctx.addIssue({
+            code: 'custom',
+            path: ['sites', i, key],
+            message: "is for web sites only; add kind: web (a site of the server's own nginx or Apache)",
+          });
+      const dbNames = new Set<string>();
+      s.databases?.forEach((d, j) => {
+        if (dbNames.has(d.name))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['sites', i, 'databases', j, 'name'],
+            message: `${d.name} is declared twice`,
+          });
+        dbNames.add(d.name);
+      });
     });
   });
 
@@ -565,6 +625,10 @@ export interface SiteConfig {
   kind: 'builtin' | 'nginx' | 'web';
   /** A web site's overrides. */
   web?: { declaredRoots?: string[]; dataDir?: string };
+  /** A web site's declared databases (else its agent reads them from the application's config). */
+  databases?: DatabaseDeclaration[];
+  /** The bounds of a web site's database catch-up at the cut-over. */
+  database?: Partial<DatabaseOptions>;
   /** Preflight parity checks, when the default ones do not fit the site. */
   parity?: ParityChecks;
 }

@@ -637,3 +637,71 @@ sites:
     /sites\[0\]\.web: is for web sites only; add kind: web/,
   );
 });
+
+test('web sites: declared databases and the catch-up bounds; checked, described, only for web sites', async () => {
+  const yaml = `
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1], tempIpPool: [192.0.2.9] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - domain: shop.example
+    server: a
+    kind: web
+    databases:
+      - { name: wp_shop, users: [wp_shop, wp_admin] }
+      - { name: stats, host: "db.example:3306" }
+    database: { catchUpTimeoutMs: 5s, catchUpAttempts: 4, retryDelayMs: 60000 }
+  - { domain: blog.example, server: a, kind: web }
+`;
+  const cfg = await parseConfig(yaml, '/x/ferry.yaml', { env: {}, readSecretFiles: false });
+  assert.deepEqual(cfg.sites[0]!.databases, [
+    { name: 'wp_shop', users: ['wp_shop', 'wp_admin'] },
+    { name: 'stats', host: 'db.example:3306' },
+  ]);
+  assert.deepEqual(cfg.sites[0]!.database, {
+    catchUpTimeoutMs: 5000,
+    catchUpAttempts: 4,
+    retryDelayMs: 60000,
+  });
+  assert.equal(cfg.sites[1]!.databases, undefined);
+  assert.equal(cfg.sites[1]!.database, undefined);
+  assert.match(
+    describeConfig(cfg),
+    /site shop\.example: .*databases wp_shop \(users wp_shop wp_admin\), stats at db\.example:3306, database catch-up catchUpTimeoutMs=5000 catchUpAttempts=4 retryDelayMs=60000/,
+  );
+  const msg = await problems(`
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - domain: b.example
+    server: a
+    kind: web
+    databases:
+      - { name: "wp shop; drop", users: ["o'brien"] }
+      - { name: wp_b, password: hunter2 }
+      - { name: wp_b }
+    database: { catchUpTimeoutMs: soon, catchUpAttempts: 0, retryDelay: 5s }
+  - { domain: d.example, server: a, kind: web, databases: [] }
+`);
+  assert.match(msg, /sites\[0\]\.databases\[0\]\.name: must be a database name/);
+  assert.match(msg, /sites\[0\]\.databases\[0\]\.users\[0\]: must be a database user name/);
+  assert.match(msg, /sites\[0\]\.databases\[1\]\.password: unknown key; a declared database has no password/);
+  assert.doesNotMatch(msg, /hunter2/);
+  assert.match(msg, /sites\[0\]\.database\.catchUpTimeoutMs: must be a duration/);
+  assert.match(msg, /sites\[0\]\.database\.catchUpAttempts: must be a whole number of attempts, 1 or more/);
+  assert.match(msg, /sites\[0\]\.database\.retryDelay: unknown key; did you mean retryDelayMs\?/);
+  assert.match(msg, /sites\[1\]\.databases: must list at least one database, or be left out/);
+  // Cross-key, on a config that parses: databases of a site that is not a web site; a name twice.
+  const cross = await problems(`
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - { domain: c.example, server: a, databases: [{ name: wp_c }], database: { catchUpAttempts: 2 } }
+  - { domain: e.example, server: a, kind: web, databases: [{ name: wp_e }, { name: wp_e }] }
+`);
+  assert.match(cross, /sites\[0\]\.databases: is for web sites only; add kind: web/);
+  assert.match(cross, /sites\[0\]\.database: is for web sites only; add kind: web/);
+  assert.match(cross, /sites\[1\]\.databases\[1\]\.name: wp_e is declared twice/);
+});

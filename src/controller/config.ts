@@ -103,7 +103,14 @@ function issueLines(err: z.ZodError): string[] {
   const lines: string[] = [];
   for (const i of err.issues) {
     if (i.code === 'unrecognized_keys') {
-      for (const k of i.keys) lines.push(`${pathText([...i.path, k])}: unknown key${suggest(k)}`);
+      for (const k of i.keys)
+        lines.push(
+          `${pathText([...i.path, k])}: unknown key${
+            k === 'password' && i.path.includes('databases')
+              ? "; a declared database has no password (its accounts are copied as the origin's MariaDB stores them)"
+              : suggest(k)
+          }`,
+        );
     } else if (i.code === 'invalid_union' && 'note' in i && i.note === 'No matching discriminator') {
       const p = i.path[i.path.length - 1] === 'provider' ? i.path : [...i.path, 'provider'];
       lines.push(`${pathText(p)}: must be embedded or rfc2136`);
@@ -308,6 +315,28 @@ async function resolveConfig(
             web: {
               ...(s.web.declaredRoots ? { declaredRoots: s.web.declaredRoots } : {}),
               ...(s.web.dataDir ? { dataDir: s.web.dataDir } : {}),
+            },
+          }
+        : {}),
+      ...(s.databases
+        ? {
+            databases: s.databases.map((d) => ({
+              name: d.name,
+              ...(d.users ? { users: d.users } : {}),
+              ...(d.host ? { host: d.host } : {}),
+            })),
+          }
+        : {}),
+      ...(s.database
+        ? {
+            database: {
+              ...(s.database.catchUpTimeoutMs !== undefined
+                ? { catchUpTimeoutMs: s.database.catchUpTimeoutMs }
+                : {}),
+              ...(s.database.catchUpAttempts !== undefined
+                ? { catchUpAttempts: s.database.catchUpAttempts }
+                : {}),
+              ...(s.database.retryDelayMs !== undefined ? { retryDelayMs: s.database.retryDelayMs } : {}),
             },
           }
         : {}),

@@ -19,6 +19,9 @@ import {
   Orchestrator,
   STEP,
   TERMINAL_PHASES,
+  type DatabaseDeclaration,
+  type DatabaseOptions,
+  type DatabasesPlanned,
   type DnsProvider,
   type HostDriver,
   type Journal,
@@ -65,6 +68,10 @@ export interface SiteEntry {
   kind?: SiteKind;
   /** A web site's overrides for layouts the agent cannot read (passed to the agent, checked at planning). */
   web?: WebSiteOverrides;
+  /** A web site's declared databases (else the origin's agent reads them from the application's config). */
+  databases?: DatabaseDeclaration[];
+  /** The bounds of a web site's database catch-up at the cut-over. */
+  database?: Partial<DatabaseOptions>;
 }
 
 /** A site as `listSites` (and GET /v1/sites) shows it. */
@@ -105,6 +112,7 @@ export interface ControllerEvent {
     | 'traffic'
     | 'held'
     | 'sync'
+    | 'database'
     | 'retry'
     | 'evacuation';
   migrationId: string;
@@ -252,6 +260,10 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       const { id, at: _at, ...data } = e;
       this.publish('sync', id, data);
     });
+    this.orchestrator.on('database', (e) => {
+      const { id, at: _at, ...data } = e;
+      this.publish('database', id, data);
+    });
     this.orchestrator.on('retry', (e) =>
       this.publish('retry', e.id, { what: e.what, attempt: e.attempt, message: e.message }),
     );
@@ -384,12 +396,16 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     // A web site is asked for first: a refusal (not found, not movable, a target lacking what it
     // needs) ends the request before anything is journaled or changed on either server.
     let web: Awaited<ReturnType<Orchestrator['planWebSite']>> | undefined;
+    let databasePlan: DatabasesPlanned | undefined;
+    const declared = this.siteConfig.get(planned.domain)?.databases;
+    const dbOptions = this.siteConfig.get(planned.domain)?.database;
     if (kind === 'web') {
       this.refuseRunning(planned);
       const to = this.server(req.to);
       if (from.id === to.id)
         throw new FerryError('MIGRATION_SAME_SERVER', `${planned.domain} is on ${to.id} already`);
       web = await this.orchestrator.planWebSite(from.id, to.id, planned.domain, overrides);
+      databasePlan = await this.orchestrator.planDatabases(from.id, to.id, planned.domain, declared);
     }
     // A server configured with a relay host migrates in relay-host mode unless the request says otherwise.
     const mode = req.mode ?? (from.relayHost ? 'relay-host' : 'temp-ip');
@@ -463,6 +479,9 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
               ...(web.tlsPort !== undefined ? { tlsPort: web.tlsPort } : {}),
               ...overrides,
               backupKeepMs: this.backupKeepMs,
+              ...(declared?.length ? { databases: declared } : {}),
+              ...(dbOptions ? { database: dbOptions } : {}),
+              ...(databasePlan ? { databasePlan } : {}),
             },
           }
         : {}),
@@ -545,6 +564,8 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     if (rec.phase === 'rolled-back') return rec;
     if (this.stopping.signal.aborted)
       throw new FerryError('CONTROLLER_STOPPING', 'the controller is shutting down');
+    // A refusal (databases that cannot be replicated back) leaves a running migration running.
+    await this.orchestrator.refuseRollback(id);
     // Stop the run first (it ends at its next step or wait), then undo from where it stopped.
     const running = this.running.get(id);
     if (running) {

@@ -126,7 +126,14 @@ export async function startController(
         domain: s.domain,
         server: s.server,
         ports: s.ports,
-        ...(s.kind === 'web' ? { kind: 'web' as const, ...(s.web ? { web: s.web } : {}) } : {}),
+        ...(s.kind === 'web'
+          ? {
+              kind: 'web' as const,
+              ...(s.web ? { web: s.web } : {}),
+              ...(s.databases ? { databases: s.databases } : {}),
+              ...(s.database ? { database: s.database } : {}),
+            }
+          : {}),
         ...(s.parity ? { parity: s.parity } : {}),
       })),
       journal,

@@ -32,6 +32,10 @@ export {
   type FamilySuffix,
 } from './steps.js';
 export type {
+  DatabaseDeclaration,
+  DatabaseLag,
+  DatabaseSource,
+  SiteDatabasesPlan,
   DnsProvider,
   HostDriver,
   RedirectStats,
@@ -40,6 +44,7 @@ export type {
   WebBundle,
   WebSiteOverrides,
 } from './ports.js';
+export { planDatabases, describeDatabases } from './databases.js';
 export {
   planWebSite,
   refusalsOf,
@@ -55,6 +60,9 @@ export {
   DEFAULT_TIMINGS,
   DEFAULT_PARITY,
   DEFAULT_BACKUP_KEEP_MS,
+  DEFAULT_DATABASE_OPTIONS,
+  type DatabaseOptions,
+  type DatabasesPlanned,
   type SiteKind,
   type WebPlan,
   type Phase,

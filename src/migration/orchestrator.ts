@@ -13,6 +13,8 @@
  * - Exactly one writer: the target stays `readonly` until the cut-over has drained the origin's
  *   in-flight requests and run the final delta sync; from then on the origin proxies whatever
  *   still reaches it (stale caches on IP1, old keep-alive connections through IPt) to the target.
+ *   A web site's databases follow the same rule inside the hold: the origin's site users lose
+ *   their writes before the target applies the origin's last write and takes them (databases.md).
  * - Waits on caches start only after every authoritative server shows the change (invariant 5),
  *   and end on observed traffic: quiet for `quietWindowMs`, bounded by a cap.
  * - Every agent and DNS call has a timeout and retries with backoff (resilient.ts).
@@ -24,12 +26,16 @@
  */
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
-import { FerryError, errorMessage } from '../common/errors.js';
+import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode } from '../host/index.js';
 import { removedAt, type Journal } from './journal.js';
+import { planDatabases } from './databases.js';
 import { checkParity, describeParity } from './parity.js';
 import type {
+  DatabaseDeclaration,
+  DatabaseLag,
+  SiteDatabasesPlan,
   DnsProvider,
   HostDriver,
   RedirectStats,
@@ -55,7 +61,10 @@ import {
 import { DEFAULT_RETRY, ResilientDns, ResilientHost, type RetryPolicy } from './resilient.js';
 import {
   DEFAULT_BACKUP_KEEP_MS,
+  DEFAULT_DATABASE_OPTIONS,
   PHASES,
+  type DatabaseOptions,
+  type DatabasesPlanned,
   type ForwardPhase,
   type MigrationPlan,
   type MigrationRecord,
@@ -120,6 +129,29 @@ export interface MigrationEvents {
       ms?: number;
     },
   ];
+  /**
+   * A web site's databases: `copied` (bytes, ms), `lag` (the target's channel, sampled every few
+   * seconds from the copy to the take-over; not journaled), `frozen` (the origin's position),
+   * `caught-up` (the target is the writer; waitedMs), `catchup-timeout` (released back to the
+   * origin; the next cut-over is tried at `retryAt`). Never carries a credential.
+   */
+  database: [
+    {
+      id: string;
+      phase: Phase;
+      at: number;
+      state: 'copied' | 'lag' | 'frozen' | 'caught-up' | 'catchup-timeout';
+      lag?: DatabaseLag;
+      bytes?: number;
+      ms?: number;
+      position?: string;
+      waitedMs?: number;
+      attempt?: number;
+      attempts?: number;
+      retryAt?: number;
+      message?: string;
+    },
+  ];
   /** An agent or DNS call failed and is retried. */
   retry: [{ id: string; at: number; what: string; attempt: number; message: string }];
 }
@@ -173,6 +205,25 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     return planWebSite(h(origin), h(target), domain, overrides);
   }
 
+  /**
+   * Before a web site's migration is created: which of its databases move (the origin's agent
+   * reads them; `declared` from the config) and whether the target takes them. Undefined when the
+   * origin cannot tell (no database support, nothing declared). Reads only; see databases.ts.
+   */
+  planDatabases(
+    origin: string,
+    target: string,
+    domain: string,
+    declared?: DatabaseDeclaration[],
+  ): Promise<DatabasesPlanned | undefined> {
+    const h = (id: string) => {
+      const d = this.hosts.get(id);
+      if (!d) throw new FerryError('HOST_UNKNOWN', `no host named ${id}`);
+      return new ResilientHost(d, this.retry);
+    };
+    return planDatabases(h(origin), h(target), domain, declared);
+  }
+
   get(id: string): MigrationRecord {
     const rec = this.journal.get(id);
     if (!rec) throw new FerryError('MIGRATION_NOT_FOUND', `no migration with id ${id}`);
@@ -201,10 +252,23 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     if (rec.settled || rec.phase === 'failed' || rec.phase === 'rolled-back') return rec;
     if (rec.phase === 'rolling-back') return this.rollback(id, signal);
     const run = this.newRun(rec.plan, signal);
-    let phase: Phase = rec.phase;
+    try {
+      return await this.drive(run, id, rec.phase, signal);
+    } finally {
+      run.stopLag();
+    }
+  }
+
+  private async drive(
+    run: MigrationRun,
+    id: string,
+    from: Phase,
+    signal: AbortSignal | undefined,
+  ): Promise<MigrationRecord> {
+    let phase: Phase = from;
     try {
       if (this.journal.entries(id).length > 1) await run.observeState();
-      for (let index = PHASES.indexOf(rec.phase as ForwardPhase); index < PHASES.length; index++) {
+      for (let index = PHASES.indexOf(from as ForwardPhase); index < PHASES.length; index++) {
         phase = PHASES[index]!;
         if (await run.skips(phase)) continue;
         await run.phase(phase);
@@ -217,6 +281,7 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
       if (await run.isSwitched().catch(() => true)) {
         await run.enter('failed', { from: phase, message });
       } else {
+        run.stopLag();
         await this.undo(run, id, { from: phase, reason: message }, signal);
       }
     }
@@ -233,11 +298,22 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     const rec = this.get(id);
     if (rec.phase === 'rolled-back') return rec;
     const run = this.newRun(rec.plan, signal);
+    await run.refuseReverse(); // before rolling-back is journaled: the migration stays resumable
     const failedFrom = rec.phase === 'failed' ? this.lastEnterDetail(id, 'failed')?.from : undefined;
     const from =
       rec.phase === 'rolling-back' ? undefined : { from: failedFrom ?? rec.phase, reason: 'requested' };
     await this.undo(run, id, from, signal);
     return this.get(id);
+  }
+
+  /**
+   * Throws `DB_ROLLBACK_AFTER_SWITCH` when migration `id` cannot be rolled back: the target writes
+   * its site's databases and they cannot be replicated back (see `refuseReverse`). Changes nothing.
+   */
+  async refuseRollback(id: string): Promise<void> {
+    const rec = this.get(id);
+    if (rec.phase === 'rolled-back') return;
+    await this.newRun(rec.plan, undefined).refuseReverse();
   }
 
   /** Go on with a `failed` migration from the phase it failed in (after the cause was fixed). */
@@ -431,6 +507,81 @@ class MigrationRun {
     return (f as (...a: unknown[]) => unknown).bind(host) as NonNullable<HostDriver[K]>;
   }
 
+  /** `host`'s database method `name`, or a clear error when its agent has none. */
+  private dbCall<K extends DbMethod>(host: HostDriver, name: K): NonNullable<HostDriver[K]> {
+    const f = host[name];
+    if (!f)
+      throw new FerryError(
+        'DB_NOT_CONFIGURED',
+        `${host.id} cannot move ${this.plan.domain}'s databases: its agent has no ${name} (an older version, or no --mariadb-defaults-file)`,
+      );
+    return (f as (...a: unknown[]) => unknown).bind(host) as NonNullable<HostDriver[K]>;
+  }
+
+  /**
+   * The site's databases that move, as the run's own planning journaled them (the plan's
+   * `databasePlan` is the controller's answer to the request, for display); undefined when none move.
+   */
+  private get databases(): DatabasesPlanned | undefined {
+    if (!this.web) return undefined;
+    const plan = this.entries()
+      .filter((e) => e.kind === 'note' && e.step === STEP.dbPlan)
+      .pop()?.detail as DatabasesPlanned | undefined;
+    return plan?.move.length ? plan : undefined;
+  }
+
+  /** The catch-up's bounds: the plan's, else the defaults. */
+  private get dbOptions(): DatabaseOptions {
+    return { ...DEFAULT_DATABASE_OPTIONS, ...this.plan.web?.database };
+  }
+
+  /** The config's declarations as the last argument of an agent call: left out when there are none. */
+  private withDeclared(): [] | [DatabaseDeclaration[]] {
+    const d = this.plan.web?.databases;
+    return d?.length ? [d] : [];
+  }
+
+  private lagTimer: NodeJS.Timeout | undefined;
+
+  /** Publish the target's replication lag now and every few seconds, until `stopLag`. */
+  private startLag(): void {
+    if (this.lagTimer || !this.databases) return;
+    const lag = this.dbCall(this.target, 'databaseLag');
+    let busy = false;
+    const sample = () => {
+      if (busy) return;
+      busy = true;
+      lag(this.id)
+        .then((l) =>
+          this.orch.emit('database', {
+            id: this.id,
+            phase: this.current,
+            at: Date.now(),
+            state: 'lag',
+            lag: { seconds: l.seconds, transactions: l.transactions, error: l.error },
+          }),
+        )
+        .catch(() => undefined) // a missed sample is only a missed sample
+        .finally(() => (busy = false));
+    };
+    this.lagTimer = setInterval(sample, LAG_INTERVAL_MS);
+    this.lagTimer.unref();
+    sample();
+  }
+
+  /** Stop publishing the lag (the take-over is done, or the run ends). */
+  stopLag(): void {
+    clearInterval(this.lagTimer);
+    this.lagTimer = undefined;
+  }
+
+  private emitDatabase(
+    state: MigrationEvents['database'][0]['state'],
+    detail: Omit<MigrationEvents['database'][0], 'id' | 'phase' | 'at' | 'state'> = {},
+  ): void {
+    this.orch.emit('database', { id: this.id, phase: this.current, at: Date.now(), state, ...detail });
+  }
+
   /** The origin's gate in front of the web site (one web-server reload there, before any traffic moves). */
   private async gate(): Promise<void> {
     const gate = this.webCall(this.origin, 'gateWebSite');
@@ -495,6 +646,10 @@ class MigrationRun {
 
   private journaled(step: JournalStep): boolean {
     return this.entries().some((e) => e.kind === 'step' && e.step === step);
+  }
+
+  private journaledNote(step: JournalStep): boolean {
+    return this.entries().some((e) => e.kind === 'note' && e.step === step);
   }
 
   private originalNote(f: Family): JournalStep {
@@ -589,8 +744,10 @@ class MigrationRun {
       case 'syncing':
         return this.syncing();
       case 'preflight':
+        if (this.journaledNote(STEP.dbCopied)) this.startLag();
         return this.preflight();
       case 'cutover':
+        if (this.journaledNote(STEP.dbCopied) && !this.journaledNote(STEP.dbTookOver)) this.startLag();
         return this.cutover();
       case 'draining':
         await this.draining();
@@ -622,7 +779,12 @@ class MigrationRun {
     }
     if (this.web) {
       // The web server's own site; the controller asked already, a resumed run asked before it acted.
-      if (first) await planWebSite(this.origin, this.target, domain, this.overrides);
+      if (first) {
+        await planWebSite(this.origin, this.target, domain, this.overrides);
+        const db = await planDatabases(this.origin, this.target, domain, this.plan.web?.databases);
+        // Journaled for a resumed run: what moves, and where the target replicates from.
+        if (db && (db.move.length || db.leftInPlace.length)) this.note(STEP.dbPlan, { ...db });
+      }
     } else if (!(await this.origin.hasSite(domain))) {
       throw new FerryError('PLAN_NO_SITE', `origin ${this.origin.id} does not host ${domain}`);
     }
@@ -784,6 +946,40 @@ class MigrationRun {
       );
     } else await this.step(STEP.targetAddSite, () => this.target.addSite(domain, 'readonly'));
     await this.sync(STEP.initialSync, this.origin, this.target);
+    await this.copyDatabases();
+  }
+
+  /**
+   * A web site's databases: the origin opens a source for the target (a replication user for the
+   * target's address), the target copies the databases and starts its channel. The source is a
+   * secret: it goes from one call to the other here and nowhere else.
+   */
+  private async copyDatabases(): Promise<void> {
+    const db = this.databases;
+    if (!db) return;
+    if (!this.journaledNote(STEP.dbCopied)) {
+      const { domain } = this.plan;
+      const open = this.dbCall(this.origin, 'openDatabaseSource');
+      const copy = this.dbCall(this.target, 'copyDatabases');
+      const replicaAddress = db.replicaAddress ?? this.plan.targetIp;
+      const source = await this.step(
+        STEP.dbOpenSource,
+        () => open(this.id, domain, replicaAddress, ...this.withDeclared()),
+        { replicaAddress },
+      );
+      const plan: SiteDatabasesPlan = {
+        move: db.move,
+        leftInPlace: db.leftInPlace,
+        ...(db.originVersion !== undefined ? { originVersion: db.originVersion } : {}),
+      };
+      const res = await this.step(STEP.dbCopy, () => copy(this.id, domain, source, plan), {
+        databases: db.move.map((m) => m.name),
+      });
+      // The origin's address (not secret) is where its MariaDB replicates from on a rollback.
+      this.note(STEP.dbCopied, { bytes: res.bytes, ms: res.ms, originAddress: source.host });
+      this.emitDatabase('copied', { bytes: res.bytes, ms: res.ms });
+    }
+    this.startLag();
   }
 
   /** preflight: the target answers like the origin (parity checks, on every family) before anything is switched. */
@@ -852,24 +1048,31 @@ class MigrationRun {
     const { domain, targetIp, timings, ports } = this.plan;
     let holding: Promise<void> = Promise.resolve();
     if (!(await this.isSwitched())) {
-      if (this.usesRedirect)
-        for (const f of this.families)
-          await this.step(familyStep(STEP.holdRedirect, f.suffix), () =>
-            this.relay.holdRedirect(f.redirectId),
-          );
-      await this.step(STEP.holdOriginSite, () => this.origin.setSiteMode(domain, 'hold'));
-      const idle = await this.step(STEP.waitOriginIdle, () =>
-        this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs),
-      );
-      if (!idle) {
-        throw new FerryError(
-          'CUTOVER_DRAIN_TIMEOUT',
-          `requests for ${domain} still in flight on the origin after ${timings.cutoverDrainTimeoutMs} ms`,
+      // With databases, a hold whose catch-up times out is released back to the origin and tried again.
+      for (;;) {
+        await this.waitDatabaseRetry();
+        if (this.usesRedirect)
+          for (const f of this.families)
+            await this.step(familyStep(STEP.holdRedirect, f.suffix), () =>
+              this.relay.holdRedirect(f.redirectId),
+            );
+        await this.step(STEP.holdOriginSite, () => this.origin.setSiteMode(domain, 'hold'));
+        const idle = await this.step(STEP.waitOriginIdle, () =>
+          this.origin.waitSiteIdle(domain, timings.cutoverDrainTimeoutMs),
         );
+        if (!idle) {
+          throw new FerryError(
+            'CUTOVER_DRAIN_TIMEOUT',
+            `requests for ${domain} still in flight on the origin after ${timings.cutoverDrainTimeoutMs} ms`,
+          );
+        }
+        // What is held, for the events: read beside the final pass, not before it (it is inside the pause).
+        holding = this.emitHeld('holding').catch(() => undefined);
+        await this.sync(STEP.finalSync, this.origin, this.target);
+        if (await this.takeOverDatabases()) break;
+        await holding;
+        await this.emitHeld('released');
       }
-      // What is held, for the events: read beside the final pass, not before it (it is inside the pause).
-      holding = this.emitHeld('holding').catch(() => undefined);
-      await this.sync(STEP.finalSync, this.origin, this.target);
       await this.step(STEP.targetServe, () => this.target.setSiteMode(domain, 'serve'));
     }
     await this.step(STEP.originProxy, () =>
@@ -888,6 +1091,87 @@ class MigrationRun {
     await holding;
     await this.emitHeld('released');
     for (const f of this.families) await this.ensureRecord(f.type, f.targetIp, timings.ttl);
+  }
+
+  /**
+   * Inside the hold, a web site's databases: the origin's site users lose their writes (its
+   * position read after that), the target applies that position (bounded) and becomes the only
+   * writer. True when done (or nothing moves). When the bound passes with attempts left, the
+   * origin writes and serves again and the redirects release to it (their upstream is still the
+   * origin): false, and the cut-over is tried again after `retryDelayMs`. The last attempt's
+   * timeout fails the migration (its rollback thaws the origin and drops the target's copy).
+   */
+  private async takeOverDatabases(): Promise<boolean> {
+    if (!this.databases) return true;
+    const { domain } = this.plan;
+    const opts = this.dbOptions;
+    const freeze = this.dbCall(this.origin, 'freezeDatabases');
+    const takeOver = this.dbCall(this.target, 'takeOverDatabases');
+    const attempt = this.entries().filter((e) => e.step === STEP.dbCatchupTimeout).length + 1;
+    const { position } = await this.step(STEP.dbFreezeOrigin, () => freeze(this.id, domain), { attempt });
+    this.note(STEP.dbFrozen, { position, attempt });
+    this.emitDatabase('frozen', { position, attempt });
+    try {
+      const r = await this.step(
+        STEP.dbTakeOver,
+        () => takeOver(this.id, domain, position, opts.catchUpTimeoutMs),
+        { position, timeoutMs: opts.catchUpTimeoutMs, attempt },
+      );
+      this.note(STEP.dbTookOver, { waitedMs: r.waitedMs, writerPosition: r.writerPosition, attempt });
+      this.stopLag();
+      this.emitDatabase('caught-up', { waitedMs: r.waitedMs, attempt });
+      return true;
+    } catch (err) {
+      if (!isFerryError(err, 'DB_CATCHUP_TIMEOUT')) throw err;
+      if (attempt >= opts.catchUpAttempts) {
+        // Noted too, so that the rollback knows this take-over never made the target a writer.
+        const last = { attempt, attempts: opts.catchUpAttempts, message: err.message };
+        this.note(STEP.dbCatchupTimeout, last);
+        this.emitDatabase('catchup-timeout', last);
+        throw new FerryError(
+          'DB_CATCHUP_TIMEOUT',
+          `${domain}: the target did not catch up with the origin's databases within ${opts.catchUpTimeoutMs} ms in ${attempt} cut-over attempt${attempt === 1 ? '' : 's'} (${err.message})`,
+          { cause: err },
+        );
+      }
+      const thaw = this.dbCall(this.origin, 'thawDatabases');
+      await this.step(STEP.dbThawOrigin, () => thaw(this.id, domain));
+      await this.step(STEP.dbRetryOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
+      if (this.usesRedirect)
+        for (const f of this.families)
+          await this.step(familyStep(STEP.dbRetryReleaseRedirect, f.suffix), () =>
+            this.relay.releaseRedirect(f.redirectId),
+          );
+      const retryAt = Date.now() + opts.retryDelayMs;
+      const detail = { attempt, attempts: opts.catchUpAttempts, retryAt, message: err.message };
+      this.note(STEP.dbCatchupTimeout, detail);
+      this.orch.emit('step', {
+        id: this.id,
+        phase: this.current,
+        step: STEP.dbCatchupTimeout,
+        at: Date.now(),
+        detail,
+      });
+      this.emitDatabase('catchup-timeout', detail);
+      return false;
+    }
+  }
+
+  /** After a timed-out catch-up (also on a resumed run): wait until the next attempt is due. */
+  private async waitDatabaseRetry(): Promise<void> {
+    const last = this.entries()
+      .filter((e) => e.kind === 'note' && e.step === STEP.dbCatchupTimeout)
+      .pop()?.detail as { retryAt?: number } | undefined;
+    if (!last?.retryAt || this.journaledAfter(STEP.dbCatchupTimeout, waitPassedNote(WAIT.dbRetry))) return;
+    const ms = this.dbOptions.retryDelayMs;
+    await this.waitUntil(WAIT.dbRetry, last.retryAt - ms, ms);
+  }
+
+  /** Whether note `later` was journaled after the last note `first`. */
+  private journaledAfter(first: JournalStep, later: JournalStep): boolean {
+    const all = this.entries();
+    const i = all.map((e) => e.step).lastIndexOf(first);
+    return i >= 0 && all.slice(i + 1).some((e) => e.step === later);
   }
 
   /** draining: IPt (or, direct, the origin's proxy) keeps redirecting until caches moved and traffic stopped. */
@@ -958,6 +1242,11 @@ class MigrationRun {
         await this.stopRedirect(STEP.stopRedirect, f);
         await this.removeAddress(STEP.removeAddress, f);
       }
+    }
+    if (this.databases) {
+      // The migration's replication user goes; the origin's databases stay frozen as their backup.
+      const close = this.dbCall(this.origin, 'closeDatabaseSource');
+      await this.step(STEP.dbCloseSource, () => close(this.id));
     }
     if (this.web) {
       // The target's gate goes first (its plain vhost serves), then the origin's copy goes into a backup.
@@ -1144,6 +1433,7 @@ class MigrationRun {
   /** Undo a migration that never switched: every step in reverse; DNS, addresses, redirects and vhosts as before. */
   private async undoSteps(): Promise<void> {
     const { domain, timings } = this.plan;
+    await this.undoDatabases();
     if (this.usesRedirect)
       for (const f of this.families)
         await this.step(familyStep(STEP.undoReleaseRedirect, f.suffix), () =>
@@ -1193,6 +1483,136 @@ class MigrationRun {
   }
 
   /**
+   * A web site's databases before the switch, first of all: when the target's take-over ran (the
+   * switch after it failed), the target's site users lose their writes; the target's copy and
+   * channel go (`dropDatabaseCopy`); only then do the origin's site users get their writes back;
+   * last the migration's replication user goes. Never two writers, and each step is idempotent,
+   * so a resumed undo repeats it.
+   */
+  private async undoDatabases(): Promise<void> {
+    const db = this.databases;
+    if (!db || !this.journaled(STEP.dbOpenSource)) return;
+    const { domain } = this.plan;
+    const count = (kind: 'step' | 'note', step: JournalStep) =>
+      this.entries().filter((e) => e.kind === kind && e.step === step).length;
+    if (count('step', STEP.dbTakeOver) > count('note', STEP.dbCatchupTimeout)) {
+      // A take-over that did not time out may have made the target the writer (the switch after it
+      // failed, or a crash inside it).
+      const freeze = this.dbCall(this.target, 'freezeDatabases');
+      await this.step(STEP.undoDbFreezeTarget, () => freeze(this.id, domain));
+    }
+    if (this.journaled(STEP.dbCopy)) {
+      const drop = this.dbCall(this.target, 'dropDatabaseCopy');
+      await this.step(STEP.undoDbDropCopy, () => drop(this.id, domain));
+    }
+    if (this.journaled(STEP.dbFreezeOrigin)) {
+      const thaw = this.dbCall(this.origin, 'thawDatabases');
+      await this.step(STEP.undoDbThawOrigin, () => thaw(this.id, domain));
+    }
+    const close = this.dbCall(this.origin, 'closeDatabaseSource');
+    await this.step(STEP.undoDbCloseSource, () => close(this.id));
+  }
+
+  /**
+   * `DB_ROLLBACK_AFTER_SWITCH` when the target writes the site's databases and the reverse channel
+   * cannot be made: the migration completed (its users are gone, the origin's site is in its
+   * backup), or the journal lacks the origin's address. The target then stays the only writer.
+   */
+  async refuseReverse(): Promise<void> {
+    const db = this.databases;
+    if (!db || !this.journaled(STEP.dbTakeOver) || !(await this.isSwitched())) return;
+    const why = !this.originDbAddress()
+      ? "the journal lacks the origin's database address"
+      : this.journaled(STEP.dbCloseSource)
+        ? 'the migration completed'
+        : undefined;
+    if (!why) return;
+    throw new FerryError(
+      'DB_ROLLBACK_AFTER_SWITCH',
+      `${this.plan.domain} switched to target ${this.target.id}, which is now the only writer of its databases (${db.move.map((m) => m.name).join(', ')}), and ${why}: Ferry cannot replicate them back, so nothing was rolled back (the origin keeps its copy frozen as their backup)`,
+    );
+  }
+
+  /** The origin's MariaDB address, as its source said (journaled with the copy). */
+  private originDbAddress(): string | undefined {
+    const d = this.entries()
+      .filter((e) => e.kind === 'note' && e.step === STEP.dbCopied)
+      .pop()?.detail as { originAddress?: string } | undefined;
+    return d?.originAddress;
+  }
+
+  /** The reverse migration's id for the agents' database calls (its own channel, user and state). */
+  private get reverseDbId(): string {
+    return `${this.id}-reverse`;
+  }
+
+  /**
+   * A rollback after the switch, for the databases: the target opens a source for the origin's
+   * address and the origin starts the reverse channel at the target's position of its take-over.
+   * The origin's frozen copy is the state the target started from, so nothing is copied.
+   */
+  private async openReverseChannel(): Promise<void> {
+    const { domain } = this.plan;
+    const took = this.entries()
+      .filter((e) => e.kind === 'note' && e.step === STEP.dbTookOver)
+      .pop()?.detail as { writerPosition?: string } | undefined;
+    const position = took?.writerPosition;
+    const address = this.originDbAddress();
+    if (!position || !address)
+      throw new FerryError(
+        'DB_ROLLBACK_AFTER_SWITCH',
+        `${domain}: the journal lacks the target's position at its take-over or the origin's address; its databases cannot be replicated back`,
+      );
+    const open = this.dbCall(this.target, 'openDatabaseSource');
+    const start = this.dbCall(this.origin, 'startDatabaseChannel');
+    const source = await this.step(
+      STEP.reverseDbOpenSource,
+      () => open(this.reverseDbId, domain, address, ...this.withDeclared()),
+      { replicaAddress: address },
+    );
+    await this.step(STEP.reverseDbStartChannel, () => start(this.reverseDbId, domain, source, position), {
+      position,
+    });
+  }
+
+  /**
+   * Inside the reverse hold: the target's site users lose their writes, the origin applies the
+   * target's last write (bounded) and becomes the only writer. On a timeout the target writes and
+   * serves again and the redirects release to it (their upstream is still the target); the
+   * rollback then fails with the reason and can be asked again.
+   */
+  private async reverseTakeOver(redirects: Family[]): Promise<void> {
+    const { domain } = this.plan;
+    const freeze = this.dbCall(this.target, 'freezeDatabases');
+    const takeOver = this.dbCall(this.origin, 'takeOverDatabases');
+    const timeoutMs = this.dbOptions.catchUpTimeoutMs;
+    const { position } = await this.step(STEP.reverseDbFreezeTarget, () => freeze(this.reverseDbId, domain));
+    this.emitDatabase('frozen', { position });
+    try {
+      const r = await this.step(
+        STEP.reverseDbTakeOver,
+        () => takeOver(this.reverseDbId, domain, position, timeoutMs),
+        { position, timeoutMs },
+      );
+      this.emitDatabase('caught-up', { waitedMs: r.waitedMs });
+    } catch (err) {
+      if (!isFerryError(err, 'DB_CATCHUP_TIMEOUT')) throw err;
+      const thaw = this.dbCall(this.target, 'thawDatabases');
+      await this.step(STEP.reverseDbThawTarget, () => thaw(this.reverseDbId, domain));
+      await this.step(STEP.reverseDbTargetServe, () => this.target.setSiteMode(domain, 'serve'));
+      for (const f of redirects)
+        await this.step(familyStep(STEP.reverseDbReleaseRedirect, f.suffix), () =>
+          this.relay.releaseRedirect(f.redirectId),
+        );
+      throw new FerryError(
+        'DB_CATCHUP_TIMEOUT',
+        `${domain}: the origin did not catch up with the target's databases within ${timeoutMs} ms; the target writes and serves again. Ask for the rollback again: ferry rollback ${this.id} (${err.message})`,
+        { cause: err },
+      );
+    }
+  }
+
+  /**
    * Undo after the switch: a reverse migration. The origin gets the target's data back (bulk,
    * then a final delta while the target holds), becomes the writer again, and the target proxies
    * what still reaches it to the origin until its traffic is quiet; then IPt and the target's
@@ -1200,6 +1620,9 @@ class MigrationRun {
    */
   private async reverse(): Promise<void> {
     const { domain, originIp, ports, timings } = this.plan;
+    await this.refuseReverse();
+    // The site's databases, when the target took them over: replicated back on a channel of their own.
+    const dbBack = this.databases !== undefined && this.journaled(STEP.dbTakeOver);
     const redirects = this.usesRedirect
       ? (
           await Promise.all(
@@ -1220,6 +1643,7 @@ class MigrationRun {
       if (originMode === null || !(await this.origin.hasSite(domain))) {
         await this.step(STEP.reverseOriginAddSite, () => this.origin.addSite(domain, 'readonly'));
       }
+      if (dbBack) await this.openReverseChannel();
       await this.sync(STEP.reverseInitialSync, this.target, this.origin);
       for (const f of redirects)
         await this.step(familyStep(STEP.reverseHoldRedirect, f.suffix), () =>
@@ -1235,6 +1659,7 @@ class MigrationRun {
           `requests for ${domain} still in flight on the target after ${timings.cutoverDrainTimeoutMs} ms`,
         );
       await this.sync(STEP.reverseFinalSync, this.target, this.origin);
+      if (dbBack) await this.reverseTakeOver(redirects);
       await this.step(STEP.reverseOriginServe, () => this.origin.setSiteMode(domain, 'serve'));
     }
     if (await this.target.hasSite(domain)) {
@@ -1276,6 +1701,13 @@ class MigrationRun {
         await this.removeAddress(STEP.reverseRemoveAddress, f);
       }
     }
+    if (dbBack) {
+      // Both migration users go; the target keeps its databases frozen, as their copy at the rollback.
+      const closeReverse = this.dbCall(this.target, 'closeDatabaseSource');
+      const closeForward = this.dbCall(this.origin, 'closeDatabaseSource');
+      await this.step(STEP.reverseDbCloseSource, () => closeReverse(this.reverseDbId));
+      await this.step(STEP.reverseDbCloseForwardSource, () => closeForward(this.id));
+    }
     if (this.web) {
       const uninstall = this.webCall(this.target, 'uninstallWebSite');
       const ungate = this.webCall(this.origin, 'ungateWebSite');
@@ -1284,6 +1716,21 @@ class MigrationRun {
     } else await this.step(STEP.reverseTargetRemoveSite, () => this.target.removeSite(domain));
   }
 }
+
+/** How often the target's replication lag is published while the databases replicate. */
+const LAG_INTERVAL_MS = 2000;
+
+/** The HostDriver methods of a web site's databases the orchestrator calls. */
+type DbMethod =
+  | 'startDatabaseChannel'
+  | 'openDatabaseSource'
+  | 'copyDatabases'
+  | 'databaseLag'
+  | 'freezeDatabases'
+  | 'thawDatabases'
+  | 'takeOverDatabases'
+  | 'dropDatabaseCopy'
+  | 'closeDatabaseSource';
 
 /** The HostDriver methods of web sites the orchestrator calls. */
 type WebMethod =

@@ -23,6 +23,13 @@ export const STEP = {
   /** A web site: the origin's bundle installed on the target (only that it ran is journaled). */
   targetInstallSite: 'target-install-site',
   initialSync: 'initial-sync',
+  /** A web site's databases (docs/databases.md): what planning found (a note, no secret). */
+  dbPlan: 'db-plan',
+  /** The origin's replication user for the target (the source it returns never goes into the journal). */
+  dbOpenSource: 'db-open-source',
+  /** The target copies the databases and starts its channel; `db-copied` notes it finished. */
+  dbCopy: 'db-copy',
+  dbCopied: 'db-copied',
   // preflight
   parity: 'parity',
   parityResults: 'parity-results',
@@ -31,6 +38,18 @@ export const STEP = {
   holdOriginSite: 'hold-origin-site',
   waitOriginIdle: 'wait-origin-idle',
   finalSync: 'final-sync',
+  /** The origin's site users lose their writes; `db-frozen` notes the origin's position. */
+  dbFreezeOrigin: 'db-freeze-origin',
+  dbFrozen: 'db-frozen',
+  /** The target applies that position and becomes the writer; `db-took-over` notes its own position. */
+  dbTakeOver: 'db-take-over',
+  dbTookOver: 'db-took-over',
+  // The catch-up passed its bound: the origin writes and serves again, the redirects release to
+  // it, and the cut-over is tried again after a delay (`db-catchup-timeout` notes when).
+  dbThawOrigin: 'db-thaw-origin',
+  dbRetryOriginServe: 'db-retry-origin-serve',
+  dbRetryReleaseRedirect: 'db-retry-release-redirect',
+  dbCatchupTimeout: 'db-catchup-timeout',
   targetServe: 'target-serve',
   originProxy: 'origin-proxy',
   redirectToTarget: 'redirect-to-target',
@@ -39,6 +58,8 @@ export const STEP = {
   stopRedirect: 'stop-redirect',
   removeAddress: 'remove-address',
   originRemoveSite: 'origin-remove-site',
+  /** The origin's replication user goes; its frozen copy of the databases stays as their backup. */
+  dbCloseSource: 'db-close-source',
   // a web site's end of draining, instead of origin-remove-site: the target's gate goes, then the
   // origin's vhost, pool, crontab and data go into a backup
   targetFinishSite: 'target-finish-site',
@@ -49,6 +70,13 @@ export const STEP = {
   // rollback before the switch
   undoReleaseRedirect: 'undo-release-redirect',
   undoOriginServe: 'undo-origin-serve',
+  // A web site's databases, before anything else is undone: the target's copy goes (it is then
+  // no writer), the origin writes again, its replication user goes.
+  /** After a take-over (the switch itself failed): the target's site users lose their writes first. */
+  undoDbFreezeTarget: 'undo-db-freeze-target',
+  undoDbDropCopy: 'undo-db-drop-copy',
+  undoDbThawOrigin: 'undo-db-thaw-origin',
+  undoDbCloseSource: 'undo-db-close-source',
   undoTargetRemoveSite: 'undo-target-remove-site',
   undoTargetUninstallSite: 'undo-target-uninstall-site',
   undoOriginUngateSite: 'undo-origin-ungate-site',
@@ -70,6 +98,19 @@ export const STEP = {
   reverseTargetRemoveSite: 'reverse-target-remove-site',
   reverseTargetUninstallSite: 'reverse-target-uninstall-site',
   reverseOriginUngateSite: 'reverse-origin-ungate-site',
+  // A web site's databases replicated back: a reverse channel (target → origin) before the reverse
+  // sync, and inside the reverse hold the target frozen and the origin caught up before it serves.
+  reverseDbOpenSource: 'reverse-db-open-source',
+  reverseDbStartChannel: 'reverse-db-start-channel',
+  reverseDbFreezeTarget: 'reverse-db-freeze-target',
+  reverseDbTakeOver: 'reverse-db-take-over',
+  // The reverse catch-up timed out: the target writes and serves again, the redirects release to it.
+  reverseDbThawTarget: 'reverse-db-thaw-target',
+  reverseDbTargetServe: 'reverse-db-target-serve',
+  reverseDbReleaseRedirect: 'reverse-db-release-redirect',
+  // The end: both migration users go (the reverse one on the target, the forward one on the origin).
+  reverseDbCloseSource: 'reverse-db-close-source',
+  reverseDbCloseForwardSource: 'reverse-db-close-forward-source',
 } as const;
 
 export type Step = (typeof STEP)[keyof typeof STEP];
@@ -92,6 +133,8 @@ export const WAIT = {
   rollbackIptQuiet: 'rollback-ipt-quiet',
   reverseIp2Quiet: 'reverse-ip2-quiet',
   dnsPropagation: 'dns-propagation',
+  /** The pause after a cut-over whose database catch-up timed out, before the next one. */
+  dbRetry: 'db-retry',
 } as const;
 
 export type Wait = (typeof WAIT)[keyof typeof WAIT];

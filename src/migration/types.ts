@@ -2,6 +2,7 @@
  * The migration's vocabulary: phases, the plan an operator asks for, and the state the journal
  * keeps. docs/how-a-migration-works.md tells the migration phase by phase.
  */
+import type { DatabaseDeclaration, SiteDatabasesPlan } from './ports.js';
 import type { JournalStep } from './steps.js';
 
 /**
@@ -143,6 +144,34 @@ export interface WebPlan {
   dataDir?: string;
   /** How long the origin keeps its backup of the site after completion. Default 7 days. */
   backupKeepMs?: number;
+  /** Databases the config declares (`ferry.yaml` `sites[].databases`), for the origin's agent. */
+  databases?: DatabaseDeclaration[];
+  /** The bounds of the databases' catch-up (`sites[].database`); defaults in `DEFAULT_DATABASE_OPTIONS`. */
+  database?: Partial<DatabaseOptions>;
+  /** What planning found of the site's databases (shown by the API and `ferry migrate`). */
+  databasePlan?: DatabasesPlanned;
+}
+
+/** How the cut-over waits for a web site's databases and tries again. */
+export interface DatabaseOptions {
+  /** The bound of the wait inside the hold for the target to apply the origin's last write. */
+  catchUpTimeoutMs: number;
+  /** Cut-overs tried before the migration fails (each one that times out releases back to the origin). */
+  catchUpAttempts: number;
+  /** The pause between a timed-out cut-over and the next. */
+  retryDelayMs: number;
+}
+
+export const DEFAULT_DATABASE_OPTIONS: DatabaseOptions = {
+  catchUpTimeoutMs: 10_000,
+  catchUpAttempts: 3,
+  retryDelayMs: 30_000,
+};
+
+/** A site's databases as planning found them: the origin's report, and where the target replicates from. */
+export interface DatabasesPlanned extends SiteDatabasesPlan {
+  /** The target's address as the origin's MariaDB sees it; absent when nothing moves. */
+  replicaAddress?: string;
 }
 
 /** The origin's backup of a completed web site is kept this long unless configured. */

@@ -300,8 +300,31 @@ function renderDetail() {
   const heldText = lastHeld
     ? `${lastHeld.data.state === 'holding' ? 'holding' : 'released'}: ${lastHeld.data.redirect ?? 0} connections at IPt, ${lastHeld.data.site ?? 0} requests at the origin`
     : String(held);
+  // A web site's databases: what moves, then the last `database` event (lag, catch-up, retry).
+  const dbPlan = d.plan.web?.databasePlan;
+  const lastDb = [...events].reverse().find((e) => e.type === 'database');
+  /** @param {any} x */
+  const dbText = (x) => {
+    if (x.state === 'lag')
+      return `replicating, ${x.lag?.seconds ?? '?'} s behind, ${x.lag?.transactions ?? '?'} transactions to apply${x.lag?.error ? ` · error: ${x.lag.error}` : ''}`;
+    if (x.state === 'copied') return `copied (${fmtBytes(Number(x.bytes ?? 0))}), replicating`;
+    if (x.state === 'frozen') return `origin frozen at ${x.position}, waiting for the target`;
+    if (x.state === 'caught-up') return `caught up in ${x.waitedMs} ms: the target writes`;
+    if (x.state === 'catchup-timeout')
+      return `catch-up timed out (attempt ${x.attempt} of ${x.attempts}); ${x.retryAt === undefined ? 'the migration rolls back' : `origin writes again, next try at ${clock(x.retryAt)}`}`;
+    return String(x.state);
+  };
+  const dbMoves = dbPlan?.move?.length
+    ? `${dbPlan.move.map((/** @type {any} */ m) => `${m.name} (${fmtBytes(m.bytes)})`).join(', ')}`
+    : '';
+  const dbLeft = dbPlan?.leftInPlace?.length
+    ? ` · left in place: ${dbPlan.leftInPlace.map((/** @type {any} */ l) => `${l.name} on ${l.host}`).join(', ')}`
+    : '';
   const kv = [
     ['addresses', `IP1 ${d.plan.originIp} · IPt ${d.plan.tempIp} · IP2 ${d.plan.targetIp}`],
+    ...(dbMoves || dbLeft
+      ? [['databases', `${dbMoves || 'none move'}${dbLeft}${lastDb ? ` · ${dbText(lastDb.data)}` : ''}`]]
+      : []),
     ['DNS answer now', last ? last.dns.join(', ') || '—' : '—'],
     ['held connections', heldText],
     ['open at IPt', String(last?.redirect?.activeConnections ?? 0)],
@@ -399,7 +422,7 @@ function onEvent(type, data) {
   if (type === 'phase' || type === 'migration' || type === 'error' || type === 'evacuation')
     refreshListsSoon();
   if (data.migrationId === state.selected) {
-    if (type === 'wait' || type === 'sync' || type === 'held') renderDetail();
+    if (type === 'wait' || type === 'sync' || type === 'held' || type === 'database') renderDetail();
     else if (type === 'phase' || type === 'step' || type === 'error' || type === 'migration')
       refreshDetailSoon();
   }
