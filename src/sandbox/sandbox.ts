@@ -336,6 +336,13 @@ export class Sandbox {
                 parity: { http: [{ path: '/' }, { path: '/orders', body: false }] },
               }
             : {}),
+          // The shop's database, declared (its application has no wp-config.php to read it from).
+          ...(o.database === 'mariadb' && domain === o.sites[0]
+            ? {
+                databases: [{ name: 'shop', users: ['shop'] }],
+                database: { retryDelayMs: 2000 },
+              }
+            : {}),
         })),
         journal: this.journal,
         defaults: {
@@ -439,6 +446,16 @@ export class Sandbox {
       },
       transport: new InProcessTransport(ip),
       state: new MemoryStateStore(),
+      ...(db
+        ? {
+            mariadb: {
+              defaultsFile: db.adminOptionFile,
+              address: db.address,
+              port: db.port,
+              optionDir: db.confDir,
+            },
+          }
+        : {}),
     };
     const agent =
       id === 'target'
