@@ -96,6 +96,17 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary | und
       const pass = syncPassDone(e.step);
       if (pass) out(`${t()}    ${pass}: ${String(e.detail?.files)} files, ${String(e.detail?.bytes)} bytes`);
     });
+    sb.orchestrator.on('database', (e) => {
+      if (e.state === 'copied')
+        out(`${t()}    databases copied: ${String(e.bytes)} bytes in ${String(e.ms)} ms, replicating`);
+      else if (e.state === 'frozen') out(`${t()}    databases frozen on the origin at ${String(e.position)}`);
+      else if (e.state === 'caught-up')
+        out(`${t()}    databases caught up in ${String(e.waitedMs)} ms: the target is the writer`);
+      else if (e.state === 'catchup-timeout')
+        out(
+          `${t()}    databases: the catch-up timed out (attempt ${String(e.attempt)}), released back to the origin`,
+        );
+    });
     sb.orchestrator.on('error', (e) => out(`${t()}  error in ${e.phase}: ${e.message}`));
     sb.watchDns();
     sb.startLoad();

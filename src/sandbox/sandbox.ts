@@ -477,10 +477,12 @@ export class Sandbox {
     ip: string,
     server: PrivateWebServer,
   ): Promise<PrivateMariaDb> {
+    // Both on 127.0.0.1, each on a port of its own: a connection between two loopback addresses
+    // leaves from 127.0.0.1, and a migration user is made for the address its replica comes from.
     const db = new PrivateMariaDb({
       dir: join(server.root, 'mariadb'),
-      address: ip,
-      port: await freePort(ip),
+      address: '127.0.0.1',
+      port: await freePort('127.0.0.1'),
       serverId: id === 'origin' ? 1 : 2,
       adminPassword: randomBytes(12).toString('hex'),
     });

@@ -11,7 +11,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
+import { mariadbInstalled } from '../../src/sandbox/mariadb.js';
 import { findBinary } from './helpers.js';
 
 const missing = [
@@ -53,98 +54,128 @@ function demoProcesses(dir: string): Map<number, string> {
   return found;
 }
 
+/**
+ * Run the built demo with the real stack (and `extra` options) into a folder of the test's own,
+ * assert the move was clean and nothing of it is left; returns its output and what ran.
+ */
+async function demoLeavesNothing(
+  t: TestContext,
+  extra: string[],
+): Promise<{ stdout: string; ran: string[]; summary: Record<string, unknown> }> {
+  const tmp = await mkdtemp(join(tmpdir(), 'ferry-demo-stack-'));
+  t.after(() => rm(tmp, { recursive: true, force: true }));
+  // As /tmp is: nginx's workers and the PHP pool (www-data, as root) pass through it.
+  await chmod(tmp, 0o755);
+  const child = spawn(
+    process.execPath,
+    [
+      'bin/ferry.js',
+      'demo',
+      '--stack',
+      'nginx-php',
+      ...extra,
+      '--json',
+      '--dns-address',
+      '127.0.34.53',
+      '--dns-port',
+      '0',
+      '--http-port',
+      '0',
+      '--origin-ip',
+      '127.0.34.1',
+      '--target-ip',
+      '127.0.34.2',
+      '--temp-ip',
+      '127.0.34.100',
+      '--ttl',
+      '1',
+      '--quiet-window',
+      '800',
+      '--warmup',
+      '1500',
+      '--cooldown',
+      '1000',
+    ],
+    { env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  // What ran under the demo's folder while it ran: the private masters and their workers.
+  const seen = new Map<number, string>();
+  const sample = setInterval(() => {
+    for (const [pid, cmd] of demoProcesses(tmp)) seen.set(pid, cmd);
+  }, 250);
+  const killer = setTimeout(() => child.kill('SIGKILL'), 220_000);
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  clearTimeout(killer);
+  clearInterval(sample);
+
+  assert.equal(code, 0, `exit ${code}\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`);
+  const ran = [...seen.values()];
+  assert.ok(
+    ran.some((c) => c.startsWith('nginx: worker')) && ran.some((c) => c.startsWith('php-fpm: pool shop')),
+    `the private nginx and PHP-FPM ran: ${ran.join(' | ')}`,
+  );
+  const lines = stdout.trim().split('\n');
+  const s = JSON.parse(lines[lines.length - 1]!);
+  assert.equal(s.domain, 'shop.example.');
+  assert.equal(s.finalPhase, 'completed');
+  assert.equal(s.requests.failed, 0, JSON.stringify(s.failures));
+  assert.ok(s.servedBy.origin > 0 && s.servedBy.target > 0, JSON.stringify(s.servedBy));
+  // Writes counted: every acknowledged order once in the target's orders file, none on the origin after the switch.
+  assert.ok(s.writes.acknowledged > 10, JSON.stringify(s.writes));
+  assert.equal(s.writes.onTarget, s.writes.acknowledged);
+  assert.equal(s.writes.missing, 0);
+  assert.equal(s.writes.duplicated, 0);
+  assert.equal(s.writes.onOriginAfterCutover, 0);
+  assert.ok(s.otherSites.requests > 0);
+  assert.equal(s.otherSites.failed, 0);
+  assert.deepEqual(
+    s.dnsAnswers.map((a: { address: string }) => a.address),
+    ['127.0.34.1', '127.0.34.100', '127.0.34.2'],
+  );
+  assert.match(stdout, /phase cutover/);
+
+  // Nothing left: no process of the demo (none of those seen, nor a new one), no folder of it.
+  const now = processes();
+  assert.deepEqual(
+    [...seen].filter(([pid, cmd]) => now.get(pid)?.cmd === cmd),
+    [],
+  );
+  assert.deepEqual([...demoProcesses(tmp)], []);
+  assert.deepEqual(
+    (await readdir(tmp)).filter((n) => n.startsWith('ferry-')),
+    [],
+    'the temporary folder is removed',
+  );
+  return { stdout, ran, summary: s };
+}
+
 describe('ferry demo --stack nginx-php', { skip }, () => {
   it(
     'moves the PHP site under load with no failed request and leaves nothing behind',
     { timeout: 240_000 },
     async (t) => {
-      const tmp = await mkdtemp(join(tmpdir(), 'ferry-demo-stack-'));
-      t.after(() => rm(tmp, { recursive: true, force: true }));
-      // As /tmp is: nginx's workers and the PHP pool (www-data, as root) pass through it.
-      await chmod(tmp, 0o755);
-      const child = spawn(
-        process.execPath,
-        [
-          'bin/ferry.js',
-          'demo',
-          '--stack',
-          'nginx-php',
-          '--json',
-          '--dns-address',
-          '127.0.34.53',
-          '--dns-port',
-          '0',
-          '--http-port',
-          '0',
-          '--origin-ip',
-          '127.0.34.1',
-          '--target-ip',
-          '127.0.34.2',
-          '--temp-ip',
-          '127.0.34.100',
-          '--ttl',
-          '1',
-          '--quiet-window',
-          '800',
-          '--warmup',
-          '1500',
-          '--cooldown',
-          '1000',
-        ],
-        { env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-      // What ran under the demo's folder while it ran: the private masters and their workers.
-      const seen = new Map<number, string>();
-      const sample = setInterval(() => {
-        for (const [pid, cmd] of demoProcesses(tmp)) seen.set(pid, cmd);
-      }, 250);
-      const killer = setTimeout(() => child.kill('SIGKILL'), 220_000);
-      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-      clearTimeout(killer);
-      clearInterval(sample);
+      await demoLeavesNothing(t, []);
+    },
+  );
 
-      assert.equal(code, 0, `exit ${code}\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`);
-      const ran = [...seen.values()];
+  it(
+    "--database mariadb: the orders live in the origin's MariaDB and move with the site, every acknowledged one once on the target",
+    { timeout: 240_000, skip: mariadbInstalled() ? false : 'needs mariadb-server' },
+    async (t) => {
+      // demoLeavesNothing counts the writes in each server's shop database here, and checks no
+      // mariadbd is left.
+      const { stdout, ran } = await demoLeavesNothing(t, ['--database', 'mariadb']);
       assert.ok(
-        ran.some((c) => c.startsWith('nginx: worker')) && ran.some((c) => c.startsWith('php-fpm: pool shop')),
-        `the private nginx and PHP-FPM ran: ${ran.join(' | ')}`,
+        ran.some((c) => c.startsWith('/usr/sbin/mariadbd')),
+        `the private MariaDB servers ran: ${ran.join(' | ')}`,
       );
-      const lines = stdout.trim().split('\n');
-      const s = JSON.parse(lines[lines.length - 1]!);
-      assert.equal(s.domain, 'shop.example.');
-      assert.equal(s.finalPhase, 'completed');
-      assert.equal(s.requests.failed, 0, JSON.stringify(s.failures));
-      assert.ok(s.servedBy.origin > 0 && s.servedBy.target > 0, JSON.stringify(s.servedBy));
-      // Writes counted: every acknowledged order once in the target's orders file, none on the origin after the switch.
-      assert.ok(s.writes.acknowledged > 10, JSON.stringify(s.writes));
-      assert.equal(s.writes.onTarget, s.writes.acknowledged);
-      assert.equal(s.writes.missing, 0);
-      assert.equal(s.writes.duplicated, 0);
-      assert.equal(s.writes.onOriginAfterCutover, 0);
-      assert.ok(s.otherSites.requests > 0);
-      assert.equal(s.otherSites.failed, 0);
-      assert.deepEqual(
-        s.dnsAnswers.map((a: { address: string }) => a.address),
-        ['127.0.34.1', '127.0.34.100', '127.0.34.2'],
-      );
-      assert.match(stdout, /phase cutover/);
-
-      // Nothing left: no process of the demo (none of those seen, nor a new one), no folder of it.
-      const now = processes();
-      assert.deepEqual(
-        [...seen].filter(([pid, cmd]) => now.get(pid)?.cmd === cmd),
-        [],
-      );
-      assert.deepEqual([...demoProcesses(tmp)], []);
-      assert.deepEqual(
-        (await readdir(tmp)).filter((n) => n.startsWith('ferry-')),
-        [],
-        'the temporary folder is removed',
-      );
+      assert.match(stdout, /databases copied: \d+ bytes/);
+      assert.match(stdout, /databases frozen on the origin at \d+-1-\d+/);
+      assert.match(stdout, /databases caught up in \d+ ms: the target is the writer/);
     },
   );
 
