@@ -338,8 +338,9 @@ const site = z.strictObject({
           .max(100, { message: 'must be at most 100' })
           .optional(),
         retryDelayMs: duration.optional(),
+        lagWaitMs: duration.optional(),
       },
-      { message: 'must be { catchUpTimeoutMs, catchUpAttempts, retryDelayMs }' },
+      { message: 'must be { catchUpTimeoutMs, catchUpAttempts, retryDelayMs, lagWaitMs }' },
     )
     .optional(),
   /** Preflight parity checks of the site (default: the built-in app's, or GET / for a web site). */

@@ -650,7 +650,7 @@ sites:
     databases:
       - { name: wp_shop, users: [wp_shop, wp_admin] }
       - { name: stats, host: "db.example:3306" }
-    database: { catchUpTimeoutMs: 5s, catchUpAttempts: 4, retryDelayMs: 60000 }
+    database: { catchUpTimeoutMs: 5s, catchUpAttempts: 4, retryDelayMs: 60000, lagWaitMs: 2m }
   - { domain: blog.example, server: a, kind: web }
 `;
   const cfg = await parseConfig(yaml, '/x/ferry.yaml', { env: {}, readSecretFiles: false });
@@ -662,12 +662,13 @@ sites:
     catchUpTimeoutMs: 5000,
     catchUpAttempts: 4,
     retryDelayMs: 60000,
+    lagWaitMs: 120000,
   });
   assert.equal(cfg.sites[1]!.databases, undefined);
   assert.equal(cfg.sites[1]!.database, undefined);
   assert.match(
     describeConfig(cfg),
-    /site shop\.example: .*databases wp_shop \(users wp_shop wp_admin\), stats at db\.example:3306, database catch-up catchUpTimeoutMs=5000 catchUpAttempts=4 retryDelayMs=60000/,
+    /site shop\.example: .*databases wp_shop \(users wp_shop wp_admin\), stats at db\.example:3306, database catch-up catchUpTimeoutMs=5000 catchUpAttempts=4 retryDelayMs=60000 lagWaitMs=120000/,
   );
   const msg = await problems(`
 servers:

@@ -337,6 +337,7 @@ async function resolveConfig(
                 ? { catchUpAttempts: s.database.catchUpAttempts }
                 : {}),
               ...(s.database.retryDelayMs !== undefined ? { retryDelayMs: s.database.retryDelayMs } : {}),
+              ...(s.database.lagWaitMs !== undefined ? { lagWaitMs: s.database.lagWaitMs } : {}),
             },
           }
         : {}),

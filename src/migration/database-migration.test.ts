@@ -41,6 +41,9 @@ class SiteDb {
   sourceOpen = false;
   /** Take-overs that will time out (the channel does not apply while one is waiting). */
   stalled = 0;
+  /** After the copy, the channel reports seconds behind for this long (the backlog of the copy). */
+  backlogMs = 0;
+  lagUntil = 0;
   tookOver: { waitedMs: number; writerPosition: string } | null = null;
   /** A rollback after the switch: the reverse source (on the target) and channel (on the origin). */
   reverse: { sourceOpen: boolean; address?: string; channelFrom?: string; tookOver: boolean } = {
@@ -166,13 +169,14 @@ function databaseMethods(
       );
       d.copied = true;
       d.channel ??= { applied: d.originSeq };
+      d.lagUntil = Date.now() + d.backlogMs;
       d.check('copyDatabases');
       return { bytes: 4096, ms: 5 };
     },
     databaseLag: async (id) => {
       const d = byId(id);
       const behind = d.channel ? d.originSeq - d.channel.applied : 0;
-      return { seconds: d.stalled ? 3 : 0, transactions: behind, error: '' };
+      return { seconds: d.stalled || Date.now() < d.lagUntil ? 3 : 0, transactions: behind, error: '' };
     },
     takeOverDatabases: async (id, domain, position, timeoutMs) => {
       const d = of(domain, id);
@@ -371,7 +375,7 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
         kind: 'web' as const,
         parity: { http: [{ path: '/healthz' }] },
         ...(domain === 'shop.example.' ? { databases: [{ name: 'wp_shop', users: ['wp_shop'] }] } : {}),
-        database: { catchUpTimeoutMs: 300, catchUpAttempts: 2, retryDelayMs: 400 },
+        database: { catchUpTimeoutMs: 300, catchUpAttempts: 2, retryDelayMs: 400, lagWaitMs: 300 },
       })),
       journal,
       defaults: timings,
@@ -408,6 +412,8 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
   });
 
   it('copies after the initial sync, catches up inside the hold in order, publishes the lag, closes the source at the end', async () => {
+    // The copy leaves a backlog the channel works off for a while: the hold waits for it (within lagWaitMs).
+    db('shop.example').backlogMs = 250;
     const rec0 = await ctl.startMigration({ domain: 'shop.example.', to: 'target', id: 'shop' });
     // The plan lists what moves and what stays, with why.
     const p = rec0.plan.web?.databasePlan;
@@ -449,6 +455,11 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     assert.ok(at('origin.openDatabaseSource') < copy);
     assert.ok(at('origin.syncSite') < at('origin.openDatabaseSource'), 'the copy follows the initial sync');
     const hold = at('origin.setSiteMode(hold)');
+    const holdCall = mine('shop')[hold]!;
+    assert.ok(
+      holdCall.at >= d.lagUntil,
+      `the hold began ${d.lagUntil - holdCall.at} ms before the channel was 0 seconds behind`,
+    );
     const idle = at('origin.waitSiteIdle', hold);
     const finalSync = at('origin.syncSite', idle);
     const freeze = at('origin.freezeDatabases', finalSync);
@@ -632,7 +643,13 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
       ports: [sb.httpPort],
       timings: { ...DEFAULT_TIMINGS, ...timings },
       kind: 'web',
-      web: { database: { catchUpTimeoutMs: at === 'catchup-timeout' ? 300 : 2000, retryDelayMs: 1500 } },
+      web: {
+        database: {
+          catchUpTimeoutMs: at === 'catchup-timeout' ? 300 : 2000,
+          retryDelayMs: 1500,
+          lagWaitMs: 300,
+        },
+      },
       parity: { http: [{ path: '/healthz' }] },
     } satisfies MigrationPlan);
     const abort = new AbortController();

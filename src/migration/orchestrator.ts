@@ -1051,6 +1051,7 @@ class MigrationRun {
       // With databases, a hold whose catch-up times out is released back to the origin and tried again.
       for (;;) {
         await this.waitDatabaseRetry();
+        await this.waitReplicationCaughtUp();
         if (this.usesRedirect)
           for (const f of this.families)
             await this.step(familyStep(STEP.holdRedirect, f.suffix), () =>
@@ -1165,6 +1166,24 @@ class MigrationRun {
     if (!last?.retryAt || this.journaledAfter(STEP.dbCatchupTimeout, waitPassedNote(WAIT.dbRetry))) return;
     const ms = this.dbOptions.retryDelayMs;
     await this.waitUntil(WAIT.dbRetry, last.retryAt - ms, ms);
+  }
+
+  /**
+   * Before a hold: wait (at most `lagWaitMs`) until the target's channel is 0 seconds behind, so
+   * that the catch-up inside the hold has only the last few transactions to apply. Reads only, so
+   * a resumed run simply waits again; a failed read or an error on the channel ends the wait (the
+   * take-over reports the channel's error itself).
+   */
+  private async waitReplicationCaughtUp(): Promise<void> {
+    if (!this.databases || this.journaledNote(STEP.dbTookOver)) return;
+    const lag = this.dbCall(this.target, 'databaseLag');
+    const deadline = Date.now() + this.dbOptions.lagWaitMs;
+    for (;;) {
+      this.signal?.throwIfAborted();
+      const l = await lag(this.id).catch(() => undefined);
+      if (!l || l.error || l.seconds === 0 || Date.now() >= deadline) return;
+      await sleep(Math.min(LAG_POLL_MS, Math.max(1, deadline - Date.now())), this.signal);
+    }
   }
 
   /** Whether note `later` was journaled after the last note `first`. */
@@ -1719,6 +1738,8 @@ class MigrationRun {
 
 /** How often the target's replication lag is published while the databases replicate. */
 const LAG_INTERVAL_MS = 2000;
+/** How often the wait before a hold reads the replication lag. */
+const LAG_POLL_MS = 200;
 
 /** The HostDriver methods of a web site's databases the orchestrator calls. */
 type DbMethod =

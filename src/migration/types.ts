@@ -160,12 +160,19 @@ export interface DatabaseOptions {
   catchUpAttempts: number;
   /** The pause between a timed-out cut-over and the next. */
   retryDelayMs: number;
+  /**
+   * Before each hold, the longest wait for the target's replication to be caught up (0 seconds
+   * behind): the catch-up inside the hold is then a few transactions, and the pause stays short.
+   * The hold begins anyway when it passes (the catch-up's own bound still applies).
+   */
+  lagWaitMs: number;
 }
 
 export const DEFAULT_DATABASE_OPTIONS: DatabaseOptions = {
   catchUpTimeoutMs: 10_000,
   catchUpAttempts: 3,
   retryDelayMs: 30_000,
+  lagWaitMs: 60_000,
 };
 
 /** A site's databases as planning found them: the origin's report, and where the target replicates from. */

@@ -485,6 +485,9 @@ export class Sandbox {
       port: await freePort('127.0.0.1'),
       serverId: id === 'origin' ? 1 : 2,
       adminPassword: randomBytes(12).toString('hex'),
+      // Room for the cut-over benchmark's database of 1 GB; the demo's is a few rows.
+      bufferPool: '128M',
+      logFileSize: '128M',
     });
     this.databases[id] = db;
     this.running.push({ close: () => db.stop() });
