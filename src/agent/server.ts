@@ -148,7 +148,12 @@ const dbUser = z
 const declared = z
   .array(
     z
-      .object({ name: dbName, users: z.array(dbUser).optional(), host: z.string().max(300).optional() })
+      .object({
+        name: dbName,
+        users: z.array(dbUser).optional(),
+        host: z.string().max(300).optional(),
+        engine: z.enum(['mariadb', 'postgresql']).optional(),
+      })
       .strict(),
   )
   .max(64);

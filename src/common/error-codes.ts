@@ -88,6 +88,9 @@ export const ERROR_CODES = {
   DB_CATCHUP_TIMEOUT: timeout("the target did not reach the origin's GTID position within the bound"),
   DB_CONFIG: bad("a site's database settings cannot be read (application config or ferry.yaml)"),
   DB_COPY_FAILED: failed('the initial copy of a database failed; the partial copy on the target was removed'),
+  DB_ENGINE_UNSUPPORTED: conflict(
+    "the site's database runs on a server Ferry does not move yet (PostgreSQL): what is missing is named",
+  ),
   DB_EXISTS: conflict('the target already has a database by that name; Ferry never overwrites one'),
   DB_GLOBAL_PRIVILEGES: conflict(
     "a site's database user can write everywhere (global privileges), so it cannot be made read-only per database",

@@ -74,7 +74,7 @@ export function describeConfig(c: FerryConfig): string {
         (s.web?.declaredRoots ? `, roots ${s.web.declaredRoots.join(' ')}` : '') +
         (s.web?.dataDir ? `, data in ${s.web.dataDir}` : '') +
         (s.databases
-          ? `, databases ${s.databases.map((d) => `${d.name}${d.users ? ` (users ${d.users.join(' ')})` : ''}${d.host ? ` at ${d.host}` : ''}`).join(', ')}`
+          ? `, databases ${s.databases.map((d) => `${d.name}${d.users ? ` (users ${d.users.join(' ')})` : ''}${d.host ? ` at ${d.host}` : ''}${d.engine ? ` (${d.engine})` : ''}`).join(', ')}`
           : '') +
         (s.database
           ? `, database catch-up ${Object.entries(s.database)

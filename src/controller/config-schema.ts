@@ -316,13 +316,14 @@ const site = z.strictObject({
             .string({ message: dbHostMsg })
             .regex(/^[^\s'"`\\]{1,255}$/, { message: dbHostMsg })
             .optional(),
+          engine: z.enum(['mariadb', 'postgresql'], { message: 'must be mariadb or postgresql' }).optional(),
         },
         {
           message:
-            'must be { name, users?, host? } (no password: the accounts are copied as MariaDB stores them)',
+            'must be { name, users?, host?, engine? } (no password: the accounts are copied as MariaDB stores them)',
         },
       ),
-      { message: 'must be a list of { name, users?, host? }' },
+      { message: 'must be a list of { name, users?, host?, engine? }' },
     )
     .min(1, { message: 'must list at least one database, or be left out' })
     .optional(),

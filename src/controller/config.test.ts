@@ -650,6 +650,7 @@ sites:
     databases:
       - { name: wp_shop, users: [wp_shop, wp_admin] }
       - { name: stats, host: "db.example:3306" }
+      - { name: orders, host: "pg.example:5432", engine: postgresql }
     database: { catchUpTimeoutMs: 5s, catchUpAttempts: 4, retryDelayMs: 60000, lagWaitMs: 2m }
   - { domain: blog.example, server: a, kind: web }
 `;
@@ -657,6 +658,7 @@ sites:
   assert.deepEqual(cfg.sites[0]!.databases, [
     { name: 'wp_shop', users: ['wp_shop', 'wp_admin'] },
     { name: 'stats', host: 'db.example:3306' },
+    { name: 'orders', host: 'pg.example:5432', engine: 'postgresql' },
   ]);
   assert.deepEqual(cfg.sites[0]!.database, {
     catchUpTimeoutMs: 5000,
@@ -668,7 +670,7 @@ sites:
   assert.equal(cfg.sites[1]!.database, undefined);
   assert.match(
     describeConfig(cfg),
-    /site shop\.example: .*databases wp_shop \(users wp_shop wp_admin\), stats at db\.example:3306, database catch-up catchUpTimeoutMs=5000 catchUpAttempts=4 retryDelayMs=60000 lagWaitMs=120000/,
+    /site shop\.example: .*databases wp_shop \(users wp_shop wp_admin\), stats at db\.example:3306, orders at pg\.example:5432 \(postgresql\), database catch-up catchUpTimeoutMs=5000 catchUpAttempts=4 retryDelayMs=60000 lagWaitMs=120000/,
   );
   const msg = await problems(`
 servers:
@@ -682,12 +684,14 @@ sites:
       - { name: "wp shop; drop", users: ["o'brien"] }
       - { name: wp_b, password: hunter2 }
       - { name: wp_b }
+      - { name: wp_c, engine: oracle }
     database: { catchUpTimeoutMs: soon, catchUpAttempts: 0, retryDelay: 5s }
   - { domain: d.example, server: a, kind: web, databases: [] }
 `);
   assert.match(msg, /sites\[0\]\.databases\[0\]\.name: must be a database name/);
   assert.match(msg, /sites\[0\]\.databases\[0\]\.users\[0\]: must be a database user name/);
   assert.match(msg, /sites\[0\]\.databases\[1\]\.password: unknown key; a declared database has no password/);
+  assert.match(msg, /sites\[0\]\.databases\[3\]\.engine: must be mariadb or postgresql/);
   assert.doesNotMatch(msg, /hunter2/);
   assert.match(msg, /sites\[0\]\.database\.catchUpTimeoutMs: must be a duration/);
   assert.match(msg, /sites\[0\]\.database\.catchUpAttempts: must be a whole number of attempts, 1 or more/);

@@ -324,6 +324,7 @@ async function resolveConfig(
               name: d.name,
               ...(d.users ? { users: d.users } : {}),
               ...(d.host ? { host: d.host } : {}),
+              ...(d.engine ? { engine: d.engine } : {}),
             })),
           }
         : {}),

@@ -79,6 +79,12 @@ export interface DatabaseDeclaration {
   /** The site's database users (else: every account with a grant on the database, see docs/databases.md). */
   users?: string[];
   host?: string;
+  /**
+   * Its server: `mariadb` (default; MySQL-compatible servers are checked as MariaDB) or
+   * `postgresql`, which Ferry does not move yet: a PostgreSQL database on the origin is refused
+   * at plan time (`DB_ENGINE_UNSUPPORTED`), one on a host both servers reach is left in place.
+   */
+  engine?: 'mariadb' | 'postgresql';
 }
 
 /** What the origin's agent found about a site's databases (no secret): the plan lists it. */

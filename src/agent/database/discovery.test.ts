@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { isFerryError } from '../../common/errors.js';
-import { discoverDatabases, locate, parseDbHost, parseWpConfig } from './index.js';
+import { discoverDatabases, findSiteDatabases, locate, parseDbHost, parseWpConfig } from './index.js';
 
 const wpConfig = `<?php
 /** The name of the database for WordPress */
@@ -124,4 +124,42 @@ test('discovery: the application config and ferry.yaml; a remote database is lef
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('PostgreSQL: a declared database on this server is refused with what is missing; on a shared host it stays in place', async () => {
+  const none = { findWpConfig: async () => undefined, localAddresses: ['192.0.2.10'] };
+  for (const host of [undefined, 'localhost', '192.0.2.10:5432']) {
+    await assert.rejects(
+      findSiteDatabases(
+        'shop.example',
+        [
+          { name: 'wp_shop', users: ['wp_shop'] },
+          { name: 'orders', engine: 'postgresql', ...(host ? { host } : {}) },
+        ],
+        none,
+      ),
+      (e) =>
+        isFerryError(e, 'DB_ENGINE_UNSUPPORTED') &&
+        /database orders is a PostgreSQL database on this server/.test(e.message) &&
+        /logical replication/.test(e.message) &&
+        !/wp_shop/.test(e.message),
+      `host ${host ?? '(none)'}`,
+    );
+  }
+  const r = await findSiteDatabases(
+    'shop.example',
+    [
+      { name: 'wp_shop', users: ['wp_shop'] },
+      { name: 'orders', engine: 'postgresql', host: 'pg.example.net:5432' },
+    ],
+    none,
+  );
+  assert.deepEqual(
+    r.move.map((m) => m.name),
+    ['wp_shop'],
+  );
+  assert.deepEqual(
+    r.leftInPlace.map((l) => [l.name, l.host]),
+    [['orders', 'pg.example.net:5432']],
+  );
 });

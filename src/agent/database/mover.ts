@@ -133,6 +133,16 @@ export async function findSiteDatabases(
     })),
     localAddresses: opts.localAddresses,
   });
+  // PostgreSQL is not moved yet: on this server it is refused, on a shared host it stays in place.
+  const pg = found.move.filter((m) => d.find((x) => x.name === m.name)?.engine === 'postgresql');
+  if (pg.length > 0) {
+    throw new FerryError(
+      'DB_ENGINE_UNSUPPORTED',
+      `${domain}'s database ${pg.map((m) => m.name).join(', ')} is a PostgreSQL database on this server, and Ferry moves MariaDB databases only. ` +
+        'What is missing: logical replication to the target (a publication per database on the origin, with wal_level=logical; ' +
+        "a subscription on the target; revoking the site role's writes for the switch). Move it by hand, or put it on a host both servers reach and declare that host (it is then left in place)",
+    );
+  }
   return {
     move: found.move.map((m) => {
       const decl = d.find((x) => x.name === m.name);
