@@ -29,9 +29,9 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mariadbInstalled } from '../../src/sandbox/mariadb.js';
-import { STEP, type JournalEntry } from '../../src/migration/index.js';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { freePort } from '../../test/ports.js';
+import { median, pauseSteps, stats } from './measure.js';
 
 const MB = Number(process.env.BENCH_DB_MB ?? 1024);
 const RUNS = Number(process.env.BENCH_DB_RUNS ?? 3);
@@ -51,14 +51,6 @@ for (const bin of ['nginx', 'php-fpm8.2', 'mariadb-dump']) {
   }
 }
 
-function stats(ms: number[]): { p50: number; p99: number; max: number } {
-  if (ms.length === 0) return { p50: NaN, p99: NaN, max: NaN };
-  const s = [...ms].sort((x, y) => x - y);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-  return { p50: at(0.5), p99: at(0.99), max: s[s.length - 1]! };
-}
-const median = (xs: number[]) => stats(xs).p50;
-
 interface Run {
   fillMs: number;
   plainMs: number;
@@ -73,22 +65,6 @@ interface Run {
   acknowledged: number;
   onTarget: number;
   steps: Map<string, number>;
-}
-
-/** Each step's time inside the last hold (its start to the next entry's; the last one to the release). */
-function pauseSteps(entries: JournalEntry[], releasedAt: number): Map<string, number> {
-  const steps = entries.filter((e) => e.kind === 'step' || e.kind === 'note');
-  let first = -1;
-  steps.forEach((e, i) => {
-    if (e.step === STEP.holdRedirect) first = i;
-  });
-  const last = steps.findIndex((e, i) => i > first && e.step === STEP.releaseRedirect);
-  const out = new Map<string, number>();
-  for (let i = first; i >= 0 && i <= last; i++) {
-    const end = i < last ? steps[i + 1]!.at : releasedAt;
-    out.set(steps[i]!.step!, (out.get(steps[i]!.step!) ?? 0) + end - steps[i]!.at);
-  }
-  return out;
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'ferry-bench-db-'));

@@ -41,9 +41,10 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HostAgent, HttpHostDriver, LoopbackAddresses, rsyncPush } from '../../src/agent/index.js';
-import { STEP, type JournalEntry } from '../../src/migration/index.js';
+import { STEP } from '../../src/migration/index.js';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { freePort } from '../../test/ports.js';
+import { median, pauseSteps, stats } from './measure.js';
 
 const FILES = Number(process.env.BENCH_FILES ?? 100_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -61,14 +62,6 @@ for (const bin of ['rsync', 'inotifywait', 'openssl']) {
     process.exit(0);
   }
 }
-
-function stats(ms: number[]): { p50: number; p99: number; max: number } {
-  if (ms.length === 0) return { p50: NaN, p99: NaN, max: NaN };
-  const s = [...ms].sort((x, y) => x - y);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-  return { p50: at(0.5), p99: at(0.99), max: s[s.length - 1]! };
-}
-const median = (xs: number[]) => stats(xs).p50;
 
 let round = 0;
 /** One round of writes to the tree: rewrites, creations in a new folder, deletions of the last round's. */
@@ -113,19 +106,6 @@ interface Run {
   steps: Map<string, number>;
 }
 const runs: Run[] = [];
-
-/** The steps of the pause from the journal: each step's start to the next entry's, and the last to the release. */
-function pauseSteps(entries: JournalEntry[], releasedAt: number): Map<string, number> {
-  const steps = entries.filter((e) => e.kind === 'step' || e.kind === 'note');
-  const first = steps.findIndex((e) => e.step === STEP.holdRedirect);
-  const last = steps.findIndex((e) => e.step === STEP.releaseRedirect);
-  const out = new Map<string, number>();
-  for (let i = first; i >= 0 && i <= last; i++) {
-    const end = i < last ? steps[i + 1]!.at : releasedAt;
-    out.set(steps[i]!.step!, (out.get(steps[i]!.step!) ?? 0) + end - steps[i]!.at);
-  }
-  return out;
-}
 
 async function oneRun(r: number, mirrorTo: Awaited<ReturnType<HostAgent['openSyncReceiver']>>): Promise<Run> {
   const sb = new Sandbox({
