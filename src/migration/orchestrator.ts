@@ -548,7 +548,8 @@ class MigrationRun {
 
   /** Publish the target's replication lag now and every few seconds, until `stopLag`. */
   private startLag(): void {
-    if (this.lagTimer || !this.databases) return;
+    // Copy-in-hold has no channel: no lag.
+    if (this.lagTimer || !this.databases || this.databases.mode) return;
     const lag = this.dbCall(this.target, 'databaseLag');
     let busy = false;
     const sample = () => {
@@ -1608,7 +1609,7 @@ class MigrationRun {
     if (!db || !this.journaled(STEP.dbTakeOver) || !(await this.isSwitched())) return;
     const why =
       db.mode === 'copy-in-hold'
-        ? "they were copied inside the hold (the origin's binary log was off, so the target has no replica to feed)"
+        ? "they were copied inside the hold, with no replication between the servers (the origin's binary log was not usable)"
         : !this.originDbAddress()
           ? "the journal lacks the origin's database address"
           : this.journaled(STEP.dbCloseSource)
