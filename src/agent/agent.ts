@@ -36,6 +36,7 @@ import {
 } from '../host/index.js';
 import type {
   DatabaseDeclaration,
+  DatabasePlanOptions,
   DatabaseLag,
   DatabaseSource,
   HostDriver,
@@ -1130,9 +1131,13 @@ export class HostAgent implements HostDriver, SyncPeer {
   }
 
   /** Origin: the site's databases and their prerequisites (a site with none here needs no MariaDB option file). */
-  async planDatabases(domain: string, declared?: DatabaseDeclaration[]): Promise<SiteDatabasesPlan> {
+  async planDatabases(
+    domain: string,
+    declared?: DatabaseDeclaration[],
+    opts?: DatabasePlanOptions,
+  ): Promise<SiteDatabasesPlan> {
     const d = normalizeDomain(domain);
-    if (this.databases) return this.databases.plan(d, declared);
+    if (this.databases) return this.databases.plan(d, declared, opts);
     const site = await findSiteDatabases(d, declared, {
       findWpConfig: (x) => this.findWpConfig(x),
       localAddresses: this.localAddresses(),
@@ -1162,8 +1167,9 @@ export class HostAgent implements HostDriver, SyncPeer {
     domain: string,
     source: DatabaseSource,
     plan: SiteDatabasesPlan,
+    opts?: { timeoutMs?: number },
   ): Promise<{ bytes: number; ms: number }> {
-    return this.dbMover().copy(migrationId, normalizeDomain(domain), source, plan);
+    return this.dbMover().copy(migrationId, normalizeDomain(domain), source, plan, opts);
   }
 
   /** Target: the channel's lag. */

@@ -13,6 +13,7 @@ import { sleep } from '../common/time.js';
 import type { SiteMode, SiteStats } from '../host/index.js';
 import type {
   DatabaseDeclaration,
+  DatabasePlanOptions,
   DatabaseLag,
   DatabaseSource,
   HostDriver,
@@ -280,11 +281,16 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
 
   // --- a site's databases (the agent's --mariadb-defaults-file) -------------------------------
 
-  planDatabases(domain: string, declared?: DatabaseDeclaration[]): Promise<SiteDatabasesPlan> {
+  planDatabases(
+    domain: string,
+    declared?: DatabaseDeclaration[],
+    opts?: DatabasePlanOptions,
+  ): Promise<SiteDatabasesPlan> {
+    const max = opts?.copyInHoldMaxBytes;
     return this.call(
       'POST',
       `/v1/databases/${HttpHostDriver.enc(domain)}/plan`,
-      declared ? { declared } : {},
+      { ...(declared ? { declared } : {}), ...(max ? { copyInHoldMaxBytes: max } : {}) },
       { timeoutMs: WEB_TIMEOUT_MS },
     );
   }
@@ -324,11 +330,12 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     domain: string,
     source: DatabaseSource,
     plan: SiteDatabasesPlan,
+    opts?: { timeoutMs?: number },
   ): Promise<{ bytes: number; ms: number }> {
     return this.callOnce(
       'PUT',
       `/v1/database-migrations/${HttpHostDriver.enc(migrationId)}/copy`,
-      { domain, source, plan },
+      { domain, source, plan, ...(opts?.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) },
       this.syncTimeoutMs,
     );
   }

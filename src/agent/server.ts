@@ -180,6 +180,9 @@ const dbPlan = z
         .strict(),
     ),
     originVersion: z.string().max(200).optional(),
+    mode: z.literal('copy-in-hold').optional(),
+    estimatedPauseMs: z.number().min(0).optional(),
+    binlogProblem: z.string().max(4096).optional(),
   })
   .strict();
 /** Where the replica connects (holds a password: only inside TLS between hosts). */
@@ -205,10 +208,19 @@ const schemas = {
       .string()
       .regex(/^[A-Za-z0-9._-]{1,64}$/, { message: "must be 1-64 letters, digits, '.', '_' or '-'" }),
   }),
-  dbPlanBody: z.object({ declared: declared.optional() }).strict(),
+  dbPlanBody: z
+    .object({ declared: declared.optional(), copyInHoldMaxBytes: z.number().int().min(0).optional() })
+    .strict(),
   dbCheckBody: z.object({ plan: dbPlan }).strict(),
   dbOpenBody: z.object({ domain, replicaAddress: ip, declared: declared.optional() }).strict(),
-  dbCopyBody: z.object({ domain, source: dbSource, plan: dbPlan }).strict(),
+  dbCopyBody: z
+    .object({
+      domain,
+      source: dbSource,
+      plan: dbPlan,
+      timeoutMs: z.number().int().min(1).max(3_600_000).optional(),
+    })
+    .strict(),
   dbDomainBody: z.object({ domain }).strict(),
   dbDomainQuery: z.object({ domain }).strict(),
   dbTakeOverBody: z
@@ -552,7 +564,11 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
   app.post('/v1/databases/:domain/plan', async (req) => {
     const { domain: d } = parse(schemas.domainParam, req.params, 'params');
     const b = parse(schemas.dbPlanBody, req.body, 'body');
-    return agent.planDatabases(d, b.declared);
+    return agent.planDatabases(
+      d,
+      b.declared,
+      b.copyInHoldMaxBytes ? { copyInHoldMaxBytes: b.copyInHoldMaxBytes } : undefined,
+    );
   });
   app.post('/v1/databases/:domain/check', async (req) => {
     const { domain: d } = parse(schemas.domainParam, req.params, 'params');
@@ -574,7 +590,13 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     const { id: m } = parse(schemas.migrationParam, req.params, 'params');
     requireSecretsTransport(req, https !== null, DB_SECRET);
     const b = parse(schemas.dbCopyBody, req.body, 'body');
-    return agent.copyDatabases(m, b.domain, b.source as DatabaseSource, b.plan);
+    return agent.copyDatabases(
+      m,
+      b.domain,
+      b.source as DatabaseSource,
+      b.plan,
+      b.timeoutMs !== undefined ? { timeoutMs: b.timeoutMs } : undefined,
+    );
   });
   app.delete('/v1/database-migrations/:id/copy', async (req) => {
     const { id: m } = parse(schemas.migrationParam, req.params, 'params');

@@ -84,8 +84,12 @@ export const ERROR_CODES = {
   DASHBOARD_UNAVAILABLE: unavailable('the dashboard cannot be built here'),
   DB_AUTH: upstream('a MariaDB server refused the user or password (its own message says which)'),
   DB_BINLOG_FORMAT: conflict("the origin's binary log is not in ROW format; set binlog_format=ROW"),
-  DB_BINLOG_OFF: conflict("the origin's binary log is off; enable log_bin (docs/databases.md)"),
-  DB_CATCHUP_TIMEOUT: timeout("the target did not reach the origin's GTID position within the bound"),
+  DB_BINLOG_OFF: conflict(
+    "the origin's binary log is off; enable log_bin, or allow the copy-in-hold mode for small databases (docs/databases.md)",
+  ),
+  DB_CATCHUP_TIMEOUT: timeout(
+    "the target did not reach the origin's GTID position (or finish a copy inside the hold) within the bound",
+  ),
   DB_CONFIG: bad("a site's database settings cannot be read (application config or ferry.yaml)"),
   DB_COPY_FAILED: failed('the initial copy of a database failed; the partial copy on the target was removed'),
   DB_ENGINE_UNSUPPORTED: conflict(

@@ -70,6 +70,37 @@ export function parseDuration(v: number | string): number | null {
   return Math.round(n * unit);
 }
 
+/** A size: bytes as a number, or a string with a unit (`500KiB`, `200MiB`, `1GiB`; `MB`, `GB` are powers of 1000). */
+const sizeMsg = 'must be a size such as 50MiB, 1GiB or 500MB (a bare number is bytes)';
+const size = z.union([z.number(), z.string()], { message: sizeMsg }).transform((v, ctx) => {
+  const n = parseSize(v);
+  if (n === null) {
+    ctx.addIssue({ code: 'custom', message: `${sizeMsg}; got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+/** Bytes of a size value, or null when it is not one. */
+export function parseSize(v: number | string): number | null {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : null;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$/.exec(v);
+  if (!m) return null;
+  const units: Record<string, number> = {
+    B: 1,
+    KiB: 1024,
+    MiB: 1024 ** 2,
+    GiB: 1024 ** 3,
+    TiB: 1024 ** 4,
+    KB: 1e3,
+    MB: 1e6,
+    GB: 1e9,
+    TB: 1e12,
+  };
+  const n = Math.round(Number(m[1]) * units[m[2] ?? 'B']!);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
 const secretMsg = (what: string, fileKey: string) =>
   `give the ${what} as ${what === 'token' ? 'token' : 'secret'}: "\${ENV_VAR}" or a literal, or as ${fileKey}: /path/to/file — one of the two`;
 
@@ -340,8 +371,11 @@ const site = z.strictObject({
           .optional(),
         retryDelayMs: duration.optional(),
         lagWaitMs: duration.optional(),
+        copyInHoldMaxBytes: size.optional(),
       },
-      { message: 'must be { catchUpTimeoutMs, catchUpAttempts, retryDelayMs, lagWaitMs }' },
+      {
+        message: 'must be { catchUpTimeoutMs, catchUpAttempts, retryDelayMs, lagWaitMs, copyInHoldMaxBytes }',
+      },
     )
     .optional(),
   /** Preflight parity checks of the site (default: the built-in app's, or GET / for a web site). */

@@ -651,8 +651,10 @@ sites:
       - { name: wp_shop, users: [wp_shop, wp_admin] }
       - { name: stats, host: "db.example:3306" }
       - { name: orders, host: "pg.example:5432", engine: postgresql }
-    database: { catchUpTimeoutMs: 5s, catchUpAttempts: 4, retryDelayMs: 60000, lagWaitMs: 2m }
+    database: { catchUpTimeoutMs: 5s, catchUpAttempts: 4, retryDelayMs: 60000, lagWaitMs: 2m, copyInHoldMaxBytes: 50MiB }
   - { domain: blog.example, server: a, kind: web }
+  - { domain: news.example, server: a, kind: web, database: { copyInHoldMaxBytes: 1500000 } }
+  - { domain: wiki.example, server: a, kind: web, database: { copyInHoldMaxBytes: 1.5GB } }
 `;
   const cfg = await parseConfig(yaml, '/x/ferry.yaml', { env: {}, readSecretFiles: false });
   assert.deepEqual(cfg.sites[0]!.databases, [
@@ -665,12 +667,15 @@ sites:
     catchUpAttempts: 4,
     retryDelayMs: 60000,
     lagWaitMs: 120000,
+    copyInHoldMaxBytes: 50 * 1024 * 1024,
   });
+  assert.equal(cfg.sites[2]!.database?.copyInHoldMaxBytes, 1_500_000, 'a bare number is bytes');
+  assert.equal(cfg.sites[3]!.database?.copyInHoldMaxBytes, 1_500_000_000);
   assert.equal(cfg.sites[1]!.databases, undefined);
   assert.equal(cfg.sites[1]!.database, undefined);
   assert.match(
     describeConfig(cfg),
-    /site shop\.example: .*databases wp_shop \(users wp_shop wp_admin\), stats at db\.example:3306, orders at pg\.example:5432 \(postgresql\), database catch-up catchUpTimeoutMs=5000 catchUpAttempts=4 retryDelayMs=60000 lagWaitMs=120000/,
+    /site shop\.example: .*databases wp_shop \(users wp_shop wp_admin\), stats at db\.example:3306, orders at pg\.example:5432 \(postgresql\), database catch-up catchUpTimeoutMs=5000 catchUpAttempts=4 retryDelayMs=60000 lagWaitMs=120000 copyInHoldMaxBytes=52428800/,
   );
   const msg = await problems(`
 servers:
@@ -685,8 +690,9 @@ sites:
       - { name: wp_b, password: hunter2 }
       - { name: wp_b }
       - { name: wp_c, engine: oracle }
-    database: { catchUpTimeoutMs: soon, catchUpAttempts: 0, retryDelay: 5s }
+    database: { catchUpTimeoutMs: soon, catchUpAttempts: 0, retryDelay: 5s, copyInHoldMaxBytes: lots }
   - { domain: d.example, server: a, kind: web, databases: [] }
+  - { domain: e.example, server: a, kind: web, database: { copyInHoldMaxBytes: -5 } }
 `);
   assert.match(msg, /sites\[0\]\.databases\[0\]\.name: must be a database name/);
   assert.match(msg, /sites\[0\]\.databases\[0\]\.users\[0\]: must be a database user name/);
@@ -697,6 +703,8 @@ sites:
   assert.match(msg, /sites\[0\]\.database\.catchUpAttempts: must be a whole number of attempts, 1 or more/);
   assert.match(msg, /sites\[0\]\.database\.retryDelay: unknown key; did you mean retryDelayMs\?/);
   assert.match(msg, /sites\[1\]\.databases: must list at least one database, or be left out/);
+  assert.match(msg, /sites\[0\]\.database\.copyInHoldMaxBytes: must be a size such as 50MiB.*got "lots"/);
+  assert.match(msg, /sites\[2\]\.database\.copyInHoldMaxBytes: must be a size/);
   // Cross-key, on a config that parses: databases of a site that is not a web site; a name twice.
   const cross = await problems(`
 servers:

@@ -339,6 +339,9 @@ async function resolveConfig(
                 : {}),
               ...(s.database.retryDelayMs !== undefined ? { retryDelayMs: s.database.retryDelayMs } : {}),
               ...(s.database.lagWaitMs !== undefined ? { lagWaitMs: s.database.lagWaitMs } : {}),
+              ...(s.database.copyInHoldMaxBytes !== undefined
+                ? { copyInHoldMaxBytes: s.database.copyInHoldMaxBytes }
+                : {}),
             },
           }
         : {}),

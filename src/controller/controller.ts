@@ -405,7 +405,13 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       if (from.id === to.id)
         throw new FerryError('MIGRATION_SAME_SERVER', `${planned.domain} is on ${to.id} already`);
       web = await this.orchestrator.planWebSite(from.id, to.id, planned.domain, overrides);
-      databasePlan = await this.orchestrator.planDatabases(from.id, to.id, planned.domain, declared);
+      databasePlan = await this.orchestrator.planDatabases(
+        from.id,
+        to.id,
+        planned.domain,
+        declared,
+        dbOptions?.copyInHoldMaxBytes ? { copyInHoldMaxBytes: dbOptions.copyInHoldMaxBytes } : undefined,
+      );
     }
     // A server configured with a relay host migrates in relay-host mode unless the request says otherwise.
     const mode = req.mode ?? (from.relayHost ? 'relay-host' : 'temp-ip');

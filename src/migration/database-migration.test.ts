@@ -27,6 +27,7 @@ import {
   type MigrationPlan,
   type SiteDatabasesPlan,
 } from './index.js';
+import { estimateCopyInHoldMs } from './ports.js';
 
 const SECRET = `pw-${Math.random().toString(36).slice(2)}-not-for-journals`;
 
@@ -52,6 +53,10 @@ class SiteDb {
   };
   readonly violations: string[] = [];
   declared: DatabaseDeclaration[] | undefined;
+  /** The origin's binary log is off: planned as copy-in-hold within copyInHoldMaxBytes, else refused. */
+  binlogOff = false;
+  /** Copies inside the hold that will fail. */
+  failCopies = 0;
 
   constructor(readonly plan: SiteDatabasesPlan) {}
 
@@ -89,9 +94,20 @@ function databaseMethods(
   };
   if (role === 'origin')
     return {
-      planDatabases: async (domain, declared) => {
+      planDatabases: async (domain, declared, planOpts) => {
         const d = dbs.get(domain.toLowerCase().replace(/\.$/, ''));
         if (d) d.declared = declared;
+        if (d?.binlogOff) {
+          const bytes = d.plan.move.reduce((n, m) => n + m.bytes, 0);
+          if (!planOpts?.copyInHoldMaxBytes || bytes > planOpts.copyInHoldMaxBytes)
+            throw new FerryError('DB_BINLOG_OFF', "the origin's binary log is off. What to do: set log_bin");
+          return {
+            ...structuredClone(d.plan),
+            mode: 'copy-in-hold' as const,
+            estimatedPauseMs: estimateCopyInHoldMs(bytes),
+            binlogProblem: "the origin's binary log is off (log_bin=OFF)",
+          };
+        }
         return d ? structuredClone(d.plan) : { move: [], leftInPlace: [] };
       },
       openDatabaseSource: async (id, domain) => {
@@ -167,6 +183,19 @@ function databaseMethods(
         plan.move.map((m) => m.name),
         d.plan.move.map((m) => m.name),
       );
+      if (plan.mode === 'copy-in-hold') {
+        if (d.writers.has('origin')) d.violations.push('copied inside the hold while the origin writes');
+        if (d.failCopies > 0) {
+          d.failCopies--;
+          throw new FerryError(
+            'DB_COPY_FAILED',
+            'restoring on the target failed: ERROR 1114: the table is full',
+          );
+        }
+        d.copied = true;
+        d.check('copyDatabases (in hold)');
+        return { bytes: 4096, ms: 7 };
+      }
       d.copied = true;
       d.channel ??= { applied: d.originSeq };
       d.lagUntil = Date.now() + d.backlogMs;
@@ -181,6 +210,13 @@ function databaseMethods(
     takeOverDatabases: async (id, domain, position, timeoutMs) => {
       const d = of(domain, id);
       if (d.tookOver) return d.tookOver;
+      if (d.binlogOff) {
+        if (!d.copied) d.violations.push('take-over without a copy');
+        if (d.writers.has('origin')) d.violations.push('take-over while the origin writes');
+        d.writers.add('target');
+        d.tookOver = { waitedMs: 0, writerPosition: '0-12-1' };
+        return d.tookOver;
+      }
       const seq = Number(position.split('-').pop());
       if (d.writers.has('origin')) d.violations.push('take-over while the origin writes');
       if (d.stalled > 0) {
@@ -289,6 +325,9 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     'paused.example.',
     'plain.example.',
     'taken.example.',
+    'hold.example.',
+    'holdfail.example.',
+    'holdoff.example.',
   ];
   const sb = new Sandbox({
     dnsAddress: '127.0.93.53',
@@ -332,6 +371,11 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     await sb.start();
     for (const d of ['shop', 'back', 'noswitch', 'retry', 'stall', 'crash', 'crashed', 'paused', 'taken'])
       dbs.set(`${d}.example`, new SiteDb(plan(`wp_${d}`)));
+    for (const d of ['hold', 'holdfail', 'holdoff']) {
+      const sdb = new SiteDb(plan(`wp_${d}`));
+      sdb.binlogOff = true;
+      dbs.set(`${d}.example`, sdb);
+    }
     ticker = setInterval(() => dbs.forEach((d) => d.tick()), 5);
     const port = sb.httpPort;
     origin = simulated(
@@ -375,7 +419,15 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
         kind: 'web' as const,
         parity: { http: [{ path: '/healthz' }] },
         ...(domain === 'shop.example.' ? { databases: [{ name: 'wp_shop', users: ['wp_shop'] }] } : {}),
-        database: { catchUpTimeoutMs: 300, catchUpAttempts: 2, retryDelayMs: 400, lagWaitMs: 300 },
+        database: {
+          catchUpTimeoutMs: 300,
+          catchUpAttempts: 2,
+          retryDelayMs: 400,
+          lagWaitMs: 300,
+          ...(domain.startsWith('hold.') || domain.startsWith('holdfail.')
+            ? { copyInHoldMaxBytes: 10 * 1024 * 1024 }
+            : {}),
+        },
       })),
       journal,
       defaults: timings,
@@ -498,6 +550,104 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
     await assert.rejects(ctl.rollback('shop'), (e: unknown) => isFerryError(e, 'DB_ROLLBACK_AFTER_SWITCH'));
     assert.equal(ctl.migration('shop').phase, 'completed');
     assert.deepEqual([...db('shop.example').writers], ['target']);
+  });
+
+  it('binlog off, no copyInHoldMaxBytes: refused at planning, saying how to enable the binlog; no migration exists', async () => {
+    await assert.rejects(
+      ctl.startMigration({ domain: 'holdoff.example.', to: 'target', id: 'holdoff' }),
+      (e: unknown) => isFerryError(e, 'DB_BINLOG_OFF') && /set log_bin/.test(e.message),
+    );
+    assert.throws(
+      () => ctl.migration('holdoff'),
+      (e: unknown) => isFerryError(e, 'MIGRATION_NOT_FOUND'),
+    );
+    assert.equal(db('holdoff.example').sourceOpen, false);
+  });
+
+  it('copy-in-hold: the plan reports the pause; inside the hold freeze, copy, take-over, then serve; no channel; no rollback after the switch', async () => {
+    const rec0 = await ctl.startMigration({ domain: 'hold.example.', to: 'target', id: 'hold' });
+    const p = rec0.plan.web?.databasePlan;
+    assert.equal(p?.mode, 'copy-in-hold');
+    assert.equal(p?.estimatedPauseMs, 1000 + 375, '3 MiB at 8 MiB/s plus 1 s');
+    assert.match(
+      describeDatabases(p!)[0]!,
+      /^copy inside the hold \(the origin's binary log is off \(log_bin=OFF\)\): the site pauses about 1\.4 s while 3\.0 MiB are copied/,
+    );
+    const rec = await ctl.wait('hold');
+    assert.equal(rec.phase, 'completed', rec.error);
+    const d = db('hold.example');
+    assert.deepEqual(d.violations, []);
+    assert.deepEqual([...d.writers], ['target']);
+    assert.equal(d.sourceOpen, false);
+    const seq = mine('hold').map(
+      (c) => `${c.host}.${c.method}${c.method === 'setSiteMode' && c.args[1] === 'serve' ? '(serve)' : ''}`,
+    );
+    const at = (x: string, from = 0) => {
+      const i = seq.indexOf(x, from);
+      assert.ok(i >= 0, `${x} in ${seq.join(' ')}`);
+      return i;
+    };
+    const hold = at('origin.setSiteMode', at('origin.openDatabaseSource'));
+    const freeze = at('origin.freezeDatabases', hold);
+    const copy = at('target.copyDatabases');
+    const take = at('target.takeOverDatabases', copy);
+    const serve = at('target.setSiteMode(serve)', take);
+    assert.ok(hold < freeze && freeze < copy && copy < take && take < serve, seq.join(' '));
+    assert.equal(seq.filter((x) => x === 'target.copyDatabases').length, 1);
+    assert.ok(!seq.includes('target.databaseLag'), 'no channel, no lag to read');
+    const copyCall = mine('hold').find((c) => c.method === 'copyDatabases')!;
+    assert.deepEqual(copyCall.args[4], { timeoutMs: 300 }, 'the copy is bounded by catchUpTimeoutMs');
+    const copied = journal.entries('hold').find((e) => e.kind === 'note' && e.step === STEP.dbCopied)
+      ?.detail as Record<string, unknown>;
+    assert.equal(copied.inHold, true);
+    assert.equal(copied.ms, 7);
+    assert.equal(copied.estimatedPauseMs, 1375);
+    const states = events
+      .filter((e) => e.migrationId === 'hold' && e.type === 'database')
+      .map((e) => e.data.state);
+    assert.ok(states.indexOf('frozen') < states.indexOf('copied'), states.join(','));
+    assert.ok(states.indexOf('copied') < states.indexOf('caught-up'), states.join(','));
+    await assert.rejects(
+      ctl.rollback('hold'),
+      (e: unknown) => isFerryError(e, 'DB_ROLLBACK_AFTER_SWITCH') && /copied inside the hold/.test(e.message),
+    );
+    assert.deepEqual([...d.writers], ['target']);
+  });
+
+  it('copy-in-hold: a failed copy releases back to the origin, which writes and serves again; the next cut-over succeeds', async () => {
+    const d = db('holdfail.example');
+    d.failCopies = 1;
+    await ctl.startMigration({ domain: 'holdfail.example.', to: 'target', id: 'holdfail' });
+    const rec = await ctl.wait('holdfail');
+    assert.equal(rec.phase, 'completed', rec.error);
+    assert.deepEqual(d.violations, []);
+    assert.deepEqual([...d.writers], ['target']);
+    const seq = mine('holdfail').map(
+      (c) => `${c.host}.${c.method}${c.method === 'setSiteMode' && c.args[1] === 'serve' ? '(serve)' : ''}`,
+    );
+    const failed = seq.indexOf('target.copyDatabases');
+    const thaw = seq.indexOf('origin.thawDatabases', failed);
+    const originServes = seq.indexOf('origin.setSiteMode(serve)', thaw);
+    const release = seq.indexOf('origin.releaseRedirect', originServes);
+    const freeze2 = seq.indexOf('origin.freezeDatabases', release);
+    const copy2 = seq.indexOf('target.copyDatabases', freeze2);
+    const take = seq.indexOf('target.takeOverDatabases');
+    assert.ok(
+      failed >= 0 &&
+        thaw > failed &&
+        originServes > thaw &&
+        release > originServes &&
+        copy2 > freeze2 &&
+        take > copy2,
+      seq.join(' '),
+    );
+    const timeout = events.find(
+      (e) => e.migrationId === 'holdfail' && e.type === 'database' && e.data.state === 'catchup-timeout',
+    );
+    assert.match(
+      String(timeout?.data.message),
+      /the copy inside the hold failed: restoring on the target failed/,
+    );
   });
 
   it('a rollback after the switch replicates the databases back: the target frozen, the origin caught up, then it serves', async () => {

@@ -4,7 +4,13 @@
  * refusal changes nothing on either server.
  */
 import { FerryError, isFerryError } from '../common/errors.js';
-import type { DatabaseDeclaration, HostDriver } from './ports.js';
+import {
+  COPY_IN_HOLD_BYTES_PER_S,
+  COPY_IN_HOLD_FIXED_MS,
+  type DatabaseDeclaration,
+  type DatabasePlanOptions,
+  type HostDriver,
+} from './ports.js';
 import type { DatabasesPlanned } from './types.js';
 
 /** The methods each side must have once a database moves. */
@@ -33,6 +39,7 @@ export async function planDatabases(
   target: HostDriver,
   domain: string,
   declared: DatabaseDeclaration[] = [],
+  opts: DatabasePlanOptions = {},
 ): Promise<DatabasesPlanned | undefined> {
   const refuse = (host: HostDriver, what: string) =>
     new FerryError(
@@ -45,7 +52,10 @@ export async function planDatabases(
   }
   let plan;
   try {
-    plan = await (declared.length ? origin.planDatabases(domain, declared) : origin.planDatabases(domain));
+    const o = opts.copyInHoldMaxBytes ? [opts] : [];
+    plan = await (declared.length || o.length
+      ? origin.planDatabases(domain, declared.length ? declared : undefined, ...o)
+      : origin.planDatabases(domain));
   } catch (err) {
     // An older agent has no such route: it never reads a site's databases.
     if (isFerryError(err, 'ROUTE_NOT_FOUND') && !declared.length) return undefined;
@@ -59,9 +69,15 @@ export async function planDatabases(
   return { ...plan, replicaAddress };
 }
 
-/** One line per database: what moves (size, users) and what stays, with why. */
+/** One line per database: what moves (size, users) and what stays, with why; the copy-in-hold pause. */
 export function describeDatabases(plan: DatabasesPlanned): string[] {
+  const total = plan.move.reduce((n, m) => n + m.bytes, 0);
   return [
+    ...(plan.mode === 'copy-in-hold'
+      ? [
+          `copy inside the hold (${plan.binlogProblem ?? 'no usable binary log'}): the site pauses about ${((plan.estimatedPauseMs ?? 0) / 1000).toFixed(1)} s while ${formatBytes(total)} are copied (estimated at ${formatBytes(COPY_IN_HOLD_BYTES_PER_S)}/s plus ${COPY_IN_HOLD_FIXED_MS / 1000} s; bounded by catchUpTimeoutMs)`,
+        ]
+      : []),
     ...plan.move.map(
       (m) =>
         `moves: ${m.name} (${formatBytes(m.bytes)}, users ${m.users.join(', ') || 'none'}; from ${m.source})`,

@@ -35,6 +35,8 @@ import { checkParity, describeParity } from './parity.js';
 import type {
   DatabaseDeclaration,
   DatabaseLag,
+  DatabasePlanOptions,
+  DatabaseSource,
   SiteDatabasesPlan,
   DnsProvider,
   HostDriver,
@@ -215,13 +217,14 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     target: string,
     domain: string,
     declared?: DatabaseDeclaration[],
+    opts?: DatabasePlanOptions,
   ): Promise<DatabasesPlanned | undefined> {
     const h = (id: string) => {
       const d = this.hosts.get(id);
       if (!d) throw new FerryError('HOST_UNKNOWN', `no host named ${id}`);
       return new ResilientHost(d, this.retry);
     };
-    return planDatabases(h(origin), h(target), domain, declared);
+    return planDatabases(h(origin), h(target), domain, declared, opts);
   }
 
   get(id: string): MigrationRecord {
@@ -545,7 +548,8 @@ class MigrationRun {
 
   /** Publish the target's replication lag now and every few seconds, until `stopLag`. */
   private startLag(): void {
-    if (this.lagTimer || !this.databases) return;
+    // Copy-in-hold has no channel: no lag.
+    if (this.lagTimer || !this.databases || this.databases.mode) return;
     const lag = this.dbCall(this.target, 'databaseLag');
     let busy = false;
     const sample = () => {
@@ -781,7 +785,9 @@ class MigrationRun {
       // The web server's own site; the controller asked already, a resumed run asked before it acted.
       if (first) {
         await planWebSite(this.origin, this.target, domain, this.overrides);
-        const db = await planDatabases(this.origin, this.target, domain, this.plan.web?.databases);
+        const db = await planDatabases(this.origin, this.target, domain, this.plan.web?.databases, {
+          copyInHoldMaxBytes: this.dbOptions.copyInHoldMaxBytes,
+        });
         // Journaled for a resumed run: what moves, and where the target replicates from.
         if (db && (db.move.length || db.leftInPlace.length)) this.note(STEP.dbPlan, { ...db });
       }
@@ -967,12 +973,12 @@ class MigrationRun {
         () => open(this.id, domain, replicaAddress, ...this.withDeclared()),
         { replicaAddress },
       );
-      const plan: SiteDatabasesPlan = {
-        move: db.move,
-        leftInPlace: db.leftInPlace,
-        ...(db.originVersion !== undefined ? { originVersion: db.originVersion } : {}),
-      };
-      const res = await this.step(STEP.dbCopy, () => copy(this.id, domain, source, plan), {
+      // Copy-in-hold: the copy waits for the hold (the origin frozen); the source is kept for it.
+      if (db.mode === 'copy-in-hold') {
+        this.dbSource = source;
+        return;
+      }
+      const res = await this.step(STEP.dbCopy, () => copy(this.id, domain, source, this.dbPlanForAgent()), {
         databases: db.move.map((m) => m.name),
       });
       // The origin's address (not secret) is where its MariaDB replicates from on a rollback.
@@ -980,6 +986,55 @@ class MigrationRun {
       this.emitDatabase('copied', { bytes: res.bytes, ms: res.ms });
     }
     this.startLag();
+  }
+
+  /** The migration's source while it runs (a secret: memory only; a resumed run opens it again). */
+  private dbSource: DatabaseSource | undefined;
+
+  /** The plan as the target's copy takes it (without the controller's own fields). */
+  private dbPlanForAgent(): SiteDatabasesPlan {
+    const db = this.databases!;
+    return {
+      move: db.move,
+      leftInPlace: db.leftInPlace,
+      ...(db.originVersion !== undefined ? { originVersion: db.originVersion } : {}),
+      ...(db.mode ? { mode: db.mode } : {}),
+    };
+  }
+
+  /**
+   * Copy-in-hold, inside the hold after the origin's freeze: the target copies the frozen
+   * databases (bounded by `catchUpTimeoutMs`; a copy that passes it is stopped and dropped:
+   * DB_CATCHUP_TIMEOUT). Measured: a `db-copied` note and a `copied` event.
+   */
+  private async copyInHold(attempt: number): Promise<void> {
+    const db = this.databases!;
+    const { domain } = this.plan;
+    const timeoutMs = this.dbOptions.catchUpTimeoutMs;
+    const replicaAddress = db.replicaAddress ?? this.plan.targetIp;
+    if (!this.dbSource) {
+      const open = this.dbCall(this.origin, 'openDatabaseSource');
+      this.dbSource = await this.step(
+        STEP.dbOpenSource,
+        () => open(this.id, domain, replicaAddress, ...this.withDeclared()),
+        { replicaAddress },
+      );
+    }
+    const source = this.dbSource;
+    const copy = this.dbCall(this.target, 'copyDatabases');
+    const res = await this.step(
+      STEP.dbCopy,
+      () => copy(this.id, domain, source, this.dbPlanForAgent(), { timeoutMs }),
+      { databases: db.move.map((m) => m.name), timeoutMs, attempt },
+    );
+    this.note(STEP.dbCopied, {
+      bytes: res.bytes,
+      ms: res.ms,
+      originAddress: source.host,
+      inHold: true,
+      ...(db.estimatedPauseMs !== undefined ? { estimatedPauseMs: db.estimatedPauseMs } : {}),
+    });
+    this.emitDatabase('copied', { bytes: res.bytes, ms: res.ms, attempt });
   }
 
   /** preflight: the target answers like the origin (parity checks, on every family) before anything is switched. */
@@ -1112,7 +1167,19 @@ class MigrationRun {
     const { position } = await this.step(STEP.dbFreezeOrigin, () => freeze(this.id, domain), { attempt });
     this.note(STEP.dbFrozen, { position, attempt });
     this.emitDatabase('frozen', { position, attempt });
+    const inHold = this.databases.mode === 'copy-in-hold';
     try {
+      if (inHold) {
+        try {
+          await this.copyInHold(attempt);
+        } catch (e) {
+          // A failed copy (the target dropped its partial copy) releases back like a timed-out one.
+          if (isFerryError(e, 'DB_CATCHUP_TIMEOUT') || this.signal?.aborted) throw e;
+          throw new FerryError('DB_CATCHUP_TIMEOUT', `the copy inside the hold failed: ${errorMessage(e)}`, {
+            cause: e,
+          });
+        }
+      }
       const r = await this.step(
         STEP.dbTakeOver,
         () => takeOver(this.id, domain, position, opts.catchUpTimeoutMs),
@@ -1131,7 +1198,7 @@ class MigrationRun {
         this.emitDatabase('catchup-timeout', last);
         throw new FerryError(
           'DB_CATCHUP_TIMEOUT',
-          `${domain}: the target did not catch up with the origin's databases within ${opts.catchUpTimeoutMs} ms in ${attempt} cut-over attempt${attempt === 1 ? '' : 's'} (${err.message})`,
+          `${domain}: the target did not ${inHold ? 'copy' : 'catch up with'} the origin's databases within ${opts.catchUpTimeoutMs} ms in ${attempt} cut-over attempt${attempt === 1 ? '' : 's'} (${err.message})`,
           { cause: err },
         );
       }
@@ -1175,7 +1242,7 @@ class MigrationRun {
    * take-over reports the channel's error itself).
    */
   private async waitReplicationCaughtUp(): Promise<void> {
-    if (!this.databases || this.journaledNote(STEP.dbTookOver)) return;
+    if (!this.databases || this.databases.mode || this.journaledNote(STEP.dbTookOver)) return;
     const lag = this.dbCall(this.target, 'databaseLag');
     const deadline = Date.now() + this.dbOptions.lagWaitMs;
     for (;;) {
@@ -1540,11 +1607,14 @@ class MigrationRun {
   async refuseReverse(): Promise<void> {
     const db = this.databases;
     if (!db || !this.journaled(STEP.dbTakeOver) || !(await this.isSwitched())) return;
-    const why = !this.originDbAddress()
-      ? "the journal lacks the origin's database address"
-      : this.journaled(STEP.dbCloseSource)
-        ? 'the migration completed'
-        : undefined;
+    const why =
+      db.mode === 'copy-in-hold'
+        ? "they were copied inside the hold, with no replication between the servers (the origin's binary log was not usable)"
+        : !this.originDbAddress()
+          ? "the journal lacks the origin's database address"
+          : this.journaled(STEP.dbCloseSource)
+            ? 'the migration completed'
+            : undefined;
     if (!why) return;
     throw new FerryError(
       'DB_ROLLBACK_AFTER_SWITCH',

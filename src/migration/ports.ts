@@ -95,6 +95,33 @@ export interface SiteDatabasesPlan {
   leftInPlace: Array<{ name: string; host: string; source: string; reason: string }>;
   /** The origin's MariaDB version, for the target's check (same or newer). */
   originVersion?: string;
+  /**
+   * `copy-in-hold` when the origin's binary log cannot be replicated (off, not ROW, no strict
+   * GTIDs) and the databases are within `copyInHoldMaxBytes`: no channel, the target copies them
+   * inside the cut-over hold, after the origin's freeze. Absent: replication.
+   */
+  mode?: 'copy-in-hold';
+  /** copy-in-hold: the pause the copy is expected to add to the hold (size at COPY_IN_HOLD_BYTES_PER_S, plus a fixed part). */
+  estimatedPauseMs?: number;
+  /** copy-in-hold: why the binary log cannot be used (the prerequisite the mode waives). */
+  binlogProblem?: string;
+}
+
+/**
+ * The copy-in-hold estimate: a conservative dump-and-restore rate (bytes of data and indexes per
+ * second; a restore rebuilds the indexes) and a fixed part (connections, accounts, grants).
+ */
+export const COPY_IN_HOLD_BYTES_PER_S = 8 * 1024 * 1024;
+export const COPY_IN_HOLD_FIXED_MS = 1000;
+
+/** The pause a copy inside the hold of `bytes` is expected to add. */
+export function estimateCopyInHoldMs(bytes: number): number {
+  return COPY_IN_HOLD_FIXED_MS + Math.ceil((bytes / COPY_IN_HOLD_BYTES_PER_S) * 1000);
+}
+
+/** How the origin plans a site's databases: `copyInHoldMaxBytes` > 0 allows the copy-in-hold mode up to that total size. */
+export interface DatabasePlanOptions {
+  copyInHoldMaxBytes?: number;
 }
 
 /**
@@ -206,7 +233,11 @@ export interface HostDriver {
   // to move is then refused at plan time. Every one is idempotent for one migration id.
 
   /** Origin: the site's databases (read from its application's config, or `declared`) and their prerequisites; throws the first `DB_*` refusal. Reads only. */
-  planDatabases?(domain: string, declared?: DatabaseDeclaration[]): Promise<SiteDatabasesPlan>;
+  planDatabases?(
+    domain: string,
+    declared?: DatabaseDeclaration[],
+    opts?: DatabasePlanOptions,
+  ): Promise<SiteDatabasesPlan>;
   /**
    * Target: whether it can take them (version same or newer, no database or user by those names);
    * throws the `DB_*` refusal. Reads only. `replicaAddress`: the address its MariaDB connects
@@ -224,12 +255,15 @@ export interface HostDriver {
    * Target: copy the site's databases from `source` (one consistent snapshot), recreate the site's
    * accounts without write privileges, and start the channel from the snapshot's position. A
    * channel of the same migration already running is kept (a resume). A failure removes what it made.
+   * With `plan.mode` `copy-in-hold` (called inside the hold): the copy only, no channel, bounded
+   * by `opts.timeoutMs` (`DB_CATCHUP_TIMEOUT` when it passes, the partial copy removed).
    */
   copyDatabases?(
     migrationId: string,
     domain: string,
     source: DatabaseSource,
     plan: SiteDatabasesPlan,
+    opts?: { timeoutMs?: number },
   ): Promise<{ bytes: number; ms: number }>;
   /** Target: the channel's lag. */
   databaseLag?(migrationId: string): Promise<DatabaseLag>;
@@ -242,7 +276,8 @@ export interface HostDriver {
    * channel, give the site's users their write privileges: the target is the writer.
    * `writerPosition` is this server's own GTID position at that moment (a reverse channel starts there).
    * `DB_CATCHUP_TIMEOUT` at the bound (the channel keeps running); `DB_REPLICATION` at once when
-   * the channel stopped on an error. Returns at once once done for this migration.
+   * the channel stopped on an error. Returns at once once done for this migration. After a
+   * copy-in-hold copy there is no channel: the users get their writes, `position` is not waited for.
    */
   takeOverDatabases?(
     migrationId: string,

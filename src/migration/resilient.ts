@@ -11,6 +11,7 @@ import type { SiteMode, SiteStats } from '../host/index.js';
 import type { SiteNeeds, WebSite, WebSitesReport } from '../agent/webconfig/model.js';
 import type {
   DatabaseDeclaration,
+  DatabasePlanOptions,
   DatabaseLag,
   DatabaseSource,
   DnsProvider,
@@ -144,7 +145,11 @@ export class ResilientHost implements HostDriver {
     opts?: { backupKeepMs?: number },
   ) => Promise<void>;
 
-  readonly planDatabases?: (domain: string, declared?: DatabaseDeclaration[]) => Promise<SiteDatabasesPlan>;
+  readonly planDatabases?: (
+    domain: string,
+    declared?: DatabaseDeclaration[],
+    opts?: DatabasePlanOptions,
+  ) => Promise<SiteDatabasesPlan>;
   readonly checkDatabases?: (domain: string, plan: SiteDatabasesPlan) => Promise<{ replicaAddress: string }>;
   readonly openDatabaseSource?: (
     migrationId: string,
@@ -157,6 +162,7 @@ export class ResilientHost implements HostDriver {
     domain: string,
     source: DatabaseSource,
     plan: SiteDatabasesPlan,
+    opts?: { timeoutMs?: number },
   ) => Promise<{ bytes: number; ms: number }>;
   readonly databaseLag?: (migrationId: string) => Promise<DatabaseLag>;
   readonly freezeDatabases?: (migrationId: string, domain: string) => Promise<{ position: string }>;
@@ -252,7 +258,8 @@ export class ResilientHost implements HostDriver {
     const slow = this.policy.syncTimeoutMs;
     if (inner.planDatabases) {
       const f = inner.planDatabases.bind(inner);
-      self.planDatabases = (d, decl) => this.call(`planDatabases(${d})`, () => f(d, decl), slow);
+      self.planDatabases = (d, decl, o) =>
+        this.call(`planDatabases(${d})`, () => (o ? f(d, decl, o) : f(d, decl)), slow);
     }
     if (inner.checkDatabases) {
       const f = inner.checkDatabases.bind(inner);
@@ -265,8 +272,12 @@ export class ResilientHost implements HostDriver {
     }
     if (inner.copyDatabases) {
       const f = inner.copyDatabases.bind(inner);
-      self.copyDatabases = (m, d, src, p) =>
-        withTimeout(`host ${this.id}: copyDatabases(${m}, ${d})`, f(m, d, src, p), slow);
+      self.copyDatabases = (m, d, src, p, o) =>
+        withTimeout(
+          `host ${this.id}: copyDatabases(${m}, ${d})`,
+          o ? f(m, d, src, p, o) : f(m, d, src, p),
+          slow,
+        );
     }
     if (inner.databaseLag) {
       const f = inner.databaseLag.bind(inner);

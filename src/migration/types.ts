@@ -166,6 +166,11 @@ export interface DatabaseOptions {
    * The hold begins anyway when it passes (the catch-up's own bound still applies).
    */
   lagWaitMs: number;
+  /**
+   * Where the origin's binary log cannot be replicated: databases up to this total size are
+   * copied inside the cut-over hold (bounded by `catchUpTimeoutMs`); 0 = refused (the default).
+   */
+  copyInHoldMaxBytes: number;
 }
 
 export const DEFAULT_DATABASE_OPTIONS: DatabaseOptions = {
@@ -173,6 +178,7 @@ export const DEFAULT_DATABASE_OPTIONS: DatabaseOptions = {
   catchUpAttempts: 3,
   retryDelayMs: 30_000,
   lagWaitMs: 60_000,
+  copyInHoldMaxBytes: 0,
 };
 
 /** A site's databases as planning found them: the origin's report, and where the target replicates from. */

@@ -122,6 +122,10 @@ export interface CopyOptions {
   /** An open admin connection to the target, for the checks and the cleanup. */
   targetDb: Db;
   databases: readonly string[];
+  /** False: no GTID position (the copy-in-hold mode, the origin's binary log off). Default true. */
+  position?: boolean;
+  /** Stop the copy (and drop it) after this long: DB_CATCHUP_TIMEOUT. Default: no bound. */
+  timeoutMs?: number;
   /** `mariadb-dump` and `mariadb` binaries (defaults: on PATH). */
   dumpBin?: string;
   clientBin?: string;
@@ -129,7 +133,7 @@ export interface CopyOptions {
 
 /** What the copy did. */
 export interface CopyResult {
-  /** The origin's GTID position of the snapshot: replication starts there. */
+  /** The origin's GTID position of the snapshot: replication starts there ('' when `position` is false). */
   gtidPos: string;
   bytes: number;
   ms: number;
@@ -206,8 +210,7 @@ function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; by
       [
         `--defaults-extra-file=${join(dir, 'origin.cnf')}`,
         '--single-transaction',
-        '--gtid',
-        '--master-data=2',
+        ...(opts.position === false ? [] : ['--gtid', '--master-data=2']),
         '--triggers',
         '--hex-blob',
         '--default-character-set=utf8mb4',
@@ -257,10 +260,27 @@ function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; by
     let dumpCode: number | null = null;
     let loadCode: number | null = null;
     let dumpStopped = false;
+    let timedOut = false;
+    const timer =
+      opts.timeoutMs !== undefined
+        ? setTimeout(() => {
+            timedOut = true;
+            dump.kill('SIGTERM');
+            load.kill('SIGTERM');
+          }, opts.timeoutMs)
+        : undefined;
     const done = () => {
       if (--pending > 0) return;
+      clearTimeout(timer);
       // The side that failed first is reported; the other one was stopped because of it.
-      if (dumpCode !== 0 && !dumpStopped) {
+      if (timedOut) {
+        reject(
+          new FerryError(
+            'DB_CATCHUP_TIMEOUT',
+            `copying ${opts.databases.join(', ')} took longer than its bound of ${opts.timeoutMs} ms: stopped`,
+          ),
+        );
+      } else if (dumpCode !== 0 && !dumpStopped) {
         const msg = errorLines(dumpErr) || `mariadb-dump exited with ${dumpCode}`;
         reject(
           new FerryError(
@@ -281,6 +301,8 @@ function pipeDump(opts: CopyOptions, dir: string): Promise<{ gtidPos: string; by
             `restoring on the target failed: ${errorLines(loadErr) || `mariadb exited with ${loadCode}`}`,
           ),
         );
+      } else if (opts.position === false) {
+        resolve({ gtidPos: '', bytes });
       } else if (!gtidPos) {
         reject(
           new FerryError(

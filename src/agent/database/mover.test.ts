@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { isFerryError } from '../../common/errors.js';
 import { mariadbInstalled, startMariaDbs, type MariaDbServer } from '../../../test/mariadb.js';
+import { estimateCopyInHoldMs } from '../../migration/ports.js';
 import { freePort } from '../../../test/ports.js';
 import { LoopbackAddresses } from '../addresses.js';
 import { HostAgent, type HostAgentOptions } from '../agent.js';
@@ -633,4 +634,134 @@ describe("moving a site's databases through the agents' API", { skip }, () => {
       }
     },
   );
+});
+
+describe('copy inside the hold: an origin without a binary log', { skip }, () => {
+  let origin: MariaDbServer;
+  let target: MariaDbServer;
+  let o: Running;
+  let t: Running;
+  const declared = [{ name: 'wp', users: ['wp'] }];
+  const siteDb = (s: MariaDbServer) => Db.open({ socket: s.socket, user: 'wp', password: 'wp-pw' }, 'wp');
+  const mariadbOf = async (dir: string, s: MariaDbServer): Promise<HostAgentOptions['mariadb']> => ({
+    defaultsFile: await defaultsFile(dir, s),
+    address: '127.0.0.1',
+    port: s.port,
+    caFile: s.caFile!,
+    optionDir: s.confDir,
+  });
+
+  before(async () => {
+    [origin, target] = await startMariaDbs([
+      { address: '127.0.0.1', serverId: 41, tls: true, binlog: false },
+      { address: '127.0.0.1', serverId: 42, tls: true },
+    ]);
+    origin.sql(
+      'CREATE DATABASE wp; CREATE TABLE wp.comments(id INT PRIMARY KEY, body TEXT) ENGINE=InnoDB;' +
+        " INSERT INTO wp.comments VALUES (1, 'first'), (2, 'second');" +
+        " CREATE USER 'wp'@'localhost' IDENTIFIED BY 'wp-pw'; GRANT ALL ON wp.* TO 'wp'@'localhost';",
+    );
+    const od = await mkdtemp(join(tmpdir(), 'ferry-dbhold-origin-'));
+    const td = await mkdtemp(join(tmpdir(), 'ferry-dbhold-target-'));
+    o = await startAgent('origin', '127.0.78.4', od, await mariadbOf(od, origin));
+    t = await startAgent('target', '127.0.78.5', td, await mariadbOf(td, target));
+  });
+
+  after(async () => {
+    await o?.stop();
+    await t?.stop();
+    await Promise.all([origin?.stop(), target?.stop()]);
+    for (const r of [o, t]) if (r) await rm(r.dir, { recursive: true, force: true });
+  });
+
+  test('refused by default and above copyInHoldMaxBytes, saying how to enable the binlog and the limit', async () => {
+    await assert.rejects(
+      o.driver.planDatabases(DOMAIN, declared),
+      (e: unknown) =>
+        isFerryError(e, 'DB_BINLOG_OFF') &&
+        /set log_bin/.test(e.message) &&
+        /set sites\[\]\.database\.copyInHoldMaxBytes/.test(e.message),
+    );
+    await assert.rejects(
+      o.driver.planDatabases(DOMAIN, declared, { copyInHoldMaxBytes: 1000 }),
+      (e: unknown) =>
+        isFerryError(e, 'DB_BINLOG_OFF') &&
+        /set log_bin/.test(e.message) &&
+        /only up to copyInHoldMaxBytes \(1000 bytes\), and wp hold \d+ bytes/.test(e.message),
+    );
+  });
+
+  test('a copy past its bound stops, leaves nothing on the target, and the origin thaws', async () => {
+    const plan = await o.driver.planDatabases(DOMAIN, declared, { copyInHoldMaxBytes: 1 << 30 });
+    const check = await t.driver.checkDatabases(DOMAIN, plan);
+    const source = await o.driver.openDatabaseSource('h1', DOMAIN, check.replicaAddress, declared);
+    await o.driver.freezeDatabases('h1', DOMAIN);
+    await assert.rejects(
+      t.driver.copyDatabases('h1', DOMAIN, source, plan, { timeoutMs: 1 }),
+      (e: unknown) => isFerryError(e, 'DB_CATCHUP_TIMEOUT') && /bound of 1 ms/.test(e.message),
+    );
+    assert.equal(target.sql("SHOW DATABASES LIKE 'wp'").trim(), '', 'the partial copy is gone');
+    assert.equal(target.sql("SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'wp'").trim(), '0');
+    await t.driver.dropDatabaseCopy('h1', DOMAIN);
+    await o.driver.thawDatabases('h1', DOMAIN);
+    const w = await siteDb(origin);
+    await w.query("INSERT INTO comments VALUES (3, 'after the thaw')");
+    await w.close();
+    await o.driver.closeDatabaseSource('h1');
+  });
+
+  test('the plan reports the pause; the copy in the hold has every acknowledged row; then only the target writes', async () => {
+    const plan = await o.driver.planDatabases(DOMAIN, declared, { copyInHoldMaxBytes: 1 << 30 });
+    assert.equal(plan.mode, 'copy-in-hold');
+    assert.match(plan.binlogProblem ?? '', /log_bin=OFF/);
+    const bytes = plan.move.reduce((n, m) => n + m.bytes, 0);
+    assert.ok(bytes > 0);
+    assert.equal(plan.estimatedPauseMs, estimateCopyInHoldMs(bytes));
+    const check = await t.driver.checkDatabases(DOMAIN, plan);
+    const source = await o.driver.openDatabaseSource('h2', DOMAIN, check.replicaAddress, declared);
+
+    // The site writes until the freeze ends its session.
+    const acked: number[] = [1, 2, 3];
+    let stop = false;
+    const writer = (async () => {
+      const w = await siteDb(origin);
+      try {
+        for (let id = 100; !stop; id++) {
+          await w.query('INSERT INTO comments VALUES (?, ?)', [id, `c${id}`]);
+          acked.push(id);
+          await sleep(10);
+        }
+      } finally {
+        await w.close().catch(() => undefined);
+      }
+    })().catch(() => undefined);
+    await sleep(300);
+    const frozen = await o.driver.freezeDatabases('h2', DOMAIN);
+    stop = true;
+    await writer;
+    assert.equal(frozen.position, '', 'no binary log: no position');
+    const late = await siteDb(origin);
+    await assert.rejects(late.query("INSERT INTO comments VALUES (99999, 'after freeze')"), /denied/);
+    await late.close();
+
+    const copy = await t.driver.copyDatabases('h2', DOMAIN, source, plan, { timeoutMs: 60_000 });
+    assert.ok(copy.bytes > 0 && copy.ms >= 0);
+    assert.equal(target.sql('SHOW ALL SLAVES STATUS').trim(), '', 'no replication channel');
+    const early = await siteDb(target);
+    await assert.rejects(early.query("INSERT INTO comments VALUES (99998, 'too early')"), /denied/);
+    await early.close();
+
+    const took = await t.driver.takeOverDatabases('h2', DOMAIN, frozen.position, 1000);
+    assert.equal(took.waitedMs, 0);
+    const ids = (s: MariaDbServer) =>
+      s.sql('SELECT id FROM wp.comments ORDER BY id').trim().split('\n').map(Number);
+    assert.ok(acked.length > 10, 'the site wrote before the freeze');
+    assert.deepEqual(ids(target), ids(origin), "the target has the frozen origin's rows");
+    for (const id of acked)
+      assert.ok(ids(target).includes(id), `acknowledged comment ${id} is on the target`);
+    const w = await siteDb(target);
+    await w.query("INSERT INTO comments VALUES (99997, 'on target')");
+    await w.close();
+    await o.driver.closeDatabaseSource('h2');
+  });
 });

@@ -20,11 +20,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../../common/errors.js';
-import type {
-  DatabaseDeclaration,
-  DatabaseLag,
-  DatabaseSource,
-  SiteDatabasesPlan,
+import {
+  estimateCopyInHoldMs,
+  type DatabaseDeclaration,
+  type DatabaseLag,
+  type DatabasePlanOptions,
+  type DatabaseSource,
+  type SiteDatabasesPlan,
 } from '../../migration/ports.js';
 import { Db, ident, literal, withDb, type DbEndpoint } from './client.js';
 import {
@@ -101,12 +103,17 @@ interface MigrationState {
   /** Replica side: this migration created the databases and accounts (a drop may remove them). */
   created?: boolean;
   copied?: { bytes: number; ms: number };
+  /** Replica side: the copy was made inside the hold, with no channel (copy-in-hold). */
+  copyInHold?: boolean;
   channel?: string;
   takenOver?: { waitedMs: number; writerPosition: string };
 }
 
 /** Ferry's own accounts (migration users) are never a site's. */
 const isSiteAccount = (a: SiteAccount) => !a.user.startsWith('ferry_');
+
+/** The prerequisites of replication that the copy-in-hold mode does without. */
+const BINLOG_CODES: ReadonlySet<string> = new Set(['DB_BINLOG_OFF', 'DB_BINLOG_FORMAT', 'DB_GTID']);
 
 /** The database that holds the accounts an origin publishes for its migration users. */
 const ACCOUNTS_DB = 'ferry_accounts';
@@ -203,7 +210,11 @@ export class DatabaseMover {
   // --- origin, at plan time ----------------------------------------------------------------
 
   /** Origin: the site's databases and their prerequisites; throws the first DB_* refusal. */
-  async plan(domain: string, declared?: DatabaseDeclaration[]): Promise<SiteDatabasesPlan> {
+  async plan(
+    domain: string,
+    declared?: DatabaseDeclaration[],
+    opts: DatabasePlanOptions = {},
+  ): Promise<SiteDatabasesPlan> {
     const site = await findSiteDatabases(domain, declared, this.opts);
     const leftInPlace = site.leftInPlace.map(({ name, host, source, reason }) => ({
       name,
@@ -215,8 +226,27 @@ export class DatabaseMover {
     const names = site.move.map((m) => m.name);
     return this.withAdmin(async (db) => {
       const { info, problems } = await checkOrigin(db, names);
-      throwIfProblems(problems);
+      const binlog = problems.filter((p) => BINLOG_CODES.has(p.code));
+      throwIfProblems(problems.filter((p) => !BINLOG_CODES.has(p.code)));
       const sizes = await databaseSizes(db, names);
+      let inHold: Pick<SiteDatabasesPlan, 'mode' | 'estimatedPauseMs' | 'binlogProblem'> = {};
+      if (binlog.length) {
+        const total = [...sizes.values()].reduce((a, b) => a + b, 0);
+        const max = opts.copyInHoldMaxBytes ?? 0;
+        if (max > 0 && total <= max) {
+          inHold = {
+            mode: 'copy-in-hold',
+            estimatedPauseMs: estimateCopyInHoldMs(total),
+            binlogProblem: binlog[0]!.message,
+          };
+        } else {
+          const alt =
+            max > 0
+              ? `; the copy-in-hold mode does without it only up to copyInHoldMaxBytes (${max} bytes), and ${names.join(', ')} hold ${total} bytes`
+              : `; or, for small databases, set sites[].database.copyInHoldMaxBytes to copy them inside the cut-over hold instead (the site pauses for the copy; docs/databases.md)`;
+          throwIfProblems(binlog.map((p) => ({ ...p, fix: p.fix + alt })));
+        }
+      }
       const move: SiteDatabasesPlan['move'] = [];
       const global: DbProblem[] = [];
       for (const m of site.move) {
@@ -236,7 +266,7 @@ export class DatabaseMover {
         });
       }
       throwIfProblems(global);
-      return { move, leftInPlace, originVersion: info.version };
+      return { move, leftInPlace, originVersion: info.version, ...inHold };
     });
   }
 
@@ -347,7 +377,9 @@ export class DatabaseMover {
     domain: string,
     source: DatabaseSource,
     plan: SiteDatabasesPlan,
+    opts: { timeoutMs?: number } = {},
   ): Promise<{ bytes: number; ms: number }> {
+    const inHold = plan.mode === 'copy-in-hold';
     return this.locked(migrationId, async () => {
       const prev = await this.load(migrationId);
       if (prev?.copied) return prev.copied;
@@ -368,13 +400,14 @@ export class DatabaseMover {
         const { origin, accounts } = await readSource(srcEp);
         const own = await readServerInfo(t);
         const problems: DbProblem[] = [];
-        if (own.serverId === origin.serverId)
+        // Without a channel the two servers' ids never meet.
+        if (!inHold && own.serverId === origin.serverId)
           problems.push({
             code: 'DB_GTID',
             message: `both servers have server_id ${own.serverId}`,
             fix: 'give every MariaDB server its own server_id',
           });
-        if (own.gtidDomainId === origin.gtidDomainId)
+        if (!inHold && own.gtidDomainId === origin.gtidDomainId)
           problems.push({
             code: 'DB_GTID',
             message: `both servers write GTIDs in domain ${own.gtidDomainId}`,
@@ -395,6 +428,7 @@ export class DatabaseMover {
           users: [...new Set(plan.move.flatMap((m) => m.users))],
           accounts,
           created: true,
+          ...(inHold ? { copyInHold: true } : {}),
         };
         await this.save(st);
         try {
@@ -404,10 +438,17 @@ export class DatabaseMover {
             target: this.adminEndpoint(),
             targetDb: t,
             databases,
+            ...(inHold ? { position: false } : {}),
+            ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
           });
           await createSiteAccounts(t, accounts);
           // Until the take-over only replication writes the copy.
           await freezeSiteWrites(t, accounts);
+          if (inHold) {
+            st.copied = { bytes: r.bytes, ms: r.ms };
+            await this.save(st);
+            return st.copied;
+          }
           await startChannel(
             t,
             name,
@@ -472,6 +513,16 @@ export class DatabaseMover {
     return this.locked(migrationId, async () => {
       const st = await this.load(migrationId);
       if (st?.takenOver) return st.takenOver;
+      if (st?.copyInHold && st.copied) {
+        // Copied inside the hold from the frozen origin: nothing to wait for.
+        const copied = st;
+        return this.withAdmin(async (t) => {
+          await thawSiteWrites(t, copied.accounts ?? []);
+          copied.takenOver = { waitedMs: 0, writerPosition: await readBinlogPos(t) };
+          await this.save(copied);
+          return copied.takenOver;
+        });
+      }
       if (!st?.channel)
         throw new FerryError(
           'DB_REPLICATION',
