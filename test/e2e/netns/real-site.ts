@@ -383,7 +383,7 @@ zone:
         execFileSync(
           'ip',
           ['netns', 'exec', h.topo.ns.dns, dig, `@${NET.dns}`, 'example.', 'SOA', '+short', '+timeout=1'],
-          { encoding: 'utf8', timeout: 5000 },
+          { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] },
         ).trim() !== ''
       );
     } catch {
