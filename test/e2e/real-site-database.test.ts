@@ -18,6 +18,16 @@
  *
  * And the prerequisites: the origin's MariaDB without a binary log makes `ferry migrate` refuse at
  * plan time with DB_BINLOG_OFF, saying how to turn it on, and nothing changes on either server.
+ *
+ * And crash safety with a rollback after the switch, under the same load: the zone on knotd
+ * (RFC 2136 updates), so that names keep resolving while the controller is down; the controller
+ * SIGKILLed once the origin is frozen and the target's catch-up (`db-take-over`) is under way,
+ * started again with the same config and journal, resumes through the switch; as soon as draining
+ * begins, `ferry rollback ID --watch`. No request fails; every acknowledged comment is once in the
+ * origin's wp_blog at the end (those written on the target included) and those acknowledged
+ * before the rollback's freeze once in the target's; the origin's binary log has no change of
+ * wp_blog of its own between the freeze and the reverse take-over; the blog's user writes the
+ * origin again and not the target; no `ferry_` replication connection or account is left.
  * Root only; everything is removed, pass or fail.
  */
 import { test } from 'node:test';
@@ -26,31 +36,41 @@ import { ERROR_CODES } from '../../src/common/error-codes.js';
 import { netnsSkipReason } from './netns/topology.js';
 import {
   REAL_SITE_BINARIES,
+  ROOT,
   buildHosting,
   configSnapshot,
+  ferryCli,
   migrate,
   moveUnderLoad,
+  scenarioLoad,
   startAgents,
+  startController,
   startControllerAndResolver,
 } from './netns/real-site.js';
-import { commentCounts } from './netns/sites.js';
+import { commentCounts, startSiteLoad } from './netns/sites.js';
 import {
+  ORIGIN_DOMAIN,
   accounts,
   assertDatabaseMoved,
   assertDatabasesReady,
   binlogPos,
+  binlogRowWrites,
   databases,
   installCustomerDbs,
   replicationConnections,
+  seqOf,
   snapshotDatabases,
   startShopWriter,
+  tryNoopWrite,
   type DbWriter,
 } from './netns/databases.js';
+import type { NsChild } from './netns/topology.js';
 
 const skip = netnsSkipReason({
   ...REAL_SITE_BINARIES,
   'nginx-light': ['nginx'],
   'mariadb-client': ['mariadb-binlog', 'mariadb-dump'],
+  knot: ['knotd'],
 });
 if (skip) console.log(`# skipping the real-site database acceptance: ${skip}`);
 
@@ -170,6 +190,215 @@ test(
       assert.deepEqual(await replicationConnections(h.targetMaria!), [], 'no replication connection');
       ok = true;
     } finally {
+      await h.close(ok);
+    }
+  },
+);
+
+/** A controller event as `ferry controller --events` prints it. */
+interface CtlEvent {
+  type: string;
+  at?: number;
+  data?: { step?: string; phase?: string; state?: string; position?: string };
+}
+
+function events(ctl: NsChild): CtlEvent[] {
+  return ctl.lines.flatMap((l) => {
+    try {
+      return [JSON.parse(l) as CtlEvent];
+    } catch {
+      return [];
+    }
+  });
+}
+
+const isStep = (step: string) => (l: string) => l.includes('"type":"step"') && l.includes(`"step":"${step}"`);
+const isPhase = (phase: string) => (l: string) =>
+  l.includes('"type":"phase"') && l.includes(`"phase":"${phase}"`);
+
+test(
+  "the controller SIGKILLed during the database catch-up resumes through the switch, then a rollback while draining brings every comment back to the origin's database",
+  { skip: skip ?? false, timeout: 480_000 },
+  async () => {
+    const h = await buildHosting('nginx', undefined, { database: 'local' });
+    let ok = false;
+    let stopLoad: (() => Promise<unknown>) | undefined;
+    try {
+      const origin = h.maria;
+      const target = h.targetMaria!;
+      const blog = h.sites.blog;
+      await assertDatabasesReady(h);
+      await startAgents(h);
+      // The zone on knotd, updated by RFC 2136: the name server keeps answering while the
+      // controller is down, as a provider's does.
+      await startControllerAndResolver(h, [blog.domain], { dns: 'knot' });
+      const first = h.controller!;
+      const load = await startSiteLoad(h.topo, ROOT, scenarioLoad(h), `${h.dir}/load.log`);
+      stopLoad = () => load.stop();
+      await new Promise((r) => setTimeout(r, 3000));
+
+      // A TTL of 8 s keeps draining (and the records at IPt) long enough to ask for the rollback in it.
+      const started = await ferryCli(h, 'migrate', ['migrate', blog.domain, '--to', 'target', '--ttl', '8']);
+      assert.equal(started.exit, 0, `ferry migrate: ${started.stderr.slice(-600)}`);
+      const id = (JSON.parse(started.lines.find((l) => l.startsWith('{'))!) as { id: string }).id;
+
+      // SIGKILL once the origin is frozen and the target's catch-up is under way.
+      await first.waitLine(isStep('db-take-over'), 180_000);
+      first.child.kill('SIGKILL');
+      await first.exited;
+      const killedAt = Date.now();
+      const beforeKill = events(first)
+        .filter((e) => e.type === 'step')
+        .map((e) => e.data!.step!);
+      assert.ok(beforeKill.includes('db-freeze-origin'), 'the origin was frozen before the kill');
+      const frozen = events(first).find((e) => e.type === 'database' && e.data?.state === 'frozen');
+      const freezeSeq = seqOf(frozen?.data?.position ?? '', ORIGIN_DOMAIN);
+      assert.ok(freezeSeq > 0, `the origin's position at the freeze: ${frozen?.data?.position}`);
+
+      // The same config and journal: the controller resumes the migration by itself.
+      const second = await startController(h);
+      const restartMs = Date.now() - killedAt;
+      await second.waitLine(isPhase('draining'), 180_000);
+      const drainingAt = Date.now();
+      // Sampled while the origin is still frozen: the reverse catch-up has not begun.
+      let atReverseFreeze = '';
+      const sampling = second
+        .waitLine(isStep('reverse-db-freeze-target'), 240_000)
+        .then(async () => void (atReverseFreeze = await binlogPos(origin)))
+        .catch(() => undefined);
+      const rollback = await ferryCli(h, 'rollback', ['rollback', id, '--watch'], 240_000);
+      await sampling;
+      await new Promise((r) => setTimeout(r, 2000)); // traffic at the origin again
+      const seen = await load.stop();
+      stopLoad = undefined;
+
+      // The kill fell inside the cut-over's database catch-up and the resumed run passed the switch.
+      const all = [...events(first), ...events(second)];
+      const stepAt = (step: string) => all.find((e) => e.type === 'step' && e.data?.step === step)?.at;
+      assert.ok(!beforeKill.includes('target-serve'), 'killed before the switch');
+      const switchAt = stepAt('target-serve');
+      assert.ok(switchAt !== undefined && switchAt > killedAt, 'the resumed controller made the switch');
+      assert.ok(
+        events(second).some((e) => e.type === 'phase' && e.data?.phase === 'draining'),
+        'and went on to draining',
+      );
+      assert.ok(
+        !all.some((e) => e.type === 'phase' && e.data?.phase === 'completed'),
+        'the migration never completed',
+      );
+
+      // The rollback after the switch: the migration ends rolled back.
+      const summary = rollback.lines.filter((l) => l.startsWith('{"summary"')).pop();
+      assert.equal(
+        summary && (JSON.parse(summary) as { summary: { phase: string } }).summary.phase,
+        'rolled-back',
+        `ferry rollback --watch: ${rollback.lines.slice(-4).join(' | ')} ${rollback.stderr.slice(-400)}`,
+      );
+      assert.equal(rollback.exit, 0, 'ferry rollback --watch exits 0 once rolled back');
+      const reverseFreezeAt = stepAt('reverse-db-freeze-target');
+      const reverseTakeOverAt = stepAt('reverse-db-take-over');
+      assert.ok(
+        reverseFreezeAt && reverseTakeOverAt,
+        'the databases came back through the reverse take-over',
+      );
+
+      // No request failed, through the kill, the switch and the rollback.
+      const failures = seen.results.filter((r) => !r.ok);
+      assert.equal(failures.length, 0, `failed requests: ${JSON.stringify(failures.slice(0, 8))}`);
+      assert.equal(seen.summary.unexpected, 0, 'no write refused, no 4xx');
+
+      // Comments: every one acknowledged in the whole run once on the origin; those acknowledged
+      // before the reverse freeze once on the target too (it was the only writer in between).
+      const byId = new Map(seen.results.map((r) => [r.id, r]));
+      const comments = seen.summary.comments.map((c) => ({ ...c, result: byId.get(c.key.slice(2))! }));
+      // Sent after the switch and acknowledged before the rollback's freeze: written on the target,
+      // the only writer then (a comment's 302 does not name the server).
+      const onTarget = comments.filter(
+        (c) => c.result.at > switchAt! && c.result.at + c.result.latencyMs < reverseFreezeAt!,
+      );
+      assert.ok(
+        onTarget.length > 0,
+        'comments were written on the target between the switch and the rollback',
+      );
+      const inOrigin = await commentCounts(origin.sql, h.wpDb.name);
+      const inTarget = await commentCounts(target.sql, h.wpDb.name);
+      assert.deepEqual(
+        comments.filter((c) => inOrigin.get(c.key) !== 1).map((c) => c.key),
+        [],
+        "every acknowledged comment once in the origin's database",
+      );
+      assert.deepEqual(
+        comments
+          .filter((c) => c.result.at + c.result.latencyMs < reverseFreezeAt! && inTarget.get(c.key) !== 1)
+          .map((c) => c.key),
+        [],
+        "every comment acknowledged before the rollback's freeze once in the target's database",
+      );
+
+      // Never two writers: from the freeze until the reverse take-over, the origin's binary log
+      // has no change of the site's database made on the origin (its own GTID domain).
+      assert.match(
+        atReverseFreeze,
+        /^\d+-\d+-\d+/,
+        `the origin's position at the reverse freeze (${atReverseFreeze})`,
+      );
+      const reverseSeq = seqOf(atReverseFreeze, ORIGIN_DOMAIN);
+      const blogWrites = (await binlogRowWrites(origin)).filter(
+        (w) => w.db === h.wpDb.name && w.gtid.startsWith(`${ORIGIN_DOMAIN}-`),
+      );
+      const whileFrozen = blogWrites.filter(
+        (w) =>
+          seqOf(w.gtid, ORIGIN_DOMAIN) > freezeSeq &&
+          (seqOf(w.gtid, ORIGIN_DOMAIN) <= reverseSeq || w.timestamp < Math.floor(reverseTakeOverAt! / 1000)),
+      );
+      assert.deepEqual(
+        whileFrozen,
+        [],
+        `no write to ${h.wpDb.name} on the origin while the target was the writer`,
+      );
+      assert.ok(
+        blogWrites.some((w) => seqOf(w.gtid, ORIGIN_DOMAIN) > reverseSeq),
+        'and the origin takes the site writes again after the rollback',
+      );
+
+      // The origin's site user writes again, the target's does not; no channel, no migration user.
+      const blogLogin = {
+        user: h.wpDb.user,
+        password: h.wpDb.password,
+        database: h.wpDb.name,
+        table: 'wp_options',
+      };
+      assert.equal(
+        await tryNoopWrite(h.origin, origin, blogLogin),
+        null,
+        "the blog's user writes the origin again",
+      );
+      assert.match(
+        (await tryNoopWrite(h.target, target, blogLogin)) ?? 'allowed',
+        /command denied/i,
+        "and may not write the target's copy",
+      );
+      for (const [name, m] of [
+        ['origin', origin],
+        ['target', target],
+      ] as const) {
+        assert.deepEqual(
+          (await replicationConnections(m)).filter((c) => /^ferry_/i.test(c)),
+          [],
+          `no ferry_ replication connection left on the ${name}`,
+        );
+        assert.deepEqual(
+          (await accounts(m)).filter((a) => a.startsWith('ferry_')),
+          [],
+          `no migration user left on the ${name}`,
+        );
+      }
+      console.log(
+        `# real-site database crash+rollback: controller killed after step ${beforeKill.at(-1)}, down ${restartMs} ms, slowest request ${Math.max(...seen.results.map((r) => r.latencyMs))} ms, draining began ${drainingAt - switchAt!} ms after the switch, ${seen.results.length} requests, ${comments.length} comments (${onTarget.length} while the target wrote), 0 failed`,
+      );
+      ok = true;
+    } finally {
+      if (stopLoad) await stopLoad().catch(() => undefined);
       await h.close(ok);
     }
   },

@@ -310,8 +310,95 @@ ${names.map((n) => `${n.replace(/\.example$/, '')} 2 IN A ${NET.origin}`).join('
 `;
 }
 
+/** The TSIG key the controller signs its updates to knotd with (`dns: 'knot'`). */
+const KNOT_TSIG = {
+  name: 'ferry-update.',
+  secret: Buffer.from('real-site-knot-update-secret-0123').toString('base64'),
+};
+
+/** The `dns:` section: the controller's embedded name server, or RFC 2136 updates to knotd. */
+function dnsYaml(h: Hosting, dns: 'embedded' | 'knot'): string {
+  return dns === 'knot'
+    ? `dns:
+  provider: rfc2136
+  server: { address: ${NET.dns}, port: 53 }
+  zone: example.
+  tsig: { name: ${KNOT_TSIG.name}, algorithm: hmac-sha256, secret: "${KNOT_TSIG.secret}" }`
+    : `dns:
+  provider: embedded
+  listen: { address: ${NET.dns}, port: 53 }
+  zones: [${h.dir}/example.zone]`;
+}
+
+/**
+ * knotd in the dns namespace on port 53, primary for example. with the scenario's zone, updatable
+ * with KNOT_TSIG: the provider's own name server, which keeps answering while the controller is
+ * down (the embedded one lives and dies with the controller's process).
+ */
+async function startKnot(h: Hosting): Promise<void> {
+  const dir = join(h.dir, 'knot');
+  await mkdir(join(dir, 'db'), { recursive: true });
+  await writeFile(join(dir, 'example.zone'), await readFile(join(h.dir, 'example.zone'), 'utf8'));
+  await writeFile(
+    join(dir, 'knot.conf'),
+    `server:
+  listen: ${NET.dns}@53
+  rundir: "${dir}"
+  pidfile: "${dir}/knot.pid"
+database:
+  storage: "${dir}/db"
+control:
+  listen: "${dir}/knot.sock"
+log:
+  - target: stderr
+    any: info
+key:
+  - id: ${KNOT_TSIG.name}
+    algorithm: hmac-sha256
+    secret: ${KNOT_TSIG.secret}
+acl:
+  - id: update
+    key: ${KNOT_TSIG.name}
+    action: update
+template:
+  - id: default
+    storage: "${dir}"
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: changes
+    serial-policy: increment
+zone:
+  - domain: example.
+    acl: [update]
+`,
+  );
+  h.topo.spawn('dns', 'knotd', ['knotd', '-c', join(dir, 'knot.conf')], {
+    logFile: join(h.dir, 'knot.log'),
+  });
+  const dig = findBinary('kdig', 'dig')!;
+  await until('knotd', 20_000, () => {
+    try {
+      return (
+        execFileSync(
+          'ip',
+          ['netns', 'exec', h.topo.ns.dns, dig, `@${NET.dns}`, 'example.', 'SOA', '+short', '+timeout=1'],
+          { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] },
+        ).trim() !== ''
+      );
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** ferry.yaml: the `migrated` sites with `kind: web`, but those of `kindFromCli`, whose `ferry migrate` says `--kind web`. */
-function ferryYaml(h: Hosting, migrated: string[], kindFromCli: string[] = []): string {
+function ferryYaml(
+  h: Hosting,
+  migrated: string[],
+  kindFromCli: string[] = [],
+  dns: 'embedded' | 'knot' = 'embedded',
+): string {
   return `journal: ${h.dir}/journal.sqlite
 servers:
   origin:
@@ -328,10 +415,7 @@ servers:
     tokenFile: ${h.dir}/token
     sharedIps: [${NET.target}]
     web: nginx
-dns:
-  provider: embedded
-  listen: { address: ${NET.dns}, port: 53 }
-  zones: [${h.dir}/example.zone]
+${dnsYaml(h, dns)}
 sites:
 ${migrated.map((d) => `  - { domain: ${d}, server: origin, ports: [80, 443],${kindFromCli.includes(d) ? '' : ' kind: web,'} parity: { http: [{ path: /, body: false }] } }`).join('\n')}
 api:
@@ -360,20 +444,15 @@ defaults:
 export async function startControllerAndResolver(
   h: Hosting,
   migrated: string[],
-  o: { kindFromCli?: string[] } = {},
+  o: { kindFromCli?: string[]; dns?: 'embedded' | 'knot' } = {},
 ): Promise<void> {
   // The kernel engine forwards the temporary IP's packets to the target after the cut-over.
   execFileSync('ip', ['netns', 'exec', h.topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   await writeFile(join(h.dir, 'api-token'), API_TOKEN + '\n', { mode: 0o600 });
   await writeFile(join(h.dir, 'example.zone'), zone(h, migrated));
-  await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated, o.kindFromCli));
-  h.controller = h.topo.spawn(
-    'dns',
-    'controller',
-    [...FERRY, 'controller', '--config', join(h.dir, 'ferry.yaml'), '--events'],
-    { cwd: ROOT, env: { ...process.env, FERRY_LOG_LEVEL: 'info' }, logFile: join(h.dir, 'controller.log') },
-  );
-  await h.controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
+  await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated, o.kindFromCli, o.dns));
+  if (o.dns === 'knot') await startKnot(h);
+  await startController(h);
   await mkdir(join(h.dir, 'client'), { recursive: true });
   await writeFile(join(h.dir, 'client', 'unbound.conf'), unboundConf(join(h.dir, 'client')));
   h.topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(h.dir, 'client', 'unbound.conf')], {
@@ -381,6 +460,48 @@ export async function startControllerAndResolver(
   });
   const dig = findBinary('kdig', 'dig')!;
   await until('unbound', 20_000, () => resolvedAt(h, migrated[0]!, dig) === NET.origin);
+}
+
+/**
+ * `ferry controller --config ferry.yaml --events` in the dns namespace (its events on stdout),
+ * as `h.controller`, once it says it is ready; it resumes every unfinished migration of its journal.
+ */
+export async function startController(h: Hosting): Promise<NsChild> {
+  h.controller = h.topo.spawn(
+    'dns',
+    'controller',
+    [...FERRY, 'controller', '--config', join(h.dir, 'ferry.yaml'), '--events'],
+    { cwd: ROOT, env: { ...process.env, FERRY_LOG_LEVEL: 'info' }, logFile: join(h.dir, 'controller.log') },
+  );
+  await h.controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
+  return h.controller;
+}
+
+/**
+ * Run `ferry ARGS --json` from the dns namespace as the operator (FERRY_CONTROLLER, FERRY_TOKEN),
+ * killed after `timeoutMs`: its exit code, stdout lines and stderr.
+ */
+export async function ferryCli(
+  h: Hosting,
+  name: string,
+  args: string[],
+  timeoutMs = 60_000,
+): Promise<{ exit: number | null; lines: string[]; stderr: string }> {
+  const logFile = join(h.dir, `${name}.log`);
+  const proc = h.topo.spawn('dns', name, [...FERRY, ...args, '--json'], {
+    cwd: ROOT,
+    env: { ...process.env, FERRY_CONTROLLER: `http://${NET.dns}:7300`, FERRY_TOKEN: API_TOKEN },
+    logFile,
+  });
+  const watchdog = setTimeout(() => proc.child.kill('SIGKILL'), timeoutMs);
+  let exit: number | null;
+  try {
+    exit = await proc.exited;
+  } finally {
+    clearTimeout(watchdog);
+  }
+  if (!proc.child.stdout!.closed) await new Promise((r) => proc.child.stdout!.once('close', r));
+  return { exit, lines: proc.lines, stderr: await readFile(logFile, 'utf8').catch(() => '') };
 }
 
 /** What the client namespace's resolver answers for `name` now. */
