@@ -184,13 +184,20 @@ async function oneRun(r: number): Promise<Run> {
       onTarget: summary.writes.onTarget,
       steps: pauseSteps(entries, windows[windows.length - 1]?.[1] ?? Date.now()),
     };
+    // With BENCH_DB_LOGS, a run with a failed request prints the ends of its servers' logs.
+    if (process.env.BENCH_DB_LOGS && run.failed > 0)
+      for (const side of ['origin', 'target'] as const)
+        for (const f of ['log/nginx-error.log', 'log/php-shop.error.log', 'log/php-fpm.log'])
+          console.log(
+            `  ${side} ${f}:\n${spawnSync('tail', ['-n', '6', join(sb.webServers[side]!.root, f)], { encoding: 'utf8' }).stdout}`,
+          );
     for (const x of sb.load
       .results()
       .filter((y) => !y.ok)
       .slice(0, 5))
       console.log(
         `  run ${r + 1}: failed ${x.method} ${x.domain}${x.path} at ${x.address}: ${x.status ?? x.error ?? '?'} ` +
-          `(t ${x.at - (windows[0]?.[0] ?? 0)} ms from the first hold, ${x.latencyMs.toFixed(0)} ms, served by ${x.servedBy ?? '-'})`,
+          `(t ${x.at - (windows[0]?.[0] ?? 0)} ms from the first hold, ${x.latencyMs.toFixed(0)} ms, served by ${x.servedBy ?? '-'}${x.error ? `: ${x.error}` : ''})`,
       );
     const h = stats(held);
     console.log(

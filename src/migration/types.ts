@@ -177,7 +177,7 @@ export const DEFAULT_DATABASE_OPTIONS: DatabaseOptions = {
   catchUpTimeoutMs: 10_000,
   catchUpAttempts: 3,
   retryDelayMs: 30_000,
-  lagWaitMs: 60_000,
+  lagWaitMs: 600_000,
   copyInHoldMaxBytes: 0,
 };
 
