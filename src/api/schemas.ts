@@ -164,6 +164,20 @@ export const schemas = {
       },
     },
   },
+  previewMigration: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['domain', 'to'],
+    properties: {
+      domain,
+      to: serverId,
+      kind: {
+        type: 'string',
+        enum: ['builtin', 'web'],
+        description: 'as for a migration: what serves the site when the config does not say',
+      },
+    },
+  },
   evacuate: {
     type: 'object',
     additionalProperties: false,

@@ -385,6 +385,21 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
         .send(migrationView(rec));
     },
   );
+  app.post<{ Body: { domain: string; to: string; kind?: 'builtin' | 'web' } }>(
+    '/v1/migrations/preview',
+    {
+      config: { scope: 'operator', ...writeLimit },
+      schema: {
+        tags: ['migrations'],
+        summary:
+          "What a migration would do, asked of both agents as a migration asks them (its refusals, a web site's ports and databases, the copy-in-hold mode's pause); starts nothing",
+        body: schemas.previewMigration,
+        security,
+        response: errors,
+      },
+    },
+    async (req) => controller.previewMigration(req.body),
+  );
   app.get<{ Params: { id: string } }>(
     '/v1/migrations/:id',
     {

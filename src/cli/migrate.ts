@@ -8,7 +8,7 @@ import {
   type ConnectionOptions,
   type MigrationView,
 } from './client.js';
-import { describeDatabases } from '../migration/index.js';
+import { describeDatabases, type DatabasesPlanned } from '../migration/index.js';
 import { number } from './options.js';
 import { watchMigration } from './watch.js';
 
@@ -21,6 +21,16 @@ interface MigrateOptions extends ConnectionOptions {
   dnsTempCap?: number;
   drainCap?: number;
   kind?: 'builtin' | 'web';
+  dryRun?: boolean;
+}
+
+/** The plan lines of a web site's databases (what moves, what stays), indented under a heading. */
+function databaseLines(dbPlan: DatabasesPlanned | undefined): string {
+  return dbPlan && (dbPlan.move.length || dbPlan.leftInPlace.length)
+    ? `Databases:\n${describeDatabases(dbPlan)
+        .map((l) => `  ${l}\n`)
+        .join('')}`
+    : '';
 }
 
 export function registerMigrate(program: Command): void {
@@ -33,6 +43,10 @@ export function registerMigrate(program: Command): void {
       .argument('<domain>', 'the domain (site) to move, e.g. shop.example')
       .requiredOption('--to <server>', 'id of the target server (see ferry servers)')
       .option('--watch', 'follow the migration live until it ends')
+      .option(
+        '--dry-run',
+        "ask both agents what the migration would do (its refusals, a web site's databases and the pause of a copy inside the hold) and start nothing",
+      )
       .option('--id <id>', 'migration id (default: domain and a time stamp)')
       .option('--ttl <seconds>', 'TTL of the A record while at IPt and IP2', number(1, 86400))
       .option('--quiet-window <ms>', 'traffic must be absent this long before a wait ends', number(0))
@@ -47,6 +61,22 @@ export function registerMigrate(program: Command): void {
   ).action(
     action(async (domain: string, o: MigrateOptions) => {
       const client = clientOf(o);
+      if (o.dryRun) {
+        const p = await client.post<{
+          domain: string;
+          from: string;
+          to: string;
+          kind: string;
+          ports: number[];
+          databases?: DatabasesPlanned;
+        }>('/v1/migrations/preview', { domain, to: o.to, ...(o.kind ? { kind: o.kind } : {}) });
+        process.stdout.write(
+          o.json
+            ? JSON.stringify(p) + '\n'
+            : `Would move ${p.domain} ${p.from} → ${p.to} (${p.kind === 'web' ? "the server's own web server" : "the agent's site app"}, ports ${p.ports.join(', ')}); nothing was started\n${databaseLines(p.databases)}`,
+        );
+        return 0;
+      }
       const timings = {
         ...(o.ttl !== undefined ? { ttl: o.ttl } : {}),
         ...(o.quietWindow !== undefined ? { quietWindowMs: o.quietWindow } : {}),
@@ -61,13 +91,7 @@ export function registerMigrate(program: Command): void {
         ...(Object.keys(timings).length ? { timings } : {}),
       });
       // A web site's databases: what moves (size, users) and what is left in place, with why.
-      const dbPlan = rec.plan.web?.databasePlan;
-      const databases =
-        dbPlan && (dbPlan.move.length || dbPlan.leftInPlace.length)
-          ? `Databases:\n${describeDatabases(dbPlan)
-              .map((l) => `  ${l}\n`)
-              .join('')}`
-          : '';
+      const databases = databaseLines(rec.plan.web?.databasePlan);
       if (!o.watch) {
         process.stdout.write(
           o.json

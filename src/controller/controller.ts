@@ -138,6 +138,18 @@ export interface StartMigrationRequest {
   kind?: SiteKind;
 }
 
+/** What `previewMigration` answers: what a migration would do, without starting it. */
+export interface MigrationPreview {
+  domain: string;
+  from: string;
+  to: string;
+  kind: SiteKind;
+  /** The ports the temporary IP would carry. */
+  ports: number[];
+  /** A web site's databases: what moves, what stays, and in the copy-in-hold mode the expected pause. */
+  databases?: DatabasesPlanned;
+}
+
 /** The outcome of one site in an evacuation. */
 export interface EvacuationSite {
   domain: string;
@@ -387,32 +399,70 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    * record at once. Errors in the request (unknown site or server, no free temporary IP, a
    * migration of the site already running) are thrown before anything is journaled.
    */
+  /**
+   * What a migration of `req.domain` would do, asked of both agents exactly as `startMigration`
+   * asks them (reads only): the refusals it would meet, a web site's ports, and the databases
+   * that move or stay with, in the copy-inside-the-hold mode, the pause it expects. Nothing is
+   * journaled or changed on any server.
+   */
+  async previewMigration(req: StartMigrationRequest): Promise<MigrationPreview> {
+    const planned = this.site(req.domain);
+    const from = this.server(planned.server);
+    const to = this.server(req.to);
+    if (from.id === to.id)
+      throw new FerryError('MIGRATION_SAME_SERVER', `${planned.domain} is on ${to.id} already`);
+    this.refuseRunning(planned);
+    const { kind, web, databasePlan } = await this.planSite(req, planned);
+    return {
+      domain: planned.domain,
+      from: from.id,
+      to: to.id,
+      kind,
+      ports: web?.ports.length ? web.ports : planned.ports,
+      ...(databasePlan ? { databases: databasePlan } : {}),
+    };
+  }
+
+  /** The agents' planning of a web site and its databases (reads only; a refusal is thrown). */
+  private async planSite(
+    req: StartMigrationRequest,
+    planned: SiteSummary,
+  ): Promise<{
+    kind: SiteKind;
+    web?: Awaited<ReturnType<Orchestrator['planWebSite']>>;
+    databasePlan?: DatabasesPlanned;
+  }> {
+    const from = this.server(planned.server);
+    const kind = req.kind ?? this.siteConfig.get(planned.domain)?.kind ?? 'builtin';
+    if (kind !== 'web') return { kind };
+    const overrides = this.siteConfig.get(planned.domain)?.web ?? {};
+    const declared = this.siteConfig.get(planned.domain)?.databases;
+    const dbOptions = this.siteConfig.get(planned.domain)?.database;
+    this.refuseRunning(planned);
+    const to = this.server(req.to);
+    if (from.id === to.id)
+      throw new FerryError('MIGRATION_SAME_SERVER', `${planned.domain} is on ${to.id} already`);
+    const web = await this.orchestrator.planWebSite(from.id, to.id, planned.domain, overrides);
+    const databasePlan = await this.orchestrator.planDatabases(
+      from.id,
+      to.id,
+      planned.domain,
+      declared,
+      dbOptions?.copyInHoldMaxBytes ? { copyInHoldMaxBytes: dbOptions.copyInHoldMaxBytes } : undefined,
+    );
+    return { kind, web, ...(databasePlan ? { databasePlan } : {}) };
+  }
+
   async startMigration(req: StartMigrationRequest): Promise<MigrationRecord> {
     // an unknown (or malformed) domain is SITE_NOT_FOUND before the DNS parses it
     const planned = this.site(req.domain);
     const from = this.server(planned.server);
-    const kind = req.kind ?? this.siteConfig.get(planned.domain)?.kind ?? 'builtin';
     const overrides = this.siteConfig.get(planned.domain)?.web ?? {};
     // A web site is asked for first: a refusal (not found, not movable, a target lacking what it
     // needs) ends the request before anything is journaled or changed on either server.
-    let web: Awaited<ReturnType<Orchestrator['planWebSite']>> | undefined;
-    let databasePlan: DatabasesPlanned | undefined;
+    const { web, databasePlan } = await this.planSite(req, planned);
     const declared = this.siteConfig.get(planned.domain)?.databases;
     const dbOptions = this.siteConfig.get(planned.domain)?.database;
-    if (kind === 'web') {
-      this.refuseRunning(planned);
-      const to = this.server(req.to);
-      if (from.id === to.id)
-        throw new FerryError('MIGRATION_SAME_SERVER', `${planned.domain} is on ${to.id} already`);
-      web = await this.orchestrator.planWebSite(from.id, to.id, planned.domain, overrides);
-      databasePlan = await this.orchestrator.planDatabases(
-        from.id,
-        to.id,
-        planned.domain,
-        declared,
-        dbOptions?.copyInHoldMaxBytes ? { copyInHoldMaxBytes: dbOptions.copyInHoldMaxBytes } : undefined,
-      );
-    }
     // A server configured with a relay host migrates in relay-host mode unless the request says otherwise.
     const mode = req.mode ?? (from.relayHost ? 'relay-host' : 'temp-ip');
     const relayHost = req.relayHost ?? from.relayHost;

@@ -6,6 +6,7 @@ export {
   type ServerEntry,
   type SiteEntry,
   type StartMigrationRequest,
+  type MigrationPreview,
   type EvacuateRequest,
   type EvacuationSite,
   type ServerSummary,

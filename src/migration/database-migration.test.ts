@@ -455,6 +455,11 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
       ctl.startMigration({ domain: 'taken.example.', to: 'target', id: 'taken' }),
       (e: unknown) => isFerryError(e, 'DB_EXISTS'),
     );
+    await assert.rejects(
+      ctl.previewMigration({ domain: 'taken.example.', to: 'target' }),
+      (e: unknown) => isFerryError(e, 'DB_EXISTS'),
+      'a preview meets the same refusal',
+    );
     assert.throws(
       () => ctl.migration('taken'),
       (e: unknown) => isFerryError(e, 'MIGRATION_NOT_FOUND'),
@@ -565,6 +570,16 @@ describe('orchestrator: a web site with databases (agents simulated at the HostD
   });
 
   it('copy-in-hold: the plan reports the pause; inside the hold freeze, copy, take-over, then serve; no channel; no rollback after the switch', async () => {
+    // Before anything starts, a preview (`ferry migrate --dry-run`) reports the same plan and pause.
+    const preview = await ctl.previewMigration({ domain: 'hold.example.', to: 'target' });
+    assert.equal(preview.databases?.mode, 'copy-in-hold');
+    assert.equal(preview.databases?.estimatedPauseMs, 1000 + 375);
+    assert.equal(
+      ctl.listSites().find((s) => s.domain === 'hold.example.')?.migration,
+      null,
+      'the preview started nothing',
+    );
+    assert.equal(db('hold.example').sourceOpen, false, 'and made no replication user');
     const rec0 = await ctl.startMigration({ domain: 'hold.example.', to: 'target', id: 'hold' });
     const p = rec0.plan.web?.databasePlan;
     assert.equal(p?.mode, 'copy-in-hold');

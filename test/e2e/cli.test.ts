@@ -97,6 +97,25 @@ describe('ferry CLI against a sandbox controller', () => {
     await sb.stop();
   });
 
+  it('migrate --dry-run says what would move and starts nothing; a refusal is the same as a real start', async () => {
+    const dry = await ferry(['migrate', 'shop.example', '--to', 'target', '--dry-run'], env);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(
+      dry.stdout,
+      /Would move shop\.example\. origin → target \(the agent's site app, ports \d+\); nothing was started/,
+    );
+    const json = await ferry(['migrate', 'shop.example', '--to', 'target', '--dry-run', '--json'], env);
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(
+      { ...json.lines[0], ports: undefined },
+      { domain: 'shop.example.', from: 'origin', to: 'target', kind: 'builtin', ports: undefined },
+    );
+    const same = await ferry(['migrate', 'shop.example', '--to', 'origin', '--dry-run', '--json'], env);
+    assert.equal(same.code, 1);
+    assert.match(same.stdout + same.stderr, /MIGRATION_SAME_SERVER/);
+    assert.equal(sb.controller.listMigrations().length, 0, 'no migration was created');
+  });
+
   it('servers and records, as tables and as JSON', async () => {
     const servers = await ferry(['servers', '--json'], env);
     assert.equal(servers.code, 0, servers.stderr);
