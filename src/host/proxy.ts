@@ -118,7 +118,10 @@ export function proxyRequest(
       method,
       path: req.url ?? '/',
       headers,
-      agent: opts.agent,
+      // A write never rides a kept-alive connection: the upstream may close an idle one (its
+      // timeout, a reload) just as the request goes out, and a write that then fails cannot be
+      // sent again (the upstream may have taken it). On a connection of its own it cannot meet that.
+      agent: IDEMPOTENT.has(method) ? opts.agent : false,
     });
     current = up;
     up.setTimeout(opts.timeoutMs, () =>

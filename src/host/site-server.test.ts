@@ -335,6 +335,29 @@ test('proxy retries idempotent requests once when the upstream fails before answ
   assert.equal(requests, 3);
 });
 
+test('proxy: reads reuse kept-alive upstream connections, a write always gets a connection of its own', async (t) => {
+  const ports: number[] = [];
+  const upstream = createServer((req, res) => {
+    ports.push(req.socket.remotePort!);
+    req.resume();
+    req.on('end', () => res.end('ok'));
+  });
+  await new Promise<void>((r) => upstream.listen(0, B, r));
+  t.after(() => {
+    upstream.closeAllConnections();
+    return new Promise<void>((r) => upstream.close(() => r()));
+  });
+  const up = upstream.address() as AddressInfo;
+  const s = await startServer(t, 'origin', A);
+  await s.addSite('shop.example', { proxy: { address: B, port: up.port } });
+  assert.equal((await call({ port: s.port, host: 'shop.example' })).status, 200);
+  assert.equal((await call({ port: s.port, host: 'shop.example' })).status, 200);
+  assert.equal(ports[1], ports[0], 'the second read reused the first connection');
+  assert.equal((await postOrder(s.port, 'shop.example', 'k1')).status, 200);
+  assert.equal((await postOrder(s.port, 'shop.example', 'k2')).status, 200);
+  assert.equal(new Set(ports).size, 3, `the writes came on connections of their own: ${ports.join(' ')}`);
+});
+
 test('proxy to a closed port answers 502 after one retry', async (t) => {
   const probe = createServer();
   await new Promise<void>((r) => probe.listen(0, B, r));
