@@ -24,6 +24,7 @@ import { createHash, randomBytes, type BinaryLike } from 'node:crypto';
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FerryError } from '../common/errors.js';
+import { KeyedLock } from '../common/keyed-lock.js';
 import { sleep } from '../common/time.js';
 import {
   SiteProcess,
@@ -200,7 +201,7 @@ export class HostAgent implements HostDriver, SyncPeer {
   private readonly state: AgentStateStore;
   private stateChain: Promise<unknown> = Promise.resolve();
   /** Serializes operations on one key (a site, a redirect) so repeats and retries never race. */
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedLock();
   /** A site's change tracker, for the one receive session its passes go to (`key`). */
   private readonly trackers = new Map<string, { key: string; tracker: ChangeTracker; source: string }>();
   /** The server's own sites that Ferry gates or installed (undefined without `webConfig`). */
@@ -1220,14 +1221,7 @@ export class HostAgent implements HostDriver, SyncPeer {
   // --- internals -------------------------------------------------------------------------
 
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    const p = prev.then(fn, fn);
-    const tail = p.catch(() => undefined);
-    this.locks.set(key, tail);
-    void tail.then(() => {
-      if (this.locks.get(key) === tail) this.locks.delete(key);
-    });
-    return p;
+    return this.locks.run(key, fn);
   }
 
   private saveState(): Promise<void> {

@@ -20,6 +20,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../../common/errors.js';
+import { KeyedLock } from '../../common/keyed-lock.js';
 import {
   estimateCopyInHoldMs,
   type DatabaseDeclaration,
@@ -166,7 +167,7 @@ export class DatabaseMover {
   private readonly stateDir: string;
   private readonly caDir: string;
   private readonly optionDir: string;
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedLock();
 
   constructor(private readonly opts: DatabaseMoverOptions) {
     this.stateDir = join(opts.dataDir, 'databases');
@@ -724,14 +725,7 @@ export class DatabaseMover {
   }
 
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    const p = prev.then(fn, fn);
-    const tail = p.catch(() => undefined);
-    this.locks.set(key, tail);
-    void tail.then(() => {
-      if (this.locks.get(key) === tail) this.locks.delete(key);
-    });
-    return p;
+    return this.locks.run(key, fn);
   }
 }
 
