@@ -83,13 +83,17 @@ export class PrivateMariaDb {
   async start(): Promise<this> {
     const o = this.opts;
     const datadir = join(this.dir, 'data');
+    // Its own temporary folder, so that servers bootstrapping side by side never share /tmp.
+    const tmp = join(this.dir, 'tmp');
     mkdirSync(datadir, { recursive: true });
+    mkdirSync(tmp, { recursive: true });
     mkdirSync(this.confDir, { recursive: true });
     const install = spawnSync(
       'mariadb-install-db',
       [
         '--no-defaults',
         `--datadir=${datadir}`,
+        `--tmpdir=${tmp}`,
         '--user=root',
         '--auth-root-authentication-method=normal',
       ].concat(['--skip-test-db', '--skip-name-resolve']),
@@ -104,6 +108,7 @@ export class PrivateMariaDb {
     const lines = [
       '[mariadbd]',
       `datadir=${datadir}`,
+      `tmpdir=${tmp}`,
       `socket=${this.socket}`,
       `pid-file=${join(this.dir, 'mysqld.pid')}`,
       `bind-address=${o.address}`,

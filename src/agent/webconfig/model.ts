@@ -83,6 +83,29 @@ export interface WebSite {
    * inspection of one site (`GET /v1/web-sites/{domain}`), not in the listing.
    */
   requires?: SiteNeed[];
+  /**
+   * The domain's mail on this server's Postfix and Dovecot, which moves with the site (given by
+   * the inspection of one site, on an agent started with a mail configuration; absent when the
+   * domain has no mail here).
+   */
+  mail?: SiteMail;
+}
+
+/**
+ * A domain's mail as the origin's agent reads it from Postfix (virtual mailbox domains) and
+ * Dovecot (Maildir): what moves with the site, shown by the plan. No secret: password hashes stay
+ * in the agent's bundle.
+ */
+export interface SiteMail {
+  domain: string;
+  /** Postfix's virtual mailboxes of the domain and their Maildir, with what they hold now. */
+  mailboxes: Array<{ address: string; maildir: string; messages: number; bytes: number }>;
+  /** Postfix's virtual aliases of the domain (`@domain` for a catch-all). */
+  aliases: Array<{ address: string; to: string[] }>;
+  /** Dovecot's login names of the domain. */
+  users: string[];
+  /** The mail ports this server listens on (of 25, 465, 587, 110, 143, 993, 995). */
+  ports: number[];
 }
 
 /** One thing a site needs of the server that hosts it: a PHP-FPM version or an Apache module. */
@@ -98,6 +121,8 @@ export interface SiteNeed {
 export interface SiteNeeds {
   server: 'nginx' | 'apache';
   requires: SiteNeed[];
+  /** The site's mail domain, when it has mail: the target needs Postfix and Dovecot, and no mail of that domain. */
+  mailDomain?: string;
 }
 
 /** The sites of one web server, as the agent read them. */

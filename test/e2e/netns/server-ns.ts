@@ -405,12 +405,17 @@ const MARIADB_ADMIN_CNF = '/etc/mysql/ferry-admin.cnf';
 export async function startMariaDb(srv: ServerNs, address: string, opts?: MariaDbOptions): Promise<MariaDb> {
   const datadir = join(srv.dir, 'mysql');
   const socket = '/run/mysqld/mysqld.sock';
+  // A temporary folder of its own: with the machine's /tmp, temporary tables of two servers
+  // bootstrapping at once (or anything cleaning /tmp) made the bootstrap fail in CI.
+  const tmp = join(srv.dir, 'mysql-tmp');
   await mkdir(datadir, { recursive: true });
+  await mkdir(tmp, { recursive: true });
   await srv.exec(
     'mariadb-install-db',
     [
       '--no-defaults',
       `--datadir=${datadir}`,
+      `--tmpdir=${tmp}`,
       '--user=root',
       '--auth-root-authentication-method=socket',
       '--skip-test-db',
@@ -420,6 +425,7 @@ export async function startMariaDb(srv: ServerNs, address: string, opts?: MariaD
   );
   const options = [
     `datadir=${datadir}`,
+    `tmpdir=${tmp}`,
     `socket=${socket}`,
     `pid-file=${join(srv.dir, 'mariadbd.pid')}`,
     `bind-address=${address}`,
