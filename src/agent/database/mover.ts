@@ -60,6 +60,7 @@ import {
   removeChannel,
   startChannel,
   waitForPosition,
+  type ChannelSource,
 } from './replication.js';
 import { freezeSiteWrites, thawSiteWrites } from './writes.js';
 
@@ -433,7 +434,7 @@ export class DatabaseMover {
         };
         await this.save(st);
         try {
-          const caFile = await this.writeCa(name, source.caPem);
+          const channelSource = await this.channelSource(name, source);
           const r = await copyDatabases({
             origin: srcEp,
             target: this.adminEndpoint(),
@@ -450,20 +451,7 @@ export class DatabaseMover {
             await this.save(st);
             return st.copied;
           }
-          await startChannel(
-            t,
-            name,
-            {
-              host: source.host,
-              port: source.port,
-              user: source.user,
-              password: source.password,
-              ...(caFile ? { caFile } : {}),
-            },
-            databases,
-            r.gtidPos,
-            { configDir: this.optionDir },
-          );
+          await startChannel(t, name, channelSource, databases, r.gtidPos, { configDir: this.optionDir });
           st.copied = { bytes: r.bytes, ms: r.ms };
           st.channel = name;
           await this.save(st);
@@ -558,21 +546,9 @@ export class DatabaseMover {
           st.accounts ??
           (await this.siblings(domain, migrationId)).find((s) => s.frozen)?.frozen ??
           (await readSiteAccounts(t, st.databases, { users: st.users })).filter(isSiteAccount);
-        const caFile = await this.writeCa(name, source.caPem);
-        await startChannel(
-          t,
-          name,
-          {
-            host: source.host,
-            port: source.port,
-            user: source.user,
-            password: source.password,
-            ...(caFile ? { caFile } : {}),
-          },
-          st.databases,
-          position,
-          { configDir: this.optionDir },
-        );
+        await startChannel(t, name, await this.channelSource(name, source), st.databases, position, {
+          configDir: this.optionDir,
+        });
         st.channel = name;
         await this.save(st);
       });
@@ -715,13 +691,15 @@ export class DatabaseMover {
   }
 
   /** The source's CA as a file the replica's mariadbd (user mysql) can read. */
-  private async writeCa(channel: string, caPem: string | undefined): Promise<string | undefined> {
-    if (!caPem) return undefined;
+  /** What channel `channel` connects to: `source`, its CA (if any) written where MariaDB reads it. */
+  private async channelSource(channel: string, source: DatabaseSource): Promise<ChannelSource> {
+    const { host, port, user, password, caPem } = source;
+    if (!caPem) return { host, port, user, password };
     await mkdir(this.caDir, { recursive: true, mode: 0o755 });
-    const path = this.caPath(channel);
-    await writeFile(path, caPem, { mode: 0o644 });
-    await chmod(path, 0o644);
-    return path;
+    const caFile = this.caPath(channel);
+    await writeFile(caFile, caPem, { mode: 0o644 });
+    await chmod(caFile, 0o644);
+    return { host, port, user, password, caFile };
   }
 
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
