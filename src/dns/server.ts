@@ -13,6 +13,7 @@ import { DnsWorkerPool } from './workers/pool.js';
 import { openUdp, type UdpEndpoint, type UdpRemote } from './udp-io.js';
 import { ZoneStore, type SerialPolicy } from './zone/store.js';
 import { Primary, type PrimaryOptions } from './xfr/primary.js';
+import { Catalog, type CatalogOptions } from './catalog/catalog.js';
 import type { Zone } from './zone/zone.js';
 
 /**
@@ -48,6 +49,11 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
    * workers/pool.ts. `sync()` waits until a change reaches every worker.
    */
   workers?: number;
+  /**
+   * Produce a catalog zone (RFC 9432) listing every other zone; see catalog/catalog.ts. Its
+   * transfer ACL and NOTIFY targets are `zonePolicies[catalog name]` (or `*`), as for any zone.
+   */
+  catalog?: CatalogOptions;
 }
 
 /**
@@ -82,6 +88,8 @@ export class DnsServer {
   readonly engine: QueryEngine;
   /** Transfers, UPDATE, NOTIFY, TSIG and persistence. */
   readonly primary: Primary;
+  /** The catalog zone's producer, when `catalog` was given. */
+  readonly catalog: Catalog | undefined;
   private readonly requestedPort: number;
   private readonly host: string;
   private readonly idleMs: number;
@@ -139,6 +147,13 @@ export class DnsServer {
       opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: opts.maxUdpPayload },
     );
     this.primary = new Primary(this.zones, { ...opts, logger: this.log });
+    // After the database is restored, so that the catalog lists the zones kept there.
+    try {
+      this.catalog = opts.catalog && !role ? new Catalog(this.zones, opts.catalog) : undefined;
+    } catch (err) {
+      this.primary.close();
+      throw err;
+    }
     this.dispatcher = new Dispatcher({ engine: this.engine, primary: this.primary }, role?.forward);
   }
 
@@ -255,6 +270,7 @@ export class DnsServer {
     const tcp = this.tcp;
     this.udp = undefined;
     this.tcp = undefined;
+    this.catalog?.close();
     this.primary.close(); // NOTIFY stops, the database closes
     for (const c of this.conns) c.destroy();
     this.conns.clear();
