@@ -43,6 +43,7 @@ export async function waitServing(
   zone: string,
   timeoutMs = 15_000,
   want: (serial: number | undefined) => boolean = (x) => x !== undefined,
+  anyAnswer = false,
 ): Promise<void> {
   const end = Date.now() + timeoutMs;
   let last = '';
@@ -51,7 +52,7 @@ export async function waitServing(
       const r = await dnsQuery({ server: s, name: zone, type: 'SOA', timeoutMs: 500 });
       const soa = r.answers.find((a) => a.typeName === 'SOA');
       const serial = soa ? Number(soa.rdata.split(' ')[2]) : undefined;
-      if (r.flags.aa && want(serial)) return;
+      if ((anyAnswer || r.flags.aa) && want(serial)) return;
       last = `rcode ${r.rcodeName}, serial ${serial}`;
     } catch (err) {
       last = (err as Error).message;
@@ -105,8 +106,16 @@ export interface SecondaryZone {
   key?: TsigSpec;
 }
 
+/** A catalog zone (RFC 9432) to consume: its member zones are transferred from the same primary. */
+export interface CatalogConsumer {
+  origin: string;
+  primary: { address: string; port: number };
+}
+
 export interface ExternalOptions {
   address: string;
+  /** Consume this catalog zone: serve every zone it lists as a secondary. */
+  catalog?: CatalogConsumer;
   /** Serve these zones as primary, updatable with `updateKey`. */
   primaryZones?: PrimaryZone[];
   updateKey?: TsigSpec;
@@ -143,7 +152,8 @@ export async function startKnot(opts: ExternalOptions): Promise<ExternalDns> {
       lines.push(`  - id: ${k.name}`, `    algorithm: ${knotAlg(k.algorithm)}`, `    secret: ${k.secret}`);
   }
   const secondaries = opts.secondaryZones ?? [];
-  if (secondaries.length) {
+  const cat = opts.catalog;
+  if (secondaries.length || cat) {
     lines.push('remote:');
     secondaries.forEach((z, i) =>
       lines.push(
@@ -152,8 +162,10 @@ export async function startKnot(opts: ExternalOptions): Promise<ExternalDns> {
         ...(z.key ? [`    key: ${z.key.name}`] : []),
       ),
     );
+    if (cat) lines.push('  - id: catalog-primary', `    address: ${cat.primary.address}@${cat.primary.port}`);
   }
   lines.push('acl:');
+  if (cat) lines.push('  - id: catalog-notify', `    address: ${cat.primary.address}`, '    action: notify');
   if (opts.updateKey) lines.push('  - id: update', `    key: ${opts.updateKey.name}`, '    action: update');
   secondaries.forEach((z, i) =>
     lines.push(
@@ -174,6 +186,16 @@ export async function startKnot(opts: ExternalOptions): Promise<ExternalDns> {
     '    journal-content: changes',
     '    serial-policy: increment',
   );
+  // Members of a consumed catalog: secondaries of the catalog's primary (catalog-template).
+  if (cat)
+    lines.push(
+      '  - id: catalog-member',
+      `    storage: "${dir}"`,
+      '    file: "%s.zone"',
+      '    zonefile-sync: -1',
+      '    master: catalog-primary',
+      '    acl: [catalog-notify, xfr]',
+    );
   lines.push('zone:');
   for (const z of opts.primaryZones ?? []) {
     writeFileSync(join(dir, `${z.origin.replace(/\.$/, '')}.zone`), z.text);
@@ -182,10 +204,20 @@ export async function startKnot(opts: ExternalOptions): Promise<ExternalDns> {
   secondaries.forEach((z, i) =>
     lines.push(`  - domain: ${z.origin}`, `    master: primary${i}`, `    acl: [notify${i}, xfr]`),
   );
+  if (cat)
+    lines.push(
+      `  - domain: ${cat.origin}`,
+      '    master: catalog-primary',
+      '    acl: [catalog-notify, xfr]',
+      '    catalog-role: interpret',
+      '    catalog-template: catalog-member',
+    );
   writeFileSync(join(dir, 'knot.conf'), lines.join('\n') + '\n');
   const srv = run('knot', 'knotd', ['-c', join(dir, 'knot.conf')], dir, opts.address, port);
   try {
     for (const z of [...(opts.primaryZones ?? []), ...secondaries]) await waitServing(srv, z.origin);
+    // Knot consumes a catalog without answering for it (REFUSED): up is enough.
+    if (cat) await waitServing(srv, cat.origin, 15_000, () => true, true);
   } catch (err) {
     const log = srv.log();
     await srv.stop();
@@ -218,6 +250,13 @@ export async function startBind(opts: ExternalOptions): Promise<ExternalDns> {
     '  notify no;',
     '  allow-transfer { 127.0.0.0/8; };',
     '  dnssec-validation no;',
+    // Zones of a consumed catalog, transferred from its primary; BIND adds them as new zones.
+    ...(opts.catalog
+      ? [
+          '  allow-new-zones yes;',
+          `  catalog-zones { zone "${opts.catalog.origin}" default-primaries port ${opts.catalog.primary.port} { ${opts.catalog.primary.address}; } zone-directory "${dir}" min-update-interval 1; };`,
+        ]
+      : []),
     '};',
     'controls { };',
   ];
@@ -236,10 +275,20 @@ export async function startBind(opts: ExternalOptions): Promise<ExternalDns> {
       `zone "${z.origin}" { type secondary; file "${file}"; primaries port ${z.primary.port} { ${z.primary.address}${z.key ? ` key "${z.key.name}"` : ''}; }; allow-notify { ${z.primary.address}; 127.0.0.0/8; }; };`,
     );
   }
+  if (opts.catalog) {
+    const c = opts.catalog;
+    conf.push(
+      `zone "${c.origin}" { type secondary; file "catalog.sec"; primaries port ${c.primary.port} { ${c.primary.address}; }; allow-notify { ${c.primary.address}; }; };`,
+    );
+  }
   writeFileSync(join(dir, 'named.conf'), conf.join('\n') + '\n');
   const srv = run('bind', 'named', ['-g', '-c', join(dir, 'named.conf'), '-n', '1'], dir, opts.address, port);
   try {
-    for (const z of [...(opts.primaryZones ?? []), ...(opts.secondaryZones ?? [])])
+    for (const z of [
+      ...(opts.primaryZones ?? []),
+      ...(opts.secondaryZones ?? []),
+      ...(opts.catalog ? [opts.catalog] : []),
+    ])
       await waitServing(srv, z.origin);
   } catch (err) {
     const log = srv.log();
