@@ -63,6 +63,12 @@ export function describeConfig(c: FerryConfig): string {
       const own = zoneOverride(policyOf(e), policyOf(z));
       if (own) lines.push(`  dns zone ${z.origin ?? z.file}: ${policyText(own)}`);
     }
+    if (e.catalog) {
+      const own = zoneOverride(policyOf(e), policyOf(e.catalog));
+      lines.push(
+        `  dns catalog zone ${e.catalog.zone} (RFC 9432 v2, lists every other zone): ${own ? policyText(own) : 'as zones by default'}`,
+      );
+    }
   } else {
     lines.push(
       `  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`,

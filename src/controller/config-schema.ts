@@ -277,6 +277,24 @@ const embeddedDns = z.strictObject({
   /** For every zone without its own: default no transfers, no updates, no NOTIFY. */
   ...zonePolicy,
   serialPolicy: z.enum(['increment', 'unixtime'], { message: 'must be increment or unixtime' }).optional(),
+  /**
+   * Produce a catalog zone (RFC 9432) listing every zone, for secondaries that consume catalogs.
+   * Off when absent; `catalog: {}` names it catalog.ferry.invalid. Its transfer ACL and NOTIFY
+   * targets default to the dns-level ones, like a zone entry's.
+   */
+  catalog: z
+    .strictObject(
+      {
+        zone: domain.optional(),
+        allowTransfer: zonePolicy.allowTransfer,
+        notify: zonePolicy.notify,
+      },
+      {
+        message:
+          'must be { zone: NAME } (default catalog.ferry.invalid.), optionally with its own allowTransfer and notify',
+      },
+    )
+    .optional(),
   workers: z
     .number({ message: 'must be the number of query worker processes, 1 to 64' })
     .int({ message: 'must be the number of query worker processes, 1 to 64' })
@@ -471,6 +489,7 @@ function checkDnsKeys(d: z.output<typeof embeddedDns>, ctx: z.RefinementCtx): vo
   };
   policy(d, ['dns']);
   d.zones.forEach((z, i) => policy(z, ['dns', 'zones', i]));
+  if (d.catalog) policy(d.catalog, ['dns', 'catalog']);
 }
 
 /** The whole of ferry.yaml. */
@@ -644,6 +663,8 @@ export type DnsConfig =
       tsigKeys?: TsigKeySecret[];
       serialPolicy?: 'increment' | 'unixtime';
       workers?: number;
+      /** The catalog zone (RFC 9432) to produce; its own policy keys override the dns-level ones. */
+      catalog?: { zone: string } & Omit<DnsPolicyConfig, 'allowUpdate'>;
     } & DnsPolicyConfig)
   | {
       provider: 'rfc2136';

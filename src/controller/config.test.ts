@@ -718,3 +718,48 @@ sites:
   assert.match(cross, /sites\[0\]\.database: is for web sites only; add kind: web/);
   assert.match(cross, /sites\[1\]\.databases\[1\]\.name: wp_e is declared twice/);
 });
+
+test('embedded DNS catalog zone: off by default, catalog.ferry.invalid. when enabled, its own policy over the defaults', async () => {
+  await withDir(async (dir) => {
+    await writeFile(join(dir, 'update.key'), 'dXBkYXRlLXNlY3JldC1mcm9tLWZpbGU=\n');
+    const env = { env: { XFR_TSIG: 'eGZyLXNlY3JldC1mcm9tLWVudg==' } };
+    const off = await parseConfig(DNS_SECURE, join(dir, 'ferry.yaml'), env);
+    assert.ok(off.dns.provider === 'embedded' && off.dns.catalog === undefined);
+    assert.doesNotMatch(describeConfig(off), /catalog/);
+
+    const on = await parseConfig(`${DNS_SECURE}  catalog: {}\n`, join(dir, 'ferry.yaml'), env);
+    assert.ok(on.dns.provider === 'embedded');
+    assert.deepEqual(on.dns.catalog, { zone: 'catalog.ferry.invalid.' });
+    assert.match(describeConfig(on), /dns catalog zone catalog\.ferry\.invalid\. .*: as zones by default/);
+
+    const own = await parseConfig(
+      `${DNS_SECURE}  catalog: { zone: cat.example., allowTransfer: [{ key: xfr-key. }], notify: [{ address: 192.0.2.55 }] }\n`,
+      join(dir, 'ferry.yaml'),
+      env,
+    );
+    assert.ok(own.dns.provider === 'embedded');
+    const { dnsSecurityOptions } = await import('./start.js');
+    const policies = dnsSecurityOptions(own.dns, ['example.', 'other.example.']).zonePolicies!;
+    assert.deepEqual(policies['cat.example.'], {
+      allowTransfer: [{ key: 'xfr-key.' }],
+      notify: [{ address: '192.0.2.55', port: 53 }],
+    });
+    assert.match(
+      describeConfig(own),
+      /dns catalog zone cat\.example\. .*: transfer key xfr-key\.; update none; notify 192\.0\.2\.55:53/,
+    );
+
+    assert.match(
+      await problems(`${DNS_SECURE}  catalog: { zone: "not a name" }\n`, env.env),
+      /dns\.catalog\.zone: must be a domain name/,
+    );
+    assert.match(
+      await problems(`${DNS_SECURE}  catalog: { allowUpdate: [192.0.2.1] }\n`, env.env),
+      /dns\.catalog: .*allowUpdate|dns\.catalog\.allowUpdate/,
+    );
+    assert.match(
+      await problems(`${DNS_SECURE}  catalog: { allowTransfer: [{ key: nokey. }] }\n`, env.env),
+      /dns\.catalog\.allowTransfer\[0\]\.key: names TSIG key nokey\., which is not declared/,
+    );
+  });
+});

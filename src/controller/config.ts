@@ -13,6 +13,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import type { ParityChecks } from '../migration/index.js';
 import { FerryError } from '../common/errors.js';
+import { DEFAULT_CATALOG_ZONE } from '../dns/index.js';
 import {
   base64Msg,
   canonicalIp6,
@@ -280,6 +281,9 @@ async function resolveConfig(
       ...policyOf(d),
       ...(d.serialPolicy ? { serialPolicy: d.serialPolicy } : {}),
       ...(d.workers !== undefined ? { workers: d.workers } : {}),
+      ...(d.catalog
+        ? { catalog: { zone: d.catalog.zone ?? DEFAULT_CATALOG_ZONE, ...policyOf(d.catalog) } }
+        : {}),
     };
   } else {
     const t = c.dns.tsig;

@@ -25,10 +25,10 @@ export function dnsSecurityOptions(
   cfg: Extract<DnsConfig, { provider: 'embedded' }>,
   origins: string[],
 ): { tsigKeys?: TsigKeySecret[]; zonePolicies?: Record<string, DnsPolicyConfig> } {
-  const zonePolicies = mergeZonePolicies(
-    policyOf(cfg),
-    cfg.zones.map((z, i) => ({ origin: origins[i]!, policy: policyOf(z) })),
-  );
+  const zonePolicies = mergeZonePolicies(policyOf(cfg), [
+    ...cfg.zones.map((z, i) => ({ origin: origins[i]!, policy: policyOf(z) })),
+    ...(cfg.catalog ? [{ origin: cfg.catalog.zone, policy: policyOf(cfg.catalog) }] : []),
+  ]);
   return {
     ...(cfg.tsigKeys?.length
       ? { tsigKeys: cfg.tsigKeys.map((k) => ({ name: k.name, algorithm: k.algorithm, secret: k.secret })) }
@@ -86,6 +86,7 @@ export async function startController(
         ),
         ...(dnsCfg.serialPolicy ? { serialPolicy: dnsCfg.serialPolicy } : {}),
         ...(dnsCfg.workers !== undefined ? { workers: dnsCfg.workers } : {}),
+        ...(dnsCfg.catalog ? { catalog: { zone: dnsCfg.catalog.zone } } : {}),
       });
       await dnsServer.start();
       provider = new EmbeddedDnsProvider({

@@ -99,6 +99,16 @@ describe('catalog zone content', () => {
       () => new Catalog(new ZoneStore(), { zone: '.' }),
       (e: unknown) => isFerryError(e, 'DNS_BAD_OPTIONS'),
     );
+    // A zone of that name that is no catalog stays as it is.
+    const taken = new ZoneStore([zone('cat.example.')]);
+    assert.throws(
+      () => new Catalog(taken, { zone: 'cat.example.' }),
+      (e: unknown) => isFerryError(e, 'DNS_BAD_OPTIONS') && /ordinary zone/.test((e as Error).message),
+    );
+    assert.deepEqual(
+      taken.list().map((z) => z.records().length),
+      [3],
+    );
   });
 });
 

@@ -150,6 +150,12 @@ export class Catalog {
       this.store.add(zone);
       return;
     }
+    // A zone of that name that is no catalog (a zone file, say) is not overwritten.
+    if (!current.getRRset(`version.${this.origin}`, RRType.TXT))
+      throw new FerryError(
+        'DNS_BAD_OPTIONS',
+        `zone ${current.origin} is served as an ordinary zone (it has no version TXT record); name the catalog zone otherwise`,
+      );
     const want = new Set(wanted.map((z) => catalogMemberId(z.origin)));
     const changes = [...fixed, ...wanted.map((z) => this.ptr(z.origin, true))];
     // Whatever else is below `zones.` goes: members gone while the server was down, and records
