@@ -5,6 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { catalogMemberId, Rcode, RRType } from '../dns/index.js';
+import { dnsTransfer } from '../dns/xfr/client.js';
 import { parseListen } from './dns.js';
 
 const run = promisify(execFile);
@@ -123,3 +125,58 @@ for (const workers of [1, 2]) {
     }
   });
 }
+
+test('ferry dns serve --catalog: the catalog zone lists the zones, transferable as --allow-transfer says', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-dns-cli-'));
+  const zone = join(dir, 'cli.zone');
+  writeFileSync(zone, GOOD);
+  const bad = await ferry([
+    'dns',
+    'serve',
+    '--zone',
+    zone,
+    '--listen',
+    '127.0.121.16:0',
+    '--allow-transfer',
+    'nope',
+  ]);
+  assert.equal(bad.code, 2, 'a usage error');
+  assert.match(bad.stderr, /--allow-transfer takes addresses or prefixes/);
+  const args = [
+    'dns',
+    'serve',
+    '--zone',
+    zone,
+    '--listen',
+    '127.0.121.16:0',
+    '--catalog',
+    '--allow-transfer',
+    '127.0.0.0/8',
+  ];
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FERRY_LOG_LEVEL: 'warn' },
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    for (let i = 0; i < 300 && !/serving/.test(out) && child.exitCode === null; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    const m = /on [\d.]+:(\d+) /.exec(out);
+    assert.ok(m, `serve did not come up: ${out}`);
+    assert.match(out, /serving cli\.example\. catalog\.ferry\.invalid\./);
+    const server = { address: '127.0.121.16', port: Number(m[1]) };
+    const axfr = await dnsTransfer({ server, zone: 'catalog.ferry.invalid.' });
+    assert.equal(axfr.rcode, Rcode.NOERROR);
+    assert.deepEqual(
+      axfr.records.filter((r) => r.type === RRType.PTR).map((r) => `${r.name} ${String(r.data[0])}`),
+      [`${catalogMemberId('cli.example.')}.zones.catalog.ferry.invalid. cli.example.`],
+    );
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

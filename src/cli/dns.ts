@@ -1,8 +1,10 @@
 /**
  * `ferry dns serve|check|export`: the authoritative server from a terminal.
  *
- * - `serve --zone FILE... --listen ADDR:PORT [--workers N] [--db PATH]` runs in the foreground
- *   until SIGINT or SIGTERM, then closes the sockets, the workers and the database.
+ * - `serve --zone FILE... --listen ADDR:PORT [--workers N] [--db PATH] [--catalog [ZONE]]
+ *   [--allow-transfer ADDR...] [--notify ADDR:PORT...]` runs in the foreground until SIGINT or
+ *   SIGTERM, then closes the sockets, the workers and the database. Transfers and NOTIFY apply
+ *   to every zone, the catalog zone (RFC 9432) among them.
  * - `check FILE` validates a zone file; an error names the file and line, and the exit code is 1.
  * - `export ZONE --db PATH` writes a stored zone as a master file on stdout.
  */
@@ -10,7 +12,7 @@ import net from 'node:net';
 import type { Command } from 'commander';
 import { FerryError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
-import { DnsServer, exportZone, loadZoneFile } from '../dns/index.js';
+import { DEFAULT_CATALOG_ZONE, DnsServer, exportZone, loadZoneFile, type ZonePolicy } from '../dns/index.js';
 import { ZoneDb } from '../dns/persist/index.js';
 
 function usage(message: string): FerryError {
@@ -39,6 +41,44 @@ function positiveInt(name: string, text: string): number {
   return n;
 }
 
+interface ServeOptions {
+  zone: string[];
+  listen: string;
+  workers: string;
+  db?: string;
+  catalog?: string | true;
+  allowTransfer: string[];
+  notify: string[];
+}
+
+/** The `*` zone policy `--allow-transfer` and `--notify` give (none: transfers refused, no NOTIFY). */
+function servePolicy(o: ServeOptions): ZonePolicy | undefined {
+  for (const a of o.allowTransfer) {
+    const [addr, len, ...rest] = a.split('/');
+    const max = net.isIP(addr ?? '') === 6 ? 128 : 32;
+    if (
+      net.isIP(addr ?? '') === 0 ||
+      rest.length ||
+      (len !== undefined && !(/^\d+$/.test(len) && Number(len) <= max))
+    )
+      throw usage(
+        `--allow-transfer takes addresses or prefixes such as 192.0.2.54 or 198.51.100.0/24; got ${JSON.stringify(a)}`,
+      );
+  }
+  const notify = o.notify.map((n) => {
+    try {
+      return parseListen(n);
+    } catch {
+      throw usage(`--notify takes ADDR:PORT, e.g. 192.0.2.54:53; got ${JSON.stringify(n)}`);
+    }
+  });
+  if (!o.allowTransfer.length && !notify.length) return undefined;
+  return {
+    ...(o.allowTransfer.length ? { allowTransfer: o.allowTransfer.map((address) => ({ address })) } : {}),
+    ...(notify.length ? { notify } : {}),
+  };
+}
+
 export function registerDns(program: Command): void {
   const dns = program.command('dns').description("Ferry's authoritative DNS server");
 
@@ -49,11 +89,18 @@ export function registerDns(program: Command): void {
     .option('--listen <addr:port>', 'address and port for UDP and TCP', '127.0.0.1:53')
     .option('--workers <n>', 'processes answering queries (default 1; one per core is fastest)', '1')
     .option('--db <path>', 'SQLite file keeping zones and every change across restarts')
-    .action(async (o: { zone: string[]; listen: string; workers: string; db?: string }) => {
+    .option(
+      '--catalog [zone]',
+      `also serve a catalog zone (RFC 9432) listing every zone (default name ${DEFAULT_CATALOG_ZONE})`,
+    )
+    .option('--allow-transfer <addr...>', 'addresses or prefixes allowed AXFR/IXFR of every zone', [])
+    .option('--notify <addr:port...>', 'secondaries told of every change by NOTIFY', [])
+    .action(async (o: ServeOptions) => {
       const { address, port } = parseListen(o.listen);
       const workers = positiveInt('--workers', o.workers);
       if (o.zone.length === 0 && !o.db)
         throw usage('give at least one --zone FILE (or a --db with stored zones)');
+      const policy = servePolicy(o);
       const zones = await Promise.all(o.zone.map((f) => loadZoneFile(f)));
       const log = createLogger('ferry-dns');
       const server = new DnsServer({
@@ -63,6 +110,8 @@ export function registerDns(program: Command): void {
         workers,
         logger: log,
         ...(o.db ? { db: o.db } : {}),
+        ...(policy ? { zonePolicies: { '*': policy } } : {}),
+        ...(o.catalog ? { catalog: o.catalog === true ? {} : { zone: o.catalog } } : {}),
       });
       await server.start();
       process.stdout.write(
