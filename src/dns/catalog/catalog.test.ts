@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isFerryError } from '../../common/errors.js';
+import { dnsQuery } from '../client.js';
 import { DnsServer } from '../server.js';
 import { formatRdata } from '../wire/rdata.js';
 import { decodeMessage, encodeMessage, type ResourceRecord } from '../wire/message.js';
@@ -196,6 +197,34 @@ describe('catalog zone served', () => {
     } finally {
       await s.stop();
       sec.close();
+    }
+  });
+});
+
+describe('catalog zone with query workers', () => {
+  it('answers from every worker with the members as they are after an add and a remove', async () => {
+    const s = new DnsServer({ address: ADDR, port: 0, workers: 2, catalog: {}, zones: [zone('a.example.')] });
+    await s.start();
+    try {
+      const ptr = async (origin: string) => {
+        const r = await dnsQuery({
+          server: { address: s.address, port: s.port },
+          name: `${catalogMemberId(origin)}.zones.${CAT}`,
+          type: 'PTR',
+        });
+        return r.answers.map((a) => a.rdata);
+      };
+      assert.deepEqual(await ptr('a.example.'), ['a.example.']);
+      s.zones.add(zone('b.example.'));
+      s.zones.remove('a.example.');
+      await s.sync();
+      // Several queries, so that both workers (spread by source port) answer.
+      for (let i = 0; i < 8; i++) {
+        assert.deepEqual(await ptr('b.example.'), ['b.example.']);
+        assert.deepEqual(await ptr('a.example.'), []);
+      }
+    } finally {
+      await s.stop();
     }
   });
 });
