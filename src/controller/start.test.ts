@@ -178,7 +178,7 @@ function kdig(args: string[]): Promise<{ status: number | null; out: string }> {
 }
 
 test(
-  'startController: the embedded name server from YAML: a TSIG-signed AXFR, an unsigned one refused, NOTIFY on a change, the secret kept out of config check',
+  'startController: the embedded name server from YAML: a TSIG-signed AXFR (of a zone and the catalog), an unsigned one refused, NOTIFY on a change, the secret kept out of config check',
   {
     skip: !findBinary('rsync')
       ? 'rsync is not installed'
@@ -247,6 +247,7 @@ dns:
     - { name: xfr-key., algorithm: hmac-sha256, secret: "\${XFR_TSIG}" }
   allowTransfer: [{ key: xfr-key. }]
   notify: [{ address: ${ips.secondary}, port: ${secondaryPort} }]
+  catalog: {}
 sites:
   - { domain: shop.example, server: origin, ports: [${httpPort}] }
   - { domain: blog.example, server: origin, ports: [${httpPort}] }
@@ -268,6 +269,7 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
       assert.equal(check.status, 0, check.stderr);
       assert.match(check.stdout, /dns tsig keys: xfr-key\. \(hmac-sha256\)/);
       assert.match(check.stdout, /transfer key xfr-key\.; update none; notify 127\.0\.64\.54:\d+/);
+      assert.match(check.stdout, /dns catalog zone catalog\.ferry\.invalid\. .*: as zones by default/);
       assert.equal((check.stdout + check.stderr).includes(secret), false, 'config check prints the secret');
       assert.equal((check.stdout + check.stderr).includes(secret.slice(0, 12)), false);
 
@@ -296,6 +298,22 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
         ]);
         assert.doesNotMatch(wrongKey.out, /shop\.example\.\s+\d+\s+IN\s+A/, wrongKey.out);
         assert.equal(running.dnsServer?.primary.stats.axfr, 1);
+        // The catalog zone (dns.catalog) lists example., under the same transfer ACL.
+        const catalog = await kdig([
+          ...at,
+          '-y',
+          `hmac-sha256:xfr-key.:${secret}`,
+          'catalog.ferry.invalid.',
+          'AXFR',
+        ]);
+        assert.match(catalog.out, /version\.catalog\.ferry\.invalid\.\s+0\s+IN\s+TXT\s+"2"/, catalog.out);
+        assert.match(
+          catalog.out,
+          /[0-9a-f]{32}\.zones\.catalog\.ferry\.invalid\.\s+0\s+IN\s+PTR\s+example\./,
+          catalog.out,
+        );
+        const catalogUnsigned = await kdig([...at, 'catalog.ferry.invalid.', 'AXFR']);
+        assert.match(catalogUnsigned.out, /REFUSED/, catalogUnsigned.out);
 
         // A change through the controller (a migration moves shop.example) sends NOTIFY to the secondary.
         assert.deepEqual(notifies, [], 'no NOTIFY before any change');
