@@ -86,7 +86,8 @@ export class Catalog {
 
   /** The catalog zone in the store (undefined when someone removed it). */
   get zone(): Zone | undefined {
-    return this.store.list().find((z) => z.originKey === this.key);
+    const z = this.store.findZoneByKey(this.key);
+    return z?.originKey === this.key ? z : undefined;
   }
 
   /** The members as listed in the catalog: member origin → id. */
