@@ -63,6 +63,12 @@ export function describeConfig(c: FerryConfig): string {
       const own = zoneOverride(policyOf(e), policyOf(z));
       if (own) lines.push(`  dns zone ${z.origin ?? z.file}: ${policyText(own)}`);
     }
+  } else if (c.dns.provider === 'powerdns') {
+    // The API key stays out.
+    const ns = c.dns.nameServers;
+    lines.push(
+      `  dns: powerdns API ${c.dns.api} (server ${c.dns.server}), zone ${c.dns.zone}, propagation checked at ${ns ? ns.map((s) => `${s.address}:${s.port}`).join(' ') : 'its NS records (port 53)'}`,
+    );
   } else {
     lines.push(
       `  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`,

@@ -113,7 +113,7 @@ function issueLines(err: z.ZodError): string[] {
         );
     } else if (i.code === 'invalid_union' && 'note' in i && i.note === 'No matching discriminator') {
       const p = i.path[i.path.length - 1] === 'provider' ? i.path : [...i.path, 'provider'];
-      lines.push(`${pathText(p)}: must be embedded or rfc2136`);
+      lines.push(`${pathText(p)}: must be embedded, rfc2136 or powerdns`);
     } else if (
       i.code === 'invalid_type' &&
       i.message.startsWith('Invalid input: expected') &&
@@ -280,6 +280,16 @@ async function resolveConfig(
       ...policyOf(d),
       ...(d.serialPolicy ? { serialPolicy: d.serialPolicy } : {}),
       ...(d.workers !== undefined ? { workers: d.workers } : {}),
+    };
+  } else if (c.dns.provider === 'powerdns') {
+    const d = c.dns;
+    dnsCfg = {
+      provider: 'powerdns',
+      api: d.api.replace(/\/$/, ''),
+      apiKey: d.apiKey ?? (await readSecret(d.apiKeyFile!, 'dns.apiKeyFile')),
+      server: d.server,
+      zone: d.zone,
+      ...(d.servers ? { nameServers: d.servers } : {}),
     };
   } else {
     const t = c.dns.tsig;

@@ -5,7 +5,13 @@
 import { readFile } from 'node:fs/promises';
 import { HttpHostDriver } from '../agent/client.js';
 import { DnsServer, loadZoneFile, mergeZonePolicies } from '../dns/index.js';
-import { EmbeddedDnsProvider, Journal, createRfc2136Provider, type DnsProvider } from '../migration/index.js';
+import {
+  EmbeddedDnsProvider,
+  Journal,
+  createPowerDnsProvider,
+  createRfc2136Provider,
+  type DnsProvider,
+} from '../migration/index.js';
 import {
   policyOf,
   type DnsConfig,
@@ -92,6 +98,8 @@ export async function startController(
         server: dnsServer,
         ...(dnsCfg.nameServers ? { nameServers: dnsCfg.nameServers } : {}),
       });
+    } else if (dnsCfg.provider === 'powerdns') {
+      provider = createPowerDnsProvider(dnsCfg);
     } else {
       // Any primary (BIND, Knot, PowerDNS) through TSIG-signed UPDATE.
       provider = createRfc2136Provider(dnsCfg);
