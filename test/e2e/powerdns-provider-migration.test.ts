@@ -2,15 +2,26 @@
  * The demo migration with PowerDNS (Debian's pdns-server, SQLite backend) as the authoritative
  * server, driven through the powerdns provider (its HTTP API), under the same load and with the same
  * invariants as migration.test.ts; and a PowerDNS that refuses the key or the zone: the migration
- * stops before any change, with PowerDNS's own message.
+ * stops before any change, with PowerDNS's own message. Then the controller as deployed
+ * (`ferry controller --config` with a `dns: provider: powerdns` section, real agents over HTTP).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { LoopbackAddresses, startAgent } from '../../src/agent/index.js';
 import { PowerDnsProvider, createPowerDnsProvider } from '../../src/migration/index.js';
 import type { DnsProvider } from '../../src/migration/ports.js';
 import { Sandbox, type SandboxOptions } from '../../src/sandbox/index.js';
 import { have, startPowerDns, type PowerDns } from './dns-interop-servers.js';
 import { itKeepsTheInvariants, migrateUnderLoad, type MigrationRun } from './invariants.js';
+import { freePort } from '../ports.js';
+
+const TOKEN = 'pdns-deployed-test-token-0123456789';
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
 const skip = have('pdns_server')
   ? false
@@ -178,3 +189,147 @@ describe(
     });
   },
 );
+
+/** Runs the `ferry` CLI from source (as evacuate-agents.test.ts does), without blocking the agents of this process. */
+function ferry(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = execFile(
+      process.execPath,
+      ['--import', 'tsx', MAIN, ...args],
+      { timeout: 150_000 },
+      (err, stdout, stderr) =>
+        resolve({ status: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
+    );
+    p.once('error', reject);
+  });
+}
+
+describe('ferry controller --config with dns: provider: powerdns, real agents over HTTP', { skip }, () => {
+  const ips = { origin: '127.0.109.1', target: '127.0.109.2', dns: '127.0.109.53' };
+  const SITE = 'shop.example';
+  let dir: string;
+  let pdns: PowerDns;
+  let check: PowerDnsProvider;
+  const agents: Array<{ close(): Promise<void> }> = [];
+  const urls: Record<string, string> = {};
+  let httpPort: number;
+
+  /** The config as an operator writes it; the key comes from a file. */
+  const yaml = (zone = 'example.') => `journal: journal.sqlite
+servers:
+  origin: { agent: "${urls.origin}", tokenFile: token, sharedIps: [${ips.origin}], tempIpPool: [127.0.109.100] }
+  target: { agent: "${urls.target}", tokenFile: token, sharedIps: [${ips.target}] }
+dns:
+  provider: powerdns
+  api: ${pdns.api}
+  apiKeyFile: pdns.key
+  server: localhost
+  zone: ${zone}
+  servers: [{ address: ${pdns.address}, port: ${pdns.port} }]
+sites:
+  - { domain: ${SITE}, server: origin, ports: [${httpPort}] }
+defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100ms }
+`;
+  const run = (config: string) =>
+    ferry(['controller', '--config', config, '--events', '--migrate', `${SITE}=target`, '--exit-when-done']);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ferry-pdns-deployed-'));
+    httpPort = await freePort(ips.origin);
+    for (const id of ['origin', 'target'] as const) {
+      const running = await startAgent({
+        id,
+        dataDir: join(dir, id),
+        sharedIps: [ips[id]],
+        httpPort,
+        addresses: new LoopbackAddresses(),
+        web: { kind: 'builtin' },
+        rsync: { port: await freePort(ips[id]) },
+        listen: { address: ips[id], port: 0 },
+        token: TOKEN,
+      });
+      urls[id] = running.url;
+      agents.push(running);
+      if (id === 'origin') await running.agent.addSite(SITE, 'serve');
+    }
+    pdns = await startPowerDns({
+      address: ips.dns,
+      primaryZones: [
+        {
+          origin: 'example.',
+          text: `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\n`,
+        },
+      ],
+    });
+    check = new PowerDnsProvider({
+      api: pdns.api,
+      apiKey: pdns.apiKey,
+      zone: 'example.',
+      nameServers: [{ address: pdns.address, port: pdns.port }],
+    });
+    await writeFile(join(dir, 'token'), TOKEN);
+  });
+
+  after(async () => {
+    for (const a of agents) await a.close();
+    await pdns?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a wrong key: the controller stops the migration before any change, with PowerDNS’s message', async () => {
+    const wrong = 'wrong-pdns-key-4b1d';
+    await writeFile(join(dir, 'pdns.key'), wrong + '\n');
+    await writeFile(join(dir, 'refused.yaml'), yaml());
+    const serial = (await check.observe('example.', 'SOA'))[0]!.serial;
+    const res = await run(join(dir, 'refused.yaml'));
+    const out = res.stdout + res.stderr;
+    assert.notEqual(res.status, 0, out);
+    assert.match(out, /DNS_API_AUTH/);
+    assert.match(out, /answered GET of zone example\. with 401: Unauthorized/);
+    assert.doesNotMatch(out, new RegExp(wrong));
+    assert.deepEqual(await check.getRRset(SITE + '.', 'A'), { ttl: 1, rdata: [ips.origin] });
+    assert.equal((await check.observe('example.', 'SOA'))[0]!.serial, serial, 'the zone did not change');
+    await rm(join(dir, 'journal.sqlite'), { force: true });
+  });
+
+  it('a zone PowerDNS does not have: stopped before any change, with PowerDNS’s 404', async () => {
+    await writeFile(join(dir, 'pdns.key'), pdns.apiKey + '\n');
+    // The site's own name as the zone: PowerDNS has example. but no shop.example.
+    await writeFile(join(dir, 'nozone.yaml'), yaml('shop.example.'));
+    const res = await run(join(dir, 'nozone.yaml'));
+    const out = res.stdout + res.stderr;
+    assert.notEqual(res.status, 0, out);
+    assert.match(out, /DNS_API_REFUSED/);
+    assert.match(out, /answered GET of zone shop\.example\. with 404: Not Found/);
+    assert.deepEqual(await check.getRRset(SITE + '.', 'A'), { ttl: 1, rdata: [ips.origin] });
+    await rm(join(dir, 'journal.sqlite'), { force: true });
+  });
+
+  it('migrates the site: PowerDNS ends on the target, the agents agree', async () => {
+    await writeFile(join(dir, 'pdns.key'), pdns.apiKey + '\n');
+    await writeFile(join(dir, 'ferry.yaml'), yaml());
+    const before = (await check.observe('example.', 'SOA'))[0]!.serial!;
+    const res = await run(join(dir, 'ferry.yaml'));
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+    const done = res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; migrations?: Array<{ phase: string }> })
+      .find((e) => e.type === 'done');
+    assert.deepEqual(
+      done?.migrations?.map((m) => m.phase),
+      ['completed'],
+    );
+    assert.deepEqual((await check.getRRset(SITE + '.', 'A'))?.rdata, [ips.target]);
+    assert.ok((await check.observe('example.', 'SOA'))[0]!.serial! >= before + 2);
+    assert.doesNotMatch(res.stdout + res.stderr, new RegExp(pdns.apiKey));
+    const sites = async (url: string) =>
+      JSON.stringify(
+        await fetch(`${url}/v1/sites`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) =>
+          r.json(),
+        ),
+      );
+    assert.ok((await sites(urls.target!)).includes(SITE));
+    assert.ok(!(await sites(urls.origin!)).includes(SITE));
+  });
+});
