@@ -118,11 +118,23 @@ export class PowerDnsProvider implements DnsProvider {
     throw new FerryError('DNS_BAD_RESPONSE', what);
   }
 
-  /** First contact: the key is accepted, the zone exists, and API changes raise its serial. */
+  /**
+   * First contact: the key is accepted, the zone exists, and API changes raise its serial. Every
+   * call makes it once; the controller also makes it at start, to say so in its log.
+   */
+  verify(): Promise<string> {
+    return this.check().then(
+      () => `PowerDNS at ${this.opts.api} takes the key and has ${this.zone} (SOA-EDIT-API ${this.editApi})`,
+    );
+  }
+
+  private editApi = '';
+
   private check(): Promise<void> {
     this.checked ??= (async () => {
       const z = (await this.request('GET', '?rrsets=false')) as ApiZone;
       const edit = (z.soa_edit_api ?? '').toUpperCase();
+      this.editApi = edit;
       if (!RISING.has(edit))
         throw new FerryError(
           'DNS_API_REFUSED',

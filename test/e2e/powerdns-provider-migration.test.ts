@@ -285,6 +285,11 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
     const out = res.stdout + res.stderr;
     assert.notEqual(res.status, 0, out);
     assert.match(out, /DNS_API_AUTH/);
+    // Said at start already, before the migration is asked for.
+    assert.match(
+      out,
+      /dns check failed: PowerDNS at http:\/\/127\.0\.109\.53:\d+ answered GET of zone example\. with 401/,
+    );
     assert.match(out, /answered GET of zone example\. with 401: Unauthorized/);
     assert.doesNotMatch(out, new RegExp(wrong));
     assert.deepEqual(await check.getRRset(SITE + '.', 'A'), { ttl: 1, rdata: [ips.origin] });
@@ -311,6 +316,7 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
     const before = (await check.observe('example.', 'SOA'))[0]!.serial!;
     const res = await run(join(dir, 'ferry.yaml'));
     assert.equal(res.status, 0, res.stdout + res.stderr);
+    assert.match(res.stdout + res.stderr, /takes the key and has example\. \(SOA-EDIT-API INCREASE\)/);
     const done = res.stdout
       .trim()
       .split('\n')
