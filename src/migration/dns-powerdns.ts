@@ -57,7 +57,7 @@ export class PowerDnsProvider implements DnsProvider {
   private readonly zoneUrl: string;
   private readonly timeoutMs: number;
   private checked: Promise<void> | undefined;
-
+  /** The zone's SOA-EDIT-API as the first contact found it. */
   constructor(private readonly opts: PowerDnsOptions) {
     this.zone = parseName(opts.zone);
     const base = opts.api.replace(/\/+$/, '');
