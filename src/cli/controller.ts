@@ -97,6 +97,9 @@ export function registerController(program: Command): void {
             },
             'controller running',
           );
+          const dnsCheck = await running.checkDns();
+          if (dnsCheck?.ok) log.info({ dns: config.dns.provider }, dnsCheck.message);
+          else if (dnsCheck) log.warn({ dns: config.dns.provider }, `dns check failed: ${dnsCheck.message}`);
           for (const c of await running.checkAgents()) {
             if (c.ok) log.info({ server: c.server }, c.message);
             else log.warn({ server: c.server }, `agent check failed: ${c.message}`);

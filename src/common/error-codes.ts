@@ -114,6 +114,8 @@ export const ERROR_CODES = {
   DB_UNREACHABLE: upstream('cannot connect to a MariaDB server'),
   DB_VERSION: conflict("the target's MariaDB is older than the origin's, or a server is not MariaDB"),
   DNS_ALREADY_STARTED: failed('the name server was started twice'),
+  DNS_API_AUTH: upstream("PowerDNS's HTTP API refused the API key (its own message follows)"),
+  DNS_API_REFUSED: upstream("PowerDNS's HTTP API refused the zone or the change (its own message follows)"),
   DNS_BAD_OPTIONS: bad('bad name server, zone, ACL or TSIG options'),
   DNS_BAD_RESPONSE: upstream('a name server answered something unusable'),
   DNS_BAD_TEXT: bad('a domain name, record type or record in text form is malformed'),

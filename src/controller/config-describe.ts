@@ -69,6 +69,12 @@ export function describeConfig(c: FerryConfig): string {
         `  dns catalog zone ${e.catalog.zone} (RFC 9432 v2, lists every other zone): ${own ? policyText(own) : 'as zones by default'}`,
       );
     }
+  } else if (c.dns.provider === 'powerdns') {
+    // The API key stays out.
+    const ns = c.dns.nameServers;
+    lines.push(
+      `  dns: powerdns API ${c.dns.api} (server ${c.dns.server}), zone ${c.dns.zone}, propagation checked at ${ns ? ns.map((s) => `${s.address}:${s.port}`).join(' ') : 'its NS records (port 53)'}`,
+    );
   } else {
     lines.push(
       `  dns: rfc2136 to ${c.dns.server.address}:${c.dns.server.port}, zone ${c.dns.zone}${c.dns.tsig ? `, TSIG key ${c.dns.tsig.name} (${c.dns.tsig.algorithm})` : ''}`,

@@ -312,8 +312,38 @@ const rfc2136Dns = z.strictObject({
   nameServers: z.array(nameServer).optional(),
 });
 
-const dns = z.discriminatedUnion('provider', [embeddedDns, rfc2136Dns], {
-  message: 'provider must be embedded or rfc2136',
+/** A PowerDNS Authoritative server, changed through its HTTP API (`X-API-Key`). */
+const powerDns = z
+  .strictObject({
+    provider: z.literal('powerdns'),
+    api: z
+      .string({ message: 'must be the PowerDNS API URL, e.g. http://127.0.0.1:8081' })
+      .refine((s) => /^https?:\/\/[^/\s]+\/?$/.test(s), {
+        message:
+          'must be the PowerDNS API URL with scheme, host and port only (webserver-address and webserver-port in pdns.conf), e.g. http://127.0.0.1:8081',
+      }),
+    // Never echoed: the message says what is wrong, not what was written.
+    apiKey: z.string().min(1, { message: 'is empty; write the API key or "${ENV_VAR}"' }).optional(),
+    apiKeyFile: z.string().min(1).optional(),
+    server: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]+$/, { message: 'must be the server id of the API, normally localhost' })
+      .default('localhost'),
+    zone: domain,
+    servers: z.array(nameServer).min(1, { message: 'must list at least one name server' }).optional(),
+  })
+  .superRefine((d, ctx) => {
+    if ((d.apiKey === undefined) === (d.apiKeyFile === undefined))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['apiKey'],
+        message:
+          'give the API key as apiKey: "${ENV_VAR}" or a literal, or as apiKeyFile: /path/to/file — one of the two',
+      });
+  });
+
+const dns = z.discriminatedUnion('provider', [embeddedDns, rfc2136Dns, powerDns], {
+  message: 'provider must be embedded, rfc2136 or powerdns',
 });
 
 const dbNameMsg = 'must be a database name: letters, digits, _, $ or -, at most 64, e.g. wp_shop';
@@ -671,6 +701,18 @@ export type DnsConfig =
       server: { address: string; port: number };
       zone: string;
       tsig?: TsigKeySecret;
+      nameServers?: Array<{ address: string; port: number }>;
+    }
+  | {
+      provider: 'powerdns';
+      /** Base URL of PowerDNS's HTTP API. */
+      api: string;
+      /** From the config or its file. Never logged, never in `describeConfig`. */
+      apiKey: string;
+      /** The API's server id (`localhost`). */
+      server: string;
+      zone: string;
+      /** The zone's name servers for the propagation check (default: its NS records, port 53). */
       nameServers?: Array<{ address: string; port: number }>;
     };
 

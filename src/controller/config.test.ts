@@ -177,7 +177,7 @@ test('a missing environment variable, bad YAML, a bad provider, the rfc2136 slot
   assert.match(await problems('servers: [\n'), /is not valid YAML/);
   assert.match(
     await problems('servers: {}\ndns: { provider: bind }\n'),
-    /dns\.provider: must be embedded or rfc2136/,
+    /dns\.provider: must be embedded, rfc2136 or powerdns/,
   );
   assert.match(await problems('- a\n'), /top level must be a mapping/);
   const rfc = `
@@ -200,6 +200,59 @@ dns:
   assert.match(
     await problems(rfc.replace('secret: "${TSIG}"', 'algorithm: sha256, secret: x')),
     /dns\.tsig\.algorithm: must be hmac-sha256/,
+  );
+});
+
+test('the powerdns provider: API URL, key inline or from a file (never shown), zone, name servers', async () => {
+  const pdns = `
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns:
+  provider: powerdns
+  api: http://127.0.0.1:8081/
+  apiKey: \${PDNS_KEY}
+  zone: example.
+  servers: [{ address: 192.0.2.53 }, { address: 192.0.2.54, port: 5353 }]
+`;
+  const cfg = await parseConfig(pdns, '/x/ferry.yaml', { env: { PDNS_KEY: 'k3y-s3cret' } });
+  assert.deepEqual(cfg.dns, {
+    provider: 'powerdns',
+    api: 'http://127.0.0.1:8081',
+    apiKey: 'k3y-s3cret',
+    server: 'localhost',
+    zone: 'example.',
+    nameServers: [
+      { address: '192.0.2.53', port: 53 },
+      { address: '192.0.2.54', port: 5353 },
+    ],
+  });
+  const text = describeConfig(cfg);
+  assert.match(text, /dns: powerdns API http:\/\/127\.0\.0\.1:8081 \(server localhost\), zone example\./);
+  assert.doesNotMatch(text, /k3y-s3cret/);
+  await withDir(async (dir) => {
+    await writeFile(join(dir, 'pdns.key'), 'from-a-file\n');
+    const file = pdns.replace('apiKey: ${PDNS_KEY}', 'apiKeyFile: pdns.key');
+    const c = await parseConfig(file, join(dir, 'ferry.yaml'), { env: {} });
+    assert.equal(c.dns.provider === 'powerdns' && c.dns.apiKey, 'from-a-file');
+  });
+  assert.match(
+    await problems(pdns.replace('apiKey: ${PDNS_KEY}', ''), {}),
+    /dns\.apiKey: give the API key as apiKey: .* or as apiKeyFile: .* one of the two/,
+  );
+  const both = await problems(pdns.replace('apiKey: ${PDNS_KEY}', 'apiKey: x1y2z3\n  apiKeyFile: k'), {});
+  assert.match(both, /dns\.apiKey: give the API key/);
+  assert.doesNotMatch(both, /x1y2z3/);
+  assert.match(
+    await problems(pdns.replace('http://127.0.0.1:8081/', '127.0.0.1:8081'), { PDNS_KEY: 'k' }),
+    /dns\.api: must be the PowerDNS API URL with scheme, host and port only/,
+  );
+  assert.match(
+    await problems(pdns.replace('zone: example.', 'zone: "not a zone!"'), { PDNS_KEY: 'k' }),
+    /dns\.zone: must be a domain name/,
+  );
+  assert.match(
+    await problems(pdns.replace('apiKey:', 'apikey:'), { PDNS_KEY: 'k' }),
+    /dns\.apikey: unknown key; did you mean apiKey\?/,
   );
 });
 

@@ -114,7 +114,7 @@ function issueLines(err: z.ZodError): string[] {
         );
     } else if (i.code === 'invalid_union' && 'note' in i && i.note === 'No matching discriminator') {
       const p = i.path[i.path.length - 1] === 'provider' ? i.path : [...i.path, 'provider'];
-      lines.push(`${pathText(p)}: must be embedded or rfc2136`);
+      lines.push(`${pathText(p)}: must be embedded, rfc2136 or powerdns`);
     } else if (
       i.code === 'invalid_type' &&
       i.message.startsWith('Invalid input: expected') &&
@@ -284,6 +284,16 @@ async function resolveConfig(
       ...(d.catalog
         ? { catalog: { zone: d.catalog.zone ?? DEFAULT_CATALOG_ZONE, ...policyOf(d.catalog) } }
         : {}),
+    };
+  } else if (c.dns.provider === 'powerdns') {
+    const d = c.dns;
+    dnsCfg = {
+      provider: 'powerdns',
+      api: d.api.replace(/\/$/, ''),
+      apiKey: d.apiKey ?? (await readSecret(d.apiKeyFile!, 'dns.apiKeyFile')),
+      server: d.server,
+      zone: d.zone,
+      ...(d.servers ? { nameServers: d.servers } : {}),
     };
   } else {
     const t = c.dns.tsig;

@@ -5,7 +5,15 @@
 import { readFile } from 'node:fs/promises';
 import { HttpHostDriver } from '../agent/client.js';
 import { DnsServer, loadZoneFile, mergeZonePolicies } from '../dns/index.js';
-import { EmbeddedDnsProvider, Journal, createRfc2136Provider, type DnsProvider } from '../migration/index.js';
+import { errorMessage } from '../common/errors.js';
+import {
+  EmbeddedDnsProvider,
+  Journal,
+  createPowerDnsProvider,
+  createRfc2136Provider,
+  type DnsProvider,
+  type PowerDnsProvider,
+} from '../migration/index.js';
 import {
   policyOf,
   type DnsConfig,
@@ -48,6 +56,8 @@ export interface RunningController {
   resumed: string[];
   /** Ask every agent for its info: reachable, and serving sites the way the config says. */
   checkAgents(): Promise<Array<{ server: string; ok: boolean; message: string }>>;
+  /** Ask the DNS provider whether it will take changes (PowerDNS: key, zone, SOA-EDIT-API); undefined when it has no such check. */
+  checkDns(): Promise<{ ok: boolean; message: string } | undefined>;
   close(): Promise<void>;
 }
 
@@ -68,6 +78,7 @@ export async function startController(
   let dnsServer: DnsServer | undefined;
   let journal: Journal | undefined;
   const drivers = new Map<string, HttpHostDriver>();
+  let powerDns: PowerDnsProvider | undefined;
   try {
     let provider: DnsProvider;
     const dnsCfg = config.dns;
@@ -93,6 +104,9 @@ export async function startController(
         server: dnsServer,
         ...(dnsCfg.nameServers ? { nameServers: dnsCfg.nameServers } : {}),
       });
+    } else if (dnsCfg.provider === 'powerdns') {
+      powerDns = createPowerDnsProvider(dnsCfg);
+      provider = powerDns;
     } else {
       // Any primary (BIND, Knot, PowerDNS) through TSIG-signed UPDATE.
       provider = createRfc2136Provider(dnsCfg);
@@ -150,6 +164,14 @@ export async function startController(
       dnsServer,
       drivers,
       resumed,
+      checkDns: async () => {
+        if (!powerDns) return undefined;
+        try {
+          return { ok: true, message: await powerDns.verify() };
+        } catch (err) {
+          return { ok: false, message: errorMessage(err) };
+        }
+      },
       checkAgents: () =>
         Promise.all(
           config.servers.map(async (s) => {

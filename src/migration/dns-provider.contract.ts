@@ -1,6 +1,7 @@
 /**
  * The contract every DNS provider meets, as one test suite run against each implementation:
- * the embedded server, and the rfc2136 provider against Ferry, Knot and BIND primaries.
+ * the embedded server, the rfc2136 provider against Ferry, Knot, BIND and PowerDNS primaries, and
+ * the powerdns provider (HTTP API).
  * The fixture zone holds `www` A 192.0.2.1 (TTL 300) and an NS with glue.
  */
 import assert from 'node:assert/strict';

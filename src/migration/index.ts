@@ -2,6 +2,7 @@
 export { Orchestrator, type MigrationEvents, type OrchestratorOptions } from './orchestrator.js';
 export { Journal, type JournalOptions, type MigrationBrief } from './journal.js';
 export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './dns-embedded.js';
+export { PowerDnsProvider, createPowerDnsProvider, type PowerDnsOptions } from './dns-powerdns.js';
 export { Rfc2136DnsProvider, createRfc2136Provider, type Rfc2136Options } from './dns-rfc2136.js';
 export { ResilientHost, ResilientDns, withRetry, DEFAULT_RETRY, type RetryPolicy } from './resilient.js';
 export {

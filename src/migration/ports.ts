@@ -1,7 +1,7 @@
 /**
  * What the orchestrator needs from the world, as interfaces: a DNS provider and hosting servers.
  * A hosting server is a host agent (`HostAgent`), driven in-process (the sandbox) or through its
- * HTTP API (`HttpHostDriver`); DNS is the embedded server or any primary through RFC 2136. Every operation is idempotent, so that a
+ * HTTP API (`HttpHostDriver`); DNS is the embedded server, any primary through RFC 2136, or PowerDNS's HTTP API. Every operation is idempotent, so that a
  * resumed migration can repeat the step it was in.
  */
 import type { SiteNeeds, WebSite, WebSitesReport } from '../agent/webconfig/model.js';

@@ -72,6 +72,9 @@ const PERMANENT = new Set<string>([
   'DB_MISSING',
   'DB_REPLICATION',
   'DB_VERSION',
+  // PowerDNS refused the API key or the zone: it says so again until the operator acts.
+  'DNS_API_AUTH',
+  'DNS_API_REFUSED',
 ]);
 
 function isPermanent(code: string): boolean {

@@ -28,7 +28,7 @@ export interface TsigSpec {
 
 /** A running external name server. */
 export interface ExternalDns {
-  kind: 'knot' | 'bind';
+  kind: 'knot' | 'bind' | 'powerdns';
   address: string;
   port: number;
   dir: string;
@@ -63,7 +63,7 @@ export async function waitServing(
 }
 
 function run(
-  kind: 'knot' | 'bind',
+  kind: ExternalDns['kind'],
   bin: string,
   args: string[],
   dir: string,
@@ -296,6 +296,80 @@ export async function startBind(opts: ExternalOptions): Promise<ExternalDns> {
     throw new Error(`named did not come up: ${(err as Error).message}\n${log}`);
   }
   return srv;
+}
+
+/** A running PowerDNS Authoritative server: its DNS side, and its HTTP API with the key it takes. */
+export interface PowerDns extends ExternalDns {
+  /** Base URL of the API. */
+  api: string;
+  apiKey: string;
+  /** Runs pdnsutil against this server's config (e.g. to change a zone's metadata). */
+  pdnsutil(args: string[]): string;
+}
+
+/**
+ * Starts pdns_server (Debian's pdns-server with pdns-backend-sqlite3) in the foreground with its
+ * own config folder and SQLite database made from the schema Debian ships. Each primary zone is
+ * loaded with pdnsutil and gets SOA-EDIT-API INCREASE (every API change raises its serial); with
+ * `updateKey`, RFC 2136 updates are on (`dnsupdate=yes`, `allow-dnsupdate-from` loopback), the
+ * key is in the `tsigkeys` table and each zone's TSIG-ALLOW-DNSUPDATE names it.
+ */
+export async function startPowerDns(opts: ExternalOptions & { apiKey?: string }): Promise<PowerDns> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-pdns-'));
+  let srv: ExternalDns | undefined;
+  try {
+    const port = await freePort(opts.address, { udp: true });
+    const apiPort = await freePort(opts.address);
+    const apiKey = opts.apiKey ?? 'pdns-test-key-' + port;
+    const db = join(dir, 'pdns.sqlite');
+    execFileSync('sqlite3', [db], {
+      input: readFileSync('/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql'),
+    });
+    const conf = [
+      'launch=gsqlite3',
+      `gsqlite3-database=${db}`,
+      `local-address=${opts.address}`,
+      `local-port=${port}`,
+      `socket-dir=${dir}`,
+      'guardian=no',
+      'daemon=no',
+      'disable-syslog=yes',
+      'loglevel=4',
+      'api=yes',
+      `api-key=${apiKey}`,
+      'webserver=yes',
+      `webserver-address=${opts.address}`,
+      `webserver-port=${apiPort}`,
+      'webserver-allow-from=127.0.0.0/8',
+      ...(opts.updateKey ? ['dnsupdate=yes', 'allow-dnsupdate-from=127.0.0.0/8'] : []),
+    ];
+    writeFileSync(join(dir, 'pdns.conf'), conf.join('\n') + '\n');
+    const pdnsutil = (args: string[]) =>
+      execFileSync('pdnsutil', [`--config-dir=${dir}`, ...args], { encoding: 'utf8', stdio: 'pipe' });
+    if (opts.updateKey)
+      pdnsutil([
+        'import-tsig-key',
+        opts.updateKey.name.replace(/\.$/, ''),
+        opts.updateKey.algorithm,
+        opts.updateKey.secret,
+      ]);
+    for (const z of opts.primaryZones ?? []) {
+      const file = join(dir, `${z.origin.replace(/\.$/, '')}.zone`);
+      writeFileSync(file, z.text);
+      pdnsutil(['load-zone', z.origin, file]);
+      pdnsutil(['set-meta', z.origin, 'SOA-EDIT-API', 'INCREASE']);
+      if (opts.updateKey)
+        pdnsutil(['set-meta', z.origin, 'TSIG-ALLOW-DNSUPDATE', opts.updateKey.name.replace(/\.$/, '')]);
+    }
+    srv = run('powerdns', 'pdns_server', [`--config-dir=${dir}`], dir, opts.address, port);
+    for (const z of opts.primaryZones ?? []) await waitServing(srv, z.origin);
+    return { ...srv, api: `http://${opts.address}:${apiPort}`, apiKey, pdnsutil };
+  } catch (err) {
+    const log = srv?.log() ?? '';
+    if (srv) await srv.stop();
+    else rmSync(dir, { recursive: true, force: true });
+    throw new Error(`pdns_server did not come up: ${(err as Error).message}\n${log}`);
+  }
 }
 
 /** Reads a file of the server's folder, or '' (debugging aid in assertion messages). */

@@ -5,16 +5,19 @@
  * completion. Afterwards DNS (answer and TTL), addresses, redirects and virtual hosts are
  * exactly as before, no request failed, and every acknowledged write is on the origin once.
  * Origin and target are real host agents behind their HTTP API (as `ferry agent` runs them,
- * rsync between them), driven through `HttpHostDriver`.
+ * rsync between them), driven through `HttpHostDriver`. The same runs with the records in
+ * PowerDNS, changed through the powerdns provider (its HTTP API).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { sleep } from '../../src/common/time.js';
 import type { ControllerEvent } from '../../src/controller/index.js';
-import { STEP, WAIT, type MigrationRecord } from '../../src/migration/index.js';
+import { STEP, WAIT, createPowerDnsProvider, type MigrationRecord } from '../../src/migration/index.js';
+import type { DnsProvider } from '../../src/migration/ports.js';
 import { normalizeDomain } from '../../src/host/index.js';
 import { findBinary } from './helpers.js';
+import { have, startPowerDns } from './dns-interop-servers.js';
 
 /** Where each site is rolled back: a phase, and the event inside it that triggers the rollback. */
 const POINTS: Array<{ name: string; match: (e: ControllerEvent) => boolean }> = [
@@ -30,20 +33,29 @@ const POINTS: Array<{ name: string; match: (e: ControllerEvent) => boolean }> = 
   { name: 'completed', match: () => false },
 ];
 
-describe(
-  'rollback from every phase, under load (agents over HTTP on loopback)',
-  { skip: findBinary('rsync') ? false : 'rsync is not installed' },
-  () => {
+/** The records outside the sandbox: a provider for the zone text, served at `address`. */
+type ExternalZone = (
+  zoneText: string,
+  address: string,
+) => Promise<{ server: { address: string; port: number }; provider: DnsProvider; stop(): Promise<void> }>;
+
+function rollbackFromEveryPhase(
+  label: string,
+  net: string,
+  external?: ExternalZone,
+  skip: string | false = false,
+) {
+  describe(`rollback from every phase, under load (agents over HTTP on loopback${label})`, { skip }, () => {
     const sites = [...POINTS.map((p) => `${p.name}.example.`), 'bystander.example.'];
-    const sb = new Sandbox({
-      agents: 'http',
-      dnsAddress: '127.0.40.53',
+    const opts = {
+      agents: 'http' as const,
+      dnsAddress: `${net}.53`,
       dnsPort: 0,
       httpPort: 0,
-      originIp: '127.0.40.1',
-      targetIp: '127.0.40.2',
-      tempIp: '127.0.40.100',
-      tempIpPool: POINTS.map((_, i) => `127.0.40.${100 + i}`),
+      originIp: `${net}.1`,
+      targetIp: `${net}.2`,
+      tempIp: `${net}.100`,
+      tempIpPool: POINTS.map((_, i) => `${net}.${100 + i}`),
       sites,
       ttl: 2,
       recordTtl: 3,
@@ -60,20 +72,27 @@ describe(
       quietWindowMs: 1000,
       dnsTempCapMs: 15_000,
       drainCapMs: 15_000,
-    });
+    };
+    let sb: Sandbox;
+    let ext: Awaited<ReturnType<ExternalZone>> | undefined;
     const beforeState = new Map<string, unknown>();
     const rolledAt = new Map<string, string>();
     const records = new Map<string, MigrationRecord>();
 
     async function siteState(domain: string): Promise<unknown> {
       return {
-        record: sb.dns.zones.getRRset(domain, 'A'),
+        record: ext ? await ext.provider.getRRset(domain, 'A') : sb.dns.zones.getRRset(domain, 'A'),
         origin: sb.originSites.hasSite(domain) ? sb.originSites.mode(domain) : null,
         target: sb.targetSites.hasSite(domain) ? sb.targetSites.mode(domain) : null,
       };
     }
 
     before(async () => {
+      ext = external ? await external(new Sandbox(opts).zoneText(), opts.dnsAddress) : undefined;
+      sb = new Sandbox({
+        ...opts,
+        ...(ext ? { externalDns: { server: ext.server, provider: ext.provider } } : {}),
+      });
       await sb.start();
       for (const s of sites) beforeState.set(s, await siteState(s));
       beforeState.set('addresses', await sb.origin.listAddresses());
@@ -113,7 +132,10 @@ describe(
       await sb.load.stop();
     });
 
-    after(() => sb.stop());
+    after(async () => {
+      await sb?.stop();
+      await ext?.stop();
+    });
 
     it('rolled back at every point', () => {
       for (const p of POINTS) {
@@ -168,5 +190,27 @@ describe(
         }
       }
     });
+  });
+}
+
+const rsync = findBinary('rsync') ? false : 'rsync is not installed';
+rollbackFromEveryPhase('', '127.0.40', undefined, rsync);
+rollbackFromEveryPhase(
+  ', records in PowerDNS',
+  '127.0.110',
+  async (text, address) => {
+    const pdns = await startPowerDns({ address, primaryZones: [{ origin: 'example.', text }] });
+    const server = { address, port: pdns.port };
+    const provider = createPowerDnsProvider({
+      api: pdns.api,
+      apiKey: pdns.apiKey,
+      zone: 'example.',
+      nameServers: [server],
+    });
+    return { server, provider, stop: () => pdns.stop() };
   },
+  rsync ||
+    (have('pdns_server')
+      ? false
+      : 'pdns_server is not installed (apt-get install pdns-server pdns-backend-sqlite3)'),
 );
