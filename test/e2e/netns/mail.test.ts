@@ -11,8 +11,24 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { NET, Topology, netnsSkipReason } from './topology.js';
 import { ServerNs } from './server-ns.js';
-import { MAIL_TEST_BINARIES, movedMail, startMail, staysMail, storedMessages, targetMail } from './mail.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  MAIL_TEST_BINARIES,
+  deliveryProblems,
+  imapProblems,
+  mailLoadArgs,
+  movedMail,
+  startMail,
+  startMailLoad,
+  staysMail,
+  storedMessages,
+  targetMail,
+} from './mail.js';
+import { unboundConf } from './services.js';
 
+const ROOT = process.cwd();
 const skip = netnsSkipReason({
   iproute2: ['ip'],
   'util-linux': ['nsenter'],
@@ -210,6 +226,119 @@ test(
       cleanup();
       process.off('exit', cleanup);
       if (ok) for (const s of servers) assert.deepEqual(s.leftovers(), [], `${s.name} left nothing behind`);
+    }
+  },
+);
+
+test(
+  'the mail load against one server: every message accepted once in its mailboxes (the alias in both), the IMAP reads, flags and moves in the Maildir',
+  { skip: skip ?? false, timeout: 240_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-mail-load-'));
+    const topo = new Topology();
+    const servers: ServerNs[] = [];
+    let ok = false;
+    const cleanup = () => {
+      for (const s of servers) s.close({ keep: !ok });
+      topo.destroy();
+    };
+    process.once('exit', cleanup);
+    try {
+      topo.create();
+      const origin = await ServerNs.create('origin', topo.ns.origin);
+      servers.push(origin);
+      const moved = movedMail('notes.example');
+      const stays = staysMail();
+      await startMail(origin, {
+        address: NET.origin,
+        hostname: 'mail.notes.example',
+        domains: [moved, stays],
+        vmailId: 5000,
+      });
+      // The client's resolver answers the mail names itself here (no name server in this test).
+      const local = [
+        'local-zone: "example." static',
+        `local-data: "notes.example. 2 IN MX 10 mail.notes.example."`,
+        `local-data: "mail.notes.example. 2 IN A ${NET.origin}"`,
+        `local-data: "stays.example. 2 IN MX 10 mail.stays.example."`,
+        `local-data: "mail.stays.example. 2 IN A ${NET.origin}"`,
+      ]
+        .map((l) => `  ${l}\n`)
+        .join('');
+      await writeFile(
+        join(dir, 'unbound.conf'),
+        unboundConf(dir).replace('remote-control:', `${local}remote-control:`),
+      );
+      topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'unbound.conf')], {
+        logFile: join(dir, 'unbound.log'),
+      });
+      await new Promise((r) => setTimeout(r, 1000));
+
+      const load = await startMailLoad(
+        topo,
+        ROOT,
+        mailLoadArgs(moved, stays, { minMessages: 40 }),
+        join(dir, 'mail-load.log'),
+      );
+      await new Promise((r) => setTimeout(r, 8000));
+      const seen = await load.stop();
+      const mine = seen.messages.filter((m) => m.domain === moved.domain);
+      assert.ok(mine.length >= 40, `at least 40 messages sent (${mine.length})`);
+      assert.deepEqual(
+        mine.filter((m) => m.code !== 250).map((m) => m.tries),
+        [],
+        'every message accepted',
+      );
+      assert.ok(
+        mine.every((m) => m.tries.length === 1),
+        'each at the first try (nothing held here)',
+      );
+      assert.ok(mine.some((m) => m.stale) && mine.some((m) => !m.stale), 'stale and fresh senders');
+      assert.ok(
+        mine.some((m) => m.tries[0]!.port === 587) && mine.some((m) => m.tries[0]!.port === 25),
+        'ports 25 and 587',
+      );
+      assert.ok(
+        mine.some((m) => m.to === `team@${moved.domain}`),
+        'the alias got mail',
+      );
+      const staysMsgs = seen.messages.filter((m) => m.domain === stays.domain);
+      assert.ok(
+        staysMsgs.length > 3 && staysMsgs.every((m) => m.code === 250),
+        'the other domain took every message',
+      );
+
+      // Delivery is asynchronous: wait until the queue is empty before counting.
+      let problems: string[] = [];
+      for (let i = 0; i < 100; i++) {
+        problems = deliveryProblems(moved, mine, await storedMessages(origin, moved.domain));
+        if (problems.length === 0) break;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      assert.deepEqual(problems, [], 'every accepted message once in each of its mailboxes');
+      assert.deepEqual(deliveryProblems(stays, staysMsgs, await storedMessages(origin, stays.domain)), []);
+
+      const done = seen.imap.filter((a) => a.ok && a.action !== 'login');
+      for (const kind of ['read', 'flag', 'move'] as const)
+        assert.ok(
+          done.some((a) => a.action === kind),
+          `the IMAP client did a ${kind}: ${JSON.stringify(seen.imap.slice(-3))}`,
+        );
+      const stored = await storedMessages(origin, moved.domain);
+      assert.deepEqual(
+        imapProblems(`c@${moved.domain}`, 'Archive', done, stored),
+        [],
+        'IMAP actions in the Maildir',
+      );
+      // A check that can fail: the same actions against a copy with the flags and the move undone.
+      const undone = stored.map((m) => ({ ...m, flags: '', folder: 'INBOX' }));
+      assert.ok(imapProblems(`c@${moved.domain}`, 'Archive', done, undone).length === done.length);
+      ok = true;
+    } finally {
+      cleanup();
+      process.off('exit', cleanup);
+      if (ok) await rm(dir, { recursive: true, force: true });
+      else console.log(`# mail load: logs kept in ${dir}`);
     }
   },
 );

@@ -369,3 +369,80 @@ export async function startMailLoad(
     },
   };
 }
+
+/** The mailboxes (`local@domain`) a recipient of `d` delivers to: an alias's members, else itself. */
+export function deliveredTo(d: MailDomain, recipient: string): string[] {
+  const local = recipient.split('@')[0]!;
+  const to = d.aliases?.[local];
+  return to ? to.map((u) => `${u}@${d.domain}`) : [recipient];
+}
+
+/**
+ * What breaks "every message accepted with 250 is in the mailbox exactly once": for each accepted
+ * message of `d` and each mailbox its recipient delivers to, how often its Message-ID is stored
+ * there (every folder counted) when that is not once. Empty when all hold.
+ */
+export function deliveryProblems(d: MailDomain, messages: MailResult[], stored: StoredMessage[]): string[] {
+  const count = new Map<string, number>();
+  for (const m of stored) {
+    const k = `${m.mailbox} ${m.messageId}`;
+    count.set(k, (count.get(k) ?? 0) + 1);
+  }
+  const problems: string[] = [];
+  for (const r of messages)
+    if (r.domain === d.domain && r.code === 250)
+      for (const box of deliveredTo(d, r.to)) {
+        const n = count.get(`${box} ${r.messageId}`) ?? 0;
+        if (n !== 1) problems.push(`${r.messageId} to ${r.to}: ${n} times in ${box}`);
+      }
+  return problems;
+}
+
+/**
+ * What breaks "the IMAP client's confirmed actions are in the Maildir": a read message carries \Seen
+ * (S), a flagged one \Flagged (F), a moved one is in `folder` only. `mailbox` is the client's login.
+ */
+export function imapProblems(
+  mailbox: string,
+  folder: string,
+  actions: ImapAction[],
+  stored: StoredMessage[],
+): string[] {
+  const problems: string[] = [];
+  for (const a of actions) {
+    if (!a.ok || a.action === 'login') continue;
+    const copies = stored.filter((m) => m.mailbox === mailbox && m.messageId === a.messageId);
+    const where = copies.map((m) => `${m.folder}:${m.flags || '-'}`).join(' ') || 'nowhere';
+    if (copies.length !== 1) problems.push(`${a.action} ${a.messageId}: ${copies.length} copies (${where})`);
+    else if (a.action === 'read' && !copies[0]!.flags.includes('S'))
+      problems.push(`read ${a.messageId}: ${where}`);
+    else if (a.action === 'flag' && !copies[0]!.flags.includes('F'))
+      problems.push(`flag ${a.messageId}: ${where}`);
+    else if (a.action === 'move' && copies[0]!.folder !== folder)
+      problems.push(`move ${a.messageId}: ${where}`);
+  }
+  return problems;
+}
+
+/** The mail load the tests run: the moved domain's three mailboxes and alias, the other domain's mailbox, IMAP as `c`. */
+export function mailLoadArgs(
+  moved: MailDomain,
+  stays: MailDomain,
+  o: Partial<MailLoadArgs> = {},
+): MailLoadArgs {
+  return {
+    resolver: { address: '127.0.0.1', port: 53 },
+    domain: moved.domain,
+    recipients: [...mailboxes(moved), ...Object.keys(moved.aliases ?? {}).map((a) => `${a}@${moved.domain}`)],
+    stays: { domain: stays.domain, recipients: mailboxes(stays) },
+    senders: 4,
+    staleShare: 0.25,
+    intervalMs: 100,
+    minMessages: 300,
+    retryPauseMs: 1000,
+    maxTries: 30,
+    submissionShare: 0.25,
+    imap: { user: `c@${moved.domain}`, password: moved.users.c!, intervalMs: 500, folder: 'Archive' },
+    ...o,
+  };
+}
