@@ -238,7 +238,7 @@ mkdir -p ${MAIL_ROOT} && chown vmail:vmail ${MAIL_ROOT} && chmod 0770 ${MAIL_ROO
       [110, '+OK '],
     ] as const)
       await waitFor(
-        `${srv.name}: port ${port} of ${port < 143 && port !== 110 ? 'Postfix' : 'Dovecot'}`,
+        `${srv.name}: port ${port} of ${port === 25 || port === 587 ? 'Postfix' : 'Dovecot'}`,
         30_000,
         async () => (await banner(srv, o.address, port)) === greeting,
       );
