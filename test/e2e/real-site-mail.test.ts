@@ -35,6 +35,7 @@ import {
   deliveryProblems,
   imapProblems,
   mailLoadArgs,
+  messageIdsUnder,
   movedMail,
   queuedMessages,
   startMail,
@@ -213,7 +214,16 @@ test(
       const onlyOrigin = (await storedMessages(h.origin, moved.domain)).filter(
         (m) => !targetKeys.has(key(m)),
       );
-      assert.deepEqual(onlyOrigin, [], 'no message of the domain only on the origin');
+      assert.deepEqual(onlyOrigin, [], "no message of the domain only in the origin's Maildirs");
+      // The origin's copy goes into the site's backup: nothing there that the target lacks either.
+      const targetIds = new Set(onTarget.map((m) => m.messageId));
+      const mineIds = new Set(mine.map((m) => m.messageId));
+      const backedUp = await messageIdsUnder(h.origin, '/var/lib/ferry/agent/backups');
+      assert.deepEqual(
+        [...backedUp].filter((id) => mineIds.has(id) && !targetIds.has(id)),
+        [],
+        "no message of the domain only in the origin's backup",
+      );
 
       // The other domain: every message accepted at the first try, delivered on the origin.
       const other = seenMail.messages.filter((m) => m.domain === stays.domain);

@@ -19,6 +19,7 @@ import {
   deliveryProblems,
   imapProblems,
   mailLoadArgs,
+  messageIdsUnder,
   movedMail,
   startMail,
   startMailLoad,
@@ -329,6 +330,11 @@ test(
         imapProblems(`c@${moved.domain}`, 'Archive', done, stored),
         [],
         'IMAP actions in the Maildir',
+      );
+      // The same messages, found by Message-ID wherever their Maildir is (the test's view of a backup).
+      assert.deepEqual(
+        [...(await messageIdsUnder(origin, '/var/mail/vhosts/notes.example'))].sort(),
+        [...new Set(stored.map((m) => m.messageId))].sort(),
       );
       // A check that can fail: the same actions against a copy with the flags and the move undone.
       const undone = stored.map((m) => ({ ...m, flags: '', folder: 'INBOX' }));

@@ -446,3 +446,14 @@ export function mailLoadArgs(
     ...o,
   };
 }
+
+/**
+ * The Message-IDs of every Maildir message file (in a `new` or `cur` folder) under `dir` on
+ * `srv`, wherever the folder is (a mail root, a backup of one).
+ */
+export async function messageIdsUnder(srv: ServerNs, dir: string): Promise<Set<string>> {
+  const script = `[ -d "$1" ] || exit 0
+find "$1" -type f \\( -path '*/new/*' -o -path '*/cur/*' \\) -exec grep -h -m1 -i '^message-id:' {} +; true`;
+  const out = (await srv.exec('sh', ['-c', script, 'sh', dir], { timeoutMs: 60_000 })).stdout;
+  return new Set([...out.matchAll(/<([^>]+)>/g)].map((m) => m[1]!));
+}
