@@ -126,6 +126,11 @@ test(
       // The web site moved as issue 13 asks (this also checks the migration completed).
       await assertMoved(h, run, seenWeb, site);
       assert.equal(resolvedAt(h, mailName), NET.target, 'the mail name answers the target after the move');
+      assert.equal(
+        resolvedAt(h, 'mail.stays.example'),
+        NET.origin,
+        "the other domain's mail name, on the same shared IP, left alone",
+      );
 
       // The hold, from the controller's events: the origin's site held, until the origin proxies
       // to the target and the temporary IP's redirect is released to it.
