@@ -234,7 +234,10 @@ export async function webProcesses(
  * (the site app) on loopback behind it (`--web nginx --app-port 8080`), sites under /var/www
  * (`siteRoots`), and the agent's state in the server's /var/lib/ferry/agent.
  */
-export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}): Promise<void> {
+export async function startAgents(
+  h: Hosting,
+  o: { siteRoots?: string[]; extra?: Partial<Record<'origin' | 'target', string[]>> } = {},
+): Promise<void> {
   await writeFile(join(h.dir, 'token'), TOKEN + '\n', { mode: 0o600 });
   // The test CA stands for a public one: Ferry's processes on the servers trust it as they trust
   // the public CAs (the gate checks the target's certificate when it proxies HTTPS to it).
@@ -272,6 +275,7 @@ export async function startAgents(h: Hosting, o: { siteRoots?: string[] } = {}):
           ...(h.flavor === 'apache' ? ['--web-include-dir', '/etc/apache2/conf-enabled'] : []),
           ...(o.siteRoots ?? ['/var/www']).flatMap((r) => ['--site-root', r]),
           ...mariaDbArgs(h, name),
+          ...(o.extra?.[name] ?? []),
         ],
       }),
       { cwd: ROOT, env, logFile: join(h.dir, `agent-${name}.log`) },
@@ -299,7 +303,7 @@ function mariaDbArgs(h: Hosting, name: 'origin' | 'target'): string[] {
   ];
 }
 
-function zone(h: Hosting, migrated: string[]): string {
+function zone(h: Hosting, migrated: string[], extra: string[] = []): string {
   const names = [...new Set([...Object.values(h.sites).flatMap((s) => s.names), ...migrated])];
   return `$ORIGIN example.
 $TTL 300
@@ -307,7 +311,7 @@ $TTL 300
 @ IN NS ns1
 ns1 IN A ${NET.dns}
 ${names.map((n) => `${n.replace(/\.example$/, '')} 2 IN A ${NET.origin}`).join('\n')}
-`;
+${extra.map((l) => `${l}\n`).join('')}`;
 }
 
 /** The TSIG key the controller signs its updates to knotd with (`dns: 'knot'`). */
@@ -398,7 +402,10 @@ function ferryYaml(
   migrated: string[],
   kindFromCli: string[] = [],
   dns: 'embedded' | 'knot' = 'embedded',
+  site: SiteExtra = {},
 ): string {
+  const names = site.names ? ` names: [${site.names.join(', ')}],` : '';
+  const ports = `[${(site.ports ?? [80, 443]).join(', ')}]`;
   return `journal: ${h.dir}/journal.sqlite
 servers:
   origin:
@@ -417,7 +424,7 @@ servers:
     web: nginx
 ${dnsYaml(h, dns)}
 sites:
-${migrated.map((d) => `  - { domain: ${d}, server: origin, ports: [80, 443],${kindFromCli.includes(d) ? '' : ' kind: web,'} parity: { http: [{ path: /, body: false }] } }`).join('\n')}
+${migrated.map((d) => `  - { domain: ${d}, server: origin, ports: ${ports},${names}${kindFromCli.includes(d) ? '' : ' kind: web,'} parity: { http: [{ path: /, body: false }] } }`).join('\n')}
 api:
   listen: { address: ${NET.dns}, port: 7300 }
   tokens: [{ name: test, scope: operator, tokenFile: ${h.dir}/api-token }]
@@ -433,6 +440,14 @@ defaults:
 `;
 }
 
+/** What a scenario adds to the migrated sites' entries in ferry.yaml (default: ports 80 and 443, no other names). */
+export interface SiteExtra {
+  /** `sites[].names`: names moved with the domain (the web site's others, the MX target). */
+  names?: string[];
+  /** `sites[].ports`: the ports carried through the temporary IP. */
+  ports?: number[];
+}
+
 /**
  * The controller (with its name server) in the dns namespace, and unbound in the client namespace.
  * The origin's redirect at the temporary IP is the kernel engine: a provider's web server listens
@@ -444,13 +459,20 @@ defaults:
 export async function startControllerAndResolver(
   h: Hosting,
   migrated: string[],
-  o: { kindFromCli?: string[]; dns?: 'embedded' | 'knot' } = {},
+  o: {
+    kindFromCli?: string[];
+    dns?: 'embedded' | 'knot';
+    /** ferry.yaml's additions for the migrated sites. */
+    site?: SiteExtra;
+    /** More records of the zone (relative names, e.g. MX and the mail names' A records). */
+    records?: string[];
+  } = {},
 ): Promise<void> {
   // The kernel engine forwards the temporary IP's packets to the target after the cut-over.
   execFileSync('ip', ['netns', 'exec', h.topo.ns.origin, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   await writeFile(join(h.dir, 'api-token'), API_TOKEN + '\n', { mode: 0o600 });
-  await writeFile(join(h.dir, 'example.zone'), zone(h, migrated));
-  await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated, o.kindFromCli, o.dns));
+  await writeFile(join(h.dir, 'example.zone'), zone(h, migrated, o.records));
+  await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated, o.kindFromCli, o.dns, o.site));
   if (o.dns === 'knot') await startKnot(h);
   await startController(h);
   await mkdir(join(h.dir, 'client'), { recursive: true });
