@@ -35,8 +35,8 @@ export interface DovecotServer {
   mailRoot: string;
   uid: number;
   gid: number;
-  /** Add a user to the passwd-file (home and Maildir under mailRoot). */
-  addUser(user: string, password: string): Promise<void>;
+  /** Add a user to the passwd-file (home and Maildir under mailRoot, unless `home`/`mail` say otherwise). */
+  addUser(user: string, password: string, opts?: { home?: string; mail?: string }): Promise<void>;
   /** The Maildir of a user. */
   maildir(user: string): string;
   log(): string;
@@ -114,13 +114,14 @@ export async function startDovecot(opts: {
     mailRoot,
     uid,
     gid,
-    async addUser(user, password) {
+    async addUser(user, password, extra = {}) {
       const [local, domain] = user.split('@') as [string, string];
       const hash = execFileSync('doveadm', ['pw', '-s', 'SHA512-CRYPT', '-p', password], {
         encoding: 'utf8',
       }).trim();
-      const home = join(mailRoot, domain, local);
-      await writeFile(usersFile, `${user}:${hash}:${uid}:${gid}::${home}::\n`, { flag: 'a' });
+      const home = extra.home ?? join(mailRoot, domain, local);
+      const fields = extra.mail ? `userdb_mail=${extra.mail}` : '';
+      await writeFile(usersFile, `${user}:${hash}:${uid}:${gid}::${home}::${fields}\n`, { flag: 'a' });
     },
     maildir(user) {
       const [local, domain] = user.split('@') as [string, string];
