@@ -935,7 +935,9 @@ export class HostAgent implements HostDriver, SyncPeer {
     const target =
       this.opts.mailCopy && this.transport.kind === 'rsync' ? await this.opts.mailCopy.mailRoot(d) : null;
     if (!target) return endpoint;
-    await mkdir(target.root, { recursive: true, mode: 0o750 });
+    // Folders above the root stay traversable for the mail user; the root becomes its own after the pass.
+    await mkdir(dirname(target.root), { recursive: true, mode: 0o755 });
+    await mkdir(target.root, { recursive: true, mode: 0o700 });
     return { ...endpoint, mail: await this.transport.open(mailSession(d), target.root) };
   }
 

@@ -7,7 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chown, mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { findBinary } from '../../../test/e2e/helpers.js';
@@ -19,8 +19,10 @@ import {
   type LineClient,
 } from '../../../test/mail/dovecot.js';
 import { freePort } from '../../../test/ports.js';
+import { LoopbackAddresses } from '../addresses.js';
+import { HostAgent } from '../agent.js';
 import { RsyncReceiver, type SyncEndpoint } from '../rsync.js';
-import { MAILDIR_EXCLUDES, ownMaildirs, pushMaildirs } from './copy.js';
+import { MAILDIR_EXCLUDES, ownMaildirs, pushMaildirs, type MailCopyHook } from './copy.js';
 import { Dovecot } from './dovecot.js';
 
 const skip = !dovecotInstalled
@@ -102,6 +104,87 @@ describe('Maildir copy', { skip }, () => {
     assert.match(view.INBOX!, /UID 2 FLAGS \(\\Flagged\)/);
     assert.match(view.Archive!, /UID 1 FLAGS \(\)/);
     assert.equal((await stat(join(root, 'alice@moving.test', 'cur'))).uid, b.uid);
+  });
+});
+
+describe("Maildir copy in the agents' sync pass", { skip }, () => {
+  const site = 'moving.test';
+  let a: DovecotServer;
+  let b: DovecotServer;
+  let dir: string;
+  let root: string;
+  const agents: HostAgent[] = [];
+
+  const agent = async (id: string, ip: string, mailCopy?: MailCopyHook) => {
+    const h = new HostAgent({
+      id,
+      dataDir: join(dir, id),
+      sharedIps: [ip],
+      httpPort: 0,
+      addresses: new LoopbackAddresses(),
+      web: { kind: 'builtin' },
+      rsync: { port: await freePort(ip) },
+      ...(mailCopy ? { mailCopy } : {}),
+    });
+    agents.push(h);
+    await h.start();
+    return h;
+  };
+
+  before(async () => {
+    a = await startDovecot({ address: '127.0.97.21', users: USERS });
+    b = await startDovecot({ address: '127.0.97.22', users: [] });
+    dir = await mkdtemp(join(tmpdir(), 'ferry-mail-agents-'));
+    root = join(b.dir, 'vmail', site);
+    for (const u of USERS)
+      await b.addUser(u.user, u.password, { home: join(root, u.user), mail: 'maildir:~' });
+  });
+
+  after(async () => {
+    for (const h of agents) await h.stop();
+    await a?.stop();
+    await b?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a pass copies the site and its Maildirs, counts both, and the target shows the mail', async () => {
+    const alice = await imapLogin(a, 'alice@moving.test', 'alice-pw');
+    for (let i = 1; i <= 2; i++) await append(alice.client, 'INBOX', '', i);
+    alice.client.end();
+    await mkdir(a.maildir('bob@moving.test'), { recursive: true });
+    const origin = await agent('origin', '127.0.97.21', {
+      mailDirs: async (d) =>
+        d === site ? USERS.map((u) => ({ user: u.user, maildir: a.maildir(u.user) })) : [],
+      mailRoot: () => Promise.resolve(null),
+      afterPass: () => Promise.resolve(),
+    });
+    const target = await agent('target', '127.0.97.22', {
+      mailDirs: () => Promise.resolve([]),
+      mailRoot: async (d) => (d === site ? { root, uid: b.uid, gid: b.gid } : null),
+      afterPass: (d) => new Dovecot({ configFile: b.configFile }).resync(d),
+    });
+    const plain = await agent('plain', '127.0.97.23');
+    await origin.addSite(site, 'serve');
+    await target.addSite(site, 'readonly');
+    await plain.addSite(site, 'readonly');
+    await writeFile(join(origin.siteDataDir(site), 'index.html'), 'site');
+
+    const res = await origin.syncSite(site, target);
+    assert.ok(res.files >= 3, `the site's file and the two messages (${res.files})`);
+    assert.equal(await readFile(join(target.siteDataDir(site), 'index.html'), 'utf8'), 'site');
+    assert.deepEqual(
+      await files(join(root, 'alice@moving.test')),
+      await files(a.maildir('alice@moving.test')),
+    );
+    assert.deepEqual(await imapView(b, 'alice@moving.test'), await imapView(a, 'alice@moving.test'));
+
+    // A receiver that takes no mail: the pass fails rather than leave the mail behind.
+    await assert.rejects(origin.syncSite(site, plain), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'MAIL_SYNC');
+      return true;
+    });
+    // No mail here: the plain agent's pass is the site's only.
+    assert.equal((await plain.openSyncReceiver(site)).mail, undefined);
   });
 });
 
