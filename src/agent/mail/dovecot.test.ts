@@ -119,6 +119,25 @@ describe('Dovecot', { skip }, () => {
     );
   });
 
+  test('users refuses mailboxes that are not Maildirs', async () => {
+    const conf = join(a.dir, 'etc', 'mbox.conf');
+    await writeFile(
+      conf,
+      (await readFile(a.configFile, 'utf8')).replace(
+        'mail_location = maildir:~/Maildir',
+        'mail_location = mbox:~/mail:INBOX=~/inbox',
+      ),
+    );
+    await assert.rejects(
+      new Dovecot({ configFile: conf }).users('moving.test'),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'MAIL_UNREADABLE');
+        assert.match(err.message, /not a Maildir/);
+        return true;
+      },
+    );
+  });
+
   test('block: the domain gets a temporary failure and its sessions are kicked; others log in', async () => {
     const open = await imapLogin(a, 'alice@moving.test', 'alice-pw');
     assert.match(open.answer, /^t OK/);
@@ -155,6 +174,11 @@ describe('Dovecot', { skip }, () => {
     await chownTree(b, join(b.mailRoot, 'moving.test'));
 
     await dc.setDomainState('moving.test', { proxy: b.address });
+    assert.equal(
+      (await dc.exportUsers('moving.test')).length,
+      2,
+      "Ferry's own passdbs are not read as users",
+    );
     const proxied = await imapLogin(a, 'alice@moving.test', 'alice-pw');
     assert.match(proxied.answer, /^t OK/);
     const sel = await proxied.client.imap('SELECT INBOX');

@@ -309,13 +309,15 @@ export class Dovecot {
   /** The passwd-file(s) of the passdbs that are not Ferry's, for users of `d`; MAIL_UNREADABLE if none. */
   private async passwdFiles(d: string): Promise<string[]> {
     const { stdout } = await this.doveconf(['-n', 'passdb'], 'MAIL_NOT_CONFIGURED');
+    // Ferry's own switches (passdb.conf) are not the server's users.
+    const ours = await readFile(join(this.dir, 'passdb.conf'), 'utf8').catch(() => '');
     const files: string[] = [];
     const drivers: string[] = [];
     for (const block of stdout.split(/^passdb\b/m).slice(1)) {
       const driver = /^\s*driver = (\S+)/m.exec(block)?.[1] ?? '';
       const args = /^\s*args = (.*)$/m.exec(block)?.[1]?.trim() ?? '';
       if (/^\s*master = yes/m.test(block)) continue;
-      if (args.startsWith(this.dir + '/') || args.includes(`${this.dir}/`)) continue;
+      if (args.includes(`${this.dir}/`) || (args !== '' && ours.includes(`  args = ${args}\n`))) continue;
       drivers.push(driver);
       if (driver !== 'passwd-file') continue;
       const path = args
