@@ -69,6 +69,7 @@ import {
   type WebSiteBundle,
 } from './webstack/index.js';
 import { ChangeTracker, type ChangeSet } from './tracker.js';
+import { ownMaildirs, pushMaildirs, type MailCopyHook } from './mail/copy.js';
 import {
   RsyncTransport,
   isSyncPeer,
@@ -165,6 +166,11 @@ export interface HostAgentOptions {
    */
   mariadb?: Omit<MariaDbAgentOptions, 'address'> & { address?: string };
   /** Hears what the agent reports in passing (a sync pass that falls back to a full copy, and why). */
+  /**
+   * The domain's mail, when the agent moves mail (set by the mail part): each sync pass of a site
+   * also copies the domain's Maildirs (mail/copy.ts). Absent: passes copy the site's data only.
+   */
+  mailCopy?: MailCopyHook;
   log?: (message: string) => void;
 }
 
@@ -641,7 +647,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     {
       await this.appAddSite(d, mode);
       // A site that takes writes here must never be overwritten by a sync: its session ends.
-      if (mode === 'serve') await this.transport.close(d);
+      if (mode === 'serve') await this.closeReceivers(d);
       // A web site's front is the web server's own block (webstack/), not a Ferry vhost.
       if (this.nginx && !this.stack?.has(d)) {
         const viaNginx =
@@ -658,7 +664,7 @@ export class HostAgent implements HostDriver, SyncPeer {
         // cut-over, with requests held until it goes on) does not wait for it; the next call for
         // this site does (the site's lock).
         void this.locked(`site:${d}`, async () => {
-          await this.transport.close(d);
+          await this.closeReceivers(d);
           await this.stopTracking(d);
         }).catch((err: Error) =>
           this.opts.log?.(`${d}: ending its sync session and tracker: ${err.message}`),
@@ -693,7 +699,7 @@ export class HostAgent implements HostDriver, SyncPeer {
   removeSite(domain: string, deleteData = false): Promise<void> {
     const d = normalizeDomain(domain);
     return this.locked(`site:${d}`, async () => {
-      await this.transport.close(d);
+      await this.closeReceivers(d);
       await this.stopTracking(d);
       await this.nginx?.removeVhost(d, {
         reload: this.opts.web.kind === 'nginx' && this.opts.web.reloadOnRemove === true,
@@ -739,9 +745,20 @@ export class HostAgent implements HostDriver, SyncPeer {
   }
 
   /** Reread the site's data after a sync (a web site's own application reads its files itself: no-op). */
-  reloadSite(domain: string): Promise<void> {
-    if (this.stack?.has(normalizeDomain(domain))) return Promise.resolve();
+  async reloadSite(domain: string): Promise<void> {
+    const d = normalizeDomain(domain);
+    await this.reloadMail(d);
+    if (this.stack?.has(d)) return;
     return this.sites.reloadSite(domain);
+  }
+
+  /** After a pass that brought mail: the Maildirs given to the mail user, Dovecot's indexes rebuilt. */
+  private async reloadMail(d: string): Promise<void> {
+    if (!this.opts.mailCopy || !this.transport.list().includes(mailSession(d))) return;
+    const target = await this.opts.mailCopy.mailRoot(d);
+    if (!target) return;
+    await ownMaildirs(target.root, target.uid, target.gid);
+    await this.opts.mailCopy.afterPass(d);
   }
 
   /** Where the site's data lives: a web site's own folder, else the site app's. */
@@ -842,7 +859,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
-      await this.transport.close(d);
+      await this.closeReceivers(d);
       await this.stopTracking(d);
       await this.locked('webstack', () => stack.finish(d, role, opts.backupKeepMs ?? 7 * 24 * 3_600_000));
       await this.forgetSite(d);
@@ -864,7 +881,7 @@ export class HostAgent implements HostDriver, SyncPeer {
 
   /** The site app forgets a web site that is no longer gated (its files stay where they are). */
   private async forgetSite(d: string): Promise<void> {
-    await this.transport.close(d);
+    await this.closeReceivers(d);
     await this.stopTracking(d);
     if (this.sites.hasSite(d)) await this.sites.removeSite(d, { deleteData: false });
     await this.saveState();
@@ -906,11 +923,32 @@ export class HostAgent implements HostDriver, SyncPeer {
         ),
       );
     }
-    return this.transport.open(d, this.siteDataDir(d));
+    return this.openReceivers(d);
+  }
+
+  /**
+   * The site's receive session, with its mail session when the mail part gives the domain a mail
+   * root here (rsync transport only: the sandbox's in-process agents move no mail).
+   */
+  private async openReceivers(d: string): Promise<SyncEndpoint> {
+    const endpoint = await this.transport.open(d, this.siteDataDir(d));
+    const target =
+      this.opts.mailCopy && this.transport.kind === 'rsync' ? await this.opts.mailCopy.mailRoot(d) : null;
+    if (!target) return endpoint;
+    // Folders above the root stay traversable for the mail user; the root becomes its own after the pass.
+    await mkdir(dirname(target.root), { recursive: true, mode: 0o755 });
+    await mkdir(target.root, { recursive: true, mode: 0o700 });
+    return { ...endpoint, mail: await this.transport.open(mailSession(d), target.root) };
   }
 
   closeSyncReceiver(domain: string): Promise<void> {
-    return this.transport.close(normalizeDomain(domain));
+    return this.closeReceivers(normalizeDomain(domain));
+  }
+
+  /** Close the site's receive session and its mail session. */
+  private async closeReceivers(d: string): Promise<void> {
+    await this.transport.close(d);
+    await this.transport.close(mailSession(d));
   }
 
   /**
@@ -991,7 +1029,7 @@ export class HostAgent implements HostDriver, SyncPeer {
       if (set.kind === 'full') this.opts.log?.(`sync of ${d}: full pass (${set.reason})`);
       let reported = false;
       // Nothing changed since the last pass: no connection to the peer at all.
-      const res =
+      const site =
         set.kind === 'paths' && set.paths.length === 0
           ? { files: 0, bytes: 0 }
           : await this.transport.push(
@@ -1005,6 +1043,13 @@ export class HostAgent implements HostDriver, SyncPeer {
               },
               set.kind === 'paths' ? set.paths : undefined,
             );
+      // The domain's Maildirs, in the same pass, after the site's data (bytes counted on).
+      const res = await this.pushMail(d, to, site, (p) => {
+        reported = true;
+        job.bytes = p.bytes;
+        job.percent = p.percent;
+        onProgress?.(p);
+      });
       // Every pass ends with its figure, also one that copied too little to report along the way.
       if (!reported) onProgress?.({ bytes: res.bytes, percent: 100, files: res.files });
       // After the first pass of a session, the next one (the final pass, inside the cut-over's
@@ -1031,6 +1076,34 @@ export class HostAgent implements HostDriver, SyncPeer {
       Object.assign(job, { state: 'failed', endedAt: Date.now(), error: (err as Error).message });
       throw err;
     }
+  }
+
+  /**
+   * The mail part of a pass: the domain's Maildirs into the receiver's mail session, when the
+   * mail part lists some (none: `site` as it is, nothing started). Progress counts on from the
+   * site's bytes; MAIL_SYNC when the receiver offers no mail session for them.
+   */
+  private async pushMail(
+    d: string,
+    to: SyncEndpoint,
+    site: { files: number; bytes: number; totalBytes?: number },
+    onProgress: (p: PushProgress) => void,
+  ): Promise<{ files: number; bytes: number; totalBytes?: number }> {
+    const dirs = this.opts.mailCopy ? await this.opts.mailCopy.mailDirs(d) : [];
+    if (dirs.length === 0) return site;
+    if (!to.mail)
+      throw new FerryError(
+        'MAIL_SYNC',
+        `${d} has mail here but the receiver offers no mail session for it; start its agent with the mail configuration`,
+      );
+    const mail = await pushMaildirs(dirs, to.mail, (p) =>
+      onProgress({ bytes: site.bytes + p.bytes, percent: p.percent }),
+    );
+    return {
+      files: site.files + mail.files,
+      bytes: site.bytes + mail.bytes,
+      ...(site.totalBytes !== undefined ? { totalBytes: site.totalBytes } : {}),
+    };
   }
 
   /**
@@ -1286,4 +1359,9 @@ function checkRedirectId(id: string): void {
       'REDIRECT_ID_INVALID',
       `redirect id "${id}" must be 1-120 letters, digits, '.', '_' or '-'`,
     );
+}
+
+/** The receive session of a site's mail (a session name no domain has). */
+function mailSession(d: string): string {
+  return `${d}_mail`;
 }

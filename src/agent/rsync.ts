@@ -46,6 +46,8 @@ export interface SyncEndpoint {
   fingerprint?: string;
   /** Set for a session of an in-process agent (transport.ts); rsync sessions have none. */
   transport?: 'in-process';
+  /** The session of the site's mail (its Maildirs), when the receiver takes mail for the domain. */
+  mail?: SyncEndpoint;
 }
 
 export interface RsyncReceiverOptions {
@@ -312,6 +314,10 @@ export interface PushOptions {
    * each path the source no longer has deleted on the receiver. Default: the whole folder.
    */
   paths?: string[];
+  /** rsync `--exclude` patterns (excluded files are neither sent nor deleted on the receiver). */
+  exclude?: string[];
+  /** Copy symlinks to folders as the folders they point to (`--copy-dirlinks`). */
+  copyDirLinks?: boolean;
 }
 
 /**
@@ -426,6 +432,8 @@ function spawnRsync(
     '-e',
     tls.rsh,
     ...(byPaths ? ['-r', '--files-from=-', '--from0', '--delete-missing-args', '--force'] : []),
+    ...(opts.copyDirLinks ? ['--copy-dirlinks'] : []),
+    ...(opts.exclude ?? []).map((x) => `--exclude=${x}`),
     `${opts.source.replace(/\/+$/, '')}/`,
     `${to.user}@${host}::${to.module}/`,
   ];

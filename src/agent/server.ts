@@ -200,6 +200,20 @@ const gtidPos = z.string().regex(/^(\d+-\d+-\d+(,\s*\d+-\d+-\d+)*)?$/, {
   message: 'must be a GTID position, e.g. "1-1-42,2-2-7"',
 });
 
+/** A receive session of another agent (the site's; its mail's has the same shape). */
+const syncEndpoint = z
+  .object({
+    address: ip,
+    port,
+    module: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/),
+    user: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/),
+    secret: z.string().min(16).max(200),
+    fingerprint: z.string().regex(/^[0-9a-f]{64}$/, {
+      message: "must be the SHA-256 of the receiver's certificate, 64 hex digits",
+    }),
+  })
+  .strict();
+
 const schemas = {
   bundle,
   needs,
@@ -274,18 +288,7 @@ const schemas = {
         .string()
         .regex(/^[A-Za-z0-9._-]{1,64}$/)
         .optional(),
-      to: z
-        .object({
-          address: ip,
-          port,
-          module: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/),
-          user: z.string().regex(/^[A-Za-z0-9._-]{1,120}$/),
-          secret: z.string().min(16).max(200),
-          fingerprint: z.string().regex(/^[0-9a-f]{64}$/, {
-            message: "must be the SHA-256 of the receiver's certificate, 64 hex digits",
-          }),
-        })
-        .strict(),
+      to: syncEndpoint.extend({ mail: syncEndpoint.optional() }).strict(),
     })
     .strict(),
 };
