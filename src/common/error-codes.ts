@@ -146,6 +146,16 @@ export const ERROR_CODES = {
   LOADGEN_OPTIONS: bad('bad load generator options'),
   LOADGEN_RESOLVE: failed('the load generator cannot resolve a domain'),
   LOADGEN_TIMEOUT: failed('a load generator request got no complete answer in time'),
+  MAIL_DOMAIN_EXISTS: conflict(
+    "the target's Postfix or Dovecot already has mail for the domain; Ferry never merges a domain's mail",
+  ),
+  MAIL_NOT_CONFIGURED: conflict(
+    "a server's agent cannot move mail (no --postfix-config/--dovecot-config, or Postfix or Dovecot refused)",
+  ),
+  MAIL_SYNC: conflict("copying the domain's mailboxes failed (rsync's or doveadm's words say why)"),
+  MAIL_UNREADABLE: conflict(
+    "the domain's mail cannot be read (a map that is not a file map, a mailbox that is not a Maildir, an unreadable file)",
+  ),
   MIGRATION_DIRECT_NO_IP: conflict('a direct migration needs the domain to have exactly one A record'),
   MIGRATION_NOT_FOUND: notFound('no migration with this id'),
   MIGRATION_NO_IPV6: conflict('the domain has an AAAA record to move but the target has no IPv6 address'),
