@@ -318,6 +318,23 @@ export class Postfix {
     if (changed && opts.reload !== false) await this.reload();
   }
 
+  /** The domain's installed lines become this server's own: their `# ferry:` marks go (no reload needed). */
+  async unmark(domain: string): Promise<void> {
+    const d = checkDomain(domain);
+    for (const param of ['virtual_mailbox_domains', 'virtual_mailbox_maps', 'virtual_alias_maps'] as const) {
+      const { maps } = await this.fileMaps(param);
+      for (const map of maps) {
+        const text = await readFile(map.source, 'utf8').catch(() => undefined);
+        if (text === undefined) continue;
+        const left = text
+          .split('\n')
+          .filter((l) => l.trim() !== `# ferry: ${d}`)
+          .join('\n');
+        if (left !== text) await writeAtomic(map.source, left);
+      }
+    }
+  }
+
   private async postmap(map: FileMap): Promise<void> {
     if (map.type === 'hash' || map.type === 'lmdb')
       await run('postmap', ['-c', this.configDir, `${map.type}:${map.source}`]);
@@ -366,6 +383,8 @@ export class Postfix {
   /** Switch the domain's recipients (and only them): deliver here, defer with 4xx, or relay elsewhere. Idempotent. */
   async setDomainState(domain: string, state: PostfixDomainState): Promise<void> {
     const d = checkDomain(domain);
+    // Delivering is what a domain Ferry never switched does: main.cf stays as it is.
+    if (state === 'deliver' && (await this.domainState(d)) === 'deliver') return;
     let changed = await this.installSwitches();
     const hold =
       state === 'defer' ? `${d} 450 4.2.1 mail for ${d} is being moved, try again later` : undefined;
