@@ -5,6 +5,7 @@
  * idle, and finish on both sides. Dovecot's side is tested with its own class.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,28 @@ import { isFerryError } from '../../common/errors.js';
 import { postfixInstalled, startPostfix, type PostfixInstance } from '../../../test/mail/postfix.js';
 import { MailSites, countMaildir } from './mail.js';
 import { Postfix } from './postfix.js';
+
+test('ferry agent takes --postfix-config and --dovecot-config together or not at all', () => {
+  for (const flag of [
+    ['--postfix-config', '/etc/postfix'],
+    ['--dovecot-config', '/etc/dovecot/dovecot.conf'],
+  ]) {
+    const r = spawnSync(
+      process.execPath,
+      [
+        join(import.meta.dirname, '..', '..', '..', 'bin', 'ferry.js'),
+        'agent',
+        '--shared-ip',
+        '127.0.0.1',
+        '--loopback-addresses',
+        ...flag,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /pass both --postfix-config and --dovecot-config, or neither \[AGENT_OPTIONS\]/);
+  }
+});
 
 const skip = postfixInstalled ? false : 'needs Postfix and swaks installed, run as root';
 
