@@ -23,7 +23,7 @@
 import { createHash, randomBytes, type BinaryLike } from 'node:crypto';
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { FerryError } from '../common/errors.js';
+import { FerryError, isFerryError } from '../common/errors.js';
 import { KeyedLock } from '../common/keyed-lock.js';
 import { sleep } from '../common/time.js';
 import {
@@ -771,7 +771,16 @@ export class HostAgent implements HostDriver, SyncPeer {
 
   /** Whether the domain has mail on this server's Postfix (false without a mail configuration). */
   private async hasMail(d: string): Promise<boolean> {
-    return this.mail ? this.mail.has(d) : false;
+    if (!this.mail) return false;
+    try {
+      return await this.mail.has(d);
+    } catch (err) {
+      // Maps Ferry cannot read: a site with mail was refused at its inspection or check, so this
+      // one has none that moves; its web part goes on.
+      if (!isFerryError(err, 'MAIL_UNREADABLE')) throw err;
+      this.opts.log?.(`${d}: its mail is not read (${err.message})`);
+      return false;
+    }
   }
 
   private mailSites(): MailSites {

@@ -199,6 +199,24 @@ describe('Postfix', { skip }, () => {
     }
   });
 
+  test('two domains switched at once both keep their state (the switches share one file)', async () => {
+    try {
+      await Promise.all([
+        pf.setDomainState('moved.test', 'defer'),
+        pf.setDomainState('other.test', { relay: target.address, port: target.port }),
+      ]);
+      assert.equal(await pf.domainState('moved.test'), 'defer');
+      assert.deepEqual(await pf.domainState('other.test'), { relay: target.address, port: target.port });
+    } finally {
+      await Promise.all([
+        pf.setDomainState('moved.test', 'deliver'),
+        pf.setDomainState('other.test', 'deliver'),
+      ]);
+    }
+    assert.equal(await pf.domainState('moved.test'), 'deliver');
+    assert.equal(await pf.domainState('other.test'), 'deliver');
+  });
+
   test("queued counts the messages waiting for the domain's recipients", async () => {
     // Relayed to a port nobody listens on, the domain's mail waits in the queue.
     await pf.setDomainState('moved.test', { relay: '127.0.88.3', port: 9 });

@@ -15,6 +15,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { FerryError } from '../../common/errors.js';
+import { KeyedLock } from '../../common/keyed-lock.js';
 
 /** What a domain's mail looks like in Postfix's virtual maps. */
 export interface PostfixDomainMail {
@@ -107,6 +108,8 @@ function checkDomain(domain: string): string {
 export class Postfix {
   readonly configDir: string;
   private readonly ferryDir: string;
+  /** Changes of the files run one at a time (two sites' switches share Ferry's maps). */
+  private readonly lock = new KeyedLock();
 
   constructor(opts: { configDir: string }) {
     this.configDir = opts.configDir;
@@ -257,7 +260,11 @@ export class Postfix {
    * when this Postfix already has mail of the domain; MAIL_NOT_CONFIGURED when a parameter has no
    * file map to append to.
    */
-  async installLines(domain: string, lines: PostfixLines): Promise<void> {
+  installLines(domain: string, lines: PostfixLines): Promise<void> {
+    return this.lock.run('files', () => this.installLinesNow(domain, lines));
+  }
+
+  private async installLinesNow(domain: string, lines: PostfixLines): Promise<void> {
     const d = checkDomain(domain);
     for (const l of [...lines.domains, ...lines.mailboxes, ...lines.aliases]) {
       const first = l.split(/\s+/)[0] ?? '';
@@ -300,7 +307,11 @@ export class Postfix {
   }
 
   /** Remove exactly the lines installLines added for the domain; postmap, reload. Idempotent. */
-  async removeLines(domain: string, opts: { reload?: boolean } = {}): Promise<void> {
+  removeLines(domain: string, opts: { reload?: boolean } = {}): Promise<void> {
+    return this.lock.run('files', () => this.removeLinesNow(domain, opts));
+  }
+
+  private async removeLinesNow(domain: string, opts: { reload?: boolean }): Promise<void> {
     const d = checkDomain(domain);
     let changed = false;
     for (const param of ['virtual_mailbox_domains', 'virtual_mailbox_maps', 'virtual_alias_maps'] as const) {
@@ -319,7 +330,11 @@ export class Postfix {
   }
 
   /** The domain's installed lines become this server's own: their `# ferry:` marks go (no reload needed). */
-  async unmark(domain: string): Promise<void> {
+  unmark(domain: string): Promise<void> {
+    return this.lock.run('files', () => this.unmarkNow(domain));
+  }
+
+  private async unmarkNow(domain: string): Promise<void> {
     const d = checkDomain(domain);
     for (const param of ['virtual_mailbox_domains', 'virtual_mailbox_maps', 'virtual_alias_maps'] as const) {
       const { maps } = await this.fileMaps(param);
@@ -358,7 +373,7 @@ export class Postfix {
   }
 
   /** Put Ferry's two maps in front of main.cf's restrictions and transport_maps, once (what was there stays). */
-  async installSwitches(): Promise<boolean> {
+  private async installSwitches(): Promise<boolean> {
     await mkdir(this.ferryDir, { recursive: true });
     for (const f of [this.holdMap(), this.transportMap()])
       await readFile(f).catch(() => writeFile(f, '# Ferry: per-domain switches (managed by ferry agent)\n'));
@@ -381,7 +396,11 @@ export class Postfix {
   }
 
   /** Switch the domain's recipients (and only them): deliver here, defer with 4xx, or relay elsewhere. Idempotent. */
-  async setDomainState(domain: string, state: PostfixDomainState): Promise<void> {
+  setDomainState(domain: string, state: PostfixDomainState): Promise<void> {
+    return this.lock.run('files', () => this.setDomainStateNow(domain, state));
+  }
+
+  private async setDomainStateNow(domain: string, state: PostfixDomainState): Promise<void> {
     const d = checkDomain(domain);
     // Delivering is what a domain Ferry never switched does: main.cf stays as it is.
     if (state === 'deliver' && (await this.domainState(d)) === 'deliver') return;
