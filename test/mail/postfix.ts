@@ -195,16 +195,18 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
       }
     },
     async stop() {
-      spawnSync('postfix', ['-c', configDir, 'stop'], { encoding: 'utf8', timeout: 30_000 });
       const pidFile = join(dir, 'queue', 'pid', 'master.pid');
-      if (existsSync(pidFile)) {
-        const pid = Number(readFileSync(pidFile, 'utf8').trim());
-        if (pid > 0) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // already gone
-          }
+      const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : 0;
+      spawnSync('postfix', ['-c', configDir, 'stop'], { encoding: 'utf8', timeout: 30_000 });
+      // A master that did not stop is killed, once it is known to be this instance's.
+      const cmdline = `/proc/${pid}/cmdline`;
+      for (let i = 0; pid > 0 && i < 50 && existsSync(cmdline); i++)
+        await new Promise((r) => setTimeout(r, 100));
+      if (pid > 0 && existsSync(cmdline) && readFileSync(cmdline, 'utf8').includes('master')) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone meanwhile
         }
       }
       rmSync(dir, { recursive: true, force: true });
