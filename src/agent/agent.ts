@@ -903,7 +903,10 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
-      await this.mail?.uninstall(d);
+      await this.mail?.uninstall(d).catch((err: unknown) => {
+        // Maps Ferry cannot read hold nothing it installed (the install reads them first).
+        if (!isFerryError(err, 'MAIL_UNREADABLE')) throw err;
+      });
       await this.locked('webstack', () => stack.uninstall(d));
       await this.forgetSite(d);
     });

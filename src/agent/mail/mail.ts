@@ -130,8 +130,9 @@ export class MailSites {
     if (this.opts.dovecot) await this.opts.dovecot.installUsers(bundle.domain, bundle.users);
   }
 
-  /** Target rollback: exactly what install added goes, and the domain's switches. Idempotent. */
+  /** Target rollback: exactly what install added goes, and the domain's switches. Idempotent; no-op for a domain Ferry never touched here. */
   async uninstall(domain: string): Promise<void> {
+    if (!(await this.has(domain)) && (await this.opts.postfix.domainState(domain)) === 'deliver') return;
     await this.opts.postfix.removeLines(domain);
     await this.opts.dovecot?.removeUsers(domain);
     await this.applyMode(domain, 'serve');
