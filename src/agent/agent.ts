@@ -23,7 +23,7 @@
 import { createHash, randomBytes, type BinaryLike } from 'node:crypto';
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { FerryError } from '../common/errors.js';
+import { FerryError, isFerryError } from '../common/errors.js';
 import { KeyedLock } from '../common/keyed-lock.js';
 import { sleep } from '../common/time.js';
 import {
@@ -48,6 +48,7 @@ import type {
 import { KernelRelay, RelayProcess, type RelayStats } from '../relay/index.js';
 import type { AddressManager } from './addresses.js';
 import { DatabaseMover, findSiteDatabases, type MariaDbAgentOptions } from './database/index.js';
+import { Dovecot, MailSites, Postfix } from './mail/index.js';
 import { NginxFrontend, type NginxOptions } from './nginx.js';
 import { httpProbe } from './probe.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
@@ -165,6 +166,13 @@ export interface HostAgentOptions {
    * `address` defaults to the first shared IP.
    */
   mariadb?: Omit<MariaDbAgentOptions, 'address'> & { address?: string };
+  /**
+   * The server's own Postfix and Dovecot (mail/): a web site's domain with mail here moves its
+   * mail with it. Without it, a site with mail cannot come here (MAIL_NOT_CONFIGURED) and an
+   * origin's sites are inspected without their mail. `relayPort`: where relayed mail goes on the
+   * new server (default 25).
+   */
+  mail?: { postfixConfig: string; dovecotConfig: string; relayPort?: number };
   /** Hears what the agent reports in passing (a sync pass that falls back to a full copy, and why). */
   /**
    * The domain's mail, when the agent moves mail (set by the mail part): each sync pass of a site
@@ -216,6 +224,8 @@ export class HostAgent implements HostDriver, SyncPeer {
   private pruneTimer: NodeJS.Timeout | undefined;
   /** The site databases' mover (undefined without `mariadb`). */
   private readonly databases: DatabaseMover | undefined;
+  /** The domains' mail (undefined without `mail`). */
+  private readonly mail: MailSites | undefined;
 
   constructor(opts: HostAgentOptions) {
     if (opts.sharedIps.length === 0)
@@ -290,6 +300,15 @@ export class HostAgent implements HostDriver, SyncPeer {
         dataDir: opts.dataDir,
         localAddresses: this.localAddresses(),
         findWpConfig: (d) => this.findWpConfig(d),
+      });
+    }
+    if (opts.mail) {
+      this.mail = new MailSites({
+        postfix: new Postfix({ configDir: opts.mail.postfixConfig }),
+        dovecot: new Dovecot({ configFile: opts.mail.dovecotConfig }),
+        dataDir: opts.dataDir,
+        ...(opts.mail.relayPort !== undefined ? { relayPort: opts.mail.relayPort } : {}),
+        ...(opts.log ? { log: opts.log } : {}),
       });
     }
     this.transport =
@@ -645,6 +664,9 @@ export class HostAgent implements HostDriver, SyncPeer {
   /** addSite's work, under the site's lock. */
   private async applySite(d: string, mode: SiteMode): Promise<void> {
     {
+      // The domain's mail takes the mode's state first: in a hold, no message is delivered here
+      // once the site's requests are held (mail/mail.ts has the table).
+      if (this.stack?.has(d) && (await this.hasMail(d))) await this.mail!.applyMode(d, mode);
       await this.appAddSite(d, mode);
       // A site that takes writes here must never be overwritten by a sync: its session ends.
       if (mode === 'serve') await this.closeReceivers(d);
@@ -740,8 +762,39 @@ export class HostAgent implements HostDriver, SyncPeer {
     };
   }
 
-  waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean> {
-    return this.sites.waitIdle(domain, timeoutMs);
+  /** Until the site has no request in flight and, with mail, no queued message nor mail session of its domain. */
+  async waitSiteIdle(domain: string, timeoutMs: number): Promise<boolean> {
+    const d = normalizeDomain(domain);
+    const deadline = Date.now() + timeoutMs;
+    if (!(await this.sites.waitIdle(d, timeoutMs))) return false;
+    if (!this.stack?.has(d) || !(await this.hasMail(d))) return true;
+    for (;;) {
+      if (await this.mail!.idle(d)) return true;
+      if (Date.now() >= deadline) return false;
+      await sleep(Math.min(200, Math.max(1, deadline - Date.now())));
+    }
+  }
+
+  /** Whether the domain has mail on this server's Postfix (false without a mail configuration). */
+  private async hasMail(d: string): Promise<boolean> {
+    if (!this.mail) return false;
+    try {
+      return await this.mail.has(d);
+    } catch (err) {
+      // Maps Ferry cannot read: a site with mail was refused at its inspection or check, so this
+      // one has none that moves; its web part goes on.
+      if (!isFerryError(err, 'MAIL_UNREADABLE')) throw err;
+      this.opts.log?.(`${d}: its mail is not read (${err.message})`);
+      return false;
+    }
+  }
+
+  private mailSites(): MailSites {
+    if (this.mail) return this.mail;
+    throw new FerryError(
+      'MAIL_NOT_CONFIGURED',
+      `this agent (${this.id}) has no --postfix-config and --dovecot-config: it cannot take a site's mail; start it with the configuration of this server's Postfix and Dovecot`,
+    );
   }
 
   /** Reread the site's data after a sync (a web site's own application reads its files itself: no-op). */
@@ -786,7 +839,16 @@ export class HostAgent implements HostDriver, SyncPeer {
 
   /** The server's own site named `domain` (its blocks merged), or null when it has none. */
   async inspectWebSite(domain: string): Promise<WebSite | null> {
-    return this.webStack().inspect(normalizeDomain(domain));
+    const d = normalizeDomain(domain);
+    const site = await this.webStack().inspect(d);
+    if (!site || !this.mail) return site;
+    const { mail, refusals } = await this.mail.inspect(d);
+    return {
+      ...site,
+      ...(mail ? { mail } : {}),
+      refusals: [...site.refusals, ...refusals],
+      movable: site.movable && refusals.length === 0,
+    };
   }
 
   /**
@@ -794,8 +856,10 @@ export class HostAgent implements HostDriver, SyncPeer {
    * inspection said it requires). Throws `TARGET_LACKS` naming each lack; changes nothing. The
    * install runs the same check.
    */
-  checkWebSite(domain: string, needs: SiteNeeds): Promise<void> {
-    return this.webStack().assertCanHost(normalizeDomain(domain), needs);
+  async checkWebSite(domain: string, needs: SiteNeeds): Promise<void> {
+    const d = normalizeDomain(domain);
+    await this.webStack().assertCanHost(d, needs);
+    if (needs.mailDomain) await this.mailSites().assertCanHost(normalizeDomain(needs.mailDomain));
   }
 
   /** Origin: put the gate in front of the site (one reload); the site serves through it. Idempotent. */
@@ -810,16 +874,28 @@ export class HostAgent implements HostDriver, SyncPeer {
   }
 
   /** Everything that recreates the site on another server (keys included: never log it). */
-  exportWebSite(domain: string): Promise<WebSiteBundle> {
-    return this.webStack().export(normalizeDomain(domain));
+  async exportWebSite(domain: string): Promise<WebSiteBundle> {
+    const d = normalizeDomain(domain);
+    const bundle = await this.webStack().export(d);
+    const mail = this.mail ? await this.mail.export(d) : undefined;
+    return mail ? { ...bundle, mail } : bundle;
   }
 
   /** Target: recreate the site; it ends a site of the site app in mode readonly. Idempotent. */
   installWebSite(bundle: WebSiteBundle): Promise<void> {
     const d = normalizeDomain(bundle.domain);
     const stack = this.webStack();
+    const mail = bundle.mail;
+    if (mail && normalizeDomain(mail.domain) !== d)
+      return Promise.reject(
+        new FerryError('VALIDATION', `the bundle's mail is of ${mail.domain}, not of the site ${d}`),
+      );
+    const mailSites = mail ? this.mailSites() : undefined;
     return this.locked(`site:${d}`, async () => {
       const mode = this.sites.hasSite(d) ? this.sites.mode(d) : 'readonly';
+      // The mail first, in the site's mode (readonly: 4xx, logins refused), then the site, whose
+      // applySite keeps the mail in that state.
+      if (mail && mailSites) await mailSites.install({ ...mail, domain: d }, mode);
       await this.locked('webstack', () =>
         stack.install({ ...bundle, domain: d }, () => this.applySite(d, mode)),
       );
@@ -832,6 +908,8 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
+      // The domain's mail is delivered here again before the site's gate goes.
+      if (await this.hasMail(d)) await this.mail!.applyMode(d, 'serve');
       await this.locked('webstack', () => stack.ungate(d));
       await this.forgetSite(d);
     });
@@ -842,6 +920,10 @@ export class HostAgent implements HostDriver, SyncPeer {
     const d = normalizeDomain(domain);
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
+      await this.mail?.uninstall(d).catch((err: unknown) => {
+        // Maps Ferry cannot read hold nothing it installed (the install reads them first).
+        if (!isFerryError(err, 'MAIL_UNREADABLE')) throw err;
+      });
       await this.locked('webstack', () => stack.uninstall(d));
       await this.forgetSite(d);
     });
@@ -861,7 +943,9 @@ export class HostAgent implements HostDriver, SyncPeer {
     return this.locked(`site:${d}`, async () => {
       await this.closeReceivers(d);
       await this.stopTracking(d);
-      await this.locked('webstack', () => stack.finish(d, role, opts.backupKeepMs ?? 7 * 24 * 3_600_000));
+      const keep = opts.backupKeepMs ?? 7 * 24 * 3_600_000;
+      if (await this.hasMail(d)) await this.mail!.finish(d, role, keep);
+      await this.locked('webstack', () => stack.finish(d, role, keep));
       await this.forgetSite(d);
     });
   }

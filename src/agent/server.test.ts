@@ -359,6 +359,33 @@ describe('agent API', () => {
           /body\.files\[0\]\.path: must be an absolute path without "\.\.".*body\.user\.name: must be a system user/,
       },
       {
+        method: 'PUT',
+        url: '/v1/web-sites/shop.example/install',
+        body: {
+          domain: 'shop.example',
+          server: 'nginx',
+          site: { server: 'nginx', names: ['shop.example'], listens: [], paths: [], certificates: [] },
+          files: [],
+          pool: null,
+          certificates: [],
+          user: null,
+          group: null,
+          crontab: '',
+          dataDir: null,
+          mail: {
+            domain: 'shop.example',
+            postfix: {
+              domains: ['shop.example'],
+              mailboxes: ['a@shop.example shop.example/a/\nevil OK'],
+              aliases: [],
+            },
+            users: [],
+            maildirs: [],
+          },
+        },
+        expect: /body\.mail\.postfix\.mailboxes\[0\]: must be one line/,
+      },
+      {
         method: 'POST',
         url: '/v1/web-sites/shop.example/finish',
         body: { role: 'both' },

@@ -77,6 +77,8 @@ const sysName = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, { message: 'must be a system user or group name' });
 const id = z.number().int().min(0).max(4_294_967_294);
+/** One line of a mail map or passwd-file (no line break). */
+const mapLine = z.string().regex(/^[^\r\n\0]{1,8192}$/, { message: 'must be one line' });
 /** A site bundle: its parts are checked here, the parsed site is the origin agent's own description. */
 const bundle = z
   .object({
@@ -117,6 +119,17 @@ const bundle = z
       .object({ path: absPath, user: sysName, group: sysName, mode: z.number().int().min(0).max(0o7777) })
       .strict()
       .nullable(),
+    mail: z
+      .object({
+        domain,
+        postfix: z
+          .object({ domains: z.array(mapLine), mailboxes: z.array(mapLine), aliases: z.array(mapLine) })
+          .strict(),
+        users: z.array(mapLine),
+        maildirs: z.array(z.string().max(4096)),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -135,6 +148,7 @@ const needs = z
         })
         .strict(),
     ),
+    mailDomain: domain.optional(),
   })
   .strict();
 

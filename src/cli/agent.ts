@@ -142,6 +142,14 @@ export function registerAgent(program: Command): void {
       '/etc/mysql/mariadb.conf.d',
     )
     .option(
+      '--postfix-config <dir>',
+      "this server's Postfix configuration directory (postconf -c DIR): a site's domain moves its mail with it (with --dovecot-config)",
+    )
+    .option(
+      '--dovecot-config <file>',
+      "this server's Dovecot configuration file (doveconf -c FILE), with --postfix-config",
+    )
+    .option(
       '--site-app-orphan-timeout <seconds>',
       "the site app's own process outlives the agent; with no agent back within this time it stops by itself",
       number(1),
@@ -157,6 +165,11 @@ export function registerAgent(program: Command): void {
     const engine = o.engine as string;
     if (engine !== 'userspace' && engine !== 'kernel')
       throw new FerryError('AGENT_OPTIONS', `--engine must be userspace or kernel, got "${engine}"`);
+    if (Boolean(o.postfixConfig) !== Boolean(o.dovecotConfig))
+      throw new FerryError(
+        'AGENT_OPTIONS',
+        'moving mail needs both Postfix and Dovecot: pass both --postfix-config and --dovecot-config, or neither',
+      );
     if (Boolean(o.tlsCert) !== Boolean(o.tlsKey))
       throw new FerryError('AGENT_OPTIONS', 'pass both --tls-cert and --tls-key, or neither');
     if (!o.interface && !o.loopbackAddresses) {
@@ -233,6 +246,14 @@ export function registerAgent(program: Command): void {
                   port: o.mariadbPort as number,
                   ...(o.mariadbCa ? { caFile: o.mariadbCa as string } : {}),
                   optionDir: o.mariadbOptionDir as string,
+                },
+              }
+            : {}),
+          ...(o.postfixConfig
+            ? {
+                mail: {
+                  postfixConfig: o.postfixConfig as string,
+                  dovecotConfig: o.dovecotConfig as string,
                 },
               }
             : {}),

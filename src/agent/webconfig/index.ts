@@ -17,6 +17,7 @@ export type {
   SiteListen,
   SiteNeed,
   SiteNeeds,
+  SiteMail,
   SitePath,
   SourceRef,
   WebSite,

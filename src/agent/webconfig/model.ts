@@ -50,7 +50,9 @@ export type RefusalCode =
   | 'POOL_NOT_FOUND'
   | 'POOL_SHARED'
   | 'POOL_ROOT_USER'
-  | 'SPLIT_ROOTS';
+  | 'SPLIT_ROOTS'
+  /** The domain's mail cannot be read (a map that is not a file map, a mailbox not a Maildir). */
+  | 'MAIL_UNREADABLE';
 
 export interface Refusal {
   code: RefusalCode;

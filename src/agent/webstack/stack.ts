@@ -10,6 +10,7 @@
  * reload, and takes every step back when one is refused. What each site has here is saved in
  * `<dataDir>/webstack/<domain>/state.json`, so an agent restarted keeps serving it the same way.
  */
+import type { MailBundle } from '../mail/mail.js';
 import { createHash } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
 import {
@@ -78,6 +79,8 @@ export interface WebSiteBundle {
   crontab: string;
   /** The folder holding every path of the site, with its owner (names) and mode. */
   dataDir: { path: string; user: string; group: string; mode: number } | null;
+  /** The domain's mail, added by the agent when it has a mail configuration and the domain has mail. */
+  mail?: MailBundle;
 }
 
 /** What the agent keeps of one site of the web stack (no secrets). */

@@ -342,6 +342,15 @@ printf '%s' '${CRONTAB}' > /var/spool/cron/crontabs/shop; chmod 0600 /var/spool/
         return true;
       },
     );
+    // A site with mail cannot come to an agent started without Postfix's and Dovecot's configuration.
+    await assert.rejects(
+      target!.driver.checkWebSite(DOMAIN, { server: 'nginx', requires: site!.requires!, mailDomain: DOMAIN }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'MAIL_NOT_CONFIGURED');
+        assert.match(err.message, /--postfix-config and --dovecot-config/);
+        return true;
+      },
+    );
     assert.equal(snapshot(target!), was);
   });
 
