@@ -226,6 +226,8 @@ export class HostAgent implements HostDriver, SyncPeer {
   private readonly databases: DatabaseMover | undefined;
   /** The domains' mail (undefined without `mail`). */
   private readonly mail: MailSites | undefined;
+  /** How syncSite copies the domains' Maildirs (the mail's own, or the one given in the options). */
+  private readonly mailCopy: MailCopyHook | undefined;
 
   constructor(opts: HostAgentOptions) {
     if (opts.sharedIps.length === 0)
@@ -311,6 +313,7 @@ export class HostAgent implements HostDriver, SyncPeer {
         ...(opts.log ? { log: opts.log } : {}),
       });
     }
+    this.mailCopy = opts.mailCopy ?? this.mail?.copyHook();
     this.transport =
       opts.transport ??
       new RsyncTransport({
@@ -807,11 +810,11 @@ export class HostAgent implements HostDriver, SyncPeer {
 
   /** After a pass that brought mail: the Maildirs given to the mail user, Dovecot's indexes rebuilt. */
   private async reloadMail(d: string): Promise<void> {
-    if (!this.opts.mailCopy || !this.transport.list().includes(mailSession(d))) return;
-    const target = await this.opts.mailCopy.mailRoot(d);
+    if (!this.mailCopy || !this.transport.list().includes(mailSession(d))) return;
+    const target = await this.mailCopy.mailRoot(d);
     if (!target) return;
     await ownMaildirs(target.root, target.uid, target.gid);
-    await this.opts.mailCopy.afterPass(d);
+    await this.mailCopy.afterPass(d);
   }
 
   /** Where the site's data lives: a web site's own folder, else the site app's. */
@@ -1016,8 +1019,7 @@ export class HostAgent implements HostDriver, SyncPeer {
    */
   private async openReceivers(d: string): Promise<SyncEndpoint> {
     const endpoint = await this.transport.open(d, this.siteDataDir(d));
-    const target =
-      this.opts.mailCopy && this.transport.kind === 'rsync' ? await this.opts.mailCopy.mailRoot(d) : null;
+    const target = this.mailCopy && this.transport.kind === 'rsync' ? await this.mailCopy.mailRoot(d) : null;
     if (!target) return endpoint;
     // Folders above the root stay traversable for the mail user; the root becomes its own after the pass.
     await mkdir(dirname(target.root), { recursive: true, mode: 0o755 });
@@ -1173,7 +1175,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     site: { files: number; bytes: number; totalBytes?: number },
     onProgress: (p: PushProgress) => void,
   ): Promise<{ files: number; bytes: number; totalBytes?: number }> {
-    const dirs = this.opts.mailCopy ? await this.opts.mailCopy.mailDirs(d) : [];
+    const dirs = this.mailCopy ? await this.mailCopy.mailDirs(d) : [];
     if (dirs.length === 0) return site;
     if (!to.mail)
       throw new FerryError(

@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import { FerryError, isFerryError } from '../../common/errors.js';
 import type { SiteMode } from '../../host/index.js';
 import type { Refusal, SiteMail } from '../webconfig/index.js';
+import type { MailCopyHook } from './copy.js';
 import type { Dovecot } from './dovecot.js';
 import type { Postfix, PostfixLines } from './postfix.js';
 
@@ -76,6 +77,11 @@ export class MailSites {
     if (!pf) return { refusals };
     if (!pf.listed && pf.mailboxes.length === 0 && pf.aliases.length === 0 && (users ?? []).length === 0)
       return { refusals };
+    try {
+      maildirLayout(domain, pf.mailboxes);
+    } catch (e) {
+      refuse(e);
+    }
     const mailboxes: SiteMail['mailboxes'] = [];
     for (const m of pf.mailboxes) {
       const count = await countMaildir(m.path).catch(refuse);
@@ -159,6 +165,44 @@ export class MailSites {
   async idle(domain: string): Promise<boolean> {
     if ((await this.opts.postfix.queued(domain)) > 0) return false;
     return ((await this.opts.dovecot?.sessions(domain)) ?? 0) === 0;
+  }
+
+  /**
+   * The Maildir copy's side of this server, for the agent's syncSite: the origin's Maildirs of the
+   * domain, the folder they land in on the target (the same place under its own
+   * virtual_mailbox_base) with the target's mail user as owner, and Dovecot's resync after a pass.
+   */
+  copyHook(): MailCopyHook {
+    return {
+      mailDirs: async (domain) => {
+        const { mailboxes } = await this.opts.postfix.domainMail(domain);
+        return maildirLayout(domain, mailboxes)?.dirs ?? [];
+      },
+      mailRoot: async (domain) => {
+        if (!(await this.has(domain))) return null;
+        const { mailboxes } = await this.opts.postfix.domainMail(domain);
+        const layout = maildirLayout(domain, mailboxes);
+        if (!layout) return null;
+        return { root: layout.root, ...(await this.mailOwner(domain)) };
+      },
+      afterPass: async (domain) => {
+        await this.opts.dovecot?.resync(domain);
+      },
+    };
+  }
+
+  /** Who owns the domain's Maildirs here: Dovecot's user (it reads them), else Postfix's static virtual uid/gid. */
+  private async mailOwner(domain: string): Promise<{ uid: number; gid: number }> {
+    const user = (await this.opts.dovecot?.users(domain))?.[0];
+    if (user) return { uid: user.uid, gid: user.gid };
+    const uid = /^static:(\d+)$/.exec(await this.opts.postfix.param('virtual_uid_maps'))?.[1];
+    const gid = /^static:(\d+)$/.exec(await this.opts.postfix.param('virtual_gid_maps'))?.[1];
+    if (uid === undefined || gid === undefined)
+      throw new FerryError(
+        'MAIL_NOT_CONFIGURED',
+        `cannot tell who owns ${domain}'s Maildirs here: no Dovecot user of the domain and no static virtual_uid_maps/virtual_gid_maps in Postfix`,
+      );
+    return { uid: Number(uid), gid: Number(gid) };
   }
 
   /** Whether this server has mail of the domain (what Ferry installed counts). */
@@ -290,4 +334,28 @@ async function move(from: string, to: string): Promise<void> {
       ),
     );
   }
+}
+
+/**
+ * The domain's Maildirs as the copy sees them: one folder (`root`) holding one Maildir per user
+ * (`<root>/<user>/`). Undefined when the domain has no mailbox; MAIL_UNREADABLE when its
+ * mailboxes are not side by side in one folder (the copy could not place them on the target).
+ */
+export function maildirLayout(
+  domain: string,
+  mailboxes: Array<{ address: string; path: string }>,
+): { root: string; dirs: Array<{ user: string; maildir: string }> } | undefined {
+  if (mailboxes.length === 0) return undefined;
+  const dirs = mailboxes.map((m) => {
+    const path = m.path.replace(/\/+$/, '');
+    return { user: path.slice(path.lastIndexOf('/') + 1), maildir: path, parent: dirname(path) };
+  });
+  const root = dirs[0]!.parent;
+  const apart = dirs.find((d) => d.parent !== root);
+  if (apart)
+    throw new FerryError(
+      'MAIL_UNREADABLE',
+      `${domain}'s Maildirs are not in one folder (${root} and ${apart.parent}): Ferry moves a domain whose mailboxes sit side by side`,
+    );
+  return { root, dirs: dirs.map(({ user, maildir }) => ({ user, maildir })) };
 }
