@@ -19,6 +19,7 @@ export {
   SYNC_PASSES,
   familyStep,
   originalRecordNote,
+  nameStep,
   syncDoneNote,
   syncPassDone,
   waitPassedNote,
@@ -46,10 +47,19 @@ export type {
 } from './ports.js';
 export { planDatabases, describeDatabases } from './databases.js';
 export {
+  planSiteNames,
+  absoluteName,
+  describeSiteNames,
+  type SiteNames,
+  type SiteNamesInput,
+} from './names.js';
+export {
   planWebSite,
   refusalsOf,
   describeRefusals,
   webParity,
+  checkMailPorts,
+  describeMail,
   WEB_PARITY,
   type SiteRefusal,
   type WebSitePlan,
@@ -65,6 +75,7 @@ export {
   type DatabasesPlanned,
   type SiteKind,
   type WebPlan,
+  type NameLeftAlone,
   type Phase,
   type ForwardPhase,
   type MigrationMode,
