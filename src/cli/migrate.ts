@@ -69,7 +69,7 @@ export function registerMigrate(program: Command): void {
       .option('--watch', 'follow the migration live until it ends')
       .option(
         '--dry-run',
-        "ask both agents what the migration would do (its refusals, a web site's databases and the pause of a copy inside the hold) and start nothing",
+        "ask both agents what the migration would do (its refusals, a web site's names, mail and databases, and the pause of a copy inside the hold) and start nothing",
       )
       .option('--id <id>', 'migration id (default: domain and a time stamp)')
       .option('--ttl <seconds>', 'TTL of the A record while at IPt and IP2', number(1, 86400))
