@@ -1370,7 +1370,9 @@ class MigrationRun {
         backupKeepMs,
       });
     } else await this.step(STEP.originRemoveSite, () => this.origin.removeSite(domain));
-    for (const f of this.families) await this.ensureRecord(f.type, f.targetIp, 'original');
+    for (const f of this.families)
+      if (this.names.some((n) => this.original(f, n).ttl !== this.plan.timings.ttl))
+        await this.ensureRecord(f.type, f.targetIp, 'original');
   }
 
   /** Stop the redirect at IPt of family `f` (step `name`), then journal when it was gone. */

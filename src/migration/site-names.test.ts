@@ -6,12 +6,15 @@
  * test describes; DNS, the temporary IP, its redirect and the propagation check are the real ones.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import type { HostAgent, SiteNeeds, WebSite } from '../agent/index.js';
 import type { SiteMail } from '../agent/webconfig/model.js';
 import { FerryError, isFerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
+import { generateToken, startApi } from '../api/index.js';
 import { Controller } from '../controller/index.js';
 import { Sandbox } from '../sandbox/index.js';
 import {
@@ -394,6 +397,74 @@ describe('a site of several names', () => {
     }
   });
 
+  it('ferry migrate --dry-run and the API show the names, those left alone, and the mail', async () => {
+    const token = generateToken();
+    const api = await startApi(ctl, {
+      tokens: [{ token, scope: 'operator', name: 'ops' }],
+      host: '127.0.51.1',
+      port: 0,
+      sampleIntervalMs: 0,
+      dashboard: false,
+      metrics: false,
+    });
+    try {
+      const main = join(import.meta.dirname, '..', 'cli', 'main.ts');
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          main,
+          'migrate',
+          'post.example',
+          '--to',
+          'target',
+          '--dry-run',
+          '--controller',
+          api.url,
+        ],
+        { env: { ...process.env, FERRY_TOKEN: token } },
+      );
+      const d = 'post.example.';
+      assert.match(stdout, /^Would move post\.example\. origin → target .*nothing was started$/m);
+      assert.ok(stdout.includes(`Names:\n  move together: ${d}, www.${d}, mail.${d}\n`), stdout);
+      assert.ok(
+        stdout.includes(`  left alone: old.${d} (points at ${ELSEWHERE}, not the origin's shared IP`),
+        stdout,
+      );
+      assert.ok(stdout.includes(`Mail:\n  mailbox anna@post.example: 3 messages, 4096 bytes\n`), stdout);
+      assert.ok(stdout.includes('  ports: 2525\n'), stdout);
+      // The API's record of a migration carries its plan's names.
+      const res = await fetch(`${api.url}/v1/migrations/shop`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      const body = await res.text();
+      assert.equal(res.status, 200, body);
+      const view = JSON.parse(body) as { plan: { names: string[]; namesLeftAlone: unknown[] } };
+      const shop = 'shop.example.';
+      assert.deepEqual(view.plan.names, [shop, `www.${shop}`, `mail.${shop}`, `ftp.${shop}`]);
+      assert.equal(view.plan.namesLeftAlone.length, 4); // old, cdn, the wildcard, the MX outside the zone
+      const stays = await promisify(execFile)(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          main,
+          'migrate',
+          'stays.example',
+          '--to',
+          'target',
+          '--dry-run',
+          '--controller',
+          api.url,
+        ],
+        { env: { ...process.env, FERRY_TOKEN: token } },
+      );
+      assert.match(stays.stdout, /Mail:\n {2}mail stays on the origin/);
+    } finally {
+      await api.close();
+    }
+  });
   it("puts the site's mail into the plan and asks the target for the mail domain", async () => {
     const before = calls.length;
     const rec = await ctl.startMigration({ domain: 'post.example', to: 'target', id: 'post' });
