@@ -6,7 +6,8 @@
 import { Command, Option } from 'commander';
 import { errorMessage, isFerryError } from '../common/errors.js';
 import { EXIT, exitOfCode, isErrorCode } from '../common/error-codes.js';
-import type { DatabasesPlanned } from '../migration/index.js';
+import type { SiteMail } from '../agent/webconfig/model.js';
+import type { DatabasesPlanned, NameLeftAlone } from '../migration/index.js';
 
 /** Exit codes of the operator commands (the code table's; a failed or rolled-back migration is `failed`). */
 export const CLI_EXIT = EXIT;
@@ -279,8 +280,14 @@ export interface MigrationView {
     originIp: string;
     tempIp: string;
     targetIp: string;
-    /** A web site's databases as planning found them (what moves, what is left in place and why). */
-    web?: { databasePlan?: DatabasesPlanned };
+    /** The site's names that move together (the domain first), and those left alone with why. */
+    names?: string[];
+    namesLeftAlone?: NameLeftAlone[];
+    /**
+     * A web site's databases as planning found them (what moves, what is left in place and why),
+     * and its mail (what moves, or that it stays on the origin).
+     */
+    web?: { databasePlan?: DatabasesPlanned; mail?: SiteMail; mailStays?: boolean };
   };
   phases: Array<{ name: string; startedAt: number; endedAt: number | null }>;
   /** When the redirect at IPt was stopped and IPt taken down (absent until then). */

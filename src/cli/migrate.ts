@@ -8,7 +8,14 @@ import {
   type ConnectionOptions,
   type MigrationView,
 } from './client.js';
-import { describeDatabases, type DatabasesPlanned } from '../migration/index.js';
+import type { SiteMail } from '../agent/webconfig/model.js';
+import {
+  describeDatabases,
+  describeMail,
+  describeSiteNames,
+  type DatabasesPlanned,
+  type NameLeftAlone,
+} from '../migration/index.js';
 import { number } from './options.js';
 import { watchMigration } from './watch.js';
 
@@ -33,6 +40,23 @@ function databaseLines(dbPlan: DatabasesPlanned | undefined): string {
     : '';
 }
 
+/** The plan lines of a web site's names and mail, each under a heading. */
+function namesAndMailLines(p: {
+  names?: string[];
+  namesLeftAlone?: NameLeftAlone[];
+  mail?: SiteMail;
+  mailStays?: boolean;
+}): string {
+  const names = p.names ? describeSiteNames(p.names, p.namesLeftAlone) : [];
+  const mail = describeMail(p.mail, p.mailStays);
+  return [
+    ...(names.length ? ['Names:', ...names.map((l) => `  ${l}`)] : []),
+    ...(mail.length ? ['Mail:', ...mail.map((l) => `  ${l}`)] : []),
+  ]
+    .map((l) => `${l}\n`)
+    .join('');
+}
+
 export function registerMigrate(program: Command): void {
   withConnection(
     program
@@ -45,7 +69,7 @@ export function registerMigrate(program: Command): void {
       .option('--watch', 'follow the migration live until it ends')
       .option(
         '--dry-run',
-        "ask both agents what the migration would do (its refusals, a web site's databases and the pause of a copy inside the hold) and start nothing",
+        "ask both agents what the migration would do (its refusals, a web site's names, mail and databases, and the pause of a copy inside the hold) and start nothing",
       )
       .option('--id <id>', 'migration id (default: domain and a time stamp)')
       .option('--ttl <seconds>', 'TTL of the A record while at IPt and IP2', number(1, 86400))
@@ -69,11 +93,15 @@ export function registerMigrate(program: Command): void {
           kind: string;
           ports: number[];
           databases?: DatabasesPlanned;
+          names?: string[];
+          namesLeftAlone?: NameLeftAlone[];
+          mail?: SiteMail;
+          mailStays?: boolean;
         }>('/v1/migrations/preview', { domain, to: o.to, ...(o.kind ? { kind: o.kind } : {}) });
         process.stdout.write(
           o.json
             ? JSON.stringify(p) + '\n'
-            : `Would move ${p.domain} ${p.from} → ${p.to} (${p.kind === 'web' ? "the server's own web server" : "the agent's site app"}, ports ${p.ports.join(', ')}); nothing was started\n${databaseLines(p.databases)}`,
+            : `Would move ${p.domain} ${p.from} → ${p.to} (${p.kind === 'web' ? "the server's own web server" : "the agent's site app"}, ports ${p.ports.join(', ')}); nothing was started\n${namesAndMailLines(p)}${databaseLines(p.databases)}`,
         );
         return 0;
       }
@@ -91,7 +119,13 @@ export function registerMigrate(program: Command): void {
         ...(Object.keys(timings).length ? { timings } : {}),
       });
       // A web site's databases: what moves (size, users) and what is left in place, with why.
-      const databases = databaseLines(rec.plan.web?.databasePlan);
+      const databases =
+        namesAndMailLines({
+          ...(rec.plan.names ? { names: rec.plan.names } : {}),
+          ...(rec.plan.namesLeftAlone ? { namesLeftAlone: rec.plan.namesLeftAlone } : {}),
+          ...(rec.plan.web?.mail ? { mail: rec.plan.web.mail } : {}),
+          ...(rec.plan.web?.mailStays ? { mailStays: true } : {}),
+        }) + databaseLines(rec.plan.web?.databasePlan);
       if (!o.watch) {
         process.stdout.write(
           o.json

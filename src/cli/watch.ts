@@ -250,10 +250,11 @@ export async function watchMigration(
           );
         return false;
       case 'step':
-        if (!json && d.step === STEP.dnsChange)
-          line(
-            `  ${rec.domain} A → ${String((d.detail as { address?: string } | undefined)?.address ?? '?')}`,
-          );
+        // The domain's record, and each other name's of the site (`dns-change@name`).
+        if (!json && (d.step === STEP.dnsChange || String(d.step).startsWith(`${STEP.dnsChange}@`))) {
+          const detail = d.detail as { address?: string; name?: string; type?: string } | undefined;
+          line(`  ${detail?.name ?? rec.domain} ${detail?.type ?? 'A'} → ${String(detail?.address ?? '?')}`);
+        }
         return false;
       case 'error':
         copying = undefined; // a pass that failed reports no more

@@ -173,6 +173,8 @@ export const ERROR_CODES = {
   ),
   PLAN_DNS_MISMATCH: conflict('the record does not point where the plan expects'),
   PLAN_INVALID: bad('the migration plan is inconsistent'),
+  PLAN_MAIL_PORTS: conflict("the site's ports lack a mail port the origin listens on"),
+  PLAN_NAME_REFUSED: conflict('a name the config adds to the site cannot move with it'),
   PLAN_NO_SITE: conflict('the origin does not host the site'),
   PLAN_TARGET_HAS_SITE: conflict('the target hosts the site already'),
   PREFLIGHT_MISMATCH: failed('the target does not answer like the origin'),

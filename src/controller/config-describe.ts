@@ -85,6 +85,8 @@ export function describeConfig(c: FerryConfig): string {
       `  site ${s.domain}: on ${s.server}, ports ${s.ports.join(',')}, ${s.kind === 'web' ? "the server's own web server" : s.kind}` +
         (s.web?.declaredRoots ? `, roots ${s.web.declaredRoots.join(' ')}` : '') +
         (s.web?.dataDir ? `, data in ${s.web.dataDir}` : '') +
+        (s.names ? `, also the names ${s.names.join(' ')}` : '') +
+        (s.mail === false ? ', mail stays on the origin' : '') +
         (s.databases
           ? `, databases ${s.databases.map((d) => `${d.name}${d.users ? ` (users ${d.users.join(' ')})` : ''}${d.host ? ` at ${d.host}` : ''}${d.engine ? ` (${d.engine})` : ''}`).join(', ')}`
           : '') +

@@ -346,6 +346,12 @@ const dns = z.discriminatedUnion('provider', [embeddedDns, rfc2136Dns, powerDns]
   message: 'provider must be embedded, rfc2136 or powerdns',
 });
 
+/** Whether absolute `name` lies in `zone` (the zone itself or a name under it). */
+function inZone(name: string, zone: string): boolean {
+  const z = zone.toLowerCase().replace(/\.?$/, '.');
+  return name === z || name.endsWith(`.${z}`);
+}
+
 const dbNameMsg = 'must be a database name: letters, digits, _, $ or -, at most 64, e.g. wp_shop';
 const dbUserMsg = 'must be a database user name (no quotes, spaces or @host), e.g. wp_shop';
 const dbHostMsg = 'must be the database host as the application writes it, e.g. localhost or db.example:3306';
@@ -375,6 +381,18 @@ const site = z.strictObject({
       },
       { message: 'must be { declaredRoots, dataDir }' },
     )
+    .optional(),
+  /**
+   * A web site's other names that move with it (besides those planning finds: the web server's
+   * names and the mail exchangers whose A record is the origin's), e.g. [ftp.shop.example].
+   */
+  names: z
+    .array(domain, { message: 'must be a list of domain names, e.g. [ftp.shop.example]' })
+    .min(1, { message: 'must list at least one name, or be left out' })
+    .optional(),
+  /** `false`: the domain's mail stays on the origin (default: it moves with the web site). */
+  mail: z
+    .boolean({ message: 'must be false to leave the mail on the origin, or be left out (it moves)' })
     .optional(),
   /**
    * A web site's databases, when its application's config cannot be read (no password: the
@@ -618,13 +636,33 @@ export const configSchema = z
           message: `is ${s.kind} but server ${s.server} serves sites with ${srv.web}; set servers.${s.server}.web or drop kind`,
         });
       }
-      for (const key of ['web', 'databases', 'database'] as const)
-        if (s[key] && s.kind !== 'web')
+      for (const key of ['web', 'databases', 'database', 'names', 'mail'] as const)
+        if (s[key] !== undefined && s.kind !== 'web')
           ctx.addIssue({
             code: 'custom',
             path: ['sites', i, key],
             message: "is for web sites only; add kind: web (a site of the server's own nginx or Apache)",
           });
+      const siteNames = new Set<string>([`${d}.`]);
+      s.names?.forEach((n, j) => {
+        const k = n.toLowerCase().replace(/\.?$/, '.');
+        if (siteNames.has(k))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['sites', i, 'names', j],
+            message:
+              k === `${d}.`
+                ? "is the site's domain itself; list only its other names"
+                : `${n} is listed twice`,
+          });
+        else if (c.dns.provider === 'rfc2136' && !inZone(k, c.dns.zone))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['sites', i, 'names', j],
+            message: `${n} is outside the zone ${c.dns.zone}; Ferry can move only names of its zone`,
+          });
+        siteNames.add(k);
+      });
       const dbNames = new Set<string>();
       s.databases?.forEach((d, j) => {
         if (dbNames.has(d.name))
@@ -730,6 +768,10 @@ export interface SiteConfig {
   database?: Partial<DatabaseOptions>;
   /** Preflight parity checks, when the default ones do not fit the site. */
   parity?: ParityChecks;
+  /** A web site's other names that move with it (absolute), besides those planning finds. */
+  names?: string[];
+  /** `false`: the domain's mail stays on the origin. */
+  mail?: false;
 }
 
 export interface FerryConfig {

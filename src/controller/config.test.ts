@@ -816,3 +816,59 @@ test('embedded DNS catalog zone: off by default, catalog.ferry.invalid. when ena
     );
   });
 });
+
+test('web sites: other names and mail: false; checked, described, only for web sites', async () => {
+  const yaml = `
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1], tempIpPool: [192.0.2.9] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - { domain: shop.example, server: a, kind: web, names: [FTP.shop.example, files.example.], mail: false }
+  - { domain: blog.example, server: a, kind: web, mail: true, ports: [80, 25, 587, 993] }
+`;
+  const cfg = await parseConfig(yaml, '/x/ferry.yaml', { env: {}, readSecretFiles: false });
+  assert.deepEqual(cfg.sites[0]!.names, ['ftp.shop.example.', 'files.example.']);
+  assert.equal(cfg.sites[0]!.mail, false);
+  assert.equal(cfg.sites[1]!.names, undefined);
+  assert.equal(cfg.sites[1]!.mail, undefined, 'mail: true is the default: nothing to carry');
+  assert.deepEqual(cfg.sites[1]!.ports, [80, 25, 587, 993]);
+  assert.match(
+    describeConfig(cfg),
+    /site shop\.example: .*also the names ftp\.shop\.example\. files\.example\., mail stays on the origin/,
+  );
+  const msg = await problems(`
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - { domain: b.example, server: a, kind: web, names: ["not a name"], mail: no }
+  - { domain: c.example, server: a, kind: web, names: [] }
+  - { domain: d.example, server: a, kind: web, names: www.d.example }
+`);
+  assert.match(msg, /sites\[0\]\.names\[0\]: must be a domain name/);
+  assert.match(msg, /sites\[0\]\.mail: must be false to leave the mail on the origin, or be left out/);
+  assert.match(msg, /sites\[1\]\.names: must list at least one name, or be left out/);
+  assert.match(msg, /sites\[2\]\.names: must be a list of domain names/);
+  const cross = await problems(`
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns: { provider: embedded, listen: { address: 192.0.2.53 }, zones: [z] }
+sites:
+  - { domain: c.example, server: a, names: [www.c.example], mail: false }
+  - { domain: e.example, server: a, kind: web, names: [www.e.example, WWW.e.example., e.example] }
+`);
+  assert.match(cross, /sites\[0\]\.names: is for web sites only; add kind: web/);
+  assert.match(cross, /sites\[0\]\.mail: is for web sites only; add kind: web/);
+  assert.match(cross, /sites\[1\]\.names\[1\]: WWW\.e\.example\. is listed twice/);
+  assert.match(cross, /sites\[1\]\.names\[2\]: is the site's domain itself; list only its other names/);
+  // With an rfc2136 provider the zone is known: a name outside it is refused.
+  const outside = await problems(`
+servers:
+  a: { agent: "http://192.0.2.1:7070", token: x, sharedIps: [192.0.2.1] }
+dns: { provider: rfc2136, server: { address: 192.0.2.53 }, zone: example. }
+sites:
+  - { domain: f.example, server: a, kind: web, names: [www.f.example, www.f.other] }
+`);
+  assert.match(outside, /sites\[0\]\.names\[1\]: www\.f\.other is outside the zone example\./);
+  assert.doesNotMatch(outside, /names\[0\]/);
+});

@@ -332,6 +332,8 @@ async function resolveConfig(
             },
           }
         : {}),
+      ...(s.names ? { names: s.names.map((n) => n.toLowerCase().replace(/\.?$/, '.')) } : {}),
+      ...(s.mail === false ? { mail: false as const } : {}),
       ...(s.databases
         ? {
             databases: s.databases.map((d) => ({

@@ -12,12 +12,14 @@
 import { EventEmitter } from 'node:events';
 import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
-import type { WebSitesReport } from '../agent/webconfig/model.js';
+import type { SiteMail, WebSitesReport } from '../agent/webconfig/model.js';
 import {
   DEFAULT_BACKUP_KEEP_MS,
   DEFAULT_TIMINGS,
   Orchestrator,
   STEP,
+  checkMailPorts,
+  planSiteNames,
   TERMINAL_PHASES,
   type DatabaseDeclaration,
   type DatabaseOptions,
@@ -28,6 +30,7 @@ import {
   type MigrationMode,
   type MigrationRecord,
   type MigrationTimings,
+  type NameLeftAlone,
   type ParityChecks,
   type RetryPolicy,
   type SiteKind,
@@ -72,6 +75,10 @@ export interface SiteEntry {
   databases?: DatabaseDeclaration[];
   /** The bounds of a web site's database catch-up at the cut-over. */
   database?: Partial<DatabaseOptions>;
+  /** A web site's other names that move with it, besides those planning finds (`sites[].names`). */
+  names?: string[];
+  /** `false`: a web site's mail stays on the origin (`sites[].mail: false`). */
+  mail?: false;
 }
 
 /** A site as `listSites` (and GET /v1/sites) shows it. */
@@ -148,6 +155,13 @@ export interface MigrationPreview {
   ports: number[];
   /** A web site's databases: what moves, what stays, and in the copy-in-hold mode the expected pause. */
   databases?: DatabasesPlanned;
+  /** A web site's names that move together (the domain first), and those left alone with why. */
+  names?: string[];
+  namesLeftAlone?: NameLeftAlone[];
+  /** A web site's mail that moves with it (mailboxes, aliases, users, ports). */
+  mail?: SiteMail;
+  /** True when `sites[].mail: false` leaves the domain's mail on the origin. */
+  mailStays?: boolean;
 }
 
 /** The outcome of one site in an evacuation. */
@@ -412,18 +426,24 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     if (from.id === to.id)
       throw new FerryError('MIGRATION_SAME_SERVER', `${planned.domain} is on ${to.id} already`);
     this.refuseRunning(planned);
-    const { kind, web, databasePlan } = await this.planSite(req, planned);
+    const { kind, web, databasePlan, ports, names, mailStays } = await this.planSite(req, planned);
     return {
       domain: planned.domain,
       from: from.id,
       to: to.id,
       kind,
-      ports: web?.ports.length ? web.ports : planned.ports,
+      ports,
       ...(databasePlan ? { databases: databasePlan } : {}),
+      ...(names ? { names: names.names, namesLeftAlone: names.leftAlone } : {}),
+      ...(web?.mail ? { mail: web.mail } : {}),
+      ...(mailStays ? { mailStays } : {}),
     };
   }
 
-  /** The agents' planning of a web site and its databases (reads only; a refusal is thrown). */
+  /**
+   * The agents' planning of a web site, its databases, mail and names, and the ports its
+   * temporary IP carries (reads only; a refusal is thrown).
+   */
   private async planSite(
     req: StartMigrationRequest,
     planned: SiteSummary,
@@ -431,11 +451,17 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     kind: SiteKind;
     web?: Awaited<ReturnType<Orchestrator['planWebSite']>>;
     databasePlan?: DatabasesPlanned;
+    ports: number[];
+    overrides?: WebSiteOverrides;
+    names?: Awaited<ReturnType<typeof planSiteNames>>;
+    mailStays?: boolean;
   }> {
     const from = this.server(planned.server);
     const kind = req.kind ?? this.siteConfig.get(planned.domain)?.kind ?? 'builtin';
-    if (kind !== 'web') return { kind };
-    const overrides = this.siteConfig.get(planned.domain)?.web ?? {};
+    if (kind !== 'web') return { kind, ports: planned.ports };
+    const cfg = this.siteConfig.get(planned.domain);
+    const mailStays = cfg?.mail === false;
+    const overrides: WebSiteOverrides = { ...cfg?.web, ...(mailStays ? { mail: false as const } : {}) };
     const declared = this.siteConfig.get(planned.domain)?.databases;
     const dbOptions = this.siteConfig.get(planned.domain)?.database;
     this.refuseRunning(planned);
@@ -450,17 +476,54 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       declared,
       dbOptions?.copyInHoldMaxBytes ? { copyInHoldMaxBytes: dbOptions.copyInHoldMaxBytes } : undefined,
     );
-    return { kind, web, ...(databasePlan ? { databasePlan } : {}) };
+    // A web site's temporary IP carries the ports its own vhost listens on, plain HTTP first; with
+    // mail, also the configured ports it lacks, which must hold every mail port the origin listens on.
+    const ports = web.ports.length
+      ? [...web.ports, ...(web.mail ? planned.ports.filter((p) => !web.ports.includes(p)) : [])]
+      : planned.ports;
+    checkMailPorts(planned.domain, ports, web.mail);
+    const names = await this.planNames(req, planned, web.site.names, cfg?.names ?? []);
+    return {
+      kind,
+      web,
+      ports,
+      overrides,
+      names,
+      ...(mailStays ? { mailStays } : {}),
+      ...(databasePlan ? { databasePlan } : {}),
+    };
+  }
+
+  /** The site's names that move with it, from the addresses its domain points at now. */
+  private async planNames(
+    req: StartMigrationRequest,
+    planned: SiteSummary,
+    webNames: string[],
+    declared: string[],
+  ): Promise<Awaited<ReturnType<typeof planSiteNames>>> {
+    const from = this.server(planned.server);
+    const direct = req.mode === 'direct';
+    const one = (rr: { rdata: string[] } | undefined) => (rr?.rdata.length === 1 ? rr.rdata[0] : undefined);
+    const a = one(await this.dns.getRRset(planned.domain, 'A'));
+    const a6 = one(await this.dns.getRRset(planned.domain, 'AAAA'));
+    const originIp = a && (direct || from.sharedIps.includes(a)) ? a : from.sharedIps[0]!;
+    const moves6 = a6 !== undefined && (direct || (from.sharedIps6 ?? []).includes(a6));
+    return planSiteNames(this.dns, {
+      domain: planned.domain,
+      webNames,
+      declared,
+      originIp,
+      ...(moves6 ? { originIp6: a6 } : {}),
+    });
   }
 
   async startMigration(req: StartMigrationRequest): Promise<MigrationRecord> {
     // an unknown (or malformed) domain is SITE_NOT_FOUND before the DNS parses it
     const planned = this.site(req.domain);
     const from = this.server(planned.server);
-    const overrides = this.siteConfig.get(planned.domain)?.web ?? {};
     // A web site is asked for first: a refusal (not found, not movable, a target lacking what it
     // needs) ends the request before anything is journaled or changed on either server.
-    const { web, databasePlan } = await this.planSite(req, planned);
+    const { web, databasePlan, ports, overrides, names, mailStays } = await this.planSite(req, planned);
     const declared = this.siteConfig.get(planned.domain)?.databases;
     const dbOptions = this.siteConfig.get(planned.domain)?.database;
     // A server configured with a relay host migrates in relay-host mode unless the request says otherwise.
@@ -524,8 +587,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       originIp,
       targetIp: target.sharedIps[0]!,
       tempIp,
-      // A web site's temporary IP carries the ports its own vhost listens on, plain HTTP first.
-      ports: web?.ports.length ? web.ports : site.ports,
+      ports,
       timings: { ...this.defaults, ...req.timings },
       mode,
       ...(web
@@ -533,7 +595,10 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
             kind: 'web' as const,
             web: {
               ...(web.tlsPort !== undefined ? { tlsPort: web.tlsPort } : {}),
-              ...overrides,
+              ...(overrides?.declaredRoots ? { declaredRoots: overrides.declaredRoots } : {}),
+              ...(overrides?.dataDir ? { dataDir: overrides.dataDir } : {}),
+              ...(web.mail ? { mail: web.mail } : {}),
+              ...(mailStays ? { mailStays } : {}),
               backupKeepMs: this.backupKeepMs,
               ...(declared?.length ? { databases: declared } : {}),
               ...(dbOptions ? { database: dbOptions } : {}),
@@ -544,6 +609,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       ...(mode === 'relay-host' ? { relayHost: relayHost! } : {}),
       ...(parity ? { parity } : {}),
       ...(v6 ? { v6 } : {}),
+      ...(names ? { names: names.names, namesLeftAlone: names.leftAlone } : {}),
     });
     this.publish('migration', id, {
       created: true,

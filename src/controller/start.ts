@@ -147,6 +147,8 @@ export async function startController(
               ...(s.web ? { web: s.web } : {}),
               ...(s.databases ? { databases: s.databases } : {}),
               ...(s.database ? { database: s.database } : {}),
+              ...(s.names ? { names: s.names } : {}),
+              ...(s.mail === false ? { mail: false as const } : {}),
             }
           : {}),
         ...(s.parity ? { parity: s.parity } : {}),

@@ -20,6 +20,7 @@ export {
   SYNC_PASSES,
   familyStep,
   originalRecordNote,
+  nameStep,
   syncDoneNote,
   syncPassDone,
   waitPassedNote,
@@ -47,10 +48,19 @@ export type {
 } from './ports.js';
 export { planDatabases, describeDatabases } from './databases.js';
 export {
+  planSiteNames,
+  absoluteName,
+  describeSiteNames,
+  type SiteNames,
+  type SiteNamesInput,
+} from './names.js';
+export {
   planWebSite,
   refusalsOf,
   describeRefusals,
   webParity,
+  checkMailPorts,
+  describeMail,
   WEB_PARITY,
   type SiteRefusal,
   type WebSitePlan,
@@ -66,6 +76,7 @@ export {
   type DatabasesPlanned,
   type SiteKind,
   type WebPlan,
+  type NameLeftAlone,
   type Phase,
   type ForwardPhase,
   type MigrationMode,

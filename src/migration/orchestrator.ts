@@ -51,6 +51,7 @@ import {
   familyStep,
   isReverseStep,
   originalRecordNote,
+  nameStep,
   syncDoneNote,
   waitEndNote,
   waitPassedNote,
@@ -418,6 +419,12 @@ function validatePlan(plan: MigrationPlan, hosts: Map<string, HostDriver>): void
     }
   }
   if (plan.ports.length === 0) problems.push('ports is empty: name at least the HTTP port');
+  if (plan.names !== undefined) {
+    if (plan.names[0] !== plan.domain) problems.push(`names must begin with the domain ${plan.domain}`);
+    if (new Set(plan.names).size !== plan.names.length) problems.push('names lists a name twice');
+    if (!plan.names.every((n) => /^([A-Za-z0-9_*-]+\.)+$/.test(n)))
+      problems.push(`names must be absolute domain names (got ${plan.names.join(', ')})`);
+  }
   if (plan.timings.ttl < 1) problems.push('ttl must be at least 1 second');
   if (plan.kind !== undefined && plan.kind !== 'builtin' && plan.kind !== 'web')
     problems.push(`kind "${String(plan.kind)}" must be builtin or web`);
@@ -443,6 +450,8 @@ class MigrationRun {
   private readonly mode: NonNullable<MigrationPlan['mode']>;
   /** A first, then AAAA when the plan migrates IPv6 too: both move together, phase by phase. */
   private readonly families: Family[];
+  /** Every name of the site that moves, the domain first: each DNS step does all of them. */
+  private readonly names: string[];
 
   constructor(
     private readonly orch: Orchestrator,
@@ -468,6 +477,7 @@ class MigrationRun {
       },
     ];
     if (plan.v6) this.families.push({ type: 'AAAA', suffix: '-v6', ...plan.v6, redirectId: `${id}-v6` });
+    this.names = plan.names?.length ? plan.names : [plan.domain];
   }
 
   private get id(): string {
@@ -490,6 +500,7 @@ class MigrationRun {
     return {
       ...(w.declaredRoots ? { declaredRoots: w.declaredRoots } : {}),
       ...(w.dataDir ? { dataDir: w.dataDir } : {}),
+      ...(w.mailStays ? { mail: false as const } : {}),
     };
   }
 
@@ -656,21 +667,24 @@ class MigrationRun {
     return this.entries().some((e) => e.kind === 'note' && e.step === step);
   }
 
-  private originalNote(f: Family): JournalStep {
-    return originalRecordNote(f.type);
+  private originalNote(f: Family, name: string = this.plan.domain): JournalStep {
+    return originalRecordNote(f.type, name, this.plan.domain);
   }
 
-  /** The record as it was before the migration (journaled at planning). */
-  private original(f: Family = this.families[0]!): { ttl: number; rdata: string[] } {
-    const name = this.originalNote(f);
-    const e = this.entries().find((x) => x.kind === 'note' && x.step === name);
+  /** A record of `name` as it was before the migration (journaled at planning). */
+  private original(
+    f: Family = this.families[0]!,
+    name: string = this.plan.domain,
+  ): { ttl: number; rdata: string[] } {
+    const step = this.originalNote(f, name);
+    const e = this.entries().find((x) => x.kind === 'note' && x.step === step);
     const d = e?.detail as { ttl: number; rdata: string[] } | undefined;
     return d ?? { ttl: this.plan.timings.ttl, rdata: [f.originIp] };
   }
 
-  /** The longest TTL the records had before the migration. */
+  /** The longest TTL the records (every name's) had before the migration. */
   private originalTtl(): number {
-    return Math.max(...this.families.map((f) => this.original(f).ttl));
+    return Math.max(...this.families.flatMap((f) => this.names.map((n) => this.original(f, n).ttl)));
   }
 
   private async modeOf(host: HostDriver): Promise<SiteMode | null | 'unknown'> {
@@ -680,9 +694,18 @@ class MigrationRun {
   /** Read and journal the real state, before a resumed run acts on anything. */
   async observeState(): Promise<void> {
     const { domain } = this.plan;
+    // The domain's records by type (as older versions journaled them), another name's by `type name`.
     const [records, originMode, targetMode, redirects, addresses] = await Promise.all([
       Promise.all(
-        this.families.map(async (f) => [f.type, (await this.dns.getRRset(domain, f.type)) ?? null] as const),
+        this.families.flatMap((f) =>
+          this.names.map(
+            async (n) =>
+              [
+                n === domain ? f.type : `${f.type} ${n}`,
+                (await this.dns.getRRset(n, f.type)) ?? null,
+              ] as const,
+          ),
+        ),
       ),
       this.modeOf(this.origin),
       this.modeOf(this.target),
@@ -764,22 +787,24 @@ class MigrationRun {
     }
   }
 
-  /** planned: each record points at the origin (or, on resume, at an address of this migration). */
+  /** planned: each record of each name points at the origin (or, on resume, at an address of this migration). */
   private async checkPlan(): Promise<void> {
     const { domain } = this.plan;
     const first = !this.entries().some((e) => e.step === STEP.originalRecord);
-    const originals: Array<[Family, { ttl: number; rdata: string[] }]> = [];
+    const originals: Array<[Family, string, { ttl: number; rdata: string[] }]> = [];
     for (const f of this.families) {
-      const rr = await this.dns.getRRset(domain, f.type);
-      const now = rr?.rdata ?? [];
-      const allowed = first ? [f.originIp] : [f.originIp, f.tempIp, f.targetIp];
-      if (!(rr && now.length === 1 && allowed.includes(now[0]!))) {
-        throw new FerryError(
-          'PLAN_DNS_MISMATCH',
-          `${domain} ${f.type} is [${now.join(', ')}], expected [${f.originIp}]`,
-        );
+      for (const name of this.names) {
+        const rr = await this.dns.getRRset(name, f.type);
+        const now = rr?.rdata ?? [];
+        const allowed = first ? [f.originIp] : [f.originIp, f.tempIp, f.targetIp];
+        if (!(rr && now.length === 1 && allowed.includes(now[0]!))) {
+          throw new FerryError(
+            'PLAN_DNS_MISMATCH',
+            `${name} ${f.type} is [${now.join(', ')}], expected [${f.originIp}]`,
+          );
+        }
+        originals.push([f, name, rr]);
       }
-      originals.push([f, rr]);
     }
     if (this.web) {
       // The web server's own site; the controller asked already, a resumed run asked before it acted.
@@ -802,10 +827,11 @@ class MigrationRun {
       );
     }
     if (this.relay !== this.origin) await this.relay.redirectStats(this.families[0]!.redirectId);
-    // Written last: its presence means planning passed (and DNS may be touched from here on).
+    // Written last, the domain's A record's last of all: its presence means planning passed (and
+    // DNS may be touched from here on).
     if (first)
-      for (const [f, rr] of [...originals].reverse())
-        this.note(this.originalNote(f), { ttl: rr.ttl, rdata: rr.rdata });
+      for (const [f, name, rr] of [...originals].reverse())
+        this.note(this.originalNote(f, name), { ttl: rr.ttl, rdata: rr.rdata });
   }
 
   /** ttl-lowered: the records keep the origin with the plan's short TTL; caches drop the old TTL. */
@@ -1344,10 +1370,9 @@ class MigrationRun {
         backupKeepMs,
       });
     } else await this.step(STEP.originRemoveSite, () => this.origin.removeSite(domain));
-    for (const f of this.families) {
-      const old = this.original(f);
-      if (old.ttl !== this.plan.timings.ttl) await this.ensureRecord(f.type, f.targetIp, old.ttl);
-    }
+    for (const f of this.families)
+      if (this.names.some((n) => this.original(f, n).ttl !== this.plan.timings.ttl))
+        await this.ensureRecord(f.type, f.targetIp, 'original');
   }
 
   /** Stop the redirect at IPt of family `f` (step `name`), then journal when it was gone. */
@@ -1365,46 +1390,66 @@ class MigrationRun {
     this.note(STEP.tempIpRemoved, { address: f.tempIp, host: this.relay.id });
   }
 
-  /** When a record was last changed to `address` (from the journal). */
+  /** When a record (of any name) was last changed to `address` (from the journal). */
   private lastChangeAt(address: string): number | undefined {
+    const change = (step: string | undefined) =>
+      step === STEP.dnsChange || !!step?.startsWith(`${STEP.dnsChange}@`);
     return this.entries()
-      .filter((e) => e.step === STEP.dnsChange && e.detail?.address === address)
+      .filter((e) => change(e.step) && e.detail?.address === address)
       .pop()?.at;
   }
 
   /**
-   * Make the `type` record `[address]` with `ttl` unless it is that already (a resumed run), then
-   * wait until every authoritative server shows it (invariant 5). Returns when the change was made.
+   * Make the `type` record of every name `[address]` with `ttl` (`original`: each name's TTL from
+   * before the migration) unless it is that already (a resumed run), then wait until every
+   * authoritative server shows every name's (invariant 5). Returns when the last change was made.
    */
-  private async ensureRecord(type: Family['type'], address: string, ttl: number): Promise<number> {
+  private async ensureRecord(
+    type: Family['type'],
+    address: string,
+    ttl: number | 'original',
+  ): Promise<number> {
     const { domain } = this.plan;
-    const cur = await this.dns.getRRset(domain, type);
-    let serial: number | null = null;
-    let changedAt: number;
-    if (cur && cur.ttl === ttl && cur.rdata.length === 1 && cur.rdata[0] === address) {
-      changedAt =
-        this.entries()
-          .filter((e) => e.step === STEP.dnsChange && e.detail?.address === address && e.detail?.ttl === ttl)
-          .pop()?.at ?? Date.now();
-    } else {
-      changedAt = Date.now();
-      ({ serial } = await this.step(
-        STEP.dnsChange,
-        () => this.dns.replaceRRset(domain, type, ttl, [address]),
-        { type, address, ttl },
-      ));
+    const f = this.families.find((x) => x.type === type)!;
+    let changedAt = 0;
+    const changed: Array<[string, number | null]> = [];
+    for (const name of this.names) {
+      const want = ttl === 'original' ? this.original(f, name).ttl : ttl;
+      const cur = await this.dns.getRRset(name, type);
+      const step = nameStep(STEP.dnsChange, name, domain);
+      if (cur && cur.ttl === want && cur.rdata.length === 1 && cur.rdata[0] === address) {
+        const at = this.entries()
+          .filter((e) => e.step === step && e.detail?.address === address && e.detail?.ttl === want)
+          .pop()?.at;
+        changedAt = Math.max(changedAt, at ?? Date.now());
+        changed.push([name, null]);
+      } else {
+        changedAt = Math.max(changedAt, Date.now());
+        const { serial } = await this.step(step, () => this.dns.replaceRRset(name, type, want, [address]), {
+          type,
+          address,
+          ttl: want,
+          ...(name === domain ? {} : { name }),
+        });
+        changed.push([name, serial]);
+      }
     }
-    await this.propagated(type, address, serial);
+    for (const [name, serial] of changed) await this.propagated(name, type, address, serial);
     return changedAt;
   }
 
-  /** Wait until every authoritative server answers `[address]` (with at least `serial` when known). */
-  private async propagated(type: Family['type'], address: string, serial: number | null): Promise<void> {
-    const { domain, timings } = this.plan;
+  /** Wait until every authoritative server answers `[address]` for `name` (with at least `serial` when known). */
+  private async propagated(
+    name: string,
+    type: Family['type'],
+    address: string,
+    serial: number | null,
+  ): Promise<void> {
+    const { timings } = this.plan;
     const start = Date.now();
     const deadline = start + Math.max(10_000, timings.dnsTempCapMs);
     for (;;) {
-      const seen = await this.dns.observe(domain, type);
+      const seen = await this.dns.observe(name, type);
       const behind = seen.filter(
         (s) =>
           (serial !== null && (s.serial === null || s.serial < serial)) ||
@@ -1415,7 +1460,7 @@ class MigrationRun {
         id: this.id,
         phase: this.current,
         at: now,
-        name: domain,
+        name,
         type,
         expect: [address],
         serial,
@@ -1428,18 +1473,23 @@ class MigrationRun {
         at: now,
         elapsedMs: now - start,
         remainingMs: deadline - now,
-        observed: { type, serial, servers: seen },
+        observed: { type, serial, servers: seen, ...(name === this.plan.domain ? {} : { name }) },
       });
       if (behind.length === 0) break;
       if (now > deadline) {
         throw new FerryError(
           'DNS_NOT_PROPAGATED',
-          `${behind.map((b) => b.server).join(', ')} still do not show ${domain} ${type} ${address}${serial !== null ? ` (serial ${serial})` : ''}`,
+          `${behind.map((b) => b.server).join(', ')} still do not show ${name} ${type} ${address}${serial !== null ? ` (serial ${serial})` : ''}`,
         );
       }
       await sleep(timings.pollMs, this.signal);
     }
-    this.note(STEP.dnsPropagated, { type, address, serial });
+    this.note(nameStep(STEP.dnsPropagated, name, this.plan.domain), {
+      type,
+      address,
+      serial,
+      ...(name === this.plan.domain ? {} : { name }),
+    });
   }
 
   /** Wait until `ms` has passed since `since` (a TTL), publishing progress. */
@@ -1533,7 +1583,7 @@ class MigrationRun {
     let restoredAt = Date.now();
     if (touched)
       for (const f of this.families)
-        restoredAt = Math.max(restoredAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
+        restoredAt = Math.max(restoredAt, await this.ensureRecord(f.type, f.originIp, 'original'));
     if (this.web) {
       // Whatever an install began is taken back, also when it failed half-way.
       if (this.journaled(STEP.targetInstallSite) || (await this.target.hasSite(domain))) {
@@ -1767,8 +1817,8 @@ class MigrationRun {
     let changedAt = 0;
     let cacheS = timings.ttl;
     for (const f of this.families) {
-      cacheS = Math.max(cacheS, (await this.dns.getRRset(domain, f.type))?.ttl ?? 0);
-      changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.originIp, this.original(f).ttl));
+      for (const n of this.names) cacheS = Math.max(cacheS, (await this.dns.getRRset(n, f.type))?.ttl ?? 0);
+      changedAt = Math.max(changedAt, await this.ensureRecord(f.type, f.originIp, 'original'));
     }
     const redirectSample = redirects.length ? this.redirectSampler() : undefined;
     await this.waitQuiet(WAIT.reverseIp2Quiet, changedAt, cacheS * 1000, timings.drainCapMs, async () => {

@@ -61,11 +61,17 @@ export interface WebBundle {
 
 /**
  * Operator overrides for a web site (`ferry.yaml` `sites[].web`), for layouts the agent cannot
- * read: folders its files may live under, and the directory that holds all its data.
+ * read: folders its files may live under, and the directory that holds all its data; and whether
+ * the domain's mail stays behind.
  */
 export interface WebSiteOverrides {
   declaredRoots?: string[];
   dataDir?: string;
+  /**
+   * `false` (`ferry.yaml` `sites[].mail: false`): the domain's mail stays on the origin; the agent
+   * neither exports, copies, holds nor relays it. Absent: the mail moves with the site.
+   */
+  mail?: false;
 }
 
 /**

@@ -145,22 +145,37 @@ export type FamilySuffix = '' | '-v6';
 /** How a quiet wait ended: traffic was quiet, or its cap was reached. */
 export type WaitEnd = 'quiet' | 'cap';
 
-/** Every name the journal's `step` column holds. */
-export type JournalStep =
+/** The steps and notes of the site's domain (journals of older versions hold only these). */
+type DomainStep =
   | `${Step}${FamilySuffix}`
   | `${typeof STEP.originalRecord}-AAAA`
   | `${SyncPass}-done`
   | `${Wait}-passed`
   | `${Wait}-${WaitEnd}`;
 
+/** Every name the journal's `step` column holds: a DNS step of another of the site's names gets `@name`. */
+export type JournalStep = DomainStep | `${DomainStep}@${string}`;
+
 /** `step` for one address family. */
 export function familyStep<S extends Step>(step: S, suffix: FamilySuffix): `${S}${FamilySuffix}` {
   return `${step}${suffix}`;
 }
 
-/** The note holding a record as it was before the migration (the A record's keeps its old name). */
-export function originalRecordNote(type: 'A' | 'AAAA'): JournalStep {
-  return type === 'A' ? STEP.originalRecord : `${STEP.originalRecord}-${type}`;
+/**
+ * `step` for one of the site's names: the domain's keeps its plain name (journals of older
+ * versions stay resumable), another name's gets `@` and the name (`dns-change@www.example.`).
+ */
+export function nameStep(step: DomainStep, name: string, domain: string): JournalStep {
+  return name === domain ? step : `${step}@${name}`;
+}
+
+/**
+ * The note holding a record as it was before the migration (the domain's A record's keeps its
+ * old name; another name's gets `@name`, see `nameStep`).
+ */
+export function originalRecordNote(type: 'A' | 'AAAA', name?: string, domain?: string): JournalStep {
+  const step: DomainStep = type === 'A' ? STEP.originalRecord : `${STEP.originalRecord}-${type}`;
+  return name === undefined || domain === undefined ? step : nameStep(step, name, domain);
 }
 
 /** The note journaled when a sync pass is done. */

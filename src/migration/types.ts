@@ -2,6 +2,7 @@
  * The migration's vocabulary: phases, the plan an operator asks for, and the state the journal
  * keeps. docs/how-a-migration-works.md tells the migration phase by phase.
  */
+import type { SiteMail } from '../agent/webconfig/model.js';
 import type { DatabaseDeclaration, SiteDatabasesPlan } from './ports.js';
 import type { JournalStep } from './steps.js';
 
@@ -107,6 +108,14 @@ export interface MigrationPlan {
   targetIp: string;
   /** The temporary address used by this domain alone (IPt); in `direct` mode, `originIp` itself. */
   tempIp: string;
+  /**
+   * Every name of the site that moves (absolute, the domain first): each one's A (and AAAA)
+   * record goes origin → temporary → target together, and back on rollback. Journals of older
+   * versions have none: `[domain]`.
+   */
+  names?: string[];
+  /** Names of the site planning found but leaves alone, each with why (shown by the plan). */
+  namesLeftAlone?: NameLeftAlone[];
   /** Service ports carried through the temporary IP (the site's HTTP port at least). */
   ports: number[];
   timings: MigrationTimings;
@@ -132,6 +141,12 @@ export interface MigrationPlan {
   web?: WebPlan;
 }
 
+/** A name of the site whose records the migration does not touch, and why. */
+export interface NameLeftAlone {
+  name: string;
+  reason: string;
+}
+
 /** What serves a site: the agent's built-in app, or the server's own web server. */
 export type SiteKind = 'builtin' | 'web';
 
@@ -150,6 +165,13 @@ export interface WebPlan {
   database?: Partial<DatabaseOptions>;
   /** What planning found of the site's databases (shown by the API and `ferry migrate`). */
   databasePlan?: DatabasesPlanned;
+  /** The domain's mail as the origin's inspection found it: it moves with the site. */
+  mail?: SiteMail;
+  /**
+   * `sites[].mail: false`: the domain's mail stays on the origin; the agents get `mail: false` in
+   * the site's overrides and leave it alone.
+   */
+  mailStays?: boolean;
 }
 
 /** How the cut-over waits for a web site's databases and tries again. */

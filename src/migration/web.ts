@@ -4,7 +4,7 @@
  * take it, and the preflight checks it gets. Everything here only reads; a refusal changes nothing.
  */
 import { posix } from 'node:path';
-import type { SourceRef, WebSite } from '../agent/webconfig/model.js';
+import type { SiteMail, SiteNeeds, SourceRef, WebSite } from '../agent/webconfig/model.js';
 import { FerryError, isFerryError } from '../common/errors.js';
 import type { HostDriver, WebSiteOverrides } from './ports.js';
 import { type HttpCheck, type ParityChecks, type WebPlan } from './types.js';
@@ -22,6 +22,8 @@ export interface WebSitePlan {
   /** The site's listen ports, plain ones first (the temporary IP carries them all). */
   ports: number[];
   tlsPort?: number;
+  /** The domain's mail, when it has some on the origin and it moves (not `mail: false`). */
+  mail?: SiteMail;
 }
 
 const bare = (d: string) => d.toLowerCase().replace(/\.$/, '');
@@ -84,7 +86,8 @@ export async function planWebSite(
   overrides: WebSiteOverrides = {},
 ): Promise<WebSitePlan> {
   const name = bare(domain);
-  const hasOverrides = overrides.declaredRoots !== undefined || overrides.dataDir !== undefined;
+  const hasOverrides =
+    overrides.declaredRoots !== undefined || overrides.dataDir !== undefined || overrides.mail !== undefined;
   const notFound = () =>
     new FerryError('WEB_SITE_NOT_FOUND', `the web server of origin ${origin.id} has no site named ${name}`);
   const refuse = (at: SourceRef, refusals: SiteRefusal[]) =>
@@ -150,11 +153,17 @@ export async function planWebSite(
         `the web server of target ${target.id} serves ${name} already (${there.at.file}:${there.at.line}); remove it there first`,
       );
   }
-  // The target's own check of what the site needs (PHP-FPM versions, Apache modules), the one its
-  // install runs.
+  // The target's own check of what the site needs (PHP-FPM versions, Apache modules, and Postfix
+  // and Dovecot free for the domain when its mail moves), the one its install runs.
+  const mail = overrides.mail === false ? undefined : site.mail;
   if (target.checkWebSite) {
+    const needs: SiteNeeds = {
+      server: site.server,
+      requires: site.requires ?? [],
+      ...(mail ? { mailDomain: mail.domain } : {}),
+    };
     try {
-      await target.checkWebSite(name, { server: site.server, requires: site.requires ?? [] });
+      await target.checkWebSite(name, needs);
     } catch (err) {
       if (isFerryError(err, 'TARGET_LACKS'))
         throw new FerryError('TARGET_LACKS', `${err.message} (target ${target.id}); nothing was changed`, {
@@ -164,18 +173,32 @@ export async function planWebSite(
       if (!isFerryError(err, 'ROUTE_NOT_FOUND')) throw err;
     }
   }
-  return plan(site);
+  return plan(site, mail);
 }
 
 /** The ports and TLS port of a movable site. */
-function plan(site: WebSite): WebSitePlan {
+function plan(site: WebSite, mail: SiteMail | undefined): WebSitePlan {
   const plain = [...new Set(site.listens.filter((l) => !l.tls).map((l) => l.port))];
   const tls = [...new Set(site.listens.filter((l) => l.tls).map((l) => l.port))];
   return {
     site,
     ports: [...plain, ...tls.filter((p) => !plain.includes(p))],
     ...(tls.length ? { tlsPort: tls[0]! } : {}),
+    ...(mail ? { mail } : {}),
   };
+}
+
+/**
+ * Refuses (`PLAN_MAIL_PORTS`) a site whose mail moves while `ports` (what the temporary IP
+ * carries) lacks a mail port the origin listens on: that mail would bypass the temporary IP.
+ */
+export function checkMailPorts(domain: string, ports: number[], mail: SiteMail | undefined): void {
+  const missing = (mail?.ports ?? []).filter((p) => !ports.includes(p));
+  if (missing.length)
+    throw new FerryError(
+      'PLAN_MAIL_PORTS',
+      `${bare(domain)} has mail on the origin, which listens on port${missing.length > 1 ? 's' : ''} ${missing.join(', ')} for it, but the site's ports (${ports.join(', ')}) do not carry ${missing.length > 1 ? 'them' : 'it'} through the temporary IP: add ${missing.join(', ')} to sites[].ports in ferry.yaml (or set sites[].mail: false to leave the mail on the origin); nothing was changed`,
+    );
 }
 
 /** A web site's default preflight check: its front page, status and body. */
@@ -195,4 +218,21 @@ export function webParity(configured: ParityChecks | undefined, web: WebPlan | u
   const http = hasTls ? base : [...base, ...base.map((c) => ({ ...c, tls: true, port: tlsPort }))];
   const tlsPorts = [...new Set([...(configured?.tlsPorts ?? []), tlsPort])];
   return { ...configured, http, tlsPorts, tlsFingerprint: true };
+}
+
+/**
+ * The plan lines of a site's mail: each mailbox with what it holds, the aliases, the users and
+ * the ports; or that the mail stays on the origin (`sites[].mail: false`).
+ */
+export function describeMail(mail: SiteMail | undefined, stays = false): string[] {
+  if (stays) return ['mail stays on the origin (sites[].mail: false): not copied, held or relayed'];
+  if (!mail) return [];
+  return [
+    ...mail.mailboxes.map(
+      (m) => `mailbox ${m.address}: ${m.messages} message${m.messages === 1 ? '' : 's'}, ${m.bytes} bytes`,
+    ),
+    ...mail.aliases.map((a) => `alias ${a.address} → ${a.to.join(', ')}`),
+    ...(mail.users.length ? [`users: ${mail.users.join(', ')}`] : []),
+    `ports: ${mail.ports.join(', ') || 'none'}`,
+  ];
 }
