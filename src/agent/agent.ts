@@ -782,7 +782,7 @@ export class HostAgent implements HostDriver, SyncPeer {
   private async hasMail(d: string): Promise<boolean> {
     if (!this.mail) return false;
     try {
-      return await this.mail.has(d);
+      return (await this.mail.has(d)) && !(await this.mail.leftBehind(d));
     } catch (err) {
       // Maps Ferry cannot read: a site with mail was refused at its inspection or check, so this
       // one has none that moves; its web part goes on.
@@ -865,11 +865,15 @@ export class HostAgent implements HostDriver, SyncPeer {
     if (needs.mailDomain) await this.mailSites().assertCanHost(normalizeDomain(needs.mailDomain));
   }
 
-  /** Origin: put the gate in front of the site (one reload); the site serves through it. Idempotent. */
-  gateWebSite(domain: string): Promise<void> {
+  /**
+   * Origin: put the gate in front of the site (one reload); the site serves through it. Idempotent.
+   * `mail: false` (the site's `ferry.yaml` entry): the domain's mail stays on this server.
+   */
+  gateWebSite(domain: string, opts: { mail?: false } = {}): Promise<void> {
     const d = normalizeDomain(domain);
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
+      await this.mail?.leaveBehind(d, opts.mail === false);
       const mode = this.sites.hasSite(d) ? this.sites.mode(d) : 'serve';
       await this.locked('webstack', () => stack.gate(d, () => this.applySite(d, mode)));
       await this.applySite(d, mode);

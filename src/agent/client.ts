@@ -20,6 +20,7 @@ import type {
   RedirectStats,
   SiteDatabasesPlan,
   SyncSiteOptions,
+  WebSiteOverrides,
 } from '../migration/ports.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { isSyncPeer, type SyncPeer } from './transport.js';
@@ -229,11 +230,11 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     });
   }
 
-  async gateWebSite(domain: string): Promise<void> {
+  async gateWebSite(domain: string, overrides: WebSiteOverrides = {}): Promise<void> {
     await this.call(
       'POST',
       `/v1/web-sites/${HttpHostDriver.enc(domain)}/gate`,
-      {},
+      overrides.mail === false ? { mail: false } : {},
       { timeoutMs: WEB_TIMEOUT_MS },
     );
   }

@@ -268,6 +268,8 @@ const schemas = {
       .regex(/^[A-Za-z0-9._-]{1,120}$/, { message: "must be 1-120 letters, digits, '.', '_' or '-'" }),
   }),
   domainParam: z.object({ domain }),
+  /** `mail: false`: the site's mail stays on the origin. */
+  gateBody: z.object({ mail: z.literal(false).optional() }).strict(),
   jobParam: z.object({
     id: z
       .string()
@@ -546,7 +548,8 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
   });
   app.post('/v1/web-sites/:domain/gate', async (req) => {
     const { domain: d } = parse(schemas.domainParam, req.params, 'params');
-    await agent.gateWebSite(d);
+    const { mail } = parse(schemas.gateBody, req.body ?? {}, 'body');
+    await agent.gateWebSite(d, mail === false ? { mail } : {});
     return ok;
   });
   app.post('/v1/web-sites/:domain/ungate', async (req) => {

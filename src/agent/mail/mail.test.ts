@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isFerryError } from '../../common/errors.js';
 import { postfixInstalled, startPostfix, type PostfixInstance } from '../../../test/mail/postfix.js';
-import { MailSites, countMaildir } from './mail.js';
+import { MailSites, countMaildir, maildirLayout } from './mail.js';
 import { Postfix } from './postfix.js';
 
 test('ferry agent takes --postfix-config and --dovecot-config together or not at all', () => {
@@ -211,6 +211,46 @@ describe('MailSites (Postfix side)', { skip }, () => {
     assert.match((await target.waitDelivered('shop.test/ben/', 1)).join(''), /stale-sender/);
     assert.equal(origin.send('kim@keep.test').status, 0);
     await origin.waitDelivered('keep.test/kim/', kept + 3);
+  });
+
+  test("mail: false leaves the domain's mail behind: no bundle, no Maildir to copy, until a later gate takes it along", async () => {
+    const hook = om.copyHook();
+    assert.deepEqual(
+      (await hook.mailDirs('shop.test')).map((d) => d.user),
+      ['ann', 'ben', 'cy'],
+    );
+    await om.leaveBehind('shop.test', true);
+    assert.equal(await om.leftBehind('shop.test'), true);
+    assert.equal(await om.export('shop.test'), undefined);
+    assert.deepEqual(await hook.mailDirs('shop.test'), []);
+    assert.equal(await om.leftBehind('keep.test'), false, 'only that domain');
+    await om.leaveBehind('shop.test', false);
+    assert.equal(await om.leftBehind('shop.test'), false);
+    assert.ok(await om.export('shop.test'));
+  });
+
+  test('Maildirs that are not side by side in one folder are refused: the copy could not place them', () => {
+    assert.deepEqual(
+      maildirLayout('a.test', [
+        { address: 'x@a.test', path: '/m/a.test/x/' },
+        { address: 'y@a.test', path: '/m/a.test/y/' },
+      ]),
+      {
+        root: '/m/a.test',
+        dirs: [
+          { user: 'x', maildir: '/m/a.test/x' },
+          { user: 'y', maildir: '/m/a.test/y' },
+        ],
+      },
+    );
+    assert.throws(
+      () =>
+        maildirLayout('a.test', [
+          { address: 'x@a.test', path: '/m/a.test/x/' },
+          { address: 'y@a.test', path: '/other/y/' },
+        ]),
+      (e: unknown) => isFerryError(e, 'MAIL_UNREADABLE') && /not in one folder/.test((e as Error).message),
+    );
   });
 
   test('a target rollback removes exactly what the install added', async () => {

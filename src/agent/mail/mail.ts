@@ -10,7 +10,7 @@
  *                    to `address` (the new server checks the password)
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FerryError, isFerryError } from '../../common/errors.js';
@@ -118,6 +118,7 @@ export class MailSites {
 
   /** Origin: what recreates the domain's mail elsewhere (undefined when it has none here). A secret. */
   async export(domain: string): Promise<MailBundle | undefined> {
+    if (await this.leftBehind(domain)) return undefined;
     const postfix = await this.opts.postfix.exportLines(domain);
     const users = (await this.opts.dovecot?.exportUsers(domain)) ?? [];
     const mail = await this.opts.postfix.domainMail(domain);
@@ -175,6 +176,7 @@ export class MailSites {
   copyHook(): MailCopyHook {
     return {
       mailDirs: async (domain) => {
+        if (await this.leftBehind(domain)) return [];
         const { mailboxes } = await this.opts.postfix.domainMail(domain);
         return maildirLayout(domain, mailboxes)?.dirs ?? [];
       },
@@ -203,6 +205,33 @@ export class MailSites {
         `cannot tell who owns ${domain}'s Maildirs here: no Dovecot user of the domain and no static virtual_uid_maps/virtual_gid_maps in Postfix`,
       );
     return { uid: Number(uid), gid: Number(gid) };
+  }
+
+  /**
+   * Origin, at the gate of a site whose `ferry.yaml` entry says `mail: false`: its mail stays here
+   * (no state change, no copy, not in the bundle) until a later gate takes it along. Kept in a
+   * file beside Ferry's Postfix maps, so an agent restart remembers it.
+   */
+  async leaveBehind(domain: string, stays: boolean): Promise<void> {
+    const marker = this.stayMarker(domain);
+    if (stays) {
+      await mkdir(dirname(marker), { recursive: true });
+      await writeFile(marker, `${domain}\n`);
+    } else await rm(marker, { force: true });
+  }
+
+  /** Whether the domain's mail stays here (`leaveBehind`). */
+  async leftBehind(domain: string): Promise<boolean> {
+    return stat(this.stayMarker(domain)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  private stayMarker(domain: string): string {
+    const d = domain.toLowerCase().replace(/\.$/, '');
+    if (!/^[a-z0-9.-]+$/.test(d)) throw new FerryError('VALIDATION', `"${domain}" is not a domain name`);
+    return join(this.opts.postfix.configDir, 'ferry', 'stays', d);
   }
 
   /** Whether this server has mail of the domain (what Ferry installed counts). */
