@@ -206,7 +206,11 @@ export class Dovecot {
     }
   }
 
-  /** Until `doveadm auth test` on one of the domain's users answers as `state` says. */
+  /**
+   * Until a passdb lookup (`doveadm auth lookup`, no password: no failure delay) of one of the
+   * domain's users answers as `state` says: the held passdb cannot look up (a temporary
+   * failure), the proxy passdb answers its host, and otherwise neither.
+   */
   private async waitSwitch(d: string, state: DovecotDomainState): Promise<void> {
     const { stdout } = await this.doveadm(['user', `*@${d}`], 'MAIL_NOT_CONFIGURED');
     const probe =
@@ -216,18 +220,9 @@ export class Dovecot {
         ?.trim() ?? `ferry-probe@${d}`;
     const deadline = Date.now() + SWITCH_WAIT_MS;
     for (;;) {
-      // A wrong password on purpose: the answer's fields say which passdb took the login.
-      const r = await this.doveadmRaw([
-        'auth',
-        'test',
-        '-x',
-        'service=imap',
-        probe,
-        'ferry-probe-not-a-password',
-      ]);
-      const out = r.stdout;
-      const held = /code=temp_fail/.test(out);
-      const proxied = /\bproxy\b/.test(out) && /host=(\S+)/.exec(out)?.[1];
+      const out = await this.doveadmRaw(['auth', 'lookup', probe]);
+      const held = /PASS lookup failed/i.test(out.stdout);
+      const proxied = /^\s*proxy\s*:\s*y/m.test(out.stdout) && /^\s*host\s*:\s*(\S+)/m.exec(out.stdout)?.[1];
       const ok =
         state === 'block' ? held : typeof state === 'object' ? proxied === state.proxy : !held && !proxied;
       if (ok) return;
@@ -236,7 +231,7 @@ export class Dovecot {
           'MAIL_NOT_CONFIGURED',
           `Dovecot did not take the login switch of ${d} within ${SWITCH_WAIT_MS / 1000} s after doveadm reload`,
         );
-      await sleep(100);
+      await sleep(50);
     }
   }
 
