@@ -874,6 +874,7 @@ export class HostAgent implements HostDriver, SyncPeer {
     const stack = this.webStack();
     return this.locked(`site:${d}`, async () => {
       await this.mail?.leaveBehind(d, opts.mail === false);
+      if (await this.hasMail(d)) await this.mail!.prepare();
       const mode = this.sites.hasSite(d) ? this.sites.mode(d) : 'serve';
       await this.locked('webstack', () => stack.gate(d, () => this.applySite(d, mode)));
       await this.applySite(d, mode);

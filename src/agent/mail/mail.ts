@@ -145,6 +145,11 @@ export class MailSites {
     await this.applyMode(domain, 'serve');
   }
 
+  /** Origin, at the gate: what the cut-over's switches need set up beforehand (Ferry's Postfix maps in main.cf). */
+  async prepare(): Promise<void> {
+    await this.opts.postfix.prepareSwitches();
+  }
+
   /** Put the domain's mail in the state of the site's mode (the table above). Idempotent. */
   async applyMode(domain: string, mode: SiteMode): Promise<void> {
     if (mode === 'serve') {

@@ -357,11 +357,11 @@ export class Postfix {
 
   /** Reload a running Postfix (a stopped one reads its files when it starts). */
   async reload(): Promise<void> {
-    const running = await run('postfix', ['-c', this.configDir, 'status']).then(
-      () => true,
-      () => false,
-    );
-    if (running) await run('postfix', ['-c', this.configDir, 'reload']);
+    // Not `postfix status` first: it takes seconds (its script checks the installation), and
+    // this runs inside the cut-over's hold. A stopped Postfix reads its files when it starts.
+    await run('postfix', ['-c', this.configDir, 'reload']).catch((err: unknown) => {
+      if (!/not running/.test((err as Error).message)) throw err;
+    });
   }
 
   private holdMap(): string {
@@ -370,6 +370,13 @@ export class Postfix {
 
   private transportMap(): string {
     return join(this.ferryDir, 'transport');
+  }
+
+  /** Ferry's maps in main.cf ahead of a move (at the gate), so that the hold's switch is a map change and a reload. Idempotent. */
+  prepareSwitches(): Promise<void> {
+    return this.lock.run('files', async () => {
+      if (await this.installSwitches()) await this.reload();
+    });
   }
 
   /** Put Ferry's two maps in front of main.cf's restrictions and transport_maps, once (what was there stays). */
