@@ -170,7 +170,9 @@ test(
         [],
         `4xx only during the hold (${new Date(holdStart).toISOString()} .. ${new Date(holdEnd).toISOString()})`,
       );
-      assert.ok(deferred.length > 0, 'senders met the hold: some messages were deferred with 4xx');
+      // Whether a stale sender tries during the few seconds of the hold is timing (CI once had
+      // none): the 450 itself is asserted in src/agent/mail/mail.test.ts and postfix.test.ts; here
+      // every deferral must be inside the hold and its message must arrive (below).
       assert.deepEqual(
         mine.filter((m) => m.code !== 250).map((m) => ({ id: m.messageId, tries: m.tries })),
         [],
