@@ -36,6 +36,7 @@ import {
   type SiteKind,
   type WebSiteOverrides,
 } from '../migration/index.js';
+import { decodeCursor, encodeCursor, pageLimit, type Page, type PageRequest } from './paging.js';
 
 /** One hosting server as the controller knows it. */
 export interface ServerEntry {
@@ -204,6 +205,25 @@ export interface ServerSummary {
   sites: string[];
 }
 
+/** Which migrations `migrationsPage` lists: newest first, of one domain, only running or only ended ones. */
+export interface MigrationPageRequest extends PageRequest {
+  domain?: string;
+  active?: boolean;
+}
+
+/**
+ * Where the journal has put sites, derived once per journal change (its last seq): the server of
+ * every site a migration moved (or left failed), the migration in charge of each site, the
+ * temporary IPs leased, and the sites moved onto each server. Bounded by the sites and servers.
+ */
+interface Placement {
+  seq: number;
+  where: Map<string, string>;
+  active: Map<string, string>;
+  leased: Set<string>;
+  movedIn: Map<string, Set<string>>;
+}
+
 /** Servers, sites, migrations and their events. */
 export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   readonly orchestrator: Orchestrator;
@@ -211,6 +231,14 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   readonly dns: DnsProvider;
   private readonly servers = new Map<string, ServerEntry>();
   private readonly siteConfig = new Map<string, SiteEntry>();
+  /** Config order of the servers and the sites (list and page order), and each one's place in it. */
+  private readonly serverOrder: string[] = [];
+  private readonly serverIndex = new Map<string, number>();
+  private readonly siteOrder: string[] = [];
+  private readonly siteIndex = new Map<string, number>();
+  /** The sites each server hosts in the config. */
+  private readonly configSitesOf = new Map<string, string[]>();
+  private placed: Placement | undefined;
   private readonly defaults: MigrationTimings;
   private readonly backupKeepMs: number;
   private readonly running = new Map<string, Promise<MigrationRecord>>();
@@ -233,6 +261,9 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       if (s.sharedIps.length === 0)
         throw new FerryError('CONFIG_INVALID', `server "${s.id}" has no shared IP`);
       this.servers.set(s.id, s);
+      this.serverIndex.set(s.id, this.serverOrder.length);
+      this.serverOrder.push(s.id);
+      this.configSitesOf.set(s.id, []);
     }
     for (const site of opts.sites) {
       const domain = normalize(site.domain);
@@ -243,7 +274,12 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
         );
       }
       if (site.ports.length === 0) throw new FerryError('CONFIG_INVALID', `site ${domain} has no ports`);
+      if (this.siteConfig.has(domain))
+        throw new FerryError('CONFIG_INVALID', `site ${domain} is declared twice`);
       this.siteConfig.set(domain, { ...site, domain });
+      this.siteIndex.set(domain, this.siteOrder.length);
+      this.siteOrder.push(domain);
+      this.configSitesOf.get(site.server)!.push(domain);
     }
     const hosts = new Map([...this.servers].map(([id, s]) => [id, s.driver]));
     this.orchestrator = new Orchestrator({
@@ -310,22 +346,74 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   /** Every server with its addresses and the temporary IPs still free (the IPv6 ones when it has any). */
   listServers(): ServerSummary[] {
-    const sites = this.listSites();
-    return [...this.servers.values()].map((s) => ({
+    const p = this.placement();
+    return this.serverOrder.map((id) => this.serverSummary(id, p));
+  }
+
+  /** One page of `listServers`, in config order. */
+  serversPage(req: PageRequest = {}): Page<ServerSummary> {
+    const p = this.placement();
+    return this.pageOf('servers', this.serverOrder, this.serverIndex, req, (id) => this.serverSummary(id, p));
+  }
+
+  /** One server as `listServers` shows it. */
+  serverView(id: string): ServerSummary {
+    this.server(id);
+    return this.serverSummary(id, this.placement());
+  }
+
+  private serverSummary(id: string, p: Placement): ServerSummary {
+    const s = this.servers.get(id)!;
+    return {
       id: s.id,
       sharedIps: [...s.sharedIps],
       tempIpPool: [...s.tempIpPool],
-      freeTempIps: this.freeTempIps(s.id),
+      freeTempIps: s.tempIpPool.filter((ip) => !p.leased.has(ip)),
       ...(s.sharedIps6 || s.tempIpPool6
         ? {
             sharedIps6: [...(s.sharedIps6 ?? [])],
             tempIpPool6: [...(s.tempIpPool6 ?? [])],
-            freeTempIps6: this.freeTempIps(s.id, 6),
+            freeTempIps6: (s.tempIpPool6 ?? []).filter((ip) => !p.leased.has(ip)),
           }
         : {}),
       ...(s.relayHost ? { relayHost: s.relayHost } : {}),
-      sites: sites.filter((x) => x.server === s.id).map((x) => x.domain),
-    }));
+      sites: this.sitesOf(id, p),
+    };
+  }
+
+  /** The domains server `id` hosts now, in config order. */
+  private sitesOf(id: string, p: Placement): string[] {
+    const stayed = (this.configSitesOf.get(id) ?? []).filter((d) => (p.where.get(d) ?? id) === id);
+    const moved = [...(p.movedIn.get(id) ?? [])];
+    if (moved.length === 0) return stayed;
+    return [...stayed, ...moved].sort((a, b) => this.siteIndex.get(a)! - this.siteIndex.get(b)!);
+  }
+
+  /**
+   * A page of `order` (a list fixed at construction) after the key in the cursor; the cursor names
+   * the last key given, so a key unknown here is CURSOR_INVALID.
+   */
+  private pageOf<T>(
+    list: string,
+    order: string[],
+    index: Map<string, number>,
+    req: PageRequest,
+    view: (key: string) => T,
+  ): Page<T> {
+    const limit = pageLimit(req);
+    let start = 0;
+    if (req.cursor !== undefined) {
+      const [last] = decodeCursor(list, req.cursor, ['string']) as [string];
+      const at = index.get(last);
+      if (at === undefined)
+        throw new FerryError('CURSOR_INVALID', `the cursor names ${last}, which is not in the ${list} list`);
+      start = at + 1;
+    }
+    const keys = order.slice(start, start + limit);
+    return {
+      items: keys.map(view),
+      ...(start + limit < order.length ? { next: encodeCursor(list, [keys[keys.length - 1]!]) } : {}),
+    };
   }
 
   server(id: string): ServerEntry {
@@ -333,9 +421,52 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     if (!s)
       throw new FerryError(
         'SERVER_NOT_FOUND',
-        `no server "${id}"; known: ${[...this.servers.keys()].join(', ')}`,
+        this.serverOrder.length <= 20
+          ? `no server "${id}"; known: ${this.serverOrder.join(', ')}`
+          : `no server "${id}" among the ${this.serverOrder.length} known (see ferry servers)`,
       );
     return s;
+  }
+
+  /** Where the journal has put sites, rebuilt only when the journal changed since the last time. */
+  private placement(): Placement {
+    const seq = this.journal.lastSeq();
+    if (this.placed?.seq === seq) return this.placed;
+    const where = new Map<string, string>();
+    const active = new Map<string, string>();
+    const leased = new Set<string>();
+    for (const rec of this.journal.briefs()) {
+      const d = normalize(rec.plan.domain);
+      if (!rec.settled || rec.phase === 'failed') {
+        leased.add(rec.plan.tempIp);
+        if (rec.plan.v6) leased.add(rec.plan.v6.tempIp);
+      }
+      if (rec.phase === 'completed') where.set(d, rec.plan.target);
+      else if (rec.phase === 'failed') {
+        where.set(d, this.dnsPointsAt(rec.plan.id));
+        active.set(d, rec.plan.id);
+      } else if (!TERMINAL.has(rec.phase)) active.set(d, rec.plan.id);
+    }
+    const movedIn = new Map<string, Set<string>>();
+    for (const [d, server] of where) {
+      const cfg = this.siteConfig.get(d);
+      if (!cfg || cfg.server === server) continue;
+      let set = movedIn.get(server);
+      if (!set) movedIn.set(server, (set = new Set()));
+      set.add(d);
+    }
+    this.placed = { seq, where, active, leased, movedIn };
+    return this.placed;
+  }
+
+  private siteSummary(s: SiteEntry, p: Placement): SiteSummary {
+    return {
+      domain: s.domain,
+      server: p.where.get(s.domain) ?? s.server,
+      ports: [...s.ports],
+      kind: s.kind ?? 'builtin',
+      migration: p.active.get(s.domain) ?? null,
+    };
   }
 
   /**
@@ -343,30 +474,30 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    * the migration in charge of it: one running, or a `failed` one not yet resolved.
    */
   listSites(): SiteSummary[] {
-    const where = new Map([...this.siteConfig].map(([d, s]) => [d, s.server]));
-    const active = new Map<string, string>();
-    for (const rec of this.journal.briefs()) {
-      const d = normalize(rec.plan.domain);
-      if (rec.phase === 'completed') where.set(d, rec.plan.target);
-      else if (rec.phase === 'failed') {
-        where.set(d, this.dnsPointsAt(rec.plan.id));
-        active.set(d, rec.plan.id);
-      } else if (!TERMINAL.has(rec.phase)) active.set(d, rec.plan.id);
-    }
-    return [...this.siteConfig.values()].map((s) => ({
-      domain: s.domain,
-      server: where.get(s.domain) ?? s.server,
-      ports: [...s.ports],
-      kind: s.kind ?? 'builtin',
-      migration: active.get(s.domain) ?? null,
-    }));
+    const p = this.placement();
+    return this.siteOrder.map((d) => this.siteSummary(this.siteConfig.get(d)!, p));
+  }
+
+  /** The sites server `id` hosts now, in config order. */
+  sitesOn(id: string): SiteSummary[] {
+    this.server(id);
+    const p = this.placement();
+    return this.sitesOf(id, p).map((d) => this.siteSummary(this.siteConfig.get(d)!, p));
+  }
+
+  /** One page of `listSites`, in config order. */
+  sitesPage(req: PageRequest = {}): Page<SiteSummary> {
+    const p = this.placement();
+    return this.pageOf('sites', this.siteOrder, this.siteIndex, req, (d) =>
+      this.siteSummary(this.siteConfig.get(d)!, p),
+    );
   }
 
   site(domain: string): SiteSummary {
     const d = normalize(domain);
-    const s = this.listSites().find((x) => x.domain === d);
+    const s = this.siteConfig.get(d);
     if (!s) throw new FerryError('SITE_NOT_FOUND', `no site ${d} is configured`);
-    return s;
+    return this.siteSummary(s, this.placement());
   }
 
   /** The server a failed migration's A record last pointed at (the journal's last DNS change). */
@@ -381,13 +512,8 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   /** Temporary IPs of `serverId` not leased by an unfinished or a failed migration. */
   freeTempIps(serverId: string, family: 4 | 6 = 4): string[] {
-    const leased = new Set(
-      this.journal
-        .briefs()
-        .filter((r) => !r.settled || r.phase === 'failed')
-        .flatMap((r) => [r.plan.tempIp, ...(r.plan.v6 ? [r.plan.v6.tempIp] : [])]),
-    );
     const s = this.server(serverId);
+    const { leased } = this.placement();
     return (family === 4 ? s.tempIpPool : (s.tempIpPool6 ?? [])).filter((ip) => !leased.has(ip));
   }
 
@@ -678,6 +804,35 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   }
 
   /**
+   * One page of migrations, newest first (then by id). The cursor holds the last one's creation
+   * time and id, so migrations started meanwhile (newer) never shift the pages after it.
+   */
+  migrationsPage(req: MigrationPageRequest = {}): Page<MigrationRecord> {
+    const limit = pageLimit(req);
+    let after: { createdAt: number; id: string } | undefined;
+    if (req.cursor !== undefined) {
+      const [createdAt, id] = decodeCursor('migrations', req.cursor, ['number', 'string']) as [
+        number,
+        string,
+      ];
+      after = { createdAt, id };
+    }
+    const rows = this.journal.page({
+      limit: limit + 1,
+      ...(after ? { after } : {}),
+      ...(req.domain !== undefined ? { domain: normalize(req.domain) } : {}),
+      ...(req.active !== undefined ? { active: req.active } : {}),
+    });
+    const more = rows.length > limit;
+    const mine = rows.slice(0, limit);
+    const last = mine[mine.length - 1];
+    return {
+      items: mine.map((r) => this.journal.get(r.id)!),
+      ...(more && last ? { next: encodeCursor('migrations', [last.createdAt, last.id]) } : {}),
+    };
+  }
+
+  /**
    * Roll migration `id` back from whatever phase it is in (issue 7 implements every phase).
    * Resolves with the record once the rollback has ended.
    */
@@ -730,9 +885,8 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       );
     }
     const concurrency = Math.min(req.concurrency ?? pool, pool);
-    const queue = this.listSites()
-      .filter((s) => s.server === origin.id && !s.migration)
-      .map((s) => s.domain);
+    const p = this.placement();
+    const queue = this.sitesOf(origin.id, p).filter((d) => !p.active.has(d));
     const started = Date.now();
     const evacId = `evacuate-${origin.id}-${started.toString(36)}`;
     this.publish('evacuation', evacId, {

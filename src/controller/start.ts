@@ -191,7 +191,7 @@ export async function startController(
               const bare = (d: string) => d.toLowerCase().replace(/\.$/, '');
               const served = new Set(Array.isArray(info.sites) ? info.sites.map((d) => bare(String(d))) : []);
               // Web sites are the server's own web server's until a migration gates them: not in the agent's app.
-              const here = controller.listSites().filter((x) => x.server === s.id && x.kind !== 'web');
+              const here = controller.sitesOn(s.id).filter((x) => x.kind !== 'web');
               const missing = here.filter((x) => !served.has(bare(x.domain))).map((x) => bare(x.domain));
               const problems: string[] = [];
               if (missing.length)

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS journal (
   detail TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_by_migration ON journal(migration_id, seq);
+CREATE INDEX IF NOT EXISTS migrations_by_age ON migrations(created_at, id);
 `;
 
 interface JournalRow {
@@ -107,6 +108,7 @@ export class Journal {
   private dirty = false;
   private inflight: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
+  private lastSeqStmt: Database.Statement | undefined;
 
   constructor(path: string, opts: JournalOptions = {}) {
     try {
@@ -299,6 +301,45 @@ export class Journal {
           : TERMINAL_PHASES.has(phase);
       return { id: r.id, plan: JSON.parse(r.plan) as MigrationPlan, phase, settled, createdAt: r.created_at };
     });
+  }
+
+  /** The seq of the newest entry (0 when none): it changes with every write, so a copy can tell it is stale. */
+  lastSeq(): number {
+    this.lastSeqStmt ??= this.db.prepare('SELECT MAX(seq) AS seq FROM journal');
+    return (this.lastSeqStmt.get() as { seq: number | null }).seq ?? 0;
+  }
+
+  /**
+   * Ids of migrations, newest first (created_at, then id), at most `limit`, after the one created
+   * at `after.createdAt` with id `after.id`; only those of `domain`, and with `active`, only those
+   * not ended (true) or only ended ones (false).
+   */
+  page(opts: {
+    limit: number;
+    after?: { createdAt: number; id: string };
+    domain?: string;
+    active?: boolean;
+  }): Array<{ id: string; createdAt: number }> {
+    const where: string[] = [];
+    const args: Array<string | number> = [];
+    if (opts.after) {
+      where.push('(created_at < ? OR (created_at = ? AND id > ?))');
+      args.push(opts.after.createdAt, opts.after.createdAt, opts.after.id);
+    }
+    if (opts.domain !== undefined) {
+      where.push("json_extract(plan, '$.domain') = ?");
+      args.push(opts.domain);
+    }
+    if (opts.active !== undefined) {
+      const ended = [...TERMINAL_PHASES];
+      where.push(`phase ${opts.active ? 'NOT IN' : 'IN'} (${ended.map(() => '?').join(', ')})`);
+      args.push(...ended);
+    }
+    const sql = `SELECT id, created_at FROM migrations ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY created_at DESC, id LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, opts.limit) as Array<{ id: string; created_at: number }>).map(
+      (r) => ({ id: r.id, createdAt: r.created_at }),
+    );
   }
 
   /** Ids of every migration, newest first. */
