@@ -800,7 +800,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   }
 
   listMigrations(): MigrationRecord[] {
-    return this.journal.list().map((id) => this.journal.get(id)!);
+    return this.journal.getMany(this.journal.list());
   }
 
   /**
@@ -827,7 +827,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     const mine = rows.slice(0, limit);
     const last = mine[mine.length - 1];
     return {
-      items: mine.map((r) => this.journal.get(r.id)!),
+      items: this.journal.getMany(mine.map((r) => r.id)),
       ...(more && last ? { next: encodeCursor('migrations', [last.createdAt, last.id]) } : {}),
     };
   }
