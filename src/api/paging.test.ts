@@ -6,7 +6,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import { ApiClient } from '../cli/client.js';
 import { buildApi } from './index.js';
 import { Controller } from '../controller/index.js';
 import { Journal, type DnsProvider, type HostDriver, type MigrationPlan } from '../migration/index.js';
@@ -278,6 +280,34 @@ test('the controller keeps at most eventHistory events for replay, the newest', 
       [8, 9, 10, 11, 12],
     );
   } finally {
+    journal.close();
+  }
+});
+
+test('the CLI client follows next: every item once up to --limit, and says when more were left', async () => {
+  const { controller, journal } = fleet(5, 500); // 2,500 sites: three pages of 1000
+  const app = await api(controller);
+  try {
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as AddressInfo;
+    const client = new ApiClient(`http://127.0.0.1:${port}`, TOKEN);
+    const all = await client.list<{ domain: string }>('/v1/sites', 'sites');
+    assert.equal(all.more, false);
+    assert.deepEqual(
+      all.items.map((s) => s.domain),
+      controller.listSites().map((s) => s.domain),
+    );
+    const some = await client.list<{ domain: string }>('/v1/sites', 'sites', 1200);
+    assert.equal(some.items.length, 1200);
+    assert.equal(some.more, true);
+    assert.deepEqual(some.items, all.items.slice(0, 1200));
+    const exact = await client.list<{ id: string }>('/v1/servers', 'servers', 5);
+    assert.deepEqual([exact.items.length, exact.more], [5, false]);
+    assert.throws(() => ApiClient.listLimit({ limit: '0' }, 50), /--limit must be a positive integer/);
+    assert.equal(ApiClient.listLimit({}, 50), 50);
+    assert.equal(ApiClient.listLimit({ all: true }, 50), Infinity);
+  } finally {
+    await app.close();
     journal.close();
   }
 });
