@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { ApiClient } from '../cli/client.js';
 import { buildApi } from './index.js';
 import { Controller } from '../controller/index.js';
-import { Journal, type DnsProvider, type HostDriver, type MigrationPlan } from '../migration/index.js';
+import { Journal, STEP, type DnsProvider, type HostDriver, type MigrationPlan } from '../migration/index.js';
 
 const TOKEN = 'paging-test-token-0123456789';
 
@@ -308,6 +308,53 @@ test('the CLI client follows next: every item once up to --limit, and says when 
     assert.equal(ApiClient.listLimit({ all: true }, 50), Infinity);
   } finally {
     await app.close();
+    journal.close();
+  }
+});
+
+test('where sites are follows the journal: a failed migration places its site where DNS points, a rollback puts it back, a late-settling older migration does not undo a newer one', () => {
+  const { controller, journal } = fleet(3, 2);
+  try {
+    const at = (d: string) => controller.site(d);
+    // Failed after its DNS change to the target: the site is the target's, the migration in charge.
+    journalMigration(journal, 'f1', 'site-0-0.example.', 0, 1, 100);
+    journal.append({
+      migrationId: 'f1',
+      at: 101,
+      phase: 'cutover',
+      kind: 'step',
+      step: STEP.dnsChange,
+      detail: { type: 'A', address: '10.0.1.1' },
+    });
+    journal.append({ migrationId: 'f1', at: 102, phase: 'failed', kind: 'enter' });
+    assert.deepEqual([at('site-0-0.example').server, at('site-0-0.example').migration], ['s001', 'f1']);
+    assert.ok(controller.serverView('s001').sites.includes('site-0-0.example.'));
+    assert.ok(!controller.serverView('s000').sites.includes('site-0-0.example.'));
+    assert.deepEqual(controller.freeTempIps('s000'), ['10.1.0.2'], 'a failed migration keeps its lease');
+    journal.append({ migrationId: 'f1', at: 103, phase: 'rolled-back', kind: 'enter' });
+    assert.deepEqual([at('site-0-0.example').server, at('site-0-0.example').migration], ['s000', null]);
+    assert.deepEqual(controller.serverView('s000').sites, ['site-0-0.example.', 'site-0-1.example.']);
+    assert.deepEqual(controller.freeTempIps('s000'), ['10.1.0.1', '10.1.0.2']);
+
+    // m1 completes (not yet settled), m2 moves the site on and settles, then m1 settles.
+    journalMigration(journal, 'm1', 'site-0-1.example.', 0, 1, 200);
+    journal.append({ migrationId: 'm1', at: 201, phase: 'completed', kind: 'enter' });
+    assert.equal(at('site-0-1.example').server, 's001');
+    journalMigration(journal, 'm2', 'site-0-1.example.', 1, 2, 300);
+    journal.append({ migrationId: 'm2', at: 301, phase: 'completed', kind: 'enter' });
+    journal.append({ migrationId: 'm2', at: 302, phase: 'completed', kind: 'leave' });
+    assert.equal(at('site-0-1.example').server, 's002');
+    journal.append({ migrationId: 'm1', at: 400, phase: 'completed', kind: 'leave' });
+    assert.equal(at('site-0-1.example').server, 's002');
+    assert.deepEqual(
+      controller.listServers().map((s) => [s.id, s.sites]),
+      [
+        ['s000', ['site-0-0.example.']],
+        ['s001', ['site-1-0.example.', 'site-1-1.example.']],
+        ['s002', ['site-0-1.example.', 'site-2-0.example.', 'site-2-1.example.']],
+      ],
+    );
+  } finally {
     journal.close();
   }
 });

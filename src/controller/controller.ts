@@ -212,16 +212,28 @@ export interface MigrationPageRequest extends PageRequest {
 }
 
 /**
- * Where the journal has put sites, derived once per journal change (its last seq): the server of
- * every site a migration moved (or left failed), the migration in charge of each site, the
- * temporary IPs leased, and the sites moved onto each server. Bounded by the sites and servers.
+ * Where the journal has put sites, kept up to date from the journal's changes (its last seq): the
+ * server of every site a completed migration moved, the migrations still open (unsettled, or
+ * failed and unresolved) with their leases, and what both make of it: where each site is, the
+ * migration in charge of it, the leased temporary IPs, the sites moved onto each server. Bounded
+ * by the sites, the servers and the open migrations; ended migrations leave only their site's place.
  */
 interface Placement {
   seq: number;
-  where: Map<string, string>;
+  /** Per site, the server of its newest completed migration (which one: creation time, then id). */
+  completedAt: Map<string, { server: string; createdAt: number; id: string }>;
+  /** Per server, the sites a completed migration moved onto it (kept with `completedAt`). */
+  movedIn: Map<string, Set<string>>;
+  open: Map<string, { domain: string; phase: string; leases: string[]; failedAt?: string }>;
+  /** Derived from `open`: where failed migrations left their sites, who is in charge, what is leased. */
+  failedAt: Map<string, string>;
   active: Map<string, string>;
   leased: Set<string>;
-  movedIn: Map<string, Set<string>>;
+}
+
+/** The server hosting `domain` now, `config` when no migration moved it. */
+function whereOf(p: Placement, domain: string, config: string): string {
+  return p.failedAt.get(domain) ?? p.completedAt.get(domain)?.server ?? config;
 }
 
 /** Servers, sites, migrations and their events. */
@@ -383,10 +395,13 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   /** The domains server `id` hosts now, in config order. */
   private sitesOf(id: string, p: Placement): string[] {
-    const stayed = (this.configSitesOf.get(id) ?? []).filter((d) => (p.where.get(d) ?? id) === id);
-    const moved = [...(p.movedIn.get(id) ?? [])];
-    if (moved.length === 0) return stayed;
-    return [...stayed, ...moved].sort((a, b) => this.siteIndex.get(a)! - this.siteIndex.get(b)!);
+    const here = (d: string) => whereOf(p, d, this.siteConfig.get(d)!.server) === id;
+    const stayed = (this.configSitesOf.get(id) ?? []).filter(here);
+    const moved = new Set([...(p.movedIn.get(id) ?? [])]);
+    for (const [d, server] of p.failedAt) if (server === id) moved.add(d);
+    const came = [...moved].filter((d) => this.siteConfig.get(d)!.server !== id && here(d));
+    if (came.length === 0) return stayed;
+    return [...stayed, ...came].sort((a, b) => this.siteIndex.get(a)! - this.siteIndex.get(b)!);
   }
 
   /**
@@ -428,41 +443,60 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     return s;
   }
 
-  /** Where the journal has put sites, rebuilt only when the journal changed since the last time. */
+  /** Where the journal has put sites, brought up to date with the migrations changed since the last time. */
   private placement(): Placement {
     const seq = this.journal.lastSeq();
     if (this.placed?.seq === seq) return this.placed;
-    const where = new Map<string, string>();
+    const completedAt =
+      this.placed?.completedAt ??
+      new Map<string, Placement['completedAt'] extends Map<string, infer V> ? V : never>();
+    const movedIn = this.placed?.movedIn ?? new Map<string, Set<string>>();
+    const open =
+      this.placed?.open ?? new Map<string, Placement['open'] extends Map<string, infer V> ? V : never>();
+    // Oldest first: for one domain a later migration's outcome overrides an earlier one's.
+    for (const rec of this.journal.briefs(this.placed ? { changedAfter: this.placed.seq } : {})) {
+      const d = normalize(rec.plan.domain);
+      // An older migration settling late (its last cleanup step) does not undo a newer one's move.
+      const known = completedAt.get(d);
+      const newer =
+        !known ||
+        rec.createdAt > known.createdAt ||
+        (rec.createdAt === known.createdAt && rec.id >= known.id);
+      const cfg = this.siteConfig.get(d);
+      if (rec.phase === 'completed' && newer && cfg) {
+        if (known) movedIn.get(known.server)?.delete(d);
+        completedAt.set(d, { server: rec.plan.target, createdAt: rec.createdAt, id: rec.id });
+        if (rec.plan.target !== cfg.server) {
+          let set = movedIn.get(rec.plan.target);
+          if (!set) movedIn.set(rec.plan.target, (set = new Set()));
+          set.add(d);
+        }
+      }
+      if (!rec.settled || rec.phase === 'failed') {
+        open.set(rec.id, {
+          domain: d,
+          phase: rec.phase,
+          leases: [rec.plan.tempIp, ...(rec.plan.v6 ? [rec.plan.v6.tempIp] : [])],
+          ...(rec.phase === 'failed' ? { failedAt: this.dnsPointsAt(rec.id) } : {}),
+        });
+      } else open.delete(rec.id);
+    }
+    const failedAt = new Map<string, string>();
     const active = new Map<string, string>();
     const leased = new Set<string>();
-    for (const rec of this.journal.briefs()) {
-      const d = normalize(rec.plan.domain);
-      if (!rec.settled || rec.phase === 'failed') {
-        leased.add(rec.plan.tempIp);
-        if (rec.plan.v6) leased.add(rec.plan.v6.tempIp);
-      }
-      if (rec.phase === 'completed') where.set(d, rec.plan.target);
-      else if (rec.phase === 'failed') {
-        where.set(d, this.dnsPointsAt(rec.plan.id));
-        active.set(d, rec.plan.id);
-      } else if (!TERMINAL.has(rec.phase)) active.set(d, rec.plan.id);
+    for (const [id, m] of open) {
+      for (const ip of m.leases) leased.add(ip);
+      if (m.failedAt !== undefined) failedAt.set(m.domain, m.failedAt);
+      if (m.phase === 'failed' || !TERMINAL.has(m.phase)) active.set(m.domain, id);
     }
-    const movedIn = new Map<string, Set<string>>();
-    for (const [d, server] of where) {
-      const cfg = this.siteConfig.get(d);
-      if (!cfg || cfg.server === server) continue;
-      let set = movedIn.get(server);
-      if (!set) movedIn.set(server, (set = new Set()));
-      set.add(d);
-    }
-    this.placed = { seq, where, active, leased, movedIn };
+    this.placed = { seq, completedAt, movedIn, open, failedAt, active, leased };
     return this.placed;
   }
 
   private siteSummary(s: SiteEntry, p: Placement): SiteSummary {
     return {
       domain: s.domain,
-      server: p.where.get(s.domain) ?? s.server,
+      server: whereOf(p, s.domain, s.server),
       ports: [...s.ports],
       kind: s.kind ?? 'builtin',
       migration: p.active.get(s.domain) ?? null,

@@ -348,16 +348,22 @@ export class Journal {
     return out;
   }
 
-  /** Every migration in brief (no journal entries parsed), oldest first. */
-  briefs(): MigrationBrief[] {
+  /**
+   * Every migration in brief (no journal entries parsed), oldest first; with `changedAfter`, only
+   * those with an entry after that seq (see `lastSeq`).
+   */
+  briefs(opts: { changedAfter?: number } = {}): MigrationBrief[] {
+    const changed = opts.changedAfter !== undefined;
     const rows = this.db
       .prepare(
         `SELECT m.id, m.plan, m.phase, m.created_at,
            (SELECT kind FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_kind,
            (SELECT phase FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_phase
-         FROM migrations m ORDER BY m.created_at, m.id`,
+         FROM migrations m
+         ${changed ? 'WHERE m.id IN (SELECT DISTINCT migration_id FROM journal WHERE seq > ?)' : ''}
+         ORDER BY m.created_at, m.id`,
       )
-      .all() as Array<{
+      .all(...(changed ? [opts.changedAfter] : [])) as Array<{
       id: string;
       plan: string;
       phase: string;
