@@ -12,6 +12,7 @@
  * (127.0.0.0/8 is all local there), and nothing it does can reach another helper's ports.
  */
 import { spawnSync } from 'node:child_process';
+import Database from 'better-sqlite3';
 import { createServer } from 'node:http';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -58,7 +59,7 @@ const serverId = (i: number) => `srv-${String(i).padStart(4, '0')}`;
 const serverIp = (i: number) => `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`;
 const tempIp = (i: number, k: number) => `127.${10 + k}.${Math.floor(i / 250)}.${(i % 250) + 1}`;
 const domainOf = (i: number, j: number) => `site-${i}-${j}.fleet.example`;
-const mib = (b: number) => `${(b / 1048576).toFixed(0)} MiB`;
+const mib = (b: number) => `${(b / 1048576).toFixed(b < 10 * 1048576 ? 1 : 0)} MiB`;
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
 const fleet = new MemoryFleet();
@@ -215,21 +216,32 @@ for (const [i, e] of evacuations.entries()) {
   if (fleet.host(e.from).hosted().length !== 0) misplaced++;
 }
 const rssEvac = rss();
-const journalBytes = (
-  await Promise.all(
-    ['journal.sqlite', 'journal.sqlite-wal'].map((f) =>
-      stat(join(dir, f)).then(
-        (s) => s.size,
-        () => 0,
-      ),
-    ),
-  )
-).reduce((a, b) => a + b, 0);
+const size = (f: string) =>
+  stat(join(dir, f)).then(
+    (st) => st.size,
+    () => 0,
+  );
+const [journalBytes, walBytes] = await Promise.all([size('journal.sqlite'), size('journal.sqlite-wal')]);
 process.stdout.write(
   `\nevacuation of ${EVACUATED} servers at once (${SITES_PER_SERVER} sites each, a pool of ${POOL} temporary IPs each): ` +
     `${(evacMs / 1000).toFixed(1)} s, ${completed} completed, ${failures} failed, ` +
     `${(completed / (evacMs / 1000)).toFixed(1)} migrations/s; ${misplaced} sites not where they should be\n` +
-    `RSS after the evacuation: ${mib(rssEvac)}; journal ${mib(journalBytes)} (${journalBytes} bytes, with its WAL)\n`,
+    `RSS after the evacuation: ${mib(rssEvac)}; journal file ${mib(journalBytes)}, its write-ahead log ${mib(walBytes)} (SQLite checkpoints it at about 4 MiB)\n`,
+);
+
+// What the journal holds: entries per migration, the most frequent ones.
+const db = new Database(join(dir, 'journal.sqlite'), { readonly: true });
+const entries = (db.prepare('SELECT COUNT(*) AS n FROM journal').get() as { n: number }).n;
+const top = db
+  .prepare(
+    `SELECT kind || ' ' || COALESCE(step, phase) AS what, COUNT(*) AS n, SUM(LENGTH(COALESCE(detail, ''))) AS bytes
+       FROM journal GROUP BY what ORDER BY bytes DESC LIMIT 4`,
+  )
+  .all() as Array<{ what: string; n: number; bytes: number }>;
+db.close();
+process.stdout.write(
+  `journal: ${entries} entries, ${(entries / Math.max(1, outcomes.length)).toFixed(0)} per migration; ` +
+    `largest: ${top.map((t) => `${t.what} ×${t.n} (${mib(t.bytes)} of detail)`).join(', ')}\n`,
 );
 
 const rows: Array<[string, string, boolean | undefined]> = [];
