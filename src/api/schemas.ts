@@ -30,6 +30,20 @@ const domain = {
 const serverId = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' } as const;
 const migrationId = { type: 'string', minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9._-]+$' } as const;
 
+const pageLimit = {
+  type: 'integer',
+  minimum: 1,
+  maximum: 1000,
+  default: 100,
+  description: 'most items in the answer (1-1000, default 100)',
+} as const;
+const cursor = {
+  type: 'string',
+  minLength: 1,
+  maxLength: 1000,
+  description: "the `next` of the previous page's answer; the first page without one",
+} as const;
+
 export const errorSchema = {
   type: 'object',
   properties: {
@@ -192,11 +206,17 @@ export const schemas = {
   idParam: { type: 'object', required: ['id'], properties: { id: migrationId } },
   serverParam: { type: 'object', required: ['id'], properties: { id: serverId } },
   domainParam: { type: 'object', required: ['domain'], properties: { domain } },
+  pageQuery: {
+    type: 'object',
+    additionalProperties: false,
+    properties: { limit: pageLimit, cursor },
+  },
   listQuery: {
     type: 'object',
     additionalProperties: false,
     properties: {
-      limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+      limit: pageLimit,
+      cursor,
       domain,
       active: { type: 'boolean', description: 'only migrations not yet ended' },
     },

@@ -243,19 +243,22 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
   });
 
   // Servers, sites, records
-  app.get(
+  app.get<{ Querystring: { limit: number; cursor?: string } }>(
     '/v1/servers',
     {
       schema: {
         tags: ['servers'],
-        summary: 'Every server, its addresses and free temporary IPs',
+        summary:
+          'Servers in config order, their addresses, free temporary IPs and sites; a page of `limit`, with `next` when more follow',
+        querystring: schemas.pageQuery,
         security,
         response: errors,
       },
     },
-    async () => ({
-      servers: controller.listServers(),
-    }),
+    async (req) => {
+      const page = controller.serversPage(req.query);
+      return { servers: page.items, ...(page.next ? { next: page.next } : {}) };
+    },
   );
   app.get<{ Params: { id: string } }>(
     '/v1/servers/:id',
@@ -269,9 +272,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       },
     },
     async (req) => {
-      const s = controller.listServers().find((x) => x.id === req.params.id);
-      if (!s) controller.server(req.params.id); // throws SERVER_NOT_FOUND with the known ids
-      return s;
+      return controller.serverView(req.params.id);
     },
   );
   app.get<{ Params: { id: string } }>(
@@ -288,19 +289,22 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     },
     async (req) => controller.webSites(req.params.id),
   );
-  app.get(
+  app.get<{ Querystring: { limit: number; cursor?: string } }>(
     '/v1/sites',
     {
       schema: {
         tags: ['sites'],
-        summary: 'Every site and the server hosting it now',
+        summary:
+          'Sites in config order and the server hosting each now; a page of `limit`, with `next` when more follow',
+        querystring: schemas.pageQuery,
         security,
         response: errors,
       },
     },
-    async () => ({
-      sites: controller.listSites(),
-    }),
+    async (req) => {
+      const page = controller.sitesPage(req.query);
+      return { sites: page.items, ...(page.next ? { next: page.next } : {}) };
+    },
   );
   app.get<{ Params: { domain: string } }>(
     '/v1/sites/:domain',
@@ -333,27 +337,20 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
   );
 
   // Migrations
-  app.get<{ Querystring: { limit: number; domain?: string; active?: boolean } }>(
+  app.get<{ Querystring: { limit: number; cursor?: string; domain?: string; active?: boolean } }>(
     '/v1/migrations',
     {
       schema: {
         tags: ['migrations'],
-        summary: 'Migrations, newest first',
+        summary: 'Migrations, newest first; a page of `limit`, with `next` when more follow',
         querystring: schemas.listQuery,
         security,
         response: errors,
       },
     },
     async (req) => {
-      const { limit, domain, active } = req.query;
-      const d = domain ? (domain.endsWith('.') ? domain : `${domain}.`).toLowerCase() : undefined;
-      const list = controller
-        .listMigrations()
-        .filter(
-          (r) => (!d || r.plan.domain === d) && (active === undefined || active !== TERMINAL.has(r.phase)),
-        )
-        .slice(0, limit);
-      return { migrations: list.map(migrationView) };
+      const page = controller.migrationsPage(req.query);
+      return { migrations: page.items.map(migrationView), ...(page.next ? { next: page.next } : {}) };
     },
   );
   app.post<{
@@ -483,9 +480,10 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
         req.log.warn(`evacuation: ${m}`),
       );
       if (done) return reply.code(200).send({ ...done, migrations: done.migrations.map(migrationView) });
-      const started = controller
-        .listMigrations()
-        .filter((r) => r.plan.origin === req.body.from && !TERMINAL.has(r.phase));
+      const started = controller.journal
+        .briefs()
+        .filter((r) => r.plan.origin === req.body.from && !TERMINAL.has(r.phase))
+        .map((r) => controller.migration(r.id));
       return reply.code(202).send({ accepted: true, migrations: started.map(migrationView) });
     },
   );

@@ -69,6 +69,36 @@ export class ApiClient {
     return this.call<T>('GET', path);
   }
 
+  /**
+   * The items (under `key`) of a paged list, following `next` until `max` items or the end, a
+   * page of at most 1000 at a time; `more` when the list had items beyond `max`.
+   */
+  async list<T>(path: string, key: string, max = Infinity): Promise<{ items: T[]; more: boolean }> {
+    const items: T[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      const limit = Math.min(1000, max - items.length);
+      const sep = path.includes('?') ? '&' : '?';
+      const page = await this.get<Record<string, unknown>>(
+        `${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+      );
+      items.push(...((page[key] as T[] | undefined) ?? []));
+      cursor = typeof page.next === 'string' ? page.next : undefined;
+      if (!cursor) return { items, more: false };
+      if (items.length >= max) return { items, more: true };
+    }
+  }
+
+  /** `--limit N` of a listing command: a positive integer, or undefined (no bound) for `--all`. */
+  static listLimit(o: { limit?: string; all?: boolean }, fallback: number | undefined): number {
+    if (o.all) return Infinity;
+    if (o.limit === undefined) return fallback ?? Infinity;
+    const n = Number(o.limit);
+    if (!Number.isInteger(n) || n < 1)
+      throw new CliError(`--limit must be a positive integer (got ${o.limit})`, EXIT.usage, 'USAGE');
+    return n;
+  }
+
   post<T>(path: string, body?: unknown): Promise<T> {
     return this.call<T>('POST', path, body);
   }

@@ -80,6 +80,7 @@ export const ERROR_CODES = {
   CALL_TIMEOUT: timeout('one attempt of a call to an agent or the DNS took too long'),
   CONFIG_INVALID: failed('the controller configuration is invalid'),
   CONTROLLER_STOPPING: unavailable('the controller is shutting down'),
+  CURSOR_INVALID: bad("a list's `cursor` is not one this controller gave out for that list"),
   CUTOVER_DRAIN_TIMEOUT: failed('requests still in flight when the cut-over had to go on'),
   DASHBOARD_UNAVAILABLE: unavailable('the dashboard cannot be built here'),
   DB_AUTH: upstream('a MariaDB server refused the user or password (its own message says which)'),

@@ -36,6 +36,7 @@ import {
   type SiteKind,
   type WebSiteOverrides,
 } from '../migration/index.js';
+import { decodeCursor, encodeCursor, pageLimit, type Page, type PageRequest } from './paging.js';
 
 /** One hosting server as the controller knows it. */
 export interface ServerEntry {
@@ -204,6 +205,37 @@ export interface ServerSummary {
   sites: string[];
 }
 
+/** Which migrations `migrationsPage` lists: newest first, of one domain, only running or only ended ones. */
+export interface MigrationPageRequest extends PageRequest {
+  domain?: string;
+  active?: boolean;
+}
+
+/**
+ * Where the journal has put sites, kept up to date from the journal's changes (its last seq): the
+ * server of every site a completed migration moved, the migrations still open (unsettled, or
+ * failed and unresolved) with their leases, and what both make of it: where each site is, the
+ * migration in charge of it, the leased temporary IPs, the sites moved onto each server. Bounded
+ * by the sites, the servers and the open migrations; ended migrations leave only their site's place.
+ */
+interface Placement {
+  seq: number;
+  /** Per site, the server of its newest completed migration (which one: creation time, then id). */
+  completedAt: Map<string, { server: string; createdAt: number; id: string }>;
+  /** Per server, the sites a completed migration moved onto it (kept with `completedAt`). */
+  movedIn: Map<string, Set<string>>;
+  open: Map<string, { domain: string; phase: string; leases: string[]; failedAt?: string }>;
+  /** Derived from `open`: where failed migrations left their sites, who is in charge, what is leased. */
+  failedAt: Map<string, string>;
+  active: Map<string, string>;
+  leased: Set<string>;
+}
+
+/** The server hosting `domain` now, `config` when no migration moved it. */
+function whereOf(p: Placement, domain: string, config: string): string {
+  return p.failedAt.get(domain) ?? p.completedAt.get(domain)?.server ?? config;
+}
+
 /** Servers, sites, migrations and their events. */
 export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   readonly orchestrator: Orchestrator;
@@ -211,6 +243,14 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   readonly dns: DnsProvider;
   private readonly servers = new Map<string, ServerEntry>();
   private readonly siteConfig = new Map<string, SiteEntry>();
+  /** Config order of the servers and the sites (list and page order), and each one's place in it. */
+  private readonly serverOrder: string[] = [];
+  private readonly serverIndex = new Map<string, number>();
+  private readonly siteOrder: string[] = [];
+  private readonly siteIndex = new Map<string, number>();
+  /** The sites each server hosts in the config. */
+  private readonly configSitesOf = new Map<string, string[]>();
+  private placed: Placement | undefined;
   private readonly defaults: MigrationTimings;
   private readonly backupKeepMs: number;
   private readonly running = new Map<string, Promise<MigrationRecord>>();
@@ -233,6 +273,9 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       if (s.sharedIps.length === 0)
         throw new FerryError('CONFIG_INVALID', `server "${s.id}" has no shared IP`);
       this.servers.set(s.id, s);
+      this.serverIndex.set(s.id, this.serverOrder.length);
+      this.serverOrder.push(s.id);
+      this.configSitesOf.set(s.id, []);
     }
     for (const site of opts.sites) {
       const domain = normalize(site.domain);
@@ -243,7 +286,12 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
         );
       }
       if (site.ports.length === 0) throw new FerryError('CONFIG_INVALID', `site ${domain} has no ports`);
+      if (this.siteConfig.has(domain))
+        throw new FerryError('CONFIG_INVALID', `site ${domain} is declared twice`);
       this.siteConfig.set(domain, { ...site, domain });
+      this.siteIndex.set(domain, this.siteOrder.length);
+      this.siteOrder.push(domain);
+      this.configSitesOf.get(site.server)!.push(domain);
     }
     const hosts = new Map([...this.servers].map(([id, s]) => [id, s.driver]));
     this.orchestrator = new Orchestrator({
@@ -310,22 +358,77 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   /** Every server with its addresses and the temporary IPs still free (the IPv6 ones when it has any). */
   listServers(): ServerSummary[] {
-    const sites = this.listSites();
-    return [...this.servers.values()].map((s) => ({
+    const p = this.placement();
+    return this.serverOrder.map((id) => this.serverSummary(id, p));
+  }
+
+  /** One page of `listServers`, in config order. */
+  serversPage(req: PageRequest = {}): Page<ServerSummary> {
+    const p = this.placement();
+    return this.pageOf('servers', this.serverOrder, this.serverIndex, req, (id) => this.serverSummary(id, p));
+  }
+
+  /** One server as `listServers` shows it. */
+  serverView(id: string): ServerSummary {
+    this.server(id);
+    return this.serverSummary(id, this.placement());
+  }
+
+  private serverSummary(id: string, p: Placement): ServerSummary {
+    const s = this.servers.get(id)!;
+    return {
       id: s.id,
       sharedIps: [...s.sharedIps],
       tempIpPool: [...s.tempIpPool],
-      freeTempIps: this.freeTempIps(s.id),
+      freeTempIps: s.tempIpPool.filter((ip) => !p.leased.has(ip)),
       ...(s.sharedIps6 || s.tempIpPool6
         ? {
             sharedIps6: [...(s.sharedIps6 ?? [])],
             tempIpPool6: [...(s.tempIpPool6 ?? [])],
-            freeTempIps6: this.freeTempIps(s.id, 6),
+            freeTempIps6: (s.tempIpPool6 ?? []).filter((ip) => !p.leased.has(ip)),
           }
         : {}),
       ...(s.relayHost ? { relayHost: s.relayHost } : {}),
-      sites: sites.filter((x) => x.server === s.id).map((x) => x.domain),
-    }));
+      sites: this.sitesOf(id, p),
+    };
+  }
+
+  /** The domains server `id` hosts now, in config order. */
+  private sitesOf(id: string, p: Placement): string[] {
+    const here = (d: string) => whereOf(p, d, this.siteConfig.get(d)!.server) === id;
+    const stayed = (this.configSitesOf.get(id) ?? []).filter(here);
+    const moved = new Set([...(p.movedIn.get(id) ?? [])]);
+    for (const [d, server] of p.failedAt) if (server === id) moved.add(d);
+    const came = [...moved].filter((d) => this.siteConfig.get(d)!.server !== id && here(d));
+    if (came.length === 0) return stayed;
+    return [...stayed, ...came].sort((a, b) => this.siteIndex.get(a)! - this.siteIndex.get(b)!);
+  }
+
+  /**
+   * A page of `order` (a list fixed at construction) after the key in the cursor; the cursor names
+   * the last key given, so a key unknown here is CURSOR_INVALID.
+   */
+  private pageOf<T>(
+    list: string,
+    order: string[],
+    index: Map<string, number>,
+    req: PageRequest,
+    view: (key: string) => T,
+  ): Page<T> {
+    const limit = pageLimit(req);
+    let start = 0;
+    if (req.cursor !== undefined) {
+      const [last] = decodeCursor(list, req.cursor, ['string']) as [string];
+      const at = index.get(last);
+      if (at === undefined)
+        throw new FerryError('CURSOR_INVALID', `the cursor names ${last}, which is not in the ${list} list`);
+      start = at + 1;
+    }
+    const keys = order.slice(start, start + limit);
+    return {
+      items: keys.map(view),
+      ...(start + limit < order.length ? { next: encodeCursor(list, [keys[keys.length - 1]!]) } : {}),
+    };
   }
 
   server(id: string): ServerEntry {
@@ -333,9 +436,71 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     if (!s)
       throw new FerryError(
         'SERVER_NOT_FOUND',
-        `no server "${id}"; known: ${[...this.servers.keys()].join(', ')}`,
+        this.serverOrder.length <= 20
+          ? `no server "${id}"; known: ${this.serverOrder.join(', ')}`
+          : `no server "${id}" among the ${this.serverOrder.length} known (see ferry servers)`,
       );
     return s;
+  }
+
+  /** Where the journal has put sites, brought up to date with the migrations changed since the last time. */
+  private placement(): Placement {
+    const seq = this.journal.lastSeq();
+    if (this.placed?.seq === seq) return this.placed;
+    const completedAt =
+      this.placed?.completedAt ??
+      new Map<string, Placement['completedAt'] extends Map<string, infer V> ? V : never>();
+    const movedIn = this.placed?.movedIn ?? new Map<string, Set<string>>();
+    const open =
+      this.placed?.open ?? new Map<string, Placement['open'] extends Map<string, infer V> ? V : never>();
+    // Oldest first: for one domain a later migration's outcome overrides an earlier one's.
+    for (const rec of this.journal.briefs(this.placed ? { changedAfter: this.placed.seq } : {})) {
+      const d = normalize(rec.plan.domain);
+      // An older migration settling late (its last cleanup step) does not undo a newer one's move.
+      const known = completedAt.get(d);
+      const newer =
+        !known ||
+        rec.createdAt > known.createdAt ||
+        (rec.createdAt === known.createdAt && rec.id >= known.id);
+      const cfg = this.siteConfig.get(d);
+      if (rec.phase === 'completed' && newer && cfg) {
+        if (known) movedIn.get(known.server)?.delete(d);
+        completedAt.set(d, { server: rec.plan.target, createdAt: rec.createdAt, id: rec.id });
+        if (rec.plan.target !== cfg.server) {
+          let set = movedIn.get(rec.plan.target);
+          if (!set) movedIn.set(rec.plan.target, (set = new Set()));
+          set.add(d);
+        }
+      }
+      if (!rec.settled || rec.phase === 'failed') {
+        open.set(rec.id, {
+          domain: d,
+          phase: rec.phase,
+          leases: [rec.plan.tempIp, ...(rec.plan.v6 ? [rec.plan.v6.tempIp] : [])],
+          ...(rec.phase === 'failed' ? { failedAt: this.dnsPointsAt(rec.id) } : {}),
+        });
+      } else open.delete(rec.id);
+    }
+    const failedAt = new Map<string, string>();
+    const active = new Map<string, string>();
+    const leased = new Set<string>();
+    for (const [id, m] of open) {
+      for (const ip of m.leases) leased.add(ip);
+      if (m.failedAt !== undefined) failedAt.set(m.domain, m.failedAt);
+      if (m.phase === 'failed' || !TERMINAL.has(m.phase)) active.set(m.domain, id);
+    }
+    this.placed = { seq, completedAt, movedIn, open, failedAt, active, leased };
+    return this.placed;
+  }
+
+  private siteSummary(s: SiteEntry, p: Placement): SiteSummary {
+    return {
+      domain: s.domain,
+      server: whereOf(p, s.domain, s.server),
+      ports: [...s.ports],
+      kind: s.kind ?? 'builtin',
+      migration: p.active.get(s.domain) ?? null,
+    };
   }
 
   /**
@@ -343,30 +508,30 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
    * the migration in charge of it: one running, or a `failed` one not yet resolved.
    */
   listSites(): SiteSummary[] {
-    const where = new Map([...this.siteConfig].map(([d, s]) => [d, s.server]));
-    const active = new Map<string, string>();
-    for (const rec of this.journal.briefs()) {
-      const d = normalize(rec.plan.domain);
-      if (rec.phase === 'completed') where.set(d, rec.plan.target);
-      else if (rec.phase === 'failed') {
-        where.set(d, this.dnsPointsAt(rec.plan.id));
-        active.set(d, rec.plan.id);
-      } else if (!TERMINAL.has(rec.phase)) active.set(d, rec.plan.id);
-    }
-    return [...this.siteConfig.values()].map((s) => ({
-      domain: s.domain,
-      server: where.get(s.domain) ?? s.server,
-      ports: [...s.ports],
-      kind: s.kind ?? 'builtin',
-      migration: active.get(s.domain) ?? null,
-    }));
+    const p = this.placement();
+    return this.siteOrder.map((d) => this.siteSummary(this.siteConfig.get(d)!, p));
+  }
+
+  /** The sites server `id` hosts now, in config order. */
+  sitesOn(id: string): SiteSummary[] {
+    this.server(id);
+    const p = this.placement();
+    return this.sitesOf(id, p).map((d) => this.siteSummary(this.siteConfig.get(d)!, p));
+  }
+
+  /** One page of `listSites`, in config order. */
+  sitesPage(req: PageRequest = {}): Page<SiteSummary> {
+    const p = this.placement();
+    return this.pageOf('sites', this.siteOrder, this.siteIndex, req, (d) =>
+      this.siteSummary(this.siteConfig.get(d)!, p),
+    );
   }
 
   site(domain: string): SiteSummary {
     const d = normalize(domain);
-    const s = this.listSites().find((x) => x.domain === d);
+    const s = this.siteConfig.get(d);
     if (!s) throw new FerryError('SITE_NOT_FOUND', `no site ${d} is configured`);
-    return s;
+    return this.siteSummary(s, this.placement());
   }
 
   /** The server a failed migration's A record last pointed at (the journal's last DNS change). */
@@ -381,13 +546,8 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   /** Temporary IPs of `serverId` not leased by an unfinished or a failed migration. */
   freeTempIps(serverId: string, family: 4 | 6 = 4): string[] {
-    const leased = new Set(
-      this.journal
-        .briefs()
-        .filter((r) => !r.settled || r.phase === 'failed')
-        .flatMap((r) => [r.plan.tempIp, ...(r.plan.v6 ? [r.plan.v6.tempIp] : [])]),
-    );
     const s = this.server(serverId);
+    const { leased } = this.placement();
     return (family === 4 ? s.tempIpPool : (s.tempIpPool6 ?? [])).filter((ip) => !leased.has(ip));
   }
 
@@ -674,7 +834,36 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   }
 
   listMigrations(): MigrationRecord[] {
-    return this.journal.list().map((id) => this.journal.get(id)!);
+    return this.journal.getMany(this.journal.list());
+  }
+
+  /**
+   * One page of migrations, newest first (then by id). The cursor holds the last one's creation
+   * time and id, so migrations started meanwhile (newer) never shift the pages after it.
+   */
+  migrationsPage(req: MigrationPageRequest = {}): Page<MigrationRecord> {
+    const limit = pageLimit(req);
+    let after: { createdAt: number; id: string } | undefined;
+    if (req.cursor !== undefined) {
+      const [createdAt, id] = decodeCursor('migrations', req.cursor, ['number', 'string']) as [
+        number,
+        string,
+      ];
+      after = { createdAt, id };
+    }
+    const rows = this.journal.page({
+      limit: limit + 1,
+      ...(after ? { after } : {}),
+      ...(req.domain !== undefined ? { domain: normalize(req.domain) } : {}),
+      ...(req.active !== undefined ? { active: req.active } : {}),
+    });
+    const more = rows.length > limit;
+    const mine = rows.slice(0, limit);
+    const last = mine[mine.length - 1];
+    return {
+      items: this.journal.getMany(mine.map((r) => r.id)),
+      ...(more && last ? { next: encodeCursor('migrations', [last.createdAt, last.id]) } : {}),
+    };
   }
 
   /**
@@ -730,9 +919,8 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
       );
     }
     const concurrency = Math.min(req.concurrency ?? pool, pool);
-    const queue = this.listSites()
-      .filter((s) => s.server === origin.id && !s.migration)
-      .map((s) => s.domain);
+    const p = this.placement();
+    const queue = this.sitesOf(origin.id, p).filter((d) => !p.active.has(d));
     const started = Date.now();
     const evacId = `evacuate-${origin.id}-${started.toString(36)}`;
     this.publish('evacuation', evacId, {

@@ -11,7 +11,9 @@ export {
   type EvacuationSite,
   type ServerSummary,
   type SiteSummary,
+  type MigrationPageRequest,
 } from './controller.js';
+export { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, type Page, type PageRequest } from './paging.js';
 export {
   parseDuration,
   type FerryConfig,

@@ -12,6 +12,7 @@ import {
   createPowerDnsProvider,
   createRfc2136Provider,
   type DnsProvider,
+  type HostDriver,
   type PowerDnsProvider,
 } from '../migration/index.js';
 import {
@@ -19,6 +20,7 @@ import {
   type DnsConfig,
   type DnsPolicyConfig,
   type FerryConfig,
+  type ServerConfig,
   type TsigKeySecret,
 } from './config-schema.js';
 import { Controller } from './controller.js';
@@ -64,6 +66,11 @@ export interface RunningController {
 export interface StartControllerOptions {
   /** Resume unfinished migrations of the journal (default true). */
   resume?: boolean;
+  /**
+   * Benchmarks and tests: the driver of each server, instead of an `HttpHostDriver` to its agent
+   * (a fleet simulated in-process). `checkAgents` then reports such servers as driven in-process.
+   */
+  hostDriver?: (server: ServerConfig) => HostDriver;
 }
 
 /**
@@ -111,7 +118,12 @@ export async function startController(
       // Any primary (BIND, Knot, PowerDNS) through TSIG-signed UPDATE.
       provider = createRfc2136Provider(dnsCfg);
     }
+    const injected = new Map<string, HostDriver>();
     for (const s of config.servers) {
+      if (opts.hostDriver) {
+        injected.set(s.id, opts.hostDriver(s));
+        continue;
+      }
       const ca = s.ca ? await readFile(s.ca) : undefined;
       drivers.set(
         s.id,
@@ -130,7 +142,7 @@ export async function startController(
       dns: provider,
       servers: config.servers.map((s) => ({
         id: s.id,
-        driver: drivers.get(s.id)!,
+        driver: drivers.get(s.id) ?? injected.get(s.id)!,
         sharedIps: s.sharedIps,
         tempIpPool: s.tempIpPool,
         ...(s.sharedIps6 ? { sharedIps6: s.sharedIps6 } : {}),
@@ -177,8 +189,10 @@ export async function startController(
       checkAgents: () =>
         Promise.all(
           config.servers.map(async (s) => {
+            const driver = drivers.get(s.id);
+            if (!driver) return { server: s.id, ok: true, message: 'driven in-process, no agent' };
             try {
-              const info = await drivers.get(s.id)!.info();
+              const info = await driver.info();
               if (info.web !== s.web) {
                 return {
                   server: s.id,
@@ -191,7 +205,7 @@ export async function startController(
               const bare = (d: string) => d.toLowerCase().replace(/\.$/, '');
               const served = new Set(Array.isArray(info.sites) ? info.sites.map((d) => bare(String(d))) : []);
               // Web sites are the server's own web server's until a migration gates them: not in the agent's app.
-              const here = controller.listSites().filter((x) => x.server === s.id && x.kind !== 'web');
+              const here = controller.sitesOn(s.id).filter((x) => x.kind !== 'web');
               const missing = here.filter((x) => !served.has(bare(x.domain))).map((x) => bare(x.domain));
               const problems: string[] = [];
               if (missing.length)

@@ -30,6 +30,8 @@ export interface MetricsOptions {
   processMetrics?: boolean;
   /** Prefix of every metric name. Default `ferry_`. */
   prefix?: string;
+  /** Migrations whose last relay counters are remembered (the least recently sampled go first). Default 1000. */
+  keepMigrations?: number;
 }
 
 /** The metrics of one controller; `close()` unsubscribes from everything. */
@@ -113,10 +115,10 @@ export function createMetrics(
     labelNames: ['direction'],
     registers,
   });
+  // Bounded: a migration sampled again moves to the end, the least recently sampled go first.
   const seen = new Map<string, { conns: number; up: number; down: number }>();
-  const latest = new Map<string, TrafficSample>();
+  const keepMigrations = opts.keepMigrations ?? 1000;
   const onSample = (s: TrafficSample) => {
-    latest.set(s.migrationId, s);
     if (!s.redirect) return;
     const prev = seen.get(s.migrationId) ?? { conns: 0, up: 0, down: 0 };
     const r = s.redirect;
@@ -125,10 +127,12 @@ export function createMetrics(
     relayConnections.inc(d(r.totalConnections, prev.conns));
     relayBytes.inc({ direction: 'upstream' }, d(r.bytesToUpstream, prev.up));
     relayBytes.inc({ direction: 'client' }, d(r.bytesToClient, prev.down));
+    seen.delete(s.migrationId);
     seen.set(s.migrationId, { conns: r.totalConnections, up: r.bytesToUpstream, down: r.bytesToClient });
+    while (seen.size > keepMigrations) seen.delete(seen.keys().next().value!);
   };
   sampler?.on('sample', onSample);
-  const current = () => (sampler ? sampler.latest() : [...latest.values()]);
+  const current = () => sampler?.latest() ?? [];
   new Gauge({
     name: `${p}relay_connections_active`,
     help: 'Connections open at redirects now',
@@ -154,7 +158,7 @@ export function createMetrics(
     registers,
     collect() {
       this.reset();
-      for (const rec of controller.listMigrations()) this.inc({ phase: rec.phase });
+      for (const rec of controller.journal.briefs()) this.inc({ phase: rec.phase });
     },
   });
   const phaseDuration = new Histogram({

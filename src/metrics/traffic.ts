@@ -89,8 +89,8 @@ export class TrafficSampler extends EventEmitter<{ sample: [TrafficSample] }> {
   start(): void {
     if (this.timer) return;
     this.controller.on('event', this.onEvent);
-    for (const rec of this.controller.listMigrations())
-      if (!TERMINAL.has(rec.phase)) this.active.set(rec.plan.id, null);
+    for (const rec of this.controller.journal.briefs())
+      if (!TERMINAL.has(rec.phase)) this.active.set(rec.id, null);
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
     this.timer.unref();
   }

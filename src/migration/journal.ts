@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS journal (
   detail TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_by_migration ON journal(migration_id, seq);
+CREATE INDEX IF NOT EXISTS migrations_by_age ON migrations(created_at, id);
+CREATE INDEX IF NOT EXISTS journal_marks ON journal(migration_id, kind, seq, at, phase, step);
 `;
 
 interface JournalRow {
@@ -107,6 +109,10 @@ export class Journal {
   private dirty = false;
   private inflight: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
+  private lastSeqStmt: Database.Statement | undefined;
+  private marksStmt: Database.Statement | undefined;
+  private lastStmt: Database.Statement | undefined;
+  private rowsStmt: Database.Statement | undefined;
 
   constructor(path: string, opts: JournalOptions = {}) {
     try {
@@ -233,57 +239,131 @@ export class Journal {
 
   /** The migration as the journal knows it, or undefined. */
   get(id: string): MigrationRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM migrations WHERE id = ?').get(id) as
-      | {
+    return this.getMany([id])[0];
+  }
+
+  /**
+   * The migrations of `ids` as the journal knows them, in that order (unknown ids left out). Read
+   * in three queries whatever their number, from what a record is made of only: the phase
+   * entries, the removal notes and each one's last entry (no detail parsed), so that a page of
+   * records stays cheap however long each journal is.
+   */
+  getMany(ids: readonly string[]): MigrationRecord[] {
+    if (ids.length === 0) return [];
+    const list = JSON.stringify(ids);
+    this.rowsStmt ??= this.db.prepare(
+      'SELECT * FROM migrations WHERE id IN (SELECT value FROM json_each(?))',
+    );
+    // One row per migration (rows cost more than their content): its marks as a JSON array.
+    this.marksStmt ??= this.db.prepare(
+      `SELECT migration_id, json_group_array(json_array(seq, at, phase, kind, step)) AS marks FROM (
+         SELECT migration_id, seq, at, phase, kind, step FROM journal
+           WHERE migration_id IN (SELECT value FROM json_each(@list)) AND kind = 'enter'
+         UNION ALL
+         SELECT migration_id, seq, at, phase, kind, step FROM journal
+           WHERE migration_id IN (SELECT value FROM json_each(@list)) AND kind = 'note' AND step IN (@redirect, @tempIp)
+       ) GROUP BY migration_id`,
+    );
+    this.lastStmt ??= this.db.prepare(
+      `SELECT value AS id,
+         (SELECT kind FROM journal WHERE migration_id = value ORDER BY seq DESC LIMIT 1) AS kind,
+         (SELECT phase FROM journal WHERE migration_id = value ORDER BY seq DESC LIMIT 1) AS phase
+       FROM json_each(?)`,
+    );
+    const rows = new Map(
+      (
+        this.rowsStmt.all(list) as Array<{
           id: string;
           plan: string;
           phase: string;
           created_at: number;
           updated_at: number;
           error: string | null;
-        }
-      | undefined;
-    if (!row) return undefined;
-    const phases: MigrationRecord['phases'] = [];
-    const entries = this.entries(id);
-    const phase = row.phase as Phase;
-    const last = entries[entries.length - 1];
-    const settled =
-      phase === 'completed'
-        ? last?.kind === 'leave' && last.phase === 'completed'
-        : TERMINAL_PHASES.has(phase);
-    for (const e of entries) {
-      if (e.kind !== 'enter') continue;
-      const last = phases[phases.length - 1];
-      if (last && last.endedAt === null) last.endedAt = e.at;
-      if (last && last.name === e.phase) {
-        last.endedAt = null; // re-entered on resume: the same phase goes on
-        continue;
-      }
-      phases.push({ name: e.phase, startedAt: e.at, endedAt: null });
+        }>
+      ).map((r) => [r.id, r]),
+    );
+    const marks = new Map<string, JournalEntry[]>();
+    for (const r of this.marksStmt.all({
+      list,
+      redirect: STEP.redirectRemoved,
+      tempIp: STEP.tempIpRemoved,
+    }) as Array<{
+      migration_id: string;
+      marks: string;
+    }>) {
+      const parsed = JSON.parse(r.marks) as Array<
+        [number, number, Phase, JournalEntry['kind'], JournalStep | null]
+      >;
+      parsed.sort((a, b) => a[0] - b[0]);
+      marks.set(
+        r.migration_id,
+        parsed.map(([seq, at, phase, kind, step]) => ({
+          seq,
+          migrationId: r.migration_id,
+          at,
+          phase,
+          kind,
+          ...(step !== null ? { step } : {}),
+        })),
+      );
     }
-    return {
-      plan: JSON.parse(row.plan) as MigrationPlan,
-      phase,
-      settled,
-      createdAt: row.created_at,
-      updatedAt: row.updated_at,
-      ...(row.error !== null ? { error: row.error } : {}),
-      phases,
-      ...removedAt(entries),
-    };
+    const lasts = new Map(
+      (this.lastStmt.all(list) as Array<{ id: string; kind: string | null; phase: string | null }>).map(
+        (r) => [r.id, r],
+      ),
+    );
+    const out: MigrationRecord[] = [];
+    for (const id of ids) {
+      const row = rows.get(id);
+      if (!row) continue;
+      const entries = marks.get(id) ?? [];
+      const last = lasts.get(id);
+      const phase = row.phase as Phase;
+      const settled =
+        phase === 'completed'
+          ? last?.kind === 'leave' && last.phase === 'completed'
+          : TERMINAL_PHASES.has(phase);
+      const phases: MigrationRecord['phases'] = [];
+      for (const e of entries) {
+        if (e.kind !== 'enter') continue;
+        const prev = phases[phases.length - 1];
+        if (prev && prev.endedAt === null) prev.endedAt = e.at;
+        if (prev && prev.name === e.phase) {
+          prev.endedAt = null; // re-entered on resume: the same phase goes on
+          continue;
+        }
+        phases.push({ name: e.phase, startedAt: e.at, endedAt: null });
+      }
+      out.push({
+        plan: JSON.parse(row.plan) as MigrationPlan,
+        phase,
+        settled,
+        createdAt: row.created_at,
+        updatedAt: row.updated_at,
+        ...(row.error !== null ? { error: row.error } : {}),
+        phases,
+        ...removedAt(entries),
+      });
+    }
+    return out;
   }
 
-  /** Every migration in brief (no journal entries parsed), oldest first. */
-  briefs(): MigrationBrief[] {
+  /**
+   * Every migration in brief (no journal entries parsed), oldest first; with `changedAfter`, only
+   * those with an entry after that seq (see `lastSeq`).
+   */
+  briefs(opts: { changedAfter?: number } = {}): MigrationBrief[] {
+    const changed = opts.changedAfter !== undefined;
     const rows = this.db
       .prepare(
         `SELECT m.id, m.plan, m.phase, m.created_at,
            (SELECT kind FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_kind,
            (SELECT phase FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_phase
-         FROM migrations m ORDER BY m.created_at, m.id`,
+         FROM migrations m
+         ${changed ? 'WHERE m.id IN (SELECT DISTINCT migration_id FROM journal WHERE seq > ?)' : ''}
+         ORDER BY m.created_at, m.id`,
       )
-      .all() as Array<{
+      .all(...(changed ? [opts.changedAfter] : [])) as Array<{
       id: string;
       plan: string;
       phase: string;
@@ -299,6 +379,45 @@ export class Journal {
           : TERMINAL_PHASES.has(phase);
       return { id: r.id, plan: JSON.parse(r.plan) as MigrationPlan, phase, settled, createdAt: r.created_at };
     });
+  }
+
+  /** The seq of the newest entry (0 when none): it changes with every write, so a copy can tell it is stale. */
+  lastSeq(): number {
+    this.lastSeqStmt ??= this.db.prepare('SELECT MAX(seq) AS seq FROM journal');
+    return (this.lastSeqStmt.get() as { seq: number | null }).seq ?? 0;
+  }
+
+  /**
+   * Ids of migrations, newest first (created_at, then id), at most `limit`, after the one created
+   * at `after.createdAt` with id `after.id`; only those of `domain`, and with `active`, only those
+   * not ended (true) or only ended ones (false).
+   */
+  page(opts: {
+    limit: number;
+    after?: { createdAt: number; id: string };
+    domain?: string;
+    active?: boolean;
+  }): Array<{ id: string; createdAt: number }> {
+    const where: string[] = [];
+    const args: Array<string | number> = [];
+    if (opts.after) {
+      where.push('(created_at < ? OR (created_at = ? AND id > ?))');
+      args.push(opts.after.createdAt, opts.after.createdAt, opts.after.id);
+    }
+    if (opts.domain !== undefined) {
+      where.push("json_extract(plan, '$.domain') = ?");
+      args.push(opts.domain);
+    }
+    if (opts.active !== undefined) {
+      const ended = [...TERMINAL_PHASES];
+      where.push(`phase ${opts.active ? 'NOT IN' : 'IN'} (${ended.map(() => '?').join(', ')})`);
+      args.push(...ended);
+    }
+    const sql = `SELECT id, created_at FROM migrations ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY created_at DESC, id LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, opts.limit) as Array<{ id: string; created_at: number }>).map(
+      (r) => ({ id: r.id, createdAt: r.created_at }),
+    );
   }
 
   /** Ids of every migration, newest first. */

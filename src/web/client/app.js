@@ -26,13 +26,15 @@ const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);
 
 /**
  * Everything the page knows; exposed as `window.ferryState` for tests and curious operators.
- * @type {{ token: string, servers: any[], sites: any[], migrations: any[], selected: string | null,
+ * @type {{ token: string, servers: any[], sites: any[], more: { servers: boolean, sites: boolean },
+ *   migrations: any[], selected: string | null,
  *   detail: any, events: Map<string, any[]>, traffic: Map<string, any[]>, lastSeq: number, connected: boolean }}
  */
 const state = {
   token: sessionStorage.getItem('ferry.token') ?? '',
   servers: [],
   sites: [],
+  more: { servers: false, sites: false },
   migrations: [],
   selected: null,
   detail: null,
@@ -97,17 +99,54 @@ async function api(path, init = {}) {
 
 // ---- lists ----------------------------------------------------------------
 
+/** Servers and sites the page lists at most (the API pages through all of them). */
+const LIST_MAX = 1000;
+
+/**
+ * The first `max` items of a paged list, following the answers' `next`; `more` when some were left.
+ * @param {string} path
+ * @param {string} key
+ * @param {number} max
+ */
+async function apiList(path, key, max) {
+  /** @type {any[]} */
+  const items = [];
+  let cursor = '';
+  for (;;) {
+    const page = await api(
+      `${path}?limit=${max - items.length}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+    );
+    items.push(...page[key]);
+    cursor = page.next ?? '';
+    if (!cursor) return { items, more: false };
+    if (items.length >= max) return { items, more: true };
+  }
+}
+
 async function loadLists() {
   const [servers, sites, migrations] = await Promise.all([
-    api('/v1/servers'),
-    api('/v1/sites'),
+    apiList('/v1/servers', 'servers', LIST_MAX),
+    apiList('/v1/sites', 'sites', LIST_MAX),
     api('/v1/migrations?limit=50'),
   ]);
-  state.servers = servers.servers;
-  state.sites = sites.sites;
+  state.servers = servers.items;
+  state.sites = sites.items;
+  state.more = { servers: servers.more, sites: sites.more };
   state.migrations = migrations.migrations;
   renderLists();
 }
+
+/**
+ * The row saying a list was cut at LIST_MAX.
+ * @param {string} what
+ * @param {number} columns
+ */
+const moreRow = (what, columns) =>
+  el('tr', { class: 'more' }, [
+    el('td', { colspan: String(columns) }, [
+      `… the first ${LIST_MAX} ${what} only; GET /v1/${what} pages through them all`,
+    ]),
+  ]);
 
 function renderLists() {
   const sb = /** @type {HTMLElement} */ ($('servers').querySelector('tbody'));
@@ -120,12 +159,14 @@ function renderLists() {
         el('td', {}, [s.sites.join(', ')]),
       ]),
     ),
+    ...(state.more.servers ? [moreRow('servers', 4)] : []),
   );
   const st = /** @type {HTMLElement} */ ($('sites').querySelector('tbody'));
   st.replaceChildren(
     ...state.sites.map((s) =>
       el('tr', {}, [el('td', {}, [s.domain]), el('td', {}, [s.server]), el('td', {}, [s.migration ?? '—'])]),
     ),
+    ...(state.more.sites ? [moreRow('sites', 3)] : []),
   );
   const mb = /** @type {HTMLElement} */ ($('migrations').querySelector('tbody'));
   mb.replaceChildren(
