@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { postgresInstalled, startPostgres, type PostgresServer } from '../../test/postgres.js';
+import { freePort } from '../../test/ports.js';
 import { isFerryError } from '../common/errors.js';
 import { Journal } from './journal.js';
 import { PgJournal } from './journal-pg.js';
@@ -197,6 +198,100 @@ describe(
         made.add(name);
       }
       return PgJournal.open(server.url.replace(/\/[^/]*$/, `/${name}`));
+    });
+
+    // PostgreSQL's own: what a killed or absent server does to the journal. Each test leaves it running.
+    const urlOf = (name: string) => server.url.replace(/\/[^/]*$/, `/${name}`);
+    const fresh = async (name: string): Promise<PgJournal> => {
+      server.sql(`CREATE DATABASE ${name} OWNER ${server.user}`);
+      return PgJournal.open(urlOf(name));
+    };
+
+    it('PostgreSQL SIGKILLed mid-step: the acknowledged entry survives, the unacknowledged one rejects, says lost and is refused after; a journal opened meanwhile retries until it is back', async () => {
+      const j = await fresh('killed');
+      const lost: Error[] = [];
+      j.on('lost', (e) => lost.push(e));
+      j.create(plan('k'), 1);
+      j.append({ migrationId: 'k', at: 2, phase: 'temp-ip', kind: 'step', step: STEP.addAddress });
+      await j.flushed();
+      // Killed between a step's append and its acknowledgement: the step must not be acknowledged.
+      server.kill();
+      j.append({ migrationId: 'k', at: 3, phase: 'temp-ip', kind: 'step', step: STEP.startRedirect });
+      await assert.rejects(j.flushed(), (e) => isFerryError(e, 'JOURNAL_LOST'));
+      assert.equal(lost.length, 1, 'lost is said once');
+      assert.ok(isFerryError(lost[0], 'JOURNAL_LOST'));
+      assert.equal(j.lost, true);
+      assert.throws(
+        () => j.append({ migrationId: 'k', at: 4, phase: 'temp-ip', kind: 'note' }),
+        (e) => isFerryError(e, 'JOURNAL_LOST'),
+      );
+      await assert.rejects(j.refresh(), (e) => isFerryError(e, 'JOURNAL_LOST'));
+      assert.equal(j.get('k')?.phase, 'planned', 'reads go on from the copy');
+      await j.close();
+
+      // Opened while PostgreSQL is down: retries with backoff, naming host:port and never the
+      // password, and connects once it is back.
+      const retries: Array<{ attempt: number; delayMs: number; message: string }> = [];
+      let sawTwo: () => void = () => undefined;
+      const two = new Promise<void>((r) => (sawTwo = r));
+      const opening = PgJournal.open(urlOf('killed'), {
+        retryInitialMs: 100,
+        retryMaxMs: 400,
+        onRetry: (r) => {
+          retries.push(r);
+          if (retries.length === 2) sawTwo();
+        },
+      });
+      await two;
+      await server.restart();
+      const again = await opening;
+      assert.deepEqual(
+        again.entries('k').map((e) => e.step ?? e.kind),
+        ['enter', STEP.addAddress],
+        'the acknowledged step is there, the unacknowledged one is not',
+      );
+      again.append({ migrationId: 'k', at: 5, phase: 'temp-ip', kind: 'step', step: STEP.startRedirect });
+      await again.flushed();
+      await again.close();
+      assert.deepEqual(
+        retries.map((r) => r.delayMs),
+        retries.map((_, i) => Math.min(100 * 2 ** i, 400)),
+        'doubling up to retryMaxMs',
+      );
+      for (const r of retries) {
+        assert.ok(r.message.includes(`cannot reach PostgreSQL at 127.0.0.1:${server.port}: `), r.message);
+        assert.ok(!r.message.includes(server.password), 'the password stays out');
+      }
+    });
+
+    it('gives up after giveUpAfterMs, stops on its signal, and fails at once on a refused password', async () => {
+      const nowhere = `postgres://ferry:s3cret-pw@127.0.0.1:${await freePort('127.0.0.1')}/ferry`;
+      await assert.rejects(
+        PgJournal.open(nowhere, { retryInitialMs: 50, giveUpAfterMs: 300 }),
+        (e) =>
+          isFerryError(e, 'JOURNAL_UNREACHABLE') &&
+          /cannot reach PostgreSQL at 127\.0\.0\.1:\d+/.test(e.message) &&
+          !e.message.includes('s3cret'),
+      );
+      const stop = new AbortController();
+      await assert.rejects(
+        PgJournal.open(nowhere, {
+          retryInitialMs: 50,
+          signal: stop.signal,
+          onRetry: () => stop.abort(new Error('stopped by the test')),
+        }),
+        /stopped by the test/,
+      );
+      const bad = server.url.replace(`:${server.password}@`, ':wrong-pw-42@');
+      let tries = 0;
+      await assert.rejects(
+        PgJournal.open(bad, { onRetry: () => tries++ }),
+        (e) =>
+          isFerryError(e, 'JOURNAL_OPEN') &&
+          /password authentication failed/.test(e.message) &&
+          !e.message.includes('wrong-pw-42'),
+      );
+      assert.equal(tries, 0, 'a refused password is not retried');
     });
   },
 );
