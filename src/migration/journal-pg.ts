@@ -164,8 +164,7 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
     for (let attempt = 1; ; attempt++) {
       opts.signal?.throwIfAborted();
       const client = new pg.Client({
-        connectionString: url,
-        ...(opts.password !== undefined ? { password: opts.password } : {}),
+        connectionString: withPassword(url, opts.password),
         connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
         application_name: 'ferry-controller',
       });
@@ -183,7 +182,11 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
         await client.end().catch(() => undefined);
         const message = `cannot reach ${where}: ${pgMessage(err)}`;
         const code = (err as { code?: unknown }).code;
-        if (typeof code === 'string' && FATAL_SQLSTATE.test(code))
+        // Refused credentials or database, or a password the client cannot use: retrying will not help.
+        if (
+          (typeof code === 'string' && FATAL_SQLSTATE.test(code)) ||
+          /SASL|password/i.test(errorMessage(err))
+        )
           throw new FerryError('JOURNAL_OPEN', `${where} refused the journal: ${pgMessage(err)}`, {
             cause: err,
           });
@@ -509,6 +512,14 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
     this.closed = true;
     await this.client.end().catch(() => undefined);
   }
+}
+
+/** The URL with `password` in it (node-postgres lets the URL's own fields win over separate ones). */
+function withPassword(url: string, password: string | undefined): string {
+  if (password === undefined) return url;
+  const u = new URL(url);
+  u.password = encodeURIComponent(password);
+  return u.toString();
 }
 
 function toEntry(migrationId: string, e: StoredEntry): JournalEntry {
