@@ -505,6 +505,7 @@ servers:
 dns: { provider: embedded, listen: { address: ${ips.dns}, port: ${dnsPort} }, zones: [example.zone], db: zones.sqlite }
 sites:
   - { domain: shop.example, server: origin, ports: [${httpPort}] }
+  - { domain: blog.example, server: origin, ports: [${httpPort}] }
 defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100ms }
 `,
       );
@@ -567,8 +568,65 @@ defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100m
         .trim();
       assert.match(kinds, /^enter\|\d+$/m);
       assert.match(kinds, /^step\|\d+$/m);
+
+      // PostgreSQL SIGKILLed in the middle of a migration: the step being journaled does not act,
+      // the migration stops where it is (not failed, not rolled back), and a restarted controller
+      // finishes it. Every step that acted (its event was sent) is in PostgreSQL, and only those.
+      type Ev = { type: string; migrationId?: string; data?: { step?: string; phase?: string } };
+      const events = (text: string) =>
+        text
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as Ev);
+      const third = ferryController([
+        'controller',
+        '--config',
+        join(dir, 'ferry.yaml'),
+        '--migrate',
+        'blog.example=target',
+        '--exit-when-done',
+        '--events',
+      ]);
+      children.push(third.child);
+      await third.until('a step of blog.example', () =>
+        events(third.out.stdout).some((e) => e.type === 'step' && e.data?.phase === 'dns-temp'),
+      );
+      pg.kill();
+      assert.equal(await third.ended(), 1, third.out.stderr);
+      assert.match(third.out.stderr, /JOURNAL_LOST|is lost/);
+      const blog = events(third.out.stdout).find((e) => e.type === 'done') as
+        { migrations: Array<{ id: string; phase: string }> } | undefined;
+      const blogId = blog!.migrations[0]!.id;
+      await pg.restart();
+      const acted = events(third.out.stdout)
+        .filter((e) => e.type === 'step' && e.migrationId === blogId)
+        .map((e) => e.data!.step);
+      const journaled = pg
+        .sql(
+          `SELECT step FROM ferry_journal WHERE migration_id = '${blogId}' AND kind = 'step' ORDER BY seq`,
+          pg.database,
+        )
+        .trim()
+        .split('\n')
+        .filter(Boolean);
+      assert.deepEqual(journaled.slice(0, acted.length), acted, 'every step that acted is journaled');
+      assert.ok(journaled.length <= acted.length + 1, 'at most the one unacknowledged step beyond them');
+      const stopped = pg.sql(`SELECT phase FROM ferry_migrations WHERE id = '${blogId}'`, pg.database).trim();
+      assert.ok(!['failed', 'rolling-back', 'rolled-back', 'completed'].includes(stopped), stopped);
+      const fourth = ferryController(['controller', '--config', join(dir, 'ferry.yaml')]);
+      children.push(fourth.child);
+      await fourth.until('the resumed migration completed', () => {
+        const phase = pg!
+          .sql(`SELECT phase FROM ferry_migrations WHERE id = '${blogId}'`, pg!.database)
+          .trim();
+        return phase === 'completed';
+      });
+      fourth.child.kill('SIGTERM');
+      assert.equal(await fourth.ended(), 0, fourth.out.stderr);
       assert.ok(
-        !`${first.out.stderr}${second.out.stderr}`.includes(pg.password),
+        !`${first.out.stderr}${second.out.stderr}${third.out.stderr}${fourth.out.stderr}`.includes(
+          pg.password,
+        ),
         'the password is never logged',
       );
     } finally {
