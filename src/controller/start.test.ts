@@ -468,7 +468,7 @@ function ferryController(args: string[]) {
 }
 
 test(
-  'ferry controller --config with journal: postgres://…: waits for PostgreSQL without starting anything (SIGTERM exits cleanly), then runs a migration journaled there',
+  'ferry controller --config with journal: postgres://…: waits for PostgreSQL without starting anything (SIGTERM exits cleanly), then runs a migration journaled there; one cut by a SIGKILL of PostgreSQL stops resumable and a restarted controller completes it',
   {
     skip: !postgresInstalled
       ? 'PostgreSQL is not installed (Debian package postgresql)'
