@@ -20,6 +20,11 @@ export interface ZonePolicy {
   allowTransfer?: AclEntry[];
   allowUpdate?: AclEntry[];
   notify?: NotifyTarget[];
+  /**
+   * Most records the zone may hold: a dynamic UPDATE that would make it larger is REFUSED (and
+   * logged with the zone, the limit and the size). Default: no limit. Zone files are not limited.
+   */
+  maxRecords?: number;
 }
 
 export interface PrimaryOptions {
@@ -41,6 +46,7 @@ export interface CompiledPolicy {
   transfer: Acl;
   update: Acl;
   notify: NotifyTarget[];
+  maxRecords: number | undefined;
 }
 
 /** In-memory journal when there is no database. */
@@ -140,7 +146,13 @@ export class Primary {
           'DNS_BAD_OPTIONS',
           `notify target ${t.address} names unknown TSIG key ${t.key}; add it to tsigKeys`,
         );
+    if (p.maxRecords !== undefined && !(Number.isInteger(p.maxRecords) && p.maxRecords >= 1))
+      throw new FerryError(
+        'DNS_BAD_OPTIONS',
+        `maxRecords of zone ${origin} must be a positive integer, got ${String(p.maxRecords)}`,
+      );
     this.policies.set(k, {
+      maxRecords: p.maxRecords,
       transfer: new Acl(p.allowTransfer),
       update: new Acl(p.allowUpdate),
       notify: [...(p.notify ?? [])],
@@ -151,7 +163,7 @@ export class Primary {
   policy(zone: Zone): CompiledPolicy {
     return (
       this.policies.get(zone.originKey) ??
-      this.policies.get('*') ?? { transfer: new Acl(), update: new Acl(), notify: [] }
+      this.policies.get('*') ?? { transfer: new Acl(), update: new Acl(), notify: [], maxRecords: undefined }
     );
   }
 
