@@ -126,15 +126,17 @@ export class Primary {
    * with every change made since, is served.
    */
   private restore(db: ZoneDb): void {
-    const given = new Map(this.store.list().map((z) => [z.originKey, z]));
-    for (const z of given.values()) {
-      const stored = db.serial(z.origin);
-      if (stored === undefined || serialGreater(z.serial, stored)) db.saveZone(z);
-      else this.store.add(db.loadZone(z.origin)!);
-    }
-    for (const { origin } of db.zones()) {
-      if (!given.has(nameKey(origin))) this.store.add(db.loadZone(origin)!);
-    }
+    const stored = new Map(db.zones().map((z) => [nameKey(z.origin), z.serial]));
+    const fromFiles = new Set<string>();
+    db.batch(() => {
+      for (const z of this.store.list()) {
+        const serial = stored.get(z.originKey);
+        if (serial !== undefined && !serialGreater(z.serial, serial)) continue;
+        db.saveZone(z);
+        fromFiles.add(z.originKey);
+      }
+    });
+    for (const zone of db.loadZones(fromFiles)) this.store.add(zone);
   }
 
   /** Sets (or replaces) a zone's policy; origin `*` is the default. */
