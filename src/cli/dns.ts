@@ -65,18 +65,22 @@ interface ServeOptions {
 
 /** The `*` zone policy `--allow-transfer` and `--notify` give (none: transfers refused, no NOTIFY). */
 function servePolicy(o: ServeOptions): ZonePolicy | undefined {
-  for (const a of [...o.allowTransfer, ...o.allowUpdate]) {
-    const [addr, len, ...rest] = a.split('/');
-    const max = net.isIP(addr ?? '') === 6 ? 128 : 32;
-    if (
-      net.isIP(addr ?? '') === 0 ||
-      rest.length ||
-      (len !== undefined && !(/^\d+$/.test(len) && Number(len) <= max))
-    )
-      throw usage(
-        `--allow-transfer and --allow-update take addresses or prefixes such as 192.0.2.54 or 198.51.100.0/24; got ${JSON.stringify(a)}`,
-      );
-  }
+  for (const [flag, list] of [
+    ['--allow-transfer', o.allowTransfer],
+    ['--allow-update', o.allowUpdate],
+  ] as const)
+    for (const a of list) {
+      const [addr, len, ...rest] = a.split('/');
+      const max = net.isIP(addr ?? '') === 6 ? 128 : 32;
+      if (
+        net.isIP(addr ?? '') === 0 ||
+        rest.length ||
+        (len !== undefined && !(/^\d+$/.test(len) && Number(len) <= max))
+      )
+        throw usage(
+          `${flag} takes addresses or prefixes such as 192.0.2.54 or 198.51.100.0/24; got ${JSON.stringify(a)}`,
+        );
+    }
   const notify = o.notify.map((n) => {
     try {
       return parseListen(n);
