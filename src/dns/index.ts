@@ -21,8 +21,6 @@ export { Zone, RRsetsByType, type RRset, type ZoneNode } from './zone/zone.js';
 export { parseZone, loadZoneFile, type ParseZoneOptions } from './zone/parser.js';
 export {
   ZoneFiles,
-  loadZoneFiles,
-  zoneFilePaths,
   type RefusedZoneFile,
   type ZoneFileSources,
   type ZoneReloadResult,
