@@ -11,7 +11,7 @@
  * that prints every query's latency, from which p99 is computed.
  *
  * Environment: BENCH_RUNS, BENCH_WORKERS (2), BENCH_CLIENTS (dnsperf -c, 8), BENCH_OUTSTANDING
- * (dnsperf -q, 64), BENCH_SKIP_1M=1, BENCH_SKIP_FUZZ=1, FERRY_FUZZ_PACKETS (300000) for the long fuzz run.
+ * (dnsperf -q, 64), BENCH_SKIP_1M=1, BENCH_SKIP_ZONES=1 (bench/dns/zones.ts), BENCH_SKIP_FUZZ=1, FERRY_FUZZ_PACKETS (300000) for the long fuzz run.
  */
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -28,6 +28,7 @@ import {
   RRType,
 } from '../../src/dns/index.js';
 import { freePort } from '../../test/ports.js';
+import { benchZones } from './zones.js';
 
 const seconds = Number(process.argv[2] ?? process.env.BENCH_SECONDS ?? 8);
 const runs = Number(process.env.BENCH_RUNS ?? 3);
@@ -331,6 +332,7 @@ async function main(): Promise<void> {
     );
     console.log(out.trim());
   }
+  if (process.env.BENCH_SKIP_ZONES !== '1') await benchZones({ dir, zoneFile, queryFile, workers, seconds });
   if (process.env.BENCH_SKIP_FUZZ !== '1') {
     console.log('');
     const packets = process.env.FERRY_FUZZ_PACKETS ?? '300000';

@@ -1,10 +1,12 @@
 /**
  * `ferry dns serve|check|export`: the authoritative server from a terminal.
  *
- * - `serve --zone FILE... --listen ADDR:PORT [--workers N] [--db PATH] [--catalog [ZONE]]
- *   [--allow-transfer ADDR...] [--notify ADDR:PORT...]` runs in the foreground until SIGINT or
- *   SIGTERM, then closes the sockets, the workers and the database. Transfers and NOTIFY apply
- *   to every zone, the catalog zone (RFC 9432) among them.
+ * - `serve [--zone FILE...] [--zone-dir DIR...] --listen ADDR:PORT [--workers N] [--db PATH]
+ *   [--catalog [ZONE]] [--allow-transfer ADDR...] [--allow-update ADDR...] [--max-records N]
+ *   [--notify ADDR:PORT...]` runs in the foreground until SIGINT or SIGTERM, then closes the
+ *   sockets, the workers and the database; SIGHUP reloads the zone files (zone/files.ts).
+ *   Transfers, updates, the size limit and NOTIFY apply to every zone, the catalog zone
+ *   (RFC 9432) among them.
  * - `check FILE` validates a zone file; an error names the file and line, and the exit code is 1.
  * - `export ZONE --db PATH` writes a stored zone as a master file on stdout.
  */
@@ -12,7 +14,14 @@ import net from 'node:net';
 import type { Command } from 'commander';
 import { FerryError } from '../common/errors.js';
 import { createLogger } from '../common/log.js';
-import { DEFAULT_CATALOG_ZONE, DnsServer, exportZone, loadZoneFile, type ZonePolicy } from '../dns/index.js';
+import {
+  DEFAULT_CATALOG_ZONE,
+  DnsServer,
+  exportZone,
+  loadZoneFile,
+  ZoneFiles,
+  type ZonePolicy,
+} from '../dns/index.js';
 import { ZoneDb } from '../dns/persist/index.js';
 
 function usage(message: string): FerryError {
@@ -43,6 +52,9 @@ function positiveInt(name: string, text: string): number {
 
 interface ServeOptions {
   zone: string[];
+  zoneDir: string[];
+  allowUpdate: string[];
+  maxRecords?: string;
   listen: string;
   workers: string;
   db?: string;
@@ -53,18 +65,22 @@ interface ServeOptions {
 
 /** The `*` zone policy `--allow-transfer` and `--notify` give (none: transfers refused, no NOTIFY). */
 function servePolicy(o: ServeOptions): ZonePolicy | undefined {
-  for (const a of o.allowTransfer) {
-    const [addr, len, ...rest] = a.split('/');
-    const max = net.isIP(addr ?? '') === 6 ? 128 : 32;
-    if (
-      net.isIP(addr ?? '') === 0 ||
-      rest.length ||
-      (len !== undefined && !(/^\d+$/.test(len) && Number(len) <= max))
-    )
-      throw usage(
-        `--allow-transfer takes addresses or prefixes such as 192.0.2.54 or 198.51.100.0/24; got ${JSON.stringify(a)}`,
-      );
-  }
+  for (const [flag, list] of [
+    ['--allow-transfer', o.allowTransfer],
+    ['--allow-update', o.allowUpdate],
+  ] as const)
+    for (const a of list) {
+      const [addr, len, ...rest] = a.split('/');
+      const max = net.isIP(addr ?? '') === 6 ? 128 : 32;
+      if (
+        net.isIP(addr ?? '') === 0 ||
+        rest.length ||
+        (len !== undefined && !(/^\d+$/.test(len) && Number(len) <= max))
+      )
+        throw usage(
+          `${flag} takes addresses or prefixes such as 192.0.2.54 or 198.51.100.0/24; got ${JSON.stringify(a)}`,
+        );
+    }
   const notify = o.notify.map((n) => {
     try {
       return parseListen(n);
@@ -72,10 +88,14 @@ function servePolicy(o: ServeOptions): ZonePolicy | undefined {
       throw usage(`--notify takes ADDR:PORT, e.g. 192.0.2.54:53; got ${JSON.stringify(n)}`);
     }
   });
-  if (!o.allowTransfer.length && !notify.length) return undefined;
+  const maxRecords = o.maxRecords === undefined ? undefined : positiveInt('--max-records', o.maxRecords);
+  if (!o.allowTransfer.length && !o.allowUpdate.length && !notify.length && maxRecords === undefined)
+    return undefined;
   return {
     ...(o.allowTransfer.length ? { allowTransfer: o.allowTransfer.map((address) => ({ address })) } : {}),
+    ...(o.allowUpdate.length ? { allowUpdate: o.allowUpdate.map((address) => ({ address })) } : {}),
     ...(notify.length ? { notify } : {}),
+    ...(maxRecords !== undefined ? { maxRecords } : {}),
   };
 }
 
@@ -86,6 +106,11 @@ export function registerDns(program: Command): void {
     .command('serve')
     .description('Serve zone files over UDP and TCP until SIGINT or SIGTERM')
     .option('--zone <file...>', 'zone files in master format (the origin is the SOA owner)', [])
+    .option(
+      '--zone-dir <dir...>',
+      'directories whose *.zone files are each one zone (SIGHUP re-reads them)',
+      [],
+    )
     .option('--listen <addr:port>', 'address and port for UDP and TCP', '127.0.0.1:53')
     .option('--workers <n>', 'processes answering queries (default 1; one per core is fastest)', '1')
     .option('--db <path>', 'SQLite file keeping zones and every change across restarts')
@@ -94,14 +119,20 @@ export function registerDns(program: Command): void {
       `also serve a catalog zone (RFC 9432) listing every zone (default name ${DEFAULT_CATALOG_ZONE})`,
     )
     .option('--allow-transfer <addr...>', 'addresses or prefixes allowed AXFR/IXFR of every zone', [])
+    .option('--allow-update <addr...>', 'addresses or prefixes allowed dynamic UPDATE of every zone', [])
+    .option(
+      '--max-records <n>',
+      'refuse (REFUSED, logged) an UPDATE that would grow a zone beyond N records (default: no limit)',
+    )
     .option('--notify <addr:port...>', 'secondaries told of every change by NOTIFY', [])
     .action(async (o: ServeOptions) => {
       const { address, port } = parseListen(o.listen);
       const workers = positiveInt('--workers', o.workers);
-      if (o.zone.length === 0 && !o.db)
-        throw usage('give at least one --zone FILE (or a --db with stored zones)');
+      if (o.zone.length === 0 && o.zoneDir.length === 0 && !o.db)
+        throw usage('give at least one --zone FILE or --zone-dir DIR (or a --db with stored zones)');
       const policy = servePolicy(o);
-      const zones = await Promise.all(o.zone.map((f) => loadZoneFile(f)));
+      const files = new ZoneFiles({ files: o.zone, dirs: o.zoneDir });
+      const zones = await files.loadAll();
       const log = createLogger('ferry-dns');
       const server = new DnsServer({
         address,
@@ -114,18 +145,49 @@ export function registerDns(program: Command): void {
         ...(o.catalog ? { catalog: o.catalog === true ? {} : { zone: o.catalog } } : {}),
       });
       await server.start();
+      const served = server.zones.list();
+      const what = served.length <= 20 ? served.map((z) => z.origin).join(' ') : `${served.length} zones`;
       process.stdout.write(
-        `ferry dns: serving ${server.zones
-          .list()
-          .map((z) => z.origin)
-          .join(' ')} on ${server.address}:${server.port}` +
+        `ferry dns: serving ${what} on ${server.address}:${server.port}` +
           ` (UDP and TCP, ${workers} worker${workers === 1 ? '' : 's'})\n`,
       );
+      // SIGHUP: one reload at a time; another SIGHUP meanwhile runs one more after it.
+      let reloading: Promise<void> | undefined;
+      let again = false;
+      const reload = async (): Promise<void> => {
+        const r = await files.reload(server.zones);
+        for (const f of r.refused)
+          log.error(
+            { file: f.file, code: f.error.code },
+            `zone file refused, the served copy stays: ${f.error.message}`,
+          );
+        await server.sync();
+        process.stdout.write(
+          `ferry dns: reloaded: ${r.added.length} added, ${r.replaced.length} replaced, ${r.removed.length} removed, ` +
+            `${r.unchanged} unchanged, ${r.refused.length} refused\n`,
+        );
+      };
+      const onHup = () => {
+        if (reloading) {
+          again = true;
+          return;
+        }
+        reloading = (async () => {
+          do {
+            again = false;
+            await reload().catch((err: unknown) => log.error({ err }, 'zone reload failed'));
+          } while (again);
+          reloading = undefined;
+        })();
+      };
+      process.on('SIGHUP', onHup);
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
+      process.off('SIGHUP', onHup);
+      await reloading;
       await server.stop();
       process.stdout.write('ferry dns: stopped\n');
     });

@@ -19,6 +19,12 @@ export {
 export { ZoneStore, nextSerial, serialGreater, type RRsetChange, type SerialPolicy } from './zone/store.js';
 export { Zone, RRsetsByType, type RRset, type ZoneNode } from './zone/zone.js';
 export { parseZone, loadZoneFile, type ParseZoneOptions } from './zone/parser.js';
+export {
+  ZoneFiles,
+  type RefusedZoneFile,
+  type ZoneFileSources,
+  type ZoneReloadResult,
+} from './zone/files.js';
 export { exportZone } from './zone/export.js';
 export { QueryEngine, type QueryEngineOptions } from './query/engine.js';
 export { QUERY_CHAIN, runChain } from './query/chain.js';

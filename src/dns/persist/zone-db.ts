@@ -61,6 +61,47 @@ export function unpackRecords(buf: Uint8Array, off = 0): [ResourceRecord[], numb
   return [out, off];
 }
 
+interface RecordRow {
+  zone: string;
+  owner: string;
+  type: number;
+  ttl: number;
+  rdata: Buffer;
+}
+
+/** Zones from record rows sorted by zone, owner key and type; rows of other zones are skipped. */
+function buildZones(origins: ReadonlyMap<string, string>, rows: Iterable<RecordRow>): Zone[] {
+  const out: Zone[] = [];
+  let zone: Zone | undefined;
+  let zoneKey = '';
+  let cur:
+    | { owner: string; ownerKey: string; type: number; ttl: number; data: ResourceRecord['data'][] }
+    | undefined;
+  const flush = () => {
+    if (cur && zone) zone.replaceRRset(cur.owner, cur.type, cur.ttl, cur.data);
+    cur = undefined;
+  };
+  for (const r of rows) {
+    if (r.zone !== zoneKey) {
+      flush();
+      zoneKey = r.zone;
+      const origin = origins.get(r.zone);
+      zone = origin === undefined ? undefined : new Zone(origin);
+      if (zone) out.push(zone);
+    }
+    if (!zone) continue;
+    const data = unpackRdata(r.rdata, 0, r.rdata.length, r.type);
+    const ownerKey = nameKey(r.owner);
+    if (cur && cur.ownerKey === ownerKey && cur.type === r.type) cur.data.push(data);
+    else {
+      flush();
+      cur = { owner: r.owner, ownerKey, type: r.type, ttl: r.ttl, data: [data] };
+    }
+  }
+  flush();
+  return out;
+}
+
 /** The SQLite store of zones, records and the change journal. */
 export class ZoneDb {
   private readonly db: Database.Database;
@@ -115,24 +156,32 @@ export class ZoneDb {
     const row = this.db.prepare('SELECT origin FROM zones WHERE okey = ?').get(okey) as
       { origin: string } | undefined;
     if (!row) return undefined;
-    const zone = new Zone(row.origin);
     const rows = this.db
-      .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
-      .iterate(okey) as Iterable<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
-    let cur: { owner: string; type: number; ttl: number; data: ResourceRecord['data'][] } | undefined;
-    const flush = () => {
-      if (cur) zone.replaceRRset(cur.owner, cur.type, cur.ttl, cur.data);
-    };
-    for (const r of rows) {
-      const data = unpackRdata(r.rdata, 0, r.rdata.length, r.type);
-      if (cur && nameKey(cur.owner) === nameKey(r.owner) && cur.type === r.type) cur.data.push(data);
-      else {
-        flush();
-        cur = { owner: r.owner, type: r.type, ttl: r.ttl, data: [data] };
-      }
-    }
-    flush();
-    return zone;
+      .prepare('SELECT zone, owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
+      .iterate(okey) as Iterable<RecordRow>;
+    return buildZones(new Map([[okey, row.origin]]), rows)[0] ?? new Zone(row.origin);
+  }
+
+  /**
+   * Every stored zone but those whose origin key is in `skip`, rebuilt in memory by one pass over
+   * the records in key order (a server with 100,000 zones restarts without 100,000 queries).
+   */
+  loadZones(skip: ReadonlySet<string> = new Set()): Zone[] {
+    const origins = new Map<string, string>();
+    for (const r of this.db.prepare('SELECT okey, origin FROM zones ORDER BY okey').iterate() as Iterable<{
+      okey: string;
+      origin: string;
+    }>)
+      if (!skip.has(r.okey)) origins.set(r.okey, r.origin);
+    const rows = this.db
+      .prepare('SELECT zone, owner, type, ttl, rdata FROM records ORDER BY zone, okey, type')
+      .iterate() as Iterable<RecordRow>;
+    return buildZones(origins, rows);
+  }
+
+  /** Runs `fn` in one transaction (nested calls join it): many zones saved at once. */
+  batch<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
   }
 
   /** Stores a whole zone, replacing what was stored for its origin; its journal starts over. */

@@ -30,8 +30,20 @@ export function updateHandler(primary: Primary): RequestHandler {
       primary.log.info({ from, zone: zone.origin, key }, 'update refused');
       return reply(Rcode.REFUSED);
     }
-    const res = applyUpdate(primary.store, zone, upd.prerequisites, upd.updates);
+    const maxRecords = primary.policy(zone).maxRecords;
+    const res = applyUpdate(
+      primary.store,
+      zone,
+      upd.prerequisites,
+      upd.updates,
+      maxRecords === undefined ? {} : { maxRecords },
+    );
     if (res.rcode === Rcode.NOERROR) primary.stats.updates++;
+    else if (res.sizeLimit)
+      primary.log.warn(
+        { from, zone: zone.origin, limit: res.sizeLimit.maxRecords, size: res.sizeLimit.size },
+        `update refused: zone ${zone.origin} would hold ${res.sizeLimit.size} records, over its limit of ${res.sizeLimit.maxRecords}`,
+      );
     else
       primary.log.info(
         { from, zone: zone.origin, rcode: res.rcode, reason: res.reason },

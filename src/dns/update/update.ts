@@ -18,6 +18,14 @@ export interface UpdateResult {
   serial?: number;
   /** Why it was refused, for logs at the edge. */
   reason?: string;
+  /** Set when refused for the zone size limit: the limit and the size the zone would have had. */
+  sizeLimit?: { maxRecords: number; size: number };
+}
+
+/** Limits an UPDATE must stay within. */
+export interface UpdateLimits {
+  /** Most records the zone may hold after an update (undefined: no limit). */
+  maxRecords?: number;
 }
 
 const fail = (rcode: number, reason: string): UpdateResult => ({ rcode, reason });
@@ -133,6 +141,7 @@ export function applyUpdate(
   zone: Zone,
   prereqs: readonly UpdateRR[],
   updates: readonly UpdateRR[],
+  limits: UpdateLimits = {},
 ): UpdateResult {
   const bad = checkPrerequisites(zone, prereqs) ?? prescan(zone, updates);
   if (bad) return bad;
@@ -180,6 +189,21 @@ export function applyUpdate(
     .map((s) => ({ owner: s.name, type: s.type, ttl: s.ttl, data: s.data }))
     .sort((a, b) => (a.data.length === 0 ? 0 : 1) - (b.data.length === 0 ? 0 : 1));
   if (changes.length === 0) return { rcode: Rcode.NOERROR, serial: zone.serial };
+  // The size limit: an update that makes the zone larger than the limit is refused whole; one
+  // that does not grow it is taken even when the zone is already over (a file may hold more).
+  if (limits.maxRecords !== undefined) {
+    let delta = 0;
+    for (const c of changes) delta += c.data.length - (zone.getRRset(c.owner, c.type)?.rdata.length ?? 0);
+    if (delta > 0) {
+      const size = store.recordCount(zone) + delta;
+      if (size > limits.maxRecords)
+        return {
+          rcode: Rcode.REFUSED,
+          reason: `zone ${zone.origin} would hold ${size} records, over its limit of ${limits.maxRecords}`,
+          sizeLimit: { maxRecords: limits.maxRecords, size },
+        };
+    }
+  }
   try {
     store.applyRRsets(changes);
     return { rcode: Rcode.NOERROR, serial: zone.serial };

@@ -11,6 +11,7 @@ function setKeys<P extends ZonePolicy>(p: P): P {
     ...(p.allowTransfer ? { allowTransfer: p.allowTransfer } : {}),
     ...(p.allowUpdate ? { allowUpdate: p.allowUpdate } : {}),
     ...(p.notify ? { notify: p.notify } : {}),
+    ...(p.maxRecords !== undefined ? { maxRecords: p.maxRecords } : {}),
   } as P;
 }
 

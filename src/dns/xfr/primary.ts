@@ -20,6 +20,11 @@ export interface ZonePolicy {
   allowTransfer?: AclEntry[];
   allowUpdate?: AclEntry[];
   notify?: NotifyTarget[];
+  /**
+   * Most records the zone may hold: a dynamic UPDATE that would make it larger is REFUSED (and
+   * logged with the zone, the limit and the size). Default: no limit. Zone files are not limited.
+   */
+  maxRecords?: number;
 }
 
 export interface PrimaryOptions {
@@ -41,6 +46,7 @@ export interface CompiledPolicy {
   transfer: Acl;
   update: Acl;
   notify: NotifyTarget[];
+  maxRecords: number | undefined;
 }
 
 /** In-memory journal when there is no database. */
@@ -120,15 +126,17 @@ export class Primary {
    * with every change made since, is served.
    */
   private restore(db: ZoneDb): void {
-    const given = new Map(this.store.list().map((z) => [z.originKey, z]));
-    for (const z of given.values()) {
-      const stored = db.serial(z.origin);
-      if (stored === undefined || serialGreater(z.serial, stored)) db.saveZone(z);
-      else this.store.add(db.loadZone(z.origin)!);
-    }
-    for (const { origin } of db.zones()) {
-      if (!given.has(nameKey(origin))) this.store.add(db.loadZone(origin)!);
-    }
+    const stored = new Map(db.zones().map((z) => [nameKey(z.origin), z.serial]));
+    const fromFiles = new Set<string>();
+    db.batch(() => {
+      for (const z of this.store.list()) {
+        const serial = stored.get(z.originKey);
+        if (serial !== undefined && !serialGreater(z.serial, serial)) continue;
+        db.saveZone(z);
+        fromFiles.add(z.originKey);
+      }
+    });
+    for (const zone of db.loadZones(fromFiles)) this.store.add(zone);
   }
 
   /** Sets (or replaces) a zone's policy; origin `*` is the default. */
@@ -140,7 +148,13 @@ export class Primary {
           'DNS_BAD_OPTIONS',
           `notify target ${t.address} names unknown TSIG key ${t.key}; add it to tsigKeys`,
         );
+    if (p.maxRecords !== undefined && !(Number.isInteger(p.maxRecords) && p.maxRecords >= 1))
+      throw new FerryError(
+        'DNS_BAD_OPTIONS',
+        `maxRecords of zone ${origin} must be a positive integer, got ${String(p.maxRecords)}`,
+      );
     this.policies.set(k, {
+      maxRecords: p.maxRecords,
       transfer: new Acl(p.allowTransfer),
       update: new Acl(p.allowUpdate),
       notify: [...(p.notify ?? [])],
@@ -151,7 +165,7 @@ export class Primary {
   policy(zone: Zone): CompiledPolicy {
     return (
       this.policies.get(zone.originKey) ??
-      this.policies.get('*') ?? { transfer: new Acl(), update: new Acl(), notify: [] }
+      this.policies.get('*') ?? { transfer: new Acl(), update: new Acl(), notify: [], maxRecords: undefined }
     );
   }
 

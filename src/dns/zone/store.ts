@@ -92,6 +92,8 @@ export class ZoneStore {
   readonly serialPolicy: SerialPolicy;
 
   private readonly commitHooks = new Set<(e: ZoneStoreEvent) => void>();
+  /** Records per zone as of a zone version: counted once, then kept up by changes made here. */
+  private readonly counts = new WeakMap<Zone, { version: number; records: number }>();
 
   /**
    * Calls `fn` synchronously on every committed change, added zone and removed zone (persistence,
@@ -215,7 +217,10 @@ export class ZoneStore {
     if (prepared.length === 0) throw new FerryError('DNS_INVALID_DATA', 'no change given');
     // Apply in order; on the first invalid one, undo the ones before it.
     const undo: Array<() => void> = [];
-    const touched = new Map<Zone, { serial: number; soa: ResourceRecord; diff: ZoneDiff }>();
+    const touched = new Map<
+      Zone,
+      { serial: number; soa: ResourceRecord; diff: ZoneDiff; version: number; delta: number; after: number }
+    >();
     const rollback = () => {
       for (const u of undo.reverse()) u();
       for (const [zone, t] of touched) if (zone.serial !== t.serial) zone.setSerial(t.serial);
@@ -232,9 +237,14 @@ export class ZoneStore {
             serial: p.zone.serial,
             soa,
             diff: { origin: p.zone.origin, fromSoa: soa, toSoa: soa, removed: [], added: [] },
+            version: p.zone.version,
+            delta: 0,
+            after: 0,
           });
         }
         p.zone.replaceRRset(p.owner, p.type, p.ttl, p.data);
+        touched.get(p.zone)!.delta +=
+          (p.zone.getRRset(p.owner, p.type)?.rdata.length ?? 0) - (snapshot?.rdata.length ?? 0);
         undo.push(() => p.zone.replaceRRset(p.owner, p.type, snapshot?.ttl ?? 0, snapshot?.rdata ?? []));
         if (p.type !== RRType.SOA) {
           const owner = before?.name ?? p.owner;
@@ -257,6 +267,7 @@ export class ZoneStore {
         // A change that set the SOA itself keeps its serial if that went up; otherwise increment.
         const s = zone.serial;
         zone.setSerial(serialGreater(s, t.serial) ? s : nextSerial(t.serial, this.serialPolicy));
+        t.after = zone.version;
         t.diff.toSoa = soaRecord(zone);
         this.emit({ kind: 'change', zone, diff: t.diff });
       }
@@ -264,7 +275,26 @@ export class ZoneStore {
       rollback();
       throw err;
     }
+    for (const [zone, t] of touched) {
+      const c = this.counts.get(zone);
+      // Only when nothing but this change touched the zone since it was counted.
+      if (c && c.version === t.version && zone.version === t.after)
+        this.counts.set(zone, { version: zone.version, records: c.records + t.delta });
+    }
     return { serial: prepared[prepared.length - 1]!.zone.serial };
+  }
+
+  /**
+   * The records `zone` holds (RRs, each RRset's records counted). Kept up to date by the change
+   * API; counted afresh (O(records)) only after a change made to the zone outside it.
+   */
+  recordCount(zone: Zone): number {
+    const c = this.counts.get(zone);
+    if (c && c.version === zone.version) return c.records;
+    let records = 0;
+    for (const set of zone.rrsets()) records += set.rdata.length;
+    this.counts.set(zone, { version: zone.version, records });
+    return records;
   }
 
   /** SOA serial of the zone with this origin; throws DNS_NOT_AUTHORITATIVE when there is none. */
