@@ -5,17 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { LoopbackAddresses, startAgent } from '../../src/agent/index.js';
 import { findBinary } from './helpers.js';
+import { exampleZone, ferryCli, startAgentPair } from './agent-pair.js';
 import { freePort } from '../ports.js';
 
 const TOKEN = 'evacuate-test-token-0123456789';
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const SITES = ['a.example', 'b.example', 'c.example'];
 
 test(
@@ -27,29 +24,9 @@ test(
     const httpPort = await freePort(ips.origin);
     const agents: Array<{ close(): Promise<void> }> = [];
     try {
-      const urls: Record<string, string> = {};
-      for (const id of ['origin', 'target'] as const) {
-        // What `ferry agent` runs: the agent core behind its API.
-        const running = await startAgent({
-          id,
-          dataDir: join(dir, id),
-          sharedIps: [ips[id]],
-          httpPort,
-          addresses: new LoopbackAddresses(),
-          web: { kind: 'builtin' },
-          rsync: { port: await freePort(ips[id]) },
-          listen: { address: ips[id], port: 0 },
-          token: TOKEN,
-        });
-        urls[id] = running.url;
-        agents.push(running);
-        if (id === 'origin') for (const d of SITES) await running.agent.addSite(d, 'serve');
-      }
+      const urls = await startAgentPair({ dir, ips, httpPort, token: TOKEN, sites: SITES, agents });
       await writeFile(join(dir, 'token'), TOKEN);
-      await writeFile(
-        join(dir, 'example.zone'),
-        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\n${SITES.map((s) => `${s.split('.')[0]} 1 IN A ${ips.origin}`).join('\n')}\n`,
-      );
+      await writeFile(join(dir, 'example.zone'), exampleZone(ips.dns, SITES, ips.origin));
       const dnsPort = await freePort(ips.dns, { udp: true });
       await writeFile(
         join(dir, 'ferry.yaml'),
@@ -63,30 +40,15 @@ ${SITES.map((s) => `  - { domain: ${s}, server: origin, ports: [${httpPort}] }`)
 defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100ms }
 `,
       );
-      // Asynchronously: the agents live in this process and must keep answering meanwhile.
-      const res = await new Promise<{ status: number | null; stdout: string; stderr: string }>(
-        (resolve, reject) => {
-          const p = execFile(
-            process.execPath,
-            [
-              '--import',
-              'tsx',
-              MAIN,
-              'evacuate',
-              'origin',
-              '--to',
-              'target',
-              '--config',
-              join(dir, 'ferry.yaml'),
-              '--json',
-            ],
-            { timeout: 150_000 },
-            (err, stdout, stderr) =>
-              resolve({ status: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
-          );
-          p.once('error', reject);
-        },
-      );
+      const res = await ferryCli([
+        'evacuate',
+        'origin',
+        '--to',
+        'target',
+        '--config',
+        join(dir, 'ferry.yaml'),
+        '--json',
+      ]);
       assert.equal(res.status, 0, `${res.stdout}\n${res.stderr}`);
       const report = JSON.parse(res.stdout.trim().split('\n').pop()!) as {
         totalMs: number;
