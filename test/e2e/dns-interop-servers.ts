@@ -1,5 +1,5 @@
 /**
- * Real Knot DNS and BIND for interop tests: each runs on a loopback address and a free port, in
+ * Real Knot DNS, BIND and PowerDNS for interop and migration tests: each runs on a loopback address and a free port, in
  * its own temporary folder with its own config, pid file and storage, and is stopped (and the
  * folder removed) by `stop()`, also when a test fails.
  */
@@ -8,6 +8,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync, existsSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dnsQuery } from '../../src/dns/index.js';
+import { createPowerDnsProvider, type PowerDnsProvider } from '../../src/migration/index.js';
 import { freePort } from '../ports.js';
 
 /** True when the binary is on the PATH. */
@@ -370,6 +371,37 @@ export async function startPowerDns(opts: ExternalOptions & { apiKey?: string })
     else rmSync(dir, { recursive: true, force: true });
     throw new Error(`pdns_server did not come up: ${(err as Error).message}\n${log}`);
   }
+}
+
+/** Why a PowerDNS test is skipped here, or false when pdns_server is installed. */
+export const noPowerDns = (): string | false =>
+  have('pdns_server')
+    ? false
+    : 'pdns_server is not installed (apt-get install pdns-server pdns-backend-sqlite3)';
+
+/**
+ * PowerDNS serving zone `example.` (`text`) at `address`, and the powerdns provider for it as
+ * `dns: { provider: powerdns, api, apiKey, zone, servers }` in ferry.yaml builds it (the
+ * propagation check asks that server): what a migration test with PowerDNS as its DNS needs.
+ */
+export async function startPowerDnsZone(
+  text: string,
+  address: string,
+): Promise<{
+  pdns: PowerDns;
+  server: { address: string; port: number };
+  provider: PowerDnsProvider;
+  stop(): Promise<void>;
+}> {
+  const pdns = await startPowerDns({ address, primaryZones: [{ origin: 'example.', text }] });
+  const server = { address, port: pdns.port };
+  const provider = createPowerDnsProvider({
+    api: pdns.api,
+    apiKey: pdns.apiKey,
+    zone: 'example.',
+    nameServers: [server],
+  });
+  return { pdns, server, provider, stop: () => pdns.stop() };
 }
 
 /** Reads a file of the server's folder, or '' (debugging aid in assertion messages). */
