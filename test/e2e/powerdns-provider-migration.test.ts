@@ -10,19 +10,17 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PowerDnsProvider, createPowerDnsProvider } from '../../src/migration/index.js';
+import { PowerDnsProvider } from '../../src/migration/index.js';
 import type { DnsProvider } from '../../src/migration/ports.js';
 import { Sandbox } from '../../src/sandbox/index.js';
-import { have, startPowerDns, type PowerDns } from './dns-interop-servers.js';
+import { noPowerDns, startPowerDns, startPowerDnsZone, type PowerDns } from './dns-interop-servers.js';
 import { itKeepsTheInvariants, migrateUnderLoad, underLoadOptions, type MigrationRun } from './invariants.js';
 import { freePort } from '../ports.js';
 import { exampleZone, ferryCli, startAgentPair } from './agent-pair.js';
 
 const TOKEN = 'pdns-deployed-test-token-0123456789';
 
-const skip = have('pdns_server')
-  ? false
-  : 'pdns_server is not installed (apt-get install pdns-server pdns-backend-sqlite3)';
+const skip = noPowerDns();
 
 describe(
   'migration of one site with PowerDNS as the authoritative server (powerdns provider)',
@@ -35,18 +33,9 @@ describe(
     let serialBefore: number;
 
     before(async () => {
-      pdns = await startPowerDns({
-        address: OPTS.dnsAddress,
-        primaryZones: [{ origin: 'example.', text: new Sandbox(OPTS).zoneText() }],
-      });
-      const server = { address: pdns.address, port: pdns.port };
-      // As `dns: { provider: powerdns, api, apiKey, zone, servers }` in ferry.yaml builds it.
-      const provider = createPowerDnsProvider({
-        api: pdns.api,
-        apiKey: pdns.apiKey,
-        zone: 'example.',
-        nameServers: [server],
-      });
+      const ext = await startPowerDnsZone(new Sandbox(OPTS).zoneText(), OPTS.dnsAddress);
+      pdns = ext.pdns;
+      const { server, provider } = ext;
       serialBefore = (await provider.observe('example.', 'SOA'))[0]!.serial!;
       sb = new Sandbox({ ...OPTS, externalDns: { server, provider } });
       await sb.start();
