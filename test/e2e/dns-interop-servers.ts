@@ -309,12 +309,61 @@ export interface PowerDns extends ExternalDns {
 }
 
 /**
- * Starts pdns_server (Debian's pdns-server with pdns-backend-sqlite3) in the foreground with its
- * own config folder and SQLite database made from the schema Debian ships. Each primary zone is
- * loaded with pdnsutil and gets SOA-EDIT-API INCREASE (every API change raises its serial); with
- * `updateKey`, RFC 2136 updates are on (`dnsupdate=yes`, `allow-dnsupdate-from` loopback), the
- * key is in the `tsigkeys` table and each zone's TSIG-ALLOW-DNSUPDATE names it.
+ * A folder for pdns_server (Debian's pdns-server with pdns-backend-sqlite3): its config and a
+ * SQLite database made from the schema Debian ships, listening on `address`:`port` (DNS) and
+ * `apiPort` (API, with `apiKey`). Each primary zone is loaded with pdnsutil and gets SOA-EDIT-API
+ * INCREASE (every API change raises its serial); with `updateKey`, RFC 2136 updates are on
+ * (`dnsupdate=yes`, `allow-dnsupdate-from` loopback), the key is in the `tsigkeys` table and each
+ * zone's TSIG-ALLOW-DNSUPDATE names it. Run it with `pdns_server --config-dir=DIR`.
  */
+export function powerDnsFolder(
+  dir: string,
+  opts: ExternalOptions & { port: number; apiPort: number; apiKey: string },
+): { pdnsutil(args: string[]): string } {
+  const db = join(dir, 'pdns.sqlite');
+  execFileSync('sqlite3', [db], {
+    input: readFileSync('/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql'),
+  });
+  const conf = [
+    'launch=gsqlite3',
+    `gsqlite3-database=${db}`,
+    `local-address=${opts.address}`,
+    `local-port=${opts.port}`,
+    `socket-dir=${dir}`,
+    'guardian=no',
+    'daemon=no',
+    'disable-syslog=yes',
+    'loglevel=4',
+    'api=yes',
+    `api-key=${opts.apiKey}`,
+    'webserver=yes',
+    `webserver-address=${opts.address}`,
+    `webserver-port=${opts.apiPort}`,
+    `webserver-allow-from=127.0.0.0/8,${opts.address}/32`,
+    ...(opts.updateKey ? ['dnsupdate=yes', 'allow-dnsupdate-from=127.0.0.0/8'] : []),
+  ];
+  writeFileSync(join(dir, 'pdns.conf'), conf.join('\n') + '\n');
+  const pdnsutil = (args: string[]) =>
+    execFileSync('pdnsutil', [`--config-dir=${dir}`, ...args], { encoding: 'utf8', stdio: 'pipe' });
+  if (opts.updateKey)
+    pdnsutil([
+      'import-tsig-key',
+      opts.updateKey.name.replace(/\.$/, ''),
+      opts.updateKey.algorithm,
+      opts.updateKey.secret,
+    ]);
+  for (const z of opts.primaryZones ?? []) {
+    const file = join(dir, `${z.origin.replace(/\.$/, '')}.zone`);
+    writeFileSync(file, z.text);
+    pdnsutil(['load-zone', z.origin, file]);
+    pdnsutil(['set-meta', z.origin, 'SOA-EDIT-API', 'INCREASE']);
+    if (opts.updateKey)
+      pdnsutil(['set-meta', z.origin, 'TSIG-ALLOW-DNSUPDATE', opts.updateKey.name.replace(/\.$/, '')]);
+  }
+  return { pdnsutil };
+}
+
+/** Starts pdns_server on a loopback address and free ports, in its own folder (`powerDnsFolder`). */
 export async function startPowerDns(opts: ExternalOptions & { apiKey?: string }): Promise<PowerDns> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-pdns-'));
   let srv: ExternalDns | undefined;
@@ -322,46 +371,7 @@ export async function startPowerDns(opts: ExternalOptions & { apiKey?: string })
     const port = await freePort(opts.address, { udp: true });
     const apiPort = await freePort(opts.address);
     const apiKey = opts.apiKey ?? 'pdns-test-key-' + port;
-    const db = join(dir, 'pdns.sqlite');
-    execFileSync('sqlite3', [db], {
-      input: readFileSync('/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql'),
-    });
-    const conf = [
-      'launch=gsqlite3',
-      `gsqlite3-database=${db}`,
-      `local-address=${opts.address}`,
-      `local-port=${port}`,
-      `socket-dir=${dir}`,
-      'guardian=no',
-      'daemon=no',
-      'disable-syslog=yes',
-      'loglevel=4',
-      'api=yes',
-      `api-key=${apiKey}`,
-      'webserver=yes',
-      `webserver-address=${opts.address}`,
-      `webserver-port=${apiPort}`,
-      'webserver-allow-from=127.0.0.0/8',
-      ...(opts.updateKey ? ['dnsupdate=yes', 'allow-dnsupdate-from=127.0.0.0/8'] : []),
-    ];
-    writeFileSync(join(dir, 'pdns.conf'), conf.join('\n') + '\n');
-    const pdnsutil = (args: string[]) =>
-      execFileSync('pdnsutil', [`--config-dir=${dir}`, ...args], { encoding: 'utf8', stdio: 'pipe' });
-    if (opts.updateKey)
-      pdnsutil([
-        'import-tsig-key',
-        opts.updateKey.name.replace(/\.$/, ''),
-        opts.updateKey.algorithm,
-        opts.updateKey.secret,
-      ]);
-    for (const z of opts.primaryZones ?? []) {
-      const file = join(dir, `${z.origin.replace(/\.$/, '')}.zone`);
-      writeFileSync(file, z.text);
-      pdnsutil(['load-zone', z.origin, file]);
-      pdnsutil(['set-meta', z.origin, 'SOA-EDIT-API', 'INCREASE']);
-      if (opts.updateKey)
-        pdnsutil(['set-meta', z.origin, 'TSIG-ALLOW-DNSUPDATE', opts.updateKey.name.replace(/\.$/, '')]);
-    }
+    const { pdnsutil } = powerDnsFolder(dir, { ...opts, port, apiPort, apiKey });
     srv = run('powerdns', 'pdns_server', [`--config-dir=${dir}`], dir, opts.address, port);
     for (const z of opts.primaryZones ?? []) await waitServing(srv, z.origin);
     return { ...srv, api: `http://${opts.address}:${apiPort}`, apiKey, pdnsutil };
