@@ -33,6 +33,7 @@ import { dnsQuery } from '../../src/dns/index.js';
 import type { CrashControllerConfig } from './crash-controller.js';
 import { findBinary } from './helpers.js';
 import { noPowerDns, startPowerDnsZone } from './dns-interop-servers.js';
+import { loopbackNet } from './invariants.js';
 
 const CHILD = join(fileURLToPath(new URL('.', import.meta.url)), 'crash-controller.ts');
 /** The controller bundled once (esbuild), so that a restart costs a Node start, not a TypeScript compile. */
@@ -91,12 +92,7 @@ function killedAndResumed(
     const opts = {
       agents: 'http' as const,
       dnsUpdateKey: TSIG,
-      dnsAddress: `${net}.53`,
-      dnsPort: 0,
-      httpPort: 0,
-      originIp: `${net}.1`,
-      targetIp: `${net}.2`,
-      tempIp: `${net}.100`,
+      ...loopbackNet(net),
       sites: ['crash.example.', 'calm.example.', 'still.example.'],
       ttl: 2,
       recordTtl: 3,

@@ -16,13 +16,13 @@ export interface MigrationRun {
 }
 
 /**
- * The sandbox of a run under load on the loopback /24 `net` (e.g. `127.0.31`): name server at
- * `.53` (also the zone's NS glue, so an external server there is what the propagation check asks),
- * origin `.1`, target `.2`, temporary IP `.100`; stale and keep-alive clients, and writes.
+ * A sandbox's addresses on the loopback /24 `net` (e.g. `127.0.31`): name server at `.53` (also
+ * the zone's NS glue, so an external server there is what the propagation check asks), origin
+ * `.1`, target `.2`, temporary IP `.100`; ports chosen by the system.
  */
-export function underLoadOptions(
+export function loopbackNet(
   net: string,
-): Partial<SandboxOptions> & Pick<SandboxOptions, 'dnsAddress' | 'originIp' | 'targetIp' | 'tempIp' | 'ttl'> {
+): Pick<SandboxOptions, 'dnsAddress' | 'dnsPort' | 'httpPort' | 'originIp' | 'targetIp' | 'tempIp'> {
   return {
     dnsAddress: `${net}.53`,
     dnsPort: 0,
@@ -30,6 +30,15 @@ export function underLoadOptions(
     originIp: `${net}.1`,
     targetIp: `${net}.2`,
     tempIp: `${net}.100`,
+  };
+}
+
+/** The sandbox of a run under load on `net` (loopbackNet): stale and keep-alive clients, and writes. */
+export function underLoadOptions(
+  net: string,
+): Partial<SandboxOptions> & Pick<SandboxOptions, 'dnsAddress' | 'originIp' | 'targetIp' | 'tempIp' | 'ttl'> {
+  return {
+    ...loopbackNet(net),
     ttl: 2,
     rate: 80,
     clients: 24,
