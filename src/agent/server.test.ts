@@ -19,6 +19,7 @@ import { findBinary } from '../../test/e2e/helpers.js';
 import { freePort } from '../../test/ports.js';
 import { waitFor } from '../common/time.js';
 import { isAlive } from '../../test/processes.js';
+import { startAgentApi } from '../../test/agent-api.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 
@@ -33,30 +34,13 @@ interface Running {
 
 async function startAgent(id: string, sharedIp: string): Promise<Running> {
   const dir = await mkdtemp(join(tmpdir(), `ferry-agent-${id}-`));
-  const agent = new HostAgent({
-    id,
-    dataDir: dir,
-    sharedIps: [sharedIp],
-    httpPort: 0,
-    addresses: new LoopbackAddresses(),
-    web: { kind: 'builtin' },
-    rsync: { port: await freePort(sharedIp) },
-  });
-  await agent.start();
-  const app = buildAgentServer(agent, { token: TOKEN });
-  await app.listen({ host: sharedIp, port: 0 });
-  const url = `http://${sharedIp}:${(app.server.address() as AddressInfo).port}`;
-  const driver = new HttpHostDriver({ id, url, token: TOKEN, timeoutMs: 5000 });
+  const a = await startAgentApi({ id, sharedIp, dataDir: dir, token: TOKEN, driver: { timeoutMs: 5000 } });
   return {
-    agent,
-    app,
-    driver,
+    ...a,
     dir,
     sharedIp,
     close: async () => {
-      driver.close();
-      await app.close();
-      await agent.stop();
+      await a.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };

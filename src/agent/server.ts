@@ -595,62 +595,65 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     const b = parse(schemas.dbCheckBody, req.body, 'body');
     return agent.checkDatabases(d, b.plan);
   });
-  app.put('/v1/database-migrations/:id/source', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    requireSecretsTransport(req, https !== null, DB_SECRET);
-    const b = parse(schemas.dbOpenBody, req.body, 'body');
-    return agent.openDatabaseSource(m, b.domain, b.replicaAddress, b.declared);
+  /**
+   * A route of one database migration: its id and `schema`'s input (`body` unless said) parsed,
+   * after the secrets-transport check for a route carrying a replication password; answers what
+   * `call` returns, or `ok` when it returns nothing.
+   */
+  const dbRoute = <S extends z.ZodType>(
+    method: 'get' | 'put' | 'post' | 'delete',
+    action: string,
+    schema: S | null,
+    call: (migrationId: string, input: z.output<S>) => Promise<unknown>,
+    opts: { secret?: true; from?: 'query' } = {},
+  ): void => {
+    app[method](`/v1/database-migrations/:id/${action}`, async (req) => {
+      const { id: m } = parse(schemas.migrationParam, req.params, 'params');
+      if (opts.secret) requireSecretsTransport(req, https !== null, DB_SECRET);
+      const where = opts.from ?? 'body';
+      const input = schema ? parse(schema, where === 'query' ? req.query : req.body, where) : undefined;
+      const answer = await call(m, input as z.output<S>);
+      return answer === undefined ? ok : answer;
+    });
+  };
+  dbRoute(
+    'put',
+    'source',
+    schemas.dbOpenBody,
+    (m, b) => agent.openDatabaseSource(m, b.domain, b.replicaAddress, b.declared),
+    { secret: true },
+  );
+  dbRoute('delete', 'source', null, (m) => agent.closeDatabaseSource(m));
+  dbRoute(
+    'put',
+    'copy',
+    schemas.dbCopyBody,
+    (m, b) =>
+      agent.copyDatabases(
+        m,
+        b.domain,
+        b.source as DatabaseSource,
+        b.plan,
+        b.timeoutMs !== undefined ? { timeoutMs: b.timeoutMs } : undefined,
+      ),
+    { secret: true },
+  );
+  dbRoute('delete', 'copy', schemas.dbDomainQuery, (m, q) => agent.dropDatabaseCopy(m, q.domain), {
+    from: 'query',
   });
-  app.delete('/v1/database-migrations/:id/source', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    await agent.closeDatabaseSource(m);
-    return ok;
-  });
-  app.put('/v1/database-migrations/:id/copy', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    requireSecretsTransport(req, https !== null, DB_SECRET);
-    const b = parse(schemas.dbCopyBody, req.body, 'body');
-    return agent.copyDatabases(
-      m,
-      b.domain,
-      b.source as DatabaseSource,
-      b.plan,
-      b.timeoutMs !== undefined ? { timeoutMs: b.timeoutMs } : undefined,
-    );
-  });
-  app.delete('/v1/database-migrations/:id/copy', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    const q = parse(schemas.dbDomainQuery, req.query, 'query');
-    await agent.dropDatabaseCopy(m, q.domain);
-    return ok;
-  });
-  app.get('/v1/database-migrations/:id/lag', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    return agent.databaseLag(m);
-  });
-  app.post('/v1/database-migrations/:id/freeze', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    const b = parse(schemas.dbDomainBody, req.body, 'body');
-    return agent.freezeDatabases(m, b.domain);
-  });
-  app.post('/v1/database-migrations/:id/thaw', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    const b = parse(schemas.dbDomainBody, req.body, 'body');
-    await agent.thawDatabases(m, b.domain);
-    return ok;
-  });
-  app.post('/v1/database-migrations/:id/take-over', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    const b = parse(schemas.dbTakeOverBody, req.body, 'body');
-    return agent.takeOverDatabases(m, b.domain, b.position, b.timeoutMs);
-  });
-  app.put('/v1/database-migrations/:id/channel', async (req) => {
-    const { id: m } = parse(schemas.migrationParam, req.params, 'params');
-    requireSecretsTransport(req, https !== null, DB_SECRET);
-    const b = parse(schemas.dbChannelBody, req.body, 'body');
-    await agent.startDatabaseChannel(m, b.domain, b.source as DatabaseSource, b.position);
-    return ok;
-  });
+  dbRoute('get', 'lag', null, (m) => agent.databaseLag(m));
+  dbRoute('post', 'freeze', schemas.dbDomainBody, (m, b) => agent.freezeDatabases(m, b.domain));
+  dbRoute('post', 'thaw', schemas.dbDomainBody, (m, b) => agent.thawDatabases(m, b.domain));
+  dbRoute('post', 'take-over', schemas.dbTakeOverBody, (m, b) =>
+    agent.takeOverDatabases(m, b.domain, b.position, b.timeoutMs),
+  );
+  dbRoute(
+    'put',
+    'channel',
+    schemas.dbChannelBody,
+    (m, b) => agent.startDatabaseChannel(m, b.domain, b.source as DatabaseSource, b.position),
+    { secret: true },
+  );
 
   // data sync
   app.put('/v1/sync-receivers/:domain', async (req) => {

@@ -11,50 +11,23 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HostAgent, LoopbackAddresses, buildAgentServer } from '../agent/index.js';
 import { buildApi, generateToken } from '../api/index.js';
 import { Opcode, decodeMessage, dnsQuery, encodeMessage } from '../dns/index.js';
 import { loadConfig } from './config.js';
 import { startController } from './start.js';
 import { findBinary } from '../../test/e2e/helpers.js';
+import { exampleZone, startAgentPair } from '../../test/e2e/agent-pair.js';
 import { freePort } from '../../test/ports.js';
 import { postgresInstalled, startPostgres, type PostgresServer } from '../../test/postgres.js';
 
 const TOKEN = 'start-test-token-0123456789';
-
-/** Two real agents (origin serving shop.example and blog.example, target empty) on `ips`. */
-async function startAgents(
-  dir: string,
-  ips: { origin: string; target: string },
-  httpPort: number,
-  agents: Array<{ close(): Promise<void> }>,
-): Promise<Record<'origin' | 'target', string>> {
-  const urls = { origin: '', target: '' };
-  for (const id of ['origin', 'target'] as const) {
-    const agent = new HostAgent({
-      id,
-      dataDir: join(dir, id),
-      sharedIps: [ips[id]],
-      httpPort,
-      addresses: new LoopbackAddresses(),
-      web: { kind: 'builtin' },
-      rsync: { port: await freePort(ips[id]) },
-    });
-    await agent.start();
-    const app = buildAgentServer(agent, { token: TOKEN });
-    await app.listen({ host: ips[id], port: 0 });
-    urls[id] = `http://${ips[id]}:${(app.server.address() as AddressInfo).port}`;
-    agents.push({ close: async () => (await app.close(), await agent.stop()) });
-    if (id === 'origin') for (const d of ['shop.example', 'blog.example']) await agent.addSite(d, 'serve');
-  }
-  return urls;
-}
+/** The origin agent's sites (the target starts empty). */
+const SITES = ['shop.example', 'blog.example'];
 
 test(
   'startController: a migration between two agents over HTTP, and the zone change survives a restart',
@@ -65,12 +38,9 @@ test(
     const httpPort = await freePort(ips.origin);
     const agents: Array<{ close(): Promise<void> }> = [];
     try {
-      const urls = await startAgents(dir, ips, httpPort, agents);
+      const urls = await startAgentPair({ dir, ips, httpPort, token: TOKEN, sites: SITES, agents });
       await writeFile(join(dir, 'token'), TOKEN);
-      await writeFile(
-        join(dir, 'example.zone'),
-        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
-      );
+      await writeFile(join(dir, 'example.zone'), exampleZone(ips.dns, SITES, ips.origin));
       const dnsPort = await freePort(ips.dns, { udp: true });
       await writeFile(
         join(dir, 'ferry.yaml'),
@@ -229,11 +199,8 @@ test(
     await new Promise<void>((r) => secondary.bind(0, ips.secondary, () => r()));
     const secondaryPort = secondary.address().port;
     try {
-      const urls = await startAgents(dir, ips, httpPort, agents);
-      await writeFile(
-        join(dir, 'example.zone'),
-        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
-      );
+      const urls = await startAgentPair({ dir, ips, httpPort, token: TOKEN, sites: SITES, agents });
+      await writeFile(join(dir, 'example.zone'), exampleZone(ips.dns, SITES, ips.origin));
       const dnsPort = await freePort(ips.dns, { udp: true });
       const file = join(dir, 'ferry.yaml');
       await writeFile(
@@ -486,13 +453,10 @@ test(
     let pg: PostgresServer | undefined;
     try {
       pg = await startPostgres();
-      const urls = await startAgents(dir, ips, httpPort, agents);
+      const urls = await startAgentPair({ dir, ips, httpPort, token: TOKEN, sites: SITES, agents });
       await writeFile(join(dir, 'token'), TOKEN);
       await writeFile(join(dir, 'pg-password'), pg.password);
-      await writeFile(
-        join(dir, 'example.zone'),
-        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
-      );
+      await writeFile(join(dir, 'example.zone'), exampleZone(ips.dns, SITES, ips.origin));
       const dnsPort = await freePort(ips.dns, { udp: true });
       // The password from a file, not in the URL: the URL in the logs then has none to hide.
       const pgUrl = `postgres://${pg.user}@${pg.address}:${pg.port}/${pg.database}`;

@@ -8,10 +8,9 @@
  * The API key is sent in `X-API-Key` and never appears in a message.
  */
 import { resolve4, resolve6 } from 'node:dns/promises';
-import { isIP } from 'node:net';
 import { FerryError, errorMessage } from '../common/errors.js';
 import { nameKey, parseName } from '../dns/index.js';
-import { observeServer } from './dns-embedded.js';
+import { nameInZone, observeZone, zoneNameServers, type ZoneNameServer } from './dns-zone-servers.js';
 import type { DnsProvider } from './ports.js';
 
 export interface PowerDnsOptions {
@@ -63,15 +62,6 @@ export class PowerDnsProvider implements DnsProvider {
     const base = opts.api.replace(/\/+$/, '');
     this.zoneUrl = `${base}/api/v1/servers/${encodeURIComponent(opts.server ?? 'localhost')}/zones/${encodeURIComponent(this.zone)}`;
     this.timeoutMs = opts.timeoutMs ?? 5000;
-  }
-
-  private inZone(name: string): string {
-    const n = parseName(name);
-    const k = nameKey(n);
-    const z = nameKey(this.zone);
-    if (k !== z && !k.endsWith('.' + z))
-      throw new FerryError('DNS_NOT_AUTHORITATIVE', `${name} is not in zone ${this.zone}`);
-    return n;
   }
 
   /** One API call; PowerDNS's own error text in the FerryError when it refuses. */
@@ -158,7 +148,7 @@ export class PowerDnsProvider implements DnsProvider {
   }
 
   async getRRset(name: string, type: string): Promise<{ ttl: number; rdata: string[] } | undefined> {
-    const owner = this.inZone(name);
+    const owner = nameInZone(this.zone, name);
     await this.check();
     const rr = await this.rrset(owner, type);
     const live = rr?.records.filter((r) => !r.disabled) ?? [];
@@ -167,7 +157,7 @@ export class PowerDnsProvider implements DnsProvider {
   }
 
   async replaceRRset(name: string, type: string, ttl: number, rdata: string[]): Promise<{ serial: number }> {
-    const owner = this.inZone(name);
+    const owner = nameInZone(this.zone, name);
     await this.check();
     const t = type.toUpperCase();
     const change =
@@ -189,40 +179,37 @@ export class PowerDnsProvider implements DnsProvider {
   }
 
   /** The zone's name servers: from the options, or its NS records with their addresses. */
-  async nameServers(): Promise<Array<{ name?: string; address: string; port: number }>> {
-    if (this.opts.nameServers) return this.opts.nameServers.map((s) => ({ ...s }));
-    await this.check();
-    const port = this.opts.nameServerPort ?? 53;
-    const ns = await this.rrset(this.zone, 'NS');
-    const out: Array<{ name: string; address: string; port: number }> = [];
-    for (const target of (ns?.records ?? []).filter((r) => !r.disabled).map((r) => parseName(r.content))) {
-      let addrs: string[] = [];
+  nameServers(): Promise<ZoneNameServer[]> {
+    const inZone = (target: string) => {
       const k = nameKey(target);
-      if (k === nameKey(this.zone) || k.endsWith('.' + nameKey(this.zone))) {
-        for (const t of ['A', 'AAAA'])
-          addrs.push(...((await this.rrset(target, t))?.records.map((r) => r.content) ?? []));
-      }
-      if (addrs.length === 0) {
+      return k === nameKey(this.zone) || k.endsWith('.' + nameKey(this.zone));
+    };
+    return zoneNameServers(this.zone, this.opts.nameServers, {
+      port: this.opts.nameServerPort ?? 53,
+      targets: async () => {
+        await this.check();
+        const ns = await this.rrset(this.zone, 'NS');
+        return (ns?.records ?? []).filter((r) => !r.disabled).map((r) => parseName(r.content));
+      },
+      // The zone's own A/AAAA records for a name inside it, else the system resolver.
+      addresses: async (target) => {
+        const addrs: string[] = [];
+        if (inZone(target))
+          for (const t of ['A', 'AAAA'])
+            addrs.push(...((await this.rrset(target, t))?.records.map((r) => r.content) ?? []));
+        if (addrs.length > 0) return addrs;
         const host = target.replace(/\.$/, '');
         const found = await Promise.all([resolve4(host).catch(() => []), resolve6(host).catch(() => [])]);
-        addrs = found.flat();
-      }
-      for (const address of [...new Set(addrs)].filter((a) => isIP(a)))
-        out.push({ name: target, address, port });
-    }
-    if (out.length === 0)
-      throw new FerryError('DNS_BAD_RESPONSE', `${this.zone} has no name server with an address`);
-    return out;
+        return found.flat();
+      },
+    });
   }
 
   async observe(
     name: string,
     type: string,
   ): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>> {
-    const servers = await this.nameServers();
-    return Promise.all(
-      servers.map((s) => observeServer(s, this.zone, parseName(name), type, this.timeoutMs)),
-    );
+    return observeZone(await this.nameServers(), this.zone, name, type, this.timeoutMs);
   }
 }
 

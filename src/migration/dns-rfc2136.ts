@@ -8,7 +8,7 @@ import { FerryError } from '../common/errors.js';
 import { dnsQuery, nameKey, parseName, rcodeName } from '../dns/index.js';
 import { TsigKey, type TsigKeyConfig } from '../dns/tsig/index.js';
 import { sendUpdate, upd } from '../dns/update/index.js';
-import { observeServer } from './dns-embedded.js';
+import { nameInZone, observeZone, zoneNameServers, type ZoneNameServer } from './dns-zone-servers.js';
 import type { DnsProvider } from './ports.js';
 
 export interface Rfc2136Options {
@@ -39,17 +39,8 @@ export class Rfc2136DnsProvider implements DnsProvider {
     this.timeoutMs = opts.timeoutMs ?? 3000;
   }
 
-  private inZone(name: string): string {
-    const n = parseName(name);
-    const k = nameKey(n);
-    const z = nameKey(this.zone);
-    if (k !== z && !k.endsWith('.' + z))
-      throw new FerryError('DNS_NOT_AUTHORITATIVE', `${name} is not in zone ${this.zone}`);
-    return n;
-  }
-
   async getRRset(name: string, type: string): Promise<{ ttl: number; rdata: string[] } | undefined> {
-    const owner = this.inZone(name);
+    const owner = nameInZone(this.zone, name);
     const res = await dnsQuery({
       server: this.opts.server,
       name: owner,
@@ -65,7 +56,7 @@ export class Rfc2136DnsProvider implements DnsProvider {
   }
 
   async replaceRRset(name: string, type: string, ttl: number, rdata: string[]): Promise<{ serial: number }> {
-    const owner = this.inZone(name);
+    const owner = nameInZone(this.zone, name);
     const answer = await sendUpdate({
       server: this.opts.server,
       zone: this.zone,
@@ -98,22 +89,27 @@ export class Rfc2136DnsProvider implements DnsProvider {
   }
 
   /** The zone's name servers: from the options, or NS records with glue at the primary. */
-  async nameServers(): Promise<Array<{ name?: string; address: string; port: number }>> {
-    if (this.opts.nameServers) return this.opts.nameServers.map((s) => ({ ...s }));
-    const ns = await dnsQuery({
-      server: this.opts.server,
-      name: this.zone,
-      type: 'NS',
-      tcp: true,
-      timeoutMs: this.timeoutMs,
-    });
-    const out: Array<{ name: string; address: string; port: number }> = [];
-    for (const rr of ns.answers.filter((a) => a.typeName === 'NS')) {
-      const target = rr.rdata;
-      let addrs = ns.additional
-        .filter((a) => (a.typeName === 'A' || a.typeName === 'AAAA') && nameKey(a.name) === nameKey(target))
-        .map((a) => a.rdata);
-      if (addrs.length === 0) {
+  nameServers(): Promise<ZoneNameServer[]> {
+    let glue: Array<{ name: string; typeName: string; rdata: string }> = [];
+    return zoneNameServers(this.zone, this.opts.nameServers, {
+      port: this.opts.server.port,
+      targets: async () => {
+        const ns = await dnsQuery({
+          server: this.opts.server,
+          name: this.zone,
+          type: 'NS',
+          tcp: true,
+          timeoutMs: this.timeoutMs,
+        });
+        glue = ns.additional;
+        return ns.answers.filter((a) => a.typeName === 'NS').map((a) => a.rdata);
+      },
+      // The glue of the NS answer, else an A/AAAA query at the primary.
+      addresses: async (target) => {
+        const addrs = glue
+          .filter((a) => (a.typeName === 'A' || a.typeName === 'AAAA') && nameKey(a.name) === nameKey(target))
+          .map((a) => a.rdata);
+        if (addrs.length > 0) return addrs;
         for (const t of ['A', 'AAAA']) {
           const r = await dnsQuery({
             server: this.opts.server,
@@ -123,23 +119,16 @@ export class Rfc2136DnsProvider implements DnsProvider {
           }).catch(() => undefined);
           addrs.push(...(r?.answers.filter((a) => a.typeName === t).map((a) => a.rdata) ?? []));
         }
-        addrs = [...new Set(addrs)];
-      }
-      for (const address of addrs) out.push({ name: target, address, port: this.opts.server.port });
-    }
-    if (out.length === 0)
-      throw new FerryError('DNS_BAD_RESPONSE', `${this.zone} has no name server with an address`);
-    return out;
+        return addrs;
+      },
+    });
   }
 
   async observe(
     name: string,
     type: string,
   ): Promise<Array<{ server: string; serial: number | null; rdata: string[] }>> {
-    const servers = await this.nameServers();
-    return Promise.all(
-      servers.map((s) => observeServer(s, this.zone, parseName(name), type, this.timeoutMs)),
-    );
+    return observeZone(await this.nameServers(), this.zone, name, type, this.timeoutMs);
   }
 }
 

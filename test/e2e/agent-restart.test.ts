@@ -13,6 +13,8 @@
  * - requests reached the temporary IP while the agent was down in draining;
  * - every acknowledged write is on the target exactly once; no process, table or namespace is
  *   left behind.
+ * The records stay in the embedded server: an agent's restart does not involve the DNS provider
+ * (a controller's restart does: crash.test.ts runs it with the records in PowerDNS too).
  * Root only (CI runs as root).
  */
 import { test } from 'node:test';

@@ -1,14 +1,19 @@
 /**
  * The controller process of the crash test: a Controller over the platform's real agents
- * (`HttpHostDriver`, each agent's API) and its name server (RFC 2136 UPDATE, TSIG-signed), with a
- * journal on disk. `start` plans and runs one migration; `resume` resumes whatever the journal
+ * (`HttpHostDriver`, each agent's API) and its name server (RFC 2136 UPDATE, TSIG-signed; or
+ * PowerDNS through its HTTP API when `powerdns` is set), with a journal on disk. `start` plans and runs one migration; `resume` resumes whatever the journal
  * holds (Controller.resumeAll). Every controller event is printed as one JSON line on stdout;
  * the last line is `{"done": [records]}`. The test SIGKILLs this process at chosen events.
  */
 import { HttpHostDriver } from '../../src/agent/index.js';
 import { Controller, type ServerEntry, type SiteEntry } from '../../src/controller/index.js';
 import type { TsigKeyConfig } from '../../src/dns/tsig/index.js';
-import { Journal, Rfc2136DnsProvider, type MigrationTimings } from '../../src/migration/index.js';
+import {
+  Journal,
+  PowerDnsProvider,
+  Rfc2136DnsProvider,
+  type MigrationTimings,
+} from '../../src/migration/index.js';
 
 export interface CrashControllerConfig {
   /** Each server's agent API. */
@@ -16,6 +21,8 @@ export interface CrashControllerConfig {
   dns: { address: string; port: number };
   zone: string;
   tsig: TsigKeyConfig;
+  /** The records are in PowerDNS, changed through this API (the name server `dns` is PowerDNS's). */
+  powerdns?: { api: string; apiKey: string };
   journal: string;
   servers: Array<Omit<ServerEntry, 'driver'>>;
   sites: SiteEntry[];
@@ -30,7 +37,9 @@ const drivers = cfg.servers.map(
   (s) => new HttpHostDriver({ id: s.id, url: cfg.agents[s.id]!.url, token: cfg.agents[s.id]!.token }),
 );
 const controller = new Controller({
-  dns: new Rfc2136DnsProvider({ server: cfg.dns, zone: cfg.zone, tsig: cfg.tsig, nameServers: [cfg.dns] }),
+  dns: cfg.powerdns
+    ? new PowerDnsProvider({ ...cfg.powerdns, zone: cfg.zone, nameServers: [cfg.dns] })
+    : new Rfc2136DnsProvider({ server: cfg.dns, zone: cfg.zone, tsig: cfg.tsig, nameServers: [cfg.dns] }),
   servers: cfg.servers.map((s, i) => ({ ...s, driver: drivers[i]! })),
   sites: cfg.sites,
   journal,

@@ -7,10 +7,18 @@
  * deployment, through `HttpHostDriver` and TSIG-signed RFC 2136 updates, so they keep carrying
  * the load throughout, as real hosts would while their controller is down. The migration
  * completes with the design's invariants intact.
+ *
+ * The same with the records in PowerDNS (the powerdns provider, through its HTTP API), killed
+ * where the provider matters: right after PowerDNS has applied each change and before the
+ * controller hears of it, so that nothing after the change is in the journal (lowering the TTL,
+ * IPt, IP2, the TTL restored). Kills in the other phases exercise the agents, the journal and
+ * resumeAll, which do not depend on the provider; the first variant covers them.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { build } from 'esbuild';
 import { join } from 'node:path';
@@ -24,6 +32,8 @@ import { sleep } from '../../src/common/time.js';
 import { dnsQuery } from '../../src/dns/index.js';
 import type { CrashControllerConfig } from './crash-controller.js';
 import { findBinary } from './helpers.js';
+import { noPowerDns, startPowerDnsZone } from './dns-interop-servers.js';
+import { loopbackNet } from './invariants.js';
 
 const CHILD = join(fileURLToPath(new URL('.', import.meta.url)), 'crash-controller.ts');
 /** The controller bundled once (esbuild), so that a restart costs a Node start, not a TypeScript compile. */
@@ -31,8 +41,18 @@ const BUNDLE = fileURLToPath(
   new URL(`../../node_modules/.cache/ferry-crash-controller-${process.pid}.mjs`, import.meta.url),
 );
 
+/**
+ * A point where the controller is killed: an event of the controller inside `phase`, or
+ * (`afterDnsChange`) the moment PowerDNS has applied a change, before its answer reaches the controller.
+ */
+interface KillPoint {
+  phase: string;
+  match?: (e: ControllerEvent) => boolean;
+  afterDnsChange?: true;
+}
+
 /** Where the controller is killed, in order: one event inside each phase. */
-const KILLS: Array<{ phase: string; match: (e: ControllerEvent) => boolean }> = [
+const EVERY_PHASE: KillPoint[] = [
   { phase: 'planned', match: (e) => e.type === 'phase' && e.data.phase === 'planned' },
   { phase: 'ttl-lowered', match: (e) => e.type === 'wait' && e.data.what === WAIT.oldTtl },
   { phase: 'temp-ip', match: (e) => e.type === 'step' && e.data.step === STEP.startRedirect },
@@ -45,6 +65,14 @@ const KILLS: Array<{ phase: string; match: (e: ControllerEvent) => boolean }> = 
   { phase: 'completed', match: (e) => e.type === 'step' && e.data.step === STEP.stopRedirect },
 ];
 
+/** With PowerDNS: after each change it applies, in the phase that makes it. */
+const AFTER_EACH_DNS_CHANGE: KillPoint[] = [
+  { phase: 'ttl-lowered', afterDnsChange: true },
+  { phase: 'dns-temp', afterDnsChange: true },
+  { phase: 'cutover', afterDnsChange: true },
+  { phase: 'draining', afterDnsChange: true },
+];
+
 /** The key the controller signs its zone updates with. */
 const TSIG = {
   name: 'crash-controller.',
@@ -52,19 +80,19 @@ const TSIG = {
   secret: Buffer.from('crash-test-tsig-secret-0123456789').toString('base64'),
 };
 
-describe(
-  'controller killed with SIGKILL in every phase, resumed each time',
-  { skip: findBinary('rsync') ? false : 'rsync is not installed (the agents sync with it)' },
-  () => {
-    const sb = new Sandbox({
-      agents: 'http',
+/** The migration of crash.example. on `net` with the controller killed at each of `KILLS`. */
+function killedAndResumed(
+  label: string,
+  net: string,
+  KILLS: KillPoint[],
+  records: 'embedded' | 'powerdns',
+  skip: string | false,
+): void {
+  describe(`controller killed with SIGKILL ${label}, resumed each time`, { skip }, () => {
+    const opts = {
+      agents: 'http' as const,
       dnsUpdateKey: TSIG,
-      dnsAddress: '127.0.41.53',
-      dnsPort: 0,
-      httpPort: 0,
-      originIp: '127.0.41.1',
-      targetIp: '127.0.41.2',
-      tempIp: '127.0.41.100',
+      ...loopbackNet(net),
       sites: ['crash.example.', 'calm.example.', 'still.example.'],
       ttl: 2,
       recordTtl: 3,
@@ -72,7 +100,14 @@ describe(
       quietWindowMs: 1000,
       dnsTempCapMs: 15_000,
       drainCapMs: 15_000,
-    });
+    };
+    let sb: Sandbox;
+    let ext: Awaited<ReturnType<typeof startPowerDnsZone>> | undefined;
+    /** Between the controller and PowerDNS's API: kills the controller once a change is applied. */
+    let apiProxy: Server | undefined;
+    /** Each change PowerDNS applied: owner, type, TTL and records. */
+    const applied: string[] = [];
+    let lastPhase = '';
     let child: ChildProcess | undefined;
     const kills: Array<{ phase: string; event: string; restartMs?: number }> = [];
     let record: MigrationRecord;
@@ -85,7 +120,7 @@ describe(
       for (let attempt = 1; ; attempt++) {
         try {
           const res = await dnsQuery({
-            server: { address: sb.dns.address, port: sb.dns.port },
+            server: ext?.server ?? { address: sb.dns.address, port: sb.dns.port },
             name,
             type: 'A',
             timeoutMs: 3000,
@@ -120,8 +155,9 @@ describe(
             done = msg.done;
             return;
           }
+          if (msg.type === 'phase') lastPhase = String(msg.data.phase);
           const next = KILLS[kills.length];
-          if (next && !p.killed && next.match(msg)) {
+          if (next?.match && !p.killed && next.match(msg)) {
             kills.push({
               phase: next.phase,
               event: `${msg.type} ${String(msg.data.step ?? msg.data.what ?? msg.data.phase)}`,
@@ -155,6 +191,21 @@ describe(
       } catch {
         bundled = false; // run through tsx: slower restarts, same behaviour
       }
+      if (records === 'powerdns') {
+        ext = await startPowerDnsZone(new Sandbox(opts).zoneText(), opts.dnsAddress);
+        apiProxy = await powerDnsKiller(ext.pdns.api, (change) => {
+          applied.push(change);
+          const next = KILLS[kills.length];
+          if (!next?.afterDnsChange || !child || child.killed) return false;
+          kills.push({ phase: lastPhase, event: `PowerDNS applied ${change}` });
+          child.kill('SIGKILL');
+          return true;
+        });
+      }
+      sb = new Sandbox({
+        ...opts,
+        ...(ext ? { externalDns: { server: ext.server, provider: ext.provider } } : {}),
+      });
       await sb.start();
       // Clients wait up to 20 s for an answer: held requests at the switch wait for the restarted controller.
       sb.load = new LoadGenerator({
@@ -175,9 +226,17 @@ describe(
       const journalPath = join(sb.dataDir, 'crash-journal.sqlite');
       const base: Omit<CrashControllerConfig, 'action'> = {
         agents: { origin: sb.agentApis.origin!, target: sb.agentApis.target! },
-        dns: { address: sb.dns.address, port: sb.dns.port },
+        dns: ext?.server ?? { address: sb.dns.address, port: sb.dns.port },
         zone: sb.opts.zone,
         tsig: TSIG,
+        ...(ext && apiProxy
+          ? {
+              powerdns: {
+                api: `http://${opts.dnsAddress}:${(apiProxy.address() as AddressInfo).port}`,
+                apiKey: ext.pdns.apiKey,
+              },
+            }
+          : {}),
         journal: journalPath,
         servers: [
           { id: 'origin', sharedIps: [sb.opts.originIp], tempIpPool: [sb.opts.tempIp] },
@@ -215,7 +274,10 @@ describe(
     after(async () => {
       rmSync(BUNDLE, { force: true });
       child?.kill('SIGKILL');
-      await sb.stop();
+      await sb?.stop();
+      apiProxy?.closeAllConnections();
+      await new Promise((r) => (apiProxy ? apiProxy.close(r) : r(undefined)));
+      await ext?.stop();
     });
 
     it('was killed once in each phase (twice in cut-over) and completed', (t) => {
@@ -243,13 +305,27 @@ describe(
       assert.equal(summary.writes.onOriginAfterCutover, 0);
     });
 
-    it('answered IP1 → IPt → IP2 in DNS, and restored the TTL', () => {
+    it('answered IP1 → IPt → IP2 in DNS, and restored the TTL', async () => {
       assert.deepEqual(
         summary.dnsAnswers.map((a) => a.address),
         [sb.opts.originIp, sb.opts.tempIp, sb.opts.targetIp],
       );
-      assert.deepEqual(sb.dns.zones.getRRset('crash.example.', 'A'), { ttl: 3, rdata: [sb.opts.targetIp] });
+      const record = ext
+        ? await ext.provider.getRRset('crash.example.', 'A')
+        : sb.dns.zones.getRRset('crash.example.', 'A');
+      assert.deepEqual(record, { ttl: 3, rdata: [sb.opts.targetIp] });
     });
+
+    if (records === 'powerdns')
+      it('made each DNS change once: a resumed controller sees what PowerDNS already applied', () => {
+        const { originIp, tempIp, targetIp } = sb.opts;
+        assert.deepEqual(applied, [
+          `crash.example. A 2 ${originIp}`,
+          `crash.example. A 2 ${tempIp}`,
+          `crash.example. A 2 ${targetIp}`,
+          `crash.example. A 3 ${targetIp}`,
+        ]);
+      });
 
     it('left no temporary IP or redirect, and the site only on the target', async () => {
       assert.deepEqual(await sb.origin.listAddresses(), []);
@@ -258,5 +334,58 @@ describe(
       assert.equal(sb.targetSites.mode('crash.example.'), 'serve');
       assert.ok(sb.originSites.hasSite('calm.example.') && sb.originSites.hasSite('still.example.'));
     });
-  },
+  });
+}
+
+/**
+ * An HTTP proxy in front of PowerDNS's API on the API's address. After PowerDNS has applied a
+ * PATCH, `applied` gets the change (`owner type ttl records`); when it returns true the answer is
+ * dropped (the controller was killed before it could read it).
+ */
+async function powerDnsKiller(api: string, applied: (change: string) => boolean): Promise<Server> {
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      void (async () => {
+        const body = Buffer.concat(chunks);
+        const answer = await fetch(api + (req.url ?? ''), {
+          method: req.method ?? 'GET',
+          headers: {
+            'X-API-Key': String(req.headers['x-api-key'] ?? ''),
+            ...(body.length ? { 'Content-Type': 'application/json' } : {}),
+          },
+          ...(body.length ? { body } : {}),
+        });
+        const text = await answer.text();
+        if (req.method === 'PATCH' && answer.ok) {
+          const { rrsets } = JSON.parse(body.toString()) as {
+            rrsets: Array<{ name: string; type: string; ttl?: number; records?: Array<{ content: string }> }>;
+          };
+          const change = rrsets
+            .map(
+              (r) =>
+                `${r.name} ${r.type} ${r.ttl ?? '-'} ${(r.records ?? []).map((x) => x.content).join(',')}`,
+            )
+            .join('; ');
+          if (applied(change)) return void res.destroy();
+        }
+        res.writeHead(answer.status, { 'Content-Type': answer.headers.get('content-type') ?? 'text/plain' });
+        res.end(text);
+      })().catch(() => res.destroy());
+    });
+  });
+  const host = new URL(api).hostname;
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
+  return server;
+}
+
+const rsync = findBinary('rsync') ? false : 'rsync is not installed (the agents sync with it)';
+killedAndResumed('in every phase', '127.0.41', EVERY_PHASE, 'embedded', rsync);
+killedAndResumed(
+  'right after each change PowerDNS applies (records in PowerDNS)',
+  '127.0.111',
+  AFTER_EACH_DNS_CHANGE,
+  'powerdns',
+  rsync || noPowerDns(),
 );

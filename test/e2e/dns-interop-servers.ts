@@ -1,5 +1,5 @@
 /**
- * Real Knot DNS and BIND for interop tests: each runs on a loopback address and a free port, in
+ * Real Knot DNS, BIND and PowerDNS for interop and migration tests: each runs on a loopback address and a free port, in
  * its own temporary folder with its own config, pid file and storage, and is stopped (and the
  * folder removed) by `stop()`, also when a test fails.
  */
@@ -8,6 +8,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync, existsSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dnsQuery } from '../../src/dns/index.js';
+import { createPowerDnsProvider, type PowerDnsProvider } from '../../src/migration/index.js';
 import { freePort } from '../ports.js';
 
 /** True when the binary is on the PATH. */
@@ -308,12 +309,61 @@ export interface PowerDns extends ExternalDns {
 }
 
 /**
- * Starts pdns_server (Debian's pdns-server with pdns-backend-sqlite3) in the foreground with its
- * own config folder and SQLite database made from the schema Debian ships. Each primary zone is
- * loaded with pdnsutil and gets SOA-EDIT-API INCREASE (every API change raises its serial); with
- * `updateKey`, RFC 2136 updates are on (`dnsupdate=yes`, `allow-dnsupdate-from` loopback), the
- * key is in the `tsigkeys` table and each zone's TSIG-ALLOW-DNSUPDATE names it.
+ * A folder for pdns_server (Debian's pdns-server with pdns-backend-sqlite3): its config and a
+ * SQLite database made from the schema Debian ships, listening on `address`:`port` (DNS) and
+ * `apiPort` (API, with `apiKey`). Each primary zone is loaded with pdnsutil and gets SOA-EDIT-API
+ * INCREASE (every API change raises its serial); with `updateKey`, RFC 2136 updates are on
+ * (`dnsupdate=yes`, `allow-dnsupdate-from` loopback), the key is in the `tsigkeys` table and each
+ * zone's TSIG-ALLOW-DNSUPDATE names it. Run it with `pdns_server --config-dir=DIR`.
  */
+export function powerDnsFolder(
+  dir: string,
+  opts: ExternalOptions & { port: number; apiPort: number; apiKey: string },
+): { pdnsutil(args: string[]): string } {
+  const db = join(dir, 'pdns.sqlite');
+  execFileSync('sqlite3', [db], {
+    input: readFileSync('/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql'),
+  });
+  const conf = [
+    'launch=gsqlite3',
+    `gsqlite3-database=${db}`,
+    `local-address=${opts.address}`,
+    `local-port=${opts.port}`,
+    `socket-dir=${dir}`,
+    'guardian=no',
+    'daemon=no',
+    'disable-syslog=yes',
+    'loglevel=4',
+    'api=yes',
+    `api-key=${opts.apiKey}`,
+    'webserver=yes',
+    `webserver-address=${opts.address}`,
+    `webserver-port=${opts.apiPort}`,
+    `webserver-allow-from=127.0.0.0/8,${opts.address}/32`,
+    ...(opts.updateKey ? ['dnsupdate=yes', 'allow-dnsupdate-from=127.0.0.0/8'] : []),
+  ];
+  writeFileSync(join(dir, 'pdns.conf'), conf.join('\n') + '\n');
+  const pdnsutil = (args: string[]) =>
+    execFileSync('pdnsutil', [`--config-dir=${dir}`, ...args], { encoding: 'utf8', stdio: 'pipe' });
+  if (opts.updateKey)
+    pdnsutil([
+      'import-tsig-key',
+      opts.updateKey.name.replace(/\.$/, ''),
+      opts.updateKey.algorithm,
+      opts.updateKey.secret,
+    ]);
+  for (const z of opts.primaryZones ?? []) {
+    const file = join(dir, `${z.origin.replace(/\.$/, '')}.zone`);
+    writeFileSync(file, z.text);
+    pdnsutil(['load-zone', z.origin, file]);
+    pdnsutil(['set-meta', z.origin, 'SOA-EDIT-API', 'INCREASE']);
+    if (opts.updateKey)
+      pdnsutil(['set-meta', z.origin, 'TSIG-ALLOW-DNSUPDATE', opts.updateKey.name.replace(/\.$/, '')]);
+  }
+  return { pdnsutil };
+}
+
+/** Starts pdns_server on a loopback address and free ports, in its own folder (`powerDnsFolder`). */
 export async function startPowerDns(opts: ExternalOptions & { apiKey?: string }): Promise<PowerDns> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-pdns-'));
   let srv: ExternalDns | undefined;
@@ -321,46 +371,7 @@ export async function startPowerDns(opts: ExternalOptions & { apiKey?: string })
     const port = await freePort(opts.address, { udp: true });
     const apiPort = await freePort(opts.address);
     const apiKey = opts.apiKey ?? 'pdns-test-key-' + port;
-    const db = join(dir, 'pdns.sqlite');
-    execFileSync('sqlite3', [db], {
-      input: readFileSync('/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql'),
-    });
-    const conf = [
-      'launch=gsqlite3',
-      `gsqlite3-database=${db}`,
-      `local-address=${opts.address}`,
-      `local-port=${port}`,
-      `socket-dir=${dir}`,
-      'guardian=no',
-      'daemon=no',
-      'disable-syslog=yes',
-      'loglevel=4',
-      'api=yes',
-      `api-key=${apiKey}`,
-      'webserver=yes',
-      `webserver-address=${opts.address}`,
-      `webserver-port=${apiPort}`,
-      'webserver-allow-from=127.0.0.0/8',
-      ...(opts.updateKey ? ['dnsupdate=yes', 'allow-dnsupdate-from=127.0.0.0/8'] : []),
-    ];
-    writeFileSync(join(dir, 'pdns.conf'), conf.join('\n') + '\n');
-    const pdnsutil = (args: string[]) =>
-      execFileSync('pdnsutil', [`--config-dir=${dir}`, ...args], { encoding: 'utf8', stdio: 'pipe' });
-    if (opts.updateKey)
-      pdnsutil([
-        'import-tsig-key',
-        opts.updateKey.name.replace(/\.$/, ''),
-        opts.updateKey.algorithm,
-        opts.updateKey.secret,
-      ]);
-    for (const z of opts.primaryZones ?? []) {
-      const file = join(dir, `${z.origin.replace(/\.$/, '')}.zone`);
-      writeFileSync(file, z.text);
-      pdnsutil(['load-zone', z.origin, file]);
-      pdnsutil(['set-meta', z.origin, 'SOA-EDIT-API', 'INCREASE']);
-      if (opts.updateKey)
-        pdnsutil(['set-meta', z.origin, 'TSIG-ALLOW-DNSUPDATE', opts.updateKey.name.replace(/\.$/, '')]);
-    }
+    const { pdnsutil } = powerDnsFolder(dir, { ...opts, port, apiPort, apiKey });
     srv = run('powerdns', 'pdns_server', [`--config-dir=${dir}`], dir, opts.address, port);
     for (const z of opts.primaryZones ?? []) await waitServing(srv, z.origin);
     return { ...srv, api: `http://${opts.address}:${apiPort}`, apiKey, pdnsutil };
@@ -370,6 +381,37 @@ export async function startPowerDns(opts: ExternalOptions & { apiKey?: string })
     else rmSync(dir, { recursive: true, force: true });
     throw new Error(`pdns_server did not come up: ${(err as Error).message}\n${log}`);
   }
+}
+
+/** Why a PowerDNS test is skipped here, or false when pdns_server is installed. */
+export const noPowerDns = (): string | false =>
+  have('pdns_server')
+    ? false
+    : 'pdns_server is not installed (apt-get install pdns-server pdns-backend-sqlite3)';
+
+/**
+ * PowerDNS serving zone `example.` (`text`) at `address`, and the powerdns provider for it as
+ * `dns: { provider: powerdns, api, apiKey, zone, servers }` in ferry.yaml builds it (the
+ * propagation check asks that server): what a migration test with PowerDNS as its DNS needs.
+ */
+export async function startPowerDnsZone(
+  text: string,
+  address: string,
+): Promise<{
+  pdns: PowerDns;
+  server: { address: string; port: number };
+  provider: PowerDnsProvider;
+  stop(): Promise<void>;
+}> {
+  const pdns = await startPowerDns({ address, primaryZones: [{ origin: 'example.', text }] });
+  const server = { address, port: pdns.port };
+  const provider = createPowerDnsProvider({
+    api: pdns.api,
+    apiKey: pdns.apiKey,
+    zone: 'example.',
+    nameServers: [server],
+  });
+  return { pdns, server, provider, stop: () => pdns.stop() };
 }
 
 /** Reads a file of the server's folder, or '' (debugging aid in assertion messages). */

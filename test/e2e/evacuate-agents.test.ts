@@ -1,124 +1,121 @@
 /**
  * `ferry evacuate SERVER --to SERVER --config FILE` against two real host agents over HTTP on
  * loopback (127.0.52.0/24): every site of the origin moves to the target through the agents,
- * two at a time with a pool of two temporary IPs, and the CLI prints one line per site.
+ * two at a time with a pool of two temporary IPs, and the CLI prints one line per site. The same
+ * with the zone in PowerDNS (`dns: provider: powerdns`, 127.0.112.0/24): two migrations change
+ * records of one zone at once through its API, and every change must show, each with its serial.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { LoopbackAddresses, startAgent } from '../../src/agent/index.js';
 import { findBinary } from './helpers.js';
+import { noPowerDns, startPowerDns, type PowerDns } from './dns-interop-servers.js';
+import { createPowerDnsProvider } from '../../src/migration/index.js';
+import { exampleZone, ferryCli, startAgentPair } from './agent-pair.js';
 import { freePort } from '../ports.js';
 
 const TOKEN = 'evacuate-test-token-0123456789';
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const SITES = ['a.example', 'b.example', 'c.example'];
 
-test(
-  'ferry evacuate --config: every site of a server through real agents',
-  { skip: findBinary('rsync') ? false : 'rsync is not installed', timeout: 180_000 },
-  async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ferry-evacuate-'));
-    const ips = { origin: '127.0.52.1', target: '127.0.52.2', dns: '127.0.52.53' };
-    const httpPort = await freePort(ips.origin);
-    const agents: Array<{ close(): Promise<void> }> = [];
-    try {
-      const urls: Record<string, string> = {};
-      for (const id of ['origin', 'target'] as const) {
-        // What `ferry agent` runs: the agent core behind its API.
-        const running = await startAgent({
-          id,
-          dataDir: join(dir, id),
-          sharedIps: [ips[id]],
-          httpPort,
-          addresses: new LoopbackAddresses(),
-          web: { kind: 'builtin' },
-          rsync: { port: await freePort(ips[id]) },
-          listen: { address: ips[id], port: 0 },
-          token: TOKEN,
-        });
-        urls[id] = running.url;
-        agents.push(running);
-        if (id === 'origin') for (const d of SITES) await running.agent.addSite(d, 'serve');
-      }
-      await writeFile(join(dir, 'token'), TOKEN);
-      await writeFile(
-        join(dir, 'example.zone'),
-        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\n${SITES.map((s) => `${s.split('.')[0]} 1 IN A ${ips.origin}`).join('\n')}\n`,
-      );
-      const dnsPort = await freePort(ips.dns, { udp: true });
-      await writeFile(
-        join(dir, 'ferry.yaml'),
-        `journal: journal.sqlite
+/** The evacuation on `net`, the zone in the embedded server or in PowerDNS. */
+function evacuateThroughAgents(net: string, records: 'embedded' | 'powerdns', skip: string | false): void {
+  test(
+    `ferry evacuate --config: every site of a server through real agents (records: ${records})`,
+    { skip, timeout: 180_000 },
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'ferry-evacuate-'));
+      const ips = { origin: `${net}.1`, target: `${net}.2`, dns: `${net}.53` };
+      const httpPort = await freePort(ips.origin);
+      const agents: Array<{ close(): Promise<void> }> = [];
+      let pdns: PowerDns | undefined;
+      try {
+        const urls = await startAgentPair({ dir, ips, httpPort, token: TOKEN, sites: SITES, agents });
+        await writeFile(join(dir, 'token'), TOKEN);
+        let dns: string;
+        if (records === 'powerdns') {
+          pdns = await startPowerDns({
+            address: ips.dns,
+            primaryZones: [{ origin: 'example.', text: exampleZone(ips.dns, SITES, ips.origin) }],
+          });
+          await writeFile(join(dir, 'pdns.key'), pdns.apiKey + '\n');
+          dns = `{ provider: powerdns, api: "${pdns.api}", apiKeyFile: pdns.key, zone: example., servers: [{ address: ${ips.dns}, port: ${pdns.port} }] }`;
+        } else {
+          await writeFile(join(dir, 'example.zone'), exampleZone(ips.dns, SITES, ips.origin));
+          const dnsPort = await freePort(ips.dns, { udp: true });
+          dns = `{ provider: embedded, listen: { address: ${ips.dns}, port: ${dnsPort} }, zones: [example.zone] }`;
+        }
+        await writeFile(
+          join(dir, 'ferry.yaml'),
+          `journal: journal.sqlite
 servers:
-  origin: { agent: "${urls.origin}", tokenFile: token, sharedIps: [${ips.origin}], tempIpPool: [127.0.52.100, 127.0.52.101] }
+  origin: { agent: "${urls.origin}", tokenFile: token, sharedIps: [${ips.origin}], tempIpPool: [${net}.100, ${net}.101] }
   target: { agent: "${urls.target}", tokenFile: token, sharedIps: [${ips.target}] }
-dns: { provider: embedded, listen: { address: ${ips.dns}, port: ${dnsPort} }, zones: [example.zone] }
+dns: ${dns}
 sites:
 ${SITES.map((s) => `  - { domain: ${s}, server: origin, ports: [${httpPort}] }`).join('\n')}
 defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100ms }
 `,
-      );
-      // Asynchronously: the agents live in this process and must keep answering meanwhile.
-      const res = await new Promise<{ status: number | null; stdout: string; stderr: string }>(
-        (resolve, reject) => {
-          const p = execFile(
-            process.execPath,
-            [
-              '--import',
-              'tsx',
-              MAIN,
-              'evacuate',
-              'origin',
-              '--to',
-              'target',
-              '--config',
-              join(dir, 'ferry.yaml'),
-              '--json',
-            ],
-            { timeout: 150_000 },
-            (err, stdout, stderr) =>
-              resolve({ status: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
-          );
-          p.once('error', reject);
-        },
-      );
-      assert.equal(res.status, 0, `${res.stdout}\n${res.stderr}`);
-      const report = JSON.parse(res.stdout.trim().split('\n').pop()!) as {
-        totalMs: number;
-        sites: Array<{ domain: string; phase: string; startedAt: number; endedAt: number }>;
-      };
-      assert.deepEqual(
-        report.sites.map((s) => [s.domain, s.phase]).sort(),
-        SITES.map((s) => [`${s}.`, 'completed']),
-      );
-      // The agents show where the sites are now: all on the target, none left on the origin.
-      const sitesOf = async (url: string) =>
-        JSON.stringify(
-          await fetch(`${url}/v1/sites`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) =>
-            r.json(),
-          ),
         );
-      const [onOrigin, onTarget] = [await sitesOf(urls.origin!), await sitesOf(urls.target!)];
-      for (const s of SITES) {
-        assert.ok(onTarget.includes(s), `${s} is on the target: ${onTarget}`);
-        assert.ok(!onOrigin.includes(s), `${s} is gone from the origin: ${onOrigin}`);
+        const res = await ferryCli([
+          'evacuate',
+          'origin',
+          '--to',
+          'target',
+          '--config',
+          join(dir, 'ferry.yaml'),
+          '--json',
+        ]);
+        assert.equal(res.status, 0, `${res.stdout}\n${res.stderr}`);
+        const report = JSON.parse(res.stdout.trim().split('\n').pop()!) as {
+          totalMs: number;
+          sites: Array<{ domain: string; phase: string; startedAt: number; endedAt: number }>;
+        };
+        assert.deepEqual(
+          report.sites.map((s) => [s.domain, s.phase]).sort(),
+          SITES.map((s) => [`${s}.`, 'completed']),
+        );
+        // The agents show where the sites are now: all on the target, none left on the origin.
+        const sitesOf = async (url: string) =>
+          JSON.stringify(
+            await fetch(`${url}/v1/sites`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) =>
+              r.json(),
+            ),
+          );
+        const [onOrigin, onTarget] = [await sitesOf(urls.origin!), await sitesOf(urls.target!)];
+        for (const s of SITES) {
+          assert.ok(onTarget.includes(s), `${s} is on the target: ${onTarget}`);
+          assert.ok(!onOrigin.includes(s), `${s} is gone from the origin: ${onOrigin}`);
+        }
+        // Never more than two at once (a pool of two): sweep the start and end instants.
+        const edges = report.sites
+          .flatMap((x) => [[x.startedAt, 1] as const, [x.endedAt, -1] as const])
+          .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+        let now = 0;
+        let peak = 0;
+        for (const [, d] of edges) peak = Math.max(peak, (now += d));
+        assert.ok(peak <= 2, `${peak} migrations ran at once`);
+        if (pdns) {
+          // Every site's record in PowerDNS is the target's, at its TTL from before.
+          const check = createPowerDnsProvider({
+            api: pdns.api,
+            apiKey: pdns.apiKey,
+            zone: 'example.',
+            nameServers: [{ address: ips.dns, port: pdns.port }],
+          });
+          for (const s of SITES)
+            assert.deepEqual(await check.getRRset(s, 'A'), { ttl: 1, rdata: [ips.target] }, s);
+        }
+      } finally {
+        for (const a of agents) await a.close();
+        await pdns?.stop();
+        await rm(dir, { recursive: true, force: true });
       }
-      // Never more than two at once (a pool of two): sweep the start and end instants.
-      const edges = report.sites
-        .flatMap((x) => [[x.startedAt, 1] as const, [x.endedAt, -1] as const])
-        .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-      let now = 0;
-      let peak = 0;
-      for (const [, d] of edges) peak = Math.max(peak, (now += d));
-      assert.ok(peak <= 2, `${peak} migrations ran at once`);
-    } finally {
-      for (const a of agents) await a.close();
-      await rm(dir, { recursive: true, force: true });
-    }
-  },
-);
+    },
+  );
+}
+
+const rsync = findBinary('rsync') ? false : 'rsync is not installed';
+evacuateThroughAgents('127.0.52', 'embedded', rsync);
+evacuateThroughAgents('127.0.112', 'powerdns', rsync || noPowerDns());

@@ -6,13 +6,50 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { sleep } from '../../src/common/time.js';
-import type { DemoSummary, Sandbox } from '../../src/sandbox/index.js';
+import type { DemoSummary, Sandbox, SandboxOptions } from '../../src/sandbox/index.js';
 import { digShort, realDnsClient } from './helpers.js';
 
 export interface MigrationRun {
   summary: DemoSummary;
   /** What Debian's kdig/dig answered before, after the change to IPt, and after the change to IP2. */
   digAnswers: Array<{ phase: string; answer: string[] }>;
+}
+
+/**
+ * A sandbox's addresses on the loopback /24 `net` (e.g. `127.0.31`): name server at `.53` (also
+ * the zone's NS glue, so an external server there is what the propagation check asks), origin
+ * `.1`, target `.2`, temporary IP `.100`; ports chosen by the system.
+ */
+export function loopbackNet(
+  net: string,
+): Pick<SandboxOptions, 'dnsAddress' | 'dnsPort' | 'httpPort' | 'originIp' | 'targetIp' | 'tempIp'> {
+  return {
+    dnsAddress: `${net}.53`,
+    dnsPort: 0,
+    httpPort: 0,
+    originIp: `${net}.1`,
+    targetIp: `${net}.2`,
+    tempIp: `${net}.100`,
+  };
+}
+
+/** The sandbox of a run under load on `net` (loopbackNet): stale and keep-alive clients, and writes. */
+export function underLoadOptions(
+  net: string,
+): Partial<SandboxOptions> & Pick<SandboxOptions, 'dnsAddress' | 'originIp' | 'targetIp' | 'tempIp' | 'ttl'> {
+  return {
+    ...loopbackNet(net),
+    ttl: 2,
+    rate: 80,
+    clients: 24,
+    staleShare: 0.25,
+    staleOverstayMs: 2500,
+    keepAliveShare: 0.5,
+    writeShare: 0.4,
+    quietWindowMs: 1000,
+    dnsTempCapMs: 15_000,
+    drainCapMs: 15_000,
+  };
 }
 
 /**

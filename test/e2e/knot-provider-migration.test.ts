@@ -6,34 +6,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createRfc2136Provider } from '../../src/migration/index.js';
-import { Sandbox, type SandboxOptions } from '../../src/sandbox/index.js';
+import { Sandbox } from '../../src/sandbox/index.js';
 import { have, startKnot, type ExternalDns } from './dns-interop-servers.js';
-import { itKeepsTheInvariants, migrateUnderLoad, type MigrationRun } from './invariants.js';
+import { itKeepsTheInvariants, migrateUnderLoad, underLoadOptions, type MigrationRun } from './invariants.js';
 
-const KNOT = '127.0.105.53';
 const KEY = {
   name: 'ferry-migrate.',
   algorithm: 'hmac-sha256',
   secret: Buffer.alloc(32, 31).toString('base64'),
 };
-const OPTS: Partial<SandboxOptions> = {
-  dnsAddress: KNOT, // the zone's NS glue: the name server the propagation check asks is Knot
-  dnsPort: 0,
-  httpPort: 0,
-  originIp: '127.0.105.1',
-  targetIp: '127.0.105.2',
-  tempIp: '127.0.105.100',
-  ttl: 2,
-  rate: 80,
-  clients: 24,
-  staleShare: 0.25,
-  staleOverstayMs: 2500,
-  keepAliveShare: 0.5,
-  writeShare: 0.4,
-  quietWindowMs: 1000,
-  dnsTempCapMs: 15_000,
-  drainCapMs: 15_000,
-};
+const OPTS = underLoadOptions('127.0.105'); // Knot at .53: the zone's NS glue, what the propagation check asks
 
 describe(
   'migration of one site with Knot as the authoritative server (rfc2136 provider)',
@@ -45,11 +27,11 @@ describe(
 
     before(async () => {
       knot = await startKnot({
-        address: KNOT,
+        address: OPTS.dnsAddress,
         primaryZones: [{ origin: 'example.', text: new Sandbox(OPTS).zoneText() }],
         updateKey: KEY,
       });
-      const server = { address: KNOT, port: knot.port };
+      const server = { address: OPTS.dnsAddress, port: knot.port };
       const provider = createRfc2136Provider({ server, zone: 'example.', tsig: KEY });
       sb = new Sandbox({ ...OPTS, externalDns: { server, provider } });
       await sb.start();

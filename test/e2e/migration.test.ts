@@ -5,27 +5,10 @@
  */
 import { after, before, describe } from 'node:test';
 import { Sandbox } from '../../src/sandbox/index.js';
-import { itKeepsTheInvariants, migrateUnderLoad, type MigrationRun } from './invariants.js';
+import { itKeepsTheInvariants, migrateUnderLoad, underLoadOptions, type MigrationRun } from './invariants.js';
 
 describe('migration of one site under live load (sandbox on loopback)', () => {
-  const sb = new Sandbox({
-    dnsAddress: '127.0.31.53',
-    dnsPort: 0,
-    httpPort: 0,
-    originIp: '127.0.31.1',
-    targetIp: '127.0.31.2',
-    tempIp: '127.0.31.100',
-    ttl: 2,
-    rate: 80,
-    clients: 24,
-    staleShare: 0.25,
-    staleOverstayMs: 2500,
-    keepAliveShare: 0.5,
-    writeShare: 0.4,
-    quietWindowMs: 1000,
-    dnsTempCapMs: 15_000,
-    drainCapMs: 15_000,
-  });
+  const sb = new Sandbox(underLoadOptions('127.0.31'));
   let run: MigrationRun;
 
   before(async () => {

@@ -7,6 +7,10 @@
  *   target  `ferry agent`
  *   relay   (relay case) `ferry agent` carrying the temporary IPs and their redirects
  * Agents are driven over HTTP in the first case and over HTTPS (a CA in ferry.yaml) in the second.
+ * The records are in the controller's embedded server in the first case, and in PowerDNS (in the
+ * dns namespace, `dns: provider: powerdns`) in the second, when it is installed: the A and AAAA
+ * changes then go through its HTTP API. What the two cases differ in otherwise (relay host, TLS)
+ * does not depend on where the records are.
  * One site moves from origin to target under load. Asserted, for both families: no failed request
  * on any site, every acknowledged write on the target exactly once, no write on the origin after
  * the cut-over, the other sites untouched, A answers IP1 → IPt → IP2 and AAAA answers IP1v6 →
@@ -18,11 +22,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STEP, WAIT, waitEndNote } from '../../src/migration/index.js';
 import { findBinary } from './helpers.js';
+import { powerDnsFolder } from './dns-interop-servers.js';
 import { FERRY, agentArgv, putSites } from './netns/agents.js';
 import { assertWriteInvariants, nginxConf, unboundConf, until } from './netns/services.js';
 import { NET, NET6, Topology, netnsSkipReason, type Host, type NsChild } from './netns/topology.js';
@@ -53,7 +59,12 @@ interface Scenario {
   relay: boolean;
   /** The agents' API over HTTPS, trusted through `ca:` (else plain HTTP). */
   tls: boolean;
+  /** Where the records are: the controller's embedded server, or PowerDNS through its API. */
+  records: 'embedded' | 'powerdns';
 }
+
+/** PowerDNS's API in the dns namespace, and its key. */
+const PDNS_API = { port: 8081, key: 'netns-v6-pdns-key-' + 'f'.repeat(16) };
 
 function ferryYaml(dir: string, sc: Scenario): string {
   const scheme = sc.tls ? 'https' : 'http';
@@ -84,9 +95,17 @@ ${temps}    engine: userspace
 `
     : ''
 }dns:
-  provider: embedded
+${
+  sc.records === 'powerdns'
+    ? `  provider: powerdns
+  api: http://${NET.dns}:${PDNS_API.port}
+  apiKeyFile: ${dir}/pdns.key
+  zone: example.
+  servers: [{ address: ${NET.dns}, port: 53 }]`
+    : `  provider: embedded
   listen: { address: ${NET.dns}, port: 53 }
-  zones: [${dir}/example.zone]
+  zones: [${dir}/example.zone]`
+}
 sites:
 ${SITES.map((s) => `  - { domain: ${s}, server: origin, ports: [80], kind: ${sc.web} }`).join('\n')}
 defaults:
@@ -143,6 +162,33 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
 
     topo.create();
     const env = { ...process.env, FERRY_LOG_LEVEL: 'info' };
+    const dig = findBinary('kdig', 'dig')!;
+
+    if (sc.records === 'powerdns') {
+      const pd = join(dir, 'pdns');
+      await mkdir(pd);
+      powerDnsFolder(pd, {
+        address: NET.dns,
+        port: 53,
+        apiPort: PDNS_API.port,
+        apiKey: PDNS_API.key,
+        primaryZones: [{ origin: 'example.', text: ZONE }],
+      });
+      await writeFile(join(dir, 'pdns.key'), PDNS_API.key + '\n', { mode: 0o600 });
+      topo.spawn('dns', 'pdns', ['pdns_server', `--config-dir=${pd}`], { logFile: join(dir, 'pdns.log') });
+      const soa = () => {
+        try {
+          return execFileSync(
+            'ip',
+            ['netns', 'exec', topo.ns.dns, dig, `@${NET.dns}`, 'example.', 'SOA', '+short', '+timeout=1'],
+            { encoding: 'utf8', timeout: 5000 },
+          ).trim();
+        } catch {
+          return '';
+        }
+      };
+      await until('PowerDNS', 20_000, () => soa() !== '');
+    }
 
     if (sc.web === 'nginx') {
       for (const h of ['origin', 'target'] as const) {
@@ -218,7 +264,6 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
     );
     await controller.waitLine((l) => l.includes('"type":"ready"'), 30_000);
 
-    const dig = findBinary('kdig', 'dig')!;
     topo.spawn('client', 'unbound', ['unbound', '-d', '-c', join(dir, 'client', 'unbound.conf')], {
       logFile: join(dir, 'unbound.log'),
     });
@@ -392,9 +437,15 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
       others: SITES.slice(1),
       cutoverAt,
     });
+    if (sc.records === 'powerdns')
+      assert.match(
+        controller.lines.join('\n') + readFileSync(join(dir, 'controller.log'), 'utf8'),
+        /takes the key and has example\. \(SOA-EDIT-API INCREASE\)/,
+        'the controller drove PowerDNS',
+      );
     const byFamily = (f: 4 | 6) => results.filter((r) => r.family === f && r.domain === MIGRATED).length;
     console.log(
-      `# netns e2e (${sc.relay ? 'relay-host' : 'temp-ip'} mode, ${sc.web}, agents over ${sc.tls ? 'HTTPS' : 'HTTP'}): ${results.length} requests, to ${MIGRATED} ${byFamily(4)} over IPv4 and ${byFamily(6)} over IPv6, ` +
+      `# netns e2e (${sc.relay ? 'relay-host' : 'temp-ip'} mode, ${sc.web}, agents over ${sc.tls ? 'HTTPS' : 'HTTP'}, records in ${sc.records}): ${results.length} requests, to ${MIGRATED} ${byFamily(4)} over IPv4 and ${byFamily(6)} over IPv6, ` +
         `${writes} writes on ${MIGRATED}, 0 failed`,
     );
     ok = true;
@@ -413,11 +464,13 @@ async function migrateUnderLoad(sc: Scenario): Promise<void> {
 test(
   'A and AAAA move together under load over IPv4 and IPv6: agents over HTTP, nginx, IPt and IPtv6 on the origin',
   { skip: skip ?? false, timeout: 180_000 },
-  () => migrateUnderLoad({ web: 'nginx', relay: false, tls: false }),
+  () => migrateUnderLoad({ web: 'nginx', relay: false, tls: false, records: 'embedded' }),
 );
 
+// With PowerDNS where it is installed (the A and AAAA changes through its API), else the embedded server.
+const records = findBinary('pdns_server') ? 'powerdns' : 'embedded';
 test(
-  'relay-host mode from ferry.yaml: IPt, IPtv6 and their redirects on a relay host, never on the origin; agents over HTTPS',
+  `relay-host mode from ferry.yaml: IPt, IPtv6 and their redirects on a relay host, never on the origin; agents over HTTPS; records in ${records}`,
   { skip: skipTls ?? false, timeout: 180_000 },
-  () => migrateUnderLoad({ web: 'builtin', relay: true, tls: true }),
+  () => migrateUnderLoad({ web: 'builtin', relay: true, tls: true, records }),
 );

@@ -10,6 +10,10 @@
  * the origin after the cut-over, the other sites untouched, the DNS answers IP1 → IPt → IP2 as the
  * resolver gave them, and the temporary IP on the origin's interface during the migration and
  * gone when `ferry migrate --watch` returns.
+ * The records stay in the embedded server: what this test adds (the redirect engines, nginx in
+ * front of the app, the operator CLI) does not depend on the provider; the same move through a
+ * resolver with the records in PowerDNS runs in netns-ipv6-relayhost.test.ts (A and AAAA) and
+ * real-site-apache.test.ts.
  * Root only (CI runs as root); everything it starts and creates is removed, pass or fail.
  */
 import { test } from 'node:test';

@@ -6,69 +6,36 @@
  * (`ferry controller --config` with a `dns: provider: powerdns` section, real agents over HTTP).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { LoopbackAddresses, startAgent } from '../../src/agent/index.js';
-import { PowerDnsProvider, createPowerDnsProvider } from '../../src/migration/index.js';
+import { PowerDnsProvider } from '../../src/migration/index.js';
 import type { DnsProvider } from '../../src/migration/ports.js';
-import { Sandbox, type SandboxOptions } from '../../src/sandbox/index.js';
-import { have, startPowerDns, type PowerDns } from './dns-interop-servers.js';
-import { itKeepsTheInvariants, migrateUnderLoad, type MigrationRun } from './invariants.js';
+import { Sandbox } from '../../src/sandbox/index.js';
+import { noPowerDns, startPowerDns, startPowerDnsZone, type PowerDns } from './dns-interop-servers.js';
+import { itKeepsTheInvariants, migrateUnderLoad, underLoadOptions, type MigrationRun } from './invariants.js';
 import { freePort } from '../ports.js';
+import { exampleZone, ferryCli, startAgentPair } from './agent-pair.js';
 
 const TOKEN = 'pdns-deployed-test-token-0123456789';
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
-const skip = have('pdns_server')
-  ? false
-  : 'pdns_server is not installed (apt-get install pdns-server pdns-backend-sqlite3)';
-
-const opts = (net: string): Partial<SandboxOptions> => ({
-  dnsAddress: `${net}.53`, // the zone's NS glue: the name server the propagation check asks is PowerDNS
-  dnsPort: 0,
-  httpPort: 0,
-  originIp: `${net}.1`,
-  targetIp: `${net}.2`,
-  tempIp: `${net}.100`,
-  ttl: 2,
-  rate: 80,
-  clients: 24,
-  staleShare: 0.25,
-  staleOverstayMs: 2500,
-  keepAliveShare: 0.5,
-  writeShare: 0.4,
-  quietWindowMs: 1000,
-  dnsTempCapMs: 15_000,
-  drainCapMs: 15_000,
-});
+const skip = noPowerDns();
 
 describe(
   'migration of one site with PowerDNS as the authoritative server (powerdns provider)',
   { skip },
   () => {
-    const OPTS = opts('127.0.107');
+    const OPTS = underLoadOptions('127.0.107'); // PowerDNS at .53: what the propagation check asks
     let pdns: PowerDns;
     let sb: Sandbox;
     let run: MigrationRun;
     let serialBefore: number;
 
     before(async () => {
-      pdns = await startPowerDns({
-        address: OPTS.dnsAddress!,
-        primaryZones: [{ origin: 'example.', text: new Sandbox(OPTS).zoneText() }],
-      });
-      const server = { address: pdns.address, port: pdns.port };
-      // As `dns: { provider: powerdns, api, apiKey, zone, servers }` in ferry.yaml builds it.
-      const provider = createPowerDnsProvider({
-        api: pdns.api,
-        apiKey: pdns.apiKey,
-        zone: 'example.',
-        nameServers: [server],
-      });
+      const ext = await startPowerDnsZone(new Sandbox(OPTS).zoneText(), OPTS.dnsAddress);
+      pdns = ext.pdns;
+      const { server, provider } = ext;
       serialBefore = (await provider.observe('example.', 'SOA'))[0]!.serial!;
       sb = new Sandbox({ ...OPTS, externalDns: { server, provider } });
       await sb.start();
@@ -101,7 +68,7 @@ describe(
   'a PowerDNS that refuses the key or the zone: the migration stops before any change',
   { skip },
   () => {
-    const OPTS = opts('127.0.108');
+    const OPTS = underLoadOptions('127.0.108');
     let pdns: PowerDns;
     let sb: Sandbox;
     let inner: DnsProvider;
@@ -110,7 +77,7 @@ describe(
 
     before(async () => {
       pdns = await startPowerDns({
-        address: OPTS.dnsAddress!,
+        address: OPTS.dnsAddress,
         primaryZones: [{ origin: 'example.', text: new Sandbox(OPTS).zoneText() }],
       });
       const server = { address: pdns.address, port: pdns.port };
@@ -190,20 +157,6 @@ describe(
   },
 );
 
-/** Runs the `ferry` CLI from source (as evacuate-agents.test.ts does), without blocking the agents of this process. */
-function ferry(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = execFile(
-      process.execPath,
-      ['--import', 'tsx', MAIN, ...args],
-      { timeout: 150_000 },
-      (err, stdout, stderr) =>
-        resolve({ status: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
-    );
-    p.once('error', reject);
-  });
-}
-
 describe('ferry controller --config with dns: provider: powerdns, real agents over HTTP', { skip }, () => {
   const ips = { origin: '127.0.109.1', target: '127.0.109.2', dns: '127.0.109.53' };
   const SITE = 'shop.example';
@@ -231,33 +184,26 @@ sites:
 defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100ms }
 `;
   const run = (config: string) =>
-    ferry(['controller', '--config', config, '--events', '--migrate', `${SITE}=target`, '--exit-when-done']);
+    ferryCli([
+      'controller',
+      '--config',
+      config,
+      '--events',
+      '--migrate',
+      `${SITE}=target`,
+      '--exit-when-done',
+    ]);
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ferry-pdns-deployed-'));
     httpPort = await freePort(ips.origin);
-    for (const id of ['origin', 'target'] as const) {
-      const running = await startAgent({
-        id,
-        dataDir: join(dir, id),
-        sharedIps: [ips[id]],
-        httpPort,
-        addresses: new LoopbackAddresses(),
-        web: { kind: 'builtin' },
-        rsync: { port: await freePort(ips[id]) },
-        listen: { address: ips[id], port: 0 },
-        token: TOKEN,
-      });
-      urls[id] = running.url;
-      agents.push(running);
-      if (id === 'origin') await running.agent.addSite(SITE, 'serve');
-    }
+    Object.assign(urls, await startAgentPair({ dir, ips, httpPort, token: TOKEN, sites: [SITE], agents }));
     pdns = await startPowerDns({
       address: ips.dns,
       primaryZones: [
         {
           origin: 'example.',
-          text: `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\n`,
+          text: exampleZone(ips.dns, [SITE], ips.origin),
         },
       ],
     });

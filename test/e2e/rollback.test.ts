@@ -13,11 +13,12 @@ import { after, before, describe, it } from 'node:test';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { sleep } from '../../src/common/time.js';
 import type { ControllerEvent } from '../../src/controller/index.js';
-import { STEP, WAIT, createPowerDnsProvider, type MigrationRecord } from '../../src/migration/index.js';
+import { STEP, WAIT, type MigrationRecord } from '../../src/migration/index.js';
 import type { DnsProvider } from '../../src/migration/ports.js';
 import { normalizeDomain } from '../../src/host/index.js';
 import { findBinary } from './helpers.js';
-import { have, startPowerDns } from './dns-interop-servers.js';
+import { underLoadOptions } from './invariants.js';
+import { noPowerDns, startPowerDnsZone } from './dns-interop-servers.js';
 
 /** Where each site is rolled back: a phase, and the event inside it that triggers the rollback. */
 const POINTS: Array<{ name: string; match: (e: ControllerEvent) => boolean }> = [
@@ -48,30 +49,19 @@ function rollbackFromEveryPhase(
   describe(`rollback from every phase, under load (agents over HTTP on loopback${label})`, { skip }, () => {
     const sites = [...POINTS.map((p) => `${p.name}.example.`), 'bystander.example.'];
     const opts = {
+      ...underLoadOptions(net),
       agents: 'http' as const,
-      dnsAddress: `${net}.53`,
-      dnsPort: 0,
-      httpPort: 0,
-      originIp: `${net}.1`,
-      targetIp: `${net}.2`,
-      tempIp: `${net}.100`,
       tempIpPool: POINTS.map((_, i) => `${net}.${100 + i}`),
       sites,
       ttl: 2,
       recordTtl: 3,
       rate: 90,
       clients: 33,
-      staleShare: 0.25,
       staleOverstayMs: 2000,
-      keepAliveShare: 0.5,
-      writeShare: 0.4,
       // Ten migrations, the DNS server, both site servers, their relays and 33 users share one
       // event loop and the disk here; on a loaded two-core machine an fsync'd order or a GC pause
       // has stalled everyone (bystander site included) past 5 s. Users wait 15 s, as browsers do.
       requestTimeoutMs: 15_000,
-      quietWindowMs: 1000,
-      dnsTempCapMs: 15_000,
-      drainCapMs: 15_000,
     };
     let sb: Sandbox;
     let ext: Awaited<ReturnType<ExternalZone>> | undefined;
@@ -195,22 +185,4 @@ function rollbackFromEveryPhase(
 
 const rsync = findBinary('rsync') ? false : 'rsync is not installed';
 rollbackFromEveryPhase('', '127.0.40', undefined, rsync);
-rollbackFromEveryPhase(
-  ', records in PowerDNS',
-  '127.0.110',
-  async (text, address) => {
-    const pdns = await startPowerDns({ address, primaryZones: [{ origin: 'example.', text }] });
-    const server = { address, port: pdns.port };
-    const provider = createPowerDnsProvider({
-      api: pdns.api,
-      apiKey: pdns.apiKey,
-      zone: 'example.',
-      nameServers: [server],
-    });
-    return { server, provider, stop: () => pdns.stop() };
-  },
-  rsync ||
-    (have('pdns_server')
-      ? false
-      : 'pdns_server is not installed (apt-get install pdns-server pdns-backend-sqlite3)'),
-);
+rollbackFromEveryPhase(', records in PowerDNS', '127.0.110', startPowerDnsZone, rsync || noPowerDns());

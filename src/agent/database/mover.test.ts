@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,11 +18,10 @@ import { isFerryError } from '../../common/errors.js';
 import { mariadbInstalled, startMariaDbs, type MariaDbServer } from '../../../test/mariadb.js';
 import { estimateCopyInHoldMs } from '../../migration/ports.js';
 import { freePort } from '../../../test/ports.js';
-import { LoopbackAddresses } from '../addresses.js';
 import { HostAgent, type HostAgentOptions } from '../agent.js';
 import { HttpHostDriver } from '../client.js';
-import { buildAgentServer } from '../server.js';
 import { findBinary } from '../../../test/e2e/helpers.js';
+import { startAgentApi } from '../../../test/agent-api.js';
 import { Db, parseOptionFile, readOptionFile } from './index.js';
 
 /** Whether a server has a replication connection by that name. */
@@ -58,33 +56,15 @@ async function startAgent(
   mariadb?: HostAgentOptions['mariadb'],
   more: Partial<HostAgentOptions> = {},
 ): Promise<Running> {
-  const agent = new HostAgent({
+  const a = await startAgentApi({
     id,
+    sharedIp,
     dataDir: dir,
-    sharedIps: [sharedIp],
-    httpPort: 0,
-    addresses: new LoopbackAddresses(),
-    web: { kind: 'builtin' },
-    rsync: { port: await freePort(sharedIp) },
-    ...(mariadb ? { mariadb } : {}),
-    ...more,
+    token: TOKEN,
+    driver: { timeoutMs: 30_000, attempts: 1 },
+    agent: { ...(mariadb ? { mariadb } : {}), ...more },
   });
-  await agent.start();
-  const app = buildAgentServer(agent, { token: TOKEN });
-  await app.listen({ host: sharedIp, port: 0 });
-  const url = `http://${sharedIp}:${(app.server.address() as AddressInfo).port}`;
-  const driver = new HttpHostDriver({ id, url, token: TOKEN, timeoutMs: 30_000, attempts: 1 });
-  return {
-    agent,
-    app,
-    driver,
-    dir,
-    stop: async () => {
-      driver.close();
-      await app.close();
-      await agent.stop();
-    },
-  };
+  return { ...a, dir };
 }
 
 /** The option file an agent reads its administrator account from (the password quoted, with a `#`). */

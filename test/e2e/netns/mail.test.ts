@@ -9,10 +9,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { NET, Topology, netnsSkipReason } from './topology.js';
-import { ServerNs } from './server-ns.js';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { NET, netnsSkipReason, type Topology } from './topology.js';
+import { withServers } from './server-ns.js';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   MAIL_TEST_BINARIES,
@@ -103,20 +102,9 @@ test(
   'Postfix and Dovecot in hosting servers: swaks delivers to the Maildirs, IMAP and POP3 see the mail, for each domain',
   { skip: skip ?? false, timeout: 180_000 },
   async () => {
-    const topo = new Topology();
-    const servers: ServerNs[] = [];
-    let ok = false;
-    const cleanup = () => {
-      for (const s of servers) s.close({ keep: !ok });
-      topo.destroy();
-    };
-    process.once('exit', cleanup);
-    try {
-      topo.create();
-      const origin = await ServerNs.create('origin', topo.ns.origin);
-      servers.push(origin);
-      const target = await ServerNs.create('target', topo.ns.target);
-      servers.push(target);
+    await withServers('mail-harness', {}, async ({ topo, open }) => {
+      const origin = await open('origin');
+      const target = await open('target');
       const moved = movedMail('notes.example');
       const stays = staysMail();
       const own = targetMail();
@@ -222,12 +210,7 @@ test(
 
       await om.stop();
       await tm.stop();
-      ok = true;
-    } finally {
-      cleanup();
-      process.off('exit', cleanup);
-      if (ok) for (const s of servers) assert.deepEqual(s.leftovers(), [], `${s.name} left nothing behind`);
-    }
+    });
   },
 );
 
@@ -235,19 +218,8 @@ test(
   'the mail load against one server: every message accepted once in its mailboxes (the alias in both), the IMAP reads, flags and moves in the Maildir',
   { skip: skip ?? false, timeout: 240_000 },
   async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ferry-mail-load-'));
-    const topo = new Topology();
-    const servers: ServerNs[] = [];
-    let ok = false;
-    const cleanup = () => {
-      for (const s of servers) s.close({ keep: !ok });
-      topo.destroy();
-    };
-    process.once('exit', cleanup);
-    try {
-      topo.create();
-      const origin = await ServerNs.create('origin', topo.ns.origin);
-      servers.push(origin);
+    await withServers('mail-load', {}, async ({ topo, dir, open }) => {
+      const origin = await open('origin');
       const moved = movedMail('notes.example');
       const stays = staysMail();
       await startMail(origin, {
@@ -339,12 +311,6 @@ test(
       // A check that can fail: the same actions against a copy with the flags and the move undone.
       const undone = stored.map((m) => ({ ...m, flags: '', folder: 'INBOX' }));
       assert.ok(imapProblems(`c@${moved.domain}`, 'Archive', done, undone).length === done.length);
-      ok = true;
-    } finally {
-      cleanup();
-      process.off('exit', cleanup);
-      if (ok) await rm(dir, { recursive: true, force: true });
-      else console.log(`# mail load: logs kept in ${dir}`);
-    }
+    });
   },
 );

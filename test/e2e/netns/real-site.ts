@@ -16,6 +16,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findBinary } from '../helpers.js';
+import { powerDnsFolder } from '../dns-interop-servers.js';
 import { FERRY, agentArgv } from './agents.js';
 import { unboundConf, until } from './services.js';
 import {
@@ -320,8 +321,21 @@ const KNOT_TSIG = {
   secret: Buffer.from('real-site-knot-update-secret-0123').toString('base64'),
 };
 
-/** The `dns:` section: the controller's embedded name server, or RFC 2136 updates to knotd. */
-function dnsYaml(h: Hosting, dns: 'embedded' | 'knot'): string {
+/** Where a scenario's records are: the controller's embedded server, knotd (RFC 2136) or PowerDNS (its API). */
+export type RealSiteDns = 'embedded' | 'knot' | 'powerdns';
+
+/** PowerDNS's API port in the dns namespace, and its key (`dns: 'powerdns'`). */
+const PDNS_API = { port: 8081, key: 'real-site-pdns-key-' + 'c'.repeat(16) };
+
+/** The `dns:` section: the controller's embedded name server, RFC 2136 updates to knotd, or PowerDNS's API. */
+function dnsYaml(h: Hosting, dns: RealSiteDns): string {
+  if (dns === 'powerdns')
+    return `dns:
+  provider: powerdns
+  api: http://${NET.dns}:${PDNS_API.port}
+  apiKeyFile: ${h.dir}/pdns.key
+  zone: example.
+  servers: [{ address: ${NET.dns}, port: 53 }]`;
   return dns === 'knot'
     ? `dns:
   provider: rfc2136
@@ -380,8 +394,32 @@ zone:
   h.topo.spawn('dns', 'knotd', ['knotd', '-c', join(dir, 'knot.conf')], {
     logFile: join(h.dir, 'knot.log'),
   });
+  await servingInDns(h, 'knotd');
+}
+
+/**
+ * PowerDNS in the dns namespace on port 53 (its API on PDNS_API.port), primary for example. with
+ * the scenario's zone: changed through its HTTP API, and answering while the controller is down.
+ */
+async function startPowerDnsNs(h: Hosting): Promise<void> {
+  const dir = join(h.dir, 'pdns');
+  await mkdir(dir, { recursive: true });
+  powerDnsFolder(dir, {
+    address: NET.dns,
+    port: 53,
+    apiPort: PDNS_API.port,
+    apiKey: PDNS_API.key,
+    primaryZones: [{ origin: 'example.', text: await readFile(join(h.dir, 'example.zone'), 'utf8') }],
+  });
+  await writeFile(join(h.dir, 'pdns.key'), PDNS_API.key + '\n', { mode: 0o600 });
+  h.topo.spawn('dns', 'pdns', ['pdns_server', `--config-dir=${dir}`], { logFile: join(h.dir, 'pdns.log') });
+  await servingInDns(h, 'pdns_server');
+}
+
+/** Until the name server `what` in the dns namespace answers example.'s SOA on port 53. */
+async function servingInDns(h: Hosting, what: string): Promise<void> {
   const dig = findBinary('kdig', 'dig')!;
-  await until('knotd', 20_000, () => {
+  await until(what, 20_000, () => {
     try {
       return (
         execFileSync(
@@ -401,7 +439,7 @@ function ferryYaml(
   h: Hosting,
   migrated: string[],
   kindFromCli: string[] = [],
-  dns: 'embedded' | 'knot' = 'embedded',
+  dns: RealSiteDns = 'embedded',
   site: SiteExtra = {},
 ): string {
   const names = site.names ? ` names: [${site.names.join(', ')}],` : '';
@@ -461,7 +499,7 @@ export async function startControllerAndResolver(
   migrated: string[],
   o: {
     kindFromCli?: string[];
-    dns?: 'embedded' | 'knot';
+    dns?: RealSiteDns;
     /** ferry.yaml's additions for the migrated sites. */
     site?: SiteExtra;
     /** More records of the zone (relative names, e.g. MX and the mail names' A records). */
@@ -474,6 +512,7 @@ export async function startControllerAndResolver(
   await writeFile(join(h.dir, 'example.zone'), zone(h, migrated, o.records));
   await writeFile(join(h.dir, 'ferry.yaml'), ferryYaml(h, migrated, o.kindFromCli, o.dns, o.site));
   if (o.dns === 'knot') await startKnot(h);
+  if (o.dns === 'powerdns') await startPowerDnsNs(h);
   await startController(h);
   await mkdir(join(h.dir, 'client'), { recursive: true });
   await writeFile(join(h.dir, 'client', 'unbound.conf'), unboundConf(join(h.dir, 'client')));
@@ -679,16 +718,18 @@ export function scenarioLoad(h: Hosting): SiteLoadArgs {
 /**
  * The scenario both acceptance tests run: agents and controller up (`beforeLoad` may look at the
  * servers then), the load on all three sites, 3 s of traffic at IP1, `ferry migrate` of `moved`,
- * 2 s more, then every check of `assertMoved`. Returns what the migration and the load saw.
+ * 2 s more, then every check of `assertMoved`; the records where `dns` says. Returns what the
+ * migration and the load saw.
  */
 export async function moveUnderLoad(
   h: Hosting,
   moved: SiteLayout,
   beforeLoad?: () => Promise<void>,
   onStep?: (step: string) => Promise<void>,
+  dns: RealSiteDns = 'embedded',
 ): Promise<{ run: MigrateRun; seen: { results: SiteRequestResult[]; summary: SiteLoadSummary } }> {
   await startAgents(h);
-  await startControllerAndResolver(h, [moved.domain]);
+  await startControllerAndResolver(h, [moved.domain], { dns });
   await beforeLoad?.();
   const load = await startSiteLoad(h.topo, ROOT, scenarioLoad(h), `${h.dir}/load.log`);
   await new Promise((r) => setTimeout(r, 3000)); // traffic at IP1 before the migration

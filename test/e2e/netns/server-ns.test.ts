@@ -14,12 +14,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NET, Topology, netnsSkipReason } from './topology.js';
+import { NET, netnsSkipReason } from './topology.js';
 import {
-  ServerNs,
   TestCa,
   configureApacheEvent,
   nginxProcesses,
@@ -28,6 +25,7 @@ import {
   startMariaDb,
   startNginx,
   startPhpFpm,
+  withServers,
 } from './server-ns.js';
 import {
   commentCounts,
@@ -63,19 +61,8 @@ test(
   'two hosting servers in namespaces serve WordPress from one MariaDB over HTTP and HTTPS, each with its own /etc and /var',
   { skip: skip ?? false, timeout: 240_000 },
   async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ferry-harness-'));
-    const topo = new Topology({ db: true });
-    const servers: ServerNs[] = [];
-    let ok = false;
-    const cleanup = () => {
-      for (const s of servers) s.close({ keep: !ok });
-      topo.destroy();
-    };
-    process.once('exit', cleanup);
-    try {
-      topo.create();
-      const db = await ServerNs.create('db', topo.ns.db);
-      servers.push(db);
+    await withServers('harness', { db: true }, async ({ topo, dir, open, servers }) => {
+      const db = await open('db');
       const maria = await startMariaDb(db, NET.db);
       const wpDb = { host: NET.db, name: 'wp_blog', user: 'blog', password: 'blog-db-pw' };
       await maria.createDatabase(wpDb.name, wpDb.user, wpDb.password);
@@ -91,8 +78,7 @@ test(
       };
       const salts = wpSalts();
 
-      const origin = await ServerNs.create('origin', topo.ns.origin);
-      servers.push(origin);
+      const origin = await open('origin');
       await nameServer(origin, 'origin');
       await installWordPress(origin, 'nginx', blog, {
         address: NET.origin,
@@ -106,8 +92,7 @@ test(
       await startNginx(origin);
       await installWordPressDb(origin, blog, NET.origin, 'Harness blog');
 
-      const target = await ServerNs.create('target', topo.ns.target);
-      servers.push(target);
+      const target = await open('target');
       await nameServer(target, 'target');
       await configureApacheEvent(target);
       await installWordPress(target, 'apache', blog, {
@@ -288,16 +273,6 @@ test(
         /ferry-(origin|target|db)|ferry-run/,
         'no mount of the servers on this machine',
       );
-      ok = true;
-    } finally {
-      cleanup();
-      process.off('exit', cleanup);
-      const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-        .split('\n')
-        .filter((l) => l.includes(topo.id));
-      assert.deepEqual(left, [], 'every namespace removed');
-      if (ok) await rm(dir, { recursive: true, force: true });
-      else console.log(`# harness test failed; logs kept in ${dir} and the servers' folders`);
-    }
+    });
   },
 );

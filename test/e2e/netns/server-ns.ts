@@ -18,7 +18,9 @@ import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { spawnChild, type NsChild } from './topology.js';
+import assert from 'node:assert/strict';
+import { Topology, spawnChild, type Host, type NsChild, type TopologyOptions } from './topology.js';
+import { rm } from 'node:fs/promises';
 
 /** What a command run in a server printed, and how it ended. */
 export interface ExecResult {
@@ -595,5 +597,58 @@ export class TestCa {
       keyPem: await readFile(`${base}.key`, 'utf8'),
       fingerprint256: new X509Certificate(certPem).fingerprint256,
     };
+  }
+}
+
+/**
+ * One test's hosting servers: a Topology made for it (`topoOpts`) and a temporary folder `dir`;
+ * `open(host)` makes a ServerNs in that host's namespace. After `body`, every server is closed and
+ * the namespaces removed, also on a failure or when the process exits; when `body` passed, no
+ * server may have left anything behind and `dir` is removed, else both stay for their logs.
+ */
+export async function withServers(
+  name: string,
+  topoOpts: TopologyOptions,
+  body: (h: {
+    topo: Topology;
+    dir: string;
+    open(host: Host): Promise<ServerNs>;
+    /** Those opened so far. */
+    servers: readonly ServerNs[];
+  }) => Promise<void>,
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), `ferry-${name}-`));
+  const topo = new Topology(topoOpts);
+  const servers: ServerNs[] = [];
+  let ok = false;
+  const cleanup = () => {
+    for (const s of servers) s.close({ keep: !ok });
+    topo.destroy();
+  };
+  process.once('exit', cleanup);
+  try {
+    topo.create();
+    await body({
+      topo,
+      dir,
+      servers,
+      open: async (host) => {
+        const srv = await ServerNs.create(host, topo.ns[host]);
+        servers.push(srv);
+        return srv;
+      },
+    });
+    ok = true;
+  } finally {
+    cleanup();
+    process.off('exit', cleanup);
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(topo.id));
+    assert.deepEqual(left, [], 'every namespace removed');
+    if (ok) {
+      for (const s of servers) assert.deepEqual(s.leftovers(), [], `${s.name} left nothing behind`);
+      await rm(dir, { recursive: true, force: true });
+    } else console.log(`# ${name} failed; logs kept in ${dir} and the servers' folders`);
   }
 }
