@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS migrations (
   phase TEXT NOT NULL,
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL,
-  error TEXT
+  error TEXT,
+  marks TEXT,
+  last_kind TEXT,
+  last_phase TEXT
 );
 CREATE TABLE IF NOT EXISTS journal (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,6 +93,13 @@ export function removedAt(entries: readonly JournalEntry[]): {
   };
 }
 
+/** Whether a migration has ended for good: a completed one once it has left `completed` (its cleanup done). */
+function isSettled(phase: Phase, lastKind: string | null, lastPhase: string | null): boolean {
+  return phase === 'completed'
+    ? lastKind === 'leave' && lastPhase === 'completed'
+    : TERMINAL_PHASES.has(phase);
+}
+
 /** One migration in brief, for listings that must stay cheap with many migrations. */
 export interface MigrationBrief {
   id: string;
@@ -97,6 +107,57 @@ export interface MigrationBrief {
   phase: Phase;
   settled: boolean;
   createdAt: number;
+}
+
+/** A row of the migrations table. */
+interface MigrationRow {
+  id: string;
+  plan: string;
+  phase: string;
+  created_at: number;
+  updated_at: number;
+  error: string | null;
+  marks: string;
+  last_kind: string | null;
+  last_phase: string | null;
+}
+
+/** The record of a migration from its row alone (its summary columns: phases, removal notes, last entry). */
+function recordOf(row: MigrationRow): MigrationRecord {
+  // Marks are appended in seq order (and filled in seq order for older journals).
+  const marks = JSON.parse(row.marks) as Array<
+    [number, number, Phase, JournalEntry['kind'], JournalStep | null]
+  >;
+  const phases: MigrationRecord['phases'] = [];
+  let redirectRemovedAt: number | undefined;
+  let tempIpRemovedAt: number | undefined;
+  for (const [, at, phase, kind, step] of marks) {
+    if (kind === 'note') {
+      if (step === STEP.redirectRemoved) redirectRemovedAt = at;
+      else if (step === STEP.tempIpRemoved) tempIpRemovedAt = at;
+      continue;
+    }
+    const prev = phases[phases.length - 1];
+    if (prev && prev.endedAt === null) prev.endedAt = at;
+    if (prev && prev.name === phase) {
+      prev.endedAt = null; // re-entered on resume: the same phase goes on
+      continue;
+    }
+    phases.push({ name: phase, startedAt: at, endedAt: null });
+  }
+  const phase = row.phase as Phase;
+  const rec: MigrationRecord = {
+    plan: JSON.parse(row.plan) as MigrationPlan,
+    phase,
+    settled: isSettled(phase, row.last_kind, row.last_phase),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    phases,
+  };
+  if (row.error !== null) rec.error = row.error;
+  if (redirectRemovedAt !== undefined) rec.redirectRemovedAt = redirectRemovedAt;
+  if (tempIpRemovedAt !== undefined) rec.tempIpRemovedAt = tempIpRemovedAt;
+  return rec;
 }
 
 /** Durable store of migrations and their journal. `path` ':memory:' keeps it in memory (tests). */
@@ -110,9 +171,8 @@ export class Journal {
   private inflight: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
   private lastSeqStmt: Database.Statement | undefined;
-  private marksStmt: Database.Statement | undefined;
-  private lastStmt: Database.Statement | undefined;
   private rowsStmt: Database.Statement | undefined;
+  private summaryStmt: Database.Statement | undefined;
 
   constructor(path: string, opts: JournalOptions = {}) {
     try {
@@ -124,6 +184,7 @@ export class Journal {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.exec(SCHEMA);
+    this.summarizeOlder();
     this.fsyncFn = opts.fsync ?? fsyncAsync;
     if (path !== ':memory:' && opts.durability !== 'process') {
       try {
@@ -170,13 +231,35 @@ export class Journal {
     return p;
   }
 
+  /**
+   * A journal of an earlier version: each migration's summary columns (`marks`: its phase entries
+   * and removal notes as [seq, at, phase, kind, step]; `last_kind`, `last_phase`: its last entry),
+   * which every append keeps since, are filled once from its entries.
+   */
+  private summarizeOlder(): void {
+    const columns = new Set(
+      (this.db.prepare('PRAGMA table_info(migrations)').all() as Array<{ name: string }>).map((c) => c.name),
+    );
+    for (const c of ['marks', 'last_kind', 'last_phase'])
+      if (!columns.has(c)) this.db.exec(`ALTER TABLE migrations ADD COLUMN ${c} TEXT`);
+    this.db.exec(`UPDATE migrations SET
+        marks = (SELECT json_group_array(json_array(seq, at, phase, kind, step) ORDER BY seq) FROM journal
+          WHERE migration_id = migrations.id
+            AND (kind = 'enter' OR (kind = 'note' AND step IN ('${STEP.redirectRemoved}', '${STEP.tempIpRemoved}')))),
+        last_kind = (SELECT kind FROM journal WHERE migration_id = migrations.id ORDER BY seq DESC LIMIT 1),
+        last_phase = (SELECT phase FROM journal WHERE migration_id = migrations.id ORDER BY seq DESC LIMIT 1)
+      WHERE marks IS NULL`);
+  }
+
   /** Record a new migration in phase `planned`. Fails with JOURNAL_DUPLICATE if the id exists. */
   create(plan: MigrationPlan, at = Date.now()): void {
     const tx = this.db.transaction(() => {
       const exists = this.db.prepare('SELECT 1 FROM migrations WHERE id = ?').get(plan.id);
       if (exists) throw new FerryError('JOURNAL_DUPLICATE', `migration ${plan.id} exists already`);
       this.db
-        .prepare('INSERT INTO migrations (id, plan, phase, created_at, updated_at) VALUES (?, ?, ?, ?, ?)')
+        .prepare(
+          "INSERT INTO migrations (id, plan, phase, created_at, updated_at, marks) VALUES (?, ?, ?, ?, ?, '[]')",
+        )
         .run(plan.id, JSON.stringify(plan), 'planned', at, at);
       this.insert({ migrationId: plan.id, at, phase: 'planned', kind: 'enter' });
     });
@@ -207,6 +290,7 @@ export class Journal {
     return seq;
   }
 
+  /** Insert `entry` and keep its migration's summary columns (see `summarizeOlder`) in step. */
   private insert(entry: Omit<JournalEntry, 'seq'>): number {
     const res = this.db
       .prepare('INSERT INTO journal (migration_id, at, phase, kind, step, detail) VALUES (?, ?, ?, ?, ?, ?)')
@@ -218,7 +302,23 @@ export class Journal {
         entry.step ?? null,
         entry.detail ? JSON.stringify(entry.detail) : null,
       );
-    return Number(res.lastInsertRowid);
+    const seq = Number(res.lastInsertRowid);
+    const mark =
+      entry.kind === 'enter' ||
+      (entry.kind === 'note' && (entry.step === STEP.redirectRemoved || entry.step === STEP.tempIpRemoved));
+    this.summaryStmt ??= this.db.prepare(
+      `UPDATE migrations SET last_kind = @kind, last_phase = @phase,
+         marks = CASE WHEN @mark THEN json_insert(marks, '$[#]', json(@entry)) ELSE marks END
+       WHERE id = @id`,
+    );
+    this.summaryStmt.run({
+      id: entry.migrationId,
+      kind: entry.kind,
+      phase: entry.phase,
+      mark: mark ? 1 : 0,
+      entry: mark ? JSON.stringify([seq, entry.at, entry.phase, entry.kind, entry.step ?? null]) : null,
+    });
+    return seq;
   }
 
   /** Every entry of one migration, oldest first. */
@@ -243,107 +343,21 @@ export class Journal {
   }
 
   /**
-   * The migrations of `ids` as the journal knows them, in that order (unknown ids left out). Read
-   * in three queries whatever their number, from what a record is made of only: the phase
-   * entries, the removal notes and each one's last entry (no detail parsed), so that a page of
-   * records stays cheap however long each journal is.
+   * The migrations of `ids` as the journal knows them, in that order (unknown ids left out). One
+   * query whatever their number, of each migration's row alone: its summary columns (kept by every
+   * append) hold what a record is made of, so a page of records stays cheap however long each
+   * journal is.
    */
   getMany(ids: readonly string[]): MigrationRecord[] {
     if (ids.length === 0) return [];
-    const list = JSON.stringify(ids);
     this.rowsStmt ??= this.db.prepare(
       'SELECT * FROM migrations WHERE id IN (SELECT value FROM json_each(?))',
     );
-    // One row per migration (rows cost more than their content): its marks as a JSON array.
-    this.marksStmt ??= this.db.prepare(
-      `SELECT migration_id, json_group_array(json_array(seq, at, phase, kind, step)) AS marks FROM (
-         SELECT migration_id, seq, at, phase, kind, step FROM journal
-           WHERE migration_id IN (SELECT value FROM json_each(@list)) AND kind = 'enter'
-         UNION ALL
-         SELECT migration_id, seq, at, phase, kind, step FROM journal
-           WHERE migration_id IN (SELECT value FROM json_each(@list)) AND kind = 'note' AND step IN (@redirect, @tempIp)
-       ) GROUP BY migration_id`,
-    );
-    this.lastStmt ??= this.db.prepare(
-      `SELECT value AS id,
-         (SELECT kind FROM journal WHERE migration_id = value ORDER BY seq DESC LIMIT 1) AS kind,
-         (SELECT phase FROM journal WHERE migration_id = value ORDER BY seq DESC LIMIT 1) AS phase
-       FROM json_each(?)`,
-    );
-    const rows = new Map(
-      (
-        this.rowsStmt.all(list) as Array<{
-          id: string;
-          plan: string;
-          phase: string;
-          created_at: number;
-          updated_at: number;
-          error: string | null;
-        }>
-      ).map((r) => [r.id, r]),
-    );
-    const marks = new Map<string, JournalEntry[]>();
-    for (const r of this.marksStmt.all({
-      list,
-      redirect: STEP.redirectRemoved,
-      tempIp: STEP.tempIpRemoved,
-    }) as Array<{
-      migration_id: string;
-      marks: string;
-    }>) {
-      const parsed = JSON.parse(r.marks) as Array<
-        [number, number, Phase, JournalEntry['kind'], JournalStep | null]
-      >;
-      parsed.sort((a, b) => a[0] - b[0]);
-      marks.set(
-        r.migration_id,
-        parsed.map(([seq, at, phase, kind, step]) => ({
-          seq,
-          migrationId: r.migration_id,
-          at,
-          phase,
-          kind,
-          ...(step !== null ? { step } : {}),
-        })),
-      );
-    }
-    const lasts = new Map(
-      (this.lastStmt.all(list) as Array<{ id: string; kind: string | null; phase: string | null }>).map(
-        (r) => [r.id, r],
-      ),
-    );
+    const rows = new Map((this.rowsStmt.all(JSON.stringify(ids)) as MigrationRow[]).map((r) => [r.id, r]));
     const out: MigrationRecord[] = [];
     for (const id of ids) {
       const row = rows.get(id);
-      if (!row) continue;
-      const entries = marks.get(id) ?? [];
-      const last = lasts.get(id);
-      const phase = row.phase as Phase;
-      const settled =
-        phase === 'completed'
-          ? last?.kind === 'leave' && last.phase === 'completed'
-          : TERMINAL_PHASES.has(phase);
-      const phases: MigrationRecord['phases'] = [];
-      for (const e of entries) {
-        if (e.kind !== 'enter') continue;
-        const prev = phases[phases.length - 1];
-        if (prev && prev.endedAt === null) prev.endedAt = e.at;
-        if (prev && prev.name === e.phase) {
-          prev.endedAt = null; // re-entered on resume: the same phase goes on
-          continue;
-        }
-        phases.push({ name: e.phase, startedAt: e.at, endedAt: null });
-      }
-      out.push({
-        plan: JSON.parse(row.plan) as MigrationPlan,
-        phase,
-        settled,
-        createdAt: row.created_at,
-        updatedAt: row.updated_at,
-        ...(row.error !== null ? { error: row.error } : {}),
-        phases,
-        ...removedAt(entries),
-      });
+      if (row) out.push(recordOf(row));
     }
     return out;
   }
@@ -356,9 +370,7 @@ export class Journal {
     const changed = opts.changedAfter !== undefined;
     const rows = this.db
       .prepare(
-        `SELECT m.id, m.plan, m.phase, m.created_at,
-           (SELECT kind FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_kind,
-           (SELECT phase FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_phase
+        `SELECT m.id, m.plan, m.phase, m.created_at, m.last_kind, m.last_phase
          FROM migrations m
          ${changed ? 'WHERE m.id IN (SELECT DISTINCT migration_id FROM journal WHERE seq > ?)' : ''}
          ORDER BY m.created_at, m.id`,
@@ -373,10 +385,7 @@ export class Journal {
     }>;
     return rows.map((r) => {
       const phase = r.phase as Phase;
-      const settled =
-        phase === 'completed'
-          ? r.last_kind === 'leave' && r.last_phase === 'completed'
-          : TERMINAL_PHASES.has(phase);
+      const settled = isSettled(phase, r.last_kind, r.last_phase);
       return { id: r.id, plan: JSON.parse(r.plan) as MigrationPlan, phase, settled, createdAt: r.created_at };
     });
   }
@@ -388,16 +397,16 @@ export class Journal {
   }
 
   /**
-   * Ids of migrations, newest first (created_at, then id), at most `limit`, after the one created
-   * at `after.createdAt` with id `after.id`; only those of `domain`, and with `active`, only those
-   * not ended (true) or only ended ones (false).
+   * Migrations, newest first (created_at, then id), at most `limit`, after the one created at
+   * `after.createdAt` with id `after.id`; only those of `domain`, and with `active`, only those
+   * not ended (true) or only ended ones (false). One query, each record from its row alone.
    */
   page(opts: {
     limit: number;
     after?: { createdAt: number; id: string };
     domain?: string;
     active?: boolean;
-  }): Array<{ id: string; createdAt: number }> {
+  }): MigrationRecord[] {
     const where: string[] = [];
     const args: Array<string | number> = [];
     if (opts.after) {
@@ -413,11 +422,9 @@ export class Journal {
       where.push(`phase ${opts.active ? 'NOT IN' : 'IN'} (${ended.map(() => '?').join(', ')})`);
       args.push(...ended);
     }
-    const sql = `SELECT id, created_at FROM migrations ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+    const sql = `SELECT * FROM migrations ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY created_at DESC, id LIMIT ?`;
-    return (this.db.prepare(sql).all(...args, opts.limit) as Array<{ id: string; created_at: number }>).map(
-      (r) => ({ id: r.id, createdAt: r.created_at }),
-    );
+    return (this.db.prepare(sql).all(...args, opts.limit) as MigrationRow[]).map(recordOf);
   }
 
   /** Ids of every migration, newest first. */
