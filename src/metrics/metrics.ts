@@ -44,6 +44,23 @@ function label(v: unknown, fallback = 'unknown'): string {
   return typeof v === 'string' && v.length > 0 && v.length <= 32 ? v : fallback;
 }
 
+const processRegistries = new Map<string, Registry>();
+
+/**
+ * Node's process metrics under `prefix`, collected once per process: prom-client's collector of
+ * them never lets go of its registry (its GC observer is never disconnected), so a registry per
+ * controller would keep every closed controller in memory through its metrics' closures.
+ */
+function processRegistry(prefix: string): Registry {
+  let r = processRegistries.get(prefix);
+  if (!r) {
+    r = new Registry();
+    collectDefaultMetrics({ register: r, prefix });
+    processRegistries.set(prefix, r);
+  }
+  return r;
+}
+
 /** Build the registry and subscribe it to the DNS channels, the controller and the sampler. */
 export function createMetrics(
   controller: Controller,
@@ -52,7 +69,6 @@ export function createMetrics(
 ): FerryMetrics {
   const p = opts.prefix ?? 'ferry_';
   const registry = new Registry();
-  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: p });
   const registers = [registry];
 
   // DNS
@@ -211,7 +227,7 @@ export function createMetrics(
   controller.on('event', onEvent);
 
   return {
-    registry,
+    registry: opts.processMetrics === false ? registry : Registry.merge([processRegistry(p), registry]),
     close() {
       diagnostics.unsubscribe(DNS_CHANNELS.query, onQuery);
       diagnostics.unsubscribe(DNS_CHANNELS.transfer, onTransfer);
