@@ -3,6 +3,7 @@
  * nothing of a closed API keeps its controller in memory (an API built and closed many times in
  * one process, as tests and benchmarks do, must not grow the heap by a controller each time).
  */
+import diagnostics from 'node:diagnostics_channel';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setFlagsFromString } from 'node:v8';
@@ -25,8 +26,11 @@ const refuse = (what: string) =>
           : () => assert.fail(`${what}.${String(prop)} called`),
   });
 
-/** Build an API with metrics on a fresh controller, read /metrics, close it; a weak reference to the controller. */
-async function buildReadClose(): Promise<{ text: string; ref: WeakRef<Controller> }> {
+/**
+ * Build an API with metrics on a fresh controller, run `meanwhile`, read /metrics, close it; a
+ * weak reference to the controller.
+ */
+async function buildReadClose(meanwhile = () => {}): Promise<{ text: string; ref: WeakRef<Controller> }> {
   const journal = new Journal(':memory:');
   const controller = new Controller({
     dns: refuse('dns') as unknown as DnsProvider,
@@ -42,6 +46,7 @@ async function buildReadClose(): Promise<{ text: string; ref: WeakRef<Controller
     sampleIntervalMs: 0,
     dashboard: false,
   });
+  meanwhile();
   const res = await app.inject({
     method: 'GET',
     url: '/metrics',
@@ -68,4 +73,24 @@ test('/metrics has the process metrics and the controller’s; a closed API lets
   }
   assert.equal(first.ref.deref(), undefined, 'the first closed controller was collected');
   assert.equal(second.ref.deref(), undefined, 'the second closed controller was collected');
+});
+
+test('DNS query metrics: a series per named query type and code; numbered ones, however many, are one `other` series', async () => {
+  const channel = diagnostics.channel('ferry.dns.query');
+  const { text } = await buildReadClose(() => {
+    for (let t = 1000; t < 3000; t++)
+      channel.publish({
+        qtype: `TYPE${t}`,
+        rcode: t % 2 ? 'NOERROR' : `RCODE${t}`,
+        transport: 'udp',
+        durationMs: 0.1,
+      });
+    channel.publish({ qtype: 'AAAA', rcode: 'NXDOMAIN', transport: 'tcp', durationMs: 0.1 });
+  });
+  const series = text.split('\n').filter((l) => l.startsWith('ferry_dns_queries_total{'));
+  assert.deepEqual(series.sort(), [
+    'ferry_dns_queries_total{qtype="AAAA",rcode="NXDOMAIN",transport="tcp"} 1',
+    'ferry_dns_queries_total{qtype="other",rcode="NOERROR",transport="udp"} 1000',
+    'ferry_dns_queries_total{qtype="other",rcode="other",transport="udp"} 1000',
+  ]);
 });

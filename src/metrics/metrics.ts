@@ -44,6 +44,15 @@ function label(v: unknown, fallback = 'unknown'): string {
   return typeof v === 'string' && v.length > 0 && v.length <= 32 ? v : fallback;
 }
 
+/**
+ * A DNS mnemonic as a label: numbered ones (`TYPE65534`, `RCODE3841`) are all `other`, so that
+ * clients asking for every type number cannot add series to the metrics without a bound.
+ */
+function dnsLabel(v: unknown): string {
+  const l = label(v);
+  return /^(TYPE|RCODE)\d+$/.test(l) ? 'other' : l;
+}
+
 const processRegistries = new Map<string, Registry>();
 
 /**
@@ -100,7 +109,7 @@ export function createMetrics(
   const onQuery = (msg: unknown) => {
     const m = (msg ?? {}) as Partial<DnsQueryMessage>;
     const transport = m.transport === 'tcp' ? 'tcp' : 'udp';
-    dnsQueries.inc({ qtype: label(m.qtype), rcode: label(m.rcode), transport });
+    dnsQueries.inc({ qtype: dnsLabel(m.qtype), rcode: dnsLabel(m.rcode), transport });
     if (typeof m.durationMs === 'number' && m.durationMs >= 0)
       dnsLatency.observe({ transport }, m.durationMs / 1000);
   };
