@@ -315,6 +315,27 @@ test('the controller keeps at most eventHistory events for replay, the newest', 
       kept.map((e) => e.seq),
       [8, 9, 10, 11, 12],
     );
+    // Past the point where the dropped events are let go in one copy: still the newest five.
+    for (let i = 12; i < 23; i++)
+      controller.orchestrator.emit('retry', {
+        id: `m-${i}`,
+        at: Date.now(),
+        what: 'call',
+        attempt: i,
+        message: 'x',
+      });
+    assert.deepEqual(
+      controller.eventsSince(0).map((e) => e.seq),
+      [19, 20, 21, 22, 23],
+    );
+    assert.deepEqual(
+      controller.eventsSince(21).map((e) => e.seq),
+      [22, 23],
+    );
+    assert.deepEqual(
+      controller.eventsSince(0, 'm-20').map((e) => e.seq),
+      [21],
+    );
   } finally {
     journal.close();
   }

@@ -263,7 +263,9 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   private readonly backupKeepMs: number;
   private readonly running = new Map<string, Promise<MigrationRecord>>();
   private readonly aborts = new Map<string, AbortController>();
-  private readonly history: ControllerEvent[] = [];
+  /** The event history: `history[historyStart..]` are the kept events (at most `historyLimit`). */
+  private history: ControllerEvent[] = [];
+  private historyStart = 0;
   private readonly historyLimit: number;
   private seq = 0;
   private readonly stopping = new AbortController();
@@ -354,14 +356,23 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   private publish(type: ControllerEvent['type'], migrationId: string, data: Record<string, unknown>): void {
     const ev: ControllerEvent = { seq: ++this.seq, at: Date.now(), type, migrationId, data };
     this.history.push(ev);
-    if (this.history.length > this.historyLimit)
-      this.history.splice(0, this.history.length - this.historyLimit);
+    if (this.history.length - this.historyStart > this.historyLimit) this.historyStart++;
+    // Drop the events let go in one copy once they are as many as those kept: O(1) per event.
+    if (this.historyStart >= this.historyLimit) {
+      this.history = this.history.slice(this.historyStart);
+      this.historyStart = 0;
+    }
     this.emit('event', ev);
   }
 
   /** Events after `afterSeq` still in the history (for SSE replay with Last-Event-ID). */
   eventsSince(afterSeq = 0, migrationId?: string): ControllerEvent[] {
-    return this.history.filter((e) => e.seq > afterSeq && (!migrationId || e.migrationId === migrationId));
+    const out: ControllerEvent[] = [];
+    for (let i = this.historyStart; i < this.history.length; i++) {
+      const e = this.history[i]!;
+      if (e.seq > afterSeq && (!migrationId || e.migrationId === migrationId)) out.push(e);
+    }
+    return out;
   }
 
   /** Every server with its addresses and the temporary IPs still free (the IPv6 ones when it has any). */

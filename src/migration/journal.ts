@@ -172,7 +172,7 @@ export class Journal {
   private queued: Promise<void> | null = null;
   private lastSeqStmt: Database.Statement | undefined;
   private rowsStmt: Database.Statement | undefined;
-  private summaryStmt: Database.Statement | undefined;
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(path: string, opts: JournalOptions = {}) {
     try {
@@ -254,13 +254,11 @@ export class Journal {
   /** Record a new migration in phase `planned`. Fails with JOURNAL_DUPLICATE if the id exists. */
   create(plan: MigrationPlan, at = Date.now()): void {
     const tx = this.db.transaction(() => {
-      const exists = this.db.prepare('SELECT 1 FROM migrations WHERE id = ?').get(plan.id);
+      const exists = this.stmt('SELECT 1 FROM migrations WHERE id = ?').get(plan.id);
       if (exists) throw new FerryError('JOURNAL_DUPLICATE', `migration ${plan.id} exists already`);
-      this.db
-        .prepare(
-          "INSERT INTO migrations (id, plan, phase, created_at, updated_at, marks) VALUES (?, ?, ?, ?, ?, '[]')",
-        )
-        .run(plan.id, JSON.stringify(plan), 'planned', at, at);
+      this.stmt(
+        "INSERT INTO migrations (id, plan, phase, created_at, updated_at, marks) VALUES (?, ?, ?, ?, ?, '[]')",
+      ).run(plan.id, JSON.stringify(plan), 'planned', at, at);
       this.insert({ migrationId: plan.id, at, phase: 'planned', kind: 'enter' });
     });
     tx();
@@ -269,63 +267,64 @@ export class Journal {
 
   /** Append an entry; `enter` also moves the migration's current phase. Returns the entry's seq. */
   append(entry: Omit<JournalEntry, 'seq'>): number {
-    const tx = this.db.transaction(() => {
-      const seq = this.insert(entry);
-      if (entry.kind === 'enter') {
-        this.db
-          .prepare('UPDATE migrations SET phase = ?, updated_at = ? WHERE id = ?')
-          .run(entry.phase, entry.at, entry.migrationId);
-      } else {
-        this.db.prepare('UPDATE migrations SET updated_at = ? WHERE id = ?').run(entry.at, entry.migrationId);
-      }
-      if (entry.kind === 'error') {
-        this.db
-          .prepare('UPDATE migrations SET error = ? WHERE id = ?')
-          .run(String(entry.detail?.message ?? 'error'), entry.migrationId);
-      }
-      return seq;
-    });
-    const seq = tx();
+    const seq = this.appendTx(entry);
     this.dirty = true;
     return seq;
   }
 
-  /** Insert `entry` and keep its migration's summary columns (see `summarizeOlder`) in step. */
+  private readonly appendTx = (entry: Omit<JournalEntry, 'seq'>): number =>
+    this.db.transaction(() => this.insert(entry))();
+
+  /**
+   * Insert `entry` and bring its migration's row along in one statement: its phase (an `enter`),
+   * last change, error (an `error`) and summary columns (see `summarizeOlder`).
+   */
   private insert(entry: Omit<JournalEntry, 'seq'>): number {
-    const res = this.db
-      .prepare('INSERT INTO journal (migration_id, at, phase, kind, step, detail) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(
-        entry.migrationId,
-        entry.at,
-        entry.phase,
-        entry.kind,
-        entry.step ?? null,
-        entry.detail ? JSON.stringify(entry.detail) : null,
-      );
+    const res = this.stmt(
+      'INSERT INTO journal (migration_id, at, phase, kind, step, detail) VALUES (?, ?, ?, ?, ?, ?)',
+    ).run(
+      entry.migrationId,
+      entry.at,
+      entry.phase,
+      entry.kind,
+      entry.step ?? null,
+      entry.detail ? JSON.stringify(entry.detail) : null,
+    );
     const seq = Number(res.lastInsertRowid);
     const mark =
       entry.kind === 'enter' ||
       (entry.kind === 'note' && (entry.step === STEP.redirectRemoved || entry.step === STEP.tempIpRemoved));
-    this.summaryStmt ??= this.db.prepare(
-      `UPDATE migrations SET last_kind = @kind, last_phase = @phase,
+    this.stmt(
+      `UPDATE migrations SET updated_at = @at, last_kind = @kind, last_phase = @phase,
+         phase = CASE WHEN @enter THEN @phase ELSE phase END,
+         error = CASE WHEN @error IS NOT NULL THEN @error ELSE error END,
          marks = CASE WHEN @mark THEN json_insert(marks, '$[#]', json(@entry)) ELSE marks END
        WHERE id = @id`,
-    );
-    this.summaryStmt.run({
+    ).run({
       id: entry.migrationId,
+      at: entry.at,
       kind: entry.kind,
       phase: entry.phase,
+      enter: entry.kind === 'enter' ? 1 : 0,
+      error: entry.kind === 'error' ? String(entry.detail?.message ?? 'error') : null,
       mark: mark ? 1 : 0,
       entry: mark ? JSON.stringify([seq, entry.at, entry.phase, entry.kind, entry.step ?? null]) : null,
     });
     return seq;
   }
 
+  /** The statement of `sql`, compiled once (a journal runs a few fixed ones, and the page variants). */
+  private stmt(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) this.statements.set(sql, (st = this.db.prepare(sql)));
+    return st;
+  }
+
   /** Every entry of one migration, oldest first. */
   entries(migrationId: string): JournalEntry[] {
-    const rows = this.db
-      .prepare('SELECT * FROM journal WHERE migration_id = ? ORDER BY seq')
-      .all(migrationId) as JournalRow[];
+    const rows = this.stmt('SELECT * FROM journal WHERE migration_id = ? ORDER BY seq').all(
+      migrationId,
+    ) as JournalRow[];
     return rows.map((r) => ({
       seq: r.seq,
       migrationId: r.migration_id,
@@ -368,14 +367,12 @@ export class Journal {
    */
   briefs(opts: { changedAfter?: number } = {}): MigrationBrief[] {
     const changed = opts.changedAfter !== undefined;
-    const rows = this.db
-      .prepare(
-        `SELECT m.id, m.plan, m.phase, m.created_at, m.last_kind, m.last_phase
+    const rows = this.stmt(
+      `SELECT m.id, m.plan, m.phase, m.created_at, m.last_kind, m.last_phase
          FROM migrations m
          ${changed ? 'WHERE m.id IN (SELECT DISTINCT migration_id FROM journal WHERE seq > ?)' : ''}
          ORDER BY m.created_at, m.id`,
-      )
-      .all(...(changed ? [opts.changedAfter] : [])) as Array<{
+    ).all(...(changed ? [opts.changedAfter] : [])) as Array<{
       id: string;
       plan: string;
       phase: string;
@@ -424,13 +421,13 @@ export class Journal {
     }
     const sql = `SELECT * FROM migrations ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY created_at DESC, id LIMIT ?`;
-    return (this.db.prepare(sql).all(...args, opts.limit) as MigrationRow[]).map(recordOf);
+    return (this.stmt(sql).all(...args, opts.limit) as MigrationRow[]).map(recordOf);
   }
 
   /** Ids of every migration, newest first. */
   list(): string[] {
     return (
-      this.db.prepare('SELECT id FROM migrations ORDER BY created_at DESC, id').all() as Array<{ id: string }>
+      this.stmt('SELECT id FROM migrations ORDER BY created_at DESC, id').all() as Array<{ id: string }>
     ).map((r) => r.id);
   }
 
