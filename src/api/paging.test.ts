@@ -144,8 +144,18 @@ test('GET /v1/sites and /v1/servers: pages in config order, each item once, next
       servers.flat().map((s) => (s as { id: string }).id),
       controller.listServers().map((s) => s.id),
     );
-    const s0 = servers[0]![0] as { sites: string[]; freeTempIps: string[] };
-    assert.equal(s0.sites.length, 25);
+    const s0 = servers[0]![0] as Record<string, unknown>;
+    assert.equal(s0.siteCount, 25);
+    assert.equal(s0.sites, undefined, 'a server entry carries a count, not every site name');
+    const ofS0 = await walk(app, '/v1/sites?server=s000', 'sites', 10);
+    assert.deepEqual(
+      ofS0.map((p) => p.length),
+      [10, 10, 5],
+    );
+    assert.deepEqual(
+      ofS0.flat().map((x) => (x as { domain: string }).domain),
+      Array.from({ length: 25 }, (_, j) => `site-0-${j}.example.`),
+    );
 
     // A migration journaled between two reads: the site and the lease show in the next pages.
     journalMigration(journal, 'm-moved', 'site-0-3.example.', 0, 1, 1000);
@@ -153,12 +163,21 @@ test('GET /v1/sites and /v1/servers: pages in config order, each item once, next
     assert.deepEqual(running[0]!.freeTempIps, ['10.1.0.2'], 'the running migration leases 10.1.0.1');
     journal.append({ migrationId: 'm-moved', at: 1001, phase: 'completed', kind: 'enter' });
     journal.append({ migrationId: 'm-moved', at: 1002, phase: 'completed', kind: 'leave' });
-    const after = (await get(app, '/v1/servers?limit=2')).body.servers as Array<{
-      id: string;
-      sites: string[];
-    }>;
-    assert.ok(!after[0]!.sites.includes('site-0-3.example.'));
-    assert.ok(after[1]!.sites.includes('site-0-3.example.'));
+    const after = (await get(app, '/v1/servers?limit=2')).body.servers as Array<{ siteCount: number }>;
+    assert.deepEqual(
+      after.map((x) => x.siteCount),
+      [24, 26],
+    );
+    const on = async (server: string) =>
+      (await walk(app, `/v1/sites?server=${server}`, 'sites', 1000))
+        .flat()
+        .map((x) => (x as { domain: string }).domain);
+    assert.ok(!(await on('s000')).includes('site-0-3.example.'));
+    assert.deepEqual(
+      (await on('s001')).slice(0, 2),
+      ['site-0-3.example.', 'site-1-0.example.'],
+      'a site moved in is listed in config order',
+    );
     const site = (await get(app, '/v1/sites?limit=4')).body.sites as Array<{
       domain: string;
       server: string;
@@ -170,6 +189,23 @@ test('GET /v1/sites and /v1/servers: pages in config order, each item once, next
       kind: 'builtin',
       migration: null,
     });
+
+    // A server's sites: the cursor names the last one given, which may move away before the next page.
+    const two = await get(app, '/v1/sites?server=s000&limit=2');
+    const given = (two.body.sites as Array<{ domain: string }>).map((x) => x.domain);
+    assert.deepEqual(given, ['site-0-0.example.', 'site-0-1.example.']);
+    journalMigration(journal, 'm-away', 'site-0-1.example.', 0, 2, 2000);
+    journal.append({ migrationId: 'm-away', at: 2001, phase: 'completed', kind: 'enter' });
+    const rest = await get(app, `/v1/sites?server=s000&limit=2&cursor=${two.body.next as string}`);
+    assert.deepEqual(
+      (rest.body.sites as Array<{ domain: string }>).map((x) => x.domain),
+      ['site-0-2.example.', 'site-0-4.example.'],
+    );
+    const unknown = await get(app, '/v1/sites?server=nowhere');
+    assert.deepEqual(
+      [unknown.status, (unknown.body.error as { code: string }).code],
+      [404, 'SERVER_NOT_FOUND'],
+    );
   } finally {
     await app.close();
     journal.close();
@@ -279,6 +315,27 @@ test('the controller keeps at most eventHistory events for replay, the newest', 
       kept.map((e) => e.seq),
       [8, 9, 10, 11, 12],
     );
+    // Past the point where the dropped events are let go in one copy: still the newest five.
+    for (let i = 12; i < 23; i++)
+      controller.orchestrator.emit('retry', {
+        id: `m-${i}`,
+        at: Date.now(),
+        what: 'call',
+        attempt: i,
+        message: 'x',
+      });
+    assert.deepEqual(
+      controller.eventsSince(0).map((e) => e.seq),
+      [19, 20, 21, 22, 23],
+    );
+    assert.deepEqual(
+      controller.eventsSince(21).map((e) => e.seq),
+      [22, 23],
+    );
+    assert.deepEqual(
+      controller.eventsSince(0, 'm-20').map((e) => e.seq),
+      [21],
+    );
   } finally {
     journal.close();
   }
@@ -316,6 +373,7 @@ test('where sites are follows the journal: a failed migration places its site wh
   const { controller, journal } = fleet(3, 2);
   try {
     const at = (d: string) => controller.site(d);
+    const on = (server: string) => controller.sitesPage({ server, limit: 1000 }).items.map((x) => x.domain);
     // Failed after its DNS change to the target: the site is the target's, the migration in charge.
     journalMigration(journal, 'f1', 'site-0-0.example.', 0, 1, 100);
     journal.append({
@@ -328,12 +386,17 @@ test('where sites are follows the journal: a failed migration places its site wh
     });
     journal.append({ migrationId: 'f1', at: 102, phase: 'failed', kind: 'enter' });
     assert.deepEqual([at('site-0-0.example').server, at('site-0-0.example').migration], ['s001', 'f1']);
-    assert.ok(controller.serverView('s001').sites.includes('site-0-0.example.'));
-    assert.ok(!controller.serverView('s000').sites.includes('site-0-0.example.'));
+    assert.ok(on('s001').includes('site-0-0.example.'));
+    assert.ok(!on('s000').includes('site-0-0.example.'));
+    assert.deepEqual(
+      [controller.serverView('s000').siteCount, controller.serverView('s001').siteCount],
+      [1, 3],
+    );
     assert.deepEqual(controller.freeTempIps('s000'), ['10.1.0.2'], 'a failed migration keeps its lease');
     journal.append({ migrationId: 'f1', at: 103, phase: 'rolled-back', kind: 'enter' });
     assert.deepEqual([at('site-0-0.example').server, at('site-0-0.example').migration], ['s000', null]);
-    assert.deepEqual(controller.serverView('s000').sites, ['site-0-0.example.', 'site-0-1.example.']);
+    assert.deepEqual(on('s000'), ['site-0-0.example.', 'site-0-1.example.']);
+    assert.equal(controller.serverView('s001').siteCount, 2);
     assert.deepEqual(controller.freeTempIps('s000'), ['10.1.0.1', '10.1.0.2']);
 
     // m1 completes (not yet settled), m2 moves the site on and settles, then m1 settles.
@@ -347,11 +410,11 @@ test('where sites are follows the journal: a failed migration places its site wh
     journal.append({ migrationId: 'm1', at: 400, phase: 'completed', kind: 'leave' });
     assert.equal(at('site-0-1.example').server, 's002');
     assert.deepEqual(
-      controller.listServers().map((s) => [s.id, s.sites]),
+      controller.listServers().map((s) => [s.id, s.siteCount, on(s.id)]),
       [
-        ['s000', ['site-0-0.example.']],
-        ['s001', ['site-1-0.example.', 'site-1-1.example.']],
-        ['s002', ['site-0-1.example.', 'site-2-0.example.', 'site-2-1.example.']],
+        ['s000', 1, ['site-0-0.example.']],
+        ['s001', 2, ['site-1-0.example.', 'site-1-1.example.']],
+        ['s002', 3, ['site-0-1.example.', 'site-2-0.example.', 'site-2-1.example.']],
       ],
     );
   } finally {

@@ -211,6 +211,15 @@ export const schemas = {
     additionalProperties: false,
     properties: { limit: pageLimit, cursor },
   },
+  sitesQuery: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      limit: pageLimit,
+      cursor,
+      server: { ...serverId, description: 'only the sites this server hosts now' },
+    },
+  },
   listQuery: {
     type: 'object',
     additionalProperties: false,

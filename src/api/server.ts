@@ -57,8 +57,11 @@ declare module 'fastify' {
 
 const TERMINAL = new Set(['completed', 'failed', 'rolled-back']);
 
-/** A migration as the API shows it. */
-export function migrationView(rec: MigrationRecord) {
+/**
+ * A migration as GET /v1/migrations lists it: what it moves where, its phase and phase timeline;
+ * not its plan (addresses, names, timings), which GET /v1/migrations/{id} gives.
+ */
+export function migrationSummary(rec: MigrationRecord) {
   return {
     id: rec.plan.id,
     domain: rec.plan.domain,
@@ -68,11 +71,15 @@ export function migrationView(rec: MigrationRecord) {
     createdAt: rec.createdAt,
     updatedAt: rec.updatedAt,
     ...(rec.error !== undefined ? { error: rec.error } : {}),
-    plan: rec.plan,
     phases: rec.phases,
     ...(rec.redirectRemovedAt !== undefined ? { redirectRemovedAt: rec.redirectRemovedAt } : {}),
     ...(rec.tempIpRemovedAt !== undefined ? { tempIpRemovedAt: rec.tempIpRemovedAt } : {}),
   };
+}
+
+/** A migration as the API shows it alone: its summary and its plan. */
+export function migrationView(rec: MigrationRecord) {
+  return { ...migrationSummary(rec), plan: rec.plan };
 }
 
 const security = [{ bearer: [] }];
@@ -249,7 +256,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       schema: {
         tags: ['servers'],
         summary:
-          'Servers in config order, their addresses, free temporary IPs and sites; a page of `limit`, with `next` when more follow',
+          'Servers in config order, their addresses, free temporary IPs and how many sites each hosts (the sites: GET /v1/sites?server=ID); a page of `limit`, with `next` when more follow',
         querystring: schemas.pageQuery,
         security,
         response: errors,
@@ -289,14 +296,14 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     },
     async (req) => controller.webSites(req.params.id),
   );
-  app.get<{ Querystring: { limit: number; cursor?: string } }>(
+  app.get<{ Querystring: { limit: number; cursor?: string; server?: string } }>(
     '/v1/sites',
     {
       schema: {
         tags: ['sites'],
         summary:
-          'Sites in config order and the server hosting each now; a page of `limit`, with `next` when more follow',
-        querystring: schemas.pageQuery,
+          'Sites in config order and the server hosting each now (with `server`, only the sites it hosts); a page of `limit`, with `next` when more follow',
+        querystring: schemas.sitesQuery,
         security,
         response: errors,
       },
@@ -342,7 +349,8 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     {
       schema: {
         tags: ['migrations'],
-        summary: 'Migrations, newest first; a page of `limit`, with `next` when more follow',
+        summary:
+          'Migrations, newest first, each without its plan (GET /v1/migrations/{id} has it); a page of `limit`, with `next` when more follow',
         querystring: schemas.listQuery,
         security,
         response: errors,
@@ -350,7 +358,7 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
     },
     async (req) => {
       const page = controller.migrationsPage(req.query);
-      return { migrations: page.items.map(migrationView), ...(page.next ? { next: page.next } : {}) };
+      return { migrations: page.items.map(migrationSummary), ...(page.next ? { next: page.next } : {}) };
     },
   );
   app.post<{

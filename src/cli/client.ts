@@ -296,6 +296,9 @@ export function bytes(n: number): string {
   return `${(n / 1e9).toFixed(2)} GB`;
 }
 
+/** A migration as GET /v1/migrations lists it: a `MigrationView` without its plan. */
+export type MigrationSummaryView = Omit<MigrationView, 'plan'>;
+
 /** The shape of a migration in the API's answers (the fields the CLI uses). */
 export interface MigrationView {
   id: string;

@@ -11,6 +11,7 @@ import {
   withConnection,
   type ConnectionOptions,
   type MigrationView,
+  type MigrationSummaryView,
 } from './client.js';
 import { removedLines, summaryOf } from './watch.js';
 
@@ -36,7 +37,7 @@ export function registerStatus(program: Command): void {
       ) => {
         const client = clientOf(o);
         if (!id) {
-          const { items: migrations, more } = await client.list<MigrationView>(
+          const { items: migrations, more } = await client.list<MigrationSummaryView>(
             `/v1/migrations${o.active ? '?active=true' : ''}`,
             'migrations',
             ApiClient.listLimit(o, 50),

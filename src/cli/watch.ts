@@ -20,6 +20,7 @@ import {
   withConnection,
   type ConnectionOptions,
   type MigrationView,
+  type MigrationSummaryView,
   type StreamEvent,
 } from './client.js';
 
@@ -30,7 +31,7 @@ export interface WatchOptions {
 }
 
 /** The final summary of a migration: what `--json` prints last. */
-export function summaryOf(m: MigrationView) {
+export function summaryOf(m: MigrationSummaryView) {
   return {
     id: m.id,
     domain: m.domain,

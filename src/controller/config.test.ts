@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeConfig } from './config-describe.js';
 import { parseDuration } from './config-schema.js';
+import { parse } from 'yaml';
 import { parseConfig } from './config.js';
 import { isFerryError } from '../common/errors.js';
 
@@ -924,4 +925,22 @@ test('journal on PostgreSQL: a URL or { postgres, passwordFile, giveUpAfterSecon
       );
     }
   });
+});
+
+test('a config written as one JSON document reads as the same YAML does; JSON that does not parse gets the YAML error', async () => {
+  await withDir(async (dir) => {
+    await writeFile(join(dir, 'target.token'), 'secret-from-file-123456\n');
+    const opts = { env: { ORIGIN_TOKEN: 'secret-from-env-123456' } };
+    const fromYaml = await parseConfig(GOOD, join(dir, 'ferry.yaml'), opts);
+    const json = JSON.stringify(parse(GOOD));
+    const fromJson = await parseConfig(`\n  ${json}\n`, join(dir, 'ferry.yaml'), opts);
+    assert.deepEqual(fromJson, fromYaml);
+  });
+  assert.match(await problems('{ "servers": {}, '), /is not valid YAML/);
+  // YAML flow style that is not JSON still reads as YAML.
+  assert.match(await problems('{ servers: {}, dns: { provider: bind } }'), /dns\.provider: must be embedded/);
+  assert.match(
+    await problems('{"servers": {"a": {"agent": "http://192.0.2.1:7070", "sharedIps": ["192.0.2.1"]}}}'),
+    /servers\.a\.token/,
+  );
 });

@@ -202,7 +202,13 @@ export interface ServerSummary {
   freeTempIps6?: string[];
   /** Relay-host mode: the server carrying the temporary IPs of migrations away from this one. */
   relayHost?: string;
-  sites: string[];
+  /** How many sites it hosts now (their list: `sitesPage({ server })`, GET /v1/sites?server=ID). */
+  siteCount: number;
+}
+
+/** Which sites `sitesPage` lists: every one in config order, or with `server` those it hosts now. */
+export interface SitePageRequest extends PageRequest {
+  server?: string;
 }
 
 /** Which migrations `migrationsPage` lists: newest first, of one domain, only running or only ended ones. */
@@ -229,6 +235,8 @@ interface Placement {
   failedAt: Map<string, string>;
   active: Map<string, string>;
   leased: Set<string>;
+  /** Sites per server now, derived on first use (from the config and the sites moved away or in). */
+  counts?: Map<string, number>;
 }
 
 /** The server hosting `domain` now, `config` when no migration moved it. */
@@ -255,7 +263,9 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   private readonly backupKeepMs: number;
   private readonly running = new Map<string, Promise<MigrationRecord>>();
   private readonly aborts = new Map<string, AbortController>();
-  private readonly history: ControllerEvent[] = [];
+  /** The event history: `history[historyStart..]` are the kept events (at most `historyLimit`). */
+  private history: ControllerEvent[] = [];
+  private historyStart = 0;
   private readonly historyLimit: number;
   private seq = 0;
   private readonly stopping = new AbortController();
@@ -346,14 +356,23 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   private publish(type: ControllerEvent['type'], migrationId: string, data: Record<string, unknown>): void {
     const ev: ControllerEvent = { seq: ++this.seq, at: Date.now(), type, migrationId, data };
     this.history.push(ev);
-    if (this.history.length > this.historyLimit)
-      this.history.splice(0, this.history.length - this.historyLimit);
+    if (this.history.length - this.historyStart > this.historyLimit) this.historyStart++;
+    // Drop the events let go in one copy once they are as many as those kept: O(1) per event.
+    if (this.historyStart >= this.historyLimit) {
+      this.history = this.history.slice(this.historyStart);
+      this.historyStart = 0;
+    }
     this.emit('event', ev);
   }
 
   /** Events after `afterSeq` still in the history (for SSE replay with Last-Event-ID). */
   eventsSince(afterSeq = 0, migrationId?: string): ControllerEvent[] {
-    return this.history.filter((e) => e.seq > afterSeq && (!migrationId || e.migrationId === migrationId));
+    const out: ControllerEvent[] = [];
+    for (let i = this.historyStart; i < this.history.length; i++) {
+      const e = this.history[i]!;
+      if (e.seq > afterSeq && (!migrationId || e.migrationId === migrationId)) out.push(e);
+    }
+    return out;
   }
 
   /** Every server with its addresses and the temporary IPs still free (the IPv6 ones when it has any). */
@@ -389,8 +408,26 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
           }
         : {}),
       ...(s.relayHost ? { relayHost: s.relayHost } : {}),
-      sites: this.sitesOf(id, p),
+      siteCount: this.siteCounts(p).get(id) ?? 0,
     };
+  }
+
+  /** How many sites each server hosts now: the config's, less those moved away, plus those moved in. */
+  private siteCounts(p: Placement): Map<string, number> {
+    if (p.counts) return p.counts;
+    const counts = new Map<string, number>();
+    for (const [id, sites] of this.configSitesOf) counts.set(id, sites.length);
+    const moved = new Set([...p.completedAt.keys(), ...p.failedAt.keys()]);
+    for (const d of moved) {
+      const cfg = this.siteConfig.get(d)?.server;
+      if (cfg === undefined) continue;
+      const now = whereOf(p, d, cfg);
+      if (now === cfg) continue;
+      counts.set(cfg, counts.get(cfg)! - 1);
+      counts.set(now, (counts.get(now) ?? 0) + 1);
+    }
+    p.counts = counts;
+    return counts;
   }
 
   /** The domains server `id` hosts now, in config order. */
@@ -519,12 +556,31 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     return this.sitesOf(id, p).map((d) => this.siteSummary(this.siteConfig.get(d)!, p));
   }
 
-  /** One page of `listSites`, in config order. */
-  sitesPage(req: PageRequest = {}): Page<SiteSummary> {
+  /**
+   * One page of `listSites`, in config order; with `server`, of the sites that server hosts now
+   * (a cursor there names the last site given, so a site moved away meanwhile still marks the place).
+   */
+  sitesPage(req: SitePageRequest = {}): Page<SiteSummary> {
     const p = this.placement();
-    return this.pageOf('sites', this.siteOrder, this.siteIndex, req, (d) =>
-      this.siteSummary(this.siteConfig.get(d)!, p),
-    );
+    const view = (d: string) => this.siteSummary(this.siteConfig.get(d)!, p);
+    if (req.server === undefined) return this.pageOf('sites', this.siteOrder, this.siteIndex, req, view);
+    this.server(req.server);
+    const limit = pageLimit(req);
+    const here = this.sitesOf(req.server, p);
+    let start = 0;
+    if (req.cursor !== undefined) {
+      const [last] = decodeCursor('sites', req.cursor, ['string']) as [string];
+      const at = this.siteIndex.get(last);
+      if (at === undefined)
+        throw new FerryError('CURSOR_INVALID', `the cursor names ${last}, which is not in the sites list`);
+      start = here.findIndex((d) => this.siteIndex.get(d)! > at);
+      if (start < 0) start = here.length;
+    }
+    const keys = here.slice(start, start + limit);
+    return {
+      items: keys.map(view),
+      ...(start + limit < here.length ? { next: encodeCursor('sites', [keys[keys.length - 1]!]) } : {}),
+    };
   }
 
   site(domain: string): SiteSummary {
@@ -861,8 +917,8 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     const mine = rows.slice(0, limit);
     const last = mine[mine.length - 1];
     return {
-      items: this.journal.getMany(mine.map((r) => r.id)),
-      ...(more && last ? { next: encodeCursor('migrations', [last.createdAt, last.id]) } : {}),
+      items: mine,
+      ...(more && last ? { next: encodeCursor('migrations', [last.createdAt, last.plan.id]) } : {}),
     };
   }
 

@@ -11,6 +11,7 @@ export {
   type EvacuationSite,
   type ServerSummary,
   type SiteSummary,
+  type SitePageRequest,
   type MigrationPageRequest,
 } from './controller.js';
 export { DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, type Page, type PageRequest } from './paging.js';

@@ -44,6 +44,32 @@ function label(v: unknown, fallback = 'unknown'): string {
   return typeof v === 'string' && v.length > 0 && v.length <= 32 ? v : fallback;
 }
 
+/**
+ * A DNS mnemonic as a label: numbered ones (`TYPE65534`, `RCODE3841`) are all `other`, so that
+ * clients asking for every type number cannot add series to the metrics without a bound.
+ */
+function dnsLabel(v: unknown): string {
+  const l = label(v);
+  return /^(TYPE|RCODE)\d+$/.test(l) ? 'other' : l;
+}
+
+const processRegistries = new Map<string, Registry>();
+
+/**
+ * Node's process metrics under `prefix`, collected once per process: prom-client's collector of
+ * them never lets go of its registry (its GC observer is never disconnected), so a registry per
+ * controller would keep every closed controller in memory through its metrics' closures.
+ */
+function processRegistry(prefix: string): Registry {
+  let r = processRegistries.get(prefix);
+  if (!r) {
+    r = new Registry();
+    collectDefaultMetrics({ register: r, prefix });
+    processRegistries.set(prefix, r);
+  }
+  return r;
+}
+
 /** Build the registry and subscribe it to the DNS channels, the controller and the sampler. */
 export function createMetrics(
   controller: Controller,
@@ -52,7 +78,6 @@ export function createMetrics(
 ): FerryMetrics {
   const p = opts.prefix ?? 'ferry_';
   const registry = new Registry();
-  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: p });
   const registers = [registry];
 
   // DNS
@@ -84,7 +109,7 @@ export function createMetrics(
   const onQuery = (msg: unknown) => {
     const m = (msg ?? {}) as Partial<DnsQueryMessage>;
     const transport = m.transport === 'tcp' ? 'tcp' : 'udp';
-    dnsQueries.inc({ qtype: label(m.qtype), rcode: label(m.rcode), transport });
+    dnsQueries.inc({ qtype: dnsLabel(m.qtype), rcode: dnsLabel(m.rcode), transport });
     if (typeof m.durationMs === 'number' && m.durationMs >= 0)
       dnsLatency.observe({ transport }, m.durationMs / 1000);
   };
@@ -211,7 +236,7 @@ export function createMetrics(
   controller.on('event', onEvent);
 
   return {
-    registry,
+    registry: opts.processMetrics === false ? registry : Registry.merge([processRegistry(p), registry]),
     close() {
       diagnostics.unsubscribe(DNS_CHANNELS.query, onQuery);
       diagnostics.unsubscribe(DNS_CHANNELS.transfer, onTransfer);

@@ -479,20 +479,20 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
     after?: { createdAt: number; id: string };
     domain?: string;
     active?: boolean;
-  }): Array<{ id: string; createdAt: number }> {
+  }): MigrationRecord[] {
     const newestFirst = [...this.migrations].sort(
       ([a, x], [b, y]) => y.createdAt - x.createdAt || (a < b ? -1 : a > b ? 1 : 0),
     );
-    const out: Array<{ id: string; createdAt: number }> = [];
+    const out: string[] = [];
     for (const [id, m] of newestFirst) {
       if (out.length >= opts.limit) break;
       const a = opts.after;
       if (a && !(m.createdAt < a.createdAt || (m.createdAt === a.createdAt && id > a.id))) continue;
       if (opts.domain !== undefined && (JSON.parse(m.plan) as MigrationPlan).domain !== opts.domain) continue;
       if (opts.active !== undefined && TERMINAL_PHASES.has(m.phase) === opts.active) continue;
-      out.push({ id, createdAt: m.createdAt });
+      out.push(id);
     }
-    return out;
+    return this.getMany(out);
   }
 
   list(): string[] {

@@ -54,8 +54,8 @@ export interface JournalStore extends Pick<EventEmitter<JournalEvents>, 'on' | '
   /** The seq of the newest entry (0 when none): it changes with every write. */
   lastSeq(): number;
   /**
-   * Ids of migrations, newest first (created_at, then id), at most `limit`, after the one created
-   * at `after.createdAt` with id `after.id`; only those of `domain`, and with `active`, only those
+   * Migrations, newest first (created_at, then id), at most `limit`, after the one created at
+   * `after.createdAt` with id `after.id`; only those of `domain`, and with `active`, only those
    * not ended (true) or only ended ones (false).
    */
   page(opts: {
@@ -63,7 +63,7 @@ export interface JournalStore extends Pick<EventEmitter<JournalEvents>, 'on' | '
     after?: { createdAt: number; id: string };
     domain?: string;
     active?: boolean;
-  }): Array<{ id: string; createdAt: number }>;
+  }): MigrationRecord[];
   /** Ids of every migration, newest first. */
   list(): string[];
   /**

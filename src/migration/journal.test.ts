@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -134,19 +135,19 @@ function journalContract(open: (name: string) => Promise<JournalStore>): void {
       ['old', 'done'],
     );
     assert.deepEqual(
-      j.page({ limit: 2 }).map((r) => r.id),
+      j.page({ limit: 2 }).map((r) => r.plan.id),
       ['new', 'done'],
     );
     assert.deepEqual(
-      j.page({ limit: 2, after: { createdAt: 20, id: 'done' } }).map((r) => r.id),
+      j.page({ limit: 2, after: { createdAt: 20, id: 'done' } }).map((r) => r.plan.id),
       ['old'],
     );
     assert.deepEqual(
-      j.page({ limit: 10, active: false }).map((r) => r.id),
+      j.page({ limit: 10, active: false }).map((r) => r.plan.id),
       ['done'],
     );
     assert.deepEqual(
-      j.page({ limit: 10, domain: 'blog.example.' }).map((r) => r.id),
+      j.page({ limit: 10, domain: 'blog.example.' }).map((r) => r.plan.id),
       ['done'],
     );
     assert.deepEqual(
@@ -416,5 +417,86 @@ describe('Journal on SQLite', () => {
     p.create(plan('p'), 1);
     await p.flushed();
     p.close();
+  });
+
+  it('a journal of an earlier version (no summary columns) gives the same records, and keeps them after appends', () => {
+    const path = join(dir, 'older.sqlite');
+    // The tables as earlier versions made them: a migration re-entering `cutover` on resume,
+    // completed with its removal notes and settled; another still running.
+    const old = new Database(path);
+    old.exec(`CREATE TABLE migrations (id TEXT PRIMARY KEY, plan TEXT NOT NULL, phase TEXT NOT NULL,
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, error TEXT);
+      CREATE TABLE journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, migration_id TEXT NOT NULL REFERENCES migrations(id),
+        at INTEGER NOT NULL, phase TEXT NOT NULL, kind TEXT NOT NULL, step TEXT, detail TEXT);`);
+    const row = old.prepare('INSERT INTO migrations VALUES (?, ?, ?, ?, ?, NULL)');
+    const entry = old.prepare(
+      'INSERT INTO journal (migration_id, at, phase, kind, step) VALUES (?, ?, ?, ?, ?)',
+    );
+    row.run('done', JSON.stringify(plan('done')), 'completed', 10, 90);
+    row.run('open', JSON.stringify(plan('open')), 'sync', 20, 21);
+    for (const [id, at, phase, kind, step] of [
+      ['done', 10, 'planned', 'enter', null],
+      ['open', 20, 'planned', 'enter', null],
+      ['done', 30, 'cutover', 'enter', null],
+      ['done', 35, 'cutover', 'step', STEP.dnsChange],
+      ['done', 40, 'cutover', 'enter', null],
+      ['open', 21, 'sync', 'enter', null],
+      ['done', 50, 'completed', 'enter', null],
+      ['done', 60, 'completed', 'note', STEP.redirectRemoved],
+      ['done', 70, 'completed', 'note', STEP.tempIpRemoved],
+      ['done', 90, 'completed', 'leave', null],
+    ] as const)
+      entry.run(id, at, phase, kind, step);
+    old.close();
+
+    const j = new Journal(path, { durability: 'process' });
+    const [done, open] = j.getMany(['done', 'open']);
+    assert.deepEqual(
+      { ...done, plan: undefined },
+      {
+        plan: undefined,
+        phase: 'completed',
+        settled: true,
+        createdAt: 10,
+        updatedAt: 90,
+        phases: [
+          { name: 'planned', startedAt: 10, endedAt: 30 },
+          { name: 'cutover', startedAt: 30, endedAt: 50 },
+          { name: 'completed', startedAt: 50, endedAt: null },
+        ],
+        redirectRemovedAt: 60,
+        tempIpRemovedAt: 70,
+      },
+    );
+    assert.deepEqual(
+      [open!.phase, open!.settled, open!.phases.map((p) => p.name)],
+      ['sync', false, ['planned', 'sync']],
+    );
+    assert.deepEqual(
+      j.briefs().map((b) => [b.id, b.settled]),
+      [
+        ['done', true],
+        ['open', false],
+      ],
+    );
+    // Appends after the upgrade go on from the filled summary.
+    j.append({ migrationId: 'open', at: 100, phase: 'completed', kind: 'enter' });
+    j.append({ migrationId: 'open', at: 110, phase: 'completed', kind: 'note', step: STEP.tempIpRemoved });
+    assert.deepEqual(
+      j.get('open')!.phases.map((p) => [p.name, p.endedAt]),
+      [
+        ['planned', 21],
+        ['sync', 100],
+        ['completed', null],
+      ],
+    );
+    assert.deepEqual([j.get('open')!.settled, j.get('open')!.tempIpRemovedAt], [false, 110]);
+    j.append({ migrationId: 'open', at: 120, phase: 'completed', kind: 'leave' });
+    assert.equal(j.get('open')!.settled, true);
+    assert.deepEqual(
+      j.page({ limit: 1 }).map((r) => r.plan.id),
+      ['open'],
+    );
+    j.close();
   });
 });

@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS migrations (
   phase TEXT NOT NULL,
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL,
-  error TEXT
+  error TEXT,
+  marks TEXT,
+  last_kind TEXT,
+  last_phase TEXT
 );
 CREATE TABLE IF NOT EXISTS journal (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,6 +86,45 @@ function fsyncAsync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
+/** A row of the migrations table. */
+interface MigrationRow {
+  id: string;
+  plan: string;
+  phase: string;
+  created_at: number;
+  updated_at: number;
+  error: string | null;
+  marks: string;
+  last_kind: string | null;
+  last_phase: string | null;
+}
+
+/** The record of a migration from its row alone (its summary columns: phases, removal notes, last entry). */
+function recordOf(row: MigrationRow): MigrationRecord {
+  // Marks are appended in seq order (and filled in seq order for older journals).
+  const marks = (
+    JSON.parse(row.marks) as Array<[number, number, Phase, JournalEntry['kind'], JournalStep | null]>
+  ).map(([seq, at, phase, kind, step]) => ({
+    seq,
+    migrationId: row.id,
+    at,
+    phase,
+    kind,
+    ...(step !== null ? { step } : {}),
+  }));
+  return buildRecord(
+    {
+      plan: JSON.parse(row.plan) as MigrationPlan,
+      phase: row.phase as Phase,
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+      error: row.error,
+    },
+    marks,
+    { kind: row.last_kind, phase: row.last_phase },
+  );
+}
+
 /** The journal in a SQLite file (`JournalStore`). `path` ':memory:' keeps it in memory (tests). */
 export class Journal extends EventEmitter<JournalEvents> implements JournalStore {
   private readonly db: Database.Database;
@@ -94,9 +136,8 @@ export class Journal extends EventEmitter<JournalEvents> implements JournalStore
   private inflight: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
   private lastSeqStmt: Database.Statement | undefined;
-  private marksStmt: Database.Statement | undefined;
-  private lastStmt: Database.Statement | undefined;
   private rowsStmt: Database.Statement | undefined;
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(path: string, opts: JournalOptions = {}) {
     super();
@@ -109,6 +150,7 @@ export class Journal extends EventEmitter<JournalEvents> implements JournalStore
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.exec(SCHEMA);
+    this.summarizeOlder();
     this.fsyncFn = opts.fsync ?? fsyncAsync;
     if (path !== ':memory:' && opts.durability !== 'process') {
       try {
@@ -155,14 +197,34 @@ export class Journal extends EventEmitter<JournalEvents> implements JournalStore
     return p;
   }
 
+  /**
+   * A journal of an earlier version: each migration's summary columns (`marks`: its phase entries
+   * and removal notes as [seq, at, phase, kind, step]; `last_kind`, `last_phase`: its last entry),
+   * which every append keeps since, are filled once from its entries.
+   */
+  private summarizeOlder(): void {
+    const columns = new Set(
+      (this.db.prepare('PRAGMA table_info(migrations)').all() as Array<{ name: string }>).map((c) => c.name),
+    );
+    for (const c of ['marks', 'last_kind', 'last_phase'])
+      if (!columns.has(c)) this.db.exec(`ALTER TABLE migrations ADD COLUMN ${c} TEXT`);
+    this.db.exec(`UPDATE migrations SET
+        marks = (SELECT json_group_array(json_array(seq, at, phase, kind, step) ORDER BY seq) FROM journal
+          WHERE migration_id = migrations.id
+            AND (kind = 'enter' OR (kind = 'note' AND step IN ('${STEP.redirectRemoved}', '${STEP.tempIpRemoved}')))),
+        last_kind = (SELECT kind FROM journal WHERE migration_id = migrations.id ORDER BY seq DESC LIMIT 1),
+        last_phase = (SELECT phase FROM journal WHERE migration_id = migrations.id ORDER BY seq DESC LIMIT 1)
+      WHERE marks IS NULL`);
+  }
+
   /** Record a new migration in phase `planned`. Fails with JOURNAL_DUPLICATE if the id exists. */
   create(plan: MigrationPlan, at = Date.now()): void {
     const tx = this.db.transaction(() => {
-      const exists = this.db.prepare('SELECT 1 FROM migrations WHERE id = ?').get(plan.id);
+      const exists = this.stmt('SELECT 1 FROM migrations WHERE id = ?').get(plan.id);
       if (exists) throw new FerryError('JOURNAL_DUPLICATE', `migration ${plan.id} exists already`);
-      this.db
-        .prepare('INSERT INTO migrations (id, plan, phase, created_at, updated_at) VALUES (?, ?, ?, ?, ?)')
-        .run(plan.id, JSON.stringify(plan), 'planned', at, at);
+      this.stmt(
+        "INSERT INTO migrations (id, plan, phase, created_at, updated_at, marks) VALUES (?, ?, ?, ?, ?, '[]')",
+      ).run(plan.id, JSON.stringify(plan), 'planned', at, at);
       this.insert({ migrationId: plan.id, at, phase: 'planned', kind: 'enter' });
     });
     tx();
@@ -171,46 +233,64 @@ export class Journal extends EventEmitter<JournalEvents> implements JournalStore
 
   /** Append an entry; `enter` also moves the migration's current phase. Returns the entry's seq. */
   append(entry: Omit<JournalEntry, 'seq'>): number {
-    const tx = this.db.transaction(() => {
-      const seq = this.insert(entry);
-      if (entry.kind === 'enter') {
-        this.db
-          .prepare('UPDATE migrations SET phase = ?, updated_at = ? WHERE id = ?')
-          .run(entry.phase, entry.at, entry.migrationId);
-      } else {
-        this.db.prepare('UPDATE migrations SET updated_at = ? WHERE id = ?').run(entry.at, entry.migrationId);
-      }
-      if (entry.kind === 'error') {
-        this.db
-          .prepare('UPDATE migrations SET error = ? WHERE id = ?')
-          .run(String(entry.detail?.message ?? 'error'), entry.migrationId);
-      }
-      return seq;
-    });
-    const seq = tx();
+    const seq = this.appendTx(entry);
     this.dirty = true;
     return seq;
   }
 
+  private readonly appendTx = (entry: Omit<JournalEntry, 'seq'>): number =>
+    this.db.transaction(() => this.insert(entry))();
+
+  /**
+   * Insert `entry` and bring its migration's row along in one statement: its phase (an `enter`),
+   * last change, error (an `error`) and summary columns (see `summarizeOlder`).
+   */
   private insert(entry: Omit<JournalEntry, 'seq'>): number {
-    const res = this.db
-      .prepare('INSERT INTO journal (migration_id, at, phase, kind, step, detail) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(
-        entry.migrationId,
-        entry.at,
-        entry.phase,
-        entry.kind,
-        entry.step ?? null,
-        entry.detail ? JSON.stringify(entry.detail) : null,
-      );
-    return Number(res.lastInsertRowid);
+    const res = this.stmt(
+      'INSERT INTO journal (migration_id, at, phase, kind, step, detail) VALUES (?, ?, ?, ?, ?, ?)',
+    ).run(
+      entry.migrationId,
+      entry.at,
+      entry.phase,
+      entry.kind,
+      entry.step ?? null,
+      entry.detail ? JSON.stringify(entry.detail) : null,
+    );
+    const seq = Number(res.lastInsertRowid);
+    const mark =
+      entry.kind === 'enter' ||
+      (entry.kind === 'note' && (entry.step === STEP.redirectRemoved || entry.step === STEP.tempIpRemoved));
+    this.stmt(
+      `UPDATE migrations SET updated_at = @at, last_kind = @kind, last_phase = @phase,
+         phase = CASE WHEN @enter THEN @phase ELSE phase END,
+         error = CASE WHEN @error IS NOT NULL THEN @error ELSE error END,
+         marks = CASE WHEN @mark THEN json_insert(marks, '$[#]', json(@entry)) ELSE marks END
+       WHERE id = @id`,
+    ).run({
+      id: entry.migrationId,
+      at: entry.at,
+      kind: entry.kind,
+      phase: entry.phase,
+      enter: entry.kind === 'enter' ? 1 : 0,
+      error: entry.kind === 'error' ? String(entry.detail?.message ?? 'error') : null,
+      mark: mark ? 1 : 0,
+      entry: mark ? JSON.stringify([seq, entry.at, entry.phase, entry.kind, entry.step ?? null]) : null,
+    });
+    return seq;
+  }
+
+  /** The statement of `sql`, compiled once (a journal runs a few fixed ones, and the page variants). */
+  private stmt(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) this.statements.set(sql, (st = this.db.prepare(sql)));
+    return st;
   }
 
   /** Every entry of one migration, oldest first. */
   entries(migrationId: string): JournalEntry[] {
-    const rows = this.db
-      .prepare('SELECT * FROM journal WHERE migration_id = ? ORDER BY seq')
-      .all(migrationId) as JournalRow[];
+    const rows = this.stmt('SELECT * FROM journal WHERE migration_id = ? ORDER BY seq').all(
+      migrationId,
+    ) as JournalRow[];
     return rows.map((r) => ({
       seq: r.seq,
       migrationId: r.migration_id,
@@ -228,92 +308,21 @@ export class Journal extends EventEmitter<JournalEvents> implements JournalStore
   }
 
   /**
-   * The migrations of `ids` as the journal knows them, in that order (unknown ids left out). Read
-   * in three queries whatever their number, from what a record is made of only: the phase
-   * entries, the removal notes and each one's last entry (no detail parsed), so that a page of
-   * records stays cheap however long each journal is.
+   * The migrations of `ids` as the journal knows them, in that order (unknown ids left out). One
+   * query whatever their number, of each migration's row alone: its summary columns (kept by every
+   * append) hold what a record is made of, so a page of records stays cheap however long each
+   * journal is.
    */
   getMany(ids: readonly string[]): MigrationRecord[] {
     if (ids.length === 0) return [];
-    const list = JSON.stringify(ids);
     this.rowsStmt ??= this.db.prepare(
       'SELECT * FROM migrations WHERE id IN (SELECT value FROM json_each(?))',
     );
-    // One row per migration (rows cost more than their content): its marks as a JSON array.
-    this.marksStmt ??= this.db.prepare(
-      `SELECT migration_id, json_group_array(json_array(seq, at, phase, kind, step)) AS marks FROM (
-         SELECT migration_id, seq, at, phase, kind, step FROM journal
-           WHERE migration_id IN (SELECT value FROM json_each(@list)) AND kind = 'enter'
-         UNION ALL
-         SELECT migration_id, seq, at, phase, kind, step FROM journal
-           WHERE migration_id IN (SELECT value FROM json_each(@list)) AND kind = 'note' AND step IN (@redirect, @tempIp)
-       ) GROUP BY migration_id`,
-    );
-    this.lastStmt ??= this.db.prepare(
-      `SELECT value AS id,
-         (SELECT kind FROM journal WHERE migration_id = value ORDER BY seq DESC LIMIT 1) AS kind,
-         (SELECT phase FROM journal WHERE migration_id = value ORDER BY seq DESC LIMIT 1) AS phase
-       FROM json_each(?)`,
-    );
-    const rows = new Map(
-      (
-        this.rowsStmt.all(list) as Array<{
-          id: string;
-          plan: string;
-          phase: string;
-          created_at: number;
-          updated_at: number;
-          error: string | null;
-        }>
-      ).map((r) => [r.id, r]),
-    );
-    const marks = new Map<string, JournalEntry[]>();
-    for (const r of this.marksStmt.all({
-      list,
-      redirect: STEP.redirectRemoved,
-      tempIp: STEP.tempIpRemoved,
-    }) as Array<{
-      migration_id: string;
-      marks: string;
-    }>) {
-      const parsed = JSON.parse(r.marks) as Array<
-        [number, number, Phase, JournalEntry['kind'], JournalStep | null]
-      >;
-      parsed.sort((a, b) => a[0] - b[0]);
-      marks.set(
-        r.migration_id,
-        parsed.map(([seq, at, phase, kind, step]) => ({
-          seq,
-          migrationId: r.migration_id,
-          at,
-          phase,
-          kind,
-          ...(step !== null ? { step } : {}),
-        })),
-      );
-    }
-    const lasts = new Map(
-      (this.lastStmt.all(list) as Array<{ id: string; kind: string | null; phase: string | null }>).map(
-        (r) => [r.id, r],
-      ),
-    );
+    const rows = new Map((this.rowsStmt.all(JSON.stringify(ids)) as MigrationRow[]).map((r) => [r.id, r]));
     const out: MigrationRecord[] = [];
     for (const id of ids) {
       const row = rows.get(id);
-      if (!row) continue;
-      out.push(
-        buildRecord(
-          {
-            plan: JSON.parse(row.plan) as MigrationPlan,
-            phase: row.phase as Phase,
-            createdAt: row.created_at,
-            updatedAt: row.updated_at,
-            error: row.error,
-          },
-          marks.get(id) ?? [],
-          lasts.get(id),
-        ),
-      );
+      if (row) out.push(recordOf(row));
     }
     return out;
   }
@@ -324,16 +333,12 @@ export class Journal extends EventEmitter<JournalEvents> implements JournalStore
    */
   briefs(opts: { changedAfter?: number } = {}): MigrationBrief[] {
     const changed = opts.changedAfter !== undefined;
-    const rows = this.db
-      .prepare(
-        `SELECT m.id, m.plan, m.phase, m.created_at,
-           (SELECT kind FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_kind,
-           (SELECT phase FROM journal j WHERE j.migration_id = m.id ORDER BY seq DESC LIMIT 1) AS last_phase
+    const rows = this.stmt(
+      `SELECT m.id, m.plan, m.phase, m.created_at, m.last_kind, m.last_phase
          FROM migrations m
          ${changed ? 'WHERE m.id IN (SELECT DISTINCT migration_id FROM journal WHERE seq > ?)' : ''}
          ORDER BY m.created_at, m.id`,
-      )
-      .all(...(changed ? [opts.changedAfter] : [])) as Array<{
+    ).all(...(changed ? [opts.changedAfter] : [])) as Array<{
       id: string;
       plan: string;
       phase: string;
@@ -355,16 +360,16 @@ export class Journal extends EventEmitter<JournalEvents> implements JournalStore
   }
 
   /**
-   * Ids of migrations, newest first (created_at, then id), at most `limit`, after the one created
-   * at `after.createdAt` with id `after.id`; only those of `domain`, and with `active`, only those
-   * not ended (true) or only ended ones (false).
+   * Migrations, newest first (created_at, then id), at most `limit`, after the one created at
+   * `after.createdAt` with id `after.id`; only those of `domain`, and with `active`, only those
+   * not ended (true) or only ended ones (false). One query, each record from its row alone.
    */
   page(opts: {
     limit: number;
     after?: { createdAt: number; id: string };
     domain?: string;
     active?: boolean;
-  }): Array<{ id: string; createdAt: number }> {
+  }): MigrationRecord[] {
     const where: string[] = [];
     const args: Array<string | number> = [];
     if (opts.after) {
@@ -380,17 +385,15 @@ export class Journal extends EventEmitter<JournalEvents> implements JournalStore
       where.push(`phase ${opts.active ? 'NOT IN' : 'IN'} (${ended.map(() => '?').join(', ')})`);
       args.push(...ended);
     }
-    const sql = `SELECT id, created_at FROM migrations ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+    const sql = `SELECT * FROM migrations ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY created_at DESC, id LIMIT ?`;
-    return (this.db.prepare(sql).all(...args, opts.limit) as Array<{ id: string; created_at: number }>).map(
-      (r) => ({ id: r.id, createdAt: r.created_at }),
-    );
+    return (this.stmt(sql).all(...args, opts.limit) as MigrationRow[]).map(recordOf);
   }
 
   /** Ids of every migration, newest first. */
   list(): string[] {
     return (
-      this.db.prepare('SELECT id FROM migrations ORDER BY created_at DESC, id').all() as Array<{ id: string }>
+      this.stmt('SELECT id FROM migrations ORDER BY created_at DESC, id').all() as Array<{ id: string }>
     ).map((r) => r.id);
   }
 

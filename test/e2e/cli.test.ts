@@ -125,7 +125,16 @@ describe('ferry CLI against a sandbox controller', () => {
     );
     const table = await ferry(['servers'], env);
     assert.match(table.stdout, /^SERVER\s+SHARED IPS/m);
-    assert.match(table.stdout, /origin\s+127\.0\.84\.1\s+1\/1\s+shop\.example\./);
+    assert.match(table.stdout, /^SERVER\s+SHARED IPS\s+FREE TEMP IPS\s+SITES$/m);
+    const originCount = (servers.lines[0]!.servers as Array<{ id: string; siteCount: number }>).find(
+      (x) => x.id === 'origin',
+    )!.siteCount;
+    assert.match(table.stdout, new RegExp(`origin\\s+127\\.0\\.84\\.1\\s+1/1\\s+${originCount}$`, 'm'));
+    const sites = await ferry(['servers', 'origin'], env);
+    assert.equal(sites.code, 0, sites.stderr);
+    assert.match(sites.stdout, /^SITE\s+PORTS\s+KIND\s+MIGRATION$/m);
+    assert.match(sites.stdout, /^shop\.example\.\s+\d+/m);
+    assert.equal(sites.stdout.trim().split('\n').length, originCount + 1, 'one line per site');
     const records = await ferry(['records', 'shop.example', '--json'], env);
     assert.equal(records.code, 0, records.stderr);
     assert.deepEqual((records.lines[0]!.A as { rdata: string[] }).rdata, ['127.0.84.1']);
@@ -245,11 +254,11 @@ describe('ferry CLI against a sandbox controller', () => {
     'evacuate through the API: every remaining site of the origin moves, exit 0',
     { timeout: 120_000 },
     async () => {
-      const before = (await ferry(['servers', '--json'], env)).lines[0]!.servers as Array<{
-        id: string;
-        sites: string[];
-      }>;
-      const onOrigin = before.find((x) => x.id === 'origin')!.sites.sort();
+      const sitesOf = async (server: string) =>
+        ((await ferry(['servers', server, '--json'], env)).lines[0]!.sites as Array<{ domain: string }>)
+          .map((x) => x.domain)
+          .sort();
+      const onOrigin = await sitesOf('origin');
       assert.ok(onOrigin.length >= 2, `sites left on the origin: ${onOrigin.join(', ')}`);
       const res = await ferry(['evacuate', 'origin', '--to', 'target', '--json'], env, {
         timeoutMs: 110_000,
@@ -264,11 +273,12 @@ describe('ferry CLI against a sandbox controller', () => {
         report.sites.every((x) => x.phase === 'completed'),
         JSON.stringify(report.sites),
       );
+      assert.deepEqual(await sitesOf('origin'), []);
       const after = (await ferry(['servers', '--json'], env)).lines[0]!.servers as Array<{
         id: string;
-        sites: string[];
+        siteCount: number;
       }>;
-      assert.deepEqual(after.find((x) => x.id === 'origin')!.sites, []);
+      assert.equal(after.find((x) => x.id === 'origin')!.siteCount, 0);
     },
   );
 

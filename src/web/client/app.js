@@ -156,7 +156,7 @@ function renderLists() {
         el('td', {}, [s.id]),
         el('td', {}, [s.sharedIps.join(', ')]),
         el('td', {}, [s.freeTempIps.join(', ') || '—']),
-        el('td', {}, [s.sites.join(', ')]),
+        el('td', {}, [String(s.siteCount)]),
       ]),
     ),
     ...(state.more.servers ? [moreRow('servers', 4)] : []),
