@@ -132,6 +132,7 @@ export class ZoneDb {
       }
     }
     flush();
+    zone.compact(); // one buffer instead of an object per record (zone/compact.ts)
     return zone;
   }
 
