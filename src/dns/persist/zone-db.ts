@@ -3,6 +3,11 @@
  * transaction: the records it removes and adds, the new SOA, and a journal entry (the RFC 1995
  * §4 difference: old SOA, removed records, new SOA, added records) that IXFR serves. The journal
  * keeps the last `journalLimit` entries per zone; older ones are dropped.
+ *
+ * Beside the rows, a zone may have an image: its compact node records (zone/compact.ts) for every
+ * name but the apex, exactly as the rows hold them, so a restart reads one blob instead of a row
+ * per record. It is written with the zone, dropped in the transaction of any change to the rows,
+ * and written again when the zone is next read from its rows or the database is closed.
  */
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
@@ -13,6 +18,7 @@ import { nameKey, parseName } from '../wire/name.js';
 import { rdataKey, rdataToWire, unpackRdata } from '../wire/rdata.js';
 import { RRType } from '../wire/types.js';
 import type { ZoneDiff } from '../zone/store.js';
+import { CompactBuilder } from '../zone/compact.js';
 import { Zone } from '../zone/zone.js';
 
 export interface ZoneDbOptions {
@@ -30,6 +36,7 @@ CREATE TABLE IF NOT EXISTS journal (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, zone TEXT NOT NULL, from_serial INTEGER NOT NULL,
   to_serial INTEGER NOT NULL, diff BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS journal_zone ON journal (zone, seq);
+CREATE TABLE IF NOT EXISTS images (zone TEXT PRIMARY KEY, nodes BLOB NOT NULL);
 `;
 
 function soaSerial(rr: ResourceRecord): number {
@@ -109,21 +116,50 @@ export class ZoneDb {
     return row?.serial;
   }
 
-  /** The stored zone, rebuilt in memory. */
+  /**
+   * The stored zone, rebuilt in memory: the rows are read in bulk straight into the zone's compact
+   * form, their wire rdata as stored (zone/compact.ts). Rows that break a zone rule (not written
+   * by Ferry) are read again record by record, so the error says which.
+   */
   loadZone(origin: string): Zone | undefined {
     const okey = nameKey(parseName(origin));
     const row = this.db.prepare('SELECT origin FROM zones WHERE okey = ?').get(okey) as
       { origin: string } | undefined;
     if (!row) return undefined;
+    const image = this.db.prepare('SELECT nodes FROM images WHERE zone = ?').get(okey) as
+      { nodes: Buffer } | undefined;
+    if (image) {
+      const apex = this.db
+        .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? AND okey = ? ORDER BY type')
+        .all(okey, okey) as Array<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
+      const sets = new Map<
+        number,
+        { name: string; type: number; ttl: number; rdata: ResourceRecord['data'][] }
+      >();
+      for (const r of apex) {
+        const set = sets.get(r.type) ?? { name: r.owner, type: r.type, ttl: r.ttl, rdata: [] };
+        set.rdata.push(unpackRdata(r.rdata, 0, r.rdata.length, r.type));
+        sets.set(r.type, set);
+      }
+      return Zone.fromImage(row.origin, [image.nodes], sets.values());
+    }
+    const rows = () =>
+      this.db
+        .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
+        .iterate(okey) as Iterable<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
+    const builder = new CompactBuilder();
+    for (const r of rows()) builder.add(r.owner, r.type, r.ttl, r.rdata);
+    const fast = Zone.fromBuilder(row.origin, builder);
+    if (fast) {
+      this.saveImage(fast);
+      return fast;
+    }
     const zone = new Zone(row.origin);
-    const rows = this.db
-      .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
-      .iterate(okey) as Iterable<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
     let cur: { owner: string; type: number; ttl: number; data: ResourceRecord['data'][] } | undefined;
     const flush = () => {
       if (cur) zone.replaceRRset(cur.owner, cur.type, cur.ttl, cur.data);
     };
-    for (const r of rows) {
+    for (const r of rows()) {
       const data = unpackRdata(r.rdata, 0, r.rdata.length, r.type);
       if (cur && nameKey(cur.owner) === nameKey(r.owner) && cur.type === r.type) cur.data.push(data);
       else {
@@ -133,7 +169,29 @@ export class ZoneDb {
     }
     flush();
     zone.compact(); // one buffer instead of an object per record (zone/compact.ts)
+    this.saveImage(zone);
     return zone;
+  }
+
+  /** Writes the zone's image (see the file comment); the zone must be as its rows are. */
+  private saveImage(zone: Zone): void {
+    const img = zone.compactImage();
+    // Only the apex may stay outside the image (it is read from its rows).
+    if (img.overlay.some((n) => nameKey(n.name) !== zone.originKey)) return;
+    this.db
+      .prepare('INSERT OR REPLACE INTO images (zone, nodes) VALUES (?, ?)')
+      .run(zone.originKey, Buffer.from(img.base.buffer, img.base.byteOffset, img.base.byteLength));
+  }
+
+  /** Writes the images that changes dropped, for zones stored as they are in `zones`. */
+  saveImages(zones: Iterable<Zone>): void {
+    if (!this.db.open) return;
+    const has = this.db.prepare('SELECT 1 FROM images WHERE zone = ?');
+    const stored = this.db.prepare('SELECT serial FROM zones WHERE okey = ?');
+    for (const z of zones) {
+      const row = stored.get(z.originKey) as { serial: number } | undefined;
+      if (row?.serial === z.serial && !has.get(z.originKey)) this.saveImage(z);
+    }
   }
 
   /** Stores a whole zone, replacing what was stored for its origin; its journal starts over. */
@@ -159,13 +217,16 @@ export class ZoneDb {
             rdataKey(set.type, d),
             rdataToWire(set.type, d),
           );
+      this.db.prepare('DELETE FROM images WHERE zone = ?').run(okey);
+      this.saveImage(zone);
     })();
   }
 
   removeZone(origin: string): void {
     const okey = nameKey(parseName(origin));
     this.db.transaction(() => {
-      for (const t of ['records', 'journal']) this.db.prepare(`DELETE FROM ${t} WHERE zone = ?`).run(okey);
+      for (const t of ['records', 'journal', 'images'])
+        this.db.prepare(`DELETE FROM ${t} WHERE zone = ?`).run(okey);
       this.db.prepare('DELETE FROM zones WHERE okey = ?').run(okey);
     })();
   }
@@ -192,6 +253,7 @@ export class ZoneDb {
             rdataKey(rr.type, rr.data),
             rdataToWire(rr.type, rr.data),
           );
+        this.db.prepare('DELETE FROM images WHERE zone = ?').run(okey); // no longer the rows' image
         const changed = this.db.prepare('UPDATE zones SET serial = ? WHERE okey = ?').run(to, okey);
         if (changed.changes !== 1) throw new FerryError('DNS_DB', `zone ${diff.origin} is not stored`);
         const blob = Buffer.concat([
