@@ -297,7 +297,7 @@ async function main(): Promise<void> {
   }
   const ratio = f.qps / k.qps;
   console.log(
-    `Ferry/Knot queries/s: ${ratio.toFixed(2)} (target ≥ 0.80 with 0 lost): ${ratio >= 0.8 && f.lost === 0 ? 'MET' : 'NOT MET'}`,
+    `Ferry/Knot queries/s: ${ratio.toFixed(2)} (target ≥ 1.0 with 0 lost, issue 17): ${ratio >= 1 && f.lost === 0 ? 'MET' : 'NOT MET'}`,
   );
   console.log(
     `Knot/Ferry CPU per query: ${(k.cpu / f.cpu).toFixed(2)} (the qps ratio on cores of their own; the shared cores ` +
