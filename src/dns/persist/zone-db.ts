@@ -3,6 +3,11 @@
  * transaction: the records it removes and adds, the new SOA, and a journal entry (the RFC 1995
  * §4 difference: old SOA, removed records, new SOA, added records) that IXFR serves. The journal
  * keeps the last `journalLimit` entries per zone; older ones are dropped.
+ *
+ * Beside the rows, a zone may have an image: its compact node records (zone/compact.ts) for every
+ * name but the apex, exactly as the rows hold them, so a restart reads one blob instead of a row
+ * per record. It is written with the zone, dropped in the transaction of any change to the rows,
+ * and written again when the zone is next read from its rows or the database is closed.
  */
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
@@ -13,6 +18,7 @@ import { nameKey, parseName } from '../wire/name.js';
 import { rdataKey, rdataToWire, unpackRdata } from '../wire/rdata.js';
 import { RRType } from '../wire/types.js';
 import type { ZoneDiff } from '../zone/store.js';
+import { CompactBuilder } from '../zone/compact.js';
 import { Zone } from '../zone/zone.js';
 
 export interface ZoneDbOptions {
@@ -30,6 +36,7 @@ CREATE TABLE IF NOT EXISTS journal (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, zone TEXT NOT NULL, from_serial INTEGER NOT NULL,
   to_serial INTEGER NOT NULL, diff BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS journal_zone ON journal (zone, seq);
+CREATE TABLE IF NOT EXISTS images (zone TEXT PRIMARY KEY, nodes BLOB NOT NULL);
 `;
 
 function soaSerial(rr: ResourceRecord): number {
@@ -150,38 +157,122 @@ export class ZoneDb {
     return row?.serial;
   }
 
-  /** The stored zone, rebuilt in memory. */
+  /**
+   * The stored zone, rebuilt in memory: the rows are read in bulk straight into the zone's compact
+   * form, their wire rdata as stored (zone/compact.ts). Rows that break a zone rule (not written
+   * by Ferry) are read again record by record, so the error says which.
+   */
   loadZone(origin: string): Zone | undefined {
     const okey = nameKey(parseName(origin));
     const row = this.db.prepare('SELECT origin FROM zones WHERE okey = ?').get(okey) as
       { origin: string } | undefined;
     if (!row) return undefined;
-    const rows = this.db
+    const imaged = this.fromImage(okey, row.origin);
+    if (imaged) return imaged;
+    const rows = () =>
+      this.db
+        .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
+        .iterate(okey) as Iterable<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
+    const builder = new CompactBuilder();
+    for (const r of rows()) builder.add(r.owner, r.type, r.ttl, r.rdata);
+    const fast = Zone.fromBuilder(row.origin, builder);
+    if (fast) {
+      this.saveImage(fast);
+      return fast;
+    }
+    const zone = buildZones(new Map([[okey, row.origin]]), this.rowsOf(okey))[0] ?? new Zone(row.origin);
+    zone.compact(); // one buffer instead of an object per record (zone/compact.ts)
+    this.saveImage(zone);
+    return zone;
+  }
+
+  /** The records of zone `okey` in key order, for `buildZones`. */
+  private rowsOf(okey: string): Iterable<RecordRow> {
+    return this.db
       .prepare('SELECT zone, owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
       .iterate(okey) as Iterable<RecordRow>;
-    return buildZones(new Map([[okey, row.origin]]), rows)[0] ?? new Zone(row.origin);
+  }
+
+  /** Zone `okey` from its stored image and its apex rows, or undefined when it has no image. */
+  private fromImage(okey: string, origin: string): Zone | undefined {
+    const image = this.db.prepare('SELECT nodes FROM images WHERE zone = ?').get(okey) as
+      { nodes: Buffer } | undefined;
+    if (!image) return undefined;
+    const apex = this.db
+      .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? AND okey = ? ORDER BY type')
+      .all(okey, okey) as Array<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
+    const sets = new Map<
+      number,
+      { name: string; type: number; ttl: number; rdata: ResourceRecord['data'][] }
+    >();
+    for (const r of apex) {
+      const set = sets.get(r.type) ?? { name: r.owner, type: r.type, ttl: r.ttl, rdata: [] };
+      set.rdata.push(unpackRdata(r.rdata, 0, r.rdata.length, r.type));
+      sets.set(r.type, set);
+    }
+    return Zone.fromImage(origin, [image.nodes], sets.values());
   }
 
   /**
-   * Every stored zone but those whose origin key is in `skip`, rebuilt in memory by one pass over
-   * the records in key order (a server with 100,000 zones restarts without 100,000 queries).
+   * Every stored zone but those whose origin key is in `skip`: from its image when it has one,
+   * the others rebuilt by one pass over their records in key order (a server with 100,000 zones
+   * restarts without 100,000 queries), compacted, and their images written.
    */
   loadZones(skip: ReadonlySet<string> = new Set()): Zone[] {
+    const imaged = new Set(
+      (this.db.prepare('SELECT zone FROM images').all() as Array<{ zone: string }>).map((r) => r.zone),
+    );
+    const out: Zone[] = [];
     const origins = new Map<string, string>();
     for (const r of this.db.prepare('SELECT okey, origin FROM zones ORDER BY okey').iterate() as Iterable<{
       okey: string;
       origin: string;
-    }>)
-      if (!skip.has(r.okey)) origins.set(r.okey, r.origin);
+    }>) {
+      if (skip.has(r.okey)) continue;
+      const zone = imaged.has(r.okey) ? this.fromImage(r.okey, r.origin) : undefined;
+      if (zone) out.push(zone);
+      else origins.set(r.okey, r.origin);
+    }
+    if (origins.size === 0) return out;
     const rows = this.db
-      .prepare('SELECT zone, owner, type, ttl, rdata FROM records ORDER BY zone, okey, type')
+      .prepare(
+        'SELECT zone, owner, type, ttl, rdata FROM records WHERE zone NOT IN (SELECT zone FROM images) ORDER BY zone, okey, type',
+      )
       .iterate() as Iterable<RecordRow>;
-    return buildZones(origins, rows);
+    const built = buildZones(origins, rows);
+    this.batch(() => {
+      for (const zone of built) {
+        zone.compact();
+        this.saveImage(zone);
+      }
+    });
+    return out.concat(built);
   }
 
   /** Runs `fn` in one transaction (nested calls join it): many zones saved at once. */
   batch<T>(fn: () => T): T {
     return this.db.transaction(fn)();
+  }
+
+  /** Writes the zone's image (see the file comment); the zone must be as its rows are. */
+  private saveImage(zone: Zone): void {
+    const img = zone.compactImage();
+    // Only the apex may stay outside the image (it is read from its rows).
+    if (img.overlay.some((n) => nameKey(n.name) !== zone.originKey)) return;
+    this.db
+      .prepare('INSERT OR REPLACE INTO images (zone, nodes) VALUES (?, ?)')
+      .run(zone.originKey, Buffer.from(img.base.buffer, img.base.byteOffset, img.base.byteLength));
+  }
+
+  /** Writes the images that changes dropped, for zones stored as they are in `zones`. */
+  saveImages(zones: Iterable<Zone>): void {
+    if (!this.db.open) return;
+    const has = this.db.prepare('SELECT 1 FROM images WHERE zone = ?');
+    const stored = this.db.prepare('SELECT serial FROM zones WHERE okey = ?');
+    for (const z of zones) {
+      const row = stored.get(z.originKey) as { serial: number } | undefined;
+      if (row?.serial === z.serial && !has.get(z.originKey)) this.saveImage(z);
+    }
   }
 
   /** Stores a whole zone, replacing what was stored for its origin; its journal starts over. */
@@ -207,13 +298,16 @@ export class ZoneDb {
             rdataKey(set.type, d),
             rdataToWire(set.type, d),
           );
+      this.db.prepare('DELETE FROM images WHERE zone = ?').run(okey);
+      this.saveImage(zone);
     })();
   }
 
   removeZone(origin: string): void {
     const okey = nameKey(parseName(origin));
     this.db.transaction(() => {
-      for (const t of ['records', 'journal']) this.db.prepare(`DELETE FROM ${t} WHERE zone = ?`).run(okey);
+      for (const t of ['records', 'journal', 'images'])
+        this.db.prepare(`DELETE FROM ${t} WHERE zone = ?`).run(okey);
       this.db.prepare('DELETE FROM zones WHERE okey = ?').run(okey);
     })();
   }
@@ -240,6 +334,7 @@ export class ZoneDb {
             rdataKey(rr.type, rr.data),
             rdataToWire(rr.type, rr.data),
           );
+        this.db.prepare('DELETE FROM images WHERE zone = ?').run(okey); // no longer the rows' image
         const changed = this.db.prepare('UPDATE zones SET serial = ? WHERE okey = ?').run(to, okey);
         if (changed.changes !== 1) throw new FerryError('DNS_DB', `zone ${diff.origin} is not stored`);
         const blob = Buffer.concat([

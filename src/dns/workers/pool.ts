@@ -34,7 +34,7 @@ import type { Logger } from '../../common/log.js';
 import { queryChannel } from '../metrics.js';
 import { nameKey } from '../wire/name.js';
 import type { ZoneStore } from '../zone/store.js';
-import type { RRset, Zone } from '../zone/zone.js';
+import type { RRset, Zone, ZoneNode } from '../zone/zone.js';
 import { encodeRRsets, type RRsetState } from './codec.js';
 import type { FromWorker, ToWorker, WorkerInit, ZoneOp, ZonePiece } from './protocol.js';
 
@@ -59,8 +59,8 @@ const STALL_MS = 30_000;
 const STALL_CHECK_MS = 250;
 /** Longest wait for a worker to close before it is killed. */
 const CLOSE_TIMEOUT_MS = 5_000;
-/** RRsets per zone piece sent to a starting worker: one progress step, some 10-50 ms of work. */
-const PIECE_RRSETS = 10_000;
+/** Names per zone piece sent to a starting worker: one progress step, a few ms of work. */
+const PIECE_NODES = 10_000;
 /** How often the primary checks for `ferry.dns.query` subscribers to tell the workers. */
 const METRICS_POLL_MS = 250;
 
@@ -77,26 +77,37 @@ function workerEntry(): string {
   return fileURLToPath(new URL(`./worker-main${ext}`, import.meta.url));
 }
 
-function zoneImage(zone: Zone): ZoneOp {
-  return { kind: 'put', origin: zone.origin, rrsets: encodeRRsets(zone.eachRRset()) };
+/** The RRsets of nodes kept outside a compact base, in `encodeRRsets` form. */
+function overlayRRsets(nodes: ZoneNode[]): Uint8Array {
+  const sets: RRset[] = [];
+  for (const n of nodes) for (const t of n.rrsets.keys()) sets.push(n.rrsets.get(t)!);
+  return encodeRRsets(sets);
 }
 
-/** The zones in pieces of at most PIECE_RRSETS RRsets (at least one piece per zone). */
+function zoneImage(zone: Zone): ZoneOp {
+  const img = zone.compactImage();
+  return { kind: 'put', origin: zone.origin, nodes: img.base, rrsets: overlayRRsets(img.overlay) };
+}
+
+/**
+ * The zones in pieces of at most PIECE_NODES names (at least one piece per zone): runs of the
+ * zone's compact node records, views of the buffer this process holds (no copy until sent).
+ */
 function zonePieces(zones: Zone[]): ZonePiece[] {
   const out: ZonePiece[] = [];
+  const none = new Uint8Array(0);
   for (const zone of zones) {
-    let batch: RRset[] = [];
-    let first = true;
-    const emit = () => {
-      out.push({ origin: zone.origin, first, rrsets: encodeRRsets(batch) });
-      first = false;
-      batch = [];
-    };
-    for (const set of zone.eachRRset()) {
-      batch.push(set);
-      if (batch.length === PIECE_RRSETS) emit();
-    }
-    if (batch.length > 0 || first) emit();
+    const img = zone.compactImage();
+    const chunks = img.chunks(PIECE_NODES);
+    if (chunks.length === 0) chunks.push(none);
+    chunks.forEach((nodes, i) =>
+      out.push({
+        origin: zone.origin,
+        first: i === 0,
+        nodes,
+        rrsets: i === 0 ? overlayRRsets(img.overlay) : none,
+      }),
+    );
   }
   return out;
 }

@@ -12,16 +12,24 @@ export interface WorkerInit {
   udpIo?: 'auto' | 'native' | 'dgram';
 }
 
-/** One zone-level operation; `rrsets` is `encodeRRsets` output. */
+/**
+ * One zone-level operation; `rrsets` is `encodeRRsets` output, `nodes` compact node records
+ * (zone/compact.ts) that the worker indexes as they are.
+ */
 export type ZoneOp =
-  | { kind: 'put'; origin: string; rrsets: Uint8Array }
+  | { kind: 'put'; origin: string; nodes: Uint8Array; rrsets: Uint8Array }
   | { kind: 'patch'; origin: string; rrsets: Uint8Array }
   | { kind: 'remove'; origin: string };
 
-/** A piece of a zone's image at start; `first` begins the zone, the rest add to it. */
+/**
+ * A piece of a zone's image at start; `first` begins the zone, the rest add to it. `nodes` is a
+ * run of compact node records (zone/compact.ts); `rrsets` (`encodeRRsets` output) the RRsets
+ * kept outside the compact base (the apex), in the first piece only.
+ */
 export interface ZonePiece {
   origin: string;
   first: boolean;
+  nodes: Uint8Array;
   rrsets: Uint8Array;
 }
 

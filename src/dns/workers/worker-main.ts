@@ -13,8 +13,16 @@ import { decodeRRsets, type RRsetState } from './codec.js';
 import type { FromWorker, ToWorker, ZoneOp, ZonePiece } from './protocol.js';
 
 let server: DnsServer | undefined;
-/** While starting: the init, the zones built so far, and the pieces still to come. */
-let loading: { m: Extract<ToWorker, { op: 'init' }>; zones: Zone[]; left: number } | undefined;
+/** A zone arriving in pieces: its compact node runs so far and the RRsets outside them. */
+interface PartialZone {
+  origin: string;
+  parts: Uint8Array[];
+  rrsets: Uint8Array;
+}
+
+/** While starting: the init, the zones built so far, the one arriving, and the pieces to come. */
+let loading:
+  { m: Extract<ToWorker, { op: 'init' }>; zones: Zone[]; partial?: PartialZone; left: number } | undefined;
 let nextId = 1;
 const pending = new Map<number, (messages: Buffer[]) => void>();
 
@@ -50,14 +58,16 @@ function buf(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
-function buildZone(origin: string, rrsets: Uint8Array, zone = new Zone(origin)): Zone {
-  decodeRRsets(rrsets, (s) => zone.replaceRRset(s.name, s.type, s.ttl, s.rdata));
-  return zone;
+/** A zone over the primary's compact node records (indexed, not decoded) and the other RRsets. */
+function buildZone(origin: string, parts: Uint8Array[], rrsets: Uint8Array): Zone {
+  const sets: RRsetState[] = [];
+  decodeRRsets(rrsets, (s) => sets.push(s));
+  return Zone.fromImage(origin, parts, sets);
 }
 
 function applyOps(ops: ZoneOp[], zones: { add(z: Zone): void; remove(o: string): boolean }): void {
   for (const op of ops) {
-    if (op.kind === 'put') zones.add(buildZone(op.origin, op.rrsets));
+    if (op.kind === 'put') zones.add(buildZone(op.origin, [op.nodes], op.rrsets));
     else if (op.kind === 'remove') zones.remove(op.origin);
     else {
       const zone = server!.zones.findZoneByKey(nameKey(op.origin));
@@ -74,10 +84,17 @@ function applyOps(ops: ZoneOp[], zones: { add(z: Zone): void; remove(o: string):
 /** One piece of the zones at start, reported as progress; the last one starts the server. */
 function load(piece: ZonePiece): void {
   const l = loading!;
-  const last = l.zones[l.zones.length - 1];
-  if (piece.first || !last) l.zones.push(buildZone(piece.origin, piece.rrsets));
-  else buildZone(piece.origin, piece.rrsets, last);
+  const finish = () => {
+    if (l.partial) l.zones.push(buildZone(l.partial.origin, l.partial.parts, l.partial.rrsets));
+    l.partial = undefined;
+  };
+  if (piece.first || !l.partial) {
+    finish();
+    l.partial = { origin: piece.origin, parts: [], rrsets: piece.rrsets };
+  }
+  if (piece.nodes.length > 0) l.partial.parts.push(piece.nodes);
   l.left--;
+  if (l.left === 0) finish();
   send({ op: 'progress', done: l.m.pieces - l.left });
   if (l.left === 0) startServing();
 }

@@ -91,6 +91,26 @@ describe('persistence', () => {
     await c.stop();
   });
 
+  it('restarts from the zone image, and from the rows when a change came after the image (a crash)', async () => {
+    const db = join(dir, 'p3.db');
+    const hosts = Array.from({ length: 50 }, (_, i) => `h${i} A 192.0.2.${i}\n`).join('');
+    const a = await server({ db }, zoneText(hosts));
+    a.zones.replaceRRset('h1.example.', 'A', 60, ['198.51.100.1']);
+    // No stop: the process died after the change. A new server on the file sees the change.
+    const b = new DnsServer({ address: ADDR, port: 0, db });
+    assert.deepEqual(b.zones.getRRset('h1.example.', 'A'), { ttl: 60, rdata: ['198.51.100.1'] });
+    assert.deepEqual(b.zones.getRRset('h2.example.', 'A'), { ttl: 300, rdata: ['192.0.2.2'] });
+    b.zones.replaceRRset('h3.example.', 'A', 60, []);
+    await b.stop(); // writes the image again
+    await a.stop(); // its copy is older than the stored zone: it writes no image
+    const c = new DnsServer({ address: ADDR, port: 0, db });
+    assert.equal(c.zones.serial('example.'), 12);
+    assert.equal(c.zones.getRRset('h3.example.', 'A'), undefined);
+    assert.deepEqual(c.zones.getRRset('h1.example.', 'A'), { ttl: 60, rdata: ['198.51.100.1'] });
+    assert.equal(c.zones.findZone('example.')!.size, 52); // apex, ns1, www, h0-h49 but h3
+    await c.stop();
+  });
+
   it('keeps the journal bounded and falls back to AXFR when it does not reach back', async () => {
     const s = await server({ db: join(dir, 'p2.db'), journalLimit: 3, zonePolicies: open });
     for (let i = 1; i <= 5; i++) s.zones.replaceRRset('www.example.', 'A', 300, [`192.0.2.${i + 10}`]);

@@ -192,6 +192,12 @@ export class Primary {
   close(): void {
     this.stop();
     this.unsubscribe();
+    // Images the changes dropped, so the next start reads blobs rather than rows (zone-db.ts).
+    try {
+      this.db?.saveImages(this.store.list());
+    } catch (err) {
+      this.log.warn({ err }, 'dns: cannot write zone images; the next start reads rows');
+    }
     this.db?.close();
   }
 

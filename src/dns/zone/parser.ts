@@ -7,9 +7,10 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { FerryError } from '../../common/errors.js';
 import { labelsToText, parseName, textToLabels } from '../wire/name.js';
-import { parseRdata, type Rdata } from '../wire/rdata.js';
+import { packRdata, parseRdata, type Rdata } from '../wire/rdata.js';
 import { isTtlToken, parseTtl, type Token } from '../wire/text.js';
 import { RRClass, RRType, classCode, typeCode, typeName } from '../wire/types.js';
+import { CompactBuilder } from './compact.js';
 import { Zone } from './zone.js';
 
 export interface ParseZoneOptions {
@@ -137,6 +138,8 @@ interface State {
   defaultTtl: number;
   /** The zone being filled, once its apex is known. */
   zone: Zone | undefined;
+  /** The fast path: records go here in compact form, not into `zone` (see parseZone). */
+  builder: CompactBuilder | undefined;
   /** Records read before the apex was known. */
   pending: ParsedRecord[];
   readInclude: ((path: string) => string) | undefined;
@@ -250,15 +253,18 @@ function record(e: Entry, file: string, st: State, fail: (m: string) => never): 
   // Records go straight into the zone once its apex is known (from the options or the SOA).
   if (!st.zone && r.type === RRType.SOA) {
     st.zone = new Zone(owner);
-    for (const p of st.pending.splice(0)) addTo(st.zone, p);
+    for (const p of st.pending.splice(0)) addTo(st.zone, p, st.builder);
   }
-  if (st.zone) addTo(st.zone, r);
+  if (st.zone) addTo(st.zone, r, st.builder);
   else st.pending.push(r);
 }
 
-function addTo(zone: Zone, r: ParsedRecord): void {
+const RDATA = new Uint8Array(65535);
+
+function addTo(zone: Zone, r: ParsedRecord, builder?: CompactBuilder): void {
   try {
-    zone.addRecord(r.name, r.type, r.ttl, r.data);
+    if (builder) builder.add(r.name, r.type, r.ttl, RDATA, packRdata(RDATA, 0, r.type, r.data));
+    else zone.addRecord(r.name, r.type, r.ttl, r.data);
   } catch (err) {
     throw new Syntax(
       r.file,
@@ -269,16 +275,26 @@ function addTo(zone: Zone, r: ParsedRecord): void {
   }
 }
 
-function finish(st: State, file: string): Zone {
-  const zone = st.zone;
+/** The zone read; undefined when the fast path's data breaks a rule (parseZone reads it again). */
+function finish(st: State, file: string): Zone | undefined {
+  let zone = st.zone;
   if (!zone) throw new Syntax(file, 1, 'zone has no SOA record (and no origin was given)');
+  if (st.builder) {
+    zone = Zone.fromBuilder(zone.origin, st.builder);
+    if (!zone) return undefined;
+  }
   if (!zone.nodeByKey(zone.originKey)?.rrsets.has(RRType.SOA)) {
     throw new Syntax(file, 1, `zone ${zone.origin} has no SOA record at its apex`);
   }
+  if (!st.builder) zone.compact(); // one buffer instead of an object per record (compact.ts)
   return zone;
 }
 
-function initialState(opts: ParseZoneOptions, readInclude?: (path: string) => string): State {
+function initialState(
+  opts: ParseZoneOptions,
+  readInclude: ((path: string) => string) | undefined,
+  fast: boolean,
+): State {
   return {
     origin: opts.origin ? parseName(opts.origin) : undefined,
     ttl: undefined,
@@ -286,18 +302,33 @@ function initialState(opts: ParseZoneOptions, readInclude?: (path: string) => st
     lastOwner: undefined,
     defaultTtl: opts.defaultTtl ?? 3600,
     zone: opts.origin ? new Zone(opts.origin) : undefined,
+    builder: fast ? new CompactBuilder() : undefined,
     pending: [],
     readInclude,
     depth: 0,
   };
 }
 
-/** Parses master-file text into a zone. `$INCLUDE` works only with `fileName` (relative to it). */
+/**
+ * Parses master-file text into a zone. `$INCLUDE` works only with `fileName` (relative to it).
+ *
+ * Records are written straight into the zone's compact form (compact.ts), with no object per
+ * record. Syntax errors are reported as they are met; data that breaks a zone rule (a CNAME
+ * beside other data, a second SOA, …) is only detected there, so such a file is read a second
+ * time through `Zone.addRecord`, which names the offending line.
+ */
 export function parseZone(text: string, opts: ParseZoneOptions = {}): Zone {
   const file = opts.fileName ?? '<zone>';
-  const st = initialState(opts, opts.fileName ? (p) => readFileSync(p, 'utf8') : undefined);
+  const read = opts.fileName ? (p: string) => readFileSync(p, 'utf8') : undefined;
+  const st = initialState(opts, read, true);
   parseText(text, file, st);
-  return finish(st, file);
+  const zone = finish(st, file);
+  if (zone) return zone;
+  const exact = initialState(opts, read, false);
+  parseText(text, file, exact);
+  const z = finish(exact, file);
+  if (!z) throw new FerryError('ZONE_SYNTAX', `${file}: cannot be read`); // not reached: no builder
+  return z;
 }
 
 /** Reads a zone file; `$INCLUDE` paths are relative to the including file. */

@@ -10,7 +10,7 @@ import { RRType } from '../wire/types.js';
 import { exportZone } from './export.js';
 import { loadZoneFile, parseZone } from './parser.js';
 import { ZoneStore, nextSerial, serialGreater } from './store.js';
-import type { Zone } from './zone.js';
+import { Zone as ZoneClass, type Zone } from './zone.js';
 import { TEST_ZONE } from '../test-fixtures.js';
 
 const ZONE = `; a zone exercising the master-file features
@@ -271,4 +271,62 @@ test('serial policies: increment, or unixtime with increment fallback (RFC 1982)
   const { serial } = store.replaceRRset('www.example.', 'A', 60, ['192.0.2.99']);
   assert.ok(serial >= Math.floor(Date.now() / 1000) - 5);
   assert.throws(() => new ZoneStore([], { serialPolicy: 'bogus' as 'increment' }), /serialPolicy/);
+});
+
+/** Every RRset of a zone as text lines, in canonical order (what transfers and export see). */
+function dump(z: Zone): string[] {
+  return z
+    .rrsets()
+    .map((s) => `${s.name} ${s.ttl} ${s.type} ${s.rdata.map((d) => formatRdata(s.type, d)).join(' | ')}`);
+}
+
+test('compact zones: a loaded zone, its changes and its copy in a worker read like the zone built record by record', () => {
+  const lines = [
+    '$ORIGIN big.test.',
+    '@ SOA ns hm 1 2 3 4 5',
+    '@ NS ns',
+    'ns A 192.0.2.1',
+    'a.b.c TXT "deep"',
+  ];
+  for (let i = 0; i < 3000; i++)
+    lines.push(`h${i} A 10.0.${i >> 8}.${i & 255}`, ...(i % 7 ? [] : [`h${i} MX 10 H${i}`]));
+  lines.push('h5 A 10.0.0.5', 'H5 A 10.9.9.9'); // a duplicate, and a record of an earlier owner in another case
+  const text = lines.join('\n') + '\n';
+  const fast = parseZone(text);
+  // A rule broken anywhere sends the file through Zone.addRecord, which names the line.
+  assert.throws(
+    () => parseZone(text + 'h1 CNAME elsewhere.\n'),
+    /<zone>:3437: CNAME record at h1.big.test.: CNAME at h1.big.test. cannot coexist/,
+  );
+  assert.equal(fast.size, 3003);
+  assert.deepEqual(
+    fast.getRRset('H5.BIG.TEST.', RRType.A)?.rdata.map((d) => formatRdata(RRType.A, d)),
+    ['10.0.0.5', '10.9.9.9'],
+  );
+  assert.ok(
+    fast.existsKey('b.c.big.test.') && fast.existsKey('c.big.test.') && !fast.existsKey('x.big.test.'),
+  );
+  assert.equal(fast.nodeByKey('b.c.big.test.'), undefined); // an empty non-terminal
+  // Changes land in the overlay; enough of them fold it into a new base; reads see one zone.
+  const store = new ZoneStore([fast]);
+  store.replaceRRset('h1.big.test.', 'A', 60, []);
+  store.replaceRRset('new.x.big.test.', 'AAAA', 60, ['2001:db8::1']);
+  store.replaceRRset('a.b.c.big.test.', 'TXT', 60, []);
+  assert.ok(
+    !fast.existsKey('h1.big.test.') && fast.existsKey('x.big.test.') && !fast.existsKey('b.c.big.test.'),
+  );
+  assert.throws(() => store.replaceRRset('h2.big.test.', 'CNAME', 60, ['x.']), /CNAME/);
+  for (let i = 10; i < 1500; i++) store.replaceRRset(`h${i}.big.test.`, 'A', 30, [`192.0.2.${i & 255}`]);
+  assert.equal(fast.size, 3002);
+  assert.equal(store.getRRset('h1499.big.test.', 'A')?.rdata[0], '192.0.2.219');
+  // A copy made from the compact image (as a query worker makes it) holds the same data.
+  const img = fast.compactImage();
+  const copy = ZoneClass.fromImage(
+    fast.origin,
+    img.chunks(700),
+    img.overlay.flatMap((n) => n.rrsets.keys().map((t) => n.rrsets.get(t)!)),
+  );
+  assert.deepEqual(dump(copy), dump(fast));
+  assert.equal(copy.size, fast.size);
+  assert.ok(copy.existsKey('x.big.test.') && !copy.existsKey('h1.big.test.'));
 });

@@ -1,65 +1,24 @@
 /**
  * One authoritative zone in memory: RRsets by owner and type, plus the set of names that exist
  * (with data, or as empty non-terminals, RFC 8020 §2) so lookups can tell NODATA from NXDOMAIN.
+ *
+ * Storage. Most names live in a compact base (compact.ts: one buffer of wire rdata and a hash
+ * index in a typed array); names changed since the base was made live in an overlay of whole
+ * nodes (a Map, where `null` marks a base name deleted). `compact()` folds the overlay into a new
+ * base; a change folds by itself once the overlay outgrows a fraction of the base, so a zone
+ * taking a stream of updates stays compact. The apex stays in the overlay (the SOA is read on
+ * every negative answer and rewritten by every change). Readers see one zone either way.
  */
 import { FerryError } from '../../common/errors.js';
 import type { ResourceRecord } from '../wire/message.js';
 import { isSubdomainKey, nameKey, parentName, parseName, splitName } from '../wire/name.js';
-import { rdataKey, type Rdata } from '../wire/rdata.js';
+import { rdataKey, unpackRdata, type Rdata } from '../wire/rdata.js';
 import { RRClass, RRType, isMetaType, typeName } from '../wire/types.js';
+import { CompactNodes, belowCounts, type CompactBuilder } from './compact.js';
+import type { RRset, ZoneNode } from './zone-node.js';
+import { RRsetsByType } from './zone-node.js';
 
-/** An RRset: all records of one owner and type (class IN), one TTL (RFC 2181 §5.2). */
-export interface RRset {
-  /** Owner, canonical absolute, in the case it was first given. */
-  name: string;
-  type: number;
-  ttl: number;
-  rdata: Rdata[];
-}
-
-/**
- * The RRsets of one name by type: a small array rather than a Map, since most names own one or
- * two RRsets and a zone may hold millions of names.
- */
-export class RRsetsByType {
-  private items: RRset[] = [];
-
-  get(type: number): RRset | undefined {
-    for (const s of this.items) if (s.type === type) return s;
-    return undefined;
-  }
-
-  has(type: number): boolean {
-    return this.get(type) !== undefined;
-  }
-
-  set(type: number, set: RRset): void {
-    const i = this.items.findIndex((s) => s.type === type);
-    if (i >= 0) this.items[i] = set;
-    else this.items = [...this.items, set]; // exact-size arrays: push would over-allocate
-  }
-
-  delete(type: number): boolean {
-    const before = this.items.length;
-    this.items = this.items.filter((s) => s.type !== type);
-    return this.items.length !== before;
-  }
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  /** Types present, in insertion order. */
-  keys(): number[] {
-    return this.items.map((s) => s.type);
-  }
-}
-
-/** A name in the zone that owns data. */
-export interface ZoneNode {
-  name: string;
-  rrsets: RRsetsByType;
-}
+export { RRsetsByType, type RRset, type ZoneNode } from './zone-node.js';
 
 function invalid(message: string): FerryError {
   return new FerryError('DNS_INVALID_DATA', message);
@@ -71,7 +30,11 @@ export class Zone {
   readonly origin: string;
   /** Apex, case-folded. */
   readonly originKey: string;
-  private readonly nodes = new Map<string, ZoneNode>();
+  /** Names changed since `base` was made: their node now, or null when deleted. */
+  private readonly nodes = new Map<string, ZoneNode | null>();
+  private base: CompactNodes | undefined;
+  /** Names that own data (base and overlay). */
+  private names = 0;
   // Number of data-owning names strictly below each name: an entry means the name exists even
   // without data of its own (an empty non-terminal). Leaves have none, which keeps it small.
   private readonly below = new Map<string, number>();
@@ -86,7 +49,7 @@ export class Zone {
 
   /** The apex SOA RRset; throws DNS_INVALID_DATA when the zone has none yet. */
   get soa(): RRset {
-    const soa = this.nodes.get(this.originKey)?.rrsets.get(RRType.SOA);
+    const soa = this.own(this.originKey)?.rrsets.get(RRType.SOA);
     if (!soa) throw invalid(`zone ${this.origin} has no SOA record`);
     return soa;
   }
@@ -103,17 +66,107 @@ export class Zone {
 
   /** The node owning data at a case-folded name. */
   nodeByKey(key: string): ZoneNode | undefined {
-    return this.nodes.get(key);
+    const n = this.nodes.get(key);
+    if (n !== undefined) return n ?? undefined;
+    return this.base?.get(key);
   }
 
   /** True when the case-folded name owns data or is an empty non-terminal. */
   existsKey(key: string): boolean {
-    return this.nodes.has(key) || this.below.has(key);
+    const n = this.nodes.get(key);
+    if (n) return true;
+    if (n === undefined && this.base?.has(key)) return true;
+    return this.below.has(key);
   }
 
   /** The RRset at a name (any case, canonical) and type. */
   getRRset(name: string, type: number): RRset | undefined {
-    return this.nodes.get(nameKey(parseName(name)))?.rrsets.get(type);
+    return this.nodeByKey(nameKey(parseName(name)))?.rrsets.get(type);
+  }
+
+  /** The node at `key` in the overlay, moved there from the base first, so it can be changed. */
+  private own(key: string): ZoneNode | undefined {
+    const n = this.nodes.get(key);
+    if (n !== undefined) return n ?? undefined;
+    const b = this.base?.get(key);
+    if (b) this.nodes.set(key, b);
+    return b;
+  }
+
+  /**
+   * Folds every name but the apex into a new compact base (after a bulk load; changes call it
+   * when the overlay has grown). Content, version and listeners are unaffected.
+   */
+  compact(): void {
+    const apex = this.nodes.get(this.originKey);
+    const rest: ZoneNode[] = [];
+    const skip = this.originKey;
+    const nodes = this.eachNode();
+    this.base = CompactNodes.build(
+      (function* () {
+        for (const n of nodes) if (nameKey(n.name) !== skip) yield n;
+      })(),
+      rest,
+    );
+    this.nodes.clear();
+    if (apex) this.nodes.set(this.originKey, apex);
+    for (const n of rest) this.nodes.set(nameKey(n.name), n);
+  }
+
+  /** The compact base's node records (see compact.ts), after folding in every change but the apex's. */
+  compactImage(): { base: Uint8Array; chunks(nodes: number): Uint8Array[]; overlay: ZoneNode[] } {
+    if (this.nodes.size > 1 || !this.base) this.compact();
+    const base = this.base!;
+    const overlay = [...this.nodes.values()].filter((n): n is ZoneNode => n !== null);
+    return { base: base.buf, chunks: (n) => base.chunks(n), overlay };
+  }
+
+  /**
+   * A zone made of compact node records (another zone's `compactImage`, e.g. in a query worker)
+   * plus the RRsets kept outside them. Throws DNS_INVALID_DATA on malformed records.
+   */
+  static fromImage(
+    origin: string,
+    parts: readonly Uint8Array[],
+    overlay: Iterable<{ name: string; type: number; ttl: number; rdata: readonly Rdata[] }> = [],
+  ): Zone {
+    const zone = new Zone(origin);
+    if (parts.length > 0 && !zone.install(CompactNodes.concat(parts)))
+      throw invalid(`compact data for zone ${zone.origin} holds its apex or a name outside it`);
+    for (const set of overlay) zone.replaceRRset(set.name, set.type, set.ttl, set.rdata);
+    return zone;
+  }
+
+  /**
+   * The zone a bulk load collected (the zone-file reader, the database), or undefined when its
+   * data breaks a rule; the caller then loads it through `addRecord` for the exact error.
+   */
+  static fromBuilder(origin: string, builder: CompactBuilder): Zone | undefined {
+    const zone = new Zone(origin);
+    const r = builder.finish(zone.originKey, (type, rd) =>
+      rdataKey(type, unpackRdata(rd, 0, rd.length, type)),
+    );
+    if (!r || !zone.install(r.base)) return undefined;
+    if (r.apex) {
+      zone.nodes.set(zone.originKey, r.apex);
+      zone.names++;
+    }
+    return zone;
+  }
+
+  /** Makes `base` the base of this empty zone; false when it holds the apex or a name outside. */
+  private install(base: CompactNodes): boolean {
+    const below = belowCounts(base, this.originKey);
+    if (!below) return false;
+    this.base = base;
+    this.names += base.count;
+    for (const [k, n] of below) this.below.set(k, (this.below.get(k) ?? 0) + n);
+    return true;
+  }
+
+  /** Folds the overlay into the base once it holds more than an eighth of the base's names. */
+  private maybeFold(): void {
+    if (this.base && this.nodes.size > 1024 + (this.base.count >> 3)) this.compact();
   }
 
   /**
@@ -122,7 +175,7 @@ export class Zone {
    */
   addRecord(name: string, type: number, ttl: number, data: Rdata): void {
     const owner = parseName(name);
-    const existing = this.nodes.get(nameKey(owner))?.rrsets.get(type);
+    const existing = this.own(nameKey(owner))?.rrsets.get(type);
     if (existing) {
       const k = rdataKey(type, data);
       if (existing.rdata.some((d) => rdataKey(type, d) === k)) return;
@@ -150,16 +203,19 @@ export class Zone {
         return seen.has(k) ? false : (seen.add(k), true);
       });
     }
-    let node = this.nodes.get(key);
+    let node = this.own(key);
     if (unique.length === 0) {
       if (!node?.rrsets.has(type)) return;
       if (type === RRType.SOA) throw invalid(`the SOA of ${this.origin} cannot be deleted`);
       node.rrsets.delete(type);
       if (node.rrsets.size === 0) {
-        this.nodes.delete(key);
+        if (this.base?.has(key)) this.nodes.set(key, null);
+        else this.nodes.delete(key);
+        this.names--;
         this.adjustWeight(key, -1);
       }
       this.touch();
+      this.maybeFold();
       return;
     }
     this.check(owner, type, unique.length);
@@ -168,10 +224,12 @@ export class Zone {
     if (!node) {
       node = { name: owner, rrsets: new RRsetsByType() };
       this.nodes.set(key, node);
+      this.names++;
       this.adjustWeight(key, 1);
     }
     node.rrsets.set(type, { name: node.name, type, ttl, rdata: unique });
     this.touch();
+    this.maybeFold();
   }
 
   /** Calls `fn` after every change to the zone; returns the unsubscribe function. */
@@ -189,7 +247,7 @@ export class Zone {
     const key = nameKey(owner);
     if (!isSubdomainKey(key, this.originKey)) throw invalid(`${owner} is outside zone ${this.origin}`);
     if (isMetaType(type)) throw invalid(`${typeName(type)} is not a data type`);
-    const node = this.nodes.get(key);
+    const node = this.nodeByKey(key);
     if (type === RRType.CNAME) {
       if (node && node.rrsets.size - (node.rrsets.has(type) ? 1 : 0) > 0)
         throw invalid(`CNAME at ${owner} cannot coexist with other data (RFC 2181 §10.1)`);
@@ -225,15 +283,24 @@ export class Zone {
 
   /** Every RRset in no particular order (cheap: no sort, for copying a big zone). */
   *eachRRset(): Generator<RRset> {
-    for (const node of this.nodes.values()) for (const t of node.rrsets.keys()) yield node.rrsets.get(t)!;
+    for (const node of this.eachNode()) for (const t of node.rrsets.keys()) yield node.rrsets.get(t)!;
+  }
+
+  /** Every node that owns data, in no particular order (base nodes decoded one at a time). */
+  *eachNode(): Generator<ZoneNode> {
+    for (const node of this.nodes.values()) if (node) yield node;
+    if (!this.base) return;
+    for (const node of this.base.nodes()) if (!this.nodes.has(nameKey(node.name))) yield node;
   }
 
   /** Every RRset, apex first, then in canonical order (RFC 4034 §6.1); SOA leads the apex. */
   rrsets(): RRset[] {
-    const keys = [...this.nodes.keys()].sort(compareCanonical);
+    const byKey = new Map<string, ZoneNode>();
+    for (const node of this.eachNode()) byKey.set(nameKey(node.name), node);
+    const keys = [...byKey.keys()].sort(compareCanonical);
     const out: RRset[] = [];
     for (const k of keys) {
-      const node = this.nodes.get(k)!;
+      const node = byKey.get(k)!;
       const types = [...node.rrsets.keys()].sort((a, b) =>
         a === RRType.SOA ? -1 : b === RRType.SOA ? 1 : a - b,
       );
@@ -251,7 +318,7 @@ export class Zone {
 
   /** Number of names that own data. */
   get size(): number {
-    return this.nodes.size;
+    return this.names;
   }
 }
 

@@ -1,0 +1,600 @@
+/**
+ * The compact base of a zone: every name that owns data, with its RRsets, in one byte buffer, and
+ * an open-addressing hash index over the owner names in one `Int32Array`. A million A records
+ * take some 30 MB here instead of several hundred MB of JavaScript objects, and the buffer can be
+ * handed to a query worker as it is (workers/pool.ts).
+ *
+ * Layout, one node after another (all integers big-endian):
+ *
+ *     u16 name length, owner name in presentation form (ASCII, the case it was first given),
+ *     u8 RRset count, then per RRset: u16 TYPE, u32 TTL, u16 record count,
+ *                                     per record: u16 length, uncompressed wire rdata.
+ *
+ * Canonical presentation names are ASCII (wire/name.ts escapes every other byte), so a name is
+ * compared with a case-folded key byte by byte, folding A-Z. The index stores node offset + 1 per
+ * slot (0: empty), at most half full. A base never changes: Zone keeps changes in an overlay of
+ * whole nodes and folds it into a new base when it grows (zone.ts). Nodes are decoded on demand,
+ * one `ZoneNode` per lookup; they are fresh objects the caller may keep or change.
+ */
+import { FerryError } from '../../common/errors.js';
+import { isSubdomainKey, parentName } from '../wire/name.js';
+import { packRdata, unpackRdata } from '../wire/rdata.js';
+import { RRType, isMetaType } from '../wire/types.js';
+import { RRsetsByType, type ZoneNode } from './zone-node.js';
+
+/** Most RRsets under one name that fit the u8 count (far above any real name's). */
+const MAX_RRSETS = 255;
+
+const SCRATCH = new Uint8Array(65535);
+
+// FNV-1a over the case-folded name, then a final mix (the low bits index the table, and FNV's
+// low bits depend only on the low bits of its input).
+function mix(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+function hashKey(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return mix(h);
+}
+
+function hashBytes(buf: Uint8Array, start: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) {
+    const c = buf[i]!;
+    h = Math.imul(h ^ (c >= 0x41 && c <= 0x5a ? c + 32 : c), 0x01000193);
+  }
+  return mix(h);
+}
+
+/** Slots for `n` names: a power of two at least twice `n`. */
+function slotsFor(n: number): number {
+  let s = 16;
+  while (s < n * 2) s *= 2;
+  return s;
+}
+
+/** True when every character of `name` is ASCII (always so for canonical names). */
+function isAscii(name: string): boolean {
+  for (let i = 0; i < name.length; i++) if (name.charCodeAt(i) > 0x7e) return false;
+  return true;
+}
+
+/** Grows a byte buffer by doubling while nodes are written. */
+class Writer {
+  buf = new Uint8Array(64 * 1024);
+  off = 0;
+
+  ensure(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.off + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.off));
+    this.buf = next;
+  }
+
+  u8(v: number): void {
+    this.buf[this.off++] = v;
+  }
+
+  u16(v: number): void {
+    this.buf[this.off++] = v >>> 8;
+    this.buf[this.off++] = v & 0xff;
+  }
+
+  u32(v: number): void {
+    this.u16(v >>> 16);
+    this.u16(v & 0xffff);
+  }
+}
+
+/** An immutable set of zone nodes in compact form. */
+export class CompactNodes {
+  /** Offsets of nodes by hash slot, plus one; 0 is an empty slot. */
+  private readonly index: Int32Array;
+  private readonly mask: number;
+
+  /** Indexes node records (use `build`, `fromBuffer`, or CompactBuilder, which know them valid). */
+  constructor(
+    /** The node records, exactly (no slack). */
+    readonly buf: Uint8Array,
+    /** Number of nodes. */
+    readonly count: number,
+    /** Each node's offset and name hash, when the caller knows them (CompactBuilder). */
+    known?: { offsets: Int32Array; hashes: Int32Array },
+  ) {
+    this.index = new Int32Array(slotsFor(count));
+    this.mask = this.index.length - 1;
+    const put = (off: number, h: number) => {
+      let slot = h & this.mask;
+      while (this.index[slot] !== 0) slot = (slot + 1) & this.mask;
+      this.index[slot] = off + 1;
+    };
+    if (known) {
+      for (let i = 0; i < count; i++) put(known.offsets[i]!, known.hashes[i]!);
+      return;
+    }
+    for (let off = 0; off < buf.length; off = nodeEnd(buf, off)) {
+      const len = (buf[off]! << 8) | buf[off + 1]!;
+      put(off, hashBytes(buf, off + 2, off + 2 + len));
+    }
+  }
+
+  /**
+   * Packs `nodes` (each owner at most once). Nodes it cannot hold (a non-ASCII name, more than
+   * 255 RRsets) go to `rest`, which the caller keeps in its overlay.
+   */
+  static build(nodes: Iterable<ZoneNode>, rest: ZoneNode[] = []): CompactNodes {
+    const w = new Writer();
+    let count = 0;
+    for (const node of nodes) {
+      if (!isAscii(node.name) || node.rrsets.size > MAX_RRSETS || node.rrsets.size === 0) {
+        if (node.rrsets.size > 0) rest.push(node);
+        continue;
+      }
+      w.ensure(3 + node.name.length);
+      w.u16(node.name.length);
+      for (let i = 0; i < node.name.length; i++) w.u8(node.name.charCodeAt(i));
+      w.u8(node.rrsets.size);
+      for (const type of node.rrsets.keys()) {
+        const set = node.rrsets.get(type)!;
+        w.ensure(8);
+        w.u16(type);
+        w.u32(set.ttl >>> 0);
+        w.u16(set.rdata.length);
+        for (const d of set.rdata) {
+          const len = packRdata(SCRATCH, 0, type, d);
+          w.ensure(2 + len);
+          w.u16(len);
+          w.buf.set(SCRATCH.subarray(0, len), w.off);
+          w.off += len;
+        }
+      }
+      count++;
+    }
+    return new CompactNodes(w.buf.slice(0, w.off), count);
+  }
+
+  /**
+   * A base over node records made by `build` (e.g. received from another process), checked for
+   * framing; the names must be distinct, as `build` writes them.
+   */
+  static fromBuffer(buf: Uint8Array, count?: number): CompactNodes {
+    if (count === undefined) {
+      count = 0;
+      for (let off = 0; off < buf.length; off = nodeEnd(buf, off)) count++;
+    }
+    return new CompactNodes(buf, count);
+  }
+
+  /** The node records of `parts` (each from `build`) as one base. */
+  static concat(parts: readonly Uint8Array[]): CompactNodes {
+    if (parts.length === 1) return CompactNodes.fromBuffer(parts[0]!);
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    const buf = new Uint8Array(total);
+    let off = 0;
+    for (const p of parts) {
+      buf.set(p, off);
+      off += p.length;
+    }
+    return CompactNodes.fromBuffer(buf);
+  }
+
+  /** Offset of the node at a case-folded name, or -1. */
+  private find(key: string): number {
+    const buf = this.buf;
+    let slot = hashKey(key) & this.mask;
+    for (;;) {
+      const at = this.index[slot]!;
+      if (at === 0) return -1;
+      const off = at - 1;
+      const len = (buf[off]! << 8) | buf[off + 1]!;
+      if (len === key.length) {
+        let i = 0;
+        for (; i < len; i++) {
+          const c = buf[off + 2 + i]!;
+          if ((c >= 0x41 && c <= 0x5a ? c + 32 : c) !== key.charCodeAt(i)) break;
+        }
+        if (i === len) return off;
+      }
+      slot = (slot + 1) & this.mask;
+    }
+  }
+
+  /** True when a node owns data at the case-folded name. */
+  has(key: string): boolean {
+    return this.find(key) >= 0;
+  }
+
+  /** The node at a case-folded name, decoded (a fresh object). */
+  get(key: string): ZoneNode | undefined {
+    const off = this.find(key);
+    return off < 0 ? undefined : decodeNode(this.buf, off);
+  }
+
+  /** Every node, decoded, in buffer order. */
+  *nodes(): Generator<ZoneNode> {
+    for (let off = 0; off < this.buf.length; off = nodeEnd(this.buf, off)) yield decodeNode(this.buf, off);
+  }
+
+  /** Every owner name (canonical, original case), in buffer order. */
+  *names(): Generator<string> {
+    for (let off = 0; off < this.buf.length; off = nodeEnd(this.buf, off)) yield nodeName(this.buf, off);
+  }
+
+  /**
+   * The node records cut into runs of about `nodes` nodes each (views of the buffer, no copy);
+   * `concat` of them is this base again.
+   */
+  chunks(nodes: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let start = 0;
+    let n = 0;
+    for (let off = 0; off < this.buf.length;) {
+      off = nodeEnd(this.buf, off);
+      if (++n === nodes) {
+        out.push(this.buf.subarray(start, off));
+        start = off;
+        n = 0;
+      }
+    }
+    if (start < this.buf.length) out.push(this.buf.subarray(start));
+    return out;
+  }
+}
+
+/**
+ * Number of data-owning names strictly below each name, over a base's names (what Zone keeps as
+ * `below`, to tell empty non-terminals from NXDOMAIN). Names come in runs under one parent (a
+ * zone file lists siblings together), so each run costs one comparison per name and one walk up
+ * from its parent. Returns undefined when a name is the apex or lies outside it.
+ */
+export function belowCounts(base: CompactNodes, originKey: string): Map<string, number> | undefined {
+  const below = new Map<string, number>();
+  const buf = base.buf;
+  let runStart = -1;
+  let runLen = -1;
+  let run = 0;
+  const flush = (): boolean => {
+    if (run === 0) return true;
+    let k = '';
+    for (let i = 0; i < runLen; i++) {
+      const c = buf[runStart + i]!;
+      k += String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c);
+    }
+    if (runLen === 0) k = '.';
+    if (!isSubdomainKey(k, originKey)) return false;
+    for (let p: string | undefined = k; p !== undefined; p = parentName(p)) {
+      below.set(p, (below.get(p) ?? 0) + run);
+      if (p === originKey) break;
+    }
+    run = 0;
+    return true;
+  };
+  for (let off = 0; off < buf.length; off = nodeEnd(buf, off)) {
+    const len = (buf[off]! << 8) | buf[off + 1]!;
+    const start = off + 2;
+    // The parent starts after the first unescaped dot (a name of one label: the root).
+    let p = start;
+    while (p < start + len) {
+      const c = buf[p]!;
+      if (c === 0x5c) p += 2;
+      else if (c === 0x2e) break;
+      else p++;
+    }
+    if (len === 1 && buf[start] === 0x2e) return undefined; // the root itself
+    const pStart = p + 1 === start + len ? start + len - 1 : p + 1;
+    const pLen = start + len - pStart;
+    // The apex itself is never in a base (it stays in the overlay).
+    if (len === originKey.length && sameFolded(buf, start, originKey)) return undefined;
+    if (run > 0 && pLen === runLen && sameBytesFolded(buf, pStart, runStart, pLen)) {
+      run++;
+      continue;
+    }
+    if (!flush()) return undefined;
+    runStart = pStart;
+    runLen = pLen;
+    run = 1;
+  }
+  return flush() ? below : undefined;
+}
+
+/** Copies `n` bytes (few: a name, a record) without making views; returns the end offset. */
+function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, from: number, n: number): number {
+  for (let i = 0; i < n; i++) dst[at + i] = src[from + i]!;
+  return at + n;
+}
+
+function sameFolded(buf: Uint8Array, start: number, key: string): boolean {
+  for (let i = 0; i < key.length; i++) {
+    const c = buf[start + i]!;
+    if ((c >= 0x41 && c <= 0x5a ? c + 32 : c) !== key.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+function sameBytesFolded(buf: Uint8Array, a: number, b: number, len: number): boolean {
+  for (let i = 0; i < len; i++) {
+    const x = buf[a + i]!;
+    const y = buf[b + i]!;
+    if (x !== y && (x >= 0x41 && x <= 0x5a ? x + 32 : x) !== (y >= 0x41 && y <= 0x5a ? y + 32 : y))
+      return false;
+  }
+  return true;
+}
+
+function corrupt(): FerryError {
+  return new FerryError('DNS_INVALID_DATA', 'compact zone data is truncated or malformed');
+}
+
+function nodeName(buf: Uint8Array, off: number): string {
+  const len = (buf[off]! << 8) | buf[off + 1]!;
+  let s = '';
+  for (let i = 0; i < len; i++) s += String.fromCharCode(buf[off + 2 + i]!);
+  return s;
+}
+
+/** Offset just past the node at `off`, checking that it lies inside the buffer. */
+function nodeEnd(buf: Uint8Array, off: number): number {
+  if (off + 3 > buf.length) throw corrupt();
+  let p = off + 2 + ((buf[off]! << 8) | buf[off + 1]!);
+  if (p + 1 > buf.length) throw corrupt();
+  const sets = buf[p++]!;
+  for (let s = 0; s < sets; s++) {
+    if (p + 8 > buf.length) throw corrupt();
+    const n = (buf[p + 6]! << 8) | buf[p + 7]!;
+    p += 8;
+    for (let r = 0; r < n; r++) {
+      if (p + 2 > buf.length) throw corrupt();
+      p += 2 + ((buf[p]! << 8) | buf[p + 1]!);
+    }
+  }
+  if (p > buf.length) throw corrupt();
+  return p;
+}
+
+function decodeNode(buf: Uint8Array, off: number): ZoneNode {
+  const name = nodeName(buf, off);
+  let p = off + 2 + name.length;
+  const sets = buf[p++]!;
+  const rrsets = new RRsetsByType();
+  for (let s = 0; s < sets; s++) {
+    const type = (buf[p]! << 8) | buf[p + 1]!;
+    const ttl = ((buf[p + 2]! << 24) | (buf[p + 3]! << 16) | (buf[p + 4]! << 8) | buf[p + 5]!) >>> 0;
+    const n = (buf[p + 6]! << 8) | buf[p + 7]!;
+    p += 8;
+    const rdata = new Array(n);
+    for (let r = 0; r < n; r++) {
+      const len = (buf[p]! << 8) | buf[p + 1]!;
+      // Names in rdata are uncompressed, so a view of just this rdata decodes on its own.
+      rdata[r] = unpackRdata(buf.subarray(p + 2, p + 2 + len), 0, len, type);
+      p += 2 + len;
+    }
+    rrsets.set(type, { name, type, ttl, rdata });
+  }
+  return { name, rrsets };
+}
+
+/** Growable Int32Array. */
+class Ints {
+  a = new Int32Array(1024);
+  n = 0;
+
+  push(v: number): void {
+    if (this.n === this.a.length) {
+      const next = new Int32Array(this.a.length * 2);
+      next.set(this.a);
+      this.a = next;
+    }
+    this.a[this.n++] = v;
+  }
+}
+
+/**
+ * Collects a bulk load (a zone file, the database) straight into compact form, with no object
+ * per record: records are appended to one staging buffer in the order given and chained per
+ * owner through a hash table in typed arrays; `finish` writes each owner's RRsets (types in the
+ * order first seen, duplicates dropped, an RRset's TTL its first record's, as `Zone.addRecord`
+ * does) as one compact node. It also checks the rules `Zone` enforces on data (CNAME alone and
+ * single, SOA only at the apex and single, one DNAME, no meta types, names inside the zone) but
+ * does not describe a violation: `finish` returns undefined, and the caller loads the same input
+ * through `Zone` for the exact error.
+ */
+export class CompactBuilder {
+  private readonly stage = new Writer();
+  /** Per record: offset in `stage`, next record of the same owner (-1: none). */
+  private readonly recOff = new Ints();
+  private readonly recNext = new Ints();
+  /** Per owner: first and last record, name hash. */
+  private readonly head = new Ints();
+  private readonly tail = new Ints();
+  private readonly hash = new Ints();
+  private slots = new Int32Array(1 << 16);
+  private bad = false;
+
+  /** Records added so far. */
+  get records(): number {
+    return this.recOff.n;
+  }
+
+  /** Adds one record: a canonical owner name, TYPE, TTL and uncompressed wire rdata (`len` bytes). */
+  add(owner: string, type: number, ttl: number, rdata: Uint8Array, len = rdata.length): void {
+    if (!isAscii(owner) || ttl < 0 || ttl > 0x7fffffff || len > 0xffff) {
+      this.bad = true;
+      return;
+    }
+    const w = this.stage;
+    const off = w.off;
+    w.ensure(owner.length + 10 + len);
+    w.u16(owner.length);
+    let h = 0x811c9dc5;
+    for (let i = 0; i < owner.length; i++) {
+      const c = owner.charCodeAt(i);
+      w.u8(c);
+      h = Math.imul(h ^ (c >= 0x41 && c <= 0x5a ? c + 32 : c), 0x01000193);
+    }
+    h = mix(h);
+    w.u16(type);
+    w.u32(ttl);
+    w.u16(len);
+    w.off = copyBytes(w.buf, w.off, rdata, 0, len);
+    const rec = this.recOff.n;
+    this.recOff.push(off);
+    this.recNext.push(-1);
+    // Find the owner, or make it one.
+    if (this.head.n * 2 >= this.slots.length) this.grow();
+    const mask = this.slots.length - 1;
+    let slot = h & mask;
+    for (;;) {
+      const at = this.slots[slot]!;
+      if (at === 0) {
+        this.slots[slot] = this.head.n + 1;
+        this.head.push(rec);
+        this.tail.push(rec);
+        this.hash.push(h | 0);
+        return;
+      }
+      const node = at - 1;
+      if (this.hash.a[node] !== (h | 0)) {
+        slot = (slot + 1) & mask;
+        continue;
+      }
+      const first = this.recOff.a[this.head.a[node]!]!;
+      const len = (w.buf[first]! << 8) | w.buf[first + 1]!;
+      if (len === owner.length && sameBytesFolded(w.buf, first + 2, off + 2, len)) {
+        this.recNext.a[this.tail.a[node]!] = rec;
+        this.tail.a[node] = rec;
+        return;
+      }
+      slot = (slot + 1) & mask;
+    }
+  }
+
+  private grow(): void {
+    const next = new Int32Array(this.slots.length * 2);
+    const mask = next.length - 1;
+    for (let node = 0; node < this.head.n; node++) {
+      let slot = this.hash.a[node]! & mask;
+      while (next[slot] !== 0) slot = (slot + 1) & mask;
+      next[slot] = node + 1;
+    }
+    this.slots = next;
+  }
+
+  /**
+   * The compact base of every owner but the apex, and the apex's node (decoded), for a zone at
+   * `originKey`; undefined when the data breaks a rule (see the class comment). `canonical`
+   * gives an rdata's identity for duplicate checks (rdataKey over decoded rdata).
+   */
+  finish(
+    originKey: string,
+    canonical: (type: number, rdata: Uint8Array) => string,
+  ): { base: CompactNodes; apex: ZoneNode | undefined } | undefined {
+    if (this.bad) return undefined;
+    const src = this.stage.buf;
+    const all = new Writer();
+    all.ensure(this.stage.off);
+    const apexOut = new Writer();
+    const offsets = new Int32Array(this.head.n);
+    const hashes = new Int32Array(this.head.n);
+    let count = 0;
+    const types: number[] = [];
+    const byType: number[][] = [];
+    for (let node = 0; node < this.head.n; node++) {
+      const r0 = this.head.a[node]!;
+      const off = this.recOff.a[r0]!;
+      const nameLen = (src[off]! << 8) | src[off + 1]!;
+      const isApex = nameLen === originKey.length && sameFolded(src, off + 2, originKey);
+      if (this.recNext.a[r0] === -1 && !isApex) {
+        // One record (most names of a big zone): one RRset of one record, copied as staged.
+        const p = off + 2 + nameLen;
+        const type = (src[p]! << 8) | src[p + 1]!;
+        if (isMetaType(type) || type === RRType.SOA) return undefined;
+        const len = 2 + ((src[p + 6]! << 8) | src[p + 7]!);
+        all.ensure(3 + nameLen + 8 + len);
+        offsets[count] = all.off;
+        hashes[count] = this.hash.a[node]!;
+        count++;
+        all.off = copyBytes(all.buf, all.off, src, off, 2 + nameLen); // name
+        all.u8(1); // RRsets
+        all.off = copyBytes(all.buf, all.off, src, p, 6); // TYPE, TTL
+        all.u16(1); // records
+        all.off = copyBytes(all.buf, all.off, src, p + 6, len); // length, rdata
+        continue;
+      }
+      types.length = 0;
+      byType.length = 0;
+      for (let r = this.head.a[node]!; r !== -1; r = this.recNext.a[r]!) {
+        const p = this.recOff.a[r]! + 2 + nameLen;
+        const type = (src[p]! << 8) | src[p + 1]!;
+        let i = types.indexOf(type);
+        if (i < 0) {
+          i = types.length;
+          types.push(type);
+          byType.push([]);
+        }
+        byType[i]!.push(p);
+      }
+      if (!valid(types, isApex)) return undefined;
+      const out = isApex ? apexOut : all;
+      if (!isApex) {
+        offsets[count] = out.off;
+        hashes[count] = this.hash.a[node]!;
+        count++;
+      }
+      out.ensure(3 + nameLen);
+      out.u16(nameLen);
+      out.buf.set(src.subarray(off + 2, off + 2 + nameLen), out.off);
+      out.off += nameLen;
+      out.u8(types.length);
+      for (let i = 0; i < types.length; i++) {
+        const recs = byType[i]!;
+        const first = recs[0]!;
+        out.ensure(8);
+        out.buf.set(src.subarray(first, first + 6), out.off); // TYPE and the first record's TTL
+        out.off += 6;
+        const countAt = out.off;
+        out.u16(0);
+        let n = 0;
+        const seen = recs.length > 1 ? new Set<string>() : undefined;
+        for (const p of recs) {
+          const len = (src[p + 6]! << 8) | src[p + 7]!;
+          const rd = src.subarray(p + 8, p + 8 + len);
+          if (seen) {
+            const k = canonical(types[i]!, rd);
+            if (seen.has(k)) continue;
+            seen.add(k);
+          }
+          out.ensure(2 + len);
+          out.u16(len);
+          out.buf.set(rd, out.off);
+          out.off += len;
+          n++;
+        }
+        const t = types[i]!;
+        if (n > 1 && (t === RRType.CNAME || t === RRType.SOA || t === RRType.DNAME)) return undefined;
+        out.buf[countAt] = n >>> 8;
+        out.buf[countAt + 1] = n & 0xff;
+      }
+    }
+    // The apex goes to the zone's overlay (zone.ts).
+    const apex = apexOut.off > 0 ? decodeNode(apexOut.buf, 0) : undefined;
+    const buf = all.buf.slice(0, all.off);
+    return { base: new CompactNodes(buf, count, { offsets, hashes }), apex };
+  }
+}
+
+/** The per-name rules of Zone.check that hold whatever the records' order (see CompactBuilder). */
+function valid(types: number[], isApex: boolean): boolean {
+  if (types.length > MAX_RRSETS) return false;
+  for (const t of types) {
+    if (isMetaType(t)) return false;
+    if (t === RRType.CNAME && types.length > 1) return false; // RFC 2181 §10.1
+    if (t === RRType.SOA && !isApex) return false;
+  }
+  return true;
+}
