@@ -11,6 +11,7 @@ import { sleep } from '../common/time.js';
 import { dirname, resolve } from 'node:path';
 import { apiOptionsFromConfig, startApi, type StartedApi } from '../api/index.js';
 import { loadConfig, parseDuration, startController, type ControllerEvent } from '../controller/index.js';
+import { registerControllerStatus } from './controller-status.js';
 
 function migrateArg(
   value: string,
@@ -23,10 +24,13 @@ function migrateArg(
 }
 
 export function registerController(program: Command): void {
-  program
+  const cmd = program
     .command('controller')
-    .description('Run the controller: DNS, agents over HTTP, and the migrations of the journal')
-    .requiredOption('--config <file>', 'the YAML config (check it with: ferry config check FILE)')
+    .description(
+      'Run the controller: DNS, agents over HTTP, and the migrations of the journal (ferry controller status: who leads)',
+    )
+    // Checked in the action: a required option here would be demanded of `controller status` too.
+    .option('--config <file>', 'the YAML config (check it with: ferry config check FILE)')
     .option(
       '--migrate <domain=server>',
       'start migrating DOMAIN to SERVER once running (repeatable)',
@@ -45,13 +49,18 @@ export function registerController(program: Command): void {
     .option('--no-resume', 'do not resume unfinished migrations of the journal')
     .action(
       async (o: {
-        config: string;
+        config?: string;
         migrate?: Array<{ domain: string; to: string }>;
         migrateDelay: string;
         exitWhenDone?: boolean;
         events?: boolean;
         resume: boolean;
       }) => {
+        if (!o.config)
+          throw new FerryError(
+            'USAGE',
+            'name the config with --config FILE (ferry controller --config ferry.yaml)',
+          );
         const delayMs = parseDuration(o.migrateDelay);
         if (delayMs === null)
           throw new FerryError(
@@ -145,4 +154,5 @@ export function registerController(program: Command): void {
         }
       },
     );
+  registerControllerStatus(cmd);
 }

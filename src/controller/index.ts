@@ -24,3 +24,11 @@ export {
 export { loadConfig, parseConfig, type LoadConfigOptions } from './config.js';
 export { describeConfig } from './config-describe.js';
 export { startController, type RunningController, type StartControllerOptions } from './start.js';
+export {
+  LeaderLease,
+  DEFAULT_LEADER_TTL_MS,
+  type LeaderLeaseOptions,
+  type LeaderStatus,
+  type LeaderView,
+  type LeaseHolder,
+} from './leader.js';

@@ -132,6 +132,7 @@ export class LeaderLease
   private ticking: Promise<void> | undefined;
   private closed = false;
   private unreachable = false;
+  private retired = false;
   private readonly autoRenew: boolean;
 
   constructor(opts: LeaderLeaseOptions) {
@@ -227,9 +228,10 @@ export class LeaderLease
   /**
    * Stop leading now (`reason` says why, e.g. fenced by an agent, the journal's connection lost);
    * the lease is given back when PostgreSQL can be reached, and this controller stays out of the
-   * race for one ttl. Nothing happens when it does not lead.
+   * race for one ttl (with `retire`, for good: its journal is gone). Nothing happens when it does not lead.
    */
-  stepDown(reason: string): void {
+  stepDown(reason: string, opts: { retire?: boolean } = {}): void {
+    if (opts.retire) this.retired = true;
     const t = this.token;
     if (t === undefined) return;
     this.token = undefined;
@@ -258,7 +260,7 @@ export class LeaderLease
   private async attempt(): Promise<void> {
     this.checkClock();
     const sentAt = this.clock();
-    if (this.token !== undefined || sentAt >= this.quietUntil) {
+    if (this.token !== undefined || (sentAt >= this.quietUntil && !this.retired)) {
       let won: bigint | undefined;
       try {
         const r = await this.pool.query<{ token: string }>(ACQUIRE, [
