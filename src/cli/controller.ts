@@ -11,6 +11,7 @@ import { sleep } from '../common/time.js';
 import { dirname, resolve } from 'node:path';
 import { apiOptionsFromConfig, startApi, type StartedApi } from '../api/index.js';
 import { loadConfig, parseDuration, startController, type ControllerEvent } from '../controller/index.js';
+import { redactPostgresUrl } from '../migration/index.js';
 import { registerControllerStatus } from './controller-status.js';
 
 function migrateArg(
@@ -72,12 +73,47 @@ export function registerController(program: Command): void {
         const apiOptions = config.api
           ? apiOptionsFromConfig(config.api, { baseDir: dirname(resolve(config.file)) })
           : undefined;
-        const running = await startController(config, { resume: o.resume });
+        // Installed before the start: a SIGTERM while PostgreSQL is unreachable stops the wait.
+        const stop = new AbortController();
+        const onSignal = () => stop.abort();
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        let running: Awaited<ReturnType<typeof startController>>;
+        try {
+          if (config.journal.kind === 'postgres')
+            log.info(
+              { journal: redactPostgresUrl(config.journal.url) },
+              'connecting to the journal on PostgreSQL',
+            );
+          running = await startController(config, {
+            resume: o.resume,
+            signal: stop.signal,
+            onJournalRetry: (r) =>
+              log.warn({ attempt: r.attempt, retryInMs: r.delayMs }, `${r.message}; retrying`),
+          });
+        } catch (err) {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+          if (stop.signal.aborted) {
+            log.info('stopped while starting (the journal was not reachable yet); nothing was left running');
+            return;
+          }
+          throw err;
+        }
         const { controller } = running;
+        const onLost = (err: Error) =>
+          log.error(
+            { journal: 'lost' },
+            `${err.message}; migrations stopped where they were (resumable); restart the controller once PostgreSQL is back`,
+          );
+        controller.journal.on('lost', onLost);
         let api: StartedApi | undefined;
         try {
           if (apiOptions) api = await startApi(controller, { ...apiOptions, logger: log });
         } catch (err) {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+          controller.journal.off('lost', onLost);
           await running.close();
           throw err;
         }
@@ -87,10 +123,6 @@ export function registerController(program: Command): void {
           if (e.type === 'error') log.warn({ migration: e.migrationId, ...e.data }, 'migration error');
         };
         controller.on('event', onEvent);
-        const stop = new AbortController();
-        const onSignal = () => stop.abort();
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
         try {
           const dnsAt = running.dnsServer
             ? `${running.dnsServer.address}:${running.dnsServer.port}`
@@ -149,6 +181,7 @@ export function registerController(program: Command): void {
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);
           controller.off('event', onEvent);
+          controller.journal.off('lost', onLost);
           await api?.close();
           await running.close();
         }

@@ -148,7 +148,13 @@ export const ERROR_CODES = {
   HOST_UNKNOWN: notFound('no host of that name in the orchestrator'),
   INTERNAL: failed('an unexpected error (a bug): the message says what'),
   JOURNAL_DUPLICATE: conflict('a migration with this id exists already'),
+  JOURNAL_LOST: unavailable(
+    'the journal lost its PostgreSQL connection or a commit failed: the step was not acknowledged and did not act',
+  ),
   JOURNAL_OPEN: failed('the journal database cannot be opened'),
+  JOURNAL_UNREACHABLE: unavailable(
+    'PostgreSQL stayed unreachable for the configured bound (journal.giveUpAfterSeconds)',
+  ),
   LEADER_OPTIONS: bad('bad leader options of the controller (id, ttl, advertise)'),
   LOADGEN_OPTIONS: bad('bad load generator options'),
   LOADGEN_RESOLVE: failed('the load generator cannot resolve a domain'),

@@ -1,5 +1,6 @@
 /** `describeConfig`: what a validated config sets up, for people and logs, without its secrets. */
 import { zoneOverride } from '../dns/index.js';
+import { redactPostgresUrl } from '../migration/index.js';
 import { policyOf, type AclEntryConfig, type DnsPolicyConfig, type FerryConfig } from './config-schema.js';
 
 /** `192.0.2.0/24, key xfr-key., 192.0.2.1+key k.` — or `none` (refused). */
@@ -24,7 +25,11 @@ function policyText(p: DnsPolicyConfig): string {
 
 /** A summary of the config for people and logs: everything but the secrets. */
 export function describeConfig(c: FerryConfig): string {
-  const lines = [`config ${c.file}: ok`, `  journal: ${c.journal}`];
+  const j = c.journal;
+  const lines = [
+    `config ${c.file}: ok`,
+    `  journal: ${j.kind === 'sqlite' ? j.path : `PostgreSQL ${redactPostgresUrl(j.url)}${j.password !== undefined ? ' (password from passwordFile)' : ''}${j.giveUpAfterMs !== undefined ? `, gives up connecting after ${j.giveUpAfterMs / 1000} s` : ', retries connecting until stopped'}`}`,
+  ];
   for (const s of c.servers) {
     lines.push(
       `  server ${s.id}: agent ${s.agent}${s.ca ? ` (CA ${s.ca})` : ''}, web ${s.web}, shared ${s.sharedIps.join(' ')}, temporary pool ${s.tempIpPool.join(' ') || '(none)'}` +

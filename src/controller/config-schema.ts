@@ -540,6 +540,29 @@ function checkDnsKeys(d: z.output<typeof embeddedDns>, ctx: z.RefinementCtx): vo
   if (d.catalog) policy(d.catalog, ['dns', 'catalog']);
 }
 
+/** True for a `postgres://` or `postgresql://` URL (the journal on PostgreSQL). */
+export function isPostgresUrl(s: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(s);
+}
+
+// Never echoed: it may hold the password.
+const postgresUrl = z.string().refine((s) => isPostgresUrl(s) && URL.canParse(s), {
+  message: 'must be a PostgreSQL URL, e.g. postgres://ferry@db.example:5432/ferry',
+});
+
+/** Where the journal is: a SQLite file (the default) or PostgreSQL, shared by several controllers. */
+export type JournalConfig =
+  | { kind: 'sqlite'; path: string }
+  | {
+      kind: 'postgres';
+      /** As written (may hold a password: log it only through `redactPostgresUrl`). */
+      url: string;
+      /** From `passwordFile`; else the URL's, else `PGPASSWORD`. */
+      password?: string;
+      /** Give up connecting at start after this long (default: retry until stopped). */
+      giveUpAfterMs?: number;
+    };
+
 /** Several controllers on one PostgreSQL journal: this one's place in the leader lease (leader.ts). */
 const leader = z.strictObject({
   /** This controller's id among those of the database; default `<hostname>-<pid>`. */
@@ -569,7 +592,7 @@ const leader = z.strictObject({
 
 /** True when the journal value names PostgreSQL (a URL, or an object with `postgres`). */
 export function isPostgresJournal(j: unknown): boolean {
-  if (typeof j === 'string') return /^postgres(ql)?:\/\//i.test(j);
+  if (typeof j === 'string') return isPostgresUrl(j);
   return typeof j === 'object' && j !== null && 'postgres' in j;
 }
 
@@ -577,7 +600,20 @@ export function isPostgresJournal(j: unknown): boolean {
 export const configSchema = z
   .strictObject({
     journal: z
-      .string({ message: 'must be the path of the journal database, e.g. /var/lib/ferry/journal.sqlite' })
+      .union(
+        [
+          z.string().min(1),
+          z.strictObject({
+            postgres: postgresUrl,
+            passwordFile: z.string().min(1).optional(),
+            giveUpAfterSeconds: z.number().positive().optional(),
+          }),
+        ],
+        {
+          message:
+            'must be the path of the journal database (/var/lib/ferry/journal.sqlite), a PostgreSQL URL (postgres://ferry@db.example:5432/ferry) or { postgres: URL, passwordFile, giveUpAfterSeconds }',
+        },
+      )
       .default('/var/lib/ferry/journal.sqlite'),
     servers: z.record(
       z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, {
@@ -818,7 +854,7 @@ export interface SiteConfig {
 export interface FerryConfig {
   /** The file it came from (relative paths in it are resolved against its folder). */
   file: string;
-  journal: string;
+  journal: JournalConfig;
   servers: ServerConfig[];
   dns: DnsConfig;
   sites: SiteConfig[];

@@ -65,7 +65,7 @@ test('a full config: env and file secrets, relative paths, durations, defaults',
     const cfg = await parseConfig(GOOD, join(dir, 'ferry.yaml'), {
       env: { ORIGIN_TOKEN: 'secret-from-env-123456' },
     });
-    assert.equal(cfg.journal, join(dir, 'journal.sqlite'));
+    assert.deepEqual(cfg.journal, { kind: 'sqlite', path: join(dir, 'journal.sqlite') });
     assert.deepEqual(
       cfg.servers.map((s) => [s.id, s.token, s.web, s.engine ?? null, s.timeoutMs ?? null]),
       [

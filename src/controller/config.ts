@@ -20,7 +20,9 @@ import {
   configSchema,
   isBase64,
   policyOf,
+  isPostgresUrl,
   type DnsConfig,
+  type JournalConfig,
   type FerryConfig,
   type RawConfig,
   type ServerConfig,
@@ -261,6 +263,23 @@ async function resolveConfig(
     }
     return { name: t.name, algorithm: t.algorithm, secret };
   };
+  const j = c.journal;
+  const pgUrl = typeof j === 'string' ? (isPostgresUrl(j) ? j : undefined) : j.postgres;
+  if (pgUrl !== undefined && !URL.canParse(pgUrl))
+    problems.push('journal: must be a PostgreSQL URL, e.g. postgres://ferry@db.example:5432/ferry');
+  const journal: JournalConfig =
+    pgUrl === undefined
+      ? { kind: 'sqlite', path: abs(j as string) }
+      : {
+          kind: 'postgres',
+          url: pgUrl,
+          ...(typeof j === 'object' && j.passwordFile
+            ? { password: await readSecret(j.passwordFile, 'journal.passwordFile') }
+            : {}),
+          ...(typeof j === 'object' && j.giveUpAfterSeconds !== undefined
+            ? { giveUpAfterMs: j.giveUpAfterSeconds * 1000 }
+            : {}),
+        };
   let dnsCfg: DnsConfig;
   if (c.dns.provider === 'embedded') {
     const d = c.dns;
@@ -276,7 +295,9 @@ async function resolveConfig(
         ...policyOf(z),
       })),
       ...(d.nameServers ? { nameServers: d.nameServers } : {}),
-      db: d.db ? abs(d.db) : join(dirname(abs(c.journal)), 'zones.sqlite'),
+      db: d.db
+        ? abs(d.db)
+        : join(journal.kind === 'sqlite' ? dirname(journal.path) : '/var/lib/ferry', 'zones.sqlite'),
       ...(d.tsigKeys ? { tsigKeys } : {}),
       ...policyOf(d),
       ...(d.serialPolicy ? { serialPolicy: d.serialPolicy } : {}),
@@ -315,7 +336,7 @@ async function resolveConfig(
   const d = c.defaults;
   return {
     file,
-    journal: abs(c.journal),
+    journal,
     servers,
     dns: dnsCfg,
     sites: c.sites.map((s) => ({

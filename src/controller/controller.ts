@@ -26,7 +26,7 @@ import {
   type DatabasesPlanned,
   type DnsProvider,
   type HostDriver,
-  type Journal,
+  type JournalStore,
   type MigrationMode,
   type MigrationRecord,
   type MigrationTimings,
@@ -95,7 +95,7 @@ export interface ControllerOptions {
   dns: DnsProvider;
   servers: ServerEntry[];
   sites: SiteEntry[];
-  journal: Journal;
+  journal: JournalStore;
   /** Timings used when a migration does not name its own. */
   defaults?: Partial<MigrationTimings>;
   /** Events kept for late subscribers (SSE replay). Default 10,000. */
@@ -245,7 +245,7 @@ function whereOf(p: Placement, domain: string, config: string): string {
 /** Servers, sites, migrations and their events. */
 export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   readonly orchestrator: Orchestrator;
-  readonly journal: Journal;
+  readonly journal: JournalStore;
   readonly dns: DnsProvider;
   private readonly servers = new Map<string, ServerEntry>();
   private readonly siteConfig = new Map<string, SiteEntry>();

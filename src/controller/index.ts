@@ -22,8 +22,14 @@ export {
   type DnsConfig,
 } from './config-schema.js';
 export { loadConfig, parseConfig, type LoadConfigOptions } from './config.js';
+export { isPostgresUrl, type JournalConfig } from './config-schema.js';
 export { describeConfig } from './config-describe.js';
-export { startController, type RunningController, type StartControllerOptions } from './start.js';
+export {
+  openJournal,
+  startController,
+  type RunningController,
+  type StartControllerOptions,
+} from './start.js';
 export {
   LeaderLease,
   DEFAULT_LEADER_TTL_MS,

@@ -9,10 +9,13 @@ import { errorMessage } from '../common/errors.js';
 import {
   EmbeddedDnsProvider,
   Journal,
+  PgJournal,
   createPowerDnsProvider,
   createRfc2136Provider,
   type DnsProvider,
   type HostDriver,
+  type JournalStore,
+  type PgJournalOptions,
   type PowerDnsProvider,
 } from '../migration/index.js';
 import {
@@ -20,6 +23,7 @@ import {
   type DnsConfig,
   type DnsPolicyConfig,
   type FerryConfig,
+  type JournalConfig,
   type ServerConfig,
   type TsigKeySecret,
 } from './config-schema.js';
@@ -71,6 +75,26 @@ export interface StartControllerOptions {
    * (a fleet simulated in-process). `checkAgents` then reports such servers as driven in-process.
    */
   hostDriver?: (server: ServerConfig) => HostDriver;
+  /** Stops the wait for an unreachable PostgreSQL (SIGTERM at start): the start throws the signal's reason. */
+  signal?: AbortSignal;
+  /** Told of every failed attempt to reach PostgreSQL before the next (the message names host:port, never the password). */
+  onJournalRetry?: PgJournalOptions['onRetry'];
+}
+
+/**
+ * Open the journal a config names: the SQLite file, or PostgreSQL (retrying with backoff while it
+ * is unreachable, up to `giveUpAfterMs` when set).
+ */
+export async function openJournal(
+  cfg: JournalConfig,
+  opts: Pick<PgJournalOptions, 'signal' | 'onRetry' | 'retryInitialMs' | 'retryMaxMs'> = {},
+): Promise<JournalStore> {
+  if (cfg.kind === 'sqlite') return new Journal(cfg.path);
+  return PgJournal.open(cfg.url, {
+    ...opts,
+    ...(cfg.password !== undefined ? { password: cfg.password } : {}),
+    ...(cfg.giveUpAfterMs !== undefined ? { giveUpAfterMs: cfg.giveUpAfterMs } : {}),
+  });
 }
 
 /**
@@ -83,10 +107,15 @@ export async function startController(
   opts: StartControllerOptions = {},
 ): Promise<RunningController> {
   let dnsServer: DnsServer | undefined;
-  let journal: Journal | undefined;
+  let journal: JournalStore | undefined;
   const drivers = new Map<string, HttpHostDriver>();
   let powerDns: PowerDnsProvider | undefined;
   try {
+    // First: with PostgreSQL unreachable nothing else starts (no name server, no API, no driving).
+    journal = await openJournal(config.journal, {
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.onJournalRetry ? { onRetry: opts.onJournalRetry } : {}),
+    });
     let provider: DnsProvider;
     const dnsCfg = config.dns;
     if (dnsCfg.provider === 'embedded') {
@@ -137,7 +166,6 @@ export async function startController(
         }),
       );
     }
-    journal = new Journal(config.journal);
     const controller = new Controller({
       dns: provider,
       servers: config.servers.map((s) => ({
@@ -233,13 +261,13 @@ export async function startController(
         await controller.close();
         for (const d of drivers.values()) d.close();
         await server?.stop();
-        j.close();
+        await j.close();
       },
     };
   } catch (err) {
     for (const d of drivers.values()) d.close();
     await dnsServer?.stop().catch(() => undefined);
-    journal?.close();
+    await journal?.close();
     throw err;
   }
 }

@@ -1,6 +1,8 @@
 /** The orchestrator: the migration state machine, its journal and the ports it drives. */
 export { Orchestrator, type MigrationEvents, type OrchestratorOptions } from './orchestrator.js';
-export { Journal, type JournalOptions, type MigrationBrief } from './journal.js';
+export { Journal, type JournalOptions } from './journal.js';
+export type { JournalEvents, JournalStore, MigrationBrief } from './journal-store.js';
+export { PgJournal, postgresEndpoint, redactPostgresUrl, type PgJournalOptions } from './journal-pg.js';
 export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './dns-embedded.js';
 export { PowerDnsProvider, createPowerDnsProvider, type PowerDnsOptions } from './dns-powerdns.js';
 export { Rfc2136DnsProvider, createRfc2136Provider, type Rfc2136Options } from './dns-rfc2136.js';

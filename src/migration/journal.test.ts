@@ -2,9 +2,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
+import { postgresInstalled, startPostgres, type PostgresServer } from '../../test/postgres.js';
+import { freePort } from '../../test/ports.js';
 import { isFerryError } from '../common/errors.js';
 import { Journal } from './journal.js';
+import { PgJournal } from './journal-pg.js';
+import type { JournalStore } from './journal-store.js';
 import { STEP } from './steps.js';
 import { DEFAULT_TIMINGS, type MigrationPlan } from './types.js';
 
@@ -20,13 +24,13 @@ const plan = (id: string): MigrationPlan => ({
   timings: DEFAULT_TIMINGS,
 });
 
-describe('Journal', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-journal-'));
-  after(() => rmSync(dir, { recursive: true, force: true }));
-
-  it('keeps migrations, phases and steps across a reopen, as a resumed controller needs', () => {
-    const path = join(dir, 'j.sqlite');
-    const j = new Journal(path);
+/**
+ * The contract every journal store keeps, run against SQLite and PostgreSQL. `open(name)` opens
+ * the store called `name`: the same name again is the same storage (a reopen, a second controller).
+ */
+function journalContract(open: (name: string) => Promise<JournalStore>): void {
+  it('keeps migrations, phases and steps across a reopen, as a resumed controller needs', async () => {
+    const j = await open('reopen');
     j.create(plan('m1'), 1000);
     j.append({ migrationId: 'm1', at: 2000, phase: 'temp-ip', kind: 'enter' });
     j.append({
@@ -38,9 +42,10 @@ describe('Journal', () => {
       detail: { address: '192.0.2.100' },
     });
     j.append({ migrationId: 'm1', at: 3000, phase: 'dns-temp', kind: 'enter' });
-    j.close();
+    await j.flushed();
+    await j.close();
 
-    const again = new Journal(path);
+    const again = await open('reopen');
     const rec = again.get('m1');
     assert.ok(rec);
     assert.equal(rec.phase, 'dns-temp');
@@ -55,29 +60,245 @@ describe('Journal', () => {
       steps.map((s) => [s.step, s.detail]),
       [[STEP.addAddress, { address: '192.0.2.100' }]],
     );
-    again.close();
+    // Seqs go on after a reopen.
+    const seq = again.append({
+      migrationId: 'm1',
+      at: 3100,
+      phase: 'dns-temp',
+      kind: 'note',
+      detail: { x: 1 },
+    });
+    assert.ok(seq > steps[0]!.seq);
+    assert.equal(again.lastSeq(), seq);
+    await again.flushed();
+    await again.close();
   });
 
-  it('refuses a second migration with the same id', () => {
-    const j = new Journal(':memory:');
+  it('refuses a second migration with the same id', async () => {
+    const j = await open('dup');
     j.create(plan('dup'));
     assert.throws(
       () => j.create(plan('dup')),
       (e) => isFerryError(e, 'JOURNAL_DUPLICATE'),
     );
-    j.close();
+    await j.close();
   });
 
-  it('records the error of a migration and lists migrations', () => {
-    const j = new Journal(':memory:');
+  it('records the error of a migration and lists migrations', async () => {
+    const j = await open('errors');
     j.create(plan('a'), 1);
     j.create(plan('b'), 2);
     j.append({ migrationId: 'a', at: 3, phase: 'planned', kind: 'error', detail: { message: 'boom' } });
     assert.equal(j.get('a')?.error, 'boom');
     assert.deepEqual(j.list(), ['b', 'a']);
     assert.equal(j.get('nope'), undefined);
-    j.close();
+    assert.deepEqual(j.entries('nope'), []);
+    await j.flushed();
+    await j.close();
+    const again = await open('errors');
+    assert.equal(again.get('a')?.error, 'boom');
+    assert.equal(again.get('a')?.updatedAt, 3);
+    await again.close();
   });
+
+  it('settles, pages and briefs as the controller lists them', async () => {
+    const j = await open('listing');
+    j.create(plan('old'), 10);
+    j.create({ ...plan('done'), domain: 'blog.example.' }, 20);
+    j.create(plan('new'), 30);
+    for (const phase of ['completed'] as const)
+      j.append({ migrationId: 'done', at: 40, phase, kind: 'enter' });
+    assert.equal(j.get('done')?.settled, false, 'completed but not left: clean-up may remain');
+    const before = j.lastSeq();
+    j.append({ migrationId: 'done', at: 50, phase: 'completed', kind: 'leave' });
+    j.append({
+      migrationId: 'old',
+      at: 60,
+      phase: 'temp-ip',
+      kind: 'note',
+      step: STEP.tempIpRemoved,
+      detail: {},
+    });
+    assert.equal(j.get('done')?.settled, true);
+    assert.equal(j.get('old')?.tempIpRemovedAt, 60);
+    assert.deepEqual(
+      j.briefs().map((b) => [b.id, b.phase, b.settled, b.createdAt]),
+      [
+        ['old', 'planned', false, 10],
+        ['done', 'completed', true, 20],
+        ['new', 'planned', false, 30],
+      ],
+    );
+    assert.deepEqual(
+      j.briefs({ changedAfter: before }).map((b) => b.id),
+      ['old', 'done'],
+    );
+    assert.deepEqual(
+      j.page({ limit: 2 }).map((r) => r.id),
+      ['new', 'done'],
+    );
+    assert.deepEqual(
+      j.page({ limit: 2, after: { createdAt: 20, id: 'done' } }).map((r) => r.id),
+      ['old'],
+    );
+    assert.deepEqual(
+      j.page({ limit: 10, active: false }).map((r) => r.id),
+      ['done'],
+    );
+    assert.deepEqual(
+      j.page({ limit: 10, domain: 'blog.example.' }).map((r) => r.id),
+      ['done'],
+    );
+    assert.deepEqual(
+      j.getMany(['new', 'nope', 'old']).map((r) => r.plan.id),
+      ['new', 'old'],
+    );
+    await j.flushed();
+    await j.close();
+  });
+
+  it('a second store on the same storage sees what the first committed after refresh()', async () => {
+    const writer = await open('shared');
+    const reader = await open('shared');
+    writer.create(plan('s'), 1);
+    writer.append({ migrationId: 's', at: 2, phase: 'temp-ip', kind: 'enter' });
+    await writer.flushed();
+    await reader.refresh();
+    assert.equal(reader.get('s')?.phase, 'temp-ip');
+    assert.equal(reader.lastSeq(), writer.lastSeq());
+    writer.append({ migrationId: 's', at: 3, phase: 'dns-temp', kind: 'enter', detail: { n: 1 } });
+    await writer.flushed();
+    await reader.refresh();
+    assert.equal(reader.get('s')?.phase, 'dns-temp');
+    assert.deepEqual(reader.entries('s').at(-1)?.detail, { n: 1 });
+    await reader.close();
+    await writer.close();
+  });
+}
+
+describe('Journal contract on SQLite', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-journal-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  journalContract((name) => Promise.resolve(new Journal(join(dir, `${name}.sqlite`))));
+});
+
+describe(
+  'Journal contract on PostgreSQL',
+  { skip: postgresInstalled ? false : 'PostgreSQL is not installed (Debian package postgresql)' },
+  () => {
+    let server: PostgresServer;
+    const made = new Set<string>();
+    before(async () => {
+      server = await startPostgres();
+    });
+    after(() => server?.stop());
+    journalContract((name) => {
+      if (!made.has(name)) {
+        server.sql(`CREATE DATABASE ${name} OWNER ${server.user}`);
+        made.add(name);
+      }
+      return PgJournal.open(server.url.replace(/\/[^/]*$/, `/${name}`));
+    });
+
+    // PostgreSQL's own: what a killed or absent server does to the journal. Each test leaves it running.
+    const urlOf = (name: string) => server.url.replace(/\/[^/]*$/, `/${name}`);
+    const fresh = async (name: string): Promise<PgJournal> => {
+      server.sql(`CREATE DATABASE ${name} OWNER ${server.user}`);
+      return PgJournal.open(urlOf(name));
+    };
+
+    it('PostgreSQL SIGKILLed mid-step: the acknowledged entry survives, the unacknowledged one rejects, says lost and is refused after; a journal opened meanwhile retries until it is back', async () => {
+      const j = await fresh('killed');
+      const lost: Error[] = [];
+      j.on('lost', (e) => lost.push(e));
+      j.create(plan('k'), 1);
+      j.append({ migrationId: 'k', at: 2, phase: 'temp-ip', kind: 'step', step: STEP.addAddress });
+      await j.flushed();
+      // Killed between a step's append and its acknowledgement: the step must not be acknowledged.
+      server.kill();
+      j.append({ migrationId: 'k', at: 3, phase: 'temp-ip', kind: 'step', step: STEP.startRedirect });
+      await assert.rejects(j.flushed(), (e) => isFerryError(e, 'JOURNAL_LOST'));
+      assert.equal(lost.length, 1, 'lost is said once');
+      assert.ok(isFerryError(lost[0], 'JOURNAL_LOST'));
+      assert.equal(j.lost, true);
+      assert.throws(
+        () => j.append({ migrationId: 'k', at: 4, phase: 'temp-ip', kind: 'note' }),
+        (e) => isFerryError(e, 'JOURNAL_LOST'),
+      );
+      await assert.rejects(j.refresh(), (e) => isFerryError(e, 'JOURNAL_LOST'));
+      assert.equal(j.get('k')?.phase, 'planned', 'reads go on from the copy');
+      await j.close();
+
+      // Opened while PostgreSQL is down: retries with backoff, naming host:port and never the
+      // password, and connects once it is back.
+      const retries: Array<{ attempt: number; delayMs: number; message: string }> = [];
+      let sawTwo: () => void = () => undefined;
+      const two = new Promise<void>((r) => (sawTwo = r));
+      const opening = PgJournal.open(urlOf('killed'), {
+        retryInitialMs: 100,
+        retryMaxMs: 400,
+        onRetry: (r) => {
+          retries.push(r);
+          if (retries.length === 2) sawTwo();
+        },
+      });
+      await two;
+      await server.restart();
+      const again = await opening;
+      assert.deepEqual(
+        again.entries('k').map((e) => e.step ?? e.kind),
+        ['enter', STEP.addAddress],
+        'the acknowledged step is there, the unacknowledged one is not',
+      );
+      again.append({ migrationId: 'k', at: 5, phase: 'temp-ip', kind: 'step', step: STEP.startRedirect });
+      await again.flushed();
+      await again.close();
+      assert.deepEqual(
+        retries.map((r) => r.delayMs),
+        retries.map((_, i) => Math.min(100 * 2 ** i, 400)),
+        'doubling up to retryMaxMs',
+      );
+      for (const r of retries) {
+        assert.ok(r.message.includes(`cannot reach PostgreSQL at 127.0.0.1:${server.port}: `), r.message);
+        assert.ok(!r.message.includes(server.password), 'the password stays out');
+      }
+    });
+
+    it('gives up after giveUpAfterMs, stops on its signal, and fails at once on a refused password', async () => {
+      const nowhere = `postgres://ferry:s3cret-pw@127.0.0.1:${await freePort('127.0.0.1')}/ferry`;
+      await assert.rejects(
+        PgJournal.open(nowhere, { retryInitialMs: 50, giveUpAfterMs: 300 }),
+        (e) =>
+          isFerryError(e, 'JOURNAL_UNREACHABLE') &&
+          /cannot reach PostgreSQL at 127\.0\.0\.1:\d+/.test(e.message) &&
+          !e.message.includes('s3cret'),
+      );
+      const stop = new AbortController();
+      await assert.rejects(
+        PgJournal.open(nowhere, {
+          retryInitialMs: 50,
+          signal: stop.signal,
+          onRetry: () => stop.abort(new Error('stopped by the test')),
+        }),
+        /stopped by the test/,
+      );
+      const bad = server.url.replace(`:${server.password}@`, ':wrong-pw-42@');
+      let tries = 0;
+      await assert.rejects(
+        PgJournal.open(bad, { onRetry: () => tries++ }),
+        (e) =>
+          isFerryError(e, 'JOURNAL_OPEN') &&
+          /password authentication failed/.test(e.message) &&
+          !e.message.includes('wrong-pw-42'),
+      );
+      assert.equal(tries, 0, 'a refused password is not retried');
+    });
+  },
+);
+
+describe('Journal on SQLite', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-journal-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('fails with a clear error when the database cannot be opened', () => {
     const file = join(dir, 'a-file');

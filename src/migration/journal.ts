@@ -12,9 +12,17 @@
  * controller (its API, its embedded DNS) for seconds.
  */
 import Database from 'better-sqlite3';
+import { EventEmitter } from 'node:events';
 import { closeSync, fsync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { FerryError } from '../common/errors.js';
+import {
+  buildRecord,
+  isSettled,
+  type JournalEvents,
+  type JournalStore,
+  type MigrationBrief,
+} from './journal-store.js';
 import { STEP, type JournalStep } from './steps.js';
 import {
   TERMINAL_PHASES,
@@ -23,6 +31,8 @@ import {
   type MigrationRecord,
   type Phase,
 } from './types.js';
+
+export { removedAt, type MigrationBrief } from './journal-store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS migrations (
@@ -73,34 +83,8 @@ function fsyncAsync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
-/**
- * When the last redirect at IPt and the last temporary IP were removed, from the journal's notes
- * (absent: never set up, as in direct mode, or not removed yet).
- */
-export function removedAt(entries: readonly JournalEntry[]): {
-  redirectRemovedAt?: number;
-  tempIpRemovedAt?: number;
-} {
-  const last = (step: string) => entries.filter((e) => e.kind === 'note' && e.step === step).pop()?.at;
-  const redirect = last(STEP.redirectRemoved);
-  const tempIp = last(STEP.tempIpRemoved);
-  return {
-    ...(redirect !== undefined ? { redirectRemovedAt: redirect } : {}),
-    ...(tempIp !== undefined ? { tempIpRemovedAt: tempIp } : {}),
-  };
-}
-
-/** One migration in brief, for listings that must stay cheap with many migrations. */
-export interface MigrationBrief {
-  id: string;
-  plan: MigrationPlan;
-  phase: Phase;
-  settled: boolean;
-  createdAt: number;
-}
-
-/** Durable store of migrations and their journal. `path` ':memory:' keeps it in memory (tests). */
-export class Journal {
+/** The journal in a SQLite file (`JournalStore`). `path` ':memory:' keeps it in memory (tests). */
+export class Journal extends EventEmitter<JournalEvents> implements JournalStore {
   private readonly db: Database.Database;
   /** The WAL file, fsync'd by `flushed()` (null: nothing to fsync, `process` or in memory). */
   private walFd: number | null = null;
@@ -115,6 +99,7 @@ export class Journal {
   private rowsStmt: Database.Statement | undefined;
 
   constructor(path: string, opts: JournalOptions = {}) {
+    super();
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
       this.db = new Database(path);
@@ -316,34 +301,19 @@ export class Journal {
     for (const id of ids) {
       const row = rows.get(id);
       if (!row) continue;
-      const entries = marks.get(id) ?? [];
-      const last = lasts.get(id);
-      const phase = row.phase as Phase;
-      const settled =
-        phase === 'completed'
-          ? last?.kind === 'leave' && last.phase === 'completed'
-          : TERMINAL_PHASES.has(phase);
-      const phases: MigrationRecord['phases'] = [];
-      for (const e of entries) {
-        if (e.kind !== 'enter') continue;
-        const prev = phases[phases.length - 1];
-        if (prev && prev.endedAt === null) prev.endedAt = e.at;
-        if (prev && prev.name === e.phase) {
-          prev.endedAt = null; // re-entered on resume: the same phase goes on
-          continue;
-        }
-        phases.push({ name: e.phase, startedAt: e.at, endedAt: null });
-      }
-      out.push({
-        plan: JSON.parse(row.plan) as MigrationPlan,
-        phase,
-        settled,
-        createdAt: row.created_at,
-        updatedAt: row.updated_at,
-        ...(row.error !== null ? { error: row.error } : {}),
-        phases,
-        ...removedAt(entries),
-      });
+      out.push(
+        buildRecord(
+          {
+            plan: JSON.parse(row.plan) as MigrationPlan,
+            phase: row.phase as Phase,
+            createdAt: row.created_at,
+            updatedAt: row.updated_at,
+            error: row.error,
+          },
+          marks.get(id) ?? [],
+          lasts.get(id),
+        ),
+      );
     }
     return out;
   }
@@ -373,10 +343,7 @@ export class Journal {
     }>;
     return rows.map((r) => {
       const phase = r.phase as Phase;
-      const settled =
-        phase === 'completed'
-          ? r.last_kind === 'leave' && r.last_phase === 'completed'
-          : TERMINAL_PHASES.has(phase);
+      const settled = isSettled(phase, { kind: r.last_kind, phase: r.last_phase });
       return { id: r.id, plan: JSON.parse(r.plan) as MigrationPlan, phase, settled, createdAt: r.created_at };
     });
   }
@@ -425,6 +392,11 @@ export class Journal {
     return (
       this.db.prepare('SELECT id FROM migrations ORDER BY created_at DESC, id').all() as Array<{ id: string }>
     ).map((r) => r.id);
+  }
+
+  /** Every read queries the file itself: nothing to take in. */
+  refresh(): Promise<number> {
+    return Promise.resolve(0);
   }
 
   close(): void {

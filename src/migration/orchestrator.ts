@@ -29,7 +29,7 @@ import { isIP } from 'node:net';
 import { FerryError, errorMessage, isFerryError } from '../common/errors.js';
 import { sleep } from '../common/time.js';
 import type { SiteMode } from '../host/index.js';
-import { removedAt, type Journal } from './journal.js';
+import { removedAt, type JournalStore } from './journal-store.js';
 import { planDatabases } from './databases.js';
 import { checkParity, describeParity } from './parity.js';
 import type {
@@ -162,7 +162,7 @@ export interface MigrationEvents {
 export interface OrchestratorOptions {
   dns: DnsProvider;
   hosts: Map<string, HostDriver> | Record<string, HostDriver>;
-  journal: Journal;
+  journal: JournalStore;
   /** Timeouts and retries of agent and DNS calls. */
   retry?: Partial<RetryPolicy>;
 }
@@ -171,7 +171,7 @@ export interface OrchestratorOptions {
 export class Orchestrator extends EventEmitter<MigrationEvents> {
   private readonly dns: DnsProvider;
   private readonly hosts: Map<string, HostDriver>;
-  readonly journal: Journal;
+  readonly journal: JournalStore;
   readonly retry: RetryPolicy;
 
   constructor(opts: OrchestratorOptions) {
@@ -278,6 +278,8 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
         await run.phase(phase);
       }
     } catch (err) {
+      // The journal cannot take a step any more: stop driving, undo nothing; it stays resumable.
+      if (isFerryError(err, 'JOURNAL_LOST')) throw err;
       const message = errorMessage(err);
       this.journal.append({ migrationId: id, at: Date.now(), phase, kind: 'error', detail: { message } });
       this.emit('error', { id, phase, at: Date.now(), message });
@@ -356,6 +358,7 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
       await run.undo();
       await run.enter('rolled-back');
     } catch (err) {
+      if (isFerryError(err, 'JOURNAL_LOST')) throw err; // as in drive: stop, resumable
       const message = errorMessage(err);
       this.journal.append({
         migrationId: id,

@@ -36,6 +36,7 @@ import { Controller } from '../controller/index.js';
 import {
   EmbeddedDnsProvider,
   Journal,
+  type JournalStore,
   STEP,
   type DnsProvider,
   type MigrationRecord,
@@ -597,7 +598,10 @@ export class Sandbox {
   }
 
   /** Tally what happened: requests, writes on each side, DNS answers (issue 2's summary). */
-  async summarize(rec: MigrationRecord, journal: Journal = this.orchestrator.journal): Promise<DemoSummary> {
+  async summarize(
+    rec: MigrationRecord,
+    journal: JournalStore = this.orchestrator.journal,
+  ): Promise<DemoSummary> {
     const plain = normalizeDomain(rec.plan.domain);
     const domain = this.opts.sites.find((x) => normalizeDomain(x) === plain) ?? rec.plan.domain;
     const results = this.load.results();
