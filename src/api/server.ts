@@ -67,6 +67,11 @@ async function forwardToLeader(leader: LeaderView, req: FastifyRequest, reply: F
         ? `this controller (${self.id}) follows ${holder.id}, which does not lead any more; retry in a few seconds`
         : `no controller holds the lead now (this one, ${self.id}, follows); retry in a few seconds`,
     );
+  if (!holder.url)
+    throw new FerryError(
+      'NO_LEADER',
+      `the leader ${holder.id} advertises no API URL (set leader.advertise in its ferry.yaml); send writes to it directly`,
+    );
   let res: Response;
   try {
     res = await fetch(new URL(req.url, holder.url), {

@@ -88,6 +88,13 @@ export function registerController(program: Command): void {
           running = await startController(config, {
             resume: o.resume,
             signal: stop.signal,
+            logger: log,
+            // Where the other controllers forward writes, unless leader.advertise says otherwise.
+            ...(apiOptions && !['0.0.0.0', '::'].includes(apiOptions.host)
+              ? {
+                  advertise: `http://${apiOptions.host.includes(':') ? `[${apiOptions.host}]` : apiOptions.host}:${apiOptions.port}`,
+                }
+              : {}),
             onJournalRetry: (r) =>
               log.warn({ attempt: r.attempt, retryInMs: r.delayMs }, `${r.message}; retrying`),
           });
@@ -109,7 +116,12 @@ export function registerController(program: Command): void {
         controller.journal.on('lost', onLost);
         let api: StartedApi | undefined;
         try {
-          if (apiOptions) api = await startApi(controller, { ...apiOptions, logger: log });
+          if (apiOptions)
+            api = await startApi(controller, {
+              ...apiOptions,
+              logger: log,
+              ...(running.leader ? { leader: running.leader } : {}),
+            });
         } catch (err) {
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);

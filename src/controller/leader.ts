@@ -23,6 +23,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { FerryError, errorMessage } from '../common/errors.js';
+import { redactPostgresUrl } from '../migration/index.js';
 
 /** The lease row's holder as PostgreSQL has it. */
 export interface LeaseHolder {
@@ -55,6 +56,8 @@ export interface LeaderView {
 export interface LeaderLeaseOptions {
   /** PostgreSQL URL (the journal's). */
   url: string;
+  /** The password when the URL has none (the journal's `passwordFile`). */
+  password?: string;
   /** This controller's id: unique among the controllers of one database. */
   id: string;
   /** This controller's API URL, which the others forward writes to. */
@@ -71,17 +74,6 @@ export interface LeaderLeaseOptions {
 
 /** Default lease time. */
 export const DEFAULT_LEADER_TTL_MS = 6000;
-
-/** A URL with its password masked, for messages. */
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(not a URL)';
-  }
-}
 
 const SCHEMA = `CREATE TABLE IF NOT EXISTS ferry_leader (
   name text PRIMARY KEY,
@@ -157,6 +149,7 @@ export class LeaderLease
     const third = Math.max(100, Math.floor(this.ttlMs / 3));
     this.pool = new pg.Pool({
       connectionString: opts.url,
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
       max: 2,
       connectionTimeoutMillis: third,
       query_timeout: third,
@@ -203,7 +196,7 @@ export class LeaderLease
     } catch (err) {
       throw new FerryError(
         'JOURNAL_OPEN',
-        `the leader lease in ${redact(this.url)} cannot be created: ${errorMessage(err)}`,
+        `the leader lease in ${redactPostgresUrl(this.url)} cannot be created: ${errorMessage(err)}`,
         { cause: err },
       );
     }

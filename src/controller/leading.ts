@@ -41,11 +41,11 @@ export async function lead(opts: {
   lease: LeaderLease;
   controller: Controller;
   journal: SharedJournal;
-  log?: Logger;
+  logger?: Logger;
   /** Resume unfinished migrations on winning (default true; `ferry controller --no-resume`). */
   resume?: boolean;
 }): Promise<{ close(): Promise<void> }> {
-  const { lease, controller, journal, log } = opts;
+  const { lease, controller, journal, logger: log } = opts;
   let stopping: Promise<void> = Promise.resolve();
   let following = false;
   lease.on('deposed', (reason) => {
@@ -67,8 +67,8 @@ export async function lead(opts: {
     });
   });
   lease.on('warning', (m) => log?.warn(m));
+  // `ferry controller` says the journal is lost; here: out of the race until restarted.
   journal.on('lost', (err) => {
-    log?.error(`the journal is lost (${errorMessage(err)}): restart this controller to take part again`);
     lease.stepDown(`the journal lost its connection: ${errorMessage(err)}`, { retire: true });
   });
   const timer = setInterval(() => {
