@@ -30,6 +30,10 @@ export function fencing(
     onFenced: (err) => {
       const m = /token (\d+) < (\d+)/.exec(err.message);
       const what = m ? `token ${m[1]} < ${m[2]}` : err.message;
+      if (!lease.isLeader) {
+        log?.warn({ server }, `fenced by agent ${server}: ${what}; already stepped down`);
+        return;
+      }
       log?.error({ server }, `fenced by agent ${server}: ${what}; stepping down`);
       lease.stepDown(`fenced by agent ${server}: ${what}`);
     },

@@ -322,51 +322,83 @@ describe(
       }
     });
 
-    it('a paused leader woken after its lease expired steps down and says so; the agents hold the newer token', async () => {
+    it('a leader paused in a migration and woken after its lease expired steps down and says so; the agents refuse its token; the other completes the migration', async (t) => {
       const leader = await leaderNow();
       const other = ctls.find((c) => c !== leader)!;
-      const before = (await api<{ leader: { token: string } }>(other, 'GET', '/v1/controller')).json.leader
+      // The origin's temporary IP is free again once the last migration settled.
+      assert.ok(
+        await waitFor(async () => {
+          const s = await api<{ freeTempIps: string[] }>(leader, 'GET', '/v1/servers/origin');
+          return s.json.freeTempIps.length > 0;
+        }, 30_000),
+        'the temporary IP is free',
+      );
+      const before = (await api<{ leader: { token: string } }>(leader, 'GET', '/v1/controller')).json.leader
         .token;
+      const created = await api<{ id: string }>(leader, 'POST', '/v1/migrations', {
+        domain: 'calm.example.',
+        to: 'target',
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.json));
+      const id = created.json.id;
+      const from = leader.events.length;
+      assert.ok(
+        await waitFor(
+          () =>
+            leader.events
+              .slice(from)
+              .some((e) => e.migrationId === id && e.type === 'wait' && e.data.what === WAIT.ip1Quiet),
+          60_000,
+        ),
+        'the leader reached the wait for a quiet IP1',
+      );
       leader.proc!.kill('SIGSTOP');
       assert.ok(await waitFor(async () => (await role(other)) === 'leader', 10_000), 'the other took over');
       const now = (await api<{ leader: { token: string } }>(other, 'GET', '/v1/controller')).json.leader
         .token;
       assert.ok(BigInt(now) > BigInt(before), `token ${now} > ${before}`);
-      // The new leader's commands reach the agents with its token: a migration through it, once the
-      // origin's temporary IP is free again (the follower saw the last migration settle).
+      // The new leader resumed the migration: its commands reached the origin's agent with its token.
+      const info = async () =>
+        fetch(`${sb.agentApis.origin!.url}/v1/info`, {
+          headers: { authorization: `Bearer ${sb.agentApis.origin!.token}` },
+        }).then((r) => r.json() as Promise<{ fence: string | null }>);
       assert.ok(
-        await waitFor(async () => {
-          const s = await api<{ freeTempIps: string[] }>(other, 'GET', '/v1/servers/origin');
-          return s.json.freeTempIps.length > 0;
-        }, 30_000),
-        'the temporary IP is free',
-      );
-      const created = await api<{ id: string }>(other, 'POST', '/v1/migrations', {
-        domain: 'calm.example.',
-        to: 'target',
-      });
-      assert.equal(created.status, 201, JSON.stringify(created.json));
-      assert.ok(
-        await waitFor(async () => {
-          const info = await fetch(`${sb.agentApis.origin!.url}/v1/info`, {
-            headers: { authorization: `Bearer ${sb.agentApis.origin!.token}` },
-          }).then((r) => r.json() as Promise<{ fence: string | null }>);
-          return info.fence === now;
-        }, 10_000),
-        'the origin agent saw the new token',
+        await waitFor(async () => (await info()).fence === now, 10_000),
+        'the origin saw the new token',
       );
       leader.proc!.kill('SIGCONT');
       assert.ok(
         await waitFor(() => /stepping down/.test(leader.log), 10_000),
         `the woken leader says it stepped down: ${leader.log.slice(-2000)}`,
       );
+      const said = leader.log.split('\n').filter((l) => /fenced by agent|stepping down/.test(l));
+      t.diagnostic(
+        `the woken leader logged: ${said.map((l) => (JSON.parse(l) as { msg: string }).msg).join(' | ')}`,
+      );
+      // By its own clock or refused by an agent, whichever came first after the wake.
+      assert.ok(
+        said.some((l) =>
+          /fenced by agent \w+: token \d+ < \d+; stepping down|by this controller's own clock/.test(l),
+        ),
+        said.join('\n'),
+      );
       assert.equal(await role(leader), 'follower');
-      // Any command it still sends carries its old token: the agents refuse it.
+      // Whatever it still sends carries its old token: the agents refuse it.
       const stale = await fetch(`${sb.agentApis.origin!.url}/v1/info`, {
         headers: { authorization: `Bearer ${sb.agentApis.origin!.token}`, 'x-ferry-fence': before },
       });
       assert.equal(stale.status, 409);
-      assert.equal(((await stale.json()) as { error: { code: string } }).error.code, 'FENCED');
+      const body = (await stale.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'FENCED');
+      assert.match(body.error.message, new RegExp(`token ${before} < ${now}`));
+      // The new leader completes the migration.
+      assert.ok(
+        await waitFor(async () => {
+          const r = await api<{ phase: string }>(other, 'GET', `/v1/migrations/${encodeURIComponent(id)}`);
+          return r.json.phase === 'completed';
+        }, 90_000),
+        'the migration completed under the new leader',
+      );
     });
   },
 );
