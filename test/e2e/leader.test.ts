@@ -9,7 +9,7 @@
  * says so in its log, and the agents hold the new leader's token.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -320,6 +320,36 @@ describe(
         assert.equal(s.writes.duplicated, 0);
         assert.equal(s.writes.onOriginAfterCutover, 0);
       }
+    });
+
+    it('ferry controller status, asked of the follower, names the leader, its URL and token', async () => {
+      const leader = await leaderNow();
+      const follower = ctls.find((c) => c !== leader)!;
+      const ask = (...extra: string[]) =>
+        execFileSync(
+          process.execPath,
+          [FERRY, 'controller', 'status', '--controller', follower.api, '--token', TOKEN, ...extra],
+          { encoding: 'utf8' },
+        );
+      const v = JSON.parse(ask('--json')) as {
+        mode: string;
+        role: string;
+        self: { id: string };
+        leader: { id: string; url: string; token: string };
+      };
+      assert.equal(v.mode, 'lease');
+      assert.equal(v.role, 'follower');
+      assert.equal(v.self.id, follower.name);
+      assert.equal(v.leader.id, leader.name);
+      assert.equal(v.leader.url, leader.api);
+      const text = ask();
+      assert.match(text, new RegExp(`this controller\\s+${follower.name} \\(follower\\)`));
+      assert.match(
+        text,
+        new RegExp(
+          `leader\\s+${leader.name}\\s+${leader.api}, fencing token ${v.leader.token}, lease until `,
+        ),
+      );
     });
 
     it('a leader paused in a migration and woken after its lease expired steps down and says so; the agents refuse its token; the other completes the migration', async (t) => {
