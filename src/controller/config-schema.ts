@@ -264,7 +264,7 @@ const embeddedDns = z.strictObject({
     .min(1, { message: 'must list at least one zone file' }),
   /** Authoritative servers the propagation check asks; default the embedded server itself. */
   nameServers: z.array(nameServer).optional(),
-  /** SQLite file keeping the zones and every change across restarts; default zones.sqlite beside the journal. */
+  /** SQLite file keeping the zones and every change across restarts; default zones.sqlite beside the journal (in /var/lib/ferry when the journal is in PostgreSQL). */
   db: z
     .string({ message: 'must be the path of the zone database, e.g. /var/lib/ferry/zones.sqlite' })
     .optional(),

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { describeConfig } from './config-describe.js';
 import { parseDuration } from './config-schema.js';
 import { parseConfig } from './config.js';
+import { isFerryError } from '../common/errors.js';
 
 const GOOD = `
 journal: ./journal.sqlite
@@ -871,6 +872,58 @@ sites:
 `);
   assert.match(outside, /sites\[0\]\.names\[1\]: www\.f\.other is outside the zone example\./);
   assert.doesNotMatch(outside, /names\[0\]/);
+});
+
+test('journal on PostgreSQL: a URL or { postgres, passwordFile, giveUpAfterSeconds }, described without its password; bad ones refused without echo', async () => {
+  const rest = GOOD.replace('journal: ./journal.sqlite\n', '');
+  const env = { ORIGIN_TOKEN: 'secret-from-env-123456' };
+  await withDir(async (dir) => {
+    await writeFile(join(dir, 'target.token'), 'secret-from-file-123456\n');
+    await writeFile(join(dir, 'pg.pw'), 'pg-s3cret\n');
+    const url = await parseConfig(
+      `journal: postgresql://ferry:url-s3cret@db.example:5433/ferry\n${rest}`,
+      join(dir, 'ferry.yaml'),
+      { env },
+    );
+    assert.deepEqual(url.journal, {
+      kind: 'postgres',
+      url: 'postgresql://ferry:url-s3cret@db.example:5433/ferry',
+    });
+    assert.match(
+      describeConfig(url),
+      /journal: PostgreSQL postgresql:\/\/ferry:\*\*\*@db\.example:5433\/ferry, retries/,
+    );
+    assert.doesNotMatch(describeConfig(url), /url-s3cret/);
+    // No journal folder to put the zones beside: /var/lib/ferry.
+    assert.equal(url.dns.provider === 'embedded' && url.dns.db, '/var/lib/ferry/zones.sqlite');
+
+    const obj = await parseConfig(
+      `journal: { postgres: "postgres://ferry@db.example/ferry", passwordFile: pg.pw, giveUpAfterSeconds: 30 }\n${rest}`,
+      join(dir, 'ferry.yaml'),
+      { env },
+    );
+    assert.deepEqual(obj.journal, {
+      kind: 'postgres',
+      url: 'postgres://ferry@db.example/ferry',
+      password: 'pg-s3cret',
+      giveUpAfterMs: 30_000,
+    });
+    assert.match(describeConfig(obj), /\(password from passwordFile\), gives up connecting after 30 s/);
+    assert.doesNotMatch(describeConfig(obj), /pg-s3cret/);
+
+    for (const bad of [
+      'journal: { postgres: "mysql://ferry:bad-s3cret@db/ferry" }',
+      'journal: { postgres: "postgres://ferry:bad-s3cret@db/ferry", giveUpAfterSeconds: -1 }',
+      'journal: { url: "postgres://ferry:bad-s3cret@db/ferry" }',
+    ]) {
+      await assert.rejects(
+        parseConfig(`${bad}\n${rest}`, join(dir, 'ferry.yaml'), { env }),
+        (e: Error) =>
+          isFerryError(e, 'CONFIG_INVALID') && /journal/.test(e.message) && !e.message.includes('bad-s3cret'),
+        bad,
+      );
+    }
+  });
 });
 
 test('leader: only with a PostgreSQL journal; id, ttl and advertise checked', async () => {

@@ -5,12 +5,14 @@
  * settings from the YAML (127.0.64.0/24): a TSIG-signed AXFR (kdig), an unsigned one refused, a
  * NOTIFY to a secondary on a change, and `config check` keeping the secret to itself; and IPv6
  * server addresses and relay hosts from the YAML in the controller's server listing (127.0.65.0/24).
+ * Last, `ferry controller` with its journal on PostgreSQL (127.0.140.0/24): it waits for an
+ * unreachable PostgreSQL without starting anything, then migrates.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
@@ -22,6 +24,7 @@ import { loadConfig } from './config.js';
 import { startController } from './start.js';
 import { findBinary } from '../../test/e2e/helpers.js';
 import { freePort } from '../../test/ports.js';
+import { postgresInstalled, startPostgres, type PostgresServer } from '../../test/postgres.js';
 
 const TOKEN = 'start-test-token-0123456789';
 
@@ -422,6 +425,214 @@ dns: { provider: embedded, listen: { address: ${dnsAddress}, port: ${dnsPort} },
         await running.close();
       }
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+/** A `ferry controller` child (from the sources, as deployment.test.ts runs it); its output so far and its end. */
+function ferryController(args: string[]) {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(process.cwd(), 'src/cli/main.ts'), ...args],
+    {
+      env: { ...process.env, FERRY_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (c: Buffer) => (out.stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out.stderr += c.toString()));
+  const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  /** Its exit status; throws with its log when it has not exited within `ms`. */
+  const ended = (ms = 90_000) =>
+    Promise.race([
+      closed,
+      new Promise<never>((_, reject) => {
+        const t = setTimeout(
+          () => reject(new Error(`ferry controller still running after ${ms} ms: ${out.stderr}`)),
+          ms,
+        );
+        void closed.finally(() => clearTimeout(t));
+      }),
+    ]);
+  const until = async (what: string, ok: () => boolean, ms = 60_000) => {
+    const deadline = Date.now() + ms;
+    while (!ok()) {
+      if (child.exitCode !== null) throw new Error(`ferry controller exited before ${what}: ${out.stderr}`);
+      if (Date.now() > deadline) throw new Error(`no ${what} within ${ms} ms: ${out.stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  return { child, out, ended, until };
+}
+
+test(
+  'ferry controller --config with journal: postgres://…: waits for PostgreSQL without starting anything (SIGTERM exits cleanly), then runs a migration journaled there; one cut by a SIGKILL of PostgreSQL stops resumable and a restarted controller completes it',
+  {
+    skip: !postgresInstalled
+      ? 'PostgreSQL is not installed (Debian package postgresql)'
+      : findBinary('rsync')
+        ? false
+        : 'rsync is not installed',
+    timeout: 240_000,
+  },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-start-pg-'));
+    const ips = { origin: '127.0.140.1', target: '127.0.140.2', temp: '127.0.140.100', dns: '127.0.140.53' };
+    const httpPort = await freePort(ips.origin);
+    const agents: Array<{ close(): Promise<void> }> = [];
+    const children: ChildProcess[] = [];
+    let pg: PostgresServer | undefined;
+    try {
+      pg = await startPostgres();
+      const urls = await startAgents(dir, ips, httpPort, agents);
+      await writeFile(join(dir, 'token'), TOKEN);
+      await writeFile(join(dir, 'pg-password'), pg.password);
+      await writeFile(
+        join(dir, 'example.zone'),
+        `$ORIGIN example.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A ${ips.dns}\nshop 1 IN A ${ips.origin}\nblog 1 IN A ${ips.origin}\n`,
+      );
+      const dnsPort = await freePort(ips.dns, { udp: true });
+      // The password from a file, not in the URL: the URL in the logs then has none to hide.
+      const pgUrl = `postgres://${pg.user}@${pg.address}:${pg.port}/${pg.database}`;
+      await writeFile(
+        join(dir, 'ferry.yaml'),
+        `journal: { postgres: "${pgUrl}", passwordFile: pg-password }
+servers:
+  origin: { agent: "${urls.origin}", tokenFile: token, sharedIps: [${ips.origin}], tempIpPool: [${ips.temp}] }
+  target: { agent: "${urls.target}", tokenFile: token, sharedIps: [${ips.target}] }
+dns: { provider: embedded, listen: { address: ${ips.dns}, port: ${dnsPort} }, zones: [example.zone], db: zones.sqlite }
+sites:
+  - { domain: shop.example, server: origin, ports: [${httpPort}] }
+  - { domain: blog.example, server: origin, ports: [${httpPort}] }
+defaults: { ttl: 1, quietWindow: 300ms, dnsTempCap: 3s, drainCap: 3s, poll: 100ms }
+`,
+      );
+      const dnsAnswers = () =>
+        dnsQuery({
+          server: { address: ips.dns, port: dnsPort },
+          name: 'shop.example',
+          type: 'A',
+          timeoutMs: 500,
+        })
+          .then((r) => r.answers.map((a) => a.rdata))
+          .catch(() => null);
+      const retrying = /cannot reach PostgreSQL at 127\.0\.0\.1:\d+: .*; retrying/;
+      pg.kill();
+
+      // PostgreSQL down: the controller retries, serves nothing meanwhile, and a SIGTERM ends it with 0.
+      const first = ferryController(['controller', '--config', join(dir, 'ferry.yaml')]);
+      children.push(first.child);
+      await first.until('a logged retry', () => retrying.test(first.out.stderr));
+      assert.equal(await dnsAnswers(), null, 'the name server does not answer before the journal is open');
+      first.child.kill('SIGTERM');
+      assert.equal(await first.ended(30_000), 0, first.out.stderr);
+      assert.match(first.out.stderr, /stopped while starting/);
+
+      // Started while PostgreSQL is down, it waits, then comes up and migrates once PostgreSQL is back.
+      const second = ferryController([
+        'controller',
+        '--config',
+        join(dir, 'ferry.yaml'),
+        '--migrate',
+        'shop.example=target',
+        '--exit-when-done',
+        '--events',
+      ]);
+      children.push(second.child);
+      await second.until(
+        'two logged retries',
+        () => (second.out.stderr.match(new RegExp(retrying, 'g')) ?? []).length >= 2,
+      );
+      assert.equal(await dnsAnswers(), null);
+      await pg.restart();
+      assert.equal(await second.ended(), 0, second.out.stderr);
+      const done = second.out.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { type: string; migrations?: Array<{ id: string; phase: string }> })
+        .find((e) => e.type === 'done');
+      assert.equal(done?.migrations?.[0]?.phase, 'completed', second.out.stderr);
+      const id = done!.migrations![0]!.id;
+      // The journal is PostgreSQL's: the migration, its phases and steps are there.
+      assert.equal(
+        pg.sql(`SELECT phase FROM ferry_migrations WHERE id = '${id}'`, pg.database).trim(),
+        'completed',
+      );
+      const kinds = pg
+        .sql(
+          `SELECT kind, count(*) FROM ferry_journal WHERE migration_id = '${id}' GROUP BY kind ORDER BY kind`,
+          pg.database,
+        )
+        .trim();
+      assert.match(kinds, /^enter\|\d+$/m);
+      assert.match(kinds, /^step\|\d+$/m);
+
+      // PostgreSQL SIGKILLed in the middle of a migration: the step being journaled does not act,
+      // the migration stops where it is (not failed, not rolled back), and a restarted controller
+      // finishes it. Every step that acted (its event was sent) is in PostgreSQL, and only those.
+      type Ev = { type: string; migrationId?: string; data?: { step?: string; phase?: string } };
+      const events = (text: string) =>
+        text
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as Ev);
+      const third = ferryController([
+        'controller',
+        '--config',
+        join(dir, 'ferry.yaml'),
+        '--migrate',
+        'blog.example=target',
+        '--exit-when-done',
+        '--events',
+      ]);
+      children.push(third.child);
+      await third.until('a step of blog.example', () =>
+        events(third.out.stdout).some((e) => e.type === 'step' && e.data?.phase === 'dns-temp'),
+      );
+      pg.kill();
+      assert.equal(await third.ended(), 1, third.out.stderr);
+      assert.match(third.out.stderr, /JOURNAL_LOST|is lost/);
+      const blog = events(third.out.stdout).find((e) => e.type === 'done') as
+        { migrations: Array<{ id: string; phase: string }> } | undefined;
+      const blogId = blog!.migrations[0]!.id;
+      await pg.restart();
+      const acted = events(third.out.stdout)
+        .filter((e) => e.type === 'step' && e.migrationId === blogId)
+        .map((e) => e.data!.step);
+      const journaled = pg
+        .sql(
+          `SELECT step FROM ferry_journal WHERE migration_id = '${blogId}' AND kind = 'step' ORDER BY seq`,
+          pg.database,
+        )
+        .trim()
+        .split('\n')
+        .filter(Boolean);
+      assert.deepEqual(journaled.slice(0, acted.length), acted, 'every step that acted is journaled');
+      assert.ok(journaled.length <= acted.length + 1, 'at most the one unacknowledged step beyond them');
+      const stopped = pg.sql(`SELECT phase FROM ferry_migrations WHERE id = '${blogId}'`, pg.database).trim();
+      assert.ok(!['failed', 'rolling-back', 'rolled-back', 'completed'].includes(stopped), stopped);
+      const fourth = ferryController(['controller', '--config', join(dir, 'ferry.yaml')]);
+      children.push(fourth.child);
+      await fourth.until('the resumed migration completed', () => {
+        const phase = pg!
+          .sql(`SELECT phase FROM ferry_migrations WHERE id = '${blogId}'`, pg!.database)
+          .trim();
+        return phase === 'completed';
+      });
+      fourth.child.kill('SIGTERM');
+      assert.equal(await fourth.ended(), 0, fourth.out.stderr);
+      assert.ok(
+        !`${first.out.stderr}${second.out.stderr}${third.out.stderr}${fourth.out.stderr}`.includes(
+          pg.password,
+        ),
+        'the password is never logged',
+      );
+    } finally {
+      for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+      for (const a of agents) await a.close();
+      await pg?.stop();
       await rm(dir, { recursive: true, force: true });
     }
   },

@@ -164,8 +164,7 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
     for (let attempt = 1; ; attempt++) {
       opts.signal?.throwIfAborted();
       const client = new pg.Client({
-        connectionString: url,
-        ...(opts.password !== undefined ? { password: opts.password } : {}),
+        connectionString: withPassword(url, opts.password),
         connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
         application_name: 'ferry-controller',
       });
@@ -183,7 +182,11 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
         await client.end().catch(() => undefined);
         const message = `cannot reach ${where}: ${pgMessage(err)}`;
         const code = (err as { code?: unknown }).code;
-        if (typeof code === 'string' && FATAL_SQLSTATE.test(code))
+        // Refused credentials or database, or a password the client cannot use: retrying will not help.
+        if (
+          (typeof code === 'string' && FATAL_SQLSTATE.test(code)) ||
+          /SASL|password/i.test(errorMessage(err))
+        )
           throw new FerryError('JOURNAL_OPEN', `${where} refused the journal: ${pgMessage(err)}`, {
             cause: err,
           });
@@ -200,29 +203,8 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
 
   /** Load the rows this copy has not seen (all of them at open). */
   private async load(): Promise<number> {
-    const after = this.newest;
-    const migs = await this.client.query<{
-      id: string;
-      plan: string;
-      created_at: string;
-    }>(
-      after === 0
-        ? 'SELECT id, plan, created_at FROM ferry_migrations'
-        : 'SELECT id, plan, created_at FROM ferry_migrations WHERE id IN (SELECT migration_id FROM ferry_journal WHERE seq > $1)',
-      after === 0 ? [] : [after],
-    );
-    for (const r of migs.rows) {
-      if (this.migrations.has(r.id)) continue;
-      const at = Number(r.created_at);
-      this.migrations.set(r.id, {
-        plan: r.plan,
-        phase: 'planned',
-        createdAt: at,
-        updatedAt: at,
-        error: null,
-        entries: [],
-      });
-    }
+    // Entries first, then the migrations they name: a migration committed between the two reads
+    // is found either way (its row commits with its first entry), never skipped.
     const rows = await this.client.query<{
       seq: string;
       migration_id: string;
@@ -233,12 +215,32 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
       detail: string | null;
     }>(
       'SELECT seq, migration_id, at, phase, kind, step, detail FROM ferry_journal WHERE seq > $1 ORDER BY seq',
-      [after],
+      [this.newest],
     );
+    const unknown = [...new Set(rows.rows.map((r) => r.migration_id))].filter(
+      (id) => !this.migrations.has(id),
+    );
+    if (unknown.length > 0) {
+      const migs = await this.client.query<{ id: string; plan: string; created_at: string }>(
+        'SELECT id, plan, created_at FROM ferry_migrations WHERE id = ANY($1::text[])',
+        [unknown],
+      );
+      for (const r of migs.rows) {
+        const at = Number(r.created_at);
+        this.migrations.set(r.id, {
+          plan: r.plan,
+          phase: 'planned',
+          createdAt: at,
+          updatedAt: at,
+          error: null,
+          entries: [],
+        });
+      }
+    }
     for (const r of rows.rows) {
       const m = this.migrations.get(r.migration_id);
       if (!m) continue; // cannot happen (foreign key), but a copy must not crash on it
-      this.apply(m, r.migration_id, {
+      this.apply(m, {
         seq: Number(r.seq),
         at: Number(r.at),
         phase: r.phase as Phase,
@@ -251,7 +253,7 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
   }
 
   /** An entry into the copy: the migration's phase, time and error move as in the table. */
-  private apply(m: MigrationCopy, _id: string, e: StoredEntry): void {
+  private apply(m: MigrationCopy, e: StoredEntry): void {
     m.entries.push(e);
     if (e.kind === 'enter') m.phase = e.phase;
     m.updatedAt = e.at;
@@ -296,7 +298,7 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
       step: entry.step ?? null,
       detail: entry.detail ? JSON.stringify(entry.detail) : null,
     };
-    this.apply(m, entry.migrationId, stored);
+    this.apply(m, stored);
     this.pending.push({ kind: 'entry', migrationId: entry.migrationId, entry: stored });
     this.appended++;
     return stored.seq;
@@ -509,6 +511,14 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
     this.closed = true;
     await this.client.end().catch(() => undefined);
   }
+}
+
+/** The URL with `password` in it (node-postgres lets the URL's own fields win over separate ones). */
+function withPassword(url: string, password: string | undefined): string {
+  if (password === undefined) return url;
+  const u = new URL(url);
+  u.password = encodeURIComponent(password);
+  return u.toString();
 }
 
 function toEntry(migrationId: string, e: StoredEntry): JournalEntry {
