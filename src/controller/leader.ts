@@ -23,7 +23,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { FerryError, errorMessage } from '../common/errors.js';
-import { redactPostgresUrl } from '../migration/index.js';
+import { redactPostgresUrl, withPassword } from '../migration/index.js';
 
 /** The lease row's holder as PostgreSQL has it. */
 export interface LeaseHolder {
@@ -148,8 +148,8 @@ export class LeaderLease
     this.autoRenew = opts.autoRenew ?? true;
     const third = Math.max(100, Math.floor(this.ttlMs / 3));
     this.pool = new pg.Pool({
-      connectionString: opts.url,
-      ...(opts.password !== undefined ? { password: opts.password } : {}),
+      // In the URL: node-postgres lets the URL's own fields win over a separate password.
+      connectionString: withPassword(opts.url, opts.password),
       max: 2,
       connectionTimeoutMillis: third,
       query_timeout: third,
