@@ -22,6 +22,7 @@ import type {
   SyncSiteOptions,
   WebSiteOverrides,
 } from '../migration/ports.js';
+import { FENCE_HEADER } from './fence.js';
 import type { SyncEndpoint, SyncProgress } from './rsync.js';
 import { isSyncPeer, type SyncPeer } from './transport.js';
 import type { SiteNeeds, WebSite, WebSitesReport } from './webconfig/index.js';
@@ -43,6 +44,13 @@ export interface HttpHostDriverOptions {
   attempts?: number;
   /** Redirect engine to ask for; default the agent's own. */
   engine?: 'userspace' | 'kernel';
+  /**
+   * The fencing token every call carries (`x-ferry-fence`), asked at each call: the leader's
+   * token; undefined sends none (a single controller).
+   */
+  fence?: () => bigint | undefined;
+  /** Called, before the call throws it, when the agent refused the token with FENCED. */
+  onFenced?: (err: FerryError) => void;
 }
 
 /** Error codes meaning "no answer came back": the call may be repeated. */
@@ -71,6 +79,8 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   private readonly attempts: number;
   private readonly engine: 'userspace' | 'kernel' | undefined;
   private readonly agent: HttpAgent | HttpsAgent;
+  private readonly fence: (() => bigint | undefined) | undefined;
+  private readonly onFenced: ((err: FerryError) => void) | undefined;
 
   constructor(opts: HttpHostDriverOptions) {
     let base: URL;
@@ -97,6 +107,8 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     this.syncTimeoutMs = opts.syncTimeoutMs ?? 30 * 60_000;
     this.attempts = Math.max(1, opts.attempts ?? 5);
     this.engine = opts.engine;
+    this.fence = opts.fence;
+    this.onFenced = opts.onFenced;
     const host = base.hostname.replace(/^\[|\]$/g, '');
     if (base.protocol === 'http:' && !(host === 'localhost' || host === '::1' || /^127\./.test(host)))
       this.plainTransport = base.origin;
@@ -150,6 +162,7 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
     const url = new URL(path, this.base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const fence = this.fence?.();
     return new Promise((resolve, reject) => {
       const req = request(
         url,
@@ -159,6 +172,7 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
           headers: {
             authorization: `Bearer ${this.token}`,
             accept: 'application/json',
+            ...(fence !== undefined ? { [FENCE_HEADER]: fence.toString() } : {}),
             ...(payload
               ? { 'content-type': 'application/json', 'content-length': String(payload.length) }
               : {}),
@@ -605,9 +619,11 @@ export class HttpHostDriver implements HostDriver, SyncPeer {
   ): FerryError {
     const known = isErrorCode(e?.code);
     const what = `agent ${this.id}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`;
-    return new FerryError(
+    const err = new FerryError(
       known ? (e!.code as ErrorCode) : 'AGENT_HTTP',
       known ? what : `${what} (HTTP ${status}${e?.code ? `, code ${e.code}` : ''})`,
     );
+    if (err.code === 'FENCED') this.onFenced?.(err);
+    return err;
   }
 }

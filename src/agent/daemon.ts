@@ -7,7 +7,9 @@
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { join } from 'node:path';
 import { HostAgent, type HostAgentOptions } from './agent.js';
+import { FenceKeeper } from './fence.js';
 import { buildAgentServer, type AgentServerOptions } from './server.js';
 
 export interface StartAgentOptions extends HostAgentOptions, Omit<AgentServerOptions, 'logger'> {
@@ -40,8 +42,12 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   await agent.start();
   let app: FastifyInstance | undefined;
   try {
+    // The newest fencing token seen survives restarts: a paused ex-leader stays refused.
+    const fence = new FenceKeeper(opts.id, join(opts.dataDir, 'fence.json'));
+    await fence.load();
     app = buildAgentServer(agent, {
       token: opts.token,
+      fence,
       ...(opts.tls ? { tls: opts.tls } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),
     });

@@ -19,6 +19,7 @@ export {
 export { httpProbe } from './probe.js';
 export { buildAgentServer, type AgentServerOptions } from './server.js';
 export { HttpHostDriver, type HttpHostDriverOptions } from './client.js';
+export { FENCE_HEADER, FenceKeeper, parseFenceToken } from './fence.js';
 export {
   runAgent,
   startAgent,

@@ -7,6 +7,9 @@
  * answer `{ "error": { "code", "message" } }` with a stable code. Every operation is idempotent,
  * so the controller retries any of them after a timeout or a lost connection.
  *
+ * A command may carry the leading controller's fencing token (`x-ferry-fence`, fence.ts): one
+ * older than the newest seen is refused with FENCED (409) before it acts.
+ *
  * Routes (all under /v1):
  *   GET    /info
  *   GET    /addresses                      PUT|DELETE /addresses/:address
@@ -37,6 +40,7 @@ import { z } from 'zod';
 import { FerryError } from '../common/errors.js';
 import { clientErrorAnswer, errorAnswer, toApiError } from '../common/http-errors.js';
 import type { HostAgent } from './agent.js';
+import { FENCE_HEADER, FenceKeeper, parseFenceToken } from './fence.js';
 import type { WebSiteBundle } from './webstack/index.js';
 import type { DatabaseSource } from '../migration/ports.js';
 
@@ -47,6 +51,8 @@ export interface AgentServerOptions {
   tls?: { certFile: string; keyFile: string };
   /** Request log; tokens and bodies never reach it (method, URL, status only). */
   logger?: Logger;
+  /** The highest fencing token seen (`startAgent`: kept in the data folder); default in memory. */
+  fence?: FenceKeeper;
 }
 
 const ip = z
@@ -362,6 +368,7 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
     throw new FerryError('AGENT_OPTIONS', 'TLS needs both a certificate file and a key file');
   }
   const want = digest(opts.token);
+  const fence = opts.fence ?? new FenceKeeper(agent.id);
   const https = opts.tls
     ? { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) }
     : null;
@@ -393,6 +400,18 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
       );
       return reply.code(status).send(body);
     }
+    // Fencing (fence.ts): a command of a controller that lost the lead is refused before it acts.
+    const f = req.headers[FENCE_HEADER];
+    if (f !== undefined) {
+      try {
+        await fence.admit(parseFenceToken(Array.isArray(f) ? f.join(',') : f));
+      } catch (err) {
+        const { status, body } = toApiError(err);
+        if (err instanceof FerryError && err.code === 'FENCED')
+          opts.logger?.warn({ code: err.code, method: req.method, url: req.url }, err.message);
+        return reply.code(status).send(body);
+      }
+    }
   });
 
   // Statuses come from the code table; Fastify's own request errors are mapped to its codes.
@@ -415,7 +434,7 @@ export function buildAgentServer(agent: HostAgent, opts: AgentServerOptions): Fa
 
   const ok = { ok: true };
 
-  app.get('/v1/info', async () => agent.info());
+  app.get('/v1/info', async () => ({ ...(await agent.info()), fence: fence.highest?.toString() ?? null }));
 
   // addresses
   app.get('/v1/addresses', async () => ({ addresses: await agent.listAddresses() }));

@@ -15,7 +15,7 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { FerryError, errorMessage } from '../common/errors.js';
-import type { Controller } from '../controller/index.js';
+import type { Controller, LeaderView } from '../controller/index.js';
 import type { MigrationRecord } from '../migration/index.js';
 import { TrafficSampler, createMetrics, type FerryMetrics } from '../metrics/index.js';
 import { registerDashboard } from '../web/index.js';
@@ -43,6 +43,63 @@ export interface ApiOptions {
   logger?: Logger;
   /** How long a rollback or evacuation request waits for its outcome before answering 202. Default 1000 ms. */
   syncWaitMs?: number;
+  /**
+   * Several controllers on one PostgreSQL: the leader lease. A follower serves reads itself and
+   * forwards writes to the leader (below); without it this controller is the only one.
+   */
+  leader?: LeaderView;
+}
+
+/** Marks a write forwarded by a follower: never forwarded twice. */
+const FORWARDED = 'x-ferry-forwarded-by';
+
+/**
+ * A follower passes a write to the leader's API with the caller's own token and answers with the
+ * leader's answer. Server-side, not a redirect: clients drop Authorization on a redirect to
+ * another origin. No leader, or one that cannot be reached: NO_LEADER (503).
+ */
+async function forwardToLeader(leader: LeaderView, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const { self, leader: holder } = leader.status();
+  if (!holder || holder.id === self.id || req.headers[FORWARDED] !== undefined)
+    throw new FerryError(
+      'NO_LEADER',
+      holder
+        ? `this controller (${self.id}) follows ${holder.id}, which does not lead any more; retry in a few seconds`
+        : `no controller holds the lead now (this one, ${self.id}, follows); retry in a few seconds`,
+    );
+  if (!holder.url)
+    throw new FerryError(
+      'NO_LEADER',
+      `the leader ${holder.id} advertises no API URL (set leader.advertise in its ferry.yaml); send writes to it directly`,
+    );
+  let res: Response;
+  try {
+    res = await fetch(new URL(req.url, holder.url), {
+      method: req.method,
+      headers: {
+        accept: 'application/json',
+        [FORWARDED]: self.id,
+        ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}),
+        ...(req.body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      ...(req.body !== undefined ? { body: JSON.stringify(req.body) } : {}),
+      redirect: 'manual',
+      signal: AbortSignal.timeout(60_000),
+    });
+  } catch (err) {
+    throw new FerryError(
+      'NO_LEADER',
+      `the leader ${holder.id} at ${holder.url} cannot be reached from ${self.id}: ${errorMessage(err)}; retry in a few seconds`,
+    );
+  }
+  const text = await res.text();
+  reply.code(res.status);
+  for (const h of ['content-type', 'location', 'retry-after']) {
+    const v = res.headers.get(h);
+    if (v !== null) reply.header(h, v);
+  }
+  reply.header('x-ferry-leader', holder.id);
+  await reply.send(text);
 }
 
 declare module 'fastify' {
@@ -234,6 +291,16 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       );
     req.principal = who;
   });
+
+  // A follower forwards every write once it is authorized and validated (a bad one is refused here).
+  const lease = opts.leader;
+  if (lease)
+    app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
+      if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return;
+      if (lease.status().role === 'leader') return;
+      await forwardToLeader(lease, req, reply);
+      return reply;
+    });
 
   // Statuses come from the code table; Fastify's own request errors are mapped to its codes.
   app.setErrorHandler((err, req, reply) => {
@@ -539,6 +606,23 @@ export async function buildApi(controller: Controller, opts: ApiOptions): Promis
       },
     );
   }
+
+  app.get(
+    '/v1/controller',
+    {
+      schema: {
+        tags: ['controller'],
+        summary:
+          "Who leads: this controller's role, the leader's id, API URL, fencing token and lease expiry (mode single: one controller, no lease)",
+        security,
+        response: errors,
+      },
+    },
+    async () => {
+      if (!lease) return { mode: 'single', role: 'leader', self: null, leader: null };
+      return { mode: 'lease', ...lease.status() };
+    },
+  );
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 

@@ -12,6 +12,7 @@ import { dirname, resolve } from 'node:path';
 import { apiOptionsFromConfig, startApi, type StartedApi } from '../api/index.js';
 import { loadConfig, parseDuration, startController, type ControllerEvent } from '../controller/index.js';
 import { redactPostgresUrl } from '../migration/index.js';
+import { registerControllerStatus } from './controller-status.js';
 
 function migrateArg(
   value: string,
@@ -24,10 +25,13 @@ function migrateArg(
 }
 
 export function registerController(program: Command): void {
-  program
+  const cmd = program
     .command('controller')
-    .description('Run the controller: DNS, agents over HTTP, and the migrations of the journal')
-    .requiredOption('--config <file>', 'the YAML config (check it with: ferry config check FILE)')
+    .description(
+      'Run the controller: DNS, agents over HTTP, and the migrations of the journal (ferry controller status: who leads)',
+    )
+    // Checked in the action: a required option here would be demanded of `controller status` too.
+    .option('--config <file>', 'the YAML config (check it with: ferry config check FILE)')
     .option(
       '--migrate <domain=server>',
       'start migrating DOMAIN to SERVER once running (repeatable)',
@@ -46,13 +50,18 @@ export function registerController(program: Command): void {
     .option('--no-resume', 'do not resume unfinished migrations of the journal')
     .action(
       async (o: {
-        config: string;
+        config?: string;
         migrate?: Array<{ domain: string; to: string }>;
         migrateDelay: string;
         exitWhenDone?: boolean;
         events?: boolean;
         resume: boolean;
       }) => {
+        if (!o.config)
+          throw new FerryError(
+            'USAGE',
+            'name the config with --config FILE (ferry controller --config ferry.yaml)',
+          );
         const delayMs = parseDuration(o.migrateDelay);
         if (delayMs === null)
           throw new FerryError(
@@ -79,6 +88,13 @@ export function registerController(program: Command): void {
           running = await startController(config, {
             resume: o.resume,
             signal: stop.signal,
+            logger: log,
+            // Where the other controllers forward writes, unless leader.advertise says otherwise.
+            ...(apiOptions && !['0.0.0.0', '::'].includes(apiOptions.host)
+              ? {
+                  advertise: `http://${apiOptions.host.includes(':') ? `[${apiOptions.host}]` : apiOptions.host}:${apiOptions.port}`,
+                }
+              : {}),
             onJournalRetry: (r) =>
               log.warn({ attempt: r.attempt, retryInMs: r.delayMs }, `${r.message}; retrying`),
           });
@@ -100,7 +116,12 @@ export function registerController(program: Command): void {
         controller.journal.on('lost', onLost);
         let api: StartedApi | undefined;
         try {
-          if (apiOptions) api = await startApi(controller, { ...apiOptions, logger: log });
+          if (apiOptions)
+            api = await startApi(controller, {
+              ...apiOptions,
+              logger: log,
+              ...(running.leader ? { leader: running.leader } : {}),
+            });
         } catch (err) {
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);
@@ -178,4 +199,5 @@ export function registerController(program: Command): void {
         }
       },
     );
+  registerControllerStatus(cmd);
 }

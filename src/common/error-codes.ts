@@ -137,6 +137,9 @@ export const ERROR_CODES = {
   DNS_WORKER: failed('a DNS worker failed or exited'),
   EVACUATE_OPTIONS: bad('bad evacuation options'),
   EVACUATE_STREAM: upstream("the controller's event stream ended at once"),
+  FENCED: conflict(
+    "the agent has seen a newer leader's fencing token: a controller that lost the lead may not act",
+  ),
   HEADERS_TOO_LARGE: {
     status: 431,
     exit: EXIT.usage,
@@ -152,6 +155,7 @@ export const ERROR_CODES = {
   JOURNAL_UNREACHABLE: unavailable(
     'PostgreSQL stayed unreachable for the configured bound (journal.giveUpAfterSeconds)',
   ),
+  LEADER_OPTIONS: bad('bad leader options of the controller (id, ttl, advertise)'),
   LOADGEN_OPTIONS: bad('bad load generator options'),
   LOADGEN_RESOLVE: failed('the load generator cannot resolve a domain'),
   LOADGEN_TIMEOUT: failed('a load generator request got no complete answer in time'),
@@ -174,6 +178,7 @@ export const ERROR_CODES = {
   NGINX_OPTIONS: bad('bad nginx options of the agent'),
   NGINX_RELOAD_FAILED: failed('nginx failed to reload'),
   NGINX_RELOAD_TIMEOUT: failed('nginx did not take a server block in time'),
+  NO_LEADER: unavailable('no controller holds the lead now, so a write cannot be carried out; retry shortly'),
   PHP_FPM_CONFIG_INVALID: failed('`php-fpm -t` refused a pool file; its own message says why'),
   PHP_FPM_RELOAD_FAILED: failed(
     'PHP-FPM could not be reloaded (no master pid, or the pool did not open its socket)',

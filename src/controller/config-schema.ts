@@ -563,6 +563,39 @@ export type JournalConfig =
       giveUpAfterMs?: number;
     };
 
+/** Several controllers on one PostgreSQL journal: this one's place in the leader lease (leader.ts). */
+const leader = z.strictObject({
+  /** This controller's id among those of the database; default `<hostname>-<pid>`. */
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9._:@-]{1,128}$/, { message: 'must be 1-128 letters, digits or . _ : @ -' })
+    .optional(),
+  /** Lease time (default 6s: another controller takes over within about 8 s of this one's death). */
+  ttl: duration
+    .refine((ms) => ms >= 300 && ms <= 600_000, { message: 'must be between 300ms and 10m' })
+    .optional(),
+  /** This controller's API URL as the others reach it (they forward writes there); default from api.listen. */
+  advertise: z
+    .string()
+    .refine(
+      (u) => {
+        try {
+          return ['http:', 'https:'].includes(new URL(u).protocol);
+        } catch {
+          return false;
+        }
+      },
+      { message: 'must be an http(s) URL, e.g. http://10.0.0.5:7300' },
+    )
+    .optional(),
+});
+
+/** True when the journal value names PostgreSQL (a URL, or an object with `postgres`). */
+export function isPostgresJournal(j: unknown): boolean {
+  if (typeof j === 'string') return isPostgresUrl(j);
+  return typeof j === 'object' && j !== null && 'postgres' in j;
+}
+
 /** The whole of ferry.yaml. */
 export const configSchema = z
   .strictObject({
@@ -597,8 +630,16 @@ export const configSchema = z
     migration,
     /** The control API's settings; validated by the API itself (src/api). */
     api: z.looseObject({}).optional(),
+    leader: leader.optional(),
   })
   .superRefine((c, ctx) => {
+    if (c.leader && !isPostgresJournal(c.journal))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['leader'],
+        message:
+          "the leader lease lives in the journal's PostgreSQL: set journal: postgres://… (several controllers need it), or remove leader",
+      });
     const names = Object.keys(c.servers);
     if (names.length === 0)
       ctx.addIssue({ code: 'custom', path: ['servers'], message: 'must declare at least one server' });
@@ -830,6 +871,8 @@ export interface FerryConfig {
     backupKeepMs: number;
   };
   api?: Record<string, unknown>;
+  /** Only with a PostgreSQL journal (where the lease always runs): this controller's id, lease time, API URL. */
+  leader?: { id?: string; ttlMs?: number; advertise?: string };
 }
 
 /** The policy keys a dns block or zone entry sets, and only those (an absent key is inherited or refused). */

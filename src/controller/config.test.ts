@@ -944,3 +944,21 @@ test('a config written as one JSON document reads as the same YAML does; JSON th
     /servers\.a\.token/,
   );
 });
+
+test('leader: only with a PostgreSQL journal; id, ttl and advertise checked', async () => {
+  const pg = GOOD.replace('journal: ./journal.sqlite', 'journal: postgres://ferry@db.example:5432/ferry');
+  const cfg = await parseConfig(
+    `${pg}leader: { id: ctl-1, ttl: 4s, advertise: "http://10.0.0.5:7300" }\n`,
+    '/nowhere/ferry.yaml',
+    { env: { ORIGIN_TOKEN: 'o'.repeat(20) }, readSecretFiles: false },
+  );
+  assert.deepEqual(cfg.leader, { id: 'ctl-1', ttlMs: 4000, advertise: 'http://10.0.0.5:7300' });
+  assert.match(
+    await problems(`${GOOD}leader: { id: ctl-1 }\n`),
+    /leader: the leader lease lives in the journal's PostgreSQL: set journal: postgres:\/\/… .*or remove leader/,
+  );
+  const bad = await problems(`${pg}leader: { id: "two words", ttl: 10ms, advertise: "ftp://x" }\n`);
+  assert.match(bad, /leader\.id: must be 1-128 letters, digits or \. _ : @ -/);
+  assert.match(bad, /leader\.ttl: must be between 300ms and 10m/);
+  assert.match(bad, /leader\.advertise: must be an http\(s\) URL/);
+});

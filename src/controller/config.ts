@@ -413,5 +413,14 @@ async function resolveConfig(
       backupKeepMs: Math.round((c.migration.backupKeepDays ?? 7) * 24 * 3600 * 1000),
     },
     ...(c.api ? { api: c.api } : {}),
+    ...(c.leader
+      ? {
+          leader: {
+            ...(c.leader.id !== undefined ? { id: c.leader.id } : {}),
+            ...(c.leader.ttl !== undefined ? { ttlMs: c.leader.ttl } : {}),
+            ...(c.leader.advertise !== undefined ? { advertise: c.leader.advertise } : {}),
+          },
+        }
+      : {}),
   };
 }

@@ -104,6 +104,12 @@ export interface ControllerOptions {
   retry?: Partial<RetryPolicy>;
   /** How long an origin keeps its backup of a moved web site (`migration.backupKeepDays`). Default 7 days. */
   backupKeepMs?: number;
+  /**
+   * Whether this controller may drive migrations now (several controllers: only the leader may;
+   * see leader.ts). Starting, rolling back, resuming and evacuating are refused with NO_LEADER
+   * otherwise. Default: always.
+   */
+  leads?: () => boolean;
 }
 
 /** An event on the controller's stream: `seq` orders them and lets a client resume. */
@@ -269,9 +275,11 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   private readonly historyLimit: number;
   private seq = 0;
   private readonly stopping = new AbortController();
+  private readonly leads: () => boolean;
 
   constructor(opts: ControllerOptions) {
     super();
+    this.leads = opts.leads ?? (() => true);
     this.dns = opts.dns;
     this.journal = opts.journal;
     this.defaults = { ...DEFAULT_TIMINGS, ...opts.defaults };
@@ -734,6 +742,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   }
 
   async startMigration(req: StartMigrationRequest): Promise<MigrationRecord> {
+    this.requireLead();
     // an unknown (or malformed) domain is SITE_NOT_FOUND before the DNS parses it
     const planned = this.site(req.domain);
     const from = this.server(planned.server);
@@ -850,6 +859,24 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     );
   }
 
+  /** NO_LEADER unless this controller may drive migrations now. */
+  private requireLead(): void {
+    if (!this.leads())
+      throw new FerryError(
+        'NO_LEADER',
+        'this controller does not lead: only the leader starts, rolls back, resumes or evacuates migrations',
+      );
+  }
+
+  /**
+   * Stop driving every migration (this controller lost the lead): each stops at its next step or
+   * wait, journals nothing more and stays resumable by the next leader. Resolves once all stopped.
+   */
+  async stopDriving(reason: string): Promise<void> {
+    for (const abort of this.aborts.values()) abort.abort(new FerryError('NO_LEADER', reason));
+    await Promise.allSettled([...this.running.values()]);
+  }
+
   /** Run (or resume) a migration in the background, once. */
   private drive(id: string, how: 'run' | 'rollback' | 'resume' = 'run'): Promise<MigrationRecord> {
     const existing = this.running.get(id);
@@ -872,6 +899,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
 
   /** Resume every unfinished migration in the journal (after a restart). Returns their ids. */
   resumeAll(): string[] {
+    this.requireLead();
     const ids = this.journal
       .briefs()
       .filter((r) => !r.settled)
@@ -931,6 +959,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
     if (rec.phase === 'rolled-back') return rec;
     if (this.stopping.signal.aborted)
       throw new FerryError('CONTROLLER_STOPPING', 'the controller is shutting down');
+    this.requireLead();
     // A refusal (databases that cannot be replicated back) leaves a running migration running.
     await this.orchestrator.refuseRollback(id);
     // Stop the run first (it ends at its next step or wait), then undo from where it stopped.
@@ -947,6 +976,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   async resume(id: string): Promise<MigrationRecord> {
     const rec = this.orchestrator.get(id);
     if (rec.phase === 'completed' || rec.phase === 'rolled-back') return rec;
+    this.requireLead();
     return this.drive(id, 'resume');
   }
 
@@ -958,6 +988,7 @@ export class Controller extends EventEmitter<{ event: [ControllerEvent] }> {
   async evacuate(
     req: EvacuateRequest,
   ): Promise<{ migrations: MigrationRecord[]; sites: EvacuationSite[]; totalMs: number }> {
+    this.requireLead();
     const origin = this.server(req.from);
     this.server(req.to);
     if (origin.id === req.to)

@@ -31,3 +31,11 @@ export {
   type RunningController,
   type StartControllerOptions,
 } from './start.js';
+export {
+  LeaderLease,
+  DEFAULT_LEADER_TTL_MS,
+  type LeaderLeaseOptions,
+  type LeaderStatus,
+  type LeaderView,
+  type LeaseHolder,
+} from './leader.js';

@@ -3,6 +3,8 @@
  * embedded name server or an RFC 2136 primary, the journal), for `ferry controller` and `ferry evacuate`.
  */
 import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
 import { HttpHostDriver } from '../agent/client.js';
 import { DnsServer, loadZoneFile, mergeZonePolicies } from '../dns/index.js';
 import { errorMessage } from '../common/errors.js';
@@ -28,6 +30,8 @@ import {
   type TsigKeySecret,
 } from './config-schema.js';
 import { Controller } from './controller.js';
+import { LeaderLease } from './leader.js';
+import { fencing, lead } from './leading.js';
 
 /**
  * The name server's TSIG keys and zone policies from the config: the dns-level policy is the
@@ -58,8 +62,10 @@ export interface RunningController {
   /** The embedded name server, when the config uses it. */
   dnsServer: DnsServer | undefined;
   drivers: Map<string, HttpHostDriver>;
-  /** Migrations resumed at start. */
+  /** Migrations resumed at start (under a lease: when this controller won it at start). */
   resumed: string[];
+  /** The leader lease, with a PostgreSQL journal (several controllers may share it). */
+  leader: LeaderLease | undefined;
   /** Ask every agent for its info: reachable, and serving sites the way the config says. */
   checkAgents(): Promise<Array<{ server: string; ok: boolean; message: string }>>;
   /** Ask the DNS provider whether it will take changes (PowerDNS: key, zone, SOA-EDIT-API); undefined when it has no such check. */
@@ -79,6 +85,10 @@ export interface StartControllerOptions {
   signal?: AbortSignal;
   /** Told of every failed attempt to reach PostgreSQL before the next (the message names host:port, never the password). */
   onJournalRetry?: PgJournalOptions['onRetry'];
+  /** This controller's API URL for the other controllers when `leader.advertise` is not set. */
+  advertise?: string;
+  /** Where the lease says who leads, steps down and is fenced. */
+  logger?: Logger;
 }
 
 /**
@@ -147,6 +157,18 @@ export async function startController(
       // Any primary (BIND, Knot, PowerDNS) through TSIG-signed UPDATE.
       provider = createRfc2136Provider(dnsCfg);
     }
+    // A journal on PostgreSQL may be shared: only the lease's holder drives (leader.ts).
+    const jc = config.journal;
+    const lease =
+      jc.kind === 'postgres'
+        ? new LeaderLease({
+            url: jc.url,
+            ...(jc.password !== undefined ? { password: jc.password } : {}),
+            id: config.leader?.id ?? `${hostname()}-${process.pid}`,
+            advertise: config.leader?.advertise ?? opts.advertise ?? '',
+            ...(config.leader?.ttlMs !== undefined ? { ttlMs: config.leader.ttlMs } : {}),
+          })
+        : undefined;
     const injected = new Map<string, HostDriver>();
     for (const s of config.servers) {
       if (opts.hostDriver) {
@@ -163,6 +185,7 @@ export async function startController(
           ...(ca ? { ca } : {}),
           ...(s.timeoutMs !== undefined ? { timeoutMs: s.timeoutMs } : {}),
           ...(s.engine ? { engine: s.engine } : {}),
+          ...(lease ? fencing(lease, s.id, opts.logger) : {}),
         }),
       );
     }
@@ -196,8 +219,24 @@ export async function startController(
       journal,
       defaults: config.defaults,
       backupKeepMs: config.migration.backupKeepMs,
+      ...(lease ? { leads: () => lease.isLeader } : {}),
     });
-    const resumed = opts.resume === false ? [] : controller.resumeAll();
+    let resumed: string[] = [];
+    let leading: { close(): Promise<void> } | undefined;
+    if (lease) {
+      try {
+        leading = await lead({
+          lease,
+          controller,
+          journal,
+          ...(opts.logger ? { logger: opts.logger } : {}),
+          ...(opts.resume === false ? { resume: false } : {}),
+        });
+      } catch (err) {
+        await lease.close();
+        throw err;
+      }
+    } else if (opts.resume !== false) resumed = controller.resumeAll();
     const j = journal;
     const server = dnsServer;
     return {
@@ -206,6 +245,7 @@ export async function startController(
       dnsServer,
       drivers,
       resumed,
+      leader: lease,
       checkDns: async () => {
         if (!powerDns) return undefined;
         try {
@@ -258,6 +298,8 @@ export async function startController(
           }),
         ),
       close: async () => {
+        // The lease first: given back at once, so another controller takes over without waiting.
+        await leading?.close();
         await controller.close();
         for (const d of drivers.values()) d.close();
         await server?.stop();

@@ -2,7 +2,13 @@
 export { Orchestrator, type MigrationEvents, type OrchestratorOptions } from './orchestrator.js';
 export { Journal, type JournalOptions } from './journal.js';
 export type { JournalEvents, JournalStore, MigrationBrief } from './journal-store.js';
-export { PgJournal, postgresEndpoint, redactPostgresUrl, type PgJournalOptions } from './journal-pg.js';
+export {
+  PgJournal,
+  postgresEndpoint,
+  redactPostgresUrl,
+  withPassword,
+  type PgJournalOptions,
+} from './journal-pg.js';
 export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './dns-embedded.js';
 export { PowerDnsProvider, createPowerDnsProvider, type PowerDnsOptions } from './dns-powerdns.js';
 export { Rfc2136DnsProvider, createRfc2136Provider, type Rfc2136Options } from './dns-rfc2136.js';

@@ -514,7 +514,7 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
 }
 
 /** The URL with `password` in it (node-postgres lets the URL's own fields win over separate ones). */
-function withPassword(url: string, password: string | undefined): string {
+export function withPassword(url: string, password: string | undefined): string {
   if (password === undefined) return url;
   const u = new URL(url);
   u.password = encodeURIComponent(password);

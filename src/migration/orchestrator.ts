@@ -167,6 +167,11 @@ export interface OrchestratorOptions {
   retry?: Partial<RetryPolicy>;
 }
 
+/** Whether a run was stopped because its controller lost the lead (Controller.stopDriving). */
+function lostLead(signal: AbortSignal): boolean {
+  return isFerryError(signal.reason, 'NO_LEADER');
+}
+
 /** Runs migrations; one instance serves many, each `run` drives one to its end. */
 export class Orchestrator extends EventEmitter<MigrationEvents> {
   private readonly dns: DnsProvider;
@@ -280,6 +285,8 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
     } catch (err) {
       // The journal cannot take a step any more: stop driving, undo nothing; it stays resumable.
       if (isFerryError(err, 'JOURNAL_LOST')) throw err;
+      // This controller lost the lead: the journal is the next leader's now, write nothing to it.
+      if (signal?.aborted && lostLead(signal)) throw err;
       const message = errorMessage(err);
       this.journal.append({ migrationId: id, at: Date.now(), phase, kind: 'error', detail: { message } });
       this.emit('error', { id, phase, at: Date.now(), message });
@@ -359,6 +366,7 @@ export class Orchestrator extends EventEmitter<MigrationEvents> {
       await run.enter('rolled-back');
     } catch (err) {
       if (isFerryError(err, 'JOURNAL_LOST')) throw err; // as in drive: stop, resumable
+      if (signal?.aborted && lostLead(signal)) throw err;
       const message = errorMessage(err);
       this.journal.append({
         migrationId: id,
@@ -786,6 +794,8 @@ class MigrationRun {
         // A journal of an older version entered `completed` before its clean-up: finish it here.
         if (!this.journaled(this.web ? STEP.originFinishSite : STEP.originRemoveSite)) await this.complete();
         this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase: 'completed', kind: 'leave' });
+        // Settled for every reader, the other controllers too: a PostgreSQL journal commits on flushed().
+        await this.orch.journal.flushed();
         return;
     }
   }

@@ -75,6 +75,9 @@ const PERMANENT = new Set<string>([
   // PowerDNS refused the API key or the zone: it says so again until the operator acts.
   'DNS_API_AUTH',
   'DNS_API_REFUSED',
+  // An agent refused a fencing token older than the newest it has seen: this controller is no
+  // longer the leader, and asking again cannot change that.
+  'FENCED',
 ]);
 
 function isPermanent(code: string): boolean {
