@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dnsExchangeUdp, decodeMessage, encodeMessage, makeQuery, RRType } from '../../src/dns/index.js';
 import { freePort } from '../../test/ports.js';
+import { knotConf } from './knot.js';
 
 const ORIGIN = 'big.example.';
 const RECORDS = 1_000_000;
@@ -106,31 +107,6 @@ async function untilAnswer(child: ChildProcess, address: string, port: number, n
   }
 }
 
-function knotConf(dir: string, zoneFile: string, port: number, workers: number): string {
-  return [
-    'server:',
-    `    rundir: "${dir}"`,
-    `    listen: ${ADDR_KNOT}@${port}`,
-    `    udp-workers: ${workers}`,
-    `    tcp-workers: ${workers}`,
-    '    background-workers: 1',
-    'log:',
-    '  - target: stderr',
-    '    any: error',
-    'database:',
-    `    storage: "${dir}"`,
-    'template:',
-    '  - id: default',
-    `    storage: "${dir}"`,
-    '    journal-content: none',
-    '    zonefile-sync: -1',
-    'zone:',
-    `  - domain: ${ORIGIN}`,
-    `    file: "${zoneFile}"`,
-    '',
-  ].join('\n');
-}
-
 type Perf = (
   address: string,
   port: number,
@@ -186,7 +162,10 @@ export async function bigZoneBench(
         `${last} A is answered; RSS summed over the process tree then; dnsperf on random names of the zone`,
     );
     const kport = await freePort(ADDR_KNOT, { udp: true });
-    writeFileSync(join(dir, 'knot.conf'), knotConf(dir, zoneFile, kport, workers));
+    writeFileSync(
+      join(dir, 'knot.conf'),
+      knotConf({ dir, address: ADDR_KNOT, port: kport, workers, zones: [ORIGIN], file: zoneFile }),
+    );
     const knot = await measure(
       'Knot',
       ADDR_KNOT,

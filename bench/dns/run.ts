@@ -29,6 +29,7 @@ import {
   RRType,
 } from '../../src/dns/index.js';
 import { freePort } from '../../test/ports.js';
+import { knotConf } from './knot.js';
 import { bigZoneBench } from './big.js';
 import { benchZones } from './zones.js';
 
@@ -113,28 +114,7 @@ async function waitUp(address: string, port: number, child?: ChildProcess): Prom
 }
 
 function startKnot(zoneFile: string, port: number): ChildProcess {
-  const conf = [
-    'server:',
-    `    rundir: "${dir}"`,
-    `    listen: ${ADDR_KNOT}@${port}`,
-    `    udp-workers: ${workers}`,
-    `    tcp-workers: ${workers}`,
-    '    background-workers: 1',
-    'log:',
-    '  - target: stderr',
-    '    any: error',
-    'database:',
-    `    storage: "${dir}"`,
-    'template:',
-    '  - id: default',
-    `    storage: "${dir}"`,
-    '    journal-content: none',
-    '    zonefile-sync: -1',
-    'zone:',
-    `  - domain: ${ORIGIN}`,
-    `    file: "${zoneFile}"`,
-    '',
-  ].join('\n');
+  const conf = knotConf({ dir, address: ADDR_KNOT, port, workers, zones: [ORIGIN], file: zoneFile });
   writeFileSync(join(dir, 'knot.conf'), conf);
   const c = spawn('knotd', ['-c', join(dir, 'knot.conf')], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(c);

@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { decodeMessage, dnsExchangeUdp, encodeMessage, makeQuery, RRType } from '../../src/dns/index.js';
 import { freePort } from '../../test/ports.js';
+import { knotConf } from './knot.js';
 
 const ADDR_FERRY = '127.0.131.1';
 const ADDR_KNOT = '127.0.131.2';
@@ -108,30 +109,6 @@ async function answeredAfter(child: ChildProcess, address: string, port: number,
   }
 }
 
-function knotConf(dir: string, port: number, workers: number, zones: string[], file: string): string {
-  const lines = [
-    'server:',
-    `    rundir: "${dir}"`,
-    `    listen: ${ADDR_KNOT}@${port}`,
-    `    udp-workers: ${workers}`,
-    `    tcp-workers: ${workers}`,
-    'log:',
-    '  - target: stderr',
-    '    any: error',
-    'database:',
-    `    storage: "${dir}/knot-db"`,
-    'template:',
-    '  - id: default',
-    `    storage: "${dir}"`,
-    `    file: "${file}"`,
-    '    journal-content: none',
-    '    zonefile-sync: -1',
-    'zone:',
-  ];
-  for (const z of zones) lines.push(`  - domain: ${z}`);
-  return lines.join('\n') + '\n';
-}
-
 function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
@@ -190,7 +167,14 @@ export async function benchZones(o: BenchZonesOptions): Promise<void> {
     mkdirSync(join(o.dir, 'knot-db'), { recursive: true });
     writeFileSync(
       join(o.dir, 'knot-many.conf'),
-      knotConf(o.dir, knotPort, workers, origins, `${zoneDir}/%s.zone`),
+      knotConf({
+        dir: o.dir,
+        address: ADDR_KNOT,
+        port: knotPort,
+        workers,
+        zones: origins,
+        file: `${zoneDir}/%s.zone`,
+      }),
     );
     let t0 = performance.now();
     const knot = spawn('knotd', ['-c', join(o.dir, 'knot-many.conf')], {
@@ -242,7 +226,17 @@ export async function benchZones(o: BenchZonesOptions): Promise<void> {
 
     // TCP on the 10,000-name zone, both with the same workers.
     const kp = await freePort(ADDR_KNOT, { udp: true });
-    writeFileSync(join(o.dir, 'knot-tcp.conf'), knotConf(o.dir, kp, workers, ['bench.example.'], o.zoneFile));
+    writeFileSync(
+      join(o.dir, 'knot-tcp.conf'),
+      knotConf({
+        dir: o.dir,
+        address: ADDR_KNOT,
+        port: kp,
+        workers,
+        zones: ['bench.example.'],
+        file: o.zoneFile,
+      }),
+    );
     const k2 = spawn('knotd', ['-c', join(o.dir, 'knot-tcp.conf')], {
       stdio: ['ignore', 'ignore', 'inherit'],
     });

@@ -133,6 +133,8 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
   private newest = 0;
   /** Rows appended and not yet sent. */
   private pending: Pending[] = [];
+  /** A commit is scheduled for what was appended (see `append`). */
+  private commitSoon = false;
   /** Appends made so far (a counter), and how many of them are committed. */
   private appended = 0;
   private committed = 0;
@@ -301,6 +303,15 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
     this.apply(m, stored);
     this.pending.push({ kind: 'entry', migrationId: entry.migrationId, entry: stored });
     this.appended++;
+    // Committed soon even when nobody waits on it (a last entry, a note): other controllers then
+    // see it, and a crash does not lose it. flushed() stays the wait before a side effect.
+    if (!this.commitSoon) {
+      this.commitSoon = true;
+      setImmediate(() => {
+        this.commitSoon = false;
+        void this.commitLoop();
+      });
+    }
     return stored.seq;
   }
 

@@ -794,7 +794,7 @@ class MigrationRun {
         // A journal of an older version entered `completed` before its clean-up: finish it here.
         if (!this.journaled(this.web ? STEP.originFinishSite : STEP.originRemoveSite)) await this.complete();
         this.orch.journal.append({ migrationId: this.id, at: Date.now(), phase: 'completed', kind: 'leave' });
-        // Settled for every reader, the other controllers too: a PostgreSQL journal commits on flushed().
+        // Settled for every reader, the other controllers too, before this run reports it done.
         await this.orch.journal.flushed();
         return;
     }

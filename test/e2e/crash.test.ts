@@ -25,15 +25,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Sandbox, type DemoSummary } from '../../src/sandbox/index.js';
-import { LoadGenerator } from '../../src/loadgen/index.js';
 import { STEP, WAIT, Journal, type MigrationRecord } from '../../src/migration/index.js';
 import type { ControllerEvent } from '../../src/controller/index.js';
 import { sleep } from '../../src/common/time.js';
-import { dnsQuery } from '../../src/dns/index.js';
 import type { CrashControllerConfig } from './crash-controller.js';
 import { findBinary } from './helpers.js';
 import { noPowerDns, startPowerDnsZone } from './dns-interop-servers.js';
-import { loopbackNet } from './invariants.js';
+import { loopbackNet, startLoadThroughKills } from './invariants.js';
 
 const CHILD = join(fileURLToPath(new URL('.', import.meta.url)), 'crash-controller.ts');
 /** The controller bundled once (esbuild), so that a restart costs a Node start, not a TypeScript compile. */
@@ -116,24 +114,6 @@ function killedAndResumed(
     let bundled = false;
 
     /** A stub resolver as libc's: a few seconds per try, two tries (the 2-core machine is shared). */
-    async function resolveWithRetry(name: string): Promise<{ address: string; ttl: number }> {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          const res = await dnsQuery({
-            server: ext?.server ?? { address: sb.dns.address, port: sb.dns.port },
-            name,
-            type: 'A',
-            timeoutMs: 3000,
-          });
-          const a = res.answers.find((r) => r.typeName === 'A');
-          if (!a) throw new Error(`${name}: no A record (${res.rcodeName})`);
-          return { address: a.rdata, ttl: a.ttl };
-        } catch (err) {
-          if (attempt >= 2) throw err;
-        }
-      }
-    }
-
     /** Run the controller until it ends or the next kill point; resolves with its final records, or null when killed. */
     function runController(cfg: CrashControllerConfig, killedAt?: number): Promise<MigrationRecord[] | null> {
       spawns++;
@@ -207,21 +187,7 @@ function killedAndResumed(
         ...(ext ? { externalDns: { server: ext.server, provider: ext.provider } } : {}),
       });
       await sb.start();
-      // Clients wait up to 20 s for an answer: held requests at the switch wait for the restarted controller.
-      sb.load = new LoadGenerator({
-        sites: sb.opts.sites,
-        port: sb.httpPort,
-        resolve: (name) => resolveWithRetry(name),
-        rate: 60,
-        clients: 24,
-        staleShare: 0.25,
-        staleOverstayMs: 2000,
-        keepAliveShare: 0.5,
-        writeShare: 0.4,
-        requestTimeoutMs: 20_000,
-      });
-      sb.watchDns(100);
-      sb.load.start();
+      startLoadThroughKills(sb, ext?.server ?? { address: sb.dns.address, port: sb.dns.port });
       await sleep(1000);
       const journalPath = join(sb.dataDir, 'crash-journal.sqlite');
       const base: Omit<CrashControllerConfig, 'action'> = {

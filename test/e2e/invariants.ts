@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { sleep } from '../../src/common/time.js';
+import { dnsQuery } from '../../src/dns/index.js';
+import { LoadGenerator } from '../../src/loadgen/index.js';
 import type { DemoSummary, Sandbox, SandboxOptions } from '../../src/sandbox/index.js';
 import { digShort, realDnsClient } from './helpers.js';
 
@@ -145,4 +147,38 @@ export function itKeepsTheInvariants(get: () => { run: MigrationRun; sb: Sandbox
     assert.equal(sb.originSites.hasSite(sb.migratedDomain), false);
     assert.ok(sb.targetSites.hasSite(sb.migratedDomain));
   });
+}
+
+/**
+ * Start the load of a run in which a controller is killed: clients resolve through `dns` as a
+ * stub resolver does (a few seconds per try, two tries: the 2-core machine is shared) and wait up
+ * to 20 s for an answer, since requests held at the switch wait for the controller that takes over.
+ */
+export function startLoadThroughKills(sb: Sandbox, dns: { address: string; port: number }): void {
+  const resolve = async (name: string): Promise<{ address: string; ttl: number }> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await dnsQuery({ server: dns, name, type: 'A', timeoutMs: 3000 });
+        const a = res.answers.find((r) => r.typeName === 'A');
+        if (!a) throw new Error(`${name}: no A record (${res.rcodeName})`);
+        return { address: a.rdata, ttl: a.ttl };
+      } catch (err) {
+        if (attempt >= 2) throw err;
+      }
+    }
+  };
+  sb.load = new LoadGenerator({
+    sites: sb.opts.sites,
+    port: sb.httpPort,
+    resolve,
+    rate: 60,
+    clients: 24,
+    staleShare: 0.25,
+    staleOverstayMs: 2000,
+    keepAliveShare: 0.5,
+    writeShare: 0.4,
+    requestTimeoutMs: 20_000,
+  });
+  sb.watchDns(100);
+  sb.load.start();
 }

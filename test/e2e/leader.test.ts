@@ -16,12 +16,11 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Sandbox, type DemoSummary } from '../../src/sandbox/index.js';
-import { LoadGenerator } from '../../src/loadgen/index.js';
 import { PgJournal, STEP, WAIT, type MigrationRecord } from '../../src/migration/index.js';
 import type { ControllerEvent } from '../../src/controller/index.js';
 import { sleep, waitFor } from '../../src/common/time.js';
-import { dnsQuery } from '../../src/dns/index.js';
 import { findBinary } from './helpers.js';
+import { startLoadThroughKills } from './invariants.js';
 import { freePort } from '../ports.js';
 import { postgresInstalled, startPostgres, type PostgresServer } from '../postgres.js';
 
@@ -76,24 +75,6 @@ describe(
     const records: MigrationRecord[] = [];
     const summaries: DemoSummary[] = [];
     const takeovers: Array<{ case: string; ms: number }> = [];
-
-    async function resolveWithRetry(name: string): Promise<{ address: string; ttl: number }> {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          const res = await dnsQuery({
-            server: { address: sb.dns.address, port: sb.dns.port },
-            name,
-            type: 'A',
-            timeoutMs: 3000,
-          });
-          const a = res.answers.find((r) => r.typeName === 'A');
-          if (!a) throw new Error(`${name}: no A record (${res.rcodeName})`);
-          return { address: a.rdata, ttl: a.ttl };
-        } catch (err) {
-          if (attempt >= 2) throw err;
-        }
-      }
-    }
 
     function yaml(name: string, apiPort: number): string {
       const agents = sb.agentApis;
@@ -249,20 +230,7 @@ describe(
     before(async () => {
       pgs = await startPostgres({ address: '127.0.0.1' });
       await sb.start();
-      sb.load = new LoadGenerator({
-        sites: sb.opts.sites,
-        port: sb.httpPort,
-        resolve: (name) => resolveWithRetry(name),
-        rate: 60,
-        clients: 24,
-        staleShare: 0.25,
-        staleOverstayMs: 2000,
-        keepAliveShare: 0.5,
-        writeShare: 0.4,
-        requestTimeoutMs: 20_000,
-      });
-      sb.watchDns(100);
-      sb.load.start();
+      startLoadThroughKills(sb, { address: sb.dns.address, port: sb.dns.port });
       for (const name of ['ctl-a', 'ctl-b']) {
         const port = await freePort(`${NET}.10`);
         const config = join(sb.dataDir, `${name}.yaml`);
