@@ -24,7 +24,7 @@ export function knotConf(o: {
     '  - target: stderr',
     '    any: error',
     'database:',
-    `    storage: "${o.dir}/knot-db"`,
+    `    storage: "${o.dir}"`,
     'template:',
     '  - id: default',
     `    storage: "${o.dir}"`,
