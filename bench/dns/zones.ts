@@ -164,7 +164,6 @@ export async function benchZones(o: BenchZonesOptions): Promise<void> {
   try {
     // Knot: one zone entry each, the template names the file.
     const knotPort = await freePort(ADDR_KNOT, { udp: true });
-    mkdirSync(join(o.dir, 'knot-db'), { recursive: true });
     writeFileSync(
       join(o.dir, 'knot-many.conf'),
       knotConf({
