@@ -1,8 +1,8 @@
 /**
  * `npm run bench:dns` (node --import tsx bench/dns/run.ts [seconds]): dnsperf against Ferry and
  * Knot DNS in one run, both loaded from the same generated zone of 10,000 names, same query
- * file, duration and concurrency. Ferry runs with 2 query workers (this process is the idle
- * primary) and Knot with 2 UDP and 2 TCP worker threads. Runs alternate between the servers;
+ * file, duration and concurrency. Ferry runs with 2 query threads (in this process, whose main
+ * thread is idle) and Knot with 2 UDP and 2 TCP worker threads. Runs alternate between the servers;
  * the table shows medians of BENCH_RUNS runs (default 3). Then a zone of 1,000,000 records is
  * served by `ferry dns serve --workers N` and by Knot, one after the other: time until it answers,
  * RSS over all the server's processes, queries/s on random names (bench/dns/big.ts).
@@ -224,7 +224,7 @@ async function main(): Promise<void> {
   );
   console.log(
     `dnsperf -c ${clients} -q ${outstanding} -l ${seconds}, UDP, ${runs} runs each (alternating), medians; ` +
-      `Ferry: ${workers} query workers (cluster); Knot ${execFileSync('knotd', ['--version'], {
+      `Ferry: ${workers} query threads; Knot ${execFileSync('knotd', ['--version'], {
         encoding: 'utf8',
       })
         .trim()
@@ -234,8 +234,9 @@ async function main(): Promise<void> {
   await dnsperf(ADDR_KNOT, knotPort, queryFile, 2, false);
   await dnsperf(ADDR_FERRY, ferry.port, queryFile, 2, false);
 
-  // With 1 worker Ferry answers in this process (which is otherwise idle while dnsperf runs).
-  const ferryPids = workers > 1 ? (await ferry.workerStats()).map((w) => w.pid) : [process.pid];
+  // Ferry answers in this process, in its query threads with workers > 1 (the process is
+  // otherwise idle while dnsperf runs).
+  const ferryPids = [process.pid];
   const results: Record<'Knot' | 'Ferry', { tput: Pass[]; lat: Pass[] }> = {
     Knot: { tput: [], lat: [] },
     Ferry: { tput: [], lat: [] },

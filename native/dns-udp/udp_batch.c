@@ -18,6 +18,10 @@
  * and a copy of its address). At most MAX_ROUNDS batches are read per wake-up, so TCP and IPC work
  * on the same loop is not starved; epoll is level-triggered and wakes the loop again.
  *
+ * A channel is closed with its environment too (an async cleanup hook): a worker thread that ends
+ * with its socket open (terminated, or an uncaught exception) would otherwise leave the poll
+ * handle on the thread's loop, and Node aborts the whole process on a loop closed with open handles.
+ *
  * Sends never block: a datagram the kernel cannot take at once (EAGAIN, a full send buffer) is
  * dropped and counted, as a router would drop it, and the client retries.
  */
@@ -49,6 +53,7 @@ typedef struct {
   napi_ref on_batch;
   napi_ref rx_ref, lens_ref, addrs_ref;
   napi_async_context actx;
+  napi_async_cleanup_hook_handle cleanup; /* removed once the poll handle is closed */
   uint8_t *rx;
   int32_t *lens;
   uint8_t *addrs;
@@ -111,7 +116,9 @@ static void free_channel(channel_t *ch) {
 }
 
 static void on_closed(uv_handle_t *h) {
-  free_channel((channel_t *)h->data);
+  channel_t *ch = h->data;
+  if (ch->cleanup) napi_remove_async_cleanup_hook(ch->cleanup);
+  free_channel(ch);
 }
 
 static void release_refs(channel_t *ch) {
@@ -130,6 +137,18 @@ static void shut(channel_t *ch) {
   uv_poll_stop(&ch->poll);
   close(ch->fd);
   release_refs(ch);
+  uv_close((uv_handle_t *)&ch->poll, on_closed);
+}
+
+/* The environment is going away with the channel open: close the socket and the poll handle (its
+ * references go with the environment); on_closed then tells Node the cleanup is done. */
+static void on_env_teardown(napi_async_cleanup_hook_handle handle, void *arg) {
+  channel_t *ch = arg;
+  ch->cleanup = handle;
+  if (ch->closed) return; /* shut() already closing: on_closed will remove the hook */
+  ch->closed = 1;
+  uv_poll_stop(&ch->poll);
+  close(ch->fd);
   uv_close((uv_handle_t *)&ch->poll, on_closed);
 }
 
@@ -198,6 +217,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   CHECK(napi_create_reference(env, argv[3], 1, &ch->addrs_ref));
   CHECK(napi_create_string_utf8(env, "ferry.dns.udp", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_async_init(env, obj, name, &ch->actx));
+  CHECK(napi_add_async_cleanup_hook(env, on_env_teardown, ch, &ch->cleanup));
   uv_poll_start(&ch->poll, UV_READABLE, on_poll);
   return obj;
 }

@@ -9,8 +9,8 @@ import { silentLogger, type Logger } from '../common/log.js';
 import { Dispatcher, type Forward } from './dispatch/chain.js';
 import type { Answer, Peer } from './dispatch/request.js';
 import { QueryEngine } from './query/engine.js';
-import { DnsWorkerPool } from './workers/pool.js';
-import { openUdp, type UdpEndpoint, type UdpRemote } from './udp-io.js';
+import { DnsWorkerPool, type WorkerStats } from './workers/pool.js';
+import { nativeUdp, openUdp, type UdpEndpoint, type UdpRemote } from './udp-io.js';
 import { ZoneStore, type SerialPolicy } from './zone/store.js';
 import { Primary, type PrimaryOptions } from './xfr/primary.js';
 import { Catalog, type CatalogOptions } from './catalog/catalog.js';
@@ -44,9 +44,11 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
    */
   udpIo?: 'auto' | 'native' | 'dgram';
   /**
-   * Processes answering queries (default 1: this process). With N > 1, N cluster workers share
-   * the sockets and serve replicas of `zones`, which stays the one store changes go through; see
-   * workers/pool.ts. `sync()` waits until a change reaches every worker.
+   * Threads answering UDP queries (default 1: this thread). With N > 1, N query threads bind the
+   * UDP port each (SO_REUSEPORT, which needs the native UDP addon) and read `zones` in place;
+   * `zones` stays the one store changes go through, and this thread serves TCP; see
+   * workers/pool.ts. `sync()` waits until a change reaches every thread. Without the addon this
+   * thread answers alone, with a warning.
    */
   workers?: number;
   /**
@@ -57,8 +59,9 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
 }
 
 /**
- * How a pool worker's server differs (workers/worker-main.ts): shared sockets, and the primary
- * role's requests forwarded to the process holding the zone store (dispatch/chain.ts).
+ * How a query thread's server differs (workers/worker-main.ts): a UDP socket sharing the port
+ * (no TCP: the main thread serves it), and the primary role's requests forwarded to the main
+ * thread, which holds the zone store (dispatch/chain.ts).
  */
 export interface WorkerRole {
   forward: Forward;
@@ -135,7 +138,7 @@ export class DnsServer {
     this.workerCount = opts.workers ?? 1;
     if (!Number.isInteger(this.workerCount) || this.workerCount < 1 || this.workerCount > 64) {
       throw optionError(
-        `workers must be an integer from 1 to 64 (1 = answer in this process), got ${opts.workers}`,
+        `workers must be an integer from 1 to 64 (1 = no query threads), got ${opts.workers}`,
       );
     }
     this.zones = new ZoneStore(
@@ -172,15 +175,26 @@ export class DnsServer {
     return this.pool ? this.pool.sync() : Promise.resolve();
   }
 
-  /** Queries each worker answered since it started (empty without workers): how load spreads. */
-  workerStats(): Promise<Array<{ pid: number; udp: number; tcp: number }>> {
+  /** Queries each query thread answered since it started (empty without): how load spreads. */
+  workerStats(): Promise<WorkerStats[]> {
     return this.pool ? this.pool.workerStats() : Promise.resolve([]);
   }
 
   /** Binds UDP, then TCP on the same port (retrying other ports when the port was 0). */
   async start(): Promise<void> {
     if (this.udp || this.pool) throw new FerryError('DNS_ALREADY_STARTED', 'server already started');
-    if (this.workerCount > 1) return this.startWorkers();
+    if (this.role) return this.startThreadUdp();
+    if (this.workerCount > 1) {
+      const native =
+        this.udpIo === 'dgram' ? { ok: false as const, reason: "udpIo is 'dgram'" } : nativeUdp();
+      if (native.ok) return this.startWorkers();
+      // 'native' fails below, with the addon's reason; 'auto' and 'dgram' answer here alone.
+      if (this.udpIo !== 'native')
+        this.log.warn(
+          { workers: this.workerCount, reason: native.reason },
+          'dns workers need the native UDP addon (SO_REUSEPORT); answering in one thread',
+        );
+    }
     const attempts = this.requestedPort === 0 ? BIND_ATTEMPTS : 1;
     let lastErr: unknown;
     for (let i = 0; i < attempts; i++) {
@@ -211,25 +225,36 @@ export class DnsServer {
     );
   }
 
-  // Finds a port free for UDP and TCP, then has the workers bind it (shared through cluster).
+  /** A query thread's socket: UDP only, sharing the port (SO_REUSEPORT). */
+  private async startThreadUdp(): Promise<void> {
+    try {
+      this.udp = await this.bindUdp(this.requestedPort);
+      this.boundPort = this.udp.port;
+    } catch (err) {
+      throw new FerryError(
+        'DNS_BIND_FAILED',
+        `cannot bind UDP on ${this.host}:${this.requestedPort}: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  // Finds a port free for UDP and TCP, keeps TCP here and has the query threads bind UDP.
   private async startWorkers(): Promise<void> {
     const attempts = this.requestedPort === 0 ? BIND_ATTEMPTS : 1;
     let lastErr: unknown;
     for (let i = 0; i < attempts; i++) {
+      let tcp: net.Server | undefined;
       try {
         const udp = await this.bindUdp(this.requestedPort, 'dgram');
         const port = udp.port;
         await udp.close();
-        const tcp = await this.listenTcp(port);
-        await new Promise<void>((r) => tcp.close(() => r()));
+        tcp = await this.listenTcp(port);
         this.pool = await DnsWorkerPool.start(this.zones, {
           count: this.workerCount,
           address: this.host,
           port,
-          tcpIdleTimeoutMs: this.idleMs,
-          maxTcpConnections: Math.ceil(this.maxConns / this.workerCount),
           maxUdpPayload: this.engine.maxUdpPayload,
-          udpIo: this.udpIo,
           logger: this.log,
           forward: (msg, from) => {
             // Run here through the whole chain; its handlers answer at once (`later` is unused).
@@ -239,11 +264,14 @@ export class DnsServer {
             return out === undefined ? extra : Array.isArray(out) ? out.concat(extra) : [out, ...extra];
           },
         });
+        this.tcp = tcp;
         this.boundPort = port;
         this.primary.start(this.host);
         this.log.info({ address: this.host, port, workers: this.workerCount }, 'dns server listening');
         return;
       } catch (err) {
+        const t = tcp;
+        if (t) await new Promise<void>((r) => t.close(() => r()));
         // A worker that died or stalled is no port problem: another port would not help.
         if (isFerryError(err, 'DNS_WORKER'))
           throw new FerryError(
@@ -261,7 +289,7 @@ export class DnsServer {
     );
   }
 
-  /** Closes both sockets and every TCP connection (and the workers). */
+  /** Closes both sockets and every TCP connection (and the query threads). */
   async stop(): Promise<void> {
     const pool = this.pool;
     this.pool = undefined;
@@ -277,7 +305,7 @@ export class DnsServer {
     await Promise.all([udp?.close(), tcp ? new Promise<void>((r) => tcp.close(() => r())) : undefined]);
   }
 
-  /** The UDP form in use ('native' or 'dgram'; undefined before start or with workers). */
+  /** The UDP form in use ('native' or 'dgram'; undefined before start or with query threads). */
   get udpKind(): 'native' | 'dgram' | undefined {
     return this.udp?.kind;
   }
@@ -286,7 +314,7 @@ export class DnsServer {
     return openUdp({
       host: this.host,
       port,
-      // A worker shares the port with the other workers (udp-io.ts).
+      // A query thread shares the port with the other threads (udp-io.ts).
       shared: this.role !== undefined,
       io,
       onMessage: (msg, remote) => this.onUdp(msg, remote),
@@ -315,7 +343,7 @@ export class DnsServer {
       const server = net.createServer((s) => this.onTcp(s));
       server.maxConnections = this.maxConns;
       server.once('error', reject);
-      server.listen({ host: this.host, port, exclusive: !this.role }, () => {
+      server.listen({ host: this.host, port, exclusive: true }, () => {
         server.off('error', reject);
         server.on('error', (err) => this.log.warn({ err }, 'dns tcp server error'));
         resolve(server);

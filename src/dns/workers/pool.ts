@@ -1,42 +1,45 @@
 /**
- * Queries on several cores: `DnsWorkerPool` runs N `cluster` workers that answer from the same
- * UDP and TCP sockets, while this (primary) process keeps the one `ZoneStore` that every change
- * goes through (the change API, UPDATE, transfers, persistence).
+ * Queries on several cores: `DnsWorkerPool` runs N query threads (`worker_threads`) in this
+ * process, while the main thread keeps the one `ZoneStore` that every change goes through (the
+ * change API, UPDATE, transfers, persistence).
  *
- * Sockets. With the native UDP addon (udp-io.ts, the default on Linux), each worker binds a UDP
- * socket of its own on the port with SO_REUSEPORT, and the kernel spreads clients over them by
- * address hash; the primary only probes that the port is free. Without it (Node 20's dgram has no
- * reusePort), a cluster worker's non-exclusive bind is served by the primary, which binds one
- * socket and passes the same descriptor to every worker; each datagram is read by whichever
- * worker gets to it first. Either way the bench prints each worker's share. TCP uses cluster's
- * default scheduling (the primary accepts and hands connections round-robin).
+ * Sockets. Each thread binds a UDP socket of its own on the port with SO_REUSEPORT through the
+ * native UDP addon (udp-io.ts), and the kernel spreads clients over them by address hash, as
+ * Knot's and NSD's threads do; the main thread only probes that the port is free. Node 20's
+ * dgram has no reusePort and threads cannot share a TCP listener, so the main thread serves TCP
+ * itself (server.ts), and without the addon it serves UDP too and starts no threads.
  *
- * Zone data. The primary pushes state, not deltas: after a change it sends the current contents
- * of every RRset the change touched (or the whole zone when a zone is added or was changed
- * outside the store), batched per tick, numbered, and acknowledged by each worker; `sync()`
- * waits for those acknowledgements. Messages on one IPC channel arrive in order, so a worker
- * applies changes in commit order; a change that a commit listener undid is pushed as its undone
- * state. Workers rebuild their precompiled answers (the answer cache) on the next query.
+ * Zone data. A thread reads the main thread's compact bases in place: a base never changes, and
+ * a big one lives on SharedArrayBuffers (zone/compact.ts), so posting its image shares it. What
+ * lies outside a base (the apex, names changed since it was made) is pushed as state, not as
+ * deltas: after a change the main thread sends the current contents of every RRset the change
+ * touched, or the zone's new image when it was added, folded into a new base, or changed outside
+ * the store; batched per tick, numbered, and acknowledged by each thread; `sync()` waits for
+ * those acknowledgements. Messages on one port arrive in order, so a thread applies changes in
+ * commit order; a change that a commit listener undid is pushed as its undone state. Threads
+ * rebuild their precompiled answers (the answer cache) on the next query.
  *
- * Starting. A worker gets its zones in pieces of PIECE_RRSETS RRsets and reports each piece it
- * has applied. There is no fixed start timeout, since a big zone on a busy machine may take
- * minutes: a starting worker fails only when it dies, or reports no progress for `stallMs`.
+ * Starting. A thread gets its zones in pieces of about PIECE_NODES names (a zone is never cut)
+ * and reports each piece it has applied. There is no fixed start timeout, since a big zone on a
+ * busy machine may take a while: a starting thread fails only when it dies, or reports no
+ * progress for `stallMs`.
  *
  * Requests the primary role must see (UPDATE, NOTIFY, transfers, TSIG) are forwarded by the
- * worker (its request chain's forward link, dispatch/chain.ts), run through the chain here, and
- * the responses sent back through the worker's socket.
+ * thread (its request chain's forward link, dispatch/chain.ts), run through the chain here, and
+ * the responses sent back through the thread's socket.
  */
-import cluster, { type Worker } from 'node:cluster';
+import { Worker, isMainThread } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../../common/errors.js';
 import { toErrorCode } from '../../common/error-codes.js';
 import type { Logger } from '../../common/log.js';
 import { queryChannel } from '../metrics.js';
 import { nameKey } from '../wire/name.js';
+import type { CompactImage } from '../zone/compact.js';
 import type { ZoneStore } from '../zone/store.js';
 import type { RRset, Zone, ZoneNode } from '../zone/zone.js';
 import { encodeRRsets, type RRsetState } from './codec.js';
-import type { FromWorker, ToWorker, WorkerInit, ZoneOp, ZonePiece } from './protocol.js';
+import type { FromWorker, ToWorker, WorkerInit, ZoneImage, ZoneOp } from './protocol.js';
 
 /** Answers a forwarded request: the response messages, or undefined to drop it. */
 export type ForwardHandler = (
@@ -45,23 +48,31 @@ export type ForwardHandler = (
 ) => Buffer[] | undefined;
 
 export interface WorkerPoolOptions extends WorkerInit {
-  /** Worker processes (≥ 2). */
+  /** Query threads (≥ 1). */
   count: number;
   logger: Logger;
   forward: ForwardHandler;
-  /** A starting worker that reports no progress this long is killed (default 30000 ms). */
+  /** A starting thread that reports no progress this long is ended (default 30000 ms). */
   stallMs?: number;
 }
 
-/** Default bound on a starting worker's silence (loading its code, a zone piece, binding). */
+/** One query thread's counters: queries it answered since it started. */
+export interface WorkerStats {
+  /** Its `threadId`. */
+  thread: number;
+  udp: number;
+  tcp: number;
+}
+
+/** Default bound on a starting thread's silence (loading its code, a piece, binding). */
 const STALL_MS = 30_000;
-/** How often a starting worker's progress is checked. */
+/** How often a starting thread's progress is checked. */
 const STALL_CHECK_MS = 250;
-/** Longest wait for a worker to close before it is killed. */
+/** Longest wait for a thread to close before it is terminated. */
 const CLOSE_TIMEOUT_MS = 5_000;
-/** Names per zone piece sent to a starting worker: one progress step, a few ms of work. */
+/** Names per piece sent to a starting thread: one progress step. */
 const PIECE_NODES = 10_000;
-/** How often the primary checks for `ferry.dns.query` subscribers to tell the workers. */
+/** How often the main thread checks for `ferry.dns.query` subscribers to tell the threads. */
 const METRICS_POLL_MS = 250;
 
 interface Slot {
@@ -70,11 +81,19 @@ interface Slot {
   /** Sent its init: later syncs go to it too. */
   initialized: boolean;
   ready: boolean;
+  /** Exited (it gets no more messages). */
+  gone: boolean;
 }
 
-function workerEntry(): string {
-  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  return fileURLToPath(new URL(`./worker-main${ext}`, import.meta.url));
+/** A new query thread. Under tsx (tests) the entry is TypeScript: it registers tsx first. */
+function newWorker(): Worker {
+  const ts = import.meta.url.endsWith('.ts');
+  const entry = new URL(`./worker-main${ts ? '.ts' : '.js'}`, import.meta.url);
+  if (!ts) return new Worker(fileURLToPath(entry));
+  const boot =
+    `import('tsx/esm/api').then((m) => { m.register(); ` +
+    `return import(${JSON.stringify(entry.href)}); });`;
+  return new Worker(boot, { eval: true, execArgv: [] });
 }
 
 /** The RRsets of nodes kept outside a compact base, in `encodeRRsets` form. */
@@ -84,35 +103,7 @@ function overlayRRsets(nodes: ZoneNode[]): Uint8Array {
   return encodeRRsets(sets);
 }
 
-function zoneImage(zone: Zone): ZoneOp {
-  const img = zone.compactImage();
-  return { kind: 'put', origin: zone.origin, nodes: img.base, rrsets: overlayRRsets(img.overlay) };
-}
-
-/**
- * The zones in pieces of at most PIECE_NODES names (at least one piece per zone): runs of the
- * zone's compact node records, views of the buffer this process holds (no copy until sent).
- */
-function zonePieces(zones: Zone[]): ZonePiece[] {
-  const out: ZonePiece[] = [];
-  const none = new Uint8Array(0);
-  for (const zone of zones) {
-    const img = zone.compactImage();
-    const chunks = img.chunks(PIECE_NODES);
-    if (chunks.length === 0) chunks.push(none);
-    chunks.forEach((nodes, i) =>
-      out.push({
-        origin: zone.origin,
-        first: i === 0,
-        nodes,
-        rrsets: i === 0 ? overlayRRsets(img.overlay) : none,
-      }),
-    );
-  }
-  return out;
-}
-
-/** N query workers fed from one zone store. */
+/** N query threads fed from one zone store. */
 export class DnsWorkerPool {
   private readonly slots: Slot[] = [];
   private seq = 0;
@@ -124,12 +115,14 @@ export class DnsWorkerPool {
   private readonly touched = new Map<Zone, Map<string, { name: string; type: number }>>();
   private readonly dirty = new Set<Zone>();
   private readonly zoneSubs = new Map<Zone, () => void>();
+  /** The base each zone was last sent with: a zone that folded since is sent whole. */
+  private readonly sentBase = new WeakMap<Zone, CompactImage>();
   private readonly unsubscribe: () => void;
   private metricsOn = false;
   private readonly metricsTimer: NodeJS.Timeout;
-  private readonly stats = new Map<number, (s: { udp: number; tcp: number; pid: number }) => void>();
-  /** The zones in pieces as of sequence number `seq`, shared by workers starting together. */
-  private pieces: { seq: number; list: ZonePiece[] } | undefined;
+  private readonly stats = new Map<Worker, (s: WorkerStats) => void>();
+  /** The zones in pieces as of sequence number `seq`, shared by threads starting together. */
+  private pieces: { seq: number; list: ZoneImage[][] } | undefined;
 
   private constructor(
     private readonly store: ZoneStore,
@@ -155,10 +148,10 @@ export class DnsWorkerPool {
     this.metricsTimer = setInterval(() => this.pollMetrics(), METRICS_POLL_MS).unref();
   }
 
-  /** Forks the workers and waits until each serves every zone on the sockets. */
+  /** Starts the threads and waits until each serves every zone on its socket. */
   static async start(store: ZoneStore, opts: WorkerPoolOptions): Promise<DnsWorkerPool> {
-    if (!cluster.isPrimary)
-      throw new FerryError('DNS_BAD_OPTIONS', 'a DNS worker cannot start workers of its own');
+    if (!isMainThread)
+      throw new FerryError('DNS_BAD_OPTIONS', 'a DNS query thread cannot start threads of its own');
     const pool = new DnsWorkerPool(store, opts);
     try {
       await Promise.all(Array.from({ length: opts.count }, () => pool.spawn()));
@@ -171,7 +164,7 @@ export class DnsWorkerPool {
     return pool;
   }
 
-  /** Resolves once every worker has applied every change committed before the call. */
+  /** Resolves once every thread has applied every change committed before the call. */
   sync(): Promise<void> {
     this.flush();
     const seq = this.seq;
@@ -179,22 +172,22 @@ export class DnsWorkerPool {
     return new Promise((resolve) => this.waiters.push({ seq, resolve }));
   }
 
-  /** Queries answered by each worker over UDP and TCP since it started (how the load spread). */
-  async workerStats(): Promise<Array<{ pid: number; udp: number; tcp: number }>> {
+  /** Queries answered by each thread since it started (how the load spread). */
+  async workerStats(): Promise<WorkerStats[]> {
     return Promise.all(
       this.slots
         .filter((s) => s.ready)
         .map(
           (s) =>
-            new Promise<{ pid: number; udp: number; tcp: number }>((resolve) => {
-              this.stats.set(s.worker.id, resolve);
+            new Promise<WorkerStats>((resolve) => {
+              this.stats.set(s.worker, resolve);
               this.send(s, { op: 'stats' });
             }),
         ),
     );
   }
 
-  /** Closes the workers (the shared sockets close with the last one). */
+  /** Closes the threads (each closes its socket), terminating any that do not end in time. */
   async stop(): Promise<void> {
     this.stopping = true;
     this.pieces = undefined;
@@ -206,13 +199,15 @@ export class DnsWorkerPool {
       this.slots.map(
         (s) =>
           new Promise<void>((resolve) => {
-            if (s.worker.isDead()) return resolve();
-            const timer = setTimeout(() => s.worker.process.kill('SIGKILL'), CLOSE_TIMEOUT_MS);
+            if (s.gone) return resolve();
+            const timer = setTimeout(() => void s.worker.terminate(), CLOSE_TIMEOUT_MS);
             s.worker.once('exit', () => {
               clearTimeout(timer);
               resolve();
             });
-            this.send(s, { op: 'close' });
+            // A thread still starting has no server to close: end it at once.
+            if (s.ready) this.send(s, { op: 'close' });
+            else void s.worker.terminate();
           }),
       ),
     );
@@ -243,6 +238,32 @@ export class DnsWorkerPool {
     return z?.originKey === originKey ? z : undefined;
   }
 
+  /** A zone as a thread gets it (folding its overlay first, see Zone.compactImage). */
+  private image(zone: Zone): ZoneImage {
+    const img = zone.compactImage();
+    this.sentBase.set(zone, img.image);
+    return { origin: zone.origin, base: img.image, rrsets: overlayRRsets(img.overlay) };
+  }
+
+  /** Every zone, in pieces of about PIECE_NODES names (at least one zone per piece). */
+  private zonePieces(): ZoneImage[][] {
+    const out: ZoneImage[][] = [];
+    let piece: ZoneImage[] = [];
+    let names = 0;
+    for (const zone of this.store.list()) {
+      const z = this.image(zone);
+      piece.push(z);
+      names += z.base.count;
+      if (names >= PIECE_NODES) {
+        out.push(piece);
+        piece = [];
+        names = 0;
+      }
+    }
+    if (piece.length > 0) out.push(piece);
+    return out;
+  }
+
   private flush(): void {
     this.flushQueued = false;
     const ops: ZoneOp[] = [];
@@ -254,8 +275,9 @@ export class DnsWorkerPool {
     for (const z of this.dirty) {
       if (full.has(z) || this.current(z.originKey) !== z) continue;
       const keys = this.touched.get(z);
-      if (!keys) {
-        full.add(z); // changed outside the store's change API: send it whole
+      // Changed outside the store's change API, or folded into a new base: send it whole.
+      if (!keys || z.baseImage !== this.sentBase.get(z)) {
+        full.add(z);
         continue;
       }
       const sets: RRsetState[] = [];
@@ -265,14 +287,14 @@ export class DnsWorkerPool {
       }
       ops.push({ kind: 'patch', origin: z.origin, rrsets: encodeRRsets(sets) });
     }
-    for (const z of full) ops.push(zoneImage(z));
+    for (const z of full) ops.push({ kind: 'put', zone: this.image(z) });
     this.puts.clear();
     this.removes.clear();
     this.touched.clear();
     this.dirty.clear();
     if (ops.length === 0) return;
     this.seq++;
-    // Starting workers too: they apply these after their init, in order.
+    // Starting threads too: they apply these after their init, in order.
     for (const s of this.slots) {
       if (s.initialized) this.send(s, { op: 'sync', seq: this.seq, ops });
       else s.acked = this.seq; // its init will carry this state
@@ -280,23 +302,18 @@ export class DnsWorkerPool {
   }
 
   private send(s: Slot, m: ToWorker): void {
-    if (s.worker.isConnected()) s.worker.send(m);
+    if (!s.gone) s.worker.postMessage(m);
   }
 
   private spawn(): Promise<void> {
-    cluster.setupPrimary({
-      exec: workerEntry(),
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--test')),
-      serialization: 'advanced',
-      silent: false,
-    });
-    const worker = cluster.fork({ FERRY_DNS_WORKER: '1' });
-    const slot: Slot = { worker, acked: this.seq, initialized: false, ready: false };
+    const worker = newWorker();
+    const slot: Slot = { worker, acked: this.seq, initialized: false, ready: false, gone: false };
     this.slots.push(slot);
     const stallMs = this.opts.stallMs ?? STALL_MS;
+    const name = () => `DNS query thread ${worker.threadId}`;
     return new Promise<void>((resolve, reject) => {
-      // Liveness while starting: any message is progress. When this process itself was too busy
-      // to run the check on time, the worker's messages may be waiting unread: the clock restarts.
+      // Liveness while starting: any message is progress. When this thread itself was too busy
+      // to run the check on time, the thread's messages may be waiting unread: the clock restarts.
       let total = -1;
       let done = 0;
       const stage = () =>
@@ -304,7 +321,7 @@ export class DnsWorkerPool {
           ? 'loading its code'
           : done < total
             ? `loading zones (${done} of ${total} pieces applied)`
-            : 'binding its sockets';
+            : 'binding its socket';
       let lastProgress = Date.now();
       let lastCheck = lastProgress;
       const timer = setInterval(() => {
@@ -313,25 +330,23 @@ export class DnsWorkerPool {
         lastCheck = now;
         if (now - lastProgress <= stallMs) return;
         clearInterval(timer);
-        worker.process.kill('SIGKILL');
-        reject(
-          new FerryError(
-            'DNS_WORKER',
-            `DNS worker ${worker.process.pid} made no progress for ${stallMs} ms while ${stage()}`,
-          ),
-        );
+        void worker.terminate();
+        reject(new FerryError('DNS_WORKER', `${name()} made no progress for ${stallMs} ms while ${stage()}`));
       }, STALL_CHECK_MS);
       worker.on('message', (m: FromWorker) => {
         lastProgress = Date.now();
         if (m.op === 'up') {
           // The init carries the current sequence number; the zones as they are now follow.
-          const { count: _count, logger: _logger, forward: _forward, stallMs: _stallMs, ...init } = this.opts;
+          const init: WorkerInit = {
+            address: this.opts.address,
+            port: this.opts.port,
+            ...(this.opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: this.opts.maxUdpPayload }),
+          };
           this.flush();
           slot.acked = this.seq;
           slot.initialized = true;
-          // Encoded once for workers that start with the same state (a big zone takes seconds).
-          if (this.pieces?.seq !== this.seq)
-            this.pieces = { seq: this.seq, list: zonePieces(this.store.list()) };
+          // Made once for threads that start with the same state.
+          if (this.pieces?.seq !== this.seq) this.pieces = { seq: this.seq, list: this.zonePieces() };
           const pieces = this.pieces.list;
           this.send(slot, {
             op: 'init',
@@ -340,9 +355,9 @@ export class DnsWorkerPool {
             seq: this.seq,
             metrics: this.metricsOn,
           });
-          for (const piece of pieces) this.send(slot, { op: 'load', piece });
+          for (const zones of pieces) this.send(slot, { op: 'load', zones });
           total = pieces.length;
-          lastProgress = Date.now(); // encoding the pieces took this process's time, not the worker's
+          lastProgress = Date.now(); // making the pieces took this thread's time, not the worker's
           return;
         }
         if (m.op === 'progress') {
@@ -362,30 +377,34 @@ export class DnsWorkerPool {
         }
         this.onMessage(slot, m);
       });
-      worker.once('exit', (code, signal) => {
+      worker.on('error', (err) => {
+        if (!this.stopping)
+          this.opts.logger.error({ err, thread: worker.threadId }, 'dns query thread failed');
+      });
+      worker.once('exit', (code) => {
         clearInterval(timer);
+        slot.gone = true;
         const wasReady = slot.ready;
         slot.ready = false;
         // A stats request it will never answer.
-        this.stats.get(worker.id)?.({ pid: worker.process.pid ?? 0, udp: 0, tcp: 0 });
-        this.stats.delete(worker.id);
-        if (!this.stopping) {
-          this.opts.logger.error({ pid: worker.process.pid, code, signal }, 'dns worker exited');
-          reject(
-            new FerryError(
-              'DNS_WORKER',
-              `DNS worker ${worker.process.pid} exited (code ${code}, signal ${signal})${wasReady ? '' : ` while ${stage()}`}`,
-            ),
+        this.stats.get(worker)?.({ thread: worker.threadId, udp: 0, tcp: 0 });
+        this.stats.delete(worker);
+        if (this.stopping) return;
+        this.opts.logger.error({ thread: worker.threadId, code }, 'dns query thread exited');
+        reject(
+          new FerryError(
+            'DNS_WORKER',
+            `${name()} exited (code ${code})${wasReady ? '' : ` while ${stage()}`}`,
+          ),
+        );
+        const i = this.slots.indexOf(slot);
+        if (i >= 0) this.slots.splice(i, 1);
+        this.releaseWaiters();
+        // Replace it, unless it died while starting (then start() fails instead).
+        if (wasReady) {
+          this.spawn().catch((err: unknown) =>
+            this.opts.logger.error({ err }, 'dns query thread restart failed'),
           );
-          const i = this.slots.indexOf(slot);
-          if (i >= 0) this.slots.splice(i, 1);
-          this.releaseWaiters();
-          // Replace it, unless it died while starting (then start() fails instead).
-          if (wasReady) {
-            this.spawn().catch((err: unknown) =>
-              this.opts.logger.error({ err }, 'dns worker restart failed'),
-            );
-          }
         }
       });
     });
@@ -414,8 +433,8 @@ export class DnsWorkerPool {
         if (queryChannel.hasSubscribers) for (const e of m.batch) queryChannel.publish(e);
         return;
       case 'stats':
-        this.stats.get(slot.worker.id)?.({ pid: m.pid, udp: m.udp, tcp: m.tcp });
-        this.stats.delete(slot.worker.id);
+        this.stats.get(slot.worker)?.({ thread: m.thread, udp: m.udp, tcp: m.tcp });
+        this.stats.delete(slot.worker);
         return;
       default:
         return;

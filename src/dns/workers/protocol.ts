@@ -1,42 +1,35 @@
-/** Messages between the primary process and its query workers (see pool.ts). */
+/** Messages between the main thread and its query threads (see pool.ts). */
 import type { DnsQueryEvent } from '../metrics.js';
+import type { CompactImage } from '../zone/compact.js';
 
-/** What a worker needs to serve: the sockets' address and port, limits, and every zone. */
+/** What a query thread needs to serve: the UDP socket's address and port, and limits. */
 export interface WorkerInit {
   address: string;
   port: number;
-  tcpIdleTimeoutMs: number;
-  maxTcpConnections: number;
   maxUdpPayload?: number;
-  /** The server's `udpIo` option (udp-io.ts). */
-  udpIo?: 'auto' | 'native' | 'dgram';
 }
 
 /**
- * One zone-level operation; `rrsets` is `encodeRRsets` output, `nodes` compact node records
- * (zone/compact.ts) that the worker indexes as they are.
+ * One zone as a thread gets it: its compact base's `image` (zone/compact.ts: views of shared
+ * memory, read in place), and in `rrsets` (`encodeRRsets` output) the RRsets kept outside it.
  */
-export type ZoneOp =
-  | { kind: 'put'; origin: string; nodes: Uint8Array; rrsets: Uint8Array }
-  | { kind: 'patch'; origin: string; rrsets: Uint8Array }
-  | { kind: 'remove'; origin: string };
-
-/**
- * A piece of a zone's image at start; `first` begins the zone, the rest add to it. `nodes` is a
- * run of compact node records (zone/compact.ts); `rrsets` (`encodeRRsets` output) the RRsets
- * kept outside the compact base (the apex), in the first piece only.
- */
-export interface ZonePiece {
+export interface ZoneImage {
   origin: string;
-  first: boolean;
-  nodes: Uint8Array;
+  base: CompactImage;
   rrsets: Uint8Array;
 }
 
+/** One zone-level operation; a `put` replaces the zone (a new zone, or a new base after a fold). */
+export type ZoneOp =
+  | { kind: 'put'; zone: ZoneImage }
+  | { kind: 'patch'; origin: string; rrsets: Uint8Array }
+  | { kind: 'remove'; origin: string };
+
 export type ToWorker =
-  /** Followed by `pieces` load messages; the worker starts serving after the last. */
+  /** Followed by `pieces` load messages; the thread starts serving after the last. */
   | { op: 'init'; init: WorkerInit; pieces: number; seq: number; metrics: boolean }
-  | { op: 'load'; piece: ZonePiece }
+  /** A piece of the zones at start: a few zones, or one big one. */
+  | { op: 'load'; zones: ZoneImage[] }
   | { op: 'sync'; seq: number; ops: ZoneOp[] }
   | { op: 'reply'; id: number; messages: Uint8Array[] }
   | { op: 'metrics'; on: boolean }
@@ -44,12 +37,12 @@ export type ToWorker =
   | { op: 'close' };
 
 export type FromWorker =
-  /** Its message handler is in place (an ES module loads asynchronously; earlier messages are lost). */
+  /** Its message handler is in place (its modules are loaded). */
   | { op: 'up' }
-  /** Another zone piece applied: a starting worker is alive as long as these come. */
+  /** Another piece applied: a starting thread is alive as long as these come. */
   | { op: 'progress'; done: number }
   | { op: 'ready'; error?: { code: string; message: string } }
   | { op: 'ack'; seq: number }
   | { op: 'forward'; id: number; msg: Uint8Array; address: string; transport: 'udp' | 'tcp' }
   | { op: 'metrics'; batch: DnsQueryEvent[] }
-  | { op: 'stats'; udp: number; tcp: number; pid: number };
+  | { op: 'stats'; thread: number; udp: number; tcp: number };

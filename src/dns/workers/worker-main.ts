@@ -1,32 +1,32 @@
 /**
- * Entry point of a `DnsWorkerPool` worker (see pool.ts): a `DnsServer` on the sockets the
- * cluster primary shares, serving replicas of the primary's zones. It applies the pushed RRset
- * states in order, forwards requests for the primary role, and exits when asked or when the
- * primary goes away (cluster closes a worker whose IPC channel disconnects).
+ * Entry point of a `DnsWorkerPool` query thread (see pool.ts): a `DnsServer` on a UDP socket of
+ * its own (SO_REUSEPORT), serving replicas of the main thread's zones that read the main
+ * thread's compact bases in place. It applies the pushed RRset states in order, forwards
+ * requests for the primary role, and ends when asked (or is terminated).
+ *
+ * FERRY_DNS_THREAD_PAUSE=`ms,untilMs` (tests only) blocks the thread for `ms` after it comes up
+ * and after each piece it reports, while less than `untilMs` have passed since it began: a
+ * start that is slow but progresses, or one that stalls.
  */
+import { parentPort, threadId } from 'node:worker_threads';
 import { isFerryError } from '../../common/errors.js';
 import { queryChannel, type DnsQueryEvent } from '../metrics.js';
 import { DnsServer } from '../server.js';
 import { nameKey } from '../wire/name.js';
 import { Zone } from '../zone/zone.js';
 import { decodeRRsets, type RRsetState } from './codec.js';
-import type { FromWorker, ToWorker, ZoneOp, ZonePiece } from './protocol.js';
+import type { FromWorker, ToWorker, ZoneImage, ZoneOp } from './protocol.js';
 
+const port = parentPort!;
+const began = Date.now();
 let server: DnsServer | undefined;
-/** A zone arriving in pieces: its compact node runs so far and the RRsets outside them. */
-interface PartialZone {
-  origin: string;
-  parts: Uint8Array[];
-  rrsets: Uint8Array;
-}
 
-/** While starting: the init, the zones built so far, the one arriving, and the pieces to come. */
-let loading:
-  { m: Extract<ToWorker, { op: 'init' }>; zones: Zone[]; partial?: PartialZone; left: number } | undefined;
+/** While starting: the init, the zones built so far, and the pieces to come. */
+let loading: { m: Extract<ToWorker, { op: 'init' }>; zones: Zone[]; left: number } | undefined;
 let nextId = 1;
 const pending = new Map<number, (messages: Buffer[]) => void>();
 
-/** Metrics: while the primary has subscribers, collect events here and send them in batches. */
+/** Metrics: while the main thread has subscribers, collect events here and send them in batches. */
 const METRICS_BATCH_MS = 200;
 let batch: DnsQueryEvent[] = [];
 let metricsTimer: NodeJS.Timeout | undefined;
@@ -51,23 +51,34 @@ function setMetrics(on: boolean): void {
 }
 
 function send(m: FromWorker): void {
-  if (process.connected) process.send!(m);
+  port.postMessage(m);
+}
+
+/** The test pause (see the file comment), in slices so that `terminate()` ends it. */
+function testPause(): void {
+  const spec = process.env.FERRY_DNS_THREAD_PAUSE;
+  if (!spec) return;
+  const [ms, until] = spec.split(',').map(Number);
+  if (!(ms! > 0) || Date.now() - began >= until!) return;
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  const end = Date.now() + ms!;
+  while (Date.now() < end) Atomics.wait(cell, 0, 0, Math.min(50, end - Date.now()));
 }
 
 function buf(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
-/** A zone over the primary's compact node records (indexed, not decoded) and the other RRsets. */
-function buildZone(origin: string, parts: Uint8Array[], rrsets: Uint8Array): Zone {
+/** A zone over the main thread's compact base (read in place) and the RRsets outside it. */
+function buildZone(z: ZoneImage): Zone {
   const sets: RRsetState[] = [];
-  decodeRRsets(rrsets, (s) => sets.push(s));
-  return Zone.fromImage(origin, parts, sets);
+  decodeRRsets(z.rrsets, (s) => sets.push(s));
+  return Zone.fromImage(z.origin, z.base, sets);
 }
 
 function applyOps(ops: ZoneOp[], zones: { add(z: Zone): void; remove(o: string): boolean }): void {
   for (const op of ops) {
-    if (op.kind === 'put') zones.add(buildZone(op.origin, [op.nodes], op.rrsets));
+    if (op.kind === 'put') zones.add(buildZone(op.zone));
     else if (op.kind === 'remove') zones.remove(op.origin);
     else {
       const zone = server!.zones.findZoneByKey(nameKey(op.origin));
@@ -82,20 +93,12 @@ function applyOps(ops: ZoneOp[], zones: { add(z: Zone): void; remove(o: string):
 }
 
 /** One piece of the zones at start, reported as progress; the last one starts the server. */
-function load(piece: ZonePiece): void {
+function load(zones: ZoneImage[]): void {
   const l = loading!;
-  const finish = () => {
-    if (l.partial) l.zones.push(buildZone(l.partial.origin, l.partial.parts, l.partial.rrsets));
-    l.partial = undefined;
-  };
-  if (piece.first || !l.partial) {
-    finish();
-    l.partial = { origin: piece.origin, parts: [], rrsets: piece.rrsets };
-  }
-  if (piece.nodes.length > 0) l.partial.parts.push(piece.nodes);
+  for (const z of zones) l.zones.push(buildZone(z));
   l.left--;
-  if (l.left === 0) finish();
   send({ op: 'progress', done: l.m.pieces - l.left });
+  testPause();
   if (l.left === 0) startServing();
 }
 
@@ -121,10 +124,8 @@ async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: Zone[]): Promi
       address: m.init.address,
       port: m.init.port,
       zones,
-      tcpIdleTimeoutMs: m.init.tcpIdleTimeoutMs,
-      maxTcpConnections: m.init.maxTcpConnections,
       ...(m.init.maxUdpPayload === undefined ? {} : { maxUdpPayload: m.init.maxUdpPayload }),
-      ...(m.init.udpIo === undefined ? {} : { udpIo: m.init.udpIo }),
+      udpIo: 'native',
     },
     {
       forward(msg, from, reply) {
@@ -138,14 +139,14 @@ async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: Zone[]): Promi
   await server.start();
 }
 
-process.on('message', (m: ToWorker) => {
+port.on('message', (m: ToWorker) => {
   switch (m.op) {
     case 'init':
       loading = { m, zones: [], left: m.pieces };
       if (m.pieces === 0) startServing();
       return;
     case 'load':
-      load(m.piece);
+      load(m.zones);
       return;
     case 'sync':
       try {
@@ -153,7 +154,7 @@ process.on('message', (m: ToWorker) => {
       } catch (err) {
         // A replica that cannot follow its primary must not keep answering from stale data.
         process.stderr.write(`ferry dns worker: cannot apply a zone change: ${String(err)}\n`);
-        process.exit(70);
+        process.exit(70); // in a thread: ends this thread, which the pool replaces
       }
       send({ op: 'ack', seq: m.seq });
       return;
@@ -167,7 +168,7 @@ process.on('message', (m: ToWorker) => {
       setMetrics(m.on);
       return;
     case 'stats':
-      send({ op: 'stats', udp: server?.received.udp ?? 0, tcp: server?.received.tcp ?? 0, pid: process.pid });
+      send({ op: 'stats', thread: threadId, udp: server?.received.udp ?? 0, tcp: server?.received.tcp ?? 0 });
       return;
     case 'close':
       setMetrics(false);
@@ -177,3 +178,4 @@ process.on('message', (m: ToWorker) => {
 });
 
 send({ op: 'up' });
+testPause();

@@ -2,7 +2,7 @@
  * The compact base of a zone: every name that owns data, with its RRsets, in one byte buffer, and
  * an open-addressing hash index over the owner names in one `Int32Array`. A million A records
  * take some 30 MB here instead of several hundred MB of JavaScript objects, and the buffer can be
- * handed to a query worker as it is (workers/pool.ts).
+ * shared with the query threads as it is (workers/pool.ts).
  *
  * Layout, one node after another (all integers big-endian):
  *
@@ -15,6 +15,10 @@
  * slot (0: empty), at most half full. A base never changes: Zone keeps changes in an overlay of
  * whole nodes and folds it into a new base when it grows (zone.ts). Nodes are decoded on demand,
  * one `ZoneNode` per lookup; they are fresh objects the caller may keep or change.
+ *
+ * Sharing. Since a base never changes, threads may read it at once: a base of SHARE_MIN bytes or
+ * more keeps its records and its index on SharedArrayBuffers, and its `image` (posted to a query
+ * thread, workers/pool.ts) is views of them, which postMessage shares instead of copying.
  */
 import { FerryError } from '../../common/errors.js';
 import { isSubdomainKey, parentName } from '../wire/name.js';
@@ -63,6 +67,23 @@ function isAscii(name: string): boolean {
   return true;
 }
 
+/**
+ * Bases at least this big (bytes of node records) live on SharedArrayBuffers; smaller ones (most
+ * zones of a server with many) are plain, and copied when posted: a SharedArrayBuffer costs more
+ * to make and to post than a few KB.
+ */
+const SHARE_MIN = 16 * 1024;
+
+/** A view of `n` bytes on a new SharedArrayBuffer, or a plain array when `share` is false. */
+function bytes(n: number, share: boolean): Uint8Array {
+  return share ? new Uint8Array(new SharedArrayBuffer(n)) : new Uint8Array(n);
+}
+
+/** True when `a` is a view of a SharedArrayBuffer. */
+export function isShared(a: ArrayBufferView): boolean {
+  return a.buffer instanceof SharedArrayBuffer;
+}
+
 /** Grows a byte buffer by doubling while nodes are written. */
 class Writer {
   buf = new Uint8Array(64 * 1024);
@@ -75,6 +96,13 @@ class Writer {
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.off));
     this.buf = next;
+  }
+
+  /** What was written, exactly, in its final place (shared when big enough, see SHARE_MIN). */
+  take(): Uint8Array {
+    const out = bytes(this.off, this.off >= SHARE_MIN);
+    out.set(this.buf.subarray(0, this.off));
+    return out;
   }
 
   u8(v: number): void {
@@ -92,23 +120,56 @@ class Writer {
   }
 }
 
+/**
+ * A base as a query thread receives it (see the file comment): its node records, hash index and
+ * node count; `CompactNodes.fromImage` serves from it without copying or indexing.
+ */
+export interface CompactImage {
+  readonly buf: Uint8Array;
+  readonly index: Int32Array;
+  readonly count: number;
+}
+
 /** An immutable set of zone nodes in compact form. */
 export class CompactNodes {
-  /** Offsets of nodes by hash slot, plus one; 0 is an empty slot. */
+  /** The node records, exactly (no slack); on a SharedArrayBuffer from SHARE_MIN bytes. */
+  readonly buf: Uint8Array;
+  /** Offsets of nodes by hash slot, plus one; 0 is an empty slot. Shared when `buf` is. */
   private readonly index: Int32Array;
   private readonly mask: number;
+  /** What a query thread gets (views of the same memory). */
+  readonly image: CompactImage;
 
-  /** Indexes node records (use `build`, `fromBuffer`, or CompactBuilder, which know them valid). */
+  /**
+   * Indexes node records (use `build`, `fromBuffer`, or CompactBuilder, which know them valid);
+   * records of SHARE_MIN bytes or more not yet on a SharedArrayBuffer are moved to one.
+   */
   constructor(
-    /** The node records, exactly (no slack). */
-    readonly buf: Uint8Array,
+    buf: Uint8Array,
     /** Number of nodes. */
     readonly count: number,
     /** Each node's offset and name hash, when the caller knows them (CompactBuilder). */
     known?: { offsets: Int32Array; hashes: Int32Array },
+    /** The index made for these records before (`fromImage`). */
+    index?: Int32Array,
   ) {
-    this.index = new Int32Array(slotsFor(count));
+    const share = buf.length >= SHARE_MIN;
+    if (share && !isShared(buf)) {
+      const copy = bytes(buf.length, true);
+      copy.set(buf);
+      buf = copy;
+    }
+    this.buf = buf;
+    if (index) {
+      this.index = index;
+      this.mask = index.length - 1;
+      this.image = { buf, index, count };
+      return;
+    }
+    const slots = slotsFor(count);
+    this.index = share ? new Int32Array(new SharedArrayBuffer(4 * slots)) : new Int32Array(slots);
     this.mask = this.index.length - 1;
+    this.image = { buf, index: this.index, count };
     const put = (off: number, h: number) => {
       let slot = h & this.mask;
       while (this.index[slot] !== 0) slot = (slot + 1) & this.mask;
@@ -122,6 +183,21 @@ export class CompactNodes {
       const len = (buf[off]! << 8) | buf[off + 1]!;
       put(off, hashBytes(buf, off + 2, off + 2 + len));
     }
+  }
+
+  /**
+   * The base another thread made (its `image`), read where it is. The image comes from this
+   * process, so only its shape is checked: an index the size `count` gets.
+   */
+  static fromImage(img: CompactImage): CompactNodes {
+    if (
+      !(img.buf instanceof Uint8Array) ||
+      !(img.index instanceof Int32Array) ||
+      !Number.isInteger(img.count) ||
+      img.index.length !== slotsFor(img.count)
+    )
+      throw corrupt();
+    return new CompactNodes(img.buf, img.count, undefined, img.index);
   }
 
   /**
@@ -156,7 +232,7 @@ export class CompactNodes {
       }
       count++;
     }
-    return new CompactNodes(w.buf.slice(0, w.off), count);
+    return new CompactNodes(w.take(), count);
   }
 
   /**

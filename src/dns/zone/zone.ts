@@ -14,7 +14,7 @@ import type { ResourceRecord } from '../wire/message.js';
 import { isSubdomainKey, nameKey, parentName, parseName, splitName } from '../wire/name.js';
 import { rdataKey, unpackRdata, type Rdata } from '../wire/rdata.js';
 import { RRClass, RRType, isMetaType, typeName } from '../wire/types.js';
-import { CompactNodes, belowCounts, type CompactBuilder } from './compact.js';
+import { CompactNodes, belowCounts, type CompactBuilder, type CompactImage } from './compact.js';
 import type { RRset, ZoneNode } from './zone-node.js';
 import { RRsetsByType } from './zone-node.js';
 
@@ -41,6 +41,8 @@ export class Zone {
   /** Bumped on every change. */
   version = 0;
   private readonly listeners = new Set<() => void>();
+  /** Made from another thread's image: folding is that thread's (see `fromImage`). */
+  private replica = false;
 
   constructor(origin: string) {
     this.origin = parseName(origin);
@@ -113,26 +115,48 @@ export class Zone {
     for (const n of rest) this.nodes.set(nameKey(n.name), n);
   }
 
-  /** The compact base's node records (see compact.ts), after folding in every change but the apex's. */
-  compactImage(): { base: Uint8Array; chunks(nodes: number): Uint8Array[]; overlay: ZoneNode[] } {
+  /**
+   * The compact base (see compact.ts), after folding in every change but the apex's: its node
+   * records, cut into runs on demand, its `image` for a query thread, and the nodes outside it.
+   */
+  compactImage(): {
+    base: Uint8Array;
+    chunks(nodes: number): Uint8Array[];
+    image: CompactImage;
+    overlay: ZoneNode[];
+  } {
     if (this.nodes.size > 1 || !this.base) this.compact();
     const base = this.base!;
     const overlay = [...this.nodes.values()].filter((n): n is ZoneNode => n !== null);
-    return { base: base.buf, chunks: (n) => base.chunks(n), overlay };
+    return { base: base.buf, chunks: (n) => base.chunks(n), image: base.image, overlay };
+  }
+
+  /** The current base's image, without folding (a new object when the zone folded since). */
+  get baseImage(): CompactImage | undefined {
+    return this.base?.image;
   }
 
   /**
-   * A zone made of compact node records (another zone's `compactImage`, e.g. in a query worker)
-   * plus the RRsets kept outside them. Throws DNS_INVALID_DATA on malformed records.
+   * A zone made of compact node records (another zone's `compactImage`: runs of its records, or
+   * its `image`, read in place by a query thread) plus the RRsets kept outside them. A zone
+   * made from an image never folds by itself: its owner sends the next base (workers/pool.ts).
+   * Throws DNS_INVALID_DATA on malformed records.
    */
   static fromImage(
     origin: string,
-    parts: readonly Uint8Array[],
+    parts: readonly Uint8Array[] | CompactImage,
     overlay: Iterable<{ name: string; type: number; ttl: number; rdata: readonly Rdata[] }> = [],
   ): Zone {
     const zone = new Zone(origin);
-    if (parts.length > 0 && !zone.install(CompactNodes.concat(parts)))
+    const shared = !Array.isArray(parts);
+    const base = shared
+      ? CompactNodes.fromImage(parts as CompactImage)
+      : (parts as readonly Uint8Array[]).length > 0
+        ? CompactNodes.concat(parts as readonly Uint8Array[])
+        : undefined;
+    if (base && !zone.install(base))
       throw invalid(`compact data for zone ${zone.origin} holds its apex or a name outside it`);
+    zone.replica = shared;
     for (const set of overlay) zone.replaceRRset(set.name, set.type, set.ttl, set.rdata);
     return zone;
   }
@@ -166,7 +190,7 @@ export class Zone {
 
   /** Folds the overlay into the base once it holds more than an eighth of the base's names. */
   private maybeFold(): void {
-    if (this.base && this.nodes.size > 1024 + (this.base.count >> 3)) this.compact();
+    if (this.base && !this.replica && this.nodes.size > 1024 + (this.base.count >> 3)) this.compact();
   }
 
   /**
