@@ -13,6 +13,13 @@ export interface CacheProbe {
   key: string;
   /** Offset just past the question name (the bytes copied into a cached response). */
   qnameEnd: number;
+  /**
+   * The query's OPT: 0 none, 1 present, 2 present with DO set; -1 present with a version other
+   * than 0 (BADVERS) or with options.
+   */
+  opt: number;
+  /** The response's size limit: 512 without EDNS, min(theirs, ours) with it, 65535 over TCP. */
+  limit: number;
 }
 
 /**
@@ -48,7 +55,8 @@ export function probe(p: Uint8Array, transport: 'udp' | 'tcp', maxUdp: number): 
   key += `|${(p[qnameEnd]! << 8) | p[qnameEnd + 1]!}|${(p[qnameEnd + 2]! << 8) | p[qnameEnd + 3]!}|`;
   if (ar === 0) {
     if (off !== len) return undefined;
-    return { key: key + (transport === 'udp' ? 'n' : 'nt'), qnameEnd };
+    const limit = transport === 'udp' ? 512 : 65535;
+    return { key: key + (transport === 'udp' ? 'n' : 'nt'), qnameEnd, opt: 0, limit };
   }
   // One OPT (RFC 6891 §6.1.2): root owner, type 41, options well framed, nothing after.
   if (off + 11 > len || p[off] !== 0 || p[off + 1] !== 0 || p[off + 2] !== 41) return undefined;
@@ -64,9 +72,10 @@ export function probe(p: Uint8Array, transport: 'udp' | 'tcp', maxUdp: number): 
     if (i > end) return undefined;
   }
   const d = dnssecOk ? 'd' : '';
-  if (version !== 0) return { key: `${key}v${d}`, qnameEnd };
-  const limit = transport === 'tcp' ? 't' : String(Math.max(512, Math.min(udpSize, maxUdp)));
-  return { key: `${key}e${d}${limit}`, qnameEnd };
+  if (version !== 0) return { key: `${key}v${d}`, qnameEnd, opt: -1, limit: 0 };
+  const limit = transport === 'tcp' ? 65535 : Math.max(512, Math.min(udpSize, maxUdp));
+  const opt = rdlen > 0 ? -1 : dnssecOk ? 2 : 1;
+  return { key: `${key}e${d}${transport === 'tcp' ? 't' : String(limit)}`, qnameEnd, opt, limit };
 }
 
 /** A bounded map of encoded responses, dropped whole when the zone data generation changes. */

@@ -17,6 +17,7 @@ import { QUERY_CHAIN, runChain } from './chain.js';
 import type { Handler, QueryContext } from './context.js';
 import { MIN_UDP } from './edns.js';
 import { AnswerCache, patch, probe } from './cache.js';
+import { fastAnswer } from './fast.js';
 
 export interface QueryEngineOptions {
   /** Our EDNS UDP payload size (default 1232, the DNS Flag Day 2020 value). */
@@ -28,6 +29,11 @@ export interface QueryEngineOptions {
    * cache off). Eviction is oldest-first, so it should exceed the distinct questions asked.
    */
   answerCacheSize?: number;
+  /**
+   * Answer plain queries straight from the zone's wire data (fast.ts; default true). Off, every
+   * query takes the chain: the tests compare the two.
+   */
+  fastPath?: boolean;
 }
 
 /** Answers DNS queries for a zone store. */
@@ -36,6 +42,7 @@ export class QueryEngine {
   private readonly chain: readonly Handler[];
   /** The precompiled answers, when enabled. */
   readonly cache: AnswerCache | undefined;
+  private readonly fast: boolean;
 
   constructor(
     readonly store: ZoneStore,
@@ -50,6 +57,7 @@ export class QueryEngine {
     if (!Number.isInteger(size) || size < 0)
       throw new RangeError(`answerCacheSize must be a non-negative integer, got ${size}`);
     this.cache = size > 0 ? new AnswerCache(size) : undefined;
+    this.fast = opts.fastPath ?? true;
   }
 
   /**
@@ -57,10 +65,16 @@ export class QueryEngine {
    * response itself (QR set). Anything else malformed gets FORMERR (RFC 1035 §4.1.1).
    */
   answer(packet: Uint8Array, transport: 'udp' | 'tcp'): Buffer | undefined {
-    const hot = this.cache ? probe(packet, transport, this.maxUdpPayload) : undefined;
+    const hot = this.cache || this.fast ? probe(packet, transport, this.maxUdpPayload) : undefined;
     if (hot) {
-      const hit = this.cache!.get(hot.key, this.store.generation);
+      const hit = this.cache?.get(hot.key, this.store.generation);
       if (hit) return patch(hit, packet, hot.qnameEnd);
+      const generation = this.store.generation;
+      const res = this.fast ? fastAnswer(this.store, packet, hot, this.maxUdpPayload) : undefined;
+      if (res) {
+        this.cache?.set(hot.key, generation, res);
+        return res;
+      }
     }
     if (packet.length < HEADER_SIZE) return undefined;
     const h = unpackHeader(packet);
@@ -87,7 +101,7 @@ export class QueryEngine {
       maxSize: transport === 'udp' ? ctx.udpLimit : 65535,
       requiredAdditional: ctx.requiredAdditional,
     });
-    if (hot && ctx.cacheable) this.cache!.set(hot.key, generation, res);
+    if (hot && ctx.cacheable) this.cache?.set(hot.key, generation, res);
     return res;
   }
 

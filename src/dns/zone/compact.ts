@@ -321,6 +321,28 @@ export class CompactNodes {
     if (start < this.buf.length) out.push(this.buf.subarray(start));
     return out;
   }
+
+  /** Offset of the node record at a case-folded name in `buf`, or -1 (for readers of wire data). */
+  offsetOf(key: string): number {
+    return this.find(key);
+  }
+
+  /**
+   * Offset in `buf` of the RRset of `type` in the node record at `off` (u16 TYPE, u32 TTL, u16
+   * record count, then per record u16 length and wire rdata), or -1 when the node has none.
+   */
+  rrsetOffset(off: number, type: number): number {
+    const buf = this.buf;
+    let p = off + 2 + ((buf[off]! << 8) | buf[off + 1]!);
+    const sets = buf[p++]!;
+    for (let s = 0; s < sets; s++) {
+      if (((buf[p]! << 8) | buf[p + 1]!) === type) return p;
+      const n = (buf[p + 6]! << 8) | buf[p + 7]!;
+      p += 8;
+      for (let r = 0; r < n; r++) p += 2 + ((buf[p]! << 8) | buf[p + 1]!);
+    }
+    return -1;
+  }
 }
 
 /**

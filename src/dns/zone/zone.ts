@@ -73,6 +73,21 @@ export class Zone {
     return this.base?.get(key);
   }
 
+  /**
+   * The data at a case-folded name for readers of wire data (the query fast path): the node when
+   * it changed since the base was made, else the offset of its record in `compactBase` (-1: none).
+   */
+  peekNode(key: string): ZoneNode | number {
+    const n = this.nodes.get(key);
+    if (n !== undefined) return n ?? -1;
+    return this.base ? this.base.offsetOf(key) : -1;
+  }
+
+  /** The compact base that `peekNode` offsets point into. */
+  get compactBase(): CompactNodes | undefined {
+    return this.base;
+  }
+
   /** True when the case-folded name owns data or is an empty non-terminal. */
   existsKey(key: string): boolean {
     const n = this.nodes.get(key);
