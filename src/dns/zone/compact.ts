@@ -511,8 +511,19 @@ export class CompactBuilder {
   private readonly head = new Ints();
   private readonly tail = new Ints();
   private readonly hash = new Ints();
-  private slots = new Int32Array(1 << 16);
+  /** Owner hash table: per slot, owner + 1 (0: empty) and its hash, side by side. */
+  private slots: Int32Array;
   private bad = false;
+
+  /**
+   * A builder for about `expectedRecords` records (a hint: it sizes the first buffers, which
+   * grow as needed; small by default for the many small zones of a zone folder).
+   */
+  constructor(expectedRecords = 0) {
+    const n = Math.min(Math.max(expectedRecords, 64), 1 << 24);
+    this.slots = new Int32Array(2 * slotsFor(n));
+    if (expectedRecords > 1024) this.stage.ensure(expectedRecords * 40);
+  }
 
   /** Records added so far. */
   get records(): number {
@@ -521,64 +532,104 @@ export class CompactBuilder {
 
   /** Adds one record: a canonical owner name, TYPE, TTL and uncompressed wire rdata (`len` bytes). */
   add(owner: string, type: number, ttl: number, rdata: Uint8Array, len = rdata.length): void {
-    if (!isAscii(owner) || ttl < 0 || ttl > 0x7fffffff || len > 0xffff) {
+    if (owner.length > NAME.length) {
+      this.bad = true; // not a canonical name (at most 255 octets, 4 characters each)
+      return;
+    }
+    for (let i = 0; i < owner.length; i++) {
+      const c = owner.charCodeAt(i);
+      NAME[i] = c > 0x7e ? 0xff : c; // addBytes refuses any byte above 0x7e
+    }
+    this.addBytes(NAME, 0, owner.length, type, ttl, rdata, len);
+  }
+
+  /**
+   * `add` with the owner as bytes: `nameLen` bytes at `nameStart` of `name`, the canonical
+   * presentation form (ASCII), as a zone file's reader has it without making a string.
+   */
+  addBytes(
+    name: Uint8Array,
+    nameStart: number,
+    nameLen: number,
+    type: number,
+    ttl: number,
+    rdata: Uint8Array,
+    len: number,
+  ): void {
+    if (ttl < 0 || ttl > 0x7fffffff || len > 0xffff || nameLen > 0xffff) {
       this.bad = true;
       return;
     }
     const w = this.stage;
     const off = w.off;
-    w.ensure(owner.length + 10 + len);
-    w.u16(owner.length);
+    w.ensure(nameLen + 10 + len);
+    const buf = w.buf;
+    buf[off] = nameLen >>> 8;
+    buf[off + 1] = nameLen & 0xff;
+    let p = off + 2;
     let h = 0x811c9dc5;
-    for (let i = 0; i < owner.length; i++) {
-      const c = owner.charCodeAt(i);
-      w.u8(c);
+    for (let i = 0; i < nameLen; i++) {
+      const c = name[nameStart + i]!;
+      if (c > 0x7e) {
+        this.bad = true;
+        return;
+      }
+      buf[p++] = c;
       h = Math.imul(h ^ (c >= 0x41 && c <= 0x5a ? c + 32 : c), 0x01000193);
     }
     h = mix(h);
-    w.u16(type);
-    w.u32(ttl);
-    w.u16(len);
-    w.off = copyBytes(w.buf, w.off, rdata, 0, len);
+    buf[p] = type >>> 8;
+    buf[p + 1] = type & 0xff;
+    buf[p + 2] = ttl >>> 24;
+    buf[p + 3] = (ttl >>> 16) & 0xff;
+    buf[p + 4] = (ttl >>> 8) & 0xff;
+    buf[p + 5] = ttl & 0xff;
+    buf[p + 6] = len >>> 8;
+    buf[p + 7] = len & 0xff;
+    w.off = copyBytes(buf, p + 8, rdata, 0, len);
     const rec = this.recOff.n;
     this.recOff.push(off);
     this.recNext.push(-1);
     // Find the owner, or make it one.
-    if (this.head.n * 2 >= this.slots.length) this.grow();
-    const mask = this.slots.length - 1;
+    if (this.head.n >= this.slots.length >> 2) this.grow();
+    const slots = this.slots;
+    const mask = (slots.length >> 1) - 1;
+    const hi = h | 0;
     let slot = h & mask;
     for (;;) {
-      const at = this.slots[slot]!;
+      const at = slots[2 * slot]!;
       if (at === 0) {
-        this.slots[slot] = this.head.n + 1;
+        slots[2 * slot] = this.head.n + 1;
+        slots[2 * slot + 1] = hi;
         this.head.push(rec);
         this.tail.push(rec);
-        this.hash.push(h | 0);
+        this.hash.push(hi);
         return;
       }
-      const node = at - 1;
-      if (this.hash.a[node] !== (h | 0)) {
-        slot = (slot + 1) & mask;
-        continue;
-      }
-      const first = this.recOff.a[this.head.a[node]!]!;
-      const len = (w.buf[first]! << 8) | w.buf[first + 1]!;
-      if (len === owner.length && sameBytesFolded(w.buf, first + 2, off + 2, len)) {
-        this.recNext.a[this.tail.a[node]!] = rec;
-        this.tail.a[node] = rec;
-        return;
+      if (slots[2 * slot + 1] === hi) {
+        const node = at - 1;
+        const first = this.recOff.a[this.head.a[node]!]!;
+        const len = (buf[first]! << 8) | buf[first + 1]!;
+        if (len === nameLen && sameBytesFolded(buf, first + 2, off + 2, len)) {
+          this.recNext.a[this.tail.a[node]!] = rec;
+          this.tail.a[node] = rec;
+          return;
+        }
       }
       slot = (slot + 1) & mask;
     }
   }
 
   private grow(): void {
-    const next = new Int32Array(this.slots.length * 2);
-    const mask = next.length - 1;
-    for (let node = 0; node < this.head.n; node++) {
-      let slot = this.hash.a[node]! & mask;
-      while (next[slot] !== 0) slot = (slot + 1) & mask;
-      next[slot] = node + 1;
+    const old = this.slots;
+    const next = new Int32Array(old.length * 2);
+    const mask = (next.length >> 1) - 1;
+    for (let i = 0; i < old.length; i += 2) {
+      if (old[i] === 0) continue;
+      let slot = old[i + 1]! & mask;
+      while (next[2 * slot] !== 0) slot = (slot + 1) & mask;
+      next[2 * slot] = old[i]!;
+      next[2 * slot + 1] = old[i + 1]!;
     }
     this.slots = next;
   }
@@ -595,7 +646,8 @@ export class CompactBuilder {
     if (this.bad) return undefined;
     const src = this.stage.buf;
     const all = new Writer();
-    all.ensure(this.stage.off);
+    // A node takes at most 3 bytes more than its first staged record, and less for the others.
+    all.buf = new Uint8Array(this.stage.off + 3 * this.head.n);
     const apexOut = new Writer();
     const offsets = new Int32Array(this.head.n);
     const hashes = new Int32Array(this.head.n);
@@ -681,7 +733,7 @@ export class CompactBuilder {
     }
     // The apex goes to the zone's overlay (zone.ts).
     const apex = apexOut.off > 0 ? decodeNode(apexOut.buf, 0) : undefined;
-    const buf = all.buf.slice(0, all.off);
+    const buf = all.off === all.buf.length ? all.buf : all.buf.slice(0, all.off);
     return { base: new CompactNodes(buf, count, { offsets, hashes }), apex };
   }
 }
@@ -696,3 +748,6 @@ function valid(types: number[], isApex: boolean): boolean {
   }
   return true;
 }
+
+/** Scratch for `add`'s owner: a canonical name is at most 255 octets of 4 characters each. */
+const NAME = new Uint8Array(1024);

@@ -1,6 +1,12 @@
 /**
  * Master-file reader (RFC 1035 §5.1; `$TTL` from RFC 2308 §4; generic rdata from RFC 3597 §5).
  * Errors are FerryError `ZONE_SYNTAX` with `file:line:` in the message.
+ *
+ * The file is read as bytes (scan.ts). A record of a common shape (a plain owner name, TTL, class
+ * IN, and A, AAAA, NS, CNAME, PTR, MX, TXT or SRV rdata in plain form) is encoded straight from
+ * those bytes into the zone's compact form; every other entry, and any token that path does not
+ * take, goes through the text path (`record`, `parseRdata`) for that entry, so both give the same
+ * records and the same errors.
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -8,9 +14,10 @@ import { dirname, resolve } from 'node:path';
 import { FerryError } from '../../common/errors.js';
 import { labelsToText, parseName, textToLabels } from '../wire/name.js';
 import { packRdata, parseRdata, type Rdata } from '../wire/rdata.js';
-import { isTtlToken, parseTtl, type Token } from '../wire/text.js';
+import { isTtlToken, parseIPv6, parseTtl } from '../wire/text.js';
 import { RRClass, RRType, classCode, typeCode, typeName } from '../wire/types.js';
 import { CompactBuilder } from './compact.js';
+import { ESCAPED, EntryScanner, HIGH, MIXED, QUOTED, Syntax, latin1, type Entry } from './scan.js';
 import { Zone } from './zone.js';
 
 export interface ParseZoneOptions {
@@ -20,104 +27,6 @@ export interface ParseZoneOptions {
   fileName?: string;
   /** TTL for records before any `$TTL` or explicit TTL; default 3600. */
   defaultTtl?: number;
-}
-
-/** One logical entry of a master file: a directive or a record, parentheses joined. */
-interface Entry {
-  tokens: Token[];
-  line: number;
-  /** The line began with blank space: the owner is the previous one (RFC 1035 §5.1). */
-  blankOwner: boolean;
-}
-
-class Syntax extends FerryError {
-  constructor(file: string, line: number, message: string, cause?: unknown) {
-    super('ZONE_SYNTAX', `${file}:${line}: ${message}`, cause === undefined ? undefined : { cause });
-  }
-}
-
-/**
- * Splits master-file text into entries, one at a time (a big zone is never all tokens at once):
- * comments dropped, parentheses joined, quotes kept.
- */
-function* scan(text: string, file: string): Generator<Entry> {
-  let line = 1;
-  let depth = 0;
-  let parenLine = 0;
-  let cur: Entry | undefined;
-  let atLineStart = true;
-  let i = 0;
-  while (i < text.length) {
-    const c = text[i]!;
-    if (c === '\n') {
-      line++;
-      i++;
-      atLineStart = true;
-      if (depth === 0) {
-        if (cur && cur.tokens.length > 0) yield cur;
-        cur = undefined;
-      }
-      continue;
-    }
-    if (atLineStart && depth === 0) {
-      atLineStart = false;
-      cur = { tokens: [], line, blankOwner: c === ' ' || c === '\t' };
-    }
-    atLineStart = false;
-    if (c === ' ' || c === '\t' || c === '\r') {
-      i++;
-      continue;
-    }
-    if (c === ';') {
-      while (i < text.length && text[i] !== '\n') i++;
-      continue;
-    }
-    if (c === '(') {
-      if (depth === 0) parenLine = line;
-      depth++;
-      i++;
-      continue;
-    }
-    if (c === ')') {
-      if (depth === 0) throw new Syntax(file, line, 'unbalanced ")"');
-      depth--;
-      i++;
-      continue;
-    }
-    // A token: up to blank space, a comment, a parenthesis or the end of line (outside quotes).
-    let tok = '';
-    let quoted = false;
-    let inQuote = false;
-    let first = true;
-    while (i < text.length) {
-      const d = text[i]!;
-      if (d === '\\') {
-        if (i + 1 >= text.length || text[i + 1] === '\n')
-          throw new Syntax(file, line, 'backslash at end of line');
-        tok += d + text[i + 1];
-        i += 2;
-      } else if (d === '"') {
-        if (first) quoted = true;
-        inQuote = !inQuote;
-        i++;
-      } else if (inQuote) {
-        if (d === '\n') throw new Syntax(file, line, 'unterminated quoted string');
-        tok += d;
-        i++;
-      } else if (d === ' ' || d === '\t' || d === '\r' || d === '\n' || d === ';' || d === '(' || d === ')')
-        break;
-      else {
-        tok += d;
-        i++;
-      }
-      first = false;
-    }
-    if (inQuote) throw new Syntax(file, line, 'unterminated quoted string');
-    cur!.tokens.push({ text: tok, quoted });
-  }
-  if (depth > 0)
-    throw new Syntax(file, parenLine, 'unbalanced "(": no closing ")" before the end of the file');
-  if (cur && cur.tokens.length > 0) yield cur;
 }
 
 /** A record read from a file, before it joins the zone. */
@@ -132,9 +41,20 @@ interface ParsedRecord {
 
 interface State {
   origin: string | undefined;
+  /** `origin` in presentation and wire form when it has no escapes (the fast path needs it). */
+  originText: Uint8Array | undefined;
+  originWire: Uint8Array | undefined;
+  /** The `origin` those two were made for. */
+  originFor: string | undefined;
   ttl: number | undefined; // from $TTL
   lastTtl: number | undefined; // last explicit TTL (RFC 1035 §5.1)
+  /** The previous owner as text; undefined while only `ownerBytes` holds it (see lastOwner). */
   lastOwner: string | undefined;
+  /** The previous owner's canonical bytes, `ownerLen` long; -1: none (or only as text). */
+  ownerBytes: Uint8Array;
+  ownerLen: number;
+  /** Where the fast path writes the next owner (swapped with `ownerBytes` when it is used). */
+  spare: Uint8Array;
   defaultTtl: number;
   /** The zone being filled, once its apex is known. */
   zone: Zone | undefined;
@@ -142,27 +62,51 @@ interface State {
   builder: CompactBuilder | undefined;
   /** Records read before the apex was known. */
   pending: ParsedRecord[];
-  readInclude: ((path: string) => string) | undefined;
+  readInclude: ((path: string) => Uint8Array) | undefined;
   depth: number;
 }
 
-function parseText(text: string, file: string, st: State): void {
-  for (const e of scan(text, file)) {
-    const fail = (msg: string, cause?: unknown): never => {
-      throw new Syntax(file, e.line, msg, cause);
-    };
+function lastOwner(st: State): string | undefined {
+  if (st.lastOwner === undefined && st.ownerLen >= 0) st.lastOwner = latin1(st.ownerBytes, 0, st.ownerLen);
+  return st.lastOwner;
+}
+
+function setLastOwner(st: State, owner: string | undefined): void {
+  st.lastOwner = owner;
+  st.ownerLen = -1;
+  // Canonical names are ASCII; keep the bytes too, so blank-owner records stay on the fast path.
+  if (owner === undefined || owner.length > st.ownerBytes.length) return;
+  for (let i = 0; i < owner.length; i++) {
+    const c = owner.charCodeAt(i);
+    if (c > 0x7e) return;
+    st.ownerBytes[i] = c;
+  }
+  st.ownerLen = owner.length;
+}
+
+function parseText(src: Uint8Array, file: string, st: State): void {
+  const sc = new EntryScanner(src, file);
+  while (sc.next()) {
     try {
-      const t0 = e.tokens[0]!;
-      if (!e.blankOwner && !t0.quoted && t0.text.startsWith('$')) {
-        directive(e, file, st, fail);
+      if (!sc.blankOwner && !(sc.flags[0]! & QUOTED) && src[sc.start[0]!] === 0x24 /* $ */) {
+        const e = sc.entry();
+        directive(e, file, st, failAt(file, e.line));
         continue;
       }
-      record(e, file, st, fail);
+      if (fastRecord(sc, st)) continue;
+      const e = sc.entry();
+      record(e, file, st, failAt(file, e.line));
     } catch (err) {
       if (err instanceof Syntax) throw err;
-      fail((err as Error).message, err);
+      throw new Syntax(file, sc.line, (err as Error).message, err);
     }
   }
+}
+
+function failAt(file: string, line: number): (msg: string, cause?: unknown) => never {
+  return (msg, cause) => {
+    throw new Syntax(file, line, msg, cause);
+  };
 }
 
 function absolute(text: string, st: State, fail: (m: string) => never): string {
@@ -190,23 +134,23 @@ function directive(e: Entry, file: string, st: State, fail: (m: string, cause?: 
     if (!st.readInclude) fail('$INCLUDE needs a file: load the zone with loadZoneFile');
     if (st.depth >= 10) fail('$INCLUDE nested more than 10 deep');
     const path = resolve(dirname(file), args[0]!.text);
-    let text: string;
+    let bytes: Uint8Array;
     try {
-      text = st.readInclude!(path);
+      bytes = st.readInclude!(path);
     } catch (err) {
       return fail(`cannot read $INCLUDE file ${path}: ${(err as Error).message}`, err);
     }
     // The included file may change the origin; the including file's stays (RFC 1035 §5.1).
     const savedOrigin = st.origin;
-    const savedOwner = st.lastOwner;
+    const savedOwner = lastOwner(st);
     if (args[1]) st.origin = absolute(args[1].text, st, fail);
     st.depth++;
     try {
-      parseText(text, path, st);
+      parseText(bytes, path, st);
     } finally {
       st.depth--;
       st.origin = savedOrigin;
-      st.lastOwner = savedOwner;
+      setLastOwner(st, savedOwner);
     }
   } else {
     fail(`unknown directive ${d!.text}`);
@@ -218,7 +162,7 @@ function record(e: Entry, file: string, st: State, fail: (m: string) => never): 
   let i = 0;
   let owner: string;
   if (e.blankOwner) {
-    owner = st.lastOwner ?? fail('record without owner, and no previous owner');
+    owner = lastOwner(st) ?? fail('record without owner, and no previous owner');
   } else {
     const t = toks[i++]!;
     if (t.quoted) fail('owner name must not be quoted');
@@ -241,7 +185,7 @@ function record(e: Entry, file: string, st: State, fail: (m: string) => never): 
   if (cls !== undefined && cls !== RRClass.IN) fail('only class IN is supported');
   if (ttl !== undefined) st.lastTtl = ttl;
   const data = parseRdata(type!, toks.slice(i), st.origin ?? '.');
-  st.lastOwner = owner;
+  setLastOwner(st, owner);
   const r: ParsedRecord = {
     name: owner,
     type: type!,
@@ -275,6 +219,380 @@ function addTo(zone: Zone, r: ParsedRecord, builder?: CompactBuilder): void {
   }
 }
 
+// --- The fast path: records of a common shape, from bytes to compact form with no string ---
+
+/**
+ * Reads the record at the scanner into the builder when every token has a plain shape; false
+ * (nothing changed) otherwise, and the text path reads it. Never throws: anything it would
+ * refuse is left to the text path, which gives the error.
+ */
+function fastRecord(sc: EntryScanner, st: State): boolean {
+  const builder = st.builder;
+  if (!builder || !st.zone) return false;
+  if (st.originFor !== st.origin) setOriginBytes(st);
+  const src = sc.src;
+  const count = sc.count;
+  let t = 0;
+  let owner: Uint8Array;
+  let ownerLen: number;
+  if (sc.blankOwner) {
+    if (st.ownerLen < 0) return false;
+    owner = st.ownerBytes;
+    ownerLen = st.ownerLen;
+  } else {
+    if (sc.flags[0] !== 0) return false;
+    owner = st.spare;
+    ownerLen = ownerName(src, sc.start[0]!, sc.end[0]!, st, owner);
+    if (ownerLen < 0) return false;
+    t = 1;
+  }
+  let ttl = -1;
+  let cls = false;
+  let type = 0;
+  while (t < count && type === 0) {
+    if (sc.flags[t] !== 0) return false;
+    const a = sc.start[t]!;
+    const b = sc.end[t]!;
+    t++;
+    if (ttl < 0) {
+      const v = ttlValue(src, a, b);
+      if (v >= 0) {
+        ttl = v;
+        continue;
+      }
+      if (v === -2) return false;
+    }
+    if (!cls && b - a === 2 && (src[a]! | 0x20) === 0x69 && (src[a + 1]! | 0x20) === 0x6e) {
+      cls = true;
+      continue;
+    }
+    type = fastType(src, a, b);
+    if (type === 0) return false;
+  }
+  if (type === 0) return false;
+  const len = fastRdata(sc, t, type, st);
+  if (len < 0) return false;
+  if (ttl >= 0) st.lastTtl = ttl;
+  if (owner === st.spare) {
+    st.spare = st.ownerBytes;
+    st.ownerBytes = owner;
+    st.ownerLen = ownerLen;
+    st.lastOwner = undefined;
+  }
+  builder.addBytes(
+    st.ownerBytes,
+    0,
+    ownerLen,
+    type,
+    ttl >= 0 ? ttl : (st.ttl ?? st.lastTtl ?? st.defaultTtl),
+    RDATA,
+    len,
+  );
+  return true;
+}
+
+/** Keeps the origin's bytes for the fast path: none when it has escapes (or is unknown). */
+function setOriginBytes(st: State): void {
+  st.originFor = st.origin;
+  st.originText = undefined;
+  st.originWire = undefined;
+  const o = st.origin;
+  if (o === undefined || o.includes('\\')) return;
+  const text = new Uint8Array(o.length);
+  for (let i = 0; i < o.length; i++) text[i] = o.charCodeAt(i);
+  const wire = new Uint8Array(o === '.' ? 1 : o.length + 1);
+  if (o !== '.') {
+    let lenAt = 0;
+    for (let i = 0; i < o.length; i++) {
+      if (text[i] === 0x2e) {
+        wire[lenAt] = i - lenAt;
+        lenAt = i + 1;
+      } else wire[i + 1] = text[i]!;
+    }
+  }
+  st.originText = text;
+  st.originWire = wire;
+}
+
+/** True for the bytes of plain labels: letters, digits, `-`, `_`, `*`. */
+function plainByte(c: number): boolean {
+  return (
+    (c >= 0x61 && c <= 0x7a) ||
+    (c >= 0x41 && c <= 0x5a) ||
+    (c >= 0x30 && c <= 0x39) ||
+    c === 0x2d ||
+    c === 0x5f ||
+    c === 0x2a
+  );
+}
+
+/** Checks plain labels of 1-63 bytes at a..b (an optional final dot); false otherwise. */
+function plainLabels(src: Uint8Array, a: number, b: number): boolean {
+  let label = 0;
+  for (let i = a; i < b; i++) {
+    const c = src[i]!;
+    if (c === 0x2e) {
+      if (label === 0) return false;
+      label = 0;
+    } else if (plainByte(c)) {
+      if (++label > 63) return false;
+    } else return false;
+  }
+  return true;
+}
+
+/**
+ * Writes the canonical owner of a plain owner token into `out`, as `absolute` makes it; its
+ * length, or -1 when the text path must read it.
+ */
+function ownerName(src: Uint8Array, a: number, b: number, st: State, out: Uint8Array): number {
+  const o = st.originText;
+  if (b - a === 1 && src[a] === 0x40) {
+    if (!o) return -1;
+    out.set(o);
+    return o.length;
+  }
+  if (!plainLabels(src, a, b)) return -1;
+  const isAbsolute = src[b - 1] === 0x2e;
+  let n = b - a;
+  if (!isAbsolute) {
+    if (!o) return -1;
+    n += o.length === 1 ? 1 : 1 + o.length;
+  }
+  if (n > 254) return -1; // 255 octets in wire form
+  for (let i = a; i < b; i++) out[i - a] = src[i]!;
+  if (!isAbsolute) {
+    out[b - a] = 0x2e;
+    if (o!.length > 1) out.set(o!, b - a + 1);
+  }
+  return n;
+}
+
+/**
+ * Writes a plain rdata name token as uncompressed wire at `off` of RDATA, completed with the
+ * origin as `parseRdata` does (the root when none is known); the new offset, or -1.
+ */
+function rdataName(src: Uint8Array, a: number, b: number, off: number, st: State): number {
+  const unknownOrigin = st.origin === undefined;
+  const ow = st.originWire;
+  if (!unknownOrigin && !ow) return -1;
+  if (b - a === 1 && src[a] === 0x40) {
+    if (unknownOrigin) {
+      RDATA[off] = 0;
+      return off + 1;
+    }
+    RDATA.set(ow!, off);
+    return off + ow!.length;
+  }
+  if (!plainLabels(src, a, b)) return -1;
+  const isAbsolute = src[b - 1] === 0x2e;
+  const tail = isAbsolute || unknownOrigin ? 1 : ow!.length;
+  const wireLen = (isAbsolute ? b - a : b - a + 1) + tail;
+  if (wireLen > 255) return -1;
+  let lenAt = off;
+  let p = off + 1;
+  for (let i = a; i < b; i++) {
+    const c = src[i]!;
+    if (c === 0x2e) {
+      RDATA[lenAt] = p - lenAt - 1;
+      lenAt = p;
+    } else RDATA[p] = c;
+    p++;
+  }
+  if (!isAbsolute) RDATA[lenAt] = p - lenAt - 1;
+  else p--; // the final dot's length byte is the root's
+  if (isAbsolute || unknownOrigin) RDATA[p++] = 0;
+  else {
+    RDATA.set(ow!, p);
+    p += ow!.length;
+  }
+  return p;
+}
+
+/** TTL of a token as `parseTtl` reads it (seconds or units); -1: no TTL, -2: leave it to parseTtl. */
+function ttlValue(src: Uint8Array, a: number, b: number): number {
+  let total = 0;
+  let v = 0;
+  let digits = 0;
+  let units = false;
+  for (let i = a; i < b; i++) {
+    const c = src[i]!;
+    if (c >= 0x30 && c <= 0x39) {
+      if (++digits > 10) return -2;
+      v = v * 10 + (c - 0x30);
+      continue;
+    }
+    if (digits === 0) return -1;
+    const unit = unitSeconds(c | 0x20);
+    if (unit === 0) return -1;
+    total += v * unit;
+    v = 0;
+    digits = 0;
+    units = true;
+  }
+  if (digits > 0) {
+    if (units) return -1; // `1h30`: not a TTL
+    return v > 0x7fffffff ? -2 : v;
+  }
+  return units && total <= 0x7fffffff ? total : units ? -2 : -1;
+}
+
+function unitSeconds(c: number): number {
+  switch (c) {
+    case 0x73: // s
+      return 1;
+    case 0x6d: // m
+      return 60;
+    case 0x68: // h
+      return 3600;
+    case 0x64: // d
+      return 86400;
+    case 0x77: // w
+      return 604800;
+    default:
+      return 0;
+  }
+}
+
+/** The type of a token the fast path encodes (A, AAAA, NS, CNAME, PTR, MX, TXT, SRV); 0 otherwise. */
+function fastType(src: Uint8Array, a: number, b: number): number {
+  // Bytes as big-endian numbers, ASCII letters upper-cased (`& 0xdf`).
+  const n = b - a;
+  if (n > 5) return 0;
+  let v = 0;
+  for (let i = a; i < b; i++) v = v * 256 + (src[i]! & 0xdf);
+  switch (n) {
+    case 1:
+      return v === 0x41 ? RRType.A : 0;
+    case 2:
+      return v === 0x4e53 ? RRType.NS : v === 0x4d58 ? RRType.MX : 0;
+    case 3:
+      return v === 0x505452 ? RRType.PTR : v === 0x545854 ? RRType.TXT : v === 0x535256 ? RRType.SRV : 0;
+    case 4:
+      return v === 0x41414141 ? RRType.AAAA : 0;
+    default:
+      return v === 0x434e414d45 ? RRType.CNAME : 0;
+  }
+}
+
+/**
+ * Writes the wire rdata of tokens `t`.. into RDATA as `packRdata(parseRdata(…))` would; its
+ * length, or -1 when the text path must read it.
+ */
+function fastRdata(sc: EntryScanner, t: number, type: number, st: State): number {
+  const src = sc.src;
+  const n = sc.count - t;
+  const f = sc.flags;
+  switch (type) {
+    case RRType.A:
+      return n === 1 && f[t] === 0 ? ipv4(src, sc.start[t]!, sc.end[t]!) : -1;
+    case RRType.AAAA: {
+      if (n !== 1 || f[t] !== 0) return -1;
+      let bytes: Uint8Array;
+      try {
+        bytes = parseIPv6(latin1(src, sc.start[t]!, sc.end[t]!));
+      } catch {
+        return -1;
+      }
+      RDATA.set(bytes);
+      return 16;
+    }
+    case RRType.NS:
+    case RRType.CNAME:
+    case RRType.PTR:
+      return n === 1 && f[t] === 0 ? rdataName(src, sc.start[t]!, sc.end[t]!, 0, st) : -1;
+    case RRType.MX: {
+      if (n !== 2 || f[t] !== 0 || f[t + 1] !== 0 || !u16(src, sc.start[t]!, sc.end[t]!, 0)) return -1;
+      return rdataName(src, sc.start[t + 1]!, sc.end[t + 1]!, 2, st);
+    }
+    case RRType.SRV: {
+      if (n !== 4) return -1;
+      for (let k = 0; k < 3; k++)
+        if (f[t + k] !== 0 || !u16(src, sc.start[t + k]!, sc.end[t + k]!, 2 * k)) return -1;
+      return f[t + 3] === 0 ? rdataName(src, sc.start[t + 3]!, sc.end[t + 3]!, 6, st) : -1;
+    }
+    case RRType.TXT: {
+      if (n === 0) return -1;
+      let off = 0;
+      for (let k = t; k < sc.count; k++) {
+        if (sc.flags[k]! & (MIXED | HIGH) || off + 256 > RDATA.length) return -1;
+        const end = charString(src, sc.contentStart(k), sc.contentEnd(k), off, sc.flags[k]! & ESCAPED);
+        if (end < 0) return -1;
+        off = end;
+      }
+      return off;
+    }
+    default:
+      return -1;
+  }
+}
+
+/** Dotted-quad IPv4 into RDATA as `parseIPv4` reads it; 4, or -1. */
+function ipv4(src: Uint8Array, a: number, b: number): number {
+  let part = 0;
+  let digits = 0;
+  let v = 0;
+  for (let i = a; i <= b; i++) {
+    const c = i < b ? src[i]! : 0x2e;
+    if (c >= 0x30 && c <= 0x39 && digits < 3) {
+      v = v * 10 + (c - 0x30);
+      digits++;
+    } else if (c === 0x2e && digits > 0 && v <= 255 && part < 4) {
+      RDATA[part++] = v;
+      v = 0;
+      digits = 0;
+    } else return -1;
+  }
+  return part === 4 ? 4 : -1;
+}
+
+/** A decimal number up to 65535 into RDATA at `off` as `parseUint` reads it; false otherwise. */
+function u16(src: Uint8Array, a: number, b: number, off: number): boolean {
+  if (b === a || b - a > 5) return false;
+  let v = 0;
+  for (let i = a; i < b; i++) {
+    const c = src[i]!;
+    if (c < 0x30 || c > 0x39) return false;
+    v = v * 10 + (c - 0x30);
+  }
+  if (v > 0xffff) return false;
+  RDATA[off] = v >> 8;
+  RDATA[off + 1] = v & 0xff;
+  return true;
+}
+
+/**
+ * An ASCII character-string (content a..b, `\X` and `\DDD` escapes as `unescapeBytes` reads
+ * them) into RDATA at `off` with its length byte; the new offset, or -1.
+ */
+function charString(src: Uint8Array, a: number, b: number, off: number, escaped: number): number {
+  let p = off + 1;
+  if (!escaped) {
+    if (b - a > 255) return -1;
+    for (let i = a; i < b; i++) RDATA[p++] = src[i]!;
+  } else {
+    for (let i = a; i < b; i++) {
+      let c = src[i]!;
+      if (c === 0x5c) {
+        const d1 = src[i + 1]!;
+        if (i + 3 < b && isDigit(d1) && isDigit(src[i + 2]!) && isDigit(src[i + 3]!)) {
+          c = (d1 - 0x30) * 100 + (src[i + 2]! - 0x30) * 10 + (src[i + 3]! - 0x30);
+          if (c > 255) return -1;
+          i += 3;
+        } else c = src[++i]!;
+      }
+      if (p - off > 255) return -1;
+      RDATA[p++] = c;
+    }
+  }
+  RDATA[off] = p - off - 1;
+  return p;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
 /** The zone read; undefined when the fast path's data breaks a rule (parseZone reads it again). */
 function finish(st: State, file: string): Zone | undefined {
   let zone = st.zone;
@@ -292,17 +610,24 @@ function finish(st: State, file: string): Zone | undefined {
 
 function initialState(
   opts: ParseZoneOptions,
-  readInclude: ((path: string) => string) | undefined,
+  readInclude: ((path: string) => Uint8Array) | undefined,
   fast: boolean,
+  size: number,
 ): State {
   return {
     origin: opts.origin ? parseName(opts.origin) : undefined,
+    originText: undefined,
+    originWire: undefined,
+    originFor: undefined,
     ttl: undefined,
     lastTtl: undefined,
     lastOwner: undefined,
+    ownerBytes: new Uint8Array(1024),
+    ownerLen: -1,
+    spare: new Uint8Array(1024),
     defaultTtl: opts.defaultTtl ?? 3600,
     zone: opts.origin ? new Zone(opts.origin) : undefined,
-    builder: fast ? new CompactBuilder() : undefined,
+    builder: fast ? new CompactBuilder(Math.floor(size / 24)) : undefined, // ~24 bytes a record
     pending: [],
     readInclude,
     depth: 0,
@@ -310,23 +635,34 @@ function initialState(
 }
 
 /**
- * Parses master-file text into a zone. `$INCLUDE` works only with `fileName` (relative to it).
+ * Parses a master file (text, or its bytes as read from disk: UTF-8) into a zone. `$INCLUDE`
+ * works only with `fileName` (relative to it).
  *
  * Records are written straight into the zone's compact form (compact.ts), with no object per
  * record. Syntax errors are reported as they are met; data that breaks a zone rule (a CNAME
  * beside other data, a second SOA, …) is only detected there, so such a file is read a second
  * time through `Zone.addRecord`, which names the offending line.
  */
-export function parseZone(text: string, opts: ParseZoneOptions = {}): Zone {
+export function parseZone(text: string | Uint8Array, opts: ParseZoneOptions = {}): Zone {
   const file = opts.fileName ?? '<zone>';
-  const read = opts.fileName ? (p: string) => readFileSync(p, 'utf8') : undefined;
-  const st = initialState(opts, read, true);
-  parseText(text, file, st);
-  const zone = finish(st, file);
-  if (zone) return zone;
-  const exact = initialState(opts, read, false);
-  parseText(text, file, exact);
-  const z = finish(exact, file);
+  const src = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
+  const read = opts.fileName ? (p: string) => readFileSync(p) : undefined;
+  const st = initialState(opts, read, true, src.length);
+  parseText(src, file, st);
+  return finish(st, file) ?? parseZoneByRecord(src, opts);
+}
+
+/**
+ * Parses a master file record by record through `Zone.addRecord`, with no fast path: slower,
+ * but it names the line of a record that breaks a zone rule (parseZone's second reading).
+ */
+export function parseZoneByRecord(text: string | Uint8Array, opts: ParseZoneOptions = {}): Zone {
+  const file = opts.fileName ?? '<zone>';
+  const src = typeof text === 'string' ? Buffer.from(text, 'utf8') : text;
+  const read = opts.fileName ? (p: string) => readFileSync(p) : undefined;
+  const st = initialState(opts, read, false, 0);
+  parseText(src, file, st);
+  const z = finish(st, file);
   if (!z) throw new FerryError('ZONE_SYNTAX', `${file}: cannot be read`); // not reached: no builder
   return z;
 }
@@ -337,11 +673,11 @@ export async function loadZoneFile(
   opts: { origin?: string; defaultTtl?: number } = {},
 ): Promise<Zone> {
   const file = resolve(path);
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (err) {
     throw new FerryError('ZONE_SYNTAX', `${file}: cannot read: ${(err as Error).message}`, { cause: err });
   }
-  return parseZone(text, { ...opts, fileName: file });
+  return parseZone(bytes, { ...opts, fileName: file });
 }
