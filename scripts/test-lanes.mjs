@@ -1,0 +1,60 @@
+// The test files that may run beside the others (run-tests.mjs's parallel lane). Every file not
+// listed here runs in the serial lane, one file at a time, as all of them once did: a new test
+// file is serial until someone reads it and adds it here.
+//
+// A file belongs here only if it is light (no peer server such as knot, bind, PowerDNS, nginx,
+// Apache, MariaDB, PostgreSQL, Postfix or Dovecot started; no load generator, sandbox, network
+// namespace, nftables table, benchmark or thousands of connections) and binds nothing that a file of the serial lane binds:
+// its listeners take port 0, on 127.0.0.1 or on addresses no serial file uses. Check with
+// `grep -n "127\.0\.X\." -r src test` (X its block) before adding one; files of this lane run one
+// at a time among themselves, so they may share addresses with each other.
+
+/** Paths from the repository's root, each with why it is safe beside the serial lane. */
+export const PARALLEL_FILES = [
+  // Pure functions, parsers and in-memory state: no socket, no child process.
+  'src/agent/webconfig/apache.test.ts', // parses apache2ctl -S text
+  'src/agent/webconfig/assess.test.ts',
+  'src/agent/webconfig/nginx-syntax.test.ts', // parses nginx -T text
+  'src/agent/webstack/backups.test.ts',
+  'src/agent/webstack/nginx.test.ts', // config text only
+  'src/common/error-codes.test.ts',
+  'src/common/keyed-lock.test.ts',
+  'src/dns/query/engine.test.ts',
+  'src/dns/tsig/tsig.test.ts',
+  'src/dns/update/wire.test.ts',
+  'src/dns/wire/wire.test.ts',
+  'src/dns/xfr/policies.test.ts',
+  'src/dns/zone/files.test.ts',
+  'src/dns/zone/zone.test.ts', // also runs kzonecheck/named-checkzone on files
+  'src/host/sync.test.ts',
+  'src/migration/progress.test.ts',
+  'src/migration/resilient.test.ts',
+  'src/sandbox/real-stack.test.ts', // option checks only, no stack started
+  // Servers on 127.0.0.1 port 0 only.
+  'src/api/config.test.ts',
+  'src/api/paging.test.ts',
+  'src/cli/watch.test.ts', // addresses as data only
+  'src/dns/server.test.ts',
+  'src/metrics/metrics.test.ts',
+  // Port 0 on blocks of their own (127.0.X.0/24 used by no serial file).
+  'src/cli/dns.test.ts', // 127.0.121.x, `ferry dns serve` children
+  'src/dns/catalog/catalog.test.ts', // 127.0.116.x
+  'src/dns/fuzz.test.ts', // 127.0.120.3
+  'src/dns/many-zones.test.ts', // 127.0.118.1
+  'src/dns/udp-io.test.ts', // 127.0.121.x
+  'src/dns/workers/start.test.ts', // 127.0.120.5
+  'src/dns/workers/workers.test.ts', // 127.0.120.x
+  'src/dns/xfr/primary.test.ts', // 127.0.101.x
+  'src/host/site-process.test.ts', // 127.0.73.1
+  'src/host/site-server.test.ts', // 127.0.20.x; 127.0.0.9/10 as client source only
+  'src/migration/dns-provider.test.ts', // 127.0.102.x
+  'src/migration/parity.test.ts', // 127.0.43.x
+  // The relay's own tests: port 0 on 127.0.0.2-7 (the serial nginx-proxy-protocol test also
+  // listens there on port 0 only, and its nginx on 127.0.0.5, which these do not use).
+  'src/relay/cli.test.ts',
+  'src/relay/contract.test.ts',
+  'src/relay/proxy-protocol.test.ts',
+  'src/relay/tcp-relay.test.ts',
+  'src/relay/udp.test.ts',
+  'src/relay/workers.test.ts',
+];
