@@ -3,8 +3,9 @@
  * served by `ferry dns serve --workers N` (the compiled CLI, as an operator runs it) and by Knot
  * with N UDP and N TCP threads, one after the other. For each: seconds from the start of the
  * server process until it answers a query for the zone's last name, and the resident memory
- * summed over the server's whole process tree once it answers; then dnsperf with names drawn at
- * random from the zone. Usable alone: `node --import tsx bench/dns/big.ts` (after `npm run build`).
+ * summed over the server's whole process tree once it answers (both servers answer from threads
+ * of one process, whose RSS counts their memory once; the OS threads are listed beside it); then
+ * dnsperf with names drawn at random from the zone. Usable alone: `node --import tsx bench/dns/big.ts` (after `npm run build`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +25,8 @@ export interface BigResult {
   loadS: number;
   rssMb: number;
   processes: number;
+  /** OS threads over those processes (query threads and the runtime's own). */
+  threads: number;
   qps: number;
   lost: number;
   sent: number;
@@ -55,8 +58,11 @@ function generate(dir: string): { zoneFile: string; queryFile: string; last: str
   return { zoneFile, queryFile, last: `n${RECORDS - 2}.${ORIGIN}` };
 }
 
-/** Resident set sizes (MB) summed over `pid` and all its descendants, and how many there are. */
-export function treeRss(pid: number): { mb: number; processes: number; each: number[] } {
+/**
+ * Resident set sizes (MB) summed over `pid` and all its descendants, how many processes there
+ * are, and their OS threads (threads share their process's memory: counted once).
+ */
+export function treeRss(pid: number): { mb: number; processes: number; threads: number; each: number[] } {
   const parent = new Map<number, number>();
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
@@ -77,17 +83,20 @@ export function treeRss(pid: number): { mb: number; processes: number; each: num
       }
   }
   let kb = 0;
+  let threads = 0;
   const each: number[] = [];
   for (const p of tree) {
     try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      const m = /VmRSS:\s+(\d+) kB/.exec(status);
       kb += Number(m?.[1] ?? 0);
+      threads += Number(/Threads:\s+(\d+)/.exec(status)?.[1] ?? 0);
       each.push(Math.round(Number(m?.[1] ?? 0) / 1024));
     } catch {
       // gone meanwhile
     }
   }
-  return { mb: kb / 1024, processes: tree.size, each };
+  return { mb: kb / 1024, processes: tree.size, threads, each };
 }
 
 /** Seconds from `t0` until `name` gets an answer with data (polled every 20 ms). */
@@ -132,13 +141,13 @@ async function measure(
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   try {
     const loadS = await untilAnswer(child, address, port, last, t0);
-    const { mb, processes, each } = treeRss(child.pid!);
+    const { mb, processes, threads, each } = treeRss(child.pid!);
     const p = await perf(address, port, queryFile, [child.pid!]);
     console.log(
-      `  ${name.padEnd(5)} answers after ${loadS.toFixed(1)} s, RSS ${mb.toFixed(0)} MB over ${processes} process(es) (${each.join(' + ')}); ` +
+      `  ${name.padEnd(5)} answers after ${loadS.toFixed(1)} s, RSS ${mb.toFixed(0)} MB over ${processes} process(es) (${each.join(' + ')}; ${threads} OS threads); ` +
         `random names: ${p.qps.toFixed(0)} q/s, lost ${p.lost}/${p.sent}`,
     );
-    return { loadS, rssMb: mb, processes, ...p };
+    return { loadS, rssMb: mb, processes, threads, ...p };
   } finally {
     child.kill('SIGTERM');
     await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));

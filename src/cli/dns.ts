@@ -112,7 +112,11 @@ export function registerDns(program: Command): void {
       [],
     )
     .option('--listen <addr:port>', 'address and port for UDP and TCP', '127.0.0.1:53')
-    .option('--workers <n>', 'processes answering queries (default 1; one per core is fastest)', '1')
+    .option(
+      '--workers <n>',
+      'threads answering UDP queries (default 1; one per core is fastest; needs the native UDP addon)',
+      '1',
+    )
     .option('--db <path>', 'SQLite file keeping zones and every change across restarts')
     .option(
       '--catalog [zone]',

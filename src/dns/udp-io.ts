@@ -5,13 +5,13 @@
  *   to SLOTS datagrams per recvmmsg into a reused arena and sends their answers with one
  *   sendmmsg, so a busy server makes one JavaScript call and two system calls per batch instead of
  *   a callback, a Buffer, an address object and a send request per datagram. With `shared`, each
- *   process binds a socket of its own with SO_REUSEPORT (Node 20's dgram cannot) and the kernel
- *   spreads clients over them by address hash, as Knot's and NSD's workers do.
- * - `dgram`: Node's own socket, used when the addon is not built or FERRY_NATIVE=0. With
- *   `shared`, a cluster worker's non-exclusive bind shares the primary's one socket.
+ *   query thread binds a socket of its own with SO_REUSEPORT (Node 20's dgram cannot) and the
+ *   kernel spreads clients over them by address hash, as Knot's and NSD's workers do.
+ * - `dgram`: Node's own socket, used when the addon is not built or FERRY_NATIVE=0; it cannot
+ *   share a port between threads, so a server with query threads needs the native form.
  *
  * The handler answers synchronously with the response (or undefined to send nothing); an answer
- * that comes later (a request forwarded to the cluster primary) goes through `remote.later()`.
+ * that comes later (a request forwarded to the main thread) goes through `remote.later()`.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -37,7 +37,7 @@ export interface UdpEndpoint {
 export interface UdpOpenOptions {
   host: string;
   port: number;
-  /** Several processes serve this port: SO_REUSEPORT (native) or cluster sharing (dgram). */
+  /** Several threads serve this port: SO_REUSEPORT (native; a non-exclusive bind for dgram). */
   shared: boolean;
   onMessage: UdpHandler;
   onError: (err: Error) => void;
@@ -204,7 +204,6 @@ function openDgram(opts: UdpOpenOptions): Promise<UdpEndpoint> {
       reject(err);
     };
     sock.once('error', onBindError);
-    // A cluster worker's non-exclusive bind is shared through the primary (workers/pool.ts).
     sock.bind({ address: opts.host, port: opts.port, exclusive: !opts.shared }, () => {
       sock.off('error', onBindError);
       sock.on('error', opts.onError);

@@ -28,8 +28,10 @@
  * thread (its request chain's forward link, dispatch/chain.ts), run through the chain here, and
  * the responses sent back through the thread's socket.
  */
-import { Worker, isMainThread } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { Worker, isMainThread } from 'node:worker_threads';
 import { FerryError } from '../../common/errors.js';
 import { toErrorCode } from '../../common/error-codes.js';
 import type { Logger } from '../../common/log.js';
@@ -94,6 +96,17 @@ function newWorker(): Worker {
     `import('tsx/esm/api').then((m) => { m.register(); ` +
     `return import(${JSON.stringify(entry.href)}); });`;
   return new Worker(boot, { eval: true, execArgv: [] });
+}
+
+/**
+ * One full garbage collection. Loading a big zone leaves hundreds of MB of unreachable buffers
+ * (the zone-file reader's staging, the copy made for sharing) that an idle server would keep
+ * resident until some later allocation triggered a collection; the threads' start is where the
+ * load is over.
+ */
+function collectGarbage(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
 }
 
 /** The RRsets of nodes kept outside a compact base, in `encodeRRsets` form. */
@@ -161,6 +174,7 @@ export class DnsWorkerPool {
     } finally {
       pool.pieces = undefined;
     }
+    collectGarbage();
     return pool;
   }
 
