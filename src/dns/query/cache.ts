@@ -23,6 +23,12 @@ export interface CacheProbe {
 }
 
 /**
+ * The key is built here, in one piece: the question name case-folded in wire form, QTYPE and
+ * QCLASS, then the EDNS state, the transport and the size limit (a flat string hashes at once).
+ */
+const KEY = Buffer.alloc(272);
+
+/**
  * The cache key of a plain query, or undefined when the query needs the full path: not a QUERY,
  * a response, anything but QDCOUNT=1, records other than one well-formed OPT, trailing bytes,
  * or a compressed question name.
@@ -36,46 +42,57 @@ export function probe(p: Uint8Array, transport: 'udp' | 'tcp', maxUdp: number): 
   const ar = p[11]!;
   if (ar > 1) return undefined;
   let off = 12;
-  let key = '';
   for (;;) {
     if (off >= len) return undefined;
     const l = p[off]!;
+    KEY[off - 12] = l;
     if (l === 0) break;
     if (l > 63 || off + 1 + l > len || off + 1 + l - 12 > 254) return undefined;
-    key += String.fromCharCode(l);
     for (let i = off + 1; i <= off + l; i++) {
       const c = p[i]!;
-      key += String.fromCharCode(c >= 0x41 && c <= 0x5a ? c + 32 : c);
+      KEY[i - 12] = c >= 0x41 && c <= 0x5a ? c + 32 : c;
     }
     off += 1 + l;
   }
   const qnameEnd = off + 1;
   off = qnameEnd + 4;
   if (off > len) return undefined;
-  key += `|${(p[qnameEnd]! << 8) | p[qnameEnd + 1]!}|${(p[qnameEnd + 2]! << 8) | p[qnameEnd + 3]!}|`;
+  let k = qnameEnd - 12;
+  for (let i = qnameEnd; i < off; i++) KEY[k++] = p[i]!;
+  const tcp = transport === 'tcp' ? 8 : 0;
+  let opt = 0;
+  let limit = tcp ? 65535 : 512;
+  let state = 0; // 0 no OPT, 1 OPT, 2 OPT with DO, 3 and 4 the same with a version other than 0
   if (ar === 0) {
     if (off !== len) return undefined;
-    const limit = transport === 'udp' ? 512 : 65535;
-    return { key: key + (transport === 'udp' ? 'n' : 'nt'), qnameEnd, opt: 0, limit };
+  } else {
+    // One OPT (RFC 6891 §6.1.2): root owner, type 41, options well framed, nothing after.
+    if (off + 11 > len || p[off] !== 0 || p[off + 1] !== 0 || p[off + 2] !== 41) return undefined;
+    const udpSize = (p[off + 3]! << 8) | p[off + 4]!;
+    const version = p[off + 6]!;
+    const dnssecOk = (p[off + 7]! & 0x80) !== 0;
+    const rdlen = (p[off + 9]! << 8) | p[off + 10]!;
+    const end = off + 11 + rdlen;
+    if (end !== len) return undefined;
+    for (let i = off + 11; i < end;) {
+      if (i + 4 > end) return undefined;
+      i += 4 + ((p[i + 2]! << 8) | p[i + 3]!);
+      if (i > end) return undefined;
+    }
+    if (version !== 0) {
+      state = dnssecOk ? 4 : 3;
+      opt = -1;
+      limit = 0;
+    } else {
+      state = dnssecOk ? 2 : 1;
+      opt = rdlen > 0 ? -1 : state;
+      if (!tcp) limit = Math.max(512, Math.min(udpSize, maxUdp));
+    }
   }
-  // One OPT (RFC 6891 §6.1.2): root owner, type 41, options well framed, nothing after.
-  if (off + 11 > len || p[off] !== 0 || p[off + 1] !== 0 || p[off + 2] !== 41) return undefined;
-  const udpSize = (p[off + 3]! << 8) | p[off + 4]!;
-  const version = p[off + 6]!;
-  const dnssecOk = (p[off + 7]! & 0x80) !== 0;
-  const rdlen = (p[off + 9]! << 8) | p[off + 10]!;
-  const end = off + 11 + rdlen;
-  if (end !== len) return undefined;
-  for (let i = off + 11; i < end;) {
-    if (i + 4 > end) return undefined;
-    i += 4 + ((p[i + 2]! << 8) | p[i + 3]!);
-    if (i > end) return undefined;
-  }
-  const d = dnssecOk ? 'd' : '';
-  if (version !== 0) return { key: `${key}v${d}`, qnameEnd, opt: -1, limit: 0 };
-  const limit = transport === 'tcp' ? 65535 : Math.max(512, Math.min(udpSize, maxUdp));
-  const opt = rdlen > 0 ? -1 : dnssecOk ? 2 : 1;
-  return { key: `${key}e${d}${transport === 'tcp' ? 't' : String(limit)}`, qnameEnd, opt, limit };
+  KEY[k++] = state | tcp;
+  KEY[k++] = limit >> 8;
+  KEY[k++] = limit & 0xff;
+  return { key: KEY.toString('latin1', 0, k), qnameEnd, opt, limit };
 }
 
 /** A bounded map of encoded responses, dropped whole when the zone data generation changes. */
@@ -120,11 +137,11 @@ export class AnswerCache {
 /** A copy of a cached response answering `query`: its id, RD and CD bits, and question spelling. */
 export function patch(cached: Buffer, query: Uint8Array, qnameEnd: number): Buffer {
   const out = Buffer.allocUnsafe(cached.length);
-  cached.copy(out);
+  out.set(cached); // TypedArray#set: no argument checks as Buffer#copy has
   out[0] = query[0]!;
   out[1] = query[1]!;
   out[2] = (out[2]! & ~0x01) | (query[2]! & 0x01);
   out[3] = (out[3]! & ~0x10) | (query[3]! & 0x10);
-  if (out[5] === 1) out.set(query.subarray(12, qnameEnd), 12);
+  if (out[5] === 1) for (let i = 12; i < qnameEnd; i++) out[i] = query[i]!;
   return out;
 }
