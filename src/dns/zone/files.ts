@@ -75,9 +75,9 @@ export async function loadZoneFiles(
   const out: Array<{ file: string; zone: Zone } | { file: string; error: FerryError }> = [];
   for (const file of paths) {
     if (out.length % FILES_PER_TURN === FILES_PER_TURN - 1) await new Promise((r) => setImmediate(r));
-    let text: string;
+    let text: Buffer;
     try {
-      text = readFileSync(file, 'utf8');
+      text = readFileSync(file); // bytes: the reader tokenizes them without a string
     } catch (err) {
       out.push({
         file,
