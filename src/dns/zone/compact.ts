@@ -56,7 +56,7 @@ function hashBytes(buf: Uint8Array, start: number, end: number): number {
 
 /** Slots for `n` names: a power of two at least twice `n`. */
 function slotsFor(n: number): number {
-  let s = 16;
+  let s = 4; // a zone of a few names (a server may have 100,000) needs no more
   while (s < n * 2) s *= 2;
   return s;
 }
@@ -86,7 +86,7 @@ export function isShared(a: ArrayBufferView): boolean {
 
 /** Grows a byte buffer by doubling while nodes are written. */
 class Writer {
-  buf = new Uint8Array(64 * 1024);
+  buf = new Uint8Array(1024); // doubles as needed: most zones of a server with many are small
   off = 0;
 
   ensure(n: number): void {
@@ -479,7 +479,7 @@ function decodeNode(buf: Uint8Array, off: number): ZoneNode {
 
 /** Growable Int32Array. */
 class Ints {
-  a = new Int32Array(1024);
+  a = new Int32Array(32); // doubles as needed
   n = 0;
 
   push(v: number): void {

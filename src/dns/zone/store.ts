@@ -84,9 +84,12 @@ function soaRecord(zone: Zone): ResourceRecord {
 /** The set of zones served, with longest-match lookup and the change API. */
 export class ZoneStore {
   private readonly zones = new Map<string, Zone>();
-  private readonly unsubscribe = new Map<Zone, () => void>();
   /** Bumped on every change to any zone or the set of zones; answer caches compare it. */
   generation = 0;
+  /** Every zone's one listener: the same function for all, so a zone costs no closure here. */
+  private readonly bump = (): void => {
+    this.generation++;
+  };
 
   /** Serial policy for changes (default 'increment'). */
   readonly serialPolicy: SerialPolicy;
@@ -125,12 +128,9 @@ export class ZoneStore {
     void zone.serial; // throws when the zone has no SOA
     this.emit({ kind: 'add', zone });
     const old = this.zones.get(zone.originKey);
-    if (old) this.detach(old);
+    if (old) old.unsubscribe(this.bump);
     this.zones.set(zone.originKey, zone);
-    this.unsubscribe.set(
-      zone,
-      zone.subscribe(() => this.generation++),
-    );
+    zone.subscribe(this.bump);
     this.generation++;
   }
 
@@ -139,16 +139,11 @@ export class ZoneStore {
     const key = nameKey(parseName(origin));
     const zone = this.zones.get(key);
     if (!zone) return false;
-    this.detach(zone);
+    zone.unsubscribe(this.bump);
     this.zones.delete(key);
     this.generation++;
     this.emit({ kind: 'remove', zone });
     return true;
-  }
-
-  private detach(zone: Zone): void {
-    this.unsubscribe.get(zone)?.();
-    this.unsubscribe.delete(zone);
   }
 
   list(): Zone[] {

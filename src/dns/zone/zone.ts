@@ -7,7 +7,9 @@
  * nodes (a Map, where `null` marks a base name deleted). `compact()` folds the overlay into a new
  * base; a change folds by itself once the overlay outgrows a fraction of the base, so a zone
  * taking a stream of updates stays compact. The apex stays in the overlay (the SOA is read on
- * every negative answer and rewritten by every change). Readers see one zone either way.
+ * every negative answer and rewritten by every change); a zone loaded in bulk keeps it there as
+ * its compact record until it is changed or read often (CompactApexRRsets), so a server with
+ * 100,000 small zones holds little more than their bytes. Readers see one zone either way.
  */
 import { FerryError } from '../../common/errors.js';
 import type { ResourceRecord } from '../wire/message.js';
@@ -35,12 +37,14 @@ export class Zone {
   private base: CompactNodes | undefined;
   /** Names that own data (base and overlay). */
   private names = 0;
-  // Number of data-owning names strictly below each name: an entry means the name exists even
-  // without data of its own (an empty non-terminal). Leaves have none, which keeps it small.
-  private readonly below = new Map<string, number>();
+  // Number of data-owning names strictly below each name under the apex: an entry means the name
+  // exists even without data of its own (an empty non-terminal). Leaves and the apex (which
+  // always exists) have none, so a small zone has no map at all.
+  private below: Map<string, number> | undefined;
   /** Bumped on every change. */
   version = 0;
-  private readonly listeners = new Set<() => void>();
+  /** Called after every change; made on the first `subscribe` (most zones have one or none). */
+  private listeners: Array<() => void> | undefined;
   /** Made from another thread's image: folding is that thread's (see `fromImage`). */
   private replica = false;
 
@@ -56,9 +60,11 @@ export class Zone {
     return soa;
   }
 
-  /** The SOA serial (RFC 1035 §3.3.13). */
+  /** The SOA serial (RFC 1035 §3.3.13); throws like `soa`, but leaves a compact apex compact. */
   get serial(): number {
-    return this.soa.rdata[0]![2] as number;
+    const soa = this.nodeByKey(this.originKey)?.rrsets.get(RRType.SOA);
+    if (!soa) throw invalid(`zone ${this.origin} has no SOA record`);
+    return soa.rdata[0]![2] as number;
   }
 
   /** True when the canonical name (any case) lies at or below the apex. */
@@ -93,7 +99,7 @@ export class Zone {
     const n = this.nodes.get(key);
     if (n) return true;
     if (n === undefined && this.base?.has(key)) return true;
-    return this.below.has(key);
+    return this.below?.has(key) ?? false;
   }
 
   /** The RRset at a name (any case, canonical) and type. */
@@ -104,6 +110,7 @@ export class Zone {
   /** The node at `key` in the overlay, moved there from the base first, so it can be changed. */
   private own(key: string): ZoneNode | undefined {
     const n = this.nodes.get(key);
+    if (n?.rrsets instanceof CompactApexRRsets) n.rrsets.decode();
     if (n !== undefined) return n ?? undefined;
     const b = this.base?.get(key);
     if (b) this.nodes.set(key, b);
@@ -187,7 +194,7 @@ export class Zone {
     );
     if (!r || !zone.install(r.base)) return undefined;
     if (r.apex) {
-      zone.nodes.set(zone.originKey, r.apex);
+      zone.nodes.set(zone.originKey, compactApex(r.apex));
       zone.names++;
     }
     return zone;
@@ -199,7 +206,7 @@ export class Zone {
     if (!below) return false;
     this.base = base;
     this.names += base.count;
-    for (const [k, n] of below) this.below.set(k, (this.below.get(k) ?? 0) + n);
+    for (const [k, n] of below) if (k !== this.originKey) this.addBelow(k, n);
     return true;
   }
 
@@ -273,13 +280,20 @@ export class Zone {
 
   /** Calls `fn` after every change to the zone; returns the unsubscribe function. */
   subscribe(fn: () => void): () => void {
-    this.listeners.add(fn);
-    return () => this.listeners.delete(fn);
+    if (!this.listeners?.includes(fn)) this.listeners = [...(this.listeners ?? []), fn];
+    return () => this.unsubscribe(fn);
+  }
+
+  /** Stops calling `fn` (see `subscribe`). */
+  unsubscribe(fn: () => void): void {
+    const rest = this.listeners?.filter((f) => f !== fn);
+    this.listeners = rest?.length ? rest : undefined;
   }
 
   private touch(): void {
     this.version++;
-    for (const fn of this.listeners) fn();
+    // The array is replaced, never changed, so a listener may unsubscribe while it runs.
+    if (this.listeners) for (const fn of this.listeners) fn();
   }
 
   private check(owner: string, type: number, count: number): void {
@@ -303,12 +317,14 @@ export class Zone {
 
   private adjustWeight(key: string, delta: number): void {
     if (key === this.originKey) return;
-    for (let k = parentName(key); k !== undefined; k = parentName(k)) {
-      const w = (this.below.get(k) ?? 0) + delta;
-      if (w > 0) this.below.set(k, w);
-      else this.below.delete(k);
-      if (k === this.originKey) break;
-    }
+    for (let k = parentName(key); k !== undefined && k !== this.originKey; k = parentName(k))
+      this.addBelow(k, delta);
+  }
+
+  private addBelow(key: string, delta: number): void {
+    const w = (this.below?.get(key) ?? 0) + delta;
+    if (w > 0) (this.below ??= new Map()).set(key, w);
+    else if (this.below?.delete(key) && this.below.size === 0) this.below = undefined;
   }
 
   /** Sets the SOA serial (other SOA fields unchanged). */
@@ -359,6 +375,96 @@ export class Zone {
   get size(): number {
     return this.names;
   }
+}
+
+/** Reads of a compact apex after which it is decoded for good (it is being queried here). */
+const READS_TO_DECODE = 16;
+
+/**
+ * The RRsets of a zone's apex kept as its compact node record (compact.ts) in a one-byte string
+ * (no buffer object per zone), until they are changed or read often: a server loading 100,000
+ * small zones from files keeps them so, as most are never queried in the process that loaded
+ * them. While compact, each read decodes a fresh copy; `decode` (called by every change, through
+ * `Zone.own`, and by the READS_TO_DECODE-th read) decodes them for good.
+ */
+class CompactApexRRsets extends RRsetsByType {
+  private reads = 0;
+
+  constructor(private record: string | undefined) {
+    super();
+  }
+
+  /** The RRsets decoded, for good (see the class comment). */
+  decode(): void {
+    if (this.record === undefined) return;
+    const sets = tight(this.node()).rrsets;
+    this.record = undefined;
+    for (const t of sets.keys()) super.set(t, sets.get(t)!);
+  }
+
+  private node(): ZoneNode {
+    return CompactNodes.fromBuffer(Buffer.from(this.record!, 'latin1'), 1).nodes().next().value!;
+  }
+
+  private fresh(): RRsetsByType {
+    return this.node().rrsets;
+  }
+
+  override get(type: number): RRset | undefined {
+    if (this.record !== undefined && ++this.reads >= READS_TO_DECODE) this.decode();
+    return this.record === undefined ? super.get(type) : this.fresh().get(type);
+  }
+
+  override has(type: number): boolean {
+    return this.record === undefined ? super.has(type) : this.fresh().has(type);
+  }
+
+  override set(type: number, set: RRset): void {
+    this.decode();
+    super.set(type, set);
+  }
+
+  override delete(type: number): boolean {
+    this.decode();
+    return super.delete(type);
+  }
+
+  override get size(): number {
+    return this.record === undefined ? super.size : this.fresh().size;
+  }
+
+  override keys(): number[] {
+    return this.record === undefined ? super.keys() : this.fresh().keys();
+  }
+}
+
+/** `apex` kept compact (see CompactApexRRsets), or tight when the compact form cannot hold it. */
+function compactApex(apex: ZoneNode): ZoneNode {
+  const rest: ZoneNode[] = [];
+  const buf = CompactNodes.build([apex], rest).buf;
+  if (rest.length > 0) return tight(apex);
+  const record = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('latin1');
+  const name = apex.name;
+  if (name.length > 0) name.charCodeAt(0); // flattens it (see `tight`)
+  return { name, rrsets: new CompactApexRRsets(record) };
+}
+
+/**
+ * `node` as it is kept for long (a zone's apex, one per zone of a server that may have 100,000):
+ * every array exactly as long as its content (arrays built by `push` keep spare slots) and every
+ * string flat (a name built piece by piece is otherwise kept as the chain of its pieces).
+ */
+function tight(node: ZoneNode): ZoneNode {
+  const flat = (v: string) => (v.length > 0 && v.charCodeAt(0), v); // reading a character flattens it
+  const field = (v: Rdata[number]): Rdata[number] =>
+    typeof v === 'string' ? flat(v) : Array.isArray(v) ? v.slice() : v;
+  const name = flat(node.name);
+  const rrsets = new RRsetsByType();
+  for (const t of node.rrsets.keys()) {
+    const set = node.rrsets.get(t)!;
+    rrsets.set(t, { name, type: t, ttl: set.ttl, rdata: set.rdata.map((d) => d.map(field)) });
+  }
+  return { name, rrsets };
 }
 
 /** Canonical DNS name order (RFC 4034 §6.1) on case-folded names: compare labels from the right. */
