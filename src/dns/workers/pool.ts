@@ -101,8 +101,8 @@ function newWorker(): Worker {
 /**
  * One full garbage collection. Loading a big zone leaves hundreds of MB of unreachable buffers
  * (the zone-file reader's staging, the copy made for sharing) that an idle server would keep
- * resident until some later allocation triggered a collection; the threads' start is where the
- * load is over.
+ * resident until some later allocation triggered a collection; the zones are loaded when the
+ * threads start, before any of them answers.
  */
 function collectGarbage(): void {
   v8.setFlagsFromString('--expose-gc');
@@ -165,6 +165,7 @@ export class DnsWorkerPool {
   static async start(store: ZoneStore, opts: WorkerPoolOptions): Promise<DnsWorkerPool> {
     if (!isMainThread)
       throw new FerryError('DNS_BAD_OPTIONS', 'a DNS query thread cannot start threads of its own');
+    collectGarbage();
     const pool = new DnsWorkerPool(store, opts);
     try {
       await Promise.all(Array.from({ length: opts.count }, () => pool.spawn()));
@@ -174,7 +175,6 @@ export class DnsWorkerPool {
     } finally {
       pool.pieces = undefined;
     }
-    collectGarbage();
     return pool;
   }
 
