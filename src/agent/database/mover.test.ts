@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { isFerryError } from '../../common/errors.js';
+import { waitFor } from '../../common/time.js';
 import { mariadbInstalled, startMariaDbs, type MariaDbServer } from '../../../test/mariadb.js';
 import { estimateCopyInHoldMs } from '../../migration/ports.js';
 import { freePort } from '../../../test/ports.js';
@@ -715,7 +716,8 @@ describe('copy inside the hold: an origin without a binary log', { skip }, () =>
         await w.close().catch(() => undefined);
       }
     })().catch(() => undefined);
-    await sleep(300);
+    // Freeze once the site has written (a fixed pause was too short on a loaded machine).
+    await waitFor(() => acked.length > 10, 30_000);
     const frozen = await o.driver.freezeDatabases('h2', DOMAIN);
     stop = true;
     await writer;
