@@ -146,3 +146,58 @@ test('answers from the fast path are cached and follow changes to the zone', () 
   const gone = engine.answer(p, 'udp')!;
   assert.equal(gone[3]! & 0x0f, 3, 'NXDOMAIN once the name owns nothing');
 });
+
+test('seeded random questions: the engine with the fast path answers as the chain alone does', () => {
+  const store = testStore();
+  const fast = new QueryEngine(store, { answerCacheSize: 0 });
+  const cached = new QueryEngine(store);
+  const general = new QueryEngine(store, { answerCacheSize: 0, fastPath: false });
+  const owners = [
+    'example.',
+    'www.example.',
+    'ns1.example.',
+    'mail.example.',
+    'alias.example.',
+    'chain1.example.',
+    'dangling.example.',
+    'x.wild.example.',
+    'exists.wild.example.',
+    'a.b.ent.example.',
+    'b.ent.example.',
+    'q.ent2.example.',
+    'x.q.ent2.example.',
+    'sub.example.',
+    'ns.sub.example.',
+    'sub2.example.',
+    'x.dn.example.',
+    'big.example.',
+    'changed.example.',
+    'deep.ent3.example.',
+    'ent3.example.',
+    'x.other.test.',
+    'child.other.test.',
+    'z.child.other.test.',
+    'nope.example.',
+    'other.test.',
+  ];
+  const types = ['A', 'AAAA', 'TXT', 'MX', 'NS', 'SOA', 'CNAME', 'SRV', 'DS', 'ANY', 'PTR', 'CAA', 'HTTPS'];
+  let s = 17;
+  const rnd = (n: number) => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) % n;
+  let fastAnswers = 0;
+  for (let i = 0; i < 3000; i++) {
+    let name = owners[rnd(owners.length)]!;
+    if (rnd(4) === 0) name = `r${rnd(50)}.${name}`;
+    name = [...name].map((c) => (rnd(3) === 0 ? c.toUpperCase() : c)).join('');
+    const choices: Edns[] = [false, { udpSize: 512 + rnd(4000) }, { udpSize: 1232, dnssecOk: true }];
+    const edns = choices[rnd(3)]!;
+    const p = packet(name, types[rnd(types.length)]!, edns, (m) => (m.flags.cd = rnd(2) === 1));
+    const transport = rnd(3) === 0 ? 'tcp' : 'udp';
+    const want = general.answer(p, transport)!.toString('hex');
+    const what = `${name} ${JSON.stringify(edns)} ${transport}`;
+    assert.equal(fast.answer(p, transport)!.toString('hex'), want, what);
+    assert.equal(cached.answer(p, transport)!.toString('hex'), want, what);
+    const hot = probe(p, transport, general.maxUdpPayload);
+    if (hot && fastAnswer(store, p, hot, general.maxUdpPayload)) fastAnswers++;
+  }
+  assert.ok(fastAnswers > 500, `the fast path answered ${fastAnswers} of them`);
+});
