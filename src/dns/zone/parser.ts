@@ -314,17 +314,9 @@ function setOriginBytes(st: State): void {
   st.originWire = wire;
 }
 
-/** True for the bytes of plain labels: letters, digits, `-`, `_`, `*`. */
-function plainByte(c: number): boolean {
-  return (
-    (c >= 0x61 && c <= 0x7a) ||
-    (c >= 0x41 && c <= 0x5a) ||
-    (c >= 0x30 && c <= 0x39) ||
-    c === 0x2d ||
-    c === 0x5f ||
-    c === 0x2a
-  );
-}
+/** 1 for the bytes of plain labels: letters, digits, `-`, `_`, `*`. */
+const PLAIN = new Uint8Array(256);
+for (let c = 0; c < 128; c++) if (/[A-Za-z0-9_*-]/.test(String.fromCharCode(c))) PLAIN[c] = 1;
 
 /** Checks plain labels of 1-63 bytes at a..b (an optional final dot); false otherwise. */
 function plainLabels(src: Uint8Array, a: number, b: number): boolean {
@@ -334,7 +326,7 @@ function plainLabels(src: Uint8Array, a: number, b: number): boolean {
     if (c === 0x2e) {
       if (label === 0) return false;
       label = 0;
-    } else if (plainByte(c)) {
+    } else if (PLAIN[c] === 1) {
       if (++label > 63) return false;
     } else return false;
   }

@@ -23,6 +23,22 @@ export const HIGH = 4;
 /** Token flag: quotes other than one pair around the whole token (`a"b c"`, `"a"b`). */
 export const MIXED = 8;
 
+// Byte kinds for the tokenizer's inner loop.
+const ORDINARY = 0;
+const BLANK = 1;
+const NEWLINE = 2;
+const SPECIAL = 3; // ; ( )
+const QUOTE = 4;
+const BACKSLASH = 5;
+const NON_ASCII = 6;
+const KIND = new Uint8Array(256);
+KIND.fill(NON_ASCII, 0x80);
+KIND[0x20] = KIND[0x09] = KIND[0x0d] = BLANK;
+KIND[0x0a] = NEWLINE;
+KIND[0x3b] = KIND[0x28] = KIND[0x29] = SPECIAL;
+KIND[0x22] = QUOTE;
+KIND[0x5c] = BACKSLASH;
+
 /** One entry of a master file, as text (quotes removed, escapes kept). */
 export interface Entry {
   tokens: Token[];
@@ -101,36 +117,26 @@ export class EntryScanner {
         let quotes = 0;
         let lastQuote = -1;
         while (i < n) {
-          const d = s[i]!;
-          if (d === 0x5c) {
+          const k = KIND[s[i]!]!;
+          if (k === ORDINARY) i++;
+          else if (k === BACKSLASH) {
             if (i + 1 >= n || s[i + 1] === 0x0a)
               throw new Syntax(this.file, this.lineNo, 'backslash at end of line');
             flags |= ESCAPED;
             if (s[i + 1]! >= 0x80) flags |= HIGH;
             i += 2;
-          } else if (d === 0x22) {
+          } else if (k === QUOTE) {
             inQuote = !inQuote;
             quotes++;
             lastQuote = i;
             i++;
+          } else if (k === NON_ASCII) {
+            flags |= HIGH;
+            i++;
           } else if (inQuote) {
-            if (d === 0x0a) throw new Syntax(this.file, this.lineNo, 'unterminated quoted string');
-            if (d >= 0x80) flags |= HIGH;
+            if (k === NEWLINE) throw new Syntax(this.file, this.lineNo, 'unterminated quoted string');
             i++;
-          } else if (
-            d === 0x20 ||
-            d === 0x09 ||
-            d === 0x0d ||
-            d === 0x0a ||
-            d === 0x3b ||
-            d === 0x28 ||
-            d === 0x29
-          )
-            break;
-          else {
-            if (d >= 0x80) flags |= HIGH;
-            i++;
-          }
+          } else break; // blank space, newline, comment, parenthesis
         }
         if (inQuote) throw new Syntax(this.file, this.lineNo, 'unterminated quoted string');
         if (quotes > 0 && !(flags & QUOTED && quotes === 2 && lastQuote === i - 1)) flags |= MIXED;
