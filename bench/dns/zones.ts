@@ -8,6 +8,9 @@
  *
  * `npm run bench:dns` calls `benchZones` with its zone and query file; alone:
  * `node --import tsx bench/dns/zones.ts [zones]` (default 100000) builds a zone of its own.
+ * `... zones.ts --in-process [zones]` measures only the load path on the compiled code, in this
+ * process: the files read and parsed by ZoneFiles into a ZoneStore, then time, CPU, heap and RSS
+ * (median of BENCH_RUNS=3 runs, each in a fresh process).
  * Needs `npm run build` (dist/), knotd and dnsperf. Environment: BENCH_WORKERS (2), BENCH_CLIENTS
  * (8), BENCH_OUTSTANDING (64), BENCH_SECONDS (8).
  */
@@ -276,8 +279,68 @@ export async function benchZones(o: BenchZonesOptions): Promise<void> {
   }
 }
 
+/** One in-process load of every zone file in `dir` (see the file comment); prints one JSON line. */
+async function loadInProcess(dir: string): Promise<void> {
+  const dist = join(import.meta.dirname, '../../dist/dns/index.js');
+  const { ZoneFiles, ZoneStore } = (await import(dist)) as typeof import('../../src/dns/index.js');
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const store = new ZoneStore(await new ZoneFiles({ dirs: [dir] }).loadAll());
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  (globalThis as { gc?: () => void }).gc?.();
+  const m = process.memoryUsage();
+  console.log(
+    JSON.stringify({
+      zones: store.list().length,
+      ms: Math.round(ms),
+      cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+      heapMB: Math.round(m.heapUsed / 1048576),
+      rssMB: Math.round(m.rss / 1048576),
+    }),
+  );
+}
+
+/** `--in-process`: BENCH_RUNS fresh processes loading the same files; the median of each figure. */
+function benchInProcess(count: number): void {
+  if (!existsSync(join(import.meta.dirname, '../../dist/dns/index.js')))
+    throw new Error('--in-process loads the built code: run `npm run build` first');
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-load-'));
+  try {
+    writeZones(dir, count);
+    const runs: Array<Record<string, number>> = [];
+    for (let i = 0; i < Number(process.env.BENCH_RUNS ?? 3); i++) {
+      const r = spawnSync(
+        process.execPath,
+        ['--expose-gc', '--import', 'tsx', import.meta.filename, '--load-dir', dir],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      if (r.status !== 0) throw new Error(`the load run exited with ${r.status ?? r.signal}`);
+      runs.push(JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>);
+      console.log(`run ${i + 1}: ${JSON.stringify(runs[i])}`);
+    }
+    const median = (k: string) => runs.map((r) => r[k]!).sort((a, b) => a - b)[runs.length >> 1];
+    console.log(
+      `${count} zones loaded in process (median of ${runs.length}): ${median('ms')} ms, CPU ${median('cpuMs')} ms, ` +
+        `heap ${median('heapMB')} MB, RSS ${median('rssMB')} MB`,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] && import.meta.filename === process.argv[1] && process.argv[2] === '--load-dir') {
+  await loadInProcess(process.argv[3]!);
+} else if (
+  process.argv[1] &&
+  import.meta.filename === process.argv[1] &&
+  process.argv[2] === '--in-process'
+) {
+  benchInProcess(Number(process.argv[3] ?? 100_000));
+}
+
 // Alone: a 10,000-name zone of A records and a shuffled query file over it.
-if (process.argv[1] && import.meta.filename === process.argv[1]) {
+else if (process.argv[1] && import.meta.filename === process.argv[1]) {
   for (const bin of ['dnsperf', 'knotd']) {
     if (spawnSync('which', [bin]).status !== 0) {
       console.error(`bench/dns/zones.ts needs ${bin} (apt-get install dnsperf knot)`);

@@ -112,6 +112,7 @@ function buildZones(origins: ReadonlyMap<string, string>, rows: Iterable<RecordR
 /** The SQLite store of zones, records and the change journal. */
 export class ZoneDb {
   private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
   readonly journalLimit: number;
 
   constructor(
@@ -142,9 +143,19 @@ export class ZoneDb {
     if (this.db.open) this.db.close();
   }
 
+  /** The statement for `text`, prepared once (a start may save 100,000 zones). */
+  private sql(text: string): Database.Statement {
+    let st = this.statements.get(text);
+    if (!st) {
+      st = this.db.prepare(text);
+      this.statements.set(text, st);
+    }
+    return st;
+  }
+
   /** Origins stored, with their serials. */
   zones(): Array<{ origin: string; serial: number }> {
-    return this.db.prepare('SELECT origin, serial FROM zones ORDER BY okey').all() as Array<{
+    return this.sql('SELECT origin, serial FROM zones ORDER BY okey').all() as Array<{
       origin: string;
       serial: number;
     }>;
@@ -152,7 +163,7 @@ export class ZoneDb {
 
   /** Serial stored for `origin`, or undefined when the zone is not stored. */
   serial(origin: string): number | undefined {
-    const row = this.db.prepare('SELECT serial FROM zones WHERE okey = ?').get(nameKey(parseName(origin))) as
+    const row = this.sql('SELECT serial FROM zones WHERE okey = ?').get(nameKey(parseName(origin))) as
       { serial: number } | undefined;
     return row?.serial;
   }
@@ -164,15 +175,15 @@ export class ZoneDb {
    */
   loadZone(origin: string): Zone | undefined {
     const okey = nameKey(parseName(origin));
-    const row = this.db.prepare('SELECT origin FROM zones WHERE okey = ?').get(okey) as
+    const row = this.sql('SELECT origin FROM zones WHERE okey = ?').get(okey) as
       { origin: string } | undefined;
     if (!row) return undefined;
     const imaged = this.fromImage(okey, row.origin);
     if (imaged) return imaged;
     const rows = () =>
-      this.db
-        .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
-        .iterate(okey) as Iterable<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
+      this.sql('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type').iterate(
+        okey,
+      ) as Iterable<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
     const builder = new CompactBuilder();
     for (const r of rows()) builder.add(r.owner, r.type, r.ttl, r.rdata);
     const fast = Zone.fromBuilder(row.origin, builder);
@@ -188,19 +199,19 @@ export class ZoneDb {
 
   /** The records of zone `okey` in key order, for `buildZones`. */
   private rowsOf(okey: string): Iterable<RecordRow> {
-    return this.db
-      .prepare('SELECT zone, owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type')
-      .iterate(okey) as Iterable<RecordRow>;
+    return this.sql(
+      'SELECT zone, owner, type, ttl, rdata FROM records WHERE zone = ? ORDER BY okey, type',
+    ).iterate(okey) as Iterable<RecordRow>;
   }
 
   /** Zone `okey` from its stored image and its apex rows, or undefined when it has no image. */
   private fromImage(okey: string, origin: string): Zone | undefined {
-    const image = this.db.prepare('SELECT nodes FROM images WHERE zone = ?').get(okey) as
+    const image = this.sql('SELECT nodes FROM images WHERE zone = ?').get(okey) as
       { nodes: Buffer } | undefined;
     if (!image) return undefined;
-    const apex = this.db
-      .prepare('SELECT owner, type, ttl, rdata FROM records WHERE zone = ? AND okey = ? ORDER BY type')
-      .all(okey, okey) as Array<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
+    const apex = this.sql(
+      'SELECT owner, type, ttl, rdata FROM records WHERE zone = ? AND okey = ? ORDER BY type',
+    ).all(okey, okey) as Array<{ owner: string; type: number; ttl: number; rdata: Buffer }>;
     const sets = new Map<
       number,
       { name: string; type: number; ttl: number; rdata: ResourceRecord['data'][] }
@@ -220,11 +231,11 @@ export class ZoneDb {
    */
   loadZones(skip: ReadonlySet<string> = new Set()): Zone[] {
     const imaged = new Set(
-      (this.db.prepare('SELECT zone FROM images').all() as Array<{ zone: string }>).map((r) => r.zone),
+      (this.sql('SELECT zone FROM images').all() as Array<{ zone: string }>).map((r) => r.zone),
     );
     const out: Zone[] = [];
     const origins = new Map<string, string>();
-    for (const r of this.db.prepare('SELECT okey, origin FROM zones ORDER BY okey').iterate() as Iterable<{
+    for (const r of this.sql('SELECT okey, origin FROM zones ORDER BY okey').iterate() as Iterable<{
       okey: string;
       origin: string;
     }>) {
@@ -234,11 +245,9 @@ export class ZoneDb {
       else origins.set(r.okey, r.origin);
     }
     if (origins.size === 0) return out;
-    const rows = this.db
-      .prepare(
-        'SELECT zone, owner, type, ttl, rdata FROM records WHERE zone NOT IN (SELECT zone FROM images) ORDER BY zone, okey, type',
-      )
-      .iterate() as Iterable<RecordRow>;
+    const rows = this.sql(
+      'SELECT zone, owner, type, ttl, rdata FROM records WHERE zone NOT IN (SELECT zone FROM images) ORDER BY zone, okey, type',
+    ).iterate() as Iterable<RecordRow>;
     const built = buildZones(origins, rows);
     this.batch(() => {
       for (const zone of built) {
@@ -259,16 +268,17 @@ export class ZoneDb {
     const img = zone.compactImage();
     // Only the apex may stay outside the image (it is read from its rows).
     if (img.overlay.some((n) => nameKey(n.name) !== zone.originKey)) return;
-    this.db
-      .prepare('INSERT OR REPLACE INTO images (zone, nodes) VALUES (?, ?)')
-      .run(zone.originKey, Buffer.from(img.base.buffer, img.base.byteOffset, img.base.byteLength));
+    this.sql('INSERT OR REPLACE INTO images (zone, nodes) VALUES (?, ?)').run(
+      zone.originKey,
+      Buffer.from(img.base.buffer, img.base.byteOffset, img.base.byteLength),
+    );
   }
 
   /** Writes the images that changes dropped, for zones stored as they are in `zones`. */
   saveImages(zones: Iterable<Zone>): void {
     if (!this.db.open) return;
-    const has = this.db.prepare('SELECT 1 FROM images WHERE zone = ?');
-    const stored = this.db.prepare('SELECT serial FROM zones WHERE okey = ?');
+    const has = this.sql('SELECT 1 FROM images WHERE zone = ?');
+    const stored = this.sql('SELECT serial FROM zones WHERE okey = ?');
     for (const z of zones) {
       const row = stored.get(z.originKey) as { serial: number } | undefined;
       if (row?.serial === z.serial && !has.get(z.originKey)) this.saveImage(z);
@@ -278,15 +288,17 @@ export class ZoneDb {
   /** Stores a whole zone, replacing what was stored for its origin; its journal starts over. */
   saveZone(zone: Zone): void {
     const okey = zone.originKey;
-    const insert = this.db.prepare(
+    const insert = this.sql(
       'INSERT OR REPLACE INTO records (zone, okey, owner, type, ttl, rkey, rdata) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM records WHERE zone = ?').run(okey);
-      this.db.prepare('DELETE FROM journal WHERE zone = ?').run(okey);
-      this.db
-        .prepare('INSERT OR REPLACE INTO zones (okey, origin, serial) VALUES (?, ?, ?)')
-        .run(okey, zone.origin, zone.serial);
+      this.sql('DELETE FROM records WHERE zone = ?').run(okey);
+      this.sql('DELETE FROM journal WHERE zone = ?').run(okey);
+      this.sql('INSERT OR REPLACE INTO zones (okey, origin, serial) VALUES (?, ?, ?)').run(
+        okey,
+        zone.origin,
+        zone.serial,
+      );
       for (const set of zone.rrsets())
         for (const d of set.rdata)
           insert.run(
@@ -298,7 +310,7 @@ export class ZoneDb {
             rdataKey(set.type, d),
             rdataToWire(set.type, d),
           );
-      this.db.prepare('DELETE FROM images WHERE zone = ?').run(okey);
+      this.sql('DELETE FROM images WHERE zone = ?').run(okey);
       this.saveImage(zone);
     })();
   }
@@ -306,17 +318,16 @@ export class ZoneDb {
   removeZone(origin: string): void {
     const okey = nameKey(parseName(origin));
     this.db.transaction(() => {
-      for (const t of ['records', 'journal', 'images'])
-        this.db.prepare(`DELETE FROM ${t} WHERE zone = ?`).run(okey);
-      this.db.prepare('DELETE FROM zones WHERE okey = ?').run(okey);
+      for (const t of ['records', 'journal', 'images']) this.sql(`DELETE FROM ${t} WHERE zone = ?`).run(okey);
+      this.sql('DELETE FROM zones WHERE okey = ?').run(okey);
     })();
   }
 
   /** Stores one committed change atomically and journals it. Throws DNS_DB on failure. */
   commit(diff: ZoneDiff): void {
     const okey = nameKey(diff.origin);
-    const del = this.db.prepare('DELETE FROM records WHERE zone = ? AND okey = ? AND type = ? AND rkey = ?');
-    const ins = this.db.prepare(
+    const del = this.sql('DELETE FROM records WHERE zone = ? AND okey = ? AND type = ? AND rkey = ?');
+    const ins = this.sql(
       'INSERT OR REPLACE INTO records (zone, okey, owner, type, ttl, rkey, rdata) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     const to = soaSerial(diff.toSoa);
@@ -334,21 +345,22 @@ export class ZoneDb {
             rdataKey(rr.type, rr.data),
             rdataToWire(rr.type, rr.data),
           );
-        this.db.prepare('DELETE FROM images WHERE zone = ?').run(okey); // no longer the rows' image
-        const changed = this.db.prepare('UPDATE zones SET serial = ? WHERE okey = ?').run(to, okey);
+        this.sql('DELETE FROM images WHERE zone = ?').run(okey); // no longer the rows' image
+        const changed = this.sql('UPDATE zones SET serial = ? WHERE okey = ?').run(to, okey);
         if (changed.changes !== 1) throw new FerryError('DNS_DB', `zone ${diff.origin} is not stored`);
         const blob = Buffer.concat([
           packRecords([diff.fromSoa, ...diff.removed]),
           packRecords([diff.toSoa, ...diff.added]),
         ]);
-        this.db
-          .prepare('INSERT INTO journal (zone, from_serial, to_serial, diff) VALUES (?, ?, ?, ?)')
-          .run(okey, soaSerial(diff.fromSoa), to, blob);
-        this.db
-          .prepare(
-            'DELETE FROM journal WHERE zone = ? AND seq <= (SELECT seq FROM journal WHERE zone = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
-          )
-          .run(okey, okey, this.journalLimit);
+        this.sql('INSERT INTO journal (zone, from_serial, to_serial, diff) VALUES (?, ?, ?, ?)').run(
+          okey,
+          soaSerial(diff.fromSoa),
+          to,
+          blob,
+        );
+        this.sql(
+          'DELETE FROM journal WHERE zone = ? AND seq <= (SELECT seq FROM journal WHERE zone = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)',
+        ).run(okey, okey, this.journalLimit);
       })();
     } catch (err) {
       if (err instanceof FerryError) throw err;
@@ -360,9 +372,9 @@ export class ZoneDb {
 
   /** Journal entries kept for a zone (oldest first). */
   journalLength(origin: string): number {
-    const row = this.db
-      .prepare('SELECT COUNT(*) AS n FROM journal WHERE zone = ?')
-      .get(nameKey(parseName(origin))) as { n: number };
+    const row = this.sql('SELECT COUNT(*) AS n FROM journal WHERE zone = ?').get(
+      nameKey(parseName(origin)),
+    ) as { n: number };
     return row.n;
   }
 
@@ -375,9 +387,9 @@ export class ZoneDb {
     const current = this.serial(origin);
     if (current === undefined) return undefined;
     if (current === from >>> 0) return [];
-    const rows = this.db
-      .prepare('SELECT from_serial, to_serial, diff FROM journal WHERE zone = ? ORDER BY seq')
-      .all(okey) as Array<{ from_serial: number; to_serial: number; diff: Buffer }>;
+    const rows = this.sql('SELECT from_serial, to_serial, diff FROM journal WHERE zone = ? ORDER BY seq').all(
+      okey,
+    ) as Array<{ from_serial: number; to_serial: number; diff: Buffer }>;
     const start = rows.findIndex((r) => r.from_serial === from >>> 0);
     if (start < 0) return undefined;
     const out: ZoneDiff[] = [];

@@ -62,6 +62,9 @@ export class Zone {
 
   /** The SOA serial (RFC 1035 §3.3.13); throws like `soa`, but leaves a compact apex compact. */
   get serial(): number {
+    const apex = this.nodes.get(this.originKey)?.rrsets;
+    const compact = apex instanceof CompactApexRRsets ? apex.compactSerial() : undefined;
+    if (compact !== undefined) return compact;
     const soa = this.nodeByKey(this.originKey)?.rrsets.get(RRType.SOA);
     if (!soa) throw invalid(`zone ${this.origin} has no SOA record`);
     return soa.rdata[0]![2] as number;
@@ -390,8 +393,17 @@ const READS_TO_DECODE = 16;
 class CompactApexRRsets extends RRsetsByType {
   private reads = 0;
 
-  constructor(private record: string | undefined) {
+  constructor(
+    private record: string | undefined,
+    /** The SOA serial in `record`, so reading it decodes nothing. */
+    private readonly serial: number | undefined,
+  ) {
     super();
+  }
+
+  /** The SOA serial while compact (undefined once decoded, or with no SOA). */
+  compactSerial(): number | undefined {
+    return this.record === undefined ? undefined : this.serial;
   }
 
   /** The RRsets decoded, for good (see the class comment). */
@@ -406,8 +418,12 @@ class CompactApexRRsets extends RRsetsByType {
     return CompactNodes.fromBuffer(Buffer.from(this.record!, 'latin1'), 1).nodes().next().value!;
   }
 
+  // Reads come in runs on one apex (its types, then each RRset: a query worker's copy is made so),
+  // so the last one decoded is kept until another is read. A read must not change what it gets.
   private fresh(): RRsetsByType {
-    return this.node().rrsets;
+    if (lastRead?.from !== this || lastRead.record !== this.record)
+      lastRead = { from: this, record: this.record!, sets: this.node().rrsets };
+    return lastRead.sets;
   }
 
   override get(type: number): RRset | undefined {
@@ -438,6 +454,9 @@ class CompactApexRRsets extends RRsetsByType {
   }
 }
 
+/** The compact apex read last, decoded (see CompactApexRRsets.fresh). */
+let lastRead: { from: CompactApexRRsets; record: string; sets: RRsetsByType } | undefined;
+
 /** `apex` kept compact (see CompactApexRRsets), or tight when the compact form cannot hold it. */
 function compactApex(apex: ZoneNode): ZoneNode {
   const rest: ZoneNode[] = [];
@@ -446,7 +465,8 @@ function compactApex(apex: ZoneNode): ZoneNode {
   const record = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('latin1');
   const name = apex.name;
   if (name.length > 0) name.charCodeAt(0); // flattens it (see `tight`)
-  return { name, rrsets: new CompactApexRRsets(record) };
+  const serial = apex.rrsets.get(RRType.SOA)?.rdata[0]?.[2];
+  return { name, rrsets: new CompactApexRRsets(record, typeof serial === 'number' ? serial : undefined) };
 }
 
 /**
