@@ -231,7 +231,9 @@ describe('Postfix', { skip }, () => {
       assert.equal(origin.send('bob@moved.test').status, 0);
       assert.equal(origin.send('carol@other.test').status, 0);
       assert.equal(await waitQueued(pf, 'moved.test', 2), 2);
-      assert.equal(await pf.queued('other.test'), 0);
+      // The other domain's message is not held: it leaves the queue (on a busy machine it may
+      // still be on its way out when the two above are counted).
+      assert.equal(await waitQueued(pf, 'other.test', 0), 0);
     } finally {
       await pf.setDomainState('moved.test', 'deliver');
     }
