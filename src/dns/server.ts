@@ -65,6 +65,8 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
  */
 export interface WorkerRole {
   forward: Forward;
+  /** The thread's zone set (workers/thread-zones.ts), used instead of a new store. */
+  zones?: ZoneStore;
 }
 
 /** Output buffered for one TCP client before we stop reading its queries (slow readers). */
@@ -141,10 +143,9 @@ export class DnsServer {
         `workers must be an integer from 1 to 64 (1 = no query threads), got ${opts.workers}`,
       );
     }
-    this.zones = new ZoneStore(
-      opts.zones ?? [],
-      opts.serialPolicy ? { serialPolicy: opts.serialPolicy } : {},
-    );
+    this.zones =
+      role?.zones ??
+      new ZoneStore(opts.zones ?? [], opts.serialPolicy ? { serialPolicy: opts.serialPolicy } : {});
     this.engine = new QueryEngine(
       this.zones,
       opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: opts.maxUdpPayload },

@@ -14,8 +14,11 @@
  * lies outside a base (the apex, names changed since it was made) is pushed as state, not as
  * deltas: after a change the main thread sends the current contents of every RRset the change
  * touched, or the zone's new image when it was added, folded into a new base, or changed outside
- * the store; batched per tick, numbered, and acknowledged by each thread; `sync()` waits for
- * those acknowledgements. Messages on one port arrive in order, so a thread applies changes in
+ * the store. A small zone (a base below SHARE_MIN) is instead written whole into the zone arena
+ * (arena.ts: a few big SharedArrayBuffers) and a thread gets only its slice ref, building the
+ * Zone on its first query (thread-zones.ts); any change to it is a new slice. Changes are
+ * batched per tick, numbered, and acknowledged by each thread; `sync()` waits for those
+ * acknowledgements. Messages on one port arrive in order, so a thread applies changes in
  * commit order; a change that a commit listener undid is pushed as its undone state. Threads
  * rebuild their precompiled answers (the answer cache) on the next query.
  *
@@ -37,11 +40,12 @@ import { toErrorCode } from '../../common/error-codes.js';
 import type { Logger } from '../../common/log.js';
 import { queryChannel } from '../metrics.js';
 import { nameKey } from '../wire/name.js';
-import type { CompactImage } from '../zone/compact.js';
+import { isShared, type CompactImage } from '../zone/compact.js';
 import type { ZoneStore } from '../zone/store.js';
 import type { RRset, Zone, ZoneNode } from '../zone/zone.js';
+import { SLICE_MAX, ZoneArena, sliceSize, type SliceRef } from './arena.js';
 import { encodeRRsets, type RRsetState } from './codec.js';
-import type { FromWorker, ToWorker, WorkerInit, ZoneImage, ZoneOp } from './protocol.js';
+import type { FromWorker, SliceTable, ToWorker, WorkerInit, ZoneImage, ZoneOp } from './protocol.js';
 
 /** Answers a forwarded request: the response messages, or undefined to drop it. */
 export type ForwardHandler = (
@@ -116,6 +120,16 @@ function overlayRRsets(nodes: ZoneNode[]): Uint8Array {
   return encodeRRsets(sets);
 }
 
+/** A piece of the zones for a starting thread: big zones' images, small zones' slices. */
+interface Piece {
+  zones: ZoneImage[];
+  small: { origins: string[]; refs: number[] };
+}
+
+function sliceTable(t: { origins: string[]; refs: number[] }): SliceTable {
+  return { origins: t.origins, refs: Float64Array.from(t.refs) };
+}
+
 /** N query threads fed from one zone store. */
 export class DnsWorkerPool {
   private readonly slots: Slot[] = [];
@@ -135,7 +149,14 @@ export class DnsWorkerPool {
   private readonly metricsTimer: NodeJS.Timeout;
   private readonly stats = new Map<Worker, (s: WorkerStats) => void>();
   /** The zones in pieces as of sequence number `seq`, shared by threads starting together. */
-  private pieces: { seq: number; list: ZoneImage[][] } | undefined;
+  private pieces: { seq: number; list: Piece[] } | undefined;
+  /** Small zones' state for the threads (arena.ts). */
+  private readonly arena = new ZoneArena();
+  /** Small zones in the arena by origin key: the zone, as of which version, its slice. */
+  private readonly slices = new Map<
+    string,
+    { zone: Zone; version: number; ref: SliceRef; size: number; names: number }
+  >();
 
   private constructor(
     private readonly store: ZoneStore,
@@ -252,29 +273,53 @@ export class DnsWorkerPool {
     return z?.originKey === originKey ? z : undefined;
   }
 
-  /** A zone as a thread gets it (folding its overlay first, see Zone.compactImage). */
-  private image(zone: Zone): ZoneImage {
+  /**
+   * A zone as a thread gets it (folding its overlay first, see Zone.compactImage): a slice in the
+   * zone arena when it is small (a slice written for this version of it before is reused), else
+   * its image over shared memory.
+   */
+  private place(zone: Zone): { ref: SliceRef; names: number } | { image: ZoneImage } {
+    const key = zone.originKey;
+    const old = this.slices.get(key);
+    if (old?.zone === zone && old.version === zone.version) return old;
     const img = zone.compactImage();
+    const rrsets = overlayRRsets(img.overlay);
+    if (old) {
+      this.arena.free(old.size);
+      this.slices.delete(key);
+    }
+    if (!isShared(img.image.buf) && sliceSize(img.image, rrsets, zone.origin) <= SLICE_MAX) {
+      const { ref, size } = this.arena.write(zone.origin, img.image, rrsets);
+      const names = img.image.count + img.overlay.length;
+      this.slices.set(key, { zone, version: zone.version, ref, size, names });
+      return { ref, names };
+    }
     this.sentBase.set(zone, img.image);
-    return { origin: zone.origin, base: img.image, rrsets: overlayRRsets(img.overlay) };
+    return { image: { origin: zone.origin, base: img.image, rrsets } };
   }
 
   /** Every zone, in pieces of about PIECE_NODES names (at least one zone per piece). */
-  private zonePieces(): ZoneImage[][] {
-    const out: ZoneImage[][] = [];
-    let piece: ZoneImage[] = [];
+  private zonePieces(): Piece[] {
+    const out: Piece[] = [];
+    let piece: Piece = { zones: [], small: { origins: [], refs: [] } };
     let names = 0;
     for (const zone of this.store.list()) {
-      const z = this.image(zone);
-      piece.push(z);
-      names += z.base.count;
+      const p = this.place(zone);
+      if ('ref' in p) {
+        piece.small.origins.push(zone.origin);
+        piece.small.refs.push(p.ref);
+        names += p.names;
+      } else {
+        piece.zones.push(p.image);
+        names += p.image.base.count;
+      }
       if (names >= PIECE_NODES) {
         out.push(piece);
-        piece = [];
+        piece = { zones: [], small: { origins: [], refs: [] } };
         names = 0;
       }
     }
-    if (piece.length > 0) out.push(piece);
+    if (piece.zones.length + piece.small.origins.length > 0) out.push(piece);
     return out;
   }
 
@@ -282,15 +327,22 @@ export class DnsWorkerPool {
     this.flushQueued = false;
     const ops: ZoneOp[] = [];
     for (const origin of this.removes) {
-      if (!this.current(nameKey(origin))) ops.push({ kind: 'remove', origin });
+      const key = nameKey(origin);
+      if (this.current(key)) continue;
+      const slice = this.slices.get(key);
+      if (slice) {
+        this.arena.free(slice.size);
+        this.slices.delete(key);
+      }
+      ops.push({ kind: 'remove', origin });
     }
     const full = new Set<Zone>();
     for (const z of this.puts) if (this.current(z.originKey) === z) full.add(z);
     for (const z of this.dirty) {
       if (full.has(z) || this.current(z.originKey) !== z) continue;
       const keys = this.touched.get(z);
-      // Changed outside the store's change API, or folded into a new base: send it whole.
-      if (!keys || z.baseImage !== this.sentBase.get(z)) {
+      // Changed outside the store's change API, folded into a new base, or small: send it whole.
+      if (!keys || z.baseImage !== this.sentBase.get(z) || this.slices.has(z.originKey)) {
         full.add(z);
         continue;
       }
@@ -301,11 +353,30 @@ export class DnsWorkerPool {
       }
       ops.push({ kind: 'patch', origin: z.origin, rrsets: encodeRRsets(sets) });
     }
-    for (const z of full) ops.push({ kind: 'put', zone: this.image(z) });
+    const small = { origins: [] as string[], refs: [] as number[] };
+    for (const z of full) {
+      const p = this.place(z);
+      if ('ref' in p) {
+        small.origins.push(z.origin);
+        small.refs.push(p.ref);
+      } else ops.push({ kind: 'put', zone: p.image });
+    }
     this.puts.clear();
     this.removes.clear();
     this.touched.clear();
     this.dirty.clear();
+    // The chunks the slices point into first; after a compaction every slice anew.
+    if (small.origins.length > 0) ops.push({ kind: 'slices', table: sliceTable(small) });
+    if (this.arena.wasteful) {
+      const keys = [...this.slices.keys()];
+      const moved = this.arena.compact(keys.map((k) => this.slices.get(k)!.ref));
+      keys.forEach((k, i) => (this.slices.get(k)!.ref = moved.refs[i]!));
+      const origins = keys.map((k) => this.slices.get(k)!.zone.origin);
+      ops.push({ kind: 'slices', table: sliceTable({ origins, refs: moved.refs }) });
+      ops.push({ kind: 'drop', chunks: moved.dropped });
+    }
+    const chunks = this.arena.takeNew();
+    if (chunks.length > 0) ops.unshift({ kind: 'chunks', chunks });
     if (ops.length === 0) return;
     this.seq++;
     // Starting threads too: they apply these after their init, in order.
@@ -368,8 +439,9 @@ export class DnsWorkerPool {
             pieces: pieces.length,
             seq: this.seq,
             metrics: this.metricsOn,
+            chunks: this.arena.list(),
           });
-          for (const zones of pieces) this.send(slot, { op: 'load', zones });
+          for (const p of pieces) this.send(slot, { op: 'load', zones: p.zones, small: sliceTable(p.small) });
           total = pieces.length;
           lastProgress = Date.now(); // making the pieces took this thread's time, not the worker's
           return;

@@ -1,6 +1,7 @@
 /** Messages between the main thread and its query threads (see pool.ts). */
 import type { DnsQueryEvent } from '../metrics.js';
 import type { CompactImage } from '../zone/compact.js';
+import type { ArenaChunk } from './arena.js';
 
 /** What a query thread needs to serve: the UDP socket's address and port, and limits. */
 export interface WorkerInit {
@@ -19,17 +20,35 @@ export interface ZoneImage {
   rrsets: Uint8Array;
 }
 
-/** One zone-level operation; a `put` replaces the zone (a new zone, or a new base after a fold). */
+/**
+ * Small zones in the zone arena (arena.ts): each origin key's slice ref, in the same order.
+ */
+export interface SliceTable {
+  origins: string[];
+  refs: Float64Array;
+}
+
+/**
+ * One zone-level operation; a `put` replaces the zone (a new zone, or a new base after a fold).
+ * A small zone is never patched: its new state is a new arena slice (`slices`), in arena chunks
+ * sent before (`chunks`); `drop` forgets chunks no slice points into any more.
+ */
 export type ZoneOp =
   | { kind: 'put'; zone: ZoneImage }
+  | { kind: 'chunks'; chunks: ArenaChunk[] }
+  | { kind: 'slices'; table: SliceTable }
+  | { kind: 'drop'; chunks: number[] }
   | { kind: 'patch'; origin: string; rrsets: Uint8Array }
   | { kind: 'remove'; origin: string };
 
 export type ToWorker =
-  /** Followed by `pieces` load messages; the thread starts serving after the last. */
-  | { op: 'init'; init: WorkerInit; pieces: number; seq: number; metrics: boolean }
-  /** A piece of the zones at start: a few zones, or one big one. */
-  | { op: 'load'; zones: ZoneImage[] }
+  /**
+   * Followed by `pieces` load messages; the thread starts serving after the last. `chunks`: the
+   * zone arena's chunks that the pieces' slices point into.
+   */
+  | { op: 'init'; init: WorkerInit; pieces: number; seq: number; metrics: boolean; chunks: ArenaChunk[] }
+  /** A piece of the zones at start: big zones, and small ones as arena slices. */
+  | { op: 'load'; zones: ZoneImage[]; small: SliceTable }
   | { op: 'sync'; seq: number; ops: ZoneOp[] }
   | { op: 'reply'; id: number; messages: Uint8Array[] }
   | { op: 'metrics'; on: boolean }

@@ -15,14 +15,17 @@ import { DnsServer } from '../server.js';
 import { nameKey } from '../wire/name.js';
 import { Zone } from '../zone/zone.js';
 import { decodeRRsets, type RRsetState } from './codec.js';
-import type { FromWorker, ToWorker, ZoneImage, ZoneOp } from './protocol.js';
+import type { FromWorker, SliceTable, ToWorker, ZoneImage, ZoneOp } from './protocol.js';
+import { ThreadZones } from './thread-zones.js';
 
 const port = parentPort!;
 const began = Date.now();
 let server: DnsServer | undefined;
+/** The zones this thread serves (made at init, served from the last piece on). */
+let threadZones: ThreadZones | undefined;
 
-/** While starting: the init, the zones built so far, and the pieces to come. */
-let loading: { m: Extract<ToWorker, { op: 'init' }>; zones: Zone[]; left: number } | undefined;
+/** While starting: the init, the zones so far, and the pieces to come. */
+let loading: { m: Extract<ToWorker, { op: 'init' }>; zones: ThreadZones; left: number } | undefined;
 let nextId = 1;
 const pending = new Map<number, (messages: Buffer[]) => void>();
 
@@ -76,13 +79,21 @@ function buildZone(z: ZoneImage): Zone {
   return Zone.fromImage(z.origin, z.base, sets);
 }
 
-function applyOps(ops: ZoneOp[], zones: { add(z: Zone): void; remove(o: string): boolean }): void {
+function addSlices(zones: ThreadZones, t: SliceTable): void {
+  for (let i = 0; i < t.origins.length; i++) zones.setSlice(t.origins[i]!, t.refs[i]!);
+}
+
+function applyOps(ops: ZoneOp[], zones: ThreadZones): void {
   for (const op of ops) {
     if (op.kind === 'put') zones.add(buildZone(op.zone));
     else if (op.kind === 'remove') zones.remove(op.origin);
+    else if (op.kind === 'chunks') zones.addChunks(op.chunks);
+    else if (op.kind === 'slices') addSlices(zones, op.table);
+    else if (op.kind === 'drop') zones.dropChunks(op.chunks);
     else {
-      const zone = server!.zones.findZoneByKey(nameKey(op.origin));
-      if (!zone) continue;
+      const key = nameKey(op.origin);
+      const zone = zones.findZoneByKey(key);
+      if (zone?.originKey !== key) continue;
       // Deletions first, so a CNAME replacing other data (or the reverse) never meets it.
       const sets: RRsetState[] = [];
       decodeRRsets(op.rrsets, (s) => sets.push(s));
@@ -93,9 +104,10 @@ function applyOps(ops: ZoneOp[], zones: { add(z: Zone): void; remove(o: string):
 }
 
 /** One piece of the zones at start, reported as progress; the last one starts the server. */
-function load(zones: ZoneImage[]): void {
+function load(zones: ZoneImage[], small: SliceTable): void {
   const l = loading!;
-  for (const z of zones) l.zones.push(buildZone(z));
+  for (const z of zones) l.zones.add(buildZone(z));
+  addSlices(l.zones, small);
   l.left--;
   send({ op: 'progress', done: l.m.pieces - l.left });
   testPause();
@@ -118,16 +130,16 @@ function startServing(): void {
   );
 }
 
-async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: Zone[]): Promise<void> {
+async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: ThreadZones): Promise<void> {
   server = new DnsServer(
     {
       address: m.init.address,
       port: m.init.port,
-      zones,
       ...(m.init.maxUdpPayload === undefined ? {} : { maxUdpPayload: m.init.maxUdpPayload }),
       udpIo: 'native',
     },
     {
+      zones,
       forward(msg, from, reply) {
         const id = nextId++;
         pending.set(id, reply);
@@ -142,15 +154,17 @@ async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: Zone[]): Promi
 port.on('message', (m: ToWorker) => {
   switch (m.op) {
     case 'init':
-      loading = { m, zones: [], left: m.pieces };
+      threadZones = new ThreadZones();
+      loading = { m, zones: threadZones, left: m.pieces };
+      loading.zones.addChunks(m.chunks);
       if (m.pieces === 0) startServing();
       return;
     case 'load':
-      load(m.zones);
+      load(m.zones, m.small);
       return;
     case 'sync':
       try {
-        applyOps(m.ops, server!.zones);
+        applyOps(m.ops, threadZones!);
       } catch (err) {
         // A replica that cannot follow its primary must not keep answering from stale data.
         process.stderr.write(`ferry dns worker: cannot apply a zone change: ${String(err)}\n`);
