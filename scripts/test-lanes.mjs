@@ -23,6 +23,7 @@ export const PARALLEL_FILES = [
   'src/dns/tsig/tsig.test.ts',
   'src/dns/update/wire.test.ts',
   'src/dns/wire/wire.test.ts',
+  'src/dns/workers/arena.test.ts',
   'src/dns/xfr/policies.test.ts',
   'src/dns/zone/files.test.ts',
   'src/dns/zone/zone.test.ts', // also runs kzonecheck/named-checkzone on files
