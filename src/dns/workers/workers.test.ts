@@ -150,6 +150,44 @@ test(
   },
 );
 
+test(
+  'workers: many small zones are served from the zone arena; a lazy first query, a change after sync(), a removal, an addition',
+  { skip: offNative },
+  async () => {
+    const n = 1000;
+    const text = (i: number, www: string) =>
+      `$ORIGIN s${i}.test.\n@ SOA ns hostmaster 1 3600 600 86400 300\n@ NS ns\nns A 192.0.2.1\nwww A ${www}\n`;
+    const zones = Array.from({ length: n }, (_, i) => parseZone(text(i, `10.1.${i >> 8}.${i & 255}`)));
+    const server = new DnsServer({ address: '127.0.120.8', port: 0, zones, workers: 2 });
+    await server.start();
+    const at = { address: server.address, port: server.port };
+    const www = async (i: number, times = 4) => (await manyAsk(at, `www.s${i}.test.`, times)).flat();
+    try {
+      // Never queried before: built on the first query, in whichever thread gets it.
+      assert.deepEqual(await www(n - 1), Array(4).fill(`10.1.${(n - 1) >> 8}.${(n - 1) & 255}`));
+      assert.deepEqual(await www(0), Array(4).fill('10.1.0.0'));
+      // A change to a zone both threads have built, seen by both after sync().
+      server.zones.replaceRRset('www.s0.test.', 'A', 60, ['192.0.2.77']);
+      await server.sync();
+      assert.deepEqual(await www(0, 8), Array(8).fill('192.0.2.77'));
+      const soa = await dnsQuery({ server: at, name: 's0.test.', type: 'SOA' });
+      assert.match(soa.answers[0]!.rdata, / 2 3600 /);
+      // A removal and an addition.
+      server.zones.remove('s1.test.');
+      server.zones.add(parseZone(text(n, '192.0.2.88')));
+      await server.sync();
+      for (let i = 0; i < 4; i++) {
+        const gone = await dnsQuery({ server: at, name: 'www.s1.test.', type: 'A' });
+        assert.equal(gone.rcodeName, 'REFUSED');
+      }
+      assert.deepEqual(await www(n), Array(4).fill('192.0.2.88'));
+      assert.deepEqual(await www(2), Array(4).fill('10.1.0.2'));
+    } finally {
+      await server.stop();
+    }
+  },
+);
+
 test('metrics: ferry.dns.query events in process and from query threads', async () => {
   for (const workers of [1, 2]) {
     const server = new DnsServer({ address: '127.0.120.1', port: 0, zones: [parseZone(TEST_ZONE)], workers });
