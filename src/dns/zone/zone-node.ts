@@ -10,12 +10,16 @@ export interface RRset {
   rdata: Rdata[];
 }
 
+/** The items of every RRsetsByType that has none (never changed in place). */
+const NONE: readonly RRset[] = Object.freeze([]);
+
 /**
  * The RRsets of one name by type: a small array rather than a Map, since most names own one or
- * two RRsets and a zone may hold millions of names.
+ * two RRsets and a zone may hold millions of names. The array is replaced, never changed in
+ * place, so an empty one is shared.
  */
 export class RRsetsByType {
-  private items: RRset[] = [];
+  private items: readonly RRset[] = NONE;
 
   get(type: number): RRset | undefined {
     for (const s of this.items) if (s.type === type) return s;
@@ -28,14 +32,15 @@ export class RRsetsByType {
 
   set(type: number, set: RRset): void {
     const i = this.items.findIndex((s) => s.type === type);
-    if (i >= 0) this.items[i] = set;
+    if (i >= 0) this.items = this.items.map((s, j) => (j === i ? set : s));
     else this.items = [...this.items, set]; // exact-size arrays: push would over-allocate
   }
 
   delete(type: number): boolean {
     const before = this.items.length;
-    this.items = this.items.filter((s) => s.type !== type);
-    return this.items.length !== before;
+    const rest = this.items.filter((s) => s.type !== type);
+    this.items = rest.length > 0 ? rest : NONE;
+    return rest.length !== before;
   }
 
   get size(): number {

@@ -16,7 +16,7 @@ import type { ResourceRecord } from '../wire/message.js';
 import { isSubdomainKey, nameKey, parentName, parseName, splitName } from '../wire/name.js';
 import { rdataKey, unpackRdata, type Rdata } from '../wire/rdata.js';
 import { RRClass, RRType, isMetaType, typeName } from '../wire/types.js';
-import { CompactNodes, belowCounts, type CompactBuilder, type CompactImage } from './compact.js';
+import { CompactNodes, belowCounts, isShared, type CompactBuilder, type CompactImage } from './compact.js';
 import type { RRset, ZoneNode } from './zone-node.js';
 import { RRsetsByType } from './zone-node.js';
 
@@ -32,8 +32,13 @@ export class Zone {
   readonly origin: string;
   /** Apex, case-folded. */
   readonly originKey: string;
-  /** Names changed since `base` was made: their node now, or null when deleted. */
-  private readonly nodes = new Map<string, ZoneNode | null>();
+  /** The apex node, kept apart from `nodes` (it is never in the base). */
+  private apex: ZoneNode | undefined;
+  /**
+   * Names other than the apex changed since `base` was made: their node now, or null when
+   * deleted; made on the first such change (a zone loaded in bulk has none).
+   */
+  private nodes: Map<string, ZoneNode | null> | undefined;
   private base: CompactNodes | undefined;
   /** Names that own data (base and overlay). */
   private names = 0;
@@ -43,14 +48,30 @@ export class Zone {
   private below: Map<string, number> | undefined;
   /** Bumped on every change. */
   version = 0;
-  /** Called after every change; made on the first `subscribe` (most zones have one or none). */
-  private listeners: Array<() => void> | undefined;
+  /** Called after every change: one function (most zones have one: the store's) or several. */
+  private listeners: (() => void) | ReadonlyArray<() => void> | undefined;
   /** Made from another thread's image: folding is that thread's (see `fromImage`). */
   private replica = false;
 
   constructor(origin: string) {
     this.origin = parseName(origin);
-    this.originKey = nameKey(this.origin);
+    const key = nameKey(this.origin);
+    this.originKey = key === this.origin ? this.origin : key; // one string when already folded
+  }
+
+  /** The overlay's entry for a case-folded name: its node, null when deleted, else undefined. */
+  private overlay(key: string): ZoneNode | null | undefined {
+    return key === this.originKey ? this.apex : this.nodes?.get(key);
+  }
+
+  private setOverlay(key: string, node: ZoneNode | null): void {
+    if (key === this.originKey) this.apex = node ?? undefined;
+    else (this.nodes ??= new Map()).set(key, node);
+  }
+
+  private deleteOverlay(key: string): void {
+    if (key === this.originKey) this.apex = undefined;
+    else if (this.nodes?.delete(key) && this.nodes.size === 0) this.nodes = undefined;
   }
 
   /** The apex SOA RRset; throws DNS_INVALID_DATA when the zone has none yet. */
@@ -62,7 +83,7 @@ export class Zone {
 
   /** The SOA serial (RFC 1035 §3.3.13); throws like `soa`, but leaves a compact apex compact. */
   get serial(): number {
-    const apex = this.nodes.get(this.originKey)?.rrsets;
+    const apex = this.apex?.rrsets;
     const compact = apex instanceof CompactApexRRsets ? apex.compactSerial() : undefined;
     if (compact !== undefined) return compact;
     const soa = this.nodeByKey(this.originKey)?.rrsets.get(RRType.SOA);
@@ -77,7 +98,7 @@ export class Zone {
 
   /** The node owning data at a case-folded name. */
   nodeByKey(key: string): ZoneNode | undefined {
-    const n = this.nodes.get(key);
+    const n = this.overlay(key);
     if (n !== undefined) return n ?? undefined;
     return this.base?.get(key);
   }
@@ -87,7 +108,7 @@ export class Zone {
    * it changed since the base was made, else the offset of its record in `compactBase` (-1: none).
    */
   peekNode(key: string): ZoneNode | number {
-    const n = this.nodes.get(key);
+    const n = this.overlay(key);
     if (n !== undefined) return n ?? -1;
     return this.base ? this.base.offsetOf(key) : -1;
   }
@@ -99,7 +120,7 @@ export class Zone {
 
   /** True when the case-folded name owns data or is an empty non-terminal. */
   existsKey(key: string): boolean {
-    const n = this.nodes.get(key);
+    const n = this.overlay(key);
     if (n) return true;
     if (n === undefined && this.base?.has(key)) return true;
     return this.below?.has(key) ?? false;
@@ -112,11 +133,11 @@ export class Zone {
 
   /** The node at `key` in the overlay, moved there from the base first, so it can be changed. */
   private own(key: string): ZoneNode | undefined {
-    const n = this.nodes.get(key);
+    const n = this.overlay(key);
     if (n?.rrsets instanceof CompactApexRRsets) n.rrsets.decode();
     if (n !== undefined) return n ?? undefined;
     const b = this.base?.get(key);
-    if (b) this.nodes.set(key, b);
+    if (b) this.setOverlay(key, b);
     return b;
   }
 
@@ -125,19 +146,19 @@ export class Zone {
    * when the overlay has grown). Content, version and listeners are unaffected.
    */
   compact(): void {
-    const apex = this.nodes.get(this.originKey);
     const rest: ZoneNode[] = [];
     const skip = this.originKey;
     const nodes = this.eachNode();
-    this.base = CompactNodes.build(
-      (function* () {
-        for (const n of nodes) if (nameKey(n.name) !== skip) yield n;
-      })(),
-      rest,
+    this.base = lean(
+      CompactNodes.build(
+        (function* () {
+          for (const n of nodes) if (nameKey(n.name) !== skip) yield n;
+        })(),
+        rest,
+      ),
     );
-    this.nodes.clear();
-    if (apex) this.nodes.set(this.originKey, apex);
-    for (const n of rest) this.nodes.set(nameKey(n.name), n);
+    this.nodes = undefined;
+    for (const n of rest) this.setOverlay(nameKey(n.name), n);
   }
 
   /**
@@ -150,9 +171,10 @@ export class Zone {
     image: CompactImage;
     overlay: ZoneNode[];
   } {
-    if (this.nodes.size > 1 || !this.base) this.compact();
+    if (this.nodes || !this.base) this.compact();
     const base = this.base!;
-    const overlay = [...this.nodes.values()].filter((n): n is ZoneNode => n !== null);
+    const overlay: ZoneNode[] = this.apex ? [this.apex] : [];
+    for (const n of this.nodes?.values() ?? []) if (n) overlay.push(n);
     return { base: base.buf, chunks: (n) => base.chunks(n), image: base.image, overlay };
   }
 
@@ -197,7 +219,7 @@ export class Zone {
     );
     if (!r || !zone.install(r.base)) return undefined;
     if (r.apex) {
-      zone.nodes.set(zone.originKey, compactApex(r.apex));
+      zone.apex = compactApex(r.apex, zone.origin);
       zone.names++;
     }
     return zone;
@@ -207,7 +229,7 @@ export class Zone {
   private install(base: CompactNodes): boolean {
     const below = belowCounts(base, this.originKey);
     if (!below) return false;
-    this.base = base;
+    this.base = lean(base);
     this.names += base.count;
     for (const [k, n] of below) if (k !== this.originKey) this.addBelow(k, n);
     return true;
@@ -215,7 +237,12 @@ export class Zone {
 
   /** Folds the overlay into the base once it holds more than an eighth of the base's names. */
   private maybeFold(): void {
-    if (this.base && !this.replica && this.nodes.size > 1024 + (this.base.count >> 3)) this.compact();
+    if (
+      this.base &&
+      !this.replica &&
+      (this.nodes?.size ?? 0) + (this.apex ? 1 : 0) > 1024 + (this.base.count >> 3)
+    )
+      this.compact();
   }
 
   /**
@@ -258,8 +285,8 @@ export class Zone {
       if (type === RRType.SOA) throw invalid(`the SOA of ${this.origin} cannot be deleted`);
       node.rrsets.delete(type);
       if (node.rrsets.size === 0) {
-        if (this.base?.has(key)) this.nodes.set(key, null);
-        else this.nodes.delete(key);
+        if (this.base?.has(key)) this.setOverlay(key, null);
+        else this.deleteOverlay(key);
         this.names--;
         this.adjustWeight(key, -1);
       }
@@ -272,7 +299,7 @@ export class Zone {
       throw invalid(`bad TTL ${ttl} for ${owner} ${typeName(type)}`);
     if (!node) {
       node = { name: owner, rrsets: new RRsetsByType() };
-      this.nodes.set(key, node);
+      this.setOverlay(key, node);
       this.names++;
       this.adjustWeight(key, 1);
     }
@@ -283,20 +310,30 @@ export class Zone {
 
   /** Calls `fn` after every change to the zone; returns the unsubscribe function. */
   subscribe(fn: () => void): () => void {
-    if (!this.listeners?.includes(fn)) this.listeners = [...(this.listeners ?? []), fn];
+    const l = this.listeners;
+    if (l === undefined) this.listeners = fn;
+    else if (typeof l === 'function') {
+      if (l !== fn) this.listeners = [l, fn];
+    } else if (!l.includes(fn)) this.listeners = [...l, fn];
     return () => this.unsubscribe(fn);
   }
 
   /** Stops calling `fn` (see `subscribe`). */
   unsubscribe(fn: () => void): void {
-    const rest = this.listeners?.filter((f) => f !== fn);
-    this.listeners = rest?.length ? rest : undefined;
+    const l = this.listeners;
+    if (l === fn) this.listeners = undefined;
+    else if (l !== undefined && typeof l !== 'function') {
+      const rest = l.filter((f) => f !== fn);
+      this.listeners = rest.length > 1 ? rest : rest[0];
+    }
   }
 
   private touch(): void {
     this.version++;
-    // The array is replaced, never changed, so a listener may unsubscribe while it runs.
-    if (this.listeners) for (const fn of this.listeners) fn();
+    // An array is replaced, never changed, so a listener may unsubscribe while it runs.
+    const l = this.listeners;
+    if (typeof l === 'function') l();
+    else if (l) for (const fn of l) fn();
   }
 
   private check(owner: string, type: number, count: number): void {
@@ -346,9 +383,11 @@ export class Zone {
 
   /** Every node that owns data, in no particular order (base nodes decoded one at a time). */
   *eachNode(): Generator<ZoneNode> {
-    for (const node of this.nodes.values()) if (node) yield node;
+    if (this.apex) yield this.apex;
+    const changed = this.nodes;
+    if (changed) for (const node of changed.values()) if (node) yield node;
     if (!this.base) return;
-    for (const node of this.base.nodes()) if (!this.nodes.has(nameKey(node.name))) yield node;
+    for (const node of this.base.nodes()) if (!changed?.has(nameKey(node.name))) yield node;
   }
 
   /** Every RRset, apex first, then in canonical order (RFC 4034 §6.1); SOA leads the apex. */
@@ -384,21 +423,28 @@ export class Zone {
 const READS_TO_DECODE = 16;
 
 /**
- * The RRsets of a zone's apex kept as its compact node record (compact.ts) in a one-byte string
- * (no buffer object per zone), until they are changed or read often: a server loading 100,000
- * small zones from files keeps them so, as most are never queried in the process that loaded
- * them. While compact, each read decodes a fresh copy; `decode` (called by every change, through
- * `Zone.own`, and by the READS_TO_DECODE-th read) decodes them for good.
+ * A zone's apex whose RRsets are kept as its compact node record (compact.ts) in a one-byte
+ * string (no buffer object per zone), until they are changed or read often: a server loading
+ * 100,000 small zones from files keeps them so, as most are never queried in the process that
+ * loaded them. While compact, each read decodes a fresh copy; `decode` (called by every change,
+ * through `Zone.own`, and by the READS_TO_DECODE-th read) decodes them for good. One object is
+ * both the node and its RRsets (`rrsets` is itself).
  */
-class CompactApexRRsets extends RRsetsByType {
+class CompactApexRRsets extends RRsetsByType implements ZoneNode {
   private reads = 0;
 
   constructor(
+    readonly name: string,
     private record: string | undefined,
     /** The SOA serial in `record`, so reading it decodes nothing. */
     private readonly serial: number | undefined,
   ) {
     super();
+  }
+
+  /** The node's RRsets: this object. */
+  get rrsets(): RRsetsByType {
+    return this;
   }
 
   /** The SOA serial while compact (undefined once decoded, or with no SOA). */
@@ -457,16 +503,46 @@ class CompactApexRRsets extends RRsetsByType {
 /** The compact apex read last, decoded (see CompactApexRRsets.fresh). */
 let lastRead: { from: CompactApexRRsets; record: string; sets: RRsetsByType } | undefined;
 
-/** `apex` kept compact (see CompactApexRRsets), or tight when the compact form cannot hold it. */
-function compactApex(apex: ZoneNode): ZoneNode {
+/**
+ * `apex` kept compact (see CompactApexRRsets), or tight when the compact form cannot hold it;
+ * its name is `origin` (the zone's string) when they are the same.
+ */
+function compactApex(apex: ZoneNode, origin: string): ZoneNode {
   const rest: ZoneNode[] = [];
   const buf = CompactNodes.build([apex], rest).buf;
   if (rest.length > 0) return tight(apex);
   const record = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('latin1');
-  const name = apex.name;
+  const name = apex.name === origin ? origin : apex.name;
   if (name.length > 0) name.charCodeAt(0); // flattens it (see `tight`)
   const serial = apex.rrsets.get(RRType.SOA)?.rdata[0]?.[2];
-  return { name, rrsets: new CompactApexRRsets(record, typeof serial === 'number' ? serial : undefined) };
+  return new CompactApexRRsets(name, record, typeof serial === 'number' ? serial : undefined);
+}
+
+/** Size of the shared buffers that small bases are carved from (see `lean`). */
+const SLAB_BYTES = 16 * 1024;
+/** Bases up to this size go into a slab. */
+const SLAB_MAX = 1024;
+/** The slab being filled, and where its free part starts. */
+let slab: Uint8Array | undefined;
+let slabUsed = 0;
+
+/**
+ * `base` with its records moved into a slab shared by many small zones when it is small and on
+ * its own buffer: each ArrayBuffer costs some 250 bytes of bookkeeping beside its data, more
+ * than a zone of ten records holds. Slabs are SharedArrayBuffers (a query thread gets a view of
+ * one without a copy of the whole slab); one is freed when no base uses it any more.
+ */
+function lean(base: CompactNodes): CompactNodes {
+  const n = base.buf.length;
+  if (n === 0 || n > SLAB_MAX || isShared(base.buf)) return base;
+  if (!slab || slabUsed + n > slab.length) {
+    slab = new Uint8Array(new SharedArrayBuffer(SLAB_BYTES));
+    slabUsed = 0;
+  }
+  const view = slab.subarray(slabUsed, slabUsed + n);
+  view.set(base.buf);
+  slabUsed += (n + 7) & ~7;
+  return new CompactNodes(view, base.count);
 }
 
 /**
