@@ -65,6 +65,8 @@ export interface DnsServerOptions extends Omit<PrimaryOptions, 'logger'> {
  */
 export interface WorkerRole {
   forward: Forward;
+  /** Threads sharing the UDP port, over which datagrams are spread at random (udp-io.ts). */
+  threads?: number;
 }
 
 /** Output buffered for one TCP client before we stop reading its queries (slow readers). */
@@ -316,6 +318,7 @@ export class DnsServer {
       port,
       // A query thread shares the port with the other threads (udp-io.ts).
       shared: this.role !== undefined,
+      ...(this.role?.threads === undefined ? {} : { spread: this.role.threads }),
       io,
       onMessage: (msg, remote) => this.onUdp(msg, remote),
       onError: (err) => this.log.warn({ err }, 'dns udp socket error'),

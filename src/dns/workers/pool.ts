@@ -354,6 +354,7 @@ export class DnsWorkerPool {
           const init: WorkerInit = {
             address: this.opts.address,
             port: this.opts.port,
+            threads: this.opts.count,
             ...(this.opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: this.opts.maxUdpPayload }),
           };
           this.flush();

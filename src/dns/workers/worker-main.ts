@@ -128,6 +128,7 @@ async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: Zone[]): Promi
       udpIo: 'native',
     },
     {
+      ...(m.init.threads === undefined ? {} : { threads: m.init.threads }),
       forward(msg, from, reply) {
         const id = nextId++;
         pending.set(id, reply);
