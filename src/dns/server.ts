@@ -67,6 +67,8 @@ export interface WorkerRole {
   forward: Forward;
   /** The thread's zone set (workers/thread-zones.ts), used instead of a new store. */
   zones?: ZoneStore;
+  /** Threads sharing the UDP port, over which datagrams are spread at random (udp-io.ts). */
+  threads?: number;
 }
 
 /** Output buffered for one TCP client before we stop reading its queries (slow readers). */
@@ -317,6 +319,7 @@ export class DnsServer {
       port,
       // A query thread shares the port with the other threads (udp-io.ts).
       shared: this.role !== undefined,
+      ...(this.role?.threads === undefined ? {} : { spread: this.role.threads }),
       io,
       onMessage: (msg, remote) => this.onUdp(msg, remote),
       onError: (err) => this.log.warn({ err }, 'dns udp socket error'),

@@ -5,8 +5,10 @@
  *   to SLOTS datagrams per recvmmsg into a reused arena and sends their answers with one
  *   sendmmsg, so a busy server makes one JavaScript call and two system calls per batch instead of
  *   a callback, a Buffer, an address object and a send request per datagram. With `shared`, each
- *   query thread binds a socket of its own with SO_REUSEPORT (Node 20's dgram cannot) and the
- *   kernel spreads clients over them by address hash, as Knot's and NSD's workers do.
+ *   query thread binds a socket of its own with SO_REUSEPORT (Node 20's dgram cannot). With
+ *   `spread` (the number of threads), a classic BPF program on the port's group deals datagrams to
+ *   the sockets at random instead of by the kernel's hash of the client's address and port, which
+ *   left one thread idle while another saturated when a few clients sent most queries.
  * - `dgram`: Node's own socket, used when the addon is not built or FERRY_NATIVE=0; it cannot
  *   share a port between threads, so a server with query threads needs the native form.
  *
@@ -39,6 +41,12 @@ export interface UdpOpenOptions {
   port: number;
   /** Several threads serve this port: SO_REUSEPORT (native; a non-exclusive bind for dgram). */
   shared: boolean;
+  /**
+   * With `shared` (native only): how many sockets share the port. Each datagram goes to one of
+   * them at random; while fewer are bound (a thread being replaced) the kernel's hash picks for
+   * the missing ones. Unset: the kernel's hash of the client's address and port alone.
+   */
+  spread?: number;
   onMessage: UdpHandler;
   onError: (err: Error) => void;
   /** 'auto' (default): native when the addon loads, else dgram. */
@@ -52,6 +60,7 @@ interface Channel {
 interface UdpAddon {
   ADDR_SLOT: number;
   bind(host: string, port: number, reusePort: boolean): [number, number];
+  spread(fd: number, count: number, mode: SpreadMode): void;
   open(
     fd: number,
     rx: Buffer,
@@ -73,6 +82,9 @@ interface UdpAddon {
   close(ch: Channel): void;
   closeFd(fd: number): void;
 }
+
+/** How the reuseport program picks a socket: a random number, or the receiving CPU. */
+type SpreadMode = 'random' | 'cpu';
 
 /** Datagrams per recvmmsg/sendmmsg. */
 const SLOTS = 64;
@@ -97,6 +109,15 @@ export function openUdp(opts: UdpOpenOptions): Promise<UdpEndpoint> {
     if (io === 'native') return Promise.reject(new FerryError('DNS_NATIVE_UNAVAILABLE', r.error));
   }
   return openDgram(opts);
+}
+
+/**
+ * FERRY_DNS_UDP_SPREAD: `random` (default), `cpu` (the CPU that received the datagram), or `hash`
+ * (no program: the kernel's address hash). For comparing them; see src/dns/README.md.
+ */
+function spreadMode(): SpreadMode | 'hash' {
+  const v = process.env.FERRY_DNS_UDP_SPREAD;
+  return v === 'cpu' || v === 'hash' ? v : 'random';
 }
 
 /** A slot's sender, decoded lazily from the arena (valid during the handler call only). */
@@ -139,6 +160,19 @@ class NativeUdp implements UdpEndpoint {
   ) {
     const [fd, port] = addon.bind(opts.host, opts.port, opts.shared);
     this.port = port;
+    const mode = spreadMode();
+    if (opts.shared && opts.spread !== undefined && opts.spread > 1 && mode !== 'hash') {
+      try {
+        addon.spread(fd, opts.spread, mode);
+      } catch (err) {
+        // Still a working socket: clients are spread by the kernel's address hash instead.
+        opts.onError(
+          new Error(
+            `cannot spread UDP queries evenly over the threads, using the address hash: ${String(err)}`,
+          ),
+        );
+      }
+    }
     this.rx = Buffer.alloc(SLOTS * SLOT_SIZE);
     this.addrs = Buffer.alloc(SLOTS * addon.ADDR_SLOT);
     for (let i = 0; i < SLOTS; i++) this.remotes.push(new SlotRemote(this, i * addon.ADDR_SLOT));

@@ -4,8 +4,8 @@
  * change API, UPDATE, transfers, persistence).
  *
  * Sockets. Each thread binds a UDP socket of its own on the port with SO_REUSEPORT through the
- * native UDP addon (udp-io.ts), and the kernel spreads clients over them by address hash, as
- * Knot's and NSD's threads do; the main thread only probes that the port is free. Node 20's
+ * native UDP addon (udp-io.ts), which has the kernel deal each datagram to one of them at random
+ * (`init.threads` is the count); the main thread only probes that the port is free. Node 20's
  * dgram has no reusePort and threads cannot share a TCP listener, so the main thread serves TCP
  * itself (server.ts), and without the addon it serves UDP too and starts no threads.
  *
@@ -425,6 +425,7 @@ export class DnsWorkerPool {
           const init: WorkerInit = {
             address: this.opts.address,
             port: this.opts.port,
+            threads: this.opts.count,
             ...(this.opts.maxUdpPayload === undefined ? {} : { maxUdpPayload: this.opts.maxUdpPayload }),
           };
           this.flush();

@@ -8,6 +8,8 @@ export interface WorkerInit {
   address: string;
   port: number;
   maxUdpPayload?: number;
+  /** Query threads sharing the UDP port: each datagram goes to one of them at random. */
+  threads?: number;
 }
 
 /**

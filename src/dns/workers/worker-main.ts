@@ -140,6 +140,7 @@ async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: ThreadZones): 
     },
     {
       zones,
+      ...(m.init.threads === undefined ? {} : { threads: m.init.threads }),
       forward(msg, from, reply) {
         const id = nextId++;
         pending.set(id, reply);
