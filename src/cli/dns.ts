@@ -19,6 +19,7 @@ import {
   DnsServer,
   exportZone,
   loadZoneFile,
+  startQueryThreadsEarly,
   ZoneFiles,
   type ZonePolicy,
 } from '../dns/index.js';
@@ -135,6 +136,8 @@ export function registerDns(program: Command): void {
       if (o.zone.length === 0 && o.zoneDir.length === 0 && !o.db)
         throw usage('give at least one --zone FILE or --zone-dir DIR (or a --db with stored zones)');
       const policy = servePolicy(o);
+      // The query threads load their code while this thread reads the zones.
+      const dropEarly = workers > 1 ? startQueryThreadsEarly(workers) : () => {};
       const files = new ZoneFiles({ files: o.zone, dirs: o.zoneDir });
       const zones = await files.loadAll();
       const log = createLogger('ferry-dns');
@@ -149,6 +152,7 @@ export function registerDns(program: Command): void {
         ...(o.catalog ? { catalog: o.catalog === true ? {} : { zone: o.catalog } } : {}),
       });
       await server.start();
+      dropEarly(); // none left when the threads started; all when one thread answers
       const served = server.zones.list();
       const what = served.length <= 20 ? served.map((z) => z.origin).join(' ') : `${served.length} zones`;
       process.stdout.write(

@@ -6,42 +6,44 @@
 import { Command, CommanderError } from 'commander';
 import { isFerryError, errorMessage } from '../common/errors.js';
 import { EXIT, exitOfCode } from '../common/error-codes.js';
-import { registerDemo } from './demo.js';
-import { registerMigrate } from './migrate.js';
-import { registerStatus } from './status.js';
-import { registerWatch } from './watch.js';
-import { registerRollback } from './rollback.js';
-import { registerServers } from './servers.js';
-import { registerSites } from './sites.js';
-import { registerRecords } from './records.js';
-import { registerAgent } from './agent.js';
-import { registerController } from './controller.js';
-import { registerConfig } from './config.js';
-import { registerEvacuate } from './evacuate.js';
-import { registerDns } from './dns.js';
-import { registerRelay } from './relay.js';
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/**
+ * Each subcommand's module, in help order. Loaded on demand: a command run by name loads only its
+ * own module (the others cost about a second of start-up together, which a server started by
+ * `ferry dns serve` would spend before reading its zones).
+ */
+const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
+  ['demo', async () => (await import('./demo.js')).registerDemo],
+  ['migrate', async () => (await import('./migrate.js')).registerMigrate],
+  ['status', async () => (await import('./status.js')).registerStatus],
+  ['watch', async () => (await import('./watch.js')).registerWatch],
+  ['rollback', async () => (await import('./rollback.js')).registerRollback],
+  ['servers', async () => (await import('./servers.js')).registerServers],
+  ['sites', async () => (await import('./sites.js')).registerSites],
+  ['records', async () => (await import('./records.js')).registerRecords],
+  ['agent', async () => (await import('./agent.js')).registerAgent],
+  ['controller', async () => (await import('./controller.js')).registerController],
+  ['config', async () => (await import('./config.js')).registerConfig],
+  ['evacuate', async () => (await import('./evacuate.js')).registerEvacuate],
+  ['dns', async () => (await import('./dns.js')).registerDns],
+  ['relay', async () => (await import('./relay.js')).registerRelay],
+];
+
+/**
+ * The program with the subcommand named `command` only, when it is one (what running it needs),
+ * else with every subcommand (help, suggestions for a mistyped name).
+ */
+export async function buildProgram(command?: string): Promise<Command> {
   const program = new Command()
     .name('ferry')
     .description('Move a hosted service between servers through a temporary IP, with no failed request.')
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride();
-  registerDemo(program);
-  registerMigrate(program);
-  registerStatus(program);
-  registerWatch(program);
-  registerRollback(program);
-  registerServers(program);
-  registerSites(program);
-  registerRecords(program);
-  registerAgent(program);
-  registerController(program);
-  registerConfig(program);
-  registerEvacuate(program);
-  registerDns(program);
-  registerRelay(program);
+  const one = COMMANDS.find(([name]) => name === command);
+  for (const [, load] of one ? [one] : COMMANDS) (await load())(program);
   return program;
 }
 
@@ -54,7 +56,7 @@ function jsonError(argv: string[], code: string, message: string, exitCode: numb
 }
 
 async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv[2]);
   try {
     await program.parseAsync(argv);
     return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);

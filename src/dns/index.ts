@@ -3,6 +3,7 @@
  * UDP/TCP server and a small client. This file is the component's whole public surface.
  */
 export { DnsServer, type DnsServerOptions } from './server.js';
+export { startQueryThreadsEarly } from './workers/pool.js';
 export { Catalog, catalogMemberId, DEFAULT_CATALOG_ZONE, type CatalogOptions } from './catalog/catalog.js';
 export { mergeZonePolicies, zoneOverride } from './xfr/policies.js';
 export type { ZonePolicy } from './xfr/primary.js';

@@ -102,6 +102,42 @@ function newWorker(): Worker {
   return new Worker(boot, { eval: true, execArgv: [] });
 }
 
+/** Query threads started ahead of their pool (`startQueryThreadsEarly`), oldest first. */
+const early: Array<{ worker: Worker; up: boolean; gone: boolean }> = [];
+
+/**
+ * Starts `n` query threads loading their code now, while this thread still reads the zones; the
+ * next pool takes them instead of starting threads of its own. They keep the process alive only
+ * once taken. Returns a function that ends those no pool took (e.g. when the server answers from
+ * one thread after all).
+ */
+export function startQueryThreadsEarly(n: number): () => void {
+  const mine: Worker[] = [];
+  for (let i = 0; i < n; i++) {
+    const e = { worker: newWorker(), up: false, gone: false };
+    e.worker.unref();
+    e.worker.once('message', () => (e.up = true)); // its first message is 'up'
+    e.worker.on('error', () => {}); // it then exits: the pool starts another
+    e.worker.once('exit', () => (e.gone = true));
+    early.push(e);
+    mine.push(e.worker);
+  }
+  return () => {
+    for (let i = early.length - 1; i >= 0; i--)
+      if (mine.includes(early[i]!.worker)) void early.splice(i, 1)[0]!.worker.terminate();
+  };
+}
+
+/** A query thread: one started early if any is left and alive (and whether it is up), else new. */
+function takeWorker(): { worker: Worker; up: boolean } {
+  for (let e = early.shift(); e; e = early.shift()) {
+    if (e.gone) continue;
+    e.worker.ref();
+    return e;
+  }
+  return { worker: newWorker(), up: false };
+}
+
 /**
  * One full garbage collection. Loading a big zone leaves hundreds of MB of unreachable buffers
  * (the zone-file reader's staging, the copy made for sharing) that an idle server would keep
@@ -391,7 +427,7 @@ export class DnsWorkerPool {
   }
 
   private spawn(): Promise<void> {
-    const worker = newWorker();
+    const { worker, up } = takeWorker();
     const slot: Slot = { worker, acked: this.seq, initialized: false, ready: false, gone: false };
     this.slots.push(slot);
     const stallMs = this.opts.stallMs ?? STALL_MS;
@@ -418,7 +454,7 @@ export class DnsWorkerPool {
         void worker.terminate();
         reject(new FerryError('DNS_WORKER', `${name()} made no progress for ${stallMs} ms while ${stage()}`));
       }, STALL_CHECK_MS);
-      worker.on('message', (m: FromWorker) => {
+      const onMessage = (m: FromWorker) => {
         lastProgress = Date.now();
         if (m.op === 'up') {
           // The init carries the current sequence number; the zones as they are now follow.
@@ -463,7 +499,9 @@ export class DnsWorkerPool {
           return;
         }
         this.onMessage(slot, m);
-      });
+      };
+      worker.on('message', onMessage);
+      if (up) onMessage({ op: 'up' }); // started early: it came up before this listener
       worker.on('error', (err) => {
         if (!this.stopping)
           this.opts.logger.error({ err, thread: worker.threadId }, 'dns query thread failed');
