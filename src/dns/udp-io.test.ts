@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import type { Worker } from 'node:worker_threads';
+import { pino } from 'pino';
 import { isFerryError } from '../common/errors.js';
 import { dnsExchangeUdp } from './client.js';
 import { DnsServer } from './server.js';
@@ -205,6 +206,63 @@ test(
       }
       await fair('after a thread was replaced');
     });
+  },
+);
+
+test(
+  'native UDP addon: spread() names what the kernel refused, and refuses an unknown rule',
+  { skip: offNative },
+  async () => {
+    const { loadNative } = await import('../common/native.js');
+    type Addon = {
+      bind(h: string, p: number, r: boolean): [number, number];
+      spread(fd: number, count: number, mode: string): void;
+      closeFd(fd: number): void;
+    };
+    const r = loadNative<Addon>('ferry_dns_udp');
+    assert.ok('binding' in r);
+    const a = r.binding;
+    const [plain] = a.bind('127.0.0.1', 0, false);
+    const [shared] = a.bind('127.0.0.1', 0, true);
+    try {
+      // A socket outside any SO_REUSEPORT group has no group to attach the program to.
+      assert.throws(() => a.spread(plain, 2, 'random'), /SO_ATTACH_REUSEPORT_CBPF/);
+      assert.throws(() => a.spread(shared, 2, 'round-robin'), RangeError);
+      assert.throws(() => a.spread(shared, 0, 'random'), RangeError);
+      a.spread(shared, 2, 'random');
+      a.spread(shared, 2, 'cpu');
+    } finally {
+      a.closeFd(plain);
+      a.closeFd(shared);
+    }
+  },
+);
+
+test(
+  "workers: a query thread's warning reaches the server's logger (here: an unknown FERRY_DNS_UDP_SPREAD, which falls back to random)",
+  { skip: offNative },
+  async () => {
+    const before = process.env.FERRY_DNS_UDP_SPREAD;
+    process.env.FERRY_DNS_UDP_SPREAD = 'evenly'; // threads copy the environment when they start
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+    try {
+      await withServer({ udpIo: 'native', workers: 2, address: '127.0.121.3', logger }, async (s) => {
+        const warned = lines.filter((l) => /FERRY_DNS_UDP_SPREAD must be random, cpu or hash/.test(l));
+        assert.equal(warned.length, 2, `one warning per thread: ${lines.join('')}`);
+        assert.ok(warned.every((l) => typeof (JSON.parse(l) as { thread?: unknown }).thread === 'number'));
+        const answers = await burst({ address: s.address, port: s.port }, 400, 1, 160, 60_000);
+        assert.equal(answers.size, 400);
+        const split = (await s.workerStats()).map((w) => w.udp);
+        assert.ok(
+          split.every((n) => n >= 100),
+          `random spread still: ${split.join(' / ')}`,
+        );
+      });
+    } finally {
+      if (before === undefined) delete process.env.FERRY_DNS_UDP_SPREAD;
+      else process.env.FERRY_DNS_UDP_SPREAD = before;
+    }
   },
 );
 

@@ -115,9 +115,10 @@ export function openUdp(opts: UdpOpenOptions): Promise<UdpEndpoint> {
  * FERRY_DNS_UDP_SPREAD: `random` (default), `cpu` (the CPU that received the datagram), or `hash`
  * (no program: the kernel's address hash). For comparing them; see src/dns/README.md.
  */
-function spreadMode(): SpreadMode | 'hash' {
+function spreadMode(): SpreadMode | 'hash' | { bad: string } {
   const v = process.env.FERRY_DNS_UDP_SPREAD;
-  return v === 'cpu' || v === 'hash' ? v : 'random';
+  if (v === undefined || v === '' || v === 'random') return 'random';
+  return v === 'cpu' || v === 'hash' ? v : { bad: v };
 }
 
 /** A slot's sender, decoded lazily from the arena (valid during the handler call only). */
@@ -160,7 +161,15 @@ class NativeUdp implements UdpEndpoint {
   ) {
     const [fd, port] = addon.bind(opts.host, opts.port, opts.shared);
     this.port = port;
-    const mode = spreadMode();
+    let mode = spreadMode();
+    if (typeof mode === 'object') {
+      opts.onError(
+        new Error(
+          `FERRY_DNS_UDP_SPREAD must be random, cpu or hash, got ${JSON.stringify(mode.bad)}: using random`,
+        ),
+      );
+      mode = 'random';
+    }
     if (opts.shared && opts.spread !== undefined && opts.spread > 1 && mode !== 'hash') {
       try {
         addon.spread(fd, opts.spread, mode);

@@ -561,6 +561,19 @@ export class DnsWorkerPool {
         this.stats.get(slot.worker)?.({ thread: m.thread, udp: m.udp, tcp: m.tcp });
         this.stats.delete(slot.worker);
         return;
+      case 'log': {
+        let rec: Record<string, unknown>;
+        try {
+          rec = JSON.parse(m.record) as Record<string, unknown>;
+        } catch {
+          return;
+        }
+        const { level, msg, time: _t, pid: _p, hostname: _h, ...fields } = rec;
+        const obj = { thread: slot.worker.threadId, ...fields };
+        if (typeof level === 'number' && level >= 50) this.opts.logger.error(obj, String(msg));
+        else this.opts.logger.warn(obj, String(msg));
+        return;
+      }
       default:
         return;
     }

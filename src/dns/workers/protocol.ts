@@ -66,4 +66,6 @@ export type FromWorker =
   | { op: 'ack'; seq: number }
   | { op: 'forward'; id: number; msg: Uint8Array; address: string; transport: 'udp' | 'tcp' }
   | { op: 'metrics'; batch: DnsQueryEvent[] }
-  | { op: 'stats'; thread: number; udp: number; tcp: number };
+  | { op: 'stats'; thread: number; udp: number; tcp: number }
+  /** A warning or error of the thread's server (a pino JSON line), for the pool's logger. */
+  | { op: 'log'; record: string };

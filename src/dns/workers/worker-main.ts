@@ -9,6 +9,7 @@
  * start that is slow but progresses, or one that stalls.
  */
 import { parentPort, threadId } from 'node:worker_threads';
+import { pino } from 'pino';
 import { isFerryError } from '../../common/errors.js';
 import { queryChannel, type DnsQueryEvent } from '../metrics.js';
 import { DnsServer } from '../server.js';
@@ -130,9 +131,13 @@ function startServing(): void {
   );
 }
 
+/** The thread server's warnings and errors, logged by the main thread's logger (pool.ts). */
+const log = pino({ level: 'warn' }, { write: (record: string) => send({ op: 'log', record }) });
+
 async function serve(m: Extract<ToWorker, { op: 'init' }>, zones: ThreadZones): Promise<void> {
   server = new DnsServer(
     {
+      logger: log,
       address: m.init.address,
       port: m.init.port,
       ...(m.init.maxUdpPayload === undefined ? {} : { maxUdpPayload: m.init.maxUdpPayload }),
