@@ -662,6 +662,8 @@ export class CompactBuilder {
     const apexOut = new Writer();
     const offsets = new Int32Array(this.head.n);
     const hashes = new Int32Array(this.head.n);
+    /** Per owner: its node's offset in the base, plus one (0: not in the base, the apex). */
+    const nodeAt = new Int32Array(this.head.n);
     let count = 0;
     const types: number[] = [];
     const byType: number[][] = [];
@@ -678,10 +680,12 @@ export class CompactBuilder {
         hashes[count] = this.hash.a[node]!;
         if (direct >= 0) {
           offsets[count++] = off - direct;
+          nodeAt[node] = off - direct + 1;
           continue;
         }
         const size = p + 10 + ((src[p + 8]! << 8) | src[p + 9]!) - off;
         offsets[count++] = all.off;
+        nodeAt[node] = all.off + 1;
         all.ensure(size);
         all.off = copyBytes(all.buf, all.off, src, off, size);
         continue;
@@ -702,6 +706,7 @@ export class CompactBuilder {
       if (!valid(types, isApex)) return undefined;
       const out = isApex ? apexOut : all;
       if (!isApex) {
+        nodeAt[node] = out.off + 1;
         offsets[count] = out.off;
         hashes[count] = this.hash.a[node]!;
         count++;
@@ -749,7 +754,38 @@ export class CompactBuilder {
         : all.off === all.buf.length
           ? all.buf
           : all.buf.slice(0, all.off);
-    return { base: new CompactNodes(buf, count, { offsets, hashes }), apex };
+    const index = this.asIndex(nodeAt, count, buf.length >= SHARE_MIN);
+    return { base: new CompactNodes(buf, count, index ? undefined : { offsets, hashes }, index), apex };
+  }
+
+  /**
+   * The owner hash table made into the base's index (node offset + 1 per slot), with no second
+   * hashing of every name, when it has the size the base's `count` gets; undefined otherwise.
+   * The owners `nodeAt` leaves out (the apex) are deleted from it first. Ends the builder.
+   */
+  private asIndex(nodeAt: Int32Array, count: number, share: boolean): Int32Array | undefined {
+    const slots = this.slots;
+    const n = slots.length >> 1;
+    if (n !== slotsFor(count)) return undefined;
+    const mask = n - 1;
+    for (let i = 0; i < n; i++) {
+      if (slots[2 * i] === 0 || nodeAt[slots[2 * i]! - 1] !== 0) continue;
+      // Linear probing's deletion: entries after the hole that may sit there move back into it.
+      let hole = i;
+      for (let j = (i + 1) & mask; slots[2 * j] !== 0; j = (j + 1) & mask) {
+        const home = slots[2 * j + 1]! & mask;
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+          slots[2 * hole] = slots[2 * j]!;
+          slots[2 * hole + 1] = slots[2 * j + 1]!;
+          hole = j;
+        }
+      }
+      slots[2 * hole] = 0;
+      i--; // the slot may hold a moved entry now
+    }
+    const index = share ? new Int32Array(new SharedArrayBuffer(4 * n)) : new Int32Array(n);
+    for (let i = 0; i < n; i++) if (slots[2 * i] !== 0) index[i] = nodeAt[slots[2 * i]! - 1]!;
+    return index;
   }
 
   /**
