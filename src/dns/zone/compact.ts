@@ -665,6 +665,7 @@ export class CompactBuilder {
     /** Per owner: its node's offset in the base, plus one (0: not in the base, the apex). */
     const nodeAt = new Int32Array(this.head.n);
     let count = 0;
+    let apexNode = -1;
     const types: number[] = [];
     const byType: number[][] = [];
     for (let node = 0; node < this.head.n; node++) {
@@ -672,6 +673,7 @@ export class CompactBuilder {
       const off = this.recOff.a[r0]!;
       const nameLen = (src[off]! << 8) | src[off + 1]!;
       const isApex = nameLen === originKey.length && sameFolded(src, off + 2, originKey);
+      if (isApex) apexNode = node;
       if (this.recNext.a[r0] === -1 && !isApex) {
         // One record (most names of a big zone): its staged node as it is.
         const p = off + 3 + nameLen;
@@ -754,25 +756,30 @@ export class CompactBuilder {
         : all.off === all.buf.length
           ? all.buf
           : all.buf.slice(0, all.off);
-    const index = this.asIndex(nodeAt, count, buf.length >= SHARE_MIN);
+    const index = this.asIndex(nodeAt, count, apexNode, buf.length >= SHARE_MIN);
     return { base: new CompactNodes(buf, count, index ? undefined : { offsets, hashes }, index), apex };
   }
 
   /**
    * The owner hash table made into the base's index (node offset + 1 per slot), with no second
    * hashing of every name, when it has the size the base's `count` gets; undefined otherwise.
-   * The owners `nodeAt` leaves out (the apex) are deleted from it first. Ends the builder.
+   * The apex, which the base leaves out, is deleted from it first. Ends the builder.
    */
-  private asIndex(nodeAt: Int32Array, count: number, share: boolean): Int32Array | undefined {
+  private asIndex(
+    nodeAt: Int32Array,
+    count: number,
+    apexNode: number,
+    share: boolean,
+  ): Int32Array | undefined {
     const slots = this.slots;
     const n = slots.length >> 1;
-    if (n !== slotsFor(count)) return undefined;
+    if (n !== slotsFor(count) || count + (apexNode >= 0 ? 1 : 0) !== this.head.n) return undefined;
     const mask = n - 1;
-    for (let i = 0; i < n; i++) {
-      if (slots[2 * i] === 0 || nodeAt[slots[2 * i]! - 1] !== 0) continue;
+    if (apexNode >= 0) {
+      let hole = this.hash.a[apexNode]! & mask;
+      while (slots[2 * hole] !== apexNode + 1) hole = (hole + 1) & mask;
       // Linear probing's deletion: entries after the hole that may sit there move back into it.
-      let hole = i;
-      for (let j = (i + 1) & mask; slots[2 * j] !== 0; j = (j + 1) & mask) {
+      for (let j = (hole + 1) & mask; slots[2 * j] !== 0; j = (j + 1) & mask) {
         const home = slots[2 * j + 1]! & mask;
         if (((j - home) & mask) >= ((j - hole) & mask)) {
           slots[2 * hole] = slots[2 * j]!;
@@ -781,7 +788,6 @@ export class CompactBuilder {
         }
       }
       slots[2 * hole] = 0;
-      i--; // the slot may hold a moved entry now
     }
     const index = share ? new Int32Array(new SharedArrayBuffer(4 * n)) : new Int32Array(n);
     for (let i = 0; i < n; i++) if (slots[2 * i] !== 0) index[i] = nodeAt[slots[2 * i]! - 1]!;
