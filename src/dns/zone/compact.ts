@@ -86,14 +86,17 @@ export function isShared(a: ArrayBufferView): boolean {
 
 /** Grows a byte buffer by doubling while nodes are written. */
 class Writer {
-  buf = new Uint8Array(1024); // doubles as needed: most zones of a server with many are small
+  buf: Uint8Array = new Uint8Array(1024); // doubles as needed: most zones of a server with many are small
   off = 0;
+
+  /** `share`: from SHARE_MIN bytes, grow onto SharedArrayBuffers (see CompactBuilder). */
+  constructor(private readonly share = false) {}
 
   ensure(n: number): void {
     if (this.off + n <= this.buf.length) return;
     let size = this.buf.length * 2;
     while (size < this.off + n) size *= 2;
-    const next = new Uint8Array(size);
+    const next = bytes(size, this.share && size >= SHARE_MIN);
     next.set(this.buf.subarray(0, this.off));
     this.buf = next;
   }
@@ -494,8 +497,11 @@ class Ints {
 
 /**
  * Collects a bulk load (a zone file, the database) straight into compact form, with no object
- * per record: records are appended to one staging buffer in the order given and chained per
- * owner through a hash table in typed arrays; `finish` writes each owner's RRsets (types in the
+ * per record: records are appended to one staging buffer in the order given, each as the node
+ * of one RRset of one record, and chained per owner through a hash table in typed arrays.
+ * When every owner but the apex has one record and the apex's come first (a big zone file of
+ * the usual shape), the staging buffer, already on a SharedArrayBuffer when big, is the base as
+ * it is. Otherwise `finish` writes each owner's RRsets (types in the
  * order first seen, duplicates dropped, an RRset's TTL its first record's, as `Zone.addRecord`
  * does) as one compact node. It also checks the rules `Zone` enforces on data (CNAME alone and
  * single, SOA only at the apex and single, one DNAME, no meta types, names inside the zone) but
@@ -503,7 +509,7 @@ class Ints {
  * through `Zone` for the exact error.
  */
 export class CompactBuilder {
-  private readonly stage = new Writer();
+  private readonly stage = new Writer(true);
   /** Per record: offset in `stage`, next record of the same owner (-1: none). */
   private readonly recOff = new Ints();
   private readonly recNext = new Ints();
@@ -522,7 +528,8 @@ export class CompactBuilder {
   constructor(expectedRecords = 0) {
     const n = Math.min(Math.max(expectedRecords, 64), 1 << 24);
     this.slots = new Int32Array(2 * slotsFor(n));
-    if (expectedRecords > 1024) this.stage.ensure(expectedRecords * 40);
+    // Room for records of ~48 bytes as staged: pages of a big buffer not written stay free.
+    if (expectedRecords > 1024) this.stage.ensure(expectedRecords * 48);
   }
 
   /** Records added so far. */
@@ -562,7 +569,7 @@ export class CompactBuilder {
     }
     const w = this.stage;
     const off = w.off;
-    w.ensure(nameLen + 10 + len);
+    w.ensure(nameLen + 13 + len);
     const buf = w.buf;
     buf[off] = nameLen >>> 8;
     buf[off + 1] = nameLen & 0xff;
@@ -578,15 +585,18 @@ export class CompactBuilder {
       h = Math.imul(h ^ (c >= 0x41 && c <= 0x5a ? c + 32 : c), 0x01000193);
     }
     h = mix(h);
+    buf[p++] = 1; // RRsets
     buf[p] = type >>> 8;
     buf[p + 1] = type & 0xff;
     buf[p + 2] = ttl >>> 24;
     buf[p + 3] = (ttl >>> 16) & 0xff;
     buf[p + 4] = (ttl >>> 8) & 0xff;
     buf[p + 5] = ttl & 0xff;
-    buf[p + 6] = len >>> 8;
-    buf[p + 7] = len & 0xff;
-    w.off = copyBytes(buf, p + 8, rdata, 0, len);
+    buf[p + 6] = 0; // records
+    buf[p + 7] = 1;
+    buf[p + 8] = len >>> 8;
+    buf[p + 9] = len & 0xff;
+    w.off = copyBytes(buf, p + 10, rdata, 0, len);
     const rec = this.recOff.n;
     this.recOff.push(off);
     this.recNext.push(-1);
@@ -645,13 +655,17 @@ export class CompactBuilder {
   ): { base: CompactNodes; apex: ZoneNode | undefined } | undefined {
     if (this.bad) return undefined;
     const src = this.stage.buf;
+    const direct = this.stagedAsBase(originKey);
     const all = new Writer();
-    // A node takes at most 3 bytes more than its first staged record, and less for the others.
-    all.buf = new Uint8Array(this.stage.off + 3 * this.head.n);
+    // A node takes no more bytes than its first staged record, and less for the others.
+    if (direct < 0) all.buf = new Uint8Array(this.stage.off);
     const apexOut = new Writer();
     const offsets = new Int32Array(this.head.n);
     const hashes = new Int32Array(this.head.n);
+    /** Per owner: its node's offset in the base, plus one (0: not in the base, the apex). */
+    const nodeAt = new Int32Array(this.head.n);
     let count = 0;
+    let apexNode = -1;
     const types: number[] = [];
     const byType: number[][] = [];
     for (let node = 0; node < this.head.n; node++) {
@@ -659,27 +673,29 @@ export class CompactBuilder {
       const off = this.recOff.a[r0]!;
       const nameLen = (src[off]! << 8) | src[off + 1]!;
       const isApex = nameLen === originKey.length && sameFolded(src, off + 2, originKey);
+      if (isApex) apexNode = node;
       if (this.recNext.a[r0] === -1 && !isApex) {
-        // One record (most names of a big zone): one RRset of one record, copied as staged.
-        const p = off + 2 + nameLen;
+        // One record (most names of a big zone): its staged node as it is.
+        const p = off + 3 + nameLen;
         const type = (src[p]! << 8) | src[p + 1]!;
         if (isMetaType(type) || type === RRType.SOA) return undefined;
-        const len = 2 + ((src[p + 6]! << 8) | src[p + 7]!);
-        all.ensure(3 + nameLen + 8 + len);
-        offsets[count] = all.off;
         hashes[count] = this.hash.a[node]!;
-        count++;
-        all.off = copyBytes(all.buf, all.off, src, off, 2 + nameLen); // name
-        all.u8(1); // RRsets
-        all.off = copyBytes(all.buf, all.off, src, p, 6); // TYPE, TTL
-        all.u16(1); // records
-        all.off = copyBytes(all.buf, all.off, src, p + 6, len); // length, rdata
+        if (direct >= 0) {
+          offsets[count++] = off - direct;
+          nodeAt[node] = off - direct + 1;
+          continue;
+        }
+        const size = p + 10 + ((src[p + 8]! << 8) | src[p + 9]!) - off;
+        offsets[count++] = all.off;
+        nodeAt[node] = all.off + 1;
+        all.ensure(size);
+        all.off = copyBytes(all.buf, all.off, src, off, size);
         continue;
       }
       types.length = 0;
       byType.length = 0;
       for (let r = this.head.a[node]!; r !== -1; r = this.recNext.a[r]!) {
-        const p = this.recOff.a[r]! + 2 + nameLen;
+        const p = this.recOff.a[r]! + 3 + nameLen;
         const type = (src[p]! << 8) | src[p + 1]!;
         let i = types.indexOf(type);
         if (i < 0) {
@@ -692,6 +708,7 @@ export class CompactBuilder {
       if (!valid(types, isApex)) return undefined;
       const out = isApex ? apexOut : all;
       if (!isApex) {
+        nodeAt[node] = out.off + 1;
         offsets[count] = out.off;
         hashes[count] = this.hash.a[node]!;
         count++;
@@ -712,8 +729,8 @@ export class CompactBuilder {
         let n = 0;
         const seen = recs.length > 1 ? new Set<string>() : undefined;
         for (const p of recs) {
-          const len = (src[p + 6]! << 8) | src[p + 7]!;
-          const rd = src.subarray(p + 8, p + 8 + len);
+          const len = (src[p + 8]! << 8) | src[p + 9]!;
+          const rd = src.subarray(p + 10, p + 10 + len);
           if (seen) {
             const k = canonical(types[i]!, rd);
             if (seen.has(k)) continue;
@@ -733,8 +750,69 @@ export class CompactBuilder {
     }
     // The apex goes to the zone's overlay (zone.ts).
     const apex = apexOut.off > 0 ? decodeNode(apexOut.buf, 0) : undefined;
-    const buf = all.off === all.buf.length ? all.buf : all.buf.slice(0, all.off);
-    return { base: new CompactNodes(buf, count, { offsets, hashes }), apex };
+    const buf =
+      direct >= 0
+        ? this.stage.buf.subarray(direct, this.stage.off)
+        : all.off === all.buf.length
+          ? all.buf
+          : all.buf.slice(0, all.off);
+    const index = this.asIndex(nodeAt, count, apexNode, buf.length >= SHARE_MIN);
+    return { base: new CompactNodes(buf, count, index ? undefined : { offsets, hashes }, index), apex };
+  }
+
+  /**
+   * The owner hash table made into the base's index (node offset + 1 per slot), with no second
+   * hashing of every name, when it has the size the base's `count` gets; undefined otherwise.
+   * The apex, which the base leaves out, is deleted from it first. Ends the builder.
+   */
+  private asIndex(
+    nodeAt: Int32Array,
+    count: number,
+    apexNode: number,
+    share: boolean,
+  ): Int32Array | undefined {
+    const slots = this.slots;
+    const n = slots.length >> 1;
+    if (n !== slotsFor(count) || count + (apexNode >= 0 ? 1 : 0) !== this.head.n) return undefined;
+    const mask = n - 1;
+    if (apexNode >= 0) {
+      let hole = this.hash.a[apexNode]! & mask;
+      while (slots[2 * hole] !== apexNode + 1) hole = (hole + 1) & mask;
+      // Linear probing's deletion: entries after the hole that may sit there move back into it.
+      for (let j = (hole + 1) & mask; slots[2 * j] !== 0; j = (j + 1) & mask) {
+        const home = slots[2 * j + 1]! & mask;
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+          slots[2 * hole] = slots[2 * j]!;
+          slots[2 * hole + 1] = slots[2 * j + 1]!;
+          hole = j;
+        }
+      }
+      slots[2 * hole] = 0;
+    }
+    const index = share ? new Int32Array(new SharedArrayBuffer(4 * n)) : new Int32Array(n);
+    for (let i = 0; i < n; i++) if (slots[2 * i] !== 0) index[i] = nodeAt[slots[2 * i]! - 1]!;
+    return index;
+  }
+
+  /**
+   * Where the base starts in the staging buffer when it can be that buffer as it is: it is on a
+   * SharedArrayBuffer, every owner but the apex has one record, and the apex's records come
+   * first; -1 otherwise.
+   */
+  private stagedAsBase(originKey: string): number {
+    if (!isShared(this.stage.buf)) return -1; // small: an exact copy costs little, slack would stay
+    const src = this.stage.buf;
+    const recOff = this.recOff.a;
+    let apexRecords = 0;
+    for (let node = 0; node < this.head.n; node++) {
+      const r0 = this.head.a[node]!;
+      const off = recOff[r0]!;
+      const nameLen = (src[off]! << 8) | src[off + 1]!;
+      if (nameLen === originKey.length && sameFolded(src, off + 2, originKey)) {
+        for (let r = r0; r !== -1; r = this.recNext.a[r]!) if (r !== apexRecords++) return -1;
+      } else if (this.recNext.a[r0] !== -1) return -1;
+    }
+    return apexRecords < this.recOff.n ? recOff[apexRecords]! : this.stage.off;
   }
 }
 
