@@ -68,38 +68,58 @@ export async function zoneFilePaths(sources: ZoneFileSources): Promise<string[]>
   return out;
 }
 
-/** Loads every file in order; each result is a zone or the file's error. */
-export async function loadZoneFiles(
+/**
+ * Loads every file in order, handing each file's zone or error to `each` as it is read (nothing
+ * is collected here: a server with 100,000 files keeps no list of results while it loads).
+ */
+async function eachZoneFile(
   paths: readonly string[],
-): Promise<Array<{ file: string; zone: Zone } | { file: string; error: FerryError }>> {
-  const out: Array<{ file: string; zone: Zone } | { file: string; error: FerryError }> = [];
-  for (const file of paths) {
-    if (out.length % FILES_PER_TURN === FILES_PER_TURN - 1) await new Promise((r) => setImmediate(r));
+  each: (file: string, result: Zone | FerryError) => void,
+): Promise<void> {
+  for (let i = 0; i < paths.length; i++) {
+    if (i % FILES_PER_TURN === FILES_PER_TURN - 1) await new Promise((r) => setImmediate(r));
+    const file = paths[i]!;
     let text: Buffer;
     try {
       text = readFileSync(file); // bytes: the reader tokenizes them without a string
     } catch (err) {
-      out.push({
-        file,
-        error: new FerryError('ZONE_SYNTAX', `${file}: cannot read: ${errorMessage(err)}`, { cause: err }),
-      });
+      each(file, new FerryError('ZONE_SYNTAX', `${file}: cannot read: ${errorMessage(err)}`, { cause: err }));
       continue;
     }
+    let result: Zone | FerryError;
     try {
-      out.push({ file, zone: parseZone(text, { fileName: file }) });
+      result = parseZone(text, { fileName: file });
     } catch (err) {
-      out.push({ file, error: asFerryError(err, file) });
+      result = asFerryError(err, file);
     }
+    each(file, result);
   }
-  return out;
 }
 
 /** The zone files a server loads at start and on every reload. */
 export class ZoneFiles {
-  /** Origin key → the file it was loaded from. */
-  private readonly loaded = new Map<string, string>();
+  /**
+   * Origin key → the file it was loaded from: the index of its directory in `dirs` when it is
+   * named after its zone (`<origin>zone`, as most are), so 100,000 of them keep no path each.
+   */
+  private readonly loaded = new Map<string, string | number>();
+  /** The directories of `sources`, absolute. */
+  private readonly dirs: string[];
 
-  constructor(private readonly sources: ZoneFileSources) {}
+  constructor(private readonly sources: ZoneFileSources) {
+    this.dirs = (sources.dirs ?? []).map((d) => resolve(d));
+  }
+
+  /** How `loaded` keeps `file`, the file of the zone at `key`. */
+  private fileRef(key: string, file: string): string | number {
+    for (let i = 0; i < this.dirs.length; i++) if (file === join(this.dirs[i]!, `${key}zone`)) return i;
+    return file;
+  }
+
+  /** The file of the zone at `key` (see `loaded`). */
+  private filePath(key: string, ref: string | number): string {
+    return typeof ref === 'number' ? join(this.dirs[ref]!, `${key}zone`) : ref;
+  }
 
   /** How many zones came from files. */
   get size(): number {
@@ -111,17 +131,23 @@ export class ZoneFiles {
    * error (ZONE_SYNTAX, naming the file and line) and nothing is loaded.
    */
   async loadAll(): Promise<Zone[]> {
-    const results = await loadZoneFiles(await zoneFilePaths(this.sources));
     const zones: Zone[] = [];
-    const from = new Map<string, string>();
-    for (const r of results) {
-      if ('error' in r) throw r.error;
-      const other = from.get(r.zone.originKey);
-      if (other !== undefined)
-        throw new FerryError('ZONE_SYNTAX', `${r.file}: zone ${r.zone.origin} is also in ${other}`);
-      from.set(r.zone.originKey, r.file);
-      zones.push(r.zone);
-    }
+    const from = new Map<string, string | number>();
+    let failed: FerryError | undefined;
+    await eachZoneFile(await zoneFilePaths(this.sources), (file, r) => {
+      if (failed) return;
+      if (r instanceof FerryError) failed = r;
+      else if (from.has(r.originKey))
+        failed = new FerryError(
+          'ZONE_SYNTAX',
+          `${file}: zone ${r.origin} is also in ${this.filePath(r.originKey, from.get(r.originKey)!)}`,
+        );
+      else {
+        from.set(r.originKey, this.fileRef(r.originKey, file));
+        zones.push(r);
+      }
+    });
+    if (failed) throw failed;
     this.loaded.clear();
     for (const [k, f] of from) this.loaded.set(k, f);
     return zones;
@@ -133,8 +159,11 @@ export class ZoneFiles {
    */
   async reload(store: ZoneStore): Promise<ZoneReloadResult> {
     const res: ZoneReloadResult = { added: [], replaced: [], removed: [], unchanged: 0, refused: [] };
-    const paths = await zoneFilePaths(this.sources);
-    const results = await loadZoneFiles(paths);
+    // Every file is read before the store changes, so the reload is applied in one turn.
+    const results: Array<{ file: string; zone: Zone } | { file: string; error: FerryError }> = [];
+    await eachZoneFile(await zoneFilePaths(this.sources), (file, r) =>
+      results.push(r instanceof FerryError ? { file, error: r } : { file, zone: r }),
+    );
     const seen = new Map<string, string>();
     const refusedFiles = new Set<string>();
     for (const r of results) {
@@ -163,14 +192,14 @@ export class ZoneFiles {
           store.add(r.zone);
           res.replaced.push(r.zone.origin);
         } else res.unchanged++;
-        this.loaded.set(key, r.file);
+        this.loaded.set(key, this.fileRef(key, r.file));
       } catch (err) {
         res.refused.push({ file: r.file, error: asFerryError(err, r.file) });
       }
     }
     // A zone whose file is gone goes too; one whose file is still there but refused stays.
-    for (const [key, file] of [...this.loaded]) {
-      if (seen.has(key) || refusedFiles.has(file)) continue;
+    for (const [key, ref] of [...this.loaded]) {
+      if (seen.has(key) || refusedFiles.has(this.filePath(key, ref))) continue;
       const z = store.findZoneByKey(key);
       if (z?.originKey === key) {
         store.remove(z.origin);

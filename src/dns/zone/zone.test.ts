@@ -381,3 +381,34 @@ test('a small zone from a file (its apex kept compact) reads, changes and copies
   d.replaceRRset('www.small.test.', RRType.A, 60, []);
   assert.equal(s2.generation, g2);
 });
+
+test('300 small zones (their bases sharing buffers) each keep their own records through changes and copies', () => {
+  const text = (i: number) =>
+    `$ORIGIN s${i}.test.\n$TTL 300\n@ SOA ns1 hm ${i} 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.${i & 255}\n` +
+    `www A 198.51.100.${i & 255}\nmail A 198.51.100.25\n@ MX 10 mail\nh${i} TXT "zone ${i}"\n`;
+  const zones = Array.from({ length: 300 }, (_, i) => parseZone(text(i)));
+  const store = new ZoneStore(zones);
+  const www = (z: Zone) =>
+    z.getRRset(`www.${z.origin}`, RRType.A)?.rdata.map((d) => formatRdata(RRType.A, d));
+  // Change every third zone below its apex and fold it; its neighbours stay as loaded.
+  for (let i = 0; i < 300; i += 3) {
+    store.replaceRRset(`www.s${i}.test.`, 'A', 60, ['192.0.2.200']);
+    store.replaceRRset(`h${i}.s${i}.test.`, 'TXT', 60, []);
+    zones[i]!.compact();
+  }
+  for (let i = 0; i < 300; i++) {
+    const z = zones[i]!;
+    const changed = i % 3 === 0;
+    assert.deepEqual(www(z), [changed ? '192.0.2.200' : `198.51.100.${i & 255}`]);
+    assert.equal(z.existsKey(`h${i}.s${i}.test.`), !changed);
+    assert.equal(z.nodeByKey(`h${i + 1}.s${i}.test.`), undefined);
+    // A query thread's copy, read from the same memory.
+    const img = z.compactImage();
+    const copy = ZoneClass.fromImage(
+      z.origin,
+      img.image,
+      img.overlay.flatMap((n) => n.rrsets.keys().map((t) => n.rrsets.get(t)!)),
+    );
+    assert.deepEqual(dump(copy), dump(z));
+  }
+});

@@ -520,29 +520,40 @@ function compactApex(apex: ZoneNode, origin: string): ZoneNode {
 
 /** Size of the shared buffers that small bases are carved from (see `lean`). */
 const SLAB_BYTES = 16 * 1024;
-/** Bases up to this size go into a slab. */
+/** Bases whose records take up to this many bytes go into slabs. */
 const SLAB_MAX = 1024;
 /** The slab being filled, and where its free part starts. */
-let slab: Uint8Array | undefined;
+let slab: ArrayBufferLike | undefined;
 let slabUsed = 0;
 
-/**
- * `base` with its records moved into a slab shared by many small zones when it is small and on
- * its own buffer: each ArrayBuffer costs some 250 bytes of bookkeeping beside its data, more
- * than a zone of ten records holds. Slabs are SharedArrayBuffers (a query thread gets a view of
- * one without a copy of the whole slab); one is freed when no base uses it any more.
- */
-function lean(base: CompactNodes): CompactNodes {
-  const n = base.buf.length;
-  if (n === 0 || n > SLAB_MAX || isShared(base.buf)) return base;
-  if (!slab || slabUsed + n > slab.length) {
-    slab = new Uint8Array(new SharedArrayBuffer(SLAB_BYTES));
+/** `n` bytes (a multiple of 4) of the current slab, a new one when it is full. */
+function carve(n: number): { buffer: ArrayBufferLike; byteOffset: number } {
+  if (!slab || slabUsed + n > SLAB_BYTES) {
+    slab = new SharedArrayBuffer(SLAB_BYTES);
     slabUsed = 0;
   }
-  const view = slab.subarray(slabUsed, slabUsed + n);
-  view.set(base.buf);
-  slabUsed += (n + 7) & ~7;
-  return new CompactNodes(view, base.count);
+  const at = { buffer: slab, byteOffset: slabUsed };
+  slabUsed += n;
+  return at;
+}
+
+/**
+ * `base` with its records and index moved into slabs shared by many small zones, when it is
+ * small and on buffers of its own: each typed array on its own buffer costs some 250 bytes beside
+ * its data, more than a zone of ten records holds. Slabs are SharedArrayBuffers (a query thread
+ * gets a view of one without a copy of the whole slab); one is freed when no base uses it.
+ */
+function lean(base: CompactNodes): CompactNodes {
+  const { buf, index, count } = base.image;
+  const n = buf.length;
+  if (n === 0 || n > SLAB_MAX || isShared(buf)) return base;
+  const b = carve((n + 7) & ~7);
+  const bytes = new Uint8Array(b.buffer, b.byteOffset, n);
+  bytes.set(buf);
+  const i = carve(4 * index.length);
+  const slots = new Int32Array(i.buffer, i.byteOffset, index.length);
+  slots.set(index);
+  return CompactNodes.fromImage({ buf: bytes, index: slots, count });
 }
 
 /**
