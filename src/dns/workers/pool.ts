@@ -40,7 +40,7 @@ import { toErrorCode } from '../../common/error-codes.js';
 import type { Logger } from '../../common/log.js';
 import { queryChannel } from '../metrics.js';
 import { nameKey } from '../wire/name.js';
-import { isShared, type CompactImage } from '../zone/compact.js';
+import { SHARE_MIN, type CompactImage } from '../zone/compact.js';
 import type { ZoneStore } from '../zone/store.js';
 import type { RRset, Zone, ZoneNode } from '../zone/zone.js';
 import { SLICE_MAX, ZoneArena, sliceSize, type SliceRef } from './arena.js';
@@ -324,7 +324,9 @@ export class DnsWorkerPool {
       this.arena.free(old.size);
       this.slices.delete(key);
     }
-    if (!isShared(img.image.buf) && sliceSize(img.image, rrsets, zone.origin) <= SLICE_MAX) {
+    // Decided by size, not by whether the base is on shared memory: a small base may sit in a
+    // shared slab with other zones' (zone.ts), and is still best served from the arena.
+    if (img.image.buf.byteLength < SHARE_MIN && sliceSize(img.image, rrsets, zone.origin) <= SLICE_MAX) {
       const { ref, size } = this.arena.write(zone.origin, img.image, rrsets);
       const names = img.image.count + img.overlay.length;
       this.slices.set(key, { zone, version: zone.version, ref, size, names });

@@ -68,11 +68,12 @@ function isAscii(name: string): boolean {
 }
 
 /**
- * Bases at least this big (bytes of node records) live on SharedArrayBuffers; smaller ones (most
- * zones of a server with many) are plain, and copied when posted: a SharedArrayBuffer costs more
- * to make and to post than a few KB.
+ * Bases at least this big (bytes of node records) live on SharedArrayBuffers of their own; smaller
+ * ones (most zones of a server with many) do not get one, since a SharedArrayBuffer costs more to
+ * make and to post than a few KB: zone.ts packs the smallest into shared slabs, and query threads
+ * get small zones through the zone arena (workers/arena.ts).
  */
-const SHARE_MIN = 16 * 1024;
+export const SHARE_MIN = 16 * 1024;
 
 /** A view of `n` bytes on a new SharedArrayBuffer, or a plain array when `share` is false. */
 function bytes(n: number, share: boolean): Uint8Array {
