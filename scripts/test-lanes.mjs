@@ -2,12 +2,18 @@
 // listed here runs in the serial lane, one file at a time, as all of them once did: a new test
 // file is serial until someone reads it and adds it here.
 //
-// A file belongs here only if it is light (no peer server such as knot, bind, PowerDNS, nginx,
-// Apache, MariaDB, PostgreSQL, Postfix or Dovecot started; no load generator, sandbox, network
-// namespace, nftables table, benchmark or thousands of connections) and binds nothing that a file of the serial lane binds:
-// its listeners take port 0, on 127.0.0.1 or on addresses no serial file uses. Check with
-// `grep -n "127\.0\.X\." -r src test` (X its block) before adding one; files of this lane run one
-// at a time among themselves, so they may share addresses with each other.
+// A file belongs here only if it shares nothing with a file of the serial lane: its listeners take
+// port 0, on 127.0.0.1 or on a 127.0.X.0/24 block no serial file uses (check with
+// `grep -rln "127\.0\.X\." src test` before adding one); it touches no system service (systemd
+// units, /etc or /var files, the machine's own nginx, MariaDB, PostgreSQL, Postfix or Dovecot), no
+// network namespace, nftables table or interface, and starts no sandbox on its default addresses
+// (127.0.10.x). Peer servers it starts privately (its own binary run with its own folder, port
+// and pid file: test/mariadb.ts, test/postgres.ts, an nginx with `-p DIR`) and a sandbox on a
+// block of its own are allowed. It must not be timing-sensitive (an upper bound on a duration, a
+// tight window), since the other lane's load slows it, and heavy files (load generators, benchmarks,
+// thousands of connections, dozens of migrations) stay serial, since their load slows the serial
+// lane's timing-sensitive tests. Files of this lane run one at a time among themselves, so they
+// may share addresses with each other.
 
 /** Paths from the repository's root, each with why it is safe beside the serial lane. */
 export const PARALLEL_FILES = [
@@ -58,4 +64,22 @@ export const PARALLEL_FILES = [
   'src/relay/tcp-relay.test.ts',
   'src/relay/udp.test.ts',
   'src/relay/workers.test.ts',
+  // Pure parsers and answer building, moved from the serial lane.
+  'src/dns/query/fast.test.ts',
+  'src/dns/zone/parser.test.ts', // also runs kzonecheck on files
+  // Private peers: own binary, folder, port (freePort on 127.0.0.1 or its own block).
+  'src/agent/database/mover.test.ts', // private mariadbd (test/mariadb.ts) and nginx -p, 127.0.78.x
+  'src/migration/journal.test.ts', // SQLite in a temporary folder, private postgres
+  'src/agent/tracker.test.ts', // inotifywait and rsync on temporary folders, 127.0.67.x
+  // In-process agents or a sandbox on a block of their own, port 0; lower bounds on time only.
+  'src/agent/agent.test.ts', // 127.0.66.x
+  'src/migration/journal-compat.test.ts', // 127.0.71.x
+  'src/migration/orchestrator.test.ts', // 127.0.47.x
+  'src/migration/site-names.test.ts', // 127.0.51.x
+  'src/migration/sync-progress.test.ts', // 127.0.57.x
+  'src/migration/web-migration.test.ts', // 127.0.49.x, nginx -T -p on its own folder
+  'test/e2e/api.test.ts', // 127.0.80.x
+  'test/e2e/api-bad-input.test.ts', // 127.0.86.x
+  'test/e2e/cli.test.ts', // 127.0.84.x, `ferry` children
+  'test/e2e/parity.test.ts', // 127.0.42.x
 ];

@@ -5,10 +5,14 @@
  * server process until it answers a query for the zone's last name, and the resident memory
  * summed over the server's whole process tree once it answers (both servers answer from threads
  * of one process, whose RSS counts their memory once; the OS threads are listed beside it); then
- * dnsperf with names drawn at random from the zone. Usable alone: `node --import tsx bench/dns/big.ts` (after `npm run build`).
+ * dnsperf with names drawn at random from the zone. Then a restart from the SQLite store: the zone
+ * is saved once by `ferry dns serve --db FILE`, which is stopped, and `ferry dns serve --db FILE`
+ * (no zone file) is started again BENCH_RUNS times (default 3), each beside a start of Knot on the
+ * zone file; the medians of both are printed. Usable alone: `node --import tsx bench/dns/big.ts`
+ * (after `npm run build`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dnsExchangeUdp, decodeMessage, encodeMessage, makeQuery, RRType } from '../../src/dns/index.js';
@@ -127,6 +131,82 @@ type Perf = (
   sent: number;
 }>;
 
+/** Starts a server, waits for `last`, reads the tree's RSS, stops it: [seconds, MB]. */
+async function startOnly(
+  address: string,
+  port: number,
+  cmd: string,
+  args: string[],
+  last: string,
+): Promise<[number, number]> {
+  const t0 = performance.now();
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  try {
+    const s = await untilAnswer(child, address, port, last, t0);
+    return [s, treeRss(child.pid!).mb];
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/**
+ * The restart from the store: saves the zone into a --db file once (stopping that server writes
+ * its image), then `runs` times starts Knot on the zone file and Ferry on the store alone.
+ */
+async function restartBench(
+  cli: string,
+  dir: string,
+  zoneFile: string,
+  last: string,
+  workers: number,
+  runs: number,
+  knotArgs: [string, string[]],
+  kport: number,
+): Promise<{ ferryS: number; ferryMb: number; knotS: number }> {
+  const db = join(dir, 'big.db');
+  const fport = await freePort(ADDR_FERRY, { udp: true });
+  const serve = (extra: string[]) => [
+    cli,
+    'dns',
+    'serve',
+    ...extra,
+    '--db',
+    db,
+    '--listen',
+    `${ADDR_FERRY}:${fport}`,
+    '--workers',
+    String(workers),
+  ];
+  const [saveS] = await startOnly(ADDR_FERRY, fport, process.execPath, serve(['--zone', zoneFile]), last);
+  const ferry: Array<[number, number]> = [];
+  const knot: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    knot.push((await startOnly(ADDR_KNOT, kport, knotArgs[0], knotArgs[1], last))[0]);
+    ferry.push(await startOnly(ADDR_FERRY, fport, process.execPath, serve([]), last));
+  }
+  const ferryS = median(ferry.map((f) => f[0]));
+  const ferryMb = median(ferry.map((f) => f[1]));
+  const knotS = median(knot);
+  console.log(
+    `  restart from the store (${(statSync(db).size / 1e6).toFixed(0)} MB SQLite, first saved in ${saveS.toFixed(1)} s), ` +
+      `median of ${runs}: Ferry --db answers after ${ferryS.toFixed(1)} s, RSS ${ferryMb.toFixed(0)} MB ` +
+      `(runs: ${ferry.map((f) => f[0].toFixed(1)).join(', ')} s); Knot from the zone file ${knotS.toFixed(1)} s ` +
+      `(runs: ${knot.map((k) => k.toFixed(1)).join(', ')} s)`,
+  );
+  const verdict = (ok: boolean) => (ok ? 'MET' : 'NOT MET');
+  console.log(
+    `  Ferry restart/Knot load ${(ferryS / knotS).toFixed(2)} (target ≤ 1.0: ${verdict(ferryS <= knotS)}), ` +
+      `under 5 s: ${verdict(ferryS < 5)}`,
+  );
+  return { ferryS, ferryMb, knotS };
+}
+
 async function measure(
   name: string,
   address: string,
@@ -158,7 +238,12 @@ async function measure(
 export async function bigZoneBench(
   workers: number,
   perf: Perf,
-): Promise<{ knot: BigResult; ferry: BigResult }> {
+  runs = Number(process.env.BENCH_RUNS ?? 3),
+): Promise<{
+  knot: BigResult;
+  ferry: BigResult;
+  restart: { ferryS: number; ferryMb: number; knotS: number };
+}> {
   const root = join(import.meta.dirname, '..', '..');
   const cli = join(root, 'dist', 'cli', 'main.js');
   if (!existsSync(cli))
@@ -175,16 +260,8 @@ export async function bigZoneBench(
       join(dir, 'knot.conf'),
       knotConf({ dir, address: ADDR_KNOT, port: kport, workers, zones: [ORIGIN], file: zoneFile }),
     );
-    const knot = await measure(
-      'Knot',
-      ADDR_KNOT,
-      kport,
-      'knotd',
-      ['-c', join(dir, 'knot.conf')],
-      last,
-      queryFile,
-      perf,
-    );
+    const knotArgs: [string, string[]] = ['knotd', ['-c', join(dir, 'knot.conf')]];
+    const knot = await measure('Knot', ADDR_KNOT, kport, ...knotArgs, last, queryFile, perf);
     const fport = await freePort(ADDR_FERRY, { udp: true });
     const ferry = await measure(
       'Ferry',
@@ -212,7 +289,8 @@ export async function bigZoneBench(
         `RSS ${(ferry.rssMb / knot.rssMb).toFixed(2)} (target ≤ 1.0: ${verdict(ferry.rssMb <= knot.rssMb)}), ` +
         `random-name queries/s ${(ferry.qps / knot.qps).toFixed(2)} (target ≥ 1.0 with 0 lost: ${verdict(ferry.qps >= knot.qps && ferry.lost === 0)})`,
     );
-    return { knot, ferry };
+    const restart = await restartBench(cli, dir, zoneFile, last, workers, runs, knotArgs, kport);
+    return { knot, ferry, restart };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { catalogMemberId, Rcode, RRType } from '../dns/index.js';
 import { sendUpdate, upd } from '../dns/update/client.js';
+import { nativeUdp } from '../dns/udp-io.js';
 import { dnsTransfer } from '../dns/xfr/client.js';
 import { parseListen } from './dns.js';
 
@@ -60,8 +61,37 @@ test('ferry dns check: 0 on a good file, 1 with file:line on a bad one', async (
   }
 });
 
-for (const workers of [1, 2]) {
-  test(`ferry dns serve --workers ${workers} answers dig/kdig, stops on SIGTERM; export reads its --db`, async (t) => {
+/** `ferry dns serve ARGS` started; resolves once it prints its serving line. */
+async function serveCli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'dns', 'serve', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FERRY_LOG_LEVEL: 'warn', ...env },
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  // Read live: the output grows after this returns.
+  const s = { child, out: '', err: '', port: '', exited };
+  child.stdout.on('data', (c: Buffer) => (s.out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (s.err += c.toString()));
+  for (let i = 0; i < 300 && !/serving/.test(s.out) && child.exitCode === null; i++)
+    await new Promise((r) => setTimeout(r, 100));
+  const m = /on [\d.]+:(\d+) /.exec(s.out);
+  if (!m) child.kill('SIGKILL');
+  assert.ok(m, `serve did not come up: ${s.out} ${s.err}`);
+  s.port = m[1]!;
+  return s;
+}
+
+// The serving line says what answers UDP: the query threads, or the main thread alone when the
+// native UDP addon is off (FERRY_NATIVE=0) whatever --workers asked.
+const native = nativeUdp().ok;
+const cases: Array<[number, boolean]> = [
+  [1, native],
+  ...(native ? [[2, true] as [number, boolean]] : []),
+  [2, false],
+];
+for (const [workers, addon] of cases) {
+  const name = `ferry dns serve --workers ${workers}${addon ? '' : ' without the UDP addon'}`;
+  test(`${name} answers dig/kdig, stops on SIGTERM, restarts from its --db alone; export reads it`, async (t) => {
     const digger = has('kdig') ? 'kdig' : has('dig') ? 'dig' : undefined;
     if (!digger) {
       t.skip('neither kdig nor dig is installed');
@@ -71,49 +101,34 @@ for (const workers of [1, 2]) {
     const zone = join(dir, 'cli.zone');
     const db = join(dir, 'zones.db');
     writeFileSync(zone, GOOD);
-    const addr = `127.0.121.${workers}`;
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        MAIN,
-        'dns',
-        'serve',
-        '--zone',
-        zone,
-        '--listen',
-        `${addr}:0`,
-        '--workers',
-        String(workers),
-        '--db',
-        db,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const addr = `127.0.121.${workers + (addon ? 0 : 2)}`;
+    const common = ['--listen', `${addr}:0`, '--workers', String(workers), '--db', db];
+    const env = addon ? {} : { FERRY_NATIVE: '0' };
     try {
-      for (let i = 0; i < 300 && !/serving/.test(out) && child.exitCode === null; i++)
-        await new Promise((r) => setTimeout(r, 100));
-      const m = /on [\d.]+:(\d+) /.exec(out);
-      assert.ok(m, `serve did not come up: ${out} ${err}`);
-      const port = m[1]!;
-      for (const tcp of [false, true]) {
-        const args = [`@${addr}`, '-p', port, 'www.cli.example.', 'A', '+short', ...(tcp ? ['+tcp'] : [])];
-        const res: { stdout: string } = await run(digger, args, { encoding: 'utf8' });
-        assert.equal(res.stdout.trim(), '192.0.2.80', `${digger} ${args.join(' ')}`);
+      // First from the zone file (stored in the db), then from the db alone: the same answers.
+      for (const args of [['--zone', zone, ...common], common]) {
+        const s = await serveCli(args, env);
+        try {
+          assert.match(
+            s.out,
+            workers === 1
+              ? /\(UDP and TCP, 1 worker\)/
+              : addon
+                ? /\(UDP in 2 query threads, TCP in the main thread\)/
+                : /\(UDP and TCP in the main thread alone, not the 2 workers asked for\)/,
+          );
+          for (const tcp of [false, true]) {
+            const q = [`@${addr}`, '-p', s.port, 'www.cli.example.', 'A', '+short', ...(tcp ? ['+tcp'] : [])];
+            const res: { stdout: string } = await run(digger, q, { encoding: 'utf8' });
+            assert.equal(res.stdout.trim(), '192.0.2.80', `${digger} ${q.join(' ')}`);
+          }
+          s.child.kill('SIGTERM');
+          assert.equal(await s.exited, 0, s.err);
+          assert.match(s.out, /stopped/);
+        } finally {
+          if (s.child.exitCode === null) s.child.kill('SIGKILL');
+        }
       }
-      child.kill('SIGTERM');
-      assert.equal(await exited, 0, err);
-      assert.match(out, /stopped/);
-    } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
-    try {
       const exp = await ferry(['dns', 'export', 'cli.example.', '--db', db]);
       assert.equal(exp.code, 0, exp.stderr);
       assert.match(exp.stdout, /^\$ORIGIN cli\.example\./);

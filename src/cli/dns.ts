@@ -155,10 +155,16 @@ export function registerDns(program: Command): void {
       dropEarly(); // none left when the threads started; all when one thread answers
       const served = server.zones.list();
       const what = served.length <= 20 ? served.map((z) => z.origin).join(' ') : `${served.length} zones`;
-      process.stdout.write(
-        `ferry dns: serving ${what} on ${server.address}:${server.port}` +
-          ` (UDP and TCP, ${workers} worker${workers === 1 ? '' : 's'})\n`,
-      );
+      // With query threads the server has no UDP socket of its own (udpKind); without the native
+      // addon it answers UDP in this thread alone, whatever --workers asked (server.ts warns).
+      const threads = server.udpKind === undefined ? workers : 1;
+      const how =
+        threads > 1
+          ? `UDP in ${threads} query threads, TCP in the main thread`
+          : workers > 1
+            ? `UDP and TCP in the main thread alone, not the ${workers} workers asked for`
+            : 'UDP and TCP, 1 worker';
+      process.stdout.write(`ferry dns: serving ${what} on ${server.address}:${server.port} (${how})\n`);
       // SIGHUP: one reload at a time; another SIGHUP meanwhile runs one more after it.
       let reloading: Promise<void> | undefined;
       let again = false;

@@ -2,7 +2,7 @@
  * Per-query diagnostics on `node:diagnostics_channel` channel `ferry.dns.query` (undici style):
  * one `DnsQueryEvent` per answered query. The server builds events only while the channel has
  * subscribers, so the hot path pays one boolean check otherwise. With `workers` > 1 the workers'
- * events are batched to the primary process and published there.
+ * events are batched to the main thread and published there.
  */
 import diagnostics_channel from 'node:diagnostics_channel';
 import { rcodeName, typeName } from './wire/types.js';

@@ -1,12 +1,12 @@
 /**
- * The request chain: every DNS request, over UDP or TCP, in the server's own process or in a
- * query worker, goes through these handlers in this order, and nowhere else (CoreDNS style).
+ * The request chain: every DNS request, over UDP or TCP, in the server's main thread or in a
+ * query thread, goes through these handlers in this order, and nowhere else (CoreDNS style).
  * Each handler answers (a refusal is an rcode) or passes the request on.
  *
  * The first four belong to the primary role: they need the one zone store that changes go
- * through, its policies, journal and TSIG keys, so they run only in the process that holds it. A
- * query worker (workers/worker-main.ts) puts a single `forward` link in their place, which sends
- * what they would look at (`wantsPrimary`) to that process, where it runs through this chain.
+ * through, its policies, journal and TSIG keys, so they run only in the thread that holds it. A
+ * query thread (workers/worker-main.ts) puts a single `forward` link in their place, which sends
+ * what they would look at (`wantsPrimary`) to that thread, where it runs through this chain.
  */
 import { notifyHandler } from '../notify/handler.js';
 import { queryHandler } from '../query/handler.js';
@@ -25,7 +25,7 @@ export interface ChainParts {
 
 interface Link {
   name: string;
-  /** Runs only where the zone store is (a worker forwards instead). */
+  /** Runs only where the zone store is (a query thread forwards instead). */
   primaryRole: boolean;
   build(parts: ChainParts): RequestHandler;
 }
@@ -55,7 +55,7 @@ export type Forward = (
 export class Dispatcher {
   private readonly run: (req: DnsRequest) => Answer;
 
-  /** With `forward` (a query worker), the primary-role links become one forward link. */
+  /** With `forward` (a query thread), the primary-role links become one forward link. */
   constructor(parts: ChainParts, forward?: Forward) {
     const handlers: RequestHandler[] = [];
     for (const link of REQUEST_CHAIN) {
@@ -71,7 +71,7 @@ export class Dispatcher {
   }
 }
 
-/** A worker's link in place of the primary role's: forwards what they want. */
+/** A query thread's link in place of the primary role's: forwards what they want. */
 function forwardHandler(forward: Forward): RequestHandler {
   return (req, next) => {
     if (!req.forPrimary) return next(req);
