@@ -149,6 +149,47 @@ async function queryEvery(address: string, port: number, origins: string[], wind
   return answered;
 }
 
+/**
+ * One change and one transfer among all the zones, with Debian's own clients: knsupdate adds
+ * `bench-update.<origin>` A, then UDP queries (answered by the query threads) poll for it every
+ * 20 ms up to 10 s, and kdig transfers the zone (AXFR). Returns the milliseconds until the change
+ * was answered and the records transferred, the new one among them or not.
+ */
+async function updateAndTransfer(
+  address: string,
+  port: number,
+  origin: string,
+): Promise<{ ms: number; records: number; hasNew: boolean }> {
+  const name = `bench-update.${origin}`;
+  const script = `server ${address} ${port}\nzone ${origin}\nupdate add ${name} 60 A 192.0.2.77\nsend\n`;
+  const t0 = performance.now();
+  const up = spawnSync('knsupdate', [], { input: script, encoding: 'utf8', timeout: 10_000 });
+  if (up.status !== 0) throw new Error(`knsupdate failed: ${up.stderr || up.stdout}`);
+  const probe = encodeMessage(makeQuery(2, name, RRType.A));
+  let ms = NaN;
+  while (performance.now() - t0 < 10_000) {
+    const got = await dnsExchangeUdp({ address, port }, probe, 200).then(
+      (b) => decodeMessage(b).answers.length > 0,
+      () => false,
+    );
+    if (got) {
+      ms = performance.now() - t0;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const x = spawnSync('kdig', [`@${address}`, '-p', String(port), origin, 'AXFR', '+nocomments'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+  const lines = x.stdout.split('\n').filter((l) => l.trim() !== '' && !l.startsWith(';'));
+  return {
+    ms,
+    records: lines.length,
+    hasNew: lines.some((l) => l.toLowerCase().startsWith(name.toLowerCase())),
+  };
+}
+
 function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
@@ -242,6 +283,10 @@ export async function benchZones(o: BenchZonesOptions): Promise<void> {
         `${ADDR_FERRY}:${ferryPort}`,
         '--workers',
         String(workers),
+        '--allow-update',
+        '127.0.0.0/8',
+        '--allow-transfer',
+        '127.0.0.0/8',
       ],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } },
     );
@@ -252,6 +297,8 @@ export async function benchZones(o: BenchZonesOptions): Promise<void> {
     const ferryRss2 = rssTree(ferry.pid!);
     const ferryAnswered = await queryEvery(ADDR_FERRY, ferryPort, origins);
     const ferryRss3 = rssTree(ferry.pid!);
+    const mid = origins[Math.floor(count / 2)]!;
+    const change = await updateAndTransfer(ADDR_FERRY, ferryPort, mid);
     await stop(ferry);
 
     console.log('');
@@ -266,6 +313,11 @@ export async function benchZones(o: BenchZonesOptions): Promise<void> {
     console.log(
       `Ferry/Knot: load time ${ratio(ferryMs, knotMs)}, RSS ${ratio(ferryRss2, knotRss2)}, ` +
         `RSS after every zone queried ${ratio(ferryRss3, knotRss3)} (target ≤ 1.00 each)`,
+    );
+    console.log(
+      `Ferry with ${count} zones: an UPDATE of ${mid} (knsupdate) answered by the query threads after ` +
+        `${Number.isNaN(change.ms) ? 'NOT within 10 s' : `${change.ms.toFixed(0)} ms`}; AXFR of it (kdig): ` +
+        `${change.records} records, ${change.hasNew ? 'the new one among them' : 'WITHOUT the new one'}`,
     );
     rmSync(zoneDir, { recursive: true, force: true });
 
