@@ -4,8 +4,10 @@
  * as an operator runs it) and by knotd (one `zone:` entry per zone, a template naming the file);
  * for each, the load time (process start until the last zone's SOA is answered) and the RSS
  * summed over the server's processes, also after one UDP query to every zone (a server that
- * builds a zone's answer state on its first query pays for it here); then TCP queries/s (dnsperf -m tcp, queries pipelined on
- * each connection) against both on the 10,000-name zone.
+ * builds a zone's answer state on its first query pays for it here); for Ferry, one UPDATE (knsupdate) of a zone among
+ * them and its AXFR (kdig), with the time until the query threads answer the change; then TCP
+ * queries/s (dnsperf -m tcp, queries pipelined on each connection) against both on the
+ * 10,000-name zone.
  *
  * `npm run bench:dns` calls `benchZones` with its zone and query file; alone:
  * `node --import tsx bench/dns/zones.ts [zones]` (default 100000) builds a zone of its own.
