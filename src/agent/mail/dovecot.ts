@@ -171,9 +171,12 @@ export class Dovecot {
       else states[d] = state;
       await this.ensureInclude();
       if (before !== JSON.stringify(state)) {
+        // The user to probe with is found before the reload: while Dovecot restarts its auth
+        // process, a userdb listing can fail with "Disconnected unexpectedly".
+        const probe = await this.probeUser(d);
         await this.writeStates(states);
         await this.doveadm(['reload'], 'MAIL_NOT_CONFIGURED');
-        await this.waitSwitch(d, state);
+        await this.waitSwitch(d, state, probe);
       }
       if (state === 'block') await this.kick(d);
     });
@@ -206,18 +209,23 @@ export class Dovecot {
     }
   }
 
+  /** One of the domain's users (or a made-up one when it has none), for `waitSwitch`'s lookups. */
+  private async probeUser(d: string): Promise<string> {
+    const { stdout } = await this.doveadm(['user', `*@${d}`], 'MAIL_NOT_CONFIGURED');
+    return (
+      stdout
+        .split('\n')
+        .find((l) => domainOf(l.trim()) === d)
+        ?.trim() ?? `ferry-probe@${d}`
+    );
+  }
+
   /**
    * Until a passdb lookup (`doveadm auth lookup`, no password: no failure delay) of one of the
    * domain's users answers as `state` says: the held passdb cannot look up (a temporary
    * failure), the proxy passdb answers its host, and otherwise neither.
    */
-  private async waitSwitch(d: string, state: DovecotDomainState): Promise<void> {
-    const { stdout } = await this.doveadm(['user', `*@${d}`], 'MAIL_NOT_CONFIGURED');
-    const probe =
-      stdout
-        .split('\n')
-        .find((l) => domainOf(l.trim()) === d)
-        ?.trim() ?? `ferry-probe@${d}`;
+  private async waitSwitch(d: string, state: DovecotDomainState, probe: string): Promise<void> {
     const deadline = Date.now() + SWITCH_WAIT_MS;
     for (;;) {
       const out = await this.doveadmRaw(['auth', 'lookup', probe]);
