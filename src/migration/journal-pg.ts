@@ -3,14 +3,15 @@
  *
  * Every row is loaded at open into a copy in memory that serves all reads, so reads and `append`
  * stay synchronous as with SQLite. `append` updates the copy and queues the row; `flushed()`
- * resolves once everything appended before it is COMMITted (one transaction in flight, the rows
+ * resolves once everything appended before it is committed (one statement in flight, the rows
  * appended meanwhile batched into the next, as SQLite's group fsync). A failed commit or a lost
  * connection rejects `flushed()` with JOURNAL_LOST, emits `lost` once and refuses further appends
  * (a commit cut off by the connection's loss may or may not have landed: reopen to know).
  *
  * The writer numbers entries itself (seq = the newest it knows + 1, a primary key), so `append`
  * can answer at once, and two writers that believe they lead collide on the key instead of
- * interleaving: the second commit fails and that journal is lost. `refresh()` loads the rows with
+ * interleaving: the second commit fails and that journal is lost; a writer paused mid-commit holds
+ * nothing up, as each commit is one statement. `refresh()` loads the rows with
  * a seq above the newest known, for a follower or a new leader catching up.
  */
 import { EventEmitter } from 'node:events';
@@ -349,46 +350,55 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
     }
   }
 
+  /**
+   * One statement, so one implicit transaction with no moment in between: with BEGIN … COMMIT as
+   * separate round trips, a controller paused between them (SIGSTOP, a VM frozen) holds its
+   * uncommitted rows' keys, the next leader's insert of the same seq waits on them, and when the
+   * paused one wakes and commits, the next leader's journal is the one lost. A statement sent is
+   * carried out by PostgreSQL whether or not its sender is still running.
+   * The rows of the migrations the batch touches go in as the copy has them now (a new one with its
+   * phase so far; later appends only move them further).
+   */
   private async commit(batch: Pending[]): Promise<void> {
-    const migs = batch.filter((p): p is Extract<Pending, { kind: 'migration' }> => p.kind === 'migration');
+    const fresh = new Set<string>();
+    for (const p of batch) if (p.kind === 'migration') fresh.add(p.id);
     const entries = batch.filter((p): p is Extract<Pending, { kind: 'entry' }> => p.kind === 'entry');
-    const touched = new Map<string, MigrationCopy>();
-    for (const e of entries) touched.set(e.migrationId, this.migrations.get(e.migrationId)!);
-    await this.client.query('BEGIN');
-    try {
-      if (migs.length > 0)
-        await this.client.query(
-          `INSERT INTO ferry_migrations (id, plan, phase, created_at, updated_at)
-           SELECT id, plan, 'planned', at, at FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, plan, at)`,
-          [migs.map((m) => m.id), migs.map((m) => m.plan), migs.map((m) => m.at)],
-        );
-      await this.client.query(
-        `INSERT INTO ferry_journal (seq, migration_id, at, phase, kind, step, detail)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])`,
-        [
-          entries.map((e) => e.entry.seq),
-          entries.map((e) => e.migrationId),
-          entries.map((e) => e.entry.at),
-          entries.map((e) => e.entry.phase),
-          entries.map((e) => e.entry.kind),
-          entries.map((e) => e.entry.step),
-          entries.map((e) => e.entry.detail),
-        ],
-      );
-      // The rows as the copy has them now: later appends only move them further.
-      const ids = [...touched.keys()];
-      const copies = [...touched.values()];
-      await this.client.query(
-        `UPDATE ferry_migrations m SET phase = u.phase, updated_at = u.updated_at, error = u.error
-         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(id, phase, updated_at, error)
-         WHERE m.id = u.id`,
-        [ids, copies.map((c) => c.phase), copies.map((c) => c.updatedAt), copies.map((c) => c.error)],
-      );
-      await this.client.query('COMMIT');
-    } catch (err) {
-      await this.client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    }
+    const touched = new Set<string>(entries.map((e) => e.migrationId));
+    const created = [...fresh].map((id) => [id, this.migrations.get(id)!] as const);
+    const updated = [...touched]
+      .filter((id) => !fresh.has(id))
+      .map((id) => [id, this.migrations.get(id)!] as const);
+    await this.client.query(
+      `WITH created AS (
+         INSERT INTO ferry_migrations (id, plan, phase, created_at, updated_at, error)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
+       ), updated AS (
+         UPDATE ferry_migrations m SET phase = u.phase, updated_at = u.updated_at, error = u.error
+         FROM unnest($7::text[], $8::text[], $9::bigint[], $10::text[]) AS u(id, phase, updated_at, error)
+         WHERE m.id = u.id
+       )
+       INSERT INTO ferry_journal (seq, migration_id, at, phase, kind, step, detail)
+       SELECT * FROM unnest($11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[])`,
+      [
+        created.map(([id]) => id),
+        created.map(([, c]) => c.plan),
+        created.map(([, c]) => c.phase),
+        created.map(([, c]) => c.createdAt),
+        created.map(([, c]) => c.updatedAt),
+        created.map(([, c]) => c.error),
+        updated.map(([id]) => id),
+        updated.map(([, c]) => c.phase),
+        updated.map(([, c]) => c.updatedAt),
+        updated.map(([, c]) => c.error),
+        entries.map((e) => e.entry.seq),
+        entries.map((e) => e.migrationId),
+        entries.map((e) => e.entry.at),
+        entries.map((e) => e.entry.phase),
+        entries.map((e) => e.entry.kind),
+        entries.map((e) => e.entry.step),
+        entries.map((e) => e.entry.detail),
+      ],
+    );
   }
 
   /** The storage is gone: reject every waiter, refuse appends, say so once. */

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { postgresInstalled, startPostgres, type PostgresServer } from '../../test/postgres.js';
 import { freePort } from '../../test/ports.js';
 import { isFerryError } from '../common/errors.js';
+import { sleep, waitFor } from '../common/time.js';
 import { Journal } from './journal.js';
 import { PgJournal } from './journal-pg.js';
 import type { JournalStore } from './journal-store.js';
@@ -262,6 +265,81 @@ describe(
       for (const r of retries) {
         assert.ok(r.message.includes(`cannot reach PostgreSQL at 127.0.0.1:${server.port}: `), r.message);
         assert.ok(!r.message.includes(server.password), 'the password stays out');
+      }
+    });
+
+    it('a writer paused mid-commit (SIGSTOP) neither blocks the next writer nor wins over it when woken: the woken one is lost, every entry it had acknowledged is kept', async () => {
+      server.sql(`CREATE DATABASE paused OWNER ${server.user}`);
+      // The first writer in a process of its own, committing without pause, as a leader mid-migration.
+      const moduleUrl = new URL('./journal-pg.js', import.meta.url).href;
+      const code = `
+        const { PgJournal } = await import(${JSON.stringify(moduleUrl)});
+        const j = await PgJournal.open(process.argv[1]);
+        j.create(${JSON.stringify(plan('p'))}, 1);
+        await j.flushed();
+        console.log('ready');
+        for (let at = 2; ; at++) {
+          const seq = j.append({ migrationId: 'p', at, phase: 'temp-ip', kind: 'note' });
+          try {
+            await j.flushed();
+          } catch (e) {
+            console.log('lost ' + e.code);
+            process.exit(0);
+          }
+          console.log('acked ' + seq);
+        }`;
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', '--input-type=module', '-e', code, urlOf('paused')],
+        {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
+      const acked: number[] = [];
+      let said = '';
+      let ready: () => void = () => undefined;
+      const isReady = new Promise<void>((r) => (ready = r));
+      createInterface({ input: child.stdout! }).on('line', (l) => {
+        if (l === 'ready') ready();
+        else if (l.startsWith('acked ')) acked.push(Number(l.slice(6)));
+        else said = l;
+      });
+      const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+      let opening: Promise<PgJournal> | undefined;
+      const within = <T>(p: Promise<T>, what: string): Promise<T> =>
+        Promise.race([
+          p,
+          sleep(3000).then(() => {
+            throw new Error(`${what}: still waiting after 3 s`);
+          }),
+        ]);
+      try {
+        await isReady;
+        assert.ok(await waitFor(() => acked.length >= 20, 10_000), 'the first writer commits');
+        child.kill('SIGSTOP');
+        await sleep(200);
+        const seen = acked.length;
+        // The next writer (a new leader) opens, takes in what landed and writes: none of it held up
+        // by the paused one (bounded: a lock it held would hold these up for as long as it sleeps).
+        opening = PgJournal.open(urlOf('paused'));
+        const next = await within(opening, 'the next writer opens while the first is paused');
+        next.append({ migrationId: 'p', at: 1e6, phase: 'temp-ip', kind: 'step', step: STEP.addAddress });
+        await within(next.flushed(), 'the next writer commits while the first is paused');
+        child.kill('SIGCONT');
+        assert.equal(await exited, 0);
+        assert.equal(said, 'lost JOURNAL_LOST', 'the woken writer finds its journal lost');
+        assert.equal(next.lost, false);
+        next.append({ migrationId: 'p', at: 1e6 + 1, phase: 'temp-ip', kind: 'note' });
+        await next.flushed();
+        await next.refresh();
+        const seqs = new Set(next.entries('p').map((e) => e.seq));
+        for (const s of acked.slice(0, seen)) assert.ok(seqs.has(s), `acknowledged entry ${s} is kept`);
+        assert.equal(next.entries('p').at(-2)?.step, STEP.addAddress);
+      } finally {
+        // First the paused writer, whose locks may hold up what closing waits for.
+        child.kill('SIGCONT');
+        child.kill('SIGKILL');
+        await opening?.then((j) => j.close()).catch(() => undefined);
       }
     });
 

@@ -388,12 +388,33 @@ describe(
       assert.equal(body.error.code, 'FENCED');
       assert.match(body.error.message, new RegExp(`token ${before} < ${now}`));
       // The new leader completes the migration.
-      assert.ok(
-        await waitFor(async () => {
-          const r = await api<{ phase: string }>(other, 'GET', `/v1/migrations/${encodeURIComponent(id)}`);
-          return r.json.phase === 'completed';
-        }, 90_000),
-        'the migration completed under the new leader',
+      let last: { phase: string; error?: unknown; wait?: unknown; errors?: unknown[]; journal?: unknown[] } =
+        {
+          phase: 'unknown',
+        };
+      await waitFor(async () => {
+        last = (await api<{ phase: string }>(other, 'GET', `/v1/migrations/${encodeURIComponent(id)}`)).json;
+        return ['completed', 'failed', 'rolled-back'].includes(last.phase);
+      }, 90_000);
+      assert.equal(
+        last.phase,
+        'completed',
+        `the migration completed under the new leader: ${JSON.stringify({
+          phase: last.phase,
+          error: last.error,
+          wait: last.wait,
+          errors: last.errors?.slice(-5),
+          journal: last.journal?.slice(-8),
+        })}\n${ctls
+          .map(
+            (c) =>
+              `${c.name}: ${c.log
+                .split('\n')
+                .filter((l) => /lead|step|lost|fenced|error|warn/i.test(l))
+                .slice(-20)
+                .join('\n')}`,
+          )
+          .join('\n')}`,
       );
     });
   },
