@@ -10,6 +10,7 @@ import { LeaderLease, type LeaderLeaseOptions } from './leader.js';
 import { postgresInstalled, startPostgres, type PostgresServer } from '../../test/postgres.js';
 import { sleep, waitFor } from '../common/time.js';
 import { isFerryError } from '../common/errors.js';
+import { DEFAULT_TIMINGS, PgJournal, type MigrationPlan } from '../migration/index.js';
 
 const TTL = 900;
 
@@ -192,6 +193,80 @@ describe(
       assert.ok(!b.isLeader);
       assert.ok(await waitFor(() => b.isLeader, TTL * 3), 'b took over');
       assert.equal(b.fence(), 2n);
+    });
+
+    test('the journal takes writes from the lease holder only: a controller that never led, and a leader whose lease another took, are refused and write nothing', async () => {
+      const row = `journal-${name++}`;
+      const a = lease('a', row);
+      const b = lease('b', row);
+      const fenced = async (l: LeaderLease): Promise<PgJournal> => {
+        const j = await PgJournal.open(pgs.url);
+        j.on('lost', () => undefined);
+        j.fenceWith({ lease: row, holder: l.id, token: () => l.fence() });
+        return j;
+      };
+      const plan = (id: string): MigrationPlan => ({
+        id,
+        domain: 'fenced.example.',
+        origin: 'origin',
+        target: 'target',
+        originIp: '192.0.2.1',
+        targetIp: '192.0.2.2',
+        tempIp: '192.0.2.100',
+        ports: [80],
+        timings: DEFAULT_TIMINGS,
+      });
+      await a.start();
+      await b.start();
+      assert.ok(a.isLeader && !b.isLeader);
+      const ja = await fenced(a);
+      const jb = await fenced(b);
+      try {
+        ja.create(plan(`${row}-1`));
+        await ja.flushed();
+        jb.create(plan(`${row}-never`));
+        await assert.rejects(
+          jb.flushed(),
+          (e) =>
+            isFerryError(e, 'JOURNAL_LOST') &&
+            /b last led with token none, the lease is a's with token 1/.test(e.message),
+        );
+        // a stops renewing (paused); b takes the lease once it expired by PostgreSQL's clock.
+        await sleep(TTL + 200);
+        await b.tick();
+        assert.ok(b.isLeader);
+        assert.equal(b.fence(), 2n);
+        // a, not knowing yet, writes what it had appended: refused, not mixed into b's journal.
+        ja.append({
+          migrationId: `${row}-1`,
+          at: Date.now(),
+          phase: 'temp-ip',
+          kind: 'note',
+          detail: { stale: true },
+        });
+        await assert.rejects(
+          ja.flushed(),
+          (e) =>
+            isFerryError(e, 'JOURNAL_LOST') &&
+            /a last led with token 1, the lease is b's with token 2/.test(e.message),
+        );
+        const jb2 = await fenced(b);
+        try {
+          assert.equal(jb2.get(`${row}-never`), undefined, 'nothing of the refused creation landed');
+          assert.deepEqual(
+            jb2.entries(`${row}-1`).map((e) => e.kind),
+            ['enter'],
+            'the stale note did not land',
+          );
+          jb2.append({ migrationId: `${row}-1`, at: Date.now(), phase: 'temp-ip', kind: 'note' });
+          await jb2.flushed();
+        } finally {
+          await jb2.close();
+        }
+      } finally {
+        await ja.close();
+        await jb.close();
+      }
     });
 
     test('bad options and an unreachable PostgreSQL are clear errors without the password', async () => {

@@ -109,7 +109,8 @@ export class LeaderLease
   readonly id: string;
   readonly advertise: string;
   readonly ttlMs: number;
-  private readonly name: string;
+  /** The lease's row in `ferry_leader`. */
+  readonly name: string;
   private readonly clock: () => number;
   private readonly pool: pg.Pool;
   private readonly url: string;

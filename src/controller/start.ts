@@ -223,6 +223,9 @@ export async function startController(
     });
     let resumed: string[] = [];
     let leading: { close(): Promise<void> } | undefined;
+    // Only the lease's holder writes: a leader woken after a pause cannot add to the next one's journal.
+    if (lease && journal instanceof PgJournal)
+      journal.fenceWith({ lease: lease.name, holder: lease.id, token: () => lease.fence() });
     if (lease) {
       try {
         leading = await lead({

@@ -7,6 +7,7 @@ export {
   postgresEndpoint,
   redactPostgresUrl,
   withPassword,
+  type JournalWriter,
   type PgJournalOptions,
 } from './journal-pg.js';
 export { EmbeddedDnsProvider, observeServer, type EmbeddedDnsOptions } from './dns-embedded.js';

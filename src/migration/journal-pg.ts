@@ -99,6 +99,16 @@ export interface PgJournalOptions {
   connectTimeoutMs?: number;
 }
 
+/** Whose writes the journal takes (`fenceWith`): the lease row `lease` of the `ferry_leader` table. */
+export interface JournalWriter {
+  /** The lease's name (its row). */
+  lease: string;
+  /** This controller's id in the lease. */
+  holder: string;
+  /** The token of this controller's tenure, the last one when it stepped down; undefined when it never led. */
+  token: () => bigint | undefined;
+}
+
 interface MigrationCopy {
   plan: string;
   phase: Phase;
@@ -143,6 +153,7 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
   private waiters: Waiter[] = [];
   private lostError: FerryError | null = null;
   private closed = false;
+  private writer: JournalWriter | undefined;
 
   private constructor(
     private readonly client: pg.Client,
@@ -368,17 +379,28 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
     const updated = [...touched]
       .filter((id) => !fresh.has(id))
       .map((id) => [id, this.migrations.get(id)!] as const);
-    await this.client.query(
-      `WITH created AS (
+    const w = this.writer;
+    const token = w?.token();
+    const r = await this.client.query<{ held: boolean; holder: string | null; token: string | null }>(
+      `WITH lease AS (
+         ${w ? 'SELECT holder, token FROM ferry_leader WHERE name = $18' : 'SELECT NULL::text AS holder, NULL::bigint AS token'}
+       ), allowed AS (
+         SELECT 1 FROM lease WHERE ${w ? 'holder = $19 AND token = $20::bigint' : 'true'}
+       ), created AS (
          INSERT INTO ferry_migrations (id, plan, phase, created_at, updated_at, error)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
+         WHERE EXISTS (SELECT 1 FROM allowed)
        ), updated AS (
          UPDATE ferry_migrations m SET phase = u.phase, updated_at = u.updated_at, error = u.error
          FROM unnest($7::text[], $8::text[], $9::bigint[], $10::text[]) AS u(id, phase, updated_at, error)
-         WHERE m.id = u.id
+         WHERE m.id = u.id AND EXISTS (SELECT 1 FROM allowed)
+       ), entries AS (
+         INSERT INTO ferry_journal (seq, migration_id, at, phase, kind, step, detail)
+         SELECT * FROM unnest($11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[])
+         WHERE EXISTS (SELECT 1 FROM allowed)
        )
-       INSERT INTO ferry_journal (seq, migration_id, at, phase, kind, step, detail)
-       SELECT * FROM unnest($11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[])`,
+       SELECT EXISTS (SELECT 1 FROM allowed) AS held, lease.holder, lease.token::text AS token
+       FROM (SELECT 1) AS one LEFT JOIN lease ON true`,
       [
         created.map(([id]) => id),
         created.map(([, c]) => c.plan),
@@ -397,8 +419,24 @@ export class PgJournal extends EventEmitter<JournalEvents> implements JournalSto
         entries.map((e) => e.entry.kind),
         entries.map((e) => e.entry.step),
         entries.map((e) => e.entry.detail),
+        ...(w ? [w.lease, w.holder, (token ?? -1n).toString()] : []),
       ],
     );
+    if (!r.rows[0]?.held)
+      throw new FerryError(
+        'JOURNAL_LOST',
+        `the journal on ${this.where} refused ${entries.length} entries: ${w!.holder} last led with token ${token ?? 'none'}, the lease is ${r.rows[0]?.holder ? `${r.rows[0].holder}'s with token ${r.rows[0].token}` : 'held by nobody'}; another controller leads`,
+      );
+  }
+
+  /**
+   * Write only while `writer` holds its lease: every commit checks, in its own statement, that the
+   * lease row still carries the token this controller last held. A leader that was paused past its
+   * lease and wakes with entries not yet sent finds them refused (the journal is then lost to it)
+   * instead of landing among the next leader's.
+   */
+  fenceWith(writer: JournalWriter): void {
+    this.writer = writer;
   }
 
   /** The storage is gone: reject every waiter, refuse appends, say so once. */
