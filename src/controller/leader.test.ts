@@ -10,7 +10,8 @@ import { LeaderLease, type LeaderLeaseOptions } from './leader.js';
 import { postgresInstalled, startPostgres, type PostgresServer } from '../../test/postgres.js';
 import { sleep, waitFor } from '../common/time.js';
 import { isFerryError } from '../common/errors.js';
-import { DEFAULT_TIMINGS, PgJournal, type MigrationPlan } from '../migration/index.js';
+import { PgJournal } from '../migration/index.js';
+import { samplePlan } from '../../test/plans.js';
 
 const TTL = 900;
 
@@ -205,17 +206,7 @@ describe(
         j.fenceWith({ lease: row, holder: l.id, token: () => l.fence() });
         return j;
       };
-      const plan = (id: string): MigrationPlan => ({
-        id,
-        domain: 'fenced.example.',
-        origin: 'origin',
-        target: 'target',
-        originIp: '192.0.2.1',
-        targetIp: '192.0.2.2',
-        tempIp: '192.0.2.100',
-        ports: [80],
-        timings: DEFAULT_TIMINGS,
-      });
+      const plan = (id: string) => samplePlan(id, 'fenced.example.');
       await a.start();
       await b.start();
       assert.ok(a.isLeader && !b.isLeader);

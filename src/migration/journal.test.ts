@@ -8,25 +8,15 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { postgresInstalled, startPostgres, type PostgresServer } from '../../test/postgres.js';
 import { freePort } from '../../test/ports.js';
+import { samplePlan } from '../../test/plans.js';
 import { isFerryError } from '../common/errors.js';
 import { sleep, waitFor } from '../common/time.js';
 import { Journal } from './journal.js';
 import { PgJournal } from './journal-pg.js';
 import type { JournalStore } from './journal-store.js';
 import { STEP } from './steps.js';
-import { DEFAULT_TIMINGS, type MigrationPlan } from './types.js';
 
-const plan = (id: string): MigrationPlan => ({
-  id,
-  domain: 'shop.example.',
-  origin: 'origin',
-  target: 'target',
-  originIp: '192.0.2.1',
-  targetIp: '192.0.2.2',
-  tempIp: '192.0.2.100',
-  ports: [80],
-  timings: DEFAULT_TIMINGS,
-});
+const plan = (id: string) => samplePlan(id);
 
 /**
  * The contract every journal store keeps, run against SQLite and PostgreSQL. `open(name)` opens
