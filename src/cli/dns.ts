@@ -139,20 +139,25 @@ export function registerDns(program: Command): void {
       // The query threads load their code while this thread reads the zones.
       const dropEarly = workers > 1 ? startQueryThreadsEarly(workers) : () => {};
       const files = new ZoneFiles({ files: o.zone, dirs: o.zoneDir });
-      const zones = await files.loadAll();
       const log = createLogger('ferry-dns');
-      const server = new DnsServer({
-        address,
-        port,
-        zones,
-        workers,
-        logger: log,
-        ...(o.db ? { db: o.db } : {}),
-        ...(policy ? { zonePolicies: { '*': policy } } : {}),
-        ...(o.catalog ? { catalog: o.catalog === true ? {} : { zone: o.catalog } } : {}),
-      });
-      await server.start();
-      dropEarly(); // none left when the threads started; all when one thread answers
+      let server: DnsServer;
+      try {
+        const zones = await files.loadAll();
+        server = new DnsServer({
+          address,
+          port,
+          zones,
+          workers,
+          logger: log,
+          ...(o.db ? { db: o.db } : {}),
+          ...(policy ? { zonePolicies: { '*': policy } } : {}),
+          ...(o.catalog ? { catalog: o.catalog === true ? {} : { zone: o.catalog } } : {}),
+        });
+        await server.start();
+      } finally {
+        // None left when the threads started; all when one thread answers, or nothing started.
+        dropEarly();
+      }
       const served = server.zones.list();
       const what = served.length <= 20 ? served.map((z) => z.origin).join(' ') : `${served.length} zones`;
       // With query threads the server has no UDP socket of its own (udpKind); without the native

@@ -46,6 +46,7 @@ import type { RRset, Zone, ZoneNode } from '../zone/zone.js';
 import { SLICE_MAX, ZoneArena, sliceSize, type SliceRef } from './arena.js';
 import { encodeRRsets, type RRsetState } from './codec.js';
 import type { FromWorker, SliceTable, ToWorker, WorkerInit, ZoneImage, ZoneOp } from './protocol.js';
+import { nativeUdp } from '../udp-io.js';
 
 /** Answers a forwarded request: the response messages, or undefined to drop it. */
 export type ForwardHandler = (
@@ -112,6 +113,8 @@ const early: Array<{ worker: Worker; up: boolean; gone: boolean }> = [];
  * one thread after all).
  */
 export function startQueryThreadsEarly(n: number): () => void {
+  // Without the addon the server answers UDP in its own thread: no query threads to start.
+  if (!nativeUdp().ok) return () => {};
   const mine: Worker[] = [];
   for (let i = 0; i < n; i++) {
     const e = { worker: newWorker(), up: false, gone: false };
