@@ -38,6 +38,9 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     'legacy.example.',
   ];
   const sb = new Sandbox({
+    // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
+    // fails or hangs, not when it is merely slow (the default 5 s).
+    requestTimeoutMs: 20_000,
     dnsAddress: '127.0.47.53',
     dnsPort: 0,
     httpPort: 0,

@@ -152,6 +152,9 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
   ];
   const DEDICATED = '127.0.49.9';
   const sb = new Sandbox({
+    // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
+    // fails or hangs, not when it is merely slow (the default 5 s).
+    requestTimeoutMs: 20_000,
     dnsAddress: '127.0.49.53',
     dnsPort: 0,
     httpPort: 0,

@@ -63,6 +63,9 @@ function ferry(
 
 describe('ferry CLI against a sandbox controller', () => {
   const sb = new Sandbox({
+    // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
+    // fails or hangs, not when it is merely slow (the default 5 s).
+    requestTimeoutMs: 20_000,
     dnsAddress: '127.0.84.53',
     dnsPort: 0,
     httpPort: 0,

@@ -16,6 +16,9 @@ describe(
   { skip: findBinary('rsync') ? false : 'rsync is not installed' },
   () => {
     const sb = new Sandbox({
+      // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
+      // fails or hangs, not when it is merely slow (the default 5 s).
+      requestTimeoutMs: 20_000,
       agents: 'http',
       dnsAddress: '127.0.42.53',
       dnsPort: 0,
