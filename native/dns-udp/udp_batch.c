@@ -53,9 +53,9 @@
 #include <linux/filter.h>
 #include <netinet/in.h>
 #include <node_api.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
