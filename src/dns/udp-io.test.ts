@@ -27,7 +27,7 @@ const withServer = withTestServer;
 /**
  * Sends `count` queries from `sockets` client sockets, keeping `window` outstanding (more than one
  * recvmmsg batch), and resolves with every answer by query id, or rejects naming the ids never
- * answered.
+ * answered, or an answer that reached another client socket than its query's.
  */
 async function burst(
   server: { address: string; port: number },
@@ -58,9 +58,14 @@ async function burst(
           ),
         );
       }, timeoutMs);
-      for (const s of socks) {
+      socks.forEach((s, i) => {
         s.on('message', (buf) => {
           const id = buf.readUInt16BE(0);
+          if (id % sockets !== i) {
+            clearTimeout(timer);
+            reject(new Error(`the answer to query ${id} reached client socket ${i}, not its sender`));
+            return;
+          }
           if (answers.has(id)) return;
           answers.set(id, buf);
           if (answers.size === count) {
@@ -68,7 +73,7 @@ async function burst(
             resolve();
           } else sendNext();
         });
-      }
+      });
       for (let i = 0; i < window; i++) sendNext();
     });
   } finally {
@@ -154,6 +159,24 @@ test(
         assert.equal(res.rcode, Rcode.NOTIMP, `workers=${workers}`);
       });
     }
+  },
+);
+
+/**
+ * After answering a batch a query thread waits a moment for the next datagram instead of going
+ * back to epoll (udp_batch.c, wait_next). One query at a time, each sent as the last answer
+ * arrives, makes every query land in that wait (or, once waiting stopped paying, in epoll): none
+ * may be lost, answered twice or sent to the wrong client socket.
+ */
+test(
+  'native UDP with 2 workers: one query at a time from each of 2 sockets, each arriving while a thread waits after its last batch, is answered once and to its sender',
+  { skip: offNative },
+  async () => {
+    await withServer({ udpIo: 'native', workers: 2, address: '127.0.121.3' }, async (s) => {
+      const answers = await burst({ address: s.address, port: s.port }, 600, 2, 2, 30_000);
+      assert.equal(answers.size, 600);
+      for (const [id, buf] of answers) assert.equal(decodeMessage(buf).id, id);
+    });
   },
 );
 

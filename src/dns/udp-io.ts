@@ -78,6 +78,8 @@ interface UdpAddon {
     truncated: number;
     sendDropped: number;
     recvErrors: number;
+    /** recvmmsg batches handed to JavaScript (received / batches: datagrams per batch). */
+    batches: number;
   };
   close(ch: Channel): void;
   closeFd(fd: number): void;
