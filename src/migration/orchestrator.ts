@@ -1340,7 +1340,9 @@ class MigrationRun {
         const prev = last.get(f.redirectId);
         if (!prev || prev.bytes !== bytes) last.set(f.redirectId, { bytes, changedAt: Date.now() });
         lastActivityAt = Math.max(lastActivityAt, s.lastConnectionAt ?? 0, last.get(f.redirectId)!.changedAt);
-        busy ||= s.activeConnections > 0;
+        // Held: connections a hold still keeps, or (kernel engine) clients whose dropped SYN has
+        // not been retransmitted since the release; either comes to IPt yet.
+        busy ||= s.activeConnections > 0 || s.held > 0;
         observed[f.type] = {
           activeConnections: s.activeConnections,
           totalConnections: s.totalConnections,

@@ -37,7 +37,10 @@ export interface RelayStats {
   bytesToUpstream: number;
   bytesToClient: number;
   lastConnectionAt: number | null;
-  /** Connections waiting in the hold queue. */
+  /**
+   * Connections waiting in the hold queue; with the kernel engine, clients whose SYN the hold
+   * dropped, counted after the release until their retransmission is due.
+   */
   held: number;
   /** Upstream connects that failed (refused, unreachable, timed out); their clients were closed. */
   upstreamFailures: number;

@@ -35,6 +35,9 @@ import { FerryError } from '../common/errors.js';
 import type { ListenerStats, RedirectEngine, RelayStats, Upstream } from './engine.js';
 import { checkUpstream, type ListenSpec } from './options.js';
 
+/** A client's first SYN retransmission timeout, at most: 1 s on Linux, 3 s on Windows. */
+const SYN_FIRST_RETRY_MS = 3000;
+
 export interface KernelRelayOptions {
   /** Address and ports to redirect. Ports must be explicit (no ephemeral 0). */
   listen: ListenSpec;
@@ -95,6 +98,12 @@ export class KernelRelay implements RedirectEngine {
   private closed = false;
   private holding = false;
   private holdTimer: NodeJS.Timeout | null = null;
+  /** When the current (or last) hold began, and the hold_drops counter then. */
+  private holdStartedAt = 0;
+  private dropsAtHold = 0;
+  /** After a release: clients whose SYN the hold dropped, and until when their retries may come. */
+  private heldAtRelease = 0;
+  private retriesDueUntil = 0;
   private poller: NodeJS.Timeout | null = null;
   private lastNew = 0;
   private lastConnectionAt: number | null = null;
@@ -303,6 +312,7 @@ export class KernelRelay implements RedirectEngine {
     const holdChain = /chain hold \{\n([\s\S]*?)\n\s*\}\n/.exec(text)?.[1] ?? '';
     this.holding = /\bdrop\b|\breject\b/.test(holdChain);
     if (this.holding) {
+      this.holdStartedAt = Date.now(); // when it began is not recorded: from now, as the timer below
       this.holdTimer = setTimeout(() => {
         this.holdTimer = null;
         if (this.holding && !this.closed) void this.nftScript(this.holdRule('refuse')).catch(() => undefined);
@@ -356,8 +366,10 @@ export class KernelRelay implements RedirectEngine {
 
   async hold(): Promise<void> {
     if (this.holding) return;
+    this.dropsAtHold = (await this.counters().catch(() => null))?.counters.get('hold_drops')?.packets ?? 0;
     await this.nftScript(this.holdRule('drop'));
     this.holding = true;
+    this.holdStartedAt = Date.now();
     this.holdTimer = setTimeout(() => {
       this.holdTimer = null;
       if (this.holding && !this.closed) void this.nftScript(this.holdRule('refuse')).catch(() => undefined);
@@ -369,10 +381,21 @@ export class KernelRelay implements RedirectEngine {
     if (this.holdTimer) clearTimeout(this.holdTimer);
     this.holdTimer = null;
     if (!this.holding) return;
+    const seen = await this.counters().catch(() => null);
     await this.nftScript(
       `flush chain ${this.family} ${this.table} hold\nflush set ${this.family} ${this.table} held\n`,
     );
     this.holding = false;
+    // A client whose SYN was dropped connects only at its next retransmission, up to the hold's
+    // length plus its first timeout after the release (see the file comment). Until then `held`
+    // still counts it, so a drain that waits for quiet does not take the address away first.
+    const drops = seen?.counters.get('hold_drops')?.packets;
+    if (drops === undefined || drops > this.dropsAtHold) {
+      const now = Date.now();
+      this.heldAtRelease = Math.max(1, seen?.held ?? 0);
+      this.retriesDueUntil =
+        now + Math.min(now - this.holdStartedAt, this.opts.maxHoldMs) + SYN_FIRST_RETRY_MS;
+    }
   }
 
   private async counters(): Promise<{ counters: Map<string, Counter>; held: number }> {
@@ -464,7 +487,7 @@ export class KernelRelay implements RedirectEngine {
       bytesToUpstream: sum('bytesToUpstream'),
       bytesToClient: sum('bytesToClient'),
       lastConnectionAt: this.lastConnectionAt,
-      held,
+      held: held > 0 || Date.now() >= this.retriesDueUntil ? held : this.heldAtRelease,
       upstreamFailures: 0, // the kernel does not report them; clients see the upstream's own refusal
       rejected: get('hold_refused').packets,
       holdExpired: get('hold_refused').packets,
