@@ -12,6 +12,7 @@ import type { HostAgent } from '../agent/index.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { Sandbox, inProcessAgent } from '../sandbox/index.js';
 import { DEFAULT_TIMINGS, STEP, WAIT, EmbeddedDnsProvider, Journal, type HostDriver } from './index.js';
+import { PARALLEL_LANE_REQUEST_TIMEOUT_MS } from '../../test/load.js';
 
 /** `inner` with some calls refused while `when(method, args)` says so. */
 function flaky(inner: HostDriver, when: (method: string, args: unknown[]) => boolean): HostDriver {
@@ -38,9 +39,7 @@ describe('orchestrator: retries, failures, direct and relay-host modes', () => {
     'legacy.example.',
   ];
   const sb = new Sandbox({
-    // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
-    // fails or hangs, not when it is merely slow (the default 5 s).
-    requestTimeoutMs: 20_000,
+    requestTimeoutMs: PARALLEL_LANE_REQUEST_TIMEOUT_MS,
     dnsAddress: '127.0.47.53',
     dnsPort: 0,
     httpPort: 0,

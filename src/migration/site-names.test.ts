@@ -27,6 +27,7 @@ import {
   type WebBundle,
   type WebSiteOverrides,
 } from './index.js';
+import { PARALLEL_LANE_REQUEST_TIMEOUT_MS } from '../../test/load.js';
 
 interface Call {
   host: string;
@@ -40,9 +41,7 @@ describe('a site of several names', () => {
   const sites = ['shop.example.', 'back.example.', 'rev.example.', 'crash.example.', 'late.example.'];
   const mailSites = ['post.example.', 'ports.example.', 'stays.example.'];
   const sb = new Sandbox({
-    // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
-    // fails or hangs, not when it is merely slow (the default 5 s).
-    requestTimeoutMs: 20_000,
+    requestTimeoutMs: PARALLEL_LANE_REQUEST_TIMEOUT_MS,
     dnsAddress: '127.0.51.53',
     dnsPort: 0,
     httpPort: 0,

@@ -27,6 +27,7 @@ import { FerryError, isFerryError } from '../common/errors.js';
 import { Controller, type ControllerEvent } from '../controller/index.js';
 import { Sandbox } from '../sandbox/index.js';
 import { EmbeddedDnsProvider, Journal, STEP, planWebSite, type HostDriver, type WebBundle } from './index.js';
+import { PARALLEL_LANE_REQUEST_TIMEOUT_MS } from '../../test/load.js';
 
 const nginxBin = findBinary('nginx');
 
@@ -152,9 +153,7 @@ describe('orchestrator: a web site', { skip: nginxBin ? false : 'nginx is not in
   ];
   const DEDICATED = '127.0.49.9';
   const sb = new Sandbox({
-    // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
-    // fails or hangs, not when it is merely slow (the default 5 s).
-    requestTimeoutMs: 20_000,
+    requestTimeoutMs: PARALLEL_LANE_REQUEST_TIMEOUT_MS,
     dnsAddress: '127.0.49.53',
     dnsPort: 0,
     httpPort: 0,

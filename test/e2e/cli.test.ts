@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { generateToken, startApi, type StartedApi } from '../../src/api/index.js';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { waitFor } from '../../src/common/time.js';
+import { PARALLEL_LANE_REQUEST_TIMEOUT_MS } from '../load.js';
 
 interface Run {
   code: number | null;
@@ -63,9 +64,7 @@ function ferry(
 
 describe('ferry CLI against a sandbox controller', () => {
   const sb = new Sandbox({
-    // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
-    // fails or hangs, not when it is merely slow (the default 5 s).
-    requestTimeoutMs: 20_000,
+    requestTimeoutMs: PARALLEL_LANE_REQUEST_TIMEOUT_MS,
     dnsAddress: '127.0.84.53',
     dnsPort: 0,
     httpPort: 0,

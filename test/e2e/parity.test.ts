@@ -10,15 +10,14 @@ import { Sandbox } from '../../src/sandbox/index.js';
 import { sleep } from '../../src/common/time.js';
 import { STEP, type MigrationRecord } from '../../src/migration/index.js';
 import { findBinary } from './helpers.js';
+import { PARALLEL_LANE_REQUEST_TIMEOUT_MS } from '../load.js';
 
 describe(
   'preflight parity refuses a target that answers differently (agents over HTTP)',
   { skip: findBinary('rsync') ? false : 'rsync is not installed' },
   () => {
     const sb = new Sandbox({
-      // Beside the serial lane the CPU may be taken for seconds: a request counts as failed when it
-      // fails or hangs, not when it is merely slow (the default 5 s).
-      requestTimeoutMs: 20_000,
+      requestTimeoutMs: PARALLEL_LANE_REQUEST_TIMEOUT_MS,
       agents: 'http',
       dnsAddress: '127.0.42.53',
       dnsPort: 0,
