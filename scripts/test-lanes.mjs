@@ -13,9 +13,10 @@
 // tight window), since the other lane's load slows it, and heavy files (load generators, benchmarks,
 // thousands of connections, dozens of migrations) stay serial, since their load slows the serial
 // lane's timing-sensitive tests. A sandbox's simulated users (a few requests a second) may run
-// here with `requestTimeoutMs: PARALLEL_LANE_REQUEST_TIMEOUT_MS` (test/load.ts, 20 s): beside the other lane a request can wait seconds for the
-// CPU, and only a failed or hung one may count as failed. Files of this lane run one at a time
-// among themselves, so they may share addresses with each other.
+// here with `requestTimeoutMs: PARALLEL_LANE_REQUEST_TIMEOUT_MS` (test/load.ts, 20 s): beside
+// the other lane a request can wait seconds for the CPU, and only a failed or hung one may count
+// as failed. Files of this lane run one at a time among themselves, so they may share addresses
+// with each other.
 
 /** Paths from the repository's root, each with why it is safe beside the serial lane. */
 export const PARALLEL_FILES = [
